@@ -55,8 +55,12 @@ class NanoMamba(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def stages(self, audio: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Run the model on (B, samples) float audio, returning every intermediate."""
+    def stages(self, audio: torch.Tensor, probe: bool = False) -> dict[str, torch.Tensor]:
+        """Run the model on (B, samples) float audio, returning every intermediate.
+
+        With ``probe=True`` the blocks' internals are added as ``block{i}.{name}`` (LayerNorm
+        output, conv, Δ, gates, scan output …) for the quantizer's range analysis.
+        """
         c = self.config
         out: dict[str, torch.Tensor] = {}
         mag = stft_magnitude(audio, c.n_fft, c.hop)                   # (B, 257, T)
@@ -81,8 +85,11 @@ class NanoMamba(nn.Module):
         out["patch_proj"] = x
         snr_t = snr.transpose(1, 2)                                    # (B, T, 40)
         for i, blk in enumerate(self.blocks):
-            x = blk(x, snr_t)
+            inner: dict | None = {} if probe else None
+            x = blk(x, snr_t, inner)
             out[f"block{i}_out"] = x
+            if inner is not None:
+                out.update({f"block{i}.{k}": v for k, v in inner.items()})
         x = self.final_norm(x)
         out["final_norm"] = x
         pooled = x.mean(dim=1)

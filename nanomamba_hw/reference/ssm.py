@@ -47,7 +47,9 @@ class SASSM(nn.Module):
                                 "bgate_floor"), c.as_tuple()):
             getattr(self, name).fill_(float(value))
 
-    def forward(self, xc: torch.Tensor, snr: torch.Tensor) -> torch.Tensor:
+    def forward(self, xc: torch.Tensor, snr: torch.Tensor,
+                probe: dict | None = None) -> torch.Tensor:
+        """``probe``, when given, receives the intermediates (for quantization range analysis)."""
         N = self.d_state
         p = self.x_proj(xc)                                    # (B, T, 2N+1)
         dt_raw, Bm, Cm = p[..., :1], p[..., 1:N + 1], p[..., N + 1:]
@@ -65,11 +67,19 @@ class SASSM(nn.Module):
         dBx = (delta[..., None] * B_gated[..., None, :] + eps[..., None]) * xc[..., None]
         h = xc.new_zeros(xc.shape[0], self.d_inner, N)
         ys = []
+        h_max = xc.new_zeros(xc.shape[0])
         for t in range(xc.shape[1]):
             h = dA[:, t] * h + dBx[:, t]
             ys.append(torch.einsum("ben,bn->be", h, Cm[:, t]))
-        y = torch.stack(ys, dim=1)
-        return y + self.D * xc
+            if probe is not None:
+                h_max = torch.maximum(h_max, h.detach().abs().amax(dim=(1, 2)))
+        y = torch.stack(ys, dim=1) + self.D * xc
+        if probe is not None:
+            probe.update(dt_raw=dt_raw, B=Bm, C=Cm, q=q, gate=G, s_mean=s_mean, floor=floor,
+                         eps=eps, dt_pre=self.dt_proj(dt_raw + q[..., :1]), delta=delta,
+                         B_gated=B_gated, dA=dA, y=y,
+                         h_absmax=h_max)
+        return y
 
 
 class NanoMambaBlock(nn.Module):
@@ -87,12 +97,18 @@ class NanoMambaBlock(nn.Module):
         self.sa_ssm = SASSM(d_inner, d_state, n_mels, constants)
         self.out_proj = nn.Linear(d_inner, d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, snr: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, snr: torch.Tensor,
+                probe: dict | None = None) -> torch.Tensor:
         T = x.shape[1]
-        xz = self.in_proj(self.norm(x))
+        u = self.norm(x)
+        xz = self.in_proj(u)
         xb, z = xz[..., :self.d_inner], xz[..., self.d_inner:]
         c = self.conv1d(xb.transpose(1, 2))[..., :T].transpose(1, 2)
         xc = F.silu(c)
-        y = self.sa_ssm(xc, snr) * F.silu(z)
-        return self.out_proj(y) + x
+        y = self.sa_ssm(xc, snr, probe)
+        yz = y * F.silu(z)
+        out = self.out_proj(yz) + x
+        if probe is not None:
+            probe.update(ln=u, xb=xb, z=z, conv=c, xc=xc, silu_z=F.silu(z), yz=yz, out=out)
+        return out
 

@@ -1,0 +1,1 @@
+"""Bit-accurate integer model of the accelerator: the specification the hardware must match."""
