@@ -187,7 +187,7 @@ def run_block(p: BlockParams, f: Formats, tables: dict[str, PWLTable], regs: SSM
     dbx = saturate(dbx, f["dbx"], sat, f"{tag}.dbx")                  # (B, T, E, N)
     inc = rshift_round(dbx * xc[..., None], f["dbx"].frac + f["xc"].frac - hf)
     ya = -rshift_round(p.A * delta[..., None], p.a_frac + dfmt.frac - LOG_FRAC)
-    dA = EXP2(ya, DA_FMT.frac, DA_FMT, sat, f"{tag}.dA")             # (B, T, E, N)
+    dA = EXP2(ya, DA_FMT, sat, f"{tag}.dA")             # (B, T, E, N)
 
     skip = rshift_round(p.D * xc, D_FMT.frac + f["xc"].frac - yf)
     h = np.zeros(x.shape[:1] + (E, N), dtype=I64)

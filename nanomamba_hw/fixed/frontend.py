@@ -42,9 +42,11 @@ DELTA_FMT = Fmt(20, 16, signed=False)      # δ ∈ [0.001, 5]
 M_FMT = Fmt(32, 20, signed=False)          # smoother state
 M_EPS = max(1, int(np.floor(1e-6 * 2 ** M_FMT.frac + 0.5)))
 GAIN_FMT = Fmt(40, 16, signed=False)       # E·(ε+M)^−α + δ
+POW_FMT = Fmt(22, 14, signed=False)        # v^r ≤ (2**24)**0.25 = 64
 PCEN_FMT = Fmt(20, 14)                     # expert output
 SF_FMT = Fmt(16, 15, signed=False)         # SF, tilt, SF', gate g: [0, 1]
 ONE_SF = 1 << SF_FMT.frac
+TILT_RAW_FMT = Fmt(17, 15, signed=False)   # log-domain quotient may exceed 1 by rounding
 TILT_THRESHOLD = int(SF_FMT.quantize(0.6))
 GATE_TEMP_FMT = Fmt(16, 10)
 GATE_ARG_FMT = Fmt(16, 11)
@@ -68,8 +70,7 @@ class PCENParams:
     def from_float(cls, s, alpha, delta, r) -> "PCENParams":
         sq, aq = PCEN_COEF_FMT.quantize(s), PCEN_COEF_FMT.quantize(alpha)
         dq, rq = DELTA_FMT.quantize(delta), PCEN_COEF_FMT.quantize(r)
-        dr = EXP2(rshift_round(rq * LOG2(dq, DELTA_FMT.frac), PCEN_COEF_FMT.frac),
-                  PCEN_FMT.frac, PCEN_FMT)
+        dr = EXP2(rshift_round(rq * LOG2(dq, DELTA_FMT.frac), PCEN_COEF_FMT.frac), PCEN_FMT)
         return cls(sq, aq, dq, rq, dr)
 
     def to_dict(self) -> dict:
@@ -134,9 +135,9 @@ def pcen(p: PCENParams, E: np.ndarray, logE: np.ndarray, sat: SatCounter | None 
     bands = (slice(None), None)             # per-band constants broadcast over (B, 40, T)
     alpha, delta, r, dr = (v[bands] for v in (p.alpha, p.delta, p.r, p.delta_r))
     lg = logE - rshift_round(alpha * LOG2(M + M_EPS, M_FMT.frac), PCEN_COEF_FMT.frac)
-    v = EXP2(lg, GAIN_FMT.frac, GAIN_FMT, sat, stage + "_gain") + delta
+    v = EXP2(lg, GAIN_FMT, sat, stage + "_gain") + delta
     v = saturate(v, GAIN_FMT, sat, stage + "_gain")
-    pw = EXP2(rshift_round(r * LOG2(v, GAIN_FMT.frac), PCEN_COEF_FMT.frac), PCEN_FMT.frac)
+    pw = EXP2(rshift_round(r * LOG2(v, GAIN_FMT.frac), PCEN_COEF_FMT.frac), POW_FMT)
     return saturate(pw - dr, PCEN_FMT, sat, stage)
 
 
@@ -150,13 +151,13 @@ def routing_gate(p: FrontendParams, E: np.ndarray, logE: np.ndarray) -> np.ndarr
     mean_log = rshift_round(logE.sum(axis=-2) * _mean_recip(n), MEAN_FRAC)
     log_mean = LOG2(E.sum(axis=-2), MEL_FMT.frac) - int(round(np.log2(n) * 2 ** LOG_FRAC))
     lsf = np.minimum(mean_log - log_mean, 0)              # SF ≤ 1 (clamp as in the float model)
-    sf = np.minimum(EXP2(lsf, SF_FMT.frac), ONE_SF)
+    sf = np.minimum(EXP2(lsf, SF_FMT), ONE_SF)
     if p.routing == "sf+tilt":
         low = E[..., : n // LOW_BANDS_DIV, :].sum(axis=-2)
         high = E[..., 2 * n // LOW_BANDS_DIV:, :].sum(axis=-2)
         n_low, n_high = n // LOW_BANDS_DIV, n - 2 * n // LOW_BANDS_DIV
         num = low * n_high
-        tilt = np.minimum(divide(num, 0, num + high * n_low, 0, SF_FMT.frac), ONE_SF)
+        tilt = np.minimum(divide(num, 0, num + high * n_low, 0, TILT_RAW_FMT), ONE_SF)
         sf = sf + rshift_round((ONE_SF - sf) * np.maximum(tilt - TILT_THRESHOLD, 0), SF_FMT.frac)
     arg = rshift_round(I64(p.gate_temp) * (sf - ONE_SF // 2),
                        GATE_TEMP_FMT.frac + SF_FMT.frac - GATE_ARG_FMT.frac)

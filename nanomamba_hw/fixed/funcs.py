@@ -72,52 +72,50 @@ class Log2Unit:
 
 @dataclass(frozen=True)
 class Exp2Unit:
-    """2**y for ``y`` with ``LOG_FRAC`` fractional bits, returned with ``out_frac`` fractional bits.
+    """2**y for ``y`` with ``LOG_FRAC`` fractional bits, returned in ``out_fmt``.
 
-    Result = round(2**frac(y) table value · 2**(floor(y) + out_frac − EXP_MANT)), saturated to
-    ``out_fmt`` when given (counted), and 0 when the shift drops every bit.
+    Result = round(2**frac(y) table value · 2**(floor(y) + out_fmt.frac − EXP_MANT)), saturated
+    to ``out_fmt`` (counted), and 0 when the shift drops every bit. Every use names its output
+    format, so the hardware knows the width of each instance.
     """
 
     table: np.ndarray = field(default_factory=lambda: _round_table(
         2.0 ** (np.arange(2 ** SEG_BITS + 1) / 2 ** SEG_BITS) * 2 ** EXP_MANT))
 
-    def __call__(self, y: np.ndarray, out_frac: int, out_fmt: Fmt | None = None,
-                 counter: SatCounter | None = None, stage: str = "") -> np.ndarray:
+    def __call__(self, y: np.ndarray, out_fmt: Fmt, counter: SatCounter | None = None,
+                 stage: str = "") -> np.ndarray:
         y = np.asarray(y, dtype=I64)
         ipart = y >> I64(LOG_FRAC)
         f = y & ((I64(1) << LOG_FRAC) - 1)
         rem_bits = LOG_FRAC - SEG_BITS
         mant = _interp(self.table, f >> I64(rem_bits), f & ((I64(1) << rem_bits) - 1), rem_bits)
-        out = shift_round(mant, ipart + out_frac - EXP_MANT)
-        if out_fmt is not None:
-            out = saturate(out, out_fmt, counter, stage)
-        return out
+        out = shift_round(mant, ipart + out_fmt.frac - EXP_MANT)
+        return saturate(out, out_fmt, counter, stage)
 
 
 LOG2 = Log2Unit()
 EXP2 = Exp2Unit()
 
 
-def rsqrt(x: np.ndarray, in_frac: int, out_frac: int, out_fmt: Fmt | None = None,
-          counter: SatCounter | None = None, stage: str = "") -> np.ndarray:
-    """1/sqrt(x / 2**in_frac) with ``out_frac`` fractional bits: exp2(−log2(x)/2)."""
+def rsqrt(x: np.ndarray, in_frac: int, out_fmt: Fmt, counter: SatCounter | None = None,
+          stage: str = "") -> np.ndarray:
+    """1/sqrt(x / 2**in_frac) in ``out_fmt``: exp2(−log2(x)/2)."""
     y = rshift_round(-LOG2(x, in_frac), 1)
-    return EXP2(y, out_frac, out_fmt, counter, stage)
+    return EXP2(y, out_fmt, counter, stage)
 
 
-def divide(a: np.ndarray, a_frac: int, b: np.ndarray, b_frac: int, out_frac: int,
-           out_fmt: Fmt | None = None, counter: SatCounter | None = None,
-           stage: str = "") -> np.ndarray:
-    """a/b in the log domain: exp2(log2 a − log2 b); 0 where a == 0 (b must be > 0)."""
+def divide(a: np.ndarray, a_frac: int, b: np.ndarray, b_frac: int, out_fmt: Fmt,
+           counter: SatCounter | None = None, stage: str = "") -> np.ndarray:
+    """a/b in the log domain: exp2(log2 a − log2 b) in ``out_fmt``; 0 where a == 0 (b > 0)."""
     y = LOG2(a, a_frac) - LOG2(b, b_frac)
-    out = EXP2(y, out_frac, out_fmt, counter, stage)
+    out = EXP2(y, out_fmt, counter, stage)
     return np.where(np.asarray(a) > 0, out, I64(0))
 
 
-def reciprocal(x: np.ndarray, in_frac: int, out_frac: int, out_fmt: Fmt | None = None,
-               counter: SatCounter | None = None, stage: str = "") -> np.ndarray:
-    """1/(x / 2**in_frac) with ``out_frac`` fractional bits: exp2(−log2 x)."""
-    return EXP2(-LOG2(x, in_frac), out_frac, out_fmt, counter, stage)
+def reciprocal(x: np.ndarray, in_frac: int, out_fmt: Fmt, counter: SatCounter | None = None,
+               stage: str = "") -> np.ndarray:
+    """1/(x / 2**in_frac) in ``out_fmt``: exp2(−log2 x)."""
+    return EXP2(-LOG2(x, in_frac), out_fmt, counter, stage)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from .ops import I64, Fmt, SatCounter, check_range, rshift_round, saturate, shif
 
 IN_EPS = 1e-5
 LN_EPS = 1e-5
-RS_MANT_BITS = EXP_MANT + 1       # rs mantissa: u17.16 in [1, 2)
+RS_MANT_FMT = Fmt(EXP_MANT + 2, EXP_MANT, signed=False)   # rsqrt mantissa in [1, 2]
 GAMMA_FMT = Fmt(16, 11)           # LayerNorm γ (observed up to 3.5)
 
 
@@ -30,7 +30,7 @@ def rsqrt_parts(num: np.ndarray, frac: int) -> tuple[np.ndarray, np.ndarray]:
     """1/sqrt(num / 2**frac) as (mantissa u17.16, exponent): value = m · 2**(e − 16)."""
     y = rshift_round(-LOG2(num, frac), 1)
     e = y >> I64(LOG_FRAC)
-    m = EXP2(y - (e << I64(LOG_FRAC)), EXP_MANT)     # 2**frac(y) with EXP_MANT fraction bits
+    m = EXP2(y - (e << I64(LOG_FRAC)), RS_MANT_FMT)  # 2**frac(y): [1, 2] with EXP_MANT bits
     return m, e
 
 

@@ -89,7 +89,7 @@ def ratio(p: SNRParams, mag: np.ndarray, noise: np.ndarray,
           sat: SatCounter | None = None) -> np.ndarray:
     """|X| / (ns · noise + 1e-8) in RATIO_FMT (saturating, counted as 'snr_ratio')."""
     den = I64(p.noise_scale) * noise + EPS_DEN
-    return divide(mag, MAG_FMT.frac, den, DEN_FRAC, RATIO_FMT.frac, RATIO_FMT, sat, "snr_ratio")
+    return divide(mag, MAG_FMT.frac, den, DEN_FRAC, RATIO_FMT, sat, "snr_ratio")
 
 
 def snr_bands(p: SNRParams, fb: SparseFilterbank, mag: np.ndarray,

@@ -1,0 +1,42 @@
+"""Conventions shared by every accelerator stage.
+
+- Shapes come from the fixed model's formats: :func:`shape_of` turns a
+  :class:`~nanomamba_hw.fixed.ops.Fmt` into an Amaranth shape, so no width is written twice.
+- Frame-structured streams carry :func:`frame_layout` payloads: the element plus ``first``
+  (first element of a frame) and ``last`` (last element of a frame) flags.
+- ROM contents come from the fixed model's arrays via :func:`rom_init`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from amaranth.hdl import Shape, signed, unsigned
+from amaranth.lib import data, stream
+
+from ..fixed.ops import Fmt
+
+
+def shape_of(fmt: Fmt) -> Shape:
+    """The Amaranth shape holding integers of ``fmt``."""
+    return signed(fmt.bits) if fmt.signed else unsigned(fmt.bits)
+
+
+def frame_layout(shape) -> data.StructLayout:
+    """Payload of a frame-structured stream: ``data`` plus ``first``/``last`` markers."""
+    return data.StructLayout({"data": shape, "first": 1, "last": 1})
+
+
+def frame_stream(shape) -> stream.Signature:
+    return stream.Signature(frame_layout(shape))
+
+
+def rom_init(values, shape: Shape) -> list[int]:
+    """ROM initial contents from integer arrays, checked to fit ``shape``."""
+    vals = [int(v) for v in np.asarray(values).ravel()]
+    s = Shape.cast(shape)
+    lo = -(1 << (s.width - 1)) if s.signed else 0
+    hi = (1 << (s.width - 1)) - 1 if s.signed else (1 << s.width) - 1
+    bad = [v for v in vals if not lo <= v <= hi]
+    if bad:
+        raise ValueError(f"ROM value {bad[0]} does not fit {s}")
+    return vals
