@@ -56,7 +56,38 @@ class FloatEngine(Engine):
                 for l in self.logits(samples)]
 
 
-ENGINES: dict[str, Callable[[Checkpoint], Engine]] = {"float": FloatEngine}
+class FixedEngine(Engine):
+    """The bit-accurate integer model (``nanomamba_hw.fixed``): the hardware's golden answer.
+
+    Clips are converted to int16 PCM first (as the hardware receives them). ``logits`` are the
+    integer logits scaled to float; ``logits_int`` are the integers themselves.
+    """
+
+    name = "fixed"
+
+    def __init__(self, ckpt: Checkpoint, params=None, *, weight_bits: int = 8,
+                 batch_size: int = 64):
+        super().__init__(ckpt)
+        if params is None:
+            from .quantize import params_for
+            params = params_for(ckpt, weight_bits=weight_bits)
+        self.params = params
+        self.batch_size = batch_size
+
+    def run(self, samples: np.ndarray) -> list[dict]:
+        from .audio import pcm_from_float
+        from .fixed.model import run
+        out = []
+        for i in range(0, len(samples), self.batch_size):
+            r = run(self.params, pcm_from_float(samples[i:i + self.batch_size]))
+            lf = r.logits_float
+            for j in range(len(r.index)):
+                out.append({"index": int(r.index[j]), "logits": [float(v) for v in lf[j]],
+                            "logits_int": [int(v) for v in r.logits[j]]})
+        return out
+
+
+ENGINES: dict[str, Callable[[Checkpoint], Engine]] = {"float": FloatEngine, "fixed": FixedEngine}
 
 
 def engine_names() -> list[str]:
