@@ -141,15 +141,21 @@ def pcen(p: PCENParams, E: np.ndarray, logE: np.ndarray, sat: SatCounter | None 
     return saturate(pw - dr, PCEN_FMT, sat, stage)
 
 
-def _mean_recip(n: int) -> int:
+def mean_recip(n: int) -> int:
+    """Σ/n as one multiply: round(2**MEAN_FRAC / n), then rshift_round(·, MEAN_FRAC)."""
     return int(round(2 ** MEAN_FRAC / n))
+
+
+def log2_const(n: int) -> int:
+    """round(log2(n) · 2**LOG_FRAC): log2 of the band count, to turn log2 Σ into log2 mean."""
+    return int(round(np.log2(n) * 2 ** LOG_FRAC))
 
 
 def routing_gate(p: FrontendParams, E: np.ndarray, logE: np.ndarray) -> np.ndarray:
     """Per-frame gate g (B, T) in SF_FMT."""
     n = E.shape[-2]
-    mean_log = rshift_round(logE.sum(axis=-2) * _mean_recip(n), MEAN_FRAC)
-    log_mean = LOG2(E.sum(axis=-2), MEL_FMT.frac) - int(round(np.log2(n) * 2 ** LOG_FRAC))
+    mean_log = rshift_round(logE.sum(axis=-2) * mean_recip(n), MEAN_FRAC)
+    log_mean = LOG2(E.sum(axis=-2), MEL_FMT.frac) - log2_const(n)
     lsf = np.minimum(mean_log - log_mean, 0)              # SF ≤ 1 (clamp as in the float model)
     sf = np.minimum(EXP2(lsf, SF_FMT), ONE_SF)
     if p.routing == "sf+tilt":

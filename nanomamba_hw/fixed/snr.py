@@ -26,7 +26,9 @@ from .ops import I64, Fmt, SatCounter, rshift_round, saturate
 from .stft import MAG_FMT
 
 STATIC_FRAMES = 5
-NOISE_FMT = Fmt(27, 18, signed=False)
+# n0 = Σ5 · FIVE_RECIP can exceed 2**27 by a hair for magnitudes at the top of u24 (FIVE_RECIP
+# is slightly above 8/5 · 2**16), so the noise estimate is 28 bits wide.
+NOISE_FMT = Fmt(28, 18, signed=False)
 COEF_FMT = Fmt(17, 16, signed=False)        # EMA rates β, γ
 NS_FMT = Fmt(16, 12, signed=False)          # |noise_scale|
 DEN_FRAC = NOISE_FMT.frac + NS_FMT.frac     # 30
@@ -34,7 +36,8 @@ EPS_DEN = int(np.floor(1e-8 * 2 ** DEN_FRAC + 0.5))
 RATIO_FMT = Fmt(22, 11, signed=False)
 SNR_MEL_FMT = Fmt(16, 8, signed=False)
 SNR_FMT = Fmt(16, 15, signed=False)
-FIVE_RECIP = int(round(8 / 5 * 2 ** 16))    # Σ5 · 8/5 in one multiply (+ >> 16)
+FIVE_SHIFT = 16
+FIVE_RECIP = int(round(8 / 5 * 2 ** FIVE_SHIFT))   # n0 = round(Σ5 · FIVE_RECIP / 2**FIVE_SHIFT)
 
 TANH_TABLE = PWLTable.build("snr_tanh", lambda v: tanh_f(v / 10.0), SNR_MEL_FMT, SNR_FMT,
                             0.0, 64.0, 8)
@@ -71,7 +74,7 @@ def noise_floor(p: SNRParams, mag: np.ndarray) -> np.ndarray:
     """Noise estimate per bin and frame, (B, 257, T) in NOISE_FMT."""
     mag = np.asarray(mag, dtype=I64)
     sum5 = mag[..., :STATIC_FRAMES].sum(axis=-1)
-    n0 = rshift_round(sum5 * FIVE_RECIP, 16)
+    n0 = rshift_round(sum5 * FIVE_RECIP, FIVE_SHIFT)
     if p.mode == "static":
         return np.repeat(n0[..., None], mag.shape[-1], axis=-1)
     x8 = mag << I64(NOISE_FMT.frac - MAG_FMT.frac)
