@@ -100,9 +100,11 @@ class SNREstimator(nn.Module):
         gamma = torch.sigmoid(self.raw_gamma)
         nf = n0[..., 0]
         out = []
-        for t in range(mag.shape[-1]):
-            x = mag[..., t]
-            a = torch.where(x > nf, gamma, beta)
+        for x in mag.unbind(-1):
+            # a = γ where the magnitude rises above the estimate (strict), else β. Written as a
+            # 0/1 blend rather than torch.where: same values, much cheaper backward to β, γ.
+            rise = (x > nf).to(x.dtype)
+            a = gamma * rise + beta * (1 - rise)
             nf = (1 - a) * nf + a * x
             out.append(nf)
         nf_all = torch.stack(out, dim=-1)
@@ -149,11 +151,13 @@ class PCEN(nn.Module):
         }
 
     def smooth(self, E: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        s = s[:, None]                       # (bands, 1) broadcast over batch
-        M = E[..., 0]
+        """M_t = (1 − s) M_{t−1} + s E_t with M_0 = E_0; s is per band, (bands,)."""
+        frames = E.unbind(-1)
+        M = frames[0]
+        keep = 1 - s
         out = [M]
-        for t in range(1, E.shape[-1]):
-            M = (1 - s[:, 0]) * M + s[:, 0] * E[..., t]
+        for E_t in frames[1:]:
+            M = keep * M + s * E_t
             out.append(M)
         return torch.stack(out, dim=-1)
 

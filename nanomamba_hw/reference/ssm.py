@@ -65,20 +65,22 @@ class SASSM(nn.Module):
         dA = torch.exp(A * delta[..., None])                   # (B, T, E, N)
         # Input to every state: Δ·B̃·x through B plus the ε·x bypass.
         dBx = (delta[..., None] * B_gated[..., None, :] + eps[..., None]) * xc[..., None]
+        # The recurrence is the only sequential part: h_t = dA_t ⊙ h_{t−1} + dBx_t, h_{−1} = 0.
+        # unbind() gives the per-frame slices with a single backward node; indexing dA[:, t]
+        # would make autograd build a full-size zero gradient for every frame (slow on CPU).
         h = xc.new_zeros(xc.shape[0], self.d_inner, N)
-        ys = []
-        h_max = xc.new_zeros(xc.shape[0])
-        for t in range(xc.shape[1]):
-            h = dA[:, t] * h + dBx[:, t]
-            ys.append(torch.einsum("ben,bn->be", h, Cm[:, t]))
-            if probe is not None:
-                h_max = torch.maximum(h_max, h.detach().abs().amax(dim=(1, 2)))
-        y = torch.stack(ys, dim=1) + self.D * xc
+        hs = []
+        for dA_t, dBx_t in zip(dA.unbind(1), dBx.unbind(1)):
+            h = dA_t * h + dBx_t
+            hs.append(h)
+        h_all = torch.stack(hs, dim=1)                         # (B, T, E, N)
+        # Readout for all frames at once: y_t[k] = Σ_n h_t[k,n] C_t[n] + D[k] xc_t[k].
+        y = torch.einsum("bten,btn->bte", h_all, Cm) + self.D * xc
         if probe is not None:
             probe.update(dt_raw=dt_raw, B=Bm, C=Cm, q=q, gate=G, s_mean=s_mean, floor=floor,
                          eps=eps, dt_pre=self.dt_proj(dt_raw + q[..., :1]), delta=delta,
                          B_gated=B_gated, dA=dA, y=y,
-                         h_absmax=h_max)
+                         h_absmax=h_all.detach().abs().amax(dim=(1, 2, 3)))
         return y
 
 
