@@ -1,0 +1,359 @@
+"""The back end: instance norm → patch projection → SA-SSM blocks → final LayerNorm → Σ over
+frames → classifier → argmax, bit-exact with ``fixed.model.run`` from the features on.
+
+Shared units, one job at a time, driven by a sequencer generated from a step list
+(:attr:`Backend.program`):
+
+- :class:`~nanomamba_hw.hw.mac.MACEngine`: every QLinear (patch_proj, the six projections of
+  each block, the classifier); weights in one ROM.
+- :class:`~nanomamba_hw.hw.norm.NormUnit`: instance-norm setup (once per clip) and apply,
+  the blocks' LayerNorms and the final LayerNorm.
+- :class:`~nanomamba_hw.hw.block.SSMBlock`: block buffers, tables, state and the scan unit.
+- :class:`~nanomamba_hw.hw.head.Head`: Σ over frames, logits, argmax, result.
+- one :class:`~nanomamba_hw.hw.mac.MulBank` (max(2·lanes, 3) DSP multipliers) shared by the
+  MAC engine, the NormUnit and the scan; one Log2Unit; one Exp2Unit shared by the NormUnit and
+  the scan; the four activation tables (PWLUnit) in the SSMBlock.
+
+Per clip: ``stats`` (40 × (Σx, Σx²)) → instance-norm setup; then per frame t (both input frames
+buffered, two frames deep, so the source may run ahead by one frame):
+IN apply → Δ floor/ε → patch_proj → per layer [LN, snr_proj, in_proj, conv, x_proj, dt_proj,
+scan, out_proj] → final LN into the Σ; after T frames the classifier, argmax and ``result``.
+The five calibration registers are sampled when the clip's first statistics entry arrives (a
+write takes effect for the next clip whose statistics have not started yet).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import EnableInserter, Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..fixed.formats import SNR_FMT
+from ..fixed.model import FixedParams
+from .block import (
+    BLOCK_LAYERS,
+    K_IN,
+    K_NONE,
+    K_OUT,
+    K_SP,
+    REG_LAYOUT,
+    REG_NAMES,
+    ScanUnit,
+    SSMBlock,
+    block_steps,
+)
+from .common import frame_stream, shape_of
+from .funcs import Exp2Unit, Log2Unit
+from .head import Head, result_layout
+from .mac import MACEngine, MulBank, clamp, delay
+from .norm import EXP2_IN_WIDTH, EXP2_OUT_FMT, N_BANDS, NormUnit, stats_layout
+
+# MAC input sources and result destinations
+SRC_NORM, SRC_U, SRC_SNR, SRC_BLOCK, SRC_POOL = range(5)
+WB_X, WB_BLOCK, WB_RESID, WB_HEAD = range(4)
+# MulBank clients
+U_MAC, U_NORM, U_SSM = range(3)
+
+
+def model_layers(p: FixedParams) -> tuple[list, dict[str, int]]:
+    """Every QLinear in MAC-engine job order, and the job index of each by name."""
+    layers, job_of = [p.patch_proj], {"patch_proj": 0}
+    for i, b in enumerate(p.blocks):
+        for name in BLOCK_LAYERS:
+            job_of[f"block{i}.{name}"] = len(layers)
+            layers.append(getattr(b, name))
+    job_of["classifier"] = len(layers)
+    layers.append(p.classifier)
+    return layers, job_of
+
+
+def _src_wb(kind: int) -> tuple[int, int]:
+    if kind == K_SP:
+        return SRC_SNR, WB_BLOCK
+    if kind == K_IN:
+        return SRC_U, WB_BLOCK
+    if kind == K_OUT:
+        return SRC_BLOCK, WB_RESID
+    return SRC_BLOCK, WB_BLOCK
+
+
+class Backend(wiring.Component):
+    """The back end of the accelerator for any NanoMamba shape (see the module docstring).
+
+    Ports: ``stats``, ``feat``, ``snr`` in; ``result`` out; ``registers`` (the five SSM
+    calibration constants, REG_FMT, initialised from ``params.registers``).
+    ``n_frames`` (default: the model's 101) is the clip length in frames.
+    """
+
+    def __init__(self, params: FixedParams, *, lanes: int = 1, n_frames: int | None = None):
+        p = params
+        self.params, self.lanes = p, lanes
+        self.T = T = n_frames or p.config.n_frames
+        f = p.formats
+        self.d = d = p.config.d_model
+        self.L = len(p.blocks)
+        self.layers, self.job_of = model_layers(p)
+        self.mac = MACEngine(self.layers, lanes=lanes)
+        self.norm = NormUnit(n_frames=T, feat_fmt=p.feat_fmt, in_out_fmt=f["norm"],
+                             x_fmt=f["resid"], d=d, ln=[b.ln for b in p.blocks] + [p.final_norm])
+        self.ssm = SSMBlock(p.blocks, f, out_layout=self.mac.out_layout,
+                            rd_o_width=self.mac.rd.o.shape().width,
+                            rd_i_width=self.mac.rd.i.shape().width, in_width=self.mac.in_width)
+        self.head = Head(d=d, fn_fmt=f["fn"], pool_fmt=p.classifier.in_fmt, logits_fmt=f["logits"],
+                         n_classes=p.config.n_classes, in_width=self.mac.in_width)
+        self.program = self._program()
+        init = dict(zip(REG_NAMES, p.registers.as_tuple()))
+        super().__init__({
+            "stats": In(stream.Signature(stats_layout(p.feat_fmt, max(T, p.config.n_frames)))),
+            "feat": In(frame_stream(shape_of(p.feat_fmt))),
+            "snr": In(frame_stream(shape_of(SNR_FMT))),
+            "result": Out(stream.Signature(result_layout(f["logits"], p.config.n_classes))),
+            "registers": In(REG_LAYOUT, init=init),
+        })
+        # probes for tests and cycle counts (set in elaborate)
+        self.t = Signal(range(T + 1), name="t")
+        self.frame_end = Signal(name="frame_end")
+        self.step = Signal(range(len(self.program) + 1), name="step")
+
+    def _program(self) -> list[tuple]:
+        prog: list[tuple] = [("clip_start",), ("in_setup",)]
+        self.frame_start = len(prog)
+        prog += [("wait_frame",), ("in_apply",), ("frame_consts",),
+                 ("mac", self.job_of["patch_proj"], K_NONE, SRC_NORM, WB_X)]
+        for l in range(self.L):
+            for s in block_steps(l, self.job_of):
+                if s[0] == "mac":
+                    prog.append(("mac", s[1], s[2], *_src_wb(s[2])))
+                else:
+                    prog.append(s)
+        prog += [("ln", self.L), ("frame_end",),
+                 ("mac", self.job_of["classifier"], K_NONE, SRC_POOL, WB_HEAD), ("emit",)]
+        return prog
+
+    def elaborate(self, platform):
+        m = Module()
+        T, d, L, NB = self.T, self.d, self.L, N_BANDS
+        mac, norm, ssm, head = self.mac, self.norm, self.ssm, self.head
+        m.submodules.mac, m.submodules.norm = mac, norm
+        m.submodules.ssm, m.submodules.head = ssm, head
+        su = ssm.scan_unit
+        bank = MulBank([mac.mul, norm.mul, su.mul])
+        any_busy = mac.busy | norm.busy | su.busy
+        m.submodules.muls = EnableInserter({"sync": any_busy})(bank)
+        lg = Log2Unit(in_width=norm.num_w)
+        m.submodules.log2 = EnableInserter({"sync": norm.busy})(lg)
+        wiring.connect(m, norm.log2, lg)
+        ex = Exp2Unit(in_width=EXP2_IN_WIDTH, out_fmt=EXP2_OUT_FMT)
+        m.submodules.exp2 = EnableInserter({"sync": norm.busy | su.busy})(ex)
+        m.d.comb += [ex.i.valid.eq(norm.exp2.i.valid | su.exp2.i.valid),
+                     ex.i.payload.eq(Mux(norm.exp2.i.valid, norm.exp2.i.payload, su.exp2.i.payload)),
+                     norm.exp2.i.ready.eq(ex.i.ready), su.exp2.i.ready.eq(ex.i.ready),
+                     ex.o.ready.eq(1),
+                     norm.exp2.o.valid.eq(ex.o.valid), norm.exp2.o.payload.eq(ex.o.payload),
+                     su.exp2.o.valid.eq(ex.o.valid), su.exp2.o.payload.eq(ex.o.payload)]
+        wiring.connect(m, wiring.flipped(self.stats), norm.stats)
+        wiring.connect(m, head.result, wiring.flipped(self.result))
+
+        # ---------------- clip state
+        t = self.t
+        slot = Signal(range(3))
+        regs = Signal(REG_LAYOUT)
+        rb = Signal()                       # input bank of the frame being processed
+
+        # ---------------- input frame buffers (two frames deep)
+        mi = Module()
+        m.submodules.inputs = mi
+        feat_mem = Memory(shape=shape_of(self.params.feat_fmt), depth=2 * NB, init=[])
+        snr_mem = Memory(shape=shape_of(SNR_FMT), depth=2 * NB, init=[])
+        mi.submodules.feat_buf, mi.submodules.snr_buf = feat_mem, snr_mem
+        release = Signal()                  # the sequencer frees bank rb
+        sums = [Signal(range(NB * SNR_FMT.max_int + 1), name=f"snr_sum{b}") for b in range(2)]
+        full = {}
+        for name, s, mem in (("feat", self.feat, feat_mem), ("snr", self.snr, snr_mem)):
+            wb = Signal(name=f"{name}_wb")
+            cnt = Signal(range(NB), name=f"{name}_cnt")
+            fl = [Signal(name=f"{name}_full{b}") for b in range(2)]
+            full[name] = fl
+            wp = mem.write_port()
+            acc = s.valid & s.ready
+            mi.d.comb += [s.ready.eq(~Mux(wb, fl[1], fl[0])),
+                         wp.addr.eq(Mux(wb, NB, 0) + cnt), wp.data.eq(s.payload.data), wp.en.eq(acc)]
+            with mi.If(acc):
+                mi.d.sync += cnt.eq(Mux(cnt == NB - 1, 0, cnt + 1))
+                if name == "snr":
+                    for b in range(2):
+                        with mi.If(wb == b):
+                            mi.d.sync += sums[b].eq(Mux(cnt == 0, 0, sums[b]) + s.payload.data)
+                with mi.If(cnt == NB - 1):
+                    mi.d.sync += wb.eq(~wb)
+            for b in range(2):
+                with mi.If(acc & (cnt == NB - 1) & (wb == b)):
+                    mi.d.sync += fl[b].eq(1)
+                with mi.Elif(release & (rb == b)):
+                    mi.d.sync += fl[b].eq(0)
+        frame_ready = Mux(rb, full["feat"][1] & full["snr"][1], full["feat"][0] & full["snr"][0])
+
+        # ---------------- activation memories and the datapath glue
+        mg = Module()
+        m.submodules.glue = mg
+        norm_buf = Memory(shape=shape_of(self.params.formats["norm"]), depth=NB, init=[])
+        x_buf = Memory(shape=shape_of(self.params.formats["resid"]), depth=max(2, d), init=[])
+        u_buf = Memory(shape=shape_of(self.params.formats["ln"]), depth=max(2, d), init=[])
+        mg.submodules.norm_buf, mg.submodules.x_buf, mg.submodules.u_buf = norm_buf, x_buf, u_buf
+        nb_w, nb_r = norm_buf.write_port(), norm_buf.read_port()
+        x_w, x_r = x_buf.write_port(), x_buf.read_port()
+        u_w, u_r = u_buf.write_port(), u_buf.read_port()
+        f_r, s_r = feat_mem.read_port(), snr_mem.read_port()
+        self.state = {"norm_buf": norm_buf, "x_buf": x_buf, "u_buf": u_buf}
+
+        # ---------------- sequencer context (driven per state)
+        sel = Signal(range(3))
+        src = Signal(range(5))
+        wb = Signal(range(4))
+        kind = Signal(range(8))
+        layer = Signal(range(max(2, L)))
+        norm_dst = Signal(range(4))         # 0 none, 1 norm_buf, 2 u_buf, 3 head
+        mg.d.comb += [bank.sel.eq(sel), ssm.kind.eq(kind), ssm.layer.eq(layer),
+                     ssm.slot.eq(slot), ssm.frame_age.eq(Mux(t > 2, 2, t)), ssm.regs.eq(regs),
+                     ssm.snr_sum.eq(Mux(rb, sums[1], sums[0])), head.first.eq(t == 0)]
+
+        # MAC input reads (data one cycle after the address)
+        rd = mac.rd
+        with mg.If(src == SRC_BLOCK):       # (gated: keeps the block asleep in simulation)
+            mg.d.comb += [ssm.mac_rd.en.eq(rd.en), ssm.mac_rd.o.eq(rd.o), ssm.mac_rd.i.eq(rd.i)]
+        mg.d.comb += [nb_r.addr.eq(rd.i), u_r.addr.eq(rd.i),
+                     s_r.addr.eq(Mux(rb, NB, 0) + rd.i), head.pool_rd.addr.eq(rd.i)]
+        with mg.Switch(src):
+            with mg.Case(SRC_NORM):
+                mg.d.comb += rd.data.eq(nb_r.data)
+            with mg.Case(SRC_U):
+                mg.d.comb += rd.data.eq(u_r.data)
+            with mg.Case(SRC_SNR):
+                mg.d.comb += rd.data.eq(s_r.data)
+            with mg.Case(SRC_BLOCK):
+                mg.d.comb += rd.data.eq(ssm.mac_rd.data)
+            with mg.Case(SRC_POOL):
+                mg.d.comb += rd.data.eq(head.pool_rd.data)
+
+        # MAC results
+        o = mac.o
+        with mg.If(wb == WB_BLOCK):
+            mg.d.comb += [ssm.mac_o.valid.eq(o.valid), ssm.mac_o.payload.eq(o.payload)]
+        mg.d.comb += [
+                     head.logit.valid.eq(o.valid & (wb == WB_HEAD)),
+                     head.logit.payload.index.eq(o.payload.index),
+                     head.logit.payload.value.eq(o.payload.value),
+                     head.logit.payload.last.eq(o.payload.last)]
+        resid = self.params.formats["resid"]
+        rmw_v = delay(mg, o.valid & (wb == WB_RESID), 1, "rmw_v")
+        rmw_i = delay(mg, o.payload.index, 1, "rmw_i")
+        rmw_x = delay(mg, o.payload.value, 1, "rmw_x")
+        rmw_last = delay(mg, o.valid & o.payload.last & (wb == WB_RESID), 1, "rmw_last")
+        with mg.If(rmw_v):
+            mg.d.comb += [x_w.addr.eq(rmw_i), x_w.en.eq(1),
+                         x_w.data.eq(clamp(mg, rmw_x + x_r.data, resid.min_int, resid.max_int))]
+        with mg.Elif(o.valid & (wb == WB_X)):
+            mg.d.comb += [x_w.addr.eq(o.payload.index), x_w.data.eq(o.payload.value), x_w.en.eq(1)]
+        # x_buf's one read port: the NormUnit (LayerNorm) or the residual read-modify-write
+        mg.d.comb += x_r.addr.eq(Mux(wb == WB_RESID, o.payload.index, norm.rd.addr))
+        wb_done = Signal()
+        mg.d.comb += wb_done.eq(Mux(wb == WB_BLOCK, ssm.wb_done,
+                                   Mux(wb == WB_RESID, rmw_last, o.valid & o.payload.last)))
+
+        # NormUnit reads and results
+        mg.d.comb += f_r.addr.eq(Mux(rb, NB, 0) + norm.rd.addr)
+        with mg.If(norm.busy):
+            mg.d.comb += norm.rd.data.eq(Mux(norm_dst == 1, f_r.data, x_r.data))
+        no = norm.o
+        mg.d.comb += [nb_w.addr.eq(no.payload.index), nb_w.data.eq(no.payload.value),
+                     nb_w.en.eq(no.valid & (norm_dst == 1)),
+                     u_w.addr.eq(no.payload.index), u_w.data.eq(no.payload.value),
+                     u_w.en.eq(no.valid & (norm_dst == 2)),
+                     head.fn.valid.eq(no.valid & (norm_dst == 3)),
+                     head.fn.payload.index.eq(no.payload.index),
+                     head.fn.payload.value.eq(no.payload.value)]
+
+        # ---------------- the sequencer
+        ms = Module()
+        m.submodules.sequencer = ms
+        prog = self.program
+        ms.d.comb += [norm.cmd.payload.mode.eq(0), norm.cmd.payload.set.eq(0)]
+        with ms.FSM(name="seq"):
+            for i, st in enumerate(prog):
+                nxt = f"S{i + 1}" if i + 1 < len(prog) else "S0"
+                op = st[0]
+                with ms.State(f"S{i}"):
+                    ms.d.comb += self.step.eq(i)
+                    if op == "clip_start":
+                        # the registers are sampled when the clip's statistics arrive
+                        with ms.If(self.stats.valid):
+                            ms.d.sync += [regs.eq(self.registers), t.eq(0), slot.eq(0)]
+                            ms.next = nxt
+                    elif op in ("in_setup", "in_apply", "ln"):
+                        mode = {"in_setup": NormUnit.IN_SETUP, "in_apply": NormUnit.IN_APPLY,
+                                "ln": NormUnit.LN}[op]
+                        ms.d.comb += [sel.eq(U_NORM), norm.cmd.valid.eq(1),
+                                     norm.cmd.payload.mode.eq(mode)]
+                        if op == "ln":
+                            ms.d.comb += norm.cmd.payload.set.eq(st[1])
+                        with ms.If(norm.cmd.ready):
+                            ms.next = f"W{i}"
+                    elif op == "wait_frame":
+                        with ms.If(frame_ready):
+                            ms.next = nxt
+                    elif op in ("frame_consts", "scan"):
+                        ms.d.comb += [sel.eq(U_SSM), su.cmd.valid.eq(1),
+                                     su.cmd.payload.op.eq(ScanUnit.FRAME if op == "frame_consts"
+                                                            else ScanUnit.SCAN)]
+                        if op == "scan":
+                            ms.d.comb += su.cmd.payload.layer.eq(st[1])
+                        with ms.If(su.cmd.ready):
+                            ms.next = f"W{i}"
+                    elif op == "mac":
+                        _, job, k, s, w = st
+                        ms.d.comb += [sel.eq(U_MAC), mac.job.valid.eq(1), mac.job.payload.eq(job),
+                                     kind.eq(k), src.eq(s), wb.eq(w)]
+                        if k != K_NONE:
+                            ms.d.comb += layer.eq(self._layer_of(job))
+                        with ms.If(mac.job.ready):
+                            ms.next = f"W{i}"
+                    elif op == "frame_end":
+                        ms.d.comb += [release.eq(1), self.frame_end.eq(1)]
+                        ms.d.sync += [rb.eq(~rb), t.eq(t + 1), slot.eq(Mux(slot == 2, 0, slot + 1))]
+                        with ms.If(t == T - 1):
+                            ms.next = nxt
+                        with ms.Else():
+                            ms.next = f"S{self.frame_start}"
+                    elif op == "emit":
+                        with ms.If(~head.busy):
+                            ms.next = nxt
+                    else:
+                        raise AssertionError(op)
+                with ms.State(f"W{i}"):
+                    ms.d.comb += self.step.eq(i)
+                    if op in ("in_setup", "in_apply", "ln"):
+                        ms.d.comb += sel.eq(U_NORM)
+                        if op == "in_apply":
+                            ms.d.comb += norm_dst.eq(1)
+                        elif op == "ln":
+                            ms.d.comb += norm_dst.eq(3 if st[1] == L else 2)
+                        with ms.If(~norm.busy):
+                            ms.next = nxt
+                    elif op in ("frame_consts", "scan"):
+                        ms.d.comb += sel.eq(U_SSM)
+                        if op == "scan":
+                            ms.d.comb += layer.eq(st[1])
+                        with ms.If(~su.busy):
+                            ms.next = nxt
+                    elif op == "mac":
+                        _, job, k, s, w = st
+                        ms.d.comb += [sel.eq(U_MAC), kind.eq(k), src.eq(s), wb.eq(w)]
+                        if k != K_NONE:
+                            ms.d.comb += layer.eq(self._layer_of(job))
+                        with ms.If(wb_done):
+                            ms.next = nxt
+        return m
+
+    def _layer_of(self, job: int) -> int:
+        return (job - 1) // len(BLOCK_LAYERS)

@@ -1,0 +1,536 @@
+"""The SA-SSM block (``fixed.block.run_block``, sub-steps 1–12) for any shape and any number of
+layers, one set of hardware sequenced over the layers.
+
+A frame of one layer is a fixed sequence of jobs on the back end's shared units (the
+sequencer in :mod:`~nanomamba_hw.hw.backend` issues them, :func:`block_steps` lists them):
+
+====  ================================  ===========================================  ========
+step  work                              unit                                         sub-step
+====  ================================  ===========================================  ========
+LN    u = LayerNorm(x)                  NormUnit (x_buf → u_buf)                      1
+IN    [xb; z] = in_proj(u)              MAC engine → xb to the conv history,         2, 12a
+                                        z → SiLU table → sz
+CONV  c = conv(history) ; xc = SiLU(c)  MAC engine (depthwise, lane 0) → SiLU → xc    3, 4
+XP    [dt_raw; B; C] = x_proj(xc)       MAC engine → registers                        5
+SP    q = snr_proj(snr)                 MAC engine → q0 register, σ table → G         5
+DT    Δ = softplus(dt_proj(dtin)) + fl  MAC engine (one input: dtin, a register)      6, 7
+SCAN  B̃, dbx, dA, h, y, yz              :class:`ScanUnit` (3 multipliers + exp2)      8–12
+OUT   x += out_proj(yz)                 MAC engine, residual add in the back end      12
+====  ================================  ===========================================  ========
+
+The per-frame constants (Δ floor and ε from the band-mean SNR and the calibration registers,
+sub-step 6) are computed once per frame by the :class:`ScanUnit` (``FRAME`` command).
+
+:class:`SSMBlock` holds everything block-specific: the conv history (3 frames × E per layer,
+a ring indexed by t mod 3, read as zeros before the clip's first frames), the SSM state h
+(E × N per layer, in the ScanUnit), the per-frame buffers (sz, xc, Δ, yz: E each; dt_raw, B, C,
+q0, G: registers), the four activation tables (``PWLUnit`` each, from
+``fixed.block.activation_tables``) and the write-back of the MAC engine's block results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from amaranth.hdl import (
+    Array,
+    Cat,
+    Const,
+    EnableInserter,
+    Module,
+    Mux,
+    Signal,
+    signed,
+    unsigned,
+)
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..fixed.block import MEAN_FRAC, BlockParams, activation_tables
+from ..fixed.formats import (
+    ALPHA_FMT,
+    D_FMT,
+    DA_FMT,
+    GATE_FMT,
+    GB_FMT,
+    REG_FMT,
+    SNR_FMT,
+    Formats,
+)
+from ..fixed.funcs import LOG_FRAC
+from .common import rom_init, shape_of
+from .funcs import PWLUnit
+from .mac import MUL_LATENCY, MUL_P_BITS, clamp, delay, mul_signature, rshift_round_c
+from .norm import EXP2_IN_WIDTH, exp2_port
+
+REG_NAMES = ("delta_floor_min", "delta_floor_max", "eps_min", "eps_max", "bgate_floor")
+REG_LAYOUT = data.StructLayout({k: unsigned(REG_FMT.bits) for k in REG_NAMES})
+
+# MAC job kinds of a block layer (the sequencer tells the block which one is running)
+K_NONE, K_IN, K_CONV, K_XP, K_SP, K_DT, K_OUT = range(7)
+BLOCK_LAYERS = ("in_proj", "conv", "x_proj", "snr_proj", "dt_proj", "out_proj")
+KIND_OF = {"in_proj": K_IN, "conv": K_CONV, "x_proj": K_XP, "snr_proj": K_SP,
+           "dt_proj": K_DT, "out_proj": K_OUT}
+
+
+def _requant_c(x, from_frac: int, to_frac: int):
+    """``fixed.ops.requant`` into a 40-bit format (whose saturation never acts here)."""
+    return rshift_round_c(x, from_frac - to_frac)
+
+
+class ScanUnit(wiring.Component):
+    """Sub-steps 6 and 8–12 of every layer: per-frame constants, then the selective scan.
+
+    ``cmd`` ``FRAME``: from ``snr_sum`` (Σ of the frame's 40 SNR values) and ``regs``:
+    ``floor_delta`` (the Δ floor in Δ's format) and ε (internal), ~8 cycles.
+
+    ``cmd`` ``SCAN`` (``layer``): B̃[n] from B, G (N + 9 cycles), then one (k, n) element every
+    two cycles through a modulo-scheduled pipeline on three multiplier ports::
+
+        +1  P1 = Δ[k]·B̃[n]  (port 0)      P3 = |A|[k,n]·Δ[k]  (port 1)
+        +4  P2 = dbx·xc[k]  (port 0)      exp2(−P3 ≫ s)       (shared Exp2Unit)
+        +8  P4 = dA·h[k,n]  (port 1)
+        +11 P5 = h'·C[n]    (port 2, odd cycles)
+        +12 per channel (port 2, even cycles): D[k]·xc[k] at n = 0, y[k−1]·sz[k−1] at n = 1
+
+    h is read at +0 and written at +11 (the same (k, n) is touched once per frame). Two dummy
+    elements after the last channel flush the final y·sz product. yz[k] leaves on ``o``.
+    ``2·(E·N + 2) + N + 30`` cycles per layer. Needs N ≥ 2.
+    """
+
+    FRAME, SCAN = 0, 1
+    N_MUL = 3
+
+    def __init__(self, blocks: Sequence[BlockParams], formats: Formats, *, n_bands: int = 40):
+        self.blocks, self.f = list(blocks), formats
+        self.E, self.N, self.L = blocks[0].d_inner, blocks[0].d_state, len(blocks)
+        if self.N < 2:
+            raise ValueError("the scan schedule needs d_state >= 2")
+        self.n_bands = n_bands
+        f = formats
+        self.snr_sum_width = (n_bands * SNR_FMT.max_int).bit_length()
+        self.mean_c = round(2 ** MEAN_FRAC / n_bands)
+        for b in self.blocks:
+            if b.a_frac + f["delta"].frac - LOG_FRAC < 0:
+                raise ValueError("|A|·Δ finer than the log domain: unsupported")
+        super().__init__({
+            "cmd": In(stream.Signature(data.StructLayout({"op": 1, "layer": range(max(2, self.L))}))),
+            "busy": Out(1),
+            "regs": In(REG_LAYOUT),
+            "snr_sum": In(unsigned(self.snr_sum_width)),
+            "first_frame": In(1),
+            "floor_delta": Out(signed(f["delta"].bits + 2)),
+            "B": In(data.ArrayLayout(shape_of(f["xproj"]), self.N)),
+            "C": In(data.ArrayLayout(shape_of(f["xproj"]), self.N)),
+            "G": In(data.ArrayLayout(shape_of(GATE_FMT), self.N)),
+            "rd_delta": Out(wiring.Signature({"addr": Out(range(self.E)), "data": In(shape_of(f["delta"]))})),
+            "rd_xc": Out(wiring.Signature({"addr": Out(range(self.E)), "data": In(shape_of(f["xc"]))})),
+            "rd_sz": Out(wiring.Signature({"addr": Out(range(self.E)), "data": In(shape_of(f["siluz"]))})),
+            "o": Out(stream.Signature(data.StructLayout({
+                "index": range(self.E), "value": shape_of(f["yz"]), "last": 1}), always_ready=True)),
+            "mul": Out(mul_signature(self.N_MUL)),
+            "exp2": Out(exp2_port()),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        f = self.f
+        E, N, L = self.E, self.N, self.L
+        A_, B_, P_ = self.mul.a, self.mul.b, self.mul.p
+        df, xf, dbf, hf, yf = f["delta"].frac, f["xproj"].frac, f["dbx"].frac, f["h"].frac, f["y"].frac
+        xcf, szf, yzf = f["xc"].frac, f["siluz"].frac, f["yz"].frac
+        m.d.comb += self.exp2.o.ready.eq(1)
+        layer = Signal(range(max(2, L)))
+        regs = self.regs
+
+        # ---------------- per-frame constants (sub-step 6)
+        s_mean = Signal(unsigned(SNR_FMT.bits + 2))
+        eps_x = Signal(signed(f["dbx"].bits + 2))
+        fphase = Signal(range(8))
+        dfd = Signal(signed(REG_FMT.bits + 1))
+        ed = Signal(signed(REG_FMT.bits + 1))
+        m.d.comb += [dfd.eq(regs.delta_floor_max - regs.delta_floor_min),
+                     ed.eq(regs.eps_max - regs.eps_min)]
+        with m.If(fphase == 1):
+            m.d.comb += [A_[0].eq(self.snr_sum), B_[0].eq(self.mean_c)]
+        with m.If(fphase == 3):
+            m.d.sync += s_mean.eq(rshift_round_c(P_[0], MEAN_FRAC))
+        with m.If(fphase == 4):
+            m.d.comb += [A_[0].eq(dfd), B_[0].eq(s_mean), A_[1].eq(ed), B_[1].eq(s_mean)]
+        with m.If(fphase == 6):
+            floor = regs.delta_floor_min + rshift_round_c(P_[0], SNR_FMT.frac)
+            eps = regs.eps_max - rshift_round_c(P_[1], SNR_FMT.frac)
+            m.d.sync += [self.floor_delta.eq(_requant_c(floor, REG_FMT.frac, df)),
+                         eps_x.eq(_requant_c(eps, REG_FMT.frac, dbf))]
+
+        # ---------------- prologue: B̃[n] (sub-step 8)
+        bgf = Signal(unsigned(GATE_FMT.bits + 1))
+        m.d.comb += bgf.eq(rshift_round_c(regs.bgate_floor, REG_FMT.frac - GATE_FMT.frac))
+        alpha = Array(Const(b.alpha, signed(ALPHA_FMT.bits)) for b in self.blocks)[layer]
+        one_g, one_a = 1 << GATE_FMT.frac, 1 << ALPHA_FMT.frac
+        pro_go = Signal()
+        pro_n = Signal(range(N + 1))
+        pv0 = Signal()
+        m.d.comb += pv0.eq(pro_go)
+        Gv = Array(self.G)[pro_n]
+        with m.If(pv0):
+            m.d.comb += [A_[0].eq(Gv), B_[0].eq(one_g - bgf)]
+        pv2 = delay(m, pv0, MUL_LATENCY, "pv")
+        pn2 = delay(m, pro_n, MUL_LATENCY, "pn")
+        g2 = Signal(unsigned(GATE_FMT.bits + 2))
+        pv3, pn3 = delay(m, pv2, 1, "pv3"), delay(m, pn2, 1, "pn3")
+        m.d.sync += g2.eq(bgf + rshift_round_c(P_[0], GATE_FMT.frac))
+        with m.If(pv3):
+            m.d.comb += [A_[1].eq(g2), B_[1].eq(alpha)]
+        pv5, pn5 = delay(m, pv3, MUL_LATENCY, "pv5"), delay(m, pn3, MUL_LATENCY, "pn5")
+        gb = Signal(shape_of(GB_FMT))
+        m.d.sync += gb.eq(clamp(m, (one_a - alpha) + rshift_round_c(P_[1], GATE_FMT.frac + ALPHA_FMT.frac - GB_FMT.frac),
+                                GB_FMT.min_int, GB_FMT.max_int))
+        pv6, pn6 = delay(m, pv5, 1, "pv6"), delay(m, pn5, 1, "pn6")
+        with m.If(pv6):
+            m.d.comb += [A_[2].eq(gb), B_[2].eq(Array(self.B)[pn6])]
+        pv8, pn8 = delay(m, pv6, MUL_LATENCY, "pv8"), delay(m, pn6, MUL_LATENCY, "pn8")
+        Bg = [Signal(shape_of(f["xproj"]), name=f"bg{n}") for n in range(N)]
+        with m.If(pv8):
+            val = clamp(m, rshift_round_c(P_[2], GB_FMT.frac), f["xproj"].min_int, f["xproj"].max_int)
+            with m.Switch(pn8):
+                for n in range(N):
+                    with m.Case(n):
+                        m.d.sync += Bg[n].eq(val)
+
+        # ---------------- the scan (sub-steps 9–12)
+        a_rom = Memory(shape=unsigned(16), depth=max(2, L * E * N),
+                       init=rom_init([int(v) for b in self.blocks for v in b.A.reshape(-1)], unsigned(16)))
+        d_rom = Memory(shape=shape_of(D_FMT), depth=max(2, L * E),
+                       init=rom_init([int(v) for b in self.blocks for v in b.D], shape_of(D_FMT)))
+        h_ram = Memory(shape=shape_of(f["h"]), depth=max(2, L * E * N), init=[])
+        m.submodules.a_rom, m.submodules.d_rom, m.submodules.h_ram = a_rom, d_rom, h_ram
+        a_rd, d_rd, h_rd, h_wr = a_rom.read_port(), d_rom.read_port(), h_ram.read_port(), h_ram.write_port()
+
+        go = Signal()                      # issue an element this cycle
+        k = Signal(range(E + 2))
+        n = Signal(range(N))
+        real = Signal()
+        m.d.comb += real.eq(k < E)
+        kn = Signal(range(max(2, L * E * N + 2 * N)))     # flat state address
+        m.d.comb += [self.rd_delta.addr.eq(k), self.rd_xc.addr.eq(k),
+                     self.rd_sz.addr.eq(Mux(n == 1, k - 1, k)),
+                     a_rd.addr.eq(kn), h_rd.addr.eq(kn), d_rd.addr.eq(layer * E + k)]
+        # +1: operands
+        v1 = delay(m, go & real, 1, "v1")
+        s1 = delay(m, go, 1, "s1")                 # element slot (real or dummy)
+        n1, k1 = delay(m, n, 1, "n1"), delay(m, k, 1, "k1")
+        kn1 = delay(m, kn, 1, "kn1")
+        dl1 = self.rd_delta.data
+        h_old = Mux(self.first_frame, 0, h_rd.data)
+        with m.If(v1):
+            m.d.comb += [A_[0].eq(Array(Bg)[n1]), B_[0].eq(dl1),
+                         A_[1].eq(a_rd.data), B_[1].eq(dl1)]
+        # carry operands forward
+        xc_c = [self.rd_xc.data]
+        for s in range(11):
+            r = Signal(shape_of(f["xc"]), name=f"xc_p{s + 2}")
+            m.d.sync += r.eq(xc_c[-1])
+            xc_c.append(r)                        # xc_c[j] valid at +1+j
+        h_c = delay(m, h_old, 7, "hold")          # at +8
+        sz12 = delay(m, self.rd_sz.data, 11, "sz")
+        D12 = delay(m, d_rd.data, 11, "D")
+        # +3: dbx, ya
+        v3, n3, kn3 = delay(m, v1, 2, "v3"), delay(m, n1, 2, "n3"), delay(m, kn1, 2, "kn3")
+        dbx = Signal(shape_of(f["dbx"]))
+        ya = Signal(signed(EXP2_IN_WIDTH))
+        # −round(|A|·Δ / 2**s), s per layer (a_frac): one adder, a wired shift per distinct s
+        shifts = sorted({b.a_frac + df - LOG_FRAC for b in self.blocks})
+        if len(shifts) == 1:
+            ya_v = -rshift_round_c(P_[1], shifts[0])
+        else:
+            pick = Array(Const(shifts.index(b.a_frac + df - LOG_FRAC), range(len(shifts)))
+                         for b in self.blocks)[layer]
+            halves = Array(Const((1 << (sv - 1)) if sv > 0 else 0, 32) for sv in shifts)
+            rounded = Signal(signed(MUL_P_BITS + 1))
+            m.d.comb += rounded.eq(P_[1] + halves[pick])
+            ya_v = -Array(rounded >> sv for sv in shifts)[pick]
+        m.d.sync += [dbx.eq(clamp(m, rshift_round_c(P_[0], df + xf - dbf) + eps_x,
+                                  f["dbx"].min_int, f["dbx"].max_int)),
+                     ya.eq(ya_v)]
+        v4, n4, kn4 = delay(m, v3, 1, "v4"), delay(m, n3, 1, "n4"), delay(m, kn3, 1, "kn4")
+        with m.If(v4):
+            m.d.comb += [A_[0].eq(dbx), B_[0].eq(xc_c[3]),
+                         self.exp2.i.valid.eq(1), self.exp2.i.payload.eq(ya)]
+        # +6: inc
+        inc = Signal(signed(f["dbx"].bits + f["xc"].bits + 1))
+        m.d.sync += inc.eq(rshift_round_c(P_[0], dbf + xcf - hf))
+        inc8 = delay(m, inc, 1, "inc")            # +7 → +8 … held to +10
+        # +8: dA·h
+        v8, n8, kn8 = delay(m, v4, 4, "v8"), delay(m, n4, 4, "n8"), delay(m, kn4, 4, "kn8")
+        with m.If(v8):
+            m.d.comb += [A_[1].eq(h_c), B_[1].eq(self.exp2.o.payload)]
+        inc10 = delay(m, inc8, 2, "inc10")
+        v10, n10, kn10 = delay(m, v8, 2, "v10"), delay(m, n8, 2, "n10"), delay(m, kn8, 2, "kn10")
+        h_new = Signal(shape_of(f["h"]))
+        m.d.sync += h_new.eq(clamp(m, rshift_round_c(P_[1], DA_FMT.frac) + inc10,
+                                   f["h"].min_int, f["h"].max_int))
+        v11, n11, kn11 = delay(m, v10, 1, "v11"), delay(m, n10, 1, "n11"), delay(m, kn10, 1, "kn11")
+        m.d.comb += [h_wr.addr.eq(kn11), h_wr.data.eq(h_new), h_wr.en.eq(v11)]
+        with m.If(v11):
+            m.d.comb += [A_[2].eq(h_new), B_[2].eq(Array(self.C)[n11])]
+        # +12: the per-channel slot
+        s12 = delay(m, s1, 11, "s12")
+        n12, k12 = delay(m, n1, 11, "n12"), delay(m, k1, 11, "k12")
+        y = Signal(shape_of(f["y"]))
+        with m.If(s12 & (n12 == 0)):
+            m.d.comb += [A_[2].eq(xc_c[11]), B_[2].eq(D12)]
+        with m.If(s12 & (n12 == 1) & (k12 != 0)):
+            m.d.comb += [A_[2].eq(y), B_[2].eq(sz12)]
+        # +13: accumulate Σ_n h·C; y at the last n
+        v13, n13 = delay(m, v11, 2, "v13"), delay(m, n11, 2, "n13")
+        acc = Signal(signed(2 * 24 + N.bit_length() + 2))
+        skip = Signal(signed(f["xc"].bits + D_FMT.bits))
+        acc_now = Mux(n13 == 0, 0, acc) + P_[2]
+        with m.If(v13):
+            m.d.sync += acc.eq(acc_now)
+            with m.If(n13 == N - 1):
+                m.d.sync += y.eq(clamp(m, rshift_round_c(acc_now, hf + xf - yf) + skip,
+                                       f["y"].min_int, f["y"].max_int))
+        # +14: slot products
+        s14, n14, k14 = delay(m, s12, 2, "s14"), delay(m, n12, 2, "n14"), delay(m, k12, 2, "k14")
+        with m.If(s14 & (n14 == 0)):
+            m.d.sync += skip.eq(rshift_round_c(P_[2], D_FMT.frac + xcf - yf))
+        o_v = Signal()
+        o_i = Signal(range(E))
+        o_val = Signal(shape_of(f["yz"]))
+        m.d.sync += [o_v.eq(s14 & (n14 == 1) & (k14 != 0)), o_i.eq(k14 - 1),
+                     o_val.eq(clamp(m, rshift_round_c(P_[2], yf + szf - yzf),
+                                    f["yz"].min_int, f["yz"].max_int))]
+        m.d.comb += [self.o.valid.eq(o_v), self.o.payload.index.eq(o_i),
+                     self.o.payload.value.eq(o_val), self.o.payload.last.eq(o_i == E - 1)]
+        # probes for the tests: (valid, flat state index or channel, value)
+        k13 = delay(m, k1, 12, "k13")
+        y_v = delay(m, v13 & (n13 == N - 1), 1, "y_v")
+        y_k = delay(m, k13, 1, "y_k")
+        self.probes = {"dbx": (v4, kn4, dbx), "dA": (v8, kn8, self.exp2.o.payload),
+                       "h": (v11, kn11, h_new), "y": (y_v, y_k, y)}
+        self.state = {"Bg": Bg, "eps_x": eps_x, "h": h_ram}
+
+        # ---------------- control
+        cnt = Signal(range(N + 16))
+        phase = Signal()
+        m.d.comb += self.cmd.ready.eq(~self.busy)
+        with m.FSM():
+            with m.State("IDLE"), m.If(self.cmd.valid):
+                m.d.sync += [layer.eq(self.cmd.payload.layer), self.busy.eq(1), cnt.eq(0)]
+                with m.If(self.cmd.payload.op == self.FRAME):
+                    m.d.sync += fphase.eq(1)
+                    m.next = "FRAME"
+                with m.Else():
+                    m.d.sync += pro_n.eq(0)
+                    m.next = "PROLOGUE"
+            with m.State("FRAME"):
+                m.d.sync += fphase.eq(fphase + 1)
+                with m.If(fphase == 6):
+                    m.d.sync += [fphase.eq(0), self.busy.eq(0)]
+                    m.next = "IDLE"
+            with m.State("PROLOGUE"):
+                with m.If(pro_n < N):
+                    m.d.comb += pro_go.eq(1)
+                    m.d.sync += pro_n.eq(pro_n + 1)
+                with m.Else():
+                    m.d.sync += cnt.eq(cnt + 1)
+                    with m.If(cnt == 3 * MUL_LATENCY + 3):
+                        m.d.sync += [k.eq(0), n.eq(0), phase.eq(0), kn.eq(layer * (E * N))]
+                        m.next = "SCAN"
+            with m.State("SCAN"):
+                m.d.comb += go.eq(~phase)
+                m.d.sync += phase.eq(~phase)
+                with m.If(phase):
+                    m.d.sync += kn.eq(kn + 1)
+                    with m.If(n == N - 1):
+                        m.d.sync += [n.eq(0), k.eq(k + 1)]
+                    with m.Else():
+                        m.d.sync += n.eq(n + 1)
+                    with m.If((k == E) & (n == 1)):
+                        m.next = "DRAIN"
+            with m.State("DRAIN"), m.If(self.o.valid & self.o.payload.last):
+                m.d.sync += self.busy.eq(0)
+                m.next = "IDLE"
+        return EnableInserter({"sync": self.busy | self.cmd.valid})(m)
+
+
+def block_steps(layer: int, job_of: dict[str, int]) -> list[tuple]:
+    """The sequencer steps of one layer's frame: ``("ln", set)``, ``("mac", job, kind)``,
+    ``("scan", layer)``. ``job_of`` maps a layer name to its MAC-engine job index."""
+    j = lambda name: job_of[f"block{layer}.{name}"]
+    return [
+        ("ln", layer),
+        ("mac", j("snr_proj"), K_SP),
+        ("mac", j("in_proj"), K_IN),
+        ("mac", j("conv"), K_CONV),
+        ("mac", j("x_proj"), K_XP),
+        ("mac", j("dt_proj"), K_DT),
+        ("scan", layer),
+        ("mac", j("out_proj"), K_OUT),
+    ]
+
+
+class SSMBlock(wiring.Component):
+    """Block buffers, tables, write-back of the block's MAC results and the :class:`ScanUnit`.
+
+    - ``mac_o`` (the engine's results) with ``kind``/``layer`` (set by the sequencer while a
+      block job runs): results of in_proj, conv, x_proj, snr_proj, dt_proj are written back
+      (through the SiLU/σ/softplus tables where the model says so); ``wb_done`` pulses when a
+      job's last result is stored. out_proj results are the back end's (residual add).
+    - ``mac_rd``: the engine's input reads for conv (history ring), x_proj (xc), dt_proj (dtin)
+      and out_proj (yz), one cycle after the address.
+    - ``slot`` (t mod 3) and ``frame_age`` (min(t, 2)): the history ring's write slot and how
+      many past frames exist in this clip.
+    - the :class:`ScanUnit` is ``scan_unit``: the back end drives its ``cmd`` and serves its
+      ``mul`` and ``exp2`` ports directly.
+    """
+
+    def __init__(self, blocks: Sequence[BlockParams], formats: Formats, *, out_layout,
+                 rd_o_width: int, rd_i_width: int, in_width: int = 24, n_bands: int = 40):
+        self.blocks, self.f = list(blocks), formats
+        self.E, self.N, self.L = blocks[0].d_inner, blocks[0].d_state, len(blocks)
+        self.K = blocks[0].conv.w.shape[1]
+        if self.K > 3:
+            raise ValueError("the history ring holds 3 frames (d_conv <= 3)")
+        self.tables = activation_tables(formats)
+        self.scan_unit = ScanUnit(blocks, formats, n_bands=n_bands)
+        super().__init__({
+            "mac_o": In(stream.Signature(out_layout, always_ready=True)),
+            "kind": In(range(8)),
+            "layer": In(range(max(2, self.L))),
+            "wb_done": Out(1),
+            "mac_rd": In(wiring.Signature({"en": Out(1), "o": Out(rd_o_width), "i": Out(rd_i_width),
+                                           "data": In(signed(in_width))})),
+            "slot": In(range(3)),
+            "frame_age": In(range(3)),
+            "regs": In(REG_LAYOUT),
+            "snr_sum": In(unsigned(self.scan_unit.snr_sum_width)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        f, E, N, L = self.f, self.E, self.N, self.L
+        su = self.scan_unit
+        m.submodules.scan_unit = su
+        m.d.comb += [su.regs.eq(self.regs), su.snr_sum.eq(self.snr_sum),
+                     su.first_frame.eq(self.frame_age == 0)]
+
+        tabs = {name: PWLUnit(t) for name, t in self.tables.items()}
+        for name, u in tabs.items():
+            m.submodules[f"pwl_{name}"] = u
+            m.d.comb += u.o.ready.eq(1)
+        lat = PWLUnit.latency
+
+        # ---- buffers
+        def mem(name, fmt, depth):
+            mm = Memory(shape=shape_of(fmt), depth=max(2, depth), init=[])
+            m.submodules[name] = mm
+            return mm
+        hist = mem("hist", f["inproj"], L * 3 * E)
+        sz = mem("sz", f["siluz"], E)
+        xc = mem("xc", f["xc"], E)
+        dl = mem("delta", f["delta"], E)
+        yz = mem("yz", f["yz"], E)
+        hist_w, sz_w, xc_w, dl_w, yz_w = (hist.write_port(), sz.write_port(), xc.write_port(),
+                                          dl.write_port(), yz.write_port())
+        hist_r, xc_r, yz_r = hist.read_port(), xc.read_port(), yz.read_port()
+        for mm, port in ((sz, su.rd_sz), (xc, su.rd_xc), (dl, su.rd_delta)):
+            r = mm.read_port()
+            m.d.comb += [r.addr.eq(port.addr), port.data.eq(r.data)]
+        m.d.comb += [yz_w.addr.eq(su.o.payload.index), yz_w.data.eq(su.o.payload.value),
+                     yz_w.en.eq(su.o.valid)]
+        dt_raw = Signal(shape_of(f["xproj"]))
+        q0 = Signal(shape_of(f["q"]))
+        Bv = Signal(data.ArrayLayout(shape_of(f["xproj"]), N))
+        Cv = Signal(data.ArrayLayout(shape_of(f["xproj"]), N))
+        Gv = Signal(data.ArrayLayout(shape_of(self.tables["sigmoid"].out_fmt), N))
+        m.d.comb += [su.B.eq(Bv), su.C.eq(Cv), su.G.eq(Gv)]
+        dtin_f = f["dtin"]
+        dtin = Signal(shape_of(dtin_f))
+        m.d.sync += dtin.eq(clamp(m, _requant_c(dt_raw, f["xproj"].frac, dtin_f.frac)
+                                  + _requant_c(q0, f["q"].frac, dtin_f.frac),
+                                  dtin_f.min_int, dtin_f.max_int))
+
+        # ---- write-back of MAC results
+        o = self.mac_o
+        kind = self.kind
+        val, idx, last = o.payload.value, o.payload.index, o.payload.last
+        direct_last = Signal()
+        to_pwl = {name: Signal(name=f"to_{name}") for name in tabs}
+        with m.If(o.valid), m.Switch(kind):
+            with m.Case(K_IN):
+                with m.If(idx < E):
+                    m.d.comb += [hist_w.addr.eq(self.layer * (3 * E) + self.slot * E + idx),
+                                 hist_w.data.eq(val), hist_w.en.eq(1),
+                                 direct_last.eq(last)]
+                with m.Else():
+                    m.d.comb += to_pwl["silu_z"].eq(1)
+            with m.Case(K_CONV):
+                m.d.comb += to_pwl["silu_conv"].eq(1)
+            with m.Case(K_XP):
+                m.d.comb += direct_last.eq(last)
+                with m.If(idx == 0):
+                    m.d.sync += dt_raw.eq(val)
+                for n in range(N):
+                    with m.If(idx == 1 + n):
+                        m.d.sync += Bv[n].eq(val)
+                    with m.If(idx == 1 + N + n):
+                        m.d.sync += Cv[n].eq(val)
+            with m.Case(K_SP):
+                with m.If(idx == 0):
+                    m.d.sync += q0.eq(val)
+                    m.d.comb += direct_last.eq(last)
+                with m.Else():
+                    m.d.comb += to_pwl["sigmoid"].eq(1)
+            with m.Case(K_DT):
+                m.d.comb += to_pwl["softplus"].eq(1)
+        for name, u in tabs.items():
+            m.d.comb += [u.i.valid.eq(to_pwl[name]), u.i.payload.eq(val)]
+        pwl_any = Signal()
+        m.d.comb += pwl_any.eq(Cat(*to_pwl.values()).any())
+        idx_d = delay(m, idx, lat, "wb_idx")
+        last_d = delay(m, pwl_any & last, lat, "wb_last")
+        u = tabs["silu_z"]
+        m.d.comb += [sz_w.addr.eq(idx_d - E), sz_w.data.eq(u.o.payload), sz_w.en.eq(u.o.valid)]
+        u = tabs["silu_conv"]
+        m.d.comb += [xc_w.addr.eq(idx_d), xc_w.data.eq(u.o.payload), xc_w.en.eq(u.o.valid)]
+        u = tabs["sigmoid"]
+        with m.If(u.o.valid):
+            for n in range(N):
+                with m.If(idx_d == 1 + n):
+                    m.d.sync += Gv[n].eq(u.o.payload)
+        u = tabs["softplus"]
+        dfmt = f["delta"]
+        m.d.comb += [dl_w.addr.eq(idx_d),
+                     dl_w.data.eq(clamp(m, u.o.payload + su.floor_delta, dfmt.min_int, dfmt.max_int)),
+                     dl_w.en.eq(u.o.valid)]
+        m.d.comb += self.wb_done.eq(direct_last | last_d)
+        self.state = {"hist": hist, "sz": sz, "xc": xc, "delta": dl, "yz": yz, "dt_raw": dt_raw,
+                      "q0": q0, "B": Bv, "C": Cv, "G": Gv, "dtin": dtin}
+
+        # ---- MAC input reads
+        rd = self.mac_rd
+        tap_ok = Signal()
+        # tap j of channel o holds frame t − (K−1) + j: slot (t − K + 1 + j) mod 3
+        rel = Signal(range(8))
+        m.d.comb += rel.eq(self.slot + 3 - (self.K - 1) + rd.i)
+        slot_r = Signal(range(3))
+        m.d.comb += slot_r.eq(Mux(rel >= 6, rel - 6, Mux(rel >= 3, rel - 3, rel)))
+        m.d.comb += [hist_r.addr.eq(self.layer * (3 * E) + slot_r * E + rd.o),
+                     xc_r.addr.eq(rd.i), yz_r.addr.eq(rd.i)]
+        m.d.sync += tap_ok.eq(self.frame_age + rd.i >= self.K - 1)
+        kind_d = delay(m, kind, 1, "rd_kind")
+        with m.Switch(kind_d):
+            with m.Case(K_CONV):
+                m.d.comb += rd.data.eq(Mux(tap_ok, hist_r.data, 0))
+            with m.Case(K_XP):
+                m.d.comb += rd.data.eq(xc_r.data)
+            with m.Case(K_DT):
+                m.d.comb += rd.data.eq(dtin)
+            with m.Case(K_OUT):
+                m.d.comb += rd.data.eq(yz_r.data)
+        # frozen unless a block job, a scan or its command is under way
+        return EnableInserter({"sync": (kind != K_NONE) | su.cmd.valid | su.busy})(m)
