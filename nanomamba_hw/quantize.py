@@ -123,9 +123,13 @@ def compare(params: fm.FixedParams, ckpt: Checkpoint, audio: np.ndarray,
     return out
 
 
-def write_report(outdir: Path, params: fm.FixedParams, cmp: dict, meta: dict) -> None:
+def write_report(outdir: Path, params: fm.FixedParams, results: dict[str, dict],
+                 meta: dict) -> None:
+    """report.json and report.md: end to end per condition, stage SQNR and saturations on the
+    clean set, and the formats table."""
     outdir.mkdir(parents=True, exist_ok=True)
-    rep = {"meta": meta, "formats": params.formats.table(), **cmp}
+    cmp = results["clean"]
+    rep = {"meta": meta, "formats": params.formats.table(), "conditions": results}
     (outdir / "report.json").write_text(json.dumps(rep, indent=1, default=float))
     lines = [f"# Quantization report: {params.config.name}", "",
              f"- checkpoint: `{meta.get('checkpoint')}`",
@@ -134,20 +138,22 @@ def write_report(outdir: Path, params: fm.FixedParams, cmp: dict, meta: dict) ->
              f"({params.formats.calib.get('clips')} clips)",
              f"- evaluated on: {meta.get('eval_source')} ({cmp['clips']} clips)",
              f"- command: `{meta.get('command')}`", "",
-             "## End to end", "",
-             f"- top-1 agreement fixed vs float: **{100 * cmp['top1_agreement']:.2f} %**",
-             f"- mean |Δlogit|: **{cmp['mean_abs_logit_error']:.4f}**"]
-    if "accuracy_float" in cmp:
-        lines += [f"- accuracy float: {100 * cmp['accuracy_float']:.2f} %, fixed: "
-                  f"{100 * cmp['accuracy_fixed']:.2f} %"]
+             "## End to end (fixed vs float)", "",
+             "| condition | top-1 agreement | mean abs Δlogit | accuracy float | accuracy fixed |",
+             "|---|---|---|---|---|"]
+    for name, c in results.items():
+        af = f"{100 * c['accuracy_float']:.2f} %" if "accuracy_float" in c else "–"
+        aq = f"{100 * c['accuracy_fixed']:.2f} %" if "accuracy_fixed" in c else "–"
+        lines.append(f"| {name} | {100 * c['top1_agreement']:.2f} % | "
+                     f"{c['mean_abs_logit_error']:.4f} | {af} | {aq} |")
     sats = cmp["saturations"]
     designed = {k: v for k, v in sats.items() if k in fm.DESIGNED_CLAMPS}
     other = {k: v for k, v in sats.items() if k not in fm.DESIGNED_CLAMPS}
-    lines += ["", "## Saturations", "",
+    lines += ["", "## Saturations (clean set)", "",
               "Unexpected (overflow): " + (", ".join(f"{k} {v}" for k, v in other.items()) or "none"),
               "", "Designed clamps: " + (", ".join(f"{k} {v} ({fm.DESIGNED_CLAMPS[k]})"
                                                    for k, v in designed.items()) or "none"),
-              "", "## Stages (fixed vs float)", "", "| stage | SQNR dB | float max |abs| |",
+              "", "## Stages (fixed vs float, clean set)", "", "| stage | SQNR dB | float max abs |",
               "|---|---|---|"]
     for k, v in cmp["stages"].items():
         lines.append(f"| {k} | {v['sqnr_db']:.1f} | {v['float_max_abs']:.4g} |")
@@ -160,6 +166,41 @@ def write_report(outdir: Path, params: fm.FixedParams, cmp: dict, meta: dict) ->
     (outdir / "report.md").write_text("\n".join(lines) + "\n")
 
 
+def _eval_set(spec: str, ckpt: Checkpoint, limit: int | None):
+    """Clips (and labels, when known) to compare on: ``synthetic`` (the test split of the
+    corpus the checkpoint was trained on), a Speech Commands-layout directory (its test split)
+    or a directory of WAVs (no labels)."""
+    from .calib import calibration_from_dir
+    ev = Path(spec)
+    if spec == "synthetic" or (ev / "testing_list.txt").exists():
+        from .datasets import resolve_data
+        from .evaluate import corpus_args_from_ckpt
+        kw = (corpus_args_from_ckpt(ckpt) or {}) if spec == "synthetic" else {}
+        data = resolve_data(spec, **kw)
+        ds = data.split("test")
+        audio, labels = ds.load_all(progress=True)
+        src, root = f"{data.root} (test split)", data
+    else:
+        audio, _ = calibration_from_dir(ev)
+        labels, src, root = None, str(ev), None
+    if limit:
+        audio = audio[:limit]
+        labels = None if labels is None else labels[:limit]
+    return audio, labels, src, root
+
+
+def _noisy(audio: np.ndarray, data, kind: str, snr: float, seed: int = 0) -> np.ndarray:
+    """The evaluation's noise for each clip (same draw as ``evaluate``), mixed at ``snr``."""
+    from .data import mix_at_snr
+    from .evaluate import clip_noise
+    speech = data.babble_speech(avoid="test")[0] if (data is not None and kind == "babble") else []
+    if kind == "babble" and not speech:
+        raise NanoMambaError("babble needs held-out speech: use --eval synthetic or a corpus")
+    noise = np.stack([clip_noise(kind, i, seed, speech) for i in range(len(audio))])
+    mixed = mix_at_snr(audio, noise, snr)
+    return np.clip(np.rint(mixed * 32768), -32768, 32767).astype(np.float32) / 32768
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m nanomamba_hw.quantize", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -169,9 +210,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", choices=("int8", "int16"), default="int8")
     ap.add_argument("--out", help="write the artefact JSON here")
     ap.add_argument("--report", help="write report.json and report.md into this directory")
-    ap.add_argument("--eval", help="directory of WAVs (or a Speech Commands-layout corpus: its "
-                                   "test split, with labels) to compare on; default: the "
-                                   "calibration set")
+    ap.add_argument("--eval", help="what to compare on: 'synthetic' (the checkpoint's corpus, "
+                                   "test split), a Speech Commands-layout directory (test "
+                                   "split) or a directory of WAVs; default: the calibration set")
+    ap.add_argument("--noise-snr", type=float, action="append", default=[],
+                    help="also compare with each noise type mixed in at this SNR (dB); "
+                         "repeatable; needs --eval synthetic or a corpus for babble")
     ap.add_argument("--limit", type=int, help="use at most this many evaluation clips")
     args = ap.parse_args(argv)
     from .predict import resolve_ckpt
@@ -184,40 +228,36 @@ def main(argv: list[str] | None = None) -> int:
                              else default_calibration(progress=True))
         params = fm.quantize(ckpt, calib_audio, weight_bits=wb, calib_info=info)
         params.provenance["weights_hash"] = _ckpt_hash(ckpt)
-        labels = None
         if args.eval:
-            ev = Path(args.eval)
-            if (ev / "testing_list.txt").exists():
-                from .data import SpeechCommands
-                ds = SpeechCommands(ev, "test")
-                audio, labels = ds.load_all(progress=True)
-                src = f"{ev} (test split)"
-            else:
-                audio, _ = calibration_from_dir(ev)
-                src = str(ev)
+            audio, labels, src, data = _eval_set(args.eval, ckpt, args.limit)
         else:
-            audio, src = calib_audio, "the calibration set"
-        if args.limit:
-            audio = audio[:args.limit]
-            labels = None if labels is None else labels[:args.limit]
+            audio, labels, src, data = calib_audio[:args.limit], None, "the calibration set", None
+        conditions = [("clean", audio)]
+        from .data import NOISE_TYPES
+        for snr in args.noise_snr:
+            for kind in NOISE_TYPES:
+                conditions.append((f"{kind} {snr:g} dB", _noisy(audio, data, kind, snr)))
     except NanoMambaError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.out:
         params.save(args.out)
         print(f"wrote {args.out}")
-    cmp = compare(params, ckpt, audio, labels)
-    print(f"{params.config.name}, INT{wb}: top-1 agreement {100 * cmp['top1_agreement']:.2f} % "
-          f"on {cmp['clips']} clips, mean |Δlogit| {cmp['mean_abs_logit_error']:.4f}")
-    if "accuracy_float" in cmp:
-        print(f"accuracy float {100 * cmp['accuracy_float']:.2f} %, "
-              f"fixed {100 * cmp['accuracy_fixed']:.2f} %")
-    print("saturations:", cmp["saturations"] or "none")
+    results = {}
+    for name, x in conditions:
+        cmp = compare(params, ckpt, x, labels)
+        results[name] = cmp
+        acc = (f", accuracy float {100 * cmp['accuracy_float']:.2f} % fixed "
+               f"{100 * cmp['accuracy_fixed']:.2f} %" if "accuracy_float" in cmp else "")
+        print(f"{name:>16}: top-1 agreement {100 * cmp['top1_agreement']:.2f} % on "
+              f"{cmp['clips']} clips, mean |Δlogit| {cmp['mean_abs_logit_error']:.4f}{acc}")
+    print("saturations (clean):", results["clean"]["saturations"] or "none")
     if args.report:
         meta = {"checkpoint": ckpt.path, "eval_source": src,
-                "command": "python -m nanomamba_hw.quantize " + " ".join(argv or sys.argv[1:]),
+                "command": "python -m nanomamba_hw.quantize " + " ".join(
+                    sys.argv[1:] if argv is None else argv),
                 "seconds": round(time.time() - t0, 1)}
-        write_report(Path(args.report), params, cmp, meta)
+        write_report(Path(args.report), params, results, meta)
         print(f"wrote {args.report}/report.md and report.json")
     return 0
 

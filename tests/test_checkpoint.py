@@ -16,7 +16,6 @@ from nanomamba_hw.errors import (CheckpointError, CheckpointNotFoundError, Corru
                                  NonFiniteWeightError, ShapeMismatchError, UnknownLayoutError)
 from nanomamba_hw.reference import NanoMamba
 
-from .conftest import PUBLISHED
 
 
 def _published_obj(path):

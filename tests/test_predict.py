@@ -13,7 +13,6 @@ import soundfile as sf
 from nanomamba_hw.audio import load_clip, write_wav
 from nanomamba_hw.predict import main as predict_main
 
-from .conftest import CLIPS
 
 
 def _run(args, capsys):

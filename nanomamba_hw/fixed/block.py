@@ -105,8 +105,10 @@ class BlockParams:
                    D=np.asarray(d["D"], dtype=I64), alpha=int(d["alpha"]), **lin)
 
 
-def block_from_float(blk, f: Formats) -> BlockParams:
-    """Quantize a float ``NanoMambaBlock`` with the formats ``f``."""
+def block_from_float(blk, f: Formats, moments: dict[str, np.ndarray] | None = None) -> BlockParams:
+    """Quantize a float ``NanoMambaBlock`` with the formats ``f``; ``moments`` (input second
+    moments per layer name, from calibration) steer the weight rounding."""
+    mo = moments or {}
     wb = f.weight_bits
     ssm = blk.sa_ssm
     npf = lambda t: t.detach().double().numpy()  # noqa: E731
@@ -116,15 +118,18 @@ def block_from_float(blk, f: Formats) -> BlockParams:
     return BlockParams(
         d_inner=E, d_state=N,
         ln=LayerNormParams.from_float(npf(blk.norm.weight), npf(blk.norm.bias), f["ln"]),
-        in_proj=QLinear.from_float("in_proj", npf(blk.in_proj.weight), None, f["ln"], f["inproj"], wb),
+        in_proj=QLinear.from_float("in_proj", npf(blk.in_proj.weight), None, f["ln"], f["inproj"],
+                                   wb, moments=mo.get("in_proj")),
         conv=QLinear.from_float("conv", npf(blk.conv1d.weight)[:, 0, :], npf(blk.conv1d.bias),
-                                f["inproj"], f["conv"], wb, depthwise=True),
-        x_proj=QLinear.from_float("x_proj", npf(ssm.x_proj.weight), None, f["xc"], f["xproj"], wb),
+                                f["inproj"], f["conv"], wb, depthwise=True, moments=mo.get("conv")),
+        x_proj=QLinear.from_float("x_proj", npf(ssm.x_proj.weight), None, f["xc"], f["xproj"], wb,
+                                  moments=mo.get("x_proj")),
         snr_proj=QLinear.from_float("snr_proj", npf(ssm.snr_proj.weight), npf(ssm.snr_proj.bias),
-                                    SNR_FMT, f["q"], wb),
+                                    SNR_FMT, f["q"], wb, moments=mo.get("snr_proj")),
         dt_proj=QLinear.from_float("dt_proj", npf(ssm.dt_proj.weight), npf(ssm.dt_proj.bias),
                                    f["dtin"], f["dtpre"], wb),
-        out_proj=QLinear.from_float("out_proj", npf(blk.out_proj.weight), None, f["yz"], f["resid"], wb),
+        out_proj=QLinear.from_float("out_proj", npf(blk.out_proj.weight), None, f["yz"], f["resid"],
+                                    wb, moments=mo.get("out_proj")),
         A=np.floor(A * 2.0 ** a_frac + 0.5).astype(I64), a_frac=a_frac,
         D=D_FMT.quantize(npf(ssm.D)), alpha=int(ALPHA_FMT.quantize(float(ssm.alpha.detach()))),
     )

@@ -101,9 +101,30 @@ class FixedParams:
 # ----------------------------------------------------------------------------------------------
 # Calibration: float ranges of every back-end edge
 
-def observe_ranges(model, audio: np.ndarray, batch: int = 64) -> dict[str, float]:
-    """Largest |value| of every calibrated edge when the float model runs on ``audio``."""
+def observe_ranges(model, audio: np.ndarray, batch: int = 64,
+                   moments: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+    """Largest |value| of every calibrated edge when the float model runs on ``audio``.
+
+    When ``moments`` is a dict, it also receives each linear layer's input second moments
+    E[x xᵀ] (``patch_proj``, ``block{i}.in_proj`` …, ``classifier``; per channel for the
+    depthwise ``block{i}.conv``), which the weight rounding uses.
+    """
     obs: dict[str, float] = {}
+    sums: dict[str, list] = {}
+
+    def mom(key, x, depthwise=False):
+        if moments is None:
+            return
+        x = x.detach().double()
+        if depthwise:                       # x (..., channels, taps)
+            x = x.reshape(-1, *x.shape[-2:])
+            m = torch.einsum("rki,rkj->kij", x, x)
+        else:
+            x = x.reshape(-1, x.shape[-1])
+            m = x.T @ x
+        acc = sums.setdefault(key, [0.0, 0])
+        acc[0] = acc[0] + m.numpy()
+        acc[1] += x.shape[0]
 
     def upd(key, t):
         v = float(t.detach().abs().max()) if t.numel() else 0.0
@@ -117,8 +138,18 @@ def observe_ranges(model, audio: np.ndarray, batch: int = 64) -> dict[str, float
             upd("resid", st["patch_proj"])
             upd("fn", st["final_norm"])
             upd("logits", st["logits"])
+            mom("patch_proj", st["instnorm_out"].transpose(1, 2))
+            mom("classifier", st["pooled"])
             for b in range(model.config.n_layers):
                 p = lambda k: st[f"block{b}.{k}"]  # noqa: E731
+                mom(f"block{b}.in_proj", p("ln"))
+                mom(f"block{b}.x_proj", p("xc"))
+                mom(f"block{b}.snr_proj", st["snr_mel"].transpose(1, 2))
+                mom(f"block{b}.out_proj", p("yz"))
+                k = model.blocks[b].conv1d.kernel_size[0]
+                xb = torch.nn.functional.pad(p("xb"), (0, 0, k - 1, 0))   # zeros before t = 0
+                hist = torch.stack([xb[:, j:j + p("xb").shape[1]] for j in range(k)], dim=-1)
+                mom(f"block{b}.conv", hist, depthwise=True)
                 upd("resid", st[f"block{b}_out"])
                 upd("ln", p("ln"))
                 upd("inproj", p("xb"))
@@ -136,6 +167,8 @@ def observe_ranges(model, audio: np.ndarray, batch: int = 64) -> dict[str, float
                 upd("y", p("y"))
                 upd("siluz", p("silu_z"))
                 upd("yz", p("yz"))
+    if moments is not None:
+        moments.update({k: v[0] / max(v[1], 1) for k, v in sums.items()})
     return obs
 
 
@@ -145,7 +178,8 @@ def quantize(ckpt, calib_audio: np.ndarray, *, weight_bits: int = 8,
     if weight_bits not in (8, 16):
         raise ValueError("weight_bits must be 8 or 16")
     model, cfg = ckpt.model, ckpt.config
-    f = Formats.calibrate(observe_ranges(model, calib_audio), weight_bits,
+    moments: dict[str, np.ndarray] = {}
+    f = Formats.calibrate(observe_ranges(model, calib_audio, moments=moments), weight_bits,
                           {"clips": int(len(calib_audio)), **(calib_info or {})})
     npf = lambda t: t.detach().double().numpy()  # noqa: E731
     se = model.snr_estimator
@@ -171,13 +205,17 @@ def quantize(ckpt, calib_audio: np.ndarray, *, weight_bits: int = 8,
     return FixedParams(
         config=cfg, formats=f, snr=snr_p, frontend=fe_p,
         patch_proj=QLinear.from_float("patch_proj", npf(model.patch_proj.weight),
-                                      npf(model.patch_proj.bias), f["norm"], f["resid"], weight_bits),
-        blocks=[block_from_float(b, f) for b in model.blocks],
+                                      npf(model.patch_proj.bias), f["norm"], f["resid"], weight_bits,
+                                      moments=moments.get("patch_proj")),
+        blocks=[block_from_float(b, f, {k.split(".", 1)[1]: v for k, v in moments.items()
+                                        if k.startswith(f"block{i}.")})
+                for i, b in enumerate(model.blocks)],
         final_norm=LayerNormParams.from_float(npf(model.final_norm.weight),
                                               npf(model.final_norm.bias), f["fn"]),
         classifier=QLinear.from_float("classifier", npf(model.classifier.weight),
                                       npf(model.classifier.bias), pool_fmt, f["logits"],
-                                      weight_bits, extra_scale=1.0 / T),
+                                      weight_bits, extra_scale=1.0 / T,
+                                      moments=moments.get("classifier")),
         registers=SSMRegisters.from_constants(cfg.ssm),
         provenance={"checkpoint": ckpt.path, "checkpoint_layout": ckpt.layout,
                     **{k: v for k, v in ckpt.provenance.items() if k in ("sha256", "model_name")}},
