@@ -87,7 +87,71 @@ class FixedEngine(Engine):
         return out
 
 
-ENGINES: dict[str, Callable[[Checkpoint], Engine]] = {"float": FloatEngine, "fixed": FixedEngine}
+class _HardwareEngine(Engine):
+    """Shared part of the engines that run the accelerator itself."""
+
+    def __init__(self, ckpt: Checkpoint, params=None, *, lanes: int = 1, weight_bits: int = 8,
+                 clip_samples: int = 16000):
+        super().__init__(ckpt)
+        if params is None:
+            from .quantize import params_for
+            params = params_for(ckpt, weight_bits=weight_bits)
+        from .hw.accelerator import Accelerator
+        self.params = params
+        self.accel = Accelerator(params, lanes=lanes, clip_samples=clip_samples)
+        self.layout = self.accel.signature.result_layout
+        self.logit_lsb = params.formats["logits"].lsb
+
+    def _result(self, payload) -> dict:
+        from amaranth.lib import data
+        r = payload if isinstance(payload, dict) else data.Const(self.layout, payload)
+        logits = [int(v) for v in r["logits"]]
+        return {"index": int(r["index"]), "logits": [v * self.logit_lsb for v in logits],
+                "logits_int": logits, "cycles": int(r["cycles"])}
+
+
+class VerilatorEngine(_HardwareEngine):
+    """The emitted Verilog of the accelerator, compiled with Verilator (cached per design)."""
+
+    name = "verilator"
+
+    def __init__(self, ckpt: Checkpoint, params=None, **kw):
+        super().__init__(ckpt, params, **kw)
+        import sys
+
+        from . import verilator as V
+        from .build import TOP_NAME, accelerator_verilog
+        self.model = V.build(accelerator_verilog(self.accel), TOP_NAME, self.layout.size,
+                             progress=lambda s: print(s, file=sys.stderr))
+
+    def run(self, samples: np.ndarray) -> list[dict]:
+        from .audio import pcm_from_float
+        return [self._result(payload) for payload, _, _ in self.model.run(pcm_from_float(samples))]
+
+
+class SimEngine(_HardwareEngine):
+    """The accelerator in the Amaranth simulator: exact but slow (about 2,000 cycles/s here,
+    some 10 minutes per one-second clip); for short test clips and debugging."""
+
+    name = "sim"
+
+    def run(self, samples: np.ndarray) -> list[dict]:
+        from .audio import pcm_from_float
+        from .hw.sim_util import run_sim, stream_get, stream_put_all
+        pcm = pcm_from_float(samples)
+        dut, got = self.accel, []
+
+        async def host(ctx):
+            for clip in pcm:
+                await stream_put_all(ctx, dut.pcm, [int(v) for v in clip])
+                got.append(await stream_get(ctx, dut.result))
+
+        run_sim(dut, [host])
+        return [self._result(r) for r in got]
+
+
+ENGINES: dict[str, Callable[[Checkpoint], Engine]] = {
+    "float": FloatEngine, "fixed": FixedEngine, "sim": SimEngine, "verilator": VerilatorEngine}
 
 
 def engine_names() -> list[str]:

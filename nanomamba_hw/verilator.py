@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +52,8 @@ int main(int argc, char** argv) {
     FILE* f = std::fopen(argv[1], "rb");
     if (!f) { std::fprintf(stderr, "cannot open %s\n", argv[1]); return 2; }
     long n = std::atol(argv[2]), len = std::atol(argv[3]);
-    long max_wait = argc > 4 ? std::atol(argv[4]) : 20000000L;
+    long max_wait = argc > 4 ? std::atol(argv[4]) : 200000000L;
+    long interval = argc > 5 ? std::atol(argv[5]) : 0;   // cycles between samples (0: no gaps)
     std::vector<int16_t> clip(len);
     top = new Vtop;
     top->rst = 1; top->pcm__valid = 0; top->result__ready = 0; top->clip_start = 0;
@@ -60,25 +62,27 @@ int main(int argc, char** argv) {
     top->rst = 0; tick();
     for (long c = 0; c < n; c++) {
         if (std::fread(clip.data(), 2, len, f) != (size_t)len) { std::fprintf(stderr, "short file\n"); return 2; }
-        uint64_t start = cycles;
+        uint64_t start = cycles, last = 0, next_at = cycles;
         long i = 0, waited = 0;
         top->result__ready = 1;
         bool got = false;
         while (!got) {
-            if (i < len) { top->pcm__valid = 1; top->pcm__payload = (uint16_t)clip[i]; }
-            else top->pcm__valid = 0;
+            if (i < len && cycles >= next_at) {
+                top->pcm__valid = 1; top->pcm__payload = (uint16_t)clip[i];
+            } else top->pcm__valid = 0;
             top->clk = 0; top->eval();
             bool take = top->pcm__valid && top->pcm__ready;
             bool res = top->result__valid && top->result__ready;
             if (res) {
-                std::printf("%ld %llu", c, (unsigned long long)(cycles - start));
+                std::printf("%ld %llu %llu", c, (unsigned long long)(cycles - start),
+                            (unsigned long long)(cycles - last));
                 RESULT_PRINT
                 std::printf("\n");
                 got = true;
             }
             top->clk = 1; top->eval();
             cycles++;
-            if (take) i++;
+            if (take) { i++; last = cycles; next_at = cycles + interval; }
             if (++waited > max_wait) { std::fprintf(stderr, "timeout on clip %ld\n", c); return 3; }
         }
         top->pcm__valid = 0;
@@ -120,15 +124,21 @@ class VerilatorModel:
     build_seconds: float
     cached: bool
 
-    def run(self, pcm: np.ndarray, *, timeout: float = 3600) -> list[tuple[int, int]]:
-        """(result payload as an int, cycles) for each clip of ``pcm`` (N, L) int16."""
+    def run(self, pcm: np.ndarray, *, interval: int = 0,
+            timeout: float = 3600) -> list[tuple[int, int, int]]:
+        """(result payload as an int, cycles from the first sample, cycles after the last
+        sample) for each clip of ``pcm`` (N, L) int16; ``interval`` idle cycles between
+        samples model a real-time source (6,250 at 100 MHz for 16 kHz)."""
         pcm = np.ascontiguousarray(np.asarray(pcm, dtype="<i2"))
         if pcm.ndim == 1:
             pcm = pcm[None]
-        clips = self.exe.parent / f"clips-{os.getpid()}.bin"
-        clips.write_bytes(pcm.tobytes())
+        fd, name = tempfile.mkstemp(suffix=".bin", prefix="clips-", dir=self.exe.parent)
+        clips = Path(name)
+        with os.fdopen(fd, "wb") as f:
+            f.write(pcm.tobytes())
         try:
-            proc = subprocess.run([str(self.exe), str(clips), str(len(pcm)), str(pcm.shape[1])],
+            proc = subprocess.run([str(self.exe), str(clips), str(len(pcm)), str(pcm.shape[1]),
+                                   "2000000000", str(interval)],
                                   capture_output=True, text=True, timeout=timeout)
         finally:
             clips.unlink(missing_ok=True)
@@ -138,7 +148,7 @@ class VerilatorModel:
         out = []
         for line in proc.stdout.splitlines():
             parts = line.split()
-            out.append((int("".join(parts[2:]), 16), int(parts[1])))
+            out.append((int("".join(parts[3:]), 16), int(parts[1]), int(parts[2])))
         if len(out) != len(pcm):
             raise VerilatorError(f"expected {len(pcm)} results, got {len(out)}")
         return out
@@ -170,13 +180,16 @@ def build(verilog: str, top: str, payload_width: int, *, jobs: int = 2,
     cmd = [sys.executable, "-m", "verilator", "--cc", "--exe", "--build", "-O3", "--x-assign",
            "fast", "--x-initial", "fast", "--noassert", "-Wno-fatal", "-Wno-lint", "-Wno-style",
            "--top-module", top, "--prefix", "Vtop", "-o", "sim", "-j", str(jobs),
-           "--Mdir", "obj", "design.v", "harness.cpp", "-CFLAGS", "-O2"]
+           "--Mdir", "obj", "design.v", "harness.cpp", "-CFLAGS", "-O2",
+           # The PyPI build leaves the precompiled-header include flag empty; gcc needs it.
+           "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include"]
     t0 = time.time()
     if progress:
         progress(f"verilator: compiling {top} (first run of this design; cached afterwards)")
     proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
     if proc.returncode != 0 or not (tmp / "obj" / "sim").exists():
         msg = (proc.stderr or proc.stdout).strip().splitlines()
+        shutil.rmtree(tmp, ignore_errors=True)
         raise VerilatorError("verilator build failed:\n" + "\n".join(msg[-15:]))
     shutil.rmtree(wd, ignore_errors=True)
     tmp.rename(wd)

@@ -1,0 +1,77 @@
+"""build: errors, the Vivado plan for both front-end variants, and one full build with
+synthesis and the Verilator cycle measurement (its report's schema)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nanomamba_hw.build import main as build_main
+from nanomamba_hw.synth import SynthesisError, synth_xilinx
+
+REPORT_KEYS = {"board", "part", "clock_hz", "variant", "lanes", "weights_bits", "checkpoint",
+               "formats", "resources", "timing", "cycles", "cycles_per_clip",
+               "latency_cycles_after_last_sample", "command", "files"}
+RESOURCE_KEYS = {"LUT", "FF", "DSP48E1", "RAMB36E1", "RAMB18E1", "CARRY4"}
+
+
+def test_unknown_board_lists_the_known_ones(tmp_path, capsys):
+    assert build_main(["--board", "zedboard", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown board 'zedboard'" in err and "arty_a7" in err and "arty_a7_100" in err
+
+
+def test_missing_checkpoint(tmp_path, capsys):
+    assert build_main(["--ckpt", str(tmp_path / "none.pt"), "--out", str(tmp_path)]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_synthesis_failure_shows_yosys_message(tmp_path):
+    bad = tmp_path / "bad.v"
+    bad.write_text("module bad(input a, output b);\n  assign b = a +;\nendmodule\n")
+    with pytest.raises(SynthesisError) as e:
+        synth_xilinx([bad], "bad", tmp_path / "w")
+    assert "ERROR" in str(e.value) and "syntax error" in str(e.value)
+
+
+def _plan_files(out: Path):
+    viv = out / "vivado"
+    return [viv / "nanomamba_top.v", viv / "nanomamba_top.xdc", viv / "nanomamba_top.tcl",
+            viv / "build_nanomamba_top.sh"]
+
+
+@pytest.mark.parametrize("which", ["default", "logmel"])
+def test_no_synth_writes_verilog_and_vivado_plan(tmp_path, which, published_ckpt):
+    args = ["--board", "arty_a7", "--out", str(tmp_path), "--no-synth", "--no-sim"]
+    if which == "logmel":
+        args += ["--ckpt", str(published_ckpt("NanoMamba-Tiny"))]
+    assert build_main(args) == 0
+    for f in [tmp_path / "nanomamba_accel.v", tmp_path / "fixed.json", *_plan_files(tmp_path)]:
+        assert f.exists() and f.stat().st_size > 0, f
+    assert "module nanomamba_accel" in (tmp_path / "nanomamba_accel.v").read_text()
+    xdc = (tmp_path / "vivado" / "nanomamba_top.xdc").read_text()
+    assert "E3" in xdc                                   # the Arty's 100 MHz clock pin
+    rep = json.loads((tmp_path / "report.json").read_text())
+    assert REPORT_KEYS <= set(rep)
+    assert rep["resources"] is None and rep["part"] == "xc7a35ticsg324-1L"
+    assert rep["variant"] == ("NanoMamba-Tiny" if which == "logmel" else "NanoMamba-Tiny-DualPCEN")
+
+
+def test_full_build_with_synthesis(tmp_path):
+    """The main job: default checkpoint, synthesis and the Verilator cycle measurement."""
+    assert build_main(["--board", "arty_a7", "--out", str(tmp_path)]) == 0
+    rep = json.loads((tmp_path / "report.json").read_text())
+    assert REPORT_KEYS <= set(rep)
+    assert RESOURCE_KEYS <= set(rep["resources"])
+    assert rep["resources"]["LUT"] > 1000 and rep["resources"]["DSP48E1"] >= 1
+    t = rep["timing"]
+    assert t["logic_delay_ns"] > 0 and t["fmax_estimate_mhz"] > 0
+    assert "pre-placement" in t["method"] and "logic-only" in t["method"]
+    c = rep["cycles"]
+    assert c["bit_exact_with_fixed_model"] is True
+    assert rep["cycles_per_clip"] > rep["latency_cycles_after_last_sample"] > 100_000
+    assert rep["clock_hz"] == 100e6
+    md = (tmp_path / "report.md").read_text()
+    assert "LUT" in md and "logic-only" in md
