@@ -16,6 +16,14 @@ The recipe is model-math.md §8 (docs/training.md has the details and the measur
 Silence items of the train split are redrawn every epoch (the original redrew them on every
 load). The run is seeded (torch and numpy); on CPU it is repeatable for a given machine and
 thread count.
+
+``--init CKPT`` starts from a checkpoint instead of a random initialisation. ``--qat-epochs N``
+adds N epochs of quantization-aware fine-tuning after the normal ones (or instead of them, with
+``--epochs 0 --init CKPT``): the weights of every layer the fixed model stores as INT8 per
+output channel are fake-quantized with a straight-through estimator (:mod:`nanomamba_hw.qat`),
+at lr ``--qat-lr`` → ``--qat-lr-min`` (cosine), with the noise of the curriculum's last phase;
+validation runs on the snapped model, and the kept checkpoint is snapped: its quantized weights
+are exactly on the INT8 grid of each output channel.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import argparse
 import copy
 import datetime
+import hashlib
 import json
 import math
 import platform
@@ -45,7 +54,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .checkpoint import save_checkpoint
+from . import qat
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import CLIP_SAMPLES, SAMPLE_RATE, VARIANTS, variant
 from .data import NOISE_TYPES, make_noise, mix_at_snr
 from .datasets import (DEFAULT_BABBLE_CLIPS, DEFAULT_CORPUS_SEED, DEFAULT_PER_WORD, DataSource,
@@ -73,6 +83,8 @@ GAIN = (0.8, 1.2)
 GAUSS_P, GAUSS_SIGMA = 0.3, 0.005
 NOISE_SHARE = 0.5            # largest share of noisy clips per batch
 NOISE_BANK_SECONDS = 30      # per noise type and epoch, see NoiseBank
+QAT_LR, QAT_LR_MIN = 3e-4, 3e-5
+QAT_NOISE = (NOISE_SHARE, (-5.0, 10.0))   # the curriculum's last phase, for every QAT epoch
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,14 +202,26 @@ def history_path(ckpt: Path) -> Path:
     return ckpt.with_name(ckpt.stem + ".history.json")
 
 
+def _init_info(ck) -> dict:
+    """What the provenance records about an ``--init`` checkpoint."""
+    return {"checkpoint": ck.path, "sha256": ck.provenance.get("sha256") or _file_sha256(ck.path),
+            "layout": ck.layout, "metrics": ck.metrics, "provenance": ck.provenance}
+
+
+def _file_sha256(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     """Run one training; returns the summary (also stored in the checkpoint's metrics)."""
     t_start, cpu_start = time.perf_counter(), time.process_time()
-    config = variant(args.variant)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     progress = not args.quiet
+    init = load_checkpoint(args.init) if args.init else None
+    variant_name = ((init.provenance.get("variant") or init.config.name) if init
+                    else args.variant)
 
     t0 = time.perf_counter()
     data: DataSource = resolve_data(args.data, per_word=args.per_word,
@@ -205,6 +229,11 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
                                     babble_clips=args.babble_clips, progress=progress)
     data_seconds = time.perf_counter() - t0
     print(f"data: {data.describe()}", flush=True)
+    if init is not None:
+        was = (init.provenance.get("data") or {}).get("params_hash")
+        if was and data.info.get("params_hash") and was != data.info["params_hash"]:
+            print(f"warning: {args.init} was trained on corpus {was}, this run uses "
+                  f"{data.info['params_hash']}", flush=True)
     x_train, y_train, ds_train = data.load("train", seed=args.seed, progress=progress)
     x_val, y_val, _ = data.load("val", progress=progress)
     speech, babble_from = (data.babble_speech() if args.noise_aug else ([], None))
@@ -216,18 +245,21 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
           f"{len(x_val)}; babble from {babble_from or '-'}; {args.threads} torch threads",
           flush=True)
 
-    model = NanoMamba(config)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs * steps,
-                                                       eta_min=args.lr_min)
+    if init is not None:
+        model = init.model
+        print(f"init: {args.init} ({init.config.name}, val acc "
+              f"{init.metrics.get('val_acc', float('nan')):.4f})", flush=True)
+    else:
+        model = NanoMamba(variant(args.variant))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
-    out = Path(args.out) if args.out else default_out(args.variant, args.seed)
+    out = Path(args.out) if args.out else default_out(variant_name, args.seed)
 
     recipe = {**RECIPE, "lr": args.lr, "lr_min": args.lr_min, "weight_decay": args.weight_decay,
               "label_smoothing": args.label_smoothing, "grad_clip_norm": args.clip,
               "batch_size": args.batch_size, "epochs": args.epochs, "seed": args.seed,
               "drop_last": True, "noise_aug": bool(args.noise_aug),
-              "silence": "train silence crops redrawn every epoch"}
+              "silence": "train silence crops redrawn every epoch",
+              "init": args.init or "random"}
     if args.noise_aug:
         recipe["noise_curriculum"] = {
             "scaled_from": "30-epoch original: clean 0-2; share 0.5*(ep-3)/7 at U(5,15) dB "
@@ -238,9 +270,22 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
             "noise_types": list(NOISE_TYPES), "babble_speech": babble_from,
             "noise_source": f"random 1 s crops of one {NOISE_BANK_SECONDS} s stream per type, "
                             "redrawn every epoch", "mixing": "mix_at_snr (whole-clip RMS)"}
+    if args.qat_epochs:
+        share, snr = QAT_NOISE if args.noise_aug else (0.0, None)
+        recipe["qat"] = {
+            "epochs": args.qat_epochs, "lr": args.qat_lr, "lr_min": args.qat_lr_min,
+            "schedule": "cosine annealing per batch over the QAT epochs, fresh AdamW "
+                        "(same weight decay, clip, loss, augmentation)",
+            "noise": {"share": share, "snr_db": list(snr) if snr else None},
+            "start": "the best main-phase epoch" if args.epochs else "the --init checkpoint",
+            "fake_quant": "W_q = clamp(round(W/s), -127, 127)*s, s = max|W_row|/127 per output "
+                          "channel (detached), straight-through gradient to W",
+            "layers": [name for name, _ in qat.quantized_layers(model)],
+            "selection": "best clean validation accuracy of the snapped model over the QAT "
+                         "epochs; the saved weights are snapped"}
     provenance = {
         "trained_by": "nanomamba_hw.train", "command": command_line(argv),
-        "variant": args.variant, "data": {**data.info, "spec": data.spec},
+        "variant": variant_name, "data": {**data.info, "spec": data.spec},
         "seed": args.seed, "git_commit": git_commit(), "torch": str(torch.__version__),
         "numpy": str(np.__version__), "python": platform.python_version(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {args.threads} torch threads, "
@@ -248,14 +293,19 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "recipe": recipe,
     }
+    if init is not None:
+        provenance["init"] = _init_info(init)
 
     history: list[dict] = []
     best = {"val_acc": -1.0, "epoch": -1, "state": None}
+    qat_info: dict = {}
 
     def metrics(final: bool) -> dict:
         m = {"val_acc": best["val_acc"], "best_epoch": best["epoch"],
              "epochs_run": len(history), "train_clips": len(x_train),
              "val_clips": len(x_val)}
+        if qat_info:
+            m["qat"] = dict(qat_info)
         if final:
             m["train_wall_seconds"] = round(time.perf_counter() - t_start, 1)
             m["train_cpu_seconds"] = round(time.process_time() - cpu_start, 1)
@@ -267,19 +317,17 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         save_checkpoint(out, saved, provenance={**provenance, "history": history},
                         metrics=metrics(final))
 
-    t_loop = time.perf_counter()
-    for epoch in range(args.epochs):
-        te = time.perf_counter()
-        share, snr = curriculum(epoch, args.epochs) if args.noise_aug else (0.0, None)
+    def run_epoch(opt, sched, share: float, snr, desc: str) -> tuple[float, float]:
+        """One pass over the shuffled train split; (mean loss, accuracy) on its batches."""
         n_noisy = int(args.batch_size * share)
         bank = NoiseBank(rng, speech) if n_noisy else None
         if ds_train.n_silence:  # fresh silence crops every epoch
-            x_train[ds_train.n_files:] = ds_train.silence_array(seed=args.seed * 1000 + epoch + 1)
+            x_train[ds_train.n_files:] = ds_train.silence_array(
+                seed=args.seed * 1000 + len(history) + 1)
         perm = rng.permutation(len(x_train))
         model.train()
         seen = correct = 0
         loss_sum = 0.0
-        desc = f"epoch {epoch + 1}/{args.epochs}"
         bar = tqdm(range(steps), desc=desc, unit="batch", disable=not progress,
                    mininterval=1.0, leave=False, file=sys.stderr)
         for step in bar:
@@ -292,7 +340,7 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
             logits = model(torch.from_numpy(xb))
             loss = loss_fn(logits, yb)
             if not torch.isfinite(loss):
-                raise NanoMambaError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}; "
+                raise NanoMambaError(f"non-finite loss at {desc}, step {step + 1}; "
                                      "try a lower --lr")
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -305,36 +353,108 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}%",
                             refresh=False)
         bar.close()
+        return loss_sum / seen, correct / seen
+
+    def record(desc, te, train_seconds, loss, acc, val_acc, val_loss, share, snr, lr,
+               improved, **extra) -> None:
+        seconds = time.perf_counter() - te
+        n_noisy = int(args.batch_size * share)
+        history.append({"epoch": len(history) + 1, **extra, "train_loss": round(loss, 5),
+                        "train_acc": round(acc, 5), "val_loss": round(val_loss, 5),
+                        "val_acc": round(val_acc, 5), "noise_share": round(share, 4),
+                        "snr_db": list(snr) if n_noisy else None,
+                        "lr_end": float(f"{lr:.4g}"),
+                        "train_seconds": round(train_seconds, 2), "seconds": round(seconds, 2)})
+        noise = f"noise {share:.2f} @ {snr[0]:g}..{snr[1]:g} dB" if n_noisy else "clean"
+        print(f"{desc}: loss {loss:.3f}  train acc {100 * acc:5.1f}%  "
+              f"val acc {100 * val_acc:5.1f}%{' *' if improved else '  '}  {noise:<24}  "
+              f"lr {lr:.2e}  {seconds:.1f} s", flush=True)
+
+    # ---- main phase: the recipe
+    t_loop = time.perf_counter()
+    if args.epochs:
+        opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs * steps,
+                                                           eta_min=args.lr_min)
+    for epoch in range(args.epochs):
+        te = time.perf_counter()
+        share, snr = curriculum(epoch, args.epochs) if args.noise_aug else (0.0, None)
+        desc = f"epoch {epoch + 1}/{args.epochs}"
+        loss, acc = run_epoch(opt, sched, share, snr, desc)
         train_seconds = time.perf_counter() - te
         val_acc, val_loss = accuracy(model, x_val, y_val)
-        seconds = time.perf_counter() - te
         improved = val_acc > best["val_acc"]
         if improved:
             best.update(val_acc=val_acc, epoch=epoch + 1,
                         state={k: v.detach().clone() for k, v in model.state_dict().items()})
-        history.append({"epoch": epoch + 1, "train_loss": round(loss_sum / seen, 5),
-                        "train_acc": round(correct / seen, 5), "val_loss": round(val_loss, 5),
-                        "val_acc": round(val_acc, 5), "noise_share": round(share, 4),
-                        "snr_db": list(snr) if n_noisy else None,
-                        "lr_end": float(f"{sched.get_last_lr()[0]:.4g}"),
-                        "train_seconds": round(train_seconds, 2), "seconds": round(seconds, 2)})
-        noise = f"noise {share:.2f} @ {snr[0]:g}..{snr[1]:g} dB" if n_noisy else "clean"
-        print(f"{desc}: loss {loss_sum / seen:.3f}  train acc {100 * correct / seen:5.1f}%  "
-              f"val acc {100 * val_acc:5.1f}%{' *' if improved else '  '}  {noise:<24}  "
-              f"lr {sched.get_last_lr()[0]:.2e}  {seconds:.1f} s", flush=True)
+        record(desc, te, train_seconds, loss, acc, val_acc, val_loss, share, snr,
+               sched.get_last_lr()[0], improved)
         if improved:
             save(final=False)  # an interrupted run still leaves its best checkpoint
-
     loop_seconds = time.perf_counter() - t_loop
+
+    # ---- QAT phase: fake-quantized INT8 weights, from the best model so far
+    qat_seconds = 0.0
+    if args.qat_epochs:
+        t_qat = time.perf_counter()
+        if best["state"] is not None:
+            model.load_state_dict(best["state"])
+        start_val, _ = accuracy(model, x_val, y_val)
+        with qat.fake_quant(model):
+            start_snapped_val, _ = accuracy(model, x_val, y_val)
+        print(f"qat: start val acc {100 * start_val:.2f}% float, {100 * start_snapped_val:.2f}% "
+              f"with nearest-rounded INT8 weights", flush=True)
+        qat_info.update(epochs=args.qat_epochs, lr=args.qat_lr, lr_min=args.qat_lr_min,
+                        start_val_acc=round(start_val, 5),
+                        start_val_acc_snapped=round(start_snapped_val, 5),
+                        main_best_val_acc=(round(best["val_acc"], 5) if args.epochs else None),
+                        main_best_epoch=(best["epoch"] if args.epochs else None),
+                        weights="INT8 per output channel, exactly representable "
+                                "(s = max|W_row|/127, W = k*s, |k| <= 127)")
+        best = {"val_acc": -1.0, "epoch": -1, "state": None}   # only snapped models qualify
+        share, snr = QAT_NOISE if args.noise_aug else (0.0, None)
+        opt = torch.optim.AdamW(model.parameters(), lr=args.qat_lr,
+                                weight_decay=args.weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+            opt, T_max=args.qat_epochs * steps, eta_min=args.qat_lr_min)
+        for qe in range(args.qat_epochs):
+            te = time.perf_counter()
+            desc = f"qat {qe + 1}/{args.qat_epochs}"
+            with qat.fake_quant(model):
+                loss, acc = run_epoch(opt, sched, share, snr, desc)
+                train_seconds = time.perf_counter() - te
+                val_acc, val_loss = accuracy(model, x_val, y_val)   # = the snapped model's
+            improved = val_acc > best["val_acc"]
+            if improved:
+                best.update(val_acc=val_acc, epoch=len(history) + 1,
+                            state=qat.snap_state(model, model.state_dict()))
+                qat_info.update(best_qat_epoch=qe + 1, val_acc=round(val_acc, 5))
+            record(desc, te, train_seconds, loss, acc, val_acc, val_loss, share, snr,
+                   sched.get_last_lr()[0], improved, phase="qat", qat_epoch=qe + 1)
+            if improved:
+                save(final=False)
+        qat_seconds = time.perf_counter() - t_qat
+        qat_info["wall_seconds"] = round(qat_seconds, 1)
+        model.load_state_dict(best["state"])
+        worst = max(qat.grid_error(model).values())
+        if worst > 1e-3:   # float32 rounding leaves ~1e-5 of a step
+            raise NanoMambaError(f"snapped weights are {worst:.3g} steps off the INT8 grid")
+        qat_info["max_grid_error_steps"] = float(f"{worst:.3g}")
+
     save(final=True)
     summary = {**metrics(final=True), "data_seconds": round(data_seconds, 1),
                "loop_seconds": round(loop_seconds, 1), "checkpoint": str(out)}
+    if args.qat_epochs:
+        summary["qat_seconds"] = round(qat_seconds, 1)
     hist = {"summary": summary, "provenance": provenance, "history": history}
     history_path(out).write_text(json.dumps(hist, indent=1) + "\n")
-    print(f"best val acc {100 * best['val_acc']:.2f}% at epoch {best['epoch']}; wrote {out} "
-          f"and {history_path(out)}")
+    what = "snapped INT8-exact model" if args.qat_epochs else "model"
+    print(f"best val acc {100 * best['val_acc']:.2f}% at epoch {best['epoch']} ({what}); "
+          f"wrote {out} and {history_path(out)}")
     print(f"wall time {summary['train_wall_seconds']:.0f} s (data {data_seconds:.0f} s, "
-          f"epochs {loop_seconds:.0f} s), CPU time {summary['train_cpu_seconds']:.0f} s")
+          f"epochs {loop_seconds:.0f} s" + (f", QAT {qat_seconds:.0f} s" if args.qat_epochs
+                                             else "")
+          + f"), CPU time {summary['train_cpu_seconds']:.0f} s")
     return summary
 
 
@@ -349,7 +469,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "the synthetic corpus or a Speech Commands directory.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--variant", default="tiny-dualpcen",
-                    help=f"model variant: {', '.join(VARIANTS)}")
+                    help=f"model variant: {', '.join(VARIANTS)} (ignored with --init)")
+    ap.add_argument("--init", metavar="CKPT",
+                    help="start from this checkpoint (its model and weights) instead of a "
+                         "random initialisation")
     ap.add_argument("--data", default="synthetic",
                     help="'synthetic' (espeak-ng corpus, built and cached on first use) or a "
                          "Speech Commands-layout directory")
@@ -362,7 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--babble-clips", type=int, default=DEFAULT_BABBLE_CLIPS)
     r = ap.add_argument_group("recipe")
     r.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
-                   help="the original used 30 (on 19x more data)")
+                   help="the original used 30 (on 19x more data); 0 with --init and "
+                        "--qat-epochs for QAT only")
     r.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
                    help="the original used 128")
     r.add_argument("--lr", type=float, default=RECIPE["lr"])
@@ -375,6 +499,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--noise-aug", action=argparse.BooleanOptionalAction, default=True,
                    help="noise curriculum (the original's, scaled to --epochs)")
     r.add_argument("--seed", type=int, default=RECIPE["seed"])
+    q = ap.add_argument_group("quantization-aware fine-tuning (after the --epochs)")
+    q.add_argument("--qat-epochs", type=int, default=0,
+                   help="epochs with fake-quantized INT8 weights (straight-through "
+                        "estimator); the saved weights are snapped to the INT8 grid. 0 = off")
+    q.add_argument("--qat-lr", type=float, default=QAT_LR, help="QAT learning rate")
+    q.add_argument("--qat-lr-min", type=float, default=QAT_LR_MIN,
+                   help="end of the QAT cosine schedule")
     ap.add_argument("--out", help="checkpoint to write (default runs/nanomamba-VARIANT-seedS.pt); "
                                   "the history JSON goes next to it")
     ap.add_argument("--threads", type=int, default=max(1, min(2, os.cpu_count() or 1)),
@@ -391,15 +522,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as e:
         print(f"error: {e.args[0]}", file=sys.stderr)
         return 2
-    for name in ("epochs", "batch_size", "per_word", "threads"):
+    for name in ("batch_size", "per_word", "threads"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1")
-    if not (args.lr > 0 and math.isfinite(args.lr)):
-        ap.error("--lr must be a positive number")
+    if args.epochs < 0 or args.qat_epochs < 0:
+        ap.error("--epochs and --qat-epochs must be >= 0")
+    if args.epochs == 0 and not (args.init and args.qat_epochs):
+        ap.error("--epochs must be >= 1 (0 only with --init and --qat-epochs)")
+    for name in ("lr", "qat_lr"):
+        if not (getattr(args, name) > 0 and math.isfinite(getattr(args, name))):
+            ap.error(f"--{name.replace('_', '-')} must be a positive number")
     threads = torch.get_num_threads()
     try:
         train(args, argv)
-    except NanoMambaError as e:
+    except NanoMambaError as e:  # including CheckpointError (a bad --init)
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
