@@ -179,7 +179,9 @@ def _eval_set(spec: str, ckpt: Checkpoint, limit: int | None):
         data = resolve_data(spec, **kw)
         ds = data.split("test")
         audio, labels = ds.load_all(progress=True)
-        src, root = f"{data.root} (test split)", data
+        name = (f"synthetic corpus {data.info.get('params_hash')}" if data.kind == "synthetic"
+                else str(data.root))
+        src, root = f"{name} (test split)", data
     else:
         audio, _ = calibration_from_dir(ev)
         labels, src, root = None, str(ev), None
