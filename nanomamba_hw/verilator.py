@@ -191,6 +191,8 @@ def build(verilog: str, top: str, payload_width: int, *, jobs: int = 2,
         msg = (proc.stderr or proc.stdout).strip().splitlines()
         shutil.rmtree(tmp, ignore_errors=True)
         raise VerilatorError("verilator build failed:\n" + "\n".join(msg[-15:]))
-    shutil.rmtree(wd, ignore_errors=True)
-    tmp.rename(wd)
+    try:
+        tmp.rename(wd)           # atomic: a concurrent build of the same design may have won
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
     return VerilatorModel(wd / "obj" / "sim", payload_width, time.time() - t0, False)

@@ -13,6 +13,7 @@ stage by stage with the hardware's boundaries, batched over clips::
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,8 +88,11 @@ class FixedParams:
                    SSMRegisters(*d["registers"]), dict(d.get("provenance", {})))
 
     def save(self, path: str | Path) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1))
+        tmp.replace(p)            # atomic: concurrent readers never see half a file
 
     @classmethod
     def load(cls, path: str | Path) -> "FixedParams":

@@ -10,21 +10,23 @@ Shared units, one job at a time, driven by a sequencer generated from a step lis
   the blocks' LayerNorms and the final LayerNorm.
 - :class:`~nanomamba_hw.hw.block.SSMBlock`: block buffers, tables, state and the scan unit.
 - :class:`~nanomamba_hw.hw.head.Head`: Σ over frames, logits, argmax, result.
-- one :class:`~nanomamba_hw.hw.mac.MulBank` (max(2·lanes, 3) DSP multipliers) shared by the
-  MAC engine, the NormUnit and the scan; one Log2Unit; one Exp2Unit shared by the NormUnit and
-  the scan; the four activation tables (PWLUnit) in the SSMBlock.
+- the MAC engine's own 2·lanes DSP multipliers; one :class:`~nanomamba_hw.hw.mac.MulBank` of
+  three shared by the NormUnit and the scan (never busy together); one
+  :class:`~nanomamba_hw.hw.funcs.Exp2NarrowUnit` shared by the NormUnit and the scan (log2 is
+  inside the NormUnit); the four activation tables in one PWLMultiUnit in the SSMBlock.
 
 Per clip: ``stats`` (40 × (Σx, Σx²)) → instance-norm setup; then per frame t (both input frames
 buffered, two frames deep, so the source may run ahead by one frame):
-IN apply → Δ floor/ε → patch_proj → per layer [LN, snr_proj, in_proj, conv, x_proj, dt_proj,
-scan, out_proj] → final LN into the Σ; after T frames the classifier, argmax and ``result``.
+IN apply → Δ floor/ε → patch_proj → per layer [LN, in_proj, conv, x_proj, dt_proj,
+scan ‖ snr_proj of the next layer or frame, out_proj] → final LN into the Σ; after T frames the
+classifier, argmax and ``result`` (see :meth:`Backend._program`).
 The five calibration registers are sampled when the clip's first statistics entry arrives (a
 write takes effect for the next clip whose statistics have not started yet).
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import EnableInserter, Module, Mux, Signal
+from amaranth.hdl import Const, EnableInserter, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -44,16 +46,16 @@ from .block import (
     block_steps,
 )
 from .common import frame_stream, shape_of
-from .funcs import Exp2Unit, Log2Unit
+from .funcs import Exp2NarrowUnit
 from .head import Head, result_layout
 from .mac import MACEngine, MulBank, clamp, delay
 from .norm import EXP2_IN_WIDTH, EXP2_OUT_FMT, N_BANDS, NormUnit, stats_layout
 
 # MAC input sources and result destinations
-SRC_NORM, SRC_U, SRC_SNR, SRC_BLOCK, SRC_POOL = range(5)
+SRC_NORM, SRC_U, SRC_SNR, SRC_BLOCK, SRC_POOL, SRC_SNR_NEXT = range(6)
 WB_X, WB_BLOCK, WB_RESID, WB_HEAD = range(4)
 # MulBank clients
-U_MAC, U_NORM, U_SSM = range(3)
+U_NORM, U_SSM = range(2)
 
 
 def model_layers(p: FixedParams) -> tuple[list, dict[str, int]]:
@@ -103,6 +105,10 @@ class Backend(wiring.Component):
         self.head = Head(d=d, fn_fmt=f["fn"], pool_fmt=p.classifier.in_fmt, logits_fmt=f["logits"],
                          n_classes=p.config.n_classes, in_width=self.mac.in_width)
         self.program = self._program()
+        N = p.blocks[0].d_state
+        for b in p.blocks:     # snr_proj beside a scan: G is read before its first write
+            if b.snr_proj.w.shape[1] < N + 12:
+                raise ValueError("snr_proj has too few inputs to run beside the scan")
         init = dict(zip(REG_NAMES, p.registers.as_tuple()))
         super().__init__({
             "stats": In(stream.Signature(stats_layout(p.feat_fmt, max(T, p.config.n_frames)))),
@@ -117,14 +123,26 @@ class Backend(wiring.Component):
         self.step = Signal(range(len(self.program) + 1), name="step")
 
     def _program(self) -> list[tuple]:
+        """The step list. snr_proj(l) depends only on the frame's SNR: it runs on the MAC
+        engine (its own multipliers) during the scan of the layer before — snr_proj(l + 1)
+        during scan(l), snr_proj(0) of frame t + 1 during the last scan of frame t (once the
+        next SNR frame is in) — so only frame 0 runs snr_proj(0) as a step of its own
+        (``mac_t0``). The scan reads G (snr_proj's σ outputs) only in its first N + 10 cycles,
+        and the first of them is written ≥ n_in cycles after snr_proj starts."""
+        sp = lambda l: self.job_of[f"block{l}.snr_proj"]
         prog: list[tuple] = [("clip_start",), ("in_setup",)]
         self.frame_start = len(prog)
         prog += [("wait_frame",), ("in_apply",), ("frame_consts",),
+                 ("mac_t0", sp(0), K_SP, SRC_SNR, WB_BLOCK),
                  ("mac", self.job_of["patch_proj"], K_NONE, SRC_NORM, WB_X)]
         for l in range(self.L):
             for s in block_steps(l, self.job_of):
                 if s[0] == "mac":
                     prog.append(("mac", s[1], s[2], *_src_wb(s[2])))
+                elif s[0] == "scan":
+                    nxt_frame = l + 1 == self.L
+                    prog.append(("scan", l, sp(0 if nxt_frame else l + 1),
+                                 SRC_SNR_NEXT if nxt_frame else SRC_SNR, nxt_frame))
                 else:
                     prog.append(s)
         prog += [("ln", self.L), ("frame_end",),
@@ -138,13 +156,12 @@ class Backend(wiring.Component):
         m.submodules.mac, m.submodules.norm = mac, norm
         m.submodules.ssm, m.submodules.head = ssm, head
         su = ssm.scan_unit
-        bank = MulBank([mac.mul, norm.mul, su.mul])
-        any_busy = mac.busy | norm.busy | su.busy
-        m.submodules.muls = EnableInserter({"sync": any_busy})(bank)
-        lg = Log2Unit(in_width=norm.num_w)
-        m.submodules.log2 = EnableInserter({"sync": norm.busy})(lg)
-        wiring.connect(m, norm.log2, lg)
-        ex = Exp2Unit(in_width=EXP2_IN_WIDTH, out_fmt=EXP2_OUT_FMT)
+        # the MAC engine's own multipliers (2·lanes), so it can run snr_proj during a scan;
+        # the NormUnit and the scan (never busy together) share three
+        m.submodules.mac_muls = EnableInserter({"sync": mac.busy | mac.job.valid})(MulBank([mac.mul]))
+        bank = MulBank([norm.mul, su.mul])
+        m.submodules.muls = EnableInserter({"sync": norm.busy | su.busy})(bank)
+        ex = Exp2NarrowUnit(in_width=EXP2_IN_WIDTH, out_fmt=EXP2_OUT_FMT)
         m.submodules.exp2 = EnableInserter({"sync": norm.busy | su.busy})(ex)
         m.d.comb += [ex.i.valid.eq(norm.exp2.i.valid | su.exp2.i.valid),
                      ex.i.payload.eq(Mux(norm.exp2.i.valid, norm.exp2.i.payload, su.exp2.i.payload)),
@@ -208,8 +225,8 @@ class Backend(wiring.Component):
         self.state = {"norm_buf": norm_buf, "x_buf": x_buf, "u_buf": u_buf}
 
         # ---------------- sequencer context (driven per state)
-        sel = Signal(range(3))
-        src = Signal(range(5))
+        sel = Signal(range(2))
+        src = Signal(range(6))
         wb = Signal(range(4))
         kind = Signal(range(8))
         layer = Signal(range(max(2, L)))
@@ -223,13 +240,14 @@ class Backend(wiring.Component):
         with mg.If(src == SRC_BLOCK):       # (gated: keeps the block asleep in simulation)
             mg.d.comb += [ssm.mac_rd.en.eq(rd.en), ssm.mac_rd.o.eq(rd.o), ssm.mac_rd.i.eq(rd.i)]
         mg.d.comb += [nb_r.addr.eq(rd.i), u_r.addr.eq(rd.i),
-                     s_r.addr.eq(Mux(rb, NB, 0) + rd.i), head.pool_rd.addr.eq(rd.i)]
+                     s_r.addr.eq(Mux(rb ^ (src == SRC_SNR_NEXT), NB, 0) + rd.i),
+                     head.pool_rd.addr.eq(rd.i)]
         with mg.Switch(src):
             with mg.Case(SRC_NORM):
                 mg.d.comb += rd.data.eq(nb_r.data)
             with mg.Case(SRC_U):
                 mg.d.comb += rd.data.eq(u_r.data)
-            with mg.Case(SRC_SNR):
+            with mg.Case(SRC_SNR, SRC_SNR_NEXT):
                 mg.d.comb += rd.data.eq(s_r.data)
             with mg.Case(SRC_BLOCK):
                 mg.d.comb += rd.data.eq(ssm.mac_rd.data)
@@ -278,6 +296,8 @@ class Backend(wiring.Component):
         ms = Module()
         m.submodules.sequencer = ms
         prog = self.program
+        sp_st = Signal(2)                   # snr_proj beside a scan: 0 not issued, 1 running, 2 done
+        snr_next_full = Mux(rb, full["snr"][0], full["snr"][1])
         ms.d.comb += [norm.cmd.payload.mode.eq(0), norm.cmd.payload.set.eq(0)]
         with ms.FSM(name="seq"):
             for i, st in enumerate(prog):
@@ -310,14 +330,17 @@ class Backend(wiring.Component):
                             ms.d.comb += su.cmd.payload.layer.eq(st[1])
                         with ms.If(su.cmd.ready):
                             ms.next = f"W{i}"
-                    elif op == "mac":
+                    elif op in ("mac", "mac_t0"):
                         _, job, k, s, w = st
-                        ms.d.comb += [sel.eq(U_MAC), mac.job.valid.eq(1), mac.job.payload.eq(job),
-                                     kind.eq(k), src.eq(s), wb.eq(w)]
-                        if k != K_NONE:
-                            ms.d.comb += layer.eq(self._layer_of(job))
-                        with ms.If(mac.job.ready):
-                            ms.next = f"W{i}"
+                        with ms.If((t != 0) if op == "mac_t0" else 0):
+                            ms.next = nxt
+                        with ms.Else():
+                            ms.d.comb += [mac.job.valid.eq(1), mac.job.payload.eq(job),
+                                         kind.eq(k), src.eq(s), wb.eq(w)]
+                            if k != K_NONE:
+                                ms.d.comb += layer.eq(self._layer_of(job))
+                            with ms.If(mac.job.ready):
+                                ms.next = f"W{i}"
                     elif op == "frame_end":
                         ms.d.comb += [release.eq(1), self.frame_end.eq(1)]
                         ms.d.sync += [rb.eq(~rb), t.eq(t + 1), slot.eq(Mux(slot == 2, 0, slot + 1))]
@@ -340,15 +363,29 @@ class Backend(wiring.Component):
                             ms.d.comb += norm_dst.eq(3 if st[1] == L else 2)
                         with ms.If(~norm.busy):
                             ms.next = nxt
-                    elif op in ("frame_consts", "scan"):
+                    elif op == "frame_consts":
                         ms.d.comb += sel.eq(U_SSM)
-                        if op == "scan":
-                            ms.d.comb += layer.eq(st[1])
                         with ms.If(~su.busy):
                             ms.next = nxt
-                    elif op == "mac":
+                    elif op == "scan":
+                        # the scan, and snr_proj of the next layer (or frame) on the MAC engine
+                        _, l, job, s, nxt_frame = st
+                        ms.d.comb += [sel.eq(U_SSM), layer.eq(l), kind.eq(K_SP), src.eq(s),
+                                     wb.eq(WB_BLOCK)]
+                        skip = (t == T - 1) if nxt_frame else Const(0, 1)
+                        ready = snr_next_full if nxt_frame else Const(1, 1)
+                        with ms.If((sp_st == 0) & ~skip & ready):
+                            ms.d.comb += [mac.job.valid.eq(1), mac.job.payload.eq(job)]
+                            with ms.If(mac.job.ready):
+                                ms.d.sync += sp_st.eq(1)
+                        with ms.If((sp_st == 1) & ssm.wb_done):
+                            ms.d.sync += sp_st.eq(2)
+                        with ms.If(~su.busy & ((sp_st == 2) | skip)):
+                            ms.d.sync += sp_st.eq(0)
+                            ms.next = nxt
+                    elif op in ("mac", "mac_t0"):
                         _, job, k, s, w = st
-                        ms.d.comb += [sel.eq(U_MAC), kind.eq(k), src.eq(s), wb.eq(w)]
+                        ms.d.comb += [kind.eq(k), src.eq(s), wb.eq(w)]
                         if k != K_NONE:
                             ms.d.comb += layer.eq(self._layer_of(job))
                         with ms.If(wb_done):

@@ -12,7 +12,7 @@ IN    [xb; z] = in_proj(u)              MAC engine → xb to the conv history,  
                                         z → SiLU table → sz
 CONV  c = conv(history) ; xc = SiLU(c)  MAC engine (depthwise, lane 0) → SiLU → xc    3, 4
 XP    [dt_raw; B; C] = x_proj(xc)       MAC engine → registers                        5
-SP    q = snr_proj(snr)                 MAC engine → q0 register, σ table → G         5
+SP    q = snr_proj(snr)                 MAC engine (beside the scan before) → q0, σ → G  5
 DT    Δ = softplus(dt_proj(dtin)) + fl  MAC engine (one input: dtin, a register)      6, 7
 SCAN  B̃, dbx, dA, h, y, yz              :class:`ScanUnit` (3 multipliers + exp2)      8–12
 OUT   x += out_proj(yz)                 MAC engine, residual add in the back end      12
@@ -24,7 +24,7 @@ sub-step 6) are computed once per frame by the :class:`ScanUnit` (``FRAME`` comm
 :class:`SSMBlock` holds everything block-specific: the conv history (3 frames × E per layer,
 a ring indexed by t mod 3, read as zeros before the clip's first frames), the SSM state h
 (E × N per layer, in the ScanUnit), the per-frame buffers (sz, xc, Δ, yz: E each; dt_raw, B, C,
-q0, G: registers), the four activation tables (``PWLUnit`` each, from
+q0, G: registers), the four activation tables (one ``PWLMultiUnit``, from
 ``fixed.block.activation_tables``) and the write-back of the MAC engine's block results.
 """
 
@@ -60,7 +60,7 @@ from ..fixed.formats import (
 )
 from ..fixed.funcs import LOG_FRAC
 from .common import rom_init, shape_of
-from .funcs import PWLUnit
+from .funcs import PWLMultiUnit
 from .mac import MUL_LATENCY, MUL_P_BITS, clamp, delay, mul_signature, rshift_round_c
 from .norm import EXP2_IN_WIDTH, exp2_port
 
@@ -138,6 +138,12 @@ class ScanUnit(wiring.Component):
         f = self.f
         E, N, L = self.E, self.N, self.L
         A_, B_, P_ = self.mul.a, self.mul.b, self.mul.p
+
+        def pw(k, *shapes):
+            """Product on port k, cut to the exact width of its operands' product (exact, and
+            every rounding adder after it only as wide as the value)."""
+            w = sum(sh.width + (0 if sh.signed else 1) for sh in shapes)
+            return P_[k][:min(w, MUL_P_BITS)].as_signed()
         df, xf, dbf, hf, yf = f["delta"].frac, f["xproj"].frac, f["dbx"].frac, f["h"].frac, f["y"].frac
         xcf, szf, yzf = f["xc"].frac, f["siluz"].frac, f["yz"].frac
         m.d.comb += self.exp2.o.ready.eq(1)
@@ -155,12 +161,12 @@ class ScanUnit(wiring.Component):
         with m.If(fphase == 1):
             m.d.comb += [A_[0].eq(self.snr_sum), B_[0].eq(self.mean_c)]
         with m.If(fphase == 3):
-            m.d.sync += s_mean.eq(rshift_round_c(P_[0], MEAN_FRAC))
+            m.d.sync += s_mean.eq(rshift_round_c(pw(0, unsigned(self.snr_sum_width), unsigned(self.mean_c.bit_length())), MEAN_FRAC))
         with m.If(fphase == 4):
             m.d.comb += [A_[0].eq(dfd), B_[0].eq(s_mean), A_[1].eq(ed), B_[1].eq(s_mean)]
         with m.If(fphase == 6):
-            floor = regs.delta_floor_min + rshift_round_c(P_[0], SNR_FMT.frac)
-            eps = regs.eps_max - rshift_round_c(P_[1], SNR_FMT.frac)
+            floor = regs.delta_floor_min + rshift_round_c(pw(0, dfd.shape(), s_mean.shape()), SNR_FMT.frac)
+            eps = regs.eps_max - rshift_round_c(pw(1, ed.shape(), s_mean.shape()), SNR_FMT.frac)
             m.d.sync += [self.floor_delta.eq(_requant_c(floor, REG_FMT.frac, df)),
                          eps_x.eq(_requant_c(eps, REG_FMT.frac, dbf))]
 
@@ -180,12 +186,12 @@ class ScanUnit(wiring.Component):
         pn2 = delay(m, pro_n, MUL_LATENCY, "pn")
         g2 = Signal(unsigned(GATE_FMT.bits + 2))
         pv3, pn3 = delay(m, pv2, 1, "pv3"), delay(m, pn2, 1, "pn3")
-        m.d.sync += g2.eq(bgf + rshift_round_c(P_[0], GATE_FMT.frac))
+        m.d.sync += g2.eq(bgf + rshift_round_c(pw(0, shape_of(GATE_FMT), signed(GATE_FMT.bits + 1)), GATE_FMT.frac))
         with m.If(pv3):
             m.d.comb += [A_[1].eq(g2), B_[1].eq(alpha)]
         pv5, pn5 = delay(m, pv3, MUL_LATENCY, "pv5"), delay(m, pn3, MUL_LATENCY, "pn5")
         gb = Signal(shape_of(GB_FMT))
-        m.d.sync += gb.eq(clamp(m, (one_a - alpha) + rshift_round_c(P_[1], GATE_FMT.frac + ALPHA_FMT.frac - GB_FMT.frac),
+        m.d.sync += gb.eq(clamp(m, (one_a - alpha) + rshift_round_c(pw(1, g2.shape(), shape_of(ALPHA_FMT)), GATE_FMT.frac + ALPHA_FMT.frac - GB_FMT.frac),
                                 GB_FMT.min_int, GB_FMT.max_int))
         pv6, pn6 = delay(m, pv5, 1, "pv6"), delay(m, pn5, 1, "pn6")
         with m.If(pv6):
@@ -193,7 +199,7 @@ class ScanUnit(wiring.Component):
         pv8, pn8 = delay(m, pv6, MUL_LATENCY, "pv8"), delay(m, pn6, MUL_LATENCY, "pn8")
         Bg = [Signal(shape_of(f["xproj"]), name=f"bg{n}") for n in range(N)]
         with m.If(pv8):
-            val = clamp(m, rshift_round_c(P_[2], GB_FMT.frac), f["xproj"].min_int, f["xproj"].max_int)
+            val = clamp(m, rshift_round_c(pw(2, shape_of(GB_FMT), shape_of(f["xproj"])), GB_FMT.frac), f["xproj"].min_int, f["xproj"].max_int)
             with m.Switch(pn8):
                 for n in range(N):
                     with m.Case(n):
@@ -243,15 +249,15 @@ class ScanUnit(wiring.Component):
         # −round(|A|·Δ / 2**s), s per layer (a_frac): one adder, a wired shift per distinct s
         shifts = sorted({b.a_frac + df - LOG_FRAC for b in self.blocks})
         if len(shifts) == 1:
-            ya_v = -rshift_round_c(P_[1], shifts[0])
+            ya_v = -rshift_round_c(pw(1, unsigned(16), shape_of(f["delta"])), shifts[0])
         else:
             pick = Array(Const(shifts.index(b.a_frac + df - LOG_FRAC), range(len(shifts)))
                          for b in self.blocks)[layer]
             halves = Array(Const((1 << (sv - 1)) if sv > 0 else 0, 32) for sv in shifts)
             rounded = Signal(signed(MUL_P_BITS + 1))
-            m.d.comb += rounded.eq(P_[1] + halves[pick])
+            m.d.comb += rounded.eq(pw(1, unsigned(16), shape_of(f["delta"])) + halves[pick])
             ya_v = -Array(rounded >> sv for sv in shifts)[pick]
-        m.d.sync += [dbx.eq(clamp(m, rshift_round_c(P_[0], df + xf - dbf) + eps_x,
+        m.d.sync += [dbx.eq(clamp(m, rshift_round_c(pw(0, shape_of(f["xproj"]), shape_of(f["delta"])), df + xf - dbf) + eps_x,
                                   f["dbx"].min_int, f["dbx"].max_int)),
                      ya.eq(ya_v)]
         v4, n4, kn4 = delay(m, v3, 1, "v4"), delay(m, n3, 1, "n4"), delay(m, kn3, 1, "kn4")
@@ -260,7 +266,7 @@ class ScanUnit(wiring.Component):
                          self.exp2.i.valid.eq(1), self.exp2.i.payload.eq(ya)]
         # +6: inc
         inc = Signal(signed(f["dbx"].bits + f["xc"].bits + 1))
-        m.d.sync += inc.eq(rshift_round_c(P_[0], dbf + xcf - hf))
+        m.d.sync += inc.eq(rshift_round_c(pw(0, shape_of(f["dbx"]), shape_of(f["xc"])), dbf + xcf - hf))
         inc8 = delay(m, inc, 1, "inc")            # +7 → +8 … held to +10
         # +8: dA·h
         v8, n8, kn8 = delay(m, v4, 4, "v8"), delay(m, n4, 4, "n8"), delay(m, kn4, 4, "kn8")
@@ -269,7 +275,7 @@ class ScanUnit(wiring.Component):
         inc10 = delay(m, inc8, 2, "inc10")
         v10, n10, kn10 = delay(m, v8, 2, "v10"), delay(m, n8, 2, "n10"), delay(m, kn8, 2, "kn10")
         h_new = Signal(shape_of(f["h"]))
-        m.d.sync += h_new.eq(clamp(m, rshift_round_c(P_[1], DA_FMT.frac) + inc10,
+        m.d.sync += h_new.eq(clamp(m, rshift_round_c(pw(1, shape_of(f["h"]), shape_of(DA_FMT)), DA_FMT.frac) + inc10,
                                    f["h"].min_int, f["h"].max_int))
         v11, n11, kn11 = delay(m, v10, 1, "v11"), delay(m, n10, 1, "n11"), delay(m, kn10, 1, "kn11")
         m.d.comb += [h_wr.addr.eq(kn11), h_wr.data.eq(h_new), h_wr.en.eq(v11)]
@@ -287,7 +293,7 @@ class ScanUnit(wiring.Component):
         v13, n13 = delay(m, v11, 2, "v13"), delay(m, n11, 2, "n13")
         acc = Signal(signed(2 * 24 + N.bit_length() + 2))
         skip = Signal(signed(f["xc"].bits + D_FMT.bits))
-        acc_now = Mux(n13 == 0, 0, acc) + P_[2]
+        acc_now = Mux(n13 == 0, 0, acc) + pw(2, shape_of(f["h"]), shape_of(f["xproj"]))
         with m.If(v13):
             m.d.sync += acc.eq(acc_now)
             with m.If(n13 == N - 1):
@@ -296,12 +302,12 @@ class ScanUnit(wiring.Component):
         # +14: slot products
         s14, n14, k14 = delay(m, s12, 2, "s14"), delay(m, n12, 2, "n14"), delay(m, k12, 2, "k14")
         with m.If(s14 & (n14 == 0)):
-            m.d.sync += skip.eq(rshift_round_c(P_[2], D_FMT.frac + xcf - yf))
+            m.d.sync += skip.eq(rshift_round_c(pw(2, shape_of(f["xc"]), shape_of(D_FMT)), D_FMT.frac + xcf - yf))
         o_v = Signal()
         o_i = Signal(range(E))
         o_val = Signal(shape_of(f["yz"]))
         m.d.sync += [o_v.eq(s14 & (n14 == 1) & (k14 != 0)), o_i.eq(k14 - 1),
-                     o_val.eq(clamp(m, rshift_round_c(P_[2], yf + szf - yzf),
+                     o_val.eq(clamp(m, rshift_round_c(pw(2, shape_of(f["y"]), shape_of(f["siluz"])), yf + szf - yzf),
                                     f["yz"].min_int, f["yz"].max_int))]
         m.d.comb += [self.o.valid.eq(o_v), self.o.payload.index.eq(o_i),
                      self.o.payload.value.eq(o_val), self.o.payload.last.eq(o_i == E - 1)]
@@ -359,11 +365,13 @@ class ScanUnit(wiring.Component):
 
 def block_steps(layer: int, job_of: dict[str, int]) -> list[tuple]:
     """The sequencer steps of one layer's frame: ``("ln", set)``, ``("mac", job, kind)``,
-    ``("scan", layer)``. ``job_of`` maps a layer name to its MAC-engine job index."""
+    ``("scan", layer)``. ``job_of`` maps a layer name to its MAC-engine job index.
+
+    snr_proj is not among them: it depends only on the frame's SNR, so the back end runs it on
+    the MAC engine while the scan of the layer before runs (see :mod:`.backend`)."""
     j = lambda name: job_of[f"block{layer}.{name}"]
     return [
         ("ln", layer),
-        ("mac", j("snr_proj"), K_SP),
         ("mac", j("in_proj"), K_IN),
         ("mac", j("conv"), K_CONV),
         ("mac", j("x_proj"), K_XP),
@@ -418,11 +426,11 @@ class SSMBlock(wiring.Component):
         m.d.comb += [su.regs.eq(self.regs), su.snr_sum.eq(self.snr_sum),
                      su.first_frame.eq(self.frame_age == 0)]
 
-        tabs = {name: PWLUnit(t) for name, t in self.tables.items()}
-        for name, u in tabs.items():
-            m.submodules[f"pwl_{name}"] = u
-            m.d.comb += u.o.ready.eq(1)
-        lat = PWLUnit.latency
+        names = list(self.tables)
+        pwl = PWLMultiUnit(list(self.tables.values()))
+        m.submodules.pwl = pwl
+        m.d.comb += pwl.o.ready.eq(1)
+        lat = PWLMultiUnit.latency
 
         # ---- buffers
         def mem(name, fmt, depth):
@@ -459,7 +467,7 @@ class SSMBlock(wiring.Component):
         kind = self.kind
         val, idx, last = o.payload.value, o.payload.index, o.payload.last
         direct_last = Signal()
-        to_pwl = {name: Signal(name=f"to_{name}") for name in tabs}
+        to_pwl = {name: Signal(name=f"to_{name}") for name in names}
         with m.If(o.valid), m.Switch(kind):
             with m.Case(K_IN):
                 with m.If(idx < E):
@@ -487,26 +495,28 @@ class SSMBlock(wiring.Component):
                     m.d.comb += to_pwl["sigmoid"].eq(1)
             with m.Case(K_DT):
                 m.d.comb += to_pwl["softplus"].eq(1)
-        for name, u in tabs.items():
-            m.d.comb += [u.i.valid.eq(to_pwl[name]), u.i.payload.eq(val)]
         pwl_any = Signal()
-        m.d.comb += pwl_any.eq(Cat(*to_pwl.values()).any())
+        sel = Signal(range(max(2, len(names))))
+        for k, name in enumerate(names):
+            with m.If(to_pwl[name]):
+                m.d.comb += sel.eq(k)
+        m.d.comb += [pwl_any.eq(Cat(*to_pwl.values()).any()),
+                     pwl.i.valid.eq(pwl_any), pwl.i.payload.x.eq(val), pwl.i.payload.sel.eq(sel)]
         idx_d = delay(m, idx, lat, "wb_idx")
+        sel_d = delay(m, sel, lat, "wb_sel")
         last_d = delay(m, pwl_any & last, lat, "wb_last")
-        u = tabs["silu_z"]
-        m.d.comb += [sz_w.addr.eq(idx_d - E), sz_w.data.eq(u.o.payload), sz_w.en.eq(u.o.valid)]
-        u = tabs["silu_conv"]
-        m.d.comb += [xc_w.addr.eq(idx_d), xc_w.data.eq(u.o.payload), xc_w.en.eq(u.o.valid)]
-        u = tabs["sigmoid"]
-        with m.If(u.o.valid):
+        py = pwl.o.payload
+        is_ = {name: pwl.o.valid & (sel_d == k) for k, name in enumerate(names)}
+        m.d.comb += [sz_w.addr.eq(idx_d - E), sz_w.data.eq(py), sz_w.en.eq(is_["silu_z"])]
+        m.d.comb += [xc_w.addr.eq(idx_d), xc_w.data.eq(py), xc_w.en.eq(is_["silu_conv"])]
+        with m.If(is_["sigmoid"]):
             for n in range(N):
                 with m.If(idx_d == 1 + n):
-                    m.d.sync += Gv[n].eq(u.o.payload)
-        u = tabs["softplus"]
+                    m.d.sync += Gv[n].eq(py)
         dfmt = f["delta"]
         m.d.comb += [dl_w.addr.eq(idx_d),
-                     dl_w.data.eq(clamp(m, u.o.payload + su.floor_delta, dfmt.min_int, dfmt.max_int)),
-                     dl_w.en.eq(u.o.valid)]
+                     dl_w.data.eq(clamp(m, py + su.floor_delta, dfmt.min_int, dfmt.max_int)),
+                     dl_w.en.eq(is_["softplus"])]
         m.d.comb += self.wb_done.eq(direct_last | last_d)
         self.state = {"hist": hist, "sz": sz, "xc": xc, "delta": dl, "yz": yz, "dt_raw": dt_raw,
                       "q0": q0, "B": Bv, "C": Cv, "G": Gv, "dtin": dtin}

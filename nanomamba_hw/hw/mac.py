@@ -118,9 +118,10 @@ class MulBank(Elaboratable):
 # Small arithmetic helpers shared by the back-end units (all exact, as fixed.ops)
 
 def rshift_round_c(x, s: int):
-    """``fixed.ops.rshift_round`` by a constant: add 2**(s−1), arithmetic shift right."""
+    """``fixed.ops.rshift_round`` by a constant: ``(x + 2**(s−1)) >> s``, computed as
+    ``((x >> (s−1)) + 1) >> 1`` (the same integer; the adder spans only the kept bits)."""
     if s > 0:
-        return (x + (1 << (s - 1))) >> s
+        return ((Value.cast(x) >> (s - 1)) + 1) >> 1
     if s < 0:
         return x << (-s)
     return x
@@ -138,12 +139,37 @@ def rshift_round_v(x, sh):
 
 
 def clamp(m: Module, x, lo, hi):
-    """``fixed.ops.saturate`` to [lo, hi] (x held in a signal so it is computed once)."""
+    """``fixed.ops.saturate`` to [lo, hi] (x held in a signal so it is computed once).
+
+    For a two's-complement range [−2**(b−1), 2**(b−1) − 1] (every ``Fmt``) the test is whether
+    the bits above b−1 all equal the sign — one wide AND instead of two comparators."""
     v = Value.cast(x)
     if not isinstance(v, Signal):
         s = Signal(v.shape())
         m.d.comb += s.eq(v)
         v = s
+    if isinstance(lo, int) and isinstance(hi, int):
+        w = len(v)
+        if lo < 0 and lo == -hi - 1 and (hi + 1) & hi == 0:
+            b = (hi + 1).bit_length()               # signed b bits
+            if not v.shape().signed:
+                if w < b:
+                    return v
+                return Mux(v[b - 1:].any(), hi, v[:b - 1])
+            if w <= b:
+                return v
+            top = v[b - 1:]
+            ok = ~top.any() | top.all()
+            return Mux(ok, v[:b].as_signed(), Mux(v[-1], lo, hi))
+        if lo == 0 and (hi + 1) & hi == 0:
+            b = hi.bit_length()                     # unsigned b bits
+            if not v.shape().signed:
+                if w <= b:
+                    return v
+                return Mux(v[b:].any(), hi, v[:b])
+            if w <= b + 1:
+                return Mux(v[-1], 0, v)
+            return Mux(v[-1], 0, Mux(v[b:].any(), hi, v[:b]))
     return Mux(v > hi, hi, Mux(v < lo, lo, v))
 
 
@@ -303,7 +329,8 @@ class MACEngine(wiring.Component):
         w_depth = len(w_words[0])
         w_rd = []
         for j in range(L):
-            mem = Memory(shape=wshape, depth=max(2, w_depth), init=rom_init(w_words[j], wshape))
+            mem = Memory(shape=wshape, depth=max(2, w_depth), init=rom_init(w_words[j], wshape),
+                         attrs={"rom_style": "block", "ram_style": "block"})
             m.submodules[f"wrom{j}"] = mem
             w_rd.append(mem.read_port(domain="sync"))
         sh_w = max(1, self.sh_max.bit_length())
@@ -312,7 +339,8 @@ class MACEngine(wiring.Component):
         rq_rd = []
         for j, ws in enumerate(self.rq_words()):
             init = [rq_layout.const({"m": mm, "sh": s, "b": b}).as_value().value for mm, s, b in ws]
-            mem = Memory(shape=rq_layout.as_shape(), depth=max(2, len(init)), init=init)
+            mem = Memory(shape=rq_layout.as_shape(), depth=max(2, len(init)), init=init,
+                         attrs={"rom_style": "block", "ram_style": "block"})
             m.submodules[f"rqrom{j}"] = mem
             rq_rd.append(mem.read_port(domain="sync"))
 

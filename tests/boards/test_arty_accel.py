@@ -7,7 +7,6 @@ The default test uses the first 800 samples of a real clip with an accelerator g
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from boards.arty_a7 import ArtyA7Top

@@ -263,13 +263,16 @@ def measure_cycles(p, pcm, lanes):
 @pytest.mark.slow
 @pytest.mark.parametrize("lanes", [1, 2])
 def test_cycle_budget_full_clip(lanes):
-    """Decision ≤ 500,000 cycles (5 ms at 100 MHz) after the clip's last feature, one lane.
+    """Back end ≤ 475,000 cycles per clip with one lane: the decision must come ≤ 5 ms at
+    100 MHz after the clip's last sample, and the front end needs ~18,000 cycles after it before
+    the feature buffer is full.
 
     The instance norm needs the whole clip, so the back end starts when the clip's statistics
     arrive (after its last feature): the budget is counted from the first statistics entry to
-    the result, with the features replayed from the feature buffer as fast as accepted.
+    the result, with the features replayed from the feature buffer as fast as accepted. Two
+    lanes must be faster still (≤ 300,000).
     """
     p = fixed_params()
     r = measure_cycles(p, seed_pcm("yes"), lanes)
     print(f"\nlanes={lanes}: {r}")
-    assert r["clip"] <= 500_000
+    assert r["clip"] <= (475_000 if lanes == 1 else 300_000)

@@ -31,7 +31,6 @@ from nanomamba_hw.hw.block import (
     K_DT,
     K_IN,
     K_OUT,
-    K_SP,
     K_XP,
     REG_NAMES,
     ScanUnit,
@@ -230,6 +229,15 @@ def _snapshots(p):
             l = st[1]
             seen[(f"block{l}.yz", t)] = read(ctx, s["yz"], E)
             seen[(f"block{l}.B_gated", t)] = [ctx.get(b) for b in ssm.scan_unit.state["Bg"]]
+            # snr_proj ran beside the scan: layer l + 1 of this frame, or layer 0 of the next
+            nl, nt = (l + 1, t) if l + 1 < L else (0, t + 1)
+            if nt < dut.T:
+                seen[(f"block{nl}.q0", nt)] = [ctx.get(s["q0"])]
+                seen[(f"block{nl}.G", nt)] = [ctx.get(v) for v in s["G"]]
+        elif st[0] == "mac_t0":
+            if t == 0:
+                seen[("block0.q0", 0)] = [ctx.get(s["q0"])]
+                seen[("block0.G", 0)] = [ctx.get(v) for v in s["G"]]
         elif st[0] == "mac":
             job, kind = st[1], st[2]
             if kind == 0:
@@ -247,9 +255,6 @@ def _snapshots(p):
                 seen[(f"{b}.dt_raw", t)] = [ctx.get(s["dt_raw"])]
                 seen[(f"{b}.B", t)] = [ctx.get(v) for v in s["B"]]
                 seen[(f"{b}.C", t)] = [ctx.get(v) for v in s["C"]]
-            elif kind == K_SP:
-                seen[(f"{b}.q0", t)] = [ctx.get(s["q0"])]
-                seen[(f"{b}.G", t)] = [ctx.get(v) for v in s["G"]]
             elif kind == K_DT:
                 seen[(f"{b}.delta", t)] = read(ctx, s["delta"], E)
             elif kind == K_OUT:

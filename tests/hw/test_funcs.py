@@ -91,3 +91,172 @@ def test_units_accept_one_input_per_cycle():
     sim.add_testbench(tb)
     sim.run()
     assert result["cycles"] <= n + dut.latency + 1
+
+
+def _multi_inputs(tables, n_rand, seed):
+    rng = np.random.default_rng(seed)
+    items = []
+    for k, t in enumerate(tables):
+        fi = t.in_fmt
+        xs = list(range(fi.min_int, fi.max_int + 1, 211)) + [
+            fi.min_int, fi.max_int, t.lo, t.lo - 1, t.lo + 1, t.hi, t.hi - 1, t.hi + 1, 0, -1]
+        xs += [int(v) for v in rng.integers(fi.min_int, fi.max_int + 1, n_rand)]
+        items += [(x, k) for x in xs if fi.min_int <= x <= fi.max_int]
+    rng.shuffle(items)
+    return items
+
+
+def test_pwl_multi_unit_activation_tables():
+    """The block's four activation tables (and the front end's tanh and gate tables, other
+    formats and rules) behind one PWLMultiUnit, table chosen per input, with stalls."""
+    from nanomamba_hw.fixed.block import activation_tables
+    from nanomamba_hw.fixed.formats import Formats
+    from nanomamba_hw.hw.funcs import PWLMultiUnit
+    obs = {"norm": 4, "resid": 60, "ln": 4, "inproj": 20, "conv": 9, "xc": 9, "xproj": 6,
+           "q": 9, "dtin": 8, "dtpre": 30, "delta": 3, "dbx": 0.05, "h": 0.05, "y": 0.1,
+           "siluz": 4, "yz": 0.05, "fn": 4, "logits": 10}
+    for f in (Formats.calibrate(obs),):
+        tables = list(activation_tables(f).values()) + [TANH_TABLE, GATE_TABLE]
+        items = _multi_inputs(tables, 150, 3)
+        got = _through(PWLMultiUnit(tables), [{"x": x, "sel": k} for x, k in items], stall=0.2)
+        want = [int(tables[k](np.array([x]))[0]) for x, k in items]
+        np.testing.assert_array_equal(got, want)
+
+
+def test_pwl_multi_unit_model_tables():
+    """The shipped model's four activation tables, every input of a strided sweep."""
+    from pathlib import Path
+
+    from nanomamba_hw.fixed.block import activation_tables
+    from nanomamba_hw.fixed.model import FixedParams
+    from nanomamba_hw.hw.funcs import PWLMultiUnit
+    art = Path(__file__).resolve().parents[2] / "model" / "nanomamba-tiny-dualpcen.int8.json"
+    tables = list(activation_tables(FixedParams.load(art).formats).values())
+    items = _multi_inputs(tables, 100, 4)
+    got = _through(PWLMultiUnit(tables), [{"x": x, "sel": k} for x, k in items], stall=0.1)
+    want = [int(tables[k](np.array([x]))[0]) for x, k in items]
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("out_fmt", [Fmt(17, 16, False), Fmt(16, 15, False), Fmt(18, 16, False),
+                                     Fmt(40, 16, False), Fmt(12, 14, False)])
+def test_exp2_narrow_unit_bit_exact(out_fmt):
+    """Exp2NarrowUnit (clamped shift) gives EXP2's values over the whole shift range."""
+    from nanomamba_hw.hw.funcs import Exp2NarrowUnit
+    rng = np.random.default_rng(5)
+    width = 32
+    ys = [0, -1, 1, (1 << 16) - 1, -(1 << 16), -(17 << 16), -(18 << 16), -(19 << 16) + 5,
+          (1 << 16) + 7, 2 << 16, 40 << 16, -(1 << (width - 1)), (1 << (width - 1)) - 1]
+    ys += [int(v) for v in rng.integers(-(24 << 16), 24 << 16, 400)]
+    ys += [int(v) for v in rng.integers(-(3 << 16), 3 << 16, 300)]
+    got = _through(Exp2NarrowUnit(in_width=width, out_fmt=out_fmt), ys)
+    np.testing.assert_array_equal(got, F.EXP2(np.array(ys), out_fmt))
+
+
+# ------------------------------------------------------------------------------------------------
+# FuncUnit: one pipeline for every log2 / exp2 / table operation of the spectral stages
+# ------------------------------------------------------------------------------------------------
+
+def _func_ops():
+    from nanomamba_hw.hw.funcs import FuncOp
+    return [
+        FuncOp.log2(0), FuncOp.log2(16), FuncOp.log2(20), FuncOp.log2(30),
+        FuncOp.exp2(11, offset=15, cap=(1 << 22) - 1),      # SNR ratio
+        FuncOp.exp2(16, cap=(1 << 40) - 1),                 # PCEN gain (+ δ)
+        FuncOp.exp2(14, cap=(1 << 19) - 1),                 # PCEN power (− δ^r)
+        FuncOp.exp2(15, cap=1 << 15),                       # SF, tilt: min(·, 1.0)
+        FuncOp.pwl(TANH_TABLE), FuncOp.pwl(GATE_TABLE),
+    ]
+
+
+def _func_operands(ops, rng, n):
+    """Random operations with operands covering each op's whole domain and its edges."""
+    out = []
+    for _ in range(n):
+        k = int(rng.integers(len(ops)))
+        op = ops[k]
+        add = 0
+        if op.kind == "log2":
+            e = int(rng.integers(0, 45))
+            x = int(rng.integers(0, 1 << e)) if e else int(rng.integers(0, 2))
+            if rng.random() < 0.1:
+                x = int(rng.choice([0, 1, (1 << 44) - 1, 1 << 43, (1 << 16) - 1, 1 << 16]))
+        elif op.kind == "exp2":
+            x = int(rng.integers(-(60 << 16), 60 << 16))
+            if rng.random() < 0.3:
+                x = int(rng.integers(-(30 << 16), 30 << 16))
+            if rng.random() < 0.05:
+                x = int(rng.choice([-(1 << 33), (1 << 33) - 1, 0, -1, 1 << 16]))
+            add = int(rng.integers(-(1 << 19), 1 << 20)) if rng.random() < 0.5 else 0
+        else:
+            fi = op.table.in_fmt
+            x = int(rng.integers(fi.min_int, fi.max_int + 1))
+        out.append((k, x, add))
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_func_unit_bit_exact(seed):
+    """Random op sequences, one per cycle (with idle cycles): every result equals the fixed
+    model's function (``FuncOp.reference``), at the unit's fixed latencies."""
+    from nanomamba_hw.hw.funcs import FuncUnit
+    ops = _func_ops()
+    dut = FuncUnit(ops, log_width=44, exp_width=34)
+    rng = np.random.default_rng(seed)
+    seq = _func_operands(ops, rng, 1500)
+    got_lp, got_exp = [], []
+
+    async def tb(ctx):
+        pending = []
+        for cyc in range(len(seq) + FuncUnit.LAT_EXP + 2):
+            if cyc < len(seq) and rng.random() < 0.9:
+                k, x, add = seq[cyc]
+                ctx.set(dut.i_valid, 1)
+                ctx.set(dut.i_op, k)
+                ctx.set(dut.i_x, x)
+                ctx.set(dut.i_add, add)
+                pending.append((cyc, k, x, add))
+            else:
+                ctx.set(dut.i_valid, 0)
+            await ctx.tick()
+            if ctx.get(dut.o_lp_valid):
+                got_lp.append(ctx.get(dut.o_lp))
+            if ctx.get(dut.o_exp_valid):
+                got_exp.append(ctx.get(dut.o_exp))
+        want_lp = [int(ops[k].reference(x)) for _, k, x, _ in pending if ops[k].kind != "exp2"]
+        want_exp = [int(ops[k].reference(x, add)) for _, k, x, add in pending
+                    if ops[k].kind == "exp2"]
+        assert got_lp == want_lp
+        assert got_exp == want_exp
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+
+
+def test_func_unit_latencies():
+    """A result leaves exactly LAT_LP / LAT_EXP cycles after its operands are presented."""
+    from nanomamba_hw.hw.funcs import FuncOp, FuncUnit
+    ops = [FuncOp.log2(0), FuncOp.exp2(16, cap=(1 << 40) - 1)]
+    dut = FuncUnit(ops)
+    seen = {}
+
+    async def tb(ctx):
+        for k in range(2):
+            ctx.set(dut.i_valid, 1)
+            ctx.set(dut.i_op, k)
+            ctx.set(dut.i_x, 5 << 16 if k else 1000)
+            await ctx.tick()
+            ctx.set(dut.i_valid, 0)
+            for cyc in range(1, 12):
+                if ctx.get(dut.o_exp_valid if k else dut.o_lp_valid):
+                    seen[k] = cyc
+                    break
+                await ctx.tick()
+        assert seen == {0: FuncUnit.LAT_LP, 1: FuncUnit.LAT_EXP}
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()

@@ -16,7 +16,7 @@ from amaranth.lib.memory import Memory
 
 from nanomamba_hw.fixed.norm import IN_EPS, LayerNormParams, layer_norm, normalize
 from nanomamba_hw.fixed.ops import Fmt
-from nanomamba_hw.hw.funcs import Exp2Unit, Log2Unit
+from nanomamba_hw.hw.funcs import Exp2Unit
 from nanomamba_hw.hw.mac import MulBank
 from nanomamba_hw.hw.norm import EXP2_IN_WIDTH, EXP2_OUT_FMT, NormUnit
 from nanomamba_hw.hw.sim_util import run_sim, stream_put, stream_put_all
@@ -29,7 +29,7 @@ RESID = Fmt(24, 11)
 
 
 class NormHarness(wiring.Component):
-    """The unit with its multipliers, log2/exp2 units and an input memory the test writes."""
+    """The unit with its multipliers, the exp2 unit and an input memory the test writes."""
 
     def __init__(self, unit: NormUnit):
         self.unit = unit
@@ -41,9 +41,7 @@ class NormHarness(wiring.Component):
         u = self.unit
         m.submodules.unit = u
         m.submodules.muls = MulBank([u.mul])
-        m.submodules.log2 = lg = Log2Unit(in_width=u.num_w)
         m.submodules.exp2 = ex = Exp2Unit(in_width=EXP2_IN_WIDTH, out_fmt=EXP2_OUT_FMT)
-        wiring.connect(m, u.log2, lg)
         wiring.connect(m, u.exp2, ex)
         m.submodules.xmem = self.xmem
         rd = self.xmem.read_port()
