@@ -164,7 +164,7 @@ class Backend(wiring.Component):
         ex = Exp2NarrowUnit(in_width=EXP2_IN_WIDTH, out_fmt=EXP2_OUT_FMT)
         m.submodules.exp2 = EnableInserter({"sync": norm.busy | su.busy})(ex)
         m.d.comb += [ex.i.valid.eq(norm.exp2.i.valid | su.exp2.i.valid),
-                     ex.i.payload.eq(Mux(norm.exp2.i.valid, norm.exp2.i.payload, su.exp2.i.payload)),
+                     ex.i.payload.eq(norm.exp2.i.payload | su.exp2.i.payload),   # zero when idle
                      norm.exp2.i.ready.eq(ex.i.ready), su.exp2.i.ready.eq(ex.i.ready),
                      ex.o.ready.eq(1),
                      norm.exp2.o.valid.eq(ex.o.valid), norm.exp2.o.payload.eq(ex.o.payload),
@@ -231,7 +231,7 @@ class Backend(wiring.Component):
         kind = Signal(range(8))
         layer = Signal(range(max(2, L)))
         norm_dst = Signal(range(4))         # 0 none, 1 norm_buf, 2 u_buf, 3 head
-        mg.d.comb += [bank.sel.eq(sel), ssm.kind.eq(kind), ssm.layer.eq(layer),
+        mg.d.comb += [ssm.kind.eq(kind), ssm.layer.eq(layer),
                      ssm.slot.eq(slot), ssm.frame_age.eq(Mux(t > 2, 2, t)), ssm.regs.eq(regs),
                      ssm.snr_sum.eq(Mux(rb, sums[1], sums[0])), head.first.eq(t == 0)]
 

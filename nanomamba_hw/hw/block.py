@@ -40,6 +40,7 @@ from amaranth.hdl import (
     Module,
     Mux,
     Signal,
+    Value,
     signed,
     unsigned,
 )
@@ -139,11 +140,25 @@ class ScanUnit(wiring.Component):
         E, N, L = self.E, self.N, self.L
         A_, B_, P_ = self.mul.a, self.mul.b, self.mul.p
 
-        def pw(k, *shapes):
-            """Product on port k, cut to the exact width of its operands' product (exact, and
-            every rounding adder after it only as wide as the value)."""
-            w = sum(sh.width + (0 if sh.signed else 1) for sh in shapes)
-            return P_[k][:min(w, MUL_P_BITS)].as_signed()
+        def pwidth(*shapes):
+            return sum(sh.width + (0 if sh.signed else 1) for sh in shapes)
+
+        def rc(sh, addend=None):
+            """The C operand that makes the DSP's P = a·b + addend·2**sh + 2**(sh−1), so that
+            P ≫ sh (wired) is round(a·b / 2**sh) + addend exactly (floor((x + k·2**s)/2**s)
+            = floor(x/2**s) + k for an integer k): no fabric adder."""
+            half = (1 << sh) >> 1
+            if addend is None:
+                return Const(half, max(1, sh) + 1)
+            v = Value.cast(addend)
+            ext = v[-1] if v.shape().signed else Const(0, 1)
+            return Cat(Const(half, sh), v, ext).as_signed() if sh else Cat(v, ext).as_signed()
+
+        def rp(k, sh, w):
+            """P ≫ sh of port k, the w bits that hold the result (signed)."""
+            return P_[k][sh:min(sh + w, MUL_P_BITS)].as_signed()
+
+        C_ = self.mul.c
         df, xf, dbf, hf, yf = f["delta"].frac, f["xproj"].frac, f["dbx"].frac, f["h"].frac, f["y"].frac
         xcf, szf, yzf = f["xc"].frac, f["siluz"].frac, f["yz"].frac
         m.d.comb += self.exp2.o.ready.eq(1)
@@ -151,22 +166,27 @@ class ScanUnit(wiring.Component):
         regs = self.regs
 
         # ---------------- per-frame constants (sub-step 6)
+        # s̄ = round(Σsnr·c / 2**22); floor = Δmin + round((Δmax − Δmin)·s̄ / 2**15);
+        # ε = εmax − round((εmax − εmin)·s̄ / 2**15) = (εmax·2**15 + 2**14 − 1 + (εmin − εmax)·s̄) ≫ 15
         s_mean = Signal(unsigned(SNR_FMT.bits + 2))
         eps_x = Signal(signed(f["dbx"].bits + 2))
         fphase = Signal(range(8))
         dfd = Signal(signed(REG_FMT.bits + 1))
-        ed = Signal(signed(REG_FMT.bits + 1))
+        edn = Signal(signed(REG_FMT.bits + 1))
         m.d.comb += [dfd.eq(regs.delta_floor_max - regs.delta_floor_min),
-                     ed.eq(regs.eps_max - regs.eps_min)]
+                     edn.eq(regs.eps_min - regs.eps_max)]
+        sf = SNR_FMT.frac
         with m.If(fphase == 1):
-            m.d.comb += [A_[0].eq(self.snr_sum), B_[0].eq(self.mean_c)]
+            m.d.comb += [A_[0].eq(self.snr_sum), B_[0].eq(self.mean_c), C_[0].eq(rc(MEAN_FRAC))]
         with m.If(fphase == 3):
-            m.d.sync += s_mean.eq(rshift_round_c(pw(0, unsigned(self.snr_sum_width), unsigned(self.mean_c.bit_length())), MEAN_FRAC))
+            m.d.sync += s_mean.eq(P_[0][MEAN_FRAC:MEAN_FRAC + len(s_mean)])
         with m.If(fphase == 4):
-            m.d.comb += [A_[0].eq(dfd), B_[0].eq(s_mean), A_[1].eq(ed), B_[1].eq(s_mean)]
+            m.d.comb += [A_[0].eq(dfd), B_[0].eq(s_mean), C_[0].eq(rc(sf, regs.delta_floor_min)),
+                         A_[1].eq(edn), B_[1].eq(s_mean),
+                         C_[1].eq(Cat(Const((1 << (sf - 1)) - 1, sf), regs.eps_max, Const(0, 1)).as_signed())]
         with m.If(fphase == 6):
-            floor = regs.delta_floor_min + rshift_round_c(pw(0, dfd.shape(), s_mean.shape()), SNR_FMT.frac)
-            eps = regs.eps_max - rshift_round_c(pw(1, ed.shape(), s_mean.shape()), SNR_FMT.frac)
+            floor = rp(0, sf, REG_FMT.bits + 3)
+            eps = rp(1, sf, REG_FMT.bits + 3)
             m.d.sync += [self.floor_delta.eq(_requant_c(floor, REG_FMT.frac, df)),
                          eps_x.eq(_requant_c(eps, REG_FMT.frac, dbf))]
 
@@ -175,39 +195,43 @@ class ScanUnit(wiring.Component):
         m.d.comb += bgf.eq(rshift_round_c(regs.bgate_floor, REG_FMT.frac - GATE_FMT.frac))
         alpha = Array(Const(b.alpha, signed(ALPHA_FMT.bits)) for b in self.blocks)[layer]
         one_g, one_a = 1 << GATE_FMT.frac, 1 << ALPHA_FMT.frac
+        oma = Array(Const(one_a - b.alpha, signed(ALPHA_FMT.bits + 1)) for b in self.blocks)[layer]
         pro_go = Signal()
         pro_n = Signal(range(N + 1))
         pv0 = Signal()
         m.d.comb += pv0.eq(pro_go)
         Gv = Array(self.G)[pro_n]
         with m.If(pv0):
-            m.d.comb += [A_[0].eq(Gv), B_[0].eq(one_g - bgf)]
+            m.d.comb += [A_[0].eq(Gv), B_[0].eq(one_g - bgf), C_[0].eq(rc(GATE_FMT.frac, bgf))]
         pv2 = delay(m, pv0, MUL_LATENCY, "pv")
         pn2 = delay(m, pro_n, MUL_LATENCY, "pn")
         g2 = Signal(unsigned(GATE_FMT.bits + 2))
         pv3, pn3 = delay(m, pv2, 1, "pv3"), delay(m, pn2, 1, "pn3")
-        m.d.sync += g2.eq(bgf + rshift_round_c(pw(0, shape_of(GATE_FMT), signed(GATE_FMT.bits + 1)), GATE_FMT.frac))
+        m.d.sync += g2.eq(P_[0][GATE_FMT.frac:GATE_FMT.frac + len(g2)])
+        s_gb = GATE_FMT.frac + ALPHA_FMT.frac - GB_FMT.frac
         with m.If(pv3):
-            m.d.comb += [A_[1].eq(g2), B_[1].eq(alpha)]
+            m.d.comb += [A_[1].eq(g2), B_[1].eq(alpha), C_[1].eq(rc(s_gb, oma))]
         pv5, pn5 = delay(m, pv3, MUL_LATENCY, "pv5"), delay(m, pn3, MUL_LATENCY, "pn5")
         gb = Signal(shape_of(GB_FMT))
-        m.d.sync += gb.eq(clamp(m, (one_a - alpha) + rshift_round_c(pw(1, g2.shape(), shape_of(ALPHA_FMT)), GATE_FMT.frac + ALPHA_FMT.frac - GB_FMT.frac),
+        m.d.sync += gb.eq(clamp(m, rp(1, s_gb, pwidth(g2.shape(), shape_of(ALPHA_FMT)) + 2),
                                 GB_FMT.min_int, GB_FMT.max_int))
         pv6, pn6 = delay(m, pv5, 1, "pv6"), delay(m, pn5, 1, "pn6")
         with m.If(pv6):
-            m.d.comb += [A_[2].eq(gb), B_[2].eq(Array(self.B)[pn6])]
+            m.d.comb += [A_[2].eq(gb), B_[2].eq(Array(self.B)[pn6]), C_[2].eq(rc(GB_FMT.frac))]
         pv8, pn8 = delay(m, pv6, MUL_LATENCY, "pv8"), delay(m, pn6, MUL_LATENCY, "pn8")
         Bg = [Signal(shape_of(f["xproj"]), name=f"bg{n}") for n in range(N)]
         with m.If(pv8):
-            val = clamp(m, rshift_round_c(pw(2, shape_of(GB_FMT), shape_of(f["xproj"])), GB_FMT.frac), f["xproj"].min_int, f["xproj"].max_int)
+            val = clamp(m, rp(2, GB_FMT.frac, pwidth(shape_of(GB_FMT), shape_of(f["xproj"])) + 1),
+                        f["xproj"].min_int, f["xproj"].max_int)
             with m.Switch(pn8):
                 for n in range(N):
                     with m.Case(n):
                         m.d.sync += Bg[n].eq(val)
 
         # ---------------- the scan (sub-steps 9–12)
-        a_rom = Memory(shape=unsigned(16), depth=max(2, L * E * N),
-                       init=rom_init([int(v) for b in self.blocks for v in b.A.reshape(-1)], unsigned(16)))
+        # −|A| in the ROM: P = −|A|·Δ, and −round(x / 2**s) = (−x + 2**(s−1) − 1) ≫ s
+        a_rom = Memory(shape=signed(17), depth=max(2, L * E * N),
+                       init=rom_init([-int(v) for b in self.blocks for v in b.A.reshape(-1)], signed(17)))
         d_rom = Memory(shape=shape_of(D_FMT), depth=max(2, L * E),
                        init=rom_init([int(v) for b in self.blocks for v in b.D], shape_of(D_FMT)))
         h_ram = Memory(shape=shape_of(f["h"]), depth=max(2, L * E * N), init=[])
@@ -230,85 +254,92 @@ class ScanUnit(wiring.Component):
         kn1 = delay(m, kn, 1, "kn1")
         dl1 = self.rd_delta.data
         h_old = Mux(self.first_frame, 0, h_rd.data)
+        s_dbx = df + xf - dbf
+        shifts = sorted({b.a_frac + df - LOG_FRAC for b in self.blocks})
+        if min(shifts) < 1:
+            raise ValueError("|A|·Δ needs a rounding shift >= 1")
+        ya_c = Array(Const((1 << (b.a_frac + df - LOG_FRAC - 1)) - 1, 32) for b in self.blocks)[layer]
         with m.If(v1):
-            m.d.comb += [A_[0].eq(Array(Bg)[n1]), B_[0].eq(dl1),
-                         A_[1].eq(a_rd.data), B_[1].eq(dl1)]
+            m.d.comb += [A_[0].eq(Array(Bg)[n1]), B_[0].eq(dl1), C_[0].eq(rc(s_dbx, eps_x)),
+                         A_[1].eq(a_rd.data), B_[1].eq(dl1), C_[1].eq(ya_c)]
         # carry operands forward
         xc_c = [self.rd_xc.data]
-        for s in range(11):
-            r = Signal(shape_of(f["xc"]), name=f"xc_p{s + 2}")
+        for s_ in range(11):
+            r = Signal(shape_of(f["xc"]), name=f"xc_p{s_ + 2}")
             m.d.sync += r.eq(xc_c[-1])
             xc_c.append(r)                        # xc_c[j] valid at +1+j
         h_c = delay(m, h_old, 7, "hold")          # at +8
         sz12 = delay(m, self.rd_sz.data, 11, "sz")
         D12 = delay(m, d_rd.data, 11, "D")
-        # +3: dbx, ya
+        # +3: dbx = sat(round(Δ·B̃) + ε), ya = −round(|A|·Δ / 2**s)
         v3, n3, kn3 = delay(m, v1, 2, "v3"), delay(m, n1, 2, "n3"), delay(m, kn1, 2, "kn3")
         dbx = Signal(shape_of(f["dbx"]))
         ya = Signal(signed(EXP2_IN_WIDTH))
-        # −round(|A|·Δ / 2**s), s per layer (a_frac): one adder, a wired shift per distinct s
-        shifts = sorted({b.a_frac + df - LOG_FRAC for b in self.blocks})
+        ya_w = pwidth(signed(17), shape_of(f["delta"]))
         if len(shifts) == 1:
-            ya_v = -rshift_round_c(pw(1, unsigned(16), shape_of(f["delta"])), shifts[0])
+            ya_v = rp(1, shifts[0], ya_w)
         else:
             pick = Array(Const(shifts.index(b.a_frac + df - LOG_FRAC), range(len(shifts)))
                          for b in self.blocks)[layer]
-            halves = Array(Const((1 << (sv - 1)) if sv > 0 else 0, 32) for sv in shifts)
-            rounded = Signal(signed(MUL_P_BITS + 1))
-            m.d.comb += rounded.eq(pw(1, unsigned(16), shape_of(f["delta"])) + halves[pick])
-            ya_v = -Array(rounded >> sv for sv in shifts)[pick]
-        m.d.sync += [dbx.eq(clamp(m, rshift_round_c(pw(0, shape_of(f["xproj"]), shape_of(f["delta"])), df + xf - dbf) + eps_x,
+            ya_v = Array(rp(1, sv, ya_w) for sv in shifts)[pick]
+        m.d.sync += [dbx.eq(clamp(m, rp(0, s_dbx, max(pwidth(shape_of(f["xproj"]), shape_of(f["delta"])) - s_dbx,
+                                                      len(eps_x)) + 1),
                                   f["dbx"].min_int, f["dbx"].max_int)),
                      ya.eq(ya_v)]
         v4, n4, kn4 = delay(m, v3, 1, "v4"), delay(m, n3, 1, "n4"), delay(m, kn3, 1, "kn4")
+        s_inc = dbf + xcf - hf
         with m.If(v4):
-            m.d.comb += [A_[0].eq(dbx), B_[0].eq(xc_c[3]),
+            m.d.comb += [A_[0].eq(dbx), B_[0].eq(xc_c[3]), C_[0].eq(rc(s_inc)),
                          self.exp2.i.valid.eq(1), self.exp2.i.payload.eq(ya)]
-        # +6: inc
-        inc = Signal(signed(f["dbx"].bits + f["xc"].bits + 1))
-        m.d.sync += inc.eq(rshift_round_c(pw(0, shape_of(f["dbx"]), shape_of(f["xc"])), dbf + xcf - hf))
-        inc8 = delay(m, inc, 1, "inc")            # +7 → +8 … held to +10
-        # +8: dA·h
+        # +6: inc = round(dbx·xc)
+        inc = Signal(signed(pwidth(shape_of(f["dbx"]), shape_of(f["xc"])) - s_inc + 1))
+        m.d.sync += inc.eq(rp(0, s_inc, len(inc)))
+        inc8 = delay(m, inc, 1, "inc")            # +7 → +8
+        # +8: h' = sat(round(dA·h) + inc): inc on the C operand
         v8, n8, kn8 = delay(m, v4, 4, "v8"), delay(m, n4, 4, "n8"), delay(m, kn4, 4, "kn8")
         with m.If(v8):
-            m.d.comb += [A_[1].eq(h_c), B_[1].eq(self.exp2.o.payload)]
-        inc10 = delay(m, inc8, 2, "inc10")
+            m.d.comb += [A_[1].eq(h_c), B_[1].eq(self.exp2.o.payload),
+                         C_[1].eq(rc(DA_FMT.frac, inc8))]
         v10, n10, kn10 = delay(m, v8, 2, "v10"), delay(m, n8, 2, "n10"), delay(m, kn8, 2, "kn10")
         h_new = Signal(shape_of(f["h"]))
-        m.d.sync += h_new.eq(clamp(m, rshift_round_c(pw(1, shape_of(f["h"]), shape_of(DA_FMT)), DA_FMT.frac) + inc10,
-                                   f["h"].min_int, f["h"].max_int))
+        h_w = max(pwidth(shape_of(f["h"]), shape_of(DA_FMT)) - DA_FMT.frac, len(inc)) + 1
+        m.d.sync += h_new.eq(clamp(m, rp(1, DA_FMT.frac, h_w), f["h"].min_int, f["h"].max_int))
         v11, n11, kn11 = delay(m, v10, 1, "v11"), delay(m, n10, 1, "n11"), delay(m, kn10, 1, "kn11")
         m.d.comb += [h_wr.addr.eq(kn11), h_wr.data.eq(h_new), h_wr.en.eq(v11)]
         with m.If(v11):
             m.d.comb += [A_[2].eq(h_new), B_[2].eq(Array(self.C)[n11])]
-        # +12: the per-channel slot
+        # +12: the per-channel slot: D·xc (skip, rounded on the DSP) at n = 0, y·sz (yz) at n = 1
         s12 = delay(m, s1, 11, "s12")
         n12, k12 = delay(m, n1, 11, "n12"), delay(m, k1, 11, "k12")
         y = Signal(shape_of(f["y"]))
+        s_skip = D_FMT.frac + xcf - yf
+        s_yz = yf + szf - yzf
         with m.If(s12 & (n12 == 0)):
-            m.d.comb += [A_[2].eq(xc_c[11]), B_[2].eq(D12)]
+            m.d.comb += [A_[2].eq(xc_c[11]), B_[2].eq(D12), C_[2].eq(rc(s_skip))]
         with m.If(s12 & (n12 == 1) & (k12 != 0)):
-            m.d.comb += [A_[2].eq(y), B_[2].eq(sz12)]
-        # +13: accumulate Σ_n h·C; y at the last n
+            m.d.comb += [A_[2].eq(y), B_[2].eq(sz12), C_[2].eq(rc(s_yz))]
+        # +13: accumulate Σ_n h·C from the rounding constant; y at the last n
         v13, n13 = delay(m, v11, 2, "v13"), delay(m, n11, 2, "n13")
-        acc = Signal(signed(2 * 24 + N.bit_length() + 2))
-        skip = Signal(signed(f["xc"].bits + D_FMT.bits))
-        acc_now = Mux(n13 == 0, 0, acc) + pw(2, shape_of(f["h"]), shape_of(f["xproj"]))
+        s_y = hf + xf - yf
+        hc_w = pwidth(shape_of(f["h"]), shape_of(f["xproj"]))
+        acc = Signal(signed(hc_w + max(1, (N - 1).bit_length()) + 1))
+        skip = Signal(signed(pwidth(shape_of(f["xc"]), shape_of(D_FMT)) - s_skip + 1))
+        acc_now = Signal.like(acc)
+        m.d.comb += acc_now.eq(Mux(n13 == 0, (1 << s_y) >> 1, acc) + P_[2][:hc_w].as_signed())
         with m.If(v13):
             m.d.sync += acc.eq(acc_now)
             with m.If(n13 == N - 1):
-                m.d.sync += y.eq(clamp(m, rshift_round_c(acc_now, hf + xf - yf) + skip,
-                                       f["y"].min_int, f["y"].max_int))
+                m.d.sync += y.eq(clamp(m, (acc_now >> s_y) + skip, f["y"].min_int, f["y"].max_int))
         # +14: slot products
         s14, n14, k14 = delay(m, s12, 2, "s14"), delay(m, n12, 2, "n14"), delay(m, k12, 2, "k14")
         with m.If(s14 & (n14 == 0)):
-            m.d.sync += skip.eq(rshift_round_c(pw(2, shape_of(f["xc"]), shape_of(D_FMT)), D_FMT.frac + xcf - yf))
+            m.d.sync += skip.eq(rp(2, s_skip, len(skip)))
         o_v = Signal()
         o_i = Signal(range(E))
         o_val = Signal(shape_of(f["yz"]))
+        yz_w = pwidth(shape_of(f["y"]), shape_of(f["siluz"])) - s_yz + 1
         m.d.sync += [o_v.eq(s14 & (n14 == 1) & (k14 != 0)), o_i.eq(k14 - 1),
-                     o_val.eq(clamp(m, rshift_round_c(pw(2, shape_of(f["y"]), shape_of(f["siluz"])), yf + szf - yzf),
-                                    f["yz"].min_int, f["yz"].max_int))]
+                     o_val.eq(clamp(m, rp(2, s_yz, yz_w), f["yz"].min_int, f["yz"].max_int))]
         m.d.comb += [self.o.valid.eq(o_v), self.o.payload.index.eq(o_i),
                      self.o.payload.value.eq(o_val), self.o.payload.last.eq(o_i == E - 1)]
         # probes for the tests: (valid, flat state index or channel, value)

@@ -58,59 +58,65 @@ from .common import rom_init
 
 MUL_A_BITS = 25
 MUL_B_BITS = 18
-MUL_P_BITS = MUL_A_BITS + MUL_B_BITS
+MUL_P_BITS = 48            # the DSP48E1's P register: product plus the post-adder's C or P
+MUL_C_BITS = 48
 MUL_LATENCY = 2
 
 
 def mul_signature(n: int) -> wiring.Signature:
-    """``n`` multiplier ports seen from the unit that uses them."""
+    """``n`` multiplier ports seen from the unit that uses them.
+
+    Port k computes ``p = a·b + (p if acc else c)`` (operands, ``c`` and ``acc`` registered
+    together, the sum registered: latency :data:`MUL_LATENCY`). ``c`` and ``acc`` default to 0:
+    a plain product. Yosys maps the whole port into one DSP48E1 (AREG/BREG/CREG, the post-adder
+    with OPMODE choosing C or the P feedback, PREG), so an addend, a rounding constant or an
+    accumulation costs no fabric adder."""
     return wiring.Signature({
         "a": Out(signed(MUL_A_BITS)).array(n),
         "b": Out(signed(MUL_B_BITS)).array(n),
+        "c": Out(signed(MUL_C_BITS)).array(n),
+        "acc": Out(1).array(n),
         "p": In(signed(MUL_P_BITS)).array(n),
     })
 
 
 class MulBank(Elaboratable):
-    """``n`` registered 25 × 18 multipliers (one DSP48E1 each) shared by several units.
+    """``n`` registered 25 × 18 multiply-adds (one DSP48E1 each) shared by several units.
 
-    ``clients`` are the units' ``mul`` interfaces (:func:`mul_signature`); the bank drives their
-    products directly and multiplexes their operands by ``sel`` (the client index). Port ``k``
-    of every client maps to multiplier ``k``.
+    ``clients`` are the units' ``mul`` interfaces (:func:`mul_signature`). Port ``k`` of every
+    client maps to multiplier ``k``. The clients' operands are ORed: a unit drives zeros on
+    every port it is not using (all operands are combinational defaults), and the back end
+    never runs two clients of a bank at once — so sharing costs one OR per operand bit (which
+    the synthesiser folds into the clients' own operand selection) instead of a multiplexer.
+    Every client sees the one product register.
     """
 
     def __init__(self, clients: Sequence):
         self.clients = list(clients)
         self.n = max(len(c.a) for c in self.clients)
-        self.sel = Signal(range(max(2, len(self.clients))), name="mul_sel")
 
     def elaborate(self, platform):
         m = Module()
         for k in range(self.n):
-            users = [(j, c) for j, c in enumerate(self.clients) if k < len(c.a)]
+            users = [c for c in self.clients if k < len(c.a)]
             a = Signal(signed(MUL_A_BITS), name=f"a{k}")
             b = Signal(signed(MUL_B_BITS), name=f"b{k}")
+            c = Signal(signed(MUL_C_BITS), name=f"c{k}")
+            acc = Signal(name=f"acc{k}")
             p = Signal(signed(MUL_P_BITS), name=f"p{k}")
-            ina, inb = users[-1][1].a[k], users[-1][1].b[k]
-            for j, c in reversed(users[:-1]):
-                ina = Mux(self.sel == j, c.a[k], ina)
-                inb = Mux(self.sel == j, c.b[k], inb)
-            m.d.sync += [a.eq(ina), b.eq(inb)]
-            if len(users) == 1:
-                m.d.sync += p.eq(a * b)
-                m.d.comb += users[0][1].p[k].eq(p)
-            else:
-                # one product register per client, loaded only while that client is selected:
-                # flip-flops with a shared enable instead of an output mux, and idle units see
-                # no change (they stay asleep in the simulator)
-                m.d.comb += p.eq(a * b)
-                sel_d = Signal.like(self.sel, name=f"sel_d{k}")
-                m.d.sync += sel_d.eq(self.sel)
-                for j, c in users:
-                    pj = Signal(signed(MUL_P_BITS), name=f"p{k}_c{j}")
-                    with m.If(sel_d == j):
-                        m.d.sync += pj.eq(p)
-                    m.d.comb += c.p[k].eq(pj)
+
+            def any_of(xs):
+                out = xs[0]
+                for x in xs[1:]:
+                    out = out | x
+                return out
+            m.d.sync += [a.eq(any_of([u.a[k] for u in users])),
+                         b.eq(any_of([u.b[k] for u in users])),
+                         c.eq(any_of([u.c[k] for u in users])),
+                         acc.eq(any_of([u.acc[k] for u in users]))]
+            m.d.sync += p.eq(a * b + Mux(acc, p, c))
+            for u in users:
+                m.d.comb += u.p[k].eq(p)
         return m
 
 
@@ -273,8 +279,13 @@ class MACEngine(wiring.Component):
         self.max_in = max(p.n_in for p in self.plans)
         self.out_width = max(q.out_fmt.bits + (0 if q.out_fmt.signed else 1) for q in self.layers)
         self.acc_width = max(q.acc_bits for q in self.layers) + 1
-        self.b_width = max(signed_bits(int(q.b.min()), int(q.b.max())) for q in self.layers)
         self.sh_max = max(int(q.sh.max()) for q in self.layers)
+        self.sh_min = min(int(q.sh.min()) for q in self.layers)
+        # the ROM holds b + 2**(sh−1) (the rounding constant of the final shift, added by the
+        # DSP) and sh − sh_min (the engine shifts by sh_min by wiring)
+        self.b_width = max(signed_bits(int(q.b.min()) + ((1 << int(q.sh.min())) >> 1),
+                                       int(q.b.max()) + ((1 << int(q.sh.max())) >> 1))
+                           for q in self.layers)
         self.wbits = max(q.weight_bits for q in self.layers)
         self.out_layout = data.StructLayout({"index": range(self.max_out),
                                              "value": signed(self.out_width), "last": 1})
@@ -303,7 +314,7 @@ class MACEngine(wiring.Component):
         return words
 
     def rq_words(self) -> list[list[tuple[int, int, int]]]:
-        """Per lane, (m, sh, b) per group."""
+        """Per lane, (m, sh − sh_min, b + 2**(sh−1)) per group."""
         L = self.lanes
         words = [[] for _ in range(L)]
         for q, p in zip(self.layers, self.plans):
@@ -311,7 +322,11 @@ class MACEngine(wiring.Component):
                 for j in range(L):
                     o = g * p.lanes + j
                     ok = j < p.lanes and o < p.n_out
-                    words[j].append((int(q.m[o]), int(q.sh[o]), int(q.b[o])) if ok else (0, 0, 0))
+                    if ok:
+                        sh = int(q.sh[o])
+                        words[j].append((int(q.m[o]), sh - self.sh_min, int(q.b[o]) + ((1 << sh) >> 1)))
+                    else:
+                        words[j].append((0, 0, 0))
         return words
 
     #: Cycles from a job's acceptance to the first result on ``o`` (a one-input job).
@@ -333,7 +348,7 @@ class MACEngine(wiring.Component):
                          attrs={"rom_style": "block", "ram_style": "block"})
             m.submodules[f"wrom{j}"] = mem
             w_rd.append(mem.read_port(domain="sync"))
-        sh_w = max(1, self.sh_max.bit_length())
+        sh_w = max(1, (self.sh_max - self.sh_min).bit_length())
         rq_layout = data.StructLayout({"m": unsigned(MUL_B_BITS - 1), "sh": unsigned(sh_w),
                                        "b": signed(self.b_width)})
         rq_rd = []
@@ -357,10 +372,11 @@ class MACEngine(wiring.Component):
         w_base = Signal(range(max(2, w_depth)))
         rq_base = Signal(range(max(2, len(rq_rd) and sum(p.n_groups for p in plans))))
         pre = Signal(range(max(q.pre for q in self.layers) + 1))
+        max_pre = max(q.pre for q in self.layers)
+        half_pre = Signal(unsigned(max(1, max_pre)))   # 2**(pre−1): the accumulator's start
         n_out = Signal(range(self.max_out + 1))
-        lo_w = signed(self.out_width)
-        lo = Signal(lo_w)
-        hi = Signal(lo_w)
+        ranges = sorted({(p.lo, p.hi) for p in plans})
+        sat = Signal(range(max(2, len(ranges))))         # the output range's class
 
         # ---- address generator
         running = Signal()
@@ -380,9 +396,9 @@ class MACEngine(wiring.Component):
                 waddr.eq(tab([p.w_base for p in plans], w_base.shape())[jp]),
                 rq_base.eq(tab([p.rq_base for p in plans], rq_base.shape())[jp]),
                 pre.eq(tab([p.pre for p in plans], pre.shape())[jp]),
+                half_pre.eq(tab([(1 << p.pre) >> 1 for p in plans], half_pre.shape())[jp]),
                 n_out.eq(tab([p.n_out for p in plans], n_out.shape())[jp]),
-                lo.eq(tab([p.lo for p in plans], lo_w)[jp]),
-                hi.eq(tab([p.hi for p in plans], lo_w)[jp]),
+                sat.eq(tab([ranges.index((p.lo, p.hi)) for p in plans], sat.shape())[jp]),
             ]
         active = Signal()       # this cycle issues a multiply-accumulate
         first = Signal()
@@ -408,60 +424,45 @@ class MACEngine(wiring.Component):
         f1 = delay(m, first, 1, "first")
         l1 = delay(m, last, 1, "last")
         g1 = delay(m, g, 1, "grp")
+        # the accumulator is the DSP's own P register: the group's first product is added to
+        # 2**(pre−1) (the rounding constant of the pre-shift), the others to P; a padded cycle
+        # multiplies by 0
         for j in range(L):
-            m.d.comb += [self.mul.a[j].eq(self.rd.data), self.mul.b[j].eq(w_rd[j].data)]
-        vP = delay(m, v1, MUL_LATENCY, "actp")
-        fP = delay(m, f1, MUL_LATENCY, "firstp")
+            m.d.comb += [self.mul.a[j].eq(self.rd.data),
+                         self.mul.b[j].eq(Mux(v1, w_rd[j].data, 0)),
+                         self.mul.c[j].eq(half_pre), self.mul.acc[j].eq(~f1)]
         lP = delay(m, l1, MUL_LATENCY, "lastp")
         gP = delay(m, g1, MUL_LATENCY, "grpp")
-        # the last cycle of a padded group may carry no product
-        accs = [Signal(signed(self.acc_width), name=f"acc{j}") for j in range(L)]
-        acc_next = []
-        for j in range(L):
-            prod = Mux(vP, self.mul.p[j], 0)
-            nxt = Signal(signed(self.acc_width), name=f"acc_next{j}")
-            m.d.comb += nxt.eq(Mux(fP, 0, accs[j]) + prod)
-            m.d.sync += accs[j].eq(nxt)
-            acc_next.append(nxt)
 
-        # ---- requantisation: R0 rounded accumulator + ROM read, R0+MUL_LATENCY product,
-        # then + b, then rounding shift and saturation
+        # ---- requantisation: R0 rounded accumulator + ROM read, R0+MUL_LATENCY
+        # P = acc'·m + (b + 2**(sh−1)) (b and the rounding constant on the DSP's C input, one
+        # ROM field), then the plain shift and the saturation
         r0v = Signal()
         r0g = Signal.like(gP)
         m.d.sync += [r0v.eq(lP), r0g.eq(gP)]
         accr = [Signal(signed(MUL_A_BITS), name=f"accr{j}") for j in range(L)]
         for j in range(L):
             with m.If(lP):
-                m.d.sync += accr[j].eq(rshift_round_v(acc_next[j], pre))
+                m.d.sync += accr[j].eq(self.mul.p[j][:self.acc_width].as_signed() >> pre)
             m.d.comb += [rq_rd[j].addr.eq(rq_base + gP), rq_rd[j].en.eq(lP)]
-        # R0: ROM data valid too; multiply accr · m
         rq = [data.View(rq_layout, rq_rd[j].data) for j in range(L)]
         for j in range(L):
-            m.d.comb += [self.mul.a[L + j].eq(accr[j]),
-                         self.mul.b[L + j].eq(rq[j].m)]
-        bq = [Signal(signed(self.b_width), name=f"b_d{j}") for j in range(L)]
-        shq = [Signal(unsigned(sh_w), name=f"sh_d{j}") for j in range(L)]
-        for j in range(L):
-            # hold b and sh until the product is ready
-            b_cur, s_cur = rq[j].b, rq[j].sh
-            for k in range(MUL_LATENCY):
-                nb = Signal(signed(self.b_width), name=f"b{j}_{k}")
-                ns = Signal(unsigned(sh_w), name=f"sh{j}_{k}")
-                m.d.sync += [nb.eq(b_cur), ns.eq(s_cur)]
-                b_cur, s_cur = nb, ns
-            m.d.comb += [bq[j].eq(b_cur), shq[j].eq(s_cur)]
+            m.d.comb += [self.mul.a[L + j].eq(accr[j]), self.mul.b[L + j].eq(rq[j].m),
+                         self.mul.c[L + j].eq(rq[j].b)]
+        shq = [delay(m, rq[j].sh, MUL_LATENCY, f"sh{j}") for j in range(L)]
         rPv = delay(m, r0v, MUL_LATENCY, "rpv")
         rPg = delay(m, r0g, MUL_LATENCY, "rpg")
-        sum_w = max(MUL_P_BITS, self.b_width) + 1
-        sums = [Signal(signed(sum_w), name=f"rsum{j}") for j in range(L)]
-        shs = [Signal(unsigned(sh_w), name=f"rsh{j}") for j in range(L)]
+        sum_w = max(MUL_A_BITS + MUL_B_BITS, self.b_width) + 1
+        shifted = [Signal(signed(sum_w - self.sh_min), name=f"rsh{j}") for j in range(L)]
         for j in range(L):
-            m.d.sync += [sums[j].eq(self.mul.p[j + L] + bq[j]), shs[j].eq(shq[j])]
+            full = self.mul.p[j + L][:sum_w].as_signed() >> self.sh_min
+            m.d.sync += shifted[j].eq(full >> shq[j])
         rSv = delay(m, rPv, 1, "rsv")
         rSg = delay(m, rPg, 1, "rsg")
         outs = [Signal(signed(self.out_width), name=f"rout{j}") for j in range(L)]
         for j in range(L):
-            m.d.sync += outs[j].eq(clamp(m, rshift_round_v(sums[j], shs[j]), lo, hi))
+            cl = [clamp(m, shifted[j], lo_, hi_) for lo_, hi_ in ranges]
+            m.d.sync += outs[j].eq(Array(cl)[sat] if len(cl) > 1 else cl[0])
         rOv = delay(m, rSv, 1, "rov")
         rOg = delay(m, rSg, 1, "rog")
 

@@ -71,10 +71,10 @@ from .funcs import LOG_OUT_WIDTH
 from .mac import (
     MUL_B_BITS,
     MUL_LATENCY,
+    MUL_P_BITS,
     clamp,
-    const_mul,
+    delay,
     mul_signature,
-    rshift_round_c,
     signed_bits,
 )
 
@@ -195,16 +195,17 @@ class NormUnit(wiring.Component):
         m = Module()
         T, d, nb = self.T, self.d, self.n_bands
         n_sets = max(1, len(self.ln))
-        A, B, P = self.mul.a, self.mul.b, self.mul.p
+        A, B, C, ACC, P = self.mul.a, self.mul.b, self.mul.c, self.mul.acc, self.mul.p
         q_w = max(1, (self.q_hi - self.q_lo).bit_length())
         mp_w = F.EXP_MANT + 1 + 7              # m' = m·2**j, j ≤ 7
+        D = DIGIT
 
         mode = Signal(2)
         lset = Signal(range(max(2, n_sets)))
         is_ln = Signal()
         m.d.comb += is_ln.eq(mode == self.LN)
-        # per-band instance-norm constants
-        s1_shape = signed(self.stats_layout["s1"].shape.width)
+        # per-band instance-norm constants: −Σx, m', q − q_lo
+        s1_shape = signed(self.stats_layout["s1"].shape.width + 1)
         mem_s1 = Memory(shape=s1_shape, depth=nb, init=[])
         mem_m = Memory(shape=unsigned(mp_w), depth=nb, init=[])
         mem_q = Memory(shape=unsigned(q_w), depth=nb, init=[])
@@ -222,116 +223,160 @@ class NormUnit(wiring.Component):
         m.submodules.mem_gb = mem_gb
         r_gb = mem_gb.read_port()
 
-        # ---- statistics and rsqrt registers
+        # ---- Σx (s1) and −Σx
         s1 = Signal(signed(self.s1_w))
-        s2 = Signal(unsigned(self.s2_w))
+        s1n = Signal(signed(self.s1_w + 1))
+        m.d.comb += s1n.eq(-s1)
         band = Signal(range(max(2, nb + 1)))
         mr = Signal(unsigned(mp_w))            # LayerNorm m'
         qr = Signal(unsigned(q_w))             # LayerNorm q − q_lo
+        n_mul = Mux(mode == self.IN_SETUP, T, d)
+        n_apply = Mux(is_ln, d, T)
 
-        # ---- apply pipeline (IN_APPLY and LN pass 2), one element per cycle
+        # ---- apply pipeline: element issued at e0 (one per cycle for instance norm, one per
+        # two cycles for LayerNorm, whose γ product shares port 2 with the centring)
+        #   e1  port 2: cen = x·n + (−Σx)
+        #   e3  port 0: m'·cen[:17] + 2**(8q−1)
+        #   e5  port 1: m'·cen[17:] + (P0 ≫ 17)      → P1 = (m'·cen + 2**(8q−1)) ≫ 17
+        #   e7  v = the window of (P1, P0's low bits) at 8q                         (e8)
+        #   e8  port 2: v·γ + β·2**s + 2**(s−1)     → out = sat(P2 ≫ s)             (e11)
         issue = Signal()
         idx = Signal(range(self.addr_n + 1))
         n_now = Signal(range(max(T, nb, d) + 1))
         m.d.comb += n_now.eq(Mux(is_ln, d, nb))
-        t1, i1 = Signal(), Signal.like(idx)
-        m.d.sync += [t1.eq(issue), i1.eq(idx)]
         with m.If(issue):
             m.d.comb += [self.rd.en.eq(1), self.rd.addr.eq(idx),
                          r_s1.addr.eq(idx), r_m.addr.eq(idx), r_q.addr.eq(idx)]
         m.d.comb += r_gb.addr.eq(lset * d + Mux(issue, idx, 0))
         x1 = self.rd.data
-        cen = Signal(signed(self.cen_w))
-        m2 = Signal(unsigned(mp_w))
-        q2 = Signal(unsigned(q_w))
-        t2, i2 = Signal(), Signal.like(idx)
-        gb2 = Signal.like(r_gb.data)
         xf_ = x1[:self.feat_fmt.bits]
-        nx = Mux(is_ln, const_mul(x1, d),
-                 const_mul(xf_.as_signed() if self.feat_fmt.signed else xf_, T))
-        m.d.sync += [t2.eq(t1), i2.eq(i1), cen.eq(nx - Mux(is_ln, s1, r_s1.data)),
-                     m2.eq(Mux(is_ln, mr, r_m.data)), q2.eq(Mux(is_ln, qr, r_q.data)),
-                     gb2.eq(r_gb.data)]
-        # stage 2: (n·x − Σx)·m' as two products (17-bit unsigned low chunk, signed high part)
-        t4, i4, q4, gb4 = Signal(), Signal.like(idx), Signal.like(q2), Signal.like(gb2)
-        t3, i3, q3, gb3 = Signal(), Signal.like(idx), Signal.like(q2), Signal.like(gb2)
-        m.d.sync += [t3.eq(t2), i3.eq(i2), q3.eq(q2), gb3.eq(gb2),
-                     t4.eq(t3), i4.eq(i3), q4.eq(q3), gb4.eq(gb3)]
-        # stage 4: the window of P = P0 + P1·2**17 at bit 8q − 1 (v_w + 1 bits), then round
-        p0_w = DIGIT + mp_w + 1
-        p1_w = (self.cen_w - DIGIT) + mp_w + 1
-        prod_w = max(p0_w, p1_w + DIGIT) + 1
-        prod = Signal(signed(prod_w))
-        m.d.comb += prod.eq(P[0][:p0_w].as_signed() + (P[1][:p1_w].as_signed() << DIGIT))
-        win_w = self.v_w + 1
-        wins = []
-        for q in range(self.q_lo, self.q_hi + 1):
-            lo_bit = 8 * q - 1
-            wins.append(prod[lo_bit:lo_bit + win_w] if lo_bit + win_w <= prod_w else
-                        (prod >> lo_bit)[:win_w])
-        win5 = Signal(signed(win_w))
-        t5, i5, gb5 = Signal(), Signal.like(idx), Signal.like(gb2)
-        m.d.sync += [t5.eq(t4), i5.eq(i4), gb5.eq(gb4),
-                     win5.eq((Array(wins)[q4] if len(wins) > 1 else wins[0]).as_signed())]
-        v5 = Signal(signed(self.v_w))
-        m.d.comb += v5.eq((win5 + 1) >> 1)
-        # stage 5: v·γ on port 2 (LayerNorm)
-        gbv5 = data.View(gb_layout, gb5)
-        t6, i6, gb6, v6 = Signal(), Signal.like(idx), Signal.like(gb2), Signal.like(v5)
-        t7, i7, gb7, v7 = Signal(), Signal.like(idx), Signal.like(gb2), Signal.like(v5)
-        m.d.sync += [t6.eq(t5), i6.eq(i5), gb6.eq(gb5), v6.eq(v5),
-                     t7.eq(t6), i7.eq(i6), gb7.eq(gb6), v7.eq(v6)]
-        gbv7 = data.View(gb_layout, gb7)
-        aff = Signal(signed(self.out_width + 2))
-        pg_w = self.v_w + GAMMA_FMT.bits
-        pg = P[2][:pg_w].as_signed()
-        # one rounding/bias/saturation path per distinct (shift, format) among the sets
+        x_in = Mux(is_ln, x1, xf_.as_signed() if self.feat_fmt.signed else xf_)
+        t1 = delay(m, issue, 1, "t1")
+        i1 = delay(m, idx, 1, "i1")
+        with m.If(t1):
+            m.d.comb += [A[2].eq(x_in), B[2].eq(n_apply), C[2].eq(Mux(is_ln, s1n, r_s1.data))]
+        m1 = Signal(unsigned(mp_w))
+        q1 = Signal(unsigned(q_w))
+        m.d.comb += [m1.eq(Mux(is_ln, mr, r_m.data)), q1.eq(Mux(is_ln, qr, r_q.data))]
+        m3 = delay(m, m1, 2, "m")
+        q3 = delay(m, q1, 2, "q")
+        t3 = delay(m, t1, 2, "t3")
+        qs = list(range(self.q_lo, self.q_hi + 1))
+        half = Array(Const(1 << (8 * q - 1), 8 * self.q_hi) for q in qs)
+        with m.If(t3):
+            m.d.comb += [A[0].eq(m3), B[0].eq(P[2][:D]), C[0].eq(half[q3] if len(qs) > 1 else half[0])]
+        cen_hi5 = delay(m, P[2][D:self.cen_w].as_signed(), 2, "cen_hi")
+        m5 = delay(m, m3, 2, "m5")
+        q5 = delay(m, q3, 2, "q5")
+        t5 = delay(m, t3, 2, "t5")
+        with m.If(t5):
+            m.d.comb += [A[1].eq(m5), B[1].eq(cen_hi5), C[1].eq(P[0][D:MUL_P_BITS])]
+        lo_keep = min(8 * self.q_lo, D)
+        p0_low7 = delay(m, P[0][lo_keep:D], 2, "p0low")
+        q7 = delay(m, q5, 2, "q7")
+        t7 = delay(m, t5, 2, "t7")
+        # full = P ≫ lo_keep
+        full = Cat(p0_low7, P[1]).as_signed()
+        win_w = self.v_w
+        wins = [full[8 * q - lo_keep:8 * q - lo_keep + win_w] for q in qs]
+        v8 = Signal(signed(win_w))
+        m.d.sync += v8.eq((Array(wins)[q7] if len(wins) > 1 else wins[0]).as_signed())
+        t8 = delay(m, t7, 1, "t8")
+        i8 = delay(m, i1, 7, "i8")
+        gb8 = delay(m, r_gb.data, 7, "gb")
+        gbv8 = data.View(gb_layout, gb8)
+        # LayerNorm: one rounding/bias/saturation per distinct (shift, format) among the sets
         groups: dict[tuple, int] = {}
         set_group = []
         for p in self.ln:
             key = (p.norm_frac + GAMMA_FMT.frac - p.out_fmt.frac, p.out_fmt.min_int, p.out_fmt.max_int)
             set_group.append(groups.setdefault(key, len(groups)))
-        outs = [clamp(m, rshift_round_c(pg, sh) + gbv7.b, lo_, hi_) for sh, lo_, hi_ in groups]
-        if len(outs) > 1:
-            grp = Array(Const(g, range(len(outs))) for g in set_group)[lset]
-            m.d.comb += aff.eq(Array(outs)[grp])
-        elif outs:
-            m.d.comb += aff.eq(outs[0])
-        y8 = Signal(signed(self.out_width))
-        t8, i8 = Signal(), Signal.like(idx)
-        m.d.sync += [t8.eq(t7), i8.eq(i7), y8.eq(Mux(is_ln, aff, v7))]
-        m.d.comb += [self.o.valid.eq(t8), self.o.payload.index.eq(i8),
-                     self.o.payload.value.eq(y8),
-                     self.o.payload.last.eq(i8 == n_now - 1)]
+        gkeys = list(groups)
+        grp = (Array(Const(g, range(max(2, len(gkeys)))) for g in set_group)[lset]
+               if len(gkeys) > 1 else Const(0, 1))
+        pg_w = self.v_w + GAMMA_FMT.bits + 1
+        if gkeys:
+            cs = [Cat(Const((1 << sh) >> 1, sh), gbv8.b).as_signed() if sh else gbv8.b.as_signed()
+                  for sh, _, _ in gkeys]
+            with m.If(t8 & is_ln):
+                m.d.comb += [A[2].eq(v8), B[2].eq(gbv8.g),
+                             C[2].eq(Array(cs)[grp] if len(cs) > 1 else cs[0])]
+        v10 = delay(m, v8, 2, "v10")
+        t10 = delay(m, t8, 2, "t10")
+        i10 = delay(m, i8, 2, "i10")
+        y11 = Signal(signed(self.out_width))
+        outs = [clamp(m, P[2][sh:sh + max(pg_w - sh, len(gbv8.b)) + 1].as_signed(), lo_, hi_)
+                for sh, lo_, hi_ in gkeys]
+        aff = (Array(outs)[grp] if len(outs) > 1 else outs[0]) if outs else 0
+        m.d.sync += y11.eq(Mux(is_ln, aff, v10))
+        t11 = delay(m, t10, 1, "t11")
+        i11 = delay(m, i10, 1, "i11")
+        m.d.comb += [self.o.valid.eq(t11), self.o.payload.index.eq(i11),
+                     self.o.payload.value.eq(y11),
+                     self.o.payload.last.eq(i11 == n_now - 1)]
 
-        # ---- LN pass 1: Σx, Σx² (x² as two products)
+        # ---- LN pass 1: Σx·x[:17] (port 0), Σx·x[17:] (port 1), Σx (port 2), accumulated
+        # in the DSPs' P registers
         p1_issue = Signal()
-        q1 = Signal()
-        m.d.sync += q1.eq(p1_issue)
-        q1d = Signal()
-        q3_ = Signal()
-        m.d.sync += [q1d.eq(q1), q3_.eq(q1d)]
+        p1_first = Signal()
         with m.If(p1_issue):
             m.d.comb += [self.rd.en.eq(1), self.rd.addr.eq(idx)]
-        xx_w = 2 * self.x_fmt.bits
+        u1 = delay(m, p1_issue, 1, "u1")
+        uf1 = delay(m, p1_first, 1, "uf1")
+        with m.If(u1):
+            m.d.comb += [A[0].eq(x1), B[0].eq(x1[:D]), ACC[0].eq(~uf1),
+                         A[1].eq(x1), B[1].eq(x1[D:].as_signed()), ACC[1].eq(~uf1),
+                         A[2].eq(x1), B[2].eq(1), ACC[2].eq(~uf1)]
 
-        # ---- num, column by column: digit i of n·Σx² − (Σx)² + eps
-        C = self.n_cols
-        n_mul = Mux(mode == self.IN_SETUP, T, d)
-        a0 = s1[:DIGIT]
-        a1 = s1[DIGIT:].as_signed()
-        col = Signal(range(C + MUL_LATENCY + 2))         # 1 … C issue columns 0 … C−1
+        # ---- num = n·Σx² − (Σx)² + eps, column by column in base 2**17 on port 2 (each
+        # column's terms accumulated in P2, started from the previous column's carry), with
+        # Σx² = P0 + P1·2**17 held in ports 0 and 1 (instance norm: P0 = the statistic, P1 = 0)
+        big_x = 1 << (self.x_fmt.bits - 1)
+        p0_hi = max(d * big_x * ((1 << D) - 1), self.stats_layout["s2"].shape.width and
+                    (1 << self.stats_layout["s2"].shape.width))
+        nd_a = max(1, -(-(p0_hi.bit_length() + 1) // D))
+        p1_hi = d * big_x * (big_x >> D)
+        nd_b = max(1, -(-p1_hi.bit_length() // D))
+        if self.s1_w + 1 > 2 * D + 11:
+            raise ValueError("Σx too wide for two digits")
+        a_dig = [P[0][D * i:D * (i + 1)] if i < nd_a - 1 else P[0][D * i:].as_signed() for i in range(nd_a)]
+        b_dig = [P[1][D * i:D * (i + 1)] for i in range(nd_b)]
+        c0, c1 = s1[:D], s1[D:].as_signed()
+        e0, e1 = s1n[:D], s1n[D:].as_signed()
+        n_cols = max(nd_a, nd_b + 1, 3)
+        cols = []
+        for j in range(n_cols):
+            terms = []
+            if j < nd_a:
+                terms.append((a_dig[j], n_mul))
+            if 1 <= j <= nd_b:
+                terms.append((b_dig[j - 1], n_mul))
+            terms += {0: [(c0, e0)], 1: [(c0, e1), (c1, e0)], 2: [(c1, e1)]}.get(j, [])
+            cols.append(terms)
+        sched = []            # per cycle: (a, b, column or None, first)
+        for j, terms in enumerate(cols):
+            for i_, (a_, b_) in enumerate(terms):
+                sched.append((a_, b_, j, i_ == 0))
+            sched.append(None)                          # the carry's latency
+        n_sched = len(sched) + 1
+        col = Signal(range(n_sched + 2))                 # 1 … : schedule step col − 1
         num = Signal(unsigned(self.num_w))
-        n_bits = max(T, d).bit_length()
-        acc_w = max(max(self.eps_in, self.eps_ln).bit_length(), 2 * DIGIT + 2, DIGIT + n_bits + 1) + 3
-        acc = Signal(signed(acc_w))
         eps_v = Mux(mode == self.IN_SETUP, self.eps_in, self.eps_ln)
+        # digit j is complete two cycles after its column's last term
+        digit_at = {}
+        t_ = 0
+        for j, terms in enumerate(cols):
+            t_ += len(terms)
+            digit_at[t_ + 1] = j
+            t_ += 1
 
         # ---- log2: normalise num in place, then the table
         lz = Signal(range(self.num_w + 1))               # shifts so far
         rom = log2_rom_words()
+        if max(a for a, _ in rom) >= 1 << F.LOG_FRAC:
+            raise ValueError("log2 table entry too wide")
         rem_bits = F.MANT_BITS - F.SEG_BITS
-        rom_layout = data.StructLayout({"a": unsigned(F.LOG_FRAC + 1),
+        rom_layout = data.StructLayout({"a": unsigned(F.LOG_FRAC),
                                         "d": unsigned(max(w for _, w in rom).bit_length())})
         log_rom = Memory(shape=rom_layout.as_shape(), depth=len(rom),
                          init=[rom_layout.const({"a": a, "d": dd}).as_value().value for a, dd in rom])
@@ -341,56 +386,41 @@ class NormUnit(wiring.Component):
         mant = num[self.num_w - 1 - F.MANT_BITS:self.num_w - 1]
         m.d.comb += lr.addr.eq(mant[rem_bits:])
         lrv = data.View(rom_layout, lr.data)
-        la = Signal.like(lrv.a)
         lphase = Signal(range(MUL_LATENCY + 2))
         y_half = Signal(signed(LOG_OUT_WIDTH))
         e_w = signed_bits(*self.e_range) + 1
         e_new = Signal(signed(e_w))
         # log2(num) − 2·x_frac·2**16 = ((num_w − 1 − lz − 2·x_frac) << 16) + frac
         two_xf = Mux(mode == self.IN_SETUP, 2 * self.feat_fmt.frac, 2 * self.x_fmt.frac)
+        ipart = Signal(signed(8))
+        m.d.comb += ipart.eq((self.num_w - 1 - lz) - two_xf)
 
-        # ---- multiplier operand routing
-        with m.If(t2):
-            m.d.comb += [A[0].eq(m2), B[0].eq(cen[:DIGIT]), A[1].eq(m2), B[1].eq(cen[DIGIT:].as_signed())]
-        with m.Elif(q1):
-            m.d.comb += [A[0].eq(x1), B[0].eq(x1[:DIGIT]), A[1].eq(x1), B[1].eq(x1[DIGIT:].as_signed())]
-        with m.Elif(col != 0), m.Switch(col):
-            for c in range(C):
-                with m.Case(c + 1):
-                    hi_ = min((c + 1) * DIGIT, self.s2_w)
-                    if c * DIGIT < hi_:
-                        m.d.comb += [A[0].eq(s2[c * DIGIT:hi_]), B[0].eq(n_mul)]
-                    if c == 0:
-                        m.d.comb += [A[1].eq(a0), B[1].eq(a0)]
-                    elif c == 1:
-                        m.d.comb += [A[1].eq(a0), B[1].eq(a1 << 1)]
-                    elif c == 2:
-                        m.d.comb += [A[1].eq(a1), B[1].eq(a1)]
-        with m.Elif(lphase == 1):
-            m.d.comb += [A[0].eq(lrv.d), B[0].eq(mant[:rem_bits])]
-        with m.If(t5):
-            m.d.comb += [A[2].eq(v5), B[2].eq(gbv5.g)]
-
-        with m.If(q1):
-            m.d.sync += s1.eq(s1 + x1)
-        with m.If(q3_):
-            m.d.sync += s2.eq(s2 + P[0][:xx_w].as_signed() + (P[1][:xx_w].as_signed() << DIGIT))
-
-        # column results: acc + n·digit − (Σx)² digit product
-        p0c = P[0][:DIGIT + n_bits + 1].as_signed()
-        p1c = P[1][:max(2 * DIGIT + 1, self.s1_w + 2)].as_signed()
-        colsum = Signal(signed(acc_w + 1))
-        m.d.comb += colsum.eq(acc + p0c - p1c)
+        with m.If(col != 0), m.Switch(col):
+            for c_, st in enumerate(sched):
+                if st is None:
+                    continue
+                a_, b_, j, first = st
+                with m.Case(c_ + 1):
+                    cv = eps_v if j == 0 else P[2][D:].as_signed()
+                    m.d.comb += [A[2].eq(a_), B[2].eq(b_), C[2].eq(cv if first else 0),
+                                 ACC[2].eq(0 if first else 1)]
+        with m.If(lphase == 1):
+            # P0 = Δtable·rem + (ipart·2**16 + table)·2**rem_bits + 2**(rem_bits−1)
+            m.d.comb += [A[0].eq(lrv.d), B[0].eq(mant[:rem_bits]),
+                         C[0].eq(Cat(Const(1 << (rem_bits - 1), rem_bits), lrv.a, ipart).as_signed())]
 
         # ---- control
-        cnt = Signal(range(max(T, nb, d) + 2))
+        cnt = Signal(range(max(T, nb, d) + 4))
+        hold = Signal()               # ports 0 and 1 keep Σx² while the columns run
+        with m.If(hold):
+            m.d.comb += [ACC[0].eq(1), ACC[1].eq(1)]
+        ph = Signal()
         m.d.comb += self.exp2.o.ready.eq(1)
         m.d.comb += self.cmd.ready.eq(~self.busy)
         with m.FSM():
             with m.State("IDLE"), m.If(self.cmd.valid):
                 m.d.sync += [mode.eq(self.cmd.payload.mode), lset.eq(self.cmd.payload.set),
-                             self.busy.eq(1), idx.eq(0), band.eq(0), cnt.eq(0),
-                             s1.eq(0), s2.eq(0)]
+                             self.busy.eq(1), idx.eq(0), band.eq(0), cnt.eq(0), ph.eq(0)]
                 with m.Switch(self.cmd.payload.mode):
                     with m.Case(self.IN_SETUP):
                         m.next = "STATS"
@@ -399,38 +429,42 @@ class NormUnit(wiring.Component):
                     with m.Default():
                         m.next = "SUMS"
             with m.State("STATS"):
+                # Σx² into P0 through the C operand, P1 ← 0
                 m.d.comb += self.stats.ready.eq(1)
                 with m.If(self.stats.valid):
-                    m.d.sync += [s1.eq(self.stats.payload.s1), s2.eq(self.stats.payload.s2),
-                                 col.eq(1)]
-                    m.d.comb += [w_s1.addr.eq(band), w_s1.data.eq(self.stats.payload.s1),
-                                 w_s1.en.eq(1)]
+                    m.d.comb += C[0].eq(self.stats.payload.s2)
+                    m.d.sync += [s1.eq(self.stats.payload.s1), cnt.eq(0)]
+                    m.next = "STATS_WAIT"
+            with m.State("STATS_WAIT"):
+                m.d.comb += hold.eq(1)
+                m.d.sync += cnt.eq(cnt + 1)
+                with m.If(cnt == MUL_LATENCY - 1):
+                    m.d.comb += [w_s1.addr.eq(band), w_s1.data.eq(s1n), w_s1.en.eq(1)]
+                    m.d.sync += col.eq(1)
                     m.next = "NUM"
             with m.State("SUMS"):
-                m.d.comb += p1_issue.eq(1)
+                m.d.comb += [p1_issue.eq(1), p1_first.eq(idx == 0)]
                 m.d.sync += idx.eq(idx + 1)
                 with m.If(idx == d - 1):
                     m.d.sync += [idx.eq(0), cnt.eq(0)]
                     m.next = "SUMS_DRAIN"
             with m.State("SUMS_DRAIN"):
+                m.d.comb += hold.eq(1)
                 m.d.sync += cnt.eq(cnt + 1)
-                with m.If(cnt == MUL_LATENCY + 1):
-                    m.d.sync += col.eq(1)
+                with m.If(cnt == MUL_LATENCY):
+                    m.d.sync += [s1.eq(P[2][:self.s1_w]), col.eq(1)]
                     m.next = "NUM"
             with m.State("NUM"):
-                # phase c + 1 presents column c; its products arrive MUL_LATENCY cycles later
+                m.d.comb += hold.eq(1)
                 m.d.sync += col.eq(col + 1)
-                with m.If(col == 1):
-                    m.d.sync += acc.eq(eps_v)
                 with m.Switch(col):
-                    for c in range(C):
-                        with m.Case(c + 1 + MUL_LATENCY):
-                            if c < C - 1:
-                                m.d.sync += [num[c * DIGIT:(c + 1) * DIGIT].eq(colsum[:DIGIT]),
-                                             acc.eq(colsum >> DIGIT)]
+                    for t_, j in digit_at.items():
+                        with m.Case(t_ + 1):
+                            if j < n_cols - 1:
+                                m.d.sync += num[j * D:(j + 1) * D].eq(P[2][:D])
                             else:
-                                m.d.sync += num[c * DIGIT:].eq(colsum)
-                with m.If(col == C + MUL_LATENCY):
+                                m.d.sync += num[j * D:].eq(P[2])
+                with m.If(col == n_sched):
                     m.d.sync += [col.eq(0), lz.eq(0)]
                     m.next = "NORM"
             with m.State("NORM"):
@@ -443,15 +477,10 @@ class NormUnit(wiring.Component):
                 with m.Else():
                     m.d.sync += [num.eq(num << 1), lz.eq(lz + 1)]
             with m.State("LOG2"):
-                # lphase 1 presents (table[i+1] − table[i])·rem; the product 2 cycles later
+                # lphase 1 presents the interpolation; the product 2 cycles later
                 m.d.sync += lphase.eq(lphase + 1)
-                with m.If(lphase == 1):
-                    m.d.sync += la.eq(lrv.a)
                 with m.If(lphase == 1 + MUL_LATENCY):
-                    frac = la + rshift_round_c(P[0][:F.LOG_FRAC + 12].as_signed(), rem_bits)
-                    ipart = (self.num_w - 1 - lz) - two_xf
-                    l_ = Signal(signed(LOG_OUT_WIDTH))
-                    m.d.comb += l_.eq((ipart << F.LOG_FRAC) + frac)
+                    l_ = P[0][rem_bits:rem_bits + LOG_OUT_WIDTH].as_signed()
                     m.d.sync += [y_half.eq((-l_ + 1) >> 1), lphase.eq(0)]
                     m.next = "EXP2"
             with m.State("EXP2"):
@@ -482,13 +511,16 @@ class NormUnit(wiring.Component):
                     with m.Else():
                         m.next = "STATS"
                 with m.Else():
-                    m.d.sync += [mr.eq(mp), qr.eq(qv - self.q_lo), idx.eq(0)]
+                    m.d.sync += [mr.eq(mp), qr.eq(qv - self.q_lo), idx.eq(0), ph.eq(0)]
                     m.next = "APPLY"
             with m.State("APPLY"):
-                m.d.comb += issue.eq(1)
-                m.d.sync += idx.eq(idx + 1)
-                with m.If(idx == n_now - 1):
-                    m.next = "APPLY_DRAIN"
+                # instance norm: one element per cycle; LayerNorm: one per two cycles
+                with m.If(~ph):
+                    m.d.comb += issue.eq(1)
+                    m.d.sync += idx.eq(idx + 1)
+                    with m.If(idx == n_now - 1):
+                        m.next = "APPLY_DRAIN"
+                m.d.sync += ph.eq(is_ln & ~ph)
             with m.State("APPLY_DRAIN"), m.If(self.o.valid & self.o.payload.last):
                 m.d.sync += self.busy.eq(0)
                 m.next = "IDLE"

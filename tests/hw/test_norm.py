@@ -175,7 +175,7 @@ def test_layer_norm_random(d):
     got, cycles = run_layer_norms(params, xs)
     for (s, x), g in zip(xs, got):
         np.testing.assert_array_equal(g, layer_norm(params[s], x, RESID.frac), err_msg=str(x))
-    assert max(cycles) <= 2 * d + 40
+    assert max(cycles) <= 3 * d + 45        # sums d, columns ~17, log2/exp2 ~12, apply 2·d
 
 
 def test_layer_norm_real_residuals():
