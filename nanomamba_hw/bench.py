@@ -135,6 +135,8 @@ def markdown(res: dict) -> str:
         lines.append(f"| {r['variant']} | {r['weights']} | {r['clips']} | "
                      f"{100 * r['top1_agreement']:.2f} % | {r['mean_abs_logit_error']:.4f} | "
                      f"{af} | {aq} |")
+    for sk in res.get("skipped", []):
+        lines += ["", f"Not measured: {sk['variant']} ({sk['reason']})."]
     s = res.get("simulation")
     if s:
         lines += ["", "## Simulation throughput (same design: Tiny-DualPCEN, INT8, 1 lane)", "",
@@ -171,6 +173,15 @@ def main(argv: list[str] | None = None) -> int:
            "hardware": [], "agreement": []}
     try:
         for variant in args.variants.split(","):
+            if variant not in ckpts:
+                raise KeyError(f"unknown variant {variant!r}; known: {', '.join(ckpts)}")
+            if not Path(ckpts[variant]).exists():
+                # e.g. no Matched-DualPCEN checkpoint trained yet: say so, measure the rest
+                print(f"[bench] skipping {variant}: no checkpoint at {ckpts[variant]} "
+                      f"(train one, or pass --ckpt {variant}=PATH)", file=sys.stderr)
+                res.setdefault("skipped", []).append(
+                    {"variant": variant, "reason": f"no checkpoint at {ckpts[variant]}"})
+                continue
             ck = load_checkpoint(ckpts[variant])
             for w in args.weights.split(","):
                 wb = 8 if w == "int8" else 16
@@ -197,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                 "verilator_cycles_per_second": ref["verilator_cycles_per_second"],
                 "verilator_seconds_per_clip": ref["verilator_seconds_per_clip"]}
     except (NanoMambaError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
