@@ -119,7 +119,7 @@ class LogMelPass:
         with m.If(v[6]):
             eng.gmul(eng.fu.o_lp, ffe.LN2, 1 << (sh - 1))
             m.d.comb += [fb.re.eq(1), fb.addr.eq(eng.fbase + b_d[6])]
-        val = eng.g_p[sh:]
+        val = eng.g_p[sh:].as_signed()          # a slice is unsigned: keep the sign
         feat = Signal(fmt.bits)
         m.d.comb += feat.eq(Mux(val > fmt.max_int, fmt.max_int,
                                 Mux(val < fmt.min_int, fmt.min_int, val)))
