@@ -115,15 +115,18 @@ class SpectralEngine(wiring.Component):
             raise ValueError("RAM B overflows")
         return words, fe_base, mel_base
 
-    def elaborate(self, platform):
-        m = Module()
-        p = self.params
-        n, T, S = self.n_mels, self.n_frames, fsnr.STATIC_FRAMES
+    def shared_units(self, m: Module) -> None:
+        """Build the shared units into ``m`` and make them attributes of the engine: the RAMs
+        (``ra``/``ra_w``, ``rb``/``rb_w``), the feature-buffer port ``fb``, the function unit
+        ``fu`` (``op_index``: op name → code), the multiply-add (``g_a``, ``g_b``, ``g_k`` →
+        ``g_p`` one cycle later), the band accumulators ``mac`` and the frame state ``t``,
+        ``first_frame``, ``fbase`` (= t · n_mels). The bin pipeline and the front-end pass are
+        built on top of these (and so are the unit tests' harnesses)."""
         eng = self
         eng.m = m
         eng.W_BASE = 0
         words, eng.FE_BASE, eng.MEL_BASE = self._ram_b()
-        eng.STORE_BASE = S * n
+        eng.STORE_BASE = fsnr.STATIC_FRAMES * self.n_mels
 
         # ---- memories
         ram_a = Memory(shape=unsigned(36), depth=RAM_WORDS, init=[], attrs={"ram_style": "block"})
@@ -143,6 +146,7 @@ class SpectralEngine(wiring.Component):
         # ---- function unit
         ops = dict(snr_ops())
         ops.update(self.fe_cls.OPS)
+        eng.ops = ops
         eng.op_index = {k: i for i, k in enumerate(ops)}
         m.submodules.fu = fu = FuncUnit(list(ops.values()), log_width=44, exp_width=34,
                                         add_width=22)
@@ -160,10 +164,17 @@ class SpectralEngine(wiring.Component):
                                              acc_width=acc_w)
 
         # ---- frame state
-        eng.t = t = Signal(range(T))
+        eng.t = Signal(range(self.n_frames))
         eng.first_frame = Signal()
-        m.d.comb += eng.first_frame.eq(t == 0)
+        m.d.comb += eng.first_frame.eq(eng.t == 0)
         eng.fbase = Signal(range(self.fb_words))        # t · n_mels
+
+    def elaborate(self, platform):
+        m = Module()
+        n, T, S = self.n_mels, self.n_frames, fsnr.STATIC_FRAMES
+        eng = self
+        self.shared_units(m)
+        t = eng.t
         tr = Signal(range(S))                           # frame being replayed
         rbase = Signal(range(self.fb_words))
         eng.sbase = Signal(range(self.fb_words))
@@ -273,6 +284,12 @@ class Spectral(wiring.Component):
                                           feat_fmt=self.feat_fmt, snr_fmt=SNR_FMT)),
         })
 
+    def make_engine(self, buf: FeatureBuffer) -> SpectralEngine:
+        """The engine writing ``buf`` (a subclass may return a test harness built on the same
+        shared units)."""
+        return SpectralEngine(params=self.params, n_frames=self.n_frames, fb_words=buf.words,
+                              code=self.code, word_bits=buf.word_bits)
+
     def elaborate(self, platform):
         m = Module()
         S = fsnr.STATIC_FRAMES
@@ -281,8 +298,7 @@ class Spectral(wiring.Component):
         buf = FeatureBuffer(feat_fmt=self.feat_fmt, n_frames=self.n_frames, n_mels=self.n_mels,
                             snr_fmt=SNR_FMT, n_banks=self.n_banks, code=self.code,
                             min_words=scratch_end)
-        eng = SpectralEngine(params=self.params, n_frames=self.n_frames, fb_words=buf.words,
-                             code=self.code, word_bits=buf.word_bits)
+        eng = self.make_engine(buf)
         m.submodules.engine = ResetInserter({"sync": self.clip_start})(eng)
         self._engine = eng                  # for tests that look inside
         m.submodules.buffer = buf
