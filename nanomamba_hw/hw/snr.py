@@ -18,7 +18,9 @@ write). ``c_k`` = k cycles after the issue:
 
 ====  =========================================================================================
 c0    accept |X| (or read it back from the feature buffer, replay); read the bin's weight
-      (RAM B) and its state word 0 (RAM A: nf, or the running Σ during frames 0…4)
+      (RAM B) and its state word 0 (RAM A: nf, or the running Σ during frames 0…4). A frame
+      begins with its ``first`` element: elements offered before it are accepted and dropped
+      (the rest of a frame cut by ``clip_start``, which resets the engine)
 c1    GMUL ``a·(8|X| − nf) + nf·2¹⁶ + 2¹⁵`` (EMA: nf′ = P >> 16) or ``|X|·2¹⁶ + Σ·2¹⁶ + 2¹⁵``
       (frames 0…4: Σ′ = P >> 16); FU log2 |X|; MAC mel lower band ``w·|X|``; store |X|
       (frames 0…4); read state word 1 (n0 + 1)
@@ -120,12 +122,14 @@ class BinPipeline:
         finished = Signal()
         issue = Signal()
         live = ~replay
+        first_in = live & eng.i.payload.first
         with m.If(self.run & ~finished & (slot == 0)):
             with m.If(live):
-                m.d.comb += [eng.i.ready.eq(1), issue.eq(eng.i.valid)]
+                # A frame starts with its `first` element: anything before it (the rest of a
+                # frame cut by clip_start's reset) is accepted and dropped.
+                m.d.comb += [eng.i.ready.eq(1), issue.eq(eng.i.valid & (first_in | (j != 0)))]
             with m.Else():
                 m.d.comb += issue.eq(1)
-        first_in = live & eng.i.payload.first
         jj = Signal(range(NBIN + 1))         # index of the bin issued now
         m.d.comb += jj.eq(Mux(replay, j, Mux(first_in, 0, j)))
         with m.If(issue):

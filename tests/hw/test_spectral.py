@@ -56,11 +56,12 @@ def check_clip(got, feat, snr):
 
 
 def run_clips(p, mags: list[np.ndarray], *, stall: float = 0.1, n_banks: int = 2,
-              restart_after: list | None = None):
-    """Feed clips (257, T) back to back (after ``restart_after`` magnitudes of junk and a
-    ``clip_start``, if given); read every clip back from the feature buffer. Returns the clips
-    read and cycle counts: ``fed`` (first clip's last magnitude accepted), ``first_full``
-    (first clip complete in the buffer), from the first magnitude offered."""
+              restart_after: list | None = None, after_restart: list | None = None):
+    """Feed clips (257, T) back to back (after ``restart_after`` magnitudes of junk, a
+    ``clip_start`` and ``after_restart`` more junk, if given); read every clip back from the
+    feature buffer. Returns the clips read and cycle counts: ``fed`` (first clip's last
+    magnitude accepted), ``first_full`` (first clip complete in the buffer), from the first
+    magnitude offered."""
     T = mags[0].shape[1]
     dut = Spectral(params=p, n_frames=T, n_banks=n_banks)
     got, info = [], {}
@@ -72,6 +73,7 @@ def run_clips(p, mags: list[np.ndarray], *, stall: float = 0.1, n_banks: int = 2
             ctx.set(dut.clip_start, 1)
             await ctx.tick()
             ctx.set(dut.clip_start, 0)
+            await stream_put_all(ctx, dut.i, after_restart or [], stall=stall, rng=rng)
         for mag in mags:
             await stream_put_all(ctx, dut.i, mag_payloads(mag), stall=stall, rng=rng)
             info.setdefault("fed", info["cycle"])
@@ -104,13 +106,15 @@ def test_spectral_short_clip(fixed_params, seed_clip, kind):
 
 
 def test_spectral_restart_and_back_to_back(fixed_params, seed_clip):
-    """DualPCEN/EMA, one feature bank: a partial clip abandoned by ``clip_start``, then two
-    6-frame clips back to back; the second waits for the release of the first."""
+    """DualPCEN/EMA, one feature bank: a partial clip abandoned by ``clip_start`` in the middle
+    of its third frame, the rest of that frame still arriving afterwards (as the STFT would
+    deliver it: the engine must drop it up to the next ``first``), then two 6-frame clips back
+    to back; the second waits for the release of the first."""
     p = fixed_params["dualpcen"]
     T = 6
     a, b = real_mags("go", seed_clip)[:, 30:30 + T], real_mags("no", seed_clip)[:, 40:40 + T]
-    junk = mag_payloads(real_mags("up", seed_clip)[:, :3])[:600]
-    got, _ = run_clips(p, [a, b], n_banks=1, restart_after=junk)
+    junk = mag_payloads(real_mags("up", seed_clip)[:, :3])
+    got, _ = run_clips(p, [a, b], n_banks=1, restart_after=junk[:600], after_restart=junk[600:])
     for g, mag in zip(got, (a, b)):
         feat, snr = expected(p, mag[None])
         check_clip(g, feat[0], snr[0])
