@@ -58,8 +58,9 @@ def real_mags(word: str, seed_clip) -> np.ndarray:
 def extreme_mags(rng: np.random.Generator, T: int) -> np.ndarray:
     """(257, T) magnitudes: random over the whole u24 range and over many octaves, with a
     full-scale frame (mel saturates), a silent frame, a single loud bin, one bin loud in every
-    frame, and bins 200… silent in frames 0–4 and loud afterwards (n0 = 0: the SNR ratio and
-    the projection saturate)."""
+    frame, and bins 200… silent in frames 0–4 (n0 = 0), then bins 200–229 at |X| = 1 (the
+    smallest magnitude: the SNR ratio and the projection saturate, in EMA mode too, whose
+    noise floor stays 0 when γ·8|X| rounds to 0) and bins 230… loud."""
     a = rng.integers(0, 1 << 22, (257, T)) >> rng.integers(0, 22, (257, T))
     a[:, 0] = rng.integers(0, MAG_MAX + 1, 257)
     a[:, 1] = MAG_MAX
@@ -67,7 +68,8 @@ def extreme_mags(rng: np.random.Generator, T: int) -> np.ndarray:
     a[:, T - 1] = np.where(np.arange(257) == 77, MAG_MAX, 0)
     a[5, :] = MAG_MAX
     a[200:, :5] = 0
-    a[200:, 5:] = rng.integers(1 << 10, 1 << 20, (57, T - 5))
+    a[200:230, 5:] = 1
+    a[230:, 5:] = rng.integers(1 << 10, 1 << 20, (27, T - 5))
     return a
 
 
