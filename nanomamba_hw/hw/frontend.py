@@ -90,6 +90,13 @@ class LogMelPass:
         """Words this front end keeps in the engine's RAM B (none)."""
         return []
 
+    @staticmethod
+    def schedule_cycles(n_mels: int) -> int:
+        """Cycles of one pass (``run`` high up to and including ``done``): a band issued every
+        2 cycles, the last one's feature written 7 cycles after its issue (RAM B read 1, FU
+        log2 ``LAT_LP`` = 5, GMUL 1), ``done`` the cycle after: 2·(n − 1) + 7 + 2."""
+        return 2 * (n_mels - 1) + 9
+
     def __init__(self, eng):
         m = eng.m
         self.run = Signal(name="logmel_run")

@@ -94,7 +94,9 @@ class DualPCENPass:
         words = []
         for mb in range(n):
             fl = int(fe.floor[mb])
-            if not 0 <= fl < 1 << (2 * FLOOR_HALF):
+            # E = max(mel, floor) ≥ 1 keeps log2 E finite (never LOG2's zero value), so the
+            # 35-bit Σ log2 E cannot wrap; the model's floor is ≥ 0.0025 (164 LSB)
+            if not 1 <= fl < 1 << (2 * FLOOR_HALF):
                 raise ValueError("floor out of range")
             for e, ex in enumerate((fe.stat, fe.nonstat)):
                 s, a, d, r, dr = (int(ex.s[mb]), int(ex.alpha[mb]), int(ex.delta[mb]),
@@ -106,6 +108,17 @@ class DualPCENPass:
                           _twos(-a, 18) | ((d & ((1 << 18) - 1)) << 18),
                           (d >> 18) | (_twos(-dr, 20) << 2) | (flp << 22)]
         return words + [0] * (2 * n)
+
+    P2_STEPS = 31                            # cycles per band in pass 2
+    GATE_STEPS = 25                          # cycles of the gate computation
+
+    @classmethod
+    def schedule_cycles(cls, n_mels: int) -> int:
+        """Cycles of one pass (``run`` high up to and including ``done``): 1 (IDLE) + pass 1
+        (a band every 3 cycles, 8 more for the last one's log2 E to reach Σ log2 E, 1 to leave:
+        3·(n − 1) + 10) + the gate (25) + pass 2 (31 per band, then the last band's 11-cycle
+        tail) + 1 (END, ``done``) = 34·n + 45."""
+        return 1 + 3 * (n_mels - 1) + 10 + cls.GATE_STEPS + cls.P2_STEPS * n_mels + 11 + 1
 
     def __init__(self, eng):
         m = eng.m
