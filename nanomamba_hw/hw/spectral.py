@@ -60,6 +60,7 @@ from .snr import MEL_SHIFT, SNR_SHIFT, BinPipeline, snr_ops
 __all__ = ["Spectral", "SpectralEngine"]
 
 RAM_WORDS = 512
+CLEAR_CYCLES = 6                            # BandMAC clear: strobe, 4 entries, margin
 GA_BITS, GB_BITS, GK_BITS = 38, 18, 52      # GMUL operand widths (two DSP48E1)
 
 
@@ -196,7 +197,7 @@ class SpectralEngine(wiring.Component):
             with m.State("CLEAR"):
                 m.d.comb += eng.mac.clear.eq(clr == 0)
                 m.d.sync += clr.eq(clr + 1)
-                with m.If(clr == 5):
+                with m.If(clr == CLEAR_CYCLES - 1):
                     m.d.sync += clr.eq(0)
                     m.next = "BINS"
             with m.State("BINS"):
@@ -222,7 +223,7 @@ class SpectralEngine(wiring.Component):
             with m.State("RCLEAR"):
                 m.d.comb += [in_replay.eq(1), eng.mac.clear.eq(clr == 0)]
                 m.d.sync += clr.eq(clr + 1)
-                with m.If(clr == 5):
+                with m.If(clr == CLEAR_CYCLES - 1):
                     m.d.sync += clr.eq(0)
                     m.next = "REPLAY"
             with m.State("REPLAY"):

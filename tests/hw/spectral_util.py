@@ -96,6 +96,7 @@ class ClipOut:
 @dataclass
 class RunInfo:
     cycles: int = 0                                      # cycles since the run started
+    frame_in: list = field(default_factory=list)         # cycle each frame's last |X| was taken
     full_at: list = field(default_factory=list)          # cycle each clip became readable
     front_cycles: list = field(default_factory=list)     # cycles of each front-end pass
 
@@ -169,8 +170,10 @@ def run_spectral(p, mags: list[np.ndarray], *, stall: float = 0.0, max_stall: in
             ctx.set(dut.clip_start, 0)
             await stream_put_all(ctx, dut.i, after, stall=stall, max_stall=max_stall, rng=rng)
         for mag in mags:
-            await stream_put_all(ctx, dut.i, frame_payloads(mag), stall=stall,
-                                 max_stall=max_stall, rng=rng)
+            for t in range(mag.shape[1]):
+                await stream_put_all(ctx, dut.i, frame_payloads(mag[:, t:t + 1]), stall=stall,
+                                     max_stall=max_stall, rng=rng)
+                info.frame_in.append(info.cycles)
 
     async def reader(ctx):
         await _reader(ctx, dut, T, len(mags), got, info, release_wait, seed + 1)
