@@ -8,9 +8,10 @@ look-ahead frames, INIT, replay, static or EMA noise, ratio, projection, tanh) �
 - inside :class:`~nanomamba_hw.hw.spectral.Spectral`, the SNR values in the feature buffer
   equal ``snr_bands`` for both noise modes, with the constants of the published checkpoints
   (Tiny: static, Tiny-DualPCEN: EMA): extreme frames (ratio and projection saturating, silent
-  look-ahead bins, both EMA rates), real frames with each checkpoint's own front end, a clip
-  of exactly the five look-ahead frames followed by another through one bank whose reader
-  holds it (backpressure), input stalls, and a clip cut by ``clip_start`` mid-frame.
+  look-ahead bins, both EMA rates), real frames with each checkpoint's own front end (where
+  the features are checked too), a clip of exactly the five look-ahead frames followed by
+  another through one bank whose reader holds it (backpressure), input stalls, and a clip cut
+  by ``clip_start`` mid-frame.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from nanomamba_hw.fixed.funcs import LOG2, divide
 from nanomamba_hw.fixed.ops import SatCounter
 from nanomamba_hw.hw.snr import snr_ops
 
-from .spectral_util import FB, extreme_mags, real_mags, run_spectral
+from .spectral_util import FB, check_features, expected, extreme_mags, real_mags, run_spectral
 
 ONE = 1 << fsnr.SNR_FMT.frac
 MODES = {"static": "logmel", "ema": "dualpcen"}       # which published checkpoint has which
@@ -100,10 +101,14 @@ def test_engine_snr_clips_of_five_frames(fixed_params):
 
 
 @pytest.mark.parametrize("kind", ["logmel", "dualpcen"])
-def test_engine_snr_real_frames(fixed_params, seed_clip, kind):
+def test_engine_real_frames(fixed_params, seed_clip, kind):
     """Each published checkpoint as it is (Tiny: static SNR + log-mel; Tiny-DualPCEN: EMA SNR
-    + DualPCEN) on 6 frames around a speech onset, input stalls."""
+    + DualPCEN) on 8 frames of a real clip around a speech onset, input stalls: the SNR values,
+    and — the same run being the engine's integration test on real frames — the features and
+    their Σx, Σx²."""
     p = fixed_params[kind]
-    mag = real_mags("yes" if kind == "logmel" else "go", seed_clip)[:, 24:30]
+    mag = real_mags("yes" if kind == "logmel" else "go", seed_clip)[:, 24:32]
+    want = expected(p, mag)
     out, _ = run_spectral(p, [mag], stall=0.2, seed=6)
-    np.testing.assert_array_equal(out[0].snr, fsnr.snr_bands(p.snr, FB, mag[None])[0])
+    np.testing.assert_array_equal(out[0].snr, want["snr"])
+    check_features(out[0], want["feat"])

@@ -1,6 +1,11 @@
 """The whole spectral half (mel + SNR + front end + feature buffer, :class:`Spectral`) on real
 clips, bit-exact with the fixed model's stages: features, SNR and the instance norm's Σx, Σx²
-per band; and its cycles per frame."""
+per band; and its cycles per frame.
+
+Real frames of both published checkpoints through the whole engine (with stalls) are also
+``test_snr.py::test_engine_real_frames``; a whole 101-frame clip of the default checkpoint
+runs end to end in Verilator in ``tests/test_build.py``. The 101-frame clips here take 70 s and
+120 s of Amaranth simulation and are ``slow`` (``pytest -m slow tests/hw/test_spectral.py``)."""
 
 from __future__ import annotations
 
@@ -19,16 +24,6 @@ __all__ = ["frame_payloads"]
 def check_clip(out, feat, snr):
     np.testing.assert_array_equal(out.snr, snr)
     check_features(out, feat)
-
-
-@pytest.mark.parametrize("kind", ["logmel", "dualpcen"])
-def test_spectral_short_clip(fixed_params, seed_clip, kind):
-    """12 frames of a real clip (the fixed functions work on any T ≥ 5), input stalls."""
-    p = fixed_params[kind]
-    mag = real_mags("yes", seed_clip)[:, 28:40]
-    want = expected(p, mag)
-    out, _ = run_spectral(p, [mag], stall=0.1, seed=1)
-    check_clip(out[0], want["feat"], want["snr"])
 
 
 def test_spectral_restart_and_back_to_back(fixed_params, seed_clip):
@@ -56,14 +51,12 @@ def frame_period(front_cycles: int) -> int:
     return 256 * II + -(-after_last // II) * II
 
 
-@pytest.mark.parametrize("kind", [pytest.param("logmel", marks=pytest.mark.slow), "dualpcen"])
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["logmel", "dualpcen"])
 def test_spectral_full_clip(fixed_params, seed_clip, kind):
     """All 101 frames of a real clip: features, SNR and statistics; the stage outputs equal
     the traced integers of ``fixed.model.run`` on the clip's PCM. No stalls: prints the cycles
-    per frame, checked against the schedule (``frame_period``). ≈ 70 s (log-mel) and ≈ 120 s
-    (DualPCEN) of CPU in the Amaranth simulator: the log-mel clip is ``slow`` (its path is
-    covered by the short clip and the unit tests), the DualPCEN clip, whose smoothers and EMA
-    noise floor carry state across all 101 frames, runs by default."""
+    per frame, checked against the schedule (``frame_period``)."""
     from nanomamba_hw.audio import load_clip
     from nanomamba_hw.fixed import stft
     from nanomamba_hw.fixed.model import run
