@@ -39,7 +39,9 @@ There is no separate input buffer.
    products), one fabric adder gives ``re² + im²``, and a non-restoring digit-by-digit square
    root (one add/subtract per result bit, ``sqrt_bits_per_cycle`` per cycle; 24 result bits:
    8 cycles at the default 3) gives the exact floor root. The next bin's radicand is prepared
-   while the current root runs: ``24 / sqrt_bits_per_cycle + 1`` cycles per bin. Output
+   while the current root runs: ``max(24 / sqrt_bits_per_cycle, RAD_LATENCY) + 1`` cycles per
+   bin (``bin_cycles``; 9 at the default, and no faster with more bits per cycle: the radicand
+   register is free again only ``RAD_LATENCY`` + 1 cycles after a bin's read). Output
    backpressure stalls the root unit, then the magnitude reader.
 
 Cycles per frame, no stalls, default ``sqrt_bits_per_cycle`` = 3 (the schedule that
@@ -146,6 +148,7 @@ class STFT(wiring.Component):
         160k at 16 MHz, so more parallelism would only cost area).
     sqrt_bits_per_cycle : int
         Result bits of the square root per cycle; must divide 24 (1, 2, 3, 4, 6, 8, 12, 24).
+        Beyond 3 the frame does not get faster (see ``bin_cycles``).
 
     Members
     -------
@@ -186,7 +189,10 @@ class STFT(wiring.Component):
 
     @property
     def bin_cycles(self) -> int:
-        return self.sqrt_cycles + 1
+        """Cycles per bin in steady state: the root's ``sqrt_cycles`` + 1 (handing over the
+        radicand), but at least ``RAD_LATENCY`` + 1 (a bin is read only once the radicand
+        register is free again), so 9 from ``sqrt_bits_per_cycle`` = 3 up."""
+        return max(self.sqrt_cycles, RAD_LATENCY) + 1
 
     def elaborate(self, platform):
         m = Module()
