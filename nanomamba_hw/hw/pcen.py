@@ -22,7 +22,7 @@ values (written by the bin pipeline, replaced by E in pass 1).
 
 1. **Pass 1** (3 cycles per band): ``E = max(mel, floor)`` back to RAM B; ``ΣE``, ``Σ_high E``
    (bands 26…39), ``Σ_low E`` (bands 0…12: ΣE after band 12), and ``Σ log2 E`` (FU).
-2. **Gate** (≈ 25 cycles): ``mean log2 E`` (GMUL, with ``log2 40`` folded into the rounding
+2. **Gate** (25 cycles): ``mean log2 E`` (GMUL, with ``log2 40`` folded into the rounding
    constant), ``log2 ΣE`` (FU), SF = exp2 of the difference capped at 1.0 (capping is the
    model's ``min(·, 0)`` in the exponent: exp2 is monotone); with tilt: ``num = low·14``,
    ``den = high·13 + num`` (GMUL), ``tilt = exp2(log2 num − log2 den)``,
@@ -35,7 +35,7 @@ values (written by the bin pipeline, replaced by E in pass 1).
    ``−δ^r`` added and the PCEN_FMT cap; then the mix (GMUL, the nonstat term in K), the
    rounding and saturation, and the feature into the feature buffer.
 
-A frame takes ≈ 120 + 25 + 40·31 + 10 ≈ 1,400 cycles. The smoothers restart at frame 0 of
+A pass takes ``schedule_cycles(40)`` = 1,405 cycles. The smoothers restart at frame 0 of
 every clip (``eng.first_frame``).
 """
 
@@ -95,7 +95,7 @@ class DualPCENPass:
         for mb in range(n):
             fl = int(fe.floor[mb])
             # E = max(mel, floor) ≥ 1 keeps log2 E finite (never LOG2's zero value), so the
-            # 35-bit Σ log2 E cannot wrap; the model's floor is ≥ 0.0025 (164 LSB)
+            # 35-bit Σ log2 E cannot wrap; the model's floor is ≥ 163 LSB (0.05·e⁻³)
             if not 1 <= fl < 1 << (2 * FLOOR_HALF):
                 raise ValueError("floor out of range")
             for e, ex in enumerate((fe.stat, fe.nonstat)):

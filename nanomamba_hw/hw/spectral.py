@@ -10,8 +10,8 @@
 ``n_frames`` frames per clip); ``rd`` is the :class:`~nanomamba_hw.hw.featbuf.FeatureBuffer`
 read interface (:func:`~nanomamba_hw.hw.featbuf.FeatureReadSignature`), forwarded unchanged.
 ``clip_start`` (strobe) abandons the clip in progress: the engine is reset (``ResetInserter``)
-and starts over at frame 0; complete clips in the buffer are kept. ``i.ready`` is low in the
-strobe's cycle.
+and starts over at frame 0 (what is left of a frame being delivered is dropped up to the next
+``first``); complete clips in the buffer are kept. ``i.ready`` is low in the strobe's cycle.
 
 The engine (:class:`SpectralEngine`) is one sequenced datapath built around shared units,
 each used by one stage at a time:
@@ -36,6 +36,11 @@ values (features). Frames 0…4 have no SNR yet (the estimator's look-ahead): af
 front-end pass, **INIT** computes the noise floor and the five frames are **replayed** from the
 feature buffer's scratch words. ``Spectral`` waits for a free bank (``wr_ok``) before a clip's
 first frame.
+
+Cycles per frame with the input always valid (``tests/hw/test_spectral.py``, docs/hw_frontend.md):
+256·8 for bins 0…256, then the last bin's drain, the pass (``schedule_cycles``: 87 log-mel,
+1,405 DualPCEN) and CLEAR, rounded up to the 8-cycle slot: 2,168 and 3,488 cycles; the replay
+after frame 4 adds 10,872.
 """
 
 from __future__ import annotations
