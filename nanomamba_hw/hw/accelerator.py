@@ -17,11 +17,13 @@ the register port, ``busy``), so board tops and the host link work with it uncha
   clip whose back-end pass has not started.
 - The front end runs while samples arrive; the feature buffer has two banks, so the next clip's
   front end overlaps the current clip's back end.
+- ``clip_start`` abandons the clip being received: framer, STFT and spectral engine restart
+  (a complete clip in the feature buffer or the back end is kept).
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, ResetInserter, Signal
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 
@@ -71,7 +73,10 @@ class Accelerator(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.framer = fr = self.framer
-        m.submodules.stft = stft = self.stft
+        # clip_start restarts the whole front end: a frame the STFT holds belongs to the
+        # abandoned clip and must not become frame 0 of the next one
+        m.submodules.stft = ResetInserter({"sync": self.clip_start})(self.stft)
+        stft = self.stft
         m.submodules.spectral = sp = self.spectral
         m.submodules.streamer = st = self.streamer
         m.submodules.backend = be = self.backend

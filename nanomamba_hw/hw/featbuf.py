@@ -7,15 +7,25 @@ the SNR estimator's values are stored here while the sums accumulate exactly:
 widths come from the analytic bound ``n_frames · 2**(2(bits−1))`` of the feature format, so
 they never wrap.
 
-Write side
-----------
-``i_feat`` (``frame_stream(FEAT_FMT)``) and ``i_snr`` (``frame_stream(SNR_FMT)``), each
-``n_frames × n_mels`` values in order (frame t, band m). The two streams are independent (the
-SNR lags by the estimator's 5-frame look-ahead); each is accepted only while the bank being
-filled is free. A clip is complete when both streams have delivered all its values; the bank
-is then handed to the read side and the writers move to the other bank (with ``n_banks=2``)
-or wait for ``release`` (with ``n_banks=1``). ``clip_start`` (strobe) abandons the clip being
-written (counters back to frame 0); complete banks are kept.
+Storage
+-------
+One word per (frame t, band m) at ``t · n_mels + m``: the feature, stored in
+:class:`FeatCode` form (``bits`` bits of ``x − offset``), beside the SNR value (16 bits). The
+front ends produce features whose range is known exactly (DualPCEN ≥ 0, log-mel within
+``ln(1e-8) … ln(4096)``), so 15 bits hold them and a word is 31 bits: 4K × 31 is three RAMB36
+(4K × 9 each) plus one RAMB18 (4K × 4) — the memory is split that way explicitly, yosys would
+otherwise use four RAMB36. A 16-bit code (32-bit words, four RAMB36) is the fallback when
+the range cannot be shown.
+
+Write side (driven by the spectral engine, :class:`~nanomamba_hw.hw.spectral.Spectral`)
+-------------------------------------------------------------------------------------
+A plain memory port on the bank being written: ``addr``, ``wdata``, ``we``; ``re`` reads
+``addr`` (``rdata`` the next cycle). The engine writes whole words: a feature or an SNR value
+that arrives second is merged with the word read back (read-modify-write), and it also uses
+words of frames not yet written as scratch (the SNR estimator's five look-ahead frames).
+``stat_en`` with ``stat_m``, ``stat_x``, ``stat_first`` (frame 0) adds a final feature to the
+statistics; ``done`` (strobe) marks the clip complete: the bank goes to the read side, and
+``wr_ok`` is low while no bank is free for writing.
 
 Read side: ``rd`` (:func:`FeatureReadSignature`, seen from the back end)
 ------------------------------------------------------------------------
@@ -33,9 +43,7 @@ member          dir.    meaning
 ``release``     ← BE    strobe (while ``full``): the back end is done with this clip
 ==============  ======  ========================================================================
 
-Reads may be in any order and repeated (random access): the back end reads frame t's 40
-features and 40 SNR values (e.g. ``m`` = 0…39 with ``en`` high, one per cycle, for the patch
-projection and the SSM's snr input) and the statistics once per band.
+Reads may be in any order and repeated (random access).
 
 Streamed read-out: :class:`FeatureStreamer` turns ``rd`` into three streams for a back end
 that wants them — ``stats`` (``n_mels`` entries ``{s1: Σx, s2: Σx²}``, :func:`stats_layout`),
@@ -43,14 +51,16 @@ then frames t = 0…T−1 on ``feat`` and ``snr`` (``frame_stream``, ``n_mels`` 
 streams advance independently within an element, so either consumer may stall), then one
 ``release`` strobe. Two cycles per element (≈ 8.2k cycles per clip); the back end is far slower.
 
-Memory: per bank ``n_frames · n_mels`` words of features and of SNR (4040 × 16 bits each:
-2 RAMB36 each as 2K×18), plus 2 × n_mels sums (LUT RAM). ``n_banks = 2`` (default) doubles the
-block RAM (8 RAMB36 in all) so the front end can run on into the next clip while the back end
-works: with one bank the whole front end — and, behind it, the framer — would stall at the next
-clip's first frame until ``release``.
+Banks. ``n_banks=1`` (default): while a complete clip waits for the back end, the writer is
+held off (``wr_ok`` low), so the front end — and behind it the framer, whose 1,024-sample
+buffer absorbs 64 ms of input — waits for ``release``. The back end's pass takes a few ms;
+one read port then serves both sides. ``n_banks=2`` doubles the memory (and gives the engine
+its own read port) so the front end can run on into the next clip.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
@@ -61,8 +71,45 @@ from ..fixed.ops import Fmt
 from ..fixed.snr import SNR_FMT
 from .common import frame_stream, shape_of
 
-__all__ = ["FeatureBuffer", "FeatureReadSignature", "FeatureStreamer", "stat_widths",
+__all__ = ["FeatCode", "FeatureBuffer", "FeatureReadSignature", "FeatureStreamer", "stat_widths",
            "stats_layout"]
+
+BRAM_COLUMN = 27            # 4K × 27 = three RAMB36 (4K × 9); the rest goes to a 4K × 4 RAMB18
+
+
+@dataclass(frozen=True)
+class FeatCode:
+    """A feature stored in ``bits`` bits as ``x − offset`` (unsigned), or two's complement
+    (``signed``, offset 0)."""
+
+    bits: int
+    offset: int = 0
+    signed: bool = False
+
+    @classmethod
+    def full(cls, fmt: Fmt) -> "FeatCode":
+        return cls(fmt.bits, 0, fmt.signed)
+
+    @classmethod
+    def for_range(cls, lo: int, hi: int, fmt: Fmt, bits: int = 15,
+                  align: int = 12) -> "FeatCode":
+        """The narrowest code for features known to lie in [lo, hi]: ``bits`` bits with an
+        offset that is a multiple of 2**align (so decoding adds only to the top bits), or the
+        full format if the range does not fit."""
+        if 0 <= lo and hi < 1 << bits:
+            return cls(bits)
+        off = (lo >> align) << align
+        if hi - off < 1 << bits:
+            return cls(bits, off)
+        return cls.full(fmt)
+
+    def encode(self, x):
+        return (x - self.offset)[:self.bits] if self.offset else x[:self.bits]
+
+    def decode(self, v):
+        if self.signed:
+            return v.as_signed()
+        return v + self.offset if self.offset else v
 
 
 def stat_widths(feat_fmt: Fmt, n_frames: int) -> tuple[int, int]:
@@ -97,114 +144,130 @@ def FeatureReadSignature(*, n_frames: int = 101, n_mels: int = 40, feat_fmt: Fmt
 
 
 class FeatureBuffer(wiring.Component):
-    """Stores a clip's features and SNR values; Σx and Σx² per band; random-access reads."""
+    """Stores a clip's features and SNR values; Σx and Σx² per band; random-access reads.
+
+    ``code`` (default: the feature format itself) says how features are stored; ``min_words``
+    makes the memory at least that deep (the engine's scratch use on short test clips).
+    """
 
     def __init__(self, *, feat_fmt: Fmt, n_frames: int = 101, n_mels: int = 40,
-                 snr_fmt: Fmt = SNR_FMT, n_banks: int = 2):
+                 snr_fmt: Fmt = SNR_FMT, n_banks: int = 1, code: FeatCode | None = None,
+                 min_words: int = 0):
         if n_banks not in (1, 2):
             raise ValueError("n_banks must be 1 or 2")
         self.feat_fmt, self.snr_fmt = feat_fmt, snr_fmt
         self.n_frames, self.n_mels, self.n_banks = n_frames, n_mels, n_banks
+        self.code = code or FeatCode.full(feat_fmt)
+        self.word_bits = self.code.bits + snr_fmt.bits
+        self.words = max(n_frames * n_mels, min_words)
         self.sum_width, self.sq_width = stat_widths(feat_fmt, n_frames)
         super().__init__({
-            "i_feat": In(frame_stream(shape_of(feat_fmt))),
-            "i_snr": In(frame_stream(shape_of(snr_fmt))),
-            "clip_start": In(1),
+            "wr_ok": Out(1),
+            "done": In(1),
+            "addr": In(range(self.words)),
+            "wdata": In(self.word_bits),
+            "we": In(1),
+            "re": In(1),
+            "rdata": Out(self.word_bits),
+            "stat_en": In(1),
+            "stat_m": In(range(n_mels)),
+            "stat_x": In(shape_of(feat_fmt)),
+            "stat_first": In(1),
             "rd": In(FeatureReadSignature(n_frames=n_frames, n_mels=n_mels, feat_fmt=feat_fmt,
                                           snr_fmt=snr_fmt)),
         })
 
     def elaborate(self, platform):
         m = Module()
-        T, n, B = self.n_frames, self.n_mels, self.n_banks
-        words = T * n
-        aw = max(1, (words - 1).bit_length())
+        n, B, W = self.n_mels, self.n_banks, self.word_bits
+        aw = max(1, (self.words - 1).bit_length())
         mb = max(1, (n - 1).bit_length())
-
-        def bank_addr(offset, bank, width):
-            return Cat(offset[:width], bank) if B == 2 else offset[:width]
-
-        depth = (B << aw) if B == 2 else words
-        sdepth = (B << mb) if B == 2 else n
-        feat_mem = Memory(shape=shape_of(self.feat_fmt), depth=depth, init=[])
-        snr_mem = Memory(shape=shape_of(self.snr_fmt), depth=depth, init=[])
-        sum_mem = Memory(shape=signed(self.sum_width), depth=sdepth, init=[])
-        sq_mem = Memory(shape=unsigned(self.sq_width), depth=sdepth, init=[])
-        m.submodules.feat_mem, m.submodules.snr_mem = feat_mem, snr_mem
-        m.submodules.sum_mem, m.submodules.sq_mem = sum_mem, sq_mem
-        fw, fr = feat_mem.write_port(), feat_mem.read_port()
-        sw, sr = snr_mem.write_port(), snr_mem.read_port()
-        sumw, sumr_w, sumr_r = sum_mem.write_port(), sum_mem.read_port(), sum_mem.read_port()
-        sqw, sqr_w, sqr_r = sq_mem.write_port(), sq_mem.read_port(), sq_mem.read_port()
+        rd = self.rd
 
         full = Signal(B)
         wbank, rbank = Signal(), Signal()
 
-        # ---- writers: one per stream, with (frame, band, linear address) counters
-        def writer(name, stream, wport):
-            t = Signal(range(T), name=f"{name}_t")
-            mm = Signal(range(n), name=f"{name}_m")
-            addr = Signal(range(words), name=f"{name}_addr")
-            done = Signal(name=f"{name}_done")
-            take = Signal(name=f"{name}_take")
-            m.d.comb += [stream.ready.eq(~done & ~full.bit_select(wbank, 1)),
-                         take.eq(stream.valid & stream.ready),
-                         wport.addr.eq(bank_addr(addr, wbank, aw)),
-                         wport.data.eq(stream.payload.data), wport.en.eq(take)]
-            with m.If(take):
-                m.d.sync += [addr.eq(addr + 1), mm.eq(Mux(mm == n - 1, 0, mm + 1))]
-                with m.If(mm == n - 1):
-                    m.d.sync += t.eq(t + 1)
-                    with m.If(t == T - 1):
-                        m.d.sync += [done.eq(1), t.eq(0), addr.eq(0)]
-            return t, mm, addr, done, take
+        def bank(addr, bk, width):
+            return Cat(addr[:width], bk) if B == 2 else addr
 
-        ft, fm, faddr, fdone, ftake = writer("feat", self.i_feat, fw)
-        st, sm, saddr, sdone, _stake = writer("snr", self.i_snr, sw)
+        # ---- features + SNR, in BRAM-shaped columns
+        depth = (2 << aw) if B == 2 else self.words
+        raddr = Signal(range(self.words))
+        # t·n as shifted copies of t (one per set bit of n: 2 for n = 40), not a multiplier
+        m.d.comb += raddr.eq(sum(rd.t << k for k in range(n.bit_length()) if (n >> k) & 1)
+                             + rd.m)
+        cols = [(0, min(BRAM_COLUMN, W))] + ([(BRAM_COLUMN, W)] if W > BRAM_COLUMN else [])
+        rd_word, eng_word = [], []
+        for k, (lo, hi) in enumerate(cols):
+            mem = Memory(shape=unsigned(hi - lo), depth=depth, init=[],
+                         attrs={"ram_style": "block"})
+            m.submodules[f"words{k}"] = mem
+            wp = mem.write_port()
+            m.d.comb += [wp.addr.eq(bank(self.addr, wbank, aw)), wp.data.eq(self.wdata[lo:hi]),
+                         wp.en.eq(self.we)]
+            rp = mem.read_port(transparent_for=())
+            if B == 1:      # one port: the back end's while a clip is full, else the engine's
+                m.d.comb += [rp.addr.eq(Mux(full[0], raddr, self.addr)),
+                             rp.en.eq(Mux(full[0], rd.en, self.re))]
+                rd_word.append(rp.data)
+                eng_word.append(rp.data)
+            else:
+                ep = mem.read_port(transparent_for=())
+                m.d.comb += [rp.addr.eq(bank(raddr, rbank, aw)), rp.en.eq(rd.en),
+                             ep.addr.eq(bank(self.addr, wbank, aw)), ep.en.eq(self.re)]
+                rd_word.append(rp.data)
+                eng_word.append(ep.data)
+        rdw = Cat(*rd_word)
+        m.d.comb += [self.rdata.eq(Cat(*eng_word)),
+                     rd.feat.eq(self.code.decode(rdw[:self.code.bits])),
+                     rd.snr.eq(rdw[self.code.bits:])]
 
-        # ---- statistics: read-modify-write per accepted feature (band m recurs n values later)
-        x = self.i_feat.payload.data
-        m.d.comb += [sumr_w.addr.eq(bank_addr(fm, wbank, mb)),
-                     sqr_w.addr.eq(bank_addr(fm, wbank, mb))]
-        pv, px, pm, pfirst = Signal(), Signal.like(x), Signal(range(n)), Signal()
-        m.d.sync += pv.eq(ftake)
-        with m.If(ftake):
-            m.d.sync += [px.eq(x), pm.eq(fm), pfirst.eq(ft == 0)]
-        sq = px * px
-        m.d.comb += [
-            sumw.addr.eq(bank_addr(pm, wbank, mb)), sqw.addr.eq(bank_addr(pm, wbank, mb)),
-            sumw.data.eq(Mux(pfirst, 0, sumr_w.data) + px),
-            sqw.data.eq(Mux(pfirst, 0, sqr_w.data) + sq),
-            sumw.en.eq(pv), sqw.en.eq(pv),
-        ]
+        # ---- statistics: Σx in one adder, Σx² in a DSP48E1 (x·x + previous), LUT RAM
+        sdepth = n * B if B == 1 else 2 << mb
+        sum_mem = Memory(shape=signed(self.sum_width), depth=sdepth, init=[])
+        sq_mem = Memory(shape=unsigned(self.sq_width), depth=sdepth, init=[])
+        m.submodules.sum_mem, m.submodules.sq_mem = sum_mem, sq_mem
+        sum_w, sq_w = sum_mem.write_port(), sq_mem.write_port()
+        sidx = bank(self.stat_m, wbank, mb)
+        ridx = bank(rd.m, rbank, mb)
+        if B == 1:
+            sum_r, sq_r = sum_mem.read_port(domain="comb"), sq_mem.read_port(domain="comb")
+            m.d.comb += [sum_r.addr.eq(Mux(full[0], ridx, sidx)),
+                         sq_r.addr.eq(Mux(full[0], ridx, sidx))]
+            sum_rd, sq_rd = sum_r, sq_r
+        else:
+            sum_r, sq_r = sum_mem.read_port(domain="comb"), sq_mem.read_port(domain="comb")
+            sum_rd, sq_rd = sum_mem.read_port(domain="comb"), sq_mem.read_port(domain="comb")
+            m.d.comb += [sum_r.addr.eq(sidx), sq_r.addr.eq(sidx),
+                         sum_rd.addr.eq(ridx), sq_rd.addr.eq(ridx)]
+        x = self.stat_x
+        m.d.comb += [sum_w.addr.eq(sidx), sum_w.en.eq(self.stat_en),
+                     sum_w.data.eq(Mux(self.stat_first, 0, sum_r.data) + x)]
+        x1, c1 = Signal.like(x), Signal(unsigned(self.sq_width))
+        v1, v2 = Signal(), Signal()
+        i1, i2 = Signal(sidx.shape()), Signal(sidx.shape())
+        m.d.sync += [x1.eq(x), c1.eq(Mux(self.stat_first, 0, sq_r.data)), v1.eq(self.stat_en),
+                     i1.eq(sidx), v2.eq(v1), i2.eq(i1)]
+        p = Signal(unsigned(self.sq_width))
+        m.d.sync += p.eq(x1 * x1 + c1)
+        m.d.comb += [sq_w.addr.eq(i2), sq_w.data.eq(p), sq_w.en.eq(v2)]
+        with m.If(rd.en):
+            m.d.sync += [rd.sum.eq(sum_rd.data), rd.sq.eq(sq_rd.data)]
 
-        # ---- clip complete → hand the bank over
-        with m.If(fdone & sdone & ~pv):
-            m.d.sync += [fdone.eq(0), sdone.eq(0), full.bit_select(wbank, 1).eq(1)]
+        # ---- banks: `done` hands the bank over once the statistics pipeline has drained
+        done_d = Signal(3)
+        m.d.sync += done_d.eq(Cat(self.done, done_d[:2]))
+        m.d.comb += [self.wr_ok.eq(~full.bit_select(wbank, 1) & ~done_d.any()),
+                     rd.full.eq(full.bit_select(rbank, 1))]
+        with m.If(done_d[2]):
+            m.d.sync += full.bit_select(wbank, 1).eq(1)
             if B == 2:
                 m.d.sync += wbank.eq(~wbank)
-        with m.If(self.clip_start):
-            m.d.sync += [fdone.eq(0), sdone.eq(0), ft.eq(0), fm.eq(0), faddr.eq(0),
-                         st.eq(0), sm.eq(0), saddr.eq(0), pv.eq(0)]
-
-        # ---- read side
-        rd = self.rd
-        m.d.comb += rd.full.eq(full.bit_select(rbank, 1))
         with m.If(rd.release & rd.full):
             m.d.sync += full.bit_select(rbank, 1).eq(0)
             if B == 2:
                 m.d.sync += rbank.eq(~rbank)
-        raddr = Signal(range(words))
-        # t·n as shifted copies of t (one per set bit of n: 2 for n = 40), not a multiplier
-        m.d.comb += raddr.eq(sum(rd.t << k for k in range(n.bit_length()) if (n >> k) & 1) + rd.m)
-        for port in (fr, sr):
-            m.d.comb += [port.addr.eq(bank_addr(raddr, rbank, aw)), port.en.eq(rd.en)]
-        for port in (sumr_r, sqr_r):
-            m.d.comb += [port.addr.eq(bank_addr(rd.m, rbank, mb)), port.en.eq(rd.en)]
-        m.d.comb += [rd.feat.eq(fr.data), rd.snr.eq(sr.data),
-                     rd.sum.eq(sumr_r.data), rd.sq.eq(sqr_r.data)]
         return m
-
 
 class FeatureStreamer(wiring.Component):
     """Reads each complete clip of a :class:`FeatureBuffer` out as streams, then releases it.

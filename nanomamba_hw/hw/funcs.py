@@ -469,7 +469,8 @@ class FuncOp:
     """One operation of a :class:`FuncUnit`, defined bit for bit by ``fixed.funcs``.
 
     - ``log2``: ``LOG2(x, in_frac)`` of an unsigned integer (``zero_value`` for 0);
-    - ``exp2``: ``min(shift_round(mant(y), floor(y / 2**16) + shift) + add, cap)`` — that is
+    - ``exp2`` of ``y = x − sub``: ``min(shift_round(mant(y), floor(y / 2**16) + shift) + add,
+      cap)`` — that is
       ``EXP2(y, out_fmt)`` with ``out_fmt.frac = EXP_MANT + shift`` before saturation, plus an
       addend supplied with the operand, clamped above at ``cap``. ``EXP2(y, fmt)`` itself is
       ``min(·, fmt.max_int)`` with ``add = 0``; an integer offset ``k`` on ``y`` is ``shift + k``;
@@ -494,14 +495,16 @@ class FuncOp:
     def pwl(cls, table: F.PWLTable) -> "FuncOp":
         return cls("pwl", table=table)
 
-    def reference(self, x, add=0):
-        """The operation on numpy integers, from the fixed model's functions."""
+    def reference(self, x, add=0, sub=0):
+        """The operation on numpy integers, from the fixed model's functions (exp2 of
+        ``x − sub``)."""
         x = np.asarray(x, dtype=np.int64)
         if self.kind == "log2":
             return F.LOG2(x, self.in_frac)
         if self.kind == "exp2":
             wide = Fmt(62, F.EXP_MANT + self.shift, signed=False)
-            return np.minimum(F.EXP2(x, wide) + np.asarray(add, dtype=np.int64), self.cap)
+            y = x - np.asarray(sub, dtype=np.int64)
+            return np.minimum(F.EXP2(y, wide) + np.asarray(add, dtype=np.int64), self.cap)
         return self.table(x)
 
 
@@ -552,6 +555,7 @@ class FuncUnit(wiring.Component):
         self.log_width, self.exp_width, self.add_width = log_width, exp_width, add_width
         pwl_bits = [op.table.in_fmt.bits for op in ops if op.kind == "pwl"]
         self.x_width = max([log_width + 1, exp_width] + pwl_bits)
+        self.sub_width = exp_width
         # table layout
         self._bases, entries = {}, []
         if any(op.kind == "log2" for op in ops):
@@ -570,6 +574,7 @@ class FuncUnit(wiring.Component):
             "i_op": In(range(max(2, len(ops)))),
             "i_x": In(signed(self.x_width)),
             "i_add": In(signed(add_width)),
+            "i_sub": In(signed(self.sub_width)),
             "o_lp": Out(signed(LOG_OUT_WIDTH)),
             "o_lp_valid": Out(1),
             "o_exp": Out(signed(self.EXP_OUT_WIDTH)),
@@ -614,6 +619,7 @@ class FuncUnit(wiring.Component):
         op1 = stage("op1", self.i_op.shape(), self.i_op)
         x1 = stage("x1", signed(self.x_width), self.i_x)
         add1 = stage("add1", signed(self.add_width), self.i_add)
+        sub1 = stage("sub1", signed(self.sub_width), self.i_sub)
 
         # ---- cycle 1: log2 coarse shift; exp2 split; pwl offset/clamp
         xx = Signal(48)
@@ -624,7 +630,9 @@ class FuncUnit(wiring.Component):
         xs = Signal(32)
         m.d.comb += xs.eq(Mux(z32, xx[:16] << 16, Mux(z16, xx[:32], xx[16:])))
 
-        ipart = x1 >> F.LOG_FRAC
+        y1 = Signal(signed(self.exp_width))
+        m.d.comb += y1.eq(x1 - sub1)
+        ipart = y1 >> F.LOG_FRAC
         L = Signal(signed(max(8, self.exp_width - F.LOG_FRAC + 3)))
         lshift = per_op("lshift", signed(8), lambda op: op.shift + 18 if op.kind == "exp2" else None)
         m.d.comb += L.eq(ipart + lshift(op1))
@@ -649,8 +657,8 @@ class FuncUnit(wiring.Component):
         add2 = stage("add2", add1.shape(), add1)
         xs2 = stage("xs2", 32, xs)
         sh1_2 = stage("sh1_2", 2, sh1)
-        idx2 = stage("idx2", 9, Mux(is_exp1, x1[R:F.LOG_FRAC], idx_p))
-        rem2 = stage("rem2", R, Mux(is_exp1, x1[:R], rem_p))
+        idx2 = stage("idx2", 9, Mux(is_exp1, y1[R:F.LOG_FRAC], idx_p))
+        rem2 = stage("rem2", R, Mux(is_exp1, y1[:R], rem_p))
         above2 = stage("above2", 1, above_p)
         lneg2 = stage("lneg2", 1, L < 0)
         lbig2 = stage("lbig2", 1, L > self._LMAX)

@@ -1,4 +1,5 @@
-"""Frequency floor + DualPCEN v1: mel frames in, features out, = ``fixed.frontend.dual_pcen``.
+"""Frequency floor + DualPCEN v1 as the front-end pass of the spectral engine,
+= ``fixed.frontend.dual_pcen``.
 
 What it computes (per band m, frame t; ``fixed/frontend.py`` has the formulas)
 -----------------------------------------------------------------------------
@@ -7,418 +8,327 @@ What it computes (per band m, frame t; ``fixed/frontend.py`` has the formulas)
 ``v = sat(exp2(log2 E − round(α·log2(M + 1, 20) / 2**16)) + δ)`` (GAIN_FMT),
 ``out = sat(exp2(round(r·log2 v / 2**16)) − δ^r)`` (PCEN_FMT); the routing gate
 ``g = σ(gate_temp·(SF' − 0.5))`` from the frame's spectral flatness (and, with routing
-``"sf+tilt"``, the tilt term);
-``F = sat(round((nonstat + round(g·(stat − nonstat) / 2**15)) / 8))``.
+``"sf+tilt"``, the tilt term); ``F = sat(round((nonstat + round(g·(stat − nonstat) / 2**15)) / 8))``.
 
-How: one log2 unit, one exp2 unit, sequenced in passes
-------------------------------------------------------
-Every transcendental goes through **one** :class:`~nanomamba_hw.hw.funcs.Log2Unit`
-(in_frac 16, 40-bit input; other input scalings are a constant added to the result) and
-**one** :class:`~nanomamba_hw.hw.funcs.Exp2Unit` (out_fmt GAIN_FMT; narrower formats are
-the same unit with the integer part of ``y`` lowered by ``16 − frac`` and a second
-saturation), plus the gate table's :class:`~nanomamba_hw.hw.funcs.PWLUnit`. Per frame:
+How: three passes over the frame's 40 mel values
+------------------------------------------------
+All arithmetic goes through the engine's shared units (the function unit FU, the wide
+multiply-add GMUL ``A·B + K``) and its RAM B, which holds, per band, six words of constants
+(``s``, ``r``; ``−α``, ``δ``; ``−δ^r`` and half of ``floor`` for each expert), the smoother
+states as ``M + 1`` (the ε of ``log2(M + ε)`` is 1 LSB of M_FMT, so storing ``M + 1`` makes the
+log2 operand a stored word: the update ``M' + 1 = (M + 1) + round(s·(16E + 1 − (M + 1)))`` has
+the same form, and the first frame is the same update with ``s = 1.0``), and the frame's mel
+values (written by the bin pipeline, replaced by E in pass 1).
 
-====  =========================================================  =====================
-pass  work                                                       unit uses
-====  =========================================================  =====================
-P0    accept 40 mel values (one per 4 cycles): floor, ΣE, Σlow,  log2 ×120 (+3 tail)
-      Σhigh; both smoothers (state RAM, read-modify-write);
-      log2 E, log2(M_stat + 1), log2(M_nonstat + 1); then
-      log2 ΣE (and log2 of the tilt numerator/denominator)
-P1    v for 80 (expert, band) pairs                              exp2 ×80
-RT    SF (and tilt) by exp2, SF', gate argument, gate table      exp2 ×2, table ×1
-P2    log2 v for the 80 pairs                                    log2 ×80
-P3    v^r − δ^r for the 80 pairs                                 exp2 ×80
-P4    mix of the two experts → ``o``, one band per cycle          —
-====  =========================================================  =====================
+1. **Pass 1** (3 cycles per band): ``E = max(mel, floor)`` back to RAM B; ``ΣE``, ``Σ_high E``
+   (bands 26…39), ``Σ_low E`` (bands 0…12: ΣE after band 12), and ``Σ log2 E`` (FU).
+2. **Gate** (25 cycles): ``mean log2 E`` (GMUL, with ``log2 40`` folded into the rounding
+   constant), ``log2 ΣE`` (FU), SF = exp2 of the difference capped at 1.0 (capping is the
+   model's ``min(·, 0)`` in the exponent: exp2 is monotone); with tilt: ``num = low·14``,
+   ``den = high·13 + num`` (GMUL), ``tilt = exp2(log2 num − log2 den)``,
+   ``SF' = SF + round((1 − SF)·relu(tilt − 0.6))`` (GMUL, the SF term in K); the gate argument
+   ``gate_temp·SF' − gate_temp/2`` (GMUL) and the gate table (FU).
+3. **Pass 2** (a band every 31 cycles, the next band starting while the previous one's last 10
+   steps run): the smoothers (GMUL, ``K = (M + 1)·2¹⁶ + 2¹⁵``), ``log2 E``, ``log2(M + 1)``,
+   ``log2 E − round(α·log2 M)`` (GMUL with ``−α`` and ``K = log2E·2¹⁶ + 2¹⁵ − 1``), exp2 with
+   ``+δ`` added by the FU's output adder, log2 v, ``round(r·log2 v)`` (GMUL), exp2 with
+   ``−δ^r`` added and the PCEN_FMT cap; then the mix (GMUL, the nonstat term in K), the
+   rounding and saturation, and the feature into the feature buffer.
 
-Because the gate needs sums over all 40 bands, the two experts' outputs are buffered (two
-40-entry RAMs) and the mix is emitted only in P4 — the frame's 40 features leave together,
-after the whole frame has been read. Intermediates live in small RAMs indexed by
-(expert, band): log2 E (40), log2 M then log2 v (80, shared), v (80), expert outputs (2×40);
-the smoother state M is 2×40 words kept across frames. The units never stall inside (their
-results go to RAM or registers); only P4's output register waits on ``o.ready``, and the next
-frame's P0 may start while the last feature still waits there.
-
-Cycles per frame with neither side stalling: 160 (P0) + ~10 (tail) + 80+6 (P1) + ~12 (RT)
-+ 80+5 (P2) + 80+6 (P3) + 41 (P4) ≈ 480; measured figures are in ``docs/hw_frontend.md``.
-The smoothers restart at frame 0 of every clip of ``n_frames`` frames (frame counter); a
-synchronous reset (``ResetInserter``) abandons a partial clip.
+A pass takes ``schedule_cycles(40)`` = 1,405 cycles. The smoothers restart at frame 0 of
+every clip (``eng.first_frame``).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import wiring
-from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
+from amaranth.hdl import Cat, Const, Mux, Signal, signed
 
 from ..fixed import frontend as ffe
 from ..fixed.funcs import LOG_FRAC
 from ..fixed.mel import MEL_FMT
-from .common import frame_stream, rom_init, shape_of
-from .funcs import LOG_OUT_WIDTH, Exp2Unit, Log2Unit, PWLUnit, as_signed_value
+from .funcs import FuncOp
 
-__all__ = ["DualPCEN"]
+__all__ = ["DualPCENPass"]
 
-
-def _sat(v, lo: int, hi: int):
-    return Mux(v > hi, hi, Mux(v < lo, lo, v))
-
-
-def _const_mul(v, k: int):
-    """v·k for a small constant k as a sum of shifted copies of v (no multiplier)."""
-    return sum(v << b for b in range(k.bit_length()) if (k >> b) & 1)
+WORDS_PER_BAND = 6
+FLOOR_HALF = 14
+M_BITS = ffe.M_FMT.bits                      # 32
+M_UP = ffe.M_FMT.frac - MEL_FMT.frac         # E → M scale (16E)
 
 
-def _rshift_round(v, s: int):
-    return (v + (1 << (s - 1))) >> s
+def _delay(m, sig, n, name):
+    taps = [sig]
+    for k in range(n):
+        r = Signal.like(sig, name=f"{name}_d{k + 1}")
+        m.d.sync += r.eq(taps[-1])
+        taps.append(r)
+    return taps
 
 
-class DualPCEN(wiring.Component):
-    """Floored mel → DualPCEN features (``FEAT_FMTS["dualpcen"]``), bit-exact with
-    ``fixed.frontend.dual_pcen(params, mel)`` on clips of ``n_frames`` frames."""
+def _twos(v: int, bits: int) -> int:
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    if not lo <= v <= hi:
+        raise ValueError(f"{v} does not fit {bits} signed bits")
+    return v & ((1 << bits) - 1)
 
-    def __init__(self, *, params: ffe.FrontendParams, n_frames: int = 101):
-        if params.kind != "dualpcen":
-            raise ValueError("DualPCEN needs dualpcen front-end parameters")
-        if params.routing not in ("sf", "sf+tilt"):
-            raise ValueError(f"unknown routing {params.routing!r}")
-        self.p = params
-        self.n_frames = n_frames
-        self.n_mels = n = len(params.floor)
-        self.n_low = n // ffe.LOW_BANDS_DIV
-        self.high_start = 2 * n // ffe.LOW_BANDS_DIV
-        self.n_high = n - self.high_start
-        e_max = (1 << MEL_FMT.bits) - 1
-        # log2 inputs: E, M + 1, v, ΣE, tilt numerator and denominator
-        num_max = self.n_low * e_max * self.n_high
-        den_max = num_max + self.n_high * e_max * self.n_low
-        self.log_in_width = max(ffe.GAIN_FMT.bits, ffe.M_FMT.bits, (n * e_max).bit_length(),
-                                den_max.bit_length())
-        super().__init__({
-            "i": In(frame_stream(shape_of(MEL_FMT))),
-            "o": Out(frame_stream(shape_of(ffe.FEAT_FMTS["dualpcen"]))),
-        })
 
-    def elaborate(self, platform):
-        m = Module()
-        p, n = self.p, self.n_mels
-        tilt_on = p.routing == "sf+tilt"
-        mb = max(1, (n - 1).bit_length())           # band field of (expert, band) addresses
-        EW = LOG_OUT_WIDTH + 2                      # exp2 input width (log-domain sums)
-        LW = LOG_OUT_WIDTH
-        up = ffe.M_FMT.frac - MEL_FMT.frac          # E → M scale
-        MW = ffe.M_FMT.bits
-        GW = ffe.GAIN_FMT.bits
-        GW_FRAC = ffe.GAIN_FMT.frac                  # the exp2 unit's output scaling
-        one_sf = ffe.ONE_SF
-        experts = (p.stat, p.nonstat)               # expert 0 = stat, 1 = nonstat
+class DualPCENPass:
+    """The DualPCEN pass of the engine ``eng``: ``run`` (held) → ``done``."""
 
-        # ---- units
-        m.submodules.log2 = log2 = Log2Unit(in_width=self.log_in_width, in_frac=MEL_FMT.frac)
-        m.submodules.exp2 = exp2 = Exp2Unit(in_width=EW, out_fmt=ffe.GAIN_FMT)
-        m.submodules.gate = gate = PWLUnit(ffe.GATE_TABLE)
-        m.d.comb += [log2.o.ready.eq(1), exp2.o.ready.eq(1), gate.o.ready.eq(1)]
+    OPS = {
+        "log2_16": FuncOp.log2(16),                          # E, v, ΣE (MEL/GAIN: frac 16)
+        "log2_20": FuncOp.log2(ffe.M_FMT.frac),              # M + 1
+        "gain": FuncOp.exp2(ffe.GAIN_FMT.frac, cap=ffe.GAIN_FMT.max_int),       # + δ
+        "pow": FuncOp.exp2(ffe.POW_FMT.frac, cap=ffe.PCEN_FMT.max_int),        # − δ^r
+        "sf": FuncOp.exp2(ffe.SF_FMT.frac, cap=ffe.ONE_SF),                    # SF, tilt
+        "gate": FuncOp.pwl(ffe.GATE_TABLE),
+    }
 
-        # ---- constant ROMs (combinational read: LUTs)
-        def rom(name, values, shape):
-            mem = Memory(shape=shape, depth=len(values), init=rom_init(values, shape))
-            m.submodules[name] = mem
-            return mem.read_port(domain="comb")
+    @staticmethod
+    def ram_layout(fe: ffe.FrontendParams) -> list[int]:
+        """Per band 6 constant words, then 2 × 40 smoother words (``M + 1``)."""
+        n = len(fe.floor)
+        if MEL_FMT.frac != ffe.GAIN_FMT.frac or ffe.M_EPS != 1:
+            raise ValueError("the pass assumes MEL and GAIN share frac 16 and M_EPS = 1 LSB")
+        words = []
+        for mb in range(n):
+            fl = int(fe.floor[mb])
+            # E = max(mel, floor) ≥ 1 keeps log2 E finite (never LOG2's zero value), so the
+            # 35-bit Σ log2 E cannot wrap; the model's floor is ≥ 163 LSB (0.05·e⁻³)
+            if not 1 <= fl < 1 << (2 * FLOOR_HALF):
+                raise ValueError("floor out of range")
+            for e, ex in enumerate((fe.stat, fe.nonstat)):
+                s, a, d, r, dr = (int(ex.s[mb]), int(ex.alpha[mb]), int(ex.delta[mb]),
+                                  int(ex.r[mb]), int(ex.delta_r[mb]))
+                if not (0 <= s < 1 << 17 and 0 <= r < 1 << 17 and 0 <= d < 1 << 20):
+                    raise ValueError("PCEN constant out of range")
+                flp = (fl >> (FLOOR_HALF * e)) & ((1 << FLOOR_HALF) - 1)
+                words += [s | (r << 17),
+                          _twos(-a, 18) | ((d & ((1 << 18) - 1)) << 18),
+                          (d >> 18) | (_twos(-dr, 20) << 2) | (flp << 22)]
+        return words + [0] * (2 * n)
 
-        def per_expert(attr):
-            vals = np.zeros(2 << mb, dtype=np.int64)
-            for e, ex in enumerate(experts):
-                vals[(e << mb):(e << mb) + n] = getattr(ex, attr)
-            return vals
+    P2_STEPS = 31                            # cycles per band in pass 2
+    GATE_STEPS = 25                          # cycles of the gate computation
 
-        coef = shape_of(ffe.PCEN_COEF_FMT)
-        floor_rom = rom("floor", p.floor, shape_of(MEL_FMT))
-        s_rom = rom("s", per_expert("s"), coef)
-        alpha_rom = rom("alpha", per_expert("alpha"), coef)
-        r_rom = rom("r", per_expert("r"), coef)
-        delta_rom = rom("delta", per_expert("delta"), shape_of(ffe.DELTA_FMT))
-        dr_rom = rom("delta_r", per_expert("delta_r"), shape_of(ffe.PCEN_FMT))
+    @classmethod
+    def schedule_cycles(cls, n_mels: int) -> int:
+        """Cycles of one pass (``run`` high up to and including ``done``): 1 (IDLE) + pass 1
+        (a band every 3 cycles, 8 more for the last one's log2 E to reach Σ log2 E, 1 to leave:
+        3·(n − 1) + 10) + the gate (25) + pass 2 (31 per band, then the last band's 11-cycle
+        tail) + 1 (END, ``done``) = 34·n + 45."""
+        return 1 + 3 * (n_mels - 1) + 10 + cls.GATE_STEPS + cls.P2_STEPS * n_mels + 11 + 1
 
-        # ---- RAMs
-        def ram(name, shape, depth):
-            mem = Memory(shape=shape, depth=depth, init=[])
-            m.submodules[name] = mem
-            return mem.write_port(), mem.read_port()
+    def __init__(self, eng):
+        m = eng.m
+        fe = eng.params.frontend
+        self.run = Signal(name="pcen_run")
+        self.done = Signal(name="pcen_done")
+        n = eng.n_mels
+        n_low = n // ffe.LOW_BANDS_DIV
+        high_start = 2 * n // ffe.LOW_BANDS_DIV
+        n_high = n - high_start
+        tilt_on = fe.routing == "sf+tilt"
+        rb, rbw, fu = eng.rb, eng.rb_w, eng.fu
+        CB = eng.FE_BASE
+        MB = eng.FE_BASE + WORDS_PER_BAND * n
+        EB = eng.MEL_BASE
+        gp = eng.g_p
+        E_BITS = MEL_FMT.bits
 
-        Mw = [ram(f"M{e}", unsigned(MW), n) for e in range(2)]        # smoother state
-        le_w, le_r = ram("logE", signed(LW), n)
-        lx_w, lx_r = ram("logx", signed(LW), 2 << mb)                  # log2 M, then log2 v
-        v_w, v_r = ram("v", unsigned(GW), 2 << mb)
-        out_w = [ram(f"out{e}", shape_of(ffe.PCEN_FMT), n) for e in range(2)]
-
-        # ---- frame bookkeeping
-        t = Signal(range(self.n_frames))
-        first_frame = Signal()
-        m.d.comb += first_frame.eq(t == 0)
-
-        # ---- pass counters shared by P1/P2/P3: issue (ie, im), stage 1 (e1, m1), writes (we, wm)
-        irun = Signal()
-        ie, im = Signal(), Signal(range(n))
-        issue = Signal()
-        v1, e1, m1 = Signal(), Signal(), Signal(range(n))
-        m.d.sync += [v1.eq(issue), e1.eq(ie), m1.eq(im)]
-        with m.If(issue):
-            m.d.sync += im.eq(Mux(im == n - 1, 0, im + 1))
-            with m.If(im == n - 1):
-                m.d.sync += ie.eq(~ie)
-                with m.If(ie):
-                    m.d.sync += irun.eq(0)
-        we, wm = Signal(), Signal(range(n + 1))
-        wlast = Signal()
-        m.d.comb += wlast.eq(we & (wm == n - 1))
-
-        def advance_write():
-            m.d.sync += wm.eq(Mux(wm == n - 1, 0, wm + 1))
-            with m.If(wm == n - 1):
-                m.d.sync += we.eq(~we)
-
-        def start_pass():
-            m.d.sync += [irun.eq(1), ie.eq(0), im.eq(0), we.eq(0), wm.eq(0)]
-
-        ad1 = Cat(m1, e1)                   # (expert, band) address at stage 1
-        adw = Cat(wm[:mb], we)              # ... at the write side
-        m.d.comb += [le_r.addr.eq(im), lx_r.addr.eq(Cat(im, ie)), v_r.addr.eq(Cat(im, ie)),
-                     alpha_rom.addr.eq(ad1), r_rom.addr.eq(ad1),
-                     delta_rom.addr.eq(adw), dr_rom.addr.eq(adw)]
-
-        # ---- P0: input, smoothers, first log2s
-        ph = Signal(2)
-        mcnt = Signal(range(n))
-        m_in = Mux(self.i.payload.first, 0, mcnt)
-        E_r = Signal(unsigned(MEL_FMT.bits))
-        m_r = Signal(range(n))
-        sumE = Signal(unsigned((n * ((1 << MEL_FMT.bits) - 1)).bit_length()))
-        low, high = Signal.like(sumE), Signal.like(sumE)
-        mel_in = self.i.payload.data
-        E_in = Signal(unsigned(MEL_FMT.bits))
-        m.d.comb += [floor_rom.addr.eq(m_in),
-                     E_in.eq(Mux(mel_in > floor_rom.data, mel_in, floor_rom.data))]
-        # One smoother datapath (one multiplier): expert 0 at ph 1, expert 1 at ph 2. The state
-        # RAMs are read at the accept (ph 0) and keep that address until the band is done.
-        for e in range(2):
-            m.d.comb += Mw[e][1].addr.eq(Mux(ph == 0, m_in, m_r))
-        E4 = Signal(unsigned(MW))
-        m.d.comb += E4.eq(E_r << up)
-        Mn = [Signal(unsigned(MW), name=f"Mn{e}") for e in range(2)]
-        sel = Signal()
-        m.d.comb += [sel.eq(ph == 2), s_rom.addr.eq(Cat(m_r, sel))]
-        M_old = Mux(sel, Mw[1][1].data, Mw[0][1].data)
-        d = as_signed_value(E4) - as_signed_value(M_old)
-        Mnew = Signal(unsigned(MW))
-        m.d.comb += Mnew.eq(Mux(first_frame, E4,
-                                M_old + _rshift_round(d * s_rom.data, ffe.PCEN_COEF_FMT.frac)))
-        for e in range(2):
-            m.d.comb += [Mw[e][0].addr.eq(m_r), Mw[e][0].data.eq(Mnew)]
-
-        # log2 output routing during P0: (wm0 band, ws0 which)
-        wm0 = Signal(range(n + 1))
-        ws0 = Signal(range(3))
-        slog = Signal(signed(LW + n.bit_length() + 1))
-        lsum, lnum, lden = Signal(signed(LW)), Signal(signed(LW)), Signal(signed(LW))
-        num_max = self.n_low * ((1 << MEL_FMT.bits) - 1) * self.n_high
-        num_r = Signal(unsigned(num_max.bit_length()))
-        m_adj = (ffe.M_FMT.frac - MEL_FMT.frac) << LOG_FRAC   # log2(M, 20) = raw − 4·2**16
-        n_rt = 3 if tilt_on else 1
-
-        def p0_log_out():
-            o = log2.o.payload
-            with m.If(log2.o.valid):
-                m.d.sync += ws0.eq(Mux(ws0 == 2, 0, ws0 + 1))
-                with m.If(ws0 == 2):
-                    m.d.sync += wm0.eq(wm0 + 1)
-                with m.If(wm0 < n), m.Switch(ws0):
-                    with m.Case(0):
-                        m.d.comb += [le_w.en.eq(1), le_w.addr.eq(wm0), le_w.data.eq(o)]
-                        m.d.sync += slog.eq(Mux(wm0 == 0, 0, slog) + o)
-                    with m.Case(1):
-                        m.d.comb += [lx_w.en.eq(1), lx_w.addr.eq(Cat(wm0[:mb], 0)),
-                                     lx_w.data.eq(o - m_adj)]
-                    with m.Case(2):
-                        m.d.comb += [lx_w.en.eq(1), lx_w.addr.eq(Cat(wm0[:mb], 1)),
-                                     lx_w.data.eq(o - m_adj)]
-                with m.Else(), m.Switch(ws0):
-                    with m.Case(0):
-                        m.d.sync += lsum.eq(o)
-                    with m.Case(1):
-                        m.d.sync += lnum.eq(o)
-                    with m.Case(2):
-                        m.d.sync += lden.eq(o)
-
-        # ---- routing values
-        mean_log = Signal(signed(LW + 2))
-        m.d.comb += mean_log.eq(_rshift_round(slog * ffe.mean_recip(n), ffe.MEAN_FRAC))
-        log_n = ffe.log2_const(n)
-        lsf = Signal(signed(LW + 3))
-        m.d.comb += lsf.eq(mean_log - (lsum - log_n))
-        y_sf = Signal(signed(EW))
-        m.d.comb += y_sf.eq(Mux(lsf > 0, 0, lsf) - ((GW_FRAC - ffe.SF_FMT.frac) << LOG_FRAC))
-        y_tilt = Signal(signed(EW))
-        m.d.comb += y_tilt.eq(lnum - lden - ((GW_FRAC - ffe.TILT_RAW_FMT.frac) << LOG_FRAC))
-        sf_r = Signal(unsigned(ffe.SF_FMT.bits))
-        tilt_r = Signal(unsigned(ffe.SF_FMT.bits))
-        sfp_r = Signal(unsigned(ffe.SF_FMT.bits))
-        g_r = Signal(shape_of(ffe.SF_FMT))
-        rc = Signal(range(3))
-        ro = Signal(range(3))
-        eo = exp2.o.payload
-        sf_max = ffe.SF_FMT.max_int
-        tr_max = ffe.TILT_RAW_FMT.max_int
-        sf_val = Mux(eo > sf_max, sf_max, eo)
-        tr_val = Mux(num_r == 0, 0, Mux(eo > tr_max, tr_max, eo))
-        relu = Signal(unsigned(ffe.SF_FMT.bits))
-        m.d.comb += relu.eq(Mux(tilt_r > ffe.TILT_THRESHOLD, tilt_r - ffe.TILT_THRESHOLD, 0))
-        sfp = sf_r + _rshift_round((one_sf - sf_r) * relu, ffe.SF_FMT.frac) if tilt_on else sf_r
+        p1_m = Signal(range(n + 1))
+        p1_ph = Signal(range(3))
+        p1_issue = Signal()
+        pv = _delay(m, p1_issue, 8, "p1v")
+        pm = _delay(m, p1_m, 8, "p1m")
+        sumE = Signal(range(n << E_BITS))
+        low = Signal.like(sumE)
+        high = Signal.like(sumE)
+        slog = Signal(signed(LOG_FRAC + 12 + n.bit_length() + 1))
+        g = Signal(range(32))
+        meanr = Signal(signed(34))
+        num_r = Signal(range((n_low * n_high) << E_BITS))
+        num_zero = Signal()
+        lnum = Signal(signed(32))
+        sf_r = Signal(range(ffe.ONE_SF + 1))
+        g_r = Signal(range(ffe.ONE_SF + 1))
+        mfr = ffe.MEAN_FRAC
+        k_mean = (1 << (mfr - 1)) + (ffe.log2_const(n) << mfr)
         sh_arg = ffe.GATE_TEMP_FMT.frac + ffe.SF_FMT.frac - ffe.GATE_ARG_FMT.frac
-        arg = _rshift_round(p.gate_temp * (as_signed_value(sfp_r) - one_sf // 2), sh_arg)
+        k_arg = (1 << (sh_arg - 1)) - (ffe.ONE_SF // 2) * int(fe.gate_temp)
         af = ffe.GATE_ARG_FMT
-        m.d.comb += gate.i.payload.eq(_sat(arg, af.min_int, af.max_int))
-
-        # ---- P1/P3 exp2 inputs, P2 log2 input
-        # one multiplier for α·log2 M (P1) and r·log2 v (P3)
-        in_p3 = Signal()
-        scaled = Signal(signed(EW))
-        m.d.comb += scaled.eq(_rshift_round(lx_r.data * Mux(in_p3, r_rom.data, alpha_rom.data),
-                                            ffe.PCEN_COEF_FMT.frac))
-        y_gain = Signal(signed(EW))
-        m.d.comb += y_gain.eq(le_r.data - scaled)
-        y_pow = Signal(signed(EW))
-        m.d.comb += y_pow.eq(scaled - ((GW_FRAC - ffe.POW_FMT.frac) << LOG_FRAC))
-        v_new = eo + delta_rom.data
-        pw = Mux(eo > ffe.POW_FMT.max_int, ffe.POW_FMT.max_int, eo)
-        pcen_out = as_signed_value(pw) - dr_rom.data
-        pf = ffe.PCEN_FMT
-
-        # ---- P4: mix and output (pipeline with o's backpressure)
-        en = Signal()
-        m.d.comb += en.eq(~self.o.valid | self.o.ready)
-        prun, pm = Signal(), Signal(range(n))
-        pv1, pm1 = Signal(), Signal(range(n))
-        out_r = [out_w[e][1] for e in range(2)]
-        for e in range(2):
-            m.d.comb += [out_r[e].addr.eq(pm), out_r[e].en.eq(en)]
-        stat, non = out_r[0].data, out_r[1].data
-        mix = non + _rshift_round(g_r * (stat - non), ffe.SF_FMT.frac)
-        ff = ffe.FEAT_FMTS["dualpcen"]
-        feat = _rshift_round(mix, pf.frac - ff.frac)
-        with m.If(en):
-            m.d.sync += [pv1.eq(prun), pm1.eq(pm), self.o.valid.eq(pv1)]
-            with m.If(prun):
-                m.d.sync += pm.eq(pm + 1)
-                with m.If(pm == n - 1):
-                    m.d.sync += [prun.eq(0), pm.eq(0)]
-            with m.If(pv1):
-                m.d.sync += [self.o.payload.data.eq(_sat(feat, ff.min_int, ff.max_int)),
-                             self.o.payload.first.eq(pm1 == 0),
-                             self.o.payload.last.eq(pm1 == n - 1)]
-
-        with m.FSM():
-            with m.State("P0"):
-                p0_log_out()
-                with m.Switch(ph):
-                    with m.Case(0):
-                        m.d.comb += self.i.ready.eq(1)
-                        with m.If(self.i.valid):
-                            lo_in = Mux(m_in < self.n_low, E_in, 0)
-                            hi_in = Mux(m_in >= self.high_start, E_in, 0)
-                            first_band = m_in == 0
-                            m.d.sync += [E_r.eq(E_in), m_r.eq(m_in), ph.eq(1),
-                                         sumE.eq(Mux(first_band, 0, sumE) + E_in),
-                                         low.eq(Mux(first_band, 0, low) + lo_in),
-                                         high.eq(Mux(first_band, 0, high) + hi_in)]
-                    with m.Case(1):
-                        m.d.comb += [log2.i.valid.eq(1), log2.i.payload.eq(E_r), Mw[0][0].en.eq(1)]
-                        m.d.sync += [Mn[0].eq(Mnew), ph.eq(2)]
-                    with m.Case(2):
-                        m.d.comb += [log2.i.valid.eq(1), log2.i.payload.eq(Mn[0] + ffe.M_EPS),
-                                     Mw[1][0].en.eq(1)]
-                        m.d.sync += [Mn[1].eq(Mnew), ph.eq(3)]
-                    with m.Case(3):
-                        m.d.comb += [log2.i.valid.eq(1), log2.i.payload.eq(Mn[1] + ffe.M_EPS)]
-                        m.d.sync += [ph.eq(0), mcnt.eq(Mux(m_r == n - 1, 0, m_r + 1))]
-                        with m.If(m_r == n - 1):
-                            m.d.sync += [rc.eq(0), num_r.eq(_const_mul(low, self.n_high))]
-                            m.next = "P0_TAIL"
-            with m.State("P0_TAIL"):
-                p0_log_out()
-                with m.If(rc < n_rt):
-                    m.d.sync += rc.eq(rc + 1)
-                    m.d.comb += log2.i.valid.eq(1)
-                    with m.Switch(rc):
-                        with m.Case(0):
-                            m.d.comb += log2.i.payload.eq(sumE)
-                        with m.Case(1):
-                            m.d.comb += log2.i.payload.eq(num_r)
-                        with m.Case(2):
-                            m.d.comb += log2.i.payload.eq(num_r + _const_mul(high, self.n_low))
-                with m.If(log2.o.valid & (wm0 == n) & (ws0 == n_rt - 1)):
-                    start_pass()
+        k = Signal(range(31))
+        cm = Signal(range(n + 2))
+        with m.FSM(name="pcen"):
+            with m.State("IDLE"):
+                with m.If(self.run):
                     m.next = "P1"
+            # ---------------------------------------------------------------- pass 1
             with m.State("P1"):
-                m.d.comb += issue.eq(irun)
-                m.d.comb += [exp2.i.valid.eq(v1), exp2.i.payload.eq(y_gain)]
-                with m.If(exp2.o.valid):
-                    m.d.comb += [v_w.en.eq(1), v_w.addr.eq(adw),
-                                 v_w.data.eq(Mux(v_new > ffe.GAIN_FMT.max_int,
-                                                 ffe.GAIN_FMT.max_int, v_new))]
-                    advance_write()
-                    with m.If(wlast):
-                        m.d.sync += [rc.eq(0), ro.eq(0)]
-                        m.next = "RT_EXP"
-            with m.State("RT_EXP"):
-                with m.If(rc < (2 if tilt_on else 1)):
-                    m.d.sync += rc.eq(rc + 1)
-                    m.d.comb += [exp2.i.valid.eq(1),
-                                 exp2.i.payload.eq(Mux(rc == 0, y_sf, y_tilt))]
-                with m.If(exp2.o.valid):
-                    m.d.sync += ro.eq(ro + 1)
-                    with m.If(ro == 0):
-                        m.d.sync += sf_r.eq(Mux(sf_val > one_sf, one_sf, sf_val))
-                    with m.Else():
-                        m.d.sync += tilt_r.eq(Mux(tr_val > one_sf, one_sf, tr_val))
-                    with m.If(ro == (1 if tilt_on else 0)):
-                        m.next = "RT_SFP"
-            with m.State("RT_SFP"):
-                m.d.sync += sfp_r.eq(sfp)
-                m.next = "RT_GATE"
-            with m.State("RT_GATE"):
-                m.d.comb += gate.i.valid.eq(1)
-                m.next = "RT_WAIT"
-            with m.State("RT_WAIT"), m.If(gate.o.valid):
-                m.d.sync += g_r.eq(gate.o.payload)
-                start_pass()
-                m.next = "P2"
+                m.d.comb += p1_issue.eq((p1_ph == 0) & (p1_m < n))
+                m.d.sync += p1_ph.eq(Mux(p1_ph == 2, 0, p1_ph + 1))
+                with m.If(p1_issue):
+                    m.d.sync += p1_m.eq(p1_m + 1)
+                with m.If((p1_m == n) & ~Cat(*pv[1:]).any()):
+                    m.next = "GATE"
+            # ---------------------------------------------------------------- gate
+            with m.State("GATE"):
+                m.d.sync += g.eq(g + 1)
+                with m.Switch(g):
+                    with m.Case(0):
+                        eng.gmul(slog, ffe.mean_recip(n), k_mean)
+                        eng.fu_issue("log2_16", sumE)
+                    with m.Case(1):
+                        m.d.sync += meanr.eq(gp[mfr:mfr + 34])
+                        if tilt_on:
+                            eng.gmul(low, n_high, 0)
+                    with m.Case(2):
+                        if tilt_on:
+                            m.d.sync += [num_r.eq(gp), num_zero.eq(gp == 0)]
+                            eng.fu_issue("log2_0", gp[:40])
+                    with m.Case(3):
+                        if tilt_on:
+                            eng.gmul(high, n_low, num_r)
+                    with m.Case(4):
+                        if tilt_on:
+                            eng.fu_issue("log2_0", gp[:40])
+                    with m.Case(5):
+                        eng.fu_issue("sf", meanr, sub=fu.o_lp)
+                    with m.Case(7):
+                        m.d.sync += lnum.eq(fu.o_lp)
+                    with m.Case(9):
+                        if tilt_on:
+                            eng.fu_issue("sf", lnum, sub=fu.o_lp)
+                    with m.Case(13):
+                        m.d.sync += sf_r.eq(fu.o_exp)
+                    with m.Case(17):
+                        tilt = Mux(num_zero, 0, fu.o_exp)
+                        relu = Mux(tilt > ffe.TILT_THRESHOLD, tilt - ffe.TILT_THRESHOLD, 0)
+                        eng.gmul(relu if tilt_on else 0, ffe.ONE_SF - sf_r,
+                                 Cat(Const(1 << 14, 15), sf_r))
+                    with m.Case(18):
+                        eng.gmul(gp[15:32], int(fe.gate_temp), k_arg)
+                    with m.Case(19):
+                        arg = gp[sh_arg:].as_signed()
+                        eng.fu_issue("gate", Mux(arg > af.max_int, af.max_int,
+                                                 Mux(arg < af.min_int, af.min_int, arg)))
+                    with m.Case(24):
+                        m.d.sync += g_r.eq(fu.o_lp)
+                        m.next = "P2"
+
+            # ---------------------------------------------------------------- pass 2
             with m.State("P2"):
-                m.d.comb += issue.eq(irun)
-                m.d.comb += [log2.i.valid.eq(v1), log2.i.payload.eq(v_r.data)]
-                with m.If(log2.o.valid):
-                    m.d.comb += [lx_w.en.eq(1), lx_w.addr.eq(adw), lx_w.data.eq(log2.o.payload)]
-                    advance_write()
-                    with m.If(wlast):
-                        start_pass()
-                        m.next = "P3"
-            with m.State("P3"):
-                m.d.comb += issue.eq(irun)
-                m.d.comb += [in_p3.eq(1), exp2.i.valid.eq(v1), exp2.i.payload.eq(y_pow)]
-                with m.If(exp2.o.valid):
-                    for e in range(2):
-                        m.d.comb += [out_w[e][0].addr.eq(wm),
-                                     out_w[e][0].data.eq(_sat(pcen_out, pf.min_int, pf.max_int))]
-                    m.d.comb += out_w[0][0].en.eq(~we)
-                    m.d.comb += out_w[1][0].en.eq(we)
-                    advance_write()
-                    with m.If(wlast):
-                        m.d.sync += [prun.eq(1), pm.eq(0)]
-                        m.next = "P4"
-            with m.State("P4"), m.If(~prun & ~pv1):
-                m.d.sync += [t.eq(Mux(t == self.n_frames - 1, 0, t + 1)),
-                             wm0.eq(0), ws0.eq(0), ph.eq(0)]
-                m.next = "P0"
-        return m
+                m.d.sync += k.eq(Mux(k == 30, 0, k + 1))
+                with m.If(k == 30):
+                    m.d.sync += cm.eq(cm + 1)
+                with m.If((cm == n) & (k == 10)):
+                    m.next = "END"
+            with m.State("END"):
+                m.d.comb += self.done.eq(1)
+                with m.If(~self.run):
+                    m.next = "IDLE"
+        with m.If(~self.run):
+            m.d.sync += [p1_m.eq(0), p1_ph.eq(0), g.eq(0), k.eq(0), cm.eq(0)]
+
+        with m.If(pv[0]):
+            m.d.comb += rb.addr.eq(EB + p1_m)
+        with m.If(pv[1]):
+            m.d.comb += rb.addr.eq(CB + WORDS_PER_BAND * 0 + 2 + pm[1] * WORDS_PER_BAND)
+        with m.If(pv[2]):
+            m.d.comb += rb.addr.eq(CB + 3 + 2 + pm[2] * WORDS_PER_BAND)
+        mel_r = Signal(E_BITS)
+        flo = Signal(FLOOR_HALF)
+        with m.If(pv[1]):
+            m.d.sync += mel_r.eq(rb.data[:E_BITS])
+        with m.If(pv[2]):
+            m.d.sync += flo.eq(rb.data[22:22 + FLOOR_HALF])
+        floor = Cat(flo, rb.data[22:22 + FLOOR_HALF])
+        E = Signal(E_BITS)
+        m.d.comb += E.eq(Mux(mel_r > floor, mel_r, floor))
+        with m.If(pv[3]):
+            m.d.comb += [rbw.en.eq(1), rbw.addr.eq(EB + pm[3]), rbw.data.eq(E)]
+            eng.fu_issue("log2_16", E)
+            first = pm[3] == 0
+            m.d.sync += sumE.eq(Mux(first, 0, sumE) + E)
+            m.d.sync += high.eq(Mux(first, 0, high) + Mux(pm[3] >= high_start, E, 0))
+            with m.If(pm[3] == n_low):
+                m.d.sync += low.eq(sumE)
+        with m.If(pv[8]):
+            m.d.sync += slog.eq(Mux(pm[8] == 0, 0, slog) + fu.o_lp)
+
+
+        p2 = Signal()
+        m.d.comb += p2.eq(self.run & (g == 25) & (cm < n))
+        # stay consistent: g saturates at 25 in P2 (the GATE state leaves at 24 → g = 25)
+        cur = p2
+        kk = k
+        wbase = CB + cm * WORDS_PER_BAND          # shift-adds: 6·cm
+        with m.If(cur & (kk <= 6)):
+            m.d.comb += rb.addr.eq(Mux(kk == 0, EB + cm, wbase + kk - 1))
+        with m.If(cur & (kk == 7)):
+            m.d.comb += rb.addr.eq(MB + Cat(Const(0, 1), cm))
+        with m.If(cur & (kk == 8)):
+            m.d.comb += rb.addr.eq(MB + Cat(Const(1, 1), cm))
+        E_r = Signal(E_BITS)
+        w = [Signal(36, name=f"pw{i}") for i in range(6)]
+        with m.If(cur & (kk == 1)):
+            m.d.sync += E_r.eq(rb.data[:E_BITS])
+            eng.fu_issue("log2_16", rb.data[:E_BITS])
+        for i in range(6):
+            with m.If(cur & (kk == 2 + i)):
+                m.d.sync += w[i].eq(rb.data)
+        lE = Signal(signed(32))
+        with m.If(cur & (kk == 6)):
+            m.d.sync += lE.eq(fu.o_lp)
+        s_e = [w[0][:17], w[3][:17]]
+        r_e = [w[0][17:34], w[3][17:34]]
+        na_e = [w[1][:18].as_signed(), w[4][:18].as_signed()]
+        d_e = [Cat(w[1][18:36], w[2][:2]), Cat(w[4][18:36], w[5][:2])]
+        ndr_e = [w[2][2:22].as_signed(), w[5][2:22].as_signed()]
+        E16 = Cat(Const(1, 1), Const(0, M_UP - 1), E_r)           # 16E + 1
+        one = 1 << ffe.PCEN_COEF_FMT.frac
+        for e in range(2):
+            step = 8 + e
+            mp = rb.data[:M_BITS]
+            with m.If(cur & (kk == step)):
+                eng.gmul(E16 - mp, Mux(eng.first_frame, one, s_e[e]),
+                         Cat(Const(1 << 15, 16), mp))
+            with m.If(cur & (kk == step + 1)):
+                newm = gp[16:16 + M_BITS]
+                m.d.comb += [rbw.en.eq(1), rbw.addr.eq(MB + Cat(Const(e, 1), cm)),
+                             rbw.data.eq(newm)]
+                eng.fu_issue("log2_20", newm)
+            with m.If(cur & (kk == 14 + e)):
+                eng.gmul(fu.o_lp, na_e[e], Cat(Const((1 << 15) - 1, 16), lE).as_signed())
+            with m.If(cur & (kk == 15 + e)):
+                eng.fu_issue("gain", gp[16:16 + 34].as_signed(), add=d_e[e])
+            with m.If(cur & (kk == 23 + e)):
+                eng.fu_issue("log2_16", fu.o_exp)
+            with m.If(cur & (kk == 28 + e)):
+                eng.gmul(fu.o_lp, r_e[e], 1 << 15)
+            with m.If(cur & (kk == 29 + e)):
+                eng.fu_issue("pow", gp[16:16 + 34].as_signed(), add=ndr_e[e])
+
+        # tail of the previous band (its steps 37…39 = this band's k 6…8)
+        tail = Signal()
+        m.d.comb += tail.eq(self.run & (g == 25) & (cm >= 1) & (cm <= n))
+        pmb = Signal(range(n))
+        m.d.comb += pmb.eq(cm - 1)
+        fb = eng.fb
+        stat_r = Signal(signed(ffe.PCEN_FMT.bits))
+        with m.If(tail & (kk == 6)):
+            m.d.sync += stat_r.eq(fu.o_exp)
+            m.d.comb += [fb.re.eq(1), fb.addr.eq(eng.fbase + pmb)]
+        with m.If(tail & (kk == 7)):
+            non = fu.o_exp[:ffe.PCEN_FMT.bits].as_signed()
+            eng.gmul(stat_r - non, g_r, Cat(Const(1 << 14, 15), non).as_signed())
+        ff = ffe.FEAT_FMTS["dualpcen"]
+        mix = gp[ffe.SF_FMT.frac:].as_signed()
+        sh = ffe.PCEN_FMT.frac - ff.frac
+        fr = Signal(signed(ffe.PCEN_FMT.bits + 2))
+        m.d.comb += fr.eq((mix + (1 << (sh - 1))) >> sh)
+        feat = Signal(signed(ff.bits))
+        m.d.comb += feat.eq(Mux(fr > ff.max_int, ff.max_int, Mux(fr < ff.min_int, ff.min_int, fr)))
+        with m.If(tail & (kk == 8)):
+            eng.write_feature(eng.fbase + pmb, pmb, feat)

@@ -1,296 +1,310 @@
-"""SNR estimator: 257 magnitudes per frame in, 40 SNR values out, = ``fixed.snr.snr_bands``.
+"""SNR estimator and mel accumulation, bin by bin: = ``fixed.snr.snr_bands`` and the mel sums
+of ``fixed.mel.mel_spectrum``, inside the spectral engine (:mod:`nanomamba_hw.hw.spectral`).
 
 What it computes (per bin f, frame t; see ``fixed/snr.py``)
 -----------------------------------------------------------
 ``n0 = round(Σ_{t<5} |X| · FIVE_RECIP / 2**16)``; noise = n0 (static) or the EMA
 ``nf += round(a·(8|X| − nf) / 2**16)`` (``a = γ`` if ``8|X| > nf`` else β, nf starting at n0)
 clamped below by ``round(n0/2)``; ``r = exp2(log2 |X| − log2(ns·noise + EPS_DEN))`` saturated
-in ``RATIO_FMT`` (0 where ``|X| = 0``); ``snr = tanh_table(sat(round(W·r / 2**18)))``.
+in ``RATIO_FMT`` (0 where ``|X| = 0``: log2 0 is ``zero_value``, so the difference is far below
+the exp2 range and gives 0 by itself); ``snr = tanh_table(sat(round(W·r / 2**18)))``.
 
-How
----
-Memories (block RAM unless tiny): ``store`` 5×257 magnitudes (frames 0–4 of the clip; later
-frames reuse slot 0), ``n0`` 257 entries, ``nf`` 257 entries (EMA mode only), ``ratio`` 257
-entries. Units: one :class:`~nanomamba_hw.hw.funcs.Log2Unit` shared by numerator and
-denominator (two inputs per bin), one :class:`~nanomamba_hw.hw.funcs.Exp2Unit`, the
-:class:`~nanomamba_hw.hw.mel.SparseMAC` for the mel projection and a
-:class:`~nanomamba_hw.hw.funcs.PWLUnit` for ``TANH_TABLE``. Inside, the units never stall
-(their outputs go to registers or RAM), so each pass is a fixed-latency pipeline; only the
-MAC → tanh → ``o`` path carries backpressure.
+How: a bin pipeline with a fixed schedule
+-----------------------------------------
+A bin enters every ``II = 8`` cycles (slot boundary) and passes fixed stages; each shared
+resource is used by a bin at a fixed offset, and the offsets of one resource differ modulo 8,
+so bins overlap without conflicts (up to four in flight, 28 cycles from issue to the last
+write). ``c_k`` = k cycles after the issue:
 
-Sequence per clip of ``n_frames`` frames:
+====  =========================================================================================
+c0    accept |X| (or read it back from the feature buffer, replay); read the bin's weight
+      (RAM B) and its state word 0 (RAM A: nf, or the running Σ during frames 0…4). A frame
+      begins with its ``first`` element: elements offered before it are accepted and dropped
+      (the rest of a frame cut by ``clip_start``, which resets the engine)
+c1    GMUL ``a·(8|X| − nf) + nf·2¹⁶ + 2¹⁵`` (EMA: nf′ = P >> 16) or ``|X|·2¹⁶ + Σ·2¹⁶ + 2¹⁵``
+      (frames 0…4: Σ′ = P >> 16); FU log2 |X|; MAC mel lower band ``w·|X|``; store |X|
+      (frames 0…4); read state word 1 (n0 + 1)
+c2    write nf′ / Σ′; noise = max(nf′, (n0 + 1) >> 1); MAC mel upper band ``(1 − w)·|X|``;
+      a closing mel band → saturated mel value to RAM B
+c3    GMUL ``ns·noise + EPS_DEN`` = den
+c4    FU log2 den
+c10   FU exp2(log2 |X| − log2 den) → ratio (saturated at RATIO_FMT's top)
+c19   MAC SNR lower band ``w·r``;  c20: upper band ``(1 − w)·r``; a closing band → snr_mel
+c21   FU tanh table;  c26/c27: SNR value into the feature buffer (read-modify-write)
+====  =========================================================================================
 
-1. LOAD frames 0…4 into store slots 0…4 (one magnitude per cycle); nothing is emitted yet.
-2. INIT: per bin, read the five stored magnitudes, sum, scale → ``n0`` (and ``nf = n0``):
-   5·257 + 2 cycles.
-3. For t = 0…4 (replay from the store), then for each later frame as it is LOADed into slot 0:
-   RATIO (two cycles per bin: the log2 unit takes |X| and then the denominator;
-   EMA state read and written back in the same pass; 514 + ~14 cycles) then MAC
-   (454 + ~8 cycles, the tanh of each band leaving on ``o``; the next LOAD/RATIO may start as
-   soon as the MAC has issued its last ratio read).
-4. After frame ``n_frames − 1`` the estimator starts the next clip by itself (frame counter
-   back to 0: n0 and the EMA state are rebuilt from the new clip's first five frames). A
-   synchronous reset (``ResetInserter``) abandons a partial clip.
+Frames 0…4 (the look-ahead): mel only, |X| is kept in the feature buffer's words of later
+frames (scratch) and Σ|X| per bin in the state RAM. After frame 4 (and its features): INIT
+turns Σ into n0 (and n0 + 1, whose half is the EMA floor) by two GMUL operations per bin,
+then frames 0…4 are replayed from the scratch words through the SNR half of the pipeline.
+Later frames run both halves as they arrive. The state RAM holds two 28-bit words per bin
+(bins 1…255: bins 0 and 256 have no mel weight, so nothing depends on them): 510 of 512
+words of one RAMB18.
 
-Widths follow from the 24-bit magnitude: ``n0`` and ``nf`` are NOISE_FMT's 28 bits (a
-full-scale u24 magnitude times FIVE_RECIP needs the 28th), the denominator 44 bits.
+Widths follow from the 24-bit magnitude: n0 and nf are NOISE_FMT's 28 bits (a full-scale u24
+magnitude times FIVE_RECIP needs the 28th), the denominator 44 bits.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
-from amaranth.lib import wiring
-from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned  # noqa: F401
 
 from ..fixed import funcs as F
 from ..fixed import mel as fmel
 from ..fixed import snr as fsnr
 from ..fixed.stft import MAG_FMT, N_BINS
-from .common import frame_stream, shape_of
-from .funcs import LOG_OUT_WIDTH, Exp2Unit, Log2Unit, PWLUnit, as_signed_value
-from .mel import SparseMAC
+from .funcs import FuncOp
 
-__all__ = ["SNREstimator"]
+__all__ = ["BinPipeline", "II", "snr_ops"]
+
+II = 8                                   # cycles per bin
+DEPTH = 28                               # pipeline stages c0…c27
+STORE_FRAMES = fsnr.STATIC_FRAMES
+NOISE_BITS = fsnr.NOISE_FMT.bits         # 28
+MEL_SHIFT = MAG_FMT.frac + fmel.MEL_W_FMT.frac - fmel.MEL_FMT.frac          # 14
+SNR_SHIFT = fsnr.RATIO_FMT.frac + fmel.MEL_W_FMT.frac - fsnr.SNR_MEL_FMT.frac  # 18
 
 
+def snr_ops() -> dict[str, FuncOp]:
+    """The function-unit operations of the SNR estimator."""
+    return {
+        "log2_0": FuncOp.log2(0),
+        # log2|X| (frac 15 taken as 0) − log2 den (frac 30 taken as 0) + 15 → RATIO_FMT
+        "ratio": FuncOp.exp2(fsnr.RATIO_FMT.frac, offset=fsnr.DEN_FRAC - MAG_FMT.frac,
+                             cap=fsnr.RATIO_FMT.max_int),
+        "tanh": FuncOp.pwl(fsnr.TANH_TABLE),
+    }
 
-class SNREstimator(wiring.Component):
-    """|X| frames (257 × u24.15) → SNR frames (40 × ``SNR_FMT``), bit-exact with
-    ``fixed.snr.snr_bands(params, fb, mag)`` for clips of ``n_frames`` (≥ 5) frames."""
 
-    def __init__(self, *, params: fsnr.SNRParams, fb: fmel.SparseFilterbank | None = None,
-                 n_frames: int = 101):
-        if params.mode not in ("static", "ema"):
-            raise ValueError(f"unknown SNR mode {params.mode!r}")
-        if n_frames < fsnr.STATIC_FRAMES:
-            raise ValueError(f"a clip needs at least {fsnr.STATIC_FRAMES} frames")
-        self.p = params
-        self.fb = fb if fb is not None else fmel.SparseFilterbank.build()
-        self.n_frames = n_frames
-        self.n_bins = self.fb.dense.shape[1]
-        if self.n_bins != N_BINS:
-            raise ValueError(f"filterbank has {self.n_bins} bins, the STFT gives {N_BINS}")
-        mag_max = (1 << MAG_FMT.bits) - 1
-        sum5_max = fsnr.STATIC_FRAMES * mag_max
-        self.sum_width = sum5_max.bit_length()
-        n0_max = (sum5_max * fsnr.FIVE_RECIP + (1 << (fsnr.FIVE_SHIFT - 1))) >> fsnr.FIVE_SHIFT
-        self.noise_width = max(n0_max, mag_max << (fsnr.NOISE_FMT.frac - MAG_FMT.frac)).bit_length()
-        den_max = params.noise_scale * ((1 << self.noise_width) - 1) + fsnr.EPS_DEN
-        self.den_width = den_max.bit_length()
-        super().__init__({
-            "i": In(frame_stream(shape_of(MAG_FMT))),
-            "o": Out(frame_stream(shape_of(fsnr.SNR_FMT))),
-        })
+def _delay(m, sig, n, name):
+    """``sig`` delayed by ``n`` cycles (a list: taps 0…n)."""
+    taps = [sig]
+    for k in range(n):
+        r = Signal.like(sig, name=f"{name}_d{k + 1}")
+        m.d.sync += r.eq(taps[-1])
+        taps.append(r)
+    return taps
 
-    def elaborate(self, platform):
-        m = Module()
-        p, n = self.p, self.n_bins
-        S = fsnr.STATIC_FRAMES
-        ema = p.mode == "ema"
-        NW, MW = self.noise_width, MAG_FMT.bits
-        up = fsnr.NOISE_FMT.frac - MAG_FMT.frac          # |X| → noise scale (×8)
 
-        # ---- memories
-        store = Memory(shape=unsigned(MW), depth=S * n, init=[])
-        n0m = Memory(shape=unsigned(NW), depth=n, init=[])
-        ratio = Memory(shape=shape_of(fsnr.RATIO_FMT), depth=n, init=[])
-        m.submodules.store, m.submodules.n0, m.submodules.ratio = store, n0m, ratio
-        st_w, st_r = store.write_port(), store.read_port()
-        n0_w, n0_r = n0m.write_port(), n0m.read_port()
-        ra_w, ra_r = ratio.write_port(), ratio.read_port()
-        if ema:
-            nfm = Memory(shape=unsigned(NW), depth=n, init=[])
-            m.submodules.nf = nfm
-            nf_w, nf_r = nfm.write_port(), nfm.read_port()
+class BinPipeline:
+    """Builds the bin pipeline into the engine ``eng`` (see :mod:`~nanomamba_hw.hw.spectral`).
 
-        # ---- units
-        m.submodules.log2 = log2 = Log2Unit(in_width=max(MW, self.den_width))
-        # y = log2|X| − log2 den + (DEN_FRAC − MAG_FRAC)·2**16 (both logs taken with in_frac 0)
-        y_hi = (MW + fsnr.DEN_FRAC - MAG_FMT.frac) << F.LOG_FRAC
-        y_lo = -(self.den_width << F.LOG_FRAC)
-        ew = max(y_hi.bit_length(), (-y_lo).bit_length()) + 2
-        m.submodules.exp2 = exp2 = Exp2Unit(in_width=ew, out_fmt=fsnr.RATIO_FMT)
-        m.submodules.mac = mac = SparseMAC(
-            fb=self.fb, in_width=fsnr.RATIO_FMT.bits,
-            shift=fsnr.RATIO_FMT.frac + fmel.MEL_W_FMT.frac - fsnr.SNR_MEL_FMT.frac,
-            out_fmt=fsnr.SNR_MEL_FMT)
-        m.submodules.tanh = tanh = PWLUnit(fsnr.TANH_TABLE)
-        m.d.comb += [log2.o.ready.eq(1), exp2.o.ready.eq(1)]
-        m.d.comb += [ra_r.addr.eq(mac.rd_addr), ra_r.en.eq(mac.rd_en), mac.rd_data.eq(ra_r.data)]
-        # MAC → tanh → o (band counter restores first/last after the table)
-        m.d.comb += [tanh.i.valid.eq(mac.o.valid), tanh.i.payload.eq(mac.o.payload.data),
-                     mac.o.ready.eq(tanh.i.ready)]
-        n_bands = mac.n_bands
-        oband = Signal(range(n_bands))
-        m.d.comb += [self.o.valid.eq(tanh.o.valid), tanh.o.ready.eq(self.o.ready),
-                     self.o.payload.data.eq(tanh.o.payload),
-                     self.o.payload.first.eq(oband == 0),
-                     self.o.payload.last.eq(oband == n_bands - 1)]
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += oband.eq(Mux(oband == n_bands - 1, 0, oband + 1))
+    Control (driven by the engine): ``run`` (a frame's bins may be issued), ``mode`` (0: frames
+    0…4 live, 1: later frames live, 2: replay of frames 0…4), ``init_run`` (INIT pass);
+    status: ``done`` (all bins of the frame issued and the pipeline empty), ``init_done``.
+    """
 
-        # ---- one multiplier for three uses that never meet: sum5·FIVE_RECIP (INIT data cycle),
-        # a·(8|X| − nf) (RATIO stage B) and ns·noise (stage C, the cycle after B; bins are issued
-        # every other cycle so B and C alternate)
-        mul_a = Signal(signed(NW + 2))
-        mul_b = Signal(unsigned(max(fsnr.COEF_FMT.bits, fsnr.NS_FMT.bits,
-                                    fsnr.FIVE_RECIP.bit_length())))
-        prod = Signal(signed(mul_a.shape().width + mul_b.shape().width + 1))
-        m.d.comb += prod.eq(mul_a * mul_b)
+    def __init__(self, eng):
+        self.eng = eng
+        m = eng.m
+        p = eng.params.snr
+        self.ema = p.mode == "ema"
+        self.run = Signal(name="bins_run")
+        self.mode = Signal(2, name="bins_mode")
+        self.done = Signal(name="bins_done")
+        self.init_run = Signal(name="init_run")
+        self.init_done = Signal(name="init_done")
+        self.store_rewind = Signal(name="store_rewind")     # replay restarts at frame 0
+        self._build(m, eng, p)
 
-        # ---- frame bookkeeping
-        t = Signal(range(self.n_frames))          # frame being loaded (LOAD) / processed
-        slot_base = Signal(range(S * n))          # store address of the frame's bin 0
-        replay = Signal()                         # processing frames 0..4 from the store
+    def _build(self, m, eng, p):
+        ema = self.ema
+        live_init = self.mode == 0
+        snr_on = self.mode != 0
+        mel_on = self.mode != 2
+        replay = self.mode == 2
+        NBIN = N_BINS
 
-        # LOAD: magnitudes into store[slot_base + bin]
-        cnt = Signal(range(n))
-        laddr = Mux(self.i.payload.first, 0, cnt)
-        m.d.comb += [st_w.addr.eq(slot_base + laddr), st_w.data.eq(self.i.payload.data)]
-
-        # INIT: per bin, Σ of the five stored frames → n0 (and nf)
-        i_f = Signal(range(n))
-        i_k = Signal(range(S))
-        i_addr = Signal(range(S * n))
-        i_go = Signal()
-        iv, ik, i_fd = Signal(), Signal(range(S)), Signal(range(n))
-        acc5 = Signal(unsigned(self.sum_width))
-        sum5 = Signal(unsigned(self.sum_width))
-        n0_val = Signal(unsigned(NW))
-        m.d.comb += [sum5.eq(Mux(ik == 0, 0, acc5) + st_r.data),
-                     n0_val.eq((prod + (1 << (fsnr.FIVE_SHIFT - 1))) >> fsnr.FIVE_SHIFT)]
-        m.d.sync += [iv.eq(i_go), ik.eq(i_k), i_fd.eq(i_f)]
-        with m.If(iv):
-            m.d.comb += [mul_a.eq(sum5), mul_b.eq(fsnr.FIVE_RECIP)]
-        with m.If(iv):
-            m.d.sync += acc5.eq(sum5)
-            with m.If(ik == S - 1):
-                m.d.comb += [n0_w.en.eq(1), n0_w.addr.eq(i_fd), n0_w.data.eq(n0_val)]
-                if ema:
-                    m.d.comb += [nf_w.en.eq(1), nf_w.addr.eq(i_fd), nf_w.data.eq(n0_val)]
-
-        # RATIO: stage A issues reads (every other cycle), B: EMA update, C: denominator,
-        # D: two log2 inputs, then the collector forms y for exp2, exp2 → ratio RAM.
-        r_f = Signal(range(n + 1))
-        r_ph = Signal()
-        r_issue = Signal()
-        vB, fB = Signal(), Signal(range(n))
-        vC, magC, noiseC = Signal(), Signal(unsigned(MW)), Signal(unsigned(NW))
-        vD1, vD2 = Signal(), Signal()
-        magD, denD = Signal(unsigned(MW)), Signal(unsigned(self.den_width))
-        m.d.sync += [vB.eq(r_issue), vC.eq(vB), vD1.eq(vC), vD2.eq(vD1)]
-        with m.If(r_issue):
-            m.d.sync += fB.eq(r_f)
-        magB = st_r.data
-        n0B = n0_r.data
-        if ema:
-            nfB = nf_r.data
-            x8 = Signal(unsigned(MW + up))
-            m.d.comb += x8.eq(magB << up)
-            a = Mux(x8 > nfB, p.gamma, p.beta)
-            diff = Signal(signed(NW + 2))
-            m.d.comb += diff.eq(as_signed_value(x8) - as_signed_value(nfB))
-            nf_new = Signal(unsigned(NW))
-            with m.If(vB):
-                m.d.comb += [mul_a.eq(diff), mul_b.eq(a)]
-            m.d.comb += nf_new.eq(nfB + ((prod + (1 << (fsnr.COEF_FMT.frac - 1)))
-                                         >> fsnr.COEF_FMT.frac))
-            half = (n0B + 1) >> 1
-            with m.If(vB):
-                m.d.comb += [nf_w.en.eq(1), nf_w.addr.eq(fB), nf_w.data.eq(nf_new)]
-            noiseB = Mux(nf_new > half, nf_new, half)
-        else:
-            noiseB = n0B
-        with m.If(vB):
-            m.d.sync += [magC.eq(magB), noiseC.eq(noiseB)]
-        with m.If(vC):
-            m.d.comb += [mul_a.eq(noiseC), mul_b.eq(p.noise_scale)]
-            m.d.sync += [magD.eq(magC), denD.eq(prod + fsnr.EPS_DEN)]
-        m.d.comb += [log2.i.valid.eq(vD1 | vD2), log2.i.payload.eq(Mux(vD1, magD, denD))]
-        # collector: log2 outputs alternate log2|X|, log2 den
-        c_ph = Signal()
-        lmag = Signal(signed(LOG_OUT_WIDTH))
-        with m.If(log2.o.valid):
-            m.d.sync += c_ph.eq(~c_ph)
-            with m.If(~c_ph):
-                m.d.sync += lmag.eq(log2.o.payload)
-        y = Signal(signed(ew))
-        offset = (fsnr.DEN_FRAC - MAG_FMT.frac) << F.LOG_FRAC
-        m.d.comb += y.eq(Mux(lmag == F.LOG2.zero_value, -(1 << (ew - 1)),
-                             lmag - log2.o.payload + offset))
-        m.d.comb += [exp2.i.valid.eq(log2.o.valid & c_ph), exp2.i.payload.eq(y)]
-        w_f = Signal(range(n + 1))
-        m.d.comb += [ra_w.addr.eq(w_f), ra_w.data.eq(exp2.o.payload), ra_w.en.eq(exp2.o.valid)]
-        with m.If(exp2.o.valid):
-            m.d.sync += w_f.eq(w_f + 1)
-
-        # ---- read-port address muxes (INIT or RATIO own the store read port)
-        with m.If(r_issue):
-            m.d.comb += st_r.addr.eq(slot_base + r_f)
-        with m.Else():
-            m.d.comb += st_r.addr.eq(i_addr)
-        m.d.comb += n0_r.addr.eq(r_f)
-        if ema:
-            m.d.comb += nf_r.addr.eq(r_f)
-
-        def next_frame():
-            """After a frame's MAC has been started: where the sequence goes next."""
-            with m.If(replay & (t != S - 1)):
-                m.d.sync += [t.eq(t + 1), slot_base.eq(slot_base + n)]
-                m.next = "RATIO"
-            with m.Elif(replay):
-                m.d.sync += [replay.eq(0), t.eq(S % self.n_frames), slot_base.eq(0)]
-                m.next = "LOAD"
-            with m.Elif(t == self.n_frames - 1):
-                m.d.sync += [t.eq(0), slot_base.eq(0)]
-                m.next = "LOAD"
+        # ---- slot counter and bin counter
+        slot = Signal(range(II))
+        m.d.sync += slot.eq(Mux(slot == II - 1, 0, slot + 1))
+        j = Signal(range(NBIN + 1))          # next bin to accept / read
+        finished = Signal()
+        issue = Signal()
+        live = ~replay
+        first_in = live & eng.i.payload.first
+        with m.If(self.run & ~finished & (slot == 0)):
+            with m.If(live):
+                # A frame starts with its `first` element: anything before it (the rest of a
+                # frame cut by clip_start's reset) is accepted and dropped.
+                m.d.comb += [eng.i.ready.eq(1), issue.eq(eng.i.valid & (first_in | (j != 0)))]
             with m.Else():
-                m.d.sync += t.eq(t + 1)
-                m.next = "LOAD"
+                m.d.comb += issue.eq(1)
+        jj = Signal(range(NBIN + 1))         # index of the bin issued now
+        m.d.comb += jj.eq(Mux(replay, j, Mux(first_in, 0, j)))
+        with m.If(issue):
+            m.d.sync += j.eq(jj + 1)
+            with m.If(jj == Mux(replay, NBIN - 2, NBIN - 1)):
+                m.d.sync += finished.eq(1)
+        with m.If(~self.run):
+            m.d.sync += [j.eq(Mux(replay, 1, 0)), finished.eq(0)]
+        vbin = (jj >= 1) & (jj <= NBIN - 2)
+        v = _delay(m, issue & vbin, DEPTH, "v")
+        in_flight = Cat(*v[1:]).any()
+        m.d.comb += self.done.eq(self.run & finished & ~in_flight)
 
-        with m.FSM():
-            with m.State("LOAD"):
-                m.d.comb += self.i.ready.eq(1)
-                with m.If(self.i.valid):
-                    m.d.comb += st_w.en.eq(1)
-                    m.d.sync += cnt.eq(laddr + 1)
-                    with m.If(laddr == n - 1):
-                        m.d.sync += cnt.eq(0)
-                        with m.If(t < S - 1):
-                            m.d.sync += [t.eq(t + 1), slot_base.eq(slot_base + n)]
-                        with m.Elif(t == S - 1):
-                            m.d.sync += [i_f.eq(0), i_k.eq(0), i_addr.eq(0)]
-                            m.next = "INIT"
-                        with m.Else():
-                            m.d.sync += [r_f.eq(0), r_ph.eq(0), w_f.eq(0)]
-                            m.next = "RATIO"
-            with m.State("INIT"):
-                m.d.comb += i_go.eq(1)
-                with m.If(i_k == S - 1):
-                    m.d.sync += [i_k.eq(0), i_f.eq(i_f + 1), i_addr.eq(i_f + 1)]
-                    with m.If(i_f == n - 1):
-                        m.next = "INIT_END"
-                with m.Else():
-                    m.d.sync += [i_k.eq(i_k + 1), i_addr.eq(i_addr + n)]
-            with m.State("INIT_END"):
-                # the last n0 write lands this cycle
-                m.d.sync += [t.eq(0), slot_base.eq(0), replay.eq(1),
-                             r_f.eq(0), r_ph.eq(0), w_f.eq(0)]
-                m.next = "RATIO"
-            with m.State("RATIO"):
-                with m.If(r_f != n):
-                    m.d.sync += r_ph.eq(~r_ph)
-                    with m.If(~r_ph):
-                        m.d.comb += r_issue.eq(1)
-                        m.d.sync += r_f.eq(r_f + 1)
-                with m.If(w_f == n):
-                    m.next = "MAC"
-            with m.State("MAC"):
-                m.d.comb += mac.start.eq(1)
-                with m.If(~mac.busy):
-                    m.next = "MAC_WAIT"
-            with m.State("MAC_WAIT"), m.If(~mac.busy):
-                m.d.sync += [r_f.eq(0), r_ph.eq(0), w_f.eq(0)]
-                next_frame()
-        return m
+        jb = Signal(range(NBIN - 2))         # bin − 1: the state RAM's row
+        m.d.comb += jb.eq(jj - 1)
+        jb_d = _delay(m, jb, 2, "jb")
+
+        # ---- c0: reads
+        ra, rb = eng.ra, eng.rb
+        with m.If(issue):
+            m.d.comb += [ra.addr.eq(Cat(Const(0, 1), jb)), rb.addr.eq(eng.W_BASE + (jj >> 1))]
+        half = _delay(m, jj[0], 1, "half")[1]
+        fb = eng.fb
+        store_ptr = Signal(range(eng.fb_words))
+        with m.If(self.store_rewind):
+            m.d.sync += store_ptr.eq(eng.STORE_BASE)
+        with m.If(issue & vbin & replay):
+            m.d.comb += [fb.re.eq(1), fb.addr.eq(store_ptr)]
+            m.d.sync += store_ptr.eq(store_ptr + 1)
+        x_reg = Signal(unsigned(MAG_FMT.bits))
+        m.d.sync += x_reg.eq(eng.i.payload.data)
+
+        # ---- c1
+        x1 = Signal(unsigned(MAG_FMT.bits))
+        m.d.comb += x1.eq(Mux(replay, fb.rdata[:MAG_FMT.bits], x_reg))
+        wq = Mux(half, rb.data[18:36], rb.data[:18])
+        w1, close1 = Signal(range(1 << 16)), Signal()
+        m.d.comb += [w1.eq(wq[:16]), close1.eq(wq[16])]
+        word0 = ra.data[:NOISE_BITS]
+        with m.If(v[1] & snr_on & ema):
+            m.d.comb += ra.addr.eq(Cat(Const(1, 1), jb_d[1]))
+        up = fsnr.NOISE_FMT.frac - MAG_FMT.frac
+        diff = Signal(signed(NOISE_BITS + 2))
+        m.d.comb += diff.eq((x1 << up) - word0)
+        coef = Mux((diff > 0), p.gamma, p.beta)
+        first_clip_frame = eng.first_frame
+        k_state = Cat(Const(1 << 15, 16), Mux(live_init & first_clip_frame, 0, word0))
+        with m.If(v[1] & live_init):
+            eng.gmul(x1, 1 << 16, k_state)           # Σ + |X|
+        if ema:
+            with m.If(v[1] & snr_on):
+                eng.gmul(diff, coef, k_state)         # nf + round(a·(8|X| − nf))
+        with m.If(v[1] & snr_on):
+            eng.fu_issue("log2_0", x1)
+        with m.If(v[1] & live_init):
+            m.d.comb += [fb.we.eq(1), fb.addr.eq(store_ptr), fb.wdata.eq(x1)]
+            m.d.sync += store_ptr.eq(store_ptr + 1)
+        mac = eng.mac
+        with m.If(v[1] & mel_on):
+            m.d.comb += [mac.valid.eq(1), mac.stream.eq(0), mac.hi.eq(0), mac.close.eq(close1),
+                         mac.x.eq(x1), mac.w.eq(w1)]
+        x1r = Signal.like(x1)
+        m.d.sync += x1r.eq(x1)
+        w_d = _delay(m, w1, 19, "w")
+        c_d = _delay(m, close1, 19, "close")
+        word0r = Signal(NOISE_BITS)
+        m.d.sync += word0r.eq(word0)
+
+        # ---- c2
+        newstate = eng.g_p[16:16 + NOISE_BITS]
+        with m.If(v[2] & (live_init | (snr_on & ema))):
+            m.d.comb += [eng.ra_w.en.eq(1), eng.ra_w.addr.eq(Cat(Const(0, 1), jb_d[2])),
+                         eng.ra_w.data.eq(newstate)]
+        noise = Signal(NOISE_BITS)
+        if ema:
+            half_n0 = ra.data[1:NOISE_BITS]
+            m.d.comb += noise.eq(Mux(newstate > half_n0, newstate, half_n0))
+        else:
+            m.d.comb += noise.eq(word0r)
+        noise_r = Signal(NOISE_BITS)
+        m.d.sync += noise_r.eq(noise)
+        with m.If(v[2] & mel_on):
+            m.d.comb += [mac.valid.eq(1), mac.stream.eq(0), mac.hi.eq(1), mac.close.eq(c_d[1]),
+                         mac.x.eq(x1r), mac.w.eq(w_d[1])]
+        # mel band closing (MAC output of the c1 product)
+        mm = Signal(range(eng.n_mels + 1))
+        mel_v = mac.o_value
+        mel_over = mel_v[MEL_SHIFT + fmel.MEL_FMT.bits:] != 0
+        mel_val = Mux(mel_over, fmel.MEL_FMT.max_int,
+                      mel_v[MEL_SHIFT:MEL_SHIFT + fmel.MEL_FMT.bits])
+        with m.If(mac.o_valid & (mac.o_stream == 0)):
+            m.d.comb += [eng.rb_w.en.eq(1), eng.rb_w.addr.eq(eng.MEL_BASE + mm),
+                         eng.rb_w.data.eq(mel_val)]
+            m.d.sync += mm.eq(mm + 1)
+
+        # ---- c3: den = ns·noise + EPS_DEN
+        with m.If(v[3] & snr_on):
+            eng.gmul(noise_r, p.noise_scale, fsnr.EPS_DEN)
+        # ---- c4: log2 den
+        with m.If(v[4] & snr_on):
+            eng.fu_issue("log2_0", eng.g_p[:44])
+        # ---- c6 / c9: hold the logs;  c10: ratio
+        lx, ld = Signal(signed(32)), Signal(signed(32))
+        with m.If(v[6]):
+            m.d.sync += lx.eq(eng.fu.o_lp)
+        with m.If(v[9]):
+            m.d.sync += ld.eq(eng.fu.o_lp)
+        with m.If(v[10] & snr_on):
+            eng.fu_issue("ratio", lx, sub=ld)
+        # ---- c18: ratio → c19, c20: SNR projection
+        r = Signal(unsigned(fsnr.RATIO_FMT.bits))
+        self.dbg = dict(v=v, r=r, lx=lx, ld=ld, noise_r=noise_r, x1=x1, word0=word0, jb=jb_d)
+        with m.If(v[18]):
+            m.d.sync += r.eq(eng.fu.o_exp)
+        with m.If(v[19] & snr_on):
+            m.d.comb += [mac.valid.eq(1), mac.stream.eq(1), mac.hi.eq(0), mac.close.eq(c_d[18]),
+                         mac.x.eq(r), mac.w.eq(w_d[18])]
+        with m.If(v[20] & snr_on):
+            m.d.comb += [mac.valid.eq(1), mac.stream.eq(1), mac.hi.eq(1), mac.close.eq(0),
+                         mac.x.eq(r), mac.w.eq(w_d[19])]
+        ms = Signal(range(eng.n_mels + 1))
+        sn_v = mac.o_value
+        sn_bits = fsnr.SNR_MEL_FMT.bits
+        sn_over = sn_v[SNR_SHIFT + sn_bits:] != 0
+        snm = Signal(sn_bits)
+        sclose = Signal()
+        saddr = Signal(range(eng.fb_words))
+        m.d.sync += sclose.eq(0)
+        with m.If(mac.o_valid & (mac.o_stream == 1)):
+            m.d.sync += [snm.eq(Mux(sn_over, (1 << sn_bits) - 1,
+                                    sn_v[SNR_SHIFT:SNR_SHIFT + sn_bits])),
+                         sclose.eq(1), saddr.eq(eng.sbase + ms), ms.eq(ms + 1)]
+        # ---- c21: tanh;  c26: read the word;  c27: write it with the SNR value
+        with m.If(sclose):
+            eng.fu_issue("tanh", snm)
+        sc_d = _delay(m, sclose, 6, "sclose")
+        sa_d = _delay(m, saddr, 6, "saddr")
+        snr_val = Signal(unsigned(fsnr.SNR_FMT.bits))
+        with m.If(sc_d[5]):
+            m.d.comb += [fb.re.eq(1), fb.addr.eq(sa_d[5])]
+            m.d.sync += snr_val.eq(eng.fu.o_lp)
+        with m.If(sc_d[6]):
+            bits = eng.code.bits
+            m.d.comb += [fb.we.eq(1), fb.addr.eq(sa_d[6]),
+                         fb.wdata.eq(Cat(fb.rdata[:bits], snr_val))]
+        with m.If(~self.run):
+            m.d.sync += [mm.eq(0), ms.eq(0)]
+
+        # ---- INIT: n0 = round(Σ·FIVE_RECIP / 2**16); word 1 = n0 + 1 (EMA)
+        ib = Signal(range(NBIN))
+        iph = Signal()
+        ifin = Signal()
+        iv = _delay(m, self.init_run & ~ifin & ~iph, 4, "iv")
+        m.d.sync += iph.eq(self.init_run & ~iph & ~ifin)
+        with m.If(iv[0]):
+            m.d.comb += ra.addr.eq(Cat(Const(0, 1), ib))
+            m.d.sync += ib.eq(ib + 1)
+            with m.If(ib == NBIN - 3):
+                m.d.sync += ifin.eq(1)
+        ib_d = _delay(m, ib, 4, "ib")
+        rnd = 1 << (fsnr.FIVE_SHIFT - 1)
+        with m.If(iv[2]):
+            eng.gmul(word0r, fsnr.FIVE_RECIP, rnd)
+        if ema:
+            sum5_hold = Signal(NOISE_BITS)
+            m.d.sync += sum5_hold.eq(word0r)
+            with m.If(iv[3]):
+                eng.gmul(sum5_hold, fsnr.FIVE_RECIP, rnd + (1 << fsnr.FIVE_SHIFT))
+        with m.If(iv[3]):
+            m.d.comb += [eng.ra_w.en.eq(1), eng.ra_w.addr.eq(Cat(Const(0, 1), ib_d[3])),
+                         eng.ra_w.data.eq(newstate)]
+        if ema:
+            with m.If(iv[4]):
+                m.d.comb += [eng.ra_w.en.eq(1), eng.ra_w.addr.eq(Cat(Const(1, 1), ib_d[4])),
+                             eng.ra_w.data.eq(newstate)]
+        m.d.comb += self.init_done.eq(self.init_run & ifin & ~Cat(*iv[1:]).any())
+        with m.If(~self.init_run):
+            m.d.sync += [ib.eq(0), ifin.eq(0)]

@@ -2,58 +2,287 @@
 
 ::
 
-                       ┌─ MelFilterbank ─ LogMel | DualPCEN ─┐
-    i (|X|, 257/frame) ┤  (fork)                             ├─ FeatureBuffer ── rd (back end)
-                       └─ SNREstimator ──────────────────────┘
+    i (|X|, 257/frame) ─► SpectralEngine ─► FeatureBuffer ── rd (back end)
+                           bin pipeline: mel sums, SNR estimator   (hw/mel.py, hw/snr.py)
+                           front-end pass: log-mel | DualPCEN       (hw/frontend.py, hw/pcen.py)
 
 ``i`` takes the STFT's magnitude frames (``frame_stream(unsigned(24))``, 257 bins per frame,
-``n_frames`` frames per clip). The fork offers every magnitude to both the mel filterbank
-and the SNR estimator and accepts it from upstream only once both have taken it (a per-branch
-"taken" flag, so neither branch sees a value twice and neither ``valid`` depends on its own
-``ready``). The mel branch runs up to five frames ahead of the SNR branch (the estimator's
-look-ahead); the feature buffer takes the two streams independently, so neither blocks the
-other. ``rd`` is the :class:`~nanomamba_hw.hw.featbuf.FeatureBuffer` read interface
-(:func:`~nanomamba_hw.hw.featbuf.FeatureReadSignature`), forwarded unchanged.
+``n_frames`` frames per clip); ``rd`` is the :class:`~nanomamba_hw.hw.featbuf.FeatureBuffer`
+read interface (:func:`~nanomamba_hw.hw.featbuf.FeatureReadSignature`), forwarded unchanged.
+``clip_start`` (strobe) abandons the clip in progress: the engine is reset (``ResetInserter``)
+and starts over at frame 0 (what is left of a frame being delivered is dropped up to the next
+``first``); complete clips in the buffer are kept. ``i.ready`` is low in the strobe's cycle.
 
-``clip_start`` (strobe) abandons the clip in progress: mel, SNR, front end and fork are reset
-(``ResetInserter``) and the feature buffer drops the partial clip (complete clips awaiting the
-back end are kept). ``i.ready`` is low in the strobe's cycle.
+The engine (:class:`SpectralEngine`) is one sequenced datapath built around shared units,
+each used by one stage at a time:
+
+- **FU** — one :class:`~nanomamba_hw.hw.funcs.FuncUnit` for every log2, exp2 and table
+  (SNR ratio and tanh, log-mel, every DualPCEN power, the routing gate);
+- **GMUL** — one wide multiply-add ``A·B + K`` (36 × 18 + 48 bits, two DSP48E1, one cycle):
+  EMA step, ns·noise, n0, smoothers, PCEN exponents, means, gate; where a result is
+  ``x + round(a·d / 2**16)`` the addend and the rounding constant are in ``K`` (``x·2¹⁶ + 2¹⁵``),
+  so no fabric adder follows;
+- **MAC** — :class:`~nanomamba_hw.hw.mel.BandMAC`, the band accumulators of the mel sums and of
+  the SNR projection (one DSP48E1);
+- **RAM A** (512 × 36, one RAMB18) — the SNR estimator's per-bin state;
+- **RAM B** (512 × 36, one RAMB18) — bin weights, the front end's per-band constants and
+  state, the frame's mel values;
+- the feature buffer's memory — features, SNR values, and scratch for the five look-ahead
+  frames of magnitudes.
+
+Per frame: **bins** (257 magnitudes through :class:`~nanomamba_hw.hw.snr.BinPipeline`, one every
+8 cycles: mel sums, SNR values as bands close), then the **front-end pass** over the 40 mel
+values (features). Frames 0…4 have no SNR yet (the estimator's look-ahead): after frame 4's
+front-end pass, **INIT** computes the noise floor and the five frames are **replayed** from the
+feature buffer's scratch words. ``Spectral`` waits for a free bank (``wr_ok``) before a clip's
+first frame.
+
+Cycles per frame with the input always valid (``tests/hw/test_spectral.py``, docs/hw_frontend.md):
+256·8 for bins 0…256, then the last bin's drain, the pass (``schedule_cycles``: 87 log-mel,
+1,405 DualPCEN) and CLEAR, rounded up to the 8-cycle slot: 2,168 and 3,488 cycles; the replay
+after frame 4 adds 10,872.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, ResetInserter, Signal
+from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal, signed, unsigned
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
 
 from ..fixed import mel as fmel
+from ..fixed import snr as fsnr
 from ..fixed.model import FixedParams
 from ..fixed.snr import SNR_FMT
 from ..fixed.stft import MAG_FMT
 from .common import frame_stream, shape_of
 from .featbuf import FeatureBuffer, FeatureReadSignature
-from .frontend import make_frontend
-from .mel import MelFilterbank
-from .snr import SNREstimator
+from .frontend import feature_code, frontend_class
+from .funcs import FuncUnit
+from .mel import BandMAC, bin_weights
+from .snr import MEL_SHIFT, SNR_SHIFT, BinPipeline, snr_ops
 
-__all__ = ["Spectral"]
+__all__ = ["Spectral", "SpectralEngine"]
+
+RAM_WORDS = 512
+CLEAR_CYCLES = 6                            # BandMAC clear: strobe, 4 entries, margin
+GA_BITS, GB_BITS, GK_BITS = 38, 18, 52      # GMUL operand widths (two DSP48E1)
+
+
+class _Port:
+    """The engine's side of the feature buffer (plain signals)."""
+
+
+class SpectralEngine(wiring.Component):
+    """Mel, SNR estimator and front end for ``params``; writes the feature buffer through its
+    engine port (see the module docstring)."""
+
+    def __init__(self, *, params: FixedParams, n_frames: int, fb_words: int, code,
+                 word_bits: int):
+        cfg = params.config
+        if n_frames < fsnr.STATIC_FRAMES:
+            raise ValueError(f"a clip needs at least {fsnr.STATIC_FRAMES} frames")
+        self.params = params
+        self.n_frames = n_frames
+        self.n_mels = cfg.n_mels
+        self.fb_words = fb_words
+        self.code = code
+        self.word_bits = word_bits
+        self.fb_filt = fmel.SparseFilterbank.build(cfg.n_mels, cfg.n_fft, cfg.sample_rate)
+        self.weights = bin_weights(self.fb_filt)
+        self.fe_cls = frontend_class(params.frontend.kind)
+        super().__init__({
+            "i": In(frame_stream(shape_of(MAG_FMT))),
+            "fb_wr_ok": In(1),
+            "fb_done": Out(1),
+            "fb_addr": Out(range(fb_words)),
+            "fb_wdata": Out(word_bits),
+            "fb_we": Out(1),
+            "fb_re": Out(1),
+            "fb_rdata": In(word_bits),
+            "stat_en": Out(1),
+            "stat_m": Out(range(self.n_mels)),
+            "stat_x": Out(shape_of(params.feat_fmt)),
+            "stat_first": Out(1),
+        })
+
+    # -- RAM B layout: weights | front-end words | mel values
+    def _ram_b(self):
+        words = []
+        for k in range(0, len(self.weights), 2):
+            pair = self.weights[k:k + 2] + [(0, 0)]
+            (w0, c0), (w1, c1) = pair[0], pair[1]
+            words.append(w0 | (c0 << 16) | (w1 << 18) | (c1 << 34))
+        fe_words = self.fe_cls.ram_layout(self.params.frontend)
+        fe_base = len(words)
+        words += fe_words
+        mel_base = len(words)
+        if mel_base + self.n_mels > RAM_WORDS:
+            raise ValueError("RAM B overflows")
+        return words, fe_base, mel_base
+
+    def shared_units(self, m: Module) -> None:
+        """Build the shared units into ``m`` and make them attributes of the engine: the RAMs
+        (``ra``/``ra_w``, ``rb``/``rb_w``), the feature-buffer port ``fb``, the function unit
+        ``fu`` (``op_index``: op name → code), the multiply-add (``g_a``, ``g_b``, ``g_k`` →
+        ``g_p`` one cycle later), the band accumulators ``mac`` and the frame state ``t``,
+        ``first_frame``, ``fbase`` (= t · n_mels). The bin pipeline and the front-end pass are
+        built on top of these (and so are the unit tests' harnesses)."""
+        eng = self
+        eng.m = m
+        eng.W_BASE = 0
+        words, eng.FE_BASE, eng.MEL_BASE = self._ram_b()
+        eng.STORE_BASE = fsnr.STATIC_FRAMES * self.n_mels
+
+        # ---- memories
+        ram_a = Memory(shape=unsigned(36), depth=RAM_WORDS, init=[], attrs={"ram_style": "block"})
+        ram_b = Memory(shape=unsigned(36), depth=RAM_WORDS, init=words,
+                       attrs={"ram_style": "block"})
+        m.submodules.ram_a, m.submodules.ram_b = ram_a, ram_b
+        eng.ra, eng.ra_w = ram_a.read_port(transparent_for=()), ram_a.write_port()
+        eng.rb, eng.rb_w = ram_b.read_port(transparent_for=()), ram_b.write_port()
+        m.d.comb += [eng.ra.en.eq(1), eng.rb.en.eq(1)]
+
+        # ---- feature-buffer port
+        fb = _Port()
+        fb.addr, fb.wdata, fb.we, fb.re, fb.rdata = (self.fb_addr, self.fb_wdata, self.fb_we,
+                                                     self.fb_re, self.fb_rdata)
+        eng.fb = fb
+
+        # ---- function unit
+        ops = dict(snr_ops())
+        ops.update(self.fe_cls.OPS)
+        eng.ops = ops
+        eng.op_index = {k: i for i, k in enumerate(ops)}
+        m.submodules.fu = fu = FuncUnit(list(ops.values()), log_width=44, exp_width=34,
+                                        add_width=22)
+        eng.fu = fu
+
+        # ---- wide multiply-add
+        eng.g_a, eng.g_b, eng.g_k = (Signal(signed(GA_BITS)), Signal(signed(GB_BITS)),
+                                     Signal(signed(GK_BITS)))
+        eng.g_p = Signal(signed(GA_BITS + GB_BITS + 2))
+        m.d.sync += eng.g_p.eq(eng.g_a * eng.g_b + eng.g_k)
+
+        # ---- band accumulators
+        acc_w = max(MAG_FMT.bits, fsnr.RATIO_FMT.bits) + 17 + 6
+        m.submodules.mac = eng.mac = BandMAC(x_width=MAG_FMT.bits, shifts=[MEL_SHIFT, SNR_SHIFT],
+                                             acc_width=acc_w)
+
+        # ---- frame state
+        eng.t = Signal(range(self.n_frames))
+        eng.first_frame = Signal()
+        m.d.comb += eng.first_frame.eq(eng.t == 0)
+        eng.fbase = Signal(range(self.fb_words))        # t · n_mels
+
+    def elaborate(self, platform):
+        m = Module()
+        n, T, S = self.n_mels, self.n_frames, fsnr.STATIC_FRAMES
+        eng = self
+        self.shared_units(m)
+        t = eng.t
+        tr = Signal(range(S))                           # frame being replayed
+        rbase = Signal(range(self.fb_words))
+        eng.sbase = Signal(range(self.fb_words))
+
+        bins = BinPipeline(eng)
+        self._bins = bins                   # for tests that look inside
+        m.d.comb += eng.sbase.eq(Mux(bins.mode == 2, rbase, eng.fbase))
+        front = self.fe_cls(eng)
+
+        clr = Signal(range(8))
+        in_replay = Signal()
+        m.d.comb += bins.mode.eq(Mux(in_replay, 2, Mux(t < S, 0, 1)))
+        with m.FSM(name="engine"):
+            with m.State("WAIT"):
+                with m.If(self.fb_wr_ok):
+                    m.d.sync += [t.eq(0), eng.fbase.eq(0)]
+                    m.d.comb += bins.store_rewind.eq(1)
+                    m.next = "CLEAR"
+            with m.State("CLEAR"):
+                m.d.comb += eng.mac.clear.eq(clr == 0)
+                m.d.sync += clr.eq(clr + 1)
+                with m.If(clr == CLEAR_CYCLES - 1):
+                    m.d.sync += clr.eq(0)
+                    m.next = "BINS"
+            with m.State("BINS"):
+                m.d.comb += bins.run.eq(1)
+                with m.If(bins.done):
+                    m.next = "FRONT"
+            with m.State("FRONT"):
+                m.d.comb += front.run.eq(1)
+                with m.If(front.done):
+                    with m.If(t == S - 1):
+                        m.next = "INIT"
+                    with m.Elif(t == T - 1):
+                        m.next = "DONE"
+                    with m.Else():
+                        m.d.sync += [t.eq(t + 1), eng.fbase.eq(eng.fbase + n)]
+                        m.next = "CLEAR"
+            with m.State("INIT"):
+                m.d.comb += bins.init_run.eq(1)
+                with m.If(bins.init_done):
+                    m.d.sync += [tr.eq(0), rbase.eq(0)]
+                    m.d.comb += bins.store_rewind.eq(1)
+                    m.next = "RCLEAR"
+            with m.State("RCLEAR"):
+                m.d.comb += [in_replay.eq(1), eng.mac.clear.eq(clr == 0)]
+                m.d.sync += clr.eq(clr + 1)
+                with m.If(clr == CLEAR_CYCLES - 1):
+                    m.d.sync += clr.eq(0)
+                    m.next = "REPLAY"
+            with m.State("REPLAY"):
+                m.d.comb += [in_replay.eq(1), bins.run.eq(1)]
+                with m.If(bins.done):
+                    with m.If(tr == S - 1):
+                        with m.If(t == T - 1):
+                            m.next = "DONE"
+                        with m.Else():
+                            m.d.sync += [t.eq(t + 1), eng.fbase.eq(eng.fbase + n)]
+                            m.next = "CLEAR"
+                    with m.Else():
+                        m.d.sync += [tr.eq(tr + 1), rbase.eq(rbase + n)]
+                        m.next = "RCLEAR"
+            with m.State("DONE"):
+                m.d.comb += self.fb_done.eq(1)
+                m.next = "WAIT"
+        return m
+
+    # -- helpers used by the passes
+    def fu_issue(self, op: str, x, *, sub=0, add=0):
+        fu = self.fu
+        self.m.d.comb += [fu.i_valid.eq(1), fu.i_op.eq(self.op_index[op]), fu.i_x.eq(x),
+                          fu.i_sub.eq(sub), fu.i_add.eq(add)]
+
+    def gmul(self, a, b, k):
+        self.m.d.comb += [self.g_a.eq(a), self.g_b.eq(b), self.g_k.eq(k)]
+
+    def write_feature(self, addr, band, value):
+        """Write a final feature (the word read at ``addr`` the cycle before keeps its SNR) and
+        add it to the band's statistics."""
+        m, fb, bits = self.m, self.fb, self.code.bits
+        m.d.comb += [fb.we.eq(1), fb.addr.eq(addr),
+                     fb.wdata.eq(Cat(self.code.encode(value), fb.rdata[bits:])),
+                     self.stat_en.eq(1), self.stat_m.eq(band), self.stat_x.eq(value),
+                     self.stat_first.eq(self.first_frame)]
 
 
 class Spectral(wiring.Component):
     """Mel + SNR + front end + feature buffer for the fixed model ``params``.
 
     ``n_frames`` (default ``params.config.n_frames``, 101) is the number of frames per clip;
-    any value ≥ 5 works (tests use short clips).
+    any value ≥ 5 works (tests use short clips). ``n_banks`` feature-buffer banks (1 by
+    default: the front end waits for the back end's ``release``, see ``hw/featbuf.py``).
     """
 
-    def __init__(self, *, params: FixedParams, n_frames: int | None = None, n_banks: int = 2):
+    def __init__(self, *, params: FixedParams, n_frames: int | None = None, n_banks: int = 1):
         cfg = params.config
         self.params = params
         self.n_frames = n_frames if n_frames is not None else cfg.n_frames
         self.n_mels = cfg.n_mels
         self.n_banks = n_banks
-        self.fb = fmel.SparseFilterbank.build(cfg.n_mels, cfg.n_fft, cfg.sample_rate)
         self.feat_fmt = params.feat_fmt
+        self.code = feature_code(params.frontend)
         super().__init__({
             "i": In(frame_stream(shape_of(MAG_FMT))),
             "clip_start": In(1),
@@ -61,41 +290,34 @@ class Spectral(wiring.Component):
                                           feat_fmt=self.feat_fmt, snr_fmt=SNR_FMT)),
         })
 
+    def make_engine(self, buf: FeatureBuffer) -> SpectralEngine:
+        """The engine writing ``buf`` (a subclass may return a test harness built on the same
+        shared units)."""
+        return SpectralEngine(params=self.params, n_frames=self.n_frames, fb_words=buf.words,
+                              code=self.code, word_bits=buf.word_bits)
+
     def elaborate(self, platform):
         m = Module()
-        p = self.params
-        mel = MelFilterbank(fb=self.fb)
-        snr = SNREstimator(params=p.snr, fb=self.fb, n_frames=self.n_frames)
-        fe = make_frontend(p.frontend, n_frames=self.n_frames, n_mels=self.n_mels)
+        S = fsnr.STATIC_FRAMES
+        # the scratch words (five frames of bins 1…255) follow frames 0…4
+        scratch_end = S * self.n_mels + S * (fmel.SparseFilterbank.build().dense.shape[1] - 2)
         buf = FeatureBuffer(feat_fmt=self.feat_fmt, n_frames=self.n_frames, n_mels=self.n_mels,
-                            snr_fmt=SNR_FMT, n_banks=self.n_banks)
-        restart = ResetInserter({"sync": self.clip_start})
-        m.submodules.mel = restart(mel)
-        m.submodules.snr = restart(snr)
-        m.submodules.frontend = restart(fe)
+                            snr_fmt=SNR_FMT, n_banks=self.n_banks, code=self.code,
+                            min_words=scratch_end)
+        eng = self.make_engine(buf)
+        m.submodules.engine = ResetInserter({"sync": self.clip_start})(eng)
+        self._engine = eng                  # for tests that look inside
         m.submodules.buffer = buf
-
-        # fork: each branch takes the value once; upstream advances when both have it
-        took_mel, took_snr = Signal(), Signal()
-        for br in (mel.i, snr.i):
-            m.d.comb += br.payload.eq(self.i.payload)
         m.d.comb += [
-            mel.i.valid.eq(self.i.valid & ~took_mel & ~self.clip_start),
-            snr.i.valid.eq(self.i.valid & ~took_snr & ~self.clip_start),
-            self.i.ready.eq((took_mel | mel.i.ready) & (took_snr | snr.i.ready)
-                            & ~self.clip_start),
+            eng.i.valid.eq(self.i.valid & ~self.clip_start),
+            eng.i.payload.eq(self.i.payload),
+            self.i.ready.eq(eng.i.ready & ~self.clip_start),
+            eng.fb_wr_ok.eq(buf.wr_ok),
+            buf.done.eq(eng.fb_done),
+            buf.addr.eq(eng.fb_addr), buf.wdata.eq(eng.fb_wdata), buf.we.eq(eng.fb_we),
+            buf.re.eq(eng.fb_re), eng.fb_rdata.eq(buf.rdata),
+            buf.stat_en.eq(eng.stat_en), buf.stat_m.eq(eng.stat_m), buf.stat_x.eq(eng.stat_x),
+            buf.stat_first.eq(eng.stat_first),
         ]
-        with m.If(self.clip_start | (self.i.valid & self.i.ready)):
-            m.d.sync += [took_mel.eq(0), took_snr.eq(0)]
-        with m.Else():
-            with m.If(mel.i.valid & mel.i.ready):
-                m.d.sync += took_mel.eq(1)
-            with m.If(snr.i.valid & snr.i.ready):
-                m.d.sync += took_snr.eq(1)
-
-        wiring.connect(m, mel.o, fe.i)
-        wiring.connect(m, fe.o, buf.i_feat)
-        wiring.connect(m, snr.o, buf.i_snr)
-        m.d.comb += buf.clip_start.eq(self.clip_start)
         wiring.connect(m, wiring.flipped(self.rd), buf.rd)
         return m

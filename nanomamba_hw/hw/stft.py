@@ -6,47 +6,60 @@ Data path
 ---------
 Frames arrive as 512 int16 samples (``first``/``last`` flags, e.g. from
 :class:`~nanomamba_hw.hw.framer.Framer`); 257 magnitudes (bins 0…256, u24.15) leave per frame.
+Everything lives in **one data RAM** (512 × (2 × 25 bits): re and im of ``FFT_DATA_BITS``, one
+RAMB36 in simple dual-port mode) and **one ROM** (512 × 36: the twiddles ``TW_RE``/``TW_IM`` in
+words 0…255, the window pairs ``(WINDOW[j], WINDOW[j + 256])`` in words 256…511; one RAMB18).
+There is no separate input buffer.
 
-1. **Input buffer** (1024 × 16 bits, one RAMB18): two halves, ping-pong. The loader writes
-   the raw samples of a frame into one half in natural order while the engine works on the
-   frame in the other half, so loading is fully overlapped with computing. A sample flagged
-   ``first`` is always written as element 0 (a truncated frame is dropped and the loader
-   resynchronises); a half counts as full after element 511.
+1. **Load + stage 0.** The fixed model windows, permutes into bit-reversed order (``BITREV``)
+   and runs 9 radix-2 DIT stages. Stage 0 pairs ``x[j]`` with ``x[j + 256]`` (its twiddle is
+   W⁰ = 1 exactly, ``rshift_round(b·65536, 16) = b``), and the pair's outputs go to positions
+   ``BITREV[j]`` and ``BITREV[j] + 1``. So the first half of a frame is windowed on arrival
+   (``rshift_round(x·w, WIN_SHIFT)``) and written to ``BITREV[j]`` (one sample per cycle); each
+   sample of the second half is windowed on arrival and combined with its stored partner by the
+   butterfly datapath below (one sample per two cycles: two writes). Loading a frame takes
+   256 + 512 cycles and overlaps nothing (the data RAM holds one frame).
 
-2. **FFT stage 0 with the window folded in.** The fixed model windows, then permutes into
-   bit-reversed order (``BITREV``), then runs 9 radix-2 DIT stages. Stage 0's twiddle is
-   W⁰ = 65536/2¹⁶ = 1 exactly (``rshift_round(b·65536, 16) = b``, imaginary part 0), so its
-   butterflies need no twiddle multiply. The engine therefore reads the raw samples straight
-   from the input buffer at the bit-reversed addresses ``BITREV[2k]``, ``BITREV[2k+1]`` (the
-   data RAM's stage-0 input "written at bit-reversed addresses" is never materialised), windows
-   them in the otherwise idle multiplier (``rshift_round(x·w, WIN_SHIFT)``, window ROM
-   ``WINDOW``), and writes the stage-0 butterfly outputs into the data RAM. The window costs no
-   DSP and no extra pass.
+2. **Stages 1…8**, in place, one butterfly every 2 cycles (2 reads + 2 writes on the RAM's one
+   read and one write port) with **two DSP48E1 in cascade**: ``P1 = A1·B1 + K``,
+   ``P0 = A0·B0 + P1``. ``tr = (br·wr − bi·wi + 2¹⁵) >> 16`` is ``P1 = bi·(−wi) + 2¹⁵`` then
+   ``P0 = br·wr + P1``, ``ti`` likewise — the rounding constant, the sum and the difference of
+   the products never touch the fabric. The window products of the load use the same cascade
+   (``(x·16)·w + 2¹⁵ >> 16 = rshift_round(x·w, 12)``). The butterfly outputs
+   ``(a ± t)``, halved with rounding at the stages in ``SCALE_STAGES``, are formed by one
+   add/subtract unit per component, time-shared between ``a + t`` and ``a − t``:
+   ``rshift_round(a ± t, 1) = (a + 1 ± t) >> 1``, so ``a + 1`` is formed once when ``a`` is
+   read. Schedule of the butterfly read at cycle c (a) and c + 1 (b): twiddle at c + 2,
+   products at c + 4…c + 6, ``tr`` at c + 6, ``ti`` at c + 7, writes at c + 8 (a′) and c + 9
+   (b′); a stage issues 256 butterflies in 512 cycles and drains 8 more
+   (``STAGE_CYCLES`` = 520 per stage, 4,160 per FFT).
 
-3. **Stages 1…8**, in place in the data RAM (512 words × (2 × 25 bits) = re and im of
-   ``FFT_DATA_BITS`` each, one RAMB36 in simple dual-port mode: one read and one write port).
-   One butterfly unit takes **2 cycles per butterfly**, matched to the RAM's ports (2 reads +
-   2 writes per butterfly), with **2 real multipliers** of 25 × 18 bits (one DSP48E1 each)
-   used every cycle: cycle A forms ``br·wr`` and ``bi·wi`` (→ ``tr = rshift_round(· − ·, 16)``),
-   cycle B forms ``br·wi`` and ``bi·wr`` (→ ``ti``). Twiddles come from one 256 × 36 ROM
-   (``TW_RE``, ``TW_IM``); outputs of the stages in ``SCALE_STAGES`` are halved with
-   ``rshift_round(·, 1)``. A butterfly read at cycle 2k (a) and 2k+1 (b) is written back at
-   2k+5 (a') and 2k+6 (b'); a stage issues its 256 butterflies in 512 cycles and drains for 5
-   more before the next stage reads (517 cycles per stage, 4,653 per FFT).
+3. **Magnitude**, bins 0…256 in natural order: the same cascade forms
+   ``re·(re mod 2¹⁷) + im·(im mod 2¹⁷)`` and ``re·(re >> 17) + im·(im >> 17)`` (four 25 × 18
+   products), one fabric adder gives ``re² + im²``, and a non-restoring digit-by-digit square
+   root (one add/subtract per result bit, ``sqrt_bits_per_cycle`` per cycle; 24 result bits:
+   8 cycles at the default 3) gives the exact floor root. The next bin's radicand is prepared
+   while the current root runs: ``max(24 / sqrt_bits_per_cycle, RAD_LATENCY) + 1`` cycles per
+   bin (``bin_cycles``; 9 at the default, and no faster with more bits per cycle: the radicand
+   register is free again only ``RAD_LATENCY`` + 1 cycles after a bin's read). Output
+   backpressure stalls the root unit, then the magnitude reader.
 
-4. **Magnitude**, bins 0…256 in natural order (DIT output order): the same two multipliers form
-   re² + im² in 2 cycles (``x² = x·lo + (x·hi)·2¹⁷`` with ``lo = x mod 2¹⁷`` and
-   ``hi = x >> 17``: four 25 × 18 products), then a digit-by-digit (restoring) integer square
-   root produces ``sqrt_bits_per_cycle`` result bits per cycle (24 bits: 12 cycles at the
-   default 2) and hands the result to the output register. The radicand of bin k+1 is
-   prepared while the root of bin k runs, so a bin costs ``24/sqrt_bits_per_cycle + 1`` cycles.
-   Output backpressure stalls the root unit, then the magnitude reader, then the next frame.
+Cycles per frame, no stalls, default ``sqrt_bits_per_cycle`` = 3 (the schedule that
+``tests/hw/test_stft.py::test_cycles_per_frame`` checks exactly, see docs/hw_stft.md):
 
-Cycle counts (measured by ``tests/hw/test_stft.py::test_cycles_per_frame``, see
-docs/hw_stft.md), defaults: 4,653 FFT + 257 × 13 magnitude cycles; 8,513 cycles from a frame's
-first sample in to its last magnitude out, and one frame every 7,979 cycles back to back (the
-512 loading cycles are hidden by the ping-pong input buffer). Real time needs one frame per
-10 ms hop: 160,000 cycles at 16 MHz, so the STFT uses 5 % of that budget.
+- load: 256 (first half, one sample per cycle) + 11 (``DEPTH`` + 1: the pipeline drains) +
+  511 (second half, one sample every 2 cycles) + 11 (drain) = 789;
+- FFT: stages 1…8, 8 × ``STAGE_CYCLES`` = 4,160;
+- magnitudes: bins 0…256 issued ``bin_cycles`` = 9 apart, 256 × 9 = 2,304 from the first to
+  the last; the last one's magnitude leaves 19 cycles after its issue (radicand
+  ``RAD_LATENCY`` = 8, root start 1, root 8, result 1, output register 1);
+- first sample in → last magnitude out: 789 + 4,160 + 2,304 + 19 = **7,272** cycles; back to
+  back, a frame every 789 + 4,160 + 2,304 + 12 = **7,265** cycles (the next load starts once
+  the last bin's pipeline has drained, ``DEPTH`` + 2 cycles after its issue; its root and
+  output overlap that load).
+
+Real time needs one frame per 10 ms hop (160 samples at 16 kHz): 7,265 cycles per hop is a
+clock of 0.73 MHz; at 16 MHz it is 4.5 % of the 160,000 cycles of a hop.
 
 Range: the fixed model guarantees (and tests) that every FFT value fits 25 bits and
 ``|X| < 2²⁴`` so the magnitude fits u24; the hardware computes the butterfly sums wide and
@@ -67,9 +80,10 @@ from amaranth.lib.wiring import In, Out
 from ..fixed import stft as fstft
 from .common import frame_stream, rom_init, shape_of
 
-__all__ = ["FFT_LATENCY", "STAGE_CYCLES", "STFT"]
+__all__ = ["DEPTH", "FFT_LATENCY", "RAD_LATENCY", "STAGE_CYCLES", "STFT"]
 
 N = fstft.N_FFT
+HALF = N // 2
 LOG2 = fstft.LOG2_N
 NB = fstft.N_BINS
 DW = fstft.FFT_DATA_BITS                 # 25: data word per component
@@ -77,9 +91,14 @@ TWB = fstft.TWIDDLE_FMT.bits             # 18
 TW_FRAC = fstft.TWIDDLE_FMT.frac         # 16
 MAG_BITS = fstft.MAG_FMT.bits            # 24
 MUL_A, MUL_B = 25, 18                    # DSP48E1 multiplier port widths
-FFT_LATENCY = 5                          # cycles from a butterfly's first read to its first write
+FFT_LATENCY = 8                          # cycles from a butterfly's first read to its first write
 STAGE_CYCLES = N + FFT_LATENCY           # issue 256 butterflies (2 cycles each), then drain
 SQ_SPLIT = MUL_B - 1                     # x² = x·(x mod 2¹⁷) + (x·(x >> 17))·2¹⁷
+WIN_UP = TW_FRAC - fstft.WIN_SHIFT       # window products are formed as (x << 4)·w >> 16
+T_BITS = DW + 2                          # t = P0 >> 16 kept 27 bits wide
+SUM_BITS = T_BITS + 1                    # a + 1 ± t
+DEPTH = 10                               # issue-delay taps used by the datapath
+RAD_LATENCY = 8                          # a bin's issue → its radicand registered (iss[7])
 
 
 def _bitrev(x):
@@ -95,10 +114,27 @@ def _check_constants():
                              "wiring implements")
     if int(fstft.TW_RE[0]) != 1 << TW_FRAC or int(fstft.TW_IM[0]) != 0:
         raise AssertionError("stage 0 relies on W^0 = 1 exactly in TWIDDLE_FMT")
+    if fstft.SCALE_STAGES[0] != 0 or any(s >= LOG2 for s in fstft.SCALE_STAGES):
+        raise AssertionError("the load assumes stage 0 is a scaling stage")
     if fstft.FFT_IN_FMT.bits > MUL_A or fstft.WIN_FMT.bits + 1 > MUL_B or TWB > MUL_B:
         raise AssertionError("operands do not fit the 25 x 18 multipliers")
+    if 16 + WIN_UP > MUL_A or WIN_UP < 0:
+        raise AssertionError("window products do not fit the 25 x 18 multipliers")
     if DW > MUL_A or DW - SQ_SPLIT + 1 > MUL_B:
         raise AssertionError("data words do not fit the 25 x 18 multipliers")
+    if int(abs(fstft.TW_IM).max()) >= 1 << (TWB - 1):
+        raise AssertionError("-TW_IM must fit the twiddle width")
+
+
+def _rom_words() -> list[int]:
+    """Twiddles (re, im) in words 0…255, window pairs (w[j], w[j + 256]) in words 256…511."""
+    mask = (1 << TWB) - 1
+    tw_re = rom_init(fstft.TW_RE, signed(TWB))
+    tw_im = rom_init(fstft.TW_IM, signed(TWB))
+    win = rom_init(fstft.WINDOW, unsigned(TWB))
+    words = [(r & mask) | ((i & mask) << TWB) for r, i in zip(tw_re, tw_im)]
+    words += [win[j] | (win[j + HALF] << TWB) for j in range(HALF)]
+    return words
 
 
 class STFT(wiring.Component):
@@ -107,12 +143,12 @@ class STFT(wiring.Component):
     Parameters (keyword-only)
     -------------------------
     butterflies : int
-        Butterfly units. Only 1 is implemented: one butterfly every 2 cycles on one
-        simple-dual-port data RAM with two 25 × 18 multipliers (see the module docstring; a
-        frame takes ~8k cycles against a real-time budget of 160k at 16 MHz, so more
-        parallelism would only cost area).
+        Butterfly units. Only 1 is implemented (one butterfly every 2 cycles on one
+        simple-dual-port data RAM; a frame takes ~7k cycles against a real-time budget of
+        160k at 16 MHz, so more parallelism would only cost area).
     sqrt_bits_per_cycle : int
         Result bits of the square root per cycle; must divide 24 (1, 2, 3, 4, 6, 8, 12, 24).
+        Beyond 3 the frame does not get faster (see ``bin_cycles``).
 
     Members
     -------
@@ -126,7 +162,7 @@ class STFT(wiring.Component):
         Sticky: an FFT value exceeded ``FFT_DATA_BITS`` (cannot happen for int16 frames).
     """
 
-    def __init__(self, *, butterflies: int = 1, sqrt_bits_per_cycle: int = 2):
+    def __init__(self, *, butterflies: int = 1, sqrt_bits_per_cycle: int = 3):
         try:
             if butterflies != 1:
                 raise ValueError(f"only butterflies=1 is implemented, got {butterflies}")
@@ -149,221 +185,279 @@ class STFT(wiring.Component):
 
     @property
     def fft_cycles(self) -> int:
-        return LOG2 * STAGE_CYCLES
+        return (LOG2 - 1) * STAGE_CYCLES
 
     @property
     def bin_cycles(self) -> int:
-        return self.sqrt_cycles + 1
+        """Cycles per bin in steady state: the root's ``sqrt_cycles`` + 1 (handing over the
+        radicand), but at least ``RAD_LATENCY`` + 1 (a bin is read only once the radicand
+        register is free again), so 9 from ``sqrt_bits_per_cycle`` = 3 up."""
+        return max(self.sqrt_cycles, RAD_LATENCY) + 1
 
     def elaborate(self, platform):
         m = Module()
 
         # --- memories --------------------------------------------------------------------------
-        m.submodules.inbuf = inbuf = Memory(shape=signed(16), depth=2 * N, init=[],
-                                            attrs={"ram_style": "block"})
-        in_w = inbuf.write_port()
-        in_r = inbuf.read_port()
-        m.submodules.win_rom = win_rom = Memory(
-            shape=unsigned(fstft.WIN_FMT.bits), depth=N,
-            init=rom_init(fstft.WINDOW, unsigned(fstft.WIN_FMT.bits)),
-            attrs={"rom_style": "block"})
-        win_r = win_rom.read_port()
-        tw_re = rom_init(fstft.TW_RE, signed(TWB))
-        tw_im = rom_init(fstft.TW_IM, signed(TWB))
-        mask = (1 << TWB) - 1
-        m.submodules.tw_rom = tw_rom = Memory(
-            shape=unsigned(2 * TWB), depth=N // 2,
-            init=[(r & mask) | ((i & mask) << TWB) for r, i in zip(tw_re, tw_im)],
-            attrs={"rom_style": "block"})
-        tw_r = tw_rom.read_port()
         m.submodules.data = dram = Memory(shape=unsigned(2 * DW), depth=N, init=[],
                                           attrs={"ram_style": "block"})
         d_w = dram.write_port()
-        d_r = dram.read_port()
-        m.d.comb += [in_r.en.eq(1), win_r.en.eq(1), tw_r.en.eq(1), d_r.en.eq(1)]
-
+        d_r = dram.read_port(transparent_for=())
+        m.submodules.rom = rom = Memory(shape=unsigned(2 * TWB), depth=N, init=_rom_words(),
+                                        attrs={"rom_style": "block"})
+        r_r = rom.read_port()
+        m.d.comb += [d_r.en.eq(1), r_r.en.eq(1)]
         d_re, d_im = d_r.data[:DW].as_signed(), d_r.data[DW:].as_signed()
-        w_re, w_im = tw_r.data[:TWB].as_signed(), tw_r.data[TWB:].as_signed()
+        f0, f1 = r_r.data[:TWB].as_signed(), r_r.data[TWB:].as_signed()
 
-        # --- loader: raw samples into the free half of the input buffer -----------------------
-        fill = Signal()                      # half being filled
-        proc = Signal()                      # half being (or next to be) processed
-        full = Signal(2)
-        set_full = Signal(2)
-        clr_full = Signal(2)
-        le = Signal(range(N))
-        lidx = Signal(range(N))
-        m.d.comb += [
-            lidx.eq(Mux(self.i.payload.first, 0, le)),
-            self.i.ready.eq(~full.bit_select(fill, 1)),
-            in_w.addr.eq(Cat(lidx, fill)),
-            in_w.data.eq(self.i.payload.data),
-            in_w.en.eq(self.i.valid & self.i.ready),
-        ]
-        with m.If(in_w.en):
-            m.d.sync += le.eq(lidx + 1)
-            with m.If(lidx == N - 1):
-                m.d.sync += [le.eq(0), fill.eq(~fill)]
-                m.d.comb += set_full.bit_select(fill, 1).eq(1)
-        m.d.sync += full.eq((full | set_full) & ~clr_full)
-
-        # --- shared multipliers (25 x 18, one DSP48E1 each) -----------------------------------
-        opa0, opa1 = Signal(signed(MUL_A)), Signal(signed(MUL_A))
-        opb0, opb1 = Signal(signed(MUL_B)), Signal(signed(MUL_B))
-        m0, m1 = Signal(signed(MUL_A + MUL_B)), Signal(signed(MUL_A + MUL_B))
-        m.d.sync += [m0.eq(opa0 * opb0), m1.eq(opa1 * opb1)]
-
-        # --- engine state -----------------------------------------------------------------------
-        s = Signal(range(LOG2))              # FFT stage
-        c = Signal(range(STAGE_CYCLES))      # cycle within the stage
-        in_fft = Signal()
-        in_mag = Signal()
-        ph = c[0]                            # 0: read a / issue, 1: read b
-        s0 = Signal()
+        # --- engine mode and counters ----------------------------------------------------------
+        # LOAD1: first half, one sample per cycle; LOAD2: second half + stage 0, one sample per
+        # two cycles; FFT: stages 1..8; MAG: magnitudes. GAP/DRAIN: wait for the pipeline.
+        issue = Signal()                     # a sample / butterfly / bin enters the pipeline
+        iss = Signal(DEPTH + 1)              # iss[k]: issued k cycles ago
+        m.d.comb += iss[0].eq(issue)
+        m.d.sync += iss[1:].eq(iss[:DEPTH])
+        in_flight = iss[1:].any()
+        load1, load2, fft, mag = Signal(), Signal(), Signal(), Signal()
+        s = Signal(range(LOG2))              # FFT stage (0 during the load)
+        c = Signal(range(STAGE_CYCLES))      # cycle within the stage / load counter
         halve = Signal()
-        m.d.comb += [
-            s0.eq(s == 0),
-            halve.eq(Cat(*(s == v for v in fstft.SCALE_STAGES)).any()),
-        ]
+        m.d.comb += halve.eq(~load1 & Cat(*(s == v for v in fstft.SCALE_STAGES)).any())
 
-        # address generation: butterfly k = c >> 1 of stage s reads/writes ia = k with a 0
-        # inserted at bit s, then ib = ia | 2**s; twiddle index (k mod 2**s) * 2**(8 - s)
+        # --- load: input handshake -------------------------------------------------------------
+        j = Signal(range(HALF))              # sample index within the half being loaded
+        lph = Signal()                       # LOAD2: accept on even cycles only
+        flush = Signal()                     # a `first` arrived mid-frame: drain, then restart
+        take = Signal()
+        m.d.comb += take.eq(self.i.valid & self.i.ready)
+        x_in = Signal(signed(16))
+        m.d.comb += x_in.eq(self.i.payload.data)
+        restart = self.i.valid & self.i.payload.first & ((j != 0) | load2)
+
+        # sample delay line for the window product (needed 5 cycles after the accept)
+        x_d = [x_in]
+        for k in range(5):
+            r = Signal(signed(16), name=f"x_d{k + 1}")
+            m.d.sync += r.eq(x_d[-1])
+            x_d.append(r)
+        j_d = [j]
+        for k in range(FFT_LATENCY + 1):
+            r = Signal(range(HALF), name=f"j_d{k + 1}")
+            m.d.sync += r.eq(j_d[-1])
+            j_d.append(r)
+
+        # --- read address (data RAM) and ROM address ------------------------------------------
         raddr = Signal(LOG2)
-        waddr = Signal(LOG2)
         twaddr = Signal(LOG2 - 1)
-        cw = Signal(range(STAGE_CYCLES))
-        m.d.comb += cw.eq(c - FFT_LATENCY)
+        waddr = Signal(LOG2)
+        c2 = Signal(range(STAGE_CYCLES))     # c − 2: the ROM is read for the butterfly of c − 2
+        cw = Signal(range(STAGE_CYCLES))     # c − 8: the write side
+        m.d.comb += [c2.eq(c - 2), cw.eq(c - FFT_LATENCY)]
         with m.Switch(s):
-            for sv in range(LOG2):
+            for sv in range(1, LOG2):
                 with m.Case(sv):
                     m.d.comb += [
                         raddr.eq(Cat(c[1:sv + 1], c[0], c[sv + 1:LOG2])),
                         waddr.eq(Cat(cw[1:sv + 1], cw[0], cw[sv + 1:LOG2])),
-                        twaddr.eq(Cat(Const(0, LOG2 - 1 - sv), c[1:sv + 1])),
+                        twaddr.eq(Cat(Const(0, LOG2 - 1 - sv), c2[1:sv + 1])),
                     ]
-
-        # butterfly pipeline registers (see the module docstring for the schedule)
-        a_re, a_im = Signal(signed(DW)), Signal(signed(DW))          # a, read at ph 0
-        a2_re, a2_im = Signal(signed(DW)), Signal(signed(DW))        # a, one butterfly later
-        b_re, b_im = Signal(signed(DW)), Signal(signed(DW))
-        wr_re, wr_im = Signal(signed(TWB)), Signal(signed(TWB))
-        t_w = MUL_A + MUL_B + 1 - TW_FRAC                            # 28: rounded products
-        tr = Signal(signed(t_w))
-        ti = Signal(signed(t_w))
-        top_re, top_im = Signal(signed(DW)), Signal(signed(DW))
-        bot_re, bot_im = Signal(signed(DW)), Signal(signed(DW))
-
-        def rnd(x, sh):
-            return (x + (1 << (sh - 1))) >> sh
-
-        win_prod = rnd(m0, fstft.WIN_SHIFT)
-
-        with m.If(ph == 1):
-            m.d.sync += [a_re.eq(d_re), a_im.eq(d_im),
-                         tr.eq(Mux(s0, win_prod, rnd(m0 - m1, TW_FRAC)))]
+        mbin = Signal(range(NB + 1))
+        with m.If(mag):
+            m.d.comb += d_r.addr.eq((mbin - 1)[:LOG2])      # the bin issued last cycle
+        with m.Elif(load2):
+            m.d.comb += d_r.addr.eq(_bitrev(Cat(j, Const(0, 1))))
         with m.Else():
-            m.d.sync += [b_re.eq(d_re), b_im.eq(d_im), wr_re.eq(w_re), wr_im.eq(w_im)]
-            with m.If(s0):
-                m.d.sync += [a2_re.eq(win_prod), a2_im.eq(0)]
-            with m.Else():
-                m.d.sync += [a2_re.eq(a_re), a2_im.eq(a_im)]
-        m.d.comb += ti.eq(Mux(s0, 0, rnd(m0 + m1, TW_FRAC)))
+            m.d.comb += d_r.addr.eq(raddr)
+        # ROM: twiddle of the butterfly issued 2 cycles ago; window pair of the sample accepted
+        # 2 (LOAD2) or 3 (LOAD1) cycles ago
+        with m.If(fft):
+            m.d.comb += r_r.addr.eq(twaddr)
+        with m.Else():
+            m.d.comb += r_r.addr.eq(Cat(Mux(load1, j_d[3], j_d[2]), Const(1, 1)))
 
-        wide = signed(t_w + 2)
-        sums = []
-        for a, t, op in ((a2_re, tr, "+"), (a2_im, ti, "+"), (a2_re, tr, "-"), (a2_im, ti, "-")):
-            full_v = Signal(wide)
-            m.d.comb += full_v.eq(a + t if op == "+" else a - t)
-            sums.append(Mux(halve, rnd(full_v, 1), full_v))
-        ovf_now = Signal()
-        with m.If(ph == 0):
-            m.d.sync += [top_re.eq(sums[0]), top_im.eq(sums[1]),
-                         bot_re.eq(sums[2]), bot_im.eq(sums[3])]
-            fits = [(v >= -(1 << (DW - 1))) & (v < (1 << (DW - 1))) for v in sums]
-            m.d.comb += ovf_now.eq(in_fft & (c >= 4) & (c < N + 4) & ~Cat(*fits).all())
-        with m.If(ovf_now):
+        # --- a: read at c, a + halve formed at c + 1, used at c + 7 (re) / c + 8 (im) -----------
+        a_mask_re = ~load1                   # LOAD1 has no partner: a = 0
+        a_mask_im = fft                      # LOAD2's stored sample is real
+        a1_re = Signal(signed(DW + 1))
+        a1_im = Signal(signed(DW + 1))
+        m.d.comb += [a1_re.eq(Mux(a_mask_re, d_re, 0) + halve),
+                     a1_im.eq(Mux(a_mask_im, d_im, 0) + halve)]
+        a_re_d, a_im_d = [a1_re], [a1_im]
+        for k in range(6):
+            r1 = Signal(signed(DW + 1), name=f"a1re_d{k + 1}")
+            r2 = Signal(signed(DW + 1), name=f"a1im_d{k + 1}")
+            m.d.sync += [r1.eq(a_re_d[-1]), r2.eq(a_im_d[-1])]
+            a_re_d.append(r1)
+            a_im_d.append(r2)
+        a1x = Signal(signed(DW + 1))         # valid c + 7, c + 8
+        a1y = Signal(signed(DW + 1))         # valid c + 8, c + 9
+        with m.If(iss[6]):
+            m.d.sync += a1x.eq(a_re_d[5])
+        with m.If(iss[7]):
+            m.d.sync += a1y.eq(a_im_d[6])
+
+        # --- b: read at c + 1 (butterfly) / c + 1 (bin), in b_reg at c + 4…c + 5 -------------
+        b_d = Signal(2 * DW)
+        b_reg = Signal(2 * DW)
+        b2_re = Signal(signed(DW))
+        m.d.sync += b_d.eq(d_r.data)
+        with m.If(iss[3]):
+            m.d.sync += b_reg.eq(b_d)
+        with m.If(iss[4]):
+            m.d.sync += b2_re.eq(b_reg[:DW].as_signed())
+        b_im = b_reg[DW:].as_signed()
+
+        # ROM word captured at c + 3 (c + 4 for LOAD1), held for c + 4…c + 5
+        rom_q0 = Signal(signed(TWB))
+        rom_q1 = Signal(signed(TWB))
+        nwi_q = Signal(signed(TWB))
+        wi2 = Signal(signed(TWB))
+        with m.If(Mux(load1, iss[4], iss[3])):
+            m.d.sync += [rom_q0.eq(f0), rom_q1.eq(f1), nwi_q.eq((-f1)[:TWB].as_signed())]
+        with m.If(iss[5]):
+            m.d.sync += wi2.eq(rom_q1)
+
+        # --- the two DSP48E1 in cascade: P1 = A1·B1 + K1, P0 = A0·B0 + P1 ----------------------
+        a1_op, b1_op = Signal(signed(MUL_A)), Signal(signed(MUL_B))
+        a0_op, b0_op = Signal(signed(MUL_A)), Signal(signed(MUL_B))
+        k1 = Signal(signed(2))               # K1 = k1 · 2^15 (2^15: rounding; 0: squares)
+        p1 = Signal(signed(48))
+        p0 = Signal(signed(48))
+        m.d.sync += [p1.eq(a1_op * b1_op + (k1 << (TW_FRAC - 1))),
+                     p0.eq(a0_op * b0_op + p1)]
+        first_op = iss[4]                    # DSP1's first op of a butterfly / bin
+        m.d.comb += a1_op.eq(b_im)
+        with m.If(mag):
+            m.d.comb += [
+                b1_op.eq(Mux(first_op, Cat(b_im[:SQ_SPLIT], Const(0, 1)),
+                             b_im[SQ_SPLIT:].as_signed())),
+                a0_op.eq(b2_re),
+                b0_op.eq(Mux(iss[5], Cat(b2_re[:SQ_SPLIT], Const(0, 1)),
+                             b2_re[SQ_SPLIT:].as_signed())),
+            ]
+        with m.Elif(fft):
+            m.d.comb += [
+                k1.eq(1),
+                b1_op.eq(Mux(first_op, nwi_q, rom_q0)),      # bi·(−wi), then bi·wr
+                a0_op.eq(b2_re),
+                b0_op.eq(Mux(iss[5], rom_q0, wi2)),          # br·wr, then br·wi
+            ]
+        with m.Else():                        # load: P1 = 2^15, P0 = (x·16)·w + 2^15
+            m.d.comb += [
+                k1.eq(1),
+                a0_op.eq(x_d[5] << WIN_UP),
+                b0_op.eq(Mux(iss[5], Mux(load1, rom_q0, rom_q1), 0)),
+            ]
+
+        # --- t = P0 >> 16; a + 1 ± t, halved; write a' at c + 8, b' at c + 9 --------------------
+        tr = Signal(signed(T_BITS))
+        ti = Signal(signed(T_BITS))
+        with m.If(iss[6]):
+            m.d.sync += tr.eq(p0[TW_FRAC:TW_FRAC + T_BITS])
+        with m.If(iss[7]):
+            m.d.sync += ti.eq(p0[TW_FRAC:TW_FRAC + T_BITS])
+        sub_x = iss[8] & ~load1
+        sub_y = iss[9]
+        sx = Signal(signed(SUM_BITS))
+        sy = Signal(signed(SUM_BITS))
+        # one adder each: a ± t = a + (t XOR sub) + sub
+        m.d.comb += [sx.eq(a1x + Mux(sub_x, ~tr, tr) + sub_x),
+                     sy.eq(a1y + Mux(sub_y, ~ti, ti) + sub_y)]
+        hx = Signal(signed(SUM_BITS))
+        hy = Signal(signed(SUM_BITS))
+        m.d.comb += [hx.eq(Mux(halve, sx >> 1, sx)), hy.eq(Mux(halve, sy >> 1, sy))]
+        xo = Signal(signed(DW))
+        with m.If(iss[7] | iss[8]):
+            m.d.sync += xo.eq(hx[:DW])
+        lo, hi = -(1 << (DW - 1)), (1 << (DW - 1)) - 1
+        ovf_x = Signal()
+        with m.If(iss[7] | iss[8]):
+            m.d.sync += ovf_x.eq((hx < lo) | (hx > hi))
+        wr_top = iss[8]
+        wr_bot = iss[9] & ~load1
+        m.d.comb += [d_w.data.eq(Cat(xo, hy[:DW])), d_w.en.eq((wr_top | wr_bot) & ~mag)]
+        with m.If(load1):
+            m.d.comb += d_w.addr.eq(_bitrev(Cat(j_d[FFT_LATENCY], Const(0, 1))))
+        with m.Elif(load2):
+            m.d.comb += d_w.addr.eq(_bitrev(Cat(Mux(wr_bot, j_d[FFT_LATENCY + 1], j_d[FFT_LATENCY]),
+                                                Const(0, 1))) | wr_bot)
+        with m.Else():
+            m.d.comb += d_w.addr.eq(waddr)
+        y_bad = ~load1 & ((hy < lo) | (hy > hi))
+        with m.If(d_w.en & (ovf_x | y_bad)):
             m.d.sync += self.overflow.eq(1)
 
-        # writes: a' at c = 2k + 5, b' one cycle later
-        m.d.comb += [
-            d_w.addr.eq(waddr),
-            d_w.data.eq(Mux(cw[0], Cat(bot_re, bot_im), Cat(top_re, top_im))),
-            d_w.en.eq(in_fft & (c >= FFT_LATENCY)),
-        ]
-
-        # --- magnitude reader: bin → re² + im² (radicand) ------------------------------------
-        mbin = Signal(range(NB + 1))
-        mv = Signal(3)                       # read issued 1 / 2 / 3 cycles ago
-        im_hold = Signal(signed(DW))
-        sq = Signal(2 * DW)
+        # --- magnitude: radicand = S_lo + S_hi·2^17 -------------------------------------------
+        s_lo = Signal(signed(44))
+        with m.If(mag & iss[6]):
+            m.d.sync += s_lo.eq(p0)
         rad = Signal(2 * DW)
         rad_full = Signal()
         rad_take = Signal()
-        mag_issue = Signal()
-        m.d.comb += mag_issue.eq(in_mag & (mbin < NB) & (mv == 0) & ~rad_full)
-        m.d.sync += mv.eq(Cat(mag_issue, mv[0], mv[1]))
-        with m.If(mag_issue):
-            m.d.sync += mbin.eq(mbin + 1)
-        sq_x = Signal(signed(DW))
-        m.d.comb += sq_x.eq(Mux(mv[0], d_re, im_hold))
-        with m.If(mv[0]):
-            m.d.sync += im_hold.eq(d_im)
-        part = m0 + (m1 << SQ_SPLIT)         # x·lo + x·hi·2^17 = x²
-        with m.If(mv[1]):
-            m.d.sync += sq.eq(part)
-        with m.If(mv[2]):
-            m.d.sync += [rad.eq(sq + part), rad_full.eq(1)]
+        with m.If(mag & iss[RAD_LATENCY - 1]):
+            m.d.sync += [rad.eq(s_lo + (p0 << SQ_SPLIT)), rad_full.eq(1)]
         with m.Elif(rad_take):
             m.d.sync += rad_full.eq(0)
 
-        # multiplier operands
-        with m.If(in_mag):
-            m.d.comb += [
-                opa0.eq(sq_x), opb0.eq(sq_x[:SQ_SPLIT]),                  # x · (x mod 2^17)
-                opa1.eq(sq_x), opb1.eq(sq_x[SQ_SPLIT:].as_signed()),    # x · (x >> 17)
-            ]
-        with m.Elif(s0):
-            m.d.comb += [opa0.eq(in_r.data), opb0.eq(win_r.data)]        # x · w
-        with m.Elif(ph == 0):
-            m.d.comb += [opa0.eq(d_re), opb0.eq(w_re), opa1.eq(d_im), opb1.eq(w_im)]
-        with m.Else():
-            m.d.comb += [opa0.eq(b_re), opb0.eq(wr_im), opa1.eq(b_im), opb1.eq(wr_re)]
-
-        # read addresses
-        m.d.comb += [
-            in_r.addr.eq(Cat(_bitrev(raddr), proc)),
-            win_r.addr.eq(_bitrev(raddr)),
-            tw_r.addr.eq(twaddr),
-            d_r.addr.eq(Mux(in_mag, mbin, raddr)),
-        ]
-
         # --- sequencing ---------------------------------------------------------------------------
         with m.FSM(name="engine"):
-            with m.State("IDLE"):
-                with m.If(full.bit_select(proc, 1)):
-                    m.d.sync += [s.eq(0), c.eq(0)]
+            with m.State("LOAD1"):
+                m.d.comb += [load1.eq(1), self.i.ready.eq(~flush)]
+                with m.If(self.i.valid & ~flush):
+                    m.d.comb += issue.eq(1)
+                    with m.If(self.i.payload.first):
+                        m.d.sync += j.eq(1)
+                    with m.Else():
+                        m.d.sync += j.eq(j + 1)
+                        with m.If(j == HALF - 1):
+                            m.next = "GAP"
+                with m.If(restart & ~flush):
+                    m.d.comb += [self.i.ready.eq(0), issue.eq(0)]
+                    m.d.sync += flush.eq(1)
+                with m.If(flush & ~in_flight):
+                    m.d.sync += [flush.eq(0), j.eq(0)]
+            with m.State("GAP"):
+                m.d.comb += load1.eq(1)
+                with m.If(~in_flight):
+                    m.d.sync += [j.eq(0), lph.eq(0), s.eq(0)]
+                    m.next = "LOAD2"
+            with m.State("LOAD2"):
+                m.d.comb += [load2.eq(1), self.i.ready.eq(~lph & ~restart)]
+                m.d.sync += lph.eq(take)
+                with m.If(take):
+                    m.d.comb += issue.eq(1)
+                    m.d.sync += [j.eq(j + 1), lph.eq(1)]
+                    with m.If(j == HALF - 1):
+                        m.next = "DRAIN2"
+                with m.If(restart):
+                    m.d.sync += flush.eq(1)
+                    m.next = "LOAD1"
+            with m.State("DRAIN2"):
+                m.d.comb += load2.eq(1)
+                with m.If(~in_flight):
+                    m.d.sync += [s.eq(1), c.eq(0), j.eq(0)]
                     m.next = "FFT"
             with m.State("FFT"):
-                m.d.comb += in_fft.eq(1)
+                m.d.comb += [fft.eq(1), issue.eq((c < N) & ~c[0])]
                 m.d.sync += c.eq(c + 1)
                 with m.If(c == STAGE_CYCLES - 1):
                     m.d.sync += [c.eq(0), s.eq(s + 1)]
-                    with m.If(s0):          # input half read completely: hand it back
-                        m.d.comb += clr_full.bit_select(proc, 1).eq(1)
-                        m.d.sync += proc.eq(~proc)
                     with m.If(s == LOG2 - 1):
                         m.d.sync += [s.eq(0), mbin.eq(0)]
                         m.next = "MAG"
             with m.State("MAG"):
-                m.d.comb += in_mag.eq(1)
-                with m.If((mbin == NB) & (mv == 0)):
-                    m.next = "IDLE"         # last radicand formed: RAM and multipliers free
+                m.d.comb += [mag.eq(1),
+                             issue.eq((mbin < NB) & ~iss[1:8].any() & ~rad_full)]
+                with m.If(issue):
+                    m.d.sync += mbin.eq(mbin + 1)
+                with m.If((mbin == NB) & ~in_flight):
+                    m.next = "LOAD1"     # last radicand formed: RAM and multipliers free
 
-        # --- square root: digit by digit, sqrt_bits_per_cycle result bits per cycle ------------
+        # --- square root: non-restoring, sqrt_bits_per_cycle result bits per cycle -------------
         RB = 2 * MAG_BITS                    # radicand bits the root consumes (48)
+        RW = MAG_BITS + 3                    # signed remainder
         sh = Signal(RB)
         q = Signal(MAG_BITS)
-        r = Signal(MAG_BITS + 2)
+        r = Signal(signed(RW))
         sat = Signal()
         cnt = Signal(range(self.sqrt_cycles))
         root_busy = Signal()
@@ -375,14 +469,15 @@ class STFT(wiring.Component):
             push.eq(res_pending & out_free),
             rad_take.eq(rad_full & ~root_busy & (~res_pending | push)),
         ]
-
         r_c, q_c, sh_c = r, q, sh
         for _ in range(self.sqrt_bits_per_cycle):
-            r2 = Cat(sh_c[RB - 2:], r_c)                 # (r << 2) | next two radicand bits
-            trial = Cat(Const(1, 2), q_c)                # (q << 2) | 1
-            ge = r2 >= trial
-            r_c = Mux(ge, r2 - trial, r2)[:MAG_BITS + 2]
-            q_c = Cat(ge, q_c)[:MAG_BITS]
+            neg = r_c[-1]
+            r4 = Cat(sh_c[RB - 2:], r_c)[:RW].as_signed()       # 4r + next two radicand bits
+            r_n = Signal(signed(RW))
+            # r ≥ 0: 4r + d − (4q + 1); r < 0: 4r + d + (4q + 3)
+            m.d.comb += r_n.eq(Mux(neg, r4 + Cat(Const(3, 2), q_c), r4 - Cat(Const(1, 2), q_c)))
+            r_c = r_n
+            q_c = Cat(~r_n[-1], q_c)[:MAG_BITS]
             sh_c = Cat(Const(0, 2), sh_c)[:RB]
         with m.If(rad_take):
             m.d.sync += [sh.eq(rad[:RB]), q.eq(0), r.eq(0), sat.eq(rad[RB:] != 0),
@@ -408,10 +503,6 @@ class STFT(wiring.Component):
         with m.Elif(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
 
-        engine_idle = Signal()
-        m.d.comb += [
-            engine_idle.eq(~in_fft & ~in_mag),
-            self.busy.eq(~engine_idle | (full != 0) | (le != 0) | rad_full | root_busy |
-                         res_pending | self.o.valid),
-        ]
+        m.d.comb += self.busy.eq(~load1 | (j != 0) | flush | in_flight | rad_full | root_busy |
+                                 res_pending | self.o.valid)
         return m

@@ -69,3 +69,28 @@ def test_accelerator_short_clips_bit_exact(params):
     for (idx, logits, cycles), (w_idx, w_logits) in zip(got, want):
         assert logits == w_logits and idx == w_idx
         assert cycles > 0
+
+
+def test_accelerator_clip_start_while_the_stft_computes(params):
+    """700 samples of a clip, 2,000 cycles (the STFT has loaded frame 0 and is computing it),
+    ``clip_start``, then a whole clip: the result is the fixed model's for that clip alone —
+    no frame of the abandoned clip reaches it."""
+    n = 800
+    dut = Accelerator(params, clip_samples=n)
+    junk, clip = _clip(n, 4), _clip(n, 5)
+    want = _expected(params, clip)
+    got = []
+
+    async def host(ctx):
+        await stream_put_all(ctx, dut.pcm, [int(v) for v in junk[:700]])
+        await ctx.tick().repeat(2000)
+        ctx.set(dut.clip_start, 1)
+        await ctx.tick()
+        ctx.set(dut.clip_start, 0)
+        await stream_put_all(ctx, dut.pcm, [int(v) for v in clip], stall=0.2,
+                             rng=random.Random(7))
+        res = await stream_get(ctx, dut.result)
+        got.append((res["index"], res["logits"]))
+
+    run_sim(dut, [host], deadline=5.0)
+    assert got == [(want[0], want[1])]

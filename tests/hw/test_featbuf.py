@@ -1,4 +1,13 @@
-"""Feature buffer in the Amaranth simulator: storage, exact Σx/Σx², banks, release, clip_start."""
+"""Feature buffer in the Amaranth simulator: storage through the engine port (whole-word
+writes, read-modify-write), exact Σx/Σx², feature codes, banks and release, a restarted clip,
+and the stream read-out (:class:`FeatureStreamer`).
+
+The writer here drives the engine port the way :class:`~nanomamba_hw.hw.spectral.SpectralEngine`
+does: a word's SNR value is written first with arbitrary feature bits, then the feature is
+merged by read-modify-write (``re``, ``rdata`` the next cycle) and added to the statistics
+(``stat_*``, ``stat_first`` on frame 0); ``done`` ends the clip, and a clip starts only while
+``wr_ok`` is high. Expected values are the written integers and numpy's sums of them.
+"""
 
 from __future__ import annotations
 
@@ -11,17 +20,10 @@ from amaranth.lib import wiring
 
 from nanomamba_hw.fixed.frontend import FEAT_FMTS
 from nanomamba_hw.fixed.snr import SNR_FMT
-from nanomamba_hw.hw.featbuf import FeatureBuffer, FeatureStreamer, stat_widths
-from nanomamba_hw.hw.sim_util import run_sim, stream_get_n, stream_put_all
+from nanomamba_hw.hw.featbuf import FeatCode, FeatureBuffer, FeatureStreamer, stat_widths
+from nanomamba_hw.hw.sim_util import run_sim, stream_get_n
 
 N_MELS = 40
-
-
-def payloads(x: np.ndarray) -> list[dict]:
-    """(40, T) → frame-stream payloads, frame after frame."""
-    n, T = x.shape
-    return [{"data": int(x[j, t]), "first": int(j == 0), "last": int(j == n - 1)}
-            for t in range(T) for j in range(n)]
 
 
 async def read_clip(ctx, rd, T: int, n: int = N_MELS, *, release: bool = True):
@@ -58,12 +60,68 @@ def check(got, feat, snr):
     np.testing.assert_array_equal(s2, (feat * feat).sum(axis=1))
 
 
-def random_clip(rng, fmt, T):
-    feat = rng.integers(fmt.min_int, fmt.max_int + 1, (N_MELS, T))
-    feat[0, :] = fmt.min_int                      # the bound of Σx² is reached by min_int
-    feat[1, :] = fmt.max_int
+def random_clip(rng, fmt, T, lo=None, hi=None):
+    """Features over [lo, hi] (default: the whole format) with both ends present; SNR values."""
+    lo = fmt.min_int if lo is None else lo
+    hi = fmt.max_int if hi is None else hi
+    feat = rng.integers(lo, hi + 1, (N_MELS, T))
+    feat[0, :] = lo                               # the bound of Σx² is reached by min_int
+    feat[1, :] = hi
     snr = rng.integers(0, SNR_FMT.max_int + 1, (N_MELS, T))
     return feat, snr
+
+
+def encode(code: FeatCode, x: int) -> int:
+    return (int(x) - code.offset) & ((1 << code.bits) - 1)
+
+
+async def write_clip(ctx, buf, code: FeatCode, feat, snr, *, frames=None, rng=None,
+                     stall: float = 0.0, done: bool = True):
+    """Write frames ``frames`` (default all) of a clip through the engine port, then ``done``.
+    Waits for ``wr_ok`` before the clip's first write. Before each word, with probability
+    ``stall``, 1–4 idle cycles. Checks every word read back by the read-modify-write."""
+    rng = rng or random.Random(0)
+    n, T = feat.shape
+    while not ctx.get(buf.wr_ok):
+        await ctx.tick()
+    junk_mask = (1 << code.bits) - 1
+    for t in (range(T) if frames is None else frames):
+        for m in range(n):
+            if stall and rng.random() < stall:
+                await ctx.tick().repeat(rng.randint(1, 4))
+            addr = t * n + m
+            # the SNR value first, the feature bits arbitrary
+            ctx.set(buf.addr, addr)
+            ctx.set(buf.wdata, rng.getrandbits(code.bits) & junk_mask
+                    | int(snr[m, t]) << code.bits)
+            ctx.set(buf.we, 1)
+            await ctx.tick()
+            ctx.set(buf.we, 0)
+            # read the word back, merge the feature, add it to the statistics
+            ctx.set(buf.re, 1)
+            await ctx.tick()
+            ctx.set(buf.re, 0)
+            word = ctx.get(buf.rdata)
+            assert word >> code.bits == snr[m, t], "the engine port must read the word back"
+            ctx.set(buf.wdata, encode(code, feat[m, t]) | (word >> code.bits) << code.bits)
+            ctx.set(buf.we, 1)
+            ctx.set(buf.stat_en, 1)
+            ctx.set(buf.stat_m, m)
+            ctx.set(buf.stat_x, int(feat[m, t]))
+            ctx.set(buf.stat_first, int(t == 0))
+            await ctx.tick()
+            ctx.set(buf.we, 0)
+            ctx.set(buf.stat_en, 0)
+    if done:
+        ctx.set(buf.done, 1)
+        await ctx.tick()
+        ctx.set(buf.done, 0)
+
+
+def logmel_code():
+    from nanomamba_hw.fixed.frontend import FrontendParams
+    from nanomamba_hw.hw.frontend import feature_code
+    return feature_code(FrontendParams("logmel"))
 
 
 def test_stat_widths_hold_the_bound():
@@ -73,105 +131,124 @@ def test_stat_widths_hold_the_bound():
     assert 101 * fmt.min_int ** 2 < (1 << qw)
 
 
+def test_feat_code_for_range():
+    """15 bits without offset for non-negative features, 15 bits with an offset (a multiple of
+    2**12) for the log-mel range, the full format when the range does not fit."""
+    fmt = FEAT_FMTS["logmel"]
+    assert FeatCode.for_range(0, (1 << 15) - 1, fmt) == FeatCode(15)
+    c = logmel_code()
+    assert c.bits == 15 and c.offset < 0 and c.offset % (1 << 12) == 0
+    assert FeatCode.for_range(fmt.min_int, fmt.max_int, fmt) == FeatCode.full(fmt)
+
+
 @pytest.mark.parametrize("kind", ["logmel", "dualpcen"])
 def test_two_banks_fill_then_block_until_release(kind):
-    """Two clips fill both banks without a release; a third clip is held off until the first
-    is released; all three read back exactly (with random stalls on the writers)."""
+    """Two clips fill both banks without a release; the writer is then held off (``wr_ok``
+    low) and its third clip waits until the first is released; all three read back exactly
+    (random idle cycles in the writer, features over the whole format, 16-bit code)."""
     fmt = FEAT_FMTS[kind]
     T = 3
     rng = np.random.default_rng(0)
     clips = [random_clip(rng, fmt, T) for _ in range(3)]
-    dut = FeatureBuffer(feat_fmt=fmt, n_frames=T, n_mels=N_MELS, n_banks=2)
-    got = []
-    fed = {}
+    code = FeatCode.full(fmt)
+    dut = FeatureBuffer(feat_fmt=fmt, n_frames=T, n_mels=N_MELS, n_banks=2, code=code)
+    got, events = [], []
 
-    async def feed_feat(ctx):
-        await stream_put_all(ctx, dut.i_feat, [v for c in clips for v in payloads(c[0])],
-                             stall=0.3, rng=random.Random(1))
-        fed["feat"] = True
-
-    async def feed_snr(ctx):
-        await stream_put_all(ctx, dut.i_snr, [v for c in clips for v in payloads(c[1])],
-                             stall=0.5, rng=random.Random(2))
+    async def writer(ctx):
+        r = random.Random(1)
+        for k, (feat, snr) in enumerate(clips):
+            await write_clip(ctx, dut, code, feat, snr, rng=r, stall=0.3)
+            events.append(f"written {k}")
 
     async def reader(ctx):
-        await ctx.tick().repeat(3000)            # long enough to deliver two clips
-        assert ctx.get(dut.rd.full) and "feat" not in fed
-        for _ in range(20):                      # both banks full: both writers held off
-            assert not ctx.get(dut.i_feat.ready) and not ctx.get(dut.i_snr.ready)
+        await ctx.tick().repeat(3000)            # long enough to write two clips
+        assert ctx.get(dut.rd.full) and events == ["written 0", "written 1"]
+        for _ in range(20):                      # both banks full: the writer is held off
+            assert not ctx.get(dut.wr_ok)
             await ctx.tick()
         for _ in range(3):
             got.append(await read_clip(ctx, dut.rd, T))
 
-    run_sim(dut, [feed_feat, feed_snr, reader], deadline=1.0)
+    run_sim(dut, [writer, reader], deadline=1.0)
     assert len(got) == len(clips)
     for g, (feat, snr) in zip(got, clips):
         check(g, feat, snr)
 
 
 def test_one_bank_waits_for_release():
-    fmt = FEAT_FMTS["dualpcen"]
+    """One bank, the log-mel 15-bit code with its offset: the second clip cannot start until
+    the first is released."""
+    fmt = FEAT_FMTS["logmel"]
+    code = logmel_code()
     T = 2
     rng = np.random.default_rng(3)
-    clips = [random_clip(rng, fmt, T) for _ in range(2)]
-    dut = FeatureBuffer(feat_fmt=fmt, n_frames=T, n_mels=N_MELS, n_banks=1)
-    got = []
+    lo, hi = code.offset, code.offset + (1 << code.bits) - 1
+    clips = [random_clip(rng, fmt, T, lo, hi) for _ in range(2)]
+    dut = FeatureBuffer(feat_fmt=fmt, n_frames=T, n_mels=N_MELS, n_banks=1, code=code)
+    got, events = [], []
 
-    async def feed_feat(ctx):
-        await stream_put_all(ctx, dut.i_feat, payloads(clips[0][0]) + payloads(clips[1][0]))
-
-    async def feed_snr(ctx):
-        await stream_put_all(ctx, dut.i_snr, payloads(clips[0][1]) + payloads(clips[1][1]))
+    async def writer(ctx):
+        for k, (feat, snr) in enumerate(clips):
+            await write_clip(ctx, dut, code, feat, snr)
+            events.append(k)
 
     async def reader(ctx):
         while not ctx.get(dut.rd.full):
             await ctx.tick()
-        for _ in range(10):
+        for _ in range(200):
             await ctx.tick()
-            assert not ctx.get(dut.i_feat.ready) and not ctx.get(dut.i_snr.ready)
+            assert not ctx.get(dut.wr_ok) and events == [0]
         got.append(await read_clip(ctx, dut.rd, T))
         got.append(await read_clip(ctx, dut.rd, T))
 
-    run_sim(dut, [feed_feat, feed_snr, reader], deadline=1.0)
+    run_sim(dut, [writer, reader], deadline=1.0)
     assert len(got) == len(clips)
     for g, (feat, snr) in zip(got, clips):
         check(g, feat, snr)
 
 
-def test_clip_start_drops_partial_clip():
-    """Half a clip, ``clip_start``, then a whole clip: only the whole clip is stored and its
-    statistics do not include the abandoned values."""
-    fmt = FEAT_FMTS["logmel"]
+@pytest.mark.parametrize("n_banks", [1, 2])
+def test_restarted_clip_drops_the_partial_one(n_banks):
+    """What the engine does after ``clip_start``: frames 0–1 of a clip written, then the writer
+    starts over at frame 0 with another clip. Only the second clip is stored, and its
+    statistics do not include the abandoned values (``stat_first`` restarts them); with two
+    banks a complete clip waiting in the other bank is untouched."""
+    fmt = FEAT_FMTS["dualpcen"]
+    code = FeatCode.full(fmt)
     T = 3
     rng = np.random.default_rng(4)
-    junk = random_clip(rng, fmt, T)
-    feat, snr = random_clip(rng, fmt, T)
-    dut = FeatureBuffer(feat_fmt=fmt, n_frames=T, n_mels=N_MELS)
+    first, junk, clip = (random_clip(rng, fmt, T) for _ in range(3))
+    dut = FeatureBuffer(feat_fmt=fmt, n_frames=T, n_mels=N_MELS, n_banks=n_banks, code=code)
     got = []
 
-    async def tb(ctx):
-        await stream_put_all(ctx, dut.i_feat, payloads(junk[0])[:70])
-        await stream_put_all(ctx, dut.i_snr, payloads(junk[1])[:20])
-        ctx.set(dut.clip_start, 1)
-        await ctx.tick()
-        ctx.set(dut.clip_start, 0)
-        await stream_put_all(ctx, dut.i_feat, payloads(feat))
-        assert not ctx.get(dut.rd.full)
-        await stream_put_all(ctx, dut.i_snr, payloads(snr))
+    async def writer(ctx):
+        if n_banks == 2:
+            await write_clip(ctx, dut, code, *first)
+        await write_clip(ctx, dut, code, *junk, frames=range(2), done=False)
+        assert not (n_banks == 1 and ctx.get(dut.rd.full))
+        await write_clip(ctx, dut, code, *clip, stall=0.2)
+
+    async def reader(ctx):
+        if n_banks == 2:
+            got.append(await read_clip(ctx, dut.rd, T))
         got.append(await read_clip(ctx, dut.rd, T))
 
-    run_sim(dut, [tb], deadline=1.0)
-    check(got[0], feat, snr)
+    run_sim(dut, [writer, reader], deadline=1.0)
+    want = [first, clip] if n_banks == 2 else [clip]
+    assert len(got) == len(want)
+    for g, (feat, snr) in zip(got, want):
+        check(g, feat, snr)
 
 
 def test_streamer_reads_clips_out_as_streams():
     """FeatureBuffer + FeatureStreamer: stats, then feat/snr frames (consumers stalling
-    independently), then release; two clips back to back."""
+    independently), then release; two clips back to back through one bank."""
     fmt = FEAT_FMTS["logmel"]
+    code = FeatCode.full(fmt)
     T = 2
     rng = np.random.default_rng(5)
     clips = [random_clip(rng, fmt, T) for _ in range(2)]
-    buf = FeatureBuffer(feat_fmt=fmt, n_frames=T, n_mels=N_MELS)
+    buf = FeatureBuffer(feat_fmt=fmt, n_frames=T, n_mels=N_MELS, code=code)
     st = FeatureStreamer(feat_fmt=fmt, n_frames=T, n_mels=N_MELS)
 
     class Top(wiring.Component):
@@ -186,11 +263,9 @@ def test_streamer_reads_clips_out_as_streams():
 
     got = {"stats": [], "feat": [], "snr": []}
 
-    async def feed_feat(ctx):
-        await stream_put_all(ctx, buf.i_feat, [v for c in clips for v in payloads(c[0])])
-
-    async def feed_snr(ctx):
-        await stream_put_all(ctx, buf.i_snr, [v for c in clips for v in payloads(c[1])])
+    async def writer(ctx):
+        for feat, snr in clips:
+            await write_clip(ctx, buf, code, feat, snr, rng=random.Random(6), stall=0.2)
 
     def taker(name: str, n: int, stall: float, seed: int):
         async def tb(ctx):
@@ -198,7 +273,7 @@ def test_streamer_reads_clips_out_as_streams():
                                            rng=random.Random(seed))
         return tb
 
-    run_sim(Top(), [feed_feat, feed_snr, taker("stats", 2 * N_MELS, 0.3, 7),
+    run_sim(Top(), [writer, taker("stats", 2 * N_MELS, 0.3, 7),
                     taker("feat", 2 * T * N_MELS, 0.4, 8), taker("snr", 2 * T * N_MELS, 0.2, 9)],
             deadline=1.0)
     for c, (feat, snr) in enumerate(clips):

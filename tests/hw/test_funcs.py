@@ -173,6 +173,7 @@ def _func_operands(ops, rng, n):
     """Random operations with operands covering each op's whole domain and its edges."""
     out = []
     for _ in range(n):
+        sub = 0
         k = int(rng.integers(len(ops)))
         op = ops[k]
         add = 0
@@ -188,10 +189,12 @@ def _func_operands(ops, rng, n):
             if rng.random() < 0.05:
                 x = int(rng.choice([-(1 << 33), (1 << 33) - 1, 0, -1, 1 << 16]))
             add = int(rng.integers(-(1 << 19), 1 << 20)) if rng.random() < 0.5 else 0
+            sub = int(rng.integers(-(20 << 16), 20 << 16)) if rng.random() < 0.5 else 0
+            x += sub
         else:
             fi = op.table.in_fmt
             x = int(rng.integers(fi.min_int, fi.max_int + 1))
-        out.append((k, x, add))
+        out.append((k, x, add, sub))
     return out
 
 
@@ -210,12 +213,13 @@ def test_func_unit_bit_exact(seed):
         pending = []
         for cyc in range(len(seq) + FuncUnit.LAT_EXP + 2):
             if cyc < len(seq) and rng.random() < 0.9:
-                k, x, add = seq[cyc]
+                k, x, add, sub = seq[cyc]
                 ctx.set(dut.i_valid, 1)
                 ctx.set(dut.i_op, k)
                 ctx.set(dut.i_x, x)
                 ctx.set(dut.i_add, add)
-                pending.append((cyc, k, x, add))
+                ctx.set(dut.i_sub, sub)
+                pending.append((cyc, k, x, add, sub))
             else:
                 ctx.set(dut.i_valid, 0)
             await ctx.tick()
@@ -223,8 +227,9 @@ def test_func_unit_bit_exact(seed):
                 got_lp.append(ctx.get(dut.o_lp))
             if ctx.get(dut.o_exp_valid):
                 got_exp.append(ctx.get(dut.o_exp))
-        want_lp = [int(ops[k].reference(x)) for _, k, x, _ in pending if ops[k].kind != "exp2"]
-        want_exp = [int(ops[k].reference(x, add)) for _, k, x, add in pending
+        want_lp = [int(ops[k].reference(x)) for _, k, x, _, _ in pending
+                   if ops[k].kind != "exp2"]
+        want_exp = [int(ops[k].reference(x, add, sub)) for _, k, x, add, sub in pending
                     if ops[k].kind == "exp2"]
         assert got_lp == want_lp
         assert got_exp == want_exp

@@ -1,112 +1,143 @@
-"""Mel filterbank in the Amaranth simulator, bit-exact with ``fixed.mel.mel_spectrum``."""
+"""Mel filterbank of the spectral engine, bit-exact with ``fixed.mel.mel_spectrum``.
+
+- :func:`~nanomamba_hw.hw.mel.bin_weights`: the one stored weight per bin (lower band ``w``,
+  upper band ``1 − w``, ``close`` on a band's last bin) reproduces the fixed model's dense
+  filterbank exactly, and a filterbank without that structure is refused;
+- :class:`~nanomamba_hw.hw.mel.BandMAC` alone: the mel stream and the SNR-projection stream
+  interleaved bin by bin as the bin pipeline issues them, with idle cycles, over random,
+  extreme and real frames: every closing band equals ``SparseFilterbank.apply`` plus the
+  rounding constant;
+- the bin pipeline inside the engine (:class:`~nanomamba_hw.hw.spectral.Spectral`, both
+  published front-end kinds): the saturated mel values it writes to RAM B for the front-end
+  pass equal ``mel_spectrum`` on random, extreme and real frames, with input stalls, after a
+  clip cut by ``clip_start`` in the middle of a frame whose rest still arrives.
+"""
 
 from __future__ import annotations
 
 import random
+import types
 
 import numpy as np
+import pytest
 
-from nanomamba_hw.audio import load_clip
 from nanomamba_hw.fixed import mel as fmel
-from nanomamba_hw.fixed import stft
-from nanomamba_hw.hw.mel import MelFilterbank
-from nanomamba_hw.hw.sim_util import run_sim, stream_get_n, stream_put_all
+from nanomamba_hw.fixed import snr as fsnr
+from nanomamba_hw.fixed.ops import rshift_round
+from nanomamba_hw.hw.mel import ONE, BandMAC, bin_weights
+from nanomamba_hw.hw.sim_util import run_sim
+from nanomamba_hw.hw.snr import MEL_SHIFT, SNR_SHIFT
 
-FB = fmel.SparseFilterbank.build()
-MAG_MAX = (1 << stft.MAG_FMT.bits) - 1
+from .spectral_util import FB, MAG_MAX, MEL_MAX, real_mags, run_spectral
 
-
-def frame_payloads(x: np.ndarray) -> list[dict]:
-    """(n, T) values → frame-stream payloads, frame after frame."""
-    n, T = x.shape
-    return [{"data": int(x[j, t]), "first": int(j == 0), "last": int(j == n - 1)}
-            for t in range(T) for j in range(n)]
+N_BINS = FB.dense.shape[1]
 
 
-def run_mel(mag: np.ndarray, stall: float = 0.3, seed: int = 0) -> np.ndarray:
-    """(257, T) magnitudes through the hardware → (40, T) mel values; checks first/last."""
-    dut = MelFilterbank(fb=FB)
-    T = mag.shape[1]
-    got = []
+def test_bin_weights_reproduce_the_filterbank():
+    """Rebuilding the dense matrix from (w, close) per bin gives ``FB.dense`` exactly (bins 0
+    and 256 carry no weight, the hardware skips them)."""
+    w = bin_weights(FB)
+    dense = np.zeros_like(FB.dense)
+    band = 0
+    for j in range(1, N_BINS - 1):
+        wj, close = w[j]
+        dense[band, j] = wj
+        if band + 1 < dense.shape[0]:
+            dense[band + 1, j] = ONE - wj
+        band += close
+    assert band == dense.shape[0]
+    assert not FB.dense[:, [0, N_BINS - 1]].any()
+    np.testing.assert_array_equal(dense, FB.dense)
 
-    async def feed(ctx):
-        await stream_put_all(ctx, dut.i, frame_payloads(mag), stall=stall, rng=random.Random(seed))
 
-    async def drain(ctx):
-        got.extend(await stream_get_n(ctx, dut.o, 40 * T, stall=stall, rng=random.Random(seed + 1)))
+@pytest.mark.parametrize("defect", ["sum", "gap"])
+def test_bin_weights_refuse_other_filterbanks(defect):
+    d = FB.dense.copy()
+    if defect == "sum":          # two overlapping weights that do not add up to 1.0
+        j = int(np.flatnonzero((d > 0).sum(axis=0) == 2)[3])
+        d[np.flatnonzero(d[:, j])[0], j] -= 1
+    else:                        # a bin that belongs to a band that is not the lowest open one
+        d[5, 100] = 1000
+    with pytest.raises(ValueError):
+        bin_weights(types.SimpleNamespace(dense=d))
 
-    run_sim(dut, [feed, drain], deadline=1.0)
-    assert [g["first"] for g in got] == [int(i % 40 == 0) for i in range(40 * T)]
-    assert [g["last"] for g in got] == [int(i % 40 == 39) for i in range(40 * T)]
-    return np.array([g["data"] for g in got], dtype=np.int64).reshape(T, 40).T
+
+def _mac_frames(rng) -> tuple[np.ndarray, np.ndarray]:
+    """(257, 4) magnitudes (random u24, full scale, a real loud frame, a single bin) and as
+    many random SNR ratios over RATIO_FMT."""
+    mags = np.stack([rng.integers(0, MAG_MAX + 1, N_BINS), np.full(N_BINS, MAG_MAX),
+                     rng.integers(0, 1 << 16, N_BINS) >> rng.integers(0, 16, N_BINS),
+                     np.where(np.arange(N_BINS) == 100, MAG_MAX, 0)], axis=1)
+    ratios = rng.integers(0, fsnr.RATIO_FMT.max_int + 1, (N_BINS, 4))
+    ratios[:, 1] = fsnr.RATIO_FMT.max_int
+    return mags, ratios
 
 
-def test_mel_random_and_extremes():
+def test_band_mac_bit_exact():
+    """Per bin: mel lower, mel upper, SNR lower, SNR upper product (the bin pipeline's order;
+    each upper product right after its lower one), random idle cycles before a lower product,
+    ``clear`` before each frame. Each closing band's value is
+    Σ W·x + 2**(shift − 1), so ``>> shift`` is the fixed model's rounded sum."""
     rng = np.random.default_rng(0)
-    cols = [
-        rng.integers(0, MAG_MAX + 1, 257),                    # random full range (saturates)
-        np.full(257, MAG_MAX),                                # full scale everywhere
-        np.zeros(257, dtype=np.int64),                        # digital silence
-        np.where(np.arange(257) == 100, MAG_MAX, 0),          # a single loud bin
-        rng.integers(0, 1 << 12, 257),                        # quiet
-        rng.integers(0, 1 << 22, 257) >> rng.integers(0, 22, 257),   # wide dynamic range
-    ]
-    mag = np.stack(cols, axis=1)
-    exp = fmel.mel_spectrum(FB, mag[None])[0]
-    assert (exp == fmel.MEL_FMT.max_int).any(), "the test should reach saturation"
-    np.testing.assert_array_equal(run_mel(mag), exp)
+    mags, ratios = _mac_frames(rng)
+    w = bin_weights(FB)
+    acc_w = max(24, fsnr.RATIO_FMT.bits) + 17 + 6           # as the engine builds it
+    dut = BandMAC(x_width=24, shifts=[MEL_SHIFT, SNR_SHIFT], acc_width=acc_w)
+    got = {0: [], 1: []}
 
-
-def test_mel_real_frames(seed_clip):
-    mags = [stft.stft_magnitude(load_clip(seed_clip(w)).pcm[None])[0] for w in ("yes", "stop")]
-    mag = np.concatenate([mags[0][:, 30:34], mags[1][:, 0:2]], axis=1)
-    np.testing.assert_array_equal(run_mel(mag, seed=3), fmel.mel_spectrum(FB, mag[None])[0])
-
-
-def test_mel_resynchronises_on_first():
-    """A partial frame followed by a whole one (``first`` set): only the whole one counts."""
-    rng = np.random.default_rng(1)
-    mag = rng.integers(0, 1 << 20, (257, 1))
-    dut = MelFilterbank(fb=FB)
-    partial = [{"data": 7, "first": int(j == 0), "last": 0} for j in range(100)]
-    got = []
-
-    async def feed(ctx):
-        await stream_put_all(ctx, dut.i, partial + frame_payloads(mag))
-
-    async def drain(ctx):
-        got.extend(await stream_get_n(ctx, dut.o, 40))
-
-    run_sim(dut, [feed, drain], deadline=1.0)
-    np.testing.assert_array_equal([g["data"] for g in got],
-                                  fmel.mel_spectrum(FB, mag[None])[0, :, 0])
-
-
-def measure_frame_cycles(dut, frame: list[dict], n_frames: int, n_out: int) -> list[int]:
-    """Feed ``n_frames`` copies of ``frame`` with no stalls; cycles at which each output frame
-    ends (``last`` accepted)."""
-    ends = []
-
-    async def feed(ctx):
-        await stream_put_all(ctx, dut.i, frame * n_frames)
+    async def drive(ctx):
+        r = random.Random(1)
+        for f in range(mags.shape[1]):
+            ctx.set(dut.clear, 1)
+            await ctx.tick()
+            ctx.set(dut.clear, 0)
+            await ctx.tick().repeat(4)
+            for j in range(1, N_BINS - 1):
+                for stream, x in ((0, mags[j, f]), (1, ratios[j, f])):
+                    if r.random() < 0.3:
+                        await ctx.tick().repeat(r.randint(1, 3))
+                    for hi in (0, 1):            # hi right after lo (BandMAC's contract)
+                        ctx.set(dut.valid, 1)
+                        ctx.set(dut.stream, stream)
+                        ctx.set(dut.hi, hi)
+                        ctx.set(dut.close, w[j][1])
+                        ctx.set(dut.x, int(x))
+                        ctx.set(dut.w, w[j][0])
+                        await ctx.tick()
+                        ctx.set(dut.valid, 0)
+            await ctx.tick().repeat(2)
 
     async def watch(ctx):
-        ctx.set(dut.o.ready, 1)
-        cycle = 0
-        while len(ends) < n_frames:
-            *_, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
-            cycle += 1
-            if valid and payload.last:
-                ends.append(cycle)
+        async for _, _, ov, os_, val in ctx.tick().sample(dut.o_valid, dut.o_stream,
+                                                           dut.o_value):
+            if ov:
+                got[os_].append(val)
 
-    run_sim(dut, [feed, watch], deadline=1.0)
-    return ends
+    run_sim(dut, [drive], background=[watch], deadline=1.0)
+    T = mags.shape[1]
+    for stream, x, shift in ((0, mags, MEL_SHIFT), (1, ratios, SNR_SHIFT)):
+        v = np.array(got[stream], dtype=np.int64).reshape(T, -1).T
+        np.testing.assert_array_equal(v, FB.apply(x[None])[0] + (1 << (shift - 1)))
+        np.testing.assert_array_equal(v >> shift, rshift_round(FB.apply(x[None])[0], shift))
+    mel = fmel.mel_spectrum(FB, mags[None])[0]
+    assert (mel == MEL_MAX).any(), "full-scale frames must reach the mel saturation"
 
 
-def test_mel_cycles_per_frame():
-    rng = np.random.default_rng(2)
-    frame = frame_payloads(rng.integers(0, 1 << 20, (257, 1)))
-    ends = measure_frame_cycles(MelFilterbank(fb=FB), frame, 4, 40)
-    per_frame = np.diff(ends)
-    print(f"\nMelFilterbank: {per_frame.tolist()} cycles per frame (first frame done at {ends[0]})")
-    assert (per_frame <= 720).all()
+@pytest.mark.parametrize("kind", ["logmel", "dualpcen"])
+def test_engine_mel_random_extreme_and_real(fixed_params, seed_clip, kind):
+    """The mel values the bin pipeline hands to the front-end pass: random u24 and full-scale
+    frames (saturating), silence, a single loud bin, two real frames; input stalls up to 12
+    cycles (so bins land on every slot phase); a clip cut by ``clip_start``."""
+    p = fixed_params[kind]
+    rng = np.random.default_rng(1)
+    real = real_mags("stop", seed_clip)
+    loud = int(np.argmax(real.sum(axis=0)))
+    mag = np.stack([rng.integers(0, MAG_MAX + 1, N_BINS), np.full(N_BINS, MAG_MAX),
+                    np.zeros(N_BINS, np.int64), real[:, loud], real[:, 3],
+                    np.where(np.arange(N_BINS) == 200, MAG_MAX, 0)], axis=1)
+    want = fmel.mel_spectrum(FB, mag[None])[0]
+    assert (want == MEL_MAX).any() and (want == 0).any()
+    junk = rng.integers(0, 1 << 20, (N_BINS, 2))
+    out, _ = run_spectral(p, [mag], stall=0.3, max_stall=12, junk=junk, cut=400,
+                          watch_mel=True, seed=kind == "dualpcen")
+    np.testing.assert_array_equal(out[0].mel, want)

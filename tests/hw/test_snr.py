@@ -1,131 +1,114 @@
-"""SNR estimator in the Amaranth simulator, bit-exact with ``fixed.snr.snr_bands`` (both modes)."""
+"""SNR estimator of the spectral engine — the SNR half of the bin pipeline (Σ|X| over the
+look-ahead frames, INIT, replay, static or EMA noise, ratio, projection, tanh) — bit-exact with
+``fixed.snr.snr_bands``.
+
+- the function-unit operations it uses (``hw.snr.snr_ops``) are the fixed model's functions:
+  the ratio ``exp2(log2 |X| − log2 den)`` with its offset and cap equals ``fixed.snr.ratio``'s
+  ``divide`` (numpy, random operands over the whole range);
+- inside :class:`~nanomamba_hw.hw.spectral.Spectral`, the SNR values in the feature buffer
+  equal ``snr_bands`` for both noise modes, with the constants of the published checkpoints
+  (Tiny: static, Tiny-DualPCEN: EMA): extreme frames (ratio and projection saturating, silent
+  look-ahead bins, both EMA rates), real frames with each checkpoint's own front end (where
+  the features are checked too), a clip of exactly the five look-ahead frames followed by
+  another through one bank whose reader holds it (backpressure), input stalls, and a clip cut
+  by ``clip_start`` mid-frame.
+"""
 
 from __future__ import annotations
 
-import random
+import dataclasses
 
 import numpy as np
 import pytest
 
-from nanomamba_hw.audio import load_clip
-from nanomamba_hw.fixed import mel as fmel
+from nanomamba_hw.fixed import frontend as ffe
 from nanomamba_hw.fixed import snr as fsnr
-from nanomamba_hw.fixed import stft
-from nanomamba_hw.hw.sim_util import run_sim, stream_get_n, stream_put_all
-from nanomamba_hw.hw.snr import SNREstimator
+from nanomamba_hw.fixed.funcs import LOG2, divide
+from nanomamba_hw.fixed.ops import SatCounter
+from nanomamba_hw.hw.snr import snr_ops
 
-FB = fmel.SparseFilterbank.build()
-MAG_MAX = (1 << stft.MAG_FMT.bits) - 1
-# Constants as the published checkpoints give them (Tiny: static; Tiny-DualPCEN: EMA) and a
-# checkpoint-free pair for CI without ../shared.
-PARAMS = {
-    "static": fsnr.SNRParams.from_float("static", 4.203),
-    "ema": fsnr.SNRParams.from_float("ema", 1.2862, -2.2, -3.0),
-}
+from .spectral_util import FB, check_features, expected, extreme_mags, real_mags, run_spectral
+
+ONE = 1 << fsnr.SNR_FMT.frac
+MODES = {"static": "logmel", "ema": "dualpcen"}       # which published checkpoint has which
 
 
-def clip_payloads(mags: np.ndarray) -> list[dict]:
-    """(clips, 257, T) → frame-stream payloads, clip after clip, frame after frame."""
-    C, n, T = mags.shape
-    return [{"data": int(mags[c, j, t]), "first": int(j == 0), "last": int(j == n - 1)}
-            for c in range(C) for t in range(T) for j in range(n)]
+def snr_params(fixed_params, mode: str):
+    """The published checkpoint with SNR ``mode``, its front end replaced by log-mel (the
+    cheapest pass: these tests are about the SNR half)."""
+    p = fixed_params[MODES[mode]]
+    assert p.snr.mode == mode
+    return dataclasses.replace(p, frontend=ffe.FrontendParams("logmel"))
 
 
-def run_snr(p: fsnr.SNRParams, mags: np.ndarray, stall: float = 0.3, seed: int = 0) -> np.ndarray:
-    """Clips (C, 257, T) back to back through one estimator → (C, 40, T)."""
-    C, _, T = mags.shape
-    dut = SNREstimator(params=p, fb=FB, n_frames=T)
-    got = []
-
-    async def feed(ctx):
-        await stream_put_all(ctx, dut.i, clip_payloads(mags), stall=stall, rng=random.Random(seed))
-
-    async def drain(ctx):
-        got.extend(await stream_get_n(ctx, dut.o, C * T * 40, stall=stall,
-                                      rng=random.Random(seed + 1)))
-
-    run_sim(dut, [feed, drain], deadline=1.0)
-    assert [g["first"] for g in got] == [int(i % 40 == 0) for i in range(len(got))]
-    assert [g["last"] for g in got] == [int(i % 40 == 39) for i in range(len(got))]
-    return np.array([g["data"] for g in got], dtype=np.int64).reshape(C, T, 40).transpose(0, 2, 1)
-
-
-def extreme_clips(T: int, seed: int) -> np.ndarray:
-    """Two clips: random magnitudes with full-scale, silent and single-loud-bin frames; then a
-    clip whose first five frames are silent (n0 = 0: the ratio saturates)."""
-    rng = np.random.default_rng(seed)
-    a = rng.integers(0, 1 << 20, (257, T)) >> rng.integers(0, 20, (257, T))
-    a[:, 1] = MAG_MAX
-    a[:, 3] = 0
-    a[:, T - 1] = np.where(np.arange(257) == 77, MAG_MAX, 0)
-    a[5, :] = MAG_MAX                                 # one bin loud in every frame
-    b = rng.integers(0, 1 << 16, (257, T))
-    b[:, :5] = 0
-    b[200:, :] = 0                                    # upper bins silent throughout
-    return np.stack([a, b])
+def test_ratio_op_is_the_fixed_divide():
+    """The pipeline's ratio: FU ``log2_0`` of |X| and of den (both taken as integers), then the
+    ``ratio`` op = exp2(difference) with the fractional offset (30 − 15) folded into its shift
+    and RATIO_FMT's top as its cap; |X| = 0 gives LOG2's zero value, far below the exp2 range,
+    so 0 — as ``divide`` (whose ``a == 0`` case is explicit)."""
+    rng = np.random.default_rng(0)
+    n = 200_000
+    mag = rng.integers(0, 1 << 24, n) >> rng.integers(0, 24, n)
+    noise = rng.integers(0, 1 << fsnr.NOISE_FMT.bits, n) >> rng.integers(0, 28, n)
+    ns = rng.integers(0, 1 << fsnr.NS_FMT.bits, n)
+    mag[:100] = 0
+    noise[100:200] = 0                                    # den = EPS_DEN: saturates
+    den = ns * noise + fsnr.EPS_DEN
+    ops = snr_ops()
+    got = ops["ratio"].reference(ops["log2_0"].reference(mag),
+                                 sub=ops["log2_0"].reference(den))
+    sat = SatCounter()
+    want = divide(mag, fsnr.MAG_FMT.frac, den, fsnr.DEN_FRAC, fsnr.RATIO_FMT, sat, "r")
+    np.testing.assert_array_equal(got, want)
+    assert sat["r"] > 0 and (want == 0).any()
+    np.testing.assert_array_equal(ops["log2_0"].reference(den), LOG2(den, 0))
+    x = np.arange(fsnr.SNR_MEL_FMT.max_int + 1)
+    np.testing.assert_array_equal(ops["tanh"].reference(x), fsnr.TANH_TABLE(x))
 
 
 @pytest.mark.parametrize("mode", ["static", "ema"])
-def test_snr_random_and_extremes_two_clips(mode):
-    p = PARAMS[mode]
-    mags = extreme_clips(7, seed=1)
-    exp = fsnr.snr_bands(p, FB, mags)
-    assert (exp == (1 << fsnr.SNR_FMT.frac)).any() and (exp == 0).any()
-    np.testing.assert_array_equal(run_snr(p, mags), exp)
+def test_engine_snr_random_and_extremes(fixed_params, mode):
+    """7 frames: random u24 over many octaves, full scale, silence, a single loud bin, a bin
+    loud throughout, bins 200… silent in frames 0–4 (n0 = 0) then loud; input stalls up to 12
+    cycles; a clip cut by ``clip_start`` first."""
+    p = snr_params(fixed_params, mode)
+    rng = np.random.default_rng(2)
+    mag = extreme_mags(rng, 7)
+    sat = SatCounter()
+    want = fsnr.snr_bands(p.snr, FB, mag[None], sat)[0]
+    assert sat["snr_ratio"] and sat["snr_mel"] and (want == ONE).any() and (want == 0).any()
+    if mode == "ema":                     # both rates: 8|X| above and below the noise floor
+        x8 = mag[1:-1] << 3
+        nf = fsnr.noise_floor(p.snr, mag[None])[0][1:-1]
+        assert (x8[:, 1:] > nf[:, :-1]).any() and (x8[:, 1:] < nf[:, :-1]).any()
+    junk = rng.integers(0, 1 << 20, (257, 3))
+    out, _ = run_spectral(p, [mag], stall=0.3, max_stall=12, junk=junk, cut=600, seed=3)
+    np.testing.assert_array_equal(out[0].snr, want)
 
 
-def test_snr_clip_of_exactly_five_frames():
-    """n_frames = 5: the whole clip is the look-ahead; the next clip must start cleanly."""
+def test_engine_snr_clips_of_five_frames(fixed_params):
+    """n_frames = 5 (the whole clip is the look-ahead: INIT and the replay end the clip), EMA,
+    two clips through one bank whose reader keeps each full clip up to 3,000 cycles: the
+    second clip waits for the release and starts from a clean state."""
+    p = snr_params(fixed_params, "ema")
     rng = np.random.default_rng(4)
-    mags = rng.integers(0, 1 << 18, (2, 257, 5))
-    p = PARAMS["ema"]
-    np.testing.assert_array_equal(run_snr(p, mags, stall=0.1), fsnr.snr_bands(p, FB, mags))
+    mags = [rng.integers(0, 1 << 18, (257, 5)), rng.integers(0, 1 << 12, (257, 5))]
+    mags[1][:, 2] = 0
+    out, info = run_spectral(p, mags, stall=0.1, n_banks=1, release_wait=3000, seed=5)
+    assert len(out) == 2
+    for o, mag in zip(out, mags):
+        np.testing.assert_array_equal(o.snr, fsnr.snr_bands(p.snr, FB, mag[None])[0])
 
 
-@pytest.mark.parametrize("ckpt,mode", [("NanoMamba-Tiny", "static"),
-                                       ("NanoMamba-Tiny-DualPCEN", "ema")])
-def test_snr_real_clip_checkpoint_params(published_ckpt, seed_clip, ckpt, mode):
-    from nanomamba_hw.checkpoint import load_checkpoint
-
-    ck = load_checkpoint(published_ckpt(ckpt))
-    se = ck.model.snr_estimator
-    p = fsnr.SNRParams.from_float(mode, float(se.noise_scale.detach()),
-                                  *((float(se.raw_beta.detach()), float(se.raw_gamma.detach()))
-                                    if mode == "ema" else ()))
-    assert p.mode == ck.config.snr_mode
-    T = 7
-    pcm = load_clip(seed_clip("yes" if mode == "static" else "go")).pcm[None]
-    mags = stft.stft_magnitude(pcm)[..., 22:22 + T]       # a speech onset within the clip
-    np.testing.assert_array_equal(run_snr(p, mags, seed=5), fsnr.snr_bands(p, FB, mags))
-
-
-def test_snr_cycles_per_frame():
-    """No stalls: cycles from one output frame's end to the next (steady state), and the burst
-    after frame 4 (n0 pass + frames 0–4 replayed)."""
-    T = 8
-    rng = np.random.default_rng(6)
-    mags = rng.integers(0, 1 << 18, (1, 257, T))
-    dut = SNREstimator(params=PARAMS["ema"], fb=FB, n_frames=T)
-    ends, accepted = [], []
-
-    async def feed(ctx):
-        await stream_put_all(ctx, dut.i, clip_payloads(mags))
-
-    async def watch(ctx):
-        ctx.set(dut.o.ready, 1)
-        cycle = 0
-        while len(ends) < T:
-            *_, ov, op, iv, ir, ip = await ctx.tick().sample(
-                dut.o.valid, dut.o.payload, dut.i.valid, dut.i.ready, dut.i.payload)
-            cycle += 1
-            if ov and op.last:
-                ends.append(cycle)
-            if iv and ir and ip.last:
-                accepted.append(cycle)
-
-    run_sim(dut, [feed, watch], deadline=1.0)
-    burst = ends[4] - accepted[4]
-    steady = np.diff(ends[5:]).tolist()
-    print(f"\nSNREstimator: frame 4 in → frames 0–4 out: {burst} cycles; then "
-          f"{steady} cycles per frame")
-    assert burst < 7000 and max(steady) <= 1300
+@pytest.mark.parametrize("kind", ["logmel", "dualpcen"])
+def test_engine_real_frames(fixed_params, seed_clip, kind):
+    """Each published checkpoint as it is (Tiny: static SNR + log-mel; Tiny-DualPCEN: EMA SNR
+    + DualPCEN) on 8 frames of a real clip around a speech onset, input stalls: the SNR values,
+    and — the same run being the engine's integration test on real frames — the features and
+    their Σx, Σx²."""
+    p = fixed_params[kind]
+    mag = real_mags("yes" if kind == "logmel" else "go", seed_clip)[:, 24:32]
+    want = expected(p, mag)
+    out, _ = run_spectral(p, [mag], stall=0.2, seed=6)
+    np.testing.assert_array_equal(out[0].snr, want["snr"])
+    check_features(out[0], want["feat"])

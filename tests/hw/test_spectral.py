@@ -1,133 +1,79 @@
-"""The whole spectral half (mel + SNR + front end + feature buffer) on real clips, bit-exact
-with the fixed model's stages: features, SNR and the instance norm's Σx, Σx² per band."""
+"""The whole spectral half (mel + SNR + front end + feature buffer, :class:`Spectral`) on real
+clips, bit-exact with the fixed model's stages: features, SNR and the instance norm's Σx, Σx²
+per band; and its cycles per frame.
+
+Real frames of both published checkpoints through the whole engine (with stalls) are also
+``test_snr.py::test_engine_real_frames``; a whole 101-frame clip of the default checkpoint
+runs end to end in Verilator in ``tests/test_build.py``. The 101-frame clips here take 70 s and
+120 s of Amaranth simulation and are ``slow`` (``pytest -m slow tests/hw/test_spectral.py``)."""
 
 from __future__ import annotations
-
-import random
 
 import numpy as np
 import pytest
 
-from nanomamba_hw.audio import load_clip
-from nanomamba_hw.fixed import frontend as ffe
-from nanomamba_hw.fixed import mel as fmel
 from nanomamba_hw.fixed import snr as fsnr
-from nanomamba_hw.fixed import stft
-from nanomamba_hw.hw.sim_util import run_sim, stream_put_all
-from nanomamba_hw.hw.spectral import Spectral
+from nanomamba_hw.hw.snr import DEPTH, II
+from nanomamba_hw.hw.spectral import CLEAR_CYCLES
 
-from .test_featbuf import read_clip
+from .spectral_util import check_features, expected, frame_payloads, real_mags, run_spectral
 
-CLIP_WORDS = ("yes", "no", "up", "down", "go", "stop")
-KINDS = {"logmel": "NanoMamba-Tiny", "dualpcen": "NanoMamba-Tiny-DualPCEN"}
+__all__ = ["frame_payloads"]
 
 
-@pytest.fixture(scope="module")
-def fixed_params(published_ckpt, seed_clip):
-    """Quantized artefacts of the published checkpoints, by front-end kind."""
-    from nanomamba_hw.checkpoint import load_checkpoint
-    from nanomamba_hw.fixed.model import quantize
-
-    calib = np.stack([load_clip(seed_clip(w)).samples for w in CLIP_WORDS]).astype(np.float32)
-    return {k: quantize(load_checkpoint(published_ckpt(name)), calib) for k, name in KINDS.items()}
-
-
-def expected(p, mag: np.ndarray):
-    """The fixed model's stage outputs for magnitudes (B, 257, T), as ``fixed.model.run``
-    connects them."""
-    fb = fmel.SparseFilterbank.build(p.config.n_mels, p.config.n_fft, p.config.sample_rate)
-    snr = fsnr.snr_bands(p.snr, fb, mag)
-    feat = ffe.features(p.frontend, fmel.mel_spectrum(fb, mag))
-    return feat, snr
-
-
-def mag_payloads(mag: np.ndarray) -> list[dict]:
-    n, T = mag.shape
-    return [{"data": int(mag[j, t]), "first": int(j == 0), "last": int(j == n - 1)}
-            for t in range(T) for j in range(n)]
-
-
-def check_clip(got, feat, snr):
-    f, s, s1, s2 = got
-    np.testing.assert_array_equal(s, snr)
-    np.testing.assert_array_equal(f, feat)
-    np.testing.assert_array_equal(s1, feat.sum(axis=-1))
-    np.testing.assert_array_equal(s2, (feat * feat).sum(axis=-1))
-
-
-def run_clips(p, mags: list[np.ndarray], *, stall: float = 0.1, n_banks: int = 2,
-              restart_after: list | None = None):
-    """Feed clips (257, T) back to back (after ``restart_after`` magnitudes of junk and a
-    ``clip_start``, if given); read every clip back from the feature buffer. Returns the clips
-    read and cycle counts: ``fed`` (first clip's last magnitude accepted), ``first_full``
-    (first clip complete in the buffer), from the first magnitude offered."""
-    T = mags[0].shape[1]
-    dut = Spectral(params=p, n_frames=T, n_banks=n_banks)
-    got, info = [], {}
-
-    async def feed(ctx):
-        rng = random.Random(1)
-        if restart_after:
-            await stream_put_all(ctx, dut.i, restart_after, stall=stall, rng=rng)
-            ctx.set(dut.clip_start, 1)
-            await ctx.tick()
-            ctx.set(dut.clip_start, 0)
-        for mag in mags:
-            await stream_put_all(ctx, dut.i, mag_payloads(mag), stall=stall, rng=rng)
-            info.setdefault("fed", info["cycle"])
-
-    async def reader(ctx):
-        info["cycle"] = 0
-        while not ctx.get(dut.rd.full):
-            await ctx.tick()
-            info["cycle"] += 1
-        info["first_full"] = info["cycle"]
-        for _ in mags:
-            got.append(await read_clip(ctx, dut.rd, T))
-
-    run_sim(dut, [feed, reader], deadline=2.0)
-    return got, info
-
-
-def real_mags(word: str, seed_clip) -> np.ndarray:
-    return stft.stft_magnitude(load_clip(seed_clip(word)).pcm[None])[0]
-
-
-@pytest.mark.parametrize("kind", ["logmel", "dualpcen"])
-def test_spectral_short_clip(fixed_params, seed_clip, kind):
-    """12 frames of a real clip (the fixed functions work on any T ≥ 5)."""
-    p = fixed_params[kind]
-    mag = real_mags("yes", seed_clip)[:, 28:40]
-    feat, snr = expected(p, mag[None])
-    got, _info = run_clips(p, [mag])
-    check_clip(got[0], feat[0], snr[0])
+def check_clip(out, feat, snr):
+    np.testing.assert_array_equal(out.snr, snr)
+    check_features(out, feat)
 
 
 def test_spectral_restart_and_back_to_back(fixed_params, seed_clip):
-    """DualPCEN/EMA, one feature bank: a partial clip abandoned by ``clip_start``, then two
-    6-frame clips back to back; the second waits for the release of the first."""
+    """DualPCEN/EMA, one feature bank: a partial clip abandoned by ``clip_start`` in the middle
+    of its third frame, the rest of that frame still arriving afterwards (as the STFT would
+    deliver it: the engine must drop it up to the next ``first``), then two 6-frame clips back
+    to back; the second waits for the release of the first."""
     p = fixed_params["dualpcen"]
     T = 6
     a, b = real_mags("go", seed_clip)[:, 30:30 + T], real_mags("no", seed_clip)[:, 40:40 + T]
-    junk = mag_payloads(real_mags("up", seed_clip)[:, :3])[:600]
-    got, _ = run_clips(p, [a, b], n_banks=1, restart_after=junk)
-    for g, mag in zip(got, (a, b)):
-        feat, snr = expected(p, mag[None])
-        check_clip(g, feat[0], snr[0])
+    out, _ = run_spectral(p, [a, b], stall=0.1, n_banks=1, junk=real_mags("up", seed_clip)[:, :3],
+                          cut=600, release_wait=200, seed=1)
+    for o, mag in zip(out, (a, b)):
+        want = expected(p, mag)
+        check_clip(o, want["feat"], want["snr"])
 
 
+def frame_period(front_cycles: int) -> int:
+    """The engine's cycles per frame after the look-ahead, the input always valid, from the
+    schedule: bins are issued at slot boundaries, one every II = 8 cycles (bins 0…256: 256·II
+    from the first to the last); the last bin with work (255, issued II before the last) has
+    drained DEPTH cycles after its issue, then one cycle for ``done`` and one to enter FRONT,
+    the front-end pass, CLEAR; the next frame's bin 0 waits for the next slot boundary."""
+    after_last = (DEPTH + 2 - II) + front_cycles + CLEAR_CYCLES
+    return 256 * II + -(-after_last // II) * II
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["logmel", "dualpcen"])
 def test_spectral_full_clip(fixed_params, seed_clip, kind):
     """All 101 frames of a real clip: features, SNR and statistics; the stage outputs equal
-    the traced integers of ``fixed.model.run`` on the clip's PCM. (≈ 45 s of CPU each in the
-    Amaranth simulator, so not marked slow.)"""
+    the traced integers of ``fixed.model.run`` on the clip's PCM. No stalls: prints the cycles
+    per frame, checked against the schedule (``frame_period``)."""
+    from nanomamba_hw.audio import load_clip
+    from nanomamba_hw.fixed import stft
     from nanomamba_hw.fixed.model import run
+    from nanomamba_hw.hw.frontend import frontend_class
 
     p = fixed_params[kind]
     pcm = load_clip(seed_clip("stop")).pcm
     mag = stft.stft_magnitude(pcm[None])[0]
     st = run(p, pcm, trace=True).stages
-    got, info = run_clips(p, [mag], stall=0.0)
-    check_clip(got[0], st["instnorm_in"][0], st["snr_mel"][0])
-    print(f"\nSpectral[{kind}]: last magnitude accepted at cycle {info['fed']}, clip complete "
-          f"in the buffer at cycle {info['first_full']} (no stalls)")
+    out, info = run_spectral(p, [mag])
+    check_clip(out[0], st["instnorm_in"][0], st["snr_mel"][0])
+    per_frame = np.diff(info.frame_in)
+    S = fsnr.STATIC_FRAMES
+    burst = int(per_frame[S - 1])                 # frame 4 → 5: INIT and frames 0–4 replayed
+    period = frame_period(frontend_class(kind).schedule_cycles(p.config.n_mels))
+    print(f"\nSpectral[{kind}]: 101 frames in {info.frame_in[-1]} cycles (input always valid): "
+          f"frames 0–4 every {sorted(set(per_frame[:S - 1].tolist()))}, frame 4 → 5 {burst} "
+          f"(INIT and frames 0–4 replayed), then every {sorted(set(per_frame[S:].tolist()))} "
+          f"(schedule: {period}); clip complete in the buffer at cycle {info.full_at[0]}")
+    assert (per_frame[S:] == period).all()

@@ -14,7 +14,7 @@ import pytest
 from nanomamba_hw.fixed import stft as fstft
 from nanomamba_hw.hw.framer import Framer
 from nanomamba_hw.hw.sim_util import run_sim, stream_get_n, stream_put_all
-from nanomamba_hw.hw.stft import STAGE_CYCLES, STFT
+from nanomamba_hw.hw.stft import DEPTH, RAD_LATENCY, STAGE_CYCLES, STFT
 
 AUDIO = Path(__file__).resolve().parents[3] / "shared" / "seed" / "audio"
 N, NB, LOG2_N, MAG_FMT = fstft.N_FFT, fstft.N_BINS, fstft.LOG2_N, fstft.MAG_FMT
@@ -152,17 +152,27 @@ def measure_cycles(n_frames: int = 3, **kw) -> dict:
 
 
 def test_cycles_per_frame():
-    """Record the cycle budget: one frame = 512 load + 4,653 FFT + 257 · 13 magnitude cycles;
-    back to back, loading is hidden (and the last roots overlap the next FFT). Real time at
+    """The schedule of ``hw/stft.py``'s docstring, exactly, no stalls on either side:
+    load = 256 (first half, a sample per cycle) + (DEPTH + 1) + 511 (second half, a sample every
+    2 cycles) + (DEPTH + 1) = 789; FFT = 8 stages × STAGE_CYCLES = 4,160; bins 0…256 issued
+    ``bin_cycles`` apart: 256 × 9 = 2,304; the last magnitude leaves RAD_LATENCY + 1 +
+    sqrt_cycles + 2 = 19 cycles after its bin's issue (latency 7,272); back to back the next
+    load starts DEPTH + 2 cycles after the last bin's issue (period 7,265). Real time at
     16 MHz allows 160,000 cycles per hop."""
-    res = measure_cycles(4)
+    res = measure_cycles(3)
     print(f"\nSTFT cycles: latency {res['latency']}, period {res['period']}")
-    fft = LOG2_N * STAGE_CYCLES
-    bin_cycles = MAG_FMT.bits // 2 + 1
-    engine = fft + NB * bin_cycles
-    assert fft == 4653 and engine == 7994
-    assert N + engine <= res["latency"] <= N + engine + 20
-    assert all(engine - 20 <= p <= engine + 10 for p in res["period"])
+    dut = STFT()
+    dut._MustUse__silence = True                  # built only for its schedule constants
+    half = N // 2
+    load = half + (DEPTH + 1) + (2 * half - 1) + (DEPTH + 1)
+    fft = (LOG2_N - 1) * STAGE_CYCLES
+    bins = (NB - 1) * dut.bin_cycles
+    latency = load + fft + bins + RAD_LATENCY + 1 + dut.sqrt_cycles + 2
+    period = load + fft + bins + DEPTH + 2
+    assert (load, fft, dut.bin_cycles, latency, period) == (789, 4160, 9, 7272, 7265), \
+        "the docstrings state these numbers: update them with the schedule"
+    assert res["latency"] == latency
+    assert res["period"] == [period] * 2
     assert res["latency"] < 160_000 // 10             # a tenth of the real-time budget
 
 
