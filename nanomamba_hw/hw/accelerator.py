@@ -15,8 +15,10 @@ the register port, ``busy``), so board tops and the host link work with it uncha
 - Registers 1–5: the SSM calibration constants in REG_FMT (u16.16), reset to the checkpoint's
   values; the back end samples them when it starts a clip, so a write applies from the next
   clip whose back-end pass has not started.
-- The front end runs while samples arrive; the feature buffer has two banks, so the next clip's
-  front end overlaps the current clip's back end.
+- The front end runs while samples arrive. With ``n_banks=1`` (the default: 4 RAMB36 fewer)
+  the next clip's samples are held off (``pcm.ready`` low) until the back end has read the
+  current clip's features, ~4.7 ms at 100 MHz; with ``n_banks=2`` the next clip's front end
+  overlaps the current clip's back end, for continuous input without pauses.
 - ``clip_start`` abandons the clip being received: framer, STFT and spectral engine restart
   (a complete clip in the feature buffer or the back end is kept).
 """
@@ -50,7 +52,7 @@ class Accelerator(wiring.Component):
     """
 
     def __init__(self, params: FixedParams, *, lanes: int = 1, clip_samples: int = 16000,
-                 n_banks: int = 2):
+                 n_banks: int = 1):
         self.params, self.lanes = params, lanes
         self.clip_samples = clip_samples
         self.n_frames = 1 + clip_samples // HOP

@@ -38,11 +38,12 @@ def _expected(params, pcm, regs=None):
     return int(r.index[0]), [int(v) for v in r.logits[0]]
 
 
-def test_accelerator_short_clips_bit_exact(params):
+@pytest.mark.parametrize("n_banks", [1, 2])
+def test_accelerator_short_clips_bit_exact(params, n_banks):
     """Two 6-frame clips back to back with random stalls, then a register write: each result
     equals the fixed model's integers for that clip (and those registers)."""
     n = 800                                       # 1 + 800 // 160 = 6 frames
-    dut = Accelerator(params, clip_samples=n)
+    dut = Accelerator(params, clip_samples=n, n_banks=n_banks)
     clips = [_clip(n, 1), _clip(n, 2), _clip(n, 3)]
     regs = SSMRegisters(*params.registers.as_tuple()[:3], 30000, 40000)
     want = [_expected(params, clips[0]), _expected(params, clips[1]),
