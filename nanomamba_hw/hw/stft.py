@@ -18,7 +18,8 @@ There is no separate input buffer.
    (``rshift_round(x·w, WIN_SHIFT)``) and written to ``BITREV[j]`` (one sample per cycle); each
    sample of the second half is windowed on arrival and combined with its stored partner by the
    butterfly datapath below (one sample per two cycles: two writes). Loading a frame takes
-   256 + 512 cycles and overlaps nothing (the data RAM holds one frame).
+   789 cycles (below) and overlaps nothing but the previous frame's last roots (the data RAM
+   holds one frame).
 
 2. **Stages 1…8**, in place, one butterfly every 2 cycles (2 reads + 2 writes on the RAM's one
    read and one write port) with **two DSP48E1 in cascade**: ``P1 = A1·B1 + K``,

@@ -20,7 +20,12 @@ from amaranth.lib import wiring
 
 from nanomamba_hw.fixed.frontend import FEAT_FMTS
 from nanomamba_hw.fixed.snr import SNR_FMT
-from nanomamba_hw.hw.featbuf import FeatCode, FeatureBuffer, FeatureStreamer, stat_widths
+from nanomamba_hw.hw.featbuf import (
+    FeatCode,
+    FeatureBuffer,
+    FeatureStreamer,
+    stat_widths,
+)
 from nanomamba_hw.hw.sim_util import run_sim, stream_get_n
 
 N_MELS = 40

@@ -20,7 +20,6 @@ floor + DualPCEN (``hw.pcen.DualPCENPass``) — bit-exact with ``fixed.frontend`
 from __future__ import annotations
 
 import dataclasses
-import random
 
 import numpy as np
 import pytest
@@ -33,8 +32,12 @@ from nanomamba_hw.fixed import stft
 from nanomamba_hw.fixed.funcs import EXP2, LOG2, divide
 from nanomamba_hw.fixed.ops import rshift_round, saturate
 from nanomamba_hw.hw.featbuf import FeatCode
-from nanomamba_hw.hw.frontend import (LogMelPass, feature_code, frontend_class,
-                                      pcen_nonnegative)
+from nanomamba_hw.hw.frontend import (
+    LogMelPass,
+    feature_code,
+    frontend_class,
+    pcen_nonnegative,
+)
 from nanomamba_hw.hw.funcs import FuncUnit
 from nanomamba_hw.hw.pcen import DualPCENPass
 from nanomamba_hw.hw.snr import snr_ops
@@ -188,8 +191,8 @@ def test_logmel_pass_random_extreme_and_real(fixed_params, seed_clip):
     mels = [random_mel(rng, 6),
             np.concatenate([real_mel("yes", 35, 3, seed_clip), real_mel("stop", 0, 3, seed_clip)],
                            axis=1)]
-    out, info = run_pass(p, mels, stall=0.3, junk=random_mel(rng, 6), cut=130,
-                         release_wait=300, seed=1)
+    out, _ = run_pass(p, mels, stall=0.3, junk=random_mel(rng, 6), cut=130,
+                      release_wait=300, seed=1)
     assert len(out) == 2
     for o, mel in zip(out, mels):
         check_features(o, ffe.log_mel(mel[None])[0])

@@ -27,7 +27,14 @@ from nanomamba_hw.fixed.funcs import LOG2, divide
 from nanomamba_hw.fixed.ops import SatCounter
 from nanomamba_hw.hw.snr import snr_ops
 
-from .spectral_util import FB, check_features, expected, extreme_mags, real_mags, run_spectral
+from .spectral_util import (
+    FB,
+    check_features,
+    expected,
+    extreme_mags,
+    real_mags,
+    run_spectral,
+)
 
 ONE = 1 << fsnr.SNR_FMT.frac
 MODES = {"static": "logmel", "ema": "dualpcen"}       # which published checkpoint has which
@@ -94,7 +101,7 @@ def test_engine_snr_clips_of_five_frames(fixed_params):
     rng = np.random.default_rng(4)
     mags = [rng.integers(0, 1 << 18, (257, 5)), rng.integers(0, 1 << 12, (257, 5))]
     mags[1][:, 2] = 0
-    out, info = run_spectral(p, mags, stall=0.1, n_banks=1, release_wait=3000, seed=5)
+    out, _ = run_spectral(p, mags, stall=0.1, n_banks=1, release_wait=3000, seed=5)
     assert len(out) == 2
     for o, mag in zip(out, mags):
         np.testing.assert_array_equal(o.snr, fsnr.snr_bands(p.snr, FB, mag[None])[0])

@@ -16,9 +16,7 @@ from nanomamba_hw.fixed import snr as fsnr
 from nanomamba_hw.hw.snr import DEPTH, II
 from nanomamba_hw.hw.spectral import CLEAR_CYCLES
 
-from .spectral_util import check_features, expected, frame_payloads, real_mags, run_spectral
-
-__all__ = ["frame_payloads"]
+from .spectral_util import check_features, expected, real_mags, run_spectral
 
 
 def check_clip(out, feat, snr):
