@@ -206,7 +206,7 @@ def report_markdown_lattice(rep: dict) -> str:
         for cell, r in fit["resources"].items():
             pct = 100 * r["needed"] / r["available"] if r["available"] else 0
             lines.append(f"| {cell} | {r['what']} | {r['needed']:,} | {r['available']:,} | "
-                         f"{pct:.0f} % | {r['shortfall'] or ''} |")
+                         f"{pct:.0f} % | {format(r['shortfall'], ',') if r['shortfall'] else ''} |")
         if rep.get("cells"):
             top = sorted(rep["cells"].items(), key=lambda kv: -kv[1])
             lines += ["", "Synthesized cells (yosys `stat`, before packing): " +
