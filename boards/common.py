@@ -26,12 +26,22 @@ single-bit status signals :attr:`BoardTop.status` (``heartbeat``, ``active``, ``
 ``recording``, ``audio_lost``).
 """
 
-from amaranth.hdl import (Array, C, Cat, Const, Module, Mux, ResetInserter, Signal, signed)
+from amaranth.hdl import (
+    Array,
+    C,
+    Cat,
+    Const,
+    Module,
+    Mux,
+    ResetInserter,
+    Signal,
+    signed,
+)
 from amaranth.lib import cdc, fifo, io, wiring
 from amaranth.lib.wiring import In, Out
 
 from nanomamba_hw.config import CLIP_SAMPLES
-from nanomamba_hw.hw.accel_if import AcceleratorSignature, N_REGS
+from nanomamba_hw.hw.accel_if import N_REGS, AcceleratorSignature
 from nanomamba_hw.hw.i2s import I2SReceiver
 from nanomamba_hw.hw.uart import UARTReceiver, UARTTransmitter, baud_divisor
 from nanomamba_hw.protocol import SYNC, Cmd, ErrorCode

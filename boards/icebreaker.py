@@ -32,9 +32,6 @@ class ICEBreakerTop(LatticeBoardTop):
     RESET = ("button", 0)
     DEFAULT_CLK_FREQ = 12e6
 
-    def __init__(self, accelerator, *, clk_freq: float = DEFAULT_CLK_FREQ, **kwargs):
-        super().__init__(accelerator, clk_freq=clk_freq, **kwargs)
-
     def board_io(self, m, platform):
         platform.add_resources(platform.break_off_pmod)
         st = self.status

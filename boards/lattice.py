@@ -131,9 +131,10 @@ class LatticeBoardTop(BoardTop):
     OSC = None                  # oscillator resource name
     OSC_FREQ = None             # its frequency, Hz
     RESET = None                # (resource name, number) of the reset button, or None
+    DEFAULT_CLK_FREQ = None     # sync clock when clk_freq is not given (None: the oscillator)
 
     def __init__(self, accelerator, *, clk_freq: float | None = None, **kwargs):
-        requested = self.OSC_FREQ if clk_freq is None else clk_freq
+        requested = clk_freq if clk_freq is not None else (self.DEFAULT_CLK_FREQ or self.OSC_FREQ)
         self.requested_clk_freq = requested
         self.pll = None
         if abs(requested - self.OSC_FREQ) > 1e-3:
@@ -146,6 +147,12 @@ class LatticeBoardTop(BoardTop):
                 raise
         super().__init__(accelerator, clk_freq=self.pll.f_out if self.pll else requested,
                          **kwargs)
+
+    def drive_leds(self, m, platform, values):
+        """Drive ``platform``'s ``led`` 0…n−1 with ``values`` (the class index bits first)."""
+        for i, value in enumerate(values):
+            m.d.comb += pin_buffer(m, "o", platform.request("led", i, dir="-"),
+                                   f"led{i}_pin").o.eq(value)
 
     def board_pins(self, m, platform):
         if platform.default_clk_frequency != self.OSC_FREQ:

@@ -11,8 +11,12 @@ is :class:`boards.common.BoardTop`).
 - The ESP32's GPIO0 (L2) is driven high so that the ESP32 cannot reset the FPGA.
 """
 
-from amaranth_boards.ulx3s import (ULX3S_12F_Platform, ULX3S_25F_Platform, ULX3S_45F_Platform,
-                                   ULX3S_85F_Platform)
+from amaranth_boards.ulx3s import (
+    ULX3S_12F_Platform,
+    ULX3S_25F_Platform,
+    ULX3S_45F_Platform,
+    ULX3S_85F_Platform,
+)
 
 from .common import pin_buffer
 from .lattice import LatticeBoardTop
@@ -33,14 +37,8 @@ class ULX3STop(LatticeBoardTop):
     RESET = ("button_pwr", 0)
     DEFAULT_CLK_FREQ = 50e6
 
-    def __init__(self, accelerator, *, clk_freq: float = DEFAULT_CLK_FREQ, **kwargs):
-        super().__init__(accelerator, clk_freq=clk_freq, **kwargs)
-
     def board_io(self, m, platform):
         st = self.status
-        leds = [*self.led, st.heartbeat, st.active, st.error, 0]
-        for i, value in enumerate(leds):
-            m.d.comb += pin_buffer(m, "o", platform.request("led", i, dir="-"),
-                                   f"led{i}_pin").o.eq(value)
+        self.drive_leds(m, platform, [*self.led, st.heartbeat, st.active, st.error, 0])
         esp32 = platform.request("esp32", 0, dir="-")
         m.d.comb += pin_buffer(m, "o", esp32.gpio0, "esp32_gpio0_pin").o.eq(1)

@@ -11,7 +11,6 @@ class on the LEDs, around any NanoMamba accelerator (the board-independent logic
 
 from amaranth_boards.versa_ecp5 import VersaECP5Platform
 
-from .common import pin_buffer
 from .lattice import LatticeBoardTop
 
 __all__ = ["PLATFORMS", "VersaECP5Platform", "VersaECP5Top"]
@@ -27,12 +26,6 @@ class VersaECP5Top(LatticeBoardTop):
     RESET = ("rst", 0)
     DEFAULT_CLK_FREQ = 50e6
 
-    def __init__(self, accelerator, *, clk_freq: float = DEFAULT_CLK_FREQ, **kwargs):
-        super().__init__(accelerator, clk_freq=clk_freq, **kwargs)
-
     def board_io(self, m, platform):
         st = self.status
-        leds = [*self.led, st.heartbeat, st.active, st.error, 0]
-        for i, value in enumerate(leds):
-            m.d.comb += pin_buffer(m, "o", platform.request("led", i, dir="-"),
-                                   f"led{i}_pin").o.eq(value)
+        self.drive_leds(m, platform, [*self.led, st.heartbeat, st.active, st.error, 0])

@@ -22,7 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from .errors import NanoMambaError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,10 +37,10 @@ HOP_SECONDS = 0.01
 
 def hw_numbers(params, lanes: int, workdir: Path, synth: bool) -> dict:
     """Synthesis and Verilator cycle numbers for one configuration."""
+    from . import verilator as V
     from .build import MEASURE_INTERVAL, TOP_NAME, accelerator_verilog
     from .calib import edge_signals
     from .hw.accelerator import Accelerator
-    from . import verilator as V
     t0 = time.time()
     accel = Accelerator(params, lanes=lanes)
     verilog = accelerator_verilog(accel)
@@ -72,6 +71,7 @@ def hw_numbers(params, lanes: int, workdir: Path, synth: bool) -> dict:
 def amaranth_sim_rate(params, cycles: int = 4000) -> float:
     """Cycles per second of the Amaranth simulator on the accelerator (samples streaming in)."""
     from amaranth.sim import Simulator
+
     from .hw.accelerator import Accelerator
     dut = Accelerator(params)
     sim = Simulator(dut)
@@ -160,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ckpt", action="append", default=[], metavar="VARIANT=PATH")
     args = ap.parse_args(argv)
     import platform as _pf
+
     from .checkpoint import load_checkpoint
     from .quantize import params_for
     ckpts = dict(DEFAULT_CKPTS)

@@ -36,7 +36,6 @@ import shutil
 import sys
 import time
 from pathlib import Path
-
 from typing import NamedTuple
 
 from .errors import NanoMambaError
@@ -145,6 +144,21 @@ def measure_cycles(verilog: str, params, accel, progress=print) -> dict:
             "verilator_cached": model.cached}
 
 
+def _cycles_markdown(rep: dict) -> list[str]:
+    """The report's "Cycles" section (every board)."""
+    c = rep["cycles"]
+    lines = ["", "## Cycles", ""]
+    if c.get("cycles_per_clip") is not None:
+        lat = c["latency_cycles_after_last_sample"]
+        lines += [f"- cycles per clip (first sample to decision, samples as fast as accepted): "
+                  f"{c['cycles_per_clip']:,}",
+                  f"- latency after the last sample (real-time input): {lat:,} cycles = "
+                  f"{1e3 * lat / rep['clock_hz']:.2f} ms at {rep['clock_hz'] / 1e6:g} MHz",
+                  f"- bit-exact with the fixed model on the check clip: "
+                  f"{'yes' if c['bit_exact_with_fixed_model'] else 'NO'}"]
+    return lines + [f"- source: {c['source']}"]
+
+
 def report_markdown(rep: dict) -> str:
     r, t = rep["resources"], rep["timing"]
     lines = [f"# Build report: {rep['variant']} on {rep['board']} ({rep['part']})", "",
@@ -167,17 +181,7 @@ def report_markdown(rep: dict) -> str:
                   f"{t['fmax_estimate_mhz']:.0f} MHz", f"- method: {t['method']}"]
     else:
         lines += ["- not estimated"]
-    c = rep["cycles"]
-    lines += ["", "## Cycles", ""]
-    if c.get("cycles_per_clip") is not None:
-        lat = c["latency_cycles_after_last_sample"]
-        lines += [f"- cycles per clip (first sample to decision, samples as fast as accepted): "
-                  f"{c['cycles_per_clip']:,}",
-                  f"- latency after the last sample (real-time input): {lat:,} cycles = "
-                  f"{1e3 * lat / rep['clock_hz']:.2f} ms at {rep['clock_hz'] / 1e6:g} MHz",
-                  f"- bit-exact with the fixed model on the check clip: "
-                  f"{'yes' if c['bit_exact_with_fixed_model'] else 'NO'}"]
-    lines += [f"- source: {c['source']}", "", "## Files", ""]
+    lines += _cycles_markdown(rep) + ["", "## Files", ""]
     lines += [f"- `{k}`: {v}" for k, v in rep["files"].items()]
     return "\n".join(lines) + "\n"
 
@@ -226,17 +230,7 @@ def report_markdown_lattice(rep: dict) -> str:
         lines += [f"- method: {t['method']}"]
     else:
         lines += [f"- {t['method']}"]
-    c = rep["cycles"]
-    lines += ["", "## Cycles", ""]
-    if c.get("cycles_per_clip") is not None:
-        lat = c["latency_cycles_after_last_sample"]
-        lines += [f"- cycles per clip (first sample to decision, samples as fast as accepted): "
-                  f"{c['cycles_per_clip']:,}",
-                  f"- latency after the last sample (real-time input): {lat:,} cycles = "
-                  f"{1e3 * lat / rep['clock_hz']:.2f} ms at {rep['clock_hz'] / 1e6:g} MHz",
-                  f"- bit-exact with the fixed model on the check clip: "
-                  f"{'yes' if c['bit_exact_with_fixed_model'] else 'NO'}"]
-    lines += [f"- source: {c['source']}", "", "## Flow", ""]
+    lines += _cycles_markdown(rep) + ["", "## Flow", ""]
     secs = pnr.get("seconds") or {}
     if secs:
         lines += ["| step | wall time |", "|---|---:|"]

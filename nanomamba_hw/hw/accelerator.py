@@ -31,9 +31,17 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 
 from ..fixed.model import FixedParams
 from ..fixed.stft import HOP, N_FFT
-from .accel_if import (AcceleratorSignature, REG_BGATE_FLOOR, REG_DELTA_FLOOR_MAX,
-                       REG_DELTA_FLOOR_MIN, REG_EPS_MAX, REG_EPS_MIN, REG_STATUS,
-                       STATUS_BUSY, STATUS_RESULT_VALID)
+from .accel_if import (
+    REG_BGATE_FLOOR,
+    REG_DELTA_FLOOR_MAX,
+    REG_DELTA_FLOOR_MIN,
+    REG_EPS_MAX,
+    REG_EPS_MIN,
+    REG_STATUS,
+    STATUS_BUSY,
+    STATUS_RESULT_VALID,
+    AcceleratorSignature,
+)
 from .backend import Backend
 from .featbuf import FeatureStreamer
 from .framer import Framer

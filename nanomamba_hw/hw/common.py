@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Shape, signed, unsigned
+from amaranth.hdl import Module, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream
 
 from ..fixed.ops import Fmt
@@ -40,3 +40,15 @@ def rom_init(values, shape: Shape) -> list[int]:
     if bad:
         raise ValueError(f"ROM value {bad[0]} does not fit {s}")
     return vals
+
+
+def delay_taps(m: Module, value, n: int, name: str) -> list:
+    """``value`` and its copies delayed by 1…``n`` clock cycles (a shift register): taps 0…n."""
+    taps = [value]
+    for k in range(n):
+        cur = taps[-1]
+        r = Signal.like(cur, name=f"{name}_d{k + 1}") if isinstance(cur, Signal) else \
+            Signal(cur.shape(), name=f"{name}_d{k + 1}")
+        m.d.sync += r.eq(cur)
+        taps.append(r)
+    return taps

@@ -23,6 +23,7 @@ from ..fixed import frontend as ffe
 from ..fixed import funcs as F
 from ..fixed.mel import MEL_FMT
 from ..fixed.ops import rshift_round
+from .common import delay_taps
 from .featbuf import FeatCode
 from .funcs import FuncOp
 
@@ -71,15 +72,6 @@ def feature_code(fe: ffe.FrontendParams) -> FeatCode:
     return FeatCode.full(fmt)
 
 
-def _delay(m, sig, n, name):
-    taps = [sig]
-    for k in range(n):
-        r = Signal.like(sig, name=f"{name}_d{k + 1}")
-        m.d.sync += r.eq(taps[-1])
-        taps.append(r)
-    return taps
-
-
 class LogMelPass:
     """The log-mel pass of the engine ``eng``: ``run`` (held) → ``done``."""
 
@@ -116,8 +108,8 @@ class LogMelPass:
             m.d.comb += eng.rb.addr.eq(eng.MEL_BASE + bm)
         with m.If(~self.run):
             m.d.sync += [bm.eq(0), ph.eq(0)]
-        v = _delay(m, issue, 7, "lm_v")
-        b_d = _delay(m, bm, 7, "lm_m")
+        v = delay_taps(m, issue, 7, "lm_v")
+        b_d = delay_taps(m, bm, 7, "lm_m")
         mel = eng.rb.data[:MEL_FMT.bits]
         with m.If(v[1]):
             eng.fu_issue("log2_logmel", Cat(Const(ffe.LOGMEL_EPS, ffe.LOGMEL_SHIFT), mel))

@@ -54,7 +54,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..fixed.linear import QLinear
-from .common import rom_init
+from .common import delay_taps, rom_init
 
 MUL_A_BITS = 25
 MUL_B_BITS = 18
@@ -199,13 +199,7 @@ def const_mul(x, k: int):
 
 def delay(m: Module, value, n: int, name: str):
     """``value`` delayed by ``n`` clock cycles (a shift register); returns the last stage."""
-    cur = value
-    for k in range(n):
-        r = Signal.like(cur, name=f"{name}_d{k + 1}") if isinstance(cur, Signal) else \
-            Signal(cur.shape(), name=f"{name}_d{k + 1}")
-        m.d.sync += r.eq(cur)
-        cur = r
-    return cur
+    return delay_taps(m, value, n, name)[-1]
 
 
 # ----------------------------------------------------------------------------------------------

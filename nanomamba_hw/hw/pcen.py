@@ -41,12 +41,12 @@ every clip (``eng.first_frame``).
 
 from __future__ import annotations
 
-import numpy as np
 from amaranth.hdl import Cat, Const, Mux, Signal, signed
 
 from ..fixed import frontend as ffe
 from ..fixed.funcs import LOG_FRAC
 from ..fixed.mel import MEL_FMT
+from .common import delay_taps
 from .funcs import FuncOp
 
 __all__ = ["DualPCENPass"]
@@ -55,15 +55,6 @@ WORDS_PER_BAND = 6
 FLOOR_HALF = 14
 M_BITS = ffe.M_FMT.bits                      # 32
 M_UP = ffe.M_FMT.frac - MEL_FMT.frac         # E → M scale (16E)
-
-
-def _delay(m, sig, n, name):
-    taps = [sig]
-    for k in range(n):
-        r = Signal.like(sig, name=f"{name}_d{k + 1}")
-        m.d.sync += r.eq(taps[-1])
-        taps.append(r)
-    return taps
 
 
 def _twos(v: int, bits: int) -> int:
@@ -140,8 +131,8 @@ class DualPCENPass:
         p1_m = Signal(range(n + 1))
         p1_ph = Signal(range(3))
         p1_issue = Signal()
-        pv = _delay(m, p1_issue, 8, "p1v")
-        pm = _delay(m, p1_m, 8, "p1m")
+        pv = delay_taps(m, p1_issue, 8, "p1v")
+        pm = delay_taps(m, p1_m, 8, "p1m")
         sumE = Signal(range(n << E_BITS))
         low = Signal.like(sumE)
         high = Signal.like(sumE)

@@ -49,10 +49,10 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned  # noqa: F401
 
-from ..fixed import funcs as F
 from ..fixed import mel as fmel
 from ..fixed import snr as fsnr
 from ..fixed.stft import MAG_FMT, N_BINS
+from .common import delay_taps
 from .funcs import FuncOp
 
 __all__ = ["BinPipeline", "II", "snr_ops"]
@@ -74,16 +74,6 @@ def snr_ops() -> dict[str, FuncOp]:
                              cap=fsnr.RATIO_FMT.max_int),
         "tanh": FuncOp.pwl(fsnr.TANH_TABLE),
     }
-
-
-def _delay(m, sig, n, name):
-    """``sig`` delayed by ``n`` cycles (a list: taps 0…n)."""
-    taps = [sig]
-    for k in range(n):
-        r = Signal.like(sig, name=f"{name}_d{k + 1}")
-        m.d.sync += r.eq(taps[-1])
-        taps.append(r)
-    return taps
 
 
 class BinPipeline:
@@ -139,19 +129,19 @@ class BinPipeline:
         with m.If(~self.run):
             m.d.sync += [j.eq(Mux(replay, 1, 0)), finished.eq(0)]
         vbin = (jj >= 1) & (jj <= NBIN - 2)
-        v = _delay(m, issue & vbin, DEPTH, "v")
+        v = delay_taps(m, issue & vbin, DEPTH, "v")
         in_flight = Cat(*v[1:]).any()
         m.d.comb += self.done.eq(self.run & finished & ~in_flight)
 
         jb = Signal(range(NBIN - 2))         # bin − 1: the state RAM's row
         m.d.comb += jb.eq(jj - 1)
-        jb_d = _delay(m, jb, 2, "jb")
+        jb_d = delay_taps(m, jb, 2, "jb")
 
         # ---- c0: reads
         ra, rb = eng.ra, eng.rb
         with m.If(issue):
             m.d.comb += [ra.addr.eq(Cat(Const(0, 1), jb)), rb.addr.eq(eng.W_BASE + (jj >> 1))]
-        half = _delay(m, jj[0], 1, "half")[1]
+        half = delay_taps(m, jj[0], 1, "half")[1]
         fb = eng.fb
         store_ptr = Signal(range(eng.fb_words))
         with m.If(self.store_rewind):
@@ -193,8 +183,8 @@ class BinPipeline:
                          mac.x.eq(x1), mac.w.eq(w1)]
         x1r = Signal.like(x1)
         m.d.sync += x1r.eq(x1)
-        w_d = _delay(m, w1, 19, "w")
-        c_d = _delay(m, close1, 19, "close")
+        w_d = delay_taps(m, w1, 19, "w")
+        c_d = delay_taps(m, close1, 19, "close")
         word0r = Signal(NOISE_BITS)
         m.d.sync += word0r.eq(word0)
 
@@ -265,8 +255,8 @@ class BinPipeline:
         # ---- c21: tanh;  c26: read the word;  c27: write it with the SNR value
         with m.If(sclose):
             eng.fu_issue("tanh", snm)
-        sc_d = _delay(m, sclose, 6, "sclose")
-        sa_d = _delay(m, saddr, 6, "saddr")
+        sc_d = delay_taps(m, sclose, 6, "sclose")
+        sa_d = delay_taps(m, saddr, 6, "saddr")
         snr_val = Signal(unsigned(fsnr.SNR_FMT.bits))
         with m.If(sc_d[5]):
             m.d.comb += [fb.re.eq(1), fb.addr.eq(sa_d[5])]
@@ -282,14 +272,14 @@ class BinPipeline:
         ib = Signal(range(NBIN))
         iph = Signal()
         ifin = Signal()
-        iv = _delay(m, self.init_run & ~ifin & ~iph, 4, "iv")
+        iv = delay_taps(m, self.init_run & ~ifin & ~iph, 4, "iv")
         m.d.sync += iph.eq(self.init_run & ~iph & ~ifin)
         with m.If(iv[0]):
             m.d.comb += ra.addr.eq(Cat(Const(0, 1), ib))
             m.d.sync += ib.eq(ib + 1)
             with m.If(ib == NBIN - 3):
                 m.d.sync += ifin.eq(1)
-        ib_d = _delay(m, ib, 4, "ib")
+        ib_d = delay_taps(m, ib, 4, "ib")
         rnd = 1 << (fsnr.FIVE_SHIFT - 1)
         with m.If(iv[2]):
             eng.gmul(word0r, fsnr.FIVE_RECIP, rnd)

@@ -17,7 +17,7 @@ Transmitter: accepts a byte on ``i`` whenever it is idle and shifts out start, 8
 """
 
 
-from amaranth.hdl import Module, Signal, Cat
+from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import cdc, stream, wiring
 from amaranth.lib.wiring import In, Out
 
