@@ -251,8 +251,8 @@ module nanomamba_accel(pcm__valid, result__ready, clip_start, reg_addr, reg_wdat
     .i__payload(\i__payload$23 ),
     .i__ready(\o__ready$25 ),
     .\i__valid$1 (\i__valid$27 ),
-    .\port$1242$0 (\$26 ),
-    .\port$1245$0 (\$27 ),
+    .\port$1536$0 (\$26 ),
+    .\port$1539$0 (\$27 ),
     .rd__en(rd__en),
     .rd__full(rd__full),
     .rd__m(rd__m),
@@ -287,8 +287,8 @@ module nanomamba_accel(pcm__valid, result__ready, clip_start, reg_addr, reg_wdat
     .feat__payload(feat__payload),
     .feat__ready(feat__ready),
     .feat__valid(feat__valid),
-    .\port$1242$0 (\$26 ),
-    .\port$1245$0 (\$27 ),
+    .\port$1536$0 (\$26 ),
+    .\port$1539$0 (\$27 ),
     .rd__en(rd__en),
     .rd__full(rd__full),
     .rd__m(rd__m),
@@ -518,10 +518,21 @@ endmodule
 (* generator = "Amaranth" *)
 module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__payload, registers, feat__payload, snr__payload, stats__valid, feat__valid, snr__valid, stats__ready, result__payload, result__valid, result__ready);
   wire [7:0] \$1 ;
+  wire [30:0] \$10 ;
+  wire [23:0] \$11 ;
+  wire [33:0] \$12 ;
+  wire [23:0] \$13 ;
+  wire [23:0] \$14 ;
+  wire [14:0] \$15 ;
+  wire [22:0] \$16 ;
   wire [16:0] \$2 ;
   wire [38:0] \$3 ;
   wire [9:0] \$4 ;
-  wire [22:0] \$5 ;
+  wire [16:0] \$5 ;
+  wire [40:0] \$6 ;
+  wire [12:0] \$7 ;
+  wire [30:0] \$8 ;
+  wire [23:0] \$9 ;
   wire [6:0] \$signature__addr ;
   wire [15:0] \$signature__data ;
   wire busy;
@@ -779,9 +790,9 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .\o__payload$58 (\o__payload$108 ),
     .o__valid(\o__valid$98 ),
     .\o__valid$61 (\o__valid$109 ),
-    .\port$2449$0 (\$5 ),
-    .\port$2608$0 (\$signature__data ),
-    .\port$2654$0 (\$signature__addr ),
+    .\port$2924$0 (\$16 ),
+    .\port$3083$0 (\$signature__data ),
+    .\port$3129$0 (\$signature__addr ),
     .rb(rb),
     .rd__addr(rd__addr),
     .rd__data(rd__data),
@@ -812,7 +823,7 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .logit__payload(logit__payload),
     .logit__valid(logit__valid),
     .mac__addr(rd__i[3:0]),
-    .mac__data(\$5 ),
+    .mac__data(\$16 ),
     .result__payload(result__payload),
     .result__ready(result__ready),
     .result__valid(result__valid),
@@ -825,8 +836,8 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .feat__valid(feat__valid),
     .feat_full0(feat_full0),
     .feat_full1(feat_full1),
-    .\port$2608$0 (\$signature__data ),
-    .\port$2654$0 (\$signature__addr ),
+    .\port$3083$0 (\$signature__data ),
+    .\port$3129$0 (\$signature__addr ),
     .rb(rb),
     .\release (\release ),
     .rst(rst),
@@ -855,9 +866,9 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .mul__p__1(mul__p__1),
     .o__payload(\o__payload$100 ),
     .o__valid(\o__valid$98 ),
-    .\port$1309$0 (\$1 ),
-    .\port$1566$0 (\$2 ),
-    .\port$1566$22 (\$3 ),
+    .\port$1603$0 (\$1 ),
+    .\port$1860$0 (\$2 ),
+    .\port$1860$22 (\$3 ),
     .rd__data(rd__data),
     .rd__o(rd__o),
     .rst(rst)
@@ -870,11 +881,11 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .mul__acc__0(mul__acc__0),
     .p0(mul__p__0),
     .p1(mul__p__1),
-    .\port$1309$0 (\$1 ),
-    .\port$1566$0 (\$2 ),
-    .\port$1566$22 (\$3 ),
-    .\port$3752$0 (\$4 ),
-    .\port$4554$0 (rd__data),
+    .\port$1603$0 (\$1 ),
+    .\port$1860$0 (\$2 ),
+    .\port$1860$22 (\$3 ),
+    .\port$4256$0 (\$4 ),
+    .\port$5070$0 (rd__data),
     .rst(rst)
   );
   \nanomamba_accel.backend.muls  muls (
@@ -882,29 +893,29 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .\busy$3 (\busy$42 ),
     .clk(clk),
     .mul__a__0(\mul__a__0$43 ),
-    .\mul__a__0$6 (\mul__a__0$44 ),
     .mul__a__1(\mul__a__1$50 ),
-    .\mul__a__1$19 (\mul__a__1$51 ),
-    .mul__a__2(mul__a__2),
-    .\mul__a__2$32 (\mul__a__2$58 ),
     .mul__acc__0(\mul__acc__0$49 ),
     .mul__acc__1(mul__acc__1),
     .mul__acc__2(mul__acc__2),
-    .mul__b__0(\mul__b__0$45 ),
     .\mul__b__0$9 (\mul__b__0$46 ),
-    .mul__b__1(\mul__b__1$52 ),
     .\mul__b__1$22 (\mul__b__1$53 ),
     .mul__b__2(mul__b__2),
     .\mul__b__2$35 (\mul__b__2$60 ),
-    .mul__c__0(\mul__c__0$47 ),
-    .\mul__c__0$12 (\mul__c__0$48 ),
-    .mul__c__1(\mul__c__1$54 ),
     .\mul__c__1$25 (\mul__c__1$55 ),
-    .mul__c__2(mul__c__2),
-    .\mul__c__2$38 (\mul__c__2$62 ),
     .p0(\mul__p__0$64 ),
     .p1(\mul__p__1$66 ),
     .p2(mul__p__2),
+    .\port$1959$0 (\$5 ),
+    .\port$1970$0 (\$6 ),
+    .\port$1980$0 (\$7 ),
+    .\port$1981$0 (\$8 ),
+    .\port$2009$0 (\$9 ),
+    .\port$2076$0 (\$10 ),
+    .\port$2432$0 (\$11 ),
+    .\port$2451$0 (\$12 ),
+    .\port$2458$0 (\$13 ),
+    .\port$2492$0 (\$14 ),
+    .\port$2516$0 (\$15 ),
     .rst(rst)
   );
   \nanomamba_accel.backend.norm  norm (
@@ -920,21 +931,21 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .exp2__o__valid(exp2__o__valid),
     .mul__a__0(\mul__a__0$43 ),
     .mul__a__1(\mul__a__1$50 ),
-    .mul__a__2(mul__a__2),
     .mul__acc__0(\mul__acc__0$49 ),
     .mul__acc__1(mul__acc__1),
     .mul__acc__2(mul__acc__2),
-    .mul__b__0(\mul__b__0$45 ),
-    .mul__b__1(\mul__b__1$52 ),
     .mul__b__2(mul__b__2),
-    .mul__c__0(\mul__c__0$47 ),
-    .mul__c__1(\mul__c__1$54 ),
-    .mul__c__2(mul__c__2),
     .mul__p__0(\mul__p__0$64 ),
     .mul__p__1(\mul__p__1$66 ),
     .mul__p__2(mul__p__2),
     .o__payload(\o__payload$108 ),
     .o__valid(\o__valid$109 ),
+    .\port$1959$0 (\$5 ),
+    .\port$1970$0 (\$6 ),
+    .\port$1980$0 (\$7 ),
+    .\port$1981$0 (\$8 ),
+    .\port$2009$0 (\$9 ),
+    .\port$2076$0 (\$10 ),
     .rd__addr(rd__addr),
     .rd__data(\rd__data$106 ),
     .rst(rst),
@@ -993,18 +1004,18 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .mac_rd__data(mac_rd__data),
     .mac_rd__i(mac_rd__i),
     .mac_rd__o(mac_rd__o),
-    .mul__a__0(\mul__a__0$44 ),
-    .mul__a__1(\mul__a__1$51 ),
-    .mul__a__2(\mul__a__2$58 ),
     .mul__b__0(\mul__b__0$46 ),
     .mul__b__1(\mul__b__1$53 ),
     .mul__b__2(\mul__b__2$60 ),
-    .mul__c__0(\mul__c__0$48 ),
     .mul__c__1(\mul__c__1$55 ),
-    .mul__c__2(\mul__c__2$62 ),
     .mul__p__0(\mul__p__0$64 ),
     .mul__p__1(\mul__p__1$66 ),
     .mul__p__2(mul__p__2),
+    .\port$2432$0 (\$11 ),
+    .\port$2451$0 (\$12 ),
+    .\port$2458$0 (\$13 ),
+    .\port$2492$0 (\$14 ),
+    .\port$2516$0 (\$15 ),
     .regs(regs),
     .rst(rst),
     .slot(slot),
@@ -1029,11 +1040,22 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
   assign mul__c__0 = { 38'h0000000000, \$4  };
   assign mul__b__1 = { 1'h0, \$2  };
   assign mul__c__1 = { \$3 [38], \$3 [38], \$3 [38], \$3 [38], \$3 [38], \$3 [38], \$3 [38], \$3 [38], \$3 [38], \$3  };
+  assign \mul__a__0$44  = { \$11 [23], \$11  };
+  assign \mul__b__0$45  = { 1'h0, \$5  };
+  assign \mul__c__0$47  = { \$6 [40], \$6 [40], \$6 [40], \$6 [40], \$6 [40], \$6 [40], \$6 [40], \$6  };
+  assign \mul__c__0$48  = { \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12  };
+  assign \mul__a__1$51  = { \$13 [23], \$13  };
+  assign \mul__b__1$52  = { \$7 [12], \$7 [12], \$7 [12], \$7 [12], \$7 [12], \$7  };
+  assign \mul__c__1$54  = { 17'h00000, \$8  };
+  assign mul__a__2 = { \$9 [23], \$9  };
+  assign \mul__a__2$58  = { \$14 [23], \$14  };
+  assign mul__c__2 = { \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10  };
+  assign \mul__c__2$62  = { 33'h000000000, \$15  };
   assign \mul__p__0$65  = \mul__p__0$64 ;
   assign \mul__p__1$67  = \mul__p__1$66 ;
   assign \mul__p__2$69  = mul__p__2;
   assign pool_rd__addr = rd__i[3:0];
-  assign pool_rd__data = { \$5 [22], \$5  };
+  assign pool_rd__data = { \$16 [22], \$16  };
   assign \kind$119  = kind;
   assign \layer$122  = layer;
   assign \regs$126  = regs;
@@ -1116,7 +1138,7 @@ endmodule
 module \nanomamba_accel.backend.exp2 (rst, i__valid, i__payload, en, busy, \busy$19 , o__valid, o__payload, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
-  wire [81:0] \$10 ;
+  wire [18:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -1151,8 +1173,8 @@ module \nanomamba_accel.backend.exp2 (rst, i__valid, i__payload, en, busy, \busy
   wire \$5 ;
   wire [5:0] \$6 ;
   wire [80:0] \$7 ;
-  wire [80:0] \$8 ;
-  wire [81:0] \$9 ;
+  wire [17:0] \$8 ;
+  wire [18:0] \$9 ;
   wire [6:0] \$signature__addr ;
   wire [6:0] \$signature__addr$8 ;
   wire [17:0] \$signature__data ;
@@ -1269,7 +1291,7 @@ module \nanomamba_accel.backend.exp2 (rst, i__valid, i__payload, en, busy, \busy
   assign \$5  = ! \$4 [4:0];
   assign \$6  = \$4 [4:0] - 1'h1;
   assign \$7  = 1'h1 << \$6 ;
-  assign \$8  = \$5  ? 81'h000000000000000000000 : \$7 ;
+  assign \$8  = \$5  ? 18'h00000 : \$7 [17:0];
   assign \$9  = mant3 + \$8 ;
   assign \$10  = \$9  >> \$4 [4:0];
   assign \$11  = $signed(shift3) < $signed(1'h0);
@@ -1485,7 +1507,7 @@ module \nanomamba_accel.backend.exp2 (rst, i__valid, i__payload, en, busy, \busy
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 , \port$2449$0 , \port$2608$0 , s_r__data, frame_age, snr_sum, first, s_r__addr, logit__valid, wb_done, \port$2654$0 , fn__valid, o__payload, rd__i, rd__addr, \o__payload$58 , \o__valid$61 
+module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 , \port$2924$0 , \port$3083$0 , s_r__data, frame_age, snr_sum, first, s_r__addr, logit__valid, wb_done, \port$3129$0 , fn__valid, o__payload, rd__i, rd__addr, \o__payload$58 , \o__valid$61 
 , busy, mac_rd__data, snr_sum0, snr_sum1, mac_rd__o, mac_rd__i, rd__data, mac_o__valid, mac_o__payload, logit__payload, \rd__data$54 , fn__payload, norm_dst, kind, src, wb, layer, regs, t, slot, rb
 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
@@ -1600,12 +1622,12 @@ module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 
   wire \o__valid$61 ;
   wire [3:0] pool_rd__addr;
   wire [23:0] pool_rd__data;
-  input [22:0] \port$2449$0 ;
-  wire [22:0] \port$2449$0 ;
-  input [15:0] \port$2608$0 ;
-  wire [15:0] \port$2608$0 ;
-  output [6:0] \port$2654$0 ;
-  wire [6:0] \port$2654$0 ;
+  input [22:0] \port$2924$0 ;
+  wire [22:0] \port$2924$0 ;
+  input [15:0] \port$3083$0 ;
+  wire [15:0] \port$3083$0 ;
+  output [6:0] \port$3129$0 ;
+  wire [6:0] \port$3129$0 ;
   input rb;
   wire rb;
   input [5:0] rd__addr;
@@ -1814,7 +1836,7 @@ module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 
   assign \$24  = rb ? 6'h28 : 6'h00;
   assign \$signature__addr$52  = \$24  + rd__addr;
   assign \$25  = norm_dst == 1'h1;
-  assign \$26  = \$25  ? { \port$2608$0 [15], \port$2608$0 [15], \port$2608$0 [15], \port$2608$0 [15], \port$2608$0 [15], \port$2608$0 [15], \port$2608$0 [15], \port$2608$0 [15], \port$2608$0  } : x_r__data;
+  assign \$26  = \$25  ? { \port$3083$0 [15], \port$3083$0 [15], \port$3083$0 [15], \port$3083$0 [15], \port$3083$0 [15], \port$3083$0 [15], \port$3083$0 [15], \port$3083$0 [15], \port$3083$0  } : x_r__data;
   assign \$27  = norm_dst == 1'h1;
   assign \$signature__en$60  = \o__valid$61  & \$27 ;
   assign \$28  = norm_dst == 2'h2;
@@ -1913,7 +1935,7 @@ module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 
       3'h3:
           rd__data = mac_rd__data;
       3'h4:
-          rd__data = { \port$2449$0 [22], \port$2449$0  };
+          rd__data = { \port$2924$0 [22], \port$2924$0  };
     endcase
   end
   always @* begin
@@ -1953,15 +1975,15 @@ module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 
   assign nb_r__addr = rd__i;
   assign u_r__addr = rd__i[3:0];
   assign pool_rd__addr = rd__i[3:0];
-  assign pool_rd__data = { \port$2449$0 [22], \port$2449$0  };
+  assign pool_rd__data = { \port$2924$0 [22], \port$2924$0  };
   assign x_r__addr = \$19 [3:0];
-  assign \$signature__data$56  = \port$2608$0 ;
+  assign \$signature__data$56  = \port$3083$0 ;
   assign \$signature__addr$57  = \o__payload$58 [5:0];
   assign \$signature__data$59  = \o__payload$58 [21:6];
   assign \$signature__addr$62  = \o__payload$58 [3:0];
   assign \$signature__data$63  = \o__payload$58 [21:6];
   assign frame_age = \$2 [1:0];
-  assign \port$2654$0  = \$signature__addr$52 ;
+  assign \port$3129$0  = \$signature__addr$52 ;
   assign \regs.delta_floor_min  = regs[15:0];
   assign \regs.delta_floor_max  = regs[31:16];
   assign \regs.eps_min  = regs[47:32];
@@ -2336,7 +2358,7 @@ module \nanomamba_accel.backend.head (clk, rst, mac__data, first, logit__valid, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.inputs (rst, feat__ready, snr__ready, \port$2608$0 , s_r__data, s_r__addr, \port$2654$0 , feat__payload, snr__payload, feat__valid, snr__valid, feat_full0, feat_full1, snr_sum0, snr_sum1, snr_full0, snr_full1, \release , rb, clk);
+module \nanomamba_accel.backend.inputs (rst, feat__ready, snr__ready, \port$3083$0 , s_r__data, s_r__addr, \port$3129$0 , feat__payload, snr__payload, feat__valid, snr__valid, feat_full0, feat_full1, snr_sum0, snr_sum1, snr_full0, snr_full1, \release , rb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -2419,10 +2441,10 @@ module \nanomamba_accel.backend.inputs (rst, feat__ready, snr__ready, \port$2608
   output feat_full1;
   reg feat_full1 = 1'h0;
   reg feat_wb = 1'h0;
-  output [15:0] \port$2608$0 ;
-  wire [15:0] \port$2608$0 ;
-  input [6:0] \port$2654$0 ;
-  wire [6:0] \port$2654$0 ;
+  output [15:0] \port$3083$0 ;
+  wire [15:0] \port$3083$0 ;
+  input [6:0] \port$3129$0 ;
+  wire [6:0] \port$3129$0 ;
   input rb;
   wire rb;
   input \release ;
@@ -2547,7 +2569,7 @@ module \nanomamba_accel.backend.inputs (rst, feat__ready, snr__ready, \port$2608
   end
   reg [15:0] _0_;
   always @(posedge clk) begin
-    _0_ <= feat_buf[\port$2654$0 ];
+    _0_ <= feat_buf[\port$3129$0 ];
   end
   assign \$signature__data  = _0_;
   reg [15:0] snr_buf [79:0];
@@ -2833,8 +2855,8 @@ module \nanomamba_accel.backend.inputs (rst, feat__ready, snr__ready, \port$2608
   end
   assign wp__data = feat__payload[15:0];
   assign \wp__data$16  = snr__payload[15:0];
-  assign \$signature__addr  = \port$2654$0 ;
-  assign \port$2608$0  = \$signature__data ;
+  assign \$signature__addr  = \port$3129$0 ;
+  assign \port$3083$0  = \$signature__data ;
   assign \feat__payload.data  = feat__payload[15:0];
   assign \feat__payload.first  = feat__payload[16];
   assign \feat__payload.last  = feat__payload[17];
@@ -2849,7 +2871,7 @@ module \nanomamba_accel.backend.inputs (rst, feat__ready, snr__ready, \port$2608
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1309$0 , mul__acc__0, o__valid, \port$1566$0 , \port$1566$22 , o__payload, busy, c, half_pre, mul__a__1, mul__p__0, mul__p__1, rd__data, job__valid, job__payload, clk);
+module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1603$0 , mul__acc__0, o__valid, \port$1860$0 , \port$1860$22 , o__payload, busy, c, half_pre, mul__a__1, mul__p__0, mul__p__1, rd__data, job__valid, job__payload, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire [6:0] \$10 ;
@@ -3024,12 +3046,12 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1309$
   reg o_valid;
   reg [23:0] o_value;
   reg pend = 1'h0;
-  output [7:0] \port$1309$0 ;
-  wire [7:0] \port$1309$0 ;
-  output [16:0] \port$1566$0 ;
-  wire [16:0] \port$1566$0 ;
-  output [38:0] \port$1566$22 ;
-  wire [38:0] \port$1566$22 ;
+  output [7:0] \port$1603$0 ;
+  wire [7:0] \port$1603$0 ;
+  output [16:0] \port$1860$0 ;
+  wire [16:0] \port$1860$0 ;
+  output [38:0] \port$1860$22 ;
+  wire [38:0] \port$1860$22 ;
   reg [3:0] pre = 4'h0;
   reg [5:0] r0g = 6'h00;
   reg r0v = 1'h0;
@@ -8567,9 +8589,9 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1309$
   assign mul__c__1 = { \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60:22] };
   assign base = \$6 [5:0];
   assign ser0 = 24'h000000;
-  assign \port$1309$0  = \$3 ;
-  assign \port$1566$0  = \$signature__data$34 [16:0];
-  assign \port$1566$22  = \$signature__data$34 [60:22];
+  assign \port$1603$0  = \$3 ;
+  assign \port$1860$0  = \$signature__data$34 [16:0];
+  assign \port$1860$22  = \$signature__data$34 [60:22];
   assign \o__payload.index  = o__payload[5:0];
   assign \o__payload.value  = o__payload[29:6];
   assign \o__payload.last  = o__payload[30];
@@ -8583,7 +8605,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1309$
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.mac_muls (rst, \port$1309$0 , mul__acc__0, \port$1566$0 , \port$1566$22 , busy, \port$3752$0 , mul__a__1, p0, p1, \port$4554$0 , job__valid, clk);
+module \nanomamba_accel.backend.mac_muls (rst, \port$1603$0 , mul__acc__0, \port$1860$0 , \port$1860$22 , busy, \port$4256$0 , mul__a__1, p0, p1, \port$5070$0 , job__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
   reg [47:0] \$10 ;
@@ -8634,16 +8656,16 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1309$0 , mul__acc__0, \port
   reg [47:0] p0 = 48'h000000000000;
   output [47:0] p1;
   reg [47:0] p1 = 48'h000000000000;
-  input [7:0] \port$1309$0 ;
-  wire [7:0] \port$1309$0 ;
-  input [16:0] \port$1566$0 ;
-  wire [16:0] \port$1566$0 ;
-  input [38:0] \port$1566$22 ;
-  wire [38:0] \port$1566$22 ;
-  input [9:0] \port$3752$0 ;
-  wire [9:0] \port$3752$0 ;
-  input [23:0] \port$4554$0 ;
-  wire [23:0] \port$4554$0 ;
+  input [7:0] \port$1603$0 ;
+  wire [7:0] \port$1603$0 ;
+  input [16:0] \port$1860$0 ;
+  wire [16:0] \port$1860$0 ;
+  input [38:0] \port$1860$22 ;
+  wire [38:0] \port$1860$22 ;
+  input [9:0] \port$4256$0 ;
+  wire [9:0] \port$4256$0 ;
+  input [23:0] \port$5070$0 ;
+  wire [23:0] \port$5070$0 ;
   input rst;
   wire rst;
   assign \$1  = busy | job__valid;
@@ -8677,7 +8699,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1309$0 , mul__acc__0, \port
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$8  = a0;
     if (\$1 ) begin
-      \$8  = { \port$4554$0 [23], \port$4554$0  };
+      \$8  = { \port$5070$0 [23], \port$5070$0  };
     end
     if (rst) begin
       \$8  = 25'h0000000;
@@ -8687,7 +8709,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1309$0 , mul__acc__0, \port
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$9  = b0;
     if (\$1 ) begin
-      \$9  = { \port$1309$0 [7], \port$1309$0 [7], \port$1309$0 [7], \port$1309$0 [7], \port$1309$0 [7], \port$1309$0 [7], \port$1309$0 [7], \port$1309$0 [7], \port$1309$0 [7], \port$1309$0 [7], \port$1309$0  };
+      \$9  = { \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0  };
     end
     if (rst) begin
       \$9  = 18'h00000;
@@ -8697,7 +8719,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1309$0 , mul__acc__0, \port
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$10  = c0;
     if (\$1 ) begin
-      \$10  = { 38'h0000000000, \port$3752$0  };
+      \$10  = { 38'h0000000000, \port$4256$0  };
     end
     if (rst) begin
       \$10  = 48'h000000000000;
@@ -8737,7 +8759,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1309$0 , mul__acc__0, \port
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$14  = b1;
     if (\$1 ) begin
-      \$14  = { 1'h0, \port$1566$0  };
+      \$14  = { 1'h0, \port$1860$0  };
     end
     if (rst) begin
       \$14  = 18'h00000;
@@ -8747,7 +8769,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1309$0 , mul__acc__0, \port
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$15  = c1;
     if (\$1 ) begin
-      \$15  = { \port$1566$22 [38], \port$1566$22 [38], \port$1566$22 [38], \port$1566$22 [38], \port$1566$22 [38], \port$1566$22 [38], \port$1566$22 [38], \port$1566$22 [38], \port$1566$22 [38], \port$1566$22  };
+      \$15  = { \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22  };
     end
     if (rst) begin
       \$15  = 48'h000000000000;
@@ -8773,19 +8795,19 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1309$0 , mul__acc__0, \port
       \$17  = 48'h000000000000;
     end
   end
-  assign mul__a__0 = { \port$4554$0 [23], \port$4554$0  };
-  assign mul__b__0 = { \port$1309$0 [7], \port$1309$0 [7], \port$1309$0 [7], \port$1309$0 [7], \port$1309$0 [7], \port$1309$0 [7], \port$1309$0 [7], \port$1309$0 [7], \port$1309$0 [7], \port$1309$0 [7], \port$1309$0  };
-  assign mul__c__0 = { 38'h0000000000, \port$3752$0  };
-  assign mul__b__1 = { 1'h0, \port$1566$0  };
-  assign mul__c__1 = { \port$1566$22 [38], \port$1566$22 [38], \port$1566$22 [38], \port$1566$22 [38], \port$1566$22 [38], \port$1566$22 [38], \port$1566$22 [38], \port$1566$22 [38], \port$1566$22 [38], \port$1566$22  };
+  assign mul__a__0 = { \port$5070$0 [23], \port$5070$0  };
+  assign mul__b__0 = { \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0  };
+  assign mul__c__0 = { 38'h0000000000, \port$4256$0  };
+  assign mul__b__1 = { 1'h0, \port$1860$0  };
+  assign mul__c__1 = { \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22  };
   assign mul__acc__1 = 1'h0;
   assign mul__p__0 = p0;
   assign mul__p__1 = p1;
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.muls (rst, mul__a__2, mul__b__2, mul__c__2, mul__a__0, mul__b__0, mul__c__0, mul__a__1, mul__b__1, mul__c__1, mul__acc__0, mul__acc__1, mul__acc__2, busy, \mul__a__0$6 , \mul__b__0$9 , \mul__c__0$12 , \mul__a__1$19 , \mul__b__1$22 , \mul__c__1$25 , \mul__a__2$32 
-, \mul__b__2$35 , \mul__c__2$38 , \busy$3 , p0, p1, p2, clk);
+module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1959$0 , \port$1970$0 , mul__acc__0, mul__a__1, \port$1980$0 , \port$1981$0 , mul__acc__1, \port$2009$0 , mul__b__2, \port$2076$0 , mul__acc__2, \port$2432$0 , \mul__b__0$9 , \port$2451$0 , \port$2458$0 , \mul__b__1$22 , \mul__c__1$25 , \port$2492$0 , \mul__b__2$35 
+, \port$2516$0 , busy, \busy$3 , p0, p1, p2, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire [17:0] \$10 ;
@@ -8844,15 +8866,11 @@ module \nanomamba_accel.backend.muls (rst, mul__a__2, mul__b__2, mul__c__2, mul_
   wire clk;
   input [24:0] mul__a__0;
   wire [24:0] mul__a__0;
-  input [24:0] \mul__a__0$6 ;
   wire [24:0] \mul__a__0$6 ;
   input [24:0] mul__a__1;
   wire [24:0] mul__a__1;
-  input [24:0] \mul__a__1$19 ;
   wire [24:0] \mul__a__1$19 ;
-  input [24:0] mul__a__2;
   wire [24:0] mul__a__2;
-  input [24:0] \mul__a__2$32 ;
   wire [24:0] \mul__a__2$32 ;
   input mul__acc__0;
   wire mul__acc__0;
@@ -8863,11 +8881,9 @@ module \nanomamba_accel.backend.muls (rst, mul__a__2, mul__b__2, mul__c__2, mul_
   input mul__acc__2;
   wire mul__acc__2;
   wire \mul__acc__2$41 ;
-  input [17:0] mul__b__0;
   wire [17:0] mul__b__0;
   input [17:0] \mul__b__0$9 ;
   wire [17:0] \mul__b__0$9 ;
-  input [17:0] mul__b__1;
   wire [17:0] mul__b__1;
   input [17:0] \mul__b__1$22 ;
   wire [17:0] \mul__b__1$22 ;
@@ -8875,17 +8891,12 @@ module \nanomamba_accel.backend.muls (rst, mul__a__2, mul__b__2, mul__c__2, mul_
   wire [17:0] mul__b__2;
   input [17:0] \mul__b__2$35 ;
   wire [17:0] \mul__b__2$35 ;
-  input [47:0] mul__c__0;
   wire [47:0] mul__c__0;
-  input [47:0] \mul__c__0$12 ;
   wire [47:0] \mul__c__0$12 ;
-  input [47:0] mul__c__1;
   wire [47:0] mul__c__1;
   input [47:0] \mul__c__1$25 ;
   wire [47:0] \mul__c__1$25 ;
-  input [47:0] mul__c__2;
   wire [47:0] mul__c__2;
-  input [47:0] \mul__c__2$38 ;
   wire [47:0] \mul__c__2$38 ;
   (* init = 48'h000000000000 *)
   wire [47:0] mul__p__0;
@@ -8905,24 +8916,46 @@ module \nanomamba_accel.backend.muls (rst, mul__a__2, mul__b__2, mul__c__2, mul_
   reg [47:0] p1 = 48'h000000000000;
   output [47:0] p2;
   reg [47:0] p2 = 48'h000000000000;
+  input [16:0] \port$1959$0 ;
+  wire [16:0] \port$1959$0 ;
+  input [40:0] \port$1970$0 ;
+  wire [40:0] \port$1970$0 ;
+  input [12:0] \port$1980$0 ;
+  wire [12:0] \port$1980$0 ;
+  input [30:0] \port$1981$0 ;
+  wire [30:0] \port$1981$0 ;
+  input [23:0] \port$2009$0 ;
+  wire [23:0] \port$2009$0 ;
+  input [30:0] \port$2076$0 ;
+  wire [30:0] \port$2076$0 ;
+  input [23:0] \port$2432$0 ;
+  wire [23:0] \port$2432$0 ;
+  input [33:0] \port$2451$0 ;
+  wire [33:0] \port$2451$0 ;
+  input [23:0] \port$2458$0 ;
+  wire [23:0] \port$2458$0 ;
+  input [23:0] \port$2492$0 ;
+  wire [23:0] \port$2492$0 ;
+  input [14:0] \port$2516$0 ;
+  wire [14:0] \port$2516$0 ;
   input rst;
   wire rst;
   assign \$1  = busy | \busy$3 ;
-  assign \$2  = mul__a__0 | \mul__a__0$6 ;
-  assign \$3  = mul__b__0 | \mul__b__0$9 ;
-  assign \$4  = mul__c__0 | \mul__c__0$12 ;
+  assign \$2  = mul__a__0 | { \port$2432$0 [23], \port$2432$0  };
+  assign \$3  = { 1'h0, \port$1959$0  } | \mul__b__0$9 ;
+  assign \$4  = { \port$1970$0 [40], \port$1970$0 [40], \port$1970$0 [40], \port$1970$0 [40], \port$1970$0 [40], \port$1970$0 [40], \port$1970$0 [40], \port$1970$0  } | { \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0  };
   assign \$6  = $signed(a0) * $signed(b0);
   assign \$7  = acc0 ? p0 : c0;
   assign \$8  = $signed(\$6 ) + $signed(\$7 );
-  assign \$9  = mul__a__1 | \mul__a__1$19 ;
-  assign \$10  = mul__b__1 | \mul__b__1$22 ;
-  assign \$11  = mul__c__1 | \mul__c__1$25 ;
+  assign \$9  = mul__a__1 | { \port$2458$0 [23], \port$2458$0  };
+  assign \$10  = { \port$1980$0 [12], \port$1980$0 [12], \port$1980$0 [12], \port$1980$0 [12], \port$1980$0 [12], \port$1980$0  } | \mul__b__1$22 ;
+  assign \$11  = { 17'h00000, \port$1981$0  } | \mul__c__1$25 ;
   assign \$13  = $signed(a1) * $signed(b1);
   assign \$14  = acc1 ? p1 : c1;
   assign \$15  = $signed(\$13 ) + $signed(\$14 );
-  assign \$16  = mul__a__2 | \mul__a__2$32 ;
+  assign \$16  = { \port$2009$0 [23], \port$2009$0  } | { \port$2492$0 [23], \port$2492$0  };
   assign \$17  = mul__b__2 | \mul__b__2$35 ;
-  assign \$18  = mul__c__2 | \mul__c__2$38 ;
+  assign \$18  = { \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0  } | { 33'h000000000, \port$2516$0  };
   assign \$20  = $signed(a2) * $signed(b2);
   assign \$21  = acc2 ? p2 : c2;
   assign \$22  = $signed(\$20 ) + $signed(\$21 );
@@ -9106,8 +9139,19 @@ module \nanomamba_accel.backend.muls (rst, mul__a__2, mul__b__2, mul__c__2, mul_
       \$37  = 48'h000000000000;
     end
   end
+  assign \mul__a__0$6  = { \port$2432$0 [23], \port$2432$0  };
+  assign mul__b__0 = { 1'h0, \port$1959$0  };
+  assign mul__c__0 = { \port$1970$0 [40], \port$1970$0 [40], \port$1970$0 [40], \port$1970$0 [40], \port$1970$0 [40], \port$1970$0 [40], \port$1970$0 [40], \port$1970$0  };
+  assign \mul__c__0$12  = { \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0  };
   assign \mul__acc__0$15  = 1'h0;
+  assign \mul__a__1$19  = { \port$2458$0 [23], \port$2458$0  };
+  assign mul__b__1 = { \port$1980$0 [12], \port$1980$0 [12], \port$1980$0 [12], \port$1980$0 [12], \port$1980$0 [12], \port$1980$0  };
+  assign mul__c__1 = { 17'h00000, \port$1981$0  };
   assign \mul__acc__1$28  = 1'h0;
+  assign mul__a__2 = { \port$2009$0 [23], \port$2009$0  };
+  assign \mul__a__2$32  = { \port$2492$0 [23], \port$2492$0  };
+  assign mul__c__2 = { \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0  };
+  assign \mul__c__2$38  = { 33'h000000000, \port$2516$0  };
   assign \mul__acc__2$41  = 1'h0;
   assign mul__p__0 = p0;
   assign \mul__p__0$44  = p0;
@@ -9121,205 +9165,313 @@ module \nanomamba_accel.backend.muls (rst, mul__a__2, mul__b__2, mul__c__2, mul_
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.norm (rst, cmd__ready, exp2__i__ready, stats__payload, stats__valid, rd__addr, mul__a__2, mul__b__2, mul__c__2, mul__a__0, mul__b__0, mul__c__0, mul__a__1, mul__b__1, mul__c__1, o__payload, mul__acc__0, mul__acc__1, mul__acc__2, stats__ready, exp2__i__valid
+module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1959$0 , \port$1970$0 , mul__acc__0, mul__a__1, \port$1980$0 , \port$1981$0 , mul__acc__1, \port$2009$0 , mul__b__2, \port$2076$0 , mul__acc__2, exp2__i__ready, stats__payload, stats__valid, rd__addr, o__payload, stats__ready, exp2__i__valid
 , exp2__i__payload, o__valid, busy, mul__p__0, mul__p__1, mul__p__2, exp2__o__valid, exp2__o__payload, rd__data, cmd__payload, cmd__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire [5:0] \$1 ;
-  reg \$10 ;
-  wire \$100 ;
-  wire [6:0] \$101 ;
-  wire [7:0] \$102 ;
-  wire \$103 ;
-  wire \$104 ;
-  wire \$105 ;
+  wire [4:0] \$10 ;
+  wire [16:0] \$100 ;
+  wire [17:0] \$101 ;
+  wire \$102 ;
+  wire [6:0] \$103 ;
+  wire [6:0] \$104 ;
+  wire [17:0] \$105 ;
   wire \$106 ;
-  wire \$107 ;
-  wire \$108 ;
-  wire \$109 ;
-  reg [28:0] \$11 ;
-  wire \$110 ;
-  wire \$111 ;
-  wire \$112 ;
-  wire \$113 ;
-  wire \$114 ;
-  wire \$115 ;
-  wire \$116 ;
+  wire [6:0] \$107 ;
+  wire [6:0] \$108 ;
+  wire [17:0] \$109 ;
+  wire \$11 ;
+  wire [12:0] \$110 ;
+  wire [29:0] \$111 ;
+  wire [29:0] \$112 ;
+  reg \$113 ;
+  reg [28:0] \$114 ;
+  wire [28:0] \$115 ;
+  wire [29:0] \$116 ;
   wire \$117 ;
-  wire \$118 ;
-  wire \$119 ;
-  wire [7:0] \$12 ;
-  wire \$120 ;
-  reg \$121 ;
-  reg [5:0] \$122 ;
-  reg [23:0] \$123 ;
-  reg [23:0] \$124 ;
-  reg [1:0] \$125 ;
-  reg [1:0] \$126 ;
-  reg \$127 ;
-  reg \$128 ;
-  reg [12:0] \$129 ;
+  wire [18:0] \$118 ;
+  wire [18:0] \$119 ;
+  wire \$12 ;
+  wire [29:0] \$120 ;
+  wire \$121 ;
+  wire [29:0] \$122 ;
+  wire [30:0] \$123 ;
+  wire [30:0] \$124 ;
+  wire \$125 ;
+  wire [30:0] \$126 ;
+  wire \$127 ;
+  wire [30:0] \$128 ;
+  wire \$129 ;
   wire \$13 ;
-  reg [12:0] \$130 ;
-  reg [23:0] \$131 ;
-  reg [23:0] \$132 ;
-  reg [1:0] \$133 ;
-  reg [1:0] \$134 ;
-  reg \$135 ;
-  reg \$136 ;
-  reg \$137 ;
-  reg \$138 ;
-  reg [1:0] \$139 ;
+  wire [30:0] \$130 ;
+  wire [30:0] \$131 ;
+  wire [30:0] \$132 ;
+  wire \$133 ;
+  wire [30:0] \$134 ;
+  wire \$135 ;
+  wire [30:0] \$136 ;
+  wire \$137 ;
+  wire \$138 ;
+  wire \$139 ;
   wire \$14 ;
-  reg [1:0] \$140 ;
-  reg \$141 ;
-  reg \$142 ;
-  reg [17:0] \$143 ;
-  reg \$144 ;
-  reg [5:0] \$145 ;
-  reg [5:0] \$146 ;
-  reg [5:0] \$147 ;
-  reg [5:0] \$148 ;
-  reg [5:0] \$149 ;
-  wire \$15 ;
-  reg [5:0] \$150 ;
-  reg [5:0] \$151 ;
-  reg [31:0] \$152 ;
-  reg [31:0] \$153 ;
-  reg [31:0] \$154 ;
-  reg [31:0] \$155 ;
-  reg [31:0] \$156 ;
-  reg [31:0] \$157 ;
-  reg [31:0] \$158 ;
-  reg [17:0] \$159 ;
-  wire \$16 ;
-  reg [17:0] \$160 ;
-  reg \$161 ;
-  reg \$162 ;
-  reg [5:0] \$163 ;
-  reg [5:0] \$164 ;
-  reg [15:0] \$165 ;
-  reg \$166 ;
-  reg [5:0] \$167 ;
-  reg \$168 ;
-  reg \$169 ;
-  wire [6:0] \$17 ;
-  reg [1:0] \$170 ;
-  reg [1:0] \$171 ;
-  reg \$172 ;
-  reg [5:0] \$173 ;
-  reg [5:0] \$174 ;
-  reg [6:0] \$175 ;
-  reg \$176 ;
-  reg [3:0] \$177 ;
-  reg [28:0] \$178 ;
-  reg [3:0] \$179 ;
-  wire \$18 ;
-  reg [54:0] \$180 ;
-  reg [5:0] \$181 ;
-  reg [1:0] \$182 ;
-  reg [31:0] \$183 ;
-  reg [6:0] \$184 ;
-  reg [23:0] \$185 ;
-  reg [1:0] \$186 ;
-  wire [4:0] \$19 ;
+  wire \$140 ;
+  wire \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire \$149 ;
+  reg [7:0] \$15 ;
+  wire \$150 ;
+  wire \$151 ;
+  wire \$152 ;
+  wire \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire \$156 ;
+  wire \$157 ;
+  wire \$158 ;
+  wire \$159 ;
+  wire [7:0] \$16 ;
+  wire \$160 ;
+  wire \$161 ;
+  wire \$162 ;
+  wire \$163 ;
+  wire \$164 ;
+  wire \$165 ;
+  wire \$166 ;
+  wire \$167 ;
+  wire \$168 ;
+  reg [17:0] \$169 ;
+  wire [8:0] \$17 ;
+  reg \$170 ;
+  wire \$171 ;
+  wire \$172 ;
+  wire \$173 ;
+  wire \$174 ;
+  wire [15:0] \$175 ;
+  wire [15:0] \$176 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire \$179 ;
+  wire [9:0] \$18 ;
+  wire \$180 ;
+  wire [15:0] \$181 ;
+  wire [15:0] \$182 ;
+  reg [15:0] \$183 ;
+  wire [17:0] \$184 ;
+  wire [7:0] \$185 ;
+  wire \$186 ;
+  wire [6:0] \$187 ;
+  wire \$188 ;
+  wire [7:0] \$189 ;
+  wire [9:0] \$19 ;
+  wire \$190 ;
+  wire [4:0] \$191 ;
+  wire \$192 ;
+  wire \$193 ;
+  wire [69:0] \$194 ;
+  wire [6:0] \$195 ;
+  wire [55:0] \$196 ;
+  wire [6:0] \$197 ;
+  wire [2:0] \$198 ;
+  wire \$199 ;
   wire [6:0] \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire [6:0] \$22 ;
-  wire \$23 ;
-  wire [18:0] \$24 ;
-  wire \$25 ;
-  wire [6:0] \$26 ;
-  wire \$27 ;
-  wire [6:0] \$28 ;
-  wire \$29 ;
+  wire [9:0] \$20 ;
+  wire [32:0] \$200 ;
+  wire [33:0] \$201 ;
+  wire [33:0] \$202 ;
+  wire [31:0] \$203 ;
+  wire \$204 ;
+  wire [6:0] \$205 ;
+  wire \$206 ;
+  wire [9:0] \$207 ;
+  wire \$208 ;
+  wire [6:0] \$209 ;
+  wire [11:0] \$21 ;
+  wire [7:0] \$210 ;
+  wire \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire \$215 ;
+  wire \$216 ;
+  wire \$217 ;
+  wire \$218 ;
+  wire \$219 ;
+  wire [12:0] \$22 ;
+  wire \$220 ;
+  wire \$221 ;
+  wire \$222 ;
+  wire \$223 ;
+  wire \$224 ;
+  wire \$225 ;
+  wire \$226 ;
+  wire \$227 ;
+  wire \$228 ;
+  reg \$229 ;
+  wire [23:0] \$23 ;
+  reg [5:0] \$230 ;
+  reg [23:0] \$231 ;
+  reg [23:0] \$232 ;
+  reg [1:0] \$233 ;
+  reg [1:0] \$234 ;
+  reg \$235 ;
+  reg \$236 ;
+  reg [12:0] \$237 ;
+  reg [12:0] \$238 ;
+  reg [23:0] \$239 ;
+  wire \$24 ;
+  reg [23:0] \$240 ;
+  reg [1:0] \$241 ;
+  reg [1:0] \$242 ;
+  reg \$243 ;
+  reg \$244 ;
+  reg \$245 ;
+  reg \$246 ;
+  reg [1:0] \$247 ;
+  reg [1:0] \$248 ;
+  reg \$249 ;
+  wire [9:0] \$25 ;
+  reg \$250 ;
+  reg [17:0] \$251 ;
+  reg \$252 ;
+  reg [5:0] \$253 ;
+  reg [5:0] \$254 ;
+  reg [5:0] \$255 ;
+  reg [5:0] \$256 ;
+  reg [5:0] \$257 ;
+  reg [5:0] \$258 ;
+  reg [5:0] \$259 ;
+  wire \$26 ;
+  reg [31:0] \$260 ;
+  reg [31:0] \$261 ;
+  reg [31:0] \$262 ;
+  reg [31:0] \$263 ;
+  reg [31:0] \$264 ;
+  reg [31:0] \$265 ;
+  reg [31:0] \$266 ;
+  reg [17:0] \$267 ;
+  reg [17:0] \$268 ;
+  reg \$269 ;
+  wire [23:0] \$27 ;
+  reg \$270 ;
+  reg [5:0] \$271 ;
+  reg [5:0] \$272 ;
+  reg [15:0] \$273 ;
+  reg \$274 ;
+  reg [5:0] \$275 ;
+  reg \$276 ;
+  reg \$277 ;
+  reg [1:0] \$278 ;
+  reg [1:0] \$279 ;
+  wire [23:0] \$28 ;
+  reg \$280 ;
+  reg [5:0] \$281 ;
+  reg [5:0] \$282 ;
+  reg [6:0] \$283 ;
+  reg \$284 ;
+  reg [3:0] \$285 ;
+  reg [28:0] \$286 ;
+  reg [3:0] \$287 ;
+  reg [54:0] \$288 ;
+  reg [5:0] \$289 ;
+  wire [24:0] \$29 ;
+  reg [1:0] \$290 ;
+  reg [31:0] \$291 ;
+  reg [6:0] \$292 ;
+  reg [23:0] \$293 ;
+  reg [1:0] \$294 ;
   wire [5:0] \$3 ;
-  wire [6:0] \$30 ;
-  wire \$31 ;
-  wire [6:0] \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  reg [7:0] \$36 ;
-  wire [7:0] \$37 ;
-  wire [8:0] \$38 ;
-  wire [9:0] \$39 ;
+  wire [10:0] \$30 ;
+  wire [16:0] \$31 ;
+  wire [16:0] \$32 ;
+  wire [16:0] \$33 ;
+  wire [9:0] \$34 ;
+  wire [16:0] \$35 ;
+  reg [39:0] \$36 ;
+  wire [39:0] \$37 ;
+  wire [33:0] \$38 ;
+  wire [40:0] \$39 ;
   wire [7:0] \$4 ;
-  wire [9:0] \$40 ;
-  wire [9:0] \$41 ;
-  wire [11:0] \$42 ;
-  wire [12:0] \$43 ;
-  wire [23:0] \$44 ;
-  wire \$45 ;
-  wire [9:0] \$46 ;
-  wire \$47 ;
-  wire \$48 ;
-  wire \$49 ;
-  wire [23:0] \$5 ;
-  wire \$50 ;
+  wire [36:0] \$40 ;
+  wire [40:0] \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire [23:0] \$45 ;
+  wire [23:0] \$46 ;
+  wire [12:0] \$47 ;
+  wire [6:0] \$48 ;
+  wire [12:0] \$49 ;
+  wire \$5 ;
+  wire [30:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
   wire \$53 ;
-  wire \$54 ;
-  wire \$55 ;
-  wire \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [6:0] \$6 ;
-  wire \$60 ;
-  reg [17:0] \$61 ;
-  reg \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire \$65 ;
-  wire \$66 ;
-  wire [15:0] \$67 ;
-  wire [15:0] \$68 ;
-  wire \$69 ;
-  wire [29:0] \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [15:0] \$73 ;
-  wire [15:0] \$74 ;
-  reg [15:0] \$75 ;
-  wire [17:0] \$76 ;
-  wire [7:0] \$77 ;
-  wire \$78 ;
+  wire [23:0] \$54 ;
+  wire [23:0] \$55 ;
+  wire [17:0] \$56 ;
+  wire [23:0] \$57 ;
+  wire [23:0] \$58 ;
+  wire [23:0] \$59 ;
+  wire [7:0] \$6 ;
+  wire [16:0] \$60 ;
+  wire [23:0] \$61 ;
+  wire [16:0] \$62 ;
+  wire [23:0] \$63 ;
+  wire [16:0] \$64 ;
+  wire [23:0] \$65 ;
+  wire [16:0] \$66 ;
+  wire [23:0] \$67 ;
+  wire [16:0] \$68 ;
+  wire [23:0] \$69 ;
+  wire \$7 ;
+  wire [11:0] \$70 ;
+  wire [23:0] \$71 ;
+  wire [13:0] \$72 ;
+  wire [23:0] \$73 ;
+  wire [16:0] \$74 ;
+  wire [23:0] \$75 ;
+  wire [11:0] \$76 ;
+  wire [23:0] \$77 ;
+  wire [6:0] \$78 ;
   wire [6:0] \$79 ;
-  reg [39:0] \$8 ;
-  wire \$80 ;
-  wire [7:0] \$81 ;
+  wire [6:0] \$8 ;
+  wire [15:0] \$80 ;
+  wire [15:0] \$81 ;
   wire \$82 ;
-  wire [4:0] \$83 ;
+  wire [15:0] \$83 ;
   wire \$84 ;
-  wire \$85 ;
-  wire [69:0] \$86 ;
-  wire [6:0] \$87 ;
-  wire [55:0] \$88 ;
-  wire [6:0] \$89 ;
+  wire [6:0] \$85 ;
+  wire [6:0] \$86 ;
+  wire [15:0] \$87 ;
+  wire [16:0] \$88 ;
+  wire [17:0] \$89 ;
   wire \$9 ;
-  wire [2:0] \$90 ;
-  wire \$91 ;
-  wire [32:0] \$92 ;
-  wire [33:0] \$93 ;
-  wire [33:0] \$94 ;
-  wire [31:0] \$95 ;
-  wire \$96 ;
-  wire [6:0] \$97 ;
-  wire \$98 ;
-  wire [9:0] \$99 ;
+  wire \$90 ;
+  wire [6:0] \$91 ;
+  wire [6:0] \$92 ;
+  wire [17:0] \$93 ;
+  wire \$94 ;
+  wire [6:0] \$95 ;
+  wire [6:0] \$96 ;
+  wire [17:0] \$97 ;
+  wire [12:0] \$98 ;
+  wire [17:0] \$99 ;
   reg [5:0] \$signature__addr ;
   reg [5:0] \$signature__addr$10 ;
-  reg [5:0] \$signature__addr$73 ;
-  reg [5:0] \$signature__addr$88 ;
+  reg [5:0] \$signature__addr$68 ;
+  reg [5:0] \$signature__addr$83 ;
   wire [23:0] \$signature__data ;
-  wire [23:0] \$signature__data$21 ;
-  reg [23:0] \$signature__data$75 ;
-  reg [23:0] \$signature__data$89 ;
+  wire [23:0] \$signature__data$113 ;
+  reg [23:0] \$signature__data$70 ;
+  reg [23:0] \$signature__data$84 ;
   reg \$signature__en ;
-  reg \$signature__en$90 ;
+  reg \$signature__en$85 ;
   reg [5:0] band = 6'h00;
   output busy;
   reg busy = 1'h0;
@@ -9387,30 +9539,44 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, exp2__i__ready, stats__pa
   reg [1:0] mode = 2'h0;
   reg [23:0] mp;
   reg [23:0] mr = 24'h000000;
+  reg mul0_use0;
+  reg mul0_use1;
+  reg mul0_use2;
+  reg mul0_use3;
+  reg mul0_use4;
+  reg mul1_use0;
+  reg mul1_use1;
+  reg mul1_use2;
+  reg mul2_use0;
+  reg mul2_use1;
+  reg mul2_use10;
+  reg mul2_use11;
+  reg mul2_use2;
+  reg mul2_use3;
+  reg mul2_use4;
+  reg mul2_use5;
+  reg mul2_use6;
+  reg mul2_use7;
+  reg mul2_use8;
+  reg mul2_use9;
   output [24:0] mul__a__0;
-  reg [24:0] mul__a__0;
+  wire [24:0] mul__a__0;
   output [24:0] mul__a__1;
-  reg [24:0] mul__a__1;
-  output [24:0] mul__a__2;
-  reg [24:0] mul__a__2;
+  wire [24:0] mul__a__1;
+  wire [24:0] mul__a__2;
   output mul__acc__0;
-  reg mul__acc__0;
+  wire mul__acc__0;
   output mul__acc__1;
-  reg mul__acc__1;
+  wire mul__acc__1;
   output mul__acc__2;
-  reg mul__acc__2;
-  output [17:0] mul__b__0;
-  reg [17:0] mul__b__0;
-  output [17:0] mul__b__1;
-  reg [17:0] mul__b__1;
+  wire mul__acc__2;
+  wire [17:0] mul__b__0;
+  wire [17:0] mul__b__1;
   output [17:0] mul__b__2;
-  reg [17:0] mul__b__2;
-  output [47:0] mul__c__0;
-  reg [47:0] mul__c__0;
-  output [47:0] mul__c__1;
-  reg [47:0] mul__c__1;
-  output [47:0] mul__c__2;
-  reg [47:0] mul__c__2;
+  wire [17:0] mul__b__2;
+  wire [47:0] mul__c__0;
+  wire [47:0] mul__c__1;
+  wire [47:0] mul__c__2;
   input [47:0] mul__p__0;
   wire [47:0] mul__p__0;
   input [47:0] mul__p__1;
@@ -9431,6 +9597,18 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, exp2__i__ready, stats__pa
   reg p1_first;
   reg p1_issue;
   reg ph = 1'h0;
+  output [16:0] \port$1959$0 ;
+  wire [16:0] \port$1959$0 ;
+  output [40:0] \port$1970$0 ;
+  wire [40:0] \port$1970$0 ;
+  output [12:0] \port$1980$0 ;
+  wire [12:0] \port$1980$0 ;
+  output [30:0] \port$1981$0 ;
+  wire [30:0] \port$1981$0 ;
+  output [23:0] \port$2009$0 ;
+  wire [23:0] \port$2009$0 ;
+  output [30:0] \port$2076$0 ;
+  wire [30:0] \port$2076$0 ;
   wire [1:0] q1;
   reg [1:0] q5_d1 = 2'h0;
   reg [1:0] q5_d2 = 2'h0;
@@ -9453,7 +9631,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, exp2__i__ready, stats__pa
   input rst;
   wire rst;
   wire [23:0] s;
-  wire [22:0] \s$44 ;
+  wire [22:0] \s$30 ;
   reg [28:0] s1 = 29'h00000000;
   wire [29:0] s1n;
   input [59:0] stats__payload;
@@ -9607,7 +9785,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, exp2__i__ready, stats__pa
   end
   reg [31:0] _0_;
   always @(posedge clk) begin
-    if (\$120 ) begin
+    if (\$228 ) begin
       _0_ <= mem_gb[\$4 [5:0]];
     end
   end
@@ -9656,16 +9834,16 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, exp2__i__ready, stats__pa
     mem_m[39] = 24'h000000;
   end
   always @(posedge clk) begin
-    if (\$112 )
-      mem_m[\$signature__addr$88 ] <= \$signature__data$89 ;
+    if (\$220 )
+      mem_m[\$signature__addr$83 ] <= \$signature__data$84 ;
   end
   reg [23:0] _1_;
   always @(posedge clk) begin
-    if (\$114 ) begin
+    if (\$222 ) begin
       _1_ <= mem_m[\$signature__addr$10 ];
     end
   end
-  assign \$signature__data$21  = _1_;
+  assign \$signature__data  = _1_;
   reg [1:0] mem_q [39:0];
   initial begin
     mem_q[0] = 2'h0;
@@ -9710,12 +9888,12 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, exp2__i__ready, stats__pa
     mem_q[39] = 2'h0;
   end
   always @(posedge clk) begin
-    if (\$116 )
+    if (\$224 )
       mem_q[w_q__addr] <= w_q__data;
   end
   reg [1:0] _2_;
   always @(posedge clk) begin
-    if (\$118 ) begin
+    if (\$226 ) begin
       _2_ <= mem_q[r_q__addr];
     end
   end
@@ -9764,303 +9942,399 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, exp2__i__ready, stats__pa
     mem_s1[39] = 24'h000000;
   end
   always @(posedge clk) begin
-    if (\$108 )
-      mem_s1[\$signature__addr$73 ] <= \$signature__data$75 ;
+    if (\$216 )
+      mem_s1[\$signature__addr$68 ] <= \$signature__data$70 ;
   end
   reg [23:0] _3_;
   always @(posedge clk) begin
-    if (\$110 ) begin
+    if (\$218 ) begin
       _3_ <= mem_s1[\$signature__addr ];
     end
   end
-  assign \$signature__data  = _3_;
+  assign \$signature__data$113  = _3_;
   assign is_ln = mode == 2'h2;
   assign s1n = - $signed(s1);
   assign \$1  = is_ln ? 6'h10 : 6'h28;
   assign \$2  = lset * 5'h10;
   assign \$3  = issue ? idx : 6'h00;
   assign \$4  = \$2  + \$3 ;
-  assign \$5  = is_ln ? rd__data : { rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15:0] };
-  assign \$6  = is_ln ? 7'h10 : 7'h65;
-  assign \$7  = is_ln ? s1n : { \$signature__data [23], \$signature__data [23], \$signature__data [23], \$signature__data [23], \$signature__data [23], \$signature__data [23], \$signature__data  };
-  assign m1 = is_ln ? mr : \$signature__data$21 ;
+  assign m1 = is_ln ? mr : \$signature__data ;
   assign q1 = is_ln ? qr : r_q__data;
-  assign \$9  = t8_d1 & is_ln;
-  assign \$12  = \$1  - 1'h1;
-  assign \$13  = i11_d1 == \$12 ;
-  assign \$14  = ~ uf1_d1;
-  assign \$15  = ~ uf1_d1;
-  assign \$16  = ~ uf1_d1;
-  assign \$17  = 6'h36 - lz;
-  assign \$18  = ! mode;
-  assign \$19  = \$18  ? 5'h16 : 5'h14;
-  assign ipart = $signed(\$17 ) - $signed({ 1'h0, \$19  });
-  assign \$20  = | col;
-  assign \$21  = ! mode;
-  assign \$22  = \$21  ? 7'h65 : 7'h10;
-  assign \$23  = ! mode;
-  assign \$24  = \$23  ? 19'h68755 : 19'h00a7c;
-  assign \$25  = ! mode;
-  assign \$26  = \$25  ? 7'h65 : 7'h10;
-  assign \$27  = ! mode;
-  assign \$28  = \$27  ? 7'h65 : 7'h10;
-  assign \$29  = ! mode;
-  assign \$30  = \$29  ? 7'h65 : 7'h10;
-  assign \$31  = ! mode;
-  assign \$32  = \$31  ? 7'h65 : 7'h10;
-  assign \$33  = lphase == 1'h1;
+  assign \$5  = t8_d1 & is_ln;
+  assign \$6  = \$1  - 1'h1;
+  assign \$7  = i11_d1 == \$6 ;
+  assign \$8  = 6'h36 - lz;
+  assign \$9  = ! mode;
+  assign \$10  = \$9  ? 5'h16 : 5'h14;
+  assign ipart = $signed(\$8 ) - $signed({ 1'h0, \$10  });
+  assign \$11  = | col;
+  assign \$12  = lphase == 1'h1;
   assign cmd__ready = ~ busy;
-  assign \$34  = cnt == 1'h1;
-  assign \$35  = ! idx;
-  assign \$37  = is_ln ? \$36  : 8'hef;
-  assign \$38  = $signed(e_new) + $signed(\$37 );
-  assign \$39  = - $signed(\$38 );
-  assign \$40  = $signed(r) + $signed(4'h7);
-  assign \$43  = $signed(\$42 ) - $signed(r);
-  assign \$44  = exp2__o__payload << j;
-  assign \$45  = ! mode;
-  assign \$46  = $signed(qv) - $signed(3'h2);
-  assign \$47  = ~ ph;
-  assign \$48  = ! fsm_state;
-  assign \$49  = fsm_state == 1'h1;
-  assign \$50  = fsm_state == 2'h2;
-  assign \$51  = fsm_state == 2'h3;
-  assign \$52  = fsm_state == 3'h4;
-  assign \$53  = fsm_state == 3'h5;
-  assign \$54  = fsm_state == 3'h6;
-  assign \$55  = fsm_state == 3'h7;
-  assign \$56  = fsm_state == 4'h8;
-  assign \$57  = fsm_state == 4'h9;
-  assign \$58  = fsm_state == 4'ha;
-  assign \$59  = fsm_state == 4'hb;
-  assign \$60  = busy | cmd__valid;
-  assign \$63  = | mul__p__2[35:27];
-  assign \$64  = ~ \$63 ;
-  assign \$65  = & mul__p__2[35:27];
-  assign \$66  = \$64  | \$65 ;
-  assign \$67  = mul__p__2[35] ? 16'h8000 : 16'h7fff;
-  assign \$68  = \$66  ? mul__p__2[27:12] : \$67 ;
-  assign \$69  = | mul__p__2[35:28];
-  assign \$70  = ~ \$69 ;
-  assign \$71  = & mul__p__2[35:28];
-  assign \$72  = \$70  | \$71 ;
-  assign \$73  = mul__p__2[35] ? 16'h8000 : 16'h7fff;
-  assign \$74  = \$72  ? mul__p__2[28:13] : \$73 ;
-  assign \$76  = is_ln ? { \$75 [15], \$75 [15], \$75  } : v10_d2;
-  assign \$77  = cnt + 1'h1;
-  assign \$78  = cnt == 1'h1;
-  assign \$79  = idx + 1'h1;
-  assign \$80  = idx == 4'hf;
-  assign \$81  = cnt + 1'h1;
-  assign \$82  = cnt == 2'h2;
-  assign \$83  = col + 1'h1;
-  assign \$84  = col == 4'hd;
-  assign \$85  = ! num[54:47];
-  assign \$87  = lz + 4'h8;
-  assign \$89  = lz + 1'h1;
-  assign \$90  = lphase + 1'h1;
-  assign \$91  = lphase == 2'h3;
-  assign \$92  = - $signed(mul__p__0[41:10]);
-  assign \$93  = $signed(\$92 ) + $signed(2'h1);
-  assign \$96  = ! mode;
-  assign \$97  = band + 1'h1;
-  assign \$98  = band == 6'h27;
-  assign \$99  = $signed(qv) - $signed(3'h2);
-  assign \$100  = ~ ph;
-  assign \$101  = idx + 1'h1;
-  assign \$102  = \$1  - 1'h1;
-  assign \$103  = idx == \$102 ;
-  assign \$104  = ~ ph;
-  assign \$105  = is_ln & \$104 ;
-  assign \$106  = o__valid & o__payload[22];
-  assign \$107  = busy | cmd__valid;
-  assign \$108  = \$107  ? \$signature__en  : 1'h0;
-  assign \$109  = busy | cmd__valid;
-  assign \$111  = busy | cmd__valid;
-  assign \$112  = \$111  ? \$signature__en$90  : 1'h0;
-  assign \$113  = busy | cmd__valid;
-  assign \$115  = busy | cmd__valid;
-  assign \$116  = \$115  ? w_q__en : 1'h0;
-  assign \$117  = busy | cmd__valid;
-  assign \$119  = busy | cmd__valid;
+  assign \$13  = cnt == 1'h1;
+  assign \$14  = ! idx;
+  assign \$16  = is_ln ? \$15  : 8'hef;
+  assign \$17  = $signed(e_new) + $signed(\$16 );
+  assign \$18  = - $signed(\$17 );
+  assign \$19  = $signed(r) + $signed(4'h7);
+  assign \$22  = $signed(\$21 ) - $signed(r);
+  assign \$23  = exp2__o__payload << j;
+  assign \$24  = ! mode;
+  assign \$25  = $signed(qv) - $signed(3'h2);
+  assign \$26  = ~ ph;
+  assign \$27  = mul0_use0 ? m_d2 : 24'h000000;
+  assign \$28  = mul0_use1 ? rd__data : 24'h000000;
+  assign \$29  = { 1'h0, \$27  } | { \$28 [23], \$28  };
+  assign \$30  = mul0_use2 ? lr__data[26:16] : 11'h000;
+  assign mul__a__0 = \$29  | { 14'h0000, \$30  };
+  assign \$31  = mul0_use0 ? mul__p__2[16:0] : 17'h00000;
+  assign \$32  = mul0_use1 ? rd__data[16:0] : 17'h00000;
+  assign \$33  = \$31  | \$32 ;
+  assign \$34  = mul0_use2 ? num[47:38] : 10'h000;
+  assign \$35  = \$33  | { 7'h00, \$34  };
+  assign \$37  = mul0_use0 ? \$36  : 40'h0000000000;
+  assign \$38  = mul0_use2 ? { ipart, lr__data[15:0], 10'h200 } : 34'h000000000;
+  assign \$39  = { 1'h0, \$37  } | { \$38 [33], \$38 [33], \$38 [33], \$38 [33], \$38 [33], \$38 [33], \$38 [33], \$38  };
+  assign \$40  = mul0_use4 ? stats__payload[59:23] : 37'h0000000000;
+  assign \$41  = \$39  | { 4'h0, \$40  };
+  assign \$42  = ~ uf1_d1;
+  assign \$43  = mul0_use1 ? \$42  : 1'h0;
+  assign \$44  = mul0_use3 ? 1'h1 : 1'h0;
+  assign mul__acc__0 = \$43  | \$44 ;
+  assign \$45  = mul1_use0 ? m5_d2 : 24'h000000;
+  assign \$46  = mul1_use1 ? rd__data : 24'h000000;
+  assign mul__a__1 = { 1'h0, \$45  } | { \$46 [23], \$46  };
+  assign \$47  = mul1_use0 ? cen_hi_d2 : 13'h0000;
+  assign \$48  = mul1_use1 ? rd__data[23:17] : 7'h00;
+  assign \$49  = \$47  | { \$48 [6], \$48 [6], \$48 [6], \$48 [6], \$48 [6], \$48 [6], \$48  };
+  assign \$50  = mul1_use0 ? mul__p__0[47:17] : 31'h00000000;
+  assign \$51  = ~ uf1_d1;
+  assign \$52  = mul1_use1 ? \$51  : 1'h0;
+  assign \$53  = mul1_use2 ? 1'h1 : 1'h0;
+  assign mul__acc__1 = \$52  | \$53 ;
+  assign \$54  = is_ln ? rd__data : { rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15:0] };
+  assign \$55  = mul2_use0 ? \$54  : 24'h000000;
+  assign \$56  = mul2_use1 ? v8 : 18'h00000;
+  assign \$57  = \$55  | { \$56 [17], \$56 [17], \$56 [17], \$56 [17], \$56 [17], \$56 [17], \$56  };
+  assign \$58  = mul2_use2 ? rd__data : 24'h000000;
+  assign \$59  = \$57  | \$58 ;
+  assign \$60  = mul2_use3 ? mul__p__0[16:0] : 17'h00000;
+  assign \$61  = \$59  | { 7'h00, \$60  };
+  assign \$62  = mul2_use4 ? s1[16:0] : 17'h00000;
+  assign \$63  = \$61  | { 7'h00, \$62  };
+  assign \$64  = mul2_use5 ? mul__p__0[33:17] : 17'h00000;
+  assign \$65  = \$63  | { 7'h00, \$64  };
+  assign \$66  = mul2_use6 ? mul__p__1[16:0] : 17'h00000;
+  assign \$67  = \$65  | { 7'h00, \$66  };
+  assign \$68  = mul2_use7 ? s1[16:0] : 17'h00000;
+  assign \$69  = \$67  | { 7'h00, \$68  };
+  assign \$70  = mul2_use8 ? s1[28:17] : 12'h000;
+  assign \$71  = \$69  | { \$70 [11], \$70 [11], \$70 [11], \$70 [11], \$70 [11], \$70 [11], \$70 [11], \$70 [11], \$70 [11], \$70 [11], \$70 [11], \$70 [11], \$70  };
+  assign \$72  = mul2_use9 ? mul__p__0[47:34] : 14'h0000;
+  assign \$73  = \$71  | { \$72 [13], \$72 [13], \$72 [13], \$72 [13], \$72 [13], \$72 [13], \$72 [13], \$72 [13], \$72 [13], \$72 [13], \$72  };
+  assign \$74  = mul2_use10 ? mul__p__1[33:17] : 17'h00000;
+  assign \$75  = \$73  | { 7'h00, \$74  };
+  assign \$76  = mul2_use11 ? s1[28:17] : 12'h000;
+  assign \$77  = \$75  | { \$76 [11], \$76 [11], \$76 [11], \$76 [11], \$76 [11], \$76 [11], \$76 [11], \$76 [11], \$76 [11], \$76 [11], \$76 [11], \$76 [11], \$76  };
+  assign \$78  = is_ln ? 7'h10 : 7'h65;
+  assign \$79  = mul2_use0 ? \$78  : 7'h00;
+  assign \$80  = mul2_use1 ? gb_d7[15:0] : 16'h0000;
+  assign \$81  = { 9'h000, \$79  } | \$80 ;
+  assign \$82  = mul2_use2 ? 1'h1 : 1'h0;
+  assign \$83  = \$81  | { 15'h0000, \$82  };
+  assign \$84  = ! mode;
+  assign \$85  = \$84  ? 7'h65 : 7'h10;
+  assign \$86  = mul2_use3 ? \$85  : 7'h00;
+  assign \$87  = \$83  | { 9'h000, \$86  };
+  assign \$88  = mul2_use4 ? s1n[16:0] : 17'h00000;
+  assign \$89  = { \$87 [15], \$87 [15], \$87  } | { 1'h0, \$88  };
+  assign \$90  = ! mode;
+  assign \$91  = \$90  ? 7'h65 : 7'h10;
+  assign \$92  = mul2_use5 ? \$91  : 7'h00;
+  assign \$93  = \$89  | { 11'h000, \$92  };
+  assign \$94  = ! mode;
+  assign \$95  = \$94  ? 7'h65 : 7'h10;
+  assign \$96  = mul2_use6 ? \$95  : 7'h00;
+  assign \$97  = \$93  | { 11'h000, \$96  };
+  assign \$98  = mul2_use7 ? s1n[29:17] : 13'h0000;
+  assign \$99  = \$97  | { \$98 [12], \$98 [12], \$98 [12], \$98 [12], \$98 [12], \$98  };
+  assign \$100  = mul2_use8 ? s1n[16:0] : 17'h00000;
+  assign \$101  = \$99  | { 1'h0, \$100  };
+  assign \$102  = ! mode;
+  assign \$103  = \$102  ? 7'h65 : 7'h10;
+  assign \$104  = mul2_use9 ? \$103  : 7'h00;
+  assign \$105  = \$101  | { 11'h000, \$104  };
+  assign \$106  = ! mode;
+  assign \$107  = \$106  ? 7'h65 : 7'h10;
+  assign \$108  = mul2_use10 ? \$107  : 7'h00;
+  assign \$109  = \$105  | { 11'h000, \$108  };
+  assign \$110  = mul2_use11 ? s1n[29:17] : 13'h0000;
+  assign mul__b__2 = \$109  | { \$110 [12], \$110 [12], \$110 [12], \$110 [12], \$110 [12], \$110  };
+  assign \$111  = is_ln ? s1n : { \$signature__data$113 [23], \$signature__data$113 [23], \$signature__data$113 [23], \$signature__data$113 [23], \$signature__data$113 [23], \$signature__data$113 [23], \$signature__data$113  };
+  assign \$112  = mul2_use0 ? \$111  : 30'h00000000;
+  assign \$115  = mul2_use1 ? \$114  : 29'h00000000;
+  assign \$116  = \$112  | { \$115 [28], \$115  };
+  assign \$117  = ! mode;
+  assign \$118  = \$117  ? 19'h68755 : 19'h00a7c;
+  assign \$119  = mul2_use3 ? \$118  : 19'h00000;
+  assign \$120  = \$116  | { 11'h000, \$119  };
+  assign \$123  = mul2_use5 ? mul__p__2[47:17] : 31'h00000000;
+  assign \$124  = { \$122 [29], \$122  } | \$123 ;
+  assign \$131  = mul2_use9 ? mul__p__2[47:17] : 31'h00000000;
+  assign \$132  = \$130  | \$131 ;
+  assign \$137  = ~ uf1_d1;
+  assign \$138  = mul2_use2 ? \$137  : 1'h0;
+  assign \$141  = mul2_use4 ? 1'h1 : 1'h0;
+  assign \$142  = \$140  | \$141 ;
+  assign \$145  = mul2_use6 ? 1'h1 : 1'h0;
+  assign \$146  = \$144  | \$145 ;
+  assign \$147  = mul2_use7 ? 1'h1 : 1'h0;
+  assign \$148  = \$146  | \$147 ;
+  assign \$149  = mul2_use8 ? 1'h1 : 1'h0;
+  assign \$150  = \$148  | \$149 ;
+  assign \$153  = mul2_use10 ? 1'h1 : 1'h0;
+  assign \$154  = \$152  | \$153 ;
+  assign \$155  = mul2_use11 ? 1'h1 : 1'h0;
+  assign mul__acc__2 = \$154  | \$155 ;
+  assign \$156  = ! fsm_state;
+  assign \$157  = fsm_state == 1'h1;
+  assign \$158  = fsm_state == 2'h2;
+  assign \$159  = fsm_state == 2'h3;
+  assign \$160  = fsm_state == 3'h4;
+  assign \$161  = fsm_state == 3'h5;
+  assign \$162  = fsm_state == 3'h6;
+  assign \$163  = fsm_state == 3'h7;
+  assign \$164  = fsm_state == 4'h8;
+  assign \$165  = fsm_state == 4'h9;
+  assign \$166  = fsm_state == 4'ha;
+  assign \$167  = fsm_state == 4'hb;
+  assign \$168  = busy | cmd__valid;
+  assign \$171  = | mul__p__2[35:27];
+  assign \$172  = ~ \$171 ;
+  assign \$173  = & mul__p__2[35:27];
+  assign \$174  = \$172  | \$173 ;
+  assign \$175  = mul__p__2[35] ? 16'h8000 : 16'h7fff;
+  assign \$176  = \$174  ? mul__p__2[27:12] : \$175 ;
+  assign \$177  = | mul__p__2[35:28];
+  assign \$178  = ~ \$177 ;
+  assign \$179  = & mul__p__2[35:28];
+  assign \$180  = \$178  | \$179 ;
+  assign \$181  = mul__p__2[35] ? 16'h8000 : 16'h7fff;
+  assign \$182  = \$180  ? mul__p__2[28:13] : \$181 ;
+  assign \$184  = is_ln ? { \$183 [15], \$183 [15], \$183  } : v10_d2;
+  assign \$185  = cnt + 1'h1;
+  assign \$186  = cnt == 1'h1;
+  assign \$187  = idx + 1'h1;
+  assign \$188  = idx == 4'hf;
+  assign \$189  = cnt + 1'h1;
+  assign \$190  = cnt == 2'h2;
+  assign \$191  = col + 1'h1;
+  assign \$192  = col == 4'hd;
+  assign \$193  = ! num[54:47];
+  assign \$195  = lz + 4'h8;
+  assign \$197  = lz + 1'h1;
+  assign \$198  = lphase + 1'h1;
+  assign \$199  = lphase == 2'h3;
+  assign \$200  = - $signed(mul__p__0[41:10]);
+  assign \$201  = $signed(\$200 ) + $signed(2'h1);
+  assign \$204  = ! mode;
+  assign \$205  = band + 1'h1;
+  assign \$206  = band == 6'h27;
+  assign \$207  = $signed(qv) - $signed(3'h2);
+  assign \$208  = ~ ph;
+  assign \$209  = idx + 1'h1;
+  assign \$210  = \$1  - 1'h1;
+  assign \$211  = idx == \$210 ;
+  assign \$212  = ~ ph;
+  assign \$213  = is_ln & \$212 ;
+  assign \$214  = o__valid & o__payload[22];
+  assign \$215  = busy | cmd__valid;
+  assign \$216  = \$215  ? \$signature__en  : 1'h0;
+  assign \$217  = busy | cmd__valid;
+  assign \$219  = busy | cmd__valid;
+  assign \$220  = \$219  ? \$signature__en$85  : 1'h0;
+  assign \$221  = busy | cmd__valid;
+  assign \$223  = busy | cmd__valid;
+  assign \$224  = \$223  ? w_q__en : 1'h0;
+  assign \$225  = busy | cmd__valid;
+  assign \$227  = busy | cmd__valid;
   always @(posedge clk)
-    t1_d1 <= \$121 ;
+    t1_d1 <= \$229 ;
   always @(posedge clk)
-    i1_d1 <= \$122 ;
+    i1_d1 <= \$230 ;
   always @(posedge clk)
-    m_d1 <= \$123 ;
+    m_d1 <= \$231 ;
   always @(posedge clk)
-    m_d2 <= \$124 ;
+    m_d2 <= \$232 ;
   always @(posedge clk)
-    q_d1 <= \$125 ;
+    q_d1 <= \$233 ;
   always @(posedge clk)
-    q_d2 <= \$126 ;
+    q_d2 <= \$234 ;
   always @(posedge clk)
-    t3_d1 <= \$127 ;
+    t3_d1 <= \$235 ;
   always @(posedge clk)
-    t3_d2 <= \$128 ;
+    t3_d2 <= \$236 ;
   always @(posedge clk)
-    cen_hi_d1 <= \$129 ;
+    cen_hi_d1 <= \$237 ;
   always @(posedge clk)
-    cen_hi_d2 <= \$130 ;
+    cen_hi_d2 <= \$238 ;
   always @(posedge clk)
-    m5_d1 <= \$131 ;
+    m5_d1 <= \$239 ;
   always @(posedge clk)
-    m5_d2 <= \$132 ;
+    m5_d2 <= \$240 ;
   always @(posedge clk)
-    q5_d1 <= \$133 ;
+    q5_d1 <= \$241 ;
   always @(posedge clk)
-    q5_d2 <= \$134 ;
+    q5_d2 <= \$242 ;
   always @(posedge clk)
-    t5_d1 <= \$135 ;
+    t5_d1 <= \$243 ;
   always @(posedge clk)
-    t5_d2 <= \$136 ;
+    t5_d2 <= \$244 ;
   always @(posedge clk)
-    p0low_d1 <= \$137 ;
+    p0low_d1 <= \$245 ;
   always @(posedge clk)
-    p0low_d2 <= \$138 ;
+    p0low_d2 <= \$246 ;
   always @(posedge clk)
-    q7_d1 <= \$139 ;
+    q7_d1 <= \$247 ;
   always @(posedge clk)
-    q7_d2 <= \$140 ;
+    q7_d2 <= \$248 ;
   always @(posedge clk)
-    t7_d1 <= \$141 ;
+    t7_d1 <= \$249 ;
   always @(posedge clk)
-    t7_d2 <= \$142 ;
+    t7_d2 <= \$250 ;
   always @(posedge clk)
-    v8 <= \$143 ;
+    v8 <= \$251 ;
   always @(posedge clk)
-    t8_d1 <= \$144 ;
+    t8_d1 <= \$252 ;
   always @(posedge clk)
-    i8_d1 <= \$145 ;
+    i8_d1 <= \$253 ;
   always @(posedge clk)
-    i8_d2 <= \$146 ;
+    i8_d2 <= \$254 ;
   always @(posedge clk)
-    i8_d3 <= \$147 ;
+    i8_d3 <= \$255 ;
   always @(posedge clk)
-    i8_d4 <= \$148 ;
+    i8_d4 <= \$256 ;
   always @(posedge clk)
-    i8_d5 <= \$149 ;
+    i8_d5 <= \$257 ;
   always @(posedge clk)
-    i8_d6 <= \$150 ;
+    i8_d6 <= \$258 ;
   always @(posedge clk)
-    i8_d7 <= \$151 ;
+    i8_d7 <= \$259 ;
   always @(posedge clk)
-    gb_d1 <= \$152 ;
+    gb_d1 <= \$260 ;
   always @(posedge clk)
-    gb_d2 <= \$153 ;
+    gb_d2 <= \$261 ;
   always @(posedge clk)
-    gb_d3 <= \$154 ;
+    gb_d3 <= \$262 ;
   always @(posedge clk)
-    gb_d4 <= \$155 ;
+    gb_d4 <= \$263 ;
   always @(posedge clk)
-    gb_d5 <= \$156 ;
+    gb_d5 <= \$264 ;
   always @(posedge clk)
-    gb_d6 <= \$157 ;
+    gb_d6 <= \$265 ;
   always @(posedge clk)
-    gb_d7 <= \$158 ;
+    gb_d7 <= \$266 ;
   always @(posedge clk)
-    v10_d1 <= \$159 ;
+    v10_d1 <= \$267 ;
   always @(posedge clk)
-    v10_d2 <= \$160 ;
+    v10_d2 <= \$268 ;
   always @(posedge clk)
-    t10_d1 <= \$161 ;
+    t10_d1 <= \$269 ;
   always @(posedge clk)
-    t10_d2 <= \$162 ;
+    t10_d2 <= \$270 ;
   always @(posedge clk)
-    i10_d1 <= \$163 ;
+    i10_d1 <= \$271 ;
   always @(posedge clk)
-    i10_d2 <= \$164 ;
+    i10_d2 <= \$272 ;
   always @(posedge clk)
-    y11 <= \$165 ;
+    y11 <= \$273 ;
   always @(posedge clk)
-    o__valid <= \$166 ;
+    o__valid <= \$274 ;
   always @(posedge clk)
-    i11_d1 <= \$167 ;
+    i11_d1 <= \$275 ;
   always @(posedge clk)
-    u1_d1 <= \$168 ;
+    u1_d1 <= \$276 ;
   always @(posedge clk)
-    uf1_d1 <= \$169 ;
+    uf1_d1 <= \$277 ;
   always @(posedge clk)
-    mode <= \$170 ;
+    mode <= \$278 ;
   always @(posedge clk)
-    lset <= \$171 ;
+    lset <= \$279 ;
   always @(posedge clk)
-    busy <= \$172 ;
+    busy <= \$280 ;
   always @(posedge clk)
-    idx <= \$173 ;
+    idx <= \$281 ;
   always @(posedge clk)
-    band <= \$174 ;
+    band <= \$282 ;
   always @(posedge clk)
-    cnt <= \$175 ;
+    cnt <= \$283 ;
   always @(posedge clk)
-    ph <= \$176 ;
+    ph <= \$284 ;
   always @(posedge clk)
-    fsm_state <= \$177 ;
+    fsm_state <= \$285 ;
   always @(posedge clk)
-    s1 <= \$178 ;
+    s1 <= \$286 ;
   always @(posedge clk)
-    col <= \$179 ;
+    col <= \$287 ;
   always @(posedge clk)
-    num <= \$180 ;
+    num <= \$288 ;
   always @(posedge clk)
-    lz <= \$181 ;
+    lz <= \$289 ;
   always @(posedge clk)
-    lphase <= \$182 ;
+    lphase <= \$290 ;
   always @(posedge clk)
-    y_half <= \$183 ;
+    y_half <= \$291 ;
   always @(posedge clk)
-    e_new <= \$184 ;
+    e_new <= \$292 ;
   always @(posedge clk)
-    mr <= \$185 ;
+    mr <= \$293 ;
   always @(posedge clk)
-    qr <= \$186 ;
+    qr <= \$294 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$15  = 8'h00;
+    casez (lset)
+      2'h0:
+          \$15  = 8'hf2;
+      2'h1:
+          \$15  = 8'hf2;
+      2'h2:
+          \$15  = 8'hf2;
+    endcase
+  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     (* full_case = 32'd1 *)
     casez (q_d2)
       2'h0:
-          \$8  = 40'h0000008000;
+          \$36  = 40'h0000008000;
       2'h1:
-          \$8  = 40'h0000800000;
+          \$36  = 40'h0000800000;
       2'h2:
-          \$8  = 40'h0080000000;
+          \$36  = 40'h0080000000;
       2'h3:
-          \$8  = 40'h8000000000;
+          \$36  = 40'h8000000000;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$10  = 1'h0;
+    \$113  = 1'h0;
     casez (lset)
       2'h0:
-          \$10  = 1'h0;
+          \$113  = 1'h0;
       2'h1:
-          \$10  = 1'h0;
+          \$113  = 1'h0;
       2'h2:
-          \$10  = 1'h1;
+          \$113  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     (* full_case = 32'd1 *)
-    casez (\$10 )
+    casez (\$113 )
       1'h0:
-          \$11  = { gb_d7[31], gb_d7[31:16], 12'h800 };
+          \$114  = { gb_d7[31], gb_d7[31:16], 12'h800 };
       1'h1:
-          \$11  = { gb_d7[31:16], 13'h1000 };
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$36  = 8'h00;
-    casez (lset)
-      2'h0:
-          \$36  = 8'hf2;
-      2'h1:
-          \$36  = 8'hf2;
-      2'h2:
-          \$36  = 8'hf2;
+          \$114  = { gb_d7[31:16], 13'h1000 };
     endcase
   end
   always @* begin
@@ -10068,35 +10342,35 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, exp2__i__ready, stats__pa
     (* full_case = 32'd1 *)
     casez (q7_d2)
       2'h0:
-          \$61  = { mul__p__1[16:0], p0low_d2 };
+          \$169  = { mul__p__1[16:0], p0low_d2 };
       2'h1:
-          \$61  = mul__p__1[24:7];
+          \$169  = mul__p__1[24:7];
       2'h2:
-          \$61  = mul__p__1[32:15];
+          \$169  = mul__p__1[32:15];
       2'h3:
-          \$61  = mul__p__1[40:23];
+          \$169  = mul__p__1[40:23];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$62  = 1'h0;
+    \$170  = 1'h0;
     casez (lset)
       2'h0:
-          \$62  = 1'h0;
+          \$170  = 1'h0;
       2'h1:
-          \$62  = 1'h0;
+          \$170  = 1'h0;
       2'h2:
-          \$62  = 1'h1;
+          \$170  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     (* full_case = 32'd1 *)
-    casez (\$62 )
+    casez (\$170 )
       1'h0:
-          \$75  = \$68 ;
+          \$183  = \$176 ;
       1'h1:
-          \$75  = \$74 ;
+          \$183  = \$182 ;
     endcase
   end
   always @* begin
@@ -10142,224 +10416,234 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, exp2__i__ready, stats__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    mul__a__2 = 25'h0000000;
+    mul2_use0 = 1'h0;
     if (t1_d1) begin
-      mul__a__2 = { \$5 [23], \$5  };
+      mul2_use0 = 1'h1;
     end
-    if (\$9 ) begin
-      mul__a__2 = { v8[17], v8[17], v8[17], v8[17], v8[17], v8[17], v8[17], v8 };
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    mul0_use0 = 1'h0;
+    if (t3_d2) begin
+      mul0_use0 = 1'h1;
     end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    mul1_use0 = 1'h0;
+    if (t5_d2) begin
+      mul1_use0 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    mul2_use1 = 1'h0;
+    if (\$5 ) begin
+      mul2_use1 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    mul0_use1 = 1'h0;
     if (u1_d1) begin
-      mul__a__2 = { rd__data[23], rd__data };
+      mul0_use1 = 1'h1;
     end
-    if (\$20 ) begin
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    mul1_use1 = 1'h0;
+    if (u1_d1) begin
+      mul1_use1 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    mul2_use2 = 1'h0;
+    if (u1_d1) begin
+      mul2_use2 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    mul2_use3 = 1'h0;
+    if (\$11 ) begin
       casez (col)
         4'h1:
-            mul__a__2 = { 8'h00, mul__p__0[16:0] };
-        4'h2:
-            mul__a__2 = { 8'h00, s1[16:0] };
-        4'h4:
-            mul__a__2 = { 8'h00, mul__p__0[33:17] };
-        4'h5:
-            mul__a__2 = { 8'h00, mul__p__1[16:0] };
-        4'h6:
-            mul__a__2 = { 8'h00, s1[16:0] };
-        4'h7:
-            mul__a__2 = { s1[28], s1[28], s1[28], s1[28], s1[28], s1[28], s1[28], s1[28], s1[28], s1[28], s1[28], s1[28], s1[28], s1[28:17] };
-        4'h9:
-            mul__a__2 = { mul__p__0[47], mul__p__0[47], mul__p__0[47], mul__p__0[47], mul__p__0[47], mul__p__0[47], mul__p__0[47], mul__p__0[47], mul__p__0[47], mul__p__0[47], mul__p__0[47], mul__p__0[47:34] };
-        4'ha:
-            mul__a__2 = { 8'h00, mul__p__1[33:17] };
-        4'hb:
-            mul__a__2 = { s1[28], s1[28], s1[28], s1[28], s1[28], s1[28], s1[28], s1[28], s1[28], s1[28], s1[28], s1[28], s1[28], s1[28:17] };
+            mul2_use3 = 1'h1;
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    mul__b__2 = 18'h00000;
-    if (t1_d1) begin
-      mul__b__2 = { 11'h000, \$6  };
-    end
-    if (\$9 ) begin
-      mul__b__2 = { gb_d7[15], gb_d7[15], gb_d7[15:0] };
-    end
-    if (u1_d1) begin
-      mul__b__2 = 18'h00001;
-    end
-    if (\$20 ) begin
+    mul2_use4 = 1'h0;
+    if (\$11 ) begin
       casez (col)
         4'h1:
-            mul__b__2 = { 11'h000, \$22  };
+            /* empty */;
         4'h2:
-            mul__b__2 = { 1'h0, s1n[16:0] };
-        4'h4:
-            mul__b__2 = { 11'h000, \$26  };
-        4'h5:
-            mul__b__2 = { 11'h000, \$28  };
-        4'h6:
-            mul__b__2 = { s1n[29], s1n[29], s1n[29], s1n[29], s1n[29], s1n[29:17] };
-        4'h7:
-            mul__b__2 = { 1'h0, s1n[16:0] };
-        4'h9:
-            mul__b__2 = { 11'h000, \$30  };
-        4'ha:
-            mul__b__2 = { 11'h000, \$32  };
-        4'hb:
-            mul__b__2 = { s1n[29], s1n[29], s1n[29], s1n[29], s1n[29], s1n[29:17] };
+            mul2_use4 = 1'h1;
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    mul__c__2 = 48'h000000000000;
-    if (t1_d1) begin
-      mul__c__2 = { \$7 [29], \$7 [29], \$7 [29], \$7 [29], \$7 [29], \$7 [29], \$7 [29], \$7 [29], \$7 [29], \$7 [29], \$7 [29], \$7 [29], \$7 [29], \$7 [29], \$7 [29], \$7 [29], \$7 [29], \$7 [29], \$7  };
-    end
-    if (\$9 ) begin
-      mul__c__2 = { \$11 [28], \$11 [28], \$11 [28], \$11 [28], \$11 [28], \$11 [28], \$11 [28], \$11 [28], \$11 [28], \$11 [28], \$11 [28], \$11 [28], \$11 [28], \$11 [28], \$11 [28], \$11 [28], \$11 [28], \$11 [28], \$11 [28], \$11  };
-    end
-    if (\$20 ) begin
+    mul2_use5 = 1'h0;
+    if (\$11 ) begin
       casez (col)
         4'h1:
-            mul__c__2 = { 29'h00000000, \$24  };
+            /* empty */;
         4'h2:
-            mul__c__2 = 48'h000000000000;
+            /* empty */;
         4'h4:
-            mul__c__2 = { mul__p__2[47], mul__p__2[47], mul__p__2[47], mul__p__2[47], mul__p__2[47], mul__p__2[47], mul__p__2[47], mul__p__2[47], mul__p__2[47], mul__p__2[47], mul__p__2[47], mul__p__2[47], mul__p__2[47], mul__p__2[47], mul__p__2[47], mul__p__2[47], mul__p__2[47], mul__p__2[47:17] };
-        4'h5:
-            mul__c__2 = 48'h000000000000;
-        4'h6:
-            mul__c__2 = 48'h000000000000;
-        4'h7:
-            mul__c__2 = 48'h000000000000;
-        4'h9:
-            mul__c__2 = { mul__p__2[47], mul__p__2[47], mul__p__2[47], mul__p__2[47], mul__p__2[47], mul__p__2[47], mul__p__2[47], mul__p__2[47], mul__p__2[47], mul__p__2[47], mul__p__2[47], mul__p__2[47], mul__p__2[47], mul__p__2[47], mul__p__2[47], mul__p__2[47], mul__p__2[47], mul__p__2[47:17] };
-        4'ha:
-            mul__c__2 = 48'h000000000000;
-        4'hb:
-            mul__c__2 = 48'h000000000000;
+            mul2_use5 = 1'h1;
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    mul__a__0 = 25'h0000000;
-    if (t3_d2) begin
-      mul__a__0 = { 1'h0, m_d2 };
-    end
-    if (u1_d1) begin
-      mul__a__0 = { rd__data[23], rd__data };
-    end
-    if (\$33 ) begin
-      mul__a__0 = { 14'h0000, lr__data[26:16] };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    mul__b__0 = 18'h00000;
-    if (t3_d2) begin
-      mul__b__0 = { 1'h0, mul__p__2[16:0] };
-    end
-    if (u1_d1) begin
-      mul__b__0 = { 1'h0, rd__data[16:0] };
-    end
-    if (\$33 ) begin
-      mul__b__0 = { 8'h00, num[47:38] };
+    mul2_use6 = 1'h0;
+    if (\$11 ) begin
+      casez (col)
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            mul2_use6 = 1'h1;
+      endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    mul__c__0 = 48'h000000000000;
-    if (t3_d2) begin
-      mul__c__0 = { 8'h00, \$8  };
-    end
-    if (\$33 ) begin
-      mul__c__0 = { ipart[7], ipart[7], ipart[7], ipart[7], ipart[7], ipart[7], ipart[7], ipart[7], ipart[7], ipart[7], ipart[7], ipart[7], ipart[7], ipart[7], ipart, lr__data[15:0], 10'h200 };
-    end
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-          if (stats__valid) begin
-            mul__c__0 = { 11'h000, stats__payload[59:23] };
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    mul__a__1 = 25'h0000000;
-    if (t5_d2) begin
-      mul__a__1 = { 1'h0, m5_d2 };
-    end
-    if (u1_d1) begin
-      mul__a__1 = { rd__data[23], rd__data };
+    mul2_use7 = 1'h0;
+    if (\$11 ) begin
+      casez (col)
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            mul2_use7 = 1'h1;
+      endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    mul__b__1 = 18'h00000;
-    if (t5_d2) begin
-      mul__b__1 = { cen_hi_d2[12], cen_hi_d2[12], cen_hi_d2[12], cen_hi_d2[12], cen_hi_d2[12], cen_hi_d2 };
-    end
-    if (u1_d1) begin
-      mul__b__1 = { rd__data[23], rd__data[23], rd__data[23], rd__data[23], rd__data[23], rd__data[23], rd__data[23], rd__data[23], rd__data[23], rd__data[23], rd__data[23], rd__data[23:17] };
+    mul2_use8 = 1'h0;
+    if (\$11 ) begin
+      casez (col)
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            mul2_use8 = 1'h1;
+      endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    mul__c__1 = 48'h000000000000;
-    if (t5_d2) begin
-      mul__c__1 = { 17'h00000, mul__p__0[47:17] };
+    mul2_use9 = 1'h0;
+    if (\$11 ) begin
+      casez (col)
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h9:
+            mul2_use9 = 1'h1;
+      endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    mul__acc__0 = 1'h0;
-    if (u1_d1) begin
-      mul__acc__0 = \$14 ;
+    mul2_use10 = 1'h0;
+    if (\$11 ) begin
+      casez (col)
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            mul2_use10 = 1'h1;
+      endcase
     end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    mul2_use11 = 1'h0;
+    if (\$11 ) begin
+      casez (col)
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            mul2_use11 = 1'h1;
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    mul0_use2 = 1'h0;
+    if (\$12 ) begin
+      mul0_use2 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    mul0_use3 = 1'h0;
     if (hold) begin
-      mul__acc__0 = 1'h1;
+      mul0_use3 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    mul__acc__1 = 1'h0;
-    if (u1_d1) begin
-      mul__acc__1 = \$15 ;
-    end
+    mul1_use2 = 1'h0;
     if (hold) begin
-      mul__acc__1 = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    mul__acc__2 = 1'h0;
-    if (u1_d1) begin
-      mul__acc__2 = \$16 ;
-    end
-    if (\$20 ) begin
-      casez (col)
-        4'h1:
-            mul__acc__2 = 1'h0;
-        4'h2:
-            mul__acc__2 = 1'h1;
-        4'h4:
-            mul__acc__2 = 1'h0;
-        4'h5:
-            mul__acc__2 = 1'h1;
-        4'h6:
-            mul__acc__2 = 1'h1;
-        4'h7:
-            mul__acc__2 = 1'h1;
-        4'h9:
-            mul__acc__2 = 1'h0;
-        4'ha:
-            mul__acc__2 = 1'h1;
-        4'hb:
-            mul__acc__2 = 1'h1;
-      endcase
+      mul1_use2 = 1'h1;
     end
   end
   always @* begin
@@ -10370,6 +10654,18 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, exp2__i__ready, stats__pa
           /* empty */;
       4'h1:
           stats__ready = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    mul0_use4 = 1'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+          if (stats__valid) begin
+            mul0_use4 = 1'h1;
+          end
     endcase
   end
   always @* begin
@@ -10392,29 +10688,29 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, exp2__i__ready, stats__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$signature__addr$73  = 6'h00;
+    \$signature__addr$68  = 6'h00;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h1:
           /* empty */;
       4'h4:
-          if (\$34 ) begin
-            \$signature__addr$73  = band;
+          if (\$13 ) begin
+            \$signature__addr$68  = band;
           end
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$signature__data$75  = 24'h000000;
+    \$signature__data$70  = 24'h000000;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h1:
           /* empty */;
       4'h4:
-          if (\$34 ) begin
-            \$signature__data$75  = s1n[23:0];
+          if (\$13 ) begin
+            \$signature__data$70  = s1n[23:0];
           end
     endcase
   end
@@ -10427,7 +10723,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, exp2__i__ready, stats__pa
       4'h1:
           /* empty */;
       4'h4:
-          if (\$34 ) begin
+          if (\$13 ) begin
             \$signature__en  = 1'h1;
           end
     endcase
@@ -10457,7 +10753,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, exp2__i__ready, stats__pa
       4'h4:
           /* empty */;
       4'h3:
-          p1_first = \$35 ;
+          p1_first = \$14 ;
     endcase
   end
   always @* begin
@@ -10532,7 +10828,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, exp2__i__ready, stats__pa
           /* empty */;
       4'ha:
           if (exp2__o__valid) begin
-            r = \$39 [8:0];
+            r = \$18 [8:0];
           end
     endcase
   end
@@ -10560,7 +10856,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, exp2__i__ready, stats__pa
           /* empty */;
       4'ha:
           if (exp2__o__valid) begin
-            qv = \$41 [8:0];
+            qv = \$20 [8:0];
           end
     endcase
   end
@@ -10588,7 +10884,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, exp2__i__ready, stats__pa
           /* empty */;
       4'ha:
           if (exp2__o__valid) begin
-            j = \$43 [2:0];
+            j = \$22 [2:0];
           end
     endcase
   end
@@ -10616,13 +10912,13 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, exp2__i__ready, stats__pa
           /* empty */;
       4'ha:
           if (exp2__o__valid) begin
-            mp = \$44 ;
+            mp = \$23 ;
           end
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$signature__addr$88  = 6'h00;
+    \$signature__addr$83  = 6'h00;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -10644,15 +10940,15 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, exp2__i__ready, stats__pa
           /* empty */;
       4'ha:
           if (exp2__o__valid) begin
-            if (\$45 ) begin
-              \$signature__addr$88  = band;
+            if (\$24 ) begin
+              \$signature__addr$83  = band;
             end
           end
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$signature__data$89  = 24'h000000;
+    \$signature__data$84  = 24'h000000;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -10674,15 +10970,15 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, exp2__i__ready, stats__pa
           /* empty */;
       4'ha:
           if (exp2__o__valid) begin
-            if (\$45 ) begin
-              \$signature__data$89  = mp;
+            if (\$24 ) begin
+              \$signature__data$84  = mp;
             end
           end
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$signature__en$90  = 1'h0;
+    \$signature__en$85  = 1'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -10704,8 +11000,8 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, exp2__i__ready, stats__pa
           /* empty */;
       4'ha:
           if (exp2__o__valid) begin
-            if (\$45 ) begin
-              \$signature__en$90  = 1'h1;
+            if (\$24 ) begin
+              \$signature__en$85  = 1'h1;
             end
           end
     endcase
@@ -10734,7 +11030,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, exp2__i__ready, stats__pa
           /* empty */;
       4'ha:
           if (exp2__o__valid) begin
-            if (\$45 ) begin
+            if (\$24 ) begin
               w_q__addr = band;
             end
           end
@@ -10764,8 +11060,8 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, exp2__i__ready, stats__pa
           /* empty */;
       4'ha:
           if (exp2__o__valid) begin
-            if (\$45 ) begin
-              w_q__data = \$46 [1:0];
+            if (\$24 ) begin
+              w_q__data = \$25 [1:0];
             end
           end
     endcase
@@ -10794,7 +11090,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, exp2__i__ready, stats__pa
           /* empty */;
       4'ha:
           if (exp2__o__valid) begin
-            if (\$45 ) begin
+            if (\$24 ) begin
               w_q__en = 1'h1;
             end
           end
@@ -10825,539 +11121,539 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, exp2__i__ready, stats__pa
       4'ha:
           /* empty */;
       4'h2:
-          if (\$47 ) begin
+          if (\$26 ) begin
             issue = 1'h1;
           end
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$121  = t1_d1;
-    if (\$60 ) begin
-      \$121  = issue;
+    \$229  = t1_d1;
+    if (\$168 ) begin
+      \$229  = issue;
     end
     if (rst) begin
-      \$121  = 1'h0;
+      \$229  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$122  = i1_d1;
-    if (\$60 ) begin
-      \$122  = idx;
+    \$230  = i1_d1;
+    if (\$168 ) begin
+      \$230  = idx;
     end
     if (rst) begin
-      \$122  = 6'h00;
+      \$230  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$123  = m_d1;
-    if (\$60 ) begin
-      \$123  = m1;
+    \$231  = m_d1;
+    if (\$168 ) begin
+      \$231  = m1;
     end
     if (rst) begin
-      \$123  = 24'h000000;
+      \$231  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$124  = m_d2;
-    if (\$60 ) begin
-      \$124  = m_d1;
+    \$232  = m_d2;
+    if (\$168 ) begin
+      \$232  = m_d1;
     end
     if (rst) begin
-      \$124  = 24'h000000;
+      \$232  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$125  = q_d1;
-    if (\$60 ) begin
-      \$125  = q1;
+    \$233  = q_d1;
+    if (\$168 ) begin
+      \$233  = q1;
     end
     if (rst) begin
-      \$125  = 2'h0;
+      \$233  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$126  = q_d2;
-    if (\$60 ) begin
-      \$126  = q_d1;
+    \$234  = q_d2;
+    if (\$168 ) begin
+      \$234  = q_d1;
     end
     if (rst) begin
-      \$126  = 2'h0;
+      \$234  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$127  = t3_d1;
-    if (\$60 ) begin
-      \$127  = t1_d1;
+    \$235  = t3_d1;
+    if (\$168 ) begin
+      \$235  = t1_d1;
     end
     if (rst) begin
-      \$127  = 1'h0;
+      \$235  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$128  = t3_d2;
-    if (\$60 ) begin
-      \$128  = t3_d1;
+    \$236  = t3_d2;
+    if (\$168 ) begin
+      \$236  = t3_d1;
     end
     if (rst) begin
-      \$128  = 1'h0;
+      \$236  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$129  = cen_hi_d1;
-    if (\$60 ) begin
-      \$129  = mul__p__2[29:17];
+    \$237  = cen_hi_d1;
+    if (\$168 ) begin
+      \$237  = mul__p__2[29:17];
     end
     if (rst) begin
-      \$129  = 13'h0000;
+      \$237  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$130  = cen_hi_d2;
-    if (\$60 ) begin
-      \$130  = cen_hi_d1;
+    \$238  = cen_hi_d2;
+    if (\$168 ) begin
+      \$238  = cen_hi_d1;
     end
     if (rst) begin
-      \$130  = 13'h0000;
+      \$238  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$131  = m5_d1;
-    if (\$60 ) begin
-      \$131  = m_d2;
+    \$239  = m5_d1;
+    if (\$168 ) begin
+      \$239  = m_d2;
     end
     if (rst) begin
-      \$131  = 24'h000000;
+      \$239  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$132  = m5_d2;
-    if (\$60 ) begin
-      \$132  = m5_d1;
+    \$240  = m5_d2;
+    if (\$168 ) begin
+      \$240  = m5_d1;
     end
     if (rst) begin
-      \$132  = 24'h000000;
+      \$240  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$133  = q5_d1;
-    if (\$60 ) begin
-      \$133  = q_d2;
+    \$241  = q5_d1;
+    if (\$168 ) begin
+      \$241  = q_d2;
     end
     if (rst) begin
-      \$133  = 2'h0;
+      \$241  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$134  = q5_d2;
-    if (\$60 ) begin
-      \$134  = q5_d1;
+    \$242  = q5_d2;
+    if (\$168 ) begin
+      \$242  = q5_d1;
     end
     if (rst) begin
-      \$134  = 2'h0;
+      \$242  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$135  = t5_d1;
-    if (\$60 ) begin
-      \$135  = t3_d2;
+    \$243  = t5_d1;
+    if (\$168 ) begin
+      \$243  = t3_d2;
     end
     if (rst) begin
-      \$135  = 1'h0;
+      \$243  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$136  = t5_d2;
-    if (\$60 ) begin
-      \$136  = t5_d1;
+    \$244  = t5_d2;
+    if (\$168 ) begin
+      \$244  = t5_d1;
     end
     if (rst) begin
-      \$136  = 1'h0;
+      \$244  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$137  = p0low_d1;
-    if (\$60 ) begin
-      \$137  = mul__p__0[16];
+    \$245  = p0low_d1;
+    if (\$168 ) begin
+      \$245  = mul__p__0[16];
     end
     if (rst) begin
-      \$137  = 1'h0;
+      \$245  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$138  = p0low_d2;
-    if (\$60 ) begin
-      \$138  = p0low_d1;
+    \$246  = p0low_d2;
+    if (\$168 ) begin
+      \$246  = p0low_d1;
     end
     if (rst) begin
-      \$138  = 1'h0;
+      \$246  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$139  = q7_d1;
-    if (\$60 ) begin
-      \$139  = q5_d2;
+    \$247  = q7_d1;
+    if (\$168 ) begin
+      \$247  = q5_d2;
     end
     if (rst) begin
-      \$139  = 2'h0;
+      \$247  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$140  = q7_d2;
-    if (\$60 ) begin
-      \$140  = q7_d1;
+    \$248  = q7_d2;
+    if (\$168 ) begin
+      \$248  = q7_d1;
     end
     if (rst) begin
-      \$140  = 2'h0;
+      \$248  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$141  = t7_d1;
-    if (\$60 ) begin
-      \$141  = t5_d2;
+    \$249  = t7_d1;
+    if (\$168 ) begin
+      \$249  = t5_d2;
     end
     if (rst) begin
-      \$141  = 1'h0;
+      \$249  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$142  = t7_d2;
-    if (\$60 ) begin
-      \$142  = t7_d1;
+    \$250  = t7_d2;
+    if (\$168 ) begin
+      \$250  = t7_d1;
     end
     if (rst) begin
-      \$142  = 1'h0;
+      \$250  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$143  = v8;
-    if (\$60 ) begin
-      \$143  = \$61 ;
+    \$251  = v8;
+    if (\$168 ) begin
+      \$251  = \$169 ;
     end
     if (rst) begin
-      \$143  = 18'h00000;
+      \$251  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$144  = t8_d1;
-    if (\$60 ) begin
-      \$144  = t7_d2;
+    \$252  = t8_d1;
+    if (\$168 ) begin
+      \$252  = t7_d2;
     end
     if (rst) begin
-      \$144  = 1'h0;
+      \$252  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$145  = i8_d1;
-    if (\$60 ) begin
-      \$145  = i1_d1;
+    \$253  = i8_d1;
+    if (\$168 ) begin
+      \$253  = i1_d1;
     end
     if (rst) begin
-      \$145  = 6'h00;
+      \$253  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$146  = i8_d2;
-    if (\$60 ) begin
-      \$146  = i8_d1;
+    \$254  = i8_d2;
+    if (\$168 ) begin
+      \$254  = i8_d1;
     end
     if (rst) begin
-      \$146  = 6'h00;
+      \$254  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$147  = i8_d3;
-    if (\$60 ) begin
-      \$147  = i8_d2;
+    \$255  = i8_d3;
+    if (\$168 ) begin
+      \$255  = i8_d2;
     end
     if (rst) begin
-      \$147  = 6'h00;
+      \$255  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$148  = i8_d4;
-    if (\$60 ) begin
-      \$148  = i8_d3;
+    \$256  = i8_d4;
+    if (\$168 ) begin
+      \$256  = i8_d3;
     end
     if (rst) begin
-      \$148  = 6'h00;
+      \$256  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$149  = i8_d5;
-    if (\$60 ) begin
-      \$149  = i8_d4;
+    \$257  = i8_d5;
+    if (\$168 ) begin
+      \$257  = i8_d4;
     end
     if (rst) begin
-      \$149  = 6'h00;
+      \$257  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$150  = i8_d6;
-    if (\$60 ) begin
-      \$150  = i8_d5;
+    \$258  = i8_d6;
+    if (\$168 ) begin
+      \$258  = i8_d5;
     end
     if (rst) begin
-      \$150  = 6'h00;
+      \$258  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$151  = i8_d7;
-    if (\$60 ) begin
-      \$151  = i8_d6;
+    \$259  = i8_d7;
+    if (\$168 ) begin
+      \$259  = i8_d6;
     end
     if (rst) begin
-      \$151  = 6'h00;
+      \$259  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$152  = gb_d1;
-    if (\$60 ) begin
-      \$152  = r_gb__data;
+    \$260  = gb_d1;
+    if (\$168 ) begin
+      \$260  = r_gb__data;
     end
     if (rst) begin
-      \$152  = 32'd0;
+      \$260  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$153  = gb_d2;
-    if (\$60 ) begin
-      \$153  = gb_d1;
+    \$261  = gb_d2;
+    if (\$168 ) begin
+      \$261  = gb_d1;
     end
     if (rst) begin
-      \$153  = 32'd0;
+      \$261  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$154  = gb_d3;
-    if (\$60 ) begin
-      \$154  = gb_d2;
+    \$262  = gb_d3;
+    if (\$168 ) begin
+      \$262  = gb_d2;
     end
     if (rst) begin
-      \$154  = 32'd0;
+      \$262  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$155  = gb_d4;
-    if (\$60 ) begin
-      \$155  = gb_d3;
+    \$263  = gb_d4;
+    if (\$168 ) begin
+      \$263  = gb_d3;
     end
     if (rst) begin
-      \$155  = 32'd0;
+      \$263  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$156  = gb_d5;
-    if (\$60 ) begin
-      \$156  = gb_d4;
+    \$264  = gb_d5;
+    if (\$168 ) begin
+      \$264  = gb_d4;
     end
     if (rst) begin
-      \$156  = 32'd0;
+      \$264  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$157  = gb_d6;
-    if (\$60 ) begin
-      \$157  = gb_d5;
+    \$265  = gb_d6;
+    if (\$168 ) begin
+      \$265  = gb_d5;
     end
     if (rst) begin
-      \$157  = 32'd0;
+      \$265  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$158  = gb_d7;
-    if (\$60 ) begin
-      \$158  = gb_d6;
+    \$266  = gb_d7;
+    if (\$168 ) begin
+      \$266  = gb_d6;
     end
     if (rst) begin
-      \$158  = 32'd0;
+      \$266  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$159  = v10_d1;
-    if (\$60 ) begin
-      \$159  = v8;
+    \$267  = v10_d1;
+    if (\$168 ) begin
+      \$267  = v8;
     end
     if (rst) begin
-      \$159  = 18'h00000;
+      \$267  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$160  = v10_d2;
-    if (\$60 ) begin
-      \$160  = v10_d1;
+    \$268  = v10_d2;
+    if (\$168 ) begin
+      \$268  = v10_d1;
     end
     if (rst) begin
-      \$160  = 18'h00000;
+      \$268  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$161  = t10_d1;
-    if (\$60 ) begin
-      \$161  = t8_d1;
+    \$269  = t10_d1;
+    if (\$168 ) begin
+      \$269  = t8_d1;
     end
     if (rst) begin
-      \$161  = 1'h0;
+      \$269  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$162  = t10_d2;
-    if (\$60 ) begin
-      \$162  = t10_d1;
+    \$270  = t10_d2;
+    if (\$168 ) begin
+      \$270  = t10_d1;
     end
     if (rst) begin
-      \$162  = 1'h0;
+      \$270  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$163  = i10_d1;
-    if (\$60 ) begin
-      \$163  = i8_d7;
+    \$271  = i10_d1;
+    if (\$168 ) begin
+      \$271  = i8_d7;
     end
     if (rst) begin
-      \$163  = 6'h00;
+      \$271  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$164  = i10_d2;
-    if (\$60 ) begin
-      \$164  = i10_d1;
+    \$272  = i10_d2;
+    if (\$168 ) begin
+      \$272  = i10_d1;
     end
     if (rst) begin
-      \$164  = 6'h00;
+      \$272  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$165  = y11;
-    if (\$60 ) begin
-      \$165  = \$76 [15:0];
+    \$273  = y11;
+    if (\$168 ) begin
+      \$273  = \$184 [15:0];
     end
     if (rst) begin
-      \$165  = 16'h0000;
+      \$273  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$166  = o__valid;
-    if (\$60 ) begin
-      \$166  = t10_d2;
+    \$274  = o__valid;
+    if (\$168 ) begin
+      \$274  = t10_d2;
     end
     if (rst) begin
-      \$166  = 1'h0;
+      \$274  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$167  = i11_d1;
-    if (\$60 ) begin
-      \$167  = i10_d2;
+    \$275  = i11_d1;
+    if (\$168 ) begin
+      \$275  = i10_d2;
     end
     if (rst) begin
-      \$167  = 6'h00;
+      \$275  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$168  = u1_d1;
-    if (\$60 ) begin
-      \$168  = p1_issue;
+    \$276  = u1_d1;
+    if (\$168 ) begin
+      \$276  = p1_issue;
     end
     if (rst) begin
-      \$168  = 1'h0;
+      \$276  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$169  = uf1_d1;
-    if (\$60 ) begin
-      \$169  = p1_first;
+    \$277  = uf1_d1;
+    if (\$168 ) begin
+      \$277  = p1_first;
     end
     if (rst) begin
-      \$169  = 1'h0;
+      \$277  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$170  = mode;
-    if (\$60 ) begin
+    \$278  = mode;
+    if (\$168 ) begin
       casez (fsm_state)
         4'h0:
             if (cmd__valid) begin
-              \$170  = cmd__payload[1:0];
+              \$278  = cmd__payload[1:0];
             end
       endcase
     end
     if (rst) begin
-      \$170  = 2'h0;
+      \$278  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$171  = lset;
-    if (\$60 ) begin
+    \$279  = lset;
+    if (\$168 ) begin
       casez (fsm_state)
         4'h0:
             if (cmd__valid) begin
-              \$171  = cmd__payload[3:2];
+              \$279  = cmd__payload[3:2];
             end
       endcase
     end
     if (rst) begin
-      \$171  = 2'h0;
+      \$279  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$172  = busy;
-    if (\$60 ) begin
+    \$280  = busy;
+    if (\$168 ) begin
       casez (fsm_state)
         4'h0:
             if (cmd__valid) begin
-              \$172  = 1'h1;
+              \$280  = 1'h1;
             end
         4'h1:
             /* empty */;
@@ -11377,32 +11673,32 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, exp2__i__ready, stats__pa
             /* empty */;
         4'ha:
             if (exp2__o__valid) begin
-              if (\$96 ) begin
-                if (\$98 ) begin
-                  \$172  = 1'h0;
+              if (\$204 ) begin
+                if (\$206 ) begin
+                  \$280  = 1'h0;
                 end
               end
             end
         4'h2:
             /* empty */;
         4'hb:
-            if (\$106 ) begin
-              \$172  = 1'h0;
+            if (\$214 ) begin
+              \$280  = 1'h0;
             end
       endcase
     end
     if (rst) begin
-      \$172  = 1'h0;
+      \$280  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$173  = idx;
-    if (\$60 ) begin
+    \$281  = idx;
+    if (\$168 ) begin
       casez (fsm_state)
         4'h0:
             if (cmd__valid) begin
-              \$173  = 6'h00;
+              \$281  = 6'h00;
             end
         4'h1:
             /* empty */;
@@ -11410,9 +11706,9 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, exp2__i__ready, stats__pa
             /* empty */;
         4'h3:
           begin
-            \$173  = \$79 [5:0];
-            if (\$80 ) begin
-              \$173  = 6'h00;
+            \$281  = \$187 [5:0];
+            if (\$188 ) begin
+              \$281  = 6'h00;
             end
           end
         4'h6:
@@ -11428,29 +11724,29 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, exp2__i__ready, stats__pa
         4'ha:
             if (exp2__o__valid) begin
               (* full_case = 32'd1 *)
-              if (\$96 ) begin
+              if (\$204 ) begin
               end else begin
-                \$173  = 6'h00;
+                \$281  = 6'h00;
               end
             end
         4'h2:
-            if (\$100 ) begin
-              \$173  = \$101 [5:0];
+            if (\$208 ) begin
+              \$281  = \$209 [5:0];
             end
       endcase
     end
     if (rst) begin
-      \$173  = 6'h00;
+      \$281  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$174  = band;
-    if (\$60 ) begin
+    \$282  = band;
+    if (\$168 ) begin
       casez (fsm_state)
         4'h0:
             if (cmd__valid) begin
-              \$174  = 6'h00;
+              \$282  = 6'h00;
             end
         4'h1:
             /* empty */;
@@ -11470,51 +11766,51 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, exp2__i__ready, stats__pa
             /* empty */;
         4'ha:
             if (exp2__o__valid) begin
-              if (\$96 ) begin
-                \$174  = \$97 [5:0];
+              if (\$204 ) begin
+                \$282  = \$205 [5:0];
               end
             end
       endcase
     end
     if (rst) begin
-      \$174  = 6'h00;
+      \$282  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$175  = cnt;
-    if (\$60 ) begin
+    \$283  = cnt;
+    if (\$168 ) begin
       casez (fsm_state)
         4'h0:
             if (cmd__valid) begin
-              \$175  = 7'h00;
+              \$283  = 7'h00;
             end
         4'h1:
             if (stats__valid) begin
-              \$175  = 7'h00;
+              \$283  = 7'h00;
             end
         4'h4:
-            \$175  = \$77 [6:0];
+            \$283  = \$185 [6:0];
         4'h3:
-            if (\$80 ) begin
-              \$175  = 7'h00;
+            if (\$188 ) begin
+              \$283  = 7'h00;
             end
         4'h6:
-            \$175  = \$81 [6:0];
+            \$283  = \$189 [6:0];
       endcase
     end
     if (rst) begin
-      \$175  = 7'h00;
+      \$283  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$176  = ph;
-    if (\$60 ) begin
+    \$284  = ph;
+    if (\$168 ) begin
       casez (fsm_state)
         4'h0:
             if (cmd__valid) begin
-              \$176  = 1'h0;
+              \$284  = 1'h0;
             end
         4'h1:
             /* empty */;
@@ -11535,159 +11831,159 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, exp2__i__ready, stats__pa
         4'ha:
             if (exp2__o__valid) begin
               (* full_case = 32'd1 *)
-              if (\$96 ) begin
+              if (\$204 ) begin
               end else begin
-                \$176  = 1'h0;
+                \$284  = 1'h0;
               end
             end
         4'h2:
-            \$176  = \$105 ;
+            \$284  = \$213 ;
       endcase
     end
     if (rst) begin
-      \$176  = 1'h0;
+      \$284  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$177  = fsm_state;
-    if (\$60 ) begin
+    \$285  = fsm_state;
+    if (\$168 ) begin
       casez (fsm_state)
         4'h0:
             if (cmd__valid) begin
               (* full_case = 32'd1 *)
               casez (cmd__payload[1:0])
                 2'h0:
-                    \$177  = 4'h1;
+                    \$285  = 4'h1;
                 2'h1:
-                    \$177  = 4'h2;
+                    \$285  = 4'h2;
                 default:
-                    \$177  = 4'h3;
+                    \$285  = 4'h3;
               endcase
             end
         4'h1:
             if (stats__valid) begin
-              \$177  = 4'h4;
+              \$285  = 4'h4;
             end
         4'h4:
-            if (\$78 ) begin
-              \$177  = 4'h5;
+            if (\$186 ) begin
+              \$285  = 4'h5;
             end
         4'h3:
-            if (\$80 ) begin
-              \$177  = 4'h6;
+            if (\$188 ) begin
+              \$285  = 4'h6;
             end
         4'h6:
-            if (\$82 ) begin
-              \$177  = 4'h5;
+            if (\$190 ) begin
+              \$285  = 4'h5;
             end
         4'h5:
-            if (\$84 ) begin
-              \$177  = 4'h7;
+            if (\$192 ) begin
+              \$285  = 4'h7;
             end
         4'h7:
             if (num[54]) begin
-              \$177  = 4'h8;
+              \$285  = 4'h8;
             end
         4'h8:
-            if (\$91 ) begin
-              \$177  = 4'h9;
+            if (\$199 ) begin
+              \$285  = 4'h9;
             end
         4'h9:
             if (exp2__i__ready) begin
-              \$177  = 4'ha;
+              \$285  = 4'ha;
             end
         4'ha:
             if (exp2__o__valid) begin
               (* full_case = 32'd1 *)
-              if (\$96 ) begin
+              if (\$204 ) begin
                 (* full_case = 32'd1 *)
-                if (\$98 ) begin
-                  \$177  = 4'h0;
+                if (\$206 ) begin
+                  \$285  = 4'h0;
                 end else begin
-                  \$177  = 4'h1;
+                  \$285  = 4'h1;
                 end
               end else begin
-                \$177  = 4'h2;
+                \$285  = 4'h2;
               end
             end
         4'h2:
-            if (\$100 ) begin
-              if (\$103 ) begin
-                \$177  = 4'hb;
+            if (\$208 ) begin
+              if (\$211 ) begin
+                \$285  = 4'hb;
               end
             end
         4'hb:
-            if (\$106 ) begin
-              \$177  = 4'h0;
+            if (\$214 ) begin
+              \$285  = 4'h0;
             end
       endcase
     end
     if (rst) begin
-      \$177  = 4'h0;
+      \$285  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$178  = s1;
-    if (\$60 ) begin
+    \$286  = s1;
+    if (\$168 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
         4'h1:
             if (stats__valid) begin
-              \$178  = { stats__payload[22], stats__payload[22], stats__payload[22], stats__payload[22], stats__payload[22], stats__payload[22], stats__payload[22:0] };
+              \$286  = { stats__payload[22], stats__payload[22], stats__payload[22], stats__payload[22], stats__payload[22], stats__payload[22], stats__payload[22:0] };
             end
         4'h4:
             /* empty */;
         4'h3:
             /* empty */;
         4'h6:
-            if (\$82 ) begin
-              \$178  = mul__p__2[28:0];
+            if (\$190 ) begin
+              \$286  = mul__p__2[28:0];
             end
       endcase
     end
     if (rst) begin
-      \$178  = 29'h00000000;
+      \$286  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$179  = col;
-    if (\$60 ) begin
+    \$287  = col;
+    if (\$168 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
         4'h1:
             /* empty */;
         4'h4:
-            if (\$78 ) begin
-              \$179  = 4'h1;
+            if (\$186 ) begin
+              \$287  = 4'h1;
             end
         4'h3:
             /* empty */;
         4'h6:
-            if (\$82 ) begin
-              \$179  = 4'h1;
+            if (\$190 ) begin
+              \$287  = 4'h1;
             end
         4'h5:
           begin
-            \$179  = \$83 [3:0];
-            if (\$84 ) begin
-              \$179  = 4'h0;
+            \$287  = \$191 [3:0];
+            if (\$192 ) begin
+              \$287  = 4'h0;
             end
           end
       endcase
     end
     if (rst) begin
-      \$179  = 4'h0;
+      \$287  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$180  = num;
-    if (\$60 ) begin
+    \$288  = num;
+    if (\$168 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
@@ -11702,30 +11998,30 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, exp2__i__ready, stats__pa
         4'h5:
             casez (col)
               4'h4:
-                  \$180 [16:0] = mul__p__2[16:0];
+                  \$288 [16:0] = mul__p__2[16:0];
               4'h9:
-                  \$180 [33:17] = mul__p__2[16:0];
+                  \$288 [33:17] = mul__p__2[16:0];
               4'hd:
-                  \$180 [54:34] = mul__p__2[20:0];
+                  \$288 [54:34] = mul__p__2[20:0];
             endcase
         4'h7:
             (* full_case = 32'd1 *)
             if (num[54]) begin
-            end else if (\$85 ) begin
-              \$180  = \$86 [54:0];
+            end else if (\$193 ) begin
+              \$288  = \$194 [54:0];
             end else begin
-              \$180  = \$88 [54:0];
+              \$288  = \$196 [54:0];
             end
       endcase
     end
     if (rst) begin
-      \$180  = 55'h00000000000000;
+      \$288  = 55'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$181  = lz;
-    if (\$60 ) begin
+    \$289  = lz;
+    if (\$168 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
@@ -11738,27 +12034,27 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, exp2__i__ready, stats__pa
         4'h6:
             /* empty */;
         4'h5:
-            if (\$84 ) begin
-              \$181  = 6'h00;
+            if (\$192 ) begin
+              \$289  = 6'h00;
             end
         4'h7:
             (* full_case = 32'd1 *)
             if (num[54]) begin
-            end else if (\$85 ) begin
-              \$181  = \$87 [5:0];
+            end else if (\$193 ) begin
+              \$289  = \$195 [5:0];
             end else begin
-              \$181  = \$89 [5:0];
+              \$289  = \$197 [5:0];
             end
       endcase
     end
     if (rst) begin
-      \$181  = 6'h00;
+      \$289  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$182  = lphase;
-    if (\$60 ) begin
+    \$290  = lphase;
+    if (\$168 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
@@ -11774,25 +12070,25 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, exp2__i__ready, stats__pa
             /* empty */;
         4'h7:
             if (num[54]) begin
-              \$182  = 2'h1;
+              \$290  = 2'h1;
             end
         4'h8:
           begin
-            \$182  = \$90 [1:0];
-            if (\$91 ) begin
-              \$182  = 2'h0;
+            \$290  = \$198 [1:0];
+            if (\$199 ) begin
+              \$290  = 2'h0;
             end
           end
       endcase
     end
     if (rst) begin
-      \$182  = 2'h0;
+      \$290  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$183  = y_half;
-    if (\$60 ) begin
+    \$291  = y_half;
+    if (\$168 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
@@ -11809,19 +12105,19 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, exp2__i__ready, stats__pa
         4'h7:
             /* empty */;
         4'h8:
-            if (\$91 ) begin
-              \$183  = \$94 [31:0];
+            if (\$199 ) begin
+              \$291  = \$202 [31:0];
             end
       endcase
     end
     if (rst) begin
-      \$183  = 32'd0;
+      \$291  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$184  = e_new;
-    if (\$60 ) begin
+    \$292  = e_new;
+    if (\$168 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
@@ -11840,54 +12136,17 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, exp2__i__ready, stats__pa
         4'h8:
             /* empty */;
         4'h9:
-            \$184  = \$95 [6:0];
+            \$292  = \$203 [6:0];
       endcase
     end
     if (rst) begin
-      \$184  = 7'h00;
+      \$292  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$185  = mr;
-    if (\$60 ) begin
-      casez (fsm_state)
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            if (exp2__o__valid) begin
-              (* full_case = 32'd1 *)
-              if (\$96 ) begin
-              end else begin
-                \$185  = mp;
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$185  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$186  = qr;
-    if (\$60 ) begin
+    \$293  = mr;
+    if (\$168 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
@@ -11910,24 +12169,73 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, exp2__i__ready, stats__pa
         4'ha:
             if (exp2__o__valid) begin
               (* full_case = 32'd1 *)
-              if (\$96 ) begin
+              if (\$204 ) begin
               end else begin
-                \$186  = \$99 [1:0];
+                \$293  = mp;
               end
             end
       endcase
     end
     if (rst) begin
-      \$186  = 2'h0;
+      \$293  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$294  = qr;
+    if (\$168 ) begin
+      casez (fsm_state)
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            if (exp2__o__valid) begin
+              (* full_case = 32'd1 *)
+              if (\$204 ) begin
+              end else begin
+                \$294  = \$207 [1:0];
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$294  = 2'h0;
     end
   end
   assign n_now = { 1'h0, \$1  };
   assign r_gb__addr = \$4 [5:0];
   assign s = mul__p__2[35:12];
-  assign \s$44  = mul__p__2[35:13];
+  assign \s$30  = mul__p__2[35:13];
   assign t11_d1 = o__valid;
   assign lr__addr = num[53:48];
   assign exp2__o__ready = 1'h1;
+  assign mul__b__0 = { 1'h0, \$35  };
+  assign mul__c__0 = { \$41 [40], \$41 [40], \$41 [40], \$41 [40], \$41 [40], \$41 [40], \$41 [40], \$41  };
+  assign mul__b__1 = { \$49 [12], \$49 [12], \$49 [12], \$49 [12], \$49 [12], \$49  };
+  assign mul__c__1 = { 17'h00000, \$50  };
+  assign mul__a__2 = { \$77 [23], \$77  };
+  assign mul__c__2 = { \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136  };
+  assign \port$1959$0  = \$35 ;
+  assign \port$1970$0  = \$41 ;
+  assign \port$1980$0  = \$49 ;
+  assign \port$1981$0  = \$50 ;
+  assign \port$2009$0  = \$77 ;
+  assign \port$2076$0  = \$136 ;
   assign \o__payload.index  = o__payload[5:0];
   assign \o__payload.value  = o__payload[21:6];
   assign \o__payload.last  = o__payload[22];
@@ -11935,19 +12243,37 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, exp2__i__ready, stats__pa
   assign \stats__payload.s2  = stats__payload[59:23];
   assign \cmd__payload.mode  = cmd__payload[1:0];
   assign \cmd__payload.set  = cmd__payload[3:2];
-  assign o__payload[22] = \$13 ;
+  assign o__payload[22] = \$7 ;
   assign o__payload[21:6] = y11;
   assign o__payload[5:0] = i11_d1;
-  assign \$41  = { \$40 [9], \$40 [9], \$40 [9], \$40 [9:3] };
-  assign \$42  = { qv, 3'h0 };
-  assign \$86  = { 7'h00, num, 8'h00 };
-  assign \$88  = { num, 1'h0 };
-  assign \$94  = { \$93 [33], \$93 [33:1] };
-  assign \$95  = { y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31:16] };
-  assign \$110  = \$109 ;
-  assign \$114  = \$113 ;
-  assign \$118  = \$117 ;
-  assign \$120  = \$119 ;
+  assign \$20  = { \$19 [9], \$19 [9], \$19 [9], \$19 [9:3] };
+  assign \$21  = { qv, 3'h0 };
+  assign \$121  = 1'h0;
+  assign \$122  = \$120 ;
+  assign \$125  = 1'h0;
+  assign \$126  = \$124 ;
+  assign \$127  = 1'h0;
+  assign \$128  = \$124 ;
+  assign \$129  = 1'h0;
+  assign \$130  = \$124 ;
+  assign \$133  = 1'h0;
+  assign \$134  = \$132 ;
+  assign \$135  = 1'h0;
+  assign \$136  = \$132 ;
+  assign \$139  = 1'h0;
+  assign \$140  = \$138 ;
+  assign \$143  = 1'h0;
+  assign \$144  = \$142 ;
+  assign \$151  = 1'h0;
+  assign \$152  = \$150 ;
+  assign \$194  = { 7'h00, num, 8'h00 };
+  assign \$196  = { num, 1'h0 };
+  assign \$202  = { \$201 [33], \$201 [33:1] };
+  assign \$203  = { y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31:16] };
+  assign \$218  = \$217 ;
+  assign \$222  = \$221 ;
+  assign \$226  = \$225 ;
+  assign \$228  = \$227 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -14390,7 +14716,7 @@ module \nanomamba_accel.backend.sequencer (rst, job__ready, cmd__ready, \wb_done
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.ssm (rst, wb_done, cmd__ready, frame_age, snr_sum, mac_rd__data, mul__a__0, mul__b__0, mul__c__0, mul__a__1, mul__b__1, mul__c__1, mul__a__2, mul__b__2, mul__c__2, exp2__i__valid, exp2__i__payload, busy, mul__p__0, mul__p__1, mul__p__2
+module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2432$0 , mul__b__0, \port$2451$0 , \port$2458$0 , mul__b__1, mul__c__1, \port$2492$0 , mul__b__2, \port$2516$0 , cmd__ready, frame_age, snr_sum, mac_rd__data, exp2__i__valid, exp2__i__payload, busy, mul__p__0, mul__p__1, mul__p__2
 , exp2__o__payload, mac_rd__o, mac_rd__i, mac_o__valid, mac_o__payload, cmd__valid, cmd__payload, kind, layer, regs, slot, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire [17:0] \$1 ;
@@ -14419,6 +14745,11 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, cmd__ready, frame_age, snr_su
   wire \$12 ;
   reg \$120 ;
   reg [2:0] \$121 ;
+  wire [23:0] \$122 ;
+  wire [33:0] \$123 ;
+  wire [23:0] \$124 ;
+  wire [23:0] \$125 ;
+  wire [14:0] \$126 ;
   wire \$13 ;
   wire \$14 ;
   wire \$15 ;
@@ -14612,11 +14943,8 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, cmd__ready, frame_age, snr_su
   wire [5:0] mac_rd__i;
   input [5:0] mac_rd__o;
   wire [5:0] mac_rd__o;
-  output [24:0] mul__a__0;
   wire [24:0] mul__a__0;
-  output [24:0] mul__a__1;
   wire [24:0] mul__a__1;
-  output [24:0] mul__a__2;
   wire [24:0] mul__a__2;
   output [17:0] mul__b__0;
   wire [17:0] mul__b__0;
@@ -14624,11 +14952,9 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, cmd__ready, frame_age, snr_su
   wire [17:0] mul__b__1;
   output [17:0] mul__b__2;
   wire [17:0] mul__b__2;
-  output [47:0] mul__c__0;
   wire [47:0] mul__c__0;
   output [47:0] mul__c__1;
   wire [47:0] mul__c__1;
-  output [47:0] mul__c__2;
   wire [47:0] mul__c__2;
   input [47:0] mul__p__0;
   wire [47:0] mul__p__0;
@@ -14644,6 +14970,16 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, cmd__ready, frame_age, snr_su
   wire o__ready;
   wire o__valid;
   wire \o__valid$55 ;
+  output [23:0] \port$2432$0 ;
+  wire [23:0] \port$2432$0 ;
+  output [33:0] \port$2451$0 ;
+  wire [33:0] \port$2451$0 ;
+  output [23:0] \port$2458$0 ;
+  wire [23:0] \port$2458$0 ;
+  output [23:0] \port$2492$0 ;
+  wire [23:0] \port$2492$0 ;
+  output [14:0] \port$2516$0 ;
+  wire [14:0] \port$2516$0 ;
   wire pwl_any;
   reg [15:0] q0 = 16'h0000;
   wire [4:0] r__addr;
@@ -15183,20 +15519,20 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, cmd__ready, frame_age, snr_su
     .floor_delta(floor_delta),
     .k(\r__addr$11 ),
     .kind(kind),
-    .mul__a__0(mul__a__0),
-    .mul__a__1(mul__a__1),
-    .mul__a__2(mul__a__2),
     .mul__b__0(mul__b__0),
     .mul__b__1(mul__b__1),
     .mul__b__2(mul__b__2),
-    .mul__c__0(mul__c__0),
     .mul__c__1(mul__c__1),
-    .mul__c__2(mul__c__2),
     .mul__p__0(mul__p__0),
     .mul__p__1(mul__p__1),
     .mul__p__2(mul__p__2),
     .o__payload(o__payload),
     .o__valid(\$signature__en ),
+    .\port$2432$0 (\$122 ),
+    .\port$2451$0 (\$123 ),
+    .\port$2458$0 (\$124 ),
+    .\port$2492$0 (\$125 ),
+    .\port$2516$0 (\$126 ),
     .rd_delta__data(rd_delta__data),
     .rd_sz__addr(r__addr),
     .rd_sz__data(rd_sz__data),
@@ -15633,6 +15969,16 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, cmd__ready, frame_age, snr_su
   assign \$signature__addr$70  = \$31 [7:0];
   assign \$signature__addr$72  = mac_rd__i[4:0];
   assign yz_r__addr = mac_rd__i[4:0];
+  assign mul__a__0 = { \$122 [23], \$122  };
+  assign mul__c__0 = { \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123  };
+  assign mul__a__1 = { \$124 [23], \$124  };
+  assign mul__a__2 = { \$125 [23], \$125  };
+  assign mul__c__2 = { 33'h000000000, \$126  };
+  assign \port$2432$0  = \$122 ;
+  assign \port$2451$0  = \$123 ;
+  assign \port$2458$0  = \$124 ;
+  assign \port$2492$0  = \$125 ;
+  assign \port$2516$0  = \$126 ;
   assign \regs.delta_floor_min  = regs[15:0];
   assign \regs.delta_floor_max  = regs[31:16];
   assign \regs.eps_min  = regs[47:32];
@@ -18405,353 +18751,418 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, cmd__ready, rd_sz__data, rd_xc__data, rd_delta__data, snr_sum, B, C, G, mul__a__0, mul__b__0, mul__c__0, mul__a__1, mul__b__1, mul__c__1, mul__a__2, mul__b__2, mul__c__2, exp2__i__valid
+module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \port$2432$0 , mul__b__0, \port$2451$0 , \port$2458$0 , mul__b__1, mul__c__1, \port$2492$0 , mul__b__2, \port$2516$0 , cmd__ready, rd_sz__data, rd_xc__data, rd_delta__data, snr_sum, B, C, G, exp2__i__valid
 , exp2__i__payload, o__payload, floor_delta, o__valid, busy, k, mul__p__0, mul__p__1, mul__p__2, exp2__o__payload, cmd__valid, cmd__payload, kind, regs, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   wire \$1 ;
-  reg [17:0] \$10 ;
-  wire [23:0] \$100 ;
-  wire [23:0] \$101 ;
+  wire \$10 ;
+  wire \$100 ;
+  wire \$101 ;
   wire \$102 ;
   wire \$103 ;
   wire \$104 ;
   wire \$105 ;
   wire \$106 ;
   wire \$107 ;
-  wire [5:0] \$108 ;
+  wire \$108 ;
   wire \$109 ;
   wire \$11 ;
-  wire \$110 ;
-  wire \$111 ;
-  wire \$112 ;
-  wire [23:0] \$113 ;
-  wire [23:0] \$114 ;
-  wire \$115 ;
+  wire [18:0] \$110 ;
+  wire [19:0] \$111 ;
+  wire [19:0] \$112 ;
+  wire [18:0] \$113 ;
+  wire [19:0] \$114 ;
+  wire [19:0] \$115 ;
   wire \$116 ;
   wire \$117 ;
-  wire [3:0] \$118 ;
+  wire \$118 ;
   wire \$119 ;
-  wire [5:0] \$12 ;
-  wire \$120 ;
-  wire [3:0] \$121 ;
-  wire [5:0] \$122 ;
+  wire \$12 ;
+  wire [19:0] \$120 ;
+  wire [19:0] \$121 ;
+  wire \$122 ;
   wire \$123 ;
-  wire [7:0] \$124 ;
+  wire \$124 ;
   wire \$125 ;
-  wire [8:0] \$126 ;
-  wire \$127 ;
-  wire [5:0] \$128 ;
-  wire [2:0] \$129 ;
-  wire [5:0] \$13 ;
+  wire [17:0] \$126 ;
+  wire [17:0] \$127 ;
+  wire \$128 ;
+  wire \$129 ;
+  wire \$13 ;
   wire \$130 ;
   wire \$131 ;
-  wire \$132 ;
-  wire \$133 ;
+  wire [17:0] \$132 ;
+  wire [17:0] \$133 ;
   wire \$134 ;
   wire \$135 ;
   wire \$136 ;
   wire \$137 ;
-  wire \$138 ;
-  wire \$139 ;
-  wire [5:0] \$14 ;
+  wire [17:0] \$138 ;
+  wire [17:0] \$139 ;
+  wire \$14 ;
   wire \$140 ;
   wire \$141 ;
   wire \$142 ;
   wire \$143 ;
-  wire \$144 ;
-  wire \$145 ;
+  wire [17:0] \$144 ;
+  wire [17:0] \$145 ;
   wire \$146 ;
-  wire \$147 ;
+  wire [23:0] \$147 ;
   wire \$148 ;
   wire \$149 ;
-  wire [6:0] \$15 ;
+  wire \$15 ;
   wire \$150 ;
   wire \$151 ;
-  wire \$152 ;
-  wire \$153 ;
+  wire [23:0] \$152 ;
+  wire [23:0] \$153 ;
   wire \$154 ;
   wire \$155 ;
   wire \$156 ;
   wire \$157 ;
-  reg [17:0] \$158 ;
-  reg [17:0] \$159 ;
-  reg [17:0] \$16 ;
-  reg [25:0] \$160 ;
-  reg \$161 ;
-  reg \$162 ;
-  reg [2:0] \$163 ;
-  reg [2:0] \$164 ;
-  reg \$165 ;
-  reg [2:0] \$166 ;
-  reg [17:0] \$167 ;
-  reg \$168 ;
-  reg \$169 ;
-  reg [31:0] \$17 ;
-  reg [2:0] \$170 ;
-  reg [2:0] \$171 ;
-  reg [19:0] \$172 ;
-  reg \$173 ;
-  reg [2:0] \$174 ;
-  reg \$175 ;
-  reg \$176 ;
-  reg [2:0] \$177 ;
-  reg [2:0] \$178 ;
-  reg [17:0] \$179 ;
-  reg [17:0] \$18 ;
-  reg [17:0] \$180 ;
-  reg [17:0] \$181 ;
-  reg [17:0] \$182 ;
-  reg \$183 ;
-  reg \$184 ;
-  reg [1:0] \$185 ;
-  reg [4:0] \$186 ;
-  reg [7:0] \$187 ;
-  reg [15:0] \$188 ;
-  reg [15:0] \$189 ;
+  wire [23:0] \$158 ;
+  wire [23:0] \$159 ;
+  wire \$16 ;
+  wire \$160 ;
+  wire \$161 ;
+  wire \$162 ;
+  wire \$163 ;
+  wire \$164 ;
+  wire [23:0] \$165 ;
+  wire [23:0] \$166 ;
+  wire \$167 ;
+  wire \$168 ;
+  wire \$169 ;
+  wire [44:0] \$17 ;
+  wire \$170 ;
+  wire \$171 ;
+  wire \$172 ;
+  wire [5:0] \$173 ;
+  wire \$174 ;
+  wire \$175 ;
+  wire \$176 ;
+  wire \$177 ;
+  wire [23:0] \$178 ;
+  wire [23:0] \$179 ;
+  wire [45:0] \$18 ;
+  wire \$180 ;
+  wire \$181 ;
+  wire \$182 ;
+  wire [3:0] \$183 ;
+  wire \$184 ;
+  wire \$185 ;
+  wire [3:0] \$186 ;
+  wire [5:0] \$187 ;
+  wire \$188 ;
+  wire [7:0] \$189 ;
   wire \$19 ;
-  reg [15:0] \$190 ;
-  reg [15:0] \$191 ;
-  reg [15:0] \$192 ;
-  reg [15:0] \$193 ;
-  reg [15:0] \$194 ;
-  reg [15:0] \$195 ;
-  reg [15:0] \$196 ;
-  reg [15:0] \$197 ;
-  reg [15:0] \$198 ;
-  reg [23:0] \$199 ;
+  wire \$190 ;
+  wire [8:0] \$191 ;
+  wire \$192 ;
+  wire [5:0] \$193 ;
+  wire [2:0] \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire \$197 ;
+  wire \$198 ;
+  wire \$199 ;
   wire \$2 ;
-  wire \$20 ;
-  reg [23:0] \$200 ;
-  reg [23:0] \$201 ;
-  reg [23:0] \$202 ;
-  reg [23:0] \$203 ;
-  reg [23:0] \$204 ;
-  reg [23:0] \$205 ;
-  reg [15:0] \$206 ;
-  reg [15:0] \$207 ;
-  reg [15:0] \$208 ;
-  reg [15:0] \$209 ;
-  wire \$21 ;
-  reg [15:0] \$210 ;
-  reg [15:0] \$211 ;
-  reg [15:0] \$212 ;
-  reg [15:0] \$213 ;
-  reg [15:0] \$214 ;
-  reg [15:0] \$215 ;
-  reg [15:0] \$216 ;
-  reg [15:0] \$217 ;
-  reg [15:0] \$218 ;
-  reg [15:0] \$219 ;
+  wire [44:0] \$20 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire \$209 ;
+  wire [45:0] \$21 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire \$215 ;
+  wire \$216 ;
+  wire \$217 ;
+  wire \$218 ;
+  wire \$219 ;
   wire \$22 ;
-  reg [15:0] \$220 ;
-  reg [15:0] \$221 ;
-  reg [15:0] \$222 ;
-  reg [15:0] \$223 ;
-  reg [15:0] \$224 ;
-  reg [15:0] \$225 ;
-  reg [15:0] \$226 ;
-  reg [15:0] \$227 ;
-  reg \$228 ;
-  reg \$229 ;
-  wire \$23 ;
-  reg [1:0] \$230 ;
-  reg [1:0] \$231 ;
-  reg [7:0] \$232 ;
-  reg [7:0] \$233 ;
-  reg [23:0] \$234 ;
-  reg [31:0] \$235 ;
-  reg \$236 ;
-  reg [1:0] \$237 ;
-  reg [7:0] \$238 ;
-  reg [30:0] \$239 ;
-  wire \$24 ;
-  reg [30:0] \$240 ;
+  wire \$220 ;
+  wire \$221 ;
+  wire \$222 ;
+  reg [17:0] \$223 ;
+  reg [17:0] \$224 ;
+  reg [25:0] \$225 ;
+  reg \$226 ;
+  reg \$227 ;
+  reg [2:0] \$228 ;
+  reg [2:0] \$229 ;
+  wire [21:0] \$23 ;
+  reg \$230 ;
+  reg [2:0] \$231 ;
+  reg [17:0] \$232 ;
+  reg \$233 ;
+  reg \$234 ;
+  reg [2:0] \$235 ;
+  reg [2:0] \$236 ;
+  reg [19:0] \$237 ;
+  reg \$238 ;
+  reg [2:0] \$239 ;
+  wire [16:0] \$24 ;
+  reg \$240 ;
   reg \$241 ;
-  reg \$242 ;
-  reg \$243 ;
-  reg \$244 ;
-  reg [1:0] \$245 ;
-  reg [1:0] \$246 ;
-  reg [1:0] \$247 ;
-  reg [1:0] \$248 ;
-  reg [7:0] \$249 ;
-  wire \$25 ;
-  reg [7:0] \$250 ;
-  reg [7:0] \$251 ;
+  reg [2:0] \$242 ;
+  reg [2:0] \$243 ;
+  reg [17:0] \$244 ;
+  reg [17:0] \$245 ;
+  reg [17:0] \$246 ;
+  reg [17:0] \$247 ;
+  reg \$248 ;
+  reg \$249 ;
+  wire [22:0] \$25 ;
+  reg [1:0] \$250 ;
+  reg [4:0] \$251 ;
   reg [7:0] \$252 ;
-  reg \$253 ;
-  reg \$254 ;
-  reg [1:0] \$255 ;
-  reg [1:0] \$256 ;
-  reg [7:0] \$257 ;
-  reg [7:0] \$258 ;
-  reg [23:0] \$259 ;
-  wire [44:0] \$26 ;
-  reg \$260 ;
-  reg [1:0] \$261 ;
-  reg [7:0] \$262 ;
-  reg \$263 ;
-  reg \$264 ;
-  reg \$265 ;
-  reg \$266 ;
-  reg \$267 ;
-  reg \$268 ;
-  reg \$269 ;
-  wire [45:0] \$27 ;
-  reg \$270 ;
-  reg \$271 ;
-  reg \$272 ;
-  reg \$273 ;
-  reg [1:0] \$274 ;
-  reg [1:0] \$275 ;
-  reg [1:0] \$276 ;
-  reg [1:0] \$277 ;
-  reg [1:0] \$278 ;
-  reg [1:0] \$279 ;
-  wire \$28 ;
-  reg [1:0] \$280 ;
-  reg [1:0] \$281 ;
-  reg [1:0] \$282 ;
-  reg [1:0] \$283 ;
-  reg [1:0] \$284 ;
-  reg [4:0] \$285 ;
-  reg [4:0] \$286 ;
-  reg [4:0] \$287 ;
-  reg [4:0] \$288 ;
-  reg [4:0] \$289 ;
-  wire [44:0] \$29 ;
-  reg [4:0] \$290 ;
-  reg [4:0] \$291 ;
-  reg [4:0] \$292 ;
-  reg [4:0] \$293 ;
-  reg [4:0] \$294 ;
-  reg [4:0] \$295 ;
-  reg \$296 ;
-  reg \$297 ;
-  reg [1:0] \$298 ;
-  reg [1:0] \$299 ;
+  reg [15:0] \$253 ;
+  reg [15:0] \$254 ;
+  reg [15:0] \$255 ;
+  reg [15:0] \$256 ;
+  reg [15:0] \$257 ;
+  reg [15:0] \$258 ;
+  reg [15:0] \$259 ;
+  reg [15:0] \$26 ;
+  reg [15:0] \$260 ;
+  reg [15:0] \$261 ;
+  reg [15:0] \$262 ;
+  reg [15:0] \$263 ;
+  reg [23:0] \$264 ;
+  reg [23:0] \$265 ;
+  reg [23:0] \$266 ;
+  reg [23:0] \$267 ;
+  reg [23:0] \$268 ;
+  reg [23:0] \$269 ;
+  wire [15:0] \$27 ;
+  reg [23:0] \$270 ;
+  reg [15:0] \$271 ;
+  reg [15:0] \$272 ;
+  reg [15:0] \$273 ;
+  reg [15:0] \$274 ;
+  reg [15:0] \$275 ;
+  reg [15:0] \$276 ;
+  reg [15:0] \$277 ;
+  reg [15:0] \$278 ;
+  reg [15:0] \$279 ;
+  wire [22:0] \$28 ;
+  reg [15:0] \$280 ;
+  reg [15:0] \$281 ;
+  reg [15:0] \$282 ;
+  reg [15:0] \$283 ;
+  reg [15:0] \$284 ;
+  reg [15:0] \$285 ;
+  reg [15:0] \$286 ;
+  reg [15:0] \$287 ;
+  reg [15:0] \$288 ;
+  reg [15:0] \$289 ;
+  reg [17:0] \$29 ;
+  reg [15:0] \$290 ;
+  reg [15:0] \$291 ;
+  reg [15:0] \$292 ;
+  reg \$293 ;
+  reg \$294 ;
+  reg [1:0] \$295 ;
+  reg [1:0] \$296 ;
+  reg [7:0] \$297 ;
+  reg [7:0] \$298 ;
+  reg [23:0] \$299 ;
   wire [15:0] \$3 ;
-  wire [45:0] \$30 ;
-  reg [44:0] \$300 ;
-  reg [23:0] \$301 ;
-  reg \$302 ;
-  reg \$303 ;
-  reg [1:0] \$304 ;
-  reg [1:0] \$305 ;
-  reg [4:0] \$306 ;
-  reg [4:0] \$307 ;
-  reg [22:0] \$308 ;
+  wire [17:0] \$30 ;
+  reg [31:0] \$300 ;
+  reg \$301 ;
+  reg [1:0] \$302 ;
+  reg [7:0] \$303 ;
+  reg [30:0] \$304 ;
+  reg [30:0] \$305 ;
+  reg \$306 ;
+  reg \$307 ;
+  reg \$308 ;
   reg \$309 ;
-  wire \$31 ;
-  reg [4:0] \$310 ;
-  reg [23:0] \$311 ;
-  reg [4:0] \$312 ;
-  reg [4:0] \$313 ;
-  reg [4:0] \$314 ;
-  reg [4:0] \$315 ;
-  reg [4:0] \$316 ;
-  reg [4:0] \$317 ;
-  reg [4:0] \$318 ;
-  reg [4:0] \$319 ;
-  wire \$32 ;
-  reg [4:0] \$320 ;
-  reg [4:0] \$321 ;
-  reg [4:0] \$322 ;
-  reg [4:0] \$323 ;
-  reg \$324 ;
-  reg [4:0] \$325 ;
-  reg \$326 ;
-  reg \$327 ;
-  reg [4:0] \$328 ;
-  reg [2:0] \$329 ;
-  wire \$33 ;
-  reg [2:0] \$330 ;
-  reg [2:0] \$331 ;
-  reg [4:0] \$332 ;
-  reg [1:0] \$333 ;
+  wire [22:0] \$31 ;
+  reg [1:0] \$310 ;
+  reg [1:0] \$311 ;
+  reg [1:0] \$312 ;
+  reg [1:0] \$313 ;
+  reg [7:0] \$314 ;
+  reg [7:0] \$315 ;
+  reg [7:0] \$316 ;
+  reg [7:0] \$317 ;
+  reg \$318 ;
+  reg \$319 ;
+  wire [23:0] \$32 ;
+  reg [1:0] \$320 ;
+  reg [1:0] \$321 ;
+  reg [7:0] \$322 ;
+  reg [7:0] \$323 ;
+  reg [23:0] \$324 ;
+  reg \$325 ;
+  reg [1:0] \$326 ;
+  reg [7:0] \$327 ;
+  reg \$328 ;
+  reg \$329 ;
+  wire [23:0] \$33 ;
+  reg \$330 ;
+  reg \$331 ;
+  reg \$332 ;
+  reg \$333 ;
   reg \$334 ;
-  reg [7:0] \$335 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
+  reg \$335 ;
+  reg \$336 ;
+  reg \$337 ;
+  reg \$338 ;
+  reg [1:0] \$339 ;
+  wire [16:0] \$34 ;
+  reg [1:0] \$340 ;
+  reg [1:0] \$341 ;
+  reg [1:0] \$342 ;
+  reg [1:0] \$343 ;
+  reg [1:0] \$344 ;
+  reg [1:0] \$345 ;
+  reg [1:0] \$346 ;
+  reg [1:0] \$347 ;
+  reg [1:0] \$348 ;
+  reg [1:0] \$349 ;
+  wire [17:0] \$35 ;
+  reg [4:0] \$350 ;
+  reg [4:0] \$351 ;
+  reg [4:0] \$352 ;
+  reg [4:0] \$353 ;
+  reg [4:0] \$354 ;
+  reg [4:0] \$355 ;
+  reg [4:0] \$356 ;
+  reg [4:0] \$357 ;
+  reg [4:0] \$358 ;
+  reg [4:0] \$359 ;
+  wire [17:0] \$36 ;
+  reg [4:0] \$360 ;
+  reg \$361 ;
+  reg \$362 ;
+  reg [1:0] \$363 ;
+  reg [1:0] \$364 ;
+  reg [44:0] \$365 ;
+  reg [23:0] \$366 ;
+  reg \$367 ;
+  reg \$368 ;
+  reg [1:0] \$369 ;
+  wire [17:0] \$37 ;
+  reg [1:0] \$370 ;
+  reg [4:0] \$371 ;
+  reg [4:0] \$372 ;
+  reg [22:0] \$373 ;
+  reg \$374 ;
+  reg [4:0] \$375 ;
+  reg [23:0] \$376 ;
+  reg [4:0] \$377 ;
+  reg [4:0] \$378 ;
+  reg [4:0] \$379 ;
+  wire [17:0] \$38 ;
+  reg [4:0] \$380 ;
+  reg [4:0] \$381 ;
+  reg [4:0] \$382 ;
+  reg [4:0] \$383 ;
+  reg [4:0] \$384 ;
+  reg [4:0] \$385 ;
+  reg [4:0] \$386 ;
+  reg [4:0] \$387 ;
+  reg [4:0] \$388 ;
+  reg \$389 ;
+  wire [18:0] \$39 ;
+  reg [4:0] \$390 ;
+  reg \$391 ;
+  reg \$392 ;
+  reg [4:0] \$393 ;
+  reg [2:0] \$394 ;
+  reg [2:0] \$395 ;
+  reg [2:0] \$396 ;
+  reg [4:0] \$397 ;
+  reg [1:0] \$398 ;
+  reg \$399 ;
   wire [16:0] \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire \$43 ;
-  wire \$44 ;
-  wire [18:0] \$45 ;
-  wire [19:0] \$46 ;
-  wire [19:0] \$47 ;
-  wire [18:0] \$48 ;
-  wire [19:0] \$49 ;
-  reg [15:0] \$5 ;
-  wire [19:0] \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire [19:0] \$55 ;
-  wire [19:0] \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [17:0] \$6 ;
-  wire \$60 ;
-  wire [17:0] \$61 ;
+  wire [15:0] \$40 ;
+  reg [7:0] \$400 ;
+  wire [18:0] \$41 ;
+  wire [15:0] \$42 ;
+  wire [18:0] \$43 ;
+  wire [22:0] \$44 ;
+  wire [31:0] \$45 ;
+  wire [31:0] \$46 ;
+  wire [32:0] \$47 ;
+  wire [32:0] \$48 ;
+  wire [33:0] \$49 ;
+  wire \$5 ;
+  wire [33:0] \$50 ;
+  wire [10:0] \$51 ;
+  wire [33:0] \$52 ;
+  wire [16:0] \$53 ;
+  wire [17:0] \$54 ;
+  wire [18:0] \$55 ;
+  wire [16:0] \$56 ;
+  wire [18:0] \$57 ;
+  wire [23:0] \$58 ;
+  wire [23:0] \$59 ;
+  wire [5:0] \$6 ;
+  wire [17:0] \$60 ;
+  reg [17:0] \$61 ;
   wire [17:0] \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire \$65 ;
-  wire \$66 ;
-  wire [17:0] \$67 ;
-  wire [17:0] \$68 ;
-  wire \$69 ;
-  reg [17:0] \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [17:0] \$73 ;
-  wire [17:0] \$74 ;
-  wire \$75 ;
-  wire \$76 ;
-  wire \$77 ;
-  wire \$78 ;
-  wire [17:0] \$79 ;
-  reg [18:0] \$8 ;
-  wire [17:0] \$80 ;
-  wire \$81 ;
+  wire [18:0] \$63 ;
+  wire [15:0] \$64 ;
+  wire [18:0] \$65 ;
+  wire [16:0] \$66 ;
+  wire [18:0] \$67 ;
+  wire [31:0] \$68 ;
+  reg [18:0] \$69 ;
+  wire [5:0] \$7 ;
+  reg [18:0] \$70 ;
+  wire [34:0] \$71 ;
+  wire [34:0] \$72 ;
+  reg [31:0] \$73 ;
+  wire [31:0] \$74 ;
+  wire [34:0] \$75 ;
+  wire [47:0] \$76 ;
+  wire [19:0] \$77 ;
+  wire [23:0] \$78 ;
+  wire [23:0] \$79 ;
+  wire [5:0] \$8 ;
+  wire [15:0] \$80 ;
+  wire [23:0] \$81 ;
   wire [23:0] \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire \$86 ;
-  wire [23:0] \$87 ;
-  wire [23:0] \$88 ;
-  wire \$89 ;
-  reg [18:0] \$9 ;
-  wire \$90 ;
-  wire \$91 ;
-  wire \$92 ;
-  wire [23:0] \$93 ;
-  wire [23:0] \$94 ;
-  wire \$95 ;
-  wire \$96 ;
+  wire [23:0] \$83 ;
+  reg [17:0] \$84 ;
+  wire [17:0] \$85 ;
+  reg [17:0] \$86 ;
+  wire [17:0] \$87 ;
+  wire [17:0] \$88 ;
+  wire [15:0] \$89 ;
+  wire [6:0] \$9 ;
+  wire [17:0] \$90 ;
+  wire [15:0] \$91 ;
+  wire [14:0] \$92 ;
+  wire [10:0] \$93 ;
+  wire [14:0] \$94 ;
+  wire [11:0] \$95 ;
+  wire [14:0] \$96 ;
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
   reg [7:0] \$signature__addr  = 8'h00;
   (* init = 8'h00 *)
-  wire [7:0] \$signature__addr$41 ;
-  wire [5:0] \$signature__addr$42 ;
-  reg [7:0] \$signature__addr$65  = 8'h00;
-  wire [16:0] \$signature__data ;
-  wire [23:0] \$signature__data$129 ;
-  wire [15:0] \$signature__data$147 ;
-  reg [23:0] \$signature__data$67  = 24'h000000;
+  wire [7:0] \$signature__addr$29 ;
+  wire [5:0] \$signature__addr$30 ;
+  reg [7:0] \$signature__addr$45  = 8'h00;
+  reg [23:0] \$signature__data  = 24'h000000;
+  wire [23:0] \$signature__data$142 ;
+  wire [15:0] \$signature__data$160 ;
+  wire [16:0] \$signature__data$87 ;
   reg \$signature__en  = 1'h0;
   input [71:0] B;
   wire [71:0] B;
@@ -18878,24 +19289,32 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, cm
   reg [7:0] kn8_d3 = 8'h00;
   reg [7:0] kn8_d4 = 8'h00;
   reg layer = 1'h0;
-  output [24:0] mul__a__0;
-  reg [24:0] mul__a__0;
-  output [24:0] mul__a__1;
-  reg [24:0] mul__a__1;
-  output [24:0] mul__a__2;
-  reg [24:0] mul__a__2;
+  reg mul0_use0;
+  reg mul0_use1;
+  reg mul0_use2;
+  reg mul0_use3;
+  reg mul0_use4;
+  reg mul1_use0;
+  reg mul1_use1;
+  reg mul1_use2;
+  reg mul1_use3;
+  reg mul2_use0;
+  reg mul2_use1;
+  reg mul2_use2;
+  reg mul2_use3;
+  wire [24:0] mul__a__0;
+  wire [24:0] mul__a__1;
+  wire [24:0] mul__a__2;
   output [17:0] mul__b__0;
-  reg [17:0] mul__b__0;
+  wire [17:0] mul__b__0;
   output [17:0] mul__b__1;
-  reg [17:0] mul__b__1;
+  wire [17:0] mul__b__1;
   output [17:0] mul__b__2;
-  reg [17:0] mul__b__2;
-  output [47:0] mul__c__0;
-  reg [47:0] mul__c__0;
+  wire [17:0] mul__b__2;
+  wire [47:0] mul__c__0;
   output [47:0] mul__c__1;
-  reg [47:0] mul__c__1;
-  output [47:0] mul__c__2;
-  reg [47:0] mul__c__2;
+  wire [47:0] mul__c__1;
+  wire [47:0] mul__c__2;
   input [47:0] mul__p__0;
   wire [47:0] mul__p__0;
   input [47:0] mul__p__1;
@@ -18949,6 +19368,16 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, cm
   reg [2:0] pn8_d2 = 3'h0;
   reg [2:0] pn_d1 = 3'h0;
   reg [2:0] pn_d2 = 3'h0;
+  output [23:0] \port$2432$0 ;
+  wire [23:0] \port$2432$0 ;
+  output [33:0] \port$2451$0 ;
+  wire [33:0] \port$2451$0 ;
+  output [23:0] \port$2458$0 ;
+  wire [23:0] \port$2458$0 ;
+  output [23:0] \port$2492$0 ;
+  wire [23:0] \port$2492$0 ;
+  output [14:0] \port$2516$0 ;
+  wire [14:0] \port$2516$0 ;
   wire pro_go;
   reg [2:0] pro_n = 3'h0;
   reg pv0;
@@ -18983,11 +19412,11 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, cm
   input rst;
   wire rst;
   wire [32:0] s;
-  reg [33:0] \s$31 ;
-  wire [27:0] \s$52 ;
-  wire [31:0] \s$64 ;
-  reg [45:0] \s$84 ;
-  wire [29:0] \s$86 ;
+  reg [33:0] \s$19 ;
+  wire [27:0] \s$35 ;
+  wire [31:0] \s$44 ;
+  reg [45:0] \s$61 ;
+  wire [29:0] \s$63 ;
   reg s12_d1 = 1'h0;
   reg s12_d10 = 1'h0;
   reg s12_d11 = 1'h0;
@@ -19243,11 +19672,11 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, cm
   end
   reg [16:0] _0_;
   always @(posedge clk) begin
-    if (\$139 ) begin
+    if (\$204 ) begin
       _0_ <= a_rom[\$signature__addr ];
     end
   end
-  assign \$signature__data  = _0_;
+  assign \$signature__data$87  = _0_;
   reg [15:0] d_rom [47:0];
   initial begin
     d_rom[0] = 16'h080b;
@@ -19301,11 +19730,11 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, cm
   end
   reg [15:0] _1_;
   always @(posedge clk) begin
-    if (\$145 ) begin
-      _1_ <= d_rom[\$15 [5:0]];
+    if (\$210 ) begin
+      _1_ <= d_rom[\$9 [5:0]];
     end
   end
-  assign \$signature__data$147  = _1_;
+  assign \$signature__data$160  = _1_;
   reg [23:0] h_ram [191:0];
   initial begin
     h_ram[0] = 24'h000000;
@@ -19502,572 +19931,787 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, cm
     h_ram[191] = 24'h000000;
   end
   always @(posedge clk) begin
-    if (\$151 )
-      h_ram[\$signature__addr$65 ] <= \$signature__data$67 ;
+    if (\$216 )
+      h_ram[\$signature__addr$45 ] <= \$signature__data ;
   end
   reg [23:0] _2_;
   always @(posedge clk) begin
-    if (\$157 ) begin
+    if (\$222 ) begin
       _2_ <= h_ram[\$signature__addr ];
     end
   end
-  assign \$signature__data$129  = _2_;
+  assign \$signature__data$142  = _2_;
+  always @(posedge clk)
+    fphase <= \$394 ;
+  always @(posedge clk)
+    fsm_state <= \$395 ;
+  always @(posedge clk)
+    pro_n <= \$396 ;
+  always @(posedge clk)
+    k <= \$397 ;
+  always @(posedge clk)
+    n <= \$398 ;
+  always @(posedge clk)
+    phase <= \$399 ;
+  always @(posedge clk)
+    \$signature__addr  <= \$400 ;
   assign dfd = regs[31:16] - regs[15:0];
   assign edn = regs[47:32] - regs[63:48];
   assign \$1  = fphase == 1'h1;
   assign \$2  = fphase == 3'h4;
   assign \$4  = \$3  + 1'h1;
-  assign \$6  = 16'h8000 - bgf;
   assign \real  = k < 5'h18;
-  assign \$11  = n == 1'h1;
-  assign \$12  = k - 1'h1;
-  assign \$13  = \$11  ? \$12  : { 1'h0, k };
-  assign \$14  = layer * 5'h18;
-  assign \$15  = \$14  + k;
-  assign \$19  = ! n12_d11;
-  assign \$20  = s12_d11 & \$19 ;
-  assign \$21  = n12_d11 == 1'h1;
-  assign \$22  = s12_d11 & \$21 ;
-  assign \$23  = | k12_d11;
-  assign \$24  = \$22  & \$23 ;
-  assign \$25  = ! n13_d2;
-  assign \$26  = \$25  ? 45'h000000001000 : acc;
-  assign \$27  = $signed(\$26 ) + $signed(mul__p__2[41:0]);
-  assign \$28  = n13_d2 == 2'h3;
-  assign \$30  = $signed(\$29 ) + $signed(skip);
-  assign \$31  = o_i == 5'h17;
+  assign \$5  = n == 1'h1;
+  assign \$6  = k - 1'h1;
+  assign \$7  = \$5  ? \$6  : { 1'h0, k };
+  assign \$8  = layer * 5'h18;
+  assign \$9  = \$8  + k;
+  assign \$10  = ! n12_d11;
+  assign \$11  = s12_d11 & \$10 ;
+  assign \$12  = n12_d11 == 1'h1;
+  assign \$13  = s12_d11 & \$12 ;
+  assign \$14  = | k12_d11;
+  assign \$15  = \$13  & \$14 ;
+  assign \$16  = ! n13_d2;
+  assign \$17  = \$16  ? 45'h000000001000 : acc;
+  assign \$18  = $signed(\$17 ) + $signed(mul__p__2[41:0]);
+  assign \$19  = n13_d2 == 2'h3;
+  assign \$21  = $signed(\$20 ) + $signed(skip);
+  assign \$22  = o_i == 5'h17;
+  assign \$23  = mul0_use0 ? snr_sum : 22'h000000;
+  assign \$24  = mul0_use1 ? dfd : 17'h00000;
+  assign \$25  = { 1'h0, \$23  } | { \$24 [16], \$24 [16], \$24 [16], \$24 [16], \$24 [16], \$24 [16], \$24  };
+  assign \$27  = mul0_use2 ? \$26  : 16'h0000;
+  assign \$28  = \$25  | { 7'h00, \$27  };
+  assign \$30  = mul0_use3 ? \$29  : 18'h00000;
+  assign \$31  = \$28  | { \$30 [17], \$30 [17], \$30 [17], \$30 [17], \$30 [17], \$30  };
+  assign \$32  = mul0_use4 ? dbx : 24'h000000;
+  assign \$33  = { \$31 [22], \$31  } | \$32 ;
+  assign \$34  = mul0_use0 ? 17'h1999a : 17'h00000;
+  assign \$35  = mul0_use1 ? s_mean : 18'h00000;
+  assign \$36  = { 1'h0, \$34  } | \$35 ;
+  assign \$37  = 16'h8000 - bgf;
+  assign \$38  = mul0_use2 ? \$37  : 18'h00000;
+  assign \$39  = { 1'h0, \$36  } | { \$38 [17], \$38  };
+  assign \$40  = mul0_use3 ? rd_delta__data : 16'h0000;
+  assign \$41  = \$39  | { \$40 [15], \$40 [15], \$40 [15], \$40  };
+  assign \$42  = mul0_use4 ? xc_p4 : 16'h0000;
+  assign \$43  = \$41  | { \$42 [15], \$42 [15], \$42 [15], \$42  };
+  assign \$44  = mul0_use0 ? 23'h200000 : 23'h000000;
+  assign \$45  = mul0_use1 ? { 1'h0, regs[15:0], 15'h4000 } : 32'd0;
+  assign \$46  = { 9'h000, \$44  } | \$45 ;
+  assign \$47  = mul0_use2 ? { 1'h0, bgf, 15'h4000 } : 33'h000000000;
+  assign \$48  = { \$46 [31], \$46  } | \$47 ;
+  assign \$49  = mul0_use3 ? { eps_x[25], eps_x, 7'h40 } : 34'h000000000;
+  assign \$50  = { \$48 [32], \$48  } | \$49 ;
+  assign \$51  = mul0_use4 ? 11'h200 : 11'h000;
+  assign \$52  = \$50  | { 23'h000000, \$51  };
+  assign \$53  = mul1_use0 ? edn : 17'h00000;
+  assign \$54  = mul1_use1 ? g2 : 18'h00000;
+  assign \$55  = { \$53 [16], \$53 [16], \$53  } | { 1'h0, \$54  };
+  assign \$56  = mul1_use2 ? \$signature__data$87  : 17'h00000;
+  assign \$57  = \$55  | { \$56 [16], \$56 [16], \$56  };
+  assign \$58  = mul1_use3 ? hold_d7 : 24'h000000;
+  assign \$59  = { \$57 [18], \$57 [18], \$57 [18], \$57 [18], \$57 [18], \$57  } | \$58 ;
+  assign \$60  = mul1_use0 ? s_mean : 18'h00000;
+  assign \$62  = mul1_use1 ? \$61  : 18'h00000;
+  assign \$63  = { 1'h0, \$60  } | { \$62 [17], \$62  };
+  assign \$64  = mul1_use2 ? rd_delta__data : 16'h0000;
+  assign \$65  = \$63  | { \$64 [15], \$64 [15], \$64 [15], \$64  };
+  assign \$66  = mul1_use3 ? exp2__o__payload : 17'h00000;
+  assign \$67  = \$65  | { 2'h0, \$66  };
+  assign \$68  = mul1_use0 ? { 1'h0, regs[63:48], 15'h3fff } : 32'd0;
+  assign \$71  = mul1_use1 ? { \$70 [18], \$69 , 15'h4000 } : 35'h000000000;
+  assign \$72  = { \$68 [31], \$68 [31], \$68 [31], \$68  } | \$71 ;
+  assign \$74  = mul1_use2 ? \$73  : 32'd0;
+  assign \$75  = \$72  | { 3'h0, \$74  };
+  assign \$76  = mul1_use3 ? { inc_d1[30], inc_d1, 16'h8000 } : 48'h000000000000;
+  assign mul__c__1 = { \$75 [34], \$75 [34], \$75 [34], \$75 [34], \$75 [34], \$75 [34], \$75 [34], \$75 [34], \$75 [34], \$75 [34], \$75 [34], \$75 [34], \$75 [34], \$75  } | \$76 ;
+  assign \$77  = mul2_use0 ? gb : 20'h00000;
+  assign \$78  = mul2_use1 ? \$signature__data  : 24'h000000;
+  assign \$79  = { \$77 [19], \$77 [19], \$77 [19], \$77 [19], \$77  } | \$78 ;
+  assign \$80  = mul2_use2 ? xc_p12 : 16'h0000;
+  assign \$81  = \$79  | { \$80 [15], \$80 [15], \$80 [15], \$80 [15], \$80 [15], \$80 [15], \$80 [15], \$80 [15], \$80  };
+  assign \$82  = mul2_use3 ? y : 24'h000000;
+  assign \$83  = \$81  | \$82 ;
+  assign \$85  = mul2_use0 ? \$84  : 18'h00000;
+  assign \$87  = mul2_use1 ? \$86  : 18'h00000;
+  assign \$88  = \$85  | \$87 ;
+  assign \$89  = mul2_use2 ? D_d11 : 16'h0000;
+  assign \$90  = \$88  | { \$89 [15], \$89 [15], \$89  };
+  assign \$91  = mul2_use3 ? sz_d11 : 16'h0000;
+  assign mul__b__2 = \$90  | { \$91 [15], \$91 [15], \$91  };
+  assign \$92  = mul2_use0 ? 15'h2000 : 15'h0000;
+  assign \$93  = mul2_use2 ? 11'h200 : 11'h000;
+  assign \$94  = \$92  | { 4'h0, \$93  };
+  assign \$95  = mul2_use3 ? 12'h400 : 12'h000;
+  assign \$96  = \$94  | { 3'h0, \$95  };
   assign cmd__ready = ~ busy;
-  assign \$32  = pro_n < 3'h4;
-  assign \$33  = ~ phase;
-  assign \$34  = ! fsm_state;
-  assign \$35  = fsm_state == 1'h1;
-  assign \$36  = fsm_state == 2'h2;
-  assign \$37  = fsm_state == 2'h3;
-  assign \$38  = fsm_state == 3'h4;
-  assign \$39  = | kind;
-  assign \$40  = \$39  | cmd__valid;
-  assign \$41  = \$40  | busy;
-  assign \$42  = busy | cmd__valid;
-  assign \$43  = fphase == 2'h3;
-  assign \$44  = fphase == 3'h6;
-  assign \$46  = $signed(\$45 ) + $signed(2'h1);
-  assign \$49  = $signed(\$48 ) + $signed(2'h1);
-  assign \$51  = | mul__p__1[47:34];
-  assign \$52  = ~ \$51 ;
-  assign \$53  = & mul__p__1[47:34];
-  assign \$54  = \$52  | \$53 ;
-  assign \$55  = mul__p__1[47] ? 20'h80000 : 20'h7ffff;
-  assign \$56  = \$54  ? mul__p__1[34:15] : \$55 ;
-  assign \$57  = | \s$31 [33:17];
-  assign \$58  = ~ \$57 ;
-  assign \$59  = & \s$31 [33:17];
-  assign \$60  = \$58  | \$59 ;
-  assign \$61  = \s$31 [33] ? 18'h20000 : 18'h1ffff;
-  assign \$62  = \$60  ? \s$31 [17:0] : \$61 ;
-  assign \$63  = | \s$31 [33:17];
-  assign \$64  = ~ \$63 ;
-  assign \$65  = & \s$31 [33:17];
-  assign \$66  = \$64  | \$65 ;
-  assign \$67  = \s$31 [33] ? 18'h20000 : 18'h1ffff;
-  assign \$68  = \$66  ? \s$31 [17:0] : \$67 ;
-  assign \$69  = | \s$31 [33:17];
-  assign \$70  = ~ \$69 ;
-  assign \$71  = & \s$31 [33:17];
-  assign \$72  = \$70  | \$71 ;
-  assign \$73  = \s$31 [33] ? 18'h20000 : 18'h1ffff;
-  assign \$74  = \$72  ? \s$31 [17:0] : \$73 ;
-  assign \$75  = | \s$31 [33:17];
-  assign \$76  = ~ \$75 ;
-  assign \$77  = & \s$31 [33:17];
-  assign \$78  = \$76  | \$77 ;
-  assign \$79  = \s$31 [33] ? 18'h20000 : 18'h1ffff;
-  assign \$80  = \$78  ? \s$31 [17:0] : \$79 ;
-  assign \$81  = go & \real ;
-  assign \$82  = first_frame ? 24'h000000 : \$signature__data$129 ;
-  assign \$83  = | mul__p__0[34:30];
-  assign \$84  = ~ \$83 ;
-  assign \$85  = & mul__p__0[34:30];
-  assign \$86  = \$84  | \$85 ;
-  assign \$87  = mul__p__0[34] ? 24'h800000 : 24'h7fffff;
-  assign \$88  = \$86  ? mul__p__0[30:7] : \$87 ;
-  assign \$89  = | mul__p__1[47:39];
-  assign \$90  = ~ \$89 ;
-  assign \$91  = & mul__p__1[47:39];
-  assign \$92  = \$90  | \$91 ;
-  assign \$93  = mul__p__1[47] ? 24'h800000 : 24'h7fffff;
-  assign \$94  = \$92  ? mul__p__1[39:16] : \$93 ;
-  assign \$95  = n13_d2 == 2'h3;
-  assign \$96  = | \s$84 [45:23];
-  assign \$97  = ~ \$96 ;
-  assign \$98  = & \s$84 [45:23];
-  assign \$99  = \$97  | \$98 ;
-  assign \$100  = \s$84 [45] ? 24'h800000 : 24'h7fffff;
-  assign \$101  = \$99  ? \s$84 [23:0] : \$100 ;
-  assign \$102  = ! n14_d2;
-  assign \$103  = s14_d2 & \$102 ;
-  assign \$104  = n14_d2 == 1'h1;
-  assign \$105  = s14_d2 & \$104 ;
-  assign \$106  = | k14_d2;
-  assign \$107  = \$105  & \$106 ;
-  assign \$108  = k14_d2 - 1'h1;
-  assign \$109  = | mul__p__2[40:34];
-  assign \$110  = ~ \$109 ;
-  assign \$111  = & mul__p__2[40:34];
-  assign \$112  = \$110  | \$111 ;
-  assign \$113  = mul__p__2[40] ? 24'h800000 : 24'h7fffff;
-  assign \$114  = \$112  ? mul__p__2[34:11] : \$113 ;
-  assign \$115  = n13_d2 == 2'h3;
-  assign \$116  = v13_d2 & \$115 ;
-  assign \$117  = ! cmd__payload[0];
-  assign \$118  = fphase + 1'h1;
-  assign \$119  = fphase == 3'h6;
-  assign \$120  = pro_n < 3'h4;
-  assign \$121  = pro_n + 1'h1;
-  assign \$122  = cnt + 1'h1;
-  assign \$123  = cnt == 4'h9;
-  assign \$124  = layer * 7'h60;
-  assign \$125  = ~ phase;
-  assign \$126  = \$signature__addr  + 1'h1;
-  assign \$127  = n == 2'h3;
-  assign \$128  = k + 1'h1;
-  assign \$129  = n + 1'h1;
-  assign \$130  = k == 5'h18;
-  assign \$131  = n == 1'h1;
-  assign \$132  = \$130  & \$131 ;
-  assign \$133  = o__valid & o__payload[29];
-  assign \$134  = busy | cmd__valid;
-  assign \$136  = | kind;
-  assign \$137  = \$136  | cmd__valid;
-  assign \$138  = \$137  | busy;
-  assign \$139  = \$135  & \$138 ;
-  assign \$140  = busy | cmd__valid;
-  assign \$142  = | kind;
-  assign \$143  = \$142  | cmd__valid;
-  assign \$144  = \$143  | busy;
-  assign \$145  = \$141  & \$144 ;
-  assign \$146  = | kind;
-  assign \$147  = \$146  | cmd__valid;
-  assign \$148  = \$147  | busy;
-  assign \$149  = busy | cmd__valid;
-  assign \$150  = \$149  ? \$signature__en  : 1'h0;
-  assign \$151  = \$148  ? \$150  : 1'h0;
-  assign \$152  = busy | cmd__valid;
-  assign \$154  = | kind;
-  assign \$155  = \$154  | cmd__valid;
-  assign \$156  = \$155  | busy;
-  assign \$157  = \$153  & \$156 ;
+  assign \$97  = pro_n < 3'h4;
+  assign \$98  = ~ phase;
+  assign \$99  = ! fsm_state;
+  assign \$100  = fsm_state == 1'h1;
+  assign \$101  = fsm_state == 2'h2;
+  assign \$102  = fsm_state == 2'h3;
+  assign \$103  = fsm_state == 3'h4;
+  assign \$104  = | kind;
+  assign \$105  = \$104  | cmd__valid;
+  assign \$106  = \$105  | busy;
+  assign \$107  = busy | cmd__valid;
+  assign \$108  = fphase == 2'h3;
+  assign \$109  = fphase == 3'h6;
+  assign \$111  = $signed(\$110 ) + $signed(2'h1);
+  assign \$114  = $signed(\$113 ) + $signed(2'h1);
+  assign \$116  = | mul__p__1[47:34];
+  assign \$117  = ~ \$116 ;
+  assign \$118  = & mul__p__1[47:34];
+  assign \$119  = \$117  | \$118 ;
+  assign \$120  = mul__p__1[47] ? 20'h80000 : 20'h7ffff;
+  assign \$121  = \$119  ? mul__p__1[34:15] : \$120 ;
+  assign \$122  = | \s$19 [33:17];
+  assign \$123  = ~ \$122 ;
+  assign \$124  = & \s$19 [33:17];
+  assign \$125  = \$123  | \$124 ;
+  assign \$126  = \s$19 [33] ? 18'h20000 : 18'h1ffff;
+  assign \$127  = \$125  ? \s$19 [17:0] : \$126 ;
+  assign \$128  = | \s$19 [33:17];
+  assign \$129  = ~ \$128 ;
+  assign \$130  = & \s$19 [33:17];
+  assign \$131  = \$129  | \$130 ;
+  assign \$132  = \s$19 [33] ? 18'h20000 : 18'h1ffff;
+  assign \$133  = \$131  ? \s$19 [17:0] : \$132 ;
+  assign \$134  = | \s$19 [33:17];
+  assign \$135  = ~ \$134 ;
+  assign \$136  = & \s$19 [33:17];
+  assign \$137  = \$135  | \$136 ;
+  assign \$138  = \s$19 [33] ? 18'h20000 : 18'h1ffff;
+  assign \$139  = \$137  ? \s$19 [17:0] : \$138 ;
+  assign \$140  = | \s$19 [33:17];
+  assign \$141  = ~ \$140 ;
+  assign \$142  = & \s$19 [33:17];
+  assign \$143  = \$141  | \$142 ;
+  assign \$144  = \s$19 [33] ? 18'h20000 : 18'h1ffff;
+  assign \$145  = \$143  ? \s$19 [17:0] : \$144 ;
+  assign \$146  = go & \real ;
+  assign \$147  = first_frame ? 24'h000000 : \$signature__data$142 ;
+  assign \$148  = | mul__p__0[34:30];
+  assign \$149  = ~ \$148 ;
+  assign \$150  = & mul__p__0[34:30];
+  assign \$151  = \$149  | \$150 ;
+  assign \$152  = mul__p__0[34] ? 24'h800000 : 24'h7fffff;
+  assign \$153  = \$151  ? mul__p__0[30:7] : \$152 ;
+  assign \$154  = | mul__p__1[47:39];
+  assign \$155  = ~ \$154 ;
+  assign \$156  = & mul__p__1[47:39];
+  assign \$157  = \$155  | \$156 ;
+  assign \$158  = mul__p__1[47] ? 24'h800000 : 24'h7fffff;
+  assign \$159  = \$157  ? mul__p__1[39:16] : \$158 ;
+  assign \$160  = n13_d2 == 2'h3;
+  assign \$161  = | \s$61 [45:23];
+  assign \$162  = ~ \$161 ;
+  assign \$163  = & \s$61 [45:23];
+  assign \$164  = \$162  | \$163 ;
+  assign \$165  = \s$61 [45] ? 24'h800000 : 24'h7fffff;
+  assign \$166  = \$164  ? \s$61 [23:0] : \$165 ;
+  assign \$167  = ! n14_d2;
+  assign \$168  = s14_d2 & \$167 ;
+  assign \$169  = n14_d2 == 1'h1;
+  assign \$170  = s14_d2 & \$169 ;
+  assign \$171  = | k14_d2;
+  assign \$172  = \$170  & \$171 ;
+  assign \$173  = k14_d2 - 1'h1;
+  assign \$174  = | mul__p__2[40:34];
+  assign \$175  = ~ \$174 ;
+  assign \$176  = & mul__p__2[40:34];
+  assign \$177  = \$175  | \$176 ;
+  assign \$178  = mul__p__2[40] ? 24'h800000 : 24'h7fffff;
+  assign \$179  = \$177  ? mul__p__2[34:11] : \$178 ;
+  assign \$180  = n13_d2 == 2'h3;
+  assign \$181  = v13_d2 & \$180 ;
+  assign \$182  = ! cmd__payload[0];
+  assign \$183  = fphase + 1'h1;
+  assign \$184  = fphase == 3'h6;
+  assign \$185  = pro_n < 3'h4;
+  assign \$186  = pro_n + 1'h1;
+  assign \$187  = cnt + 1'h1;
+  assign \$188  = cnt == 4'h9;
+  assign \$189  = layer * 7'h60;
+  assign \$190  = ~ phase;
+  assign \$191  = \$signature__addr  + 1'h1;
+  assign \$192  = n == 2'h3;
+  assign \$193  = k + 1'h1;
+  assign \$194  = n + 1'h1;
+  assign \$195  = k == 5'h18;
+  assign \$196  = n == 1'h1;
+  assign \$197  = \$195  & \$196 ;
+  assign \$198  = o__valid & o__payload[29];
+  assign \$199  = busy | cmd__valid;
+  assign \$201  = | kind;
+  assign \$202  = \$201  | cmd__valid;
+  assign \$203  = \$202  | busy;
+  assign \$204  = \$200  & \$203 ;
+  assign \$205  = busy | cmd__valid;
+  assign \$207  = | kind;
+  assign \$208  = \$207  | cmd__valid;
+  assign \$209  = \$208  | busy;
+  assign \$210  = \$206  & \$209 ;
+  assign \$211  = | kind;
+  assign \$212  = \$211  | cmd__valid;
+  assign \$213  = \$212  | busy;
+  assign \$214  = busy | cmd__valid;
+  assign \$215  = \$214  ? \$signature__en  : 1'h0;
+  assign \$216  = \$213  ? \$215  : 1'h0;
+  assign \$217  = busy | cmd__valid;
+  assign \$219  = | kind;
+  assign \$220  = \$219  | cmd__valid;
+  assign \$221  = \$220  | busy;
+  assign \$222  = \$218  & \$221 ;
   always @(posedge clk)
-    s_mean <= \$158 ;
+    s_mean <= \$223 ;
   always @(posedge clk)
-    floor_delta <= \$159 ;
+    floor_delta <= \$224 ;
   always @(posedge clk)
-    eps_x <= \$160 ;
+    eps_x <= \$225 ;
   always @(posedge clk)
-    pv_d1 <= \$161 ;
+    pv_d1 <= \$226 ;
   always @(posedge clk)
-    pv_d2 <= \$162 ;
+    pv_d2 <= \$227 ;
   always @(posedge clk)
-    pn_d1 <= \$163 ;
+    pn_d1 <= \$228 ;
   always @(posedge clk)
-    pn_d2 <= \$164 ;
+    pn_d2 <= \$229 ;
   always @(posedge clk)
-    pv3_d1 <= \$165 ;
+    pv3_d1 <= \$230 ;
   always @(posedge clk)
-    pn3_d1 <= \$166 ;
+    pn3_d1 <= \$231 ;
   always @(posedge clk)
-    g2 <= \$167 ;
+    g2 <= \$232 ;
   always @(posedge clk)
-    pv5_d1 <= \$168 ;
+    pv5_d1 <= \$233 ;
   always @(posedge clk)
-    pv5_d2 <= \$169 ;
+    pv5_d2 <= \$234 ;
   always @(posedge clk)
-    pn5_d1 <= \$170 ;
+    pn5_d1 <= \$235 ;
   always @(posedge clk)
-    pn5_d2 <= \$171 ;
+    pn5_d2 <= \$236 ;
   always @(posedge clk)
-    gb <= \$172 ;
+    gb <= \$237 ;
   always @(posedge clk)
-    pv6_d1 <= \$173 ;
+    pv6_d1 <= \$238 ;
   always @(posedge clk)
-    pn6_d1 <= \$174 ;
+    pn6_d1 <= \$239 ;
   always @(posedge clk)
-    pv8_d1 <= \$175 ;
+    pv8_d1 <= \$240 ;
   always @(posedge clk)
-    pv8_d2 <= \$176 ;
+    pv8_d2 <= \$241 ;
   always @(posedge clk)
-    pn8_d1 <= \$177 ;
+    pn8_d1 <= \$242 ;
   always @(posedge clk)
-    pn8_d2 <= \$178 ;
+    pn8_d2 <= \$243 ;
   always @(posedge clk)
-    bg0 <= \$179 ;
+    bg0 <= \$244 ;
   always @(posedge clk)
-    bg1 <= \$180 ;
+    bg1 <= \$245 ;
   always @(posedge clk)
-    bg2 <= \$181 ;
+    bg2 <= \$246 ;
   always @(posedge clk)
-    bg3 <= \$182 ;
+    bg3 <= \$247 ;
   always @(posedge clk)
-    v1_d1 <= \$183 ;
+    v1_d1 <= \$248 ;
   always @(posedge clk)
-    s1_d1 <= \$184 ;
+    s1_d1 <= \$249 ;
   always @(posedge clk)
-    n1_d1 <= \$185 ;
+    n1_d1 <= \$250 ;
   always @(posedge clk)
-    k1_d1 <= \$186 ;
+    k1_d1 <= \$251 ;
   always @(posedge clk)
-    kn1_d1 <= \$187 ;
+    kn1_d1 <= \$252 ;
   always @(posedge clk)
-    xc_p2 <= \$188 ;
+    xc_p2 <= \$253 ;
   always @(posedge clk)
-    xc_p3 <= \$189 ;
+    xc_p3 <= \$254 ;
   always @(posedge clk)
-    xc_p4 <= \$190 ;
+    xc_p4 <= \$255 ;
   always @(posedge clk)
-    xc_p5 <= \$191 ;
+    xc_p5 <= \$256 ;
   always @(posedge clk)
-    xc_p6 <= \$192 ;
+    xc_p6 <= \$257 ;
   always @(posedge clk)
-    xc_p7 <= \$193 ;
+    xc_p7 <= \$258 ;
   always @(posedge clk)
-    xc_p8 <= \$194 ;
+    xc_p8 <= \$259 ;
   always @(posedge clk)
-    xc_p9 <= \$195 ;
+    xc_p9 <= \$260 ;
   always @(posedge clk)
-    xc_p10 <= \$196 ;
+    xc_p10 <= \$261 ;
   always @(posedge clk)
-    xc_p11 <= \$197 ;
+    xc_p11 <= \$262 ;
   always @(posedge clk)
-    xc_p12 <= \$198 ;
+    xc_p12 <= \$263 ;
   always @(posedge clk)
-    hold_d1 <= \$199 ;
+    hold_d1 <= \$264 ;
   always @(posedge clk)
-    hold_d2 <= \$200 ;
+    hold_d2 <= \$265 ;
   always @(posedge clk)
-    hold_d3 <= \$201 ;
+    hold_d3 <= \$266 ;
   always @(posedge clk)
-    hold_d4 <= \$202 ;
+    hold_d4 <= \$267 ;
   always @(posedge clk)
-    hold_d5 <= \$203 ;
+    hold_d5 <= \$268 ;
   always @(posedge clk)
-    hold_d6 <= \$204 ;
+    hold_d6 <= \$269 ;
   always @(posedge clk)
-    hold_d7 <= \$205 ;
+    hold_d7 <= \$270 ;
   always @(posedge clk)
-    sz_d1 <= \$206 ;
+    sz_d1 <= \$271 ;
   always @(posedge clk)
-    sz_d2 <= \$207 ;
+    sz_d2 <= \$272 ;
   always @(posedge clk)
-    sz_d3 <= \$208 ;
+    sz_d3 <= \$273 ;
   always @(posedge clk)
-    sz_d4 <= \$209 ;
+    sz_d4 <= \$274 ;
   always @(posedge clk)
-    sz_d5 <= \$210 ;
+    sz_d5 <= \$275 ;
   always @(posedge clk)
-    sz_d6 <= \$211 ;
+    sz_d6 <= \$276 ;
   always @(posedge clk)
-    sz_d7 <= \$212 ;
+    sz_d7 <= \$277 ;
   always @(posedge clk)
-    sz_d8 <= \$213 ;
+    sz_d8 <= \$278 ;
   always @(posedge clk)
-    sz_d9 <= \$214 ;
+    sz_d9 <= \$279 ;
   always @(posedge clk)
-    sz_d10 <= \$215 ;
+    sz_d10 <= \$280 ;
   always @(posedge clk)
-    sz_d11 <= \$216 ;
+    sz_d11 <= \$281 ;
   always @(posedge clk)
-    D_d1 <= \$217 ;
+    D_d1 <= \$282 ;
   always @(posedge clk)
-    D_d2 <= \$218 ;
+    D_d2 <= \$283 ;
   always @(posedge clk)
-    D_d3 <= \$219 ;
+    D_d3 <= \$284 ;
   always @(posedge clk)
-    D_d4 <= \$220 ;
+    D_d4 <= \$285 ;
   always @(posedge clk)
-    D_d5 <= \$221 ;
+    D_d5 <= \$286 ;
   always @(posedge clk)
-    D_d6 <= \$222 ;
+    D_d6 <= \$287 ;
   always @(posedge clk)
-    D_d7 <= \$223 ;
+    D_d7 <= \$288 ;
   always @(posedge clk)
-    D_d8 <= \$224 ;
+    D_d8 <= \$289 ;
   always @(posedge clk)
-    D_d9 <= \$225 ;
+    D_d9 <= \$290 ;
   always @(posedge clk)
-    D_d10 <= \$226 ;
+    D_d10 <= \$291 ;
   always @(posedge clk)
-    D_d11 <= \$227 ;
+    D_d11 <= \$292 ;
   always @(posedge clk)
-    v3_d1 <= \$228 ;
+    v3_d1 <= \$293 ;
   always @(posedge clk)
-    v3_d2 <= \$229 ;
+    v3_d2 <= \$294 ;
   always @(posedge clk)
-    n3_d1 <= \$230 ;
+    n3_d1 <= \$295 ;
   always @(posedge clk)
-    n3_d2 <= \$231 ;
+    n3_d2 <= \$296 ;
   always @(posedge clk)
-    kn3_d1 <= \$232 ;
+    kn3_d1 <= \$297 ;
   always @(posedge clk)
-    kn3_d2 <= \$233 ;
+    kn3_d2 <= \$298 ;
   always @(posedge clk)
-    dbx <= \$234 ;
+    dbx <= \$299 ;
   always @(posedge clk)
-    ya <= \$235 ;
+    ya <= \$300 ;
   always @(posedge clk)
-    v4_d1 <= \$236 ;
+    v4_d1 <= \$301 ;
   always @(posedge clk)
-    n4_d1 <= \$237 ;
+    n4_d1 <= \$302 ;
   always @(posedge clk)
-    kn4_d1 <= \$238 ;
+    kn4_d1 <= \$303 ;
   always @(posedge clk)
-    inc <= \$239 ;
+    inc <= \$304 ;
   always @(posedge clk)
-    inc_d1 <= \$240 ;
+    inc_d1 <= \$305 ;
   always @(posedge clk)
-    v8_d1 <= \$241 ;
+    v8_d1 <= \$306 ;
   always @(posedge clk)
-    v8_d2 <= \$242 ;
+    v8_d2 <= \$307 ;
   always @(posedge clk)
-    v8_d3 <= \$243 ;
+    v8_d3 <= \$308 ;
   always @(posedge clk)
-    v8_d4 <= \$244 ;
+    v8_d4 <= \$309 ;
   always @(posedge clk)
-    n8_d1 <= \$245 ;
+    n8_d1 <= \$310 ;
   always @(posedge clk)
-    n8_d2 <= \$246 ;
+    n8_d2 <= \$311 ;
   always @(posedge clk)
-    n8_d3 <= \$247 ;
+    n8_d3 <= \$312 ;
   always @(posedge clk)
-    n8_d4 <= \$248 ;
+    n8_d4 <= \$313 ;
   always @(posedge clk)
-    kn8_d1 <= \$249 ;
+    kn8_d1 <= \$314 ;
   always @(posedge clk)
-    kn8_d2 <= \$250 ;
+    kn8_d2 <= \$315 ;
   always @(posedge clk)
-    kn8_d3 <= \$251 ;
+    kn8_d3 <= \$316 ;
   always @(posedge clk)
-    kn8_d4 <= \$252 ;
+    kn8_d4 <= \$317 ;
   always @(posedge clk)
-    v10_d1 <= \$253 ;
+    v10_d1 <= \$318 ;
   always @(posedge clk)
-    v10_d2 <= \$254 ;
+    v10_d2 <= \$319 ;
   always @(posedge clk)
-    n10_d1 <= \$255 ;
+    n10_d1 <= \$320 ;
   always @(posedge clk)
-    n10_d2 <= \$256 ;
+    n10_d2 <= \$321 ;
   always @(posedge clk)
-    kn10_d1 <= \$257 ;
+    kn10_d1 <= \$322 ;
   always @(posedge clk)
-    kn10_d2 <= \$258 ;
+    kn10_d2 <= \$323 ;
   always @(posedge clk)
-    \$signature__data$67  <= \$259 ;
+    \$signature__data  <= \$324 ;
   always @(posedge clk)
-    \$signature__en  <= \$260 ;
+    \$signature__en  <= \$325 ;
   always @(posedge clk)
-    n11_d1 <= \$261 ;
+    n11_d1 <= \$326 ;
   always @(posedge clk)
-    \$signature__addr$65  <= \$262 ;
+    \$signature__addr$45  <= \$327 ;
   always @(posedge clk)
-    s12_d1 <= \$263 ;
+    s12_d1 <= \$328 ;
   always @(posedge clk)
-    s12_d2 <= \$264 ;
+    s12_d2 <= \$329 ;
   always @(posedge clk)
-    s12_d3 <= \$265 ;
+    s12_d3 <= \$330 ;
   always @(posedge clk)
-    s12_d4 <= \$266 ;
+    s12_d4 <= \$331 ;
   always @(posedge clk)
-    s12_d5 <= \$267 ;
+    s12_d5 <= \$332 ;
   always @(posedge clk)
-    s12_d6 <= \$268 ;
+    s12_d6 <= \$333 ;
   always @(posedge clk)
-    s12_d7 <= \$269 ;
+    s12_d7 <= \$334 ;
   always @(posedge clk)
-    s12_d8 <= \$270 ;
+    s12_d8 <= \$335 ;
   always @(posedge clk)
-    s12_d9 <= \$271 ;
+    s12_d9 <= \$336 ;
   always @(posedge clk)
-    s12_d10 <= \$272 ;
+    s12_d10 <= \$337 ;
   always @(posedge clk)
-    s12_d11 <= \$273 ;
+    s12_d11 <= \$338 ;
   always @(posedge clk)
-    n12_d1 <= \$274 ;
+    n12_d1 <= \$339 ;
   always @(posedge clk)
-    n12_d2 <= \$275 ;
+    n12_d2 <= \$340 ;
   always @(posedge clk)
-    n12_d3 <= \$276 ;
+    n12_d3 <= \$341 ;
   always @(posedge clk)
-    n12_d4 <= \$277 ;
+    n12_d4 <= \$342 ;
   always @(posedge clk)
-    n12_d5 <= \$278 ;
+    n12_d5 <= \$343 ;
   always @(posedge clk)
-    n12_d6 <= \$279 ;
+    n12_d6 <= \$344 ;
   always @(posedge clk)
-    n12_d7 <= \$280 ;
+    n12_d7 <= \$345 ;
   always @(posedge clk)
-    n12_d8 <= \$281 ;
+    n12_d8 <= \$346 ;
   always @(posedge clk)
-    n12_d9 <= \$282 ;
+    n12_d9 <= \$347 ;
   always @(posedge clk)
-    n12_d10 <= \$283 ;
+    n12_d10 <= \$348 ;
   always @(posedge clk)
-    n12_d11 <= \$284 ;
+    n12_d11 <= \$349 ;
   always @(posedge clk)
-    k12_d1 <= \$285 ;
+    k12_d1 <= \$350 ;
   always @(posedge clk)
-    k12_d2 <= \$286 ;
+    k12_d2 <= \$351 ;
   always @(posedge clk)
-    k12_d3 <= \$287 ;
+    k12_d3 <= \$352 ;
   always @(posedge clk)
-    k12_d4 <= \$288 ;
+    k12_d4 <= \$353 ;
   always @(posedge clk)
-    k12_d5 <= \$289 ;
+    k12_d5 <= \$354 ;
   always @(posedge clk)
-    k12_d6 <= \$290 ;
+    k12_d6 <= \$355 ;
   always @(posedge clk)
-    k12_d7 <= \$291 ;
+    k12_d7 <= \$356 ;
   always @(posedge clk)
-    k12_d8 <= \$292 ;
+    k12_d8 <= \$357 ;
   always @(posedge clk)
-    k12_d9 <= \$293 ;
+    k12_d9 <= \$358 ;
   always @(posedge clk)
-    k12_d10 <= \$294 ;
+    k12_d10 <= \$359 ;
   always @(posedge clk)
-    k12_d11 <= \$295 ;
+    k12_d11 <= \$360 ;
   always @(posedge clk)
-    v13_d1 <= \$296 ;
+    v13_d1 <= \$361 ;
   always @(posedge clk)
-    v13_d2 <= \$297 ;
+    v13_d2 <= \$362 ;
   always @(posedge clk)
-    n13_d1 <= \$298 ;
+    n13_d1 <= \$363 ;
   always @(posedge clk)
-    n13_d2 <= \$299 ;
+    n13_d2 <= \$364 ;
   always @(posedge clk)
-    acc <= \$300 ;
+    acc <= \$365 ;
   always @(posedge clk)
-    y <= \$301 ;
+    y <= \$366 ;
   always @(posedge clk)
-    s14_d1 <= \$302 ;
+    s14_d1 <= \$367 ;
   always @(posedge clk)
-    s14_d2 <= \$303 ;
+    s14_d2 <= \$368 ;
   always @(posedge clk)
-    n14_d1 <= \$304 ;
+    n14_d1 <= \$369 ;
   always @(posedge clk)
-    n14_d2 <= \$305 ;
+    n14_d2 <= \$370 ;
   always @(posedge clk)
-    k14_d1 <= \$306 ;
+    k14_d1 <= \$371 ;
   always @(posedge clk)
-    k14_d2 <= \$307 ;
+    k14_d2 <= \$372 ;
   always @(posedge clk)
-    skip <= \$308 ;
+    skip <= \$373 ;
   always @(posedge clk)
-    o__valid <= \$309 ;
+    o__valid <= \$374 ;
   always @(posedge clk)
-    o_i <= \$310 ;
+    o_i <= \$375 ;
   always @(posedge clk)
-    o_val <= \$311 ;
+    o_val <= \$376 ;
   always @(posedge clk)
-    k13_d1 <= \$312 ;
+    k13_d1 <= \$377 ;
   always @(posedge clk)
-    k13_d2 <= \$313 ;
+    k13_d2 <= \$378 ;
   always @(posedge clk)
-    k13_d3 <= \$314 ;
+    k13_d3 <= \$379 ;
   always @(posedge clk)
-    k13_d4 <= \$315 ;
+    k13_d4 <= \$380 ;
   always @(posedge clk)
-    k13_d5 <= \$316 ;
+    k13_d5 <= \$381 ;
   always @(posedge clk)
-    k13_d6 <= \$317 ;
+    k13_d6 <= \$382 ;
   always @(posedge clk)
-    k13_d7 <= \$318 ;
+    k13_d7 <= \$383 ;
   always @(posedge clk)
-    k13_d8 <= \$319 ;
+    k13_d8 <= \$384 ;
   always @(posedge clk)
-    k13_d9 <= \$320 ;
+    k13_d9 <= \$385 ;
   always @(posedge clk)
-    k13_d10 <= \$321 ;
+    k13_d10 <= \$386 ;
   always @(posedge clk)
-    k13_d11 <= \$322 ;
+    k13_d11 <= \$387 ;
   always @(posedge clk)
-    k13_d12 <= \$323 ;
+    k13_d12 <= \$388 ;
   always @(posedge clk)
-    y_v_d1 <= \$324 ;
+    y_v_d1 <= \$389 ;
   always @(posedge clk)
-    y_k_d1 <= \$325 ;
+    y_k_d1 <= \$390 ;
   always @(posedge clk)
-    layer <= \$326 ;
+    layer <= \$391 ;
   always @(posedge clk)
-    busy <= \$327 ;
+    busy <= \$392 ;
   always @(posedge clk)
-    cnt <= \$328 ;
-  always @(posedge clk)
-    fphase <= \$329 ;
-  always @(posedge clk)
-    fsm_state <= \$330 ;
-  always @(posedge clk)
-    pro_n <= \$331 ;
-  always @(posedge clk)
-    k <= \$332 ;
-  always @(posedge clk)
-    n <= \$333 ;
-  always @(posedge clk)
-    phase <= \$334 ;
-  always @(posedge clk)
-    \$signature__addr  <= \$335 ;
+    cnt <= \$393 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$5  = 16'h0000;
+    \$395  = fsm_state;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        casez (fsm_state)
+          3'h0:
+              if (cmd__valid) begin
+                (* full_case = 32'd1 *)
+                if (\$182 ) begin
+                  \$395  = 3'h1;
+                end else begin
+                  \$395  = 3'h2;
+                end
+              end
+          3'h1:
+              if (\$184 ) begin
+                \$395  = 3'h0;
+              end
+          3'h2:
+              (* full_case = 32'd1 *)
+              if (\$185 ) begin
+              end else begin
+                if (\$188 ) begin
+                  \$395  = 3'h3;
+                end
+              end
+          3'h3:
+              if (phase) begin
+                if (\$197 ) begin
+                  \$395  = 3'h4;
+                end
+              end
+          3'h4:
+              if (\$198 ) begin
+                \$395  = 3'h0;
+              end
+        endcase
+      end
+    end
+    if (rst) begin
+      \$395  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$396  = pro_n;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        casez (fsm_state)
+          3'h0:
+              if (cmd__valid) begin
+                (* full_case = 32'd1 *)
+                if (\$182 ) begin
+                end else begin
+                  \$396  = 3'h0;
+                end
+              end
+          3'h1:
+              /* empty */;
+          3'h2:
+              if (\$185 ) begin
+                \$396  = \$186 [2:0];
+              end
+        endcase
+      end
+    end
+    if (rst) begin
+      \$396  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$397  = k;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        casez (fsm_state)
+          3'h0:
+              /* empty */;
+          3'h1:
+              /* empty */;
+          3'h2:
+              (* full_case = 32'd1 *)
+              if (\$185 ) begin
+              end else begin
+                if (\$188 ) begin
+                  \$397  = 5'h00;
+                end
+              end
+          3'h3:
+              if (phase) begin
+                if (\$192 ) begin
+                  \$397  = \$193 [4:0];
+                end
+              end
+        endcase
+      end
+    end
+    if (rst) begin
+      \$397  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$398  = n;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        casez (fsm_state)
+          3'h0:
+              /* empty */;
+          3'h1:
+              /* empty */;
+          3'h2:
+              (* full_case = 32'd1 *)
+              if (\$185 ) begin
+              end else begin
+                if (\$188 ) begin
+                  \$398  = 2'h0;
+                end
+              end
+          3'h3:
+              if (phase) begin
+                (* full_case = 32'd1 *)
+                if (\$192 ) begin
+                  \$398  = 2'h0;
+                end else begin
+                  \$398  = \$194 [1:0];
+                end
+              end
+        endcase
+      end
+    end
+    if (rst) begin
+      \$398  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$399  = phase;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        casez (fsm_state)
+          3'h0:
+              /* empty */;
+          3'h1:
+              /* empty */;
+          3'h2:
+              (* full_case = 32'd1 *)
+              if (\$185 ) begin
+              end else begin
+                if (\$188 ) begin
+                  \$399  = 1'h0;
+                end
+              end
+          3'h3:
+              \$399  = \$190 ;
+        endcase
+      end
+    end
+    if (rst) begin
+      \$399  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$400  = \$signature__addr ;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        casez (fsm_state)
+          3'h0:
+              /* empty */;
+          3'h1:
+              /* empty */;
+          3'h2:
+              (* full_case = 32'd1 *)
+              if (\$185 ) begin
+              end else begin
+                if (\$188 ) begin
+                  \$400  = \$189 ;
+                end
+              end
+          3'h3:
+              if (phase) begin
+                \$400  = \$191 [7:0];
+              end
+        endcase
+      end
+    end
+    if (rst) begin
+      \$400  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$26  = 16'h0000;
     casez (pro_n)
       3'h0:
-          \$5  = G[15:0];
+          \$26  = G[15:0];
       3'h1:
-          \$5  = G[31:16];
+          \$26  = G[31:16];
       3'h2:
-          \$5  = G[47:32];
+          \$26  = G[47:32];
       3'h3:
-          \$5  = G[63:48];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    (* full_case = 32'd1 *)
-    casez (layer)
-      1'h0:
-          \$7  = 18'h010ac;
-      1'h1:
-          \$7  = 18'h04bbb;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    (* full_case = 32'd1 *)
-    casez (layer)
-      1'h0:
-          \$8  = 19'h02f54;
-      1'h1:
-          \$8  = 19'h7f445;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    (* full_case = 32'd1 *)
-    casez (layer)
-      1'h0:
-          \$9  = 19'h02f54;
-      1'h1:
-          \$9  = 19'h7f445;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$10  = 18'h00000;
-    casez (pn6_d1)
-      3'h0:
-          \$10  = B[17:0];
-      3'h1:
-          \$10  = B[35:18];
-      3'h2:
-          \$10  = B[53:36];
-      3'h3:
-          \$10  = B[71:54];
+          \$26  = G[63:48];
     endcase
   end
   always @* begin
@@ -20075,13 +20719,13 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, cm
     (* full_case = 32'd1 *)
     casez (n1_d1)
       2'h0:
-          \$16  = bg0;
+          \$29  = bg0;
       2'h1:
-          \$16  = bg1;
+          \$29  = bg1;
       2'h2:
-          \$16  = bg2;
+          \$29  = bg2;
       2'h3:
-          \$16  = bg3;
+          \$29  = bg3;
     endcase
   end
   always @* begin
@@ -20089,9 +20733,53 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, cm
     (* full_case = 32'd1 *)
     casez (layer)
       1'h0:
-          \$17  = 32'd7;
+          \$61  = 18'h010ac;
       1'h1:
-          \$17  = 32'd7;
+          \$61  = 18'h04bbb;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    (* full_case = 32'd1 *)
+    casez (layer)
+      1'h0:
+          \$69  = 19'h02f54;
+      1'h1:
+          \$69  = 19'h7f445;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    (* full_case = 32'd1 *)
+    casez (layer)
+      1'h0:
+          \$70  = 19'h02f54;
+      1'h1:
+          \$70  = 19'h7f445;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    (* full_case = 32'd1 *)
+    casez (layer)
+      1'h0:
+          \$73  = 32'd7;
+      1'h1:
+          \$73  = 32'd7;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$84  = 18'h00000;
+    casez (pn6_d1)
+      3'h0:
+          \$84  = B[17:0];
+      3'h1:
+          \$84  = B[35:18];
+      3'h2:
+          \$84  = B[53:36];
+      3'h3:
+          \$84  = B[71:54];
     endcase
   end
   always @* begin
@@ -20099,170 +20787,83 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, cm
     (* full_case = 32'd1 *)
     casez (n11_d1)
       2'h0:
-          \$18  = C[17:0];
+          \$86  = C[17:0];
       2'h1:
-          \$18  = C[35:18];
+          \$86  = C[35:18];
       2'h2:
-          \$18  = C[53:36];
+          \$86  = C[53:36];
       2'h3:
-          \$18  = C[71:54];
+          \$86  = C[71:54];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    mul__a__0 = 25'h0000000;
+    mul0_use0 = 1'h0;
     if (\$1 ) begin
-      mul__a__0 = { 3'h0, snr_sum };
+      mul0_use0 = 1'h1;
     end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    mul0_use1 = 1'h0;
     if (\$2 ) begin
-      mul__a__0 = { dfd[16], dfd[16], dfd[16], dfd[16], dfd[16], dfd[16], dfd[16], dfd[16], dfd };
+      mul0_use1 = 1'h1;
     end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    mul1_use0 = 1'h0;
+    if (\$2 ) begin
+      mul1_use0 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    mul0_use2 = 1'h0;
     if (pv0) begin
-      mul__a__0 = { 9'h000, \$5  };
-    end
-    if (v1_d1) begin
-      mul__a__0 = { \$16 [17], \$16 [17], \$16 [17], \$16 [17], \$16 [17], \$16 [17], \$16 [17], \$16  };
-    end
-    if (v4_d1) begin
-      mul__a__0 = { dbx[23], dbx };
+      mul0_use2 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    mul__b__0 = 18'h00000;
-    if (\$1 ) begin
-      mul__b__0 = 18'h1999a;
-    end
-    if (\$2 ) begin
-      mul__b__0 = s_mean;
-    end
-    if (pv0) begin
-      mul__b__0 = \$6 ;
-    end
-    if (v1_d1) begin
-      mul__b__0 = { rd_delta__data[15], rd_delta__data[15], rd_delta__data };
-    end
-    if (v4_d1) begin
-      mul__b__0 = { xc_p4[15], xc_p4[15], xc_p4 };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    mul__c__0 = 48'h000000000000;
-    if (\$1 ) begin
-      mul__c__0 = 48'h000000200000;
-    end
-    if (\$2 ) begin
-      mul__c__0 = { 17'h00000, regs[15:0], 15'h4000 };
-    end
-    if (pv0) begin
-      mul__c__0 = { 16'h0000, bgf, 15'h4000 };
-    end
-    if (v1_d1) begin
-      mul__c__0 = { eps_x[25], eps_x[25], eps_x[25], eps_x[25], eps_x[25], eps_x[25], eps_x[25], eps_x[25], eps_x[25], eps_x[25], eps_x[25], eps_x[25], eps_x[25], eps_x[25], eps_x[25], eps_x, 7'h40 };
-    end
-    if (v4_d1) begin
-      mul__c__0 = 48'h000000000200;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    mul__a__1 = 25'h0000000;
-    if (\$2 ) begin
-      mul__a__1 = { edn[16], edn[16], edn[16], edn[16], edn[16], edn[16], edn[16], edn[16], edn };
-    end
+    mul1_use1 = 1'h0;
     if (pv3_d1) begin
-      mul__a__1 = { 7'h00, g2 };
-    end
-    if (v1_d1) begin
-      mul__a__1 = { \$signature__data [16], \$signature__data [16], \$signature__data [16], \$signature__data [16], \$signature__data [16], \$signature__data [16], \$signature__data [16], \$signature__data [16], \$signature__data  };
-    end
-    if (v8_d4) begin
-      mul__a__1 = { hold_d7[23], hold_d7 };
+      mul1_use1 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    mul__b__1 = 18'h00000;
-    if (\$2 ) begin
-      mul__b__1 = s_mean;
-    end
-    if (pv3_d1) begin
-      mul__b__1 = \$7 ;
-    end
-    if (v1_d1) begin
-      mul__b__1 = { rd_delta__data[15], rd_delta__data[15], rd_delta__data };
-    end
-    if (v8_d4) begin
-      mul__b__1 = { 1'h0, exp2__o__payload };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    mul__c__1 = 48'h000000000000;
-    if (\$2 ) begin
-      mul__c__1 = { 17'h00000, regs[63:48], 15'h3fff };
-    end
-    if (pv3_d1) begin
-      mul__c__1 = { \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$8 , 15'h4000 };
-    end
-    if (v1_d1) begin
-      mul__c__1 = { 16'h0000, \$17  };
-    end
-    if (v8_d4) begin
-      mul__c__1 = { inc_d1[30], inc_d1, 16'h8000 };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    mul__a__2 = 25'h0000000;
+    mul2_use0 = 1'h0;
     if (pv6_d1) begin
-      mul__a__2 = { gb[19], gb[19], gb[19], gb[19], gb[19], gb };
-    end
-    if (\$signature__en ) begin
-      mul__a__2 = { \$signature__data$67 [23], \$signature__data$67  };
-    end
-    if (\$20 ) begin
-      mul__a__2 = { xc_p12[15], xc_p12[15], xc_p12[15], xc_p12[15], xc_p12[15], xc_p12[15], xc_p12[15], xc_p12[15], xc_p12[15], xc_p12 };
-    end
-    if (\$24 ) begin
-      mul__a__2 = { y[23], y };
+      mul2_use0 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    mul__b__2 = 18'h00000;
-    if (pv6_d1) begin
-      mul__b__2 = \$10 ;
-    end
-    if (\$signature__en ) begin
-      mul__b__2 = \$18 ;
-    end
-    if (\$20 ) begin
-      mul__b__2 = { D_d11[15], D_d11[15], D_d11 };
-    end
-    if (\$24 ) begin
-      mul__b__2 = { sz_d11[15], sz_d11[15], sz_d11 };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    mul__c__2 = 48'h000000000000;
-    if (pv6_d1) begin
-      mul__c__2 = 48'h000000002000;
-    end
-    if (\$20 ) begin
-      mul__c__2 = 48'h000000000200;
-    end
-    if (\$24 ) begin
-      mul__c__2 = 48'h000000000400;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \s$31  = 34'h000000000;
+    \s$19  = 34'h000000000;
     if (pv8_d2) begin
-      \s$31  = mul__p__2[47:14];
+      \s$19  = mul__p__2[47:14];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    mul0_use3 = 1'h0;
+    if (v1_d1) begin
+      mul0_use3 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    mul1_use2 = 1'h0;
+    if (v1_d1) begin
+      mul1_use2 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    mul0_use4 = 1'h0;
+    if (v4_d1) begin
+      mul0_use4 = 1'h1;
     end
   end
   always @* begin
@@ -20281,10 +20882,38 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, cm
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \s$84  = 46'h000000000000;
+    mul1_use3 = 1'h0;
+    if (v8_d4) begin
+      mul1_use3 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    mul2_use1 = 1'h0;
+    if (\$signature__en ) begin
+      mul2_use1 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    mul2_use2 = 1'h0;
+    if (\$11 ) begin
+      mul2_use2 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    mul2_use3 = 1'h0;
+    if (\$15 ) begin
+      mul2_use3 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \s$61  = 46'h000000000000;
     if (v13_d2) begin
-      if (\$28 ) begin
-        \s$84  = \$30 ;
+      if (\$19 ) begin
+        \s$61  = \$21 ;
       end
     end
   end
@@ -20297,7 +20926,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, cm
       3'h1:
           /* empty */;
       3'h2:
-          if (\$32 ) begin
+          if (\$97 ) begin
             pv0 = 1'h1;
           end
     endcase
@@ -20313,308 +20942,308 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, cm
       3'h2:
           /* empty */;
       3'h3:
-          go = \$33 ;
+          go = \$98 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$158  = s_mean;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        if (\$43 ) begin
-          \$158  = mul__p__0[39:22];
+    \$223  = s_mean;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        if (\$108 ) begin
+          \$223  = mul__p__0[39:22];
         end
       end
     end
     if (rst) begin
-      \$158  = 18'h00000;
+      \$223  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$159  = floor_delta;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        if (\$44 ) begin
-          \$159  = \$47 [17:0];
+    \$224  = floor_delta;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        if (\$109 ) begin
+          \$224  = \$112 [17:0];
         end
       end
     end
     if (rst) begin
-      \$159  = 18'h00000;
+      \$224  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$160  = eps_x;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        if (\$44 ) begin
-          \$160  = { \$50 [19], \$50 [19], \$50 [19], \$50 [19], \$50 [19], \$50 [19], \$50  };
+    \$225  = eps_x;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        if (\$109 ) begin
+          \$225  = { \$115 [19], \$115 [19], \$115 [19], \$115 [19], \$115 [19], \$115 [19], \$115  };
         end
       end
     end
     if (rst) begin
-      \$160  = 26'h0000000;
+      \$225  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$161  = pv_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$161  = pv0;
+    \$226  = pv_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$226  = pv0;
       end
     end
     if (rst) begin
-      \$161  = 1'h0;
+      \$226  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$162  = pv_d2;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$162  = pv_d1;
+    \$227  = pv_d2;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$227  = pv_d1;
       end
     end
     if (rst) begin
-      \$162  = 1'h0;
+      \$227  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$163  = pn_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$163  = pro_n;
+    \$228  = pn_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$228  = pro_n;
       end
     end
     if (rst) begin
-      \$163  = 3'h0;
+      \$228  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$164  = pn_d2;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$164  = pn_d1;
+    \$229  = pn_d2;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$229  = pn_d1;
       end
     end
     if (rst) begin
-      \$164  = 3'h0;
+      \$229  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$165  = pv3_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$165  = pv_d2;
+    \$230  = pv3_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$230  = pv_d2;
       end
     end
     if (rst) begin
-      \$165  = 1'h0;
+      \$230  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$166  = pn3_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$166  = pn_d2;
+    \$231  = pn3_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$231  = pn_d2;
       end
     end
     if (rst) begin
-      \$166  = 3'h0;
+      \$231  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$167  = g2;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$167  = mul__p__0[32:15];
+    \$232  = g2;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$232  = mul__p__0[32:15];
       end
     end
     if (rst) begin
-      \$167  = 18'h00000;
+      \$232  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$168  = pv5_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$168  = pv3_d1;
+    \$233  = pv5_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$233  = pv3_d1;
       end
     end
     if (rst) begin
-      \$168  = 1'h0;
+      \$233  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$169  = pv5_d2;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$169  = pv5_d1;
+    \$234  = pv5_d2;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$234  = pv5_d1;
       end
     end
     if (rst) begin
-      \$169  = 1'h0;
+      \$234  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$170  = pn5_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$170  = pn3_d1;
+    \$235  = pn5_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$235  = pn3_d1;
       end
     end
     if (rst) begin
-      \$170  = 3'h0;
+      \$235  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$171  = pn5_d2;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$171  = pn5_d1;
+    \$236  = pn5_d2;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$236  = pn5_d1;
       end
     end
     if (rst) begin
-      \$171  = 3'h0;
+      \$236  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$172  = gb;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$172  = \$56 ;
+    \$237  = gb;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$237  = \$121 ;
       end
     end
     if (rst) begin
-      \$172  = 20'h00000;
+      \$237  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$173  = pv6_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$173  = pv5_d2;
+    \$238  = pv6_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$238  = pv5_d2;
       end
     end
     if (rst) begin
-      \$173  = 1'h0;
+      \$238  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$174  = pn6_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$174  = pn5_d2;
+    \$239  = pn6_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$239  = pn5_d2;
       end
     end
     if (rst) begin
-      \$174  = 3'h0;
+      \$239  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$175  = pv8_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$175  = pv6_d1;
+    \$240  = pv8_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$240  = pv6_d1;
       end
     end
     if (rst) begin
-      \$175  = 1'h0;
+      \$240  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$176  = pv8_d2;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$176  = pv8_d1;
+    \$241  = pv8_d2;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$241  = pv8_d1;
       end
     end
     if (rst) begin
-      \$176  = 1'h0;
+      \$241  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$177  = pn8_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$177  = pn6_d1;
+    \$242  = pn8_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$242  = pn6_d1;
       end
     end
     if (rst) begin
-      \$177  = 3'h0;
+      \$242  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$178  = pn8_d2;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$178  = pn8_d1;
+    \$243  = pn8_d2;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$243  = pn8_d1;
       end
     end
     if (rst) begin
-      \$178  = 3'h0;
+      \$243  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$179  = bg0;
-    if (\$41 ) begin
-      if (\$42 ) begin
+    \$244  = bg0;
+    if (\$106 ) begin
+      if (\$107 ) begin
         if (pv8_d2) begin
           casez (pn8_d2)
             3'h0:
-                \$179  = \$62 ;
+                \$244  = \$127 ;
           endcase
         end
       end
     end
     if (rst) begin
-      \$179  = 18'h00000;
+      \$244  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$180  = bg1;
-    if (\$41 ) begin
-      if (\$42 ) begin
+    \$245  = bg1;
+    if (\$106 ) begin
+      if (\$107 ) begin
         if (pv8_d2) begin
           casez (pn8_d2)
             3'h0:
                 /* empty */;
             3'h1:
-                \$180  = \$68 ;
+                \$245  = \$133 ;
           endcase
         end
       end
     end
     if (rst) begin
-      \$180  = 18'h00000;
+      \$245  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$181  = bg2;
-    if (\$41 ) begin
-      if (\$42 ) begin
+    \$246  = bg2;
+    if (\$106 ) begin
+      if (\$107 ) begin
         if (pv8_d2) begin
           casez (pn8_d2)
             3'h0:
@@ -20622,20 +21251,20 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, cm
             3'h1:
                 /* empty */;
             3'h2:
-                \$181  = \$74 ;
+                \$246  = \$139 ;
           endcase
         end
       end
     end
     if (rst) begin
-      \$181  = 18'h00000;
+      \$246  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$182  = bg3;
-    if (\$41 ) begin
-      if (\$42 ) begin
+    \$247  = bg3;
+    if (\$106 ) begin
+      if (\$107 ) begin
         if (pv8_d2) begin
           casez (pn8_d2)
             3'h0:
@@ -20645,849 +21274,69 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, cm
             3'h2:
                 /* empty */;
             3'h3:
-                \$182  = \$80 ;
+                \$247  = \$145 ;
           endcase
         end
       end
     end
     if (rst) begin
-      \$182  = 18'h00000;
+      \$247  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$183  = v1_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$183  = \$81 ;
+    \$248  = v1_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$248  = \$146 ;
       end
     end
     if (rst) begin
-      \$183  = 1'h0;
+      \$248  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$184  = s1_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$184  = go;
+    \$249  = s1_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$249  = go;
       end
     end
     if (rst) begin
-      \$184  = 1'h0;
+      \$249  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$185  = n1_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$185  = n;
+    \$250  = n1_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$250  = n;
       end
     end
     if (rst) begin
-      \$185  = 2'h0;
+      \$250  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$186  = k1_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$186  = k;
+    \$251  = k1_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$251  = k;
       end
     end
     if (rst) begin
-      \$186  = 5'h00;
+      \$251  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$187  = kn1_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$187  = \$signature__addr ;
-      end
-    end
-    if (rst) begin
-      \$187  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$188  = xc_p2;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$188  = rd_xc__data;
-      end
-    end
-    if (rst) begin
-      \$188  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$189  = xc_p3;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$189  = xc_p2;
-      end
-    end
-    if (rst) begin
-      \$189  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$190  = xc_p4;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$190  = xc_p3;
-      end
-    end
-    if (rst) begin
-      \$190  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$191  = xc_p5;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$191  = xc_p4;
-      end
-    end
-    if (rst) begin
-      \$191  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$192  = xc_p6;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$192  = xc_p5;
-      end
-    end
-    if (rst) begin
-      \$192  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$193  = xc_p7;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$193  = xc_p6;
-      end
-    end
-    if (rst) begin
-      \$193  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$194  = xc_p8;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$194  = xc_p7;
-      end
-    end
-    if (rst) begin
-      \$194  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$195  = xc_p9;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$195  = xc_p8;
-      end
-    end
-    if (rst) begin
-      \$195  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$196  = xc_p10;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$196  = xc_p9;
-      end
-    end
-    if (rst) begin
-      \$196  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$197  = xc_p11;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$197  = xc_p10;
-      end
-    end
-    if (rst) begin
-      \$197  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$198  = xc_p12;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$198  = xc_p11;
-      end
-    end
-    if (rst) begin
-      \$198  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$199  = hold_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$199  = \$82 ;
-      end
-    end
-    if (rst) begin
-      \$199  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$200  = hold_d2;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$200  = hold_d1;
-      end
-    end
-    if (rst) begin
-      \$200  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$201  = hold_d3;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$201  = hold_d2;
-      end
-    end
-    if (rst) begin
-      \$201  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$202  = hold_d4;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$202  = hold_d3;
-      end
-    end
-    if (rst) begin
-      \$202  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$203  = hold_d5;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$203  = hold_d4;
-      end
-    end
-    if (rst) begin
-      \$203  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$204  = hold_d6;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$204  = hold_d5;
-      end
-    end
-    if (rst) begin
-      \$204  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$205  = hold_d7;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$205  = hold_d6;
-      end
-    end
-    if (rst) begin
-      \$205  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$206  = sz_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$206  = rd_sz__data;
-      end
-    end
-    if (rst) begin
-      \$206  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$207  = sz_d2;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$207  = sz_d1;
-      end
-    end
-    if (rst) begin
-      \$207  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$208  = sz_d3;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$208  = sz_d2;
-      end
-    end
-    if (rst) begin
-      \$208  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$209  = sz_d4;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$209  = sz_d3;
-      end
-    end
-    if (rst) begin
-      \$209  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$210  = sz_d5;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$210  = sz_d4;
-      end
-    end
-    if (rst) begin
-      \$210  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$211  = sz_d6;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$211  = sz_d5;
-      end
-    end
-    if (rst) begin
-      \$211  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$212  = sz_d7;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$212  = sz_d6;
-      end
-    end
-    if (rst) begin
-      \$212  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$213  = sz_d8;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$213  = sz_d7;
-      end
-    end
-    if (rst) begin
-      \$213  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$214  = sz_d9;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$214  = sz_d8;
-      end
-    end
-    if (rst) begin
-      \$214  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$215  = sz_d10;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$215  = sz_d9;
-      end
-    end
-    if (rst) begin
-      \$215  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$216  = sz_d11;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$216  = sz_d10;
-      end
-    end
-    if (rst) begin
-      \$216  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$217  = D_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$217  = \$signature__data$147 ;
-      end
-    end
-    if (rst) begin
-      \$217  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$218  = D_d2;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$218  = D_d1;
-      end
-    end
-    if (rst) begin
-      \$218  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$219  = D_d3;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$219  = D_d2;
-      end
-    end
-    if (rst) begin
-      \$219  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$220  = D_d4;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$220  = D_d3;
-      end
-    end
-    if (rst) begin
-      \$220  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$221  = D_d5;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$221  = D_d4;
-      end
-    end
-    if (rst) begin
-      \$221  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$222  = D_d6;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$222  = D_d5;
-      end
-    end
-    if (rst) begin
-      \$222  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$223  = D_d7;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$223  = D_d6;
-      end
-    end
-    if (rst) begin
-      \$223  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$224  = D_d8;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$224  = D_d7;
-      end
-    end
-    if (rst) begin
-      \$224  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$225  = D_d9;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$225  = D_d8;
-      end
-    end
-    if (rst) begin
-      \$225  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$226  = D_d10;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$226  = D_d9;
-      end
-    end
-    if (rst) begin
-      \$226  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$227  = D_d11;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$227  = D_d10;
-      end
-    end
-    if (rst) begin
-      \$227  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$228  = v3_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$228  = v1_d1;
-      end
-    end
-    if (rst) begin
-      \$228  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$229  = v3_d2;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$229  = v3_d1;
-      end
-    end
-    if (rst) begin
-      \$229  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$230  = n3_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$230  = n1_d1;
-      end
-    end
-    if (rst) begin
-      \$230  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$231  = n3_d2;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$231  = n3_d1;
-      end
-    end
-    if (rst) begin
-      \$231  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$232  = kn3_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$232  = kn1_d1;
-      end
-    end
-    if (rst) begin
-      \$232  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$233  = kn3_d2;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$233  = kn3_d1;
-      end
-    end
-    if (rst) begin
-      \$233  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$234  = dbx;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$234  = \$88 ;
-      end
-    end
-    if (rst) begin
-      \$234  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$235  = ya;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$235  = mul__p__1[35:4];
-      end
-    end
-    if (rst) begin
-      \$235  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$236  = v4_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$236  = v3_d2;
-      end
-    end
-    if (rst) begin
-      \$236  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$237  = n4_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$237  = n3_d2;
-      end
-    end
-    if (rst) begin
-      \$237  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$238  = kn4_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$238  = kn3_d2;
-      end
-    end
-    if (rst) begin
-      \$238  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$239  = inc;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$239  = mul__p__0[40:10];
-      end
-    end
-    if (rst) begin
-      \$239  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$240  = inc_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$240  = inc;
-      end
-    end
-    if (rst) begin
-      \$240  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$241  = v8_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$241  = v4_d1;
-      end
-    end
-    if (rst) begin
-      \$241  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$242  = v8_d2;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$242  = v8_d1;
-      end
-    end
-    if (rst) begin
-      \$242  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$243  = v8_d3;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$243  = v8_d2;
-      end
-    end
-    if (rst) begin
-      \$243  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$244  = v8_d4;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$244  = v8_d3;
-      end
-    end
-    if (rst) begin
-      \$244  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$245  = n8_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$245  = n4_d1;
-      end
-    end
-    if (rst) begin
-      \$245  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$246  = n8_d2;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$246  = n8_d1;
-      end
-    end
-    if (rst) begin
-      \$246  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$247  = n8_d3;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$247  = n8_d2;
-      end
-    end
-    if (rst) begin
-      \$247  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$248  = n8_d4;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$248  = n8_d3;
-      end
-    end
-    if (rst) begin
-      \$248  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$249  = kn8_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$249  = kn4_d1;
-      end
-    end
-    if (rst) begin
-      \$249  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$250  = kn8_d2;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$250  = kn8_d1;
-      end
-    end
-    if (rst) begin
-      \$250  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$251  = kn8_d3;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$251  = kn8_d2;
-      end
-    end
-    if (rst) begin
-      \$251  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$252  = kn8_d4;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$252  = kn8_d3;
+    \$252  = kn1_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$252  = \$signature__addr ;
       end
     end
     if (rst) begin
@@ -21496,690 +21345,682 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, cm
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$253  = v10_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$253  = v8_d4;
+    \$253  = xc_p2;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$253  = rd_xc__data;
       end
     end
     if (rst) begin
-      \$253  = 1'h0;
+      \$253  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$254  = v10_d2;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$254  = v10_d1;
+    \$254  = xc_p3;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$254  = xc_p2;
       end
     end
     if (rst) begin
-      \$254  = 1'h0;
+      \$254  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$255  = n10_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$255  = n8_d4;
+    \$255  = xc_p4;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$255  = xc_p3;
       end
     end
     if (rst) begin
-      \$255  = 2'h0;
+      \$255  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$256  = n10_d2;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$256  = n10_d1;
+    \$256  = xc_p5;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$256  = xc_p4;
       end
     end
     if (rst) begin
-      \$256  = 2'h0;
+      \$256  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$257  = kn10_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$257  = kn8_d4;
+    \$257  = xc_p6;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$257  = xc_p5;
       end
     end
     if (rst) begin
-      \$257  = 8'h00;
+      \$257  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$258  = kn10_d2;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$258  = kn10_d1;
+    \$258  = xc_p7;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$258  = xc_p6;
       end
     end
     if (rst) begin
-      \$258  = 8'h00;
+      \$258  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$259  = \$signature__data$67 ;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$259  = \$94 ;
+    \$259  = xc_p8;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$259  = xc_p7;
       end
     end
     if (rst) begin
-      \$259  = 24'h000000;
+      \$259  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$260  = \$signature__en ;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$260  = v10_d2;
+    \$260  = xc_p9;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$260  = xc_p8;
       end
     end
     if (rst) begin
-      \$260  = 1'h0;
+      \$260  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$261  = n11_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$261  = n10_d2;
+    \$261  = xc_p10;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$261  = xc_p9;
       end
     end
     if (rst) begin
-      \$261  = 2'h0;
+      \$261  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$262  = \$signature__addr$65 ;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$262  = kn10_d2;
+    \$262  = xc_p11;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$262  = xc_p10;
       end
     end
     if (rst) begin
-      \$262  = 8'h00;
+      \$262  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$263  = s12_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$263  = s1_d1;
+    \$263  = xc_p12;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$263  = xc_p11;
       end
     end
     if (rst) begin
-      \$263  = 1'h0;
+      \$263  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$264  = s12_d2;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$264  = s12_d1;
+    \$264  = hold_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$264  = \$147 ;
       end
     end
     if (rst) begin
-      \$264  = 1'h0;
+      \$264  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$265  = s12_d3;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$265  = s12_d2;
+    \$265  = hold_d2;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$265  = hold_d1;
       end
     end
     if (rst) begin
-      \$265  = 1'h0;
+      \$265  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$266  = s12_d4;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$266  = s12_d3;
+    \$266  = hold_d3;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$266  = hold_d2;
       end
     end
     if (rst) begin
-      \$266  = 1'h0;
+      \$266  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$267  = s12_d5;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$267  = s12_d4;
+    \$267  = hold_d4;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$267  = hold_d3;
       end
     end
     if (rst) begin
-      \$267  = 1'h0;
+      \$267  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$268  = s12_d6;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$268  = s12_d5;
+    \$268  = hold_d5;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$268  = hold_d4;
       end
     end
     if (rst) begin
-      \$268  = 1'h0;
+      \$268  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$269  = s12_d7;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$269  = s12_d6;
+    \$269  = hold_d6;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$269  = hold_d5;
       end
     end
     if (rst) begin
-      \$269  = 1'h0;
+      \$269  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$270  = s12_d8;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$270  = s12_d7;
+    \$270  = hold_d7;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$270  = hold_d6;
       end
     end
     if (rst) begin
-      \$270  = 1'h0;
+      \$270  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$271  = s12_d9;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$271  = s12_d8;
+    \$271  = sz_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$271  = rd_sz__data;
       end
     end
     if (rst) begin
-      \$271  = 1'h0;
+      \$271  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$272  = s12_d10;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$272  = s12_d9;
+    \$272  = sz_d2;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$272  = sz_d1;
       end
     end
     if (rst) begin
-      \$272  = 1'h0;
+      \$272  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$273  = s12_d11;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$273  = s12_d10;
+    \$273  = sz_d3;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$273  = sz_d2;
       end
     end
     if (rst) begin
-      \$273  = 1'h0;
+      \$273  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$274  = n12_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$274  = n1_d1;
+    \$274  = sz_d4;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$274  = sz_d3;
       end
     end
     if (rst) begin
-      \$274  = 2'h0;
+      \$274  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$275  = n12_d2;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$275  = n12_d1;
+    \$275  = sz_d5;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$275  = sz_d4;
       end
     end
     if (rst) begin
-      \$275  = 2'h0;
+      \$275  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$276  = n12_d3;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$276  = n12_d2;
+    \$276  = sz_d6;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$276  = sz_d5;
       end
     end
     if (rst) begin
-      \$276  = 2'h0;
+      \$276  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$277  = n12_d4;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$277  = n12_d3;
+    \$277  = sz_d7;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$277  = sz_d6;
       end
     end
     if (rst) begin
-      \$277  = 2'h0;
+      \$277  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$278  = n12_d5;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$278  = n12_d4;
+    \$278  = sz_d8;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$278  = sz_d7;
       end
     end
     if (rst) begin
-      \$278  = 2'h0;
+      \$278  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$279  = n12_d6;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$279  = n12_d5;
+    \$279  = sz_d9;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$279  = sz_d8;
       end
     end
     if (rst) begin
-      \$279  = 2'h0;
+      \$279  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$280  = n12_d7;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$280  = n12_d6;
+    \$280  = sz_d10;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$280  = sz_d9;
       end
     end
     if (rst) begin
-      \$280  = 2'h0;
+      \$280  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$281  = n12_d8;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$281  = n12_d7;
+    \$281  = sz_d11;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$281  = sz_d10;
       end
     end
     if (rst) begin
-      \$281  = 2'h0;
+      \$281  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$282  = n12_d9;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$282  = n12_d8;
+    \$282  = D_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$282  = \$signature__data$160 ;
       end
     end
     if (rst) begin
-      \$282  = 2'h0;
+      \$282  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$283  = n12_d10;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$283  = n12_d9;
+    \$283  = D_d2;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$283  = D_d1;
       end
     end
     if (rst) begin
-      \$283  = 2'h0;
+      \$283  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$284  = n12_d11;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$284  = n12_d10;
+    \$284  = D_d3;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$284  = D_d2;
       end
     end
     if (rst) begin
-      \$284  = 2'h0;
+      \$284  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$285  = k12_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$285  = k1_d1;
+    \$285  = D_d4;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$285  = D_d3;
       end
     end
     if (rst) begin
-      \$285  = 5'h00;
+      \$285  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$286  = k12_d2;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$286  = k12_d1;
+    \$286  = D_d5;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$286  = D_d4;
       end
     end
     if (rst) begin
-      \$286  = 5'h00;
+      \$286  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$287  = k12_d3;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$287  = k12_d2;
+    \$287  = D_d6;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$287  = D_d5;
       end
     end
     if (rst) begin
-      \$287  = 5'h00;
+      \$287  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$288  = k12_d4;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$288  = k12_d3;
+    \$288  = D_d7;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$288  = D_d6;
       end
     end
     if (rst) begin
-      \$288  = 5'h00;
+      \$288  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$289  = k12_d5;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$289  = k12_d4;
+    \$289  = D_d8;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$289  = D_d7;
       end
     end
     if (rst) begin
-      \$289  = 5'h00;
+      \$289  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$290  = k12_d6;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$290  = k12_d5;
+    \$290  = D_d9;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$290  = D_d8;
       end
     end
     if (rst) begin
-      \$290  = 5'h00;
+      \$290  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$291  = k12_d7;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$291  = k12_d6;
+    \$291  = D_d10;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$291  = D_d9;
       end
     end
     if (rst) begin
-      \$291  = 5'h00;
+      \$291  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$292  = k12_d8;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$292  = k12_d7;
+    \$292  = D_d11;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$292  = D_d10;
       end
     end
     if (rst) begin
-      \$292  = 5'h00;
+      \$292  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$293  = k12_d9;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$293  = k12_d8;
+    \$293  = v3_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$293  = v1_d1;
       end
     end
     if (rst) begin
-      \$293  = 5'h00;
+      \$293  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$294  = k12_d10;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$294  = k12_d9;
+    \$294  = v3_d2;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$294  = v3_d1;
       end
     end
     if (rst) begin
-      \$294  = 5'h00;
+      \$294  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$295  = k12_d11;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$295  = k12_d10;
+    \$295  = n3_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$295  = n1_d1;
       end
     end
     if (rst) begin
-      \$295  = 5'h00;
+      \$295  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$296  = v13_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$296  = \$signature__en ;
+    \$296  = n3_d2;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$296  = n3_d1;
       end
     end
     if (rst) begin
-      \$296  = 1'h0;
+      \$296  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$297  = v13_d2;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$297  = v13_d1;
+    \$297  = kn3_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$297  = kn1_d1;
       end
     end
     if (rst) begin
-      \$297  = 1'h0;
+      \$297  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$298  = n13_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$298  = n11_d1;
+    \$298  = kn3_d2;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$298  = kn3_d1;
       end
     end
     if (rst) begin
-      \$298  = 2'h0;
+      \$298  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$299  = n13_d2;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$299  = n13_d1;
+    \$299  = dbx;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$299  = \$153 ;
       end
     end
     if (rst) begin
-      \$299  = 2'h0;
+      \$299  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$300  = acc;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        if (v13_d2) begin
-          \$300  = \$27 [44:0];
-        end
+    \$300  = ya;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$300  = mul__p__1[35:4];
       end
     end
     if (rst) begin
-      \$300  = 45'h000000000000;
+      \$300  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$301  = y;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        if (v13_d2) begin
-          if (\$95 ) begin
-            \$301  = \$101 ;
-          end
-        end
+    \$301  = v4_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$301  = v3_d2;
       end
     end
     if (rst) begin
-      \$301  = 24'h000000;
+      \$301  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$302  = s14_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$302  = s12_d11;
+    \$302  = n4_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$302  = n3_d2;
       end
     end
     if (rst) begin
-      \$302  = 1'h0;
+      \$302  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$303  = s14_d2;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$303  = s14_d1;
+    \$303  = kn4_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$303  = kn3_d2;
       end
     end
     if (rst) begin
-      \$303  = 1'h0;
+      \$303  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$304  = n14_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$304  = n12_d11;
+    \$304  = inc;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$304  = mul__p__0[40:10];
       end
     end
     if (rst) begin
-      \$304  = 2'h0;
+      \$304  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$305  = n14_d2;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$305  = n14_d1;
+    \$305  = inc_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$305  = inc;
       end
     end
     if (rst) begin
-      \$305  = 2'h0;
+      \$305  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$306  = k14_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$306  = k12_d11;
+    \$306  = v8_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$306  = v4_d1;
       end
     end
     if (rst) begin
-      \$306  = 5'h00;
+      \$306  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$307  = k14_d2;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$307  = k14_d1;
+    \$307  = v8_d2;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$307  = v8_d1;
       end
     end
     if (rst) begin
-      \$307  = 5'h00;
+      \$307  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$308  = skip;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        if (\$103 ) begin
-          \$308  = mul__p__2[32:10];
-        end
+    \$308  = v8_d3;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$308  = v8_d2;
       end
     end
     if (rst) begin
-      \$308  = 23'h000000;
+      \$308  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$309  = o__valid;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$309  = \$107 ;
+    \$309  = v8_d4;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$309  = v8_d3;
       end
     end
     if (rst) begin
@@ -22188,450 +22029,298 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, cm
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$310  = o_i;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$310  = \$108 [4:0];
+    \$310  = n8_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$310  = n4_d1;
       end
     end
     if (rst) begin
-      \$310  = 5'h00;
+      \$310  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$311  = o_val;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$311  = \$114 ;
+    \$311  = n8_d2;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$311  = n8_d1;
       end
     end
     if (rst) begin
-      \$311  = 24'h000000;
+      \$311  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$312  = k13_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$312  = k1_d1;
+    \$312  = n8_d3;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$312  = n8_d2;
       end
     end
     if (rst) begin
-      \$312  = 5'h00;
+      \$312  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$313  = k13_d2;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$313  = k13_d1;
+    \$313  = n8_d4;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$313  = n8_d3;
       end
     end
     if (rst) begin
-      \$313  = 5'h00;
+      \$313  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$314  = k13_d3;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$314  = k13_d2;
+    \$314  = kn8_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$314  = kn4_d1;
       end
     end
     if (rst) begin
-      \$314  = 5'h00;
+      \$314  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$315  = k13_d4;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$315  = k13_d3;
+    \$315  = kn8_d2;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$315  = kn8_d1;
       end
     end
     if (rst) begin
-      \$315  = 5'h00;
+      \$315  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$316  = k13_d5;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$316  = k13_d4;
+    \$316  = kn8_d3;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$316  = kn8_d2;
       end
     end
     if (rst) begin
-      \$316  = 5'h00;
+      \$316  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$317  = k13_d6;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$317  = k13_d5;
+    \$317  = kn8_d4;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$317  = kn8_d3;
       end
     end
     if (rst) begin
-      \$317  = 5'h00;
+      \$317  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$318  = k13_d7;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$318  = k13_d6;
+    \$318  = v10_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$318  = v8_d4;
       end
     end
     if (rst) begin
-      \$318  = 5'h00;
+      \$318  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$319  = k13_d8;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$319  = k13_d7;
+    \$319  = v10_d2;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$319  = v10_d1;
       end
     end
     if (rst) begin
-      \$319  = 5'h00;
+      \$319  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$320  = k13_d9;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$320  = k13_d8;
+    \$320  = n10_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$320  = n8_d4;
       end
     end
     if (rst) begin
-      \$320  = 5'h00;
+      \$320  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$321  = k13_d10;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$321  = k13_d9;
+    \$321  = n10_d2;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$321  = n10_d1;
       end
     end
     if (rst) begin
-      \$321  = 5'h00;
+      \$321  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$322  = k13_d11;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$322  = k13_d10;
+    \$322  = kn10_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$322  = kn8_d4;
       end
     end
     if (rst) begin
-      \$322  = 5'h00;
+      \$322  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$323  = k13_d12;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$323  = k13_d11;
+    \$323  = kn10_d2;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$323  = kn10_d1;
       end
     end
     if (rst) begin
-      \$323  = 5'h00;
+      \$323  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$324  = y_v_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$324  = \$116 ;
+    \$324  = \$signature__data ;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$324  = \$159 ;
       end
     end
     if (rst) begin
-      \$324  = 1'h0;
+      \$324  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$325  = y_k_d1;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        \$325  = k13_d12;
+    \$325  = \$signature__en ;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$325  = v10_d2;
       end
     end
     if (rst) begin
-      \$325  = 5'h00;
+      \$325  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$326  = layer;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        casez (fsm_state)
-          3'h0:
-              if (cmd__valid) begin
-                \$326  = cmd__payload[1];
-              end
-        endcase
+    \$326  = n11_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$326  = n10_d2;
       end
     end
     if (rst) begin
-      \$326  = 1'h0;
+      \$326  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$327  = busy;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        casez (fsm_state)
-          3'h0:
-              if (cmd__valid) begin
-                \$327  = 1'h1;
-              end
-          3'h1:
-              if (\$119 ) begin
-                \$327  = 1'h0;
-              end
-          3'h2:
-              /* empty */;
-          3'h3:
-              /* empty */;
-          3'h4:
-              if (\$133 ) begin
-                \$327  = 1'h0;
-              end
-        endcase
+    \$327  = \$signature__addr$45 ;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$327  = kn10_d2;
       end
     end
     if (rst) begin
-      \$327  = 1'h0;
+      \$327  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$328  = cnt;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        casez (fsm_state)
-          3'h0:
-              if (cmd__valid) begin
-                \$328  = 5'h00;
-              end
-          3'h1:
-              /* empty */;
-          3'h2:
-              (* full_case = 32'd1 *)
-              if (\$120 ) begin
-              end else begin
-                \$328  = \$122 [4:0];
-              end
-        endcase
+    \$328  = s12_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$328  = s1_d1;
       end
     end
     if (rst) begin
-      \$328  = 5'h00;
+      \$328  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$329  = fphase;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        casez (fsm_state)
-          3'h0:
-              if (cmd__valid) begin
-                if (\$117 ) begin
-                  \$329  = 3'h1;
-                end
-              end
-          3'h1:
-            begin
-              \$329  = \$118 [2:0];
-              if (\$119 ) begin
-                \$329  = 3'h0;
-              end
-            end
-        endcase
+    \$329  = s12_d2;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$329  = s12_d1;
       end
     end
     if (rst) begin
-      \$329  = 3'h0;
+      \$329  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$330  = fsm_state;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        casez (fsm_state)
-          3'h0:
-              if (cmd__valid) begin
-                (* full_case = 32'd1 *)
-                if (\$117 ) begin
-                  \$330  = 3'h1;
-                end else begin
-                  \$330  = 3'h2;
-                end
-              end
-          3'h1:
-              if (\$119 ) begin
-                \$330  = 3'h0;
-              end
-          3'h2:
-              (* full_case = 32'd1 *)
-              if (\$120 ) begin
-              end else begin
-                if (\$123 ) begin
-                  \$330  = 3'h3;
-                end
-              end
-          3'h3:
-              if (phase) begin
-                if (\$132 ) begin
-                  \$330  = 3'h4;
-                end
-              end
-          3'h4:
-              if (\$133 ) begin
-                \$330  = 3'h0;
-              end
-        endcase
+    \$330  = s12_d3;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$330  = s12_d2;
       end
     end
     if (rst) begin
-      \$330  = 3'h0;
+      \$330  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$331  = pro_n;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        casez (fsm_state)
-          3'h0:
-              if (cmd__valid) begin
-                (* full_case = 32'd1 *)
-                if (\$117 ) begin
-                end else begin
-                  \$331  = 3'h0;
-                end
-              end
-          3'h1:
-              /* empty */;
-          3'h2:
-              if (\$120 ) begin
-                \$331  = \$121 [2:0];
-              end
-        endcase
+    \$331  = s12_d4;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$331  = s12_d3;
       end
     end
     if (rst) begin
-      \$331  = 3'h0;
+      \$331  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$332  = k;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        casez (fsm_state)
-          3'h0:
-              /* empty */;
-          3'h1:
-              /* empty */;
-          3'h2:
-              (* full_case = 32'd1 *)
-              if (\$120 ) begin
-              end else begin
-                if (\$123 ) begin
-                  \$332  = 5'h00;
-                end
-              end
-          3'h3:
-              if (phase) begin
-                if (\$127 ) begin
-                  \$332  = \$128 [4:0];
-                end
-              end
-        endcase
+    \$332  = s12_d5;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$332  = s12_d4;
       end
     end
     if (rst) begin
-      \$332  = 5'h00;
+      \$332  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$333  = n;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        casez (fsm_state)
-          3'h0:
-              /* empty */;
-          3'h1:
-              /* empty */;
-          3'h2:
-              (* full_case = 32'd1 *)
-              if (\$120 ) begin
-              end else begin
-                if (\$123 ) begin
-                  \$333  = 2'h0;
-                end
-              end
-          3'h3:
-              if (phase) begin
-                (* full_case = 32'd1 *)
-                if (\$127 ) begin
-                  \$333  = 2'h0;
-                end else begin
-                  \$333  = \$129 [1:0];
-                end
-              end
-        endcase
+    \$333  = s12_d6;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$333  = s12_d5;
       end
     end
     if (rst) begin
-      \$333  = 2'h0;
+      \$333  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$334  = phase;
-    if (\$41 ) begin
-      if (\$42 ) begin
-        casez (fsm_state)
-          3'h0:
-              /* empty */;
-          3'h1:
-              /* empty */;
-          3'h2:
-              (* full_case = 32'd1 *)
-              if (\$120 ) begin
-              end else begin
-                if (\$123 ) begin
-                  \$334  = 1'h0;
-                end
-              end
-          3'h3:
-              \$334  = \$125 ;
-        endcase
+    \$334  = s12_d7;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$334  = s12_d6;
       end
     end
     if (rst) begin
@@ -22640,31 +22329,779 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, cm
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$335  = \$signature__addr ;
-    if (\$41 ) begin
-      if (\$42 ) begin
+    \$335  = s12_d8;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$335  = s12_d7;
+      end
+    end
+    if (rst) begin
+      \$335  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$336  = s12_d9;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$336  = s12_d8;
+      end
+    end
+    if (rst) begin
+      \$336  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$337  = s12_d10;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$337  = s12_d9;
+      end
+    end
+    if (rst) begin
+      \$337  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$338  = s12_d11;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$338  = s12_d10;
+      end
+    end
+    if (rst) begin
+      \$338  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$339  = n12_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$339  = n1_d1;
+      end
+    end
+    if (rst) begin
+      \$339  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$340  = n12_d2;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$340  = n12_d1;
+      end
+    end
+    if (rst) begin
+      \$340  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$341  = n12_d3;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$341  = n12_d2;
+      end
+    end
+    if (rst) begin
+      \$341  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$342  = n12_d4;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$342  = n12_d3;
+      end
+    end
+    if (rst) begin
+      \$342  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$343  = n12_d5;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$343  = n12_d4;
+      end
+    end
+    if (rst) begin
+      \$343  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$344  = n12_d6;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$344  = n12_d5;
+      end
+    end
+    if (rst) begin
+      \$344  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$345  = n12_d7;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$345  = n12_d6;
+      end
+    end
+    if (rst) begin
+      \$345  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$346  = n12_d8;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$346  = n12_d7;
+      end
+    end
+    if (rst) begin
+      \$346  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$347  = n12_d9;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$347  = n12_d8;
+      end
+    end
+    if (rst) begin
+      \$347  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$348  = n12_d10;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$348  = n12_d9;
+      end
+    end
+    if (rst) begin
+      \$348  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$349  = n12_d11;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$349  = n12_d10;
+      end
+    end
+    if (rst) begin
+      \$349  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$350  = k12_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$350  = k1_d1;
+      end
+    end
+    if (rst) begin
+      \$350  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$351  = k12_d2;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$351  = k12_d1;
+      end
+    end
+    if (rst) begin
+      \$351  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$352  = k12_d3;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$352  = k12_d2;
+      end
+    end
+    if (rst) begin
+      \$352  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$353  = k12_d4;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$353  = k12_d3;
+      end
+    end
+    if (rst) begin
+      \$353  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$354  = k12_d5;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$354  = k12_d4;
+      end
+    end
+    if (rst) begin
+      \$354  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$355  = k12_d6;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$355  = k12_d5;
+      end
+    end
+    if (rst) begin
+      \$355  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$356  = k12_d7;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$356  = k12_d6;
+      end
+    end
+    if (rst) begin
+      \$356  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$357  = k12_d8;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$357  = k12_d7;
+      end
+    end
+    if (rst) begin
+      \$357  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$358  = k12_d9;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$358  = k12_d8;
+      end
+    end
+    if (rst) begin
+      \$358  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$359  = k12_d10;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$359  = k12_d9;
+      end
+    end
+    if (rst) begin
+      \$359  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$360  = k12_d11;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$360  = k12_d10;
+      end
+    end
+    if (rst) begin
+      \$360  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$361  = v13_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$361  = \$signature__en ;
+      end
+    end
+    if (rst) begin
+      \$361  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$362  = v13_d2;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$362  = v13_d1;
+      end
+    end
+    if (rst) begin
+      \$362  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$363  = n13_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$363  = n11_d1;
+      end
+    end
+    if (rst) begin
+      \$363  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$364  = n13_d2;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$364  = n13_d1;
+      end
+    end
+    if (rst) begin
+      \$364  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$365  = acc;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        if (v13_d2) begin
+          \$365  = \$18 [44:0];
+        end
+      end
+    end
+    if (rst) begin
+      \$365  = 45'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$366  = y;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        if (v13_d2) begin
+          if (\$160 ) begin
+            \$366  = \$166 ;
+          end
+        end
+      end
+    end
+    if (rst) begin
+      \$366  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$367  = s14_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$367  = s12_d11;
+      end
+    end
+    if (rst) begin
+      \$367  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$368  = s14_d2;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$368  = s14_d1;
+      end
+    end
+    if (rst) begin
+      \$368  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$369  = n14_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$369  = n12_d11;
+      end
+    end
+    if (rst) begin
+      \$369  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$370  = n14_d2;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$370  = n14_d1;
+      end
+    end
+    if (rst) begin
+      \$370  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$371  = k14_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$371  = k12_d11;
+      end
+    end
+    if (rst) begin
+      \$371  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$372  = k14_d2;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$372  = k14_d1;
+      end
+    end
+    if (rst) begin
+      \$372  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$373  = skip;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        if (\$168 ) begin
+          \$373  = mul__p__2[32:10];
+        end
+      end
+    end
+    if (rst) begin
+      \$373  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$374  = o__valid;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$374  = \$172 ;
+      end
+    end
+    if (rst) begin
+      \$374  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$375  = o_i;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$375  = \$173 [4:0];
+      end
+    end
+    if (rst) begin
+      \$375  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$376  = o_val;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$376  = \$179 ;
+      end
+    end
+    if (rst) begin
+      \$376  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$377  = k13_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$377  = k1_d1;
+      end
+    end
+    if (rst) begin
+      \$377  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$378  = k13_d2;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$378  = k13_d1;
+      end
+    end
+    if (rst) begin
+      \$378  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$379  = k13_d3;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$379  = k13_d2;
+      end
+    end
+    if (rst) begin
+      \$379  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$380  = k13_d4;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$380  = k13_d3;
+      end
+    end
+    if (rst) begin
+      \$380  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$381  = k13_d5;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$381  = k13_d4;
+      end
+    end
+    if (rst) begin
+      \$381  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$382  = k13_d6;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$382  = k13_d5;
+      end
+    end
+    if (rst) begin
+      \$382  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$383  = k13_d7;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$383  = k13_d6;
+      end
+    end
+    if (rst) begin
+      \$383  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$384  = k13_d8;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$384  = k13_d7;
+      end
+    end
+    if (rst) begin
+      \$384  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$385  = k13_d9;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$385  = k13_d8;
+      end
+    end
+    if (rst) begin
+      \$385  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$386  = k13_d10;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$386  = k13_d9;
+      end
+    end
+    if (rst) begin
+      \$386  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$387  = k13_d11;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$387  = k13_d10;
+      end
+    end
+    if (rst) begin
+      \$387  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$388  = k13_d12;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$388  = k13_d11;
+      end
+    end
+    if (rst) begin
+      \$388  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$389  = y_v_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$389  = \$181 ;
+      end
+    end
+    if (rst) begin
+      \$389  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$390  = y_k_d1;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        \$390  = k13_d12;
+      end
+    end
+    if (rst) begin
+      \$390  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$391  = layer;
+    if (\$106 ) begin
+      if (\$107 ) begin
         casez (fsm_state)
           3'h0:
-              /* empty */;
-          3'h1:
-              /* empty */;
-          3'h2:
-              (* full_case = 32'd1 *)
-              if (\$120 ) begin
-              end else begin
-                if (\$123 ) begin
-                  \$335  = \$124 ;
-                end
-              end
-          3'h3:
-              if (phase) begin
-                \$335  = \$126 [7:0];
+              if (cmd__valid) begin
+                \$391  = cmd__payload[1];
               end
         endcase
       end
     end
     if (rst) begin
-      \$335  = 8'h00;
+      \$391  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$392  = busy;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        casez (fsm_state)
+          3'h0:
+              if (cmd__valid) begin
+                \$392  = 1'h1;
+              end
+          3'h1:
+              if (\$184 ) begin
+                \$392  = 1'h0;
+              end
+          3'h2:
+              /* empty */;
+          3'h3:
+              /* empty */;
+          3'h4:
+              if (\$198 ) begin
+                \$392  = 1'h0;
+              end
+        endcase
+      end
+    end
+    if (rst) begin
+      \$392  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$393  = cnt;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        casez (fsm_state)
+          3'h0:
+              if (cmd__valid) begin
+                \$393  = 5'h00;
+              end
+          3'h1:
+              /* empty */;
+          3'h2:
+              (* full_case = 32'd1 *)
+              if (\$185 ) begin
+              end else begin
+                \$393  = \$187 [4:0];
+              end
+        endcase
+      end
+    end
+    if (rst) begin
+      \$393  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$394  = fphase;
+    if (\$106 ) begin
+      if (\$107 ) begin
+        casez (fsm_state)
+          3'h0:
+              if (cmd__valid) begin
+                if (\$182 ) begin
+                  \$394  = 3'h1;
+                end
+              end
+          3'h1:
+            begin
+              \$394  = \$183 [2:0];
+              if (\$184 ) begin
+                \$394  = 3'h0;
+              end
+            end
+        endcase
+      end
+    end
+    if (rst) begin
+      \$394  = 3'h0;
     end
   end
   assign exp2__o__ready = 1'h1;
@@ -22673,22 +23110,37 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, cm
   assign rd_delta__addr = k;
   assign rd_xc__addr = k;
   assign kn = \$signature__addr ;
-  assign \$signature__addr$41  = \$signature__addr ;
-  assign \$signature__addr$42  = \$15 [5:0];
-  assign \s$52  = mul__p__0[34:7];
-  assign \s$64  = mul__p__1[47:16];
-  assign kn11_d1 = \$signature__addr$65 ;
-  assign h_new = \$signature__data$67 ;
+  assign \$signature__addr$29  = \$signature__addr ;
+  assign \$signature__addr$30  = \$9 [5:0];
+  assign \s$35  = mul__p__0[34:7];
+  assign \s$44  = mul__p__1[47:16];
+  assign kn11_d1 = \$signature__addr$45 ;
+  assign h_new = \$signature__data ;
   assign v11_d1 = \$signature__en ;
-  assign acc_now = \$27 [44:0];
-  assign \s$86  = mul__p__2[40:11];
+  assign acc_now = \$18 [44:0];
+  assign \s$63  = mul__p__2[40:11];
   assign o_v = o__valid;
-  assign rd_sz__addr = \$13 [4:0];
+  assign mul__a__0 = { \$33 [23], \$33  };
+  assign mul__c__0 = { \$52 [33], \$52 [33], \$52 [33], \$52 [33], \$52 [33], \$52 [33], \$52 [33], \$52 [33], \$52 [33], \$52 [33], \$52 [33], \$52 [33], \$52 [33], \$52 [33], \$52  };
+  assign mul__a__1 = { \$59 [23], \$59  };
+  assign mul__a__2 = { \$83 [23], \$83  };
+  assign mul__c__2 = { 33'h000000000, \$96  };
+  assign rd_sz__addr = \$7 [4:0];
+  assign \port$2432$0  = \$33 ;
+  assign mul__b__0 = \$43 [17:0];
+  assign \port$2451$0  = \$52 ;
+  assign \port$2458$0  = \$59 ;
+  assign mul__b__1 = \$67 [17:0];
+  assign \port$2492$0  = \$83 ;
+  assign \port$2516$0  = \$96 ;
   assign \regs.delta_floor_min  = regs[15:0];
   assign \regs.delta_floor_max  = regs[31:16];
   assign \regs.eps_min  = regs[47:32];
   assign \regs.eps_max  = regs[63:48];
   assign \regs.bgate_floor  = regs[79:64];
+  assign \o__payload.index  = o__payload[4:0];
+  assign \o__payload.value  = o__payload[28:5];
+  assign \o__payload.last  = o__payload[29];
   assign \G[0]  = G[15:0];
   assign \G[1]  = G[31:16];
   assign \G[2]  = G[47:32];
@@ -22701,24 +23153,21 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, cm
   assign \C[1]  = C[35:18];
   assign \C[2]  = C[53:36];
   assign \C[3]  = C[71:54];
-  assign \o__payload.index  = o__payload[4:0];
-  assign \o__payload.value  = o__payload[28:5];
-  assign \o__payload.last  = o__payload[29];
   assign \cmd__payload.op  = cmd__payload[0];
   assign \cmd__payload.layer  = cmd__payload[1];
-  assign o__payload[29] = \$31 ;
+  assign o__payload[29] = \$22 ;
   assign o__payload[28:5] = o_val;
   assign o__payload[4:0] = o_i;
   assign \$3  = regs[79:64];
   assign bgf = { 1'h0, \$4 [16:1] };
-  assign \$29  = { \$27 [44], \$27 [44], \$27 [44], \$27 [44], \$27 [44], \$27 [44], \$27 [44], \$27 [44], \$27 [44], \$27 [44], \$27 [44], \$27 [44], \$27 [44], \$27 [44:13] };
-  assign \$45  = { mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33:21] };
-  assign \$47  = { \$46 [19], \$46 [19:1] };
-  assign \$48  = { mul__p__1[33], mul__p__1[33], mul__p__1[33:17] };
-  assign \$50  = { \$49 [19], \$49 [19:1] };
-  assign \$135  = \$134 ;
-  assign \$141  = \$140 ;
-  assign \$153  = \$152 ;
+  assign \$20  = { \$18 [44], \$18 [44], \$18 [44], \$18 [44], \$18 [44], \$18 [44], \$18 [44], \$18 [44], \$18 [44], \$18 [44], \$18 [44], \$18 [44], \$18 [44], \$18 [44:13] };
+  assign \$110  = { mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33:21] };
+  assign \$112  = { \$111 [19], \$111 [19:1] };
+  assign \$113  = { mul__p__1[33], mul__p__1[33], mul__p__1[33:17] };
+  assign \$115  = { \$114 [19], \$114 [19:1] };
+  assign \$200  = \$199 ;
+  assign \$206  = \$205 ;
+  assign \$218  = \$217 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -24107,7 +24556,7 @@ module \nanomamba_accel.framer (i__valid, clip_start, clk, rst, i__ready, o__pay
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.spectral (clk, rst, i__ready, rd__full, \port$1242$0 , \port$1245$0 , i__payload, \i__valid$1 , rd__sum, rd__sq, rd__en, rd__release, rd__t, rd__m, clip_start);
+module \nanomamba_accel.spectral (clk, rst, i__ready, rd__full, \port$1536$0 , \port$1539$0 , i__payload, \i__valid$1 , rd__sum, rd__sq, rd__en, rd__release, rd__t, rd__m, clip_start);
   wire \$1 ;
   wire \$2 ;
   wire [26:0] \$3 ;
@@ -24140,10 +24589,10 @@ module \nanomamba_accel.spectral (clk, rst, i__ready, rd__full, \port$1242$0 , \
   wire i__valid;
   input \i__valid$1 ;
   wire \i__valid$1 ;
-  output [26:0] \port$1242$0 ;
-  wire [26:0] \port$1242$0 ;
-  output [3:0] \port$1245$0 ;
-  wire [3:0] \port$1245$0 ;
+  output [26:0] \port$1536$0 ;
+  wire [26:0] \port$1536$0 ;
+  output [3:0] \port$1539$0 ;
+  wire [3:0] \port$1539$0 ;
   input rd__en;
   wire rd__en;
   wire \rd__en$30 ;
@@ -24223,8 +24672,8 @@ module \nanomamba_accel.spectral (clk, rst, i__ready, rd__full, \port$1242$0 , \
     .i__payload(i__payload),
     .i__ready(\i__ready$6 ),
     .i__valid(i__valid),
-    .\port$1242$0 (\$3 ),
-    .\port$1245$0 (\$4 ),
+    .\port$1536$0 (\$3 ),
+    .\port$1539$0 (\$4 ),
     .rst(rst),
     .stat_en(stat_en),
     .stat_first(stat_first),
@@ -24255,8 +24704,8 @@ module \nanomamba_accel.spectral (clk, rst, i__ready, rd__full, \port$1242$0 , \
   assign \rd__sq$42  = rd__sq;
   assign \rd__sum$44  = rd__sum;
   assign \rd__t$46  = rd__t;
-  assign \port$1242$0  = \$3 ;
-  assign \port$1245$0  = \$4 ;
+  assign \port$1536$0  = \$3 ;
+  assign \port$1539$0  = \$4 ;
   assign \i__payload.data  = i__payload[23:0];
   assign \i__payload.first  = i__payload[24];
   assign \i__payload.last  = i__payload[25];
@@ -32736,15 +33185,15 @@ module \nanomamba_accel.spectral.buffer (rst, wr_ok, rd__full, rp__data, \rp__da
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$1242$0 , \port$1245$0 , i__payload, i__ready, fb_re, fb_addr, fb_we, fb_wdata, stat_en, stat_m, stat_x, stat_first, fb_done, clip_start);
+module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$1536$0 , \port$1539$0 , i__payload, i__ready, fb_re, fb_addr, fb_we, fb_wdata, stat_en, stat_m, stat_x, stat_first, fb_done, clip_start);
   reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [9:0] \$100 ;
-  wire [8:0] \$101 ;
-  wire [9:0] \$102 ;
-  wire [8:0] \$103 ;
-  wire [9:0] \$104 ;
+  wire [11:0] \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire [9:0] \$103 ;
+  wire \$104 ;
   wire \$105 ;
   wire [9:0] \$106 ;
   wire \$107 ;
@@ -32755,28 +33204,28 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$124
   wire \$111 ;
   wire \$112 ;
   wire [9:0] \$113 ;
-  wire [8:0] \$114 ;
-  wire [9:0] \$115 ;
-  wire [10:0] \$116 ;
-  wire [11:0] \$117 ;
-  wire [11:0] \$118 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire \$116 ;
+  wire \$117 ;
+  wire \$118 ;
   wire \$119 ;
   wire \$12 ;
   wire \$120 ;
-  wire [9:0] \$121 ;
+  wire \$121 ;
   wire \$122 ;
   wire \$123 ;
-  wire [9:0] \$124 ;
+  wire \$124 ;
   wire \$125 ;
   wire \$126 ;
   wire \$127 ;
-  wire \$128 ;
-  wire [32:0] \$129 ;
+  wire [9:0] \$128 ;
+  wire \$129 ;
   wire \$13 ;
-  wire [16:0] \$130 ;
+  wire \$130 ;
   wire \$131 ;
   wire \$132 ;
-  wire [9:0] \$133 ;
+  wire \$133 ;
   wire \$134 ;
   wire \$135 ;
   wire \$136 ;
@@ -32788,22 +33237,22 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$124
   wire \$141 ;
   wire \$142 ;
   wire \$143 ;
-  wire \$144 ;
+  wire [6:0] \$144 ;
   wire \$145 ;
-  wire [32:0] \$146 ;
-  wire [16:0] \$147 ;
+  wire \$146 ;
+  wire [12:0] \$147 ;
   wire \$148 ;
   wire \$149 ;
   wire \$15 ;
-  wire [9:0] \$150 ;
-  wire \$151 ;
+  wire [43:0] \$150 ;
+  wire [43:0] \$151 ;
   wire \$152 ;
   wire \$153 ;
-  wire \$154 ;
-  wire \$155 ;
+  wire [21:0] \$154 ;
+  wire [21:0] \$155 ;
   wire \$156 ;
   wire \$157 ;
-  wire \$158 ;
+  wire [12:0] \$158 ;
   wire \$159 ;
   wire \$16 ;
   wire \$160 ;
@@ -32812,24 +33261,24 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$124
   wire \$163 ;
   wire \$164 ;
   wire \$165 ;
-  wire [6:0] \$166 ;
+  wire \$166 ;
   wire \$167 ;
   wire \$168 ;
-  wire [12:0] \$169 ;
+  wire \$169 ;
   wire [8:0] \$17 ;
   wire \$170 ;
   wire \$171 ;
-  wire [20:0] \$172 ;
-  wire [43:0] \$173 ;
-  wire [43:0] \$174 ;
+  wire \$172 ;
+  wire \$173 ;
+  wire \$174 ;
   wire \$175 ;
   wire \$176 ;
-  wire [21:0] \$177 ;
-  wire [21:0] \$178 ;
+  wire \$177 ;
+  wire \$178 ;
   wire \$179 ;
   wire \$18 ;
   wire \$180 ;
-  wire [12:0] \$181 ;
+  wire \$181 ;
   wire \$182 ;
   wire \$183 ;
   wire \$184 ;
@@ -32848,386 +33297,676 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$124
   wire \$196 ;
   wire \$197 ;
   wire \$198 ;
-  wire [55:0] \$199 ;
+  wire \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire [56:0] \$200 ;
+  wire \$200 ;
   wire \$201 ;
-  wire [3:0] \$202 ;
-  wire [3:0] \$203 ;
-  wire [9:0] \$204 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
   wire \$205 ;
-  wire [8:0] \$206 ;
-  wire \$207 ;
-  wire \$208 ;
-  wire \$209 ;
+  wire [1:0] \$206 ;
+  wire [1:0] \$207 ;
+  wire [1:0] \$208 ;
+  wire [1:0] \$209 ;
   wire [9:0] \$21 ;
   wire \$210 ;
-  wire \$211 ;
+  wire [1:0] \$211 ;
   wire \$212 ;
-  wire \$213 ;
-  wire \$214 ;
-  wire \$215 ;
-  wire \$216 ;
-  wire \$217 ;
-  wire \$218 ;
-  wire \$219 ;
+  wire [1:0] \$213 ;
+  wire [2:0] \$214 ;
+  wire [2:0] \$215 ;
+  wire [2:0] \$216 ;
+  wire [2:0] \$217 ;
+  wire [3:0] \$218 ;
+  wire [3:0] \$219 ;
   wire [8:0] \$22 ;
-  wire \$220 ;
-  wire [12:0] \$221 ;
-  wire \$222 ;
-  wire \$223 ;
-  wire [12:0] \$224 ;
-  wire \$225 ;
-  wire \$226 ;
-  wire [6:0] \$227 ;
-  wire \$228 ;
-  wire \$229 ;
+  wire [1:0] \$220 ;
+  wire [3:0] \$221 ;
+  wire [1:0] \$222 ;
+  wire [3:0] \$223 ;
+  wire [2:0] \$224 ;
+  wire [3:0] \$225 ;
+  wire [2:0] \$226 ;
+  wire [3:0] \$227 ;
+  wire [1:0] \$228 ;
+  wire [3:0] \$229 ;
   wire [9:0] \$23 ;
-  wire \$230 ;
-  wire [15:0] \$231 ;
-  wire [12:0] \$232 ;
-  wire [6:0] \$233 ;
-  wire \$234 ;
-  wire \$235 ;
-  wire \$236 ;
-  wire \$237 ;
-  wire \$238 ;
-  wire \$239 ;
+  wire [2:0] \$230 ;
+  wire [3:0] \$231 ;
+  wire [2:0] \$232 ;
+  wire [3:0] \$233 ;
+  wire [2:0] \$234 ;
+  wire [3:0] \$235 ;
+  wire [1:0] \$236 ;
+  wire [3:0] \$237 ;
+  wire [2:0] \$238 ;
+  wire [23:0] \$239 ;
   wire \$24 ;
-  wire \$240 ;
-  wire \$241 ;
-  wire \$242 ;
-  wire \$243 ;
-  wire \$244 ;
-  wire \$245 ;
-  wire \$246 ;
-  wire [9:0] \$247 ;
-  wire \$248 ;
-  wire \$249 ;
+  wire [43:0] \$240 ;
+  wire [43:0] \$241 ;
+  wire [31:0] \$242 ;
+  wire [44:0] \$243 ;
+  wire [15:0] \$244 ;
+  wire [44:0] \$245 ;
+  wire [33:0] \$246 ;
+  wire [44:0] \$247 ;
+  wire [39:0] \$248 ;
+  wire [44:0] \$249 ;
   wire \$25 ;
-  wire \$250 ;
-  wire [2:0] \$251 ;
-  wire [2:0] \$252 ;
-  wire [6:0] \$253 ;
-  wire \$254 ;
-  wire \$255 ;
+  wire [39:0] \$250 ;
+  wire [44:0] \$251 ;
+  wire [33:0] \$252 ;
+  wire [44:0] \$253 ;
+  wire [31:0] \$254 ;
+  wire [44:0] \$255 ;
   wire \$256 ;
   wire \$257 ;
-  wire [5:0] \$258 ;
-  wire \$259 ;
+  wire [43:0] \$258 ;
+  wire [43:0] \$259 ;
   wire \$26 ;
-  wire \$260 ;
-  wire [5:0] \$261 ;
-  wire [5:0] \$262 ;
-  wire \$263 ;
-  wire [6:0] \$264 ;
-  wire \$265 ;
-  wire \$266 ;
-  wire \$267 ;
-  wire \$268 ;
-  wire \$269 ;
+  wire [43:0] \$260 ;
+  wire [44:0] \$261 ;
+  wire [27:0] \$262 ;
+  wire [44:0] \$263 ;
+  wire [27:0] \$264 ;
+  wire [44:0] \$265 ;
+  wire [31:0] \$266 ;
+  wire [44:0] \$267 ;
+  wire [33:0] \$268 ;
+  wire [44:0] \$269 ;
   wire \$27 ;
-  wire \$270 ;
-  wire [33:0] \$271 ;
-  wire [34:0] \$272 ;
-  wire \$273 ;
-  wire [33:0] \$274 ;
-  wire \$275 ;
-  wire [27:0] \$276 ;
-  wire [34:0] \$277 ;
-  wire \$278 ;
-  wire \$279 ;
+  wire [42:0] \$270 ;
+  wire [44:0] \$271 ;
+  wire [33:0] \$272 ;
+  wire [44:0] \$273 ;
+  wire [31:0] \$274 ;
+  wire [44:0] \$275 ;
+  wire [33:0] \$276 ;
+  wire [44:0] \$277 ;
+  wire [42:0] \$278 ;
+  wire [44:0] \$279 ;
   wire \$28 ;
-  wire [34:0] \$280 ;
-  wire [35:0] \$281 ;
+  wire [33:0] \$280 ;
+  wire \$281 ;
   wire \$282 ;
   wire \$283 ;
-  wire \$284 ;
-  wire \$285 ;
+  wire [31:0] \$284 ;
+  wire [31:0] \$285 ;
   wire \$286 ;
-  wire \$287 ;
+  wire [31:0] \$287 ;
   wire \$288 ;
-  wire \$289 ;
+  wire [31:0] \$289 ;
   wire \$29 ;
   wire \$290 ;
-  wire \$291 ;
+  wire [31:0] \$291 ;
   wire \$292 ;
-  wire \$293 ;
-  wire \$294 ;
-  wire \$295 ;
-  wire \$296 ;
-  wire \$297 ;
+  wire [31:0] \$293 ;
+  wire [31:0] \$294 ;
+  wire [31:0] \$295 ;
+  wire [31:0] \$296 ;
+  wire [31:0] \$297 ;
   wire \$298 ;
-  wire \$299 ;
+  wire [31:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
-  wire [3:0] \$300 ;
-  wire \$301 ;
+  wire \$300 ;
+  wire [31:0] \$301 ;
   wire \$302 ;
-  wire \$303 ;
-  wire [7:0] \$304 ;
-  wire [12:0] \$305 ;
-  wire [3:0] \$306 ;
-  wire \$307 ;
+  wire [31:0] \$303 ;
+  wire \$304 ;
+  wire [31:0] \$305 ;
+  wire \$306 ;
+  wire [31:0] \$307 ;
   wire \$308 ;
-  wire \$309 ;
+  wire [31:0] \$309 ;
   wire [17:0] \$31 ;
-  wire [7:0] \$310 ;
-  wire [12:0] \$311 ;
-  wire [3:0] \$312 ;
-  wire [12:0] \$313 ;
-  reg [57:0] \$314 ;
-  reg [2:0] \$315 ;
-  reg [8:0] \$316 ;
-  reg \$317 ;
-  reg \$318 ;
-  reg \$319 ;
+  wire \$310 ;
+  wire [31:0] \$311 ;
+  wire \$312 ;
+  wire [31:0] \$313 ;
+  wire \$314 ;
+  wire [31:0] \$315 ;
+  wire \$316 ;
+  wire [31:0] \$317 ;
+  wire \$318 ;
+  wire [31:0] \$319 ;
   wire [17:0] \$32 ;
-  reg \$320 ;
-  reg \$321 ;
-  reg \$322 ;
-  reg \$323 ;
-  reg \$324 ;
-  reg \$325 ;
-  reg \$326 ;
-  reg \$327 ;
-  reg \$328 ;
-  reg \$329 ;
+  wire \$320 ;
+  wire \$321 ;
+  wire \$322 ;
+  wire \$323 ;
+  wire \$324 ;
+  wire \$325 ;
+  wire \$326 ;
+  wire \$327 ;
+  wire \$328 ;
+  wire \$329 ;
   wire \$33 ;
-  reg \$330 ;
-  reg \$331 ;
-  reg \$332 ;
-  reg \$333 ;
-  reg \$334 ;
-  reg \$335 ;
-  reg \$336 ;
-  reg \$337 ;
-  reg \$338 ;
-  reg \$339 ;
+  wire \$330 ;
+  wire \$331 ;
+  wire \$332 ;
+  wire \$333 ;
+  wire \$334 ;
+  wire \$335 ;
+  wire \$336 ;
+  wire \$337 ;
+  wire \$338 ;
+  wire \$339 ;
   wire \$34 ;
-  reg \$340 ;
-  reg \$341 ;
-  reg \$342 ;
-  reg \$343 ;
-  reg \$344 ;
-  reg \$345 ;
-  reg [7:0] \$346 ;
-  reg [7:0] \$347 ;
-  reg \$348 ;
-  reg [11:0] \$349 ;
+  wire \$340 ;
+  wire \$341 ;
+  wire \$342 ;
+  wire \$343 ;
+  wire \$344 ;
+  wire [19:0] \$345 ;
+  wire [19:0] \$346 ;
+  wire \$347 ;
+  wire [19:0] \$348 ;
+  wire [19:0] \$349 ;
   wire \$35 ;
-  reg [23:0] \$350 ;
-  reg [23:0] \$351 ;
-  reg [15:0] \$352 ;
-  reg [15:0] \$353 ;
-  reg [15:0] \$354 ;
-  reg [15:0] \$355 ;
-  reg [15:0] \$356 ;
-  reg [15:0] \$357 ;
-  reg [15:0] \$358 ;
-  reg [15:0] \$359 ;
+  wire [20:0] \$350 ;
+  wire \$351 ;
+  wire [20:0] \$352 ;
+  wire [19:0] \$353 ;
+  wire [20:0] \$354 ;
+  wire \$355 ;
+  wire [20:0] \$356 ;
+  wire [19:0] \$357 ;
+  wire [20:0] \$358 ;
+  wire [23:0] \$359 ;
   wire [26:0] \$36 ;
-  reg [15:0] \$360 ;
-  reg [15:0] \$361 ;
-  reg [15:0] \$362 ;
-  reg [15:0] \$363 ;
-  reg [15:0] \$364 ;
-  reg [15:0] \$365 ;
-  reg [15:0] \$366 ;
-  reg [15:0] \$367 ;
-  reg [15:0] \$368 ;
-  reg [15:0] \$369 ;
+  wire [29:0] \$360 ;
+  wire [29:0] \$361 ;
+  wire [27:0] \$362 ;
+  wire [29:0] \$363 ;
+  wire [27:0] \$364 ;
+  wire [29:0] \$365 ;
+  wire [27:0] \$366 ;
+  wire [29:0] \$367 ;
+  wire [34:0] \$368 ;
+  wire [34:0] \$369 ;
   wire [28:0] \$37 ;
-  reg [15:0] \$370 ;
-  reg \$371 ;
-  reg \$372 ;
-  reg \$373 ;
-  reg \$374 ;
-  reg \$375 ;
-  reg \$376 ;
-  reg \$377 ;
-  reg \$378 ;
-  reg \$379 ;
+  wire [33:0] \$370 ;
+  wire [34:0] \$371 ;
+  wire [33:0] \$372 ;
+  wire [34:0] \$373 ;
+  wire [42:0] \$374 ;
+  wire \$375 ;
+  wire [42:0] \$376 ;
+  wire [43:0] \$377 ;
+  wire [43:0] \$378 ;
+  wire [43:0] \$379 ;
   wire \$38 ;
-  reg \$380 ;
-  reg \$381 ;
-  reg \$382 ;
-  reg \$383 ;
-  reg \$384 ;
-  reg \$385 ;
-  reg \$386 ;
-  reg \$387 ;
-  reg \$388 ;
-  reg \$389 ;
+  wire [43:0] \$380 ;
+  wire [16:0] \$381 ;
+  wire [43:0] \$382 ;
+  wire [32:0] \$383 ;
+  wire [32:0] \$384 ;
+  wire [43:0] \$385 ;
+  wire [31:0] \$386 ;
+  wire [43:0] \$387 ;
+  wire [31:0] \$388 ;
+  wire [43:0] \$389 ;
   wire \$39 ;
-  reg [27:0] \$390 ;
-  reg [27:0] \$391 ;
-  reg [5:0] \$392 ;
-  reg [31:0] \$393 ;
-  reg [31:0] \$394 ;
-  reg [21:0] \$395 ;
-  reg \$396 ;
-  reg [15:0] \$397 ;
-  reg [11:0] \$398 ;
-  reg [5:0] \$399 ;
+  wire [32:0] \$390 ;
+  wire [32:0] \$391 ;
+  wire [43:0] \$392 ;
+  wire [31:0] \$393 ;
+  wire [43:0] \$394 ;
+  wire [31:0] \$395 ;
+  wire [43:0] \$396 ;
+  wire [20:0] \$397 ;
+  wire [20:0] \$398 ;
+  wire [43:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
-  reg \$400 ;
-  reg \$401 ;
-  reg \$402 ;
-  reg \$403 ;
-  reg \$404 ;
-  reg \$405 ;
-  reg [11:0] \$406 ;
-  reg [11:0] \$407 ;
-  reg [11:0] \$408 ;
-  reg [11:0] \$409 ;
+  wire [16:0] \$400 ;
+  wire \$401 ;
+  wire [11:0] \$402 ;
+  wire [11:0] \$403 ;
+  wire [16:0] \$404 ;
+  wire [12:0] \$405 ;
+  wire [16:0] \$406 ;
+  wire [16:0] \$407 ;
+  wire [16:0] \$408 ;
+  wire [16:0] \$409 ;
   wire \$41 ;
-  reg [11:0] \$410 ;
-  reg [11:0] \$411 ;
-  reg [15:0] \$412 ;
-  reg \$413 ;
-  reg \$414 ;
-  reg \$415 ;
-  reg \$416 ;
-  reg \$417 ;
-  reg [8:0] \$418 ;
-  reg \$419 ;
-  wire [27:0] \$42 ;
-  reg [8:0] \$420 ;
-  reg [8:0] \$421 ;
-  reg [8:0] \$422 ;
-  reg [8:0] \$423 ;
-  reg [27:0] \$424 ;
-  reg \$425 ;
-  reg \$426 ;
-  reg \$427 ;
-  reg \$428 ;
-  reg \$429 ;
+  wire [16:0] \$410 ;
+  wire [16:0] \$411 ;
+  wire [16:0] \$412 ;
+  wire [3:0] \$413 ;
+  wire [16:0] \$414 ;
+  wire [3:0] \$415 ;
+  wire [16:0] \$416 ;
+  wire [16:0] \$417 ;
+  wire [16:0] \$418 ;
+  wire [17:0] \$419 ;
+  wire \$42 ;
+  wire [12:0] \$420 ;
+  wire [17:0] \$421 ;
+  wire [16:0] \$422 ;
+  wire [16:0] \$423 ;
+  wire [17:0] \$424 ;
+  wire [17:0] \$425 ;
+  wire [17:0] \$426 ;
+  wire [16:0] \$427 ;
+  wire [17:0] \$428 ;
+  wire [16:0] \$429 ;
   wire \$43 ;
-  reg \$430 ;
-  reg \$431 ;
-  reg \$432 ;
-  reg [5:0] \$433 ;
-  reg [5:0] \$434 ;
-  reg [5:0] \$435 ;
-  reg [5:0] \$436 ;
-  reg [5:0] \$437 ;
-  reg [5:0] \$438 ;
-  reg [5:0] \$439 ;
+  wire [16:0] \$430 ;
+  wire [17:0] \$431 ;
+  wire [17:0] \$432 ;
+  wire [17:0] \$433 ;
+  wire [16:0] \$434 ;
+  wire [17:0] \$435 ;
+  wire [15:0] \$436 ;
+  wire \$437 ;
+  wire \$438 ;
+  wire [27:0] \$439 ;
   wire \$44 ;
-  reg [5:0] \$440 ;
-  reg [2:0] \$441 ;
-  reg [1:0] \$442 ;
-  reg [5:0] \$443 ;
-  reg [4:0] \$444 ;
-  reg [33:0] \$445 ;
-  reg [35:0] \$446 ;
-  reg \$447 ;
-  reg [31:0] \$448 ;
-  reg [15:0] \$449 ;
+  wire [43:0] \$440 ;
+  wire \$441 ;
+  wire \$442 ;
+  wire [27:0] \$443 ;
+  wire [43:0] \$444 ;
+  wire [43:0] \$445 ;
+  wire [3:0] \$446 ;
+  wire [43:0] \$447 ;
+  wire [15:0] \$448 ;
+  wire [43:0] \$449 ;
   wire \$45 ;
-  reg [15:0] \$450 ;
-  reg [4:0] \$451 ;
-  reg [5:0] \$452 ;
-  reg [27:0] \$453 ;
-  reg [13:0] \$454 ;
-  reg [33:0] \$455 ;
-  reg [33:0] \$456 ;
-  reg [33:0] \$457 ;
-  reg [34:0] \$458 ;
-  reg [27:0] \$459 ;
-  wire [11:0] \$46 ;
-  reg [35:0] \$460 ;
-  reg [35:0] \$461 ;
-  reg [35:0] \$462 ;
-  reg [35:0] \$463 ;
-  reg [35:0] \$464 ;
-  reg [35:0] \$465 ;
-  reg [31:0] \$466 ;
-  reg [19:0] \$467 ;
-  reg [6:0] \$468 ;
-  reg [11:0] \$469 ;
+  wire [16:0] \$450 ;
+  wire [43:0] \$451 ;
+  wire [40:0] \$452 ;
+  wire [43:0] \$453 ;
+  wire \$454 ;
+  wire [43:0] \$455 ;
+  wire [35:0] \$456 ;
+  wire [43:0] \$457 ;
+  wire [30:0] \$458 ;
+  wire [43:0] \$459 ;
+  wire \$46 ;
+  wire [27:0] \$460 ;
+  wire [44:0] \$461 ;
+  wire [47:0] \$462 ;
+  wire [48:0] \$463 ;
+  wire [47:0] \$464 ;
+  wire [48:0] \$465 ;
+  wire [15:0] \$466 ;
+  wire [48:0] \$467 ;
+  wire [47:0] \$468 ;
+  wire [48:0] \$469 ;
   wire \$47 ;
-  reg [2:0] \$470 ;
-  reg [2:0] \$471 ;
-  reg [2:0] \$472 ;
-  reg [11:0] \$473 ;
+  wire [47:0] \$470 ;
+  wire [48:0] \$471 ;
+  wire [15:0] \$472 ;
+  wire [48:0] \$473 ;
+  wire [34:0] \$474 ;
+  wire [48:0] \$475 ;
+  wire \$476 ;
+  wire \$477 ;
+  wire \$478 ;
+  wire \$479 ;
   wire \$48 ;
-  wire [27:0] \$49 ;
+  wire \$480 ;
+  wire \$481 ;
+  wire \$482 ;
+  wire \$483 ;
+  wire \$484 ;
+  wire \$485 ;
+  wire \$486 ;
+  wire \$487 ;
+  wire \$488 ;
+  wire [55:0] \$489 ;
+  wire \$49 ;
+  wire [56:0] \$490 ;
+  wire \$491 ;
+  wire [3:0] \$492 ;
+  wire [3:0] \$493 ;
+  wire [9:0] \$494 ;
+  wire \$495 ;
+  wire [8:0] \$496 ;
+  wire \$497 ;
+  wire \$498 ;
+  wire \$499 ;
   wire \$5 ;
   wire \$50 ;
+  wire \$500 ;
+  wire \$501 ;
+  wire \$502 ;
+  wire \$503 ;
+  wire \$504 ;
+  wire \$505 ;
+  wire \$506 ;
+  wire \$507 ;
+  wire \$508 ;
+  wire \$509 ;
   wire \$51 ;
+  wire \$510 ;
+  wire [12:0] \$511 ;
+  wire \$512 ;
+  wire \$513 ;
+  wire [12:0] \$514 ;
+  wire \$515 ;
+  wire \$516 ;
+  wire [6:0] \$517 ;
+  wire \$518 ;
+  wire \$519 ;
   wire \$52 ;
+  wire \$520 ;
+  wire [15:0] \$521 ;
+  wire [12:0] \$522 ;
+  wire [6:0] \$523 ;
+  wire \$524 ;
+  wire \$525 ;
+  wire \$526 ;
+  wire \$527 ;
+  wire \$528 ;
+  wire \$529 ;
   wire \$53 ;
+  wire \$530 ;
+  wire \$531 ;
+  wire \$532 ;
+  wire \$533 ;
+  wire \$534 ;
+  wire \$535 ;
+  wire \$536 ;
+  wire [9:0] \$537 ;
+  wire \$538 ;
+  wire \$539 ;
   wire \$54 ;
+  wire \$540 ;
+  wire [2:0] \$541 ;
+  wire [2:0] \$542 ;
+  wire [6:0] \$543 ;
+  wire \$544 ;
+  wire \$545 ;
+  wire \$546 ;
+  wire \$547 ;
+  wire [5:0] \$548 ;
+  wire \$549 ;
   wire \$55 ;
+  wire \$550 ;
+  wire [5:0] \$551 ;
+  wire [5:0] \$552 ;
+  wire \$553 ;
+  wire [6:0] \$554 ;
+  wire \$555 ;
+  wire \$556 ;
+  wire \$557 ;
+  wire \$558 ;
+  wire \$559 ;
   wire \$56 ;
+  wire \$560 ;
+  wire [33:0] \$561 ;
+  wire [34:0] \$562 ;
+  wire \$563 ;
+  wire [33:0] \$564 ;
+  wire \$565 ;
+  wire [27:0] \$566 ;
+  wire [34:0] \$567 ;
+  wire \$568 ;
+  wire \$569 ;
   wire \$57 ;
-  wire \$58 ;
+  wire [34:0] \$570 ;
+  wire [35:0] \$571 ;
+  wire \$572 ;
+  wire \$573 ;
+  wire \$574 ;
+  wire \$575 ;
+  wire \$576 ;
+  wire \$577 ;
+  wire \$578 ;
+  wire \$579 ;
+  wire [9:0] \$58 ;
+  wire \$580 ;
+  wire \$581 ;
+  wire \$582 ;
+  wire \$583 ;
+  wire \$584 ;
+  wire \$585 ;
+  wire \$586 ;
+  wire \$587 ;
+  wire \$588 ;
+  wire \$589 ;
   wire \$59 ;
+  wire [3:0] \$590 ;
+  wire \$591 ;
+  wire \$592 ;
+  wire \$593 ;
+  wire [7:0] \$594 ;
+  wire [12:0] \$595 ;
+  wire [3:0] \$596 ;
+  wire \$597 ;
+  wire \$598 ;
+  wire \$599 ;
   wire \$6 ;
-  wire \$60 ;
+  wire [27:0] \$60 ;
+  wire [7:0] \$600 ;
+  wire [12:0] \$601 ;
+  wire [3:0] \$602 ;
+  wire [12:0] \$603 ;
+  reg [57:0] \$604 ;
+  reg [2:0] \$605 ;
+  reg [8:0] \$606 ;
+  reg \$607 ;
+  reg \$608 ;
+  reg \$609 ;
   wire \$61 ;
+  reg \$610 ;
+  reg \$611 ;
+  reg \$612 ;
+  reg \$613 ;
+  reg \$614 ;
+  reg \$615 ;
+  reg \$616 ;
+  reg \$617 ;
+  reg \$618 ;
+  reg \$619 ;
   wire \$62 ;
+  reg \$620 ;
+  reg \$621 ;
+  reg \$622 ;
+  reg \$623 ;
+  reg \$624 ;
+  reg \$625 ;
+  reg \$626 ;
+  reg \$627 ;
+  reg \$628 ;
+  reg \$629 ;
   wire \$63 ;
+  reg \$630 ;
+  reg \$631 ;
+  reg \$632 ;
+  reg \$633 ;
+  reg \$634 ;
+  reg \$635 ;
+  reg [7:0] \$636 ;
+  reg [7:0] \$637 ;
+  reg \$638 ;
+  reg [11:0] \$639 ;
   wire \$64 ;
+  reg [23:0] \$640 ;
+  reg [23:0] \$641 ;
+  reg [15:0] \$642 ;
+  reg [15:0] \$643 ;
+  reg [15:0] \$644 ;
+  reg [15:0] \$645 ;
+  reg [15:0] \$646 ;
+  reg [15:0] \$647 ;
+  reg [15:0] \$648 ;
+  reg [15:0] \$649 ;
   wire \$65 ;
-  wire [9:0] \$66 ;
+  reg [15:0] \$650 ;
+  reg [15:0] \$651 ;
+  reg [15:0] \$652 ;
+  reg [15:0] \$653 ;
+  reg [15:0] \$654 ;
+  reg [15:0] \$655 ;
+  reg [15:0] \$656 ;
+  reg [15:0] \$657 ;
+  reg [15:0] \$658 ;
+  reg [15:0] \$659 ;
+  wire \$66 ;
+  reg [15:0] \$660 ;
+  reg \$661 ;
+  reg \$662 ;
+  reg \$663 ;
+  reg \$664 ;
+  reg \$665 ;
+  reg \$666 ;
+  reg \$667 ;
+  reg \$668 ;
+  reg \$669 ;
   wire \$67 ;
-  wire [27:0] \$68 ;
+  reg \$670 ;
+  reg \$671 ;
+  reg \$672 ;
+  reg \$673 ;
+  reg \$674 ;
+  reg \$675 ;
+  reg \$676 ;
+  reg \$677 ;
+  reg \$678 ;
+  reg \$679 ;
+  wire \$68 ;
+  reg [27:0] \$680 ;
+  reg [27:0] \$681 ;
+  reg [5:0] \$682 ;
+  reg [31:0] \$683 ;
+  reg [31:0] \$684 ;
+  reg [21:0] \$685 ;
+  reg \$686 ;
+  reg [15:0] \$687 ;
+  reg [11:0] \$688 ;
+  reg [5:0] \$689 ;
   wire \$69 ;
+  reg \$690 ;
+  reg \$691 ;
+  reg \$692 ;
+  reg \$693 ;
+  reg \$694 ;
+  reg \$695 ;
+  reg [11:0] \$696 ;
+  reg [11:0] \$697 ;
+  reg [11:0] \$698 ;
+  reg [11:0] \$699 ;
   wire \$7 ;
   wire \$70 ;
+  reg [11:0] \$700 ;
+  reg [11:0] \$701 ;
+  reg [15:0] \$702 ;
+  reg \$703 ;
+  reg \$704 ;
+  reg \$705 ;
+  reg \$706 ;
+  reg \$707 ;
+  reg [8:0] \$708 ;
+  reg \$709 ;
   wire \$71 ;
+  reg [8:0] \$710 ;
+  reg [8:0] \$711 ;
+  reg [8:0] \$712 ;
+  reg [8:0] \$713 ;
+  reg [27:0] \$714 ;
+  reg \$715 ;
+  reg \$716 ;
+  reg \$717 ;
+  reg \$718 ;
+  reg \$719 ;
   wire \$72 ;
+  reg \$720 ;
+  reg \$721 ;
+  reg \$722 ;
+  reg [5:0] \$723 ;
+  reg [5:0] \$724 ;
+  reg [5:0] \$725 ;
+  reg [5:0] \$726 ;
+  reg [5:0] \$727 ;
+  reg [5:0] \$728 ;
+  reg [5:0] \$729 ;
   wire \$73 ;
+  reg [5:0] \$730 ;
+  reg [2:0] \$731 ;
+  reg [1:0] \$732 ;
+  reg [5:0] \$733 ;
+  reg [4:0] \$734 ;
+  reg [33:0] \$735 ;
+  reg [35:0] \$736 ;
+  reg \$737 ;
+  reg [31:0] \$738 ;
+  reg [15:0] \$739 ;
   wire \$74 ;
+  reg [15:0] \$740 ;
+  reg [4:0] \$741 ;
+  reg [5:0] \$742 ;
+  reg [27:0] \$743 ;
+  reg [13:0] \$744 ;
+  reg [33:0] \$745 ;
+  reg [33:0] \$746 ;
+  reg [33:0] \$747 ;
+  reg [34:0] \$748 ;
+  reg [27:0] \$749 ;
   wire \$75 ;
+  reg [35:0] \$750 ;
+  reg [35:0] \$751 ;
+  reg [35:0] \$752 ;
+  reg [35:0] \$753 ;
+  reg [35:0] \$754 ;
+  reg [35:0] \$755 ;
+  reg [31:0] \$756 ;
+  reg [19:0] \$757 ;
+  reg [6:0] \$758 ;
+  reg [11:0] \$759 ;
   wire \$76 ;
+  reg [2:0] \$760 ;
+  reg [2:0] \$761 ;
+  reg [2:0] \$762 ;
+  reg [11:0] \$763 ;
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
   wire \$8 ;
   wire \$80 ;
   wire \$81 ;
-  wire \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire \$86 ;
+  wire [9:0] \$82 ;
+  wire [8:0] \$83 ;
+  wire [9:0] \$84 ;
+  wire [8:0] \$85 ;
+  wire [9:0] \$86 ;
   wire \$87 ;
-  wire \$88 ;
+  wire [9:0] \$88 ;
   wire \$89 ;
   wire \$9 ;
-  wire [42:0] \$90 ;
+  wire \$90 ;
   wire \$91 ;
-  wire [42:0] \$92 ;
-  wire [43:0] \$93 ;
-  wire [43:0] \$94 ;
-  wire [16:0] \$95 ;
-  wire \$96 ;
-  wire \$97 ;
-  wire [43:0] \$98 ;
-  wire [43:0] \$99 ;
+  wire \$92 ;
+  wire \$93 ;
+  wire \$94 ;
+  wire [9:0] \$95 ;
+  wire [8:0] \$96 ;
+  wire [9:0] \$97 ;
+  wire [10:0] \$98 ;
+  wire [11:0] \$99 ;
   wire [15:0] \$signal ;
-  reg [37:0] \$signal$59 ;
-  reg [17:0] \$signal$60 ;
-  reg [51:0] \$signal$61 ;
-  reg [31:0] \$signal$92  = 32'd0;
+  reg [31:0] \$signal$181  = 32'd0;
+  wire [37:0] \$signal$195 ;
+  wire [17:0] \$signal$205 ;
+  wire [51:0] \$signal$210 ;
   reg [8:0] \$signature__addr ;
   reg [8:0] \$signature__addr$45 ;
-  reg [8:0] \$signature__addr$76 ;
-  reg [8:0] \$signature__addr$87 ;
+  reg [8:0] \$signature__addr$71 ;
+  reg [8:0] \$signature__addr$82 ;
   wire [35:0] \$signature__data ;
   wire [35:0] \$signature__data$58 ;
-  reg [35:0] \$signature__data$78 ;
-  reg [35:0] \$signature__data$89 ;
+  reg [35:0] \$signature__data$73 ;
+  reg [35:0] \$signature__data$84 ;
   wire \$signature__en ;
   wire \$signature__en$1 ;
-  reg \$signature__en$75 ;
-  reg \$signature__en$86 ;
+  reg \$signature__en$70 ;
+  reg \$signature__en$81 ;
   wire [27:0] E;
   reg [27:0] E_r = 28'h0000000;
   wire bins_done;
@@ -33282,9 +34021,46 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$124
   wire first_frame;
   reg [13:0] flo = 14'h0000;
   wire [21:0] fr;
+  reg fu_use0;
+  reg fu_use1;
+  reg fu_use10;
+  reg fu_use11;
+  reg fu_use12;
+  reg fu_use13;
+  reg fu_use14;
+  reg fu_use15;
+  reg fu_use16;
+  reg fu_use17;
+  reg fu_use18;
+  reg fu_use19;
+  reg fu_use2;
+  reg fu_use3;
+  reg fu_use4;
+  reg fu_use5;
+  reg fu_use6;
+  reg fu_use7;
+  reg fu_use8;
+  reg fu_use9;
   reg [4:0] g = 5'h00;
   reg [57:0] g_p = 58'h000000000000000;
   reg [15:0] g_r = 16'h0000;
+  reg gmul_use0;
+  reg gmul_use1;
+  reg gmul_use10;
+  reg gmul_use11;
+  reg gmul_use12;
+  reg gmul_use13;
+  reg gmul_use14;
+  reg gmul_use15;
+  reg gmul_use16;
+  reg gmul_use2;
+  reg gmul_use3;
+  reg gmul_use4;
+  reg gmul_use5;
+  reg gmul_use6;
+  reg gmul_use7;
+  reg gmul_use8;
+  reg gmul_use9;
   reg half_d1 = 1'h0;
   reg hi;
   reg [33:0] high = 34'h000000000;
@@ -33297,11 +34073,11 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$124
   reg i__ready;
   input i__valid;
   wire i__valid;
-  reg [21:0] i_add;
-  reg [3:0] i_op;
-  reg [33:0] i_sub;
-  reg i_valid;
-  reg [44:0] i_x;
+  wire [21:0] i_add;
+  wire [3:0] i_op;
+  wire [33:0] i_sub;
+  wire i_valid;
+  wire [44:0] i_x;
   reg [8:0] ib = 9'h000;
   reg [8:0] ib_d1 = 9'h000;
   reg [8:0] ib_d2 = 9'h000;
@@ -33364,10 +34140,10 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$124
   reg pcen_run;
   reg [2:0] pcen_state = 3'h0;
   wire [5:0] pmb;
-  input [26:0] \port$1242$0 ;
-  wire [26:0] \port$1242$0 ;
-  input [3:0] \port$1245$0 ;
-  wire [3:0] \port$1245$0 ;
+  input [26:0] \port$1536$0 ;
+  wire [26:0] \port$1536$0 ;
+  input [3:0] \port$1539$0 ;
+  wire [3:0] \port$1539$0 ;
   reg [35:0] pw0 = 36'h000000000;
   reg [35:0] pw1 = 36'h000000000;
   reg [35:0] pw2 = 36'h000000000;
@@ -33986,8 +34762,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$124
     ram_a[511] = 36'h000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$75 )
-      ram_a[\$signature__addr$76 ] <= \$signature__data$78 ;
+    if (\$signature__en$70 )
+      ram_a[\$signature__addr$71 ] <= \$signature__data$73 ;
   end
   reg [35:0] _0_;
   always @(posedge clk) begin
@@ -34511,180 +35287,647 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$124
     ram_b[511] = 36'h000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$86 )
-      ram_b[\$signature__addr$87 ] <= \$signature__data$89 ;
+    if (\$signature__en$81 )
+      ram_b[\$signature__addr$82 ] <= \$signature__data$84 ;
   end
   reg [35:0] _1_;
   always @(posedge clk) begin
     _1_ <= ram_b[\$signature__addr$45 ];
   end
   assign \$signature__data  = _1_;
+  assign \$225  = \$223  | { 1'h0, \$224  };
+  assign \$226  = fu_use13 ? 3'h5 : 3'h0;
+  assign \$227  = \$225  | { 1'h0, \$226  };
+  assign \$228  = fu_use14 ? 2'h3 : 2'h0;
+  assign \$229  = \$227  | { 2'h0, \$228  };
+  assign \$230  = fu_use15 ? 3'h6 : 3'h0;
+  assign \$231  = \$229  | { 1'h0, \$230  };
+  assign \$232  = fu_use16 ? 3'h4 : 3'h0;
+  assign \$233  = \$231  | { 1'h0, \$232  };
+  assign \$234  = fu_use17 ? 3'h5 : 3'h0;
+  assign \$235  = \$233  | { 1'h0, \$234  };
+  assign \$236  = fu_use18 ? 2'h3 : 2'h0;
+  assign \$237  = \$235  | { 2'h0, \$236  };
+  assign \$238  = fu_use19 ? 3'h6 : 3'h0;
+  assign i_op = \$237  | { 1'h0, \$238  };
+  assign \$239  = fu_use0 ? x1 : 24'h000000;
+  assign \$240  = fu_use1 ? g_p[43:0] : 44'h00000000000;
+  assign \$241  = { 20'h00000, \$239  } | \$240 ;
+  assign \$242  = fu_use2 ? \$signal$181  : 32'd0;
+  assign \$243  = { 1'h0, \$241  } | { \$242 [31], \$242 [31], \$242 [31], \$242 [31], \$242 [31], \$242 [31], \$242 [31], \$242 [31], \$242 [31], \$242 [31], \$242 [31], \$242 [31], \$242 [31], \$242  };
+  assign \$244  = fu_use3 ? snm : 16'h0000;
+  assign \$245  = \$243  | { 29'h00000000, \$244  };
+  assign \$246  = fu_use4 ? sumE : 34'h000000000;
+  assign \$247  = \$245  | { 11'h000, \$246  };
+  assign \$248  = fu_use5 ? g_p[39:0] : 40'h0000000000;
+  assign \$249  = \$247  | { 5'h00, \$248  };
+  assign \$250  = fu_use6 ? g_p[39:0] : 40'h0000000000;
+  assign \$251  = \$249  | { 5'h00, \$250  };
+  assign \$252  = fu_use7 ? meanr : 34'h000000000;
+  assign \$253  = \$251  | { \$252 [33], \$252 [33], \$252 [33], \$252 [33], \$252 [33], \$252 [33], \$252 [33], \$252 [33], \$252 [33], \$252 [33], \$252 [33], \$252  };
+  assign \$254  = fu_use8 ? lnum : 32'd0;
+  assign \$255  = \$253  | { \$254 [31], \$254 [31], \$254 [31], \$254 [31], \$254 [31], \$254 [31], \$254 [31], \$254 [31], \$254 [31], \$254 [31], \$254 [31], \$254 [31], \$254 [31], \$254  };
+  assign \$256  = $signed(g_p[57:14]) > $signed(16'h7fff);
+  assign \$257  = $signed(g_p[57:14]) < $signed(16'h8000);
+  assign \$258  = \$257  ? 44'hfffffff8000 : g_p[57:14];
+  assign \$259  = \$256  ? 44'h00000007fff : \$258 ;
+  assign \$260  = fu_use9 ? \$259  : 44'h00000000000;
+  assign \$261  = \$255  | { \$260 [43], \$260  };
+  assign \$262  = fu_use10 ? E : 28'h0000000;
+  assign \$263  = \$261  | { 17'h00000, \$262  };
+  assign \$264  = fu_use11 ? \$signature__data [27:0] : 28'h0000000;
+  assign \$265  = \$263  | { 17'h00000, \$264  };
+  assign \$266  = fu_use12 ? g_p[47:16] : 32'd0;
+  assign \$267  = \$265  | { 13'h0000, \$266  };
+  assign \$268  = fu_use13 ? g_p[49:16] : 34'h000000000;
+  assign \$269  = \$267  | { \$268 [33], \$268 [33], \$268 [33], \$268 [33], \$268 [33], \$268 [33], \$268 [33], \$268 [33], \$268 [33], \$268 [33], \$268 [33], \$268  };
+  assign \$270  = fu_use14 ? o_exp : 43'h00000000000;
+  assign \$271  = \$269  | { \$270 [42], \$270 [42], \$270  };
+  assign \$272  = fu_use15 ? g_p[49:16] : 34'h000000000;
+  assign \$273  = \$271  | { \$272 [33], \$272 [33], \$272 [33], \$272 [33], \$272 [33], \$272 [33], \$272 [33], \$272 [33], \$272 [33], \$272 [33], \$272 [33], \$272  };
+  assign \$274  = fu_use16 ? g_p[47:16] : 32'd0;
+  assign \$275  = \$273  | { 13'h0000, \$274  };
+  assign \$276  = fu_use17 ? g_p[49:16] : 34'h000000000;
+  assign \$277  = \$275  | { \$276 [33], \$276 [33], \$276 [33], \$276 [33], \$276 [33], \$276 [33], \$276 [33], \$276 [33], \$276 [33], \$276 [33], \$276 [33], \$276  };
+  assign \$278  = fu_use18 ? o_exp : 43'h00000000000;
+  assign \$279  = \$277  | { \$278 [42], \$278 [42], \$278  };
+  assign \$280  = fu_use19 ? g_p[49:16] : 34'h000000000;
+  assign i_x = \$279  | { \$280 [33], \$280 [33], \$280 [33], \$280 [33], \$280 [33], \$280 [33], \$280 [33], \$280 [33], \$280 [33], \$280 [33], \$280 [33], \$280  };
+  assign \$284  = fu_use2 ? ld : 32'd0;
+  assign \$294  = fu_use7 ? o_lp : 32'd0;
+  assign \$295  = \$293  | \$294 ;
+  assign \$296  = fu_use8 ? o_lp : 32'd0;
+  assign \$297  = \$295  | \$296 ;
+  assign \$345  = fu_use13 ? { pw2[1:0], pw1[35:18] } : 20'h00000;
+  assign \$349  = fu_use15 ? pw2[21:2] : 20'h00000;
+  assign \$350  = { 1'h0, \$348  } | { \$349 [19], \$349  };
+  assign \$353  = fu_use17 ? { pw5[1:0], pw4[35:18] } : 20'h00000;
+  assign \$354  = \$352  | { 1'h0, \$353  };
+  assign \$357  = fu_use19 ? pw5[21:2] : 20'h00000;
+  assign \$358  = \$356  | { \$357 [19], \$357  };
+  assign \$359  = gmul_use0 ? x1 : 24'h000000;
+  assign \$360  = gmul_use1 ? { \$37 [28], \$37  } : 30'h00000000;
+  assign \$361  = { 6'h00, \$359  } | \$360 ;
+  assign \$362  = gmul_use2 ? noise_r : 28'h0000000;
+  assign \$363  = \$361  | { 2'h0, \$362  };
+  assign \$364  = gmul_use3 ? word0r : 28'h0000000;
+  assign \$365  = \$363  | { 2'h0, \$364  };
+  assign \$366  = gmul_use4 ? sum5_hold : 28'h0000000;
+  assign \$367  = \$365  | { 2'h0, \$366  };
+  assign \$368  = gmul_use5 ? slog : 35'h000000000;
+  assign \$369  = { \$367 [29], \$367 [29], \$367 [29], \$367 [29], \$367 [29], \$367  } | \$368 ;
+  assign \$370  = gmul_use6 ? low : 34'h000000000;
+  assign \$371  = \$369  | { 1'h0, \$370  };
+  assign \$372  = gmul_use7 ? high : 34'h000000000;
+  assign \$373  = \$371  | { 1'h0, \$372  };
+  assign \$374  = num_zero ? 43'h00000000000 : o_exp;
+  assign \$375  = $signed(\$374 ) > $signed(16'h4ccd);
+  assign \$376  = num_zero ? 43'h00000000000 : o_exp;
+  assign \$377  = $signed(\$376 ) - $signed(16'h4ccd);
+  assign \$378  = \$375  ? \$377  : 44'h00000000000;
+  assign \$379  = gmul_use8 ? \$378  : 44'h00000000000;
+  assign \$380  = { \$373 [34], \$373 [34], \$373 [34], \$373 [34], \$373 [34], \$373 [34], \$373 [34], \$373 [34], \$373 [34], \$373  } | \$379 ;
+  assign \$381  = gmul_use9 ? g_p[31:15] : 17'h00000;
+  assign \$382  = \$380  | { 27'h0000000, \$381  };
+  assign \$383  = { E_r, 4'h1 } - \$signature__data [31:0];
+  assign \$384  = gmul_use10 ? \$383  : 33'h000000000;
+  assign \$385  = \$382  | { \$384 [32], \$384 [32], \$384 [32], \$384 [32], \$384 [32], \$384 [32], \$384 [32], \$384 [32], \$384 [32], \$384 [32], \$384 [32], \$384  };
+  assign \$386  = gmul_use11 ? o_lp : 32'd0;
+  assign \$387  = \$385  | { \$386 [31], \$386 [31], \$386 [31], \$386 [31], \$386 [31], \$386 [31], \$386 [31], \$386 [31], \$386 [31], \$386 [31], \$386 [31], \$386 [31], \$386  };
+  assign \$388  = gmul_use12 ? o_lp : 32'd0;
+  assign \$389  = \$387  | { \$388 [31], \$388 [31], \$388 [31], \$388 [31], \$388 [31], \$388 [31], \$388 [31], \$388 [31], \$388 [31], \$388 [31], \$388 [31], \$388 [31], \$388  };
+  assign \$390  = { E_r, 4'h1 } - \$signature__data [31:0];
+  assign \$391  = gmul_use13 ? \$390  : 33'h000000000;
+  assign \$392  = \$389  | { \$391 [32], \$391 [32], \$391 [32], \$391 [32], \$391 [32], \$391 [32], \$391 [32], \$391 [32], \$391 [32], \$391 [32], \$391 [32], \$391  };
+  assign \$393  = gmul_use14 ? o_lp : 32'd0;
+  assign \$394  = \$392  | { \$393 [31], \$393 [31], \$393 [31], \$393 [31], \$393 [31], \$393 [31], \$393 [31], \$393 [31], \$393 [31], \$393 [31], \$393 [31], \$393 [31], \$393  };
+  assign \$395  = gmul_use15 ? o_lp : 32'd0;
+  assign \$396  = \$394  | { \$395 [31], \$395 [31], \$395 [31], \$395 [31], \$395 [31], \$395 [31], \$395 [31], \$395 [31], \$395 [31], \$395 [31], \$395 [31], \$395 [31], \$395  };
+  assign \$397  = $signed(stat_r) - $signed(o_exp[19:0]);
+  assign \$398  = gmul_use16 ? \$397  : 21'h000000;
+  assign \$399  = \$396  | { \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398  };
+  assign \$400  = gmul_use0 ? 17'h10000 : 17'h00000;
+  assign \$401  = $signed(\$37 ) > $signed(1'h0);
+  assign \$402  = \$401  ? 12'hb34 : 12'hc68;
+  assign \$403  = gmul_use1 ? \$402  : 12'h000;
+  assign \$404  = \$400  | { 5'h00, \$403  };
+  assign \$405  = gmul_use2 ? 13'h1b11 : 13'h0000;
+  assign \$406  = \$404  | { 4'h0, \$405  };
+  assign \$407  = gmul_use3 ? 17'h1999a : 17'h00000;
+  assign \$408  = \$406  | \$407 ;
+  assign \$409  = gmul_use4 ? 17'h1999a : 17'h00000;
+  assign \$410  = \$408  | \$409 ;
+  assign \$411  = gmul_use5 ? 17'h1999a : 17'h00000;
+  assign \$412  = \$410  | \$411 ;
+  assign \$413  = gmul_use6 ? 4'he : 4'h0;
+  assign \$414  = \$412  | { 13'h0000, \$413  };
+  assign \$415  = gmul_use7 ? 4'hd : 4'h0;
+  assign \$416  = \$414  | { 13'h0000, \$415  };
+  assign \$417  = 16'h8000 - sf_r;
+  assign \$418  = gmul_use8 ? \$417  : 17'h00000;
+  assign \$419  = { 1'h0, \$416  } | { \$418 [16], \$418  };
+  assign \$420  = gmul_use9 ? 13'h1045 : 13'h0000;
+  assign \$421  = \$419  | { 5'h00, \$420  };
+  assign \$422  = first_frame ? 17'h10000 : pw0[16:0];
+  assign \$423  = gmul_use10 ? \$422  : 17'h00000;
+  assign \$424  = \$421  | { 1'h0, \$423  };
+  assign \$425  = gmul_use11 ? pw1[17:0] : 18'h00000;
+  assign \$426  = \$424  | \$425 ;
+  assign \$427  = gmul_use12 ? pw0[33:17] : 17'h00000;
+  assign \$428  = \$426  | { 1'h0, \$427  };
+  assign \$429  = first_frame ? 17'h10000 : pw3[16:0];
+  assign \$430  = gmul_use13 ? \$429  : 17'h00000;
+  assign \$431  = \$428  | { 1'h0, \$430  };
+  assign \$432  = gmul_use14 ? pw4[17:0] : 18'h00000;
+  assign \$433  = \$431  | \$432 ;
+  assign \$434  = gmul_use15 ? pw3[33:17] : 17'h00000;
+  assign \$435  = \$433  | { 1'h0, \$434  };
+  assign \$436  = gmul_use16 ? g_r : 16'h0000;
+  assign \$signal$205  = \$435  | { 2'h0, \$436  };
+  assign \$437  = ! bins_mode;
+  assign \$438  = \$437  & first_frame;
+  assign \$439  = \$438  ? 28'h0000000 : \$signature__data$58 [27:0];
+  assign \$440  = gmul_use0 ? { \$439 , 16'h8000 } : 44'h00000000000;
+  assign \$441  = ! bins_mode;
+  assign \$442  = \$441  & first_frame;
+  assign \$443  = \$442  ? 28'h0000000 : \$signature__data$58 [27:0];
+  assign \$444  = gmul_use1 ? { \$443 , 16'h8000 } : 44'h00000000000;
+  assign \$445  = \$440  | \$444 ;
+  assign \$446  = gmul_use2 ? 4'hb : 4'h0;
+  assign \$447  = \$445  | { 40'h0000000000, \$446  };
+  assign \$448  = gmul_use3 ? 16'h8000 : 16'h0000;
+  assign \$449  = \$447  | { 28'h0000000, \$448  };
+  assign \$450  = gmul_use4 ? 17'h18000 : 17'h00000;
+  assign \$451  = \$449  | { 27'h0000000, \$450  };
+  assign \$452  = gmul_use5 ? 41'h1549aa00000 : 41'h00000000000;
+  assign \$453  = \$451  | { 3'h0, \$452  };
+  assign \$456  = gmul_use7 ? num_r : 36'h000000000;
+  assign \$457  = \$455  | { 8'h00, \$456  };
+  assign \$458  = gmul_use8 ? { sf_r, 15'h4000 } : 31'h00000000;
+  assign \$459  = \$457  | { 13'h0000, \$458  };
+  assign \$460  = gmul_use9 ? 28'hbeee000 : 28'h0000000;
+  assign \$461  = { 1'h0, \$459  } | { \$460 [27], \$460 [27], \$460 [27], \$460 [27], \$460 [27], \$460 [27], \$460 [27], \$460 [27], \$460 [27], \$460 [27], \$460 [27], \$460 [27], \$460 [27], \$460 [27], \$460 [27], \$460 [27], \$460 [27], \$460  };
+  assign \$462  = gmul_use10 ? { \$signature__data [31:0], 16'h8000 } : 48'h000000000000;
+  assign \$463  = { \$461 [44], \$461 [44], \$461 [44], \$461 [44], \$461  } | { 1'h0, \$462  };
+  assign \$464  = gmul_use11 ? { lE, 16'h7fff } : 48'h000000000000;
+  assign \$465  = \$463  | { \$464 [47], \$464  };
+  assign \$466  = gmul_use12 ? 16'h8000 : 16'h0000;
+  assign \$467  = \$465  | { 33'h000000000, \$466  };
+  assign \$468  = gmul_use13 ? { \$signature__data [31:0], 16'h8000 } : 48'h000000000000;
+  assign \$469  = \$467  | { 1'h0, \$468  };
+  assign \$470  = gmul_use14 ? { lE, 16'h7fff } : 48'h000000000000;
+  assign \$471  = \$469  | { \$470 [47], \$470  };
+  assign \$472  = gmul_use15 ? 16'h8000 : 16'h0000;
+  assign \$473  = \$471  | { 33'h000000000, \$472  };
+  assign \$474  = gmul_use16 ? { o_exp[19:0], 15'h4000 } : 35'h000000000;
+  assign \$475  = \$473  | { \$474 [34], \$474 [34], \$474 [34], \$474 [34], \$474 [34], \$474 [34], \$474 [34], \$474 [34], \$474 [34], \$474 [34], \$474 [34], \$474 [34], \$474 [34], \$474 [34], \$474  };
+  assign \$476  = ! pcen_state;
+  assign \$477  = pcen_state == 1'h1;
+  assign \$478  = pcen_state == 2'h2;
+  assign \$479  = pcen_state == 2'h3;
+  assign \$480  = pcen_state == 3'h4;
+  assign \$481  = ! engine_state;
+  assign \$482  = engine_state == 1'h1;
+  assign \$483  = engine_state == 2'h2;
+  assign \$484  = engine_state == 2'h3;
+  assign \$485  = engine_state == 3'h4;
+  assign \$486  = engine_state == 3'h5;
+  assign \$487  = engine_state == 3'h6;
+  assign \$488  = engine_state == 3'h7;
+  assign \$489  = $signed(\$399 [37:0]) * $signed(\$signal$205 );
+  assign \$490  = $signed(\$489 ) + $signed(\$475 );
+  assign \$491  = slot == 3'h7;
+  assign \$492  = slot + 1'h1;
+  assign \$493  = \$491  ? 4'h0 : \$492 ;
+  assign \$494  = jj + 1'h1;
+  assign \$495  = bins_mode == 2'h2;
+  assign \$496  = \$495  ? 9'h0ff : 9'h100;
+  assign \$497  = jj == \$496 ;
+  assign \$498  = ~ bins_run;
+  assign \$499  = bins_mode == 2'h2;
+  assign \$500  = \$499  ? 1'h1 : 1'h0;
+  assign \$501  = jj >= 1'h1;
+  assign \$502  = jj <= 8'hff;
+  assign \$503  = \$501  & \$502 ;
+  assign \$504  = issue & \$503 ;
+  assign \$505  = jj >= 1'h1;
+  assign \$506  = jj <= 8'hff;
+  assign \$507  = \$505  & \$506 ;
+  assign \$508  = issue & \$507 ;
+  assign \$509  = bins_mode == 2'h2;
+  assign \$510  = \$508  & \$509 ;
+  assign \$511  = store_ptr + 1'h1;
+  assign \$512  = ! bins_mode;
+  assign \$513  = v_d1 & \$512 ;
+  assign \$514  = store_ptr + 1'h1;
+  assign \$515  = ! o_stream;
+  assign \$516  = o_valid & \$515 ;
+  assign \$517  = mm + 1'h1;
+  assign \$519  = o_valid & \$518 ;
+  assign \$520  = | o_value[46:34];
+  assign \$521  = \$520  ? 16'hffff : o_value[33:18];
+  assign \$522  = sbase + ms;
+  assign \$523  = ms + 1'h1;
+  assign \$524  = ~ bins_run;
+  assign \$525  = ~ ifin;
+  assign \$526  = init_run & \$525 ;
+  assign \$527  = ~ iph;
+  assign \$528  = \$526  & \$527 ;
+  assign \$529  = ~ iph;
+  assign \$530  = init_run & \$529 ;
+  assign \$531  = ~ ifin;
+  assign \$532  = \$530  & \$531 ;
+  assign \$533  = ~ ifin;
+  assign \$534  = init_run & \$533 ;
+  assign \$535  = ~ iph;
+  assign \$536  = \$534  & \$535 ;
+  assign \$537  = ib + 1'h1;
+  assign \$538  = ib == 8'hfe;
+  assign \$539  = ~ init_run;
+  assign \$540  = p1_ph == 2'h2;
+  assign \$541  = p1_ph + 1'h1;
+  assign \$542  = \$540  ? 3'h0 : \$541 ;
+  assign \$543  = p1_m + 1'h1;
+  assign \$544  = p1_m == 6'h28;
+  assign \$545  = | { p1v_d8, p1v_d7, p1v_d6, p1v_d5, p1v_d4, p1v_d3, p1v_d2, p1v_d1 };
+  assign \$546  = ~ \$545 ;
+  assign \$547  = \$544  & \$546 ;
+  assign \$548  = g + 1'h1;
+  assign \$549  = ! g_p;
+  assign \$550  = k == 5'h1e;
+  assign \$551  = k + 1'h1;
+  assign \$552  = \$550  ? 6'h00 : \$551 ;
+  assign \$553  = k == 5'h1e;
+  assign \$554  = cm + 1'h1;
+  assign \$555  = cm == 6'h28;
+  assign \$556  = k == 4'ha;
+  assign \$557  = \$555  & \$556 ;
+  assign \$558  = ~ pcen_run;
+  assign \$559  = ~ pcen_run;
+  assign \$560  = ! p1m_d3;
+  assign \$561  = \$560  ? 34'h000000000 : sumE;
+  assign \$562  = \$561  + E;
+  assign \$563  = ! p1m_d3;
+  assign \$564  = \$563  ? 34'h000000000 : high;
+  assign \$565  = p1m_d3 >= 5'h1a;
+  assign \$566  = \$565  ? E : 28'h0000000;
+  assign \$567  = \$564  + \$566 ;
+  assign \$568  = p1m_d3 == 4'hd;
+  assign \$569  = ! p1m_d8;
+  assign \$570  = \$569  ? 35'h000000000 : slog;
+  assign \$571  = $signed(\$570 ) + $signed(o_lp);
+  assign \$572  = k == 1'h1;
+  assign \$573  = p2 & \$572 ;
+  assign \$574  = k == 2'h2;
+  assign \$575  = p2 & \$574 ;
+  assign \$576  = k == 2'h3;
+  assign \$577  = p2 & \$576 ;
+  assign \$578  = k == 3'h4;
+  assign \$579  = p2 & \$578 ;
+  assign \$580  = k == 3'h5;
+  assign \$581  = p2 & \$580 ;
+  assign \$582  = k == 3'h6;
+  assign \$583  = p2 & \$582 ;
+  assign \$584  = k == 3'h7;
+  assign \$585  = p2 & \$584 ;
+  assign \$586  = k == 3'h6;
+  assign \$587  = p2 & \$586 ;
+  assign \$588  = k == 3'h6;
+  assign \$589  = tail & \$588 ;
+  assign \$590  = clr + 1'h1;
+  assign \$591  = clr == 3'h5;
+  assign \$592  = t == 3'h4;
+  assign \$593  = t == 7'h64;
+  assign \$594  = t + 1'h1;
+  assign \$595  = fbase + 6'h28;
+  assign \$596  = clr + 1'h1;
+  assign \$597  = clr == 3'h5;
+  assign \$598  = tr == 3'h4;
+  assign \$599  = t == 7'h64;
+  assign \$600  = t + 1'h1;
+  assign \$601  = fbase + 6'h28;
+  assign \$602  = tr + 1'h1;
+  assign \$603  = rbase + 6'h28;
+  always @(posedge clk)
+    g_p <= \$604 ;
+  always @(posedge clk)
+    slot <= \$605 ;
+  always @(posedge clk)
+    j <= \$606 ;
+  always @(posedge clk)
+    finished <= \$607 ;
+  always @(posedge clk)
+    v_d1 <= \$608 ;
+  always @(posedge clk)
+    v_d2 <= \$609 ;
+  always @(posedge clk)
+    v_d3 <= \$610 ;
+  always @(posedge clk)
+    v_d4 <= \$611 ;
+  always @(posedge clk)
+    v_d5 <= \$612 ;
+  always @(posedge clk)
+    v_d6 <= \$613 ;
+  always @(posedge clk)
+    v_d7 <= \$614 ;
+  always @(posedge clk)
+    v_d8 <= \$615 ;
+  always @(posedge clk)
+    v_d9 <= \$616 ;
+  always @(posedge clk)
+    v_d10 <= \$617 ;
+  always @(posedge clk)
+    v_d11 <= \$618 ;
+  always @(posedge clk)
+    v_d12 <= \$619 ;
+  always @(posedge clk)
+    v_d13 <= \$620 ;
+  always @(posedge clk)
+    v_d14 <= \$621 ;
+  always @(posedge clk)
+    v_d15 <= \$622 ;
+  always @(posedge clk)
+    v_d16 <= \$623 ;
+  always @(posedge clk)
+    v_d17 <= \$624 ;
+  always @(posedge clk)
+    v_d18 <= \$625 ;
+  always @(posedge clk)
+    v_d19 <= \$626 ;
+  always @(posedge clk)
+    v_d20 <= \$627 ;
+  always @(posedge clk)
+    v_d21 <= \$628 ;
+  always @(posedge clk)
+    v_d22 <= \$629 ;
+  always @(posedge clk)
+    v_d23 <= \$630 ;
+  always @(posedge clk)
+    v_d24 <= \$631 ;
+  always @(posedge clk)
+    v_d25 <= \$632 ;
+  always @(posedge clk)
+    v_d26 <= \$633 ;
+  always @(posedge clk)
+    v_d27 <= \$634 ;
+  always @(posedge clk)
+    v_d28 <= \$635 ;
+  always @(posedge clk)
+    jb_d1 <= \$636 ;
+  always @(posedge clk)
+    jb_d2 <= \$637 ;
+  always @(posedge clk)
+    half_d1 <= \$638 ;
+  always @(posedge clk)
+    store_ptr <= \$639 ;
+  always @(posedge clk)
+    x_reg <= \$640 ;
+  always @(posedge clk)
+    x1r <= \$641 ;
+  always @(posedge clk)
+    w_d1 <= \$642 ;
+  always @(posedge clk)
+    w_d2 <= \$643 ;
+  always @(posedge clk)
+    w_d3 <= \$644 ;
+  always @(posedge clk)
+    w_d4 <= \$645 ;
+  always @(posedge clk)
+    w_d5 <= \$646 ;
+  always @(posedge clk)
+    w_d6 <= \$647 ;
+  always @(posedge clk)
+    w_d7 <= \$648 ;
+  always @(posedge clk)
+    w_d8 <= \$649 ;
+  always @(posedge clk)
+    w_d9 <= \$650 ;
+  always @(posedge clk)
+    w_d10 <= \$651 ;
+  always @(posedge clk)
+    w_d11 <= \$652 ;
+  always @(posedge clk)
+    w_d12 <= \$653 ;
+  always @(posedge clk)
+    w_d13 <= \$654 ;
+  always @(posedge clk)
+    w_d14 <= \$655 ;
+  always @(posedge clk)
+    w_d15 <= \$656 ;
+  always @(posedge clk)
+    w_d16 <= \$657 ;
+  always @(posedge clk)
+    w_d17 <= \$658 ;
+  always @(posedge clk)
+    w_d18 <= \$659 ;
+  always @(posedge clk)
+    w_d19 <= \$660 ;
   always @(posedge clk)
-    noise_r <= \$391 ;
+    close_d1 <= \$661 ;
   always @(posedge clk)
-    mm <= \$392 ;
+    close_d2 <= \$662 ;
   always @(posedge clk)
-    \$signal$92  <= \$393 ;
+    close_d3 <= \$663 ;
   always @(posedge clk)
-    ld <= \$394 ;
+    close_d4 <= \$664 ;
   always @(posedge clk)
-    r <= \$395 ;
+    close_d5 <= \$665 ;
   always @(posedge clk)
-    sclose <= \$396 ;
+    close_d6 <= \$666 ;
   always @(posedge clk)
-    snm <= \$397 ;
+    close_d7 <= \$667 ;
   always @(posedge clk)
-    saddr <= \$398 ;
+    close_d8 <= \$668 ;
   always @(posedge clk)
-    ms <= \$399 ;
+    close_d9 <= \$669 ;
   always @(posedge clk)
-    sclose_d1 <= \$400 ;
+    close_d10 <= \$670 ;
   always @(posedge clk)
-    sclose_d2 <= \$401 ;
+    close_d11 <= \$671 ;
   always @(posedge clk)
-    sclose_d3 <= \$402 ;
+    close_d12 <= \$672 ;
   always @(posedge clk)
-    sclose_d4 <= \$403 ;
+    close_d13 <= \$673 ;
   always @(posedge clk)
-    sclose_d5 <= \$404 ;
+    close_d14 <= \$674 ;
   always @(posedge clk)
-    sclose_d6 <= \$405 ;
+    close_d15 <= \$675 ;
   always @(posedge clk)
-    saddr_d1 <= \$406 ;
+    close_d16 <= \$676 ;
   always @(posedge clk)
-    saddr_d2 <= \$407 ;
+    close_d17 <= \$677 ;
   always @(posedge clk)
-    saddr_d3 <= \$408 ;
+    close_d18 <= \$678 ;
   always @(posedge clk)
-    saddr_d4 <= \$409 ;
+    close_d19 <= \$679 ;
   always @(posedge clk)
-    saddr_d5 <= \$410 ;
+    word0r <= \$680 ;
   always @(posedge clk)
-    saddr_d6 <= \$411 ;
+    noise_r <= \$681 ;
   always @(posedge clk)
-    snr_val <= \$412 ;
+    mm <= \$682 ;
   always @(posedge clk)
-    iv_d1 <= \$413 ;
+    \$signal$181  <= \$683 ;
   always @(posedge clk)
-    iv_d2 <= \$414 ;
+    ld <= \$684 ;
   always @(posedge clk)
-    iv_d3 <= \$415 ;
+    r <= \$685 ;
   always @(posedge clk)
-    iv_d4 <= \$416 ;
+    sclose <= \$686 ;
   always @(posedge clk)
-    iph <= \$417 ;
+    snm <= \$687 ;
   always @(posedge clk)
-    ib <= \$418 ;
+    saddr <= \$688 ;
   always @(posedge clk)
-    ifin <= \$419 ;
+    ms <= \$689 ;
   always @(posedge clk)
-    ib_d1 <= \$420 ;
+    sclose_d1 <= \$690 ;
   always @(posedge clk)
-    ib_d2 <= \$421 ;
+    sclose_d2 <= \$691 ;
   always @(posedge clk)
-    ib_d3 <= \$422 ;
+    sclose_d3 <= \$692 ;
   always @(posedge clk)
-    ib_d4 <= \$423 ;
+    sclose_d4 <= \$693 ;
   always @(posedge clk)
-    sum5_hold <= \$424 ;
+    sclose_d5 <= \$694 ;
   always @(posedge clk)
-    p1v_d1 <= \$425 ;
+    sclose_d6 <= \$695 ;
   always @(posedge clk)
-    p1v_d2 <= \$426 ;
+    saddr_d1 <= \$696 ;
   always @(posedge clk)
-    p1v_d3 <= \$427 ;
+    saddr_d2 <= \$697 ;
   always @(posedge clk)
-    p1v_d4 <= \$428 ;
+    saddr_d3 <= \$698 ;
   always @(posedge clk)
-    p1v_d5 <= \$429 ;
+    saddr_d4 <= \$699 ;
   always @(posedge clk)
-    p1v_d6 <= \$430 ;
+    saddr_d5 <= \$700 ;
   always @(posedge clk)
-    p1v_d7 <= \$431 ;
+    saddr_d6 <= \$701 ;
   always @(posedge clk)
-    p1v_d8 <= \$432 ;
+    snr_val <= \$702 ;
   always @(posedge clk)
-    p1m_d1 <= \$433 ;
+    iv_d1 <= \$703 ;
   always @(posedge clk)
-    p1m_d2 <= \$434 ;
+    iv_d2 <= \$704 ;
   always @(posedge clk)
-    p1m_d3 <= \$435 ;
+    iv_d3 <= \$705 ;
   always @(posedge clk)
-    p1m_d4 <= \$436 ;
+    iv_d4 <= \$706 ;
   always @(posedge clk)
-    p1m_d5 <= \$437 ;
+    iph <= \$707 ;
   always @(posedge clk)
-    p1m_d6 <= \$438 ;
+    ib <= \$708 ;
   always @(posedge clk)
-    p1m_d7 <= \$439 ;
+    ifin <= \$709 ;
   always @(posedge clk)
-    p1m_d8 <= \$440 ;
+    ib_d1 <= \$710 ;
   always @(posedge clk)
-    pcen_state <= \$441 ;
+    ib_d2 <= \$711 ;
   always @(posedge clk)
-    p1_ph <= \$442 ;
+    ib_d3 <= \$712 ;
   always @(posedge clk)
-    p1_m <= \$443 ;
+    ib_d4 <= \$713 ;
   always @(posedge clk)
-    g <= \$444 ;
+    sum5_hold <= \$714 ;
   always @(posedge clk)
-    meanr <= \$445 ;
+    p1v_d1 <= \$715 ;
   always @(posedge clk)
-    num_r <= \$446 ;
+    p1v_d2 <= \$716 ;
   always @(posedge clk)
-    num_zero <= \$447 ;
+    p1v_d3 <= \$717 ;
   always @(posedge clk)
-    lnum <= \$448 ;
+    p1v_d4 <= \$718 ;
   always @(posedge clk)
-    sf_r <= \$449 ;
+    p1v_d5 <= \$719 ;
   always @(posedge clk)
-    g_r <= \$450 ;
+    p1v_d6 <= \$720 ;
   always @(posedge clk)
-    k <= \$451 ;
+    p1v_d7 <= \$721 ;
   always @(posedge clk)
-    cm <= \$452 ;
+    p1v_d8 <= \$722 ;
   always @(posedge clk)
-    mel_r <= \$453 ;
+    p1m_d1 <= \$723 ;
   always @(posedge clk)
-    flo <= \$454 ;
+    p1m_d2 <= \$724 ;
   always @(posedge clk)
-    sumE <= \$455 ;
+    p1m_d3 <= \$725 ;
   always @(posedge clk)
-    high <= \$456 ;
+    p1m_d4 <= \$726 ;
   always @(posedge clk)
-    low <= \$457 ;
+    p1m_d5 <= \$727 ;
   always @(posedge clk)
-    slog <= \$458 ;
+    p1m_d6 <= \$728 ;
   always @(posedge clk)
-    E_r <= \$459 ;
+    p1m_d7 <= \$729 ;
   always @(posedge clk)
-    pw0 <= \$460 ;
+    p1m_d8 <= \$730 ;
   always @(posedge clk)
-    pw1 <= \$461 ;
+    pcen_state <= \$731 ;
   always @(posedge clk)
-    pw2 <= \$462 ;
+    p1_ph <= \$732 ;
   always @(posedge clk)
-    pw3 <= \$463 ;
+    p1_m <= \$733 ;
   always @(posedge clk)
-    pw4 <= \$464 ;
+    g <= \$734 ;
   always @(posedge clk)
-    pw5 <= \$465 ;
+    meanr <= \$735 ;
   always @(posedge clk)
-    lE <= \$466 ;
+    num_r <= \$736 ;
   always @(posedge clk)
-    stat_r <= \$467 ;
+    num_zero <= \$737 ;
   always @(posedge clk)
-    t <= \$468 ;
+    lnum <= \$738 ;
   always @(posedge clk)
-    fbase <= \$469 ;
+    sf_r <= \$739 ;
   always @(posedge clk)
-    engine_state <= \$470 ;
+    g_r <= \$740 ;
   always @(posedge clk)
-    clr <= \$471 ;
+    k <= \$741 ;
   always @(posedge clk)
-    tr <= \$472 ;
+    cm <= \$742 ;
   always @(posedge clk)
-    rbase <= \$473 ;
+    mel_r <= \$743 ;
+  always @(posedge clk)
+    flo <= \$744 ;
+  always @(posedge clk)
+    sumE <= \$745 ;
+  always @(posedge clk)
+    high <= \$746 ;
+  always @(posedge clk)
+    low <= \$747 ;
+  always @(posedge clk)
+    slog <= \$748 ;
+  always @(posedge clk)
+    E_r <= \$749 ;
+  always @(posedge clk)
+    pw0 <= \$750 ;
+  always @(posedge clk)
+    pw1 <= \$751 ;
+  always @(posedge clk)
+    pw2 <= \$752 ;
+  always @(posedge clk)
+    pw3 <= \$753 ;
+  always @(posedge clk)
+    pw4 <= \$754 ;
+  always @(posedge clk)
+    pw5 <= \$755 ;
+  always @(posedge clk)
+    lE <= \$756 ;
+  always @(posedge clk)
+    stat_r <= \$757 ;
+  always @(posedge clk)
+    t <= \$758 ;
+  always @(posedge clk)
+    fbase <= \$759 ;
+  always @(posedge clk)
+    engine_state <= \$760 ;
+  always @(posedge clk)
+    clr <= \$761 ;
+  always @(posedge clk)
+    tr <= \$762 ;
+  always @(posedge clk)
+    rbase <= \$763 ;
   assign first_frame = ! t;
   assign \$1  = ~ finished;
   assign \$2  = bins_run & \$1 ;
@@ -34717,7 +35960,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$124
   assign \$28  = bins_mode == 2'h2;
   assign \$29  = \$27  & \$28 ;
   assign \$30  = bins_mode == 2'h2;
-  assign x1 = \$30  ? \port$1242$0 [23:0] : x_reg;
+  assign x1 = \$30  ? \port$1536$0 [23:0] : x_reg;
   assign \$31  = half_d1 ? \$signature__data [35:18] : \$signature__data [17:0];
   assign \$32  = half_d1 ? \$signature__data [35:18] : \$signature__data [17:0];
   assign \$33  = | bins_mode;
@@ -34725,448 +35968,199 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$124
   assign \$37  = \$36  - \$signature__data$58 [27:0];
   assign \$38  = ! bins_mode;
   assign \$39  = v_d1 & \$38 ;
-  assign \$40  = ! bins_mode;
-  assign \$41  = \$40  & first_frame;
-  assign \$42  = \$41  ? 28'h0000000 : \$signature__data$58 [27:0];
-  assign \$43  = | bins_mode;
-  assign \$44  = v_d1 & \$43 ;
-  assign \$45  = $signed(\$37 ) > $signed(1'h0);
-  assign \$46  = \$45  ? 12'hb34 : 12'hc68;
-  assign \$47  = ! bins_mode;
-  assign \$48  = \$47  & first_frame;
-  assign \$49  = \$48  ? 28'h0000000 : \$signature__data$58 [27:0];
-  assign \$50  = | bins_mode;
-  assign \$51  = v_d1 & \$50 ;
-  assign \$52  = ! bins_mode;
-  assign \$53  = v_d1 & \$52 ;
+  assign \$40  = | bins_mode;
+  assign \$41  = v_d1 & \$40 ;
+  assign \$42  = | bins_mode;
+  assign \$43  = v_d1 & \$42 ;
+  assign \$44  = ! bins_mode;
+  assign \$45  = v_d1 & \$44 ;
+  assign \$46  = bins_mode != 2'h2;
+  assign \$47  = v_d1 & \$46 ;
+  assign \$48  = ! bins_mode;
+  assign \$49  = | bins_mode;
+  assign \$51  = \$48  | \$50 ;
+  assign \$52  = v_d2 & \$51 ;
+  assign \$53  = g_p[43:16] > \$signature__data$58 [27:1];
+  assign noise = \$53  ? g_p[43:16] : { 1'h0, \$signature__data$58 [27:1] };
   assign \$54  = bins_mode != 2'h2;
-  assign \$55  = v_d1 & \$54 ;
-  assign \$56  = ! bins_mode;
-  assign \$57  = | bins_mode;
-  assign \$59  = \$56  | \$58 ;
-  assign \$60  = v_d2 & \$59 ;
-  assign \$61  = g_p[43:16] > \$signature__data$58 [27:1];
-  assign noise = \$61  ? g_p[43:16] : { 1'h0, \$signature__data$58 [27:1] };
-  assign \$62  = bins_mode != 2'h2;
-  assign \$63  = v_d2 & \$62 ;
-  assign \$64  = ! o_stream;
-  assign \$65  = o_valid & \$64 ;
-  assign \$66  = 9'h1c1 + mm;
-  assign \$67  = | o_value[46:42];
-  assign \$68  = \$67  ? 28'hfffffff : o_value[41:14];
+  assign \$55  = v_d2 & \$54 ;
+  assign \$56  = ! o_stream;
+  assign \$57  = o_valid & \$56 ;
+  assign \$58  = 9'h1c1 + mm;
+  assign \$59  = | o_value[46:42];
+  assign \$60  = \$59  ? 28'hfffffff : o_value[41:14];
+  assign \$61  = | bins_mode;
+  assign \$62  = v_d3 & \$61 ;
+  assign \$63  = | bins_mode;
+  assign \$64  = v_d4 & \$63 ;
+  assign \$65  = | bins_mode;
+  assign \$66  = v_d10 & \$65 ;
+  assign \$67  = | bins_mode;
+  assign \$68  = v_d19 & \$67 ;
   assign \$69  = | bins_mode;
-  assign \$70  = v_d3 & \$69 ;
-  assign \$71  = | bins_mode;
-  assign \$72  = v_d4 & \$71 ;
-  assign \$73  = | bins_mode;
-  assign \$74  = v_d10 & \$73 ;
-  assign \$75  = | bins_mode;
-  assign \$76  = v_d19 & \$75 ;
-  assign \$77  = | bins_mode;
-  assign \$78  = v_d20 & \$77 ;
-  assign \$79  = ~ ifin;
-  assign \$80  = init_run & \$79 ;
-  assign \$81  = ~ iph;
-  assign \$82  = \$80  & \$81 ;
-  assign \$83  = init_run & ifin;
-  assign \$84  = | { iv_d4, iv_d3, iv_d2, iv_d1 };
-  assign \$85  = ~ \$84 ;
-  assign init_done = \$83  & \$85 ;
-  assign \$86  = bins_mode == 2'h2;
-  assign sbase = \$86  ? rbase : fbase;
-  assign \$87  = ! p1_ph;
-  assign \$88  = p1_m < 6'h28;
-  assign \$89  = \$87  & \$88 ;
-  assign \$90  = num_zero ? 43'h00000000000 : o_exp;
-  assign \$91  = $signed(\$90 ) > $signed(16'h4ccd);
-  assign \$92  = num_zero ? 43'h00000000000 : o_exp;
-  assign \$93  = $signed(\$92 ) - $signed(16'h4ccd);
-  assign \$94  = \$91  ? \$93  : 44'h00000000000;
-  assign \$95  = 16'h8000 - sf_r;
-  assign \$96  = $signed(g_p[57:14]) > $signed(16'h7fff);
-  assign \$97  = $signed(g_p[57:14]) < $signed(16'h8000);
-  assign \$98  = \$97  ? 44'hfffffff8000 : g_p[57:14];
-  assign \$99  = \$96  ? 44'h00000007fff : \$98 ;
-  assign \$100  = 9'h1c1 + p1_m;
-  assign \$101  = p1m_d1 * 3'h6;
-  assign \$102  = 8'h83 + \$101 ;
-  assign \$103  = p1m_d2 * 3'h6;
-  assign \$104  = 8'h86 + \$103 ;
-  assign \$105  = mel_r > { \$signature__data [35:22], flo };
-  assign E = \$105  ? mel_r : { \$signature__data [35:22], flo };
-  assign \$106  = 9'h1c1 + p1m_d3;
-  assign \$107  = g == 5'h19;
-  assign \$108  = pcen_run & \$107 ;
-  assign \$109  = cm < 6'h28;
-  assign p2 = \$108  & \$109 ;
-  assign \$110  = k <= 3'h6;
-  assign \$111  = p2 & \$110 ;
-  assign \$112  = ! k;
-  assign \$113  = 9'h1c1 + cm;
-  assign \$114  = cm * 3'h6;
-  assign \$115  = 8'h81 + \$114 ;
-  assign \$116  = \$115  + k;
-  assign \$117  = \$116  - 1'h1;
-  assign \$118  = \$112  ? { 2'h0, \$113  } : \$117 ;
-  assign \$119  = k == 3'h7;
-  assign \$120  = p2 & \$119 ;
-  assign \$121  = 9'h171 + { cm, 1'h0 };
-  assign \$122  = k == 4'h8;
+  assign \$70  = v_d20 & \$69 ;
+  assign \$71  = ~ ifin;
+  assign \$72  = init_run & \$71 ;
+  assign \$73  = ~ iph;
+  assign \$74  = \$72  & \$73 ;
+  assign \$75  = init_run & ifin;
+  assign \$76  = | { iv_d4, iv_d3, iv_d2, iv_d1 };
+  assign \$77  = ~ \$76 ;
+  assign init_done = \$75  & \$77 ;
+  assign \$78  = bins_mode == 2'h2;
+  assign sbase = \$78  ? rbase : fbase;
+  assign \$79  = ! p1_ph;
+  assign \$80  = p1_m < 6'h28;
+  assign \$81  = \$79  & \$80 ;
+  assign \$82  = 9'h1c1 + p1_m;
+  assign \$83  = p1m_d1 * 3'h6;
+  assign \$84  = 8'h83 + \$83 ;
+  assign \$85  = p1m_d2 * 3'h6;
+  assign \$86  = 8'h86 + \$85 ;
+  assign \$87  = mel_r > { \$signature__data [35:22], flo };
+  assign E = \$87  ? mel_r : { \$signature__data [35:22], flo };
+  assign \$88  = 9'h1c1 + p1m_d3;
+  assign \$89  = g == 5'h19;
+  assign \$90  = pcen_run & \$89 ;
+  assign \$91  = cm < 6'h28;
+  assign p2 = \$90  & \$91 ;
+  assign \$92  = k <= 3'h6;
+  assign \$93  = p2 & \$92 ;
+  assign \$94  = ! k;
+  assign \$95  = 9'h1c1 + cm;
+  assign \$96  = cm * 3'h6;
+  assign \$97  = 8'h81 + \$96 ;
+  assign \$98  = \$97  + k;
+  assign \$99  = \$98  - 1'h1;
+  assign \$100  = \$94  ? { 2'h0, \$95  } : \$99 ;
+  assign \$101  = k == 3'h7;
+  assign \$102  = p2 & \$101 ;
+  assign \$103  = 9'h171 + { cm, 1'h0 };
+  assign \$104  = k == 4'h8;
+  assign \$105  = p2 & \$104 ;
+  assign \$106  = 9'h171 + { cm, 1'h1 };
+  assign \$107  = k == 1'h1;
+  assign \$108  = p2 & \$107 ;
+  assign \$109  = k == 4'h8;
+  assign \$110  = p2 & \$109 ;
+  assign \$111  = k == 4'h9;
+  assign \$112  = p2 & \$111 ;
+  assign \$113  = 9'h171 + { cm, 1'h0 };
+  assign \$114  = k == 4'he;
+  assign \$115  = p2 & \$114 ;
+  assign \$116  = k == 4'hf;
+  assign \$117  = p2 & \$116 ;
+  assign \$118  = k == 5'h17;
+  assign \$119  = p2 & \$118 ;
+  assign \$120  = k == 5'h1c;
+  assign \$121  = p2 & \$120 ;
+  assign \$122  = k == 5'h1d;
   assign \$123  = p2 & \$122 ;
-  assign \$124  = 9'h171 + { cm, 1'h1 };
-  assign \$125  = k == 1'h1;
-  assign \$126  = p2 & \$125 ;
-  assign \$127  = k == 4'h8;
-  assign \$128  = p2 & \$127 ;
-  assign \$129  = { E_r, 4'h1 } - \$signature__data [31:0];
-  assign \$130  = first_frame ? 17'h10000 : pw0[16:0];
-  assign \$131  = k == 4'h9;
+  assign \$124  = k == 4'h9;
+  assign \$125  = p2 & \$124 ;
+  assign \$126  = k == 4'ha;
+  assign \$127  = p2 & \$126 ;
+  assign \$128  = 9'h171 + { cm, 1'h1 };
+  assign \$129  = k == 4'hf;
+  assign \$130  = p2 & \$129 ;
+  assign \$131  = k == 5'h10;
   assign \$132  = p2 & \$131 ;
-  assign \$133  = 9'h171 + { cm, 1'h0 };
-  assign \$134  = k == 4'he;
-  assign \$135  = p2 & \$134 ;
-  assign \$136  = k == 4'hf;
-  assign \$137  = p2 & \$136 ;
-  assign \$138  = k == 5'h17;
-  assign \$139  = p2 & \$138 ;
-  assign \$140  = k == 5'h1c;
-  assign \$141  = p2 & \$140 ;
-  assign \$142  = k == 5'h1d;
-  assign \$143  = p2 & \$142 ;
-  assign \$144  = k == 4'h9;
-  assign \$145  = p2 & \$144 ;
-  assign \$146  = { E_r, 4'h1 } - \$signature__data [31:0];
-  assign \$147  = first_frame ? 17'h10000 : pw3[16:0];
-  assign \$148  = k == 4'ha;
-  assign \$149  = p2 & \$148 ;
-  assign \$150  = 9'h171 + { cm, 1'h1 };
-  assign \$151  = k == 4'hf;
-  assign \$152  = p2 & \$151 ;
-  assign \$153  = k == 5'h10;
-  assign \$154  = p2 & \$153 ;
-  assign \$155  = k == 5'h18;
-  assign \$156  = p2 & \$155 ;
-  assign \$157  = k == 5'h1d;
-  assign \$158  = p2 & \$157 ;
-  assign \$159  = k == 5'h1e;
-  assign \$160  = p2 & \$159 ;
-  assign \$161  = g == 5'h19;
-  assign \$162  = pcen_run & \$161 ;
-  assign \$163  = cm >= 1'h1;
-  assign \$164  = \$162  & \$163 ;
-  assign \$165  = cm <= 6'h28;
-  assign tail = \$164  & \$165 ;
-  assign \$166  = cm - 1'h1;
-  assign \$167  = k == 3'h6;
-  assign \$168  = tail & \$167 ;
-  assign \$169  = fbase + \$166 [5:0];
-  assign \$170  = k == 3'h7;
-  assign \$171  = tail & \$170 ;
-  assign \$172  = $signed(stat_r) - $signed(o_exp[19:0]);
-  assign \$173  = $signed(g_p[57:15]) + $signed(4'h4);
-  assign \$175  = $signed(\$174 [21:0]) > $signed(16'h7fff);
-  assign \$176  = $signed(\$174 [21:0]) < $signed(16'h8000);
-  assign \$177  = \$176  ? 22'h3f8000 : \$174 [21:0];
-  assign \$178  = \$175  ? 22'h007fff : \$177 ;
-  assign \$179  = k == 4'h8;
-  assign \$180  = tail & \$179 ;
-  assign \$181  = fbase + \$166 [5:0];
-  assign \$182  = t < 3'h5;
-  assign \$183  = \$182  ? 1'h0 : 1'h1;
-  assign bins_mode = in_replay ? 2'h2 : { 1'h0, \$183  };
-  assign \$184  = ! clr;
-  assign \$185  = ! clr;
-  assign \$186  = ! pcen_state;
-  assign \$187  = pcen_state == 1'h1;
-  assign \$188  = pcen_state == 2'h2;
-  assign \$189  = pcen_state == 2'h3;
-  assign \$190  = pcen_state == 3'h4;
-  assign \$191  = ! engine_state;
-  assign \$192  = engine_state == 1'h1;
-  assign \$193  = engine_state == 2'h2;
-  assign \$194  = engine_state == 2'h3;
-  assign \$195  = engine_state == 3'h4;
-  assign \$196  = engine_state == 3'h5;
-  assign \$197  = engine_state == 3'h6;
-  assign \$198  = engine_state == 3'h7;
-  assign \$199  = $signed(\$signal$59 ) * $signed(\$signal$60 );
-  assign \$200  = $signed(\$199 ) + $signed(\$signal$61 );
-  assign \$201  = slot == 3'h7;
-  assign \$202  = slot + 1'h1;
-  assign \$203  = \$201  ? 4'h0 : \$202 ;
-  assign \$204  = jj + 1'h1;
-  assign \$205  = bins_mode == 2'h2;
-  assign \$206  = \$205  ? 9'h0ff : 9'h100;
-  assign \$207  = jj == \$206 ;
-  assign \$208  = ~ bins_run;
-  assign \$209  = bins_mode == 2'h2;
-  assign \$210  = \$209  ? 1'h1 : 1'h0;
-  assign \$211  = jj >= 1'h1;
-  assign \$212  = jj <= 8'hff;
-  assign \$213  = \$211  & \$212 ;
-  assign \$214  = issue & \$213 ;
-  assign \$215  = jj >= 1'h1;
-  assign \$216  = jj <= 8'hff;
-  assign \$217  = \$215  & \$216 ;
-  assign \$218  = issue & \$217 ;
-  assign \$219  = bins_mode == 2'h2;
-  assign \$220  = \$218  & \$219 ;
-  assign \$221  = store_ptr + 1'h1;
-  assign \$222  = ! bins_mode;
-  assign \$223  = v_d1 & \$222 ;
-  assign \$224  = store_ptr + 1'h1;
-  assign \$225  = ! o_stream;
-  assign \$226  = o_valid & \$225 ;
-  assign \$227  = mm + 1'h1;
-  assign \$229  = o_valid & \$228 ;
-  assign \$230  = | o_value[46:34];
-  assign \$231  = \$230  ? 16'hffff : o_value[33:18];
-  assign \$232  = sbase + ms;
-  assign \$233  = ms + 1'h1;
-  assign \$234  = ~ bins_run;
-  assign \$235  = ~ ifin;
-  assign \$236  = init_run & \$235 ;
-  assign \$237  = ~ iph;
-  assign \$238  = \$236  & \$237 ;
-  assign \$239  = ~ iph;
-  assign \$240  = init_run & \$239 ;
-  assign \$241  = ~ ifin;
-  assign \$242  = \$240  & \$241 ;
-  assign \$243  = ~ ifin;
-  assign \$244  = init_run & \$243 ;
-  assign \$245  = ~ iph;
-  assign \$246  = \$244  & \$245 ;
-  assign \$247  = ib + 1'h1;
-  assign \$248  = ib == 8'hfe;
-  assign \$249  = ~ init_run;
-  assign \$250  = p1_ph == 2'h2;
-  assign \$251  = p1_ph + 1'h1;
-  assign \$252  = \$250  ? 3'h0 : \$251 ;
-  assign \$253  = p1_m + 1'h1;
-  assign \$254  = p1_m == 6'h28;
-  assign \$255  = | { p1v_d8, p1v_d7, p1v_d6, p1v_d5, p1v_d4, p1v_d3, p1v_d2, p1v_d1 };
-  assign \$256  = ~ \$255 ;
-  assign \$257  = \$254  & \$256 ;
-  assign \$258  = g + 1'h1;
-  assign \$259  = ! g_p;
-  assign \$260  = k == 5'h1e;
-  assign \$261  = k + 1'h1;
-  assign \$262  = \$260  ? 6'h00 : \$261 ;
-  assign \$263  = k == 5'h1e;
-  assign \$264  = cm + 1'h1;
-  assign \$265  = cm == 6'h28;
-  assign \$266  = k == 4'ha;
-  assign \$267  = \$265  & \$266 ;
-  assign \$268  = ~ pcen_run;
-  assign \$269  = ~ pcen_run;
-  assign \$270  = ! p1m_d3;
-  assign \$271  = \$270  ? 34'h000000000 : sumE;
-  assign \$272  = \$271  + E;
-  assign \$273  = ! p1m_d3;
-  assign \$274  = \$273  ? 34'h000000000 : high;
-  assign \$275  = p1m_d3 >= 5'h1a;
-  assign \$276  = \$275  ? E : 28'h0000000;
-  assign \$277  = \$274  + \$276 ;
-  assign \$278  = p1m_d3 == 4'hd;
-  assign \$279  = ! p1m_d8;
-  assign \$280  = \$279  ? 35'h000000000 : slog;
-  assign \$281  = $signed(\$280 ) + $signed(o_lp);
-  assign \$282  = k == 1'h1;
-  assign \$283  = p2 & \$282 ;
-  assign \$284  = k == 2'h2;
-  assign \$285  = p2 & \$284 ;
-  assign \$286  = k == 2'h3;
-  assign \$287  = p2 & \$286 ;
-  assign \$288  = k == 3'h4;
-  assign \$289  = p2 & \$288 ;
-  assign \$290  = k == 3'h5;
-  assign \$291  = p2 & \$290 ;
-  assign \$292  = k == 3'h6;
-  assign \$293  = p2 & \$292 ;
-  assign \$294  = k == 3'h7;
-  assign \$295  = p2 & \$294 ;
-  assign \$296  = k == 3'h6;
-  assign \$297  = p2 & \$296 ;
-  assign \$298  = k == 3'h6;
-  assign \$299  = tail & \$298 ;
-  assign \$300  = clr + 1'h1;
-  assign \$301  = clr == 3'h5;
-  assign \$302  = t == 3'h4;
-  assign \$303  = t == 7'h64;
-  assign \$304  = t + 1'h1;
-  assign \$305  = fbase + 6'h28;
-  assign \$306  = clr + 1'h1;
-  assign \$307  = clr == 3'h5;
-  assign \$308  = tr == 3'h4;
-  assign \$309  = t == 7'h64;
-  assign \$310  = t + 1'h1;
-  assign \$311  = fbase + 6'h28;
-  assign \$312  = tr + 1'h1;
-  assign \$313  = rbase + 6'h28;
-  always @(posedge clk)
-    g_p <= \$314 ;
-  always @(posedge clk)
-    slot <= \$315 ;
-  always @(posedge clk)
-    j <= \$316 ;
-  always @(posedge clk)
-    finished <= \$317 ;
-  always @(posedge clk)
-    v_d1 <= \$318 ;
-  always @(posedge clk)
-    v_d2 <= \$319 ;
-  always @(posedge clk)
-    v_d3 <= \$320 ;
-  always @(posedge clk)
-    v_d4 <= \$321 ;
-  always @(posedge clk)
-    v_d5 <= \$322 ;
-  always @(posedge clk)
-    v_d6 <= \$323 ;
-  always @(posedge clk)
-    v_d7 <= \$324 ;
-  always @(posedge clk)
-    v_d8 <= \$325 ;
-  always @(posedge clk)
-    v_d9 <= \$326 ;
-  always @(posedge clk)
-    v_d10 <= \$327 ;
-  always @(posedge clk)
-    v_d11 <= \$328 ;
-  always @(posedge clk)
-    v_d12 <= \$329 ;
-  always @(posedge clk)
-    v_d13 <= \$330 ;
-  always @(posedge clk)
-    v_d14 <= \$331 ;
-  always @(posedge clk)
-    v_d15 <= \$332 ;
-  always @(posedge clk)
-    v_d16 <= \$333 ;
-  always @(posedge clk)
-    v_d17 <= \$334 ;
-  always @(posedge clk)
-    v_d18 <= \$335 ;
-  always @(posedge clk)
-    v_d19 <= \$336 ;
-  always @(posedge clk)
-    v_d20 <= \$337 ;
-  always @(posedge clk)
-    v_d21 <= \$338 ;
-  always @(posedge clk)
-    v_d22 <= \$339 ;
-  always @(posedge clk)
-    v_d23 <= \$340 ;
-  always @(posedge clk)
-    v_d24 <= \$341 ;
-  always @(posedge clk)
-    v_d25 <= \$342 ;
-  always @(posedge clk)
-    v_d26 <= \$343 ;
-  always @(posedge clk)
-    v_d27 <= \$344 ;
-  always @(posedge clk)
-    v_d28 <= \$345 ;
-  always @(posedge clk)
-    jb_d1 <= \$346 ;
-  always @(posedge clk)
-    jb_d2 <= \$347 ;
-  always @(posedge clk)
-    half_d1 <= \$348 ;
-  always @(posedge clk)
-    store_ptr <= \$349 ;
-  always @(posedge clk)
-    x_reg <= \$350 ;
-  always @(posedge clk)
-    x1r <= \$351 ;
-  always @(posedge clk)
-    w_d1 <= \$352 ;
-  always @(posedge clk)
-    w_d2 <= \$353 ;
-  always @(posedge clk)
-    w_d3 <= \$354 ;
-  always @(posedge clk)
-    w_d4 <= \$355 ;
-  always @(posedge clk)
-    w_d5 <= \$356 ;
-  always @(posedge clk)
-    w_d6 <= \$357 ;
-  always @(posedge clk)
-    w_d7 <= \$358 ;
-  always @(posedge clk)
-    w_d8 <= \$359 ;
-  always @(posedge clk)
-    w_d9 <= \$360 ;
-  always @(posedge clk)
-    w_d10 <= \$361 ;
-  always @(posedge clk)
-    w_d11 <= \$362 ;
-  always @(posedge clk)
-    w_d12 <= \$363 ;
-  always @(posedge clk)
-    w_d13 <= \$364 ;
-  always @(posedge clk)
-    w_d14 <= \$365 ;
-  always @(posedge clk)
-    w_d15 <= \$366 ;
-  always @(posedge clk)
-    w_d16 <= \$367 ;
-  always @(posedge clk)
-    w_d17 <= \$368 ;
-  always @(posedge clk)
-    w_d18 <= \$369 ;
-  always @(posedge clk)
-    w_d19 <= \$370 ;
-  always @(posedge clk)
-    close_d1 <= \$371 ;
-  always @(posedge clk)
-    close_d2 <= \$372 ;
-  always @(posedge clk)
-    close_d3 <= \$373 ;
-  always @(posedge clk)
-    close_d4 <= \$374 ;
-  always @(posedge clk)
-    close_d5 <= \$375 ;
-  always @(posedge clk)
-    close_d6 <= \$376 ;
-  always @(posedge clk)
-    close_d7 <= \$377 ;
-  always @(posedge clk)
-    close_d8 <= \$378 ;
-  always @(posedge clk)
-    close_d9 <= \$379 ;
-  always @(posedge clk)
-    close_d10 <= \$380 ;
-  always @(posedge clk)
-    close_d11 <= \$381 ;
-  always @(posedge clk)
-    close_d12 <= \$382 ;
-  always @(posedge clk)
-    close_d13 <= \$383 ;
-  always @(posedge clk)
-    close_d14 <= \$384 ;
-  always @(posedge clk)
-    close_d15 <= \$385 ;
-  always @(posedge clk)
-    close_d16 <= \$386 ;
-  always @(posedge clk)
-    close_d17 <= \$387 ;
-  always @(posedge clk)
-    close_d18 <= \$388 ;
-  always @(posedge clk)
-    close_d19 <= \$389 ;
-  always @(posedge clk)
-    word0r <= \$390 ;
+  assign \$133  = k == 5'h18;
+  assign \$134  = p2 & \$133 ;
+  assign \$135  = k == 5'h1d;
+  assign \$136  = p2 & \$135 ;
+  assign \$137  = k == 5'h1e;
+  assign \$138  = p2 & \$137 ;
+  assign \$139  = g == 5'h19;
+  assign \$140  = pcen_run & \$139 ;
+  assign \$141  = cm >= 1'h1;
+  assign \$142  = \$140  & \$141 ;
+  assign \$143  = cm <= 6'h28;
+  assign tail = \$142  & \$143 ;
+  assign \$144  = cm - 1'h1;
+  assign \$145  = k == 3'h6;
+  assign \$146  = tail & \$145 ;
+  assign \$147  = fbase + \$144 [5:0];
+  assign \$148  = k == 3'h7;
+  assign \$149  = tail & \$148 ;
+  assign \$150  = $signed(g_p[57:15]) + $signed(4'h4);
+  assign \$152  = $signed(\$151 [21:0]) > $signed(16'h7fff);
+  assign \$153  = $signed(\$151 [21:0]) < $signed(16'h8000);
+  assign \$154  = \$153  ? 22'h3f8000 : \$151 [21:0];
+  assign \$155  = \$152  ? 22'h007fff : \$154 ;
+  assign \$156  = k == 4'h8;
+  assign \$157  = tail & \$156 ;
+  assign \$158  = fbase + \$144 [5:0];
+  assign \$159  = t < 3'h5;
+  assign \$160  = \$159  ? 1'h0 : 1'h1;
+  assign bins_mode = in_replay ? 2'h2 : { 1'h0, \$160  };
+  assign \$161  = ! clr;
+  assign \$162  = ! clr;
+  assign \$163  = fu_use0 ? 1'h1 : 1'h0;
+  assign \$164  = fu_use1 ? 1'h1 : 1'h0;
+  assign \$165  = \$163  | \$164 ;
+  assign \$166  = fu_use2 ? 1'h1 : 1'h0;
+  assign \$167  = \$165  | \$166 ;
+  assign \$168  = fu_use3 ? 1'h1 : 1'h0;
+  assign \$169  = \$167  | \$168 ;
+  assign \$170  = fu_use4 ? 1'h1 : 1'h0;
+  assign \$171  = \$169  | \$170 ;
+  assign \$172  = fu_use5 ? 1'h1 : 1'h0;
+  assign \$173  = \$171  | \$172 ;
+  assign \$174  = fu_use6 ? 1'h1 : 1'h0;
+  assign \$175  = \$173  | \$174 ;
+  assign \$176  = fu_use7 ? 1'h1 : 1'h0;
+  assign \$177  = \$175  | \$176 ;
+  assign \$178  = fu_use8 ? 1'h1 : 1'h0;
+  assign \$179  = \$177  | \$178 ;
+  assign \$180  = fu_use9 ? 1'h1 : 1'h0;
+  assign \$181  = \$179  | \$180 ;
+  assign \$182  = fu_use10 ? 1'h1 : 1'h0;
+  assign \$183  = \$181  | \$182 ;
+  assign \$184  = fu_use11 ? 1'h1 : 1'h0;
+  assign \$185  = \$183  | \$184 ;
+  assign \$186  = fu_use12 ? 1'h1 : 1'h0;
+  assign \$187  = \$185  | \$186 ;
+  assign \$188  = fu_use13 ? 1'h1 : 1'h0;
+  assign \$189  = \$187  | \$188 ;
+  assign \$190  = fu_use14 ? 1'h1 : 1'h0;
+  assign \$191  = \$189  | \$190 ;
+  assign \$192  = fu_use15 ? 1'h1 : 1'h0;
+  assign \$193  = \$191  | \$192 ;
+  assign \$194  = fu_use16 ? 1'h1 : 1'h0;
+  assign \$195  = \$193  | \$194 ;
+  assign \$196  = fu_use17 ? 1'h1 : 1'h0;
+  assign \$197  = \$195  | \$196 ;
+  assign \$198  = fu_use18 ? 1'h1 : 1'h0;
+  assign \$199  = \$197  | \$198 ;
+  assign \$200  = fu_use19 ? 1'h1 : 1'h0;
+  assign i_valid = \$199  | \$200 ;
+  assign \$204  = fu_use2 ? 1'h1 : 1'h0;
+  assign \$206  = fu_use3 ? 2'h2 : 2'h0;
+  assign \$207  = { 1'h0, \$205  } | \$206 ;
+  assign \$208  = fu_use4 ? 2'h3 : 2'h0;
+  assign \$209  = \$207  | \$208 ;
+  assign \$214  = fu_use7 ? 3'h7 : 3'h0;
+  assign \$215  = { 1'h0, \$213  } | \$214 ;
+  assign \$216  = fu_use8 ? 3'h7 : 3'h0;
+  assign \$217  = \$215  | \$216 ;
+  assign \$218  = fu_use9 ? 4'h8 : 4'h0;
+  assign \$219  = { 1'h0, \$217  } | \$218 ;
+  assign \$220  = fu_use10 ? 2'h3 : 2'h0;
+  assign \$221  = \$219  | { 2'h0, \$220  };
+  assign \$222  = fu_use11 ? 2'h3 : 2'h0;
+  assign \$223  = \$221  | { 2'h0, \$222  };
+  assign \$224  = fu_use12 ? 3'h4 : 3'h0;
   \nanomamba_accel.spectral.engine.fu  fu (
     .clip_start(clip_start),
     .clk(clk),
-    .i_add(i_add),
     .i_op(i_op),
-    .i_sub(i_sub),
     .i_valid(i_valid),
     .i_x(i_x),
     .o_exp(o_exp),
     .o_lp(o_lp),
+    .\port$906$0 (\$319 ),
+    .\port$945$0 (\$358 ),
     .rst(rst)
   );
   \nanomamba_accel.spectral.engine.mac  mac (
@@ -35184,1342 +36178,6 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$124
     .w(w),
     .x(x)
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$392  = mm;
-    if (\$226 ) begin
-      \$392  = \$227 [5:0];
-    end
-    if (\$234 ) begin
-      \$392  = 6'h00;
-    end
-    if (clip_start) begin
-      \$392  = 6'h00;
-    end
-    if (rst) begin
-      \$392  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$393  = \$signal$92 ;
-    if (v_d6) begin
-      \$393  = o_lp;
-    end
-    if (clip_start) begin
-      \$393  = 32'd0;
-    end
-    if (rst) begin
-      \$393  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$394  = ld;
-    if (v_d9) begin
-      \$394  = o_lp;
-    end
-    if (clip_start) begin
-      \$394  = 32'd0;
-    end
-    if (rst) begin
-      \$394  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$395  = r;
-    if (v_d18) begin
-      \$395  = o_exp[21:0];
-    end
-    if (clip_start) begin
-      \$395  = 22'h000000;
-    end
-    if (rst) begin
-      \$395  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$396  = 1'h0;
-    if (\$229 ) begin
-      \$396  = 1'h1;
-    end
-    if (clip_start) begin
-      \$396  = 1'h0;
-    end
-    if (rst) begin
-      \$396  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$397  = snm;
-    if (\$229 ) begin
-      \$397  = \$231 ;
-    end
-    if (clip_start) begin
-      \$397  = 16'h0000;
-    end
-    if (rst) begin
-      \$397  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$398  = saddr;
-    if (\$229 ) begin
-      \$398  = \$232 [11:0];
-    end
-    if (clip_start) begin
-      \$398  = 12'h000;
-    end
-    if (rst) begin
-      \$398  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$399  = ms;
-    if (\$229 ) begin
-      \$399  = \$233 [5:0];
-    end
-    if (\$234 ) begin
-      \$399  = 6'h00;
-    end
-    if (clip_start) begin
-      \$399  = 6'h00;
-    end
-    if (rst) begin
-      \$399  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$400  = sclose;
-    if (clip_start) begin
-      \$400  = 1'h0;
-    end
-    if (rst) begin
-      \$400  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$401  = sclose_d1;
-    if (clip_start) begin
-      \$401  = 1'h0;
-    end
-    if (rst) begin
-      \$401  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$402  = sclose_d2;
-    if (clip_start) begin
-      \$402  = 1'h0;
-    end
-    if (rst) begin
-      \$402  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$403  = sclose_d3;
-    if (clip_start) begin
-      \$403  = 1'h0;
-    end
-    if (rst) begin
-      \$403  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$404  = sclose_d4;
-    if (clip_start) begin
-      \$404  = 1'h0;
-    end
-    if (rst) begin
-      \$404  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$405  = sclose_d5;
-    if (clip_start) begin
-      \$405  = 1'h0;
-    end
-    if (rst) begin
-      \$405  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$406  = saddr;
-    if (clip_start) begin
-      \$406  = 12'h000;
-    end
-    if (rst) begin
-      \$406  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$407  = saddr_d1;
-    if (clip_start) begin
-      \$407  = 12'h000;
-    end
-    if (rst) begin
-      \$407  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$408  = saddr_d2;
-    if (clip_start) begin
-      \$408  = 12'h000;
-    end
-    if (rst) begin
-      \$408  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$409  = saddr_d3;
-    if (clip_start) begin
-      \$409  = 12'h000;
-    end
-    if (rst) begin
-      \$409  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$410  = saddr_d4;
-    if (clip_start) begin
-      \$410  = 12'h000;
-    end
-    if (rst) begin
-      \$410  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$411  = saddr_d5;
-    if (clip_start) begin
-      \$411  = 12'h000;
-    end
-    if (rst) begin
-      \$411  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$412  = snr_val;
-    if (sclose_d5) begin
-      \$412  = o_lp[15:0];
-    end
-    if (clip_start) begin
-      \$412  = 16'h0000;
-    end
-    if (rst) begin
-      \$412  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$413  = \$238 ;
-    if (clip_start) begin
-      \$413  = 1'h0;
-    end
-    if (rst) begin
-      \$413  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$414  = iv_d1;
-    if (clip_start) begin
-      \$414  = 1'h0;
-    end
-    if (rst) begin
-      \$414  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$415  = iv_d2;
-    if (clip_start) begin
-      \$415  = 1'h0;
-    end
-    if (rst) begin
-      \$415  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$416  = iv_d3;
-    if (clip_start) begin
-      \$416  = 1'h0;
-    end
-    if (rst) begin
-      \$416  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$417  = \$242 ;
-    if (clip_start) begin
-      \$417  = 1'h0;
-    end
-    if (rst) begin
-      \$417  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$418  = ib;
-    if (\$246 ) begin
-      \$418  = \$247 [8:0];
-    end
-    if (\$249 ) begin
-      \$418  = 9'h000;
-    end
-    if (clip_start) begin
-      \$418  = 9'h000;
-    end
-    if (rst) begin
-      \$418  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$419  = ifin;
-    if (\$246 ) begin
-      if (\$248 ) begin
-        \$419  = 1'h1;
-      end
-    end
-    if (\$249 ) begin
-      \$419  = 1'h0;
-    end
-    if (clip_start) begin
-      \$419  = 1'h0;
-    end
-    if (rst) begin
-      \$419  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$420  = ib;
-    if (clip_start) begin
-      \$420  = 9'h000;
-    end
-    if (rst) begin
-      \$420  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$421  = ib_d1;
-    if (clip_start) begin
-      \$421  = 9'h000;
-    end
-    if (rst) begin
-      \$421  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$422  = ib_d2;
-    if (clip_start) begin
-      \$422  = 9'h000;
-    end
-    if (rst) begin
-      \$422  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$423  = ib_d3;
-    if (clip_start) begin
-      \$423  = 9'h000;
-    end
-    if (rst) begin
-      \$423  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$424  = word0r;
-    if (clip_start) begin
-      \$424  = 28'h0000000;
-    end
-    if (rst) begin
-      \$424  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$425  = p1_issue;
-    if (clip_start) begin
-      \$425  = 1'h0;
-    end
-    if (rst) begin
-      \$425  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$426  = p1v_d1;
-    if (clip_start) begin
-      \$426  = 1'h0;
-    end
-    if (rst) begin
-      \$426  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$427  = p1v_d2;
-    if (clip_start) begin
-      \$427  = 1'h0;
-    end
-    if (rst) begin
-      \$427  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$428  = p1v_d3;
-    if (clip_start) begin
-      \$428  = 1'h0;
-    end
-    if (rst) begin
-      \$428  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$429  = p1v_d4;
-    if (clip_start) begin
-      \$429  = 1'h0;
-    end
-    if (rst) begin
-      \$429  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$430  = p1v_d5;
-    if (clip_start) begin
-      \$430  = 1'h0;
-    end
-    if (rst) begin
-      \$430  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$431  = p1v_d6;
-    if (clip_start) begin
-      \$431  = 1'h0;
-    end
-    if (rst) begin
-      \$431  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$432  = p1v_d7;
-    if (clip_start) begin
-      \$432  = 1'h0;
-    end
-    if (rst) begin
-      \$432  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$433  = p1_m;
-    if (clip_start) begin
-      \$433  = 6'h00;
-    end
-    if (rst) begin
-      \$433  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$434  = p1m_d1;
-    if (clip_start) begin
-      \$434  = 6'h00;
-    end
-    if (rst) begin
-      \$434  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$435  = p1m_d2;
-    if (clip_start) begin
-      \$435  = 6'h00;
-    end
-    if (rst) begin
-      \$435  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$436  = p1m_d3;
-    if (clip_start) begin
-      \$436  = 6'h00;
-    end
-    if (rst) begin
-      \$436  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$437  = p1m_d4;
-    if (clip_start) begin
-      \$437  = 6'h00;
-    end
-    if (rst) begin
-      \$437  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$438  = p1m_d5;
-    if (clip_start) begin
-      \$438  = 6'h00;
-    end
-    if (rst) begin
-      \$438  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$439  = p1m_d6;
-    if (clip_start) begin
-      \$439  = 6'h00;
-    end
-    if (rst) begin
-      \$439  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$440  = p1m_d7;
-    if (clip_start) begin
-      \$440  = 6'h00;
-    end
-    if (rst) begin
-      \$440  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$441  = pcen_state;
-    casez (pcen_state)
-      3'h0:
-          if (pcen_run) begin
-            \$441  = 3'h1;
-          end
-      3'h1:
-          if (\$257 ) begin
-            \$441  = 3'h2;
-          end
-      3'h2:
-          casez (g)
-            5'h00:
-                /* empty */;
-            5'h01:
-                /* empty */;
-            5'h02:
-                /* empty */;
-            5'h03:
-                /* empty */;
-            5'h04:
-                /* empty */;
-            5'h05:
-                /* empty */;
-            5'h07:
-                /* empty */;
-            5'h09:
-                /* empty */;
-            5'h0d:
-                /* empty */;
-            5'h11:
-                /* empty */;
-            5'h12:
-                /* empty */;
-            5'h13:
-                /* empty */;
-            5'h18:
-                \$441  = 3'h3;
-          endcase
-      3'h3:
-          if (\$267 ) begin
-            \$441  = 3'h4;
-          end
-      3'h4:
-          if (\$268 ) begin
-            \$441  = 3'h0;
-          end
-    endcase
-    if (clip_start) begin
-      \$441  = 3'h0;
-    end
-    if (rst) begin
-      \$441  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$442  = p1_ph;
-    casez (pcen_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$442  = \$252 [1:0];
-    endcase
-    if (\$269 ) begin
-      \$442  = 2'h0;
-    end
-    if (clip_start) begin
-      \$442  = 2'h0;
-    end
-    if (rst) begin
-      \$442  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$443  = p1_m;
-    casez (pcen_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          if (p1_issue) begin
-            \$443  = \$253 [5:0];
-          end
-    endcase
-    if (\$269 ) begin
-      \$443  = 6'h00;
-    end
-    if (clip_start) begin
-      \$443  = 6'h00;
-    end
-    if (rst) begin
-      \$443  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$444  = g;
-    casez (pcen_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          \$444  = \$258 [4:0];
-    endcase
-    if (\$269 ) begin
-      \$444  = 5'h00;
-    end
-    if (clip_start) begin
-      \$444  = 5'h00;
-    end
-    if (rst) begin
-      \$444  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$445  = meanr;
-    casez (pcen_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          casez (g)
-            5'h00:
-                /* empty */;
-            5'h01:
-                \$445  = g_p[55:22];
-          endcase
-    endcase
-    if (clip_start) begin
-      \$445  = 34'h000000000;
-    end
-    if (rst) begin
-      \$445  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$446  = num_r;
-    casez (pcen_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          casez (g)
-            5'h00:
-                /* empty */;
-            5'h01:
-                /* empty */;
-            5'h02:
-                \$446  = g_p[35:0];
-          endcase
-    endcase
-    if (clip_start) begin
-      \$446  = 36'h000000000;
-    end
-    if (rst) begin
-      \$446  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$447  = num_zero;
-    casez (pcen_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          casez (g)
-            5'h00:
-                /* empty */;
-            5'h01:
-                /* empty */;
-            5'h02:
-                \$447  = \$259 ;
-          endcase
-    endcase
-    if (clip_start) begin
-      \$447  = 1'h0;
-    end
-    if (rst) begin
-      \$447  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$448  = lnum;
-    casez (pcen_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          casez (g)
-            5'h00:
-                /* empty */;
-            5'h01:
-                /* empty */;
-            5'h02:
-                /* empty */;
-            5'h03:
-                /* empty */;
-            5'h04:
-                /* empty */;
-            5'h05:
-                /* empty */;
-            5'h07:
-                \$448  = o_lp;
-          endcase
-    endcase
-    if (clip_start) begin
-      \$448  = 32'd0;
-    end
-    if (rst) begin
-      \$448  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$449  = sf_r;
-    casez (pcen_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          casez (g)
-            5'h00:
-                /* empty */;
-            5'h01:
-                /* empty */;
-            5'h02:
-                /* empty */;
-            5'h03:
-                /* empty */;
-            5'h04:
-                /* empty */;
-            5'h05:
-                /* empty */;
-            5'h07:
-                /* empty */;
-            5'h09:
-                /* empty */;
-            5'h0d:
-                \$449  = o_exp[15:0];
-          endcase
-    endcase
-    if (clip_start) begin
-      \$449  = 16'h0000;
-    end
-    if (rst) begin
-      \$449  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$450  = g_r;
-    casez (pcen_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          casez (g)
-            5'h00:
-                /* empty */;
-            5'h01:
-                /* empty */;
-            5'h02:
-                /* empty */;
-            5'h03:
-                /* empty */;
-            5'h04:
-                /* empty */;
-            5'h05:
-                /* empty */;
-            5'h07:
-                /* empty */;
-            5'h09:
-                /* empty */;
-            5'h0d:
-                /* empty */;
-            5'h11:
-                /* empty */;
-            5'h12:
-                /* empty */;
-            5'h13:
-                /* empty */;
-            5'h18:
-                \$450  = o_lp[15:0];
-          endcase
-    endcase
-    if (clip_start) begin
-      \$450  = 16'h0000;
-    end
-    if (rst) begin
-      \$450  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$451  = k;
-    casez (pcen_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          \$451  = \$262 [4:0];
-    endcase
-    if (\$269 ) begin
-      \$451  = 5'h00;
-    end
-    if (clip_start) begin
-      \$451  = 5'h00;
-    end
-    if (rst) begin
-      \$451  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$452  = cm;
-    casez (pcen_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          if (\$263 ) begin
-            \$452  = \$264 [5:0];
-          end
-    endcase
-    if (\$269 ) begin
-      \$452  = 6'h00;
-    end
-    if (clip_start) begin
-      \$452  = 6'h00;
-    end
-    if (rst) begin
-      \$452  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$453  = mel_r;
-    if (p1v_d1) begin
-      \$453  = \$signature__data [27:0];
-    end
-    if (clip_start) begin
-      \$453  = 28'h0000000;
-    end
-    if (rst) begin
-      \$453  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$454  = flo;
-    if (p1v_d2) begin
-      \$454  = \$signature__data [35:22];
-    end
-    if (clip_start) begin
-      \$454  = 14'h0000;
-    end
-    if (rst) begin
-      \$454  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$455  = sumE;
-    if (p1v_d3) begin
-      \$455  = \$272 [33:0];
-    end
-    if (clip_start) begin
-      \$455  = 34'h000000000;
-    end
-    if (rst) begin
-      \$455  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$456  = high;
-    if (p1v_d3) begin
-      \$456  = \$277 [33:0];
-    end
-    if (clip_start) begin
-      \$456  = 34'h000000000;
-    end
-    if (rst) begin
-      \$456  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$457  = low;
-    if (p1v_d3) begin
-      if (\$278 ) begin
-        \$457  = sumE;
-      end
-    end
-    if (clip_start) begin
-      \$457  = 34'h000000000;
-    end
-    if (rst) begin
-      \$457  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$458  = slog;
-    if (p1v_d8) begin
-      \$458  = \$281 [34:0];
-    end
-    if (clip_start) begin
-      \$458  = 35'h000000000;
-    end
-    if (rst) begin
-      \$458  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$459  = E_r;
-    if (\$283 ) begin
-      \$459  = \$signature__data [27:0];
-    end
-    if (clip_start) begin
-      \$459  = 28'h0000000;
-    end
-    if (rst) begin
-      \$459  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$460  = pw0;
-    if (\$285 ) begin
-      \$460  = \$signature__data ;
-    end
-    if (clip_start) begin
-      \$460  = 36'h000000000;
-    end
-    if (rst) begin
-      \$460  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$461  = pw1;
-    if (\$287 ) begin
-      \$461  = \$signature__data ;
-    end
-    if (clip_start) begin
-      \$461  = 36'h000000000;
-    end
-    if (rst) begin
-      \$461  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$462  = pw2;
-    if (\$289 ) begin
-      \$462  = \$signature__data ;
-    end
-    if (clip_start) begin
-      \$462  = 36'h000000000;
-    end
-    if (rst) begin
-      \$462  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$463  = pw3;
-    if (\$291 ) begin
-      \$463  = \$signature__data ;
-    end
-    if (clip_start) begin
-      \$463  = 36'h000000000;
-    end
-    if (rst) begin
-      \$463  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$464  = pw4;
-    if (\$293 ) begin
-      \$464  = \$signature__data ;
-    end
-    if (clip_start) begin
-      \$464  = 36'h000000000;
-    end
-    if (rst) begin
-      \$464  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$465  = pw5;
-    if (\$295 ) begin
-      \$465  = \$signature__data ;
-    end
-    if (clip_start) begin
-      \$465  = 36'h000000000;
-    end
-    if (rst) begin
-      \$465  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$466  = lE;
-    if (\$297 ) begin
-      \$466  = o_lp;
-    end
-    if (clip_start) begin
-      \$466  = 32'd0;
-    end
-    if (rst) begin
-      \$466  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$467  = stat_r;
-    if (\$299 ) begin
-      \$467  = o_exp[19:0];
-    end
-    if (clip_start) begin
-      \$467  = 20'h00000;
-    end
-    if (rst) begin
-      \$467  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$468  = t;
-    casez (engine_state)
-      3'h0:
-          if (fb_wr_ok) begin
-            \$468  = 7'h00;
-          end
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          if (pcen_done) begin
-            (* full_case = 32'd1 *)
-            if (\$302 ) begin
-            end else if (\$303 ) begin
-            end else begin
-              \$468  = \$304 [6:0];
-            end
-          end
-      3'h4:
-          /* empty */;
-      3'h6:
-          /* empty */;
-      3'h7:
-          if (bins_done) begin
-            if (\$308 ) begin
-              (* full_case = 32'd1 *)
-              if (\$309 ) begin
-              end else begin
-                \$468  = \$310 [6:0];
-              end
-            end
-          end
-    endcase
-    if (clip_start) begin
-      \$468  = 7'h00;
-    end
-    if (rst) begin
-      \$468  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$469  = fbase;
-    casez (engine_state)
-      3'h0:
-          if (fb_wr_ok) begin
-            \$469  = 12'h000;
-          end
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          if (pcen_done) begin
-            (* full_case = 32'd1 *)
-            if (\$302 ) begin
-            end else if (\$303 ) begin
-            end else begin
-              \$469  = \$305 [11:0];
-            end
-          end
-      3'h4:
-          /* empty */;
-      3'h6:
-          /* empty */;
-      3'h7:
-          if (bins_done) begin
-            if (\$308 ) begin
-              (* full_case = 32'd1 *)
-              if (\$309 ) begin
-              end else begin
-                \$469  = \$311 [11:0];
-              end
-            end
-          end
-    endcase
-    if (clip_start) begin
-      \$469  = 12'h000;
-    end
-    if (rst) begin
-      \$469  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$470  = engine_state;
-    (* full_case = 32'd1 *)
-    casez (engine_state)
-      3'h0:
-          if (fb_wr_ok) begin
-            \$470  = 3'h1;
-          end
-      3'h1:
-          if (\$301 ) begin
-            \$470  = 3'h2;
-          end
-      3'h2:
-          if (bins_done) begin
-            \$470  = 3'h3;
-          end
-      3'h3:
-          if (pcen_done) begin
-            (* full_case = 32'd1 *)
-            if (\$302 ) begin
-              \$470  = 3'h4;
-            end else if (\$303 ) begin
-              \$470  = 3'h5;
-            end else begin
-              \$470  = 3'h1;
-            end
-          end
-      3'h4:
-          if (init_done) begin
-            \$470  = 3'h6;
-          end
-      3'h6:
-          if (\$307 ) begin
-            \$470  = 3'h7;
-          end
-      3'h7:
-          if (bins_done) begin
-            (* full_case = 32'd1 *)
-            if (\$308 ) begin
-              (* full_case = 32'd1 *)
-              if (\$309 ) begin
-                \$470  = 3'h5;
-              end else begin
-                \$470  = 3'h1;
-              end
-            end else begin
-              \$470  = 3'h6;
-            end
-          end
-      3'h5:
-          \$470  = 3'h0;
-    endcase
-    if (clip_start) begin
-      \$470  = 3'h0;
-    end
-    if (rst) begin
-      \$470  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$471  = clr;
-    casez (engine_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-        begin
-          \$471  = \$300 [2:0];
-          if (\$301 ) begin
-            \$471  = 3'h0;
-          end
-        end
-      3'h2:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          /* empty */;
-      3'h6:
-        begin
-          \$471  = \$306 [2:0];
-          if (\$307 ) begin
-            \$471  = 3'h0;
-          end
-        end
-    endcase
-    if (clip_start) begin
-      \$471  = 3'h0;
-    end
-    if (rst) begin
-      \$471  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$472  = tr;
-    casez (engine_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (init_done) begin
-            \$472  = 3'h0;
-          end
-      3'h6:
-          /* empty */;
-      3'h7:
-          if (bins_done) begin
-            (* full_case = 32'd1 *)
-            if (\$308 ) begin
-            end else begin
-              \$472  = \$312 [2:0];
-            end
-          end
-    endcase
-    if (clip_start) begin
-      \$472  = 3'h0;
-    end
-    if (rst) begin
-      \$472  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$473  = rbase;
-    casez (engine_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (init_done) begin
-            \$473  = 12'h000;
-          end
-      3'h6:
-          /* empty */;
-      3'h7:
-          if (bins_done) begin
-            (* full_case = 32'd1 *)
-            if (\$308 ) begin
-            end else begin
-              \$473  = \$313 [11:0];
-            end
-          end
-    endcase
-    if (clip_start) begin
-      \$473  = 12'h000;
-    end
-    if (rst) begin
-      \$473  = 12'h000;
-    end
-  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     i__ready = 1'h0;
@@ -36550,7 +36208,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$124
     if (\$35 ) begin
       \$signature__addr  = { jb_d1, 1'h1 };
     end
-    if (\$82 ) begin
+    if (\$74 ) begin
       \$signature__addr  = { ib[7:0], 1'h0 };
     end
   end
@@ -36561,22 +36219,22 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$124
       \$signature__addr$45  = \$23 [8:0];
     end
     if (p1_issue) begin
-      \$signature__addr$45  = \$100 [8:0];
+      \$signature__addr$45  = \$82 [8:0];
     end
     if (p1v_d1) begin
-      \$signature__addr$45  = \$102 [8:0];
+      \$signature__addr$45  = \$84 [8:0];
     end
     if (p1v_d2) begin
-      \$signature__addr$45  = \$104 [8:0];
+      \$signature__addr$45  = \$86 [8:0];
     end
-    if (\$111 ) begin
-      \$signature__addr$45  = \$118 [8:0];
+    if (\$93 ) begin
+      \$signature__addr$45  = \$100 [8:0];
     end
-    if (\$120 ) begin
-      \$signature__addr$45  = \$121 [8:0];
+    if (\$102 ) begin
+      \$signature__addr$45  = \$103 [8:0];
     end
-    if (\$123 ) begin
-      \$signature__addr$45  = \$124 [8:0];
+    if (\$105 ) begin
+      \$signature__addr$45  = \$106 [8:0];
     end
   end
   always @* begin
@@ -36588,7 +36246,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$124
     if (sclose_d5) begin
       fb_re = 1'h1;
     end
-    if (\$168 ) begin
+    if (\$146 ) begin
       fb_re = 1'h1;
     end
   end
@@ -36598,7 +36256,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$124
     if (\$29 ) begin
       fb_addr = store_ptr;
     end
-    if (\$53 ) begin
+    if (\$45 ) begin
       fb_addr = store_ptr;
     end
     if (sclose_d5) begin
@@ -36607,828 +36265,283 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$124
     if (sclose_d6) begin
       fb_addr = saddr_d6;
     end
-    if (\$168 ) begin
-      fb_addr = \$169 [11:0];
+    if (\$146 ) begin
+      fb_addr = \$147 [11:0];
     end
-    if (\$180 ) begin
-      fb_addr = \$181 [11:0];
+    if (\$157 ) begin
+      fb_addr = \$158 [11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$signal$59  = 38'h0000000000;
+    gmul_use0 = 1'h0;
     if (\$39 ) begin
-      \$signal$59  = { 14'h0000, x1 };
-    end
-    if (\$44 ) begin
-      \$signal$59  = { \$37 [28], \$37 [28], \$37 [28], \$37 [28], \$37 [28], \$37 [28], \$37 [28], \$37 [28], \$37 [28], \$37  };
-    end
-    if (\$70 ) begin
-      \$signal$59  = { 10'h000, noise_r };
-    end
-    if (iv_d2) begin
-      \$signal$59  = { 10'h000, word0r };
-    end
-    if (iv_d3) begin
-      \$signal$59  = { 10'h000, sum5_hold };
-    end
-    casez (pcen_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          casez (g)
-            5'h00:
-                \$signal$59  = { slog[34], slog[34], slog[34], slog };
-            5'h01:
-                \$signal$59  = { 4'h0, low };
-            5'h02:
-                /* empty */;
-            5'h03:
-                \$signal$59  = { 4'h0, high };
-            5'h04:
-                /* empty */;
-            5'h05:
-                /* empty */;
-            5'h07:
-                /* empty */;
-            5'h09:
-                /* empty */;
-            5'h0d:
-                /* empty */;
-            5'h11:
-                \$signal$59  = \$94 [37:0];
-            5'h12:
-                \$signal$59  = { 21'h000000, g_p[31:15] };
-          endcase
-    endcase
-    if (\$128 ) begin
-      \$signal$59  = { \$129 [32], \$129 [32], \$129 [32], \$129 [32], \$129 [32], \$129  };
-    end
-    if (\$135 ) begin
-      \$signal$59  = { o_lp[31], o_lp[31], o_lp[31], o_lp[31], o_lp[31], o_lp[31], o_lp };
-    end
-    if (\$141 ) begin
-      \$signal$59  = { o_lp[31], o_lp[31], o_lp[31], o_lp[31], o_lp[31], o_lp[31], o_lp };
-    end
-    if (\$145 ) begin
-      \$signal$59  = { \$146 [32], \$146 [32], \$146 [32], \$146 [32], \$146 [32], \$146  };
-    end
-    if (\$152 ) begin
-      \$signal$59  = { o_lp[31], o_lp[31], o_lp[31], o_lp[31], o_lp[31], o_lp[31], o_lp };
-    end
-    if (\$158 ) begin
-      \$signal$59  = { o_lp[31], o_lp[31], o_lp[31], o_lp[31], o_lp[31], o_lp[31], o_lp };
-    end
-    if (\$171 ) begin
-      \$signal$59  = { \$172 [20], \$172 [20], \$172 [20], \$172 [20], \$172 [20], \$172 [20], \$172 [20], \$172 [20], \$172 [20], \$172 [20], \$172 [20], \$172 [20], \$172 [20], \$172 [20], \$172 [20], \$172 [20], \$172 [20], \$172  };
+      gmul_use0 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$signal$60  = 18'h00000;
-    if (\$39 ) begin
-      \$signal$60  = 18'h10000;
-    end
-    if (\$44 ) begin
-      \$signal$60  = { 6'h00, \$46  };
-    end
-    if (\$70 ) begin
-      \$signal$60  = 18'h01b11;
-    end
-    if (iv_d2) begin
-      \$signal$60  = 18'h1999a;
-    end
-    if (iv_d3) begin
-      \$signal$60  = 18'h1999a;
-    end
-    casez (pcen_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          casez (g)
-            5'h00:
-                \$signal$60  = 18'h1999a;
-            5'h01:
-                \$signal$60  = 18'h0000e;
-            5'h02:
-                /* empty */;
-            5'h03:
-                \$signal$60  = 18'h0000d;
-            5'h04:
-                /* empty */;
-            5'h05:
-                /* empty */;
-            5'h07:
-                /* empty */;
-            5'h09:
-                /* empty */;
-            5'h0d:
-                /* empty */;
-            5'h11:
-                \$signal$60  = { \$95 [16], \$95  };
-            5'h12:
-                \$signal$60  = 18'h01045;
-          endcase
-    endcase
-    if (\$128 ) begin
-      \$signal$60  = { 1'h0, \$130  };
-    end
-    if (\$135 ) begin
-      \$signal$60  = pw1[17:0];
-    end
-    if (\$141 ) begin
-      \$signal$60  = { 1'h0, pw0[33:17] };
-    end
-    if (\$145 ) begin
-      \$signal$60  = { 1'h0, \$147  };
-    end
-    if (\$152 ) begin
-      \$signal$60  = pw4[17:0];
-    end
-    if (\$158 ) begin
-      \$signal$60  = { 1'h0, pw3[33:17] };
-    end
-    if (\$171 ) begin
-      \$signal$60  = { 2'h0, g_r };
+    gmul_use1 = 1'h0;
+    if (\$41 ) begin
+      gmul_use1 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$signal$61  = 52'h0000000000000;
-    if (\$39 ) begin
-      \$signal$61  = { 8'h00, \$42 , 16'h8000 };
-    end
-    if (\$44 ) begin
-      \$signal$61  = { 8'h00, \$49 , 16'h8000 };
-    end
-    if (\$70 ) begin
-      \$signal$61  = 52'h000000000000b;
-    end
-    if (iv_d2) begin
-      \$signal$61  = 52'h0000000008000;
-    end
-    if (iv_d3) begin
-      \$signal$61  = 52'h0000000018000;
-    end
-    casez (pcen_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          casez (g)
-            5'h00:
-                \$signal$61  = 52'h001549aa00000;
-            5'h01:
-                \$signal$61  = 52'h0000000000000;
-            5'h02:
-                /* empty */;
-            5'h03:
-                \$signal$61  = { 16'h0000, num_r };
-            5'h04:
-                /* empty */;
-            5'h05:
-                /* empty */;
-            5'h07:
-                /* empty */;
-            5'h09:
-                /* empty */;
-            5'h0d:
-                /* empty */;
-            5'h11:
-                \$signal$61  = { 21'h000000, sf_r, 15'h4000 };
-            5'h12:
-                \$signal$61  = 52'hffffffbeee000;
-          endcase
-    endcase
-    if (\$128 ) begin
-      \$signal$61  = { 4'h0, \$signature__data [31:0], 16'h8000 };
-    end
-    if (\$135 ) begin
-      \$signal$61  = { lE[31], lE[31], lE[31], lE[31], lE, 16'h7fff };
-    end
-    if (\$141 ) begin
-      \$signal$61  = 52'h0000000008000;
-    end
-    if (\$145 ) begin
-      \$signal$61  = { 4'h0, \$signature__data [31:0], 16'h8000 };
-    end
-    if (\$152 ) begin
-      \$signal$61  = { lE[31], lE[31], lE[31], lE[31], lE, 16'h7fff };
-    end
-    if (\$158 ) begin
-      \$signal$61  = 52'h0000000008000;
-    end
-    if (\$171 ) begin
-      \$signal$61  = { o_exp[19], o_exp[19], o_exp[19], o_exp[19], o_exp[19], o_exp[19], o_exp[19], o_exp[19], o_exp[19], o_exp[19], o_exp[19], o_exp[19], o_exp[19], o_exp[19], o_exp[19], o_exp[19], o_exp[19], o_exp[19:0], 15'h4000 };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    i_valid = 1'h0;
-    if (\$51 ) begin
-      i_valid = 1'h1;
-    end
-    if (\$72 ) begin
-      i_valid = 1'h1;
-    end
-    if (\$74 ) begin
-      i_valid = 1'h1;
-    end
-    if (sclose) begin
-      i_valid = 1'h1;
-    end
-    casez (pcen_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          casez (g)
-            5'h00:
-                i_valid = 1'h1;
-            5'h01:
-                /* empty */;
-            5'h02:
-                i_valid = 1'h1;
-            5'h03:
-                /* empty */;
-            5'h04:
-                i_valid = 1'h1;
-            5'h05:
-                i_valid = 1'h1;
-            5'h07:
-                /* empty */;
-            5'h09:
-                i_valid = 1'h1;
-            5'h0d:
-                /* empty */;
-            5'h11:
-                /* empty */;
-            5'h12:
-                /* empty */;
-            5'h13:
-                i_valid = 1'h1;
-          endcase
-    endcase
-    if (p1v_d3) begin
-      i_valid = 1'h1;
-    end
-    if (\$126 ) begin
-      i_valid = 1'h1;
-    end
-    if (\$132 ) begin
-      i_valid = 1'h1;
-    end
-    if (\$137 ) begin
-      i_valid = 1'h1;
-    end
-    if (\$139 ) begin
-      i_valid = 1'h1;
-    end
-    if (\$143 ) begin
-      i_valid = 1'h1;
-    end
-    if (\$149 ) begin
-      i_valid = 1'h1;
-    end
-    if (\$154 ) begin
-      i_valid = 1'h1;
-    end
-    if (\$156 ) begin
-      i_valid = 1'h1;
-    end
-    if (\$160 ) begin
-      i_valid = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    i_op = 4'h0;
-    if (\$51 ) begin
-      i_op = 4'h0;
-    end
-    if (\$72 ) begin
-      i_op = 4'h0;
-    end
-    if (\$74 ) begin
-      i_op = 4'h1;
-    end
-    if (sclose) begin
-      i_op = 4'h2;
-    end
-    casez (pcen_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          casez (g)
-            5'h00:
-                i_op = 4'h3;
-            5'h01:
-                /* empty */;
-            5'h02:
-                i_op = 4'h0;
-            5'h03:
-                /* empty */;
-            5'h04:
-                i_op = 4'h0;
-            5'h05:
-                i_op = 4'h7;
-            5'h07:
-                /* empty */;
-            5'h09:
-                i_op = 4'h7;
-            5'h0d:
-                /* empty */;
-            5'h11:
-                /* empty */;
-            5'h12:
-                /* empty */;
-            5'h13:
-                i_op = 4'h8;
-          endcase
-    endcase
-    if (p1v_d3) begin
-      i_op = 4'h3;
-    end
-    if (\$126 ) begin
-      i_op = 4'h3;
-    end
-    if (\$132 ) begin
-      i_op = 4'h4;
-    end
-    if (\$137 ) begin
-      i_op = 4'h5;
-    end
-    if (\$139 ) begin
-      i_op = 4'h3;
-    end
-    if (\$143 ) begin
-      i_op = 4'h6;
-    end
-    if (\$149 ) begin
-      i_op = 4'h4;
-    end
-    if (\$154 ) begin
-      i_op = 4'h5;
-    end
-    if (\$156 ) begin
-      i_op = 4'h3;
-    end
-    if (\$160 ) begin
-      i_op = 4'h6;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    i_x = 45'h000000000000;
-    if (\$51 ) begin
-      i_x = { 21'h000000, x1 };
-    end
-    if (\$72 ) begin
-      i_x = { 1'h0, g_p[43:0] };
-    end
-    if (\$74 ) begin
-      i_x = { \$signal$92 [31], \$signal$92 [31], \$signal$92 [31], \$signal$92 [31], \$signal$92 [31], \$signal$92 [31], \$signal$92 [31], \$signal$92 [31], \$signal$92 [31], \$signal$92 [31], \$signal$92 [31], \$signal$92 [31], \$signal$92 [31], \$signal$92  };
-    end
-    if (sclose) begin
-      i_x = { 29'h00000000, snm };
-    end
-    casez (pcen_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          casez (g)
-            5'h00:
-                i_x = { 11'h000, sumE };
-            5'h01:
-                /* empty */;
-            5'h02:
-                i_x = { 5'h00, g_p[39:0] };
-            5'h03:
-                /* empty */;
-            5'h04:
-                i_x = { 5'h00, g_p[39:0] };
-            5'h05:
-                i_x = { meanr[33], meanr[33], meanr[33], meanr[33], meanr[33], meanr[33], meanr[33], meanr[33], meanr[33], meanr[33], meanr[33], meanr };
-            5'h07:
-                /* empty */;
-            5'h09:
-                i_x = { lnum[31], lnum[31], lnum[31], lnum[31], lnum[31], lnum[31], lnum[31], lnum[31], lnum[31], lnum[31], lnum[31], lnum[31], lnum[31], lnum };
-            5'h0d:
-                /* empty */;
-            5'h11:
-                /* empty */;
-            5'h12:
-                /* empty */;
-            5'h13:
-                i_x = { \$99 [43], \$99  };
-          endcase
-    endcase
-    if (p1v_d3) begin
-      i_x = { 17'h00000, E };
-    end
-    if (\$126 ) begin
-      i_x = { 17'h00000, \$signature__data [27:0] };
-    end
-    if (\$132 ) begin
-      i_x = { 13'h0000, g_p[47:16] };
-    end
-    if (\$137 ) begin
-      i_x = { g_p[49], g_p[49], g_p[49], g_p[49], g_p[49], g_p[49], g_p[49], g_p[49], g_p[49], g_p[49], g_p[49], g_p[49:16] };
-    end
-    if (\$139 ) begin
-      i_x = { o_exp[42], o_exp[42], o_exp };
-    end
-    if (\$143 ) begin
-      i_x = { g_p[49], g_p[49], g_p[49], g_p[49], g_p[49], g_p[49], g_p[49], g_p[49], g_p[49], g_p[49], g_p[49], g_p[49:16] };
-    end
-    if (\$149 ) begin
-      i_x = { 13'h0000, g_p[47:16] };
-    end
-    if (\$154 ) begin
-      i_x = { g_p[49], g_p[49], g_p[49], g_p[49], g_p[49], g_p[49], g_p[49], g_p[49], g_p[49], g_p[49], g_p[49], g_p[49:16] };
-    end
-    if (\$156 ) begin
-      i_x = { o_exp[42], o_exp[42], o_exp };
-    end
-    if (\$160 ) begin
-      i_x = { g_p[49], g_p[49], g_p[49], g_p[49], g_p[49], g_p[49], g_p[49], g_p[49], g_p[49], g_p[49], g_p[49], g_p[49:16] };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    i_sub = 34'h000000000;
-    if (\$51 ) begin
-      i_sub = 34'h000000000;
-    end
-    if (\$72 ) begin
-      i_sub = 34'h000000000;
-    end
-    if (\$74 ) begin
-      i_sub = { ld[31], ld[31], ld };
-    end
-    if (sclose) begin
-      i_sub = 34'h000000000;
-    end
-    casez (pcen_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          casez (g)
-            5'h00:
-                i_sub = 34'h000000000;
-            5'h01:
-                /* empty */;
-            5'h02:
-                i_sub = 34'h000000000;
-            5'h03:
-                /* empty */;
-            5'h04:
-                i_sub = 34'h000000000;
-            5'h05:
-                i_sub = { o_lp[31], o_lp[31], o_lp };
-            5'h07:
-                /* empty */;
-            5'h09:
-                i_sub = { o_lp[31], o_lp[31], o_lp };
-            5'h0d:
-                /* empty */;
-            5'h11:
-                /* empty */;
-            5'h12:
-                /* empty */;
-            5'h13:
-                i_sub = 34'h000000000;
-          endcase
-    endcase
-    if (p1v_d3) begin
-      i_sub = 34'h000000000;
-    end
-    if (\$126 ) begin
-      i_sub = 34'h000000000;
-    end
-    if (\$132 ) begin
-      i_sub = 34'h000000000;
-    end
-    if (\$137 ) begin
-      i_sub = 34'h000000000;
-    end
-    if (\$139 ) begin
-      i_sub = 34'h000000000;
-    end
-    if (\$143 ) begin
-      i_sub = 34'h000000000;
-    end
-    if (\$149 ) begin
-      i_sub = 34'h000000000;
-    end
-    if (\$154 ) begin
-      i_sub = 34'h000000000;
-    end
-    if (\$156 ) begin
-      i_sub = 34'h000000000;
-    end
-    if (\$160 ) begin
-      i_sub = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    i_add = 22'h000000;
-    if (\$51 ) begin
-      i_add = 22'h000000;
-    end
-    if (\$72 ) begin
-      i_add = 22'h000000;
-    end
-    if (\$74 ) begin
-      i_add = 22'h000000;
-    end
-    if (sclose) begin
-      i_add = 22'h000000;
-    end
-    casez (pcen_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          casez (g)
-            5'h00:
-                i_add = 22'h000000;
-            5'h01:
-                /* empty */;
-            5'h02:
-                i_add = 22'h000000;
-            5'h03:
-                /* empty */;
-            5'h04:
-                i_add = 22'h000000;
-            5'h05:
-                i_add = 22'h000000;
-            5'h07:
-                /* empty */;
-            5'h09:
-                i_add = 22'h000000;
-            5'h0d:
-                /* empty */;
-            5'h11:
-                /* empty */;
-            5'h12:
-                /* empty */;
-            5'h13:
-                i_add = 22'h000000;
-          endcase
-    endcase
-    if (p1v_d3) begin
-      i_add = 22'h000000;
-    end
-    if (\$126 ) begin
-      i_add = 22'h000000;
-    end
-    if (\$132 ) begin
-      i_add = 22'h000000;
-    end
-    if (\$137 ) begin
-      i_add = { 2'h0, pw2[1:0], pw1[35:18] };
-    end
-    if (\$139 ) begin
-      i_add = 22'h000000;
-    end
-    if (\$143 ) begin
-      i_add = { pw2[21], pw2[21], pw2[21:2] };
-    end
-    if (\$149 ) begin
-      i_add = 22'h000000;
-    end
-    if (\$154 ) begin
-      i_add = { 2'h0, pw5[1:0], pw4[35:18] };
-    end
-    if (\$156 ) begin
-      i_add = 22'h000000;
-    end
-    if (\$160 ) begin
-      i_add = { pw5[21], pw5[21], pw5[21:2] };
+    fu_use0 = 1'h0;
+    if (\$43 ) begin
+      fu_use0 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     fb_we = 1'h0;
-    if (\$53 ) begin
+    if (\$45 ) begin
       fb_we = 1'h1;
     end
     if (sclose_d6) begin
       fb_we = 1'h1;
     end
-    if (\$180 ) begin
+    if (\$157 ) begin
       fb_we = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     fb_wdata = 31'h00000000;
-    if (\$53 ) begin
+    if (\$45 ) begin
       fb_wdata = { 7'h00, x1 };
     end
     if (sclose_d6) begin
-      fb_wdata = { snr_val, \port$1242$0 [14:0] };
+      fb_wdata = { snr_val, \port$1536$0 [14:0] };
     end
-    if (\$180 ) begin
-      fb_wdata = { \port$1245$0 , \port$1242$0 [26:15], \$178 [14:0] };
+    if (\$157 ) begin
+      fb_wdata = { \port$1539$0 , \port$1536$0 [26:15], \$155 [14:0] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     valid = 1'h0;
+    if (\$47 ) begin
+      valid = 1'h1;
+    end
     if (\$55 ) begin
       valid = 1'h1;
     end
-    if (\$63 ) begin
+    if (\$68 ) begin
       valid = 1'h1;
     end
-    if (\$76 ) begin
-      valid = 1'h1;
-    end
-    if (\$78 ) begin
+    if (\$70 ) begin
       valid = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     stream = 1'h0;
+    if (\$47 ) begin
+      stream = 1'h0;
+    end
     if (\$55 ) begin
       stream = 1'h0;
     end
-    if (\$63 ) begin
-      stream = 1'h0;
-    end
-    if (\$76 ) begin
+    if (\$68 ) begin
       stream = 1'h1;
     end
-    if (\$78 ) begin
+    if (\$70 ) begin
       stream = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     hi = 1'h0;
-    if (\$55 ) begin
+    if (\$47 ) begin
       hi = 1'h0;
     end
-    if (\$63 ) begin
+    if (\$55 ) begin
       hi = 1'h1;
     end
-    if (\$76 ) begin
+    if (\$68 ) begin
       hi = 1'h0;
     end
-    if (\$78 ) begin
+    if (\$70 ) begin
       hi = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     close = 1'h0;
-    if (\$55 ) begin
+    if (\$47 ) begin
       close = \$32 [16];
     end
-    if (\$63 ) begin
+    if (\$55 ) begin
       close = close_d1;
     end
-    if (\$76 ) begin
+    if (\$68 ) begin
       close = close_d18;
     end
-    if (\$78 ) begin
+    if (\$70 ) begin
       close = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     x = 24'h000000;
-    if (\$55 ) begin
+    if (\$47 ) begin
       x = x1;
     end
-    if (\$63 ) begin
+    if (\$55 ) begin
       x = x1r;
     end
-    if (\$76 ) begin
+    if (\$68 ) begin
       x = { 2'h0, r };
     end
-    if (\$78 ) begin
+    if (\$70 ) begin
       x = { 2'h0, r };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     w = 16'h0000;
-    if (\$55 ) begin
+    if (\$47 ) begin
       w = \$31 [15:0];
     end
-    if (\$63 ) begin
+    if (\$55 ) begin
       w = w_d1;
     end
-    if (\$76 ) begin
+    if (\$68 ) begin
       w = w_d18;
     end
-    if (\$78 ) begin
+    if (\$70 ) begin
       w = w_d19;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$signature__en$75  = 1'h0;
-    if (\$60 ) begin
-      \$signature__en$75  = 1'h1;
+    \$signature__en$70  = 1'h0;
+    if (\$52 ) begin
+      \$signature__en$70  = 1'h1;
     end
     if (iv_d3) begin
-      \$signature__en$75  = 1'h1;
+      \$signature__en$70  = 1'h1;
     end
     if (iv_d4) begin
-      \$signature__en$75  = 1'h1;
+      \$signature__en$70  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$signature__addr$76  = 9'h000;
-    if (\$60 ) begin
-      \$signature__addr$76  = { jb_d2, 1'h0 };
+    \$signature__addr$71  = 9'h000;
+    if (\$52 ) begin
+      \$signature__addr$71  = { jb_d2, 1'h0 };
     end
     if (iv_d3) begin
-      \$signature__addr$76  = { ib_d3[7:0], 1'h0 };
+      \$signature__addr$71  = { ib_d3[7:0], 1'h0 };
     end
     if (iv_d4) begin
-      \$signature__addr$76  = { ib_d4[7:0], 1'h1 };
+      \$signature__addr$71  = { ib_d4[7:0], 1'h1 };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$signature__data$78  = 36'h000000000;
-    if (\$60 ) begin
-      \$signature__data$78  = { 8'h00, g_p[43:16] };
+    \$signature__data$73  = 36'h000000000;
+    if (\$52 ) begin
+      \$signature__data$73  = { 8'h00, g_p[43:16] };
     end
     if (iv_d3) begin
-      \$signature__data$78  = { 8'h00, g_p[43:16] };
+      \$signature__data$73  = { 8'h00, g_p[43:16] };
     end
     if (iv_d4) begin
-      \$signature__data$78  = { 8'h00, g_p[43:16] };
+      \$signature__data$73  = { 8'h00, g_p[43:16] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$signature__en$86  = 1'h0;
-    if (\$65 ) begin
-      \$signature__en$86  = 1'h1;
+    \$signature__en$81  = 1'h0;
+    if (\$57 ) begin
+      \$signature__en$81  = 1'h1;
     end
     if (p1v_d3) begin
-      \$signature__en$86  = 1'h1;
+      \$signature__en$81  = 1'h1;
     end
-    if (\$132 ) begin
-      \$signature__en$86  = 1'h1;
+    if (\$112 ) begin
+      \$signature__en$81  = 1'h1;
     end
-    if (\$149 ) begin
-      \$signature__en$86  = 1'h1;
+    if (\$127 ) begin
+      \$signature__en$81  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$signature__addr$87  = 9'h000;
-    if (\$65 ) begin
-      \$signature__addr$87  = \$66 [8:0];
+    \$signature__addr$82  = 9'h000;
+    if (\$57 ) begin
+      \$signature__addr$82  = \$58 [8:0];
     end
     if (p1v_d3) begin
-      \$signature__addr$87  = \$106 [8:0];
+      \$signature__addr$82  = \$88 [8:0];
     end
-    if (\$132 ) begin
-      \$signature__addr$87  = \$133 [8:0];
+    if (\$112 ) begin
+      \$signature__addr$82  = \$113 [8:0];
     end
-    if (\$149 ) begin
-      \$signature__addr$87  = \$150 [8:0];
+    if (\$127 ) begin
+      \$signature__addr$82  = \$128 [8:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$signature__data$89  = 36'h000000000;
-    if (\$65 ) begin
-      \$signature__data$89  = { 8'h00, \$68  };
+    \$signature__data$84  = 36'h000000000;
+    if (\$57 ) begin
+      \$signature__data$84  = { 8'h00, \$60  };
     end
     if (p1v_d3) begin
-      \$signature__data$89  = { 8'h00, E };
+      \$signature__data$84  = { 8'h00, E };
     end
-    if (\$132 ) begin
-      \$signature__data$89  = { 4'h0, g_p[47:16] };
+    if (\$112 ) begin
+      \$signature__data$84  = { 4'h0, g_p[47:16] };
     end
-    if (\$149 ) begin
-      \$signature__data$89  = { 4'h0, g_p[47:16] };
+    if (\$127 ) begin
+      \$signature__data$84  = { 4'h0, g_p[47:16] };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    gmul_use2 = 1'h0;
+    if (\$62 ) begin
+      gmul_use2 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    fu_use1 = 1'h0;
+    if (\$64 ) begin
+      fu_use1 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    fu_use2 = 1'h0;
+    if (\$66 ) begin
+      fu_use2 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    fu_use3 = 1'h0;
+    if (sclose) begin
+      fu_use3 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    gmul_use3 = 1'h0;
+    if (iv_d2) begin
+      gmul_use3 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    gmul_use4 = 1'h0;
+    if (iv_d3) begin
+      gmul_use4 = 1'h1;
     end
   end
   always @* begin
@@ -37438,7 +36551,276 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$124
       3'h0:
           /* empty */;
       3'h1:
-          p1_issue = \$89 ;
+          p1_issue = \$81 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    gmul_use5 = 1'h0;
+    casez (pcen_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          casez (g)
+            5'h00:
+                gmul_use5 = 1'h1;
+          endcase
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    fu_use4 = 1'h0;
+    casez (pcen_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          casez (g)
+            5'h00:
+                fu_use4 = 1'h1;
+          endcase
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    gmul_use6 = 1'h0;
+    casez (pcen_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          casez (g)
+            5'h00:
+                /* empty */;
+            5'h01:
+                gmul_use6 = 1'h1;
+          endcase
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    fu_use5 = 1'h0;
+    casez (pcen_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          casez (g)
+            5'h00:
+                /* empty */;
+            5'h01:
+                /* empty */;
+            5'h02:
+                fu_use5 = 1'h1;
+          endcase
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    gmul_use7 = 1'h0;
+    casez (pcen_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          casez (g)
+            5'h00:
+                /* empty */;
+            5'h01:
+                /* empty */;
+            5'h02:
+                /* empty */;
+            5'h03:
+                gmul_use7 = 1'h1;
+          endcase
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    fu_use6 = 1'h0;
+    casez (pcen_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          casez (g)
+            5'h00:
+                /* empty */;
+            5'h01:
+                /* empty */;
+            5'h02:
+                /* empty */;
+            5'h03:
+                /* empty */;
+            5'h04:
+                fu_use6 = 1'h1;
+          endcase
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    fu_use7 = 1'h0;
+    casez (pcen_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          casez (g)
+            5'h00:
+                /* empty */;
+            5'h01:
+                /* empty */;
+            5'h02:
+                /* empty */;
+            5'h03:
+                /* empty */;
+            5'h04:
+                /* empty */;
+            5'h05:
+                fu_use7 = 1'h1;
+          endcase
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    fu_use8 = 1'h0;
+    casez (pcen_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          casez (g)
+            5'h00:
+                /* empty */;
+            5'h01:
+                /* empty */;
+            5'h02:
+                /* empty */;
+            5'h03:
+                /* empty */;
+            5'h04:
+                /* empty */;
+            5'h05:
+                /* empty */;
+            5'h07:
+                /* empty */;
+            5'h09:
+                fu_use8 = 1'h1;
+          endcase
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    gmul_use8 = 1'h0;
+    casez (pcen_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          casez (g)
+            5'h00:
+                /* empty */;
+            5'h01:
+                /* empty */;
+            5'h02:
+                /* empty */;
+            5'h03:
+                /* empty */;
+            5'h04:
+                /* empty */;
+            5'h05:
+                /* empty */;
+            5'h07:
+                /* empty */;
+            5'h09:
+                /* empty */;
+            5'h0d:
+                /* empty */;
+            5'h11:
+                gmul_use8 = 1'h1;
+          endcase
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    gmul_use9 = 1'h0;
+    casez (pcen_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          casez (g)
+            5'h00:
+                /* empty */;
+            5'h01:
+                /* empty */;
+            5'h02:
+                /* empty */;
+            5'h03:
+                /* empty */;
+            5'h04:
+                /* empty */;
+            5'h05:
+                /* empty */;
+            5'h07:
+                /* empty */;
+            5'h09:
+                /* empty */;
+            5'h0d:
+                /* empty */;
+            5'h11:
+                /* empty */;
+            5'h12:
+                gmul_use9 = 1'h1;
+          endcase
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    fu_use9 = 1'h0;
+    casez (pcen_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          casez (g)
+            5'h00:
+                /* empty */;
+            5'h01:
+                /* empty */;
+            5'h02:
+                /* empty */;
+            5'h03:
+                /* empty */;
+            5'h04:
+                /* empty */;
+            5'h05:
+                /* empty */;
+            5'h07:
+                /* empty */;
+            5'h09:
+                /* empty */;
+            5'h0d:
+                /* empty */;
+            5'h11:
+                /* empty */;
+            5'h12:
+                /* empty */;
+            5'h13:
+                fu_use9 = 1'h1;
+          endcase
     endcase
   end
   always @* begin
@@ -37459,29 +36841,148 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$124
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    fu_use10 = 1'h0;
+    if (p1v_d3) begin
+      fu_use10 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    fu_use11 = 1'h0;
+    if (\$108 ) begin
+      fu_use11 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    gmul_use10 = 1'h0;
+    if (\$110 ) begin
+      gmul_use10 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    fu_use12 = 1'h0;
+    if (\$112 ) begin
+      fu_use12 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    gmul_use11 = 1'h0;
+    if (\$115 ) begin
+      gmul_use11 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    fu_use13 = 1'h0;
+    if (\$117 ) begin
+      fu_use13 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    fu_use14 = 1'h0;
+    if (\$119 ) begin
+      fu_use14 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    gmul_use12 = 1'h0;
+    if (\$121 ) begin
+      gmul_use12 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    fu_use15 = 1'h0;
+    if (\$123 ) begin
+      fu_use15 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    gmul_use13 = 1'h0;
+    if (\$125 ) begin
+      gmul_use13 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    fu_use16 = 1'h0;
+    if (\$127 ) begin
+      fu_use16 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    gmul_use14 = 1'h0;
+    if (\$130 ) begin
+      gmul_use14 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    fu_use17 = 1'h0;
+    if (\$132 ) begin
+      fu_use17 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    fu_use18 = 1'h0;
+    if (\$134 ) begin
+      fu_use18 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    gmul_use15 = 1'h0;
+    if (\$136 ) begin
+      gmul_use15 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    fu_use19 = 1'h0;
+    if (\$138 ) begin
+      fu_use19 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    gmul_use16 = 1'h0;
+    if (\$149 ) begin
+      gmul_use16 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     stat_en = 1'h0;
-    if (\$180 ) begin
+    if (\$157 ) begin
       stat_en = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     stat_m = 6'h00;
-    if (\$180 ) begin
-      stat_m = \$166 [5:0];
+    if (\$157 ) begin
+      stat_m = \$144 [5:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     stat_x = 16'h0000;
-    if (\$180 ) begin
-      stat_x = \$178 [15:0];
+    if (\$157 ) begin
+      stat_x = \$155 [15:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     stat_first = 1'h0;
-    if (\$180 ) begin
+    if (\$157 ) begin
       stat_first = first_frame;
     end
   end
@@ -37512,7 +37013,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$124
       3'h0:
           /* empty */;
       3'h1:
-          clear = \$184 ;
+          clear = \$161 ;
       3'h2:
           /* empty */;
       3'h3:
@@ -37520,7 +37021,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$124
       3'h4:
           /* empty */;
       3'h6:
-          clear = \$185 ;
+          clear = \$162 ;
     endcase
   end
   always @* begin
@@ -37618,830 +37119,2246 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$124
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$314  = { \$200 [56], \$200  };
+    \$604  = { \$490 [56], \$490  };
     if (clip_start) begin
-      \$314  = 58'h000000000000000;
+      \$604  = 58'h000000000000000;
     end
     if (rst) begin
-      \$314  = 58'h000000000000000;
+      \$604  = 58'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$315  = \$203 [2:0];
+    \$605  = \$493 [2:0];
     if (clip_start) begin
-      \$315  = 3'h0;
+      \$605  = 3'h0;
     end
     if (rst) begin
-      \$315  = 3'h0;
+      \$605  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$316  = j;
+    \$606  = j;
     if (issue) begin
-      \$316  = \$204 [8:0];
+      \$606  = \$494 [8:0];
     end
-    if (\$208 ) begin
-      \$316  = { 8'h00, \$210  };
+    if (\$498 ) begin
+      \$606  = { 8'h00, \$500  };
     end
     if (clip_start) begin
-      \$316  = 9'h000;
+      \$606  = 9'h000;
     end
     if (rst) begin
-      \$316  = 9'h000;
+      \$606  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$317  = finished;
+    \$607  = finished;
     if (issue) begin
-      if (\$207 ) begin
-        \$317  = 1'h1;
+      if (\$497 ) begin
+        \$607  = 1'h1;
       end
     end
-    if (\$208 ) begin
-      \$317  = 1'h0;
+    if (\$498 ) begin
+      \$607  = 1'h0;
     end
     if (clip_start) begin
-      \$317  = 1'h0;
+      \$607  = 1'h0;
     end
     if (rst) begin
-      \$317  = 1'h0;
+      \$607  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$318  = \$214 ;
+    \$608  = \$504 ;
     if (clip_start) begin
-      \$318  = 1'h0;
+      \$608  = 1'h0;
     end
     if (rst) begin
-      \$318  = 1'h0;
+      \$608  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$319  = v_d1;
+    \$609  = v_d1;
     if (clip_start) begin
-      \$319  = 1'h0;
+      \$609  = 1'h0;
     end
     if (rst) begin
-      \$319  = 1'h0;
+      \$609  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$320  = v_d2;
+    \$610  = v_d2;
     if (clip_start) begin
-      \$320  = 1'h0;
+      \$610  = 1'h0;
     end
     if (rst) begin
-      \$320  = 1'h0;
+      \$610  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$321  = v_d3;
+    \$611  = v_d3;
     if (clip_start) begin
-      \$321  = 1'h0;
+      \$611  = 1'h0;
     end
     if (rst) begin
-      \$321  = 1'h0;
+      \$611  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$322  = v_d4;
+    \$612  = v_d4;
     if (clip_start) begin
-      \$322  = 1'h0;
+      \$612  = 1'h0;
     end
     if (rst) begin
-      \$322  = 1'h0;
+      \$612  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$323  = v_d5;
+    \$613  = v_d5;
     if (clip_start) begin
-      \$323  = 1'h0;
+      \$613  = 1'h0;
     end
     if (rst) begin
-      \$323  = 1'h0;
+      \$613  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$324  = v_d6;
+    \$614  = v_d6;
     if (clip_start) begin
-      \$324  = 1'h0;
+      \$614  = 1'h0;
     end
     if (rst) begin
-      \$324  = 1'h0;
+      \$614  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$325  = v_d7;
+    \$615  = v_d7;
     if (clip_start) begin
-      \$325  = 1'h0;
+      \$615  = 1'h0;
     end
     if (rst) begin
-      \$325  = 1'h0;
+      \$615  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$326  = v_d8;
+    \$616  = v_d8;
     if (clip_start) begin
-      \$326  = 1'h0;
+      \$616  = 1'h0;
     end
     if (rst) begin
-      \$326  = 1'h0;
+      \$616  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$327  = v_d9;
+    \$617  = v_d9;
     if (clip_start) begin
-      \$327  = 1'h0;
+      \$617  = 1'h0;
     end
     if (rst) begin
-      \$327  = 1'h0;
+      \$617  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$328  = v_d10;
+    \$618  = v_d10;
     if (clip_start) begin
-      \$328  = 1'h0;
+      \$618  = 1'h0;
     end
     if (rst) begin
-      \$328  = 1'h0;
+      \$618  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$329  = v_d11;
+    \$619  = v_d11;
     if (clip_start) begin
-      \$329  = 1'h0;
+      \$619  = 1'h0;
     end
     if (rst) begin
-      \$329  = 1'h0;
+      \$619  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$330  = v_d12;
+    \$620  = v_d12;
     if (clip_start) begin
-      \$330  = 1'h0;
+      \$620  = 1'h0;
     end
     if (rst) begin
-      \$330  = 1'h0;
+      \$620  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$331  = v_d13;
+    \$621  = v_d13;
     if (clip_start) begin
-      \$331  = 1'h0;
+      \$621  = 1'h0;
     end
     if (rst) begin
-      \$331  = 1'h0;
+      \$621  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$332  = v_d14;
+    \$622  = v_d14;
     if (clip_start) begin
-      \$332  = 1'h0;
+      \$622  = 1'h0;
     end
     if (rst) begin
-      \$332  = 1'h0;
+      \$622  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$333  = v_d15;
+    \$623  = v_d15;
     if (clip_start) begin
-      \$333  = 1'h0;
+      \$623  = 1'h0;
     end
     if (rst) begin
-      \$333  = 1'h0;
+      \$623  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$334  = v_d16;
+    \$624  = v_d16;
     if (clip_start) begin
-      \$334  = 1'h0;
+      \$624  = 1'h0;
     end
     if (rst) begin
-      \$334  = 1'h0;
+      \$624  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$335  = v_d17;
+    \$625  = v_d17;
     if (clip_start) begin
-      \$335  = 1'h0;
+      \$625  = 1'h0;
     end
     if (rst) begin
-      \$335  = 1'h0;
+      \$625  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$336  = v_d18;
+    \$626  = v_d18;
     if (clip_start) begin
-      \$336  = 1'h0;
+      \$626  = 1'h0;
     end
     if (rst) begin
-      \$336  = 1'h0;
+      \$626  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$337  = v_d19;
+    \$627  = v_d19;
     if (clip_start) begin
-      \$337  = 1'h0;
+      \$627  = 1'h0;
     end
     if (rst) begin
-      \$337  = 1'h0;
+      \$627  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$338  = v_d20;
+    \$628  = v_d20;
     if (clip_start) begin
-      \$338  = 1'h0;
+      \$628  = 1'h0;
     end
     if (rst) begin
-      \$338  = 1'h0;
+      \$628  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$339  = v_d21;
+    \$629  = v_d21;
     if (clip_start) begin
-      \$339  = 1'h0;
+      \$629  = 1'h0;
     end
     if (rst) begin
-      \$339  = 1'h0;
+      \$629  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$340  = v_d22;
+    \$630  = v_d22;
     if (clip_start) begin
-      \$340  = 1'h0;
+      \$630  = 1'h0;
     end
     if (rst) begin
-      \$340  = 1'h0;
+      \$630  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$341  = v_d23;
+    \$631  = v_d23;
     if (clip_start) begin
-      \$341  = 1'h0;
+      \$631  = 1'h0;
     end
     if (rst) begin
-      \$341  = 1'h0;
+      \$631  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$342  = v_d24;
+    \$632  = v_d24;
     if (clip_start) begin
-      \$342  = 1'h0;
+      \$632  = 1'h0;
     end
     if (rst) begin
-      \$342  = 1'h0;
+      \$632  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$343  = v_d25;
+    \$633  = v_d25;
     if (clip_start) begin
-      \$343  = 1'h0;
+      \$633  = 1'h0;
     end
     if (rst) begin
-      \$343  = 1'h0;
+      \$633  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$344  = v_d26;
+    \$634  = v_d26;
     if (clip_start) begin
-      \$344  = 1'h0;
+      \$634  = 1'h0;
     end
     if (rst) begin
-      \$344  = 1'h0;
+      \$634  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$345  = v_d27;
+    \$635  = v_d27;
     if (clip_start) begin
-      \$345  = 1'h0;
+      \$635  = 1'h0;
     end
     if (rst) begin
-      \$345  = 1'h0;
+      \$635  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$346  = \$21 [7:0];
+    \$636  = \$21 [7:0];
     if (clip_start) begin
-      \$346  = 8'h00;
+      \$636  = 8'h00;
     end
     if (rst) begin
-      \$346  = 8'h00;
+      \$636  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$347  = jb_d1;
+    \$637  = jb_d1;
     if (clip_start) begin
-      \$347  = 8'h00;
+      \$637  = 8'h00;
     end
     if (rst) begin
-      \$347  = 8'h00;
+      \$637  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$348  = jj[0];
+    \$638  = jj[0];
     if (clip_start) begin
-      \$348  = 1'h0;
+      \$638  = 1'h0;
     end
     if (rst) begin
-      \$348  = 1'h0;
+      \$638  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$349  = store_ptr;
+    \$639  = store_ptr;
     if (store_rewind) begin
-      \$349  = 12'h0c8;
+      \$639  = 12'h0c8;
     end
-    if (\$220 ) begin
-      \$349  = \$221 [11:0];
+    if (\$510 ) begin
+      \$639  = \$511 [11:0];
     end
-    if (\$223 ) begin
-      \$349  = \$224 [11:0];
+    if (\$513 ) begin
+      \$639  = \$514 [11:0];
     end
     if (clip_start) begin
-      \$349  = 12'h000;
+      \$639  = 12'h000;
     end
     if (rst) begin
-      \$349  = 12'h000;
+      \$639  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$350  = i__payload[23:0];
+    \$640  = i__payload[23:0];
     if (clip_start) begin
-      \$350  = 24'h000000;
+      \$640  = 24'h000000;
     end
     if (rst) begin
-      \$350  = 24'h000000;
+      \$640  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$351  = x1;
+    \$641  = x1;
     if (clip_start) begin
-      \$351  = 24'h000000;
+      \$641  = 24'h000000;
     end
     if (rst) begin
-      \$351  = 24'h000000;
+      \$641  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$352  = \$31 [15:0];
+    \$642  = \$31 [15:0];
     if (clip_start) begin
-      \$352  = 16'h0000;
+      \$642  = 16'h0000;
     end
     if (rst) begin
-      \$352  = 16'h0000;
+      \$642  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$353  = w_d1;
+    \$643  = w_d1;
     if (clip_start) begin
-      \$353  = 16'h0000;
+      \$643  = 16'h0000;
     end
     if (rst) begin
-      \$353  = 16'h0000;
+      \$643  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$354  = w_d2;
+    \$644  = w_d2;
     if (clip_start) begin
-      \$354  = 16'h0000;
+      \$644  = 16'h0000;
     end
     if (rst) begin
-      \$354  = 16'h0000;
+      \$644  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$355  = w_d3;
+    \$645  = w_d3;
     if (clip_start) begin
-      \$355  = 16'h0000;
+      \$645  = 16'h0000;
     end
     if (rst) begin
-      \$355  = 16'h0000;
+      \$645  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$356  = w_d4;
+    \$646  = w_d4;
     if (clip_start) begin
-      \$356  = 16'h0000;
+      \$646  = 16'h0000;
     end
     if (rst) begin
-      \$356  = 16'h0000;
+      \$646  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$357  = w_d5;
+    \$647  = w_d5;
     if (clip_start) begin
-      \$357  = 16'h0000;
+      \$647  = 16'h0000;
     end
     if (rst) begin
-      \$357  = 16'h0000;
+      \$647  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$358  = w_d6;
+    \$648  = w_d6;
     if (clip_start) begin
-      \$358  = 16'h0000;
+      \$648  = 16'h0000;
     end
     if (rst) begin
-      \$358  = 16'h0000;
+      \$648  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$359  = w_d7;
+    \$649  = w_d7;
     if (clip_start) begin
-      \$359  = 16'h0000;
+      \$649  = 16'h0000;
     end
     if (rst) begin
-      \$359  = 16'h0000;
+      \$649  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$360  = w_d8;
+    \$650  = w_d8;
     if (clip_start) begin
-      \$360  = 16'h0000;
+      \$650  = 16'h0000;
     end
     if (rst) begin
-      \$360  = 16'h0000;
+      \$650  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$361  = w_d9;
+    \$651  = w_d9;
     if (clip_start) begin
-      \$361  = 16'h0000;
+      \$651  = 16'h0000;
     end
     if (rst) begin
-      \$361  = 16'h0000;
+      \$651  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$362  = w_d10;
+    \$652  = w_d10;
     if (clip_start) begin
-      \$362  = 16'h0000;
+      \$652  = 16'h0000;
     end
     if (rst) begin
-      \$362  = 16'h0000;
+      \$652  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$363  = w_d11;
+    \$653  = w_d11;
     if (clip_start) begin
-      \$363  = 16'h0000;
+      \$653  = 16'h0000;
     end
     if (rst) begin
-      \$363  = 16'h0000;
+      \$653  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$364  = w_d12;
+    \$654  = w_d12;
     if (clip_start) begin
-      \$364  = 16'h0000;
+      \$654  = 16'h0000;
     end
     if (rst) begin
-      \$364  = 16'h0000;
+      \$654  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$365  = w_d13;
+    \$655  = w_d13;
     if (clip_start) begin
-      \$365  = 16'h0000;
+      \$655  = 16'h0000;
     end
     if (rst) begin
-      \$365  = 16'h0000;
+      \$655  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$366  = w_d14;
+    \$656  = w_d14;
     if (clip_start) begin
-      \$366  = 16'h0000;
+      \$656  = 16'h0000;
     end
     if (rst) begin
-      \$366  = 16'h0000;
+      \$656  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$367  = w_d15;
+    \$657  = w_d15;
     if (clip_start) begin
-      \$367  = 16'h0000;
+      \$657  = 16'h0000;
     end
     if (rst) begin
-      \$367  = 16'h0000;
+      \$657  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$368  = w_d16;
+    \$658  = w_d16;
     if (clip_start) begin
-      \$368  = 16'h0000;
+      \$658  = 16'h0000;
     end
     if (rst) begin
-      \$368  = 16'h0000;
+      \$658  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$369  = w_d17;
+    \$659  = w_d17;
     if (clip_start) begin
-      \$369  = 16'h0000;
+      \$659  = 16'h0000;
     end
     if (rst) begin
-      \$369  = 16'h0000;
+      \$659  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$370  = w_d18;
+    \$660  = w_d18;
     if (clip_start) begin
-      \$370  = 16'h0000;
+      \$660  = 16'h0000;
     end
     if (rst) begin
-      \$370  = 16'h0000;
+      \$660  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$371  = \$32 [16];
+    \$661  = \$32 [16];
     if (clip_start) begin
-      \$371  = 1'h0;
+      \$661  = 1'h0;
     end
     if (rst) begin
-      \$371  = 1'h0;
+      \$661  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$372  = close_d1;
+    \$662  = close_d1;
     if (clip_start) begin
-      \$372  = 1'h0;
+      \$662  = 1'h0;
     end
     if (rst) begin
-      \$372  = 1'h0;
+      \$662  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$373  = close_d2;
+    \$663  = close_d2;
     if (clip_start) begin
-      \$373  = 1'h0;
+      \$663  = 1'h0;
     end
     if (rst) begin
-      \$373  = 1'h0;
+      \$663  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$374  = close_d3;
+    \$664  = close_d3;
     if (clip_start) begin
-      \$374  = 1'h0;
+      \$664  = 1'h0;
     end
     if (rst) begin
-      \$374  = 1'h0;
+      \$664  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$375  = close_d4;
+    \$665  = close_d4;
     if (clip_start) begin
-      \$375  = 1'h0;
+      \$665  = 1'h0;
     end
     if (rst) begin
-      \$375  = 1'h0;
+      \$665  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$376  = close_d5;
+    \$666  = close_d5;
     if (clip_start) begin
-      \$376  = 1'h0;
+      \$666  = 1'h0;
     end
     if (rst) begin
-      \$376  = 1'h0;
+      \$666  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$377  = close_d6;
+    \$667  = close_d6;
     if (clip_start) begin
-      \$377  = 1'h0;
+      \$667  = 1'h0;
     end
     if (rst) begin
-      \$377  = 1'h0;
+      \$667  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$378  = close_d7;
+    \$668  = close_d7;
     if (clip_start) begin
-      \$378  = 1'h0;
+      \$668  = 1'h0;
     end
     if (rst) begin
-      \$378  = 1'h0;
+      \$668  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$379  = close_d8;
+    \$669  = close_d8;
     if (clip_start) begin
-      \$379  = 1'h0;
+      \$669  = 1'h0;
     end
     if (rst) begin
-      \$379  = 1'h0;
+      \$669  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$380  = close_d9;
+    \$670  = close_d9;
     if (clip_start) begin
-      \$380  = 1'h0;
+      \$670  = 1'h0;
     end
     if (rst) begin
-      \$380  = 1'h0;
+      \$670  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$381  = close_d10;
+    \$671  = close_d10;
     if (clip_start) begin
-      \$381  = 1'h0;
+      \$671  = 1'h0;
     end
     if (rst) begin
-      \$381  = 1'h0;
+      \$671  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$382  = close_d11;
+    \$672  = close_d11;
     if (clip_start) begin
-      \$382  = 1'h0;
+      \$672  = 1'h0;
     end
     if (rst) begin
-      \$382  = 1'h0;
+      \$672  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$383  = close_d12;
+    \$673  = close_d12;
     if (clip_start) begin
-      \$383  = 1'h0;
+      \$673  = 1'h0;
     end
     if (rst) begin
-      \$383  = 1'h0;
+      \$673  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$384  = close_d13;
+    \$674  = close_d13;
     if (clip_start) begin
-      \$384  = 1'h0;
+      \$674  = 1'h0;
     end
     if (rst) begin
-      \$384  = 1'h0;
+      \$674  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$385  = close_d14;
+    \$675  = close_d14;
     if (clip_start) begin
-      \$385  = 1'h0;
+      \$675  = 1'h0;
     end
     if (rst) begin
-      \$385  = 1'h0;
+      \$675  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$386  = close_d15;
+    \$676  = close_d15;
     if (clip_start) begin
-      \$386  = 1'h0;
+      \$676  = 1'h0;
     end
     if (rst) begin
-      \$386  = 1'h0;
+      \$676  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$387  = close_d16;
+    \$677  = close_d16;
     if (clip_start) begin
-      \$387  = 1'h0;
+      \$677  = 1'h0;
     end
     if (rst) begin
-      \$387  = 1'h0;
+      \$677  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$388  = close_d17;
+    \$678  = close_d17;
     if (clip_start) begin
-      \$388  = 1'h0;
+      \$678  = 1'h0;
     end
     if (rst) begin
-      \$388  = 1'h0;
+      \$678  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$389  = close_d18;
+    \$679  = close_d18;
     if (clip_start) begin
-      \$389  = 1'h0;
+      \$679  = 1'h0;
     end
     if (rst) begin
-      \$389  = 1'h0;
+      \$679  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$390  = \$signature__data$58 [27:0];
+    \$680  = \$signature__data$58 [27:0];
     if (clip_start) begin
-      \$390  = 28'h0000000;
+      \$680  = 28'h0000000;
     end
     if (rst) begin
-      \$390  = 28'h0000000;
+      \$680  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$391  = noise;
+    \$681  = noise;
     if (clip_start) begin
-      \$391  = 28'h0000000;
+      \$681  = 28'h0000000;
     end
     if (rst) begin
-      \$391  = 28'h0000000;
+      \$681  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$682  = mm;
+    if (\$516 ) begin
+      \$682  = \$517 [5:0];
+    end
+    if (\$524 ) begin
+      \$682  = 6'h00;
+    end
+    if (clip_start) begin
+      \$682  = 6'h00;
+    end
+    if (rst) begin
+      \$682  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$683  = \$signal$181 ;
+    if (v_d6) begin
+      \$683  = o_lp;
+    end
+    if (clip_start) begin
+      \$683  = 32'd0;
+    end
+    if (rst) begin
+      \$683  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$684  = ld;
+    if (v_d9) begin
+      \$684  = o_lp;
+    end
+    if (clip_start) begin
+      \$684  = 32'd0;
+    end
+    if (rst) begin
+      \$684  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$685  = r;
+    if (v_d18) begin
+      \$685  = o_exp[21:0];
+    end
+    if (clip_start) begin
+      \$685  = 22'h000000;
+    end
+    if (rst) begin
+      \$685  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$686  = 1'h0;
+    if (\$519 ) begin
+      \$686  = 1'h1;
+    end
+    if (clip_start) begin
+      \$686  = 1'h0;
+    end
+    if (rst) begin
+      \$686  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$687  = snm;
+    if (\$519 ) begin
+      \$687  = \$521 ;
+    end
+    if (clip_start) begin
+      \$687  = 16'h0000;
+    end
+    if (rst) begin
+      \$687  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$688  = saddr;
+    if (\$519 ) begin
+      \$688  = \$522 [11:0];
+    end
+    if (clip_start) begin
+      \$688  = 12'h000;
+    end
+    if (rst) begin
+      \$688  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$689  = ms;
+    if (\$519 ) begin
+      \$689  = \$523 [5:0];
+    end
+    if (\$524 ) begin
+      \$689  = 6'h00;
+    end
+    if (clip_start) begin
+      \$689  = 6'h00;
+    end
+    if (rst) begin
+      \$689  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$690  = sclose;
+    if (clip_start) begin
+      \$690  = 1'h0;
+    end
+    if (rst) begin
+      \$690  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$691  = sclose_d1;
+    if (clip_start) begin
+      \$691  = 1'h0;
+    end
+    if (rst) begin
+      \$691  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$692  = sclose_d2;
+    if (clip_start) begin
+      \$692  = 1'h0;
+    end
+    if (rst) begin
+      \$692  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$693  = sclose_d3;
+    if (clip_start) begin
+      \$693  = 1'h0;
+    end
+    if (rst) begin
+      \$693  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$694  = sclose_d4;
+    if (clip_start) begin
+      \$694  = 1'h0;
+    end
+    if (rst) begin
+      \$694  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$695  = sclose_d5;
+    if (clip_start) begin
+      \$695  = 1'h0;
+    end
+    if (rst) begin
+      \$695  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$696  = saddr;
+    if (clip_start) begin
+      \$696  = 12'h000;
+    end
+    if (rst) begin
+      \$696  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$697  = saddr_d1;
+    if (clip_start) begin
+      \$697  = 12'h000;
+    end
+    if (rst) begin
+      \$697  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$698  = saddr_d2;
+    if (clip_start) begin
+      \$698  = 12'h000;
+    end
+    if (rst) begin
+      \$698  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$699  = saddr_d3;
+    if (clip_start) begin
+      \$699  = 12'h000;
+    end
+    if (rst) begin
+      \$699  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$700  = saddr_d4;
+    if (clip_start) begin
+      \$700  = 12'h000;
+    end
+    if (rst) begin
+      \$700  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$701  = saddr_d5;
+    if (clip_start) begin
+      \$701  = 12'h000;
+    end
+    if (rst) begin
+      \$701  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$702  = snr_val;
+    if (sclose_d5) begin
+      \$702  = o_lp[15:0];
+    end
+    if (clip_start) begin
+      \$702  = 16'h0000;
+    end
+    if (rst) begin
+      \$702  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$703  = \$528 ;
+    if (clip_start) begin
+      \$703  = 1'h0;
+    end
+    if (rst) begin
+      \$703  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$704  = iv_d1;
+    if (clip_start) begin
+      \$704  = 1'h0;
+    end
+    if (rst) begin
+      \$704  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$705  = iv_d2;
+    if (clip_start) begin
+      \$705  = 1'h0;
+    end
+    if (rst) begin
+      \$705  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$706  = iv_d3;
+    if (clip_start) begin
+      \$706  = 1'h0;
+    end
+    if (rst) begin
+      \$706  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$707  = \$532 ;
+    if (clip_start) begin
+      \$707  = 1'h0;
+    end
+    if (rst) begin
+      \$707  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$708  = ib;
+    if (\$536 ) begin
+      \$708  = \$537 [8:0];
+    end
+    if (\$539 ) begin
+      \$708  = 9'h000;
+    end
+    if (clip_start) begin
+      \$708  = 9'h000;
+    end
+    if (rst) begin
+      \$708  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$709  = ifin;
+    if (\$536 ) begin
+      if (\$538 ) begin
+        \$709  = 1'h1;
+      end
+    end
+    if (\$539 ) begin
+      \$709  = 1'h0;
+    end
+    if (clip_start) begin
+      \$709  = 1'h0;
+    end
+    if (rst) begin
+      \$709  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$710  = ib;
+    if (clip_start) begin
+      \$710  = 9'h000;
+    end
+    if (rst) begin
+      \$710  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$711  = ib_d1;
+    if (clip_start) begin
+      \$711  = 9'h000;
+    end
+    if (rst) begin
+      \$711  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$712  = ib_d2;
+    if (clip_start) begin
+      \$712  = 9'h000;
+    end
+    if (rst) begin
+      \$712  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$713  = ib_d3;
+    if (clip_start) begin
+      \$713  = 9'h000;
+    end
+    if (rst) begin
+      \$713  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$714  = word0r;
+    if (clip_start) begin
+      \$714  = 28'h0000000;
+    end
+    if (rst) begin
+      \$714  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$715  = p1_issue;
+    if (clip_start) begin
+      \$715  = 1'h0;
+    end
+    if (rst) begin
+      \$715  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$716  = p1v_d1;
+    if (clip_start) begin
+      \$716  = 1'h0;
+    end
+    if (rst) begin
+      \$716  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$717  = p1v_d2;
+    if (clip_start) begin
+      \$717  = 1'h0;
+    end
+    if (rst) begin
+      \$717  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$718  = p1v_d3;
+    if (clip_start) begin
+      \$718  = 1'h0;
+    end
+    if (rst) begin
+      \$718  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$719  = p1v_d4;
+    if (clip_start) begin
+      \$719  = 1'h0;
+    end
+    if (rst) begin
+      \$719  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$720  = p1v_d5;
+    if (clip_start) begin
+      \$720  = 1'h0;
+    end
+    if (rst) begin
+      \$720  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$721  = p1v_d6;
+    if (clip_start) begin
+      \$721  = 1'h0;
+    end
+    if (rst) begin
+      \$721  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$722  = p1v_d7;
+    if (clip_start) begin
+      \$722  = 1'h0;
+    end
+    if (rst) begin
+      \$722  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$723  = p1_m;
+    if (clip_start) begin
+      \$723  = 6'h00;
+    end
+    if (rst) begin
+      \$723  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$724  = p1m_d1;
+    if (clip_start) begin
+      \$724  = 6'h00;
+    end
+    if (rst) begin
+      \$724  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$725  = p1m_d2;
+    if (clip_start) begin
+      \$725  = 6'h00;
+    end
+    if (rst) begin
+      \$725  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$726  = p1m_d3;
+    if (clip_start) begin
+      \$726  = 6'h00;
+    end
+    if (rst) begin
+      \$726  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$727  = p1m_d4;
+    if (clip_start) begin
+      \$727  = 6'h00;
+    end
+    if (rst) begin
+      \$727  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$728  = p1m_d5;
+    if (clip_start) begin
+      \$728  = 6'h00;
+    end
+    if (rst) begin
+      \$728  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$729  = p1m_d6;
+    if (clip_start) begin
+      \$729  = 6'h00;
+    end
+    if (rst) begin
+      \$729  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$730  = p1m_d7;
+    if (clip_start) begin
+      \$730  = 6'h00;
+    end
+    if (rst) begin
+      \$730  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$731  = pcen_state;
+    casez (pcen_state)
+      3'h0:
+          if (pcen_run) begin
+            \$731  = 3'h1;
+          end
+      3'h1:
+          if (\$547 ) begin
+            \$731  = 3'h2;
+          end
+      3'h2:
+          casez (g)
+            5'h00:
+                /* empty */;
+            5'h01:
+                /* empty */;
+            5'h02:
+                /* empty */;
+            5'h03:
+                /* empty */;
+            5'h04:
+                /* empty */;
+            5'h05:
+                /* empty */;
+            5'h07:
+                /* empty */;
+            5'h09:
+                /* empty */;
+            5'h0d:
+                /* empty */;
+            5'h11:
+                /* empty */;
+            5'h12:
+                /* empty */;
+            5'h13:
+                /* empty */;
+            5'h18:
+                \$731  = 3'h3;
+          endcase
+      3'h3:
+          if (\$557 ) begin
+            \$731  = 3'h4;
+          end
+      3'h4:
+          if (\$558 ) begin
+            \$731  = 3'h0;
+          end
+    endcase
+    if (clip_start) begin
+      \$731  = 3'h0;
+    end
+    if (rst) begin
+      \$731  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$732  = p1_ph;
+    casez (pcen_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$732  = \$542 [1:0];
+    endcase
+    if (\$559 ) begin
+      \$732  = 2'h0;
+    end
+    if (clip_start) begin
+      \$732  = 2'h0;
+    end
+    if (rst) begin
+      \$732  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$733  = p1_m;
+    casez (pcen_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          if (p1_issue) begin
+            \$733  = \$543 [5:0];
+          end
+    endcase
+    if (\$559 ) begin
+      \$733  = 6'h00;
+    end
+    if (clip_start) begin
+      \$733  = 6'h00;
+    end
+    if (rst) begin
+      \$733  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$734  = g;
+    casez (pcen_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          \$734  = \$548 [4:0];
+    endcase
+    if (\$559 ) begin
+      \$734  = 5'h00;
+    end
+    if (clip_start) begin
+      \$734  = 5'h00;
+    end
+    if (rst) begin
+      \$734  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$735  = meanr;
+    casez (pcen_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          casez (g)
+            5'h00:
+                /* empty */;
+            5'h01:
+                \$735  = g_p[55:22];
+          endcase
+    endcase
+    if (clip_start) begin
+      \$735  = 34'h000000000;
+    end
+    if (rst) begin
+      \$735  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$736  = num_r;
+    casez (pcen_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          casez (g)
+            5'h00:
+                /* empty */;
+            5'h01:
+                /* empty */;
+            5'h02:
+                \$736  = g_p[35:0];
+          endcase
+    endcase
+    if (clip_start) begin
+      \$736  = 36'h000000000;
+    end
+    if (rst) begin
+      \$736  = 36'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$737  = num_zero;
+    casez (pcen_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          casez (g)
+            5'h00:
+                /* empty */;
+            5'h01:
+                /* empty */;
+            5'h02:
+                \$737  = \$549 ;
+          endcase
+    endcase
+    if (clip_start) begin
+      \$737  = 1'h0;
+    end
+    if (rst) begin
+      \$737  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$738  = lnum;
+    casez (pcen_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          casez (g)
+            5'h00:
+                /* empty */;
+            5'h01:
+                /* empty */;
+            5'h02:
+                /* empty */;
+            5'h03:
+                /* empty */;
+            5'h04:
+                /* empty */;
+            5'h05:
+                /* empty */;
+            5'h07:
+                \$738  = o_lp;
+          endcase
+    endcase
+    if (clip_start) begin
+      \$738  = 32'd0;
+    end
+    if (rst) begin
+      \$738  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$739  = sf_r;
+    casez (pcen_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          casez (g)
+            5'h00:
+                /* empty */;
+            5'h01:
+                /* empty */;
+            5'h02:
+                /* empty */;
+            5'h03:
+                /* empty */;
+            5'h04:
+                /* empty */;
+            5'h05:
+                /* empty */;
+            5'h07:
+                /* empty */;
+            5'h09:
+                /* empty */;
+            5'h0d:
+                \$739  = o_exp[15:0];
+          endcase
+    endcase
+    if (clip_start) begin
+      \$739  = 16'h0000;
+    end
+    if (rst) begin
+      \$739  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$740  = g_r;
+    casez (pcen_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          casez (g)
+            5'h00:
+                /* empty */;
+            5'h01:
+                /* empty */;
+            5'h02:
+                /* empty */;
+            5'h03:
+                /* empty */;
+            5'h04:
+                /* empty */;
+            5'h05:
+                /* empty */;
+            5'h07:
+                /* empty */;
+            5'h09:
+                /* empty */;
+            5'h0d:
+                /* empty */;
+            5'h11:
+                /* empty */;
+            5'h12:
+                /* empty */;
+            5'h13:
+                /* empty */;
+            5'h18:
+                \$740  = o_lp[15:0];
+          endcase
+    endcase
+    if (clip_start) begin
+      \$740  = 16'h0000;
+    end
+    if (rst) begin
+      \$740  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$741  = k;
+    casez (pcen_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          \$741  = \$552 [4:0];
+    endcase
+    if (\$559 ) begin
+      \$741  = 5'h00;
+    end
+    if (clip_start) begin
+      \$741  = 5'h00;
+    end
+    if (rst) begin
+      \$741  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$742  = cm;
+    casez (pcen_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$553 ) begin
+            \$742  = \$554 [5:0];
+          end
+    endcase
+    if (\$559 ) begin
+      \$742  = 6'h00;
+    end
+    if (clip_start) begin
+      \$742  = 6'h00;
+    end
+    if (rst) begin
+      \$742  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$743  = mel_r;
+    if (p1v_d1) begin
+      \$743  = \$signature__data [27:0];
+    end
+    if (clip_start) begin
+      \$743  = 28'h0000000;
+    end
+    if (rst) begin
+      \$743  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$744  = flo;
+    if (p1v_d2) begin
+      \$744  = \$signature__data [35:22];
+    end
+    if (clip_start) begin
+      \$744  = 14'h0000;
+    end
+    if (rst) begin
+      \$744  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$745  = sumE;
+    if (p1v_d3) begin
+      \$745  = \$562 [33:0];
+    end
+    if (clip_start) begin
+      \$745  = 34'h000000000;
+    end
+    if (rst) begin
+      \$745  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$746  = high;
+    if (p1v_d3) begin
+      \$746  = \$567 [33:0];
+    end
+    if (clip_start) begin
+      \$746  = 34'h000000000;
+    end
+    if (rst) begin
+      \$746  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$747  = low;
+    if (p1v_d3) begin
+      if (\$568 ) begin
+        \$747  = sumE;
+      end
+    end
+    if (clip_start) begin
+      \$747  = 34'h000000000;
+    end
+    if (rst) begin
+      \$747  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$748  = slog;
+    if (p1v_d8) begin
+      \$748  = \$571 [34:0];
+    end
+    if (clip_start) begin
+      \$748  = 35'h000000000;
+    end
+    if (rst) begin
+      \$748  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$749  = E_r;
+    if (\$573 ) begin
+      \$749  = \$signature__data [27:0];
+    end
+    if (clip_start) begin
+      \$749  = 28'h0000000;
+    end
+    if (rst) begin
+      \$749  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$750  = pw0;
+    if (\$575 ) begin
+      \$750  = \$signature__data ;
+    end
+    if (clip_start) begin
+      \$750  = 36'h000000000;
+    end
+    if (rst) begin
+      \$750  = 36'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$751  = pw1;
+    if (\$577 ) begin
+      \$751  = \$signature__data ;
+    end
+    if (clip_start) begin
+      \$751  = 36'h000000000;
+    end
+    if (rst) begin
+      \$751  = 36'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$752  = pw2;
+    if (\$579 ) begin
+      \$752  = \$signature__data ;
+    end
+    if (clip_start) begin
+      \$752  = 36'h000000000;
+    end
+    if (rst) begin
+      \$752  = 36'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$753  = pw3;
+    if (\$581 ) begin
+      \$753  = \$signature__data ;
+    end
+    if (clip_start) begin
+      \$753  = 36'h000000000;
+    end
+    if (rst) begin
+      \$753  = 36'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$754  = pw4;
+    if (\$583 ) begin
+      \$754  = \$signature__data ;
+    end
+    if (clip_start) begin
+      \$754  = 36'h000000000;
+    end
+    if (rst) begin
+      \$754  = 36'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$755  = pw5;
+    if (\$585 ) begin
+      \$755  = \$signature__data ;
+    end
+    if (clip_start) begin
+      \$755  = 36'h000000000;
+    end
+    if (rst) begin
+      \$755  = 36'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$756  = lE;
+    if (\$587 ) begin
+      \$756  = o_lp;
+    end
+    if (clip_start) begin
+      \$756  = 32'd0;
+    end
+    if (rst) begin
+      \$756  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$757  = stat_r;
+    if (\$589 ) begin
+      \$757  = o_exp[19:0];
+    end
+    if (clip_start) begin
+      \$757  = 20'h00000;
+    end
+    if (rst) begin
+      \$757  = 20'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$758  = t;
+    casez (engine_state)
+      3'h0:
+          if (fb_wr_ok) begin
+            \$758  = 7'h00;
+          end
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (pcen_done) begin
+            (* full_case = 32'd1 *)
+            if (\$592 ) begin
+            end else if (\$593 ) begin
+            end else begin
+              \$758  = \$594 [6:0];
+            end
+          end
+      3'h4:
+          /* empty */;
+      3'h6:
+          /* empty */;
+      3'h7:
+          if (bins_done) begin
+            if (\$598 ) begin
+              (* full_case = 32'd1 *)
+              if (\$599 ) begin
+              end else begin
+                \$758  = \$600 [6:0];
+              end
+            end
+          end
+    endcase
+    if (clip_start) begin
+      \$758  = 7'h00;
+    end
+    if (rst) begin
+      \$758  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$759  = fbase;
+    casez (engine_state)
+      3'h0:
+          if (fb_wr_ok) begin
+            \$759  = 12'h000;
+          end
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (pcen_done) begin
+            (* full_case = 32'd1 *)
+            if (\$592 ) begin
+            end else if (\$593 ) begin
+            end else begin
+              \$759  = \$595 [11:0];
+            end
+          end
+      3'h4:
+          /* empty */;
+      3'h6:
+          /* empty */;
+      3'h7:
+          if (bins_done) begin
+            if (\$598 ) begin
+              (* full_case = 32'd1 *)
+              if (\$599 ) begin
+              end else begin
+                \$759  = \$601 [11:0];
+              end
+            end
+          end
+    endcase
+    if (clip_start) begin
+      \$759  = 12'h000;
+    end
+    if (rst) begin
+      \$759  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$760  = engine_state;
+    (* full_case = 32'd1 *)
+    casez (engine_state)
+      3'h0:
+          if (fb_wr_ok) begin
+            \$760  = 3'h1;
+          end
+      3'h1:
+          if (\$591 ) begin
+            \$760  = 3'h2;
+          end
+      3'h2:
+          if (bins_done) begin
+            \$760  = 3'h3;
+          end
+      3'h3:
+          if (pcen_done) begin
+            (* full_case = 32'd1 *)
+            if (\$592 ) begin
+              \$760  = 3'h4;
+            end else if (\$593 ) begin
+              \$760  = 3'h5;
+            end else begin
+              \$760  = 3'h1;
+            end
+          end
+      3'h4:
+          if (init_done) begin
+            \$760  = 3'h6;
+          end
+      3'h6:
+          if (\$597 ) begin
+            \$760  = 3'h7;
+          end
+      3'h7:
+          if (bins_done) begin
+            (* full_case = 32'd1 *)
+            if (\$598 ) begin
+              (* full_case = 32'd1 *)
+              if (\$599 ) begin
+                \$760  = 3'h5;
+              end else begin
+                \$760  = 3'h1;
+              end
+            end else begin
+              \$760  = 3'h6;
+            end
+          end
+      3'h5:
+          \$760  = 3'h0;
+    endcase
+    if (clip_start) begin
+      \$760  = 3'h0;
+    end
+    if (rst) begin
+      \$760  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$761  = clr;
+    casez (engine_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+        begin
+          \$761  = \$590 [2:0];
+          if (\$591 ) begin
+            \$761  = 3'h0;
+          end
+        end
+      3'h2:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h6:
+        begin
+          \$761  = \$596 [2:0];
+          if (\$597 ) begin
+            \$761  = 3'h0;
+          end
+        end
+    endcase
+    if (clip_start) begin
+      \$761  = 3'h0;
+    end
+    if (rst) begin
+      \$761  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$762  = tr;
+    casez (engine_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (init_done) begin
+            \$762  = 3'h0;
+          end
+      3'h6:
+          /* empty */;
+      3'h7:
+          if (bins_done) begin
+            (* full_case = 32'd1 *)
+            if (\$598 ) begin
+            end else begin
+              \$762  = \$602 [2:0];
+            end
+          end
+    endcase
+    if (clip_start) begin
+      \$762  = 3'h0;
+    end
+    if (rst) begin
+      \$762  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$763  = rbase;
+    casez (engine_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (init_done) begin
+            \$763  = 12'h000;
+          end
+      3'h6:
+          /* empty */;
+      3'h7:
+          if (bins_done) begin
+            (* full_case = 32'd1 *)
+            if (\$598 ) begin
+            end else begin
+              \$763  = \$603 [11:0];
+            end
+          end
+    endcase
+    if (clip_start) begin
+      \$763  = 12'h000;
+    end
+    if (rst) begin
+      \$763  = 12'h000;
     end
   end
   assign \$signature__en  = 1'h1;
   assign \$signature__en$1  = 1'h1;
   assign jb = \$21 [7:0];
-  assign fb_rdata = { \port$1245$0 , \port$1242$0  };
+  assign fb_rdata = { \port$1539$0 , \port$1536$0  };
   assign \$signal  = \$31 [15:0];
   assign close1 = \$32 [16];
   assign diff = { \$37 [28], \$37  };
-  assign pmb = \$166 [5:0];
-  assign fr = \$174 [21:0];
-  assign feat = \$178 [15:0];
+  assign pmb = \$144 [5:0];
+  assign fr = \$151 [21:0];
+  assign feat = \$155 [15:0];
+  assign i_sub = { \$319 [31], \$319 [31], \$319  };
+  assign i_add = { \$358 [20], \$358  };
+  assign \$signal$195  = \$399 [37:0];
+  assign \$signal$210  = { \$475 [48], \$475 [48], \$475 [48], \$475  };
   assign \i__payload.data  = i__payload[23:0];
   assign \i__payload.first  = i__payload[24];
   assign \i__payload.last  = i__payload[25];
   assign \$22  = { 1'h0, jj[8:1] };
   assign \$35  = \$34 ;
   assign \$36  = { x1, 3'h0 };
-  assign \$58  = \$57 ;
-  assign \$174  = { \$173 [43], \$173 [43], \$173 [43], \$173 [43:3] };
-  assign \$228  = o_stream;
+  assign \$50  = \$49 ;
+  assign \$151  = { \$150 [43], \$150 [43], \$150 [43], \$150 [43:3] };
+  assign \$201  = 1'h0;
+  assign \$202  = 1'h0;
+  assign \$203  = 1'h0;
+  assign \$205  = \$204 ;
+  assign \$210  = 1'h0;
+  assign \$211  = \$209 ;
+  assign \$212  = 1'h0;
+  assign \$213  = \$209 ;
+  assign \$281  = 1'h0;
+  assign \$282  = 1'h0;
+  assign \$283  = 1'h0;
+  assign \$285  = \$284 ;
+  assign \$286  = 1'h0;
+  assign \$287  = \$284 ;
+  assign \$288  = 1'h0;
+  assign \$289  = \$284 ;
+  assign \$290  = 1'h0;
+  assign \$291  = \$284 ;
+  assign \$292  = 1'h0;
+  assign \$293  = \$284 ;
+  assign \$298  = 1'h0;
+  assign \$299  = \$297 ;
+  assign \$300  = 1'h0;
+  assign \$301  = \$297 ;
+  assign \$302  = 1'h0;
+  assign \$303  = \$297 ;
+  assign \$304  = 1'h0;
+  assign \$305  = \$297 ;
+  assign \$306  = 1'h0;
+  assign \$307  = \$297 ;
+  assign \$308  = 1'h0;
+  assign \$309  = \$297 ;
+  assign \$310  = 1'h0;
+  assign \$311  = \$297 ;
+  assign \$312  = 1'h0;
+  assign \$313  = \$297 ;
+  assign \$314  = 1'h0;
+  assign \$315  = \$297 ;
+  assign \$316  = 1'h0;
+  assign \$317  = \$297 ;
+  assign \$318  = 1'h0;
+  assign \$319  = \$297 ;
+  assign \$320  = 1'h0;
+  assign \$321  = 1'h0;
+  assign \$322  = 1'h0;
+  assign \$323  = 1'h0;
+  assign \$324  = 1'h0;
+  assign \$325  = 1'h0;
+  assign \$326  = 1'h0;
+  assign \$327  = 1'h0;
+  assign \$328  = 1'h0;
+  assign \$329  = 1'h0;
+  assign \$330  = 1'h0;
+  assign \$331  = 1'h0;
+  assign \$332  = 1'h0;
+  assign \$333  = 1'h0;
+  assign \$334  = 1'h0;
+  assign \$335  = 1'h0;
+  assign \$336  = 1'h0;
+  assign \$337  = 1'h0;
+  assign \$338  = 1'h0;
+  assign \$339  = 1'h0;
+  assign \$340  = 1'h0;
+  assign \$341  = 1'h0;
+  assign \$342  = 1'h0;
+  assign \$343  = 1'h0;
+  assign \$344  = 1'h0;
+  assign \$346  = \$345 ;
+  assign \$347  = 1'h0;
+  assign \$348  = \$345 ;
+  assign \$351  = 1'h0;
+  assign \$352  = \$350 ;
+  assign \$355  = 1'h0;
+  assign \$356  = \$354 ;
+  assign \$454  = 1'h0;
+  assign \$455  = \$453 ;
+  assign \$518  = o_stream;
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, i_sub, i_add, o_lp, o_exp, clip_start);
+module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$906$0 , \port$945$0 , o_lp, o_exp, clip_start);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38655,11 +39572,9 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, i_sub,
   reg [8:0] e4 = 9'h000;
   wire [8:0] e_adj;
   reg [7:0] econst;
-  input [21:0] i_add;
   wire [21:0] i_add;
   input [3:0] i_op;
   wire [3:0] i_op;
-  input [33:0] i_sub;
   wire [33:0] i_sub;
   input i_valid;
   wire i_valid;
@@ -38698,6 +39613,10 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, i_sub,
   reg [3:0] op7 = 4'h0;
   reg over;
   reg [39:0] p = 40'h0000000000;
+  input [31:0] \port$906$0 ;
+  wire [31:0] \port$906$0 ;
+  input [20:0] \port$945$0 ;
+  wire [20:0] \port$945$0 ;
   wire [9:0] ra__addr;
   wire [17:0] ra__data;
   wire ra__en;
@@ -39916,7 +40835,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, i_sub,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$131  = i_add;
+    \$131  = { \port$945$0 [20], \port$945$0  };
     if (clip_start) begin
       \$131  = 22'h000000;
     end
@@ -39926,7 +40845,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, i_sub,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$132  = i_sub;
+    \$132  = { \port$906$0 [31], \port$906$0 [31], \port$906$0  };
     if (clip_start) begin
       \$132  = 34'h000000000;
     end
@@ -40579,6 +41498,8 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, i_sub,
       cap_v = 43'h0ffffffffff;
     end
   end
+  assign i_add = { \port$945$0 [20], \port$945$0  };
+  assign i_sub = { \port$906$0 [31], \port$906$0 [31], \port$906$0  };
   assign xs = \$43 [31:0];
   assign y1 = \$44 [33:0];
   assign L = \$46 [20:0];
@@ -44063,7 +44984,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.streamer (rst, rd__full, \port$1242$0 , \port$1245$0 , feat__ready, snr__ready, rd__sum, rd__sq, stats__payload, feat__payload, snr__payload, rd__en, stats__valid, feat__valid, snr__valid, rd__release, rd__t, rd__m, stats__ready, clk);
+module \nanomamba_accel.streamer (rst, rd__full, \port$1536$0 , \port$1539$0 , feat__ready, snr__ready, rd__sum, rd__sq, stats__payload, feat__payload, snr__payload, rd__en, stats__valid, feat__valid, snr__valid, rd__release, rd__t, rd__m, stats__ready, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -44116,10 +45037,10 @@ module \nanomamba_accel.streamer (rst, rd__full, \port$1242$0 , \port$1245$0 , f
   output feat__valid;
   reg feat__valid;
   reg [2:0] fsm_state = 3'h0;
-  input [26:0] \port$1242$0 ;
-  wire [26:0] \port$1242$0 ;
-  input [3:0] \port$1245$0 ;
-  wire [3:0] \port$1245$0 ;
+  input [26:0] \port$1536$0 ;
+  wire [26:0] \port$1536$0 ;
+  input [3:0] \port$1539$0 ;
+  wire [3:0] \port$1539$0 ;
   output rd__en;
   reg rd__en;
   wire [15:0] rd__feat;
@@ -44403,8 +45324,8 @@ module \nanomamba_accel.streamer (rst, rd__full, \port$1242$0 , \port$1245$0 , f
   end
   assign \$signal  = rd__t;
   assign band = rd__m;
-  assign rd__feat = { 1'h0, \port$1242$0 [14:0] };
-  assign rd__snr = { \port$1245$0 , \port$1242$0 [26:15] };
+  assign rd__feat = { 1'h0, \port$1536$0 [14:0] };
+  assign rd__snr = { \port$1539$0 , \port$1536$0 [26:15] };
   assign \stats__payload.s1  = stats__payload[22:0];
   assign \stats__payload.s2  = stats__payload[59:23];
   assign \feat__payload.data  = feat__payload[15:0];
@@ -44415,10 +45336,10 @@ module \nanomamba_accel.streamer (rst, rd__full, \port$1242$0 , \port$1245$0 , f
   assign \snr__payload.last  = snr__payload[17];
   assign snr__payload[17] = \$4 ;
   assign snr__payload[16] = \$3 ;
-  assign snr__payload[15:0] = { \port$1245$0 , \port$1242$0 [26:15] };
+  assign snr__payload[15:0] = { \port$1539$0 , \port$1536$0 [26:15] };
   assign feat__payload[17] = \$2 ;
   assign feat__payload[16] = \$1 ;
-  assign feat__payload[15:0] = { 1'h0, \port$1242$0 [14:0] };
+  assign feat__payload[15:0] = { 1'h0, \port$1536$0 [14:0] };
   assign stats__payload[59:23] = rd__sq;
   assign stats__payload[22:0] = rd__sum;
 endmodule

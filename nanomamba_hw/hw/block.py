@@ -60,7 +60,7 @@ from ..fixed.formats import (
     Formats,
 )
 from ..fixed.funcs import LOG_FRAC
-from .common import rom_init, shape_of
+from .common import OrMux, rom_init, shape_of
 from .funcs import PWLMultiUnit
 from .mac import MUL_LATENCY, MUL_P_BITS, clamp, delay, mul_signature, rshift_round_c
 from .norm import EXP2_IN_WIDTH, exp2_port
@@ -159,6 +159,8 @@ class ScanUnit(wiring.Component):
             return P_[k][sh:min(sh + w, MUL_P_BITS)].as_signed()
 
         C_ = self.mul.c
+        # the three ports' operands from every step below: AND-OR (see OrMux)
+        ports = [OrMux(m, f"mul{k}", a=A_[k], b=B_[k], c=C_[k]) for k in range(self.N_MUL)]
         df, xf, dbf, hf, yf = f["delta"].frac, f["xproj"].frac, f["dbx"].frac, f["h"].frac, f["y"].frac
         xcf, szf, yzf = f["xc"].frac, f["siluz"].frac, f["yz"].frac
         m.d.comb += self.exp2.o.ready.eq(1)
@@ -177,13 +179,13 @@ class ScanUnit(wiring.Component):
                      edn.eq(regs.eps_min - regs.eps_max)]
         sf = SNR_FMT.frac
         with m.If(fphase == 1):
-            m.d.comb += [A_[0].eq(self.snr_sum), B_[0].eq(self.mean_c), C_[0].eq(rc(MEAN_FRAC))]
+            ports[0].drive(a=self.snr_sum, b=self.mean_c, c=rc(MEAN_FRAC))
         with m.If(fphase == 3):
             m.d.sync += s_mean.eq(P_[0][MEAN_FRAC:MEAN_FRAC + len(s_mean)])
         with m.If(fphase == 4):
-            m.d.comb += [A_[0].eq(dfd), B_[0].eq(s_mean), C_[0].eq(rc(sf, regs.delta_floor_min)),
-                         A_[1].eq(edn), B_[1].eq(s_mean),
-                         C_[1].eq(Cat(Const((1 << (sf - 1)) - 1, sf), regs.eps_max, Const(0, 1)).as_signed())]
+            ports[0].drive(a=dfd, b=s_mean, c=rc(sf, regs.delta_floor_min))
+            ports[1].drive(a=edn, b=s_mean,
+                           c=Cat(Const((1 << (sf - 1)) - 1, sf), regs.eps_max, Const(0, 1)).as_signed())
         with m.If(fphase == 6):
             floor = rp(0, sf, REG_FMT.bits + 3)
             eps = rp(1, sf, REG_FMT.bits + 3)
@@ -202,7 +204,7 @@ class ScanUnit(wiring.Component):
         m.d.comb += pv0.eq(pro_go)
         Gv = Array(self.G)[pro_n]
         with m.If(pv0):
-            m.d.comb += [A_[0].eq(Gv), B_[0].eq(one_g - bgf), C_[0].eq(rc(GATE_FMT.frac, bgf))]
+            ports[0].drive(a=Gv, b=one_g - bgf, c=rc(GATE_FMT.frac, bgf))
         pv2 = delay(m, pv0, MUL_LATENCY, "pv")
         pn2 = delay(m, pro_n, MUL_LATENCY, "pn")
         g2 = Signal(unsigned(GATE_FMT.bits + 2))
@@ -210,14 +212,14 @@ class ScanUnit(wiring.Component):
         m.d.sync += g2.eq(P_[0][GATE_FMT.frac:GATE_FMT.frac + len(g2)])
         s_gb = GATE_FMT.frac + ALPHA_FMT.frac - GB_FMT.frac
         with m.If(pv3):
-            m.d.comb += [A_[1].eq(g2), B_[1].eq(alpha), C_[1].eq(rc(s_gb, oma))]
+            ports[1].drive(a=g2, b=alpha, c=rc(s_gb, oma))
         pv5, pn5 = delay(m, pv3, MUL_LATENCY, "pv5"), delay(m, pn3, MUL_LATENCY, "pn5")
         gb = Signal(shape_of(GB_FMT))
         m.d.sync += gb.eq(clamp(m, rp(1, s_gb, pwidth(g2.shape(), shape_of(ALPHA_FMT)) + 2),
                                 GB_FMT.min_int, GB_FMT.max_int))
         pv6, pn6 = delay(m, pv5, 1, "pv6"), delay(m, pn5, 1, "pn6")
         with m.If(pv6):
-            m.d.comb += [A_[2].eq(gb), B_[2].eq(Array(self.B)[pn6]), C_[2].eq(rc(GB_FMT.frac))]
+            ports[2].drive(a=gb, b=Array(self.B)[pn6], c=rc(GB_FMT.frac))
         pv8, pn8 = delay(m, pv6, MUL_LATENCY, "pv8"), delay(m, pn6, MUL_LATENCY, "pn8")
         Bg = [Signal(shape_of(f["xproj"]), name=f"bg{n}") for n in range(N)]
         with m.If(pv8):
@@ -260,8 +262,8 @@ class ScanUnit(wiring.Component):
             raise ValueError("|A|·Δ needs a rounding shift >= 1")
         ya_c = Array(Const((1 << (b.a_frac + df - LOG_FRAC - 1)) - 1, 32) for b in self.blocks)[layer]
         with m.If(v1):
-            m.d.comb += [A_[0].eq(Array(Bg)[n1]), B_[0].eq(dl1), C_[0].eq(rc(s_dbx, eps_x)),
-                         A_[1].eq(a_rd.data), B_[1].eq(dl1), C_[1].eq(ya_c)]
+            ports[0].drive(a=Array(Bg)[n1], b=dl1, c=rc(s_dbx, eps_x))
+            ports[1].drive(a=a_rd.data, b=dl1, c=ya_c)
         # carry operands forward
         xc_c = [self.rd_xc.data]
         for s_ in range(11):
@@ -289,8 +291,8 @@ class ScanUnit(wiring.Component):
         v4, n4, kn4 = delay(m, v3, 1, "v4"), delay(m, n3, 1, "n4"), delay(m, kn3, 1, "kn4")
         s_inc = dbf + xcf - hf
         with m.If(v4):
-            m.d.comb += [A_[0].eq(dbx), B_[0].eq(xc_c[3]), C_[0].eq(rc(s_inc)),
-                         self.exp2.i.valid.eq(1), self.exp2.i.payload.eq(ya)]
+            ports[0].drive(a=dbx, b=xc_c[3], c=rc(s_inc))
+            m.d.comb += [self.exp2.i.valid.eq(1), self.exp2.i.payload.eq(ya)]
         # +6: inc = round(dbx·xc)
         inc = Signal(signed(pwidth(shape_of(f["dbx"]), shape_of(f["xc"])) - s_inc + 1))
         m.d.sync += inc.eq(rp(0, s_inc, len(inc)))
@@ -298,8 +300,7 @@ class ScanUnit(wiring.Component):
         # +8: h' = sat(round(dA·h) + inc): inc on the C operand
         v8, n8, kn8 = delay(m, v4, 4, "v8"), delay(m, n4, 4, "n8"), delay(m, kn4, 4, "kn8")
         with m.If(v8):
-            m.d.comb += [A_[1].eq(h_c), B_[1].eq(self.exp2.o.payload),
-                         C_[1].eq(rc(DA_FMT.frac, inc8))]
+            ports[1].drive(a=h_c, b=self.exp2.o.payload, c=rc(DA_FMT.frac, inc8))
         v10, n10, kn10 = delay(m, v8, 2, "v10"), delay(m, n8, 2, "n10"), delay(m, kn8, 2, "kn10")
         h_new = Signal(shape_of(f["h"]))
         h_w = max(pwidth(shape_of(f["h"]), shape_of(DA_FMT)) - DA_FMT.frac, len(inc)) + 1
@@ -307,7 +308,7 @@ class ScanUnit(wiring.Component):
         v11, n11, kn11 = delay(m, v10, 1, "v11"), delay(m, n10, 1, "n11"), delay(m, kn10, 1, "kn11")
         m.d.comb += [h_wr.addr.eq(kn11), h_wr.data.eq(h_new), h_wr.en.eq(v11)]
         with m.If(v11):
-            m.d.comb += [A_[2].eq(h_new), B_[2].eq(Array(self.C)[n11])]
+            ports[2].drive(a=h_new, b=Array(self.C)[n11])
         # +12: the per-channel slot: D·xc (skip, rounded on the DSP) at n = 0, y·sz (yz) at n = 1
         s12 = delay(m, s1, 11, "s12")
         n12, k12 = delay(m, n1, 11, "n12"), delay(m, k1, 11, "k12")
@@ -315,9 +316,9 @@ class ScanUnit(wiring.Component):
         s_skip = D_FMT.frac + xcf - yf
         s_yz = yf + szf - yzf
         with m.If(s12 & (n12 == 0)):
-            m.d.comb += [A_[2].eq(xc_c[11]), B_[2].eq(D12), C_[2].eq(rc(s_skip))]
+            ports[2].drive(a=xc_c[11], b=D12, c=rc(s_skip))
         with m.If(s12 & (n12 == 1) & (k12 != 0)):
-            m.d.comb += [A_[2].eq(y), B_[2].eq(sz12), C_[2].eq(rc(s_yz))]
+            ports[2].drive(a=y, b=sz12, c=rc(s_yz))
         # +13: accumulate Σ_n h·C from the rounding constant; y at the last n
         v13, n13 = delay(m, v11, 2, "v13"), delay(m, n11, 2, "n13")
         s_y = hf + xf - yf
@@ -349,6 +350,9 @@ class ScanUnit(wiring.Component):
         self.probes = {"dbx": (v4, kn4, dbx), "dA": (v8, kn8, self.exp2.o.payload),
                        "h": (v11, kn11, h_new), "y": (y_v, y_k, y)}
         self.state = {"Bg": Bg, "eps_x": eps_x, "h": h_ram}
+
+        for port in ports:
+            port.emit()
 
         # ---------------- control
         cnt = Signal(range(N + 16))

@@ -160,7 +160,7 @@ class Exp2Unit(wiring.Component):
         rsh = Signal(range(P + 3))
         m.d.comb += rsh.eq(Mux(-shift3 > P + 2, P + 2, -shift3))
         wide = Signal(unsigned(P + 2))
-        m.d.comb += wide.eq((mant3 + Mux(rsh == 0, 0, Const(1, P + 2) << (rsh - 1).as_unsigned())) >> rsh)
+        m.d.comb += wide.eq((mant3 + Mux(rsh == 0, 0, (Const(1, P + 2) << (rsh - 1).as_unsigned())[:P + 2])) >> rsh)
         lsh = Signal(range(W + 1))
         m.d.comb += lsh.eq(Mux(shift3 > W, W, shift3))
         shifted = Signal(unsigned(P + 1 + W))
@@ -443,7 +443,7 @@ class Exp2NarrowUnit(Exp2Unit):
         rsh = Signal(range(P + 3))
         m.d.comb += rsh.eq(-shift3)
         wide = Signal(unsigned(P + 2))
-        m.d.comb += wide.eq((mant3 + Mux(rsh == 0, 0, Const(1, P + 2) << (rsh - 1).as_unsigned())) >> rsh)
+        m.d.comb += wide.eq((mant3 + Mux(rsh == 0, 0, (Const(1, P + 2) << (rsh - 1).as_unsigned())[:P + 2])) >> rsh)
         result = Signal(unsigned(W))
         with m.If(shift3 < 0):
             m.d.comb += result.eq(Mux(wide > max_out, max_out, wide))

@@ -66,7 +66,7 @@ from ..fixed import funcs as F
 from ..fixed.formats import DA_FMT
 from ..fixed.norm import GAMMA_FMT, IN_EPS, LN_EPS, LayerNormParams
 from ..fixed.ops import Fmt
-from .common import shape_of
+from .common import OrMux, shape_of
 from .funcs import LOG_OUT_WIDTH
 from .mac import (
     MUL_B_BITS,
@@ -196,6 +196,8 @@ class NormUnit(wiring.Component):
         T, d, nb = self.T, self.d, self.n_bands
         n_sets = max(1, len(self.ln))
         A, B, C, ACC, P = self.mul.a, self.mul.b, self.mul.c, self.mul.acc, self.mul.p
+        # the three ports' operands from every step below: AND-OR (see OrMux)
+        ports = [OrMux(m, f"mul{k}", a=A[k], b=B[k], c=C[k], acc=ACC[k]) for k in range(3)]
         q_w = max(1, (self.q_hi - self.q_lo).bit_length())
         mp_w = F.EXP_MANT + 1 + 7              # m' = m·2**j, j ≤ 7
         D = DIGIT
@@ -254,7 +256,7 @@ class NormUnit(wiring.Component):
         t1 = delay(m, issue, 1, "t1")
         i1 = delay(m, idx, 1, "i1")
         with m.If(t1):
-            m.d.comb += [A[2].eq(x_in), B[2].eq(n_apply), C[2].eq(Mux(is_ln, s1n, r_s1.data))]
+            ports[2].drive(a=x_in, b=n_apply, c=Mux(is_ln, s1n, r_s1.data))
         m1 = Signal(unsigned(mp_w))
         q1 = Signal(unsigned(q_w))
         m.d.comb += [m1.eq(Mux(is_ln, mr, r_m.data)), q1.eq(Mux(is_ln, qr, r_q.data))]
@@ -264,13 +266,13 @@ class NormUnit(wiring.Component):
         qs = list(range(self.q_lo, self.q_hi + 1))
         half = Array(Const(1 << (8 * q - 1), 8 * self.q_hi) for q in qs)
         with m.If(t3):
-            m.d.comb += [A[0].eq(m3), B[0].eq(P[2][:D]), C[0].eq(half[q3] if len(qs) > 1 else half[0])]
+            ports[0].drive(a=m3, b=P[2][:D], c=half[q3] if len(qs) > 1 else half[0])
         cen_hi5 = delay(m, P[2][D:self.cen_w].as_signed(), 2, "cen_hi")
         m5 = delay(m, m3, 2, "m5")
         q5 = delay(m, q3, 2, "q5")
         t5 = delay(m, t3, 2, "t5")
         with m.If(t5):
-            m.d.comb += [A[1].eq(m5), B[1].eq(cen_hi5), C[1].eq(P[0][D:MUL_P_BITS])]
+            ports[1].drive(a=m5, b=cen_hi5, c=P[0][D:MUL_P_BITS])
         lo_keep = min(8 * self.q_lo, D)
         p0_low7 = delay(m, P[0][lo_keep:D], 2, "p0low")
         q7 = delay(m, q5, 2, "q7")
@@ -299,8 +301,7 @@ class NormUnit(wiring.Component):
             cs = [Cat(Const((1 << sh) >> 1, sh), gbv8.b).as_signed() if sh else gbv8.b.as_signed()
                   for sh, _, _ in gkeys]
             with m.If(t8 & is_ln):
-                m.d.comb += [A[2].eq(v8), B[2].eq(gbv8.g),
-                             C[2].eq(Array(cs)[grp] if len(cs) > 1 else cs[0])]
+                ports[2].drive(a=v8, b=gbv8.g, c=Array(cs)[grp] if len(cs) > 1 else cs[0])
         v10 = delay(m, v8, 2, "v10")
         t10 = delay(m, t8, 2, "t10")
         i10 = delay(m, i8, 2, "i10")
@@ -324,9 +325,9 @@ class NormUnit(wiring.Component):
         u1 = delay(m, p1_issue, 1, "u1")
         uf1 = delay(m, p1_first, 1, "uf1")
         with m.If(u1):
-            m.d.comb += [A[0].eq(x1), B[0].eq(x1[:D]), ACC[0].eq(~uf1),
-                         A[1].eq(x1), B[1].eq(x1[D:].as_signed()), ACC[1].eq(~uf1),
-                         A[2].eq(x1), B[2].eq(1), ACC[2].eq(~uf1)]
+            ports[0].drive(a=x1, b=x1[:D], acc=~uf1)
+            ports[1].drive(a=x1, b=x1[D:].as_signed(), acc=~uf1)
+            ports[2].drive(a=x1, b=1, acc=~uf1)
 
         # ---- num = n·Σx² − (Σx)² + eps, column by column in base 2**17 on port 2 (each
         # column's terms accumulated in P2, started from the previous column's carry), with
@@ -402,18 +403,18 @@ class NormUnit(wiring.Component):
                 a_, b_, j, first = st
                 with m.Case(c_ + 1):
                     cv = eps_v if j == 0 else P[2][D:].as_signed()
-                    m.d.comb += [A[2].eq(a_), B[2].eq(b_), C[2].eq(cv if first else 0),
-                                 ACC[2].eq(0 if first else 1)]
+                    ports[2].drive(a=a_, b=b_, c=cv if first else 0, acc=0 if first else 1)
         with m.If(lphase == 1):
             # P0 = Δtable·rem + (ipart·2**16 + table)·2**rem_bits + 2**(rem_bits−1)
-            m.d.comb += [A[0].eq(lrv.d), B[0].eq(mant[:rem_bits]),
-                         C[0].eq(Cat(Const(1 << (rem_bits - 1), rem_bits), lrv.a, ipart).as_signed())]
+            ports[0].drive(a=lrv.d, b=mant[:rem_bits],
+                           c=Cat(Const(1 << (rem_bits - 1), rem_bits), lrv.a, ipart).as_signed())
 
         # ---- control
         cnt = Signal(range(max(T, nb, d) + 4))
         hold = Signal()               # ports 0 and 1 keep Σx² while the columns run
         with m.If(hold):
-            m.d.comb += [ACC[0].eq(1), ACC[1].eq(1)]
+            ports[0].drive(acc=1)
+            ports[1].drive(acc=1)
         ph = Signal()
         m.d.comb += self.exp2.o.ready.eq(1)
         m.d.comb += self.cmd.ready.eq(~self.busy)
@@ -432,7 +433,7 @@ class NormUnit(wiring.Component):
                 # Σx² into P0 through the C operand, P1 ← 0
                 m.d.comb += self.stats.ready.eq(1)
                 with m.If(self.stats.valid):
-                    m.d.comb += C[0].eq(self.stats.payload.s2)
+                    ports[0].drive(c=self.stats.payload.s2)
                     m.d.sync += [s1.eq(self.stats.payload.s1), cnt.eq(0)]
                     m.next = "STATS_WAIT"
             with m.State("STATS_WAIT"):
@@ -524,4 +525,6 @@ class NormUnit(wiring.Component):
             with m.State("APPLY_DRAIN"), m.If(self.o.valid & self.o.payload.last):
                 m.d.sync += self.busy.eq(0)
                 m.next = "IDLE"
+        for port in ports:
+            port.emit()
         return EnableInserter({"sync": self.busy | self.cmd.valid})(m)

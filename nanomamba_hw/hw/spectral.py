@@ -55,7 +55,7 @@ from ..fixed import snr as fsnr
 from ..fixed.model import FixedParams
 from ..fixed.snr import SNR_FMT
 from ..fixed.stft import MAG_FMT
-from .common import frame_stream, shape_of
+from .common import OrMux, frame_stream, shape_of
 from .featbuf import FeatureBuffer, FeatureReadSignature
 from .frontend import feature_code, frontend_class
 from .funcs import FuncUnit
@@ -163,6 +163,10 @@ class SpectralEngine(wiring.Component):
                                      Signal(signed(GK_BITS)))
         eng.g_p = Signal(signed(GA_BITS + GB_BITS + 2))
         m.d.sync += eng.g_p.eq(eng.g_a * eng.g_b + eng.g_k)
+        # operands of the FU and the GMUL from every step of every pass: AND-OR, not a mux chain
+        eng.fu_bus = OrMux(m, "fu", valid=fu.i_valid, op=fu.i_op, x=fu.i_x, sub=fu.i_sub,
+                           add=fu.i_add)
+        eng.g_bus = OrMux(m, "gmul", a=eng.g_a, b=eng.g_b, k=eng.g_k)
 
         # ---- band accumulators
         acc_w = max(MAG_FMT.bits, fsnr.RATIO_FMT.bits) + 17 + 6
@@ -246,16 +250,20 @@ class SpectralEngine(wiring.Component):
             with m.State("DONE"):
                 m.d.comb += self.fb_done.eq(1)
                 m.next = "WAIT"
+        self.finish_shared()
         return m
 
     # -- helpers used by the passes
+    def finish_shared(self) -> None:
+        """Drive the shared units' operands from every step issued (after the last one)."""
+        self.fu_bus.emit()
+        self.g_bus.emit()
+
     def fu_issue(self, op: str, x, *, sub=0, add=0):
-        fu = self.fu
-        self.m.d.comb += [fu.i_valid.eq(1), fu.i_op.eq(self.op_index[op]), fu.i_x.eq(x),
-                          fu.i_sub.eq(sub), fu.i_add.eq(add)]
+        self.fu_bus.drive(valid=1, op=self.op_index[op], x=x, sub=sub, add=add)
 
     def gmul(self, a, b, k):
-        self.m.d.comb += [self.g_a.eq(a), self.g_b.eq(b), self.g_k.eq(k)]
+        self.g_bus.drive(a=a, b=b, k=k)
 
     def write_feature(self, addr, band, value):
         """Write a final feature (the word read at ``addr`` the cycle before keeps its SNR) and

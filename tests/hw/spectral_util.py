@@ -247,6 +247,7 @@ class PassEngine(SpectralEngine):
             with m.State("DONE"):
                 m.d.comb += self.fb_done.eq(1)
                 m.next = "WAIT"
+        self.finish_shared()
         return m
 
 
