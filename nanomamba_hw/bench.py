@@ -3,14 +3,16 @@ command that made each, into ``docs/benchmarks.md`` and ``docs/benchmarks.json``
 
     python -m nanomamba_hw.bench [--variants tiny,small,tiny-dualpcen,matched-dualpcen]
                                  [--weights int8,int16] [--lanes 1,2] [--clips N]
-                                 [--out docs] [--no-synth] [--ckpt VARIANT=PATH ...]
+                                 [--out docs] [--no-synth] [--jobs J]
+                                 [--ckpt VARIANT=PATH ...]
 
 Per variant × weight width × lane count: synthesis resources (LUT, FF, DSP48E1, RAMB36E1,
 RAMB18E1) and the logic-only fmax estimate, cycles per clip and the latency after the last
 sample (Verilator on the emitted Verilog), the minimum clock for real time, build time; per
 variant × weight width: fixed-vs-float top-1 agreement and both accuracies on the synthetic
 test split; once: simulation throughput of the Amaranth simulator and of Verilator on the same
-design. Long: about 5 minutes per configuration on 2 cores.
+design. Long: about 5 minutes per configuration on 2 cores (``--jobs 2``, the default, runs two
+configurations at once).
 """
 
 from __future__ import annotations
@@ -19,8 +21,12 @@ import argparse
 import datetime
 import json
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from tqdm import tqdm
 
 from .errors import NanoMambaError
 
@@ -33,6 +39,7 @@ DEFAULT_CKPTS = {
     "matched-dualpcen": REPO / "model" / "nanomamba-matched-dualpcen.pt",
 }
 HOP_SECONDS = 0.01
+_ELABORATE = threading.Lock()
 
 
 def hw_numbers(params, lanes: int, workdir: Path, synth: bool) -> dict:
@@ -41,9 +48,10 @@ def hw_numbers(params, lanes: int, workdir: Path, synth: bool) -> dict:
     from .build import MEASURE_INTERVAL, TOP_NAME, accelerator_verilog
     from .calib import edge_signals
     from .hw.accelerator import Accelerator
-    t0 = time.time()
-    accel = Accelerator(params, lanes=lanes)
-    verilog = accelerator_verilog(accel)
+    with _ELABORATE:        # Amaranth elaboration: one thread at a time
+        t0 = time.time()
+        accel = Accelerator(params, lanes=lanes)
+        verilog = accelerator_verilog(accel)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / f"{TOP_NAME}.v").write_text(verilog)
     out: dict = {"generate_seconds": round(time.time() - t0, 1)}
@@ -54,18 +62,32 @@ def hw_numbers(params, lanes: int, workdir: Path, synth: bool) -> dict:
                    fmax_estimate_mhz=r.fmax_estimate_mhz, synth_seconds=round(r.seconds, 1))
     model = V.build(verilog, TOP_NAME, accel.signature.result_layout.size, progress=None)
     pcm = edge_signals()["white_full_scale"][None]
-    t1 = time.time()
     (_, cycles, _), = model.run(pcm)
-    run_s = time.time() - t1
     (_, _, latency), = model.run(pcm, interval=MEASURE_INTERVAL)
     out.update(cycles_per_clip=cycles, latency_cycles_after_last_sample=latency,
                verilator_build_seconds=round(model.build_seconds, 1),
-               verilator_seconds_per_clip=round(run_s, 2),
-               verilator_cycles_per_second=round(cycles / run_s),
                # A clip per second, continuously: every clip must be processed in one second.
                min_clock_mhz_real_time=round(cycles / 1e6, 2),
                latency_ms_at_100mhz=round(latency / 1e5, 2))
     return out
+
+
+def verilator_rate(params, clips: int = 4) -> dict:
+    """Seconds per clip and cycles per second of the Verilator model of the accelerator (the
+    cached build), timed alone."""
+    from . import verilator as V
+    from .build import TOP_NAME, accelerator_verilog
+    from .calib import edge_signals
+    from .hw.accelerator import Accelerator
+    accel = Accelerator(params)
+    model = V.build(accelerator_verilog(accel), TOP_NAME, accel.signature.result_layout.size,
+                    progress=None)
+    pcm = edge_signals()["white_full_scale"][None].repeat(clips, axis=0)
+    t0 = time.time()
+    cycles = sum(c for _, c, _ in model.run(pcm))
+    dt = time.time() - t0
+    return {"verilator_seconds_per_clip": round(dt / clips, 2),
+            "verilator_cycles_per_second": round(cycles / dt)}
 
 
 def amaranth_sim_rate(params, cycles: int = 4000) -> float:
@@ -110,7 +132,9 @@ def markdown(res: dict) -> str:
              "post-route fmax is lower); cycles: the emitted Verilog run in Verilator on one "
              "clip; latency after the last sample with a real-time-equivalent input (the front "
              "end keeps up); minimum clock for real time: cycles per clip / 1 s (a clip every "
-             "second, continuously).", "",
+             "second, continuously); build s: Verilog generation + synthesis of that "
+             f"configuration, {res.get('jobs', 1)} configuration(s) at a time on this machine.",
+             "",
              "## Hardware", "",
              "| variant | weights | lanes | LUT | FF | DSP48E1 | RAMB36E1 | RAMB18E1 | fmax est. MHz "
              "| cycles/clip | latency after last sample | min clock real time | build s |",
@@ -142,7 +166,8 @@ def markdown(res: dict) -> str:
         lines += ["", "## Simulation throughput (same design: Tiny-DualPCEN, INT8, 1 lane)", "",
                   f"- Amaranth simulator: {s['amaranth_cycles_per_second']:,.0f} cycles/s",
                   f"- Verilator: {s['verilator_cycles_per_second']:,.0f} cycles/s "
-                  f"({s['verilator_seconds_per_clip']} s per clip)"]
+                  f"({s['verilator_seconds_per_clip']} s per clip, after compilation; "
+                  "4 clips in one run, nothing else running)"]
     return "\n".join(lines) + "\n"
 
 
@@ -157,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(REPO / "docs"))
     ap.add_argument("--work", default="build/bench")
     ap.add_argument("--no-synth", action="store_true")
+    ap.add_argument("--jobs", type=int, default=2,
+                    help="configurations synthesized and simulated at once (default 2)")
     ap.add_argument("--ckpt", action="append", default=[], metavar="VARIANT=PATH")
     args = ap.parse_args(argv)
     import platform as _pf
@@ -171,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
                sys.argv[1:] if argv is None else argv),
            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
            "machine": f"{_pf.machine()}, {__import__('os').cpu_count()} cores",
-           "hardware": [], "agreement": []}
+           "jobs": args.jobs, "hardware": [], "agreement": []}
+    tasks = []                  # (variant, weights, lanes, params, workdir): hardware runs
     try:
         for variant in args.variants.split(","):
             if variant not in ckpts:
@@ -185,34 +213,45 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             ck = load_checkpoint(ckpts[variant])
             for w in args.weights.split(","):
-                wb = 8 if w == "int8" else 16
-                params = params_for(ck, weight_bits=wb)
-                print(f"[bench] {variant} {w}: agreement", file=sys.stderr, flush=True)
+                if w not in ("int8", "int16"):
+                    raise KeyError(f"unknown weight width {w!r}; known: int8, int16")
+                params = params_for(ck, weight_bits=8 if w == "int8" else 16)
                 res["agreement"].append({"variant": variant, "weights": w,
-                                         "checkpoint": str(ckpts[variant]),
-                                         **agreement(ck, params, args.clips)})
+                                         "checkpoint": str(ckpts[variant]), "ck": ck,
+                                         "params": params})
                 for lanes in (int(v) for v in args.lanes.split(",")):
-                    print(f"[bench] {variant} {w} lanes={lanes}: synthesis + Verilator",
-                          file=sys.stderr, flush=True)
-                    hw = hw_numbers(params, lanes, Path(args.work) / f"{variant}-{w}-l{lanes}",
-                                    not args.no_synth)
-                    res["hardware"].append({"variant": variant, "weights": w, "lanes": lanes,
-                                            **hw})
-                    Path(args.out).mkdir(parents=True, exist_ok=True)
-                    (Path(args.out) / "benchmarks.json").write_text(json.dumps(res, indent=1))
+                    tasks.append((variant, w, lanes, params,
+                                  Path(args.work) / f"{variant}-{w}-l{lanes}"))
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+
+        def hardware(task):
+            variant, w, lanes, params, workdir = task
+            hw = hw_numbers(params, lanes, workdir, not args.no_synth)
+            return {"variant": variant, "weights": w, "lanes": lanes, **hw}
+
+        # The hardware runs are yosys and Verilator subprocesses: --jobs of them run at once
+        # while this thread measures the fixed-vs-float agreement.
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            pending = [pool.submit(hardware, t) for t in tasks]
+            for a in res["agreement"]:
+                print(f"[bench] {a['variant']} {a['weights']}: agreement", file=sys.stderr,
+                      flush=True)
+                a.update(agreement(a.pop("ck"), a.pop("params"), args.clips))
+            for fut in tqdm(pending, desc="bench: synthesis + Verilator", unit="config",
+                            file=sys.stderr):
+                res["hardware"].append(fut.result())
+                (out / "benchmarks.json").write_text(json.dumps(res, indent=1, default=float))
         ref = next((h for h in res["hardware"] if h["variant"] == "tiny-dualpcen"
                     and h["weights"] == "int8" and h["lanes"] == 1), None)
         if ref:
             ck = load_checkpoint(ckpts["tiny-dualpcen"])
             res["simulation"] = {
                 "amaranth_cycles_per_second": amaranth_sim_rate(params_for(ck)),
-                "verilator_cycles_per_second": ref["verilator_cycles_per_second"],
-                "verilator_seconds_per_clip": ref["verilator_seconds_per_clip"]}
+                **verilator_rate(params_for(ck))}
     except (NanoMambaError, KeyError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "benchmarks.json").write_text(json.dumps(res, indent=1, default=float))
     (out / "benchmarks.md").write_text(markdown(res))
     print(f"wrote {out / 'benchmarks.md'}")

@@ -1,0 +1,38 @@
+"""python -m nanomamba_hw.bench end to end on the smallest configuration (no synthesis): the
+JSON and markdown it writes, and its errors. The full run is documented in docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import json
+
+from nanomamba_hw import bench
+
+
+def test_bench_one_configuration(tmp_path):
+    rc = bench.main(["--variants", "tiny-dualpcen,matched-dualpcen", "--weights", "int8",
+                     "--lanes", "1", "--no-synth", "--clips", "6", "--jobs", "1",
+                     "--ckpt", f"matched-dualpcen={tmp_path / 'missing.pt'}",
+                     "--out", str(tmp_path), "--work", str(tmp_path / "work")])
+    assert rc == 0
+    res = json.loads((tmp_path / "benchmarks.json").read_text())
+    (hw,) = res["hardware"]
+    assert (hw["variant"], hw["weights"], hw["lanes"]) == ("tiny-dualpcen", "int8", 1)
+    assert "resources" not in hw                         # --no-synth
+    # one clip per second: the minimum clock is the cycles per clip in MHz
+    assert hw["min_clock_mhz_real_time"] == round(hw["cycles_per_clip"] / 1e6, 2)
+    # a real-time source leaves only the last frame's work after the last sample
+    assert 0 < hw["latency_cycles_after_last_sample"] < hw["cycles_per_clip"]
+    (ag,) = res["agreement"]
+    assert ag["clips"] == 6 and 0 <= ag["top1_agreement"] <= 1
+    assert res["skipped"][0]["variant"] == "matched-dualpcen"
+    sim = res["simulation"]
+    assert sim["amaranth_cycles_per_second"] > 0 and sim["verilator_cycles_per_second"] > 0
+    md = (tmp_path / "benchmarks.md").read_text()
+    assert "| tiny-dualpcen | int8 | 1 |" in md
+    assert "Not measured: matched-dualpcen" in md
+    assert res["command"] in md
+
+
+def test_bench_unknown_variant(tmp_path, capsys):
+    assert bench.main(["--variants", "huge", "--out", str(tmp_path)]) == 2
+    assert "unknown variant 'huge'" in capsys.readouterr().err
