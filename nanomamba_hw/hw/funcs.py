@@ -28,6 +28,7 @@ from amaranth.lib.wiring import In, Out
 from ..fixed import funcs as F
 from ..fixed.ops import Fmt
 from .common import rom_init, shape_of
+from .mac import rshift_round_v
 
 LOG_OUT_WIDTH = 32      # log2 results: |log2| < 2**15 with LOG_FRAC = 16 fraction bits
 
@@ -443,7 +444,7 @@ class Exp2NarrowUnit(Exp2Unit):
         rsh = Signal(range(P + 3))
         m.d.comb += rsh.eq(-shift3)
         wide = Signal(unsigned(P + 2))
-        m.d.comb += wide.eq((mant3 + Mux(rsh == 0, 0, (Const(1, P + 2) << (rsh - 1).as_unsigned())[:P + 2])) >> rsh)
+        m.d.comb += wide.eq(rshift_round_v(mant3, rsh))
         result = Signal(unsigned(W))
         with m.If(shift3 < 0):
             m.d.comb += result.eq(Mux(wide > max_out, max_out, wide))
