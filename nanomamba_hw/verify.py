@@ -80,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lanes", type=int, default=1)
     ap.add_argument("--jobs", type=int, default=2, help="parallel Verilator runs (default 2)")
     ap.add_argument("--json", action="store_true", help="one JSON object per clip, then a summary")
+    ap.add_argument("--record", metavar="FILE",
+                    help="also write the summary with the command, date and wall time to FILE "
+                         "(docs/verify.json is the one docs/benchmarks.md shows)")
     args = ap.parse_args(argv)
     from .fixed.model import run as fixed_run
     from .predict import resolve_ckpt
@@ -148,6 +151,19 @@ def main(argv: list[str] | None = None) -> int:
                "checkpoint": ckpt.path, "compile_seconds": round(compile_s, 1),
                "run_seconds": round(run_s, 1),
                "seconds_per_clip": round(run_s / max(len(names), 1), 2)}
+    if args.record:
+        import datetime
+        import os
+        import platform
+        from pathlib import Path
+        record = {"command": "python -m nanomamba_hw.verify " + " ".join(
+                      sys.argv[1:] if argv is None else argv),
+                  "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                  "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+                  "wall_seconds": round(time.time() - t0, 1), **summary,
+                  "failures": [{"clip": n, "difference": d} for n, d in failures]}
+        Path(args.record).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.record).write_text(json.dumps(record, indent=1))
     if args.json:
         print(json.dumps({"summary": summary}))
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from nanomamba_hw import bench
+from nanomamba_hw import bench, verify
 
 
 def test_bench_one_configuration(tmp_path):
@@ -36,3 +36,17 @@ def test_bench_one_configuration(tmp_path):
 def test_bench_unknown_variant(tmp_path, capsys):
     assert bench.main(["--variants", "huge", "--out", str(tmp_path)]) == 2
     assert "unknown variant 'huge'" in capsys.readouterr().err
+
+
+def test_bench_render_shows_the_recorded_verification(tmp_path):
+    (tmp_path / "benchmarks.json").write_text(json.dumps(
+        {"command": "python -m nanomamba_hw.bench --no-synth", "date": "2026-01-01T00:00:00",
+         "machine": "test", "hardware": [], "agreement": []}))
+    rec = tmp_path / "verify.json"
+    assert verify.main(["--synthetic", "2", "--jobs", "1", "--record", str(rec)]) == 0
+    v = json.loads(rec.read_text())
+    assert v["clips"] == 7 and v["bit_exact"] == 7 and v["failures"] == []   # 2 + 5 edge signals
+    assert v["command"] == "python -m nanomamba_hw.verify --synthetic 2 --jobs 1 --record " + str(rec)
+    assert bench.main(["--render", "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "benchmarks.md").read_text()
+    assert "**7/7 clips bit-exact**" in md and v["command"] in md
