@@ -251,8 +251,8 @@ module nanomamba_accel(pcm__valid, result__ready, clip_start, reg_addr, reg_wdat
     .i__payload(\i__payload$23 ),
     .i__ready(\o__ready$25 ),
     .\i__valid$1 (\i__valid$27 ),
-    .\port$1520$0 (\$26 ),
-    .\port$1523$0 (\$27 ),
+    .\port$1536$0 (\$26 ),
+    .\port$1539$0 (\$27 ),
     .rd__en(rd__en),
     .rd__full(rd__full),
     .rd__m(rd__m),
@@ -287,8 +287,8 @@ module nanomamba_accel(pcm__valid, result__ready, clip_start, reg_addr, reg_wdat
     .feat__payload(feat__payload),
     .feat__ready(feat__ready),
     .feat__valid(feat__valid),
-    .\port$1520$0 (\$26 ),
-    .\port$1523$0 (\$27 ),
+    .\port$1536$0 (\$26 ),
+    .\port$1539$0 (\$27 ),
     .rd__en(rd__en),
     .rd__full(rd__full),
     .rd__m(rd__m),
@@ -790,9 +790,9 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .\o__payload$58 (\o__payload$108 ),
     .o__valid(\o__valid$98 ),
     .\o__valid$61 (\o__valid$109 ),
-    .\port$2908$0 (\$16 ),
-    .\port$3067$0 (\$signature__data ),
-    .\port$3113$0 (\$signature__addr ),
+    .\port$2924$0 (\$16 ),
+    .\port$3083$0 (\$signature__data ),
+    .\port$3129$0 (\$signature__addr ),
     .rb(rb),
     .rd__addr(rd__addr),
     .rd__data(rd__data),
@@ -836,8 +836,8 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .feat__valid(feat__valid),
     .feat_full0(feat_full0),
     .feat_full1(feat_full1),
-    .\port$3067$0 (\$signature__data ),
-    .\port$3113$0 (\$signature__addr ),
+    .\port$3083$0 (\$signature__data ),
+    .\port$3129$0 (\$signature__addr ),
     .rb(rb),
     .\release (\release ),
     .rst(rst),
@@ -866,9 +866,9 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .mul__p__1(mul__p__1),
     .o__payload(\o__payload$100 ),
     .o__valid(\o__valid$98 ),
-    .\port$1587$0 (\$1 ),
-    .\port$1844$0 (\$2 ),
-    .\port$1844$22 (\$3 ),
+    .\port$1603$0 (\$1 ),
+    .\port$1860$0 (\$2 ),
+    .\port$1860$22 (\$3 ),
     .rd__data(rd__data),
     .rd__o(rd__o),
     .rst(rst)
@@ -881,11 +881,11 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .mul__acc__0(mul__acc__0),
     .p0(mul__p__0),
     .p1(mul__p__1),
-    .\port$1587$0 (\$1 ),
-    .\port$1844$0 (\$2 ),
-    .\port$1844$22 (\$3 ),
-    .\port$4240$0 (\$4 ),
-    .\port$5054$0 (rd__data),
+    .\port$1603$0 (\$1 ),
+    .\port$1860$0 (\$2 ),
+    .\port$1860$22 (\$3 ),
+    .\port$4256$0 (\$4 ),
+    .\port$5070$0 (rd__data),
     .rst(rst)
   );
   \nanomamba_accel.backend.muls  muls (
@@ -905,17 +905,17 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .p0(\mul__p__0$64 ),
     .p1(\mul__p__1$66 ),
     .p2(mul__p__2),
-    .\port$1943$0 (\$5 ),
-    .\port$1954$0 (\$6 ),
-    .\port$1964$0 (\$7 ),
-    .\port$1965$0 (\$8 ),
-    .\port$1993$0 (\$9 ),
-    .\port$2060$0 (\$10 ),
-    .\port$2416$0 (\$11 ),
-    .\port$2435$0 (\$12 ),
-    .\port$2442$0 (\$13 ),
-    .\port$2476$0 (\$14 ),
-    .\port$2500$0 (\$15 ),
+    .\port$1959$0 (\$5 ),
+    .\port$1970$0 (\$6 ),
+    .\port$1980$0 (\$7 ),
+    .\port$1981$0 (\$8 ),
+    .\port$2009$0 (\$9 ),
+    .\port$2076$0 (\$10 ),
+    .\port$2432$0 (\$11 ),
+    .\port$2451$0 (\$12 ),
+    .\port$2458$0 (\$13 ),
+    .\port$2492$0 (\$14 ),
+    .\port$2516$0 (\$15 ),
     .rst(rst)
   );
   \nanomamba_accel.backend.norm  norm (
@@ -940,12 +940,12 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .mul__p__2(mul__p__2),
     .o__payload(\o__payload$108 ),
     .o__valid(\o__valid$109 ),
-    .\port$1943$0 (\$5 ),
-    .\port$1954$0 (\$6 ),
-    .\port$1964$0 (\$7 ),
-    .\port$1965$0 (\$8 ),
-    .\port$1993$0 (\$9 ),
-    .\port$2060$0 (\$10 ),
+    .\port$1959$0 (\$5 ),
+    .\port$1970$0 (\$6 ),
+    .\port$1980$0 (\$7 ),
+    .\port$1981$0 (\$8 ),
+    .\port$2009$0 (\$9 ),
+    .\port$2076$0 (\$10 ),
     .rd__addr(rd__addr),
     .rd__data(\rd__data$106 ),
     .rst(rst),
@@ -1011,11 +1011,11 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .mul__p__0(\mul__p__0$64 ),
     .mul__p__1(\mul__p__1$66 ),
     .mul__p__2(mul__p__2),
-    .\port$2416$0 (\$11 ),
-    .\port$2435$0 (\$12 ),
-    .\port$2442$0 (\$13 ),
-    .\port$2476$0 (\$14 ),
-    .\port$2500$0 (\$15 ),
+    .\port$2432$0 (\$11 ),
+    .\port$2451$0 (\$12 ),
+    .\port$2458$0 (\$13 ),
+    .\port$2492$0 (\$14 ),
+    .\port$2516$0 (\$15 ),
     .regs(regs),
     .rst(rst),
     .slot(slot),
@@ -1505,7 +1505,7 @@ module \nanomamba_accel.backend.exp2 (rst, i__valid, i__payload, en, busy, \busy
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 , \port$2908$0 , \port$3067$0 , s_r__data, frame_age, snr_sum, first, s_r__addr, logit__valid, wb_done, \port$3113$0 , fn__valid, o__payload, rd__i, rd__addr, \o__payload$58 , \o__valid$61 
+module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 , \port$2924$0 , \port$3083$0 , s_r__data, frame_age, snr_sum, first, s_r__addr, logit__valid, wb_done, \port$3129$0 , fn__valid, o__payload, rd__i, rd__addr, \o__payload$58 , \o__valid$61 
 , busy, mac_rd__data, snr_sum0, snr_sum1, mac_rd__o, mac_rd__i, rd__data, mac_o__valid, mac_o__payload, logit__payload, \rd__data$54 , fn__payload, norm_dst, kind, src, wb, layer, regs, t, slot, rb
 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
@@ -1620,12 +1620,12 @@ module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 
   wire \o__valid$61 ;
   wire [3:0] pool_rd__addr;
   wire [23:0] pool_rd__data;
-  input [22:0] \port$2908$0 ;
-  wire [22:0] \port$2908$0 ;
-  input [15:0] \port$3067$0 ;
-  wire [15:0] \port$3067$0 ;
-  output [6:0] \port$3113$0 ;
-  wire [6:0] \port$3113$0 ;
+  input [22:0] \port$2924$0 ;
+  wire [22:0] \port$2924$0 ;
+  input [15:0] \port$3083$0 ;
+  wire [15:0] \port$3083$0 ;
+  output [6:0] \port$3129$0 ;
+  wire [6:0] \port$3129$0 ;
   input rb;
   wire rb;
   input [5:0] rd__addr;
@@ -1834,7 +1834,7 @@ module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 
   assign \$24  = rb ? 6'h28 : 6'h00;
   assign \$signature__addr$52  = \$24  + rd__addr;
   assign \$25  = norm_dst == 1'h1;
-  assign \$26  = \$25  ? { \port$3067$0 [15], \port$3067$0 [15], \port$3067$0 [15], \port$3067$0 [15], \port$3067$0 [15], \port$3067$0 [15], \port$3067$0 [15], \port$3067$0 [15], \port$3067$0  } : x_r__data;
+  assign \$26  = \$25  ? { \port$3083$0 [15], \port$3083$0 [15], \port$3083$0 [15], \port$3083$0 [15], \port$3083$0 [15], \port$3083$0 [15], \port$3083$0 [15], \port$3083$0 [15], \port$3083$0  } : x_r__data;
   assign \$27  = norm_dst == 1'h1;
   assign \$signature__en$60  = \o__valid$61  & \$27 ;
   assign \$28  = norm_dst == 2'h2;
@@ -1933,7 +1933,7 @@ module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 
       3'h3:
           rd__data = mac_rd__data;
       3'h4:
-          rd__data = { \port$2908$0 [22], \port$2908$0  };
+          rd__data = { \port$2924$0 [22], \port$2924$0  };
     endcase
   end
   always @* begin
@@ -1973,15 +1973,15 @@ module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 
   assign nb_r__addr = rd__i;
   assign u_r__addr = rd__i[3:0];
   assign pool_rd__addr = rd__i[3:0];
-  assign pool_rd__data = { \port$2908$0 [22], \port$2908$0  };
+  assign pool_rd__data = { \port$2924$0 [22], \port$2924$0  };
   assign x_r__addr = \$19 [3:0];
-  assign \$signature__data$56  = \port$3067$0 ;
+  assign \$signature__data$56  = \port$3083$0 ;
   assign \$signature__addr$57  = \o__payload$58 [5:0];
   assign \$signature__data$59  = \o__payload$58 [21:6];
   assign \$signature__addr$62  = \o__payload$58 [3:0];
   assign \$signature__data$63  = \o__payload$58 [21:6];
   assign frame_age = \$2 [1:0];
-  assign \port$3113$0  = \$signature__addr$52 ;
+  assign \port$3129$0  = \$signature__addr$52 ;
   assign \regs.delta_floor_min  = regs[15:0];
   assign \regs.delta_floor_max  = regs[31:16];
   assign \regs.eps_min  = regs[47:32];
@@ -2356,7 +2356,7 @@ module \nanomamba_accel.backend.head (clk, rst, mac__data, first, logit__valid, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.inputs (rst, feat__ready, snr__ready, \port$3067$0 , s_r__data, s_r__addr, \port$3113$0 , feat__payload, snr__payload, feat__valid, snr__valid, feat_full0, feat_full1, snr_sum0, snr_sum1, snr_full0, snr_full1, \release , rb, clk);
+module \nanomamba_accel.backend.inputs (rst, feat__ready, snr__ready, \port$3083$0 , s_r__data, s_r__addr, \port$3129$0 , feat__payload, snr__payload, feat__valid, snr__valid, feat_full0, feat_full1, snr_sum0, snr_sum1, snr_full0, snr_full1, \release , rb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -2439,10 +2439,10 @@ module \nanomamba_accel.backend.inputs (rst, feat__ready, snr__ready, \port$3067
   output feat_full1;
   reg feat_full1 = 1'h0;
   reg feat_wb = 1'h0;
-  output [15:0] \port$3067$0 ;
-  wire [15:0] \port$3067$0 ;
-  input [6:0] \port$3113$0 ;
-  wire [6:0] \port$3113$0 ;
+  output [15:0] \port$3083$0 ;
+  wire [15:0] \port$3083$0 ;
+  input [6:0] \port$3129$0 ;
+  wire [6:0] \port$3129$0 ;
   input rb;
   wire rb;
   input \release ;
@@ -2567,7 +2567,7 @@ module \nanomamba_accel.backend.inputs (rst, feat__ready, snr__ready, \port$3067
   end
   reg [15:0] _0_;
   always @(posedge clk) begin
-    _0_ <= feat_buf[\port$3113$0 ];
+    _0_ <= feat_buf[\port$3129$0 ];
   end
   assign \$signature__data  = _0_;
   reg [15:0] snr_buf [79:0];
@@ -2853,8 +2853,8 @@ module \nanomamba_accel.backend.inputs (rst, feat__ready, snr__ready, \port$3067
   end
   assign wp__data = feat__payload[15:0];
   assign \wp__data$16  = snr__payload[15:0];
-  assign \$signature__addr  = \port$3113$0 ;
-  assign \port$3067$0  = \$signature__data ;
+  assign \$signature__addr  = \port$3129$0 ;
+  assign \port$3083$0  = \$signature__data ;
   assign \feat__payload.data  = feat__payload[15:0];
   assign \feat__payload.first  = feat__payload[16];
   assign \feat__payload.last  = feat__payload[17];
@@ -2869,7 +2869,7 @@ module \nanomamba_accel.backend.inputs (rst, feat__ready, snr__ready, \port$3067
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1587$0 , mul__acc__0, o__valid, \port$1844$0 , \port$1844$22 , o__payload, busy, c, half_pre, mul__a__1, mul__p__0, mul__p__1, rd__data, job__valid, job__payload, clk);
+module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1603$0 , mul__acc__0, o__valid, \port$1860$0 , \port$1860$22 , o__payload, busy, c, half_pre, mul__a__1, mul__p__0, mul__p__1, rd__data, job__valid, job__payload, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire [6:0] \$10 ;
@@ -3044,12 +3044,12 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1587$
   reg o_valid;
   reg [23:0] o_value;
   reg pend = 1'h0;
-  output [7:0] \port$1587$0 ;
-  wire [7:0] \port$1587$0 ;
-  output [16:0] \port$1844$0 ;
-  wire [16:0] \port$1844$0 ;
-  output [38:0] \port$1844$22 ;
-  wire [38:0] \port$1844$22 ;
+  output [7:0] \port$1603$0 ;
+  wire [7:0] \port$1603$0 ;
+  output [16:0] \port$1860$0 ;
+  wire [16:0] \port$1860$0 ;
+  output [38:0] \port$1860$22 ;
+  wire [38:0] \port$1860$22 ;
   reg [3:0] pre = 4'h0;
   reg [5:0] r0g = 6'h00;
   reg r0v = 1'h0;
@@ -8587,9 +8587,9 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1587$
   assign mul__c__1 = { \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60:22] };
   assign base = \$6 [5:0];
   assign ser0 = 24'h000000;
-  assign \port$1587$0  = \$3 ;
-  assign \port$1844$0  = \$signature__data$34 [16:0];
-  assign \port$1844$22  = \$signature__data$34 [60:22];
+  assign \port$1603$0  = \$3 ;
+  assign \port$1860$0  = \$signature__data$34 [16:0];
+  assign \port$1860$22  = \$signature__data$34 [60:22];
   assign \o__payload.index  = o__payload[5:0];
   assign \o__payload.value  = o__payload[29:6];
   assign \o__payload.last  = o__payload[30];
@@ -8603,7 +8603,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1587$
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.mac_muls (rst, \port$1587$0 , mul__acc__0, \port$1844$0 , \port$1844$22 , busy, \port$4240$0 , mul__a__1, p0, p1, \port$5054$0 , job__valid, clk);
+module \nanomamba_accel.backend.mac_muls (rst, \port$1603$0 , mul__acc__0, \port$1860$0 , \port$1860$22 , busy, \port$4256$0 , mul__a__1, p0, p1, \port$5070$0 , job__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
   reg [47:0] \$10 ;
@@ -8654,16 +8654,16 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1587$0 , mul__acc__0, \port
   reg [47:0] p0 = 48'h000000000000;
   output [47:0] p1;
   reg [47:0] p1 = 48'h000000000000;
-  input [7:0] \port$1587$0 ;
-  wire [7:0] \port$1587$0 ;
-  input [16:0] \port$1844$0 ;
-  wire [16:0] \port$1844$0 ;
-  input [38:0] \port$1844$22 ;
-  wire [38:0] \port$1844$22 ;
-  input [9:0] \port$4240$0 ;
-  wire [9:0] \port$4240$0 ;
-  input [23:0] \port$5054$0 ;
-  wire [23:0] \port$5054$0 ;
+  input [7:0] \port$1603$0 ;
+  wire [7:0] \port$1603$0 ;
+  input [16:0] \port$1860$0 ;
+  wire [16:0] \port$1860$0 ;
+  input [38:0] \port$1860$22 ;
+  wire [38:0] \port$1860$22 ;
+  input [9:0] \port$4256$0 ;
+  wire [9:0] \port$4256$0 ;
+  input [23:0] \port$5070$0 ;
+  wire [23:0] \port$5070$0 ;
   input rst;
   wire rst;
   assign \$1  = busy | job__valid;
@@ -8697,7 +8697,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1587$0 , mul__acc__0, \port
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$8  = a0;
     if (\$1 ) begin
-      \$8  = { \port$5054$0 [23], \port$5054$0  };
+      \$8  = { \port$5070$0 [23], \port$5070$0  };
     end
     if (rst) begin
       \$8  = 25'h0000000;
@@ -8707,7 +8707,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1587$0 , mul__acc__0, \port
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$9  = b0;
     if (\$1 ) begin
-      \$9  = { \port$1587$0 [7], \port$1587$0 [7], \port$1587$0 [7], \port$1587$0 [7], \port$1587$0 [7], \port$1587$0 [7], \port$1587$0 [7], \port$1587$0 [7], \port$1587$0 [7], \port$1587$0 [7], \port$1587$0  };
+      \$9  = { \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0  };
     end
     if (rst) begin
       \$9  = 18'h00000;
@@ -8717,7 +8717,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1587$0 , mul__acc__0, \port
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$10  = c0;
     if (\$1 ) begin
-      \$10  = { 38'h0000000000, \port$4240$0  };
+      \$10  = { 38'h0000000000, \port$4256$0  };
     end
     if (rst) begin
       \$10  = 48'h000000000000;
@@ -8757,7 +8757,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1587$0 , mul__acc__0, \port
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$14  = b1;
     if (\$1 ) begin
-      \$14  = { 1'h0, \port$1844$0  };
+      \$14  = { 1'h0, \port$1860$0  };
     end
     if (rst) begin
       \$14  = 18'h00000;
@@ -8767,7 +8767,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1587$0 , mul__acc__0, \port
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$15  = c1;
     if (\$1 ) begin
-      \$15  = { \port$1844$22 [38], \port$1844$22 [38], \port$1844$22 [38], \port$1844$22 [38], \port$1844$22 [38], \port$1844$22 [38], \port$1844$22 [38], \port$1844$22 [38], \port$1844$22 [38], \port$1844$22  };
+      \$15  = { \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22  };
     end
     if (rst) begin
       \$15  = 48'h000000000000;
@@ -8793,19 +8793,19 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1587$0 , mul__acc__0, \port
       \$17  = 48'h000000000000;
     end
   end
-  assign mul__a__0 = { \port$5054$0 [23], \port$5054$0  };
-  assign mul__b__0 = { \port$1587$0 [7], \port$1587$0 [7], \port$1587$0 [7], \port$1587$0 [7], \port$1587$0 [7], \port$1587$0 [7], \port$1587$0 [7], \port$1587$0 [7], \port$1587$0 [7], \port$1587$0 [7], \port$1587$0  };
-  assign mul__c__0 = { 38'h0000000000, \port$4240$0  };
-  assign mul__b__1 = { 1'h0, \port$1844$0  };
-  assign mul__c__1 = { \port$1844$22 [38], \port$1844$22 [38], \port$1844$22 [38], \port$1844$22 [38], \port$1844$22 [38], \port$1844$22 [38], \port$1844$22 [38], \port$1844$22 [38], \port$1844$22 [38], \port$1844$22  };
+  assign mul__a__0 = { \port$5070$0 [23], \port$5070$0  };
+  assign mul__b__0 = { \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0  };
+  assign mul__c__0 = { 38'h0000000000, \port$4256$0  };
+  assign mul__b__1 = { 1'h0, \port$1860$0  };
+  assign mul__c__1 = { \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22  };
   assign mul__acc__1 = 1'h0;
   assign mul__p__0 = p0;
   assign mul__p__1 = p1;
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1943$0 , \port$1954$0 , mul__acc__0, mul__a__1, \port$1964$0 , \port$1965$0 , mul__acc__1, \port$1993$0 , mul__b__2, \port$2060$0 , mul__acc__2, \port$2416$0 , \mul__b__0$9 , \port$2435$0 , \port$2442$0 , \mul__b__1$22 , \mul__c__1$25 , \port$2476$0 , \mul__b__2$35 
-, \port$2500$0 , busy, \busy$3 , p0, p1, p2, clk);
+module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1959$0 , \port$1970$0 , mul__acc__0, mul__a__1, \port$1980$0 , \port$1981$0 , mul__acc__1, \port$2009$0 , mul__b__2, \port$2076$0 , mul__acc__2, \port$2432$0 , \mul__b__0$9 , \port$2451$0 , \port$2458$0 , \mul__b__1$22 , \mul__c__1$25 , \port$2492$0 , \mul__b__2$35 
+, \port$2516$0 , busy, \busy$3 , p0, p1, p2, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire [17:0] \$10 ;
@@ -8914,46 +8914,46 @@ module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1943$0 , \port$1954$
   reg [47:0] p1 = 48'h000000000000;
   output [47:0] p2;
   reg [47:0] p2 = 48'h000000000000;
-  input [16:0] \port$1943$0 ;
-  wire [16:0] \port$1943$0 ;
-  input [40:0] \port$1954$0 ;
-  wire [40:0] \port$1954$0 ;
-  input [12:0] \port$1964$0 ;
-  wire [12:0] \port$1964$0 ;
-  input [30:0] \port$1965$0 ;
-  wire [30:0] \port$1965$0 ;
-  input [23:0] \port$1993$0 ;
-  wire [23:0] \port$1993$0 ;
-  input [30:0] \port$2060$0 ;
-  wire [30:0] \port$2060$0 ;
-  input [23:0] \port$2416$0 ;
-  wire [23:0] \port$2416$0 ;
-  input [33:0] \port$2435$0 ;
-  wire [33:0] \port$2435$0 ;
-  input [23:0] \port$2442$0 ;
-  wire [23:0] \port$2442$0 ;
-  input [23:0] \port$2476$0 ;
-  wire [23:0] \port$2476$0 ;
-  input [14:0] \port$2500$0 ;
-  wire [14:0] \port$2500$0 ;
+  input [16:0] \port$1959$0 ;
+  wire [16:0] \port$1959$0 ;
+  input [40:0] \port$1970$0 ;
+  wire [40:0] \port$1970$0 ;
+  input [12:0] \port$1980$0 ;
+  wire [12:0] \port$1980$0 ;
+  input [30:0] \port$1981$0 ;
+  wire [30:0] \port$1981$0 ;
+  input [23:0] \port$2009$0 ;
+  wire [23:0] \port$2009$0 ;
+  input [30:0] \port$2076$0 ;
+  wire [30:0] \port$2076$0 ;
+  input [23:0] \port$2432$0 ;
+  wire [23:0] \port$2432$0 ;
+  input [33:0] \port$2451$0 ;
+  wire [33:0] \port$2451$0 ;
+  input [23:0] \port$2458$0 ;
+  wire [23:0] \port$2458$0 ;
+  input [23:0] \port$2492$0 ;
+  wire [23:0] \port$2492$0 ;
+  input [14:0] \port$2516$0 ;
+  wire [14:0] \port$2516$0 ;
   input rst;
   wire rst;
   assign \$1  = busy | \busy$3 ;
-  assign \$2  = mul__a__0 | { \port$2416$0 [23], \port$2416$0  };
-  assign \$3  = { 1'h0, \port$1943$0  } | \mul__b__0$9 ;
-  assign \$4  = { \port$1954$0 [40], \port$1954$0 [40], \port$1954$0 [40], \port$1954$0 [40], \port$1954$0 [40], \port$1954$0 [40], \port$1954$0 [40], \port$1954$0  } | { \port$2435$0 [33], \port$2435$0 [33], \port$2435$0 [33], \port$2435$0 [33], \port$2435$0 [33], \port$2435$0 [33], \port$2435$0 [33], \port$2435$0 [33], \port$2435$0 [33], \port$2435$0 [33], \port$2435$0 [33], \port$2435$0 [33], \port$2435$0 [33], \port$2435$0 [33], \port$2435$0  };
+  assign \$2  = mul__a__0 | { \port$2432$0 [23], \port$2432$0  };
+  assign \$3  = { 1'h0, \port$1959$0  } | \mul__b__0$9 ;
+  assign \$4  = { \port$1970$0 [40], \port$1970$0 [40], \port$1970$0 [40], \port$1970$0 [40], \port$1970$0 [40], \port$1970$0 [40], \port$1970$0 [40], \port$1970$0  } | { \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0  };
   assign \$6  = $signed(a0) * $signed(b0);
   assign \$7  = acc0 ? p0 : c0;
   assign \$8  = $signed(\$6 ) + $signed(\$7 );
-  assign \$9  = mul__a__1 | { \port$2442$0 [23], \port$2442$0  };
-  assign \$10  = { \port$1964$0 [12], \port$1964$0 [12], \port$1964$0 [12], \port$1964$0 [12], \port$1964$0 [12], \port$1964$0  } | \mul__b__1$22 ;
-  assign \$11  = { 17'h00000, \port$1965$0  } | \mul__c__1$25 ;
+  assign \$9  = mul__a__1 | { \port$2458$0 [23], \port$2458$0  };
+  assign \$10  = { \port$1980$0 [12], \port$1980$0 [12], \port$1980$0 [12], \port$1980$0 [12], \port$1980$0 [12], \port$1980$0  } | \mul__b__1$22 ;
+  assign \$11  = { 17'h00000, \port$1981$0  } | \mul__c__1$25 ;
   assign \$13  = $signed(a1) * $signed(b1);
   assign \$14  = acc1 ? p1 : c1;
   assign \$15  = $signed(\$13 ) + $signed(\$14 );
-  assign \$16  = { \port$1993$0 [23], \port$1993$0  } | { \port$2476$0 [23], \port$2476$0  };
+  assign \$16  = { \port$2009$0 [23], \port$2009$0  } | { \port$2492$0 [23], \port$2492$0  };
   assign \$17  = mul__b__2 | \mul__b__2$35 ;
-  assign \$18  = { \port$2060$0 [30], \port$2060$0 [30], \port$2060$0 [30], \port$2060$0 [30], \port$2060$0 [30], \port$2060$0 [30], \port$2060$0 [30], \port$2060$0 [30], \port$2060$0 [30], \port$2060$0 [30], \port$2060$0 [30], \port$2060$0 [30], \port$2060$0 [30], \port$2060$0 [30], \port$2060$0 [30], \port$2060$0 [30], \port$2060$0 [30], \port$2060$0  } | { 33'h000000000, \port$2500$0  };
+  assign \$18  = { \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0  } | { 33'h000000000, \port$2516$0  };
   assign \$20  = $signed(a2) * $signed(b2);
   assign \$21  = acc2 ? p2 : c2;
   assign \$22  = $signed(\$20 ) + $signed(\$21 );
@@ -9137,19 +9137,19 @@ module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1943$0 , \port$1954$
       \$37  = 48'h000000000000;
     end
   end
-  assign \mul__a__0$6  = { \port$2416$0 [23], \port$2416$0  };
-  assign mul__b__0 = { 1'h0, \port$1943$0  };
-  assign mul__c__0 = { \port$1954$0 [40], \port$1954$0 [40], \port$1954$0 [40], \port$1954$0 [40], \port$1954$0 [40], \port$1954$0 [40], \port$1954$0 [40], \port$1954$0  };
-  assign \mul__c__0$12  = { \port$2435$0 [33], \port$2435$0 [33], \port$2435$0 [33], \port$2435$0 [33], \port$2435$0 [33], \port$2435$0 [33], \port$2435$0 [33], \port$2435$0 [33], \port$2435$0 [33], \port$2435$0 [33], \port$2435$0 [33], \port$2435$0 [33], \port$2435$0 [33], \port$2435$0 [33], \port$2435$0  };
+  assign \mul__a__0$6  = { \port$2432$0 [23], \port$2432$0  };
+  assign mul__b__0 = { 1'h0, \port$1959$0  };
+  assign mul__c__0 = { \port$1970$0 [40], \port$1970$0 [40], \port$1970$0 [40], \port$1970$0 [40], \port$1970$0 [40], \port$1970$0 [40], \port$1970$0 [40], \port$1970$0  };
+  assign \mul__c__0$12  = { \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0  };
   assign \mul__acc__0$15  = 1'h0;
-  assign \mul__a__1$19  = { \port$2442$0 [23], \port$2442$0  };
-  assign mul__b__1 = { \port$1964$0 [12], \port$1964$0 [12], \port$1964$0 [12], \port$1964$0 [12], \port$1964$0 [12], \port$1964$0  };
-  assign mul__c__1 = { 17'h00000, \port$1965$0  };
+  assign \mul__a__1$19  = { \port$2458$0 [23], \port$2458$0  };
+  assign mul__b__1 = { \port$1980$0 [12], \port$1980$0 [12], \port$1980$0 [12], \port$1980$0 [12], \port$1980$0 [12], \port$1980$0  };
+  assign mul__c__1 = { 17'h00000, \port$1981$0  };
   assign \mul__acc__1$28  = 1'h0;
-  assign mul__a__2 = { \port$1993$0 [23], \port$1993$0  };
-  assign \mul__a__2$32  = { \port$2476$0 [23], \port$2476$0  };
-  assign mul__c__2 = { \port$2060$0 [30], \port$2060$0 [30], \port$2060$0 [30], \port$2060$0 [30], \port$2060$0 [30], \port$2060$0 [30], \port$2060$0 [30], \port$2060$0 [30], \port$2060$0 [30], \port$2060$0 [30], \port$2060$0 [30], \port$2060$0 [30], \port$2060$0 [30], \port$2060$0 [30], \port$2060$0 [30], \port$2060$0 [30], \port$2060$0 [30], \port$2060$0  };
-  assign \mul__c__2$38  = { 33'h000000000, \port$2500$0  };
+  assign mul__a__2 = { \port$2009$0 [23], \port$2009$0  };
+  assign \mul__a__2$32  = { \port$2492$0 [23], \port$2492$0  };
+  assign mul__c__2 = { \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0  };
+  assign \mul__c__2$38  = { 33'h000000000, \port$2516$0  };
   assign \mul__acc__2$41  = 1'h0;
   assign mul__p__0 = p0;
   assign \mul__p__0$44  = p0;
@@ -9163,7 +9163,7 @@ module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1943$0 , \port$1954$
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1943$0 , \port$1954$0 , mul__acc__0, mul__a__1, \port$1964$0 , \port$1965$0 , mul__acc__1, \port$1993$0 , mul__b__2, \port$2060$0 , mul__acc__2, exp2__i__ready, stats__payload, stats__valid, rd__addr, o__payload, stats__ready, exp2__i__valid
+module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1959$0 , \port$1970$0 , mul__acc__0, mul__a__1, \port$1980$0 , \port$1981$0 , mul__acc__1, \port$2009$0 , mul__b__2, \port$2076$0 , mul__acc__2, exp2__i__ready, stats__payload, stats__valid, rd__addr, o__payload, stats__ready, exp2__i__valid
 , exp2__i__payload, o__valid, busy, mul__p__0, mul__p__1, mul__p__2, exp2__o__valid, exp2__o__payload, rd__data, cmd__payload, cmd__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire [5:0] \$1 ;
@@ -9595,18 +9595,18 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1943$0 ,
   reg p1_first;
   reg p1_issue;
   reg ph = 1'h0;
-  output [16:0] \port$1943$0 ;
-  wire [16:0] \port$1943$0 ;
-  output [40:0] \port$1954$0 ;
-  wire [40:0] \port$1954$0 ;
-  output [12:0] \port$1964$0 ;
-  wire [12:0] \port$1964$0 ;
-  output [30:0] \port$1965$0 ;
-  wire [30:0] \port$1965$0 ;
-  output [23:0] \port$1993$0 ;
-  wire [23:0] \port$1993$0 ;
-  output [30:0] \port$2060$0 ;
-  wire [30:0] \port$2060$0 ;
+  output [16:0] \port$1959$0 ;
+  wire [16:0] \port$1959$0 ;
+  output [40:0] \port$1970$0 ;
+  wire [40:0] \port$1970$0 ;
+  output [12:0] \port$1980$0 ;
+  wire [12:0] \port$1980$0 ;
+  output [30:0] \port$1981$0 ;
+  wire [30:0] \port$1981$0 ;
+  output [23:0] \port$2009$0 ;
+  wire [23:0] \port$2009$0 ;
+  output [30:0] \port$2076$0 ;
+  wire [30:0] \port$2076$0 ;
   wire [1:0] q1;
   reg [1:0] q5_d1 = 2'h0;
   reg [1:0] q5_d2 = 2'h0;
@@ -12228,12 +12228,12 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1943$0 ,
   assign mul__c__1 = { 17'h00000, \$50  };
   assign mul__a__2 = { \$77 [23], \$77  };
   assign mul__c__2 = { \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136  };
-  assign \port$1943$0  = \$35 ;
-  assign \port$1954$0  = \$41 ;
-  assign \port$1964$0  = \$49 ;
-  assign \port$1965$0  = \$50 ;
-  assign \port$1993$0  = \$77 ;
-  assign \port$2060$0  = \$136 ;
+  assign \port$1959$0  = \$35 ;
+  assign \port$1970$0  = \$41 ;
+  assign \port$1980$0  = \$49 ;
+  assign \port$1981$0  = \$50 ;
+  assign \port$2009$0  = \$77 ;
+  assign \port$2076$0  = \$136 ;
   assign \o__payload.index  = o__payload[5:0];
   assign \o__payload.value  = o__payload[21:6];
   assign \o__payload.last  = o__payload[22];
@@ -14714,7 +14714,7 @@ module \nanomamba_accel.backend.sequencer (rst, job__ready, cmd__ready, \wb_done
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2416$0 , mul__b__0, \port$2435$0 , \port$2442$0 , mul__b__1, mul__c__1, \port$2476$0 , mul__b__2, \port$2500$0 , cmd__ready, frame_age, snr_sum, mac_rd__data, exp2__i__valid, exp2__i__payload, busy, mul__p__0, mul__p__1, mul__p__2
+module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2432$0 , mul__b__0, \port$2451$0 , \port$2458$0 , mul__b__1, mul__c__1, \port$2492$0 , mul__b__2, \port$2516$0 , cmd__ready, frame_age, snr_sum, mac_rd__data, exp2__i__valid, exp2__i__payload, busy, mul__p__0, mul__p__1, mul__p__2
 , exp2__o__payload, mac_rd__o, mac_rd__i, mac_o__valid, mac_o__payload, cmd__valid, cmd__payload, kind, layer, regs, slot, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire [17:0] \$1 ;
@@ -14968,16 +14968,16 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2416$0 , mul__b__0, \po
   wire o__ready;
   wire o__valid;
   wire \o__valid$55 ;
-  output [23:0] \port$2416$0 ;
-  wire [23:0] \port$2416$0 ;
-  output [33:0] \port$2435$0 ;
-  wire [33:0] \port$2435$0 ;
-  output [23:0] \port$2442$0 ;
-  wire [23:0] \port$2442$0 ;
-  output [23:0] \port$2476$0 ;
-  wire [23:0] \port$2476$0 ;
-  output [14:0] \port$2500$0 ;
-  wire [14:0] \port$2500$0 ;
+  output [23:0] \port$2432$0 ;
+  wire [23:0] \port$2432$0 ;
+  output [33:0] \port$2451$0 ;
+  wire [33:0] \port$2451$0 ;
+  output [23:0] \port$2458$0 ;
+  wire [23:0] \port$2458$0 ;
+  output [23:0] \port$2492$0 ;
+  wire [23:0] \port$2492$0 ;
+  output [14:0] \port$2516$0 ;
+  wire [14:0] \port$2516$0 ;
   wire pwl_any;
   reg [15:0] q0 = 16'h0000;
   wire [4:0] r__addr;
@@ -15526,11 +15526,11 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2416$0 , mul__b__0, \po
     .mul__p__2(mul__p__2),
     .o__payload(o__payload),
     .o__valid(\$signature__en ),
-    .\port$2416$0 (\$122 ),
-    .\port$2435$0 (\$123 ),
-    .\port$2442$0 (\$124 ),
-    .\port$2476$0 (\$125 ),
-    .\port$2500$0 (\$126 ),
+    .\port$2432$0 (\$122 ),
+    .\port$2451$0 (\$123 ),
+    .\port$2458$0 (\$124 ),
+    .\port$2492$0 (\$125 ),
+    .\port$2516$0 (\$126 ),
     .rd_delta__data(rd_delta__data),
     .rd_sz__addr(r__addr),
     .rd_sz__data(rd_sz__data),
@@ -15972,11 +15972,11 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2416$0 , mul__b__0, \po
   assign mul__a__1 = { \$124 [23], \$124  };
   assign mul__a__2 = { \$125 [23], \$125  };
   assign mul__c__2 = { 33'h000000000, \$126  };
-  assign \port$2416$0  = \$122 ;
-  assign \port$2435$0  = \$123 ;
-  assign \port$2442$0  = \$124 ;
-  assign \port$2476$0  = \$125 ;
-  assign \port$2500$0  = \$126 ;
+  assign \port$2432$0  = \$122 ;
+  assign \port$2451$0  = \$123 ;
+  assign \port$2458$0  = \$124 ;
+  assign \port$2492$0  = \$125 ;
+  assign \port$2516$0  = \$126 ;
   assign \regs.delta_floor_min  = regs[15:0];
   assign \regs.delta_floor_max  = regs[31:16];
   assign \regs.eps_min  = regs[47:32];
@@ -16023,7 +16023,6 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2416$0 , mul__b__0, \po
   assign \cmd__payload.layer  = cmd__payload[1];
   assign i__payload[17:16] = sel;
   assign i__payload[15:0] = mac_o__payload[21:6];
-  assign \$104  = \$103 ;
   assign \$1  = { dt_raw[17], dt_raw[17:1] };
   assign \$3  = { \$2 [18], \$2 [18:1] };
   assign \$68  = \$67 ;
@@ -16031,6 +16030,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2416$0 , mul__b__0, \po
   assign \$84  = \$83 ;
   assign \$88  = \$87 ;
   assign \$96  = \$95 ;
+  assign \$104  = \$103 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -18749,7 +18749,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \port$2416$0 , mul__b__0, \port$2435$0 , \port$2442$0 , mul__b__1, mul__c__1, \port$2476$0 , mul__b__2, \port$2500$0 , cmd__ready, rd_sz__data, rd_xc__data, rd_delta__data, snr_sum, B, C, G, exp2__i__valid
+module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \port$2432$0 , mul__b__0, \port$2451$0 , \port$2458$0 , mul__b__1, mul__c__1, \port$2492$0 , mul__b__2, \port$2516$0 , cmd__ready, rd_sz__data, rd_xc__data, rd_delta__data, snr_sum, B, C, G, exp2__i__valid
 , exp2__i__payload, o__payload, floor_delta, o__valid, busy, k, mul__p__0, mul__p__1, mul__p__2, exp2__o__payload, cmd__valid, cmd__payload, kind, regs, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   wire \$1 ;
@@ -19366,16 +19366,16 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   reg [2:0] pn8_d2 = 3'h0;
   reg [2:0] pn_d1 = 3'h0;
   reg [2:0] pn_d2 = 3'h0;
-  output [23:0] \port$2416$0 ;
-  wire [23:0] \port$2416$0 ;
-  output [33:0] \port$2435$0 ;
-  wire [33:0] \port$2435$0 ;
-  output [23:0] \port$2442$0 ;
-  wire [23:0] \port$2442$0 ;
-  output [23:0] \port$2476$0 ;
-  wire [23:0] \port$2476$0 ;
-  output [14:0] \port$2500$0 ;
-  wire [14:0] \port$2500$0 ;
+  output [23:0] \port$2432$0 ;
+  wire [23:0] \port$2432$0 ;
+  output [33:0] \port$2451$0 ;
+  wire [33:0] \port$2451$0 ;
+  output [23:0] \port$2458$0 ;
+  wire [23:0] \port$2458$0 ;
+  output [23:0] \port$2492$0 ;
+  wire [23:0] \port$2492$0 ;
+  output [14:0] \port$2516$0 ;
+  wire [14:0] \port$2516$0 ;
   wire pro_go;
   reg [2:0] pro_n = 3'h0;
   reg pv0;
@@ -23124,13 +23124,13 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   assign mul__a__2 = { \$83 [23], \$83  };
   assign mul__c__2 = { 33'h000000000, \$96  };
   assign rd_sz__addr = \$7 [4:0];
-  assign \port$2416$0  = \$33 ;
+  assign \port$2432$0  = \$33 ;
   assign mul__b__0 = \$43 [17:0];
-  assign \port$2435$0  = \$52 ;
-  assign \port$2442$0  = \$59 ;
+  assign \port$2451$0  = \$52 ;
+  assign \port$2458$0  = \$59 ;
   assign mul__b__1 = \$67 [17:0];
-  assign \port$2476$0  = \$83 ;
-  assign \port$2500$0  = \$96 ;
+  assign \port$2492$0  = \$83 ;
+  assign \port$2516$0  = \$96 ;
   assign \regs.delta_floor_min  = regs[15:0];
   assign \regs.delta_floor_max  = regs[31:16];
   assign \regs.eps_min  = regs[47:32];
@@ -24554,7 +24554,7 @@ module \nanomamba_accel.framer (i__valid, clip_start, clk, rst, i__ready, o__pay
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.spectral (clk, rst, i__ready, rd__full, \port$1520$0 , \port$1523$0 , i__payload, \i__valid$1 , rd__sum, rd__sq, rd__en, rd__release, rd__t, rd__m, clip_start);
+module \nanomamba_accel.spectral (clk, rst, i__ready, rd__full, \port$1536$0 , \port$1539$0 , i__payload, \i__valid$1 , rd__sum, rd__sq, rd__en, rd__release, rd__t, rd__m, clip_start);
   wire \$1 ;
   wire \$2 ;
   wire [26:0] \$3 ;
@@ -24587,10 +24587,10 @@ module \nanomamba_accel.spectral (clk, rst, i__ready, rd__full, \port$1520$0 , \
   wire i__valid;
   input \i__valid$1 ;
   wire \i__valid$1 ;
-  output [26:0] \port$1520$0 ;
-  wire [26:0] \port$1520$0 ;
-  output [3:0] \port$1523$0 ;
-  wire [3:0] \port$1523$0 ;
+  output [26:0] \port$1536$0 ;
+  wire [26:0] \port$1536$0 ;
+  output [3:0] \port$1539$0 ;
+  wire [3:0] \port$1539$0 ;
   input rd__en;
   wire rd__en;
   wire \rd__en$30 ;
@@ -24670,8 +24670,8 @@ module \nanomamba_accel.spectral (clk, rst, i__ready, rd__full, \port$1520$0 , \
     .i__payload(i__payload),
     .i__ready(\i__ready$6 ),
     .i__valid(i__valid),
-    .\port$1520$0 (\$3 ),
-    .\port$1523$0 (\$4 ),
+    .\port$1536$0 (\$3 ),
+    .\port$1539$0 (\$4 ),
     .rst(rst),
     .stat_en(stat_en),
     .stat_first(stat_first),
@@ -24702,8 +24702,8 @@ module \nanomamba_accel.spectral (clk, rst, i__ready, rd__full, \port$1520$0 , \
   assign \rd__sq$42  = rd__sq;
   assign \rd__sum$44  = rd__sum;
   assign \rd__t$46  = rd__t;
-  assign \port$1520$0  = \$3 ;
-  assign \port$1523$0  = \$4 ;
+  assign \port$1536$0  = \$3 ;
+  assign \port$1539$0  = \$4 ;
   assign \i__payload.data  = i__payload[23:0];
   assign \i__payload.first  = i__payload[24];
   assign \i__payload.last  = i__payload[25];
@@ -33183,7 +33183,7 @@ module \nanomamba_accel.spectral.buffer (rst, wr_ok, rd__full, rp__data, \rp__da
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$1520$0 , \port$1523$0 , i__payload, i__ready, fb_re, fb_addr, fb_we, fb_wdata, stat_en, stat_m, stat_x, stat_first, fb_done, clip_start);
+module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$1536$0 , \port$1539$0 , i__payload, i__ready, fb_re, fb_addr, fb_we, fb_wdata, stat_en, stat_m, stat_x, stat_first, fb_done, clip_start);
   reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34138,10 +34138,10 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$152
   reg pcen_run;
   reg [2:0] pcen_state = 3'h0;
   wire [5:0] pmb;
-  input [26:0] \port$1520$0 ;
-  wire [26:0] \port$1520$0 ;
-  input [3:0] \port$1523$0 ;
-  wire [3:0] \port$1523$0 ;
+  input [26:0] \port$1536$0 ;
+  wire [26:0] \port$1536$0 ;
+  input [3:0] \port$1539$0 ;
+  wire [3:0] \port$1539$0 ;
   reg [35:0] pw0 = 36'h000000000;
   reg [35:0] pw1 = 36'h000000000;
   reg [35:0] pw2 = 36'h000000000;
@@ -35958,7 +35958,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$152
   assign \$28  = bins_mode == 2'h2;
   assign \$29  = \$27  & \$28 ;
   assign \$30  = bins_mode == 2'h2;
-  assign x1 = \$30  ? \port$1520$0 [23:0] : x_reg;
+  assign x1 = \$30  ? \port$1536$0 [23:0] : x_reg;
   assign \$31  = half_d1 ? \$signature__data [35:18] : \$signature__data [17:0];
   assign \$32  = half_d1 ? \$signature__data [35:18] : \$signature__data [17:0];
   assign \$33  = | bins_mode;
@@ -36157,8 +36157,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$152
     .i_x(i_x),
     .o_exp(o_exp),
     .o_lp(o_lp),
-    .\port$890$0 (\$319 ),
-    .\port$929$0 (\$358 ),
+    .\port$906$0 (\$319 ),
+    .\port$945$0 (\$358 ),
     .rst(rst)
   );
   \nanomamba_accel.spectral.engine.mac  mac (
@@ -36311,10 +36311,10 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$152
       fb_wdata = { 7'h00, x1 };
     end
     if (sclose_d6) begin
-      fb_wdata = { snr_val, \port$1520$0 [14:0] };
+      fb_wdata = { snr_val, \port$1536$0 [14:0] };
     end
     if (\$157 ) begin
-      fb_wdata = { \port$1523$0 , \port$1520$0 [26:15], \$155 [14:0] };
+      fb_wdata = { \port$1539$0 , \port$1536$0 [26:15], \$155 [14:0] };
     end
   end
   always @* begin
@@ -39257,7 +39257,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$152
   assign \$signature__en  = 1'h1;
   assign \$signature__en$1  = 1'h1;
   assign jb = \$21 [7:0];
-  assign fb_rdata = { \port$1523$0 , \port$1520$0  };
+  assign fb_rdata = { \port$1539$0 , \port$1536$0  };
   assign \$signal  = \$31 [15:0];
   assign close1 = \$32 [16];
   assign diff = { \$37 [28], \$37  };
@@ -39356,7 +39356,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$152
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$890$0 , \port$929$0 , o_lp, o_exp, clip_start);
+module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$906$0 , \port$945$0 , o_lp, o_exp, clip_start);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -39611,10 +39611,10 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
   reg [3:0] op7 = 4'h0;
   reg over;
   reg [39:0] p = 40'h0000000000;
-  input [31:0] \port$890$0 ;
-  wire [31:0] \port$890$0 ;
-  input [20:0] \port$929$0 ;
-  wire [20:0] \port$929$0 ;
+  input [31:0] \port$906$0 ;
+  wire [31:0] \port$906$0 ;
+  input [20:0] \port$945$0 ;
+  wire [20:0] \port$945$0 ;
   wire [9:0] ra__addr;
   wire [17:0] ra__data;
   wire ra__en;
@@ -40833,7 +40833,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$131  = { \port$929$0 [20], \port$929$0  };
+    \$131  = { \port$945$0 [20], \port$945$0  };
     if (clip_start) begin
       \$131  = 22'h000000;
     end
@@ -40843,7 +40843,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$132  = { \port$890$0 [31], \port$890$0 [31], \port$890$0  };
+    \$132  = { \port$906$0 [31], \port$906$0 [31], \port$906$0  };
     if (clip_start) begin
       \$132  = 34'h000000000;
     end
@@ -41496,8 +41496,8 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
       cap_v = 43'h0ffffffffff;
     end
   end
-  assign i_add = { \port$929$0 [20], \port$929$0  };
-  assign i_sub = { \port$890$0 [31], \port$890$0 [31], \port$890$0  };
+  assign i_add = { \port$945$0 [20], \port$945$0  };
+  assign i_sub = { \port$906$0 [31], \port$906$0 [31], \port$906$0  };
   assign xs = \$43 [31:0];
   assign y1 = \$44 [33:0];
   assign L = \$46 [20:0];
@@ -42001,29 +42001,29 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
   wire [27:0] \$100 ;
   wire [27:0] \$101 ;
   wire \$102 ;
-  wire \$103 ;
+  wire [27:0] \$103 ;
   wire \$104 ;
-  wire \$105 ;
-  wire \$106 ;
+  wire [27:0] \$105 ;
+  wire [27:0] \$106 ;
   wire \$107 ;
   wire \$108 ;
-  wire \$109 ;
+  wire [27:0] \$109 ;
   wire [24:0] \$11 ;
   wire \$110 ;
   wire \$111 ;
-  wire \$112 ;
-  wire \$113 ;
+  wire [27:0] \$112 ;
+  wire [27:0] \$113 ;
   wire \$114 ;
   wire \$115 ;
   wire \$116 ;
   wire \$117 ;
-  wire [18:0] \$118 ;
-  wire [42:0] \$119 ;
+  wire \$118 ;
+  wire \$119 ;
   wire [24:0] \$12 ;
-  wire [16:0] \$120 ;
-  wire [43:0] \$121 ;
-  wire [42:0] \$122 ;
-  wire [48:0] \$123 ;
+  wire \$120 ;
+  wire \$121 ;
+  wire \$122 ;
+  wire \$123 ;
   wire \$124 ;
   wire \$125 ;
   wire \$126 ;
@@ -42031,20 +42031,20 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
   wire \$128 ;
   wire \$129 ;
   wire [18:0] \$13 ;
-  wire \$130 ;
-  wire \$131 ;
-  wire \$132 ;
-  wire \$133 ;
-  wire \$134 ;
-  wire \$135 ;
+  wire [18:0] \$130 ;
+  wire [42:0] \$131 ;
+  wire [16:0] \$132 ;
+  wire [43:0] \$133 ;
+  wire [42:0] \$134 ;
+  wire [48:0] \$135 ;
   wire \$136 ;
   wire \$137 ;
-  wire [78:0] \$138 ;
-  wire [79:0] \$139 ;
+  wire \$138 ;
+  wire \$139 ;
   wire [18:0] \$14 ;
   wire \$140 ;
   wire \$141 ;
-  wire [8:0] \$142 ;
+  wire \$142 ;
   wire \$143 ;
   wire \$144 ;
   wire \$145 ;
@@ -42053,12 +42053,12 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
   wire \$148 ;
   wire \$149 ;
   wire [17:0] \$15 ;
-  wire \$150 ;
-  wire \$151 ;
+  wire [78:0] \$150 ;
+  wire [79:0] \$151 ;
   wire \$152 ;
   wire \$153 ;
-  wire \$154 ;
-  wire [8:0] \$155 ;
+  wire [8:0] \$154 ;
+  wire \$155 ;
   wire \$156 ;
   wire \$157 ;
   wire \$158 ;
@@ -42067,11 +42067,11 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
   wire \$160 ;
   wire \$161 ;
   wire \$162 ;
-  wire [10:0] \$163 ;
+  wire \$163 ;
   wire \$164 ;
-  wire [4:0] \$165 ;
+  wire \$165 ;
   wire \$166 ;
-  wire [9:0] \$167 ;
+  wire [8:0] \$167 ;
   wire \$168 ;
   wire \$169 ;
   wire [22:0] \$17 ;
@@ -42079,96 +42079,112 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
   wire \$171 ;
   wire \$172 ;
   wire \$173 ;
-  wire [5:0] \$174 ;
-  wire \$175 ;
+  wire \$174 ;
+  wire [10:0] \$175 ;
   wire \$176 ;
-  wire [23:0] \$177 ;
+  wire [4:0] \$177 ;
   wire \$178 ;
-  wire \$179 ;
+  wire [9:0] \$179 ;
   wire [17:0] \$18 ;
   wire \$180 ;
   wire \$181 ;
   wire \$182 ;
   wire \$183 ;
   wire \$184 ;
-  wire [9:0] \$185 ;
-  wire [9:0] \$186 ;
-  reg [9:0] \$187 ;
-  reg [9:0] \$188  = 10'h000;
-  reg [15:0] \$189 ;
+  wire \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire [3:0] \$188 ;
+  wire \$189 ;
   wire [17:0] \$19 ;
-  reg [15:0] \$190 ;
-  reg [15:0] \$191 ;
-  reg [15:0] \$192 ;
-  reg [15:0] \$193 ;
-  reg [7:0] \$194 ;
-  reg [7:0] \$195 ;
-  reg [7:0] \$196 ;
-  reg [7:0] \$197 ;
-  reg [7:0] \$198 ;
-  reg [7:0] \$199 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire \$192 ;
+  wire [23:0] \$193 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire \$197 ;
+  wire \$198 ;
+  wire \$199 ;
   wire \$2 ;
   wire \$20 ;
-  reg [7:0] \$200 ;
-  reg [7:0] \$201 ;
-  reg [7:0] \$202 ;
-  reg [25:0] \$203 ;
-  reg [25:0] \$204 ;
-  reg [25:0] \$205 ;
-  reg [25:0] \$206 ;
-  reg [25:0] \$207 ;
-  reg [25:0] \$208 ;
-  reg [25:0] \$209 ;
+  wire \$200 ;
+  wire [9:0] \$201 ;
+  wire [9:0] \$202 ;
+  reg [9:0] \$203 ;
+  reg [9:0] \$204  = 10'h000;
+  reg [15:0] \$205 ;
+  reg [15:0] \$206 ;
+  reg [15:0] \$207 ;
+  reg [15:0] \$208 ;
+  reg [15:0] \$209 ;
   wire \$21 ;
-  reg [25:0] \$210 ;
-  reg [25:0] \$211 ;
-  reg [25:0] \$212 ;
-  reg [25:0] \$213 ;
-  reg [25:0] \$214 ;
-  reg [25:0] \$215 ;
-  reg [25:0] \$216 ;
-  reg [49:0] \$217 ;
-  reg [49:0] \$218 ;
-  reg [24:0] \$219 ;
+  reg [7:0] \$210 ;
+  reg [7:0] \$211 ;
+  reg [7:0] \$212 ;
+  reg [7:0] \$213 ;
+  reg [7:0] \$214 ;
+  reg [7:0] \$215 ;
+  reg [7:0] \$216 ;
+  reg [7:0] \$217 ;
+  reg [7:0] \$218 ;
+  reg [25:0] \$219 ;
   wire [26:0] \$22 ;
-  reg [17:0] \$220 ;
-  reg [17:0] \$221 ;
-  reg [17:0] \$222 ;
-  reg [17:0] \$223 ;
-  reg [47:0] \$224 ;
-  reg [47:0] \$225 ;
-  reg [26:0] \$226 ;
-  reg [26:0] \$227 ;
-  reg [24:0] \$228 ;
-  reg \$229 ;
+  reg [25:0] \$220 ;
+  reg [25:0] \$221 ;
+  reg [25:0] \$222 ;
+  reg [25:0] \$223 ;
+  reg [25:0] \$224 ;
+  reg [25:0] \$225 ;
+  reg [25:0] \$226 ;
+  reg [25:0] \$227 ;
+  reg [25:0] \$228 ;
+  reg [25:0] \$229 ;
   wire [26:0] \$23 ;
-  reg \$230 ;
-  reg [43:0] \$231 ;
-  reg [49:0] \$232 ;
-  reg \$233 ;
-  reg [7:0] \$234 ;
-  reg [2:0] \$235 ;
-  reg \$236 ;
-  reg \$237 ;
-  reg [3:0] \$238 ;
-  reg [9:0] \$239 ;
+  reg [25:0] \$230 ;
+  reg [25:0] \$231 ;
+  reg [25:0] \$232 ;
+  reg [49:0] \$233 ;
+  reg [49:0] \$234 ;
+  reg [24:0] \$235 ;
+  reg [17:0] \$236 ;
+  reg [17:0] \$237 ;
+  reg [17:0] \$238 ;
+  reg [17:0] \$239 ;
   wire [27:0] \$24 ;
-  reg [8:0] \$240 ;
+  reg [47:0] \$240 ;
   reg [47:0] \$241 ;
-  reg [23:0] \$242 ;
+  reg [26:0] \$242 ;
   reg [26:0] \$243 ;
-  reg \$244 ;
-  reg [4:0] \$245 ;
+  reg [24:0] \$244 ;
+  reg \$245 ;
   reg \$246 ;
-  reg \$247 ;
-  reg [23:0] \$248 ;
+  reg [43:0] \$247 ;
+  reg [49:0] \$248 ;
   reg \$249 ;
   wire \$25 ;
-  reg [23:0] \$250 ;
-  reg \$251 ;
+  reg [7:0] \$250 ;
+  reg [2:0] \$251 ;
   reg \$252 ;
-  reg [8:0] \$253 ;
+  reg \$253 ;
+  reg [3:0] \$254 ;
+  reg [9:0] \$255 ;
+  reg [8:0] \$256 ;
+  reg [47:0] \$257 ;
+  reg [23:0] \$258 ;
+  reg [26:0] \$259 ;
   wire \$26 ;
+  reg \$260 ;
+  reg [2:0] \$261 ;
+  reg \$262 ;
+  reg \$263 ;
+  reg [23:0] \$264 ;
+  reg \$265 ;
+  reg [23:0] \$266 ;
+  reg \$267 ;
+  reg \$268 ;
+  reg [8:0] \$269 ;
   wire [28:0] \$27 ;
   wire [26:0] \$28 ;
   wire [26:0] \$29 ;
@@ -42283,7 +42299,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
   wire clip_start;
   input clk;
   wire clk;
-  reg [4:0] cnt = 5'h00;
+  reg [2:0] cnt = 3'h0;
   wire [9:0] cw;
   reg [8:0] d_r__addr;
   wire [49:0] d_r__data;
@@ -42342,6 +42358,8 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
   reg [23:0] q = 24'h000000;
   reg [26:0] r = 27'h0000000;
   wire [26:0] r_n;
+  wire [26:0] \r_n$70 ;
+  wire [26:0] \r_n$71 ;
   reg [8:0] r_r__addr;
   wire [35:0] r_r__data;
   wire r_r__en;
@@ -43437,60 +43455,60 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
   assign a1_re = $signed(\$11 ) + $signed({ 1'h0, halve });
   assign \$12  = \$signal$23  ? d_r__data[49:25] : 25'h0000000;
   assign a1_im = $signed(\$12 ) + $signed({ 1'h0, halve });
-  assign \$13  = \$188 [3] ? { 2'h0, b_reg[41:25] } : { b_reg[49], b_reg[49], b_reg[49], b_reg[49], b_reg[49], b_reg[49], b_reg[49], b_reg[49], b_reg[49], b_reg[49], b_reg[49], b_reg[49:42] };
-  assign \$14  = \$188 [4] ? { 2'h0, b2_re[16:0] } : { b2_re[24], b2_re[24], b2_re[24], b2_re[24], b2_re[24], b2_re[24], b2_re[24], b2_re[24], b2_re[24], b2_re[24], b2_re[24], b2_re[24:17] };
-  assign \$15  = \$188 [3] ? nwi_q : rom_q0;
-  assign \$16  = \$188 [4] ? rom_q0 : wi2;
+  assign \$13  = \$204 [3] ? { 2'h0, b_reg[41:25] } : { b_reg[49], b_reg[49], b_reg[49], b_reg[49], b_reg[49], b_reg[49], b_reg[49], b_reg[49], b_reg[49], b_reg[49], b_reg[49], b_reg[49:42] };
+  assign \$14  = \$204 [4] ? { 2'h0, b2_re[16:0] } : { b2_re[24], b2_re[24], b2_re[24], b2_re[24], b2_re[24], b2_re[24], b2_re[24], b2_re[24], b2_re[24], b2_re[24], b2_re[24], b2_re[24:17] };
+  assign \$15  = \$204 [3] ? nwi_q : rom_q0;
+  assign \$16  = \$204 [4] ? rom_q0 : wi2;
   assign \$18  = \$signal  ? rom_q0 : rom_q1;
-  assign \$19  = \$188 [4] ? \$18  : 18'h00000;
+  assign \$19  = \$204 [4] ? \$18  : 18'h00000;
   assign \$20  = ~ \$signal ;
-  assign \$21  = \$188 [7] & \$20 ;
+  assign \$21  = \$204 [7] & \$20 ;
   assign \$22  = ~ tr;
   assign \$23  = \$21  ? \$22  : tr;
   assign \$24  = $signed(a1x) + $signed(\$23 );
   assign \$25  = ~ \$signal ;
-  assign \$26  = \$188 [7] & \$25 ;
+  assign \$26  = \$204 [7] & \$25 ;
   assign \$27  = $signed(\$24 ) + $signed({ 1'h0, \$26  });
   assign \$28  = ~ ti;
-  assign \$29  = \$188 [8] ? \$28  : ti;
+  assign \$29  = \$204 [8] ? \$28  : ti;
   assign \$30  = $signed(a1y) + $signed(\$29 );
-  assign \$31  = $signed(\$30 ) + $signed({ 1'h0, \$188 [8] });
+  assign \$31  = $signed(\$30 ) + $signed({ 1'h0, \$204 [8] });
   assign hx = halve ? \$32  : \$27 [27:0];
   assign hy = halve ? \$33  : \$31 [27:0];
   assign \$34  = ~ \$signal ;
-  assign \$35  = \$188 [8] & \$34 ;
-  assign \$36  = \$188 [7] | \$35 ;
+  assign \$35  = \$204 [8] & \$34 ;
+  assign \$36  = \$204 [7] | \$35 ;
   assign \$37  = ~ \$signal$18 ;
   assign d_w__en = \$36  & \$37 ;
   assign \$38  = ~ \$signal ;
-  assign \$39  = \$188 [8] & \$38 ;
+  assign \$39  = \$204 [8] & \$38 ;
   assign \$40  = \$39  ? j_d9 : j_d8;
   assign \$41  = ~ \$signal ;
-  assign \$42  = \$188 [8] & \$41 ;
+  assign \$42  = \$204 [8] & \$41 ;
   assign \$43  = \$42  ? j_d9 : j_d8;
   assign \$44  = ~ \$signal ;
-  assign \$45  = \$188 [8] & \$44 ;
+  assign \$45  = \$204 [8] & \$44 ;
   assign \$46  = \$45  ? j_d9 : j_d8;
   assign \$47  = ~ \$signal ;
-  assign \$48  = \$188 [8] & \$47 ;
+  assign \$48  = \$204 [8] & \$47 ;
   assign \$49  = \$48  ? j_d9 : j_d8;
   assign \$50  = ~ \$signal ;
-  assign \$51  = \$188 [8] & \$50 ;
+  assign \$51  = \$204 [8] & \$50 ;
   assign \$52  = \$51  ? j_d9 : j_d8;
   assign \$53  = ~ \$signal ;
-  assign \$54  = \$188 [8] & \$53 ;
+  assign \$54  = \$204 [8] & \$53 ;
   assign \$55  = \$54  ? j_d9 : j_d8;
   assign \$56  = ~ \$signal ;
-  assign \$57  = \$188 [8] & \$56 ;
+  assign \$57  = \$204 [8] & \$56 ;
   assign \$58  = \$57  ? j_d9 : j_d8;
   assign \$59  = ~ \$signal ;
-  assign \$60  = \$188 [8] & \$59 ;
+  assign \$60  = \$204 [8] & \$59 ;
   assign \$61  = \$60  ? j_d9 : j_d8;
   assign \$62  = ~ \$signal ;
-  assign \$63  = \$188 [8] & \$62 ;
+  assign \$63  = \$204 [8] & \$62 ;
   assign \$64  = \$63  ? j_d9 : j_d8;
   assign \$65  = ~ \$signal ;
-  assign \$66  = \$188 [8] & \$65 ;
+  assign \$66  = \$204 [8] & \$65 ;
   assign \$67  = { \$64 [0], \$61 [1], \$58 [2], \$55 [3], \$52 [4], \$49 [5], \$46 [6], \$43 [7], 1'h0 } | { 8'h00, \$66  };
   assign \$68  = ~ flush;
   assign \$69  = ~ flush;
@@ -43512,7 +43530,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
   assign \$85  = ~ c[0];
   assign \$86  = \$84  & \$85 ;
   assign \$87  = mbin < 9'h101;
-  assign \$88  = | \$188 [6:0];
+  assign \$88  = | \$204 [6:0];
   assign \$89  = ~ \$88 ;
   assign \$90  = \$87  & \$89 ;
   assign \$91  = ~ rad_full;
@@ -43528,230 +43546,246 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
   assign \$99  = $signed({ r[24:0], sh[47:46] }) + $signed({ 1'h0, q, 2'h3 });
   assign \$100  = $signed({ r[24:0], sh[47:46] }) - $signed({ 1'h0, q, 2'h1 });
   assign \$101  = r[26] ? \$99  : \$100 ;
-  assign \$102  = ~ \$signal ;
-  assign \$103  = | j;
-  assign \$104  = \$102  | \$103 ;
-  assign \$105  = \$104  | flush;
-  assign \$106  = | \$188 ;
-  assign \$107  = \$105  | \$106 ;
-  assign \$108  = \$107  | rad_full;
-  assign \$109  = \$108  | root_busy;
-  assign \$110  = \$109  | res_pending;
-  assign busy = \$110  | o__valid;
-  assign \$111  = ! engine_state;
-  assign \$112  = engine_state == 1'h1;
-  assign \$113  = engine_state == 2'h2;
-  assign \$114  = engine_state == 2'h3;
-  assign \$115  = engine_state == 3'h4;
-  assign \$116  = engine_state == 3'h5;
-  assign \$117  = \$signal  ? \$188 [3] : \$188 [2];
-  assign \$118  = - $signed(r_r__data[35:18]);
-  assign \$119  = $signed(b_reg[49:25]) * $signed(b1_op);
-  assign \$121  = $signed(\$119 ) + $signed(\$120 );
-  assign \$122  = $signed(\$signal$33 ) * $signed(b0_op);
-  assign \$123  = $signed(\$122 ) + $signed(p1);
-  assign \$124  = \$188 [6] | \$188 [7];
-  assign \$125  = \$188 [6] | \$188 [7];
-  assign \$126  = $signed(hx) < $signed(25'h1000000);
-  assign \$127  = $signed(hx) > $signed(25'h0ffffff);
-  assign \$128  = \$126  | \$127 ;
-  assign \$129  = ~ \$signal ;
-  assign \$130  = $signed(hy) < $signed(25'h1000000);
-  assign \$131  = $signed(hy) > $signed(25'h0ffffff);
-  assign \$132  = \$130  | \$131 ;
-  assign \$133  = \$129  & \$132 ;
-  assign \$134  = ovf_x | \$133 ;
-  assign \$135  = d_w__en & \$134 ;
-  assign \$136  = \$signal$18  & \$188 [5];
-  assign \$137  = \$signal$18  & \$188 [6];
-  assign \$139  = $signed(s_lo) + $signed(\$138 );
-  assign \$140  = ~ flush;
-  assign \$141  = i__valid & \$140 ;
-  assign \$142  = j + 1'h1;
-  assign \$143  = j == 8'hff;
-  assign \$144  = i__valid & i__payload[16];
-  assign \$145  = | j;
-  assign \$146  = \$145  | \$signal$19 ;
-  assign \$147  = \$144  & \$146 ;
-  assign \$148  = ~ flush;
-  assign \$149  = \$147  & \$148 ;
-  assign \$150  = | \$188 ;
-  assign \$151  = ~ \$150 ;
-  assign \$152  = flush & \$151 ;
-  assign \$153  = | \$188 ;
-  assign \$154  = ~ \$153 ;
-  assign \$155  = j + 1'h1;
-  assign \$156  = j == 8'hff;
-  assign \$157  = i__valid & i__payload[16];
-  assign \$158  = | j;
-  assign \$159  = \$158  | \$signal$19 ;
-  assign \$160  = \$157  & \$159 ;
-  assign \$161  = | \$188 ;
-  assign \$162  = ~ \$161 ;
-  assign \$163  = c + 1'h1;
-  assign \$164  = c == 10'h207;
-  assign \$165  = s + 1'h1;
-  assign \$166  = s == 4'h8;
-  assign \$167  = mbin + 1'h1;
-  assign \$168  = mbin == 9'h101;
-  assign \$169  = | \$188 ;
-  assign \$170  = ~ \$169 ;
-  assign \$171  = \$168  & \$170 ;
-  assign \$172  = | rad[49:48];
-  assign \$173  = ~ \$101 [26];
-  assign \$174  = cnt + 1'h1;
-  assign \$175  = cnt == 5'h17;
-  assign \$176  = ~ \$101 [26];
-  assign \$177  = sat ? 24'hffffff : { q[22:0], \$176  };
-  assign \$178  = cnt == 5'h17;
-  assign \$179  = root_busy & \$178 ;
-  assign \$180  = ~ \$179 ;
-  assign \$181  = push & \$180 ;
-  assign \$182  = ! ob;
-  assign \$183  = ob == 9'h100;
-  assign \$184  = ob == 9'h100;
-  assign \$185  = ob + 1'h1;
-  assign \$186  = \$184  ? 10'h000 : \$185 ;
+  assign \$102  = ~ \$101 [26];
+  assign \$103  = $signed({ \$101 [24:0], sh[45:44] }) + $signed({ 1'h0, q[22:0], \$102 , 2'h3 });
+  assign \$104  = ~ \$101 [26];
+  assign \$105  = $signed({ \$101 [24:0], sh[45:44] }) - $signed({ 1'h0, q[22:0], \$104 , 2'h1 });
+  assign \$106  = \$101 [26] ? \$103  : \$105 ;
+  assign \$107  = ~ \$106 [26];
+  assign \$108  = ~ \$101 [26];
+  assign \$109  = $signed({ \$106 [24:0], sh[43:42] }) + $signed({ 1'h0, q[21:0], \$108 , \$107 , 2'h3 });
+  assign \$110  = ~ \$106 [26];
+  assign \$111  = ~ \$101 [26];
+  assign \$112  = $signed({ \$106 [24:0], sh[43:42] }) - $signed({ 1'h0, q[21:0], \$111 , \$110 , 2'h1 });
+  assign \$113  = \$106 [26] ? \$109  : \$112 ;
+  assign \$114  = ~ \$signal ;
+  assign \$115  = | j;
+  assign \$116  = \$114  | \$115 ;
+  assign \$117  = \$116  | flush;
+  assign \$118  = | \$204 ;
+  assign \$119  = \$117  | \$118 ;
+  assign \$120  = \$119  | rad_full;
+  assign \$121  = \$120  | root_busy;
+  assign \$122  = \$121  | res_pending;
+  assign busy = \$122  | o__valid;
+  assign \$123  = ! engine_state;
+  assign \$124  = engine_state == 1'h1;
+  assign \$125  = engine_state == 2'h2;
+  assign \$126  = engine_state == 2'h3;
+  assign \$127  = engine_state == 3'h4;
+  assign \$128  = engine_state == 3'h5;
+  assign \$129  = \$signal  ? \$204 [3] : \$204 [2];
+  assign \$130  = - $signed(r_r__data[35:18]);
+  assign \$131  = $signed(b_reg[49:25]) * $signed(b1_op);
+  assign \$133  = $signed(\$131 ) + $signed(\$132 );
+  assign \$134  = $signed(\$signal$33 ) * $signed(b0_op);
+  assign \$135  = $signed(\$134 ) + $signed(p1);
+  assign \$136  = \$204 [6] | \$204 [7];
+  assign \$137  = \$204 [6] | \$204 [7];
+  assign \$138  = $signed(hx) < $signed(25'h1000000);
+  assign \$139  = $signed(hx) > $signed(25'h0ffffff);
+  assign \$140  = \$138  | \$139 ;
+  assign \$141  = ~ \$signal ;
+  assign \$142  = $signed(hy) < $signed(25'h1000000);
+  assign \$143  = $signed(hy) > $signed(25'h0ffffff);
+  assign \$144  = \$142  | \$143 ;
+  assign \$145  = \$141  & \$144 ;
+  assign \$146  = ovf_x | \$145 ;
+  assign \$147  = d_w__en & \$146 ;
+  assign \$148  = \$signal$18  & \$204 [5];
+  assign \$149  = \$signal$18  & \$204 [6];
+  assign \$151  = $signed(s_lo) + $signed(\$150 );
+  assign \$152  = ~ flush;
+  assign \$153  = i__valid & \$152 ;
+  assign \$154  = j + 1'h1;
+  assign \$155  = j == 8'hff;
+  assign \$156  = i__valid & i__payload[16];
+  assign \$157  = | j;
+  assign \$158  = \$157  | \$signal$19 ;
+  assign \$159  = \$156  & \$158 ;
+  assign \$160  = ~ flush;
+  assign \$161  = \$159  & \$160 ;
+  assign \$162  = | \$204 ;
+  assign \$163  = ~ \$162 ;
+  assign \$164  = flush & \$163 ;
+  assign \$165  = | \$204 ;
+  assign \$166  = ~ \$165 ;
+  assign \$167  = j + 1'h1;
+  assign \$168  = j == 8'hff;
+  assign \$169  = i__valid & i__payload[16];
+  assign \$170  = | j;
+  assign \$171  = \$170  | \$signal$19 ;
+  assign \$172  = \$169  & \$171 ;
+  assign \$173  = | \$204 ;
+  assign \$174  = ~ \$173 ;
+  assign \$175  = c + 1'h1;
+  assign \$176  = c == 10'h207;
+  assign \$177  = s + 1'h1;
+  assign \$178  = s == 4'h8;
+  assign \$179  = mbin + 1'h1;
+  assign \$180  = mbin == 9'h101;
+  assign \$181  = | \$204 ;
+  assign \$182  = ~ \$181 ;
+  assign \$183  = \$180  & \$182 ;
+  assign \$184  = | rad[49:48];
+  assign \$185  = ~ \$113 [26];
+  assign \$186  = ~ \$106 [26];
+  assign \$187  = ~ \$101 [26];
+  assign \$188  = cnt + 1'h1;
+  assign \$189  = cnt == 3'h7;
+  assign \$190  = ~ \$113 [26];
+  assign \$191  = ~ \$106 [26];
+  assign \$192  = ~ \$101 [26];
+  assign \$193  = sat ? 24'hffffff : { q[20:0], \$192 , \$191 , \$190  };
+  assign \$194  = cnt == 3'h7;
+  assign \$195  = root_busy & \$194 ;
+  assign \$196  = ~ \$195 ;
+  assign \$197  = push & \$196 ;
+  assign \$198  = ! ob;
+  assign \$199  = ob == 9'h100;
+  assign \$200  = ob == 9'h100;
+  assign \$201  = ob + 1'h1;
+  assign \$202  = \$200  ? 10'h000 : \$201 ;
   always @(posedge clk)
-    \$188  <= \$187 ;
+    \$204  <= \$203 ;
   always @(posedge clk)
-    x_d1 <= \$189 ;
+    x_d1 <= \$205 ;
   always @(posedge clk)
-    x_d2 <= \$190 ;
+    x_d2 <= \$206 ;
   always @(posedge clk)
-    x_d3 <= \$191 ;
+    x_d3 <= \$207 ;
   always @(posedge clk)
-    x_d4 <= \$192 ;
+    x_d4 <= \$208 ;
   always @(posedge clk)
-    x_d5 <= \$193 ;
+    x_d5 <= \$209 ;
   always @(posedge clk)
-    j_d1 <= \$194 ;
+    j_d1 <= \$210 ;
   always @(posedge clk)
-    j_d2 <= \$195 ;
+    j_d2 <= \$211 ;
   always @(posedge clk)
-    j_d3 <= \$196 ;
+    j_d3 <= \$212 ;
   always @(posedge clk)
-    j_d4 <= \$197 ;
+    j_d4 <= \$213 ;
   always @(posedge clk)
-    j_d5 <= \$198 ;
+    j_d5 <= \$214 ;
   always @(posedge clk)
-    j_d6 <= \$199 ;
+    j_d6 <= \$215 ;
   always @(posedge clk)
-    j_d7 <= \$200 ;
+    j_d7 <= \$216 ;
   always @(posedge clk)
-    j_d8 <= \$201 ;
+    j_d8 <= \$217 ;
   always @(posedge clk)
-    j_d9 <= \$202 ;
+    j_d9 <= \$218 ;
   always @(posedge clk)
-    a1re_d1 <= \$203 ;
+    a1re_d1 <= \$219 ;
   always @(posedge clk)
-    a1im_d1 <= \$204 ;
+    a1im_d1 <= \$220 ;
   always @(posedge clk)
-    a1re_d2 <= \$205 ;
+    a1re_d2 <= \$221 ;
   always @(posedge clk)
-    a1im_d2 <= \$206 ;
+    a1im_d2 <= \$222 ;
   always @(posedge clk)
-    a1re_d3 <= \$207 ;
+    a1re_d3 <= \$223 ;
   always @(posedge clk)
-    a1im_d3 <= \$208 ;
+    a1im_d3 <= \$224 ;
   always @(posedge clk)
-    a1re_d4 <= \$209 ;
+    a1re_d4 <= \$225 ;
   always @(posedge clk)
-    a1im_d4 <= \$210 ;
+    a1im_d4 <= \$226 ;
   always @(posedge clk)
-    a1re_d5 <= \$211 ;
+    a1re_d5 <= \$227 ;
   always @(posedge clk)
-    a1im_d5 <= \$212 ;
+    a1im_d5 <= \$228 ;
   always @(posedge clk)
-    a1re_d6 <= \$213 ;
+    a1re_d6 <= \$229 ;
   always @(posedge clk)
-    a1im_d6 <= \$214 ;
+    a1im_d6 <= \$230 ;
   always @(posedge clk)
-    a1x <= \$215 ;
+    a1x <= \$231 ;
   always @(posedge clk)
-    a1y <= \$216 ;
+    a1y <= \$232 ;
   always @(posedge clk)
-    b_d <= \$217 ;
+    b_d <= \$233 ;
   always @(posedge clk)
-    b_reg <= \$218 ;
+    b_reg <= \$234 ;
   always @(posedge clk)
-    b2_re <= \$219 ;
+    b2_re <= \$235 ;
   always @(posedge clk)
-    rom_q0 <= \$220 ;
+    rom_q0 <= \$236 ;
   always @(posedge clk)
-    rom_q1 <= \$221 ;
+    rom_q1 <= \$237 ;
   always @(posedge clk)
-    nwi_q <= \$222 ;
+    nwi_q <= \$238 ;
   always @(posedge clk)
-    wi2 <= \$223 ;
+    wi2 <= \$239 ;
   always @(posedge clk)
-    p1 <= \$224 ;
+    p1 <= \$240 ;
   always @(posedge clk)
-    p0 <= \$225 ;
+    p0 <= \$241 ;
   always @(posedge clk)
-    tr <= \$226 ;
+    tr <= \$242 ;
   always @(posedge clk)
-    ti <= \$227 ;
+    ti <= \$243 ;
   always @(posedge clk)
-    xo <= \$228 ;
+    xo <= \$244 ;
   always @(posedge clk)
-    ovf_x <= \$229 ;
+    ovf_x <= \$245 ;
   always @(posedge clk)
-    overflow <= \$230 ;
+    overflow <= \$246 ;
   always @(posedge clk)
-    s_lo <= \$231 ;
+    s_lo <= \$247 ;
   always @(posedge clk)
-    rad <= \$232 ;
+    rad <= \$248 ;
   always @(posedge clk)
-    rad_full <= \$233 ;
+    rad_full <= \$249 ;
   always @(posedge clk)
-    j <= \$234 ;
+    j <= \$250 ;
   always @(posedge clk)
-    engine_state <= \$235 ;
+    engine_state <= \$251 ;
   always @(posedge clk)
-    flush <= \$236 ;
+    flush <= \$252 ;
   always @(posedge clk)
-    lph <= \$237 ;
+    lph <= \$253 ;
   always @(posedge clk)
-    s <= \$238 ;
+    s <= \$254 ;
   always @(posedge clk)
-    c <= \$239 ;
+    c <= \$255 ;
   always @(posedge clk)
-    mbin <= \$240 ;
+    mbin <= \$256 ;
   always @(posedge clk)
-    sh <= \$241 ;
+    sh <= \$257 ;
   always @(posedge clk)
-    q <= \$242 ;
+    q <= \$258 ;
   always @(posedge clk)
-    r <= \$243 ;
+    r <= \$259 ;
   always @(posedge clk)
-    sat <= \$244 ;
+    sat <= \$260 ;
   always @(posedge clk)
-    cnt <= \$245 ;
+    cnt <= \$261 ;
   always @(posedge clk)
-    root_busy <= \$246 ;
+    root_busy <= \$262 ;
   always @(posedge clk)
-    res_pending <= \$247 ;
+    res_pending <= \$263 ;
   always @(posedge clk)
-    res <= \$248 ;
+    res <= \$264 ;
   always @(posedge clk)
-    o__valid <= \$249 ;
+    o__valid <= \$265 ;
   always @(posedge clk)
-    o_data <= \$250 ;
+    o_data <= \$266 ;
   always @(posedge clk)
-    o_first <= \$251 ;
+    o_first <= \$267 ;
   always @(posedge clk)
-    o_last <= \$252 ;
+    o_last <= \$268 ;
   always @(posedge clk)
-    ob <= \$253 ;
+    ob <= \$269 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$187  = { \$188 [8:0], issue };
+    \$203  = { \$204 [8:0], issue };
     if (clip_start) begin
-      \$187  = 10'h000;
+      \$203  = 10'h000;
     end
     if (rst) begin
-      \$187  = 10'h000;
+      \$203  = 10'h000;
     end
   end
   always @* begin
@@ -43997,679 +44031,679 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$189  = i__payload[15:0];
+    \$205  = i__payload[15:0];
     if (clip_start) begin
-      \$189  = 16'h0000;
+      \$205  = 16'h0000;
     end
     if (rst) begin
-      \$189  = 16'h0000;
+      \$205  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$190  = x_d1;
+    \$206  = x_d1;
     if (clip_start) begin
-      \$190  = 16'h0000;
+      \$206  = 16'h0000;
     end
     if (rst) begin
-      \$190  = 16'h0000;
+      \$206  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$191  = x_d2;
+    \$207  = x_d2;
     if (clip_start) begin
-      \$191  = 16'h0000;
+      \$207  = 16'h0000;
     end
     if (rst) begin
-      \$191  = 16'h0000;
+      \$207  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$192  = x_d3;
+    \$208  = x_d3;
     if (clip_start) begin
-      \$192  = 16'h0000;
+      \$208  = 16'h0000;
     end
     if (rst) begin
-      \$192  = 16'h0000;
+      \$208  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$193  = x_d4;
+    \$209  = x_d4;
     if (clip_start) begin
-      \$193  = 16'h0000;
+      \$209  = 16'h0000;
     end
     if (rst) begin
-      \$193  = 16'h0000;
+      \$209  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$194  = j;
+    \$210  = j;
     if (clip_start) begin
-      \$194  = 8'h00;
+      \$210  = 8'h00;
     end
     if (rst) begin
-      \$194  = 8'h00;
+      \$210  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$195  = j_d1;
+    \$211  = j_d1;
     if (clip_start) begin
-      \$195  = 8'h00;
+      \$211  = 8'h00;
     end
     if (rst) begin
-      \$195  = 8'h00;
+      \$211  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$196  = j_d2;
+    \$212  = j_d2;
     if (clip_start) begin
-      \$196  = 8'h00;
+      \$212  = 8'h00;
     end
     if (rst) begin
-      \$196  = 8'h00;
+      \$212  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$197  = j_d3;
+    \$213  = j_d3;
     if (clip_start) begin
-      \$197  = 8'h00;
+      \$213  = 8'h00;
     end
     if (rst) begin
-      \$197  = 8'h00;
+      \$213  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$198  = j_d4;
+    \$214  = j_d4;
     if (clip_start) begin
-      \$198  = 8'h00;
+      \$214  = 8'h00;
     end
     if (rst) begin
-      \$198  = 8'h00;
+      \$214  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$199  = j_d5;
+    \$215  = j_d5;
     if (clip_start) begin
-      \$199  = 8'h00;
+      \$215  = 8'h00;
     end
     if (rst) begin
-      \$199  = 8'h00;
+      \$215  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$200  = j_d6;
+    \$216  = j_d6;
     if (clip_start) begin
-      \$200  = 8'h00;
+      \$216  = 8'h00;
     end
     if (rst) begin
-      \$200  = 8'h00;
+      \$216  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$201  = j_d7;
+    \$217  = j_d7;
     if (clip_start) begin
-      \$201  = 8'h00;
+      \$217  = 8'h00;
     end
     if (rst) begin
-      \$201  = 8'h00;
+      \$217  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$202  = j_d8;
+    \$218  = j_d8;
     if (clip_start) begin
-      \$202  = 8'h00;
+      \$218  = 8'h00;
     end
     if (rst) begin
-      \$202  = 8'h00;
+      \$218  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$203  = a1_re;
+    \$219  = a1_re;
     if (clip_start) begin
-      \$203  = 26'h0000000;
+      \$219  = 26'h0000000;
     end
     if (rst) begin
-      \$203  = 26'h0000000;
+      \$219  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$204  = a1_im;
+    \$220  = a1_im;
     if (clip_start) begin
-      \$204  = 26'h0000000;
+      \$220  = 26'h0000000;
     end
     if (rst) begin
-      \$204  = 26'h0000000;
+      \$220  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$205  = a1re_d1;
+    \$221  = a1re_d1;
     if (clip_start) begin
-      \$205  = 26'h0000000;
+      \$221  = 26'h0000000;
     end
     if (rst) begin
-      \$205  = 26'h0000000;
+      \$221  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$206  = a1im_d1;
+    \$222  = a1im_d1;
     if (clip_start) begin
-      \$206  = 26'h0000000;
+      \$222  = 26'h0000000;
     end
     if (rst) begin
-      \$206  = 26'h0000000;
+      \$222  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$207  = a1re_d2;
+    \$223  = a1re_d2;
     if (clip_start) begin
-      \$207  = 26'h0000000;
+      \$223  = 26'h0000000;
     end
     if (rst) begin
-      \$207  = 26'h0000000;
+      \$223  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$208  = a1im_d2;
+    \$224  = a1im_d2;
     if (clip_start) begin
-      \$208  = 26'h0000000;
+      \$224  = 26'h0000000;
     end
     if (rst) begin
-      \$208  = 26'h0000000;
+      \$224  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$209  = a1re_d3;
+    \$225  = a1re_d3;
     if (clip_start) begin
-      \$209  = 26'h0000000;
+      \$225  = 26'h0000000;
     end
     if (rst) begin
-      \$209  = 26'h0000000;
+      \$225  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$210  = a1im_d3;
+    \$226  = a1im_d3;
     if (clip_start) begin
-      \$210  = 26'h0000000;
+      \$226  = 26'h0000000;
     end
     if (rst) begin
-      \$210  = 26'h0000000;
+      \$226  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$211  = a1re_d4;
+    \$227  = a1re_d4;
     if (clip_start) begin
-      \$211  = 26'h0000000;
+      \$227  = 26'h0000000;
     end
     if (rst) begin
-      \$211  = 26'h0000000;
+      \$227  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$212  = a1im_d4;
+    \$228  = a1im_d4;
     if (clip_start) begin
-      \$212  = 26'h0000000;
+      \$228  = 26'h0000000;
     end
     if (rst) begin
-      \$212  = 26'h0000000;
+      \$228  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$213  = a1re_d5;
+    \$229  = a1re_d5;
     if (clip_start) begin
-      \$213  = 26'h0000000;
+      \$229  = 26'h0000000;
     end
     if (rst) begin
-      \$213  = 26'h0000000;
+      \$229  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$214  = a1im_d5;
+    \$230  = a1im_d5;
     if (clip_start) begin
-      \$214  = 26'h0000000;
+      \$230  = 26'h0000000;
     end
     if (rst) begin
-      \$214  = 26'h0000000;
+      \$230  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$215  = a1x;
-    if (\$188 [5]) begin
-      \$215  = a1re_d5;
+    \$231  = a1x;
+    if (\$204 [5]) begin
+      \$231  = a1re_d5;
     end
     if (clip_start) begin
-      \$215  = 26'h0000000;
+      \$231  = 26'h0000000;
     end
     if (rst) begin
-      \$215  = 26'h0000000;
+      \$231  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$216  = a1y;
-    if (\$188 [6]) begin
-      \$216  = a1im_d6;
+    \$232  = a1y;
+    if (\$204 [6]) begin
+      \$232  = a1im_d6;
     end
     if (clip_start) begin
-      \$216  = 26'h0000000;
+      \$232  = 26'h0000000;
     end
     if (rst) begin
-      \$216  = 26'h0000000;
+      \$232  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$217  = d_r__data;
+    \$233  = d_r__data;
     if (clip_start) begin
-      \$217  = 50'h0000000000000;
+      \$233  = 50'h0000000000000;
     end
     if (rst) begin
-      \$217  = 50'h0000000000000;
+      \$233  = 50'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$218  = b_reg;
-    if (\$188 [2]) begin
-      \$218  = b_d;
+    \$234  = b_reg;
+    if (\$204 [2]) begin
+      \$234  = b_d;
     end
     if (clip_start) begin
-      \$218  = 50'h0000000000000;
+      \$234  = 50'h0000000000000;
     end
     if (rst) begin
-      \$218  = 50'h0000000000000;
+      \$234  = 50'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$219  = b2_re;
-    if (\$188 [3]) begin
-      \$219  = b_reg[24:0];
+    \$235  = b2_re;
+    if (\$204 [3]) begin
+      \$235  = b_reg[24:0];
     end
     if (clip_start) begin
-      \$219  = 25'h0000000;
+      \$235  = 25'h0000000;
     end
     if (rst) begin
-      \$219  = 25'h0000000;
+      \$235  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$220  = rom_q0;
-    if (\$117 ) begin
-      \$220  = r_r__data[17:0];
+    \$236  = rom_q0;
+    if (\$129 ) begin
+      \$236  = r_r__data[17:0];
     end
     if (clip_start) begin
-      \$220  = 18'h00000;
+      \$236  = 18'h00000;
     end
     if (rst) begin
-      \$220  = 18'h00000;
+      \$236  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$221  = rom_q1;
-    if (\$117 ) begin
-      \$221  = r_r__data[35:18];
+    \$237  = rom_q1;
+    if (\$129 ) begin
+      \$237  = r_r__data[35:18];
     end
     if (clip_start) begin
-      \$221  = 18'h00000;
+      \$237  = 18'h00000;
     end
     if (rst) begin
-      \$221  = 18'h00000;
+      \$237  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$222  = nwi_q;
-    if (\$117 ) begin
-      \$222  = \$118 [17:0];
+    \$238  = nwi_q;
+    if (\$129 ) begin
+      \$238  = \$130 [17:0];
     end
     if (clip_start) begin
-      \$222  = 18'h00000;
+      \$238  = 18'h00000;
     end
     if (rst) begin
-      \$222  = 18'h00000;
+      \$238  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$223  = wi2;
-    if (\$188 [4]) begin
-      \$223  = rom_q1;
+    \$239  = wi2;
+    if (\$204 [4]) begin
+      \$239  = rom_q1;
     end
     if (clip_start) begin
-      \$223  = 18'h00000;
+      \$239  = 18'h00000;
     end
     if (rst) begin
-      \$223  = 18'h00000;
+      \$239  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$224  = { \$121 [43], \$121 [43], \$121 [43], \$121 [43], \$121  };
+    \$240  = { \$133 [43], \$133 [43], \$133 [43], \$133 [43], \$133  };
     if (clip_start) begin
-      \$224  = 48'h000000000000;
+      \$240  = 48'h000000000000;
     end
     if (rst) begin
-      \$224  = 48'h000000000000;
+      \$240  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$225  = \$123 [47:0];
+    \$241  = \$135 [47:0];
     if (clip_start) begin
-      \$225  = 48'h000000000000;
+      \$241  = 48'h000000000000;
     end
     if (rst) begin
-      \$225  = 48'h000000000000;
+      \$241  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$226  = tr;
-    if (\$188 [5]) begin
-      \$226  = p0[42:16];
+    \$242  = tr;
+    if (\$204 [5]) begin
+      \$242  = p0[42:16];
     end
     if (clip_start) begin
-      \$226  = 27'h0000000;
+      \$242  = 27'h0000000;
     end
     if (rst) begin
-      \$226  = 27'h0000000;
+      \$242  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$227  = ti;
-    if (\$188 [6]) begin
-      \$227  = p0[42:16];
+    \$243  = ti;
+    if (\$204 [6]) begin
+      \$243  = p0[42:16];
     end
     if (clip_start) begin
-      \$227  = 27'h0000000;
+      \$243  = 27'h0000000;
     end
     if (rst) begin
-      \$227  = 27'h0000000;
+      \$243  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$228  = xo;
-    if (\$124 ) begin
-      \$228  = hx[24:0];
-    end
-    if (clip_start) begin
-      \$228  = 25'h0000000;
-    end
-    if (rst) begin
-      \$228  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$229  = ovf_x;
-    if (\$125 ) begin
-      \$229  = \$128 ;
-    end
-    if (clip_start) begin
-      \$229  = 1'h0;
-    end
-    if (rst) begin
-      \$229  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$230  = overflow;
-    if (\$135 ) begin
-      \$230  = 1'h1;
-    end
-    if (clip_start) begin
-      \$230  = 1'h0;
-    end
-    if (rst) begin
-      \$230  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$231  = s_lo;
+    \$244  = xo;
     if (\$136 ) begin
-      \$231  = p0[43:0];
+      \$244  = hx[24:0];
     end
     if (clip_start) begin
-      \$231  = 44'h00000000000;
+      \$244  = 25'h0000000;
     end
     if (rst) begin
-      \$231  = 44'h00000000000;
+      \$244  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$232  = rad;
+    \$245  = ovf_x;
     if (\$137 ) begin
-      \$232  = \$139 [49:0];
+      \$245  = \$140 ;
     end
     if (clip_start) begin
-      \$232  = 50'h0000000000000;
+      \$245  = 1'h0;
     end
     if (rst) begin
-      \$232  = 50'h0000000000000;
+      \$245  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$233  = rad_full;
-    if (\$137 ) begin
-      \$233  = 1'h1;
+    \$246  = overflow;
+    if (\$147 ) begin
+      \$246  = 1'h1;
+    end
+    if (clip_start) begin
+      \$246  = 1'h0;
+    end
+    if (rst) begin
+      \$246  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$247  = s_lo;
+    if (\$148 ) begin
+      \$247  = p0[43:0];
+    end
+    if (clip_start) begin
+      \$247  = 44'h00000000000;
+    end
+    if (rst) begin
+      \$247  = 44'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$248  = rad;
+    if (\$149 ) begin
+      \$248  = \$151 [49:0];
+    end
+    if (clip_start) begin
+      \$248  = 50'h0000000000000;
+    end
+    if (rst) begin
+      \$248  = 50'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$249  = rad_full;
+    if (\$149 ) begin
+      \$249  = 1'h1;
     end else if (rad_take) begin
-      \$233  = 1'h0;
+      \$249  = 1'h0;
     end
     if (clip_start) begin
-      \$233  = 1'h0;
+      \$249  = 1'h0;
     end
     if (rst) begin
-      \$233  = 1'h0;
+      \$249  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$234  = j;
+    \$250  = j;
     casez (engine_state)
       3'h0:
         begin
-          if (\$141 ) begin
+          if (\$153 ) begin
             (* full_case = 32'd1 *)
             if (i__payload[16]) begin
-              \$234  = 8'h01;
+              \$250  = 8'h01;
             end else begin
-              \$234  = \$142 [7:0];
+              \$250  = \$154 [7:0];
             end
           end
-          if (\$152 ) begin
-            \$234  = 8'h00;
+          if (\$164 ) begin
+            \$250  = 8'h00;
           end
         end
       3'h1:
-          if (\$154 ) begin
-            \$234  = 8'h00;
+          if (\$166 ) begin
+            \$250  = 8'h00;
           end
       3'h2:
           if (take) begin
-            \$234  = \$155 [7:0];
+            \$250  = \$167 [7:0];
           end
       3'h3:
-          if (\$162 ) begin
-            \$234  = 8'h00;
+          if (\$174 ) begin
+            \$250  = 8'h00;
           end
     endcase
     if (clip_start) begin
-      \$234  = 8'h00;
+      \$250  = 8'h00;
     end
     if (rst) begin
-      \$234  = 8'h00;
+      \$250  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$235  = engine_state;
+    \$251  = engine_state;
     casez (engine_state)
       3'h0:
-          if (\$141 ) begin
+          if (\$153 ) begin
             (* full_case = 32'd1 *)
             if (i__payload[16]) begin
             end else begin
-              if (\$143 ) begin
-                \$235  = 3'h1;
+              if (\$155 ) begin
+                \$251  = 3'h1;
               end
             end
           end
       3'h1:
-          if (\$154 ) begin
-            \$235  = 3'h2;
+          if (\$166 ) begin
+            \$251  = 3'h2;
           end
       3'h2:
         begin
           if (take) begin
-            if (\$156 ) begin
-              \$235  = 3'h3;
+            if (\$168 ) begin
+              \$251  = 3'h3;
             end
           end
-          if (\$160 ) begin
-            \$235  = 3'h0;
+          if (\$172 ) begin
+            \$251  = 3'h0;
           end
         end
       3'h3:
-          if (\$162 ) begin
-            \$235  = 3'h4;
+          if (\$174 ) begin
+            \$251  = 3'h4;
           end
       3'h4:
-          if (\$164 ) begin
-            if (\$166 ) begin
-              \$235  = 3'h5;
+          if (\$176 ) begin
+            if (\$178 ) begin
+              \$251  = 3'h5;
             end
           end
       3'h5:
-          if (\$171 ) begin
-            \$235  = 3'h0;
+          if (\$183 ) begin
+            \$251  = 3'h0;
           end
     endcase
     if (clip_start) begin
-      \$235  = 3'h0;
+      \$251  = 3'h0;
     end
     if (rst) begin
-      \$235  = 3'h0;
+      \$251  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$236  = flush;
+    \$252  = flush;
     casez (engine_state)
       3'h0:
         begin
-          if (\$149 ) begin
-            \$236  = 1'h1;
+          if (\$161 ) begin
+            \$252  = 1'h1;
           end
-          if (\$152 ) begin
-            \$236  = 1'h0;
+          if (\$164 ) begin
+            \$252  = 1'h0;
           end
         end
       3'h1:
           /* empty */;
       3'h2:
-          if (\$160 ) begin
-            \$236  = 1'h1;
+          if (\$172 ) begin
+            \$252  = 1'h1;
           end
     endcase
     if (clip_start) begin
-      \$236  = 1'h0;
+      \$252  = 1'h0;
     end
     if (rst) begin
-      \$236  = 1'h0;
+      \$252  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$237  = lph;
+    \$253  = lph;
     casez (engine_state)
       3'h0:
           /* empty */;
       3'h1:
-          if (\$154 ) begin
-            \$237  = 1'h0;
+          if (\$166 ) begin
+            \$253  = 1'h0;
           end
       3'h2:
         begin
-          \$237  = take;
+          \$253  = take;
           if (take) begin
-            \$237  = 1'h1;
+            \$253  = 1'h1;
           end
         end
     endcase
     if (clip_start) begin
-      \$237  = 1'h0;
+      \$253  = 1'h0;
     end
     if (rst) begin
-      \$237  = 1'h0;
+      \$253  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$238  = s;
+    \$254  = s;
     casez (engine_state)
       3'h0:
           /* empty */;
       3'h1:
-          if (\$154 ) begin
-            \$238  = 4'h0;
+          if (\$166 ) begin
+            \$254  = 4'h0;
           end
       3'h2:
           /* empty */;
       3'h3:
-          if (\$162 ) begin
-            \$238  = 4'h1;
+          if (\$174 ) begin
+            \$254  = 4'h1;
           end
       3'h4:
-          if (\$164 ) begin
-            \$238  = \$165 [3:0];
-            if (\$166 ) begin
-              \$238  = 4'h0;
+          if (\$176 ) begin
+            \$254  = \$177 [3:0];
+            if (\$178 ) begin
+              \$254  = 4'h0;
             end
           end
     endcase
     if (clip_start) begin
-      \$238  = 4'h0;
+      \$254  = 4'h0;
     end
     if (rst) begin
-      \$238  = 4'h0;
+      \$254  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$239  = c;
+    \$255  = c;
     casez (engine_state)
       3'h0:
           /* empty */;
@@ -44678,27 +44712,27 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
       3'h2:
           /* empty */;
       3'h3:
-          if (\$162 ) begin
-            \$239  = 10'h000;
+          if (\$174 ) begin
+            \$255  = 10'h000;
           end
       3'h4:
         begin
-          \$239  = \$163 [9:0];
-          if (\$164 ) begin
-            \$239  = 10'h000;
+          \$255  = \$175 [9:0];
+          if (\$176 ) begin
+            \$255  = 10'h000;
           end
         end
     endcase
     if (clip_start) begin
-      \$239  = 10'h000;
+      \$255  = 10'h000;
     end
     if (rst) begin
-      \$239  = 10'h000;
+      \$255  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$240  = mbin;
+    \$256  = mbin;
     casez (engine_state)
       3'h0:
           /* empty */;
@@ -44709,218 +44743,218 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
       3'h3:
           /* empty */;
       3'h4:
-          if (\$164 ) begin
-            if (\$166 ) begin
-              \$240  = 9'h000;
+          if (\$176 ) begin
+            if (\$178 ) begin
+              \$256  = 9'h000;
             end
           end
       3'h5:
           if (issue) begin
-            \$240  = \$167 [8:0];
+            \$256  = \$179 [8:0];
           end
     endcase
     if (clip_start) begin
-      \$240  = 9'h000;
+      \$256  = 9'h000;
     end
     if (rst) begin
-      \$240  = 9'h000;
+      \$256  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$241  = sh;
+    \$257  = sh;
     if (rad_take) begin
-      \$241  = rad[47:0];
+      \$257  = rad[47:0];
     end else if (root_busy) begin
-      \$241  = { sh[45:0], 2'h0 };
+      \$257  = { sh[41:0], 6'h00 };
     end
     if (clip_start) begin
-      \$241  = 48'h000000000000;
+      \$257  = 48'h000000000000;
     end
     if (rst) begin
-      \$241  = 48'h000000000000;
+      \$257  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$242  = q;
+    \$258  = q;
     if (rad_take) begin
-      \$242  = 24'h000000;
+      \$258  = 24'h000000;
     end else if (root_busy) begin
-      \$242  = { q[22:0], \$173  };
+      \$258  = { q[20:0], \$187 , \$186 , \$185  };
     end
     if (clip_start) begin
-      \$242  = 24'h000000;
+      \$258  = 24'h000000;
     end
     if (rst) begin
-      \$242  = 24'h000000;
+      \$258  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$243  = r;
+    \$259  = r;
     if (rad_take) begin
-      \$243  = 27'h0000000;
+      \$259  = 27'h0000000;
     end else if (root_busy) begin
-      \$243  = \$101 [26:0];
+      \$259  = \$113 [26:0];
     end
     if (clip_start) begin
-      \$243  = 27'h0000000;
+      \$259  = 27'h0000000;
     end
     if (rst) begin
-      \$243  = 27'h0000000;
+      \$259  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$244  = sat;
+    \$260  = sat;
     if (rad_take) begin
-      \$244  = \$172 ;
+      \$260  = \$184 ;
     end
     if (clip_start) begin
-      \$244  = 1'h0;
+      \$260  = 1'h0;
     end
     if (rst) begin
-      \$244  = 1'h0;
+      \$260  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$245  = cnt;
+    \$261  = cnt;
     if (rad_take) begin
-      \$245  = 5'h00;
+      \$261  = 3'h0;
     end else if (root_busy) begin
-      \$245  = \$174 [4:0];
+      \$261  = \$188 [2:0];
     end
     if (clip_start) begin
-      \$245  = 5'h00;
+      \$261  = 3'h0;
     end
     if (rst) begin
-      \$245  = 5'h00;
+      \$261  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$246  = root_busy;
+    \$262  = root_busy;
     if (rad_take) begin
-      \$246  = 1'h1;
+      \$262  = 1'h1;
     end else if (root_busy) begin
-      if (\$175 ) begin
-        \$246  = 1'h0;
+      if (\$189 ) begin
+        \$262  = 1'h0;
       end
     end
     if (clip_start) begin
-      \$246  = 1'h0;
+      \$262  = 1'h0;
     end
     if (rst) begin
-      \$246  = 1'h0;
+      \$262  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$247  = res_pending;
+    \$263  = res_pending;
     if (rad_take) begin
     end else if (root_busy) begin
-      if (\$175 ) begin
-        \$247  = 1'h1;
+      if (\$189 ) begin
+        \$263  = 1'h1;
       end
     end
-    if (\$181 ) begin
-      \$247  = 1'h0;
+    if (\$197 ) begin
+      \$263  = 1'h0;
     end
     if (clip_start) begin
-      \$247  = 1'h0;
+      \$263  = 1'h0;
     end
     if (rst) begin
-      \$247  = 1'h0;
+      \$263  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$248  = res;
+    \$264  = res;
     if (rad_take) begin
     end else if (root_busy) begin
-      if (\$175 ) begin
-        \$248  = \$177 ;
+      if (\$189 ) begin
+        \$264  = \$193 ;
       end
     end
     if (clip_start) begin
-      \$248  = 24'h000000;
+      \$264  = 24'h000000;
     end
     if (rst) begin
-      \$248  = 24'h000000;
+      \$264  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$249  = o__valid;
+    \$265  = o__valid;
     if (push) begin
-      \$249  = 1'h1;
+      \$265  = 1'h1;
     end else if (o__ready) begin
-      \$249  = 1'h0;
+      \$265  = 1'h0;
     end
     if (clip_start) begin
-      \$249  = 1'h0;
+      \$265  = 1'h0;
     end
     if (rst) begin
-      \$249  = 1'h0;
+      \$265  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$250  = o_data;
+    \$266  = o_data;
     if (push) begin
-      \$250  = res;
+      \$266  = res;
     end
     if (clip_start) begin
-      \$250  = 24'h000000;
+      \$266  = 24'h000000;
     end
     if (rst) begin
-      \$250  = 24'h000000;
+      \$266  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$251  = o_first;
+    \$267  = o_first;
     if (push) begin
-      \$251  = \$182 ;
+      \$267  = \$198 ;
     end
     if (clip_start) begin
-      \$251  = 1'h0;
+      \$267  = 1'h0;
     end
     if (rst) begin
-      \$251  = 1'h0;
+      \$267  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$252  = o_last;
+    \$268  = o_last;
     if (push) begin
-      \$252  = \$183 ;
+      \$268  = \$199 ;
     end
     if (clip_start) begin
-      \$252  = 1'h0;
+      \$268  = 1'h0;
     end
     if (rst) begin
-      \$252  = 1'h0;
+      \$268  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$253  = ob;
+    \$269  = ob;
     if (push) begin
-      \$253  = \$186 [8:0];
+      \$269  = \$202 [8:0];
     end
     if (clip_start) begin
-      \$253  = 9'h000;
+      \$269  = 9'h000;
     end
     if (rst) begin
-      \$253  = 9'h000;
+      \$269  = 9'h000;
     end
   end
   assign d_r__en = 1'h1;
   assign r_r__en = 1'h1;
-  assign iss = { \$188 , issue };
+  assign iss = { \$204 , issue };
   assign x_in = i__payload[15:0];
   assign c2 = \$6 [9:0];
   assign cw = \$7 [9:0];
@@ -44929,6 +44963,8 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
   assign sy = \$31 [27:0];
   assign d_w__data = { hy[24:0], xo };
   assign r_n = \$101 [26:0];
+  assign \r_n$70  = \$106 [26:0];
+  assign \r_n$71  = \$113 [26:0];
   assign \i__payload.data  = i__payload[15:0];
   assign \i__payload.first  = i__payload[16];
   assign \i__payload.last  = i__payload[17];
@@ -44941,12 +44977,12 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
   assign \$17  = { x_d5[15], x_d5[15], x_d5[15], x_d5, 4'h0 };
   assign \$32  = { \$27 [27], \$27 [27:1] };
   assign \$33  = { \$31 [27], \$31 [27:1] };
-  assign \$120  = { k1, 15'h0000 };
-  assign \$138  = { p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0, 17'h00000 };
+  assign \$132  = { k1, 15'h0000 };
+  assign \$150  = { p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0, 17'h00000 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.streamer (rst, rd__full, \port$1520$0 , \port$1523$0 , feat__ready, snr__ready, rd__sum, rd__sq, stats__payload, feat__payload, snr__payload, rd__en, stats__valid, feat__valid, snr__valid, rd__release, rd__t, rd__m, stats__ready, clk);
+module \nanomamba_accel.streamer (rst, rd__full, \port$1536$0 , \port$1539$0 , feat__ready, snr__ready, rd__sum, rd__sq, stats__payload, feat__payload, snr__payload, rd__en, stats__valid, feat__valid, snr__valid, rd__release, rd__t, rd__m, stats__ready, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -44999,10 +45035,10 @@ module \nanomamba_accel.streamer (rst, rd__full, \port$1520$0 , \port$1523$0 , f
   output feat__valid;
   reg feat__valid;
   reg [2:0] fsm_state = 3'h0;
-  input [26:0] \port$1520$0 ;
-  wire [26:0] \port$1520$0 ;
-  input [3:0] \port$1523$0 ;
-  wire [3:0] \port$1523$0 ;
+  input [26:0] \port$1536$0 ;
+  wire [26:0] \port$1536$0 ;
+  input [3:0] \port$1539$0 ;
+  wire [3:0] \port$1539$0 ;
   output rd__en;
   reg rd__en;
   wire [15:0] rd__feat;
@@ -45286,8 +45322,8 @@ module \nanomamba_accel.streamer (rst, rd__full, \port$1520$0 , \port$1523$0 , f
   end
   assign \$signal  = rd__t;
   assign band = rd__m;
-  assign rd__feat = { 1'h0, \port$1520$0 [14:0] };
-  assign rd__snr = { \port$1523$0 , \port$1520$0 [26:15] };
+  assign rd__feat = { 1'h0, \port$1536$0 [14:0] };
+  assign rd__snr = { \port$1539$0 , \port$1536$0 [26:15] };
   assign \stats__payload.s1  = stats__payload[22:0];
   assign \stats__payload.s2  = stats__payload[59:23];
   assign \feat__payload.data  = feat__payload[15:0];
@@ -45298,10 +45334,10 @@ module \nanomamba_accel.streamer (rst, rd__full, \port$1520$0 , \port$1523$0 , f
   assign \snr__payload.last  = snr__payload[17];
   assign snr__payload[17] = \$4 ;
   assign snr__payload[16] = \$3 ;
-  assign snr__payload[15:0] = { \port$1523$0 , \port$1520$0 [26:15] };
+  assign snr__payload[15:0] = { \port$1539$0 , \port$1536$0 [26:15] };
   assign feat__payload[17] = \$2 ;
   assign feat__payload[16] = \$1 ;
-  assign feat__payload[15:0] = { 1'h0, \port$1520$0 [14:0] };
+  assign feat__payload[15:0] = { 1'h0, \port$1536$0 [14:0] };
   assign stats__payload[59:23] = rd__sq;
   assign stats__payload[22:0] = rd__sum;
 endmodule

@@ -47,7 +47,7 @@ _ELABORATE = threading.Lock()
 def hw_numbers(params, lanes: int, workdir: Path, synth: bool) -> dict:
     """Synthesis and Verilator cycle numbers for one configuration."""
     from . import verilator as V
-    from .build import MEASURE_INTERVAL, TOP_NAME, accelerator_verilog
+    from .build import TOP_NAME, accelerator_verilog, measure_latency
     from .calib import edge_signals
     from .hw.accelerator import Accelerator
     with _ELABORATE:        # Amaranth elaboration: one thread at a time
@@ -65,7 +65,7 @@ def hw_numbers(params, lanes: int, workdir: Path, synth: bool) -> dict:
     model = V.build(verilog, TOP_NAME, accel.signature.result_layout.size, progress=None)
     pcm = edge_signals()["white_full_scale"][None]
     (_, cycles, _), = model.run(pcm)
-    (_, _, latency), = model.run(pcm, interval=MEASURE_INTERVAL)
+    _, _, latency, _ = measure_latency(model, pcm)
     out.update(cycles_per_clip=cycles, latency_cycles_after_last_sample=latency,
                verilator_build_seconds=round(model.build_seconds, 1),
                # A clip per second, continuously: every clip must be processed in one second.

@@ -75,3 +75,21 @@ def test_full_build_with_synthesis(tmp_path):
     assert rep["clock_hz"] == 100e6
     md = (tmp_path / "report.md").read_text()
     assert "LUT" in md and "logic-only" in md
+
+
+def test_latency_is_measured_only_where_the_front_end_keeps_up():
+    """measure_latency doubles the sample interval until no sample is held off (a stand-in
+    model whose front end needs 100 cycles per sample and adds 1,000 cycles at the end)."""
+    import numpy as np
+
+    from nanomamba_hw.build import MEASURE_INTERVAL, measure_latency
+
+    class Model:
+        def run(self, pcm, interval):
+            n, k = pcm.shape[-1], max(interval + 1, 100)
+            span = (n - 1) * k + 1                      # first sample offered → last taken
+            return [(7, span + 1000 + 50 * (k > interval + 1), 1000 + 50 * (k > interval + 1))]
+
+    payload, cycles, latency, interval = measure_latency(Model(), np.zeros((1, 16), np.int16))
+    assert MEASURE_INTERVAL < 99 and interval == 2 * MEASURE_INTERVAL >= 99
+    assert (payload, latency, cycles) == (7, 1000, 15 * (interval + 1) + 1 + 1000)

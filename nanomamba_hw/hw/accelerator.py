@@ -51,10 +51,6 @@ from .stft import STFT
 REG_FIELDS = {REG_DELTA_FLOOR_MIN: "delta_floor_min", REG_DELTA_FLOOR_MAX: "delta_floor_max",
               REG_EPS_MIN: "eps_min", REG_EPS_MAX: "eps_max", REG_BGATE_FLOOR: "bgate_floor"}
 
-# The STFT's magnitude root, one result bit per cycle: about 90 LUTs fewer than the STFT's
-# default of 3, for 11,345 instead of 7,265 cycles per frame (1.1 % of a 10 ms hop at 100 MHz).
-STFT_SQRT_BITS = 1
-
 
 class Accelerator(wiring.Component):
     """NanoMamba accelerator for ``params`` (see the module docstring).
@@ -73,7 +69,7 @@ class Accelerator(wiring.Component):
             raise ValueError("logits wider than the result's 32 bits")
         super().__init__(AcceleratorSignature(params.config.n_classes, logit_bits=logits.bits))
         self.framer = Framer(n_fft=N_FFT, hop=HOP, clip_samples=clip_samples)
-        self.stft = STFT(sqrt_bits_per_cycle=STFT_SQRT_BITS)
+        self.stft = STFT()
         self.spectral = Spectral(params=params, n_frames=self.n_frames, n_banks=n_banks)
         self.streamer = FeatureStreamer(feat_fmt=params.feat_fmt, n_frames=self.n_frames,
                                         n_mels=params.config.n_mels)
