@@ -16,7 +16,6 @@ and, if not, the shortfall per resource.
 
 from amaranth_boards.icebreaker import ICEBreakerPlatform
 
-from .common import pin_buffer
 from .lattice import LatticeBoardTop
 
 __all__ = ["PLATFORMS", "ICEBreakerPlatform", "ICEBreakerTop"]
@@ -39,6 +38,4 @@ class ICEBreakerTop(LatticeBoardTop):
                    ("led_r", 1): st.active}
         for i in range(4):
             outputs[("led_g", i + 1)] = self.led[i]
-        for (name, number), value in outputs.items():
-            m.d.comb += pin_buffer(m, "o", platform.request(name, number, dir="-"),
-                                   f"{name}{number}_pin").o.eq(value)
+        self.drive_outputs(m, platform, outputs)

@@ -150,9 +150,13 @@ class LatticeBoardTop(BoardTop):
 
     def drive_leds(self, m, platform, values):
         """Drive ``platform``'s ``led`` 0…n−1 with ``values`` (the class index bits first)."""
-        for i, value in enumerate(values):
-            m.d.comb += pin_buffer(m, "o", platform.request("led", i, dir="-"),
-                                   f"led{i}_pin").o.eq(value)
+        self.drive_outputs(m, platform, {("led", i): v for i, v in enumerate(values)})
+
+    def drive_outputs(self, m, platform, outputs):
+        """Drive each output resource ``(name, number)`` of ``outputs`` with its value."""
+        for (name, number), value in outputs.items():
+            m.d.comb += pin_buffer(m, "o", platform.request(name, number, dir="-"),
+                                   f"{name}{number}_pin").o.eq(value)
 
     def board_pins(self, m, platform):
         if platform.default_clk_frequency != self.OSC_FREQ:

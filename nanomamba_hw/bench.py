@@ -44,16 +44,25 @@ HOP_SECONDS = 0.01
 _ELABORATE = threading.Lock()
 
 
-def hw_numbers(params, lanes: int, workdir: Path, synth: bool) -> dict:
-    """Synthesis and Verilator cycle numbers for one configuration."""
+def _design(params, lanes: int = 1):
+    """The accelerator of ``params`` and its Verilog (Amaranth elaboration, one thread at a
+    time) and its Verilator model (compiled once per design, cached)."""
     from . import verilator as V
-    from .build import TOP_NAME, accelerator_verilog, measure_latency
-    from .calib import edge_signals
+    from .build import TOP_NAME, accelerator_verilog
     from .hw.accelerator import Accelerator
-    with _ELABORATE:        # Amaranth elaboration: one thread at a time
-        t0 = time.time()
+    with _ELABORATE:
         accel = Accelerator(params, lanes=lanes)
         verilog = accelerator_verilog(accel)
+    return verilog, lambda: V.build(verilog, TOP_NAME, accel.signature.result_layout.size,
+                                    progress=None)
+
+
+def hw_numbers(params, lanes: int, workdir: Path, synth: bool) -> dict:
+    """Synthesis and Verilator cycle numbers for one configuration."""
+    from .build import LATENCY_CLOCK_HZ, TOP_NAME, measure_latency
+    from .calib import edge_signals
+    t0 = time.time()
+    verilog, verilator_model = _design(params, lanes)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / f"{TOP_NAME}.v").write_text(verilog)
     out: dict = {"generate_seconds": round(time.time() - t0, 1)}
@@ -62,28 +71,23 @@ def hw_numbers(params, lanes: int, workdir: Path, synth: bool) -> dict:
         r = synth_xilinx([workdir / f"{TOP_NAME}.v"], TOP_NAME, workdir / "synth")
         out.update(resources=r.resources, logic_delay_ns=r.logic_delay_ns,
                    fmax_estimate_mhz=r.fmax_estimate_mhz, synth_seconds=round(r.seconds, 1))
-    model = V.build(verilog, TOP_NAME, accel.signature.result_layout.size, progress=None)
+    model = verilator_model()
     pcm = edge_signals()["white_full_scale"][None]
     (_, cycles, _), = model.run(pcm)
-    _, _, latency, _ = measure_latency(model, pcm)
+    _, _, latency, _ = measure_latency(model, pcm, params.config.sample_rate)
     out.update(cycles_per_clip=cycles, latency_cycles_after_last_sample=latency,
                verilator_build_seconds=round(model.build_seconds, 1),
                # A clip per second, continuously: every clip must be processed in one second.
                min_clock_mhz_real_time=round(cycles / 1e6, 2),
-               latency_ms_at_100mhz=round(latency / 1e5, 2))
+               latency_ms_at_100mhz=round(1e3 * latency / LATENCY_CLOCK_HZ, 2))
     return out
 
 
 def verilator_rate(params, clips: int = 4) -> dict:
     """Seconds per clip and cycles per second of the Verilator model of the accelerator (the
     cached build), timed alone."""
-    from . import verilator as V
-    from .build import TOP_NAME, accelerator_verilog
     from .calib import edge_signals
-    from .hw.accelerator import Accelerator
-    accel = Accelerator(params)
-    model = V.build(accelerator_verilog(accel), TOP_NAME, accel.signature.result_layout.size,
-                    progress=None)
+    model = _design(params)[1]()
     pcm = edge_signals()["white_full_scale"][None].repeat(clips, axis=0)
     t0 = time.time()
     cycles = sum(c for _, c, _ in model.run(pcm))
@@ -143,7 +147,9 @@ def markdown(res: dict) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["hardware"]:
         rs = r.get("resources") or {}
-        cell = lambda k: str(rs.get(k, "–"))  # noqa: E731
+
+        def cell(k, rs=rs):
+            return str(rs.get(k, "–"))
         fmax = f"{r['fmax_estimate_mhz']:.0f}" if r.get("fmax_estimate_mhz") else "–"
         build_s = r.get("synth_seconds", 0) + r["generate_seconds"]
         lines.append(

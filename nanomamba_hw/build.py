@@ -76,20 +76,27 @@ TOP_NAME = "nanomamba_accel"
 # (it needs 45 cycles per sample, docs/hw_frontend.md), so the latency after the last sample is
 # the real-time one; measure_latency checks that and doubles the interval when it is not.
 MEASURE_INTERVAL = 64
+# The clock at which the latency is quoted (report.md, docs): 100 MHz, the Arty A7's.
+LATENCY_CLOCK_HZ = 100e6
 
 
-def measure_latency(model, pcm) -> tuple[int, int, int, int]:
+def measure_latency(model, pcm, sample_rate: int) -> tuple[int, int, int, int]:
     """(result payload, cycles from the first sample, cycles after the last sample, idle cycles
     between samples) for one clip fed slowly enough that the front end holds no sample off:
     the first-to-last-sample span is then exactly (L − 1)·(interval + 1) cycles, and what
-    follows the last sample is what follows it at 16 kHz real time."""
+    follows the last sample is what follows it at real time. A front end that holds samples
+    off even at real time (``sample_rate`` at :data:`LATENCY_CLOCK_HZ`) is an error."""
     n = pcm.shape[-1]
+    real_time = int(LATENCY_CLOCK_HZ // sample_rate) - 1
     interval = MEASURE_INTERVAL
     while True:
         (payload, cycles, latency), = model.run(pcm, interval=interval)
-        if cycles - latency <= (n - 1) * (interval + 1) + 1 or interval > 6250:
+        if cycles - latency <= (n - 1) * (interval + 1) + 1:
             return payload, cycles, latency, interval
-        interval *= 2
+        if interval >= real_time:
+            raise BuildError(f"the front end holds samples off at {sample_rate} Hz with a "
+                             f"{LATENCY_CLOCK_HZ / 1e6:g} MHz clock: no real-time latency")
+        interval = min(2 * interval, real_time)
 
 
 class BuildError(NanoMambaError):
@@ -142,7 +149,8 @@ def measure_cycles(verilog: str, params, accel, progress=print) -> dict:
     from .fixed.model import run
     model = V.build(verilog, TOP_NAME, accel.signature.result_layout.size, progress=progress)
     pcm = edge_signals()["white_full_scale"][None]
-    payload, cycles, latency, interval = measure_latency(model, pcm)
+    payload, cycles, latency, interval = measure_latency(model, pcm,
+                                                         params.config.sample_rate)
     res = data.Const(accel.signature.result_layout, payload)
     ref = run(params, pcm)
     exact = ([int(v) for v in res.logits] == [int(v) for v in ref.logits[0]]
@@ -172,6 +180,14 @@ def _cycles_markdown(rep: dict) -> list[str]:
                   f"- bit-exact with the fixed model on the check clip: "
                   f"{'yes' if c['bit_exact_with_fixed_model'] else 'NO'}"]
     return lines + [f"- source: {c['source']}"]
+
+
+def write_report(out: Path, rep: dict, steps: Steps, markdown) -> None:
+    """Close the last step, record the step times and write report.json and report.md."""
+    steps.done()
+    rep["step_seconds"] = steps.times
+    (out / "report.json").write_text(json.dumps(rep, indent=1, default=float))
+    (out / "report.md").write_text(markdown(rep))
 
 
 def report_markdown(rep: dict) -> str:
@@ -416,10 +432,7 @@ def _main_vivado(args, board, cmd) -> int:
                       f"{TOP_NAME}.v": "accelerator Verilog",
                       "vivado/": "Vivado build plan: run build_nanomamba_top.sh with Vivado"},
         }
-        steps.done()
-        rep["step_seconds"] = steps.times
-        (out / "report.json").write_text(json.dumps(rep, indent=1, default=float))
-        (out / "report.md").write_text(report_markdown(rep))
+        write_report(out, rep, steps, report_markdown)
     except NanoMambaError as e:
         steps.done()
         print(f"error: {e}", file=sys.stderr)
@@ -541,10 +554,7 @@ def _main_lattice(args, board, cmd) -> int:
                     "rerun": pnr.environment_note(family)},
             "files": files,
         }
-        steps.done()
-        rep["step_seconds"] = steps.times
-        (out / "report.json").write_text(json.dumps(rep, indent=1, default=float))
-        (out / "report.md").write_text(report_markdown_lattice(rep))
+        write_report(out, rep, steps, report_markdown_lattice)
     except NanoMambaError as e:
         steps.done()
         print(f"error: {e}", file=sys.stderr)

@@ -82,7 +82,7 @@ def test_latency_is_measured_only_where_the_front_end_keeps_up():
     model whose front end needs 100 cycles per sample and adds 1,000 cycles at the end)."""
     import numpy as np
 
-    from nanomamba_hw.build import MEASURE_INTERVAL, measure_latency
+    from nanomamba_hw.build import MEASURE_INTERVAL, BuildError, measure_latency
 
     class Model:
         def run(self, pcm, interval):
@@ -90,6 +90,10 @@ def test_latency_is_measured_only_where_the_front_end_keeps_up():
             span = (n - 1) * k + 1                      # first sample offered → last taken
             return [(7, span + 1000 + 50 * (k > interval + 1), 1000 + 50 * (k > interval + 1))]
 
-    payload, cycles, latency, interval = measure_latency(Model(), np.zeros((1, 16), np.int16))
+    payload, cycles, latency, interval = measure_latency(Model(), np.zeros((1, 16), np.int16),
+                                                         sample_rate=16000)
     assert MEASURE_INTERVAL < 99 and interval == 2 * MEASURE_INTERVAL >= 99
     assert (payload, latency, cycles) == (7, 1000, 15 * (interval + 1) + 1 + 1000)
+    # a front end slower than real time (100 cycles per sample > 100 MHz / 1.6 MHz) is an error
+    with pytest.raises(BuildError, match="holds samples off"):
+        measure_latency(Model(), np.zeros((1, 16), np.int16), sample_rate=1_600_000)
