@@ -54,6 +54,29 @@ def delay_taps(m: Module, value, n: int, name: str) -> list:
     return taps
 
 
+def value_key(v):
+    """A hashable key equal for structurally identical Amaranth expressions (same signals, same
+    operators and constants); anything it does not know is keyed by identity, so two values share
+    a key only if they certainly compute the same thing. Identity keys are only meaningful while
+    the values compared are alive (a freed object's id can be reused): the caller keeps them."""
+    from amaranth.hdl import Const, Signal, Value
+    from amaranth.hdl._ast import Concat, Operator, Slice
+    if isinstance(v, int):
+        return ("int", v)
+    v = Value.cast(v)
+    if isinstance(v, Signal):
+        return ("sig", id(v))
+    if isinstance(v, Const):
+        return ("const", v.value, v.shape().width, v.shape().signed)
+    if isinstance(v, Slice):
+        return ("slice", value_key(v.value), v.start, v.stop)
+    if isinstance(v, Operator):
+        return ("op", v.operator, tuple(value_key(o) for o in v.operands))
+    if isinstance(v, Concat):
+        return ("cat", tuple(value_key(p) for p in v.parts))
+    return ("id", id(v))
+
+
 class OrMux:
     """The operands of a shared unit, driven from many call sites that are never active in the
     same cycle, combined by AND-OR instead of a priority multiplexer.
@@ -81,10 +104,21 @@ class OrMux:
         self.sites.append((use, values))
 
     def emit(self) -> None:
-        from amaranth.hdl import Mux
+        from amaranth.hdl import Mux, Value
         for key, target in self.targets.items():
-            terms = [Mux(use, v, 0) for use, vals in self.sites if key in vals
-                     for v in [vals[key]]]
+            # sites giving the same expression share one term: (use_i | use_j) ? v : 0
+            groups: dict = {}
+            alive = []      # value_key keys unknown nodes by id(): keep every node alive meanwhile
+            for use, vals in self.sites:
+                if key in vals:
+                    v = Value.cast(vals[key])
+                    alive.append(v)
+                    k = value_key(v)
+                    if k in groups:
+                        groups[k] = (groups[k][0] | use, v)
+                    else:
+                        groups[k] = (use, v)
+            terms = [Mux(use, v, 0) for use, v in groups.values()]
             if terms:
                 acc = terms[0]
                 for t in terms[1:]:

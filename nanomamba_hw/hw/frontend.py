@@ -26,6 +26,7 @@ from ..fixed.ops import rshift_round
 from .common import delay_taps
 from .featbuf import FeatCode
 from .funcs import FuncOp
+from .mac import clamp
 
 __all__ = ["LogMelPass", "feature_code", "pcen_nonnegative"]
 
@@ -120,8 +121,7 @@ class LogMelPass:
             m.d.comb += [fb.re.eq(1), fb.addr.eq(eng.fbase + b_d[6])]
         val = eng.g_p[sh:].as_signed()          # a slice is unsigned: keep the sign
         feat = Signal(fmt.bits)
-        m.d.comb += feat.eq(Mux(val > fmt.max_int, fmt.max_int,
-                                Mux(val < fmt.min_int, fmt.min_int, val)))
+        m.d.comb += feat.eq(clamp(m, val, fmt.min_int, fmt.max_int))
         with m.If(v[7]):
             eng.write_feature(eng.fbase + b_d[7], b_d[7], feat.as_signed())
         m.d.comb += self.done.eq(self.run & (bm == n) & ~Cat(*v[1:]).any())

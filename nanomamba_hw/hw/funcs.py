@@ -28,7 +28,7 @@ from amaranth.lib.wiring import In, Out
 from ..fixed import funcs as F
 from ..fixed.ops import Fmt
 from .common import rom_init, shape_of
-from .mac import rshift_round_v
+from .mac import clamp, rshift_round_v
 
 LOG_OUT_WIDTH = 32      # log2 results: |log2| < 2**15 with LOG_FRAC = 16 fraction bits
 
@@ -218,7 +218,7 @@ class PWLUnit(wiring.Component):
         above2 = _stage(m, en, "above2", 1, xs >= t.hi)
         sh = fi.frac - fo.frac
         ident = (xs + (1 << (sh - 1))) >> sh if sh > 0 else xs << (-sh)
-        ident_sat = Mux(ident > fo.max_int, fo.max_int, Mux(ident < fo.min_int, fo.min_int, ident))
+        ident_sat = clamp(m, ident, fo.min_int, fo.max_int)
         ident2 = _stage(m, en, "ident2", shape_of(fo), ident_sat)
         # 3: table + interpolation + outside-range rules
         mem_shape = shape_of(fo)
@@ -339,7 +339,7 @@ class PWLMultiUnit(wiring.Component):
             if key not in idents:
                 iv = Signal(signed(self.in_width + max(0, -sh) + 1), name=f"ident{len(idents)}")
                 m.d.comb += iv.eq((x1 + (1 << (sh - 1))) >> sh if sh > 0 else x1 << (-sh))
-                idents[key] = Mux(iv > fo.max_int, fo.max_int, Mux(iv < fo.min_int, fo.min_int, iv))
+                idents[key] = clamp(m, iv, fo.min_int, fo.max_int)
         keys = list(idents)
         if keys:
             key_of = [keys.index((t.in_fmt.frac - t.out_fmt.frac, t.out_fmt.min_int,

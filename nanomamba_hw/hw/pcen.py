@@ -48,6 +48,7 @@ from ..fixed.funcs import LOG_FRAC
 from ..fixed.mel import MEL_FMT
 from .common import delay_taps
 from .funcs import FuncOp
+from .mac import clamp
 
 __all__ = ["DualPCENPass"]
 
@@ -202,8 +203,7 @@ class DualPCENPass:
                         eng.gmul(gp[15:32], int(fe.gate_temp), k_arg)
                     with m.Case(19):
                         arg = gp[sh_arg:].as_signed()
-                        eng.fu_issue("gate", Mux(arg > af.max_int, af.max_int,
-                                                 Mux(arg < af.min_int, af.min_int, arg)))
+                        eng.fu_issue("gate", clamp(m, arg, af.min_int, af.max_int))
                     with m.Case(24):
                         m.d.sync += g_r.eq(fu.o_lp)
                         m.next = "P2"
@@ -320,6 +320,6 @@ class DualPCENPass:
         fr = Signal(signed(ffe.PCEN_FMT.bits + 2))
         m.d.comb += fr.eq((mix + (1 << (sh - 1))) >> sh)
         feat = Signal(signed(ff.bits))
-        m.d.comb += feat.eq(Mux(fr > ff.max_int, ff.max_int, Mux(fr < ff.min_int, ff.min_int, fr)))
+        m.d.comb += feat.eq(clamp(m, fr, ff.min_int, ff.max_int))
         with m.If(tail & (kk == 8)):
             eng.write_feature(eng.fbase + pmb, pmb, feat)
