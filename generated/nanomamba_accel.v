@@ -251,8 +251,8 @@ module nanomamba_accel(pcm__valid, result__ready, clip_start, reg_addr, reg_wdat
     .i__payload(\i__payload$23 ),
     .i__ready(\o__ready$25 ),
     .\i__valid$1 (\i__valid$27 ),
-    .\port$1536$0 (\$26 ),
-    .\port$1539$0 (\$27 ),
+    .\port$1457$0 (\$26 ),
+    .\port$1460$0 (\$27 ),
     .rd__en(rd__en),
     .rd__full(rd__full),
     .rd__m(rd__m),
@@ -287,8 +287,8 @@ module nanomamba_accel(pcm__valid, result__ready, clip_start, reg_addr, reg_wdat
     .feat__payload(feat__payload),
     .feat__ready(feat__ready),
     .feat__valid(feat__valid),
-    .\port$1536$0 (\$26 ),
-    .\port$1539$0 (\$27 ),
+    .\port$1457$0 (\$26 ),
+    .\port$1460$0 (\$27 ),
     .rd__en(rd__en),
     .rd__full(rd__full),
     .rd__m(rd__m),
@@ -790,9 +790,9 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .\o__payload$58 (\o__payload$108 ),
     .o__valid(\o__valid$98 ),
     .\o__valid$61 (\o__valid$109 ),
-    .\port$2924$0 (\$16 ),
-    .\port$3083$0 (\$signature__data ),
-    .\port$3129$0 (\$signature__addr ),
+    .\port$2820$0 (\$16 ),
+    .\port$2979$0 (\$signature__data ),
+    .\port$3025$0 (\$signature__addr ),
     .rb(rb),
     .rd__addr(rd__addr),
     .rd__data(rd__data),
@@ -836,8 +836,8 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .feat__valid(feat__valid),
     .feat_full0(feat_full0),
     .feat_full1(feat_full1),
-    .\port$3083$0 (\$signature__data ),
-    .\port$3129$0 (\$signature__addr ),
+    .\port$2979$0 (\$signature__data ),
+    .\port$3025$0 (\$signature__addr ),
     .rb(rb),
     .\release (\release ),
     .rst(rst),
@@ -866,9 +866,9 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .mul__p__1(mul__p__1),
     .o__payload(\o__payload$100 ),
     .o__valid(\o__valid$98 ),
-    .\port$1603$0 (\$1 ),
-    .\port$1860$0 (\$2 ),
-    .\port$1860$22 (\$3 ),
+    .\port$1524$0 (\$1 ),
+    .\port$1781$0 (\$2 ),
+    .\port$1781$22 (\$3 ),
     .rd__data(rd__data),
     .rd__o(rd__o),
     .rst(rst)
@@ -881,11 +881,11 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .mul__acc__0(mul__acc__0),
     .p0(mul__p__0),
     .p1(mul__p__1),
-    .\port$1603$0 (\$1 ),
-    .\port$1860$0 (\$2 ),
-    .\port$1860$22 (\$3 ),
-    .\port$4256$0 (\$4 ),
-    .\port$5070$0 (rd__data),
+    .\port$1524$0 (\$1 ),
+    .\port$1781$0 (\$2 ),
+    .\port$1781$22 (\$3 ),
+    .\port$4153$0 (\$4 ),
+    .\port$4967$0 (rd__data),
     .rst(rst)
   );
   \nanomamba_accel.backend.muls  muls (
@@ -905,17 +905,17 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .p0(\mul__p__0$64 ),
     .p1(\mul__p__1$66 ),
     .p2(mul__p__2),
-    .\port$1959$0 (\$5 ),
-    .\port$1970$0 (\$6 ),
-    .\port$1980$0 (\$7 ),
-    .\port$1981$0 (\$8 ),
-    .\port$2009$0 (\$9 ),
-    .\port$2076$0 (\$10 ),
-    .\port$2432$0 (\$11 ),
-    .\port$2451$0 (\$12 ),
-    .\port$2458$0 (\$13 ),
-    .\port$2492$0 (\$14 ),
-    .\port$2516$0 (\$15 ),
+    .\port$1880$0 (\$5 ),
+    .\port$1891$0 (\$6 ),
+    .\port$1901$0 (\$7 ),
+    .\port$1902$0 (\$8 ),
+    .\port$1928$0 (\$9 ),
+    .\port$1975$0 (\$10 ),
+    .\port$2324$0 (\$11 ),
+    .\port$2343$0 (\$12 ),
+    .\port$2350$0 (\$13 ),
+    .\port$2384$0 (\$14 ),
+    .\port$2408$0 (\$15 ),
     .rst(rst)
   );
   \nanomamba_accel.backend.norm  norm (
@@ -940,12 +940,12 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .mul__p__2(mul__p__2),
     .o__payload(\o__payload$108 ),
     .o__valid(\o__valid$109 ),
-    .\port$1959$0 (\$5 ),
-    .\port$1970$0 (\$6 ),
-    .\port$1980$0 (\$7 ),
-    .\port$1981$0 (\$8 ),
-    .\port$2009$0 (\$9 ),
-    .\port$2076$0 (\$10 ),
+    .\port$1880$0 (\$5 ),
+    .\port$1891$0 (\$6 ),
+    .\port$1901$0 (\$7 ),
+    .\port$1902$0 (\$8 ),
+    .\port$1928$0 (\$9 ),
+    .\port$1975$0 (\$10 ),
     .rd__addr(rd__addr),
     .rd__data(\rd__data$106 ),
     .rst(rst),
@@ -1011,11 +1011,11 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .mul__p__0(\mul__p__0$64 ),
     .mul__p__1(\mul__p__1$66 ),
     .mul__p__2(mul__p__2),
-    .\port$2432$0 (\$11 ),
-    .\port$2451$0 (\$12 ),
-    .\port$2458$0 (\$13 ),
-    .\port$2492$0 (\$14 ),
-    .\port$2516$0 (\$15 ),
+    .\port$2324$0 (\$11 ),
+    .\port$2343$0 (\$12 ),
+    .\port$2350$0 (\$13 ),
+    .\port$2384$0 (\$14 ),
+    .\port$2408$0 (\$15 ),
     .regs(regs),
     .rst(rst),
     .slot(slot),
@@ -1505,7 +1505,7 @@ module \nanomamba_accel.backend.exp2 (rst, i__valid, i__payload, en, busy, \busy
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 , \port$2924$0 , \port$3083$0 , s_r__data, frame_age, snr_sum, first, s_r__addr, logit__valid, wb_done, \port$3129$0 , fn__valid, o__payload, rd__i, rd__addr, \o__payload$58 , \o__valid$61 
+module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 , \port$2820$0 , \port$2979$0 , s_r__data, frame_age, snr_sum, first, s_r__addr, logit__valid, wb_done, \port$3025$0 , fn__valid, o__payload, rd__i, rd__addr, \o__payload$58 , \o__valid$61 
 , busy, mac_rd__data, snr_sum0, snr_sum1, mac_rd__o, mac_rd__i, rd__data, mac_o__valid, mac_o__payload, logit__payload, \rd__data$54 , fn__payload, norm_dst, kind, src, wb, layer, regs, t, slot, rb
 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
@@ -1620,12 +1620,12 @@ module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 
   wire \o__valid$61 ;
   wire [3:0] pool_rd__addr;
   wire [23:0] pool_rd__data;
-  input [22:0] \port$2924$0 ;
-  wire [22:0] \port$2924$0 ;
-  input [15:0] \port$3083$0 ;
-  wire [15:0] \port$3083$0 ;
-  output [6:0] \port$3129$0 ;
-  wire [6:0] \port$3129$0 ;
+  input [22:0] \port$2820$0 ;
+  wire [22:0] \port$2820$0 ;
+  input [15:0] \port$2979$0 ;
+  wire [15:0] \port$2979$0 ;
+  output [6:0] \port$3025$0 ;
+  wire [6:0] \port$3025$0 ;
   input rb;
   wire rb;
   input [5:0] rd__addr;
@@ -1834,7 +1834,7 @@ module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 
   assign \$24  = rb ? 6'h28 : 6'h00;
   assign \$signature__addr$52  = \$24  + rd__addr;
   assign \$25  = norm_dst == 1'h1;
-  assign \$26  = \$25  ? { \port$3083$0 [15], \port$3083$0 [15], \port$3083$0 [15], \port$3083$0 [15], \port$3083$0 [15], \port$3083$0 [15], \port$3083$0 [15], \port$3083$0 [15], \port$3083$0  } : x_r__data;
+  assign \$26  = \$25  ? { \port$2979$0 [15], \port$2979$0 [15], \port$2979$0 [15], \port$2979$0 [15], \port$2979$0 [15], \port$2979$0 [15], \port$2979$0 [15], \port$2979$0 [15], \port$2979$0  } : x_r__data;
   assign \$27  = norm_dst == 1'h1;
   assign \$signature__en$60  = \o__valid$61  & \$27 ;
   assign \$28  = norm_dst == 2'h2;
@@ -1933,7 +1933,7 @@ module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 
       3'h3:
           rd__data = mac_rd__data;
       3'h4:
-          rd__data = { \port$2924$0 [22], \port$2924$0  };
+          rd__data = { \port$2820$0 [22], \port$2820$0  };
     endcase
   end
   always @* begin
@@ -1973,15 +1973,15 @@ module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 
   assign nb_r__addr = rd__i;
   assign u_r__addr = rd__i[3:0];
   assign pool_rd__addr = rd__i[3:0];
-  assign pool_rd__data = { \port$2924$0 [22], \port$2924$0  };
+  assign pool_rd__data = { \port$2820$0 [22], \port$2820$0  };
   assign x_r__addr = \$19 [3:0];
-  assign \$signature__data$56  = \port$3083$0 ;
+  assign \$signature__data$56  = \port$2979$0 ;
   assign \$signature__addr$57  = \o__payload$58 [5:0];
   assign \$signature__data$59  = \o__payload$58 [21:6];
   assign \$signature__addr$62  = \o__payload$58 [3:0];
   assign \$signature__data$63  = \o__payload$58 [21:6];
   assign frame_age = \$2 [1:0];
-  assign \port$3129$0  = \$signature__addr$52 ;
+  assign \port$3025$0  = \$signature__addr$52 ;
   assign \regs.delta_floor_min  = regs[15:0];
   assign \regs.delta_floor_max  = regs[31:16];
   assign \regs.eps_min  = regs[47:32];
@@ -2356,7 +2356,7 @@ module \nanomamba_accel.backend.head (clk, rst, mac__data, first, logit__valid, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.inputs (rst, feat__ready, snr__ready, \port$3083$0 , s_r__data, s_r__addr, \port$3129$0 , feat__payload, snr__payload, feat__valid, snr__valid, feat_full0, feat_full1, snr_sum0, snr_sum1, snr_full0, snr_full1, \release , rb, clk);
+module \nanomamba_accel.backend.inputs (rst, feat__ready, snr__ready, \port$2979$0 , s_r__data, s_r__addr, \port$3025$0 , feat__payload, snr__payload, feat__valid, snr__valid, feat_full0, feat_full1, snr_sum0, snr_sum1, snr_full0, snr_full1, \release , rb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -2439,10 +2439,10 @@ module \nanomamba_accel.backend.inputs (rst, feat__ready, snr__ready, \port$3083
   output feat_full1;
   reg feat_full1 = 1'h0;
   reg feat_wb = 1'h0;
-  output [15:0] \port$3083$0 ;
-  wire [15:0] \port$3083$0 ;
-  input [6:0] \port$3129$0 ;
-  wire [6:0] \port$3129$0 ;
+  output [15:0] \port$2979$0 ;
+  wire [15:0] \port$2979$0 ;
+  input [6:0] \port$3025$0 ;
+  wire [6:0] \port$3025$0 ;
   input rb;
   wire rb;
   input \release ;
@@ -2567,7 +2567,7 @@ module \nanomamba_accel.backend.inputs (rst, feat__ready, snr__ready, \port$3083
   end
   reg [15:0] _0_;
   always @(posedge clk) begin
-    _0_ <= feat_buf[\port$3129$0 ];
+    _0_ <= feat_buf[\port$3025$0 ];
   end
   assign \$signature__data  = _0_;
   reg [15:0] snr_buf [79:0];
@@ -2853,8 +2853,8 @@ module \nanomamba_accel.backend.inputs (rst, feat__ready, snr__ready, \port$3083
   end
   assign wp__data = feat__payload[15:0];
   assign \wp__data$16  = snr__payload[15:0];
-  assign \$signature__addr  = \port$3129$0 ;
-  assign \port$3083$0  = \$signature__data ;
+  assign \$signature__addr  = \port$3025$0 ;
+  assign \port$2979$0  = \$signature__data ;
   assign \feat__payload.data  = feat__payload[15:0];
   assign \feat__payload.first  = feat__payload[16];
   assign \feat__payload.last  = feat__payload[17];
@@ -2869,7 +2869,7 @@ module \nanomamba_accel.backend.inputs (rst, feat__ready, snr__ready, \port$3083
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1603$0 , mul__acc__0, o__valid, \port$1860$0 , \port$1860$22 , o__payload, busy, c, half_pre, mul__a__1, mul__p__0, mul__p__1, rd__data, job__valid, job__payload, clk);
+module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1524$0 , mul__acc__0, o__valid, \port$1781$0 , \port$1781$22 , o__payload, busy, c, half_pre, mul__a__1, mul__p__0, mul__p__1, rd__data, job__valid, job__payload, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire [6:0] \$10 ;
@@ -3044,12 +3044,12 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1603$
   reg o_valid;
   reg [23:0] o_value;
   reg pend = 1'h0;
-  output [7:0] \port$1603$0 ;
-  wire [7:0] \port$1603$0 ;
-  output [16:0] \port$1860$0 ;
-  wire [16:0] \port$1860$0 ;
-  output [38:0] \port$1860$22 ;
-  wire [38:0] \port$1860$22 ;
+  output [7:0] \port$1524$0 ;
+  wire [7:0] \port$1524$0 ;
+  output [16:0] \port$1781$0 ;
+  wire [16:0] \port$1781$0 ;
+  output [38:0] \port$1781$22 ;
+  wire [38:0] \port$1781$22 ;
   reg [3:0] pre = 4'h0;
   reg [5:0] r0g = 6'h00;
   reg r0v = 1'h0;
@@ -8587,9 +8587,9 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1603$
   assign mul__c__1 = { \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60:22] };
   assign base = \$6 [5:0];
   assign ser0 = 24'h000000;
-  assign \port$1603$0  = \$3 ;
-  assign \port$1860$0  = \$signature__data$34 [16:0];
-  assign \port$1860$22  = \$signature__data$34 [60:22];
+  assign \port$1524$0  = \$3 ;
+  assign \port$1781$0  = \$signature__data$34 [16:0];
+  assign \port$1781$22  = \$signature__data$34 [60:22];
   assign \o__payload.index  = o__payload[5:0];
   assign \o__payload.value  = o__payload[29:6];
   assign \o__payload.last  = o__payload[30];
@@ -8603,7 +8603,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1603$
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.mac_muls (rst, \port$1603$0 , mul__acc__0, \port$1860$0 , \port$1860$22 , busy, \port$4256$0 , mul__a__1, p0, p1, \port$5070$0 , job__valid, clk);
+module \nanomamba_accel.backend.mac_muls (rst, \port$1524$0 , mul__acc__0, \port$1781$0 , \port$1781$22 , busy, \port$4153$0 , mul__a__1, p0, p1, \port$4967$0 , job__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
   reg [47:0] \$10 ;
@@ -8654,16 +8654,16 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1603$0 , mul__acc__0, \port
   reg [47:0] p0 = 48'h000000000000;
   output [47:0] p1;
   reg [47:0] p1 = 48'h000000000000;
-  input [7:0] \port$1603$0 ;
-  wire [7:0] \port$1603$0 ;
-  input [16:0] \port$1860$0 ;
-  wire [16:0] \port$1860$0 ;
-  input [38:0] \port$1860$22 ;
-  wire [38:0] \port$1860$22 ;
-  input [9:0] \port$4256$0 ;
-  wire [9:0] \port$4256$0 ;
-  input [23:0] \port$5070$0 ;
-  wire [23:0] \port$5070$0 ;
+  input [7:0] \port$1524$0 ;
+  wire [7:0] \port$1524$0 ;
+  input [16:0] \port$1781$0 ;
+  wire [16:0] \port$1781$0 ;
+  input [38:0] \port$1781$22 ;
+  wire [38:0] \port$1781$22 ;
+  input [9:0] \port$4153$0 ;
+  wire [9:0] \port$4153$0 ;
+  input [23:0] \port$4967$0 ;
+  wire [23:0] \port$4967$0 ;
   input rst;
   wire rst;
   assign \$1  = busy | job__valid;
@@ -8697,7 +8697,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1603$0 , mul__acc__0, \port
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$8  = a0;
     if (\$1 ) begin
-      \$8  = { \port$5070$0 [23], \port$5070$0  };
+      \$8  = { \port$4967$0 [23], \port$4967$0  };
     end
     if (rst) begin
       \$8  = 25'h0000000;
@@ -8707,7 +8707,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1603$0 , mul__acc__0, \port
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$9  = b0;
     if (\$1 ) begin
-      \$9  = { \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0  };
+      \$9  = { \port$1524$0 [7], \port$1524$0 [7], \port$1524$0 [7], \port$1524$0 [7], \port$1524$0 [7], \port$1524$0 [7], \port$1524$0 [7], \port$1524$0 [7], \port$1524$0 [7], \port$1524$0 [7], \port$1524$0  };
     end
     if (rst) begin
       \$9  = 18'h00000;
@@ -8717,7 +8717,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1603$0 , mul__acc__0, \port
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$10  = c0;
     if (\$1 ) begin
-      \$10  = { 38'h0000000000, \port$4256$0  };
+      \$10  = { 38'h0000000000, \port$4153$0  };
     end
     if (rst) begin
       \$10  = 48'h000000000000;
@@ -8757,7 +8757,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1603$0 , mul__acc__0, \port
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$14  = b1;
     if (\$1 ) begin
-      \$14  = { 1'h0, \port$1860$0  };
+      \$14  = { 1'h0, \port$1781$0  };
     end
     if (rst) begin
       \$14  = 18'h00000;
@@ -8767,7 +8767,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1603$0 , mul__acc__0, \port
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$15  = c1;
     if (\$1 ) begin
-      \$15  = { \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22  };
+      \$15  = { \port$1781$22 [38], \port$1781$22 [38], \port$1781$22 [38], \port$1781$22 [38], \port$1781$22 [38], \port$1781$22 [38], \port$1781$22 [38], \port$1781$22 [38], \port$1781$22 [38], \port$1781$22  };
     end
     if (rst) begin
       \$15  = 48'h000000000000;
@@ -8793,19 +8793,19 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1603$0 , mul__acc__0, \port
       \$17  = 48'h000000000000;
     end
   end
-  assign mul__a__0 = { \port$5070$0 [23], \port$5070$0  };
-  assign mul__b__0 = { \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0 [7], \port$1603$0  };
-  assign mul__c__0 = { 38'h0000000000, \port$4256$0  };
-  assign mul__b__1 = { 1'h0, \port$1860$0  };
-  assign mul__c__1 = { \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22 [38], \port$1860$22  };
+  assign mul__a__0 = { \port$4967$0 [23], \port$4967$0  };
+  assign mul__b__0 = { \port$1524$0 [7], \port$1524$0 [7], \port$1524$0 [7], \port$1524$0 [7], \port$1524$0 [7], \port$1524$0 [7], \port$1524$0 [7], \port$1524$0 [7], \port$1524$0 [7], \port$1524$0 [7], \port$1524$0  };
+  assign mul__c__0 = { 38'h0000000000, \port$4153$0  };
+  assign mul__b__1 = { 1'h0, \port$1781$0  };
+  assign mul__c__1 = { \port$1781$22 [38], \port$1781$22 [38], \port$1781$22 [38], \port$1781$22 [38], \port$1781$22 [38], \port$1781$22 [38], \port$1781$22 [38], \port$1781$22 [38], \port$1781$22 [38], \port$1781$22  };
   assign mul__acc__1 = 1'h0;
   assign mul__p__0 = p0;
   assign mul__p__1 = p1;
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1959$0 , \port$1970$0 , mul__acc__0, mul__a__1, \port$1980$0 , \port$1981$0 , mul__acc__1, \port$2009$0 , mul__b__2, \port$2076$0 , mul__acc__2, \port$2432$0 , \mul__b__0$9 , \port$2451$0 , \port$2458$0 , \mul__b__1$22 , \mul__c__1$25 , \port$2492$0 , \mul__b__2$35 
-, \port$2516$0 , busy, \busy$3 , p0, p1, p2, clk);
+module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1880$0 , \port$1891$0 , mul__acc__0, mul__a__1, \port$1901$0 , \port$1902$0 , mul__acc__1, \port$1928$0 , mul__b__2, \port$1975$0 , mul__acc__2, \port$2324$0 , \mul__b__0$9 , \port$2343$0 , \port$2350$0 , \mul__b__1$22 , \mul__c__1$25 , \port$2384$0 , \mul__b__2$35 
+, \port$2408$0 , busy, \busy$3 , p0, p1, p2, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire [17:0] \$10 ;
@@ -8914,46 +8914,46 @@ module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1959$0 , \port$1970$
   reg [47:0] p1 = 48'h000000000000;
   output [47:0] p2;
   reg [47:0] p2 = 48'h000000000000;
-  input [16:0] \port$1959$0 ;
-  wire [16:0] \port$1959$0 ;
-  input [40:0] \port$1970$0 ;
-  wire [40:0] \port$1970$0 ;
-  input [12:0] \port$1980$0 ;
-  wire [12:0] \port$1980$0 ;
-  input [30:0] \port$1981$0 ;
-  wire [30:0] \port$1981$0 ;
-  input [23:0] \port$2009$0 ;
-  wire [23:0] \port$2009$0 ;
-  input [30:0] \port$2076$0 ;
-  wire [30:0] \port$2076$0 ;
-  input [23:0] \port$2432$0 ;
-  wire [23:0] \port$2432$0 ;
-  input [33:0] \port$2451$0 ;
-  wire [33:0] \port$2451$0 ;
-  input [23:0] \port$2458$0 ;
-  wire [23:0] \port$2458$0 ;
-  input [23:0] \port$2492$0 ;
-  wire [23:0] \port$2492$0 ;
-  input [14:0] \port$2516$0 ;
-  wire [14:0] \port$2516$0 ;
+  input [16:0] \port$1880$0 ;
+  wire [16:0] \port$1880$0 ;
+  input [40:0] \port$1891$0 ;
+  wire [40:0] \port$1891$0 ;
+  input [12:0] \port$1901$0 ;
+  wire [12:0] \port$1901$0 ;
+  input [30:0] \port$1902$0 ;
+  wire [30:0] \port$1902$0 ;
+  input [23:0] \port$1928$0 ;
+  wire [23:0] \port$1928$0 ;
+  input [30:0] \port$1975$0 ;
+  wire [30:0] \port$1975$0 ;
+  input [23:0] \port$2324$0 ;
+  wire [23:0] \port$2324$0 ;
+  input [33:0] \port$2343$0 ;
+  wire [33:0] \port$2343$0 ;
+  input [23:0] \port$2350$0 ;
+  wire [23:0] \port$2350$0 ;
+  input [23:0] \port$2384$0 ;
+  wire [23:0] \port$2384$0 ;
+  input [14:0] \port$2408$0 ;
+  wire [14:0] \port$2408$0 ;
   input rst;
   wire rst;
   assign \$1  = busy | \busy$3 ;
-  assign \$2  = mul__a__0 | { \port$2432$0 [23], \port$2432$0  };
-  assign \$3  = { 1'h0, \port$1959$0  } | \mul__b__0$9 ;
-  assign \$4  = { \port$1970$0 [40], \port$1970$0 [40], \port$1970$0 [40], \port$1970$0 [40], \port$1970$0 [40], \port$1970$0 [40], \port$1970$0 [40], \port$1970$0  } | { \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0  };
+  assign \$2  = mul__a__0 | { \port$2324$0 [23], \port$2324$0  };
+  assign \$3  = { 1'h0, \port$1880$0  } | \mul__b__0$9 ;
+  assign \$4  = { \port$1891$0 [40], \port$1891$0 [40], \port$1891$0 [40], \port$1891$0 [40], \port$1891$0 [40], \port$1891$0 [40], \port$1891$0 [40], \port$1891$0  } | { \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0  };
   assign \$6  = $signed(a0) * $signed(b0);
   assign \$7  = acc0 ? p0 : c0;
   assign \$8  = $signed(\$6 ) + $signed(\$7 );
-  assign \$9  = mul__a__1 | { \port$2458$0 [23], \port$2458$0  };
-  assign \$10  = { \port$1980$0 [12], \port$1980$0 [12], \port$1980$0 [12], \port$1980$0 [12], \port$1980$0 [12], \port$1980$0  } | \mul__b__1$22 ;
-  assign \$11  = { 17'h00000, \port$1981$0  } | \mul__c__1$25 ;
+  assign \$9  = mul__a__1 | { \port$2350$0 [23], \port$2350$0  };
+  assign \$10  = { \port$1901$0 [12], \port$1901$0 [12], \port$1901$0 [12], \port$1901$0 [12], \port$1901$0 [12], \port$1901$0  } | \mul__b__1$22 ;
+  assign \$11  = { 17'h00000, \port$1902$0  } | \mul__c__1$25 ;
   assign \$13  = $signed(a1) * $signed(b1);
   assign \$14  = acc1 ? p1 : c1;
   assign \$15  = $signed(\$13 ) + $signed(\$14 );
-  assign \$16  = { \port$2009$0 [23], \port$2009$0  } | { \port$2492$0 [23], \port$2492$0  };
+  assign \$16  = { \port$1928$0 [23], \port$1928$0  } | { \port$2384$0 [23], \port$2384$0  };
   assign \$17  = mul__b__2 | \mul__b__2$35 ;
-  assign \$18  = { \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0  } | { 33'h000000000, \port$2516$0  };
+  assign \$18  = { \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0  } | { 33'h000000000, \port$2408$0  };
   assign \$20  = $signed(a2) * $signed(b2);
   assign \$21  = acc2 ? p2 : c2;
   assign \$22  = $signed(\$20 ) + $signed(\$21 );
@@ -9137,19 +9137,19 @@ module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1959$0 , \port$1970$
       \$37  = 48'h000000000000;
     end
   end
-  assign \mul__a__0$6  = { \port$2432$0 [23], \port$2432$0  };
-  assign mul__b__0 = { 1'h0, \port$1959$0  };
-  assign mul__c__0 = { \port$1970$0 [40], \port$1970$0 [40], \port$1970$0 [40], \port$1970$0 [40], \port$1970$0 [40], \port$1970$0 [40], \port$1970$0 [40], \port$1970$0  };
-  assign \mul__c__0$12  = { \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0 [33], \port$2451$0  };
+  assign \mul__a__0$6  = { \port$2324$0 [23], \port$2324$0  };
+  assign mul__b__0 = { 1'h0, \port$1880$0  };
+  assign mul__c__0 = { \port$1891$0 [40], \port$1891$0 [40], \port$1891$0 [40], \port$1891$0 [40], \port$1891$0 [40], \port$1891$0 [40], \port$1891$0 [40], \port$1891$0  };
+  assign \mul__c__0$12  = { \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0  };
   assign \mul__acc__0$15  = 1'h0;
-  assign \mul__a__1$19  = { \port$2458$0 [23], \port$2458$0  };
-  assign mul__b__1 = { \port$1980$0 [12], \port$1980$0 [12], \port$1980$0 [12], \port$1980$0 [12], \port$1980$0 [12], \port$1980$0  };
-  assign mul__c__1 = { 17'h00000, \port$1981$0  };
+  assign \mul__a__1$19  = { \port$2350$0 [23], \port$2350$0  };
+  assign mul__b__1 = { \port$1901$0 [12], \port$1901$0 [12], \port$1901$0 [12], \port$1901$0 [12], \port$1901$0 [12], \port$1901$0  };
+  assign mul__c__1 = { 17'h00000, \port$1902$0  };
   assign \mul__acc__1$28  = 1'h0;
-  assign mul__a__2 = { \port$2009$0 [23], \port$2009$0  };
-  assign \mul__a__2$32  = { \port$2492$0 [23], \port$2492$0  };
-  assign mul__c__2 = { \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0 [30], \port$2076$0  };
-  assign \mul__c__2$38  = { 33'h000000000, \port$2516$0  };
+  assign mul__a__2 = { \port$1928$0 [23], \port$1928$0  };
+  assign \mul__a__2$32  = { \port$2384$0 [23], \port$2384$0  };
+  assign mul__c__2 = { \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0  };
+  assign \mul__c__2$38  = { 33'h000000000, \port$2408$0  };
   assign \mul__acc__2$41  = 1'h0;
   assign mul__p__0 = p0;
   assign \mul__p__0$44  = p0;
@@ -9163,226 +9163,197 @@ module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1959$0 , \port$1970$
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1959$0 , \port$1970$0 , mul__acc__0, mul__a__1, \port$1980$0 , \port$1981$0 , mul__acc__1, \port$2009$0 , mul__b__2, \port$2076$0 , mul__acc__2, exp2__i__ready, stats__payload, stats__valid, rd__addr, o__payload, stats__ready, exp2__i__valid
+module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1880$0 , \port$1891$0 , mul__acc__0, mul__a__1, \port$1901$0 , \port$1902$0 , mul__acc__1, \port$1928$0 , mul__b__2, \port$1975$0 , mul__acc__2, exp2__i__ready, stats__payload, stats__valid, rd__addr, o__payload, stats__ready, exp2__i__valid
 , exp2__i__payload, o__valid, busy, mul__p__0, mul__p__1, mul__p__2, exp2__o__valid, exp2__o__payload, rd__data, cmd__payload, cmd__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire [5:0] \$1 ;
   wire [4:0] \$10 ;
-  wire [16:0] \$100 ;
-  wire [17:0] \$101 ;
-  wire \$102 ;
-  wire [6:0] \$103 ;
-  wire [6:0] \$104 ;
-  wire [17:0] \$105 ;
+  wire [29:0] \$100 ;
+  wire \$101 ;
+  wire [18:0] \$102 ;
+  wire [18:0] \$103 ;
+  wire [29:0] \$104 ;
+  wire \$105 ;
   wire \$106 ;
-  wire [6:0] \$107 ;
-  wire [6:0] \$108 ;
-  wire [17:0] \$109 ;
+  wire \$107 ;
+  wire \$108 ;
+  wire \$109 ;
   wire \$11 ;
-  wire [12:0] \$110 ;
+  wire \$110 ;
   wire [29:0] \$111 ;
-  wire [29:0] \$112 ;
-  reg \$113 ;
-  reg [28:0] \$114 ;
-  wire [28:0] \$115 ;
-  wire [29:0] \$116 ;
+  wire \$112 ;
+  wire [30:0] \$113 ;
+  wire [30:0] \$114 ;
+  wire \$115 ;
+  wire \$116 ;
   wire \$117 ;
-  wire [18:0] \$118 ;
-  wire [18:0] \$119 ;
+  wire \$118 ;
+  wire \$119 ;
   wire \$12 ;
-  wire [29:0] \$120 ;
+  wire \$120 ;
   wire \$121 ;
-  wire [29:0] \$122 ;
-  wire [30:0] \$123 ;
-  wire [30:0] \$124 ;
+  wire \$122 ;
+  wire \$123 ;
+  wire \$124 ;
   wire \$125 ;
-  wire [30:0] \$126 ;
+  wire \$126 ;
   wire \$127 ;
-  wire [30:0] \$128 ;
+  wire \$128 ;
   wire \$129 ;
   wire \$13 ;
-  wire [30:0] \$130 ;
-  wire [30:0] \$131 ;
-  wire [30:0] \$132 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire \$132 ;
   wire \$133 ;
-  wire [30:0] \$134 ;
+  wire \$134 ;
   wire \$135 ;
-  wire [30:0] \$136 ;
+  wire \$136 ;
   wire \$137 ;
   wire \$138 ;
   wire \$139 ;
   wire \$14 ;
-  wire \$140 ;
-  wire \$141 ;
+  reg [17:0] \$140 ;
+  reg \$141 ;
   wire \$142 ;
   wire \$143 ;
   wire \$144 ;
   wire \$145 ;
-  wire \$146 ;
-  wire \$147 ;
+  wire [15:0] \$146 ;
+  wire [15:0] \$147 ;
   wire \$148 ;
   wire \$149 ;
   reg [7:0] \$15 ;
   wire \$150 ;
   wire \$151 ;
-  wire \$152 ;
-  wire \$153 ;
-  wire \$154 ;
-  wire \$155 ;
-  wire \$156 ;
+  wire [15:0] \$152 ;
+  wire [15:0] \$153 ;
+  reg [15:0] \$154 ;
+  wire [17:0] \$155 ;
+  wire [7:0] \$156 ;
   wire \$157 ;
-  wire \$158 ;
+  wire [6:0] \$158 ;
   wire \$159 ;
   wire [7:0] \$16 ;
-  wire \$160 ;
+  wire [7:0] \$160 ;
   wire \$161 ;
-  wire \$162 ;
+  wire [4:0] \$162 ;
   wire \$163 ;
   wire \$164 ;
-  wire \$165 ;
-  wire \$166 ;
-  wire \$167 ;
-  wire \$168 ;
-  reg [17:0] \$169 ;
+  wire [69:0] \$165 ;
+  wire [6:0] \$166 ;
+  wire [55:0] \$167 ;
+  wire [6:0] \$168 ;
+  wire [2:0] \$169 ;
   wire [8:0] \$17 ;
-  reg \$170 ;
-  wire \$171 ;
-  wire \$172 ;
-  wire \$173 ;
-  wire \$174 ;
-  wire [15:0] \$175 ;
-  wire [15:0] \$176 ;
+  wire \$170 ;
+  wire [32:0] \$171 ;
+  wire [33:0] \$172 ;
+  wire [33:0] \$173 ;
+  wire [31:0] \$174 ;
+  wire \$175 ;
+  wire [6:0] \$176 ;
   wire \$177 ;
-  wire \$178 ;
+  wire [9:0] \$178 ;
   wire \$179 ;
   wire [9:0] \$18 ;
-  wire \$180 ;
-  wire [15:0] \$181 ;
-  wire [15:0] \$182 ;
-  reg [15:0] \$183 ;
-  wire [17:0] \$184 ;
-  wire [7:0] \$185 ;
+  wire [6:0] \$180 ;
+  wire [7:0] \$181 ;
+  wire \$182 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire \$185 ;
   wire \$186 ;
-  wire [6:0] \$187 ;
+  wire \$187 ;
   wire \$188 ;
-  wire [7:0] \$189 ;
+  wire \$189 ;
   wire [9:0] \$19 ;
   wire \$190 ;
-  wire [4:0] \$191 ;
+  wire \$191 ;
   wire \$192 ;
   wire \$193 ;
-  wire [69:0] \$194 ;
-  wire [6:0] \$195 ;
-  wire [55:0] \$196 ;
-  wire [6:0] \$197 ;
-  wire [2:0] \$198 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire \$197 ;
+  wire \$198 ;
   wire \$199 ;
   wire [6:0] \$2 ;
   wire [9:0] \$20 ;
-  wire [32:0] \$200 ;
-  wire [33:0] \$201 ;
-  wire [33:0] \$202 ;
-  wire [31:0] \$203 ;
-  wire \$204 ;
-  wire [6:0] \$205 ;
-  wire \$206 ;
-  wire [9:0] \$207 ;
-  wire \$208 ;
-  wire [6:0] \$209 ;
+  reg \$200 ;
+  reg [5:0] \$201 ;
+  reg [23:0] \$202 ;
+  reg [23:0] \$203 ;
+  reg [1:0] \$204 ;
+  reg [1:0] \$205 ;
+  reg \$206 ;
+  reg \$207 ;
+  reg [12:0] \$208 ;
+  reg [12:0] \$209 ;
   wire [11:0] \$21 ;
-  wire [7:0] \$210 ;
-  wire \$211 ;
-  wire \$212 ;
-  wire \$213 ;
-  wire \$214 ;
-  wire \$215 ;
-  wire \$216 ;
-  wire \$217 ;
-  wire \$218 ;
-  wire \$219 ;
+  reg [23:0] \$210 ;
+  reg [23:0] \$211 ;
+  reg [1:0] \$212 ;
+  reg [1:0] \$213 ;
+  reg \$214 ;
+  reg \$215 ;
+  reg \$216 ;
+  reg \$217 ;
+  reg [1:0] \$218 ;
+  reg [1:0] \$219 ;
   wire [12:0] \$22 ;
-  wire \$220 ;
-  wire \$221 ;
-  wire \$222 ;
-  wire \$223 ;
-  wire \$224 ;
-  wire \$225 ;
-  wire \$226 ;
-  wire \$227 ;
-  wire \$228 ;
-  reg \$229 ;
+  reg \$220 ;
+  reg \$221 ;
+  reg [17:0] \$222 ;
+  reg \$223 ;
+  reg [5:0] \$224 ;
+  reg [5:0] \$225 ;
+  reg [5:0] \$226 ;
+  reg [5:0] \$227 ;
+  reg [5:0] \$228 ;
+  reg [5:0] \$229 ;
   wire [23:0] \$23 ;
   reg [5:0] \$230 ;
-  reg [23:0] \$231 ;
-  reg [23:0] \$232 ;
-  reg [1:0] \$233 ;
-  reg [1:0] \$234 ;
-  reg \$235 ;
-  reg \$236 ;
-  reg [12:0] \$237 ;
-  reg [12:0] \$238 ;
-  reg [23:0] \$239 ;
+  reg [31:0] \$231 ;
+  reg [31:0] \$232 ;
+  reg [31:0] \$233 ;
+  reg [31:0] \$234 ;
+  reg [31:0] \$235 ;
+  reg [31:0] \$236 ;
+  reg [31:0] \$237 ;
+  reg [17:0] \$238 ;
+  reg [17:0] \$239 ;
   wire \$24 ;
-  reg [23:0] \$240 ;
-  reg [1:0] \$241 ;
-  reg [1:0] \$242 ;
-  reg \$243 ;
-  reg \$244 ;
+  reg \$240 ;
+  reg \$241 ;
+  reg [5:0] \$242 ;
+  reg [5:0] \$243 ;
+  reg [15:0] \$244 ;
   reg \$245 ;
-  reg \$246 ;
-  reg [1:0] \$247 ;
-  reg [1:0] \$248 ;
-  reg \$249 ;
+  reg [5:0] \$246 ;
+  reg \$247 ;
+  reg \$248 ;
+  reg [1:0] \$249 ;
   wire [9:0] \$25 ;
-  reg \$250 ;
-  reg [17:0] \$251 ;
-  reg \$252 ;
+  reg [1:0] \$250 ;
+  reg \$251 ;
+  reg [5:0] \$252 ;
   reg [5:0] \$253 ;
-  reg [5:0] \$254 ;
-  reg [5:0] \$255 ;
-  reg [5:0] \$256 ;
-  reg [5:0] \$257 ;
-  reg [5:0] \$258 ;
-  reg [5:0] \$259 ;
+  reg [6:0] \$254 ;
+  reg \$255 ;
+  reg [3:0] \$256 ;
+  reg [28:0] \$257 ;
+  reg [3:0] \$258 ;
+  reg [54:0] \$259 ;
   wire \$26 ;
-  reg [31:0] \$260 ;
-  reg [31:0] \$261 ;
+  reg [5:0] \$260 ;
+  reg [1:0] \$261 ;
   reg [31:0] \$262 ;
-  reg [31:0] \$263 ;
-  reg [31:0] \$264 ;
-  reg [31:0] \$265 ;
-  reg [31:0] \$266 ;
-  reg [17:0] \$267 ;
-  reg [17:0] \$268 ;
-  reg \$269 ;
+  reg [6:0] \$263 ;
+  reg [23:0] \$264 ;
+  reg [1:0] \$265 ;
   wire [23:0] \$27 ;
-  reg \$270 ;
-  reg [5:0] \$271 ;
-  reg [5:0] \$272 ;
-  reg [15:0] \$273 ;
-  reg \$274 ;
-  reg [5:0] \$275 ;
-  reg \$276 ;
-  reg \$277 ;
-  reg [1:0] \$278 ;
-  reg [1:0] \$279 ;
   wire [23:0] \$28 ;
-  reg \$280 ;
-  reg [5:0] \$281 ;
-  reg [5:0] \$282 ;
-  reg [6:0] \$283 ;
-  reg \$284 ;
-  reg [3:0] \$285 ;
-  reg [28:0] \$286 ;
-  reg [3:0] \$287 ;
-  reg [54:0] \$288 ;
-  reg [5:0] \$289 ;
   wire [24:0] \$29 ;
-  reg [1:0] \$290 ;
-  reg [31:0] \$291 ;
-  reg [6:0] \$292 ;
-  reg [23:0] \$293 ;
-  reg [1:0] \$294 ;
   wire [5:0] \$3 ;
   wire [10:0] \$30 ;
   wire [16:0] \$31 ;
@@ -9419,14 +9390,14 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1959$0 ,
   wire [7:0] \$6 ;
   wire [16:0] \$60 ;
   wire [23:0] \$61 ;
-  wire [16:0] \$62 ;
-  wire [23:0] \$63 ;
-  wire [16:0] \$64 ;
-  wire [23:0] \$65 ;
-  wire [16:0] \$66 ;
-  wire [23:0] \$67 ;
-  wire [16:0] \$68 ;
-  wire [23:0] \$69 ;
+  wire \$62 ;
+  wire [16:0] \$63 ;
+  wire [23:0] \$64 ;
+  wire [16:0] \$65 ;
+  wire [23:0] \$66 ;
+  wire [16:0] \$67 ;
+  wire [23:0] \$68 ;
+  wire \$69 ;
   wire \$7 ;
   wire [11:0] \$70 ;
   wire [23:0] \$71 ;
@@ -9434,32 +9405,32 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1959$0 ,
   wire [23:0] \$73 ;
   wire [16:0] \$74 ;
   wire [23:0] \$75 ;
-  wire [11:0] \$76 ;
-  wire [23:0] \$77 ;
-  wire [6:0] \$78 ;
-  wire [6:0] \$79 ;
+  wire [6:0] \$76 ;
+  wire [6:0] \$77 ;
+  wire [15:0] \$78 ;
+  wire [15:0] \$79 ;
   wire [6:0] \$8 ;
-  wire [15:0] \$80 ;
+  wire \$80 ;
   wire [15:0] \$81 ;
   wire \$82 ;
-  wire [15:0] \$83 ;
+  wire \$83 ;
   wire \$84 ;
-  wire [6:0] \$85 ;
-  wire [6:0] \$86 ;
-  wire [15:0] \$87 ;
-  wire [16:0] \$88 ;
-  wire [17:0] \$89 ;
+  wire \$85 ;
+  wire \$86 ;
+  wire [6:0] \$87 ;
+  wire [6:0] \$88 ;
+  wire [15:0] \$89 ;
   wire \$9 ;
   wire \$90 ;
-  wire [6:0] \$91 ;
-  wire [6:0] \$92 ;
-  wire [17:0] \$93 ;
-  wire \$94 ;
-  wire [6:0] \$95 ;
-  wire [6:0] \$96 ;
-  wire [17:0] \$97 ;
-  wire [12:0] \$98 ;
-  wire [17:0] \$99 ;
+  wire [16:0] \$91 ;
+  wire [17:0] \$92 ;
+  wire \$93 ;
+  wire [12:0] \$94 ;
+  wire [29:0] \$95 ;
+  wire [29:0] \$96 ;
+  reg \$97 ;
+  reg [28:0] \$98 ;
+  wire [28:0] \$99 ;
   reg [5:0] \$signature__addr ;
   reg [5:0] \$signature__addr$10 ;
   reg [5:0] \$signature__addr$68 ;
@@ -9595,18 +9566,18 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1959$0 ,
   reg p1_first;
   reg p1_issue;
   reg ph = 1'h0;
-  output [16:0] \port$1959$0 ;
-  wire [16:0] \port$1959$0 ;
-  output [40:0] \port$1970$0 ;
-  wire [40:0] \port$1970$0 ;
-  output [12:0] \port$1980$0 ;
-  wire [12:0] \port$1980$0 ;
-  output [30:0] \port$1981$0 ;
-  wire [30:0] \port$1981$0 ;
-  output [23:0] \port$2009$0 ;
-  wire [23:0] \port$2009$0 ;
-  output [30:0] \port$2076$0 ;
-  wire [30:0] \port$2076$0 ;
+  output [16:0] \port$1880$0 ;
+  wire [16:0] \port$1880$0 ;
+  output [40:0] \port$1891$0 ;
+  wire [40:0] \port$1891$0 ;
+  output [12:0] \port$1901$0 ;
+  wire [12:0] \port$1901$0 ;
+  output [30:0] \port$1902$0 ;
+  wire [30:0] \port$1902$0 ;
+  output [23:0] \port$1928$0 ;
+  wire [23:0] \port$1928$0 ;
+  output [30:0] \port$1975$0 ;
+  wire [30:0] \port$1975$0 ;
   wire [1:0] q1;
   reg [1:0] q5_d1 = 2'h0;
   reg [1:0] q5_d2 = 2'h0;
@@ -9783,7 +9754,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1959$0 ,
   end
   reg [31:0] _0_;
   always @(posedge clk) begin
-    if (\$228 ) begin
+    if (\$199 ) begin
       _0_ <= mem_gb[\$4 [5:0]];
     end
   end
@@ -9832,12 +9803,12 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1959$0 ,
     mem_m[39] = 24'h000000;
   end
   always @(posedge clk) begin
-    if (\$220 )
+    if (\$191 )
       mem_m[\$signature__addr$83 ] <= \$signature__data$84 ;
   end
   reg [23:0] _1_;
   always @(posedge clk) begin
-    if (\$222 ) begin
+    if (\$193 ) begin
       _1_ <= mem_m[\$signature__addr$10 ];
     end
   end
@@ -9886,12 +9857,12 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1959$0 ,
     mem_q[39] = 2'h0;
   end
   always @(posedge clk) begin
-    if (\$224 )
+    if (\$195 )
       mem_q[w_q__addr] <= w_q__data;
   end
   reg [1:0] _2_;
   always @(posedge clk) begin
-    if (\$226 ) begin
+    if (\$197 ) begin
       _2_ <= mem_q[r_q__addr];
     end
   end
@@ -9940,12 +9911,12 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1959$0 ,
     mem_s1[39] = 24'h000000;
   end
   always @(posedge clk) begin
-    if (\$216 )
+    if (\$187 )
       mem_s1[\$signature__addr$68 ] <= \$signature__data$70 ;
   end
   reg [23:0] _3_;
   always @(posedge clk) begin
-    if (\$218 ) begin
+    if (\$189 ) begin
       _3_ <= mem_s1[\$signature__addr ];
     end
   end
@@ -10017,276 +9988,261 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1959$0 ,
   assign \$59  = \$57  | \$58 ;
   assign \$60  = mul2_use3 ? mul__p__0[16:0] : 17'h00000;
   assign \$61  = \$59  | { 7'h00, \$60  };
-  assign \$62  = mul2_use4 ? s1[16:0] : 17'h00000;
-  assign \$63  = \$61  | { 7'h00, \$62  };
-  assign \$64  = mul2_use5 ? mul__p__0[33:17] : 17'h00000;
-  assign \$65  = \$63  | { 7'h00, \$64  };
-  assign \$66  = mul2_use6 ? mul__p__1[16:0] : 17'h00000;
-  assign \$67  = \$65  | { 7'h00, \$66  };
-  assign \$68  = mul2_use7 ? s1[16:0] : 17'h00000;
-  assign \$69  = \$67  | { 7'h00, \$68  };
-  assign \$70  = mul2_use8 ? s1[28:17] : 12'h000;
-  assign \$71  = \$69  | { \$70 [11], \$70 [11], \$70 [11], \$70 [11], \$70 [11], \$70 [11], \$70 [11], \$70 [11], \$70 [11], \$70 [11], \$70 [11], \$70 [11], \$70  };
+  assign \$62  = mul2_use4 | mul2_use7;
+  assign \$63  = \$62  ? s1[16:0] : 17'h00000;
+  assign \$64  = \$61  | { 7'h00, \$63  };
+  assign \$65  = mul2_use5 ? mul__p__0[33:17] : 17'h00000;
+  assign \$66  = \$64  | { 7'h00, \$65  };
+  assign \$67  = mul2_use6 ? mul__p__1[16:0] : 17'h00000;
+  assign \$68  = \$66  | { 7'h00, \$67  };
+  assign \$69  = mul2_use8 | mul2_use11;
+  assign \$70  = \$69  ? s1[28:17] : 12'h000;
+  assign \$71  = \$68  | { \$70 [11], \$70 [11], \$70 [11], \$70 [11], \$70 [11], \$70 [11], \$70 [11], \$70 [11], \$70 [11], \$70 [11], \$70 [11], \$70 [11], \$70  };
   assign \$72  = mul2_use9 ? mul__p__0[47:34] : 14'h0000;
   assign \$73  = \$71  | { \$72 [13], \$72 [13], \$72 [13], \$72 [13], \$72 [13], \$72 [13], \$72 [13], \$72 [13], \$72 [13], \$72 [13], \$72  };
   assign \$74  = mul2_use10 ? mul__p__1[33:17] : 17'h00000;
   assign \$75  = \$73  | { 7'h00, \$74  };
-  assign \$76  = mul2_use11 ? s1[28:17] : 12'h000;
-  assign \$77  = \$75  | { \$76 [11], \$76 [11], \$76 [11], \$76 [11], \$76 [11], \$76 [11], \$76 [11], \$76 [11], \$76 [11], \$76 [11], \$76 [11], \$76 [11], \$76  };
-  assign \$78  = is_ln ? 7'h10 : 7'h65;
-  assign \$79  = mul2_use0 ? \$78  : 7'h00;
-  assign \$80  = mul2_use1 ? gb_d7[15:0] : 16'h0000;
-  assign \$81  = { 9'h000, \$79  } | \$80 ;
-  assign \$82  = mul2_use2 ? 1'h1 : 1'h0;
-  assign \$83  = \$81  | { 15'h0000, \$82  };
-  assign \$84  = ! mode;
-  assign \$85  = \$84  ? 7'h65 : 7'h10;
-  assign \$86  = mul2_use3 ? \$85  : 7'h00;
-  assign \$87  = \$83  | { 9'h000, \$86  };
-  assign \$88  = mul2_use4 ? s1n[16:0] : 17'h00000;
-  assign \$89  = { \$87 [15], \$87 [15], \$87  } | { 1'h0, \$88  };
-  assign \$90  = ! mode;
-  assign \$91  = \$90  ? 7'h65 : 7'h10;
-  assign \$92  = mul2_use5 ? \$91  : 7'h00;
-  assign \$93  = \$89  | { 11'h000, \$92  };
-  assign \$94  = ! mode;
-  assign \$95  = \$94  ? 7'h65 : 7'h10;
-  assign \$96  = mul2_use6 ? \$95  : 7'h00;
-  assign \$97  = \$93  | { 11'h000, \$96  };
-  assign \$98  = mul2_use7 ? s1n[29:17] : 13'h0000;
-  assign \$99  = \$97  | { \$98 [12], \$98 [12], \$98 [12], \$98 [12], \$98 [12], \$98  };
-  assign \$100  = mul2_use8 ? s1n[16:0] : 17'h00000;
-  assign \$101  = \$99  | { 1'h0, \$100  };
-  assign \$102  = ! mode;
-  assign \$103  = \$102  ? 7'h65 : 7'h10;
-  assign \$104  = mul2_use9 ? \$103  : 7'h00;
-  assign \$105  = \$101  | { 11'h000, \$104  };
-  assign \$106  = ! mode;
-  assign \$107  = \$106  ? 7'h65 : 7'h10;
-  assign \$108  = mul2_use10 ? \$107  : 7'h00;
-  assign \$109  = \$105  | { 11'h000, \$108  };
-  assign \$110  = mul2_use11 ? s1n[29:17] : 13'h0000;
-  assign mul__b__2 = \$109  | { \$110 [12], \$110 [12], \$110 [12], \$110 [12], \$110 [12], \$110  };
-  assign \$111  = is_ln ? s1n : { \$signature__data$113 [23], \$signature__data$113 [23], \$signature__data$113 [23], \$signature__data$113 [23], \$signature__data$113 [23], \$signature__data$113 [23], \$signature__data$113  };
-  assign \$112  = mul2_use0 ? \$111  : 30'h00000000;
-  assign \$115  = mul2_use1 ? \$114  : 29'h00000000;
-  assign \$116  = \$112  | { \$115 [28], \$115  };
-  assign \$117  = ! mode;
-  assign \$118  = \$117  ? 19'h68755 : 19'h00a7c;
-  assign \$119  = mul2_use3 ? \$118  : 19'h00000;
-  assign \$120  = \$116  | { 11'h000, \$119  };
-  assign \$123  = mul2_use5 ? mul__p__2[47:17] : 31'h00000000;
-  assign \$124  = { \$122 [29], \$122  } | \$123 ;
-  assign \$131  = mul2_use9 ? mul__p__2[47:17] : 31'h00000000;
-  assign \$132  = \$130  | \$131 ;
-  assign \$137  = ~ uf1_d1;
-  assign \$138  = mul2_use2 ? \$137  : 1'h0;
-  assign \$141  = mul2_use4 ? 1'h1 : 1'h0;
-  assign \$142  = \$140  | \$141 ;
-  assign \$145  = mul2_use6 ? 1'h1 : 1'h0;
-  assign \$146  = \$144  | \$145 ;
-  assign \$147  = mul2_use7 ? 1'h1 : 1'h0;
-  assign \$148  = \$146  | \$147 ;
-  assign \$149  = mul2_use8 ? 1'h1 : 1'h0;
-  assign \$150  = \$148  | \$149 ;
-  assign \$153  = mul2_use10 ? 1'h1 : 1'h0;
-  assign \$154  = \$152  | \$153 ;
-  assign \$155  = mul2_use11 ? 1'h1 : 1'h0;
-  assign mul__acc__2 = \$154  | \$155 ;
-  assign \$156  = ! fsm_state;
-  assign \$157  = fsm_state == 1'h1;
-  assign \$158  = fsm_state == 2'h2;
-  assign \$159  = fsm_state == 2'h3;
-  assign \$160  = fsm_state == 3'h4;
-  assign \$161  = fsm_state == 3'h5;
-  assign \$162  = fsm_state == 3'h6;
-  assign \$163  = fsm_state == 3'h7;
-  assign \$164  = fsm_state == 4'h8;
-  assign \$165  = fsm_state == 4'h9;
-  assign \$166  = fsm_state == 4'ha;
-  assign \$167  = fsm_state == 4'hb;
-  assign \$168  = busy | cmd__valid;
-  assign \$171  = | mul__p__2[35:27];
-  assign \$172  = ~ \$171 ;
-  assign \$173  = & mul__p__2[35:27];
-  assign \$174  = \$172  | \$173 ;
-  assign \$175  = mul__p__2[35] ? 16'h8000 : 16'h7fff;
-  assign \$176  = \$174  ? mul__p__2[27:12] : \$175 ;
-  assign \$177  = | mul__p__2[35:28];
-  assign \$178  = ~ \$177 ;
-  assign \$179  = & mul__p__2[35:28];
-  assign \$180  = \$178  | \$179 ;
-  assign \$181  = mul__p__2[35] ? 16'h8000 : 16'h7fff;
-  assign \$182  = \$180  ? mul__p__2[28:13] : \$181 ;
-  assign \$184  = is_ln ? { \$183 [15], \$183 [15], \$183  } : v10_d2;
-  assign \$185  = cnt + 1'h1;
-  assign \$186  = cnt == 1'h1;
-  assign \$187  = idx + 1'h1;
-  assign \$188  = idx == 4'hf;
-  assign \$189  = cnt + 1'h1;
-  assign \$190  = cnt == 2'h2;
-  assign \$191  = col + 1'h1;
-  assign \$192  = col == 4'hd;
-  assign \$193  = ! num[54:47];
-  assign \$195  = lz + 4'h8;
-  assign \$197  = lz + 1'h1;
-  assign \$198  = lphase + 1'h1;
-  assign \$199  = lphase == 2'h3;
-  assign \$200  = - $signed(mul__p__0[41:10]);
-  assign \$201  = $signed(\$200 ) + $signed(2'h1);
-  assign \$204  = ! mode;
-  assign \$205  = band + 1'h1;
-  assign \$206  = band == 6'h27;
-  assign \$207  = $signed(qv) - $signed(3'h2);
-  assign \$208  = ~ ph;
-  assign \$209  = idx + 1'h1;
-  assign \$210  = \$1  - 1'h1;
-  assign \$211  = idx == \$210 ;
-  assign \$212  = ~ ph;
-  assign \$213  = is_ln & \$212 ;
-  assign \$214  = o__valid & o__payload[22];
-  assign \$215  = busy | cmd__valid;
-  assign \$216  = \$215  ? \$signature__en  : 1'h0;
-  assign \$217  = busy | cmd__valid;
-  assign \$219  = busy | cmd__valid;
-  assign \$220  = \$219  ? \$signature__en$85  : 1'h0;
-  assign \$221  = busy | cmd__valid;
-  assign \$223  = busy | cmd__valid;
-  assign \$224  = \$223  ? w_q__en : 1'h0;
-  assign \$225  = busy | cmd__valid;
-  assign \$227  = busy | cmd__valid;
+  assign \$76  = is_ln ? 7'h10 : 7'h65;
+  assign \$77  = mul2_use0 ? \$76  : 7'h00;
+  assign \$78  = mul2_use1 ? gb_d7[15:0] : 16'h0000;
+  assign \$79  = { 9'h000, \$77  } | \$78 ;
+  assign \$80  = mul2_use2 ? 1'h1 : 1'h0;
+  assign \$81  = \$79  | { 15'h0000, \$80  };
+  assign \$82  = mul2_use3 | mul2_use5;
+  assign \$83  = \$82  | mul2_use6;
+  assign \$84  = \$83  | mul2_use9;
+  assign \$85  = \$84  | mul2_use10;
+  assign \$86  = ! mode;
+  assign \$87  = \$86  ? 7'h65 : 7'h10;
+  assign \$88  = \$85  ? \$87  : 7'h00;
+  assign \$89  = \$81  | { 9'h000, \$88  };
+  assign \$90  = mul2_use4 | mul2_use8;
+  assign \$91  = \$90  ? s1n[16:0] : 17'h00000;
+  assign \$92  = { \$89 [15], \$89 [15], \$89  } | { 1'h0, \$91  };
+  assign \$93  = mul2_use7 | mul2_use11;
+  assign \$94  = \$93  ? s1n[29:17] : 13'h0000;
+  assign mul__b__2 = \$92  | { \$94 [12], \$94 [12], \$94 [12], \$94 [12], \$94 [12], \$94  };
+  assign \$95  = is_ln ? s1n : { \$signature__data$113 [23], \$signature__data$113 [23], \$signature__data$113 [23], \$signature__data$113 [23], \$signature__data$113 [23], \$signature__data$113 [23], \$signature__data$113  };
+  assign \$96  = mul2_use0 ? \$95  : 30'h00000000;
+  assign \$99  = mul2_use1 ? \$98  : 29'h00000000;
+  assign \$100  = \$96  | { \$99 [28], \$99  };
+  assign \$101  = ! mode;
+  assign \$102  = \$101  ? 19'h68755 : 19'h00a7c;
+  assign \$103  = mul2_use3 ? \$102  : 19'h00000;
+  assign \$104  = \$100  | { 11'h000, \$103  };
+  assign \$105  = mul2_use4 | mul2_use6;
+  assign \$106  = \$105  | mul2_use7;
+  assign \$107  = \$106  | mul2_use8;
+  assign \$108  = \$107  | mul2_use10;
+  assign \$109  = \$108  | mul2_use11;
+  assign \$112  = mul2_use5 | mul2_use9;
+  assign \$113  = \$112  ? mul__p__2[47:17] : 31'h00000000;
+  assign \$114  = { \$111 [29], \$111  } | \$113 ;
+  assign \$115  = ~ uf1_d1;
+  assign \$116  = mul2_use2 ? \$115  : 1'h0;
+  assign \$117  = mul2_use3 | mul2_use5;
+  assign \$118  = \$117  | mul2_use9;
+  assign \$121  = mul2_use4 | mul2_use6;
+  assign \$122  = \$121  | mul2_use7;
+  assign \$123  = \$122  | mul2_use8;
+  assign \$124  = \$123  | mul2_use10;
+  assign \$125  = \$124  | mul2_use11;
+  assign \$126  = \$125  ? 1'h1 : 1'h0;
+  assign mul__acc__2 = \$120  | \$126 ;
+  assign \$127  = ! fsm_state;
+  assign \$128  = fsm_state == 1'h1;
+  assign \$129  = fsm_state == 2'h2;
+  assign \$130  = fsm_state == 2'h3;
+  assign \$131  = fsm_state == 3'h4;
+  assign \$132  = fsm_state == 3'h5;
+  assign \$133  = fsm_state == 3'h6;
+  assign \$134  = fsm_state == 3'h7;
+  assign \$135  = fsm_state == 4'h8;
+  assign \$136  = fsm_state == 4'h9;
+  assign \$137  = fsm_state == 4'ha;
+  assign \$138  = fsm_state == 4'hb;
+  assign \$139  = busy | cmd__valid;
+  assign \$142  = | mul__p__2[35:27];
+  assign \$143  = ~ \$142 ;
+  assign \$144  = & mul__p__2[35:27];
+  assign \$145  = \$143  | \$144 ;
+  assign \$146  = mul__p__2[35] ? 16'h8000 : 16'h7fff;
+  assign \$147  = \$145  ? mul__p__2[27:12] : \$146 ;
+  assign \$148  = | mul__p__2[35:28];
+  assign \$149  = ~ \$148 ;
+  assign \$150  = & mul__p__2[35:28];
+  assign \$151  = \$149  | \$150 ;
+  assign \$152  = mul__p__2[35] ? 16'h8000 : 16'h7fff;
+  assign \$153  = \$151  ? mul__p__2[28:13] : \$152 ;
+  assign \$155  = is_ln ? { \$154 [15], \$154 [15], \$154  } : v10_d2;
+  assign \$156  = cnt + 1'h1;
+  assign \$157  = cnt == 1'h1;
+  assign \$158  = idx + 1'h1;
+  assign \$159  = idx == 4'hf;
+  assign \$160  = cnt + 1'h1;
+  assign \$161  = cnt == 2'h2;
+  assign \$162  = col + 1'h1;
+  assign \$163  = col == 4'hd;
+  assign \$164  = ! num[54:47];
+  assign \$166  = lz + 4'h8;
+  assign \$168  = lz + 1'h1;
+  assign \$169  = lphase + 1'h1;
+  assign \$170  = lphase == 2'h3;
+  assign \$171  = - $signed(mul__p__0[41:10]);
+  assign \$172  = $signed(\$171 ) + $signed(2'h1);
+  assign \$175  = ! mode;
+  assign \$176  = band + 1'h1;
+  assign \$177  = band == 6'h27;
+  assign \$178  = $signed(qv) - $signed(3'h2);
+  assign \$179  = ~ ph;
+  assign \$180  = idx + 1'h1;
+  assign \$181  = \$1  - 1'h1;
+  assign \$182  = idx == \$181 ;
+  assign \$183  = ~ ph;
+  assign \$184  = is_ln & \$183 ;
+  assign \$185  = o__valid & o__payload[22];
+  assign \$186  = busy | cmd__valid;
+  assign \$187  = \$186  ? \$signature__en  : 1'h0;
+  assign \$188  = busy | cmd__valid;
+  assign \$190  = busy | cmd__valid;
+  assign \$191  = \$190  ? \$signature__en$85  : 1'h0;
+  assign \$192  = busy | cmd__valid;
+  assign \$194  = busy | cmd__valid;
+  assign \$195  = \$194  ? w_q__en : 1'h0;
+  assign \$196  = busy | cmd__valid;
+  assign \$198  = busy | cmd__valid;
   always @(posedge clk)
-    t1_d1 <= \$229 ;
+    t1_d1 <= \$200 ;
   always @(posedge clk)
-    i1_d1 <= \$230 ;
+    i1_d1 <= \$201 ;
   always @(posedge clk)
-    m_d1 <= \$231 ;
+    m_d1 <= \$202 ;
   always @(posedge clk)
-    m_d2 <= \$232 ;
+    m_d2 <= \$203 ;
   always @(posedge clk)
-    q_d1 <= \$233 ;
+    q_d1 <= \$204 ;
   always @(posedge clk)
-    q_d2 <= \$234 ;
+    q_d2 <= \$205 ;
   always @(posedge clk)
-    t3_d1 <= \$235 ;
+    t3_d1 <= \$206 ;
   always @(posedge clk)
-    t3_d2 <= \$236 ;
+    t3_d2 <= \$207 ;
   always @(posedge clk)
-    cen_hi_d1 <= \$237 ;
+    cen_hi_d1 <= \$208 ;
   always @(posedge clk)
-    cen_hi_d2 <= \$238 ;
+    cen_hi_d2 <= \$209 ;
   always @(posedge clk)
-    m5_d1 <= \$239 ;
+    m5_d1 <= \$210 ;
   always @(posedge clk)
-    m5_d2 <= \$240 ;
+    m5_d2 <= \$211 ;
   always @(posedge clk)
-    q5_d1 <= \$241 ;
+    q5_d1 <= \$212 ;
   always @(posedge clk)
-    q5_d2 <= \$242 ;
+    q5_d2 <= \$213 ;
   always @(posedge clk)
-    t5_d1 <= \$243 ;
+    t5_d1 <= \$214 ;
   always @(posedge clk)
-    t5_d2 <= \$244 ;
+    t5_d2 <= \$215 ;
   always @(posedge clk)
-    p0low_d1 <= \$245 ;
+    p0low_d1 <= \$216 ;
   always @(posedge clk)
-    p0low_d2 <= \$246 ;
+    p0low_d2 <= \$217 ;
   always @(posedge clk)
-    q7_d1 <= \$247 ;
+    q7_d1 <= \$218 ;
   always @(posedge clk)
-    q7_d2 <= \$248 ;
+    q7_d2 <= \$219 ;
   always @(posedge clk)
-    t7_d1 <= \$249 ;
+    t7_d1 <= \$220 ;
   always @(posedge clk)
-    t7_d2 <= \$250 ;
+    t7_d2 <= \$221 ;
   always @(posedge clk)
-    v8 <= \$251 ;
+    v8 <= \$222 ;
   always @(posedge clk)
-    t8_d1 <= \$252 ;
+    t8_d1 <= \$223 ;
   always @(posedge clk)
-    i8_d1 <= \$253 ;
+    i8_d1 <= \$224 ;
   always @(posedge clk)
-    i8_d2 <= \$254 ;
+    i8_d2 <= \$225 ;
   always @(posedge clk)
-    i8_d3 <= \$255 ;
+    i8_d3 <= \$226 ;
   always @(posedge clk)
-    i8_d4 <= \$256 ;
+    i8_d4 <= \$227 ;
   always @(posedge clk)
-    i8_d5 <= \$257 ;
+    i8_d5 <= \$228 ;
   always @(posedge clk)
-    i8_d6 <= \$258 ;
+    i8_d6 <= \$229 ;
   always @(posedge clk)
-    i8_d7 <= \$259 ;
+    i8_d7 <= \$230 ;
   always @(posedge clk)
-    gb_d1 <= \$260 ;
+    gb_d1 <= \$231 ;
   always @(posedge clk)
-    gb_d2 <= \$261 ;
+    gb_d2 <= \$232 ;
   always @(posedge clk)
-    gb_d3 <= \$262 ;
+    gb_d3 <= \$233 ;
   always @(posedge clk)
-    gb_d4 <= \$263 ;
+    gb_d4 <= \$234 ;
   always @(posedge clk)
-    gb_d5 <= \$264 ;
+    gb_d5 <= \$235 ;
   always @(posedge clk)
-    gb_d6 <= \$265 ;
+    gb_d6 <= \$236 ;
   always @(posedge clk)
-    gb_d7 <= \$266 ;
+    gb_d7 <= \$237 ;
   always @(posedge clk)
-    v10_d1 <= \$267 ;
+    v10_d1 <= \$238 ;
   always @(posedge clk)
-    v10_d2 <= \$268 ;
+    v10_d2 <= \$239 ;
   always @(posedge clk)
-    t10_d1 <= \$269 ;
+    t10_d1 <= \$240 ;
   always @(posedge clk)
-    t10_d2 <= \$270 ;
+    t10_d2 <= \$241 ;
   always @(posedge clk)
-    i10_d1 <= \$271 ;
+    i10_d1 <= \$242 ;
   always @(posedge clk)
-    i10_d2 <= \$272 ;
+    i10_d2 <= \$243 ;
   always @(posedge clk)
-    y11 <= \$273 ;
+    y11 <= \$244 ;
   always @(posedge clk)
-    o__valid <= \$274 ;
+    o__valid <= \$245 ;
   always @(posedge clk)
-    i11_d1 <= \$275 ;
+    i11_d1 <= \$246 ;
   always @(posedge clk)
-    u1_d1 <= \$276 ;
+    u1_d1 <= \$247 ;
   always @(posedge clk)
-    uf1_d1 <= \$277 ;
+    uf1_d1 <= \$248 ;
   always @(posedge clk)
-    mode <= \$278 ;
+    mode <= \$249 ;
   always @(posedge clk)
-    lset <= \$279 ;
+    lset <= \$250 ;
   always @(posedge clk)
-    busy <= \$280 ;
+    busy <= \$251 ;
   always @(posedge clk)
-    idx <= \$281 ;
+    idx <= \$252 ;
   always @(posedge clk)
-    band <= \$282 ;
+    band <= \$253 ;
   always @(posedge clk)
-    cnt <= \$283 ;
+    cnt <= \$254 ;
   always @(posedge clk)
-    ph <= \$284 ;
+    ph <= \$255 ;
   always @(posedge clk)
-    fsm_state <= \$285 ;
+    fsm_state <= \$256 ;
   always @(posedge clk)
-    s1 <= \$286 ;
+    s1 <= \$257 ;
   always @(posedge clk)
-    col <= \$287 ;
+    col <= \$258 ;
   always @(posedge clk)
-    num <= \$288 ;
+    num <= \$259 ;
   always @(posedge clk)
-    lz <= \$289 ;
+    lz <= \$260 ;
   always @(posedge clk)
-    lphase <= \$290 ;
+    lphase <= \$261 ;
   always @(posedge clk)
-    y_half <= \$291 ;
+    y_half <= \$262 ;
   always @(posedge clk)
-    e_new <= \$292 ;
+    e_new <= \$263 ;
   always @(posedge clk)
-    mr <= \$293 ;
+    mr <= \$264 ;
   always @(posedge clk)
-    qr <= \$294 ;
+    qr <= \$265 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$15  = 8'h00;
@@ -10315,24 +10271,24 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1959$0 ,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$113  = 1'h0;
+    \$97  = 1'h0;
     casez (lset)
       2'h0:
-          \$113  = 1'h0;
+          \$97  = 1'h0;
       2'h1:
-          \$113  = 1'h0;
+          \$97  = 1'h0;
       2'h2:
-          \$113  = 1'h1;
+          \$97  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     (* full_case = 32'd1 *)
-    casez (\$113 )
+    casez (\$97 )
       1'h0:
-          \$114  = { gb_d7[31], gb_d7[31:16], 12'h800 };
+          \$98  = { gb_d7[31], gb_d7[31:16], 12'h800 };
       1'h1:
-          \$114  = { gb_d7[31:16], 13'h1000 };
+          \$98  = { gb_d7[31:16], 13'h1000 };
     endcase
   end
   always @* begin
@@ -10340,35 +10296,35 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1959$0 ,
     (* full_case = 32'd1 *)
     casez (q7_d2)
       2'h0:
-          \$169  = { mul__p__1[16:0], p0low_d2 };
+          \$140  = { mul__p__1[16:0], p0low_d2 };
       2'h1:
-          \$169  = mul__p__1[24:7];
+          \$140  = mul__p__1[24:7];
       2'h2:
-          \$169  = mul__p__1[32:15];
+          \$140  = mul__p__1[32:15];
       2'h3:
-          \$169  = mul__p__1[40:23];
+          \$140  = mul__p__1[40:23];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$170  = 1'h0;
+    \$141  = 1'h0;
     casez (lset)
       2'h0:
-          \$170  = 1'h0;
+          \$141  = 1'h0;
       2'h1:
-          \$170  = 1'h0;
+          \$141  = 1'h0;
       2'h2:
-          \$170  = 1'h1;
+          \$141  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     (* full_case = 32'd1 *)
-    casez (\$170 )
+    casez (\$141 )
       1'h0:
-          \$183  = \$176 ;
+          \$154  = \$147 ;
       1'h1:
-          \$183  = \$182 ;
+          \$154  = \$153 ;
     endcase
   end
   always @* begin
@@ -11126,19 +11082,309 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1959$0 ,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$229  = t1_d1;
-    if (\$168 ) begin
-      \$229  = issue;
+    \$200  = t1_d1;
+    if (\$139 ) begin
+      \$200  = issue;
     end
     if (rst) begin
-      \$229  = 1'h0;
+      \$200  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$230  = i1_d1;
-    if (\$168 ) begin
-      \$230  = idx;
+    \$201  = i1_d1;
+    if (\$139 ) begin
+      \$201  = idx;
+    end
+    if (rst) begin
+      \$201  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$202  = m_d1;
+    if (\$139 ) begin
+      \$202  = m1;
+    end
+    if (rst) begin
+      \$202  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$203  = m_d2;
+    if (\$139 ) begin
+      \$203  = m_d1;
+    end
+    if (rst) begin
+      \$203  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$204  = q_d1;
+    if (\$139 ) begin
+      \$204  = q1;
+    end
+    if (rst) begin
+      \$204  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$205  = q_d2;
+    if (\$139 ) begin
+      \$205  = q_d1;
+    end
+    if (rst) begin
+      \$205  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$206  = t3_d1;
+    if (\$139 ) begin
+      \$206  = t1_d1;
+    end
+    if (rst) begin
+      \$206  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$207  = t3_d2;
+    if (\$139 ) begin
+      \$207  = t3_d1;
+    end
+    if (rst) begin
+      \$207  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$208  = cen_hi_d1;
+    if (\$139 ) begin
+      \$208  = mul__p__2[29:17];
+    end
+    if (rst) begin
+      \$208  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$209  = cen_hi_d2;
+    if (\$139 ) begin
+      \$209  = cen_hi_d1;
+    end
+    if (rst) begin
+      \$209  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$210  = m5_d1;
+    if (\$139 ) begin
+      \$210  = m_d2;
+    end
+    if (rst) begin
+      \$210  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$211  = m5_d2;
+    if (\$139 ) begin
+      \$211  = m5_d1;
+    end
+    if (rst) begin
+      \$211  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$212  = q5_d1;
+    if (\$139 ) begin
+      \$212  = q_d2;
+    end
+    if (rst) begin
+      \$212  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$213  = q5_d2;
+    if (\$139 ) begin
+      \$213  = q5_d1;
+    end
+    if (rst) begin
+      \$213  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$214  = t5_d1;
+    if (\$139 ) begin
+      \$214  = t3_d2;
+    end
+    if (rst) begin
+      \$214  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$215  = t5_d2;
+    if (\$139 ) begin
+      \$215  = t5_d1;
+    end
+    if (rst) begin
+      \$215  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$216  = p0low_d1;
+    if (\$139 ) begin
+      \$216  = mul__p__0[16];
+    end
+    if (rst) begin
+      \$216  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$217  = p0low_d2;
+    if (\$139 ) begin
+      \$217  = p0low_d1;
+    end
+    if (rst) begin
+      \$217  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$218  = q7_d1;
+    if (\$139 ) begin
+      \$218  = q5_d2;
+    end
+    if (rst) begin
+      \$218  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$219  = q7_d2;
+    if (\$139 ) begin
+      \$219  = q7_d1;
+    end
+    if (rst) begin
+      \$219  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$220  = t7_d1;
+    if (\$139 ) begin
+      \$220  = t5_d2;
+    end
+    if (rst) begin
+      \$220  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$221  = t7_d2;
+    if (\$139 ) begin
+      \$221  = t7_d1;
+    end
+    if (rst) begin
+      \$221  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$222  = v8;
+    if (\$139 ) begin
+      \$222  = \$140 ;
+    end
+    if (rst) begin
+      \$222  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$223  = t8_d1;
+    if (\$139 ) begin
+      \$223  = t7_d2;
+    end
+    if (rst) begin
+      \$223  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$224  = i8_d1;
+    if (\$139 ) begin
+      \$224  = i1_d1;
+    end
+    if (rst) begin
+      \$224  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$225  = i8_d2;
+    if (\$139 ) begin
+      \$225  = i8_d1;
+    end
+    if (rst) begin
+      \$225  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$226  = i8_d3;
+    if (\$139 ) begin
+      \$226  = i8_d2;
+    end
+    if (rst) begin
+      \$226  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$227  = i8_d4;
+    if (\$139 ) begin
+      \$227  = i8_d3;
+    end
+    if (rst) begin
+      \$227  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$228  = i8_d5;
+    if (\$139 ) begin
+      \$228  = i8_d4;
+    end
+    if (rst) begin
+      \$228  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$229  = i8_d6;
+    if (\$139 ) begin
+      \$229  = i8_d5;
+    end
+    if (rst) begin
+      \$229  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$230  = i8_d7;
+    if (\$139 ) begin
+      \$230  = i8_d6;
     end
     if (rst) begin
       \$230  = 6'h00;
@@ -11146,149 +11392,149 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1959$0 ,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$231  = m_d1;
-    if (\$168 ) begin
-      \$231  = m1;
+    \$231  = gb_d1;
+    if (\$139 ) begin
+      \$231  = r_gb__data;
     end
     if (rst) begin
-      \$231  = 24'h000000;
+      \$231  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$232  = m_d2;
-    if (\$168 ) begin
-      \$232  = m_d1;
+    \$232  = gb_d2;
+    if (\$139 ) begin
+      \$232  = gb_d1;
     end
     if (rst) begin
-      \$232  = 24'h000000;
+      \$232  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$233  = q_d1;
-    if (\$168 ) begin
-      \$233  = q1;
+    \$233  = gb_d3;
+    if (\$139 ) begin
+      \$233  = gb_d2;
     end
     if (rst) begin
-      \$233  = 2'h0;
+      \$233  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$234  = q_d2;
-    if (\$168 ) begin
-      \$234  = q_d1;
+    \$234  = gb_d4;
+    if (\$139 ) begin
+      \$234  = gb_d3;
     end
     if (rst) begin
-      \$234  = 2'h0;
+      \$234  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$235  = t3_d1;
-    if (\$168 ) begin
-      \$235  = t1_d1;
+    \$235  = gb_d5;
+    if (\$139 ) begin
+      \$235  = gb_d4;
     end
     if (rst) begin
-      \$235  = 1'h0;
+      \$235  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$236  = t3_d2;
-    if (\$168 ) begin
-      \$236  = t3_d1;
+    \$236  = gb_d6;
+    if (\$139 ) begin
+      \$236  = gb_d5;
     end
     if (rst) begin
-      \$236  = 1'h0;
+      \$236  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$237  = cen_hi_d1;
-    if (\$168 ) begin
-      \$237  = mul__p__2[29:17];
+    \$237  = gb_d7;
+    if (\$139 ) begin
+      \$237  = gb_d6;
     end
     if (rst) begin
-      \$237  = 13'h0000;
+      \$237  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$238  = cen_hi_d2;
-    if (\$168 ) begin
-      \$238  = cen_hi_d1;
+    \$238  = v10_d1;
+    if (\$139 ) begin
+      \$238  = v8;
     end
     if (rst) begin
-      \$238  = 13'h0000;
+      \$238  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$239  = m5_d1;
-    if (\$168 ) begin
-      \$239  = m_d2;
+    \$239  = v10_d2;
+    if (\$139 ) begin
+      \$239  = v10_d1;
     end
     if (rst) begin
-      \$239  = 24'h000000;
+      \$239  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$240  = m5_d2;
-    if (\$168 ) begin
-      \$240  = m5_d1;
+    \$240  = t10_d1;
+    if (\$139 ) begin
+      \$240  = t8_d1;
     end
     if (rst) begin
-      \$240  = 24'h000000;
+      \$240  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$241  = q5_d1;
-    if (\$168 ) begin
-      \$241  = q_d2;
+    \$241  = t10_d2;
+    if (\$139 ) begin
+      \$241  = t10_d1;
     end
     if (rst) begin
-      \$241  = 2'h0;
+      \$241  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$242  = q5_d2;
-    if (\$168 ) begin
-      \$242  = q5_d1;
+    \$242  = i10_d1;
+    if (\$139 ) begin
+      \$242  = i8_d7;
     end
     if (rst) begin
-      \$242  = 2'h0;
+      \$242  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$243  = t5_d1;
-    if (\$168 ) begin
-      \$243  = t3_d2;
+    \$243  = i10_d2;
+    if (\$139 ) begin
+      \$243  = i10_d1;
     end
     if (rst) begin
-      \$243  = 1'h0;
+      \$243  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$244  = t5_d2;
-    if (\$168 ) begin
-      \$244  = t5_d1;
+    \$244  = y11;
+    if (\$139 ) begin
+      \$244  = \$155 [15:0];
     end
     if (rst) begin
-      \$244  = 1'h0;
+      \$244  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$245  = p0low_d1;
-    if (\$168 ) begin
-      \$245  = mul__p__0[16];
+    \$245  = o__valid;
+    if (\$139 ) begin
+      \$245  = t10_d2;
     end
     if (rst) begin
       \$245  = 1'h0;
@@ -11296,79 +11542,189 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1959$0 ,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$246  = p0low_d2;
-    if (\$168 ) begin
-      \$246  = p0low_d1;
+    \$246  = i11_d1;
+    if (\$139 ) begin
+      \$246  = i10_d2;
     end
     if (rst) begin
-      \$246  = 1'h0;
+      \$246  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$247  = q7_d1;
-    if (\$168 ) begin
-      \$247  = q5_d2;
+    \$247  = u1_d1;
+    if (\$139 ) begin
+      \$247  = p1_issue;
     end
     if (rst) begin
-      \$247  = 2'h0;
+      \$247  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$248  = q7_d2;
-    if (\$168 ) begin
-      \$248  = q7_d1;
+    \$248  = uf1_d1;
+    if (\$139 ) begin
+      \$248  = p1_first;
     end
     if (rst) begin
-      \$248  = 2'h0;
+      \$248  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$249  = t7_d1;
-    if (\$168 ) begin
-      \$249  = t5_d2;
+    \$249  = mode;
+    if (\$139 ) begin
+      casez (fsm_state)
+        4'h0:
+            if (cmd__valid) begin
+              \$249  = cmd__payload[1:0];
+            end
+      endcase
     end
     if (rst) begin
-      \$249  = 1'h0;
+      \$249  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$250  = t7_d2;
-    if (\$168 ) begin
-      \$250  = t7_d1;
+    \$250  = lset;
+    if (\$139 ) begin
+      casez (fsm_state)
+        4'h0:
+            if (cmd__valid) begin
+              \$250  = cmd__payload[3:2];
+            end
+      endcase
     end
     if (rst) begin
-      \$250  = 1'h0;
+      \$250  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$251  = v8;
-    if (\$168 ) begin
-      \$251  = \$169 ;
+    \$251  = busy;
+    if (\$139 ) begin
+      casez (fsm_state)
+        4'h0:
+            if (cmd__valid) begin
+              \$251  = 1'h1;
+            end
+        4'h1:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            if (exp2__o__valid) begin
+              if (\$175 ) begin
+                if (\$177 ) begin
+                  \$251  = 1'h0;
+                end
+              end
+            end
+        4'h2:
+            /* empty */;
+        4'hb:
+            if (\$185 ) begin
+              \$251  = 1'h0;
+            end
+      endcase
     end
     if (rst) begin
-      \$251  = 18'h00000;
+      \$251  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$252  = t8_d1;
-    if (\$168 ) begin
-      \$252  = t7_d2;
+    \$252  = idx;
+    if (\$139 ) begin
+      casez (fsm_state)
+        4'h0:
+            if (cmd__valid) begin
+              \$252  = 6'h00;
+            end
+        4'h1:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h3:
+          begin
+            \$252  = \$158 [5:0];
+            if (\$159 ) begin
+              \$252  = 6'h00;
+            end
+          end
+        4'h6:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            if (exp2__o__valid) begin
+              (* full_case = 32'd1 *)
+              if (\$175 ) begin
+              end else begin
+                \$252  = 6'h00;
+              end
+            end
+        4'h2:
+            if (\$179 ) begin
+              \$252  = \$180 [5:0];
+            end
+      endcase
     end
     if (rst) begin
-      \$252  = 1'h0;
+      \$252  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$253  = i8_d1;
-    if (\$168 ) begin
-      \$253  = i1_d1;
+    \$253  = band;
+    if (\$139 ) begin
+      casez (fsm_state)
+        4'h0:
+            if (cmd__valid) begin
+              \$253  = 6'h00;
+            end
+        4'h1:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            if (exp2__o__valid) begin
+              if (\$175 ) begin
+                \$253  = \$176 [5:0];
+              end
+            end
+      endcase
     end
     if (rst) begin
       \$253  = 6'h00;
@@ -11376,439 +11732,39 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1959$0 ,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$254  = i8_d2;
-    if (\$168 ) begin
-      \$254  = i8_d1;
-    end
-    if (rst) begin
-      \$254  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$255  = i8_d3;
-    if (\$168 ) begin
-      \$255  = i8_d2;
-    end
-    if (rst) begin
-      \$255  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$256  = i8_d4;
-    if (\$168 ) begin
-      \$256  = i8_d3;
-    end
-    if (rst) begin
-      \$256  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$257  = i8_d5;
-    if (\$168 ) begin
-      \$257  = i8_d4;
-    end
-    if (rst) begin
-      \$257  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$258  = i8_d6;
-    if (\$168 ) begin
-      \$258  = i8_d5;
-    end
-    if (rst) begin
-      \$258  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$259  = i8_d7;
-    if (\$168 ) begin
-      \$259  = i8_d6;
-    end
-    if (rst) begin
-      \$259  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$260  = gb_d1;
-    if (\$168 ) begin
-      \$260  = r_gb__data;
-    end
-    if (rst) begin
-      \$260  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$261  = gb_d2;
-    if (\$168 ) begin
-      \$261  = gb_d1;
-    end
-    if (rst) begin
-      \$261  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$262  = gb_d3;
-    if (\$168 ) begin
-      \$262  = gb_d2;
-    end
-    if (rst) begin
-      \$262  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$263  = gb_d4;
-    if (\$168 ) begin
-      \$263  = gb_d3;
-    end
-    if (rst) begin
-      \$263  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$264  = gb_d5;
-    if (\$168 ) begin
-      \$264  = gb_d4;
-    end
-    if (rst) begin
-      \$264  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$265  = gb_d6;
-    if (\$168 ) begin
-      \$265  = gb_d5;
-    end
-    if (rst) begin
-      \$265  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$266  = gb_d7;
-    if (\$168 ) begin
-      \$266  = gb_d6;
-    end
-    if (rst) begin
-      \$266  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$267  = v10_d1;
-    if (\$168 ) begin
-      \$267  = v8;
-    end
-    if (rst) begin
-      \$267  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$268  = v10_d2;
-    if (\$168 ) begin
-      \$268  = v10_d1;
-    end
-    if (rst) begin
-      \$268  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$269  = t10_d1;
-    if (\$168 ) begin
-      \$269  = t8_d1;
-    end
-    if (rst) begin
-      \$269  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$270  = t10_d2;
-    if (\$168 ) begin
-      \$270  = t10_d1;
-    end
-    if (rst) begin
-      \$270  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$271  = i10_d1;
-    if (\$168 ) begin
-      \$271  = i8_d7;
-    end
-    if (rst) begin
-      \$271  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$272  = i10_d2;
-    if (\$168 ) begin
-      \$272  = i10_d1;
-    end
-    if (rst) begin
-      \$272  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$273  = y11;
-    if (\$168 ) begin
-      \$273  = \$184 [15:0];
-    end
-    if (rst) begin
-      \$273  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$274  = o__valid;
-    if (\$168 ) begin
-      \$274  = t10_d2;
-    end
-    if (rst) begin
-      \$274  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$275  = i11_d1;
-    if (\$168 ) begin
-      \$275  = i10_d2;
-    end
-    if (rst) begin
-      \$275  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$276  = u1_d1;
-    if (\$168 ) begin
-      \$276  = p1_issue;
-    end
-    if (rst) begin
-      \$276  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$277  = uf1_d1;
-    if (\$168 ) begin
-      \$277  = p1_first;
-    end
-    if (rst) begin
-      \$277  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$278  = mode;
-    if (\$168 ) begin
+    \$254  = cnt;
+    if (\$139 ) begin
       casez (fsm_state)
         4'h0:
             if (cmd__valid) begin
-              \$278  = cmd__payload[1:0];
-            end
-      endcase
-    end
-    if (rst) begin
-      \$278  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$279  = lset;
-    if (\$168 ) begin
-      casez (fsm_state)
-        4'h0:
-            if (cmd__valid) begin
-              \$279  = cmd__payload[3:2];
-            end
-      endcase
-    end
-    if (rst) begin
-      \$279  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$280  = busy;
-    if (\$168 ) begin
-      casez (fsm_state)
-        4'h0:
-            if (cmd__valid) begin
-              \$280  = 1'h1;
-            end
-        4'h1:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            if (exp2__o__valid) begin
-              if (\$204 ) begin
-                if (\$206 ) begin
-                  \$280  = 1'h0;
-                end
-              end
-            end
-        4'h2:
-            /* empty */;
-        4'hb:
-            if (\$214 ) begin
-              \$280  = 1'h0;
-            end
-      endcase
-    end
-    if (rst) begin
-      \$280  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$281  = idx;
-    if (\$168 ) begin
-      casez (fsm_state)
-        4'h0:
-            if (cmd__valid) begin
-              \$281  = 6'h00;
-            end
-        4'h1:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h3:
-          begin
-            \$281  = \$187 [5:0];
-            if (\$188 ) begin
-              \$281  = 6'h00;
-            end
-          end
-        4'h6:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            if (exp2__o__valid) begin
-              (* full_case = 32'd1 *)
-              if (\$204 ) begin
-              end else begin
-                \$281  = 6'h00;
-              end
-            end
-        4'h2:
-            if (\$208 ) begin
-              \$281  = \$209 [5:0];
-            end
-      endcase
-    end
-    if (rst) begin
-      \$281  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$282  = band;
-    if (\$168 ) begin
-      casez (fsm_state)
-        4'h0:
-            if (cmd__valid) begin
-              \$282  = 6'h00;
-            end
-        4'h1:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            if (exp2__o__valid) begin
-              if (\$204 ) begin
-                \$282  = \$205 [5:0];
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$282  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$283  = cnt;
-    if (\$168 ) begin
-      casez (fsm_state)
-        4'h0:
-            if (cmd__valid) begin
-              \$283  = 7'h00;
+              \$254  = 7'h00;
             end
         4'h1:
             if (stats__valid) begin
-              \$283  = 7'h00;
+              \$254  = 7'h00;
             end
         4'h4:
-            \$283  = \$185 [6:0];
+            \$254  = \$156 [6:0];
         4'h3:
-            if (\$188 ) begin
-              \$283  = 7'h00;
+            if (\$159 ) begin
+              \$254  = 7'h00;
             end
         4'h6:
-            \$283  = \$189 [6:0];
+            \$254  = \$160 [6:0];
       endcase
     end
     if (rst) begin
-      \$283  = 7'h00;
+      \$254  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$284  = ph;
-    if (\$168 ) begin
+    \$255  = ph;
+    if (\$139 ) begin
       casez (fsm_state)
         4'h0:
             if (cmd__valid) begin
-              \$284  = 1'h0;
+              \$255  = 1'h0;
             end
         4'h1:
             /* empty */;
@@ -11829,159 +11785,159 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1959$0 ,
         4'ha:
             if (exp2__o__valid) begin
               (* full_case = 32'd1 *)
-              if (\$204 ) begin
+              if (\$175 ) begin
               end else begin
-                \$284  = 1'h0;
+                \$255  = 1'h0;
               end
             end
         4'h2:
-            \$284  = \$213 ;
+            \$255  = \$184 ;
       endcase
     end
     if (rst) begin
-      \$284  = 1'h0;
+      \$255  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$285  = fsm_state;
-    if (\$168 ) begin
+    \$256  = fsm_state;
+    if (\$139 ) begin
       casez (fsm_state)
         4'h0:
             if (cmd__valid) begin
               (* full_case = 32'd1 *)
               casez (cmd__payload[1:0])
                 2'h0:
-                    \$285  = 4'h1;
+                    \$256  = 4'h1;
                 2'h1:
-                    \$285  = 4'h2;
+                    \$256  = 4'h2;
                 default:
-                    \$285  = 4'h3;
+                    \$256  = 4'h3;
               endcase
             end
         4'h1:
             if (stats__valid) begin
-              \$285  = 4'h4;
+              \$256  = 4'h4;
             end
         4'h4:
-            if (\$186 ) begin
-              \$285  = 4'h5;
+            if (\$157 ) begin
+              \$256  = 4'h5;
             end
         4'h3:
-            if (\$188 ) begin
-              \$285  = 4'h6;
+            if (\$159 ) begin
+              \$256  = 4'h6;
             end
         4'h6:
-            if (\$190 ) begin
-              \$285  = 4'h5;
+            if (\$161 ) begin
+              \$256  = 4'h5;
             end
         4'h5:
-            if (\$192 ) begin
-              \$285  = 4'h7;
+            if (\$163 ) begin
+              \$256  = 4'h7;
             end
         4'h7:
             if (num[54]) begin
-              \$285  = 4'h8;
+              \$256  = 4'h8;
             end
         4'h8:
-            if (\$199 ) begin
-              \$285  = 4'h9;
+            if (\$170 ) begin
+              \$256  = 4'h9;
             end
         4'h9:
             if (exp2__i__ready) begin
-              \$285  = 4'ha;
+              \$256  = 4'ha;
             end
         4'ha:
             if (exp2__o__valid) begin
               (* full_case = 32'd1 *)
-              if (\$204 ) begin
+              if (\$175 ) begin
                 (* full_case = 32'd1 *)
-                if (\$206 ) begin
-                  \$285  = 4'h0;
+                if (\$177 ) begin
+                  \$256  = 4'h0;
                 end else begin
-                  \$285  = 4'h1;
+                  \$256  = 4'h1;
                 end
               end else begin
-                \$285  = 4'h2;
+                \$256  = 4'h2;
               end
             end
         4'h2:
-            if (\$208 ) begin
-              if (\$211 ) begin
-                \$285  = 4'hb;
+            if (\$179 ) begin
+              if (\$182 ) begin
+                \$256  = 4'hb;
               end
             end
         4'hb:
-            if (\$214 ) begin
-              \$285  = 4'h0;
+            if (\$185 ) begin
+              \$256  = 4'h0;
             end
       endcase
     end
     if (rst) begin
-      \$285  = 4'h0;
+      \$256  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$286  = s1;
-    if (\$168 ) begin
+    \$257  = s1;
+    if (\$139 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
         4'h1:
             if (stats__valid) begin
-              \$286  = { stats__payload[22], stats__payload[22], stats__payload[22], stats__payload[22], stats__payload[22], stats__payload[22], stats__payload[22:0] };
+              \$257  = { stats__payload[22], stats__payload[22], stats__payload[22], stats__payload[22], stats__payload[22], stats__payload[22], stats__payload[22:0] };
             end
         4'h4:
             /* empty */;
         4'h3:
             /* empty */;
         4'h6:
-            if (\$190 ) begin
-              \$286  = mul__p__2[28:0];
+            if (\$161 ) begin
+              \$257  = mul__p__2[28:0];
             end
       endcase
     end
     if (rst) begin
-      \$286  = 29'h00000000;
+      \$257  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$287  = col;
-    if (\$168 ) begin
+    \$258  = col;
+    if (\$139 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
         4'h1:
             /* empty */;
         4'h4:
-            if (\$186 ) begin
-              \$287  = 4'h1;
+            if (\$157 ) begin
+              \$258  = 4'h1;
             end
         4'h3:
             /* empty */;
         4'h6:
-            if (\$190 ) begin
-              \$287  = 4'h1;
+            if (\$161 ) begin
+              \$258  = 4'h1;
             end
         4'h5:
           begin
-            \$287  = \$191 [3:0];
-            if (\$192 ) begin
-              \$287  = 4'h0;
+            \$258  = \$162 [3:0];
+            if (\$163 ) begin
+              \$258  = 4'h0;
             end
           end
       endcase
     end
     if (rst) begin
-      \$287  = 4'h0;
+      \$258  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$288  = num;
-    if (\$168 ) begin
+    \$259  = num;
+    if (\$139 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
@@ -11996,30 +11952,30 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1959$0 ,
         4'h5:
             casez (col)
               4'h4:
-                  \$288 [16:0] = mul__p__2[16:0];
+                  \$259 [16:0] = mul__p__2[16:0];
               4'h9:
-                  \$288 [33:17] = mul__p__2[16:0];
+                  \$259 [33:17] = mul__p__2[16:0];
               4'hd:
-                  \$288 [54:34] = mul__p__2[20:0];
+                  \$259 [54:34] = mul__p__2[20:0];
             endcase
         4'h7:
             (* full_case = 32'd1 *)
             if (num[54]) begin
-            end else if (\$193 ) begin
-              \$288  = \$194 [54:0];
+            end else if (\$164 ) begin
+              \$259  = \$165 [54:0];
             end else begin
-              \$288  = \$196 [54:0];
+              \$259  = \$167 [54:0];
             end
       endcase
     end
     if (rst) begin
-      \$288  = 55'h00000000000000;
+      \$259  = 55'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$289  = lz;
-    if (\$168 ) begin
+    \$260  = lz;
+    if (\$139 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
@@ -12032,27 +11988,27 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1959$0 ,
         4'h6:
             /* empty */;
         4'h5:
-            if (\$192 ) begin
-              \$289  = 6'h00;
+            if (\$163 ) begin
+              \$260  = 6'h00;
             end
         4'h7:
             (* full_case = 32'd1 *)
             if (num[54]) begin
-            end else if (\$193 ) begin
-              \$289  = \$195 [5:0];
+            end else if (\$164 ) begin
+              \$260  = \$166 [5:0];
             end else begin
-              \$289  = \$197 [5:0];
+              \$260  = \$168 [5:0];
             end
       endcase
     end
     if (rst) begin
-      \$289  = 6'h00;
+      \$260  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$290  = lphase;
-    if (\$168 ) begin
+    \$261  = lphase;
+    if (\$139 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
@@ -12068,25 +12024,25 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1959$0 ,
             /* empty */;
         4'h7:
             if (num[54]) begin
-              \$290  = 2'h1;
+              \$261  = 2'h1;
             end
         4'h8:
           begin
-            \$290  = \$198 [1:0];
-            if (\$199 ) begin
-              \$290  = 2'h0;
+            \$261  = \$169 [1:0];
+            if (\$170 ) begin
+              \$261  = 2'h0;
             end
           end
       endcase
     end
     if (rst) begin
-      \$290  = 2'h0;
+      \$261  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$291  = y_half;
-    if (\$168 ) begin
+    \$262  = y_half;
+    if (\$139 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
@@ -12103,19 +12059,19 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1959$0 ,
         4'h7:
             /* empty */;
         4'h8:
-            if (\$199 ) begin
-              \$291  = \$202 [31:0];
+            if (\$170 ) begin
+              \$262  = \$173 [31:0];
             end
       endcase
     end
     if (rst) begin
-      \$291  = 32'd0;
+      \$262  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$292  = e_new;
-    if (\$168 ) begin
+    \$263  = e_new;
+    if (\$139 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
@@ -12134,54 +12090,17 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1959$0 ,
         4'h8:
             /* empty */;
         4'h9:
-            \$292  = \$203 [6:0];
+            \$263  = \$174 [6:0];
       endcase
     end
     if (rst) begin
-      \$292  = 7'h00;
+      \$263  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$293  = mr;
-    if (\$168 ) begin
-      casez (fsm_state)
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            if (exp2__o__valid) begin
-              (* full_case = 32'd1 *)
-              if (\$204 ) begin
-              end else begin
-                \$293  = mp;
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$293  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$294  = qr;
-    if (\$168 ) begin
+    \$264  = mr;
+    if (\$139 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
@@ -12204,15 +12123,52 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1959$0 ,
         4'ha:
             if (exp2__o__valid) begin
               (* full_case = 32'd1 *)
-              if (\$204 ) begin
+              if (\$175 ) begin
               end else begin
-                \$294  = \$207 [1:0];
+                \$264  = mp;
               end
             end
       endcase
     end
     if (rst) begin
-      \$294  = 2'h0;
+      \$264  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$265  = qr;
+    if (\$139 ) begin
+      casez (fsm_state)
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            if (exp2__o__valid) begin
+              (* full_case = 32'd1 *)
+              if (\$175 ) begin
+              end else begin
+                \$265  = \$178 [1:0];
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$265  = 2'h0;
     end
   end
   assign n_now = { 1'h0, \$1  };
@@ -12226,14 +12182,14 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1959$0 ,
   assign mul__c__0 = { \$41 [40], \$41 [40], \$41 [40], \$41 [40], \$41 [40], \$41 [40], \$41 [40], \$41  };
   assign mul__b__1 = { \$49 [12], \$49 [12], \$49 [12], \$49 [12], \$49 [12], \$49  };
   assign mul__c__1 = { 17'h00000, \$50  };
-  assign mul__a__2 = { \$77 [23], \$77  };
-  assign mul__c__2 = { \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136 [30], \$136  };
-  assign \port$1959$0  = \$35 ;
-  assign \port$1970$0  = \$41 ;
-  assign \port$1980$0  = \$49 ;
-  assign \port$1981$0  = \$50 ;
-  assign \port$2009$0  = \$77 ;
-  assign \port$2076$0  = \$136 ;
+  assign mul__a__2 = { \$75 [23], \$75  };
+  assign mul__c__2 = { \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114  };
+  assign \port$1880$0  = \$35 ;
+  assign \port$1891$0  = \$41 ;
+  assign \port$1901$0  = \$49 ;
+  assign \port$1902$0  = \$50 ;
+  assign \port$1928$0  = \$75 ;
+  assign \port$1975$0  = \$114 ;
   assign \o__payload.index  = o__payload[5:0];
   assign \o__payload.value  = o__payload[21:6];
   assign \o__payload.last  = o__payload[22];
@@ -12246,32 +12202,18 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1959$0 ,
   assign o__payload[5:0] = i11_d1;
   assign \$20  = { \$19 [9], \$19 [9], \$19 [9], \$19 [9:3] };
   assign \$21  = { qv, 3'h0 };
-  assign \$121  = 1'h0;
-  assign \$122  = \$120 ;
-  assign \$125  = 1'h0;
-  assign \$126  = \$124 ;
-  assign \$127  = 1'h0;
-  assign \$128  = \$124 ;
-  assign \$129  = 1'h0;
-  assign \$130  = \$124 ;
-  assign \$133  = 1'h0;
-  assign \$134  = \$132 ;
-  assign \$135  = 1'h0;
-  assign \$136  = \$132 ;
-  assign \$139  = 1'h0;
-  assign \$140  = \$138 ;
-  assign \$143  = 1'h0;
-  assign \$144  = \$142 ;
-  assign \$151  = 1'h0;
-  assign \$152  = \$150 ;
-  assign \$194  = { 7'h00, num, 8'h00 };
-  assign \$196  = { num, 1'h0 };
-  assign \$202  = { \$201 [33], \$201 [33:1] };
-  assign \$203  = { y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31:16] };
-  assign \$218  = \$217 ;
-  assign \$222  = \$221 ;
-  assign \$226  = \$225 ;
-  assign \$228  = \$227 ;
+  assign \$110  = 1'h0;
+  assign \$111  = \$104 ;
+  assign \$119  = 1'h0;
+  assign \$120  = \$116 ;
+  assign \$165  = { 7'h00, num, 8'h00 };
+  assign \$167  = { num, 1'h0 };
+  assign \$173  = { \$172 [33], \$172 [33:1] };
+  assign \$174  = { y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31:16] };
+  assign \$189  = \$188 ;
+  assign \$193  = \$192 ;
+  assign \$197  = \$196 ;
+  assign \$199  = \$198 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -14714,7 +14656,7 @@ module \nanomamba_accel.backend.sequencer (rst, job__ready, cmd__ready, \wb_done
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2432$0 , mul__b__0, \port$2451$0 , \port$2458$0 , mul__b__1, mul__c__1, \port$2492$0 , mul__b__2, \port$2516$0 , cmd__ready, frame_age, snr_sum, mac_rd__data, exp2__i__valid, exp2__i__payload, busy, mul__p__0, mul__p__1, mul__p__2
+module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2324$0 , mul__b__0, \port$2343$0 , \port$2350$0 , mul__b__1, mul__c__1, \port$2384$0 , mul__b__2, \port$2408$0 , cmd__ready, frame_age, snr_sum, mac_rd__data, exp2__i__valid, exp2__i__payload, busy, mul__p__0, mul__p__1, mul__p__2
 , exp2__o__payload, mac_rd__o, mac_rd__i, mac_o__valid, mac_o__payload, cmd__valid, cmd__payload, kind, layer, regs, slot, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire [17:0] \$1 ;
@@ -14968,16 +14910,16 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2432$0 , mul__b__0, \po
   wire o__ready;
   wire o__valid;
   wire \o__valid$55 ;
-  output [23:0] \port$2432$0 ;
-  wire [23:0] \port$2432$0 ;
-  output [33:0] \port$2451$0 ;
-  wire [33:0] \port$2451$0 ;
-  output [23:0] \port$2458$0 ;
-  wire [23:0] \port$2458$0 ;
-  output [23:0] \port$2492$0 ;
-  wire [23:0] \port$2492$0 ;
-  output [14:0] \port$2516$0 ;
-  wire [14:0] \port$2516$0 ;
+  output [23:0] \port$2324$0 ;
+  wire [23:0] \port$2324$0 ;
+  output [33:0] \port$2343$0 ;
+  wire [33:0] \port$2343$0 ;
+  output [23:0] \port$2350$0 ;
+  wire [23:0] \port$2350$0 ;
+  output [23:0] \port$2384$0 ;
+  wire [23:0] \port$2384$0 ;
+  output [14:0] \port$2408$0 ;
+  wire [14:0] \port$2408$0 ;
   wire pwl_any;
   reg [15:0] q0 = 16'h0000;
   wire [4:0] r__addr;
@@ -15526,11 +15468,11 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2432$0 , mul__b__0, \po
     .mul__p__2(mul__p__2),
     .o__payload(o__payload),
     .o__valid(\$signature__en ),
-    .\port$2432$0 (\$122 ),
-    .\port$2451$0 (\$123 ),
-    .\port$2458$0 (\$124 ),
-    .\port$2492$0 (\$125 ),
-    .\port$2516$0 (\$126 ),
+    .\port$2324$0 (\$122 ),
+    .\port$2343$0 (\$123 ),
+    .\port$2350$0 (\$124 ),
+    .\port$2384$0 (\$125 ),
+    .\port$2408$0 (\$126 ),
     .rd_delta__data(rd_delta__data),
     .rd_sz__addr(r__addr),
     .rd_sz__data(rd_sz__data),
@@ -15972,11 +15914,11 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2432$0 , mul__b__0, \po
   assign mul__a__1 = { \$124 [23], \$124  };
   assign mul__a__2 = { \$125 [23], \$125  };
   assign mul__c__2 = { 33'h000000000, \$126  };
-  assign \port$2432$0  = \$122 ;
-  assign \port$2451$0  = \$123 ;
-  assign \port$2458$0  = \$124 ;
-  assign \port$2492$0  = \$125 ;
-  assign \port$2516$0  = \$126 ;
+  assign \port$2324$0  = \$122 ;
+  assign \port$2343$0  = \$123 ;
+  assign \port$2350$0  = \$124 ;
+  assign \port$2384$0  = \$125 ;
+  assign \port$2408$0  = \$126 ;
   assign \regs.delta_floor_min  = regs[15:0];
   assign \regs.delta_floor_max  = regs[31:16];
   assign \regs.eps_min  = regs[47:32];
@@ -16090,36 +16032,40 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
   reg \$56 ;
   wire \$57 ;
   wire \$58 ;
-  wire [16:0] \$59 ;
+  wire \$59 ;
   wire \$6 ;
-  wire [16:0] \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire [17:0] \$63 ;
-  wire [17:0] \$64 ;
-  reg [17:0] \$65 ;
+  wire \$60 ;
+  wire [15:0] \$61 ;
+  wire [15:0] \$62 ;
+  wire \$63 ;
+  wire \$64 ;
+  wire \$65 ;
   wire \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [15:0] \$67 ;
+  wire [15:0] \$68 ;
+  reg [15:0] \$69 ;
   reg [18:0] \$7 ;
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
   wire \$73 ;
-  reg \$74 ;
-  reg [15:0] \$75 ;
-  reg [1:0] \$76 ;
-  reg \$77 ;
-  reg [1:0] \$78 ;
-  reg [5:0] \$79 ;
+  wire \$74 ;
+  wire \$75 ;
+  wire \$76 ;
+  wire \$77 ;
+  reg \$78 ;
+  reg [15:0] \$79 ;
   wire [18:0] \$8 ;
-  reg \$80 ;
+  reg [1:0] \$80 ;
   reg \$81 ;
-  reg \$82 ;
-  reg [16:0] \$83 ;
+  reg [1:0] \$82 ;
+  reg [5:0] \$83 ;
   reg \$84 ;
-  reg [16:0] \$85 ;
+  reg \$85 ;
+  reg \$86 ;
+  reg [16:0] \$87 ;
+  reg \$88 ;
+  reg [16:0] \$89 ;
   reg [10:0] \$9 ;
   reg above2 = 1'h0;
   wire [10:0] addr;
@@ -18222,10 +18168,10 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
   reg [15:0] _0_;
   reg [15:0] _1_;
   always @(posedge clk) begin
-    if (\$73 ) begin
+    if (\$77 ) begin
       _0_ <= \table [\$17 [10:0]];
     end
-    if (\$69 ) begin
+    if (\$73 ) begin
       _1_ <= \table [\$15 [10:0]];
     end
   end
@@ -18251,50 +18197,78 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
   assign \$47  = $signed(\$46 ) > $signed(x1);
   assign \$49  = $signed(\$48 ) <= $signed(x1);
   assign \$55  = \$54  == 9'h1ff;
-  assign \$57  = $signed(ident0) > $signed(16'h7fff);
-  assign \$58  = $signed(ident0) < $signed(16'h8000);
-  assign \$59  = \$58  ? 17'h18000 : ident0;
-  assign \$60  = \$57  ? 17'h07fff : \$59 ;
-  assign \$61  = $signed(\$16 ) > $signed(16'h7fff);
-  assign \$62  = $signed(\$16 ) < $signed(16'h8000);
-  assign \$63  = \$62  ? 18'h38000 : { \$16 [16], \$16  };
-  assign \$64  = \$61  ? 18'h07fff : \$63 ;
-  assign \$66  = | kind;
-  assign \$67  = \$66  | cmd__valid;
-  assign \$68  = \$67  | busy;
+  assign \$58  = ~ \$57 ;
+  assign \$61  = ident0[16] ? 16'h8000 : 16'h7fff;
+  assign \$63  = | { \$16 [16], \$16 [16:15] };
+  assign \$64  = ~ \$63 ;
+  assign \$65  = & { \$16 [16], \$16 [16:15] };
+  assign \$66  = \$64  | \$65 ;
+  assign \$67  = \$16 [16] ? 16'h8000 : 16'h7fff;
+  assign \$68  = \$66  ? \$16 [15:0] : \$67 ;
   assign \$70  = | kind;
   assign \$71  = \$70  | cmd__valid;
   assign \$72  = \$71  | busy;
+  assign \$74  = | kind;
+  assign \$75  = \$74  | cmd__valid;
+  assign \$76  = \$75  | busy;
   always @(posedge clk)
-    v1 <= \$74 ;
+    v1 <= \$78 ;
   always @(posedge clk)
-    x1 <= \$75 ;
+    x1 <= \$79 ;
   always @(posedge clk)
-    s1 <= \$76 ;
+    s1 <= \$80 ;
   always @(posedge clk)
-    v2 <= \$77 ;
+    v2 <= \$81 ;
   always @(posedge clk)
-    s2 <= \$78 ;
+    s2 <= \$82 ;
   always @(posedge clk)
-    rem2 <= \$79 ;
+    rem2 <= \$83 ;
   always @(posedge clk)
-    below2 <= \$80 ;
+    below2 <= \$84 ;
   always @(posedge clk)
-    above2 <= \$81 ;
+    above2 <= \$85 ;
   always @(posedge clk)
-    b_last2 <= \$82 ;
+    b_last2 <= \$86 ;
   always @(posedge clk)
-    ident2 <= \$83 ;
+    ident2 <= \$87 ;
   always @(posedge clk)
-    o__valid <= \$84 ;
+    o__valid <= \$88 ;
   always @(posedge clk)
-    o__payload <= \$85 ;
+    o__payload <= \$89 ;
   assign \$1  = ~ o__valid;
   assign \$3  = $signed(x1) - $signed(\$2 );
   assign \$4  = $signed(\$3 [18:0]) < $signed(1'h0);
   assign \$6  = $signed(\$5 ) < $signed(\$3 [18:0]);
   assign \$8  = \$6  ? \$7  : \$3 [18:0];
   assign dc = \$4  ? 19'h00000 : \$8 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    (* full_case = 32'd1 *)
+    casez (s1)
+      2'h0:
+          \$9  = 11'h000;
+      2'h1:
+          \$9  = 11'h200;
+      2'h2:
+          \$9  = 11'h400;
+      2'h3:
+          \$9  = 11'h600;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    (* full_case = 32'd1 *)
+    casez (s1)
+      2'h0:
+          \$10  = 2'h1;
+      2'h1:
+          \$10  = 2'h2;
+      2'h2:
+          \$10  = 2'h0;
+      2'h3:
+          \$10  = 2'h1;
+    endcase
+  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$14  = 9'h000;
@@ -18490,9 +18464,9 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     (* full_case = 32'd1 *)
     casez (\$56 )
       1'h0:
-          \$65  = { \$60 [16], \$60  };
+          \$69  = \$62 ;
       1'h1:
-          \$65  = \$64 ;
+          \$69  = \$68 ;
     endcase
   end
   always @* begin
@@ -18507,94 +18481,46 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$74  = v1;
+    \$78  = v1;
     if (\$40 ) begin
       if (en) begin
-        \$74  = i__valid;
+        \$78  = i__valid;
       end
     end
     if (rst) begin
-      \$74  = 1'h0;
+      \$78  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$75  = x1;
+    \$79  = x1;
     if (\$40 ) begin
       if (en) begin
-        \$75  = i__payload[15:0];
+        \$79  = i__payload[15:0];
       end
     end
     if (rst) begin
-      \$75  = 16'h0000;
+      \$79  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$76  = s1;
+    \$80  = s1;
     if (\$40 ) begin
       if (en) begin
-        \$76  = i__payload[17:16];
+        \$80  = i__payload[17:16];
       end
     end
     if (rst) begin
-      \$76  = 2'h0;
+      \$80  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$77  = v2;
+    \$81  = v2;
     if (\$40 ) begin
       if (en) begin
-        \$77  = v1;
-      end
-    end
-    if (rst) begin
-      \$77  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$78  = s2;
-    if (\$40 ) begin
-      if (en) begin
-        \$78  = s1;
-      end
-    end
-    if (rst) begin
-      \$78  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$79  = rem2;
-    if (\$40 ) begin
-      if (en) begin
-        \$79  = \$45 [5:0];
-      end
-    end
-    if (rst) begin
-      \$79  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$80  = below2;
-    if (\$40 ) begin
-      if (en) begin
-        \$80  = \$47 ;
-      end
-    end
-    if (rst) begin
-      \$80  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$81  = above2;
-    if (\$40 ) begin
-      if (en) begin
-        \$81  = \$49 ;
+        \$81  = v1;
       end
     end
     if (rst) begin
@@ -18603,34 +18529,34 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$82  = b_last2;
+    \$82  = s2;
     if (\$40 ) begin
       if (en) begin
-        \$82  = \$55 ;
+        \$82  = s1;
       end
     end
     if (rst) begin
-      \$82  = 1'h0;
+      \$82  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$83  = ident2;
+    \$83  = rem2;
     if (\$40 ) begin
       if (en) begin
-        \$83  = \$65 [16:0];
+        \$83  = \$45 [5:0];
       end
     end
     if (rst) begin
-      \$83  = 17'h00000;
+      \$83  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$84  = o__valid;
+    \$84  = below2;
     if (\$40 ) begin
       if (en) begin
-        \$84  = v2;
+        \$84  = \$47 ;
       end
     end
     if (rst) begin
@@ -18639,14 +18565,62 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$85  = o__payload;
+    \$85  = above2;
     if (\$40 ) begin
       if (en) begin
-        \$85  = out;
+        \$85  = \$49 ;
       end
     end
     if (rst) begin
-      \$85  = 17'h00000;
+      \$85  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$86  = b_last2;
+    if (\$40 ) begin
+      if (en) begin
+        \$86  = \$55 ;
+      end
+    end
+    if (rst) begin
+      \$86  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$87  = ident2;
+    if (\$40 ) begin
+      if (en) begin
+        \$87  = { \$69 [15], \$69  };
+      end
+    end
+    if (rst) begin
+      \$87  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$88  = o__valid;
+    if (\$40 ) begin
+      if (en) begin
+        \$88  = v2;
+      end
+    end
+    if (rst) begin
+      \$88  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$89  = o__payload;
+    if (\$40 ) begin
+      if (en) begin
+        \$89  = out;
+      end
+    end
+    if (rst) begin
+      \$89  = 17'h00000;
     end
   end
   always @* begin
@@ -18691,34 +18665,6 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
           \$7  = 19'h03fff;
     endcase
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    (* full_case = 32'd1 *)
-    casez (s1)
-      2'h0:
-          \$9  = 11'h000;
-      2'h1:
-          \$9  = 11'h200;
-      2'h2:
-          \$9  = 11'h400;
-      2'h3:
-          \$9  = 11'h600;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    (* full_case = 32'd1 *)
-    casez (s1)
-      2'h0:
-          \$10  = 2'h1;
-      2'h1:
-          \$10  = 2'h2;
-      2'h2:
-          \$10  = 2'h0;
-      2'h3:
-          \$10  = 2'h1;
-    endcase
-  end
   assign o__ready = 1'h1;
   assign i__ready = en;
   assign d = \$3 [18:0];
@@ -18744,12 +18690,16 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
   assign \$51  = { dc[18], dc[18], dc[18], dc[18], dc[18:4] };
   assign \$52  = { dc[18], dc[18], dc[18], dc[18], dc[18], dc[18:5] };
   assign \$53  = { dc[18], dc[18], dc[18], dc[18], dc[18], dc[18], dc[18:6] };
-  assign \$69  = \$68 ;
   assign \$73  = \$72 ;
+  assign \$77  = \$76 ;
+  assign \$57  = x1[15];
+  assign \$59  = x1[15];
+  assign \$60  = 1'h1;
+  assign \$62  = ident0[15:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \port$2432$0 , mul__b__0, \port$2451$0 , \port$2458$0 , mul__b__1, mul__c__1, \port$2492$0 , mul__b__2, \port$2516$0 , cmd__ready, rd_sz__data, rd_xc__data, rd_delta__data, snr_sum, B, C, G, exp2__i__valid
+module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \port$2324$0 , mul__b__0, \port$2343$0 , \port$2350$0 , mul__b__1, mul__c__1, \port$2384$0 , mul__b__2, \port$2408$0 , cmd__ready, rd_sz__data, rd_xc__data, rd_delta__data, snr_sum, B, C, G, exp2__i__valid
 , exp2__i__payload, o__payload, floor_delta, o__valid, busy, k, mul__p__0, mul__p__1, mul__p__2, exp2__o__payload, cmd__valid, cmd__payload, kind, regs, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   wire \$1 ;
@@ -19366,16 +19316,16 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   reg [2:0] pn8_d2 = 3'h0;
   reg [2:0] pn_d1 = 3'h0;
   reg [2:0] pn_d2 = 3'h0;
-  output [23:0] \port$2432$0 ;
-  wire [23:0] \port$2432$0 ;
-  output [33:0] \port$2451$0 ;
-  wire [33:0] \port$2451$0 ;
-  output [23:0] \port$2458$0 ;
-  wire [23:0] \port$2458$0 ;
-  output [23:0] \port$2492$0 ;
-  wire [23:0] \port$2492$0 ;
-  output [14:0] \port$2516$0 ;
-  wire [14:0] \port$2516$0 ;
+  output [23:0] \port$2324$0 ;
+  wire [23:0] \port$2324$0 ;
+  output [33:0] \port$2343$0 ;
+  wire [33:0] \port$2343$0 ;
+  output [23:0] \port$2350$0 ;
+  wire [23:0] \port$2350$0 ;
+  output [23:0] \port$2384$0 ;
+  wire [23:0] \port$2384$0 ;
+  output [14:0] \port$2408$0 ;
+  wire [14:0] \port$2408$0 ;
   wire pro_go;
   reg [2:0] pro_n = 3'h0;
   reg pv0;
@@ -23124,13 +23074,13 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   assign mul__a__2 = { \$83 [23], \$83  };
   assign mul__c__2 = { 33'h000000000, \$96  };
   assign rd_sz__addr = \$7 [4:0];
-  assign \port$2432$0  = \$33 ;
+  assign \port$2324$0  = \$33 ;
   assign mul__b__0 = \$43 [17:0];
-  assign \port$2451$0  = \$52 ;
-  assign \port$2458$0  = \$59 ;
+  assign \port$2343$0  = \$52 ;
+  assign \port$2350$0  = \$59 ;
   assign mul__b__1 = \$67 [17:0];
-  assign \port$2492$0  = \$83 ;
-  assign \port$2516$0  = \$96 ;
+  assign \port$2384$0  = \$83 ;
+  assign \port$2408$0  = \$96 ;
   assign \regs.delta_floor_min  = regs[15:0];
   assign \regs.delta_floor_max  = regs[31:16];
   assign \regs.eps_min  = regs[47:32];
@@ -24554,7 +24504,7 @@ module \nanomamba_accel.framer (i__valid, clip_start, clk, rst, i__ready, o__pay
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.spectral (clk, rst, i__ready, rd__full, \port$1536$0 , \port$1539$0 , i__payload, \i__valid$1 , rd__sum, rd__sq, rd__en, rd__release, rd__t, rd__m, clip_start);
+module \nanomamba_accel.spectral (clk, rst, i__ready, rd__full, \port$1457$0 , \port$1460$0 , i__payload, \i__valid$1 , rd__sum, rd__sq, rd__en, rd__release, rd__t, rd__m, clip_start);
   wire \$1 ;
   wire \$2 ;
   wire [26:0] \$3 ;
@@ -24587,10 +24537,10 @@ module \nanomamba_accel.spectral (clk, rst, i__ready, rd__full, \port$1536$0 , \
   wire i__valid;
   input \i__valid$1 ;
   wire \i__valid$1 ;
-  output [26:0] \port$1536$0 ;
-  wire [26:0] \port$1536$0 ;
-  output [3:0] \port$1539$0 ;
-  wire [3:0] \port$1539$0 ;
+  output [26:0] \port$1457$0 ;
+  wire [26:0] \port$1457$0 ;
+  output [3:0] \port$1460$0 ;
+  wire [3:0] \port$1460$0 ;
   input rd__en;
   wire rd__en;
   wire \rd__en$30 ;
@@ -24670,8 +24620,8 @@ module \nanomamba_accel.spectral (clk, rst, i__ready, rd__full, \port$1536$0 , \
     .i__payload(i__payload),
     .i__ready(\i__ready$6 ),
     .i__valid(i__valid),
-    .\port$1536$0 (\$3 ),
-    .\port$1539$0 (\$4 ),
+    .\port$1457$0 (\$3 ),
+    .\port$1460$0 (\$4 ),
     .rst(rst),
     .stat_en(stat_en),
     .stat_first(stat_first),
@@ -24702,8 +24652,8 @@ module \nanomamba_accel.spectral (clk, rst, i__ready, rd__full, \port$1536$0 , \
   assign \rd__sq$42  = rd__sq;
   assign \rd__sum$44  = rd__sum;
   assign \rd__t$46  = rd__t;
-  assign \port$1536$0  = \$3 ;
-  assign \port$1539$0  = \$4 ;
+  assign \port$1457$0  = \$3 ;
+  assign \port$1460$0  = \$4 ;
   assign \i__payload.data  = i__payload[23:0];
   assign \i__payload.first  = i__payload[24];
   assign \i__payload.last  = i__payload[25];
@@ -33183,7 +33133,7 @@ module \nanomamba_accel.spectral.buffer (rst, wr_ok, rd__full, rp__data, \rp__da
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$1536$0 , \port$1539$0 , i__payload, i__ready, fb_re, fb_addr, fb_we, fb_wdata, stat_en, stat_m, stat_x, stat_first, fb_done, clip_start);
+module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$1457$0 , \port$1460$0 , i__payload, i__ready, fb_re, fb_addr, fb_we, fb_wdata, stat_en, stat_m, stat_x, stat_first, fb_done, clip_start);
   reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -33246,12 +33196,12 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   wire [43:0] \$151 ;
   wire \$152 ;
   wire \$153 ;
-  wire [21:0] \$154 ;
-  wire [21:0] \$155 ;
-  wire \$156 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire [15:0] \$156 ;
   wire \$157 ;
-  wire [12:0] \$158 ;
-  wire \$159 ;
+  wire \$158 ;
+  wire [12:0] \$159 ;
   wire \$16 ;
   wire \$160 ;
   wire \$161 ;
@@ -33284,348 +33234,348 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   wire \$186 ;
   wire \$187 ;
   wire \$188 ;
-  wire \$189 ;
+  wire [1:0] \$189 ;
   wire \$19 ;
-  wire \$190 ;
+  wire [1:0] \$190 ;
   wire \$191 ;
   wire \$192 ;
   wire \$193 ;
   wire \$194 ;
-  wire \$195 ;
-  wire \$196 ;
+  wire [1:0] \$195 ;
+  wire [1:0] \$196 ;
   wire \$197 ;
-  wire \$198 ;
-  wire \$199 ;
+  wire [2:0] \$198 ;
+  wire [2:0] \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$200 ;
-  wire \$201 ;
+  wire [3:0] \$200 ;
+  wire [3:0] \$201 ;
   wire \$202 ;
-  wire \$203 ;
-  wire \$204 ;
+  wire [2:0] \$203 ;
+  wire [3:0] \$204 ;
   wire \$205 ;
-  wire [1:0] \$206 ;
-  wire [1:0] \$207 ;
-  wire [1:0] \$208 ;
-  wire [1:0] \$209 ;
+  wire [2:0] \$206 ;
+  wire [3:0] \$207 ;
+  wire \$208 ;
+  wire [2:0] \$209 ;
   wire [9:0] \$21 ;
-  wire \$210 ;
-  wire [1:0] \$211 ;
-  wire \$212 ;
-  wire [1:0] \$213 ;
-  wire [2:0] \$214 ;
-  wire [2:0] \$215 ;
-  wire [2:0] \$216 ;
-  wire [2:0] \$217 ;
-  wire [3:0] \$218 ;
-  wire [3:0] \$219 ;
+  wire [23:0] \$210 ;
+  wire [43:0] \$211 ;
+  wire [43:0] \$212 ;
+  wire [31:0] \$213 ;
+  wire [44:0] \$214 ;
+  wire [15:0] \$215 ;
+  wire [44:0] \$216 ;
+  wire [33:0] \$217 ;
+  wire [44:0] \$218 ;
+  wire \$219 ;
   wire [8:0] \$22 ;
-  wire [1:0] \$220 ;
-  wire [3:0] \$221 ;
-  wire [1:0] \$222 ;
-  wire [3:0] \$223 ;
-  wire [2:0] \$224 ;
-  wire [3:0] \$225 ;
-  wire [2:0] \$226 ;
-  wire [3:0] \$227 ;
-  wire [1:0] \$228 ;
-  wire [3:0] \$229 ;
+  wire [39:0] \$220 ;
+  wire [44:0] \$221 ;
+  wire [33:0] \$222 ;
+  wire [44:0] \$223 ;
+  wire [31:0] \$224 ;
+  wire [44:0] \$225 ;
+  wire \$226 ;
+  wire \$227 ;
+  wire \$228 ;
+  wire \$229 ;
   wire [9:0] \$23 ;
-  wire [2:0] \$230 ;
-  wire [3:0] \$231 ;
-  wire [2:0] \$232 ;
-  wire [3:0] \$233 ;
-  wire [2:0] \$234 ;
-  wire [3:0] \$235 ;
-  wire [1:0] \$236 ;
-  wire [3:0] \$237 ;
-  wire [2:0] \$238 ;
-  wire [23:0] \$239 ;
+  wire [15:0] \$230 ;
+  wire [15:0] \$231 ;
+  wire [15:0] \$232 ;
+  wire [44:0] \$233 ;
+  wire [27:0] \$234 ;
+  wire [44:0] \$235 ;
+  wire [27:0] \$236 ;
+  wire [44:0] \$237 ;
+  wire \$238 ;
+  wire [31:0] \$239 ;
   wire \$24 ;
-  wire [43:0] \$240 ;
-  wire [43:0] \$241 ;
-  wire [31:0] \$242 ;
-  wire [44:0] \$243 ;
-  wire [15:0] \$244 ;
+  wire [44:0] \$240 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire \$243 ;
+  wire [33:0] \$244 ;
   wire [44:0] \$245 ;
-  wire [33:0] \$246 ;
-  wire [44:0] \$247 ;
-  wire [39:0] \$248 ;
-  wire [44:0] \$249 ;
+  wire \$246 ;
+  wire [42:0] \$247 ;
+  wire \$248 ;
+  wire \$249 ;
   wire \$25 ;
-  wire [39:0] \$250 ;
-  wire [44:0] \$251 ;
-  wire [33:0] \$252 ;
-  wire [44:0] \$253 ;
-  wire [31:0] \$254 ;
-  wire [44:0] \$255 ;
+  wire \$250 ;
+  wire \$251 ;
+  wire \$252 ;
+  wire \$253 ;
+  wire \$254 ;
+  wire \$255 ;
   wire \$256 ;
   wire \$257 ;
-  wire [43:0] \$258 ;
-  wire [43:0] \$259 ;
+  wire \$258 ;
+  wire \$259 ;
   wire \$26 ;
-  wire [43:0] \$260 ;
-  wire [44:0] \$261 ;
-  wire [27:0] \$262 ;
-  wire [44:0] \$263 ;
-  wire [27:0] \$264 ;
-  wire [44:0] \$265 ;
+  wire \$260 ;
+  wire \$261 ;
+  wire \$262 ;
+  wire \$263 ;
+  wire \$264 ;
+  wire [31:0] \$265 ;
   wire [31:0] \$266 ;
-  wire [44:0] \$267 ;
-  wire [33:0] \$268 ;
-  wire [44:0] \$269 ;
+  wire \$267 ;
+  wire [31:0] \$268 ;
+  wire [31:0] \$269 ;
   wire \$27 ;
-  wire [42:0] \$270 ;
-  wire [44:0] \$271 ;
-  wire [33:0] \$272 ;
-  wire [44:0] \$273 ;
-  wire [31:0] \$274 ;
-  wire [44:0] \$275 ;
-  wire [33:0] \$276 ;
-  wire [44:0] \$277 ;
-  wire [42:0] \$278 ;
-  wire [44:0] \$279 ;
+  wire \$270 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire \$273 ;
+  wire \$274 ;
+  wire \$275 ;
+  wire \$276 ;
+  wire \$277 ;
+  wire \$278 ;
+  wire \$279 ;
   wire \$28 ;
-  wire [33:0] \$280 ;
+  wire \$280 ;
   wire \$281 ;
   wire \$282 ;
   wire \$283 ;
-  wire [31:0] \$284 ;
-  wire [31:0] \$285 ;
-  wire \$286 ;
-  wire [31:0] \$287 ;
-  wire \$288 ;
-  wire [31:0] \$289 ;
+  wire \$284 ;
+  wire \$285 ;
+  wire [19:0] \$286 ;
+  wire [19:0] \$287 ;
+  wire [19:0] \$288 ;
+  wire [20:0] \$289 ;
   wire \$29 ;
-  wire \$290 ;
-  wire [31:0] \$291 ;
-  wire \$292 ;
-  wire [31:0] \$293 ;
-  wire [31:0] \$294 ;
-  wire [31:0] \$295 ;
-  wire [31:0] \$296 ;
-  wire [31:0] \$297 ;
-  wire \$298 ;
-  wire [31:0] \$299 ;
+  wire [19:0] \$290 ;
+  wire [20:0] \$291 ;
+  wire [19:0] \$292 ;
+  wire [20:0] \$293 ;
+  wire [23:0] \$294 ;
+  wire [29:0] \$295 ;
+  wire [29:0] \$296 ;
+  wire [27:0] \$297 ;
+  wire [29:0] \$298 ;
+  wire [27:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
-  wire \$300 ;
-  wire [31:0] \$301 ;
-  wire \$302 ;
-  wire [31:0] \$303 ;
-  wire \$304 ;
-  wire [31:0] \$305 ;
-  wire \$306 ;
-  wire [31:0] \$307 ;
-  wire \$308 ;
-  wire [31:0] \$309 ;
+  wire [29:0] \$300 ;
+  wire [27:0] \$301 ;
+  wire [29:0] \$302 ;
+  wire [34:0] \$303 ;
+  wire [34:0] \$304 ;
+  wire [33:0] \$305 ;
+  wire [34:0] \$306 ;
+  wire [33:0] \$307 ;
+  wire [34:0] \$308 ;
+  wire [42:0] \$309 ;
   wire [17:0] \$31 ;
   wire \$310 ;
-  wire [31:0] \$311 ;
-  wire \$312 ;
-  wire [31:0] \$313 ;
-  wire \$314 ;
-  wire [31:0] \$315 ;
-  wire \$316 ;
-  wire [31:0] \$317 ;
+  wire [42:0] \$311 ;
+  wire [43:0] \$312 ;
+  wire [43:0] \$313 ;
+  wire [43:0] \$314 ;
+  wire [43:0] \$315 ;
+  wire [16:0] \$316 ;
+  wire [43:0] \$317 ;
   wire \$318 ;
-  wire [31:0] \$319 ;
+  wire [32:0] \$319 ;
   wire [17:0] \$32 ;
-  wire \$320 ;
-  wire \$321 ;
+  wire [32:0] \$320 ;
+  wire [43:0] \$321 ;
   wire \$322 ;
   wire \$323 ;
   wire \$324 ;
-  wire \$325 ;
-  wire \$326 ;
-  wire \$327 ;
-  wire \$328 ;
-  wire \$329 ;
+  wire [31:0] \$325 ;
+  wire [43:0] \$326 ;
+  wire [20:0] \$327 ;
+  wire [20:0] \$328 ;
+  wire [43:0] \$329 ;
   wire \$33 ;
-  wire \$330 ;
+  wire [16:0] \$330 ;
   wire \$331 ;
-  wire \$332 ;
-  wire \$333 ;
-  wire \$334 ;
-  wire \$335 ;
-  wire \$336 ;
+  wire [11:0] \$332 ;
+  wire [11:0] \$333 ;
+  wire [16:0] \$334 ;
+  wire [12:0] \$335 ;
+  wire [16:0] \$336 ;
   wire \$337 ;
   wire \$338 ;
-  wire \$339 ;
+  wire [16:0] \$339 ;
   wire \$34 ;
-  wire \$340 ;
-  wire \$341 ;
-  wire \$342 ;
-  wire \$343 ;
-  wire \$344 ;
-  wire [19:0] \$345 ;
-  wire [19:0] \$346 ;
-  wire \$347 ;
-  wire [19:0] \$348 ;
-  wire [19:0] \$349 ;
+  wire [16:0] \$340 ;
+  wire [3:0] \$341 ;
+  wire [16:0] \$342 ;
+  wire [3:0] \$343 ;
+  wire [16:0] \$344 ;
+  wire [16:0] \$345 ;
+  wire [16:0] \$346 ;
+  wire [17:0] \$347 ;
+  wire [12:0] \$348 ;
+  wire [17:0] \$349 ;
   wire \$35 ;
-  wire [20:0] \$350 ;
-  wire \$351 ;
-  wire [20:0] \$352 ;
-  wire [19:0] \$353 ;
-  wire [20:0] \$354 ;
-  wire \$355 ;
-  wire [20:0] \$356 ;
-  wire [19:0] \$357 ;
-  wire [20:0] \$358 ;
-  wire [23:0] \$359 ;
+  wire [16:0] \$350 ;
+  wire [16:0] \$351 ;
+  wire [17:0] \$352 ;
+  wire [17:0] \$353 ;
+  wire [17:0] \$354 ;
+  wire [16:0] \$355 ;
+  wire [17:0] \$356 ;
+  wire [16:0] \$357 ;
+  wire [16:0] \$358 ;
+  wire [17:0] \$359 ;
   wire [26:0] \$36 ;
-  wire [29:0] \$360 ;
-  wire [29:0] \$361 ;
-  wire [27:0] \$362 ;
-  wire [29:0] \$363 ;
-  wire [27:0] \$364 ;
-  wire [29:0] \$365 ;
-  wire [27:0] \$366 ;
-  wire [29:0] \$367 ;
-  wire [34:0] \$368 ;
-  wire [34:0] \$369 ;
+  wire [17:0] \$360 ;
+  wire [17:0] \$361 ;
+  wire [16:0] \$362 ;
+  wire [17:0] \$363 ;
+  wire [15:0] \$364 ;
+  wire \$365 ;
+  wire \$366 ;
+  wire \$367 ;
+  wire [27:0] \$368 ;
+  wire [43:0] \$369 ;
   wire [28:0] \$37 ;
-  wire [33:0] \$370 ;
-  wire [34:0] \$371 ;
-  wire [33:0] \$372 ;
-  wire [34:0] \$373 ;
-  wire [42:0] \$374 ;
-  wire \$375 ;
-  wire [42:0] \$376 ;
+  wire [3:0] \$370 ;
+  wire [43:0] \$371 ;
+  wire \$372 ;
+  wire \$373 ;
+  wire [15:0] \$374 ;
+  wire [43:0] \$375 ;
+  wire [16:0] \$376 ;
   wire [43:0] \$377 ;
-  wire [43:0] \$378 ;
+  wire [40:0] \$378 ;
   wire [43:0] \$379 ;
   wire \$38 ;
-  wire [43:0] \$380 ;
-  wire [16:0] \$381 ;
-  wire [43:0] \$382 ;
-  wire [32:0] \$383 ;
-  wire [32:0] \$384 ;
+  wire \$380 ;
+  wire [43:0] \$381 ;
+  wire [35:0] \$382 ;
+  wire [43:0] \$383 ;
+  wire [30:0] \$384 ;
   wire [43:0] \$385 ;
-  wire [31:0] \$386 ;
-  wire [43:0] \$387 ;
-  wire [31:0] \$388 ;
-  wire [43:0] \$389 ;
+  wire [27:0] \$386 ;
+  wire [44:0] \$387 ;
+  wire \$388 ;
+  wire [47:0] \$389 ;
   wire \$39 ;
-  wire [32:0] \$390 ;
-  wire [32:0] \$391 ;
-  wire [43:0] \$392 ;
-  wire [31:0] \$393 ;
-  wire [43:0] \$394 ;
-  wire [31:0] \$395 ;
-  wire [43:0] \$396 ;
-  wire [20:0] \$397 ;
-  wire [20:0] \$398 ;
-  wire [43:0] \$399 ;
+  wire [48:0] \$390 ;
+  wire \$391 ;
+  wire [47:0] \$392 ;
+  wire [48:0] \$393 ;
+  wire [34:0] \$394 ;
+  wire [48:0] \$395 ;
+  wire \$396 ;
+  wire \$397 ;
+  wire \$398 ;
+  wire \$399 ;
   wire \$4 ;
   wire \$40 ;
-  wire [16:0] \$400 ;
+  wire \$400 ;
   wire \$401 ;
-  wire [11:0] \$402 ;
-  wire [11:0] \$403 ;
-  wire [16:0] \$404 ;
-  wire [12:0] \$405 ;
-  wire [16:0] \$406 ;
-  wire [16:0] \$407 ;
-  wire [16:0] \$408 ;
-  wire [16:0] \$409 ;
+  wire \$402 ;
+  wire \$403 ;
+  wire \$404 ;
+  wire \$405 ;
+  wire \$406 ;
+  wire \$407 ;
+  wire \$408 ;
+  wire [55:0] \$409 ;
   wire \$41 ;
-  wire [16:0] \$410 ;
-  wire [16:0] \$411 ;
-  wire [16:0] \$412 ;
+  wire [56:0] \$410 ;
+  wire \$411 ;
+  wire [3:0] \$412 ;
   wire [3:0] \$413 ;
-  wire [16:0] \$414 ;
-  wire [3:0] \$415 ;
-  wire [16:0] \$416 ;
-  wire [16:0] \$417 ;
-  wire [16:0] \$418 ;
-  wire [17:0] \$419 ;
+  wire [9:0] \$414 ;
+  wire \$415 ;
+  wire [8:0] \$416 ;
+  wire \$417 ;
+  wire \$418 ;
+  wire \$419 ;
   wire \$42 ;
-  wire [12:0] \$420 ;
-  wire [17:0] \$421 ;
-  wire [16:0] \$422 ;
-  wire [16:0] \$423 ;
-  wire [17:0] \$424 ;
-  wire [17:0] \$425 ;
-  wire [17:0] \$426 ;
-  wire [16:0] \$427 ;
-  wire [17:0] \$428 ;
-  wire [16:0] \$429 ;
+  wire \$420 ;
+  wire \$421 ;
+  wire \$422 ;
+  wire \$423 ;
+  wire \$424 ;
+  wire \$425 ;
+  wire \$426 ;
+  wire \$427 ;
+  wire \$428 ;
+  wire \$429 ;
   wire \$43 ;
-  wire [16:0] \$430 ;
-  wire [17:0] \$431 ;
-  wire [17:0] \$432 ;
-  wire [17:0] \$433 ;
-  wire [16:0] \$434 ;
-  wire [17:0] \$435 ;
-  wire [15:0] \$436 ;
-  wire \$437 ;
+  wire \$430 ;
+  wire [12:0] \$431 ;
+  wire \$432 ;
+  wire \$433 ;
+  wire [12:0] \$434 ;
+  wire \$435 ;
+  wire \$436 ;
+  wire [6:0] \$437 ;
   wire \$438 ;
-  wire [27:0] \$439 ;
+  wire \$439 ;
   wire \$44 ;
-  wire [43:0] \$440 ;
-  wire \$441 ;
-  wire \$442 ;
-  wire [27:0] \$443 ;
-  wire [43:0] \$444 ;
-  wire [43:0] \$445 ;
-  wire [3:0] \$446 ;
-  wire [43:0] \$447 ;
-  wire [15:0] \$448 ;
-  wire [43:0] \$449 ;
+  wire \$440 ;
+  wire [15:0] \$441 ;
+  wire [12:0] \$442 ;
+  wire [6:0] \$443 ;
+  wire \$444 ;
+  wire \$445 ;
+  wire \$446 ;
+  wire \$447 ;
+  wire \$448 ;
+  wire \$449 ;
   wire \$45 ;
-  wire [16:0] \$450 ;
-  wire [43:0] \$451 ;
-  wire [40:0] \$452 ;
-  wire [43:0] \$453 ;
+  wire \$450 ;
+  wire \$451 ;
+  wire \$452 ;
+  wire \$453 ;
   wire \$454 ;
-  wire [43:0] \$455 ;
-  wire [35:0] \$456 ;
-  wire [43:0] \$457 ;
-  wire [30:0] \$458 ;
-  wire [43:0] \$459 ;
+  wire \$455 ;
+  wire \$456 ;
+  wire [9:0] \$457 ;
+  wire \$458 ;
+  wire \$459 ;
   wire \$46 ;
-  wire [27:0] \$460 ;
-  wire [44:0] \$461 ;
-  wire [47:0] \$462 ;
-  wire [48:0] \$463 ;
-  wire [47:0] \$464 ;
-  wire [48:0] \$465 ;
-  wire [15:0] \$466 ;
-  wire [48:0] \$467 ;
-  wire [47:0] \$468 ;
-  wire [48:0] \$469 ;
+  wire \$460 ;
+  wire [2:0] \$461 ;
+  wire [2:0] \$462 ;
+  wire [6:0] \$463 ;
+  wire \$464 ;
+  wire \$465 ;
+  wire \$466 ;
+  wire \$467 ;
+  wire [5:0] \$468 ;
+  wire \$469 ;
   wire \$47 ;
-  wire [47:0] \$470 ;
-  wire [48:0] \$471 ;
-  wire [15:0] \$472 ;
-  wire [48:0] \$473 ;
-  wire [34:0] \$474 ;
-  wire [48:0] \$475 ;
+  wire \$470 ;
+  wire [5:0] \$471 ;
+  wire [5:0] \$472 ;
+  wire \$473 ;
+  wire [6:0] \$474 ;
+  wire \$475 ;
   wire \$476 ;
   wire \$477 ;
   wire \$478 ;
   wire \$479 ;
   wire \$48 ;
   wire \$480 ;
-  wire \$481 ;
-  wire \$482 ;
+  wire [33:0] \$481 ;
+  wire [34:0] \$482 ;
   wire \$483 ;
-  wire \$484 ;
+  wire [33:0] \$484 ;
   wire \$485 ;
-  wire \$486 ;
-  wire \$487 ;
+  wire [27:0] \$486 ;
+  wire [34:0] \$487 ;
   wire \$488 ;
-  wire [55:0] \$489 ;
+  wire \$489 ;
   wire \$49 ;
-  wire [56:0] \$490 ;
-  wire \$491 ;
-  wire [3:0] \$492 ;
-  wire [3:0] \$493 ;
-  wire [9:0] \$494 ;
+  wire [34:0] \$490 ;
+  wire [35:0] \$491 ;
+  wire \$492 ;
+  wire \$493 ;
+  wire \$494 ;
   wire \$495 ;
-  wire [8:0] \$496 ;
+  wire \$496 ;
   wire \$497 ;
   wire \$498 ;
   wire \$499 ;
@@ -33642,116 +33592,116 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   wire \$508 ;
   wire \$509 ;
   wire \$51 ;
-  wire \$510 ;
-  wire [12:0] \$511 ;
+  wire [3:0] \$510 ;
+  wire \$511 ;
   wire \$512 ;
   wire \$513 ;
-  wire [12:0] \$514 ;
-  wire \$515 ;
-  wire \$516 ;
-  wire [6:0] \$517 ;
+  wire [7:0] \$514 ;
+  wire [12:0] \$515 ;
+  wire [3:0] \$516 ;
+  wire \$517 ;
   wire \$518 ;
   wire \$519 ;
   wire \$52 ;
-  wire \$520 ;
-  wire [15:0] \$521 ;
-  wire [12:0] \$522 ;
-  wire [6:0] \$523 ;
-  wire \$524 ;
-  wire \$525 ;
-  wire \$526 ;
-  wire \$527 ;
-  wire \$528 ;
-  wire \$529 ;
+  wire [7:0] \$520 ;
+  wire [12:0] \$521 ;
+  wire [3:0] \$522 ;
+  wire [12:0] \$523 ;
+  reg [57:0] \$524 ;
+  reg [2:0] \$525 ;
+  reg [8:0] \$526 ;
+  reg \$527 ;
+  reg \$528 ;
+  reg \$529 ;
   wire \$53 ;
-  wire \$530 ;
-  wire \$531 ;
-  wire \$532 ;
-  wire \$533 ;
-  wire \$534 ;
-  wire \$535 ;
-  wire \$536 ;
-  wire [9:0] \$537 ;
-  wire \$538 ;
-  wire \$539 ;
+  reg \$530 ;
+  reg \$531 ;
+  reg \$532 ;
+  reg \$533 ;
+  reg \$534 ;
+  reg \$535 ;
+  reg \$536 ;
+  reg \$537 ;
+  reg \$538 ;
+  reg \$539 ;
   wire \$54 ;
-  wire \$540 ;
-  wire [2:0] \$541 ;
-  wire [2:0] \$542 ;
-  wire [6:0] \$543 ;
-  wire \$544 ;
-  wire \$545 ;
-  wire \$546 ;
-  wire \$547 ;
-  wire [5:0] \$548 ;
-  wire \$549 ;
+  reg \$540 ;
+  reg \$541 ;
+  reg \$542 ;
+  reg \$543 ;
+  reg \$544 ;
+  reg \$545 ;
+  reg \$546 ;
+  reg \$547 ;
+  reg \$548 ;
+  reg \$549 ;
   wire \$55 ;
-  wire \$550 ;
-  wire [5:0] \$551 ;
-  wire [5:0] \$552 ;
-  wire \$553 ;
-  wire [6:0] \$554 ;
-  wire \$555 ;
-  wire \$556 ;
-  wire \$557 ;
-  wire \$558 ;
-  wire \$559 ;
+  reg \$550 ;
+  reg \$551 ;
+  reg \$552 ;
+  reg \$553 ;
+  reg \$554 ;
+  reg \$555 ;
+  reg [7:0] \$556 ;
+  reg [7:0] \$557 ;
+  reg \$558 ;
+  reg [11:0] \$559 ;
   wire \$56 ;
-  wire \$560 ;
-  wire [33:0] \$561 ;
-  wire [34:0] \$562 ;
-  wire \$563 ;
-  wire [33:0] \$564 ;
-  wire \$565 ;
-  wire [27:0] \$566 ;
-  wire [34:0] \$567 ;
-  wire \$568 ;
-  wire \$569 ;
+  reg [23:0] \$560 ;
+  reg [23:0] \$561 ;
+  reg [15:0] \$562 ;
+  reg [15:0] \$563 ;
+  reg [15:0] \$564 ;
+  reg [15:0] \$565 ;
+  reg [15:0] \$566 ;
+  reg [15:0] \$567 ;
+  reg [15:0] \$568 ;
+  reg [15:0] \$569 ;
   wire \$57 ;
-  wire [34:0] \$570 ;
-  wire [35:0] \$571 ;
-  wire \$572 ;
-  wire \$573 ;
-  wire \$574 ;
-  wire \$575 ;
-  wire \$576 ;
-  wire \$577 ;
-  wire \$578 ;
-  wire \$579 ;
+  reg [15:0] \$570 ;
+  reg [15:0] \$571 ;
+  reg [15:0] \$572 ;
+  reg [15:0] \$573 ;
+  reg [15:0] \$574 ;
+  reg [15:0] \$575 ;
+  reg [15:0] \$576 ;
+  reg [15:0] \$577 ;
+  reg [15:0] \$578 ;
+  reg [15:0] \$579 ;
   wire [9:0] \$58 ;
-  wire \$580 ;
-  wire \$581 ;
-  wire \$582 ;
-  wire \$583 ;
-  wire \$584 ;
-  wire \$585 ;
-  wire \$586 ;
-  wire \$587 ;
-  wire \$588 ;
-  wire \$589 ;
+  reg [15:0] \$580 ;
+  reg \$581 ;
+  reg \$582 ;
+  reg \$583 ;
+  reg \$584 ;
+  reg \$585 ;
+  reg \$586 ;
+  reg \$587 ;
+  reg \$588 ;
+  reg \$589 ;
   wire \$59 ;
-  wire [3:0] \$590 ;
-  wire \$591 ;
-  wire \$592 ;
-  wire \$593 ;
-  wire [7:0] \$594 ;
-  wire [12:0] \$595 ;
-  wire [3:0] \$596 ;
-  wire \$597 ;
-  wire \$598 ;
-  wire \$599 ;
+  reg \$590 ;
+  reg \$591 ;
+  reg \$592 ;
+  reg \$593 ;
+  reg \$594 ;
+  reg \$595 ;
+  reg \$596 ;
+  reg \$597 ;
+  reg \$598 ;
+  reg \$599 ;
   wire \$6 ;
   wire [27:0] \$60 ;
-  wire [7:0] \$600 ;
-  wire [12:0] \$601 ;
-  wire [3:0] \$602 ;
-  wire [12:0] \$603 ;
-  reg [57:0] \$604 ;
-  reg [2:0] \$605 ;
-  reg [8:0] \$606 ;
-  reg \$607 ;
-  reg \$608 ;
-  reg \$609 ;
+  reg [27:0] \$600 ;
+  reg [27:0] \$601 ;
+  reg [5:0] \$602 ;
+  reg [31:0] \$603 ;
+  reg [31:0] \$604 ;
+  reg [21:0] \$605 ;
+  reg \$606 ;
+  reg [15:0] \$607 ;
+  reg [11:0] \$608 ;
+  reg [5:0] \$609 ;
   wire \$61 ;
   reg \$610 ;
   reg \$611 ;
@@ -33759,170 +33709,90 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   reg \$613 ;
   reg \$614 ;
   reg \$615 ;
-  reg \$616 ;
-  reg \$617 ;
-  reg \$618 ;
-  reg \$619 ;
+  reg [11:0] \$616 ;
+  reg [11:0] \$617 ;
+  reg [11:0] \$618 ;
+  reg [11:0] \$619 ;
   wire \$62 ;
-  reg \$620 ;
-  reg \$621 ;
-  reg \$622 ;
+  reg [11:0] \$620 ;
+  reg [11:0] \$621 ;
+  reg [15:0] \$622 ;
   reg \$623 ;
   reg \$624 ;
   reg \$625 ;
   reg \$626 ;
   reg \$627 ;
-  reg \$628 ;
+  reg [8:0] \$628 ;
   reg \$629 ;
   wire \$63 ;
-  reg \$630 ;
-  reg \$631 ;
-  reg \$632 ;
-  reg \$633 ;
-  reg \$634 ;
+  reg [8:0] \$630 ;
+  reg [8:0] \$631 ;
+  reg [8:0] \$632 ;
+  reg [8:0] \$633 ;
+  reg [27:0] \$634 ;
   reg \$635 ;
-  reg [7:0] \$636 ;
-  reg [7:0] \$637 ;
+  reg \$636 ;
+  reg \$637 ;
   reg \$638 ;
-  reg [11:0] \$639 ;
+  reg \$639 ;
   wire \$64 ;
-  reg [23:0] \$640 ;
-  reg [23:0] \$641 ;
-  reg [15:0] \$642 ;
-  reg [15:0] \$643 ;
-  reg [15:0] \$644 ;
-  reg [15:0] \$645 ;
-  reg [15:0] \$646 ;
-  reg [15:0] \$647 ;
-  reg [15:0] \$648 ;
-  reg [15:0] \$649 ;
+  reg \$640 ;
+  reg \$641 ;
+  reg \$642 ;
+  reg [5:0] \$643 ;
+  reg [5:0] \$644 ;
+  reg [5:0] \$645 ;
+  reg [5:0] \$646 ;
+  reg [5:0] \$647 ;
+  reg [5:0] \$648 ;
+  reg [5:0] \$649 ;
   wire \$65 ;
-  reg [15:0] \$650 ;
-  reg [15:0] \$651 ;
-  reg [15:0] \$652 ;
-  reg [15:0] \$653 ;
-  reg [15:0] \$654 ;
-  reg [15:0] \$655 ;
-  reg [15:0] \$656 ;
-  reg [15:0] \$657 ;
-  reg [15:0] \$658 ;
+  reg [5:0] \$650 ;
+  reg [2:0] \$651 ;
+  reg [1:0] \$652 ;
+  reg [5:0] \$653 ;
+  reg [4:0] \$654 ;
+  reg [33:0] \$655 ;
+  reg [35:0] \$656 ;
+  reg \$657 ;
+  reg [31:0] \$658 ;
   reg [15:0] \$659 ;
   wire \$66 ;
   reg [15:0] \$660 ;
-  reg \$661 ;
-  reg \$662 ;
-  reg \$663 ;
-  reg \$664 ;
-  reg \$665 ;
-  reg \$666 ;
-  reg \$667 ;
-  reg \$668 ;
-  reg \$669 ;
+  reg [4:0] \$661 ;
+  reg [5:0] \$662 ;
+  reg [27:0] \$663 ;
+  reg [13:0] \$664 ;
+  reg [33:0] \$665 ;
+  reg [33:0] \$666 ;
+  reg [33:0] \$667 ;
+  reg [34:0] \$668 ;
+  reg [27:0] \$669 ;
   wire \$67 ;
-  reg \$670 ;
-  reg \$671 ;
-  reg \$672 ;
-  reg \$673 ;
-  reg \$674 ;
-  reg \$675 ;
-  reg \$676 ;
-  reg \$677 ;
-  reg \$678 ;
-  reg \$679 ;
+  reg [35:0] \$670 ;
+  reg [35:0] \$671 ;
+  reg [35:0] \$672 ;
+  reg [35:0] \$673 ;
+  reg [35:0] \$674 ;
+  reg [35:0] \$675 ;
+  reg [31:0] \$676 ;
+  reg [19:0] \$677 ;
+  reg [6:0] \$678 ;
+  reg [11:0] \$679 ;
   wire \$68 ;
-  reg [27:0] \$680 ;
-  reg [27:0] \$681 ;
-  reg [5:0] \$682 ;
-  reg [31:0] \$683 ;
-  reg [31:0] \$684 ;
-  reg [21:0] \$685 ;
-  reg \$686 ;
-  reg [15:0] \$687 ;
-  reg [11:0] \$688 ;
-  reg [5:0] \$689 ;
+  reg [2:0] \$680 ;
+  reg [2:0] \$681 ;
+  reg [2:0] \$682 ;
+  reg [11:0] \$683 ;
   wire \$69 ;
-  reg \$690 ;
-  reg \$691 ;
-  reg \$692 ;
-  reg \$693 ;
-  reg \$694 ;
-  reg \$695 ;
-  reg [11:0] \$696 ;
-  reg [11:0] \$697 ;
-  reg [11:0] \$698 ;
-  reg [11:0] \$699 ;
   wire \$7 ;
   wire \$70 ;
-  reg [11:0] \$700 ;
-  reg [11:0] \$701 ;
-  reg [15:0] \$702 ;
-  reg \$703 ;
-  reg \$704 ;
-  reg \$705 ;
-  reg \$706 ;
-  reg \$707 ;
-  reg [8:0] \$708 ;
-  reg \$709 ;
   wire \$71 ;
-  reg [8:0] \$710 ;
-  reg [8:0] \$711 ;
-  reg [8:0] \$712 ;
-  reg [8:0] \$713 ;
-  reg [27:0] \$714 ;
-  reg \$715 ;
-  reg \$716 ;
-  reg \$717 ;
-  reg \$718 ;
-  reg \$719 ;
   wire \$72 ;
-  reg \$720 ;
-  reg \$721 ;
-  reg \$722 ;
-  reg [5:0] \$723 ;
-  reg [5:0] \$724 ;
-  reg [5:0] \$725 ;
-  reg [5:0] \$726 ;
-  reg [5:0] \$727 ;
-  reg [5:0] \$728 ;
-  reg [5:0] \$729 ;
   wire \$73 ;
-  reg [5:0] \$730 ;
-  reg [2:0] \$731 ;
-  reg [1:0] \$732 ;
-  reg [5:0] \$733 ;
-  reg [4:0] \$734 ;
-  reg [33:0] \$735 ;
-  reg [35:0] \$736 ;
-  reg \$737 ;
-  reg [31:0] \$738 ;
-  reg [15:0] \$739 ;
   wire \$74 ;
-  reg [15:0] \$740 ;
-  reg [4:0] \$741 ;
-  reg [5:0] \$742 ;
-  reg [27:0] \$743 ;
-  reg [13:0] \$744 ;
-  reg [33:0] \$745 ;
-  reg [33:0] \$746 ;
-  reg [33:0] \$747 ;
-  reg [34:0] \$748 ;
-  reg [27:0] \$749 ;
   wire \$75 ;
-  reg [35:0] \$750 ;
-  reg [35:0] \$751 ;
-  reg [35:0] \$752 ;
-  reg [35:0] \$753 ;
-  reg [35:0] \$754 ;
-  reg [35:0] \$755 ;
-  reg [31:0] \$756 ;
-  reg [19:0] \$757 ;
-  reg [6:0] \$758 ;
-  reg [11:0] \$759 ;
   wire \$76 ;
-  reg [2:0] \$760 ;
-  reg [2:0] \$761 ;
-  reg [2:0] \$762 ;
-  reg [11:0] \$763 ;
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
@@ -33949,10 +33819,10 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   wire [10:0] \$98 ;
   wire [11:0] \$99 ;
   wire [15:0] \$signal ;
-  reg [31:0] \$signal$181  = 32'd0;
-  wire [37:0] \$signal$195 ;
-  wire [17:0] \$signal$205 ;
-  wire [51:0] \$signal$210 ;
+  reg [31:0] \$signal$182  = 32'd0;
+  wire [37:0] \$signal$196 ;
+  wire [17:0] \$signal$206 ;
+  wire [51:0] \$signal$211 ;
   reg [8:0] \$signature__addr ;
   reg [8:0] \$signature__addr$45 ;
   reg [8:0] \$signature__addr$71 ;
@@ -34138,10 +34008,10 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   reg pcen_run;
   reg [2:0] pcen_state = 3'h0;
   wire [5:0] pmb;
-  input [26:0] \port$1536$0 ;
-  wire [26:0] \port$1536$0 ;
-  input [3:0] \port$1539$0 ;
-  wire [3:0] \port$1539$0 ;
+  input [26:0] \port$1457$0 ;
+  wire [26:0] \port$1457$0 ;
+  input [3:0] \port$1460$0 ;
+  wire [3:0] \port$1460$0 ;
   reg [35:0] pw0 = 36'h000000000;
   reg [35:0] pw1 = 36'h000000000;
   reg [35:0] pw2 = 36'h000000000;
@@ -34152,6 +34022,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   reg [11:0] rbase = 12'h000;
   input rst;
   wire rst;
+  reg [43:0] s;
   reg [11:0] saddr = 12'h000;
   reg [11:0] saddr_d1 = 12'h000;
   reg [11:0] saddr_d2 = 12'h000;
@@ -35293,639 +35164,546 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     _1_ <= ram_b[\$signature__addr$45 ];
   end
   assign \$signature__data  = _1_;
-  assign \$225  = \$223  | { 1'h0, \$224  };
-  assign \$226  = fu_use13 ? 3'h5 : 3'h0;
-  assign \$227  = \$225  | { 1'h0, \$226  };
-  assign \$228  = fu_use14 ? 2'h3 : 2'h0;
-  assign \$229  = \$227  | { 2'h0, \$228  };
-  assign \$230  = fu_use15 ? 3'h6 : 3'h0;
-  assign \$231  = \$229  | { 1'h0, \$230  };
-  assign \$232  = fu_use16 ? 3'h4 : 3'h0;
-  assign \$233  = \$231  | { 1'h0, \$232  };
-  assign \$234  = fu_use17 ? 3'h5 : 3'h0;
-  assign \$235  = \$233  | { 1'h0, \$234  };
-  assign \$236  = fu_use18 ? 2'h3 : 2'h0;
-  assign \$237  = \$235  | { 2'h0, \$236  };
-  assign \$238  = fu_use19 ? 3'h6 : 3'h0;
-  assign i_op = \$237  | { 1'h0, \$238  };
-  assign \$239  = fu_use0 ? x1 : 24'h000000;
-  assign \$240  = fu_use1 ? g_p[43:0] : 44'h00000000000;
-  assign \$241  = { 20'h00000, \$239  } | \$240 ;
-  assign \$242  = fu_use2 ? \$signal$181  : 32'd0;
-  assign \$243  = { 1'h0, \$241  } | { \$242 [31], \$242 [31], \$242 [31], \$242 [31], \$242 [31], \$242 [31], \$242 [31], \$242 [31], \$242 [31], \$242 [31], \$242 [31], \$242 [31], \$242 [31], \$242  };
-  assign \$244  = fu_use3 ? snm : 16'h0000;
-  assign \$245  = \$243  | { 29'h00000000, \$244  };
-  assign \$246  = fu_use4 ? sumE : 34'h000000000;
-  assign \$247  = \$245  | { 11'h000, \$246  };
-  assign \$248  = fu_use5 ? g_p[39:0] : 40'h0000000000;
-  assign \$249  = \$247  | { 5'h00, \$248  };
-  assign \$250  = fu_use6 ? g_p[39:0] : 40'h0000000000;
-  assign \$251  = \$249  | { 5'h00, \$250  };
-  assign \$252  = fu_use7 ? meanr : 34'h000000000;
-  assign \$253  = \$251  | { \$252 [33], \$252 [33], \$252 [33], \$252 [33], \$252 [33], \$252 [33], \$252 [33], \$252 [33], \$252 [33], \$252 [33], \$252 [33], \$252  };
-  assign \$254  = fu_use8 ? lnum : 32'd0;
-  assign \$255  = \$253  | { \$254 [31], \$254 [31], \$254 [31], \$254 [31], \$254 [31], \$254 [31], \$254 [31], \$254 [31], \$254 [31], \$254 [31], \$254 [31], \$254 [31], \$254 [31], \$254  };
-  assign \$256  = $signed(g_p[57:14]) > $signed(16'h7fff);
-  assign \$257  = $signed(g_p[57:14]) < $signed(16'h8000);
-  assign \$258  = \$257  ? 44'hfffffff8000 : g_p[57:14];
-  assign \$259  = \$256  ? 44'h00000007fff : \$258 ;
-  assign \$260  = fu_use9 ? \$259  : 44'h00000000000;
-  assign \$261  = \$255  | { \$260 [43], \$260  };
-  assign \$262  = fu_use10 ? E : 28'h0000000;
-  assign \$263  = \$261  | { 17'h00000, \$262  };
-  assign \$264  = fu_use11 ? \$signature__data [27:0] : 28'h0000000;
-  assign \$265  = \$263  | { 17'h00000, \$264  };
-  assign \$266  = fu_use12 ? g_p[47:16] : 32'd0;
-  assign \$267  = \$265  | { 13'h0000, \$266  };
-  assign \$268  = fu_use13 ? g_p[49:16] : 34'h000000000;
-  assign \$269  = \$267  | { \$268 [33], \$268 [33], \$268 [33], \$268 [33], \$268 [33], \$268 [33], \$268 [33], \$268 [33], \$268 [33], \$268 [33], \$268 [33], \$268  };
-  assign \$270  = fu_use14 ? o_exp : 43'h00000000000;
-  assign \$271  = \$269  | { \$270 [42], \$270 [42], \$270  };
-  assign \$272  = fu_use15 ? g_p[49:16] : 34'h000000000;
-  assign \$273  = \$271  | { \$272 [33], \$272 [33], \$272 [33], \$272 [33], \$272 [33], \$272 [33], \$272 [33], \$272 [33], \$272 [33], \$272 [33], \$272 [33], \$272  };
-  assign \$274  = fu_use16 ? g_p[47:16] : 32'd0;
-  assign \$275  = \$273  | { 13'h0000, \$274  };
-  assign \$276  = fu_use17 ? g_p[49:16] : 34'h000000000;
-  assign \$277  = \$275  | { \$276 [33], \$276 [33], \$276 [33], \$276 [33], \$276 [33], \$276 [33], \$276 [33], \$276 [33], \$276 [33], \$276 [33], \$276 [33], \$276  };
-  assign \$278  = fu_use18 ? o_exp : 43'h00000000000;
-  assign \$279  = \$277  | { \$278 [42], \$278 [42], \$278  };
-  assign \$280  = fu_use19 ? g_p[49:16] : 34'h000000000;
-  assign i_x = \$279  | { \$280 [33], \$280 [33], \$280 [33], \$280 [33], \$280 [33], \$280 [33], \$280 [33], \$280 [33], \$280 [33], \$280 [33], \$280 [33], \$280  };
-  assign \$284  = fu_use2 ? ld : 32'd0;
-  assign \$294  = fu_use7 ? o_lp : 32'd0;
-  assign \$295  = \$293  | \$294 ;
-  assign \$296  = fu_use8 ? o_lp : 32'd0;
-  assign \$297  = \$295  | \$296 ;
-  assign \$345  = fu_use13 ? { pw2[1:0], pw1[35:18] } : 20'h00000;
-  assign \$349  = fu_use15 ? pw2[21:2] : 20'h00000;
-  assign \$350  = { 1'h0, \$348  } | { \$349 [19], \$349  };
-  assign \$353  = fu_use17 ? { pw5[1:0], pw4[35:18] } : 20'h00000;
-  assign \$354  = \$352  | { 1'h0, \$353  };
-  assign \$357  = fu_use19 ? pw5[21:2] : 20'h00000;
-  assign \$358  = \$356  | { \$357 [19], \$357  };
-  assign \$359  = gmul_use0 ? x1 : 24'h000000;
-  assign \$360  = gmul_use1 ? { \$37 [28], \$37  } : 30'h00000000;
-  assign \$361  = { 6'h00, \$359  } | \$360 ;
-  assign \$362  = gmul_use2 ? noise_r : 28'h0000000;
-  assign \$363  = \$361  | { 2'h0, \$362  };
-  assign \$364  = gmul_use3 ? word0r : 28'h0000000;
-  assign \$365  = \$363  | { 2'h0, \$364  };
-  assign \$366  = gmul_use4 ? sum5_hold : 28'h0000000;
-  assign \$367  = \$365  | { 2'h0, \$366  };
-  assign \$368  = gmul_use5 ? slog : 35'h000000000;
-  assign \$369  = { \$367 [29], \$367 [29], \$367 [29], \$367 [29], \$367 [29], \$367  } | \$368 ;
-  assign \$370  = gmul_use6 ? low : 34'h000000000;
-  assign \$371  = \$369  | { 1'h0, \$370  };
-  assign \$372  = gmul_use7 ? high : 34'h000000000;
-  assign \$373  = \$371  | { 1'h0, \$372  };
-  assign \$374  = num_zero ? 43'h00000000000 : o_exp;
-  assign \$375  = $signed(\$374 ) > $signed(16'h4ccd);
-  assign \$376  = num_zero ? 43'h00000000000 : o_exp;
-  assign \$377  = $signed(\$376 ) - $signed(16'h4ccd);
-  assign \$378  = \$375  ? \$377  : 44'h00000000000;
-  assign \$379  = gmul_use8 ? \$378  : 44'h00000000000;
-  assign \$380  = { \$373 [34], \$373 [34], \$373 [34], \$373 [34], \$373 [34], \$373 [34], \$373 [34], \$373 [34], \$373 [34], \$373  } | \$379 ;
-  assign \$381  = gmul_use9 ? g_p[31:15] : 17'h00000;
-  assign \$382  = \$380  | { 27'h0000000, \$381  };
-  assign \$383  = { E_r, 4'h1 } - \$signature__data [31:0];
-  assign \$384  = gmul_use10 ? \$383  : 33'h000000000;
-  assign \$385  = \$382  | { \$384 [32], \$384 [32], \$384 [32], \$384 [32], \$384 [32], \$384 [32], \$384 [32], \$384 [32], \$384 [32], \$384 [32], \$384 [32], \$384  };
-  assign \$386  = gmul_use11 ? o_lp : 32'd0;
-  assign \$387  = \$385  | { \$386 [31], \$386 [31], \$386 [31], \$386 [31], \$386 [31], \$386 [31], \$386 [31], \$386 [31], \$386 [31], \$386 [31], \$386 [31], \$386 [31], \$386  };
-  assign \$388  = gmul_use12 ? o_lp : 32'd0;
-  assign \$389  = \$387  | { \$388 [31], \$388 [31], \$388 [31], \$388 [31], \$388 [31], \$388 [31], \$388 [31], \$388 [31], \$388 [31], \$388 [31], \$388 [31], \$388 [31], \$388  };
-  assign \$390  = { E_r, 4'h1 } - \$signature__data [31:0];
-  assign \$391  = gmul_use13 ? \$390  : 33'h000000000;
-  assign \$392  = \$389  | { \$391 [32], \$391 [32], \$391 [32], \$391 [32], \$391 [32], \$391 [32], \$391 [32], \$391 [32], \$391 [32], \$391 [32], \$391 [32], \$391  };
-  assign \$393  = gmul_use14 ? o_lp : 32'd0;
-  assign \$394  = \$392  | { \$393 [31], \$393 [31], \$393 [31], \$393 [31], \$393 [31], \$393 [31], \$393 [31], \$393 [31], \$393 [31], \$393 [31], \$393 [31], \$393 [31], \$393  };
-  assign \$395  = gmul_use15 ? o_lp : 32'd0;
-  assign \$396  = \$394  | { \$395 [31], \$395 [31], \$395 [31], \$395 [31], \$395 [31], \$395 [31], \$395 [31], \$395 [31], \$395 [31], \$395 [31], \$395 [31], \$395 [31], \$395  };
-  assign \$397  = $signed(stat_r) - $signed(o_exp[19:0]);
-  assign \$398  = gmul_use16 ? \$397  : 21'h000000;
-  assign \$399  = \$396  | { \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398 [20], \$398  };
-  assign \$400  = gmul_use0 ? 17'h10000 : 17'h00000;
-  assign \$401  = $signed(\$37 ) > $signed(1'h0);
-  assign \$402  = \$401  ? 12'hb34 : 12'hc68;
-  assign \$403  = gmul_use1 ? \$402  : 12'h000;
-  assign \$404  = \$400  | { 5'h00, \$403  };
-  assign \$405  = gmul_use2 ? 13'h1b11 : 13'h0000;
-  assign \$406  = \$404  | { 4'h0, \$405  };
-  assign \$407  = gmul_use3 ? 17'h1999a : 17'h00000;
-  assign \$408  = \$406  | \$407 ;
-  assign \$409  = gmul_use4 ? 17'h1999a : 17'h00000;
-  assign \$410  = \$408  | \$409 ;
-  assign \$411  = gmul_use5 ? 17'h1999a : 17'h00000;
-  assign \$412  = \$410  | \$411 ;
-  assign \$413  = gmul_use6 ? 4'he : 4'h0;
-  assign \$414  = \$412  | { 13'h0000, \$413  };
-  assign \$415  = gmul_use7 ? 4'hd : 4'h0;
-  assign \$416  = \$414  | { 13'h0000, \$415  };
-  assign \$417  = 16'h8000 - sf_r;
-  assign \$418  = gmul_use8 ? \$417  : 17'h00000;
-  assign \$419  = { 1'h0, \$416  } | { \$418 [16], \$418  };
-  assign \$420  = gmul_use9 ? 13'h1045 : 13'h0000;
-  assign \$421  = \$419  | { 5'h00, \$420  };
-  assign \$422  = first_frame ? 17'h10000 : pw0[16:0];
-  assign \$423  = gmul_use10 ? \$422  : 17'h00000;
-  assign \$424  = \$421  | { 1'h0, \$423  };
-  assign \$425  = gmul_use11 ? pw1[17:0] : 18'h00000;
-  assign \$426  = \$424  | \$425 ;
-  assign \$427  = gmul_use12 ? pw0[33:17] : 17'h00000;
-  assign \$428  = \$426  | { 1'h0, \$427  };
-  assign \$429  = first_frame ? 17'h10000 : pw3[16:0];
-  assign \$430  = gmul_use13 ? \$429  : 17'h00000;
-  assign \$431  = \$428  | { 1'h0, \$430  };
-  assign \$432  = gmul_use14 ? pw4[17:0] : 18'h00000;
-  assign \$433  = \$431  | \$432 ;
-  assign \$434  = gmul_use15 ? pw3[33:17] : 17'h00000;
-  assign \$435  = \$433  | { 1'h0, \$434  };
-  assign \$436  = gmul_use16 ? g_r : 16'h0000;
-  assign \$signal$205  = \$435  | { 2'h0, \$436  };
-  assign \$437  = ! bins_mode;
-  assign \$438  = \$437  & first_frame;
-  assign \$439  = \$438  ? 28'h0000000 : \$signature__data$58 [27:0];
-  assign \$440  = gmul_use0 ? { \$439 , 16'h8000 } : 44'h00000000000;
-  assign \$441  = ! bins_mode;
-  assign \$442  = \$441  & first_frame;
-  assign \$443  = \$442  ? 28'h0000000 : \$signature__data$58 [27:0];
-  assign \$444  = gmul_use1 ? { \$443 , 16'h8000 } : 44'h00000000000;
-  assign \$445  = \$440  | \$444 ;
-  assign \$446  = gmul_use2 ? 4'hb : 4'h0;
-  assign \$447  = \$445  | { 40'h0000000000, \$446  };
-  assign \$448  = gmul_use3 ? 16'h8000 : 16'h0000;
-  assign \$449  = \$447  | { 28'h0000000, \$448  };
-  assign \$450  = gmul_use4 ? 17'h18000 : 17'h00000;
-  assign \$451  = \$449  | { 27'h0000000, \$450  };
-  assign \$452  = gmul_use5 ? 41'h1549aa00000 : 41'h00000000000;
-  assign \$453  = \$451  | { 3'h0, \$452  };
-  assign \$456  = gmul_use7 ? num_r : 36'h000000000;
-  assign \$457  = \$455  | { 8'h00, \$456  };
-  assign \$458  = gmul_use8 ? { sf_r, 15'h4000 } : 31'h00000000;
-  assign \$459  = \$457  | { 13'h0000, \$458  };
-  assign \$460  = gmul_use9 ? 28'hbeee000 : 28'h0000000;
-  assign \$461  = { 1'h0, \$459  } | { \$460 [27], \$460 [27], \$460 [27], \$460 [27], \$460 [27], \$460 [27], \$460 [27], \$460 [27], \$460 [27], \$460 [27], \$460 [27], \$460 [27], \$460 [27], \$460 [27], \$460 [27], \$460 [27], \$460 [27], \$460  };
-  assign \$462  = gmul_use10 ? { \$signature__data [31:0], 16'h8000 } : 48'h000000000000;
-  assign \$463  = { \$461 [44], \$461 [44], \$461 [44], \$461 [44], \$461  } | { 1'h0, \$462  };
-  assign \$464  = gmul_use11 ? { lE, 16'h7fff } : 48'h000000000000;
-  assign \$465  = \$463  | { \$464 [47], \$464  };
-  assign \$466  = gmul_use12 ? 16'h8000 : 16'h0000;
-  assign \$467  = \$465  | { 33'h000000000, \$466  };
-  assign \$468  = gmul_use13 ? { \$signature__data [31:0], 16'h8000 } : 48'h000000000000;
-  assign \$469  = \$467  | { 1'h0, \$468  };
-  assign \$470  = gmul_use14 ? { lE, 16'h7fff } : 48'h000000000000;
-  assign \$471  = \$469  | { \$470 [47], \$470  };
-  assign \$472  = gmul_use15 ? 16'h8000 : 16'h0000;
-  assign \$473  = \$471  | { 33'h000000000, \$472  };
-  assign \$474  = gmul_use16 ? { o_exp[19:0], 15'h4000 } : 35'h000000000;
-  assign \$475  = \$473  | { \$474 [34], \$474 [34], \$474 [34], \$474 [34], \$474 [34], \$474 [34], \$474 [34], \$474 [34], \$474 [34], \$474 [34], \$474 [34], \$474 [34], \$474 [34], \$474 [34], \$474  };
-  assign \$476  = ! pcen_state;
-  assign \$477  = pcen_state == 1'h1;
-  assign \$478  = pcen_state == 2'h2;
-  assign \$479  = pcen_state == 2'h3;
-  assign \$480  = pcen_state == 3'h4;
-  assign \$481  = ! engine_state;
-  assign \$482  = engine_state == 1'h1;
-  assign \$483  = engine_state == 2'h2;
-  assign \$484  = engine_state == 2'h3;
-  assign \$485  = engine_state == 3'h4;
-  assign \$486  = engine_state == 3'h5;
-  assign \$487  = engine_state == 3'h6;
-  assign \$488  = engine_state == 3'h7;
-  assign \$489  = $signed(\$399 [37:0]) * $signed(\$signal$205 );
-  assign \$490  = $signed(\$489 ) + $signed(\$475 );
-  assign \$491  = slot == 3'h7;
-  assign \$492  = slot + 1'h1;
-  assign \$493  = \$491  ? 4'h0 : \$492 ;
-  assign \$494  = jj + 1'h1;
-  assign \$495  = bins_mode == 2'h2;
-  assign \$496  = \$495  ? 9'h0ff : 9'h100;
-  assign \$497  = jj == \$496 ;
-  assign \$498  = ~ bins_run;
-  assign \$499  = bins_mode == 2'h2;
-  assign \$500  = \$499  ? 1'h1 : 1'h0;
-  assign \$501  = jj >= 1'h1;
-  assign \$502  = jj <= 8'hff;
-  assign \$503  = \$501  & \$502 ;
-  assign \$504  = issue & \$503 ;
-  assign \$505  = jj >= 1'h1;
-  assign \$506  = jj <= 8'hff;
-  assign \$507  = \$505  & \$506 ;
-  assign \$508  = issue & \$507 ;
-  assign \$509  = bins_mode == 2'h2;
-  assign \$510  = \$508  & \$509 ;
-  assign \$511  = store_ptr + 1'h1;
-  assign \$512  = ! bins_mode;
-  assign \$513  = v_d1 & \$512 ;
-  assign \$514  = store_ptr + 1'h1;
-  assign \$515  = ! o_stream;
-  assign \$516  = o_valid & \$515 ;
-  assign \$517  = mm + 1'h1;
-  assign \$519  = o_valid & \$518 ;
-  assign \$520  = | o_value[46:34];
-  assign \$521  = \$520  ? 16'hffff : o_value[33:18];
-  assign \$522  = sbase + ms;
-  assign \$523  = ms + 1'h1;
-  assign \$524  = ~ bins_run;
-  assign \$525  = ~ ifin;
-  assign \$526  = init_run & \$525 ;
-  assign \$527  = ~ iph;
-  assign \$528  = \$526  & \$527 ;
-  assign \$529  = ~ iph;
-  assign \$530  = init_run & \$529 ;
-  assign \$531  = ~ ifin;
-  assign \$532  = \$530  & \$531 ;
-  assign \$533  = ~ ifin;
-  assign \$534  = init_run & \$533 ;
-  assign \$535  = ~ iph;
-  assign \$536  = \$534  & \$535 ;
-  assign \$537  = ib + 1'h1;
-  assign \$538  = ib == 8'hfe;
-  assign \$539  = ~ init_run;
-  assign \$540  = p1_ph == 2'h2;
-  assign \$541  = p1_ph + 1'h1;
-  assign \$542  = \$540  ? 3'h0 : \$541 ;
-  assign \$543  = p1_m + 1'h1;
-  assign \$544  = p1_m == 6'h28;
-  assign \$545  = | { p1v_d8, p1v_d7, p1v_d6, p1v_d5, p1v_d4, p1v_d3, p1v_d2, p1v_d1 };
-  assign \$546  = ~ \$545 ;
-  assign \$547  = \$544  & \$546 ;
-  assign \$548  = g + 1'h1;
-  assign \$549  = ! g_p;
-  assign \$550  = k == 5'h1e;
-  assign \$551  = k + 1'h1;
-  assign \$552  = \$550  ? 6'h00 : \$551 ;
-  assign \$553  = k == 5'h1e;
-  assign \$554  = cm + 1'h1;
-  assign \$555  = cm == 6'h28;
-  assign \$556  = k == 4'ha;
-  assign \$557  = \$555  & \$556 ;
-  assign \$558  = ~ pcen_run;
-  assign \$559  = ~ pcen_run;
-  assign \$560  = ! p1m_d3;
-  assign \$561  = \$560  ? 34'h000000000 : sumE;
-  assign \$562  = \$561  + E;
-  assign \$563  = ! p1m_d3;
-  assign \$564  = \$563  ? 34'h000000000 : high;
-  assign \$565  = p1m_d3 >= 5'h1a;
-  assign \$566  = \$565  ? E : 28'h0000000;
-  assign \$567  = \$564  + \$566 ;
-  assign \$568  = p1m_d3 == 4'hd;
-  assign \$569  = ! p1m_d8;
-  assign \$570  = \$569  ? 35'h000000000 : slog;
-  assign \$571  = $signed(\$570 ) + $signed(o_lp);
-  assign \$572  = k == 1'h1;
-  assign \$573  = p2 & \$572 ;
-  assign \$574  = k == 2'h2;
-  assign \$575  = p2 & \$574 ;
-  assign \$576  = k == 2'h3;
-  assign \$577  = p2 & \$576 ;
-  assign \$578  = k == 3'h4;
-  assign \$579  = p2 & \$578 ;
-  assign \$580  = k == 3'h5;
-  assign \$581  = p2 & \$580 ;
-  assign \$582  = k == 3'h6;
-  assign \$583  = p2 & \$582 ;
-  assign \$584  = k == 3'h7;
-  assign \$585  = p2 & \$584 ;
-  assign \$586  = k == 3'h6;
-  assign \$587  = p2 & \$586 ;
-  assign \$588  = k == 3'h6;
-  assign \$589  = tail & \$588 ;
-  assign \$590  = clr + 1'h1;
-  assign \$591  = clr == 3'h5;
-  assign \$592  = t == 3'h4;
-  assign \$593  = t == 7'h64;
-  assign \$594  = t + 1'h1;
-  assign \$595  = fbase + 6'h28;
-  assign \$596  = clr + 1'h1;
-  assign \$597  = clr == 3'h5;
-  assign \$598  = tr == 3'h4;
-  assign \$599  = t == 7'h64;
-  assign \$600  = t + 1'h1;
-  assign \$601  = fbase + 6'h28;
-  assign \$602  = tr + 1'h1;
-  assign \$603  = rbase + 6'h28;
-  always @(posedge clk)
-    g_p <= \$604 ;
-  always @(posedge clk)
-    slot <= \$605 ;
-  always @(posedge clk)
-    j <= \$606 ;
-  always @(posedge clk)
-    finished <= \$607 ;
-  always @(posedge clk)
-    v_d1 <= \$608 ;
-  always @(posedge clk)
-    v_d2 <= \$609 ;
-  always @(posedge clk)
-    v_d3 <= \$610 ;
-  always @(posedge clk)
-    v_d4 <= \$611 ;
-  always @(posedge clk)
-    v_d5 <= \$612 ;
-  always @(posedge clk)
-    v_d6 <= \$613 ;
-  always @(posedge clk)
-    v_d7 <= \$614 ;
-  always @(posedge clk)
-    v_d8 <= \$615 ;
-  always @(posedge clk)
-    v_d9 <= \$616 ;
-  always @(posedge clk)
-    v_d10 <= \$617 ;
-  always @(posedge clk)
-    v_d11 <= \$618 ;
-  always @(posedge clk)
-    v_d12 <= \$619 ;
-  always @(posedge clk)
-    v_d13 <= \$620 ;
-  always @(posedge clk)
-    v_d14 <= \$621 ;
-  always @(posedge clk)
-    v_d15 <= \$622 ;
-  always @(posedge clk)
-    v_d16 <= \$623 ;
-  always @(posedge clk)
-    v_d17 <= \$624 ;
-  always @(posedge clk)
-    v_d18 <= \$625 ;
-  always @(posedge clk)
-    v_d19 <= \$626 ;
-  always @(posedge clk)
-    v_d20 <= \$627 ;
-  always @(posedge clk)
-    v_d21 <= \$628 ;
-  always @(posedge clk)
-    v_d22 <= \$629 ;
-  always @(posedge clk)
-    v_d23 <= \$630 ;
-  always @(posedge clk)
-    v_d24 <= \$631 ;
-  always @(posedge clk)
-    v_d25 <= \$632 ;
-  always @(posedge clk)
-    v_d26 <= \$633 ;
-  always @(posedge clk)
-    v_d27 <= \$634 ;
-  always @(posedge clk)
-    v_d28 <= \$635 ;
-  always @(posedge clk)
-    jb_d1 <= \$636 ;
-  always @(posedge clk)
-    jb_d2 <= \$637 ;
-  always @(posedge clk)
-    half_d1 <= \$638 ;
-  always @(posedge clk)
-    store_ptr <= \$639 ;
-  always @(posedge clk)
-    x_reg <= \$640 ;
-  always @(posedge clk)
-    x1r <= \$641 ;
-  always @(posedge clk)
-    w_d1 <= \$642 ;
-  always @(posedge clk)
-    w_d2 <= \$643 ;
-  always @(posedge clk)
-    w_d3 <= \$644 ;
-  always @(posedge clk)
-    w_d4 <= \$645 ;
-  always @(posedge clk)
-    w_d5 <= \$646 ;
-  always @(posedge clk)
-    w_d6 <= \$647 ;
-  always @(posedge clk)
-    w_d7 <= \$648 ;
-  always @(posedge clk)
-    w_d8 <= \$649 ;
-  always @(posedge clk)
-    w_d9 <= \$650 ;
-  always @(posedge clk)
-    w_d10 <= \$651 ;
-  always @(posedge clk)
-    w_d11 <= \$652 ;
-  always @(posedge clk)
-    w_d12 <= \$653 ;
-  always @(posedge clk)
-    w_d13 <= \$654 ;
-  always @(posedge clk)
-    w_d14 <= \$655 ;
-  always @(posedge clk)
-    w_d15 <= \$656 ;
-  always @(posedge clk)
-    w_d16 <= \$657 ;
-  always @(posedge clk)
-    w_d17 <= \$658 ;
-  always @(posedge clk)
-    w_d18 <= \$659 ;
-  always @(posedge clk)
-    w_d19 <= \$660 ;
+  assign \$302  = \$300  | { 2'h0, \$301  };
+  assign \$303  = gmul_use5 ? slog : 35'h000000000;
+  assign \$304  = { \$302 [29], \$302 [29], \$302 [29], \$302 [29], \$302 [29], \$302  } | \$303 ;
+  assign \$305  = gmul_use6 ? low : 34'h000000000;
+  assign \$306  = \$304  | { 1'h0, \$305  };
+  assign \$307  = gmul_use7 ? high : 34'h000000000;
+  assign \$308  = \$306  | { 1'h0, \$307  };
+  assign \$309  = num_zero ? 43'h00000000000 : o_exp;
+  assign \$310  = $signed(\$309 ) > $signed(16'h4ccd);
+  assign \$311  = num_zero ? 43'h00000000000 : o_exp;
+  assign \$312  = $signed(\$311 ) - $signed(16'h4ccd);
+  assign \$313  = \$310  ? \$312  : 44'h00000000000;
+  assign \$314  = gmul_use8 ? \$313  : 44'h00000000000;
+  assign \$315  = { \$308 [34], \$308 [34], \$308 [34], \$308 [34], \$308 [34], \$308 [34], \$308 [34], \$308 [34], \$308 [34], \$308  } | \$314 ;
+  assign \$316  = gmul_use9 ? g_p[31:15] : 17'h00000;
+  assign \$317  = \$315  | { 27'h0000000, \$316  };
+  assign \$318  = gmul_use10 | gmul_use13;
+  assign \$319  = { E_r, 4'h1 } - \$signature__data [31:0];
+  assign \$320  = \$318  ? \$319  : 33'h000000000;
+  assign \$321  = \$317  | { \$320 [32], \$320 [32], \$320 [32], \$320 [32], \$320 [32], \$320 [32], \$320 [32], \$320 [32], \$320 [32], \$320 [32], \$320 [32], \$320  };
+  assign \$322  = gmul_use11 | gmul_use12;
+  assign \$323  = \$322  | gmul_use14;
+  assign \$324  = \$323  | gmul_use15;
+  assign \$325  = \$324  ? o_lp : 32'd0;
+  assign \$326  = \$321  | { \$325 [31], \$325 [31], \$325 [31], \$325 [31], \$325 [31], \$325 [31], \$325 [31], \$325 [31], \$325 [31], \$325 [31], \$325 [31], \$325 [31], \$325  };
+  assign \$327  = $signed(stat_r) - $signed(o_exp[19:0]);
+  assign \$328  = gmul_use16 ? \$327  : 21'h000000;
+  assign \$329  = \$326  | { \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328  };
+  assign \$330  = gmul_use0 ? 17'h10000 : 17'h00000;
+  assign \$331  = $signed(\$37 ) > $signed(1'h0);
+  assign \$332  = \$331  ? 12'hb34 : 12'hc68;
+  assign \$333  = gmul_use1 ? \$332  : 12'h000;
+  assign \$334  = \$330  | { 5'h00, \$333  };
+  assign \$335  = gmul_use2 ? 13'h1b11 : 13'h0000;
+  assign \$336  = \$334  | { 4'h0, \$335  };
+  assign \$337  = gmul_use3 | gmul_use4;
+  assign \$338  = \$337  | gmul_use5;
+  assign \$339  = \$338  ? 17'h1999a : 17'h00000;
+  assign \$340  = \$336  | \$339 ;
+  assign \$341  = gmul_use6 ? 4'he : 4'h0;
+  assign \$342  = \$340  | { 13'h0000, \$341  };
+  assign \$343  = gmul_use7 ? 4'hd : 4'h0;
+  assign \$344  = \$342  | { 13'h0000, \$343  };
+  assign \$345  = 16'h8000 - sf_r;
+  assign \$346  = gmul_use8 ? \$345  : 17'h00000;
+  assign \$347  = { 1'h0, \$344  } | { \$346 [16], \$346  };
+  assign \$348  = gmul_use9 ? 13'h1045 : 13'h0000;
+  assign \$349  = \$347  | { 5'h00, \$348  };
+  assign \$350  = first_frame ? 17'h10000 : pw0[16:0];
+  assign \$351  = gmul_use10 ? \$350  : 17'h00000;
+  assign \$352  = \$349  | { 1'h0, \$351  };
+  assign \$353  = gmul_use11 ? pw1[17:0] : 18'h00000;
+  assign \$354  = \$352  | \$353 ;
+  assign \$355  = gmul_use12 ? pw0[33:17] : 17'h00000;
+  assign \$356  = \$354  | { 1'h0, \$355  };
+  assign \$357  = first_frame ? 17'h10000 : pw3[16:0];
+  assign \$358  = gmul_use13 ? \$357  : 17'h00000;
+  assign \$359  = \$356  | { 1'h0, \$358  };
+  assign \$360  = gmul_use14 ? pw4[17:0] : 18'h00000;
+  assign \$361  = \$359  | \$360 ;
+  assign \$362  = gmul_use15 ? pw3[33:17] : 17'h00000;
+  assign \$363  = \$361  | { 1'h0, \$362  };
+  assign \$364  = gmul_use16 ? g_r : 16'h0000;
+  assign \$signal$206  = \$363  | { 2'h0, \$364  };
+  assign \$365  = gmul_use0 | gmul_use1;
+  assign \$366  = ! bins_mode;
+  assign \$367  = \$366  & first_frame;
+  assign \$368  = \$367  ? 28'h0000000 : \$signature__data$58 [27:0];
+  assign \$369  = \$365  ? { \$368 , 16'h8000 } : 44'h00000000000;
+  assign \$370  = gmul_use2 ? 4'hb : 4'h0;
+  assign \$371  = \$369  | { 40'h0000000000, \$370  };
+  assign \$372  = gmul_use3 | gmul_use12;
+  assign \$373  = \$372  | gmul_use15;
+  assign \$374  = \$373  ? 16'h8000 : 16'h0000;
+  assign \$375  = \$371  | { 28'h0000000, \$374  };
+  assign \$376  = gmul_use4 ? 17'h18000 : 17'h00000;
+  assign \$377  = \$375  | { 27'h0000000, \$376  };
+  assign \$378  = gmul_use5 ? 41'h1549aa00000 : 41'h00000000000;
+  assign \$379  = \$377  | { 3'h0, \$378  };
+  assign \$382  = gmul_use7 ? num_r : 36'h000000000;
+  assign \$383  = \$381  | { 8'h00, \$382  };
+  assign \$384  = gmul_use8 ? { sf_r, 15'h4000 } : 31'h00000000;
+  assign \$385  = \$383  | { 13'h0000, \$384  };
+  assign \$386  = gmul_use9 ? 28'hbeee000 : 28'h0000000;
+  assign \$387  = { 1'h0, \$385  } | { \$386 [27], \$386 [27], \$386 [27], \$386 [27], \$386 [27], \$386 [27], \$386 [27], \$386 [27], \$386 [27], \$386 [27], \$386 [27], \$386 [27], \$386 [27], \$386 [27], \$386 [27], \$386 [27], \$386 [27], \$386  };
+  assign \$388  = gmul_use10 | gmul_use13;
+  assign \$389  = \$388  ? { \$signature__data [31:0], 16'h8000 } : 48'h000000000000;
+  assign \$390  = { \$387 [44], \$387 [44], \$387 [44], \$387 [44], \$387  } | { 1'h0, \$389  };
+  assign \$391  = gmul_use11 | gmul_use14;
+  assign \$392  = \$391  ? { lE, 16'h7fff } : 48'h000000000000;
+  assign \$393  = \$390  | { \$392 [47], \$392  };
+  assign \$394  = gmul_use16 ? { o_exp[19:0], 15'h4000 } : 35'h000000000;
+  assign \$395  = \$393  | { \$394 [34], \$394 [34], \$394 [34], \$394 [34], \$394 [34], \$394 [34], \$394 [34], \$394 [34], \$394 [34], \$394 [34], \$394 [34], \$394 [34], \$394 [34], \$394 [34], \$394  };
+  assign \$396  = ! pcen_state;
+  assign \$397  = pcen_state == 1'h1;
+  assign \$398  = pcen_state == 2'h2;
+  assign \$399  = pcen_state == 2'h3;
+  assign \$400  = pcen_state == 3'h4;
+  assign \$401  = ! engine_state;
+  assign \$402  = engine_state == 1'h1;
+  assign \$403  = engine_state == 2'h2;
+  assign \$404  = engine_state == 2'h3;
+  assign \$405  = engine_state == 3'h4;
+  assign \$406  = engine_state == 3'h5;
+  assign \$407  = engine_state == 3'h6;
+  assign \$408  = engine_state == 3'h7;
+  assign \$409  = $signed(\$329 [37:0]) * $signed(\$signal$206 );
+  assign \$410  = $signed(\$409 ) + $signed(\$395 );
+  assign \$411  = slot == 3'h7;
+  assign \$412  = slot + 1'h1;
+  assign \$413  = \$411  ? 4'h0 : \$412 ;
+  assign \$414  = jj + 1'h1;
+  assign \$415  = bins_mode == 2'h2;
+  assign \$416  = \$415  ? 9'h0ff : 9'h100;
+  assign \$417  = jj == \$416 ;
+  assign \$418  = ~ bins_run;
+  assign \$419  = bins_mode == 2'h2;
+  assign \$420  = \$419  ? 1'h1 : 1'h0;
+  assign \$421  = jj >= 1'h1;
+  assign \$422  = jj <= 8'hff;
+  assign \$423  = \$421  & \$422 ;
+  assign \$424  = issue & \$423 ;
+  assign \$425  = jj >= 1'h1;
+  assign \$426  = jj <= 8'hff;
+  assign \$427  = \$425  & \$426 ;
+  assign \$428  = issue & \$427 ;
+  assign \$429  = bins_mode == 2'h2;
+  assign \$430  = \$428  & \$429 ;
+  assign \$431  = store_ptr + 1'h1;
+  assign \$432  = ! bins_mode;
+  assign \$433  = v_d1 & \$432 ;
+  assign \$434  = store_ptr + 1'h1;
+  assign \$435  = ! o_stream;
+  assign \$436  = o_valid & \$435 ;
+  assign \$437  = mm + 1'h1;
+  assign \$439  = o_valid & \$438 ;
+  assign \$440  = | o_value[46:34];
+  assign \$441  = \$440  ? 16'hffff : o_value[33:18];
+  assign \$442  = sbase + ms;
+  assign \$443  = ms + 1'h1;
+  assign \$444  = ~ bins_run;
+  assign \$445  = ~ ifin;
+  assign \$446  = init_run & \$445 ;
+  assign \$447  = ~ iph;
+  assign \$448  = \$446  & \$447 ;
+  assign \$449  = ~ iph;
+  assign \$450  = init_run & \$449 ;
+  assign \$451  = ~ ifin;
+  assign \$452  = \$450  & \$451 ;
+  assign \$453  = ~ ifin;
+  assign \$454  = init_run & \$453 ;
+  assign \$455  = ~ iph;
+  assign \$456  = \$454  & \$455 ;
+  assign \$457  = ib + 1'h1;
+  assign \$458  = ib == 8'hfe;
+  assign \$459  = ~ init_run;
+  assign \$460  = p1_ph == 2'h2;
+  assign \$461  = p1_ph + 1'h1;
+  assign \$462  = \$460  ? 3'h0 : \$461 ;
+  assign \$463  = p1_m + 1'h1;
+  assign \$464  = p1_m == 6'h28;
+  assign \$465  = | { p1v_d8, p1v_d7, p1v_d6, p1v_d5, p1v_d4, p1v_d3, p1v_d2, p1v_d1 };
+  assign \$466  = ~ \$465 ;
+  assign \$467  = \$464  & \$466 ;
+  assign \$468  = g + 1'h1;
+  assign \$469  = ! g_p;
+  assign \$470  = k == 5'h1e;
+  assign \$471  = k + 1'h1;
+  assign \$472  = \$470  ? 6'h00 : \$471 ;
+  assign \$473  = k == 5'h1e;
+  assign \$474  = cm + 1'h1;
+  assign \$475  = cm == 6'h28;
+  assign \$476  = k == 4'ha;
+  assign \$477  = \$475  & \$476 ;
+  assign \$478  = ~ pcen_run;
+  assign \$479  = ~ pcen_run;
+  assign \$480  = ! p1m_d3;
+  assign \$481  = \$480  ? 34'h000000000 : sumE;
+  assign \$482  = \$481  + E;
+  assign \$483  = ! p1m_d3;
+  assign \$484  = \$483  ? 34'h000000000 : high;
+  assign \$485  = p1m_d3 >= 5'h1a;
+  assign \$486  = \$485  ? E : 28'h0000000;
+  assign \$487  = \$484  + \$486 ;
+  assign \$488  = p1m_d3 == 4'hd;
+  assign \$489  = ! p1m_d8;
+  assign \$490  = \$489  ? 35'h000000000 : slog;
+  assign \$491  = $signed(\$490 ) + $signed(o_lp);
+  assign \$492  = k == 1'h1;
+  assign \$493  = p2 & \$492 ;
+  assign \$494  = k == 2'h2;
+  assign \$495  = p2 & \$494 ;
+  assign \$496  = k == 2'h3;
+  assign \$497  = p2 & \$496 ;
+  assign \$498  = k == 3'h4;
+  assign \$499  = p2 & \$498 ;
+  assign \$500  = k == 3'h5;
+  assign \$501  = p2 & \$500 ;
+  assign \$502  = k == 3'h6;
+  assign \$503  = p2 & \$502 ;
+  assign \$504  = k == 3'h7;
+  assign \$505  = p2 & \$504 ;
+  assign \$506  = k == 3'h6;
+  assign \$507  = p2 & \$506 ;
+  assign \$508  = k == 3'h6;
+  assign \$509  = tail & \$508 ;
+  assign \$510  = clr + 1'h1;
+  assign \$511  = clr == 3'h5;
+  assign \$512  = t == 3'h4;
+  assign \$513  = t == 7'h64;
+  assign \$514  = t + 1'h1;
+  assign \$515  = fbase + 6'h28;
+  assign \$516  = clr + 1'h1;
+  assign \$517  = clr == 3'h5;
+  assign \$518  = tr == 3'h4;
+  assign \$519  = t == 7'h64;
+  assign \$520  = t + 1'h1;
+  assign \$521  = fbase + 6'h28;
+  assign \$522  = tr + 1'h1;
+  assign \$523  = rbase + 6'h28;
+  always @(posedge clk)
+    g_p <= \$524 ;
+  always @(posedge clk)
+    slot <= \$525 ;
+  always @(posedge clk)
+    j <= \$526 ;
+  always @(posedge clk)
+    finished <= \$527 ;
+  always @(posedge clk)
+    v_d1 <= \$528 ;
+  always @(posedge clk)
+    v_d2 <= \$529 ;
+  always @(posedge clk)
+    v_d3 <= \$530 ;
+  always @(posedge clk)
+    v_d4 <= \$531 ;
+  always @(posedge clk)
+    v_d5 <= \$532 ;
+  always @(posedge clk)
+    v_d6 <= \$533 ;
   always @(posedge clk)
-    close_d1 <= \$661 ;
+    v_d7 <= \$534 ;
   always @(posedge clk)
-    close_d2 <= \$662 ;
+    v_d8 <= \$535 ;
   always @(posedge clk)
-    close_d3 <= \$663 ;
+    v_d9 <= \$536 ;
   always @(posedge clk)
-    close_d4 <= \$664 ;
+    v_d10 <= \$537 ;
   always @(posedge clk)
-    close_d5 <= \$665 ;
+    v_d11 <= \$538 ;
   always @(posedge clk)
-    close_d6 <= \$666 ;
+    v_d12 <= \$539 ;
   always @(posedge clk)
-    close_d7 <= \$667 ;
+    v_d13 <= \$540 ;
   always @(posedge clk)
-    close_d8 <= \$668 ;
+    v_d14 <= \$541 ;
   always @(posedge clk)
-    close_d9 <= \$669 ;
+    v_d15 <= \$542 ;
   always @(posedge clk)
-    close_d10 <= \$670 ;
+    v_d16 <= \$543 ;
   always @(posedge clk)
-    close_d11 <= \$671 ;
+    v_d17 <= \$544 ;
   always @(posedge clk)
-    close_d12 <= \$672 ;
+    v_d18 <= \$545 ;
   always @(posedge clk)
-    close_d13 <= \$673 ;
+    v_d19 <= \$546 ;
   always @(posedge clk)
-    close_d14 <= \$674 ;
+    v_d20 <= \$547 ;
   always @(posedge clk)
-    close_d15 <= \$675 ;
+    v_d21 <= \$548 ;
   always @(posedge clk)
-    close_d16 <= \$676 ;
+    v_d22 <= \$549 ;
   always @(posedge clk)
-    close_d17 <= \$677 ;
+    v_d23 <= \$550 ;
   always @(posedge clk)
-    close_d18 <= \$678 ;
+    v_d24 <= \$551 ;
   always @(posedge clk)
-    close_d19 <= \$679 ;
+    v_d25 <= \$552 ;
   always @(posedge clk)
-    word0r <= \$680 ;
+    v_d26 <= \$553 ;
   always @(posedge clk)
-    noise_r <= \$681 ;
+    v_d27 <= \$554 ;
   always @(posedge clk)
-    mm <= \$682 ;
+    v_d28 <= \$555 ;
   always @(posedge clk)
-    \$signal$181  <= \$683 ;
+    jb_d1 <= \$556 ;
   always @(posedge clk)
-    ld <= \$684 ;
+    jb_d2 <= \$557 ;
   always @(posedge clk)
-    r <= \$685 ;
+    half_d1 <= \$558 ;
   always @(posedge clk)
-    sclose <= \$686 ;
+    store_ptr <= \$559 ;
   always @(posedge clk)
-    snm <= \$687 ;
+    x_reg <= \$560 ;
   always @(posedge clk)
-    saddr <= \$688 ;
+    x1r <= \$561 ;
   always @(posedge clk)
-    ms <= \$689 ;
+    w_d1 <= \$562 ;
   always @(posedge clk)
-    sclose_d1 <= \$690 ;
+    w_d2 <= \$563 ;
   always @(posedge clk)
-    sclose_d2 <= \$691 ;
+    w_d3 <= \$564 ;
   always @(posedge clk)
-    sclose_d3 <= \$692 ;
+    w_d4 <= \$565 ;
   always @(posedge clk)
-    sclose_d4 <= \$693 ;
+    w_d5 <= \$566 ;
   always @(posedge clk)
-    sclose_d5 <= \$694 ;
+    w_d6 <= \$567 ;
   always @(posedge clk)
-    sclose_d6 <= \$695 ;
+    w_d7 <= \$568 ;
   always @(posedge clk)
-    saddr_d1 <= \$696 ;
+    w_d8 <= \$569 ;
   always @(posedge clk)
-    saddr_d2 <= \$697 ;
+    w_d9 <= \$570 ;
   always @(posedge clk)
-    saddr_d3 <= \$698 ;
+    w_d10 <= \$571 ;
   always @(posedge clk)
-    saddr_d4 <= \$699 ;
+    w_d11 <= \$572 ;
   always @(posedge clk)
-    saddr_d5 <= \$700 ;
+    w_d12 <= \$573 ;
   always @(posedge clk)
-    saddr_d6 <= \$701 ;
+    w_d13 <= \$574 ;
   always @(posedge clk)
-    snr_val <= \$702 ;
+    w_d14 <= \$575 ;
   always @(posedge clk)
-    iv_d1 <= \$703 ;
+    w_d15 <= \$576 ;
   always @(posedge clk)
-    iv_d2 <= \$704 ;
+    w_d16 <= \$577 ;
   always @(posedge clk)
-    iv_d3 <= \$705 ;
+    w_d17 <= \$578 ;
   always @(posedge clk)
-    iv_d4 <= \$706 ;
+    w_d18 <= \$579 ;
   always @(posedge clk)
-    iph <= \$707 ;
+    w_d19 <= \$580 ;
   always @(posedge clk)
-    ib <= \$708 ;
+    close_d1 <= \$581 ;
   always @(posedge clk)
-    ifin <= \$709 ;
+    close_d2 <= \$582 ;
   always @(posedge clk)
-    ib_d1 <= \$710 ;
+    close_d3 <= \$583 ;
   always @(posedge clk)
-    ib_d2 <= \$711 ;
+    close_d4 <= \$584 ;
   always @(posedge clk)
-    ib_d3 <= \$712 ;
+    close_d5 <= \$585 ;
   always @(posedge clk)
-    ib_d4 <= \$713 ;
+    close_d6 <= \$586 ;
   always @(posedge clk)
-    sum5_hold <= \$714 ;
+    close_d7 <= \$587 ;
   always @(posedge clk)
-    p1v_d1 <= \$715 ;
+    close_d8 <= \$588 ;
   always @(posedge clk)
-    p1v_d2 <= \$716 ;
+    close_d9 <= \$589 ;
   always @(posedge clk)
-    p1v_d3 <= \$717 ;
+    close_d10 <= \$590 ;
   always @(posedge clk)
-    p1v_d4 <= \$718 ;
+    close_d11 <= \$591 ;
   always @(posedge clk)
-    p1v_d5 <= \$719 ;
+    close_d12 <= \$592 ;
   always @(posedge clk)
-    p1v_d6 <= \$720 ;
+    close_d13 <= \$593 ;
   always @(posedge clk)
-    p1v_d7 <= \$721 ;
+    close_d14 <= \$594 ;
   always @(posedge clk)
-    p1v_d8 <= \$722 ;
+    close_d15 <= \$595 ;
   always @(posedge clk)
-    p1m_d1 <= \$723 ;
+    close_d16 <= \$596 ;
   always @(posedge clk)
-    p1m_d2 <= \$724 ;
+    close_d17 <= \$597 ;
   always @(posedge clk)
-    p1m_d3 <= \$725 ;
+    close_d18 <= \$598 ;
   always @(posedge clk)
-    p1m_d4 <= \$726 ;
+    close_d19 <= \$599 ;
   always @(posedge clk)
-    p1m_d5 <= \$727 ;
+    word0r <= \$600 ;
   always @(posedge clk)
-    p1m_d6 <= \$728 ;
+    noise_r <= \$601 ;
   always @(posedge clk)
-    p1m_d7 <= \$729 ;
+    mm <= \$602 ;
   always @(posedge clk)
-    p1m_d8 <= \$730 ;
+    \$signal$182  <= \$603 ;
   always @(posedge clk)
-    pcen_state <= \$731 ;
+    ld <= \$604 ;
   always @(posedge clk)
-    p1_ph <= \$732 ;
+    r <= \$605 ;
   always @(posedge clk)
-    p1_m <= \$733 ;
+    sclose <= \$606 ;
   always @(posedge clk)
-    g <= \$734 ;
+    snm <= \$607 ;
   always @(posedge clk)
-    meanr <= \$735 ;
+    saddr <= \$608 ;
   always @(posedge clk)
-    num_r <= \$736 ;
+    ms <= \$609 ;
   always @(posedge clk)
-    num_zero <= \$737 ;
+    sclose_d1 <= \$610 ;
   always @(posedge clk)
-    lnum <= \$738 ;
+    sclose_d2 <= \$611 ;
   always @(posedge clk)
-    sf_r <= \$739 ;
+    sclose_d3 <= \$612 ;
   always @(posedge clk)
-    g_r <= \$740 ;
+    sclose_d4 <= \$613 ;
   always @(posedge clk)
-    k <= \$741 ;
+    sclose_d5 <= \$614 ;
   always @(posedge clk)
-    cm <= \$742 ;
+    sclose_d6 <= \$615 ;
   always @(posedge clk)
-    mel_r <= \$743 ;
+    saddr_d1 <= \$616 ;
   always @(posedge clk)
-    flo <= \$744 ;
+    saddr_d2 <= \$617 ;
   always @(posedge clk)
-    sumE <= \$745 ;
+    saddr_d3 <= \$618 ;
   always @(posedge clk)
-    high <= \$746 ;
+    saddr_d4 <= \$619 ;
   always @(posedge clk)
-    low <= \$747 ;
+    saddr_d5 <= \$620 ;
   always @(posedge clk)
-    slog <= \$748 ;
+    saddr_d6 <= \$621 ;
   always @(posedge clk)
-    E_r <= \$749 ;
+    snr_val <= \$622 ;
   always @(posedge clk)
-    pw0 <= \$750 ;
+    iv_d1 <= \$623 ;
   always @(posedge clk)
-    pw1 <= \$751 ;
+    iv_d2 <= \$624 ;
   always @(posedge clk)
-    pw2 <= \$752 ;
+    iv_d3 <= \$625 ;
   always @(posedge clk)
-    pw3 <= \$753 ;
+    iv_d4 <= \$626 ;
   always @(posedge clk)
-    pw4 <= \$754 ;
+    iph <= \$627 ;
   always @(posedge clk)
-    pw5 <= \$755 ;
+    ib <= \$628 ;
   always @(posedge clk)
-    lE <= \$756 ;
+    ifin <= \$629 ;
   always @(posedge clk)
-    stat_r <= \$757 ;
+    ib_d1 <= \$630 ;
   always @(posedge clk)
-    t <= \$758 ;
+    ib_d2 <= \$631 ;
   always @(posedge clk)
-    fbase <= \$759 ;
+    ib_d3 <= \$632 ;
   always @(posedge clk)
-    engine_state <= \$760 ;
+    ib_d4 <= \$633 ;
   always @(posedge clk)
-    clr <= \$761 ;
+    sum5_hold <= \$634 ;
   always @(posedge clk)
-    tr <= \$762 ;
+    p1v_d1 <= \$635 ;
   always @(posedge clk)
-    rbase <= \$763 ;
+    p1v_d2 <= \$636 ;
+  always @(posedge clk)
+    p1v_d3 <= \$637 ;
+  always @(posedge clk)
+    p1v_d4 <= \$638 ;
+  always @(posedge clk)
+    p1v_d5 <= \$639 ;
+  always @(posedge clk)
+    p1v_d6 <= \$640 ;
+  always @(posedge clk)
+    p1v_d7 <= \$641 ;
+  always @(posedge clk)
+    p1v_d8 <= \$642 ;
+  always @(posedge clk)
+    p1m_d1 <= \$643 ;
+  always @(posedge clk)
+    p1m_d2 <= \$644 ;
+  always @(posedge clk)
+    p1m_d3 <= \$645 ;
+  always @(posedge clk)
+    p1m_d4 <= \$646 ;
+  always @(posedge clk)
+    p1m_d5 <= \$647 ;
+  always @(posedge clk)
+    p1m_d6 <= \$648 ;
+  always @(posedge clk)
+    p1m_d7 <= \$649 ;
+  always @(posedge clk)
+    p1m_d8 <= \$650 ;
+  always @(posedge clk)
+    pcen_state <= \$651 ;
+  always @(posedge clk)
+    p1_ph <= \$652 ;
+  always @(posedge clk)
+    p1_m <= \$653 ;
+  always @(posedge clk)
+    g <= \$654 ;
+  always @(posedge clk)
+    meanr <= \$655 ;
+  always @(posedge clk)
+    num_r <= \$656 ;
+  always @(posedge clk)
+    num_zero <= \$657 ;
+  always @(posedge clk)
+    lnum <= \$658 ;
+  always @(posedge clk)
+    sf_r <= \$659 ;
+  always @(posedge clk)
+    g_r <= \$660 ;
+  always @(posedge clk)
+    k <= \$661 ;
+  always @(posedge clk)
+    cm <= \$662 ;
+  always @(posedge clk)
+    mel_r <= \$663 ;
+  always @(posedge clk)
+    flo <= \$664 ;
+  always @(posedge clk)
+    sumE <= \$665 ;
+  always @(posedge clk)
+    high <= \$666 ;
+  always @(posedge clk)
+    low <= \$667 ;
+  always @(posedge clk)
+    slog <= \$668 ;
+  always @(posedge clk)
+    E_r <= \$669 ;
+  always @(posedge clk)
+    pw0 <= \$670 ;
+  always @(posedge clk)
+    pw1 <= \$671 ;
+  always @(posedge clk)
+    pw2 <= \$672 ;
+  always @(posedge clk)
+    pw3 <= \$673 ;
+  always @(posedge clk)
+    pw4 <= \$674 ;
+  always @(posedge clk)
+    pw5 <= \$675 ;
+  always @(posedge clk)
+    lE <= \$676 ;
+  always @(posedge clk)
+    stat_r <= \$677 ;
+  always @(posedge clk)
+    t <= \$678 ;
+  always @(posedge clk)
+    fbase <= \$679 ;
+  always @(posedge clk)
+    engine_state <= \$680 ;
+  always @(posedge clk)
+    clr <= \$681 ;
+  always @(posedge clk)
+    tr <= \$682 ;
+  always @(posedge clk)
+    rbase <= \$683 ;
   assign first_frame = ! t;
   assign \$1  = ~ finished;
   assign \$2  = bins_run & \$1 ;
@@ -35958,7 +35736,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   assign \$28  = bins_mode == 2'h2;
   assign \$29  = \$27  & \$28 ;
   assign \$30  = bins_mode == 2'h2;
-  assign x1 = \$30  ? \port$1536$0 [23:0] : x_reg;
+  assign x1 = \$30  ? \port$1457$0 [23:0] : x_reg;
   assign \$31  = half_d1 ? \$signature__data [35:18] : \$signature__data [17:0];
   assign \$32  = half_d1 ? \$signature__data [35:18] : \$signature__data [17:0];
   assign \$33  = | bins_mode;
@@ -36082,73 +35860,155 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   assign \$148  = k == 3'h7;
   assign \$149  = tail & \$148 ;
   assign \$150  = $signed(g_p[57:15]) + $signed(4'h4);
-  assign \$152  = $signed(\$151 [21:0]) > $signed(16'h7fff);
-  assign \$153  = $signed(\$151 [21:0]) < $signed(16'h8000);
-  assign \$154  = \$153  ? 22'h3f8000 : \$151 [21:0];
-  assign \$155  = \$152  ? 22'h007fff : \$154 ;
-  assign \$156  = k == 4'h8;
-  assign \$157  = tail & \$156 ;
-  assign \$158  = fbase + \$144 [5:0];
-  assign \$159  = t < 3'h5;
-  assign \$160  = \$159  ? 1'h0 : 1'h1;
-  assign bins_mode = in_replay ? 2'h2 : { 1'h0, \$160  };
-  assign \$161  = ! clr;
+  assign \$152  = | \$151 [21:15];
+  assign \$153  = ~ \$152 ;
+  assign \$154  = & \$151 [21:15];
+  assign \$155  = \$153  | \$154 ;
+  assign \$156  = \$151 [21] ? 16'h8000 : 16'h7fff;
+  assign feat = \$155  ? \$151 [15:0] : \$156 ;
+  assign \$157  = k == 4'h8;
+  assign \$158  = tail & \$157 ;
+  assign \$159  = fbase + \$144 [5:0];
+  assign \$160  = t < 3'h5;
+  assign \$161  = \$160  ? 1'h0 : 1'h1;
+  assign bins_mode = in_replay ? 2'h2 : { 1'h0, \$161  };
   assign \$162  = ! clr;
-  assign \$163  = fu_use0 ? 1'h1 : 1'h0;
-  assign \$164  = fu_use1 ? 1'h1 : 1'h0;
-  assign \$165  = \$163  | \$164 ;
-  assign \$166  = fu_use2 ? 1'h1 : 1'h0;
-  assign \$167  = \$165  | \$166 ;
-  assign \$168  = fu_use3 ? 1'h1 : 1'h0;
-  assign \$169  = \$167  | \$168 ;
-  assign \$170  = fu_use4 ? 1'h1 : 1'h0;
-  assign \$171  = \$169  | \$170 ;
-  assign \$172  = fu_use5 ? 1'h1 : 1'h0;
-  assign \$173  = \$171  | \$172 ;
-  assign \$174  = fu_use6 ? 1'h1 : 1'h0;
-  assign \$175  = \$173  | \$174 ;
-  assign \$176  = fu_use7 ? 1'h1 : 1'h0;
-  assign \$177  = \$175  | \$176 ;
-  assign \$178  = fu_use8 ? 1'h1 : 1'h0;
-  assign \$179  = \$177  | \$178 ;
-  assign \$180  = fu_use9 ? 1'h1 : 1'h0;
-  assign \$181  = \$179  | \$180 ;
-  assign \$182  = fu_use10 ? 1'h1 : 1'h0;
-  assign \$183  = \$181  | \$182 ;
-  assign \$184  = fu_use11 ? 1'h1 : 1'h0;
-  assign \$185  = \$183  | \$184 ;
-  assign \$186  = fu_use12 ? 1'h1 : 1'h0;
-  assign \$187  = \$185  | \$186 ;
-  assign \$188  = fu_use13 ? 1'h1 : 1'h0;
-  assign \$189  = \$187  | \$188 ;
-  assign \$190  = fu_use14 ? 1'h1 : 1'h0;
-  assign \$191  = \$189  | \$190 ;
-  assign \$192  = fu_use15 ? 1'h1 : 1'h0;
-  assign \$193  = \$191  | \$192 ;
-  assign \$194  = fu_use16 ? 1'h1 : 1'h0;
-  assign \$195  = \$193  | \$194 ;
-  assign \$196  = fu_use17 ? 1'h1 : 1'h0;
-  assign \$197  = \$195  | \$196 ;
-  assign \$198  = fu_use18 ? 1'h1 : 1'h0;
-  assign \$199  = \$197  | \$198 ;
-  assign \$200  = fu_use19 ? 1'h1 : 1'h0;
-  assign i_valid = \$199  | \$200 ;
-  assign \$204  = fu_use2 ? 1'h1 : 1'h0;
-  assign \$206  = fu_use3 ? 2'h2 : 2'h0;
-  assign \$207  = { 1'h0, \$205  } | \$206 ;
-  assign \$208  = fu_use4 ? 2'h3 : 2'h0;
-  assign \$209  = \$207  | \$208 ;
-  assign \$214  = fu_use7 ? 3'h7 : 3'h0;
-  assign \$215  = { 1'h0, \$213  } | \$214 ;
-  assign \$216  = fu_use8 ? 3'h7 : 3'h0;
-  assign \$217  = \$215  | \$216 ;
-  assign \$218  = fu_use9 ? 4'h8 : 4'h0;
-  assign \$219  = { 1'h0, \$217  } | \$218 ;
-  assign \$220  = fu_use10 ? 2'h3 : 2'h0;
-  assign \$221  = \$219  | { 2'h0, \$220  };
-  assign \$222  = fu_use11 ? 2'h3 : 2'h0;
-  assign \$223  = \$221  | { 2'h0, \$222  };
-  assign \$224  = fu_use12 ? 3'h4 : 3'h0;
+  assign \$163  = ! clr;
+  assign \$164  = fu_use0 | fu_use1;
+  assign \$165  = \$164  | fu_use2;
+  assign \$166  = \$165  | fu_use3;
+  assign \$167  = \$166  | fu_use4;
+  assign \$168  = \$167  | fu_use5;
+  assign \$169  = \$168  | fu_use6;
+  assign \$170  = \$169  | fu_use7;
+  assign \$171  = \$170  | fu_use8;
+  assign \$172  = \$171  | fu_use9;
+  assign \$173  = \$172  | fu_use10;
+  assign \$174  = \$173  | fu_use11;
+  assign \$175  = \$174  | fu_use12;
+  assign \$176  = \$175  | fu_use13;
+  assign \$177  = \$176  | fu_use14;
+  assign \$178  = \$177  | fu_use15;
+  assign \$179  = \$178  | fu_use16;
+  assign \$180  = \$179  | fu_use17;
+  assign \$181  = \$180  | fu_use18;
+  assign \$182  = \$181  | fu_use19;
+  assign i_valid = \$182  ? 1'h1 : 1'h0;
+  assign \$183  = fu_use0 | fu_use1;
+  assign \$184  = \$183  | fu_use5;
+  assign \$185  = \$184  | fu_use6;
+  assign \$187  = fu_use2 ? 1'h1 : 1'h0;
+  assign \$189  = fu_use3 ? 2'h2 : 2'h0;
+  assign \$190  = { 1'h0, \$188  } | \$189 ;
+  assign \$191  = fu_use4 | fu_use10;
+  assign \$192  = \$191  | fu_use11;
+  assign \$193  = \$192  | fu_use14;
+  assign \$194  = \$193  | fu_use18;
+  assign \$195  = \$194  ? 2'h3 : 2'h0;
+  assign \$196  = \$190  | \$195 ;
+  assign \$197  = fu_use7 | fu_use8;
+  assign \$198  = \$197  ? 3'h7 : 3'h0;
+  assign \$199  = { 1'h0, \$196  } | \$198 ;
+  assign \$200  = fu_use9 ? 4'h8 : 4'h0;
+  assign \$201  = { 1'h0, \$199  } | \$200 ;
+  assign \$202  = fu_use12 | fu_use16;
+  assign \$203  = \$202  ? 3'h4 : 3'h0;
+  assign \$204  = \$201  | { 1'h0, \$203  };
+  assign \$205  = fu_use13 | fu_use17;
+  assign \$206  = \$205  ? 3'h5 : 3'h0;
+  assign \$207  = \$204  | { 1'h0, \$206  };
+  assign \$208  = fu_use15 | fu_use19;
+  assign \$209  = \$208  ? 3'h6 : 3'h0;
+  assign i_op = \$207  | { 1'h0, \$209  };
+  assign \$210  = fu_use0 ? x1 : 24'h000000;
+  assign \$211  = fu_use1 ? g_p[43:0] : 44'h00000000000;
+  assign \$212  = { 20'h00000, \$210  } | \$211 ;
+  assign \$213  = fu_use2 ? \$signal$182  : 32'd0;
+  assign \$214  = { 1'h0, \$212  } | { \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213  };
+  assign \$215  = fu_use3 ? snm : 16'h0000;
+  assign \$216  = \$214  | { 29'h00000000, \$215  };
+  assign \$217  = fu_use4 ? sumE : 34'h000000000;
+  assign \$218  = \$216  | { 11'h000, \$217  };
+  assign \$219  = fu_use5 | fu_use6;
+  assign \$220  = \$219  ? g_p[39:0] : 40'h0000000000;
+  assign \$221  = \$218  | { 5'h00, \$220  };
+  assign \$222  = fu_use7 ? meanr : 34'h000000000;
+  assign \$223  = \$221  | { \$222 [33], \$222 [33], \$222 [33], \$222 [33], \$222 [33], \$222 [33], \$222 [33], \$222 [33], \$222 [33], \$222 [33], \$222 [33], \$222  };
+  assign \$224  = fu_use8 ? lnum : 32'd0;
+  assign \$225  = \$223  | { \$224 [31], \$224 [31], \$224 [31], \$224 [31], \$224 [31], \$224 [31], \$224 [31], \$224 [31], \$224 [31], \$224 [31], \$224 [31], \$224 [31], \$224 [31], \$224  };
+  assign \$226  = | s[43:15];
+  assign \$227  = ~ \$226 ;
+  assign \$228  = & s[43:15];
+  assign \$229  = \$227  | \$228 ;
+  assign \$230  = s[43] ? 16'h8000 : 16'h7fff;
+  assign \$231  = \$229  ? s[15:0] : \$230 ;
+  assign \$232  = fu_use9 ? \$231  : 16'h0000;
+  assign \$233  = \$225  | { \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232  };
+  assign \$234  = fu_use10 ? E : 28'h0000000;
+  assign \$235  = \$233  | { 17'h00000, \$234  };
+  assign \$236  = fu_use11 ? \$signature__data [27:0] : 28'h0000000;
+  assign \$237  = \$235  | { 17'h00000, \$236  };
+  assign \$238  = fu_use12 | fu_use16;
+  assign \$239  = \$238  ? g_p[47:16] : 32'd0;
+  assign \$240  = \$237  | { 13'h0000, \$239  };
+  assign \$241  = fu_use13 | fu_use15;
+  assign \$242  = \$241  | fu_use17;
+  assign \$243  = \$242  | fu_use19;
+  assign \$244  = \$243  ? g_p[49:16] : 34'h000000000;
+  assign \$245  = \$240  | { \$244 [33], \$244 [33], \$244 [33], \$244 [33], \$244 [33], \$244 [33], \$244 [33], \$244 [33], \$244 [33], \$244 [33], \$244 [33], \$244  };
+  assign \$246  = fu_use14 | fu_use18;
+  assign \$247  = \$246  ? o_exp : 43'h00000000000;
+  assign i_x = \$245  | { \$247 [42], \$247 [42], \$247  };
+  assign \$248  = fu_use0 | fu_use1;
+  assign \$249  = \$248  | fu_use3;
+  assign \$250  = \$249  | fu_use4;
+  assign \$251  = \$250  | fu_use5;
+  assign \$252  = \$251  | fu_use6;
+  assign \$253  = \$252  | fu_use9;
+  assign \$254  = \$253  | fu_use10;
+  assign \$255  = \$254  | fu_use11;
+  assign \$256  = \$255  | fu_use12;
+  assign \$257  = \$256  | fu_use13;
+  assign \$258  = \$257  | fu_use14;
+  assign \$259  = \$258  | fu_use15;
+  assign \$260  = \$259  | fu_use16;
+  assign \$261  = \$260  | fu_use17;
+  assign \$262  = \$261  | fu_use18;
+  assign \$263  = \$262  | fu_use19;
+  assign \$265  = fu_use2 ? ld : 32'd0;
+  assign \$267  = fu_use7 | fu_use8;
+  assign \$268  = \$267  ? o_lp : 32'd0;
+  assign \$269  = \$266  | \$268 ;
+  assign \$270  = fu_use0 | fu_use1;
+  assign \$271  = \$270  | fu_use2;
+  assign \$272  = \$271  | fu_use3;
+  assign \$273  = \$272  | fu_use4;
+  assign \$274  = \$273  | fu_use5;
+  assign \$275  = \$274  | fu_use6;
+  assign \$276  = \$275  | fu_use7;
+  assign \$277  = \$276  | fu_use8;
+  assign \$278  = \$277  | fu_use9;
+  assign \$279  = \$278  | fu_use10;
+  assign \$280  = \$279  | fu_use11;
+  assign \$281  = \$280  | fu_use12;
+  assign \$282  = \$281  | fu_use14;
+  assign \$283  = \$282  | fu_use16;
+  assign \$284  = \$283  | fu_use18;
+  assign \$286  = fu_use13 ? { pw2[1:0], pw1[35:18] } : 20'h00000;
+  assign \$288  = fu_use15 ? pw2[21:2] : 20'h00000;
+  assign \$289  = { 1'h0, \$287  } | { \$288 [19], \$288  };
+  assign \$290  = fu_use17 ? { pw5[1:0], pw4[35:18] } : 20'h00000;
+  assign \$291  = \$289  | { 1'h0, \$290  };
+  assign \$292  = fu_use19 ? pw5[21:2] : 20'h00000;
+  assign \$293  = \$291  | { \$292 [19], \$292  };
+  assign \$294  = gmul_use0 ? x1 : 24'h000000;
+  assign \$295  = gmul_use1 ? { \$37 [28], \$37  } : 30'h00000000;
+  assign \$296  = { 6'h00, \$294  } | \$295 ;
+  assign \$297  = gmul_use2 ? noise_r : 28'h0000000;
+  assign \$298  = \$296  | { 2'h0, \$297  };
+  assign \$299  = gmul_use3 ? word0r : 28'h0000000;
+  assign \$300  = \$298  | { 2'h0, \$299  };
+  assign \$301  = gmul_use4 ? sum5_hold : 28'h0000000;
   \nanomamba_accel.spectral.engine.fu  fu (
     .clip_start(clip_start),
     .clk(clk),
@@ -36157,8 +36017,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     .i_x(i_x),
     .o_exp(o_exp),
     .o_lp(o_lp),
-    .\port$906$0 (\$319 ),
-    .\port$945$0 (\$358 ),
+    .\port$857$0 (\$269 ),
+    .\port$881$0 (\$293 ),
     .rst(rst)
   );
   \nanomamba_accel.spectral.engine.mac  mac (
@@ -36266,8 +36126,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     if (\$146 ) begin
       fb_addr = \$147 [11:0];
     end
-    if (\$157 ) begin
-      fb_addr = \$158 [11:0];
+    if (\$158 ) begin
+      fb_addr = \$159 [11:0];
     end
   end
   always @* begin
@@ -36300,7 +36160,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     if (sclose_d6) begin
       fb_we = 1'h1;
     end
-    if (\$157 ) begin
+    if (\$158 ) begin
       fb_we = 1'h1;
     end
   end
@@ -36311,10 +36171,10 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
       fb_wdata = { 7'h00, x1 };
     end
     if (sclose_d6) begin
-      fb_wdata = { snr_val, \port$1536$0 [14:0] };
+      fb_wdata = { snr_val, \port$1457$0 [14:0] };
     end
-    if (\$157 ) begin
-      fb_wdata = { \port$1539$0 , \port$1536$0 [26:15], \$155 [14:0] };
+    if (\$158 ) begin
+      fb_wdata = { \port$1460$0 , \port$1457$0 [26:15], feat[14:0] };
     end
   end
   always @* begin
@@ -36786,6 +36646,43 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    s = 44'h00000000000;
+    casez (pcen_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          casez (g)
+            5'h00:
+                /* empty */;
+            5'h01:
+                /* empty */;
+            5'h02:
+                /* empty */;
+            5'h03:
+                /* empty */;
+            5'h04:
+                /* empty */;
+            5'h05:
+                /* empty */;
+            5'h07:
+                /* empty */;
+            5'h09:
+                /* empty */;
+            5'h0d:
+                /* empty */;
+            5'h11:
+                /* empty */;
+            5'h12:
+                /* empty */;
+            5'h13:
+                s = g_p[57:14];
+          endcase
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     fu_use9 = 1'h0;
     casez (pcen_state)
       3'h0:
@@ -36959,28 +36856,28 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     stat_en = 1'h0;
-    if (\$157 ) begin
+    if (\$158 ) begin
       stat_en = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     stat_m = 6'h00;
-    if (\$157 ) begin
+    if (\$158 ) begin
       stat_m = \$144 [5:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     stat_x = 16'h0000;
-    if (\$157 ) begin
-      stat_x = \$155 [15:0];
+    if (\$158 ) begin
+      stat_x = feat;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     stat_first = 1'h0;
-    if (\$157 ) begin
+    if (\$158 ) begin
       stat_first = first_frame;
     end
   end
@@ -37011,7 +36908,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
       3'h0:
           /* empty */;
       3'h1:
-          clear = \$161 ;
+          clear = \$162 ;
       3'h2:
           /* empty */;
       3'h3:
@@ -37019,7 +36916,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
       3'h4:
           /* empty */;
       3'h6:
-          clear = \$162 ;
+          clear = \$163 ;
     endcase
   end
   always @* begin
@@ -37117,1355 +37014,1355 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$604  = { \$490 [56], \$490  };
+    \$524  = { \$410 [56], \$410  };
     if (clip_start) begin
-      \$604  = 58'h000000000000000;
+      \$524  = 58'h000000000000000;
     end
     if (rst) begin
-      \$604  = 58'h000000000000000;
+      \$524  = 58'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$605  = \$493 [2:0];
+    \$525  = \$413 [2:0];
     if (clip_start) begin
-      \$605  = 3'h0;
+      \$525  = 3'h0;
     end
     if (rst) begin
-      \$605  = 3'h0;
+      \$525  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$606  = j;
+    \$526  = j;
     if (issue) begin
-      \$606  = \$494 [8:0];
+      \$526  = \$414 [8:0];
     end
-    if (\$498 ) begin
-      \$606  = { 8'h00, \$500  };
+    if (\$418 ) begin
+      \$526  = { 8'h00, \$420  };
     end
     if (clip_start) begin
-      \$606  = 9'h000;
+      \$526  = 9'h000;
     end
     if (rst) begin
-      \$606  = 9'h000;
+      \$526  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$607  = finished;
+    \$527  = finished;
     if (issue) begin
-      if (\$497 ) begin
-        \$607  = 1'h1;
+      if (\$417 ) begin
+        \$527  = 1'h1;
       end
     end
-    if (\$498 ) begin
-      \$607  = 1'h0;
+    if (\$418 ) begin
+      \$527  = 1'h0;
     end
     if (clip_start) begin
-      \$607  = 1'h0;
+      \$527  = 1'h0;
     end
     if (rst) begin
-      \$607  = 1'h0;
+      \$527  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$608  = \$504 ;
+    \$528  = \$424 ;
     if (clip_start) begin
-      \$608  = 1'h0;
+      \$528  = 1'h0;
     end
     if (rst) begin
-      \$608  = 1'h0;
+      \$528  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$609  = v_d1;
+    \$529  = v_d1;
     if (clip_start) begin
-      \$609  = 1'h0;
+      \$529  = 1'h0;
     end
     if (rst) begin
-      \$609  = 1'h0;
+      \$529  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$610  = v_d2;
+    \$530  = v_d2;
     if (clip_start) begin
-      \$610  = 1'h0;
+      \$530  = 1'h0;
     end
     if (rst) begin
-      \$610  = 1'h0;
+      \$530  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$611  = v_d3;
+    \$531  = v_d3;
     if (clip_start) begin
-      \$611  = 1'h0;
+      \$531  = 1'h0;
     end
     if (rst) begin
-      \$611  = 1'h0;
+      \$531  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$612  = v_d4;
+    \$532  = v_d4;
     if (clip_start) begin
-      \$612  = 1'h0;
+      \$532  = 1'h0;
     end
     if (rst) begin
-      \$612  = 1'h0;
+      \$532  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$613  = v_d5;
+    \$533  = v_d5;
     if (clip_start) begin
-      \$613  = 1'h0;
+      \$533  = 1'h0;
     end
     if (rst) begin
-      \$613  = 1'h0;
+      \$533  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$614  = v_d6;
+    \$534  = v_d6;
     if (clip_start) begin
-      \$614  = 1'h0;
+      \$534  = 1'h0;
     end
     if (rst) begin
-      \$614  = 1'h0;
+      \$534  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$615  = v_d7;
+    \$535  = v_d7;
     if (clip_start) begin
-      \$615  = 1'h0;
+      \$535  = 1'h0;
     end
     if (rst) begin
-      \$615  = 1'h0;
+      \$535  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$616  = v_d8;
+    \$536  = v_d8;
     if (clip_start) begin
-      \$616  = 1'h0;
+      \$536  = 1'h0;
     end
     if (rst) begin
-      \$616  = 1'h0;
+      \$536  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$617  = v_d9;
+    \$537  = v_d9;
     if (clip_start) begin
-      \$617  = 1'h0;
+      \$537  = 1'h0;
     end
     if (rst) begin
-      \$617  = 1'h0;
+      \$537  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$618  = v_d10;
+    \$538  = v_d10;
     if (clip_start) begin
-      \$618  = 1'h0;
+      \$538  = 1'h0;
     end
     if (rst) begin
-      \$618  = 1'h0;
+      \$538  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$619  = v_d11;
+    \$539  = v_d11;
     if (clip_start) begin
-      \$619  = 1'h0;
+      \$539  = 1'h0;
     end
     if (rst) begin
-      \$619  = 1'h0;
+      \$539  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$620  = v_d12;
+    \$540  = v_d12;
     if (clip_start) begin
-      \$620  = 1'h0;
+      \$540  = 1'h0;
     end
     if (rst) begin
-      \$620  = 1'h0;
+      \$540  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$621  = v_d13;
+    \$541  = v_d13;
     if (clip_start) begin
-      \$621  = 1'h0;
+      \$541  = 1'h0;
     end
     if (rst) begin
-      \$621  = 1'h0;
+      \$541  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$622  = v_d14;
+    \$542  = v_d14;
     if (clip_start) begin
-      \$622  = 1'h0;
+      \$542  = 1'h0;
     end
     if (rst) begin
-      \$622  = 1'h0;
+      \$542  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$623  = v_d15;
+    \$543  = v_d15;
     if (clip_start) begin
-      \$623  = 1'h0;
+      \$543  = 1'h0;
     end
     if (rst) begin
-      \$623  = 1'h0;
+      \$543  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$624  = v_d16;
+    \$544  = v_d16;
     if (clip_start) begin
-      \$624  = 1'h0;
+      \$544  = 1'h0;
     end
     if (rst) begin
-      \$624  = 1'h0;
+      \$544  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$625  = v_d17;
+    \$545  = v_d17;
     if (clip_start) begin
-      \$625  = 1'h0;
+      \$545  = 1'h0;
     end
     if (rst) begin
-      \$625  = 1'h0;
+      \$545  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$626  = v_d18;
+    \$546  = v_d18;
     if (clip_start) begin
-      \$626  = 1'h0;
+      \$546  = 1'h0;
     end
     if (rst) begin
-      \$626  = 1'h0;
+      \$546  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$627  = v_d19;
+    \$547  = v_d19;
     if (clip_start) begin
-      \$627  = 1'h0;
+      \$547  = 1'h0;
     end
     if (rst) begin
-      \$627  = 1'h0;
+      \$547  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$628  = v_d20;
+    \$548  = v_d20;
     if (clip_start) begin
-      \$628  = 1'h0;
+      \$548  = 1'h0;
     end
     if (rst) begin
-      \$628  = 1'h0;
+      \$548  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$629  = v_d21;
+    \$549  = v_d21;
     if (clip_start) begin
-      \$629  = 1'h0;
+      \$549  = 1'h0;
     end
     if (rst) begin
-      \$629  = 1'h0;
+      \$549  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$630  = v_d22;
+    \$550  = v_d22;
     if (clip_start) begin
-      \$630  = 1'h0;
+      \$550  = 1'h0;
     end
     if (rst) begin
-      \$630  = 1'h0;
+      \$550  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$631  = v_d23;
+    \$551  = v_d23;
     if (clip_start) begin
-      \$631  = 1'h0;
+      \$551  = 1'h0;
     end
     if (rst) begin
-      \$631  = 1'h0;
+      \$551  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$632  = v_d24;
+    \$552  = v_d24;
     if (clip_start) begin
-      \$632  = 1'h0;
+      \$552  = 1'h0;
     end
     if (rst) begin
-      \$632  = 1'h0;
+      \$552  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$633  = v_d25;
+    \$553  = v_d25;
     if (clip_start) begin
-      \$633  = 1'h0;
+      \$553  = 1'h0;
     end
     if (rst) begin
-      \$633  = 1'h0;
+      \$553  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$634  = v_d26;
+    \$554  = v_d26;
     if (clip_start) begin
-      \$634  = 1'h0;
+      \$554  = 1'h0;
     end
     if (rst) begin
-      \$634  = 1'h0;
+      \$554  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$635  = v_d27;
+    \$555  = v_d27;
     if (clip_start) begin
-      \$635  = 1'h0;
+      \$555  = 1'h0;
     end
     if (rst) begin
-      \$635  = 1'h0;
+      \$555  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$636  = \$21 [7:0];
+    \$556  = \$21 [7:0];
     if (clip_start) begin
-      \$636  = 8'h00;
+      \$556  = 8'h00;
     end
     if (rst) begin
-      \$636  = 8'h00;
+      \$556  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$637  = jb_d1;
+    \$557  = jb_d1;
     if (clip_start) begin
-      \$637  = 8'h00;
+      \$557  = 8'h00;
     end
     if (rst) begin
-      \$637  = 8'h00;
+      \$557  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$638  = jj[0];
+    \$558  = jj[0];
     if (clip_start) begin
-      \$638  = 1'h0;
+      \$558  = 1'h0;
     end
     if (rst) begin
-      \$638  = 1'h0;
+      \$558  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$639  = store_ptr;
+    \$559  = store_ptr;
     if (store_rewind) begin
-      \$639  = 12'h0c8;
+      \$559  = 12'h0c8;
     end
-    if (\$510 ) begin
-      \$639  = \$511 [11:0];
+    if (\$430 ) begin
+      \$559  = \$431 [11:0];
     end
-    if (\$513 ) begin
-      \$639  = \$514 [11:0];
+    if (\$433 ) begin
+      \$559  = \$434 [11:0];
     end
     if (clip_start) begin
-      \$639  = 12'h000;
+      \$559  = 12'h000;
     end
     if (rst) begin
-      \$639  = 12'h000;
+      \$559  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$640  = i__payload[23:0];
+    \$560  = i__payload[23:0];
     if (clip_start) begin
-      \$640  = 24'h000000;
+      \$560  = 24'h000000;
     end
     if (rst) begin
-      \$640  = 24'h000000;
+      \$560  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$641  = x1;
+    \$561  = x1;
     if (clip_start) begin
-      \$641  = 24'h000000;
+      \$561  = 24'h000000;
     end
     if (rst) begin
-      \$641  = 24'h000000;
+      \$561  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$642  = \$31 [15:0];
+    \$562  = \$31 [15:0];
     if (clip_start) begin
-      \$642  = 16'h0000;
+      \$562  = 16'h0000;
     end
     if (rst) begin
-      \$642  = 16'h0000;
+      \$562  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$643  = w_d1;
+    \$563  = w_d1;
     if (clip_start) begin
-      \$643  = 16'h0000;
+      \$563  = 16'h0000;
     end
     if (rst) begin
-      \$643  = 16'h0000;
+      \$563  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$644  = w_d2;
+    \$564  = w_d2;
     if (clip_start) begin
-      \$644  = 16'h0000;
+      \$564  = 16'h0000;
     end
     if (rst) begin
-      \$644  = 16'h0000;
+      \$564  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$645  = w_d3;
+    \$565  = w_d3;
     if (clip_start) begin
-      \$645  = 16'h0000;
+      \$565  = 16'h0000;
     end
     if (rst) begin
-      \$645  = 16'h0000;
+      \$565  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$646  = w_d4;
+    \$566  = w_d4;
     if (clip_start) begin
-      \$646  = 16'h0000;
+      \$566  = 16'h0000;
     end
     if (rst) begin
-      \$646  = 16'h0000;
+      \$566  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$647  = w_d5;
+    \$567  = w_d5;
     if (clip_start) begin
-      \$647  = 16'h0000;
+      \$567  = 16'h0000;
     end
     if (rst) begin
-      \$647  = 16'h0000;
+      \$567  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$648  = w_d6;
+    \$568  = w_d6;
     if (clip_start) begin
-      \$648  = 16'h0000;
+      \$568  = 16'h0000;
     end
     if (rst) begin
-      \$648  = 16'h0000;
+      \$568  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$649  = w_d7;
+    \$569  = w_d7;
     if (clip_start) begin
-      \$649  = 16'h0000;
+      \$569  = 16'h0000;
     end
     if (rst) begin
-      \$649  = 16'h0000;
+      \$569  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$650  = w_d8;
+    \$570  = w_d8;
     if (clip_start) begin
-      \$650  = 16'h0000;
+      \$570  = 16'h0000;
     end
     if (rst) begin
-      \$650  = 16'h0000;
+      \$570  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$651  = w_d9;
+    \$571  = w_d9;
     if (clip_start) begin
-      \$651  = 16'h0000;
+      \$571  = 16'h0000;
     end
     if (rst) begin
-      \$651  = 16'h0000;
+      \$571  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$652  = w_d10;
+    \$572  = w_d10;
     if (clip_start) begin
-      \$652  = 16'h0000;
+      \$572  = 16'h0000;
     end
     if (rst) begin
-      \$652  = 16'h0000;
+      \$572  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$653  = w_d11;
+    \$573  = w_d11;
     if (clip_start) begin
-      \$653  = 16'h0000;
+      \$573  = 16'h0000;
     end
     if (rst) begin
-      \$653  = 16'h0000;
+      \$573  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$654  = w_d12;
+    \$574  = w_d12;
     if (clip_start) begin
-      \$654  = 16'h0000;
+      \$574  = 16'h0000;
     end
     if (rst) begin
-      \$654  = 16'h0000;
+      \$574  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$655  = w_d13;
+    \$575  = w_d13;
     if (clip_start) begin
-      \$655  = 16'h0000;
+      \$575  = 16'h0000;
     end
     if (rst) begin
-      \$655  = 16'h0000;
+      \$575  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$656  = w_d14;
+    \$576  = w_d14;
     if (clip_start) begin
-      \$656  = 16'h0000;
+      \$576  = 16'h0000;
     end
     if (rst) begin
-      \$656  = 16'h0000;
+      \$576  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$657  = w_d15;
+    \$577  = w_d15;
     if (clip_start) begin
-      \$657  = 16'h0000;
+      \$577  = 16'h0000;
     end
     if (rst) begin
-      \$657  = 16'h0000;
+      \$577  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$658  = w_d16;
+    \$578  = w_d16;
     if (clip_start) begin
-      \$658  = 16'h0000;
+      \$578  = 16'h0000;
     end
     if (rst) begin
-      \$658  = 16'h0000;
+      \$578  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$659  = w_d17;
+    \$579  = w_d17;
     if (clip_start) begin
-      \$659  = 16'h0000;
+      \$579  = 16'h0000;
     end
     if (rst) begin
-      \$659  = 16'h0000;
+      \$579  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$660  = w_d18;
+    \$580  = w_d18;
     if (clip_start) begin
-      \$660  = 16'h0000;
+      \$580  = 16'h0000;
     end
     if (rst) begin
-      \$660  = 16'h0000;
+      \$580  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$661  = \$32 [16];
+    \$581  = \$32 [16];
     if (clip_start) begin
-      \$661  = 1'h0;
+      \$581  = 1'h0;
     end
     if (rst) begin
-      \$661  = 1'h0;
+      \$581  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$662  = close_d1;
+    \$582  = close_d1;
     if (clip_start) begin
-      \$662  = 1'h0;
+      \$582  = 1'h0;
     end
     if (rst) begin
-      \$662  = 1'h0;
+      \$582  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$663  = close_d2;
+    \$583  = close_d2;
     if (clip_start) begin
-      \$663  = 1'h0;
+      \$583  = 1'h0;
     end
     if (rst) begin
-      \$663  = 1'h0;
+      \$583  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$664  = close_d3;
+    \$584  = close_d3;
     if (clip_start) begin
-      \$664  = 1'h0;
+      \$584  = 1'h0;
     end
     if (rst) begin
-      \$664  = 1'h0;
+      \$584  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$665  = close_d4;
+    \$585  = close_d4;
     if (clip_start) begin
-      \$665  = 1'h0;
+      \$585  = 1'h0;
     end
     if (rst) begin
-      \$665  = 1'h0;
+      \$585  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$666  = close_d5;
+    \$586  = close_d5;
     if (clip_start) begin
-      \$666  = 1'h0;
+      \$586  = 1'h0;
     end
     if (rst) begin
-      \$666  = 1'h0;
+      \$586  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$667  = close_d6;
+    \$587  = close_d6;
     if (clip_start) begin
-      \$667  = 1'h0;
+      \$587  = 1'h0;
     end
     if (rst) begin
-      \$667  = 1'h0;
+      \$587  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$668  = close_d7;
+    \$588  = close_d7;
     if (clip_start) begin
-      \$668  = 1'h0;
+      \$588  = 1'h0;
     end
     if (rst) begin
-      \$668  = 1'h0;
+      \$588  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$669  = close_d8;
+    \$589  = close_d8;
     if (clip_start) begin
-      \$669  = 1'h0;
+      \$589  = 1'h0;
     end
     if (rst) begin
-      \$669  = 1'h0;
+      \$589  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$670  = close_d9;
+    \$590  = close_d9;
     if (clip_start) begin
-      \$670  = 1'h0;
+      \$590  = 1'h0;
     end
     if (rst) begin
-      \$670  = 1'h0;
+      \$590  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$671  = close_d10;
+    \$591  = close_d10;
     if (clip_start) begin
-      \$671  = 1'h0;
+      \$591  = 1'h0;
     end
     if (rst) begin
-      \$671  = 1'h0;
+      \$591  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$672  = close_d11;
+    \$592  = close_d11;
     if (clip_start) begin
-      \$672  = 1'h0;
+      \$592  = 1'h0;
     end
     if (rst) begin
-      \$672  = 1'h0;
+      \$592  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$673  = close_d12;
+    \$593  = close_d12;
     if (clip_start) begin
-      \$673  = 1'h0;
+      \$593  = 1'h0;
     end
     if (rst) begin
-      \$673  = 1'h0;
+      \$593  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$674  = close_d13;
+    \$594  = close_d13;
     if (clip_start) begin
-      \$674  = 1'h0;
+      \$594  = 1'h0;
     end
     if (rst) begin
-      \$674  = 1'h0;
+      \$594  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$675  = close_d14;
+    \$595  = close_d14;
     if (clip_start) begin
-      \$675  = 1'h0;
+      \$595  = 1'h0;
     end
     if (rst) begin
-      \$675  = 1'h0;
+      \$595  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$676  = close_d15;
+    \$596  = close_d15;
     if (clip_start) begin
-      \$676  = 1'h0;
+      \$596  = 1'h0;
     end
     if (rst) begin
-      \$676  = 1'h0;
+      \$596  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$677  = close_d16;
+    \$597  = close_d16;
     if (clip_start) begin
-      \$677  = 1'h0;
+      \$597  = 1'h0;
     end
     if (rst) begin
-      \$677  = 1'h0;
+      \$597  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$678  = close_d17;
+    \$598  = close_d17;
     if (clip_start) begin
-      \$678  = 1'h0;
+      \$598  = 1'h0;
     end
     if (rst) begin
-      \$678  = 1'h0;
+      \$598  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$679  = close_d18;
+    \$599  = close_d18;
     if (clip_start) begin
-      \$679  = 1'h0;
+      \$599  = 1'h0;
     end
     if (rst) begin
-      \$679  = 1'h0;
+      \$599  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$680  = \$signature__data$58 [27:0];
+    \$600  = \$signature__data$58 [27:0];
     if (clip_start) begin
-      \$680  = 28'h0000000;
+      \$600  = 28'h0000000;
     end
     if (rst) begin
-      \$680  = 28'h0000000;
+      \$600  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$681  = noise;
+    \$601  = noise;
     if (clip_start) begin
-      \$681  = 28'h0000000;
+      \$601  = 28'h0000000;
     end
     if (rst) begin
-      \$681  = 28'h0000000;
+      \$601  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$682  = mm;
-    if (\$516 ) begin
-      \$682  = \$517 [5:0];
+    \$602  = mm;
+    if (\$436 ) begin
+      \$602  = \$437 [5:0];
     end
-    if (\$524 ) begin
-      \$682  = 6'h00;
+    if (\$444 ) begin
+      \$602  = 6'h00;
     end
     if (clip_start) begin
-      \$682  = 6'h00;
+      \$602  = 6'h00;
     end
     if (rst) begin
-      \$682  = 6'h00;
+      \$602  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$683  = \$signal$181 ;
+    \$603  = \$signal$182 ;
     if (v_d6) begin
-      \$683  = o_lp;
+      \$603  = o_lp;
     end
     if (clip_start) begin
-      \$683  = 32'd0;
+      \$603  = 32'd0;
     end
     if (rst) begin
-      \$683  = 32'd0;
+      \$603  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$684  = ld;
+    \$604  = ld;
     if (v_d9) begin
-      \$684  = o_lp;
+      \$604  = o_lp;
     end
     if (clip_start) begin
-      \$684  = 32'd0;
+      \$604  = 32'd0;
     end
     if (rst) begin
-      \$684  = 32'd0;
+      \$604  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$685  = r;
+    \$605  = r;
     if (v_d18) begin
-      \$685  = o_exp[21:0];
+      \$605  = o_exp[21:0];
     end
     if (clip_start) begin
-      \$685  = 22'h000000;
+      \$605  = 22'h000000;
     end
     if (rst) begin
-      \$685  = 22'h000000;
+      \$605  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$686  = 1'h0;
-    if (\$519 ) begin
-      \$686  = 1'h1;
+    \$606  = 1'h0;
+    if (\$439 ) begin
+      \$606  = 1'h1;
     end
     if (clip_start) begin
-      \$686  = 1'h0;
+      \$606  = 1'h0;
     end
     if (rst) begin
-      \$686  = 1'h0;
+      \$606  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$687  = snm;
-    if (\$519 ) begin
-      \$687  = \$521 ;
+    \$607  = snm;
+    if (\$439 ) begin
+      \$607  = \$441 ;
     end
     if (clip_start) begin
-      \$687  = 16'h0000;
+      \$607  = 16'h0000;
     end
     if (rst) begin
-      \$687  = 16'h0000;
+      \$607  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$688  = saddr;
-    if (\$519 ) begin
-      \$688  = \$522 [11:0];
+    \$608  = saddr;
+    if (\$439 ) begin
+      \$608  = \$442 [11:0];
     end
     if (clip_start) begin
-      \$688  = 12'h000;
+      \$608  = 12'h000;
     end
     if (rst) begin
-      \$688  = 12'h000;
+      \$608  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$689  = ms;
-    if (\$519 ) begin
-      \$689  = \$523 [5:0];
+    \$609  = ms;
+    if (\$439 ) begin
+      \$609  = \$443 [5:0];
     end
-    if (\$524 ) begin
-      \$689  = 6'h00;
+    if (\$444 ) begin
+      \$609  = 6'h00;
     end
     if (clip_start) begin
-      \$689  = 6'h00;
+      \$609  = 6'h00;
     end
     if (rst) begin
-      \$689  = 6'h00;
+      \$609  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$690  = sclose;
+    \$610  = sclose;
     if (clip_start) begin
-      \$690  = 1'h0;
+      \$610  = 1'h0;
     end
     if (rst) begin
-      \$690  = 1'h0;
+      \$610  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$691  = sclose_d1;
+    \$611  = sclose_d1;
     if (clip_start) begin
-      \$691  = 1'h0;
+      \$611  = 1'h0;
     end
     if (rst) begin
-      \$691  = 1'h0;
+      \$611  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$692  = sclose_d2;
+    \$612  = sclose_d2;
     if (clip_start) begin
-      \$692  = 1'h0;
+      \$612  = 1'h0;
     end
     if (rst) begin
-      \$692  = 1'h0;
+      \$612  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$693  = sclose_d3;
+    \$613  = sclose_d3;
     if (clip_start) begin
-      \$693  = 1'h0;
+      \$613  = 1'h0;
     end
     if (rst) begin
-      \$693  = 1'h0;
+      \$613  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$694  = sclose_d4;
+    \$614  = sclose_d4;
     if (clip_start) begin
-      \$694  = 1'h0;
+      \$614  = 1'h0;
     end
     if (rst) begin
-      \$694  = 1'h0;
+      \$614  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$695  = sclose_d5;
+    \$615  = sclose_d5;
     if (clip_start) begin
-      \$695  = 1'h0;
+      \$615  = 1'h0;
     end
     if (rst) begin
-      \$695  = 1'h0;
+      \$615  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$696  = saddr;
+    \$616  = saddr;
     if (clip_start) begin
-      \$696  = 12'h000;
+      \$616  = 12'h000;
     end
     if (rst) begin
-      \$696  = 12'h000;
+      \$616  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$697  = saddr_d1;
+    \$617  = saddr_d1;
     if (clip_start) begin
-      \$697  = 12'h000;
+      \$617  = 12'h000;
     end
     if (rst) begin
-      \$697  = 12'h000;
+      \$617  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$698  = saddr_d2;
+    \$618  = saddr_d2;
     if (clip_start) begin
-      \$698  = 12'h000;
+      \$618  = 12'h000;
     end
     if (rst) begin
-      \$698  = 12'h000;
+      \$618  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$699  = saddr_d3;
+    \$619  = saddr_d3;
     if (clip_start) begin
-      \$699  = 12'h000;
+      \$619  = 12'h000;
     end
     if (rst) begin
-      \$699  = 12'h000;
+      \$619  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$700  = saddr_d4;
+    \$620  = saddr_d4;
     if (clip_start) begin
-      \$700  = 12'h000;
+      \$620  = 12'h000;
     end
     if (rst) begin
-      \$700  = 12'h000;
+      \$620  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$701  = saddr_d5;
+    \$621  = saddr_d5;
     if (clip_start) begin
-      \$701  = 12'h000;
+      \$621  = 12'h000;
     end
     if (rst) begin
-      \$701  = 12'h000;
+      \$621  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$702  = snr_val;
+    \$622  = snr_val;
     if (sclose_d5) begin
-      \$702  = o_lp[15:0];
+      \$622  = o_lp[15:0];
     end
     if (clip_start) begin
-      \$702  = 16'h0000;
+      \$622  = 16'h0000;
     end
     if (rst) begin
-      \$702  = 16'h0000;
+      \$622  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$703  = \$528 ;
+    \$623  = \$448 ;
     if (clip_start) begin
-      \$703  = 1'h0;
+      \$623  = 1'h0;
     end
     if (rst) begin
-      \$703  = 1'h0;
+      \$623  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$704  = iv_d1;
+    \$624  = iv_d1;
     if (clip_start) begin
-      \$704  = 1'h0;
+      \$624  = 1'h0;
     end
     if (rst) begin
-      \$704  = 1'h0;
+      \$624  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$705  = iv_d2;
+    \$625  = iv_d2;
     if (clip_start) begin
-      \$705  = 1'h0;
+      \$625  = 1'h0;
     end
     if (rst) begin
-      \$705  = 1'h0;
+      \$625  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$706  = iv_d3;
+    \$626  = iv_d3;
     if (clip_start) begin
-      \$706  = 1'h0;
+      \$626  = 1'h0;
     end
     if (rst) begin
-      \$706  = 1'h0;
+      \$626  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$707  = \$532 ;
+    \$627  = \$452 ;
     if (clip_start) begin
-      \$707  = 1'h0;
+      \$627  = 1'h0;
     end
     if (rst) begin
-      \$707  = 1'h0;
+      \$627  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$708  = ib;
-    if (\$536 ) begin
-      \$708  = \$537 [8:0];
+    \$628  = ib;
+    if (\$456 ) begin
+      \$628  = \$457 [8:0];
     end
-    if (\$539 ) begin
-      \$708  = 9'h000;
+    if (\$459 ) begin
+      \$628  = 9'h000;
     end
     if (clip_start) begin
-      \$708  = 9'h000;
+      \$628  = 9'h000;
     end
     if (rst) begin
-      \$708  = 9'h000;
+      \$628  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$709  = ifin;
-    if (\$536 ) begin
-      if (\$538 ) begin
-        \$709  = 1'h1;
+    \$629  = ifin;
+    if (\$456 ) begin
+      if (\$458 ) begin
+        \$629  = 1'h1;
       end
     end
-    if (\$539 ) begin
-      \$709  = 1'h0;
+    if (\$459 ) begin
+      \$629  = 1'h0;
     end
     if (clip_start) begin
-      \$709  = 1'h0;
+      \$629  = 1'h0;
     end
     if (rst) begin
-      \$709  = 1'h0;
+      \$629  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$710  = ib;
+    \$630  = ib;
     if (clip_start) begin
-      \$710  = 9'h000;
+      \$630  = 9'h000;
     end
     if (rst) begin
-      \$710  = 9'h000;
+      \$630  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$711  = ib_d1;
+    \$631  = ib_d1;
     if (clip_start) begin
-      \$711  = 9'h000;
+      \$631  = 9'h000;
     end
     if (rst) begin
-      \$711  = 9'h000;
+      \$631  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$712  = ib_d2;
+    \$632  = ib_d2;
     if (clip_start) begin
-      \$712  = 9'h000;
+      \$632  = 9'h000;
     end
     if (rst) begin
-      \$712  = 9'h000;
+      \$632  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$713  = ib_d3;
+    \$633  = ib_d3;
     if (clip_start) begin
-      \$713  = 9'h000;
+      \$633  = 9'h000;
     end
     if (rst) begin
-      \$713  = 9'h000;
+      \$633  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$714  = word0r;
+    \$634  = word0r;
     if (clip_start) begin
-      \$714  = 28'h0000000;
+      \$634  = 28'h0000000;
     end
     if (rst) begin
-      \$714  = 28'h0000000;
+      \$634  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$715  = p1_issue;
+    \$635  = p1_issue;
     if (clip_start) begin
-      \$715  = 1'h0;
+      \$635  = 1'h0;
     end
     if (rst) begin
-      \$715  = 1'h0;
+      \$635  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$716  = p1v_d1;
+    \$636  = p1v_d1;
     if (clip_start) begin
-      \$716  = 1'h0;
+      \$636  = 1'h0;
     end
     if (rst) begin
-      \$716  = 1'h0;
+      \$636  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$717  = p1v_d2;
+    \$637  = p1v_d2;
     if (clip_start) begin
-      \$717  = 1'h0;
+      \$637  = 1'h0;
     end
     if (rst) begin
-      \$717  = 1'h0;
+      \$637  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$718  = p1v_d3;
+    \$638  = p1v_d3;
     if (clip_start) begin
-      \$718  = 1'h0;
+      \$638  = 1'h0;
     end
     if (rst) begin
-      \$718  = 1'h0;
+      \$638  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$719  = p1v_d4;
+    \$639  = p1v_d4;
     if (clip_start) begin
-      \$719  = 1'h0;
+      \$639  = 1'h0;
     end
     if (rst) begin
-      \$719  = 1'h0;
+      \$639  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$720  = p1v_d5;
+    \$640  = p1v_d5;
     if (clip_start) begin
-      \$720  = 1'h0;
+      \$640  = 1'h0;
     end
     if (rst) begin
-      \$720  = 1'h0;
+      \$640  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$721  = p1v_d6;
+    \$641  = p1v_d6;
     if (clip_start) begin
-      \$721  = 1'h0;
+      \$641  = 1'h0;
     end
     if (rst) begin
-      \$721  = 1'h0;
+      \$641  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$722  = p1v_d7;
+    \$642  = p1v_d7;
     if (clip_start) begin
-      \$722  = 1'h0;
+      \$642  = 1'h0;
     end
     if (rst) begin
-      \$722  = 1'h0;
+      \$642  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$723  = p1_m;
+    \$643  = p1_m;
     if (clip_start) begin
-      \$723  = 6'h00;
+      \$643  = 6'h00;
     end
     if (rst) begin
-      \$723  = 6'h00;
+      \$643  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$724  = p1m_d1;
+    \$644  = p1m_d1;
     if (clip_start) begin
-      \$724  = 6'h00;
+      \$644  = 6'h00;
     end
     if (rst) begin
-      \$724  = 6'h00;
+      \$644  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$725  = p1m_d2;
+    \$645  = p1m_d2;
     if (clip_start) begin
-      \$725  = 6'h00;
+      \$645  = 6'h00;
     end
     if (rst) begin
-      \$725  = 6'h00;
+      \$645  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$726  = p1m_d3;
+    \$646  = p1m_d3;
     if (clip_start) begin
-      \$726  = 6'h00;
+      \$646  = 6'h00;
     end
     if (rst) begin
-      \$726  = 6'h00;
+      \$646  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$727  = p1m_d4;
+    \$647  = p1m_d4;
     if (clip_start) begin
-      \$727  = 6'h00;
+      \$647  = 6'h00;
     end
     if (rst) begin
-      \$727  = 6'h00;
+      \$647  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$728  = p1m_d5;
+    \$648  = p1m_d5;
     if (clip_start) begin
-      \$728  = 6'h00;
+      \$648  = 6'h00;
     end
     if (rst) begin
-      \$728  = 6'h00;
+      \$648  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$729  = p1m_d6;
+    \$649  = p1m_d6;
     if (clip_start) begin
-      \$729  = 6'h00;
+      \$649  = 6'h00;
     end
     if (rst) begin
-      \$729  = 6'h00;
+      \$649  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$730  = p1m_d7;
+    \$650  = p1m_d7;
     if (clip_start) begin
-      \$730  = 6'h00;
+      \$650  = 6'h00;
     end
     if (rst) begin
-      \$730  = 6'h00;
+      \$650  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$731  = pcen_state;
+    \$651  = pcen_state;
     casez (pcen_state)
       3'h0:
           if (pcen_run) begin
-            \$731  = 3'h1;
+            \$651  = 3'h1;
           end
       3'h1:
-          if (\$547 ) begin
-            \$731  = 3'h2;
+          if (\$467 ) begin
+            \$651  = 3'h2;
           end
       3'h2:
           casez (g)
@@ -38494,111 +38391,88 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
             5'h13:
                 /* empty */;
             5'h18:
-                \$731  = 3'h3;
+                \$651  = 3'h3;
           endcase
       3'h3:
-          if (\$557 ) begin
-            \$731  = 3'h4;
+          if (\$477 ) begin
+            \$651  = 3'h4;
           end
       3'h4:
-          if (\$558 ) begin
-            \$731  = 3'h0;
+          if (\$478 ) begin
+            \$651  = 3'h0;
           end
     endcase
     if (clip_start) begin
-      \$731  = 3'h0;
+      \$651  = 3'h0;
     end
     if (rst) begin
-      \$731  = 3'h0;
+      \$651  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$732  = p1_ph;
+    \$652  = p1_ph;
     casez (pcen_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$732  = \$542 [1:0];
+          \$652  = \$462 [1:0];
     endcase
-    if (\$559 ) begin
-      \$732  = 2'h0;
+    if (\$479 ) begin
+      \$652  = 2'h0;
     end
     if (clip_start) begin
-      \$732  = 2'h0;
+      \$652  = 2'h0;
     end
     if (rst) begin
-      \$732  = 2'h0;
+      \$652  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$733  = p1_m;
+    \$653  = p1_m;
     casez (pcen_state)
       3'h0:
           /* empty */;
       3'h1:
           if (p1_issue) begin
-            \$733  = \$543 [5:0];
+            \$653  = \$463 [5:0];
           end
     endcase
-    if (\$559 ) begin
-      \$733  = 6'h00;
+    if (\$479 ) begin
+      \$653  = 6'h00;
     end
     if (clip_start) begin
-      \$733  = 6'h00;
+      \$653  = 6'h00;
     end
     if (rst) begin
-      \$733  = 6'h00;
+      \$653  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$734  = g;
+    \$654  = g;
     casez (pcen_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          \$734  = \$548 [4:0];
+          \$654  = \$468 [4:0];
     endcase
-    if (\$559 ) begin
-      \$734  = 5'h00;
+    if (\$479 ) begin
+      \$654  = 5'h00;
     end
     if (clip_start) begin
-      \$734  = 5'h00;
+      \$654  = 5'h00;
     end
     if (rst) begin
-      \$734  = 5'h00;
+      \$654  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$735  = meanr;
-    casez (pcen_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          casez (g)
-            5'h00:
-                /* empty */;
-            5'h01:
-                \$735  = g_p[55:22];
-          endcase
-    endcase
-    if (clip_start) begin
-      \$735  = 34'h000000000;
-    end
-    if (rst) begin
-      \$735  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$736  = num_r;
+    \$655  = meanr;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -38609,21 +38483,19 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
             5'h00:
                 /* empty */;
             5'h01:
-                /* empty */;
-            5'h02:
-                \$736  = g_p[35:0];
+                \$655  = g_p[55:22];
           endcase
     endcase
     if (clip_start) begin
-      \$736  = 36'h000000000;
+      \$655  = 34'h000000000;
     end
     if (rst) begin
-      \$736  = 36'h000000000;
+      \$655  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$737  = num_zero;
+    \$656  = num_r;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -38636,19 +38508,44 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
             5'h01:
                 /* empty */;
             5'h02:
-                \$737  = \$549 ;
+                \$656  = g_p[35:0];
           endcase
     endcase
     if (clip_start) begin
-      \$737  = 1'h0;
+      \$656  = 36'h000000000;
     end
     if (rst) begin
-      \$737  = 1'h0;
+      \$656  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$738  = lnum;
+    \$657  = num_zero;
+    casez (pcen_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          casez (g)
+            5'h00:
+                /* empty */;
+            5'h01:
+                /* empty */;
+            5'h02:
+                \$657  = \$469 ;
+          endcase
+    endcase
+    if (clip_start) begin
+      \$657  = 1'h0;
+    end
+    if (rst) begin
+      \$657  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$658  = lnum;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -38669,19 +38566,19 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
             5'h05:
                 /* empty */;
             5'h07:
-                \$738  = o_lp;
+                \$658  = o_lp;
           endcase
     endcase
     if (clip_start) begin
-      \$738  = 32'd0;
+      \$658  = 32'd0;
     end
     if (rst) begin
-      \$738  = 32'd0;
+      \$658  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$739  = sf_r;
+    \$659  = sf_r;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -38706,19 +38603,19 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
             5'h09:
                 /* empty */;
             5'h0d:
-                \$739  = o_exp[15:0];
+                \$659  = o_exp[15:0];
           endcase
     endcase
     if (clip_start) begin
-      \$739  = 16'h0000;
+      \$659  = 16'h0000;
     end
     if (rst) begin
-      \$739  = 16'h0000;
+      \$659  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$740  = g_r;
+    \$660  = g_r;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -38751,19 +38648,19 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
             5'h13:
                 /* empty */;
             5'h18:
-                \$740  = o_lp[15:0];
+                \$660  = o_lp[15:0];
           endcase
     endcase
     if (clip_start) begin
-      \$740  = 16'h0000;
+      \$660  = 16'h0000;
     end
     if (rst) begin
-      \$740  = 16'h0000;
+      \$660  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$741  = k;
+    \$661  = k;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -38772,21 +38669,21 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
       3'h2:
           /* empty */;
       3'h3:
-          \$741  = \$552 [4:0];
+          \$661  = \$472 [4:0];
     endcase
-    if (\$559 ) begin
-      \$741  = 5'h00;
+    if (\$479 ) begin
+      \$661  = 5'h00;
     end
     if (clip_start) begin
-      \$741  = 5'h00;
+      \$661  = 5'h00;
     end
     if (rst) begin
-      \$741  = 5'h00;
+      \$661  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$742  = cm;
+    \$662  = cm;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -38795,224 +38692,224 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
       3'h2:
           /* empty */;
       3'h3:
-          if (\$553 ) begin
-            \$742  = \$554 [5:0];
+          if (\$473 ) begin
+            \$662  = \$474 [5:0];
           end
     endcase
-    if (\$559 ) begin
-      \$742  = 6'h00;
+    if (\$479 ) begin
+      \$662  = 6'h00;
     end
     if (clip_start) begin
-      \$742  = 6'h00;
+      \$662  = 6'h00;
     end
     if (rst) begin
-      \$742  = 6'h00;
+      \$662  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$743  = mel_r;
+    \$663  = mel_r;
     if (p1v_d1) begin
-      \$743  = \$signature__data [27:0];
+      \$663  = \$signature__data [27:0];
     end
     if (clip_start) begin
-      \$743  = 28'h0000000;
+      \$663  = 28'h0000000;
     end
     if (rst) begin
-      \$743  = 28'h0000000;
+      \$663  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$744  = flo;
+    \$664  = flo;
     if (p1v_d2) begin
-      \$744  = \$signature__data [35:22];
+      \$664  = \$signature__data [35:22];
     end
     if (clip_start) begin
-      \$744  = 14'h0000;
+      \$664  = 14'h0000;
     end
     if (rst) begin
-      \$744  = 14'h0000;
+      \$664  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$745  = sumE;
+    \$665  = sumE;
     if (p1v_d3) begin
-      \$745  = \$562 [33:0];
+      \$665  = \$482 [33:0];
     end
     if (clip_start) begin
-      \$745  = 34'h000000000;
+      \$665  = 34'h000000000;
     end
     if (rst) begin
-      \$745  = 34'h000000000;
+      \$665  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$746  = high;
+    \$666  = high;
     if (p1v_d3) begin
-      \$746  = \$567 [33:0];
+      \$666  = \$487 [33:0];
     end
     if (clip_start) begin
-      \$746  = 34'h000000000;
+      \$666  = 34'h000000000;
     end
     if (rst) begin
-      \$746  = 34'h000000000;
+      \$666  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$747  = low;
+    \$667  = low;
     if (p1v_d3) begin
-      if (\$568 ) begin
-        \$747  = sumE;
+      if (\$488 ) begin
+        \$667  = sumE;
       end
     end
     if (clip_start) begin
-      \$747  = 34'h000000000;
+      \$667  = 34'h000000000;
     end
     if (rst) begin
-      \$747  = 34'h000000000;
+      \$667  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$748  = slog;
+    \$668  = slog;
     if (p1v_d8) begin
-      \$748  = \$571 [34:0];
+      \$668  = \$491 [34:0];
     end
     if (clip_start) begin
-      \$748  = 35'h000000000;
+      \$668  = 35'h000000000;
     end
     if (rst) begin
-      \$748  = 35'h000000000;
+      \$668  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$749  = E_r;
-    if (\$573 ) begin
-      \$749  = \$signature__data [27:0];
+    \$669  = E_r;
+    if (\$493 ) begin
+      \$669  = \$signature__data [27:0];
     end
     if (clip_start) begin
-      \$749  = 28'h0000000;
+      \$669  = 28'h0000000;
     end
     if (rst) begin
-      \$749  = 28'h0000000;
+      \$669  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$750  = pw0;
-    if (\$575 ) begin
-      \$750  = \$signature__data ;
+    \$670  = pw0;
+    if (\$495 ) begin
+      \$670  = \$signature__data ;
     end
     if (clip_start) begin
-      \$750  = 36'h000000000;
+      \$670  = 36'h000000000;
     end
     if (rst) begin
-      \$750  = 36'h000000000;
+      \$670  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$751  = pw1;
-    if (\$577 ) begin
-      \$751  = \$signature__data ;
+    \$671  = pw1;
+    if (\$497 ) begin
+      \$671  = \$signature__data ;
     end
     if (clip_start) begin
-      \$751  = 36'h000000000;
+      \$671  = 36'h000000000;
     end
     if (rst) begin
-      \$751  = 36'h000000000;
+      \$671  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$752  = pw2;
-    if (\$579 ) begin
-      \$752  = \$signature__data ;
+    \$672  = pw2;
+    if (\$499 ) begin
+      \$672  = \$signature__data ;
     end
     if (clip_start) begin
-      \$752  = 36'h000000000;
+      \$672  = 36'h000000000;
     end
     if (rst) begin
-      \$752  = 36'h000000000;
+      \$672  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$753  = pw3;
-    if (\$581 ) begin
-      \$753  = \$signature__data ;
+    \$673  = pw3;
+    if (\$501 ) begin
+      \$673  = \$signature__data ;
     end
     if (clip_start) begin
-      \$753  = 36'h000000000;
+      \$673  = 36'h000000000;
     end
     if (rst) begin
-      \$753  = 36'h000000000;
+      \$673  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$754  = pw4;
-    if (\$583 ) begin
-      \$754  = \$signature__data ;
+    \$674  = pw4;
+    if (\$503 ) begin
+      \$674  = \$signature__data ;
     end
     if (clip_start) begin
-      \$754  = 36'h000000000;
+      \$674  = 36'h000000000;
     end
     if (rst) begin
-      \$754  = 36'h000000000;
+      \$674  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$755  = pw5;
-    if (\$585 ) begin
-      \$755  = \$signature__data ;
+    \$675  = pw5;
+    if (\$505 ) begin
+      \$675  = \$signature__data ;
     end
     if (clip_start) begin
-      \$755  = 36'h000000000;
+      \$675  = 36'h000000000;
     end
     if (rst) begin
-      \$755  = 36'h000000000;
+      \$675  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$756  = lE;
-    if (\$587 ) begin
-      \$756  = o_lp;
+    \$676  = lE;
+    if (\$507 ) begin
+      \$676  = o_lp;
     end
     if (clip_start) begin
-      \$756  = 32'd0;
+      \$676  = 32'd0;
     end
     if (rst) begin
-      \$756  = 32'd0;
+      \$676  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$757  = stat_r;
-    if (\$589 ) begin
-      \$757  = o_exp[19:0];
+    \$677  = stat_r;
+    if (\$509 ) begin
+      \$677  = o_exp[19:0];
     end
     if (clip_start) begin
-      \$757  = 20'h00000;
+      \$677  = 20'h00000;
     end
     if (rst) begin
-      \$757  = 20'h00000;
+      \$677  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$758  = t;
+    \$678  = t;
     casez (engine_state)
       3'h0:
           if (fb_wr_ok) begin
-            \$758  = 7'h00;
+            \$678  = 7'h00;
           end
       3'h1:
           /* empty */;
@@ -39021,10 +38918,10 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
       3'h3:
           if (pcen_done) begin
             (* full_case = 32'd1 *)
-            if (\$592 ) begin
-            end else if (\$593 ) begin
+            if (\$512 ) begin
+            end else if (\$513 ) begin
             end else begin
-              \$758  = \$594 [6:0];
+              \$678  = \$514 [6:0];
             end
           end
       3'h4:
@@ -39033,29 +38930,29 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
           /* empty */;
       3'h7:
           if (bins_done) begin
-            if (\$598 ) begin
+            if (\$518 ) begin
               (* full_case = 32'd1 *)
-              if (\$599 ) begin
+              if (\$519 ) begin
               end else begin
-                \$758  = \$600 [6:0];
+                \$678  = \$520 [6:0];
               end
             end
           end
     endcase
     if (clip_start) begin
-      \$758  = 7'h00;
+      \$678  = 7'h00;
     end
     if (rst) begin
-      \$758  = 7'h00;
+      \$678  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$759  = fbase;
+    \$679  = fbase;
     casez (engine_state)
       3'h0:
           if (fb_wr_ok) begin
-            \$759  = 12'h000;
+            \$679  = 12'h000;
           end
       3'h1:
           /* empty */;
@@ -39064,10 +38961,10 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
       3'h3:
           if (pcen_done) begin
             (* full_case = 32'd1 *)
-            if (\$592 ) begin
-            end else if (\$593 ) begin
+            if (\$512 ) begin
+            end else if (\$513 ) begin
             end else begin
-              \$759  = \$595 [11:0];
+              \$679  = \$515 [11:0];
             end
           end
       3'h4:
@@ -39076,93 +38973,93 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
           /* empty */;
       3'h7:
           if (bins_done) begin
-            if (\$598 ) begin
+            if (\$518 ) begin
               (* full_case = 32'd1 *)
-              if (\$599 ) begin
+              if (\$519 ) begin
               end else begin
-                \$759  = \$601 [11:0];
+                \$679  = \$521 [11:0];
               end
             end
           end
     endcase
     if (clip_start) begin
-      \$759  = 12'h000;
+      \$679  = 12'h000;
     end
     if (rst) begin
-      \$759  = 12'h000;
+      \$679  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$760  = engine_state;
+    \$680  = engine_state;
     (* full_case = 32'd1 *)
     casez (engine_state)
       3'h0:
           if (fb_wr_ok) begin
-            \$760  = 3'h1;
+            \$680  = 3'h1;
           end
       3'h1:
-          if (\$591 ) begin
-            \$760  = 3'h2;
+          if (\$511 ) begin
+            \$680  = 3'h2;
           end
       3'h2:
           if (bins_done) begin
-            \$760  = 3'h3;
+            \$680  = 3'h3;
           end
       3'h3:
           if (pcen_done) begin
             (* full_case = 32'd1 *)
-            if (\$592 ) begin
-              \$760  = 3'h4;
-            end else if (\$593 ) begin
-              \$760  = 3'h5;
+            if (\$512 ) begin
+              \$680  = 3'h4;
+            end else if (\$513 ) begin
+              \$680  = 3'h5;
             end else begin
-              \$760  = 3'h1;
+              \$680  = 3'h1;
             end
           end
       3'h4:
           if (init_done) begin
-            \$760  = 3'h6;
+            \$680  = 3'h6;
           end
       3'h6:
-          if (\$597 ) begin
-            \$760  = 3'h7;
+          if (\$517 ) begin
+            \$680  = 3'h7;
           end
       3'h7:
           if (bins_done) begin
             (* full_case = 32'd1 *)
-            if (\$598 ) begin
+            if (\$518 ) begin
               (* full_case = 32'd1 *)
-              if (\$599 ) begin
-                \$760  = 3'h5;
+              if (\$519 ) begin
+                \$680  = 3'h5;
               end else begin
-                \$760  = 3'h1;
+                \$680  = 3'h1;
               end
             end else begin
-              \$760  = 3'h6;
+              \$680  = 3'h6;
             end
           end
       3'h5:
-          \$760  = 3'h0;
+          \$680  = 3'h0;
     endcase
     if (clip_start) begin
-      \$760  = 3'h0;
+      \$680  = 3'h0;
     end
     if (rst) begin
-      \$760  = 3'h0;
+      \$680  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$761  = clr;
+    \$681  = clr;
     casez (engine_state)
       3'h0:
           /* empty */;
       3'h1:
         begin
-          \$761  = \$590 [2:0];
-          if (\$591 ) begin
-            \$761  = 3'h0;
+          \$681  = \$510 [2:0];
+          if (\$511 ) begin
+            \$681  = 3'h0;
           end
         end
       3'h2:
@@ -39173,22 +39070,22 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
           /* empty */;
       3'h6:
         begin
-          \$761  = \$596 [2:0];
-          if (\$597 ) begin
-            \$761  = 3'h0;
+          \$681  = \$516 [2:0];
+          if (\$517 ) begin
+            \$681  = 3'h0;
           end
         end
     endcase
     if (clip_start) begin
-      \$761  = 3'h0;
+      \$681  = 3'h0;
     end
     if (rst) begin
-      \$761  = 3'h0;
+      \$681  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$762  = tr;
+    \$682  = tr;
     casez (engine_state)
       3'h0:
           /* empty */;
@@ -39200,29 +39097,29 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
           /* empty */;
       3'h4:
           if (init_done) begin
-            \$762  = 3'h0;
+            \$682  = 3'h0;
           end
       3'h6:
           /* empty */;
       3'h7:
           if (bins_done) begin
             (* full_case = 32'd1 *)
-            if (\$598 ) begin
+            if (\$518 ) begin
             end else begin
-              \$762  = \$602 [2:0];
+              \$682  = \$522 [2:0];
             end
           end
     endcase
     if (clip_start) begin
-      \$762  = 3'h0;
+      \$682  = 3'h0;
     end
     if (rst) begin
-      \$762  = 3'h0;
+      \$682  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$763  = rbase;
+    \$683  = rbase;
     casez (engine_state)
       3'h0:
           /* empty */;
@@ -39234,40 +39131,39 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
           /* empty */;
       3'h4:
           if (init_done) begin
-            \$763  = 12'h000;
+            \$683  = 12'h000;
           end
       3'h6:
           /* empty */;
       3'h7:
           if (bins_done) begin
             (* full_case = 32'd1 *)
-            if (\$598 ) begin
+            if (\$518 ) begin
             end else begin
-              \$763  = \$603 [11:0];
+              \$683  = \$523 [11:0];
             end
           end
     endcase
     if (clip_start) begin
-      \$763  = 12'h000;
+      \$683  = 12'h000;
     end
     if (rst) begin
-      \$763  = 12'h000;
+      \$683  = 12'h000;
     end
   end
   assign \$signature__en  = 1'h1;
   assign \$signature__en$1  = 1'h1;
   assign jb = \$21 [7:0];
-  assign fb_rdata = { \port$1539$0 , \port$1536$0  };
+  assign fb_rdata = { \port$1460$0 , \port$1457$0  };
   assign \$signal  = \$31 [15:0];
   assign close1 = \$32 [16];
   assign diff = { \$37 [28], \$37  };
   assign pmb = \$144 [5:0];
   assign fr = \$151 [21:0];
-  assign feat = \$155 [15:0];
-  assign i_sub = { \$319 [31], \$319 [31], \$319  };
-  assign i_add = { \$358 [20], \$358  };
-  assign \$signal$195  = \$399 [37:0];
-  assign \$signal$210  = { \$475 [48], \$475 [48], \$475 [48], \$475  };
+  assign i_sub = { \$269 [31], \$269 [31], \$269  };
+  assign i_add = { \$293 [20], \$293  };
+  assign \$signal$196  = \$329 [37:0];
+  assign \$signal$211  = { \$395 [48], \$395 [48], \$395 [48], \$395  };
   assign \i__payload.data  = i__payload[23:0];
   assign \i__payload.first  = i__payload[24];
   assign \i__payload.last  = i__payload[25];
@@ -39276,87 +39172,19 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   assign \$36  = { x1, 3'h0 };
   assign \$50  = \$49 ;
   assign \$151  = { \$150 [43], \$150 [43], \$150 [43], \$150 [43:3] };
-  assign \$201  = 1'h0;
-  assign \$202  = 1'h0;
-  assign \$203  = 1'h0;
-  assign \$205  = \$204 ;
-  assign \$210  = 1'h0;
-  assign \$211  = \$209 ;
-  assign \$212  = 1'h0;
-  assign \$213  = \$209 ;
-  assign \$281  = 1'h0;
-  assign \$282  = 1'h0;
-  assign \$283  = 1'h0;
-  assign \$285  = \$284 ;
-  assign \$286  = 1'h0;
-  assign \$287  = \$284 ;
-  assign \$288  = 1'h0;
-  assign \$289  = \$284 ;
-  assign \$290  = 1'h0;
-  assign \$291  = \$284 ;
-  assign \$292  = 1'h0;
-  assign \$293  = \$284 ;
-  assign \$298  = 1'h0;
-  assign \$299  = \$297 ;
-  assign \$300  = 1'h0;
-  assign \$301  = \$297 ;
-  assign \$302  = 1'h0;
-  assign \$303  = \$297 ;
-  assign \$304  = 1'h0;
-  assign \$305  = \$297 ;
-  assign \$306  = 1'h0;
-  assign \$307  = \$297 ;
-  assign \$308  = 1'h0;
-  assign \$309  = \$297 ;
-  assign \$310  = 1'h0;
-  assign \$311  = \$297 ;
-  assign \$312  = 1'h0;
-  assign \$313  = \$297 ;
-  assign \$314  = 1'h0;
-  assign \$315  = \$297 ;
-  assign \$316  = 1'h0;
-  assign \$317  = \$297 ;
-  assign \$318  = 1'h0;
-  assign \$319  = \$297 ;
-  assign \$320  = 1'h0;
-  assign \$321  = 1'h0;
-  assign \$322  = 1'h0;
-  assign \$323  = 1'h0;
-  assign \$324  = 1'h0;
-  assign \$325  = 1'h0;
-  assign \$326  = 1'h0;
-  assign \$327  = 1'h0;
-  assign \$328  = 1'h0;
-  assign \$329  = 1'h0;
-  assign \$330  = 1'h0;
-  assign \$331  = 1'h0;
-  assign \$332  = 1'h0;
-  assign \$333  = 1'h0;
-  assign \$334  = 1'h0;
-  assign \$335  = 1'h0;
-  assign \$336  = 1'h0;
-  assign \$337  = 1'h0;
-  assign \$338  = 1'h0;
-  assign \$339  = 1'h0;
-  assign \$340  = 1'h0;
-  assign \$341  = 1'h0;
-  assign \$342  = 1'h0;
-  assign \$343  = 1'h0;
-  assign \$344  = 1'h0;
-  assign \$346  = \$345 ;
-  assign \$347  = 1'h0;
-  assign \$348  = \$345 ;
-  assign \$351  = 1'h0;
-  assign \$352  = \$350 ;
-  assign \$355  = 1'h0;
-  assign \$356  = \$354 ;
-  assign \$454  = 1'h0;
-  assign \$455  = \$453 ;
-  assign \$518  = o_stream;
+  assign \$186  = 1'h0;
+  assign \$188  = \$187 ;
+  assign \$264  = 1'h0;
+  assign \$266  = \$265 ;
+  assign \$285  = 1'h0;
+  assign \$287  = \$286 ;
+  assign \$380  = 1'h0;
+  assign \$381  = \$379 ;
+  assign \$438  = o_stream;
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$906$0 , \port$945$0 , o_lp, o_exp, clip_start);
+module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$857$0 , \port$881$0 , o_lp, o_exp, clip_start);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -39611,10 +39439,10 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
   reg [3:0] op7 = 4'h0;
   reg over;
   reg [39:0] p = 40'h0000000000;
-  input [31:0] \port$906$0 ;
-  wire [31:0] \port$906$0 ;
-  input [20:0] \port$945$0 ;
-  wire [20:0] \port$945$0 ;
+  input [31:0] \port$857$0 ;
+  wire [31:0] \port$857$0 ;
+  input [20:0] \port$881$0 ;
+  wire [20:0] \port$881$0 ;
   wire [9:0] ra__addr;
   wire [17:0] ra__data;
   wire ra__en;
@@ -40833,7 +40661,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$131  = { \port$945$0 [20], \port$945$0  };
+    \$131  = { \port$881$0 [20], \port$881$0  };
     if (clip_start) begin
       \$131  = 22'h000000;
     end
@@ -40843,7 +40671,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$132  = { \port$906$0 [31], \port$906$0 [31], \port$906$0  };
+    \$132  = { \port$857$0 [31], \port$857$0 [31], \port$857$0  };
     if (clip_start) begin
       \$132  = 34'h000000000;
     end
@@ -41496,8 +41324,8 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
       cap_v = 43'h0ffffffffff;
     end
   end
-  assign i_add = { \port$945$0 [20], \port$945$0  };
-  assign i_sub = { \port$906$0 [31], \port$906$0 [31], \port$906$0  };
+  assign i_add = { \port$881$0 [20], \port$881$0  };
+  assign i_sub = { \port$857$0 [31], \port$857$0 [31], \port$857$0  };
   assign xs = \$43 [31:0];
   assign y1 = \$44 [33:0];
   assign L = \$46 [20:0];
@@ -44982,7 +44810,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.streamer (rst, rd__full, \port$1536$0 , \port$1539$0 , feat__ready, snr__ready, rd__sum, rd__sq, stats__payload, feat__payload, snr__payload, rd__en, stats__valid, feat__valid, snr__valid, rd__release, rd__t, rd__m, stats__ready, clk);
+module \nanomamba_accel.streamer (rst, rd__full, \port$1457$0 , \port$1460$0 , feat__ready, snr__ready, rd__sum, rd__sq, stats__payload, feat__payload, snr__payload, rd__en, stats__valid, feat__valid, snr__valid, rd__release, rd__t, rd__m, stats__ready, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -45035,10 +44863,10 @@ module \nanomamba_accel.streamer (rst, rd__full, \port$1536$0 , \port$1539$0 , f
   output feat__valid;
   reg feat__valid;
   reg [2:0] fsm_state = 3'h0;
-  input [26:0] \port$1536$0 ;
-  wire [26:0] \port$1536$0 ;
-  input [3:0] \port$1539$0 ;
-  wire [3:0] \port$1539$0 ;
+  input [26:0] \port$1457$0 ;
+  wire [26:0] \port$1457$0 ;
+  input [3:0] \port$1460$0 ;
+  wire [3:0] \port$1460$0 ;
   output rd__en;
   reg rd__en;
   wire [15:0] rd__feat;
@@ -45322,8 +45150,8 @@ module \nanomamba_accel.streamer (rst, rd__full, \port$1536$0 , \port$1539$0 , f
   end
   assign \$signal  = rd__t;
   assign band = rd__m;
-  assign rd__feat = { 1'h0, \port$1536$0 [14:0] };
-  assign rd__snr = { \port$1539$0 , \port$1536$0 [26:15] };
+  assign rd__feat = { 1'h0, \port$1457$0 [14:0] };
+  assign rd__snr = { \port$1460$0 , \port$1457$0 [26:15] };
   assign \stats__payload.s1  = stats__payload[22:0];
   assign \stats__payload.s2  = stats__payload[59:23];
   assign \feat__payload.data  = feat__payload[15:0];
@@ -45334,10 +45162,10 @@ module \nanomamba_accel.streamer (rst, rd__full, \port$1536$0 , \port$1539$0 , f
   assign \snr__payload.last  = snr__payload[17];
   assign snr__payload[17] = \$4 ;
   assign snr__payload[16] = \$3 ;
-  assign snr__payload[15:0] = { \port$1539$0 , \port$1536$0 [26:15] };
+  assign snr__payload[15:0] = { \port$1460$0 , \port$1457$0 [26:15] };
   assign feat__payload[17] = \$2 ;
   assign feat__payload[16] = \$1 ;
-  assign feat__payload[15:0] = { 1'h0, \port$1536$0 [14:0] };
+  assign feat__payload[15:0] = { 1'h0, \port$1457$0 [14:0] };
   assign stats__payload[59:23] = rd__sq;
   assign stats__payload[22:0] = rd__sum;
 endmodule
