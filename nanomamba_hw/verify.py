@@ -1,12 +1,14 @@
 """``python -m nanomamba_hw.verify``: the emitted hardware against the fixed model, clip by clip.
 
-    python -m nanomamba_hw.verify [--ckpt CKPT] [--engine verilator|sim]
+    python -m nanomamba_hw.verify [--ckpt CKPT] [--engine verilator|icarus|sim]
                                   [--clips DIR | --synthetic N] [--json] [--jobs J]
 
 For every clip: the hardware's integers (class index and every logit) against the fixed
 model's — bit-exact, or the first differing field and both values — and the fixed model's class
 against the float model's. A summary gives the counts; the exit code is 1 when any clip is not
-bit-exact. The Verilator model is compiled once per design and cached.
+bit-exact. The Verilator model is compiled once per design and cached; where Verilator is not
+installed, ``verilator`` falls back to Icarus Verilog (``--engine icarus`` asks for it directly:
+same results, over a hundred times slower).
 
 ``--synthetic N`` takes N clips of the synthetic corpus's held-out-voice test split: half as
 they are, half mixed with one of the five noise types at an SNR from −10 to 20 dB, plus the edge
@@ -71,14 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m nanomamba_hw.verify", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ckpt", help="checkpoint (default: the shipped model/ checkpoint)")
-    ap.add_argument("--engine", choices=("verilator", "sim"), default="verilator")
+    ap.add_argument("--engine", choices=("verilator", "icarus", "sim"), default="verilator")
     src = ap.add_mutually_exclusive_group()
     src.add_argument("--clips", help="a WAV file or a directory of WAVs")
     src.add_argument("--synthetic", type=int, metavar="N",
                      help="N clips of the synthetic test split (half noisy) + edge signals")
     ap.add_argument("--weights", choices=("int8", "int16"), default="int8")
     ap.add_argument("--lanes", type=int, default=1)
-    ap.add_argument("--jobs", type=int, default=2, help="parallel Verilator runs (default 2)")
+    ap.add_argument("--jobs", type=int, default=2,
+                    help="parallel Verilator or Icarus runs (default 2)")
     ap.add_argument("--json", action="store_true", help="one JSON object per clip, then a summary")
     ap.add_argument("--record", metavar="FILE",
                     help="also write the summary with the command, date and wall time to FILE "
@@ -100,16 +103,15 @@ def main(argv: list[str] | None = None) -> int:
             pcm, names = synthetic_clips(args.synthetic if args.synthetic is not None else 10)
         from .engines import FixedEngine
         params = FixedEngine(ckpt, weight_bits=8 if args.weights == "int8" else 16).params
-        if args.engine == "verilator":
-            from .engines import VerilatorEngine
-            engine = VerilatorEngine(ckpt, params, lanes=args.lanes)
-        else:
-            from .engines import SimEngine
-            engine = SimEngine(ckpt, params, lanes=args.lanes)
+        from .engines import ENGINES
+        engine = ENGINES[args.engine](ckpt, params, lanes=args.lanes)
     except NanoMambaError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     compile_s = time.time() - t0
+    # "icarus" when the verilator engine fell back to Icarus Verilog
+    label = getattr(engine, "simulator", args.engine)
+    label = args.engine if label == args.engine else f"{args.engine} via {label}"
     fixed = fixed_run(params, pcm)
     with torch.no_grad():
         float_idx = ckpt.model(torch.from_numpy(float_from_pcm(pcm))).argmax(-1).numpy()
@@ -117,13 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     chunks = [list(range(i, min(i + 8, len(pcm)))) for i in range(0, len(pcm), 8)]
     results: dict[int, dict] = {}
     t1 = time.time()
-    bar = tqdm(total=len(pcm), desc=f"verify ({args.engine})", unit="clip", file=sys.stderr)
+    bar = tqdm(total=len(pcm), desc=f"verify ({label})", unit="clip", file=sys.stderr)
 
     def work(idx):
         out = engine.run(float_from_pcm(pcm[idx]))
         return idx, out
 
-    jobs = max(1, args.jobs) if args.engine == "verilator" else 1
+    jobs = max(1, args.jobs) if args.engine in ("verilator", "icarus") else 1
     with ThreadPoolExecutor(jobs) as pool:
         for idx, out in pool.map(work, chunks):
             for i, r in zip(idx, out):
@@ -147,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                               "hw_index": hw["index"], "fixed_index": int(fixed.index[i]),
                               "float_index": int(float_idx[i]), "cycles": hw["cycles"]}))
     summary = {"clips": len(names), "bit_exact": n_exact, "mismatches": len(names) - n_exact,
-               "fixed_vs_float_same_class": n_float, "engine": args.engine,
+               "fixed_vs_float_same_class": n_float, "engine": label,
                "checkpoint": ckpt.path, "compile_seconds": round(compile_s, 1),
                "run_seconds": round(run_s, 1),
                "seconds_per_clip": round(run_s / max(len(names), 1), 2)}
@@ -169,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         for name, diff in failures[:20]:
             print(f"MISMATCH {name}: {diff}")
-        print(f"{n_exact}/{len(names)} clips bit-exact ({args.engine} vs fixed model); "
+        print(f"{n_exact}/{len(names)} clips bit-exact ({label} vs fixed model); "
               f"fixed vs float same class on {n_float}/{len(names)}; "
               f"{summary['seconds_per_clip']} s per clip after {compile_s:.0f} s of setup")
     return 0 if n_exact == len(names) else 1

