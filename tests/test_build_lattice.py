@@ -143,7 +143,7 @@ def _check_common(rep: dict, out: Path):
 @pytest.mark.timeout(3600)
 def test_ecp5_bitstream(tmp_path, capsys):
     """The main job: default checkpoint → ULX3S 85F bitstream, timing met, within the device
-    (about 9 minutes: nextpnr-ecp5 routes for 7–8)."""
+    (about 5 minutes: placement 2, router2 1.5)."""
     assert build_main(["--board", "ulx3s_85f", "--seed", "1", "--freq", str(ECP5_TEST_MHZ),
                        "--out", str(tmp_path)]) == 0
     rep = json.loads((tmp_path / "report.json").read_text())
