@@ -164,8 +164,15 @@ _DUMP_MODULE = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend\.cc:\d+:dump_mo
 
 
 def wake_combinational(design: str) -> str:
-    """``design`` with each Yosys ``dump_module`` register set to 1 at time 0 (after #0)."""
-    return _DUMP_MODULE.sub(lambda m: f"{m[0]}\n{m[1]}initial #0 {m[2]} = 1;", design)
+    """``design`` with each Yosys ``dump_module`` register set to 1 at time 0 (after #0).
+
+    A design with combinational blocks but no such register (a Yosys that writes Verilog
+    differently) would hang in Icarus until the cycle budget: :class:`IcarusError` instead."""
+    woken, n = _DUMP_MODULE.subn(lambda m: f"{m[0]}\n{m[1]}initial #0 {m[2]} = 1;", design)
+    if n == 0 and "always @*" in design:
+        raise IcarusError("the Verilog has combinational blocks but no Yosys dump_module "
+                          "register to wake them at time 0 (see icarus.wake_combinational)")
+    return woken
 
 
 def tools() -> tuple[str, str]:
