@@ -251,8 +251,8 @@ module nanomamba_accel(pcm__valid, result__ready, clip_start, reg_addr, reg_wdat
     .i__payload(\i__payload$23 ),
     .i__ready(\o__ready$25 ),
     .\i__valid$1 (\i__valid$27 ),
-    .\port$1457$0 (\$26 ),
-    .\port$1460$0 (\$27 ),
+    .\port$1471$0 (\$26 ),
+    .\port$1474$0 (\$27 ),
     .rd__en(rd__en),
     .rd__full(rd__full),
     .rd__m(rd__m),
@@ -287,8 +287,8 @@ module nanomamba_accel(pcm__valid, result__ready, clip_start, reg_addr, reg_wdat
     .feat__payload(feat__payload),
     .feat__ready(feat__ready),
     .feat__valid(feat__valid),
-    .\port$1457$0 (\$26 ),
-    .\port$1460$0 (\$27 ),
+    .\port$1471$0 (\$26 ),
+    .\port$1474$0 (\$27 ),
     .rd__en(rd__en),
     .rd__full(rd__full),
     .rd__m(rd__m),
@@ -760,7 +760,7 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
   assign i__payload = exp2__i__payload | \exp2__i__payload$5 ;
   \nanomamba_accel.backend.exp2  exp2 (
     .busy(\busy$41 ),
-    .\busy$19 (\busy$42 ),
+    .\busy$18 (\busy$42 ),
     .clk(clk),
     .en(exp2__i__ready),
     .i__payload(i__payload),
@@ -790,9 +790,9 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .\o__payload$58 (\o__payload$108 ),
     .o__valid(\o__valid$98 ),
     .\o__valid$61 (\o__valid$109 ),
-    .\port$2820$0 (\$16 ),
-    .\port$2979$0 (\$signature__data ),
-    .\port$3025$0 (\$signature__addr ),
+    .\port$2851$0 (\$16 ),
+    .\port$3010$0 (\$signature__data ),
+    .\port$3056$0 (\$signature__addr ),
     .rb(rb),
     .rd__addr(rd__addr),
     .rd__data(rd__data),
@@ -836,8 +836,8 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .feat__valid(feat__valid),
     .feat_full0(feat_full0),
     .feat_full1(feat_full1),
-    .\port$2979$0 (\$signature__data ),
-    .\port$3025$0 (\$signature__addr ),
+    .\port$3010$0 (\$signature__data ),
+    .\port$3056$0 (\$signature__addr ),
     .rb(rb),
     .\release (\release ),
     .rst(rst),
@@ -866,9 +866,9 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .mul__p__1(mul__p__1),
     .o__payload(\o__payload$100 ),
     .o__valid(\o__valid$98 ),
-    .\port$1524$0 (\$1 ),
-    .\port$1781$0 (\$2 ),
-    .\port$1781$22 (\$3 ),
+    .\port$1538$0 (\$1 ),
+    .\port$1795$0 (\$2 ),
+    .\port$1795$22 (\$3 ),
     .rd__data(rd__data),
     .rd__o(rd__o),
     .rst(rst)
@@ -881,11 +881,11 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .mul__acc__0(mul__acc__0),
     .p0(mul__p__0),
     .p1(mul__p__1),
-    .\port$1524$0 (\$1 ),
-    .\port$1781$0 (\$2 ),
-    .\port$1781$22 (\$3 ),
-    .\port$4153$0 (\$4 ),
-    .\port$4967$0 (rd__data),
+    .\port$1538$0 (\$1 ),
+    .\port$1795$0 (\$2 ),
+    .\port$1795$22 (\$3 ),
+    .\port$4236$0 (\$4 ),
+    .\port$5074$0 (rd__data),
     .rst(rst)
   );
   \nanomamba_accel.backend.muls  muls (
@@ -905,17 +905,17 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .p0(\mul__p__0$64 ),
     .p1(\mul__p__1$66 ),
     .p2(mul__p__2),
-    .\port$1880$0 (\$5 ),
-    .\port$1891$0 (\$6 ),
-    .\port$1901$0 (\$7 ),
-    .\port$1902$0 (\$8 ),
-    .\port$1928$0 (\$9 ),
-    .\port$1975$0 (\$10 ),
-    .\port$2324$0 (\$11 ),
-    .\port$2343$0 (\$12 ),
-    .\port$2350$0 (\$13 ),
-    .\port$2384$0 (\$14 ),
-    .\port$2408$0 (\$15 ),
+    .\port$1894$0 (\$5 ),
+    .\port$1905$0 (\$6 ),
+    .\port$1915$0 (\$7 ),
+    .\port$1916$0 (\$8 ),
+    .\port$1942$0 (\$9 ),
+    .\port$1989$0 (\$10 ),
+    .\port$2348$0 (\$11 ),
+    .\port$2367$0 (\$12 ),
+    .\port$2374$0 (\$13 ),
+    .\port$2408$0 (\$14 ),
+    .\port$2432$0 (\$15 ),
     .rst(rst)
   );
   \nanomamba_accel.backend.norm  norm (
@@ -940,12 +940,12 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .mul__p__2(mul__p__2),
     .o__payload(\o__payload$108 ),
     .o__valid(\o__valid$109 ),
-    .\port$1880$0 (\$5 ),
-    .\port$1891$0 (\$6 ),
-    .\port$1901$0 (\$7 ),
-    .\port$1902$0 (\$8 ),
-    .\port$1928$0 (\$9 ),
-    .\port$1975$0 (\$10 ),
+    .\port$1894$0 (\$5 ),
+    .\port$1905$0 (\$6 ),
+    .\port$1915$0 (\$7 ),
+    .\port$1916$0 (\$8 ),
+    .\port$1942$0 (\$9 ),
+    .\port$1989$0 (\$10 ),
     .rd__addr(rd__addr),
     .rd__data(\rd__data$106 ),
     .rst(rst),
@@ -1011,11 +1011,11 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .mul__p__0(\mul__p__0$64 ),
     .mul__p__1(\mul__p__1$66 ),
     .mul__p__2(mul__p__2),
-    .\port$2324$0 (\$11 ),
-    .\port$2343$0 (\$12 ),
-    .\port$2350$0 (\$13 ),
-    .\port$2384$0 (\$14 ),
-    .\port$2408$0 (\$15 ),
+    .\port$2348$0 (\$11 ),
+    .\port$2367$0 (\$12 ),
+    .\port$2374$0 (\$13 ),
+    .\port$2408$0 (\$14 ),
+    .\port$2432$0 (\$15 ),
     .regs(regs),
     .rst(rst),
     .slot(slot),
@@ -1135,7 +1135,7 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.exp2 (rst, i__valid, i__payload, en, busy, \busy$19 , o__valid, o__payload, clk);
+module \nanomamba_accel.backend.exp2 (rst, i__valid, i__payload, en, busy, \busy$18 , o__valid, o__payload, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -1151,23 +1151,24 @@ module \nanomamba_accel.backend.exp2 (rst, i__valid, i__payload, en, busy, \busy
   wire [31:0] \$2 ;
   wire [24:0] \$20 ;
   wire [24:0] \$21 ;
-  wire [19:0] \$22 ;
-  wire [29:0] \$23 ;
-  wire [30:0] \$24 ;
-  wire [30:0] \$25 ;
-  wire [31:0] \$26 ;
+  wire [18:0] \$22 ;
+  wire [28:0] \$23 ;
+  wire [29:0] \$24 ;
+  wire [29:0] \$25 ;
+  wire [30:0] \$26 ;
   reg \$27 ;
   reg [31:0] \$28 ;
   reg \$29 ;
   wire [32:0] \$3 ;
   reg [5:0] \$30 ;
-  reg [5:0] \$31 ;
-  reg [9:0] \$32 ;
-  reg \$33 ;
-  reg [16:0] \$34 ;
-  reg [5:0] \$35 ;
-  reg \$36 ;
-  reg [16:0] \$37 ;
+  reg [9:0] \$31 ;
+  reg [17:0] \$32 ;
+  reg [18:0] \$33 ;
+  reg \$34 ;
+  reg [16:0] \$35 ;
+  reg [5:0] \$36 ;
+  reg \$37 ;
+  reg [16:0] \$38 ;
   wire [6:0] \$4 ;
   wire \$5 ;
   wire [5:0] \$6 ;
@@ -1175,15 +1176,17 @@ module \nanomamba_accel.backend.exp2 (rst, i__valid, i__payload, en, busy, \busy
   wire [17:0] \$8 ;
   wire [17:0] \$9 ;
   wire [6:0] \$signature__addr ;
-  wire [6:0] \$signature__addr$8 ;
+  wire [6:0] \$signature__addr$7 ;
   wire [17:0] \$signature__data ;
   wire [17:0] \$signature__data$28 ;
+  reg [17:0] a2 = 18'h00000;
   input busy;
   wire busy;
-  input \busy$19 ;
-  wire \busy$19 ;
+  input \busy$18 ;
+  wire \busy$18 ;
   input clk;
   wire clk;
+  reg [18:0] d2 = 19'h00000;
   output en;
   wire en;
   input [31:0] i__payload;
@@ -1191,7 +1194,6 @@ module \nanomamba_accel.backend.exp2 (rst, i__valid, i__payload, en, busy, \busy
   wire i__ready;
   input i__valid;
   wire i__valid;
-  reg [5:0] idx2 = 6'h00;
   reg lsh;
   reg [16:0] mant3 = 17'h00000;
   output [16:0] o__payload;
@@ -1281,11 +1283,11 @@ module \nanomamba_accel.backend.exp2 (rst, i__valid, i__payload, en, busy, \busy
     \table [63] = 18'h1fa7c;
     \table [64] = 18'h20000;
   end
-  assign \$signature__data$28  = \table [\$signature__addr$8 ];
-  assign \$signature__data  = \table [{ 1'h0, idx2 }];
+  assign \$signature__data$28  = \table [\$signature__addr$7 ];
+  assign \$signature__data  = \table [{ 1'h0, y1[15:10] }];
   assign \$1  = ~ o__valid;
   assign \$3  = $signed(\$2 ) + $signed(1'h0);
-  assign \$signature__addr$8  = idx2 + 1'h1;
+  assign \$signature__addr$7  = y1[15:10] + 1'h1;
   assign \$4  = - $signed(shift3);
   assign \$5  = ! \$4 [4:0];
   assign \$6  = \$4 [4:0] - 1'h1;
@@ -1299,15 +1301,15 @@ module \nanomamba_accel.backend.exp2 (rst, i__valid, i__payload, en, busy, \busy
   assign \$14  = mant3 << lsh;
   assign \$15  = shifted > 17'h1ffff;
   assign \$16  = \$15  ? 18'h1ffff : shifted;
-  assign \$17  = busy | \busy$19 ;
+  assign \$17  = busy | \busy$18 ;
   assign \$18  = $signed(\$3 [24:0]) < $signed(6'h2e);
   assign \$19  = $signed(\$3 [24:0]) > $signed(2'h1);
   assign \$20  = \$19  ? 25'h0000001 : \$3 [24:0];
   assign \$21  = \$18  ? 25'h1ffffee : \$20 ;
   assign \$22  = \$signature__data$28  - \$signature__data ;
-  assign \$23  = $signed(\$22 ) * $signed({ 1'h0, rem2 });
+  assign \$23  = $signed(d2) * $signed({ 1'h0, rem2 });
   assign \$24  = $signed(\$23 ) + $signed(11'h200);
-  assign \$26  = $signed({ 1'h0, \$signature__data  }) + $signed(\$25 );
+  assign \$26  = $signed({ 1'h0, a2 }) + $signed(\$25 );
   always @(posedge clk)
     v1 <= \$27 ;
   always @(posedge clk)
@@ -1317,19 +1319,21 @@ module \nanomamba_accel.backend.exp2 (rst, i__valid, i__payload, en, busy, \busy
   always @(posedge clk)
     shift2 <= \$30 ;
   always @(posedge clk)
-    idx2 <= \$31 ;
+    rem2 <= \$31 ;
   always @(posedge clk)
-    rem2 <= \$32 ;
+    a2 <= \$32 ;
   always @(posedge clk)
-    v3 <= \$33 ;
+    d2 <= \$33 ;
   always @(posedge clk)
-    mant3 <= \$34 ;
+    v3 <= \$34 ;
   always @(posedge clk)
-    shift3 <= \$35 ;
+    mant3 <= \$35 ;
   always @(posedge clk)
-    o__valid <= \$36 ;
+    shift3 <= \$36 ;
   always @(posedge clk)
-    o__payload <= \$37 ;
+    o__valid <= \$37 ;
+  always @(posedge clk)
+    o__payload <= \$38 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     (* full_case = 32'd1 *)
@@ -1411,101 +1415,113 @@ module \nanomamba_accel.backend.exp2 (rst, i__valid, i__payload, en, busy, \busy
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$31  = idx2;
+    \$31  = rem2;
     if (\$17 ) begin
       if (en) begin
-        \$31  = y1[15:10];
+        \$31  = y1[9:0];
       end
     end
     if (rst) begin
-      \$31  = 6'h00;
+      \$31  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$32  = rem2;
+    \$32  = a2;
     if (\$17 ) begin
       if (en) begin
-        \$32  = y1[9:0];
+        \$32  = \$signature__data ;
       end
     end
     if (rst) begin
-      \$32  = 10'h000;
+      \$32  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$33  = v3;
+    \$33  = d2;
     if (\$17 ) begin
       if (en) begin
-        \$33  = v2;
+        \$33  = \$22 ;
       end
     end
     if (rst) begin
-      \$33  = 1'h0;
+      \$33  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$34  = mant3;
+    \$34  = v3;
     if (\$17 ) begin
       if (en) begin
-        \$34  = \$26 [16:0];
+        \$34  = v2;
       end
     end
     if (rst) begin
-      \$34  = 17'h00000;
+      \$34  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$35  = shift3;
+    \$35  = mant3;
     if (\$17 ) begin
       if (en) begin
-        \$35  = shift2;
+        \$35  = \$26 [16:0];
       end
     end
     if (rst) begin
-      \$35  = 6'h00;
+      \$35  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$36  = o__valid;
+    \$36  = shift3;
     if (\$17 ) begin
       if (en) begin
-        \$36  = v3;
+        \$36  = shift2;
       end
     end
     if (rst) begin
-      \$36  = 1'h0;
+      \$36  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$37  = o__payload;
+    \$37  = o__valid;
     if (\$17 ) begin
       if (en) begin
-        \$37  = result;
+        \$37  = v3;
       end
     end
     if (rst) begin
-      \$37  = 17'h00000;
+      \$37  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$38  = o__payload;
+    if (\$17 ) begin
+      if (en) begin
+        \$38  = result;
+      end
+    end
+    if (rst) begin
+      \$38  = 17'h00000;
     end
   end
   assign o__ready = 1'h1;
   assign i__ready = en;
   assign s_full = \$3 [24:0];
-  assign \$signature__addr  = { 1'h0, idx2 };
+  assign \$signature__addr  = { 1'h0, y1[15:10] };
   assign rsh = \$4 [4:0];
   assign en = 1'h1;
   assign \$2  = { y1[31], y1[31], y1[31], y1[31], y1[31], y1[31], y1[31], y1[31], y1[31], y1[31], y1[31], y1[31], y1[31], y1[31], y1[31], y1[31], y1[31:16] };
   assign \$9  = { 1'h0, \$8 [17:1] };
-  assign \$25  = { \$24 [30], \$24 [30], \$24 [30], \$24 [30], \$24 [30], \$24 [30], \$24 [30], \$24 [30], \$24 [30], \$24 [30], \$24 [30:10] };
+  assign \$25  = { \$24 [29], \$24 [29], \$24 [29], \$24 [29], \$24 [29], \$24 [29], \$24 [29], \$24 [29], \$24 [29], \$24 [29], \$24 [29:10] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 , \port$2820$0 , \port$2979$0 , s_r__data, frame_age, snr_sum, first, s_r__addr, logit__valid, wb_done, \port$3025$0 , fn__valid, o__payload, rd__i, rd__addr, \o__payload$58 , \o__valid$61 
+module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 , \port$2851$0 , \port$3010$0 , s_r__data, frame_age, snr_sum, first, s_r__addr, logit__valid, wb_done, \port$3056$0 , fn__valid, o__payload, rd__i, rd__addr, \o__payload$58 , \o__valid$61 
 , busy, mac_rd__data, snr_sum0, snr_sum1, mac_rd__o, mac_rd__i, rd__data, mac_o__valid, mac_o__payload, logit__payload, \rd__data$54 , fn__payload, norm_dst, kind, src, wb, layer, regs, t, slot, rb
 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
@@ -1620,12 +1636,12 @@ module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 
   wire \o__valid$61 ;
   wire [3:0] pool_rd__addr;
   wire [23:0] pool_rd__data;
-  input [22:0] \port$2820$0 ;
-  wire [22:0] \port$2820$0 ;
-  input [15:0] \port$2979$0 ;
-  wire [15:0] \port$2979$0 ;
-  output [6:0] \port$3025$0 ;
-  wire [6:0] \port$3025$0 ;
+  input [22:0] \port$2851$0 ;
+  wire [22:0] \port$2851$0 ;
+  input [15:0] \port$3010$0 ;
+  wire [15:0] \port$3010$0 ;
+  output [6:0] \port$3056$0 ;
+  wire [6:0] \port$3056$0 ;
   input rb;
   wire rb;
   input [5:0] rd__addr;
@@ -1834,7 +1850,7 @@ module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 
   assign \$24  = rb ? 6'h28 : 6'h00;
   assign \$signature__addr$52  = \$24  + rd__addr;
   assign \$25  = norm_dst == 1'h1;
-  assign \$26  = \$25  ? { \port$2979$0 [15], \port$2979$0 [15], \port$2979$0 [15], \port$2979$0 [15], \port$2979$0 [15], \port$2979$0 [15], \port$2979$0 [15], \port$2979$0 [15], \port$2979$0  } : x_r__data;
+  assign \$26  = \$25  ? { \port$3010$0 [15], \port$3010$0 [15], \port$3010$0 [15], \port$3010$0 [15], \port$3010$0 [15], \port$3010$0 [15], \port$3010$0 [15], \port$3010$0 [15], \port$3010$0  } : x_r__data;
   assign \$27  = norm_dst == 1'h1;
   assign \$signature__en$60  = \o__valid$61  & \$27 ;
   assign \$28  = norm_dst == 2'h2;
@@ -1933,7 +1949,7 @@ module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 
       3'h3:
           rd__data = mac_rd__data;
       3'h4:
-          rd__data = { \port$2820$0 [22], \port$2820$0  };
+          rd__data = { \port$2851$0 [22], \port$2851$0  };
     endcase
   end
   always @* begin
@@ -1973,15 +1989,15 @@ module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 
   assign nb_r__addr = rd__i;
   assign u_r__addr = rd__i[3:0];
   assign pool_rd__addr = rd__i[3:0];
-  assign pool_rd__data = { \port$2820$0 [22], \port$2820$0  };
+  assign pool_rd__data = { \port$2851$0 [22], \port$2851$0  };
   assign x_r__addr = \$19 [3:0];
-  assign \$signature__data$56  = \port$2979$0 ;
+  assign \$signature__data$56  = \port$3010$0 ;
   assign \$signature__addr$57  = \o__payload$58 [5:0];
   assign \$signature__data$59  = \o__payload$58 [21:6];
   assign \$signature__addr$62  = \o__payload$58 [3:0];
   assign \$signature__data$63  = \o__payload$58 [21:6];
   assign frame_age = \$2 [1:0];
-  assign \port$3025$0  = \$signature__addr$52 ;
+  assign \port$3056$0  = \$signature__addr$52 ;
   assign \regs.delta_floor_min  = regs[15:0];
   assign \regs.delta_floor_max  = regs[31:16];
   assign \regs.eps_min  = regs[47:32];
@@ -2356,7 +2372,7 @@ module \nanomamba_accel.backend.head (clk, rst, mac__data, first, logit__valid, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.inputs (rst, feat__ready, snr__ready, \port$2979$0 , s_r__data, s_r__addr, \port$3025$0 , feat__payload, snr__payload, feat__valid, snr__valid, feat_full0, feat_full1, snr_sum0, snr_sum1, snr_full0, snr_full1, \release , rb, clk);
+module \nanomamba_accel.backend.inputs (rst, feat__ready, snr__ready, \port$3010$0 , s_r__data, s_r__addr, \port$3056$0 , feat__payload, snr__payload, feat__valid, snr__valid, feat_full0, feat_full1, snr_sum0, snr_sum1, snr_full0, snr_full1, \release , rb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -2439,10 +2455,10 @@ module \nanomamba_accel.backend.inputs (rst, feat__ready, snr__ready, \port$2979
   output feat_full1;
   reg feat_full1 = 1'h0;
   reg feat_wb = 1'h0;
-  output [15:0] \port$2979$0 ;
-  wire [15:0] \port$2979$0 ;
-  input [6:0] \port$3025$0 ;
-  wire [6:0] \port$3025$0 ;
+  output [15:0] \port$3010$0 ;
+  wire [15:0] \port$3010$0 ;
+  input [6:0] \port$3056$0 ;
+  wire [6:0] \port$3056$0 ;
   input rb;
   wire rb;
   input \release ;
@@ -2567,7 +2583,7 @@ module \nanomamba_accel.backend.inputs (rst, feat__ready, snr__ready, \port$2979
   end
   reg [15:0] _0_;
   always @(posedge clk) begin
-    _0_ <= feat_buf[\port$3025$0 ];
+    _0_ <= feat_buf[\port$3056$0 ];
   end
   assign \$signature__data  = _0_;
   reg [15:0] snr_buf [79:0];
@@ -2853,8 +2869,8 @@ module \nanomamba_accel.backend.inputs (rst, feat__ready, snr__ready, \port$2979
   end
   assign wp__data = feat__payload[15:0];
   assign \wp__data$16  = snr__payload[15:0];
-  assign \$signature__addr  = \port$3025$0 ;
-  assign \port$2979$0  = \$signature__data ;
+  assign \$signature__addr  = \port$3056$0 ;
+  assign \port$3010$0  = \$signature__data ;
   assign \feat__payload.data  = feat__payload[15:0];
   assign \feat__payload.first  = feat__payload[16];
   assign \feat__payload.last  = feat__payload[17];
@@ -2869,7 +2885,7 @@ module \nanomamba_accel.backend.inputs (rst, feat__ready, snr__ready, \port$2979
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1524$0 , mul__acc__0, o__valid, \port$1781$0 , \port$1781$22 , o__payload, busy, c, half_pre, mul__a__1, mul__p__0, mul__p__1, rd__data, job__valid, job__payload, clk);
+module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$0 , mul__acc__0, o__valid, \port$1795$0 , \port$1795$22 , o__payload, busy, c, half_pre, mul__a__1, mul__p__0, mul__p__1, rd__data, job__valid, job__payload, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire [6:0] \$10 ;
@@ -3044,12 +3060,12 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1524$
   reg o_valid;
   reg [23:0] o_value;
   reg pend = 1'h0;
-  output [7:0] \port$1524$0 ;
-  wire [7:0] \port$1524$0 ;
-  output [16:0] \port$1781$0 ;
-  wire [16:0] \port$1781$0 ;
-  output [38:0] \port$1781$22 ;
-  wire [38:0] \port$1781$22 ;
+  output [7:0] \port$1538$0 ;
+  wire [7:0] \port$1538$0 ;
+  output [16:0] \port$1795$0 ;
+  wire [16:0] \port$1795$0 ;
+  output [38:0] \port$1795$22 ;
+  wire [38:0] \port$1795$22 ;
   reg [3:0] pre = 4'h0;
   reg [5:0] r0g = 6'h00;
   reg r0v = 1'h0;
@@ -7554,8 +7570,6 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1524$
   assign \$3  = act_d1 ? \$signature__data  : 8'h00;
   assign mul__acc__0 = ~ first_d1;
   assign \$4  = rq_base + grpp_d2;
-  assign \$5  = rog_d1 * 1'h1;
-  assign \$6  = dw ? { 1'h0, rog_d1 } : \$5 ;
   assign \$8  = idx < n_out;
   assign \$9  = o_index < n_out;
   assign o__valid = o_valid & \$9 ;
@@ -8587,23 +8601,25 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1524$
   assign mul__c__1 = { \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60:22] };
   assign base = \$6 [5:0];
   assign ser0 = 24'h000000;
-  assign \port$1524$0  = \$3 ;
-  assign \port$1781$0  = \$signature__data$34 [16:0];
-  assign \port$1781$22  = \$signature__data$34 [60:22];
+  assign \port$1538$0  = \$3 ;
+  assign \port$1795$0  = \$signature__data$34 [16:0];
+  assign \port$1795$22  = \$signature__data$34 [60:22];
   assign \o__payload.index  = o__payload[5:0];
   assign \o__payload.value  = o__payload[29:6];
   assign \o__payload.last  = o__payload[30];
   assign o__payload[30] = \$11 ;
   assign o__payload[29:6] = o_value;
   assign o__payload[5:0] = o_index;
+  assign \$5  = { 1'h0, rog_d1 };
   assign \$31  = { mul__p__1[43], mul__p__1[43], mul__p__1[43], mul__p__1[43], mul__p__1[43], mul__p__1[43], mul__p__1[43], mul__p__1[43], mul__p__1[43], mul__p__1[43], mul__p__1[43], mul__p__1[43], mul__p__1[43], mul__p__1[43:13] };
   assign \$61  = \$60 ;
+  assign \$6  = \$5 ;
   assign \$7  = pend;
   assign \$52  = pend;
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.mac_muls (rst, \port$1524$0 , mul__acc__0, \port$1781$0 , \port$1781$22 , busy, \port$4153$0 , mul__a__1, p0, p1, \port$4967$0 , job__valid, clk);
+module \nanomamba_accel.backend.mac_muls (rst, \port$1538$0 , mul__acc__0, \port$1795$0 , \port$1795$22 , busy, \port$4236$0 , mul__a__1, p0, p1, \port$5074$0 , job__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
   reg [47:0] \$10 ;
@@ -8654,16 +8670,16 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1524$0 , mul__acc__0, \port
   reg [47:0] p0 = 48'h000000000000;
   output [47:0] p1;
   reg [47:0] p1 = 48'h000000000000;
-  input [7:0] \port$1524$0 ;
-  wire [7:0] \port$1524$0 ;
-  input [16:0] \port$1781$0 ;
-  wire [16:0] \port$1781$0 ;
-  input [38:0] \port$1781$22 ;
-  wire [38:0] \port$1781$22 ;
-  input [9:0] \port$4153$0 ;
-  wire [9:0] \port$4153$0 ;
-  input [23:0] \port$4967$0 ;
-  wire [23:0] \port$4967$0 ;
+  input [7:0] \port$1538$0 ;
+  wire [7:0] \port$1538$0 ;
+  input [16:0] \port$1795$0 ;
+  wire [16:0] \port$1795$0 ;
+  input [38:0] \port$1795$22 ;
+  wire [38:0] \port$1795$22 ;
+  input [9:0] \port$4236$0 ;
+  wire [9:0] \port$4236$0 ;
+  input [23:0] \port$5074$0 ;
+  wire [23:0] \port$5074$0 ;
   input rst;
   wire rst;
   assign \$1  = busy | job__valid;
@@ -8697,7 +8713,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1524$0 , mul__acc__0, \port
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$8  = a0;
     if (\$1 ) begin
-      \$8  = { \port$4967$0 [23], \port$4967$0  };
+      \$8  = { \port$5074$0 [23], \port$5074$0  };
     end
     if (rst) begin
       \$8  = 25'h0000000;
@@ -8707,7 +8723,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1524$0 , mul__acc__0, \port
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$9  = b0;
     if (\$1 ) begin
-      \$9  = { \port$1524$0 [7], \port$1524$0 [7], \port$1524$0 [7], \port$1524$0 [7], \port$1524$0 [7], \port$1524$0 [7], \port$1524$0 [7], \port$1524$0 [7], \port$1524$0 [7], \port$1524$0 [7], \port$1524$0  };
+      \$9  = { \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0  };
     end
     if (rst) begin
       \$9  = 18'h00000;
@@ -8717,7 +8733,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1524$0 , mul__acc__0, \port
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$10  = c0;
     if (\$1 ) begin
-      \$10  = { 38'h0000000000, \port$4153$0  };
+      \$10  = { 38'h0000000000, \port$4236$0  };
     end
     if (rst) begin
       \$10  = 48'h000000000000;
@@ -8757,7 +8773,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1524$0 , mul__acc__0, \port
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$14  = b1;
     if (\$1 ) begin
-      \$14  = { 1'h0, \port$1781$0  };
+      \$14  = { 1'h0, \port$1795$0  };
     end
     if (rst) begin
       \$14  = 18'h00000;
@@ -8767,7 +8783,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1524$0 , mul__acc__0, \port
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$15  = c1;
     if (\$1 ) begin
-      \$15  = { \port$1781$22 [38], \port$1781$22 [38], \port$1781$22 [38], \port$1781$22 [38], \port$1781$22 [38], \port$1781$22 [38], \port$1781$22 [38], \port$1781$22 [38], \port$1781$22 [38], \port$1781$22  };
+      \$15  = { \port$1795$22 [38], \port$1795$22 [38], \port$1795$22 [38], \port$1795$22 [38], \port$1795$22 [38], \port$1795$22 [38], \port$1795$22 [38], \port$1795$22 [38], \port$1795$22 [38], \port$1795$22  };
     end
     if (rst) begin
       \$15  = 48'h000000000000;
@@ -8793,19 +8809,19 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1524$0 , mul__acc__0, \port
       \$17  = 48'h000000000000;
     end
   end
-  assign mul__a__0 = { \port$4967$0 [23], \port$4967$0  };
-  assign mul__b__0 = { \port$1524$0 [7], \port$1524$0 [7], \port$1524$0 [7], \port$1524$0 [7], \port$1524$0 [7], \port$1524$0 [7], \port$1524$0 [7], \port$1524$0 [7], \port$1524$0 [7], \port$1524$0 [7], \port$1524$0  };
-  assign mul__c__0 = { 38'h0000000000, \port$4153$0  };
-  assign mul__b__1 = { 1'h0, \port$1781$0  };
-  assign mul__c__1 = { \port$1781$22 [38], \port$1781$22 [38], \port$1781$22 [38], \port$1781$22 [38], \port$1781$22 [38], \port$1781$22 [38], \port$1781$22 [38], \port$1781$22 [38], \port$1781$22 [38], \port$1781$22  };
+  assign mul__a__0 = { \port$5074$0 [23], \port$5074$0  };
+  assign mul__b__0 = { \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0  };
+  assign mul__c__0 = { 38'h0000000000, \port$4236$0  };
+  assign mul__b__1 = { 1'h0, \port$1795$0  };
+  assign mul__c__1 = { \port$1795$22 [38], \port$1795$22 [38], \port$1795$22 [38], \port$1795$22 [38], \port$1795$22 [38], \port$1795$22 [38], \port$1795$22 [38], \port$1795$22 [38], \port$1795$22 [38], \port$1795$22  };
   assign mul__acc__1 = 1'h0;
   assign mul__p__0 = p0;
   assign mul__p__1 = p1;
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1880$0 , \port$1891$0 , mul__acc__0, mul__a__1, \port$1901$0 , \port$1902$0 , mul__acc__1, \port$1928$0 , mul__b__2, \port$1975$0 , mul__acc__2, \port$2324$0 , \mul__b__0$9 , \port$2343$0 , \port$2350$0 , \mul__b__1$22 , \mul__c__1$25 , \port$2384$0 , \mul__b__2$35 
-, \port$2408$0 , busy, \busy$3 , p0, p1, p2, clk);
+module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1894$0 , \port$1905$0 , mul__acc__0, mul__a__1, \port$1915$0 , \port$1916$0 , mul__acc__1, \port$1942$0 , mul__b__2, \port$1989$0 , mul__acc__2, \port$2348$0 , \mul__b__0$9 , \port$2367$0 , \port$2374$0 , \mul__b__1$22 , \mul__c__1$25 , \port$2408$0 , \mul__b__2$35 
+, \port$2432$0 , busy, \busy$3 , p0, p1, p2, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire [17:0] \$10 ;
@@ -8914,46 +8930,46 @@ module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1880$0 , \port$1891$
   reg [47:0] p1 = 48'h000000000000;
   output [47:0] p2;
   reg [47:0] p2 = 48'h000000000000;
-  input [16:0] \port$1880$0 ;
-  wire [16:0] \port$1880$0 ;
-  input [40:0] \port$1891$0 ;
-  wire [40:0] \port$1891$0 ;
-  input [12:0] \port$1901$0 ;
-  wire [12:0] \port$1901$0 ;
-  input [30:0] \port$1902$0 ;
-  wire [30:0] \port$1902$0 ;
-  input [23:0] \port$1928$0 ;
-  wire [23:0] \port$1928$0 ;
-  input [30:0] \port$1975$0 ;
-  wire [30:0] \port$1975$0 ;
-  input [23:0] \port$2324$0 ;
-  wire [23:0] \port$2324$0 ;
-  input [33:0] \port$2343$0 ;
-  wire [33:0] \port$2343$0 ;
-  input [23:0] \port$2350$0 ;
-  wire [23:0] \port$2350$0 ;
-  input [23:0] \port$2384$0 ;
-  wire [23:0] \port$2384$0 ;
-  input [14:0] \port$2408$0 ;
-  wire [14:0] \port$2408$0 ;
+  input [16:0] \port$1894$0 ;
+  wire [16:0] \port$1894$0 ;
+  input [40:0] \port$1905$0 ;
+  wire [40:0] \port$1905$0 ;
+  input [12:0] \port$1915$0 ;
+  wire [12:0] \port$1915$0 ;
+  input [30:0] \port$1916$0 ;
+  wire [30:0] \port$1916$0 ;
+  input [23:0] \port$1942$0 ;
+  wire [23:0] \port$1942$0 ;
+  input [30:0] \port$1989$0 ;
+  wire [30:0] \port$1989$0 ;
+  input [23:0] \port$2348$0 ;
+  wire [23:0] \port$2348$0 ;
+  input [33:0] \port$2367$0 ;
+  wire [33:0] \port$2367$0 ;
+  input [23:0] \port$2374$0 ;
+  wire [23:0] \port$2374$0 ;
+  input [23:0] \port$2408$0 ;
+  wire [23:0] \port$2408$0 ;
+  input [14:0] \port$2432$0 ;
+  wire [14:0] \port$2432$0 ;
   input rst;
   wire rst;
   assign \$1  = busy | \busy$3 ;
-  assign \$2  = mul__a__0 | { \port$2324$0 [23], \port$2324$0  };
-  assign \$3  = { 1'h0, \port$1880$0  } | \mul__b__0$9 ;
-  assign \$4  = { \port$1891$0 [40], \port$1891$0 [40], \port$1891$0 [40], \port$1891$0 [40], \port$1891$0 [40], \port$1891$0 [40], \port$1891$0 [40], \port$1891$0  } | { \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0  };
+  assign \$2  = mul__a__0 | { \port$2348$0 [23], \port$2348$0  };
+  assign \$3  = { 1'h0, \port$1894$0  } | \mul__b__0$9 ;
+  assign \$4  = { \port$1905$0 [40], \port$1905$0 [40], \port$1905$0 [40], \port$1905$0 [40], \port$1905$0 [40], \port$1905$0 [40], \port$1905$0 [40], \port$1905$0  } | { \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0  };
   assign \$6  = $signed(a0) * $signed(b0);
   assign \$7  = acc0 ? p0 : c0;
   assign \$8  = $signed(\$6 ) + $signed(\$7 );
-  assign \$9  = mul__a__1 | { \port$2350$0 [23], \port$2350$0  };
-  assign \$10  = { \port$1901$0 [12], \port$1901$0 [12], \port$1901$0 [12], \port$1901$0 [12], \port$1901$0 [12], \port$1901$0  } | \mul__b__1$22 ;
-  assign \$11  = { 17'h00000, \port$1902$0  } | \mul__c__1$25 ;
+  assign \$9  = mul__a__1 | { \port$2374$0 [23], \port$2374$0  };
+  assign \$10  = { \port$1915$0 [12], \port$1915$0 [12], \port$1915$0 [12], \port$1915$0 [12], \port$1915$0 [12], \port$1915$0  } | \mul__b__1$22 ;
+  assign \$11  = { 17'h00000, \port$1916$0  } | \mul__c__1$25 ;
   assign \$13  = $signed(a1) * $signed(b1);
   assign \$14  = acc1 ? p1 : c1;
   assign \$15  = $signed(\$13 ) + $signed(\$14 );
-  assign \$16  = { \port$1928$0 [23], \port$1928$0  } | { \port$2384$0 [23], \port$2384$0  };
+  assign \$16  = { \port$1942$0 [23], \port$1942$0  } | { \port$2408$0 [23], \port$2408$0  };
   assign \$17  = mul__b__2 | \mul__b__2$35 ;
-  assign \$18  = { \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0  } | { 33'h000000000, \port$2408$0  };
+  assign \$18  = { \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0  } | { 33'h000000000, \port$2432$0  };
   assign \$20  = $signed(a2) * $signed(b2);
   assign \$21  = acc2 ? p2 : c2;
   assign \$22  = $signed(\$20 ) + $signed(\$21 );
@@ -9137,19 +9153,19 @@ module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1880$0 , \port$1891$
       \$37  = 48'h000000000000;
     end
   end
-  assign \mul__a__0$6  = { \port$2324$0 [23], \port$2324$0  };
-  assign mul__b__0 = { 1'h0, \port$1880$0  };
-  assign mul__c__0 = { \port$1891$0 [40], \port$1891$0 [40], \port$1891$0 [40], \port$1891$0 [40], \port$1891$0 [40], \port$1891$0 [40], \port$1891$0 [40], \port$1891$0  };
-  assign \mul__c__0$12  = { \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0 [33], \port$2343$0  };
+  assign \mul__a__0$6  = { \port$2348$0 [23], \port$2348$0  };
+  assign mul__b__0 = { 1'h0, \port$1894$0  };
+  assign mul__c__0 = { \port$1905$0 [40], \port$1905$0 [40], \port$1905$0 [40], \port$1905$0 [40], \port$1905$0 [40], \port$1905$0 [40], \port$1905$0 [40], \port$1905$0  };
+  assign \mul__c__0$12  = { \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0  };
   assign \mul__acc__0$15  = 1'h0;
-  assign \mul__a__1$19  = { \port$2350$0 [23], \port$2350$0  };
-  assign mul__b__1 = { \port$1901$0 [12], \port$1901$0 [12], \port$1901$0 [12], \port$1901$0 [12], \port$1901$0 [12], \port$1901$0  };
-  assign mul__c__1 = { 17'h00000, \port$1902$0  };
+  assign \mul__a__1$19  = { \port$2374$0 [23], \port$2374$0  };
+  assign mul__b__1 = { \port$1915$0 [12], \port$1915$0 [12], \port$1915$0 [12], \port$1915$0 [12], \port$1915$0 [12], \port$1915$0  };
+  assign mul__c__1 = { 17'h00000, \port$1916$0  };
   assign \mul__acc__1$28  = 1'h0;
-  assign mul__a__2 = { \port$1928$0 [23], \port$1928$0  };
-  assign \mul__a__2$32  = { \port$2384$0 [23], \port$2384$0  };
-  assign mul__c__2 = { \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0 [30], \port$1975$0  };
-  assign \mul__c__2$38  = { 33'h000000000, \port$2408$0  };
+  assign mul__a__2 = { \port$1942$0 [23], \port$1942$0  };
+  assign \mul__a__2$32  = { \port$2408$0 [23], \port$2408$0  };
+  assign mul__c__2 = { \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0  };
+  assign \mul__c__2$38  = { 33'h000000000, \port$2432$0  };
   assign \mul__acc__2$41  = 1'h0;
   assign mul__p__0 = p0;
   assign \mul__p__0$44  = p0;
@@ -9163,7 +9179,7 @@ module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1880$0 , \port$1891$
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1880$0 , \port$1891$0 , mul__acc__0, mul__a__1, \port$1901$0 , \port$1902$0 , mul__acc__1, \port$1928$0 , mul__b__2, \port$1975$0 , mul__acc__2, exp2__i__ready, stats__payload, stats__valid, rd__addr, o__payload, stats__ready, exp2__i__valid
+module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1894$0 , \port$1905$0 , mul__acc__0, mul__a__1, \port$1915$0 , \port$1916$0 , mul__acc__1, \port$1942$0 , mul__b__2, \port$1989$0 , mul__acc__2, exp2__i__ready, stats__payload, stats__valid, rd__addr, o__payload, stats__ready, exp2__i__valid
 , exp2__i__payload, o__valid, busy, mul__p__0, mul__p__1, mul__p__2, exp2__o__valid, exp2__o__payload, rd__data, cmd__payload, cmd__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire [5:0] \$1 ;
@@ -9277,7 +9293,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1880$0 ,
   wire \$197 ;
   wire \$198 ;
   wire \$199 ;
-  wire [6:0] \$2 ;
+  wire [8:0] \$2 ;
   wire [9:0] \$20 ;
   reg \$200 ;
   reg [5:0] \$201 ;
@@ -9365,7 +9381,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1880$0 ,
   wire [39:0] \$37 ;
   wire [33:0] \$38 ;
   wire [40:0] \$39 ;
-  wire [7:0] \$4 ;
+  wire [9:0] \$4 ;
   wire [36:0] \$40 ;
   wire [40:0] \$41 ;
   wire \$42 ;
@@ -9566,18 +9582,18 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1880$0 ,
   reg p1_first;
   reg p1_issue;
   reg ph = 1'h0;
-  output [16:0] \port$1880$0 ;
-  wire [16:0] \port$1880$0 ;
-  output [40:0] \port$1891$0 ;
-  wire [40:0] \port$1891$0 ;
-  output [12:0] \port$1901$0 ;
-  wire [12:0] \port$1901$0 ;
-  output [30:0] \port$1902$0 ;
-  wire [30:0] \port$1902$0 ;
-  output [23:0] \port$1928$0 ;
-  wire [23:0] \port$1928$0 ;
-  output [30:0] \port$1975$0 ;
-  wire [30:0] \port$1975$0 ;
+  output [16:0] \port$1894$0 ;
+  wire [16:0] \port$1894$0 ;
+  output [40:0] \port$1905$0 ;
+  wire [40:0] \port$1905$0 ;
+  output [12:0] \port$1915$0 ;
+  wire [12:0] \port$1915$0 ;
+  output [30:0] \port$1916$0 ;
+  wire [30:0] \port$1916$0 ;
+  output [23:0] \port$1942$0 ;
+  wire [23:0] \port$1942$0 ;
+  output [30:0] \port$1989$0 ;
+  wire [30:0] \port$1989$0 ;
   wire [1:0] q1;
   reg [1:0] q5_d1 = 2'h0;
   reg [1:0] q5_d2 = 2'h0;
@@ -9924,7 +9940,6 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1880$0 ,
   assign is_ln = mode == 2'h2;
   assign s1n = - $signed(s1);
   assign \$1  = is_ln ? 6'h10 : 6'h28;
-  assign \$2  = lset * 5'h10;
   assign \$3  = issue ? idx : 6'h00;
   assign \$4  = \$2  + \$3 ;
   assign m1 = is_ln ? mr : \$signature__data ;
@@ -12184,12 +12199,12 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1880$0 ,
   assign mul__c__1 = { 17'h00000, \$50  };
   assign mul__a__2 = { \$75 [23], \$75  };
   assign mul__c__2 = { \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114  };
-  assign \port$1880$0  = \$35 ;
-  assign \port$1891$0  = \$41 ;
-  assign \port$1901$0  = \$49 ;
-  assign \port$1902$0  = \$50 ;
-  assign \port$1928$0  = \$75 ;
-  assign \port$1975$0  = \$114 ;
+  assign \port$1894$0  = \$35 ;
+  assign \port$1905$0  = \$41 ;
+  assign \port$1915$0  = \$49 ;
+  assign \port$1916$0  = \$50 ;
+  assign \port$1942$0  = \$75 ;
+  assign \port$1989$0  = \$114 ;
   assign \o__payload.index  = o__payload[5:0];
   assign \o__payload.value  = o__payload[21:6];
   assign \o__payload.last  = o__payload[22];
@@ -12200,6 +12215,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1880$0 ,
   assign o__payload[22] = \$7 ;
   assign o__payload[21:6] = y11;
   assign o__payload[5:0] = i11_d1;
+  assign \$2  = { 3'h0, lset, 4'h0 };
   assign \$20  = { \$19 [9], \$19 [9], \$19 [9], \$19 [9:3] };
   assign \$21  = { qv, 3'h0 };
   assign \$110  = 1'h0;
@@ -14656,81 +14672,92 @@ module \nanomamba_accel.backend.sequencer (rst, job__ready, cmd__ready, \wb_done
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2324$0 , mul__b__0, \port$2343$0 , \port$2350$0 , mul__b__1, mul__c__1, \port$2384$0 , mul__b__2, \port$2408$0 , cmd__ready, frame_age, snr_sum, mac_rd__data, exp2__i__valid, exp2__i__payload, busy, mul__p__0, mul__p__1, mul__p__2
+module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2348$0 , mul__b__0, \port$2367$0 , \port$2374$0 , mul__b__1, mul__c__1, \port$2408$0 , mul__b__2, \port$2432$0 , cmd__ready, frame_age, snr_sum, mac_rd__data, exp2__i__valid, exp2__i__payload, busy, mul__p__0, mul__p__1, mul__p__2
 , exp2__o__payload, mac_rd__o, mac_rd__i, mac_o__valid, mac_o__payload, cmd__valid, cmd__payload, kind, layer, regs, slot, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire [17:0] \$1 ;
-  wire [6:0] \$10 ;
+  wire [9:0] \$10 ;
   wire \$100 ;
   wire \$101 ;
   wire \$102 ;
   wire \$103 ;
   wire \$104 ;
-  reg [15:0] \$105 ;
-  reg [17:0] \$106 ;
-  reg [71:0] \$107 ;
-  reg [71:0] \$108 ;
-  reg [15:0] \$109 ;
-  wire \$11 ;
-  reg [5:0] \$110 ;
-  reg [5:0] \$111 ;
-  reg [5:0] \$112 ;
-  reg [1:0] \$113 ;
-  reg [1:0] \$114 ;
-  reg [1:0] \$115 ;
-  reg \$116 ;
-  reg \$117 ;
-  reg \$118 ;
-  reg [63:0] \$119 ;
-  wire \$12 ;
-  reg \$120 ;
-  reg [2:0] \$121 ;
-  wire [23:0] \$122 ;
-  wire [33:0] \$123 ;
-  wire [23:0] \$124 ;
-  wire [23:0] \$125 ;
-  wire [14:0] \$126 ;
+  wire \$105 ;
+  wire \$106 ;
+  wire \$107 ;
+  wire \$108 ;
+  wire \$109 ;
+  wire [10:0] \$11 ;
+  wire \$110 ;
+  wire \$111 ;
+  wire \$112 ;
+  reg [15:0] \$113 ;
+  reg [17:0] \$114 ;
+  reg [71:0] \$115 ;
+  reg [71:0] \$116 ;
+  reg [15:0] \$117 ;
+  reg [5:0] \$118 ;
+  reg [5:0] \$119 ;
+  wire [11:0] \$12 ;
+  reg [5:0] \$120 ;
+  reg [5:0] \$121 ;
+  reg [1:0] \$122 ;
+  reg [1:0] \$123 ;
+  reg [1:0] \$124 ;
+  reg [1:0] \$125 ;
+  reg \$126 ;
+  reg \$127 ;
+  reg \$128 ;
+  reg \$129 ;
   wire \$13 ;
-  wire \$14 ;
+  reg [63:0] \$130 ;
+  reg \$131 ;
+  reg [2:0] \$132 ;
+  wire [23:0] \$133 ;
+  wire [33:0] \$134 ;
+  wire [23:0] \$135 ;
+  wire [23:0] \$136 ;
+  wire [14:0] \$137 ;
+  wire [6:0] \$14 ;
   wire \$15 ;
   wire \$16 ;
-  wire [15:0] \$17 ;
+  wire \$17 ;
   wire \$18 ;
-  wire [2:0] \$19 ;
+  wire \$19 ;
   wire [18:0] \$2 ;
-  wire [3:0] \$20 ;
-  wire [7:0] \$21 ;
+  wire \$20 ;
+  wire [15:0] \$21 ;
   wire \$22 ;
-  wire [3:0] \$23 ;
-  wire \$24 ;
-  wire [3:0] \$25 ;
-  wire [3:0] \$26 ;
+  wire [2:0] \$23 ;
+  wire [3:0] \$24 ;
+  wire [7:0] \$25 ;
+  wire \$26 ;
   wire [3:0] \$27 ;
-  wire [7:0] \$28 ;
-  wire [6:0] \$29 ;
+  wire \$28 ;
+  wire [3:0] \$29 ;
   wire [18:0] \$3 ;
-  wire [8:0] \$30 ;
-  wire [9:0] \$31 ;
-  wire [15:0] \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
+  wire [3:0] \$30 ;
+  wire [3:0] \$31 ;
+  wire [3:0] \$32 ;
+  wire [7:0] \$33 ;
+  wire [8:0] \$34 ;
+  wire [4:0] \$35 ;
+  wire [8:0] \$36 ;
+  wire [9:0] \$37 ;
+  wire [10:0] \$38 ;
+  wire [11:0] \$39 ;
   wire \$4 ;
   wire [15:0] \$40 ;
-  wire [15:0] \$41 ;
+  wire \$41 ;
   wire \$42 ;
   wire \$43 ;
   wire \$44 ;
   wire \$45 ;
   wire \$46 ;
   wire \$47 ;
-  wire \$48 ;
-  wire \$49 ;
-  wire [7:0] \$5 ;
+  wire [15:0] \$48 ;
+  wire [15:0] \$49 ;
+  wire [3:0] \$5 ;
   wire \$50 ;
   wire \$51 ;
   wire \$52 ;
@@ -14740,8 +14767,8 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2324$0 , mul__b__0, \po
   wire \$56 ;
   wire \$57 ;
   wire \$58 ;
-  wire [6:0] \$59 ;
-  wire [6:0] \$6 ;
+  wire \$59 ;
+  wire [7:0] \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
@@ -14749,7 +14776,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2324$0 , mul__b__0, \po
   wire \$64 ;
   wire \$65 ;
   wire \$66 ;
-  wire \$67 ;
+  wire [6:0] \$67 ;
   wire \$68 ;
   wire \$69 ;
   wire [8:0] \$7 ;
@@ -14763,7 +14790,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2324$0 , mul__b__0, \po
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
-  wire [9:0] \$8 ;
+  wire [4:0] \$8 ;
   wire \$80 ;
   wire \$81 ;
   wire \$82 ;
@@ -14774,7 +14801,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2324$0 , mul__b__0, \po
   wire \$87 ;
   wire \$88 ;
   wire \$89 ;
-  wire \$9 ;
+  wire [8:0] \$9 ;
   wire \$90 ;
   wire \$91 ;
   wire \$92 ;
@@ -14910,16 +14937,16 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2324$0 , mul__b__0, \po
   wire o__ready;
   wire o__valid;
   wire \o__valid$55 ;
-  output [23:0] \port$2324$0 ;
-  wire [23:0] \port$2324$0 ;
-  output [33:0] \port$2343$0 ;
-  wire [33:0] \port$2343$0 ;
-  output [23:0] \port$2350$0 ;
-  wire [23:0] \port$2350$0 ;
-  output [23:0] \port$2384$0 ;
-  wire [23:0] \port$2384$0 ;
-  output [14:0] \port$2408$0 ;
-  wire [14:0] \port$2408$0 ;
+  output [23:0] \port$2348$0 ;
+  wire [23:0] \port$2348$0 ;
+  output [33:0] \port$2367$0 ;
+  wire [33:0] \port$2367$0 ;
+  output [23:0] \port$2374$0 ;
+  wire [23:0] \port$2374$0 ;
+  output [23:0] \port$2408$0 ;
+  wire [23:0] \port$2408$0 ;
+  output [14:0] \port$2432$0 ;
+  wire [14:0] \port$2432$0 ;
   wire pwl_any;
   reg [15:0] q0 = 16'h0000;
   wire [4:0] r__addr;
@@ -14970,12 +14997,15 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2324$0 , mul__b__0, \po
   reg [5:0] wb_idx_d1 = 6'h00;
   reg [5:0] wb_idx_d2 = 6'h00;
   reg [5:0] wb_idx_d3 = 6'h00;
+  reg [5:0] wb_idx_d4 = 6'h00;
   reg wb_last_d1 = 1'h0;
   reg wb_last_d2 = 1'h0;
   reg wb_last_d3 = 1'h0;
+  reg wb_last_d4 = 1'h0;
   reg [1:0] wb_sel_d1 = 2'h0;
   reg [1:0] wb_sel_d2 = 2'h0;
   reg [1:0] wb_sel_d3 = 2'h0;
+  reg [1:0] wb_sel_d4 = 2'h0;
   wire [4:0] yz_r__addr;
   wire [23:0] yz_r__data;
   reg [15:0] delta [23:0];
@@ -15006,12 +15036,12 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2324$0 , mul__b__0, \po
     delta[23] = 16'h0000;
   end
   always @(posedge clk) begin
-    if (\$92 )
-      delta[wb_idx_d3[4:0]] <= \$signature__data$63 ;
+    if (\$100 )
+      delta[wb_idx_d4[4:0]] <= \$signature__data$63 ;
   end
   reg [15:0] _0_;
   always @(posedge clk) begin
-    if (\$96 ) begin
+    if (\$104 ) begin
       _0_ <= delta[\r__addr$11 ];
     end
   end
@@ -15164,13 +15194,13 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2324$0 , mul__b__0, \po
     hist[143] = 16'h0000;
   end
   always @(posedge clk) begin
-    if (\$64 )
+    if (\$72 )
       hist[\$signature__addr$36 ] <= \$signature__data$39 ;
   end
   reg [15:0] _1_;
   always @(posedge clk) begin
-    if (\$68 ) begin
-      _1_ <= hist[\$31 [7:0]];
+    if (\$76 ) begin
+      _1_ <= hist[\$39 [7:0]];
     end
   end
   assign \$signature__data$77  = _1_;
@@ -15202,12 +15232,12 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2324$0 , mul__b__0, \po
     sz[23] = 16'h0000;
   end
   always @(posedge clk) begin
-    if (\$72 )
-      sz[\$10 [4:0]] <= \o__payload$53 [15:0];
+    if (\$80 )
+      sz[\$14 [4:0]] <= \o__payload$53 [15:0];
   end
   reg [15:0] _2_;
   always @(posedge clk) begin
-    if (\$76 ) begin
+    if (\$84 ) begin
       _2_ <= sz[r__addr];
     end
   end
@@ -15240,16 +15270,16 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2324$0 , mul__b__0, \po
     xc[23] = 16'h0000;
   end
   always @(posedge clk) begin
-    if (\$80 )
-      xc[wb_idx_d3[4:0]] <= \o__payload$53 [15:0];
+    if (\$88 )
+      xc[wb_idx_d4[4:0]] <= \o__payload$53 [15:0];
   end
   reg [15:0] _3_;
   reg [15:0] _4_;
   always @(posedge clk) begin
-    if (\$88 ) begin
+    if (\$96 ) begin
       _3_ <= xc[\r__addr$11 ];
     end
-    if (\$84 ) begin
+    if (\$92 ) begin
       _4_ <= xc[mac_rd__i[4:0]];
     end
   end
@@ -15283,12 +15313,12 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2324$0 , mul__b__0, \po
     yz[23] = 24'h000000;
   end
   always @(posedge clk) begin
-    if (\$100 )
+    if (\$108 )
       yz[o__payload[4:0]] <= o__payload[28:5];
   end
   reg [23:0] _5_;
   always @(posedge clk) begin
-    if (\$104 ) begin
+    if (\$112 ) begin
       _5_ <= yz[mac_rd__i[4:0]];
     end
   end
@@ -15297,141 +15327,147 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2324$0 , mul__b__0, \po
   assign \$2  = $signed(\$1 ) + $signed(2'h1);
   assign s = $signed(\$3 ) + $signed(q0);
   assign \$4  = mac_o__payload[5:0] < 5'h18;
-  assign \$5  = layer * 7'h48;
-  assign \$6  = slot * 5'h18;
   assign \$7  = \$5  + \$6 ;
-  assign \$8  = \$7  + mac_o__payload[5:0];
-  assign \$9  = ! mac_o__payload[5:0];
+  assign \$10  = \$8  + \$9 ;
+  assign \$11  = \$7  + \$10 ;
+  assign \$12  = \$11  + mac_o__payload[5:0];
+  assign \$13  = ! mac_o__payload[5:0];
   assign pwl_any = | { to_sigmoid, to_softplus, to_silu_z, to_silu_conv };
-  assign \$10  = wb_idx_d3 - 5'h18;
-  assign \$11  = wb_sel_d3 == 1'h1;
-  assign \$signature__en$54  = \o__valid$55  & \$11 ;
-  assign \$12  = ! wb_sel_d3;
-  assign \$signature__en$59  = \o__valid$55  & \$12 ;
+  assign \$14  = wb_idx_d4 - 5'h18;
+  assign \$15  = wb_sel_d4 == 1'h1;
+  assign \$signature__en$54  = \o__valid$55  & \$15 ;
+  assign \$16  = ! wb_sel_d4;
+  assign \$signature__en$59  = \o__valid$55  & \$16 ;
   assign \s$60  = $signed(\o__payload$53 ) + $signed(floor_delta);
-  assign \$13  = | \s$60 [18:15];
-  assign \$14  = ~ \$13 ;
-  assign \$15  = & \s$60 [18:15];
-  assign \$16  = \$14  | \$15 ;
-  assign \$17  = \s$60 [18] ? 16'h8000 : 16'h7fff;
-  assign \$signature__data$63  = \$16  ? \s$60 [15:0] : \$17 ;
-  assign \$18  = wb_sel_d3 == 2'h2;
-  assign \$signature__en$64  = \o__valid$55  & \$18 ;
-  assign wb_done = direct_last | wb_last_d3;
-  assign \$19  = slot + 2'h3;
-  assign \$20  = \$19  - 2'h2;
-  assign \$21  = $signed(\$20 ) + $signed({ 1'h0, mac_rd__i });
-  assign \$22  = \$21 [2:0] >= 3'h6;
-  assign \$23  = \$21 [2:0] - 3'h6;
-  assign \$24  = \$21 [2:0] >= 2'h3;
-  assign \$25  = \$21 [2:0] - 2'h3;
-  assign \$26  = \$24  ? \$25  : { 1'h0, \$21 [2:0] };
-  assign \$27  = \$22  ? \$23  : \$26 ;
-  assign \$28  = layer * 7'h48;
-  assign \$29  = \$27 [1:0] * 5'h18;
-  assign \$30  = \$28  + \$29 ;
-  assign \$31  = \$30  + mac_rd__o;
-  assign \$32  = tap_ok ? \$signature__data$77  : 16'h0000;
-  assign \$33  = | kind;
-  assign \$34  = \$33  | cmd__valid;
-  assign \$35  = \$34  | busy;
-  assign \$36  = | s[19:15];
-  assign \$37  = ~ \$36 ;
-  assign \$38  = & s[19:15];
-  assign \$39  = \$37  | \$38 ;
-  assign \$40  = s[19] ? 16'h8000 : 16'h7fff;
-  assign \$41  = \$39  ? s[15:0] : \$40 ;
-  assign \$42  = ! mac_o__payload[5:0];
-  assign \$43  = mac_o__payload[5:0] == 1'h1;
-  assign \$44  = mac_o__payload[5:0] == 3'h5;
-  assign \$45  = mac_o__payload[5:0] == 2'h2;
-  assign \$46  = mac_o__payload[5:0] == 3'h6;
-  assign \$47  = mac_o__payload[5:0] == 2'h3;
-  assign \$48  = mac_o__payload[5:0] == 3'h7;
-  assign \$49  = mac_o__payload[5:0] == 3'h4;
-  assign \$50  = mac_o__payload[5:0] == 4'h8;
-  assign \$51  = ! mac_o__payload[5:0];
-  assign \$52  = pwl_any & mac_o__payload[30];
-  assign \$53  = wb_sel_d3 == 2'h3;
-  assign \$54  = \o__valid$55  & \$53 ;
-  assign \$55  = wb_idx_d3 == 1'h1;
-  assign \$56  = wb_idx_d3 == 2'h2;
-  assign \$57  = wb_idx_d3 == 2'h3;
-  assign \$58  = wb_idx_d3 == 3'h4;
-  assign \$59  = frame_age + mac_rd__i;
-  assign \$60  = \$59  >= 2'h2;
-  assign \$61  = | kind;
-  assign \$62  = \$61  | cmd__valid;
-  assign \$63  = \$62  | busy;
-  assign \$64  = \$63  ? \$signature__en$40  : 1'h0;
-  assign \$65  = | kind;
-  assign \$66  = \$65  | cmd__valid;
-  assign \$67  = \$66  | busy;
+  assign \$17  = | \s$60 [18:15];
+  assign \$18  = ~ \$17 ;
+  assign \$19  = & \s$60 [18:15];
+  assign \$20  = \$18  | \$19 ;
+  assign \$21  = \s$60 [18] ? 16'h8000 : 16'h7fff;
+  assign \$signature__data$63  = \$20  ? \s$60 [15:0] : \$21 ;
+  assign \$22  = wb_sel_d4 == 2'h2;
+  assign \$signature__en$64  = \o__valid$55  & \$22 ;
+  assign wb_done = direct_last | wb_last_d4;
+  assign \$23  = slot + 2'h3;
+  assign \$24  = \$23  - 2'h2;
+  assign \$25  = $signed(\$24 ) + $signed({ 1'h0, mac_rd__i });
+  assign \$26  = \$25 [2:0] >= 3'h6;
+  assign \$27  = \$25 [2:0] - 3'h6;
+  assign \$28  = \$25 [2:0] >= 2'h3;
+  assign \$29  = \$25 [2:0] - 2'h3;
+  assign \$30  = \$28  ? \$29  : { 1'h0, \$25 [2:0] };
+  assign \$31  = \$26  ? \$27  : \$30 ;
+  assign \$34  = \$32  + \$33 ;
+  assign \$37  = \$35  + \$36 ;
+  assign \$38  = \$34  + \$37 ;
+  assign \$39  = \$38  + mac_rd__o;
+  assign \$40  = tap_ok ? \$signature__data$77  : 16'h0000;
+  assign \$41  = | kind;
+  assign \$42  = \$41  | cmd__valid;
+  assign \$43  = \$42  | busy;
+  assign \$44  = | s[19:15];
+  assign \$45  = ~ \$44 ;
+  assign \$46  = & s[19:15];
+  assign \$47  = \$45  | \$46 ;
+  assign \$48  = s[19] ? 16'h8000 : 16'h7fff;
+  assign \$49  = \$47  ? s[15:0] : \$48 ;
+  assign \$50  = ! mac_o__payload[5:0];
+  assign \$51  = mac_o__payload[5:0] == 1'h1;
+  assign \$52  = mac_o__payload[5:0] == 3'h5;
+  assign \$53  = mac_o__payload[5:0] == 2'h2;
+  assign \$54  = mac_o__payload[5:0] == 3'h6;
+  assign \$55  = mac_o__payload[5:0] == 2'h3;
+  assign \$56  = mac_o__payload[5:0] == 3'h7;
+  assign \$57  = mac_o__payload[5:0] == 3'h4;
+  assign \$58  = mac_o__payload[5:0] == 4'h8;
+  assign \$59  = ! mac_o__payload[5:0];
+  assign \$60  = pwl_any & mac_o__payload[30];
+  assign \$61  = wb_sel_d4 == 2'h3;
+  assign \$62  = \o__valid$55  & \$61 ;
+  assign \$63  = wb_idx_d4 == 1'h1;
+  assign \$64  = wb_idx_d4 == 2'h2;
+  assign \$65  = wb_idx_d4 == 2'h3;
+  assign \$66  = wb_idx_d4 == 3'h4;
+  assign \$67  = frame_age + mac_rd__i;
+  assign \$68  = \$67  >= 2'h2;
   assign \$69  = | kind;
   assign \$70  = \$69  | cmd__valid;
   assign \$71  = \$70  | busy;
-  assign \$72  = \$71  ? \$signature__en$54  : 1'h0;
+  assign \$72  = \$71  ? \$signature__en$40  : 1'h0;
   assign \$73  = | kind;
   assign \$74  = \$73  | cmd__valid;
   assign \$75  = \$74  | busy;
   assign \$77  = | kind;
   assign \$78  = \$77  | cmd__valid;
   assign \$79  = \$78  | busy;
-  assign \$80  = \$79  ? \$signature__en$59  : 1'h0;
+  assign \$80  = \$79  ? \$signature__en$54  : 1'h0;
   assign \$81  = | kind;
   assign \$82  = \$81  | cmd__valid;
   assign \$83  = \$82  | busy;
   assign \$85  = | kind;
   assign \$86  = \$85  | cmd__valid;
   assign \$87  = \$86  | busy;
+  assign \$88  = \$87  ? \$signature__en$59  : 1'h0;
   assign \$89  = | kind;
   assign \$90  = \$89  | cmd__valid;
   assign \$91  = \$90  | busy;
-  assign \$92  = \$91  ? \$signature__en$64  : 1'h0;
   assign \$93  = | kind;
   assign \$94  = \$93  | cmd__valid;
   assign \$95  = \$94  | busy;
   assign \$97  = | kind;
   assign \$98  = \$97  | cmd__valid;
   assign \$99  = \$98  | busy;
-  assign \$100  = \$99  ? \$signature__en  : 1'h0;
+  assign \$100  = \$99  ? \$signature__en$64  : 1'h0;
   assign \$101  = | kind;
   assign \$102  = \$101  | cmd__valid;
   assign \$103  = \$102  | busy;
+  assign \$105  = | kind;
+  assign \$106  = \$105  | cmd__valid;
+  assign \$107  = \$106  | busy;
+  assign \$108  = \$107  ? \$signature__en  : 1'h0;
+  assign \$109  = | kind;
+  assign \$110  = \$109  | cmd__valid;
+  assign \$111  = \$110  | busy;
   always @(posedge clk)
-    dtin <= \$105 ;
+    dtin <= \$113 ;
   always @(posedge clk)
-    dt_raw <= \$106 ;
+    dt_raw <= \$114 ;
   always @(posedge clk)
-    B <= \$107 ;
+    B <= \$115 ;
   always @(posedge clk)
-    C <= \$108 ;
+    C <= \$116 ;
   always @(posedge clk)
-    q0 <= \$109 ;
+    q0 <= \$117 ;
   always @(posedge clk)
-    wb_idx_d1 <= \$110 ;
+    wb_idx_d1 <= \$118 ;
   always @(posedge clk)
-    wb_idx_d2 <= \$111 ;
+    wb_idx_d2 <= \$119 ;
   always @(posedge clk)
-    wb_idx_d3 <= \$112 ;
+    wb_idx_d3 <= \$120 ;
   always @(posedge clk)
-    wb_sel_d1 <= \$113 ;
+    wb_idx_d4 <= \$121 ;
   always @(posedge clk)
-    wb_sel_d2 <= \$114 ;
+    wb_sel_d1 <= \$122 ;
   always @(posedge clk)
-    wb_sel_d3 <= \$115 ;
+    wb_sel_d2 <= \$123 ;
   always @(posedge clk)
-    wb_last_d1 <= \$116 ;
+    wb_sel_d3 <= \$124 ;
   always @(posedge clk)
-    wb_last_d2 <= \$117 ;
+    wb_sel_d4 <= \$125 ;
   always @(posedge clk)
-    wb_last_d3 <= \$118 ;
+    wb_last_d1 <= \$126 ;
   always @(posedge clk)
-    G <= \$119 ;
+    wb_last_d2 <= \$127 ;
   always @(posedge clk)
-    tap_ok <= \$120 ;
+    wb_last_d3 <= \$128 ;
   always @(posedge clk)
-    rd_kind_d1 <= \$121 ;
+    wb_last_d4 <= \$129 ;
+  always @(posedge clk)
+    G <= \$130 ;
+  always @(posedge clk)
+    tap_ok <= \$131 ;
+  always @(posedge clk)
+    rd_kind_d1 <= \$132 ;
   \nanomamba_accel.backend.ssm.pwl  pwl (
     .busy(busy),
     .clk(clk),
@@ -15468,11 +15504,11 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2324$0 , mul__b__0, \po
     .mul__p__2(mul__p__2),
     .o__payload(o__payload),
     .o__valid(\$signature__en ),
-    .\port$2324$0 (\$122 ),
-    .\port$2343$0 (\$123 ),
-    .\port$2350$0 (\$124 ),
-    .\port$2384$0 (\$125 ),
-    .\port$2408$0 (\$126 ),
+    .\port$2348$0 (\$133 ),
+    .\port$2367$0 (\$134 ),
+    .\port$2374$0 (\$135 ),
+    .\port$2408$0 (\$136 ),
+    .\port$2432$0 (\$137 ),
     .rd_delta__data(rd_delta__data),
     .rd_sz__addr(r__addr),
     .rd_sz__data(rd_sz__data),
@@ -15488,7 +15524,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2324$0 , mul__b__0, \po
       casez (kind)
         3'h1:
             if (\$4 ) begin
-              \$signature__addr$36  = \$8 [7:0];
+              \$signature__addr$36  = \$12 [7:0];
             end
       endcase
     end
@@ -15531,7 +15567,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2324$0 , mul__b__0, \po
         3'h3:
             direct_last = mac_o__payload[30];
         3'h4:
-            if (\$9 ) begin
+            if (\$13 ) begin
               direct_last = mac_o__payload[30];
             end
       endcase
@@ -15576,7 +15612,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2324$0 , mul__b__0, \po
             /* empty */;
         3'h4:
             (* full_case = 32'd1 *)
-            if (\$9 ) begin
+            if (\$13 ) begin
             end else begin
               to_sigmoid = 1'h1;
             end
@@ -15622,7 +15658,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2324$0 , mul__b__0, \po
     mac_rd__data = 24'h000000;
     casez (rd_kind_d1)
       3'h2:
-          mac_rd__data = { \$32 [15], \$32 [15], \$32 [15], \$32 [15], \$32 [15], \$32 [15], \$32 [15], \$32 [15], \$32  };
+          mac_rd__data = { \$40 [15], \$40 [15], \$40 [15], \$40 [15], \$40 [15], \$40 [15], \$40 [15], \$40 [15], \$40  };
       3'h3:
           mac_rd__data = { \$signature__data$78 [15], \$signature__data$78 [15], \$signature__data$78 [15], \$signature__data$78 [15], \$signature__data$78 [15], \$signature__data$78 [15], \$signature__data$78 [15], \$signature__data$78 [15], \$signature__data$78  };
       3'h5:
@@ -15633,18 +15669,18 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2324$0 , mul__b__0, \po
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$105  = dtin;
-    if (\$35 ) begin
-      \$105  = \$41 ;
+    \$113  = dtin;
+    if (\$43 ) begin
+      \$113  = \$49 ;
     end
     if (rst) begin
-      \$105  = 16'h0000;
+      \$113  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$106  = dt_raw;
-    if (\$35 ) begin
+    \$114  = dt_raw;
+    if (\$43 ) begin
       if (mac_o__valid) begin
         casez (kind)
           3'h1:
@@ -15652,84 +15688,84 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2324$0 , mul__b__0, \po
           3'h2:
               /* empty */;
           3'h3:
-              if (\$42 ) begin
-                \$106  = mac_o__payload[23:6];
-              end
-        endcase
-      end
-    end
-    if (rst) begin
-      \$106  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$107  = B;
-    if (\$35 ) begin
-      if (mac_o__valid) begin
-        casez (kind)
-          3'h1:
-              /* empty */;
-          3'h2:
-              /* empty */;
-          3'h3:
-            begin
-              if (\$43 ) begin
-                \$107 [17:0] = mac_o__payload[23:6];
-              end
-              if (\$45 ) begin
-                \$107 [35:18] = mac_o__payload[23:6];
-              end
-              if (\$47 ) begin
-                \$107 [53:36] = mac_o__payload[23:6];
-              end
-              if (\$49 ) begin
-                \$107 [71:54] = mac_o__payload[23:6];
-              end
-            end
-        endcase
-      end
-    end
-    if (rst) begin
-      \$107  = 72'h000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$108  = C;
-    if (\$35 ) begin
-      if (mac_o__valid) begin
-        casez (kind)
-          3'h1:
-              /* empty */;
-          3'h2:
-              /* empty */;
-          3'h3:
-            begin
-              if (\$44 ) begin
-                \$108 [17:0] = mac_o__payload[23:6];
-              end
-              if (\$46 ) begin
-                \$108 [35:18] = mac_o__payload[23:6];
-              end
-              if (\$48 ) begin
-                \$108 [53:36] = mac_o__payload[23:6];
-              end
               if (\$50 ) begin
-                \$108 [71:54] = mac_o__payload[23:6];
+                \$114  = mac_o__payload[23:6];
+              end
+        endcase
+      end
+    end
+    if (rst) begin
+      \$114  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$115  = B;
+    if (\$43 ) begin
+      if (mac_o__valid) begin
+        casez (kind)
+          3'h1:
+              /* empty */;
+          3'h2:
+              /* empty */;
+          3'h3:
+            begin
+              if (\$51 ) begin
+                \$115 [17:0] = mac_o__payload[23:6];
+              end
+              if (\$53 ) begin
+                \$115 [35:18] = mac_o__payload[23:6];
+              end
+              if (\$55 ) begin
+                \$115 [53:36] = mac_o__payload[23:6];
+              end
+              if (\$57 ) begin
+                \$115 [71:54] = mac_o__payload[23:6];
               end
             end
         endcase
       end
     end
     if (rst) begin
-      \$108  = 72'h000000000000000000;
+      \$115  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$109  = q0;
-    if (\$35 ) begin
+    \$116  = C;
+    if (\$43 ) begin
+      if (mac_o__valid) begin
+        casez (kind)
+          3'h1:
+              /* empty */;
+          3'h2:
+              /* empty */;
+          3'h3:
+            begin
+              if (\$52 ) begin
+                \$116 [17:0] = mac_o__payload[23:6];
+              end
+              if (\$54 ) begin
+                \$116 [35:18] = mac_o__payload[23:6];
+              end
+              if (\$56 ) begin
+                \$116 [53:36] = mac_o__payload[23:6];
+              end
+              if (\$58 ) begin
+                \$116 [71:54] = mac_o__payload[23:6];
+              end
+            end
+        endcase
+      end
+    end
+    if (rst) begin
+      \$116  = 72'h000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$117  = q0;
+    if (\$43 ) begin
       if (mac_o__valid) begin
         casez (kind)
           3'h1:
@@ -15739,147 +15775,177 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2324$0 , mul__b__0, \po
           3'h3:
               /* empty */;
           3'h4:
-              if (\$51 ) begin
-                \$109  = mac_o__payload[21:6];
+              if (\$59 ) begin
+                \$117  = mac_o__payload[21:6];
               end
         endcase
       end
     end
     if (rst) begin
-      \$109  = 16'h0000;
+      \$117  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$110  = wb_idx_d1;
-    if (\$35 ) begin
-      \$110  = mac_o__payload[5:0];
+    \$118  = wb_idx_d1;
+    if (\$43 ) begin
+      \$118  = mac_o__payload[5:0];
     end
     if (rst) begin
-      \$110  = 6'h00;
+      \$118  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$111  = wb_idx_d2;
-    if (\$35 ) begin
-      \$111  = wb_idx_d1;
+    \$119  = wb_idx_d2;
+    if (\$43 ) begin
+      \$119  = wb_idx_d1;
     end
     if (rst) begin
-      \$111  = 6'h00;
+      \$119  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$112  = wb_idx_d3;
-    if (\$35 ) begin
-      \$112  = wb_idx_d2;
+    \$120  = wb_idx_d3;
+    if (\$43 ) begin
+      \$120  = wb_idx_d2;
     end
     if (rst) begin
-      \$112  = 6'h00;
+      \$120  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$113  = wb_sel_d1;
-    if (\$35 ) begin
-      \$113  = sel;
+    \$121  = wb_idx_d4;
+    if (\$43 ) begin
+      \$121  = wb_idx_d3;
     end
     if (rst) begin
-      \$113  = 2'h0;
+      \$121  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$114  = wb_sel_d2;
-    if (\$35 ) begin
-      \$114  = wb_sel_d1;
+    \$122  = wb_sel_d1;
+    if (\$43 ) begin
+      \$122  = sel;
     end
     if (rst) begin
-      \$114  = 2'h0;
+      \$122  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$115  = wb_sel_d3;
-    if (\$35 ) begin
-      \$115  = wb_sel_d2;
+    \$123  = wb_sel_d2;
+    if (\$43 ) begin
+      \$123  = wb_sel_d1;
     end
     if (rst) begin
-      \$115  = 2'h0;
+      \$123  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$116  = wb_last_d1;
-    if (\$35 ) begin
-      \$116  = \$52 ;
+    \$124  = wb_sel_d3;
+    if (\$43 ) begin
+      \$124  = wb_sel_d2;
     end
     if (rst) begin
-      \$116  = 1'h0;
+      \$124  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$117  = wb_last_d2;
-    if (\$35 ) begin
-      \$117  = wb_last_d1;
+    \$125  = wb_sel_d4;
+    if (\$43 ) begin
+      \$125  = wb_sel_d3;
     end
     if (rst) begin
-      \$117  = 1'h0;
+      \$125  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$118  = wb_last_d3;
-    if (\$35 ) begin
-      \$118  = wb_last_d2;
+    \$126  = wb_last_d1;
+    if (\$43 ) begin
+      \$126  = \$60 ;
     end
     if (rst) begin
-      \$118  = 1'h0;
+      \$126  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$119  = G;
-    if (\$35 ) begin
-      if (\$54 ) begin
-        if (\$55 ) begin
-          \$119 [15:0] = \o__payload$53 [15:0];
+    \$127  = wb_last_d2;
+    if (\$43 ) begin
+      \$127  = wb_last_d1;
+    end
+    if (rst) begin
+      \$127  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$128  = wb_last_d3;
+    if (\$43 ) begin
+      \$128  = wb_last_d2;
+    end
+    if (rst) begin
+      \$128  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$129  = wb_last_d4;
+    if (\$43 ) begin
+      \$129  = wb_last_d3;
+    end
+    if (rst) begin
+      \$129  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$130  = G;
+    if (\$43 ) begin
+      if (\$62 ) begin
+        if (\$63 ) begin
+          \$130 [15:0] = \o__payload$53 [15:0];
         end
-        if (\$56 ) begin
-          \$119 [31:16] = \o__payload$53 [15:0];
+        if (\$64 ) begin
+          \$130 [31:16] = \o__payload$53 [15:0];
         end
-        if (\$57 ) begin
-          \$119 [47:32] = \o__payload$53 [15:0];
+        if (\$65 ) begin
+          \$130 [47:32] = \o__payload$53 [15:0];
         end
-        if (\$58 ) begin
-          \$119 [63:48] = \o__payload$53 [15:0];
+        if (\$66 ) begin
+          \$130 [63:48] = \o__payload$53 [15:0];
         end
       end
     end
     if (rst) begin
-      \$119  = 64'h0000000000000000;
+      \$130  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$120  = tap_ok;
-    if (\$35 ) begin
-      \$120  = \$60 ;
+    \$131  = tap_ok;
+    if (\$43 ) begin
+      \$131  = \$68 ;
     end
     if (rst) begin
-      \$120  = 1'h0;
+      \$131  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$121  = rd_kind_d1;
-    if (\$35 ) begin
-      \$121  = kind;
+    \$132  = rd_kind_d1;
+    if (\$43 ) begin
+      \$132  = kind;
     end
     if (rst) begin
-      \$121  = 3'h0;
+      \$132  = 3'h0;
     end
   end
   assign \regs$1  = regs;
@@ -15899,26 +15965,26 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2324$0 , mul__b__0, \po
   assign Cv = C;
   assign Gv = G;
   assign i__valid = pwl_any;
-  assign \$signature__addr$50  = \$10 [4:0];
+  assign \$signature__addr$50  = \$14 [4:0];
   assign \$signature__data$52  = \o__payload$53 [15:0];
-  assign \$signature__addr$57  = wb_idx_d3[4:0];
+  assign \$signature__addr$57  = wb_idx_d4[4:0];
   assign \$signature__data$58  = \o__payload$53 [15:0];
-  assign \$signature__addr$62  = wb_idx_d3[4:0];
-  assign rel = \$21 [2:0];
-  assign slot_r = \$27 [1:0];
-  assign \$signature__addr$70  = \$31 [7:0];
+  assign \$signature__addr$62  = wb_idx_d4[4:0];
+  assign rel = \$25 [2:0];
+  assign slot_r = \$31 [1:0];
+  assign \$signature__addr$70  = \$39 [7:0];
   assign \$signature__addr$72  = mac_rd__i[4:0];
   assign yz_r__addr = mac_rd__i[4:0];
-  assign mul__a__0 = { \$122 [23], \$122  };
-  assign mul__c__0 = { \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123  };
-  assign mul__a__1 = { \$124 [23], \$124  };
-  assign mul__a__2 = { \$125 [23], \$125  };
-  assign mul__c__2 = { 33'h000000000, \$126  };
-  assign \port$2324$0  = \$122 ;
-  assign \port$2343$0  = \$123 ;
-  assign \port$2350$0  = \$124 ;
-  assign \port$2384$0  = \$125 ;
-  assign \port$2408$0  = \$126 ;
+  assign mul__a__0 = { \$133 [23], \$133  };
+  assign mul__c__0 = { \$134 [33], \$134 [33], \$134 [33], \$134 [33], \$134 [33], \$134 [33], \$134 [33], \$134 [33], \$134 [33], \$134 [33], \$134 [33], \$134 [33], \$134 [33], \$134 [33], \$134  };
+  assign mul__a__1 = { \$135 [23], \$135  };
+  assign mul__a__2 = { \$136 [23], \$136  };
+  assign mul__c__2 = { 33'h000000000, \$137  };
+  assign \port$2348$0  = \$133 ;
+  assign \port$2367$0  = \$134 ;
+  assign \port$2374$0  = \$135 ;
+  assign \port$2408$0  = \$136 ;
+  assign \port$2432$0  = \$137 ;
   assign \regs.delta_floor_min  = regs[15:0];
   assign \regs.delta_floor_max  = regs[31:16];
   assign \regs.eps_min  = regs[47:32];
@@ -15967,12 +16033,20 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2324$0 , mul__b__0, \po
   assign i__payload[15:0] = mac_o__payload[21:6];
   assign \$1  = { dt_raw[17], dt_raw[17:1] };
   assign \$3  = { \$2 [18], \$2 [18:1] };
-  assign \$68  = \$67 ;
+  assign \$5  = { layer, 3'h0 };
+  assign \$6  = { 1'h0, layer, 6'h00 };
+  assign \$8  = { slot, 3'h0 };
+  assign \$9  = { 3'h0, slot, 4'h0 };
+  assign \$32  = { layer, 3'h0 };
+  assign \$33  = { 1'h0, layer, 6'h00 };
+  assign \$35  = { \$31 [1:0], 3'h0 };
+  assign \$36  = { 3'h0, \$31 [1:0], 4'h0 };
   assign \$76  = \$75 ;
   assign \$84  = \$83 ;
-  assign \$88  = \$87 ;
+  assign \$92  = \$91 ;
   assign \$96  = \$95 ;
   assign \$104  = \$103 ;
+  assign \$112  = \$111 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -15987,63 +16061,63 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
   wire [11:0] \$15 ;
   wire [16:0] \$16 ;
   wire [11:0] \$17 ;
-  reg \$18 ;
-  wire [2:0] \$19 ;
+  wire [25:0] \$18 ;
+  wire [26:0] \$19 ;
   reg [18:0] \$2 ;
-  wire [18:0] \$20 ;
-  reg [16:0] \$21 ;
-  reg \$22 ;
-  wire [2:0] \$23 ;
-  wire [18:0] \$24 ;
-  wire [18:0] \$25 ;
-  reg \$26 ;
-  wire [2:0] \$27 ;
-  wire [18:0] \$28 ;
-  wire [19:0] \$29 ;
+  wire [26:0] \$20 ;
+  wire [27:0] \$21 ;
+  wire \$22 ;
+  reg \$23 ;
+  reg [16:0] \$24 ;
+  wire [16:0] \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  reg [1:0] \$29 ;
   wire [19:0] \$3 ;
-  wire [25:0] \$30 ;
-  wire [26:0] \$31 ;
-  wire [26:0] \$32 ;
-  wire [27:0] \$33 ;
-  wire \$34 ;
-  reg \$35 ;
-  reg [16:0] \$36 ;
-  wire [16:0] \$37 ;
-  wire \$38 ;
-  wire \$39 ;
+  wire [6:0] \$30 ;
+  wire [5:0] \$31 ;
+  wire [6:0] \$32 ;
+  reg [6:0] \$33 ;
+  reg [18:0] \$34 ;
+  wire \$35 ;
+  reg [18:0] \$36 ;
+  wire \$37 ;
+  reg [1:0] \$38 ;
+  wire [18:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  reg [1:0] \$41 ;
-  wire [6:0] \$42 ;
-  wire [5:0] \$43 ;
-  wire [6:0] \$44 ;
-  reg [6:0] \$45 ;
-  reg [18:0] \$46 ;
+  wire [18:0] \$40 ;
+  wire [18:0] \$41 ;
+  reg [8:0] \$42 ;
+  wire \$43 ;
+  reg \$44 ;
+  wire \$45 ;
+  wire \$46 ;
   wire \$47 ;
-  reg [18:0] \$48 ;
-  wire \$49 ;
+  wire \$48 ;
+  wire [15:0] \$49 ;
   reg [18:0] \$5 ;
-  reg [1:0] \$50 ;
-  wire [18:0] \$51 ;
-  wire [18:0] \$52 ;
-  wire [18:0] \$53 ;
-  reg [8:0] \$54 ;
-  wire \$55 ;
-  reg \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
+  wire [15:0] \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire \$53 ;
+  wire \$54 ;
+  wire [15:0] \$55 ;
+  wire [15:0] \$56 ;
+  reg [15:0] \$57 ;
+  reg \$58 ;
+  wire [2:0] \$59 ;
   wire \$6 ;
-  wire \$60 ;
-  wire [15:0] \$61 ;
-  wire [15:0] \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire \$65 ;
-  wire \$66 ;
-  wire [15:0] \$67 ;
-  wire [15:0] \$68 ;
-  reg [15:0] \$69 ;
+  wire [18:0] \$60 ;
+  reg [16:0] \$61 ;
+  reg \$62 ;
+  wire [2:0] \$63 ;
+  wire [18:0] \$64 ;
+  wire [18:0] \$65 ;
+  reg \$66 ;
+  wire [2:0] \$67 ;
+  wire [18:0] \$68 ;
+  wire [19:0] \$69 ;
   reg [18:0] \$7 ;
   wire \$70 ;
   wire \$71 ;
@@ -16065,12 +16139,23 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
   reg \$86 ;
   reg [16:0] \$87 ;
   reg \$88 ;
-  reg [16:0] \$89 ;
+  reg [1:0] \$89 ;
   reg [10:0] \$9 ;
+  reg [18:0] \$90 ;
+  reg [19:0] \$91 ;
+  reg [5:0] \$92 ;
+  reg \$93 ;
+  reg \$94 ;
+  reg [16:0] \$95 ;
+  reg \$96 ;
+  reg [16:0] \$97 ;
+  reg [18:0] a3 = 19'h00000;
   reg above2 = 1'h0;
+  reg above3 = 1'h0;
   wire [10:0] addr;
   reg b_last2 = 1'h0;
   reg below2 = 1'h0;
+  reg below3 = 1'h0;
   input busy;
   wire busy;
   input clk;
@@ -16078,6 +16163,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
   input cmd__valid;
   wire cmd__valid;
   wire [18:0] d;
+  reg [19:0] d3 = 20'h00000;
   wire [18:0] dc;
   wire en;
   input [17:0] i__payload;
@@ -16090,6 +16176,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
   wire [16:0] ident0;
   wire [17:0] ident1;
   reg [16:0] ident2 = 17'h00000;
+  reg [16:0] ident3 = 17'h00000;
   input [2:0] kind;
   wire [2:0] kind;
   output [16:0] o__payload;
@@ -16105,12 +16192,15 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
   wire [15:0] rb__data;
   wire rb__en;
   reg [5:0] rem2 = 6'h00;
+  reg [5:0] rem3 = 6'h00;
   input rst;
   wire rst;
   reg [1:0] s1 = 2'h0;
   reg [1:0] s2 = 2'h0;
+  reg [1:0] s3 = 2'h0;
   reg v1 = 1'h0;
   reg v2 = 1'h0;
+  reg v3 = 1'h0;
   reg [15:0] x1 = 16'h0000;
   (* ram_style = "block" *)
   (* rom_style = "block" *)
@@ -18177,34 +18267,39 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
   end
   assign rb__data = _0_;
   assign ra__data = _1_;
+  assign \$3  = $signed(x1) - $signed(\$2 );
+  assign \$4  = $signed(\$3 [18:0]) < $signed(1'h0);
+  assign \$6  = $signed(\$5 ) < $signed(\$3 [18:0]);
+  assign \$8  = \$6  ? \$7  : \$3 [18:0];
+  assign dc = \$4  ? 19'h00000 : \$8 ;
   assign \$15  = \$9  + \$14 ;
   assign \$17  = \$15 [10:0] + 1'h1;
-  assign \$19  = ra__data[15] ? 3'h7 : 3'h0;
-  assign \$20  = \$18  ? { \$19 , ra__data } : { 3'h0, ra__data };
-  assign \$23  = rb__data[15] ? 3'h7 : 3'h0;
-  assign \$24  = \$22  ? { \$23 , rb__data } : { 3'h0, rb__data };
-  assign \$25  = b_last2 ? { \$21 [16], \$21 [16], \$21  } : \$24 ;
-  assign \$27  = ra__data[15] ? 3'h7 : 3'h0;
-  assign \$28  = \$26  ? { \$27 , ra__data } : { 3'h0, ra__data };
-  assign \$29  = $signed(\$25 ) - $signed(\$28 );
-  assign \$30  = $signed(\$29 ) * $signed({ 1'h0, rem2 });
-  assign \$31  = $signed(\$30 ) + $signed(7'h20);
-  assign \$33  = $signed(\$20 ) + $signed(\$32 );
-  assign \$37  = \$35  ? ident2 : \$36 ;
-  assign \$38  = | kind;
-  assign \$39  = \$38  | cmd__valid;
-  assign \$40  = \$39  | busy;
-  assign \$47  = $signed(\$46 ) > $signed(x1);
-  assign \$49  = $signed(\$48 ) <= $signed(x1);
-  assign \$55  = \$54  == 9'h1ff;
-  assign \$58  = ~ \$57 ;
-  assign \$61  = ident0[16] ? 16'h8000 : 16'h7fff;
-  assign \$63  = | { \$16 [16], \$16 [16:15] };
-  assign \$64  = ~ \$63 ;
-  assign \$65  = & { \$16 [16], \$16 [16:15] };
-  assign \$66  = \$64  | \$65 ;
-  assign \$67  = \$16 [16] ? 16'h8000 : 16'h7fff;
-  assign \$68  = \$66  ? \$16 [15:0] : \$67 ;
+  assign \$18  = $signed(d3) * $signed({ 1'h0, rem3 });
+  assign \$19  = $signed(\$18 ) + $signed(7'h20);
+  assign \$21  = $signed(a3) + $signed(\$20 );
+  assign \$25  = \$23  ? ident3 : \$24 ;
+  assign \$26  = | kind;
+  assign \$27  = \$26  | cmd__valid;
+  assign \$28  = \$27  | busy;
+  assign \$35  = $signed(\$34 ) > $signed(x1);
+  assign \$37  = $signed(\$36 ) <= $signed(x1);
+  assign \$43  = \$42  == 9'h1ff;
+  assign \$46  = ~ \$45 ;
+  assign \$49  = ident0[16] ? 16'h8000 : 16'h7fff;
+  assign \$51  = | { \$16 [16], \$16 [16:15] };
+  assign \$52  = ~ \$51 ;
+  assign \$53  = & { \$16 [16], \$16 [16:15] };
+  assign \$54  = \$52  | \$53 ;
+  assign \$55  = \$16 [16] ? 16'h8000 : 16'h7fff;
+  assign \$56  = \$54  ? \$16 [15:0] : \$55 ;
+  assign \$59  = ra__data[15] ? 3'h7 : 3'h0;
+  assign \$60  = \$58  ? { \$59 , ra__data } : { 3'h0, ra__data };
+  assign \$63  = rb__data[15] ? 3'h7 : 3'h0;
+  assign \$64  = \$62  ? { \$63 , rb__data } : { 3'h0, rb__data };
+  assign \$65  = b_last2 ? { \$61 [16], \$61 [16], \$61  } : \$64 ;
+  assign \$67  = ra__data[15] ? 3'h7 : 3'h0;
+  assign \$68  = \$66  ? { \$67 , ra__data } : { 3'h0, ra__data };
+  assign \$69  = $signed(\$65 ) - $signed(\$68 );
   assign \$70  = | kind;
   assign \$71  = \$70  | cmd__valid;
   assign \$72  = \$71  | busy;
@@ -18232,15 +18327,68 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
   always @(posedge clk)
     ident2 <= \$87 ;
   always @(posedge clk)
-    o__valid <= \$88 ;
+    v3 <= \$88 ;
   always @(posedge clk)
-    o__payload <= \$89 ;
+    s3 <= \$89 ;
+  always @(posedge clk)
+    a3 <= \$90 ;
+  always @(posedge clk)
+    d3 <= \$91 ;
+  always @(posedge clk)
+    rem3 <= \$92 ;
+  always @(posedge clk)
+    below3 <= \$93 ;
+  always @(posedge clk)
+    above3 <= \$94 ;
+  always @(posedge clk)
+    ident3 <= \$95 ;
+  always @(posedge clk)
+    o__valid <= \$96 ;
+  always @(posedge clk)
+    o__payload <= \$97 ;
   assign \$1  = ~ o__valid;
-  assign \$3  = $signed(x1) - $signed(\$2 );
-  assign \$4  = $signed(\$3 [18:0]) < $signed(1'h0);
-  assign \$6  = $signed(\$5 ) < $signed(\$3 [18:0]);
-  assign \$8  = \$6  ? \$7  : \$3 [18:0];
-  assign dc = \$4  ? 19'h00000 : \$8 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    (* full_case = 32'd1 *)
+    casez (s1)
+      2'h0:
+          \$2  = 19'h7e000;
+      2'h1:
+          \$2  = 19'h7c000;
+      2'h2:
+          \$2  = 19'h7f000;
+      2'h3:
+          \$2  = 19'h7e000;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    (* full_case = 32'd1 *)
+    casez (s1)
+      2'h0:
+          \$5  = 19'h03fff;
+      2'h1:
+          \$5  = 19'h07fff;
+      2'h2:
+          \$5  = 19'h01fff;
+      2'h3:
+          \$5  = 19'h03fff;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    (* full_case = 32'd1 *)
+    casez (s1)
+      2'h0:
+          \$7  = 19'h03fff;
+      2'h1:
+          \$7  = 19'h07fff;
+      2'h2:
+          \$7  = 19'h01fff;
+      2'h3:
+          \$7  = 19'h03fff;
+    endcase
+  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
@@ -18284,85 +18432,29 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
-    casez (s2)
+    casez (s3)
       2'h0:
-          \$18  = 1'h1;
+          \$23  = 1'h1;
       2'h1:
-          \$18  = 1'h1;
+          \$23  = 1'h1;
       2'h2:
-          \$18  = 1'h1;
+          \$23  = 1'h1;
       2'h3:
-          \$18  = 1'h0;
+          \$23  = 1'h0;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
-    casez (s2)
+    casez (s3)
       2'h0:
-          \$21  = 17'h02000;
+          \$24  = 17'h02000;
       2'h1:
-          \$21  = 17'h04000;
+          \$24  = 17'h04000;
       2'h2:
-          \$21  = 17'h02000;
+          \$24  = 17'h02000;
       2'h3:
-          \$21  = 17'h08000;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    (* full_case = 32'd1 *)
-    casez (s2)
-      2'h0:
-          \$22  = 1'h1;
-      2'h1:
-          \$22  = 1'h1;
-      2'h2:
-          \$22  = 1'h1;
-      2'h3:
-          \$22  = 1'h0;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    (* full_case = 32'd1 *)
-    casez (s2)
-      2'h0:
-          \$26  = 1'h1;
-      2'h1:
-          \$26  = 1'h1;
-      2'h2:
-          \$26  = 1'h1;
-      2'h3:
-          \$26  = 1'h0;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    (* full_case = 32'd1 *)
-    casez (s2)
-      2'h0:
-          \$35  = 1'h1;
-      2'h1:
-          \$35  = 1'h1;
-      2'h2:
-          \$35  = 1'h1;
-      2'h3:
-          \$35  = 1'h0;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    (* full_case = 32'd1 *)
-    casez (s2)
-      2'h0:
-          \$36  = 17'h02000;
-      2'h1:
-          \$36  = 17'h04000;
-      2'h2:
-          \$36  = 17'h02000;
-      2'h3:
-          \$36  = 17'h08000;
+          \$24  = 17'h08000;
     endcase
   end
   always @* begin
@@ -18370,25 +18462,25 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     (* full_case = 32'd1 *)
     casez (s1)
       2'h0:
-          \$41  = 2'h1;
+          \$29  = 2'h1;
       2'h1:
-          \$41  = 2'h2;
+          \$29  = 2'h2;
       2'h2:
-          \$41  = 2'h0;
+          \$29  = 2'h0;
       2'h3:
-          \$41  = 2'h1;
+          \$29  = 2'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$45  = 7'h00;
-    casez (\$41 )
+    \$33  = 7'h00;
+    casez (\$29 )
       2'h0:
-          \$45  = \$42 ;
+          \$33  = \$30 ;
       2'h1:
-          \$45  = { 1'h0, \$43  };
+          \$33  = { 1'h0, \$31  };
       2'h2:
-          \$45  = \$44 ;
+          \$33  = \$32 ;
     endcase
   end
   always @* begin
@@ -18396,13 +18488,13 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     (* full_case = 32'd1 *)
     casez (s1)
       2'h0:
-          \$46  = 19'h7e000;
+          \$34  = 19'h7e000;
       2'h1:
-          \$46  = 19'h7c000;
+          \$34  = 19'h7c000;
       2'h2:
-          \$46  = 19'h7f000;
+          \$34  = 19'h7f000;
       2'h3:
-          \$46  = 19'h7e000;
+          \$34  = 19'h7e000;
     endcase
   end
   always @* begin
@@ -18410,13 +18502,13 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     (* full_case = 32'd1 *)
     casez (s1)
       2'h0:
-          \$48  = 19'h02000;
+          \$36  = 19'h02000;
       2'h1:
-          \$48  = 19'h04000;
+          \$36  = 19'h04000;
       2'h2:
-          \$48  = 19'h01000;
+          \$36  = 19'h01000;
       2'h3:
-          \$48  = 19'h02000;
+          \$36  = 19'h02000;
     endcase
   end
   always @* begin
@@ -18424,25 +18516,25 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     (* full_case = 32'd1 *)
     casez (s1)
       2'h0:
-          \$50  = 2'h1;
+          \$38  = 2'h1;
       2'h1:
-          \$50  = 2'h2;
+          \$38  = 2'h2;
       2'h2:
-          \$50  = 2'h0;
+          \$38  = 2'h0;
       2'h3:
-          \$50  = 2'h1;
+          \$38  = 2'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$54  = 9'h000;
-    casez (\$50 )
+    \$42  = 9'h000;
+    casez (\$38 )
       2'h0:
-          \$54  = \$51 [8:0];
+          \$42  = \$39 [8:0];
       2'h1:
-          \$54  = \$52 [8:0];
+          \$42  = \$40 [8:0];
       2'h2:
-          \$54  = \$53 [8:0];
+          \$42  = \$41 [8:0];
     endcase
   end
   always @* begin
@@ -18450,39 +18542,95 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     (* full_case = 32'd1 *)
     casez (s1)
       2'h0:
-          \$56  = 1'h0;
+          \$44  = 1'h0;
       2'h1:
-          \$56  = 1'h0;
+          \$44  = 1'h0;
       2'h2:
-          \$56  = 1'h1;
+          \$44  = 1'h1;
       2'h3:
-          \$56  = 1'h0;
+          \$44  = 1'h0;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
-    casez (\$56 )
+    casez (\$44 )
       1'h0:
-          \$69  = \$62 ;
+          \$57  = \$50 ;
       1'h1:
-          \$69  = \$68 ;
+          \$57  = \$56 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    out = \$33 [16:0];
-    if (\$34 ) begin
-      out = ident2;
+    (* full_case = 32'd1 *)
+    casez (s2)
+      2'h0:
+          \$58  = 1'h1;
+      2'h1:
+          \$58  = 1'h1;
+      2'h2:
+          \$58  = 1'h1;
+      2'h3:
+          \$58  = 1'h0;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    (* full_case = 32'd1 *)
+    casez (s2)
+      2'h0:
+          \$61  = 17'h02000;
+      2'h1:
+          \$61  = 17'h04000;
+      2'h2:
+          \$61  = 17'h02000;
+      2'h3:
+          \$61  = 17'h08000;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    (* full_case = 32'd1 *)
+    casez (s2)
+      2'h0:
+          \$62  = 1'h1;
+      2'h1:
+          \$62  = 1'h1;
+      2'h2:
+          \$62  = 1'h1;
+      2'h3:
+          \$62  = 1'h0;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    (* full_case = 32'd1 *)
+    casez (s2)
+      2'h0:
+          \$66  = 1'h1;
+      2'h1:
+          \$66  = 1'h1;
+      2'h2:
+          \$66  = 1'h1;
+      2'h3:
+          \$66  = 1'h0;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    out = \$21 [16:0];
+    if (\$22 ) begin
+      out = ident3;
     end
-    if (above2) begin
-      out = \$37 ;
+    if (above3) begin
+      out = \$25 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$78  = v1;
-    if (\$40 ) begin
+    if (\$28 ) begin
       if (en) begin
         \$78  = i__valid;
       end
@@ -18494,7 +18642,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$79  = x1;
-    if (\$40 ) begin
+    if (\$28 ) begin
       if (en) begin
         \$79  = i__payload[15:0];
       end
@@ -18506,7 +18654,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$80  = s1;
-    if (\$40 ) begin
+    if (\$28 ) begin
       if (en) begin
         \$80  = i__payload[17:16];
       end
@@ -18518,7 +18666,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$81  = v2;
-    if (\$40 ) begin
+    if (\$28 ) begin
       if (en) begin
         \$81  = v1;
       end
@@ -18530,7 +18678,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$82  = s2;
-    if (\$40 ) begin
+    if (\$28 ) begin
       if (en) begin
         \$82  = s1;
       end
@@ -18542,9 +18690,9 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$83  = rem2;
-    if (\$40 ) begin
+    if (\$28 ) begin
       if (en) begin
-        \$83  = \$45 [5:0];
+        \$83  = \$33 [5:0];
       end
     end
     if (rst) begin
@@ -18554,9 +18702,9 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$84  = below2;
-    if (\$40 ) begin
+    if (\$28 ) begin
       if (en) begin
-        \$84  = \$47 ;
+        \$84  = \$35 ;
       end
     end
     if (rst) begin
@@ -18566,9 +18714,9 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$85  = above2;
-    if (\$40 ) begin
+    if (\$28 ) begin
       if (en) begin
-        \$85  = \$49 ;
+        \$85  = \$37 ;
       end
     end
     if (rst) begin
@@ -18578,9 +18726,9 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$86  = b_last2;
-    if (\$40 ) begin
+    if (\$28 ) begin
       if (en) begin
-        \$86  = \$55 ;
+        \$86  = \$43 ;
       end
     end
     if (rst) begin
@@ -18590,9 +18738,9 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$87  = ident2;
-    if (\$40 ) begin
+    if (\$28 ) begin
       if (en) begin
-        \$87  = { \$69 [15], \$69  };
+        \$87  = { \$57 [15], \$57  };
       end
     end
     if (rst) begin
@@ -18601,8 +18749,8 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$88  = o__valid;
-    if (\$40 ) begin
+    \$88  = v3;
+    if (\$28 ) begin
       if (en) begin
         \$88  = v2;
       end
@@ -18613,57 +18761,111 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$89  = o__payload;
-    if (\$40 ) begin
+    \$89  = s3;
+    if (\$28 ) begin
       if (en) begin
-        \$89  = out;
+        \$89  = s2;
       end
     end
     if (rst) begin
-      \$89  = 17'h00000;
+      \$89  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    (* full_case = 32'd1 *)
-    casez (s1)
-      2'h0:
-          \$2  = 19'h7e000;
-      2'h1:
-          \$2  = 19'h7c000;
-      2'h2:
-          \$2  = 19'h7f000;
-      2'h3:
-          \$2  = 19'h7e000;
-    endcase
+    \$90  = a3;
+    if (\$28 ) begin
+      if (en) begin
+        \$90  = \$60 ;
+      end
+    end
+    if (rst) begin
+      \$90  = 19'h00000;
+    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    (* full_case = 32'd1 *)
-    casez (s1)
-      2'h0:
-          \$5  = 19'h03fff;
-      2'h1:
-          \$5  = 19'h07fff;
-      2'h2:
-          \$5  = 19'h01fff;
-      2'h3:
-          \$5  = 19'h03fff;
-    endcase
+    \$91  = d3;
+    if (\$28 ) begin
+      if (en) begin
+        \$91  = \$69 ;
+      end
+    end
+    if (rst) begin
+      \$91  = 20'h00000;
+    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    (* full_case = 32'd1 *)
-    casez (s1)
-      2'h0:
-          \$7  = 19'h03fff;
-      2'h1:
-          \$7  = 19'h07fff;
-      2'h2:
-          \$7  = 19'h01fff;
-      2'h3:
-          \$7  = 19'h03fff;
-    endcase
+    \$92  = rem3;
+    if (\$28 ) begin
+      if (en) begin
+        \$92  = rem2;
+      end
+    end
+    if (rst) begin
+      \$92  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$93  = below3;
+    if (\$28 ) begin
+      if (en) begin
+        \$93  = below2;
+      end
+    end
+    if (rst) begin
+      \$93  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$94  = above3;
+    if (\$28 ) begin
+      if (en) begin
+        \$94  = above2;
+      end
+    end
+    if (rst) begin
+      \$94  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$95  = ident3;
+    if (\$28 ) begin
+      if (en) begin
+        \$95  = ident2;
+      end
+    end
+    if (rst) begin
+      \$95  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$96  = o__valid;
+    if (\$28 ) begin
+      if (en) begin
+        \$96  = v3;
+      end
+    end
+    if (rst) begin
+      \$96  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$97  = o__payload;
+    if (\$28 ) begin
+      if (en) begin
+        \$97  = out;
+      end
+    end
+    if (rst) begin
+      \$97  = 17'h00000;
+    end
   end
   assign o__ready = 1'h1;
   assign i__ready = en;
@@ -18682,28 +18884,28 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
   assign \$13  = { dc[18], dc[18], dc[18], dc[18], dc[18], dc[18], dc[18:6] };
   assign ident0 = { x1[15], x1 };
   assign \$16  = { x1, 1'h0 };
-  assign \$32  = { \$31 [26], \$31 [26], \$31 [26], \$31 [26], \$31 [26], \$31 [26], \$31 [26:6] };
-  assign \$34  = 1'h0;
-  assign \$42  = { 1'h0, dc[3:0], 2'h0 };
-  assign \$43  = { dc[4:0], 1'h0 };
-  assign \$44  = { 1'h0, dc[5:0] };
-  assign \$51  = { dc[18], dc[18], dc[18], dc[18], dc[18:4] };
-  assign \$52  = { dc[18], dc[18], dc[18], dc[18], dc[18], dc[18:5] };
-  assign \$53  = { dc[18], dc[18], dc[18], dc[18], dc[18], dc[18], dc[18:6] };
+  assign \$20  = { \$19 [26], \$19 [26], \$19 [26], \$19 [26], \$19 [26], \$19 [26], \$19 [26:6] };
+  assign \$22  = 1'h0;
+  assign \$30  = { 1'h0, dc[3:0], 2'h0 };
+  assign \$31  = { dc[4:0], 1'h0 };
+  assign \$32  = { 1'h0, dc[5:0] };
+  assign \$39  = { dc[18], dc[18], dc[18], dc[18], dc[18:4] };
+  assign \$40  = { dc[18], dc[18], dc[18], dc[18], dc[18], dc[18:5] };
+  assign \$41  = { dc[18], dc[18], dc[18], dc[18], dc[18], dc[18], dc[18:6] };
   assign \$73  = \$72 ;
   assign \$77  = \$76 ;
-  assign \$57  = x1[15];
-  assign \$59  = x1[15];
-  assign \$60  = 1'h1;
-  assign \$62  = ident0[15:0];
+  assign \$45  = x1[15];
+  assign \$47  = x1[15];
+  assign \$48  = 1'h1;
+  assign \$50  = ident0[15:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \port$2324$0 , mul__b__0, \port$2343$0 , \port$2350$0 , mul__b__1, mul__c__1, \port$2384$0 , mul__b__2, \port$2408$0 , cmd__ready, rd_sz__data, rd_xc__data, rd_delta__data, snr_sum, B, C, G, exp2__i__valid
+module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \port$2348$0 , mul__b__0, \port$2367$0 , \port$2374$0 , mul__b__1, mul__c__1, \port$2408$0 , mul__b__2, \port$2432$0 , cmd__ready, rd_sz__data, rd_xc__data, rd_delta__data, snr_sum, B, C, G, exp2__i__valid
 , exp2__i__payload, o__payload, floor_delta, o__valid, busy, k, mul__p__0, mul__p__1, mul__p__2, exp2__o__payload, cmd__valid, cmd__payload, kind, regs, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   wire \$1 ;
-  wire \$10 ;
+  wire [8:0] \$10 ;
   wire \$100 ;
   wire \$101 ;
   wire \$102 ;
@@ -18714,107 +18916,107 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   wire \$107 ;
   wire \$108 ;
   wire \$109 ;
-  wire \$11 ;
-  wire [18:0] \$110 ;
-  wire [19:0] \$111 ;
-  wire [19:0] \$112 ;
-  wire [18:0] \$113 ;
+  wire [9:0] \$11 ;
+  wire \$110 ;
+  wire \$111 ;
+  wire [18:0] \$112 ;
+  wire [19:0] \$113 ;
   wire [19:0] \$114 ;
-  wire [19:0] \$115 ;
-  wire \$116 ;
-  wire \$117 ;
+  wire [18:0] \$115 ;
+  wire [19:0] \$116 ;
+  wire [19:0] \$117 ;
   wire \$118 ;
   wire \$119 ;
   wire \$12 ;
-  wire [19:0] \$120 ;
-  wire [19:0] \$121 ;
-  wire \$122 ;
-  wire \$123 ;
+  wire \$120 ;
+  wire \$121 ;
+  wire [19:0] \$122 ;
+  wire [19:0] \$123 ;
   wire \$124 ;
   wire \$125 ;
-  wire [17:0] \$126 ;
-  wire [17:0] \$127 ;
-  wire \$128 ;
-  wire \$129 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire [17:0] \$128 ;
+  wire [17:0] \$129 ;
   wire \$13 ;
   wire \$130 ;
   wire \$131 ;
-  wire [17:0] \$132 ;
-  wire [17:0] \$133 ;
-  wire \$134 ;
-  wire \$135 ;
+  wire \$132 ;
+  wire \$133 ;
+  wire [17:0] \$134 ;
+  wire [17:0] \$135 ;
   wire \$136 ;
   wire \$137 ;
-  wire [17:0] \$138 ;
-  wire [17:0] \$139 ;
+  wire \$138 ;
+  wire \$139 ;
   wire \$14 ;
-  wire \$140 ;
-  wire \$141 ;
+  wire [17:0] \$140 ;
+  wire [17:0] \$141 ;
   wire \$142 ;
   wire \$143 ;
-  wire [17:0] \$144 ;
-  wire [17:0] \$145 ;
-  wire \$146 ;
-  wire [23:0] \$147 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire [17:0] \$146 ;
+  wire [17:0] \$147 ;
   wire \$148 ;
-  wire \$149 ;
+  wire [23:0] \$149 ;
   wire \$15 ;
   wire \$150 ;
   wire \$151 ;
-  wire [23:0] \$152 ;
-  wire [23:0] \$153 ;
-  wire \$154 ;
-  wire \$155 ;
+  wire \$152 ;
+  wire \$153 ;
+  wire [23:0] \$154 ;
+  wire [23:0] \$155 ;
   wire \$156 ;
   wire \$157 ;
-  wire [23:0] \$158 ;
-  wire [23:0] \$159 ;
+  wire \$158 ;
+  wire \$159 ;
   wire \$16 ;
-  wire \$160 ;
-  wire \$161 ;
+  wire [23:0] \$160 ;
+  wire [23:0] \$161 ;
   wire \$162 ;
   wire \$163 ;
   wire \$164 ;
-  wire [23:0] \$165 ;
-  wire [23:0] \$166 ;
-  wire \$167 ;
-  wire \$168 ;
+  wire \$165 ;
+  wire \$166 ;
+  wire [23:0] \$167 ;
+  wire [23:0] \$168 ;
   wire \$169 ;
-  wire [44:0] \$17 ;
+  wire \$17 ;
   wire \$170 ;
   wire \$171 ;
   wire \$172 ;
-  wire [5:0] \$173 ;
+  wire \$173 ;
   wire \$174 ;
-  wire \$175 ;
+  wire [5:0] \$175 ;
   wire \$176 ;
   wire \$177 ;
-  wire [23:0] \$178 ;
-  wire [23:0] \$179 ;
-  wire [45:0] \$18 ;
-  wire \$180 ;
-  wire \$181 ;
+  wire \$178 ;
+  wire \$179 ;
+  wire \$18 ;
+  wire [23:0] \$180 ;
+  wire [23:0] \$181 ;
   wire \$182 ;
-  wire [3:0] \$183 ;
+  wire \$183 ;
   wire \$184 ;
-  wire \$185 ;
-  wire [3:0] \$186 ;
-  wire [5:0] \$187 ;
-  wire \$188 ;
-  wire [7:0] \$189 ;
-  wire \$19 ;
+  wire [3:0] \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire [3:0] \$188 ;
+  wire [5:0] \$189 ;
+  wire [44:0] \$19 ;
   wire \$190 ;
-  wire [8:0] \$191 ;
-  wire \$192 ;
-  wire [5:0] \$193 ;
-  wire [2:0] \$194 ;
-  wire \$195 ;
+  wire [7:0] \$191 ;
+  wire [7:0] \$192 ;
+  wire [8:0] \$193 ;
+  wire \$194 ;
+  wire [8:0] \$195 ;
   wire \$196 ;
-  wire \$197 ;
-  wire \$198 ;
+  wire [5:0] \$197 ;
+  wire [2:0] \$198 ;
   wire \$199 ;
   wire \$2 ;
-  wire [44:0] \$20 ;
+  wire [45:0] \$20 ;
   wire \$200 ;
   wire \$201 ;
   wire \$202 ;
@@ -18825,7 +19027,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   wire \$207 ;
   wire \$208 ;
   wire \$209 ;
-  wire [45:0] \$21 ;
+  wire \$21 ;
   wire \$210 ;
   wire \$211 ;
   wire \$212 ;
@@ -18836,73 +19038,73 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   wire \$217 ;
   wire \$218 ;
   wire \$219 ;
-  wire \$22 ;
+  wire [44:0] \$22 ;
   wire \$220 ;
   wire \$221 ;
   wire \$222 ;
-  reg [17:0] \$223 ;
-  reg [17:0] \$224 ;
-  reg [25:0] \$225 ;
-  reg \$226 ;
-  reg \$227 ;
-  reg [2:0] \$228 ;
-  reg [2:0] \$229 ;
-  wire [21:0] \$23 ;
+  wire \$223 ;
+  wire \$224 ;
+  wire \$225 ;
+  wire \$226 ;
+  reg [17:0] \$227 ;
+  reg [17:0] \$228 ;
+  reg [25:0] \$229 ;
+  wire [45:0] \$23 ;
   reg \$230 ;
-  reg [2:0] \$231 ;
-  reg [17:0] \$232 ;
-  reg \$233 ;
+  reg \$231 ;
+  reg [2:0] \$232 ;
+  reg [2:0] \$233 ;
   reg \$234 ;
   reg [2:0] \$235 ;
-  reg [2:0] \$236 ;
-  reg [19:0] \$237 ;
+  reg [17:0] \$236 ;
+  reg \$237 ;
   reg \$238 ;
   reg [2:0] \$239 ;
-  wire [16:0] \$24 ;
-  reg \$240 ;
-  reg \$241 ;
-  reg [2:0] \$242 ;
+  wire \$24 ;
+  reg [2:0] \$240 ;
+  reg [19:0] \$241 ;
+  reg \$242 ;
   reg [2:0] \$243 ;
-  reg [17:0] \$244 ;
-  reg [17:0] \$245 ;
-  reg [17:0] \$246 ;
-  reg [17:0] \$247 ;
-  reg \$248 ;
-  reg \$249 ;
-  wire [22:0] \$25 ;
-  reg [1:0] \$250 ;
-  reg [4:0] \$251 ;
-  reg [7:0] \$252 ;
-  reg [15:0] \$253 ;
-  reg [15:0] \$254 ;
-  reg [15:0] \$255 ;
-  reg [15:0] \$256 ;
+  reg \$244 ;
+  reg \$245 ;
+  reg [2:0] \$246 ;
+  reg [2:0] \$247 ;
+  reg [17:0] \$248 ;
+  reg [17:0] \$249 ;
+  wire [21:0] \$25 ;
+  reg [17:0] \$250 ;
+  reg [17:0] \$251 ;
+  reg \$252 ;
+  reg \$253 ;
+  reg [1:0] \$254 ;
+  reg [4:0] \$255 ;
+  reg [7:0] \$256 ;
   reg [15:0] \$257 ;
   reg [15:0] \$258 ;
   reg [15:0] \$259 ;
-  reg [15:0] \$26 ;
+  wire [16:0] \$26 ;
   reg [15:0] \$260 ;
   reg [15:0] \$261 ;
   reg [15:0] \$262 ;
   reg [15:0] \$263 ;
-  reg [23:0] \$264 ;
-  reg [23:0] \$265 ;
-  reg [23:0] \$266 ;
-  reg [23:0] \$267 ;
+  reg [15:0] \$264 ;
+  reg [15:0] \$265 ;
+  reg [15:0] \$266 ;
+  reg [15:0] \$267 ;
   reg [23:0] \$268 ;
   reg [23:0] \$269 ;
-  wire [15:0] \$27 ;
+  wire [22:0] \$27 ;
   reg [23:0] \$270 ;
-  reg [15:0] \$271 ;
-  reg [15:0] \$272 ;
-  reg [15:0] \$273 ;
-  reg [15:0] \$274 ;
+  reg [23:0] \$271 ;
+  reg [23:0] \$272 ;
+  reg [23:0] \$273 ;
+  reg [23:0] \$274 ;
   reg [15:0] \$275 ;
   reg [15:0] \$276 ;
   reg [15:0] \$277 ;
   reg [15:0] \$278 ;
   reg [15:0] \$279 ;
-  wire [22:0] \$28 ;
+  reg [15:0] \$28 ;
   reg [15:0] \$280 ;
   reg [15:0] \$281 ;
   reg [15:0] \$282 ;
@@ -18913,54 +19115,54 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   reg [15:0] \$287 ;
   reg [15:0] \$288 ;
   reg [15:0] \$289 ;
-  reg [17:0] \$29 ;
+  wire [15:0] \$29 ;
   reg [15:0] \$290 ;
   reg [15:0] \$291 ;
   reg [15:0] \$292 ;
-  reg \$293 ;
-  reg \$294 ;
-  reg [1:0] \$295 ;
-  reg [1:0] \$296 ;
-  reg [7:0] \$297 ;
-  reg [7:0] \$298 ;
-  reg [23:0] \$299 ;
+  reg [15:0] \$293 ;
+  reg [15:0] \$294 ;
+  reg [15:0] \$295 ;
+  reg [15:0] \$296 ;
+  reg \$297 ;
+  reg \$298 ;
+  reg [1:0] \$299 ;
   wire [15:0] \$3 ;
-  wire [17:0] \$30 ;
-  reg [31:0] \$300 ;
-  reg \$301 ;
-  reg [1:0] \$302 ;
-  reg [7:0] \$303 ;
-  reg [30:0] \$304 ;
-  reg [30:0] \$305 ;
-  reg \$306 ;
-  reg \$307 ;
-  reg \$308 ;
-  reg \$309 ;
-  wire [22:0] \$31 ;
-  reg [1:0] \$310 ;
-  reg [1:0] \$311 ;
-  reg [1:0] \$312 ;
-  reg [1:0] \$313 ;
-  reg [7:0] \$314 ;
-  reg [7:0] \$315 ;
-  reg [7:0] \$316 ;
-  reg [7:0] \$317 ;
-  reg \$318 ;
-  reg \$319 ;
-  wire [23:0] \$32 ;
-  reg [1:0] \$320 ;
-  reg [1:0] \$321 ;
-  reg [7:0] \$322 ;
-  reg [7:0] \$323 ;
-  reg [23:0] \$324 ;
-  reg \$325 ;
-  reg [1:0] \$326 ;
+  wire [22:0] \$30 ;
+  reg [1:0] \$300 ;
+  reg [7:0] \$301 ;
+  reg [7:0] \$302 ;
+  reg [23:0] \$303 ;
+  reg [31:0] \$304 ;
+  reg \$305 ;
+  reg [1:0] \$306 ;
+  reg [7:0] \$307 ;
+  reg [30:0] \$308 ;
+  reg [30:0] \$309 ;
+  reg [17:0] \$31 ;
+  reg \$310 ;
+  reg \$311 ;
+  reg \$312 ;
+  reg \$313 ;
+  reg [1:0] \$314 ;
+  reg [1:0] \$315 ;
+  reg [1:0] \$316 ;
+  reg [1:0] \$317 ;
+  reg [7:0] \$318 ;
+  reg [7:0] \$319 ;
+  wire [17:0] \$32 ;
+  reg [7:0] \$320 ;
+  reg [7:0] \$321 ;
+  reg \$322 ;
+  reg \$323 ;
+  reg [1:0] \$324 ;
+  reg [1:0] \$325 ;
+  reg [7:0] \$326 ;
   reg [7:0] \$327 ;
-  reg \$328 ;
+  reg [23:0] \$328 ;
   reg \$329 ;
-  wire [23:0] \$33 ;
-  reg \$330 ;
-  reg \$331 ;
+  wire [22:0] \$33 ;
+  reg [1:0] \$330 ;
+  reg [7:0] \$331 ;
   reg \$332 ;
   reg \$333 ;
   reg \$334 ;
@@ -18968,11 +19170,11 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   reg \$336 ;
   reg \$337 ;
   reg \$338 ;
-  reg [1:0] \$339 ;
-  wire [16:0] \$34 ;
-  reg [1:0] \$340 ;
-  reg [1:0] \$341 ;
-  reg [1:0] \$342 ;
+  reg \$339 ;
+  wire [23:0] \$34 ;
+  reg \$340 ;
+  reg \$341 ;
+  reg \$342 ;
   reg [1:0] \$343 ;
   reg [1:0] \$344 ;
   reg [1:0] \$345 ;
@@ -18980,41 +19182,41 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   reg [1:0] \$347 ;
   reg [1:0] \$348 ;
   reg [1:0] \$349 ;
-  wire [17:0] \$35 ;
-  reg [4:0] \$350 ;
-  reg [4:0] \$351 ;
-  reg [4:0] \$352 ;
-  reg [4:0] \$353 ;
+  wire [23:0] \$35 ;
+  reg [1:0] \$350 ;
+  reg [1:0] \$351 ;
+  reg [1:0] \$352 ;
+  reg [1:0] \$353 ;
   reg [4:0] \$354 ;
   reg [4:0] \$355 ;
   reg [4:0] \$356 ;
   reg [4:0] \$357 ;
   reg [4:0] \$358 ;
   reg [4:0] \$359 ;
-  wire [17:0] \$36 ;
+  wire [16:0] \$36 ;
   reg [4:0] \$360 ;
-  reg \$361 ;
-  reg \$362 ;
-  reg [1:0] \$363 ;
-  reg [1:0] \$364 ;
-  reg [44:0] \$365 ;
-  reg [23:0] \$366 ;
-  reg \$367 ;
-  reg \$368 ;
-  reg [1:0] \$369 ;
+  reg [4:0] \$361 ;
+  reg [4:0] \$362 ;
+  reg [4:0] \$363 ;
+  reg [4:0] \$364 ;
+  reg \$365 ;
+  reg \$366 ;
+  reg [1:0] \$367 ;
+  reg [1:0] \$368 ;
+  reg [44:0] \$369 ;
   wire [17:0] \$37 ;
-  reg [1:0] \$370 ;
-  reg [4:0] \$371 ;
-  reg [4:0] \$372 ;
-  reg [22:0] \$373 ;
-  reg \$374 ;
+  reg [23:0] \$370 ;
+  reg \$371 ;
+  reg \$372 ;
+  reg [1:0] \$373 ;
+  reg [1:0] \$374 ;
   reg [4:0] \$375 ;
-  reg [23:0] \$376 ;
-  reg [4:0] \$377 ;
-  reg [4:0] \$378 ;
+  reg [4:0] \$376 ;
+  reg [22:0] \$377 ;
+  reg \$378 ;
   reg [4:0] \$379 ;
   wire [17:0] \$38 ;
-  reg [4:0] \$380 ;
+  reg [23:0] \$380 ;
   reg [4:0] \$381 ;
   reg [4:0] \$382 ;
   reg [4:0] \$383 ;
@@ -19023,84 +19225,88 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   reg [4:0] \$386 ;
   reg [4:0] \$387 ;
   reg [4:0] \$388 ;
-  reg \$389 ;
-  wire [18:0] \$39 ;
+  reg [4:0] \$389 ;
+  wire [17:0] \$39 ;
   reg [4:0] \$390 ;
-  reg \$391 ;
-  reg \$392 ;
-  reg [4:0] \$393 ;
-  reg [2:0] \$394 ;
-  reg [2:0] \$395 ;
-  reg [2:0] \$396 ;
+  reg [4:0] \$391 ;
+  reg [4:0] \$392 ;
+  reg \$393 ;
+  reg [4:0] \$394 ;
+  reg \$395 ;
+  reg \$396 ;
   reg [4:0] \$397 ;
-  reg [1:0] \$398 ;
-  reg \$399 ;
+  reg [2:0] \$398 ;
+  reg [2:0] \$399 ;
   wire [16:0] \$4 ;
-  wire [15:0] \$40 ;
-  reg [7:0] \$400 ;
+  wire [17:0] \$40 ;
+  reg [2:0] \$400 ;
+  reg [4:0] \$401 ;
+  reg [1:0] \$402 ;
+  reg \$403 ;
+  reg [7:0] \$404 ;
   wire [18:0] \$41 ;
   wire [15:0] \$42 ;
   wire [18:0] \$43 ;
-  wire [22:0] \$44 ;
-  wire [31:0] \$45 ;
-  wire [31:0] \$46 ;
-  wire [32:0] \$47 ;
-  wire [32:0] \$48 ;
-  wire [33:0] \$49 ;
+  wire [15:0] \$44 ;
+  wire [18:0] \$45 ;
+  wire [22:0] \$46 ;
+  wire [31:0] \$47 ;
+  wire [31:0] \$48 ;
+  wire [32:0] \$49 ;
   wire \$5 ;
-  wire [33:0] \$50 ;
-  wire [10:0] \$51 ;
+  wire [32:0] \$50 ;
+  wire [33:0] \$51 ;
   wire [33:0] \$52 ;
-  wire [16:0] \$53 ;
-  wire [17:0] \$54 ;
-  wire [18:0] \$55 ;
-  wire [16:0] \$56 ;
+  wire [10:0] \$53 ;
+  wire [33:0] \$54 ;
+  wire [16:0] \$55 ;
+  wire [17:0] \$56 ;
   wire [18:0] \$57 ;
-  wire [23:0] \$58 ;
-  wire [23:0] \$59 ;
+  wire [16:0] \$58 ;
+  wire [18:0] \$59 ;
   wire [5:0] \$6 ;
-  wire [17:0] \$60 ;
-  reg [17:0] \$61 ;
+  wire [23:0] \$60 ;
+  wire [23:0] \$61 ;
   wire [17:0] \$62 ;
-  wire [18:0] \$63 ;
-  wire [15:0] \$64 ;
+  reg [17:0] \$63 ;
+  wire [17:0] \$64 ;
   wire [18:0] \$65 ;
-  wire [16:0] \$66 ;
+  wire [15:0] \$66 ;
   wire [18:0] \$67 ;
-  wire [31:0] \$68 ;
-  reg [18:0] \$69 ;
+  wire [16:0] \$68 ;
+  wire [18:0] \$69 ;
   wire [5:0] \$7 ;
-  reg [18:0] \$70 ;
-  wire [34:0] \$71 ;
-  wire [34:0] \$72 ;
-  reg [31:0] \$73 ;
-  wire [31:0] \$74 ;
-  wire [34:0] \$75 ;
-  wire [47:0] \$76 ;
-  wire [19:0] \$77 ;
-  wire [23:0] \$78 ;
-  wire [23:0] \$79 ;
-  wire [5:0] \$8 ;
-  wire [15:0] \$80 ;
+  wire [31:0] \$70 ;
+  reg [18:0] \$71 ;
+  reg [18:0] \$72 ;
+  wire [34:0] \$73 ;
+  wire [34:0] \$74 ;
+  reg [31:0] \$75 ;
+  wire [31:0] \$76 ;
+  wire [34:0] \$77 ;
+  wire [47:0] \$78 ;
+  wire [19:0] \$79 ;
+  wire [3:0] \$8 ;
+  wire [23:0] \$80 ;
   wire [23:0] \$81 ;
-  wire [23:0] \$82 ;
+  wire [15:0] \$82 ;
   wire [23:0] \$83 ;
-  reg [17:0] \$84 ;
-  wire [17:0] \$85 ;
+  wire [23:0] \$84 ;
+  wire [23:0] \$85 ;
   reg [17:0] \$86 ;
   wire [17:0] \$87 ;
-  wire [17:0] \$88 ;
-  wire [15:0] \$89 ;
-  wire [6:0] \$9 ;
+  reg [17:0] \$88 ;
+  wire [17:0] \$89 ;
+  wire [7:0] \$9 ;
   wire [17:0] \$90 ;
   wire [15:0] \$91 ;
-  wire [14:0] \$92 ;
-  wire [10:0] \$93 ;
+  wire [17:0] \$92 ;
+  wire [15:0] \$93 ;
   wire [14:0] \$94 ;
-  wire [11:0] \$95 ;
+  wire [10:0] \$95 ;
   wire [14:0] \$96 ;
-  wire \$97 ;
-  wire \$98 ;
+  wire [11:0] \$97 ;
+  wire [14:0] \$98 ;
   wire \$99 ;
   reg [7:0] \$signature__addr  = 8'h00;
   (* init = 8'h00 *)
@@ -19316,16 +19522,16 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   reg [2:0] pn8_d2 = 3'h0;
   reg [2:0] pn_d1 = 3'h0;
   reg [2:0] pn_d2 = 3'h0;
-  output [23:0] \port$2324$0 ;
-  wire [23:0] \port$2324$0 ;
-  output [33:0] \port$2343$0 ;
-  wire [33:0] \port$2343$0 ;
-  output [23:0] \port$2350$0 ;
-  wire [23:0] \port$2350$0 ;
-  output [23:0] \port$2384$0 ;
-  wire [23:0] \port$2384$0 ;
-  output [14:0] \port$2408$0 ;
-  wire [14:0] \port$2408$0 ;
+  output [23:0] \port$2348$0 ;
+  wire [23:0] \port$2348$0 ;
+  output [33:0] \port$2367$0 ;
+  wire [33:0] \port$2367$0 ;
+  output [23:0] \port$2374$0 ;
+  wire [23:0] \port$2374$0 ;
+  output [23:0] \port$2408$0 ;
+  wire [23:0] \port$2408$0 ;
+  output [14:0] \port$2432$0 ;
+  wire [14:0] \port$2432$0 ;
   wire pro_go;
   reg [2:0] pro_n = 3'h0;
   reg pv0;
@@ -19620,7 +19826,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   reg [16:0] _0_;
   always @(posedge clk) begin
-    if (\$204 ) begin
+    if (\$208 ) begin
       _0_ <= a_rom[\$signature__addr ];
     end
   end
@@ -19678,8 +19884,8 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   reg [15:0] _1_;
   always @(posedge clk) begin
-    if (\$210 ) begin
-      _1_ <= d_rom[\$9 [5:0]];
+    if (\$214 ) begin
+      _1_ <= d_rom[\$11 [5:0]];
     end
   end
   assign \$signature__data$160  = _1_;
@@ -19879,30 +20085,38 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     h_ram[191] = 24'h000000;
   end
   always @(posedge clk) begin
-    if (\$216 )
+    if (\$220 )
       h_ram[\$signature__addr$45 ] <= \$signature__data ;
   end
   reg [23:0] _2_;
   always @(posedge clk) begin
-    if (\$222 ) begin
+    if (\$226 ) begin
       _2_ <= h_ram[\$signature__addr ];
     end
   end
   assign \$signature__data$142  = _2_;
   always @(posedge clk)
-    fphase <= \$394 ;
+    y_k_d1 <= \$394 ;
   always @(posedge clk)
-    fsm_state <= \$395 ;
+    layer <= \$395 ;
   always @(posedge clk)
-    pro_n <= \$396 ;
+    busy <= \$396 ;
   always @(posedge clk)
-    k <= \$397 ;
+    cnt <= \$397 ;
   always @(posedge clk)
-    n <= \$398 ;
+    fphase <= \$398 ;
   always @(posedge clk)
-    phase <= \$399 ;
+    fsm_state <= \$399 ;
   always @(posedge clk)
-    \$signature__addr  <= \$400 ;
+    pro_n <= \$400 ;
+  always @(posedge clk)
+    k <= \$401 ;
+  always @(posedge clk)
+    n <= \$402 ;
+  always @(posedge clk)
+    phase <= \$403 ;
+  always @(posedge clk)
+    \$signature__addr  <= \$404 ;
   assign dfd = regs[31:16] - regs[15:0];
   assign edn = regs[47:32] - regs[63:48];
   assign \$1  = fphase == 1'h1;
@@ -19912,644 +20126,605 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   assign \$5  = n == 1'h1;
   assign \$6  = k - 1'h1;
   assign \$7  = \$5  ? \$6  : { 1'h0, k };
-  assign \$8  = layer * 5'h18;
-  assign \$9  = \$8  + k;
-  assign \$10  = ! n12_d11;
-  assign \$11  = s12_d11 & \$10 ;
-  assign \$12  = n12_d11 == 1'h1;
+  assign \$10  = \$8  + \$9 ;
+  assign \$11  = \$10  + k;
+  assign \$12  = ! n12_d11;
   assign \$13  = s12_d11 & \$12 ;
-  assign \$14  = | k12_d11;
-  assign \$15  = \$13  & \$14 ;
-  assign \$16  = ! n13_d2;
-  assign \$17  = \$16  ? 45'h000000001000 : acc;
-  assign \$18  = $signed(\$17 ) + $signed(mul__p__2[41:0]);
-  assign \$19  = n13_d2 == 2'h3;
-  assign \$21  = $signed(\$20 ) + $signed(skip);
-  assign \$22  = o_i == 5'h17;
-  assign \$23  = mul0_use0 ? snr_sum : 22'h000000;
-  assign \$24  = mul0_use1 ? dfd : 17'h00000;
-  assign \$25  = { 1'h0, \$23  } | { \$24 [16], \$24 [16], \$24 [16], \$24 [16], \$24 [16], \$24 [16], \$24  };
-  assign \$27  = mul0_use2 ? \$26  : 16'h0000;
-  assign \$28  = \$25  | { 7'h00, \$27  };
-  assign \$30  = mul0_use3 ? \$29  : 18'h00000;
-  assign \$31  = \$28  | { \$30 [17], \$30 [17], \$30 [17], \$30 [17], \$30 [17], \$30  };
-  assign \$32  = mul0_use4 ? dbx : 24'h000000;
-  assign \$33  = { \$31 [22], \$31  } | \$32 ;
-  assign \$34  = mul0_use0 ? 17'h1999a : 17'h00000;
-  assign \$35  = mul0_use1 ? s_mean : 18'h00000;
-  assign \$36  = { 1'h0, \$34  } | \$35 ;
-  assign \$37  = 16'h8000 - bgf;
-  assign \$38  = mul0_use2 ? \$37  : 18'h00000;
-  assign \$39  = { 1'h0, \$36  } | { \$38 [17], \$38  };
-  assign \$40  = mul0_use3 ? rd_delta__data : 16'h0000;
-  assign \$41  = \$39  | { \$40 [15], \$40 [15], \$40 [15], \$40  };
-  assign \$42  = mul0_use4 ? xc_p4 : 16'h0000;
+  assign \$14  = n12_d11 == 1'h1;
+  assign \$15  = s12_d11 & \$14 ;
+  assign \$16  = | k12_d11;
+  assign \$17  = \$15  & \$16 ;
+  assign \$18  = ! n13_d2;
+  assign \$19  = \$18  ? 45'h000000001000 : acc;
+  assign \$20  = $signed(\$19 ) + $signed(mul__p__2[41:0]);
+  assign \$21  = n13_d2 == 2'h3;
+  assign \$23  = $signed(\$22 ) + $signed(skip);
+  assign \$24  = o_i == 5'h17;
+  assign \$25  = mul0_use0 ? snr_sum : 22'h000000;
+  assign \$26  = mul0_use1 ? dfd : 17'h00000;
+  assign \$27  = { 1'h0, \$25  } | { \$26 [16], \$26 [16], \$26 [16], \$26 [16], \$26 [16], \$26 [16], \$26  };
+  assign \$29  = mul0_use2 ? \$28  : 16'h0000;
+  assign \$30  = \$27  | { 7'h00, \$29  };
+  assign \$32  = mul0_use3 ? \$31  : 18'h00000;
+  assign \$33  = \$30  | { \$32 [17], \$32 [17], \$32 [17], \$32 [17], \$32 [17], \$32  };
+  assign \$34  = mul0_use4 ? dbx : 24'h000000;
+  assign \$35  = { \$33 [22], \$33  } | \$34 ;
+  assign \$36  = mul0_use0 ? 17'h1999a : 17'h00000;
+  assign \$37  = mul0_use1 ? s_mean : 18'h00000;
+  assign \$38  = { 1'h0, \$36  } | \$37 ;
+  assign \$39  = 16'h8000 - bgf;
+  assign \$40  = mul0_use2 ? \$39  : 18'h00000;
+  assign \$41  = { 1'h0, \$38  } | { \$40 [17], \$40  };
+  assign \$42  = mul0_use3 ? rd_delta__data : 16'h0000;
   assign \$43  = \$41  | { \$42 [15], \$42 [15], \$42 [15], \$42  };
-  assign \$44  = mul0_use0 ? 23'h200000 : 23'h000000;
-  assign \$45  = mul0_use1 ? { 1'h0, regs[15:0], 15'h4000 } : 32'd0;
-  assign \$46  = { 9'h000, \$44  } | \$45 ;
-  assign \$47  = mul0_use2 ? { 1'h0, bgf, 15'h4000 } : 33'h000000000;
-  assign \$48  = { \$46 [31], \$46  } | \$47 ;
-  assign \$49  = mul0_use3 ? { eps_x[25], eps_x, 7'h40 } : 34'h000000000;
-  assign \$50  = { \$48 [32], \$48  } | \$49 ;
-  assign \$51  = mul0_use4 ? 11'h200 : 11'h000;
-  assign \$52  = \$50  | { 23'h000000, \$51  };
-  assign \$53  = mul1_use0 ? edn : 17'h00000;
-  assign \$54  = mul1_use1 ? g2 : 18'h00000;
-  assign \$55  = { \$53 [16], \$53 [16], \$53  } | { 1'h0, \$54  };
-  assign \$56  = mul1_use2 ? \$signature__data$87  : 17'h00000;
-  assign \$57  = \$55  | { \$56 [16], \$56 [16], \$56  };
-  assign \$58  = mul1_use3 ? hold_d7 : 24'h000000;
-  assign \$59  = { \$57 [18], \$57 [18], \$57 [18], \$57 [18], \$57 [18], \$57  } | \$58 ;
-  assign \$60  = mul1_use0 ? s_mean : 18'h00000;
-  assign \$62  = mul1_use1 ? \$61  : 18'h00000;
-  assign \$63  = { 1'h0, \$60  } | { \$62 [17], \$62  };
-  assign \$64  = mul1_use2 ? rd_delta__data : 16'h0000;
-  assign \$65  = \$63  | { \$64 [15], \$64 [15], \$64 [15], \$64  };
-  assign \$66  = mul1_use3 ? exp2__o__payload : 17'h00000;
-  assign \$67  = \$65  | { 2'h0, \$66  };
-  assign \$68  = mul1_use0 ? { 1'h0, regs[63:48], 15'h3fff } : 32'd0;
-  assign \$71  = mul1_use1 ? { \$70 [18], \$69 , 15'h4000 } : 35'h000000000;
-  assign \$72  = { \$68 [31], \$68 [31], \$68 [31], \$68  } | \$71 ;
-  assign \$74  = mul1_use2 ? \$73  : 32'd0;
-  assign \$75  = \$72  | { 3'h0, \$74  };
-  assign \$76  = mul1_use3 ? { inc_d1[30], inc_d1, 16'h8000 } : 48'h000000000000;
-  assign mul__c__1 = { \$75 [34], \$75 [34], \$75 [34], \$75 [34], \$75 [34], \$75 [34], \$75 [34], \$75 [34], \$75 [34], \$75 [34], \$75 [34], \$75 [34], \$75 [34], \$75  } | \$76 ;
-  assign \$77  = mul2_use0 ? gb : 20'h00000;
-  assign \$78  = mul2_use1 ? \$signature__data  : 24'h000000;
-  assign \$79  = { \$77 [19], \$77 [19], \$77 [19], \$77 [19], \$77  } | \$78 ;
-  assign \$80  = mul2_use2 ? xc_p12 : 16'h0000;
-  assign \$81  = \$79  | { \$80 [15], \$80 [15], \$80 [15], \$80 [15], \$80 [15], \$80 [15], \$80 [15], \$80 [15], \$80  };
-  assign \$82  = mul2_use3 ? y : 24'h000000;
-  assign \$83  = \$81  | \$82 ;
-  assign \$85  = mul2_use0 ? \$84  : 18'h00000;
-  assign \$87  = mul2_use1 ? \$86  : 18'h00000;
-  assign \$88  = \$85  | \$87 ;
-  assign \$89  = mul2_use2 ? D_d11 : 16'h0000;
-  assign \$90  = \$88  | { \$89 [15], \$89 [15], \$89  };
-  assign \$91  = mul2_use3 ? sz_d11 : 16'h0000;
-  assign mul__b__2 = \$90  | { \$91 [15], \$91 [15], \$91  };
-  assign \$92  = mul2_use0 ? 15'h2000 : 15'h0000;
-  assign \$93  = mul2_use2 ? 11'h200 : 11'h000;
-  assign \$94  = \$92  | { 4'h0, \$93  };
-  assign \$95  = mul2_use3 ? 12'h400 : 12'h000;
-  assign \$96  = \$94  | { 3'h0, \$95  };
+  assign \$44  = mul0_use4 ? xc_p4 : 16'h0000;
+  assign \$45  = \$43  | { \$44 [15], \$44 [15], \$44 [15], \$44  };
+  assign \$46  = mul0_use0 ? 23'h200000 : 23'h000000;
+  assign \$47  = mul0_use1 ? { 1'h0, regs[15:0], 15'h4000 } : 32'd0;
+  assign \$48  = { 9'h000, \$46  } | \$47 ;
+  assign \$49  = mul0_use2 ? { 1'h0, bgf, 15'h4000 } : 33'h000000000;
+  assign \$50  = { \$48 [31], \$48  } | \$49 ;
+  assign \$51  = mul0_use3 ? { eps_x[25], eps_x, 7'h40 } : 34'h000000000;
+  assign \$52  = { \$50 [32], \$50  } | \$51 ;
+  assign \$53  = mul0_use4 ? 11'h200 : 11'h000;
+  assign \$54  = \$52  | { 23'h000000, \$53  };
+  assign \$55  = mul1_use0 ? edn : 17'h00000;
+  assign \$56  = mul1_use1 ? g2 : 18'h00000;
+  assign \$57  = { \$55 [16], \$55 [16], \$55  } | { 1'h0, \$56  };
+  assign \$58  = mul1_use2 ? \$signature__data$87  : 17'h00000;
+  assign \$59  = \$57  | { \$58 [16], \$58 [16], \$58  };
+  assign \$60  = mul1_use3 ? hold_d7 : 24'h000000;
+  assign \$61  = { \$59 [18], \$59 [18], \$59 [18], \$59 [18], \$59 [18], \$59  } | \$60 ;
+  assign \$62  = mul1_use0 ? s_mean : 18'h00000;
+  assign \$64  = mul1_use1 ? \$63  : 18'h00000;
+  assign \$65  = { 1'h0, \$62  } | { \$64 [17], \$64  };
+  assign \$66  = mul1_use2 ? rd_delta__data : 16'h0000;
+  assign \$67  = \$65  | { \$66 [15], \$66 [15], \$66 [15], \$66  };
+  assign \$68  = mul1_use3 ? exp2__o__payload : 17'h00000;
+  assign \$69  = \$67  | { 2'h0, \$68  };
+  assign \$70  = mul1_use0 ? { 1'h0, regs[63:48], 15'h3fff } : 32'd0;
+  assign \$73  = mul1_use1 ? { \$72 [18], \$71 , 15'h4000 } : 35'h000000000;
+  assign \$74  = { \$70 [31], \$70 [31], \$70 [31], \$70  } | \$73 ;
+  assign \$76  = mul1_use2 ? \$75  : 32'd0;
+  assign \$77  = \$74  | { 3'h0, \$76  };
+  assign \$78  = mul1_use3 ? { inc_d1[30], inc_d1, 16'h8000 } : 48'h000000000000;
+  assign mul__c__1 = { \$77 [34], \$77 [34], \$77 [34], \$77 [34], \$77 [34], \$77 [34], \$77 [34], \$77 [34], \$77 [34], \$77 [34], \$77 [34], \$77 [34], \$77 [34], \$77  } | \$78 ;
+  assign \$79  = mul2_use0 ? gb : 20'h00000;
+  assign \$80  = mul2_use1 ? \$signature__data  : 24'h000000;
+  assign \$81  = { \$79 [19], \$79 [19], \$79 [19], \$79 [19], \$79  } | \$80 ;
+  assign \$82  = mul2_use2 ? xc_p12 : 16'h0000;
+  assign \$83  = \$81  | { \$82 [15], \$82 [15], \$82 [15], \$82 [15], \$82 [15], \$82 [15], \$82 [15], \$82 [15], \$82  };
+  assign \$84  = mul2_use3 ? y : 24'h000000;
+  assign \$85  = \$83  | \$84 ;
+  assign \$87  = mul2_use0 ? \$86  : 18'h00000;
+  assign \$89  = mul2_use1 ? \$88  : 18'h00000;
+  assign \$90  = \$87  | \$89 ;
+  assign \$91  = mul2_use2 ? D_d11 : 16'h0000;
+  assign \$92  = \$90  | { \$91 [15], \$91 [15], \$91  };
+  assign \$93  = mul2_use3 ? sz_d11 : 16'h0000;
+  assign mul__b__2 = \$92  | { \$93 [15], \$93 [15], \$93  };
+  assign \$94  = mul2_use0 ? 15'h2000 : 15'h0000;
+  assign \$95  = mul2_use2 ? 11'h200 : 11'h000;
+  assign \$96  = \$94  | { 4'h0, \$95  };
+  assign \$97  = mul2_use3 ? 12'h400 : 12'h000;
+  assign \$98  = \$96  | { 3'h0, \$97  };
   assign cmd__ready = ~ busy;
-  assign \$97  = pro_n < 3'h4;
-  assign \$98  = ~ phase;
-  assign \$99  = ! fsm_state;
-  assign \$100  = fsm_state == 1'h1;
-  assign \$101  = fsm_state == 2'h2;
-  assign \$102  = fsm_state == 2'h3;
-  assign \$103  = fsm_state == 3'h4;
-  assign \$104  = | kind;
-  assign \$105  = \$104  | cmd__valid;
-  assign \$106  = \$105  | busy;
-  assign \$107  = busy | cmd__valid;
-  assign \$108  = fphase == 2'h3;
-  assign \$109  = fphase == 3'h6;
-  assign \$111  = $signed(\$110 ) + $signed(2'h1);
-  assign \$114  = $signed(\$113 ) + $signed(2'h1);
-  assign \$116  = | mul__p__1[47:34];
-  assign \$117  = ~ \$116 ;
-  assign \$118  = & mul__p__1[47:34];
-  assign \$119  = \$117  | \$118 ;
-  assign \$120  = mul__p__1[47] ? 20'h80000 : 20'h7ffff;
-  assign \$121  = \$119  ? mul__p__1[34:15] : \$120 ;
-  assign \$122  = | \s$19 [33:17];
-  assign \$123  = ~ \$122 ;
-  assign \$124  = & \s$19 [33:17];
-  assign \$125  = \$123  | \$124 ;
-  assign \$126  = \s$19 [33] ? 18'h20000 : 18'h1ffff;
-  assign \$127  = \$125  ? \s$19 [17:0] : \$126 ;
-  assign \$128  = | \s$19 [33:17];
-  assign \$129  = ~ \$128 ;
-  assign \$130  = & \s$19 [33:17];
-  assign \$131  = \$129  | \$130 ;
-  assign \$132  = \s$19 [33] ? 18'h20000 : 18'h1ffff;
-  assign \$133  = \$131  ? \s$19 [17:0] : \$132 ;
-  assign \$134  = | \s$19 [33:17];
-  assign \$135  = ~ \$134 ;
-  assign \$136  = & \s$19 [33:17];
-  assign \$137  = \$135  | \$136 ;
-  assign \$138  = \s$19 [33] ? 18'h20000 : 18'h1ffff;
-  assign \$139  = \$137  ? \s$19 [17:0] : \$138 ;
-  assign \$140  = | \s$19 [33:17];
-  assign \$141  = ~ \$140 ;
-  assign \$142  = & \s$19 [33:17];
-  assign \$143  = \$141  | \$142 ;
-  assign \$144  = \s$19 [33] ? 18'h20000 : 18'h1ffff;
-  assign \$145  = \$143  ? \s$19 [17:0] : \$144 ;
-  assign \$146  = go & \real ;
-  assign \$147  = first_frame ? 24'h000000 : \$signature__data$142 ;
-  assign \$148  = | mul__p__0[34:30];
-  assign \$149  = ~ \$148 ;
-  assign \$150  = & mul__p__0[34:30];
-  assign \$151  = \$149  | \$150 ;
-  assign \$152  = mul__p__0[34] ? 24'h800000 : 24'h7fffff;
-  assign \$153  = \$151  ? mul__p__0[30:7] : \$152 ;
-  assign \$154  = | mul__p__1[47:39];
-  assign \$155  = ~ \$154 ;
-  assign \$156  = & mul__p__1[47:39];
-  assign \$157  = \$155  | \$156 ;
-  assign \$158  = mul__p__1[47] ? 24'h800000 : 24'h7fffff;
-  assign \$159  = \$157  ? mul__p__1[39:16] : \$158 ;
-  assign \$160  = n13_d2 == 2'h3;
-  assign \$161  = | \s$61 [45:23];
-  assign \$162  = ~ \$161 ;
-  assign \$163  = & \s$61 [45:23];
-  assign \$164  = \$162  | \$163 ;
-  assign \$165  = \s$61 [45] ? 24'h800000 : 24'h7fffff;
-  assign \$166  = \$164  ? \s$61 [23:0] : \$165 ;
-  assign \$167  = ! n14_d2;
-  assign \$168  = s14_d2 & \$167 ;
-  assign \$169  = n14_d2 == 1'h1;
+  assign \$99  = pro_n < 3'h4;
+  assign \$100  = ~ phase;
+  assign \$101  = ! fsm_state;
+  assign \$102  = fsm_state == 1'h1;
+  assign \$103  = fsm_state == 2'h2;
+  assign \$104  = fsm_state == 2'h3;
+  assign \$105  = fsm_state == 3'h4;
+  assign \$106  = | kind;
+  assign \$107  = \$106  | cmd__valid;
+  assign \$108  = \$107  | busy;
+  assign \$109  = busy | cmd__valid;
+  assign \$110  = fphase == 2'h3;
+  assign \$111  = fphase == 3'h6;
+  assign \$113  = $signed(\$112 ) + $signed(2'h1);
+  assign \$116  = $signed(\$115 ) + $signed(2'h1);
+  assign \$118  = | mul__p__1[47:34];
+  assign \$119  = ~ \$118 ;
+  assign \$120  = & mul__p__1[47:34];
+  assign \$121  = \$119  | \$120 ;
+  assign \$122  = mul__p__1[47] ? 20'h80000 : 20'h7ffff;
+  assign \$123  = \$121  ? mul__p__1[34:15] : \$122 ;
+  assign \$124  = | \s$19 [33:17];
+  assign \$125  = ~ \$124 ;
+  assign \$126  = & \s$19 [33:17];
+  assign \$127  = \$125  | \$126 ;
+  assign \$128  = \s$19 [33] ? 18'h20000 : 18'h1ffff;
+  assign \$129  = \$127  ? \s$19 [17:0] : \$128 ;
+  assign \$130  = | \s$19 [33:17];
+  assign \$131  = ~ \$130 ;
+  assign \$132  = & \s$19 [33:17];
+  assign \$133  = \$131  | \$132 ;
+  assign \$134  = \s$19 [33] ? 18'h20000 : 18'h1ffff;
+  assign \$135  = \$133  ? \s$19 [17:0] : \$134 ;
+  assign \$136  = | \s$19 [33:17];
+  assign \$137  = ~ \$136 ;
+  assign \$138  = & \s$19 [33:17];
+  assign \$139  = \$137  | \$138 ;
+  assign \$140  = \s$19 [33] ? 18'h20000 : 18'h1ffff;
+  assign \$141  = \$139  ? \s$19 [17:0] : \$140 ;
+  assign \$142  = | \s$19 [33:17];
+  assign \$143  = ~ \$142 ;
+  assign \$144  = & \s$19 [33:17];
+  assign \$145  = \$143  | \$144 ;
+  assign \$146  = \s$19 [33] ? 18'h20000 : 18'h1ffff;
+  assign \$147  = \$145  ? \s$19 [17:0] : \$146 ;
+  assign \$148  = go & \real ;
+  assign \$149  = first_frame ? 24'h000000 : \$signature__data$142 ;
+  assign \$150  = | mul__p__0[34:30];
+  assign \$151  = ~ \$150 ;
+  assign \$152  = & mul__p__0[34:30];
+  assign \$153  = \$151  | \$152 ;
+  assign \$154  = mul__p__0[34] ? 24'h800000 : 24'h7fffff;
+  assign \$155  = \$153  ? mul__p__0[30:7] : \$154 ;
+  assign \$156  = | mul__p__1[47:39];
+  assign \$157  = ~ \$156 ;
+  assign \$158  = & mul__p__1[47:39];
+  assign \$159  = \$157  | \$158 ;
+  assign \$160  = mul__p__1[47] ? 24'h800000 : 24'h7fffff;
+  assign \$161  = \$159  ? mul__p__1[39:16] : \$160 ;
+  assign \$162  = n13_d2 == 2'h3;
+  assign \$163  = | \s$61 [45:23];
+  assign \$164  = ~ \$163 ;
+  assign \$165  = & \s$61 [45:23];
+  assign \$166  = \$164  | \$165 ;
+  assign \$167  = \s$61 [45] ? 24'h800000 : 24'h7fffff;
+  assign \$168  = \$166  ? \s$61 [23:0] : \$167 ;
+  assign \$169  = ! n14_d2;
   assign \$170  = s14_d2 & \$169 ;
-  assign \$171  = | k14_d2;
-  assign \$172  = \$170  & \$171 ;
-  assign \$173  = k14_d2 - 1'h1;
-  assign \$174  = | mul__p__2[40:34];
-  assign \$175  = ~ \$174 ;
-  assign \$176  = & mul__p__2[40:34];
-  assign \$177  = \$175  | \$176 ;
-  assign \$178  = mul__p__2[40] ? 24'h800000 : 24'h7fffff;
-  assign \$179  = \$177  ? mul__p__2[34:11] : \$178 ;
-  assign \$180  = n13_d2 == 2'h3;
-  assign \$181  = v13_d2 & \$180 ;
-  assign \$182  = ! cmd__payload[0];
-  assign \$183  = fphase + 1'h1;
-  assign \$184  = fphase == 3'h6;
-  assign \$185  = pro_n < 3'h4;
-  assign \$186  = pro_n + 1'h1;
-  assign \$187  = cnt + 1'h1;
-  assign \$188  = cnt == 4'h9;
-  assign \$189  = layer * 7'h60;
-  assign \$190  = ~ phase;
-  assign \$191  = \$signature__addr  + 1'h1;
-  assign \$192  = n == 2'h3;
-  assign \$193  = k + 1'h1;
-  assign \$194  = n + 1'h1;
-  assign \$195  = k == 5'h18;
-  assign \$196  = n == 1'h1;
-  assign \$197  = \$195  & \$196 ;
-  assign \$198  = o__valid & o__payload[29];
-  assign \$199  = busy | cmd__valid;
-  assign \$201  = | kind;
-  assign \$202  = \$201  | cmd__valid;
-  assign \$203  = \$202  | busy;
-  assign \$204  = \$200  & \$203 ;
-  assign \$205  = busy | cmd__valid;
-  assign \$207  = | kind;
-  assign \$208  = \$207  | cmd__valid;
-  assign \$209  = \$208  | busy;
-  assign \$210  = \$206  & \$209 ;
+  assign \$171  = n14_d2 == 1'h1;
+  assign \$172  = s14_d2 & \$171 ;
+  assign \$173  = | k14_d2;
+  assign \$174  = \$172  & \$173 ;
+  assign \$175  = k14_d2 - 1'h1;
+  assign \$176  = | mul__p__2[40:34];
+  assign \$177  = ~ \$176 ;
+  assign \$178  = & mul__p__2[40:34];
+  assign \$179  = \$177  | \$178 ;
+  assign \$180  = mul__p__2[40] ? 24'h800000 : 24'h7fffff;
+  assign \$181  = \$179  ? mul__p__2[34:11] : \$180 ;
+  assign \$182  = n13_d2 == 2'h3;
+  assign \$183  = v13_d2 & \$182 ;
+  assign \$184  = ! cmd__payload[0];
+  assign \$185  = fphase + 1'h1;
+  assign \$186  = fphase == 3'h6;
+  assign \$187  = pro_n < 3'h4;
+  assign \$188  = pro_n + 1'h1;
+  assign \$189  = cnt + 1'h1;
+  assign \$190  = cnt == 4'h9;
+  assign \$193  = \$191  + \$192 ;
+  assign \$194  = ~ phase;
+  assign \$195  = \$signature__addr  + 1'h1;
+  assign \$196  = n == 2'h3;
+  assign \$197  = k + 1'h1;
+  assign \$198  = n + 1'h1;
+  assign \$199  = k == 5'h18;
+  assign \$200  = n == 1'h1;
+  assign \$201  = \$199  & \$200 ;
+  assign \$202  = o__valid & o__payload[29];
+  assign \$203  = busy | cmd__valid;
+  assign \$205  = | kind;
+  assign \$206  = \$205  | cmd__valid;
+  assign \$207  = \$206  | busy;
+  assign \$208  = \$204  & \$207 ;
+  assign \$209  = busy | cmd__valid;
   assign \$211  = | kind;
   assign \$212  = \$211  | cmd__valid;
   assign \$213  = \$212  | busy;
-  assign \$214  = busy | cmd__valid;
-  assign \$215  = \$214  ? \$signature__en  : 1'h0;
-  assign \$216  = \$213  ? \$215  : 1'h0;
-  assign \$217  = busy | cmd__valid;
-  assign \$219  = | kind;
-  assign \$220  = \$219  | cmd__valid;
-  assign \$221  = \$220  | busy;
-  assign \$222  = \$218  & \$221 ;
+  assign \$214  = \$210  & \$213 ;
+  assign \$215  = | kind;
+  assign \$216  = \$215  | cmd__valid;
+  assign \$217  = \$216  | busy;
+  assign \$218  = busy | cmd__valid;
+  assign \$219  = \$218  ? \$signature__en  : 1'h0;
+  assign \$220  = \$217  ? \$219  : 1'h0;
+  assign \$221  = busy | cmd__valid;
+  assign \$223  = | kind;
+  assign \$224  = \$223  | cmd__valid;
+  assign \$225  = \$224  | busy;
+  assign \$226  = \$222  & \$225 ;
   always @(posedge clk)
-    s_mean <= \$223 ;
+    s_mean <= \$227 ;
   always @(posedge clk)
-    floor_delta <= \$224 ;
+    floor_delta <= \$228 ;
   always @(posedge clk)
-    eps_x <= \$225 ;
+    eps_x <= \$229 ;
   always @(posedge clk)
-    pv_d1 <= \$226 ;
+    pv_d1 <= \$230 ;
   always @(posedge clk)
-    pv_d2 <= \$227 ;
+    pv_d2 <= \$231 ;
   always @(posedge clk)
-    pn_d1 <= \$228 ;
+    pn_d1 <= \$232 ;
   always @(posedge clk)
-    pn_d2 <= \$229 ;
+    pn_d2 <= \$233 ;
   always @(posedge clk)
-    pv3_d1 <= \$230 ;
+    pv3_d1 <= \$234 ;
   always @(posedge clk)
-    pn3_d1 <= \$231 ;
+    pn3_d1 <= \$235 ;
   always @(posedge clk)
-    g2 <= \$232 ;
+    g2 <= \$236 ;
   always @(posedge clk)
-    pv5_d1 <= \$233 ;
+    pv5_d1 <= \$237 ;
   always @(posedge clk)
-    pv5_d2 <= \$234 ;
+    pv5_d2 <= \$238 ;
   always @(posedge clk)
-    pn5_d1 <= \$235 ;
+    pn5_d1 <= \$239 ;
   always @(posedge clk)
-    pn5_d2 <= \$236 ;
+    pn5_d2 <= \$240 ;
   always @(posedge clk)
-    gb <= \$237 ;
+    gb <= \$241 ;
   always @(posedge clk)
-    pv6_d1 <= \$238 ;
+    pv6_d1 <= \$242 ;
   always @(posedge clk)
-    pn6_d1 <= \$239 ;
+    pn6_d1 <= \$243 ;
   always @(posedge clk)
-    pv8_d1 <= \$240 ;
+    pv8_d1 <= \$244 ;
   always @(posedge clk)
-    pv8_d2 <= \$241 ;
+    pv8_d2 <= \$245 ;
   always @(posedge clk)
-    pn8_d1 <= \$242 ;
+    pn8_d1 <= \$246 ;
   always @(posedge clk)
-    pn8_d2 <= \$243 ;
+    pn8_d2 <= \$247 ;
   always @(posedge clk)
-    bg0 <= \$244 ;
+    bg0 <= \$248 ;
   always @(posedge clk)
-    bg1 <= \$245 ;
+    bg1 <= \$249 ;
   always @(posedge clk)
-    bg2 <= \$246 ;
+    bg2 <= \$250 ;
   always @(posedge clk)
-    bg3 <= \$247 ;
+    bg3 <= \$251 ;
   always @(posedge clk)
-    v1_d1 <= \$248 ;
+    v1_d1 <= \$252 ;
   always @(posedge clk)
-    s1_d1 <= \$249 ;
+    s1_d1 <= \$253 ;
   always @(posedge clk)
-    n1_d1 <= \$250 ;
+    n1_d1 <= \$254 ;
   always @(posedge clk)
-    k1_d1 <= \$251 ;
+    k1_d1 <= \$255 ;
   always @(posedge clk)
-    kn1_d1 <= \$252 ;
+    kn1_d1 <= \$256 ;
   always @(posedge clk)
-    xc_p2 <= \$253 ;
+    xc_p2 <= \$257 ;
   always @(posedge clk)
-    xc_p3 <= \$254 ;
+    xc_p3 <= \$258 ;
   always @(posedge clk)
-    xc_p4 <= \$255 ;
+    xc_p4 <= \$259 ;
   always @(posedge clk)
-    xc_p5 <= \$256 ;
+    xc_p5 <= \$260 ;
   always @(posedge clk)
-    xc_p6 <= \$257 ;
+    xc_p6 <= \$261 ;
   always @(posedge clk)
-    xc_p7 <= \$258 ;
+    xc_p7 <= \$262 ;
   always @(posedge clk)
-    xc_p8 <= \$259 ;
+    xc_p8 <= \$263 ;
   always @(posedge clk)
-    xc_p9 <= \$260 ;
+    xc_p9 <= \$264 ;
   always @(posedge clk)
-    xc_p10 <= \$261 ;
+    xc_p10 <= \$265 ;
   always @(posedge clk)
-    xc_p11 <= \$262 ;
+    xc_p11 <= \$266 ;
   always @(posedge clk)
-    xc_p12 <= \$263 ;
+    xc_p12 <= \$267 ;
   always @(posedge clk)
-    hold_d1 <= \$264 ;
+    hold_d1 <= \$268 ;
   always @(posedge clk)
-    hold_d2 <= \$265 ;
+    hold_d2 <= \$269 ;
   always @(posedge clk)
-    hold_d3 <= \$266 ;
+    hold_d3 <= \$270 ;
   always @(posedge clk)
-    hold_d4 <= \$267 ;
+    hold_d4 <= \$271 ;
   always @(posedge clk)
-    hold_d5 <= \$268 ;
+    hold_d5 <= \$272 ;
   always @(posedge clk)
-    hold_d6 <= \$269 ;
+    hold_d6 <= \$273 ;
   always @(posedge clk)
-    hold_d7 <= \$270 ;
+    hold_d7 <= \$274 ;
   always @(posedge clk)
-    sz_d1 <= \$271 ;
+    sz_d1 <= \$275 ;
   always @(posedge clk)
-    sz_d2 <= \$272 ;
+    sz_d2 <= \$276 ;
   always @(posedge clk)
-    sz_d3 <= \$273 ;
+    sz_d3 <= \$277 ;
   always @(posedge clk)
-    sz_d4 <= \$274 ;
+    sz_d4 <= \$278 ;
   always @(posedge clk)
-    sz_d5 <= \$275 ;
+    sz_d5 <= \$279 ;
   always @(posedge clk)
-    sz_d6 <= \$276 ;
+    sz_d6 <= \$280 ;
   always @(posedge clk)
-    sz_d7 <= \$277 ;
+    sz_d7 <= \$281 ;
   always @(posedge clk)
-    sz_d8 <= \$278 ;
+    sz_d8 <= \$282 ;
   always @(posedge clk)
-    sz_d9 <= \$279 ;
+    sz_d9 <= \$283 ;
   always @(posedge clk)
-    sz_d10 <= \$280 ;
+    sz_d10 <= \$284 ;
   always @(posedge clk)
-    sz_d11 <= \$281 ;
+    sz_d11 <= \$285 ;
   always @(posedge clk)
-    D_d1 <= \$282 ;
+    D_d1 <= \$286 ;
   always @(posedge clk)
-    D_d2 <= \$283 ;
+    D_d2 <= \$287 ;
   always @(posedge clk)
-    D_d3 <= \$284 ;
+    D_d3 <= \$288 ;
   always @(posedge clk)
-    D_d4 <= \$285 ;
+    D_d4 <= \$289 ;
   always @(posedge clk)
-    D_d5 <= \$286 ;
+    D_d5 <= \$290 ;
   always @(posedge clk)
-    D_d6 <= \$287 ;
+    D_d6 <= \$291 ;
   always @(posedge clk)
-    D_d7 <= \$288 ;
+    D_d7 <= \$292 ;
   always @(posedge clk)
-    D_d8 <= \$289 ;
+    D_d8 <= \$293 ;
   always @(posedge clk)
-    D_d9 <= \$290 ;
+    D_d9 <= \$294 ;
   always @(posedge clk)
-    D_d10 <= \$291 ;
+    D_d10 <= \$295 ;
   always @(posedge clk)
-    D_d11 <= \$292 ;
+    D_d11 <= \$296 ;
   always @(posedge clk)
-    v3_d1 <= \$293 ;
+    v3_d1 <= \$297 ;
   always @(posedge clk)
-    v3_d2 <= \$294 ;
+    v3_d2 <= \$298 ;
   always @(posedge clk)
-    n3_d1 <= \$295 ;
+    n3_d1 <= \$299 ;
   always @(posedge clk)
-    n3_d2 <= \$296 ;
+    n3_d2 <= \$300 ;
   always @(posedge clk)
-    kn3_d1 <= \$297 ;
+    kn3_d1 <= \$301 ;
   always @(posedge clk)
-    kn3_d2 <= \$298 ;
+    kn3_d2 <= \$302 ;
   always @(posedge clk)
-    dbx <= \$299 ;
+    dbx <= \$303 ;
   always @(posedge clk)
-    ya <= \$300 ;
+    ya <= \$304 ;
   always @(posedge clk)
-    v4_d1 <= \$301 ;
+    v4_d1 <= \$305 ;
   always @(posedge clk)
-    n4_d1 <= \$302 ;
+    n4_d1 <= \$306 ;
   always @(posedge clk)
-    kn4_d1 <= \$303 ;
+    kn4_d1 <= \$307 ;
   always @(posedge clk)
-    inc <= \$304 ;
+    inc <= \$308 ;
   always @(posedge clk)
-    inc_d1 <= \$305 ;
+    inc_d1 <= \$309 ;
   always @(posedge clk)
-    v8_d1 <= \$306 ;
+    v8_d1 <= \$310 ;
   always @(posedge clk)
-    v8_d2 <= \$307 ;
+    v8_d2 <= \$311 ;
   always @(posedge clk)
-    v8_d3 <= \$308 ;
+    v8_d3 <= \$312 ;
   always @(posedge clk)
-    v8_d4 <= \$309 ;
+    v8_d4 <= \$313 ;
   always @(posedge clk)
-    n8_d1 <= \$310 ;
+    n8_d1 <= \$314 ;
   always @(posedge clk)
-    n8_d2 <= \$311 ;
+    n8_d2 <= \$315 ;
   always @(posedge clk)
-    n8_d3 <= \$312 ;
+    n8_d3 <= \$316 ;
   always @(posedge clk)
-    n8_d4 <= \$313 ;
+    n8_d4 <= \$317 ;
   always @(posedge clk)
-    kn8_d1 <= \$314 ;
+    kn8_d1 <= \$318 ;
   always @(posedge clk)
-    kn8_d2 <= \$315 ;
+    kn8_d2 <= \$319 ;
   always @(posedge clk)
-    kn8_d3 <= \$316 ;
+    kn8_d3 <= \$320 ;
   always @(posedge clk)
-    kn8_d4 <= \$317 ;
+    kn8_d4 <= \$321 ;
   always @(posedge clk)
-    v10_d1 <= \$318 ;
+    v10_d1 <= \$322 ;
   always @(posedge clk)
-    v10_d2 <= \$319 ;
+    v10_d2 <= \$323 ;
   always @(posedge clk)
-    n10_d1 <= \$320 ;
+    n10_d1 <= \$324 ;
   always @(posedge clk)
-    n10_d2 <= \$321 ;
+    n10_d2 <= \$325 ;
   always @(posedge clk)
-    kn10_d1 <= \$322 ;
+    kn10_d1 <= \$326 ;
   always @(posedge clk)
-    kn10_d2 <= \$323 ;
+    kn10_d2 <= \$327 ;
   always @(posedge clk)
-    \$signature__data  <= \$324 ;
+    \$signature__data  <= \$328 ;
   always @(posedge clk)
-    \$signature__en  <= \$325 ;
+    \$signature__en  <= \$329 ;
   always @(posedge clk)
-    n11_d1 <= \$326 ;
+    n11_d1 <= \$330 ;
   always @(posedge clk)
-    \$signature__addr$45  <= \$327 ;
+    \$signature__addr$45  <= \$331 ;
   always @(posedge clk)
-    s12_d1 <= \$328 ;
+    s12_d1 <= \$332 ;
   always @(posedge clk)
-    s12_d2 <= \$329 ;
+    s12_d2 <= \$333 ;
   always @(posedge clk)
-    s12_d3 <= \$330 ;
+    s12_d3 <= \$334 ;
   always @(posedge clk)
-    s12_d4 <= \$331 ;
+    s12_d4 <= \$335 ;
   always @(posedge clk)
-    s12_d5 <= \$332 ;
+    s12_d5 <= \$336 ;
   always @(posedge clk)
-    s12_d6 <= \$333 ;
+    s12_d6 <= \$337 ;
   always @(posedge clk)
-    s12_d7 <= \$334 ;
+    s12_d7 <= \$338 ;
   always @(posedge clk)
-    s12_d8 <= \$335 ;
+    s12_d8 <= \$339 ;
   always @(posedge clk)
-    s12_d9 <= \$336 ;
+    s12_d9 <= \$340 ;
   always @(posedge clk)
-    s12_d10 <= \$337 ;
+    s12_d10 <= \$341 ;
   always @(posedge clk)
-    s12_d11 <= \$338 ;
+    s12_d11 <= \$342 ;
   always @(posedge clk)
-    n12_d1 <= \$339 ;
+    n12_d1 <= \$343 ;
   always @(posedge clk)
-    n12_d2 <= \$340 ;
+    n12_d2 <= \$344 ;
   always @(posedge clk)
-    n12_d3 <= \$341 ;
+    n12_d3 <= \$345 ;
   always @(posedge clk)
-    n12_d4 <= \$342 ;
+    n12_d4 <= \$346 ;
   always @(posedge clk)
-    n12_d5 <= \$343 ;
+    n12_d5 <= \$347 ;
   always @(posedge clk)
-    n12_d6 <= \$344 ;
+    n12_d6 <= \$348 ;
   always @(posedge clk)
-    n12_d7 <= \$345 ;
+    n12_d7 <= \$349 ;
   always @(posedge clk)
-    n12_d8 <= \$346 ;
+    n12_d8 <= \$350 ;
   always @(posedge clk)
-    n12_d9 <= \$347 ;
+    n12_d9 <= \$351 ;
   always @(posedge clk)
-    n12_d10 <= \$348 ;
+    n12_d10 <= \$352 ;
   always @(posedge clk)
-    n12_d11 <= \$349 ;
+    n12_d11 <= \$353 ;
   always @(posedge clk)
-    k12_d1 <= \$350 ;
+    k12_d1 <= \$354 ;
   always @(posedge clk)
-    k12_d2 <= \$351 ;
+    k12_d2 <= \$355 ;
   always @(posedge clk)
-    k12_d3 <= \$352 ;
+    k12_d3 <= \$356 ;
   always @(posedge clk)
-    k12_d4 <= \$353 ;
+    k12_d4 <= \$357 ;
   always @(posedge clk)
-    k12_d5 <= \$354 ;
+    k12_d5 <= \$358 ;
   always @(posedge clk)
-    k12_d6 <= \$355 ;
+    k12_d6 <= \$359 ;
   always @(posedge clk)
-    k12_d7 <= \$356 ;
+    k12_d7 <= \$360 ;
   always @(posedge clk)
-    k12_d8 <= \$357 ;
+    k12_d8 <= \$361 ;
   always @(posedge clk)
-    k12_d9 <= \$358 ;
+    k12_d9 <= \$362 ;
   always @(posedge clk)
-    k12_d10 <= \$359 ;
+    k12_d10 <= \$363 ;
   always @(posedge clk)
-    k12_d11 <= \$360 ;
+    k12_d11 <= \$364 ;
   always @(posedge clk)
-    v13_d1 <= \$361 ;
+    v13_d1 <= \$365 ;
   always @(posedge clk)
-    v13_d2 <= \$362 ;
+    v13_d2 <= \$366 ;
   always @(posedge clk)
-    n13_d1 <= \$363 ;
+    n13_d1 <= \$367 ;
   always @(posedge clk)
-    n13_d2 <= \$364 ;
+    n13_d2 <= \$368 ;
   always @(posedge clk)
-    acc <= \$365 ;
+    acc <= \$369 ;
   always @(posedge clk)
-    y <= \$366 ;
+    y <= \$370 ;
   always @(posedge clk)
-    s14_d1 <= \$367 ;
+    s14_d1 <= \$371 ;
   always @(posedge clk)
-    s14_d2 <= \$368 ;
+    s14_d2 <= \$372 ;
   always @(posedge clk)
-    n14_d1 <= \$369 ;
+    n14_d1 <= \$373 ;
   always @(posedge clk)
-    n14_d2 <= \$370 ;
+    n14_d2 <= \$374 ;
   always @(posedge clk)
-    k14_d1 <= \$371 ;
+    k14_d1 <= \$375 ;
   always @(posedge clk)
-    k14_d2 <= \$372 ;
+    k14_d2 <= \$376 ;
   always @(posedge clk)
-    skip <= \$373 ;
+    skip <= \$377 ;
   always @(posedge clk)
-    o__valid <= \$374 ;
+    o__valid <= \$378 ;
   always @(posedge clk)
-    o_i <= \$375 ;
+    o_i <= \$379 ;
   always @(posedge clk)
-    o_val <= \$376 ;
+    o_val <= \$380 ;
   always @(posedge clk)
-    k13_d1 <= \$377 ;
+    k13_d1 <= \$381 ;
   always @(posedge clk)
-    k13_d2 <= \$378 ;
+    k13_d2 <= \$382 ;
   always @(posedge clk)
-    k13_d3 <= \$379 ;
+    k13_d3 <= \$383 ;
   always @(posedge clk)
-    k13_d4 <= \$380 ;
+    k13_d4 <= \$384 ;
   always @(posedge clk)
-    k13_d5 <= \$381 ;
+    k13_d5 <= \$385 ;
   always @(posedge clk)
-    k13_d6 <= \$382 ;
+    k13_d6 <= \$386 ;
   always @(posedge clk)
-    k13_d7 <= \$383 ;
+    k13_d7 <= \$387 ;
   always @(posedge clk)
-    k13_d8 <= \$384 ;
+    k13_d8 <= \$388 ;
   always @(posedge clk)
-    k13_d9 <= \$385 ;
+    k13_d9 <= \$389 ;
   always @(posedge clk)
-    k13_d10 <= \$386 ;
+    k13_d10 <= \$390 ;
   always @(posedge clk)
-    k13_d11 <= \$387 ;
+    k13_d11 <= \$391 ;
   always @(posedge clk)
-    k13_d12 <= \$388 ;
+    k13_d12 <= \$392 ;
   always @(posedge clk)
-    y_v_d1 <= \$389 ;
-  always @(posedge clk)
-    y_k_d1 <= \$390 ;
-  always @(posedge clk)
-    layer <= \$391 ;
-  always @(posedge clk)
-    busy <= \$392 ;
-  always @(posedge clk)
-    cnt <= \$393 ;
+    y_v_d1 <= \$393 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$395  = fsm_state;
-    if (\$106 ) begin
-      if (\$107 ) begin
+    \$395  = layer;
+    if (\$108 ) begin
+      if (\$109 ) begin
         casez (fsm_state)
           3'h0:
               if (cmd__valid) begin
-                (* full_case = 32'd1 *)
-                if (\$182 ) begin
-                  \$395  = 3'h1;
-                end else begin
-                  \$395  = 3'h2;
-                end
+                \$395  = cmd__payload[1];
+              end
+        endcase
+      end
+    end
+    if (rst) begin
+      \$395  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$396  = busy;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        casez (fsm_state)
+          3'h0:
+              if (cmd__valid) begin
+                \$396  = 1'h1;
               end
           3'h1:
-              if (\$184 ) begin
-                \$395  = 3'h0;
+              if (\$186 ) begin
+                \$396  = 1'h0;
               end
           3'h2:
-              (* full_case = 32'd1 *)
-              if (\$185 ) begin
-              end else begin
-                if (\$188 ) begin
-                  \$395  = 3'h3;
-                end
-              end
+              /* empty */;
           3'h3:
-              if (phase) begin
-                if (\$197 ) begin
-                  \$395  = 3'h4;
-                end
-              end
+              /* empty */;
           3'h4:
-              if (\$198 ) begin
-                \$395  = 3'h0;
+              if (\$202 ) begin
+                \$396  = 1'h0;
               end
         endcase
       end
     end
     if (rst) begin
-      \$395  = 3'h0;
+      \$396  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$396  = pro_n;
-    if (\$106 ) begin
-      if (\$107 ) begin
+    \$397  = cnt;
+    if (\$108 ) begin
+      if (\$109 ) begin
         casez (fsm_state)
           3'h0:
               if (cmd__valid) begin
-                (* full_case = 32'd1 *)
-                if (\$182 ) begin
-                end else begin
-                  \$396  = 3'h0;
-                end
+                \$397  = 5'h00;
               end
-          3'h1:
-              /* empty */;
-          3'h2:
-              if (\$185 ) begin
-                \$396  = \$186 [2:0];
-              end
-        endcase
-      end
-    end
-    if (rst) begin
-      \$396  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$397  = k;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        casez (fsm_state)
-          3'h0:
-              /* empty */;
           3'h1:
               /* empty */;
           3'h2:
               (* full_case = 32'd1 *)
-              if (\$185 ) begin
+              if (\$187 ) begin
               end else begin
-                if (\$188 ) begin
-                  \$397  = 5'h00;
-                end
-              end
-          3'h3:
-              if (phase) begin
-                if (\$192 ) begin
-                  \$397  = \$193 [4:0];
-                end
+                \$397  = \$189 [4:0];
               end
         endcase
       end
@@ -20560,9 +20735,106 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$398  = n;
-    if (\$106 ) begin
-      if (\$107 ) begin
+    \$398  = fphase;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        casez (fsm_state)
+          3'h0:
+              if (cmd__valid) begin
+                if (\$184 ) begin
+                  \$398  = 3'h1;
+                end
+              end
+          3'h1:
+            begin
+              \$398  = \$185 [2:0];
+              if (\$186 ) begin
+                \$398  = 3'h0;
+              end
+            end
+        endcase
+      end
+    end
+    if (rst) begin
+      \$398  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$399  = fsm_state;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        casez (fsm_state)
+          3'h0:
+              if (cmd__valid) begin
+                (* full_case = 32'd1 *)
+                if (\$184 ) begin
+                  \$399  = 3'h1;
+                end else begin
+                  \$399  = 3'h2;
+                end
+              end
+          3'h1:
+              if (\$186 ) begin
+                \$399  = 3'h0;
+              end
+          3'h2:
+              (* full_case = 32'd1 *)
+              if (\$187 ) begin
+              end else begin
+                if (\$190 ) begin
+                  \$399  = 3'h3;
+                end
+              end
+          3'h3:
+              if (phase) begin
+                if (\$201 ) begin
+                  \$399  = 3'h4;
+                end
+              end
+          3'h4:
+              if (\$202 ) begin
+                \$399  = 3'h0;
+              end
+        endcase
+      end
+    end
+    if (rst) begin
+      \$399  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$400  = pro_n;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        casez (fsm_state)
+          3'h0:
+              if (cmd__valid) begin
+                (* full_case = 32'd1 *)
+                if (\$184 ) begin
+                end else begin
+                  \$400  = 3'h0;
+                end
+              end
+          3'h1:
+              /* empty */;
+          3'h2:
+              if (\$187 ) begin
+                \$400  = \$188 [2:0];
+              end
+        endcase
+      end
+    end
+    if (rst) begin
+      \$400  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$401  = k;
+    if (\$108 ) begin
+      if (\$109 ) begin
         casez (fsm_state)
           3'h0:
               /* empty */;
@@ -20570,33 +20842,64 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
               /* empty */;
           3'h2:
               (* full_case = 32'd1 *)
-              if (\$185 ) begin
+              if (\$187 ) begin
               end else begin
-                if (\$188 ) begin
-                  \$398  = 2'h0;
+                if (\$190 ) begin
+                  \$401  = 5'h00;
+                end
+              end
+          3'h3:
+              if (phase) begin
+                if (\$196 ) begin
+                  \$401  = \$197 [4:0];
+                end
+              end
+        endcase
+      end
+    end
+    if (rst) begin
+      \$401  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$402  = n;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        casez (fsm_state)
+          3'h0:
+              /* empty */;
+          3'h1:
+              /* empty */;
+          3'h2:
+              (* full_case = 32'd1 *)
+              if (\$187 ) begin
+              end else begin
+                if (\$190 ) begin
+                  \$402  = 2'h0;
                 end
               end
           3'h3:
               if (phase) begin
                 (* full_case = 32'd1 *)
-                if (\$192 ) begin
-                  \$398  = 2'h0;
+                if (\$196 ) begin
+                  \$402  = 2'h0;
                 end else begin
-                  \$398  = \$194 [1:0];
+                  \$402  = \$198 [1:0];
                 end
               end
         endcase
       end
     end
     if (rst) begin
-      \$398  = 2'h0;
+      \$402  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$399  = phase;
-    if (\$106 ) begin
-      if (\$107 ) begin
+    \$403  = phase;
+    if (\$108 ) begin
+      if (\$109 ) begin
         casez (fsm_state)
           3'h0:
               /* empty */;
@@ -20604,26 +20907,26 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
               /* empty */;
           3'h2:
               (* full_case = 32'd1 *)
-              if (\$185 ) begin
+              if (\$187 ) begin
               end else begin
-                if (\$188 ) begin
-                  \$399  = 1'h0;
+                if (\$190 ) begin
+                  \$403  = 1'h0;
                 end
               end
           3'h3:
-              \$399  = \$190 ;
+              \$403  = \$194 ;
         endcase
       end
     end
     if (rst) begin
-      \$399  = 1'h0;
+      \$403  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$400  = \$signature__addr ;
-    if (\$106 ) begin
-      if (\$107 ) begin
+    \$404  = \$signature__addr ;
+    if (\$108 ) begin
+      if (\$109 ) begin
         casez (fsm_state)
           3'h0:
               /* empty */;
@@ -20631,35 +20934,35 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
               /* empty */;
           3'h2:
               (* full_case = 32'd1 *)
-              if (\$185 ) begin
+              if (\$187 ) begin
               end else begin
-                if (\$188 ) begin
-                  \$400  = \$189 ;
+                if (\$190 ) begin
+                  \$404  = \$193 [7:0];
                 end
               end
           3'h3:
               if (phase) begin
-                \$400  = \$191 [7:0];
+                \$404  = \$195 [7:0];
               end
         endcase
       end
     end
     if (rst) begin
-      \$400  = 8'h00;
+      \$404  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$26  = 16'h0000;
+    \$28  = 16'h0000;
     casez (pro_n)
       3'h0:
-          \$26  = G[15:0];
+          \$28  = G[15:0];
       3'h1:
-          \$26  = G[31:16];
+          \$28  = G[31:16];
       3'h2:
-          \$26  = G[47:32];
+          \$28  = G[47:32];
       3'h3:
-          \$26  = G[63:48];
+          \$28  = G[63:48];
     endcase
   end
   always @* begin
@@ -20667,13 +20970,13 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     (* full_case = 32'd1 *)
     casez (n1_d1)
       2'h0:
-          \$29  = bg0;
+          \$31  = bg0;
       2'h1:
-          \$29  = bg1;
+          \$31  = bg1;
       2'h2:
-          \$29  = bg2;
+          \$31  = bg2;
       2'h3:
-          \$29  = bg3;
+          \$31  = bg3;
     endcase
   end
   always @* begin
@@ -20681,9 +20984,9 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     (* full_case = 32'd1 *)
     casez (layer)
       1'h0:
-          \$61  = 18'h010ac;
+          \$63  = 18'h010ac;
       1'h1:
-          \$61  = 18'h04bbb;
+          \$63  = 18'h04bbb;
     endcase
   end
   always @* begin
@@ -20691,9 +20994,9 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     (* full_case = 32'd1 *)
     casez (layer)
       1'h0:
-          \$69  = 19'h02f54;
+          \$71  = 19'h02f54;
       1'h1:
-          \$69  = 19'h7f445;
+          \$71  = 19'h7f445;
     endcase
   end
   always @* begin
@@ -20701,9 +21004,9 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     (* full_case = 32'd1 *)
     casez (layer)
       1'h0:
-          \$70  = 19'h02f54;
+          \$72  = 19'h02f54;
       1'h1:
-          \$70  = 19'h7f445;
+          \$72  = 19'h7f445;
     endcase
   end
   always @* begin
@@ -20711,23 +21014,23 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     (* full_case = 32'd1 *)
     casez (layer)
       1'h0:
-          \$73  = 32'd7;
+          \$75  = 32'd7;
       1'h1:
-          \$73  = 32'd7;
+          \$75  = 32'd7;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$84  = 18'h00000;
+    \$86  = 18'h00000;
     casez (pn6_d1)
       3'h0:
-          \$84  = B[17:0];
+          \$86  = B[17:0];
       3'h1:
-          \$84  = B[35:18];
+          \$86  = B[35:18];
       3'h2:
-          \$84  = B[53:36];
+          \$86  = B[53:36];
       3'h3:
-          \$84  = B[71:54];
+          \$86  = B[71:54];
     endcase
   end
   always @* begin
@@ -20735,13 +21038,13 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     (* full_case = 32'd1 *)
     casez (n11_d1)
       2'h0:
-          \$86  = C[17:0];
+          \$88  = C[17:0];
       2'h1:
-          \$86  = C[35:18];
+          \$88  = C[35:18];
       2'h2:
-          \$86  = C[53:36];
+          \$88  = C[53:36];
       2'h3:
-          \$86  = C[71:54];
+          \$88  = C[71:54];
     endcase
   end
   always @* begin
@@ -20845,14 +21148,14 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     mul2_use2 = 1'h0;
-    if (\$11 ) begin
+    if (\$13 ) begin
       mul2_use2 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     mul2_use3 = 1'h0;
-    if (\$15 ) begin
+    if (\$17 ) begin
       mul2_use3 = 1'h1;
     end
   end
@@ -20860,8 +21163,8 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \s$61  = 46'h000000000000;
     if (v13_d2) begin
-      if (\$19 ) begin
-        \s$61  = \$21 ;
+      if (\$21 ) begin
+        \s$61  = \$23 ;
       end
     end
   end
@@ -20874,7 +21177,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
       3'h1:
           /* empty */;
       3'h2:
-          if (\$97 ) begin
+          if (\$99 ) begin
             pv0 = 1'h1;
           end
     endcase
@@ -20890,105 +21193,57 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
       3'h2:
           /* empty */;
       3'h3:
-          go = \$98 ;
+          go = \$100 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$223  = s_mean;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        if (\$108 ) begin
-          \$223  = mul__p__0[39:22];
+    \$227  = s_mean;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        if (\$110 ) begin
+          \$227  = mul__p__0[39:22];
         end
       end
     end
     if (rst) begin
-      \$223  = 18'h00000;
+      \$227  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$224  = floor_delta;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        if (\$109 ) begin
-          \$224  = \$112 [17:0];
+    \$228  = floor_delta;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        if (\$111 ) begin
+          \$228  = \$114 [17:0];
         end
       end
     end
     if (rst) begin
-      \$224  = 18'h00000;
+      \$228  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$225  = eps_x;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        if (\$109 ) begin
-          \$225  = { \$115 [19], \$115 [19], \$115 [19], \$115 [19], \$115 [19], \$115 [19], \$115  };
+    \$229  = eps_x;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        if (\$111 ) begin
+          \$229  = { \$117 [19], \$117 [19], \$117 [19], \$117 [19], \$117 [19], \$117 [19], \$117  };
         end
       end
     end
     if (rst) begin
-      \$225  = 26'h0000000;
+      \$229  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$226  = pv_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$226  = pv0;
-      end
-    end
-    if (rst) begin
-      \$226  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$227  = pv_d2;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$227  = pv_d1;
-      end
-    end
-    if (rst) begin
-      \$227  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$228  = pn_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$228  = pro_n;
-      end
-    end
-    if (rst) begin
-      \$228  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$229  = pn_d2;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$229  = pn_d1;
-      end
-    end
-    if (rst) begin
-      \$229  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$230  = pv3_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$230  = pv_d2;
+    \$230  = pv_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$230  = pv0;
       end
     end
     if (rst) begin
@@ -20997,46 +21252,46 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$231  = pn3_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$231  = pn_d2;
+    \$231  = pv_d2;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$231  = pv_d1;
       end
     end
     if (rst) begin
-      \$231  = 3'h0;
+      \$231  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$232  = g2;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$232  = mul__p__0[32:15];
+    \$232  = pn_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$232  = pro_n;
       end
     end
     if (rst) begin
-      \$232  = 18'h00000;
+      \$232  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$233  = pv5_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$233  = pv3_d1;
+    \$233  = pn_d2;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$233  = pn_d1;
       end
     end
     if (rst) begin
-      \$233  = 1'h0;
+      \$233  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$234  = pv5_d2;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$234  = pv5_d1;
+    \$234  = pv3_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$234  = pv_d2;
       end
     end
     if (rst) begin
@@ -21045,10 +21300,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$235  = pn5_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$235  = pn3_d1;
+    \$235  = pn3_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$235  = pn_d2;
       end
     end
     if (rst) begin
@@ -21057,34 +21312,34 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$236  = pn5_d2;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$236  = pn5_d1;
+    \$236  = g2;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$236  = mul__p__0[32:15];
       end
     end
     if (rst) begin
-      \$236  = 3'h0;
+      \$236  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$237  = gb;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$237  = \$121 ;
+    \$237  = pv5_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$237  = pv3_d1;
       end
     end
     if (rst) begin
-      \$237  = 20'h00000;
+      \$237  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$238  = pv6_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$238  = pv5_d2;
+    \$238  = pv5_d2;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$238  = pv5_d1;
       end
     end
     if (rst) begin
@@ -21093,10 +21348,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$239  = pn6_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$239  = pn5_d2;
+    \$239  = pn5_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$239  = pn3_d1;
       end
     end
     if (rst) begin
@@ -21105,46 +21360,46 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$240  = pv8_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$240  = pv6_d1;
+    \$240  = pn5_d2;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$240  = pn5_d1;
       end
     end
     if (rst) begin
-      \$240  = 1'h0;
+      \$240  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$241  = pv8_d2;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$241  = pv8_d1;
+    \$241  = gb;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$241  = \$123 ;
       end
     end
     if (rst) begin
-      \$241  = 1'h0;
+      \$241  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$242  = pn8_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$242  = pn6_d1;
+    \$242  = pv6_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$242  = pv5_d2;
       end
     end
     if (rst) begin
-      \$242  = 3'h0;
+      \$242  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$243  = pn8_d2;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$243  = pn8_d1;
+    \$243  = pn6_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$243  = pn5_d2;
       end
     end
     if (rst) begin
@@ -21153,45 +21408,93 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$244  = bg0;
-    if (\$106 ) begin
-      if (\$107 ) begin
+    \$244  = pv8_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$244  = pv6_d1;
+      end
+    end
+    if (rst) begin
+      \$244  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$245  = pv8_d2;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$245  = pv8_d1;
+      end
+    end
+    if (rst) begin
+      \$245  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$246  = pn8_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$246  = pn6_d1;
+      end
+    end
+    if (rst) begin
+      \$246  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$247  = pn8_d2;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$247  = pn8_d1;
+      end
+    end
+    if (rst) begin
+      \$247  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$248  = bg0;
+    if (\$108 ) begin
+      if (\$109 ) begin
         if (pv8_d2) begin
           casez (pn8_d2)
             3'h0:
-                \$244  = \$127 ;
+                \$248  = \$129 ;
           endcase
         end
       end
     end
     if (rst) begin
-      \$244  = 18'h00000;
+      \$248  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$245  = bg1;
-    if (\$106 ) begin
-      if (\$107 ) begin
+    \$249  = bg1;
+    if (\$108 ) begin
+      if (\$109 ) begin
         if (pv8_d2) begin
           casez (pn8_d2)
             3'h0:
                 /* empty */;
             3'h1:
-                \$245  = \$133 ;
+                \$249  = \$135 ;
           endcase
         end
       end
     end
     if (rst) begin
-      \$245  = 18'h00000;
+      \$249  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$246  = bg2;
-    if (\$106 ) begin
-      if (\$107 ) begin
+    \$250  = bg2;
+    if (\$108 ) begin
+      if (\$109 ) begin
         if (pv8_d2) begin
           casez (pn8_d2)
             3'h0:
@@ -21199,20 +21502,20 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
             3'h1:
                 /* empty */;
             3'h2:
-                \$246  = \$139 ;
+                \$250  = \$141 ;
           endcase
         end
       end
     end
     if (rst) begin
-      \$246  = 18'h00000;
+      \$250  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$247  = bg3;
-    if (\$106 ) begin
-      if (\$107 ) begin
+    \$251  = bg3;
+    if (\$108 ) begin
+      if (\$109 ) begin
         if (pv8_d2) begin
           casez (pn8_d2)
             3'h0:
@@ -21222,129 +21525,81 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
             3'h2:
                 /* empty */;
             3'h3:
-                \$247  = \$145 ;
+                \$251  = \$147 ;
           endcase
         end
       end
     end
     if (rst) begin
-      \$247  = 18'h00000;
+      \$251  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$248  = v1_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$248  = \$146 ;
+    \$252  = v1_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$252  = \$148 ;
       end
     end
     if (rst) begin
-      \$248  = 1'h0;
+      \$252  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$249  = s1_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$249  = go;
+    \$253  = s1_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$253  = go;
       end
     end
     if (rst) begin
-      \$249  = 1'h0;
+      \$253  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$250  = n1_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$250  = n;
+    \$254  = n1_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$254  = n;
       end
     end
     if (rst) begin
-      \$250  = 2'h0;
+      \$254  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$251  = k1_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$251  = k;
+    \$255  = k1_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$255  = k;
       end
     end
     if (rst) begin
-      \$251  = 5'h00;
+      \$255  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$252  = kn1_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$252  = \$signature__addr ;
+    \$256  = kn1_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$256  = \$signature__addr ;
       end
     end
     if (rst) begin
-      \$252  = 8'h00;
+      \$256  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$253  = xc_p2;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$253  = rd_xc__data;
-      end
-    end
-    if (rst) begin
-      \$253  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$254  = xc_p3;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$254  = xc_p2;
-      end
-    end
-    if (rst) begin
-      \$254  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$255  = xc_p4;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$255  = xc_p3;
-      end
-    end
-    if (rst) begin
-      \$255  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$256  = xc_p5;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$256  = xc_p4;
-      end
-    end
-    if (rst) begin
-      \$256  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$257  = xc_p6;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$257  = xc_p5;
+    \$257  = xc_p2;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$257  = rd_xc__data;
       end
     end
     if (rst) begin
@@ -21353,10 +21608,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$258  = xc_p7;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$258  = xc_p6;
+    \$258  = xc_p3;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$258  = xc_p2;
       end
     end
     if (rst) begin
@@ -21365,10 +21620,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$259  = xc_p8;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$259  = xc_p7;
+    \$259  = xc_p4;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$259  = xc_p3;
       end
     end
     if (rst) begin
@@ -21377,10 +21632,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$260  = xc_p9;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$260  = xc_p8;
+    \$260  = xc_p5;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$260  = xc_p4;
       end
     end
     if (rst) begin
@@ -21389,10 +21644,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$261  = xc_p10;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$261  = xc_p9;
+    \$261  = xc_p6;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$261  = xc_p5;
       end
     end
     if (rst) begin
@@ -21401,10 +21656,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$262  = xc_p11;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$262  = xc_p10;
+    \$262  = xc_p7;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$262  = xc_p6;
       end
     end
     if (rst) begin
@@ -21413,10 +21668,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$263  = xc_p12;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$263  = xc_p11;
+    \$263  = xc_p8;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$263  = xc_p7;
       end
     end
     if (rst) begin
@@ -21425,58 +21680,58 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$264  = hold_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$264  = \$147 ;
+    \$264  = xc_p9;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$264  = xc_p8;
       end
     end
     if (rst) begin
-      \$264  = 24'h000000;
+      \$264  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$265  = hold_d2;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$265  = hold_d1;
+    \$265  = xc_p10;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$265  = xc_p9;
       end
     end
     if (rst) begin
-      \$265  = 24'h000000;
+      \$265  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$266  = hold_d3;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$266  = hold_d2;
+    \$266  = xc_p11;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$266  = xc_p10;
       end
     end
     if (rst) begin
-      \$266  = 24'h000000;
+      \$266  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$267  = hold_d4;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$267  = hold_d3;
+    \$267  = xc_p12;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$267  = xc_p11;
       end
     end
     if (rst) begin
-      \$267  = 24'h000000;
+      \$267  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$268  = hold_d5;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$268  = hold_d4;
+    \$268  = hold_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$268  = \$149 ;
       end
     end
     if (rst) begin
@@ -21485,10 +21740,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$269  = hold_d6;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$269  = hold_d5;
+    \$269  = hold_d2;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$269  = hold_d1;
       end
     end
     if (rst) begin
@@ -21497,10 +21752,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$270  = hold_d7;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$270  = hold_d6;
+    \$270  = hold_d3;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$270  = hold_d2;
       end
     end
     if (rst) begin
@@ -21509,58 +21764,58 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$271  = sz_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$271  = rd_sz__data;
+    \$271  = hold_d4;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$271  = hold_d3;
       end
     end
     if (rst) begin
-      \$271  = 16'h0000;
+      \$271  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$272  = sz_d2;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$272  = sz_d1;
+    \$272  = hold_d5;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$272  = hold_d4;
       end
     end
     if (rst) begin
-      \$272  = 16'h0000;
+      \$272  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$273  = sz_d3;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$273  = sz_d2;
+    \$273  = hold_d6;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$273  = hold_d5;
       end
     end
     if (rst) begin
-      \$273  = 16'h0000;
+      \$273  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$274  = sz_d4;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$274  = sz_d3;
+    \$274  = hold_d7;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$274  = hold_d6;
       end
     end
     if (rst) begin
-      \$274  = 16'h0000;
+      \$274  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$275  = sz_d5;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$275  = sz_d4;
+    \$275  = sz_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$275  = rd_sz__data;
       end
     end
     if (rst) begin
@@ -21569,10 +21824,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$276  = sz_d6;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$276  = sz_d5;
+    \$276  = sz_d2;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$276  = sz_d1;
       end
     end
     if (rst) begin
@@ -21581,10 +21836,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$277  = sz_d7;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$277  = sz_d6;
+    \$277  = sz_d3;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$277  = sz_d2;
       end
     end
     if (rst) begin
@@ -21593,10 +21848,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$278  = sz_d8;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$278  = sz_d7;
+    \$278  = sz_d4;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$278  = sz_d3;
       end
     end
     if (rst) begin
@@ -21605,10 +21860,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$279  = sz_d9;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$279  = sz_d8;
+    \$279  = sz_d5;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$279  = sz_d4;
       end
     end
     if (rst) begin
@@ -21617,10 +21872,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$280  = sz_d10;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$280  = sz_d9;
+    \$280  = sz_d6;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$280  = sz_d5;
       end
     end
     if (rst) begin
@@ -21629,10 +21884,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$281  = sz_d11;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$281  = sz_d10;
+    \$281  = sz_d7;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$281  = sz_d6;
       end
     end
     if (rst) begin
@@ -21641,10 +21896,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$282  = D_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$282  = \$signature__data$160 ;
+    \$282  = sz_d8;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$282  = sz_d7;
       end
     end
     if (rst) begin
@@ -21653,10 +21908,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$283  = D_d2;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$283  = D_d1;
+    \$283  = sz_d9;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$283  = sz_d8;
       end
     end
     if (rst) begin
@@ -21665,10 +21920,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$284  = D_d3;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$284  = D_d2;
+    \$284  = sz_d10;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$284  = sz_d9;
       end
     end
     if (rst) begin
@@ -21677,10 +21932,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$285  = D_d4;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$285  = D_d3;
+    \$285  = sz_d11;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$285  = sz_d10;
       end
     end
     if (rst) begin
@@ -21689,10 +21944,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$286  = D_d5;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$286  = D_d4;
+    \$286  = D_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$286  = \$signature__data$160 ;
       end
     end
     if (rst) begin
@@ -21701,10 +21956,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$287  = D_d6;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$287  = D_d5;
+    \$287  = D_d2;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$287  = D_d1;
       end
     end
     if (rst) begin
@@ -21713,10 +21968,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$288  = D_d7;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$288  = D_d6;
+    \$288  = D_d3;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$288  = D_d2;
       end
     end
     if (rst) begin
@@ -21725,10 +21980,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$289  = D_d8;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$289  = D_d7;
+    \$289  = D_d4;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$289  = D_d3;
       end
     end
     if (rst) begin
@@ -21737,10 +21992,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$290  = D_d9;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$290  = D_d8;
+    \$290  = D_d5;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$290  = D_d4;
       end
     end
     if (rst) begin
@@ -21749,10 +22004,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$291  = D_d10;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$291  = D_d9;
+    \$291  = D_d6;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$291  = D_d5;
       end
     end
     if (rst) begin
@@ -21761,10 +22016,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$292  = D_d11;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$292  = D_d10;
+    \$292  = D_d7;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$292  = D_d6;
       end
     end
     if (rst) begin
@@ -21773,418 +22028,418 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$293  = v3_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$293  = v1_d1;
+    \$293  = D_d8;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$293  = D_d7;
       end
     end
     if (rst) begin
-      \$293  = 1'h0;
+      \$293  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$294  = v3_d2;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$294  = v3_d1;
+    \$294  = D_d9;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$294  = D_d8;
       end
     end
     if (rst) begin
-      \$294  = 1'h0;
+      \$294  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$295  = n3_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$295  = n1_d1;
+    \$295  = D_d10;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$295  = D_d9;
       end
     end
     if (rst) begin
-      \$295  = 2'h0;
+      \$295  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$296  = n3_d2;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$296  = n3_d1;
+    \$296  = D_d11;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$296  = D_d10;
       end
     end
     if (rst) begin
-      \$296  = 2'h0;
+      \$296  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$297  = kn3_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$297  = kn1_d1;
+    \$297  = v3_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$297  = v1_d1;
       end
     end
     if (rst) begin
-      \$297  = 8'h00;
+      \$297  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$298  = kn3_d2;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$298  = kn3_d1;
+    \$298  = v3_d2;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$298  = v3_d1;
       end
     end
     if (rst) begin
-      \$298  = 8'h00;
+      \$298  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$299  = dbx;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$299  = \$153 ;
+    \$299  = n3_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$299  = n1_d1;
       end
     end
     if (rst) begin
-      \$299  = 24'h000000;
+      \$299  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$300  = ya;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$300  = mul__p__1[35:4];
+    \$300  = n3_d2;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$300  = n3_d1;
       end
     end
     if (rst) begin
-      \$300  = 32'd0;
+      \$300  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$301  = v4_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$301  = v3_d2;
+    \$301  = kn3_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$301  = kn1_d1;
       end
     end
     if (rst) begin
-      \$301  = 1'h0;
+      \$301  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$302  = n4_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$302  = n3_d2;
+    \$302  = kn3_d2;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$302  = kn3_d1;
       end
     end
     if (rst) begin
-      \$302  = 2'h0;
+      \$302  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$303  = kn4_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$303  = kn3_d2;
+    \$303  = dbx;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$303  = \$155 ;
       end
     end
     if (rst) begin
-      \$303  = 8'h00;
+      \$303  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$304  = inc;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$304  = mul__p__0[40:10];
+    \$304  = ya;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$304  = mul__p__1[35:4];
       end
     end
     if (rst) begin
-      \$304  = 31'h00000000;
+      \$304  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$305  = inc_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$305  = inc;
+    \$305  = v4_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$305  = v3_d2;
       end
     end
     if (rst) begin
-      \$305  = 31'h00000000;
+      \$305  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$306  = v8_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$306  = v4_d1;
+    \$306  = n4_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$306  = n3_d2;
       end
     end
     if (rst) begin
-      \$306  = 1'h0;
+      \$306  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$307  = v8_d2;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$307  = v8_d1;
+    \$307  = kn4_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$307  = kn3_d2;
       end
     end
     if (rst) begin
-      \$307  = 1'h0;
+      \$307  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$308  = v8_d3;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$308  = v8_d2;
+    \$308  = inc;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$308  = mul__p__0[40:10];
       end
     end
     if (rst) begin
-      \$308  = 1'h0;
+      \$308  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$309  = v8_d4;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$309  = v8_d3;
+    \$309  = inc_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$309  = inc;
       end
     end
     if (rst) begin
-      \$309  = 1'h0;
+      \$309  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$310  = n8_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$310  = n4_d1;
+    \$310  = v8_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$310  = v4_d1;
       end
     end
     if (rst) begin
-      \$310  = 2'h0;
+      \$310  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$311  = n8_d2;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$311  = n8_d1;
+    \$311  = v8_d2;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$311  = v8_d1;
       end
     end
     if (rst) begin
-      \$311  = 2'h0;
+      \$311  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$312  = n8_d3;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$312  = n8_d2;
+    \$312  = v8_d3;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$312  = v8_d2;
       end
     end
     if (rst) begin
-      \$312  = 2'h0;
+      \$312  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$313  = n8_d4;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$313  = n8_d3;
+    \$313  = v8_d4;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$313  = v8_d3;
       end
     end
     if (rst) begin
-      \$313  = 2'h0;
+      \$313  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$314  = kn8_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$314  = kn4_d1;
+    \$314  = n8_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$314  = n4_d1;
       end
     end
     if (rst) begin
-      \$314  = 8'h00;
+      \$314  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$315  = kn8_d2;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$315  = kn8_d1;
+    \$315  = n8_d2;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$315  = n8_d1;
       end
     end
     if (rst) begin
-      \$315  = 8'h00;
+      \$315  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$316  = kn8_d3;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$316  = kn8_d2;
+    \$316  = n8_d3;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$316  = n8_d2;
       end
     end
     if (rst) begin
-      \$316  = 8'h00;
+      \$316  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$317  = kn8_d4;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$317  = kn8_d3;
+    \$317  = n8_d4;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$317  = n8_d3;
       end
     end
     if (rst) begin
-      \$317  = 8'h00;
+      \$317  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$318  = v10_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$318  = v8_d4;
+    \$318  = kn8_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$318  = kn4_d1;
       end
     end
     if (rst) begin
-      \$318  = 1'h0;
+      \$318  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$319  = v10_d2;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$319  = v10_d1;
+    \$319  = kn8_d2;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$319  = kn8_d1;
       end
     end
     if (rst) begin
-      \$319  = 1'h0;
+      \$319  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$320  = n10_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$320  = n8_d4;
+    \$320  = kn8_d3;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$320  = kn8_d2;
       end
     end
     if (rst) begin
-      \$320  = 2'h0;
+      \$320  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$321  = n10_d2;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$321  = n10_d1;
+    \$321  = kn8_d4;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$321  = kn8_d3;
       end
     end
     if (rst) begin
-      \$321  = 2'h0;
+      \$321  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$322  = kn10_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$322  = kn8_d4;
+    \$322  = v10_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$322  = v8_d4;
       end
     end
     if (rst) begin
-      \$322  = 8'h00;
+      \$322  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$323  = kn10_d2;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$323  = kn10_d1;
+    \$323  = v10_d2;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$323  = v10_d1;
       end
     end
     if (rst) begin
-      \$323  = 8'h00;
+      \$323  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$324  = \$signature__data ;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$324  = \$159 ;
+    \$324  = n10_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$324  = n8_d4;
       end
     end
     if (rst) begin
-      \$324  = 24'h000000;
+      \$324  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$325  = \$signature__en ;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$325  = v10_d2;
+    \$325  = n10_d2;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$325  = n10_d1;
       end
     end
     if (rst) begin
-      \$325  = 1'h0;
+      \$325  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$326  = n11_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$326  = n10_d2;
+    \$326  = kn10_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$326  = kn8_d4;
       end
     end
     if (rst) begin
-      \$326  = 2'h0;
+      \$326  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$327  = \$signature__addr$45 ;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$327  = kn10_d2;
+    \$327  = kn10_d2;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$327  = kn10_d1;
       end
     end
     if (rst) begin
@@ -22193,22 +22448,22 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$328  = s12_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$328  = s1_d1;
+    \$328  = \$signature__data ;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$328  = \$161 ;
       end
     end
     if (rst) begin
-      \$328  = 1'h0;
+      \$328  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$329  = s12_d2;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$329  = s12_d1;
+    \$329  = \$signature__en ;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$329  = v10_d2;
       end
     end
     if (rst) begin
@@ -22217,34 +22472,34 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$330  = s12_d3;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$330  = s12_d2;
+    \$330  = n11_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$330  = n10_d2;
       end
     end
     if (rst) begin
-      \$330  = 1'h0;
+      \$330  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$331  = s12_d4;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$331  = s12_d3;
+    \$331  = \$signature__addr$45 ;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$331  = kn10_d2;
       end
     end
     if (rst) begin
-      \$331  = 1'h0;
+      \$331  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$332  = s12_d5;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$332  = s12_d4;
+    \$332  = s12_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$332  = s1_d1;
       end
     end
     if (rst) begin
@@ -22253,10 +22508,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$333  = s12_d6;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$333  = s12_d5;
+    \$333  = s12_d2;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$333  = s12_d1;
       end
     end
     if (rst) begin
@@ -22265,10 +22520,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$334  = s12_d7;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$334  = s12_d6;
+    \$334  = s12_d3;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$334  = s12_d2;
       end
     end
     if (rst) begin
@@ -22277,10 +22532,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$335  = s12_d8;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$335  = s12_d7;
+    \$335  = s12_d4;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$335  = s12_d3;
       end
     end
     if (rst) begin
@@ -22289,10 +22544,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$336  = s12_d9;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$336  = s12_d8;
+    \$336  = s12_d5;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$336  = s12_d4;
       end
     end
     if (rst) begin
@@ -22301,10 +22556,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$337  = s12_d10;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$337  = s12_d9;
+    \$337  = s12_d6;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$337  = s12_d5;
       end
     end
     if (rst) begin
@@ -22313,10 +22568,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$338  = s12_d11;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$338  = s12_d10;
+    \$338  = s12_d7;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$338  = s12_d6;
       end
     end
     if (rst) begin
@@ -22325,58 +22580,58 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$339  = n12_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$339  = n1_d1;
+    \$339  = s12_d8;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$339  = s12_d7;
       end
     end
     if (rst) begin
-      \$339  = 2'h0;
+      \$339  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$340  = n12_d2;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$340  = n12_d1;
+    \$340  = s12_d9;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$340  = s12_d8;
       end
     end
     if (rst) begin
-      \$340  = 2'h0;
+      \$340  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$341  = n12_d3;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$341  = n12_d2;
+    \$341  = s12_d10;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$341  = s12_d9;
       end
     end
     if (rst) begin
-      \$341  = 2'h0;
+      \$341  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$342  = n12_d4;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$342  = n12_d3;
+    \$342  = s12_d11;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$342  = s12_d10;
       end
     end
     if (rst) begin
-      \$342  = 2'h0;
+      \$342  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$343  = n12_d5;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$343  = n12_d4;
+    \$343  = n12_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$343  = n1_d1;
       end
     end
     if (rst) begin
@@ -22385,10 +22640,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$344  = n12_d6;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$344  = n12_d5;
+    \$344  = n12_d2;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$344  = n12_d1;
       end
     end
     if (rst) begin
@@ -22397,10 +22652,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$345  = n12_d7;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$345  = n12_d6;
+    \$345  = n12_d3;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$345  = n12_d2;
       end
     end
     if (rst) begin
@@ -22409,10 +22664,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$346  = n12_d8;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$346  = n12_d7;
+    \$346  = n12_d4;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$346  = n12_d3;
       end
     end
     if (rst) begin
@@ -22421,10 +22676,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$347  = n12_d9;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$347  = n12_d8;
+    \$347  = n12_d5;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$347  = n12_d4;
       end
     end
     if (rst) begin
@@ -22433,10 +22688,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$348  = n12_d10;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$348  = n12_d9;
+    \$348  = n12_d6;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$348  = n12_d5;
       end
     end
     if (rst) begin
@@ -22445,10 +22700,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$349  = n12_d11;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$349  = n12_d10;
+    \$349  = n12_d7;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$349  = n12_d6;
       end
     end
     if (rst) begin
@@ -22457,58 +22712,58 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$350  = k12_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$350  = k1_d1;
+    \$350  = n12_d8;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$350  = n12_d7;
       end
     end
     if (rst) begin
-      \$350  = 5'h00;
+      \$350  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$351  = k12_d2;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$351  = k12_d1;
+    \$351  = n12_d9;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$351  = n12_d8;
       end
     end
     if (rst) begin
-      \$351  = 5'h00;
+      \$351  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$352  = k12_d3;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$352  = k12_d2;
+    \$352  = n12_d10;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$352  = n12_d9;
       end
     end
     if (rst) begin
-      \$352  = 5'h00;
+      \$352  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$353  = k12_d4;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$353  = k12_d3;
+    \$353  = n12_d11;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$353  = n12_d10;
       end
     end
     if (rst) begin
-      \$353  = 5'h00;
+      \$353  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$354  = k12_d5;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$354  = k12_d4;
+    \$354  = k12_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$354  = k1_d1;
       end
     end
     if (rst) begin
@@ -22517,10 +22772,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$355  = k12_d6;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$355  = k12_d5;
+    \$355  = k12_d2;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$355  = k12_d1;
       end
     end
     if (rst) begin
@@ -22529,10 +22784,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$356  = k12_d7;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$356  = k12_d6;
+    \$356  = k12_d3;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$356  = k12_d2;
       end
     end
     if (rst) begin
@@ -22541,10 +22796,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$357  = k12_d8;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$357  = k12_d7;
+    \$357  = k12_d4;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$357  = k12_d3;
       end
     end
     if (rst) begin
@@ -22553,10 +22808,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$358  = k12_d9;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$358  = k12_d8;
+    \$358  = k12_d5;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$358  = k12_d4;
       end
     end
     if (rst) begin
@@ -22565,10 +22820,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$359  = k12_d10;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$359  = k12_d9;
+    \$359  = k12_d6;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$359  = k12_d5;
       end
     end
     if (rst) begin
@@ -22577,10 +22832,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$360  = k12_d11;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$360  = k12_d10;
+    \$360  = k12_d7;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$360  = k12_d6;
       end
     end
     if (rst) begin
@@ -22589,186 +22844,184 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$361  = v13_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$361  = \$signature__en ;
+    \$361  = k12_d8;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$361  = k12_d7;
       end
     end
     if (rst) begin
-      \$361  = 1'h0;
+      \$361  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$362  = v13_d2;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$362  = v13_d1;
+    \$362  = k12_d9;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$362  = k12_d8;
       end
     end
     if (rst) begin
-      \$362  = 1'h0;
+      \$362  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$363  = n13_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$363  = n11_d1;
+    \$363  = k12_d10;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$363  = k12_d9;
       end
     end
     if (rst) begin
-      \$363  = 2'h0;
+      \$363  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$364  = n13_d2;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$364  = n13_d1;
+    \$364  = k12_d11;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$364  = k12_d10;
       end
     end
     if (rst) begin
-      \$364  = 2'h0;
+      \$364  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$365  = acc;
-    if (\$106 ) begin
-      if (\$107 ) begin
+    \$365  = v13_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$365  = \$signature__en ;
+      end
+    end
+    if (rst) begin
+      \$365  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$366  = v13_d2;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$366  = v13_d1;
+      end
+    end
+    if (rst) begin
+      \$366  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$367  = n13_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$367  = n11_d1;
+      end
+    end
+    if (rst) begin
+      \$367  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$368  = n13_d2;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$368  = n13_d1;
+      end
+    end
+    if (rst) begin
+      \$368  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$369  = acc;
+    if (\$108 ) begin
+      if (\$109 ) begin
         if (v13_d2) begin
-          \$365  = \$18 [44:0];
+          \$369  = \$20 [44:0];
         end
       end
     end
     if (rst) begin
-      \$365  = 45'h000000000000;
+      \$369  = 45'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$366  = y;
-    if (\$106 ) begin
-      if (\$107 ) begin
+    \$370  = y;
+    if (\$108 ) begin
+      if (\$109 ) begin
         if (v13_d2) begin
-          if (\$160 ) begin
-            \$366  = \$166 ;
+          if (\$162 ) begin
+            \$370  = \$168 ;
           end
         end
       end
     end
     if (rst) begin
-      \$366  = 24'h000000;
+      \$370  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$367  = s14_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$367  = s12_d11;
+    \$371  = s14_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$371  = s12_d11;
       end
     end
     if (rst) begin
-      \$367  = 1'h0;
+      \$371  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$368  = s14_d2;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$368  = s14_d1;
+    \$372  = s14_d2;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$372  = s14_d1;
       end
     end
     if (rst) begin
-      \$368  = 1'h0;
+      \$372  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$369  = n14_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$369  = n12_d11;
+    \$373  = n14_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$373  = n12_d11;
       end
     end
     if (rst) begin
-      \$369  = 2'h0;
+      \$373  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$370  = n14_d2;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$370  = n14_d1;
+    \$374  = n14_d2;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$374  = n14_d1;
       end
     end
     if (rst) begin
-      \$370  = 2'h0;
+      \$374  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$371  = k14_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$371  = k12_d11;
-      end
-    end
-    if (rst) begin
-      \$371  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$372  = k14_d2;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$372  = k14_d1;
-      end
-    end
-    if (rst) begin
-      \$372  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$373  = skip;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        if (\$168 ) begin
-          \$373  = mul__p__2[32:10];
-        end
-      end
-    end
-    if (rst) begin
-      \$373  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$374  = o__valid;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$374  = \$172 ;
-      end
-    end
-    if (rst) begin
-      \$374  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$375  = o_i;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$375  = \$173 [4:0];
+    \$375  = k14_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$375  = k12_d11;
       end
     end
     if (rst) begin
@@ -22777,46 +23030,48 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$376  = o_val;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$376  = \$179 ;
+    \$376  = k14_d2;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$376  = k14_d1;
       end
     end
     if (rst) begin
-      \$376  = 24'h000000;
+      \$376  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$377  = k13_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$377  = k1_d1;
+    \$377  = skip;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        if (\$170 ) begin
+          \$377  = mul__p__2[32:10];
+        end
       end
     end
     if (rst) begin
-      \$377  = 5'h00;
+      \$377  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$378  = k13_d2;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$378  = k13_d1;
+    \$378  = o__valid;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$378  = \$174 ;
       end
     end
     if (rst) begin
-      \$378  = 5'h00;
+      \$378  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$379  = k13_d3;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$379  = k13_d2;
+    \$379  = o_i;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$379  = \$175 [4:0];
       end
     end
     if (rst) begin
@@ -22825,22 +23080,22 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$380  = k13_d4;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$380  = k13_d3;
+    \$380  = o_val;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$380  = \$181 ;
       end
     end
     if (rst) begin
-      \$380  = 5'h00;
+      \$380  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$381  = k13_d5;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$381  = k13_d4;
+    \$381  = k13_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$381  = k1_d1;
       end
     end
     if (rst) begin
@@ -22849,10 +23104,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$382  = k13_d6;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$382  = k13_d5;
+    \$382  = k13_d2;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$382  = k13_d1;
       end
     end
     if (rst) begin
@@ -22861,10 +23116,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$383  = k13_d7;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$383  = k13_d6;
+    \$383  = k13_d3;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$383  = k13_d2;
       end
     end
     if (rst) begin
@@ -22873,10 +23128,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$384  = k13_d8;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$384  = k13_d7;
+    \$384  = k13_d4;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$384  = k13_d3;
       end
     end
     if (rst) begin
@@ -22885,10 +23140,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$385  = k13_d9;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$385  = k13_d8;
+    \$385  = k13_d5;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$385  = k13_d4;
       end
     end
     if (rst) begin
@@ -22897,10 +23152,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$386  = k13_d10;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$386  = k13_d9;
+    \$386  = k13_d6;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$386  = k13_d5;
       end
     end
     if (rst) begin
@@ -22909,10 +23164,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$387  = k13_d11;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$387  = k13_d10;
+    \$387  = k13_d7;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$387  = k13_d6;
       end
     end
     if (rst) begin
@@ -22921,10 +23176,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$388  = k13_d12;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$388  = k13_d11;
+    \$388  = k13_d8;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$388  = k13_d7;
       end
     end
     if (rst) begin
@@ -22933,22 +23188,22 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$389  = y_v_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$389  = \$181 ;
+    \$389  = k13_d9;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$389  = k13_d8;
       end
     end
     if (rst) begin
-      \$389  = 1'h0;
+      \$389  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$390  = y_k_d1;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        \$390  = k13_d12;
+    \$390  = k13_d10;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$390  = k13_d9;
       end
     end
     if (rst) begin
@@ -22957,99 +23212,50 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$391  = layer;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        casez (fsm_state)
-          3'h0:
-              if (cmd__valid) begin
-                \$391  = cmd__payload[1];
-              end
-        endcase
+    \$391  = k13_d11;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$391  = k13_d10;
       end
     end
     if (rst) begin
-      \$391  = 1'h0;
+      \$391  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$392  = busy;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        casez (fsm_state)
-          3'h0:
-              if (cmd__valid) begin
-                \$392  = 1'h1;
-              end
-          3'h1:
-              if (\$184 ) begin
-                \$392  = 1'h0;
-              end
-          3'h2:
-              /* empty */;
-          3'h3:
-              /* empty */;
-          3'h4:
-              if (\$198 ) begin
-                \$392  = 1'h0;
-              end
-        endcase
+    \$392  = k13_d12;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$392  = k13_d11;
       end
     end
     if (rst) begin
-      \$392  = 1'h0;
+      \$392  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$393  = cnt;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        casez (fsm_state)
-          3'h0:
-              if (cmd__valid) begin
-                \$393  = 5'h00;
-              end
-          3'h1:
-              /* empty */;
-          3'h2:
-              (* full_case = 32'd1 *)
-              if (\$185 ) begin
-              end else begin
-                \$393  = \$187 [4:0];
-              end
-        endcase
+    \$393  = y_v_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$393  = \$183 ;
       end
     end
     if (rst) begin
-      \$393  = 5'h00;
+      \$393  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$394  = fphase;
-    if (\$106 ) begin
-      if (\$107 ) begin
-        casez (fsm_state)
-          3'h0:
-              if (cmd__valid) begin
-                if (\$182 ) begin
-                  \$394  = 3'h1;
-                end
-              end
-          3'h1:
-            begin
-              \$394  = \$183 [2:0];
-              if (\$184 ) begin
-                \$394  = 3'h0;
-              end
-            end
-        endcase
+    \$394  = y_k_d1;
+    if (\$108 ) begin
+      if (\$109 ) begin
+        \$394  = k13_d12;
       end
     end
     if (rst) begin
-      \$394  = 3'h0;
+      \$394  = 5'h00;
     end
   end
   assign exp2__o__ready = 1'h1;
@@ -23059,28 +23265,28 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   assign rd_xc__addr = k;
   assign kn = \$signature__addr ;
   assign \$signature__addr$29  = \$signature__addr ;
-  assign \$signature__addr$30  = \$9 [5:0];
+  assign \$signature__addr$30  = \$11 [5:0];
   assign \s$35  = mul__p__0[34:7];
   assign \s$44  = mul__p__1[47:16];
   assign kn11_d1 = \$signature__addr$45 ;
   assign h_new = \$signature__data ;
   assign v11_d1 = \$signature__en ;
-  assign acc_now = \$18 [44:0];
+  assign acc_now = \$20 [44:0];
   assign \s$63  = mul__p__2[40:11];
   assign o_v = o__valid;
-  assign mul__a__0 = { \$33 [23], \$33  };
-  assign mul__c__0 = { \$52 [33], \$52 [33], \$52 [33], \$52 [33], \$52 [33], \$52 [33], \$52 [33], \$52 [33], \$52 [33], \$52 [33], \$52 [33], \$52 [33], \$52 [33], \$52 [33], \$52  };
-  assign mul__a__1 = { \$59 [23], \$59  };
-  assign mul__a__2 = { \$83 [23], \$83  };
-  assign mul__c__2 = { 33'h000000000, \$96  };
+  assign mul__a__0 = { \$35 [23], \$35  };
+  assign mul__c__0 = { \$54 [33], \$54 [33], \$54 [33], \$54 [33], \$54 [33], \$54 [33], \$54 [33], \$54 [33], \$54 [33], \$54 [33], \$54 [33], \$54 [33], \$54 [33], \$54 [33], \$54  };
+  assign mul__a__1 = { \$61 [23], \$61  };
+  assign mul__a__2 = { \$85 [23], \$85  };
+  assign mul__c__2 = { 33'h000000000, \$98  };
   assign rd_sz__addr = \$7 [4:0];
-  assign \port$2324$0  = \$33 ;
-  assign mul__b__0 = \$43 [17:0];
-  assign \port$2343$0  = \$52 ;
-  assign \port$2350$0  = \$59 ;
-  assign mul__b__1 = \$67 [17:0];
-  assign \port$2384$0  = \$83 ;
-  assign \port$2408$0  = \$96 ;
+  assign \port$2348$0  = \$35 ;
+  assign mul__b__0 = \$45 [17:0];
+  assign \port$2367$0  = \$54 ;
+  assign \port$2374$0  = \$61 ;
+  assign mul__b__1 = \$69 [17:0];
+  assign \port$2408$0  = \$85 ;
+  assign \port$2432$0  = \$98 ;
   assign \regs.delta_floor_min  = regs[15:0];
   assign \regs.delta_floor_max  = regs[31:16];
   assign \regs.eps_min  = regs[47:32];
@@ -23103,19 +23309,23 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   assign \C[3]  = C[71:54];
   assign \cmd__payload.op  = cmd__payload[0];
   assign \cmd__payload.layer  = cmd__payload[1];
-  assign o__payload[29] = \$22 ;
+  assign o__payload[29] = \$24 ;
   assign o__payload[28:5] = o_val;
   assign o__payload[4:0] = o_i;
   assign \$3  = regs[79:64];
   assign bgf = { 1'h0, \$4 [16:1] };
-  assign \$20  = { \$18 [44], \$18 [44], \$18 [44], \$18 [44], \$18 [44], \$18 [44], \$18 [44], \$18 [44], \$18 [44], \$18 [44], \$18 [44], \$18 [44], \$18 [44], \$18 [44:13] };
-  assign \$110  = { mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33:21] };
-  assign \$112  = { \$111 [19], \$111 [19:1] };
-  assign \$113  = { mul__p__1[33], mul__p__1[33], mul__p__1[33:17] };
-  assign \$115  = { \$114 [19], \$114 [19:1] };
-  assign \$200  = \$199 ;
-  assign \$206  = \$205 ;
-  assign \$218  = \$217 ;
+  assign \$8  = { layer, 3'h0 };
+  assign \$9  = { 3'h0, layer, 4'h0 };
+  assign \$22  = { \$20 [44], \$20 [44], \$20 [44], \$20 [44], \$20 [44], \$20 [44], \$20 [44], \$20 [44], \$20 [44], \$20 [44], \$20 [44], \$20 [44], \$20 [44], \$20 [44:13] };
+  assign \$112  = { mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33:21] };
+  assign \$114  = { \$113 [19], \$113 [19:1] };
+  assign \$115  = { mul__p__1[33], mul__p__1[33], mul__p__1[33:17] };
+  assign \$117  = { \$116 [19], \$116 [19:1] };
+  assign \$191  = { 2'h0, layer, 5'h00 };
+  assign \$192  = { 1'h0, layer, 6'h00 };
+  assign \$204  = \$203 ;
+  assign \$210  = \$209 ;
+  assign \$222  = \$221 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -24504,7 +24714,7 @@ module \nanomamba_accel.framer (i__valid, clip_start, clk, rst, i__ready, o__pay
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.spectral (clk, rst, i__ready, rd__full, \port$1457$0 , \port$1460$0 , i__payload, \i__valid$1 , rd__sum, rd__sq, rd__en, rd__release, rd__t, rd__m, clip_start);
+module \nanomamba_accel.spectral (clk, rst, i__ready, rd__full, \port$1471$0 , \port$1474$0 , i__payload, \i__valid$1 , rd__sum, rd__sq, rd__en, rd__release, rd__t, rd__m, clip_start);
   wire \$1 ;
   wire \$2 ;
   wire [26:0] \$3 ;
@@ -24537,10 +24747,10 @@ module \nanomamba_accel.spectral (clk, rst, i__ready, rd__full, \port$1457$0 , \
   wire i__valid;
   input \i__valid$1 ;
   wire \i__valid$1 ;
-  output [26:0] \port$1457$0 ;
-  wire [26:0] \port$1457$0 ;
-  output [3:0] \port$1460$0 ;
-  wire [3:0] \port$1460$0 ;
+  output [26:0] \port$1471$0 ;
+  wire [26:0] \port$1471$0 ;
+  output [3:0] \port$1474$0 ;
+  wire [3:0] \port$1474$0 ;
   input rd__en;
   wire rd__en;
   wire \rd__en$30 ;
@@ -24620,8 +24830,8 @@ module \nanomamba_accel.spectral (clk, rst, i__ready, rd__full, \port$1457$0 , \
     .i__payload(i__payload),
     .i__ready(\i__ready$6 ),
     .i__valid(i__valid),
-    .\port$1457$0 (\$3 ),
-    .\port$1460$0 (\$4 ),
+    .\port$1471$0 (\$3 ),
+    .\port$1474$0 (\$4 ),
     .rst(rst),
     .stat_en(stat_en),
     .stat_first(stat_first),
@@ -24652,8 +24862,8 @@ module \nanomamba_accel.spectral (clk, rst, i__ready, rd__full, \port$1457$0 , \
   assign \rd__sq$42  = rd__sq;
   assign \rd__sum$44  = rd__sum;
   assign \rd__t$46  = rd__t;
-  assign \port$1457$0  = \$3 ;
-  assign \port$1460$0  = \$4 ;
+  assign \port$1471$0  = \$3 ;
+  assign \port$1474$0  = \$4 ;
   assign \i__payload.data  = i__payload[23:0];
   assign \i__payload.first  = i__payload[24];
   assign \i__payload.last  = i__payload[25];
@@ -33133,31 +33343,31 @@ module \nanomamba_accel.spectral.buffer (rst, wr_ok, rd__full, rp__data, \rp__da
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$1457$0 , \port$1460$0 , i__payload, i__ready, fb_re, fb_addr, fb_we, fb_wdata, stat_en, stat_m, stat_x, stat_first, fb_done, clip_start);
+module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$1471$0 , \port$1474$0 , i__payload, i__ready, fb_re, fb_addr, fb_we, fb_wdata, stat_en, stat_m, stat_x, stat_first, fb_done, clip_start);
   reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [11:0] \$100 ;
-  wire \$101 ;
-  wire \$102 ;
-  wire [9:0] \$103 ;
-  wire \$104 ;
-  wire \$105 ;
-  wire [9:0] \$106 ;
+  wire [6:0] \$100 ;
+  wire [8:0] \$101 ;
+  wire [9:0] \$102 ;
+  wire [10:0] \$103 ;
+  wire [11:0] \$104 ;
+  wire [12:0] \$105 ;
+  wire [12:0] \$106 ;
   wire \$107 ;
   wire \$108 ;
-  wire \$109 ;
+  wire [9:0] \$109 ;
   wire \$11 ;
   wire \$110 ;
   wire \$111 ;
-  wire \$112 ;
-  wire [9:0] \$113 ;
+  wire [9:0] \$112 ;
+  wire \$113 ;
   wire \$114 ;
   wire \$115 ;
   wire \$116 ;
   wire \$117 ;
   wire \$118 ;
-  wire \$119 ;
+  wire [9:0] \$119 ;
   wire \$12 ;
   wire \$120 ;
   wire \$121 ;
@@ -33167,14 +33377,14 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   wire \$125 ;
   wire \$126 ;
   wire \$127 ;
-  wire [9:0] \$128 ;
+  wire \$128 ;
   wire \$129 ;
   wire \$13 ;
   wire \$130 ;
   wire \$131 ;
   wire \$132 ;
   wire \$133 ;
-  wire \$134 ;
+  wire [9:0] \$134 ;
   wire \$135 ;
   wire \$136 ;
   wire \$137 ;
@@ -33185,30 +33395,30 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   wire \$141 ;
   wire \$142 ;
   wire \$143 ;
-  wire [6:0] \$144 ;
+  wire \$144 ;
   wire \$145 ;
   wire \$146 ;
-  wire [12:0] \$147 ;
+  wire \$147 ;
   wire \$148 ;
   wire \$149 ;
   wire \$15 ;
-  wire [43:0] \$150 ;
-  wire [43:0] \$151 ;
+  wire [6:0] \$150 ;
+  wire \$151 ;
   wire \$152 ;
-  wire \$153 ;
+  wire [12:0] \$153 ;
   wire \$154 ;
   wire \$155 ;
-  wire [15:0] \$156 ;
-  wire \$157 ;
+  wire [43:0] \$156 ;
+  wire [43:0] \$157 ;
   wire \$158 ;
-  wire [12:0] \$159 ;
+  wire \$159 ;
   wire \$16 ;
   wire \$160 ;
   wire \$161 ;
-  wire \$162 ;
+  wire [15:0] \$162 ;
   wire \$163 ;
   wire \$164 ;
-  wire \$165 ;
+  wire [12:0] \$165 ;
   wire \$166 ;
   wire \$167 ;
   wire \$168 ;
@@ -33234,9 +33444,9 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   wire \$186 ;
   wire \$187 ;
   wire \$188 ;
-  wire [1:0] \$189 ;
+  wire \$189 ;
   wire \$19 ;
-  wire [1:0] \$190 ;
+  wire \$190 ;
   wire \$191 ;
   wire \$192 ;
   wire \$193 ;
@@ -33244,69 +33454,69 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   wire [1:0] \$195 ;
   wire [1:0] \$196 ;
   wire \$197 ;
-  wire [2:0] \$198 ;
-  wire [2:0] \$199 ;
+  wire \$198 ;
+  wire \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire [3:0] \$200 ;
-  wire [3:0] \$201 ;
-  wire \$202 ;
-  wire [2:0] \$203 ;
-  wire [3:0] \$204 ;
-  wire \$205 ;
-  wire [2:0] \$206 ;
+  wire \$200 ;
+  wire [1:0] \$201 ;
+  wire [1:0] \$202 ;
+  wire \$203 ;
+  wire [2:0] \$204 ;
+  wire [2:0] \$205 ;
+  wire [3:0] \$206 ;
   wire [3:0] \$207 ;
   wire \$208 ;
   wire [2:0] \$209 ;
   wire [9:0] \$21 ;
-  wire [23:0] \$210 ;
-  wire [43:0] \$211 ;
-  wire [43:0] \$212 ;
-  wire [31:0] \$213 ;
-  wire [44:0] \$214 ;
-  wire [15:0] \$215 ;
-  wire [44:0] \$216 ;
-  wire [33:0] \$217 ;
-  wire [44:0] \$218 ;
-  wire \$219 ;
+  wire [3:0] \$210 ;
+  wire \$211 ;
+  wire [2:0] \$212 ;
+  wire [3:0] \$213 ;
+  wire \$214 ;
+  wire [2:0] \$215 ;
+  wire [23:0] \$216 ;
+  wire [43:0] \$217 ;
+  wire [43:0] \$218 ;
+  wire [31:0] \$219 ;
   wire [8:0] \$22 ;
-  wire [39:0] \$220 ;
-  wire [44:0] \$221 ;
-  wire [33:0] \$222 ;
-  wire [44:0] \$223 ;
-  wire [31:0] \$224 ;
-  wire [44:0] \$225 ;
-  wire \$226 ;
-  wire \$227 ;
-  wire \$228 ;
-  wire \$229 ;
+  wire [44:0] \$220 ;
+  wire [15:0] \$221 ;
+  wire [44:0] \$222 ;
+  wire [33:0] \$223 ;
+  wire [44:0] \$224 ;
+  wire \$225 ;
+  wire [39:0] \$226 ;
+  wire [44:0] \$227 ;
+  wire [33:0] \$228 ;
+  wire [44:0] \$229 ;
   wire [9:0] \$23 ;
-  wire [15:0] \$230 ;
-  wire [15:0] \$231 ;
-  wire [15:0] \$232 ;
-  wire [44:0] \$233 ;
-  wire [27:0] \$234 ;
-  wire [44:0] \$235 ;
-  wire [27:0] \$236 ;
-  wire [44:0] \$237 ;
-  wire \$238 ;
-  wire [31:0] \$239 ;
+  wire [31:0] \$230 ;
+  wire [44:0] \$231 ;
+  wire \$232 ;
+  wire \$233 ;
+  wire \$234 ;
+  wire \$235 ;
+  wire [15:0] \$236 ;
+  wire [15:0] \$237 ;
+  wire [15:0] \$238 ;
+  wire [44:0] \$239 ;
   wire \$24 ;
-  wire [44:0] \$240 ;
-  wire \$241 ;
-  wire \$242 ;
-  wire \$243 ;
-  wire [33:0] \$244 ;
-  wire [44:0] \$245 ;
-  wire \$246 ;
-  wire [42:0] \$247 ;
+  wire [27:0] \$240 ;
+  wire [44:0] \$241 ;
+  wire [27:0] \$242 ;
+  wire [44:0] \$243 ;
+  wire \$244 ;
+  wire [31:0] \$245 ;
+  wire [44:0] \$246 ;
+  wire \$247 ;
   wire \$248 ;
   wire \$249 ;
   wire \$25 ;
-  wire \$250 ;
-  wire \$251 ;
+  wire [33:0] \$250 ;
+  wire [44:0] \$251 ;
   wire \$252 ;
-  wire \$253 ;
+  wire [42:0] \$253 ;
   wire \$254 ;
   wire \$255 ;
   wire \$256 ;
@@ -33319,18 +33529,18 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   wire \$262 ;
   wire \$263 ;
   wire \$264 ;
-  wire [31:0] \$265 ;
-  wire [31:0] \$266 ;
+  wire \$265 ;
+  wire \$266 ;
   wire \$267 ;
-  wire [31:0] \$268 ;
-  wire [31:0] \$269 ;
+  wire \$268 ;
+  wire \$269 ;
   wire \$27 ;
   wire \$270 ;
-  wire \$271 ;
-  wire \$272 ;
+  wire [31:0] \$271 ;
+  wire [31:0] \$272 ;
   wire \$273 ;
-  wire \$274 ;
-  wire \$275 ;
+  wire [31:0] \$274 ;
+  wire [31:0] \$275 ;
   wire \$276 ;
   wire \$277 ;
   wire \$278 ;
@@ -33342,84 +33552,84 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   wire \$283 ;
   wire \$284 ;
   wire \$285 ;
-  wire [19:0] \$286 ;
-  wire [19:0] \$287 ;
-  wire [19:0] \$288 ;
-  wire [20:0] \$289 ;
+  wire \$286 ;
+  wire \$287 ;
+  wire \$288 ;
+  wire \$289 ;
   wire \$29 ;
-  wire [19:0] \$290 ;
-  wire [20:0] \$291 ;
+  wire \$290 ;
+  wire \$291 ;
   wire [19:0] \$292 ;
-  wire [20:0] \$293 ;
-  wire [23:0] \$294 ;
-  wire [29:0] \$295 ;
-  wire [29:0] \$296 ;
-  wire [27:0] \$297 ;
-  wire [29:0] \$298 ;
-  wire [27:0] \$299 ;
+  wire [19:0] \$293 ;
+  wire [19:0] \$294 ;
+  wire [20:0] \$295 ;
+  wire [19:0] \$296 ;
+  wire [20:0] \$297 ;
+  wire [19:0] \$298 ;
+  wire [20:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
-  wire [29:0] \$300 ;
-  wire [27:0] \$301 ;
+  wire [23:0] \$300 ;
+  wire [29:0] \$301 ;
   wire [29:0] \$302 ;
-  wire [34:0] \$303 ;
-  wire [34:0] \$304 ;
-  wire [33:0] \$305 ;
-  wire [34:0] \$306 ;
-  wire [33:0] \$307 ;
-  wire [34:0] \$308 ;
-  wire [42:0] \$309 ;
+  wire [27:0] \$303 ;
+  wire [29:0] \$304 ;
+  wire [27:0] \$305 ;
+  wire [29:0] \$306 ;
+  wire [27:0] \$307 ;
+  wire [29:0] \$308 ;
+  wire [34:0] \$309 ;
   wire [17:0] \$31 ;
-  wire \$310 ;
-  wire [42:0] \$311 ;
-  wire [43:0] \$312 ;
-  wire [43:0] \$313 ;
-  wire [43:0] \$314 ;
-  wire [43:0] \$315 ;
-  wire [16:0] \$316 ;
-  wire [43:0] \$317 ;
-  wire \$318 ;
-  wire [32:0] \$319 ;
+  wire [34:0] \$310 ;
+  wire [33:0] \$311 ;
+  wire [34:0] \$312 ;
+  wire [33:0] \$313 ;
+  wire [34:0] \$314 ;
+  wire [42:0] \$315 ;
+  wire \$316 ;
+  wire [42:0] \$317 ;
+  wire [43:0] \$318 ;
+  wire [43:0] \$319 ;
   wire [17:0] \$32 ;
-  wire [32:0] \$320 ;
+  wire [43:0] \$320 ;
   wire [43:0] \$321 ;
-  wire \$322 ;
-  wire \$323 ;
+  wire [16:0] \$322 ;
+  wire [43:0] \$323 ;
   wire \$324 ;
-  wire [31:0] \$325 ;
-  wire [43:0] \$326 ;
-  wire [20:0] \$327 ;
-  wire [20:0] \$328 ;
-  wire [43:0] \$329 ;
+  wire [32:0] \$325 ;
+  wire [32:0] \$326 ;
+  wire [43:0] \$327 ;
+  wire \$328 ;
+  wire \$329 ;
   wire \$33 ;
-  wire [16:0] \$330 ;
-  wire \$331 ;
-  wire [11:0] \$332 ;
-  wire [11:0] \$333 ;
-  wire [16:0] \$334 ;
-  wire [12:0] \$335 ;
+  wire \$330 ;
+  wire [31:0] \$331 ;
+  wire [43:0] \$332 ;
+  wire [20:0] \$333 ;
+  wire [20:0] \$334 ;
+  wire [43:0] \$335 ;
   wire [16:0] \$336 ;
-  wire \$337 ;
+  wire [26:0] \$337 ;
   wire \$338 ;
-  wire [16:0] \$339 ;
+  wire [11:0] \$339 ;
   wire \$34 ;
-  wire [16:0] \$340 ;
-  wire [3:0] \$341 ;
-  wire [16:0] \$342 ;
-  wire [3:0] \$343 ;
-  wire [16:0] \$344 ;
-  wire [16:0] \$345 ;
+  wire [11:0] \$340 ;
+  wire [16:0] \$341 ;
+  wire [12:0] \$342 ;
+  wire [16:0] \$343 ;
+  wire \$344 ;
+  wire \$345 ;
   wire [16:0] \$346 ;
-  wire [17:0] \$347 ;
-  wire [12:0] \$348 ;
-  wire [17:0] \$349 ;
+  wire [16:0] \$347 ;
+  wire [3:0] \$348 ;
+  wire [16:0] \$349 ;
   wire \$35 ;
-  wire [16:0] \$350 ;
+  wire [3:0] \$350 ;
   wire [16:0] \$351 ;
-  wire [17:0] \$352 ;
-  wire [17:0] \$353 ;
+  wire [16:0] \$352 ;
+  wire [16:0] \$353 ;
   wire [17:0] \$354 ;
-  wire [16:0] \$355 ;
+  wire [12:0] \$355 ;
   wire [17:0] \$356 ;
   wire [16:0] \$357 ;
   wire [16:0] \$358 ;
@@ -33429,73 +33639,73 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   wire [17:0] \$361 ;
   wire [16:0] \$362 ;
   wire [17:0] \$363 ;
-  wire [15:0] \$364 ;
-  wire \$365 ;
-  wire \$366 ;
-  wire \$367 ;
-  wire [27:0] \$368 ;
-  wire [43:0] \$369 ;
+  wire [16:0] \$364 ;
+  wire [16:0] \$365 ;
+  wire [17:0] \$366 ;
+  wire [17:0] \$367 ;
+  wire [17:0] \$368 ;
+  wire [16:0] \$369 ;
   wire [28:0] \$37 ;
-  wire [3:0] \$370 ;
-  wire [43:0] \$371 ;
+  wire [17:0] \$370 ;
+  wire [15:0] \$371 ;
   wire \$372 ;
   wire \$373 ;
-  wire [15:0] \$374 ;
-  wire [43:0] \$375 ;
-  wire [16:0] \$376 ;
-  wire [43:0] \$377 ;
-  wire [40:0] \$378 ;
-  wire [43:0] \$379 ;
+  wire \$374 ;
+  wire [27:0] \$375 ;
+  wire [43:0] \$376 ;
+  wire [3:0] \$377 ;
+  wire [43:0] \$378 ;
+  wire \$379 ;
   wire \$38 ;
   wire \$380 ;
-  wire [43:0] \$381 ;
-  wire [35:0] \$382 ;
-  wire [43:0] \$383 ;
-  wire [30:0] \$384 ;
-  wire [43:0] \$385 ;
-  wire [27:0] \$386 ;
-  wire [44:0] \$387 ;
-  wire \$388 ;
-  wire [47:0] \$389 ;
+  wire [15:0] \$381 ;
+  wire [43:0] \$382 ;
+  wire [16:0] \$383 ;
+  wire [43:0] \$384 ;
+  wire [40:0] \$385 ;
+  wire [43:0] \$386 ;
+  wire \$387 ;
+  wire [43:0] \$388 ;
+  wire [35:0] \$389 ;
   wire \$39 ;
-  wire [48:0] \$390 ;
-  wire \$391 ;
-  wire [47:0] \$392 ;
-  wire [48:0] \$393 ;
-  wire [34:0] \$394 ;
-  wire [48:0] \$395 ;
-  wire \$396 ;
-  wire \$397 ;
+  wire [43:0] \$390 ;
+  wire [30:0] \$391 ;
+  wire [43:0] \$392 ;
+  wire [27:0] \$393 ;
+  wire [44:0] \$394 ;
+  wire \$395 ;
+  wire [47:0] \$396 ;
+  wire [48:0] \$397 ;
   wire \$398 ;
-  wire \$399 ;
+  wire [47:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
-  wire \$400 ;
-  wire \$401 ;
-  wire \$402 ;
+  wire [48:0] \$400 ;
+  wire [34:0] \$401 ;
+  wire [48:0] \$402 ;
   wire \$403 ;
   wire \$404 ;
   wire \$405 ;
   wire \$406 ;
   wire \$407 ;
   wire \$408 ;
-  wire [55:0] \$409 ;
+  wire \$409 ;
   wire \$41 ;
-  wire [56:0] \$410 ;
+  wire \$410 ;
   wire \$411 ;
-  wire [3:0] \$412 ;
-  wire [3:0] \$413 ;
-  wire [9:0] \$414 ;
+  wire \$412 ;
+  wire \$413 ;
+  wire \$414 ;
   wire \$415 ;
-  wire [8:0] \$416 ;
-  wire \$417 ;
+  wire [55:0] \$416 ;
+  wire [56:0] \$417 ;
   wire \$418 ;
-  wire \$419 ;
+  wire [3:0] \$419 ;
   wire \$42 ;
-  wire \$420 ;
-  wire \$421 ;
+  wire [3:0] \$420 ;
+  wire [9:0] \$421 ;
   wire \$422 ;
-  wire \$423 ;
+  wire [8:0] \$423 ;
   wire \$424 ;
   wire \$425 ;
   wire \$426 ;
@@ -33504,80 +33714,80 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   wire \$429 ;
   wire \$43 ;
   wire \$430 ;
-  wire [12:0] \$431 ;
+  wire \$431 ;
   wire \$432 ;
   wire \$433 ;
-  wire [12:0] \$434 ;
+  wire \$434 ;
   wire \$435 ;
   wire \$436 ;
-  wire [6:0] \$437 ;
-  wire \$438 ;
+  wire \$437 ;
+  wire [12:0] \$438 ;
   wire \$439 ;
   wire \$44 ;
   wire \$440 ;
-  wire [15:0] \$441 ;
-  wire [12:0] \$442 ;
-  wire [6:0] \$443 ;
-  wire \$444 ;
+  wire [12:0] \$441 ;
+  wire \$442 ;
+  wire \$443 ;
+  wire [6:0] \$444 ;
   wire \$445 ;
   wire \$446 ;
   wire \$447 ;
-  wire \$448 ;
-  wire \$449 ;
+  wire [15:0] \$448 ;
+  wire [12:0] \$449 ;
   wire \$45 ;
-  wire \$450 ;
+  wire [6:0] \$450 ;
   wire \$451 ;
   wire \$452 ;
   wire \$453 ;
   wire \$454 ;
   wire \$455 ;
   wire \$456 ;
-  wire [9:0] \$457 ;
+  wire \$457 ;
   wire \$458 ;
   wire \$459 ;
   wire \$46 ;
   wire \$460 ;
-  wire [2:0] \$461 ;
-  wire [2:0] \$462 ;
-  wire [6:0] \$463 ;
-  wire \$464 ;
+  wire \$461 ;
+  wire \$462 ;
+  wire \$463 ;
+  wire [9:0] \$464 ;
   wire \$465 ;
   wire \$466 ;
   wire \$467 ;
-  wire [5:0] \$468 ;
-  wire \$469 ;
+  wire [2:0] \$468 ;
+  wire [2:0] \$469 ;
   wire \$47 ;
-  wire \$470 ;
-  wire [5:0] \$471 ;
-  wire [5:0] \$472 ;
+  wire [6:0] \$470 ;
+  wire \$471 ;
+  wire \$472 ;
   wire \$473 ;
-  wire [6:0] \$474 ;
-  wire \$475 ;
+  wire \$474 ;
+  wire [5:0] \$475 ;
   wire \$476 ;
   wire \$477 ;
-  wire \$478 ;
-  wire \$479 ;
+  wire [6:0] \$478 ;
+  wire [6:0] \$479 ;
   wire \$48 ;
   wire \$480 ;
-  wire [33:0] \$481 ;
-  wire [34:0] \$482 ;
+  wire [6:0] \$481 ;
+  wire \$482 ;
   wire \$483 ;
-  wire [33:0] \$484 ;
+  wire \$484 ;
   wire \$485 ;
-  wire [27:0] \$486 ;
-  wire [34:0] \$487 ;
-  wire \$488 ;
-  wire \$489 ;
+  wire \$486 ;
+  wire \$487 ;
+  wire [33:0] \$488 ;
+  wire [34:0] \$489 ;
   wire \$49 ;
-  wire [34:0] \$490 ;
-  wire [35:0] \$491 ;
+  wire \$490 ;
+  wire [33:0] \$491 ;
   wire \$492 ;
-  wire \$493 ;
-  wire \$494 ;
+  wire [27:0] \$493 ;
+  wire [34:0] \$494 ;
   wire \$495 ;
   wire \$496 ;
-  wire \$497 ;
-  wire \$498 ;
+  wire [34:0] \$497 ;
+  wire [35:0] \$498 ;
   wire \$499 ;
   wire \$5 ;
   wire \$50 ;
@@ -33592,35 +33802,35 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   wire \$508 ;
   wire \$509 ;
   wire \$51 ;
-  wire [3:0] \$510 ;
+  wire \$510 ;
   wire \$511 ;
   wire \$512 ;
   wire \$513 ;
-  wire [7:0] \$514 ;
-  wire [12:0] \$515 ;
-  wire [3:0] \$516 ;
-  wire \$517 ;
+  wire \$514 ;
+  wire \$515 ;
+  wire \$516 ;
+  wire [3:0] \$517 ;
   wire \$518 ;
   wire \$519 ;
   wire \$52 ;
-  wire [7:0] \$520 ;
-  wire [12:0] \$521 ;
-  wire [3:0] \$522 ;
-  wire [12:0] \$523 ;
-  reg [57:0] \$524 ;
-  reg [2:0] \$525 ;
-  reg [8:0] \$526 ;
-  reg \$527 ;
-  reg \$528 ;
-  reg \$529 ;
+  wire \$520 ;
+  wire [7:0] \$521 ;
+  wire [12:0] \$522 ;
+  wire [3:0] \$523 ;
+  wire \$524 ;
+  wire \$525 ;
+  wire \$526 ;
+  wire [7:0] \$527 ;
+  wire [12:0] \$528 ;
+  wire [3:0] \$529 ;
   wire \$53 ;
-  reg \$530 ;
-  reg \$531 ;
-  reg \$532 ;
-  reg \$533 ;
-  reg \$534 ;
-  reg \$535 ;
-  reg \$536 ;
+  wire [12:0] \$530 ;
+  reg [37:0] \$531 ;
+  reg [17:0] \$532 ;
+  reg [51:0] \$533 ;
+  reg [57:0] \$534 ;
+  reg [2:0] \$535 ;
+  reg [8:0] \$536 ;
   reg \$537 ;
   reg \$538 ;
   reg \$539 ;
@@ -33642,66 +33852,66 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   reg \$553 ;
   reg \$554 ;
   reg \$555 ;
-  reg [7:0] \$556 ;
-  reg [7:0] \$557 ;
+  reg \$556 ;
+  reg \$557 ;
   reg \$558 ;
-  reg [11:0] \$559 ;
+  reg \$559 ;
   wire \$56 ;
-  reg [23:0] \$560 ;
-  reg [23:0] \$561 ;
-  reg [15:0] \$562 ;
-  reg [15:0] \$563 ;
-  reg [15:0] \$564 ;
-  reg [15:0] \$565 ;
-  reg [15:0] \$566 ;
-  reg [15:0] \$567 ;
-  reg [15:0] \$568 ;
-  reg [15:0] \$569 ;
+  reg \$560 ;
+  reg \$561 ;
+  reg \$562 ;
+  reg \$563 ;
+  reg \$564 ;
+  reg \$565 ;
+  reg \$566 ;
+  reg \$567 ;
+  reg \$568 ;
+  reg [7:0] \$569 ;
   wire \$57 ;
-  reg [15:0] \$570 ;
-  reg [15:0] \$571 ;
-  reg [15:0] \$572 ;
-  reg [15:0] \$573 ;
-  reg [15:0] \$574 ;
-  reg [15:0] \$575 ;
+  reg [7:0] \$570 ;
+  reg [7:0] \$571 ;
+  reg \$572 ;
+  reg [11:0] \$573 ;
+  reg [23:0] \$574 ;
+  reg [23:0] \$575 ;
   reg [15:0] \$576 ;
   reg [15:0] \$577 ;
   reg [15:0] \$578 ;
   reg [15:0] \$579 ;
   wire [9:0] \$58 ;
   reg [15:0] \$580 ;
-  reg \$581 ;
-  reg \$582 ;
-  reg \$583 ;
-  reg \$584 ;
-  reg \$585 ;
-  reg \$586 ;
-  reg \$587 ;
-  reg \$588 ;
-  reg \$589 ;
+  reg [15:0] \$581 ;
+  reg [15:0] \$582 ;
+  reg [15:0] \$583 ;
+  reg [15:0] \$584 ;
+  reg [15:0] \$585 ;
+  reg [15:0] \$586 ;
+  reg [15:0] \$587 ;
+  reg [15:0] \$588 ;
+  reg [15:0] \$589 ;
   wire \$59 ;
-  reg \$590 ;
-  reg \$591 ;
-  reg \$592 ;
-  reg \$593 ;
-  reg \$594 ;
-  reg \$595 ;
-  reg \$596 ;
+  reg [15:0] \$590 ;
+  reg [15:0] \$591 ;
+  reg [15:0] \$592 ;
+  reg [15:0] \$593 ;
+  reg [15:0] \$594 ;
+  reg [15:0] \$595 ;
+  reg [15:0] \$596 ;
   reg \$597 ;
   reg \$598 ;
   reg \$599 ;
   wire \$6 ;
   wire [27:0] \$60 ;
-  reg [27:0] \$600 ;
-  reg [27:0] \$601 ;
-  reg [5:0] \$602 ;
-  reg [31:0] \$603 ;
-  reg [31:0] \$604 ;
-  reg [21:0] \$605 ;
+  reg \$600 ;
+  reg \$601 ;
+  reg \$602 ;
+  reg \$603 ;
+  reg \$604 ;
+  reg \$605 ;
   reg \$606 ;
-  reg [15:0] \$607 ;
-  reg [11:0] \$608 ;
-  reg [5:0] \$609 ;
+  reg \$607 ;
+  reg \$608 ;
+  reg \$609 ;
   wire \$61 ;
   reg \$610 ;
   reg \$611 ;
@@ -33709,84 +33919,109 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   reg \$613 ;
   reg \$614 ;
   reg \$615 ;
-  reg [11:0] \$616 ;
-  reg [11:0] \$617 ;
-  reg [11:0] \$618 ;
-  reg [11:0] \$619 ;
+  reg \$616 ;
+  reg \$617 ;
+  reg [27:0] \$618 ;
+  reg [27:0] \$619 ;
   wire \$62 ;
-  reg [11:0] \$620 ;
-  reg [11:0] \$621 ;
-  reg [15:0] \$622 ;
-  reg \$623 ;
-  reg \$624 ;
-  reg \$625 ;
+  reg [26:0] \$620 ;
+  reg [27:0] \$621 ;
+  reg [5:0] \$622 ;
+  reg [31:0] \$623 ;
+  reg [31:0] \$624 ;
+  reg [21:0] \$625 ;
   reg \$626 ;
-  reg \$627 ;
-  reg [8:0] \$628 ;
-  reg \$629 ;
+  reg [15:0] \$627 ;
+  reg [11:0] \$628 ;
+  reg [5:0] \$629 ;
   wire \$63 ;
-  reg [8:0] \$630 ;
-  reg [8:0] \$631 ;
-  reg [8:0] \$632 ;
-  reg [8:0] \$633 ;
-  reg [27:0] \$634 ;
+  reg \$630 ;
+  reg \$631 ;
+  reg \$632 ;
+  reg \$633 ;
+  reg \$634 ;
   reg \$635 ;
-  reg \$636 ;
-  reg \$637 ;
-  reg \$638 ;
-  reg \$639 ;
+  reg [11:0] \$636 ;
+  reg [11:0] \$637 ;
+  reg [11:0] \$638 ;
+  reg [11:0] \$639 ;
   wire \$64 ;
-  reg \$640 ;
-  reg \$641 ;
-  reg \$642 ;
-  reg [5:0] \$643 ;
-  reg [5:0] \$644 ;
-  reg [5:0] \$645 ;
-  reg [5:0] \$646 ;
-  reg [5:0] \$647 ;
-  reg [5:0] \$648 ;
-  reg [5:0] \$649 ;
+  reg [11:0] \$640 ;
+  reg [11:0] \$641 ;
+  reg [15:0] \$642 ;
+  reg \$643 ;
+  reg \$644 ;
+  reg \$645 ;
+  reg \$646 ;
+  reg \$647 ;
+  reg \$648 ;
+  reg [8:0] \$649 ;
   wire \$65 ;
-  reg [5:0] \$650 ;
-  reg [2:0] \$651 ;
-  reg [1:0] \$652 ;
-  reg [5:0] \$653 ;
-  reg [4:0] \$654 ;
-  reg [33:0] \$655 ;
-  reg [35:0] \$656 ;
+  reg \$650 ;
+  reg [8:0] \$651 ;
+  reg [8:0] \$652 ;
+  reg [8:0] \$653 ;
+  reg [8:0] \$654 ;
+  reg [8:0] \$655 ;
+  reg [27:0] \$656 ;
   reg \$657 ;
-  reg [31:0] \$658 ;
-  reg [15:0] \$659 ;
+  reg \$658 ;
+  reg \$659 ;
   wire \$66 ;
-  reg [15:0] \$660 ;
-  reg [4:0] \$661 ;
-  reg [5:0] \$662 ;
-  reg [27:0] \$663 ;
-  reg [13:0] \$664 ;
-  reg [33:0] \$665 ;
-  reg [33:0] \$666 ;
-  reg [33:0] \$667 ;
-  reg [34:0] \$668 ;
-  reg [27:0] \$669 ;
+  reg \$660 ;
+  reg \$661 ;
+  reg \$662 ;
+  reg \$663 ;
+  reg \$664 ;
+  reg \$665 ;
+  reg [5:0] \$666 ;
+  reg [5:0] \$667 ;
+  reg [5:0] \$668 ;
+  reg [5:0] \$669 ;
   wire \$67 ;
-  reg [35:0] \$670 ;
-  reg [35:0] \$671 ;
-  reg [35:0] \$672 ;
-  reg [35:0] \$673 ;
-  reg [35:0] \$674 ;
-  reg [35:0] \$675 ;
-  reg [31:0] \$676 ;
-  reg [19:0] \$677 ;
-  reg [6:0] \$678 ;
-  reg [11:0] \$679 ;
+  reg [5:0] \$670 ;
+  reg [5:0] \$671 ;
+  reg [5:0] \$672 ;
+  reg [5:0] \$673 ;
+  reg [5:0] \$674 ;
+  reg [2:0] \$675 ;
+  reg [1:0] \$676 ;
+  reg [5:0] \$677 ;
+  reg [4:0] \$678 ;
+  reg [33:0] \$679 ;
   wire \$68 ;
-  reg [2:0] \$680 ;
-  reg [2:0] \$681 ;
-  reg [2:0] \$682 ;
-  reg [11:0] \$683 ;
+  reg [35:0] \$680 ;
+  reg \$681 ;
+  reg [31:0] \$682 ;
+  reg [15:0] \$683 ;
+  reg [15:0] \$684 ;
+  reg [5:0] \$685 ;
+  reg [5:0] \$686 ;
+  reg [27:0] \$687 ;
+  reg [13:0] \$688 ;
+  reg [13:0] \$689 ;
   wire \$69 ;
+  reg [33:0] \$690 ;
+  reg [33:0] \$691 ;
+  reg [33:0] \$692 ;
+  reg [34:0] \$693 ;
+  reg [27:0] \$694 ;
+  reg [35:0] \$695 ;
+  reg [35:0] \$696 ;
+  reg [35:0] \$697 ;
+  reg [35:0] \$698 ;
+  reg [35:0] \$699 ;
   wire \$7 ;
   wire \$70 ;
+  reg [35:0] \$700 ;
+  reg [31:0] \$701 ;
+  reg [19:0] \$702 ;
+  reg [6:0] \$703 ;
+  reg [11:0] \$704 ;
+  reg [2:0] \$705 ;
+  reg [2:0] \$706 ;
+  reg [2:0] \$707 ;
+  reg [11:0] \$708 ;
   wire \$71 ;
   wire \$72 ;
   wire \$73 ;
@@ -33800,41 +34035,41 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   wire \$80 ;
   wire \$81 ;
   wire [9:0] \$82 ;
-  wire [8:0] \$83 ;
-  wire [9:0] \$84 ;
-  wire [8:0] \$85 ;
-  wire [9:0] \$86 ;
-  wire \$87 ;
-  wire [9:0] \$88 ;
-  wire \$89 ;
+  wire [6:0] \$83 ;
+  wire [8:0] \$84 ;
+  wire [9:0] \$85 ;
+  wire [10:0] \$86 ;
+  wire [6:0] \$87 ;
+  wire [8:0] \$88 ;
+  wire [9:0] \$89 ;
   wire \$9 ;
-  wire \$90 ;
+  wire [10:0] \$90 ;
   wire \$91 ;
-  wire \$92 ;
+  wire [9:0] \$92 ;
   wire \$93 ;
   wire \$94 ;
-  wire [9:0] \$95 ;
-  wire [8:0] \$96 ;
-  wire [9:0] \$97 ;
-  wire [10:0] \$98 ;
-  wire [11:0] \$99 ;
+  wire \$95 ;
+  wire \$96 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire [9:0] \$99 ;
   wire [15:0] \$signal ;
-  reg [31:0] \$signal$182  = 32'd0;
-  wire [37:0] \$signal$196 ;
-  wire [17:0] \$signal$206 ;
-  wire [51:0] \$signal$211 ;
+  reg [31:0] \$signal$188  = 32'd0;
+  wire [37:0] \$signal$202 ;
+  wire [17:0] \$signal$212 ;
+  wire [51:0] \$signal$217 ;
   reg [8:0] \$signature__addr ;
-  reg [8:0] \$signature__addr$45 ;
-  reg [8:0] \$signature__addr$71 ;
-  reg [8:0] \$signature__addr$82 ;
+  reg [8:0] \$signature__addr$48 ;
+  reg [8:0] \$signature__addr$74 ;
+  reg [8:0] \$signature__addr$86 ;
   wire [35:0] \$signature__data ;
-  wire [35:0] \$signature__data$58 ;
-  reg [35:0] \$signature__data$73 ;
-  reg [35:0] \$signature__data$84 ;
+  wire [35:0] \$signature__data$61 ;
+  reg [35:0] \$signature__data$76 ;
+  reg [35:0] \$signature__data$88 ;
   wire \$signature__en ;
   wire \$signature__en$1 ;
-  reg \$signature__en$70 ;
-  reg \$signature__en$81 ;
+  reg \$signature__en$73 ;
+  reg \$signature__en$85 ;
   wire [27:0] E;
   reg [27:0] E_r = 28'h0000000;
   wire bins_done;
@@ -33859,6 +34094,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   reg close_d18 = 1'h0;
   reg close_d19 = 1'h0;
   reg close_d2 = 1'h0;
+  reg close_d20 = 1'h0;
+  reg close_d21 = 1'h0;
   reg close_d3 = 1'h0;
   reg close_d4 = 1'h0;
   reg close_d5 = 1'h0;
@@ -33885,6 +34122,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   wire fb_wr_ok;
   reg [11:0] fbase = 12'h000;
   wire [15:0] feat;
+  reg [13:0] fhi = 14'h0000;
   reg finished = 1'h0;
   wire first_frame;
   reg [13:0] flo = 14'h0000;
@@ -33910,6 +34148,9 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   reg fu_use8;
   reg fu_use9;
   reg [4:0] g = 5'h00;
+  reg [37:0] g_a_r = 38'h0000000000;
+  reg [17:0] g_b_r = 18'h00000;
+  reg [51:0] g_k_r = 52'h0000000000000;
   reg [57:0] g_p = 58'h000000000000000;
   reg [15:0] g_r = 16'h0000;
   reg gmul_use0;
@@ -33930,6 +34171,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   reg gmul_use8;
   reg gmul_use9;
   reg half_d1 = 1'h0;
+  reg [26:0] half_n0 = 27'h0000000;
   reg hi;
   reg [33:0] high = 34'h000000000;
   input [25:0] i__payload;
@@ -33951,6 +34193,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   reg [8:0] ib_d2 = 9'h000;
   reg [8:0] ib_d3 = 9'h000;
   reg [8:0] ib_d4 = 9'h000;
+  reg [8:0] ib_d5 = 9'h000;
   reg ifin = 1'h0;
   reg in_replay;
   wire init_done;
@@ -33961,12 +34204,14 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   reg iv_d2 = 1'h0;
   reg iv_d3 = 1'h0;
   reg iv_d4 = 1'h0;
+  reg iv_d5 = 1'h0;
   reg [8:0] j = 9'h000;
   wire [7:0] jb;
   reg [7:0] jb_d1 = 8'h00;
   reg [7:0] jb_d2 = 8'h00;
+  reg [7:0] jb_d3 = 8'h00;
   wire [8:0] jj;
-  reg [4:0] k = 5'h00;
+  reg [5:0] k = 6'h00;
   reg [31:0] lE = 32'd0;
   reg [31:0] ld = 32'd0;
   reg [31:0] lnum = 32'd0;
@@ -33995,6 +34240,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   reg [5:0] p1m_d6 = 6'h00;
   reg [5:0] p1m_d7 = 6'h00;
   reg [5:0] p1m_d8 = 6'h00;
+  reg [5:0] p1m_d9 = 6'h00;
   reg p1v_d1 = 1'h0;
   reg p1v_d2 = 1'h0;
   reg p1v_d3 = 1'h0;
@@ -34003,15 +34249,16 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   reg p1v_d6 = 1'h0;
   reg p1v_d7 = 1'h0;
   reg p1v_d8 = 1'h0;
+  reg p1v_d9 = 1'h0;
   wire p2;
   reg pcen_done;
   reg pcen_run;
   reg [2:0] pcen_state = 3'h0;
   wire [5:0] pmb;
-  input [26:0] \port$1457$0 ;
-  wire [26:0] \port$1457$0 ;
-  input [3:0] \port$1460$0 ;
-  wire [3:0] \port$1460$0 ;
+  input [26:0] \port$1471$0 ;
+  wire [26:0] \port$1471$0 ;
+  input [3:0] \port$1474$0 ;
+  wire [3:0] \port$1474$0 ;
   reg [35:0] pw0 = 36'h000000000;
   reg [35:0] pw1 = 36'h000000000;
   reg [35:0] pw2 = 36'h000000000;
@@ -34081,7 +34328,10 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   reg v_d26 = 1'h0;
   reg v_d27 = 1'h0;
   reg v_d28 = 1'h0;
+  reg v_d29 = 1'h0;
   reg v_d3 = 1'h0;
+  reg v_d30 = 1'h0;
+  reg v_d31 = 1'h0;
   reg v_d4 = 1'h0;
   reg v_d5 = 1'h0;
   reg v_d6 = 1'h0;
@@ -34102,6 +34352,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   reg [15:0] w_d18 = 16'h0000;
   reg [15:0] w_d19 = 16'h0000;
   reg [15:0] w_d2 = 16'h0000;
+  reg [15:0] w_d20 = 16'h0000;
+  reg [15:0] w_d21 = 16'h0000;
   reg [15:0] w_d3 = 16'h0000;
   reg [15:0] w_d4 = 16'h0000;
   reg [15:0] w_d5 = 16'h0000;
@@ -34109,6 +34361,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   reg [15:0] w_d7 = 16'h0000;
   reg [15:0] w_d8 = 16'h0000;
   reg [15:0] w_d9 = 16'h0000;
+  reg [27:0] word0h = 28'h0000000;
   reg [27:0] word0r = 28'h0000000;
   reg [23:0] x;
   wire [23:0] x1;
@@ -34631,14 +34884,14 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
     ram_a[511] = 36'h000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$70 )
-      ram_a[\$signature__addr$71 ] <= \$signature__data$73 ;
+    if (\$signature__en$73 )
+      ram_a[\$signature__addr$74 ] <= \$signature__data$76 ;
   end
   reg [35:0] _0_;
   always @(posedge clk) begin
     _0_ <= ram_a[\$signature__addr ];
   end
-  assign \$signature__data$58  = _0_;
+  assign \$signature__data$61  = _0_;
   (* ram_style = "block" *)
   reg [35:0] ram_b [511:0];
   initial begin
@@ -35156,554 +35409,619 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
     ram_b[511] = 36'h000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$81 )
-      ram_b[\$signature__addr$82 ] <= \$signature__data$84 ;
+    if (\$signature__en$85 )
+      ram_b[\$signature__addr$86 ] <= \$signature__data$88 ;
   end
   reg [35:0] _1_;
   always @(posedge clk) begin
-    _1_ <= ram_b[\$signature__addr$45 ];
+    _1_ <= ram_b[\$signature__addr$48 ];
   end
   assign \$signature__data  = _1_;
-  assign \$302  = \$300  | { 2'h0, \$301  };
-  assign \$303  = gmul_use5 ? slog : 35'h000000000;
-  assign \$304  = { \$302 [29], \$302 [29], \$302 [29], \$302 [29], \$302 [29], \$302  } | \$303 ;
-  assign \$305  = gmul_use6 ? low : 34'h000000000;
-  assign \$306  = \$304  | { 1'h0, \$305  };
-  assign \$307  = gmul_use7 ? high : 34'h000000000;
-  assign \$308  = \$306  | { 1'h0, \$307  };
-  assign \$309  = num_zero ? 43'h00000000000 : o_exp;
-  assign \$310  = $signed(\$309 ) > $signed(16'h4ccd);
-  assign \$311  = num_zero ? 43'h00000000000 : o_exp;
-  assign \$312  = $signed(\$311 ) - $signed(16'h4ccd);
-  assign \$313  = \$310  ? \$312  : 44'h00000000000;
-  assign \$314  = gmul_use8 ? \$313  : 44'h00000000000;
-  assign \$315  = { \$308 [34], \$308 [34], \$308 [34], \$308 [34], \$308 [34], \$308 [34], \$308 [34], \$308 [34], \$308 [34], \$308  } | \$314 ;
-  assign \$316  = gmul_use9 ? g_p[31:15] : 17'h00000;
-  assign \$317  = \$315  | { 27'h0000000, \$316  };
-  assign \$318  = gmul_use10 | gmul_use13;
-  assign \$319  = { E_r, 4'h1 } - \$signature__data [31:0];
-  assign \$320  = \$318  ? \$319  : 33'h000000000;
-  assign \$321  = \$317  | { \$320 [32], \$320 [32], \$320 [32], \$320 [32], \$320 [32], \$320 [32], \$320 [32], \$320 [32], \$320 [32], \$320 [32], \$320 [32], \$320  };
-  assign \$322  = gmul_use11 | gmul_use12;
-  assign \$323  = \$322  | gmul_use14;
-  assign \$324  = \$323  | gmul_use15;
-  assign \$325  = \$324  ? o_lp : 32'd0;
-  assign \$326  = \$321  | { \$325 [31], \$325 [31], \$325 [31], \$325 [31], \$325 [31], \$325 [31], \$325 [31], \$325 [31], \$325 [31], \$325 [31], \$325 [31], \$325 [31], \$325  };
-  assign \$327  = $signed(stat_r) - $signed(o_exp[19:0]);
-  assign \$328  = gmul_use16 ? \$327  : 21'h000000;
-  assign \$329  = \$326  | { \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328 [20], \$328  };
-  assign \$330  = gmul_use0 ? 17'h10000 : 17'h00000;
-  assign \$331  = $signed(\$37 ) > $signed(1'h0);
-  assign \$332  = \$331  ? 12'hb34 : 12'hc68;
-  assign \$333  = gmul_use1 ? \$332  : 12'h000;
-  assign \$334  = \$330  | { 5'h00, \$333  };
-  assign \$335  = gmul_use2 ? 13'h1b11 : 13'h0000;
-  assign \$336  = \$334  | { 4'h0, \$335  };
-  assign \$337  = gmul_use3 | gmul_use4;
-  assign \$338  = \$337  | gmul_use5;
-  assign \$339  = \$338  ? 17'h1999a : 17'h00000;
-  assign \$340  = \$336  | \$339 ;
-  assign \$341  = gmul_use6 ? 4'he : 4'h0;
-  assign \$342  = \$340  | { 13'h0000, \$341  };
-  assign \$343  = gmul_use7 ? 4'hd : 4'h0;
-  assign \$344  = \$342  | { 13'h0000, \$343  };
-  assign \$345  = 16'h8000 - sf_r;
-  assign \$346  = gmul_use8 ? \$345  : 17'h00000;
-  assign \$347  = { 1'h0, \$344  } | { \$346 [16], \$346  };
-  assign \$348  = gmul_use9 ? 13'h1045 : 13'h0000;
-  assign \$349  = \$347  | { 5'h00, \$348  };
-  assign \$350  = first_frame ? 17'h10000 : pw0[16:0];
-  assign \$351  = gmul_use10 ? \$350  : 17'h00000;
-  assign \$352  = \$349  | { 1'h0, \$351  };
-  assign \$353  = gmul_use11 ? pw1[17:0] : 18'h00000;
-  assign \$354  = \$352  | \$353 ;
-  assign \$355  = gmul_use12 ? pw0[33:17] : 17'h00000;
-  assign \$356  = \$354  | { 1'h0, \$355  };
-  assign \$357  = first_frame ? 17'h10000 : pw3[16:0];
-  assign \$358  = gmul_use13 ? \$357  : 17'h00000;
+  assign \$277  = \$276  | fu_use2;
+  assign \$278  = \$277  | fu_use3;
+  assign \$279  = \$278  | fu_use4;
+  assign \$280  = \$279  | fu_use5;
+  assign \$281  = \$280  | fu_use6;
+  assign \$282  = \$281  | fu_use7;
+  assign \$283  = \$282  | fu_use8;
+  assign \$284  = \$283  | fu_use9;
+  assign \$285  = \$284  | fu_use10;
+  assign \$286  = \$285  | fu_use11;
+  assign \$287  = \$286  | fu_use12;
+  assign \$288  = \$287  | fu_use14;
+  assign \$289  = \$288  | fu_use16;
+  assign \$290  = \$289  | fu_use18;
+  assign \$292  = fu_use13 ? { pw2[1:0], pw1[35:18] } : 20'h00000;
+  assign \$294  = fu_use15 ? pw2[21:2] : 20'h00000;
+  assign \$295  = { 1'h0, \$293  } | { \$294 [19], \$294  };
+  assign \$296  = fu_use17 ? { pw5[1:0], pw4[35:18] } : 20'h00000;
+  assign \$297  = \$295  | { 1'h0, \$296  };
+  assign \$298  = fu_use19 ? pw5[21:2] : 20'h00000;
+  assign \$299  = \$297  | { \$298 [19], \$298  };
+  assign \$300  = gmul_use0 ? x1 : 24'h000000;
+  assign \$301  = gmul_use1 ? { \$37 [28], \$37  } : 30'h00000000;
+  assign \$302  = { 6'h00, \$300  } | \$301 ;
+  assign \$303  = gmul_use2 ? noise_r : 28'h0000000;
+  assign \$304  = \$302  | { 2'h0, \$303  };
+  assign \$305  = gmul_use3 ? word0r : 28'h0000000;
+  assign \$306  = \$304  | { 2'h0, \$305  };
+  assign \$307  = gmul_use4 ? sum5_hold : 28'h0000000;
+  assign \$308  = \$306  | { 2'h0, \$307  };
+  assign \$309  = gmul_use5 ? slog : 35'h000000000;
+  assign \$310  = { \$308 [29], \$308 [29], \$308 [29], \$308 [29], \$308 [29], \$308  } | \$309 ;
+  assign \$311  = gmul_use6 ? low : 34'h000000000;
+  assign \$312  = \$310  | { 1'h0, \$311  };
+  assign \$313  = gmul_use7 ? high : 34'h000000000;
+  assign \$314  = \$312  | { 1'h0, \$313  };
+  assign \$315  = num_zero ? 43'h00000000000 : o_exp;
+  assign \$316  = $signed(\$315 ) > $signed(16'h4ccd);
+  assign \$317  = num_zero ? 43'h00000000000 : o_exp;
+  assign \$318  = $signed(\$317 ) - $signed(16'h4ccd);
+  assign \$319  = \$316  ? \$318  : 44'h00000000000;
+  assign \$320  = gmul_use8 ? \$319  : 44'h00000000000;
+  assign \$321  = { \$314 [34], \$314 [34], \$314 [34], \$314 [34], \$314 [34], \$314 [34], \$314 [34], \$314 [34], \$314 [34], \$314  } | \$320 ;
+  assign \$322  = gmul_use9 ? g_p[31:15] : 17'h00000;
+  assign \$323  = \$321  | { 27'h0000000, \$322  };
+  assign \$324  = gmul_use10 | gmul_use13;
+  assign \$325  = { E_r, 4'h1 } - \$signature__data [31:0];
+  assign \$326  = \$324  ? \$325  : 33'h000000000;
+  assign \$327  = \$323  | { \$326 [32], \$326 [32], \$326 [32], \$326 [32], \$326 [32], \$326 [32], \$326 [32], \$326 [32], \$326 [32], \$326 [32], \$326 [32], \$326  };
+  assign \$328  = gmul_use11 | gmul_use12;
+  assign \$329  = \$328  | gmul_use14;
+  assign \$330  = \$329  | gmul_use15;
+  assign \$331  = \$330  ? o_lp : 32'd0;
+  assign \$332  = \$327  | { \$331 [31], \$331 [31], \$331 [31], \$331 [31], \$331 [31], \$331 [31], \$331 [31], \$331 [31], \$331 [31], \$331 [31], \$331 [31], \$331 [31], \$331  };
+  assign \$333  = $signed(stat_r) - $signed(o_exp[19:0]);
+  assign \$334  = gmul_use16 ? \$333  : 21'h000000;
+  assign \$335  = \$332  | { \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334  };
+  assign \$336  = gmul_use0 ? 17'h10000 : 17'h00000;
+  assign \$338  = \$337  > \$signature__data$61 [27:0];
+  assign \$339  = \$338  ? 12'hb34 : 12'hc68;
+  assign \$340  = gmul_use1 ? \$339  : 12'h000;
+  assign \$341  = \$336  | { 5'h00, \$340  };
+  assign \$342  = gmul_use2 ? 13'h1b11 : 13'h0000;
+  assign \$343  = \$341  | { 4'h0, \$342  };
+  assign \$344  = gmul_use3 | gmul_use4;
+  assign \$345  = \$344  | gmul_use5;
+  assign \$346  = \$345  ? 17'h1999a : 17'h00000;
+  assign \$347  = \$343  | \$346 ;
+  assign \$348  = gmul_use6 ? 4'he : 4'h0;
+  assign \$349  = \$347  | { 13'h0000, \$348  };
+  assign \$350  = gmul_use7 ? 4'hd : 4'h0;
+  assign \$351  = \$349  | { 13'h0000, \$350  };
+  assign \$352  = 16'h8000 - sf_r;
+  assign \$353  = gmul_use8 ? \$352  : 17'h00000;
+  assign \$354  = { 1'h0, \$351  } | { \$353 [16], \$353  };
+  assign \$355  = gmul_use9 ? 13'h1045 : 13'h0000;
+  assign \$356  = \$354  | { 5'h00, \$355  };
+  assign \$357  = first_frame ? 17'h10000 : pw0[16:0];
+  assign \$358  = gmul_use10 ? \$357  : 17'h00000;
   assign \$359  = \$356  | { 1'h0, \$358  };
-  assign \$360  = gmul_use14 ? pw4[17:0] : 18'h00000;
+  assign \$360  = gmul_use11 ? pw1[17:0] : 18'h00000;
   assign \$361  = \$359  | \$360 ;
-  assign \$362  = gmul_use15 ? pw3[33:17] : 17'h00000;
+  assign \$362  = gmul_use12 ? pw0[33:17] : 17'h00000;
   assign \$363  = \$361  | { 1'h0, \$362  };
-  assign \$364  = gmul_use16 ? g_r : 16'h0000;
-  assign \$signal$206  = \$363  | { 2'h0, \$364  };
-  assign \$365  = gmul_use0 | gmul_use1;
-  assign \$366  = ! bins_mode;
-  assign \$367  = \$366  & first_frame;
-  assign \$368  = \$367  ? 28'h0000000 : \$signature__data$58 [27:0];
-  assign \$369  = \$365  ? { \$368 , 16'h8000 } : 44'h00000000000;
-  assign \$370  = gmul_use2 ? 4'hb : 4'h0;
-  assign \$371  = \$369  | { 40'h0000000000, \$370  };
-  assign \$372  = gmul_use3 | gmul_use12;
-  assign \$373  = \$372  | gmul_use15;
-  assign \$374  = \$373  ? 16'h8000 : 16'h0000;
-  assign \$375  = \$371  | { 28'h0000000, \$374  };
-  assign \$376  = gmul_use4 ? 17'h18000 : 17'h00000;
-  assign \$377  = \$375  | { 27'h0000000, \$376  };
-  assign \$378  = gmul_use5 ? 41'h1549aa00000 : 41'h00000000000;
-  assign \$379  = \$377  | { 3'h0, \$378  };
-  assign \$382  = gmul_use7 ? num_r : 36'h000000000;
-  assign \$383  = \$381  | { 8'h00, \$382  };
-  assign \$384  = gmul_use8 ? { sf_r, 15'h4000 } : 31'h00000000;
-  assign \$385  = \$383  | { 13'h0000, \$384  };
-  assign \$386  = gmul_use9 ? 28'hbeee000 : 28'h0000000;
-  assign \$387  = { 1'h0, \$385  } | { \$386 [27], \$386 [27], \$386 [27], \$386 [27], \$386 [27], \$386 [27], \$386 [27], \$386 [27], \$386 [27], \$386 [27], \$386 [27], \$386 [27], \$386 [27], \$386 [27], \$386 [27], \$386 [27], \$386 [27], \$386  };
-  assign \$388  = gmul_use10 | gmul_use13;
-  assign \$389  = \$388  ? { \$signature__data [31:0], 16'h8000 } : 48'h000000000000;
-  assign \$390  = { \$387 [44], \$387 [44], \$387 [44], \$387 [44], \$387  } | { 1'h0, \$389  };
-  assign \$391  = gmul_use11 | gmul_use14;
-  assign \$392  = \$391  ? { lE, 16'h7fff } : 48'h000000000000;
-  assign \$393  = \$390  | { \$392 [47], \$392  };
-  assign \$394  = gmul_use16 ? { o_exp[19:0], 15'h4000 } : 35'h000000000;
-  assign \$395  = \$393  | { \$394 [34], \$394 [34], \$394 [34], \$394 [34], \$394 [34], \$394 [34], \$394 [34], \$394 [34], \$394 [34], \$394 [34], \$394 [34], \$394 [34], \$394 [34], \$394 [34], \$394  };
-  assign \$396  = ! pcen_state;
-  assign \$397  = pcen_state == 1'h1;
-  assign \$398  = pcen_state == 2'h2;
-  assign \$399  = pcen_state == 2'h3;
-  assign \$400  = pcen_state == 3'h4;
-  assign \$401  = ! engine_state;
-  assign \$402  = engine_state == 1'h1;
-  assign \$403  = engine_state == 2'h2;
-  assign \$404  = engine_state == 2'h3;
-  assign \$405  = engine_state == 3'h4;
-  assign \$406  = engine_state == 3'h5;
-  assign \$407  = engine_state == 3'h6;
-  assign \$408  = engine_state == 3'h7;
-  assign \$409  = $signed(\$329 [37:0]) * $signed(\$signal$206 );
-  assign \$410  = $signed(\$409 ) + $signed(\$395 );
-  assign \$411  = slot == 3'h7;
-  assign \$412  = slot + 1'h1;
-  assign \$413  = \$411  ? 4'h0 : \$412 ;
-  assign \$414  = jj + 1'h1;
-  assign \$415  = bins_mode == 2'h2;
-  assign \$416  = \$415  ? 9'h0ff : 9'h100;
-  assign \$417  = jj == \$416 ;
-  assign \$418  = ~ bins_run;
-  assign \$419  = bins_mode == 2'h2;
-  assign \$420  = \$419  ? 1'h1 : 1'h0;
-  assign \$421  = jj >= 1'h1;
-  assign \$422  = jj <= 8'hff;
-  assign \$423  = \$421  & \$422 ;
-  assign \$424  = issue & \$423 ;
-  assign \$425  = jj >= 1'h1;
-  assign \$426  = jj <= 8'hff;
-  assign \$427  = \$425  & \$426 ;
-  assign \$428  = issue & \$427 ;
-  assign \$429  = bins_mode == 2'h2;
+  assign \$364  = first_frame ? 17'h10000 : pw3[16:0];
+  assign \$365  = gmul_use13 ? \$364  : 17'h00000;
+  assign \$366  = \$363  | { 1'h0, \$365  };
+  assign \$367  = gmul_use14 ? pw4[17:0] : 18'h00000;
+  assign \$368  = \$366  | \$367 ;
+  assign \$369  = gmul_use15 ? pw3[33:17] : 17'h00000;
+  assign \$370  = \$368  | { 1'h0, \$369  };
+  assign \$371  = gmul_use16 ? g_r : 16'h0000;
+  assign \$signal$212  = \$370  | { 2'h0, \$371  };
+  assign \$372  = gmul_use0 | gmul_use1;
+  assign \$373  = ! bins_mode;
+  assign \$374  = \$373  & first_frame;
+  assign \$375  = \$374  ? 28'h0000000 : \$signature__data$61 [27:0];
+  assign \$376  = \$372  ? { \$375 , 16'h8000 } : 44'h00000000000;
+  assign \$377  = gmul_use2 ? 4'hb : 4'h0;
+  assign \$378  = \$376  | { 40'h0000000000, \$377  };
+  assign \$379  = gmul_use3 | gmul_use12;
+  assign \$380  = \$379  | gmul_use15;
+  assign \$381  = \$380  ? 16'h8000 : 16'h0000;
+  assign \$382  = \$378  | { 28'h0000000, \$381  };
+  assign \$383  = gmul_use4 ? 17'h18000 : 17'h00000;
+  assign \$384  = \$382  | { 27'h0000000, \$383  };
+  assign \$385  = gmul_use5 ? 41'h1549aa00000 : 41'h00000000000;
+  assign \$386  = \$384  | { 3'h0, \$385  };
+  assign \$389  = gmul_use7 ? num_r : 36'h000000000;
+  assign \$390  = \$388  | { 8'h00, \$389  };
+  assign \$391  = gmul_use8 ? { sf_r, 15'h4000 } : 31'h00000000;
+  assign \$392  = \$390  | { 13'h0000, \$391  };
+  assign \$393  = gmul_use9 ? 28'hbeee000 : 28'h0000000;
+  assign \$394  = { 1'h0, \$392  } | { \$393 [27], \$393 [27], \$393 [27], \$393 [27], \$393 [27], \$393 [27], \$393 [27], \$393 [27], \$393 [27], \$393 [27], \$393 [27], \$393 [27], \$393 [27], \$393 [27], \$393 [27], \$393 [27], \$393 [27], \$393  };
+  assign \$395  = gmul_use10 | gmul_use13;
+  assign \$396  = \$395  ? { \$signature__data [31:0], 16'h8000 } : 48'h000000000000;
+  assign \$397  = { \$394 [44], \$394 [44], \$394 [44], \$394 [44], \$394  } | { 1'h0, \$396  };
+  assign \$398  = gmul_use11 | gmul_use14;
+  assign \$399  = \$398  ? { lE, 16'h7fff } : 48'h000000000000;
+  assign \$400  = \$397  | { \$399 [47], \$399  };
+  assign \$401  = gmul_use16 ? { o_exp[19:0], 15'h4000 } : 35'h000000000;
+  assign \$402  = \$400  | { \$401 [34], \$401 [34], \$401 [34], \$401 [34], \$401 [34], \$401 [34], \$401 [34], \$401 [34], \$401 [34], \$401 [34], \$401 [34], \$401 [34], \$401 [34], \$401 [34], \$401  };
+  assign \$403  = ! pcen_state;
+  assign \$404  = pcen_state == 1'h1;
+  assign \$405  = pcen_state == 2'h2;
+  assign \$406  = pcen_state == 2'h3;
+  assign \$407  = pcen_state == 3'h4;
+  assign \$408  = ! engine_state;
+  assign \$409  = engine_state == 1'h1;
+  assign \$410  = engine_state == 2'h2;
+  assign \$411  = engine_state == 2'h3;
+  assign \$412  = engine_state == 3'h4;
+  assign \$413  = engine_state == 3'h5;
+  assign \$414  = engine_state == 3'h6;
+  assign \$415  = engine_state == 3'h7;
+  assign \$416  = $signed(g_a_r) * $signed(g_b_r);
+  assign \$417  = $signed(\$416 ) + $signed(g_k_r);
+  assign \$418  = slot == 3'h7;
+  assign \$419  = slot + 1'h1;
+  assign \$420  = \$418  ? 4'h0 : \$419 ;
+  assign \$421  = jj + 1'h1;
+  assign \$422  = bins_mode == 2'h2;
+  assign \$423  = \$422  ? 9'h0ff : 9'h100;
+  assign \$424  = jj == \$423 ;
+  assign \$425  = ~ bins_run;
+  assign \$426  = bins_mode == 2'h2;
+  assign \$427  = \$426  ? 1'h1 : 1'h0;
+  assign \$428  = jj >= 1'h1;
+  assign \$429  = jj <= 8'hff;
   assign \$430  = \$428  & \$429 ;
-  assign \$431  = store_ptr + 1'h1;
-  assign \$432  = ! bins_mode;
-  assign \$433  = v_d1 & \$432 ;
-  assign \$434  = store_ptr + 1'h1;
-  assign \$435  = ! o_stream;
-  assign \$436  = o_valid & \$435 ;
-  assign \$437  = mm + 1'h1;
-  assign \$439  = o_valid & \$438 ;
-  assign \$440  = | o_value[46:34];
-  assign \$441  = \$440  ? 16'hffff : o_value[33:18];
-  assign \$442  = sbase + ms;
-  assign \$443  = ms + 1'h1;
-  assign \$444  = ~ bins_run;
-  assign \$445  = ~ ifin;
-  assign \$446  = init_run & \$445 ;
-  assign \$447  = ~ iph;
-  assign \$448  = \$446  & \$447 ;
-  assign \$449  = ~ iph;
-  assign \$450  = init_run & \$449 ;
-  assign \$451  = ~ ifin;
-  assign \$452  = \$450  & \$451 ;
-  assign \$453  = ~ ifin;
-  assign \$454  = init_run & \$453 ;
-  assign \$455  = ~ iph;
-  assign \$456  = \$454  & \$455 ;
-  assign \$457  = ib + 1'h1;
-  assign \$458  = ib == 8'hfe;
-  assign \$459  = ~ init_run;
-  assign \$460  = p1_ph == 2'h2;
-  assign \$461  = p1_ph + 1'h1;
-  assign \$462  = \$460  ? 3'h0 : \$461 ;
-  assign \$463  = p1_m + 1'h1;
-  assign \$464  = p1_m == 6'h28;
-  assign \$465  = | { p1v_d8, p1v_d7, p1v_d6, p1v_d5, p1v_d4, p1v_d3, p1v_d2, p1v_d1 };
-  assign \$466  = ~ \$465 ;
-  assign \$467  = \$464  & \$466 ;
-  assign \$468  = g + 1'h1;
-  assign \$469  = ! g_p;
-  assign \$470  = k == 5'h1e;
-  assign \$471  = k + 1'h1;
-  assign \$472  = \$470  ? 6'h00 : \$471 ;
-  assign \$473  = k == 5'h1e;
-  assign \$474  = cm + 1'h1;
-  assign \$475  = cm == 6'h28;
-  assign \$476  = k == 4'ha;
-  assign \$477  = \$475  & \$476 ;
-  assign \$478  = ~ pcen_run;
-  assign \$479  = ~ pcen_run;
-  assign \$480  = ! p1m_d3;
-  assign \$481  = \$480  ? 34'h000000000 : sumE;
-  assign \$482  = \$481  + E;
-  assign \$483  = ! p1m_d3;
-  assign \$484  = \$483  ? 34'h000000000 : high;
-  assign \$485  = p1m_d3 >= 5'h1a;
-  assign \$486  = \$485  ? E : 28'h0000000;
-  assign \$487  = \$484  + \$486 ;
-  assign \$488  = p1m_d3 == 4'hd;
-  assign \$489  = ! p1m_d8;
-  assign \$490  = \$489  ? 35'h000000000 : slog;
-  assign \$491  = $signed(\$490 ) + $signed(o_lp);
-  assign \$492  = k == 1'h1;
-  assign \$493  = p2 & \$492 ;
-  assign \$494  = k == 2'h2;
-  assign \$495  = p2 & \$494 ;
-  assign \$496  = k == 2'h3;
-  assign \$497  = p2 & \$496 ;
-  assign \$498  = k == 3'h4;
-  assign \$499  = p2 & \$498 ;
-  assign \$500  = k == 3'h5;
-  assign \$501  = p2 & \$500 ;
-  assign \$502  = k == 3'h6;
-  assign \$503  = p2 & \$502 ;
-  assign \$504  = k == 3'h7;
-  assign \$505  = p2 & \$504 ;
-  assign \$506  = k == 3'h6;
-  assign \$507  = p2 & \$506 ;
-  assign \$508  = k == 3'h6;
-  assign \$509  = tail & \$508 ;
-  assign \$510  = clr + 1'h1;
-  assign \$511  = clr == 3'h5;
-  assign \$512  = t == 3'h4;
-  assign \$513  = t == 7'h64;
-  assign \$514  = t + 1'h1;
-  assign \$515  = fbase + 6'h28;
-  assign \$516  = clr + 1'h1;
-  assign \$517  = clr == 3'h5;
-  assign \$518  = tr == 3'h4;
-  assign \$519  = t == 7'h64;
-  assign \$520  = t + 1'h1;
-  assign \$521  = fbase + 6'h28;
-  assign \$522  = tr + 1'h1;
-  assign \$523  = rbase + 6'h28;
+  assign \$431  = issue & \$430 ;
+  assign \$432  = jj >= 1'h1;
+  assign \$433  = jj <= 8'hff;
+  assign \$434  = \$432  & \$433 ;
+  assign \$435  = issue & \$434 ;
+  assign \$436  = bins_mode == 2'h2;
+  assign \$437  = \$435  & \$436 ;
+  assign \$438  = store_ptr + 1'h1;
+  assign \$439  = ! bins_mode;
+  assign \$440  = v_d1 & \$439 ;
+  assign \$441  = store_ptr + 1'h1;
+  assign \$442  = ! o_stream;
+  assign \$443  = o_valid & \$442 ;
+  assign \$444  = mm + 1'h1;
+  assign \$446  = o_valid & \$445 ;
+  assign \$447  = | o_value[46:34];
+  assign \$448  = \$447  ? 16'hffff : o_value[33:18];
+  assign \$449  = sbase + ms;
+  assign \$450  = ms + 1'h1;
+  assign \$451  = ~ bins_run;
+  assign \$452  = ~ ifin;
+  assign \$453  = init_run & \$452 ;
+  assign \$454  = ~ iph;
+  assign \$455  = \$453  & \$454 ;
+  assign \$456  = ~ iph;
+  assign \$457  = init_run & \$456 ;
+  assign \$458  = ~ ifin;
+  assign \$459  = \$457  & \$458 ;
+  assign \$460  = ~ ifin;
+  assign \$461  = init_run & \$460 ;
+  assign \$462  = ~ iph;
+  assign \$463  = \$461  & \$462 ;
+  assign \$464  = ib + 1'h1;
+  assign \$465  = ib == 8'hfe;
+  assign \$466  = ~ init_run;
+  assign \$467  = p1_ph == 2'h2;
+  assign \$468  = p1_ph + 1'h1;
+  assign \$469  = \$467  ? 3'h0 : \$468 ;
+  assign \$470  = p1_m + 1'h1;
+  assign \$471  = p1_m == 6'h28;
+  assign \$472  = | { p1v_d9, p1v_d8, p1v_d7, p1v_d6, p1v_d5, p1v_d4, p1v_d3, p1v_d2, p1v_d1 };
+  assign \$473  = ~ \$472 ;
+  assign \$474  = \$471  & \$473 ;
+  assign \$475  = g + 1'h1;
+  assign \$476  = ! g_p;
+  assign \$477  = k == 6'h21;
+  assign \$478  = k + 1'h1;
+  assign \$479  = \$477  ? 7'h00 : \$478 ;
+  assign \$480  = k == 6'h21;
+  assign \$481  = cm + 1'h1;
+  assign \$482  = cm == 6'h28;
+  assign \$483  = k == 4'hb;
+  assign \$484  = \$482  & \$483 ;
+  assign \$485  = ~ pcen_run;
+  assign \$486  = ~ pcen_run;
+  assign \$487  = ! p1m_d4;
+  assign \$488  = \$487  ? 34'h000000000 : sumE;
+  assign \$489  = \$488  + E;
+  assign \$490  = ! p1m_d4;
+  assign \$491  = \$490  ? 34'h000000000 : high;
+  assign \$492  = p1m_d4 >= 5'h1a;
+  assign \$493  = \$492  ? E : 28'h0000000;
+  assign \$494  = \$491  + \$493 ;
+  assign \$495  = p1m_d4 == 4'hd;
+  assign \$496  = ! p1m_d9;
+  assign \$497  = \$496  ? 35'h000000000 : slog;
+  assign \$498  = $signed(\$497 ) + $signed(o_lp);
+  assign \$499  = k == 1'h1;
+  assign \$500  = p2 & \$499 ;
+  assign \$501  = k == 2'h2;
+  assign \$502  = p2 & \$501 ;
+  assign \$503  = k == 2'h3;
+  assign \$504  = p2 & \$503 ;
+  assign \$505  = k == 3'h4;
+  assign \$506  = p2 & \$505 ;
+  assign \$507  = k == 3'h5;
+  assign \$508  = p2 & \$507 ;
+  assign \$509  = k == 3'h6;
+  assign \$510  = p2 & \$509 ;
+  assign \$511  = k == 3'h7;
+  assign \$512  = p2 & \$511 ;
+  assign \$513  = k == 3'h6;
+  assign \$514  = p2 & \$513 ;
+  assign \$515  = k == 3'h6;
+  assign \$516  = tail & \$515 ;
+  assign \$517  = clr + 1'h1;
+  assign \$518  = clr == 3'h5;
+  assign \$519  = t == 3'h4;
+  assign \$520  = t == 7'h64;
+  assign \$521  = t + 1'h1;
+  assign \$522  = fbase + 6'h28;
+  assign \$523  = clr + 1'h1;
+  assign \$524  = clr == 3'h5;
+  assign \$525  = tr == 3'h4;
+  assign \$526  = t == 7'h64;
+  assign \$527  = t + 1'h1;
+  assign \$528  = fbase + 6'h28;
+  assign \$529  = tr + 1'h1;
+  assign \$530  = rbase + 6'h28;
   always @(posedge clk)
-    g_p <= \$524 ;
+    g_a_r <= \$531 ;
   always @(posedge clk)
-    slot <= \$525 ;
+    g_b_r <= \$532 ;
   always @(posedge clk)
-    j <= \$526 ;
+    g_k_r <= \$533 ;
   always @(posedge clk)
-    finished <= \$527 ;
+    g_p <= \$534 ;
   always @(posedge clk)
-    v_d1 <= \$528 ;
+    slot <= \$535 ;
   always @(posedge clk)
-    v_d2 <= \$529 ;
+    j <= \$536 ;
   always @(posedge clk)
-    v_d3 <= \$530 ;
+    finished <= \$537 ;
   always @(posedge clk)
-    v_d4 <= \$531 ;
+    v_d1 <= \$538 ;
   always @(posedge clk)
-    v_d5 <= \$532 ;
+    v_d2 <= \$539 ;
   always @(posedge clk)
-    v_d6 <= \$533 ;
+    v_d3 <= \$540 ;
   always @(posedge clk)
-    v_d7 <= \$534 ;
+    v_d4 <= \$541 ;
   always @(posedge clk)
-    v_d8 <= \$535 ;
+    v_d5 <= \$542 ;
   always @(posedge clk)
-    v_d9 <= \$536 ;
+    v_d6 <= \$543 ;
   always @(posedge clk)
-    v_d10 <= \$537 ;
+    v_d7 <= \$544 ;
   always @(posedge clk)
-    v_d11 <= \$538 ;
+    v_d8 <= \$545 ;
   always @(posedge clk)
-    v_d12 <= \$539 ;
+    v_d9 <= \$546 ;
   always @(posedge clk)
-    v_d13 <= \$540 ;
+    v_d10 <= \$547 ;
   always @(posedge clk)
-    v_d14 <= \$541 ;
+    v_d11 <= \$548 ;
   always @(posedge clk)
-    v_d15 <= \$542 ;
+    v_d12 <= \$549 ;
   always @(posedge clk)
-    v_d16 <= \$543 ;
+    v_d13 <= \$550 ;
   always @(posedge clk)
-    v_d17 <= \$544 ;
+    v_d14 <= \$551 ;
   always @(posedge clk)
-    v_d18 <= \$545 ;
+    v_d15 <= \$552 ;
   always @(posedge clk)
-    v_d19 <= \$546 ;
+    v_d16 <= \$553 ;
   always @(posedge clk)
-    v_d20 <= \$547 ;
+    v_d17 <= \$554 ;
   always @(posedge clk)
-    v_d21 <= \$548 ;
+    v_d18 <= \$555 ;
   always @(posedge clk)
-    v_d22 <= \$549 ;
+    v_d19 <= \$556 ;
   always @(posedge clk)
-    v_d23 <= \$550 ;
+    v_d20 <= \$557 ;
   always @(posedge clk)
-    v_d24 <= \$551 ;
+    v_d21 <= \$558 ;
   always @(posedge clk)
-    v_d25 <= \$552 ;
+    v_d22 <= \$559 ;
   always @(posedge clk)
-    v_d26 <= \$553 ;
+    v_d23 <= \$560 ;
   always @(posedge clk)
-    v_d27 <= \$554 ;
+    v_d24 <= \$561 ;
   always @(posedge clk)
-    v_d28 <= \$555 ;
+    v_d25 <= \$562 ;
   always @(posedge clk)
-    jb_d1 <= \$556 ;
+    v_d26 <= \$563 ;
   always @(posedge clk)
-    jb_d2 <= \$557 ;
+    v_d27 <= \$564 ;
   always @(posedge clk)
-    half_d1 <= \$558 ;
+    v_d28 <= \$565 ;
   always @(posedge clk)
-    store_ptr <= \$559 ;
+    v_d29 <= \$566 ;
   always @(posedge clk)
-    x_reg <= \$560 ;
+    v_d30 <= \$567 ;
   always @(posedge clk)
-    x1r <= \$561 ;
+    v_d31 <= \$568 ;
   always @(posedge clk)
-    w_d1 <= \$562 ;
+    jb_d1 <= \$569 ;
   always @(posedge clk)
-    w_d2 <= \$563 ;
+    jb_d2 <= \$570 ;
   always @(posedge clk)
-    w_d3 <= \$564 ;
+    jb_d3 <= \$571 ;
   always @(posedge clk)
-    w_d4 <= \$565 ;
+    half_d1 <= \$572 ;
   always @(posedge clk)
-    w_d5 <= \$566 ;
+    store_ptr <= \$573 ;
   always @(posedge clk)
-    w_d6 <= \$567 ;
+    x_reg <= \$574 ;
   always @(posedge clk)
-    w_d7 <= \$568 ;
+    x1r <= \$575 ;
   always @(posedge clk)
-    w_d8 <= \$569 ;
+    w_d1 <= \$576 ;
   always @(posedge clk)
-    w_d9 <= \$570 ;
+    w_d2 <= \$577 ;
   always @(posedge clk)
-    w_d10 <= \$571 ;
+    w_d3 <= \$578 ;
   always @(posedge clk)
-    w_d11 <= \$572 ;
+    w_d4 <= \$579 ;
   always @(posedge clk)
-    w_d12 <= \$573 ;
+    w_d5 <= \$580 ;
   always @(posedge clk)
-    w_d13 <= \$574 ;
+    w_d6 <= \$581 ;
   always @(posedge clk)
-    w_d14 <= \$575 ;
+    w_d7 <= \$582 ;
   always @(posedge clk)
-    w_d15 <= \$576 ;
+    w_d8 <= \$583 ;
   always @(posedge clk)
-    w_d16 <= \$577 ;
+    w_d9 <= \$584 ;
   always @(posedge clk)
-    w_d17 <= \$578 ;
+    w_d10 <= \$585 ;
   always @(posedge clk)
-    w_d18 <= \$579 ;
+    w_d11 <= \$586 ;
   always @(posedge clk)
-    w_d19 <= \$580 ;
+    w_d12 <= \$587 ;
   always @(posedge clk)
-    close_d1 <= \$581 ;
+    w_d13 <= \$588 ;
   always @(posedge clk)
-    close_d2 <= \$582 ;
+    w_d14 <= \$589 ;
   always @(posedge clk)
-    close_d3 <= \$583 ;
+    w_d15 <= \$590 ;
   always @(posedge clk)
-    close_d4 <= \$584 ;
+    w_d16 <= \$591 ;
   always @(posedge clk)
-    close_d5 <= \$585 ;
+    w_d17 <= \$592 ;
   always @(posedge clk)
-    close_d6 <= \$586 ;
+    w_d18 <= \$593 ;
   always @(posedge clk)
-    close_d7 <= \$587 ;
+    w_d19 <= \$594 ;
   always @(posedge clk)
-    close_d8 <= \$588 ;
+    w_d20 <= \$595 ;
   always @(posedge clk)
-    close_d9 <= \$589 ;
+    w_d21 <= \$596 ;
   always @(posedge clk)
-    close_d10 <= \$590 ;
+    close_d1 <= \$597 ;
   always @(posedge clk)
-    close_d11 <= \$591 ;
+    close_d2 <= \$598 ;
   always @(posedge clk)
-    close_d12 <= \$592 ;
+    close_d3 <= \$599 ;
   always @(posedge clk)
-    close_d13 <= \$593 ;
+    close_d4 <= \$600 ;
   always @(posedge clk)
-    close_d14 <= \$594 ;
+    close_d5 <= \$601 ;
   always @(posedge clk)
-    close_d15 <= \$595 ;
+    close_d6 <= \$602 ;
   always @(posedge clk)
-    close_d16 <= \$596 ;
+    close_d7 <= \$603 ;
   always @(posedge clk)
-    close_d17 <= \$597 ;
+    close_d8 <= \$604 ;
   always @(posedge clk)
-    close_d18 <= \$598 ;
+    close_d9 <= \$605 ;
   always @(posedge clk)
-    close_d19 <= \$599 ;
+    close_d10 <= \$606 ;
   always @(posedge clk)
-    word0r <= \$600 ;
+    close_d11 <= \$607 ;
   always @(posedge clk)
-    noise_r <= \$601 ;
+    close_d12 <= \$608 ;
   always @(posedge clk)
-    mm <= \$602 ;
+    close_d13 <= \$609 ;
   always @(posedge clk)
-    \$signal$182  <= \$603 ;
+    close_d14 <= \$610 ;
   always @(posedge clk)
-    ld <= \$604 ;
+    close_d15 <= \$611 ;
   always @(posedge clk)
-    r <= \$605 ;
+    close_d16 <= \$612 ;
   always @(posedge clk)
-    sclose <= \$606 ;
+    close_d17 <= \$613 ;
   always @(posedge clk)
-    snm <= \$607 ;
+    close_d18 <= \$614 ;
   always @(posedge clk)
-    saddr <= \$608 ;
+    close_d19 <= \$615 ;
   always @(posedge clk)
-    ms <= \$609 ;
+    close_d20 <= \$616 ;
   always @(posedge clk)
-    sclose_d1 <= \$610 ;
+    close_d21 <= \$617 ;
   always @(posedge clk)
-    sclose_d2 <= \$611 ;
+    word0r <= \$618 ;
   always @(posedge clk)
-    sclose_d3 <= \$612 ;
+    word0h <= \$619 ;
   always @(posedge clk)
-    sclose_d4 <= \$613 ;
+    half_n0 <= \$620 ;
   always @(posedge clk)
-    sclose_d5 <= \$614 ;
+    noise_r <= \$621 ;
   always @(posedge clk)
-    sclose_d6 <= \$615 ;
+    mm <= \$622 ;
   always @(posedge clk)
-    saddr_d1 <= \$616 ;
+    \$signal$188  <= \$623 ;
   always @(posedge clk)
-    saddr_d2 <= \$617 ;
+    ld <= \$624 ;
   always @(posedge clk)
-    saddr_d3 <= \$618 ;
+    r <= \$625 ;
   always @(posedge clk)
-    saddr_d4 <= \$619 ;
+    sclose <= \$626 ;
   always @(posedge clk)
-    saddr_d5 <= \$620 ;
+    snm <= \$627 ;
   always @(posedge clk)
-    saddr_d6 <= \$621 ;
+    saddr <= \$628 ;
   always @(posedge clk)
-    snr_val <= \$622 ;
+    ms <= \$629 ;
   always @(posedge clk)
-    iv_d1 <= \$623 ;
+    sclose_d1 <= \$630 ;
   always @(posedge clk)
-    iv_d2 <= \$624 ;
+    sclose_d2 <= \$631 ;
   always @(posedge clk)
-    iv_d3 <= \$625 ;
+    sclose_d3 <= \$632 ;
   always @(posedge clk)
-    iv_d4 <= \$626 ;
+    sclose_d4 <= \$633 ;
   always @(posedge clk)
-    iph <= \$627 ;
+    sclose_d5 <= \$634 ;
   always @(posedge clk)
-    ib <= \$628 ;
+    sclose_d6 <= \$635 ;
   always @(posedge clk)
-    ifin <= \$629 ;
+    saddr_d1 <= \$636 ;
   always @(posedge clk)
-    ib_d1 <= \$630 ;
+    saddr_d2 <= \$637 ;
   always @(posedge clk)
-    ib_d2 <= \$631 ;
+    saddr_d3 <= \$638 ;
   always @(posedge clk)
-    ib_d3 <= \$632 ;
+    saddr_d4 <= \$639 ;
   always @(posedge clk)
-    ib_d4 <= \$633 ;
+    saddr_d5 <= \$640 ;
   always @(posedge clk)
-    sum5_hold <= \$634 ;
+    saddr_d6 <= \$641 ;
   always @(posedge clk)
-    p1v_d1 <= \$635 ;
+    snr_val <= \$642 ;
   always @(posedge clk)
-    p1v_d2 <= \$636 ;
+    iv_d1 <= \$643 ;
   always @(posedge clk)
-    p1v_d3 <= \$637 ;
+    iv_d2 <= \$644 ;
   always @(posedge clk)
-    p1v_d4 <= \$638 ;
+    iv_d3 <= \$645 ;
   always @(posedge clk)
-    p1v_d5 <= \$639 ;
+    iv_d4 <= \$646 ;
   always @(posedge clk)
-    p1v_d6 <= \$640 ;
+    iv_d5 <= \$647 ;
   always @(posedge clk)
-    p1v_d7 <= \$641 ;
+    iph <= \$648 ;
   always @(posedge clk)
-    p1v_d8 <= \$642 ;
+    ib <= \$649 ;
   always @(posedge clk)
-    p1m_d1 <= \$643 ;
+    ifin <= \$650 ;
   always @(posedge clk)
-    p1m_d2 <= \$644 ;
+    ib_d1 <= \$651 ;
   always @(posedge clk)
-    p1m_d3 <= \$645 ;
+    ib_d2 <= \$652 ;
   always @(posedge clk)
-    p1m_d4 <= \$646 ;
+    ib_d3 <= \$653 ;
   always @(posedge clk)
-    p1m_d5 <= \$647 ;
+    ib_d4 <= \$654 ;
   always @(posedge clk)
-    p1m_d6 <= \$648 ;
+    ib_d5 <= \$655 ;
   always @(posedge clk)
-    p1m_d7 <= \$649 ;
+    sum5_hold <= \$656 ;
   always @(posedge clk)
-    p1m_d8 <= \$650 ;
+    p1v_d1 <= \$657 ;
   always @(posedge clk)
-    pcen_state <= \$651 ;
+    p1v_d2 <= \$658 ;
   always @(posedge clk)
-    p1_ph <= \$652 ;
+    p1v_d3 <= \$659 ;
   always @(posedge clk)
-    p1_m <= \$653 ;
+    p1v_d4 <= \$660 ;
   always @(posedge clk)
-    g <= \$654 ;
+    p1v_d5 <= \$661 ;
   always @(posedge clk)
-    meanr <= \$655 ;
+    p1v_d6 <= \$662 ;
   always @(posedge clk)
-    num_r <= \$656 ;
+    p1v_d7 <= \$663 ;
   always @(posedge clk)
-    num_zero <= \$657 ;
+    p1v_d8 <= \$664 ;
   always @(posedge clk)
-    lnum <= \$658 ;
+    p1v_d9 <= \$665 ;
   always @(posedge clk)
-    sf_r <= \$659 ;
+    p1m_d1 <= \$666 ;
   always @(posedge clk)
-    g_r <= \$660 ;
+    p1m_d2 <= \$667 ;
   always @(posedge clk)
-    k <= \$661 ;
+    p1m_d3 <= \$668 ;
   always @(posedge clk)
-    cm <= \$662 ;
+    p1m_d4 <= \$669 ;
   always @(posedge clk)
-    mel_r <= \$663 ;
+    p1m_d5 <= \$670 ;
   always @(posedge clk)
-    flo <= \$664 ;
+    p1m_d6 <= \$671 ;
   always @(posedge clk)
-    sumE <= \$665 ;
+    p1m_d7 <= \$672 ;
   always @(posedge clk)
-    high <= \$666 ;
+    p1m_d8 <= \$673 ;
   always @(posedge clk)
-    low <= \$667 ;
+    p1m_d9 <= \$674 ;
   always @(posedge clk)
-    slog <= \$668 ;
+    pcen_state <= \$675 ;
   always @(posedge clk)
-    E_r <= \$669 ;
+    p1_ph <= \$676 ;
   always @(posedge clk)
-    pw0 <= \$670 ;
+    p1_m <= \$677 ;
   always @(posedge clk)
-    pw1 <= \$671 ;
+    g <= \$678 ;
   always @(posedge clk)
-    pw2 <= \$672 ;
+    meanr <= \$679 ;
   always @(posedge clk)
-    pw3 <= \$673 ;
+    num_r <= \$680 ;
   always @(posedge clk)
-    pw4 <= \$674 ;
+    num_zero <= \$681 ;
   always @(posedge clk)
-    pw5 <= \$675 ;
+    lnum <= \$682 ;
   always @(posedge clk)
-    lE <= \$676 ;
+    sf_r <= \$683 ;
   always @(posedge clk)
-    stat_r <= \$677 ;
+    g_r <= \$684 ;
   always @(posedge clk)
-    t <= \$678 ;
+    k <= \$685 ;
   always @(posedge clk)
-    fbase <= \$679 ;
+    cm <= \$686 ;
   always @(posedge clk)
-    engine_state <= \$680 ;
+    mel_r <= \$687 ;
   always @(posedge clk)
-    clr <= \$681 ;
+    flo <= \$688 ;
   always @(posedge clk)
-    tr <= \$682 ;
+    fhi <= \$689 ;
   always @(posedge clk)
-    rbase <= \$683 ;
+    sumE <= \$690 ;
+  always @(posedge clk)
+    high <= \$691 ;
+  always @(posedge clk)
+    low <= \$692 ;
+  always @(posedge clk)
+    slog <= \$693 ;
+  always @(posedge clk)
+    E_r <= \$694 ;
+  always @(posedge clk)
+    pw0 <= \$695 ;
+  always @(posedge clk)
+    pw1 <= \$696 ;
+  always @(posedge clk)
+    pw2 <= \$697 ;
+  always @(posedge clk)
+    pw3 <= \$698 ;
+  always @(posedge clk)
+    pw4 <= \$699 ;
+  always @(posedge clk)
+    pw5 <= \$700 ;
+  always @(posedge clk)
+    lE <= \$701 ;
+  always @(posedge clk)
+    stat_r <= \$702 ;
+  always @(posedge clk)
+    t <= \$703 ;
+  always @(posedge clk)
+    fbase <= \$704 ;
+  always @(posedge clk)
+    engine_state <= \$705 ;
+  always @(posedge clk)
+    clr <= \$706 ;
+  always @(posedge clk)
+    tr <= \$707 ;
+  always @(posedge clk)
+    rbase <= \$708 ;
   assign first_frame = ! t;
   assign \$1  = ~ finished;
   assign \$2  = bins_run & \$1 ;
@@ -35724,7 +36042,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   assign \$17  = \$16  ? 9'h000 : j;
   assign jj = \$13  ? j : \$17 ;
   assign \$18  = bins_run & finished;
-  assign \$19  = | { v_d28, v_d27, v_d26, v_d25, v_d24, v_d23, v_d22, v_d21, v_d20, v_d19, v_d18, v_d17, v_d16, v_d15, v_d14, v_d13, v_d12, v_d11, v_d10, v_d9, v_d8, v_d7, v_d6, v_d5, v_d4, v_d3, v_d2, v_d1 };
+  assign \$19  = | { v_d31, v_d30, v_d29, v_d28, v_d27, v_d26, v_d25, v_d24, v_d23, v_d22, v_d21, v_d20, v_d19, v_d18, v_d17, v_d16, v_d15, v_d14, v_d13, v_d12, v_d11, v_d10, v_d9, v_d8, v_d7, v_d6, v_d5, v_d4, v_d3, v_d2, v_d1 };
   assign \$20  = ~ \$19 ;
   assign bins_done = \$18  & \$20 ;
   assign \$21  = jj - 1'h1;
@@ -35736,12 +36054,12 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   assign \$28  = bins_mode == 2'h2;
   assign \$29  = \$27  & \$28 ;
   assign \$30  = bins_mode == 2'h2;
-  assign x1 = \$30  ? \port$1457$0 [23:0] : x_reg;
+  assign x1 = \$30  ? \port$1471$0 [23:0] : x_reg;
   assign \$31  = half_d1 ? \$signature__data [35:18] : \$signature__data [17:0];
   assign \$32  = half_d1 ? \$signature__data [35:18] : \$signature__data [17:0];
   assign \$33  = | bins_mode;
   assign \$34  = v_d1 & \$33 ;
-  assign \$37  = \$36  - \$signature__data$58 [27:0];
+  assign \$37  = \$36  - \$signature__data$61 [27:0];
   assign \$38  = ! bins_mode;
   assign \$39  = v_d1 & \$38 ;
   assign \$40  = | bins_mode;
@@ -35755,9 +36073,9 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   assign \$48  = ! bins_mode;
   assign \$49  = | bins_mode;
   assign \$51  = \$48  | \$50 ;
-  assign \$52  = v_d2 & \$51 ;
-  assign \$53  = g_p[43:16] > \$signature__data$58 [27:1];
-  assign noise = \$53  ? g_p[43:16] : { 1'h0, \$signature__data$58 [27:1] };
+  assign \$52  = v_d3 & \$51 ;
+  assign \$53  = g_p[43:16] > half_n0;
+  assign noise = \$53  ? g_p[43:16] : { 1'h0, half_n0 };
   assign \$54  = bins_mode != 2'h2;
   assign \$55  = v_d2 & \$54 ;
   assign \$56  = ! o_stream;
@@ -35766,21 +36084,21 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   assign \$59  = | o_value[46:42];
   assign \$60  = \$59  ? 28'hfffffff : o_value[41:14];
   assign \$61  = | bins_mode;
-  assign \$62  = v_d3 & \$61 ;
+  assign \$62  = v_d4 & \$61 ;
   assign \$63  = | bins_mode;
-  assign \$64  = v_d4 & \$63 ;
+  assign \$64  = v_d6 & \$63 ;
   assign \$65  = | bins_mode;
-  assign \$66  = v_d10 & \$65 ;
+  assign \$66  = v_d12 & \$65 ;
   assign \$67  = | bins_mode;
-  assign \$68  = v_d19 & \$67 ;
+  assign \$68  = v_d21 & \$67 ;
   assign \$69  = | bins_mode;
-  assign \$70  = v_d20 & \$69 ;
+  assign \$70  = v_d22 & \$69 ;
   assign \$71  = ~ ifin;
   assign \$72  = init_run & \$71 ;
   assign \$73  = ~ iph;
   assign \$74  = \$72  & \$73 ;
   assign \$75  = init_run & ifin;
-  assign \$76  = | { iv_d4, iv_d3, iv_d2, iv_d1 };
+  assign \$76  = | { iv_d5, iv_d4, iv_d3, iv_d2, iv_d1 };
   assign \$77  = ~ \$76 ;
   assign init_done = \$75  & \$77 ;
   assign \$78  = bins_mode == 2'h2;
@@ -35789,226 +36107,197 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   assign \$80  = p1_m < 6'h28;
   assign \$81  = \$79  & \$80 ;
   assign \$82  = 9'h1c1 + p1_m;
-  assign \$83  = p1m_d1 * 3'h6;
-  assign \$84  = 8'h83 + \$83 ;
-  assign \$85  = p1m_d2 * 3'h6;
-  assign \$86  = 8'h86 + \$85 ;
-  assign \$87  = mel_r > { \$signature__data [35:22], flo };
-  assign E = \$87  ? mel_r : { \$signature__data [35:22], flo };
-  assign \$88  = 9'h1c1 + p1m_d3;
-  assign \$89  = g == 5'h19;
-  assign \$90  = pcen_run & \$89 ;
-  assign \$91  = cm < 6'h28;
-  assign p2 = \$90  & \$91 ;
-  assign \$92  = k <= 3'h6;
-  assign \$93  = p2 & \$92 ;
-  assign \$94  = ! k;
-  assign \$95  = 9'h1c1 + cm;
-  assign \$96  = cm * 3'h6;
-  assign \$97  = 8'h81 + \$96 ;
-  assign \$98  = \$97  + k;
-  assign \$99  = \$98  - 1'h1;
-  assign \$100  = \$94  ? { 2'h0, \$95  } : \$99 ;
-  assign \$101  = k == 3'h7;
-  assign \$102  = p2 & \$101 ;
-  assign \$103  = 9'h171 + { cm, 1'h0 };
-  assign \$104  = k == 4'h8;
-  assign \$105  = p2 & \$104 ;
-  assign \$106  = 9'h171 + { cm, 1'h1 };
-  assign \$107  = k == 1'h1;
+  assign \$85  = \$83  + \$84 ;
+  assign \$86  = 8'h83 + \$85 ;
+  assign \$89  = \$87  + \$88 ;
+  assign \$90  = 8'h86 + \$89 ;
+  assign \$91  = mel_r > { fhi, flo };
+  assign E = \$91  ? mel_r : { fhi, flo };
+  assign \$92  = 9'h1c1 + p1m_d4;
+  assign \$93  = g == 5'h1d;
+  assign \$94  = pcen_run & \$93 ;
+  assign \$95  = cm < 6'h28;
+  assign p2 = \$94  & \$95 ;
+  assign \$96  = k <= 3'h6;
+  assign \$97  = p2 & \$96 ;
+  assign \$98  = ! k;
+  assign \$99  = 9'h1c1 + cm;
+  assign \$102  = \$100  + \$101 ;
+  assign \$103  = 8'h81 + \$102 ;
+  assign \$104  = \$103  + k;
+  assign \$105  = \$104  - 1'h1;
+  assign \$106  = \$98  ? { 3'h0, \$99  } : \$105 ;
+  assign \$107  = k == 3'h7;
   assign \$108  = p2 & \$107 ;
-  assign \$109  = k == 4'h8;
-  assign \$110  = p2 & \$109 ;
-  assign \$111  = k == 4'h9;
-  assign \$112  = p2 & \$111 ;
-  assign \$113  = 9'h171 + { cm, 1'h0 };
-  assign \$114  = k == 4'he;
-  assign \$115  = p2 & \$114 ;
-  assign \$116  = k == 4'hf;
-  assign \$117  = p2 & \$116 ;
-  assign \$118  = k == 5'h17;
-  assign \$119  = p2 & \$118 ;
-  assign \$120  = k == 5'h1c;
+  assign \$109  = 9'h171 + { cm, 1'h0 };
+  assign \$110  = k == 4'h8;
+  assign \$111  = p2 & \$110 ;
+  assign \$112  = 9'h171 + { cm, 1'h1 };
+  assign \$113  = k == 1'h1;
+  assign \$114  = p2 & \$113 ;
+  assign \$115  = k == 4'h8;
+  assign \$116  = p2 & \$115 ;
+  assign \$117  = k == 4'ha;
+  assign \$118  = p2 & \$117 ;
+  assign \$119  = 9'h171 + { cm, 1'h0 };
+  assign \$120  = k == 4'hf;
   assign \$121  = p2 & \$120 ;
-  assign \$122  = k == 5'h1d;
+  assign \$122  = k == 5'h11;
   assign \$123  = p2 & \$122 ;
-  assign \$124  = k == 4'h9;
+  assign \$124  = k == 5'h19;
   assign \$125  = p2 & \$124 ;
-  assign \$126  = k == 4'ha;
+  assign \$126  = k == 5'h1e;
   assign \$127  = p2 & \$126 ;
-  assign \$128  = 9'h171 + { cm, 1'h1 };
-  assign \$129  = k == 4'hf;
-  assign \$130  = p2 & \$129 ;
-  assign \$131  = k == 5'h10;
-  assign \$132  = p2 & \$131 ;
-  assign \$133  = k == 5'h18;
-  assign \$134  = p2 & \$133 ;
-  assign \$135  = k == 5'h1d;
+  assign \$128  = k == 6'h20;
+  assign \$129  = p2 & \$128 ;
+  assign \$130  = k == 4'h9;
+  assign \$131  = p2 & \$130 ;
+  assign \$132  = k == 4'hb;
+  assign \$133  = p2 & \$132 ;
+  assign \$134  = 9'h171 + { cm, 1'h1 };
+  assign \$135  = k == 5'h10;
   assign \$136  = p2 & \$135 ;
-  assign \$137  = k == 5'h1e;
+  assign \$137  = k == 5'h12;
   assign \$138  = p2 & \$137 ;
-  assign \$139  = g == 5'h19;
-  assign \$140  = pcen_run & \$139 ;
-  assign \$141  = cm >= 1'h1;
-  assign \$142  = \$140  & \$141 ;
-  assign \$143  = cm <= 6'h28;
-  assign tail = \$142  & \$143 ;
-  assign \$144  = cm - 1'h1;
-  assign \$145  = k == 3'h6;
-  assign \$146  = tail & \$145 ;
-  assign \$147  = fbase + \$144 [5:0];
-  assign \$148  = k == 3'h7;
-  assign \$149  = tail & \$148 ;
-  assign \$150  = $signed(g_p[57:15]) + $signed(4'h4);
-  assign \$152  = | \$151 [21:15];
-  assign \$153  = ~ \$152 ;
-  assign \$154  = & \$151 [21:15];
-  assign \$155  = \$153  | \$154 ;
-  assign \$156  = \$151 [21] ? 16'h8000 : 16'h7fff;
-  assign feat = \$155  ? \$151 [15:0] : \$156 ;
-  assign \$157  = k == 4'h8;
-  assign \$158  = tail & \$157 ;
-  assign \$159  = fbase + \$144 [5:0];
-  assign \$160  = t < 3'h5;
-  assign \$161  = \$160  ? 1'h0 : 1'h1;
-  assign bins_mode = in_replay ? 2'h2 : { 1'h0, \$161  };
-  assign \$162  = ! clr;
-  assign \$163  = ! clr;
-  assign \$164  = fu_use0 | fu_use1;
-  assign \$165  = \$164  | fu_use2;
-  assign \$166  = \$165  | fu_use3;
-  assign \$167  = \$166  | fu_use4;
-  assign \$168  = \$167  | fu_use5;
-  assign \$169  = \$168  | fu_use6;
-  assign \$170  = \$169  | fu_use7;
-  assign \$171  = \$170  | fu_use8;
-  assign \$172  = \$171  | fu_use9;
-  assign \$173  = \$172  | fu_use10;
-  assign \$174  = \$173  | fu_use11;
-  assign \$175  = \$174  | fu_use12;
-  assign \$176  = \$175  | fu_use13;
-  assign \$177  = \$176  | fu_use14;
-  assign \$178  = \$177  | fu_use15;
-  assign \$179  = \$178  | fu_use16;
-  assign \$180  = \$179  | fu_use17;
-  assign \$181  = \$180  | fu_use18;
-  assign \$182  = \$181  | fu_use19;
-  assign i_valid = \$182  ? 1'h1 : 1'h0;
-  assign \$183  = fu_use0 | fu_use1;
-  assign \$184  = \$183  | fu_use5;
-  assign \$185  = \$184  | fu_use6;
-  assign \$187  = fu_use2 ? 1'h1 : 1'h0;
-  assign \$189  = fu_use3 ? 2'h2 : 2'h0;
-  assign \$190  = { 1'h0, \$188  } | \$189 ;
-  assign \$191  = fu_use4 | fu_use10;
-  assign \$192  = \$191  | fu_use11;
-  assign \$193  = \$192  | fu_use14;
-  assign \$194  = \$193  | fu_use18;
-  assign \$195  = \$194  ? 2'h3 : 2'h0;
-  assign \$196  = \$190  | \$195 ;
-  assign \$197  = fu_use7 | fu_use8;
-  assign \$198  = \$197  ? 3'h7 : 3'h0;
-  assign \$199  = { 1'h0, \$196  } | \$198 ;
-  assign \$200  = fu_use9 ? 4'h8 : 4'h0;
-  assign \$201  = { 1'h0, \$199  } | \$200 ;
-  assign \$202  = fu_use12 | fu_use16;
-  assign \$203  = \$202  ? 3'h4 : 3'h0;
-  assign \$204  = \$201  | { 1'h0, \$203  };
-  assign \$205  = fu_use13 | fu_use17;
-  assign \$206  = \$205  ? 3'h5 : 3'h0;
-  assign \$207  = \$204  | { 1'h0, \$206  };
-  assign \$208  = fu_use15 | fu_use19;
-  assign \$209  = \$208  ? 3'h6 : 3'h0;
-  assign i_op = \$207  | { 1'h0, \$209  };
-  assign \$210  = fu_use0 ? x1 : 24'h000000;
-  assign \$211  = fu_use1 ? g_p[43:0] : 44'h00000000000;
-  assign \$212  = { 20'h00000, \$210  } | \$211 ;
-  assign \$213  = fu_use2 ? \$signal$182  : 32'd0;
-  assign \$214  = { 1'h0, \$212  } | { \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213  };
-  assign \$215  = fu_use3 ? snm : 16'h0000;
-  assign \$216  = \$214  | { 29'h00000000, \$215  };
-  assign \$217  = fu_use4 ? sumE : 34'h000000000;
-  assign \$218  = \$216  | { 11'h000, \$217  };
-  assign \$219  = fu_use5 | fu_use6;
-  assign \$220  = \$219  ? g_p[39:0] : 40'h0000000000;
-  assign \$221  = \$218  | { 5'h00, \$220  };
-  assign \$222  = fu_use7 ? meanr : 34'h000000000;
-  assign \$223  = \$221  | { \$222 [33], \$222 [33], \$222 [33], \$222 [33], \$222 [33], \$222 [33], \$222 [33], \$222 [33], \$222 [33], \$222 [33], \$222 [33], \$222  };
-  assign \$224  = fu_use8 ? lnum : 32'd0;
-  assign \$225  = \$223  | { \$224 [31], \$224 [31], \$224 [31], \$224 [31], \$224 [31], \$224 [31], \$224 [31], \$224 [31], \$224 [31], \$224 [31], \$224 [31], \$224 [31], \$224 [31], \$224  };
-  assign \$226  = | s[43:15];
-  assign \$227  = ~ \$226 ;
-  assign \$228  = & s[43:15];
-  assign \$229  = \$227  | \$228 ;
-  assign \$230  = s[43] ? 16'h8000 : 16'h7fff;
-  assign \$231  = \$229  ? s[15:0] : \$230 ;
-  assign \$232  = fu_use9 ? \$231  : 16'h0000;
-  assign \$233  = \$225  | { \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232 [15], \$232  };
-  assign \$234  = fu_use10 ? E : 28'h0000000;
-  assign \$235  = \$233  | { 17'h00000, \$234  };
-  assign \$236  = fu_use11 ? \$signature__data [27:0] : 28'h0000000;
-  assign \$237  = \$235  | { 17'h00000, \$236  };
-  assign \$238  = fu_use12 | fu_use16;
-  assign \$239  = \$238  ? g_p[47:16] : 32'd0;
-  assign \$240  = \$237  | { 13'h0000, \$239  };
-  assign \$241  = fu_use13 | fu_use15;
-  assign \$242  = \$241  | fu_use17;
-  assign \$243  = \$242  | fu_use19;
-  assign \$244  = \$243  ? g_p[49:16] : 34'h000000000;
-  assign \$245  = \$240  | { \$244 [33], \$244 [33], \$244 [33], \$244 [33], \$244 [33], \$244 [33], \$244 [33], \$244 [33], \$244 [33], \$244 [33], \$244 [33], \$244  };
-  assign \$246  = fu_use14 | fu_use18;
-  assign \$247  = \$246  ? o_exp : 43'h00000000000;
-  assign i_x = \$245  | { \$247 [42], \$247 [42], \$247  };
-  assign \$248  = fu_use0 | fu_use1;
-  assign \$249  = \$248  | fu_use3;
-  assign \$250  = \$249  | fu_use4;
-  assign \$251  = \$250  | fu_use5;
-  assign \$252  = \$251  | fu_use6;
-  assign \$253  = \$252  | fu_use9;
-  assign \$254  = \$253  | fu_use10;
-  assign \$255  = \$254  | fu_use11;
-  assign \$256  = \$255  | fu_use12;
-  assign \$257  = \$256  | fu_use13;
-  assign \$258  = \$257  | fu_use14;
-  assign \$259  = \$258  | fu_use15;
-  assign \$260  = \$259  | fu_use16;
-  assign \$261  = \$260  | fu_use17;
-  assign \$262  = \$261  | fu_use18;
-  assign \$263  = \$262  | fu_use19;
-  assign \$265  = fu_use2 ? ld : 32'd0;
-  assign \$267  = fu_use7 | fu_use8;
-  assign \$268  = \$267  ? o_lp : 32'd0;
-  assign \$269  = \$266  | \$268 ;
-  assign \$270  = fu_use0 | fu_use1;
-  assign \$271  = \$270  | fu_use2;
-  assign \$272  = \$271  | fu_use3;
-  assign \$273  = \$272  | fu_use4;
-  assign \$274  = \$273  | fu_use5;
-  assign \$275  = \$274  | fu_use6;
-  assign \$276  = \$275  | fu_use7;
-  assign \$277  = \$276  | fu_use8;
-  assign \$278  = \$277  | fu_use9;
-  assign \$279  = \$278  | fu_use10;
-  assign \$280  = \$279  | fu_use11;
-  assign \$281  = \$280  | fu_use12;
-  assign \$282  = \$281  | fu_use14;
-  assign \$283  = \$282  | fu_use16;
-  assign \$284  = \$283  | fu_use18;
-  assign \$286  = fu_use13 ? { pw2[1:0], pw1[35:18] } : 20'h00000;
-  assign \$288  = fu_use15 ? pw2[21:2] : 20'h00000;
-  assign \$289  = { 1'h0, \$287  } | { \$288 [19], \$288  };
-  assign \$290  = fu_use17 ? { pw5[1:0], pw4[35:18] } : 20'h00000;
-  assign \$291  = \$289  | { 1'h0, \$290  };
-  assign \$292  = fu_use19 ? pw5[21:2] : 20'h00000;
-  assign \$293  = \$291  | { \$292 [19], \$292  };
-  assign \$294  = gmul_use0 ? x1 : 24'h000000;
-  assign \$295  = gmul_use1 ? { \$37 [28], \$37  } : 30'h00000000;
-  assign \$296  = { 6'h00, \$294  } | \$295 ;
-  assign \$297  = gmul_use2 ? noise_r : 28'h0000000;
-  assign \$298  = \$296  | { 2'h0, \$297  };
-  assign \$299  = gmul_use3 ? word0r : 28'h0000000;
-  assign \$300  = \$298  | { 2'h0, \$299  };
-  assign \$301  = gmul_use4 ? sum5_hold : 28'h0000000;
+  assign \$139  = k == 5'h1a;
+  assign \$140  = p2 & \$139 ;
+  assign \$141  = k == 5'h1f;
+  assign \$142  = p2 & \$141 ;
+  assign \$143  = k == 6'h21;
+  assign \$144  = p2 & \$143 ;
+  assign \$145  = g == 5'h1d;
+  assign \$146  = pcen_run & \$145 ;
+  assign \$147  = cm >= 1'h1;
+  assign \$148  = \$146  & \$147 ;
+  assign \$149  = cm <= 6'h28;
+  assign tail = \$148  & \$149 ;
+  assign \$150  = cm - 1'h1;
+  assign \$151  = k == 3'h6;
+  assign \$152  = tail & \$151 ;
+  assign \$153  = fbase + \$150 [5:0];
+  assign \$154  = k == 3'h7;
+  assign \$155  = tail & \$154 ;
+  assign \$156  = $signed(g_p[57:15]) + $signed(4'h4);
+  assign \$158  = | \$157 [21:15];
+  assign \$159  = ~ \$158 ;
+  assign \$160  = & \$157 [21:15];
+  assign \$161  = \$159  | \$160 ;
+  assign \$162  = \$157 [21] ? 16'h8000 : 16'h7fff;
+  assign feat = \$161  ? \$157 [15:0] : \$162 ;
+  assign \$163  = k == 4'h9;
+  assign \$164  = tail & \$163 ;
+  assign \$165  = fbase + \$150 [5:0];
+  assign \$166  = t < 3'h5;
+  assign \$167  = \$166  ? 1'h0 : 1'h1;
+  assign bins_mode = in_replay ? 2'h2 : { 1'h0, \$167  };
+  assign \$168  = ! clr;
+  assign \$169  = ! clr;
+  assign \$170  = fu_use0 | fu_use1;
+  assign \$171  = \$170  | fu_use2;
+  assign \$172  = \$171  | fu_use3;
+  assign \$173  = \$172  | fu_use4;
+  assign \$174  = \$173  | fu_use5;
+  assign \$175  = \$174  | fu_use6;
+  assign \$176  = \$175  | fu_use7;
+  assign \$177  = \$176  | fu_use8;
+  assign \$178  = \$177  | fu_use9;
+  assign \$179  = \$178  | fu_use10;
+  assign \$180  = \$179  | fu_use11;
+  assign \$181  = \$180  | fu_use12;
+  assign \$182  = \$181  | fu_use13;
+  assign \$183  = \$182  | fu_use14;
+  assign \$184  = \$183  | fu_use15;
+  assign \$185  = \$184  | fu_use16;
+  assign \$186  = \$185  | fu_use17;
+  assign \$187  = \$186  | fu_use18;
+  assign \$188  = \$187  | fu_use19;
+  assign i_valid = \$188  ? 1'h1 : 1'h0;
+  assign \$189  = fu_use0 | fu_use1;
+  assign \$190  = \$189  | fu_use5;
+  assign \$191  = \$190  | fu_use7;
+  assign \$193  = fu_use2 ? 1'h1 : 1'h0;
+  assign \$195  = fu_use3 ? 2'h2 : 2'h0;
+  assign \$196  = { 1'h0, \$194  } | \$195 ;
+  assign \$197  = fu_use4 | fu_use10;
+  assign \$198  = \$197  | fu_use11;
+  assign \$199  = \$198  | fu_use14;
+  assign \$200  = \$199  | fu_use18;
+  assign \$201  = \$200  ? 2'h3 : 2'h0;
+  assign \$202  = \$196  | \$201 ;
+  assign \$203  = fu_use6 | fu_use8;
+  assign \$204  = \$203  ? 3'h7 : 3'h0;
+  assign \$205  = { 1'h0, \$202  } | \$204 ;
+  assign \$206  = fu_use9 ? 4'h8 : 4'h0;
+  assign \$207  = { 1'h0, \$205  } | \$206 ;
+  assign \$208  = fu_use12 | fu_use16;
+  assign \$209  = \$208  ? 3'h4 : 3'h0;
+  assign \$210  = \$207  | { 1'h0, \$209  };
+  assign \$211  = fu_use13 | fu_use17;
+  assign \$212  = \$211  ? 3'h5 : 3'h0;
+  assign \$213  = \$210  | { 1'h0, \$212  };
+  assign \$214  = fu_use15 | fu_use19;
+  assign \$215  = \$214  ? 3'h6 : 3'h0;
+  assign i_op = \$213  | { 1'h0, \$215  };
+  assign \$216  = fu_use0 ? x1 : 24'h000000;
+  assign \$217  = fu_use1 ? g_p[43:0] : 44'h00000000000;
+  assign \$218  = { 20'h00000, \$216  } | \$217 ;
+  assign \$219  = fu_use2 ? \$signal$188  : 32'd0;
+  assign \$220  = { 1'h0, \$218  } | { \$219 [31], \$219 [31], \$219 [31], \$219 [31], \$219 [31], \$219 [31], \$219 [31], \$219 [31], \$219 [31], \$219 [31], \$219 [31], \$219 [31], \$219 [31], \$219  };
+  assign \$221  = fu_use3 ? snm : 16'h0000;
+  assign \$222  = \$220  | { 29'h00000000, \$221  };
+  assign \$223  = fu_use4 ? sumE : 34'h000000000;
+  assign \$224  = \$222  | { 11'h000, \$223  };
+  assign \$225  = fu_use5 | fu_use7;
+  assign \$226  = \$225  ? g_p[39:0] : 40'h0000000000;
+  assign \$227  = \$224  | { 5'h00, \$226  };
+  assign \$228  = fu_use6 ? meanr : 34'h000000000;
+  assign \$229  = \$227  | { \$228 [33], \$228 [33], \$228 [33], \$228 [33], \$228 [33], \$228 [33], \$228 [33], \$228 [33], \$228 [33], \$228 [33], \$228 [33], \$228  };
+  assign \$230  = fu_use8 ? lnum : 32'd0;
+  assign \$231  = \$229  | { \$230 [31], \$230 [31], \$230 [31], \$230 [31], \$230 [31], \$230 [31], \$230 [31], \$230 [31], \$230 [31], \$230 [31], \$230 [31], \$230 [31], \$230 [31], \$230  };
+  assign \$232  = | s[43:15];
+  assign \$233  = ~ \$232 ;
+  assign \$234  = & s[43:15];
+  assign \$235  = \$233  | \$234 ;
+  assign \$236  = s[43] ? 16'h8000 : 16'h7fff;
+  assign \$237  = \$235  ? s[15:0] : \$236 ;
+  assign \$238  = fu_use9 ? \$237  : 16'h0000;
+  assign \$239  = \$231  | { \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238  };
+  assign \$240  = fu_use10 ? E : 28'h0000000;
+  assign \$241  = \$239  | { 17'h00000, \$240  };
+  assign \$242  = fu_use11 ? \$signature__data [27:0] : 28'h0000000;
+  assign \$243  = \$241  | { 17'h00000, \$242  };
+  assign \$244  = fu_use12 | fu_use16;
+  assign \$245  = \$244  ? g_p[47:16] : 32'd0;
+  assign \$246  = \$243  | { 13'h0000, \$245  };
+  assign \$247  = fu_use13 | fu_use15;
+  assign \$248  = \$247  | fu_use17;
+  assign \$249  = \$248  | fu_use19;
+  assign \$250  = \$249  ? g_p[49:16] : 34'h000000000;
+  assign \$251  = \$246  | { \$250 [33], \$250 [33], \$250 [33], \$250 [33], \$250 [33], \$250 [33], \$250 [33], \$250 [33], \$250 [33], \$250 [33], \$250 [33], \$250  };
+  assign \$252  = fu_use14 | fu_use18;
+  assign \$253  = \$252  ? o_exp : 43'h00000000000;
+  assign i_x = \$251  | { \$253 [42], \$253 [42], \$253  };
+  assign \$254  = fu_use0 | fu_use1;
+  assign \$255  = \$254  | fu_use3;
+  assign \$256  = \$255  | fu_use4;
+  assign \$257  = \$256  | fu_use5;
+  assign \$258  = \$257  | fu_use7;
+  assign \$259  = \$258  | fu_use9;
+  assign \$260  = \$259  | fu_use10;
+  assign \$261  = \$260  | fu_use11;
+  assign \$262  = \$261  | fu_use12;
+  assign \$263  = \$262  | fu_use13;
+  assign \$264  = \$263  | fu_use14;
+  assign \$265  = \$264  | fu_use15;
+  assign \$266  = \$265  | fu_use16;
+  assign \$267  = \$266  | fu_use17;
+  assign \$268  = \$267  | fu_use18;
+  assign \$269  = \$268  | fu_use19;
+  assign \$271  = fu_use2 ? ld : 32'd0;
+  assign \$273  = fu_use6 | fu_use8;
+  assign \$274  = \$273  ? o_lp : 32'd0;
+  assign \$275  = \$272  | \$274 ;
+  assign \$276  = fu_use0 | fu_use1;
   \nanomamba_accel.spectral.engine.fu  fu (
     .clip_start(clip_start),
     .clk(clk),
@@ -36017,8 +36306,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
     .i_x(i_x),
     .o_exp(o_exp),
     .o_lp(o_lp),
-    .\port$857$0 (\$269 ),
-    .\port$881$0 (\$293 ),
+    .\port$864$0 (\$275 ),
+    .\port$888$0 (\$299 ),
     .rst(rst)
   );
   \nanomamba_accel.spectral.engine.mac  mac (
@@ -36072,27 +36361,27 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$signature__addr$45  = 9'h000;
+    \$signature__addr$48  = 9'h000;
     if (issue) begin
-      \$signature__addr$45  = \$23 [8:0];
+      \$signature__addr$48  = \$23 [8:0];
     end
     if (p1_issue) begin
-      \$signature__addr$45  = \$82 [8:0];
+      \$signature__addr$48  = \$82 [8:0];
     end
     if (p1v_d1) begin
-      \$signature__addr$45  = \$84 [8:0];
+      \$signature__addr$48  = \$86 [8:0];
     end
     if (p1v_d2) begin
-      \$signature__addr$45  = \$86 [8:0];
+      \$signature__addr$48  = \$90 [8:0];
     end
-    if (\$93 ) begin
-      \$signature__addr$45  = \$100 [8:0];
+    if (\$97 ) begin
+      \$signature__addr$48  = \$106 [8:0];
     end
-    if (\$102 ) begin
-      \$signature__addr$45  = \$103 [8:0];
+    if (\$108 ) begin
+      \$signature__addr$48  = \$109 [8:0];
     end
-    if (\$105 ) begin
-      \$signature__addr$45  = \$106 [8:0];
+    if (\$111 ) begin
+      \$signature__addr$48  = \$112 [8:0];
     end
   end
   always @* begin
@@ -36104,7 +36393,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
     if (sclose_d5) begin
       fb_re = 1'h1;
     end
-    if (\$146 ) begin
+    if (\$152 ) begin
       fb_re = 1'h1;
     end
   end
@@ -36123,11 +36412,11 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
     if (sclose_d6) begin
       fb_addr = saddr_d6;
     end
-    if (\$146 ) begin
-      fb_addr = \$147 [11:0];
+    if (\$152 ) begin
+      fb_addr = \$153 [11:0];
     end
-    if (\$158 ) begin
-      fb_addr = \$159 [11:0];
+    if (\$164 ) begin
+      fb_addr = \$165 [11:0];
     end
   end
   always @* begin
@@ -36160,7 +36449,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
     if (sclose_d6) begin
       fb_we = 1'h1;
     end
-    if (\$158 ) begin
+    if (\$164 ) begin
       fb_we = 1'h1;
     end
   end
@@ -36171,10 +36460,10 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
       fb_wdata = { 7'h00, x1 };
     end
     if (sclose_d6) begin
-      fb_wdata = { snr_val, \port$1457$0 [14:0] };
+      fb_wdata = { snr_val, \port$1471$0 [14:0] };
     end
-    if (\$158 ) begin
-      fb_wdata = { \port$1460$0 , \port$1457$0 [26:15], feat[14:0] };
+    if (\$164 ) begin
+      fb_wdata = { \port$1474$0 , \port$1471$0 [26:15], feat[14:0] };
     end
   end
   always @* begin
@@ -36235,7 +36524,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
       close = close_d1;
     end
     if (\$68 ) begin
-      close = close_d18;
+      close = close_d20;
     end
     if (\$70 ) begin
       close = 1'h0;
@@ -36267,97 +36556,97 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
       w = w_d1;
     end
     if (\$68 ) begin
-      w = w_d18;
+      w = w_d20;
     end
     if (\$70 ) begin
-      w = w_d19;
+      w = w_d21;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$signature__en$70  = 1'h0;
+    \$signature__en$73  = 1'h0;
     if (\$52 ) begin
-      \$signature__en$70  = 1'h1;
-    end
-    if (iv_d3) begin
-      \$signature__en$70  = 1'h1;
+      \$signature__en$73  = 1'h1;
     end
     if (iv_d4) begin
-      \$signature__en$70  = 1'h1;
+      \$signature__en$73  = 1'h1;
+    end
+    if (iv_d5) begin
+      \$signature__en$73  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$signature__addr$71  = 9'h000;
+    \$signature__addr$74  = 9'h000;
     if (\$52 ) begin
-      \$signature__addr$71  = { jb_d2, 1'h0 };
-    end
-    if (iv_d3) begin
-      \$signature__addr$71  = { ib_d3[7:0], 1'h0 };
+      \$signature__addr$74  = { jb_d3, 1'h0 };
     end
     if (iv_d4) begin
-      \$signature__addr$71  = { ib_d4[7:0], 1'h1 };
+      \$signature__addr$74  = { ib_d4[7:0], 1'h0 };
+    end
+    if (iv_d5) begin
+      \$signature__addr$74  = { ib_d5[7:0], 1'h1 };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$signature__data$73  = 36'h000000000;
+    \$signature__data$76  = 36'h000000000;
     if (\$52 ) begin
-      \$signature__data$73  = { 8'h00, g_p[43:16] };
-    end
-    if (iv_d3) begin
-      \$signature__data$73  = { 8'h00, g_p[43:16] };
+      \$signature__data$76  = { 8'h00, g_p[43:16] };
     end
     if (iv_d4) begin
-      \$signature__data$73  = { 8'h00, g_p[43:16] };
+      \$signature__data$76  = { 8'h00, g_p[43:16] };
+    end
+    if (iv_d5) begin
+      \$signature__data$76  = { 8'h00, g_p[43:16] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$signature__en$81  = 1'h0;
+    \$signature__en$85  = 1'h0;
     if (\$57 ) begin
-      \$signature__en$81  = 1'h1;
+      \$signature__en$85  = 1'h1;
     end
-    if (p1v_d3) begin
-      \$signature__en$81  = 1'h1;
+    if (p1v_d4) begin
+      \$signature__en$85  = 1'h1;
     end
-    if (\$112 ) begin
-      \$signature__en$81  = 1'h1;
+    if (\$118 ) begin
+      \$signature__en$85  = 1'h1;
     end
-    if (\$127 ) begin
-      \$signature__en$81  = 1'h1;
+    if (\$133 ) begin
+      \$signature__en$85  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$signature__addr$82  = 9'h000;
+    \$signature__addr$86  = 9'h000;
     if (\$57 ) begin
-      \$signature__addr$82  = \$58 [8:0];
+      \$signature__addr$86  = \$58 [8:0];
     end
-    if (p1v_d3) begin
-      \$signature__addr$82  = \$88 [8:0];
+    if (p1v_d4) begin
+      \$signature__addr$86  = \$92 [8:0];
     end
-    if (\$112 ) begin
-      \$signature__addr$82  = \$113 [8:0];
+    if (\$118 ) begin
+      \$signature__addr$86  = \$119 [8:0];
     end
-    if (\$127 ) begin
-      \$signature__addr$82  = \$128 [8:0];
+    if (\$133 ) begin
+      \$signature__addr$86  = \$134 [8:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$signature__data$84  = 36'h000000000;
+    \$signature__data$88  = 36'h000000000;
     if (\$57 ) begin
-      \$signature__data$84  = { 8'h00, \$60  };
+      \$signature__data$88  = { 8'h00, \$60  };
     end
-    if (p1v_d3) begin
-      \$signature__data$84  = { 8'h00, E };
+    if (p1v_d4) begin
+      \$signature__data$88  = { 8'h00, E };
     end
-    if (\$112 ) begin
-      \$signature__data$84  = { 4'h0, g_p[47:16] };
+    if (\$118 ) begin
+      \$signature__data$88  = { 4'h0, g_p[47:16] };
     end
-    if (\$127 ) begin
-      \$signature__data$84  = { 4'h0, g_p[47:16] };
+    if (\$133 ) begin
+      \$signature__data$88  = { 4'h0, g_p[47:16] };
     end
   end
   always @* begin
@@ -36474,6 +36763,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
             5'h01:
                 /* empty */;
             5'h02:
+                /* empty */;
+            5'h03:
                 fu_use5 = 1'h1;
           endcase
     endcase
@@ -36495,6 +36786,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
             5'h02:
                 /* empty */;
             5'h03:
+                /* empty */;
+            5'h04:
                 gmul_use7 = 1'h1;
           endcase
     endcase
@@ -36518,6 +36811,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
             5'h03:
                 /* empty */;
             5'h04:
+                /* empty */;
+            5'h05:
                 fu_use6 = 1'h1;
           endcase
     endcase
@@ -36543,6 +36838,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
             5'h04:
                 /* empty */;
             5'h05:
+                /* empty */;
+            5'h06:
                 fu_use7 = 1'h1;
           endcase
     endcase
@@ -36569,9 +36866,11 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
                 /* empty */;
             5'h05:
                 /* empty */;
-            5'h07:
+            5'h06:
                 /* empty */;
-            5'h09:
+            5'h08:
+                /* empty */;
+            5'h0b:
                 fu_use8 = 1'h1;
           endcase
     endcase
@@ -36598,13 +36897,15 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
                 /* empty */;
             5'h05:
                 /* empty */;
-            5'h07:
+            5'h06:
                 /* empty */;
-            5'h09:
+            5'h08:
+                /* empty */;
+            5'h0b:
                 /* empty */;
             5'h0d:
                 /* empty */;
-            5'h11:
+            5'h13:
                 gmul_use8 = 1'h1;
           endcase
     endcase
@@ -36631,15 +36932,17 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
                 /* empty */;
             5'h05:
                 /* empty */;
-            5'h07:
+            5'h06:
                 /* empty */;
-            5'h09:
+            5'h08:
+                /* empty */;
+            5'h0b:
                 /* empty */;
             5'h0d:
                 /* empty */;
-            5'h11:
+            5'h13:
                 /* empty */;
-            5'h12:
+            5'h15:
                 gmul_use9 = 1'h1;
           endcase
     endcase
@@ -36666,17 +36969,19 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
                 /* empty */;
             5'h05:
                 /* empty */;
-            5'h07:
+            5'h06:
                 /* empty */;
-            5'h09:
+            5'h08:
+                /* empty */;
+            5'h0b:
                 /* empty */;
             5'h0d:
                 /* empty */;
-            5'h11:
-                /* empty */;
-            5'h12:
-                /* empty */;
             5'h13:
+                /* empty */;
+            5'h15:
+                /* empty */;
+            5'h17:
                 s = g_p[57:14];
           endcase
     endcase
@@ -36703,17 +37008,19 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
                 /* empty */;
             5'h05:
                 /* empty */;
-            5'h07:
+            5'h06:
                 /* empty */;
-            5'h09:
+            5'h08:
+                /* empty */;
+            5'h0b:
                 /* empty */;
             5'h0d:
                 /* empty */;
-            5'h11:
-                /* empty */;
-            5'h12:
-                /* empty */;
             5'h13:
+                /* empty */;
+            5'h15:
+                /* empty */;
+            5'h17:
                 fu_use9 = 1'h1;
           endcase
     endcase
@@ -36737,147 +37044,147 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     fu_use10 = 1'h0;
-    if (p1v_d3) begin
+    if (p1v_d4) begin
       fu_use10 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     fu_use11 = 1'h0;
-    if (\$108 ) begin
+    if (\$114 ) begin
       fu_use11 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     gmul_use10 = 1'h0;
-    if (\$110 ) begin
+    if (\$116 ) begin
       gmul_use10 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     fu_use12 = 1'h0;
-    if (\$112 ) begin
+    if (\$118 ) begin
       fu_use12 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     gmul_use11 = 1'h0;
-    if (\$115 ) begin
+    if (\$121 ) begin
       gmul_use11 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     fu_use13 = 1'h0;
-    if (\$117 ) begin
+    if (\$123 ) begin
       fu_use13 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     fu_use14 = 1'h0;
-    if (\$119 ) begin
+    if (\$125 ) begin
       fu_use14 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     gmul_use12 = 1'h0;
-    if (\$121 ) begin
+    if (\$127 ) begin
       gmul_use12 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     fu_use15 = 1'h0;
-    if (\$123 ) begin
+    if (\$129 ) begin
       fu_use15 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     gmul_use13 = 1'h0;
-    if (\$125 ) begin
+    if (\$131 ) begin
       gmul_use13 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     fu_use16 = 1'h0;
-    if (\$127 ) begin
+    if (\$133 ) begin
       fu_use16 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     gmul_use14 = 1'h0;
-    if (\$130 ) begin
+    if (\$136 ) begin
       gmul_use14 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     fu_use17 = 1'h0;
-    if (\$132 ) begin
+    if (\$138 ) begin
       fu_use17 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     fu_use18 = 1'h0;
-    if (\$134 ) begin
+    if (\$140 ) begin
       fu_use18 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     gmul_use15 = 1'h0;
-    if (\$136 ) begin
+    if (\$142 ) begin
       gmul_use15 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     fu_use19 = 1'h0;
-    if (\$138 ) begin
+    if (\$144 ) begin
       fu_use19 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     gmul_use16 = 1'h0;
-    if (\$149 ) begin
+    if (\$155 ) begin
       gmul_use16 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     stat_en = 1'h0;
-    if (\$158 ) begin
+    if (\$164 ) begin
       stat_en = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     stat_m = 6'h00;
-    if (\$158 ) begin
-      stat_m = \$144 [5:0];
+    if (\$164 ) begin
+      stat_m = \$150 [5:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     stat_x = 16'h0000;
-    if (\$158 ) begin
+    if (\$164 ) begin
       stat_x = feat;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     stat_first = 1'h0;
-    if (\$158 ) begin
+    if (\$164 ) begin
       stat_first = first_frame;
     end
   end
@@ -36908,7 +37215,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
       3'h0:
           /* empty */;
       3'h1:
-          clear = \$162 ;
+          clear = \$168 ;
       3'h2:
           /* empty */;
       3'h3:
@@ -36916,7 +37223,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
       3'h4:
           /* empty */;
       3'h6:
-          clear = \$163 ;
+          clear = \$169 ;
     endcase
   end
   always @* begin
@@ -37014,151 +37321,81 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$524  = { \$410 [56], \$410  };
+    \$531  = \$335 [37:0];
     if (clip_start) begin
-      \$524  = 58'h000000000000000;
+      \$531  = 38'h0000000000;
     end
     if (rst) begin
-      \$524  = 58'h000000000000000;
+      \$531  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$525  = \$413 [2:0];
+    \$532  = \$signal$212 ;
     if (clip_start) begin
-      \$525  = 3'h0;
+      \$532  = 18'h00000;
     end
     if (rst) begin
-      \$525  = 3'h0;
+      \$532  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$526  = j;
+    \$533  = { \$402 [48], \$402 [48], \$402 [48], \$402  };
+    if (clip_start) begin
+      \$533  = 52'h0000000000000;
+    end
+    if (rst) begin
+      \$533  = 52'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$534  = { \$417 [56], \$417  };
+    if (clip_start) begin
+      \$534  = 58'h000000000000000;
+    end
+    if (rst) begin
+      \$534  = 58'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$535  = \$420 [2:0];
+    if (clip_start) begin
+      \$535  = 3'h0;
+    end
+    if (rst) begin
+      \$535  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$536  = j;
     if (issue) begin
-      \$526  = \$414 [8:0];
+      \$536  = \$421 [8:0];
     end
-    if (\$418 ) begin
-      \$526  = { 8'h00, \$420  };
+    if (\$425 ) begin
+      \$536  = { 8'h00, \$427  };
     end
     if (clip_start) begin
-      \$526  = 9'h000;
+      \$536  = 9'h000;
     end
     if (rst) begin
-      \$526  = 9'h000;
+      \$536  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$527  = finished;
+    \$537  = finished;
     if (issue) begin
-      if (\$417 ) begin
-        \$527  = 1'h1;
+      if (\$424 ) begin
+        \$537  = 1'h1;
       end
     end
-    if (\$418 ) begin
-      \$527  = 1'h0;
+    if (\$425 ) begin
+      \$537  = 1'h0;
     end
-    if (clip_start) begin
-      \$527  = 1'h0;
-    end
-    if (rst) begin
-      \$527  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$528  = \$424 ;
-    if (clip_start) begin
-      \$528  = 1'h0;
-    end
-    if (rst) begin
-      \$528  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$529  = v_d1;
-    if (clip_start) begin
-      \$529  = 1'h0;
-    end
-    if (rst) begin
-      \$529  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$530  = v_d2;
-    if (clip_start) begin
-      \$530  = 1'h0;
-    end
-    if (rst) begin
-      \$530  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$531  = v_d3;
-    if (clip_start) begin
-      \$531  = 1'h0;
-    end
-    if (rst) begin
-      \$531  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$532  = v_d4;
-    if (clip_start) begin
-      \$532  = 1'h0;
-    end
-    if (rst) begin
-      \$532  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$533  = v_d5;
-    if (clip_start) begin
-      \$533  = 1'h0;
-    end
-    if (rst) begin
-      \$533  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$534  = v_d6;
-    if (clip_start) begin
-      \$534  = 1'h0;
-    end
-    if (rst) begin
-      \$534  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$535  = v_d7;
-    if (clip_start) begin
-      \$535  = 1'h0;
-    end
-    if (rst) begin
-      \$535  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$536  = v_d8;
-    if (clip_start) begin
-      \$536  = 1'h0;
-    end
-    if (rst) begin
-      \$536  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$537  = v_d9;
     if (clip_start) begin
       \$537  = 1'h0;
     end
@@ -37168,7 +37405,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$538  = v_d10;
+    \$538  = \$431 ;
     if (clip_start) begin
       \$538  = 1'h0;
     end
@@ -37178,7 +37415,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$539  = v_d11;
+    \$539  = v_d1;
     if (clip_start) begin
       \$539  = 1'h0;
     end
@@ -37188,7 +37425,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$540  = v_d12;
+    \$540  = v_d2;
     if (clip_start) begin
       \$540  = 1'h0;
     end
@@ -37198,7 +37435,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$541  = v_d13;
+    \$541  = v_d3;
     if (clip_start) begin
       \$541  = 1'h0;
     end
@@ -37208,7 +37445,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$542  = v_d14;
+    \$542  = v_d4;
     if (clip_start) begin
       \$542  = 1'h0;
     end
@@ -37218,7 +37455,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$543  = v_d15;
+    \$543  = v_d5;
     if (clip_start) begin
       \$543  = 1'h0;
     end
@@ -37228,7 +37465,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$544  = v_d16;
+    \$544  = v_d6;
     if (clip_start) begin
       \$544  = 1'h0;
     end
@@ -37238,7 +37475,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$545  = v_d17;
+    \$545  = v_d7;
     if (clip_start) begin
       \$545  = 1'h0;
     end
@@ -37248,7 +37485,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$546  = v_d18;
+    \$546  = v_d8;
     if (clip_start) begin
       \$546  = 1'h0;
     end
@@ -37258,7 +37495,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$547  = v_d19;
+    \$547  = v_d9;
     if (clip_start) begin
       \$547  = 1'h0;
     end
@@ -37268,7 +37505,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$548  = v_d20;
+    \$548  = v_d10;
     if (clip_start) begin
       \$548  = 1'h0;
     end
@@ -37278,7 +37515,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$549  = v_d21;
+    \$549  = v_d11;
     if (clip_start) begin
       \$549  = 1'h0;
     end
@@ -37288,7 +37525,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$550  = v_d22;
+    \$550  = v_d12;
     if (clip_start) begin
       \$550  = 1'h0;
     end
@@ -37298,7 +37535,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$551  = v_d23;
+    \$551  = v_d13;
     if (clip_start) begin
       \$551  = 1'h0;
     end
@@ -37308,7 +37545,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$552  = v_d24;
+    \$552  = v_d14;
     if (clip_start) begin
       \$552  = 1'h0;
     end
@@ -37318,7 +37555,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$553  = v_d25;
+    \$553  = v_d15;
     if (clip_start) begin
       \$553  = 1'h0;
     end
@@ -37328,7 +37565,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$554  = v_d26;
+    \$554  = v_d16;
     if (clip_start) begin
       \$554  = 1'h0;
     end
@@ -37338,7 +37575,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$555  = v_d27;
+    \$555  = v_d17;
     if (clip_start) begin
       \$555  = 1'h0;
     end
@@ -37348,27 +37585,27 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$556  = \$21 [7:0];
+    \$556  = v_d18;
     if (clip_start) begin
-      \$556  = 8'h00;
+      \$556  = 1'h0;
     end
     if (rst) begin
-      \$556  = 8'h00;
+      \$556  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$557  = jb_d1;
+    \$557  = v_d19;
     if (clip_start) begin
-      \$557  = 8'h00;
+      \$557  = 1'h0;
     end
     if (rst) begin
-      \$557  = 8'h00;
+      \$557  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$558  = jj[0];
+    \$558  = v_d20;
     if (clip_start) begin
       \$558  = 1'h0;
     end
@@ -37378,186 +37615,186 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$559  = store_ptr;
+    \$559  = v_d21;
+    if (clip_start) begin
+      \$559  = 1'h0;
+    end
+    if (rst) begin
+      \$559  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$560  = v_d22;
+    if (clip_start) begin
+      \$560  = 1'h0;
+    end
+    if (rst) begin
+      \$560  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$561  = v_d23;
+    if (clip_start) begin
+      \$561  = 1'h0;
+    end
+    if (rst) begin
+      \$561  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$562  = v_d24;
+    if (clip_start) begin
+      \$562  = 1'h0;
+    end
+    if (rst) begin
+      \$562  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$563  = v_d25;
+    if (clip_start) begin
+      \$563  = 1'h0;
+    end
+    if (rst) begin
+      \$563  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$564  = v_d26;
+    if (clip_start) begin
+      \$564  = 1'h0;
+    end
+    if (rst) begin
+      \$564  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$565  = v_d27;
+    if (clip_start) begin
+      \$565  = 1'h0;
+    end
+    if (rst) begin
+      \$565  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$566  = v_d28;
+    if (clip_start) begin
+      \$566  = 1'h0;
+    end
+    if (rst) begin
+      \$566  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$567  = v_d29;
+    if (clip_start) begin
+      \$567  = 1'h0;
+    end
+    if (rst) begin
+      \$567  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$568  = v_d30;
+    if (clip_start) begin
+      \$568  = 1'h0;
+    end
+    if (rst) begin
+      \$568  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$569  = \$21 [7:0];
+    if (clip_start) begin
+      \$569  = 8'h00;
+    end
+    if (rst) begin
+      \$569  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$570  = jb_d1;
+    if (clip_start) begin
+      \$570  = 8'h00;
+    end
+    if (rst) begin
+      \$570  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$571  = jb_d2;
+    if (clip_start) begin
+      \$571  = 8'h00;
+    end
+    if (rst) begin
+      \$571  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$572  = jj[0];
+    if (clip_start) begin
+      \$572  = 1'h0;
+    end
+    if (rst) begin
+      \$572  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$573  = store_ptr;
     if (store_rewind) begin
-      \$559  = 12'h0c8;
+      \$573  = 12'h0c8;
     end
-    if (\$430 ) begin
-      \$559  = \$431 [11:0];
+    if (\$437 ) begin
+      \$573  = \$438 [11:0];
     end
-    if (\$433 ) begin
-      \$559  = \$434 [11:0];
+    if (\$440 ) begin
+      \$573  = \$441 [11:0];
     end
     if (clip_start) begin
-      \$559  = 12'h000;
+      \$573  = 12'h000;
     end
     if (rst) begin
-      \$559  = 12'h000;
+      \$573  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$560  = i__payload[23:0];
+    \$574  = i__payload[23:0];
     if (clip_start) begin
-      \$560  = 24'h000000;
+      \$574  = 24'h000000;
     end
     if (rst) begin
-      \$560  = 24'h000000;
+      \$574  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$561  = x1;
+    \$575  = x1;
     if (clip_start) begin
-      \$561  = 24'h000000;
+      \$575  = 24'h000000;
     end
     if (rst) begin
-      \$561  = 24'h000000;
+      \$575  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$562  = \$31 [15:0];
-    if (clip_start) begin
-      \$562  = 16'h0000;
-    end
-    if (rst) begin
-      \$562  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$563  = w_d1;
-    if (clip_start) begin
-      \$563  = 16'h0000;
-    end
-    if (rst) begin
-      \$563  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$564  = w_d2;
-    if (clip_start) begin
-      \$564  = 16'h0000;
-    end
-    if (rst) begin
-      \$564  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$565  = w_d3;
-    if (clip_start) begin
-      \$565  = 16'h0000;
-    end
-    if (rst) begin
-      \$565  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$566  = w_d4;
-    if (clip_start) begin
-      \$566  = 16'h0000;
-    end
-    if (rst) begin
-      \$566  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$567  = w_d5;
-    if (clip_start) begin
-      \$567  = 16'h0000;
-    end
-    if (rst) begin
-      \$567  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$568  = w_d6;
-    if (clip_start) begin
-      \$568  = 16'h0000;
-    end
-    if (rst) begin
-      \$568  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$569  = w_d7;
-    if (clip_start) begin
-      \$569  = 16'h0000;
-    end
-    if (rst) begin
-      \$569  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$570  = w_d8;
-    if (clip_start) begin
-      \$570  = 16'h0000;
-    end
-    if (rst) begin
-      \$570  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$571  = w_d9;
-    if (clip_start) begin
-      \$571  = 16'h0000;
-    end
-    if (rst) begin
-      \$571  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$572  = w_d10;
-    if (clip_start) begin
-      \$572  = 16'h0000;
-    end
-    if (rst) begin
-      \$572  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$573  = w_d11;
-    if (clip_start) begin
-      \$573  = 16'h0000;
-    end
-    if (rst) begin
-      \$573  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$574  = w_d12;
-    if (clip_start) begin
-      \$574  = 16'h0000;
-    end
-    if (rst) begin
-      \$574  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$575  = w_d13;
-    if (clip_start) begin
-      \$575  = 16'h0000;
-    end
-    if (rst) begin
-      \$575  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$576  = w_d14;
+    \$576  = \$31 [15:0];
     if (clip_start) begin
       \$576  = 16'h0000;
     end
@@ -37567,7 +37804,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$577  = w_d15;
+    \$577  = w_d1;
     if (clip_start) begin
       \$577  = 16'h0000;
     end
@@ -37577,7 +37814,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$578  = w_d16;
+    \$578  = w_d2;
     if (clip_start) begin
       \$578  = 16'h0000;
     end
@@ -37587,7 +37824,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$579  = w_d17;
+    \$579  = w_d3;
     if (clip_start) begin
       \$579  = 16'h0000;
     end
@@ -37597,7 +37834,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$580  = w_d18;
+    \$580  = w_d4;
     if (clip_start) begin
       \$580  = 16'h0000;
     end
@@ -37607,167 +37844,167 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$581  = \$32 [16];
+    \$581  = w_d5;
     if (clip_start) begin
-      \$581  = 1'h0;
+      \$581  = 16'h0000;
     end
     if (rst) begin
-      \$581  = 1'h0;
+      \$581  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$582  = close_d1;
+    \$582  = w_d6;
     if (clip_start) begin
-      \$582  = 1'h0;
+      \$582  = 16'h0000;
     end
     if (rst) begin
-      \$582  = 1'h0;
+      \$582  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$583  = close_d2;
+    \$583  = w_d7;
     if (clip_start) begin
-      \$583  = 1'h0;
+      \$583  = 16'h0000;
     end
     if (rst) begin
-      \$583  = 1'h0;
+      \$583  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$584  = close_d3;
+    \$584  = w_d8;
     if (clip_start) begin
-      \$584  = 1'h0;
+      \$584  = 16'h0000;
     end
     if (rst) begin
-      \$584  = 1'h0;
+      \$584  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$585  = close_d4;
+    \$585  = w_d9;
     if (clip_start) begin
-      \$585  = 1'h0;
+      \$585  = 16'h0000;
     end
     if (rst) begin
-      \$585  = 1'h0;
+      \$585  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$586  = close_d5;
+    \$586  = w_d10;
     if (clip_start) begin
-      \$586  = 1'h0;
+      \$586  = 16'h0000;
     end
     if (rst) begin
-      \$586  = 1'h0;
+      \$586  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$587  = close_d6;
+    \$587  = w_d11;
     if (clip_start) begin
-      \$587  = 1'h0;
+      \$587  = 16'h0000;
     end
     if (rst) begin
-      \$587  = 1'h0;
+      \$587  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$588  = close_d7;
+    \$588  = w_d12;
     if (clip_start) begin
-      \$588  = 1'h0;
+      \$588  = 16'h0000;
     end
     if (rst) begin
-      \$588  = 1'h0;
+      \$588  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$589  = close_d8;
+    \$589  = w_d13;
     if (clip_start) begin
-      \$589  = 1'h0;
+      \$589  = 16'h0000;
     end
     if (rst) begin
-      \$589  = 1'h0;
+      \$589  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$590  = close_d9;
+    \$590  = w_d14;
     if (clip_start) begin
-      \$590  = 1'h0;
+      \$590  = 16'h0000;
     end
     if (rst) begin
-      \$590  = 1'h0;
+      \$590  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$591  = close_d10;
+    \$591  = w_d15;
     if (clip_start) begin
-      \$591  = 1'h0;
+      \$591  = 16'h0000;
     end
     if (rst) begin
-      \$591  = 1'h0;
+      \$591  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$592  = close_d11;
+    \$592  = w_d16;
     if (clip_start) begin
-      \$592  = 1'h0;
+      \$592  = 16'h0000;
     end
     if (rst) begin
-      \$592  = 1'h0;
+      \$592  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$593  = close_d12;
+    \$593  = w_d17;
     if (clip_start) begin
-      \$593  = 1'h0;
+      \$593  = 16'h0000;
     end
     if (rst) begin
-      \$593  = 1'h0;
+      \$593  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$594  = close_d13;
+    \$594  = w_d18;
     if (clip_start) begin
-      \$594  = 1'h0;
+      \$594  = 16'h0000;
     end
     if (rst) begin
-      \$594  = 1'h0;
+      \$594  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$595  = close_d14;
+    \$595  = w_d19;
     if (clip_start) begin
-      \$595  = 1'h0;
+      \$595  = 16'h0000;
     end
     if (rst) begin
-      \$595  = 1'h0;
+      \$595  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$596  = close_d15;
+    \$596  = w_d20;
     if (clip_start) begin
-      \$596  = 1'h0;
+      \$596  = 16'h0000;
     end
     if (rst) begin
-      \$596  = 1'h0;
+      \$596  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$597  = close_d16;
+    \$597  = \$32 [16];
     if (clip_start) begin
       \$597  = 1'h0;
     end
@@ -37777,7 +38014,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$598  = close_d17;
+    \$598  = close_d1;
     if (clip_start) begin
       \$598  = 1'h0;
     end
@@ -37787,7 +38024,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$599  = close_d18;
+    \$599  = close_d2;
     if (clip_start) begin
       \$599  = 1'h0;
     end
@@ -37797,572 +38034,818 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$600  = \$signature__data$58 [27:0];
+    \$600  = close_d3;
     if (clip_start) begin
-      \$600  = 28'h0000000;
+      \$600  = 1'h0;
     end
     if (rst) begin
-      \$600  = 28'h0000000;
+      \$600  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$601  = noise;
+    \$601  = close_d4;
     if (clip_start) begin
-      \$601  = 28'h0000000;
+      \$601  = 1'h0;
     end
     if (rst) begin
-      \$601  = 28'h0000000;
+      \$601  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$602  = mm;
-    if (\$436 ) begin
-      \$602  = \$437 [5:0];
-    end
-    if (\$444 ) begin
-      \$602  = 6'h00;
-    end
+    \$602  = close_d5;
     if (clip_start) begin
-      \$602  = 6'h00;
+      \$602  = 1'h0;
     end
     if (rst) begin
-      \$602  = 6'h00;
+      \$602  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$603  = \$signal$182 ;
+    \$603  = close_d6;
+    if (clip_start) begin
+      \$603  = 1'h0;
+    end
+    if (rst) begin
+      \$603  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$604  = close_d7;
+    if (clip_start) begin
+      \$604  = 1'h0;
+    end
+    if (rst) begin
+      \$604  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$605  = close_d8;
+    if (clip_start) begin
+      \$605  = 1'h0;
+    end
+    if (rst) begin
+      \$605  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$606  = close_d9;
+    if (clip_start) begin
+      \$606  = 1'h0;
+    end
+    if (rst) begin
+      \$606  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$607  = close_d10;
+    if (clip_start) begin
+      \$607  = 1'h0;
+    end
+    if (rst) begin
+      \$607  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$608  = close_d11;
+    if (clip_start) begin
+      \$608  = 1'h0;
+    end
+    if (rst) begin
+      \$608  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$609  = close_d12;
+    if (clip_start) begin
+      \$609  = 1'h0;
+    end
+    if (rst) begin
+      \$609  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$610  = close_d13;
+    if (clip_start) begin
+      \$610  = 1'h0;
+    end
+    if (rst) begin
+      \$610  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$611  = close_d14;
+    if (clip_start) begin
+      \$611  = 1'h0;
+    end
+    if (rst) begin
+      \$611  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$612  = close_d15;
+    if (clip_start) begin
+      \$612  = 1'h0;
+    end
+    if (rst) begin
+      \$612  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$613  = close_d16;
+    if (clip_start) begin
+      \$613  = 1'h0;
+    end
+    if (rst) begin
+      \$613  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$614  = close_d17;
+    if (clip_start) begin
+      \$614  = 1'h0;
+    end
+    if (rst) begin
+      \$614  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$615  = close_d18;
+    if (clip_start) begin
+      \$615  = 1'h0;
+    end
+    if (rst) begin
+      \$615  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$616  = close_d19;
+    if (clip_start) begin
+      \$616  = 1'h0;
+    end
+    if (rst) begin
+      \$616  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$617  = close_d20;
+    if (clip_start) begin
+      \$617  = 1'h0;
+    end
+    if (rst) begin
+      \$617  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$618  = \$signature__data$61 [27:0];
+    if (clip_start) begin
+      \$618  = 28'h0000000;
+    end
+    if (rst) begin
+      \$618  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$619  = word0h;
+    if (v_d1) begin
+      \$619  = \$signature__data$61 [27:0];
+    end
+    if (clip_start) begin
+      \$619  = 28'h0000000;
+    end
+    if (rst) begin
+      \$619  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$620  = half_n0;
+    if (v_d2) begin
+      \$620  = \$signature__data$61 [27:1];
+    end
+    if (clip_start) begin
+      \$620  = 27'h0000000;
+    end
+    if (rst) begin
+      \$620  = 27'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$621  = noise;
+    if (clip_start) begin
+      \$621  = 28'h0000000;
+    end
+    if (rst) begin
+      \$621  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$622  = mm;
+    if (\$443 ) begin
+      \$622  = \$444 [5:0];
+    end
+    if (\$451 ) begin
+      \$622  = 6'h00;
+    end
+    if (clip_start) begin
+      \$622  = 6'h00;
+    end
+    if (rst) begin
+      \$622  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$623  = \$signal$188 ;
     if (v_d6) begin
-      \$603  = o_lp;
+      \$623  = o_lp;
     end
     if (clip_start) begin
-      \$603  = 32'd0;
+      \$623  = 32'd0;
     end
     if (rst) begin
-      \$603  = 32'd0;
+      \$623  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$604  = ld;
-    if (v_d9) begin
-      \$604  = o_lp;
+    \$624  = ld;
+    if (v_d11) begin
+      \$624  = o_lp;
     end
     if (clip_start) begin
-      \$604  = 32'd0;
+      \$624  = 32'd0;
     end
     if (rst) begin
-      \$604  = 32'd0;
+      \$624  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$605  = r;
-    if (v_d18) begin
-      \$605  = o_exp[21:0];
+    \$625  = r;
+    if (v_d20) begin
+      \$625  = o_exp[21:0];
     end
     if (clip_start) begin
-      \$605  = 22'h000000;
+      \$625  = 22'h000000;
     end
     if (rst) begin
-      \$605  = 22'h000000;
+      \$625  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$606  = 1'h0;
-    if (\$439 ) begin
-      \$606  = 1'h1;
+    \$626  = 1'h0;
+    if (\$446 ) begin
+      \$626  = 1'h1;
     end
     if (clip_start) begin
-      \$606  = 1'h0;
+      \$626  = 1'h0;
     end
     if (rst) begin
-      \$606  = 1'h0;
+      \$626  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$607  = snm;
-    if (\$439 ) begin
-      \$607  = \$441 ;
+    \$627  = snm;
+    if (\$446 ) begin
+      \$627  = \$448 ;
     end
     if (clip_start) begin
-      \$607  = 16'h0000;
+      \$627  = 16'h0000;
     end
     if (rst) begin
-      \$607  = 16'h0000;
+      \$627  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$608  = saddr;
-    if (\$439 ) begin
-      \$608  = \$442 [11:0];
+    \$628  = saddr;
+    if (\$446 ) begin
+      \$628  = \$449 [11:0];
     end
     if (clip_start) begin
-      \$608  = 12'h000;
+      \$628  = 12'h000;
     end
     if (rst) begin
-      \$608  = 12'h000;
+      \$628  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$609  = ms;
-    if (\$439 ) begin
-      \$609  = \$443 [5:0];
+    \$629  = ms;
+    if (\$446 ) begin
+      \$629  = \$450 [5:0];
     end
-    if (\$444 ) begin
-      \$609  = 6'h00;
+    if (\$451 ) begin
+      \$629  = 6'h00;
     end
     if (clip_start) begin
-      \$609  = 6'h00;
+      \$629  = 6'h00;
     end
     if (rst) begin
-      \$609  = 6'h00;
+      \$629  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$610  = sclose;
+    \$630  = sclose;
     if (clip_start) begin
-      \$610  = 1'h0;
+      \$630  = 1'h0;
     end
     if (rst) begin
-      \$610  = 1'h0;
+      \$630  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$611  = sclose_d1;
+    \$631  = sclose_d1;
     if (clip_start) begin
-      \$611  = 1'h0;
+      \$631  = 1'h0;
     end
     if (rst) begin
-      \$611  = 1'h0;
+      \$631  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$612  = sclose_d2;
+    \$632  = sclose_d2;
     if (clip_start) begin
-      \$612  = 1'h0;
+      \$632  = 1'h0;
     end
     if (rst) begin
-      \$612  = 1'h0;
+      \$632  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$613  = sclose_d3;
+    \$633  = sclose_d3;
     if (clip_start) begin
-      \$613  = 1'h0;
+      \$633  = 1'h0;
     end
     if (rst) begin
-      \$613  = 1'h0;
+      \$633  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$614  = sclose_d4;
+    \$634  = sclose_d4;
     if (clip_start) begin
-      \$614  = 1'h0;
+      \$634  = 1'h0;
     end
     if (rst) begin
-      \$614  = 1'h0;
+      \$634  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$615  = sclose_d5;
+    \$635  = sclose_d5;
     if (clip_start) begin
-      \$615  = 1'h0;
+      \$635  = 1'h0;
     end
     if (rst) begin
-      \$615  = 1'h0;
+      \$635  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$616  = saddr;
+    \$636  = saddr;
     if (clip_start) begin
-      \$616  = 12'h000;
+      \$636  = 12'h000;
     end
     if (rst) begin
-      \$616  = 12'h000;
+      \$636  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$617  = saddr_d1;
+    \$637  = saddr_d1;
     if (clip_start) begin
-      \$617  = 12'h000;
+      \$637  = 12'h000;
     end
     if (rst) begin
-      \$617  = 12'h000;
+      \$637  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$618  = saddr_d2;
+    \$638  = saddr_d2;
     if (clip_start) begin
-      \$618  = 12'h000;
+      \$638  = 12'h000;
     end
     if (rst) begin
-      \$618  = 12'h000;
+      \$638  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$619  = saddr_d3;
+    \$639  = saddr_d3;
     if (clip_start) begin
-      \$619  = 12'h000;
+      \$639  = 12'h000;
     end
     if (rst) begin
-      \$619  = 12'h000;
+      \$639  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$620  = saddr_d4;
+    \$640  = saddr_d4;
     if (clip_start) begin
-      \$620  = 12'h000;
+      \$640  = 12'h000;
     end
     if (rst) begin
-      \$620  = 12'h000;
+      \$640  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$621  = saddr_d5;
+    \$641  = saddr_d5;
     if (clip_start) begin
-      \$621  = 12'h000;
+      \$641  = 12'h000;
     end
     if (rst) begin
-      \$621  = 12'h000;
+      \$641  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$622  = snr_val;
+    \$642  = snr_val;
     if (sclose_d5) begin
-      \$622  = o_lp[15:0];
+      \$642  = o_lp[15:0];
     end
     if (clip_start) begin
-      \$622  = 16'h0000;
+      \$642  = 16'h0000;
     end
     if (rst) begin
-      \$622  = 16'h0000;
+      \$642  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$623  = \$448 ;
+    \$643  = \$455 ;
     if (clip_start) begin
-      \$623  = 1'h0;
+      \$643  = 1'h0;
     end
     if (rst) begin
-      \$623  = 1'h0;
+      \$643  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$624  = iv_d1;
+    \$644  = iv_d1;
     if (clip_start) begin
-      \$624  = 1'h0;
+      \$644  = 1'h0;
     end
     if (rst) begin
-      \$624  = 1'h0;
+      \$644  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$625  = iv_d2;
+    \$645  = iv_d2;
     if (clip_start) begin
-      \$625  = 1'h0;
+      \$645  = 1'h0;
     end
     if (rst) begin
-      \$625  = 1'h0;
+      \$645  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$626  = iv_d3;
+    \$646  = iv_d3;
     if (clip_start) begin
-      \$626  = 1'h0;
+      \$646  = 1'h0;
     end
     if (rst) begin
-      \$626  = 1'h0;
+      \$646  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$627  = \$452 ;
+    \$647  = iv_d4;
     if (clip_start) begin
-      \$627  = 1'h0;
+      \$647  = 1'h0;
     end
     if (rst) begin
-      \$627  = 1'h0;
+      \$647  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$628  = ib;
-    if (\$456 ) begin
-      \$628  = \$457 [8:0];
-    end
-    if (\$459 ) begin
-      \$628  = 9'h000;
-    end
+    \$648  = \$459 ;
     if (clip_start) begin
-      \$628  = 9'h000;
+      \$648  = 1'h0;
     end
     if (rst) begin
-      \$628  = 9'h000;
+      \$648  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$629  = ifin;
-    if (\$456 ) begin
-      if (\$458 ) begin
-        \$629  = 1'h1;
+    \$649  = ib;
+    if (\$463 ) begin
+      \$649  = \$464 [8:0];
+    end
+    if (\$466 ) begin
+      \$649  = 9'h000;
+    end
+    if (clip_start) begin
+      \$649  = 9'h000;
+    end
+    if (rst) begin
+      \$649  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$650  = ifin;
+    if (\$463 ) begin
+      if (\$465 ) begin
+        \$650  = 1'h1;
       end
     end
-    if (\$459 ) begin
-      \$629  = 1'h0;
+    if (\$466 ) begin
+      \$650  = 1'h0;
     end
     if (clip_start) begin
-      \$629  = 1'h0;
+      \$650  = 1'h0;
     end
     if (rst) begin
-      \$629  = 1'h0;
+      \$650  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$630  = ib;
+    \$651  = ib;
     if (clip_start) begin
-      \$630  = 9'h000;
+      \$651  = 9'h000;
     end
     if (rst) begin
-      \$630  = 9'h000;
+      \$651  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$631  = ib_d1;
+    \$652  = ib_d1;
     if (clip_start) begin
-      \$631  = 9'h000;
+      \$652  = 9'h000;
     end
     if (rst) begin
-      \$631  = 9'h000;
+      \$652  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$632  = ib_d2;
+    \$653  = ib_d2;
     if (clip_start) begin
-      \$632  = 9'h000;
+      \$653  = 9'h000;
     end
     if (rst) begin
-      \$632  = 9'h000;
+      \$653  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$633  = ib_d3;
+    \$654  = ib_d3;
     if (clip_start) begin
-      \$633  = 9'h000;
+      \$654  = 9'h000;
     end
     if (rst) begin
-      \$633  = 9'h000;
+      \$654  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$634  = word0r;
+    \$655  = ib_d4;
     if (clip_start) begin
-      \$634  = 28'h0000000;
+      \$655  = 9'h000;
     end
     if (rst) begin
-      \$634  = 28'h0000000;
+      \$655  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$635  = p1_issue;
+    \$656  = word0r;
     if (clip_start) begin
-      \$635  = 1'h0;
+      \$656  = 28'h0000000;
     end
     if (rst) begin
-      \$635  = 1'h0;
+      \$656  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$636  = p1v_d1;
+    \$657  = p1_issue;
     if (clip_start) begin
-      \$636  = 1'h0;
+      \$657  = 1'h0;
     end
     if (rst) begin
-      \$636  = 1'h0;
+      \$657  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$637  = p1v_d2;
+    \$658  = p1v_d1;
     if (clip_start) begin
-      \$637  = 1'h0;
+      \$658  = 1'h0;
     end
     if (rst) begin
-      \$637  = 1'h0;
+      \$658  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$638  = p1v_d3;
+    \$659  = p1v_d2;
     if (clip_start) begin
-      \$638  = 1'h0;
+      \$659  = 1'h0;
     end
     if (rst) begin
-      \$638  = 1'h0;
+      \$659  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$639  = p1v_d4;
+    \$660  = p1v_d3;
     if (clip_start) begin
-      \$639  = 1'h0;
+      \$660  = 1'h0;
     end
     if (rst) begin
-      \$639  = 1'h0;
+      \$660  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$640  = p1v_d5;
+    \$661  = p1v_d4;
     if (clip_start) begin
-      \$640  = 1'h0;
+      \$661  = 1'h0;
     end
     if (rst) begin
-      \$640  = 1'h0;
+      \$661  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$641  = p1v_d6;
+    \$662  = p1v_d5;
     if (clip_start) begin
-      \$641  = 1'h0;
+      \$662  = 1'h0;
     end
     if (rst) begin
-      \$641  = 1'h0;
+      \$662  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$642  = p1v_d7;
+    \$663  = p1v_d6;
     if (clip_start) begin
-      \$642  = 1'h0;
+      \$663  = 1'h0;
     end
     if (rst) begin
-      \$642  = 1'h0;
+      \$663  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$643  = p1_m;
+    \$664  = p1v_d7;
     if (clip_start) begin
-      \$643  = 6'h00;
+      \$664  = 1'h0;
     end
     if (rst) begin
-      \$643  = 6'h00;
+      \$664  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$644  = p1m_d1;
+    \$665  = p1v_d8;
     if (clip_start) begin
-      \$644  = 6'h00;
+      \$665  = 1'h0;
     end
     if (rst) begin
-      \$644  = 6'h00;
+      \$665  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$645  = p1m_d2;
+    \$666  = p1_m;
     if (clip_start) begin
-      \$645  = 6'h00;
+      \$666  = 6'h00;
     end
     if (rst) begin
-      \$645  = 6'h00;
+      \$666  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$646  = p1m_d3;
+    \$667  = p1m_d1;
     if (clip_start) begin
-      \$646  = 6'h00;
+      \$667  = 6'h00;
     end
     if (rst) begin
-      \$646  = 6'h00;
+      \$667  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$647  = p1m_d4;
+    \$668  = p1m_d2;
     if (clip_start) begin
-      \$647  = 6'h00;
+      \$668  = 6'h00;
     end
     if (rst) begin
-      \$647  = 6'h00;
+      \$668  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$648  = p1m_d5;
+    \$669  = p1m_d3;
     if (clip_start) begin
-      \$648  = 6'h00;
+      \$669  = 6'h00;
     end
     if (rst) begin
-      \$648  = 6'h00;
+      \$669  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$649  = p1m_d6;
+    \$670  = p1m_d4;
     if (clip_start) begin
-      \$649  = 6'h00;
+      \$670  = 6'h00;
     end
     if (rst) begin
-      \$649  = 6'h00;
+      \$670  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$650  = p1m_d7;
+    \$671  = p1m_d5;
     if (clip_start) begin
-      \$650  = 6'h00;
+      \$671  = 6'h00;
     end
     if (rst) begin
-      \$650  = 6'h00;
+      \$671  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$651  = pcen_state;
+    \$672  = p1m_d6;
+    if (clip_start) begin
+      \$672  = 6'h00;
+    end
+    if (rst) begin
+      \$672  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$673  = p1m_d7;
+    if (clip_start) begin
+      \$673  = 6'h00;
+    end
+    if (rst) begin
+      \$673  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$674  = p1m_d8;
+    if (clip_start) begin
+      \$674  = 6'h00;
+    end
+    if (rst) begin
+      \$674  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$675  = pcen_state;
     casez (pcen_state)
       3'h0:
           if (pcen_run) begin
-            \$651  = 3'h1;
+            \$675  = 3'h1;
           end
       3'h1:
-          if (\$467 ) begin
-            \$651  = 3'h2;
+          if (\$474 ) begin
+            \$675  = 3'h2;
           end
       3'h2:
           casez (g)
@@ -38378,124 +38861,103 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
                 /* empty */;
             5'h05:
                 /* empty */;
-            5'h07:
+            5'h06:
                 /* empty */;
-            5'h09:
+            5'h08:
+                /* empty */;
+            5'h0b:
                 /* empty */;
             5'h0d:
                 /* empty */;
-            5'h11:
-                /* empty */;
-            5'h12:
-                /* empty */;
             5'h13:
                 /* empty */;
-            5'h18:
-                \$651  = 3'h3;
+            5'h15:
+                /* empty */;
+            5'h17:
+                /* empty */;
+            5'h1c:
+                \$675  = 3'h3;
           endcase
       3'h3:
-          if (\$477 ) begin
-            \$651  = 3'h4;
+          if (\$484 ) begin
+            \$675  = 3'h4;
           end
       3'h4:
-          if (\$478 ) begin
-            \$651  = 3'h0;
+          if (\$485 ) begin
+            \$675  = 3'h0;
           end
     endcase
     if (clip_start) begin
-      \$651  = 3'h0;
+      \$675  = 3'h0;
     end
     if (rst) begin
-      \$651  = 3'h0;
+      \$675  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$652  = p1_ph;
+    \$676  = p1_ph;
     casez (pcen_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$652  = \$462 [1:0];
+          \$676  = \$469 [1:0];
     endcase
-    if (\$479 ) begin
-      \$652  = 2'h0;
+    if (\$486 ) begin
+      \$676  = 2'h0;
     end
     if (clip_start) begin
-      \$652  = 2'h0;
+      \$676  = 2'h0;
     end
     if (rst) begin
-      \$652  = 2'h0;
+      \$676  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$653  = p1_m;
+    \$677  = p1_m;
     casez (pcen_state)
       3'h0:
           /* empty */;
       3'h1:
           if (p1_issue) begin
-            \$653  = \$463 [5:0];
+            \$677  = \$470 [5:0];
           end
     endcase
-    if (\$479 ) begin
-      \$653  = 6'h00;
+    if (\$486 ) begin
+      \$677  = 6'h00;
     end
     if (clip_start) begin
-      \$653  = 6'h00;
+      \$677  = 6'h00;
     end
     if (rst) begin
-      \$653  = 6'h00;
+      \$677  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$654  = g;
+    \$678  = g;
     casez (pcen_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          \$654  = \$468 [4:0];
+          \$678  = \$475 [4:0];
     endcase
-    if (\$479 ) begin
-      \$654  = 5'h00;
+    if (\$486 ) begin
+      \$678  = 5'h00;
     end
     if (clip_start) begin
-      \$654  = 5'h00;
+      \$678  = 5'h00;
     end
     if (rst) begin
-      \$654  = 5'h00;
+      \$678  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$655  = meanr;
-    casez (pcen_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          casez (g)
-            5'h00:
-                /* empty */;
-            5'h01:
-                \$655  = g_p[55:22];
-          endcase
-    endcase
-    if (clip_start) begin
-      \$655  = 34'h000000000;
-    end
-    if (rst) begin
-      \$655  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$656  = num_r;
+    \$679  = meanr;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -38508,19 +38970,19 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
             5'h01:
                 /* empty */;
             5'h02:
-                \$656  = g_p[35:0];
+                \$679  = g_p[55:22];
           endcase
     endcase
     if (clip_start) begin
-      \$656  = 36'h000000000;
+      \$679  = 34'h000000000;
     end
     if (rst) begin
-      \$656  = 36'h000000000;
+      \$679  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$657  = num_zero;
+    \$680  = num_r;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -38533,19 +38995,48 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
             5'h01:
                 /* empty */;
             5'h02:
-                \$657  = \$469 ;
+                /* empty */;
+            5'h03:
+                \$680  = g_p[35:0];
           endcase
     endcase
     if (clip_start) begin
-      \$657  = 1'h0;
+      \$680  = 36'h000000000;
     end
     if (rst) begin
-      \$657  = 1'h0;
+      \$680  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$658  = lnum;
+    \$681  = num_zero;
+    casez (pcen_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          casez (g)
+            5'h00:
+                /* empty */;
+            5'h01:
+                /* empty */;
+            5'h02:
+                /* empty */;
+            5'h03:
+                \$681  = \$476 ;
+          endcase
+    endcase
+    if (clip_start) begin
+      \$681  = 1'h0;
+    end
+    if (rst) begin
+      \$681  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$682  = lnum;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -38565,20 +39056,22 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
                 /* empty */;
             5'h05:
                 /* empty */;
-            5'h07:
-                \$658  = o_lp;
+            5'h06:
+                /* empty */;
+            5'h08:
+                \$682  = o_lp;
           endcase
     endcase
     if (clip_start) begin
-      \$658  = 32'd0;
+      \$682  = 32'd0;
     end
     if (rst) begin
-      \$658  = 32'd0;
+      \$682  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$659  = sf_r;
+    \$683  = sf_r;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -38598,24 +39091,26 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
                 /* empty */;
             5'h05:
                 /* empty */;
-            5'h07:
+            5'h06:
                 /* empty */;
-            5'h09:
+            5'h08:
+                /* empty */;
+            5'h0b:
                 /* empty */;
             5'h0d:
-                \$659  = o_exp[15:0];
+                \$683  = o_exp[15:0];
           endcase
     endcase
     if (clip_start) begin
-      \$659  = 16'h0000;
+      \$683  = 16'h0000;
     end
     if (rst) begin
-      \$659  = 16'h0000;
+      \$683  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$660  = g_r;
+    \$684  = g_r;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -38635,32 +39130,34 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
                 /* empty */;
             5'h05:
                 /* empty */;
-            5'h07:
+            5'h06:
                 /* empty */;
-            5'h09:
+            5'h08:
+                /* empty */;
+            5'h0b:
                 /* empty */;
             5'h0d:
-                /* empty */;
-            5'h11:
-                /* empty */;
-            5'h12:
                 /* empty */;
             5'h13:
                 /* empty */;
-            5'h18:
-                \$660  = o_lp[15:0];
+            5'h15:
+                /* empty */;
+            5'h17:
+                /* empty */;
+            5'h1c:
+                \$684  = o_lp[15:0];
           endcase
     endcase
     if (clip_start) begin
-      \$660  = 16'h0000;
+      \$684  = 16'h0000;
     end
     if (rst) begin
-      \$660  = 16'h0000;
+      \$684  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$661  = k;
+    \$685  = k;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -38669,21 +39166,21 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
       3'h2:
           /* empty */;
       3'h3:
-          \$661  = \$472 [4:0];
+          \$685  = \$479 [5:0];
     endcase
-    if (\$479 ) begin
-      \$661  = 5'h00;
+    if (\$486 ) begin
+      \$685  = 6'h00;
     end
     if (clip_start) begin
-      \$661  = 5'h00;
+      \$685  = 6'h00;
     end
     if (rst) begin
-      \$661  = 5'h00;
+      \$685  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$662  = cm;
+    \$686  = cm;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -38692,224 +39189,237 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
       3'h2:
           /* empty */;
       3'h3:
-          if (\$473 ) begin
-            \$662  = \$474 [5:0];
+          if (\$480 ) begin
+            \$686  = \$481 [5:0];
           end
     endcase
-    if (\$479 ) begin
-      \$662  = 6'h00;
+    if (\$486 ) begin
+      \$686  = 6'h00;
     end
     if (clip_start) begin
-      \$662  = 6'h00;
+      \$686  = 6'h00;
     end
     if (rst) begin
-      \$662  = 6'h00;
+      \$686  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$663  = mel_r;
+    \$687  = mel_r;
     if (p1v_d1) begin
-      \$663  = \$signature__data [27:0];
+      \$687  = \$signature__data [27:0];
     end
     if (clip_start) begin
-      \$663  = 28'h0000000;
+      \$687  = 28'h0000000;
     end
     if (rst) begin
-      \$663  = 28'h0000000;
+      \$687  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$664  = flo;
+    \$688  = flo;
     if (p1v_d2) begin
-      \$664  = \$signature__data [35:22];
+      \$688  = \$signature__data [35:22];
     end
     if (clip_start) begin
-      \$664  = 14'h0000;
+      \$688  = 14'h0000;
     end
     if (rst) begin
-      \$664  = 14'h0000;
+      \$688  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$665  = sumE;
+    \$689  = fhi;
     if (p1v_d3) begin
-      \$665  = \$482 [33:0];
+      \$689  = \$signature__data [35:22];
     end
     if (clip_start) begin
-      \$665  = 34'h000000000;
+      \$689  = 14'h0000;
     end
     if (rst) begin
-      \$665  = 34'h000000000;
+      \$689  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$666  = high;
-    if (p1v_d3) begin
-      \$666  = \$487 [33:0];
+    \$690  = sumE;
+    if (p1v_d4) begin
+      \$690  = \$489 [33:0];
     end
     if (clip_start) begin
-      \$666  = 34'h000000000;
+      \$690  = 34'h000000000;
     end
     if (rst) begin
-      \$666  = 34'h000000000;
+      \$690  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$667  = low;
-    if (p1v_d3) begin
-      if (\$488 ) begin
-        \$667  = sumE;
+    \$691  = high;
+    if (p1v_d4) begin
+      \$691  = \$494 [33:0];
+    end
+    if (clip_start) begin
+      \$691  = 34'h000000000;
+    end
+    if (rst) begin
+      \$691  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$692  = low;
+    if (p1v_d4) begin
+      if (\$495 ) begin
+        \$692  = sumE;
       end
     end
     if (clip_start) begin
-      \$667  = 34'h000000000;
+      \$692  = 34'h000000000;
     end
     if (rst) begin
-      \$667  = 34'h000000000;
+      \$692  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$668  = slog;
-    if (p1v_d8) begin
-      \$668  = \$491 [34:0];
+    \$693  = slog;
+    if (p1v_d9) begin
+      \$693  = \$498 [34:0];
     end
     if (clip_start) begin
-      \$668  = 35'h000000000;
+      \$693  = 35'h000000000;
     end
     if (rst) begin
-      \$668  = 35'h000000000;
+      \$693  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$669  = E_r;
-    if (\$493 ) begin
-      \$669  = \$signature__data [27:0];
+    \$694  = E_r;
+    if (\$500 ) begin
+      \$694  = \$signature__data [27:0];
     end
     if (clip_start) begin
-      \$669  = 28'h0000000;
+      \$694  = 28'h0000000;
     end
     if (rst) begin
-      \$669  = 28'h0000000;
+      \$694  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$670  = pw0;
-    if (\$495 ) begin
-      \$670  = \$signature__data ;
+    \$695  = pw0;
+    if (\$502 ) begin
+      \$695  = \$signature__data ;
     end
     if (clip_start) begin
-      \$670  = 36'h000000000;
+      \$695  = 36'h000000000;
     end
     if (rst) begin
-      \$670  = 36'h000000000;
+      \$695  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$671  = pw1;
-    if (\$497 ) begin
-      \$671  = \$signature__data ;
+    \$696  = pw1;
+    if (\$504 ) begin
+      \$696  = \$signature__data ;
     end
     if (clip_start) begin
-      \$671  = 36'h000000000;
+      \$696  = 36'h000000000;
     end
     if (rst) begin
-      \$671  = 36'h000000000;
+      \$696  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$672  = pw2;
-    if (\$499 ) begin
-      \$672  = \$signature__data ;
+    \$697  = pw2;
+    if (\$506 ) begin
+      \$697  = \$signature__data ;
     end
     if (clip_start) begin
-      \$672  = 36'h000000000;
+      \$697  = 36'h000000000;
     end
     if (rst) begin
-      \$672  = 36'h000000000;
+      \$697  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$673  = pw3;
-    if (\$501 ) begin
-      \$673  = \$signature__data ;
+    \$698  = pw3;
+    if (\$508 ) begin
+      \$698  = \$signature__data ;
     end
     if (clip_start) begin
-      \$673  = 36'h000000000;
+      \$698  = 36'h000000000;
     end
     if (rst) begin
-      \$673  = 36'h000000000;
+      \$698  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$674  = pw4;
-    if (\$503 ) begin
-      \$674  = \$signature__data ;
+    \$699  = pw4;
+    if (\$510 ) begin
+      \$699  = \$signature__data ;
     end
     if (clip_start) begin
-      \$674  = 36'h000000000;
+      \$699  = 36'h000000000;
     end
     if (rst) begin
-      \$674  = 36'h000000000;
+      \$699  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$675  = pw5;
-    if (\$505 ) begin
-      \$675  = \$signature__data ;
+    \$700  = pw5;
+    if (\$512 ) begin
+      \$700  = \$signature__data ;
     end
     if (clip_start) begin
-      \$675  = 36'h000000000;
+      \$700  = 36'h000000000;
     end
     if (rst) begin
-      \$675  = 36'h000000000;
+      \$700  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$676  = lE;
-    if (\$507 ) begin
-      \$676  = o_lp;
+    \$701  = lE;
+    if (\$514 ) begin
+      \$701  = o_lp;
     end
     if (clip_start) begin
-      \$676  = 32'd0;
+      \$701  = 32'd0;
     end
     if (rst) begin
-      \$676  = 32'd0;
+      \$701  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$677  = stat_r;
-    if (\$509 ) begin
-      \$677  = o_exp[19:0];
+    \$702  = stat_r;
+    if (\$516 ) begin
+      \$702  = o_exp[19:0];
     end
     if (clip_start) begin
-      \$677  = 20'h00000;
+      \$702  = 20'h00000;
     end
     if (rst) begin
-      \$677  = 20'h00000;
+      \$702  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$678  = t;
+    \$703  = t;
     casez (engine_state)
       3'h0:
           if (fb_wr_ok) begin
-            \$678  = 7'h00;
+            \$703  = 7'h00;
           end
       3'h1:
           /* empty */;
@@ -38918,10 +39428,10 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
       3'h3:
           if (pcen_done) begin
             (* full_case = 32'd1 *)
-            if (\$512 ) begin
-            end else if (\$513 ) begin
+            if (\$519 ) begin
+            end else if (\$520 ) begin
             end else begin
-              \$678  = \$514 [6:0];
+              \$703  = \$521 [6:0];
             end
           end
       3'h4:
@@ -38930,29 +39440,29 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
           /* empty */;
       3'h7:
           if (bins_done) begin
-            if (\$518 ) begin
+            if (\$525 ) begin
               (* full_case = 32'd1 *)
-              if (\$519 ) begin
+              if (\$526 ) begin
               end else begin
-                \$678  = \$520 [6:0];
+                \$703  = \$527 [6:0];
               end
             end
           end
     endcase
     if (clip_start) begin
-      \$678  = 7'h00;
+      \$703  = 7'h00;
     end
     if (rst) begin
-      \$678  = 7'h00;
+      \$703  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$679  = fbase;
+    \$704  = fbase;
     casez (engine_state)
       3'h0:
           if (fb_wr_ok) begin
-            \$679  = 12'h000;
+            \$704  = 12'h000;
           end
       3'h1:
           /* empty */;
@@ -38961,10 +39471,10 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
       3'h3:
           if (pcen_done) begin
             (* full_case = 32'd1 *)
-            if (\$512 ) begin
-            end else if (\$513 ) begin
+            if (\$519 ) begin
+            end else if (\$520 ) begin
             end else begin
-              \$679  = \$515 [11:0];
+              \$704  = \$522 [11:0];
             end
           end
       3'h4:
@@ -38973,93 +39483,93 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
           /* empty */;
       3'h7:
           if (bins_done) begin
-            if (\$518 ) begin
+            if (\$525 ) begin
               (* full_case = 32'd1 *)
-              if (\$519 ) begin
+              if (\$526 ) begin
               end else begin
-                \$679  = \$521 [11:0];
+                \$704  = \$528 [11:0];
               end
             end
           end
     endcase
     if (clip_start) begin
-      \$679  = 12'h000;
+      \$704  = 12'h000;
     end
     if (rst) begin
-      \$679  = 12'h000;
+      \$704  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$680  = engine_state;
+    \$705  = engine_state;
     (* full_case = 32'd1 *)
     casez (engine_state)
       3'h0:
           if (fb_wr_ok) begin
-            \$680  = 3'h1;
+            \$705  = 3'h1;
           end
       3'h1:
-          if (\$511 ) begin
-            \$680  = 3'h2;
+          if (\$518 ) begin
+            \$705  = 3'h2;
           end
       3'h2:
           if (bins_done) begin
-            \$680  = 3'h3;
+            \$705  = 3'h3;
           end
       3'h3:
           if (pcen_done) begin
             (* full_case = 32'd1 *)
-            if (\$512 ) begin
-              \$680  = 3'h4;
-            end else if (\$513 ) begin
-              \$680  = 3'h5;
+            if (\$519 ) begin
+              \$705  = 3'h4;
+            end else if (\$520 ) begin
+              \$705  = 3'h5;
             end else begin
-              \$680  = 3'h1;
+              \$705  = 3'h1;
             end
           end
       3'h4:
           if (init_done) begin
-            \$680  = 3'h6;
+            \$705  = 3'h6;
           end
       3'h6:
-          if (\$517 ) begin
-            \$680  = 3'h7;
+          if (\$524 ) begin
+            \$705  = 3'h7;
           end
       3'h7:
           if (bins_done) begin
             (* full_case = 32'd1 *)
-            if (\$518 ) begin
+            if (\$525 ) begin
               (* full_case = 32'd1 *)
-              if (\$519 ) begin
-                \$680  = 3'h5;
+              if (\$526 ) begin
+                \$705  = 3'h5;
               end else begin
-                \$680  = 3'h1;
+                \$705  = 3'h1;
               end
             end else begin
-              \$680  = 3'h6;
+              \$705  = 3'h6;
             end
           end
       3'h5:
-          \$680  = 3'h0;
+          \$705  = 3'h0;
     endcase
     if (clip_start) begin
-      \$680  = 3'h0;
+      \$705  = 3'h0;
     end
     if (rst) begin
-      \$680  = 3'h0;
+      \$705  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$681  = clr;
+    \$706  = clr;
     casez (engine_state)
       3'h0:
           /* empty */;
       3'h1:
         begin
-          \$681  = \$510 [2:0];
-          if (\$511 ) begin
-            \$681  = 3'h0;
+          \$706  = \$517 [2:0];
+          if (\$518 ) begin
+            \$706  = 3'h0;
           end
         end
       3'h2:
@@ -39070,22 +39580,22 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
           /* empty */;
       3'h6:
         begin
-          \$681  = \$516 [2:0];
-          if (\$517 ) begin
-            \$681  = 3'h0;
+          \$706  = \$523 [2:0];
+          if (\$524 ) begin
+            \$706  = 3'h0;
           end
         end
     endcase
     if (clip_start) begin
-      \$681  = 3'h0;
+      \$706  = 3'h0;
     end
     if (rst) begin
-      \$681  = 3'h0;
+      \$706  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$682  = tr;
+    \$707  = tr;
     casez (engine_state)
       3'h0:
           /* empty */;
@@ -39097,29 +39607,29 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
           /* empty */;
       3'h4:
           if (init_done) begin
-            \$682  = 3'h0;
+            \$707  = 3'h0;
           end
       3'h6:
           /* empty */;
       3'h7:
           if (bins_done) begin
             (* full_case = 32'd1 *)
-            if (\$518 ) begin
+            if (\$525 ) begin
             end else begin
-              \$682  = \$522 [2:0];
+              \$707  = \$529 [2:0];
             end
           end
     endcase
     if (clip_start) begin
-      \$682  = 3'h0;
+      \$707  = 3'h0;
     end
     if (rst) begin
-      \$682  = 3'h0;
+      \$707  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$683  = rbase;
+    \$708  = rbase;
     casez (engine_state)
       3'h0:
           /* empty */;
@@ -39131,39 +39641,39 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
           /* empty */;
       3'h4:
           if (init_done) begin
-            \$683  = 12'h000;
+            \$708  = 12'h000;
           end
       3'h6:
           /* empty */;
       3'h7:
           if (bins_done) begin
             (* full_case = 32'd1 *)
-            if (\$518 ) begin
+            if (\$525 ) begin
             end else begin
-              \$683  = \$523 [11:0];
+              \$708  = \$530 [11:0];
             end
           end
     endcase
     if (clip_start) begin
-      \$683  = 12'h000;
+      \$708  = 12'h000;
     end
     if (rst) begin
-      \$683  = 12'h000;
+      \$708  = 12'h000;
     end
   end
   assign \$signature__en  = 1'h1;
   assign \$signature__en$1  = 1'h1;
   assign jb = \$21 [7:0];
-  assign fb_rdata = { \port$1460$0 , \port$1457$0  };
+  assign fb_rdata = { \port$1474$0 , \port$1471$0  };
   assign \$signal  = \$31 [15:0];
   assign close1 = \$32 [16];
   assign diff = { \$37 [28], \$37  };
-  assign pmb = \$144 [5:0];
-  assign fr = \$151 [21:0];
-  assign i_sub = { \$269 [31], \$269 [31], \$269  };
-  assign i_add = { \$293 [20], \$293  };
-  assign \$signal$196  = \$329 [37:0];
-  assign \$signal$211  = { \$395 [48], \$395 [48], \$395 [48], \$395  };
+  assign pmb = \$150 [5:0];
+  assign fr = \$157 [21:0];
+  assign i_sub = { \$275 [31], \$275 [31], \$275  };
+  assign i_add = { \$299 [20], \$299  };
+  assign \$signal$202  = \$335 [37:0];
+  assign \$signal$217  = { \$402 [48], \$402 [48], \$402 [48], \$402  };
   assign \i__payload.data  = i__payload[23:0];
   assign \i__payload.first  = i__payload[24];
   assign \i__payload.last  = i__payload[25];
@@ -39171,20 +39681,27 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$145
   assign \$35  = \$34 ;
   assign \$36  = { x1, 3'h0 };
   assign \$50  = \$49 ;
-  assign \$151  = { \$150 [43], \$150 [43], \$150 [43], \$150 [43:3] };
-  assign \$186  = 1'h0;
-  assign \$188  = \$187 ;
-  assign \$264  = 1'h0;
-  assign \$266  = \$265 ;
-  assign \$285  = 1'h0;
-  assign \$287  = \$286 ;
-  assign \$380  = 1'h0;
-  assign \$381  = \$379 ;
-  assign \$438  = o_stream;
+  assign \$83  = { p1m_d1, 1'h0 };
+  assign \$84  = { 1'h0, p1m_d1, 2'h0 };
+  assign \$87  = { p1m_d2, 1'h0 };
+  assign \$88  = { 1'h0, p1m_d2, 2'h0 };
+  assign \$100  = { cm, 1'h0 };
+  assign \$101  = { 1'h0, cm, 2'h0 };
+  assign \$157  = { \$156 [43], \$156 [43], \$156 [43], \$156 [43:3] };
+  assign \$192  = 1'h0;
+  assign \$194  = \$193 ;
+  assign \$270  = 1'h0;
+  assign \$272  = \$271 ;
+  assign \$291  = 1'h0;
+  assign \$293  = \$292 ;
+  assign \$337  = { x1, 3'h0 };
+  assign \$387  = 1'h0;
+  assign \$388  = \$386 ;
+  assign \$445  = o_stream;
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$857$0 , \port$881$0 , o_lp, o_exp, clip_start);
+module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$864$0 , \port$888$0 , o_lp, o_exp, clip_start);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -39248,116 +39765,117 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
   reg \$152 ;
   reg [5:0] \$153 ;
   reg [39:0] \$154 ;
-  reg \$155 ;
-  reg [3:0] \$156 ;
-  reg [21:0] \$157 ;
-  reg [8:0] \$158 ;
-  reg \$159 ;
+  reg [17:0] \$155 ;
+  reg \$156 ;
+  reg [3:0] \$157 ;
+  reg [21:0] \$158 ;
+  reg [8:0] \$159 ;
   wire [29:0] \$16 ;
   reg \$160 ;
   reg \$161 ;
   reg \$162 ;
-  reg [5:0] \$163 ;
-  reg [31:0] \$164 ;
-  reg \$165 ;
-  reg [20:0] \$166 ;
-  reg \$167 ;
-  reg [3:0] \$168 ;
-  reg [21:0] \$169 ;
-  wire [30:0] \$17 ;
-  reg \$170 ;
-  reg [3:0] \$171 ;
-  reg [32:0] \$172 ;
-  reg \$173 ;
-  reg [3:0] \$174 ;
-  reg [21:0] \$175 ;
-  reg \$176 ;
-  reg [1:0] \$177 ;
-  reg [42:0] \$178 ;
-  reg \$179 ;
+  reg \$163 ;
+  reg [5:0] \$164 ;
+  reg [31:0] \$165 ;
+  reg \$166 ;
+  reg [20:0] \$167 ;
+  reg \$168 ;
+  reg [3:0] \$169 ;
+  wire \$17 ;
+  reg [21:0] \$170 ;
+  reg \$171 ;
+  reg [3:0] \$172 ;
+  reg [32:0] \$173 ;
+  reg \$174 ;
+  reg [3:0] \$175 ;
+  reg [21:0] \$176 ;
+  reg \$177 ;
+  reg [1:0] \$178 ;
+  reg [42:0] \$179 ;
   wire \$18 ;
-  reg [3:0] \$180 ;
-  reg [21:0] \$181 ;
-  reg \$182 ;
-  reg [42:0] \$183 ;
-  reg \$184 ;
+  reg \$180 ;
+  reg [3:0] \$181 ;
+  reg [21:0] \$182 ;
+  reg \$183 ;
+  reg [42:0] \$184 ;
+  reg \$185 ;
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
   wire \$21 ;
   wire \$22 ;
   wire \$23 ;
-  wire \$24 ;
-  wire [17:0] \$25 ;
-  wire [20:0] \$26 ;
+  wire [17:0] \$24 ;
+  wire [20:0] \$25 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
   wire \$29 ;
   wire \$3 ;
   wire \$30 ;
   wire \$31 ;
-  wire \$32 ;
-  wire [35:0] \$33 ;
-  wire [43:0] \$34 ;
-  wire [50:0] \$35 ;
+  wire [35:0] \$32 ;
+  wire [43:0] \$33 ;
+  wire [50:0] \$34 ;
+  wire \$35 ;
   wire \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire \$39 ;
+  wire [46:0] \$39 ;
   wire \$4 ;
-  wire [46:0] \$40 ;
-  wire \$41 ;
-  wire [31:0] \$42 ;
-  wire [46:0] \$43 ;
-  wire [45:0] \$44 ;
-  wire [33:0] \$45 ;
-  wire [34:0] \$46 ;
-  wire [16:0] \$47 ;
+  wire \$40 ;
+  wire [31:0] \$41 ;
+  wire [46:0] \$42 ;
+  wire [45:0] \$43 ;
+  wire [33:0] \$44 ;
+  wire [34:0] \$45 ;
+  wire [16:0] \$46 ;
+  wire \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [17:0] \$50 ;
   wire [17:0] \$51 ;
   wire [17:0] \$52 ;
-  wire [17:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [17:0] \$55 ;
   wire [17:0] \$56 ;
   wire [17:0] \$57 ;
-  wire [17:0] \$58 ;
-  wire [24:0] \$59 ;
+  wire [24:0] \$58 ;
+  wire \$59 ;
   wire [8:0] \$6 ;
-  wire \$60 ;
-  wire [16:0] \$61 ;
+  wire [16:0] \$60 ;
+  wire \$61 ;
   wire \$62 ;
   wire \$63 ;
-  wire \$64 ;
+  wire [17:0] \$64 ;
   wire [17:0] \$65 ;
   wire [17:0] \$66 ;
-  wire [17:0] \$67 ;
+  wire \$67 ;
   wire \$68 ;
-  wire \$69 ;
+  wire [17:0] \$69 ;
   wire \$7 ;
   wire [17:0] \$70 ;
   wire [17:0] \$71 ;
-  wire [17:0] \$72 ;
-  wire [20:0] \$73 ;
+  wire [20:0] \$72 ;
+  wire \$73 ;
   wire \$74 ;
   wire \$75 ;
   wire \$76 ;
   wire \$77 ;
-  wire \$78 ;
-  wire [1:0] \$79 ;
+  wire [1:0] \$78 ;
+  wire \$79 ;
   wire \$8 ;
   wire \$80 ;
   wire \$81 ;
-  wire \$82 ;
+  wire [19:0] \$82 ;
   wire [19:0] \$83 ;
-  wire [19:0] \$84 ;
+  wire [1:0] \$84 ;
   wire [1:0] \$85 ;
-  wire [1:0] \$86 ;
+  wire [16:0] \$86 ;
   wire [16:0] \$87 ;
-  wire [16:0] \$88 ;
+  wire \$88 ;
   wire \$89 ;
   wire \$9 ;
   wire \$90 ;
@@ -39366,13 +39884,14 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
   wire \$93 ;
   wire \$94 ;
   wire \$95 ;
-  wire \$96 ;
+  wire [10:0] \$96 ;
   wire [10:0] \$97 ;
-  wire [10:0] \$98 ;
-  wire [18:0] \$99 ;
+  wire [18:0] \$98 ;
+  wire [40:0] \$99 ;
   reg [8:0] \$signal ;
   reg [9:0] \$signal$23 ;
   wire [20:0] L;
+  reg [17:0] a4 = 18'h00000;
   reg above2 = 1'h0;
   reg above3 = 1'h0;
   reg above4 = 1'h0;
@@ -39438,11 +39957,12 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
   reg [3:0] op6 = 4'h0;
   reg [3:0] op7 = 4'h0;
   reg over;
-  reg [39:0] p = 40'h0000000000;
-  input [31:0] \port$857$0 ;
-  wire [31:0] \port$857$0 ;
-  input [20:0] \port$881$0 ;
-  wire [20:0] \port$881$0 ;
+  wire [39:0] p;
+  input [31:0] \port$864$0 ;
+  wire [31:0] \port$864$0 ;
+  input [20:0] \port$888$0 ;
+  wire [20:0] \port$888$0 ;
+  reg [39:0] prod = 40'h0000000000;
   wire [9:0] ra__addr;
   wire [17:0] ra__data;
   wire ra__en;
@@ -40388,8 +40908,8 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
   reg [17:0] _0_;
   reg [17:0] _1_;
   always @(posedge clk) begin
-    _0_ <= \table [\$98 [9:0]];
-    _1_ <= \table [\$97 [9:0]];
+    _0_ <= \table [\$97 [9:0]];
+    _1_ <= \table [\$96 [9:0]];
   end
   assign rb__data = _0_;
   assign ra__data = _1_;
@@ -40398,105 +40918,105 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
   assign \$3  = op1 == 3'h6;
   assign \$4  = op1 == 3'h7;
   assign \$5  = | { \$4 , \$3 , \$2 , \$1  };
-  assign \$6  = \$5  ? { 3'h0, \$44 [15:10] } : \$signal ;
+  assign \$6  = \$5  ? { 3'h0, \$43 [15:10] } : \$signal ;
   assign \$7  = op1 == 1'h1;
   assign \$8  = op1 == 3'h5;
   assign \$9  = op1 == 3'h6;
   assign \$10  = op1 == 3'h7;
   assign \$11  = | { \$10 , \$9 , \$8 , \$7  };
-  assign \$12  = \$11  ? \$44 [9:0] : \$signal$23 ;
-  assign \$13  = $signed(\$46 [20:0]) < $signed(1'h0);
-  assign \$14  = $signed(\$46 [20:0]) > $signed(7'h2a);
+  assign \$12  = \$11  ? \$43 [9:0] : \$signal$23 ;
+  assign \$13  = $signed(\$45 [20:0]) < $signed(1'h0);
+  assign \$14  = $signed(\$45 [20:0]) > $signed(7'h2a);
   assign \$15  = ! xs2;
-  assign \$16  = $signed(\$99 ) * $signed({ 1'h0, rem3 });
-  assign \$17  = $signed(\$16 ) + $signed({ 1'h0, ra__data, 10'h200 });
-  assign \$18  = op4 == 1'h1;
-  assign \$19  = op4 == 3'h5;
-  assign \$20  = op4 == 3'h6;
-  assign \$21  = op4 == 3'h7;
-  assign \$22  = | { \$21 , \$20 , \$19 , \$18  };
-  assign \$23  = ~ \$22 ;
-  assign \$24  = v4 & \$23 ;
-  assign \$25  = lneg4 ? 18'h00000 : p[27:10];
-  assign \$26  = \$25  << l4[1:0];
-  assign \$27  = op4 == 1'h1;
-  assign \$28  = op4 == 3'h5;
-  assign \$29  = op4 == 3'h6;
-  assign \$30  = op4 == 3'h7;
-  assign \$31  = | { \$30 , \$29 , \$28 , \$27  };
-  assign \$32  = v4 & \$31 ;
-  assign \$33  = za << { l5[1:0], 2'h0 };
-  assign \$34  = over ? { 1'h0, cap_v } : \$111 [43:0];
-  assign \$36  = ! \$35 [47:16];
-  assign \$37  = ! \$35 [47:32];
-  assign \$38  = \$37  ? 1'h1 : 1'h0;
-  assign sh1 = \$36  ? 2'h2 : { 1'h0, \$38  };
-  assign \$39  = ! \$35 [47:16];
-  assign \$41  = ! \$35 [47:32];
-  assign \$42  = \$41  ? \$35 [31:0] : \$35 [47:16];
-  assign \$43  = \$39  ? \$40  : { 15'h0000, \$42  };
-  assign \$44  = $signed(x1) - $signed(sub1);
-  assign \$46  = $signed(\$45 ) + $signed(lshift);
-  assign \$47  = x1[15:0] - 1'h0;
-  assign \$48  = op1 == 2'h2;
-  assign \$49  = $signed(\$47 ) < $signed(1'h0);
-  assign \$50  = $signed(\$47 ) >= $signed(16'h4000);
-  assign \$51  = \$50  ? 18'h03fff : { \$47 [16], \$47  };
-  assign \$52  = \$49  ? 18'h00000 : \$51 ;
-  assign \$54  = $signed(\$47 ) < $signed(1'h0);
-  assign \$55  = $signed(\$47 ) >= $signed(16'h4000);
-  assign \$56  = \$55  ? 18'h03fff : { \$47 [16], \$47  };
-  assign \$57  = \$54  ? 18'h00000 : \$56 ;
-  assign \$60  = $signed(\$47 ) >= $signed(16'h4000);
-  assign \$61  = $signed(x1[15:0]) - $signed(16'h8000);
-  assign \$62  = op1 == 4'h8;
-  assign \$63  = $signed(\$61 ) < $signed(1'h0);
-  assign \$64  = $signed(\$61 ) >= $signed(18'h10000);
-  assign \$65  = \$64  ? 18'h0ffff : { \$61 [16], \$61  };
-  assign \$66  = \$63  ? 18'h00000 : \$65 ;
-  assign \$68  = $signed(\$61 ) < $signed(1'h0);
-  assign \$69  = $signed(\$61 ) >= $signed(18'h10000);
-  assign \$70  = \$69  ? 18'h0ffff : { \$61 [16], \$61  };
-  assign \$71  = \$68  ? 18'h00000 : \$70 ;
-  assign \$74  = $signed(\$61 ) >= $signed(18'h10000);
-  assign \$75  = ! xs2[31:20];
-  assign \$76  = ! xs2[31:24];
-  assign \$77  = ! xs2[31:28];
-  assign \$78  = \$77  ? 1'h1 : 1'h0;
-  assign \$79  = \$76  ? 2'h2 : { 1'h0, \$78  };
-  assign sh2 = \$75  ? 2'h3 : \$79 ;
-  assign \$80  = ! xs2[31:20];
-  assign \$81  = ! xs2[31:24];
-  assign \$82  = ! xs2[31:28];
-  assign \$83  = \$82  ? xs2[27:8] : xs2[31:12];
-  assign \$84  = \$81  ? xs2[23:4] : \$83 ;
-  assign x2 = \$80  ? xs2[19:0] : \$84 ;
-  assign \$85  = x2[17] ? 2'h2 : 2'h3;
-  assign \$86  = x2[18] ? 2'h1 : \$85 ;
-  assign sh3 = x2[19] ? 2'h0 : \$86 ;
-  assign \$87  = x2[17] ? x2[17:1] : x2[16:0];
-  assign \$88  = x2[18] ? x2[18:2] : \$87 ;
-  assign x3 = x2[19] ? x2[19:3] : \$88 ;
+  assign \$16  = $signed(\$98 ) * $signed({ 1'h0, rem3 });
+  assign \$17  = op4 == 1'h1;
+  assign \$18  = op4 == 3'h5;
+  assign \$19  = op4 == 3'h6;
+  assign \$20  = op4 == 3'h7;
+  assign \$21  = | { \$20 , \$19 , \$18 , \$17  };
+  assign \$22  = ~ \$21 ;
+  assign \$23  = v4 & \$22 ;
+  assign \$24  = lneg4 ? 18'h00000 : \$99 [27:10];
+  assign \$25  = \$24  << l4[1:0];
+  assign \$26  = op4 == 1'h1;
+  assign \$27  = op4 == 3'h5;
+  assign \$28  = op4 == 3'h6;
+  assign \$29  = op4 == 3'h7;
+  assign \$30  = | { \$29 , \$28 , \$27 , \$26  };
+  assign \$31  = v4 & \$30 ;
+  assign \$32  = za << { l5[1:0], 2'h0 };
+  assign \$33  = over ? { 1'h0, cap_v } : \$111 [43:0];
+  assign \$35  = ! \$34 [47:16];
+  assign \$36  = ! \$34 [47:32];
+  assign \$37  = \$36  ? 1'h1 : 1'h0;
+  assign sh1 = \$35  ? 2'h2 : { 1'h0, \$37  };
+  assign \$38  = ! \$34 [47:16];
+  assign \$40  = ! \$34 [47:32];
+  assign \$41  = \$40  ? \$34 [31:0] : \$34 [47:16];
+  assign \$42  = \$38  ? \$39  : { 15'h0000, \$41  };
+  assign \$43  = $signed(x1) - $signed(sub1);
+  assign \$45  = $signed(\$44 ) + $signed(lshift);
+  assign \$46  = x1[15:0] - 1'h0;
+  assign \$47  = op1 == 2'h2;
+  assign \$48  = $signed(\$46 ) < $signed(1'h0);
+  assign \$49  = $signed(\$46 ) >= $signed(16'h4000);
+  assign \$50  = \$49  ? 18'h03fff : { \$46 [16], \$46  };
+  assign \$51  = \$48  ? 18'h00000 : \$50 ;
+  assign \$53  = $signed(\$46 ) < $signed(1'h0);
+  assign \$54  = $signed(\$46 ) >= $signed(16'h4000);
+  assign \$55  = \$54  ? 18'h03fff : { \$46 [16], \$46  };
+  assign \$56  = \$53  ? 18'h00000 : \$55 ;
+  assign \$59  = $signed(\$46 ) >= $signed(16'h4000);
+  assign \$60  = $signed(x1[15:0]) - $signed(16'h8000);
+  assign \$61  = op1 == 4'h8;
+  assign \$62  = $signed(\$60 ) < $signed(1'h0);
+  assign \$63  = $signed(\$60 ) >= $signed(18'h10000);
+  assign \$64  = \$63  ? 18'h0ffff : { \$60 [16], \$60  };
+  assign \$65  = \$62  ? 18'h00000 : \$64 ;
+  assign \$67  = $signed(\$60 ) < $signed(1'h0);
+  assign \$68  = $signed(\$60 ) >= $signed(18'h10000);
+  assign \$69  = \$68  ? 18'h0ffff : { \$60 [16], \$60  };
+  assign \$70  = \$67  ? 18'h00000 : \$69 ;
+  assign \$73  = $signed(\$60 ) >= $signed(18'h10000);
+  assign \$74  = ! xs2[31:20];
+  assign \$75  = ! xs2[31:24];
+  assign \$76  = ! xs2[31:28];
+  assign \$77  = \$76  ? 1'h1 : 1'h0;
+  assign \$78  = \$75  ? 2'h2 : { 1'h0, \$77  };
+  assign sh2 = \$74  ? 2'h3 : \$78 ;
+  assign \$79  = ! xs2[31:20];
+  assign \$80  = ! xs2[31:24];
+  assign \$81  = ! xs2[31:28];
+  assign \$82  = \$81  ? xs2[27:8] : xs2[31:12];
+  assign \$83  = \$80  ? xs2[23:4] : \$82 ;
+  assign x2 = \$79  ? xs2[19:0] : \$83 ;
+  assign \$84  = x2[17] ? 2'h2 : 2'h3;
+  assign \$85  = x2[18] ? 2'h1 : \$84 ;
+  assign sh3 = x2[19] ? 2'h0 : \$85 ;
+  assign \$86  = x2[17] ? x2[17:1] : x2[16:0];
+  assign \$87  = x2[18] ? x2[18:2] : \$86 ;
+  assign x3 = x2[19] ? x2[19:3] : \$87 ;
   assign e_adj = $signed(econst) - $signed({ 1'h0, sh1_2, sh2, sh3 });
-  assign \$89  = ! op2;
-  assign \$90  = op2 == 2'h3;
-  assign \$91  = op2 == 3'h4;
-  assign \$92  = | { \$91 , \$90 , \$89  };
-  assign idx = \$92  ? { 3'h0, x3[15:10] } : idx2;
-  assign \$93  = ! op2;
-  assign \$94  = op2 == 2'h3;
-  assign \$95  = op2 == 3'h4;
-  assign \$96  = | { \$95 , \$94 , \$93  };
-  assign rem = \$96  ? x3[9:0] : rem2;
-  assign \$97  = base + idx;
-  assign \$98  = \$97 [9:0] + 1'h1;
-  assign \$99  = rb__data - ra__data;
+  assign \$88  = ! op2;
+  assign \$89  = op2 == 2'h3;
+  assign \$90  = op2 == 3'h4;
+  assign \$91  = | { \$90 , \$89 , \$88  };
+  assign idx = \$91  ? { 3'h0, x3[15:10] } : idx2;
+  assign \$92  = ! op2;
+  assign \$93  = op2 == 2'h3;
+  assign \$94  = op2 == 3'h4;
+  assign \$95  = | { \$94 , \$93 , \$92  };
+  assign rem = \$95  ? x3[9:0] : rem2;
+  assign \$96  = base + idx;
+  assign \$97  = \$96 [9:0] + 1'h1;
+  assign \$98  = rb__data - ra__data;
+  assign \$99  = $signed(prod) + $signed({ 1'h0, a4, 10'h200 });
   assign \$100  = ! op4;
   assign \$101  = op4 == 2'h3;
   assign \$102  = op4 == 3'h4;
   assign \$103  = | { \$102 , \$101 , \$100  };
-  assign \$104  = $signed(e4) + $signed({ 1'h0, p[26] });
-  assign \$105  = zero4 ? 31'h40000000 : { \$104 [9], \$104 [9], \$104 [9], \$104 [9], \$104 [9], \$104 , p[25:10] };
+  assign \$104  = $signed(e4) + $signed({ 1'h0, \$99 [26] });
+  assign \$105  = zero4 ? 31'h40000000 : { \$104 [9], \$104 [9], \$104 [9], \$104 [9], \$104 [9], \$104 , \$99 [25:10] };
   assign \$106  = op4 == 2'h2;
   assign \$107  = \$106  & above4;
   assign \$108  = op4 == 4'h8;
@@ -40568,67 +41088,69 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
   always @(posedge clk)
     l3 <= \$153 ;
   always @(posedge clk)
-    p <= \$154 ;
+    prod <= \$154 ;
   always @(posedge clk)
-    v4 <= \$155 ;
+    a4 <= \$155 ;
   always @(posedge clk)
-    op4 <= \$156 ;
+    v4 <= \$156 ;
   always @(posedge clk)
-    add4 <= \$157 ;
+    op4 <= \$157 ;
   always @(posedge clk)
-    e4 <= \$158 ;
+    add4 <= \$158 ;
   always @(posedge clk)
-    zero4 <= \$159 ;
+    e4 <= \$159 ;
   always @(posedge clk)
-    above4 <= \$160 ;
+    zero4 <= \$160 ;
   always @(posedge clk)
-    lneg4 <= \$161 ;
+    above4 <= \$161 ;
   always @(posedge clk)
-    lbig4 <= \$162 ;
+    lneg4 <= \$162 ;
   always @(posedge clk)
-    l4 <= \$163 ;
+    lbig4 <= \$163 ;
   always @(posedge clk)
-    o_lp <= \$164 ;
+    l4 <= \$164 ;
   always @(posedge clk)
-    o_lp_valid <= \$165 ;
+    o_lp <= \$165 ;
   always @(posedge clk)
-    za <= \$166 ;
+    o_lp_valid <= \$166 ;
   always @(posedge clk)
-    v5 <= \$167 ;
+    za <= \$167 ;
   always @(posedge clk)
-    op5 <= \$168 ;
+    v5 <= \$168 ;
   always @(posedge clk)
-    add5 <= \$169 ;
+    op5 <= \$169 ;
   always @(posedge clk)
-    lbig5 <= \$170 ;
+    add5 <= \$170 ;
   always @(posedge clk)
-    l5 <= \$171 ;
+    lbig5 <= \$171 ;
   always @(posedge clk)
-    zb <= \$172 ;
+    l5 <= \$172 ;
   always @(posedge clk)
-    v6 <= \$173 ;
+    zb <= \$173 ;
   always @(posedge clk)
-    op6 <= \$174 ;
+    v6 <= \$174 ;
   always @(posedge clk)
-    add6 <= \$175 ;
+    op6 <= \$175 ;
   always @(posedge clk)
-    lbig6 <= \$176 ;
+    add6 <= \$176 ;
   always @(posedge clk)
-    l6 <= \$177 ;
+    lbig6 <= \$177 ;
   always @(posedge clk)
-    zc <= \$178 ;
+    l6 <= \$178 ;
   always @(posedge clk)
-    v7 <= \$179 ;
+    zc <= \$179 ;
   always @(posedge clk)
-    op7 <= \$180 ;
+    v7 <= \$180 ;
   always @(posedge clk)
-    add7 <= \$181 ;
+    op7 <= \$181 ;
   always @(posedge clk)
-    lbig7 <= \$182 ;
+    add7 <= \$182 ;
   always @(posedge clk)
-    o_exp <= \$183 ;
+    lbig7 <= \$183 ;
   always @(posedge clk)
-    o_exp_valid <= \$184 ;
+    o_exp <= \$184 ;
+  always @(posedge clk)
+    o_exp_valid <= \$185 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$128  = i_valid;
@@ -40661,7 +41183,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$131  = { \port$881$0 [20], \port$881$0  };
+    \$131  = { \port$888$0 [20], \port$888$0  };
     if (clip_start) begin
       \$131  = 22'h000000;
     end
@@ -40671,7 +41193,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$132  = { \port$857$0 [31], \port$857$0 [31], \port$857$0  };
+    \$132  = { \port$864$0 [31], \port$864$0 [31], \port$864$0  };
     if (clip_start) begin
       \$132  = 34'h000000000;
     end
@@ -40711,7 +41233,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$136  = \$43 [31:0];
+    \$136  = \$42 [31:0];
     if (clip_start) begin
       \$136  = 32'd0;
     end
@@ -40781,7 +41303,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$143  = \$46 [5:0];
+    \$143  = \$45 [5:0];
     if (clip_start) begin
       \$143  = 6'h00;
     end
@@ -40891,7 +41413,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$154  = { \$17 [30], \$17 [30], \$17 [30], \$17 [30], \$17 [30], \$17 [30], \$17 [30], \$17 [30], \$17 [30], \$17  };
+    \$154  = { \$16 [29], \$16 [29], \$16 [29], \$16 [29], \$16 [29], \$16 [29], \$16 [29], \$16 [29], \$16 [29], \$16 [29], \$16  };
     if (clip_start) begin
       \$154  = 40'h0000000000;
     end
@@ -40901,57 +41423,57 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$155  = v3;
+    \$155  = ra__data;
     if (clip_start) begin
-      \$155  = 1'h0;
+      \$155  = 18'h00000;
     end
     if (rst) begin
-      \$155  = 1'h0;
+      \$155  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$156  = op3;
+    \$156  = v3;
     if (clip_start) begin
-      \$156  = 4'h0;
+      \$156  = 1'h0;
     end
     if (rst) begin
-      \$156  = 4'h0;
+      \$156  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$157  = add3;
+    \$157  = op3;
     if (clip_start) begin
-      \$157  = 22'h000000;
+      \$157  = 4'h0;
     end
     if (rst) begin
-      \$157  = 22'h000000;
+      \$157  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$158  = e3;
+    \$158  = add3;
     if (clip_start) begin
-      \$158  = 9'h000;
+      \$158  = 22'h000000;
     end
     if (rst) begin
-      \$158  = 9'h000;
+      \$158  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$159  = zero3;
+    \$159  = e3;
     if (clip_start) begin
-      \$159  = 1'h0;
+      \$159  = 9'h000;
     end
     if (rst) begin
-      \$159  = 1'h0;
+      \$159  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$160  = above3;
+    \$160  = zero3;
     if (clip_start) begin
       \$160  = 1'h0;
     end
@@ -40961,7 +41483,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$161  = lneg3;
+    \$161  = above3;
     if (clip_start) begin
       \$161  = 1'h0;
     end
@@ -40971,7 +41493,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$162  = lbig3;
+    \$162  = lneg3;
     if (clip_start) begin
       \$162  = 1'h0;
     end
@@ -40981,222 +41503,232 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$163  = l3;
+    \$163  = lbig3;
     if (clip_start) begin
-      \$163  = 6'h00;
+      \$163  = 1'h0;
     end
     if (rst) begin
-      \$163  = 6'h00;
+      \$163  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$164  = lp;
+    \$164  = l3;
     if (clip_start) begin
-      \$164  = 32'd0;
+      \$164  = 6'h00;
     end
     if (rst) begin
-      \$164  = 32'd0;
+      \$164  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$165  = \$24 ;
+    \$165  = lp;
     if (clip_start) begin
-      \$165  = 1'h0;
+      \$165  = 32'd0;
     end
     if (rst) begin
-      \$165  = 1'h0;
+      \$165  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$166  = \$26 ;
+    \$166  = \$23 ;
     if (clip_start) begin
-      \$166  = 21'h000000;
+      \$166  = 1'h0;
     end
     if (rst) begin
-      \$166  = 21'h000000;
+      \$166  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$167  = \$32 ;
+    \$167  = \$25 ;
     if (clip_start) begin
-      \$167  = 1'h0;
+      \$167  = 21'h000000;
     end
     if (rst) begin
-      \$167  = 1'h0;
+      \$167  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$168  = op4;
+    \$168  = \$31 ;
     if (clip_start) begin
-      \$168  = 4'h0;
+      \$168  = 1'h0;
     end
     if (rst) begin
-      \$168  = 4'h0;
+      \$168  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$169  = add4;
+    \$169  = op4;
     if (clip_start) begin
-      \$169  = 22'h000000;
+      \$169  = 4'h0;
     end
     if (rst) begin
-      \$169  = 22'h000000;
+      \$169  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$170  = lbig4;
+    \$170  = add4;
     if (clip_start) begin
-      \$170  = 1'h0;
+      \$170  = 22'h000000;
     end
     if (rst) begin
-      \$170  = 1'h0;
+      \$170  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$171  = l4[5:2];
+    \$171  = lbig4;
     if (clip_start) begin
-      \$171  = 4'h0;
+      \$171  = 1'h0;
     end
     if (rst) begin
-      \$171  = 4'h0;
+      \$171  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$172  = \$33 [32:0];
+    \$172  = l4[5:2];
     if (clip_start) begin
-      \$172  = 33'h000000000;
+      \$172  = 4'h0;
     end
     if (rst) begin
-      \$172  = 33'h000000000;
+      \$172  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$173  = v5;
+    \$173  = \$32 [32:0];
     if (clip_start) begin
-      \$173  = 1'h0;
+      \$173  = 33'h000000000;
     end
     if (rst) begin
-      \$173  = 1'h0;
+      \$173  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$174  = op5;
+    \$174  = v5;
     if (clip_start) begin
-      \$174  = 4'h0;
+      \$174  = 1'h0;
     end
     if (rst) begin
-      \$174  = 4'h0;
+      \$174  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$175  = add5;
+    \$175  = op5;
     if (clip_start) begin
-      \$175  = 22'h000000;
+      \$175  = 4'h0;
     end
     if (rst) begin
-      \$175  = 22'h000000;
+      \$175  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$176  = lbig5;
+    \$176  = add5;
     if (clip_start) begin
-      \$176  = 1'h0;
+      \$176  = 22'h000000;
     end
     if (rst) begin
-      \$176  = 1'h0;
+      \$176  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$177  = l5[3:2];
+    \$177  = lbig5;
     if (clip_start) begin
-      \$177  = 2'h0;
+      \$177  = 1'h0;
     end
     if (rst) begin
-      \$177  = 2'h0;
+      \$177  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$178  = \$110 [59:17];
+    \$178  = l5[3:2];
     if (clip_start) begin
-      \$178  = 43'h00000000000;
+      \$178  = 2'h0;
     end
     if (rst) begin
-      \$178  = 43'h00000000000;
+      \$178  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$179  = v6;
+    \$179  = \$110 [59:17];
     if (clip_start) begin
-      \$179  = 1'h0;
+      \$179  = 43'h00000000000;
     end
     if (rst) begin
-      \$179  = 1'h0;
+      \$179  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$180  = op6;
+    \$180  = v6;
     if (clip_start) begin
-      \$180  = 4'h0;
+      \$180  = 1'h0;
     end
     if (rst) begin
-      \$180  = 4'h0;
+      \$180  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$181  = add6;
+    \$181  = op6;
     if (clip_start) begin
-      \$181  = 22'h000000;
+      \$181  = 4'h0;
     end
     if (rst) begin
-      \$181  = 22'h000000;
+      \$181  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$182  = lbig6;
+    \$182  = add6;
     if (clip_start) begin
-      \$182  = 1'h0;
+      \$182  = 22'h000000;
     end
     if (rst) begin
-      \$182  = 1'h0;
+      \$182  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$183  = \$34 [42:0];
+    \$183  = lbig6;
     if (clip_start) begin
-      \$183  = 43'h00000000000;
+      \$183  = 1'h0;
     end
     if (rst) begin
-      \$183  = 43'h00000000000;
+      \$183  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$184  = v7;
+    \$184  = \$33 [42:0];
     if (clip_start) begin
-      \$184  = 1'h0;
+      \$184  = 43'h00000000000;
     end
     if (rst) begin
-      \$184  = 1'h0;
+      \$184  = 43'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$185  = v7;
+    if (clip_start) begin
+      \$185  = 1'h0;
+    end
+    if (rst) begin
+      \$185  = 1'h0;
     end
   end
   always @* begin
@@ -41216,31 +41748,31 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$signal  = 9'h000;
-    if (\$48 ) begin
-      \$signal  = \$53 [8:0];
+    if (\$47 ) begin
+      \$signal  = \$52 [8:0];
     end
-    if (\$62 ) begin
-      \$signal  = \$67 [8:0];
+    if (\$61 ) begin
+      \$signal  = \$66 [8:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$signal$23  = 10'h000;
-    if (\$48 ) begin
-      \$signal$23  = \$59 [9:0];
+    if (\$47 ) begin
+      \$signal$23  = \$58 [9:0];
     end
-    if (\$62 ) begin
-      \$signal$23  = \$73 [9:0];
+    if (\$61 ) begin
+      \$signal$23  = \$72 [9:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     above_p = 1'h0;
-    if (\$48 ) begin
-      above_p = \$60 ;
+    if (\$47 ) begin
+      above_p = \$59 ;
     end
-    if (\$62 ) begin
-      above_p = \$74 ;
+    if (\$61 ) begin
+      above_p = \$73 ;
     end
   end
   always @* begin
@@ -41281,7 +41813,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    lp = { 14'h0000, p[27:10] };
+    lp = { 14'h0000, \$99 [27:10] };
     if (\$103 ) begin
       lp = { \$105 [30], \$105  };
     end
@@ -41324,34 +41856,35 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
       cap_v = 43'h0ffffffffff;
     end
   end
-  assign i_add = { \port$881$0 [20], \port$881$0  };
-  assign i_sub = { \port$857$0 [31], \port$857$0 [31], \port$857$0  };
-  assign xs = \$43 [31:0];
-  assign y1 = \$44 [33:0];
-  assign L = \$46 [20:0];
-  assign dif = { \$99 [18], \$99  };
+  assign i_add = { \port$888$0 [20], \port$888$0  };
+  assign i_sub = { \port$864$0 [31], \port$864$0 [31], \port$864$0  };
+  assign xs = \$42 [31:0];
+  assign y1 = \$43 [33:0];
+  assign L = \$45 [20:0];
+  assign dif = { \$98 [18], \$98  };
+  assign p = \$99 [39:0];
   assign zfull = \$110 [59:0];
   assign xp = \$111 [43:0];
-  assign xx = \$35 [47:0];
-  assign d_snr_tanh = { \$47 [16], \$47  };
-  assign d_gate_sigmoid = { \$61 [16], \$61  };
-  assign addr = \$97 [9:0];
-  assign ra__addr = \$97 [9:0];
-  assign rb__addr = \$98 [9:0];
+  assign xx = \$34 [47:0];
+  assign d_snr_tanh = { \$46 [16], \$46  };
+  assign d_gate_sigmoid = { \$60 [16], \$60  };
+  assign addr = \$96 [9:0];
+  assign ra__addr = \$96 [9:0];
+  assign rb__addr = \$97 [9:0];
   assign ra__en = 1'h1;
   assign rb__en = 1'h1;
-  assign \$45  = { \$44 [33], \$44 [33], \$44 [33], \$44 [33], \$44 [33], \$44 [33], \$44 [33], \$44 [33], \$44 [33], \$44 [33], \$44 [33], \$44 [33], \$44 [33], \$44 [33], \$44 [33], \$44 [33], \$44 [33:16] };
+  assign \$44  = { \$43 [33], \$43 [33], \$43 [33], \$43 [33], \$43 [33], \$43 [33], \$43 [33], \$43 [33], \$43 [33], \$43 [33], \$43 [33], \$43 [33], \$43 [33], \$43 [33], \$43 [33], \$43 [33], \$43 [33:16] };
   assign \$111  = { ssum[44], ssum[44:1] };
-  assign \$35  = { 3'h0, x1[43:0], 4'h0 };
-  assign \$40  = { 15'h0000, \$35 [15:0], 16'h0000 };
-  assign \$53  = { \$52 [17], \$52 [17], \$52 [17], \$52 [17], \$52 [17], \$52 [17], \$52 [17:6] };
-  assign \$58 [17:6] = 12'h000;
-  assign \$58 [5:0] = \$57 [5:0];
-  assign \$59  = { 15'h0000, \$57 [5:0], 4'h0 };
-  assign \$67  = { \$66 [17], \$66 [17], \$66 [17], \$66 [17], \$66 [17], \$66 [17], \$66 [17], \$66 [17:7] };
-  assign \$72 [17:7] = 11'h000;
-  assign \$72 [6:0] = \$71 [6:0];
-  assign \$73  = { 11'h000, \$71 [6:0], 3'h0 };
+  assign \$34  = { 3'h0, x1[43:0], 4'h0 };
+  assign \$39  = { 15'h0000, \$34 [15:0], 16'h0000 };
+  assign \$52  = { \$51 [17], \$51 [17], \$51 [17], \$51 [17], \$51 [17], \$51 [17], \$51 [17:6] };
+  assign \$57 [17:6] = 12'h000;
+  assign \$57 [5:0] = \$56 [5:0];
+  assign \$58  = { 15'h0000, \$56 [5:0], 4'h0 };
+  assign \$66  = { \$65 [17], \$65 [17], \$65 [17], \$65 [17], \$65 [17], \$65 [17], \$65 [17], \$65 [17:7] };
+  assign \$71 [17:7] = 11'h000;
+  assign \$71 [6:0] = \$70 [6:0];
+  assign \$72  = { 11'h000, \$70 [6:0], 3'h0 };
   assign \$113  = \$112 ;
   assign \$117  = \$116 ;
   assign \$121  = \$120 ;
@@ -41361,36 +41894,43 @@ endmodule
 (* generator = "Amaranth" *)
 module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close, x, w, clear, p, o_stream, o_valid, clip_start);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
-  wire \$1 ;
+  wire [39:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire [2:0] \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  reg [46:0] \$17 ;
+  wire \$13 ;
+  wire [16:0] \$14 ;
+  wire [16:0] \$15 ;
+  wire [46:0] \$16 ;
+  reg \$17 ;
   reg \$18 ;
-  reg [1:0] \$19 ;
-  wire \$2 ;
+  reg \$19 ;
+  wire [47:0] \$2 ;
   reg \$20 ;
-  reg \$21 ;
-  reg \$22 ;
+  reg [23:0] \$21 ;
+  reg [15:0] \$22 ;
   reg \$23 ;
-  reg [1:0] \$24 ;
-  reg [1:0] \$25 ;
-  wire [16:0] \$3 ;
-  wire [16:0] \$4 ;
-  wire [46:0] \$5 ;
-  wire [39:0] \$6 ;
-  wire [47:0] \$7 ;
-  wire \$8 ;
+  reg [46:0] \$24 ;
+  reg \$25 ;
+  reg [1:0] \$26 ;
+  reg \$27 ;
+  reg \$28 ;
+  reg \$29 ;
+  wire \$3 ;
+  reg \$30 ;
+  reg [1:0] \$31 ;
+  reg [1:0] \$32 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire [2:0] \$8 ;
   wire \$9 ;
-  reg \$like  = 1'h0;
-  reg [1:0] \$like$14  = 2'h0;
+  reg [1:0] \$like  = 2'h0;
+  reg \$like$22  = 1'h0;
   reg \$signal  = 1'h0;
-  reg \$signal$16  = 1'h0;
-  reg \$signal$27  = 1'h0;
+  reg \$signal$23  = 1'h0;
+  reg \$signal$24  = 1'h0;
   reg [1:0] \$signature__addr ;
   reg [46:0] \$signature__data ;
   reg \$signature__en ;
@@ -41398,6 +41938,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
   reg [1:0] cl_idx = 2'h0;
   input clear;
   wire clear;
+  reg clear_in = 1'h0;
   reg clearing = 1'h0;
   input clip_start;
   wire clip_start;
@@ -41405,9 +41946,11 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
   wire clk;
   input close;
   wire close;
+  reg close_in = 1'h0;
   wire [1:0] entry;
   input hi;
   wire hi;
+  reg hi_in = 1'h0;
   reg [46:0] kval;
   (* init = 1'h0 *)
   output o_stream;
@@ -41426,12 +41969,16 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
   wire rst;
   input stream;
   wire stream;
+  reg stream_in = 1'h0;
   input valid;
   wire valid;
+  reg valid_in = 1'h0;
   input [15:0] w;
   wire [15:0] w;
+  reg [15:0] w_in = 16'h0000;
   input [23:0] x;
   wire [23:0] x;
+  reg [23:0] x_in = 24'h000000;
   reg [46:0] acc [3:0];
   initial begin
     acc[0] = 47'h000000000000;
@@ -41443,45 +41990,243 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     if (\$signature__en )
       acc[\$signature__addr ] <= \$signature__data ;
   end
-  assign rp__data = acc[{ stream, \$2  }];
-  assign \$1  = par >> stream;
-  assign \$2  = \$1  ^ hi;
-  assign \$3  = 16'h8000 - w;
-  assign \$4  = hi ? \$3  : { 1'h0, w };
-  assign \$5  = \$signal$16  ? kval : p;
-  assign \$6  = x * \$4 [15:0];
-  assign \$7  = $signed({ 1'h0, \$6  }) + $signed(rp__data);
-  assign \$8  = valid & close;
-  assign \$9  = ~ hi;
-  assign \$10  = \$8  & \$9 ;
-  assign \$11  = ~ clearing;
-  assign \$12  = clear & \$11 ;
-  assign \$13  = cl_idx + 1'h1;
-  assign \$14  = cl_idx == 2'h3;
-  assign \$15  = par >> \$like ;
-  assign \$16  = ~ \$15 ;
+  assign rp__data = acc[{ stream_in, \$13  }];
+  assign \$1  = x_in * \$15 [15:0];
+  assign \$2  = $signed({ 1'h0, \$1  }) + $signed(rp__data);
+  assign \$3  = valid_in & close_in;
+  assign \$4  = ~ hi_in;
+  assign \$5  = \$3  & \$4 ;
+  assign \$6  = ~ clearing;
+  assign \$7  = clear_in & \$6 ;
+  assign \$8  = cl_idx + 1'h1;
+  assign \$9  = cl_idx == 2'h3;
+  assign \$10  = par >> \$like$22 ;
+  assign \$11  = ~ \$10 ;
+  assign \$12  = par >> stream_in;
+  assign \$13  = \$12  ^ hi_in;
+  assign \$14  = 16'h8000 - w_in;
+  assign \$15  = hi_in ? \$14  : { 1'h0, w_in };
+  assign \$16  = \$signal$23  ? kval : p;
   always @(posedge clk)
-    p <= \$17 ;
+    valid_in <= \$17 ;
   always @(posedge clk)
-    \$signal  <= \$18 ;
+    stream_in <= \$18 ;
   always @(posedge clk)
-    \$like$14  <= \$19 ;
+    hi_in <= \$19 ;
   always @(posedge clk)
-    \$like  <= \$20 ;
+    close_in <= \$20 ;
   always @(posedge clk)
-    \$signal$16  <= \$21 ;
+    x_in <= \$21 ;
   always @(posedge clk)
-    \$signal$27  <= \$22 ;
+    w_in <= \$22 ;
   always @(posedge clk)
-    clearing <= \$23 ;
+    clear_in <= \$23 ;
   always @(posedge clk)
-    cl_idx <= \$24 ;
+    p <= \$24 ;
   always @(posedge clk)
-    par <= \$25 ;
+    \$signal  <= \$25 ;
+  always @(posedge clk)
+    \$like  <= \$26 ;
+  always @(posedge clk)
+    \$like$22  <= \$27 ;
+  always @(posedge clk)
+    \$signal$23  <= \$28 ;
+  always @(posedge clk)
+    \$signal$24  <= \$29 ;
+  always @(posedge clk)
+    clearing <= \$30 ;
+  always @(posedge clk)
+    cl_idx <= \$31 ;
+  always @(posedge clk)
+    par <= \$32 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$17  = valid;
+    if (clip_start) begin
+      \$17  = 1'h0;
+    end
+    if (rst) begin
+      \$17  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$18  = stream;
+    if (clip_start) begin
+      \$18  = 1'h0;
+    end
+    if (rst) begin
+      \$18  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$19  = hi;
+    if (clip_start) begin
+      \$19  = 1'h0;
+    end
+    if (rst) begin
+      \$19  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$20  = close;
+    if (clip_start) begin
+      \$20  = 1'h0;
+    end
+    if (rst) begin
+      \$20  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$21  = x;
+    if (clip_start) begin
+      \$21  = 24'h000000;
+    end
+    if (rst) begin
+      \$21  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$22  = w;
+    if (clip_start) begin
+      \$22  = 16'h0000;
+    end
+    if (rst) begin
+      \$22  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$23  = clear;
+    if (clip_start) begin
+      \$23  = 1'h0;
+    end
+    if (rst) begin
+      \$23  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$24  = \$2 [46:0];
+    if (clip_start) begin
+      \$24  = 47'h000000000000;
+    end
+    if (rst) begin
+      \$24  = 47'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$25  = valid_in;
+    if (clip_start) begin
+      \$25  = 1'h0;
+    end
+    if (rst) begin
+      \$25  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$26  = { stream_in, \$13  };
+    if (clip_start) begin
+      \$26  = 2'h0;
+    end
+    if (rst) begin
+      \$26  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$27  = stream_in;
+    if (clip_start) begin
+      \$27  = 1'h0;
+    end
+    if (rst) begin
+      \$27  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$28  = \$5 ;
+    if (clip_start) begin
+      \$28  = 1'h0;
+    end
+    if (rst) begin
+      \$28  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$29  = clear_in;
+    if (clip_start) begin
+      \$29  = 1'h0;
+    end
+    if (rst) begin
+      \$29  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$30  = clearing;
+    if (\$7 ) begin
+      \$30  = 1'h1;
+    end else if (clearing) begin
+      if (\$9 ) begin
+        \$30  = 1'h0;
+      end
+    end
+    if (clip_start) begin
+      \$30  = 1'h0;
+    end
+    if (rst) begin
+      \$30  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$31  = cl_idx;
+    if (\$7 ) begin
+      \$31  = 2'h0;
+    end else if (clearing) begin
+      \$31  = \$8 [1:0];
+    end
+    if (clip_start) begin
+      \$31  = 2'h0;
+    end
+    if (rst) begin
+      \$31  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$32  = par;
+    if (\$7 ) begin
+      \$32  = 2'h0;
+    end
+    if (\$signal$23 ) begin
+      (* full_case = 32'd1 *)
+      casez (\$like$22 )
+        1'h0:
+            \$32 [0] = \$11 ;
+        1'h1:
+            \$32 [1] = \$11 ;
+      endcase
+    end
+    if (clip_start) begin
+      \$32  = 2'h0;
+    end
+    if (rst) begin
+      \$32  = 2'h0;
+    end
+  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     (* full_case = 32'd1 *)
-    casez (\$like )
+    casez (\$like$22 )
       1'h0:
           kval = 47'h000000002000;
       1'h1:
@@ -41494,7 +42239,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     if (clearing) begin
       \$signature__addr  = cl_idx;
     end else begin
-      \$signature__addr  = \$like$14 ;
+      \$signature__addr  = \$like ;
     end
   end
   always @* begin
@@ -41518,129 +42263,15 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
             \$signature__data  = 47'h000000020000;
       endcase
     end else begin
-      \$signature__data  = \$5 ;
+      \$signature__data  = \$16 ;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$17  = \$7 [46:0];
-    if (clip_start) begin
-      \$17  = 47'h000000000000;
-    end
-    if (rst) begin
-      \$17  = 47'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$18  = valid;
-    if (clip_start) begin
-      \$18  = 1'h0;
-    end
-    if (rst) begin
-      \$18  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$19  = { stream, \$2  };
-    if (clip_start) begin
-      \$19  = 2'h0;
-    end
-    if (rst) begin
-      \$19  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$20  = stream;
-    if (clip_start) begin
-      \$20  = 1'h0;
-    end
-    if (rst) begin
-      \$20  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$21  = \$10 ;
-    if (clip_start) begin
-      \$21  = 1'h0;
-    end
-    if (rst) begin
-      \$21  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$22  = clear;
-    if (clip_start) begin
-      \$22  = 1'h0;
-    end
-    if (rst) begin
-      \$22  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$23  = clearing;
-    if (\$12 ) begin
-      \$23  = 1'h1;
-    end else if (clearing) begin
-      if (\$14 ) begin
-        \$23  = 1'h0;
-      end
-    end
-    if (clip_start) begin
-      \$23  = 1'h0;
-    end
-    if (rst) begin
-      \$23  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$24  = cl_idx;
-    if (\$12 ) begin
-      \$24  = 2'h0;
-    end else if (clearing) begin
-      \$24  = \$13 [1:0];
-    end
-    if (clip_start) begin
-      \$24  = 2'h0;
-    end
-    if (rst) begin
-      \$24  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$25  = par;
-    if (\$12 ) begin
-      \$25  = 2'h0;
-    end
-    if (\$signal$16 ) begin
-      (* full_case = 32'd1 *)
-      casez (\$like )
-        1'h0:
-            \$25 [0] = \$16 ;
-        1'h1:
-            \$25 [1] = \$16 ;
-      endcase
-    end
-    if (clip_start) begin
-      \$25  = 2'h0;
-    end
-    if (rst) begin
-      \$25  = 2'h0;
-    end
-  end
-  assign entry = { stream, \$2  };
-  assign rp__addr = { stream, \$2  };
-  assign b = \$4 [15:0];
+  assign b = \$15 [15:0];
+  assign entry = { stream_in, \$13  };
+  assign rp__addr = { stream_in, \$13  };
   assign o_value = p;
-  assign o_stream = \$like ;
-  assign o_valid = \$signal$16 ;
+  assign o_stream = \$like$22 ;
+  assign o_valid = \$signal$23 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -44810,7 +45441,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.streamer (rst, rd__full, \port$1457$0 , \port$1460$0 , feat__ready, snr__ready, rd__sum, rd__sq, stats__payload, feat__payload, snr__payload, rd__en, stats__valid, feat__valid, snr__valid, rd__release, rd__t, rd__m, stats__ready, clk);
+module \nanomamba_accel.streamer (rst, rd__full, \port$1471$0 , \port$1474$0 , feat__ready, snr__ready, rd__sum, rd__sq, stats__payload, feat__payload, snr__payload, rd__en, stats__valid, feat__valid, snr__valid, rd__release, rd__t, rd__m, stats__ready, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -44863,10 +45494,10 @@ module \nanomamba_accel.streamer (rst, rd__full, \port$1457$0 , \port$1460$0 , f
   output feat__valid;
   reg feat__valid;
   reg [2:0] fsm_state = 3'h0;
-  input [26:0] \port$1457$0 ;
-  wire [26:0] \port$1457$0 ;
-  input [3:0] \port$1460$0 ;
-  wire [3:0] \port$1460$0 ;
+  input [26:0] \port$1471$0 ;
+  wire [26:0] \port$1471$0 ;
+  input [3:0] \port$1474$0 ;
+  wire [3:0] \port$1474$0 ;
   output rd__en;
   reg rd__en;
   wire [15:0] rd__feat;
@@ -45150,8 +45781,8 @@ module \nanomamba_accel.streamer (rst, rd__full, \port$1457$0 , \port$1460$0 , f
   end
   assign \$signal  = rd__t;
   assign band = rd__m;
-  assign rd__feat = { 1'h0, \port$1457$0 [14:0] };
-  assign rd__snr = { \port$1460$0 , \port$1457$0 [26:15] };
+  assign rd__feat = { 1'h0, \port$1471$0 [14:0] };
+  assign rd__snr = { \port$1474$0 , \port$1471$0 [26:15] };
   assign \stats__payload.s1  = stats__payload[22:0];
   assign \stats__payload.s2  = stats__payload[59:23];
   assign \feat__payload.data  = feat__payload[15:0];
@@ -45162,10 +45793,10 @@ module \nanomamba_accel.streamer (rst, rd__full, \port$1457$0 , \port$1460$0 , f
   assign \snr__payload.last  = snr__payload[17];
   assign snr__payload[17] = \$4 ;
   assign snr__payload[16] = \$3 ;
-  assign snr__payload[15:0] = { \port$1460$0 , \port$1457$0 [26:15] };
+  assign snr__payload[15:0] = { \port$1474$0 , \port$1471$0 [26:15] };
   assign feat__payload[17] = \$2 ;
   assign feat__payload[16] = \$1 ;
-  assign feat__payload[15:0] = { 1'h0, \port$1457$0 [14:0] };
+  assign feat__payload[15:0] = { 1'h0, \port$1471$0 [14:0] };
   assign stats__payload[59:23] = rd__sq;
   assign stats__payload[22:0] = rd__sum;
 endmodule

@@ -26,7 +26,7 @@ from ..fixed.ops import rshift_round
 from .common import delay_taps
 from .featbuf import FeatCode
 from .funcs import FuncOp
-from .mac import clamp
+from .mac import GMUL_LATENCY, clamp
 
 __all__ = ["LogMelPass", "feature_code", "pcen_nonnegative"]
 
@@ -86,9 +86,9 @@ class LogMelPass:
     @staticmethod
     def schedule_cycles(n_mels: int) -> int:
         """Cycles of one pass (``run`` high up to and including ``done``): a band issued every
-        2 cycles, the last one's feature written 7 cycles after its issue (RAM B read 1, FU
-        log2 ``LAT_LP`` = 5, GMUL 1), ``done`` the cycle after: 2·(n − 1) + 7 + 2."""
-        return 2 * (n_mels - 1) + 9
+        2 cycles, the last one's feature written 8 cycles after its issue (RAM B read 1, FU
+        log2 ``LAT_LP`` = 5, GMUL 2), ``done`` the cycle after: 2·(n − 1) + 8 + 2."""
+        return 2 * (n_mels - 1) + 6 + GMUL_LATENCY + 2
 
     def __init__(self, eng):
         m = eng.m
@@ -109,8 +109,9 @@ class LogMelPass:
             m.d.comb += eng.rb.addr.eq(eng.MEL_BASE + bm)
         with m.If(~self.run):
             m.d.sync += [bm.eq(0), ph.eq(0)]
-        v = delay_taps(m, issue, 7, "lm_v")
-        b_d = delay_taps(m, bm, 7, "lm_m")
+        wr = 6 + GMUL_LATENCY                   # the feature is written at v[wr]
+        v = delay_taps(m, issue, wr, "lm_v")
+        b_d = delay_taps(m, bm, wr, "lm_m")
         mel = eng.rb.data[:MEL_FMT.bits]
         with m.If(v[1]):
             eng.fu_issue("log2_logmel", Cat(Const(ffe.LOGMEL_EPS, ffe.LOGMEL_SHIFT), mel))
@@ -118,12 +119,13 @@ class LogMelPass:
         fb = eng.fb
         with m.If(v[6]):
             eng.gmul(eng.fu.o_lp, ffe.LN2, 1 << (sh - 1))
-            m.d.comb += [fb.re.eq(1), fb.addr.eq(eng.fbase + b_d[6])]
+        with m.If(v[wr - 1]):                   # the word whose SNR half the write keeps
+            m.d.comb += [fb.re.eq(1), fb.addr.eq(eng.fbase + b_d[wr - 1])]
         val = eng.g_p[sh:].as_signed()          # a slice is unsigned: keep the sign
         feat = Signal(fmt.bits)
         m.d.comb += feat.eq(clamp(m, val, fmt.min_int, fmt.max_int))
-        with m.If(v[7]):
-            eng.write_feature(eng.fbase + b_d[7], b_d[7], feat.as_signed())
+        with m.If(v[wr]):
+            eng.write_feature(eng.fbase + b_d[wr], b_d[wr], feat.as_signed())
         m.d.comb += self.done.eq(self.run & (bm == n) & ~Cat(*v[1:]).any())
 
 

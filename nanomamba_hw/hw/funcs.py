@@ -58,8 +58,13 @@ def as_signed_value(v: Value) -> Value:
 def _interp(a, b, rem, rem_bits: int):
     """a + round_half_up((b − a)·rem / 2**rem_bits), as ``fixed.funcs._interp``."""
     a, b = as_signed_value(a), as_signed_value(b)
-    prod = (b - a) * Value.cast(rem).as_unsigned()
-    return a + ((prod + (1 << (rem_bits - 1))) >> rem_bits)
+    return _interp_d(a, b - a, rem, rem_bits)
+
+
+def _interp_d(a, d, rem, rem_bits: int):
+    """:func:`_interp` from ``a`` and the difference ``d = b − a``."""
+    prod = as_signed_value(d) * Value.cast(rem).as_unsigned()
+    return as_signed_value(a) + ((prod + (1 << (rem_bits - 1))) >> rem_bits)
 
 
 class Log2Unit(wiring.Component):
@@ -251,7 +256,7 @@ class PWLUnit(wiring.Component):
 
 class PWLMultiUnit(wiring.Component):
     """Several :class:`~nanomamba_hw.fixed.funcs.PWLTable` s behind one interpolator and one
-    block RAM, selected per input (latency 3 cycles, one input per cycle), bit-exact with each
+    block RAM, selected per input (latency 4 cycles, one input per cycle), bit-exact with each
     table's ``__call__``.
 
     ``i.payload``: ``x`` (signed, wide enough for every table's input format) and ``sel`` (the
@@ -265,7 +270,7 @@ class PWLMultiUnit(wiring.Component):
     leaves ``a + round_half_up((b − a)·rem / 2**seg_log2)`` unchanged.
     """
 
-    latency = 3
+    latency = 4
 
     def __init__(self, tables):
         self.tables = list(tables)
@@ -372,21 +377,32 @@ class PWLMultiUnit(wiring.Component):
                 return zx
             return Mux(pick([int(s) for s in sgn], 1, s2), sx, zx)
 
-        last = pick([int(t.table[-1]) for t in ts], out_shape, s2)
         a = ext(ra.data)
-        b = Mux(b_last2, last, ext(rb.data))
-        prod = (b - a) * rem2
-        y = a + ((prod + (1 << (max_sl - 1))) >> max_sl) if max_sl else a
+        b = Mux(b_last2, pick([int(t.table[-1]) for t in ts], out_shape, s2), ext(rb.data))
+        # the entries and their difference are registered before the multiply-add: a block
+        # RAM read, a subtraction, a multiply and an add in one cycle are too slow at 50 MHz
+        # on an ECP5
+        v3 = _stage(m, en, "v3", 1, v2)
+        s3 = _stage(m, en, "s3", range(max(2, nt)), s2)
+        a3 = _stage(m, en, "a3", a.shape(), a)
+        d3 = _stage(m, en, "d3", signed(len(a) + 1), b - a)
+        rem3 = _stage(m, en, "rem3", max(1, max_sl), rem2)
+        below3 = _stage(m, en, "below3", 1, below2)
+        above3 = _stage(m, en, "above3", 1, above2)
+        ident3 = _stage(m, en, "ident3", out_shape, ident2)
+        # 4: interpolation + outside-range rules
+        last = pick([int(t.table[-1]) for t in ts], out_shape, s3)
+        y = _interp_d(a3, d3, rem3, max_sl) if max_sl else a3
         out = Signal(out_shape)
         m.d.comb += out.eq(y)
         below_id = [t.below == "identity" for t in ts]
         above_id = [t.above == "identity" for t in ts]
-        with m.If(below2 & pick([int(v) for v in below_id], 1, s2)):
-            m.d.comb += out.eq(ident2)
-        with m.If(above2):
-            m.d.comb += out.eq(Mux(pick([int(v) for v in above_id], 1, s2), ident2, last))
+        with m.If(below3 & pick([int(v) for v in below_id], 1, s3)):
+            m.d.comb += out.eq(ident3)
+        with m.If(above3):
+            m.d.comb += out.eq(Mux(pick([int(v) for v in above_id], 1, s3), ident3, last))
         with m.If(en):
-            m.d.sync += [self.o.valid.eq(v2), self.o.payload.eq(out)]
+            m.d.sync += [self.o.valid.eq(v3), self.o.payload.eq(out)]
         return m
 
 
@@ -430,12 +446,17 @@ class Exp2NarrowUnit(Exp2Unit):
         v2 = _stage(m, en, "v2", 1, v1)
         shift2 = _stage(m, en, "shift2", s_shape,
                         Mux(s_full < s_lo, s_lo, Mux(s_full > s_hi, s_hi, s_full)))
-        idx2 = _stage(m, en, "idx2", S, y1[rem_bits:L])
         rem2 = _stage(m, en, "rem2", rem_bits, y1[:rem_bits])
-        # 3: table + interpolation → mantissa in [2**16, 2**17]
+        # the table is read here and its entries registered, so stage 3 holds only the
+        # interpolation's multiply-add (a ROM, a subtractor and a multiplier in one stage do
+        # not fit a 50 MHz cycle on an ECP5)
         ra, rb = _rom(m, "table", F.EXP2.table, P + 2)
-        m.d.comb += [ra.addr.eq(idx2), rb.addr.eq(idx2 + 1)]
-        mant = _interp(ra.data, rb.data, rem2, rem_bits)
+        idx = y1[rem_bits:L]
+        m.d.comb += [ra.addr.eq(idx), rb.addr.eq(idx + 1)]
+        a2 = _stage(m, en, "a2", unsigned(P + 2), ra.data)
+        d2 = _stage(m, en, "d2", signed(P + 3), rb.data - ra.data)
+        # 3: interpolation → mantissa in [2**16, 2**17]
+        mant = _interp_d(a2, d2, rem2, rem_bits)
         v3 = _stage(m, en, "v3", 1, v2)
         mant3 = _stage(m, en, "mant3", unsigned(P + 1), mant)
         shift3 = _stage(m, en, "shift3", s_shape, shift2)
@@ -515,8 +536,9 @@ class FuncUnit(wiring.Component):
     ``ops`` lists the operations (:class:`FuncOp`); ``i_op`` selects one by index. All of them
     share one table memory (``LOG2.table``, ``EXP2.table`` and the tables of the ``pwl`` ops,
     one block RAM with two read ports: entries idx and idx + 1) and one interpolation multiply
-    ``a + rshift_round((b − a)·rem, 10)`` done in one DSP48E1 as ``(b − a)·rem + (a·2¹⁰ + 2⁹)``
-    (tables with fewer remainder bits get their remainder scaled up, which is exact).
+    ``a + rshift_round((b − a)·rem, 10)`` as ``(b − a)·rem + (a·2¹⁰ + 2⁹)``, the product
+    registered before the addition (tables with fewer remainder bits get their remainder scaled
+    up, which is exact).
 
     - log2: leading-one normalisation of a ``log_width``-bit input in two pipeline stages
       (shifts by 16, then by 4 and 1), exponent − ``in_frac`` added after the table.
@@ -704,11 +726,14 @@ class FuncUnit(wiring.Component):
         above3 = stage("above3", 1, above2)
         lneg3, lbig3, l3 = stage("lneg3", 1, lneg2), stage("lbig3", 1, lbig2), stage("l3", 6, l2)
 
-        # ---- cycle 3: interpolation in one DSP: (b − a)·rem + (a·2^10 + 2^9)
+        # ---- cycle 3: the interpolation's product (b − a)·rem; a·2^10 + 2^9 is added in
+        # cycle 4 (a block RAM read, a subtraction, a multiply and a 40-bit add are too much
+        # for one cycle at 50 MHz on an ECP5)
         dif = Signal(signed(20))
         m.d.comb += dif.eq(rb.data - ra.data)
-        p = Signal(signed(40))
-        m.d.sync += p.eq(dif * rem3 + Cat(Const(1 << (R - 1), R), ra.data))
+        prod = Signal(signed(40))
+        m.d.sync += prod.eq(dif * rem3)
+        a4 = stage("a4", 18, ra.data)
         v4 = stage("v4", 1, v3)
         op4 = stage("op4", op3.shape(), op3)
         add4 = stage("add4", add3.shape(), add3)
@@ -717,6 +742,8 @@ class FuncUnit(wiring.Component):
         lneg4, lbig4, l4 = stage("lneg4", 1, lneg3), stage("lbig4", 1, lbig3), stage("l4", 6, l3)
 
         # ---- cycle 4: log2 / pwl results; exp2 shifter stage A
+        p = Signal(signed(40))
+        m.d.comb += p.eq(prod + Cat(Const(1 << (R - 1), R), a4))
         interp = p[R:R + 19]
         lp = Signal(signed(LOG_OUT_WIDTH))
         m.d.comb += lp.eq(interp[:18])

@@ -54,13 +54,15 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..fixed.linear import QLinear
-from .common import delay_taps, rom_init
+from .common import delay_taps, mul_const, rom_init
 
 MUL_A_BITS = 25
 MUL_B_BITS = 18
 MUL_P_BITS = 48            # the DSP48E1's P register: product plus the post-adder's C or P
 MUL_C_BITS = 48
 MUL_LATENCY = 2
+# the spectral engine's wide multiply-add (hw/spectral.py): operand register, then A·B + K
+GMUL_LATENCY = 2
 
 
 def mul_signature(n: int) -> wiring.Signature:
@@ -468,7 +470,7 @@ class MACEngine(wiring.Component):
         o_index = Signal(range(self.max_out + L))
         o_value = Signal(signed(self.out_width))
         base = Signal(range(self.max_out + L))
-        m.d.comb += base.eq(Mux(dw, rOg, rOg * L))
+        m.d.comb += base.eq(Mux(dw, rOg, mul_const(rOg, L)))
         with m.If(rOv):
             # emit lane 0 now, keep the others
             m.d.comb += [o_valid.eq(1), o_index.eq(base), o_value.eq(outs[0])]

@@ -78,9 +78,9 @@ class BandMAC(wiring.Component):
 
     One product per cycle: with ``valid``, ``acc[stream, lo/hi] += x · (w or ONE − w)``; ``hi``
     selects the upper band's accumulator and weight. ``close`` (with ``hi`` low) marks the
-    lower band's last bin: one cycle later ``o_valid`` strobes with ``o_stream`` and
-    ``o_value`` = the band's sum + ``2**(shift − 1)`` (``shifts[stream]``), and the accumulator is
-    reset for the band after next. Timing contract (the bin pipeline keeps it: lo at c1, hi at
+    lower band's last bin: two cycles later (the inputs are registered) ``o_valid`` strobes
+    with ``o_stream`` and ``o_value`` = the band's sum + ``2**(shift − 1)``
+    (``shifts[stream]``), and the accumulator is reset for the band after next. Timing contract (the bin pipeline keeps it: lo at c1, hi at
     c2, bins 8 cycles apart): a bin's hi product comes in the cycle right after its lo product
     (the parity of the open band flips one cycle after a closing lo product, so a later hi
     product would land in the band after next), and two products into the same accumulator
@@ -110,21 +110,26 @@ class BandMAC(wiring.Component):
         m = Module()
         S = self.n_streams
         n_entries = 2 * S
+        # every input is registered first: the weight comes from a RAM read and a subtraction,
+        # too much to also multiply and accumulate in the same cycle at 50 MHz on an ECP5
+        i = {k: Signal.like(getattr(self, k), name=f"{k}_in")
+             for k in ("valid", "stream", "hi", "close", "x", "w", "clear")}
+        m.d.sync += [r.eq(getattr(self, k)) for k, r in i.items()]
         acc = Memory(shape=signed(self.acc_width), depth=n_entries, init=[])
         m.submodules.acc = acc
         wp, rp = acc.write_port(), acc.read_port(domain="comb")
         par = Signal(S)                            # parity of each stream's open band
         entry = Signal(range(n_entries))
-        m.d.comb += [entry.eq(Cat(par.bit_select(self.stream, 1) ^ self.hi, self.stream)),
+        m.d.comb += [entry.eq(Cat(par.bit_select(i['stream'], 1) ^ i['hi'], i['stream'])),
                      rp.addr.eq(entry)]
         b = Signal(unsigned(16))
-        m.d.comb += b.eq(Mux(self.hi, ONE - self.w, self.w))
+        m.d.comb += b.eq(Mux(i['hi'], ONE - i['w'], i['w']))
         p = Signal(signed(self.acc_width))
-        m.d.sync += p.eq(self.x * b + rp.data)
-        v1, e1, s1, c1, clr1 = Signal(), Signal.like(entry), Signal.like(self.stream), \
+        m.d.sync += p.eq(i['x'] * b + rp.data)
+        v1, e1, s1, c1, clr1 = Signal(), Signal.like(entry), Signal.like(i['stream']), \
             Signal(), Signal()
-        m.d.sync += [v1.eq(self.valid), e1.eq(entry), s1.eq(self.stream),
-                     c1.eq(self.valid & self.close & ~self.hi), clr1.eq(self.clear)]
+        m.d.sync += [v1.eq(i['valid']), e1.eq(entry), s1.eq(i['stream']),
+                     c1.eq(i['valid'] & i['close'] & ~i['hi']), clr1.eq(i['clear'])]
         kval = Signal(signed(self.acc_width))
         with m.Switch(s1):
             for s, sh in enumerate(self.shifts):
@@ -132,7 +137,7 @@ class BandMAC(wiring.Component):
                     m.d.comb += kval.eq(1 << (sh - 1))
         cl_idx = Signal(range(n_entries))           # clear: one entry per cycle over n_entries
         clearing = Signal()
-        with m.If(self.clear & ~clearing):
+        with m.If(i['clear'] & ~clearing):
             m.d.sync += [clearing.eq(1), cl_idx.eq(0), par.eq(0)]
         with m.Elif(clearing):
             m.d.sync += cl_idx.eq(cl_idx + 1)

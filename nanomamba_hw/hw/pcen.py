@@ -22,20 +22,20 @@ values (written by the bin pipeline, replaced by E in pass 1).
 
 1. **Pass 1** (3 cycles per band): ``E = max(mel, floor)`` back to RAM B; ``ΣE``, ``Σ_high E``
    (bands 26…39), ``Σ_low E`` (bands 0…12: ΣE after band 12), and ``Σ log2 E`` (FU).
-2. **Gate** (25 cycles): ``mean log2 E`` (GMUL, with ``log2 40`` folded into the rounding
+2. **Gate** (29 cycles): ``mean log2 E`` (GMUL, with ``log2 40`` folded into the rounding
    constant), ``log2 ΣE`` (FU), SF = exp2 of the difference capped at 1.0 (capping is the
    model's ``min(·, 0)`` in the exponent: exp2 is monotone); with tilt: ``num = low·14``,
    ``den = high·13 + num`` (GMUL), ``tilt = exp2(log2 num − log2 den)``,
    ``SF' = SF + round((1 − SF)·relu(tilt − 0.6))`` (GMUL, the SF term in K); the gate argument
    ``gate_temp·SF' − gate_temp/2`` (GMUL) and the gate table (FU).
-3. **Pass 2** (a band every 31 cycles, the next band starting while the previous one's last 10
-   steps run): the smoothers (GMUL, ``K = (M + 1)·2¹⁶ + 2¹⁵``), ``log2 E``, ``log2(M + 1)``,
+3. **Pass 2** (a band every 34 cycles, the next band starting while the previous one's last
+   10 steps run; ``P2_SCHEDULE``): the smoothers (GMUL, ``K = (M + 1)·2¹⁶ + 2¹⁵``), ``log2 E``, ``log2(M + 1)``,
    ``log2 E − round(α·log2 M)`` (GMUL with ``−α`` and ``K = log2E·2¹⁶ + 2¹⁵ − 1``), exp2 with
    ``+δ`` added by the FU's output adder, log2 v, ``round(r·log2 v)`` (GMUL), exp2 with
    ``−δ^r`` added and the PCEN_FMT cap; then the mix (GMUL, the nonstat term in K), the
    rounding and saturation, and the feature into the feature buffer.
 
-A pass takes ``schedule_cycles(40)`` = 1,405 cycles. The smoothers restart at frame 0 of
+A pass takes ``schedule_cycles(40)`` = 1,531 cycles. The smoothers restart at frame 0 of
 every clip (``eng.first_frame``).
 """
 
@@ -46,7 +46,7 @@ from amaranth.hdl import Cat, Const, Mux, Signal, signed
 from ..fixed import frontend as ffe
 from ..fixed.funcs import LOG_FRAC
 from ..fixed.mel import MEL_FMT
-from .common import delay_taps
+from .common import delay_taps, mul_const
 from .funcs import FuncOp
 from .mac import clamp
 
@@ -101,16 +101,36 @@ class DualPCENPass:
                           (d >> 18) | (_twos(-dr, 20) << 2) | (flp << 22)]
         return words + [0] * (2 * n)
 
-    P2_STEPS = 31                            # cycles per band in pass 2
-    GATE_STEPS = 25                          # cycles of the gate computation
+    P2_STEPS = 34                            # cycles per band in pass 2
+    GATE_STEPS = 29                          # cycles of the gate computation
+    # Pass 2, one band: the step (k) at which each operation of expert 0 issues (expert 1 one
+    # step later). RAM B is read at steps 0…8 (E, the six constant words, the two smoother
+    # states), log2 E issues at step 1 and lands at 6. Each step follows from the one before it
+    # plus the latency of its producer: GMUL 2, FU log2 and tables 5, FU exp2 8. The last
+    # steps (≥ P2_STEPS) run during the next band's first ones (or in the tail after the last).
+    P2_SCHEDULE = {
+        "smooth": 8,            # GMUL: M' + 1 (the state read at step 7)
+        "log2_m": 10,           # M' + 1 back to RAM B; FU log2(M' + 1)
+        "alpha": 15,            # GMUL: log2 E − round(α·log2 M)
+        "gain": 17,             # FU exp2 → v (+δ)
+        "log2_v": 25,           # FU log2 v
+        "r": 30,                # GMUL: round(r·log2 v)
+        "pow": 32,              # FU exp2 (−δ^r, cap) → the expert's output
+        "stat": 40,             # expert 0's output arrives (kept); the feature word is read
+        "mix": 41,              # expert 1's output: GMUL nonstat + round(g·(stat − nonstat))
+        "feature": 43,          # round, saturate, write the feature
+    }
+    # k of the last band's tail at which pass 2 ends: two steps after its feature's write
+    TAIL_END = P2_SCHEDULE["feature"] - P2_STEPS + 2
 
     @classmethod
     def schedule_cycles(cls, n_mels: int) -> int:
         """Cycles of one pass (``run`` high up to and including ``done``): 1 (IDLE) + pass 1
-        (a band every 3 cycles, 8 more for the last one's log2 E to reach Σ log2 E, 1 to leave:
-        3·(n − 1) + 10) + the gate (25) + pass 2 (31 per band, then the last band's 11-cycle
-        tail) + 1 (END, ``done``) = 34·n + 45."""
-        return 1 + 3 * (n_mels - 1) + 10 + cls.GATE_STEPS + cls.P2_STEPS * n_mels + 11 + 1
+        (a band every 3 cycles, 9 more for the last one's log2 E to reach Σ log2 E, 1 to leave:
+        3·(n − 1) + 11) + the gate (29) + pass 2 (34 per band, then the last band's tail up to
+        ``TAIL_END``: 12 cycles) + 1 (END, ``done``) = 37·n + 51."""
+        return (1 + 3 * (n_mels - 1) + 11 + cls.GATE_STEPS + cls.P2_STEPS * n_mels
+                + cls.TAIL_END + 1 + 1)
 
     def __init__(self, eng):
         m = eng.m
@@ -132,8 +152,8 @@ class DualPCENPass:
         p1_m = Signal(range(n + 1))
         p1_ph = Signal(range(3))
         p1_issue = Signal()
-        pv = delay_taps(m, p1_issue, 8, "p1v")
-        pm = delay_taps(m, p1_m, 8, "p1m")
+        pv = delay_taps(m, p1_issue, 9, "p1v")
+        pm = delay_taps(m, p1_m, 9, "p1m")
         sumE = Signal(range(n << E_BITS))
         low = Signal.like(sumE)
         high = Signal.like(sumE)
@@ -150,7 +170,7 @@ class DualPCENPass:
         sh_arg = ffe.GATE_TEMP_FMT.frac + ffe.SF_FMT.frac - ffe.GATE_ARG_FMT.frac
         k_arg = (1 << (sh_arg - 1)) - (ffe.ONE_SF // 2) * int(fe.gate_temp)
         af = ffe.GATE_ARG_FMT
-        k = Signal(range(31))
+        k = Signal(range(self.P2_STEPS))
         cm = Signal(range(n + 2))
         with m.FSM(name="pcen"):
             with m.State("IDLE"):
@@ -167,53 +187,56 @@ class DualPCENPass:
             # ---------------------------------------------------------------- gate
             with m.State("GATE"):
                 m.d.sync += g.eq(g + 1)
+                # step numbers: GMUL results 2 cycles after the issue, FU log2 and tables 5,
+                # FU exp2 8 (GATE_STEPS cycles in all)
                 with m.Switch(g):
                     with m.Case(0):
                         eng.gmul(slog, ffe.mean_recip(n), k_mean)
                         eng.fu_issue("log2_16", sumE)
                     with m.Case(1):
-                        m.d.sync += meanr.eq(gp[mfr:mfr + 34])
                         if tilt_on:
                             eng.gmul(low, n_high, 0)
                     with m.Case(2):
+                        m.d.sync += meanr.eq(gp[mfr:mfr + 34])
+                    with m.Case(3):
                         if tilt_on:
                             m.d.sync += [num_r.eq(gp), num_zero.eq(gp == 0)]
                             eng.fu_issue("log2_0", gp[:40])
-                    with m.Case(3):
-                        if tilt_on:
-                            eng.gmul(high, n_low, num_r)
                     with m.Case(4):
                         if tilt_on:
-                            eng.fu_issue("log2_0", gp[:40])
+                            eng.gmul(high, n_low, num_r)
                     with m.Case(5):
                         eng.fu_issue("sf", meanr, sub=fu.o_lp)
-                    with m.Case(7):
+                    with m.Case(6):
+                        if tilt_on:
+                            eng.fu_issue("log2_0", gp[:40])
+                    with m.Case(8):
                         m.d.sync += lnum.eq(fu.o_lp)
-                    with m.Case(9):
+                    with m.Case(11):
                         if tilt_on:
                             eng.fu_issue("sf", lnum, sub=fu.o_lp)
                     with m.Case(13):
                         m.d.sync += sf_r.eq(fu.o_exp)
-                    with m.Case(17):
+                    with m.Case(19):
                         tilt = Mux(num_zero, 0, fu.o_exp)
                         relu = Mux(tilt > ffe.TILT_THRESHOLD, tilt - ffe.TILT_THRESHOLD, 0)
                         eng.gmul(relu if tilt_on else 0, ffe.ONE_SF - sf_r,
                                  Cat(Const(1 << 14, 15), sf_r))
-                    with m.Case(18):
+                    with m.Case(21):
                         eng.gmul(gp[15:32], int(fe.gate_temp), k_arg)
-                    with m.Case(19):
+                    with m.Case(23):
                         arg = gp[sh_arg:].as_signed()
                         eng.fu_issue("gate", clamp(m, arg, af.min_int, af.max_int))
-                    with m.Case(24):
+                    with m.Case(self.GATE_STEPS - 1):
                         m.d.sync += g_r.eq(fu.o_lp)
                         m.next = "P2"
 
             # ---------------------------------------------------------------- pass 2
             with m.State("P2"):
-                m.d.sync += k.eq(Mux(k == 30, 0, k + 1))
-                with m.If(k == 30):
+                m.d.sync += k.eq(Mux(k == self.P2_STEPS - 1, 0, k + 1))
+                with m.If(k == self.P2_STEPS - 1):
                     m.d.sync += cm.eq(cm + 1)
-                with m.If((cm == n) & (k == 10)):
+                with m.If((cm == n) & (k == self.TAIL_END)):
                     m.next = "END"
             with m.State("END"):
                 m.d.comb += self.done.eq(1)
@@ -225,36 +248,41 @@ class DualPCENPass:
         with m.If(pv[0]):
             m.d.comb += rb.addr.eq(EB + p1_m)
         with m.If(pv[1]):
-            m.d.comb += rb.addr.eq(CB + WORDS_PER_BAND * 0 + 2 + pm[1] * WORDS_PER_BAND)
+            m.d.comb += rb.addr.eq(CB + 2 + mul_const(pm[1], WORDS_PER_BAND))
         with m.If(pv[2]):
-            m.d.comb += rb.addr.eq(CB + 3 + 2 + pm[2] * WORDS_PER_BAND)
+            m.d.comb += rb.addr.eq(CB + 3 + 2 + mul_const(pm[2], WORDS_PER_BAND))
         mel_r = Signal(E_BITS)
         flo = Signal(FLOOR_HALF)
         with m.If(pv[1]):
             m.d.sync += mel_r.eq(rb.data[:E_BITS])
         with m.If(pv[2]):
             m.d.sync += flo.eq(rb.data[22:22 + FLOOR_HALF])
-        floor = Cat(flo, rb.data[22:22 + FLOOR_HALF])
+        # the floor's upper half is registered before E = max(mel, floor) is formed: a RAM read,
+        # a compare, a select and the sums in one cycle are too slow at 50 MHz on an ECP5
+        fhi = Signal(FLOOR_HALF)
+        with m.If(pv[3]):
+            m.d.sync += fhi.eq(rb.data[22:22 + FLOOR_HALF])
+        floor = Cat(flo, fhi)
         E = Signal(E_BITS)
         m.d.comb += E.eq(Mux(mel_r > floor, mel_r, floor))
-        with m.If(pv[3]):
-            m.d.comb += [rbw.en.eq(1), rbw.addr.eq(EB + pm[3]), rbw.data.eq(E)]
+        with m.If(pv[4]):
+            m.d.comb += [rbw.en.eq(1), rbw.addr.eq(EB + pm[4]), rbw.data.eq(E)]
             eng.fu_issue("log2_16", E)
-            first = pm[3] == 0
+            first = pm[4] == 0
             m.d.sync += sumE.eq(Mux(first, 0, sumE) + E)
-            m.d.sync += high.eq(Mux(first, 0, high) + Mux(pm[3] >= high_start, E, 0))
-            with m.If(pm[3] == n_low):
+            m.d.sync += high.eq(Mux(first, 0, high) + Mux(pm[4] >= high_start, E, 0))
+            with m.If(pm[4] == n_low):
                 m.d.sync += low.eq(sumE)
-        with m.If(pv[8]):
-            m.d.sync += slog.eq(Mux(pm[8] == 0, 0, slog) + fu.o_lp)
+        with m.If(pv[9]):
+            m.d.sync += slog.eq(Mux(pm[9] == 0, 0, slog) + fu.o_lp)
 
 
         p2 = Signal()
-        m.d.comb += p2.eq(self.run & (g == 25) & (cm < n))
-        # stay consistent: g saturates at 25 in P2 (the GATE state leaves at 24 → g = 25)
+        m.d.comb += p2.eq(self.run & (g == self.GATE_STEPS) & (cm < n))
+        # g stays at GATE_STEPS in P2 (the GATE state leaves at GATE_STEPS − 1)
         cur = p2
         kk = k
-        wbase = CB + cm * WORDS_PER_BAND          # shift-adds: 6·cm
+        wbase = CB + mul_const(cm, WORDS_PER_BAND)
         with m.If(cur & (kk <= 6)):
             m.d.comb += rb.addr.eq(Mux(kk == 0, EB + cm, wbase + kk - 1))
         with m.If(cur & (kk == 7)):
@@ -279,39 +307,39 @@ class DualPCENPass:
         ndr_e = [w[2][2:22].as_signed(), w[5][2:22].as_signed()]
         E16 = Cat(Const(1, 1), Const(0, M_UP - 1), E_r)           # 16E + 1
         one = 1 << ffe.PCEN_COEF_FMT.frac
+        S = self.P2_SCHEDULE
         for e in range(2):
-            step = 8 + e
             mp = rb.data[:M_BITS]
-            with m.If(cur & (kk == step)):
+            with m.If(cur & (kk == S["smooth"] + e)):
                 eng.gmul(E16 - mp, Mux(eng.first_frame, one, s_e[e]),
                          Cat(Const(1 << 15, 16), mp))
-            with m.If(cur & (kk == step + 1)):
+            with m.If(cur & (kk == S["log2_m"] + e)):
                 newm = gp[16:16 + M_BITS]
                 m.d.comb += [rbw.en.eq(1), rbw.addr.eq(MB + Cat(Const(e, 1), cm)),
                              rbw.data.eq(newm)]
                 eng.fu_issue("log2_20", newm)
-            with m.If(cur & (kk == 14 + e)):
+            with m.If(cur & (kk == S["alpha"] + e)):
                 eng.gmul(fu.o_lp, na_e[e], Cat(Const((1 << 15) - 1, 16), lE).as_signed())
-            with m.If(cur & (kk == 15 + e)):
+            with m.If(cur & (kk == S["gain"] + e)):
                 eng.fu_issue("gain", gp[16:16 + 34].as_signed(), add=d_e[e])
-            with m.If(cur & (kk == 23 + e)):
+            with m.If(cur & (kk == S["log2_v"] + e)):
                 eng.fu_issue("log2_16", fu.o_exp)
-            with m.If(cur & (kk == 28 + e)):
+            with m.If(cur & (kk == S["r"] + e)):
                 eng.gmul(fu.o_lp, r_e[e], 1 << 15)
-            with m.If(cur & (kk == 29 + e)):
+            with m.If(cur & (kk == S["pow"] + e)):
                 eng.fu_issue("pow", gp[16:16 + 34].as_signed(), add=ndr_e[e])
 
-        # tail of the previous band (its steps 37…39 = this band's k 6…8)
+        # tail of the previous band (its steps ≥ P2_STEPS run in this band's first steps)
         tail = Signal()
-        m.d.comb += tail.eq(self.run & (g == 25) & (cm >= 1) & (cm <= n))
+        m.d.comb += tail.eq(self.run & (g == self.GATE_STEPS) & (cm >= 1) & (cm <= n))
         pmb = Signal(range(n))
         m.d.comb += pmb.eq(cm - 1)
         fb = eng.fb
         stat_r = Signal(signed(ffe.PCEN_FMT.bits))
-        with m.If(tail & (kk == 6)):
+        with m.If(tail & (kk == S["stat"] - self.P2_STEPS)):
             m.d.sync += stat_r.eq(fu.o_exp)
             m.d.comb += [fb.re.eq(1), fb.addr.eq(eng.fbase + pmb)]
-        with m.If(tail & (kk == 7)):
+        with m.If(tail & (kk == S["mix"] - self.P2_STEPS)):
             non = fu.o_exp[:ffe.PCEN_FMT.bits].as_signed()
             eng.gmul(stat_r - non, g_r, Cat(Const(1 << 14, 15), non).as_signed())
         ff = ffe.FEAT_FMTS["dualpcen"]
@@ -321,5 +349,5 @@ class DualPCENPass:
         m.d.comb += fr.eq((mix + (1 << (sh - 1))) >> sh)
         feat = Signal(signed(ff.bits))
         m.d.comb += feat.eq(clamp(m, fr, ff.min_int, ff.max_int))
-        with m.If(tail & (kk == 8)):
+        with m.If(tail & (kk == S["feature"] - self.P2_STEPS)):
             eng.write_feature(eng.fbase + pmb, pmb, feat)

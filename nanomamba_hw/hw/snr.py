@@ -13,8 +13,9 @@ How: a bin pipeline with a fixed schedule
 -----------------------------------------
 A bin enters every ``II = 8`` cycles (slot boundary) and passes fixed stages; each shared
 resource is used by a bin at a fixed offset, and the offsets of one resource differ modulo 8,
-so bins overlap without conflicts (up to four in flight, 28 cycles from issue to the last
-write). ``c_k`` = k cycles after the issue:
+so bins overlap without conflicts (up to four in flight, 31 cycles from issue to the last
+write). ``c_k`` = k cycles after the issue; the GMUL's result is there ``GMUL_LATENCY`` = 2
+cycles after its issue, the band accumulators' two cycles after their input:
 
 ====  =========================================================================================
 c0    accept |X| (or read it back from the feature buffer, replay); read the bin's weight
@@ -24,13 +25,14 @@ c0    accept |X| (or read it back from the feature buffer, replay); read the bin
 c1    GMUL ``a·(8|X| − nf) + nf·2¹⁶ + 2¹⁵`` (EMA: nf′ = P >> 16) or ``|X|·2¹⁶ + Σ·2¹⁶ + 2¹⁵``
       (frames 0…4: Σ′ = P >> 16); FU log2 |X|; MAC mel lower band ``w·|X|``; store |X|
       (frames 0…4); read state word 1 (n0 + 1)
-c2    write nf′ / Σ′; noise = max(nf′, (n0 + 1) >> 1); MAC mel upper band ``(1 − w)·|X|``;
-      a closing mel band → saturated mel value to RAM B
-c3    GMUL ``ns·noise + EPS_DEN`` = den
-c4    FU log2 den
-c10   FU exp2(log2 |X| − log2 den) → ratio (saturated at RATIO_FMT's top)
-c19   MAC SNR lower band ``w·r``;  c20: upper band ``(1 − w)·r``; a closing band → snr_mel
-c21   FU tanh table;  c26/c27: SNR value into the feature buffer (read-modify-write)
+c2    MAC mel upper band ``(1 − w)·|X|``; state word 1 arrives (held)
+c3    write nf′ / Σ′; noise = max(nf′, (n0 + 1) >> 1); a closing mel band → saturated mel
+      value to RAM B
+c4    GMUL ``ns·noise + EPS_DEN`` = den
+c6    FU log2 den
+c12   FU exp2(log2 |X| − log2 den) → ratio (saturated at RATIO_FMT's top)
+c21   MAC SNR lower band ``w·r``;  c22: upper band ``(1 − w)·r``; a closing band → snr_mel
+c24   FU tanh table;  c29/c30: SNR value into the feature buffer (read-modify-write)
 ====  =========================================================================================
 
 Frames 0…4 (the look-ahead): mel only, |X| is kept in the feature buffer's words of later
@@ -54,11 +56,12 @@ from ..fixed import snr as fsnr
 from ..fixed.stft import MAG_FMT, N_BINS
 from .common import delay_taps
 from .funcs import FuncOp
+from .mac import GMUL_LATENCY
 
 __all__ = ["BinPipeline", "II", "snr_ops"]
 
 II = 8                                   # cycles per bin
-DEPTH = 28                               # pipeline stages c0…c27
+DEPTH = 31                               # pipeline stages c0…c30
 STORE_FRAMES = fsnr.STATIC_FRAMES
 NOISE_BITS = fsnr.NOISE_FMT.bits         # 28
 MEL_SHIFT = MAG_FMT.frac + fmel.MEL_W_FMT.frac - fmel.MEL_FMT.frac          # 14
@@ -98,6 +101,8 @@ class BinPipeline:
         self._build(m, eng, p)
 
     def _build(self, m, eng, p):
+        G = GMUL_LATENCY
+        assert G == 2, "the schedule below is written for a 2-cycle GMUL"
         ema = self.ema
         live_init = self.mode == 0
         snr_on = self.mode != 0
@@ -135,7 +140,7 @@ class BinPipeline:
 
         jb = Signal(range(NBIN - 2))         # bin − 1: the state RAM's row
         m.d.comb += jb.eq(jj - 1)
-        jb_d = delay_taps(m, jb, 2, "jb")
+        jb_d = delay_taps(m, jb, 1 + G, "jb")
 
         # ---- c0: reads
         ra, rb = eng.ra, eng.rb
@@ -164,7 +169,9 @@ class BinPipeline:
         up = fsnr.NOISE_FMT.frac - MAG_FMT.frac
         diff = Signal(signed(NOISE_BITS + 2))
         m.d.comb += diff.eq((x1 << up) - word0)
-        coef = Mux((diff > 0), p.gamma, p.beta)
+        # diff > 0 as its own comparison, beside the subtraction rather than after it (one
+        # carry chain instead of two before the GMUL's operand register)
+        coef = Mux((x1 << up) > word0, p.gamma, p.beta)
         first_clip_frame = eng.first_frame
         k_state = Cat(Const(1 << 15, 16), Mux(live_init & first_clip_frame, 0, word0))
         with m.If(v[1] & live_init):
@@ -183,22 +190,28 @@ class BinPipeline:
                          mac.x.eq(x1), mac.w.eq(w1)]
         x1r = Signal.like(x1)
         m.d.sync += x1r.eq(x1)
-        w_d = delay_taps(m, w1, 19, "w")
-        c_d = delay_taps(m, close1, 19, "close")
+        w_d = delay_taps(m, w1, 21, "w")
+        c_d = delay_taps(m, close1, 21, "close")
         word0r = Signal(NOISE_BITS)
         m.d.sync += word0r.eq(word0)
+        word0h = Signal(NOISE_BITS)                  # the bin's word 0, held for c3
+        with m.If(v[1]):
+            m.d.sync += word0h.eq(word0)
 
-        # ---- c2
+        # ---- c2: state word 1 (n0 + 1) arrives; its half is the EMA's floor
+        half_n0 = Signal(NOISE_BITS - 1)
+        with m.If(v[2]):
+            m.d.sync += half_n0.eq(ra.data[1:NOISE_BITS])
+        # ---- c3 (c1 + GMUL_LATENCY): write nf′ / Σ′; noise
         newstate = eng.g_p[16:16 + NOISE_BITS]
-        with m.If(v[2] & (live_init | (snr_on & ema))):
-            m.d.comb += [eng.ra_w.en.eq(1), eng.ra_w.addr.eq(Cat(Const(0, 1), jb_d[2])),
+        with m.If(v[3] & (live_init | (snr_on & ema))):
+            m.d.comb += [eng.ra_w.en.eq(1), eng.ra_w.addr.eq(Cat(Const(0, 1), jb_d[3])),
                          eng.ra_w.data.eq(newstate)]
         noise = Signal(NOISE_BITS)
         if ema:
-            half_n0 = ra.data[1:NOISE_BITS]
             m.d.comb += noise.eq(Mux(newstate > half_n0, newstate, half_n0))
         else:
-            m.d.comb += noise.eq(word0r)
+            m.d.comb += noise.eq(word0h)
         noise_r = Signal(NOISE_BITS)
         m.d.sync += noise_r.eq(noise)
         with m.If(v[2] & mel_on):
@@ -215,31 +228,31 @@ class BinPipeline:
                          eng.rb_w.data.eq(mel_val)]
             m.d.sync += mm.eq(mm + 1)
 
-        # ---- c3: den = ns·noise + EPS_DEN
-        with m.If(v[3] & snr_on):
-            eng.gmul(noise_r, p.noise_scale, fsnr.EPS_DEN)
-        # ---- c4: log2 den
+        # ---- c4: den = ns·noise + EPS_DEN
         with m.If(v[4] & snr_on):
+            eng.gmul(noise_r, p.noise_scale, fsnr.EPS_DEN)
+        # ---- c6: log2 den
+        with m.If(v[6] & snr_on):
             eng.fu_issue("log2_0", eng.g_p[:44])
-        # ---- c6 / c9: hold the logs;  c10: ratio
+        # ---- c6 / c11: hold the logs;  c12: ratio
         lx, ld = Signal(signed(32)), Signal(signed(32))
         with m.If(v[6]):
             m.d.sync += lx.eq(eng.fu.o_lp)
-        with m.If(v[9]):
+        with m.If(v[11]):
             m.d.sync += ld.eq(eng.fu.o_lp)
-        with m.If(v[10] & snr_on):
+        with m.If(v[12] & snr_on):
             eng.fu_issue("ratio", lx, sub=ld)
-        # ---- c18: ratio → c19, c20: SNR projection
+        # ---- c20: ratio → c21, c22: SNR projection
         r = Signal(unsigned(fsnr.RATIO_FMT.bits))
         self.dbg = dict(v=v, r=r, lx=lx, ld=ld, noise_r=noise_r, x1=x1, word0=word0, jb=jb_d)
-        with m.If(v[18]):
+        with m.If(v[20]):
             m.d.sync += r.eq(eng.fu.o_exp)
-        with m.If(v[19] & snr_on):
-            m.d.comb += [mac.valid.eq(1), mac.stream.eq(1), mac.hi.eq(0), mac.close.eq(c_d[18]),
-                         mac.x.eq(r), mac.w.eq(w_d[18])]
-        with m.If(v[20] & snr_on):
+        with m.If(v[21] & snr_on):
+            m.d.comb += [mac.valid.eq(1), mac.stream.eq(1), mac.hi.eq(0), mac.close.eq(c_d[20]),
+                         mac.x.eq(r), mac.w.eq(w_d[20])]
+        with m.If(v[22] & snr_on):
             m.d.comb += [mac.valid.eq(1), mac.stream.eq(1), mac.hi.eq(1), mac.close.eq(0),
-                         mac.x.eq(r), mac.w.eq(w_d[19])]
+                         mac.x.eq(r), mac.w.eq(w_d[21])]
         ms = Signal(range(eng.n_mels + 1))
         sn_v = mac.o_value
         sn_bits = fsnr.SNR_MEL_FMT.bits
@@ -252,7 +265,7 @@ class BinPipeline:
             m.d.sync += [snm.eq(Mux(sn_over, (1 << sn_bits) - 1,
                                     sn_v[SNR_SHIFT:SNR_SHIFT + sn_bits])),
                          sclose.eq(1), saddr.eq(eng.sbase + ms), ms.eq(ms + 1)]
-        # ---- c21: tanh;  c26: read the word;  c27: write it with the SNR value
+        # ---- c24: tanh;  c29: read the word;  c30: write it with the SNR value
         with m.If(sclose):
             eng.fu_issue("tanh", snm)
         sc_d = delay_taps(m, sclose, 6, "sclose")
@@ -272,14 +285,14 @@ class BinPipeline:
         ib = Signal(range(NBIN))
         iph = Signal()
         ifin = Signal()
-        iv = delay_taps(m, self.init_run & ~ifin & ~iph, 4, "iv")
+        iv = delay_taps(m, self.init_run & ~ifin & ~iph, 3 + G, "iv")
         m.d.sync += iph.eq(self.init_run & ~iph & ~ifin)
         with m.If(iv[0]):
             m.d.comb += ra.addr.eq(Cat(Const(0, 1), ib))
             m.d.sync += ib.eq(ib + 1)
             with m.If(ib == NBIN - 3):
                 m.d.sync += ifin.eq(1)
-        ib_d = delay_taps(m, ib, 4, "ib")
+        ib_d = delay_taps(m, ib, 3 + G, "ib")
         rnd = 1 << (fsnr.FIVE_SHIFT - 1)
         with m.If(iv[2]):
             eng.gmul(word0r, fsnr.FIVE_RECIP, rnd)
@@ -288,12 +301,12 @@ class BinPipeline:
             m.d.sync += sum5_hold.eq(word0r)
             with m.If(iv[3]):
                 eng.gmul(sum5_hold, fsnr.FIVE_RECIP, rnd + (1 << fsnr.FIVE_SHIFT))
-        with m.If(iv[3]):
-            m.d.comb += [eng.ra_w.en.eq(1), eng.ra_w.addr.eq(Cat(Const(0, 1), ib_d[3])),
+        with m.If(iv[2 + G]):
+            m.d.comb += [eng.ra_w.en.eq(1), eng.ra_w.addr.eq(Cat(Const(0, 1), ib_d[2 + G])),
                          eng.ra_w.data.eq(newstate)]
         if ema:
-            with m.If(iv[4]):
-                m.d.comb += [eng.ra_w.en.eq(1), eng.ra_w.addr.eq(Cat(Const(1, 1), ib_d[4])),
+            with m.If(iv[3 + G]):
+                m.d.comb += [eng.ra_w.en.eq(1), eng.ra_w.addr.eq(Cat(Const(1, 1), ib_d[3 + G])),
                              eng.ra_w.data.eq(newstate)]
         m.d.comb += self.init_done.eq(self.init_run & ifin & ~Cat(*iv[1:]).any())
         with m.If(~self.init_run):

@@ -18,7 +18,8 @@ each used by one stage at a time:
 
 - **FU** — one :class:`~nanomamba_hw.hw.funcs.FuncUnit` for every log2, exp2 and table
   (SNR ratio and tanh, log-mel, every DualPCEN power, the routing gate);
-- **GMUL** — one wide multiply-add ``A·B + K`` (36 × 18 + 48 bits, two DSP48E1, one cycle):
+- **GMUL** — one wide multiply-add ``A·B + K`` (38 × 18 + 52 bits, two DSP48E1; the operands
+  are registered, the result ``g_p`` is there ``GMUL_LATENCY`` = 2 cycles after the issue):
   EMA step, ns·noise, n0, smoothers, PCEN exponents, means, gate; where a result is
   ``x + round(a·d / 2**16)`` the addend and the rounding constant are in ``K`` (``x·2¹⁶ + 2¹⁵``),
   so no fabric adder follows;
@@ -38,9 +39,9 @@ feature buffer's scratch words. ``Spectral`` waits for a free bank (``wr_ok``) b
 first frame.
 
 Cycles per frame with the input always valid (``tests/hw/test_spectral.py``, docs/hw_frontend.md):
-256·8 for bins 0…256, then the last bin's drain, the pass (``schedule_cycles``: 87 log-mel,
-1,405 DualPCEN) and CLEAR, rounded up to the 8-cycle slot: 2,168 and 3,488 cycles; the replay
-after frame 4 adds 10,872.
+256·8 for bins 0…256, then the last bin's drain, the pass (``schedule_cycles``: 88 log-mel,
+1,531 DualPCEN) and CLEAR, rounded up to the 8-cycle slot: 2,168 and 3,616 cycles; the replay
+after frame 4 adds 10,872 (log-mel: 10,880).
 """
 
 from __future__ import annotations
@@ -125,8 +126,8 @@ class SpectralEngine(wiring.Component):
         """Build the shared units into ``m`` and make them attributes of the engine: the RAMs
         (``ra``/``ra_w``, ``rb``/``rb_w``), the feature-buffer port ``fb``, the function unit
         ``fu`` (``op_index``: op name → code), the multiply-add (``g_a``, ``g_b``, ``g_k`` →
-        ``g_p`` one cycle later), the band accumulators ``mac`` and the frame state ``t``,
-        ``first_frame``, ``fbase`` (= t · n_mels). The bin pipeline and the front-end pass are
+        ``g_p`` ``GMUL_LATENCY`` cycles later), the band accumulators ``mac`` and the frame
+        state ``t``, ``first_frame``, ``fbase`` (= t · n_mels). The bin pipeline and the front-end pass are
         built on top of these (and so are the unit tests' harnesses)."""
         eng = self
         eng.m = m
@@ -162,7 +163,12 @@ class SpectralEngine(wiring.Component):
         eng.g_a, eng.g_b, eng.g_k = (Signal(signed(GA_BITS)), Signal(signed(GB_BITS)),
                                      Signal(signed(GK_BITS)))
         eng.g_p = Signal(signed(GA_BITS + GB_BITS + 2))
-        m.d.sync += eng.g_p.eq(eng.g_a * eng.g_b + eng.g_k)
+        # operands registered, then multiply-add: g_p is GMUL_LATENCY (2) cycles after issue
+        # (operand selection, multiply and the 58-bit add in one cycle run at 30 MHz on an ECP5)
+        ga_r, gb_r, gk_r = (Signal.like(eng.g_a, name="g_a_r"), Signal.like(eng.g_b, name="g_b_r"),
+                            Signal.like(eng.g_k, name="g_k_r"))
+        m.d.sync += [ga_r.eq(eng.g_a), gb_r.eq(eng.g_b), gk_r.eq(eng.g_k),
+                     eng.g_p.eq(ga_r * gb_r + gk_r)]
         # operands of the FU and the GMUL from every step of every pass: AND-OR, not a mux chain
         eng.fu_bus = OrMux(m, "fu", valid=fu.i_valid, op=fu.i_op, x=fu.i_x, sub=fu.i_sub,
                            add=fu.i_add)
