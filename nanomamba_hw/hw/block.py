@@ -60,9 +60,9 @@ from ..fixed.formats import (
     Formats,
 )
 from ..fixed.funcs import LOG_FRAC
-from .common import OrMux, mul_const, rom_init, shape_of
+from .common import OrMux, rom_init, shape_of
 from .funcs import PWLMultiUnit
-from .mac import MUL_LATENCY, MUL_P_BITS, clamp, delay, mul_signature, rshift_round_c
+from .mac import MUL_LATENCY, MUL_P_BITS, clamp, const_mul, delay, mul_signature, rshift_round_c
 from .norm import EXP2_IN_WIDTH, exp2_port
 
 REG_NAMES = ("delta_floor_min", "delta_floor_max", "eps_min", "eps_max", "bgate_floor")
@@ -248,7 +248,7 @@ class ScanUnit(wiring.Component):
         kn = Signal(range(max(2, L * E * N + 2 * N)))     # flat state address
         m.d.comb += [self.rd_delta.addr.eq(k), self.rd_xc.addr.eq(k),
                      self.rd_sz.addr.eq(Mux(n == 1, k - 1, k)),
-                     a_rd.addr.eq(kn), h_rd.addr.eq(kn), d_rd.addr.eq(mul_const(layer, E) + k)]
+                     a_rd.addr.eq(kn), h_rd.addr.eq(kn), d_rd.addr.eq(const_mul(layer, E) + k)]
         # +1: operands
         v1 = delay(m, go & real, 1, "v1")
         s1 = delay(m, go, 1, "s1")                 # element slot (real or dummy)
@@ -379,7 +379,7 @@ class ScanUnit(wiring.Component):
                 with m.Else():
                     m.d.sync += cnt.eq(cnt + 1)
                     with m.If(cnt == 3 * MUL_LATENCY + 3):
-                        m.d.sync += [k.eq(0), n.eq(0), phase.eq(0), kn.eq(mul_const(layer, E * N))]
+                        m.d.sync += [k.eq(0), n.eq(0), phase.eq(0), kn.eq(const_mul(layer, E * N))]
                         m.next = "SCAN"
             with m.State("SCAN"):
                 m.d.comb += go.eq(~phase)
@@ -506,7 +506,7 @@ class SSMBlock(wiring.Component):
         with m.If(o.valid), m.Switch(kind):
             with m.Case(K_IN):
                 with m.If(idx < E):
-                    m.d.comb += [hist_w.addr.eq(mul_const(self.layer, 3 * E) + mul_const(self.slot, E) + idx),
+                    m.d.comb += [hist_w.addr.eq(const_mul(self.layer, 3 * E) + const_mul(self.slot, E) + idx),
                                  hist_w.data.eq(val), hist_w.en.eq(1),
                                  direct_last.eq(last)]
                 with m.Else():
@@ -564,7 +564,7 @@ class SSMBlock(wiring.Component):
         m.d.comb += rel.eq(self.slot + 3 - (self.K - 1) + rd.i)
         slot_r = Signal(range(3))
         m.d.comb += slot_r.eq(Mux(rel >= 6, rel - 6, Mux(rel >= 3, rel - 3, rel)))
-        m.d.comb += [hist_r.addr.eq(mul_const(self.layer, 3 * E) + mul_const(slot_r, E) + rd.o),
+        m.d.comb += [hist_r.addr.eq(const_mul(self.layer, 3 * E) + const_mul(slot_r, E) + rd.o),
                      xc_r.addr.eq(rd.i), yz_r.addr.eq(rd.i)]
         m.d.sync += tap_ok.eq(self.frame_age + rd.i >= self.K - 1)
         kind_d = delay(m, kind, 1, "rd_kind")

@@ -54,23 +54,6 @@ def delay_taps(m: Module, value, n: int, name: str) -> list:
     return taps
 
 
-def mul_const(x, c: int):
-    """``x · c`` for a constant ``c`` ≥ 0 as a sum of shifted copies of ``x``: address arithmetic
-    (``band · 6``, ``layer · 3E``) without a multiplier. Left as ``x * c``, Yosys puts such a
-    product on a DSP block of an ECP5, whose ~4 ns sits on the RAM address path."""
-    from amaranth.hdl import Const, Value
-    if c < 0:
-        raise ValueError("mul_const takes a constant >= 0")
-    x = Value.cast(x)
-    terms = [x << i for i in range(c.bit_length()) if c >> i & 1]
-    if not terms:
-        return Const(0, 1)
-    acc = terms[0]
-    for t in terms[1:]:
-        acc = acc + t
-    return acc
-
-
 def value_key(v):
     """A hashable key equal for structurally identical Amaranth expressions (same signals, same
     operators and constants); anything it does not know is keyed by identity, so two values share

@@ -54,7 +54,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..fixed.linear import QLinear
-from .common import delay_taps, mul_const, rom_init
+from .common import delay_taps, rom_init
 
 MUL_A_BITS = 25
 MUL_B_BITS = 18
@@ -187,7 +187,8 @@ def signed_bits(lo: int, hi: int) -> int:
 
 
 def const_mul(x, k: int):
-    """x · k for a non-negative constant by shifts and adds (no DSP)."""
+    """x · k for a non-negative constant by shifts and adds (no DSP: left as ``x * k``, Yosys
+    puts such a product on a MULT18X18D of an ECP5, ~4 ns on a RAM address path)."""
     if k < 0:
         raise ValueError("const_mul takes k >= 0")
     terms = [x << i for i in range(k.bit_length()) if (k >> i) & 1]
@@ -470,7 +471,7 @@ class MACEngine(wiring.Component):
         o_index = Signal(range(self.max_out + L))
         o_value = Signal(signed(self.out_width))
         base = Signal(range(self.max_out + L))
-        m.d.comb += base.eq(Mux(dw, rOg, mul_const(rOg, L)))
+        m.d.comb += base.eq(Mux(dw, rOg, const_mul(rOg, L)))
         with m.If(rOv):
             # emit lane 0 now, keep the others
             m.d.comb += [o_valid.eq(1), o_index.eq(base), o_value.eq(outs[0])]

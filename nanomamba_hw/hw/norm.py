@@ -66,13 +66,14 @@ from ..fixed import funcs as F
 from ..fixed.formats import DA_FMT
 from ..fixed.norm import GAMMA_FMT, IN_EPS, LN_EPS, LayerNormParams
 from ..fixed.ops import Fmt
-from .common import OrMux, mul_const, shape_of
+from .common import OrMux, shape_of
 from .funcs import LOG_OUT_WIDTH
 from .mac import (
     MUL_B_BITS,
     MUL_LATENCY,
     MUL_P_BITS,
     clamp,
+    const_mul,
     delay,
     mul_signature,
     signed_bits,
@@ -249,7 +250,7 @@ class NormUnit(wiring.Component):
         with m.If(issue):
             m.d.comb += [self.rd.en.eq(1), self.rd.addr.eq(idx),
                          r_s1.addr.eq(idx), r_m.addr.eq(idx), r_q.addr.eq(idx)]
-        m.d.comb += r_gb.addr.eq(mul_const(lset, d) + Mux(issue, idx, 0))
+        m.d.comb += r_gb.addr.eq(const_mul(lset, d) + Mux(issue, idx, 0))
         x1 = self.rd.data
         xf_ = x1[:self.feat_fmt.bits]
         x_in = Mux(is_ln, x1, xf_.as_signed() if self.feat_fmt.signed else xf_)

@@ -46,9 +46,9 @@ from amaranth.hdl import Cat, Const, Mux, Signal, signed
 from ..fixed import frontend as ffe
 from ..fixed.funcs import LOG_FRAC
 from ..fixed.mel import MEL_FMT
-from .common import delay_taps, mul_const
+from .common import delay_taps
 from .funcs import FuncOp
-from .mac import clamp
+from .mac import clamp, const_mul
 
 __all__ = ["DualPCENPass"]
 
@@ -248,9 +248,9 @@ class DualPCENPass:
         with m.If(pv[0]):
             m.d.comb += rb.addr.eq(EB + p1_m)
         with m.If(pv[1]):
-            m.d.comb += rb.addr.eq(CB + 2 + mul_const(pm[1], WORDS_PER_BAND))
+            m.d.comb += rb.addr.eq(CB + 2 + const_mul(pm[1], WORDS_PER_BAND))
         with m.If(pv[2]):
-            m.d.comb += rb.addr.eq(CB + 3 + 2 + mul_const(pm[2], WORDS_PER_BAND))
+            m.d.comb += rb.addr.eq(CB + 3 + 2 + const_mul(pm[2], WORDS_PER_BAND))
         mel_r = Signal(E_BITS)
         flo = Signal(FLOOR_HALF)
         with m.If(pv[1]):
@@ -282,7 +282,7 @@ class DualPCENPass:
         # g stays at GATE_STEPS in P2 (the GATE state leaves at GATE_STEPS − 1)
         cur = p2
         kk = k
-        wbase = CB + mul_const(cm, WORDS_PER_BAND)
+        wbase = CB + const_mul(cm, WORDS_PER_BAND)
         with m.If(cur & (kk <= 6)):
             m.d.comb += rb.addr.eq(Mux(kk == 0, EB + cm, wbase + kk - 1))
         with m.If(cur & (kk == 7)):
