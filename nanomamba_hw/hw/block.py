@@ -506,7 +506,8 @@ class SSMBlock(wiring.Component):
         with m.If(o.valid), m.Switch(kind):
             with m.Case(K_IN):
                 with m.If(idx < E):
-                    m.d.comb += [hist_w.addr.eq(const_mul(self.layer, 3 * E) + const_mul(self.slot, E) + idx),
+                    m.d.comb += [hist_w.addr.eq(const_mul(self.layer, 3 * E)
+                                                + const_mul(self.slot, E) + idx),
                                  hist_w.data.eq(val), hist_w.en.eq(1),
                                  direct_last.eq(last)]
                 with m.Else():

@@ -733,7 +733,7 @@ class FuncUnit(wiring.Component):
         m.d.comb += dif.eq(rb.data - ra.data)
         prod = Signal(signed(40))
         m.d.sync += prod.eq(dif * rem3)
-        a4 = stage("a4", 18, ra.data)
+        a4 = stage("a4", mem_shape, ra.data)
         v4 = stage("v4", 1, v3)
         op4 = stage("op4", op3.shape(), op3)
         add4 = stage("add4", add3.shape(), add3)

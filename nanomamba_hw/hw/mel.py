@@ -80,12 +80,13 @@ class BandMAC(wiring.Component):
     selects the upper band's accumulator and weight. ``close`` (with ``hi`` low) marks the
     lower band's last bin: two cycles later (the inputs are registered) ``o_valid`` strobes
     with ``o_stream`` and ``o_value`` = the band's sum + ``2**(shift − 1)``
-    (``shifts[stream]``), and the accumulator is reset for the band after next. Timing contract (the bin pipeline keeps it: lo at c1, hi at
-    c2, bins 8 cycles apart): a bin's hi product comes in the cycle right after its lo product
-    (the parity of the open band flips one cycle after a closing lo product, so a later hi
-    product would land in the band after next), and two products into the same accumulator
-    are at least two cycles apart (the accumulator is read combinationally and the new sum is
-    written back one cycle after the product).
+    (``shifts[stream]``), and the accumulator is reset for the band after next. Timing
+    contract (the bin pipeline keeps it: lo at c1, hi at c2, bins 8 cycles apart): a bin's hi
+    product comes in the cycle right after its lo product (the parity of the open band flips
+    one cycle after a closing lo product, so a later hi product would land in the band after
+    next), and two products into the same accumulator are at least two cycles apart (the
+    accumulator is read combinationally and the new sum is written back one cycle after the
+    product).
     ``clear`` (strobe, with ``valid`` low for the next ``2·n_streams`` cycles) resets every
     accumulator to its rounding constant and the band parities.
     """

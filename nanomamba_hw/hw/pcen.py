@@ -29,7 +29,8 @@ values (written by the bin pipeline, replaced by E in pass 1).
    ``SF' = SF + round((1 − SF)·relu(tilt − 0.6))`` (GMUL, the SF term in K); the gate argument
    ``gate_temp·SF' − gate_temp/2`` (GMUL) and the gate table (FU).
 3. **Pass 2** (a band every 34 cycles, the next band starting while the previous one's last
-   10 steps run; ``P2_SCHEDULE``): the smoothers (GMUL, ``K = (M + 1)·2¹⁶ + 2¹⁵``), ``log2 E``, ``log2(M + 1)``,
+   10 steps run; ``P2_SCHEDULE``): the smoothers (GMUL, ``K = (M + 1)·2¹⁶ + 2¹⁵``),
+   ``log2 E``, ``log2(M + 1)``,
    ``log2 E − round(α·log2 M)`` (GMUL with ``−α`` and ``K = log2E·2¹⁶ + 2¹⁵ − 1``), exp2 with
    ``+δ`` added by the FU's output adder, log2 v, ``round(r·log2 v)`` (GMUL), exp2 with
    ``−δ^r`` added and the PCEN_FMT cap; then the mix (GMUL, the nonstat term in K), the
@@ -47,8 +48,8 @@ from ..fixed import frontend as ffe
 from ..fixed.funcs import LOG_FRAC
 from ..fixed.mel import MEL_FMT
 from .common import delay_taps
-from .funcs import FuncOp
-from .mac import clamp, const_mul
+from .funcs import FuncOp, FuncUnit
+from .mac import GMUL_LATENCY, clamp, const_mul
 
 __all__ = ["DualPCENPass"]
 
@@ -63,6 +64,46 @@ def _twos(v: int, bits: int) -> int:
     if not lo <= v <= hi:
         raise ValueError(f"{v} does not fit {bits} signed bits")
     return v & ((1 << bits) - 1)
+
+
+def _p2_schedule(g: int, lat_lp: int, lat_exp: int) -> dict[str, int]:
+    """Pass 2's issue steps of expert 0 from the shared units' latencies (see
+    ``DualPCENPass.P2_SCHEDULE``)."""
+    sch = {"smooth": 8}                       # GMUL: M' + 1 (the state read at step 7)
+    sch["log2_m"] = sch["smooth"] + g         # M' + 1 back to RAM B; FU log2(M' + 1)
+    sch["alpha"] = sch["log2_m"] + lat_lp     # GMUL: log2 E − round(α·log2 M)
+    sch["gain"] = sch["alpha"] + g            # FU exp2 → v (+δ)
+    sch["log2_v"] = sch["gain"] + lat_exp     # FU log2 v
+    sch["r"] = sch["log2_v"] + lat_lp         # GMUL: round(r·log2 v)
+    sch["pow"] = sch["r"] + g                 # FU exp2 (−δ^r, cap) → the expert's output
+    sch["stat"] = sch["pow"] + lat_exp        # expert 0's output (kept); feature word read
+    sch["mix"] = sch["stat"] + 1              # expert 1's: GMUL nonstat + round(g·(stat − non))
+    sch["feature"] = sch["mix"] + g           # round, saturate, write the feature
+    return sch
+
+
+def _check_p2_schedule(sch: dict[str, int], steps: int, lat_lp: int, lat_exp: int) -> None:
+    """Raise unless pass 2's schedule ``sch`` works with ``steps`` steps per band, a band's
+    steps counted modulo ``steps`` (the previous band's last steps overlap the next band):
+    the FU and the GMUL are each issued at most once per step, the FU's log2/table results
+    (``o_lp``) and its exp2 results (``o_exp``) each arrive at most once per step, and the
+    band's constant words (registered at steps 2…7) are not overwritten by the next band's
+    before their last use (expert 1's exp2 with −δ^r)."""
+    two = ("log2_m", "gain", "log2_v", "pow", "smooth", "alpha", "r")
+    at = {k: [sch[k], sch[k] + 1] for k in two}
+    checks = {
+        "FU issue": [1] + at["log2_m"] + at["gain"] + at["log2_v"] + at["pow"],
+        "GMUL issue": at["smooth"] + at["alpha"] + at["r"] + [sch["mix"]],
+        "FU log2 result": [1 + lat_lp] + [k + lat_lp for k in at["log2_m"] + at["log2_v"]],
+        "FU exp2 result": [k + lat_exp for k in at["gain"] + at["pow"]],
+    }
+    for what, ks in checks.items():
+        mod = [k % steps for k in ks]
+        if len(set(mod)) != len(mod):
+            raise ValueError(f"PCEN pass 2 with {steps} steps per band: {what} twice in one "
+                             f"step ({sorted(mod)})")
+    if sch["pow"] + 1 >= steps + 2 or sch["feature"] >= 2 * steps:
+        raise ValueError(f"PCEN pass 2: the schedule does not fit {steps} steps per band")
 
 
 class DualPCENPass:
@@ -105,21 +146,12 @@ class DualPCENPass:
     GATE_STEPS = 29                          # cycles of the gate computation
     # Pass 2, one band: the step (k) at which each operation of expert 0 issues (expert 1 one
     # step later). RAM B is read at steps 0…8 (E, the six constant words, the two smoother
-    # states), log2 E issues at step 1 and lands at 6. Each step follows from the one before it
-    # plus the latency of its producer: GMUL 2, FU log2 and tables 5, FU exp2 8. The last
-    # steps (≥ P2_STEPS) run during the next band's first ones (or in the tail after the last).
-    P2_SCHEDULE = {
-        "smooth": 8,            # GMUL: M' + 1 (the state read at step 7)
-        "log2_m": 10,           # M' + 1 back to RAM B; FU log2(M' + 1)
-        "alpha": 15,            # GMUL: log2 E − round(α·log2 M)
-        "gain": 17,             # FU exp2 → v (+δ)
-        "log2_v": 25,           # FU log2 v
-        "r": 30,                # GMUL: round(r·log2 v)
-        "pow": 32,              # FU exp2 (−δ^r, cap) → the expert's output
-        "stat": 40,             # expert 0's output arrives (kept); the feature word is read
-        "mix": 41,              # expert 1's output: GMUL nonstat + round(g·(stat − nonstat))
-        "feature": 43,          # round, saturate, write the feature
-    }
+    # states), log2 E issues at step 1 and lands at 6. Each step is the one before it plus the
+    # latency of its producer (GMUL_LATENCY, the FU's LAT_LP for log2 and tables, LAT_EXP for
+    # exp2). The last steps (≥ P2_STEPS) run during the next band's first ones (or in the
+    # tail after the last band); _check_p2_schedule rejects a schedule whose shared-unit
+    # issues or results collide, or that overwrites a band's constants too early.
+    P2_SCHEDULE = _p2_schedule(GMUL_LATENCY, FuncUnit.LAT_LP, FuncUnit.LAT_EXP)
     # k of the last band's tail at which pass 2 ends: two steps after its feature's write
     TAIL_END = P2_SCHEDULE["feature"] - P2_STEPS + 2
 
@@ -133,6 +165,10 @@ class DualPCENPass:
                 + cls.TAIL_END + 1 + 1)
 
     def __init__(self, eng):
+        _check_p2_schedule(self.P2_SCHEDULE, self.P2_STEPS, FuncUnit.LAT_LP, FuncUnit.LAT_EXP)
+        if (GMUL_LATENCY, FuncUnit.LAT_LP, FuncUnit.LAT_EXP) != (2, 5, 8):
+            raise ValueError("the gate's step numbers below are written for GMUL 2, "
+                             "FU log2 5 and exp2 8 cycles")
         m = eng.m
         fe = eng.params.frontend
         self.run = Signal(name="pcen_run")

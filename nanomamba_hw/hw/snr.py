@@ -102,7 +102,8 @@ class BinPipeline:
 
     def _build(self, m, eng, p):
         G = GMUL_LATENCY
-        assert G == 2, "the schedule below is written for a 2-cycle GMUL"
+        if G != 2:
+            raise ValueError("the bin pipeline's schedule is written for a 2-cycle GMUL")
         ema = self.ema
         live_init = self.mode == 0
         snr_on = self.mode != 0

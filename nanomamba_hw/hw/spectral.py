@@ -127,8 +127,8 @@ class SpectralEngine(wiring.Component):
         (``ra``/``ra_w``, ``rb``/``rb_w``), the feature-buffer port ``fb``, the function unit
         ``fu`` (``op_index``: op name → code), the multiply-add (``g_a``, ``g_b``, ``g_k`` →
         ``g_p`` ``GMUL_LATENCY`` cycles later), the band accumulators ``mac`` and the frame
-        state ``t``, ``first_frame``, ``fbase`` (= t · n_mels). The bin pipeline and the front-end pass are
-        built on top of these (and so are the unit tests' harnesses)."""
+        state ``t``, ``first_frame``, ``fbase`` (= t · n_mels). The bin pipeline and the
+        front-end pass are built on top of these (and so are the unit tests' harnesses)."""
         eng = self
         eng.m = m
         eng.W_BASE = 0

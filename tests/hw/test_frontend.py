@@ -38,7 +38,7 @@ from nanomamba_hw.hw.frontend import (
     pcen_nonnegative,
 )
 from nanomamba_hw.hw.funcs import FuncUnit
-from nanomamba_hw.hw.pcen import DualPCENPass
+from nanomamba_hw.hw.pcen import DualPCENPass, _check_p2_schedule, _p2_schedule
 from nanomamba_hw.hw.snr import snr_ops
 
 from .spectral_util import FB, MEL_MAX, N_MELS, check_features, run_pass
@@ -219,3 +219,19 @@ def test_pass_cycles(fixed_params, kind):
     print(f"\n{cls.__name__}: {info.front_cycles} cycles per frame")
     assert info.front_cycles == [cls.schedule_cycles(N_MELS)] * 5
     assert cls is (LogMelPass if kind == "logmel" else DualPCENPass)
+
+
+def test_pcen_pass2_schedule_from_latencies():
+    """Pass 2's issue steps follow from the shared units' latencies. With a 1-cycle GMUL the
+    derivation gives the hand-written steps of the design before the GMUL was pipelined
+    (commit 6a9c22c: smoothers 8, log2 M 9, α 14, exp2 15, log2 v 23, r 28, pow 29, the tail's
+    37, 38, 39 with 31 steps per band), which ran bit-exact, and the check accepts them. With
+    the current latencies 34 steps per band is the fewest without a collision."""
+    old = _p2_schedule(1, FuncUnit.LAT_LP, FuncUnit.LAT_EXP)
+    assert list(old.values()) == [8, 9, 14, 15, 23, 28, 29, 37, 38, 39]
+    _check_p2_schedule(old, 31, FuncUnit.LAT_LP, FuncUnit.LAT_EXP)
+    cur = DualPCENPass.P2_SCHEDULE
+    for steps in range(28, DualPCENPass.P2_STEPS):
+        with pytest.raises(ValueError, match="PCEN pass 2"):
+            _check_p2_schedule(cur, steps, FuncUnit.LAT_LP, FuncUnit.LAT_EXP)
+    _check_p2_schedule(cur, DualPCENPass.P2_STEPS, FuncUnit.LAT_LP, FuncUnit.LAT_EXP)
