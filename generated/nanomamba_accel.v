@@ -760,7 +760,7 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
   assign i__payload = exp2__i__payload | \exp2__i__payload$5 ;
   \nanomamba_accel.backend.exp2  exp2 (
     .busy(\busy$41 ),
-    .\busy$18 (\busy$42 ),
+    .\busy$17 (\busy$42 ),
     .clk(clk),
     .en(exp2__i__ready),
     .i__payload(i__payload),
@@ -791,8 +791,8 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .o__valid(\o__valid$98 ),
     .\o__valid$61 (\o__valid$109 ),
     .\port$2851$0 (\$16 ),
-    .\port$3010$0 (\$signature__data ),
-    .\port$3056$0 (\$signature__addr ),
+    .\port$3007$0 (\$signature__data ),
+    .\port$3053$0 (\$signature__addr ),
     .rb(rb),
     .rd__addr(rd__addr),
     .rd__data(rd__data),
@@ -836,8 +836,8 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .feat__valid(feat__valid),
     .feat_full0(feat_full0),
     .feat_full1(feat_full1),
-    .\port$3010$0 (\$signature__data ),
-    .\port$3056$0 (\$signature__addr ),
+    .\port$3007$0 (\$signature__data ),
+    .\port$3053$0 (\$signature__addr ),
     .rb(rb),
     .\release (\release ),
     .rst(rst),
@@ -884,8 +884,8 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .\port$1538$0 (\$1 ),
     .\port$1795$0 (\$2 ),
     .\port$1795$22 (\$3 ),
-    .\port$4236$0 (\$4 ),
-    .\port$5074$0 (rd__data),
+    .\port$4233$0 (\$4 ),
+    .\port$5071$0 (rd__data),
     .rst(rst)
   );
   \nanomamba_accel.backend.muls  muls (
@@ -911,11 +911,11 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .\port$1916$0 (\$8 ),
     .\port$1942$0 (\$9 ),
     .\port$1989$0 (\$10 ),
-    .\port$2348$0 (\$11 ),
-    .\port$2367$0 (\$12 ),
-    .\port$2374$0 (\$13 ),
-    .\port$2408$0 (\$14 ),
-    .\port$2432$0 (\$15 ),
+    .\port$2349$0 (\$11 ),
+    .\port$2368$0 (\$12 ),
+    .\port$2375$0 (\$13 ),
+    .\port$2409$0 (\$14 ),
+    .\port$2433$0 (\$15 ),
     .rst(rst)
   );
   \nanomamba_accel.backend.norm  norm (
@@ -1011,11 +1011,11 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .mul__p__0(\mul__p__0$64 ),
     .mul__p__1(\mul__p__1$66 ),
     .mul__p__2(mul__p__2),
-    .\port$2348$0 (\$11 ),
-    .\port$2367$0 (\$12 ),
-    .\port$2374$0 (\$13 ),
-    .\port$2408$0 (\$14 ),
-    .\port$2432$0 (\$15 ),
+    .\port$2349$0 (\$11 ),
+    .\port$2368$0 (\$12 ),
+    .\port$2375$0 (\$13 ),
+    .\port$2409$0 (\$14 ),
+    .\port$2433$0 (\$15 ),
     .regs(regs),
     .rst(rst),
     .slot(slot),
@@ -1135,7 +1135,7 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.exp2 (rst, i__valid, i__payload, en, busy, \busy$18 , o__valid, o__payload, clk);
+module \nanomamba_accel.backend.exp2 (rst, i__valid, i__payload, en, busy, \busy$17 , o__valid, o__payload, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -1151,42 +1151,37 @@ module \nanomamba_accel.backend.exp2 (rst, i__valid, i__payload, en, busy, \busy
   wire [31:0] \$2 ;
   wire [24:0] \$20 ;
   wire [24:0] \$21 ;
-  wire [18:0] \$22 ;
-  wire [28:0] \$23 ;
-  wire [29:0] \$24 ;
-  wire [29:0] \$25 ;
-  wire [30:0] \$26 ;
-  reg \$27 ;
-  reg [31:0] \$28 ;
-  reg \$29 ;
+  wire [21:0] \$22 ;
+  wire [22:0] \$23 ;
+  wire [22:0] \$24 ;
+  wire [23:0] \$25 ;
+  reg \$26 ;
+  reg [31:0] \$27 ;
+  reg \$28 ;
+  reg [5:0] \$29 ;
   wire [32:0] \$3 ;
-  reg [5:0] \$30 ;
-  reg [9:0] \$31 ;
-  reg [17:0] \$32 ;
-  reg [18:0] \$33 ;
-  reg \$34 ;
-  reg [16:0] \$35 ;
-  reg [5:0] \$36 ;
-  reg \$37 ;
-  reg [16:0] \$38 ;
+  reg [9:0] \$30 ;
+  reg [16:0] \$31 ;
+  reg [10:0] \$32 ;
+  reg \$33 ;
+  reg [16:0] \$34 ;
+  reg [5:0] \$35 ;
+  reg \$36 ;
+  reg [16:0] \$37 ;
   wire [6:0] \$4 ;
   wire \$5 ;
   wire [5:0] \$6 ;
   wire [16:0] \$7 ;
   wire [17:0] \$8 ;
   wire [17:0] \$9 ;
-  wire [6:0] \$signature__addr ;
-  wire [6:0] \$signature__addr$7 ;
-  wire [17:0] \$signature__data ;
-  wire [17:0] \$signature__data$28 ;
-  reg [17:0] a2 = 18'h00000;
+  reg [16:0] a2 = 17'h00000;
   input busy;
   wire busy;
-  input \busy$18 ;
-  wire \busy$18 ;
+  input \busy$17 ;
+  wire \busy$17 ;
   input clk;
   wire clk;
-  reg [18:0] d2 = 19'h00000;
+  reg [10:0] d2 = 11'h000;
   output en;
   wire en;
   input [31:0] i__payload;
@@ -1201,6 +1196,8 @@ module \nanomamba_accel.backend.exp2 (rst, i__valid, i__payload, en, busy, \busy
   wire o__ready;
   output o__valid;
   reg o__valid = 1'h0;
+  wire [5:0] port__addr;
+  wire [27:0] port__data;
   reg [9:0] rem2 = 10'h000;
   reg [16:0] result;
   wire [4:0] rsh;
@@ -1215,79 +1212,76 @@ module \nanomamba_accel.backend.exp2 (rst, i__valid, i__payload, en, busy, \busy
   reg v3 = 1'h0;
   wire [17:0] wide;
   reg [31:0] y1 = 32'd0;
-  reg [17:0] \table  [64:0];
+  reg [27:0] \table  [63:0];
   initial begin
-    \table [0] = 18'h10000;
-    \table [1] = 18'h102ca;
-    \table [2] = 18'h1059b;
-    \table [3] = 18'h10874;
-    \table [4] = 18'h10b56;
-    \table [5] = 18'h10e3f;
-    \table [6] = 18'h11130;
-    \table [7] = 18'h1142a;
-    \table [8] = 18'h1172c;
-    \table [9] = 18'h11a36;
-    \table [10] = 18'h11d48;
-    \table [11] = 18'h12064;
-    \table [12] = 18'h12388;
-    \table [13] = 18'h126b4;
-    \table [14] = 18'h129ea;
-    \table [15] = 18'h12d28;
-    \table [16] = 18'h13070;
-    \table [17] = 18'h133c1;
-    \table [18] = 18'h1371a;
-    \table [19] = 18'h13a7e;
-    \table [20] = 18'h13dea;
-    \table [21] = 18'h14161;
-    \table [22] = 18'h144e1;
-    \table [23] = 18'h1486a;
-    \table [24] = 18'h14bfe;
-    \table [25] = 18'h14f9b;
-    \table [26] = 18'h15343;
-    \table [27] = 18'h156f4;
-    \table [28] = 18'h15ab0;
-    \table [29] = 18'h15e77;
-    \table [30] = 18'h16248;
-    \table [31] = 18'h16624;
-    \table [32] = 18'h16a0a;
-    \table [33] = 18'h16dfb;
-    \table [34] = 18'h171f7;
-    \table [35] = 18'h175ff;
-    \table [36] = 18'h17a11;
-    \table [37] = 18'h17e2f;
-    \table [38] = 18'h18259;
-    \table [39] = 18'h1868e;
-    \table [40] = 18'h18ace;
-    \table [41] = 18'h18f1b;
-    \table [42] = 18'h19373;
-    \table [43] = 18'h197d8;
-    \table [44] = 18'h19c49;
-    \table [45] = 18'h1a0c6;
-    \table [46] = 18'h1a550;
-    \table [47] = 18'h1a9e7;
-    \table [48] = 18'h1ae8a;
-    \table [49] = 18'h1b33a;
-    \table [50] = 18'h1b7f7;
-    \table [51] = 18'h1bcc2;
-    \table [52] = 18'h1c19a;
-    \table [53] = 18'h1c67f;
-    \table [54] = 18'h1cb72;
-    \table [55] = 18'h1d073;
-    \table [56] = 18'h1d582;
-    \table [57] = 18'h1da9e;
-    \table [58] = 18'h1dfc9;
-    \table [59] = 18'h1e503;
-    \table [60] = 18'h1ea4b;
-    \table [61] = 18'h1efa2;
-    \table [62] = 18'h1f507;
-    \table [63] = 18'h1fa7c;
-    \table [64] = 18'h20000;
+    \table [0] = 28'h5950000;
+    \table [1] = 28'h5a302ca;
+    \table [2] = 28'h5b3059b;
+    \table [3] = 28'h5c50874;
+    \table [4] = 28'h5d30b56;
+    \table [5] = 28'h5e30e3f;
+    \table [6] = 28'h5f51130;
+    \table [7] = 28'h605142a;
+    \table [8] = 28'h615172c;
+    \table [9] = 28'h6251a36;
+    \table [10] = 28'h6391d48;
+    \table [11] = 28'h6492064;
+    \table [12] = 28'h6592388;
+    \table [13] = 28'h66d26b4;
+    \table [14] = 28'h67d29ea;
+    \table [15] = 28'h6912d28;
+    \table [16] = 28'h6a33070;
+    \table [17] = 28'h6b333c1;
+    \table [18] = 28'h6c9371a;
+    \table [19] = 28'h6d93a7e;
+    \table [20] = 28'h6ef3dea;
+    \table [21] = 28'h7014161;
+    \table [22] = 28'h71344e1;
+    \table [23] = 28'h729486a;
+    \table [24] = 28'h73b4bfe;
+    \table [25] = 28'h7514f9b;
+    \table [26] = 28'h7635343;
+    \table [27] = 28'h77956f4;
+    \table [28] = 28'h78f5ab0;
+    \table [29] = 28'h7a35e77;
+    \table [30] = 28'h7b96248;
+    \table [31] = 28'h7cd6624;
+    \table [32] = 28'h7e36a0a;
+    \table [33] = 28'h7f96dfb;
+    \table [34] = 28'h81171f7;
+    \table [35] = 28'h82575ff;
+    \table [36] = 28'h83d7a11;
+    \table [37] = 28'h8557e2f;
+    \table [38] = 28'h86b8259;
+    \table [39] = 28'h881868e;
+    \table [40] = 28'h89b8ace;
+    \table [41] = 28'h8b18f1b;
+    \table [42] = 28'h8cb9373;
+    \table [43] = 28'h8e397d8;
+    \table [44] = 28'h8fb9c49;
+    \table [45] = 28'h915a0c6;
+    \table [46] = 28'h92fa550;
+    \table [47] = 28'h947a9e7;
+    \table [48] = 28'h961ae8a;
+    \table [49] = 28'h97bb33a;
+    \table [50] = 28'h997b7f7;
+    \table [51] = 28'h9b1bcc2;
+    \table [52] = 28'h9cbc19a;
+    \table [53] = 28'h9e7c67f;
+    \table [54] = 28'ha03cb72;
+    \table [55] = 28'ha1fd073;
+    \table [56] = 28'ha39d582;
+    \table [57] = 28'ha57da9e;
+    \table [58] = 28'ha75dfc9;
+    \table [59] = 28'ha91e503;
+    \table [60] = 28'haafea4b;
+    \table [61] = 28'hacbefa2;
+    \table [62] = 28'haebf507;
+    \table [63] = 28'hb09fa7c;
   end
-  assign \$signature__data$28  = \table [\$signature__addr$7 ];
-  assign \$signature__data  = \table [{ 1'h0, y1[15:10] }];
+  assign port__data = \table [y1[15:10]];
   assign \$1  = ~ o__valid;
   assign \$3  = $signed(\$2 ) + $signed(1'h0);
-  assign \$signature__addr$7  = y1[15:10] + 1'h1;
   assign \$4  = - $signed(shift3);
   assign \$5  = ! \$4 [4:0];
   assign \$6  = \$4 [4:0] - 1'h1;
@@ -1301,39 +1295,38 @@ module \nanomamba_accel.backend.exp2 (rst, i__valid, i__payload, en, busy, \busy
   assign \$14  = mant3 << lsh;
   assign \$15  = shifted > 17'h1ffff;
   assign \$16  = \$15  ? 18'h1ffff : shifted;
-  assign \$17  = busy | \busy$18 ;
+  assign \$17  = busy | \busy$17 ;
   assign \$18  = $signed(\$3 [24:0]) < $signed(6'h2e);
   assign \$19  = $signed(\$3 [24:0]) > $signed(2'h1);
   assign \$20  = \$19  ? 25'h0000001 : \$3 [24:0];
   assign \$21  = \$18  ? 25'h1ffffee : \$20 ;
-  assign \$22  = \$signature__data$28  - \$signature__data ;
-  assign \$23  = $signed(d2) * $signed({ 1'h0, rem2 });
-  assign \$24  = $signed(\$23 ) + $signed(11'h200);
-  assign \$26  = $signed({ 1'h0, a2 }) + $signed(\$25 );
+  assign \$22  = d2 * rem2;
+  assign \$23  = $signed(\$22 ) + $signed(11'h200);
+  assign \$25  = $signed({ 1'h0, a2 }) + $signed(\$24 );
   always @(posedge clk)
-    v1 <= \$27 ;
+    v1 <= \$26 ;
   always @(posedge clk)
-    y1 <= \$28 ;
+    y1 <= \$27 ;
   always @(posedge clk)
-    v2 <= \$29 ;
+    v2 <= \$28 ;
   always @(posedge clk)
-    shift2 <= \$30 ;
+    shift2 <= \$29 ;
   always @(posedge clk)
-    rem2 <= \$31 ;
+    rem2 <= \$30 ;
   always @(posedge clk)
-    a2 <= \$32 ;
+    a2 <= \$31 ;
   always @(posedge clk)
-    d2 <= \$33 ;
+    d2 <= \$32 ;
   always @(posedge clk)
-    v3 <= \$34 ;
+    v3 <= \$33 ;
   always @(posedge clk)
-    mant3 <= \$35 ;
+    mant3 <= \$34 ;
   always @(posedge clk)
-    shift3 <= \$36 ;
+    shift3 <= \$35 ;
   always @(posedge clk)
-    o__valid <= \$37 ;
+    o__valid <= \$36 ;
   always @(posedge clk)
-    o__payload <= \$38 ;
+    o__payload <= \$37 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     (* full_case = 32'd1 *)
@@ -1367,161 +1360,161 @@ module \nanomamba_accel.backend.exp2 (rst, i__valid, i__payload, en, busy, \busy
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$27  = v1;
+    \$26  = v1;
     if (\$17 ) begin
       if (en) begin
-        \$27  = i__valid;
+        \$26  = i__valid;
       end
     end
     if (rst) begin
-      \$27  = 1'h0;
+      \$26  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$28  = y1;
+    \$27  = y1;
     if (\$17 ) begin
       if (en) begin
-        \$28  = i__payload;
+        \$27  = i__payload;
       end
     end
     if (rst) begin
-      \$28  = 32'd0;
+      \$27  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$29  = v2;
+    \$28  = v2;
     if (\$17 ) begin
       if (en) begin
-        \$29  = v1;
+        \$28  = v1;
       end
     end
     if (rst) begin
-      \$29  = 1'h0;
+      \$28  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$30  = shift2;
+    \$29  = shift2;
     if (\$17 ) begin
       if (en) begin
-        \$30  = \$21 [5:0];
+        \$29  = \$21 [5:0];
       end
     end
     if (rst) begin
-      \$30  = 6'h00;
+      \$29  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$31  = rem2;
+    \$30  = rem2;
     if (\$17 ) begin
       if (en) begin
-        \$31  = y1[9:0];
+        \$30  = y1[9:0];
       end
     end
     if (rst) begin
-      \$31  = 10'h000;
+      \$30  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$32  = a2;
+    \$31  = a2;
     if (\$17 ) begin
       if (en) begin
-        \$32  = \$signature__data ;
+        \$31  = port__data[16:0];
       end
     end
     if (rst) begin
-      \$32  = 18'h00000;
+      \$31  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$33  = d2;
+    \$32  = d2;
     if (\$17 ) begin
       if (en) begin
-        \$33  = \$22 ;
+        \$32  = port__data[27:17];
       end
     end
     if (rst) begin
-      \$33  = 19'h00000;
+      \$32  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$34  = v3;
+    \$33  = v3;
     if (\$17 ) begin
       if (en) begin
-        \$34  = v2;
+        \$33  = v2;
       end
     end
     if (rst) begin
-      \$34  = 1'h0;
+      \$33  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$35  = mant3;
+    \$34  = mant3;
     if (\$17 ) begin
       if (en) begin
-        \$35  = \$26 [16:0];
+        \$34  = \$25 [16:0];
       end
     end
     if (rst) begin
-      \$35  = 17'h00000;
+      \$34  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$36  = shift3;
+    \$35  = shift3;
     if (\$17 ) begin
       if (en) begin
-        \$36  = shift2;
+        \$35  = shift2;
       end
     end
     if (rst) begin
-      \$36  = 6'h00;
+      \$35  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$37  = o__valid;
+    \$36  = o__valid;
     if (\$17 ) begin
       if (en) begin
-        \$37  = v3;
+        \$36  = v3;
       end
     end
     if (rst) begin
-      \$37  = 1'h0;
+      \$36  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$38  = o__payload;
+    \$37  = o__payload;
     if (\$17 ) begin
       if (en) begin
-        \$38  = result;
+        \$37  = result;
       end
     end
     if (rst) begin
-      \$38  = 17'h00000;
+      \$37  = 17'h00000;
     end
   end
   assign o__ready = 1'h1;
   assign i__ready = en;
   assign s_full = \$3 [24:0];
-  assign \$signature__addr  = { 1'h0, y1[15:10] };
+  assign port__addr = y1[15:10];
   assign rsh = \$4 [4:0];
   assign en = 1'h1;
   assign \$2  = { y1[31], y1[31], y1[31], y1[31], y1[31], y1[31], y1[31], y1[31], y1[31], y1[31], y1[31], y1[31], y1[31], y1[31], y1[31], y1[31], y1[31:16] };
   assign \$9  = { 1'h0, \$8 [17:1] };
-  assign \$25  = { \$24 [29], \$24 [29], \$24 [29], \$24 [29], \$24 [29], \$24 [29], \$24 [29], \$24 [29], \$24 [29], \$24 [29], \$24 [29:10] };
+  assign \$24  = { \$23 [22], \$23 [22], \$23 [22], \$23 [22], \$23 [22], \$23 [22], \$23 [22], \$23 [22], \$23 [22], \$23 [22], \$23 [22:10] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 , \port$2851$0 , \port$3010$0 , s_r__data, frame_age, snr_sum, first, s_r__addr, logit__valid, wb_done, \port$3056$0 , fn__valid, o__payload, rd__i, rd__addr, \o__payload$58 , \o__valid$61 
+module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 , \port$2851$0 , \port$3007$0 , s_r__data, frame_age, snr_sum, first, s_r__addr, logit__valid, wb_done, \port$3053$0 , fn__valid, o__payload, rd__i, rd__addr, \o__payload$58 , \o__valid$61 
 , busy, mac_rd__data, snr_sum0, snr_sum1, mac_rd__o, mac_rd__i, rd__data, mac_o__valid, mac_o__payload, logit__payload, \rd__data$54 , fn__payload, norm_dst, kind, src, wb, layer, regs, t, slot, rb
 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
@@ -1638,10 +1631,10 @@ module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 
   wire [23:0] pool_rd__data;
   input [22:0] \port$2851$0 ;
   wire [22:0] \port$2851$0 ;
-  input [15:0] \port$3010$0 ;
-  wire [15:0] \port$3010$0 ;
-  output [6:0] \port$3056$0 ;
-  wire [6:0] \port$3056$0 ;
+  input [15:0] \port$3007$0 ;
+  wire [15:0] \port$3007$0 ;
+  output [6:0] \port$3053$0 ;
+  wire [6:0] \port$3053$0 ;
   input rb;
   wire rb;
   input [5:0] rd__addr;
@@ -1850,7 +1843,7 @@ module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 
   assign \$24  = rb ? 6'h28 : 6'h00;
   assign \$signature__addr$52  = \$24  + rd__addr;
   assign \$25  = norm_dst == 1'h1;
-  assign \$26  = \$25  ? { \port$3010$0 [15], \port$3010$0 [15], \port$3010$0 [15], \port$3010$0 [15], \port$3010$0 [15], \port$3010$0 [15], \port$3010$0 [15], \port$3010$0 [15], \port$3010$0  } : x_r__data;
+  assign \$26  = \$25  ? { \port$3007$0 [15], \port$3007$0 [15], \port$3007$0 [15], \port$3007$0 [15], \port$3007$0 [15], \port$3007$0 [15], \port$3007$0 [15], \port$3007$0 [15], \port$3007$0  } : x_r__data;
   assign \$27  = norm_dst == 1'h1;
   assign \$signature__en$60  = \o__valid$61  & \$27 ;
   assign \$28  = norm_dst == 2'h2;
@@ -1991,13 +1984,13 @@ module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 
   assign pool_rd__addr = rd__i[3:0];
   assign pool_rd__data = { \port$2851$0 [22], \port$2851$0  };
   assign x_r__addr = \$19 [3:0];
-  assign \$signature__data$56  = \port$3010$0 ;
+  assign \$signature__data$56  = \port$3007$0 ;
   assign \$signature__addr$57  = \o__payload$58 [5:0];
   assign \$signature__data$59  = \o__payload$58 [21:6];
   assign \$signature__addr$62  = \o__payload$58 [3:0];
   assign \$signature__data$63  = \o__payload$58 [21:6];
   assign frame_age = \$2 [1:0];
-  assign \port$3056$0  = \$signature__addr$52 ;
+  assign \port$3053$0  = \$signature__addr$52 ;
   assign \regs.delta_floor_min  = regs[15:0];
   assign \regs.delta_floor_max  = regs[31:16];
   assign \regs.eps_min  = regs[47:32];
@@ -2372,7 +2365,7 @@ module \nanomamba_accel.backend.head (clk, rst, mac__data, first, logit__valid, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.inputs (rst, feat__ready, snr__ready, \port$3010$0 , s_r__data, s_r__addr, \port$3056$0 , feat__payload, snr__payload, feat__valid, snr__valid, feat_full0, feat_full1, snr_sum0, snr_sum1, snr_full0, snr_full1, \release , rb, clk);
+module \nanomamba_accel.backend.inputs (rst, feat__ready, snr__ready, \port$3007$0 , s_r__data, s_r__addr, \port$3053$0 , feat__payload, snr__payload, feat__valid, snr__valid, feat_full0, feat_full1, snr_sum0, snr_sum1, snr_full0, snr_full1, \release , rb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -2455,10 +2448,10 @@ module \nanomamba_accel.backend.inputs (rst, feat__ready, snr__ready, \port$3010
   output feat_full1;
   reg feat_full1 = 1'h0;
   reg feat_wb = 1'h0;
-  output [15:0] \port$3010$0 ;
-  wire [15:0] \port$3010$0 ;
-  input [6:0] \port$3056$0 ;
-  wire [6:0] \port$3056$0 ;
+  output [15:0] \port$3007$0 ;
+  wire [15:0] \port$3007$0 ;
+  input [6:0] \port$3053$0 ;
+  wire [6:0] \port$3053$0 ;
   input rb;
   wire rb;
   input \release ;
@@ -2583,7 +2576,7 @@ module \nanomamba_accel.backend.inputs (rst, feat__ready, snr__ready, \port$3010
   end
   reg [15:0] _0_;
   always @(posedge clk) begin
-    _0_ <= feat_buf[\port$3056$0 ];
+    _0_ <= feat_buf[\port$3053$0 ];
   end
   assign \$signature__data  = _0_;
   reg [15:0] snr_buf [79:0];
@@ -2869,8 +2862,8 @@ module \nanomamba_accel.backend.inputs (rst, feat__ready, snr__ready, \port$3010
   end
   assign wp__data = feat__payload[15:0];
   assign \wp__data$16  = snr__payload[15:0];
-  assign \$signature__addr  = \port$3056$0 ;
-  assign \port$3010$0  = \$signature__data ;
+  assign \$signature__addr  = \port$3053$0 ;
+  assign \port$3007$0  = \$signature__data ;
   assign \feat__payload.data  = feat__payload[15:0];
   assign \feat__payload.first  = feat__payload[16];
   assign \feat__payload.last  = feat__payload[17];
@@ -8619,7 +8612,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.mac_muls (rst, \port$1538$0 , mul__acc__0, \port$1795$0 , \port$1795$22 , busy, \port$4236$0 , mul__a__1, p0, p1, \port$5074$0 , job__valid, clk);
+module \nanomamba_accel.backend.mac_muls (rst, \port$1538$0 , mul__acc__0, \port$1795$0 , \port$1795$22 , busy, \port$4233$0 , mul__a__1, p0, p1, \port$5071$0 , job__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
   reg [47:0] \$10 ;
@@ -8676,10 +8669,10 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1538$0 , mul__acc__0, \port
   wire [16:0] \port$1795$0 ;
   input [38:0] \port$1795$22 ;
   wire [38:0] \port$1795$22 ;
-  input [9:0] \port$4236$0 ;
-  wire [9:0] \port$4236$0 ;
-  input [23:0] \port$5074$0 ;
-  wire [23:0] \port$5074$0 ;
+  input [9:0] \port$4233$0 ;
+  wire [9:0] \port$4233$0 ;
+  input [23:0] \port$5071$0 ;
+  wire [23:0] \port$5071$0 ;
   input rst;
   wire rst;
   assign \$1  = busy | job__valid;
@@ -8713,7 +8706,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1538$0 , mul__acc__0, \port
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$8  = a0;
     if (\$1 ) begin
-      \$8  = { \port$5074$0 [23], \port$5074$0  };
+      \$8  = { \port$5071$0 [23], \port$5071$0  };
     end
     if (rst) begin
       \$8  = 25'h0000000;
@@ -8733,7 +8726,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1538$0 , mul__acc__0, \port
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$10  = c0;
     if (\$1 ) begin
-      \$10  = { 38'h0000000000, \port$4236$0  };
+      \$10  = { 38'h0000000000, \port$4233$0  };
     end
     if (rst) begin
       \$10  = 48'h000000000000;
@@ -8809,9 +8802,9 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1538$0 , mul__acc__0, \port
       \$17  = 48'h000000000000;
     end
   end
-  assign mul__a__0 = { \port$5074$0 [23], \port$5074$0  };
+  assign mul__a__0 = { \port$5071$0 [23], \port$5071$0  };
   assign mul__b__0 = { \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0  };
-  assign mul__c__0 = { 38'h0000000000, \port$4236$0  };
+  assign mul__c__0 = { 38'h0000000000, \port$4233$0  };
   assign mul__b__1 = { 1'h0, \port$1795$0  };
   assign mul__c__1 = { \port$1795$22 [38], \port$1795$22 [38], \port$1795$22 [38], \port$1795$22 [38], \port$1795$22 [38], \port$1795$22 [38], \port$1795$22 [38], \port$1795$22 [38], \port$1795$22 [38], \port$1795$22  };
   assign mul__acc__1 = 1'h0;
@@ -8820,8 +8813,8 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1538$0 , mul__acc__0, \port
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1894$0 , \port$1905$0 , mul__acc__0, mul__a__1, \port$1915$0 , \port$1916$0 , mul__acc__1, \port$1942$0 , mul__b__2, \port$1989$0 , mul__acc__2, \port$2348$0 , \mul__b__0$9 , \port$2367$0 , \port$2374$0 , \mul__b__1$22 , \mul__c__1$25 , \port$2408$0 , \mul__b__2$35 
-, \port$2432$0 , busy, \busy$3 , p0, p1, p2, clk);
+module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1894$0 , \port$1905$0 , mul__acc__0, mul__a__1, \port$1915$0 , \port$1916$0 , mul__acc__1, \port$1942$0 , mul__b__2, \port$1989$0 , mul__acc__2, \port$2349$0 , \mul__b__0$9 , \port$2368$0 , \port$2375$0 , \mul__b__1$22 , \mul__c__1$25 , \port$2409$0 , \mul__b__2$35 
+, \port$2433$0 , busy, \busy$3 , p0, p1, p2, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire [17:0] \$10 ;
@@ -8942,34 +8935,34 @@ module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1894$0 , \port$1905$
   wire [23:0] \port$1942$0 ;
   input [30:0] \port$1989$0 ;
   wire [30:0] \port$1989$0 ;
-  input [23:0] \port$2348$0 ;
-  wire [23:0] \port$2348$0 ;
-  input [33:0] \port$2367$0 ;
-  wire [33:0] \port$2367$0 ;
-  input [23:0] \port$2374$0 ;
-  wire [23:0] \port$2374$0 ;
-  input [23:0] \port$2408$0 ;
-  wire [23:0] \port$2408$0 ;
-  input [14:0] \port$2432$0 ;
-  wire [14:0] \port$2432$0 ;
+  input [23:0] \port$2349$0 ;
+  wire [23:0] \port$2349$0 ;
+  input [33:0] \port$2368$0 ;
+  wire [33:0] \port$2368$0 ;
+  input [23:0] \port$2375$0 ;
+  wire [23:0] \port$2375$0 ;
+  input [23:0] \port$2409$0 ;
+  wire [23:0] \port$2409$0 ;
+  input [14:0] \port$2433$0 ;
+  wire [14:0] \port$2433$0 ;
   input rst;
   wire rst;
   assign \$1  = busy | \busy$3 ;
-  assign \$2  = mul__a__0 | { \port$2348$0 [23], \port$2348$0  };
+  assign \$2  = mul__a__0 | { \port$2349$0 [23], \port$2349$0  };
   assign \$3  = { 1'h0, \port$1894$0  } | \mul__b__0$9 ;
-  assign \$4  = { \port$1905$0 [40], \port$1905$0 [40], \port$1905$0 [40], \port$1905$0 [40], \port$1905$0 [40], \port$1905$0 [40], \port$1905$0 [40], \port$1905$0  } | { \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0  };
+  assign \$4  = { \port$1905$0 [40], \port$1905$0 [40], \port$1905$0 [40], \port$1905$0 [40], \port$1905$0 [40], \port$1905$0 [40], \port$1905$0 [40], \port$1905$0  } | { \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0  };
   assign \$6  = $signed(a0) * $signed(b0);
   assign \$7  = acc0 ? p0 : c0;
   assign \$8  = $signed(\$6 ) + $signed(\$7 );
-  assign \$9  = mul__a__1 | { \port$2374$0 [23], \port$2374$0  };
+  assign \$9  = mul__a__1 | { \port$2375$0 [23], \port$2375$0  };
   assign \$10  = { \port$1915$0 [12], \port$1915$0 [12], \port$1915$0 [12], \port$1915$0 [12], \port$1915$0 [12], \port$1915$0  } | \mul__b__1$22 ;
   assign \$11  = { 17'h00000, \port$1916$0  } | \mul__c__1$25 ;
   assign \$13  = $signed(a1) * $signed(b1);
   assign \$14  = acc1 ? p1 : c1;
   assign \$15  = $signed(\$13 ) + $signed(\$14 );
-  assign \$16  = { \port$1942$0 [23], \port$1942$0  } | { \port$2408$0 [23], \port$2408$0  };
+  assign \$16  = { \port$1942$0 [23], \port$1942$0  } | { \port$2409$0 [23], \port$2409$0  };
   assign \$17  = mul__b__2 | \mul__b__2$35 ;
-  assign \$18  = { \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0  } | { 33'h000000000, \port$2432$0  };
+  assign \$18  = { \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0  } | { 33'h000000000, \port$2433$0  };
   assign \$20  = $signed(a2) * $signed(b2);
   assign \$21  = acc2 ? p2 : c2;
   assign \$22  = $signed(\$20 ) + $signed(\$21 );
@@ -9153,19 +9146,19 @@ module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1894$0 , \port$1905$
       \$37  = 48'h000000000000;
     end
   end
-  assign \mul__a__0$6  = { \port$2348$0 [23], \port$2348$0  };
+  assign \mul__a__0$6  = { \port$2349$0 [23], \port$2349$0  };
   assign mul__b__0 = { 1'h0, \port$1894$0  };
   assign mul__c__0 = { \port$1905$0 [40], \port$1905$0 [40], \port$1905$0 [40], \port$1905$0 [40], \port$1905$0 [40], \port$1905$0 [40], \port$1905$0 [40], \port$1905$0  };
-  assign \mul__c__0$12  = { \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0 [33], \port$2367$0  };
+  assign \mul__c__0$12  = { \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0  };
   assign \mul__acc__0$15  = 1'h0;
-  assign \mul__a__1$19  = { \port$2374$0 [23], \port$2374$0  };
+  assign \mul__a__1$19  = { \port$2375$0 [23], \port$2375$0  };
   assign mul__b__1 = { \port$1915$0 [12], \port$1915$0 [12], \port$1915$0 [12], \port$1915$0 [12], \port$1915$0 [12], \port$1915$0  };
   assign mul__c__1 = { 17'h00000, \port$1916$0  };
   assign \mul__acc__1$28  = 1'h0;
   assign mul__a__2 = { \port$1942$0 [23], \port$1942$0  };
-  assign \mul__a__2$32  = { \port$2408$0 [23], \port$2408$0  };
+  assign \mul__a__2$32  = { \port$2409$0 [23], \port$2409$0  };
   assign mul__c__2 = { \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0  };
-  assign \mul__c__2$38  = { 33'h000000000, \port$2432$0  };
+  assign \mul__c__2$38  = { 33'h000000000, \port$2433$0  };
   assign \mul__acc__2$41  = 1'h0;
   assign mul__p__0 = p0;
   assign \mul__p__0$44  = p0;
@@ -9512,8 +9505,6 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1894$0 ,
   reg issue;
   reg [2:0] j;
   reg [1:0] lphase = 2'h0;
-  wire [5:0] lr__addr;
-  wire [26:0] lr__data;
   reg [1:0] lset = 2'h0;
   reg [5:0] lz = 6'h00;
   wire [23:0] m1;
@@ -9594,6 +9585,8 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1894$0 ,
   wire [23:0] \port$1942$0 ;
   output [30:0] \port$1989$0 ;
   wire [30:0] \port$1989$0 ;
+  wire [5:0] port__addr;
+  wire [26:0] port__data;
   wire [1:0] q1;
   reg [1:0] q5_d1 = 2'h0;
   reg [1:0] q5_d2 = 2'h0;
@@ -9716,7 +9709,8 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1894$0 ,
     log_rom[62] = 27'h2ebfa2f;
     log_rom[63] = 27'h2e6fd1a;
   end
-  assign lr__data = log_rom[num[53:48]];
+  assign port__data = log_rom[num[53:48]];
+  (* ram_style = "block" *)
   reg [31:0] mem_gb [47:0];
   initial begin
     mem_gb[0] = 32'd1444010;
@@ -9968,7 +9962,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1894$0 ,
   assign \$27  = mul0_use0 ? m_d2 : 24'h000000;
   assign \$28  = mul0_use1 ? rd__data : 24'h000000;
   assign \$29  = { 1'h0, \$27  } | { \$28 [23], \$28  };
-  assign \$30  = mul0_use2 ? lr__data[26:16] : 11'h000;
+  assign \$30  = mul0_use2 ? port__data[26:16] : 11'h000;
   assign mul__a__0 = \$29  | { 14'h0000, \$30  };
   assign \$31  = mul0_use0 ? mul__p__2[16:0] : 17'h00000;
   assign \$32  = mul0_use1 ? rd__data[16:0] : 17'h00000;
@@ -9976,7 +9970,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1894$0 ,
   assign \$34  = mul0_use2 ? num[47:38] : 10'h000;
   assign \$35  = \$33  | { 7'h00, \$34  };
   assign \$37  = mul0_use0 ? \$36  : 40'h0000000000;
-  assign \$38  = mul0_use2 ? { ipart, lr__data[15:0], 10'h200 } : 34'h000000000;
+  assign \$38  = mul0_use2 ? { ipart, port__data[15:0], 10'h200 } : 34'h000000000;
   assign \$39  = { 1'h0, \$37  } | { \$38 [33], \$38 [33], \$38 [33], \$38 [33], \$38 [33], \$38 [33], \$38 [33], \$38  };
   assign \$40  = mul0_use4 ? stats__payload[59:23] : 37'h0000000000;
   assign \$41  = \$39  | { 4'h0, \$40  };
@@ -12191,7 +12185,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1894$0 ,
   assign s = mul__p__2[35:12];
   assign \s$30  = mul__p__2[35:13];
   assign t11_d1 = o__valid;
-  assign lr__addr = num[53:48];
+  assign port__addr = num[53:48];
   assign exp2__o__ready = 1'h1;
   assign mul__b__0 = { 1'h0, \$35  };
   assign mul__c__0 = { \$41 [40], \$41 [40], \$41 [40], \$41 [40], \$41 [40], \$41 [40], \$41 [40], \$41  };
@@ -14672,7 +14666,7 @@ module \nanomamba_accel.backend.sequencer (rst, job__ready, cmd__ready, \wb_done
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2348$0 , mul__b__0, \port$2367$0 , \port$2374$0 , mul__b__1, mul__c__1, \port$2408$0 , mul__b__2, \port$2432$0 , cmd__ready, frame_age, snr_sum, mac_rd__data, exp2__i__valid, exp2__i__payload, busy, mul__p__0, mul__p__1, mul__p__2
+module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2349$0 , mul__b__0, \port$2368$0 , \port$2375$0 , mul__b__1, mul__c__1, \port$2409$0 , mul__b__2, \port$2433$0 , cmd__ready, frame_age, snr_sum, mac_rd__data, exp2__i__valid, exp2__i__payload, busy, mul__p__0, mul__p__1, mul__p__2
 , exp2__o__payload, mac_rd__o, mac_rd__i, mac_o__valid, mac_o__payload, cmd__valid, cmd__payload, kind, layer, regs, slot, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire [17:0] \$1 ;
@@ -14937,16 +14931,16 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2348$0 , mul__b__0, \po
   wire o__ready;
   wire o__valid;
   wire \o__valid$55 ;
-  output [23:0] \port$2348$0 ;
-  wire [23:0] \port$2348$0 ;
-  output [33:0] \port$2367$0 ;
-  wire [33:0] \port$2367$0 ;
-  output [23:0] \port$2374$0 ;
-  wire [23:0] \port$2374$0 ;
-  output [23:0] \port$2408$0 ;
-  wire [23:0] \port$2408$0 ;
-  output [14:0] \port$2432$0 ;
-  wire [14:0] \port$2432$0 ;
+  output [23:0] \port$2349$0 ;
+  wire [23:0] \port$2349$0 ;
+  output [33:0] \port$2368$0 ;
+  wire [33:0] \port$2368$0 ;
+  output [23:0] \port$2375$0 ;
+  wire [23:0] \port$2375$0 ;
+  output [23:0] \port$2409$0 ;
+  wire [23:0] \port$2409$0 ;
+  output [14:0] \port$2433$0 ;
+  wire [14:0] \port$2433$0 ;
   wire pwl_any;
   reg [15:0] q0 = 16'h0000;
   wire [4:0] r__addr;
@@ -15504,11 +15498,11 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2348$0 , mul__b__0, \po
     .mul__p__2(mul__p__2),
     .o__payload(o__payload),
     .o__valid(\$signature__en ),
-    .\port$2348$0 (\$133 ),
-    .\port$2367$0 (\$134 ),
-    .\port$2374$0 (\$135 ),
-    .\port$2408$0 (\$136 ),
-    .\port$2432$0 (\$137 ),
+    .\port$2349$0 (\$133 ),
+    .\port$2368$0 (\$134 ),
+    .\port$2375$0 (\$135 ),
+    .\port$2409$0 (\$136 ),
+    .\port$2433$0 (\$137 ),
     .rd_delta__data(rd_delta__data),
     .rd_sz__addr(r__addr),
     .rd_sz__data(rd_sz__data),
@@ -15980,11 +15974,11 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2348$0 , mul__b__0, \po
   assign mul__a__1 = { \$135 [23], \$135  };
   assign mul__a__2 = { \$136 [23], \$136  };
   assign mul__c__2 = { 33'h000000000, \$137  };
-  assign \port$2348$0  = \$133 ;
-  assign \port$2367$0  = \$134 ;
-  assign \port$2374$0  = \$135 ;
-  assign \port$2408$0  = \$136 ;
-  assign \port$2432$0  = \$137 ;
+  assign \port$2349$0  = \$133 ;
+  assign \port$2368$0  = \$134 ;
+  assign \port$2375$0  = \$135 ;
+  assign \port$2409$0  = \$136 ;
+  assign \port$2433$0  = \$137 ;
   assign \regs.delta_floor_min  = regs[15:0];
   assign \regs.delta_floor_max  = regs[31:16];
   assign \regs.eps_min  = regs[47:32];
@@ -18901,7 +18895,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \port$2348$0 , mul__b__0, \port$2367$0 , \port$2374$0 , mul__b__1, mul__c__1, \port$2408$0 , mul__b__2, \port$2432$0 , cmd__ready, rd_sz__data, rd_xc__data, rd_delta__data, snr_sum, B, C, G, exp2__i__valid
+module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \port$2349$0 , mul__b__0, \port$2368$0 , \port$2375$0 , mul__b__1, mul__c__1, \port$2409$0 , mul__b__2, \port$2433$0 , cmd__ready, rd_sz__data, rd_xc__data, rd_delta__data, snr_sum, B, C, G, exp2__i__valid
 , exp2__i__payload, o__payload, floor_delta, o__valid, busy, k, mul__p__0, mul__p__1, mul__p__2, exp2__o__payload, cmd__valid, cmd__payload, kind, regs, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   wire \$1 ;
@@ -18919,104 +18913,104 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   wire [9:0] \$11 ;
   wire \$110 ;
   wire \$111 ;
-  wire [18:0] \$112 ;
-  wire [19:0] \$113 ;
+  wire \$112 ;
+  wire [18:0] \$113 ;
   wire [19:0] \$114 ;
-  wire [18:0] \$115 ;
-  wire [19:0] \$116 ;
+  wire [19:0] \$115 ;
+  wire [18:0] \$116 ;
   wire [19:0] \$117 ;
-  wire \$118 ;
+  wire [19:0] \$118 ;
   wire \$119 ;
-  wire \$12 ;
+  wire [10:0] \$12 ;
   wire \$120 ;
   wire \$121 ;
-  wire [19:0] \$122 ;
+  wire \$122 ;
   wire [19:0] \$123 ;
-  wire \$124 ;
+  wire [19:0] \$124 ;
   wire \$125 ;
   wire \$126 ;
   wire \$127 ;
-  wire [17:0] \$128 ;
+  wire \$128 ;
   wire [17:0] \$129 ;
   wire \$13 ;
-  wire \$130 ;
+  wire [17:0] \$130 ;
   wire \$131 ;
   wire \$132 ;
   wire \$133 ;
-  wire [17:0] \$134 ;
+  wire \$134 ;
   wire [17:0] \$135 ;
-  wire \$136 ;
+  wire [17:0] \$136 ;
   wire \$137 ;
   wire \$138 ;
   wire \$139 ;
   wire \$14 ;
-  wire [17:0] \$140 ;
+  wire \$140 ;
   wire [17:0] \$141 ;
-  wire \$142 ;
+  wire [17:0] \$142 ;
   wire \$143 ;
   wire \$144 ;
   wire \$145 ;
-  wire [17:0] \$146 ;
+  wire \$146 ;
   wire [17:0] \$147 ;
-  wire \$148 ;
-  wire [23:0] \$149 ;
+  wire [17:0] \$148 ;
+  wire \$149 ;
   wire \$15 ;
-  wire \$150 ;
+  wire [23:0] \$150 ;
   wire \$151 ;
   wire \$152 ;
   wire \$153 ;
-  wire [23:0] \$154 ;
+  wire \$154 ;
   wire [23:0] \$155 ;
-  wire \$156 ;
+  wire [23:0] \$156 ;
   wire \$157 ;
   wire \$158 ;
   wire \$159 ;
   wire \$16 ;
-  wire [23:0] \$160 ;
+  wire \$160 ;
   wire [23:0] \$161 ;
-  wire \$162 ;
+  wire [23:0] \$162 ;
   wire \$163 ;
   wire \$164 ;
   wire \$165 ;
   wire \$166 ;
-  wire [23:0] \$167 ;
+  wire \$167 ;
   wire [23:0] \$168 ;
-  wire \$169 ;
+  wire [23:0] \$169 ;
   wire \$17 ;
   wire \$170 ;
   wire \$171 ;
   wire \$172 ;
   wire \$173 ;
   wire \$174 ;
-  wire [5:0] \$175 ;
-  wire \$176 ;
+  wire \$175 ;
+  wire [5:0] \$176 ;
   wire \$177 ;
   wire \$178 ;
   wire \$179 ;
   wire \$18 ;
-  wire [23:0] \$180 ;
+  wire \$180 ;
   wire [23:0] \$181 ;
-  wire \$182 ;
+  wire [23:0] \$182 ;
   wire \$183 ;
   wire \$184 ;
-  wire [3:0] \$185 ;
-  wire \$186 ;
+  wire \$185 ;
+  wire [3:0] \$186 ;
   wire \$187 ;
-  wire [3:0] \$188 ;
-  wire [5:0] \$189 ;
-  wire [44:0] \$19 ;
-  wire \$190 ;
-  wire [7:0] \$191 ;
+  wire \$188 ;
+  wire [3:0] \$189 ;
+  wire \$19 ;
+  wire [5:0] \$190 ;
+  wire \$191 ;
   wire [7:0] \$192 ;
-  wire [8:0] \$193 ;
-  wire \$194 ;
-  wire [8:0] \$195 ;
-  wire \$196 ;
-  wire [5:0] \$197 ;
-  wire [2:0] \$198 ;
-  wire \$199 ;
+  wire [7:0] \$193 ;
+  wire [8:0] \$194 ;
+  wire \$195 ;
+  wire [8:0] \$196 ;
+  wire \$197 ;
+  wire [5:0] \$198 ;
+  wire [2:0] \$199 ;
   wire \$2 ;
-  wire [45:0] \$20 ;
+  wire [44:0] \$20 ;
   wire \$200 ;
   wire \$201 ;
   wire \$202 ;
@@ -19027,7 +19021,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   wire \$207 ;
   wire \$208 ;
   wire \$209 ;
-  wire \$21 ;
+  wire [45:0] \$21 ;
   wire \$210 ;
   wire \$211 ;
   wire \$212 ;
@@ -19038,7 +19032,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   wire \$217 ;
   wire \$218 ;
   wire \$219 ;
-  wire [44:0] \$22 ;
+  wire \$22 ;
   wire \$220 ;
   wire \$221 ;
   wire \$222 ;
@@ -19046,43 +19040,43 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   wire \$224 ;
   wire \$225 ;
   wire \$226 ;
-  reg [17:0] \$227 ;
+  wire \$227 ;
   reg [17:0] \$228 ;
-  reg [25:0] \$229 ;
-  wire [45:0] \$23 ;
-  reg \$230 ;
+  reg [17:0] \$229 ;
+  wire [44:0] \$23 ;
+  reg [25:0] \$230 ;
   reg \$231 ;
-  reg [2:0] \$232 ;
+  reg \$232 ;
   reg [2:0] \$233 ;
-  reg \$234 ;
-  reg [2:0] \$235 ;
-  reg [17:0] \$236 ;
-  reg \$237 ;
+  reg [2:0] \$234 ;
+  reg \$235 ;
+  reg [2:0] \$236 ;
+  reg [17:0] \$237 ;
   reg \$238 ;
-  reg [2:0] \$239 ;
-  wire \$24 ;
+  reg \$239 ;
+  wire [45:0] \$24 ;
   reg [2:0] \$240 ;
-  reg [19:0] \$241 ;
-  reg \$242 ;
-  reg [2:0] \$243 ;
-  reg \$244 ;
+  reg [2:0] \$241 ;
+  reg [19:0] \$242 ;
+  reg \$243 ;
+  reg [2:0] \$244 ;
   reg \$245 ;
-  reg [2:0] \$246 ;
+  reg \$246 ;
   reg [2:0] \$247 ;
-  reg [17:0] \$248 ;
+  reg [2:0] \$248 ;
   reg [17:0] \$249 ;
-  wire [21:0] \$25 ;
+  wire \$25 ;
   reg [17:0] \$250 ;
   reg [17:0] \$251 ;
-  reg \$252 ;
+  reg [17:0] \$252 ;
   reg \$253 ;
-  reg [1:0] \$254 ;
-  reg [4:0] \$255 ;
-  reg [7:0] \$256 ;
-  reg [15:0] \$257 ;
+  reg \$254 ;
+  reg [1:0] \$255 ;
+  reg [4:0] \$256 ;
+  reg [7:0] \$257 ;
   reg [15:0] \$258 ;
   reg [15:0] \$259 ;
-  wire [16:0] \$26 ;
+  wire [21:0] \$26 ;
   reg [15:0] \$260 ;
   reg [15:0] \$261 ;
   reg [15:0] \$262 ;
@@ -19091,20 +19085,20 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   reg [15:0] \$265 ;
   reg [15:0] \$266 ;
   reg [15:0] \$267 ;
-  reg [23:0] \$268 ;
+  reg [15:0] \$268 ;
   reg [23:0] \$269 ;
-  wire [22:0] \$27 ;
+  wire [16:0] \$27 ;
   reg [23:0] \$270 ;
   reg [23:0] \$271 ;
   reg [23:0] \$272 ;
   reg [23:0] \$273 ;
   reg [23:0] \$274 ;
-  reg [15:0] \$275 ;
+  reg [23:0] \$275 ;
   reg [15:0] \$276 ;
   reg [15:0] \$277 ;
   reg [15:0] \$278 ;
   reg [15:0] \$279 ;
-  reg [15:0] \$28 ;
+  wire [22:0] \$28 ;
   reg [15:0] \$280 ;
   reg [15:0] \$281 ;
   reg [15:0] \$282 ;
@@ -19115,7 +19109,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   reg [15:0] \$287 ;
   reg [15:0] \$288 ;
   reg [15:0] \$289 ;
-  wire [15:0] \$29 ;
+  reg [15:0] \$29 ;
   reg [15:0] \$290 ;
   reg [15:0] \$291 ;
   reg [15:0] \$292 ;
@@ -19123,47 +19117,47 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   reg [15:0] \$294 ;
   reg [15:0] \$295 ;
   reg [15:0] \$296 ;
-  reg \$297 ;
+  reg [15:0] \$297 ;
   reg \$298 ;
-  reg [1:0] \$299 ;
+  reg \$299 ;
   wire [15:0] \$3 ;
-  wire [22:0] \$30 ;
+  wire [15:0] \$30 ;
   reg [1:0] \$300 ;
-  reg [7:0] \$301 ;
+  reg [1:0] \$301 ;
   reg [7:0] \$302 ;
-  reg [23:0] \$303 ;
-  reg [31:0] \$304 ;
-  reg \$305 ;
-  reg [1:0] \$306 ;
-  reg [7:0] \$307 ;
-  reg [30:0] \$308 ;
+  reg [7:0] \$303 ;
+  reg [23:0] \$304 ;
+  reg [31:0] \$305 ;
+  reg \$306 ;
+  reg [1:0] \$307 ;
+  reg [7:0] \$308 ;
   reg [30:0] \$309 ;
-  reg [17:0] \$31 ;
-  reg \$310 ;
+  wire [22:0] \$31 ;
+  reg [30:0] \$310 ;
   reg \$311 ;
   reg \$312 ;
   reg \$313 ;
-  reg [1:0] \$314 ;
+  reg \$314 ;
   reg [1:0] \$315 ;
   reg [1:0] \$316 ;
   reg [1:0] \$317 ;
-  reg [7:0] \$318 ;
+  reg [1:0] \$318 ;
   reg [7:0] \$319 ;
-  wire [17:0] \$32 ;
+  reg [17:0] \$32 ;
   reg [7:0] \$320 ;
   reg [7:0] \$321 ;
-  reg \$322 ;
+  reg [7:0] \$322 ;
   reg \$323 ;
-  reg [1:0] \$324 ;
+  reg \$324 ;
   reg [1:0] \$325 ;
-  reg [7:0] \$326 ;
+  reg [1:0] \$326 ;
   reg [7:0] \$327 ;
-  reg [23:0] \$328 ;
-  reg \$329 ;
-  wire [22:0] \$33 ;
-  reg [1:0] \$330 ;
-  reg [7:0] \$331 ;
-  reg \$332 ;
+  reg [7:0] \$328 ;
+  reg [23:0] \$329 ;
+  wire [17:0] \$33 ;
+  reg \$330 ;
+  reg [1:0] \$331 ;
+  reg [7:0] \$332 ;
   reg \$333 ;
   reg \$334 ;
   reg \$335 ;
@@ -19171,11 +19165,11 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   reg \$337 ;
   reg \$338 ;
   reg \$339 ;
-  wire [23:0] \$34 ;
+  wire [22:0] \$34 ;
   reg \$340 ;
   reg \$341 ;
   reg \$342 ;
-  reg [1:0] \$343 ;
+  reg \$343 ;
   reg [1:0] \$344 ;
   reg [1:0] \$345 ;
   reg [1:0] \$346 ;
@@ -19187,37 +19181,37 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   reg [1:0] \$351 ;
   reg [1:0] \$352 ;
   reg [1:0] \$353 ;
-  reg [4:0] \$354 ;
+  reg [1:0] \$354 ;
   reg [4:0] \$355 ;
   reg [4:0] \$356 ;
   reg [4:0] \$357 ;
   reg [4:0] \$358 ;
   reg [4:0] \$359 ;
-  wire [16:0] \$36 ;
+  wire [23:0] \$36 ;
   reg [4:0] \$360 ;
   reg [4:0] \$361 ;
   reg [4:0] \$362 ;
   reg [4:0] \$363 ;
   reg [4:0] \$364 ;
-  reg \$365 ;
+  reg [4:0] \$365 ;
   reg \$366 ;
-  reg [1:0] \$367 ;
+  reg \$367 ;
   reg [1:0] \$368 ;
-  reg [44:0] \$369 ;
-  wire [17:0] \$37 ;
-  reg [23:0] \$370 ;
-  reg \$371 ;
+  reg [1:0] \$369 ;
+  wire [16:0] \$37 ;
+  reg [44:0] \$370 ;
+  reg [23:0] \$371 ;
   reg \$372 ;
-  reg [1:0] \$373 ;
+  reg \$373 ;
   reg [1:0] \$374 ;
-  reg [4:0] \$375 ;
+  reg [1:0] \$375 ;
   reg [4:0] \$376 ;
-  reg [22:0] \$377 ;
-  reg \$378 ;
-  reg [4:0] \$379 ;
+  reg [4:0] \$377 ;
+  reg [22:0] \$378 ;
+  reg \$379 ;
   wire [17:0] \$38 ;
-  reg [23:0] \$380 ;
-  reg [4:0] \$381 ;
+  reg [4:0] \$380 ;
+  reg [23:0] \$381 ;
   reg [4:0] \$382 ;
   reg [4:0] \$383 ;
   reg [4:0] \$384 ;
@@ -19230,92 +19224,93 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   reg [4:0] \$390 ;
   reg [4:0] \$391 ;
   reg [4:0] \$392 ;
-  reg \$393 ;
-  reg [4:0] \$394 ;
-  reg \$395 ;
+  reg [4:0] \$393 ;
+  reg \$394 ;
+  reg [4:0] \$395 ;
   reg \$396 ;
-  reg [4:0] \$397 ;
-  reg [2:0] \$398 ;
+  reg \$397 ;
+  reg [4:0] \$398 ;
   reg [2:0] \$399 ;
   wire [16:0] \$4 ;
   wire [17:0] \$40 ;
   reg [2:0] \$400 ;
-  reg [4:0] \$401 ;
-  reg [1:0] \$402 ;
-  reg \$403 ;
-  reg [7:0] \$404 ;
-  wire [18:0] \$41 ;
-  wire [15:0] \$42 ;
-  wire [18:0] \$43 ;
-  wire [15:0] \$44 ;
-  wire [18:0] \$45 ;
-  wire [22:0] \$46 ;
-  wire [31:0] \$47 ;
+  reg [2:0] \$401 ;
+  reg [4:0] \$402 ;
+  reg [1:0] \$403 ;
+  reg \$404 ;
+  reg [7:0] \$405 ;
+  wire [17:0] \$41 ;
+  wire [18:0] \$42 ;
+  wire [15:0] \$43 ;
+  wire [18:0] \$44 ;
+  wire [15:0] \$45 ;
+  wire [18:0] \$46 ;
+  wire [22:0] \$47 ;
   wire [31:0] \$48 ;
-  wire [32:0] \$49 ;
+  wire [31:0] \$49 ;
   wire \$5 ;
   wire [32:0] \$50 ;
-  wire [33:0] \$51 ;
+  wire [32:0] \$51 ;
   wire [33:0] \$52 ;
-  wire [10:0] \$53 ;
-  wire [33:0] \$54 ;
-  wire [16:0] \$55 ;
-  wire [17:0] \$56 ;
-  wire [18:0] \$57 ;
-  wire [16:0] \$58 ;
-  wire [18:0] \$59 ;
+  wire [33:0] \$53 ;
+  wire [10:0] \$54 ;
+  wire [33:0] \$55 ;
+  wire [16:0] \$56 ;
+  wire [17:0] \$57 ;
+  wire [18:0] \$58 ;
+  wire [16:0] \$59 ;
   wire [5:0] \$6 ;
-  wire [23:0] \$60 ;
+  wire [18:0] \$60 ;
   wire [23:0] \$61 ;
-  wire [17:0] \$62 ;
-  reg [17:0] \$63 ;
-  wire [17:0] \$64 ;
-  wire [18:0] \$65 ;
-  wire [15:0] \$66 ;
-  wire [18:0] \$67 ;
-  wire [16:0] \$68 ;
-  wire [18:0] \$69 ;
+  wire [23:0] \$62 ;
+  wire [17:0] \$63 ;
+  reg [17:0] \$64 ;
+  wire [17:0] \$65 ;
+  wire [18:0] \$66 ;
+  wire [15:0] \$67 ;
+  wire [18:0] \$68 ;
+  wire [16:0] \$69 ;
   wire [5:0] \$7 ;
-  wire [31:0] \$70 ;
-  reg [18:0] \$71 ;
+  wire [18:0] \$70 ;
+  wire [31:0] \$71 ;
   reg [18:0] \$72 ;
-  wire [34:0] \$73 ;
+  reg [18:0] \$73 ;
   wire [34:0] \$74 ;
-  reg [31:0] \$75 ;
-  wire [31:0] \$76 ;
-  wire [34:0] \$77 ;
-  wire [47:0] \$78 ;
-  wire [19:0] \$79 ;
+  wire [34:0] \$75 ;
+  reg [31:0] \$76 ;
+  wire [31:0] \$77 ;
+  wire [34:0] \$78 ;
+  wire [47:0] \$79 ;
   wire [3:0] \$8 ;
-  wire [23:0] \$80 ;
+  wire [19:0] \$80 ;
   wire [23:0] \$81 ;
-  wire [15:0] \$82 ;
-  wire [23:0] \$83 ;
+  wire [23:0] \$82 ;
+  wire [15:0] \$83 ;
   wire [23:0] \$84 ;
   wire [23:0] \$85 ;
-  reg [17:0] \$86 ;
-  wire [17:0] \$87 ;
-  reg [17:0] \$88 ;
-  wire [17:0] \$89 ;
+  wire [23:0] \$86 ;
+  reg [17:0] \$87 ;
+  wire [17:0] \$88 ;
+  reg [17:0] \$89 ;
   wire [7:0] \$9 ;
   wire [17:0] \$90 ;
-  wire [15:0] \$91 ;
-  wire [17:0] \$92 ;
-  wire [15:0] \$93 ;
-  wire [14:0] \$94 ;
-  wire [10:0] \$95 ;
-  wire [14:0] \$96 ;
-  wire [11:0] \$97 ;
-  wire [14:0] \$98 ;
-  wire \$99 ;
+  wire [17:0] \$91 ;
+  wire [15:0] \$92 ;
+  wire [17:0] \$93 ;
+  wire [15:0] \$94 ;
+  wire [14:0] \$95 ;
+  wire [10:0] \$96 ;
+  wire [14:0] \$97 ;
+  wire [11:0] \$98 ;
+  wire [14:0] \$99 ;
   reg [7:0] \$signature__addr  = 8'h00;
   (* init = 8'h00 *)
   wire [7:0] \$signature__addr$29 ;
-  wire [5:0] \$signature__addr$30 ;
+  wire [7:0] \$signature__addr$30 ;
   reg [7:0] \$signature__addr$45  = 8'h00;
   reg [23:0] \$signature__data  = 24'h000000;
   wire [23:0] \$signature__data$142 ;
-  wire [15:0] \$signature__data$160 ;
+  wire [16:0] \$signature__data$160 ;
   wire [16:0] \$signature__data$87 ;
   reg \$signature__en  = 1'h0;
   input [71:0] B;
@@ -19522,16 +19517,16 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   reg [2:0] pn8_d2 = 3'h0;
   reg [2:0] pn_d1 = 3'h0;
   reg [2:0] pn_d2 = 3'h0;
-  output [23:0] \port$2348$0 ;
-  wire [23:0] \port$2348$0 ;
-  output [33:0] \port$2367$0 ;
-  wire [33:0] \port$2367$0 ;
-  output [23:0] \port$2374$0 ;
-  wire [23:0] \port$2374$0 ;
-  output [23:0] \port$2408$0 ;
-  wire [23:0] \port$2408$0 ;
-  output [14:0] \port$2432$0 ;
-  wire [14:0] \port$2432$0 ;
+  output [23:0] \port$2349$0 ;
+  wire [23:0] \port$2349$0 ;
+  output [33:0] \port$2368$0 ;
+  wire [33:0] \port$2368$0 ;
+  output [23:0] \port$2375$0 ;
+  wire [23:0] \port$2375$0 ;
+  output [23:0] \port$2409$0 ;
+  wire [23:0] \port$2409$0 ;
+  output [14:0] \port$2433$0 ;
+  wire [14:0] \port$2433$0 ;
   wire pro_go;
   reg [2:0] pro_n = 3'h0;
   reg pv0;
@@ -19629,266 +19624,262 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   reg [4:0] y_k_d1 = 5'h00;
   reg y_v_d1 = 1'h0;
   reg [31:0] ya = 32'd0;
-  reg [16:0] a_rom [191:0];
+  (* ram_style = "block" *)
+  reg [16:0] ad_rom [239:0];
   initial begin
-    a_rom[0] = 17'h1f186;
-    a_rom[1] = 17'h1e766;
-    a_rom[2] = 17'h1dadb;
-    a_rom[3] = 17'h1d3f3;
-    a_rom[4] = 17'h1f45f;
-    a_rom[5] = 17'h1e686;
-    a_rom[6] = 17'h1d8ca;
-    a_rom[7] = 17'h1f2d2;
-    a_rom[8] = 17'h1f06e;
-    a_rom[9] = 17'h1e8d1;
-    a_rom[10] = 17'h1e34a;
-    a_rom[11] = 17'h1e579;
-    a_rom[12] = 17'h1eed6;
-    a_rom[13] = 17'h1e33e;
-    a_rom[14] = 17'h1d6bb;
-    a_rom[15] = 17'h1c6fd;
-    a_rom[16] = 17'h1ece8;
-    a_rom[17] = 17'h1e0d4;
-    a_rom[18] = 17'h1d545;
-    a_rom[19] = 17'h1bd78;
-    a_rom[20] = 17'h1f3fe;
-    a_rom[21] = 17'h1e972;
-    a_rom[22] = 17'h1deb2;
-    a_rom[23] = 17'h1aca3;
-    a_rom[24] = 17'h1ef61;
-    a_rom[25] = 17'h1e7ab;
-    a_rom[26] = 17'h1df1f;
-    a_rom[27] = 17'h1ade4;
-    a_rom[28] = 17'h1f233;
-    a_rom[29] = 17'h1eaf0;
-    a_rom[30] = 17'h1e199;
-    a_rom[31] = 17'h1b892;
-    a_rom[32] = 17'h1ead2;
-    a_rom[33] = 17'h1de78;
-    a_rom[34] = 17'h1cc27;
-    a_rom[35] = 17'h1a97c;
-    a_rom[36] = 17'h1f301;
-    a_rom[37] = 17'h1ec45;
-    a_rom[38] = 17'h1def7;
-    a_rom[39] = 17'h1df1b;
-    a_rom[40] = 17'h1f157;
-    a_rom[41] = 17'h1e33d;
-    a_rom[42] = 17'h1d56f;
-    a_rom[43] = 17'h1d5a7;
-    a_rom[44] = 17'h1f265;
-    a_rom[45] = 17'h1eb18;
-    a_rom[46] = 17'h1dee5;
-    a_rom[47] = 17'h1a277;
-    a_rom[48] = 17'h1f6c6;
-    a_rom[49] = 17'h1f11a;
-    a_rom[50] = 17'h1e0a6;
-    a_rom[51] = 17'h1e908;
-    a_rom[52] = 17'h1f1af;
-    a_rom[53] = 17'h1e1f3;
-    a_rom[54] = 17'h1d86b;
-    a_rom[55] = 17'h1b67b;
-    a_rom[56] = 17'h1f614;
-    a_rom[57] = 17'h1ec1b;
-    a_rom[58] = 17'h1e622;
-    a_rom[59] = 17'h1e80a;
-    a_rom[60] = 17'h1f41d;
-    a_rom[61] = 17'h1e936;
-    a_rom[62] = 17'h1e0c8;
-    a_rom[63] = 17'h1c310;
-    a_rom[64] = 17'h1f113;
-    a_rom[65] = 17'h1e63f;
-    a_rom[66] = 17'h1d7f3;
-    a_rom[67] = 17'h1e224;
-    a_rom[68] = 17'h1f181;
-    a_rom[69] = 17'h1e610;
-    a_rom[70] = 17'h1db91;
-    a_rom[71] = 17'h1d1df;
-    a_rom[72] = 17'h1f1e3;
-    a_rom[73] = 17'h1eb99;
-    a_rom[74] = 17'h1e3a3;
-    a_rom[75] = 17'h1c608;
-    a_rom[76] = 17'h1ebb7;
-    a_rom[77] = 17'h1e427;
-    a_rom[78] = 17'h1d32f;
-    a_rom[79] = 17'h19eab;
-    a_rom[80] = 17'h1f477;
-    a_rom[81] = 17'h1e7cb;
-    a_rom[82] = 17'h1e035;
-    a_rom[83] = 17'h1c1dc;
-    a_rom[84] = 17'h1eed8;
-    a_rom[85] = 17'h1e1b7;
-    a_rom[86] = 17'h1d7ff;
-    a_rom[87] = 17'h1e17a;
-    a_rom[88] = 17'h1f18c;
-    a_rom[89] = 17'h1e965;
-    a_rom[90] = 17'h1d9f2;
-    a_rom[91] = 17'h1da3f;
-    a_rom[92] = 17'h1f0ba;
-    a_rom[93] = 17'h1e602;
-    a_rom[94] = 17'h1dfb5;
-    a_rom[95] = 17'h1de4c;
-    a_rom[96] = 17'h1f7a9;
-    a_rom[97] = 17'h1ee4f;
-    a_rom[98] = 17'h1e451;
-    a_rom[99] = 17'h1d514;
-    a_rom[100] = 17'h1f26e;
-    a_rom[101] = 17'h1e68e;
-    a_rom[102] = 17'h1c140;
-    a_rom[103] = 17'h1c2a9;
-    a_rom[104] = 17'h1f83c;
-    a_rom[105] = 17'h1ee59;
-    a_rom[106] = 17'h1f287;
-    a_rom[107] = 17'h1de8f;
-    a_rom[108] = 17'h1f42e;
-    a_rom[109] = 17'h1ea16;
-    a_rom[110] = 17'h1de6d;
-    a_rom[111] = 17'h1df80;
-    a_rom[112] = 17'h1fa70;
-    a_rom[113] = 17'h1f3bc;
-    a_rom[114] = 17'h1eb81;
-    a_rom[115] = 17'h1deb2;
-    a_rom[116] = 17'h1f673;
-    a_rom[117] = 17'h1e8cc;
-    a_rom[118] = 17'h1e282;
-    a_rom[119] = 17'h1dc0e;
-    a_rom[120] = 17'h1f4ee;
-    a_rom[121] = 17'h1e839;
-    a_rom[122] = 17'h1cc7f;
-    a_rom[123] = 17'h1cd45;
-    a_rom[124] = 17'h1f8d2;
-    a_rom[125] = 17'h1e6bb;
-    a_rom[126] = 17'h1dc41;
-    a_rom[127] = 17'h1ce5e;
-    a_rom[128] = 17'h1f657;
-    a_rom[129] = 17'h1ea41;
-    a_rom[130] = 17'h1d352;
-    a_rom[131] = 17'h1d01d;
-    a_rom[132] = 17'h1fbab;
-    a_rom[133] = 17'h1e92a;
-    a_rom[134] = 17'h1dd23;
-    a_rom[135] = 17'h1ca9b;
-    a_rom[136] = 17'h1f6e1;
-    a_rom[137] = 17'h1e994;
-    a_rom[138] = 17'h1d57a;
-    a_rom[139] = 17'h1af34;
-    a_rom[140] = 17'h1f531;
-    a_rom[141] = 17'h1f104;
-    a_rom[142] = 17'h1cc34;
-    a_rom[143] = 17'h1cf4e;
-    a_rom[144] = 17'h1fa30;
-    a_rom[145] = 17'h1ed59;
-    a_rom[146] = 17'h1d880;
-    a_rom[147] = 17'h1d295;
-    a_rom[148] = 17'h1e9b3;
-    a_rom[149] = 17'h1ddd7;
-    a_rom[150] = 17'h1e0b6;
-    a_rom[151] = 17'h1baf5;
-    a_rom[152] = 17'h1eece;
-    a_rom[153] = 17'h1e848;
-    a_rom[154] = 17'h1d823;
-    a_rom[155] = 17'h1cc48;
-    a_rom[156] = 17'h1e938;
-    a_rom[157] = 17'h1e4cd;
-    a_rom[158] = 17'h1e39d;
-    a_rom[159] = 17'h1c228;
-    a_rom[160] = 17'h1f8c7;
-    a_rom[161] = 17'h1f407;
-    a_rom[162] = 17'h1e8c3;
-    a_rom[163] = 17'h1e77c;
-    a_rom[164] = 17'h1ebcf;
-    a_rom[165] = 17'h1d917;
-    a_rom[166] = 17'h1d69f;
-    a_rom[167] = 17'h1c958;
-    a_rom[168] = 17'h1f6b2;
-    a_rom[169] = 17'h1f399;
-    a_rom[170] = 17'h1ee15;
-    a_rom[171] = 17'h1ccd9;
-    a_rom[172] = 17'h1fd3b;
-    a_rom[173] = 17'h1fa72;
-    a_rom[174] = 17'h1ea68;
-    a_rom[175] = 17'h1c267;
-    a_rom[176] = 17'h1edb1;
-    a_rom[177] = 17'h1e619;
-    a_rom[178] = 17'h1d853;
-    a_rom[179] = 17'h1cc6f;
-    a_rom[180] = 17'h1e37e;
-    a_rom[181] = 17'h1d72c;
-    a_rom[182] = 17'h1d040;
-    a_rom[183] = 17'h1bb3f;
-    a_rom[184] = 17'h1f16b;
-    a_rom[185] = 17'h1dbf6;
-    a_rom[186] = 17'h1dc12;
-    a_rom[187] = 17'h1c52a;
-    a_rom[188] = 17'h1f85e;
-    a_rom[189] = 17'h1e163;
-    a_rom[190] = 17'h1cddf;
-    a_rom[191] = 17'h1caa0;
+    ad_rom[0] = 17'h1f186;
+    ad_rom[1] = 17'h1e766;
+    ad_rom[2] = 17'h1dadb;
+    ad_rom[3] = 17'h1d3f3;
+    ad_rom[4] = 17'h1f45f;
+    ad_rom[5] = 17'h1e686;
+    ad_rom[6] = 17'h1d8ca;
+    ad_rom[7] = 17'h1f2d2;
+    ad_rom[8] = 17'h1f06e;
+    ad_rom[9] = 17'h1e8d1;
+    ad_rom[10] = 17'h1e34a;
+    ad_rom[11] = 17'h1e579;
+    ad_rom[12] = 17'h1eed6;
+    ad_rom[13] = 17'h1e33e;
+    ad_rom[14] = 17'h1d6bb;
+    ad_rom[15] = 17'h1c6fd;
+    ad_rom[16] = 17'h1ece8;
+    ad_rom[17] = 17'h1e0d4;
+    ad_rom[18] = 17'h1d545;
+    ad_rom[19] = 17'h1bd78;
+    ad_rom[20] = 17'h1f3fe;
+    ad_rom[21] = 17'h1e972;
+    ad_rom[22] = 17'h1deb2;
+    ad_rom[23] = 17'h1aca3;
+    ad_rom[24] = 17'h1ef61;
+    ad_rom[25] = 17'h1e7ab;
+    ad_rom[26] = 17'h1df1f;
+    ad_rom[27] = 17'h1ade4;
+    ad_rom[28] = 17'h1f233;
+    ad_rom[29] = 17'h1eaf0;
+    ad_rom[30] = 17'h1e199;
+    ad_rom[31] = 17'h1b892;
+    ad_rom[32] = 17'h1ead2;
+    ad_rom[33] = 17'h1de78;
+    ad_rom[34] = 17'h1cc27;
+    ad_rom[35] = 17'h1a97c;
+    ad_rom[36] = 17'h1f301;
+    ad_rom[37] = 17'h1ec45;
+    ad_rom[38] = 17'h1def7;
+    ad_rom[39] = 17'h1df1b;
+    ad_rom[40] = 17'h1f157;
+    ad_rom[41] = 17'h1e33d;
+    ad_rom[42] = 17'h1d56f;
+    ad_rom[43] = 17'h1d5a7;
+    ad_rom[44] = 17'h1f265;
+    ad_rom[45] = 17'h1eb18;
+    ad_rom[46] = 17'h1dee5;
+    ad_rom[47] = 17'h1a277;
+    ad_rom[48] = 17'h1f6c6;
+    ad_rom[49] = 17'h1f11a;
+    ad_rom[50] = 17'h1e0a6;
+    ad_rom[51] = 17'h1e908;
+    ad_rom[52] = 17'h1f1af;
+    ad_rom[53] = 17'h1e1f3;
+    ad_rom[54] = 17'h1d86b;
+    ad_rom[55] = 17'h1b67b;
+    ad_rom[56] = 17'h1f614;
+    ad_rom[57] = 17'h1ec1b;
+    ad_rom[58] = 17'h1e622;
+    ad_rom[59] = 17'h1e80a;
+    ad_rom[60] = 17'h1f41d;
+    ad_rom[61] = 17'h1e936;
+    ad_rom[62] = 17'h1e0c8;
+    ad_rom[63] = 17'h1c310;
+    ad_rom[64] = 17'h1f113;
+    ad_rom[65] = 17'h1e63f;
+    ad_rom[66] = 17'h1d7f3;
+    ad_rom[67] = 17'h1e224;
+    ad_rom[68] = 17'h1f181;
+    ad_rom[69] = 17'h1e610;
+    ad_rom[70] = 17'h1db91;
+    ad_rom[71] = 17'h1d1df;
+    ad_rom[72] = 17'h1f1e3;
+    ad_rom[73] = 17'h1eb99;
+    ad_rom[74] = 17'h1e3a3;
+    ad_rom[75] = 17'h1c608;
+    ad_rom[76] = 17'h1ebb7;
+    ad_rom[77] = 17'h1e427;
+    ad_rom[78] = 17'h1d32f;
+    ad_rom[79] = 17'h19eab;
+    ad_rom[80] = 17'h1f477;
+    ad_rom[81] = 17'h1e7cb;
+    ad_rom[82] = 17'h1e035;
+    ad_rom[83] = 17'h1c1dc;
+    ad_rom[84] = 17'h1eed8;
+    ad_rom[85] = 17'h1e1b7;
+    ad_rom[86] = 17'h1d7ff;
+    ad_rom[87] = 17'h1e17a;
+    ad_rom[88] = 17'h1f18c;
+    ad_rom[89] = 17'h1e965;
+    ad_rom[90] = 17'h1d9f2;
+    ad_rom[91] = 17'h1da3f;
+    ad_rom[92] = 17'h1f0ba;
+    ad_rom[93] = 17'h1e602;
+    ad_rom[94] = 17'h1dfb5;
+    ad_rom[95] = 17'h1de4c;
+    ad_rom[96] = 17'h1f7a9;
+    ad_rom[97] = 17'h1ee4f;
+    ad_rom[98] = 17'h1e451;
+    ad_rom[99] = 17'h1d514;
+    ad_rom[100] = 17'h1f26e;
+    ad_rom[101] = 17'h1e68e;
+    ad_rom[102] = 17'h1c140;
+    ad_rom[103] = 17'h1c2a9;
+    ad_rom[104] = 17'h1f83c;
+    ad_rom[105] = 17'h1ee59;
+    ad_rom[106] = 17'h1f287;
+    ad_rom[107] = 17'h1de8f;
+    ad_rom[108] = 17'h1f42e;
+    ad_rom[109] = 17'h1ea16;
+    ad_rom[110] = 17'h1de6d;
+    ad_rom[111] = 17'h1df80;
+    ad_rom[112] = 17'h1fa70;
+    ad_rom[113] = 17'h1f3bc;
+    ad_rom[114] = 17'h1eb81;
+    ad_rom[115] = 17'h1deb2;
+    ad_rom[116] = 17'h1f673;
+    ad_rom[117] = 17'h1e8cc;
+    ad_rom[118] = 17'h1e282;
+    ad_rom[119] = 17'h1dc0e;
+    ad_rom[120] = 17'h1f4ee;
+    ad_rom[121] = 17'h1e839;
+    ad_rom[122] = 17'h1cc7f;
+    ad_rom[123] = 17'h1cd45;
+    ad_rom[124] = 17'h1f8d2;
+    ad_rom[125] = 17'h1e6bb;
+    ad_rom[126] = 17'h1dc41;
+    ad_rom[127] = 17'h1ce5e;
+    ad_rom[128] = 17'h1f657;
+    ad_rom[129] = 17'h1ea41;
+    ad_rom[130] = 17'h1d352;
+    ad_rom[131] = 17'h1d01d;
+    ad_rom[132] = 17'h1fbab;
+    ad_rom[133] = 17'h1e92a;
+    ad_rom[134] = 17'h1dd23;
+    ad_rom[135] = 17'h1ca9b;
+    ad_rom[136] = 17'h1f6e1;
+    ad_rom[137] = 17'h1e994;
+    ad_rom[138] = 17'h1d57a;
+    ad_rom[139] = 17'h1af34;
+    ad_rom[140] = 17'h1f531;
+    ad_rom[141] = 17'h1f104;
+    ad_rom[142] = 17'h1cc34;
+    ad_rom[143] = 17'h1cf4e;
+    ad_rom[144] = 17'h1fa30;
+    ad_rom[145] = 17'h1ed59;
+    ad_rom[146] = 17'h1d880;
+    ad_rom[147] = 17'h1d295;
+    ad_rom[148] = 17'h1e9b3;
+    ad_rom[149] = 17'h1ddd7;
+    ad_rom[150] = 17'h1e0b6;
+    ad_rom[151] = 17'h1baf5;
+    ad_rom[152] = 17'h1eece;
+    ad_rom[153] = 17'h1e848;
+    ad_rom[154] = 17'h1d823;
+    ad_rom[155] = 17'h1cc48;
+    ad_rom[156] = 17'h1e938;
+    ad_rom[157] = 17'h1e4cd;
+    ad_rom[158] = 17'h1e39d;
+    ad_rom[159] = 17'h1c228;
+    ad_rom[160] = 17'h1f8c7;
+    ad_rom[161] = 17'h1f407;
+    ad_rom[162] = 17'h1e8c3;
+    ad_rom[163] = 17'h1e77c;
+    ad_rom[164] = 17'h1ebcf;
+    ad_rom[165] = 17'h1d917;
+    ad_rom[166] = 17'h1d69f;
+    ad_rom[167] = 17'h1c958;
+    ad_rom[168] = 17'h1f6b2;
+    ad_rom[169] = 17'h1f399;
+    ad_rom[170] = 17'h1ee15;
+    ad_rom[171] = 17'h1ccd9;
+    ad_rom[172] = 17'h1fd3b;
+    ad_rom[173] = 17'h1fa72;
+    ad_rom[174] = 17'h1ea68;
+    ad_rom[175] = 17'h1c267;
+    ad_rom[176] = 17'h1edb1;
+    ad_rom[177] = 17'h1e619;
+    ad_rom[178] = 17'h1d853;
+    ad_rom[179] = 17'h1cc6f;
+    ad_rom[180] = 17'h1e37e;
+    ad_rom[181] = 17'h1d72c;
+    ad_rom[182] = 17'h1d040;
+    ad_rom[183] = 17'h1bb3f;
+    ad_rom[184] = 17'h1f16b;
+    ad_rom[185] = 17'h1dbf6;
+    ad_rom[186] = 17'h1dc12;
+    ad_rom[187] = 17'h1c52a;
+    ad_rom[188] = 17'h1f85e;
+    ad_rom[189] = 17'h1e163;
+    ad_rom[190] = 17'h1cddf;
+    ad_rom[191] = 17'h1caa0;
+    ad_rom[192] = 17'h0080b;
+    ad_rom[193] = 17'h0074f;
+    ad_rom[194] = 17'h007d4;
+    ad_rom[195] = 17'h00824;
+    ad_rom[196] = 17'h00840;
+    ad_rom[197] = 17'h008d3;
+    ad_rom[198] = 17'h0072a;
+    ad_rom[199] = 17'h007c6;
+    ad_rom[200] = 17'h0089b;
+    ad_rom[201] = 17'h00974;
+    ad_rom[202] = 17'h0081e;
+    ad_rom[203] = 17'h008a5;
+    ad_rom[204] = 17'h0078a;
+    ad_rom[205] = 17'h00846;
+    ad_rom[206] = 17'h0090a;
+    ad_rom[207] = 17'h0081b;
+    ad_rom[208] = 17'h008e6;
+    ad_rom[209] = 17'h00845;
+    ad_rom[210] = 17'h008d0;
+    ad_rom[211] = 17'h0089c;
+    ad_rom[212] = 17'h00891;
+    ad_rom[213] = 17'h0082d;
+    ad_rom[214] = 17'h0070b;
+    ad_rom[215] = 17'h00858;
+    ad_rom[216] = 17'h006fa;
+    ad_rom[217] = 17'h0089b;
+    ad_rom[218] = 17'h005e2;
+    ad_rom[219] = 17'h00963;
+    ad_rom[220] = 17'h0097d;
+    ad_rom[221] = 17'h00a1f;
+    ad_rom[222] = 17'h0092a;
+    ad_rom[223] = 17'h00809;
+    ad_rom[224] = 17'h005f0;
+    ad_rom[225] = 17'h00746;
+    ad_rom[226] = 17'h009dc;
+    ad_rom[227] = 17'h00942;
+    ad_rom[228] = 17'h00baf;
+    ad_rom[229] = 17'h0075b;
+    ad_rom[230] = 17'h00743;
+    ad_rom[231] = 17'h0080e;
+    ad_rom[232] = 17'h0060c;
+    ad_rom[233] = 17'h007d7;
+    ad_rom[234] = 17'h00768;
+    ad_rom[235] = 17'h00812;
+    ad_rom[236] = 17'h007d5;
+    ad_rom[237] = 17'h00aca;
+    ad_rom[238] = 17'h0082f;
+    ad_rom[239] = 17'h00733;
   end
   reg [16:0] _0_;
+  reg [16:0] _1_;
   always @(posedge clk) begin
-    if (\$208 ) begin
-      _0_ <= a_rom[\$signature__addr ];
+    if (\$215 ) begin
+      _0_ <= ad_rom[\$12 [7:0]];
+    end
+    if (\$209 ) begin
+      _1_ <= ad_rom[\$signature__addr ];
     end
   end
-  assign \$signature__data$87  = _0_;
-  reg [15:0] d_rom [47:0];
-  initial begin
-    d_rom[0] = 16'h080b;
-    d_rom[1] = 16'h074f;
-    d_rom[2] = 16'h07d4;
-    d_rom[3] = 16'h0824;
-    d_rom[4] = 16'h0840;
-    d_rom[5] = 16'h08d3;
-    d_rom[6] = 16'h072a;
-    d_rom[7] = 16'h07c6;
-    d_rom[8] = 16'h089b;
-    d_rom[9] = 16'h0974;
-    d_rom[10] = 16'h081e;
-    d_rom[11] = 16'h08a5;
-    d_rom[12] = 16'h078a;
-    d_rom[13] = 16'h0846;
-    d_rom[14] = 16'h090a;
-    d_rom[15] = 16'h081b;
-    d_rom[16] = 16'h08e6;
-    d_rom[17] = 16'h0845;
-    d_rom[18] = 16'h08d0;
-    d_rom[19] = 16'h089c;
-    d_rom[20] = 16'h0891;
-    d_rom[21] = 16'h082d;
-    d_rom[22] = 16'h070b;
-    d_rom[23] = 16'h0858;
-    d_rom[24] = 16'h06fa;
-    d_rom[25] = 16'h089b;
-    d_rom[26] = 16'h05e2;
-    d_rom[27] = 16'h0963;
-    d_rom[28] = 16'h097d;
-    d_rom[29] = 16'h0a1f;
-    d_rom[30] = 16'h092a;
-    d_rom[31] = 16'h0809;
-    d_rom[32] = 16'h05f0;
-    d_rom[33] = 16'h0746;
-    d_rom[34] = 16'h09dc;
-    d_rom[35] = 16'h0942;
-    d_rom[36] = 16'h0baf;
-    d_rom[37] = 16'h075b;
-    d_rom[38] = 16'h0743;
-    d_rom[39] = 16'h080e;
-    d_rom[40] = 16'h060c;
-    d_rom[41] = 16'h07d7;
-    d_rom[42] = 16'h0768;
-    d_rom[43] = 16'h0812;
-    d_rom[44] = 16'h07d5;
-    d_rom[45] = 16'h0aca;
-    d_rom[46] = 16'h082f;
-    d_rom[47] = 16'h0733;
-  end
-  reg [15:0] _1_;
-  always @(posedge clk) begin
-    if (\$214 ) begin
-      _1_ <= d_rom[\$11 [5:0]];
-    end
-  end
-  assign \$signature__data$160  = _1_;
+  assign \$signature__data$160  = _0_;
+  assign \$signature__data$87  = _1_;
   reg [23:0] h_ram [191:0];
   initial begin
     h_ram[0] = 24'h000000;
@@ -20085,38 +20076,38 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     h_ram[191] = 24'h000000;
   end
   always @(posedge clk) begin
-    if (\$220 )
+    if (\$221 )
       h_ram[\$signature__addr$45 ] <= \$signature__data ;
   end
   reg [23:0] _2_;
   always @(posedge clk) begin
-    if (\$226 ) begin
+    if (\$227 ) begin
       _2_ <= h_ram[\$signature__addr ];
     end
   end
   assign \$signature__data$142  = _2_;
   always @(posedge clk)
-    y_k_d1 <= \$394 ;
+    y_k_d1 <= \$395 ;
   always @(posedge clk)
-    layer <= \$395 ;
+    layer <= \$396 ;
   always @(posedge clk)
-    busy <= \$396 ;
+    busy <= \$397 ;
   always @(posedge clk)
-    cnt <= \$397 ;
+    cnt <= \$398 ;
   always @(posedge clk)
-    fphase <= \$398 ;
+    fphase <= \$399 ;
   always @(posedge clk)
-    fsm_state <= \$399 ;
+    fsm_state <= \$400 ;
   always @(posedge clk)
-    pro_n <= \$400 ;
+    pro_n <= \$401 ;
   always @(posedge clk)
-    k <= \$401 ;
+    k <= \$402 ;
   always @(posedge clk)
-    n <= \$402 ;
+    n <= \$403 ;
   always @(posedge clk)
-    phase <= \$403 ;
+    phase <= \$404 ;
   always @(posedge clk)
-    \$signature__addr  <= \$404 ;
+    \$signature__addr  <= \$405 ;
   assign dfd = regs[31:16] - regs[15:0];
   assign edn = regs[47:32] - regs[63:48];
   assign \$1  = fphase == 1'h1;
@@ -20127,579 +20118,563 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   assign \$6  = k - 1'h1;
   assign \$7  = \$5  ? \$6  : { 1'h0, k };
   assign \$10  = \$8  + \$9 ;
-  assign \$11  = \$10  + k;
-  assign \$12  = ! n12_d11;
-  assign \$13  = s12_d11 & \$12 ;
-  assign \$14  = n12_d11 == 1'h1;
-  assign \$15  = s12_d11 & \$14 ;
-  assign \$16  = | k12_d11;
-  assign \$17  = \$15  & \$16 ;
-  assign \$18  = ! n13_d2;
-  assign \$19  = \$18  ? 45'h000000001000 : acc;
-  assign \$20  = $signed(\$19 ) + $signed(mul__p__2[41:0]);
-  assign \$21  = n13_d2 == 2'h3;
-  assign \$23  = $signed(\$22 ) + $signed(skip);
-  assign \$24  = o_i == 5'h17;
-  assign \$25  = mul0_use0 ? snr_sum : 22'h000000;
-  assign \$26  = mul0_use1 ? dfd : 17'h00000;
-  assign \$27  = { 1'h0, \$25  } | { \$26 [16], \$26 [16], \$26 [16], \$26 [16], \$26 [16], \$26 [16], \$26  };
-  assign \$29  = mul0_use2 ? \$28  : 16'h0000;
-  assign \$30  = \$27  | { 7'h00, \$29  };
-  assign \$32  = mul0_use3 ? \$31  : 18'h00000;
-  assign \$33  = \$30  | { \$32 [17], \$32 [17], \$32 [17], \$32 [17], \$32 [17], \$32  };
-  assign \$34  = mul0_use4 ? dbx : 24'h000000;
-  assign \$35  = { \$33 [22], \$33  } | \$34 ;
-  assign \$36  = mul0_use0 ? 17'h1999a : 17'h00000;
-  assign \$37  = mul0_use1 ? s_mean : 18'h00000;
-  assign \$38  = { 1'h0, \$36  } | \$37 ;
-  assign \$39  = 16'h8000 - bgf;
-  assign \$40  = mul0_use2 ? \$39  : 18'h00000;
-  assign \$41  = { 1'h0, \$38  } | { \$40 [17], \$40  };
-  assign \$42  = mul0_use3 ? rd_delta__data : 16'h0000;
-  assign \$43  = \$41  | { \$42 [15], \$42 [15], \$42 [15], \$42  };
-  assign \$44  = mul0_use4 ? xc_p4 : 16'h0000;
-  assign \$45  = \$43  | { \$44 [15], \$44 [15], \$44 [15], \$44  };
-  assign \$46  = mul0_use0 ? 23'h200000 : 23'h000000;
-  assign \$47  = mul0_use1 ? { 1'h0, regs[15:0], 15'h4000 } : 32'd0;
-  assign \$48  = { 9'h000, \$46  } | \$47 ;
-  assign \$49  = mul0_use2 ? { 1'h0, bgf, 15'h4000 } : 33'h000000000;
-  assign \$50  = { \$48 [31], \$48  } | \$49 ;
-  assign \$51  = mul0_use3 ? { eps_x[25], eps_x, 7'h40 } : 34'h000000000;
-  assign \$52  = { \$50 [32], \$50  } | \$51 ;
-  assign \$53  = mul0_use4 ? 11'h200 : 11'h000;
-  assign \$54  = \$52  | { 23'h000000, \$53  };
-  assign \$55  = mul1_use0 ? edn : 17'h00000;
-  assign \$56  = mul1_use1 ? g2 : 18'h00000;
-  assign \$57  = { \$55 [16], \$55 [16], \$55  } | { 1'h0, \$56  };
-  assign \$58  = mul1_use2 ? \$signature__data$87  : 17'h00000;
-  assign \$59  = \$57  | { \$58 [16], \$58 [16], \$58  };
-  assign \$60  = mul1_use3 ? hold_d7 : 24'h000000;
-  assign \$61  = { \$59 [18], \$59 [18], \$59 [18], \$59 [18], \$59 [18], \$59  } | \$60 ;
-  assign \$62  = mul1_use0 ? s_mean : 18'h00000;
-  assign \$64  = mul1_use1 ? \$63  : 18'h00000;
-  assign \$65  = { 1'h0, \$62  } | { \$64 [17], \$64  };
-  assign \$66  = mul1_use2 ? rd_delta__data : 16'h0000;
-  assign \$67  = \$65  | { \$66 [15], \$66 [15], \$66 [15], \$66  };
-  assign \$68  = mul1_use3 ? exp2__o__payload : 17'h00000;
-  assign \$69  = \$67  | { 2'h0, \$68  };
-  assign \$70  = mul1_use0 ? { 1'h0, regs[63:48], 15'h3fff } : 32'd0;
-  assign \$73  = mul1_use1 ? { \$72 [18], \$71 , 15'h4000 } : 35'h000000000;
-  assign \$74  = { \$70 [31], \$70 [31], \$70 [31], \$70  } | \$73 ;
-  assign \$76  = mul1_use2 ? \$75  : 32'd0;
-  assign \$77  = \$74  | { 3'h0, \$76  };
-  assign \$78  = mul1_use3 ? { inc_d1[30], inc_d1, 16'h8000 } : 48'h000000000000;
-  assign mul__c__1 = { \$77 [34], \$77 [34], \$77 [34], \$77 [34], \$77 [34], \$77 [34], \$77 [34], \$77 [34], \$77 [34], \$77 [34], \$77 [34], \$77 [34], \$77 [34], \$77  } | \$78 ;
-  assign \$79  = mul2_use0 ? gb : 20'h00000;
-  assign \$80  = mul2_use1 ? \$signature__data  : 24'h000000;
-  assign \$81  = { \$79 [19], \$79 [19], \$79 [19], \$79 [19], \$79  } | \$80 ;
-  assign \$82  = mul2_use2 ? xc_p12 : 16'h0000;
-  assign \$83  = \$81  | { \$82 [15], \$82 [15], \$82 [15], \$82 [15], \$82 [15], \$82 [15], \$82 [15], \$82 [15], \$82  };
-  assign \$84  = mul2_use3 ? y : 24'h000000;
-  assign \$85  = \$83  | \$84 ;
-  assign \$87  = mul2_use0 ? \$86  : 18'h00000;
-  assign \$89  = mul2_use1 ? \$88  : 18'h00000;
-  assign \$90  = \$87  | \$89 ;
-  assign \$91  = mul2_use2 ? D_d11 : 16'h0000;
-  assign \$92  = \$90  | { \$91 [15], \$91 [15], \$91  };
-  assign \$93  = mul2_use3 ? sz_d11 : 16'h0000;
-  assign mul__b__2 = \$92  | { \$93 [15], \$93 [15], \$93  };
-  assign \$94  = mul2_use0 ? 15'h2000 : 15'h0000;
-  assign \$95  = mul2_use2 ? 11'h200 : 11'h000;
-  assign \$96  = \$94  | { 4'h0, \$95  };
-  assign \$97  = mul2_use3 ? 12'h400 : 12'h000;
-  assign \$98  = \$96  | { 3'h0, \$97  };
+  assign \$11  = 8'hc0 + \$10 ;
+  assign \$12  = \$11  + k;
+  assign \$13  = ! n12_d11;
+  assign \$14  = s12_d11 & \$13 ;
+  assign \$15  = n12_d11 == 1'h1;
+  assign \$16  = s12_d11 & \$15 ;
+  assign \$17  = | k12_d11;
+  assign \$18  = \$16  & \$17 ;
+  assign \$19  = ! n13_d2;
+  assign \$20  = \$19  ? 45'h000000001000 : acc;
+  assign \$21  = $signed(\$20 ) + $signed(mul__p__2[41:0]);
+  assign \$22  = n13_d2 == 2'h3;
+  assign \$24  = $signed(\$23 ) + $signed(skip);
+  assign \$25  = o_i == 5'h17;
+  assign \$26  = mul0_use0 ? snr_sum : 22'h000000;
+  assign \$27  = mul0_use1 ? dfd : 17'h00000;
+  assign \$28  = { 1'h0, \$26  } | { \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27  };
+  assign \$30  = mul0_use2 ? \$29  : 16'h0000;
+  assign \$31  = \$28  | { 7'h00, \$30  };
+  assign \$33  = mul0_use3 ? \$32  : 18'h00000;
+  assign \$34  = \$31  | { \$33 [17], \$33 [17], \$33 [17], \$33 [17], \$33 [17], \$33  };
+  assign \$35  = mul0_use4 ? dbx : 24'h000000;
+  assign \$36  = { \$34 [22], \$34  } | \$35 ;
+  assign \$37  = mul0_use0 ? 17'h1999a : 17'h00000;
+  assign \$38  = mul0_use1 ? s_mean : 18'h00000;
+  assign \$39  = { 1'h0, \$37  } | \$38 ;
+  assign \$40  = 16'h8000 - bgf;
+  assign \$41  = mul0_use2 ? \$40  : 18'h00000;
+  assign \$42  = { 1'h0, \$39  } | { \$41 [17], \$41  };
+  assign \$43  = mul0_use3 ? rd_delta__data : 16'h0000;
+  assign \$44  = \$42  | { \$43 [15], \$43 [15], \$43 [15], \$43  };
+  assign \$45  = mul0_use4 ? xc_p4 : 16'h0000;
+  assign \$46  = \$44  | { \$45 [15], \$45 [15], \$45 [15], \$45  };
+  assign \$47  = mul0_use0 ? 23'h200000 : 23'h000000;
+  assign \$48  = mul0_use1 ? { 1'h0, regs[15:0], 15'h4000 } : 32'd0;
+  assign \$49  = { 9'h000, \$47  } | \$48 ;
+  assign \$50  = mul0_use2 ? { 1'h0, bgf, 15'h4000 } : 33'h000000000;
+  assign \$51  = { \$49 [31], \$49  } | \$50 ;
+  assign \$52  = mul0_use3 ? { eps_x[25], eps_x, 7'h40 } : 34'h000000000;
+  assign \$53  = { \$51 [32], \$51  } | \$52 ;
+  assign \$54  = mul0_use4 ? 11'h200 : 11'h000;
+  assign \$55  = \$53  | { 23'h000000, \$54  };
+  assign \$56  = mul1_use0 ? edn : 17'h00000;
+  assign \$57  = mul1_use1 ? g2 : 18'h00000;
+  assign \$58  = { \$56 [16], \$56 [16], \$56  } | { 1'h0, \$57  };
+  assign \$59  = mul1_use2 ? \$signature__data$87  : 17'h00000;
+  assign \$60  = \$58  | { \$59 [16], \$59 [16], \$59  };
+  assign \$61  = mul1_use3 ? hold_d7 : 24'h000000;
+  assign \$62  = { \$60 [18], \$60 [18], \$60 [18], \$60 [18], \$60 [18], \$60  } | \$61 ;
+  assign \$63  = mul1_use0 ? s_mean : 18'h00000;
+  assign \$65  = mul1_use1 ? \$64  : 18'h00000;
+  assign \$66  = { 1'h0, \$63  } | { \$65 [17], \$65  };
+  assign \$67  = mul1_use2 ? rd_delta__data : 16'h0000;
+  assign \$68  = \$66  | { \$67 [15], \$67 [15], \$67 [15], \$67  };
+  assign \$69  = mul1_use3 ? exp2__o__payload : 17'h00000;
+  assign \$70  = \$68  | { 2'h0, \$69  };
+  assign \$71  = mul1_use0 ? { 1'h0, regs[63:48], 15'h3fff } : 32'd0;
+  assign \$74  = mul1_use1 ? { \$73 [18], \$72 , 15'h4000 } : 35'h000000000;
+  assign \$75  = { \$71 [31], \$71 [31], \$71 [31], \$71  } | \$74 ;
+  assign \$77  = mul1_use2 ? \$76  : 32'd0;
+  assign \$78  = \$75  | { 3'h0, \$77  };
+  assign \$79  = mul1_use3 ? { inc_d1[30], inc_d1, 16'h8000 } : 48'h000000000000;
+  assign mul__c__1 = { \$78 [34], \$78 [34], \$78 [34], \$78 [34], \$78 [34], \$78 [34], \$78 [34], \$78 [34], \$78 [34], \$78 [34], \$78 [34], \$78 [34], \$78 [34], \$78  } | \$79 ;
+  assign \$80  = mul2_use0 ? gb : 20'h00000;
+  assign \$81  = mul2_use1 ? \$signature__data  : 24'h000000;
+  assign \$82  = { \$80 [19], \$80 [19], \$80 [19], \$80 [19], \$80  } | \$81 ;
+  assign \$83  = mul2_use2 ? xc_p12 : 16'h0000;
+  assign \$84  = \$82  | { \$83 [15], \$83 [15], \$83 [15], \$83 [15], \$83 [15], \$83 [15], \$83 [15], \$83 [15], \$83  };
+  assign \$85  = mul2_use3 ? y : 24'h000000;
+  assign \$86  = \$84  | \$85 ;
+  assign \$88  = mul2_use0 ? \$87  : 18'h00000;
+  assign \$90  = mul2_use1 ? \$89  : 18'h00000;
+  assign \$91  = \$88  | \$90 ;
+  assign \$92  = mul2_use2 ? D_d11 : 16'h0000;
+  assign \$93  = \$91  | { \$92 [15], \$92 [15], \$92  };
+  assign \$94  = mul2_use3 ? sz_d11 : 16'h0000;
+  assign mul__b__2 = \$93  | { \$94 [15], \$94 [15], \$94  };
+  assign \$95  = mul2_use0 ? 15'h2000 : 15'h0000;
+  assign \$96  = mul2_use2 ? 11'h200 : 11'h000;
+  assign \$97  = \$95  | { 4'h0, \$96  };
+  assign \$98  = mul2_use3 ? 12'h400 : 12'h000;
+  assign \$99  = \$97  | { 3'h0, \$98  };
   assign cmd__ready = ~ busy;
-  assign \$99  = pro_n < 3'h4;
-  assign \$100  = ~ phase;
-  assign \$101  = ! fsm_state;
-  assign \$102  = fsm_state == 1'h1;
-  assign \$103  = fsm_state == 2'h2;
-  assign \$104  = fsm_state == 2'h3;
-  assign \$105  = fsm_state == 3'h4;
-  assign \$106  = | kind;
-  assign \$107  = \$106  | cmd__valid;
-  assign \$108  = \$107  | busy;
-  assign \$109  = busy | cmd__valid;
-  assign \$110  = fphase == 2'h3;
-  assign \$111  = fphase == 3'h6;
-  assign \$113  = $signed(\$112 ) + $signed(2'h1);
-  assign \$116  = $signed(\$115 ) + $signed(2'h1);
-  assign \$118  = | mul__p__1[47:34];
-  assign \$119  = ~ \$118 ;
-  assign \$120  = & mul__p__1[47:34];
-  assign \$121  = \$119  | \$120 ;
-  assign \$122  = mul__p__1[47] ? 20'h80000 : 20'h7ffff;
-  assign \$123  = \$121  ? mul__p__1[34:15] : \$122 ;
-  assign \$124  = | \s$19 [33:17];
-  assign \$125  = ~ \$124 ;
-  assign \$126  = & \s$19 [33:17];
-  assign \$127  = \$125  | \$126 ;
-  assign \$128  = \s$19 [33] ? 18'h20000 : 18'h1ffff;
-  assign \$129  = \$127  ? \s$19 [17:0] : \$128 ;
-  assign \$130  = | \s$19 [33:17];
-  assign \$131  = ~ \$130 ;
-  assign \$132  = & \s$19 [33:17];
-  assign \$133  = \$131  | \$132 ;
-  assign \$134  = \s$19 [33] ? 18'h20000 : 18'h1ffff;
-  assign \$135  = \$133  ? \s$19 [17:0] : \$134 ;
-  assign \$136  = | \s$19 [33:17];
-  assign \$137  = ~ \$136 ;
-  assign \$138  = & \s$19 [33:17];
-  assign \$139  = \$137  | \$138 ;
-  assign \$140  = \s$19 [33] ? 18'h20000 : 18'h1ffff;
-  assign \$141  = \$139  ? \s$19 [17:0] : \$140 ;
-  assign \$142  = | \s$19 [33:17];
-  assign \$143  = ~ \$142 ;
-  assign \$144  = & \s$19 [33:17];
-  assign \$145  = \$143  | \$144 ;
-  assign \$146  = \s$19 [33] ? 18'h20000 : 18'h1ffff;
-  assign \$147  = \$145  ? \s$19 [17:0] : \$146 ;
-  assign \$148  = go & \real ;
-  assign \$149  = first_frame ? 24'h000000 : \$signature__data$142 ;
-  assign \$150  = | mul__p__0[34:30];
-  assign \$151  = ~ \$150 ;
-  assign \$152  = & mul__p__0[34:30];
-  assign \$153  = \$151  | \$152 ;
-  assign \$154  = mul__p__0[34] ? 24'h800000 : 24'h7fffff;
-  assign \$155  = \$153  ? mul__p__0[30:7] : \$154 ;
-  assign \$156  = | mul__p__1[47:39];
-  assign \$157  = ~ \$156 ;
-  assign \$158  = & mul__p__1[47:39];
-  assign \$159  = \$157  | \$158 ;
-  assign \$160  = mul__p__1[47] ? 24'h800000 : 24'h7fffff;
-  assign \$161  = \$159  ? mul__p__1[39:16] : \$160 ;
-  assign \$162  = n13_d2 == 2'h3;
-  assign \$163  = | \s$61 [45:23];
-  assign \$164  = ~ \$163 ;
-  assign \$165  = & \s$61 [45:23];
-  assign \$166  = \$164  | \$165 ;
-  assign \$167  = \s$61 [45] ? 24'h800000 : 24'h7fffff;
-  assign \$168  = \$166  ? \s$61 [23:0] : \$167 ;
-  assign \$169  = ! n14_d2;
-  assign \$170  = s14_d2 & \$169 ;
-  assign \$171  = n14_d2 == 1'h1;
-  assign \$172  = s14_d2 & \$171 ;
-  assign \$173  = | k14_d2;
-  assign \$174  = \$172  & \$173 ;
-  assign \$175  = k14_d2 - 1'h1;
-  assign \$176  = | mul__p__2[40:34];
-  assign \$177  = ~ \$176 ;
-  assign \$178  = & mul__p__2[40:34];
-  assign \$179  = \$177  | \$178 ;
-  assign \$180  = mul__p__2[40] ? 24'h800000 : 24'h7fffff;
-  assign \$181  = \$179  ? mul__p__2[34:11] : \$180 ;
-  assign \$182  = n13_d2 == 2'h3;
-  assign \$183  = v13_d2 & \$182 ;
-  assign \$184  = ! cmd__payload[0];
-  assign \$185  = fphase + 1'h1;
-  assign \$186  = fphase == 3'h6;
-  assign \$187  = pro_n < 3'h4;
-  assign \$188  = pro_n + 1'h1;
-  assign \$189  = cnt + 1'h1;
-  assign \$190  = cnt == 4'h9;
-  assign \$193  = \$191  + \$192 ;
-  assign \$194  = ~ phase;
-  assign \$195  = \$signature__addr  + 1'h1;
-  assign \$196  = n == 2'h3;
-  assign \$197  = k + 1'h1;
-  assign \$198  = n + 1'h1;
-  assign \$199  = k == 5'h18;
-  assign \$200  = n == 1'h1;
-  assign \$201  = \$199  & \$200 ;
-  assign \$202  = o__valid & o__payload[29];
-  assign \$203  = busy | cmd__valid;
-  assign \$205  = | kind;
-  assign \$206  = \$205  | cmd__valid;
-  assign \$207  = \$206  | busy;
-  assign \$208  = \$204  & \$207 ;
-  assign \$209  = busy | cmd__valid;
-  assign \$211  = | kind;
-  assign \$212  = \$211  | cmd__valid;
-  assign \$213  = \$212  | busy;
-  assign \$214  = \$210  & \$213 ;
-  assign \$215  = | kind;
-  assign \$216  = \$215  | cmd__valid;
-  assign \$217  = \$216  | busy;
-  assign \$218  = busy | cmd__valid;
-  assign \$219  = \$218  ? \$signature__en  : 1'h0;
-  assign \$220  = \$217  ? \$219  : 1'h0;
-  assign \$221  = busy | cmd__valid;
-  assign \$223  = | kind;
-  assign \$224  = \$223  | cmd__valid;
-  assign \$225  = \$224  | busy;
-  assign \$226  = \$222  & \$225 ;
+  assign \$100  = pro_n < 3'h4;
+  assign \$101  = ~ phase;
+  assign \$102  = ! fsm_state;
+  assign \$103  = fsm_state == 1'h1;
+  assign \$104  = fsm_state == 2'h2;
+  assign \$105  = fsm_state == 2'h3;
+  assign \$106  = fsm_state == 3'h4;
+  assign \$107  = | kind;
+  assign \$108  = \$107  | cmd__valid;
+  assign \$109  = \$108  | busy;
+  assign \$110  = busy | cmd__valid;
+  assign \$111  = fphase == 2'h3;
+  assign \$112  = fphase == 3'h6;
+  assign \$114  = $signed(\$113 ) + $signed(2'h1);
+  assign \$117  = $signed(\$116 ) + $signed(2'h1);
+  assign \$119  = | mul__p__1[47:34];
+  assign \$120  = ~ \$119 ;
+  assign \$121  = & mul__p__1[47:34];
+  assign \$122  = \$120  | \$121 ;
+  assign \$123  = mul__p__1[47] ? 20'h80000 : 20'h7ffff;
+  assign \$124  = \$122  ? mul__p__1[34:15] : \$123 ;
+  assign \$125  = | \s$19 [33:17];
+  assign \$126  = ~ \$125 ;
+  assign \$127  = & \s$19 [33:17];
+  assign \$128  = \$126  | \$127 ;
+  assign \$129  = \s$19 [33] ? 18'h20000 : 18'h1ffff;
+  assign \$130  = \$128  ? \s$19 [17:0] : \$129 ;
+  assign \$131  = | \s$19 [33:17];
+  assign \$132  = ~ \$131 ;
+  assign \$133  = & \s$19 [33:17];
+  assign \$134  = \$132  | \$133 ;
+  assign \$135  = \s$19 [33] ? 18'h20000 : 18'h1ffff;
+  assign \$136  = \$134  ? \s$19 [17:0] : \$135 ;
+  assign \$137  = | \s$19 [33:17];
+  assign \$138  = ~ \$137 ;
+  assign \$139  = & \s$19 [33:17];
+  assign \$140  = \$138  | \$139 ;
+  assign \$141  = \s$19 [33] ? 18'h20000 : 18'h1ffff;
+  assign \$142  = \$140  ? \s$19 [17:0] : \$141 ;
+  assign \$143  = | \s$19 [33:17];
+  assign \$144  = ~ \$143 ;
+  assign \$145  = & \s$19 [33:17];
+  assign \$146  = \$144  | \$145 ;
+  assign \$147  = \s$19 [33] ? 18'h20000 : 18'h1ffff;
+  assign \$148  = \$146  ? \s$19 [17:0] : \$147 ;
+  assign \$149  = go & \real ;
+  assign \$150  = first_frame ? 24'h000000 : \$signature__data$142 ;
+  assign \$151  = | mul__p__0[34:30];
+  assign \$152  = ~ \$151 ;
+  assign \$153  = & mul__p__0[34:30];
+  assign \$154  = \$152  | \$153 ;
+  assign \$155  = mul__p__0[34] ? 24'h800000 : 24'h7fffff;
+  assign \$156  = \$154  ? mul__p__0[30:7] : \$155 ;
+  assign \$157  = | mul__p__1[47:39];
+  assign \$158  = ~ \$157 ;
+  assign \$159  = & mul__p__1[47:39];
+  assign \$160  = \$158  | \$159 ;
+  assign \$161  = mul__p__1[47] ? 24'h800000 : 24'h7fffff;
+  assign \$162  = \$160  ? mul__p__1[39:16] : \$161 ;
+  assign \$163  = n13_d2 == 2'h3;
+  assign \$164  = | \s$61 [45:23];
+  assign \$165  = ~ \$164 ;
+  assign \$166  = & \s$61 [45:23];
+  assign \$167  = \$165  | \$166 ;
+  assign \$168  = \s$61 [45] ? 24'h800000 : 24'h7fffff;
+  assign \$169  = \$167  ? \s$61 [23:0] : \$168 ;
+  assign \$170  = ! n14_d2;
+  assign \$171  = s14_d2 & \$170 ;
+  assign \$172  = n14_d2 == 1'h1;
+  assign \$173  = s14_d2 & \$172 ;
+  assign \$174  = | k14_d2;
+  assign \$175  = \$173  & \$174 ;
+  assign \$176  = k14_d2 - 1'h1;
+  assign \$177  = | mul__p__2[40:34];
+  assign \$178  = ~ \$177 ;
+  assign \$179  = & mul__p__2[40:34];
+  assign \$180  = \$178  | \$179 ;
+  assign \$181  = mul__p__2[40] ? 24'h800000 : 24'h7fffff;
+  assign \$182  = \$180  ? mul__p__2[34:11] : \$181 ;
+  assign \$183  = n13_d2 == 2'h3;
+  assign \$184  = v13_d2 & \$183 ;
+  assign \$185  = ! cmd__payload[0];
+  assign \$186  = fphase + 1'h1;
+  assign \$187  = fphase == 3'h6;
+  assign \$188  = pro_n < 3'h4;
+  assign \$189  = pro_n + 1'h1;
+  assign \$190  = cnt + 1'h1;
+  assign \$191  = cnt == 4'h9;
+  assign \$194  = \$192  + \$193 ;
+  assign \$195  = ~ phase;
+  assign \$196  = \$signature__addr  + 1'h1;
+  assign \$197  = n == 2'h3;
+  assign \$198  = k + 1'h1;
+  assign \$199  = n + 1'h1;
+  assign \$200  = k == 5'h18;
+  assign \$201  = n == 1'h1;
+  assign \$202  = \$200  & \$201 ;
+  assign \$203  = o__valid & o__payload[29];
+  assign \$204  = busy | cmd__valid;
+  assign \$206  = | kind;
+  assign \$207  = \$206  | cmd__valid;
+  assign \$208  = \$207  | busy;
+  assign \$209  = \$205  & \$208 ;
+  assign \$210  = busy | cmd__valid;
+  assign \$212  = | kind;
+  assign \$213  = \$212  | cmd__valid;
+  assign \$214  = \$213  | busy;
+  assign \$215  = \$211  & \$214 ;
+  assign \$216  = | kind;
+  assign \$217  = \$216  | cmd__valid;
+  assign \$218  = \$217  | busy;
+  assign \$219  = busy | cmd__valid;
+  assign \$220  = \$219  ? \$signature__en  : 1'h0;
+  assign \$221  = \$218  ? \$220  : 1'h0;
+  assign \$222  = busy | cmd__valid;
+  assign \$224  = | kind;
+  assign \$225  = \$224  | cmd__valid;
+  assign \$226  = \$225  | busy;
+  assign \$227  = \$223  & \$226 ;
   always @(posedge clk)
-    s_mean <= \$227 ;
+    s_mean <= \$228 ;
   always @(posedge clk)
-    floor_delta <= \$228 ;
+    floor_delta <= \$229 ;
   always @(posedge clk)
-    eps_x <= \$229 ;
+    eps_x <= \$230 ;
   always @(posedge clk)
-    pv_d1 <= \$230 ;
+    pv_d1 <= \$231 ;
   always @(posedge clk)
-    pv_d2 <= \$231 ;
+    pv_d2 <= \$232 ;
   always @(posedge clk)
-    pn_d1 <= \$232 ;
+    pn_d1 <= \$233 ;
   always @(posedge clk)
-    pn_d2 <= \$233 ;
+    pn_d2 <= \$234 ;
   always @(posedge clk)
-    pv3_d1 <= \$234 ;
+    pv3_d1 <= \$235 ;
   always @(posedge clk)
-    pn3_d1 <= \$235 ;
+    pn3_d1 <= \$236 ;
   always @(posedge clk)
-    g2 <= \$236 ;
+    g2 <= \$237 ;
   always @(posedge clk)
-    pv5_d1 <= \$237 ;
+    pv5_d1 <= \$238 ;
   always @(posedge clk)
-    pv5_d2 <= \$238 ;
+    pv5_d2 <= \$239 ;
   always @(posedge clk)
-    pn5_d1 <= \$239 ;
+    pn5_d1 <= \$240 ;
   always @(posedge clk)
-    pn5_d2 <= \$240 ;
+    pn5_d2 <= \$241 ;
   always @(posedge clk)
-    gb <= \$241 ;
+    gb <= \$242 ;
   always @(posedge clk)
-    pv6_d1 <= \$242 ;
+    pv6_d1 <= \$243 ;
   always @(posedge clk)
-    pn6_d1 <= \$243 ;
+    pn6_d1 <= \$244 ;
   always @(posedge clk)
-    pv8_d1 <= \$244 ;
+    pv8_d1 <= \$245 ;
   always @(posedge clk)
-    pv8_d2 <= \$245 ;
+    pv8_d2 <= \$246 ;
   always @(posedge clk)
-    pn8_d1 <= \$246 ;
+    pn8_d1 <= \$247 ;
   always @(posedge clk)
-    pn8_d2 <= \$247 ;
+    pn8_d2 <= \$248 ;
   always @(posedge clk)
-    bg0 <= \$248 ;
+    bg0 <= \$249 ;
   always @(posedge clk)
-    bg1 <= \$249 ;
+    bg1 <= \$250 ;
   always @(posedge clk)
-    bg2 <= \$250 ;
+    bg2 <= \$251 ;
   always @(posedge clk)
-    bg3 <= \$251 ;
+    bg3 <= \$252 ;
   always @(posedge clk)
-    v1_d1 <= \$252 ;
+    v1_d1 <= \$253 ;
   always @(posedge clk)
-    s1_d1 <= \$253 ;
+    s1_d1 <= \$254 ;
   always @(posedge clk)
-    n1_d1 <= \$254 ;
+    n1_d1 <= \$255 ;
   always @(posedge clk)
-    k1_d1 <= \$255 ;
+    k1_d1 <= \$256 ;
   always @(posedge clk)
-    kn1_d1 <= \$256 ;
+    kn1_d1 <= \$257 ;
   always @(posedge clk)
-    xc_p2 <= \$257 ;
+    xc_p2 <= \$258 ;
   always @(posedge clk)
-    xc_p3 <= \$258 ;
+    xc_p3 <= \$259 ;
   always @(posedge clk)
-    xc_p4 <= \$259 ;
+    xc_p4 <= \$260 ;
   always @(posedge clk)
-    xc_p5 <= \$260 ;
+    xc_p5 <= \$261 ;
   always @(posedge clk)
-    xc_p6 <= \$261 ;
+    xc_p6 <= \$262 ;
   always @(posedge clk)
-    xc_p7 <= \$262 ;
+    xc_p7 <= \$263 ;
   always @(posedge clk)
-    xc_p8 <= \$263 ;
+    xc_p8 <= \$264 ;
   always @(posedge clk)
-    xc_p9 <= \$264 ;
+    xc_p9 <= \$265 ;
   always @(posedge clk)
-    xc_p10 <= \$265 ;
+    xc_p10 <= \$266 ;
   always @(posedge clk)
-    xc_p11 <= \$266 ;
+    xc_p11 <= \$267 ;
   always @(posedge clk)
-    xc_p12 <= \$267 ;
+    xc_p12 <= \$268 ;
   always @(posedge clk)
-    hold_d1 <= \$268 ;
+    hold_d1 <= \$269 ;
   always @(posedge clk)
-    hold_d2 <= \$269 ;
+    hold_d2 <= \$270 ;
   always @(posedge clk)
-    hold_d3 <= \$270 ;
+    hold_d3 <= \$271 ;
   always @(posedge clk)
-    hold_d4 <= \$271 ;
+    hold_d4 <= \$272 ;
   always @(posedge clk)
-    hold_d5 <= \$272 ;
+    hold_d5 <= \$273 ;
   always @(posedge clk)
-    hold_d6 <= \$273 ;
+    hold_d6 <= \$274 ;
   always @(posedge clk)
-    hold_d7 <= \$274 ;
+    hold_d7 <= \$275 ;
   always @(posedge clk)
-    sz_d1 <= \$275 ;
+    sz_d1 <= \$276 ;
   always @(posedge clk)
-    sz_d2 <= \$276 ;
+    sz_d2 <= \$277 ;
   always @(posedge clk)
-    sz_d3 <= \$277 ;
+    sz_d3 <= \$278 ;
   always @(posedge clk)
-    sz_d4 <= \$278 ;
+    sz_d4 <= \$279 ;
   always @(posedge clk)
-    sz_d5 <= \$279 ;
+    sz_d5 <= \$280 ;
   always @(posedge clk)
-    sz_d6 <= \$280 ;
+    sz_d6 <= \$281 ;
   always @(posedge clk)
-    sz_d7 <= \$281 ;
+    sz_d7 <= \$282 ;
   always @(posedge clk)
-    sz_d8 <= \$282 ;
+    sz_d8 <= \$283 ;
   always @(posedge clk)
-    sz_d9 <= \$283 ;
+    sz_d9 <= \$284 ;
   always @(posedge clk)
-    sz_d10 <= \$284 ;
+    sz_d10 <= \$285 ;
   always @(posedge clk)
-    sz_d11 <= \$285 ;
+    sz_d11 <= \$286 ;
   always @(posedge clk)
-    D_d1 <= \$286 ;
+    D_d1 <= \$287 ;
   always @(posedge clk)
-    D_d2 <= \$287 ;
+    D_d2 <= \$288 ;
   always @(posedge clk)
-    D_d3 <= \$288 ;
+    D_d3 <= \$289 ;
   always @(posedge clk)
-    D_d4 <= \$289 ;
+    D_d4 <= \$290 ;
   always @(posedge clk)
-    D_d5 <= \$290 ;
+    D_d5 <= \$291 ;
   always @(posedge clk)
-    D_d6 <= \$291 ;
+    D_d6 <= \$292 ;
   always @(posedge clk)
-    D_d7 <= \$292 ;
+    D_d7 <= \$293 ;
   always @(posedge clk)
-    D_d8 <= \$293 ;
+    D_d8 <= \$294 ;
   always @(posedge clk)
-    D_d9 <= \$294 ;
+    D_d9 <= \$295 ;
   always @(posedge clk)
-    D_d10 <= \$295 ;
+    D_d10 <= \$296 ;
   always @(posedge clk)
-    D_d11 <= \$296 ;
+    D_d11 <= \$297 ;
   always @(posedge clk)
-    v3_d1 <= \$297 ;
+    v3_d1 <= \$298 ;
   always @(posedge clk)
-    v3_d2 <= \$298 ;
+    v3_d2 <= \$299 ;
   always @(posedge clk)
-    n3_d1 <= \$299 ;
+    n3_d1 <= \$300 ;
   always @(posedge clk)
-    n3_d2 <= \$300 ;
+    n3_d2 <= \$301 ;
   always @(posedge clk)
-    kn3_d1 <= \$301 ;
+    kn3_d1 <= \$302 ;
   always @(posedge clk)
-    kn3_d2 <= \$302 ;
+    kn3_d2 <= \$303 ;
   always @(posedge clk)
-    dbx <= \$303 ;
+    dbx <= \$304 ;
   always @(posedge clk)
-    ya <= \$304 ;
+    ya <= \$305 ;
   always @(posedge clk)
-    v4_d1 <= \$305 ;
+    v4_d1 <= \$306 ;
   always @(posedge clk)
-    n4_d1 <= \$306 ;
+    n4_d1 <= \$307 ;
   always @(posedge clk)
-    kn4_d1 <= \$307 ;
+    kn4_d1 <= \$308 ;
   always @(posedge clk)
-    inc <= \$308 ;
+    inc <= \$309 ;
   always @(posedge clk)
-    inc_d1 <= \$309 ;
+    inc_d1 <= \$310 ;
   always @(posedge clk)
-    v8_d1 <= \$310 ;
+    v8_d1 <= \$311 ;
   always @(posedge clk)
-    v8_d2 <= \$311 ;
+    v8_d2 <= \$312 ;
   always @(posedge clk)
-    v8_d3 <= \$312 ;
+    v8_d3 <= \$313 ;
   always @(posedge clk)
-    v8_d4 <= \$313 ;
+    v8_d4 <= \$314 ;
   always @(posedge clk)
-    n8_d1 <= \$314 ;
+    n8_d1 <= \$315 ;
   always @(posedge clk)
-    n8_d2 <= \$315 ;
+    n8_d2 <= \$316 ;
   always @(posedge clk)
-    n8_d3 <= \$316 ;
+    n8_d3 <= \$317 ;
   always @(posedge clk)
-    n8_d4 <= \$317 ;
+    n8_d4 <= \$318 ;
   always @(posedge clk)
-    kn8_d1 <= \$318 ;
+    kn8_d1 <= \$319 ;
   always @(posedge clk)
-    kn8_d2 <= \$319 ;
+    kn8_d2 <= \$320 ;
   always @(posedge clk)
-    kn8_d3 <= \$320 ;
+    kn8_d3 <= \$321 ;
   always @(posedge clk)
-    kn8_d4 <= \$321 ;
+    kn8_d4 <= \$322 ;
   always @(posedge clk)
-    v10_d1 <= \$322 ;
+    v10_d1 <= \$323 ;
   always @(posedge clk)
-    v10_d2 <= \$323 ;
+    v10_d2 <= \$324 ;
   always @(posedge clk)
-    n10_d1 <= \$324 ;
+    n10_d1 <= \$325 ;
   always @(posedge clk)
-    n10_d2 <= \$325 ;
+    n10_d2 <= \$326 ;
   always @(posedge clk)
-    kn10_d1 <= \$326 ;
+    kn10_d1 <= \$327 ;
   always @(posedge clk)
-    kn10_d2 <= \$327 ;
+    kn10_d2 <= \$328 ;
   always @(posedge clk)
-    \$signature__data  <= \$328 ;
+    \$signature__data  <= \$329 ;
   always @(posedge clk)
-    \$signature__en  <= \$329 ;
+    \$signature__en  <= \$330 ;
   always @(posedge clk)
-    n11_d1 <= \$330 ;
+    n11_d1 <= \$331 ;
   always @(posedge clk)
-    \$signature__addr$45  <= \$331 ;
+    \$signature__addr$45  <= \$332 ;
   always @(posedge clk)
-    s12_d1 <= \$332 ;
+    s12_d1 <= \$333 ;
   always @(posedge clk)
-    s12_d2 <= \$333 ;
+    s12_d2 <= \$334 ;
   always @(posedge clk)
-    s12_d3 <= \$334 ;
+    s12_d3 <= \$335 ;
   always @(posedge clk)
-    s12_d4 <= \$335 ;
+    s12_d4 <= \$336 ;
   always @(posedge clk)
-    s12_d5 <= \$336 ;
+    s12_d5 <= \$337 ;
   always @(posedge clk)
-    s12_d6 <= \$337 ;
+    s12_d6 <= \$338 ;
   always @(posedge clk)
-    s12_d7 <= \$338 ;
+    s12_d7 <= \$339 ;
   always @(posedge clk)
-    s12_d8 <= \$339 ;
+    s12_d8 <= \$340 ;
   always @(posedge clk)
-    s12_d9 <= \$340 ;
+    s12_d9 <= \$341 ;
   always @(posedge clk)
-    s12_d10 <= \$341 ;
+    s12_d10 <= \$342 ;
   always @(posedge clk)
-    s12_d11 <= \$342 ;
+    s12_d11 <= \$343 ;
   always @(posedge clk)
-    n12_d1 <= \$343 ;
+    n12_d1 <= \$344 ;
   always @(posedge clk)
-    n12_d2 <= \$344 ;
+    n12_d2 <= \$345 ;
   always @(posedge clk)
-    n12_d3 <= \$345 ;
+    n12_d3 <= \$346 ;
   always @(posedge clk)
-    n12_d4 <= \$346 ;
+    n12_d4 <= \$347 ;
   always @(posedge clk)
-    n12_d5 <= \$347 ;
+    n12_d5 <= \$348 ;
   always @(posedge clk)
-    n12_d6 <= \$348 ;
+    n12_d6 <= \$349 ;
   always @(posedge clk)
-    n12_d7 <= \$349 ;
+    n12_d7 <= \$350 ;
   always @(posedge clk)
-    n12_d8 <= \$350 ;
+    n12_d8 <= \$351 ;
   always @(posedge clk)
-    n12_d9 <= \$351 ;
+    n12_d9 <= \$352 ;
   always @(posedge clk)
-    n12_d10 <= \$352 ;
+    n12_d10 <= \$353 ;
   always @(posedge clk)
-    n12_d11 <= \$353 ;
+    n12_d11 <= \$354 ;
   always @(posedge clk)
-    k12_d1 <= \$354 ;
+    k12_d1 <= \$355 ;
   always @(posedge clk)
-    k12_d2 <= \$355 ;
+    k12_d2 <= \$356 ;
   always @(posedge clk)
-    k12_d3 <= \$356 ;
+    k12_d3 <= \$357 ;
   always @(posedge clk)
-    k12_d4 <= \$357 ;
+    k12_d4 <= \$358 ;
   always @(posedge clk)
-    k12_d5 <= \$358 ;
+    k12_d5 <= \$359 ;
   always @(posedge clk)
-    k12_d6 <= \$359 ;
+    k12_d6 <= \$360 ;
   always @(posedge clk)
-    k12_d7 <= \$360 ;
+    k12_d7 <= \$361 ;
   always @(posedge clk)
-    k12_d8 <= \$361 ;
+    k12_d8 <= \$362 ;
   always @(posedge clk)
-    k12_d9 <= \$362 ;
+    k12_d9 <= \$363 ;
   always @(posedge clk)
-    k12_d10 <= \$363 ;
+    k12_d10 <= \$364 ;
   always @(posedge clk)
-    k12_d11 <= \$364 ;
+    k12_d11 <= \$365 ;
   always @(posedge clk)
-    v13_d1 <= \$365 ;
+    v13_d1 <= \$366 ;
   always @(posedge clk)
-    v13_d2 <= \$366 ;
+    v13_d2 <= \$367 ;
   always @(posedge clk)
-    n13_d1 <= \$367 ;
+    n13_d1 <= \$368 ;
   always @(posedge clk)
-    n13_d2 <= \$368 ;
+    n13_d2 <= \$369 ;
   always @(posedge clk)
-    acc <= \$369 ;
+    acc <= \$370 ;
   always @(posedge clk)
-    y <= \$370 ;
+    y <= \$371 ;
   always @(posedge clk)
-    s14_d1 <= \$371 ;
+    s14_d1 <= \$372 ;
   always @(posedge clk)
-    s14_d2 <= \$372 ;
+    s14_d2 <= \$373 ;
   always @(posedge clk)
-    n14_d1 <= \$373 ;
+    n14_d1 <= \$374 ;
   always @(posedge clk)
-    n14_d2 <= \$374 ;
+    n14_d2 <= \$375 ;
   always @(posedge clk)
-    k14_d1 <= \$375 ;
+    k14_d1 <= \$376 ;
   always @(posedge clk)
-    k14_d2 <= \$376 ;
+    k14_d2 <= \$377 ;
   always @(posedge clk)
-    skip <= \$377 ;
+    skip <= \$378 ;
   always @(posedge clk)
-    o__valid <= \$378 ;
+    o__valid <= \$379 ;
   always @(posedge clk)
-    o_i <= \$379 ;
+    o_i <= \$380 ;
   always @(posedge clk)
-    o_val <= \$380 ;
+    o_val <= \$381 ;
   always @(posedge clk)
-    k13_d1 <= \$381 ;
+    k13_d1 <= \$382 ;
   always @(posedge clk)
-    k13_d2 <= \$382 ;
+    k13_d2 <= \$383 ;
   always @(posedge clk)
-    k13_d3 <= \$383 ;
+    k13_d3 <= \$384 ;
   always @(posedge clk)
-    k13_d4 <= \$384 ;
+    k13_d4 <= \$385 ;
   always @(posedge clk)
-    k13_d5 <= \$385 ;
+    k13_d5 <= \$386 ;
   always @(posedge clk)
-    k13_d6 <= \$386 ;
+    k13_d6 <= \$387 ;
   always @(posedge clk)
-    k13_d7 <= \$387 ;
+    k13_d7 <= \$388 ;
   always @(posedge clk)
-    k13_d8 <= \$388 ;
+    k13_d8 <= \$389 ;
   always @(posedge clk)
-    k13_d9 <= \$389 ;
+    k13_d9 <= \$390 ;
   always @(posedge clk)
-    k13_d10 <= \$390 ;
+    k13_d10 <= \$391 ;
   always @(posedge clk)
-    k13_d11 <= \$391 ;
+    k13_d11 <= \$392 ;
   always @(posedge clk)
-    k13_d12 <= \$392 ;
+    k13_d12 <= \$393 ;
   always @(posedge clk)
-    y_v_d1 <= \$393 ;
+    y_v_d1 <= \$394 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$395  = layer;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        casez (fsm_state)
-          3'h0:
-              if (cmd__valid) begin
-                \$395  = cmd__payload[1];
-              end
-        endcase
+    \$395  = y_k_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$395  = k13_d12;
       end
     end
     if (rst) begin
-      \$395  = 1'h0;
+      \$395  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$396  = busy;
-    if (\$108 ) begin
-      if (\$109 ) begin
+    \$396  = layer;
+    if (\$109 ) begin
+      if (\$110 ) begin
         casez (fsm_state)
           3'h0:
               if (cmd__valid) begin
-                \$396  = 1'h1;
-              end
-          3'h1:
-              if (\$186 ) begin
-                \$396  = 1'h0;
-              end
-          3'h2:
-              /* empty */;
-          3'h3:
-              /* empty */;
-          3'h4:
-              if (\$202 ) begin
-                \$396  = 1'h0;
+                \$396  = cmd__payload[1];
               end
         endcase
       end
@@ -20710,92 +20685,77 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$397  = cnt;
-    if (\$108 ) begin
-      if (\$109 ) begin
+    \$397  = busy;
+    if (\$109 ) begin
+      if (\$110 ) begin
         casez (fsm_state)
           3'h0:
               if (cmd__valid) begin
-                \$397  = 5'h00;
+                \$397  = 1'h1;
+              end
+          3'h1:
+              if (\$187 ) begin
+                \$397  = 1'h0;
+              end
+          3'h2:
+              /* empty */;
+          3'h3:
+              /* empty */;
+          3'h4:
+              if (\$203 ) begin
+                \$397  = 1'h0;
+              end
+        endcase
+      end
+    end
+    if (rst) begin
+      \$397  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$398  = cnt;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        casez (fsm_state)
+          3'h0:
+              if (cmd__valid) begin
+                \$398  = 5'h00;
               end
           3'h1:
               /* empty */;
           3'h2:
               (* full_case = 32'd1 *)
-              if (\$187 ) begin
+              if (\$188 ) begin
               end else begin
-                \$397  = \$189 [4:0];
+                \$398  = \$190 [4:0];
               end
         endcase
       end
     end
     if (rst) begin
-      \$397  = 5'h00;
+      \$398  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$398  = fphase;
-    if (\$108 ) begin
-      if (\$109 ) begin
+    \$399  = fphase;
+    if (\$109 ) begin
+      if (\$110 ) begin
         casez (fsm_state)
           3'h0:
               if (cmd__valid) begin
-                if (\$184 ) begin
-                  \$398  = 3'h1;
+                if (\$185 ) begin
+                  \$399  = 3'h1;
                 end
               end
           3'h1:
             begin
-              \$398  = \$185 [2:0];
-              if (\$186 ) begin
-                \$398  = 3'h0;
+              \$399  = \$186 [2:0];
+              if (\$187 ) begin
+                \$399  = 3'h0;
               end
             end
-        endcase
-      end
-    end
-    if (rst) begin
-      \$398  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$399  = fsm_state;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        casez (fsm_state)
-          3'h0:
-              if (cmd__valid) begin
-                (* full_case = 32'd1 *)
-                if (\$184 ) begin
-                  \$399  = 3'h1;
-                end else begin
-                  \$399  = 3'h2;
-                end
-              end
-          3'h1:
-              if (\$186 ) begin
-                \$399  = 3'h0;
-              end
-          3'h2:
-              (* full_case = 32'd1 *)
-              if (\$187 ) begin
-              end else begin
-                if (\$190 ) begin
-                  \$399  = 3'h3;
-                end
-              end
-          3'h3:
-              if (phase) begin
-                if (\$201 ) begin
-                  \$399  = 3'h4;
-                end
-              end
-          3'h4:
-              if (\$202 ) begin
-                \$399  = 3'h0;
-              end
         endcase
       end
     end
@@ -20805,23 +20765,40 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$400  = pro_n;
-    if (\$108 ) begin
-      if (\$109 ) begin
+    \$400  = fsm_state;
+    if (\$109 ) begin
+      if (\$110 ) begin
         casez (fsm_state)
           3'h0:
               if (cmd__valid) begin
                 (* full_case = 32'd1 *)
-                if (\$184 ) begin
+                if (\$185 ) begin
+                  \$400  = 3'h1;
                 end else begin
-                  \$400  = 3'h0;
+                  \$400  = 3'h2;
                 end
               end
           3'h1:
-              /* empty */;
-          3'h2:
               if (\$187 ) begin
-                \$400  = \$188 [2:0];
+                \$400  = 3'h0;
+              end
+          3'h2:
+              (* full_case = 32'd1 *)
+              if (\$188 ) begin
+              end else begin
+                if (\$191 ) begin
+                  \$400  = 3'h3;
+                end
+              end
+          3'h3:
+              if (phase) begin
+                if (\$202 ) begin
+                  \$400  = 3'h4;
+                end
+              end
+          3'h4:
+              if (\$203 ) begin
+                \$400  = 3'h0;
               end
         endcase
       end
@@ -20832,9 +20809,36 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$401  = k;
-    if (\$108 ) begin
-      if (\$109 ) begin
+    \$401  = pro_n;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        casez (fsm_state)
+          3'h0:
+              if (cmd__valid) begin
+                (* full_case = 32'd1 *)
+                if (\$185 ) begin
+                end else begin
+                  \$401  = 3'h0;
+                end
+              end
+          3'h1:
+              /* empty */;
+          3'h2:
+              if (\$188 ) begin
+                \$401  = \$189 [2:0];
+              end
+        endcase
+      end
+    end
+    if (rst) begin
+      \$401  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$402  = k;
+    if (\$109 ) begin
+      if (\$110 ) begin
         casez (fsm_state)
           3'h0:
               /* empty */;
@@ -20842,30 +20846,30 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
               /* empty */;
           3'h2:
               (* full_case = 32'd1 *)
-              if (\$187 ) begin
+              if (\$188 ) begin
               end else begin
-                if (\$190 ) begin
-                  \$401  = 5'h00;
+                if (\$191 ) begin
+                  \$402  = 5'h00;
                 end
               end
           3'h3:
               if (phase) begin
-                if (\$196 ) begin
-                  \$401  = \$197 [4:0];
+                if (\$197 ) begin
+                  \$402  = \$198 [4:0];
                 end
               end
         endcase
       end
     end
     if (rst) begin
-      \$401  = 5'h00;
+      \$402  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$402  = n;
-    if (\$108 ) begin
-      if (\$109 ) begin
+    \$403  = n;
+    if (\$109 ) begin
+      if (\$110 ) begin
         casez (fsm_state)
           3'h0:
               /* empty */;
@@ -20873,33 +20877,33 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
               /* empty */;
           3'h2:
               (* full_case = 32'd1 *)
-              if (\$187 ) begin
+              if (\$188 ) begin
               end else begin
-                if (\$190 ) begin
-                  \$402  = 2'h0;
+                if (\$191 ) begin
+                  \$403  = 2'h0;
                 end
               end
           3'h3:
               if (phase) begin
                 (* full_case = 32'd1 *)
-                if (\$196 ) begin
-                  \$402  = 2'h0;
+                if (\$197 ) begin
+                  \$403  = 2'h0;
                 end else begin
-                  \$402  = \$198 [1:0];
+                  \$403  = \$199 [1:0];
                 end
               end
         endcase
       end
     end
     if (rst) begin
-      \$402  = 2'h0;
+      \$403  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$403  = phase;
-    if (\$108 ) begin
-      if (\$109 ) begin
+    \$404  = phase;
+    if (\$109 ) begin
+      if (\$110 ) begin
         casez (fsm_state)
           3'h0:
               /* empty */;
@@ -20907,26 +20911,26 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
               /* empty */;
           3'h2:
               (* full_case = 32'd1 *)
-              if (\$187 ) begin
+              if (\$188 ) begin
               end else begin
-                if (\$190 ) begin
-                  \$403  = 1'h0;
+                if (\$191 ) begin
+                  \$404  = 1'h0;
                 end
               end
           3'h3:
-              \$403  = \$194 ;
+              \$404  = \$195 ;
         endcase
       end
     end
     if (rst) begin
-      \$403  = 1'h0;
+      \$404  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$404  = \$signature__addr ;
-    if (\$108 ) begin
-      if (\$109 ) begin
+    \$405  = \$signature__addr ;
+    if (\$109 ) begin
+      if (\$110 ) begin
         casez (fsm_state)
           3'h0:
               /* empty */;
@@ -20934,35 +20938,35 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
               /* empty */;
           3'h2:
               (* full_case = 32'd1 *)
-              if (\$187 ) begin
+              if (\$188 ) begin
               end else begin
-                if (\$190 ) begin
-                  \$404  = \$193 [7:0];
+                if (\$191 ) begin
+                  \$405  = \$194 [7:0];
                 end
               end
           3'h3:
               if (phase) begin
-                \$404  = \$195 [7:0];
+                \$405  = \$196 [7:0];
               end
         endcase
       end
     end
     if (rst) begin
-      \$404  = 8'h00;
+      \$405  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$28  = 16'h0000;
+    \$29  = 16'h0000;
     casez (pro_n)
       3'h0:
-          \$28  = G[15:0];
+          \$29  = G[15:0];
       3'h1:
-          \$28  = G[31:16];
+          \$29  = G[31:16];
       3'h2:
-          \$28  = G[47:32];
+          \$29  = G[47:32];
       3'h3:
-          \$28  = G[63:48];
+          \$29  = G[63:48];
     endcase
   end
   always @* begin
@@ -20970,13 +20974,13 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     (* full_case = 32'd1 *)
     casez (n1_d1)
       2'h0:
-          \$31  = bg0;
+          \$32  = bg0;
       2'h1:
-          \$31  = bg1;
+          \$32  = bg1;
       2'h2:
-          \$31  = bg2;
+          \$32  = bg2;
       2'h3:
-          \$31  = bg3;
+          \$32  = bg3;
     endcase
   end
   always @* begin
@@ -20984,19 +20988,9 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     (* full_case = 32'd1 *)
     casez (layer)
       1'h0:
-          \$63  = 18'h010ac;
+          \$64  = 18'h010ac;
       1'h1:
-          \$63  = 18'h04bbb;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    (* full_case = 32'd1 *)
-    casez (layer)
-      1'h0:
-          \$71  = 19'h02f54;
-      1'h1:
-          \$71  = 19'h7f445;
+          \$64  = 18'h04bbb;
     endcase
   end
   always @* begin
@@ -21014,23 +21008,33 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     (* full_case = 32'd1 *)
     casez (layer)
       1'h0:
-          \$75  = 32'd7;
+          \$73  = 19'h02f54;
       1'h1:
-          \$75  = 32'd7;
+          \$73  = 19'h7f445;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$86  = 18'h00000;
+    (* full_case = 32'd1 *)
+    casez (layer)
+      1'h0:
+          \$76  = 32'd7;
+      1'h1:
+          \$76  = 32'd7;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$87  = 18'h00000;
     casez (pn6_d1)
       3'h0:
-          \$86  = B[17:0];
+          \$87  = B[17:0];
       3'h1:
-          \$86  = B[35:18];
+          \$87  = B[35:18];
       3'h2:
-          \$86  = B[53:36];
+          \$87  = B[53:36];
       3'h3:
-          \$86  = B[71:54];
+          \$87  = B[71:54];
     endcase
   end
   always @* begin
@@ -21038,13 +21042,13 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     (* full_case = 32'd1 *)
     casez (n11_d1)
       2'h0:
-          \$88  = C[17:0];
+          \$89  = C[17:0];
       2'h1:
-          \$88  = C[35:18];
+          \$89  = C[35:18];
       2'h2:
-          \$88  = C[53:36];
+          \$89  = C[53:36];
       2'h3:
-          \$88  = C[71:54];
+          \$89  = C[71:54];
     endcase
   end
   always @* begin
@@ -21148,14 +21152,14 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     mul2_use2 = 1'h0;
-    if (\$13 ) begin
+    if (\$14 ) begin
       mul2_use2 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     mul2_use3 = 1'h0;
-    if (\$17 ) begin
+    if (\$18 ) begin
       mul2_use3 = 1'h1;
     end
   end
@@ -21163,8 +21167,8 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \s$61  = 46'h000000000000;
     if (v13_d2) begin
-      if (\$21 ) begin
-        \s$61  = \$23 ;
+      if (\$22 ) begin
+        \s$61  = \$24 ;
       end
     end
   end
@@ -21177,7 +21181,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
       3'h1:
           /* empty */;
       3'h2:
-          if (\$99 ) begin
+          if (\$100 ) begin
             pv0 = 1'h1;
           end
     endcase
@@ -21193,30 +21197,16 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
       3'h2:
           /* empty */;
       3'h3:
-          go = \$100 ;
+          go = \$101 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$227  = s_mean;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        if (\$110 ) begin
-          \$227  = mul__p__0[39:22];
-        end
-      end
-    end
-    if (rst) begin
-      \$227  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$228  = floor_delta;
-    if (\$108 ) begin
-      if (\$109 ) begin
+    \$228  = s_mean;
+    if (\$109 ) begin
+      if (\$110 ) begin
         if (\$111 ) begin
-          \$228  = \$114 [17:0];
+          \$228  = mul__p__0[39:22];
         end
       end
     end
@@ -21226,36 +21216,38 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$229  = eps_x;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        if (\$111 ) begin
-          \$229  = { \$117 [19], \$117 [19], \$117 [19], \$117 [19], \$117 [19], \$117 [19], \$117  };
+    \$229  = floor_delta;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        if (\$112 ) begin
+          \$229  = \$115 [17:0];
         end
       end
     end
     if (rst) begin
-      \$229  = 26'h0000000;
+      \$229  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$230  = pv_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$230  = pv0;
+    \$230  = eps_x;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        if (\$112 ) begin
+          \$230  = { \$118 [19], \$118 [19], \$118 [19], \$118 [19], \$118 [19], \$118 [19], \$118  };
+        end
       end
     end
     if (rst) begin
-      \$230  = 1'h0;
+      \$230  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$231  = pv_d2;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$231  = pv_d1;
+    \$231  = pv_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$231  = pv0;
       end
     end
     if (rst) begin
@@ -21264,22 +21256,22 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$232  = pn_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$232  = pro_n;
+    \$232  = pv_d2;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$232  = pv_d1;
       end
     end
     if (rst) begin
-      \$232  = 3'h0;
+      \$232  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$233  = pn_d2;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$233  = pn_d1;
+    \$233  = pn_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$233  = pro_n;
       end
     end
     if (rst) begin
@@ -21288,58 +21280,58 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$234  = pv3_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$234  = pv_d2;
+    \$234  = pn_d2;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$234  = pn_d1;
       end
     end
     if (rst) begin
-      \$234  = 1'h0;
+      \$234  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$235  = pn3_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$235  = pn_d2;
+    \$235  = pv3_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$235  = pv_d2;
       end
     end
     if (rst) begin
-      \$235  = 3'h0;
+      \$235  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$236  = g2;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$236  = mul__p__0[32:15];
+    \$236  = pn3_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$236  = pn_d2;
       end
     end
     if (rst) begin
-      \$236  = 18'h00000;
+      \$236  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$237  = pv5_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$237  = pv3_d1;
+    \$237  = g2;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$237  = mul__p__0[32:15];
       end
     end
     if (rst) begin
-      \$237  = 1'h0;
+      \$237  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$238  = pv5_d2;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$238  = pv5_d1;
+    \$238  = pv5_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$238  = pv3_d1;
       end
     end
     if (rst) begin
@@ -21348,22 +21340,22 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$239  = pn5_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$239  = pn3_d1;
+    \$239  = pv5_d2;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$239  = pv5_d1;
       end
     end
     if (rst) begin
-      \$239  = 3'h0;
+      \$239  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$240  = pn5_d2;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$240  = pn5_d1;
+    \$240  = pn5_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$240  = pn3_d1;
       end
     end
     if (rst) begin
@@ -21372,58 +21364,58 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$241  = gb;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$241  = \$123 ;
+    \$241  = pn5_d2;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$241  = pn5_d1;
       end
     end
     if (rst) begin
-      \$241  = 20'h00000;
+      \$241  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$242  = pv6_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$242  = pv5_d2;
+    \$242  = gb;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$242  = \$124 ;
       end
     end
     if (rst) begin
-      \$242  = 1'h0;
+      \$242  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$243  = pn6_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$243  = pn5_d2;
+    \$243  = pv6_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$243  = pv5_d2;
       end
     end
     if (rst) begin
-      \$243  = 3'h0;
+      \$243  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$244  = pv8_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$244  = pv6_d1;
+    \$244  = pn6_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$244  = pn5_d2;
       end
     end
     if (rst) begin
-      \$244  = 1'h0;
+      \$244  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$245  = pv8_d2;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$245  = pv8_d1;
+    \$245  = pv8_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$245  = pv6_d1;
       end
     end
     if (rst) begin
@@ -21432,22 +21424,22 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$246  = pn8_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$246  = pn6_d1;
+    \$246  = pv8_d2;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$246  = pv8_d1;
       end
     end
     if (rst) begin
-      \$246  = 3'h0;
+      \$246  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$247  = pn8_d2;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$247  = pn8_d1;
+    \$247  = pn8_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$247  = pn6_d1;
       end
     end
     if (rst) begin
@@ -21456,32 +21448,25 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$248  = bg0;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        if (pv8_d2) begin
-          casez (pn8_d2)
-            3'h0:
-                \$248  = \$129 ;
-          endcase
-        end
+    \$248  = pn8_d2;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$248  = pn8_d1;
       end
     end
     if (rst) begin
-      \$248  = 18'h00000;
+      \$248  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$249  = bg1;
-    if (\$108 ) begin
-      if (\$109 ) begin
+    \$249  = bg0;
+    if (\$109 ) begin
+      if (\$110 ) begin
         if (pv8_d2) begin
           casez (pn8_d2)
             3'h0:
-                /* empty */;
-            3'h1:
-                \$249  = \$135 ;
+                \$249  = \$130 ;
           endcase
         end
       end
@@ -21492,17 +21477,15 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$250  = bg2;
-    if (\$108 ) begin
-      if (\$109 ) begin
+    \$250  = bg1;
+    if (\$109 ) begin
+      if (\$110 ) begin
         if (pv8_d2) begin
           casez (pn8_d2)
             3'h0:
                 /* empty */;
             3'h1:
-                /* empty */;
-            3'h2:
-                \$250  = \$141 ;
+                \$250  = \$136 ;
           endcase
         end
       end
@@ -21513,9 +21496,9 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$251  = bg3;
-    if (\$108 ) begin
-      if (\$109 ) begin
+    \$251  = bg2;
+    if (\$109 ) begin
+      if (\$110 ) begin
         if (pv8_d2) begin
           casez (pn8_d2)
             3'h0:
@@ -21523,9 +21506,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
             3'h1:
                 /* empty */;
             3'h2:
-                /* empty */;
-            3'h3:
-                \$251  = \$147 ;
+                \$251  = \$142 ;
           endcase
         end
       end
@@ -21536,22 +21517,33 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$252  = v1_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$252  = \$148 ;
+    \$252  = bg3;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        if (pv8_d2) begin
+          casez (pn8_d2)
+            3'h0:
+                /* empty */;
+            3'h1:
+                /* empty */;
+            3'h2:
+                /* empty */;
+            3'h3:
+                \$252  = \$148 ;
+          endcase
+        end
       end
     end
     if (rst) begin
-      \$252  = 1'h0;
+      \$252  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$253  = s1_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$253  = go;
+    \$253  = v1_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$253  = \$149 ;
       end
     end
     if (rst) begin
@@ -21560,58 +21552,58 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$254  = n1_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$254  = n;
+    \$254  = s1_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$254  = go;
       end
     end
     if (rst) begin
-      \$254  = 2'h0;
+      \$254  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$255  = k1_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$255  = k;
+    \$255  = n1_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$255  = n;
       end
     end
     if (rst) begin
-      \$255  = 5'h00;
+      \$255  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$256  = kn1_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$256  = \$signature__addr ;
+    \$256  = k1_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$256  = k;
       end
     end
     if (rst) begin
-      \$256  = 8'h00;
+      \$256  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$257  = xc_p2;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$257  = rd_xc__data;
+    \$257  = kn1_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$257  = \$signature__addr ;
       end
     end
     if (rst) begin
-      \$257  = 16'h0000;
+      \$257  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$258  = xc_p3;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$258  = xc_p2;
+    \$258  = xc_p2;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$258  = rd_xc__data;
       end
     end
     if (rst) begin
@@ -21620,10 +21612,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$259  = xc_p4;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$259  = xc_p3;
+    \$259  = xc_p3;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$259  = xc_p2;
       end
     end
     if (rst) begin
@@ -21632,10 +21624,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$260  = xc_p5;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$260  = xc_p4;
+    \$260  = xc_p4;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$260  = xc_p3;
       end
     end
     if (rst) begin
@@ -21644,10 +21636,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$261  = xc_p6;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$261  = xc_p5;
+    \$261  = xc_p5;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$261  = xc_p4;
       end
     end
     if (rst) begin
@@ -21656,10 +21648,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$262  = xc_p7;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$262  = xc_p6;
+    \$262  = xc_p6;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$262  = xc_p5;
       end
     end
     if (rst) begin
@@ -21668,10 +21660,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$263  = xc_p8;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$263  = xc_p7;
+    \$263  = xc_p7;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$263  = xc_p6;
       end
     end
     if (rst) begin
@@ -21680,10 +21672,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$264  = xc_p9;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$264  = xc_p8;
+    \$264  = xc_p8;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$264  = xc_p7;
       end
     end
     if (rst) begin
@@ -21692,10 +21684,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$265  = xc_p10;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$265  = xc_p9;
+    \$265  = xc_p9;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$265  = xc_p8;
       end
     end
     if (rst) begin
@@ -21704,10 +21696,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$266  = xc_p11;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$266  = xc_p10;
+    \$266  = xc_p10;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$266  = xc_p9;
       end
     end
     if (rst) begin
@@ -21716,10 +21708,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$267  = xc_p12;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$267  = xc_p11;
+    \$267  = xc_p11;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$267  = xc_p10;
       end
     end
     if (rst) begin
@@ -21728,22 +21720,22 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$268  = hold_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$268  = \$149 ;
+    \$268  = xc_p12;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$268  = xc_p11;
       end
     end
     if (rst) begin
-      \$268  = 24'h000000;
+      \$268  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$269  = hold_d2;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$269  = hold_d1;
+    \$269  = hold_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$269  = \$150 ;
       end
     end
     if (rst) begin
@@ -21752,10 +21744,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$270  = hold_d3;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$270  = hold_d2;
+    \$270  = hold_d2;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$270  = hold_d1;
       end
     end
     if (rst) begin
@@ -21764,10 +21756,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$271  = hold_d4;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$271  = hold_d3;
+    \$271  = hold_d3;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$271  = hold_d2;
       end
     end
     if (rst) begin
@@ -21776,10 +21768,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$272  = hold_d5;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$272  = hold_d4;
+    \$272  = hold_d4;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$272  = hold_d3;
       end
     end
     if (rst) begin
@@ -21788,10 +21780,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$273  = hold_d6;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$273  = hold_d5;
+    \$273  = hold_d5;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$273  = hold_d4;
       end
     end
     if (rst) begin
@@ -21800,10 +21792,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$274  = hold_d7;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$274  = hold_d6;
+    \$274  = hold_d6;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$274  = hold_d5;
       end
     end
     if (rst) begin
@@ -21812,22 +21804,22 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$275  = sz_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$275  = rd_sz__data;
+    \$275  = hold_d7;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$275  = hold_d6;
       end
     end
     if (rst) begin
-      \$275  = 16'h0000;
+      \$275  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$276  = sz_d2;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$276  = sz_d1;
+    \$276  = sz_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$276  = rd_sz__data;
       end
     end
     if (rst) begin
@@ -21836,10 +21828,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$277  = sz_d3;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$277  = sz_d2;
+    \$277  = sz_d2;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$277  = sz_d1;
       end
     end
     if (rst) begin
@@ -21848,10 +21840,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$278  = sz_d4;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$278  = sz_d3;
+    \$278  = sz_d3;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$278  = sz_d2;
       end
     end
     if (rst) begin
@@ -21860,10 +21852,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$279  = sz_d5;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$279  = sz_d4;
+    \$279  = sz_d4;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$279  = sz_d3;
       end
     end
     if (rst) begin
@@ -21872,10 +21864,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$280  = sz_d6;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$280  = sz_d5;
+    \$280  = sz_d5;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$280  = sz_d4;
       end
     end
     if (rst) begin
@@ -21884,10 +21876,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$281  = sz_d7;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$281  = sz_d6;
+    \$281  = sz_d6;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$281  = sz_d5;
       end
     end
     if (rst) begin
@@ -21896,10 +21888,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$282  = sz_d8;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$282  = sz_d7;
+    \$282  = sz_d7;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$282  = sz_d6;
       end
     end
     if (rst) begin
@@ -21908,10 +21900,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$283  = sz_d9;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$283  = sz_d8;
+    \$283  = sz_d8;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$283  = sz_d7;
       end
     end
     if (rst) begin
@@ -21920,10 +21912,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$284  = sz_d10;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$284  = sz_d9;
+    \$284  = sz_d9;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$284  = sz_d8;
       end
     end
     if (rst) begin
@@ -21932,10 +21924,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$285  = sz_d11;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$285  = sz_d10;
+    \$285  = sz_d10;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$285  = sz_d9;
       end
     end
     if (rst) begin
@@ -21944,10 +21936,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$286  = D_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$286  = \$signature__data$160 ;
+    \$286  = sz_d11;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$286  = sz_d10;
       end
     end
     if (rst) begin
@@ -21956,10 +21948,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$287  = D_d2;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$287  = D_d1;
+    \$287  = D_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$287  = \$signature__data$160 [15:0];
       end
     end
     if (rst) begin
@@ -21968,10 +21960,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$288  = D_d3;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$288  = D_d2;
+    \$288  = D_d2;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$288  = D_d1;
       end
     end
     if (rst) begin
@@ -21980,10 +21972,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$289  = D_d4;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$289  = D_d3;
+    \$289  = D_d3;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$289  = D_d2;
       end
     end
     if (rst) begin
@@ -21992,10 +21984,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$290  = D_d5;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$290  = D_d4;
+    \$290  = D_d4;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$290  = D_d3;
       end
     end
     if (rst) begin
@@ -22004,10 +21996,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$291  = D_d6;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$291  = D_d5;
+    \$291  = D_d5;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$291  = D_d4;
       end
     end
     if (rst) begin
@@ -22016,10 +22008,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$292  = D_d7;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$292  = D_d6;
+    \$292  = D_d6;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$292  = D_d5;
       end
     end
     if (rst) begin
@@ -22028,10 +22020,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$293  = D_d8;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$293  = D_d7;
+    \$293  = D_d7;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$293  = D_d6;
       end
     end
     if (rst) begin
@@ -22040,10 +22032,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$294  = D_d9;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$294  = D_d8;
+    \$294  = D_d8;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$294  = D_d7;
       end
     end
     if (rst) begin
@@ -22052,10 +22044,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$295  = D_d10;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$295  = D_d9;
+    \$295  = D_d9;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$295  = D_d8;
       end
     end
     if (rst) begin
@@ -22064,10 +22056,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$296  = D_d11;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$296  = D_d10;
+    \$296  = D_d10;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$296  = D_d9;
       end
     end
     if (rst) begin
@@ -22076,22 +22068,22 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$297  = v3_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$297  = v1_d1;
+    \$297  = D_d11;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$297  = D_d10;
       end
     end
     if (rst) begin
-      \$297  = 1'h0;
+      \$297  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$298  = v3_d2;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$298  = v3_d1;
+    \$298  = v3_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$298  = v1_d1;
       end
     end
     if (rst) begin
@@ -22100,22 +22092,22 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$299  = n3_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$299  = n1_d1;
+    \$299  = v3_d2;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$299  = v3_d1;
       end
     end
     if (rst) begin
-      \$299  = 2'h0;
+      \$299  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$300  = n3_d2;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$300  = n3_d1;
+    \$300  = n3_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$300  = n1_d1;
       end
     end
     if (rst) begin
@@ -22124,22 +22116,22 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$301  = kn3_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$301  = kn1_d1;
+    \$301  = n3_d2;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$301  = n3_d1;
       end
     end
     if (rst) begin
-      \$301  = 8'h00;
+      \$301  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$302  = kn3_d2;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$302  = kn3_d1;
+    \$302  = kn3_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$302  = kn1_d1;
       end
     end
     if (rst) begin
@@ -22148,82 +22140,82 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$303  = dbx;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$303  = \$155 ;
+    \$303  = kn3_d2;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$303  = kn3_d1;
       end
     end
     if (rst) begin
-      \$303  = 24'h000000;
+      \$303  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$304  = ya;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$304  = mul__p__1[35:4];
+    \$304  = dbx;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$304  = \$156 ;
       end
     end
     if (rst) begin
-      \$304  = 32'd0;
+      \$304  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$305  = v4_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$305  = v3_d2;
+    \$305  = ya;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$305  = mul__p__1[35:4];
       end
     end
     if (rst) begin
-      \$305  = 1'h0;
+      \$305  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$306  = n4_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$306  = n3_d2;
+    \$306  = v4_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$306  = v3_d2;
       end
     end
     if (rst) begin
-      \$306  = 2'h0;
+      \$306  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$307  = kn4_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$307  = kn3_d2;
+    \$307  = n4_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$307  = n3_d2;
       end
     end
     if (rst) begin
-      \$307  = 8'h00;
+      \$307  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$308  = inc;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$308  = mul__p__0[40:10];
+    \$308  = kn4_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$308  = kn3_d2;
       end
     end
     if (rst) begin
-      \$308  = 31'h00000000;
+      \$308  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$309  = inc_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$309  = inc;
+    \$309  = inc;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$309  = mul__p__0[40:10];
       end
     end
     if (rst) begin
@@ -22232,22 +22224,22 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$310  = v8_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$310  = v4_d1;
+    \$310  = inc_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$310  = inc;
       end
     end
     if (rst) begin
-      \$310  = 1'h0;
+      \$310  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$311  = v8_d2;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$311  = v8_d1;
+    \$311  = v8_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$311  = v4_d1;
       end
     end
     if (rst) begin
@@ -22256,10 +22248,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$312  = v8_d3;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$312  = v8_d2;
+    \$312  = v8_d2;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$312  = v8_d1;
       end
     end
     if (rst) begin
@@ -22268,10 +22260,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$313  = v8_d4;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$313  = v8_d3;
+    \$313  = v8_d3;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$313  = v8_d2;
       end
     end
     if (rst) begin
@@ -22280,22 +22272,22 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$314  = n8_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$314  = n4_d1;
+    \$314  = v8_d4;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$314  = v8_d3;
       end
     end
     if (rst) begin
-      \$314  = 2'h0;
+      \$314  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$315  = n8_d2;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$315  = n8_d1;
+    \$315  = n8_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$315  = n4_d1;
       end
     end
     if (rst) begin
@@ -22304,10 +22296,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$316  = n8_d3;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$316  = n8_d2;
+    \$316  = n8_d2;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$316  = n8_d1;
       end
     end
     if (rst) begin
@@ -22316,10 +22308,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$317  = n8_d4;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$317  = n8_d3;
+    \$317  = n8_d3;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$317  = n8_d2;
       end
     end
     if (rst) begin
@@ -22328,22 +22320,22 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$318  = kn8_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$318  = kn4_d1;
+    \$318  = n8_d4;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$318  = n8_d3;
       end
     end
     if (rst) begin
-      \$318  = 8'h00;
+      \$318  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$319  = kn8_d2;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$319  = kn8_d1;
+    \$319  = kn8_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$319  = kn4_d1;
       end
     end
     if (rst) begin
@@ -22352,10 +22344,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$320  = kn8_d3;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$320  = kn8_d2;
+    \$320  = kn8_d2;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$320  = kn8_d1;
       end
     end
     if (rst) begin
@@ -22364,10 +22356,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$321  = kn8_d4;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$321  = kn8_d3;
+    \$321  = kn8_d3;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$321  = kn8_d2;
       end
     end
     if (rst) begin
@@ -22376,22 +22368,22 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$322  = v10_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$322  = v8_d4;
+    \$322  = kn8_d4;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$322  = kn8_d3;
       end
     end
     if (rst) begin
-      \$322  = 1'h0;
+      \$322  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$323  = v10_d2;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$323  = v10_d1;
+    \$323  = v10_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$323  = v8_d4;
       end
     end
     if (rst) begin
@@ -22400,22 +22392,22 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$324  = n10_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$324  = n8_d4;
+    \$324  = v10_d2;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$324  = v10_d1;
       end
     end
     if (rst) begin
-      \$324  = 2'h0;
+      \$324  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$325  = n10_d2;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$325  = n10_d1;
+    \$325  = n10_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$325  = n8_d4;
       end
     end
     if (rst) begin
@@ -22424,22 +22416,22 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$326  = kn10_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$326  = kn8_d4;
+    \$326  = n10_d2;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$326  = n10_d1;
       end
     end
     if (rst) begin
-      \$326  = 8'h00;
+      \$326  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$327  = kn10_d2;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$327  = kn10_d1;
+    \$327  = kn10_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$327  = kn8_d4;
       end
     end
     if (rst) begin
@@ -22448,70 +22440,70 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$328  = \$signature__data ;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$328  = \$161 ;
+    \$328  = kn10_d2;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$328  = kn10_d1;
       end
     end
     if (rst) begin
-      \$328  = 24'h000000;
+      \$328  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$329  = \$signature__en ;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$329  = v10_d2;
+    \$329  = \$signature__data ;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$329  = \$162 ;
       end
     end
     if (rst) begin
-      \$329  = 1'h0;
+      \$329  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$330  = n11_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$330  = n10_d2;
+    \$330  = \$signature__en ;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$330  = v10_d2;
       end
     end
     if (rst) begin
-      \$330  = 2'h0;
+      \$330  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$331  = \$signature__addr$45 ;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$331  = kn10_d2;
+    \$331  = n11_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$331  = n10_d2;
       end
     end
     if (rst) begin
-      \$331  = 8'h00;
+      \$331  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$332  = s12_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$332  = s1_d1;
+    \$332  = \$signature__addr$45 ;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$332  = kn10_d2;
       end
     end
     if (rst) begin
-      \$332  = 1'h0;
+      \$332  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$333  = s12_d2;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$333  = s12_d1;
+    \$333  = s12_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$333  = s1_d1;
       end
     end
     if (rst) begin
@@ -22520,10 +22512,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$334  = s12_d3;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$334  = s12_d2;
+    \$334  = s12_d2;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$334  = s12_d1;
       end
     end
     if (rst) begin
@@ -22532,10 +22524,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$335  = s12_d4;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$335  = s12_d3;
+    \$335  = s12_d3;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$335  = s12_d2;
       end
     end
     if (rst) begin
@@ -22544,10 +22536,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$336  = s12_d5;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$336  = s12_d4;
+    \$336  = s12_d4;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$336  = s12_d3;
       end
     end
     if (rst) begin
@@ -22556,10 +22548,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$337  = s12_d6;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$337  = s12_d5;
+    \$337  = s12_d5;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$337  = s12_d4;
       end
     end
     if (rst) begin
@@ -22568,10 +22560,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$338  = s12_d7;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$338  = s12_d6;
+    \$338  = s12_d6;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$338  = s12_d5;
       end
     end
     if (rst) begin
@@ -22580,10 +22572,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$339  = s12_d8;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$339  = s12_d7;
+    \$339  = s12_d7;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$339  = s12_d6;
       end
     end
     if (rst) begin
@@ -22592,10 +22584,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$340  = s12_d9;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$340  = s12_d8;
+    \$340  = s12_d8;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$340  = s12_d7;
       end
     end
     if (rst) begin
@@ -22604,10 +22596,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$341  = s12_d10;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$341  = s12_d9;
+    \$341  = s12_d9;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$341  = s12_d8;
       end
     end
     if (rst) begin
@@ -22616,10 +22608,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$342  = s12_d11;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$342  = s12_d10;
+    \$342  = s12_d10;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$342  = s12_d9;
       end
     end
     if (rst) begin
@@ -22628,22 +22620,22 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$343  = n12_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$343  = n1_d1;
+    \$343  = s12_d11;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$343  = s12_d10;
       end
     end
     if (rst) begin
-      \$343  = 2'h0;
+      \$343  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$344  = n12_d2;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$344  = n12_d1;
+    \$344  = n12_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$344  = n1_d1;
       end
     end
     if (rst) begin
@@ -22652,10 +22644,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$345  = n12_d3;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$345  = n12_d2;
+    \$345  = n12_d2;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$345  = n12_d1;
       end
     end
     if (rst) begin
@@ -22664,10 +22656,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$346  = n12_d4;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$346  = n12_d3;
+    \$346  = n12_d3;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$346  = n12_d2;
       end
     end
     if (rst) begin
@@ -22676,10 +22668,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$347  = n12_d5;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$347  = n12_d4;
+    \$347  = n12_d4;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$347  = n12_d3;
       end
     end
     if (rst) begin
@@ -22688,10 +22680,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$348  = n12_d6;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$348  = n12_d5;
+    \$348  = n12_d5;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$348  = n12_d4;
       end
     end
     if (rst) begin
@@ -22700,10 +22692,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$349  = n12_d7;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$349  = n12_d6;
+    \$349  = n12_d6;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$349  = n12_d5;
       end
     end
     if (rst) begin
@@ -22712,10 +22704,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$350  = n12_d8;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$350  = n12_d7;
+    \$350  = n12_d7;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$350  = n12_d6;
       end
     end
     if (rst) begin
@@ -22724,10 +22716,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$351  = n12_d9;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$351  = n12_d8;
+    \$351  = n12_d8;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$351  = n12_d7;
       end
     end
     if (rst) begin
@@ -22736,10 +22728,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$352  = n12_d10;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$352  = n12_d9;
+    \$352  = n12_d9;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$352  = n12_d8;
       end
     end
     if (rst) begin
@@ -22748,10 +22740,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$353  = n12_d11;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$353  = n12_d10;
+    \$353  = n12_d10;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$353  = n12_d9;
       end
     end
     if (rst) begin
@@ -22760,22 +22752,22 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$354  = k12_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$354  = k1_d1;
+    \$354  = n12_d11;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$354  = n12_d10;
       end
     end
     if (rst) begin
-      \$354  = 5'h00;
+      \$354  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$355  = k12_d2;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$355  = k12_d1;
+    \$355  = k12_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$355  = k1_d1;
       end
     end
     if (rst) begin
@@ -22784,10 +22776,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$356  = k12_d3;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$356  = k12_d2;
+    \$356  = k12_d2;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$356  = k12_d1;
       end
     end
     if (rst) begin
@@ -22796,10 +22788,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$357  = k12_d4;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$357  = k12_d3;
+    \$357  = k12_d3;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$357  = k12_d2;
       end
     end
     if (rst) begin
@@ -22808,10 +22800,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$358  = k12_d5;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$358  = k12_d4;
+    \$358  = k12_d4;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$358  = k12_d3;
       end
     end
     if (rst) begin
@@ -22820,10 +22812,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$359  = k12_d6;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$359  = k12_d5;
+    \$359  = k12_d5;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$359  = k12_d4;
       end
     end
     if (rst) begin
@@ -22832,10 +22824,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$360  = k12_d7;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$360  = k12_d6;
+    \$360  = k12_d6;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$360  = k12_d5;
       end
     end
     if (rst) begin
@@ -22844,10 +22836,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$361  = k12_d8;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$361  = k12_d7;
+    \$361  = k12_d7;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$361  = k12_d6;
       end
     end
     if (rst) begin
@@ -22856,10 +22848,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$362  = k12_d9;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$362  = k12_d8;
+    \$362  = k12_d8;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$362  = k12_d7;
       end
     end
     if (rst) begin
@@ -22868,10 +22860,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$363  = k12_d10;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$363  = k12_d9;
+    \$363  = k12_d9;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$363  = k12_d8;
       end
     end
     if (rst) begin
@@ -22880,10 +22872,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$364  = k12_d11;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$364  = k12_d10;
+    \$364  = k12_d10;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$364  = k12_d9;
       end
     end
     if (rst) begin
@@ -22892,22 +22884,22 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$365  = v13_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$365  = \$signature__en ;
+    \$365  = k12_d11;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$365  = k12_d10;
       end
     end
     if (rst) begin
-      \$365  = 1'h0;
+      \$365  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$366  = v13_d2;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$366  = v13_d1;
+    \$366  = v13_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$366  = \$signature__en ;
       end
     end
     if (rst) begin
@@ -22916,22 +22908,22 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$367  = n13_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$367  = n11_d1;
+    \$367  = v13_d2;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$367  = v13_d1;
       end
     end
     if (rst) begin
-      \$367  = 2'h0;
+      \$367  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$368  = n13_d2;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$368  = n13_d1;
+    \$368  = n13_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$368  = n11_d1;
       end
     end
     if (rst) begin
@@ -22940,52 +22932,52 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$369  = acc;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        if (v13_d2) begin
-          \$369  = \$20 [44:0];
-        end
+    \$369  = n13_d2;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$369  = n13_d1;
       end
     end
     if (rst) begin
-      \$369  = 45'h000000000000;
+      \$369  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$370  = y;
-    if (\$108 ) begin
-      if (\$109 ) begin
+    \$370  = acc;
+    if (\$109 ) begin
+      if (\$110 ) begin
         if (v13_d2) begin
-          if (\$162 ) begin
-            \$370  = \$168 ;
+          \$370  = \$21 [44:0];
+        end
+      end
+    end
+    if (rst) begin
+      \$370  = 45'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$371  = y;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        if (v13_d2) begin
+          if (\$163 ) begin
+            \$371  = \$169 ;
           end
         end
       end
     end
     if (rst) begin
-      \$370  = 24'h000000;
+      \$371  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$371  = s14_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$371  = s12_d11;
-      end
-    end
-    if (rst) begin
-      \$371  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$372  = s14_d2;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$372  = s14_d1;
+    \$372  = s14_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$372  = s12_d11;
       end
     end
     if (rst) begin
@@ -22994,22 +22986,22 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$373  = n14_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$373  = n12_d11;
+    \$373  = s14_d2;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$373  = s14_d1;
       end
     end
     if (rst) begin
-      \$373  = 2'h0;
+      \$373  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$374  = n14_d2;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$374  = n14_d1;
+    \$374  = n14_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$374  = n12_d11;
       end
     end
     if (rst) begin
@@ -23018,22 +23010,22 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$375  = k14_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$375  = k12_d11;
+    \$375  = n14_d2;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$375  = n14_d1;
       end
     end
     if (rst) begin
-      \$375  = 5'h00;
+      \$375  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$376  = k14_d2;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$376  = k14_d1;
+    \$376  = k14_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$376  = k12_d11;
       end
     end
     if (rst) begin
@@ -23042,72 +23034,72 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$377  = skip;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        if (\$170 ) begin
-          \$377  = mul__p__2[32:10];
+    \$377  = k14_d2;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$377  = k14_d1;
+      end
+    end
+    if (rst) begin
+      \$377  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$378  = skip;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        if (\$171 ) begin
+          \$378  = mul__p__2[32:10];
         end
       end
     end
     if (rst) begin
-      \$377  = 23'h000000;
+      \$378  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$378  = o__valid;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$378  = \$174 ;
+    \$379  = o__valid;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$379  = \$175 ;
       end
     end
     if (rst) begin
-      \$378  = 1'h0;
+      \$379  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$379  = o_i;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$379  = \$175 [4:0];
+    \$380  = o_i;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$380  = \$176 [4:0];
       end
     end
     if (rst) begin
-      \$379  = 5'h00;
+      \$380  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$380  = o_val;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$380  = \$181 ;
+    \$381  = o_val;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$381  = \$182 ;
       end
     end
     if (rst) begin
-      \$380  = 24'h000000;
+      \$381  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$381  = k13_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$381  = k1_d1;
-      end
-    end
-    if (rst) begin
-      \$381  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$382  = k13_d2;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$382  = k13_d1;
+    \$382  = k13_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$382  = k1_d1;
       end
     end
     if (rst) begin
@@ -23116,10 +23108,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$383  = k13_d3;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$383  = k13_d2;
+    \$383  = k13_d2;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$383  = k13_d1;
       end
     end
     if (rst) begin
@@ -23128,10 +23120,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$384  = k13_d4;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$384  = k13_d3;
+    \$384  = k13_d3;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$384  = k13_d2;
       end
     end
     if (rst) begin
@@ -23140,10 +23132,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$385  = k13_d5;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$385  = k13_d4;
+    \$385  = k13_d4;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$385  = k13_d3;
       end
     end
     if (rst) begin
@@ -23152,10 +23144,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$386  = k13_d6;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$386  = k13_d5;
+    \$386  = k13_d5;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$386  = k13_d4;
       end
     end
     if (rst) begin
@@ -23164,10 +23156,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$387  = k13_d7;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$387  = k13_d6;
+    \$387  = k13_d6;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$387  = k13_d5;
       end
     end
     if (rst) begin
@@ -23176,10 +23168,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$388  = k13_d8;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$388  = k13_d7;
+    \$388  = k13_d7;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$388  = k13_d6;
       end
     end
     if (rst) begin
@@ -23188,10 +23180,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$389  = k13_d9;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$389  = k13_d8;
+    \$389  = k13_d8;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$389  = k13_d7;
       end
     end
     if (rst) begin
@@ -23200,10 +23192,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$390  = k13_d10;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$390  = k13_d9;
+    \$390  = k13_d9;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$390  = k13_d8;
       end
     end
     if (rst) begin
@@ -23212,10 +23204,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$391  = k13_d11;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$391  = k13_d10;
+    \$391  = k13_d10;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$391  = k13_d9;
       end
     end
     if (rst) begin
@@ -23224,10 +23216,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$392  = k13_d12;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$392  = k13_d11;
+    \$392  = k13_d11;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$392  = k13_d10;
       end
     end
     if (rst) begin
@@ -23236,26 +23228,26 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$393  = y_v_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$393  = \$183 ;
+    \$393  = k13_d12;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$393  = k13_d11;
       end
     end
     if (rst) begin
-      \$393  = 1'h0;
+      \$393  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$394  = y_k_d1;
-    if (\$108 ) begin
-      if (\$109 ) begin
-        \$394  = k13_d12;
+    \$394  = y_v_d1;
+    if (\$109 ) begin
+      if (\$110 ) begin
+        \$394  = \$184 ;
       end
     end
     if (rst) begin
-      \$394  = 5'h00;
+      \$394  = 1'h0;
     end
   end
   assign exp2__o__ready = 1'h1;
@@ -23265,28 +23257,28 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   assign rd_xc__addr = k;
   assign kn = \$signature__addr ;
   assign \$signature__addr$29  = \$signature__addr ;
-  assign \$signature__addr$30  = \$11 [5:0];
+  assign \$signature__addr$30  = \$12 [7:0];
   assign \s$35  = mul__p__0[34:7];
   assign \s$44  = mul__p__1[47:16];
   assign kn11_d1 = \$signature__addr$45 ;
   assign h_new = \$signature__data ;
   assign v11_d1 = \$signature__en ;
-  assign acc_now = \$20 [44:0];
+  assign acc_now = \$21 [44:0];
   assign \s$63  = mul__p__2[40:11];
   assign o_v = o__valid;
-  assign mul__a__0 = { \$35 [23], \$35  };
-  assign mul__c__0 = { \$54 [33], \$54 [33], \$54 [33], \$54 [33], \$54 [33], \$54 [33], \$54 [33], \$54 [33], \$54 [33], \$54 [33], \$54 [33], \$54 [33], \$54 [33], \$54 [33], \$54  };
-  assign mul__a__1 = { \$61 [23], \$61  };
-  assign mul__a__2 = { \$85 [23], \$85  };
-  assign mul__c__2 = { 33'h000000000, \$98  };
+  assign mul__a__0 = { \$36 [23], \$36  };
+  assign mul__c__0 = { \$55 [33], \$55 [33], \$55 [33], \$55 [33], \$55 [33], \$55 [33], \$55 [33], \$55 [33], \$55 [33], \$55 [33], \$55 [33], \$55 [33], \$55 [33], \$55 [33], \$55  };
+  assign mul__a__1 = { \$62 [23], \$62  };
+  assign mul__a__2 = { \$86 [23], \$86  };
+  assign mul__c__2 = { 33'h000000000, \$99  };
   assign rd_sz__addr = \$7 [4:0];
-  assign \port$2348$0  = \$35 ;
-  assign mul__b__0 = \$45 [17:0];
-  assign \port$2367$0  = \$54 ;
-  assign \port$2374$0  = \$61 ;
-  assign mul__b__1 = \$69 [17:0];
-  assign \port$2408$0  = \$85 ;
-  assign \port$2432$0  = \$98 ;
+  assign \port$2349$0  = \$36 ;
+  assign mul__b__0 = \$46 [17:0];
+  assign \port$2368$0  = \$55 ;
+  assign \port$2375$0  = \$62 ;
+  assign mul__b__1 = \$70 [17:0];
+  assign \port$2409$0  = \$86 ;
+  assign \port$2433$0  = \$99 ;
   assign \regs.delta_floor_min  = regs[15:0];
   assign \regs.delta_floor_max  = regs[31:16];
   assign \regs.eps_min  = regs[47:32];
@@ -23309,23 +23301,23 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   assign \C[3]  = C[71:54];
   assign \cmd__payload.op  = cmd__payload[0];
   assign \cmd__payload.layer  = cmd__payload[1];
-  assign o__payload[29] = \$24 ;
+  assign o__payload[29] = \$25 ;
   assign o__payload[28:5] = o_val;
   assign o__payload[4:0] = o_i;
   assign \$3  = regs[79:64];
   assign bgf = { 1'h0, \$4 [16:1] };
   assign \$8  = { layer, 3'h0 };
   assign \$9  = { 3'h0, layer, 4'h0 };
-  assign \$22  = { \$20 [44], \$20 [44], \$20 [44], \$20 [44], \$20 [44], \$20 [44], \$20 [44], \$20 [44], \$20 [44], \$20 [44], \$20 [44], \$20 [44], \$20 [44], \$20 [44:13] };
-  assign \$112  = { mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33:21] };
-  assign \$114  = { \$113 [19], \$113 [19:1] };
-  assign \$115  = { mul__p__1[33], mul__p__1[33], mul__p__1[33:17] };
-  assign \$117  = { \$116 [19], \$116 [19:1] };
-  assign \$191  = { 2'h0, layer, 5'h00 };
-  assign \$192  = { 1'h0, layer, 6'h00 };
-  assign \$204  = \$203 ;
-  assign \$210  = \$209 ;
-  assign \$222  = \$221 ;
+  assign \$23  = { \$21 [44], \$21 [44], \$21 [44], \$21 [44], \$21 [44], \$21 [44], \$21 [44], \$21 [44], \$21 [44], \$21 [44], \$21 [44], \$21 [44], \$21 [44], \$21 [44:13] };
+  assign \$113  = { mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33:21] };
+  assign \$115  = { \$114 [19], \$114 [19:1] };
+  assign \$116  = { mul__p__1[33], mul__p__1[33], mul__p__1[33:17] };
+  assign \$118  = { \$117 [19], \$117 [19:1] };
+  assign \$192  = { 2'h0, layer, 5'h00 };
+  assign \$193  = { 1'h0, layer, 6'h00 };
+  assign \$205  = \$204 ;
+  assign \$211  = \$210 ;
+  assign \$223  = \$222 ;
 endmodule
 
 (* generator = "Amaranth" *)

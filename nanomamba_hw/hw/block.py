@@ -232,13 +232,16 @@ class ScanUnit(wiring.Component):
 
         # ---------------- the scan (sub-steps 9–12)
         # −|A| in the ROM: P = −|A|·Δ, and −round(x / 2**s) = (−x + 2**(s−1) − 1) ≫ s
-        a_rom = Memory(shape=signed(17), depth=max(2, L * E * N),
-                       init=rom_init([-int(v) for b in self.blocks for v in b.A.reshape(-1)], signed(17)))
-        d_rom = Memory(shape=shape_of(D_FMT), depth=max(2, L * E),
-                       init=rom_init([int(v) for b in self.blocks for v in b.D], shape_of(D_FMT)))
+        # −|A| (L·E·N words) and D (L·E words) share one ROM with two read ports: one block
+        # RAM instead of two ROMs in LUTs (both ports are read every cycle of the scan)
+        ad_shape = signed(max(17, D_FMT.bits))
+        d_base = L * E * N
+        ad_rom = Memory(shape=ad_shape, depth=d_base + L * E, attrs={"ram_style": "block"},
+                        init=rom_init([-int(v) for b in self.blocks for v in b.A.reshape(-1)]
+                                      + [int(v) for b in self.blocks for v in b.D], ad_shape))
         h_ram = Memory(shape=shape_of(f["h"]), depth=max(2, L * E * N), init=[])
-        m.submodules.a_rom, m.submodules.d_rom, m.submodules.h_ram = a_rom, d_rom, h_ram
-        a_rd, d_rd, h_rd, h_wr = a_rom.read_port(), d_rom.read_port(), h_ram.read_port(), h_ram.write_port()
+        m.submodules.ad_rom, m.submodules.h_ram = ad_rom, h_ram
+        a_rd, d_rd, h_rd, h_wr = ad_rom.read_port(), ad_rom.read_port(), h_ram.read_port(), h_ram.write_port()
 
         go = Signal()                      # issue an element this cycle
         k = Signal(range(E + 2))
@@ -248,7 +251,7 @@ class ScanUnit(wiring.Component):
         kn = Signal(range(max(2, L * E * N + 2 * N)))     # flat state address
         m.d.comb += [self.rd_delta.addr.eq(k), self.rd_xc.addr.eq(k),
                      self.rd_sz.addr.eq(Mux(n == 1, k - 1, k)),
-                     a_rd.addr.eq(kn), h_rd.addr.eq(kn), d_rd.addr.eq(const_mul(layer, E) + k)]
+                     a_rd.addr.eq(kn), h_rd.addr.eq(kn), d_rd.addr.eq(d_base + const_mul(layer, E) + k)]
         # +1: operands
         v1 = delay(m, go & real, 1, "v1")
         s1 = delay(m, go, 1, "s1")                 # element slot (real or dummy)
@@ -272,7 +275,7 @@ class ScanUnit(wiring.Component):
             xc_c.append(r)                        # xc_c[j] valid at +1+j
         h_c = delay(m, h_old, 7, "hold")          # at +8
         sz12 = delay(m, self.rd_sz.data, 11, "sz")
-        D12 = delay(m, d_rd.data, 11, "D")
+        D12 = delay(m, d_rd.data[:D_FMT.bits].as_signed(), 11, "D")
         # +3: dbx = sat(round(Δ·B̃) + ε), ya = −round(|A|·Δ / 2**s)
         v3, n3, kn3 = delay(m, v1, 2, "v3"), delay(m, n1, 2, "n3"), delay(m, kn1, 2, "kn3")
         dbx = Signal(shape_of(f["dbx"]))

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -33,12 +33,25 @@ from .mac import clamp, rshift_round_v
 LOG_OUT_WIDTH = 32      # log2 results: |log2| < 2**15 with LOG_FRAC = 16 fraction bits
 
 
-def _rom(m: Module, name: str, values, width: int, signed_: bool = False):
-    """A combinational-read ROM with two read ports (entries idx and idx + 1)."""
-    shape = signed(width) if signed_ else unsigned(width)
-    mem = Memory(shape=shape, depth=len(values), init=rom_init(values, shape))
+def segment_rom(m: Module, name: str, table) -> data.View:
+    """A combinational-read ROM of an increasing segment table's (entry, difference) pairs:
+    word i holds ``a = table[i]`` and ``d = table[i + 1] − table[i]`` for the 2**SEG_BITS
+    segments, so one read port (no second port at i + 1, no subtractor) feeds
+    :func:`_interp_d`. ``addr`` is set by the caller; returns the word as a View (``a``, ``d``)
+    with the port in ``.port``."""
+    t = [int(v) for v in table]
+    pairs = [(t[i], t[i + 1] - t[i]) for i in range(len(t) - 1)]
+    if min(min(a, dd) for a, dd in pairs) < 0:
+        raise ValueError(f"{name}: segment table must be non-negative and increasing")
+    layout = data.StructLayout({"a": unsigned(max(a for a, _ in pairs).bit_length()),
+                                "d": unsigned(max(1, max(dd for _, dd in pairs).bit_length()))})
+    mem = Memory(shape=layout.as_shape(), depth=len(pairs),
+                 init=[layout.const({"a": a, "d": dd}).as_value().value for a, dd in pairs])
     m.submodules[name] = mem
-    return mem.read_port(domain="comb"), mem.read_port(domain="comb")
+    port = mem.read_port(domain="comb")
+    view = data.View(layout, port.data)
+    view.port = port
+    return view
 
 
 def _stage(m: Module, en, name: str, shape, value):
@@ -112,9 +125,9 @@ class Log2Unit(wiring.Component):
         e3 = _stage(m, en, "e3", ew, e2)
         z3 = _stage(m, en, "z3", 1, z2)
         # 4: table + interpolation + exponent
-        ra, rb = _rom(m, "table", F.LOG2.table, F.LOG_FRAC + 1)
-        m.d.comb += [ra.addr.eq(idx3), rb.addr.eq(idx3 + 1)]
-        frac = _interp(ra.data, rb.data, rem3, rem_bits)
+        seg = segment_rom(m, "table", F.LOG2.table)
+        m.d.comb += seg.port.addr.eq(idx3)
+        frac = _interp_d(seg.a, seg.d, rem3, rem_bits)
         value = ((as_signed_value(e3) - self.in_frac) << F.LOG_FRAC) + frac
         with m.If(en):
             m.d.sync += [self.o.valid.eq(v3),
@@ -155,9 +168,9 @@ class Exp2Unit(wiring.Component):
         idx2 = _stage(m, en, "idx2", S, y1[rem_bits:L])
         rem2 = _stage(m, en, "rem2", rem_bits, y1[:rem_bits])
         # 3: table + interpolation → mantissa in [2**16, 2**17)
-        ra, rb = _rom(m, "table", F.EXP2.table, P + 2)
-        m.d.comb += [ra.addr.eq(idx2), rb.addr.eq(idx2 + 1)]
-        mant = _interp(ra.data, rb.data, rem2, rem_bits)
+        seg = segment_rom(m, "table", F.EXP2.table)
+        m.d.comb += seg.port.addr.eq(idx2)
+        mant = _interp_d(seg.a, seg.d, rem2, rem_bits)
         v3 = _stage(m, en, "v3", 1, v2)
         mant3 = _stage(m, en, "mant3", unsigned(P + 1), mant)
         shift3 = _stage(m, en, "shift3", shift2.shape(), shift2)
@@ -450,11 +463,10 @@ class Exp2NarrowUnit(Exp2Unit):
         # the table is read here and its entries registered, so stage 3 holds only the
         # interpolation's multiply-add (a ROM, a subtractor and a multiplier in one stage do
         # not fit a 50 MHz cycle on an ECP5)
-        ra, rb = _rom(m, "table", F.EXP2.table, P + 2)
-        idx = y1[rem_bits:L]
-        m.d.comb += [ra.addr.eq(idx), rb.addr.eq(idx + 1)]
-        a2 = _stage(m, en, "a2", unsigned(P + 2), ra.data)
-        d2 = _stage(m, en, "d2", signed(P + 3), rb.data - ra.data)
+        seg = segment_rom(m, "table", F.EXP2.table)
+        m.d.comb += seg.port.addr.eq(y1[rem_bits:L])
+        a2 = _stage(m, en, "a2", seg.a.shape(), seg.a)
+        d2 = _stage(m, en, "d2", seg.d.shape(), seg.d)
         # 3: interpolation → mantissa in [2**16, 2**17]
         mant = _interp_d(a2, d2, rem2, rem_bits)
         v3 = _stage(m, en, "v3", 1, v2)

@@ -67,7 +67,7 @@ from ..fixed.formats import DA_FMT
 from ..fixed.norm import GAMMA_FMT, IN_EPS, LN_EPS, LayerNormParams
 from ..fixed.ops import Fmt
 from .common import OrMux, shape_of
-from .funcs import LOG_OUT_WIDTH
+from .funcs import LOG_OUT_WIDTH, segment_rom
 from .mac import (
     MUL_B_BITS,
     MUL_LATENCY,
@@ -113,12 +113,6 @@ def _e_range(num_lo: int, num_hi: int, x_frac: int) -> tuple[int, int]:
     y_hi = -(math.log2(num_lo) - 2 * x_frac) / 2
     y_lo = -(math.log2(num_hi) - 2 * x_frac) / 2
     return math.floor(y_lo) - 1, math.floor(y_hi) + 1
-
-
-def log2_rom_words() -> list[tuple[int, int]]:
-    """(table[i], table[i + 1] − table[i]) of ``fixed.funcs.LOG2`` for i = 0 … 2**SEG_BITS − 1."""
-    t = [int(v) for v in F.LOG2.table]
-    return [(t[i], t[i + 1] - t[i]) for i in range(len(t) - 1)]
 
 
 class NormUnit(wiring.Component):
@@ -222,7 +216,9 @@ class NormUnit(wiring.Component):
         for p in self.ln:
             for i in range(d):
                 gb_init.append(gb_layout.const({"g": int(p.gamma[i]), "b": int(p.beta[i])}).as_value().value)
-        mem_gb = Memory(shape=gb_layout.as_shape(), depth=max(2, len(gb_init)), init=gb_init)
+        # γ, β in a block RAM: as a ROM in LUTs they cost ~60 LUTs
+        mem_gb = Memory(shape=gb_layout.as_shape(), depth=max(2, len(gb_init)), init=gb_init,
+                        attrs={"ram_style": "block"})
         m.submodules.mem_gb = mem_gb
         r_gb = mem_gb.read_port()
 
@@ -374,20 +370,13 @@ class NormUnit(wiring.Component):
 
         # ---- log2: normalise num in place, then the table
         lz = Signal(range(self.num_w + 1))               # shifts so far
-        rom = log2_rom_words()
-        if max(a for a, _ in rom) >= 1 << F.LOG_FRAC:
-            raise ValueError("log2 table entry too wide")
         rem_bits = F.MANT_BITS - F.SEG_BITS
-        rom_layout = data.StructLayout({"a": unsigned(F.LOG_FRAC),
-                                        "d": unsigned(max(w for _, w in rom).bit_length())})
-        log_rom = Memory(shape=rom_layout.as_shape(), depth=len(rom),
-                         init=[rom_layout.const({"a": a, "d": dd}).as_value().value for a, dd in rom])
-        m.submodules.log_rom = log_rom
-        lr = log_rom.read_port(domain="comb")
+        lrv = segment_rom(m, "log_rom", F.LOG2.table)
+        if len(lrv.a) > F.LOG_FRAC:
+            raise ValueError("log2 table entry too wide")
         top = num[self.num_w - 1]
         mant = num[self.num_w - 1 - F.MANT_BITS:self.num_w - 1]
-        m.d.comb += lr.addr.eq(mant[rem_bits:])
-        lrv = data.View(rom_layout, lr.data)
+        m.d.comb += lrv.port.addr.eq(mant[rem_bits:])
         lphase = Signal(range(MUL_LATENCY + 2))
         y_half = Signal(signed(LOG_OUT_WIDTH))
         e_w = signed_bits(*self.e_range) + 1
