@@ -48,7 +48,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..fixed.block import MEAN_FRAC, BlockParams, activation_tables
+from ..fixed.block import A_BITS, MEAN_FRAC, BlockParams, activation_tables
 from ..fixed.formats import (
     ALPHA_FMT,
     D_FMT,
@@ -234,7 +234,8 @@ class ScanUnit(wiring.Component):
         # −|A| in the ROM: P = −|A|·Δ, and −round(x / 2**s) = (−x + 2**(s−1) − 1) ≫ s
         # −|A| (L·E·N words) and D (L·E words) share one ROM with two read ports: one block
         # RAM instead of two ROMs in LUTs (both ports are read every cycle of the scan)
-        ad_shape = signed(max(17, D_FMT.bits))
+        a_shape = signed(A_BITS + 1)                  # −|A|, |A| unsigned A_BITS in the model
+        ad_shape = signed(max(a_shape.width, D_FMT.bits))
         d_base = L * E * N
         ad_rom = Memory(shape=ad_shape, depth=d_base + L * E, attrs={"ram_style": "block"},
                         init=rom_init([-int(v) for b in self.blocks for v in b.A.reshape(-1)]
@@ -280,7 +281,7 @@ class ScanUnit(wiring.Component):
         v3, n3, kn3 = delay(m, v1, 2, "v3"), delay(m, n1, 2, "n3"), delay(m, kn1, 2, "kn3")
         dbx = Signal(shape_of(f["dbx"]))
         ya = Signal(signed(EXP2_IN_WIDTH))
-        ya_w = pwidth(signed(17), shape_of(f["delta"]))
+        ya_w = pwidth(a_shape, shape_of(f["delta"]))
         if len(shifts) == 1:
             ya_v = rp(1, shifts[0], ya_w)
         else:

@@ -33,12 +33,12 @@ from .mac import clamp, rshift_round_v
 LOG_OUT_WIDTH = 32      # log2 results: |log2| < 2**15 with LOG_FRAC = 16 fraction bits
 
 
-def segment_rom(m: Module, name: str, table) -> data.View:
+def segment_rom(m: Module, name: str, table):
     """A combinational-read ROM of an increasing segment table's (entry, difference) pairs:
     word i holds ``a = table[i]`` and ``d = table[i + 1] − table[i]`` for the 2**SEG_BITS
     segments, so one read port (no second port at i + 1, no subtractor) feeds
-    :func:`_interp_d`. ``addr`` is set by the caller; returns the word as a View (``a``, ``d``)
-    with the port in ``.port``."""
+    :func:`_interp_d`. Returns ``(port, word)``: the read port (the caller drives ``addr``)
+    and its data as a View with fields ``a`` and ``d``."""
     t = [int(v) for v in table]
     pairs = [(t[i], t[i + 1] - t[i]) for i in range(len(t) - 1)]
     if min(min(a, dd) for a, dd in pairs) < 0:
@@ -49,9 +49,7 @@ def segment_rom(m: Module, name: str, table) -> data.View:
                  init=[layout.const({"a": a, "d": dd}).as_value().value for a, dd in pairs])
     m.submodules[name] = mem
     port = mem.read_port(domain="comb")
-    view = data.View(layout, port.data)
-    view.port = port
-    return view
+    return port, data.View(layout, port.data)
 
 
 def _stage(m: Module, en, name: str, shape, value):
@@ -125,8 +123,8 @@ class Log2Unit(wiring.Component):
         e3 = _stage(m, en, "e3", ew, e2)
         z3 = _stage(m, en, "z3", 1, z2)
         # 4: table + interpolation + exponent
-        seg = segment_rom(m, "table", F.LOG2.table)
-        m.d.comb += seg.port.addr.eq(idx3)
+        port, seg = segment_rom(m, "table", F.LOG2.table)
+        m.d.comb += port.addr.eq(idx3)
         frac = _interp_d(seg.a, seg.d, rem3, rem_bits)
         value = ((as_signed_value(e3) - self.in_frac) << F.LOG_FRAC) + frac
         with m.If(en):
@@ -168,8 +166,8 @@ class Exp2Unit(wiring.Component):
         idx2 = _stage(m, en, "idx2", S, y1[rem_bits:L])
         rem2 = _stage(m, en, "rem2", rem_bits, y1[:rem_bits])
         # 3: table + interpolation → mantissa in [2**16, 2**17)
-        seg = segment_rom(m, "table", F.EXP2.table)
-        m.d.comb += seg.port.addr.eq(idx2)
+        port, seg = segment_rom(m, "table", F.EXP2.table)
+        m.d.comb += port.addr.eq(idx2)
         mant = _interp_d(seg.a, seg.d, rem2, rem_bits)
         v3 = _stage(m, en, "v3", 1, v2)
         mant3 = _stage(m, en, "mant3", unsigned(P + 1), mant)
@@ -463,8 +461,8 @@ class Exp2NarrowUnit(Exp2Unit):
         # the table is read here and its entries registered, so stage 3 holds only the
         # interpolation's multiply-add (a ROM, a subtractor and a multiplier in one stage do
         # not fit a 50 MHz cycle on an ECP5)
-        seg = segment_rom(m, "table", F.EXP2.table)
-        m.d.comb += seg.port.addr.eq(y1[rem_bits:L])
+        port, seg = segment_rom(m, "table", F.EXP2.table)
+        m.d.comb += port.addr.eq(y1[rem_bits:L])
         a2 = _stage(m, en, "a2", seg.a.shape(), seg.a)
         d2 = _stage(m, en, "d2", seg.d.shape(), seg.d)
         # 3: interpolation → mantissa in [2**16, 2**17]

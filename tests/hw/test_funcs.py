@@ -278,13 +278,13 @@ def test_segment_rom_words(table):
 
     from nanomamba_hw.hw.funcs import segment_rom
     m = Module()
-    seg = segment_rom(m, "rom", table)
+    port, seg = segment_rom(m, "rom", table)
     t = [int(v) for v in table]
     got = []
 
     async def read_all(ctx):
         for i in range(len(t) - 1):
-            ctx.set(seg.port.addr, i)
+            ctx.set(port.addr, i)
             got.append((ctx.get(seg.a), ctx.get(seg.d)))
 
     sim = Simulator(m)
