@@ -142,9 +142,12 @@ def markdown(res: dict) -> str:
              f"configuration, {res.get('jobs', 1)} configuration(s) at a time on this machine.",
              "",
              "## Hardware", "",
-             "| variant | weights | lanes | LUT | FF | DSP48E1 | RAMB36E1 | RAMB18E1 | fmax est. MHz "
-             "| cycles/clip | latency after last sample | min clock real time | build s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "LUT counts LUTs used as logic; LUT as memory, the LUT sites of the distributed RAMs "
+             "(four per RAM32M or RAM64M cell); Vivado's \"Slice LUTs\" is their sum.", "",
+             "| variant | weights | lanes | LUT | LUT as memory | FF | DSP48E1 | RAMB36E1 | RAMB18E1 "
+             "| fmax est. MHz | cycles/clip | latency after last sample | min clock real time "
+             "| build s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["hardware"]:
         rs = r.get("resources") or {}
 
@@ -153,7 +156,8 @@ def markdown(res: dict) -> str:
         fmax = f"{r['fmax_estimate_mhz']:.0f}" if r.get("fmax_estimate_mhz") else "–"
         build_s = r.get("synth_seconds", 0) + r["generate_seconds"]
         lines.append(
-            f"| {r['variant']} | {r['weights']} | {r['lanes']} | {cell('LUT')} | {cell('FF')} | "
+            f"| {r['variant']} | {r['weights']} | {r['lanes']} | {cell('LUT')} | {cell('LUTRAM')} | "
+            f"{cell('FF')} | "
             f"{cell('DSP48E1')} | {cell('RAMB36E1')} | {cell('RAMB18E1')} | {fmax} | "
             f"{r['cycles_per_clip']:,} | {r['latency_cycles_after_last_sample']:,} "
             f"({r['latency_ms_at_100mhz']} ms at 100 MHz) | {r['min_clock_mhz_real_time']} MHz | "

