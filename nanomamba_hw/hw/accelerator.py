@@ -2,9 +2,9 @@
 
 ::
 
-    pcm ─► Framer ─► STFT ─► Spectral (mel, SNR, front end, feature buffer) ─► FeatureStreamer
-                                                                                    │
-    result ◄─ (cycles) ◄──────────────────────────────────── Backend ◄─────────────┘
+    pcm ─► Framer ─► STFT ─► Spectral (mel, SNR, front end, feature buffer)
+                                                                   │ rd (random access)
+    result ◄─ (cycles) ◄──────────────────────────────────── Backend ◄┘
 
 Generated entirely from a :class:`~nanomamba_hw.fixed.model.FixedParams` (formats, tables,
 weights): no constant is written here. The ports are the
@@ -16,8 +16,8 @@ the register port, ``busy``), so board tops and the host link work with it uncha
   values; the back end samples them when it starts a clip, so a write applies from the next
   clip whose back-end pass has not started.
 - The front end runs while samples arrive. With ``n_banks=1`` (the default: 4 RAMB36 fewer)
-  the next clip's samples are held off (``pcm.ready`` low) until the back end has read the
-  current clip's features, ~4.7 ms at 100 MHz; with ``n_banks=2`` the next clip's front end
+  the next clip's samples are held off (``pcm.ready`` low) until the back end has done its
+  last frame of the current clip, ~4.7 ms at 100 MHz; with ``n_banks=2`` the next clip's front end
   overlaps the current clip's back end, for continuous input without pauses.
 - ``clip_start`` abandons the clip being received: framer, STFT and spectral engine restart
   (a complete clip in the feature buffer or the back end is kept).
@@ -43,7 +43,6 @@ from .accel_if import (
     AcceleratorSignature,
 )
 from .backend import Backend
-from .featbuf import FeatureStreamer
 from .framer import Framer
 from .spectral import Spectral
 from .stft import STFT
@@ -71,8 +70,6 @@ class Accelerator(wiring.Component):
         self.framer = Framer(n_fft=N_FFT, hop=HOP, clip_samples=clip_samples)
         self.stft = STFT()
         self.spectral = Spectral(params=params, n_frames=self.n_frames, n_banks=n_banks)
-        self.streamer = FeatureStreamer(feat_fmt=params.feat_fmt, n_frames=self.n_frames,
-                                        n_mels=params.config.n_mels)
         self.backend = Backend(params, lanes=lanes, n_frames=self.n_frames)
 
     @property
@@ -88,19 +85,12 @@ class Accelerator(wiring.Component):
         m.submodules.stft = ResetInserter({"sync": self.clip_start})(self.stft)
         stft = self.stft
         m.submodules.spectral = sp = self.spectral
-        m.submodules.streamer = st = self.streamer
         m.submodules.backend = be = self.backend
 
         wiring.connect(m, wiring.flipped(self.pcm), fr.i)
         wiring.connect(m, fr.o, stft.i)
         wiring.connect(m, stft.o, sp.i)
-        wiring.connect(m, st.rd, sp.rd)
-        wiring.connect(m, st.feat, be.feat)
-        wiring.connect(m, st.snr, be.snr)
-        # Statistics: the same values, widths sized independently on both sides.
-        m.d.comb += [be.stats.valid.eq(st.stats.valid), st.stats.ready.eq(be.stats.ready),
-                     be.stats.payload.s1.eq(st.stats.payload.s1),
-                     be.stats.payload.s2.eq(st.stats.payload.s2)]
+        wiring.connect(m, be.rd, sp.rd)        # the back end reads the feature buffer
         m.d.comb += [fr.clip_start.eq(self.clip_start), sp.clip_start.eq(self.clip_start)]
 
         # Cycle count per clip: the start time of each completed clip waits in a FIFO until

@@ -15,13 +15,16 @@ Shared units, one job at a time, driven by a sequencer generated from a step lis
   :class:`~nanomamba_hw.hw.funcs.Exp2NarrowUnit` shared by the NormUnit and the scan (log2 is
   inside the NormUnit); the four activation tables in one PWLMultiUnit in the SSMBlock.
 
-Per clip: ``stats`` (40 × (Σx, Σx²)) → instance-norm setup; then per frame t (both input frames
-buffered, two frames deep, so the source may run ahead by one frame):
-IN apply → Δ floor/ε → patch_proj → per layer [LN, in_proj, conv, x_proj, dt_proj,
-scan ‖ snr_proj of the next layer or frame, out_proj] → final LN into the Σ; after T frames the
+The back end reads the clip's features and SNR values straight from the feature buffer
+(``rd``, :func:`~nanomamba_hw.hw.featbuf.FeatureReadSignature`: random access, one word per
+(frame, band)) once the whole clip is there (``rd.full``). Per clip: instance-norm setup (the
+NormUnit sums each band over the T frames); then per frame t: IN apply (which also sums the
+frame's 40 SNR values for the scan's frame constants) → Δ floor/ε → patch_proj → per layer
+[LN, in_proj, conv, x_proj, dt_proj, scan ‖ snr_proj of the next layer or frame, out_proj] →
+final LN into the Σ; after frame T − 1 the clip is released (``rd.release``), then the
 classifier, argmax and ``result`` (see :meth:`Backend._program`).
-The five calibration registers are sampled when the clip's first statistics entry arrives (a
-write takes effect for the next clip whose statistics have not started yet).
+The five calibration registers are sampled when a clip becomes readable (a write takes effect
+for the next clip that is not complete in the feature buffer yet).
 """
 
 from __future__ import annotations
@@ -45,11 +48,12 @@ from .block import (
     SSMBlock,
     block_steps,
 )
-from .common import frame_stream, shape_of
+from .common import shape_of
+from .featbuf import FeatureReadSignature
 from .funcs import Exp2NarrowUnit
 from .head import Head, result_layout
 from .mac import MACEngine, MulBank, clamp, delay
-from .norm import EXP2_IN_WIDTH, EXP2_OUT_FMT, N_BANDS, NormUnit, stats_layout
+from .norm import EXP2_IN_WIDTH, EXP2_OUT_FMT, N_BANDS, NormUnit
 
 # MAC input sources and result destinations
 SRC_NORM, SRC_U, SRC_SNR, SRC_BLOCK, SRC_POOL, SRC_SNR_NEXT = range(6)
@@ -83,7 +87,7 @@ def _src_wb(kind: int) -> tuple[int, int]:
 class Backend(wiring.Component):
     """The back end of the accelerator for any NanoMamba shape (see the module docstring).
 
-    Ports: ``stats``, ``feat``, ``snr`` in; ``result`` out; ``registers`` (the five SSM
+    Ports: ``rd`` (the feature buffer's read side); ``result`` out; ``registers`` (the five SSM
     calibration constants, REG_FMT, initialised from ``params.registers``).
     ``n_frames`` (default: the model's 101) is the clip length in frames.
     """
@@ -111,9 +115,7 @@ class Backend(wiring.Component):
                 raise ValueError("snr_proj has too few inputs to run beside the scan")
         init = dict(zip(REG_NAMES, p.registers.as_tuple()))
         super().__init__({
-            "stats": In(stream.Signature(stats_layout(p.feat_fmt, max(T, p.config.n_frames)))),
-            "feat": In(frame_stream(shape_of(p.feat_fmt))),
-            "snr": In(frame_stream(shape_of(SNR_FMT))),
+            "rd": Out(FeatureReadSignature(n_frames=T, n_mels=N_BANDS, feat_fmt=p.feat_fmt)),
             "result": Out(stream.Signature(result_layout(f["logits"], p.config.n_classes))),
             "registers": In(REG_LAYOUT, init=init),
         })
@@ -169,48 +171,18 @@ class Backend(wiring.Component):
                      ex.o.ready.eq(1),
                      norm.exp2.o.valid.eq(ex.o.valid), norm.exp2.o.payload.eq(ex.o.payload),
                      su.exp2.o.valid.eq(ex.o.valid), su.exp2.o.payload.eq(ex.o.payload)]
-        wiring.connect(m, wiring.flipped(self.stats), norm.stats)
         wiring.connect(m, head.result, wiring.flipped(self.result))
 
         # ---------------- clip state
         t = self.t
         slot = Signal(range(3))
         regs = Signal(REG_LAYOUT)
-        rb = Signal()                       # input bank of the frame being processed
 
-        # ---------------- input frame buffers (two frames deep)
-        mi = Module()
-        m.submodules.inputs = mi
-        feat_mem = Memory(shape=shape_of(self.params.feat_fmt), depth=2 * NB, init=[])
-        snr_mem = Memory(shape=shape_of(SNR_FMT), depth=2 * NB, init=[])
-        mi.submodules.feat_buf, mi.submodules.snr_buf = feat_mem, snr_mem
-        release = Signal()                  # the sequencer frees bank rb
-        sums = [Signal(range(NB * SNR_FMT.max_int + 1), name=f"snr_sum{b}") for b in range(2)]
-        full = {}
-        for name, s, mem in (("feat", self.feat, feat_mem), ("snr", self.snr, snr_mem)):
-            wb = Signal(name=f"{name}_wb")
-            cnt = Signal(range(NB), name=f"{name}_cnt")
-            fl = [Signal(name=f"{name}_full{b}") for b in range(2)]
-            full[name] = fl
-            wp = mem.write_port()
-            acc = s.valid & s.ready
-            mi.d.comb += [s.ready.eq(~Mux(wb, fl[1], fl[0])),
-                         wp.addr.eq(Mux(wb, NB, 0) + cnt), wp.data.eq(s.payload.data), wp.en.eq(acc)]
-            with mi.If(acc):
-                mi.d.sync += cnt.eq(Mux(cnt == NB - 1, 0, cnt + 1))
-                if name == "snr":
-                    for b in range(2):
-                        with mi.If(wb == b):
-                            mi.d.sync += sums[b].eq(Mux(cnt == 0, 0, sums[b]) + s.payload.data)
-                with mi.If(cnt == NB - 1):
-                    mi.d.sync += wb.eq(~wb)
-            for b in range(2):
-                with mi.If(acc & (cnt == NB - 1) & (wb == b)):
-                    mi.d.sync += fl[b].eq(1)
-                with mi.Elif(release & (rb == b)):
-                    mi.d.sync += fl[b].eq(0)
-        frame_ready = Mux(rb, full["feat"][1] & full["snr"][1], full["feat"][0] & full["snr"][0])
-
+        # ---------------- the frame's Σ SNR (the scan's frame constants), summed while the
+        # instance norm reads the frame's words (the SNR value is in the same word)
+        snr_sum = Signal(range(NB * SNR_FMT.max_int + 1))
+        release = Signal()                  # the last frame is done: free the feature buffer
+        m.d.comb += self.rd.release.eq(release)
         # ---------------- activation memories and the datapath glue
         mg = Module()
         m.submodules.glue = mg
@@ -221,7 +193,6 @@ class Backend(wiring.Component):
         nb_w, nb_r = norm_buf.write_port(), norm_buf.read_port()
         x_w, x_r = x_buf.write_port(), x_buf.read_port()
         u_w, u_r = u_buf.write_port(), u_buf.read_port()
-        f_r, s_r = feat_mem.read_port(), snr_mem.read_port()
         self.state = {"norm_buf": norm_buf, "x_buf": x_buf, "u_buf": u_buf}
 
         # ---------------- sequencer context (driven per state)
@@ -231,24 +202,40 @@ class Backend(wiring.Component):
         kind = Signal(range(8))
         layer = Signal(range(max(2, L)))
         norm_dst = Signal(range(4))         # 0 none, 1 norm_buf, 2 u_buf, 3 head
+        norm_setup = Signal()               # the NormUnit's instance-norm setup is running
         mg.d.comb += [ssm.kind.eq(kind), ssm.layer.eq(layer),
                      ssm.slot.eq(slot), ssm.frame_age.eq(Mux(t > 2, 2, t)), ssm.regs.eq(regs),
-                     ssm.snr_sum.eq(Mux(rb, sums[1], sums[0])), head.first.eq(t == 0)]
+                     ssm.snr_sum.eq(snr_sum), head.first.eq(t == 0)]
 
         # MAC input reads (data one cycle after the address)
         rd = mac.rd
         with mg.If(src == SRC_BLOCK):       # (gated: keeps the block asleep in simulation)
             mg.d.comb += [ssm.mac_rd.en.eq(rd.en), ssm.mac_rd.o.eq(rd.o), ssm.mac_rd.i.eq(rd.i)]
-        mg.d.comb += [nb_r.addr.eq(rd.i), u_r.addr.eq(rd.i),
-                     s_r.addr.eq(Mux(rb ^ (src == SRC_SNR_NEXT), NB, 0) + rd.i),
-                     head.pool_rd.addr.eq(rd.i)]
+        mg.d.comb += [nb_r.addr.eq(rd.i), u_r.addr.eq(rd.i), head.pool_rd.addr.eq(rd.i)]
+        # the feature buffer: SNR values for the MAC (snr_proj of frame t, or t + 1 beside the
+        # last scan of frame t) or features for the NormUnit (setup: addr = frame, band;
+        # apply: addr = band); never both in one cycle (the NormUnit and the scans alternate)
+        fb = self.rd
+        mac_snr = (src == SRC_SNR) | (src == SRC_SNR_NEXT)
+        norm_fb = norm_setup | (norm_dst == 1)
+        with mg.If(mac_snr):
+            mg.d.comb += [fb.en.eq(rd.en), fb.t.eq(t + (src == SRC_SNR_NEXT)), fb.m.eq(rd.i)]
+        with mg.Elif(norm_setup):
+            mg.d.comb += [fb.en.eq(norm.rd.en), fb.t.eq(norm.rd.addr), fb.m.eq(norm.rd.band)]
+        with mg.Else():
+            mg.d.comb += [fb.en.eq(norm.rd.en & norm_fb), fb.t.eq(t), fb.m.eq(norm.rd.addr)]
+        # Σ SNR of frame t: the words the instance norm's apply reads, one cycle later
+        apply_v = delay(mg, norm.rd.en & (norm_dst == 1), 1, "apply_v")
+        apply_first = delay(mg, norm.rd.addr == 0, 1, "apply_first")
+        with mg.If(apply_v):
+            mg.d.sync += snr_sum.eq(Mux(apply_first, 0, snr_sum) + fb.snr)
         with mg.Switch(src):
             with mg.Case(SRC_NORM):
                 mg.d.comb += rd.data.eq(nb_r.data)
             with mg.Case(SRC_U):
                 mg.d.comb += rd.data.eq(u_r.data)
             with mg.Case(SRC_SNR, SRC_SNR_NEXT):
-                mg.d.comb += rd.data.eq(s_r.data)
+                mg.d.comb += rd.data.eq(fb.snr)
             with mg.Case(SRC_BLOCK):
                 mg.d.comb += rd.data.eq(ssm.mac_rd.data)
             with mg.Case(SRC_POOL):
@@ -280,9 +267,8 @@ class Backend(wiring.Component):
                                    Mux(wb == WB_RESID, rmw_last, o.valid & o.payload.last)))
 
         # NormUnit reads and results
-        mg.d.comb += f_r.addr.eq(Mux(rb, NB, 0) + norm.rd.addr)
         with mg.If(norm.busy):
-            mg.d.comb += norm.rd.data.eq(Mux(norm_dst == 1, f_r.data, x_r.data))
+            mg.d.comb += norm.rd.data.eq(Mux(norm_fb, fb.feat, x_r.data))
         no = norm.o
         mg.d.comb += [nb_w.addr.eq(no.payload.index), nb_w.data.eq(no.payload.value),
                      nb_w.en.eq(no.valid & (norm_dst == 1)),
@@ -297,7 +283,6 @@ class Backend(wiring.Component):
         m.submodules.sequencer = ms
         prog = self.program
         sp_st = Signal(2)                   # snr_proj beside a scan: 0 not issued, 1 running, 2 done
-        snr_next_full = Mux(rb, full["snr"][0], full["snr"][1])
         ms.d.comb += [norm.cmd.payload.mode.eq(0), norm.cmd.payload.set.eq(0)]
         with ms.FSM(name="seq"):
             for i, st in enumerate(prog):
@@ -306,8 +291,8 @@ class Backend(wiring.Component):
                 with ms.State(f"S{i}"):
                     ms.d.comb += self.step.eq(i)
                     if op == "clip_start":
-                        # the registers are sampled when the clip's statistics arrive
-                        with ms.If(self.stats.valid):
+                        # the registers are sampled when the clip becomes readable
+                        with ms.If(self.rd.full):
                             ms.d.sync += [regs.eq(self.registers), t.eq(0), slot.eq(0)]
                             ms.next = nxt
                     elif op in ("in_setup", "in_apply", "ln"):
@@ -320,7 +305,7 @@ class Backend(wiring.Component):
                         with ms.If(norm.cmd.ready):
                             ms.next = f"W{i}"
                     elif op == "wait_frame":
-                        with ms.If(frame_ready):
+                        with ms.If(self.rd.full):       # the whole clip is in the buffer
                             ms.next = nxt
                     elif op in ("frame_consts", "scan"):
                         ms.d.comb += [sel.eq(U_SSM), su.cmd.valid.eq(1),
@@ -342,8 +327,8 @@ class Backend(wiring.Component):
                             with ms.If(mac.job.ready):
                                 ms.next = f"W{i}"
                     elif op == "frame_end":
-                        ms.d.comb += [release.eq(1), self.frame_end.eq(1)]
-                        ms.d.sync += [rb.eq(~rb), t.eq(t + 1), slot.eq(Mux(slot == 2, 0, slot + 1))]
+                        ms.d.comb += [release.eq(t == T - 1), self.frame_end.eq(1)]
+                        ms.d.sync += [t.eq(t + 1), slot.eq(Mux(slot == 2, 0, slot + 1))]
                         with ms.If(t == T - 1):
                             ms.next = nxt
                         with ms.Else():
@@ -359,6 +344,8 @@ class Backend(wiring.Component):
                         ms.d.comb += sel.eq(U_NORM)
                         if op == "in_apply":
                             ms.d.comb += norm_dst.eq(1)
+                        elif op == "in_setup":
+                            ms.d.comb += norm_setup.eq(1)
                         elif op == "ln":
                             ms.d.comb += norm_dst.eq(3 if st[1] == L else 2)
                         with ms.If(~norm.busy):
@@ -373,8 +360,7 @@ class Backend(wiring.Component):
                         ms.d.comb += [sel.eq(U_SSM), layer.eq(l), kind.eq(K_SP), src.eq(s),
                                      wb.eq(WB_BLOCK)]
                         skip = (t == T - 1) if nxt_frame else Const(0, 1)
-                        ready = snr_next_full if nxt_frame else Const(1, 1)
-                        with ms.If((sp_st == 0) & ~skip & ready):
+                        with ms.If((sp_st == 0) & ~skip):
                             ms.d.comb += [mac.job.valid.eq(1), mac.job.payload.eq(job)]
                             with ms.If(mac.job.ready):
                                 ms.d.sync += sp_st.eq(1)

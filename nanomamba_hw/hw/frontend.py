@@ -6,8 +6,8 @@ DualPCEN (:mod:`nanomamba_hw.hw.pcen`).
 (s16.10). After a frame's bins, the 40 mel values are read from the engine's RAM, one band
 every 2 cycles: the shared function unit takes the log2 (``(mel << 14) + 11`` is a
 concatenation: 11 < 2¹⁴), the shared multiplier forms ``l2·LN2 + 2²¹`` and the feature goes
-into the feature buffer beside the band's SNR value (read-modify-write) and into its
-statistics. 40 bands in 87 cycles (``schedule_cycles``).
+into the feature buffer beside the band's SNR value (read-modify-write). 40 bands in 87
+cycles (``schedule_cycles``).
 
 :func:`feature_code` decides how the feature buffer stores a front end's features: log-mel
 features lie in ``[log_mel(0), log_mel(max)]`` (the function is monotone), 27.4k codes, so
@@ -17,7 +17,7 @@ features lie in ``[log_mel(0), log_mel(max)]`` (the function is monotone), 27.4k
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Cat, Const, Mux, Signal
+from amaranth.hdl import Cat, Const, Signal
 
 from ..fixed import frontend as ffe
 from ..fixed import funcs as F
@@ -125,7 +125,7 @@ class LogMelPass:
         feat = Signal(fmt.bits)
         m.d.comb += feat.eq(clamp(m, val, fmt.min_int, fmt.max_int))
         with m.If(v[wr]):
-            eng.write_feature(eng.fbase + b_d[wr], b_d[wr], feat.as_signed())
+            eng.write_feature(eng.fbase + b_d[wr], feat.as_signed())
         m.d.comb += self.done.eq(self.run & (bm == n) & ~Cat(*v[1:]).any())
 
 

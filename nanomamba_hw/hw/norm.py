@@ -9,10 +9,12 @@ One :class:`NormUnit` does all three jobs (the back end runs one at a time)::
     v_i = shift_round((n·x_i − Σx) · m, e − 16 − x_frac + v_frac)       (never saturates, below)
     LayerNorm only:  out_i = sat(round(v_i · γ_i / 2**(v_frac + 11 − out_frac)) + β_i)
 
-- ``IN_SETUP`` (once per clip): takes the 40 (Σx, Σx²) pairs from ``stats`` and stores Σx, the
-  mantissa and the shift per band (three 40-entry memories). About 25 cycles per band.
-- ``IN_APPLY`` (per frame): reads the 40 features through ``rd`` and emits the normalised
-  values on ``o``, one per cycle.
+- ``IN_SETUP`` (once per clip): per band, reads the clip's T features of the band through
+  ``rd`` (``addr`` = frame, ``band``), sums x and x² on the multipliers (as LayerNorm's first
+  pass does) and stores −Σx, the mantissa and the shift of the band (three 40-entry
+  memories). About T + 33 cycles per band.
+- ``IN_APPLY`` (per frame): reads the 40 features through ``rd`` (``addr`` = band) and emits
+  the normalised values on ``o``, one per cycle.
 - ``LN`` (per frame and LayerNorm ``set``): reads the d residual values twice through ``rd``
   (sums, then apply) and emits d outputs on ``o``. About 2·d + 35 cycles.
 
@@ -82,18 +84,8 @@ from .mac import (
 EXP2_IN_WIDTH = 32          # the shared Exp2Unit's input (rsqrt fraction, scan's −|A|·Δ)
 EXP2_OUT_FMT = DA_FMT       # u17.16
 N_BANDS = 40
-STATS_FRAMES = 101          # the analytic bound of the stats interface
 DIGIT = 17                  # column width of the numerator (unsigned 17 bits fit the 18-bit side)
 RSQRT_REL_ERR = 2.0 ** -11  # bound on the rsqrt's relative error (log2/exp2 tables, roundings)
-
-
-def stats_layout(feat_fmt: Fmt, n_frames: int = STATS_FRAMES) -> data.StructLayout:
-    """Per-band Σx and Σx² of a clip's features: widths from n_frames·max|x| and n_frames·max x²."""
-    big = max(-feat_fmt.min_int, feat_fmt.max_int)
-    return data.StructLayout({
-        "s1": signed(signed_bits(n_frames * feat_fmt.min_int, n_frames * feat_fmt.max_int)),
-        "s2": unsigned((n_frames * big * big).bit_length()),
-    })
 
 
 def log2_port(width: int) -> wiring.Signature:
@@ -122,11 +114,9 @@ class NormUnit(wiring.Component):
     N_MUL = 3
 
     def __init__(self, *, n_frames: int, feat_fmt: Fmt, in_out_fmt: Fmt, x_fmt: Fmt, d: int,
-                 ln: Sequence[LayerNormParams], n_bands: int = N_BANDS,
-                 stats_frames: int = STATS_FRAMES):
+                 ln: Sequence[LayerNormParams], n_bands: int = N_BANDS):
         self.T, self.feat_fmt, self.in_out_fmt = n_frames, feat_fmt, in_out_fmt
         self.x_fmt, self.d, self.ln, self.n_bands = x_fmt, d, list(ln), n_bands
-        self.stats_layout = stats_layout(feat_fmt, max(stats_frames, n_frames))
         for p in self.ln:
             if p.norm_frac + GAMMA_FMT.frac - p.out_fmt.frac < 0:
                 raise ValueError("LayerNorm output finer than its product")
@@ -135,15 +125,17 @@ class NormUnit(wiring.Component):
         big_x = 1 << (x_fmt.bits - 1)
         big_f = 1 << (feat_fmt.bits - 1)
         self.s1_ln_w = signed_bits(-d * big_x, d * big_x)
-        self.s1_w = max(self.s1_ln_w, self.stats_layout["s1"].shape.width)
+        self.s1_in_w = signed_bits(n_frames * feat_fmt.min_int, n_frames * feat_fmt.max_int)
+        self.s1_w = max(self.s1_ln_w, self.s1_in_w)
         s2_ln_max = d * big_x * big_x
-        self.s2_w = max(s2_ln_max.bit_length(), self.stats_layout["s2"].shape.width)
+        s2_in_max = n_frames * big_f * big_f
+        self.s2_w = max(s2_ln_max, s2_in_max).bit_length()
         self.eps_in = int(np.floor(IN_EPS * self.T * self.T * 2.0 ** (2 * feat_fmt.frac) + 0.5))
         self.eps_ln = int(np.floor(LN_EPS * d * d * 2.0 ** (2 * x_fmt.frac) + 0.5))
         if self.eps_in < 1 or (self.ln and self.eps_ln < 1):
             raise ValueError("eps rounds to 0: log2(0) would be possible")
         num_ln_max = d * s2_ln_max + self.eps_ln
-        num_in_max = self.T * max(stats_frames, n_frames) * big_f * big_f + self.eps_in
+        num_in_max = self.T * s2_in_max + self.eps_in
         self.num_w = max(num_ln_max, num_in_max).bit_length()
         self.n_cols = max(3, -(-self.s2_w // DIGIT))
         if self.num_w > DIGIT * self.n_cols + 8 or self.s1_w > 2 * DIGIT:
@@ -171,12 +163,12 @@ class NormUnit(wiring.Component):
                 raise ValueError(f"normalised value may saturate {f_} (n = {n_}): unsupported")
         self.v_w = max(f_.bits for f_ in self.v_fmts)
         self.out_width = max([in_out_fmt.bits] + [p.out_fmt.bits for p in self.ln])
-        self.addr_n = max(n_bands, d)
+        self.addr_n = max(n_bands, d, n_frames)
         n_sets = max(2, len(self.ln))
         super().__init__({
             "cmd": In(stream.Signature(data.StructLayout({"mode": 2, "set": range(n_sets)}))),
-            "stats": In(stream.Signature(self.stats_layout)),
             "rd": Out(wiring.Signature({"en": Out(1), "addr": Out(range(self.addr_n)),
+                                        "band": Out(range(max(2, n_bands))),
                                         "data": In(signed(self.x_width))})),
             "o": Out(stream.Signature(data.StructLayout({
                 "index": range(self.addr_n), "value": signed(self.out_width), "last": 1}),
@@ -202,7 +194,7 @@ class NormUnit(wiring.Component):
         is_ln = Signal()
         m.d.comb += is_ln.eq(mode == self.LN)
         # per-band instance-norm constants: −Σx, m', q − q_lo
-        s1_shape = signed(self.stats_layout["s1"].shape.width + 1)
+        s1_shape = signed(self.s1_in_w + 1)
         mem_s1 = Memory(shape=s1_shape, depth=nb, init=[])
         mem_m = Memory(shape=unsigned(mp_w), depth=nb, init=[])
         mem_q = Memory(shape=unsigned(q_w), depth=nb, init=[])
@@ -230,6 +222,7 @@ class NormUnit(wiring.Component):
         mr = Signal(unsigned(mp_w))            # LayerNorm m'
         qr = Signal(unsigned(q_w))             # LayerNorm q − q_lo
         n_mul = Mux(mode == self.IN_SETUP, T, d)
+        n_sum = Mux(mode == self.IN_SETUP, T, d)      # elements summed per pass
         n_apply = Mux(is_ln, d, T)
 
         # ---- apply pipeline: element issued at e0 (one per cycle for instance norm, one per
@@ -313,12 +306,13 @@ class NormUnit(wiring.Component):
                      self.o.payload.value.eq(y11),
                      self.o.payload.last.eq(i11 == n_now - 1)]
 
-        # ---- LN pass 1: Σx·x[:17] (port 0), Σx·x[17:] (port 1), Σx (port 2), accumulated
-        # in the DSPs' P registers
+        # ---- sums (LayerNorm pass 1, and the instance norm's setup per band):
+        # Σx·x[:17] (port 0), Σx·x[17:] (port 1), Σx (port 2), accumulated in the DSPs' P
+        # registers; so Σx² = P0 + P1·2**17 (P1 ≥ 0: x[17:] has the sign of x)
         p1_issue = Signal()
         p1_first = Signal()
         with m.If(p1_issue):
-            m.d.comb += [self.rd.en.eq(1), self.rd.addr.eq(idx)]
+            m.d.comb += [self.rd.en.eq(1), self.rd.addr.eq(idx), self.rd.band.eq(band)]
         u1 = delay(m, p1_issue, 1, "u1")
         uf1 = delay(m, p1_first, 1, "uf1")
         with m.If(u1):
@@ -328,12 +322,13 @@ class NormUnit(wiring.Component):
 
         # ---- num = n·Σx² − (Σx)² + eps, column by column in base 2**17 on port 2 (each
         # column's terms accumulated in P2, started from the previous column's carry), with
-        # Σx² = P0 + P1·2**17 held in ports 0 and 1 (instance norm: P0 = the statistic, P1 = 0)
+        # Σx² = P0 + P1·2**17 held in ports 0 and 1
         big_x = 1 << (self.x_fmt.bits - 1)
-        p0_hi = max(d * big_x * ((1 << D) - 1), self.stats_layout["s2"].shape.width and
-                    (1 << self.stats_layout["s2"].shape.width))
+        big_f = 1 << (self.feat_fmt.bits - 1)
+        # n elements of magnitude ≤ big: |P0| ≤ n·big·(2**17 − 1), 0 ≤ P1 ≤ n·big·max(1, big ≫ 17)
+        p0_hi = max(d * big_x * ((1 << D) - 1), T * big_f * ((1 << D) - 1))
         nd_a = max(1, -(-(p0_hi.bit_length() + 1) // D))
-        p1_hi = d * big_x * (big_x >> D)
+        p1_hi = max(d * big_x * max(1, big_x >> D), T * big_f * max(1, big_f >> D))
         nd_b = max(1, -(-p1_hi.bit_length() // D))
         if self.s1_w + 1 > 2 * D + 11:
             raise ValueError("Σx too wide for two digits")
@@ -412,31 +407,14 @@ class NormUnit(wiring.Component):
             with m.State("IDLE"), m.If(self.cmd.valid):
                 m.d.sync += [mode.eq(self.cmd.payload.mode), lset.eq(self.cmd.payload.set),
                              self.busy.eq(1), idx.eq(0), band.eq(0), cnt.eq(0), ph.eq(0)]
-                with m.Switch(self.cmd.payload.mode):
-                    with m.Case(self.IN_SETUP):
-                        m.next = "STATS"
-                    with m.Case(self.IN_APPLY):
-                        m.next = "APPLY"
-                    with m.Default():
-                        m.next = "SUMS"
-            with m.State("STATS"):
-                # Σx² into P0 through the C operand, P1 ← 0
-                m.d.comb += self.stats.ready.eq(1)
-                with m.If(self.stats.valid):
-                    ports[0].drive(c=self.stats.payload.s2)
-                    m.d.sync += [s1.eq(self.stats.payload.s1), cnt.eq(0)]
-                    m.next = "STATS_WAIT"
-            with m.State("STATS_WAIT"):
-                m.d.comb += hold.eq(1)
-                m.d.sync += cnt.eq(cnt + 1)
-                with m.If(cnt == MUL_LATENCY - 1):
-                    m.d.comb += [w_s1.addr.eq(band), w_s1.data.eq(s1n), w_s1.en.eq(1)]
-                    m.d.sync += col.eq(1)
-                    m.next = "NUM"
+                with m.If(self.cmd.payload.mode == self.IN_APPLY):
+                    m.next = "APPLY"
+                with m.Else():
+                    m.next = "SUMS"
             with m.State("SUMS"):
                 m.d.comb += [p1_issue.eq(1), p1_first.eq(idx == 0)]
                 m.d.sync += idx.eq(idx + 1)
-                with m.If(idx == d - 1):
+                with m.If(idx == n_sum - 1):
                     m.d.sync += [idx.eq(0), cnt.eq(0)]
                     m.next = "SUMS_DRAIN"
             with m.State("SUMS_DRAIN"):
@@ -494,13 +472,14 @@ class NormUnit(wiring.Component):
                 m.d.comb += mp.eq(self.exp2.o.payload << j)
                 with m.If(mode == self.IN_SETUP):
                     m.d.comb += [w_m.addr.eq(band), w_m.data.eq(mp), w_m.en.eq(1),
-                                 w_q.addr.eq(band), w_q.data.eq(qv - self.q_lo), w_q.en.eq(1)]
-                    m.d.sync += band.eq(band + 1)
+                                 w_q.addr.eq(band), w_q.data.eq(qv - self.q_lo), w_q.en.eq(1),
+                                 w_s1.addr.eq(band), w_s1.data.eq(s1n), w_s1.en.eq(1)]
+                    m.d.sync += [band.eq(band + 1), idx.eq(0)]
                     with m.If(band == nb - 1):
                         m.d.sync += self.busy.eq(0)
                         m.next = "IDLE"
                     with m.Else():
-                        m.next = "STATS"
+                        m.next = "SUMS"
                 with m.Else():
                     m.d.sync += [mr.eq(mp), qr.eq(qv - self.q_lo), idx.eq(0), ph.eq(0)]
                     m.next = "APPLY"

@@ -386,4 +386,4 @@ class DualPCENPass:
         feat = Signal(signed(ff.bits))
         m.d.comb += feat.eq(clamp(m, fr, ff.min_int, ff.max_int))
         with m.If(tail & (kk == S["feature"] - self.P2_STEPS)):
-            eng.write_feature(eng.fbase + pmb, pmb, feat)
+            eng.write_feature(eng.fbase + pmb, feat)

@@ -101,10 +101,6 @@ class SpectralEngine(wiring.Component):
             "fb_we": Out(1),
             "fb_re": Out(1),
             "fb_rdata": In(word_bits),
-            "stat_en": Out(1),
-            "stat_m": Out(range(self.n_mels)),
-            "stat_x": Out(shape_of(params.feat_fmt)),
-            "stat_first": Out(1),
         })
 
     # -- RAM B layout: weights | front-end words | mel values
@@ -271,14 +267,11 @@ class SpectralEngine(wiring.Component):
     def gmul(self, a, b, k):
         self.g_bus.drive(a=a, b=b, k=k)
 
-    def write_feature(self, addr, band, value):
-        """Write a final feature (the word read at ``addr`` the cycle before keeps its SNR) and
-        add it to the band's statistics."""
+    def write_feature(self, addr, value):
+        """Write a final feature (the word read at ``addr`` the cycle before keeps its SNR)."""
         m, fb, bits = self.m, self.fb, self.code.bits
         m.d.comb += [fb.we.eq(1), fb.addr.eq(addr),
-                     fb.wdata.eq(Cat(self.code.encode(value), fb.rdata[bits:])),
-                     self.stat_en.eq(1), self.stat_m.eq(band), self.stat_x.eq(value),
-                     self.stat_first.eq(self.first_frame)]
+                     fb.wdata.eq(Cat(self.code.encode(value), fb.rdata[bits:]))]
 
 
 class Spectral(wiring.Component):
@@ -330,8 +323,6 @@ class Spectral(wiring.Component):
             buf.done.eq(eng.fb_done),
             buf.addr.eq(eng.fb_addr), buf.wdata.eq(eng.fb_wdata), buf.we.eq(eng.fb_we),
             buf.re.eq(eng.fb_re), eng.fb_rdata.eq(buf.rdata),
-            buf.stat_en.eq(eng.stat_en), buf.stat_m.eq(eng.stat_m), buf.stat_x.eq(eng.stat_x),
-            buf.stat_first.eq(eng.stat_first),
         ]
         wiring.connect(m, wiring.flipped(self.rd), buf.rd)
         return m

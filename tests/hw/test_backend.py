@@ -1,7 +1,8 @@
 """The whole back end in the Amaranth simulator, bit-exact with ``fixed.model.run``: logits and
 class index from the features and SNR of real clips (Tiny-DualPCEN, Small, a random Matched
-model), with random stalls on every stream, one and two MAC lanes, calibration registers written
-at run time, and the cycle budget.
+model), read from a feature buffer written the way the front end writes it (with random
+stalls), random stalls on the result, one and two MAC lanes, calibration registers written at
+run time, and the cycle budget.
 
 Default tests run short clips (9 frames: the fixed model runs on any clip length); the full
 101-frame clips are ``slow`` (``pytest -m slow``), as is the cycle-budget measurement.
@@ -15,6 +16,7 @@ import time
 import numpy as np
 import pytest
 from amaranth.hdl import Elaboratable, Module, Signal
+from amaranth.lib import wiring
 
 from nanomamba_hw.config import CALIBRATION_PROFILES
 from nanomamba_hw.fixed.block import SSMRegisters, activation_tables, run_block
@@ -23,7 +25,8 @@ from nanomamba_hw.fixed.norm import IN_EPS, layer_norm, normalize
 from nanomamba_hw.fixed.ops import SatCounter
 from nanomamba_hw.hw.backend import Backend
 from nanomamba_hw.hw.block import REG_NAMES
-from nanomamba_hw.hw.sim_util import run_sim, stream_get, stream_put_all
+from nanomamba_hw.hw.featbuf import FeatCode, FeatureBuffer
+from nanomamba_hw.hw.sim_util import run_sim, stream_get
 
 from .test_mac import fixed_params, matched_params, seed_pcm
 
@@ -67,60 +70,60 @@ def clip_inputs(p, pcm, registers=None):
 # Driver
 
 class _Timed(Elaboratable):
-    def __init__(self, dut):
-        self.dut = dut
+    """The back end reading a feature buffer, and a cycle counter."""
+
+    def __init__(self, dut, buf):
+        self.dut, self.buf = dut, buf
         self.cycle = Signal(32)
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.dut = self.dut
+        m.submodules.dut, m.submodules.buf = self.dut, self.buf
+        wiring.connect(m, self.dut.rd, self.buf.rd)
         m.d.sync += self.cycle.eq(self.cycle + 1)
         return m
 
 
-def _frames(x: np.ndarray) -> list[dict]:
-    nb, T = x.shape
-    return [{"data": int(x[b, t]), "first": b == 0, "last": b == nb - 1}
-            for t in range(T) for b in range(nb)]
-
-
 def run_backend(p, clips, *, lanes=1, stall=0.0, seed=0, registers=None, snapshot=None):
-    """Run ``clips`` (a list of (feat, snr) pairs, (40, T) each) through one Backend.
+    """Run ``clips`` (a list of (feat, snr) pairs, (40, T) each) through one Backend, each
+    clip written into a one-bank feature buffer (one word per cycle, idle cycles with
+    probability ``stall``) once the buffer is free.
 
-    ``registers``: per clip, a dict of register values written before that clip's statistics
-    (or None). ``snapshot(ctx, dut, step, t)``: called whenever the sequencer leaves a step.
-    Returns the results and timing: cycle of each frame's end, of each clip's first statistics
-    offer, of its last input accepted and of its result.
+    ``registers``: per clip, a dict of register values written before that clip is complete
+    in the buffer (or None). ``snapshot(ctx, dut, step, t)``: called whenever the sequencer
+    leaves a step. Returns the results and timing: cycle of each frame's end, of each clip's
+    ``done`` (the buffer is readable three cycles later) and of its result.
     """
     T = clips[0][0].shape[1]
+    nb = clips[0][0].shape[0]
     dut = Backend(p, lanes=lanes, n_frames=T)
-    top = _Timed(dut)
-    results, timing = [], {"frame_end": [], "last_input": [], "result": [], "stats": []}
+    code = FeatCode.full(p.feat_fmt)
+    buf = FeatureBuffer(feat_fmt=p.feat_fmt, n_frames=T, n_mels=nb, code=code)
+    top = _Timed(dut, buf)
+    results, timing = [], {"frame_end": [], "done": [], "result": []}
     rng = random.Random(seed)
-    fed = {"feat": 0, "snr": 0}
 
-    async def feed_stats(ctx):
-        for c, (feat, _) in enumerate(clips):
+    async def writer(ctx):
+        wr = random.Random(rng.random())
+        for c, (feat, snr) in enumerate(clips):
+            while not ctx.get(buf.wr_ok):
+                await ctx.tick()
+            for t in range(T):
+                for b in range(nb):
+                    if stall and wr.random() < stall:
+                        await ctx.tick().repeat(wr.randint(1, 4))
+                    x = (int(feat[b, t]) - code.offset) & ((1 << code.bits) - 1)
+                    ctx.set(buf.addr, t * nb + b)
+                    ctx.set(buf.wdata, x | int(snr[b, t]) << code.bits)
+                    ctx.set(buf.we, 1)
+                    await ctx.tick()
+                    ctx.set(buf.we, 0)
             if registers and registers[c] is not None:
                 ctx.set(dut.registers, registers[c])
-            s1, s2 = feat.sum(axis=1), (feat * feat).sum(axis=1)
-            timing["stats"].append(ctx.get(top.cycle))
-            await stream_put_all(ctx, dut.stats, [{"s1": int(a), "s2": int(b)} for a, b in zip(s1, s2)],
-                                 stall=stall, rng=random.Random(rng.random()))
-            while len(results) <= c:          # next clip's statistics after this result
-                await ctx.tick()
-
-    def feeder(name, k):
-        async def feed(ctx):
-            for c, pair in enumerate(clips):
-                await stream_put_all(ctx, getattr(dut, name), _frames(pair[k]), stall=stall,
-                                     rng=random.Random(rng.random()))
-                fed[name] += 1
-                timing["last_input"].append(ctx.get(top.cycle))
-                while len(results) <= c:
-                    await ctx.tick()
-        feed.__name__ = f"feed_{name}"
-        return feed
+            ctx.set(buf.done, 1)
+            timing["done"].append(ctx.get(top.cycle))
+            await ctx.tick()
+            ctx.set(buf.done, 0)
 
     async def collect(ctx):
         for _ in clips:
@@ -147,8 +150,7 @@ def run_backend(p, clips, *, lanes=1, stall=0.0, seed=0, registers=None, snapsho
                 prev, prev_t = ctx.get(dut.step), ctx.get(dut.t)
         background.append(steps)
     deadline = 1e-6 * (6000 * T * len(p.blocks) + 20000) * len(clips) * (1 + 3 * stall)
-    run_sim(top, [feed_stats, feeder("feat", 0), feeder("snr", 1), collect],
-            background=background, deadline=deadline)
+    run_sim(top, [writer, collect], background=background, deadline=deadline)
     return results, timing, dut
 
 
@@ -178,7 +180,8 @@ def test_backend_tiny_dualpcen_short_clip():
 
 
 def test_backend_backpressure_two_lanes():
-    """Random stalls on stats, features, SNR and result; two lanes; two clips in a row."""
+    """Random stalls on the feature-buffer writes and the result; two lanes; two clips in a
+    row through one buffer bank (the second written once the first is released)."""
     p = fixed_params()
     clips, want = [], []
     for w in ("no", "stop"):
@@ -254,8 +257,8 @@ def measure_cycles(p, pcm, lanes):
     per_frame = np.diff(fe)
     return {"frames": feat.shape[1], "per_frame": float(np.median(per_frame)),
             "frame_min": int(per_frame.min()), "frame_max": int(per_frame.max()),
-            "clip": timing["result"][0] - timing["stats"][0],
-            "first_frame_start": int(fe[0] - timing["stats"][0] - per_frame[0]),
+            "clip": timing["result"][0] - timing["done"][0],
+            "first_frame_start": int(fe[0] - timing["done"][0] - per_frame[0]),
             "after_last_frame": int(timing["result"][0] - fe[-1]),
             "wall_s": wall, "cycles_per_s": timing["result"][0] / wall}
 
@@ -267,9 +270,8 @@ def test_cycle_budget_full_clip(lanes):
     100 MHz after the clip's last sample, and the front end needs ~18,000 cycles after it before
     the feature buffer is full.
 
-    The instance norm needs the whole clip, so the back end starts when the clip's statistics
-    arrive (after its last feature): the budget is counted from the first statistics entry to
-    the result, with the features replayed from the feature buffer as fast as accepted. Two
+    The instance norm needs the whole clip, so the back end starts when the clip is complete
+    in the feature buffer: the budget is counted from the buffer's ``done`` to the result. Two
     lanes must be faster still (≤ 300,000).
     """
     p = fixed_params()

@@ -1,12 +1,10 @@
 """Feature buffer in the Amaranth simulator: storage through the engine port (whole-word
-writes, read-modify-write), exact Σx/Σx², feature codes, banks and release, a restarted clip,
-and the stream read-out (:class:`FeatureStreamer`).
+writes, read-modify-write), feature codes, banks and release, a restarted clip.
 
 The writer here drives the engine port the way :class:`~nanomamba_hw.hw.spectral.SpectralEngine`
 does: a word's SNR value is written first with arbitrary feature bits, then the feature is
-merged by read-modify-write (``re``, ``rdata`` the next cycle) and added to the statistics
-(``stat_*``, ``stat_first`` on frame 0); ``done`` ends the clip, and a clip starts only while
-``wr_ok`` is high. Expected values are the written integers and numpy's sums of them.
+merged by read-modify-write (``re``, ``rdata`` the next cycle); ``done`` ends the clip, and a
+clip starts only while ``wr_ok`` is high. Expected values are the written integers.
 """
 
 from __future__ import annotations
@@ -15,30 +13,22 @@ import random
 
 import numpy as np
 import pytest
-from amaranth.hdl import Module
-from amaranth.lib import wiring
 
 from nanomamba_hw.fixed.frontend import FEAT_FMTS
 from nanomamba_hw.fixed.snr import SNR_FMT
-from nanomamba_hw.hw.featbuf import (
-    FeatCode,
-    FeatureBuffer,
-    FeatureStreamer,
-    stat_widths,
-)
-from nanomamba_hw.hw.sim_util import run_sim, stream_get_n
+from nanomamba_hw.hw.featbuf import FeatCode, FeatureBuffer
+from nanomamba_hw.hw.sim_util import run_sim
 
 N_MELS = 40
 
 
 async def read_clip(ctx, rd, T: int, n: int = N_MELS, *, release: bool = True):
     """Wait for ``rd.full``, read every (t, m) — one read per cycle, the data of the address
-    set before a clock edge is there after it — with the band statistics, then pulse
-    ``release``. Returns (feat (n, T), snr (n, T), sum (n,), sq (n,))."""
+    set before a clock edge is there after it — then pulse ``release``. Returns
+    (feat (n, T), snr (n, T))."""
     while not ctx.get(rd.full):
         await ctx.tick()
     feat, snr = np.zeros((n, T), np.int64), np.zeros((n, T), np.int64)
-    s1, s2 = np.zeros(n, np.int64), np.zeros(n, np.int64)
     ctx.set(rd.en, 1)
     for t in range(T):
         for m in range(n):
@@ -46,7 +36,6 @@ async def read_clip(ctx, rd, T: int, n: int = N_MELS, *, release: bool = True):
             ctx.set(rd.m, m)
             await ctx.tick()
             feat[m, t], snr[m, t] = ctx.get(rd.feat), ctx.get(rd.snr)
-            s1[m], s2[m] = ctx.get(rd.sum), ctx.get(rd.sq)
     ctx.set(rd.en, 0)
     await ctx.tick()
     assert ctx.get(rd.feat) == feat[n - 1, T - 1], "data must hold while en is low"
@@ -54,15 +43,13 @@ async def read_clip(ctx, rd, T: int, n: int = N_MELS, *, release: bool = True):
         ctx.set(rd.release, 1)
         await ctx.tick()
         ctx.set(rd.release, 0)
-    return feat, snr, s1, s2
+    return feat, snr
 
 
 def check(got, feat, snr):
-    f, s, s1, s2 = got
+    f, s = got
     np.testing.assert_array_equal(f, feat)
     np.testing.assert_array_equal(s, snr)
-    np.testing.assert_array_equal(s1, feat.sum(axis=1))
-    np.testing.assert_array_equal(s2, (feat * feat).sum(axis=1))
 
 
 def random_clip(rng, fmt, T, lo=None, hi=None):
@@ -70,7 +57,7 @@ def random_clip(rng, fmt, T, lo=None, hi=None):
     lo = fmt.min_int if lo is None else lo
     hi = fmt.max_int if hi is None else hi
     feat = rng.integers(lo, hi + 1, (N_MELS, T))
-    feat[0, :] = lo                               # the bound of Σx² is reached by min_int
+    feat[0, :] = lo
     feat[1, :] = hi
     snr = rng.integers(0, SNR_FMT.max_int + 1, (N_MELS, T))
     return feat, snr
@@ -102,7 +89,7 @@ async def write_clip(ctx, buf, code: FeatCode, feat, snr, *, frames=None, rng=No
             ctx.set(buf.we, 1)
             await ctx.tick()
             ctx.set(buf.we, 0)
-            # read the word back, merge the feature, add it to the statistics
+            # read the word back, merge the feature
             ctx.set(buf.re, 1)
             await ctx.tick()
             ctx.set(buf.re, 0)
@@ -110,13 +97,8 @@ async def write_clip(ctx, buf, code: FeatCode, feat, snr, *, frames=None, rng=No
             assert word >> code.bits == snr[m, t], "the engine port must read the word back"
             ctx.set(buf.wdata, encode(code, feat[m, t]) | (word >> code.bits) << code.bits)
             ctx.set(buf.we, 1)
-            ctx.set(buf.stat_en, 1)
-            ctx.set(buf.stat_m, m)
-            ctx.set(buf.stat_x, int(feat[m, t]))
-            ctx.set(buf.stat_first, int(t == 0))
             await ctx.tick()
             ctx.set(buf.we, 0)
-            ctx.set(buf.stat_en, 0)
     if done:
         ctx.set(buf.done, 1)
         await ctx.tick()
@@ -127,13 +109,6 @@ def logmel_code():
     from nanomamba_hw.fixed.frontend import FrontendParams
     from nanomamba_hw.hw.frontend import feature_code
     return feature_code(FrontendParams("logmel"))
-
-
-def test_stat_widths_hold_the_bound():
-    fmt = FEAT_FMTS["logmel"]
-    sw, qw = stat_widths(fmt, 101)
-    assert -(1 << (sw - 1)) <= 101 * fmt.min_int and 101 * fmt.max_int < (1 << (sw - 1))
-    assert 101 * fmt.min_int ** 2 < (1 << qw)
 
 
 def test_feat_code_for_range():
@@ -215,9 +190,8 @@ def test_one_bank_waits_for_release():
 @pytest.mark.parametrize("n_banks", [1, 2])
 def test_restarted_clip_drops_the_partial_one(n_banks):
     """What the engine does after ``clip_start``: frames 0–1 of a clip written, then the writer
-    starts over at frame 0 with another clip. Only the second clip is stored, and its
-    statistics do not include the abandoned values (``stat_first`` restarts them); with two
-    banks a complete clip waiting in the other bank is untouched."""
+    starts over at frame 0 with another clip. Only the second clip is stored; with two banks a
+    complete clip waiting in the other bank is untouched."""
     fmt = FEAT_FMTS["dualpcen"]
     code = FeatCode.full(fmt)
     T = 3
@@ -243,51 +217,3 @@ def test_restarted_clip_drops_the_partial_one(n_banks):
     assert len(got) == len(want)
     for g, (feat, snr) in zip(got, want):
         check(g, feat, snr)
-
-
-def test_streamer_reads_clips_out_as_streams():
-    """FeatureBuffer + FeatureStreamer: stats, then feat/snr frames (consumers stalling
-    independently), then release; two clips back to back through one bank."""
-    fmt = FEAT_FMTS["logmel"]
-    code = FeatCode.full(fmt)
-    T = 2
-    rng = np.random.default_rng(5)
-    clips = [random_clip(rng, fmt, T) for _ in range(2)]
-    buf = FeatureBuffer(feat_fmt=fmt, n_frames=T, n_mels=N_MELS, code=code)
-    st = FeatureStreamer(feat_fmt=fmt, n_frames=T, n_mels=N_MELS)
-
-    class Top(wiring.Component):
-        def __init__(self):
-            super().__init__({})
-
-        def elaborate(self, platform):
-            m = Module()
-            m.submodules.buf, m.submodules.st = buf, st
-            wiring.connect(m, st.rd, buf.rd)
-            return m
-
-    got = {"stats": [], "feat": [], "snr": []}
-
-    async def writer(ctx):
-        for feat, snr in clips:
-            await write_clip(ctx, buf, code, feat, snr, rng=random.Random(6), stall=0.2)
-
-    def taker(name: str, n: int, stall: float, seed: int):
-        async def tb(ctx):
-            got[name] = await stream_get_n(ctx, getattr(st, name), n, stall=stall,
-                                           rng=random.Random(seed))
-        return tb
-
-    run_sim(Top(), [writer, taker("stats", 2 * N_MELS, 0.3, 7),
-                    taker("feat", 2 * T * N_MELS, 0.4, 8), taker("snr", 2 * T * N_MELS, 0.2, 9)],
-            deadline=1.0)
-    for c, (feat, snr) in enumerate(clips):
-        s = got["stats"][c * N_MELS:(c + 1) * N_MELS]
-        np.testing.assert_array_equal([v["s1"] for v in s], feat.sum(axis=1))
-        np.testing.assert_array_equal([v["s2"] for v in s], (feat * feat).sum(axis=1))
-        for name, ref in (("feat", feat), ("snr", snr)):
-            vals = got[name][c * T * N_MELS:(c + 1) * T * N_MELS]
-            np.testing.assert_array_equal([v["data"] for v in vals], ref.T.ravel())
-            assert [v["first"] for v in vals] == [int(i % N_MELS == 0) for i in range(len(vals))]
-            assert [v["last"] for v in vals] == [int(i % N_MELS == N_MELS - 1)
-                                                 for i in range(len(vals))]
