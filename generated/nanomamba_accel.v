@@ -35,23 +35,11 @@ module nanomamba_accel(pcm__valid, result__ready, clip_start, reg_addr, reg_wdat
   wire busy;
   input clip_start;
   wire clip_start;
-  wire \clip_start$65 ;
-  wire \clip_start$66 ;
+  wire \clip_start$43 ;
+  wire \clip_start$44 ;
   input clk;
   wire clk;
   reg [13:0] count = 14'h0000;
-  wire [17:0] feat__payload;
-  wire [17:0] \feat__payload$48 ;
-  wire [15:0] \feat__payload$48.data ;
-  wire \feat__payload$48.first ;
-  wire \feat__payload$48.last ;
-  wire [15:0] \feat__payload.data ;
-  wire \feat__payload.first ;
-  wire \feat__payload.last ;
-  wire feat__ready;
-  wire \feat__ready$50 ;
-  wire feat__valid;
-  wire \feat__valid$52 ;
   wire [15:0] i__payload;
   wire [17:0] \i__payload$17 ;
   wire [15:0] \i__payload$17.data ;
@@ -101,12 +89,8 @@ module nanomamba_accel(pcm__valid, result__ready, clip_start, reg_addr, reg_wdat
   wire \rd__release$38 ;
   wire [15:0] rd__snr;
   wire [15:0] \rd__snr$40 ;
-  wire [36:0] rd__sq;
-  wire [36:0] \rd__sq$42 ;
-  wire [22:0] rd__sum;
-  wire [22:0] \rd__sum$44 ;
   wire [6:0] rd__t;
-  wire [6:0] \rd__t$46 ;
+  wire [6:0] \rd__t$42 ;
   input [3:0] reg_addr;
   wire [3:0] reg_addr;
   output [31:0] reg_rdata;
@@ -123,21 +107,21 @@ module nanomamba_accel(pcm__valid, result__ready, clip_start, reg_addr, reg_wdat
   wire [15:0] \registers.eps_min ;
   output [323:0] result__payload;
   wire [323:0] result__payload;
-  wire [291:0] \result__payload$73 ;
-  wire [3:0] \result__payload$73.index ;
-  wire [287:0] \result__payload$73.logits ;
-  wire [23:0] \result__payload$73.logits[0] ;
-  wire [23:0] \result__payload$73.logits[10] ;
-  wire [23:0] \result__payload$73.logits[11] ;
-  wire [23:0] \result__payload$73.logits[1] ;
-  wire [23:0] \result__payload$73.logits[2] ;
-  wire [23:0] \result__payload$73.logits[3] ;
-  wire [23:0] \result__payload$73.logits[4] ;
-  wire [23:0] \result__payload$73.logits[5] ;
-  wire [23:0] \result__payload$73.logits[6] ;
-  wire [23:0] \result__payload$73.logits[7] ;
-  wire [23:0] \result__payload$73.logits[8] ;
-  wire [23:0] \result__payload$73.logits[9] ;
+  wire [291:0] \result__payload$51 ;
+  wire [3:0] \result__payload$51.index ;
+  wire [287:0] \result__payload$51.logits ;
+  wire [23:0] \result__payload$51.logits[0] ;
+  wire [23:0] \result__payload$51.logits[10] ;
+  wire [23:0] \result__payload$51.logits[11] ;
+  wire [23:0] \result__payload$51.logits[1] ;
+  wire [23:0] \result__payload$51.logits[2] ;
+  wire [23:0] \result__payload$51.logits[3] ;
+  wire [23:0] \result__payload$51.logits[4] ;
+  wire [23:0] \result__payload$51.logits[5] ;
+  wire [23:0] \result__payload$51.logits[6] ;
+  wire [23:0] \result__payload$51.logits[7] ;
+  wire [23:0] \result__payload$51.logits[8] ;
+  wire [23:0] \result__payload$51.logits[9] ;
   wire [31:0] \result__payload.cycles ;
   wire [3:0] \result__payload.index ;
   wire [287:0] \result__payload.logits ;
@@ -155,35 +139,13 @@ module nanomamba_accel(pcm__valid, result__ready, clip_start, reg_addr, reg_wdat
   wire [23:0] \result__payload.logits[9] ;
   input result__ready;
   wire result__ready;
-  wire \result__ready$72 ;
+  wire \result__ready$50 ;
   output result__valid;
   wire result__valid;
-  wire \result__valid$71 ;
+  wire \result__valid$49 ;
   input rst;
   wire rst;
-  wire [17:0] snr__payload;
-  wire [17:0] \snr__payload$54 ;
-  wire [15:0] \snr__payload$54.data ;
-  wire \snr__payload$54.first ;
-  wire \snr__payload$54.last ;
-  wire [15:0] \snr__payload.data ;
-  wire \snr__payload.first ;
-  wire \snr__payload.last ;
-  wire snr__ready;
-  wire \snr__ready$56 ;
-  wire snr__valid;
-  wire \snr__valid$58 ;
   reg [31:0] start = 32'd0;
-  wire [59:0] stats__payload;
-  wire [59:0] \stats__payload$64 ;
-  wire [22:0] \stats__payload$64.s1 ;
-  wire [36:0] \stats__payload$64.s2 ;
-  wire [22:0] \stats__payload.s1 ;
-  wire [36:0] \stats__payload.s2 ;
-  wire stats__ready;
-  wire \stats__ready$62 ;
-  wire stats__valid;
-  wire \stats__valid$60 ;
   reg [31:0] w_data;
   reg w_en;
   assign \$1  = pcm__valid & pcm__ready;
@@ -219,20 +181,18 @@ module nanomamba_accel(pcm__valid, result__ready, clip_start, reg_addr, reg_wdat
     registers <= \$25 ;
   \nanomamba_accel.backend  backend (
     .clk(clk),
-    .feat__payload(feat__payload),
-    .feat__ready(feat__ready),
-    .feat__valid(feat__valid),
+    .\port$1462$0 (\$26 ),
+    .\port$1465$0 (\$27 ),
+    .\rd__en$79 (rd__en),
+    .rd__full(rd__full),
+    .rd__m(rd__m),
+    .rd__release(rd__release),
+    .rd__t(rd__t),
     .registers(registers),
-    .result__payload(\result__payload$73 ),
+    .result__payload(\result__payload$51 ),
     .result__ready(result__ready),
     .result__valid(result__valid),
-    .rst(rst),
-    .snr__payload(snr__payload),
-    .snr__ready(snr__ready),
-    .snr__valid(snr__valid),
-    .stats__payload(stats__payload),
-    .stats__ready(stats__ready),
-    .stats__valid(stats__valid)
+    .rst(rst)
   );
   \nanomamba_accel.framer  framer (
     .clip_start(clip_start),
@@ -251,14 +211,12 @@ module nanomamba_accel(pcm__valid, result__ready, clip_start, reg_addr, reg_wdat
     .i__payload(\i__payload$23 ),
     .i__ready(\o__ready$25 ),
     .\i__valid$1 (\i__valid$27 ),
-    .\port$1471$0 (\$26 ),
-    .\port$1474$0 (\$27 ),
+    .\port$1462$0 (\$26 ),
+    .\port$1465$0 (\$27 ),
     .rd__en(rd__en),
     .rd__full(rd__full),
     .rd__m(rd__m),
     .rd__release(rd__release),
-    .rd__sq(rd__sq),
-    .rd__sum(rd__sum),
     .rd__t(rd__t),
     .rst(rst)
   );
@@ -281,28 +239,6 @@ module nanomamba_accel(pcm__valid, result__ready, clip_start, reg_addr, reg_wdat
     .o__ready(\o__ready$25 ),
     .o__valid(\i__valid$27 ),
     .rst(rst)
-  );
-  \nanomamba_accel.streamer  streamer (
-    .clk(clk),
-    .feat__payload(feat__payload),
-    .feat__ready(feat__ready),
-    .feat__valid(feat__valid),
-    .\port$1471$0 (\$26 ),
-    .\port$1474$0 (\$27 ),
-    .rd__en(rd__en),
-    .rd__full(rd__full),
-    .rd__m(rd__m),
-    .rd__release(rd__release),
-    .rd__sq(rd__sq),
-    .rd__sum(rd__sum),
-    .rd__t(rd__t),
-    .rst(rst),
-    .snr__payload(snr__payload),
-    .snr__ready(snr__ready),
-    .snr__valid(snr__valid),
-    .stats__payload(\stats__payload$64 ),
-    .stats__ready(stats__ready),
-    .stats__valid(stats__valid)
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -420,21 +356,11 @@ module nanomamba_accel(pcm__valid, result__ready, clip_start, reg_addr, reg_wdat
   assign \rd__release$38  = rd__release;
   assign rd__snr = { \$27 , \$26 [26:15] };
   assign \rd__snr$40  = { \$27 , \$26 [26:15] };
-  assign \rd__sq$42  = rd__sq;
-  assign \rd__sum$44  = rd__sum;
-  assign \rd__t$46  = rd__t;
-  assign \feat__payload$48  = feat__payload;
-  assign \feat__ready$50  = feat__ready;
-  assign \feat__valid$52  = feat__valid;
-  assign \snr__payload$54  = snr__payload;
-  assign \snr__ready$56  = snr__ready;
-  assign \snr__valid$58  = snr__valid;
-  assign \stats__valid$60  = stats__valid;
-  assign \stats__ready$62  = stats__ready;
-  assign \clip_start$65  = clip_start;
-  assign \clip_start$66  = clip_start;
-  assign \result__valid$71  = result__valid;
-  assign \result__ready$72  = result__ready;
+  assign \rd__t$42  = rd__t;
+  assign \clip_start$43  = clip_start;
+  assign \clip_start$44  = clip_start;
+  assign \result__valid$49  = result__valid;
+  assign \result__ready$50  = result__ready;
   assign \result__payload.index  = result__payload[3:0];
   assign \result__payload.logits  = result__payload[291:4];
   assign \result__payload.logits[0]  = result__payload[27:4];
@@ -462,61 +388,43 @@ module nanomamba_accel(pcm__valid, result__ready, clip_start, reg_addr, reg_wdat
   assign \o__payload$24.data  = \i__payload$23 [23:0];
   assign \o__payload$24.first  = \i__payload$23 [24];
   assign \o__payload$24.last  = \i__payload$23 [25];
-  assign \feat__payload.data  = feat__payload[15:0];
-  assign \feat__payload.first  = feat__payload[16];
-  assign \feat__payload.last  = feat__payload[17];
-  assign \feat__payload$48.data  = feat__payload[15:0];
-  assign \feat__payload$48.first  = feat__payload[16];
-  assign \feat__payload$48.last  = feat__payload[17];
-  assign \snr__payload.data  = snr__payload[15:0];
-  assign \snr__payload.first  = snr__payload[16];
-  assign \snr__payload.last  = snr__payload[17];
-  assign \snr__payload$54.data  = snr__payload[15:0];
-  assign \snr__payload$54.first  = snr__payload[16];
-  assign \snr__payload$54.last  = snr__payload[17];
-  assign \stats__payload.s1  = stats__payload[22:0];
-  assign \stats__payload.s2  = stats__payload[59:23];
-  assign \stats__payload$64.s1  = \stats__payload$64 [22:0];
-  assign \stats__payload$64.s2  = \stats__payload$64 [59:23];
-  assign \result__payload$73.index  = \result__payload$73 [3:0];
-  assign \result__payload$73.logits  = \result__payload$73 [291:4];
-  assign \result__payload$73.logits[0]  = \result__payload$73 [27:4];
-  assign \result__payload$73.logits[1]  = \result__payload$73 [51:28];
-  assign \result__payload$73.logits[2]  = \result__payload$73 [75:52];
-  assign \result__payload$73.logits[3]  = \result__payload$73 [99:76];
-  assign \result__payload$73.logits[4]  = \result__payload$73 [123:100];
-  assign \result__payload$73.logits[5]  = \result__payload$73 [147:124];
-  assign \result__payload$73.logits[6]  = \result__payload$73 [171:148];
-  assign \result__payload$73.logits[7]  = \result__payload$73 [195:172];
-  assign \result__payload$73.logits[8]  = \result__payload$73 [219:196];
-  assign \result__payload$73.logits[9]  = \result__payload$73 [243:220];
-  assign \result__payload$73.logits[10]  = \result__payload$73 [267:244];
-  assign \result__payload$73.logits[11]  = \result__payload$73 [291:268];
+  assign \result__payload$51.index  = \result__payload$51 [3:0];
+  assign \result__payload$51.logits  = \result__payload$51 [291:4];
+  assign \result__payload$51.logits[0]  = \result__payload$51 [27:4];
+  assign \result__payload$51.logits[1]  = \result__payload$51 [51:28];
+  assign \result__payload$51.logits[2]  = \result__payload$51 [75:52];
+  assign \result__payload$51.logits[3]  = \result__payload$51 [99:76];
+  assign \result__payload$51.logits[4]  = \result__payload$51 [123:100];
+  assign \result__payload$51.logits[5]  = \result__payload$51 [147:124];
+  assign \result__payload$51.logits[6]  = \result__payload$51 [171:148];
+  assign \result__payload$51.logits[7]  = \result__payload$51 [195:172];
+  assign \result__payload$51.logits[8]  = \result__payload$51 [219:196];
+  assign \result__payload$51.logits[9]  = \result__payload$51 [243:220];
+  assign \result__payload$51.logits[10]  = \result__payload$51 [267:244];
+  assign \result__payload$51.logits[11]  = \result__payload$51 [291:268];
   assign \registers.delta_floor_min  = registers[15:0];
   assign \registers.delta_floor_max  = registers[31:16];
   assign \registers.eps_min  = registers[47:32];
   assign \registers.eps_max  = registers[63:48];
   assign \registers.bgate_floor  = registers[79:64];
-  assign result__payload[291:268] = \result__payload$73 [291:268];
-  assign result__payload[267:244] = \result__payload$73 [267:244];
-  assign result__payload[243:220] = \result__payload$73 [243:220];
-  assign result__payload[219:196] = \result__payload$73 [219:196];
-  assign result__payload[195:172] = \result__payload$73 [195:172];
-  assign result__payload[171:148] = \result__payload$73 [171:148];
-  assign result__payload[147:124] = \result__payload$73 [147:124];
-  assign result__payload[123:100] = \result__payload$73 [123:100];
-  assign result__payload[99:76] = \result__payload$73 [99:76];
-  assign result__payload[75:52] = \result__payload$73 [75:52];
-  assign result__payload[51:28] = \result__payload$73 [51:28];
-  assign result__payload[27:4] = \result__payload$73 [27:4];
+  assign result__payload[291:268] = \result__payload$51 [291:268];
+  assign result__payload[267:244] = \result__payload$51 [267:244];
+  assign result__payload[243:220] = \result__payload$51 [243:220];
+  assign result__payload[219:196] = \result__payload$51 [219:196];
+  assign result__payload[195:172] = \result__payload$51 [195:172];
+  assign result__payload[171:148] = \result__payload$51 [171:148];
+  assign result__payload[147:124] = \result__payload$51 [147:124];
+  assign result__payload[123:100] = \result__payload$51 [123:100];
+  assign result__payload[99:76] = \result__payload$51 [99:76];
+  assign result__payload[75:52] = \result__payload$51 [75:52];
+  assign result__payload[51:28] = \result__payload$51 [51:28];
+  assign result__payload[27:4] = \result__payload$51 [27:4];
   assign result__payload[323:292] = \$3 [31:0];
-  assign result__payload[3:0] = \result__payload$73 [3:0];
-  assign stats__payload[59:23] = \stats__payload$64 [59:23];
-  assign stats__payload[22:0] = \stats__payload$64 [22:0];
+  assign result__payload[3:0] = \result__payload$51 [3:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__payload, registers, feat__payload, snr__payload, stats__valid, feat__valid, snr__valid, stats__ready, result__payload, result__valid, result__ready);
+module \nanomamba_accel.backend (clk, rst, rd__full, \port$1462$0 , \port$1465$0 , registers, result__payload, result__valid, \rd__en$79 , rd__t, rd__m, rd__release, result__ready);
   wire [7:0] \$1 ;
   wire [30:0] \$10 ;
   wire [23:0] \$11 ;
@@ -533,24 +441,22 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
   wire [12:0] \$7 ;
   wire [30:0] \$8 ;
   wire [23:0] \$9 ;
-  wire [6:0] \$signature__addr ;
-  wire [15:0] \$signature__data ;
   wire busy;
-  wire \busy$135 ;
-  wire \busy$41 ;
-  wire \busy$42 ;
+  wire \busy$122 ;
+  wire \busy$37 ;
+  wire \busy$38 ;
   input clk;
   wire clk;
   wire [3:0] cmd__payload;
-  wire [1:0] \cmd__payload$116 ;
-  wire \cmd__payload$116.layer ;
-  wire \cmd__payload$116.op ;
+  wire [1:0] \cmd__payload$107 ;
+  wire \cmd__payload$107.layer ;
+  wire \cmd__payload$107.op ;
   wire [1:0] \cmd__payload.mode ;
   wire [1:0] \cmd__payload.set ;
   wire cmd__ready;
-  wire \cmd__ready$132 ;
+  wire \cmd__ready$119 ;
   wire cmd__valid;
-  wire \cmd__valid$115 ;
+  wire \cmd__valid$106 ;
   wire [31:0] exp2__i__payload;
   wire [31:0] \exp2__i__payload$5 ;
   wire exp2__i__ready;
@@ -561,17 +467,6 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
   wire [16:0] \exp2__o__payload$15 ;
   wire exp2__o__valid;
   wire \exp2__o__valid$14 ;
-  input [17:0] feat__payload;
-  wire [17:0] feat__payload;
-  wire [15:0] \feat__payload.data ;
-  wire \feat__payload.first ;
-  wire \feat__payload.last ;
-  output feat__ready;
-  wire feat__ready;
-  input feat__valid;
-  wire feat__valid;
-  wire feat_full0;
-  wire feat_full1;
   wire first;
   wire [28:0] fn__payload;
   wire [3:0] \fn__payload.index ;
@@ -586,9 +481,9 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
   wire job__ready;
   wire job__valid;
   wire [2:0] kind;
-  wire [2:0] \kind$119 ;
+  wire [2:0] \kind$110 ;
   wire layer;
-  wire \layer$122 ;
+  wire \layer$113 ;
   wire [28:0] logit__payload;
   wire [3:0] \logit__payload.index ;
   wire \logit__payload.last ;
@@ -603,64 +498,82 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
   wire [5:0] mac_rd__i;
   wire [5:0] mac_rd__o;
   wire [24:0] mul__a__0;
-  wire [24:0] \mul__a__0$43 ;
-  wire [24:0] \mul__a__0$44 ;
+  wire [24:0] \mul__a__0$39 ;
+  wire [24:0] \mul__a__0$40 ;
   wire [24:0] mul__a__1;
-  wire [24:0] \mul__a__1$50 ;
-  wire [24:0] \mul__a__1$51 ;
+  wire [24:0] \mul__a__1$46 ;
+  wire [24:0] \mul__a__1$47 ;
   wire [24:0] mul__a__2;
-  wire [24:0] \mul__a__2$58 ;
+  wire [24:0] \mul__a__2$54 ;
   wire mul__acc__0;
-  wire \mul__acc__0$49 ;
+  wire \mul__acc__0$45 ;
   wire mul__acc__1;
   wire mul__acc__2;
   wire [17:0] mul__b__0;
-  wire [17:0] \mul__b__0$45 ;
-  wire [17:0] \mul__b__0$46 ;
+  wire [17:0] \mul__b__0$41 ;
+  wire [17:0] \mul__b__0$42 ;
   wire [17:0] mul__b__1;
-  wire [17:0] \mul__b__1$52 ;
-  wire [17:0] \mul__b__1$53 ;
+  wire [17:0] \mul__b__1$48 ;
+  wire [17:0] \mul__b__1$49 ;
   wire [17:0] mul__b__2;
-  wire [17:0] \mul__b__2$60 ;
+  wire [17:0] \mul__b__2$56 ;
   wire [47:0] mul__c__0;
-  wire [47:0] \mul__c__0$47 ;
-  wire [47:0] \mul__c__0$48 ;
+  wire [47:0] \mul__c__0$43 ;
+  wire [47:0] \mul__c__0$44 ;
   wire [47:0] mul__c__1;
-  wire [47:0] \mul__c__1$54 ;
-  wire [47:0] \mul__c__1$55 ;
+  wire [47:0] \mul__c__1$50 ;
+  wire [47:0] \mul__c__1$51 ;
   wire [47:0] mul__c__2;
-  wire [47:0] \mul__c__2$62 ;
+  wire [47:0] \mul__c__2$58 ;
   wire [47:0] mul__p__0;
-  wire [47:0] \mul__p__0$64 ;
-  wire [47:0] \mul__p__0$65 ;
+  wire [47:0] \mul__p__0$60 ;
+  wire [47:0] \mul__p__0$61 ;
   wire [47:0] mul__p__1;
-  wire [47:0] \mul__p__1$66 ;
-  wire [47:0] \mul__p__1$67 ;
+  wire [47:0] \mul__p__1$62 ;
+  wire [47:0] \mul__p__1$63 ;
   wire [47:0] mul__p__2;
-  wire [47:0] \mul__p__2$69 ;
+  wire [47:0] \mul__p__2$65 ;
   wire [1:0] norm_dst;
+  wire norm_setup;
   wire [16:0] o__payload;
-  wire [30:0] \o__payload$100 ;
-  wire [5:0] \o__payload$100.index ;
-  wire \o__payload$100.last ;
-  wire [23:0] \o__payload$100.value ;
-  wire [22:0] \o__payload$108 ;
-  wire [5:0] \o__payload$108.index ;
-  wire \o__payload$108.last ;
-  wire [15:0] \o__payload$108.value ;
+  wire [30:0] \o__payload$92 ;
+  wire [5:0] \o__payload$92.index ;
+  wire \o__payload$92.last ;
+  wire [23:0] \o__payload$92.value ;
+  wire [23:0] \o__payload$98 ;
+  wire [6:0] \o__payload$98.index ;
+  wire \o__payload$98.last ;
+  wire [15:0] \o__payload$98.value ;
   wire o__ready;
   wire o__valid;
-  wire \o__valid$109 ;
-  wire \o__valid$98 ;
+  wire \o__valid$90 ;
+  wire \o__valid$99 ;
   wire [3:0] pool_rd__addr;
   wire [23:0] pool_rd__data;
-  wire rb;
-  wire [5:0] rd__addr;
+  input [26:0] \port$1462$0 ;
+  wire [26:0] \port$1462$0 ;
+  input [3:0] \port$1465$0 ;
+  wire [3:0] \port$1465$0 ;
+  wire [6:0] rd__addr;
+  wire [5:0] rd__band;
   wire [23:0] rd__data;
-  wire [23:0] \rd__data$106 ;
+  wire [23:0] \rd__data$96 ;
   wire rd__en;
+  output \rd__en$79 ;
+  wire \rd__en$79 ;
+  wire \rd__en$82 ;
+  wire [15:0] rd__feat;
+  input rd__full;
+  wire rd__full;
   wire [5:0] rd__i;
+  output [5:0] rd__m;
+  wire [5:0] rd__m;
   wire [5:0] rd__o;
+  output rd__release;
+  wire rd__release;
+  wire [15:0] rd__snr;
+  output [6:0] rd__t;
+  wire [6:0] rd__t;
   input [79:0] registers;
   wire [79:0] registers;
   wire [15:0] \registers.bgate_floor ;
@@ -669,12 +582,12 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
   wire [15:0] \registers.eps_max ;
   wire [15:0] \registers.eps_min ;
   wire [79:0] regs;
-  wire [79:0] \regs$126 ;
-  wire [15:0] \regs$126.bgate_floor ;
-  wire [15:0] \regs$126.delta_floor_max ;
-  wire [15:0] \regs$126.delta_floor_min ;
-  wire [15:0] \regs$126.eps_max ;
-  wire [15:0] \regs$126.eps_min ;
+  wire [79:0] \regs$115 ;
+  wire [15:0] \regs$115.bgate_floor ;
+  wire [15:0] \regs$115.delta_floor_max ;
+  wire [15:0] \regs$115.delta_floor_min ;
+  wire [15:0] \regs$115.eps_max ;
+  wire [15:0] \regs$115.eps_min ;
   wire [15:0] \regs.bgate_floor ;
   wire [15:0] \regs.delta_floor_max ;
   wire [15:0] \regs.delta_floor_min ;
@@ -683,21 +596,21 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
   wire \release ;
   output [291:0] result__payload;
   wire [291:0] result__payload;
-  wire [291:0] \result__payload$23 ;
-  wire [3:0] \result__payload$23.index ;
-  wire [287:0] \result__payload$23.logits ;
-  wire [23:0] \result__payload$23.logits[0] ;
-  wire [23:0] \result__payload$23.logits[10] ;
-  wire [23:0] \result__payload$23.logits[11] ;
-  wire [23:0] \result__payload$23.logits[1] ;
-  wire [23:0] \result__payload$23.logits[2] ;
-  wire [23:0] \result__payload$23.logits[3] ;
-  wire [23:0] \result__payload$23.logits[4] ;
-  wire [23:0] \result__payload$23.logits[5] ;
-  wire [23:0] \result__payload$23.logits[6] ;
-  wire [23:0] \result__payload$23.logits[7] ;
-  wire [23:0] \result__payload$23.logits[8] ;
-  wire [23:0] \result__payload$23.logits[9] ;
+  wire [291:0] \result__payload$17 ;
+  wire [3:0] \result__payload$17.index ;
+  wire [287:0] \result__payload$17.logits ;
+  wire [23:0] \result__payload$17.logits[0] ;
+  wire [23:0] \result__payload$17.logits[10] ;
+  wire [23:0] \result__payload$17.logits[11] ;
+  wire [23:0] \result__payload$17.logits[1] ;
+  wire [23:0] \result__payload$17.logits[2] ;
+  wire [23:0] \result__payload$17.logits[3] ;
+  wire [23:0] \result__payload$17.logits[4] ;
+  wire [23:0] \result__payload$17.logits[5] ;
+  wire [23:0] \result__payload$17.logits[6] ;
+  wire [23:0] \result__payload$17.logits[7] ;
+  wire [23:0] \result__payload$17.logits[8] ;
+  wire [23:0] \result__payload$17.logits[9] ;
   wire [3:0] \result__payload.index ;
   wire [287:0] \result__payload.logits ;
   wire [23:0] \result__payload.logits[0] ;
@@ -714,53 +627,25 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
   wire [23:0] \result__payload.logits[9] ;
   input result__ready;
   wire result__ready;
-  wire \result__ready$25 ;
+  wire \result__ready$19 ;
   output result__valid;
   wire result__valid;
-  wire \result__valid$27 ;
+  wire \result__valid$21 ;
   input rst;
   wire rst;
-  wire [6:0] s_r__addr;
-  wire [15:0] s_r__data;
   wire [1:0] slot;
-  wire [1:0] \slot$128 ;
-  input [17:0] snr__payload;
-  wire [17:0] snr__payload;
-  wire [15:0] \snr__payload.data ;
-  wire \snr__payload.first ;
-  wire \snr__payload.last ;
-  output snr__ready;
-  wire snr__ready;
-  input snr__valid;
-  wire snr__valid;
-  wire snr_full0;
-  wire snr_full1;
+  wire [1:0] \slot$117 ;
   wire [21:0] snr_sum;
-  wire [21:0] snr_sum0;
-  wire [21:0] snr_sum1;
   wire [2:0] src;
-  input [59:0] stats__payload;
-  wire [59:0] stats__payload;
-  wire [59:0] \stats__payload$17 ;
-  wire [22:0] \stats__payload$17.s1 ;
-  wire [36:0] \stats__payload$17.s2 ;
-  wire [22:0] \stats__payload.s1 ;
-  wire [36:0] \stats__payload.s2 ;
-  output stats__ready;
-  wire stats__ready;
-  wire \stats__ready$19 ;
-  input stats__valid;
-  wire stats__valid;
-  wire \stats__valid$21 ;
   wire [6:0] t;
   wire [1:0] wb;
   wire wb_done;
-  wire \wb_done$134 ;
+  wire \wb_done$121 ;
   assign i__valid = exp2__i__valid | \exp2__i__valid$2 ;
   assign i__payload = exp2__i__payload | \exp2__i__payload$5 ;
   \nanomamba_accel.backend.exp2  exp2 (
-    .busy(\busy$41 ),
-    .\busy$17 (\busy$42 ),
+    .busy(\busy$37 ),
+    .\busy$17 (\busy$38 ),
     .clk(clk),
     .en(exp2__i__ready),
     .i__payload(i__payload),
@@ -770,7 +655,7 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .rst(rst)
   );
   \nanomamba_accel.backend.glue  glue (
-    .busy(\busy$41 ),
+    .busy(\busy$37 ),
     .clk(clk),
     .first(first),
     .fn__payload(fn__payload),
@@ -786,36 +671,37 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .mac_rd__i(mac_rd__i),
     .mac_rd__o(mac_rd__o),
     .norm_dst(norm_dst),
-    .o__payload(\o__payload$100 ),
-    .\o__payload$58 (\o__payload$108 ),
-    .o__valid(\o__valid$98 ),
-    .\o__valid$61 (\o__valid$109 ),
-    .\port$2851$0 (\$16 ),
-    .\port$3007$0 (\$signature__data ),
-    .\port$3053$0 (\$signature__addr ),
-    .rb(rb),
+    .norm_setup(norm_setup),
+    .o__payload(\o__payload$92 ),
+    .\o__payload$60 (\o__payload$98 ),
+    .o__valid(\o__valid$90 ),
+    .\o__valid$63 (\o__valid$99 ),
+    .\port$1462$0 (\port$1462$0 ),
+    .\port$1465$0 (\port$1465$0 ),
+    .\port$2775$0 (\$16 ),
     .rd__addr(rd__addr),
+    .rd__band(rd__band),
     .rd__data(rd__data),
-    .\rd__data$54 (\rd__data$106 ),
+    .\rd__data$57 (\rd__data$96 ),
     .rd__en(rd__en),
+    .\rd__en$24 (\rd__en$79 ),
+    .\rd__en$27 (\rd__en$82 ),
     .rd__i(rd__i),
+    .rd__m(rd__m),
     .rd__o(rd__o),
+    .rd__t(rd__t),
     .regs(regs),
     .rst(rst),
-    .s_r__addr(s_r__addr),
-    .s_r__data(s_r__data),
     .slot(slot),
     .snr_sum(snr_sum),
-    .snr_sum0(snr_sum0),
-    .snr_sum1(snr_sum1),
     .src(src),
     .t(t),
     .wb(wb),
-    .wb_done(\wb_done$134 ),
-    .\wb_done$51 (wb_done)
+    .wb_done(\wb_done$121 ),
+    .\wb_done$55 (wb_done)
   );
   \nanomamba_accel.backend.head  head (
-    .busy(\busy$135 ),
+    .busy(\busy$122 ),
     .clk(clk),
     .first(first),
     .fn__payload(fn__payload),
@@ -828,28 +714,6 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .result__ready(result__ready),
     .result__valid(result__valid),
     .rst(rst)
-  );
-  \nanomamba_accel.backend.inputs  inputs (
-    .clk(clk),
-    .feat__payload(feat__payload),
-    .feat__ready(feat__ready),
-    .feat__valid(feat__valid),
-    .feat_full0(feat_full0),
-    .feat_full1(feat_full1),
-    .\port$3007$0 (\$signature__data ),
-    .\port$3053$0 (\$signature__addr ),
-    .rb(rb),
-    .\release (\release ),
-    .rst(rst),
-    .s_r__addr(s_r__addr),
-    .s_r__data(s_r__data),
-    .snr__payload(snr__payload),
-    .snr__ready(snr__ready),
-    .snr__valid(snr__valid),
-    .snr_full0(snr_full0),
-    .snr_full1(snr_full1),
-    .snr_sum0(snr_sum0),
-    .snr_sum1(snr_sum1)
   );
   \nanomamba_accel.backend.mac  mac (
     .active(rd__en),
@@ -864,11 +728,11 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .mul__acc__0(mul__acc__0),
     .mul__p__0(mul__p__0),
     .mul__p__1(mul__p__1),
-    .o__payload(\o__payload$100 ),
-    .o__valid(\o__valid$98 ),
-    .\port$1538$0 (\$1 ),
-    .\port$1795$0 (\$2 ),
-    .\port$1795$22 (\$3 ),
+    .o__payload(\o__payload$92 ),
+    .o__valid(\o__valid$90 ),
+    .\port$1475$0 (\$1 ),
+    .\port$1732$0 (\$2 ),
+    .\port$1732$22 (\$3 ),
     .rd__data(rd__data),
     .rd__o(rd__o),
     .rst(rst)
@@ -881,45 +745,45 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .mul__acc__0(mul__acc__0),
     .p0(mul__p__0),
     .p1(mul__p__1),
-    .\port$1538$0 (\$1 ),
-    .\port$1795$0 (\$2 ),
-    .\port$1795$22 (\$3 ),
-    .\port$4233$0 (\$4 ),
-    .\port$5071$0 (rd__data),
+    .\port$1475$0 (\$1 ),
+    .\port$1732$0 (\$2 ),
+    .\port$1732$22 (\$3 ),
+    .\port$4029$0 (\$4 ),
+    .\port$4847$0 (rd__data),
     .rst(rst)
   );
   \nanomamba_accel.backend.muls  muls (
-    .busy(\busy$41 ),
-    .\busy$3 (\busy$42 ),
+    .busy(\busy$37 ),
+    .\busy$3 (\busy$38 ),
     .clk(clk),
-    .mul__a__0(\mul__a__0$43 ),
-    .mul__a__1(\mul__a__1$50 ),
-    .mul__acc__0(\mul__acc__0$49 ),
+    .mul__a__0(\mul__a__0$39 ),
+    .mul__a__1(\mul__a__1$46 ),
+    .mul__acc__0(\mul__acc__0$45 ),
     .mul__acc__1(mul__acc__1),
     .mul__acc__2(mul__acc__2),
-    .\mul__b__0$9 (\mul__b__0$46 ),
-    .\mul__b__1$22 (\mul__b__1$53 ),
+    .\mul__b__0$9 (\mul__b__0$42 ),
+    .\mul__b__1$22 (\mul__b__1$49 ),
     .mul__b__2(mul__b__2),
-    .\mul__b__2$35 (\mul__b__2$60 ),
-    .\mul__c__1$25 (\mul__c__1$55 ),
-    .p0(\mul__p__0$64 ),
-    .p1(\mul__p__1$66 ),
+    .\mul__b__2$35 (\mul__b__2$56 ),
+    .\mul__c__1$25 (\mul__c__1$51 ),
+    .p0(\mul__p__0$60 ),
+    .p1(\mul__p__1$62 ),
     .p2(mul__p__2),
-    .\port$1894$0 (\$5 ),
-    .\port$1905$0 (\$6 ),
-    .\port$1915$0 (\$7 ),
-    .\port$1916$0 (\$8 ),
-    .\port$1942$0 (\$9 ),
-    .\port$1989$0 (\$10 ),
-    .\port$2349$0 (\$11 ),
-    .\port$2368$0 (\$12 ),
-    .\port$2375$0 (\$13 ),
-    .\port$2409$0 (\$14 ),
-    .\port$2433$0 (\$15 ),
+    .\port$1824$0 (\$5 ),
+    .\port$1833$0 (\$6 ),
+    .\port$1843$0 (\$7 ),
+    .\port$1844$0 (\$8 ),
+    .\port$1870$0 (\$9 ),
+    .\port$1917$0 (\$10 ),
+    .\port$2273$0 (\$11 ),
+    .\port$2292$0 (\$12 ),
+    .\port$2299$0 (\$13 ),
+    .\port$2333$0 (\$14 ),
+    .\port$2357$0 (\$15 ),
     .rst(rst)
   );
   \nanomamba_accel.backend.norm  norm (
-    .busy(\busy$41 ),
+    .busy(\busy$37 ),
     .clk(clk),
     .cmd__payload(cmd__payload),
     .cmd__ready(cmd__ready),
@@ -929,70 +793,65 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .exp2__i__valid(exp2__i__valid),
     .exp2__o__payload(exp2__o__payload),
     .exp2__o__valid(exp2__o__valid),
-    .mul__a__0(\mul__a__0$43 ),
-    .mul__a__1(\mul__a__1$50 ),
-    .mul__acc__0(\mul__acc__0$49 ),
+    .mul__a__0(\mul__a__0$39 ),
+    .mul__a__1(\mul__a__1$46 ),
+    .mul__acc__0(\mul__acc__0$45 ),
     .mul__acc__1(mul__acc__1),
     .mul__acc__2(mul__acc__2),
     .mul__b__2(mul__b__2),
-    .mul__p__0(\mul__p__0$64 ),
-    .mul__p__1(\mul__p__1$66 ),
+    .mul__p__0(\mul__p__0$60 ),
+    .mul__p__1(\mul__p__1$62 ),
     .mul__p__2(mul__p__2),
-    .o__payload(\o__payload$108 ),
-    .o__valid(\o__valid$109 ),
-    .\port$1894$0 (\$5 ),
-    .\port$1905$0 (\$6 ),
-    .\port$1915$0 (\$7 ),
-    .\port$1916$0 (\$8 ),
-    .\port$1942$0 (\$9 ),
-    .\port$1989$0 (\$10 ),
+    .o__payload(\o__payload$98 ),
+    .o__valid(\o__valid$99 ),
+    .\port$1824$0 (\$5 ),
+    .\port$1833$0 (\$6 ),
+    .\port$1843$0 (\$7 ),
+    .\port$1844$0 (\$8 ),
+    .\port$1870$0 (\$9 ),
+    .\port$1917$0 (\$10 ),
     .rd__addr(rd__addr),
-    .rd__data(\rd__data$106 ),
-    .rst(rst),
-    .stats__payload(stats__payload),
-    .stats__ready(stats__ready),
-    .stats__valid(stats__valid)
+    .rd__band(rd__band),
+    .rd__data(\rd__data$96 ),
+    .rd__en(\rd__en$82 ),
+    .rst(rst)
   );
   \nanomamba_accel.backend.sequencer  sequencer (
-    .busy(\busy$41 ),
-    .\busy$32 (\busy$42 ),
-    .\busy$36 (\busy$135 ),
+    .busy(\busy$37 ),
+    .\busy$28 (\busy$38 ),
+    .\busy$32 (\busy$122 ),
     .clk(clk),
     .cmd__payload(cmd__payload),
-    .\cmd__payload$7 (\cmd__payload$116 ),
+    .\cmd__payload$8 (\cmd__payload$107 ),
     .cmd__ready(cmd__ready),
-    .\cmd__ready$31 (\cmd__ready$132 ),
+    .\cmd__ready$27 (\cmd__ready$119 ),
     .cmd__valid(cmd__valid),
-    .\cmd__valid$6 (\cmd__valid$115 ),
-    .feat_full0(feat_full0),
-    .feat_full1(feat_full1),
+    .\cmd__valid$7 (\cmd__valid$106 ),
     .job__payload(job__payload),
     .job__ready(job__ready),
     .job__valid(job__valid),
     .kind(kind),
     .layer(layer),
     .norm_dst(norm_dst),
-    .rb(rb),
+    .norm_setup(norm_setup),
+    .rd__full(rd__full),
     .registers(registers),
     .regs(regs),
-    .\release (\release ),
+    .\release (rd__release),
     .rst(rst),
     .slot(slot),
-    .snr_full0(snr_full0),
-    .snr_full1(snr_full1),
     .src(src),
-    .stats__valid(stats__valid),
     .t(t),
     .wb(wb),
-    .wb_done(\wb_done$134 ),
-    .\wb_done$35 (wb_done)
+    .wb_done(\wb_done$121 ),
+    .\wb_done$31 (wb_done)
   );
   \nanomamba_accel.backend.ssm  ssm (
-    .busy(\busy$42 ),
+    .busy(\busy$38 ),
     .clk(clk),
-    .cmd__payload(\cmd__payload$116 ),
-    .cmd__ready(\cmd__ready$132 ),
-    .cmd__valid(\cmd__valid$115 ),
+    .cmd__payload(\cmd__payload$107 ),
+    .cmd__ready(\cmd__ready$119 ),
+    .cmd__valid(\cmd__valid$106 ),
     .exp2__i__payload(\exp2__i__payload$5 ),
     .exp2__i__valid(\exp2__i__valid$2 ),
     .exp2__o__payload(exp2__o__payload),
@@ -1004,18 +863,18 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
     .mac_rd__data(mac_rd__data),
     .mac_rd__i(mac_rd__i),
     .mac_rd__o(mac_rd__o),
-    .mul__b__0(\mul__b__0$46 ),
-    .mul__b__1(\mul__b__1$53 ),
-    .mul__b__2(\mul__b__2$60 ),
-    .mul__c__1(\mul__c__1$55 ),
-    .mul__p__0(\mul__p__0$64 ),
-    .mul__p__1(\mul__p__1$66 ),
+    .mul__b__0(\mul__b__0$42 ),
+    .mul__b__1(\mul__b__1$49 ),
+    .mul__b__2(\mul__b__2$56 ),
+    .mul__c__1(\mul__c__1$51 ),
+    .mul__p__0(\mul__p__0$60 ),
+    .mul__p__1(\mul__p__1$62 ),
     .mul__p__2(mul__p__2),
-    .\port$2349$0 (\$11 ),
-    .\port$2368$0 (\$12 ),
-    .\port$2375$0 (\$13 ),
-    .\port$2409$0 (\$14 ),
-    .\port$2433$0 (\$15 ),
+    .\port$2273$0 (\$11 ),
+    .\port$2292$0 (\$12 ),
+    .\port$2299$0 (\$13 ),
+    .\port$2333$0 (\$14 ),
+    .\port$2357$0 (\$15 ),
     .regs(regs),
     .rst(rst),
     .slot(slot),
@@ -1029,41 +888,37 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
   assign o__payload = exp2__o__payload;
   assign \exp2__o__valid$14  = exp2__o__valid;
   assign \exp2__o__payload$15  = exp2__o__payload;
-  assign \stats__payload$17  = stats__payload;
-  assign \stats__ready$19  = stats__ready;
-  assign \stats__valid$21  = stats__valid;
-  assign \result__payload$23  = result__payload;
-  assign \result__ready$25  = result__ready;
-  assign \result__valid$27  = result__valid;
+  assign \result__payload$17  = result__payload;
+  assign \result__ready$19  = result__ready;
+  assign \result__valid$21  = result__valid;
+  assign \release  = rd__release;
   assign mul__a__0 = { rd__data[23], rd__data };
   assign mul__b__0 = { \$1 [7], \$1 [7], \$1 [7], \$1 [7], \$1 [7], \$1 [7], \$1 [7], \$1 [7], \$1 [7], \$1 [7], \$1  };
   assign mul__c__0 = { 38'h0000000000, \$4  };
   assign mul__b__1 = { 1'h0, \$2  };
   assign mul__c__1 = { \$3 [38], \$3 [38], \$3 [38], \$3 [38], \$3 [38], \$3 [38], \$3 [38], \$3 [38], \$3 [38], \$3  };
-  assign \mul__a__0$44  = { \$11 [23], \$11  };
-  assign \mul__b__0$45  = { 1'h0, \$5  };
-  assign \mul__c__0$47  = { \$6 [40], \$6 [40], \$6 [40], \$6 [40], \$6 [40], \$6 [40], \$6 [40], \$6  };
-  assign \mul__c__0$48  = { \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12  };
-  assign \mul__a__1$51  = { \$13 [23], \$13  };
-  assign \mul__b__1$52  = { \$7 [12], \$7 [12], \$7 [12], \$7 [12], \$7 [12], \$7  };
-  assign \mul__c__1$54  = { 17'h00000, \$8  };
+  assign \mul__a__0$40  = { \$11 [23], \$11  };
+  assign \mul__b__0$41  = { 1'h0, \$5  };
+  assign \mul__c__0$43  = { \$6 [40], \$6 [40], \$6 [40], \$6 [40], \$6 [40], \$6 [40], \$6 [40], \$6  };
+  assign \mul__c__0$44  = { \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12  };
+  assign \mul__a__1$47  = { \$13 [23], \$13  };
+  assign \mul__b__1$48  = { \$7 [12], \$7 [12], \$7 [12], \$7 [12], \$7 [12], \$7  };
+  assign \mul__c__1$50  = { 17'h00000, \$8  };
   assign mul__a__2 = { \$9 [23], \$9  };
-  assign \mul__a__2$58  = { \$14 [23], \$14  };
+  assign \mul__a__2$54  = { \$14 [23], \$14  };
   assign mul__c__2 = { \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10  };
-  assign \mul__c__2$62  = { 33'h000000000, \$15  };
-  assign \mul__p__0$65  = \mul__p__0$64 ;
-  assign \mul__p__1$67  = \mul__p__1$66 ;
-  assign \mul__p__2$69  = mul__p__2;
+  assign \mul__c__2$58  = { 33'h000000000, \$15  };
+  assign \mul__p__0$61  = \mul__p__0$60 ;
+  assign \mul__p__1$63  = \mul__p__1$62 ;
+  assign \mul__p__2$65  = mul__p__2;
   assign pool_rd__addr = rd__i[3:0];
+  assign rd__snr = { \port$1465$0 , \port$1462$0 [26:15] };
   assign pool_rd__data = { \$16 [22], \$16  };
-  assign \kind$119  = kind;
-  assign \layer$122  = layer;
-  assign \regs$126  = regs;
-  assign \slot$128  = slot;
-  assign \stats__payload.s1  = stats__payload[22:0];
-  assign \stats__payload.s2  = stats__payload[59:23];
-  assign \stats__payload$17.s1  = stats__payload[22:0];
-  assign \stats__payload$17.s2  = stats__payload[59:23];
+  assign rd__feat = { 1'h0, \port$1462$0 [14:0] };
+  assign \kind$110  = kind;
+  assign \layer$113  = layer;
+  assign \regs$115  = regs;
+  assign \slot$117  = slot;
   assign \result__payload.index  = result__payload[3:0];
   assign \result__payload.logits  = result__payload[291:4];
   assign \result__payload.logits[0]  = result__payload[27:4];
@@ -1078,26 +933,20 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
   assign \result__payload.logits[9]  = result__payload[243:220];
   assign \result__payload.logits[10]  = result__payload[267:244];
   assign \result__payload.logits[11]  = result__payload[291:268];
-  assign \result__payload$23.index  = result__payload[3:0];
-  assign \result__payload$23.logits  = result__payload[291:4];
-  assign \result__payload$23.logits[0]  = result__payload[27:4];
-  assign \result__payload$23.logits[1]  = result__payload[51:28];
-  assign \result__payload$23.logits[2]  = result__payload[75:52];
-  assign \result__payload$23.logits[3]  = result__payload[99:76];
-  assign \result__payload$23.logits[4]  = result__payload[123:100];
-  assign \result__payload$23.logits[5]  = result__payload[147:124];
-  assign \result__payload$23.logits[6]  = result__payload[171:148];
-  assign \result__payload$23.logits[7]  = result__payload[195:172];
-  assign \result__payload$23.logits[8]  = result__payload[219:196];
-  assign \result__payload$23.logits[9]  = result__payload[243:220];
-  assign \result__payload$23.logits[10]  = result__payload[267:244];
-  assign \result__payload$23.logits[11]  = result__payload[291:268];
-  assign \feat__payload.data  = feat__payload[15:0];
-  assign \feat__payload.first  = feat__payload[16];
-  assign \feat__payload.last  = feat__payload[17];
-  assign \snr__payload.data  = snr__payload[15:0];
-  assign \snr__payload.first  = snr__payload[16];
-  assign \snr__payload.last  = snr__payload[17];
+  assign \result__payload$17.index  = result__payload[3:0];
+  assign \result__payload$17.logits  = result__payload[291:4];
+  assign \result__payload$17.logits[0]  = result__payload[27:4];
+  assign \result__payload$17.logits[1]  = result__payload[51:28];
+  assign \result__payload$17.logits[2]  = result__payload[75:52];
+  assign \result__payload$17.logits[3]  = result__payload[99:76];
+  assign \result__payload$17.logits[4]  = result__payload[123:100];
+  assign \result__payload$17.logits[5]  = result__payload[147:124];
+  assign \result__payload$17.logits[6]  = result__payload[171:148];
+  assign \result__payload$17.logits[7]  = result__payload[195:172];
+  assign \result__payload$17.logits[8]  = result__payload[219:196];
+  assign \result__payload$17.logits[9]  = result__payload[243:220];
+  assign \result__payload$17.logits[10]  = result__payload[267:244];
+  assign \result__payload$17.logits[11]  = result__payload[291:268];
   assign \regs.delta_floor_min  = regs[15:0];
   assign \regs.delta_floor_max  = regs[31:16];
   assign \regs.eps_min  = regs[47:32];
@@ -1106,27 +955,27 @@ module \nanomamba_accel.backend (clk, rst, feat__ready, snr__ready, stats__paylo
   assign \mac_o__payload.index  = mac_o__payload[5:0];
   assign \mac_o__payload.value  = mac_o__payload[29:6];
   assign \mac_o__payload.last  = mac_o__payload[30];
-  assign \o__payload$100.index  = \o__payload$100 [5:0];
-  assign \o__payload$100.value  = \o__payload$100 [29:6];
-  assign \o__payload$100.last  = \o__payload$100 [30];
+  assign \o__payload$92.index  = \o__payload$92 [5:0];
+  assign \o__payload$92.value  = \o__payload$92 [29:6];
+  assign \o__payload$92.last  = \o__payload$92 [30];
   assign \logit__payload.index  = logit__payload[3:0];
   assign \logit__payload.value  = logit__payload[27:4];
   assign \logit__payload.last  = logit__payload[28];
-  assign \o__payload$108.index  = \o__payload$108 [5:0];
-  assign \o__payload$108.value  = \o__payload$108 [21:6];
-  assign \o__payload$108.last  = \o__payload$108 [22];
+  assign \o__payload$98.index  = \o__payload$98 [6:0];
+  assign \o__payload$98.value  = \o__payload$98 [22:7];
+  assign \o__payload$98.last  = \o__payload$98 [23];
   assign \fn__payload.index  = fn__payload[3:0];
   assign \fn__payload.value  = fn__payload[27:4];
   assign \fn__payload.last  = fn__payload[28];
   assign \cmd__payload.mode  = cmd__payload[1:0];
   assign \cmd__payload.set  = cmd__payload[3:2];
-  assign \cmd__payload$116.op  = \cmd__payload$116 [0];
-  assign \cmd__payload$116.layer  = \cmd__payload$116 [1];
-  assign \regs$126.delta_floor_min  = regs[15:0];
-  assign \regs$126.delta_floor_max  = regs[31:16];
-  assign \regs$126.eps_min  = regs[47:32];
-  assign \regs$126.eps_max  = regs[63:48];
-  assign \regs$126.bgate_floor  = regs[79:64];
+  assign \cmd__payload$107.op  = \cmd__payload$107 [0];
+  assign \cmd__payload$107.layer  = \cmd__payload$107 [1];
+  assign \regs$115.delta_floor_min  = regs[15:0];
+  assign \regs$115.delta_floor_max  = regs[31:16];
+  assign \regs$115.eps_min  = regs[47:32];
+  assign \regs$115.eps_max  = regs[63:48];
+  assign \regs$115.bgate_floor  = regs[79:64];
   assign \registers.delta_floor_min  = registers[15:0];
   assign \registers.delta_floor_max  = registers[31:16];
   assign \registers.eps_min  = registers[47:32];
@@ -1514,59 +1363,72 @@ module \nanomamba_accel.backend.exp2 (rst, i__valid, i__payload, en, busy, \busy
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 , \port$2851$0 , \port$3007$0 , s_r__data, frame_age, snr_sum, first, s_r__addr, logit__valid, wb_done, \port$3053$0 , fn__valid, o__payload, rd__i, rd__addr, \o__payload$58 , \o__valid$61 
-, busy, mac_rd__data, snr_sum0, snr_sum1, mac_rd__o, mac_rd__i, rd__data, mac_o__valid, mac_o__payload, logit__payload, \rd__data$54 , fn__payload, norm_dst, kind, src, wb, layer, regs, t, slot, rb
-, clk);
+module \nanomamba_accel.backend.glue (rst, \port$1462$0 , \port$1465$0 , rd__en, rd__o, o__valid, \wb_done$55 , \port$2775$0 , frame_age, first, logit__valid, wb_done, fn__valid, o__payload, rd__i, \rd__en$27 , rd__addr, \o__payload$60 , rd__band, \o__valid$63 , busy
+, mac_rd__data, mac_rd__o, mac_rd__i, \rd__en$24 , rd__t, rd__m, rd__data, mac_o__valid, mac_o__payload, logit__payload, \rd__data$57 , fn__payload, snr_sum, norm_setup, norm_dst, kind, src, wb, layer, regs, t
+, slot, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [24:0] \$11 ;
+  wire \$11 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
   wire \$15 ;
-  wire [23:0] \$16 ;
-  wire [23:0] \$17 ;
+  wire [24:0] \$16 ;
+  wire \$17 ;
   wire \$18 ;
-  wire [5:0] \$19 ;
+  wire \$19 ;
   wire [6:0] \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
+  wire [23:0] \$21 ;
+  wire [23:0] \$22 ;
   wire \$23 ;
-  wire [5:0] \$24 ;
+  wire [6:0] \$24 ;
   wire \$25 ;
-  wire [23:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
   wire \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire \$31 ;
+  wire [23:0] \$31 ;
   wire \$32 ;
   wire \$33 ;
   wire \$34 ;
-  reg \$35 ;
-  reg [5:0] \$36 ;
-  reg [23:0] \$37 ;
-  reg \$38 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire [21:0] \$38 ;
+  wire [22:0] \$39 ;
   wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  reg \$45 ;
+  reg \$46 ;
+  reg [21:0] \$47 ;
+  reg \$48 ;
+  reg [5:0] \$49 ;
   wire \$5 ;
-  wire [5:0] \$6 ;
+  reg [23:0] \$50 ;
+  reg \$51 ;
+  wire \$6 ;
   wire \$7 ;
-  wire \$8 ;
+  wire [7:0] \$8 ;
   wire \$9 ;
   reg [3:0] \$signature__addr ;
-  wire [6:0] \$signature__addr$52 ;
-  wire [5:0] \$signature__addr$57 ;
-  wire [3:0] \$signature__addr$62 ;
+  wire [5:0] \$signature__addr$59 ;
+  wire [3:0] \$signature__addr$64 ;
   reg [23:0] \$signature__data ;
-  wire [15:0] \$signature__data$56 ;
-  wire [15:0] \$signature__data$59 ;
-  wire [15:0] \$signature__data$63 ;
+  wire [15:0] \$signature__data$61 ;
+  wire [15:0] \$signature__data$65 ;
   reg \$signature__en ;
-  wire \$signature__en$60 ;
-  wire \$signature__en$64 ;
+  wire \$signature__en$62 ;
+  wire \$signature__en$66 ;
+  reg apply_first_d1 = 1'h0;
+  reg apply_v_d1 = 1'h0;
   input busy;
   wire busy;
   input clk;
@@ -1613,42 +1475,54 @@ module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 
   wire [15:0] nb_r__data;
   input [1:0] norm_dst;
   wire [1:0] norm_dst;
+  input norm_setup;
+  wire norm_setup;
   input [30:0] o__payload;
   wire [30:0] o__payload;
-  input [22:0] \o__payload$58 ;
-  wire [22:0] \o__payload$58 ;
-  wire [5:0] \o__payload$58.index ;
-  wire \o__payload$58.last ;
-  wire [15:0] \o__payload$58.value ;
+  input [23:0] \o__payload$60 ;
+  wire [23:0] \o__payload$60 ;
+  wire [6:0] \o__payload$60.index ;
+  wire \o__payload$60.last ;
+  wire [15:0] \o__payload$60.value ;
   wire [5:0] \o__payload.index ;
   wire \o__payload.last ;
   wire [23:0] \o__payload.value ;
   input o__valid;
   wire o__valid;
-  input \o__valid$61 ;
-  wire \o__valid$61 ;
+  input \o__valid$63 ;
+  wire \o__valid$63 ;
   wire [3:0] pool_rd__addr;
   wire [23:0] pool_rd__data;
-  input [22:0] \port$2851$0 ;
-  wire [22:0] \port$2851$0 ;
-  input [15:0] \port$3007$0 ;
-  wire [15:0] \port$3007$0 ;
-  output [6:0] \port$3053$0 ;
-  wire [6:0] \port$3053$0 ;
-  input rb;
-  wire rb;
-  input [5:0] rd__addr;
-  wire [5:0] rd__addr;
+  input [26:0] \port$1462$0 ;
+  wire [26:0] \port$1462$0 ;
+  input [3:0] \port$1465$0 ;
+  wire [3:0] \port$1465$0 ;
+  input [22:0] \port$2775$0 ;
+  wire [22:0] \port$2775$0 ;
+  input [6:0] rd__addr;
+  wire [6:0] rd__addr;
+  input [5:0] rd__band;
+  wire [5:0] rd__band;
   output [23:0] rd__data;
   reg [23:0] rd__data;
-  output [23:0] \rd__data$54 ;
-  reg [23:0] \rd__data$54 ;
+  output [23:0] \rd__data$57 ;
+  reg [23:0] \rd__data$57 ;
   input rd__en;
   wire rd__en;
+  output \rd__en$24 ;
+  reg \rd__en$24 ;
+  input \rd__en$27 ;
+  wire \rd__en$27 ;
+  wire [15:0] rd__feat;
   input [5:0] rd__i;
   wire [5:0] rd__i;
+  output [5:0] rd__m;
+  reg [5:0] rd__m;
   input [5:0] rd__o;
   wire [5:0] rd__o;
+  wire [15:0] rd__snr;
+  output [6:0] rd__t;
+  reg [6:0] rd__t;
   input [79:0] regs;
   wire [79:0] regs;
   wire [79:0] \regs$9 ;
@@ -1669,19 +1543,13 @@ module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 
   input rst;
   wire rst;
   reg [24:0] s;
-  output [6:0] s_r__addr;
-  wire [6:0] s_r__addr;
-  input [15:0] s_r__data;
-  wire [15:0] s_r__data;
   input [1:0] slot;
   wire [1:0] slot;
   wire [1:0] \slot$5 ;
   output [21:0] snr_sum;
-  wire [21:0] snr_sum;
-  input [21:0] snr_sum0;
-  wire [21:0] snr_sum0;
-  input [21:0] snr_sum1;
-  wire [21:0] snr_sum1;
+  reg [21:0] snr_sum = 22'h000000;
+  (* init = 22'h000000 *)
+  wire [21:0] \snr_sum$11 ;
   input [2:0] src;
   wire [2:0] src;
   input [6:0] t;
@@ -1692,8 +1560,8 @@ module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 
   wire [1:0] wb;
   output wb_done;
   wire wb_done;
-  input \wb_done$51 ;
-  wire \wb_done$51 ;
+  input \wb_done$55 ;
+  wire \wb_done$55 ;
   wire [3:0] x_r__addr;
   wire [23:0] x_r__data;
   reg [15:0] norm_buf [39:0];
@@ -1740,8 +1608,8 @@ module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 
     norm_buf[39] = 16'h0000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$60 )
-      norm_buf[\o__payload$58 [5:0]] <= \o__payload$58 [21:6];
+    if (\$signature__en$62 )
+      norm_buf[\o__payload$60 [5:0]] <= \o__payload$60 [22:7];
   end
   reg [15:0] _0_;
   always @(posedge clk) begin
@@ -1768,8 +1636,8 @@ module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 
     u_buf[15] = 16'h0000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$64 )
-      u_buf[\o__payload$58 [3:0]] <= \o__payload$58 [21:6];
+    if (\$signature__en$66 )
+      u_buf[\o__payload$60 [3:0]] <= \o__payload$60 [22:7];
   end
   reg [15:0] _1_;
   always @(posedge clk) begin
@@ -1801,113 +1669,73 @@ module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 
   end
   reg [23:0] _2_;
   always @(posedge clk) begin
-    _2_ <= x_buf[\$19 [3:0]];
+    _2_ <= x_buf[\$24 [3:0]];
   end
   assign x_r__data = _2_;
+  assign \$43  = wb == 2'h2;
+  assign \$44  = \$42  & \$43 ;
   always @(posedge clk)
-    rmw_v_d1 <= \$35 ;
+    apply_v_d1 <= \$45 ;
   always @(posedge clk)
-    rmw_i_d1 <= \$36 ;
+    apply_first_d1 <= \$46 ;
   always @(posedge clk)
-    rmw_x_d1 <= \$37 ;
+    snr_sum <= \$47 ;
   always @(posedge clk)
-    rmw_last_d1 <= \$38 ;
+    rmw_v_d1 <= \$48 ;
+  always @(posedge clk)
+    rmw_i_d1 <= \$49 ;
+  always @(posedge clk)
+    rmw_x_d1 <= \$50 ;
+  always @(posedge clk)
+    rmw_last_d1 <= \$51 ;
   assign \$1  = t > 2'h2;
   assign \$2  = \$1  ? 7'h02 : t;
-  assign snr_sum = rb ? snr_sum1 : snr_sum0;
   assign first = ! t;
   assign \$3  = src == 2'h3;
-  assign \$4  = src == 3'h5;
-  assign \$5  = rb ^ \$4 ;
-  assign \$6  = \$5  ? 6'h28 : 6'h00;
-  assign s_r__addr = \$6  + rd__i;
-  assign \$7  = wb == 1'h1;
-  assign \$8  = wb == 2'h3;
-  assign logit__valid = o__valid & \$8 ;
-  assign \$9  = ! wb;
-  assign \$10  = o__valid & \$9 ;
-  assign \$11  = $signed(rmw_x_d1) + $signed(x_r__data);
-  assign \$12  = | s[24:23];
-  assign \$13  = ~ \$12 ;
-  assign \$14  = & s[24:23];
-  assign \$15  = \$13  | \$14 ;
-  assign \$16  = s[24] ? 24'h800000 : 24'h7fffff;
-  assign \$17  = \$15  ? s[23:0] : \$16 ;
-  assign \$18  = wb == 2'h2;
-  assign \$19  = \$18  ? o__payload[5:0] : rd__addr;
-  assign \$20  = wb == 1'h1;
-  assign \$21  = wb == 2'h2;
-  assign \$22  = o__valid & o__payload[30];
-  assign \$23  = \$21  ? rmw_last_d1 : \$22 ;
-  assign wb_done = \$20  ? \wb_done$51  : \$23 ;
-  assign \$24  = rb ? 6'h28 : 6'h00;
-  assign \$signature__addr$52  = \$24  + rd__addr;
-  assign \$25  = norm_dst == 1'h1;
-  assign \$26  = \$25  ? { \port$3007$0 [15], \port$3007$0 [15], \port$3007$0 [15], \port$3007$0 [15], \port$3007$0 [15], \port$3007$0 [15], \port$3007$0 [15], \port$3007$0 [15], \port$3007$0  } : x_r__data;
-  assign \$27  = norm_dst == 1'h1;
-  assign \$signature__en$60  = \o__valid$61  & \$27 ;
-  assign \$28  = norm_dst == 2'h2;
-  assign \$signature__en$64  = \o__valid$61  & \$28 ;
-  assign \$29  = norm_dst == 2'h3;
-  assign fn__valid = \o__valid$61  & \$29 ;
-  assign \$30  = wb == 2'h2;
-  assign \$31  = o__valid & \$30 ;
-  assign \$32  = o__valid & o__payload[30];
-  assign \$33  = wb == 2'h2;
-  assign \$34  = \$32  & \$33 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$signature__en  = 1'h0;
-    if (rmw_v_d1) begin
-      \$signature__en  = 1'h1;
-    end else if (\$10 ) begin
-      \$signature__en  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$signature__data  = 24'h000000;
-    if (rmw_v_d1) begin
-      \$signature__data  = \$17 ;
-    end else if (\$10 ) begin
-      \$signature__data  = o__payload[29:6];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \rd__data$54  = 24'h000000;
-    if (busy) begin
-      \rd__data$54  = \$26 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$35  = \$31 ;
-    if (rst) begin
-      \$35  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$36  = o__payload[5:0];
-    if (rst) begin
-      \$36  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$37  = o__payload[29:6];
-    if (rst) begin
-      \$37  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$38  = \$34 ;
-    if (rst) begin
-      \$38  = 1'h0;
-    end
-  end
+  assign \$4  = src == 2'h2;
+  assign \$5  = src == 3'h5;
+  assign \$6  = \$4  | \$5 ;
+  assign \$7  = src == 3'h5;
+  assign \$8  = t + \$7 ;
+  assign \$9  = norm_dst == 1'h1;
+  assign \$10  = norm_setup | \$9 ;
+  assign \$11  = \rd__en$27  & \$10 ;
+  assign \$12  = wb == 1'h1;
+  assign \$13  = wb == 2'h3;
+  assign logit__valid = o__valid & \$13 ;
+  assign \$14  = ! wb;
+  assign \$15  = o__valid & \$14 ;
+  assign \$16  = $signed(rmw_x_d1) + $signed(x_r__data);
+  assign \$17  = | s[24:23];
+  assign \$18  = ~ \$17 ;
+  assign \$19  = & s[24:23];
+  assign \$20  = \$18  | \$19 ;
+  assign \$21  = s[24] ? 24'h800000 : 24'h7fffff;
+  assign \$22  = \$20  ? s[23:0] : \$21 ;
+  assign \$23  = wb == 2'h2;
+  assign \$24  = \$23  ? { 1'h0, o__payload[5:0] } : rd__addr;
+  assign \$25  = wb == 1'h1;
+  assign \$26  = wb == 2'h2;
+  assign \$27  = o__valid & o__payload[30];
+  assign \$28  = \$26  ? rmw_last_d1 : \$27 ;
+  assign wb_done = \$25  ? \wb_done$55  : \$28 ;
+  assign \$29  = norm_dst == 1'h1;
+  assign \$30  = norm_setup | \$29 ;
+  assign \$31  = \$30  ? { 9'h000, \port$1462$0 [14:0] } : x_r__data;
+  assign \$32  = norm_dst == 1'h1;
+  assign \$signature__en$62  = \o__valid$63  & \$32 ;
+  assign \$33  = norm_dst == 2'h2;
+  assign \$signature__en$66  = \o__valid$63  & \$33 ;
+  assign \$34  = norm_dst == 2'h3;
+  assign fn__valid = \o__valid$63  & \$34 ;
+  assign \$35  = norm_dst == 1'h1;
+  assign \$36  = \rd__en$27  & \$35 ;
+  assign \$37  = ! rd__addr;
+  assign \$38  = apply_first_d1 ? 22'h000000 : snr_sum;
+  assign \$39  = \$38  + { \port$1465$0 , \port$1462$0 [26:15] };
+  assign \$40  = wb == 2'h2;
+  assign \$41  = o__valid & \$40 ;
+  assign \$42  = o__valid & o__payload[30];
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     mac_rd__en = 1'h0;
@@ -1931,6 +1759,39 @@ module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    (* full_case = 32'd1 *)
+    if (\$6 ) begin
+      \rd__en$24  = rd__en;
+    end else if (norm_setup) begin
+      \rd__en$24  = \rd__en$27 ;
+    end else begin
+      \rd__en$24  = \$11 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    (* full_case = 32'd1 *)
+    if (\$6 ) begin
+      rd__t = \$8 [6:0];
+    end else if (norm_setup) begin
+      rd__t = rd__addr;
+    end else begin
+      rd__t = t;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    (* full_case = 32'd1 *)
+    if (\$6 ) begin
+      rd__m = rd__i;
+    end else if (norm_setup) begin
+      rd__m = rd__band;
+    end else begin
+      rd__m = rd__addr[5:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     rd__data = 24'h000000;
     casez (src)
       3'h0:
@@ -1938,24 +1799,24 @@ module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 
       3'h1:
           rd__data = { u_r__data[15], u_r__data[15], u_r__data[15], u_r__data[15], u_r__data[15], u_r__data[15], u_r__data[15], u_r__data[15], u_r__data };
       3'h2, 3'h5:
-          rd__data = { 8'h00, s_r__data };
+          rd__data = { 8'h00, \port$1465$0 , \port$1462$0 [26:15] };
       3'h3:
           rd__data = mac_rd__data;
       3'h4:
-          rd__data = { \port$2851$0 [22], \port$2851$0  };
+          rd__data = { \port$2775$0 [22], \port$2775$0  };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     mac_o__valid = 1'h0;
-    if (\$7 ) begin
+    if (\$12 ) begin
       mac_o__valid = o__valid;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     mac_o__payload = 31'h00000000;
-    if (\$7 ) begin
+    if (\$12 ) begin
       mac_o__payload = o__payload;
     end
   end
@@ -1963,7 +1824,7 @@ module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     s = 25'h0000000;
     if (rmw_v_d1) begin
-      s = \$11 ;
+      s = \$16 ;
     end
   end
   always @* begin
@@ -1971,26 +1832,104 @@ module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 
     \$signature__addr  = 4'h0;
     if (rmw_v_d1) begin
       \$signature__addr  = rmw_i_d1[3:0];
-    end else if (\$10 ) begin
+    end else if (\$15 ) begin
       \$signature__addr  = o__payload[3:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$signature__en  = 1'h0;
+    if (rmw_v_d1) begin
+      \$signature__en  = 1'h1;
+    end else if (\$15 ) begin
+      \$signature__en  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$signature__data  = 24'h000000;
+    if (rmw_v_d1) begin
+      \$signature__data  = \$22 ;
+    end else if (\$15 ) begin
+      \$signature__data  = o__payload[29:6];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \rd__data$57  = 24'h000000;
+    if (busy) begin
+      \rd__data$57  = \$31 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$45  = \$36 ;
+    if (rst) begin
+      \$45  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$46  = \$37 ;
+    if (rst) begin
+      \$46  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$47  = snr_sum;
+    if (apply_v_d1) begin
+      \$47  = \$39 [21:0];
+    end
+    if (rst) begin
+      \$47  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$48  = \$41 ;
+    if (rst) begin
+      \$48  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$49  = o__payload[5:0];
+    if (rst) begin
+      \$49  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$50  = o__payload[29:6];
+    if (rst) begin
+      \$50  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$51  = \$44 ;
+    if (rst) begin
+      \$51  = 1'h0;
     end
   end
   assign \kind$1  = kind;
   assign \layer$3  = layer;
   assign \slot$5  = slot;
   assign \regs$9  = regs;
+  assign \snr_sum$11  = snr_sum;
   assign nb_r__addr = rd__i;
   assign u_r__addr = rd__i[3:0];
   assign pool_rd__addr = rd__i[3:0];
-  assign pool_rd__data = { \port$2851$0 [22], \port$2851$0  };
-  assign x_r__addr = \$19 [3:0];
-  assign \$signature__data$56  = \port$3007$0 ;
-  assign \$signature__addr$57  = \o__payload$58 [5:0];
-  assign \$signature__data$59  = \o__payload$58 [21:6];
-  assign \$signature__addr$62  = \o__payload$58 [3:0];
-  assign \$signature__data$63  = \o__payload$58 [21:6];
+  assign rd__snr = { \port$1465$0 , \port$1462$0 [26:15] };
+  assign pool_rd__data = { \port$2775$0 [22], \port$2775$0  };
+  assign x_r__addr = \$24 [3:0];
+  assign rd__feat = { 1'h0, \port$1462$0 [14:0] };
+  assign \$signature__addr$59  = \o__payload$60 [5:0];
+  assign \$signature__data$61  = \o__payload$60 [22:7];
+  assign \$signature__addr$64  = \o__payload$60 [3:0];
+  assign \$signature__data$65  = \o__payload$60 [22:7];
   assign frame_age = \$2 [1:0];
-  assign \port$3053$0  = \$signature__addr$52 ;
   assign \regs.delta_floor_min  = regs[15:0];
   assign \regs.delta_floor_max  = regs[31:16];
   assign \regs.eps_min  = regs[47:32];
@@ -2010,14 +1949,14 @@ module \nanomamba_accel.backend.glue (rst, rd__en, rd__o, o__valid, \wb_done$51 
   assign \logit__payload.index  = logit__payload[3:0];
   assign \logit__payload.value  = logit__payload[27:4];
   assign \logit__payload.last  = logit__payload[28];
-  assign \o__payload$58.index  = \o__payload$58 [5:0];
-  assign \o__payload$58.value  = \o__payload$58 [21:6];
-  assign \o__payload$58.last  = \o__payload$58 [22];
+  assign \o__payload$60.index  = \o__payload$60 [6:0];
+  assign \o__payload$60.value  = \o__payload$60 [22:7];
+  assign \o__payload$60.last  = \o__payload$60 [23];
   assign \fn__payload.index  = fn__payload[3:0];
   assign \fn__payload.value  = fn__payload[27:4];
   assign \fn__payload.last  = fn__payload[28];
-  assign fn__payload[27:4] = { \o__payload$58 [21], \o__payload$58 [21], \o__payload$58 [21], \o__payload$58 [21], \o__payload$58 [21], \o__payload$58 [21], \o__payload$58 [21], \o__payload$58 [21], \o__payload$58 [21:6] };
-  assign fn__payload[3:0] = \o__payload$58 [3:0];
+  assign fn__payload[27:4] = { \o__payload$60 [22], \o__payload$60 [22], \o__payload$60 [22], \o__payload$60 [22], \o__payload$60 [22], \o__payload$60 [22], \o__payload$60 [22], \o__payload$60 [22], \o__payload$60 [22:7] };
+  assign fn__payload[3:0] = \o__payload$60 [3:0];
   assign fn__payload[28] = 1'h0;
   assign logit__payload[28] = o__payload[30];
   assign logit__payload[27:4] = o__payload[29:6];
@@ -2365,521 +2304,8 @@ module \nanomamba_accel.backend.head (clk, rst, mac__data, first, logit__valid, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.inputs (rst, feat__ready, snr__ready, \port$3007$0 , s_r__data, s_r__addr, \port$3053$0 , feat__payload, snr__payload, feat__valid, snr__valid, feat_full0, feat_full1, snr_sum0, snr_sum1, snr_full0, snr_full1, \release , rb, clk);
+module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1475$0 , mul__acc__0, o__valid, \port$1732$0 , \port$1732$22 , o__payload, busy, c, half_pre, mul__a__1, mul__p__0, mul__p__1, rd__data, job__valid, job__payload, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
-  wire \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
-  wire [5:0] \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
-  wire [6:0] \$27 ;
-  wire [6:0] \$28 ;
-  wire \$29 ;
-  wire \$3 ;
-  wire \$30 ;
-  wire [21:0] \$31 ;
-  wire [22:0] \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  wire [21:0] \$35 ;
-  wire [22:0] \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
-  wire [5:0] \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire \$43 ;
-  wire \$44 ;
-  wire \$45 ;
-  wire \$46 ;
-  wire \$47 ;
-  wire \$48 ;
-  wire \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  reg [5:0] \$53 ;
-  reg \$54 ;
-  reg \$55 ;
-  reg \$56 ;
-  reg [5:0] \$57 ;
-  reg [21:0] \$58 ;
-  reg [21:0] \$59 ;
-  wire \$6 ;
-  reg \$60 ;
-  reg \$61 ;
-  reg \$62 ;
-  wire [6:0] \$7 ;
-  wire [6:0] \$8 ;
-  wire \$9 ;
-  wire [6:0] \$signature__addr ;
-  wire [15:0] \$signature__data ;
-  input clk;
-  wire clk;
-  input [17:0] feat__payload;
-  wire [17:0] feat__payload;
-  wire [15:0] \feat__payload.data ;
-  wire \feat__payload.first ;
-  wire \feat__payload.last ;
-  output feat__ready;
-  wire feat__ready;
-  input feat__valid;
-  wire feat__valid;
-  reg [5:0] feat_cnt = 6'h00;
-  output feat_full0;
-  reg feat_full0 = 1'h0;
-  output feat_full1;
-  reg feat_full1 = 1'h0;
-  reg feat_wb = 1'h0;
-  output [15:0] \port$3007$0 ;
-  wire [15:0] \port$3007$0 ;
-  input [6:0] \port$3053$0 ;
-  wire [6:0] \port$3053$0 ;
-  input rb;
-  wire rb;
-  input \release ;
-  wire \release ;
-  input rst;
-  wire rst;
-  input [6:0] s_r__addr;
-  wire [6:0] s_r__addr;
-  output [15:0] s_r__data;
-  wire [15:0] s_r__data;
-  input [17:0] snr__payload;
-  wire [17:0] snr__payload;
-  wire [15:0] \snr__payload.data ;
-  wire \snr__payload.first ;
-  wire \snr__payload.last ;
-  output snr__ready;
-  wire snr__ready;
-  input snr__valid;
-  wire snr__valid;
-  reg [5:0] snr_cnt = 6'h00;
-  output snr_full0;
-  reg snr_full0 = 1'h0;
-  output snr_full1;
-  reg snr_full1 = 1'h0;
-  output [21:0] snr_sum0;
-  reg [21:0] snr_sum0 = 22'h000000;
-  output [21:0] snr_sum1;
-  reg [21:0] snr_sum1 = 22'h000000;
-  reg snr_wb = 1'h0;
-  wire [6:0] wp__addr;
-  wire [6:0] \wp__addr$14 ;
-  wire [15:0] wp__data;
-  wire [15:0] \wp__data$16 ;
-  wire wp__en;
-  wire \wp__en$18 ;
-  reg [15:0] feat_buf [79:0];
-  initial begin
-    feat_buf[0] = 16'h0000;
-    feat_buf[1] = 16'h0000;
-    feat_buf[2] = 16'h0000;
-    feat_buf[3] = 16'h0000;
-    feat_buf[4] = 16'h0000;
-    feat_buf[5] = 16'h0000;
-    feat_buf[6] = 16'h0000;
-    feat_buf[7] = 16'h0000;
-    feat_buf[8] = 16'h0000;
-    feat_buf[9] = 16'h0000;
-    feat_buf[10] = 16'h0000;
-    feat_buf[11] = 16'h0000;
-    feat_buf[12] = 16'h0000;
-    feat_buf[13] = 16'h0000;
-    feat_buf[14] = 16'h0000;
-    feat_buf[15] = 16'h0000;
-    feat_buf[16] = 16'h0000;
-    feat_buf[17] = 16'h0000;
-    feat_buf[18] = 16'h0000;
-    feat_buf[19] = 16'h0000;
-    feat_buf[20] = 16'h0000;
-    feat_buf[21] = 16'h0000;
-    feat_buf[22] = 16'h0000;
-    feat_buf[23] = 16'h0000;
-    feat_buf[24] = 16'h0000;
-    feat_buf[25] = 16'h0000;
-    feat_buf[26] = 16'h0000;
-    feat_buf[27] = 16'h0000;
-    feat_buf[28] = 16'h0000;
-    feat_buf[29] = 16'h0000;
-    feat_buf[30] = 16'h0000;
-    feat_buf[31] = 16'h0000;
-    feat_buf[32] = 16'h0000;
-    feat_buf[33] = 16'h0000;
-    feat_buf[34] = 16'h0000;
-    feat_buf[35] = 16'h0000;
-    feat_buf[36] = 16'h0000;
-    feat_buf[37] = 16'h0000;
-    feat_buf[38] = 16'h0000;
-    feat_buf[39] = 16'h0000;
-    feat_buf[40] = 16'h0000;
-    feat_buf[41] = 16'h0000;
-    feat_buf[42] = 16'h0000;
-    feat_buf[43] = 16'h0000;
-    feat_buf[44] = 16'h0000;
-    feat_buf[45] = 16'h0000;
-    feat_buf[46] = 16'h0000;
-    feat_buf[47] = 16'h0000;
-    feat_buf[48] = 16'h0000;
-    feat_buf[49] = 16'h0000;
-    feat_buf[50] = 16'h0000;
-    feat_buf[51] = 16'h0000;
-    feat_buf[52] = 16'h0000;
-    feat_buf[53] = 16'h0000;
-    feat_buf[54] = 16'h0000;
-    feat_buf[55] = 16'h0000;
-    feat_buf[56] = 16'h0000;
-    feat_buf[57] = 16'h0000;
-    feat_buf[58] = 16'h0000;
-    feat_buf[59] = 16'h0000;
-    feat_buf[60] = 16'h0000;
-    feat_buf[61] = 16'h0000;
-    feat_buf[62] = 16'h0000;
-    feat_buf[63] = 16'h0000;
-    feat_buf[64] = 16'h0000;
-    feat_buf[65] = 16'h0000;
-    feat_buf[66] = 16'h0000;
-    feat_buf[67] = 16'h0000;
-    feat_buf[68] = 16'h0000;
-    feat_buf[69] = 16'h0000;
-    feat_buf[70] = 16'h0000;
-    feat_buf[71] = 16'h0000;
-    feat_buf[72] = 16'h0000;
-    feat_buf[73] = 16'h0000;
-    feat_buf[74] = 16'h0000;
-    feat_buf[75] = 16'h0000;
-    feat_buf[76] = 16'h0000;
-    feat_buf[77] = 16'h0000;
-    feat_buf[78] = 16'h0000;
-    feat_buf[79] = 16'h0000;
-  end
-  always @(posedge clk) begin
-    if (wp__en)
-      feat_buf[wp__addr] <= feat__payload[15:0];
-  end
-  reg [15:0] _0_;
-  always @(posedge clk) begin
-    _0_ <= feat_buf[\port$3053$0 ];
-  end
-  assign \$signature__data  = _0_;
-  reg [15:0] snr_buf [79:0];
-  initial begin
-    snr_buf[0] = 16'h0000;
-    snr_buf[1] = 16'h0000;
-    snr_buf[2] = 16'h0000;
-    snr_buf[3] = 16'h0000;
-    snr_buf[4] = 16'h0000;
-    snr_buf[5] = 16'h0000;
-    snr_buf[6] = 16'h0000;
-    snr_buf[7] = 16'h0000;
-    snr_buf[8] = 16'h0000;
-    snr_buf[9] = 16'h0000;
-    snr_buf[10] = 16'h0000;
-    snr_buf[11] = 16'h0000;
-    snr_buf[12] = 16'h0000;
-    snr_buf[13] = 16'h0000;
-    snr_buf[14] = 16'h0000;
-    snr_buf[15] = 16'h0000;
-    snr_buf[16] = 16'h0000;
-    snr_buf[17] = 16'h0000;
-    snr_buf[18] = 16'h0000;
-    snr_buf[19] = 16'h0000;
-    snr_buf[20] = 16'h0000;
-    snr_buf[21] = 16'h0000;
-    snr_buf[22] = 16'h0000;
-    snr_buf[23] = 16'h0000;
-    snr_buf[24] = 16'h0000;
-    snr_buf[25] = 16'h0000;
-    snr_buf[26] = 16'h0000;
-    snr_buf[27] = 16'h0000;
-    snr_buf[28] = 16'h0000;
-    snr_buf[29] = 16'h0000;
-    snr_buf[30] = 16'h0000;
-    snr_buf[31] = 16'h0000;
-    snr_buf[32] = 16'h0000;
-    snr_buf[33] = 16'h0000;
-    snr_buf[34] = 16'h0000;
-    snr_buf[35] = 16'h0000;
-    snr_buf[36] = 16'h0000;
-    snr_buf[37] = 16'h0000;
-    snr_buf[38] = 16'h0000;
-    snr_buf[39] = 16'h0000;
-    snr_buf[40] = 16'h0000;
-    snr_buf[41] = 16'h0000;
-    snr_buf[42] = 16'h0000;
-    snr_buf[43] = 16'h0000;
-    snr_buf[44] = 16'h0000;
-    snr_buf[45] = 16'h0000;
-    snr_buf[46] = 16'h0000;
-    snr_buf[47] = 16'h0000;
-    snr_buf[48] = 16'h0000;
-    snr_buf[49] = 16'h0000;
-    snr_buf[50] = 16'h0000;
-    snr_buf[51] = 16'h0000;
-    snr_buf[52] = 16'h0000;
-    snr_buf[53] = 16'h0000;
-    snr_buf[54] = 16'h0000;
-    snr_buf[55] = 16'h0000;
-    snr_buf[56] = 16'h0000;
-    snr_buf[57] = 16'h0000;
-    snr_buf[58] = 16'h0000;
-    snr_buf[59] = 16'h0000;
-    snr_buf[60] = 16'h0000;
-    snr_buf[61] = 16'h0000;
-    snr_buf[62] = 16'h0000;
-    snr_buf[63] = 16'h0000;
-    snr_buf[64] = 16'h0000;
-    snr_buf[65] = 16'h0000;
-    snr_buf[66] = 16'h0000;
-    snr_buf[67] = 16'h0000;
-    snr_buf[68] = 16'h0000;
-    snr_buf[69] = 16'h0000;
-    snr_buf[70] = 16'h0000;
-    snr_buf[71] = 16'h0000;
-    snr_buf[72] = 16'h0000;
-    snr_buf[73] = 16'h0000;
-    snr_buf[74] = 16'h0000;
-    snr_buf[75] = 16'h0000;
-    snr_buf[76] = 16'h0000;
-    snr_buf[77] = 16'h0000;
-    snr_buf[78] = 16'h0000;
-    snr_buf[79] = 16'h0000;
-  end
-  always @(posedge clk) begin
-    if (\wp__en$18 )
-      snr_buf[\wp__addr$14 ] <= snr__payload[15:0];
-  end
-  reg [15:0] _1_;
-  always @(posedge clk) begin
-    _1_ <= snr_buf[s_r__addr];
-  end
-  assign s_r__data = _1_;
-  assign \$32  = \$31  + snr__payload[15:0];
-  assign \$34  = ! snr_cnt;
-  assign \$35  = \$34  ? 22'h000000 : snr_sum1;
-  assign \$36  = \$35  + snr__payload[15:0];
-  assign \$37  = snr_cnt == 6'h27;
-  assign \$38  = ~ snr_wb;
-  assign \$39  = snr__valid & snr__ready;
-  assign \$40  = snr_cnt == 6'h27;
-  assign \$41  = \$39  & \$40 ;
-  assign \$42  = ! snr_wb;
-  assign \$43  = \$41  & \$42 ;
-  assign \$44  = ! rb;
-  assign \$45  = \release  & \$44 ;
-  assign \$46  = snr__valid & snr__ready;
-  assign \$47  = snr_cnt == 6'h27;
-  assign \$48  = \$46  & \$47 ;
-  assign \$50  = \$48  & \$49 ;
-  assign \$52  = \release  & \$51 ;
-  always @(posedge clk)
-    feat_cnt <= \$53 ;
-  always @(posedge clk)
-    feat_wb <= \$54 ;
-  always @(posedge clk)
-    feat_full0 <= \$55 ;
-  always @(posedge clk)
-    feat_full1 <= \$56 ;
-  always @(posedge clk)
-    snr_cnt <= \$57 ;
-  always @(posedge clk)
-    snr_sum0 <= \$58 ;
-  always @(posedge clk)
-    snr_sum1 <= \$59 ;
-  always @(posedge clk)
-    snr_wb <= \$60 ;
-  always @(posedge clk)
-    snr_full0 <= \$61 ;
-  always @(posedge clk)
-    snr_full1 <= \$62 ;
-  assign \$1  = feat_wb ? feat_full1 : feat_full0;
-  assign feat__ready = ~ \$1 ;
-  assign \$2  = feat_wb ? 6'h28 : 6'h00;
-  assign wp__addr = \$2  + feat_cnt;
-  assign wp__en = feat__valid & feat__ready;
-  assign \$3  = snr_wb ? snr_full1 : snr_full0;
-  assign snr__ready = ~ \$3 ;
-  assign \$4  = snr_wb ? 6'h28 : 6'h00;
-  assign \wp__addr$14  = \$4  + snr_cnt;
-  assign \wp__en$18  = snr__valid & snr__ready;
-  assign \$5  = feat__valid & feat__ready;
-  assign \$6  = feat_cnt == 6'h27;
-  assign \$7  = feat_cnt + 1'h1;
-  assign \$8  = \$6  ? 7'h00 : \$7 ;
-  assign \$9  = feat_cnt == 6'h27;
-  assign \$10  = ~ feat_wb;
-  assign \$11  = feat__valid & feat__ready;
-  assign \$12  = feat_cnt == 6'h27;
-  assign \$13  = \$11  & \$12 ;
-  assign \$14  = ! feat_wb;
-  assign \$15  = \$13  & \$14 ;
-  assign \$16  = ! rb;
-  assign \$17  = \release  & \$16 ;
-  assign \$18  = feat__valid & feat__ready;
-  assign \$19  = feat_cnt == 6'h27;
-  assign \$20  = \$18  & \$19 ;
-  assign \$22  = \$20  & \$21 ;
-  assign \$24  = \release  & \$23 ;
-  assign \$25  = snr__valid & snr__ready;
-  assign \$26  = snr_cnt == 6'h27;
-  assign \$27  = snr_cnt + 1'h1;
-  assign \$28  = \$26  ? 7'h00 : \$27 ;
-  assign \$29  = ! snr_wb;
-  assign \$30  = ! snr_cnt;
-  assign \$31  = \$30  ? 22'h000000 : snr_sum0;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$53  = feat_cnt;
-    if (\$5 ) begin
-      \$53  = \$8 [5:0];
-    end
-    if (rst) begin
-      \$53  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$54  = feat_wb;
-    if (\$5 ) begin
-      if (\$9 ) begin
-        \$54  = \$10 ;
-      end
-    end
-    if (rst) begin
-      \$54  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$55  = feat_full0;
-    if (\$15 ) begin
-      \$55  = 1'h1;
-    end else if (\$17 ) begin
-      \$55  = 1'h0;
-    end
-    if (rst) begin
-      \$55  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$56  = feat_full1;
-    if (\$22 ) begin
-      \$56  = 1'h1;
-    end else if (\$24 ) begin
-      \$56  = 1'h0;
-    end
-    if (rst) begin
-      \$56  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$57  = snr_cnt;
-    if (\$25 ) begin
-      \$57  = \$28 [5:0];
-    end
-    if (rst) begin
-      \$57  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$58  = snr_sum0;
-    if (\$25 ) begin
-      if (\$29 ) begin
-        \$58  = \$32 [21:0];
-      end
-    end
-    if (rst) begin
-      \$58  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$59  = snr_sum1;
-    if (\$25 ) begin
-      if (\$33 ) begin
-        \$59  = \$36 [21:0];
-      end
-    end
-    if (rst) begin
-      \$59  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$60  = snr_wb;
-    if (\$25 ) begin
-      if (\$37 ) begin
-        \$60  = \$38 ;
-      end
-    end
-    if (rst) begin
-      \$60  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$61  = snr_full0;
-    if (\$43 ) begin
-      \$61  = 1'h1;
-    end else if (\$45 ) begin
-      \$61  = 1'h0;
-    end
-    if (rst) begin
-      \$61  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$62  = snr_full1;
-    if (\$50 ) begin
-      \$62  = 1'h1;
-    end else if (\$52 ) begin
-      \$62  = 1'h0;
-    end
-    if (rst) begin
-      \$62  = 1'h0;
-    end
-  end
-  assign wp__data = feat__payload[15:0];
-  assign \wp__data$16  = snr__payload[15:0];
-  assign \$signature__addr  = \port$3053$0 ;
-  assign \port$3007$0  = \$signature__data ;
-  assign \feat__payload.data  = feat__payload[15:0];
-  assign \feat__payload.first  = feat__payload[16];
-  assign \feat__payload.last  = feat__payload[17];
-  assign \snr__payload.data  = snr__payload[15:0];
-  assign \snr__payload.first  = snr__payload[16];
-  assign \snr__payload.last  = snr__payload[17];
-  assign \$21  = feat_wb;
-  assign \$23  = rb;
-  assign \$33  = snr_wb;
-  assign \$49  = snr_wb;
-  assign \$51  = rb;
-endmodule
-
-(* generator = "Amaranth" *)
-module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$0 , mul__acc__0, o__valid, \port$1795$0 , \port$1795$22 , o__payload, busy, c, half_pre, mul__a__1, mul__p__0, mul__p__1, rd__data, job__valid, job__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire [6:0] \$10 ;
   reg [23:0] \$100 ;
@@ -3053,12 +2479,12 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
   reg o_valid;
   reg [23:0] o_value;
   reg pend = 1'h0;
-  output [7:0] \port$1538$0 ;
-  wire [7:0] \port$1538$0 ;
-  output [16:0] \port$1795$0 ;
-  wire [16:0] \port$1795$0 ;
-  output [38:0] \port$1795$22 ;
-  wire [38:0] \port$1795$22 ;
+  output [7:0] \port$1475$0 ;
+  wire [7:0] \port$1475$0 ;
+  output [16:0] \port$1732$0 ;
+  wire [16:0] \port$1732$0 ;
+  output [38:0] \port$1732$22 ;
+  wire [38:0] \port$1732$22 ;
   reg [3:0] pre = 4'h0;
   reg [5:0] r0g = 6'h00;
   reg r0v = 1'h0;
@@ -7688,7 +7114,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
   always @(posedge clk)
     idx <= \$104 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$14  = 6'h00;
     casez (job__payload)
       4'h0:
@@ -7722,7 +7148,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$15  = 6'h00;
     casez (job__payload)
       4'h0:
@@ -7756,7 +7182,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$16  = 6'h00;
     casez (job__payload)
       4'h0:
@@ -7790,7 +7216,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$17  = 1'h0;
     casez (job__payload)
       4'h0:
@@ -7824,7 +7250,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$18  = 1'h0;
     casez (job__payload)
       4'h0:
@@ -7858,7 +7284,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$19  = 13'h0000;
     casez (job__payload)
       4'h0:
@@ -7892,7 +7318,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$20  = 9'h000;
     casez (job__payload)
       4'h0:
@@ -7926,7 +7352,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$21  = 4'h0;
     casez (job__payload)
       4'h0:
@@ -7960,7 +7386,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$22  = 10'h000;
     casez (job__payload)
       4'h0:
@@ -7994,7 +7420,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$23  = 6'h00;
     casez (job__payload)
       4'h0:
@@ -8028,7 +7454,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$24  = 2'h0;
     casez (job__payload)
       4'h0:
@@ -8062,7 +7488,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$51  = 24'h000000;
     casez (sat)
       2'h0:
@@ -8074,7 +7500,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     o_valid = 1'h0;
     if (rov_d1) begin
       o_valid = 1'h1;
@@ -8083,7 +7509,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     o_index = 6'h00;
     if (rov_d1) begin
       o_index = \$6 [5:0];
@@ -8092,7 +7518,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     o_value = 24'h000000;
     if (rov_d1) begin
       o_value = rout0;
@@ -8101,7 +7527,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$64  = job;
     if (\$12 ) begin
       if (\$13 ) begin
@@ -8113,7 +7539,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$65  = running;
     if (\$12 ) begin
       if (\$13 ) begin
@@ -8132,7 +7558,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$66  = busy;
     if (\$12 ) begin
       if (\$13 ) begin
@@ -8147,7 +7573,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$67  = g;
     if (\$12 ) begin
       if (\$13 ) begin
@@ -8164,7 +7590,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$68  = c;
     if (\$12 ) begin
       if (\$13 ) begin
@@ -8184,7 +7610,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$69  = n_in_m1;
     if (\$12 ) begin
       if (\$13 ) begin
@@ -8196,7 +7622,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$70  = n_groups_m1;
     if (\$12 ) begin
       if (\$13 ) begin
@@ -8208,7 +7634,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$71  = gcyc_m1;
     if (\$12 ) begin
       if (\$13 ) begin
@@ -8220,7 +7646,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$72  = lanes_used;
     if (\$12 ) begin
       if (\$13 ) begin
@@ -8232,7 +7658,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$73  = dw;
     if (\$12 ) begin
       if (\$13 ) begin
@@ -8244,7 +7670,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$74  = \$signature__addr ;
     if (\$12 ) begin
       if (\$13 ) begin
@@ -8261,7 +7687,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$75  = rq_base;
     if (\$12 ) begin
       if (\$13 ) begin
@@ -8273,7 +7699,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$76  = pre;
     if (\$12 ) begin
       if (\$13 ) begin
@@ -8285,7 +7711,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$77  = half_pre;
     if (\$12 ) begin
       if (\$13 ) begin
@@ -8297,7 +7723,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$78  = n_out;
     if (\$12 ) begin
       if (\$13 ) begin
@@ -8309,7 +7735,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$79  = sat;
     if (\$12 ) begin
       if (\$13 ) begin
@@ -8321,7 +7747,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$80  = act_d1;
     if (\$12 ) begin
       \$80  = active;
@@ -8331,7 +7757,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$81  = first_d1;
     if (\$12 ) begin
       \$81  = first;
@@ -8341,7 +7767,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$82  = last_d1;
     if (\$12 ) begin
       \$82  = last;
@@ -8351,7 +7777,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$83  = grp_d1;
     if (\$12 ) begin
       \$83  = g;
@@ -8361,7 +7787,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$84  = lastp_d1;
     if (\$12 ) begin
       \$84  = last_d1;
@@ -8371,7 +7797,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$85  = \$signature__en$29 ;
     if (\$12 ) begin
       \$85  = lastp_d1;
@@ -8381,7 +7807,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$86  = grpp_d1;
     if (\$12 ) begin
       \$86  = grp_d1;
@@ -8391,7 +7817,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$87  = grpp_d2;
     if (\$12 ) begin
       \$87  = grpp_d1;
@@ -8401,7 +7827,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$88  = r0v;
     if (\$12 ) begin
       \$88  = \$signature__en$29 ;
@@ -8411,7 +7837,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$89  = r0g;
     if (\$12 ) begin
       \$89  = grpp_d2;
@@ -8421,7 +7847,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$90  = mul__a__1;
     if (\$12 ) begin
       if (\$signature__en$29 ) begin
@@ -8433,7 +7859,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$91  = sh0_d1;
     if (\$12 ) begin
       \$91  = \$signature__data$34 [21:17];
@@ -8443,7 +7869,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$92  = sh0_d2;
     if (\$12 ) begin
       \$92  = sh0_d1;
@@ -8453,7 +7879,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$93  = rpv_d1;
     if (\$12 ) begin
       \$93  = r0v;
@@ -8463,7 +7889,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$94  = rpv_d2;
     if (\$12 ) begin
       \$94  = rpv_d1;
@@ -8473,7 +7899,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$95  = rpg_d1;
     if (\$12 ) begin
       \$95  = r0g;
@@ -8483,7 +7909,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$96  = rpg_d2;
     if (\$12 ) begin
       \$96  = rpg_d1;
@@ -8493,7 +7919,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$97  = rsh0;
     if (\$12 ) begin
       \$97  = \$32 [30:0];
@@ -8503,7 +7929,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$98  = rsv_d1;
     if (\$12 ) begin
       \$98  = rpv_d2;
@@ -8513,7 +7939,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$99  = rsg_d1;
     if (\$12 ) begin
       \$99  = rpg_d2;
@@ -8523,7 +7949,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$100  = rout0;
     if (\$12 ) begin
       \$100  = \$51 ;
@@ -8533,7 +7959,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$101  = rov_d1;
     if (\$12 ) begin
       \$101  = rsv_d1;
@@ -8543,7 +7969,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$102  = rog_d1;
     if (\$12 ) begin
       \$102  = rsg_d1;
@@ -8553,7 +7979,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$103  = pend;
     if (\$12 ) begin
       if (rov_d1) begin
@@ -8567,7 +7993,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$104  = idx;
     if (\$12 ) begin
       if (rov_d1) begin
@@ -8594,9 +8020,9 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
   assign mul__c__1 = { \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60:22] };
   assign base = \$6 [5:0];
   assign ser0 = 24'h000000;
-  assign \port$1538$0  = \$3 ;
-  assign \port$1795$0  = \$signature__data$34 [16:0];
-  assign \port$1795$22  = \$signature__data$34 [60:22];
+  assign \port$1475$0  = \$3 ;
+  assign \port$1732$0  = \$signature__data$34 [16:0];
+  assign \port$1732$22  = \$signature__data$34 [60:22];
   assign \o__payload.index  = o__payload[5:0];
   assign \o__payload.value  = o__payload[29:6];
   assign \o__payload.last  = o__payload[30];
@@ -8612,8 +8038,8 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1538$
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.mac_muls (rst, \port$1538$0 , mul__acc__0, \port$1795$0 , \port$1795$22 , busy, \port$4233$0 , mul__a__1, p0, p1, \port$5071$0 , job__valid, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
+module \nanomamba_accel.backend.mac_muls (rst, \port$1475$0 , mul__acc__0, \port$1732$0 , \port$1732$22 , busy, \port$4029$0 , mul__a__1, p0, p1, \port$4847$0 , job__valid, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   reg [47:0] \$10 ;
   reg \$11 ;
@@ -8663,16 +8089,16 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1538$0 , mul__acc__0, \port
   reg [47:0] p0 = 48'h000000000000;
   output [47:0] p1;
   reg [47:0] p1 = 48'h000000000000;
-  input [7:0] \port$1538$0 ;
-  wire [7:0] \port$1538$0 ;
-  input [16:0] \port$1795$0 ;
-  wire [16:0] \port$1795$0 ;
-  input [38:0] \port$1795$22 ;
-  wire [38:0] \port$1795$22 ;
-  input [9:0] \port$4233$0 ;
-  wire [9:0] \port$4233$0 ;
-  input [23:0] \port$5071$0 ;
-  wire [23:0] \port$5071$0 ;
+  input [7:0] \port$1475$0 ;
+  wire [7:0] \port$1475$0 ;
+  input [16:0] \port$1732$0 ;
+  wire [16:0] \port$1732$0 ;
+  input [38:0] \port$1732$22 ;
+  wire [38:0] \port$1732$22 ;
+  input [9:0] \port$4029$0 ;
+  wire [9:0] \port$4029$0 ;
+  input [23:0] \port$4847$0 ;
+  wire [23:0] \port$4847$0 ;
   input rst;
   wire rst;
   assign \$1  = busy | job__valid;
@@ -8703,37 +8129,37 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1538$0 , mul__acc__0, \port
   always @(posedge clk)
     p1 <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$8  = a0;
     if (\$1 ) begin
-      \$8  = { \port$5071$0 [23], \port$5071$0  };
+      \$8  = { \port$4847$0 [23], \port$4847$0  };
     end
     if (rst) begin
       \$8  = 25'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$9  = b0;
     if (\$1 ) begin
-      \$9  = { \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0  };
+      \$9  = { \port$1475$0 [7], \port$1475$0 [7], \port$1475$0 [7], \port$1475$0 [7], \port$1475$0 [7], \port$1475$0 [7], \port$1475$0 [7], \port$1475$0 [7], \port$1475$0 [7], \port$1475$0 [7], \port$1475$0  };
     end
     if (rst) begin
       \$9  = 18'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$10  = c0;
     if (\$1 ) begin
-      \$10  = { 38'h0000000000, \port$4233$0  };
+      \$10  = { 38'h0000000000, \port$4029$0  };
     end
     if (rst) begin
       \$10  = 48'h000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$11  = acc0;
     if (\$1 ) begin
       \$11  = mul__acc__0;
@@ -8743,7 +8169,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1538$0 , mul__acc__0, \port
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$12  = p0;
     if (\$1 ) begin
       \$12  = \$4 [47:0];
@@ -8753,7 +8179,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1538$0 , mul__acc__0, \port
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$13  = a1;
     if (\$1 ) begin
       \$13  = mul__a__1;
@@ -8763,27 +8189,27 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1538$0 , mul__acc__0, \port
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$14  = b1;
     if (\$1 ) begin
-      \$14  = { 1'h0, \port$1795$0  };
+      \$14  = { 1'h0, \port$1732$0  };
     end
     if (rst) begin
       \$14  = 18'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$15  = c1;
     if (\$1 ) begin
-      \$15  = { \port$1795$22 [38], \port$1795$22 [38], \port$1795$22 [38], \port$1795$22 [38], \port$1795$22 [38], \port$1795$22 [38], \port$1795$22 [38], \port$1795$22 [38], \port$1795$22 [38], \port$1795$22  };
+      \$15  = { \port$1732$22 [38], \port$1732$22 [38], \port$1732$22 [38], \port$1732$22 [38], \port$1732$22 [38], \port$1732$22 [38], \port$1732$22 [38], \port$1732$22 [38], \port$1732$22 [38], \port$1732$22  };
     end
     if (rst) begin
       \$15  = 48'h000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$16  = acc1;
     if (\$1 ) begin
       \$16  = 1'h0;
@@ -8793,7 +8219,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1538$0 , mul__acc__0, \port
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$17  = p1;
     if (\$1 ) begin
       \$17  = \$7 [47:0];
@@ -8802,20 +8228,20 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1538$0 , mul__acc__0, \port
       \$17  = 48'h000000000000;
     end
   end
-  assign mul__a__0 = { \port$5071$0 [23], \port$5071$0  };
-  assign mul__b__0 = { \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0 [7], \port$1538$0  };
-  assign mul__c__0 = { 38'h0000000000, \port$4233$0  };
-  assign mul__b__1 = { 1'h0, \port$1795$0  };
-  assign mul__c__1 = { \port$1795$22 [38], \port$1795$22 [38], \port$1795$22 [38], \port$1795$22 [38], \port$1795$22 [38], \port$1795$22 [38], \port$1795$22 [38], \port$1795$22 [38], \port$1795$22 [38], \port$1795$22  };
+  assign mul__a__0 = { \port$4847$0 [23], \port$4847$0  };
+  assign mul__b__0 = { \port$1475$0 [7], \port$1475$0 [7], \port$1475$0 [7], \port$1475$0 [7], \port$1475$0 [7], \port$1475$0 [7], \port$1475$0 [7], \port$1475$0 [7], \port$1475$0 [7], \port$1475$0 [7], \port$1475$0  };
+  assign mul__c__0 = { 38'h0000000000, \port$4029$0  };
+  assign mul__b__1 = { 1'h0, \port$1732$0  };
+  assign mul__c__1 = { \port$1732$22 [38], \port$1732$22 [38], \port$1732$22 [38], \port$1732$22 [38], \port$1732$22 [38], \port$1732$22 [38], \port$1732$22 [38], \port$1732$22 [38], \port$1732$22 [38], \port$1732$22  };
   assign mul__acc__1 = 1'h0;
   assign mul__p__0 = p0;
   assign mul__p__1 = p1;
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1894$0 , \port$1905$0 , mul__acc__0, mul__a__1, \port$1915$0 , \port$1916$0 , mul__acc__1, \port$1942$0 , mul__b__2, \port$1989$0 , mul__acc__2, \port$2349$0 , \mul__b__0$9 , \port$2368$0 , \port$2375$0 , \mul__b__1$22 , \mul__c__1$25 , \port$2409$0 , \mul__b__2$35 
-, \port$2433$0 , busy, \busy$3 , p0, p1, p2, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
+module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1824$0 , \port$1833$0 , mul__acc__0, mul__a__1, \port$1843$0 , \port$1844$0 , mul__acc__1, \port$1870$0 , mul__b__2, \port$1917$0 , mul__acc__2, \port$2273$0 , \mul__b__0$9 , \port$2292$0 , \port$2299$0 , \mul__b__1$22 , \mul__c__1$25 , \port$2333$0 , \mul__b__2$35 
+, \port$2357$0 , busy, \busy$3 , p0, p1, p2, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
   wire [17:0] \$10 ;
   wire [47:0] \$11 ;
@@ -8923,46 +8349,46 @@ module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1894$0 , \port$1905$
   reg [47:0] p1 = 48'h000000000000;
   output [47:0] p2;
   reg [47:0] p2 = 48'h000000000000;
-  input [16:0] \port$1894$0 ;
-  wire [16:0] \port$1894$0 ;
-  input [40:0] \port$1905$0 ;
-  wire [40:0] \port$1905$0 ;
-  input [12:0] \port$1915$0 ;
-  wire [12:0] \port$1915$0 ;
-  input [30:0] \port$1916$0 ;
-  wire [30:0] \port$1916$0 ;
-  input [23:0] \port$1942$0 ;
-  wire [23:0] \port$1942$0 ;
-  input [30:0] \port$1989$0 ;
-  wire [30:0] \port$1989$0 ;
-  input [23:0] \port$2349$0 ;
-  wire [23:0] \port$2349$0 ;
-  input [33:0] \port$2368$0 ;
-  wire [33:0] \port$2368$0 ;
-  input [23:0] \port$2375$0 ;
-  wire [23:0] \port$2375$0 ;
-  input [23:0] \port$2409$0 ;
-  wire [23:0] \port$2409$0 ;
-  input [14:0] \port$2433$0 ;
-  wire [14:0] \port$2433$0 ;
+  input [16:0] \port$1824$0 ;
+  wire [16:0] \port$1824$0 ;
+  input [40:0] \port$1833$0 ;
+  wire [40:0] \port$1833$0 ;
+  input [12:0] \port$1843$0 ;
+  wire [12:0] \port$1843$0 ;
+  input [30:0] \port$1844$0 ;
+  wire [30:0] \port$1844$0 ;
+  input [23:0] \port$1870$0 ;
+  wire [23:0] \port$1870$0 ;
+  input [30:0] \port$1917$0 ;
+  wire [30:0] \port$1917$0 ;
+  input [23:0] \port$2273$0 ;
+  wire [23:0] \port$2273$0 ;
+  input [33:0] \port$2292$0 ;
+  wire [33:0] \port$2292$0 ;
+  input [23:0] \port$2299$0 ;
+  wire [23:0] \port$2299$0 ;
+  input [23:0] \port$2333$0 ;
+  wire [23:0] \port$2333$0 ;
+  input [14:0] \port$2357$0 ;
+  wire [14:0] \port$2357$0 ;
   input rst;
   wire rst;
   assign \$1  = busy | \busy$3 ;
-  assign \$2  = mul__a__0 | { \port$2349$0 [23], \port$2349$0  };
-  assign \$3  = { 1'h0, \port$1894$0  } | \mul__b__0$9 ;
-  assign \$4  = { \port$1905$0 [40], \port$1905$0 [40], \port$1905$0 [40], \port$1905$0 [40], \port$1905$0 [40], \port$1905$0 [40], \port$1905$0 [40], \port$1905$0  } | { \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0  };
+  assign \$2  = mul__a__0 | { \port$2273$0 [23], \port$2273$0  };
+  assign \$3  = { 1'h0, \port$1824$0  } | \mul__b__0$9 ;
+  assign \$4  = { \port$1833$0 [40], \port$1833$0 [40], \port$1833$0 [40], \port$1833$0 [40], \port$1833$0 [40], \port$1833$0 [40], \port$1833$0 [40], \port$1833$0  } | { \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0  };
   assign \$6  = $signed(a0) * $signed(b0);
   assign \$7  = acc0 ? p0 : c0;
   assign \$8  = $signed(\$6 ) + $signed(\$7 );
-  assign \$9  = mul__a__1 | { \port$2375$0 [23], \port$2375$0  };
-  assign \$10  = { \port$1915$0 [12], \port$1915$0 [12], \port$1915$0 [12], \port$1915$0 [12], \port$1915$0 [12], \port$1915$0  } | \mul__b__1$22 ;
-  assign \$11  = { 17'h00000, \port$1916$0  } | \mul__c__1$25 ;
+  assign \$9  = mul__a__1 | { \port$2299$0 [23], \port$2299$0  };
+  assign \$10  = { \port$1843$0 [12], \port$1843$0 [12], \port$1843$0 [12], \port$1843$0 [12], \port$1843$0 [12], \port$1843$0  } | \mul__b__1$22 ;
+  assign \$11  = { 17'h00000, \port$1844$0  } | \mul__c__1$25 ;
   assign \$13  = $signed(a1) * $signed(b1);
   assign \$14  = acc1 ? p1 : c1;
   assign \$15  = $signed(\$13 ) + $signed(\$14 );
-  assign \$16  = { \port$1942$0 [23], \port$1942$0  } | { \port$2409$0 [23], \port$2409$0  };
+  assign \$16  = { \port$1870$0 [23], \port$1870$0  } | { \port$2333$0 [23], \port$2333$0  };
   assign \$17  = mul__b__2 | \mul__b__2$35 ;
-  assign \$18  = { \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0  } | { 33'h000000000, \port$2433$0  };
+  assign \$18  = { \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0  } | { 33'h000000000, \port$2357$0  };
   assign \$20  = $signed(a2) * $signed(b2);
   assign \$21  = acc2 ? p2 : c2;
   assign \$22  = $signed(\$20 ) + $signed(\$21 );
@@ -8997,7 +8423,7 @@ module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1894$0 , \port$1905$
   always @(posedge clk)
     p2 <= \$37 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$23  = a0;
     if (\$1 ) begin
       \$23  = \$2 ;
@@ -9007,7 +8433,7 @@ module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1894$0 , \port$1905$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$24  = b0;
     if (\$1 ) begin
       \$24  = \$3 ;
@@ -9017,7 +8443,7 @@ module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1894$0 , \port$1905$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$25  = c0;
     if (\$1 ) begin
       \$25  = \$4 ;
@@ -9027,7 +8453,7 @@ module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1894$0 , \port$1905$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$26  = acc0;
     if (\$1 ) begin
       \$26  = \$5 ;
@@ -9037,7 +8463,7 @@ module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1894$0 , \port$1905$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$27  = p0;
     if (\$1 ) begin
       \$27  = \$8 [47:0];
@@ -9047,7 +8473,7 @@ module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1894$0 , \port$1905$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$28  = a1;
     if (\$1 ) begin
       \$28  = \$9 ;
@@ -9057,7 +8483,7 @@ module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1894$0 , \port$1905$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$29  = b1;
     if (\$1 ) begin
       \$29  = \$10 ;
@@ -9067,7 +8493,7 @@ module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1894$0 , \port$1905$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$30  = c1;
     if (\$1 ) begin
       \$30  = \$11 ;
@@ -9077,7 +8503,7 @@ module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1894$0 , \port$1905$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$31  = acc1;
     if (\$1 ) begin
       \$31  = \$12 ;
@@ -9087,7 +8513,7 @@ module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1894$0 , \port$1905$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$32  = p1;
     if (\$1 ) begin
       \$32  = \$15 [47:0];
@@ -9097,7 +8523,7 @@ module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1894$0 , \port$1905$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$33  = a2;
     if (\$1 ) begin
       \$33  = \$16 ;
@@ -9107,7 +8533,7 @@ module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1894$0 , \port$1905$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$34  = b2;
     if (\$1 ) begin
       \$34  = \$17 ;
@@ -9117,7 +8543,7 @@ module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1894$0 , \port$1905$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$35  = c2;
     if (\$1 ) begin
       \$35  = \$18 ;
@@ -9127,7 +8553,7 @@ module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1894$0 , \port$1905$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$36  = acc2;
     if (\$1 ) begin
       \$36  = \$19 ;
@@ -9137,7 +8563,7 @@ module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1894$0 , \port$1905$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$37  = p2;
     if (\$1 ) begin
       \$37  = \$22 [47:0];
@@ -9146,19 +8572,19 @@ module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1894$0 , \port$1905$
       \$37  = 48'h000000000000;
     end
   end
-  assign \mul__a__0$6  = { \port$2349$0 [23], \port$2349$0  };
-  assign mul__b__0 = { 1'h0, \port$1894$0  };
-  assign mul__c__0 = { \port$1905$0 [40], \port$1905$0 [40], \port$1905$0 [40], \port$1905$0 [40], \port$1905$0 [40], \port$1905$0 [40], \port$1905$0 [40], \port$1905$0  };
-  assign \mul__c__0$12  = { \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0 [33], \port$2368$0  };
+  assign \mul__a__0$6  = { \port$2273$0 [23], \port$2273$0  };
+  assign mul__b__0 = { 1'h0, \port$1824$0  };
+  assign mul__c__0 = { \port$1833$0 [40], \port$1833$0 [40], \port$1833$0 [40], \port$1833$0 [40], \port$1833$0 [40], \port$1833$0 [40], \port$1833$0 [40], \port$1833$0  };
+  assign \mul__c__0$12  = { \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0  };
   assign \mul__acc__0$15  = 1'h0;
-  assign \mul__a__1$19  = { \port$2375$0 [23], \port$2375$0  };
-  assign mul__b__1 = { \port$1915$0 [12], \port$1915$0 [12], \port$1915$0 [12], \port$1915$0 [12], \port$1915$0 [12], \port$1915$0  };
-  assign mul__c__1 = { 17'h00000, \port$1916$0  };
+  assign \mul__a__1$19  = { \port$2299$0 [23], \port$2299$0  };
+  assign mul__b__1 = { \port$1843$0 [12], \port$1843$0 [12], \port$1843$0 [12], \port$1843$0 [12], \port$1843$0 [12], \port$1843$0  };
+  assign mul__c__1 = { 17'h00000, \port$1844$0  };
   assign \mul__acc__1$28  = 1'h0;
-  assign mul__a__2 = { \port$1942$0 [23], \port$1942$0  };
-  assign \mul__a__2$32  = { \port$2409$0 [23], \port$2409$0  };
-  assign mul__c__2 = { \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0 [30], \port$1989$0  };
-  assign \mul__c__2$38  = { 33'h000000000, \port$2433$0  };
+  assign mul__a__2 = { \port$1870$0 [23], \port$1870$0  };
+  assign \mul__a__2$32  = { \port$2333$0 [23], \port$2333$0  };
+  assign mul__c__2 = { \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0  };
+  assign \mul__c__2$38  = { 33'h000000000, \port$2357$0  };
   assign \mul__acc__2$41  = 1'h0;
   assign mul__p__0 = p0;
   assign \mul__p__0$44  = p0;
@@ -9172,27 +8598,27 @@ module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1894$0 , \port$1905$
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1894$0 , \port$1905$0 , mul__acc__0, mul__a__1, \port$1915$0 , \port$1916$0 , mul__acc__1, \port$1942$0 , mul__b__2, \port$1989$0 , mul__acc__2, exp2__i__ready, stats__payload, stats__valid, rd__addr, o__payload, stats__ready, exp2__i__valid
-, exp2__i__payload, o__valid, busy, mul__p__0, mul__p__1, mul__p__2, exp2__o__valid, exp2__o__payload, rd__data, cmd__payload, cmd__valid, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
+module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1824$0 , \port$1833$0 , mul__acc__0, mul__a__1, \port$1843$0 , \port$1844$0 , mul__acc__1, \port$1870$0 , mul__b__2, \port$1917$0 , mul__acc__2, exp2__i__ready, rd__en, rd__addr, o__payload, rd__band, exp2__i__valid, exp2__i__payload
+, o__valid, busy, mul__p__0, mul__p__1, mul__p__2, exp2__o__valid, exp2__o__payload, rd__data, cmd__payload, cmd__valid, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire [5:0] \$1 ;
   wire [4:0] \$10 ;
-  wire [29:0] \$100 ;
-  wire \$101 ;
-  wire [18:0] \$102 ;
-  wire [18:0] \$103 ;
-  wire [29:0] \$104 ;
+  wire [18:0] \$100 ;
+  wire [29:0] \$101 ;
+  wire \$102 ;
+  wire \$103 ;
+  wire \$104 ;
   wire \$105 ;
   wire \$106 ;
   wire \$107 ;
-  wire \$108 ;
+  wire [29:0] \$108 ;
   wire \$109 ;
   wire \$11 ;
-  wire \$110 ;
-  wire [29:0] \$111 ;
+  wire [30:0] \$110 ;
+  wire [30:0] \$111 ;
   wire \$112 ;
-  wire [30:0] \$113 ;
-  wire [30:0] \$114 ;
+  wire \$113 ;
+  wire \$114 ;
   wire \$115 ;
   wire \$116 ;
   wire \$117 ;
@@ -9215,58 +8641,58 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1894$0 ,
   wire \$132 ;
   wire \$133 ;
   wire \$134 ;
-  wire \$135 ;
-  wire \$136 ;
+  reg [17:0] \$135 ;
+  reg \$136 ;
   wire \$137 ;
   wire \$138 ;
   wire \$139 ;
-  wire \$14 ;
-  reg [17:0] \$140 ;
-  reg \$141 ;
-  wire \$142 ;
+  reg [7:0] \$14 ;
+  wire \$140 ;
+  wire [15:0] \$141 ;
+  wire [15:0] \$142 ;
   wire \$143 ;
   wire \$144 ;
   wire \$145 ;
-  wire [15:0] \$146 ;
+  wire \$146 ;
   wire [15:0] \$147 ;
-  wire \$148 ;
-  wire \$149 ;
-  reg [7:0] \$15 ;
-  wire \$150 ;
+  wire [15:0] \$148 ;
+  reg [15:0] \$149 ;
+  wire [7:0] \$15 ;
+  wire [17:0] \$150 ;
   wire \$151 ;
-  wire [15:0] \$152 ;
-  wire [15:0] \$153 ;
-  reg [15:0] \$154 ;
-  wire [17:0] \$155 ;
-  wire [7:0] \$156 ;
-  wire \$157 ;
-  wire [6:0] \$158 ;
-  wire \$159 ;
-  wire [7:0] \$16 ;
-  wire [7:0] \$160 ;
+  wire [7:0] \$152 ;
+  wire \$153 ;
+  wire [6:0] \$154 ;
+  wire [7:0] \$155 ;
+  wire \$156 ;
+  wire [7:0] \$157 ;
+  wire \$158 ;
+  wire [4:0] \$159 ;
+  wire [8:0] \$16 ;
+  wire \$160 ;
   wire \$161 ;
-  wire [4:0] \$162 ;
-  wire \$163 ;
-  wire \$164 ;
-  wire [69:0] \$165 ;
-  wire [6:0] \$166 ;
-  wire [55:0] \$167 ;
-  wire [6:0] \$168 ;
-  wire [2:0] \$169 ;
-  wire [8:0] \$17 ;
-  wire \$170 ;
-  wire [32:0] \$171 ;
-  wire [33:0] \$172 ;
-  wire [33:0] \$173 ;
-  wire [31:0] \$174 ;
-  wire \$175 ;
-  wire [6:0] \$176 ;
-  wire \$177 ;
-  wire [9:0] \$178 ;
+  wire [69:0] \$162 ;
+  wire [6:0] \$163 ;
+  wire [55:0] \$164 ;
+  wire [6:0] \$165 ;
+  wire [2:0] \$166 ;
+  wire \$167 ;
+  wire [32:0] \$168 ;
+  wire [33:0] \$169 ;
+  wire [9:0] \$17 ;
+  wire [33:0] \$170 ;
+  wire [31:0] \$171 ;
+  wire \$172 ;
+  wire [6:0] \$173 ;
+  wire \$174 ;
+  wire [9:0] \$175 ;
+  wire \$176 ;
+  wire [7:0] \$177 ;
+  wire [7:0] \$178 ;
   wire \$179 ;
   wire [9:0] \$18 ;
-  wire [6:0] \$180 ;
-  wire [7:0] \$181 ;
+  wire \$180 ;
+  wire \$181 ;
   wire \$182 ;
   wire \$183 ;
   wire \$184 ;
@@ -9283,170 +8709,167 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1894$0 ,
   wire \$194 ;
   wire \$195 ;
   wire \$196 ;
-  wire \$197 ;
-  wire \$198 ;
-  wire \$199 ;
+  reg \$197 ;
+  reg [6:0] \$198 ;
+  reg [23:0] \$199 ;
   wire [8:0] \$2 ;
-  wire [9:0] \$20 ;
-  reg \$200 ;
-  reg [5:0] \$201 ;
-  reg [23:0] \$202 ;
-  reg [23:0] \$203 ;
-  reg [1:0] \$204 ;
-  reg [1:0] \$205 ;
-  reg \$206 ;
-  reg \$207 ;
-  reg [12:0] \$208 ;
-  reg [12:0] \$209 ;
-  wire [11:0] \$21 ;
-  reg [23:0] \$210 ;
-  reg [23:0] \$211 ;
-  reg [1:0] \$212 ;
-  reg [1:0] \$213 ;
+  wire [11:0] \$20 ;
+  reg [23:0] \$200 ;
+  reg [1:0] \$201 ;
+  reg [1:0] \$202 ;
+  reg \$203 ;
+  reg \$204 ;
+  reg [12:0] \$205 ;
+  reg [12:0] \$206 ;
+  reg [23:0] \$207 ;
+  reg [23:0] \$208 ;
+  reg [1:0] \$209 ;
+  wire [12:0] \$21 ;
+  reg [1:0] \$210 ;
+  reg \$211 ;
+  reg \$212 ;
+  reg \$213 ;
   reg \$214 ;
-  reg \$215 ;
-  reg \$216 ;
+  reg [1:0] \$215 ;
+  reg [1:0] \$216 ;
   reg \$217 ;
-  reg [1:0] \$218 ;
-  reg [1:0] \$219 ;
-  wire [12:0] \$22 ;
+  reg \$218 ;
+  reg [17:0] \$219 ;
+  wire [23:0] \$22 ;
   reg \$220 ;
-  reg \$221 ;
-  reg [17:0] \$222 ;
-  reg \$223 ;
-  reg [5:0] \$224 ;
-  reg [5:0] \$225 ;
-  reg [5:0] \$226 ;
-  reg [5:0] \$227 ;
-  reg [5:0] \$228 ;
-  reg [5:0] \$229 ;
-  wire [23:0] \$23 ;
-  reg [5:0] \$230 ;
+  reg [6:0] \$221 ;
+  reg [6:0] \$222 ;
+  reg [6:0] \$223 ;
+  reg [6:0] \$224 ;
+  reg [6:0] \$225 ;
+  reg [6:0] \$226 ;
+  reg [6:0] \$227 ;
+  reg [31:0] \$228 ;
+  reg [31:0] \$229 ;
+  wire \$23 ;
+  reg [31:0] \$230 ;
   reg [31:0] \$231 ;
   reg [31:0] \$232 ;
   reg [31:0] \$233 ;
   reg [31:0] \$234 ;
-  reg [31:0] \$235 ;
-  reg [31:0] \$236 ;
-  reg [31:0] \$237 ;
-  reg [17:0] \$238 ;
-  reg [17:0] \$239 ;
-  wire \$24 ;
-  reg \$240 ;
-  reg \$241 ;
-  reg [5:0] \$242 ;
-  reg [5:0] \$243 ;
-  reg [15:0] \$244 ;
+  reg [17:0] \$235 ;
+  reg [17:0] \$236 ;
+  reg \$237 ;
+  reg \$238 ;
+  reg [6:0] \$239 ;
+  wire [9:0] \$24 ;
+  reg [6:0] \$240 ;
+  reg [15:0] \$241 ;
+  reg \$242 ;
+  reg [6:0] \$243 ;
+  reg \$244 ;
   reg \$245 ;
-  reg [5:0] \$246 ;
-  reg \$247 ;
+  reg [1:0] \$246 ;
+  reg [1:0] \$247 ;
   reg \$248 ;
-  reg [1:0] \$249 ;
-  wire [9:0] \$25 ;
-  reg [1:0] \$250 ;
-  reg \$251 ;
-  reg [5:0] \$252 ;
-  reg [5:0] \$253 ;
-  reg [6:0] \$254 ;
-  reg \$255 ;
-  reg [3:0] \$256 ;
-  reg [28:0] \$257 ;
-  reg [3:0] \$258 ;
-  reg [54:0] \$259 ;
-  wire \$26 ;
-  reg [5:0] \$260 ;
-  reg [1:0] \$261 ;
-  reg [31:0] \$262 ;
-  reg [6:0] \$263 ;
-  reg [23:0] \$264 ;
-  reg [1:0] \$265 ;
+  reg [6:0] \$249 ;
+  wire \$25 ;
+  reg [5:0] \$250 ;
+  reg [6:0] \$251 ;
+  reg \$252 ;
+  reg [3:0] \$253 ;
+  reg [28:0] \$254 ;
+  reg [3:0] \$255 ;
+  reg [54:0] \$256 ;
+  reg [5:0] \$257 ;
+  reg [1:0] \$258 ;
+  reg [31:0] \$259 ;
+  wire [23:0] \$26 ;
+  reg [6:0] \$260 ;
+  reg [23:0] \$261 ;
+  reg [1:0] \$262 ;
   wire [23:0] \$27 ;
-  wire [23:0] \$28 ;
-  wire [24:0] \$29 ;
-  wire [5:0] \$3 ;
-  wire [10:0] \$30 ;
+  wire [24:0] \$28 ;
+  wire [10:0] \$29 ;
+  wire [6:0] \$3 ;
+  wire [16:0] \$30 ;
   wire [16:0] \$31 ;
   wire [16:0] \$32 ;
-  wire [16:0] \$33 ;
-  wire [9:0] \$34 ;
-  wire [16:0] \$35 ;
-  reg [39:0] \$36 ;
-  wire [39:0] \$37 ;
-  wire [33:0] \$38 ;
-  wire [40:0] \$39 ;
+  wire [9:0] \$33 ;
+  wire [16:0] \$34 ;
+  reg [39:0] \$35 ;
+  wire [39:0] \$36 ;
+  wire [33:0] \$37 ;
+  wire [40:0] \$38 ;
+  wire \$39 ;
   wire [9:0] \$4 ;
-  wire [36:0] \$40 ;
-  wire [40:0] \$41 ;
-  wire \$42 ;
-  wire \$43 ;
-  wire \$44 ;
-  wire [23:0] \$45 ;
-  wire [23:0] \$46 ;
-  wire [12:0] \$47 ;
-  wire [6:0] \$48 ;
-  wire [12:0] \$49 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire [23:0] \$42 ;
+  wire [23:0] \$43 ;
+  wire [12:0] \$44 ;
+  wire [6:0] \$45 ;
+  wire [12:0] \$46 ;
+  wire [30:0] \$47 ;
+  wire \$48 ;
+  wire \$49 ;
   wire \$5 ;
-  wire [30:0] \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire \$53 ;
+  wire \$50 ;
+  wire [23:0] \$51 ;
+  wire [23:0] \$52 ;
+  wire [17:0] \$53 ;
   wire [23:0] \$54 ;
   wire [23:0] \$55 ;
-  wire [17:0] \$56 ;
-  wire [23:0] \$57 ;
+  wire [23:0] \$56 ;
+  wire [16:0] \$57 ;
   wire [23:0] \$58 ;
-  wire [23:0] \$59 ;
+  wire \$59 ;
   wire [7:0] \$6 ;
   wire [16:0] \$60 ;
   wire [23:0] \$61 ;
-  wire \$62 ;
-  wire [16:0] \$63 ;
-  wire [23:0] \$64 ;
-  wire [16:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [16:0] \$67 ;
+  wire [16:0] \$62 ;
+  wire [23:0] \$63 ;
+  wire [16:0] \$64 ;
+  wire [23:0] \$65 ;
+  wire \$66 ;
+  wire [11:0] \$67 ;
   wire [23:0] \$68 ;
-  wire \$69 ;
+  wire [13:0] \$69 ;
   wire \$7 ;
-  wire [11:0] \$70 ;
-  wire [23:0] \$71 ;
-  wire [13:0] \$72 ;
-  wire [23:0] \$73 ;
-  wire [16:0] \$74 ;
-  wire [23:0] \$75 ;
-  wire [6:0] \$76 ;
-  wire [6:0] \$77 ;
+  wire [23:0] \$70 ;
+  wire [16:0] \$71 ;
+  wire [23:0] \$72 ;
+  wire [6:0] \$73 ;
+  wire [6:0] \$74 ;
+  wire [15:0] \$75 ;
+  wire [15:0] \$76 ;
+  wire \$77 ;
   wire [15:0] \$78 ;
-  wire [15:0] \$79 ;
+  wire \$79 ;
   wire [6:0] \$8 ;
   wire \$80 ;
-  wire [15:0] \$81 ;
+  wire \$81 ;
   wire \$82 ;
   wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire \$86 ;
-  wire [6:0] \$87 ;
-  wire [6:0] \$88 ;
-  wire [15:0] \$89 ;
+  wire [6:0] \$84 ;
+  wire [6:0] \$85 ;
+  wire [15:0] \$86 ;
+  wire \$87 ;
+  wire [16:0] \$88 ;
+  wire [17:0] \$89 ;
   wire \$9 ;
   wire \$90 ;
-  wire [16:0] \$91 ;
-  wire [17:0] \$92 ;
-  wire \$93 ;
-  wire [12:0] \$94 ;
-  wire [29:0] \$95 ;
-  wire [29:0] \$96 ;
-  reg \$97 ;
-  reg [28:0] \$98 ;
-  wire [28:0] \$99 ;
+  wire [12:0] \$91 ;
+  wire [29:0] \$92 ;
+  wire [29:0] \$93 ;
+  reg \$94 ;
+  reg [28:0] \$95 ;
+  wire [28:0] \$96 ;
+  wire [29:0] \$97 ;
+  wire \$98 ;
+  wire [18:0] \$99 ;
   reg [5:0] \$signature__addr ;
   reg [5:0] \$signature__addr$10 ;
-  reg [5:0] \$signature__addr$68 ;
+  reg [5:0] \$signature__addr$77 ;
   reg [5:0] \$signature__addr$83 ;
   wire [23:0] \$signature__data ;
-  wire [23:0] \$signature__data$113 ;
-  reg [23:0] \$signature__data$70 ;
+  wire [23:0] \$signature__data$109 ;
+  reg [23:0] \$signature__data$78 ;
   reg [23:0] \$signature__data$84 ;
   reg \$signature__en ;
   reg \$signature__en$85 ;
@@ -9488,18 +8911,18 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1894$0 ,
   reg [31:0] gb_d6 = 32'd0;
   reg [31:0] gb_d7 = 32'd0;
   reg hold;
-  reg [5:0] i10_d1 = 6'h00;
-  reg [5:0] i10_d2 = 6'h00;
-  reg [5:0] i11_d1 = 6'h00;
-  reg [5:0] i1_d1 = 6'h00;
-  reg [5:0] i8_d1 = 6'h00;
-  reg [5:0] i8_d2 = 6'h00;
-  reg [5:0] i8_d3 = 6'h00;
-  reg [5:0] i8_d4 = 6'h00;
-  reg [5:0] i8_d5 = 6'h00;
-  reg [5:0] i8_d6 = 6'h00;
-  reg [5:0] i8_d7 = 6'h00;
-  reg [5:0] idx = 6'h00;
+  reg [6:0] i10_d1 = 7'h00;
+  reg [6:0] i10_d2 = 7'h00;
+  reg [6:0] i11_d1 = 7'h00;
+  reg [6:0] i1_d1 = 7'h00;
+  reg [6:0] i8_d1 = 7'h00;
+  reg [6:0] i8_d2 = 7'h00;
+  reg [6:0] i8_d3 = 7'h00;
+  reg [6:0] i8_d4 = 7'h00;
+  reg [6:0] i8_d5 = 7'h00;
+  reg [6:0] i8_d6 = 7'h00;
+  reg [6:0] i8_d7 = 7'h00;
+  reg [6:0] idx = 7'h00;
   wire [7:0] ipart;
   wire is_ln;
   reg issue;
@@ -9519,7 +8942,6 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1894$0 ,
   reg mul0_use1;
   reg mul0_use2;
   reg mul0_use3;
-  reg mul0_use4;
   reg mul1_use0;
   reg mul1_use1;
   reg mul1_use2;
@@ -9561,9 +8983,9 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1894$0 ,
   wire [47:0] mul__p__2;
   wire [6:0] n_now;
   reg [54:0] num = 55'h00000000000000;
-  output [22:0] o__payload;
-  wire [22:0] o__payload;
-  wire [5:0] \o__payload.index ;
+  output [23:0] o__payload;
+  wire [23:0] o__payload;
+  wire [6:0] \o__payload.index ;
   wire \o__payload.last ;
   wire [15:0] \o__payload.value ;
   output o__valid;
@@ -9573,18 +8995,18 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1894$0 ,
   reg p1_first;
   reg p1_issue;
   reg ph = 1'h0;
-  output [16:0] \port$1894$0 ;
-  wire [16:0] \port$1894$0 ;
-  output [40:0] \port$1905$0 ;
-  wire [40:0] \port$1905$0 ;
-  output [12:0] \port$1915$0 ;
-  wire [12:0] \port$1915$0 ;
-  output [30:0] \port$1916$0 ;
-  wire [30:0] \port$1916$0 ;
-  output [23:0] \port$1942$0 ;
-  wire [23:0] \port$1942$0 ;
-  output [30:0] \port$1989$0 ;
-  wire [30:0] \port$1989$0 ;
+  output [16:0] \port$1824$0 ;
+  wire [16:0] \port$1824$0 ;
+  output [40:0] \port$1833$0 ;
+  wire [40:0] \port$1833$0 ;
+  output [12:0] \port$1843$0 ;
+  wire [12:0] \port$1843$0 ;
+  output [30:0] \port$1844$0 ;
+  wire [30:0] \port$1844$0 ;
+  output [23:0] \port$1870$0 ;
+  wire [23:0] \port$1870$0 ;
+  output [30:0] \port$1917$0 ;
+  wire [30:0] \port$1917$0 ;
   wire [5:0] port__addr;
   wire [26:0] port__data;
   wire [1:0] q1;
@@ -9601,10 +9023,13 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1894$0 ,
   wire [31:0] r_gb__data;
   reg [5:0] r_q__addr;
   wire [1:0] r_q__data;
-  output [5:0] rd__addr;
-  reg [5:0] rd__addr;
+  output [6:0] rd__addr;
+  reg [6:0] rd__addr;
+  output [5:0] rd__band;
+  reg [5:0] rd__band;
   input [23:0] rd__data;
   wire [23:0] rd__data;
+  output rd__en;
   reg rd__en;
   input rst;
   wire rst;
@@ -9612,14 +9037,6 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1894$0 ,
   wire [22:0] \s$30 ;
   reg [28:0] s1 = 29'h00000000;
   wire [29:0] s1n;
-  input [59:0] stats__payload;
-  wire [59:0] stats__payload;
-  wire [22:0] \stats__payload.s1 ;
-  wire [36:0] \stats__payload.s2 ;
-  output stats__ready;
-  reg stats__ready;
-  input stats__valid;
-  wire stats__valid;
   reg t10_d1 = 1'h0;
   reg t10_d2 = 1'h0;
   (* init = 1'h0 *)
@@ -9764,7 +9181,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1894$0 ,
   end
   reg [31:0] _0_;
   always @(posedge clk) begin
-    if (\$199 ) begin
+    if (\$196 ) begin
       _0_ <= mem_gb[\$4 [5:0]];
     end
   end
@@ -9813,12 +9230,12 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1894$0 ,
     mem_m[39] = 24'h000000;
   end
   always @(posedge clk) begin
-    if (\$191 )
-      mem_m[\$signature__addr$83 ] <= \$signature__data$84 ;
+    if (\$188 )
+      mem_m[\$signature__addr$77 ] <= \$signature__data$78 ;
   end
   reg [23:0] _1_;
   always @(posedge clk) begin
-    if (\$193 ) begin
+    if (\$190 ) begin
       _1_ <= mem_m[\$signature__addr$10 ];
     end
   end
@@ -9867,12 +9284,12 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1894$0 ,
     mem_q[39] = 2'h0;
   end
   always @(posedge clk) begin
-    if (\$195 )
+    if (\$192 )
       mem_q[w_q__addr] <= w_q__data;
   end
   reg [1:0] _2_;
   always @(posedge clk) begin
-    if (\$197 ) begin
+    if (\$194 ) begin
       _2_ <= mem_q[r_q__addr];
     end
   end
@@ -9921,20 +9338,20 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1894$0 ,
     mem_s1[39] = 24'h000000;
   end
   always @(posedge clk) begin
-    if (\$187 )
-      mem_s1[\$signature__addr$68 ] <= \$signature__data$70 ;
+    if (\$184 )
+      mem_s1[\$signature__addr$83 ] <= \$signature__data$84 ;
   end
   reg [23:0] _3_;
   always @(posedge clk) begin
-    if (\$189 ) begin
+    if (\$186 ) begin
       _3_ <= mem_s1[\$signature__addr ];
     end
   end
-  assign \$signature__data$113  = _3_;
+  assign \$signature__data$109  = _3_;
   assign is_ln = mode == 2'h2;
   assign s1n = - $signed(s1);
   assign \$1  = is_ln ? 6'h10 : 6'h28;
-  assign \$3  = issue ? idx : 6'h00;
+  assign \$3  = issue ? idx : 7'h00;
   assign \$4  = \$2  + \$3 ;
   assign m1 = is_ln ? mr : \$signature__data ;
   assign q1 = is_ln ? qr : r_q__data;
@@ -9948,396 +9365,393 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1894$0 ,
   assign \$11  = | col;
   assign \$12  = lphase == 1'h1;
   assign cmd__ready = ~ busy;
-  assign \$13  = cnt == 1'h1;
-  assign \$14  = ! idx;
-  assign \$16  = is_ln ? \$15  : 8'hef;
-  assign \$17  = $signed(e_new) + $signed(\$16 );
-  assign \$18  = - $signed(\$17 );
-  assign \$19  = $signed(r) + $signed(4'h7);
-  assign \$22  = $signed(\$21 ) - $signed(r);
-  assign \$23  = exp2__o__payload << j;
-  assign \$24  = ! mode;
-  assign \$25  = $signed(qv) - $signed(3'h2);
-  assign \$26  = ~ ph;
-  assign \$27  = mul0_use0 ? m_d2 : 24'h000000;
-  assign \$28  = mul0_use1 ? rd__data : 24'h000000;
-  assign \$29  = { 1'h0, \$27  } | { \$28 [23], \$28  };
-  assign \$30  = mul0_use2 ? port__data[26:16] : 11'h000;
-  assign mul__a__0 = \$29  | { 14'h0000, \$30  };
-  assign \$31  = mul0_use0 ? mul__p__2[16:0] : 17'h00000;
-  assign \$32  = mul0_use1 ? rd__data[16:0] : 17'h00000;
-  assign \$33  = \$31  | \$32 ;
-  assign \$34  = mul0_use2 ? num[47:38] : 10'h000;
-  assign \$35  = \$33  | { 7'h00, \$34  };
-  assign \$37  = mul0_use0 ? \$36  : 40'h0000000000;
-  assign \$38  = mul0_use2 ? { ipart, port__data[15:0], 10'h200 } : 34'h000000000;
-  assign \$39  = { 1'h0, \$37  } | { \$38 [33], \$38 [33], \$38 [33], \$38 [33], \$38 [33], \$38 [33], \$38 [33], \$38  };
-  assign \$40  = mul0_use4 ? stats__payload[59:23] : 37'h0000000000;
-  assign \$41  = \$39  | { 4'h0, \$40  };
-  assign \$42  = ~ uf1_d1;
-  assign \$43  = mul0_use1 ? \$42  : 1'h0;
-  assign \$44  = mul0_use3 ? 1'h1 : 1'h0;
-  assign mul__acc__0 = \$43  | \$44 ;
-  assign \$45  = mul1_use0 ? m5_d2 : 24'h000000;
-  assign \$46  = mul1_use1 ? rd__data : 24'h000000;
-  assign mul__a__1 = { 1'h0, \$45  } | { \$46 [23], \$46  };
-  assign \$47  = mul1_use0 ? cen_hi_d2 : 13'h0000;
-  assign \$48  = mul1_use1 ? rd__data[23:17] : 7'h00;
-  assign \$49  = \$47  | { \$48 [6], \$48 [6], \$48 [6], \$48 [6], \$48 [6], \$48 [6], \$48  };
-  assign \$50  = mul1_use0 ? mul__p__0[47:17] : 31'h00000000;
-  assign \$51  = ~ uf1_d1;
-  assign \$52  = mul1_use1 ? \$51  : 1'h0;
-  assign \$53  = mul1_use2 ? 1'h1 : 1'h0;
-  assign mul__acc__1 = \$52  | \$53 ;
-  assign \$54  = is_ln ? rd__data : { rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15:0] };
-  assign \$55  = mul2_use0 ? \$54  : 24'h000000;
-  assign \$56  = mul2_use1 ? v8 : 18'h00000;
-  assign \$57  = \$55  | { \$56 [17], \$56 [17], \$56 [17], \$56 [17], \$56 [17], \$56 [17], \$56  };
-  assign \$58  = mul2_use2 ? rd__data : 24'h000000;
-  assign \$59  = \$57  | \$58 ;
-  assign \$60  = mul2_use3 ? mul__p__0[16:0] : 17'h00000;
-  assign \$61  = \$59  | { 7'h00, \$60  };
-  assign \$62  = mul2_use4 | mul2_use7;
-  assign \$63  = \$62  ? s1[16:0] : 17'h00000;
-  assign \$64  = \$61  | { 7'h00, \$63  };
-  assign \$65  = mul2_use5 ? mul__p__0[33:17] : 17'h00000;
-  assign \$66  = \$64  | { 7'h00, \$65  };
-  assign \$67  = mul2_use6 ? mul__p__1[16:0] : 17'h00000;
-  assign \$68  = \$66  | { 7'h00, \$67  };
-  assign \$69  = mul2_use8 | mul2_use11;
-  assign \$70  = \$69  ? s1[28:17] : 12'h000;
-  assign \$71  = \$68  | { \$70 [11], \$70 [11], \$70 [11], \$70 [11], \$70 [11], \$70 [11], \$70 [11], \$70 [11], \$70 [11], \$70 [11], \$70 [11], \$70 [11], \$70  };
-  assign \$72  = mul2_use9 ? mul__p__0[47:34] : 14'h0000;
-  assign \$73  = \$71  | { \$72 [13], \$72 [13], \$72 [13], \$72 [13], \$72 [13], \$72 [13], \$72 [13], \$72 [13], \$72 [13], \$72 [13], \$72  };
-  assign \$74  = mul2_use10 ? mul__p__1[33:17] : 17'h00000;
-  assign \$75  = \$73  | { 7'h00, \$74  };
-  assign \$76  = is_ln ? 7'h10 : 7'h65;
-  assign \$77  = mul2_use0 ? \$76  : 7'h00;
-  assign \$78  = mul2_use1 ? gb_d7[15:0] : 16'h0000;
-  assign \$79  = { 9'h000, \$77  } | \$78 ;
-  assign \$80  = mul2_use2 ? 1'h1 : 1'h0;
-  assign \$81  = \$79  | { 15'h0000, \$80  };
-  assign \$82  = mul2_use3 | mul2_use5;
-  assign \$83  = \$82  | mul2_use6;
-  assign \$84  = \$83  | mul2_use9;
-  assign \$85  = \$84  | mul2_use10;
-  assign \$86  = ! mode;
-  assign \$87  = \$86  ? 7'h65 : 7'h10;
-  assign \$88  = \$85  ? \$87  : 7'h00;
-  assign \$89  = \$81  | { 9'h000, \$88  };
-  assign \$90  = mul2_use4 | mul2_use8;
-  assign \$91  = \$90  ? s1n[16:0] : 17'h00000;
-  assign \$92  = { \$89 [15], \$89 [15], \$89  } | { 1'h0, \$91  };
-  assign \$93  = mul2_use7 | mul2_use11;
-  assign \$94  = \$93  ? s1n[29:17] : 13'h0000;
-  assign mul__b__2 = \$92  | { \$94 [12], \$94 [12], \$94 [12], \$94 [12], \$94 [12], \$94  };
-  assign \$95  = is_ln ? s1n : { \$signature__data$113 [23], \$signature__data$113 [23], \$signature__data$113 [23], \$signature__data$113 [23], \$signature__data$113 [23], \$signature__data$113 [23], \$signature__data$113  };
-  assign \$96  = mul2_use0 ? \$95  : 30'h00000000;
-  assign \$99  = mul2_use1 ? \$98  : 29'h00000000;
-  assign \$100  = \$96  | { \$99 [28], \$99  };
-  assign \$101  = ! mode;
-  assign \$102  = \$101  ? 19'h68755 : 19'h00a7c;
-  assign \$103  = mul2_use3 ? \$102  : 19'h00000;
-  assign \$104  = \$100  | { 11'h000, \$103  };
-  assign \$105  = mul2_use4 | mul2_use6;
-  assign \$106  = \$105  | mul2_use7;
-  assign \$107  = \$106  | mul2_use8;
-  assign \$108  = \$107  | mul2_use10;
-  assign \$109  = \$108  | mul2_use11;
-  assign \$112  = mul2_use5 | mul2_use9;
-  assign \$113  = \$112  ? mul__p__2[47:17] : 31'h00000000;
-  assign \$114  = { \$111 [29], \$111  } | \$113 ;
-  assign \$115  = ~ uf1_d1;
-  assign \$116  = mul2_use2 ? \$115  : 1'h0;
-  assign \$117  = mul2_use3 | mul2_use5;
-  assign \$118  = \$117  | mul2_use9;
-  assign \$121  = mul2_use4 | mul2_use6;
-  assign \$122  = \$121  | mul2_use7;
-  assign \$123  = \$122  | mul2_use8;
-  assign \$124  = \$123  | mul2_use10;
-  assign \$125  = \$124  | mul2_use11;
-  assign \$126  = \$125  ? 1'h1 : 1'h0;
-  assign mul__acc__2 = \$120  | \$126 ;
-  assign \$127  = ! fsm_state;
-  assign \$128  = fsm_state == 1'h1;
-  assign \$129  = fsm_state == 2'h2;
-  assign \$130  = fsm_state == 2'h3;
-  assign \$131  = fsm_state == 3'h4;
-  assign \$132  = fsm_state == 3'h5;
-  assign \$133  = fsm_state == 3'h6;
-  assign \$134  = fsm_state == 3'h7;
-  assign \$135  = fsm_state == 4'h8;
-  assign \$136  = fsm_state == 4'h9;
-  assign \$137  = fsm_state == 4'ha;
-  assign \$138  = fsm_state == 4'hb;
-  assign \$139  = busy | cmd__valid;
-  assign \$142  = | mul__p__2[35:27];
-  assign \$143  = ~ \$142 ;
-  assign \$144  = & mul__p__2[35:27];
-  assign \$145  = \$143  | \$144 ;
-  assign \$146  = mul__p__2[35] ? 16'h8000 : 16'h7fff;
-  assign \$147  = \$145  ? mul__p__2[27:12] : \$146 ;
-  assign \$148  = | mul__p__2[35:28];
-  assign \$149  = ~ \$148 ;
-  assign \$150  = & mul__p__2[35:28];
-  assign \$151  = \$149  | \$150 ;
-  assign \$152  = mul__p__2[35] ? 16'h8000 : 16'h7fff;
-  assign \$153  = \$151  ? mul__p__2[28:13] : \$152 ;
-  assign \$155  = is_ln ? { \$154 [15], \$154 [15], \$154  } : v10_d2;
-  assign \$156  = cnt + 1'h1;
-  assign \$157  = cnt == 1'h1;
-  assign \$158  = idx + 1'h1;
-  assign \$159  = idx == 4'hf;
-  assign \$160  = cnt + 1'h1;
-  assign \$161  = cnt == 2'h2;
-  assign \$162  = col + 1'h1;
-  assign \$163  = col == 4'hd;
-  assign \$164  = ! num[54:47];
-  assign \$166  = lz + 4'h8;
-  assign \$168  = lz + 1'h1;
-  assign \$169  = lphase + 1'h1;
-  assign \$170  = lphase == 2'h3;
-  assign \$171  = - $signed(mul__p__0[41:10]);
-  assign \$172  = $signed(\$171 ) + $signed(2'h1);
-  assign \$175  = ! mode;
-  assign \$176  = band + 1'h1;
-  assign \$177  = band == 6'h27;
-  assign \$178  = $signed(qv) - $signed(3'h2);
-  assign \$179  = ~ ph;
-  assign \$180  = idx + 1'h1;
-  assign \$181  = \$1  - 1'h1;
-  assign \$182  = idx == \$181 ;
-  assign \$183  = ~ ph;
-  assign \$184  = is_ln & \$183 ;
-  assign \$185  = o__valid & o__payload[22];
-  assign \$186  = busy | cmd__valid;
-  assign \$187  = \$186  ? \$signature__en  : 1'h0;
-  assign \$188  = busy | cmd__valid;
-  assign \$190  = busy | cmd__valid;
-  assign \$191  = \$190  ? \$signature__en$85  : 1'h0;
-  assign \$192  = busy | cmd__valid;
-  assign \$194  = busy | cmd__valid;
-  assign \$195  = \$194  ? w_q__en : 1'h0;
-  assign \$196  = busy | cmd__valid;
-  assign \$198  = busy | cmd__valid;
+  assign \$13  = ! idx;
+  assign \$15  = is_ln ? \$14  : 8'hef;
+  assign \$16  = $signed(e_new) + $signed(\$15 );
+  assign \$17  = - $signed(\$16 );
+  assign \$18  = $signed(r) + $signed(4'h7);
+  assign \$21  = $signed(\$20 ) - $signed(r);
+  assign \$22  = exp2__o__payload << j;
+  assign \$23  = ! mode;
+  assign \$24  = $signed(qv) - $signed(3'h2);
+  assign \$25  = ~ ph;
+  assign \$26  = mul0_use0 ? m_d2 : 24'h000000;
+  assign \$27  = mul0_use1 ? rd__data : 24'h000000;
+  assign \$28  = { 1'h0, \$26  } | { \$27 [23], \$27  };
+  assign \$29  = mul0_use2 ? port__data[26:16] : 11'h000;
+  assign mul__a__0 = \$28  | { 14'h0000, \$29  };
+  assign \$30  = mul0_use0 ? mul__p__2[16:0] : 17'h00000;
+  assign \$31  = mul0_use1 ? rd__data[16:0] : 17'h00000;
+  assign \$32  = \$30  | \$31 ;
+  assign \$33  = mul0_use2 ? num[47:38] : 10'h000;
+  assign \$34  = \$32  | { 7'h00, \$33  };
+  assign \$36  = mul0_use0 ? \$35  : 40'h0000000000;
+  assign \$37  = mul0_use2 ? { ipart, port__data[15:0], 10'h200 } : 34'h000000000;
+  assign \$38  = { 1'h0, \$36  } | { \$37 [33], \$37 [33], \$37 [33], \$37 [33], \$37 [33], \$37 [33], \$37 [33], \$37  };
+  assign \$39  = ~ uf1_d1;
+  assign \$40  = mul0_use1 ? \$39  : 1'h0;
+  assign \$41  = mul0_use3 ? 1'h1 : 1'h0;
+  assign mul__acc__0 = \$40  | \$41 ;
+  assign \$42  = mul1_use0 ? m5_d2 : 24'h000000;
+  assign \$43  = mul1_use1 ? rd__data : 24'h000000;
+  assign mul__a__1 = { 1'h0, \$42  } | { \$43 [23], \$43  };
+  assign \$44  = mul1_use0 ? cen_hi_d2 : 13'h0000;
+  assign \$45  = mul1_use1 ? rd__data[23:17] : 7'h00;
+  assign \$46  = \$44  | { \$45 [6], \$45 [6], \$45 [6], \$45 [6], \$45 [6], \$45 [6], \$45  };
+  assign \$47  = mul1_use0 ? mul__p__0[47:17] : 31'h00000000;
+  assign \$48  = ~ uf1_d1;
+  assign \$49  = mul1_use1 ? \$48  : 1'h0;
+  assign \$50  = mul1_use2 ? 1'h1 : 1'h0;
+  assign mul__acc__1 = \$49  | \$50 ;
+  assign \$51  = is_ln ? rd__data : { rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15:0] };
+  assign \$52  = mul2_use0 ? \$51  : 24'h000000;
+  assign \$53  = mul2_use1 ? v8 : 18'h00000;
+  assign \$54  = \$52  | { \$53 [17], \$53 [17], \$53 [17], \$53 [17], \$53 [17], \$53 [17], \$53  };
+  assign \$55  = mul2_use2 ? rd__data : 24'h000000;
+  assign \$56  = \$54  | \$55 ;
+  assign \$57  = mul2_use3 ? mul__p__0[16:0] : 17'h00000;
+  assign \$58  = \$56  | { 7'h00, \$57  };
+  assign \$59  = mul2_use4 | mul2_use7;
+  assign \$60  = \$59  ? s1[16:0] : 17'h00000;
+  assign \$61  = \$58  | { 7'h00, \$60  };
+  assign \$62  = mul2_use5 ? mul__p__0[33:17] : 17'h00000;
+  assign \$63  = \$61  | { 7'h00, \$62  };
+  assign \$64  = mul2_use6 ? mul__p__1[16:0] : 17'h00000;
+  assign \$65  = \$63  | { 7'h00, \$64  };
+  assign \$66  = mul2_use8 | mul2_use11;
+  assign \$67  = \$66  ? s1[28:17] : 12'h000;
+  assign \$68  = \$65  | { \$67 [11], \$67 [11], \$67 [11], \$67 [11], \$67 [11], \$67 [11], \$67 [11], \$67 [11], \$67 [11], \$67 [11], \$67 [11], \$67 [11], \$67  };
+  assign \$69  = mul2_use9 ? mul__p__0[47:34] : 14'h0000;
+  assign \$70  = \$68  | { \$69 [13], \$69 [13], \$69 [13], \$69 [13], \$69 [13], \$69 [13], \$69 [13], \$69 [13], \$69 [13], \$69 [13], \$69  };
+  assign \$71  = mul2_use10 ? mul__p__1[33:17] : 17'h00000;
+  assign \$72  = \$70  | { 7'h00, \$71  };
+  assign \$73  = is_ln ? 7'h10 : 7'h65;
+  assign \$74  = mul2_use0 ? \$73  : 7'h00;
+  assign \$75  = mul2_use1 ? gb_d7[15:0] : 16'h0000;
+  assign \$76  = { 9'h000, \$74  } | \$75 ;
+  assign \$77  = mul2_use2 ? 1'h1 : 1'h0;
+  assign \$78  = \$76  | { 15'h0000, \$77  };
+  assign \$79  = mul2_use3 | mul2_use5;
+  assign \$80  = \$79  | mul2_use6;
+  assign \$81  = \$80  | mul2_use9;
+  assign \$82  = \$81  | mul2_use10;
+  assign \$83  = ! mode;
+  assign \$84  = \$83  ? 7'h65 : 7'h10;
+  assign \$85  = \$82  ? \$84  : 7'h00;
+  assign \$86  = \$78  | { 9'h000, \$85  };
+  assign \$87  = mul2_use4 | mul2_use8;
+  assign \$88  = \$87  ? s1n[16:0] : 17'h00000;
+  assign \$89  = { \$86 [15], \$86 [15], \$86  } | { 1'h0, \$88  };
+  assign \$90  = mul2_use7 | mul2_use11;
+  assign \$91  = \$90  ? s1n[29:17] : 13'h0000;
+  assign mul__b__2 = \$89  | { \$91 [12], \$91 [12], \$91 [12], \$91 [12], \$91 [12], \$91  };
+  assign \$92  = is_ln ? s1n : { \$signature__data$109 [23], \$signature__data$109 [23], \$signature__data$109 [23], \$signature__data$109 [23], \$signature__data$109 [23], \$signature__data$109 [23], \$signature__data$109  };
+  assign \$93  = mul2_use0 ? \$92  : 30'h00000000;
+  assign \$96  = mul2_use1 ? \$95  : 29'h00000000;
+  assign \$97  = \$93  | { \$96 [28], \$96  };
+  assign \$98  = ! mode;
+  assign \$99  = \$98  ? 19'h68755 : 19'h00a7c;
+  assign \$100  = mul2_use3 ? \$99  : 19'h00000;
+  assign \$101  = \$97  | { 11'h000, \$100  };
+  assign \$102  = mul2_use4 | mul2_use6;
+  assign \$103  = \$102  | mul2_use7;
+  assign \$104  = \$103  | mul2_use8;
+  assign \$105  = \$104  | mul2_use10;
+  assign \$106  = \$105  | mul2_use11;
+  assign \$109  = mul2_use5 | mul2_use9;
+  assign \$110  = \$109  ? mul__p__2[47:17] : 31'h00000000;
+  assign \$111  = { \$108 [29], \$108  } | \$110 ;
+  assign \$112  = ~ uf1_d1;
+  assign \$113  = mul2_use2 ? \$112  : 1'h0;
+  assign \$114  = mul2_use3 | mul2_use5;
+  assign \$115  = \$114  | mul2_use9;
+  assign \$118  = mul2_use4 | mul2_use6;
+  assign \$119  = \$118  | mul2_use7;
+  assign \$120  = \$119  | mul2_use8;
+  assign \$121  = \$120  | mul2_use10;
+  assign \$122  = \$121  | mul2_use11;
+  assign \$123  = \$122  ? 1'h1 : 1'h0;
+  assign mul__acc__2 = \$117  | \$123 ;
+  assign \$124  = ! fsm_state;
+  assign \$125  = fsm_state == 1'h1;
+  assign \$126  = fsm_state == 2'h2;
+  assign \$127  = fsm_state == 2'h3;
+  assign \$128  = fsm_state == 3'h4;
+  assign \$129  = fsm_state == 3'h5;
+  assign \$130  = fsm_state == 3'h6;
+  assign \$131  = fsm_state == 3'h7;
+  assign \$132  = fsm_state == 4'h8;
+  assign \$133  = fsm_state == 4'h9;
+  assign \$134  = busy | cmd__valid;
+  assign \$137  = | mul__p__2[35:27];
+  assign \$138  = ~ \$137 ;
+  assign \$139  = & mul__p__2[35:27];
+  assign \$140  = \$138  | \$139 ;
+  assign \$141  = mul__p__2[35] ? 16'h8000 : 16'h7fff;
+  assign \$142  = \$140  ? mul__p__2[27:12] : \$141 ;
+  assign \$143  = | mul__p__2[35:28];
+  assign \$144  = ~ \$143 ;
+  assign \$145  = & mul__p__2[35:28];
+  assign \$146  = \$144  | \$145 ;
+  assign \$147  = mul__p__2[35] ? 16'h8000 : 16'h7fff;
+  assign \$148  = \$146  ? mul__p__2[28:13] : \$147 ;
+  assign \$150  = is_ln ? { \$149 [15], \$149 [15], \$149  } : v10_d2;
+  assign \$151  = cmd__payload[1:0] == 1'h1;
+  assign \$152  = idx + 1'h1;
+  assign \$153  = ! mode;
+  assign \$154  = \$153  ? 7'h65 : 7'h10;
+  assign \$155  = \$154  - 1'h1;
+  assign \$156  = idx == \$155 ;
+  assign \$157  = cnt + 1'h1;
+  assign \$158  = cnt == 2'h2;
+  assign \$159  = col + 1'h1;
+  assign \$160  = col == 4'hd;
+  assign \$161  = ! num[54:47];
+  assign \$163  = lz + 4'h8;
+  assign \$165  = lz + 1'h1;
+  assign \$166  = lphase + 1'h1;
+  assign \$167  = lphase == 2'h3;
+  assign \$168  = - $signed(mul__p__0[41:10]);
+  assign \$169  = $signed(\$168 ) + $signed(2'h1);
+  assign \$172  = ! mode;
+  assign \$173  = band + 1'h1;
+  assign \$174  = band == 6'h27;
+  assign \$175  = $signed(qv) - $signed(3'h2);
+  assign \$176  = ~ ph;
+  assign \$177  = idx + 1'h1;
+  assign \$178  = \$1  - 1'h1;
+  assign \$179  = idx == \$178 ;
+  assign \$180  = ~ ph;
+  assign \$181  = is_ln & \$180 ;
+  assign \$182  = o__valid & o__payload[23];
+  assign \$183  = busy | cmd__valid;
+  assign \$184  = \$183  ? \$signature__en$85  : 1'h0;
+  assign \$185  = busy | cmd__valid;
+  assign \$187  = busy | cmd__valid;
+  assign \$188  = \$187  ? \$signature__en  : 1'h0;
+  assign \$189  = busy | cmd__valid;
+  assign \$191  = busy | cmd__valid;
+  assign \$192  = \$191  ? w_q__en : 1'h0;
+  assign \$193  = busy | cmd__valid;
+  assign \$195  = busy | cmd__valid;
   always @(posedge clk)
-    t1_d1 <= \$200 ;
+    t1_d1 <= \$197 ;
   always @(posedge clk)
-    i1_d1 <= \$201 ;
+    i1_d1 <= \$198 ;
   always @(posedge clk)
-    m_d1 <= \$202 ;
+    m_d1 <= \$199 ;
   always @(posedge clk)
-    m_d2 <= \$203 ;
+    m_d2 <= \$200 ;
   always @(posedge clk)
-    q_d1 <= \$204 ;
+    q_d1 <= \$201 ;
   always @(posedge clk)
-    q_d2 <= \$205 ;
+    q_d2 <= \$202 ;
   always @(posedge clk)
-    t3_d1 <= \$206 ;
+    t3_d1 <= \$203 ;
   always @(posedge clk)
-    t3_d2 <= \$207 ;
+    t3_d2 <= \$204 ;
   always @(posedge clk)
-    cen_hi_d1 <= \$208 ;
+    cen_hi_d1 <= \$205 ;
   always @(posedge clk)
-    cen_hi_d2 <= \$209 ;
+    cen_hi_d2 <= \$206 ;
   always @(posedge clk)
-    m5_d1 <= \$210 ;
+    m5_d1 <= \$207 ;
   always @(posedge clk)
-    m5_d2 <= \$211 ;
+    m5_d2 <= \$208 ;
   always @(posedge clk)
-    q5_d1 <= \$212 ;
+    q5_d1 <= \$209 ;
   always @(posedge clk)
-    q5_d2 <= \$213 ;
+    q5_d2 <= \$210 ;
   always @(posedge clk)
-    t5_d1 <= \$214 ;
+    t5_d1 <= \$211 ;
   always @(posedge clk)
-    t5_d2 <= \$215 ;
+    t5_d2 <= \$212 ;
   always @(posedge clk)
-    p0low_d1 <= \$216 ;
+    p0low_d1 <= \$213 ;
   always @(posedge clk)
-    p0low_d2 <= \$217 ;
+    p0low_d2 <= \$214 ;
   always @(posedge clk)
-    q7_d1 <= \$218 ;
+    q7_d1 <= \$215 ;
   always @(posedge clk)
-    q7_d2 <= \$219 ;
+    q7_d2 <= \$216 ;
   always @(posedge clk)
-    t7_d1 <= \$220 ;
+    t7_d1 <= \$217 ;
   always @(posedge clk)
-    t7_d2 <= \$221 ;
+    t7_d2 <= \$218 ;
   always @(posedge clk)
-    v8 <= \$222 ;
+    v8 <= \$219 ;
   always @(posedge clk)
-    t8_d1 <= \$223 ;
+    t8_d1 <= \$220 ;
   always @(posedge clk)
-    i8_d1 <= \$224 ;
+    i8_d1 <= \$221 ;
   always @(posedge clk)
-    i8_d2 <= \$225 ;
+    i8_d2 <= \$222 ;
   always @(posedge clk)
-    i8_d3 <= \$226 ;
+    i8_d3 <= \$223 ;
   always @(posedge clk)
-    i8_d4 <= \$227 ;
+    i8_d4 <= \$224 ;
   always @(posedge clk)
-    i8_d5 <= \$228 ;
+    i8_d5 <= \$225 ;
   always @(posedge clk)
-    i8_d6 <= \$229 ;
+    i8_d6 <= \$226 ;
   always @(posedge clk)
-    i8_d7 <= \$230 ;
+    i8_d7 <= \$227 ;
   always @(posedge clk)
-    gb_d1 <= \$231 ;
+    gb_d1 <= \$228 ;
   always @(posedge clk)
-    gb_d2 <= \$232 ;
+    gb_d2 <= \$229 ;
   always @(posedge clk)
-    gb_d3 <= \$233 ;
+    gb_d3 <= \$230 ;
   always @(posedge clk)
-    gb_d4 <= \$234 ;
+    gb_d4 <= \$231 ;
   always @(posedge clk)
-    gb_d5 <= \$235 ;
+    gb_d5 <= \$232 ;
   always @(posedge clk)
-    gb_d6 <= \$236 ;
+    gb_d6 <= \$233 ;
   always @(posedge clk)
-    gb_d7 <= \$237 ;
+    gb_d7 <= \$234 ;
   always @(posedge clk)
-    v10_d1 <= \$238 ;
+    v10_d1 <= \$235 ;
   always @(posedge clk)
-    v10_d2 <= \$239 ;
+    v10_d2 <= \$236 ;
   always @(posedge clk)
-    t10_d1 <= \$240 ;
+    t10_d1 <= \$237 ;
   always @(posedge clk)
-    t10_d2 <= \$241 ;
+    t10_d2 <= \$238 ;
   always @(posedge clk)
-    i10_d1 <= \$242 ;
+    i10_d1 <= \$239 ;
   always @(posedge clk)
-    i10_d2 <= \$243 ;
+    i10_d2 <= \$240 ;
   always @(posedge clk)
-    y11 <= \$244 ;
+    y11 <= \$241 ;
   always @(posedge clk)
-    o__valid <= \$245 ;
+    o__valid <= \$242 ;
   always @(posedge clk)
-    i11_d1 <= \$246 ;
+    i11_d1 <= \$243 ;
   always @(posedge clk)
-    u1_d1 <= \$247 ;
+    u1_d1 <= \$244 ;
   always @(posedge clk)
-    uf1_d1 <= \$248 ;
+    uf1_d1 <= \$245 ;
   always @(posedge clk)
-    mode <= \$249 ;
+    mode <= \$246 ;
   always @(posedge clk)
-    lset <= \$250 ;
+    lset <= \$247 ;
   always @(posedge clk)
-    busy <= \$251 ;
+    busy <= \$248 ;
   always @(posedge clk)
-    idx <= \$252 ;
+    idx <= \$249 ;
   always @(posedge clk)
-    band <= \$253 ;
+    band <= \$250 ;
   always @(posedge clk)
-    cnt <= \$254 ;
+    cnt <= \$251 ;
   always @(posedge clk)
-    ph <= \$255 ;
+    ph <= \$252 ;
   always @(posedge clk)
-    fsm_state <= \$256 ;
+    fsm_state <= \$253 ;
   always @(posedge clk)
-    s1 <= \$257 ;
+    s1 <= \$254 ;
   always @(posedge clk)
-    col <= \$258 ;
+    col <= \$255 ;
   always @(posedge clk)
-    num <= \$259 ;
+    num <= \$256 ;
   always @(posedge clk)
-    lz <= \$260 ;
+    lz <= \$257 ;
   always @(posedge clk)
-    lphase <= \$261 ;
+    lphase <= \$258 ;
   always @(posedge clk)
-    y_half <= \$262 ;
+    y_half <= \$259 ;
   always @(posedge clk)
-    e_new <= \$263 ;
+    e_new <= \$260 ;
   always @(posedge clk)
-    mr <= \$264 ;
+    mr <= \$261 ;
   always @(posedge clk)
-    qr <= \$265 ;
+    qr <= \$262 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$15  = 8'h00;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$14  = 8'h00;
     casez (lset)
       2'h0:
-          \$15  = 8'hf2;
+          \$14  = 8'hf2;
       2'h1:
-          \$15  = 8'hf2;
+          \$14  = 8'hf2;
       2'h2:
-          \$15  = 8'hf2;
+          \$14  = 8'hf2;
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     (* full_case = 32'd1 *)
     casez (q_d2)
       2'h0:
-          \$36  = 40'h0000008000;
+          \$35  = 40'h0000008000;
       2'h1:
-          \$36  = 40'h0000800000;
+          \$35  = 40'h0000800000;
       2'h2:
-          \$36  = 40'h0080000000;
+          \$35  = 40'h0080000000;
       2'h3:
-          \$36  = 40'h8000000000;
+          \$35  = 40'h8000000000;
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$97  = 1'h0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$94  = 1'h0;
     casez (lset)
       2'h0:
-          \$97  = 1'h0;
+          \$94  = 1'h0;
       2'h1:
-          \$97  = 1'h0;
+          \$94  = 1'h0;
       2'h2:
-          \$97  = 1'h1;
+          \$94  = 1'h1;
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     (* full_case = 32'd1 *)
-    casez (\$97 )
+    casez (\$94 )
       1'h0:
-          \$98  = { gb_d7[31], gb_d7[31:16], 12'h800 };
+          \$95  = { gb_d7[31], gb_d7[31:16], 12'h800 };
       1'h1:
-          \$98  = { gb_d7[31:16], 13'h1000 };
+          \$95  = { gb_d7[31:16], 13'h1000 };
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     (* full_case = 32'd1 *)
     casez (q7_d2)
       2'h0:
-          \$140  = { mul__p__1[16:0], p0low_d2 };
+          \$135  = { mul__p__1[16:0], p0low_d2 };
       2'h1:
-          \$140  = mul__p__1[24:7];
+          \$135  = mul__p__1[24:7];
       2'h2:
-          \$140  = mul__p__1[32:15];
+          \$135  = mul__p__1[32:15];
       2'h3:
-          \$140  = mul__p__1[40:23];
+          \$135  = mul__p__1[40:23];
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$141  = 1'h0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$136  = 1'h0;
     casez (lset)
       2'h0:
-          \$141  = 1'h0;
+          \$136  = 1'h0;
       2'h1:
-          \$141  = 1'h0;
+          \$136  = 1'h0;
       2'h2:
-          \$141  = 1'h1;
+          \$136  = 1'h1;
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     (* full_case = 32'd1 *)
-    casez (\$141 )
+    casez (\$136 )
       1'h0:
-          \$154  = \$147 ;
+          \$149  = \$142 ;
       1'h1:
-          \$154  = \$153 ;
+          \$149  = \$148 ;
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     rd__en = 1'h0;
     if (issue) begin
       rd__en = 1'h1;
@@ -10347,8 +9761,8 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1894$0 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    rd__addr = 6'h00;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    rd__addr = 7'h00;
     if (issue) begin
       rd__addr = idx;
     end
@@ -10357,77 +9771,84 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1894$0 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$signature__addr  = 6'h00;
     if (issue) begin
-      \$signature__addr  = idx;
+      \$signature__addr  = idx[5:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$signature__addr$10  = 6'h00;
     if (issue) begin
-      \$signature__addr$10  = idx;
+      \$signature__addr$10  = idx[5:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     r_q__addr = 6'h00;
     if (issue) begin
-      r_q__addr = idx;
+      r_q__addr = idx[5:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     mul2_use0 = 1'h0;
     if (t1_d1) begin
       mul2_use0 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     mul0_use0 = 1'h0;
     if (t3_d2) begin
       mul0_use0 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     mul1_use0 = 1'h0;
     if (t5_d2) begin
       mul1_use0 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     mul2_use1 = 1'h0;
     if (\$5 ) begin
       mul2_use1 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    rd__band = 6'h00;
+    if (p1_issue) begin
+      rd__band = band;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     mul0_use1 = 1'h0;
     if (u1_d1) begin
       mul0_use1 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     mul1_use1 = 1'h0;
     if (u1_d1) begin
       mul1_use1 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     mul2_use2 = 1'h0;
     if (u1_d1) begin
       mul2_use2 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     mul2_use3 = 1'h0;
     if (\$11 ) begin
       casez (col)
@@ -10437,7 +9858,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1894$0 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     mul2_use4 = 1'h0;
     if (\$11 ) begin
       casez (col)
@@ -10449,7 +9870,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1894$0 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     mul2_use5 = 1'h0;
     if (\$11 ) begin
       casez (col)
@@ -10463,7 +9884,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1894$0 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     mul2_use6 = 1'h0;
     if (\$11 ) begin
       casez (col)
@@ -10479,7 +9900,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1894$0 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     mul2_use7 = 1'h0;
     if (\$11 ) begin
       casez (col)
@@ -10497,7 +9918,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1894$0 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     mul2_use8 = 1'h0;
     if (\$11 ) begin
       casez (col)
@@ -10517,7 +9938,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1894$0 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     mul2_use9 = 1'h0;
     if (\$11 ) begin
       casez (col)
@@ -10539,7 +9960,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1894$0 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     mul2_use10 = 1'h0;
     if (\$11 ) begin
       casez (col)
@@ -10563,7 +9984,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1894$0 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     mul2_use11 = 1'h0;
     if (\$11 ) begin
       casez (col)
@@ -10589,1595 +10010,1473 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1894$0 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     mul0_use2 = 1'h0;
     if (\$12 ) begin
       mul0_use2 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     mul0_use3 = 1'h0;
     if (hold) begin
       mul0_use3 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     mul1_use2 = 1'h0;
     if (hold) begin
       mul1_use2 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    stats__ready = 1'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-          stats__ready = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    mul0_use4 = 1'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-          if (stats__valid) begin
-            mul0_use4 = 1'h1;
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    hold = 1'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h4:
-          hold = 1'h1;
-      4'h3:
-          /* empty */;
-      4'h6:
-          hold = 1'h1;
-      4'h5:
-          hold = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$signature__addr$68  = 6'h00;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h4:
-          if (\$13 ) begin
-            \$signature__addr$68  = band;
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$signature__data$70  = 24'h000000;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h4:
-          if (\$13 ) begin
-            \$signature__data$70  = s1n[23:0];
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$signature__en  = 1'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h4:
-          if (\$13 ) begin
-            \$signature__en  = 1'h1;
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     p1_issue = 1'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
-      4'h1:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h3:
+      4'h2:
           p1_issue = 1'h1;
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     p1_first = 1'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
-      4'h1:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h3:
-          p1_first = \$14 ;
+      4'h2:
+          p1_first = \$13 ;
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    hold = 1'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h3:
+          hold = 1'h1;
+      4'h4:
+          hold = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     exp2__i__valid = 1'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
-      4'h1:
-          /* empty */;
-      4'h4:
+      4'h2:
           /* empty */;
       4'h3:
           /* empty */;
-      4'h6:
+      4'h4:
           /* empty */;
       4'h5:
           /* empty */;
+      4'h6:
+          /* empty */;
       4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h9:
           exp2__i__valid = 1'h1;
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     exp2__i__payload = 32'd0;
     casez (fsm_state)
       4'h0:
           /* empty */;
-      4'h1:
-          /* empty */;
-      4'h4:
+      4'h2:
           /* empty */;
       4'h3:
           /* empty */;
-      4'h6:
+      4'h4:
           /* empty */;
       4'h5:
           /* empty */;
+      4'h6:
+          /* empty */;
       4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h9:
           exp2__i__payload = { 16'h0000, y_half[15:0] };
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     r = 9'h000;
     casez (fsm_state)
       4'h0:
           /* empty */;
-      4'h1:
-          /* empty */;
-      4'h4:
+      4'h2:
           /* empty */;
       4'h3:
           /* empty */;
-      4'h6:
+      4'h4:
           /* empty */;
       4'h5:
+          /* empty */;
+      4'h6:
           /* empty */;
       4'h7:
           /* empty */;
       4'h8:
-          /* empty */;
-      4'h9:
-          /* empty */;
-      4'ha:
           if (exp2__o__valid) begin
-            r = \$18 [8:0];
+            r = \$17 [8:0];
           end
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     qv = 9'h000;
     casez (fsm_state)
       4'h0:
           /* empty */;
-      4'h1:
-          /* empty */;
-      4'h4:
+      4'h2:
           /* empty */;
       4'h3:
           /* empty */;
-      4'h6:
+      4'h4:
           /* empty */;
       4'h5:
+          /* empty */;
+      4'h6:
           /* empty */;
       4'h7:
           /* empty */;
       4'h8:
-          /* empty */;
-      4'h9:
-          /* empty */;
-      4'ha:
           if (exp2__o__valid) begin
-            qv = \$20 [8:0];
+            qv = \$19 [8:0];
           end
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     j = 3'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
-      4'h1:
-          /* empty */;
-      4'h4:
+      4'h2:
           /* empty */;
       4'h3:
           /* empty */;
-      4'h6:
+      4'h4:
           /* empty */;
       4'h5:
+          /* empty */;
+      4'h6:
           /* empty */;
       4'h7:
           /* empty */;
       4'h8:
-          /* empty */;
-      4'h9:
-          /* empty */;
-      4'ha:
           if (exp2__o__valid) begin
-            j = \$22 [2:0];
+            j = \$21 [2:0];
           end
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     mp = 24'h000000;
     casez (fsm_state)
       4'h0:
           /* empty */;
-      4'h1:
-          /* empty */;
-      4'h4:
+      4'h2:
           /* empty */;
       4'h3:
           /* empty */;
-      4'h6:
+      4'h4:
           /* empty */;
       4'h5:
+          /* empty */;
+      4'h6:
           /* empty */;
       4'h7:
           /* empty */;
       4'h8:
-          /* empty */;
-      4'h9:
-          /* empty */;
-      4'ha:
           if (exp2__o__valid) begin
-            mp = \$23 ;
+            mp = \$22 ;
           end
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$signature__addr$83  = 6'h00;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$signature__addr$77  = 6'h00;
     casez (fsm_state)
       4'h0:
           /* empty */;
-      4'h1:
-          /* empty */;
-      4'h4:
+      4'h2:
           /* empty */;
       4'h3:
           /* empty */;
-      4'h6:
+      4'h4:
           /* empty */;
       4'h5:
+          /* empty */;
+      4'h6:
           /* empty */;
       4'h7:
           /* empty */;
       4'h8:
-          /* empty */;
-      4'h9:
-          /* empty */;
-      4'ha:
           if (exp2__o__valid) begin
-            if (\$24 ) begin
-              \$signature__addr$83  = band;
+            if (\$23 ) begin
+              \$signature__addr$77  = band;
             end
           end
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$signature__data$84  = 24'h000000;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$signature__data$78  = 24'h000000;
     casez (fsm_state)
       4'h0:
           /* empty */;
-      4'h1:
-          /* empty */;
-      4'h4:
+      4'h2:
           /* empty */;
       4'h3:
           /* empty */;
-      4'h6:
+      4'h4:
           /* empty */;
       4'h5:
+          /* empty */;
+      4'h6:
           /* empty */;
       4'h7:
           /* empty */;
       4'h8:
-          /* empty */;
-      4'h9:
-          /* empty */;
-      4'ha:
           if (exp2__o__valid) begin
-            if (\$24 ) begin
-              \$signature__data$84  = mp;
+            if (\$23 ) begin
+              \$signature__data$78  = mp;
             end
           end
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$signature__en$85  = 1'h0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$signature__en  = 1'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
-      4'h1:
-          /* empty */;
-      4'h4:
+      4'h2:
           /* empty */;
       4'h3:
           /* empty */;
-      4'h6:
+      4'h4:
           /* empty */;
       4'h5:
+          /* empty */;
+      4'h6:
           /* empty */;
       4'h7:
           /* empty */;
       4'h8:
-          /* empty */;
-      4'h9:
-          /* empty */;
-      4'ha:
           if (exp2__o__valid) begin
-            if (\$24 ) begin
-              \$signature__en$85  = 1'h1;
+            if (\$23 ) begin
+              \$signature__en  = 1'h1;
             end
           end
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     w_q__addr = 6'h00;
     casez (fsm_state)
       4'h0:
           /* empty */;
-      4'h1:
-          /* empty */;
-      4'h4:
+      4'h2:
           /* empty */;
       4'h3:
           /* empty */;
-      4'h6:
+      4'h4:
           /* empty */;
       4'h5:
+          /* empty */;
+      4'h6:
           /* empty */;
       4'h7:
           /* empty */;
       4'h8:
-          /* empty */;
-      4'h9:
-          /* empty */;
-      4'ha:
           if (exp2__o__valid) begin
-            if (\$24 ) begin
+            if (\$23 ) begin
               w_q__addr = band;
             end
           end
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     w_q__data = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
-      4'h1:
-          /* empty */;
-      4'h4:
+      4'h2:
           /* empty */;
       4'h3:
           /* empty */;
-      4'h6:
+      4'h4:
           /* empty */;
       4'h5:
+          /* empty */;
+      4'h6:
           /* empty */;
       4'h7:
           /* empty */;
       4'h8:
-          /* empty */;
-      4'h9:
-          /* empty */;
-      4'ha:
           if (exp2__o__valid) begin
-            if (\$24 ) begin
-              w_q__data = \$25 [1:0];
+            if (\$23 ) begin
+              w_q__data = \$24 [1:0];
             end
           end
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     w_q__en = 1'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
-      4'h1:
-          /* empty */;
-      4'h4:
+      4'h2:
           /* empty */;
       4'h3:
           /* empty */;
-      4'h6:
+      4'h4:
           /* empty */;
       4'h5:
+          /* empty */;
+      4'h6:
           /* empty */;
       4'h7:
           /* empty */;
       4'h8:
-          /* empty */;
-      4'h9:
-          /* empty */;
-      4'ha:
           if (exp2__o__valid) begin
-            if (\$24 ) begin
+            if (\$23 ) begin
               w_q__en = 1'h1;
             end
           end
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$signature__addr$83  = 6'h00;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h3:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          if (exp2__o__valid) begin
+            if (\$23 ) begin
+              \$signature__addr$83  = band;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$signature__data$84  = 24'h000000;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h3:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          if (exp2__o__valid) begin
+            if (\$23 ) begin
+              \$signature__data$84  = s1n[23:0];
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$signature__en$85  = 1'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h3:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          if (exp2__o__valid) begin
+            if (\$23 ) begin
+              \$signature__en$85  = 1'h1;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     issue = 1'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
-      4'h1:
-          /* empty */;
-      4'h4:
+      4'h2:
           /* empty */;
       4'h3:
           /* empty */;
-      4'h6:
+      4'h4:
           /* empty */;
       4'h5:
+          /* empty */;
+      4'h6:
           /* empty */;
       4'h7:
           /* empty */;
       4'h8:
           /* empty */;
-      4'h9:
-          /* empty */;
-      4'ha:
-          /* empty */;
-      4'h2:
-          if (\$26 ) begin
+      4'h1:
+          if (\$25 ) begin
             issue = 1'h1;
           end
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$200  = t1_d1;
-    if (\$139 ) begin
-      \$200  = issue;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$197  = t1_d1;
+    if (\$134 ) begin
+      \$197  = issue;
     end
     if (rst) begin
-      \$200  = 1'h0;
+      \$197  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$201  = i1_d1;
-    if (\$139 ) begin
-      \$201  = idx;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$198  = i1_d1;
+    if (\$134 ) begin
+      \$198  = idx;
     end
     if (rst) begin
-      \$201  = 6'h00;
+      \$198  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$202  = m_d1;
-    if (\$139 ) begin
-      \$202  = m1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$199  = m_d1;
+    if (\$134 ) begin
+      \$199  = m1;
     end
     if (rst) begin
-      \$202  = 24'h000000;
+      \$199  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$203  = m_d2;
-    if (\$139 ) begin
-      \$203  = m_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$200  = m_d2;
+    if (\$134 ) begin
+      \$200  = m_d1;
     end
     if (rst) begin
-      \$203  = 24'h000000;
+      \$200  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$204  = q_d1;
-    if (\$139 ) begin
-      \$204  = q1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$201  = q_d1;
+    if (\$134 ) begin
+      \$201  = q1;
     end
     if (rst) begin
-      \$204  = 2'h0;
+      \$201  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$205  = q_d2;
-    if (\$139 ) begin
-      \$205  = q_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$202  = q_d2;
+    if (\$134 ) begin
+      \$202  = q_d1;
     end
     if (rst) begin
-      \$205  = 2'h0;
+      \$202  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$206  = t3_d1;
-    if (\$139 ) begin
-      \$206  = t1_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$203  = t3_d1;
+    if (\$134 ) begin
+      \$203  = t1_d1;
     end
     if (rst) begin
-      \$206  = 1'h0;
+      \$203  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$207  = t3_d2;
-    if (\$139 ) begin
-      \$207  = t3_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$204  = t3_d2;
+    if (\$134 ) begin
+      \$204  = t3_d1;
     end
     if (rst) begin
-      \$207  = 1'h0;
+      \$204  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$208  = cen_hi_d1;
-    if (\$139 ) begin
-      \$208  = mul__p__2[29:17];
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$205  = cen_hi_d1;
+    if (\$134 ) begin
+      \$205  = mul__p__2[29:17];
     end
     if (rst) begin
-      \$208  = 13'h0000;
+      \$205  = 13'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$209  = cen_hi_d2;
-    if (\$139 ) begin
-      \$209  = cen_hi_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$206  = cen_hi_d2;
+    if (\$134 ) begin
+      \$206  = cen_hi_d1;
     end
     if (rst) begin
-      \$209  = 13'h0000;
+      \$206  = 13'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$210  = m5_d1;
-    if (\$139 ) begin
-      \$210  = m_d2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$207  = m5_d1;
+    if (\$134 ) begin
+      \$207  = m_d2;
     end
     if (rst) begin
-      \$210  = 24'h000000;
+      \$207  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$211  = m5_d2;
-    if (\$139 ) begin
-      \$211  = m5_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$208  = m5_d2;
+    if (\$134 ) begin
+      \$208  = m5_d1;
     end
     if (rst) begin
-      \$211  = 24'h000000;
+      \$208  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$212  = q5_d1;
-    if (\$139 ) begin
-      \$212  = q_d2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$209  = q5_d1;
+    if (\$134 ) begin
+      \$209  = q_d2;
     end
     if (rst) begin
-      \$212  = 2'h0;
+      \$209  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$213  = q5_d2;
-    if (\$139 ) begin
-      \$213  = q5_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$210  = q5_d2;
+    if (\$134 ) begin
+      \$210  = q5_d1;
     end
     if (rst) begin
-      \$213  = 2'h0;
+      \$210  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$214  = t5_d1;
-    if (\$139 ) begin
-      \$214  = t3_d2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$211  = t5_d1;
+    if (\$134 ) begin
+      \$211  = t3_d2;
+    end
+    if (rst) begin
+      \$211  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$212  = t5_d2;
+    if (\$134 ) begin
+      \$212  = t5_d1;
+    end
+    if (rst) begin
+      \$212  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$213  = p0low_d1;
+    if (\$134 ) begin
+      \$213  = mul__p__0[16];
+    end
+    if (rst) begin
+      \$213  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$214  = p0low_d2;
+    if (\$134 ) begin
+      \$214  = p0low_d1;
     end
     if (rst) begin
       \$214  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$215  = t5_d2;
-    if (\$139 ) begin
-      \$215  = t5_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$215  = q7_d1;
+    if (\$134 ) begin
+      \$215  = q5_d2;
     end
     if (rst) begin
-      \$215  = 1'h0;
+      \$215  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$216  = p0low_d1;
-    if (\$139 ) begin
-      \$216  = mul__p__0[16];
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$216  = q7_d2;
+    if (\$134 ) begin
+      \$216  = q7_d1;
     end
     if (rst) begin
-      \$216  = 1'h0;
+      \$216  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$217  = p0low_d2;
-    if (\$139 ) begin
-      \$217  = p0low_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$217  = t7_d1;
+    if (\$134 ) begin
+      \$217  = t5_d2;
     end
     if (rst) begin
       \$217  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$218  = q7_d1;
-    if (\$139 ) begin
-      \$218  = q5_d2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$218  = t7_d2;
+    if (\$134 ) begin
+      \$218  = t7_d1;
     end
     if (rst) begin
-      \$218  = 2'h0;
+      \$218  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$219  = q7_d2;
-    if (\$139 ) begin
-      \$219  = q7_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$219  = v8;
+    if (\$134 ) begin
+      \$219  = \$135 ;
     end
     if (rst) begin
-      \$219  = 2'h0;
+      \$219  = 18'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$220  = t7_d1;
-    if (\$139 ) begin
-      \$220  = t5_d2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$220  = t8_d1;
+    if (\$134 ) begin
+      \$220  = t7_d2;
     end
     if (rst) begin
       \$220  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$221  = t7_d2;
-    if (\$139 ) begin
-      \$221  = t7_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$221  = i8_d1;
+    if (\$134 ) begin
+      \$221  = i1_d1;
     end
     if (rst) begin
-      \$221  = 1'h0;
+      \$221  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$222  = v8;
-    if (\$139 ) begin
-      \$222  = \$140 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$222  = i8_d2;
+    if (\$134 ) begin
+      \$222  = i8_d1;
     end
     if (rst) begin
-      \$222  = 18'h00000;
+      \$222  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$223  = t8_d1;
-    if (\$139 ) begin
-      \$223  = t7_d2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$223  = i8_d3;
+    if (\$134 ) begin
+      \$223  = i8_d2;
     end
     if (rst) begin
-      \$223  = 1'h0;
+      \$223  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$224  = i8_d1;
-    if (\$139 ) begin
-      \$224  = i1_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$224  = i8_d4;
+    if (\$134 ) begin
+      \$224  = i8_d3;
     end
     if (rst) begin
-      \$224  = 6'h00;
+      \$224  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$225  = i8_d2;
-    if (\$139 ) begin
-      \$225  = i8_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$225  = i8_d5;
+    if (\$134 ) begin
+      \$225  = i8_d4;
     end
     if (rst) begin
-      \$225  = 6'h00;
+      \$225  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$226  = i8_d3;
-    if (\$139 ) begin
-      \$226  = i8_d2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$226  = i8_d6;
+    if (\$134 ) begin
+      \$226  = i8_d5;
     end
     if (rst) begin
-      \$226  = 6'h00;
+      \$226  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$227  = i8_d4;
-    if (\$139 ) begin
-      \$227  = i8_d3;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$227  = i8_d7;
+    if (\$134 ) begin
+      \$227  = i8_d6;
     end
     if (rst) begin
-      \$227  = 6'h00;
+      \$227  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$228  = i8_d5;
-    if (\$139 ) begin
-      \$228  = i8_d4;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$228  = gb_d1;
+    if (\$134 ) begin
+      \$228  = r_gb__data;
     end
     if (rst) begin
-      \$228  = 6'h00;
+      \$228  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$229  = i8_d6;
-    if (\$139 ) begin
-      \$229  = i8_d5;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$229  = gb_d2;
+    if (\$134 ) begin
+      \$229  = gb_d1;
     end
     if (rst) begin
-      \$229  = 6'h00;
+      \$229  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$230  = i8_d7;
-    if (\$139 ) begin
-      \$230  = i8_d6;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$230  = gb_d3;
+    if (\$134 ) begin
+      \$230  = gb_d2;
     end
     if (rst) begin
-      \$230  = 6'h00;
+      \$230  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$231  = gb_d1;
-    if (\$139 ) begin
-      \$231  = r_gb__data;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$231  = gb_d4;
+    if (\$134 ) begin
+      \$231  = gb_d3;
     end
     if (rst) begin
       \$231  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$232  = gb_d2;
-    if (\$139 ) begin
-      \$232  = gb_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$232  = gb_d5;
+    if (\$134 ) begin
+      \$232  = gb_d4;
     end
     if (rst) begin
       \$232  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$233  = gb_d3;
-    if (\$139 ) begin
-      \$233  = gb_d2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$233  = gb_d6;
+    if (\$134 ) begin
+      \$233  = gb_d5;
     end
     if (rst) begin
       \$233  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$234  = gb_d4;
-    if (\$139 ) begin
-      \$234  = gb_d3;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$234  = gb_d7;
+    if (\$134 ) begin
+      \$234  = gb_d6;
     end
     if (rst) begin
       \$234  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$235  = gb_d5;
-    if (\$139 ) begin
-      \$235  = gb_d4;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$235  = v10_d1;
+    if (\$134 ) begin
+      \$235  = v8;
     end
     if (rst) begin
-      \$235  = 32'd0;
+      \$235  = 18'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$236  = gb_d6;
-    if (\$139 ) begin
-      \$236  = gb_d5;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$236  = v10_d2;
+    if (\$134 ) begin
+      \$236  = v10_d1;
     end
     if (rst) begin
-      \$236  = 32'd0;
+      \$236  = 18'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$237  = gb_d7;
-    if (\$139 ) begin
-      \$237  = gb_d6;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$237  = t10_d1;
+    if (\$134 ) begin
+      \$237  = t8_d1;
     end
     if (rst) begin
-      \$237  = 32'd0;
+      \$237  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$238  = v10_d1;
-    if (\$139 ) begin
-      \$238  = v8;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$238  = t10_d2;
+    if (\$134 ) begin
+      \$238  = t10_d1;
     end
     if (rst) begin
-      \$238  = 18'h00000;
+      \$238  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$239  = v10_d2;
-    if (\$139 ) begin
-      \$239  = v10_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$239  = i10_d1;
+    if (\$134 ) begin
+      \$239  = i8_d7;
     end
     if (rst) begin
-      \$239  = 18'h00000;
+      \$239  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$240  = t10_d1;
-    if (\$139 ) begin
-      \$240  = t8_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$240  = i10_d2;
+    if (\$134 ) begin
+      \$240  = i10_d1;
     end
     if (rst) begin
-      \$240  = 1'h0;
+      \$240  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$241  = t10_d2;
-    if (\$139 ) begin
-      \$241  = t10_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$241  = y11;
+    if (\$134 ) begin
+      \$241  = \$150 [15:0];
     end
     if (rst) begin
-      \$241  = 1'h0;
+      \$241  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$242  = i10_d1;
-    if (\$139 ) begin
-      \$242  = i8_d7;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$242  = o__valid;
+    if (\$134 ) begin
+      \$242  = t10_d2;
     end
     if (rst) begin
-      \$242  = 6'h00;
+      \$242  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$243  = i10_d2;
-    if (\$139 ) begin
-      \$243  = i10_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$243  = i11_d1;
+    if (\$134 ) begin
+      \$243  = i10_d2;
     end
     if (rst) begin
-      \$243  = 6'h00;
+      \$243  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$244  = y11;
-    if (\$139 ) begin
-      \$244  = \$155 [15:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$244  = u1_d1;
+    if (\$134 ) begin
+      \$244  = p1_issue;
     end
     if (rst) begin
-      \$244  = 16'h0000;
+      \$244  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$245  = o__valid;
-    if (\$139 ) begin
-      \$245  = t10_d2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$245  = uf1_d1;
+    if (\$134 ) begin
+      \$245  = p1_first;
     end
     if (rst) begin
       \$245  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$246  = i11_d1;
-    if (\$139 ) begin
-      \$246  = i10_d2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$246  = mode;
+    if (\$134 ) begin
+      casez (fsm_state)
+        4'h0:
+            if (cmd__valid) begin
+              \$246  = cmd__payload[1:0];
+            end
+      endcase
     end
     if (rst) begin
-      \$246  = 6'h00;
+      \$246  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$247  = u1_d1;
-    if (\$139 ) begin
-      \$247  = p1_issue;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$247  = lset;
+    if (\$134 ) begin
+      casez (fsm_state)
+        4'h0:
+            if (cmd__valid) begin
+              \$247  = cmd__payload[3:2];
+            end
+      endcase
     end
     if (rst) begin
-      \$247  = 1'h0;
+      \$247  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$248  = uf1_d1;
-    if (\$139 ) begin
-      \$248  = p1_first;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$248  = busy;
+    if (\$134 ) begin
+      casez (fsm_state)
+        4'h0:
+            if (cmd__valid) begin
+              \$248  = 1'h1;
+            end
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            if (exp2__o__valid) begin
+              if (\$172 ) begin
+                if (\$174 ) begin
+                  \$248  = 1'h0;
+                end
+              end
+            end
+        4'h1:
+            /* empty */;
+        4'h9:
+            if (\$182 ) begin
+              \$248  = 1'h0;
+            end
+      endcase
     end
     if (rst) begin
       \$248  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$249  = mode;
-    if (\$139 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$249  = idx;
+    if (\$134 ) begin
       casez (fsm_state)
         4'h0:
             if (cmd__valid) begin
-              \$249  = cmd__payload[1:0];
-            end
-      endcase
-    end
-    if (rst) begin
-      \$249  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$250  = lset;
-    if (\$139 ) begin
-      casez (fsm_state)
-        4'h0:
-            if (cmd__valid) begin
-              \$250  = cmd__payload[3:2];
-            end
-      endcase
-    end
-    if (rst) begin
-      \$250  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$251  = busy;
-    if (\$139 ) begin
-      casez (fsm_state)
-        4'h0:
-            if (cmd__valid) begin
-              \$251  = 1'h1;
-            end
-        4'h1:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            if (exp2__o__valid) begin
-              if (\$175 ) begin
-                if (\$177 ) begin
-                  \$251  = 1'h0;
-                end
-              end
+              \$249  = 7'h00;
             end
         4'h2:
-            /* empty */;
-        4'hb:
-            if (\$185 ) begin
-              \$251  = 1'h0;
-            end
-      endcase
-    end
-    if (rst) begin
-      \$251  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$252  = idx;
-    if (\$139 ) begin
-      casez (fsm_state)
-        4'h0:
-            if (cmd__valid) begin
-              \$252  = 6'h00;
-            end
-        4'h1:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h3:
           begin
-            \$252  = \$158 [5:0];
-            if (\$159 ) begin
-              \$252  = 6'h00;
+            \$249  = \$152 [6:0];
+            if (\$156 ) begin
+              \$249  = 7'h00;
             end
           end
-        4'h6:
+        4'h3:
+            /* empty */;
+        4'h4:
             /* empty */;
         4'h5:
+            /* empty */;
+        4'h6:
             /* empty */;
         4'h7:
             /* empty */;
         4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
             if (exp2__o__valid) begin
               (* full_case = 32'd1 *)
-              if (\$175 ) begin
+              if (\$172 ) begin
+                \$249  = 7'h00;
               end else begin
-                \$252  = 6'h00;
+                \$249  = 7'h00;
+              end
+            end
+        4'h1:
+            if (\$176 ) begin
+              \$249  = \$177 [6:0];
+            end
+      endcase
+    end
+    if (rst) begin
+      \$249  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$250  = band;
+    if (\$134 ) begin
+      casez (fsm_state)
+        4'h0:
+            if (cmd__valid) begin
+              \$250  = 6'h00;
+            end
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            if (exp2__o__valid) begin
+              if (\$172 ) begin
+                \$250  = \$173 [5:0];
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$250  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$251  = cnt;
+    if (\$134 ) begin
+      casez (fsm_state)
+        4'h0:
+            if (cmd__valid) begin
+              \$251  = 7'h00;
+            end
+        4'h2:
+            if (\$156 ) begin
+              \$251  = 7'h00;
+            end
+        4'h3:
+            \$251  = \$157 [6:0];
+      endcase
+    end
+    if (rst) begin
+      \$251  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$252  = ph;
+    if (\$134 ) begin
+      casez (fsm_state)
+        4'h0:
+            if (cmd__valid) begin
+              \$252  = 1'h0;
+            end
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            if (exp2__o__valid) begin
+              (* full_case = 32'd1 *)
+              if (\$172 ) begin
+              end else begin
+                \$252  = 1'h0;
+              end
+            end
+        4'h1:
+            \$252  = \$181 ;
+      endcase
+    end
+    if (rst) begin
+      \$252  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$253  = fsm_state;
+    if (\$134 ) begin
+      casez (fsm_state)
+        4'h0:
+            if (cmd__valid) begin
+              (* full_case = 32'd1 *)
+              if (\$151 ) begin
+                \$253  = 4'h1;
+              end else begin
+                \$253  = 4'h2;
               end
             end
         4'h2:
-            if (\$179 ) begin
-              \$252  = \$180 [5:0];
-            end
-      endcase
-    end
-    if (rst) begin
-      \$252  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$253  = band;
-    if (\$139 ) begin
-      casez (fsm_state)
-        4'h0:
-            if (cmd__valid) begin
-              \$253  = 6'h00;
-            end
-        4'h1:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            if (exp2__o__valid) begin
-              if (\$175 ) begin
-                \$253  = \$176 [5:0];
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$253  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$254  = cnt;
-    if (\$139 ) begin
-      casez (fsm_state)
-        4'h0:
-            if (cmd__valid) begin
-              \$254  = 7'h00;
-            end
-        4'h1:
-            if (stats__valid) begin
-              \$254  = 7'h00;
-            end
-        4'h4:
-            \$254  = \$156 [6:0];
-        4'h3:
-            if (\$159 ) begin
-              \$254  = 7'h00;
-            end
-        4'h6:
-            \$254  = \$160 [6:0];
-      endcase
-    end
-    if (rst) begin
-      \$254  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$255  = ph;
-    if (\$139 ) begin
-      casez (fsm_state)
-        4'h0:
-            if (cmd__valid) begin
-              \$255  = 1'h0;
-            end
-        4'h1:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            if (exp2__o__valid) begin
-              (* full_case = 32'd1 *)
-              if (\$175 ) begin
-              end else begin
-                \$255  = 1'h0;
-              end
-            end
-        4'h2:
-            \$255  = \$184 ;
-      endcase
-    end
-    if (rst) begin
-      \$255  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$256  = fsm_state;
-    if (\$139 ) begin
-      casez (fsm_state)
-        4'h0:
-            if (cmd__valid) begin
-              (* full_case = 32'd1 *)
-              casez (cmd__payload[1:0])
-                2'h0:
-                    \$256  = 4'h1;
-                2'h1:
-                    \$256  = 4'h2;
-                default:
-                    \$256  = 4'h3;
-              endcase
-            end
-        4'h1:
-            if (stats__valid) begin
-              \$256  = 4'h4;
-            end
-        4'h4:
-            if (\$157 ) begin
-              \$256  = 4'h5;
+            if (\$156 ) begin
+              \$253  = 4'h3;
             end
         4'h3:
-            if (\$159 ) begin
-              \$256  = 4'h6;
+            if (\$158 ) begin
+              \$253  = 4'h4;
             end
-        4'h6:
-            if (\$161 ) begin
-              \$256  = 4'h5;
+        4'h4:
+            if (\$160 ) begin
+              \$253  = 4'h5;
             end
         4'h5:
-            if (\$163 ) begin
-              \$256  = 4'h7;
-            end
-        4'h7:
             if (num[54]) begin
-              \$256  = 4'h8;
+              \$253  = 4'h6;
+            end
+        4'h6:
+            if (\$167 ) begin
+              \$253  = 4'h7;
+            end
+        4'h7:
+            if (exp2__i__ready) begin
+              \$253  = 4'h8;
             end
         4'h8:
-            if (\$170 ) begin
-              \$256  = 4'h9;
-            end
-        4'h9:
-            if (exp2__i__ready) begin
-              \$256  = 4'ha;
-            end
-        4'ha:
             if (exp2__o__valid) begin
               (* full_case = 32'd1 *)
-              if (\$175 ) begin
+              if (\$172 ) begin
                 (* full_case = 32'd1 *)
-                if (\$177 ) begin
-                  \$256  = 4'h0;
+                if (\$174 ) begin
+                  \$253  = 4'h0;
                 end else begin
-                  \$256  = 4'h1;
+                  \$253  = 4'h2;
                 end
               end else begin
-                \$256  = 4'h2;
+                \$253  = 4'h1;
               end
             end
+        4'h1:
+            if (\$176 ) begin
+              if (\$179 ) begin
+                \$253  = 4'h9;
+              end
+            end
+        4'h9:
+            if (\$182 ) begin
+              \$253  = 4'h0;
+            end
+      endcase
+    end
+    if (rst) begin
+      \$253  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$254  = s1;
+    if (\$134 ) begin
+      casez (fsm_state)
+        4'h0:
+            /* empty */;
         4'h2:
-            if (\$179 ) begin
-              if (\$182 ) begin
-                \$256  = 4'hb;
-              end
-            end
-        4'hb:
-            if (\$185 ) begin
-              \$256  = 4'h0;
+            /* empty */;
+        4'h3:
+            if (\$158 ) begin
+              \$254  = mul__p__2[28:0];
             end
       endcase
     end
     if (rst) begin
-      \$256  = 4'h0;
+      \$254  = 29'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$257  = s1;
-    if (\$139 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$255  = col;
+    if (\$134 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
-        4'h1:
-            if (stats__valid) begin
-              \$257  = { stats__payload[22], stats__payload[22], stats__payload[22], stats__payload[22], stats__payload[22], stats__payload[22], stats__payload[22:0] };
-            end
-        4'h4:
+        4'h2:
             /* empty */;
         4'h3:
-            /* empty */;
-        4'h6:
-            if (\$161 ) begin
-              \$257  = mul__p__2[28:0];
+            if (\$158 ) begin
+              \$255  = 4'h1;
             end
-      endcase
-    end
-    if (rst) begin
-      \$257  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$258  = col;
-    if (\$139 ) begin
-      casez (fsm_state)
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
         4'h4:
-            if (\$157 ) begin
-              \$258  = 4'h1;
-            end
-        4'h3:
-            /* empty */;
-        4'h6:
-            if (\$161 ) begin
-              \$258  = 4'h1;
-            end
-        4'h5:
           begin
-            \$258  = \$162 [3:0];
-            if (\$163 ) begin
-              \$258  = 4'h0;
+            \$255  = \$159 [3:0];
+            if (\$160 ) begin
+              \$255  = 4'h0;
             end
           end
       endcase
     end
     if (rst) begin
-      \$258  = 4'h0;
+      \$255  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$259  = num;
-    if (\$139 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$256  = num;
+    if (\$134 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
-        4'h1:
-            /* empty */;
-        4'h4:
+        4'h2:
             /* empty */;
         4'h3:
             /* empty */;
-        4'h6:
-            /* empty */;
-        4'h5:
+        4'h4:
             casez (col)
               4'h4:
-                  \$259 [16:0] = mul__p__2[16:0];
+                  \$256 [16:0] = mul__p__2[16:0];
               4'h9:
-                  \$259 [33:17] = mul__p__2[16:0];
+                  \$256 [33:17] = mul__p__2[16:0];
               4'hd:
-                  \$259 [54:34] = mul__p__2[20:0];
+                  \$256 [54:34] = mul__p__2[20:0];
             endcase
-        4'h7:
+        4'h5:
             (* full_case = 32'd1 *)
             if (num[54]) begin
-            end else if (\$164 ) begin
-              \$259  = \$165 [54:0];
+            end else if (\$161 ) begin
+              \$256  = \$162 [54:0];
             end else begin
-              \$259  = \$167 [54:0];
+              \$256  = \$164 [54:0];
             end
       endcase
     end
     if (rst) begin
-      \$259  = 55'h00000000000000;
+      \$256  = 55'h00000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$260  = lz;
-    if (\$139 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$257  = lz;
+    if (\$134 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
-        4'h1:
-            /* empty */;
-        4'h4:
+        4'h2:
             /* empty */;
         4'h3:
             /* empty */;
-        4'h6:
-            /* empty */;
-        4'h5:
-            if (\$163 ) begin
-              \$260  = 6'h00;
+        4'h4:
+            if (\$160 ) begin
+              \$257  = 6'h00;
             end
-        4'h7:
+        4'h5:
             (* full_case = 32'd1 *)
             if (num[54]) begin
-            end else if (\$164 ) begin
-              \$260  = \$166 [5:0];
+            end else if (\$161 ) begin
+              \$257  = \$163 [5:0];
             end else begin
-              \$260  = \$168 [5:0];
+              \$257  = \$165 [5:0];
             end
       endcase
     end
     if (rst) begin
-      \$260  = 6'h00;
+      \$257  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$261  = lphase;
-    if (\$139 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$258  = lphase;
+    if (\$134 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
-        4'h1:
-            /* empty */;
-        4'h4:
+        4'h2:
             /* empty */;
         4'h3:
             /* empty */;
-        4'h6:
+        4'h4:
             /* empty */;
         4'h5:
-            /* empty */;
-        4'h7:
             if (num[54]) begin
-              \$261  = 2'h1;
+              \$258  = 2'h1;
             end
-        4'h8:
+        4'h6:
           begin
-            \$261  = \$169 [1:0];
-            if (\$170 ) begin
-              \$261  = 2'h0;
+            \$258  = \$166 [1:0];
+            if (\$167 ) begin
+              \$258  = 2'h0;
             end
           end
       endcase
     end
     if (rst) begin
-      \$261  = 2'h0;
+      \$258  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$262  = y_half;
-    if (\$139 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$259  = y_half;
+    if (\$134 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
-        4'h1:
-            /* empty */;
-        4'h4:
+        4'h2:
             /* empty */;
         4'h3:
             /* empty */;
-        4'h6:
+        4'h4:
             /* empty */;
         4'h5:
             /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            if (\$170 ) begin
-              \$262  = \$173 [31:0];
+        4'h6:
+            if (\$167 ) begin
+              \$259  = \$170 [31:0];
             end
       endcase
     end
     if (rst) begin
-      \$262  = 32'd0;
+      \$259  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$263  = e_new;
-    if (\$139 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$260  = e_new;
+    if (\$134 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
-        4'h1:
-            /* empty */;
-        4'h4:
+        4'h2:
             /* empty */;
         4'h3:
             /* empty */;
-        4'h6:
+        4'h4:
             /* empty */;
         4'h5:
             /* empty */;
+        4'h6:
+            /* empty */;
         4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            \$263  = \$174 [6:0];
+            \$260  = \$171 [6:0];
       endcase
     end
     if (rst) begin
-      \$263  = 7'h00;
+      \$260  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$264  = mr;
-    if (\$139 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$261  = mr;
+    if (\$134 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
-        4'h1:
-            /* empty */;
-        4'h4:
+        4'h2:
             /* empty */;
         4'h3:
             /* empty */;
-        4'h6:
+        4'h4:
             /* empty */;
         4'h5:
+            /* empty */;
+        4'h6:
             /* empty */;
         4'h7:
             /* empty */;
         4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
             if (exp2__o__valid) begin
               (* full_case = 32'd1 *)
-              if (\$175 ) begin
+              if (\$172 ) begin
               end else begin
-                \$264  = mp;
+                \$261  = mp;
               end
             end
       endcase
     end
     if (rst) begin
-      \$264  = 24'h000000;
+      \$261  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$265  = qr;
-    if (\$139 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$262  = qr;
+    if (\$134 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
-        4'h1:
-            /* empty */;
-        4'h4:
+        4'h2:
             /* empty */;
         4'h3:
             /* empty */;
-        4'h6:
+        4'h4:
             /* empty */;
         4'h5:
+            /* empty */;
+        4'h6:
             /* empty */;
         4'h7:
             /* empty */;
         4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
             if (exp2__o__valid) begin
               (* full_case = 32'd1 *)
-              if (\$175 ) begin
+              if (\$172 ) begin
               end else begin
-                \$265  = \$178 [1:0];
+                \$262  = \$175 [1:0];
               end
             end
       endcase
     end
     if (rst) begin
-      \$265  = 2'h0;
+      \$262  = 2'h0;
     end
   end
   assign n_now = { 1'h0, \$1  };
@@ -12187,59 +11486,49 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1894$0 ,
   assign t11_d1 = o__valid;
   assign port__addr = num[53:48];
   assign exp2__o__ready = 1'h1;
-  assign mul__b__0 = { 1'h0, \$35  };
-  assign mul__c__0 = { \$41 [40], \$41 [40], \$41 [40], \$41 [40], \$41 [40], \$41 [40], \$41 [40], \$41  };
-  assign mul__b__1 = { \$49 [12], \$49 [12], \$49 [12], \$49 [12], \$49 [12], \$49  };
-  assign mul__c__1 = { 17'h00000, \$50  };
-  assign mul__a__2 = { \$75 [23], \$75  };
-  assign mul__c__2 = { \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114 [30], \$114  };
-  assign \port$1894$0  = \$35 ;
-  assign \port$1905$0  = \$41 ;
-  assign \port$1915$0  = \$49 ;
-  assign \port$1916$0  = \$50 ;
-  assign \port$1942$0  = \$75 ;
-  assign \port$1989$0  = \$114 ;
-  assign \o__payload.index  = o__payload[5:0];
-  assign \o__payload.value  = o__payload[21:6];
-  assign \o__payload.last  = o__payload[22];
-  assign \stats__payload.s1  = stats__payload[22:0];
-  assign \stats__payload.s2  = stats__payload[59:23];
+  assign mul__b__0 = { 1'h0, \$34  };
+  assign mul__c__0 = { \$38 [40], \$38 [40], \$38 [40], \$38 [40], \$38 [40], \$38 [40], \$38 [40], \$38  };
+  assign mul__b__1 = { \$46 [12], \$46 [12], \$46 [12], \$46 [12], \$46 [12], \$46  };
+  assign mul__c__1 = { 17'h00000, \$47  };
+  assign mul__a__2 = { \$72 [23], \$72  };
+  assign mul__c__2 = { \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111  };
+  assign \port$1824$0  = \$34 ;
+  assign \port$1833$0  = \$38 ;
+  assign \port$1843$0  = \$46 ;
+  assign \port$1844$0  = \$47 ;
+  assign \port$1870$0  = \$72 ;
+  assign \port$1917$0  = \$111 ;
+  assign \o__payload.index  = o__payload[6:0];
+  assign \o__payload.value  = o__payload[22:7];
+  assign \o__payload.last  = o__payload[23];
   assign \cmd__payload.mode  = cmd__payload[1:0];
   assign \cmd__payload.set  = cmd__payload[3:2];
-  assign o__payload[22] = \$7 ;
-  assign o__payload[21:6] = y11;
-  assign o__payload[5:0] = i11_d1;
+  assign o__payload[23] = \$7 ;
+  assign o__payload[22:7] = y11;
+  assign o__payload[6:0] = i11_d1;
   assign \$2  = { 3'h0, lset, 4'h0 };
-  assign \$20  = { \$19 [9], \$19 [9], \$19 [9], \$19 [9:3] };
-  assign \$21  = { qv, 3'h0 };
-  assign \$110  = 1'h0;
-  assign \$111  = \$104 ;
-  assign \$119  = 1'h0;
-  assign \$120  = \$116 ;
-  assign \$165  = { 7'h00, num, 8'h00 };
-  assign \$167  = { num, 1'h0 };
-  assign \$173  = { \$172 [33], \$172 [33:1] };
-  assign \$174  = { y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31:16] };
-  assign \$189  = \$188 ;
-  assign \$193  = \$192 ;
-  assign \$197  = \$196 ;
-  assign \$199  = \$198 ;
+  assign \$19  = { \$18 [9], \$18 [9], \$18 [9], \$18 [9:3] };
+  assign \$20  = { qv, 3'h0 };
+  assign \$107  = 1'h0;
+  assign \$108  = \$101 ;
+  assign \$116  = 1'h0;
+  assign \$117  = \$113 ;
+  assign \$162  = { 7'h00, num, 8'h00 };
+  assign \$164  = { num, 1'h0 };
+  assign \$170  = { \$169 [33], \$169 [33:1] };
+  assign \$171  = { y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31:16] };
+  assign \$186  = \$185 ;
+  assign \$190  = \$189 ;
+  assign \$194  = \$193 ;
+  assign \$196  = \$195 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.sequencer (rst, job__ready, cmd__ready, \wb_done$35 , \cmd__ready$31 , wb_done, registers, stats__valid, busy, \busy$32 , \busy$36 , feat_full0, feat_full1, snr_full0, snr_full1, cmd__payload, cmd__valid, norm_dst, \cmd__valid$6 , \cmd__payload$7 , job__valid
-, job__payload, kind, src, wb, layer, \release , regs, t, slot, rb, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
+module \nanomamba_accel.backend.sequencer (rst, rd__full, job__ready, cmd__ready, \wb_done$31 , \cmd__ready$27 , wb_done, registers, busy, \busy$28 , \busy$32 , cmd__payload, cmd__valid, norm_setup, norm_dst, \cmd__valid$7 , \cmd__payload$8 , job__valid, job__payload, kind, src
+, wb, layer, \release , regs, t, slot, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire \$100 ;
-  wire \$101 ;
-  reg [79:0] \$102 ;
-  reg [6:0] \$103 ;
-  reg [1:0] \$104 ;
-  reg [5:0] \$105 ;
-  reg [1:0] \$106 ;
-  reg \$107 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -12323,48 +11612,42 @@ module \nanomamba_accel.backend.sequencer (rst, job__ready, cmd__ready, \wb_done
   wire \$84 ;
   wire \$85 ;
   wire \$86 ;
-  wire \$87 ;
+  wire [7:0] \$87 ;
   wire \$88 ;
-  wire \$89 ;
+  wire [2:0] \$89 ;
   wire \$9 ;
-  wire \$90 ;
+  wire [2:0] \$90 ;
   wire \$91 ;
   wire \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire [7:0] \$96 ;
-  wire \$97 ;
-  wire [2:0] \$98 ;
-  wire [2:0] \$99 ;
+  reg [79:0] \$93 ;
+  reg [6:0] \$94 ;
+  reg [1:0] \$95 ;
+  reg [5:0] \$96 ;
+  reg [1:0] \$97 ;
   input busy;
   wire busy;
+  input \busy$28 ;
+  wire \busy$28 ;
   input \busy$32 ;
   wire \busy$32 ;
-  input \busy$36 ;
-  wire \busy$36 ;
   input clk;
   wire clk;
   output [3:0] cmd__payload;
   reg [3:0] cmd__payload;
-  output [1:0] \cmd__payload$7 ;
-  reg [1:0] \cmd__payload$7 ;
-  wire \cmd__payload$7.layer ;
-  wire \cmd__payload$7.op ;
+  output [1:0] \cmd__payload$8 ;
+  reg [1:0] \cmd__payload$8 ;
+  wire \cmd__payload$8.layer ;
+  wire \cmd__payload$8.op ;
   wire [1:0] \cmd__payload.mode ;
   wire [1:0] \cmd__payload.set ;
   input cmd__ready;
   wire cmd__ready;
-  input \cmd__ready$31 ;
-  wire \cmd__ready$31 ;
+  input \cmd__ready$27 ;
+  wire \cmd__ready$27 ;
   output cmd__valid;
   reg cmd__valid;
-  output \cmd__valid$6 ;
-  reg \cmd__valid$6 ;
-  input feat_full0;
-  wire feat_full0;
-  input feat_full1;
-  wire feat_full1;
+  output \cmd__valid$7 ;
+  reg \cmd__valid$7 ;
   reg frame_end;
   output [3:0] job__payload;
   reg [3:0] job__payload;
@@ -12378,8 +11661,10 @@ module \nanomamba_accel.backend.sequencer (rst, job__ready, cmd__ready, \wb_done
   reg layer;
   output [1:0] norm_dst;
   reg [1:0] norm_dst;
-  output rb;
-  reg rb = 1'h0;
+  output norm_setup;
+  reg norm_setup;
+  input rd__full;
+  wire rd__full;
   input [79:0] registers;
   wire [79:0] registers;
   wire [15:0] \registers.bgate_floor ;
@@ -12402,15 +11687,9 @@ module \nanomamba_accel.backend.sequencer (rst, job__ready, cmd__ready, \wb_done
   reg [5:0] seq_state = 6'h00;
   output [1:0] slot;
   reg [1:0] slot = 2'h0;
-  input snr_full0;
-  wire snr_full0;
-  input snr_full1;
-  wire snr_full1;
   reg [1:0] sp_st = 2'h0;
   output [2:0] src;
   reg [2:0] src;
-  input stats__valid;
-  wire stats__valid;
   reg [4:0] step;
   output [6:0] t;
   reg [6:0] t = 7'h00;
@@ -12418,116 +11697,107 @@ module \nanomamba_accel.backend.sequencer (rst, job__ready, cmd__ready, \wb_done
   reg [1:0] wb;
   input wb_done;
   wire wb_done;
-  input \wb_done$35 ;
-  wire \wb_done$35 ;
+  input \wb_done$31 ;
+  wire \wb_done$31 ;
+  assign \$5  = ! sp_st;
+  assign \$6  = t == 7'h64;
+  assign \$7  = ~ \$6 ;
+  assign \$8  = \$5  & \$7 ;
+  assign \$9  = t == 7'h64;
+  assign \$10  = ! seq_state;
+  assign \$11  = seq_state == 1'h1;
+  assign \$12  = seq_state == 2'h2;
+  assign \$13  = seq_state == 2'h3;
+  assign \$14  = seq_state == 3'h4;
+  assign \$15  = seq_state == 3'h5;
+  assign \$16  = seq_state == 3'h6;
+  assign \$17  = seq_state == 3'h7;
+  assign \$18  = seq_state == 4'h8;
+  assign \$19  = seq_state == 4'h9;
+  assign \$20  = seq_state == 4'ha;
+  assign \$21  = seq_state == 4'hb;
+  assign \$22  = seq_state == 4'hc;
+  assign \$23  = seq_state == 4'hd;
+  assign \$24  = seq_state == 4'he;
+  assign \$25  = seq_state == 4'hf;
+  assign \$26  = seq_state == 5'h10;
+  assign \$27  = seq_state == 5'h11;
+  assign \$28  = seq_state == 5'h12;
+  assign \$29  = seq_state == 5'h13;
+  assign \$30  = seq_state == 5'h14;
+  assign \$31  = seq_state == 5'h15;
+  assign \$32  = seq_state == 5'h16;
+  assign \$33  = seq_state == 5'h17;
+  assign \$34  = seq_state == 5'h18;
+  assign \$35  = seq_state == 5'h19;
+  assign \$36  = seq_state == 5'h1a;
+  assign \$37  = seq_state == 5'h1b;
+  assign \$38  = seq_state == 5'h1c;
+  assign \$39  = seq_state == 5'h1d;
+  assign \$40  = seq_state == 5'h1e;
+  assign \$41  = seq_state == 5'h1f;
+  assign \$42  = seq_state == 6'h20;
+  assign \$43  = seq_state == 6'h21;
+  assign \$44  = seq_state == 6'h22;
+  assign \$45  = seq_state == 6'h23;
+  assign \$46  = seq_state == 6'h24;
+  assign \$47  = seq_state == 6'h25;
+  assign \$48  = seq_state == 6'h26;
+  assign \$49  = seq_state == 6'h27;
+  assign \$50  = seq_state == 6'h28;
+  assign \$51  = seq_state == 6'h29;
+  assign \$52  = seq_state == 6'h2a;
+  assign \$53  = seq_state == 6'h2b;
+  assign \$54  = seq_state == 6'h2c;
+  assign \$55  = seq_state == 6'h2d;
+  assign \$56  = seq_state == 6'h2e;
+  assign \$57  = seq_state == 6'h2f;
+  assign \$58  = seq_state == 6'h30;
+  assign \$59  = seq_state == 6'h31;
+  assign \$60  = ~ busy;
+  assign \$61  = ~ busy;
+  assign \$62  = ~ \busy$28 ;
+  assign \$63  = | t;
+  assign \$64  = ~ busy;
+  assign \$65  = ! sp_st;
+  assign \$68  = sp_st == 1'h1;
+  assign \$69  = \$68  & \wb_done$31 ;
+  assign \$70  = ~ \busy$28 ;
+  assign \$71  = sp_st == 2'h2;
+  assign \$73  = \$70  & \$72 ;
+  assign \$74  = ~ busy;
+  assign \$75  = ! sp_st;
+  assign \$76  = t == 7'h64;
+  assign \$77  = ~ \$76 ;
+  assign \$78  = \$75  & \$77 ;
+  assign \$79  = sp_st == 1'h1;
+  assign \$80  = \$79  & \wb_done$31 ;
+  assign \$81  = ~ \busy$28 ;
+  assign \$82  = sp_st == 2'h2;
+  assign \$83  = t == 7'h64;
+  assign \$84  = \$82  | \$83 ;
+  assign \$85  = \$81  & \$84 ;
+  assign \$86  = ~ busy;
+  assign \$87  = t + 1'h1;
+  assign \$88  = slot == 2'h2;
+  assign \$89  = slot + 1'h1;
+  assign \$90  = \$88  ? 3'h0 : \$89 ;
+  assign \$91  = t == 7'h64;
+  assign \$92  = ~ \busy$32 ;
+  always @(posedge clk)
+    regs <= \$93 ;
+  always @(posedge clk)
+    t <= \$94 ;
+  always @(posedge clk)
+    slot <= \$95 ;
+  always @(posedge clk)
+    seq_state <= \$96 ;
+  always @(posedge clk)
+    sp_st <= \$97 ;
   assign \$1  = | t;
   assign \$2  = ! sp_st;
-  assign \$6  = ! sp_st;
-  assign \$7  = t == 7'h64;
-  assign \$8  = ~ \$7 ;
-  assign \$9  = \$6  & \$8 ;
-  assign \$10  = rb ? snr_full0 : snr_full1;
-  assign \$11  = \$9  & \$10 ;
-  assign \$12  = ! seq_state;
-  assign \$13  = seq_state == 1'h1;
-  assign \$14  = seq_state == 2'h2;
-  assign \$15  = seq_state == 2'h3;
-  assign \$16  = seq_state == 3'h4;
-  assign \$17  = seq_state == 3'h5;
-  assign \$18  = seq_state == 3'h6;
-  assign \$19  = seq_state == 3'h7;
-  assign \$20  = seq_state == 4'h8;
-  assign \$21  = seq_state == 4'h9;
-  assign \$22  = seq_state == 4'ha;
-  assign \$23  = seq_state == 4'hb;
-  assign \$24  = seq_state == 4'hc;
-  assign \$25  = seq_state == 4'hd;
-  assign \$26  = seq_state == 4'he;
-  assign \$27  = seq_state == 4'hf;
-  assign \$28  = seq_state == 5'h10;
-  assign \$29  = seq_state == 5'h11;
-  assign \$30  = seq_state == 5'h12;
-  assign \$31  = seq_state == 5'h13;
-  assign \$32  = seq_state == 5'h14;
-  assign \$33  = seq_state == 5'h15;
-  assign \$34  = seq_state == 5'h16;
-  assign \$35  = seq_state == 5'h17;
-  assign \$36  = seq_state == 5'h18;
-  assign \$37  = seq_state == 5'h19;
-  assign \$38  = seq_state == 5'h1a;
-  assign \$39  = seq_state == 5'h1b;
-  assign \$40  = seq_state == 5'h1c;
-  assign \$41  = seq_state == 5'h1d;
-  assign \$42  = seq_state == 5'h1e;
-  assign \$43  = seq_state == 5'h1f;
-  assign \$44  = seq_state == 6'h20;
-  assign \$45  = seq_state == 6'h21;
-  assign \$46  = seq_state == 6'h22;
-  assign \$47  = seq_state == 6'h23;
-  assign \$48  = seq_state == 6'h24;
-  assign \$49  = seq_state == 6'h25;
-  assign \$50  = seq_state == 6'h26;
-  assign \$51  = seq_state == 6'h27;
-  assign \$52  = seq_state == 6'h28;
-  assign \$53  = seq_state == 6'h29;
-  assign \$54  = seq_state == 6'h2a;
-  assign \$55  = seq_state == 6'h2b;
-  assign \$56  = seq_state == 6'h2c;
-  assign \$57  = seq_state == 6'h2d;
-  assign \$58  = seq_state == 6'h2e;
-  assign \$59  = seq_state == 6'h2f;
-  assign \$60  = seq_state == 6'h30;
-  assign \$61  = seq_state == 6'h31;
-  assign \$62  = ~ busy;
-  assign \$63  = feat_full1 & snr_full1;
-  assign \$64  = feat_full0 & snr_full0;
-  assign \$65  = rb ? \$63  : \$64 ;
-  assign \$66  = ~ busy;
-  assign \$67  = ~ \busy$32 ;
-  assign \$68  = | t;
-  assign \$69  = ~ busy;
-  assign \$70  = ! sp_st;
-  assign \$74  = sp_st == 1'h1;
-  assign \$75  = \$74  & \wb_done$35 ;
-  assign \$76  = ~ \busy$32 ;
-  assign \$77  = sp_st == 2'h2;
-  assign \$79  = \$76  & \$78 ;
-  assign \$80  = ~ busy;
-  assign \$81  = ! sp_st;
-  assign \$82  = t == 7'h64;
-  assign \$83  = ~ \$82 ;
-  assign \$84  = \$81  & \$83 ;
-  assign \$85  = rb ? snr_full0 : snr_full1;
-  assign \$86  = \$84  & \$85 ;
-  assign \$87  = sp_st == 1'h1;
-  assign \$88  = \$87  & \wb_done$35 ;
-  assign \$89  = ~ \busy$32 ;
-  assign \$90  = sp_st == 2'h2;
-  assign \$91  = t == 7'h64;
-  assign \$92  = \$90  | \$91 ;
-  assign \$93  = \$89  & \$92 ;
-  assign \$94  = ~ busy;
-  assign \$95  = ~ rb;
-  assign \$96  = t + 1'h1;
-  assign \$97  = slot == 2'h2;
-  assign \$98  = slot + 1'h1;
-  assign \$99  = \$97  ? 3'h0 : \$98 ;
-  assign \$100  = t == 7'h64;
-  assign \$101  = ~ \busy$36 ;
-  always @(posedge clk)
-    regs <= \$102 ;
-  always @(posedge clk)
-    t <= \$103 ;
-  always @(posedge clk)
-    slot <= \$104 ;
-  always @(posedge clk)
-    seq_state <= \$105 ;
-  always @(posedge clk)
-    sp_st <= \$106 ;
-  always @(posedge clk)
-    rb <= \$107 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     cmd__payload[1:0] = 2'h0;
     cmd__payload[3:2] = 2'h0;
     casez (seq_state)
@@ -12629,7 +11899,7 @@ module \nanomamba_accel.backend.sequencer (rst, job__ready, cmd__ready, \wb_done
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     step = 5'h00;
     casez (seq_state)
       6'h00:
@@ -12735,7 +12005,7 @@ module \nanomamba_accel.backend.sequencer (rst, job__ready, cmd__ready, \wb_done
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     sel = 1'h0;
     casez (seq_state)
       6'h00:
@@ -12829,7 +12099,7 @@ module \nanomamba_accel.backend.sequencer (rst, job__ready, cmd__ready, \wb_done
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     cmd__valid = 1'h0;
     casez (seq_state)
       6'h00:
@@ -12921,7 +12191,21 @@ module \nanomamba_accel.backend.sequencer (rst, job__ready, cmd__ready, \wb_done
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    norm_setup = 1'h0;
+    casez (seq_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h03:
+          norm_setup = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     norm_dst = 2'h0;
     casez (seq_state)
       6'h00:
@@ -13015,8 +12299,8 @@ module \nanomamba_accel.backend.sequencer (rst, job__ready, cmd__ready, \wb_done
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \cmd__valid$6  = 1'h0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \cmd__valid$7  = 1'h0;
     casez (seq_state)
       6'h00:
           /* empty */;
@@ -13035,7 +12319,7 @@ module \nanomamba_accel.backend.sequencer (rst, job__ready, cmd__ready, \wb_done
       6'h07:
           /* empty */;
       6'h08:
-          \cmd__valid$6  = 1'h1;
+          \cmd__valid$7  = 1'h1;
       6'h09:
           /* empty */;
       6'h0a:
@@ -13067,7 +12351,7 @@ module \nanomamba_accel.backend.sequencer (rst, job__ready, cmd__ready, \wb_done
       6'h18:
           /* empty */;
       6'h17:
-          \cmd__valid$6  = 1'h1;
+          \cmd__valid$7  = 1'h1;
       6'h19:
           /* empty */;
       6'h1a:
@@ -13095,12 +12379,12 @@ module \nanomamba_accel.backend.sequencer (rst, job__ready, cmd__ready, \wb_done
       6'h26:
           /* empty */;
       6'h25:
-          \cmd__valid$6  = 1'h1;
+          \cmd__valid$7  = 1'h1;
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \cmd__payload$7  = 2'h0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \cmd__payload$8  = 2'h0;
     casez (seq_state)
       6'h00:
           /* empty */;
@@ -13119,7 +12403,7 @@ module \nanomamba_accel.backend.sequencer (rst, job__ready, cmd__ready, \wb_done
       6'h07:
           /* empty */;
       6'h08:
-          \cmd__payload$7 [0] = 1'h0;
+          \cmd__payload$8 [0] = 1'h0;
       6'h09:
           /* empty */;
       6'h0a:
@@ -13152,8 +12436,8 @@ module \nanomamba_accel.backend.sequencer (rst, job__ready, cmd__ready, \wb_done
           /* empty */;
       6'h17:
         begin
-          \cmd__payload$7 [0] = 1'h1;
-          \cmd__payload$7 [1] = 1'h0;
+          \cmd__payload$8 [0] = 1'h1;
+          \cmd__payload$8 [1] = 1'h0;
         end
       6'h19:
           /* empty */;
@@ -13183,13 +12467,13 @@ module \nanomamba_accel.backend.sequencer (rst, job__ready, cmd__ready, \wb_done
           /* empty */;
       6'h25:
         begin
-          \cmd__payload$7 [0] = 1'h1;
-          \cmd__payload$7 [1] = 1'h1;
+          \cmd__payload$8 [0] = 1'h1;
+          \cmd__payload$8 [1] = 1'h1;
         end
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     job__valid = 1'h0;
     casez (seq_state)
       6'h00:
@@ -13247,7 +12531,7 @@ module \nanomamba_accel.backend.sequencer (rst, job__ready, cmd__ready, \wb_done
       6'h17:
           /* empty */;
       6'h19:
-          if (\$5 ) begin
+          if (\$4 ) begin
             job__valid = 1'h1;
           end
       6'h1a:
@@ -13277,7 +12561,7 @@ module \nanomamba_accel.backend.sequencer (rst, job__ready, cmd__ready, \wb_done
       6'h25:
           /* empty */;
       6'h27:
-          if (\$11 ) begin
+          if (\$8 ) begin
             job__valid = 1'h1;
           end
       6'h28:
@@ -13297,7 +12581,7 @@ module \nanomamba_accel.backend.sequencer (rst, job__ready, cmd__ready, \wb_done
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     job__payload = 4'h0;
     casez (seq_state)
       6'h00:
@@ -13355,7 +12639,7 @@ module \nanomamba_accel.backend.sequencer (rst, job__ready, cmd__ready, \wb_done
       6'h17:
           /* empty */;
       6'h19:
-          if (\$5 ) begin
+          if (\$4 ) begin
             job__payload = 4'ha;
           end
       6'h1a:
@@ -13385,7 +12669,7 @@ module \nanomamba_accel.backend.sequencer (rst, job__ready, cmd__ready, \wb_done
       6'h25:
           /* empty */;
       6'h27:
-          if (\$11 ) begin
+          if (\$8 ) begin
             job__payload = 4'h4;
           end
       6'h28:
@@ -13405,7 +12689,7 @@ module \nanomamba_accel.backend.sequencer (rst, job__ready, cmd__ready, \wb_done
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     kind = 3'h0;
     casez (seq_state)
       6'h00:
@@ -13511,7 +12795,7 @@ module \nanomamba_accel.backend.sequencer (rst, job__ready, cmd__ready, \wb_done
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     src = 3'h0;
     casez (seq_state)
       6'h00:
@@ -13617,7 +12901,7 @@ module \nanomamba_accel.backend.sequencer (rst, job__ready, cmd__ready, \wb_done
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     wb = 2'h0;
     casez (seq_state)
       6'h00:
@@ -13723,7 +13007,7 @@ module \nanomamba_accel.backend.sequencer (rst, job__ready, cmd__ready, \wb_done
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     layer = 1'h0;
     casez (seq_state)
       6'h00:
@@ -13817,7 +13101,7 @@ module \nanomamba_accel.backend.sequencer (rst, job__ready, cmd__ready, \wb_done
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \release  = 1'h0;
     casez (seq_state)
       6'h00:
@@ -13909,11 +13193,11 @@ module \nanomamba_accel.backend.sequencer (rst, job__ready, cmd__ready, \wb_done
       6'h2b:
           /* empty */;
       6'h2c:
-          \release  = 1'h1;
+          \release  = \$9 ;
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     frame_end = 1'h0;
     casez (seq_state)
       6'h00:
@@ -14009,126 +13293,25 @@ module \nanomamba_accel.backend.sequencer (rst, job__ready, cmd__ready, \wb_done
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$102  = regs;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$93  = regs;
     casez (seq_state)
       6'h00:
-          if (stats__valid) begin
-            \$102  = registers;
+          if (rd__full) begin
+            \$93  = registers;
           end
     endcase
     if (rst) begin
-      \$102  = 80'h00000000000000000000;
+      \$93  = 80'h00000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$103  = t;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$94  = t;
     casez (seq_state)
       6'h00:
-          if (stats__valid) begin
-            \$103  = 7'h00;
-          end
-      6'h02:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          \$103  = \$96 [6:0];
-    endcase
-    if (rst) begin
-      \$103  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$104  = slot;
-    casez (seq_state)
-      6'h00:
-          if (stats__valid) begin
-            \$104  = 2'h0;
+          if (rd__full) begin
+            \$94  = 7'h00;
           end
       6'h02:
           /* empty */;
@@ -14217,222 +13400,323 @@ module \nanomamba_accel.backend.sequencer (rst, job__ready, cmd__ready, \wb_done
       6'h2b:
           /* empty */;
       6'h2c:
-          \$104  = \$99 [1:0];
+          \$94  = \$87 [6:0];
     endcase
     if (rst) begin
-      \$104  = 2'h0;
+      \$94  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$105  = seq_state;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$95  = slot;
     casez (seq_state)
       6'h00:
-          if (stats__valid) begin
-            \$105  = 6'h01;
+          if (rd__full) begin
+            \$95  = 2'h0;
+          end
+      6'h02:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          \$95  = \$90 [1:0];
+    endcase
+    if (rst) begin
+      \$95  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$96  = seq_state;
+    casez (seq_state)
+      6'h00:
+          if (rd__full) begin
+            \$96  = 6'h01;
           end
       6'h02:
           /* empty */;
       6'h01:
           if (cmd__ready) begin
-            \$105  = 6'h03;
+            \$96  = 6'h03;
           end
       6'h03:
+          if (\$60 ) begin
+            \$96  = 6'h04;
+          end
+      6'h04:
+          if (rd__full) begin
+            \$96  = 6'h05;
+          end
+      6'h06:
+          /* empty */;
+      6'h05:
+          if (cmd__ready) begin
+            \$96  = 6'h07;
+          end
+      6'h07:
+          if (\$61 ) begin
+            \$96  = 6'h08;
+          end
+      6'h08:
+          if (\cmd__ready$27 ) begin
+            \$96  = 6'h09;
+          end
+      6'h09:
           if (\$62 ) begin
-            \$105  = 6'h04;
-          end
-      6'h04:
-          if (\$65 ) begin
-            \$105  = 6'h05;
-          end
-      6'h06:
-          /* empty */;
-      6'h05:
-          if (cmd__ready) begin
-            \$105  = 6'h07;
-          end
-      6'h07:
-          if (\$66 ) begin
-            \$105  = 6'h08;
-          end
-      6'h08:
-          if (\cmd__ready$31 ) begin
-            \$105  = 6'h09;
-          end
-      6'h09:
-          if (\$67 ) begin
-            \$105  = 6'h0a;
+            \$96  = 6'h0a;
           end
       6'h0a:
           (* full_case = 32'd1 *)
-          if (\$68 ) begin
-            \$105  = 6'h0b;
+          if (\$63 ) begin
+            \$96  = 6'h0b;
           end else begin
             if (job__ready) begin
-              \$105  = 6'h0c;
+              \$96  = 6'h0c;
             end
           end
       6'h0c:
           if (wb_done) begin
-            \$105  = 6'h0b;
+            \$96  = 6'h0b;
           end
       6'h0b:
           if (job__ready) begin
-            \$105  = 6'h0e;
+            \$96  = 6'h0e;
           end
       6'h0e:
           if (wb_done) begin
-            \$105  = 6'h0d;
+            \$96  = 6'h0d;
           end
       6'h0d:
           if (cmd__ready) begin
-            \$105  = 6'h0f;
+            \$96  = 6'h0f;
           end
       6'h0f:
-          if (\$69 ) begin
-            \$105  = 6'h10;
+          if (\$64 ) begin
+            \$96  = 6'h10;
           end
       6'h10:
           if (job__ready) begin
-            \$105  = 6'h12;
+            \$96  = 6'h12;
           end
       6'h12:
           if (wb_done) begin
-            \$105  = 6'h11;
+            \$96  = 6'h11;
           end
       6'h11:
           if (job__ready) begin
-            \$105  = 6'h14;
+            \$96  = 6'h14;
           end
       6'h14:
           if (wb_done) begin
-            \$105  = 6'h13;
+            \$96  = 6'h13;
           end
       6'h13:
           if (job__ready) begin
-            \$105  = 6'h16;
+            \$96  = 6'h16;
           end
       6'h16:
           if (wb_done) begin
-            \$105  = 6'h15;
+            \$96  = 6'h15;
           end
       6'h15:
           if (job__ready) begin
-            \$105  = 6'h18;
+            \$96  = 6'h18;
           end
       6'h18:
           if (wb_done) begin
-            \$105  = 6'h17;
+            \$96  = 6'h17;
           end
       6'h17:
-          if (\cmd__ready$31 ) begin
-            \$105  = 6'h19;
+          if (\cmd__ready$27 ) begin
+            \$96  = 6'h19;
           end
       6'h19:
-          if (\$79 ) begin
-            \$105  = 6'h1a;
+          if (\$73 ) begin
+            \$96  = 6'h1a;
           end
       6'h1a:
           if (job__ready) begin
-            \$105  = 6'h1c;
+            \$96  = 6'h1c;
           end
       6'h1c:
           if (wb_done) begin
-            \$105  = 6'h1b;
+            \$96  = 6'h1b;
           end
       6'h1b:
           if (cmd__ready) begin
-            \$105  = 6'h1d;
+            \$96  = 6'h1d;
           end
       6'h1d:
-          if (\$80 ) begin
-            \$105  = 6'h1e;
+          if (\$74 ) begin
+            \$96  = 6'h1e;
           end
       6'h1e:
           if (job__ready) begin
-            \$105  = 6'h20;
+            \$96  = 6'h20;
           end
       6'h20:
           if (wb_done) begin
-            \$105  = 6'h1f;
+            \$96  = 6'h1f;
           end
       6'h1f:
           if (job__ready) begin
-            \$105  = 6'h22;
+            \$96  = 6'h22;
           end
       6'h22:
           if (wb_done) begin
-            \$105  = 6'h21;
+            \$96  = 6'h21;
           end
       6'h21:
           if (job__ready) begin
-            \$105  = 6'h24;
+            \$96  = 6'h24;
           end
       6'h24:
           if (wb_done) begin
-            \$105  = 6'h23;
+            \$96  = 6'h23;
           end
       6'h23:
           if (job__ready) begin
-            \$105  = 6'h26;
+            \$96  = 6'h26;
           end
       6'h26:
           if (wb_done) begin
-            \$105  = 6'h25;
+            \$96  = 6'h25;
           end
       6'h25:
-          if (\cmd__ready$31 ) begin
-            \$105  = 6'h27;
+          if (\cmd__ready$27 ) begin
+            \$96  = 6'h27;
           end
       6'h27:
-          if (\$93 ) begin
-            \$105  = 6'h28;
+          if (\$85 ) begin
+            \$96  = 6'h28;
           end
       6'h28:
           if (job__ready) begin
-            \$105  = 6'h2a;
+            \$96  = 6'h2a;
           end
       6'h2a:
           if (wb_done) begin
-            \$105  = 6'h29;
+            \$96  = 6'h29;
           end
       6'h29:
           if (cmd__ready) begin
-            \$105  = 6'h2b;
+            \$96  = 6'h2b;
           end
       6'h2b:
-          if (\$94 ) begin
-            \$105  = 6'h2c;
+          if (\$86 ) begin
+            \$96  = 6'h2c;
           end
       6'h2c:
           (* full_case = 32'd1 *)
-          if (\$100 ) begin
-            \$105  = 6'h2d;
+          if (\$91 ) begin
+            \$96  = 6'h2d;
           end else begin
-            \$105  = 6'h04;
+            \$96  = 6'h04;
           end
       6'h2e:
           /* empty */;
       6'h2d:
           if (job__ready) begin
-            \$105  = 6'h30;
+            \$96  = 6'h30;
           end
       6'h30:
           if (wb_done) begin
-            \$105  = 6'h2f;
+            \$96  = 6'h2f;
           end
       6'h2f:
-          if (\$101 ) begin
-            \$105  = 6'h00;
+          if (\$92 ) begin
+            \$96  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$105  = 6'h00;
+      \$96  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$106  = sp_st;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$97  = sp_st;
     casez (seq_state)
       6'h00:
           /* empty */;
@@ -14486,16 +13770,16 @@ module \nanomamba_accel.backend.sequencer (rst, job__ready, cmd__ready, \wb_done
           /* empty */;
       6'h19:
         begin
+          if (\$67 ) begin
+            if (job__ready) begin
+              \$97  = 2'h1;
+            end
+          end
+          if (\$69 ) begin
+            \$97  = 2'h2;
+          end
           if (\$73 ) begin
-            if (job__ready) begin
-              \$106  = 2'h1;
-            end
-          end
-          if (\$75 ) begin
-            \$106  = 2'h2;
-          end
-          if (\$79 ) begin
-            \$106  = 2'h0;
+            \$97  = 2'h0;
           end
         end
       6'h1a:
@@ -14526,126 +13810,27 @@ module \nanomamba_accel.backend.sequencer (rst, job__ready, cmd__ready, \wb_done
           /* empty */;
       6'h27:
         begin
-          if (\$86 ) begin
+          if (\$78 ) begin
             if (job__ready) begin
-              \$106  = 2'h1;
+              \$97  = 2'h1;
             end
           end
-          if (\$88 ) begin
-            \$106  = 2'h2;
+          if (\$80 ) begin
+            \$97  = 2'h2;
           end
-          if (\$93 ) begin
-            \$106  = 2'h0;
+          if (\$85 ) begin
+            \$97  = 2'h0;
           end
         end
     endcase
     if (rst) begin
-      \$106  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$107  = rb;
-    casez (seq_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          \$107  = \$95 ;
-    endcase
-    if (rst) begin
-      \$107  = 1'h0;
+      \$97  = 2'h0;
     end
   end
   assign \cmd__payload.mode  = cmd__payload[1:0];
   assign \cmd__payload.set  = cmd__payload[3:2];
-  assign \cmd__payload$7.op  = \cmd__payload$7 [0];
-  assign \cmd__payload$7.layer  = \cmd__payload$7 [1];
+  assign \cmd__payload$8.op  = \cmd__payload$8 [0];
+  assign \cmd__payload$8.layer  = \cmd__payload$8 [1];
   assign \regs.delta_floor_min  = regs[15:0];
   assign \regs.delta_floor_max  = regs[31:16];
   assign \regs.eps_min  = regs[47:32];
@@ -14658,17 +13843,15 @@ module \nanomamba_accel.backend.sequencer (rst, job__ready, cmd__ready, \wb_done
   assign \registers.bgate_floor  = registers[79:64];
   assign \$3  = 1'h1;
   assign \$4  = \$2 ;
-  assign \$5  = \$2 ;
-  assign \$71  = 1'h1;
-  assign \$72  = \$70 ;
-  assign \$73  = \$70 ;
-  assign \$78  = \$77 ;
+  assign \$66  = 1'h1;
+  assign \$67  = \$65 ;
+  assign \$72  = \$71 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2349$0 , mul__b__0, \port$2368$0 , \port$2375$0 , mul__b__1, mul__c__1, \port$2409$0 , mul__b__2, \port$2433$0 , cmd__ready, frame_age, snr_sum, mac_rd__data, exp2__i__valid, exp2__i__payload, busy, mul__p__0, mul__p__1, mul__p__2
-, exp2__o__payload, mac_rd__o, mac_rd__i, mac_o__valid, mac_o__payload, cmd__valid, cmd__payload, kind, layer, regs, slot, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
+module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2273$0 , mul__b__0, \port$2292$0 , \port$2299$0 , mul__b__1, mul__c__1, \port$2333$0 , mul__b__2, \port$2357$0 , cmd__ready, frame_age, mac_rd__data, exp2__i__valid, exp2__i__payload, busy, mul__p__0, mul__p__1, mul__p__2, exp2__o__payload
+, mac_rd__o, mac_rd__i, mac_o__valid, mac_o__payload, snr_sum, cmd__valid, cmd__payload, kind, layer, regs, slot, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire [17:0] \$1 ;
   wire [9:0] \$10 ;
   wire \$100 ;
@@ -14931,16 +14114,16 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2349$0 , mul__b__0, \po
   wire o__ready;
   wire o__valid;
   wire \o__valid$55 ;
-  output [23:0] \port$2349$0 ;
-  wire [23:0] \port$2349$0 ;
-  output [33:0] \port$2368$0 ;
-  wire [33:0] \port$2368$0 ;
-  output [23:0] \port$2375$0 ;
-  wire [23:0] \port$2375$0 ;
-  output [23:0] \port$2409$0 ;
-  wire [23:0] \port$2409$0 ;
-  output [14:0] \port$2433$0 ;
-  wire [14:0] \port$2433$0 ;
+  output [23:0] \port$2273$0 ;
+  wire [23:0] \port$2273$0 ;
+  output [33:0] \port$2292$0 ;
+  wire [33:0] \port$2292$0 ;
+  output [23:0] \port$2299$0 ;
+  wire [23:0] \port$2299$0 ;
+  output [23:0] \port$2333$0 ;
+  wire [23:0] \port$2333$0 ;
+  output [14:0] \port$2357$0 ;
+  wire [14:0] \port$2357$0 ;
   wire pwl_any;
   reg [15:0] q0 = 16'h0000;
   wire [4:0] r__addr;
@@ -15498,11 +14681,11 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2349$0 , mul__b__0, \po
     .mul__p__2(mul__p__2),
     .o__payload(o__payload),
     .o__valid(\$signature__en ),
-    .\port$2349$0 (\$133 ),
-    .\port$2368$0 (\$134 ),
-    .\port$2375$0 (\$135 ),
-    .\port$2409$0 (\$136 ),
-    .\port$2433$0 (\$137 ),
+    .\port$2273$0 (\$133 ),
+    .\port$2292$0 (\$134 ),
+    .\port$2299$0 (\$135 ),
+    .\port$2333$0 (\$136 ),
+    .\port$2357$0 (\$137 ),
     .rd_delta__data(rd_delta__data),
     .rd_sz__addr(r__addr),
     .rd_sz__data(rd_sz__data),
@@ -15512,7 +14695,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2349$0 , mul__b__0, \po
     .snr_sum(snr_sum)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$signature__addr$36  = 8'h00;
     if (mac_o__valid) begin
       casez (kind)
@@ -15524,7 +14707,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2349$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$signature__data$39  = 16'h0000;
     if (mac_o__valid) begin
       casez (kind)
@@ -15536,7 +14719,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2349$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$signature__en$40  = 1'h0;
     if (mac_o__valid) begin
       casez (kind)
@@ -15548,7 +14731,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2349$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     direct_last = 1'h0;
     if (mac_o__valid) begin
       casez (kind)
@@ -15568,7 +14751,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2349$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     to_silu_z = 1'h0;
     if (mac_o__valid) begin
       casez (kind)
@@ -15582,7 +14765,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2349$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     to_silu_conv = 1'h0;
     if (mac_o__valid) begin
       casez (kind)
@@ -15594,7 +14777,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2349$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     to_sigmoid = 1'h0;
     if (mac_o__valid) begin
       casez (kind)
@@ -15614,7 +14797,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2349$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     to_softplus = 1'h0;
     if (mac_o__valid) begin
       casez (kind)
@@ -15632,7 +14815,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2349$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     sel = 2'h0;
     if (to_silu_conv) begin
       sel = 2'h0;
@@ -15648,7 +14831,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2349$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     mac_rd__data = 24'h000000;
     casez (rd_kind_d1)
       3'h2:
@@ -15662,7 +14845,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2349$0 , mul__b__0, \po
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$113  = dtin;
     if (\$43 ) begin
       \$113  = \$49 ;
@@ -15672,7 +14855,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2349$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$114  = dt_raw;
     if (\$43 ) begin
       if (mac_o__valid) begin
@@ -15693,7 +14876,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2349$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$115  = B;
     if (\$43 ) begin
       if (mac_o__valid) begin
@@ -15725,7 +14908,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2349$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$116  = C;
     if (\$43 ) begin
       if (mac_o__valid) begin
@@ -15757,7 +14940,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2349$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$117  = q0;
     if (\$43 ) begin
       if (mac_o__valid) begin
@@ -15780,7 +14963,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2349$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$118  = wb_idx_d1;
     if (\$43 ) begin
       \$118  = mac_o__payload[5:0];
@@ -15790,7 +14973,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2349$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$119  = wb_idx_d2;
     if (\$43 ) begin
       \$119  = wb_idx_d1;
@@ -15800,7 +14983,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2349$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$120  = wb_idx_d3;
     if (\$43 ) begin
       \$120  = wb_idx_d2;
@@ -15810,7 +14993,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2349$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$121  = wb_idx_d4;
     if (\$43 ) begin
       \$121  = wb_idx_d3;
@@ -15820,7 +15003,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2349$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$122  = wb_sel_d1;
     if (\$43 ) begin
       \$122  = sel;
@@ -15830,7 +15013,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2349$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$123  = wb_sel_d2;
     if (\$43 ) begin
       \$123  = wb_sel_d1;
@@ -15840,7 +15023,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2349$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$124  = wb_sel_d3;
     if (\$43 ) begin
       \$124  = wb_sel_d2;
@@ -15850,7 +15033,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2349$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$125  = wb_sel_d4;
     if (\$43 ) begin
       \$125  = wb_sel_d3;
@@ -15860,7 +15043,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2349$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$126  = wb_last_d1;
     if (\$43 ) begin
       \$126  = \$60 ;
@@ -15870,7 +15053,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2349$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$127  = wb_last_d2;
     if (\$43 ) begin
       \$127  = wb_last_d1;
@@ -15880,7 +15063,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2349$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$128  = wb_last_d3;
     if (\$43 ) begin
       \$128  = wb_last_d2;
@@ -15890,7 +15073,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2349$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$129  = wb_last_d4;
     if (\$43 ) begin
       \$129  = wb_last_d3;
@@ -15900,7 +15083,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2349$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$130  = G;
     if (\$43 ) begin
       if (\$62 ) begin
@@ -15923,7 +15106,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2349$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$131  = tap_ok;
     if (\$43 ) begin
       \$131  = \$68 ;
@@ -15933,7 +15116,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2349$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$132  = rd_kind_d1;
     if (\$43 ) begin
       \$132  = kind;
@@ -15974,11 +15157,11 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2349$0 , mul__b__0, \po
   assign mul__a__1 = { \$135 [23], \$135  };
   assign mul__a__2 = { \$136 [23], \$136  };
   assign mul__c__2 = { 33'h000000000, \$137  };
-  assign \port$2349$0  = \$133 ;
-  assign \port$2368$0  = \$134 ;
-  assign \port$2375$0  = \$135 ;
-  assign \port$2409$0  = \$136 ;
-  assign \port$2433$0  = \$137 ;
+  assign \port$2273$0  = \$133 ;
+  assign \port$2292$0  = \$134 ;
+  assign \port$2299$0  = \$135 ;
+  assign \port$2333$0  = \$136 ;
+  assign \port$2357$0  = \$137 ;
   assign \regs.delta_floor_min  = regs[15:0];
   assign \regs.delta_floor_max  = regs[31:16];
   assign \regs.eps_min  = regs[47:32];
@@ -16045,7 +15228,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__valid, o__payload, cmd__valid, kind, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   reg [1:0] \$10 ;
   wire [18:0] \$11 ;
@@ -18342,7 +17525,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     o__payload <= \$97 ;
   assign \$1  = ~ o__valid;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     (* full_case = 32'd1 *)
     casez (s1)
       2'h0:
@@ -18356,7 +17539,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     (* full_case = 32'd1 *)
     casez (s1)
       2'h0:
@@ -18370,7 +17553,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     (* full_case = 32'd1 *)
     casez (s1)
       2'h0:
@@ -18384,7 +17567,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     (* full_case = 32'd1 *)
     casez (s1)
       2'h0:
@@ -18398,7 +17581,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     (* full_case = 32'd1 *)
     casez (s1)
       2'h0:
@@ -18412,7 +17595,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$14  = 9'h000;
     casez (\$10 )
       2'h0:
@@ -18424,7 +17607,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     (* full_case = 32'd1 *)
     casez (s3)
       2'h0:
@@ -18438,7 +17621,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     (* full_case = 32'd1 *)
     casez (s3)
       2'h0:
@@ -18452,7 +17635,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     (* full_case = 32'd1 *)
     casez (s1)
       2'h0:
@@ -18466,7 +17649,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$33  = 7'h00;
     casez (\$29 )
       2'h0:
@@ -18478,7 +17661,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     (* full_case = 32'd1 *)
     casez (s1)
       2'h0:
@@ -18492,7 +17675,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     (* full_case = 32'd1 *)
     casez (s1)
       2'h0:
@@ -18506,7 +17689,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     (* full_case = 32'd1 *)
     casez (s1)
       2'h0:
@@ -18520,7 +17703,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$42  = 9'h000;
     casez (\$38 )
       2'h0:
@@ -18532,7 +17715,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     (* full_case = 32'd1 *)
     casez (s1)
       2'h0:
@@ -18546,7 +17729,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     (* full_case = 32'd1 *)
     casez (\$44 )
       1'h0:
@@ -18556,7 +17739,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     (* full_case = 32'd1 *)
     casez (s2)
       2'h0:
@@ -18570,7 +17753,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     (* full_case = 32'd1 *)
     casez (s2)
       2'h0:
@@ -18584,7 +17767,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     (* full_case = 32'd1 *)
     casez (s2)
       2'h0:
@@ -18598,7 +17781,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     (* full_case = 32'd1 *)
     casez (s2)
       2'h0:
@@ -18612,7 +17795,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     out = \$21 [16:0];
     if (\$22 ) begin
       out = ident3;
@@ -18622,7 +17805,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$78  = v1;
     if (\$28 ) begin
       if (en) begin
@@ -18634,7 +17817,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$79  = x1;
     if (\$28 ) begin
       if (en) begin
@@ -18646,7 +17829,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$80  = s1;
     if (\$28 ) begin
       if (en) begin
@@ -18658,7 +17841,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$81  = v2;
     if (\$28 ) begin
       if (en) begin
@@ -18670,7 +17853,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$82  = s2;
     if (\$28 ) begin
       if (en) begin
@@ -18682,7 +17865,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$83  = rem2;
     if (\$28 ) begin
       if (en) begin
@@ -18694,7 +17877,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$84  = below2;
     if (\$28 ) begin
       if (en) begin
@@ -18706,7 +17889,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$85  = above2;
     if (\$28 ) begin
       if (en) begin
@@ -18718,7 +17901,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$86  = b_last2;
     if (\$28 ) begin
       if (en) begin
@@ -18730,7 +17913,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$87  = ident2;
     if (\$28 ) begin
       if (en) begin
@@ -18742,7 +17925,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$88  = v3;
     if (\$28 ) begin
       if (en) begin
@@ -18754,7 +17937,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$89  = s3;
     if (\$28 ) begin
       if (en) begin
@@ -18766,7 +17949,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$90  = a3;
     if (\$28 ) begin
       if (en) begin
@@ -18778,7 +17961,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$91  = d3;
     if (\$28 ) begin
       if (en) begin
@@ -18790,7 +17973,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$92  = rem3;
     if (\$28 ) begin
       if (en) begin
@@ -18802,7 +17985,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$93  = below3;
     if (\$28 ) begin
       if (en) begin
@@ -18814,7 +17997,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$94  = above3;
     if (\$28 ) begin
       if (en) begin
@@ -18826,7 +18009,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$95  = ident3;
     if (\$28 ) begin
       if (en) begin
@@ -18838,7 +18021,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$96  = o__valid;
     if (\$28 ) begin
       if (en) begin
@@ -18850,7 +18033,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$97  = o__payload;
     if (\$28 ) begin
       if (en) begin
@@ -18895,9 +18078,9 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \port$2349$0 , mul__b__0, \port$2368$0 , \port$2375$0 , mul__b__1, mul__c__1, \port$2409$0 , mul__b__2, \port$2433$0 , cmd__ready, rd_sz__data, rd_xc__data, rd_delta__data, snr_sum, B, C, G, exp2__i__valid
-, exp2__i__payload, o__payload, floor_delta, o__valid, busy, k, mul__p__0, mul__p__1, mul__p__2, exp2__o__payload, cmd__valid, cmd__payload, kind, regs, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
+module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \port$2273$0 , mul__b__0, \port$2292$0 , \port$2299$0 , mul__b__1, mul__c__1, \port$2333$0 , mul__b__2, \port$2357$0 , cmd__ready, rd_sz__data, rd_xc__data, rd_delta__data, B, C, G, exp2__i__valid, exp2__i__payload
+, o__payload, floor_delta, o__valid, busy, k, mul__p__0, mul__p__1, mul__p__2, exp2__o__payload, snr_sum, cmd__valid, cmd__payload, kind, regs, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
   wire [8:0] \$10 ;
   wire \$100 ;
@@ -19517,16 +18700,16 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   reg [2:0] pn8_d2 = 3'h0;
   reg [2:0] pn_d1 = 3'h0;
   reg [2:0] pn_d2 = 3'h0;
-  output [23:0] \port$2349$0 ;
-  wire [23:0] \port$2349$0 ;
-  output [33:0] \port$2368$0 ;
-  wire [33:0] \port$2368$0 ;
-  output [23:0] \port$2375$0 ;
-  wire [23:0] \port$2375$0 ;
-  output [23:0] \port$2409$0 ;
-  wire [23:0] \port$2409$0 ;
-  output [14:0] \port$2433$0 ;
-  wire [14:0] \port$2433$0 ;
+  output [23:0] \port$2273$0 ;
+  wire [23:0] \port$2273$0 ;
+  output [33:0] \port$2292$0 ;
+  wire [33:0] \port$2292$0 ;
+  output [23:0] \port$2299$0 ;
+  wire [23:0] \port$2299$0 ;
+  output [23:0] \port$2333$0 ;
+  wire [23:0] \port$2333$0 ;
+  output [14:0] \port$2357$0 ;
+  wire [14:0] \port$2357$0 ;
   wire pro_go;
   reg [2:0] pro_n = 3'h0;
   reg pv0;
@@ -20655,7 +19838,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   always @(posedge clk)
     y_v_d1 <= \$394 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$395  = y_k_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -20667,7 +19850,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$396  = layer;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -20684,7 +19867,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$397  = busy;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -20713,7 +19896,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$398  = cnt;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -20738,7 +19921,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$399  = fphase;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -20764,7 +19947,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$400  = fsm_state;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -20808,7 +19991,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$401  = pro_n;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -20835,7 +20018,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$402  = k;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -20866,7 +20049,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$403  = n;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -20900,7 +20083,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$404  = phase;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -20927,7 +20110,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$405  = \$signature__addr ;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -20956,7 +20139,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$29  = 16'h0000;
     casez (pro_n)
       3'h0:
@@ -20970,7 +20153,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
     casez (n1_d1)
       2'h0:
@@ -20984,7 +20167,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
     casez (layer)
       1'h0:
@@ -20994,7 +20177,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
     casez (layer)
       1'h0:
@@ -21004,7 +20187,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
     casez (layer)
       1'h0:
@@ -21014,7 +20197,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
     casez (layer)
       1'h0:
@@ -21024,7 +20207,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$87  = 18'h00000;
     casez (pn6_d1)
       3'h0:
@@ -21038,7 +20221,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
     casez (n11_d1)
       2'h0:
@@ -21052,119 +20235,119 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     mul0_use0 = 1'h0;
     if (\$1 ) begin
       mul0_use0 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     mul0_use1 = 1'h0;
     if (\$2 ) begin
       mul0_use1 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     mul1_use0 = 1'h0;
     if (\$2 ) begin
       mul1_use0 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     mul0_use2 = 1'h0;
     if (pv0) begin
       mul0_use2 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     mul1_use1 = 1'h0;
     if (pv3_d1) begin
       mul1_use1 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     mul2_use0 = 1'h0;
     if (pv6_d1) begin
       mul2_use0 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \s$19  = 34'h000000000;
     if (pv8_d2) begin
       \s$19  = mul__p__2[47:14];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     mul0_use3 = 1'h0;
     if (v1_d1) begin
       mul0_use3 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     mul1_use2 = 1'h0;
     if (v1_d1) begin
       mul1_use2 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     mul0_use4 = 1'h0;
     if (v4_d1) begin
       mul0_use4 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     exp2__i__valid = 1'h0;
     if (v4_d1) begin
       exp2__i__valid = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     exp2__i__payload = 32'd0;
     if (v4_d1) begin
       exp2__i__payload = ya;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     mul1_use3 = 1'h0;
     if (v8_d4) begin
       mul1_use3 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     mul2_use1 = 1'h0;
     if (\$signature__en ) begin
       mul2_use1 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     mul2_use2 = 1'h0;
     if (\$14 ) begin
       mul2_use2 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     mul2_use3 = 1'h0;
     if (\$18 ) begin
       mul2_use3 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \s$61  = 46'h000000000000;
     if (v13_d2) begin
       if (\$22 ) begin
@@ -21173,7 +20356,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     pv0 = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -21187,7 +20370,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     go = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -21201,7 +20384,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$228  = s_mean;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21215,7 +20398,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$229  = floor_delta;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21229,7 +20412,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$230  = eps_x;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21243,7 +20426,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$231  = pv_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21255,7 +20438,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$232  = pv_d2;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21267,7 +20450,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$233  = pn_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21279,7 +20462,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$234  = pn_d2;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21291,7 +20474,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$235  = pv3_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21303,7 +20486,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$236  = pn3_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21315,7 +20498,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$237  = g2;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21327,7 +20510,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$238  = pv5_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21339,7 +20522,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$239  = pv5_d2;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21351,7 +20534,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$240  = pn5_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21363,7 +20546,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$241  = pn5_d2;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21375,7 +20558,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$242  = gb;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21387,7 +20570,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$243  = pv6_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21399,7 +20582,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$244  = pn6_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21411,7 +20594,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$245  = pv8_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21423,7 +20606,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$246  = pv8_d2;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21435,7 +20618,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$247  = pn8_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21447,7 +20630,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$248  = pn8_d2;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21459,7 +20642,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$249  = bg0;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21476,7 +20659,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$250  = bg1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21495,7 +20678,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$251  = bg2;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21516,7 +20699,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$252  = bg3;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21539,7 +20722,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$253  = v1_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21551,7 +20734,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$254  = s1_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21563,7 +20746,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$255  = n1_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21575,7 +20758,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$256  = k1_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21587,7 +20770,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$257  = kn1_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21599,7 +20782,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$258  = xc_p2;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21611,7 +20794,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$259  = xc_p3;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21623,7 +20806,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$260  = xc_p4;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21635,7 +20818,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$261  = xc_p5;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21647,7 +20830,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$262  = xc_p6;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21659,7 +20842,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$263  = xc_p7;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21671,7 +20854,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$264  = xc_p8;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21683,7 +20866,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$265  = xc_p9;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21695,7 +20878,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$266  = xc_p10;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21707,7 +20890,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$267  = xc_p11;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21719,7 +20902,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$268  = xc_p12;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21731,7 +20914,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$269  = hold_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21743,7 +20926,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$270  = hold_d2;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21755,7 +20938,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$271  = hold_d3;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21767,7 +20950,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$272  = hold_d4;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21779,7 +20962,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$273  = hold_d5;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21791,7 +20974,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$274  = hold_d6;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21803,7 +20986,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$275  = hold_d7;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21815,7 +20998,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$276  = sz_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21827,7 +21010,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$277  = sz_d2;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21839,7 +21022,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$278  = sz_d3;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21851,7 +21034,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$279  = sz_d4;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21863,7 +21046,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$280  = sz_d5;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21875,7 +21058,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$281  = sz_d6;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21887,7 +21070,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$282  = sz_d7;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21899,7 +21082,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$283  = sz_d8;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21911,7 +21094,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$284  = sz_d9;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21923,7 +21106,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$285  = sz_d10;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21935,7 +21118,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$286  = sz_d11;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21947,7 +21130,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$287  = D_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21959,7 +21142,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$288  = D_d2;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21971,7 +21154,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$289  = D_d3;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21983,7 +21166,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$290  = D_d4;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -21995,7 +21178,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$291  = D_d5;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22007,7 +21190,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$292  = D_d6;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22019,7 +21202,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$293  = D_d7;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22031,7 +21214,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$294  = D_d8;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22043,7 +21226,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$295  = D_d9;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22055,7 +21238,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$296  = D_d10;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22067,7 +21250,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$297  = D_d11;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22079,7 +21262,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$298  = v3_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22091,7 +21274,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$299  = v3_d2;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22103,7 +21286,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$300  = n3_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22115,7 +21298,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$301  = n3_d2;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22127,7 +21310,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$302  = kn3_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22139,7 +21322,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$303  = kn3_d2;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22151,7 +21334,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$304  = dbx;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22163,7 +21346,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$305  = ya;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22175,7 +21358,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$306  = v4_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22187,7 +21370,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$307  = n4_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22199,7 +21382,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$308  = kn4_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22211,7 +21394,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$309  = inc;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22223,7 +21406,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$310  = inc_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22235,7 +21418,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$311  = v8_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22247,7 +21430,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$312  = v8_d2;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22259,7 +21442,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$313  = v8_d3;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22271,7 +21454,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$314  = v8_d4;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22283,7 +21466,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$315  = n8_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22295,7 +21478,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$316  = n8_d2;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22307,7 +21490,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$317  = n8_d3;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22319,7 +21502,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$318  = n8_d4;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22331,7 +21514,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$319  = kn8_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22343,7 +21526,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$320  = kn8_d2;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22355,7 +21538,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$321  = kn8_d3;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22367,7 +21550,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$322  = kn8_d4;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22379,7 +21562,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$323  = v10_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22391,7 +21574,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$324  = v10_d2;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22403,7 +21586,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$325  = n10_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22415,7 +21598,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$326  = n10_d2;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22427,7 +21610,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$327  = kn10_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22439,7 +21622,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$328  = kn10_d2;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22451,7 +21634,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$329  = \$signature__data ;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22463,7 +21646,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$330  = \$signature__en ;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22475,7 +21658,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$331  = n11_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22487,7 +21670,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$332  = \$signature__addr$45 ;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22499,7 +21682,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$333  = s12_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22511,7 +21694,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$334  = s12_d2;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22523,7 +21706,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$335  = s12_d3;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22535,7 +21718,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$336  = s12_d4;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22547,7 +21730,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$337  = s12_d5;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22559,7 +21742,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$338  = s12_d6;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22571,7 +21754,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$339  = s12_d7;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22583,7 +21766,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$340  = s12_d8;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22595,7 +21778,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$341  = s12_d9;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22607,7 +21790,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$342  = s12_d10;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22619,7 +21802,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$343  = s12_d11;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22631,7 +21814,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$344  = n12_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22643,7 +21826,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$345  = n12_d2;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22655,7 +21838,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$346  = n12_d3;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22667,7 +21850,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$347  = n12_d4;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22679,7 +21862,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$348  = n12_d5;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22691,7 +21874,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$349  = n12_d6;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22703,7 +21886,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$350  = n12_d7;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22715,7 +21898,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$351  = n12_d8;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22727,7 +21910,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$352  = n12_d9;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22739,7 +21922,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$353  = n12_d10;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22751,7 +21934,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$354  = n12_d11;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22763,7 +21946,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$355  = k12_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22775,7 +21958,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$356  = k12_d2;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22787,7 +21970,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$357  = k12_d3;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22799,7 +21982,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$358  = k12_d4;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22811,7 +21994,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$359  = k12_d5;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22823,7 +22006,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$360  = k12_d6;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22835,7 +22018,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$361  = k12_d7;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22847,7 +22030,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$362  = k12_d8;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22859,7 +22042,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$363  = k12_d9;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22871,7 +22054,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$364  = k12_d10;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22883,7 +22066,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$365  = k12_d11;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22895,7 +22078,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$366  = v13_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22907,7 +22090,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$367  = v13_d2;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22919,7 +22102,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$368  = n13_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22931,7 +22114,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$369  = n13_d2;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22943,7 +22126,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$370  = acc;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22957,7 +22140,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$371  = y;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22973,7 +22156,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$372  = s14_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22985,7 +22168,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$373  = s14_d2;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -22997,7 +22180,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$374  = n14_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -23009,7 +22192,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$375  = n14_d2;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -23021,7 +22204,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$376  = k14_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -23033,7 +22216,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$377  = k14_d2;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -23045,7 +22228,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$378  = skip;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -23059,7 +22242,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$379  = o__valid;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -23071,7 +22254,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$380  = o_i;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -23083,7 +22266,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$381  = o_val;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -23095,7 +22278,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$382  = k13_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -23107,7 +22290,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$383  = k13_d2;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -23119,7 +22302,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$384  = k13_d3;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -23131,7 +22314,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$385  = k13_d4;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -23143,7 +22326,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$386  = k13_d5;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -23155,7 +22338,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$387  = k13_d6;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -23167,7 +22350,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$388  = k13_d7;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -23179,7 +22362,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$389  = k13_d8;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -23191,7 +22374,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$390  = k13_d9;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -23203,7 +22386,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$391  = k13_d10;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -23215,7 +22398,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$392  = k13_d11;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -23227,7 +22410,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$393  = k13_d12;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -23239,7 +22422,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$394  = y_v_d1;
     if (\$109 ) begin
       if (\$110 ) begin
@@ -23272,13 +22455,13 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   assign mul__a__2 = { \$86 [23], \$86  };
   assign mul__c__2 = { 33'h000000000, \$99  };
   assign rd_sz__addr = \$7 [4:0];
-  assign \port$2349$0  = \$36 ;
+  assign \port$2273$0  = \$36 ;
   assign mul__b__0 = \$46 [17:0];
-  assign \port$2368$0  = \$55 ;
-  assign \port$2375$0  = \$62 ;
+  assign \port$2292$0  = \$55 ;
+  assign \port$2299$0  = \$62 ;
   assign mul__b__1 = \$70 [17:0];
-  assign \port$2409$0  = \$86 ;
-  assign \port$2433$0  = \$99 ;
+  assign \port$2333$0  = \$86 ;
+  assign \port$2357$0  = \$99 ;
   assign \regs.delta_floor_min  = regs[15:0];
   assign \regs.delta_floor_max  = regs[31:16];
   assign \regs.eps_min  = regs[47:32];
@@ -23322,7 +22505,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \nanomamba_accel.framer (i__valid, clip_start, clk, rst, i__ready, o__payload, o__valid, o__ready, wr__data);
-  reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -24521,7 +23704,7 @@ module \nanomamba_accel.framer (i__valid, clip_start, clk, rst, i__ready, o__pay
   assign \$39  = ! t;
   assign \$40  = $signed(\$38 ) - $signed({ 1'h0, \$39  });
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     (* full_case = 32'd1 *)
     if (\$12 ) begin
       refl = \$14 [15:0];
@@ -24532,7 +23715,7 @@ module \nanomamba_accel.framer (i__valid, clip_start, clk, rst, i__ready, o__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$41  = n_in;
     if (wr__en) begin
       \$41  = \$23 [13:0];
@@ -24552,7 +23735,7 @@ module \nanomamba_accel.framer (i__valid, clip_start, clk, rst, i__ready, o__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$42  = o__valid;
     if (\$25 ) begin
       \$42  = issue;
@@ -24565,7 +23748,7 @@ module \nanomamba_accel.framer (i__valid, clip_start, clk, rst, i__ready, o__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$43  = first;
     if (issue) begin
       \$43  = \$26 ;
@@ -24575,7 +23758,7 @@ module \nanomamba_accel.framer (i__valid, clip_start, clk, rst, i__ready, o__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$44  = last;
     if (issue) begin
       \$44  = \$27 ;
@@ -24585,7 +23768,7 @@ module \nanomamba_accel.framer (i__valid, clip_start, clk, rst, i__ready, o__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$45  = last_of_clip;
     if (issue) begin
       \$45  = \$30 ;
@@ -24598,7 +23781,7 @@ module \nanomamba_accel.framer (i__valid, clip_start, clk, rst, i__ready, o__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$46  = e;
     if (issue) begin
       \$46  = \$31 [8:0];
@@ -24614,7 +23797,7 @@ module \nanomamba_accel.framer (i__valid, clip_start, clk, rst, i__ready, o__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$47  = pos;
     if (issue) begin
       \$47  = \$32 [15:0];
@@ -24635,7 +23818,7 @@ module \nanomamba_accel.framer (i__valid, clip_start, clk, rst, i__ready, o__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$48  = t;
     if (issue) begin
       if (\$33 ) begin
@@ -24655,7 +23838,7 @@ module \nanomamba_accel.framer (i__valid, clip_start, clk, rst, i__ready, o__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$49  = fbase;
     if (issue) begin
       if (\$33 ) begin
@@ -24675,7 +23858,7 @@ module \nanomamba_accel.framer (i__valid, clip_start, clk, rst, i__ready, o__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$50  = need;
     if (issue) begin
       if (\$33 ) begin
@@ -24706,7 +23889,7 @@ module \nanomamba_accel.framer (i__valid, clip_start, clk, rst, i__ready, o__pay
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.spectral (clk, rst, i__ready, rd__full, \port$1471$0 , \port$1474$0 , i__payload, \i__valid$1 , rd__sum, rd__sq, rd__en, rd__release, rd__t, rd__m, clip_start);
+module \nanomamba_accel.spectral (clk, rst, i__ready, rd__full, \port$1462$0 , \port$1465$0 , i__payload, \i__valid$1 , rd__en, rd__t, rd__m, rd__release, clip_start);
   wire \$1 ;
   wire \$2 ;
   wire [26:0] \$3 ;
@@ -24739,47 +23922,33 @@ module \nanomamba_accel.spectral (clk, rst, i__ready, rd__full, \port$1471$0 , \
   wire i__valid;
   input \i__valid$1 ;
   wire \i__valid$1 ;
-  output [26:0] \port$1471$0 ;
-  wire [26:0] \port$1471$0 ;
-  output [3:0] \port$1474$0 ;
-  wire [3:0] \port$1474$0 ;
+  output [26:0] \port$1462$0 ;
+  wire [26:0] \port$1462$0 ;
+  output [3:0] \port$1465$0 ;
+  wire [3:0] \port$1465$0 ;
   input rd__en;
   wire rd__en;
-  wire \rd__en$30 ;
+  wire \rd__en$22 ;
   wire [15:0] rd__feat;
-  wire [15:0] \rd__feat$32 ;
+  wire [15:0] \rd__feat$24 ;
   output rd__full;
   wire rd__full;
-  wire \rd__full$34 ;
+  wire \rd__full$26 ;
   input [5:0] rd__m;
   wire [5:0] rd__m;
-  wire [5:0] \rd__m$36 ;
+  wire [5:0] \rd__m$28 ;
   input rd__release;
   wire rd__release;
-  wire \rd__release$38 ;
+  wire \rd__release$30 ;
   wire [15:0] rd__snr;
-  wire [15:0] \rd__snr$40 ;
-  output [36:0] rd__sq;
-  wire [36:0] rd__sq;
-  wire [36:0] \rd__sq$42 ;
-  output [22:0] rd__sum;
-  wire [22:0] rd__sum;
-  wire [22:0] \rd__sum$44 ;
+  wire [15:0] \rd__snr$32 ;
   input [6:0] rd__t;
   wire [6:0] rd__t;
-  wire [6:0] \rd__t$46 ;
+  wire [6:0] \rd__t$34 ;
   wire [30:0] rdata;
   wire re;
   input rst;
   wire rst;
-  wire stat_en;
-  wire \stat_en$22 ;
-  wire stat_first;
-  wire \stat_first$28 ;
-  wire [5:0] stat_m;
-  wire [5:0] \stat_m$24 ;
-  wire [15:0] stat_x;
-  wire [15:0] \stat_x$26 ;
   wire [30:0] wdata;
   wire we;
   wire wr_ok;
@@ -24794,17 +23963,11 @@ module \nanomamba_accel.spectral (clk, rst, i__ready, rd__full, \port$1471$0 , \
     .rd__full(rd__full),
     .rd__m(rd__m),
     .rd__release(rd__release),
-    .rd__sq(rd__sq),
-    .rd__sum(rd__sum),
     .rd__t(rd__t),
     .re(re),
     .rp__data(\$3 ),
     .\rp__data$21 (\$4 ),
     .rst(rst),
-    .stat_en(stat_en),
-    .stat_first(stat_first),
-    .stat_m(stat_m),
-    .stat_x(stat_x),
     .wdata(wdata),
     .wp__addr(addr),
     .wp__en(we),
@@ -24822,13 +23985,9 @@ module \nanomamba_accel.spectral (clk, rst, i__ready, rd__full, \port$1471$0 , \
     .i__payload(i__payload),
     .i__ready(\i__ready$6 ),
     .i__valid(i__valid),
-    .\port$1471$0 (\$3 ),
-    .\port$1474$0 (\$4 ),
-    .rst(rst),
-    .stat_en(stat_en),
-    .stat_first(stat_first),
-    .stat_m(stat_m),
-    .stat_x(stat_x)
+    .\port$1462$0 (\$3 ),
+    .\port$1465$0 (\$4 ),
+    .rst(rst)
   );
   assign \i__payload$4  = i__payload;
   assign wr_ok = fb_wr_ok;
@@ -24839,23 +23998,17 @@ module \nanomamba_accel.spectral (clk, rst, i__ready, rd__full, \port$1471$0 , \
   assign fb_re = re;
   assign fb_rdata = { \$4 , \$3  };
   assign rdata = { \$4 , \$3  };
-  assign \stat_en$22  = stat_en;
-  assign \stat_m$24  = stat_m;
-  assign \stat_x$26  = stat_x;
-  assign \stat_first$28  = stat_first;
-  assign \rd__en$30  = rd__en;
+  assign \rd__en$22  = rd__en;
   assign rd__feat = { 1'h0, \$3 [14:0] };
-  assign \rd__feat$32  = { 1'h0, \$3 [14:0] };
-  assign \rd__full$34  = rd__full;
-  assign \rd__m$36  = rd__m;
-  assign \rd__release$38  = rd__release;
+  assign \rd__feat$24  = { 1'h0, \$3 [14:0] };
+  assign \rd__full$26  = rd__full;
+  assign \rd__m$28  = rd__m;
+  assign \rd__release$30  = rd__release;
   assign rd__snr = { \$4 , \$3 [26:15] };
-  assign \rd__snr$40  = { \$4 , \$3 [26:15] };
-  assign \rd__sq$42  = rd__sq;
-  assign \rd__sum$44  = rd__sum;
-  assign \rd__t$46  = rd__t;
-  assign \port$1471$0  = \$3 ;
-  assign \port$1474$0  = \$4 ;
+  assign \rd__snr$32  = { \$4 , \$3 [26:15] };
+  assign \rd__t$34  = rd__t;
+  assign \port$1462$0  = \$3 ;
+  assign \port$1465$0  = \$4 ;
   assign \i__payload.data  = i__payload[23:0];
   assign \i__payload.first  = i__payload[24];
   assign \i__payload.last  = i__payload[25];
@@ -24865,56 +24018,28 @@ module \nanomamba_accel.spectral (clk, rst, i__ready, rd__full, \port$1471$0 , \
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.spectral.buffer (rst, wr_ok, rd__full, rp__data, \rp__data$21 , re, wp__addr, wp__en, wdata, stat_en, stat_m, stat_x, stat_first, done, rd__sum, rd__sq, rd__en, rd__release, rd__t, rd__m, clk
-);
-  reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
+module \nanomamba_accel.spectral.buffer (rst, wr_ok, rd__full, rp__data, \rp__data$21 , re, wp__addr, wp__en, wdata, done, rd__en, rd__t, rd__m, rd__release, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire [9:0] \$1 ;
   wire \$10 ;
-  wire \$11 ;
-  wire [36:0] \$12 ;
-  wire [31:0] \$13 ;
-  wire [38:0] \$14 ;
-  wire \$15 ;
-  reg [15:0] \$16 ;
-  reg [36:0] \$17 ;
-  reg \$18 ;
-  reg [5:0] \$19 ;
+  reg [2:0] \$11 ;
+  reg \$12 ;
   wire [10:0] \$2 ;
-  reg \$20 ;
-  reg [5:0] \$21 ;
-  reg [36:0] \$22 ;
-  reg [22:0] \$23 ;
-  reg [36:0] \$24 ;
-  reg [2:0] \$25 ;
-  reg \$26 ;
   wire [13:0] \$3 ;
   wire [14:0] \$4 ;
   wire [15:0] \$5 ;
-  wire [22:0] \$6 ;
-  wire [23:0] \$7 ;
+  wire \$6 ;
+  wire \$7 ;
   wire \$8 ;
   wire \$9 ;
-  reg [15:0] \$like  = 16'h0000;
   wire \$signal ;
-  reg \$signal$50  = 1'h0;
-  reg [5:0] \$signal$51  = 6'h00;
-  wire [5:0] \$signature__addr ;
-  wire [5:0] \$signature__addr$27 ;
-  wire [22:0] \$signature__data ;
-  wire [22:0] \$signature__data$32 ;
-  wire \$signature__en ;
   wire [11:0] addr;
-  reg [36:0] c1 = 37'h0000000000;
   input clk;
   wire clk;
   input done;
   wire done;
   reg [2:0] done_d = 3'h0;
   reg full = 1'h0;
-  (* init = 6'h00 *)
-  wire [5:0] i2;
-  (* init = 37'h0000000000 *)
-  wire [36:0] p;
   wire [11:0] raddr;
   wire rbank;
   input rd__en;
@@ -24927,10 +24052,6 @@ module \nanomamba_accel.spectral.buffer (rst, wr_ok, rd__full, rp__data, \rp__da
   input rd__release;
   wire rd__release;
   wire [15:0] rd__snr;
-  output [36:0] rd__sq;
-  reg [36:0] rd__sq = 37'h0000000000;
-  output [22:0] rd__sum;
-  reg [22:0] rd__sum = 23'h000000;
   input [6:0] rd__t;
   wire [6:0] rd__t;
   wire [30:0] rdata;
@@ -24946,21 +24067,6 @@ module \nanomamba_accel.spectral.buffer (rst, wr_ok, rd__full, rp__data, \rp__da
   wire \rp__en$18 ;
   input rst;
   wire rst;
-  wire [5:0] sq_r__addr;
-  wire [36:0] sq_r__data;
-  reg [5:0] sq_w__addr = 6'h00;
-  reg [36:0] sq_w__data = 37'h0000000000;
-  reg sq_w__en = 1'h0;
-  input stat_en;
-  wire stat_en;
-  input stat_first;
-  wire stat_first;
-  input [5:0] stat_m;
-  wire [5:0] stat_m;
-  input [15:0] stat_x;
-  wire [15:0] stat_x;
-  (* init = 1'h0 *)
-  wire v2;
   input [30:0] wdata;
   wire [30:0] wdata;
   wire we;
@@ -24974,102 +24080,6 @@ module \nanomamba_accel.spectral.buffer (rst, wr_ok, rd__full, rp__data, \rp__da
   wire \wp__en$16 ;
   output wr_ok;
   wire wr_ok;
-  reg [36:0] sq_mem [39:0];
-  initial begin
-    sq_mem[0] = 37'h0000000000;
-    sq_mem[1] = 37'h0000000000;
-    sq_mem[2] = 37'h0000000000;
-    sq_mem[3] = 37'h0000000000;
-    sq_mem[4] = 37'h0000000000;
-    sq_mem[5] = 37'h0000000000;
-    sq_mem[6] = 37'h0000000000;
-    sq_mem[7] = 37'h0000000000;
-    sq_mem[8] = 37'h0000000000;
-    sq_mem[9] = 37'h0000000000;
-    sq_mem[10] = 37'h0000000000;
-    sq_mem[11] = 37'h0000000000;
-    sq_mem[12] = 37'h0000000000;
-    sq_mem[13] = 37'h0000000000;
-    sq_mem[14] = 37'h0000000000;
-    sq_mem[15] = 37'h0000000000;
-    sq_mem[16] = 37'h0000000000;
-    sq_mem[17] = 37'h0000000000;
-    sq_mem[18] = 37'h0000000000;
-    sq_mem[19] = 37'h0000000000;
-    sq_mem[20] = 37'h0000000000;
-    sq_mem[21] = 37'h0000000000;
-    sq_mem[22] = 37'h0000000000;
-    sq_mem[23] = 37'h0000000000;
-    sq_mem[24] = 37'h0000000000;
-    sq_mem[25] = 37'h0000000000;
-    sq_mem[26] = 37'h0000000000;
-    sq_mem[27] = 37'h0000000000;
-    sq_mem[28] = 37'h0000000000;
-    sq_mem[29] = 37'h0000000000;
-    sq_mem[30] = 37'h0000000000;
-    sq_mem[31] = 37'h0000000000;
-    sq_mem[32] = 37'h0000000000;
-    sq_mem[33] = 37'h0000000000;
-    sq_mem[34] = 37'h0000000000;
-    sq_mem[35] = 37'h0000000000;
-    sq_mem[36] = 37'h0000000000;
-    sq_mem[37] = 37'h0000000000;
-    sq_mem[38] = 37'h0000000000;
-    sq_mem[39] = 37'h0000000000;
-  end
-  always @(posedge clk) begin
-    if (sq_w__en)
-      sq_mem[sq_w__addr] <= sq_w__data;
-  end
-  assign sq_r__data = sq_mem[sq_r__addr];
-  reg [22:0] sum_mem [39:0];
-  initial begin
-    sum_mem[0] = 23'h000000;
-    sum_mem[1] = 23'h000000;
-    sum_mem[2] = 23'h000000;
-    sum_mem[3] = 23'h000000;
-    sum_mem[4] = 23'h000000;
-    sum_mem[5] = 23'h000000;
-    sum_mem[6] = 23'h000000;
-    sum_mem[7] = 23'h000000;
-    sum_mem[8] = 23'h000000;
-    sum_mem[9] = 23'h000000;
-    sum_mem[10] = 23'h000000;
-    sum_mem[11] = 23'h000000;
-    sum_mem[12] = 23'h000000;
-    sum_mem[13] = 23'h000000;
-    sum_mem[14] = 23'h000000;
-    sum_mem[15] = 23'h000000;
-    sum_mem[16] = 23'h000000;
-    sum_mem[17] = 23'h000000;
-    sum_mem[18] = 23'h000000;
-    sum_mem[19] = 23'h000000;
-    sum_mem[20] = 23'h000000;
-    sum_mem[21] = 23'h000000;
-    sum_mem[22] = 23'h000000;
-    sum_mem[23] = 23'h000000;
-    sum_mem[24] = 23'h000000;
-    sum_mem[25] = 23'h000000;
-    sum_mem[26] = 23'h000000;
-    sum_mem[27] = 23'h000000;
-    sum_mem[28] = 23'h000000;
-    sum_mem[29] = 23'h000000;
-    sum_mem[30] = 23'h000000;
-    sum_mem[31] = 23'h000000;
-    sum_mem[32] = 23'h000000;
-    sum_mem[33] = 23'h000000;
-    sum_mem[34] = 23'h000000;
-    sum_mem[35] = 23'h000000;
-    sum_mem[36] = 23'h000000;
-    sum_mem[37] = 23'h000000;
-    sum_mem[38] = 23'h000000;
-    sum_mem[39] = 23'h000000;
-  end
-  always @(posedge clk) begin
-    if (stat_en)
-      sum_mem[stat_m] <= \$7 [22:0];
-  end
-  assign \$signature__data$32  = sum_mem[\$signature__addr ];
   (* ram_style = "block" *)
   reg [26:0] words0 [4039:0];
   initial begin
@@ -33187,127 +32197,33 @@ module \nanomamba_accel.spectral.buffer (rst, wr_ok, rd__full, rp__data, \rp__da
   assign rp__en = full ? rd__en : re;
   assign \rp__addr$17  = full ? \$5 [11:0] : wp__addr;
   assign \rp__en$18  = full ? rd__en : re;
-  assign \$signature__addr  = full ? rd__m : stat_m;
-  assign sq_r__addr = full ? rd__m : stat_m;
-  assign \$6  = stat_first ? 23'h000000 : \$signature__data$32 ;
-  assign \$7  = $signed(\$6 ) + $signed(stat_x);
+  assign \$7  = ~ \$6 ;
+  assign \$8  = | done_d;
   assign \$9  = ~ \$8 ;
-  assign \$10  = | done_d;
-  assign \$11  = ~ \$10 ;
-  assign wr_ok = \$9  & \$11 ;
-  assign \$12  = stat_first ? 37'h0000000000 : sq_r__data;
-  assign \$13  = $signed(\$like ) * $signed(\$like );
-  assign \$14  = $signed(\$13 ) + $signed({ 1'h0, c1 });
-  assign \$15  = rd__release & rd__full;
+  assign wr_ok = \$7  & \$9 ;
+  assign \$10  = rd__release & rd__full;
   always @(posedge clk)
-    \$like  <= \$16 ;
+    done_d <= \$11 ;
   always @(posedge clk)
-    c1 <= \$17 ;
-  always @(posedge clk)
-    \$signal$50  <= \$18 ;
-  always @(posedge clk)
-    \$signal$51  <= \$19 ;
-  always @(posedge clk)
-    sq_w__en <= \$20 ;
-  always @(posedge clk)
-    sq_w__addr <= \$21 ;
-  always @(posedge clk)
-    sq_w__data <= \$22 ;
-  always @(posedge clk)
-    rd__sum <= \$23 ;
-  always @(posedge clk)
-    rd__sq <= \$24 ;
-  always @(posedge clk)
-    done_d <= \$25 ;
-  always @(posedge clk)
-    full <= \$26 ;
+    full <= \$12 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$16  = stat_x;
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$11  = { done_d[1:0], done };
     if (rst) begin
-      \$16  = 16'h0000;
+      \$11  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$17  = \$12 ;
-    if (rst) begin
-      \$17  = 37'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$18  = stat_en;
-    if (rst) begin
-      \$18  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$19  = stat_m;
-    if (rst) begin
-      \$19  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$20  = \$signal$50 ;
-    if (rst) begin
-      \$20  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$21  = \$signal$51 ;
-    if (rst) begin
-      \$21  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$22  = \$14 [36:0];
-    if (rst) begin
-      \$22  = 37'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$23  = rd__sum;
-    if (rd__en) begin
-      \$23  = \$signature__data$32 ;
-    end
-    if (rst) begin
-      \$23  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$24  = rd__sq;
-    if (rd__en) begin
-      \$24  = sq_r__data;
-    end
-    if (rst) begin
-      \$24  = 37'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$25  = { done_d[1:0], done };
-    if (rst) begin
-      \$25  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$26  = full;
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$12  = full;
     if (done_d[2]) begin
-      \$26  = 1'h1;
+      \$12  = 1'h1;
     end
-    if (\$15 ) begin
-      \$26  = 1'h0;
+    if (\$10 ) begin
+      \$12  = 1'h0;
     end
     if (rst) begin
-      \$26  = 1'h0;
+      \$12  = 1'h0;
     end
   end
   assign raddr = \$5 [11:0];
@@ -33320,23 +32236,17 @@ module \nanomamba_accel.spectral.buffer (rst, wr_ok, rd__full, rp__data, \rp__da
   assign rdata = { \rp__data$21 , rp__data };
   assign rd__feat = { 1'h0, rp__data[14:0] };
   assign rd__snr = { \rp__data$21 , rp__data[26:15] };
-  assign \$signature__addr$27  = stat_m;
-  assign \$signature__en  = stat_en;
-  assign \$signature__data  = \$7 [22:0];
-  assign i2 = sq_w__addr;
-  assign p = sq_w__data;
-  assign v2 = sq_w__en;
   assign \$signal  = 1'h0;
   assign rbank = 1'h0;
   assign \$1  = { rd__t, 3'h0 };
   assign \$3  = { 2'h0, rd__t, 5'h00 };
-  assign \$8  = full;
+  assign \$6  = full;
   assign rd__full = full;
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$1471$0 , \port$1474$0 , i__payload, i__ready, fb_re, fb_addr, fb_we, fb_wdata, stat_en, stat_m, stat_x, stat_first, fb_done, clip_start);
-  reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
+module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$1462$0 , \port$1465$0 , i__payload, i__ready, fb_re, fb_addr, fb_we, fb_wdata, fb_done, clip_start);
+  reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [6:0] \$100 ;
@@ -34046,10 +32956,10 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
   wire \$98 ;
   wire [9:0] \$99 ;
   wire [15:0] \$signal ;
-  reg [31:0] \$signal$188  = 32'd0;
-  wire [37:0] \$signal$202 ;
-  wire [17:0] \$signal$212 ;
-  wire [51:0] \$signal$217 ;
+  reg [31:0] \$signal$184  = 32'd0;
+  wire [37:0] \$signal$198 ;
+  wire [17:0] \$signal$208 ;
+  wire [51:0] \$signal$213 ;
   reg [8:0] \$signature__addr ;
   reg [8:0] \$signature__addr$48 ;
   reg [8:0] \$signature__addr$74 ;
@@ -34247,10 +33157,10 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
   reg pcen_run;
   reg [2:0] pcen_state = 3'h0;
   wire [5:0] pmb;
-  input [26:0] \port$1471$0 ;
-  wire [26:0] \port$1471$0 ;
-  input [3:0] \port$1474$0 ;
-  wire [3:0] \port$1474$0 ;
+  input [26:0] \port$1462$0 ;
+  wire [26:0] \port$1462$0 ;
+  input [3:0] \port$1465$0 ;
+  wire [3:0] \port$1465$0 ;
   reg [35:0] pw0 = 36'h000000000;
   reg [35:0] pw1 = 36'h000000000;
   reg [35:0] pw2 = 36'h000000000;
@@ -34282,15 +33192,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
   reg [2:0] slot = 3'h0;
   reg [15:0] snm = 16'h0000;
   reg [15:0] snr_val = 16'h0000;
-  output stat_en;
-  reg stat_en;
-  output stat_first;
-  reg stat_first;
-  output [5:0] stat_m;
-  reg [5:0] stat_m;
   reg [19:0] stat_r = 20'h00000;
-  output [15:0] stat_x;
-  reg [15:0] stat_x;
   reg [11:0] store_ptr = 12'h000;
   reg store_rewind;
   reg stream;
@@ -35501,7 +34403,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
   assign \$369  = gmul_use15 ? pw3[33:17] : 17'h00000;
   assign \$370  = \$368  | { 1'h0, \$369  };
   assign \$371  = gmul_use16 ? g_r : 16'h0000;
-  assign \$signal$212  = \$370  | { 2'h0, \$371  };
+  assign \$signal$208  = \$370  | { 2'h0, \$371  };
   assign \$372  = gmul_use0 | gmul_use1;
   assign \$373  = ! bins_mode;
   assign \$374  = \$373  & first_frame;
@@ -35843,7 +34745,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
   always @(posedge clk)
     mm <= \$622 ;
   always @(posedge clk)
-    \$signal$188  <= \$623 ;
+    \$signal$184  <= \$623 ;
   always @(posedge clk)
     ld <= \$624 ;
   always @(posedge clk)
@@ -36046,7 +34948,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
   assign \$28  = bins_mode == 2'h2;
   assign \$29  = \$27  & \$28 ;
   assign \$30  = bins_mode == 2'h2;
-  assign x1 = \$30  ? \port$1471$0 [23:0] : x_reg;
+  assign x1 = \$30  ? \port$1462$0 [23:0] : x_reg;
   assign \$31  = half_d1 ? \$signature__data [35:18] : \$signature__data [17:0];
   assign \$32  = half_d1 ? \$signature__data [35:18] : \$signature__data [17:0];
   assign \$33  = | bins_mode;
@@ -36233,7 +35135,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
   assign \$216  = fu_use0 ? x1 : 24'h000000;
   assign \$217  = fu_use1 ? g_p[43:0] : 44'h00000000000;
   assign \$218  = { 20'h00000, \$216  } | \$217 ;
-  assign \$219  = fu_use2 ? \$signal$188  : 32'd0;
+  assign \$219  = fu_use2 ? \$signal$184  : 32'd0;
   assign \$220  = { 1'h0, \$218  } | { \$219 [31], \$219 [31], \$219 [31], \$219 [31], \$219 [31], \$219 [31], \$219 [31], \$219 [31], \$219 [31], \$219 [31], \$219 [31], \$219 [31], \$219 [31], \$219  };
   assign \$221  = fu_use3 ? snm : 16'h0000;
   assign \$222  = \$220  | { 29'h00000000, \$221  };
@@ -36318,7 +35220,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     .x(x)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     i__ready = 1'h0;
     if (\$4 ) begin
       if (\$6 ) begin
@@ -36327,7 +35229,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     issue = 1'h0;
     if (\$4 ) begin
       (* full_case = 32'd1 *)
@@ -36339,7 +35241,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$signature__addr  = 9'h000;
     if (issue) begin
       \$signature__addr  = { \$21 [7:0], 1'h0 };
@@ -36352,7 +35254,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$signature__addr$48  = 9'h000;
     if (issue) begin
       \$signature__addr$48  = \$23 [8:0];
@@ -36377,7 +35279,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fb_re = 1'h0;
     if (\$29 ) begin
       fb_re = 1'h1;
@@ -36390,7 +35292,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fb_addr = 12'h000;
     if (\$29 ) begin
       fb_addr = store_ptr;
@@ -36412,28 +35314,28 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     gmul_use0 = 1'h0;
     if (\$39 ) begin
       gmul_use0 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     gmul_use1 = 1'h0;
     if (\$41 ) begin
       gmul_use1 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fu_use0 = 1'h0;
     if (\$43 ) begin
       fu_use0 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fb_we = 1'h0;
     if (\$45 ) begin
       fb_we = 1'h1;
@@ -36446,20 +35348,20 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fb_wdata = 31'h00000000;
     if (\$45 ) begin
       fb_wdata = { 7'h00, x1 };
     end
     if (sclose_d6) begin
-      fb_wdata = { snr_val, \port$1471$0 [14:0] };
+      fb_wdata = { snr_val, \port$1462$0 [14:0] };
     end
     if (\$164 ) begin
-      fb_wdata = { \port$1474$0 , \port$1471$0 [26:15], feat[14:0] };
+      fb_wdata = { \port$1465$0 , \port$1462$0 [26:15], feat[14:0] };
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     valid = 1'h0;
     if (\$47 ) begin
       valid = 1'h1;
@@ -36475,7 +35377,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     stream = 1'h0;
     if (\$47 ) begin
       stream = 1'h0;
@@ -36491,7 +35393,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     hi = 1'h0;
     if (\$47 ) begin
       hi = 1'h0;
@@ -36507,7 +35409,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     close = 1'h0;
     if (\$47 ) begin
       close = \$32 [16];
@@ -36523,7 +35425,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     x = 24'h000000;
     if (\$47 ) begin
       x = x1;
@@ -36539,7 +35441,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     w = 16'h0000;
     if (\$47 ) begin
       w = \$31 [15:0];
@@ -36555,7 +35457,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$signature__en$73  = 1'h0;
     if (\$52 ) begin
       \$signature__en$73  = 1'h1;
@@ -36568,7 +35470,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$signature__addr$74  = 9'h000;
     if (\$52 ) begin
       \$signature__addr$74  = { jb_d3, 1'h0 };
@@ -36581,7 +35483,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$signature__data$76  = 36'h000000000;
     if (\$52 ) begin
       \$signature__data$76  = { 8'h00, g_p[43:16] };
@@ -36594,7 +35496,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$signature__en$85  = 1'h0;
     if (\$57 ) begin
       \$signature__en$85  = 1'h1;
@@ -36610,7 +35512,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$signature__addr$86  = 9'h000;
     if (\$57 ) begin
       \$signature__addr$86  = \$58 [8:0];
@@ -36626,7 +35528,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$signature__data$88  = 36'h000000000;
     if (\$57 ) begin
       \$signature__data$88  = { 8'h00, \$60  };
@@ -36642,49 +35544,49 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     gmul_use2 = 1'h0;
     if (\$62 ) begin
       gmul_use2 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fu_use1 = 1'h0;
     if (\$64 ) begin
       fu_use1 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fu_use2 = 1'h0;
     if (\$66 ) begin
       fu_use2 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fu_use3 = 1'h0;
     if (sclose) begin
       fu_use3 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     gmul_use3 = 1'h0;
     if (iv_d2) begin
       gmul_use3 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     gmul_use4 = 1'h0;
     if (iv_d3) begin
       gmul_use4 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     p1_issue = 1'h0;
     casez (pcen_state)
       3'h0:
@@ -36694,7 +35596,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     gmul_use5 = 1'h0;
     casez (pcen_state)
       3'h0:
@@ -36709,7 +35611,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fu_use4 = 1'h0;
     casez (pcen_state)
       3'h0:
@@ -36724,7 +35626,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     gmul_use6 = 1'h0;
     casez (pcen_state)
       3'h0:
@@ -36741,7 +35643,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fu_use5 = 1'h0;
     casez (pcen_state)
       3'h0:
@@ -36762,7 +35664,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     gmul_use7 = 1'h0;
     casez (pcen_state)
       3'h0:
@@ -36785,7 +35687,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fu_use6 = 1'h0;
     casez (pcen_state)
       3'h0:
@@ -36810,7 +35712,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fu_use7 = 1'h0;
     casez (pcen_state)
       3'h0:
@@ -36837,7 +35739,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fu_use8 = 1'h0;
     casez (pcen_state)
       3'h0:
@@ -36868,7 +35770,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     gmul_use8 = 1'h0;
     casez (pcen_state)
       3'h0:
@@ -36903,7 +35805,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     gmul_use9 = 1'h0;
     casez (pcen_state)
       3'h0:
@@ -36940,7 +35842,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     s = 44'h00000000000;
     casez (pcen_state)
       3'h0:
@@ -36979,7 +35881,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fu_use9 = 1'h0;
     casez (pcen_state)
       3'h0:
@@ -37018,7 +35920,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     pcen_done = 1'h0;
     casez (pcen_state)
       3'h0:
@@ -37034,154 +35936,126 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fu_use10 = 1'h0;
     if (p1v_d4) begin
       fu_use10 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fu_use11 = 1'h0;
     if (\$114 ) begin
       fu_use11 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     gmul_use10 = 1'h0;
     if (\$116 ) begin
       gmul_use10 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fu_use12 = 1'h0;
     if (\$118 ) begin
       fu_use12 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     gmul_use11 = 1'h0;
     if (\$121 ) begin
       gmul_use11 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fu_use13 = 1'h0;
     if (\$123 ) begin
       fu_use13 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fu_use14 = 1'h0;
     if (\$125 ) begin
       fu_use14 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     gmul_use12 = 1'h0;
     if (\$127 ) begin
       gmul_use12 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fu_use15 = 1'h0;
     if (\$129 ) begin
       fu_use15 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     gmul_use13 = 1'h0;
     if (\$131 ) begin
       gmul_use13 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fu_use16 = 1'h0;
     if (\$133 ) begin
       fu_use16 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     gmul_use14 = 1'h0;
     if (\$136 ) begin
       gmul_use14 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fu_use17 = 1'h0;
     if (\$138 ) begin
       fu_use17 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fu_use18 = 1'h0;
     if (\$140 ) begin
       fu_use18 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     gmul_use15 = 1'h0;
     if (\$142 ) begin
       gmul_use15 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fu_use19 = 1'h0;
     if (\$144 ) begin
       fu_use19 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     gmul_use16 = 1'h0;
     if (\$155 ) begin
       gmul_use16 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    stat_en = 1'h0;
-    if (\$164 ) begin
-      stat_en = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    stat_m = 6'h00;
-    if (\$164 ) begin
-      stat_m = \$150 [5:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    stat_x = 16'h0000;
-    if (\$164 ) begin
-      stat_x = feat;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    stat_first = 1'h0;
-    if (\$164 ) begin
-      stat_first = first_frame;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     store_rewind = 1'h0;
     casez (engine_state)
       3'h0:
@@ -37201,7 +36075,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     clear = 1'h0;
     casez (engine_state)
       3'h0:
@@ -37219,7 +36093,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     bins_run = 1'h0;
     casez (engine_state)
       3'h0:
@@ -37239,7 +36113,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     pcen_run = 1'h0;
     casez (engine_state)
       3'h0:
@@ -37253,7 +36127,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     init_run = 1'h0;
     casez (engine_state)
       3'h0:
@@ -37269,7 +36143,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     in_replay = 1'h0;
     casez (engine_state)
       3'h0:
@@ -37289,7 +36163,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fb_done = 1'h0;
     (* full_case = 32'd1 *)
     casez (engine_state)
@@ -37312,7 +36186,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$531  = \$335 [37:0];
     if (clip_start) begin
       \$531  = 38'h0000000000;
@@ -37322,8 +36196,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$532  = \$signal$212 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$532  = \$signal$208 ;
     if (clip_start) begin
       \$532  = 18'h00000;
     end
@@ -37332,7 +36206,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$533  = { \$402 [48], \$402 [48], \$402 [48], \$402  };
     if (clip_start) begin
       \$533  = 52'h0000000000000;
@@ -37342,7 +36216,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$534  = { \$417 [56], \$417  };
     if (clip_start) begin
       \$534  = 58'h000000000000000;
@@ -37352,7 +36226,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$535  = \$420 [2:0];
     if (clip_start) begin
       \$535  = 3'h0;
@@ -37362,7 +36236,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$536  = j;
     if (issue) begin
       \$536  = \$421 [8:0];
@@ -37378,7 +36252,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$537  = finished;
     if (issue) begin
       if (\$424 ) begin
@@ -37396,7 +36270,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$538  = \$431 ;
     if (clip_start) begin
       \$538  = 1'h0;
@@ -37406,7 +36280,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$539  = v_d1;
     if (clip_start) begin
       \$539  = 1'h0;
@@ -37416,7 +36290,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$540  = v_d2;
     if (clip_start) begin
       \$540  = 1'h0;
@@ -37426,7 +36300,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$541  = v_d3;
     if (clip_start) begin
       \$541  = 1'h0;
@@ -37436,7 +36310,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$542  = v_d4;
     if (clip_start) begin
       \$542  = 1'h0;
@@ -37446,7 +36320,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$543  = v_d5;
     if (clip_start) begin
       \$543  = 1'h0;
@@ -37456,7 +36330,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$544  = v_d6;
     if (clip_start) begin
       \$544  = 1'h0;
@@ -37466,7 +36340,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$545  = v_d7;
     if (clip_start) begin
       \$545  = 1'h0;
@@ -37476,7 +36350,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$546  = v_d8;
     if (clip_start) begin
       \$546  = 1'h0;
@@ -37486,7 +36360,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$547  = v_d9;
     if (clip_start) begin
       \$547  = 1'h0;
@@ -37496,7 +36370,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$548  = v_d10;
     if (clip_start) begin
       \$548  = 1'h0;
@@ -37506,7 +36380,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$549  = v_d11;
     if (clip_start) begin
       \$549  = 1'h0;
@@ -37516,7 +36390,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$550  = v_d12;
     if (clip_start) begin
       \$550  = 1'h0;
@@ -37526,7 +36400,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$551  = v_d13;
     if (clip_start) begin
       \$551  = 1'h0;
@@ -37536,7 +36410,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$552  = v_d14;
     if (clip_start) begin
       \$552  = 1'h0;
@@ -37546,7 +36420,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$553  = v_d15;
     if (clip_start) begin
       \$553  = 1'h0;
@@ -37556,7 +36430,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$554  = v_d16;
     if (clip_start) begin
       \$554  = 1'h0;
@@ -37566,7 +36440,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$555  = v_d17;
     if (clip_start) begin
       \$555  = 1'h0;
@@ -37576,7 +36450,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$556  = v_d18;
     if (clip_start) begin
       \$556  = 1'h0;
@@ -37586,7 +36460,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$557  = v_d19;
     if (clip_start) begin
       \$557  = 1'h0;
@@ -37596,7 +36470,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$558  = v_d20;
     if (clip_start) begin
       \$558  = 1'h0;
@@ -37606,7 +36480,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$559  = v_d21;
     if (clip_start) begin
       \$559  = 1'h0;
@@ -37616,7 +36490,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$560  = v_d22;
     if (clip_start) begin
       \$560  = 1'h0;
@@ -37626,7 +36500,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$561  = v_d23;
     if (clip_start) begin
       \$561  = 1'h0;
@@ -37636,7 +36510,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$562  = v_d24;
     if (clip_start) begin
       \$562  = 1'h0;
@@ -37646,7 +36520,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$563  = v_d25;
     if (clip_start) begin
       \$563  = 1'h0;
@@ -37656,7 +36530,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$564  = v_d26;
     if (clip_start) begin
       \$564  = 1'h0;
@@ -37666,7 +36540,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$565  = v_d27;
     if (clip_start) begin
       \$565  = 1'h0;
@@ -37676,7 +36550,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$566  = v_d28;
     if (clip_start) begin
       \$566  = 1'h0;
@@ -37686,7 +36560,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$567  = v_d29;
     if (clip_start) begin
       \$567  = 1'h0;
@@ -37696,7 +36570,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$568  = v_d30;
     if (clip_start) begin
       \$568  = 1'h0;
@@ -37706,7 +36580,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$569  = \$21 [7:0];
     if (clip_start) begin
       \$569  = 8'h00;
@@ -37716,7 +36590,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$570  = jb_d1;
     if (clip_start) begin
       \$570  = 8'h00;
@@ -37726,7 +36600,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$571  = jb_d2;
     if (clip_start) begin
       \$571  = 8'h00;
@@ -37736,7 +36610,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$572  = jj[0];
     if (clip_start) begin
       \$572  = 1'h0;
@@ -37746,7 +36620,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$573  = store_ptr;
     if (store_rewind) begin
       \$573  = 12'h0c8;
@@ -37765,7 +36639,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$574  = i__payload[23:0];
     if (clip_start) begin
       \$574  = 24'h000000;
@@ -37775,7 +36649,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$575  = x1;
     if (clip_start) begin
       \$575  = 24'h000000;
@@ -37785,7 +36659,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$576  = \$31 [15:0];
     if (clip_start) begin
       \$576  = 16'h0000;
@@ -37795,7 +36669,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$577  = w_d1;
     if (clip_start) begin
       \$577  = 16'h0000;
@@ -37805,7 +36679,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$578  = w_d2;
     if (clip_start) begin
       \$578  = 16'h0000;
@@ -37815,7 +36689,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$579  = w_d3;
     if (clip_start) begin
       \$579  = 16'h0000;
@@ -37825,7 +36699,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$580  = w_d4;
     if (clip_start) begin
       \$580  = 16'h0000;
@@ -37835,7 +36709,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$581  = w_d5;
     if (clip_start) begin
       \$581  = 16'h0000;
@@ -37845,7 +36719,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$582  = w_d6;
     if (clip_start) begin
       \$582  = 16'h0000;
@@ -37855,7 +36729,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$583  = w_d7;
     if (clip_start) begin
       \$583  = 16'h0000;
@@ -37865,7 +36739,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$584  = w_d8;
     if (clip_start) begin
       \$584  = 16'h0000;
@@ -37875,7 +36749,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$585  = w_d9;
     if (clip_start) begin
       \$585  = 16'h0000;
@@ -37885,7 +36759,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$586  = w_d10;
     if (clip_start) begin
       \$586  = 16'h0000;
@@ -37895,7 +36769,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$587  = w_d11;
     if (clip_start) begin
       \$587  = 16'h0000;
@@ -37905,7 +36779,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$588  = w_d12;
     if (clip_start) begin
       \$588  = 16'h0000;
@@ -37915,7 +36789,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$589  = w_d13;
     if (clip_start) begin
       \$589  = 16'h0000;
@@ -37925,7 +36799,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$590  = w_d14;
     if (clip_start) begin
       \$590  = 16'h0000;
@@ -37935,7 +36809,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$591  = w_d15;
     if (clip_start) begin
       \$591  = 16'h0000;
@@ -37945,7 +36819,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$592  = w_d16;
     if (clip_start) begin
       \$592  = 16'h0000;
@@ -37955,7 +36829,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$593  = w_d17;
     if (clip_start) begin
       \$593  = 16'h0000;
@@ -37965,7 +36839,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$594  = w_d18;
     if (clip_start) begin
       \$594  = 16'h0000;
@@ -37975,7 +36849,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$595  = w_d19;
     if (clip_start) begin
       \$595  = 16'h0000;
@@ -37985,7 +36859,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$596  = w_d20;
     if (clip_start) begin
       \$596  = 16'h0000;
@@ -37995,7 +36869,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$597  = \$32 [16];
     if (clip_start) begin
       \$597  = 1'h0;
@@ -38005,7 +36879,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$598  = close_d1;
     if (clip_start) begin
       \$598  = 1'h0;
@@ -38015,7 +36889,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$599  = close_d2;
     if (clip_start) begin
       \$599  = 1'h0;
@@ -38025,7 +36899,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$600  = close_d3;
     if (clip_start) begin
       \$600  = 1'h0;
@@ -38035,7 +36909,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$601  = close_d4;
     if (clip_start) begin
       \$601  = 1'h0;
@@ -38045,7 +36919,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$602  = close_d5;
     if (clip_start) begin
       \$602  = 1'h0;
@@ -38055,7 +36929,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$603  = close_d6;
     if (clip_start) begin
       \$603  = 1'h0;
@@ -38065,7 +36939,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$604  = close_d7;
     if (clip_start) begin
       \$604  = 1'h0;
@@ -38075,7 +36949,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$605  = close_d8;
     if (clip_start) begin
       \$605  = 1'h0;
@@ -38085,7 +36959,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$606  = close_d9;
     if (clip_start) begin
       \$606  = 1'h0;
@@ -38095,7 +36969,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$607  = close_d10;
     if (clip_start) begin
       \$607  = 1'h0;
@@ -38105,7 +36979,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$608  = close_d11;
     if (clip_start) begin
       \$608  = 1'h0;
@@ -38115,7 +36989,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$609  = close_d12;
     if (clip_start) begin
       \$609  = 1'h0;
@@ -38125,7 +36999,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$610  = close_d13;
     if (clip_start) begin
       \$610  = 1'h0;
@@ -38135,7 +37009,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$611  = close_d14;
     if (clip_start) begin
       \$611  = 1'h0;
@@ -38145,7 +37019,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$612  = close_d15;
     if (clip_start) begin
       \$612  = 1'h0;
@@ -38155,7 +37029,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$613  = close_d16;
     if (clip_start) begin
       \$613  = 1'h0;
@@ -38165,7 +37039,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$614  = close_d17;
     if (clip_start) begin
       \$614  = 1'h0;
@@ -38175,7 +37049,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$615  = close_d18;
     if (clip_start) begin
       \$615  = 1'h0;
@@ -38185,7 +37059,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$616  = close_d19;
     if (clip_start) begin
       \$616  = 1'h0;
@@ -38195,7 +37069,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$617  = close_d20;
     if (clip_start) begin
       \$617  = 1'h0;
@@ -38205,7 +37079,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$618  = \$signature__data$61 [27:0];
     if (clip_start) begin
       \$618  = 28'h0000000;
@@ -38215,7 +37089,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$619  = word0h;
     if (v_d1) begin
       \$619  = \$signature__data$61 [27:0];
@@ -38228,7 +37102,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$620  = half_n0;
     if (v_d2) begin
       \$620  = \$signature__data$61 [27:1];
@@ -38241,7 +37115,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$621  = noise;
     if (clip_start) begin
       \$621  = 28'h0000000;
@@ -38251,7 +37125,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$622  = mm;
     if (\$443 ) begin
       \$622  = \$444 [5:0];
@@ -38267,8 +37141,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$623  = \$signal$188 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$623  = \$signal$184 ;
     if (v_d6) begin
       \$623  = o_lp;
     end
@@ -38280,7 +37154,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$624  = ld;
     if (v_d11) begin
       \$624  = o_lp;
@@ -38293,7 +37167,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$625  = r;
     if (v_d20) begin
       \$625  = o_exp[21:0];
@@ -38306,7 +37180,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$626  = 1'h0;
     if (\$446 ) begin
       \$626  = 1'h1;
@@ -38319,7 +37193,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$627  = snm;
     if (\$446 ) begin
       \$627  = \$448 ;
@@ -38332,7 +37206,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$628  = saddr;
     if (\$446 ) begin
       \$628  = \$449 [11:0];
@@ -38345,7 +37219,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$629  = ms;
     if (\$446 ) begin
       \$629  = \$450 [5:0];
@@ -38361,7 +37235,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$630  = sclose;
     if (clip_start) begin
       \$630  = 1'h0;
@@ -38371,7 +37245,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$631  = sclose_d1;
     if (clip_start) begin
       \$631  = 1'h0;
@@ -38381,7 +37255,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$632  = sclose_d2;
     if (clip_start) begin
       \$632  = 1'h0;
@@ -38391,7 +37265,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$633  = sclose_d3;
     if (clip_start) begin
       \$633  = 1'h0;
@@ -38401,7 +37275,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$634  = sclose_d4;
     if (clip_start) begin
       \$634  = 1'h0;
@@ -38411,7 +37285,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$635  = sclose_d5;
     if (clip_start) begin
       \$635  = 1'h0;
@@ -38421,7 +37295,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$636  = saddr;
     if (clip_start) begin
       \$636  = 12'h000;
@@ -38431,7 +37305,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$637  = saddr_d1;
     if (clip_start) begin
       \$637  = 12'h000;
@@ -38441,7 +37315,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$638  = saddr_d2;
     if (clip_start) begin
       \$638  = 12'h000;
@@ -38451,7 +37325,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$639  = saddr_d3;
     if (clip_start) begin
       \$639  = 12'h000;
@@ -38461,7 +37335,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$640  = saddr_d4;
     if (clip_start) begin
       \$640  = 12'h000;
@@ -38471,7 +37345,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$641  = saddr_d5;
     if (clip_start) begin
       \$641  = 12'h000;
@@ -38481,7 +37355,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$642  = snr_val;
     if (sclose_d5) begin
       \$642  = o_lp[15:0];
@@ -38494,7 +37368,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$643  = \$455 ;
     if (clip_start) begin
       \$643  = 1'h0;
@@ -38504,7 +37378,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$644  = iv_d1;
     if (clip_start) begin
       \$644  = 1'h0;
@@ -38514,7 +37388,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$645  = iv_d2;
     if (clip_start) begin
       \$645  = 1'h0;
@@ -38524,7 +37398,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$646  = iv_d3;
     if (clip_start) begin
       \$646  = 1'h0;
@@ -38534,7 +37408,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$647  = iv_d4;
     if (clip_start) begin
       \$647  = 1'h0;
@@ -38544,7 +37418,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$648  = \$459 ;
     if (clip_start) begin
       \$648  = 1'h0;
@@ -38554,7 +37428,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$649  = ib;
     if (\$463 ) begin
       \$649  = \$464 [8:0];
@@ -38570,7 +37444,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$650  = ifin;
     if (\$463 ) begin
       if (\$465 ) begin
@@ -38588,7 +37462,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$651  = ib;
     if (clip_start) begin
       \$651  = 9'h000;
@@ -38598,7 +37472,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$652  = ib_d1;
     if (clip_start) begin
       \$652  = 9'h000;
@@ -38608,7 +37482,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$653  = ib_d2;
     if (clip_start) begin
       \$653  = 9'h000;
@@ -38618,7 +37492,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$654  = ib_d3;
     if (clip_start) begin
       \$654  = 9'h000;
@@ -38628,7 +37502,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$655  = ib_d4;
     if (clip_start) begin
       \$655  = 9'h000;
@@ -38638,7 +37512,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$656  = word0r;
     if (clip_start) begin
       \$656  = 28'h0000000;
@@ -38648,7 +37522,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$657  = p1_issue;
     if (clip_start) begin
       \$657  = 1'h0;
@@ -38658,7 +37532,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$658  = p1v_d1;
     if (clip_start) begin
       \$658  = 1'h0;
@@ -38668,7 +37542,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$659  = p1v_d2;
     if (clip_start) begin
       \$659  = 1'h0;
@@ -38678,7 +37552,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$660  = p1v_d3;
     if (clip_start) begin
       \$660  = 1'h0;
@@ -38688,7 +37562,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$661  = p1v_d4;
     if (clip_start) begin
       \$661  = 1'h0;
@@ -38698,7 +37572,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$662  = p1v_d5;
     if (clip_start) begin
       \$662  = 1'h0;
@@ -38708,7 +37582,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$663  = p1v_d6;
     if (clip_start) begin
       \$663  = 1'h0;
@@ -38718,7 +37592,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$664  = p1v_d7;
     if (clip_start) begin
       \$664  = 1'h0;
@@ -38728,7 +37602,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$665  = p1v_d8;
     if (clip_start) begin
       \$665  = 1'h0;
@@ -38738,7 +37612,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$666  = p1_m;
     if (clip_start) begin
       \$666  = 6'h00;
@@ -38748,7 +37622,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$667  = p1m_d1;
     if (clip_start) begin
       \$667  = 6'h00;
@@ -38758,7 +37632,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$668  = p1m_d2;
     if (clip_start) begin
       \$668  = 6'h00;
@@ -38768,7 +37642,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$669  = p1m_d3;
     if (clip_start) begin
       \$669  = 6'h00;
@@ -38778,7 +37652,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$670  = p1m_d4;
     if (clip_start) begin
       \$670  = 6'h00;
@@ -38788,7 +37662,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$671  = p1m_d5;
     if (clip_start) begin
       \$671  = 6'h00;
@@ -38798,7 +37672,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$672  = p1m_d6;
     if (clip_start) begin
       \$672  = 6'h00;
@@ -38808,7 +37682,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$673  = p1m_d7;
     if (clip_start) begin
       \$673  = 6'h00;
@@ -38818,7 +37692,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$674  = p1m_d8;
     if (clip_start) begin
       \$674  = 6'h00;
@@ -38828,7 +37702,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$675  = pcen_state;
     casez (pcen_state)
       3'h0:
@@ -38887,7 +37761,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$676  = p1_ph;
     casez (pcen_state)
       3'h0:
@@ -38906,7 +37780,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$677  = p1_m;
     casez (pcen_state)
       3'h0:
@@ -38927,7 +37801,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$678  = g;
     casez (pcen_state)
       3'h0:
@@ -38948,7 +37822,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$679  = meanr;
     casez (pcen_state)
       3'h0:
@@ -38973,7 +37847,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$680  = num_r;
     casez (pcen_state)
       3'h0:
@@ -39000,7 +37874,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$681  = num_zero;
     casez (pcen_state)
       3'h0:
@@ -39027,7 +37901,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$682  = lnum;
     casez (pcen_state)
       3'h0:
@@ -39062,7 +37936,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$683  = sf_r;
     casez (pcen_state)
       3'h0:
@@ -39101,7 +37975,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$684  = g_r;
     casez (pcen_state)
       3'h0:
@@ -39148,7 +38022,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$685  = k;
     casez (pcen_state)
       3'h0:
@@ -39171,7 +38045,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$686  = cm;
     casez (pcen_state)
       3'h0:
@@ -39196,7 +38070,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$687  = mel_r;
     if (p1v_d1) begin
       \$687  = \$signature__data [27:0];
@@ -39209,7 +38083,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$688  = flo;
     if (p1v_d2) begin
       \$688  = \$signature__data [35:22];
@@ -39222,7 +38096,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$689  = fhi;
     if (p1v_d3) begin
       \$689  = \$signature__data [35:22];
@@ -39235,7 +38109,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$690  = sumE;
     if (p1v_d4) begin
       \$690  = \$489 [33:0];
@@ -39248,7 +38122,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$691  = high;
     if (p1v_d4) begin
       \$691  = \$494 [33:0];
@@ -39261,7 +38135,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$692  = low;
     if (p1v_d4) begin
       if (\$495 ) begin
@@ -39276,7 +38150,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$693  = slog;
     if (p1v_d9) begin
       \$693  = \$498 [34:0];
@@ -39289,7 +38163,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$694  = E_r;
     if (\$500 ) begin
       \$694  = \$signature__data [27:0];
@@ -39302,7 +38176,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$695  = pw0;
     if (\$502 ) begin
       \$695  = \$signature__data ;
@@ -39315,7 +38189,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$696  = pw1;
     if (\$504 ) begin
       \$696  = \$signature__data ;
@@ -39328,7 +38202,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$697  = pw2;
     if (\$506 ) begin
       \$697  = \$signature__data ;
@@ -39341,7 +38215,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$698  = pw3;
     if (\$508 ) begin
       \$698  = \$signature__data ;
@@ -39354,7 +38228,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$699  = pw4;
     if (\$510 ) begin
       \$699  = \$signature__data ;
@@ -39367,7 +38241,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$700  = pw5;
     if (\$512 ) begin
       \$700  = \$signature__data ;
@@ -39380,7 +38254,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$701  = lE;
     if (\$514 ) begin
       \$701  = o_lp;
@@ -39393,7 +38267,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$702  = stat_r;
     if (\$516 ) begin
       \$702  = o_exp[19:0];
@@ -39406,7 +38280,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$703  = t;
     casez (engine_state)
       3'h0:
@@ -39449,7 +38323,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$704  = fbase;
     casez (engine_state)
       3'h0:
@@ -39492,7 +38366,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$705  = engine_state;
     (* full_case = 32'd1 *)
     casez (engine_state)
@@ -39552,7 +38426,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$706  = clr;
     casez (engine_state)
       3'h0:
@@ -39586,7 +38460,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$707  = tr;
     casez (engine_state)
       3'h0:
@@ -39620,7 +38494,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$708  = rbase;
     casez (engine_state)
       3'h0:
@@ -39656,7 +38530,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
   assign \$signature__en  = 1'h1;
   assign \$signature__en$1  = 1'h1;
   assign jb = \$21 [7:0];
-  assign fb_rdata = { \port$1474$0 , \port$1471$0  };
+  assign fb_rdata = { \port$1465$0 , \port$1462$0  };
   assign \$signal  = \$31 [15:0];
   assign close1 = \$32 [16];
   assign diff = { \$37 [28], \$37  };
@@ -39664,8 +38538,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$147
   assign fr = \$157 [21:0];
   assign i_sub = { \$275 [31], \$275 [31], \$275  };
   assign i_add = { \$299 [20], \$299  };
-  assign \$signal$202  = \$335 [37:0];
-  assign \$signal$217  = { \$402 [48], \$402 [48], \$402 [48], \$402  };
+  assign \$signal$198  = \$335 [37:0];
+  assign \$signal$213  = { \$402 [48], \$402 [48], \$402 [48], \$402  };
   assign \i__payload.data  = i__payload[23:0];
   assign \i__payload.first  = i__payload[24];
   assign \i__payload.last  = i__payload[25];
@@ -39694,7 +38568,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$864$0 , \port$888$0 , o_lp, o_exp, clip_start);
-  reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -41144,7 +40018,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
   always @(posedge clk)
     o_exp_valid <= \$185 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$128  = i_valid;
     if (clip_start) begin
       \$128  = 1'h0;
@@ -41154,7 +40028,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$129  = i_op;
     if (clip_start) begin
       \$129  = 4'h0;
@@ -41164,7 +40038,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$130  = i_x;
     if (clip_start) begin
       \$130  = 45'h000000000000;
@@ -41174,7 +40048,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$131  = { \port$888$0 [20], \port$888$0  };
     if (clip_start) begin
       \$131  = 22'h000000;
@@ -41184,7 +40058,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$132  = { \port$864$0 [31], \port$864$0 [31], \port$864$0  };
     if (clip_start) begin
       \$132  = 34'h000000000;
@@ -41194,7 +40068,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$133  = v1;
     if (clip_start) begin
       \$133  = 1'h0;
@@ -41204,7 +40078,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$134  = op1;
     if (clip_start) begin
       \$134  = 4'h0;
@@ -41214,7 +40088,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$135  = add1;
     if (clip_start) begin
       \$135  = 22'h000000;
@@ -41224,7 +40098,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$136  = \$42 [31:0];
     if (clip_start) begin
       \$136  = 32'd0;
@@ -41234,7 +40108,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$137  = sh1;
     if (clip_start) begin
       \$137  = 2'h0;
@@ -41244,7 +40118,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$138  = \$6 ;
     if (clip_start) begin
       \$138  = 9'h000;
@@ -41254,7 +40128,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$139  = \$12 ;
     if (clip_start) begin
       \$139  = 10'h000;
@@ -41264,7 +40138,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$140  = above_p;
     if (clip_start) begin
       \$140  = 1'h0;
@@ -41274,7 +40148,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$141  = \$13 ;
     if (clip_start) begin
       \$141  = 1'h0;
@@ -41284,7 +40158,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$142  = \$14 ;
     if (clip_start) begin
       \$142  = 1'h0;
@@ -41294,7 +40168,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$143  = \$45 [5:0];
     if (clip_start) begin
       \$143  = 6'h00;
@@ -41304,7 +40178,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$144  = v2;
     if (clip_start) begin
       \$144  = 1'h0;
@@ -41314,7 +40188,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$145  = op2;
     if (clip_start) begin
       \$145  = 4'h0;
@@ -41324,7 +40198,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$146  = add2;
     if (clip_start) begin
       \$146  = 22'h000000;
@@ -41334,7 +40208,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$147  = rem;
     if (clip_start) begin
       \$147  = 10'h000;
@@ -41344,7 +40218,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$148  = e_adj;
     if (clip_start) begin
       \$148  = 9'h000;
@@ -41354,7 +40228,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$149  = \$15 ;
     if (clip_start) begin
       \$149  = 1'h0;
@@ -41364,7 +40238,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$150  = above2;
     if (clip_start) begin
       \$150  = 1'h0;
@@ -41374,7 +40248,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$151  = lneg2;
     if (clip_start) begin
       \$151  = 1'h0;
@@ -41384,7 +40258,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$152  = lbig2;
     if (clip_start) begin
       \$152  = 1'h0;
@@ -41394,7 +40268,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$153  = l2;
     if (clip_start) begin
       \$153  = 6'h00;
@@ -41404,7 +40278,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$154  = { \$16 [29], \$16 [29], \$16 [29], \$16 [29], \$16 [29], \$16 [29], \$16 [29], \$16 [29], \$16 [29], \$16 [29], \$16  };
     if (clip_start) begin
       \$154  = 40'h0000000000;
@@ -41414,7 +40288,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$155  = ra__data;
     if (clip_start) begin
       \$155  = 18'h00000;
@@ -41424,7 +40298,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$156  = v3;
     if (clip_start) begin
       \$156  = 1'h0;
@@ -41434,7 +40308,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$157  = op3;
     if (clip_start) begin
       \$157  = 4'h0;
@@ -41444,7 +40318,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$158  = add3;
     if (clip_start) begin
       \$158  = 22'h000000;
@@ -41454,7 +40328,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$159  = e3;
     if (clip_start) begin
       \$159  = 9'h000;
@@ -41464,7 +40338,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$160  = zero3;
     if (clip_start) begin
       \$160  = 1'h0;
@@ -41474,7 +40348,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$161  = above3;
     if (clip_start) begin
       \$161  = 1'h0;
@@ -41484,7 +40358,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$162  = lneg3;
     if (clip_start) begin
       \$162  = 1'h0;
@@ -41494,7 +40368,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$163  = lbig3;
     if (clip_start) begin
       \$163  = 1'h0;
@@ -41504,7 +40378,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$164  = l3;
     if (clip_start) begin
       \$164  = 6'h00;
@@ -41514,7 +40388,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$165  = lp;
     if (clip_start) begin
       \$165  = 32'd0;
@@ -41524,7 +40398,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$166  = \$23 ;
     if (clip_start) begin
       \$166  = 1'h0;
@@ -41534,7 +40408,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$167  = \$25 ;
     if (clip_start) begin
       \$167  = 21'h000000;
@@ -41544,7 +40418,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$168  = \$31 ;
     if (clip_start) begin
       \$168  = 1'h0;
@@ -41554,7 +40428,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$169  = op4;
     if (clip_start) begin
       \$169  = 4'h0;
@@ -41564,7 +40438,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$170  = add4;
     if (clip_start) begin
       \$170  = 22'h000000;
@@ -41574,7 +40448,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$171  = lbig4;
     if (clip_start) begin
       \$171  = 1'h0;
@@ -41584,7 +40458,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$172  = l4[5:2];
     if (clip_start) begin
       \$172  = 4'h0;
@@ -41594,7 +40468,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$173  = \$32 [32:0];
     if (clip_start) begin
       \$173  = 33'h000000000;
@@ -41604,7 +40478,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$174  = v5;
     if (clip_start) begin
       \$174  = 1'h0;
@@ -41614,7 +40488,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$175  = op5;
     if (clip_start) begin
       \$175  = 4'h0;
@@ -41624,7 +40498,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$176  = add5;
     if (clip_start) begin
       \$176  = 22'h000000;
@@ -41634,7 +40508,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$177  = lbig5;
     if (clip_start) begin
       \$177  = 1'h0;
@@ -41644,7 +40518,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$178  = l5[3:2];
     if (clip_start) begin
       \$178  = 2'h0;
@@ -41654,7 +40528,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$179  = \$110 [59:17];
     if (clip_start) begin
       \$179  = 43'h00000000000;
@@ -41664,7 +40538,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$180  = v6;
     if (clip_start) begin
       \$180  = 1'h0;
@@ -41674,7 +40548,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$181  = op6;
     if (clip_start) begin
       \$181  = 4'h0;
@@ -41684,7 +40558,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$182  = add6;
     if (clip_start) begin
       \$182  = 22'h000000;
@@ -41694,7 +40568,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$183  = lbig6;
     if (clip_start) begin
       \$183  = 1'h0;
@@ -41704,7 +40578,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$184  = \$33 [42:0];
     if (clip_start) begin
       \$184  = 43'h00000000000;
@@ -41714,7 +40588,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$185  = v7;
     if (clip_start) begin
       \$185  = 1'h0;
@@ -41724,7 +40598,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     lshift = 8'h00;
     casez (op1)
       4'h1:
@@ -41738,7 +40612,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$signal  = 9'h000;
     if (\$47 ) begin
       \$signal  = \$52 [8:0];
@@ -41748,7 +40622,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$signal$23  = 10'h000;
     if (\$47 ) begin
       \$signal$23  = \$58 [9:0];
@@ -41758,7 +40632,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     above_p = 1'h0;
     if (\$47 ) begin
       above_p = \$59 ;
@@ -41768,7 +40642,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     econst = 8'h00;
     casez (op2)
       4'h0:
@@ -41780,7 +40654,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     base = 10'h000;
     casez (op2)
       4'h0:
@@ -41804,7 +40678,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     lp = { 14'h0000, \$99 [27:10] };
     if (\$103 ) begin
       lp = { \$105 [30], \$105  };
@@ -41817,7 +40691,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     over = 1'h0;
     if (\$113 ) begin
       over = \$115 ;
@@ -41833,7 +40707,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     cap_v = 43'h00000000000;
     if (\$113 ) begin
       cap_v = 43'h00000008000;
@@ -41885,7 +40759,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close, x, w, clear, p, o_stream, o_valid, clip_start);
-  reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire [39:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -42032,7 +40906,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
   always @(posedge clk)
     par <= \$32 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$17  = valid;
     if (clip_start) begin
       \$17  = 1'h0;
@@ -42042,7 +40916,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$18  = stream;
     if (clip_start) begin
       \$18  = 1'h0;
@@ -42052,7 +40926,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$19  = hi;
     if (clip_start) begin
       \$19  = 1'h0;
@@ -42062,7 +40936,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$20  = close;
     if (clip_start) begin
       \$20  = 1'h0;
@@ -42072,7 +40946,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$21  = x;
     if (clip_start) begin
       \$21  = 24'h000000;
@@ -42082,7 +40956,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$22  = w;
     if (clip_start) begin
       \$22  = 16'h0000;
@@ -42092,7 +40966,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$23  = clear;
     if (clip_start) begin
       \$23  = 1'h0;
@@ -42102,7 +40976,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$24  = \$2 [46:0];
     if (clip_start) begin
       \$24  = 47'h000000000000;
@@ -42112,7 +40986,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$25  = valid_in;
     if (clip_start) begin
       \$25  = 1'h0;
@@ -42122,7 +40996,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$26  = { stream_in, \$13  };
     if (clip_start) begin
       \$26  = 2'h0;
@@ -42132,7 +41006,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$27  = stream_in;
     if (clip_start) begin
       \$27  = 1'h0;
@@ -42142,7 +41016,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$28  = \$5 ;
     if (clip_start) begin
       \$28  = 1'h0;
@@ -42152,7 +41026,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$29  = clear_in;
     if (clip_start) begin
       \$29  = 1'h0;
@@ -42162,7 +41036,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$30  = clearing;
     if (\$7 ) begin
       \$30  = 1'h1;
@@ -42179,7 +41053,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$31  = cl_idx;
     if (\$7 ) begin
       \$31  = 2'h0;
@@ -42194,7 +41068,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$32  = par;
     if (\$7 ) begin
       \$32  = 2'h0;
@@ -42216,7 +41090,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     (* full_case = 32'd1 *)
     casez (\$like$22 )
       1'h0:
@@ -42226,7 +41100,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     (* full_case = 32'd1 *)
     if (clearing) begin
       \$signature__addr  = cl_idx;
@@ -42235,7 +41109,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     (* full_case = 32'd1 *)
     if (clearing) begin
       \$signature__en  = 1'h1;
@@ -42244,7 +41118,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     (* full_case = 32'd1 *)
     if (clearing) begin
       (* full_case = 32'd1 *)
@@ -42268,7 +41142,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \nanomamba_accel.starts (rst, r_en, r_data, w_port__data, w_en, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [2:0] \$11 ;
@@ -42392,7 +41266,7 @@ module \nanomamba_accel.starts (rst, r_en, r_data, w_port__data, w_en, r_rdy, cl
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [1:0];
@@ -42402,7 +41276,7 @@ module \nanomamba_accel.starts (rst, r_en, r_data, w_port__data, w_en, r_rdy, cl
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [1:0];
@@ -42412,7 +41286,7 @@ module \nanomamba_accel.starts (rst, r_en, r_data, w_port__data, w_en, r_rdy, cl
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [1:0];
@@ -42425,7 +41299,7 @@ module \nanomamba_accel.starts (rst, r_en, r_data, w_port__data, w_en, r_rdy, cl
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -42446,7 +41320,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready, o__payload, o__valid, clip_start);
-  reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [27:0] \$100 ;
@@ -44230,7 +43104,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
   always @(posedge clk)
     ob <= \$269 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$203  = { \$204 [8:0], issue };
     if (clip_start) begin
       \$203  = 10'h000;
@@ -44240,7 +43114,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     raddr = 9'h000;
     casez (s)
       4'h1:
@@ -44262,7 +43136,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     waddr = 9'h000;
     casez (s)
       4'h1:
@@ -44284,7 +43158,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     twaddr = 8'h00;
     casez (s)
       4'h1:
@@ -44306,7 +43180,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     (* full_case = 32'd1 *)
     if (\$signal$18 ) begin
       d_r__addr = \$8 [8:0];
@@ -44317,7 +43191,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     (* full_case = 32'd1 *)
     if (\$signal$23 ) begin
       r_r__addr = { 1'h0, twaddr };
@@ -44326,7 +43200,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     b1_op = 18'h00000;
     if (\$signal$18 ) begin
       b1_op = \$13 [17:0];
@@ -44335,7 +43209,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     (* full_case = 32'd1 *)
     if (\$signal$18 ) begin
       \$signal$33  = b2_re;
@@ -44346,7 +43220,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     (* full_case = 32'd1 *)
     if (\$signal$18 ) begin
       b0_op = \$14 [17:0];
@@ -44357,7 +43231,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     k1 = 2'h0;
     (* full_case = 32'd1 *)
     if (\$signal$18 ) begin
@@ -44368,7 +43242,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     (* full_case = 32'd1 *)
     if (\$signal ) begin
       d_w__addr = { j_d8[0], j_d8[1], j_d8[2], j_d8[3], j_d8[4], j_d8[5], j_d8[6], j_d8[7], 1'h0 };
@@ -44379,7 +43253,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$signal  = 1'h0;
     casez (engine_state)
       3'h0:
@@ -44389,7 +43263,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     i__ready = 1'h0;
     casez (engine_state)
       3'h0:
@@ -44406,7 +43280,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     issue = 1'h0;
     casez (engine_state)
       3'h0:
@@ -44433,7 +43307,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$signal$19  = 1'h0;
     casez (engine_state)
       3'h0:
@@ -44447,7 +43321,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$signal$23  = 1'h0;
     casez (engine_state)
       3'h0:
@@ -44463,7 +43337,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$signal$18  = 1'h0;
     casez (engine_state)
       3'h0:
@@ -44481,7 +43355,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$205  = i__payload[15:0];
     if (clip_start) begin
       \$205  = 16'h0000;
@@ -44491,7 +43365,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$206  = x_d1;
     if (clip_start) begin
       \$206  = 16'h0000;
@@ -44501,7 +43375,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$207  = x_d2;
     if (clip_start) begin
       \$207  = 16'h0000;
@@ -44511,7 +43385,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$208  = x_d3;
     if (clip_start) begin
       \$208  = 16'h0000;
@@ -44521,7 +43395,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$209  = x_d4;
     if (clip_start) begin
       \$209  = 16'h0000;
@@ -44531,7 +43405,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$210  = j;
     if (clip_start) begin
       \$210  = 8'h00;
@@ -44541,7 +43415,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$211  = j_d1;
     if (clip_start) begin
       \$211  = 8'h00;
@@ -44551,7 +43425,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$212  = j_d2;
     if (clip_start) begin
       \$212  = 8'h00;
@@ -44561,7 +43435,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$213  = j_d3;
     if (clip_start) begin
       \$213  = 8'h00;
@@ -44571,7 +43445,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$214  = j_d4;
     if (clip_start) begin
       \$214  = 8'h00;
@@ -44581,7 +43455,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$215  = j_d5;
     if (clip_start) begin
       \$215  = 8'h00;
@@ -44591,7 +43465,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$216  = j_d6;
     if (clip_start) begin
       \$216  = 8'h00;
@@ -44601,7 +43475,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$217  = j_d7;
     if (clip_start) begin
       \$217  = 8'h00;
@@ -44611,7 +43485,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$218  = j_d8;
     if (clip_start) begin
       \$218  = 8'h00;
@@ -44621,7 +43495,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$219  = a1_re;
     if (clip_start) begin
       \$219  = 26'h0000000;
@@ -44631,7 +43505,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$220  = a1_im;
     if (clip_start) begin
       \$220  = 26'h0000000;
@@ -44641,7 +43515,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$221  = a1re_d1;
     if (clip_start) begin
       \$221  = 26'h0000000;
@@ -44651,7 +43525,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$222  = a1im_d1;
     if (clip_start) begin
       \$222  = 26'h0000000;
@@ -44661,7 +43535,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$223  = a1re_d2;
     if (clip_start) begin
       \$223  = 26'h0000000;
@@ -44671,7 +43545,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$224  = a1im_d2;
     if (clip_start) begin
       \$224  = 26'h0000000;
@@ -44681,7 +43555,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$225  = a1re_d3;
     if (clip_start) begin
       \$225  = 26'h0000000;
@@ -44691,7 +43565,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$226  = a1im_d3;
     if (clip_start) begin
       \$226  = 26'h0000000;
@@ -44701,7 +43575,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$227  = a1re_d4;
     if (clip_start) begin
       \$227  = 26'h0000000;
@@ -44711,7 +43585,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$228  = a1im_d4;
     if (clip_start) begin
       \$228  = 26'h0000000;
@@ -44721,7 +43595,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$229  = a1re_d5;
     if (clip_start) begin
       \$229  = 26'h0000000;
@@ -44731,7 +43605,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$230  = a1im_d5;
     if (clip_start) begin
       \$230  = 26'h0000000;
@@ -44741,7 +43615,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$231  = a1x;
     if (\$204 [5]) begin
       \$231  = a1re_d5;
@@ -44754,7 +43628,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$232  = a1y;
     if (\$204 [6]) begin
       \$232  = a1im_d6;
@@ -44767,7 +43641,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$233  = d_r__data;
     if (clip_start) begin
       \$233  = 50'h0000000000000;
@@ -44777,7 +43651,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$234  = b_reg;
     if (\$204 [2]) begin
       \$234  = b_d;
@@ -44790,7 +43664,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$235  = b2_re;
     if (\$204 [3]) begin
       \$235  = b_reg[24:0];
@@ -44803,7 +43677,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$236  = rom_q0;
     if (\$129 ) begin
       \$236  = r_r__data[17:0];
@@ -44816,7 +43690,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$237  = rom_q1;
     if (\$129 ) begin
       \$237  = r_r__data[35:18];
@@ -44829,7 +43703,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$238  = nwi_q;
     if (\$129 ) begin
       \$238  = \$130 [17:0];
@@ -44842,7 +43716,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$239  = wi2;
     if (\$204 [4]) begin
       \$239  = rom_q1;
@@ -44855,7 +43729,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$240  = { \$133 [43], \$133 [43], \$133 [43], \$133 [43], \$133  };
     if (clip_start) begin
       \$240  = 48'h000000000000;
@@ -44865,7 +43739,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$241  = \$135 [47:0];
     if (clip_start) begin
       \$241  = 48'h000000000000;
@@ -44875,7 +43749,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$242  = tr;
     if (\$204 [5]) begin
       \$242  = p0[42:16];
@@ -44888,7 +43762,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$243  = ti;
     if (\$204 [6]) begin
       \$243  = p0[42:16];
@@ -44901,7 +43775,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$244  = xo;
     if (\$136 ) begin
       \$244  = hx[24:0];
@@ -44914,7 +43788,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$245  = ovf_x;
     if (\$137 ) begin
       \$245  = \$140 ;
@@ -44927,7 +43801,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$246  = overflow;
     if (\$147 ) begin
       \$246  = 1'h1;
@@ -44940,7 +43814,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$247  = s_lo;
     if (\$148 ) begin
       \$247  = p0[43:0];
@@ -44953,7 +43827,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$248  = rad;
     if (\$149 ) begin
       \$248  = \$151 [49:0];
@@ -44966,7 +43840,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$249  = rad_full;
     if (\$149 ) begin
       \$249  = 1'h1;
@@ -44981,7 +43855,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$250  = j;
     casez (engine_state)
       3'h0:
@@ -45019,7 +43893,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$251  = engine_state;
     casez (engine_state)
       3'h0:
@@ -45070,7 +43944,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$252  = flush;
     casez (engine_state)
       3'h0:
@@ -45097,7 +43971,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$253  = lph;
     casez (engine_state)
       3'h0:
@@ -45122,7 +43996,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$254  = s;
     casez (engine_state)
       3'h0:
@@ -45153,7 +44027,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$255  = c;
     casez (engine_state)
       3'h0:
@@ -45182,7 +44056,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$256  = mbin;
     casez (engine_state)
       3'h0:
@@ -45212,7 +44086,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$257  = sh;
     if (rad_take) begin
       \$257  = rad[47:0];
@@ -45227,7 +44101,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$258  = q;
     if (rad_take) begin
       \$258  = 24'h000000;
@@ -45242,7 +44116,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$259  = r;
     if (rad_take) begin
       \$259  = 27'h0000000;
@@ -45257,7 +44131,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$260  = sat;
     if (rad_take) begin
       \$260  = \$184 ;
@@ -45270,7 +44144,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$261  = cnt;
     if (rad_take) begin
       \$261  = 3'h0;
@@ -45285,7 +44159,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$262  = root_busy;
     if (rad_take) begin
       \$262  = 1'h1;
@@ -45302,7 +44176,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$263  = res_pending;
     if (rad_take) begin
     end else if (root_busy) begin
@@ -45321,7 +44195,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$264  = res;
     if (rad_take) begin
     end else if (root_busy) begin
@@ -45337,7 +44211,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$265  = o__valid;
     if (push) begin
       \$265  = 1'h1;
@@ -45352,7 +44226,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$266  = o_data;
     if (push) begin
       \$266  = res;
@@ -45365,7 +44239,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$267  = o_first;
     if (push) begin
       \$267  = \$198 ;
@@ -45378,7 +44252,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$268  = o_last;
     if (push) begin
       \$268  = \$199 ;
@@ -45391,7 +44265,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$269  = ob;
     if (push) begin
       \$269  = \$202 [8:0];
@@ -45430,365 +44304,4 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
   assign \$33  = { \$31 [27], \$31 [27:1] };
   assign \$132  = { k1, 15'h0000 };
   assign \$150  = { p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0, 17'h00000 };
-endmodule
-
-(* generator = "Amaranth" *)
-module \nanomamba_accel.streamer (rst, rd__full, \port$1471$0 , \port$1474$0 , feat__ready, snr__ready, rd__sum, rd__sq, stats__payload, feat__payload, snr__payload, rd__en, stats__valid, feat__valid, snr__valid, rd__release, rd__t, rd__m, stats__ready, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
-  wire \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [6:0] \$14 ;
-  wire [6:0] \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
-  wire \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire [6:0] \$23 ;
-  wire [6:0] \$24 ;
-  wire \$25 ;
-  wire \$26 ;
-  wire [7:0] \$27 ;
-  wire [7:0] \$28 ;
-  wire \$29 ;
-  wire \$3 ;
-  reg [6:0] \$30 ;
-  reg [5:0] \$31 ;
-  reg [2:0] \$32 ;
-  reg \$33 ;
-  reg \$34 ;
-  wire \$4 ;
-  wire \$5 ;
-  wire \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  (* init = 7'h00 *)
-  wire [6:0] \$signal ;
-  reg \$signal$15  = 1'h0;
-  (* init = 6'h00 *)
-  wire [5:0] band;
-  input clk;
-  wire clk;
-  output [17:0] feat__payload;
-  wire [17:0] feat__payload;
-  wire [15:0] \feat__payload.data ;
-  wire \feat__payload.first ;
-  wire \feat__payload.last ;
-  input feat__ready;
-  wire feat__ready;
-  output feat__valid;
-  reg feat__valid;
-  reg [2:0] fsm_state = 3'h0;
-  input [26:0] \port$1471$0 ;
-  wire [26:0] \port$1471$0 ;
-  input [3:0] \port$1474$0 ;
-  wire [3:0] \port$1474$0 ;
-  output rd__en;
-  reg rd__en;
-  wire [15:0] rd__feat;
-  input rd__full;
-  wire rd__full;
-  output [5:0] rd__m;
-  reg [5:0] rd__m = 6'h00;
-  output rd__release;
-  reg rd__release;
-  wire [15:0] rd__snr;
-  input [36:0] rd__sq;
-  wire [36:0] rd__sq;
-  input [22:0] rd__sum;
-  wire [22:0] rd__sum;
-  output [6:0] rd__t;
-  reg [6:0] rd__t = 7'h00;
-  input rst;
-  wire rst;
-  output [17:0] snr__payload;
-  wire [17:0] snr__payload;
-  wire [15:0] \snr__payload.data ;
-  wire \snr__payload.first ;
-  wire \snr__payload.last ;
-  input snr__ready;
-  wire snr__ready;
-  output snr__valid;
-  reg snr__valid;
-  output [59:0] stats__payload;
-  wire [59:0] stats__payload;
-  wire [22:0] \stats__payload.s1 ;
-  wire [36:0] \stats__payload.s2 ;
-  input stats__ready;
-  wire stats__ready;
-  output stats__valid;
-  reg stats__valid;
-  reg took_s = 1'h0;
-  assign \$1  = ! rd__m;
-  assign \$2  = rd__m == 6'h27;
-  assign \$3  = ! rd__m;
-  assign \$4  = rd__m == 6'h27;
-  assign \$5  = ~ \$signal$15 ;
-  assign \$6  = ~ took_s;
-  assign \$7  = ! fsm_state;
-  assign \$8  = fsm_state == 1'h1;
-  assign \$9  = fsm_state == 2'h2;
-  assign \$10  = fsm_state == 2'h3;
-  assign \$11  = fsm_state == 3'h4;
-  assign \$12  = fsm_state == 3'h5;
-  assign \$13  = rd__m == 6'h27;
-  assign \$14  = rd__m + 1'h1;
-  assign \$15  = \$13  ? 7'h00 : \$14 ;
-  assign \$16  = rd__m == 6'h27;
-  assign \$17  = \$signal$15  | feat__ready;
-  assign \$18  = took_s | snr__ready;
-  assign \$19  = \$signal$15  | feat__ready;
-  assign \$20  = took_s | snr__ready;
-  assign \$21  = \$19  & \$20 ;
-  assign \$22  = rd__m == 6'h27;
-  assign \$23  = rd__m + 1'h1;
-  assign \$24  = \$22  ? 7'h00 : \$23 ;
-  assign \$25  = rd__m == 6'h27;
-  assign \$26  = rd__t == 7'h64;
-  assign \$27  = rd__t + 1'h1;
-  assign \$28  = \$26  ? 8'h00 : \$27 ;
-  assign \$29  = rd__t == 7'h64;
-  always @(posedge clk)
-    rd__t <= \$30 ;
-  always @(posedge clk)
-    rd__m <= \$31 ;
-  always @(posedge clk)
-    fsm_state <= \$32 ;
-  always @(posedge clk)
-    \$signal$15  <= \$33 ;
-  always @(posedge clk)
-    took_s <= \$34 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    rd__en = 1'h0;
-    casez (fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          rd__en = 1'h1;
-      3'h2:
-          /* empty */;
-      3'h3:
-          rd__en = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    stats__valid = 1'h0;
-    casez (fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          stats__valid = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    feat__valid = 1'h0;
-    casez (fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          feat__valid = \$5 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    snr__valid = 1'h0;
-    casez (fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          snr__valid = \$6 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    rd__release = 1'h0;
-    casez (fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          /* empty */;
-      3'h5:
-          rd__release = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$30  = rd__t;
-    casez (fsm_state)
-      3'h0:
-          if (rd__full) begin
-            \$30  = 7'h00;
-          end
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (\$21 ) begin
-            if (\$25 ) begin
-              \$30  = \$28 [6:0];
-            end
-          end
-    endcase
-    if (rst) begin
-      \$30  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$31  = rd__m;
-    casez (fsm_state)
-      3'h0:
-          if (rd__full) begin
-            \$31  = 6'h00;
-          end
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (stats__ready) begin
-            \$31  = \$15 [5:0];
-          end
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (\$21 ) begin
-            \$31  = \$24 [5:0];
-          end
-    endcase
-    if (rst) begin
-      \$31  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$32  = fsm_state;
-    casez (fsm_state)
-      3'h0:
-          if (rd__full) begin
-            \$32  = 3'h1;
-          end
-      3'h1:
-          \$32  = 3'h2;
-      3'h2:
-          if (stats__ready) begin
-            (* full_case = 32'd1 *)
-            if (\$16 ) begin
-              \$32  = 3'h3;
-            end else begin
-              \$32  = 3'h1;
-            end
-          end
-      3'h3:
-          \$32  = 3'h4;
-      3'h4:
-          if (\$21 ) begin
-            (* full_case = 32'd1 *)
-            if (\$25 ) begin
-              (* full_case = 32'd1 *)
-              if (\$29 ) begin
-                \$32  = 3'h5;
-              end else begin
-                \$32  = 3'h3;
-              end
-            end else begin
-              \$32  = 3'h3;
-            end
-          end
-      3'h5:
-          \$32  = 3'h0;
-    endcase
-    if (rst) begin
-      \$32  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$33  = \$signal$15 ;
-    casez (fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          \$33  = 1'h0;
-      3'h4:
-          \$33  = \$17 ;
-    endcase
-    if (rst) begin
-      \$33  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$34  = took_s;
-    casez (fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          \$34  = 1'h0;
-      3'h4:
-          \$34  = \$18 ;
-    endcase
-    if (rst) begin
-      \$34  = 1'h0;
-    end
-  end
-  assign \$signal  = rd__t;
-  assign band = rd__m;
-  assign rd__feat = { 1'h0, \port$1471$0 [14:0] };
-  assign rd__snr = { \port$1474$0 , \port$1471$0 [26:15] };
-  assign \stats__payload.s1  = stats__payload[22:0];
-  assign \stats__payload.s2  = stats__payload[59:23];
-  assign \feat__payload.data  = feat__payload[15:0];
-  assign \feat__payload.first  = feat__payload[16];
-  assign \feat__payload.last  = feat__payload[17];
-  assign \snr__payload.data  = snr__payload[15:0];
-  assign \snr__payload.first  = snr__payload[16];
-  assign \snr__payload.last  = snr__payload[17];
-  assign snr__payload[17] = \$4 ;
-  assign snr__payload[16] = \$3 ;
-  assign snr__payload[15:0] = { \port$1474$0 , \port$1471$0 [26:15] };
-  assign feat__payload[17] = \$2 ;
-  assign feat__payload[16] = \$1 ;
-  assign feat__payload[15:0] = { 1'h0, \port$1471$0 [14:0] };
-  assign stats__payload[59:23] = rd__sq;
-  assign stats__payload[22:0] = rd__sum;
 endmodule

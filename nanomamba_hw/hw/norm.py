@@ -221,8 +221,7 @@ class NormUnit(wiring.Component):
         band = Signal(range(max(2, nb + 1)))
         mr = Signal(unsigned(mp_w))            # LayerNorm m'
         qr = Signal(unsigned(q_w))             # LayerNorm q − q_lo
-        n_mul = Mux(mode == self.IN_SETUP, T, d)
-        n_sum = Mux(mode == self.IN_SETUP, T, d)      # elements summed per pass
+        n_mul = Mux(mode == self.IN_SETUP, T, d)     # n: the elements of a sum, and num's factor
         n_apply = Mux(is_ln, d, T)
 
         # ---- apply pipeline: element issued at e0 (one per cycle for instance norm, one per
@@ -414,7 +413,7 @@ class NormUnit(wiring.Component):
             with m.State("SUMS"):
                 m.d.comb += [p1_issue.eq(1), p1_first.eq(idx == 0)]
                 m.d.sync += idx.eq(idx + 1)
-                with m.If(idx == n_sum - 1):
+                with m.If(idx == n_mul - 1):
                     m.d.sync += [idx.eq(0), cnt.eq(0)]
                     m.next = "SUMS_DRAIN"
             with m.State("SUMS_DRAIN"):
