@@ -29,12 +29,11 @@ for the next clip that is not complete in the feature buffer yet).
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, EnableInserter, Module, Mux, Signal
+from amaranth.hdl import Const, EnableInserter, Module, Mux, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..fixed.formats import SNR_FMT
 from ..fixed.model import FixedParams
 from .block import (
     BLOCK_LAYERS,
@@ -180,7 +179,7 @@ class Backend(wiring.Component):
 
         # ---------------- the frame's Σ SNR (the scan's frame constants), summed while the
         # instance norm reads the frame's words (the SNR value is in the same word)
-        snr_sum = Signal(range(NB * SNR_FMT.max_int + 1))
+        snr_sum = Signal(unsigned(su.snr_sum_width))
         release = Signal()                  # the last frame is done: free the feature buffer
         m.d.comb += self.rd.release.eq(release)
         # ---------------- activation memories and the datapath glue

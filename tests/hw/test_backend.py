@@ -28,6 +28,7 @@ from nanomamba_hw.hw.block import REG_NAMES
 from nanomamba_hw.hw.featbuf import FeatCode, FeatureBuffer
 from nanomamba_hw.hw.sim_util import run_sim, stream_get
 
+from .test_featbuf import write_clip
 from .test_mac import fixed_params, matched_params, seed_pcm
 
 SHORT = 1280          # samples → 9 frames
@@ -86,8 +87,8 @@ class _Timed(Elaboratable):
 
 def run_backend(p, clips, *, lanes=1, stall=0.0, seed=0, registers=None, snapshot=None):
     """Run ``clips`` (a list of (feat, snr) pairs, (40, T) each) through one Backend, each
-    clip written into a one-bank feature buffer (one word per cycle, idle cycles with
-    probability ``stall``) once the buffer is free.
+    clip written into a one-bank feature buffer the way the front end writes it
+    (``test_featbuf.write_clip``: idle cycles with probability ``stall``) once the buffer is free.
 
     ``registers``: per clip, a dict of register values written before that clip is complete
     in the buffer (or None). ``snapshot(ctx, dut, step, t)``: called whenever the sequencer
@@ -106,18 +107,8 @@ def run_backend(p, clips, *, lanes=1, stall=0.0, seed=0, registers=None, snapsho
     async def writer(ctx):
         wr = random.Random(rng.random())
         for c, (feat, snr) in enumerate(clips):
-            while not ctx.get(buf.wr_ok):
-                await ctx.tick()
-            for t in range(T):
-                for b in range(nb):
-                    if stall and wr.random() < stall:
-                        await ctx.tick().repeat(wr.randint(1, 4))
-                    x = (int(feat[b, t]) - code.offset) & ((1 << code.bits) - 1)
-                    ctx.set(buf.addr, t * nb + b)
-                    ctx.set(buf.wdata, x | int(snr[b, t]) << code.bits)
-                    ctx.set(buf.we, 1)
-                    await ctx.tick()
-                    ctx.set(buf.we, 0)
+            # the front end's way (waits for wr_ok, read-modify-write), done pulsed below
+            await write_clip(ctx, buf, code, feat, snr, rng=wr, stall=stall, done=False)
             if registers and registers[c] is not None:
                 ctx.set(dut.registers, registers[c])
             ctx.set(buf.done, 1)
