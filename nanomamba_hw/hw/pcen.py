@@ -233,7 +233,7 @@ class DualPCENPass:
                         if tilt_on:
                             eng.gmul(low, n_high, 0)
                     with m.Case(2):
-                        m.d.sync += meanr.eq(gp[mfr:mfr + 34])
+                        m.d.sync += meanr.eq(gp[mfr:].as_signed())
                     with m.Case(3):
                         if tilt_on:
                             m.d.sync += [num_r.eq(gp), num_zero.eq(gp == 0)]
@@ -254,7 +254,8 @@ class DualPCENPass:
                     with m.Case(13):
                         m.d.sync += sf_r.eq(fu.o_exp)
                     with m.Case(19):
-                        tilt = Mux(num_zero, 0, fu.o_exp)
+                        # the "sf" op caps tilt at ONE_SF: its bits above are zero
+                        tilt = Mux(num_zero, 0, fu.o_exp[:ffe.ONE_SF.bit_length()])
                         relu = Mux(tilt > ffe.TILT_THRESHOLD, tilt - ffe.TILT_THRESHOLD, 0)
                         eng.gmul(relu if tilt_on else 0, ffe.ONE_SF - sf_r,
                                  Cat(Const(1 << 14, 15), sf_r))
@@ -347,8 +348,10 @@ class DualPCENPass:
         for e in range(2):
             mp = rb.data[:M_BITS]
             with m.If(cur & (kk == S["smooth"] + e)):
+                # K = (M + 1)·2**16 + 2**15 is unsigned 48 bits: the GMUL's result is exact in
+                # the bits below 48, which hold M' + 1 (bits 16…47, read below)
                 eng.gmul(E16 - mp, Mux(eng.first_frame, one, s_e[e]),
-                         Cat(Const(1 << 15, 16), mp))
+                         Cat(Const(1 << 15, 16), mp), k_unsigned48=True)
             with m.If(cur & (kk == S["log2_m"] + e)):
                 newm = gp[16:16 + M_BITS]
                 m.d.comb += [rbw.en.eq(1), rbw.addr.eq(MB + Cat(Const(e, 1), cm)),
@@ -359,7 +362,7 @@ class DualPCENPass:
             with m.If(cur & (kk == S["gain"] + e)):
                 eng.fu_issue("gain", gp[16:16 + 34].as_signed(), add=d_e[e])
             with m.If(cur & (kk == S["log2_v"] + e)):
-                eng.fu_issue("log2_16", fu.o_exp)
+                eng.fu_issue("log2_16", fu.o_exp[:ffe.GAIN_FMT.bits])     # v ≥ 0, GAIN_FMT
             with m.If(cur & (kk == S["r"] + e)):
                 eng.gmul(fu.o_lp, r_e[e], 1 << 15)
             with m.If(cur & (kk == S["pow"] + e)):

@@ -18,8 +18,11 @@ each used by one stage at a time:
 
 - **FU** — one :class:`~nanomamba_hw.hw.funcs.FuncUnit` for every log2, exp2 and table
   (SNR ratio and tanh, log-mel, every DualPCEN power, the routing gate);
-- **GMUL** — one wide multiply-add ``A·B + K`` (38 × 18 + 52 bits, two DSP48E1; the operands
-  are registered, the result ``g_p`` is there ``GMUL_LATENCY`` = 2 cycles after the issue):
+- **GMUL** — one wide multiply-add ``A·B + K`` (35 × 18 + 48 bits, two DSP48E1; the operands
+  are registered, the result ``g_p`` is there ``GMUL_LATENCY`` = 2 cycles after the issue;
+  ``A = A_hi·2**17 + A_lo`` with ``A_lo`` the low 17 bits: the first DSP forms
+  ``P1 = A_lo·B + K``, the second ``A_hi·B + (P1 >> 17)``, so no fabric adder follows them;
+  ``K`` is 48 bits two's complement — see :meth:`SpectralEngine.gmul`):
   EMA step, ns·noise, n0, smoothers, PCEN exponents, means, gate; where a result is
   ``x + round(a·d / 2**16)`` the addend and the rounding constant are in ``K`` (``x·2¹⁶ + 2¹⁵``),
   so no fabric adder follows;
@@ -46,7 +49,7 @@ after frame 4 adds 10,872 (log-mel: 10,880).
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal, Value, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -67,7 +70,18 @@ __all__ = ["Spectral", "SpectralEngine"]
 
 RAM_WORDS = 512
 CLEAR_CYCLES = 6                            # BandMAC clear: strobe, 4 entries, margin
-GA_BITS, GB_BITS, GK_BITS = 38, 18, 52      # GMUL operand widths (two DSP48E1)
+# GMUL operand widths: A holds the widest operand (Σ log2 E, signed 35 bits), B a DSP48E1's
+# 18-bit port, K the first DSP's 48-bit C port
+GA_BITS, GB_BITS, GK_BITS = 35, 18, 48
+GA_LO_BITS = 17                             # A's low part: unsigned, fits the 18-bit port
+
+
+def _fits_signed(v, bits: int) -> bool:
+    """True if every value of ``v`` (an int or an Amaranth value) fits ``signed(bits)``."""
+    if isinstance(v, int):
+        return -(1 << (bits - 1)) <= v < 1 << (bits - 1)
+    sh = Value.cast(v).shape()
+    return sh.width <= (bits if sh.signed else bits - 1)
 
 
 class _Port:
@@ -158,13 +172,19 @@ class SpectralEngine(wiring.Component):
         # ---- wide multiply-add
         eng.g_a, eng.g_b, eng.g_k = (Signal(signed(GA_BITS)), Signal(signed(GB_BITS)),
                                      Signal(signed(GK_BITS)))
-        eng.g_p = Signal(signed(GA_BITS + GB_BITS + 2))
+        eng.g_p = Signal(signed(GA_BITS + GB_BITS + 1))
         # operands registered, then multiply-add: g_p is GMUL_LATENCY (2) cycles after issue
-        # (operand selection, multiply and the 58-bit add in one cycle run at 30 MHz on an ECP5)
+        # (operand selection, multiply and the wide add in one cycle run at 30 MHz on an ECP5)
         ga_r, gb_r, gk_r = (Signal.like(eng.g_a, name="g_a_r"), Signal.like(eng.g_b, name="g_b_r"),
                             Signal.like(eng.g_k, name="g_k_r"))
-        m.d.sync += [ga_r.eq(eng.g_a), gb_r.eq(eng.g_b), gk_r.eq(eng.g_k),
-                     eng.g_p.eq(ga_r * gb_r + gk_r)]
+        m.d.sync += [ga_r.eq(eng.g_a), gb_r.eq(eng.g_b), gk_r.eq(eng.g_k)]
+        # A·B + K as A_hi·B·2**17 + (A_lo·B + K): P1 is the first DSP's post-adder output, and
+        # P1 >> 17 is the second one's addend (a 48-bit P fits A_lo·B + K); P1's low 17 bits are
+        # the result's. Written as one product, it maps to two DSPs plus a fabric adder.
+        p1 = Signal(signed(GK_BITS), name="g_p1")
+        m.d.comb += p1.eq(ga_r[:GA_LO_BITS] * gb_r + gk_r)
+        m.d.sync += eng.g_p.eq(Cat(p1[:GA_LO_BITS],
+                                   ga_r[GA_LO_BITS:].as_signed() * gb_r + (p1 >> GA_LO_BITS)))
         # operands of the FU and the GMUL from every step of every pass: AND-OR, not a mux chain
         eng.fu_bus = OrMux(m, "fu", valid=fu.i_valid, op=fu.i_op, x=fu.i_x, sub=fu.i_sub,
                            add=fu.i_add)
@@ -264,7 +284,21 @@ class SpectralEngine(wiring.Component):
     def fu_issue(self, op: str, x, *, sub=0, add=0):
         self.fu_bus.drive(valid=1, op=self.op_index[op], x=x, sub=sub, add=add)
 
-    def gmul(self, a, b, k):
+    def gmul(self, a, b, k, *, k_unsigned48: bool = False):
+        """Issue ``g_p = a·b + k`` (there ``GMUL_LATENCY`` cycles later). Each operand must fit
+        its port: signed ``GA_BITS``, ``GB_BITS``, ``GK_BITS`` (checked here).
+
+        ``k_unsigned48``: ``k`` is unsigned 48 bits, wider than the signed port. Its bit pattern
+        is taken as two's complement, so ``g_p`` is ``a·b + k − 2**48`` when ``k ≥ 2**47``: only
+        the result's bits below 48 are exact (``g_p ≡ a·b + k`` modulo 2**48), and the caller
+        reads no others."""
+        for name, v, bits in (("a", a, GA_BITS), ("b", b, GB_BITS), ("k", k, GK_BITS)):
+            if name == "k" and k_unsigned48:
+                ok = isinstance(v, Value) and v.shape() == unsigned(GK_BITS)
+            else:
+                ok = _fits_signed(v, bits)
+            if not ok:
+                raise ValueError(f"GMUL operand {name} ({v!r}) does not fit {bits} signed bits")
         self.g_bus.drive(a=a, b=b, k=k)
 
     def write_feature(self, addr, value):

@@ -185,6 +185,20 @@ def test_dualpcen_pass_synthetic_params(fixed_params, routing):
         check_features(o, ffe.dual_pcen(fe, mel[None])[0])
 
 
+def test_dualpcen_pass_full_scale_smoother(fixed_params):
+    """Full-scale mel in every band and frame: frame 0 sets M = 16E (s = 1.0), so from frame 1
+    on the smoother state M + 1 is ≥ 2**31 and the GMUL's K = (M + 1)·2**16 + 2**15 is ≥ 2**47
+    (unsigned 48 bits, more than the signed port: see ``SpectralEngine.gmul``)."""
+    fe = synthetic_params("sf", seed=3)
+    p = with_frontend(fixed_params, fe)
+    mel = np.full((N_MELS, 5), MEL_MAX, dtype=np.int64)
+    m_plus_1 = (MEL_MAX << (ffe.M_FMT.frac - fmel.MEL_FMT.frac)) + 1     # 16E + 1, every frame
+    assert m_plus_1 << 16 >= 1 << 47
+    want = ffe.dual_pcen(fe, mel[None])[0]
+    out, _ = run_pass(p, [mel])
+    check_features(out[0], want)
+
+
 @pytest.mark.parametrize("routing", ["sf", "sf+tilt"])
 def test_dualpcen_pass_published_params_real_clips(fixed_params, seed_clip, routing):
     """Tiny-DualPCEN's quantized constants (routing "sf" as published; "sf+tilt" as the preset
