@@ -25,8 +25,10 @@ TIMING_METHOD = ("pre-placement logic-only estimate: Yosys `sta` over the synth_
                  "(no routing delay; carry chains and flip-flops have no timing arcs in Yosys), "
                  "so real post-route fmax will be lower")
 
-# Xilinx 7-series primitives grouped into the report's resource classes.
-_LUTS = ("LUT1", "LUT2", "LUT3", "LUT4", "LUT5", "LUT6")
+# Xilinx 7-series primitives grouped into the report's resource classes. INV is a LUT too:
+# Yosys maps a one-input inverting LUT to INV (techlibs/xilinx/lut_map.v), and on the device it
+# is a LUT1 (most of them drive a CARRY4's S input, which only a LUT can drive).
+_LUTS = ("LUT1", "LUT2", "LUT3", "LUT4", "LUT5", "LUT6", "INV")
 _FFS = ("FDRE", "FDSE", "FDCE", "FDPE", "LDCE", "LDPE")
 # Distributed RAM and shift-register primitives, with the LUT sites each occupies (Xilinx
 # UG953/UG474: RAM32M and RAM64M take all four LUTs of a SLICEM, the X1D dual-port cells two
@@ -65,7 +67,7 @@ def yosys_command() -> list[str]:
 def summarize_cells(cells: dict[str, int]) -> dict[str, int]:
     """Cell counts → {LUT, FF, DSP48E1, RAMB36E1, RAMB18E1, CARRY4, LUTRAM}.
 
-    ``LUT`` is LUTs used as logic (LUT1…LUT6 cells); ``LUTRAM`` is the LUT sites the
+    ``LUT`` is LUTs used as logic (LUT1…LUT6 and INV cells); ``LUTRAM`` is the LUT sites the
     distributed RAMs and shift registers occupy (a RAM64M is one cell but four LUTs).
     Vivado's "Slice LUTs" is their sum."""
     get = lambda names: sum(int(cells.get(n, 0)) for n in names)  # noqa: E731
