@@ -181,8 +181,8 @@ module nanomamba_accel(pcm__valid, result__ready, clip_start, reg_addr, reg_wdat
     registers <= \$25 ;
   \nanomamba_accel.backend  backend (
     .clk(clk),
-    .\port$1462$0 (\$26 ),
-    .\port$1465$0 (\$27 ),
+    .\port$1465$0 (\$26 ),
+    .\port$1468$0 (\$27 ),
     .\rd__en$79 (rd__en),
     .rd__full(rd__full),
     .rd__m(rd__m),
@@ -211,8 +211,8 @@ module nanomamba_accel(pcm__valid, result__ready, clip_start, reg_addr, reg_wdat
     .i__payload(\i__payload$23 ),
     .i__ready(\o__ready$25 ),
     .\i__valid$1 (\i__valid$27 ),
-    .\port$1462$0 (\$26 ),
-    .\port$1465$0 (\$27 ),
+    .\port$1465$0 (\$26 ),
+    .\port$1468$0 (\$27 ),
     .rd__en(rd__en),
     .rd__full(rd__full),
     .rd__m(rd__m),
@@ -424,7 +424,7 @@ module nanomamba_accel(pcm__valid, result__ready, clip_start, reg_addr, reg_wdat
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend (clk, rst, rd__full, \port$1462$0 , \port$1465$0 , registers, result__payload, result__valid, \rd__en$79 , rd__t, rd__m, rd__release, result__ready);
+module \nanomamba_accel.backend (clk, rst, rd__full, \port$1465$0 , \port$1468$0 , registers, result__payload, result__valid, \rd__en$79 , rd__t, rd__m, rd__release, result__ready);
   wire [7:0] \$1 ;
   wire [30:0] \$10 ;
   wire [23:0] \$11 ;
@@ -550,10 +550,10 @@ module \nanomamba_accel.backend (clk, rst, rd__full, \port$1462$0 , \port$1465$0
   wire \o__valid$99 ;
   wire [3:0] pool_rd__addr;
   wire [23:0] pool_rd__data;
-  input [26:0] \port$1462$0 ;
-  wire [26:0] \port$1462$0 ;
-  input [3:0] \port$1465$0 ;
-  wire [3:0] \port$1465$0 ;
+  input [26:0] \port$1465$0 ;
+  wire [26:0] \port$1465$0 ;
+  input [3:0] \port$1468$0 ;
+  wire [3:0] \port$1468$0 ;
   wire [6:0] rd__addr;
   wire [5:0] rd__band;
   wire [23:0] rd__data;
@@ -676,9 +676,9 @@ module \nanomamba_accel.backend (clk, rst, rd__full, \port$1462$0 , \port$1465$0
     .\o__payload$60 (\o__payload$98 ),
     .o__valid(\o__valid$90 ),
     .\o__valid$63 (\o__valid$99 ),
-    .\port$1462$0 (\port$1462$0 ),
     .\port$1465$0 (\port$1465$0 ),
-    .\port$2775$0 (\$16 ),
+    .\port$1468$0 (\port$1468$0 ),
+    .\port$2778$0 (\$16 ),
     .rd__addr(rd__addr),
     .rd__band(rd__band),
     .rd__data(rd__data),
@@ -730,9 +730,9 @@ module \nanomamba_accel.backend (clk, rst, rd__full, \port$1462$0 , \port$1465$0
     .mul__p__1(mul__p__1),
     .o__payload(\o__payload$92 ),
     .o__valid(\o__valid$90 ),
-    .\port$1475$0 (\$1 ),
-    .\port$1732$0 (\$2 ),
-    .\port$1732$22 (\$3 ),
+    .\port$1478$0 (\$1 ),
+    .\port$1735$0 (\$2 ),
+    .\port$1735$22 (\$3 ),
     .rd__data(rd__data),
     .rd__o(rd__o),
     .rst(rst)
@@ -745,11 +745,11 @@ module \nanomamba_accel.backend (clk, rst, rd__full, \port$1462$0 , \port$1465$0
     .mul__acc__0(mul__acc__0),
     .p0(mul__p__0),
     .p1(mul__p__1),
-    .\port$1475$0 (\$1 ),
-    .\port$1732$0 (\$2 ),
-    .\port$1732$22 (\$3 ),
-    .\port$4029$0 (\$4 ),
-    .\port$4847$0 (rd__data),
+    .\port$1478$0 (\$1 ),
+    .\port$1735$0 (\$2 ),
+    .\port$1735$22 (\$3 ),
+    .\port$4032$0 (\$4 ),
+    .\port$4850$0 (rd__data),
     .rst(rst)
   );
   \nanomamba_accel.backend.muls  muls (
@@ -769,17 +769,17 @@ module \nanomamba_accel.backend (clk, rst, rd__full, \port$1462$0 , \port$1465$0
     .p0(\mul__p__0$60 ),
     .p1(\mul__p__1$62 ),
     .p2(mul__p__2),
-    .\port$1824$0 (\$5 ),
-    .\port$1833$0 (\$6 ),
-    .\port$1843$0 (\$7 ),
-    .\port$1844$0 (\$8 ),
-    .\port$1870$0 (\$9 ),
-    .\port$1917$0 (\$10 ),
-    .\port$2273$0 (\$11 ),
-    .\port$2292$0 (\$12 ),
-    .\port$2299$0 (\$13 ),
-    .\port$2333$0 (\$14 ),
-    .\port$2357$0 (\$15 ),
+    .\port$1827$0 (\$5 ),
+    .\port$1836$0 (\$6 ),
+    .\port$1846$0 (\$7 ),
+    .\port$1847$0 (\$8 ),
+    .\port$1873$0 (\$9 ),
+    .\port$1920$0 (\$10 ),
+    .\port$2276$0 (\$11 ),
+    .\port$2295$0 (\$12 ),
+    .\port$2302$0 (\$13 ),
+    .\port$2336$0 (\$14 ),
+    .\port$2360$0 (\$15 ),
     .rst(rst)
   );
   \nanomamba_accel.backend.norm  norm (
@@ -804,12 +804,12 @@ module \nanomamba_accel.backend (clk, rst, rd__full, \port$1462$0 , \port$1465$0
     .mul__p__2(mul__p__2),
     .o__payload(\o__payload$98 ),
     .o__valid(\o__valid$99 ),
-    .\port$1824$0 (\$5 ),
-    .\port$1833$0 (\$6 ),
-    .\port$1843$0 (\$7 ),
-    .\port$1844$0 (\$8 ),
-    .\port$1870$0 (\$9 ),
-    .\port$1917$0 (\$10 ),
+    .\port$1827$0 (\$5 ),
+    .\port$1836$0 (\$6 ),
+    .\port$1846$0 (\$7 ),
+    .\port$1847$0 (\$8 ),
+    .\port$1873$0 (\$9 ),
+    .\port$1920$0 (\$10 ),
     .rd__addr(rd__addr),
     .rd__band(rd__band),
     .rd__data(\rd__data$96 ),
@@ -870,11 +870,11 @@ module \nanomamba_accel.backend (clk, rst, rd__full, \port$1462$0 , \port$1465$0
     .mul__p__0(\mul__p__0$60 ),
     .mul__p__1(\mul__p__1$62 ),
     .mul__p__2(mul__p__2),
-    .\port$2273$0 (\$11 ),
-    .\port$2292$0 (\$12 ),
-    .\port$2299$0 (\$13 ),
-    .\port$2333$0 (\$14 ),
-    .\port$2357$0 (\$15 ),
+    .\port$2276$0 (\$11 ),
+    .\port$2295$0 (\$12 ),
+    .\port$2302$0 (\$13 ),
+    .\port$2336$0 (\$14 ),
+    .\port$2360$0 (\$15 ),
     .regs(regs),
     .rst(rst),
     .slot(slot),
@@ -912,9 +912,9 @@ module \nanomamba_accel.backend (clk, rst, rd__full, \port$1462$0 , \port$1465$0
   assign \mul__p__1$63  = \mul__p__1$62 ;
   assign \mul__p__2$65  = mul__p__2;
   assign pool_rd__addr = rd__i[3:0];
-  assign rd__snr = { \port$1465$0 , \port$1462$0 [26:15] };
+  assign rd__snr = { \port$1468$0 , \port$1465$0 [26:15] };
   assign pool_rd__data = { \$16 [22], \$16  };
-  assign rd__feat = { 1'h0, \port$1462$0 [14:0] };
+  assign rd__feat = { 1'h0, \port$1465$0 [14:0] };
   assign \kind$110  = kind;
   assign \layer$113  = layer;
   assign \regs$115  = regs;
@@ -1363,7 +1363,7 @@ module \nanomamba_accel.backend.exp2 (rst, i__valid, i__payload, en, busy, \busy
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.glue (rst, \port$1462$0 , \port$1465$0 , rd__en, rd__o, o__valid, \wb_done$55 , \port$2775$0 , frame_age, first, logit__valid, wb_done, fn__valid, o__payload, rd__i, \rd__en$27 , rd__addr, \o__payload$60 , rd__band, \o__valid$63 , busy
+module \nanomamba_accel.backend.glue (rst, \port$1465$0 , \port$1468$0 , rd__en, rd__o, o__valid, \wb_done$55 , \port$2778$0 , frame_age, first, logit__valid, wb_done, fn__valid, o__payload, rd__i, \rd__en$27 , rd__addr, \o__payload$60 , rd__band, \o__valid$63 , busy
 , mac_rd__data, mac_rd__o, mac_rd__i, \rd__en$24 , rd__t, rd__m, rd__data, mac_o__valid, mac_o__payload, logit__payload, \rd__data$57 , fn__payload, snr_sum, norm_setup, norm_dst, kind, src, wb, layer, regs, t
 , slot, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
@@ -1493,12 +1493,12 @@ module \nanomamba_accel.backend.glue (rst, \port$1462$0 , \port$1465$0 , rd__en,
   wire \o__valid$63 ;
   wire [3:0] pool_rd__addr;
   wire [23:0] pool_rd__data;
-  input [26:0] \port$1462$0 ;
-  wire [26:0] \port$1462$0 ;
-  input [3:0] \port$1465$0 ;
-  wire [3:0] \port$1465$0 ;
-  input [22:0] \port$2775$0 ;
-  wire [22:0] \port$2775$0 ;
+  input [26:0] \port$1465$0 ;
+  wire [26:0] \port$1465$0 ;
+  input [3:0] \port$1468$0 ;
+  wire [3:0] \port$1468$0 ;
+  input [22:0] \port$2778$0 ;
+  wire [22:0] \port$2778$0 ;
   input [6:0] rd__addr;
   wire [6:0] rd__addr;
   input [5:0] rd__band;
@@ -1721,7 +1721,7 @@ module \nanomamba_accel.backend.glue (rst, \port$1462$0 , \port$1465$0 , rd__en,
   assign wb_done = \$25  ? \wb_done$55  : \$28 ;
   assign \$29  = norm_dst == 1'h1;
   assign \$30  = norm_setup | \$29 ;
-  assign \$31  = \$30  ? { 9'h000, \port$1462$0 [14:0] } : x_r__data;
+  assign \$31  = \$30  ? { 9'h000, \port$1465$0 [14:0] } : x_r__data;
   assign \$32  = norm_dst == 1'h1;
   assign \$signature__en$62  = \o__valid$63  & \$32 ;
   assign \$33  = norm_dst == 2'h2;
@@ -1732,7 +1732,7 @@ module \nanomamba_accel.backend.glue (rst, \port$1462$0 , \port$1465$0 , rd__en,
   assign \$36  = \rd__en$27  & \$35 ;
   assign \$37  = ! rd__addr;
   assign \$38  = apply_first_d1 ? 22'h000000 : snr_sum;
-  assign \$39  = \$38  + { \port$1465$0 , \port$1462$0 [26:15] };
+  assign \$39  = \$38  + { \port$1468$0 , \port$1465$0 [26:15] };
   assign \$40  = wb == 2'h2;
   assign \$41  = o__valid & \$40 ;
   assign \$42  = o__valid & o__payload[30];
@@ -1799,11 +1799,11 @@ module \nanomamba_accel.backend.glue (rst, \port$1462$0 , \port$1465$0 , rd__en,
       3'h1:
           rd__data = { u_r__data[15], u_r__data[15], u_r__data[15], u_r__data[15], u_r__data[15], u_r__data[15], u_r__data[15], u_r__data[15], u_r__data };
       3'h2, 3'h5:
-          rd__data = { 8'h00, \port$1465$0 , \port$1462$0 [26:15] };
+          rd__data = { 8'h00, \port$1468$0 , \port$1465$0 [26:15] };
       3'h3:
           rd__data = mac_rd__data;
       3'h4:
-          rd__data = { \port$2775$0 [22], \port$2775$0  };
+          rd__data = { \port$2778$0 [22], \port$2778$0  };
     endcase
   end
   always @* begin
@@ -1921,10 +1921,10 @@ module \nanomamba_accel.backend.glue (rst, \port$1462$0 , \port$1465$0 , rd__en,
   assign nb_r__addr = rd__i;
   assign u_r__addr = rd__i[3:0];
   assign pool_rd__addr = rd__i[3:0];
-  assign rd__snr = { \port$1465$0 , \port$1462$0 [26:15] };
-  assign pool_rd__data = { \port$2775$0 [22], \port$2775$0  };
+  assign rd__snr = { \port$1468$0 , \port$1465$0 [26:15] };
+  assign pool_rd__data = { \port$2778$0 [22], \port$2778$0  };
   assign x_r__addr = \$24 [3:0];
-  assign rd__feat = { 1'h0, \port$1462$0 [14:0] };
+  assign rd__feat = { 1'h0, \port$1465$0 [14:0] };
   assign \$signature__addr$59  = \o__payload$60 [5:0];
   assign \$signature__data$61  = \o__payload$60 [22:7];
   assign \$signature__addr$64  = \o__payload$60 [3:0];
@@ -2304,7 +2304,7 @@ module \nanomamba_accel.backend.head (clk, rst, mac__data, first, logit__valid, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1475$0 , mul__acc__0, o__valid, \port$1732$0 , \port$1732$22 , o__payload, busy, c, half_pre, mul__a__1, mul__p__0, mul__p__1, rd__data, job__valid, job__payload, clk);
+module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1478$0 , mul__acc__0, o__valid, \port$1735$0 , \port$1735$22 , o__payload, busy, c, half_pre, mul__a__1, mul__p__0, mul__p__1, rd__data, job__valid, job__payload, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
   wire [6:0] \$10 ;
@@ -2479,12 +2479,12 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1475$
   reg o_valid;
   reg [23:0] o_value;
   reg pend = 1'h0;
-  output [7:0] \port$1475$0 ;
-  wire [7:0] \port$1475$0 ;
-  output [16:0] \port$1732$0 ;
-  wire [16:0] \port$1732$0 ;
-  output [38:0] \port$1732$22 ;
-  wire [38:0] \port$1732$22 ;
+  output [7:0] \port$1478$0 ;
+  wire [7:0] \port$1478$0 ;
+  output [16:0] \port$1735$0 ;
+  wire [16:0] \port$1735$0 ;
+  output [38:0] \port$1735$22 ;
+  wire [38:0] \port$1735$22 ;
   reg [3:0] pre = 4'h0;
   reg [5:0] r0g = 6'h00;
   reg r0v = 1'h0;
@@ -8020,9 +8020,9 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1475$
   assign mul__c__1 = { \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60:22] };
   assign base = \$6 [5:0];
   assign ser0 = 24'h000000;
-  assign \port$1475$0  = \$3 ;
-  assign \port$1732$0  = \$signature__data$34 [16:0];
-  assign \port$1732$22  = \$signature__data$34 [60:22];
+  assign \port$1478$0  = \$3 ;
+  assign \port$1735$0  = \$signature__data$34 [16:0];
+  assign \port$1735$22  = \$signature__data$34 [60:22];
   assign \o__payload.index  = o__payload[5:0];
   assign \o__payload.value  = o__payload[29:6];
   assign \o__payload.last  = o__payload[30];
@@ -8038,7 +8038,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1475$
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.mac_muls (rst, \port$1475$0 , mul__acc__0, \port$1732$0 , \port$1732$22 , busy, \port$4029$0 , mul__a__1, p0, p1, \port$4847$0 , job__valid, clk);
+module \nanomamba_accel.backend.mac_muls (rst, \port$1478$0 , mul__acc__0, \port$1735$0 , \port$1735$22 , busy, \port$4032$0 , mul__a__1, p0, p1, \port$4850$0 , job__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   reg [47:0] \$10 ;
@@ -8089,16 +8089,16 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1475$0 , mul__acc__0, \port
   reg [47:0] p0 = 48'h000000000000;
   output [47:0] p1;
   reg [47:0] p1 = 48'h000000000000;
-  input [7:0] \port$1475$0 ;
-  wire [7:0] \port$1475$0 ;
-  input [16:0] \port$1732$0 ;
-  wire [16:0] \port$1732$0 ;
-  input [38:0] \port$1732$22 ;
-  wire [38:0] \port$1732$22 ;
-  input [9:0] \port$4029$0 ;
-  wire [9:0] \port$4029$0 ;
-  input [23:0] \port$4847$0 ;
-  wire [23:0] \port$4847$0 ;
+  input [7:0] \port$1478$0 ;
+  wire [7:0] \port$1478$0 ;
+  input [16:0] \port$1735$0 ;
+  wire [16:0] \port$1735$0 ;
+  input [38:0] \port$1735$22 ;
+  wire [38:0] \port$1735$22 ;
+  input [9:0] \port$4032$0 ;
+  wire [9:0] \port$4032$0 ;
+  input [23:0] \port$4850$0 ;
+  wire [23:0] \port$4850$0 ;
   input rst;
   wire rst;
   assign \$1  = busy | job__valid;
@@ -8132,7 +8132,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1475$0 , mul__acc__0, \port
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$8  = a0;
     if (\$1 ) begin
-      \$8  = { \port$4847$0 [23], \port$4847$0  };
+      \$8  = { \port$4850$0 [23], \port$4850$0  };
     end
     if (rst) begin
       \$8  = 25'h0000000;
@@ -8142,7 +8142,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1475$0 , mul__acc__0, \port
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$9  = b0;
     if (\$1 ) begin
-      \$9  = { \port$1475$0 [7], \port$1475$0 [7], \port$1475$0 [7], \port$1475$0 [7], \port$1475$0 [7], \port$1475$0 [7], \port$1475$0 [7], \port$1475$0 [7], \port$1475$0 [7], \port$1475$0 [7], \port$1475$0  };
+      \$9  = { \port$1478$0 [7], \port$1478$0 [7], \port$1478$0 [7], \port$1478$0 [7], \port$1478$0 [7], \port$1478$0 [7], \port$1478$0 [7], \port$1478$0 [7], \port$1478$0 [7], \port$1478$0 [7], \port$1478$0  };
     end
     if (rst) begin
       \$9  = 18'h00000;
@@ -8152,7 +8152,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1475$0 , mul__acc__0, \port
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$10  = c0;
     if (\$1 ) begin
-      \$10  = { 38'h0000000000, \port$4029$0  };
+      \$10  = { 38'h0000000000, \port$4032$0  };
     end
     if (rst) begin
       \$10  = 48'h000000000000;
@@ -8192,7 +8192,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1475$0 , mul__acc__0, \port
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$14  = b1;
     if (\$1 ) begin
-      \$14  = { 1'h0, \port$1732$0  };
+      \$14  = { 1'h0, \port$1735$0  };
     end
     if (rst) begin
       \$14  = 18'h00000;
@@ -8202,7 +8202,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1475$0 , mul__acc__0, \port
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$15  = c1;
     if (\$1 ) begin
-      \$15  = { \port$1732$22 [38], \port$1732$22 [38], \port$1732$22 [38], \port$1732$22 [38], \port$1732$22 [38], \port$1732$22 [38], \port$1732$22 [38], \port$1732$22 [38], \port$1732$22 [38], \port$1732$22  };
+      \$15  = { \port$1735$22 [38], \port$1735$22 [38], \port$1735$22 [38], \port$1735$22 [38], \port$1735$22 [38], \port$1735$22 [38], \port$1735$22 [38], \port$1735$22 [38], \port$1735$22 [38], \port$1735$22  };
     end
     if (rst) begin
       \$15  = 48'h000000000000;
@@ -8228,19 +8228,19 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1475$0 , mul__acc__0, \port
       \$17  = 48'h000000000000;
     end
   end
-  assign mul__a__0 = { \port$4847$0 [23], \port$4847$0  };
-  assign mul__b__0 = { \port$1475$0 [7], \port$1475$0 [7], \port$1475$0 [7], \port$1475$0 [7], \port$1475$0 [7], \port$1475$0 [7], \port$1475$0 [7], \port$1475$0 [7], \port$1475$0 [7], \port$1475$0 [7], \port$1475$0  };
-  assign mul__c__0 = { 38'h0000000000, \port$4029$0  };
-  assign mul__b__1 = { 1'h0, \port$1732$0  };
-  assign mul__c__1 = { \port$1732$22 [38], \port$1732$22 [38], \port$1732$22 [38], \port$1732$22 [38], \port$1732$22 [38], \port$1732$22 [38], \port$1732$22 [38], \port$1732$22 [38], \port$1732$22 [38], \port$1732$22  };
+  assign mul__a__0 = { \port$4850$0 [23], \port$4850$0  };
+  assign mul__b__0 = { \port$1478$0 [7], \port$1478$0 [7], \port$1478$0 [7], \port$1478$0 [7], \port$1478$0 [7], \port$1478$0 [7], \port$1478$0 [7], \port$1478$0 [7], \port$1478$0 [7], \port$1478$0 [7], \port$1478$0  };
+  assign mul__c__0 = { 38'h0000000000, \port$4032$0  };
+  assign mul__b__1 = { 1'h0, \port$1735$0  };
+  assign mul__c__1 = { \port$1735$22 [38], \port$1735$22 [38], \port$1735$22 [38], \port$1735$22 [38], \port$1735$22 [38], \port$1735$22 [38], \port$1735$22 [38], \port$1735$22 [38], \port$1735$22 [38], \port$1735$22  };
   assign mul__acc__1 = 1'h0;
   assign mul__p__0 = p0;
   assign mul__p__1 = p1;
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1824$0 , \port$1833$0 , mul__acc__0, mul__a__1, \port$1843$0 , \port$1844$0 , mul__acc__1, \port$1870$0 , mul__b__2, \port$1917$0 , mul__acc__2, \port$2273$0 , \mul__b__0$9 , \port$2292$0 , \port$2299$0 , \mul__b__1$22 , \mul__c__1$25 , \port$2333$0 , \mul__b__2$35 
-, \port$2357$0 , busy, \busy$3 , p0, p1, p2, clk);
+module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1827$0 , \port$1836$0 , mul__acc__0, mul__a__1, \port$1846$0 , \port$1847$0 , mul__acc__1, \port$1873$0 , mul__b__2, \port$1920$0 , mul__acc__2, \port$2276$0 , \mul__b__0$9 , \port$2295$0 , \port$2302$0 , \mul__b__1$22 , \mul__c__1$25 , \port$2336$0 , \mul__b__2$35 
+, \port$2360$0 , busy, \busy$3 , p0, p1, p2, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
   wire [17:0] \$10 ;
@@ -8349,46 +8349,46 @@ module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1824$0 , \port$1833$
   reg [47:0] p1 = 48'h000000000000;
   output [47:0] p2;
   reg [47:0] p2 = 48'h000000000000;
-  input [16:0] \port$1824$0 ;
-  wire [16:0] \port$1824$0 ;
-  input [40:0] \port$1833$0 ;
-  wire [40:0] \port$1833$0 ;
-  input [12:0] \port$1843$0 ;
-  wire [12:0] \port$1843$0 ;
-  input [30:0] \port$1844$0 ;
-  wire [30:0] \port$1844$0 ;
-  input [23:0] \port$1870$0 ;
-  wire [23:0] \port$1870$0 ;
-  input [30:0] \port$1917$0 ;
-  wire [30:0] \port$1917$0 ;
-  input [23:0] \port$2273$0 ;
-  wire [23:0] \port$2273$0 ;
-  input [33:0] \port$2292$0 ;
-  wire [33:0] \port$2292$0 ;
-  input [23:0] \port$2299$0 ;
-  wire [23:0] \port$2299$0 ;
-  input [23:0] \port$2333$0 ;
-  wire [23:0] \port$2333$0 ;
-  input [14:0] \port$2357$0 ;
-  wire [14:0] \port$2357$0 ;
+  input [16:0] \port$1827$0 ;
+  wire [16:0] \port$1827$0 ;
+  input [40:0] \port$1836$0 ;
+  wire [40:0] \port$1836$0 ;
+  input [12:0] \port$1846$0 ;
+  wire [12:0] \port$1846$0 ;
+  input [30:0] \port$1847$0 ;
+  wire [30:0] \port$1847$0 ;
+  input [23:0] \port$1873$0 ;
+  wire [23:0] \port$1873$0 ;
+  input [30:0] \port$1920$0 ;
+  wire [30:0] \port$1920$0 ;
+  input [23:0] \port$2276$0 ;
+  wire [23:0] \port$2276$0 ;
+  input [33:0] \port$2295$0 ;
+  wire [33:0] \port$2295$0 ;
+  input [23:0] \port$2302$0 ;
+  wire [23:0] \port$2302$0 ;
+  input [23:0] \port$2336$0 ;
+  wire [23:0] \port$2336$0 ;
+  input [14:0] \port$2360$0 ;
+  wire [14:0] \port$2360$0 ;
   input rst;
   wire rst;
   assign \$1  = busy | \busy$3 ;
-  assign \$2  = mul__a__0 | { \port$2273$0 [23], \port$2273$0  };
-  assign \$3  = { 1'h0, \port$1824$0  } | \mul__b__0$9 ;
-  assign \$4  = { \port$1833$0 [40], \port$1833$0 [40], \port$1833$0 [40], \port$1833$0 [40], \port$1833$0 [40], \port$1833$0 [40], \port$1833$0 [40], \port$1833$0  } | { \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0  };
+  assign \$2  = mul__a__0 | { \port$2276$0 [23], \port$2276$0  };
+  assign \$3  = { 1'h0, \port$1827$0  } | \mul__b__0$9 ;
+  assign \$4  = { \port$1836$0 [40], \port$1836$0 [40], \port$1836$0 [40], \port$1836$0 [40], \port$1836$0 [40], \port$1836$0 [40], \port$1836$0 [40], \port$1836$0  } | { \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0  };
   assign \$6  = $signed(a0) * $signed(b0);
   assign \$7  = acc0 ? p0 : c0;
   assign \$8  = $signed(\$6 ) + $signed(\$7 );
-  assign \$9  = mul__a__1 | { \port$2299$0 [23], \port$2299$0  };
-  assign \$10  = { \port$1843$0 [12], \port$1843$0 [12], \port$1843$0 [12], \port$1843$0 [12], \port$1843$0 [12], \port$1843$0  } | \mul__b__1$22 ;
-  assign \$11  = { 17'h00000, \port$1844$0  } | \mul__c__1$25 ;
+  assign \$9  = mul__a__1 | { \port$2302$0 [23], \port$2302$0  };
+  assign \$10  = { \port$1846$0 [12], \port$1846$0 [12], \port$1846$0 [12], \port$1846$0 [12], \port$1846$0 [12], \port$1846$0  } | \mul__b__1$22 ;
+  assign \$11  = { 17'h00000, \port$1847$0  } | \mul__c__1$25 ;
   assign \$13  = $signed(a1) * $signed(b1);
   assign \$14  = acc1 ? p1 : c1;
   assign \$15  = $signed(\$13 ) + $signed(\$14 );
-  assign \$16  = { \port$1870$0 [23], \port$1870$0  } | { \port$2333$0 [23], \port$2333$0  };
+  assign \$16  = { \port$1873$0 [23], \port$1873$0  } | { \port$2336$0 [23], \port$2336$0  };
   assign \$17  = mul__b__2 | \mul__b__2$35 ;
-  assign \$18  = { \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0  } | { 33'h000000000, \port$2357$0  };
+  assign \$18  = { \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0  } | { 33'h000000000, \port$2360$0  };
   assign \$20  = $signed(a2) * $signed(b2);
   assign \$21  = acc2 ? p2 : c2;
   assign \$22  = $signed(\$20 ) + $signed(\$21 );
@@ -8572,19 +8572,19 @@ module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1824$0 , \port$1833$
       \$37  = 48'h000000000000;
     end
   end
-  assign \mul__a__0$6  = { \port$2273$0 [23], \port$2273$0  };
-  assign mul__b__0 = { 1'h0, \port$1824$0  };
-  assign mul__c__0 = { \port$1833$0 [40], \port$1833$0 [40], \port$1833$0 [40], \port$1833$0 [40], \port$1833$0 [40], \port$1833$0 [40], \port$1833$0 [40], \port$1833$0  };
-  assign \mul__c__0$12  = { \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0 [33], \port$2292$0  };
+  assign \mul__a__0$6  = { \port$2276$0 [23], \port$2276$0  };
+  assign mul__b__0 = { 1'h0, \port$1827$0  };
+  assign mul__c__0 = { \port$1836$0 [40], \port$1836$0 [40], \port$1836$0 [40], \port$1836$0 [40], \port$1836$0 [40], \port$1836$0 [40], \port$1836$0 [40], \port$1836$0  };
+  assign \mul__c__0$12  = { \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0  };
   assign \mul__acc__0$15  = 1'h0;
-  assign \mul__a__1$19  = { \port$2299$0 [23], \port$2299$0  };
-  assign mul__b__1 = { \port$1843$0 [12], \port$1843$0 [12], \port$1843$0 [12], \port$1843$0 [12], \port$1843$0 [12], \port$1843$0  };
-  assign mul__c__1 = { 17'h00000, \port$1844$0  };
+  assign \mul__a__1$19  = { \port$2302$0 [23], \port$2302$0  };
+  assign mul__b__1 = { \port$1846$0 [12], \port$1846$0 [12], \port$1846$0 [12], \port$1846$0 [12], \port$1846$0 [12], \port$1846$0  };
+  assign mul__c__1 = { 17'h00000, \port$1847$0  };
   assign \mul__acc__1$28  = 1'h0;
-  assign mul__a__2 = { \port$1870$0 [23], \port$1870$0  };
-  assign \mul__a__2$32  = { \port$2333$0 [23], \port$2333$0  };
-  assign mul__c__2 = { \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0 [30], \port$1917$0  };
-  assign \mul__c__2$38  = { 33'h000000000, \port$2357$0  };
+  assign mul__a__2 = { \port$1873$0 [23], \port$1873$0  };
+  assign \mul__a__2$32  = { \port$2336$0 [23], \port$2336$0  };
+  assign mul__c__2 = { \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0  };
+  assign \mul__c__2$38  = { 33'h000000000, \port$2360$0  };
   assign \mul__acc__2$41  = 1'h0;
   assign mul__p__0 = p0;
   assign \mul__p__0$44  = p0;
@@ -8598,7 +8598,7 @@ module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1824$0 , \port$1833$
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1824$0 , \port$1833$0 , mul__acc__0, mul__a__1, \port$1843$0 , \port$1844$0 , mul__acc__1, \port$1870$0 , mul__b__2, \port$1917$0 , mul__acc__2, exp2__i__ready, rd__en, rd__addr, o__payload, rd__band, exp2__i__valid, exp2__i__payload
+module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 , \port$1836$0 , mul__acc__0, mul__a__1, \port$1846$0 , \port$1847$0 , mul__acc__1, \port$1873$0 , mul__b__2, \port$1920$0 , mul__acc__2, exp2__i__ready, rd__en, rd__addr, o__payload, rd__band, exp2__i__valid, exp2__i__payload
 , o__valid, busy, mul__p__0, mul__p__1, mul__p__2, exp2__o__valid, exp2__o__payload, rd__data, cmd__payload, cmd__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire [5:0] \$1 ;
@@ -8995,18 +8995,18 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1824$0 ,
   reg p1_first;
   reg p1_issue;
   reg ph = 1'h0;
-  output [16:0] \port$1824$0 ;
-  wire [16:0] \port$1824$0 ;
-  output [40:0] \port$1833$0 ;
-  wire [40:0] \port$1833$0 ;
-  output [12:0] \port$1843$0 ;
-  wire [12:0] \port$1843$0 ;
-  output [30:0] \port$1844$0 ;
-  wire [30:0] \port$1844$0 ;
-  output [23:0] \port$1870$0 ;
-  wire [23:0] \port$1870$0 ;
-  output [30:0] \port$1917$0 ;
-  wire [30:0] \port$1917$0 ;
+  output [16:0] \port$1827$0 ;
+  wire [16:0] \port$1827$0 ;
+  output [40:0] \port$1836$0 ;
+  wire [40:0] \port$1836$0 ;
+  output [12:0] \port$1846$0 ;
+  wire [12:0] \port$1846$0 ;
+  output [30:0] \port$1847$0 ;
+  wire [30:0] \port$1847$0 ;
+  output [23:0] \port$1873$0 ;
+  wire [23:0] \port$1873$0 ;
+  output [30:0] \port$1920$0 ;
+  wire [30:0] \port$1920$0 ;
   wire [5:0] port__addr;
   wire [26:0] port__data;
   wire [1:0] q1;
@@ -11492,12 +11492,12 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1824$0 ,
   assign mul__c__1 = { 17'h00000, \$47  };
   assign mul__a__2 = { \$72 [23], \$72  };
   assign mul__c__2 = { \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111  };
-  assign \port$1824$0  = \$34 ;
-  assign \port$1833$0  = \$38 ;
-  assign \port$1843$0  = \$46 ;
-  assign \port$1844$0  = \$47 ;
-  assign \port$1870$0  = \$72 ;
-  assign \port$1917$0  = \$111 ;
+  assign \port$1827$0  = \$34 ;
+  assign \port$1836$0  = \$38 ;
+  assign \port$1846$0  = \$46 ;
+  assign \port$1847$0  = \$47 ;
+  assign \port$1873$0  = \$72 ;
+  assign \port$1920$0  = \$111 ;
   assign \o__payload.index  = o__payload[6:0];
   assign \o__payload.value  = o__payload[22:7];
   assign \o__payload.last  = o__payload[23];
@@ -13849,7 +13849,7 @@ module \nanomamba_accel.backend.sequencer (rst, rd__full, job__ready, cmd__ready
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2273$0 , mul__b__0, \port$2292$0 , \port$2299$0 , mul__b__1, mul__c__1, \port$2333$0 , mul__b__2, \port$2357$0 , cmd__ready, frame_age, mac_rd__data, exp2__i__valid, exp2__i__payload, busy, mul__p__0, mul__p__1, mul__p__2, exp2__o__payload
+module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2276$0 , mul__b__0, \port$2295$0 , \port$2302$0 , mul__b__1, mul__c__1, \port$2336$0 , mul__b__2, \port$2360$0 , cmd__ready, frame_age, mac_rd__data, exp2__i__valid, exp2__i__payload, busy, mul__p__0, mul__p__1, mul__p__2, exp2__o__payload
 , mac_rd__o, mac_rd__i, mac_o__valid, mac_o__payload, snr_sum, cmd__valid, cmd__payload, kind, layer, regs, slot, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire [17:0] \$1 ;
@@ -14114,16 +14114,16 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2273$0 , mul__b__0, \po
   wire o__ready;
   wire o__valid;
   wire \o__valid$55 ;
-  output [23:0] \port$2273$0 ;
-  wire [23:0] \port$2273$0 ;
-  output [33:0] \port$2292$0 ;
-  wire [33:0] \port$2292$0 ;
-  output [23:0] \port$2299$0 ;
-  wire [23:0] \port$2299$0 ;
-  output [23:0] \port$2333$0 ;
-  wire [23:0] \port$2333$0 ;
-  output [14:0] \port$2357$0 ;
-  wire [14:0] \port$2357$0 ;
+  output [23:0] \port$2276$0 ;
+  wire [23:0] \port$2276$0 ;
+  output [33:0] \port$2295$0 ;
+  wire [33:0] \port$2295$0 ;
+  output [23:0] \port$2302$0 ;
+  wire [23:0] \port$2302$0 ;
+  output [23:0] \port$2336$0 ;
+  wire [23:0] \port$2336$0 ;
+  output [14:0] \port$2360$0 ;
+  wire [14:0] \port$2360$0 ;
   wire pwl_any;
   reg [15:0] q0 = 16'h0000;
   wire [4:0] r__addr;
@@ -14681,11 +14681,11 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2273$0 , mul__b__0, \po
     .mul__p__2(mul__p__2),
     .o__payload(o__payload),
     .o__valid(\$signature__en ),
-    .\port$2273$0 (\$133 ),
-    .\port$2292$0 (\$134 ),
-    .\port$2299$0 (\$135 ),
-    .\port$2333$0 (\$136 ),
-    .\port$2357$0 (\$137 ),
+    .\port$2276$0 (\$133 ),
+    .\port$2295$0 (\$134 ),
+    .\port$2302$0 (\$135 ),
+    .\port$2336$0 (\$136 ),
+    .\port$2360$0 (\$137 ),
     .rd_delta__data(rd_delta__data),
     .rd_sz__addr(r__addr),
     .rd_sz__data(rd_sz__data),
@@ -15157,11 +15157,11 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2273$0 , mul__b__0, \po
   assign mul__a__1 = { \$135 [23], \$135  };
   assign mul__a__2 = { \$136 [23], \$136  };
   assign mul__c__2 = { 33'h000000000, \$137  };
-  assign \port$2273$0  = \$133 ;
-  assign \port$2292$0  = \$134 ;
-  assign \port$2299$0  = \$135 ;
-  assign \port$2333$0  = \$136 ;
-  assign \port$2357$0  = \$137 ;
+  assign \port$2276$0  = \$133 ;
+  assign \port$2295$0  = \$134 ;
+  assign \port$2302$0  = \$135 ;
+  assign \port$2336$0  = \$136 ;
+  assign \port$2360$0  = \$137 ;
   assign \regs.delta_floor_min  = regs[15:0];
   assign \regs.delta_floor_max  = regs[31:16];
   assign \regs.eps_min  = regs[47:32];
@@ -18078,7 +18078,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \port$2273$0 , mul__b__0, \port$2292$0 , \port$2299$0 , mul__b__1, mul__c__1, \port$2333$0 , mul__b__2, \port$2357$0 , cmd__ready, rd_sz__data, rd_xc__data, rd_delta__data, B, C, G, exp2__i__valid, exp2__i__payload
+module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \port$2276$0 , mul__b__0, \port$2295$0 , \port$2302$0 , mul__b__1, mul__c__1, \port$2336$0 , mul__b__2, \port$2360$0 , cmd__ready, rd_sz__data, rd_xc__data, rd_delta__data, B, C, G, exp2__i__valid, exp2__i__payload
 , o__payload, floor_delta, o__valid, busy, k, mul__p__0, mul__p__1, mul__p__2, exp2__o__payload, snr_sum, cmd__valid, cmd__payload, kind, regs, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
@@ -18700,16 +18700,16 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   reg [2:0] pn8_d2 = 3'h0;
   reg [2:0] pn_d1 = 3'h0;
   reg [2:0] pn_d2 = 3'h0;
-  output [23:0] \port$2273$0 ;
-  wire [23:0] \port$2273$0 ;
-  output [33:0] \port$2292$0 ;
-  wire [33:0] \port$2292$0 ;
-  output [23:0] \port$2299$0 ;
-  wire [23:0] \port$2299$0 ;
-  output [23:0] \port$2333$0 ;
-  wire [23:0] \port$2333$0 ;
-  output [14:0] \port$2357$0 ;
-  wire [14:0] \port$2357$0 ;
+  output [23:0] \port$2276$0 ;
+  wire [23:0] \port$2276$0 ;
+  output [33:0] \port$2295$0 ;
+  wire [33:0] \port$2295$0 ;
+  output [23:0] \port$2302$0 ;
+  wire [23:0] \port$2302$0 ;
+  output [23:0] \port$2336$0 ;
+  wire [23:0] \port$2336$0 ;
+  output [14:0] \port$2360$0 ;
+  wire [14:0] \port$2360$0 ;
   wire pro_go;
   reg [2:0] pro_n = 3'h0;
   reg pv0;
@@ -22455,13 +22455,13 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   assign mul__a__2 = { \$86 [23], \$86  };
   assign mul__c__2 = { 33'h000000000, \$99  };
   assign rd_sz__addr = \$7 [4:0];
-  assign \port$2273$0  = \$36 ;
+  assign \port$2276$0  = \$36 ;
   assign mul__b__0 = \$46 [17:0];
-  assign \port$2292$0  = \$55 ;
-  assign \port$2299$0  = \$62 ;
+  assign \port$2295$0  = \$55 ;
+  assign \port$2302$0  = \$62 ;
   assign mul__b__1 = \$70 [17:0];
-  assign \port$2333$0  = \$86 ;
-  assign \port$2357$0  = \$99 ;
+  assign \port$2336$0  = \$86 ;
+  assign \port$2360$0  = \$99 ;
   assign \regs.delta_floor_min  = regs[15:0];
   assign \regs.delta_floor_max  = regs[31:16];
   assign \regs.eps_min  = regs[47:32];
@@ -23889,7 +23889,7 @@ module \nanomamba_accel.framer (i__valid, clip_start, clk, rst, i__ready, o__pay
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.spectral (clk, rst, i__ready, rd__full, \port$1462$0 , \port$1465$0 , i__payload, \i__valid$1 , rd__en, rd__t, rd__m, rd__release, clip_start);
+module \nanomamba_accel.spectral (clk, rst, i__ready, rd__full, \port$1465$0 , \port$1468$0 , i__payload, \i__valid$1 , rd__en, rd__t, rd__m, rd__release, clip_start);
   wire \$1 ;
   wire \$2 ;
   wire [26:0] \$3 ;
@@ -23922,10 +23922,10 @@ module \nanomamba_accel.spectral (clk, rst, i__ready, rd__full, \port$1462$0 , \
   wire i__valid;
   input \i__valid$1 ;
   wire \i__valid$1 ;
-  output [26:0] \port$1462$0 ;
-  wire [26:0] \port$1462$0 ;
-  output [3:0] \port$1465$0 ;
-  wire [3:0] \port$1465$0 ;
+  output [26:0] \port$1465$0 ;
+  wire [26:0] \port$1465$0 ;
+  output [3:0] \port$1468$0 ;
+  wire [3:0] \port$1468$0 ;
   input rd__en;
   wire rd__en;
   wire \rd__en$22 ;
@@ -23985,8 +23985,8 @@ module \nanomamba_accel.spectral (clk, rst, i__ready, rd__full, \port$1462$0 , \
     .i__payload(i__payload),
     .i__ready(\i__ready$6 ),
     .i__valid(i__valid),
-    .\port$1462$0 (\$3 ),
-    .\port$1465$0 (\$4 ),
+    .\port$1465$0 (\$3 ),
+    .\port$1468$0 (\$4 ),
     .rst(rst)
   );
   assign \i__payload$4  = i__payload;
@@ -24007,8 +24007,8 @@ module \nanomamba_accel.spectral (clk, rst, i__ready, rd__full, \port$1462$0 , \
   assign rd__snr = { \$4 , \$3 [26:15] };
   assign \rd__snr$32  = { \$4 , \$3 [26:15] };
   assign \rd__t$34  = rd__t;
-  assign \port$1462$0  = \$3 ;
-  assign \port$1465$0  = \$4 ;
+  assign \port$1465$0  = \$3 ;
+  assign \port$1468$0  = \$4 ;
   assign \i__payload.data  = i__payload[23:0];
   assign \i__payload.first  = i__payload[24];
   assign \i__payload.last  = i__payload[25];
@@ -32245,34 +32245,34 @@ module \nanomamba_accel.spectral.buffer (rst, wr_ok, rd__full, rp__data, \rp__da
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$1462$0 , \port$1465$0 , i__payload, i__ready, fb_re, fb_addr, fb_we, fb_wdata, fb_done, clip_start);
+module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$1465$0 , \port$1468$0 , i__payload, i__ready, fb_re, fb_addr, fb_we, fb_wdata, fb_done, clip_start);
   reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
-  wire \$1 ;
+  wire [34:0] \$1 ;
   wire \$10 ;
-  wire [6:0] \$100 ;
-  wire [8:0] \$101 ;
-  wire [9:0] \$102 ;
-  wire [10:0] \$103 ;
-  wire [11:0] \$104 ;
-  wire [12:0] \$105 ;
-  wire [12:0] \$106 ;
-  wire \$107 ;
-  wire \$108 ;
-  wire [9:0] \$109 ;
+  wire \$100 ;
+  wire [9:0] \$101 ;
+  wire [6:0] \$102 ;
+  wire [8:0] \$103 ;
+  wire [9:0] \$104 ;
+  wire [10:0] \$105 ;
+  wire [11:0] \$106 ;
+  wire [12:0] \$107 ;
+  wire [12:0] \$108 ;
+  wire \$109 ;
   wire \$11 ;
   wire \$110 ;
-  wire \$111 ;
-  wire [9:0] \$112 ;
+  wire [9:0] \$111 ;
+  wire \$112 ;
   wire \$113 ;
-  wire \$114 ;
+  wire [9:0] \$114 ;
   wire \$115 ;
   wire \$116 ;
   wire \$117 ;
   wire \$118 ;
-  wire [9:0] \$119 ;
+  wire \$119 ;
   wire \$12 ;
   wire \$120 ;
-  wire \$121 ;
+  wire [9:0] \$121 ;
   wire \$122 ;
   wire \$123 ;
   wire \$124 ;
@@ -32286,9 +32286,9 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   wire \$131 ;
   wire \$132 ;
   wire \$133 ;
-  wire [9:0] \$134 ;
+  wire \$134 ;
   wire \$135 ;
-  wire \$136 ;
+  wire [9:0] \$136 ;
   wire \$137 ;
   wire \$138 ;
   wire \$139 ;
@@ -32304,28 +32304,28 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   wire \$148 ;
   wire \$149 ;
   wire \$15 ;
-  wire [6:0] \$150 ;
+  wire \$150 ;
   wire \$151 ;
-  wire \$152 ;
-  wire [12:0] \$153 ;
+  wire [6:0] \$152 ;
+  wire \$153 ;
   wire \$154 ;
-  wire \$155 ;
-  wire [43:0] \$156 ;
-  wire [43:0] \$157 ;
-  wire \$158 ;
-  wire \$159 ;
+  wire [12:0] \$155 ;
+  wire \$156 ;
+  wire \$157 ;
+  wire [39:0] \$158 ;
+  wire [39:0] \$159 ;
   wire \$16 ;
   wire \$160 ;
   wire \$161 ;
-  wire [15:0] \$162 ;
+  wire \$162 ;
   wire \$163 ;
-  wire \$164 ;
-  wire [12:0] \$165 ;
+  wire [15:0] \$164 ;
+  wire \$165 ;
   wire \$166 ;
-  wire \$167 ;
+  wire [12:0] \$167 ;
   wire \$168 ;
   wire \$169 ;
-  wire [8:0] \$17 ;
+  wire \$17 ;
   wire \$170 ;
   wire \$171 ;
   wire \$172 ;
@@ -32347,80 +32347,80 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   wire \$187 ;
   wire \$188 ;
   wire \$189 ;
-  wire \$19 ;
+  wire [8:0] \$19 ;
   wire \$190 ;
   wire \$191 ;
   wire \$192 ;
   wire \$193 ;
   wire \$194 ;
-  wire [1:0] \$195 ;
-  wire [1:0] \$196 ;
-  wire \$197 ;
-  wire \$198 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire [1:0] \$197 ;
+  wire [1:0] \$198 ;
   wire \$199 ;
-  wire \$2 ;
+  wire [48:0] \$2 ;
   wire \$20 ;
   wire \$200 ;
-  wire [1:0] \$201 ;
-  wire [1:0] \$202 ;
-  wire \$203 ;
-  wire [2:0] \$204 ;
-  wire [2:0] \$205 ;
-  wire [3:0] \$206 ;
-  wire [3:0] \$207 ;
-  wire \$208 ;
-  wire [2:0] \$209 ;
-  wire [9:0] \$21 ;
-  wire [3:0] \$210 ;
-  wire \$211 ;
-  wire [2:0] \$212 ;
-  wire [3:0] \$213 ;
-  wire \$214 ;
-  wire [2:0] \$215 ;
-  wire [23:0] \$216 ;
-  wire [43:0] \$217 ;
-  wire [43:0] \$218 ;
-  wire [31:0] \$219 ;
-  wire [8:0] \$22 ;
-  wire [44:0] \$220 ;
-  wire [15:0] \$221 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire [1:0] \$203 ;
+  wire [1:0] \$204 ;
+  wire \$205 ;
+  wire [2:0] \$206 ;
+  wire [2:0] \$207 ;
+  wire [3:0] \$208 ;
+  wire [3:0] \$209 ;
+  wire \$21 ;
+  wire \$210 ;
+  wire [2:0] \$211 ;
+  wire [3:0] \$212 ;
+  wire \$213 ;
+  wire [2:0] \$214 ;
+  wire [3:0] \$215 ;
+  wire \$216 ;
+  wire [2:0] \$217 ;
+  wire [23:0] \$218 ;
+  wire [43:0] \$219 ;
+  wire \$22 ;
+  wire [43:0] \$220 ;
+  wire [31:0] \$221 ;
   wire [44:0] \$222 ;
-  wire [33:0] \$223 ;
+  wire [15:0] \$223 ;
   wire [44:0] \$224 ;
-  wire \$225 ;
-  wire [39:0] \$226 ;
-  wire [44:0] \$227 ;
-  wire [33:0] \$228 ;
+  wire [33:0] \$225 ;
+  wire [44:0] \$226 ;
+  wire \$227 ;
+  wire [39:0] \$228 ;
   wire [44:0] \$229 ;
   wire [9:0] \$23 ;
-  wire [31:0] \$230 ;
+  wire [33:0] \$230 ;
   wire [44:0] \$231 ;
-  wire \$232 ;
-  wire \$233 ;
+  wire [31:0] \$232 ;
+  wire [44:0] \$233 ;
   wire \$234 ;
   wire \$235 ;
-  wire [15:0] \$236 ;
-  wire [15:0] \$237 ;
+  wire \$236 ;
+  wire \$237 ;
   wire [15:0] \$238 ;
-  wire [44:0] \$239 ;
-  wire \$24 ;
-  wire [27:0] \$240 ;
+  wire [15:0] \$239 ;
+  wire [8:0] \$24 ;
+  wire [15:0] \$240 ;
   wire [44:0] \$241 ;
   wire [27:0] \$242 ;
   wire [44:0] \$243 ;
-  wire \$244 ;
-  wire [31:0] \$245 ;
-  wire [44:0] \$246 ;
-  wire \$247 ;
-  wire \$248 ;
+  wire [27:0] \$244 ;
+  wire [44:0] \$245 ;
+  wire \$246 ;
+  wire [31:0] \$247 ;
+  wire [44:0] \$248 ;
   wire \$249 ;
-  wire \$25 ;
-  wire [33:0] \$250 ;
-  wire [44:0] \$251 ;
-  wire \$252 ;
-  wire [42:0] \$253 ;
+  wire [9:0] \$25 ;
+  wire \$250 ;
+  wire \$251 ;
+  wire [33:0] \$252 ;
+  wire [44:0] \$253 ;
   wire \$254 ;
-  wire \$255 ;
+  wire [39:0] \$255 ;
   wire \$256 ;
   wire \$257 ;
   wire \$258 ;
@@ -32438,13 +32438,13 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   wire \$269 ;
   wire \$27 ;
   wire \$270 ;
-  wire [31:0] \$271 ;
-  wire [31:0] \$272 ;
-  wire \$273 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire [31:0] \$273 ;
   wire [31:0] \$274 ;
-  wire [31:0] \$275 ;
-  wire \$276 ;
-  wire \$277 ;
+  wire \$275 ;
+  wire [31:0] \$276 ;
+  wire [31:0] \$277 ;
   wire \$278 ;
   wire \$279 ;
   wire \$28 ;
@@ -32461,131 +32461,131 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   wire \$29 ;
   wire \$290 ;
   wire \$291 ;
-  wire [19:0] \$292 ;
-  wire [19:0] \$293 ;
+  wire \$292 ;
+  wire \$293 ;
   wire [19:0] \$294 ;
-  wire [20:0] \$295 ;
+  wire [19:0] \$295 ;
   wire [19:0] \$296 ;
   wire [20:0] \$297 ;
   wire [19:0] \$298 ;
   wire [20:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
-  wire [23:0] \$300 ;
-  wire [29:0] \$301 ;
-  wire [29:0] \$302 ;
-  wire [27:0] \$303 ;
+  wire [19:0] \$300 ;
+  wire [20:0] \$301 ;
+  wire [23:0] \$302 ;
+  wire [29:0] \$303 ;
   wire [29:0] \$304 ;
   wire [27:0] \$305 ;
   wire [29:0] \$306 ;
   wire [27:0] \$307 ;
   wire [29:0] \$308 ;
-  wire [34:0] \$309 ;
-  wire [17:0] \$31 ;
-  wire [34:0] \$310 ;
-  wire [33:0] \$311 ;
+  wire [27:0] \$309 ;
+  wire \$31 ;
+  wire [29:0] \$310 ;
+  wire [34:0] \$311 ;
   wire [34:0] \$312 ;
   wire [33:0] \$313 ;
   wire [34:0] \$314 ;
-  wire [42:0] \$315 ;
-  wire \$316 ;
-  wire [42:0] \$317 ;
-  wire [43:0] \$318 ;
-  wire [43:0] \$319 ;
-  wire [17:0] \$32 ;
-  wire [43:0] \$320 ;
-  wire [43:0] \$321 ;
+  wire [33:0] \$315 ;
+  wire [34:0] \$316 ;
+  wire [15:0] \$317 ;
+  wire \$318 ;
+  wire [15:0] \$319 ;
+  wire \$32 ;
+  wire [16:0] \$320 ;
+  wire [16:0] \$321 ;
   wire [16:0] \$322 ;
-  wire [43:0] \$323 ;
-  wire \$324 ;
-  wire [32:0] \$325 ;
-  wire [32:0] \$326 ;
-  wire [43:0] \$327 ;
-  wire \$328 ;
-  wire \$329 ;
-  wire \$33 ;
+  wire [34:0] \$323 ;
+  wire [16:0] \$324 ;
+  wire [34:0] \$325 ;
+  wire \$326 ;
+  wire [32:0] \$327 ;
+  wire [32:0] \$328 ;
+  wire [34:0] \$329 ;
+  wire [17:0] \$33 ;
   wire \$330 ;
-  wire [31:0] \$331 ;
-  wire [43:0] \$332 ;
-  wire [20:0] \$333 ;
-  wire [20:0] \$334 ;
-  wire [43:0] \$335 ;
-  wire [16:0] \$336 ;
-  wire [26:0] \$337 ;
-  wire \$338 ;
-  wire [11:0] \$339 ;
-  wire \$34 ;
+  wire \$331 ;
+  wire \$332 ;
+  wire [31:0] \$333 ;
+  wire [34:0] \$334 ;
+  wire [20:0] \$335 ;
+  wire [20:0] \$336 ;
+  wire [16:0] \$337 ;
+  wire [26:0] \$338 ;
+  wire \$339 ;
+  wire [17:0] \$34 ;
   wire [11:0] \$340 ;
-  wire [16:0] \$341 ;
-  wire [12:0] \$342 ;
-  wire [16:0] \$343 ;
-  wire \$344 ;
+  wire [11:0] \$341 ;
+  wire [16:0] \$342 ;
+  wire [12:0] \$343 ;
+  wire [16:0] \$344 ;
   wire \$345 ;
-  wire [16:0] \$346 ;
+  wire \$346 ;
   wire [16:0] \$347 ;
-  wire [3:0] \$348 ;
-  wire [16:0] \$349 ;
+  wire [16:0] \$348 ;
+  wire [3:0] \$349 ;
   wire \$35 ;
-  wire [3:0] \$350 ;
-  wire [16:0] \$351 ;
+  wire [16:0] \$350 ;
+  wire [3:0] \$351 ;
   wire [16:0] \$352 ;
   wire [16:0] \$353 ;
-  wire [17:0] \$354 ;
-  wire [12:0] \$355 ;
-  wire [17:0] \$356 ;
-  wire [16:0] \$357 ;
+  wire [16:0] \$354 ;
+  wire [17:0] \$355 ;
+  wire [12:0] \$356 ;
+  wire [17:0] \$357 ;
   wire [16:0] \$358 ;
-  wire [17:0] \$359 ;
-  wire [26:0] \$36 ;
+  wire [16:0] \$359 ;
+  wire \$36 ;
   wire [17:0] \$360 ;
   wire [17:0] \$361 ;
-  wire [16:0] \$362 ;
-  wire [17:0] \$363 ;
-  wire [16:0] \$364 ;
+  wire [17:0] \$362 ;
+  wire [16:0] \$363 ;
+  wire [17:0] \$364 ;
   wire [16:0] \$365 ;
-  wire [17:0] \$366 ;
+  wire [16:0] \$366 ;
   wire [17:0] \$367 ;
   wire [17:0] \$368 ;
-  wire [16:0] \$369 ;
-  wire [28:0] \$37 ;
-  wire [17:0] \$370 ;
-  wire [15:0] \$371 ;
-  wire \$372 ;
+  wire [17:0] \$369 ;
+  wire \$37 ;
+  wire [16:0] \$370 ;
+  wire [17:0] \$371 ;
+  wire [15:0] \$372 ;
   wire \$373 ;
   wire \$374 ;
-  wire [27:0] \$375 ;
-  wire [43:0] \$376 ;
-  wire [3:0] \$377 ;
-  wire [43:0] \$378 ;
-  wire \$379 ;
-  wire \$38 ;
+  wire \$375 ;
+  wire [27:0] \$376 ;
+  wire [43:0] \$377 ;
+  wire [3:0] \$378 ;
+  wire [43:0] \$379 ;
+  wire [26:0] \$38 ;
   wire \$380 ;
-  wire [15:0] \$381 ;
-  wire [43:0] \$382 ;
-  wire [16:0] \$383 ;
-  wire [43:0] \$384 ;
-  wire [40:0] \$385 ;
-  wire [43:0] \$386 ;
-  wire \$387 ;
-  wire [43:0] \$388 ;
-  wire [35:0] \$389 ;
-  wire \$39 ;
-  wire [43:0] \$390 ;
-  wire [30:0] \$391 ;
-  wire [43:0] \$392 ;
-  wire [27:0] \$393 ;
-  wire [44:0] \$394 ;
-  wire \$395 ;
-  wire [47:0] \$396 ;
-  wire [48:0] \$397 ;
-  wire \$398 ;
-  wire [47:0] \$399 ;
+  wire \$381 ;
+  wire [15:0] \$382 ;
+  wire [43:0] \$383 ;
+  wire [16:0] \$384 ;
+  wire [43:0] \$385 ;
+  wire [40:0] \$386 ;
+  wire [43:0] \$387 ;
+  wire \$388 ;
+  wire [43:0] \$389 ;
+  wire [28:0] \$39 ;
+  wire [35:0] \$390 ;
+  wire [43:0] \$391 ;
+  wire [30:0] \$392 ;
+  wire [43:0] \$393 ;
+  wire [27:0] \$394 ;
+  wire [44:0] \$395 ;
+  wire \$396 ;
+  wire [47:0] \$397 ;
+  wire [48:0] \$398 ;
+  wire \$399 ;
   wire \$4 ;
   wire \$40 ;
-  wire [48:0] \$400 ;
-  wire [34:0] \$401 ;
-  wire [48:0] \$402 ;
-  wire \$403 ;
+  wire [47:0] \$400 ;
+  wire [48:0] \$401 ;
+  wire [34:0] \$402 ;
+  wire [48:0] \$403 ;
   wire \$404 ;
   wire \$405 ;
   wire \$406 ;
@@ -32599,17 +32599,17 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   wire \$413 ;
   wire \$414 ;
   wire \$415 ;
-  wire [55:0] \$416 ;
-  wire [56:0] \$417 ;
-  wire \$418 ;
-  wire [3:0] \$419 ;
+  wire \$416 ;
+  wire [35:0] \$417 ;
+  wire [47:0] \$418 ;
+  wire [48:0] \$419 ;
   wire \$42 ;
-  wire [3:0] \$420 ;
-  wire [9:0] \$421 ;
-  wire \$422 ;
-  wire [8:0] \$423 ;
+  wire \$420 ;
+  wire [3:0] \$421 ;
+  wire [3:0] \$422 ;
+  wire [9:0] \$423 ;
   wire \$424 ;
-  wire \$425 ;
+  wire [8:0] \$425 ;
   wire \$426 ;
   wire \$427 ;
   wire \$428 ;
@@ -32623,23 +32623,23 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   wire \$435 ;
   wire \$436 ;
   wire \$437 ;
-  wire [12:0] \$438 ;
+  wire \$438 ;
   wire \$439 ;
   wire \$44 ;
-  wire \$440 ;
-  wire [12:0] \$441 ;
+  wire [12:0] \$440 ;
+  wire \$441 ;
   wire \$442 ;
-  wire \$443 ;
-  wire [6:0] \$444 ;
+  wire [12:0] \$443 ;
+  wire \$444 ;
   wire \$445 ;
-  wire \$446 ;
+  wire [6:0] \$446 ;
   wire \$447 ;
-  wire [15:0] \$448 ;
-  wire [12:0] \$449 ;
+  wire \$448 ;
+  wire \$449 ;
   wire \$45 ;
-  wire [6:0] \$450 ;
-  wire \$451 ;
-  wire \$452 ;
+  wire [15:0] \$450 ;
+  wire [12:0] \$451 ;
+  wire [6:0] \$452 ;
   wire \$453 ;
   wire \$454 ;
   wire \$455 ;
@@ -32652,48 +32652,48 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   wire \$461 ;
   wire \$462 ;
   wire \$463 ;
-  wire [9:0] \$464 ;
+  wire \$464 ;
   wire \$465 ;
-  wire \$466 ;
+  wire [9:0] \$466 ;
   wire \$467 ;
-  wire [2:0] \$468 ;
-  wire [2:0] \$469 ;
+  wire \$468 ;
+  wire \$469 ;
   wire \$47 ;
-  wire [6:0] \$470 ;
-  wire \$471 ;
-  wire \$472 ;
+  wire [2:0] \$470 ;
+  wire [2:0] \$471 ;
+  wire [6:0] \$472 ;
   wire \$473 ;
   wire \$474 ;
-  wire [5:0] \$475 ;
+  wire \$475 ;
   wire \$476 ;
-  wire \$477 ;
-  wire [6:0] \$478 ;
-  wire [6:0] \$479 ;
+  wire [5:0] \$477 ;
+  wire \$478 ;
+  wire \$479 ;
   wire \$48 ;
-  wire \$480 ;
+  wire [6:0] \$480 ;
   wire [6:0] \$481 ;
   wire \$482 ;
-  wire \$483 ;
+  wire [6:0] \$483 ;
   wire \$484 ;
   wire \$485 ;
   wire \$486 ;
   wire \$487 ;
-  wire [33:0] \$488 ;
-  wire [34:0] \$489 ;
+  wire \$488 ;
+  wire \$489 ;
   wire \$49 ;
-  wire \$490 ;
-  wire [33:0] \$491 ;
+  wire [33:0] \$490 ;
+  wire [34:0] \$491 ;
   wire \$492 ;
-  wire [27:0] \$493 ;
-  wire [34:0] \$494 ;
-  wire \$495 ;
-  wire \$496 ;
-  wire [34:0] \$497 ;
-  wire [35:0] \$498 ;
-  wire \$499 ;
+  wire [33:0] \$493 ;
+  wire \$494 ;
+  wire [27:0] \$495 ;
+  wire [34:0] \$496 ;
+  wire \$497 ;
+  wire \$498 ;
+  wire [34:0] \$499 ;
   wire \$5 ;
   wire \$50 ;
-  wire \$500 ;
+  wire [35:0] \$500 ;
   wire \$501 ;
   wire \$502 ;
   wire \$503 ;
@@ -32711,30 +32711,30 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   wire \$514 ;
   wire \$515 ;
   wire \$516 ;
-  wire [3:0] \$517 ;
+  wire \$517 ;
   wire \$518 ;
-  wire \$519 ;
+  wire [3:0] \$519 ;
   wire \$52 ;
   wire \$520 ;
-  wire [7:0] \$521 ;
-  wire [12:0] \$522 ;
-  wire [3:0] \$523 ;
-  wire \$524 ;
-  wire \$525 ;
+  wire \$521 ;
+  wire \$522 ;
+  wire [7:0] \$523 ;
+  wire [12:0] \$524 ;
+  wire [3:0] \$525 ;
   wire \$526 ;
-  wire [7:0] \$527 ;
-  wire [12:0] \$528 ;
-  wire [3:0] \$529 ;
+  wire \$527 ;
+  wire \$528 ;
+  wire [7:0] \$529 ;
   wire \$53 ;
   wire [12:0] \$530 ;
-  reg [37:0] \$531 ;
-  reg [17:0] \$532 ;
-  reg [51:0] \$533 ;
-  reg [57:0] \$534 ;
-  reg [2:0] \$535 ;
-  reg [8:0] \$536 ;
-  reg \$537 ;
-  reg \$538 ;
+  wire [3:0] \$531 ;
+  wire [12:0] \$532 ;
+  reg [34:0] \$533 ;
+  reg [17:0] \$534 ;
+  reg [47:0] \$535 ;
+  reg [53:0] \$536 ;
+  reg [2:0] \$537 ;
+  reg [8:0] \$538 ;
   reg \$539 ;
   wire \$54 ;
   reg \$540 ;
@@ -32768,19 +32768,19 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   reg \$566 ;
   reg \$567 ;
   reg \$568 ;
-  reg [7:0] \$569 ;
+  reg \$569 ;
   wire \$57 ;
-  reg [7:0] \$570 ;
+  reg \$570 ;
   reg [7:0] \$571 ;
-  reg \$572 ;
-  reg [11:0] \$573 ;
-  reg [23:0] \$574 ;
-  reg [23:0] \$575 ;
-  reg [15:0] \$576 ;
-  reg [15:0] \$577 ;
+  reg [7:0] \$572 ;
+  reg [7:0] \$573 ;
+  reg \$574 ;
+  reg [11:0] \$575 ;
+  reg [23:0] \$576 ;
+  reg [23:0] \$577 ;
   reg [15:0] \$578 ;
   reg [15:0] \$579 ;
-  wire [9:0] \$58 ;
+  wire \$58 ;
   reg [15:0] \$580 ;
   reg [15:0] \$581 ;
   reg [15:0] \$582 ;
@@ -32799,11 +32799,11 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   reg [15:0] \$594 ;
   reg [15:0] \$595 ;
   reg [15:0] \$596 ;
-  reg \$597 ;
-  reg \$598 ;
+  reg [15:0] \$597 ;
+  reg [15:0] \$598 ;
   reg \$599 ;
   wire \$6 ;
-  wire [27:0] \$60 ;
+  wire [9:0] \$60 ;
   reg \$600 ;
   reg \$601 ;
   reg \$602 ;
@@ -32823,51 +32823,51 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   reg \$615 ;
   reg \$616 ;
   reg \$617 ;
-  reg [27:0] \$618 ;
-  reg [27:0] \$619 ;
-  wire \$62 ;
-  reg [26:0] \$620 ;
+  reg \$618 ;
+  reg \$619 ;
+  wire [27:0] \$62 ;
+  reg [27:0] \$620 ;
   reg [27:0] \$621 ;
-  reg [5:0] \$622 ;
-  reg [31:0] \$623 ;
-  reg [31:0] \$624 ;
-  reg [21:0] \$625 ;
-  reg \$626 ;
-  reg [15:0] \$627 ;
-  reg [11:0] \$628 ;
-  reg [5:0] \$629 ;
+  reg [26:0] \$622 ;
+  reg [27:0] \$623 ;
+  reg [5:0] \$624 ;
+  reg [31:0] \$625 ;
+  reg [31:0] \$626 ;
+  reg [21:0] \$627 ;
+  reg \$628 ;
+  reg [15:0] \$629 ;
   wire \$63 ;
-  reg \$630 ;
-  reg \$631 ;
+  reg [11:0] \$630 ;
+  reg [5:0] \$631 ;
   reg \$632 ;
   reg \$633 ;
   reg \$634 ;
   reg \$635 ;
-  reg [11:0] \$636 ;
-  reg [11:0] \$637 ;
+  reg \$636 ;
+  reg \$637 ;
   reg [11:0] \$638 ;
   reg [11:0] \$639 ;
   wire \$64 ;
   reg [11:0] \$640 ;
   reg [11:0] \$641 ;
-  reg [15:0] \$642 ;
-  reg \$643 ;
-  reg \$644 ;
+  reg [11:0] \$642 ;
+  reg [11:0] \$643 ;
+  reg [15:0] \$644 ;
   reg \$645 ;
   reg \$646 ;
   reg \$647 ;
   reg \$648 ;
-  reg [8:0] \$649 ;
+  reg \$649 ;
   wire \$65 ;
   reg \$650 ;
   reg [8:0] \$651 ;
-  reg [8:0] \$652 ;
+  reg \$652 ;
   reg [8:0] \$653 ;
   reg [8:0] \$654 ;
   reg [8:0] \$655 ;
-  reg [27:0] \$656 ;
-  reg \$657 ;
-  reg \$658 ;
+  reg [8:0] \$656 ;
+  reg [8:0] \$657 ;
+  reg [27:0] \$658 ;
   reg \$659 ;
   wire \$66 ;
   reg \$660 ;
@@ -32876,8 +32876,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   reg \$663 ;
   reg \$664 ;
   reg \$665 ;
-  reg [5:0] \$666 ;
-  reg [5:0] \$667 ;
+  reg \$666 ;
+  reg \$667 ;
   reg [5:0] \$668 ;
   reg [5:0] \$669 ;
   wire \$67 ;
@@ -32886,45 +32886,47 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   reg [5:0] \$672 ;
   reg [5:0] \$673 ;
   reg [5:0] \$674 ;
-  reg [2:0] \$675 ;
-  reg [1:0] \$676 ;
-  reg [5:0] \$677 ;
-  reg [4:0] \$678 ;
-  reg [33:0] \$679 ;
+  reg [5:0] \$675 ;
+  reg [5:0] \$676 ;
+  reg [2:0] \$677 ;
+  reg [1:0] \$678 ;
+  reg [5:0] \$679 ;
   wire \$68 ;
-  reg [35:0] \$680 ;
-  reg \$681 ;
-  reg [31:0] \$682 ;
-  reg [15:0] \$683 ;
-  reg [15:0] \$684 ;
-  reg [5:0] \$685 ;
-  reg [5:0] \$686 ;
-  reg [27:0] \$687 ;
-  reg [13:0] \$688 ;
-  reg [13:0] \$689 ;
+  reg [4:0] \$680 ;
+  reg [33:0] \$681 ;
+  reg [35:0] \$682 ;
+  reg \$683 ;
+  reg [31:0] \$684 ;
+  reg [15:0] \$685 ;
+  reg [15:0] \$686 ;
+  reg [5:0] \$687 ;
+  reg [5:0] \$688 ;
+  reg [27:0] \$689 ;
   wire \$69 ;
-  reg [33:0] \$690 ;
-  reg [33:0] \$691 ;
+  reg [13:0] \$690 ;
+  reg [13:0] \$691 ;
   reg [33:0] \$692 ;
-  reg [34:0] \$693 ;
-  reg [27:0] \$694 ;
-  reg [35:0] \$695 ;
-  reg [35:0] \$696 ;
+  reg [33:0] \$693 ;
+  reg [33:0] \$694 ;
+  reg [34:0] \$695 ;
+  reg [27:0] \$696 ;
   reg [35:0] \$697 ;
   reg [35:0] \$698 ;
   reg [35:0] \$699 ;
   wire \$7 ;
   wire \$70 ;
   reg [35:0] \$700 ;
-  reg [31:0] \$701 ;
-  reg [19:0] \$702 ;
-  reg [6:0] \$703 ;
-  reg [11:0] \$704 ;
-  reg [2:0] \$705 ;
-  reg [2:0] \$706 ;
+  reg [35:0] \$701 ;
+  reg [35:0] \$702 ;
+  reg [31:0] \$703 ;
+  reg [19:0] \$704 ;
+  reg [6:0] \$705 ;
+  reg [11:0] \$706 ;
   reg [2:0] \$707 ;
-  reg [11:0] \$708 ;
+  reg [2:0] \$708 ;
+  reg [2:0] \$709 ;
   wire \$71 ;
+  reg [11:0] \$710 ;
   wire \$72 ;
   wire \$73 ;
   wire \$74 ;
@@ -32936,42 +32938,42 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   wire \$8 ;
   wire \$80 ;
   wire \$81 ;
-  wire [9:0] \$82 ;
-  wire [6:0] \$83 ;
-  wire [8:0] \$84 ;
-  wire [9:0] \$85 ;
-  wire [10:0] \$86 ;
-  wire [6:0] \$87 ;
-  wire [8:0] \$88 ;
-  wire [9:0] \$89 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire [9:0] \$84 ;
+  wire [6:0] \$85 ;
+  wire [8:0] \$86 ;
+  wire [9:0] \$87 ;
+  wire [10:0] \$88 ;
+  wire [6:0] \$89 ;
   wire \$9 ;
-  wire [10:0] \$90 ;
-  wire \$91 ;
-  wire [9:0] \$92 ;
+  wire [8:0] \$90 ;
+  wire [9:0] \$91 ;
+  wire [10:0] \$92 ;
   wire \$93 ;
-  wire \$94 ;
+  wire [9:0] \$94 ;
   wire \$95 ;
   wire \$96 ;
   wire \$97 ;
   wire \$98 ;
-  wire [9:0] \$99 ;
+  wire \$99 ;
   wire [15:0] \$signal ;
-  reg [31:0] \$signal$184  = 32'd0;
-  wire [37:0] \$signal$198 ;
-  wire [17:0] \$signal$208 ;
-  wire [51:0] \$signal$213 ;
+  reg [31:0] \$signal$188  = 32'd0;
+  wire [34:0] \$signal$202 ;
+  wire [17:0] \$signal$212 ;
+  wire [47:0] \$signal$217 ;
   reg [8:0] \$signature__addr ;
-  reg [8:0] \$signature__addr$48 ;
-  reg [8:0] \$signature__addr$74 ;
-  reg [8:0] \$signature__addr$86 ;
+  reg [8:0] \$signature__addr$52 ;
+  reg [8:0] \$signature__addr$78 ;
+  reg [8:0] \$signature__addr$90 ;
   wire [35:0] \$signature__data ;
-  wire [35:0] \$signature__data$61 ;
-  reg [35:0] \$signature__data$76 ;
-  reg [35:0] \$signature__data$88 ;
+  wire [35:0] \$signature__data$65 ;
+  reg [35:0] \$signature__data$80 ;
+  reg [35:0] \$signature__data$92 ;
   wire \$signature__en ;
   wire \$signature__en$1 ;
-  reg \$signature__en$73 ;
-  reg \$signature__en$85 ;
+  reg \$signature__en$77 ;
+  reg \$signature__en$89 ;
   wire [27:0] E;
   reg [27:0] E_r = 28'h0000000;
   wire bins_done;
@@ -33050,10 +33052,11 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   reg fu_use8;
   reg fu_use9;
   reg [4:0] g = 5'h00;
-  reg [37:0] g_a_r = 38'h0000000000;
+  reg [34:0] g_a_r = 35'h000000000;
   reg [17:0] g_b_r = 18'h00000;
-  reg [51:0] g_k_r = 52'h0000000000000;
-  reg [57:0] g_p = 58'h000000000000000;
+  reg [47:0] g_k_r = 48'h000000000000;
+  reg [53:0] g_p = 54'h00000000000000;
+  wire [47:0] g_p1;
   reg [15:0] g_r = 16'h0000;
   reg gmul_use0;
   reg gmul_use1;
@@ -33157,10 +33160,10 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   reg pcen_run;
   reg [2:0] pcen_state = 3'h0;
   wire [5:0] pmb;
-  input [26:0] \port$1462$0 ;
-  wire [26:0] \port$1462$0 ;
-  input [3:0] \port$1465$0 ;
-  wire [3:0] \port$1465$0 ;
+  input [26:0] \port$1465$0 ;
+  wire [26:0] \port$1465$0 ;
+  input [3:0] \port$1468$0 ;
+  wire [3:0] \port$1468$0 ;
   reg [35:0] pw0 = 36'h000000000;
   reg [35:0] pw1 = 36'h000000000;
   reg [35:0] pw2 = 36'h000000000;
@@ -33171,7 +33174,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   reg [11:0] rbase = 12'h000;
   input rst;
   wire rst;
-  reg [43:0] s;
+  reg [39:0] s;
   reg [11:0] saddr = 12'h000;
   reg [11:0] saddr_d1 = 12'h000;
   reg [11:0] saddr_d2 = 12'h000;
@@ -33778,14 +33781,14 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
     ram_a[511] = 36'h000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$73 )
-      ram_a[\$signature__addr$74 ] <= \$signature__data$76 ;
+    if (\$signature__en$77 )
+      ram_a[\$signature__addr$78 ] <= \$signature__data$80 ;
   end
   reg [35:0] _0_;
   always @(posedge clk) begin
     _0_ <= ram_a[\$signature__addr ];
   end
-  assign \$signature__data$61  = _0_;
+  assign \$signature__data$65  = _0_;
   (* ram_style = "block" *)
   reg [35:0] ram_b [511:0];
   initial begin
@@ -34303,895 +34306,897 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
     ram_b[511] = 36'h000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$85 )
-      ram_b[\$signature__addr$86 ] <= \$signature__data$88 ;
+    if (\$signature__en$89 )
+      ram_b[\$signature__addr$90 ] <= \$signature__data$92 ;
   end
   reg [35:0] _1_;
   always @(posedge clk) begin
-    _1_ <= ram_b[\$signature__addr$48 ];
+    _1_ <= ram_b[\$signature__addr$52 ];
   end
   assign \$signature__data  = _1_;
-  assign \$277  = \$276  | fu_use2;
-  assign \$278  = \$277  | fu_use3;
-  assign \$279  = \$278  | fu_use4;
-  assign \$280  = \$279  | fu_use5;
-  assign \$281  = \$280  | fu_use6;
-  assign \$282  = \$281  | fu_use7;
-  assign \$283  = \$282  | fu_use8;
-  assign \$284  = \$283  | fu_use9;
-  assign \$285  = \$284  | fu_use10;
-  assign \$286  = \$285  | fu_use11;
-  assign \$287  = \$286  | fu_use12;
-  assign \$288  = \$287  | fu_use14;
-  assign \$289  = \$288  | fu_use16;
-  assign \$290  = \$289  | fu_use18;
-  assign \$292  = fu_use13 ? { pw2[1:0], pw1[35:18] } : 20'h00000;
-  assign \$294  = fu_use15 ? pw2[21:2] : 20'h00000;
-  assign \$295  = { 1'h0, \$293  } | { \$294 [19], \$294  };
-  assign \$296  = fu_use17 ? { pw5[1:0], pw4[35:18] } : 20'h00000;
-  assign \$297  = \$295  | { 1'h0, \$296  };
-  assign \$298  = fu_use19 ? pw5[21:2] : 20'h00000;
-  assign \$299  = \$297  | { \$298 [19], \$298  };
-  assign \$300  = gmul_use0 ? x1 : 24'h000000;
-  assign \$301  = gmul_use1 ? { \$37 [28], \$37  } : 30'h00000000;
-  assign \$302  = { 6'h00, \$300  } | \$301 ;
-  assign \$303  = gmul_use2 ? noise_r : 28'h0000000;
-  assign \$304  = \$302  | { 2'h0, \$303  };
-  assign \$305  = gmul_use3 ? word0r : 28'h0000000;
+  assign \$275  = fu_use6 | fu_use8;
+  assign \$276  = \$275  ? o_lp : 32'd0;
+  assign \$277  = \$274  | \$276 ;
+  assign \$278  = fu_use0 | fu_use1;
+  assign \$279  = \$278  | fu_use2;
+  assign \$280  = \$279  | fu_use3;
+  assign \$281  = \$280  | fu_use4;
+  assign \$282  = \$281  | fu_use5;
+  assign \$283  = \$282  | fu_use6;
+  assign \$284  = \$283  | fu_use7;
+  assign \$285  = \$284  | fu_use8;
+  assign \$286  = \$285  | fu_use9;
+  assign \$287  = \$286  | fu_use10;
+  assign \$288  = \$287  | fu_use11;
+  assign \$289  = \$288  | fu_use12;
+  assign \$290  = \$289  | fu_use14;
+  assign \$291  = \$290  | fu_use16;
+  assign \$292  = \$291  | fu_use18;
+  assign \$294  = fu_use13 ? { pw2[1:0], pw1[35:18] } : 20'h00000;
+  assign \$296  = fu_use15 ? pw2[21:2] : 20'h00000;
+  assign \$297  = { 1'h0, \$295  } | { \$296 [19], \$296  };
+  assign \$298  = fu_use17 ? { pw5[1:0], pw4[35:18] } : 20'h00000;
+  assign \$299  = \$297  | { 1'h0, \$298  };
+  assign \$300  = fu_use19 ? pw5[21:2] : 20'h00000;
+  assign \$301  = \$299  | { \$300 [19], \$300  };
+  assign \$302  = gmul_use0 ? x1 : 24'h000000;
+  assign \$303  = gmul_use1 ? { \$39 [28], \$39  } : 30'h00000000;
+  assign \$304  = { 6'h00, \$302  } | \$303 ;
+  assign \$305  = gmul_use2 ? noise_r : 28'h0000000;
   assign \$306  = \$304  | { 2'h0, \$305  };
-  assign \$307  = gmul_use4 ? sum5_hold : 28'h0000000;
+  assign \$307  = gmul_use3 ? word0r : 28'h0000000;
   assign \$308  = \$306  | { 2'h0, \$307  };
-  assign \$309  = gmul_use5 ? slog : 35'h000000000;
-  assign \$310  = { \$308 [29], \$308 [29], \$308 [29], \$308 [29], \$308 [29], \$308  } | \$309 ;
-  assign \$311  = gmul_use6 ? low : 34'h000000000;
-  assign \$312  = \$310  | { 1'h0, \$311  };
-  assign \$313  = gmul_use7 ? high : 34'h000000000;
+  assign \$309  = gmul_use4 ? sum5_hold : 28'h0000000;
+  assign \$310  = \$308  | { 2'h0, \$309  };
+  assign \$311  = gmul_use5 ? slog : 35'h000000000;
+  assign \$312  = { \$310 [29], \$310 [29], \$310 [29], \$310 [29], \$310 [29], \$310  } | \$311 ;
+  assign \$313  = gmul_use6 ? low : 34'h000000000;
   assign \$314  = \$312  | { 1'h0, \$313  };
-  assign \$315  = num_zero ? 43'h00000000000 : o_exp;
-  assign \$316  = $signed(\$315 ) > $signed(16'h4ccd);
-  assign \$317  = num_zero ? 43'h00000000000 : o_exp;
-  assign \$318  = $signed(\$317 ) - $signed(16'h4ccd);
-  assign \$319  = \$316  ? \$318  : 44'h00000000000;
-  assign \$320  = gmul_use8 ? \$319  : 44'h00000000000;
-  assign \$321  = { \$314 [34], \$314 [34], \$314 [34], \$314 [34], \$314 [34], \$314 [34], \$314 [34], \$314 [34], \$314 [34], \$314  } | \$320 ;
-  assign \$322  = gmul_use9 ? g_p[31:15] : 17'h00000;
-  assign \$323  = \$321  | { 27'h0000000, \$322  };
-  assign \$324  = gmul_use10 | gmul_use13;
-  assign \$325  = { E_r, 4'h1 } - \$signature__data [31:0];
-  assign \$326  = \$324  ? \$325  : 33'h000000000;
-  assign \$327  = \$323  | { \$326 [32], \$326 [32], \$326 [32], \$326 [32], \$326 [32], \$326 [32], \$326 [32], \$326 [32], \$326 [32], \$326 [32], \$326 [32], \$326  };
-  assign \$328  = gmul_use11 | gmul_use12;
-  assign \$329  = \$328  | gmul_use14;
-  assign \$330  = \$329  | gmul_use15;
-  assign \$331  = \$330  ? o_lp : 32'd0;
-  assign \$332  = \$327  | { \$331 [31], \$331 [31], \$331 [31], \$331 [31], \$331 [31], \$331 [31], \$331 [31], \$331 [31], \$331 [31], \$331 [31], \$331 [31], \$331 [31], \$331  };
-  assign \$333  = $signed(stat_r) - $signed(o_exp[19:0]);
-  assign \$334  = gmul_use16 ? \$333  : 21'h000000;
-  assign \$335  = \$332  | { \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334 [20], \$334  };
-  assign \$336  = gmul_use0 ? 17'h10000 : 17'h00000;
-  assign \$338  = \$337  > \$signature__data$61 [27:0];
-  assign \$339  = \$338  ? 12'hb34 : 12'hc68;
-  assign \$340  = gmul_use1 ? \$339  : 12'h000;
-  assign \$341  = \$336  | { 5'h00, \$340  };
-  assign \$342  = gmul_use2 ? 13'h1b11 : 13'h0000;
-  assign \$343  = \$341  | { 4'h0, \$342  };
-  assign \$344  = gmul_use3 | gmul_use4;
-  assign \$345  = \$344  | gmul_use5;
-  assign \$346  = \$345  ? 17'h1999a : 17'h00000;
-  assign \$347  = \$343  | \$346 ;
-  assign \$348  = gmul_use6 ? 4'he : 4'h0;
-  assign \$349  = \$347  | { 13'h0000, \$348  };
-  assign \$350  = gmul_use7 ? 4'hd : 4'h0;
-  assign \$351  = \$349  | { 13'h0000, \$350  };
-  assign \$352  = 16'h8000 - sf_r;
-  assign \$353  = gmul_use8 ? \$352  : 17'h00000;
-  assign \$354  = { 1'h0, \$351  } | { \$353 [16], \$353  };
-  assign \$355  = gmul_use9 ? 13'h1045 : 13'h0000;
-  assign \$356  = \$354  | { 5'h00, \$355  };
-  assign \$357  = first_frame ? 17'h10000 : pw0[16:0];
-  assign \$358  = gmul_use10 ? \$357  : 17'h00000;
-  assign \$359  = \$356  | { 1'h0, \$358  };
-  assign \$360  = gmul_use11 ? pw1[17:0] : 18'h00000;
-  assign \$361  = \$359  | \$360 ;
-  assign \$362  = gmul_use12 ? pw0[33:17] : 17'h00000;
-  assign \$363  = \$361  | { 1'h0, \$362  };
-  assign \$364  = first_frame ? 17'h10000 : pw3[16:0];
-  assign \$365  = gmul_use13 ? \$364  : 17'h00000;
-  assign \$366  = \$363  | { 1'h0, \$365  };
-  assign \$367  = gmul_use14 ? pw4[17:0] : 18'h00000;
-  assign \$368  = \$366  | \$367 ;
-  assign \$369  = gmul_use15 ? pw3[33:17] : 17'h00000;
-  assign \$370  = \$368  | { 1'h0, \$369  };
-  assign \$371  = gmul_use16 ? g_r : 16'h0000;
-  assign \$signal$208  = \$370  | { 2'h0, \$371  };
-  assign \$372  = gmul_use0 | gmul_use1;
-  assign \$373  = ! bins_mode;
-  assign \$374  = \$373  & first_frame;
-  assign \$375  = \$374  ? 28'h0000000 : \$signature__data$61 [27:0];
-  assign \$376  = \$372  ? { \$375 , 16'h8000 } : 44'h00000000000;
-  assign \$377  = gmul_use2 ? 4'hb : 4'h0;
-  assign \$378  = \$376  | { 40'h0000000000, \$377  };
-  assign \$379  = gmul_use3 | gmul_use12;
-  assign \$380  = \$379  | gmul_use15;
-  assign \$381  = \$380  ? 16'h8000 : 16'h0000;
-  assign \$382  = \$378  | { 28'h0000000, \$381  };
-  assign \$383  = gmul_use4 ? 17'h18000 : 17'h00000;
-  assign \$384  = \$382  | { 27'h0000000, \$383  };
-  assign \$385  = gmul_use5 ? 41'h1549aa00000 : 41'h00000000000;
-  assign \$386  = \$384  | { 3'h0, \$385  };
-  assign \$389  = gmul_use7 ? num_r : 36'h000000000;
-  assign \$390  = \$388  | { 8'h00, \$389  };
-  assign \$391  = gmul_use8 ? { sf_r, 15'h4000 } : 31'h00000000;
-  assign \$392  = \$390  | { 13'h0000, \$391  };
-  assign \$393  = gmul_use9 ? 28'hbeee000 : 28'h0000000;
-  assign \$394  = { 1'h0, \$392  } | { \$393 [27], \$393 [27], \$393 [27], \$393 [27], \$393 [27], \$393 [27], \$393 [27], \$393 [27], \$393 [27], \$393 [27], \$393 [27], \$393 [27], \$393 [27], \$393 [27], \$393 [27], \$393 [27], \$393 [27], \$393  };
-  assign \$395  = gmul_use10 | gmul_use13;
-  assign \$396  = \$395  ? { \$signature__data [31:0], 16'h8000 } : 48'h000000000000;
-  assign \$397  = { \$394 [44], \$394 [44], \$394 [44], \$394 [44], \$394  } | { 1'h0, \$396  };
-  assign \$398  = gmul_use11 | gmul_use14;
-  assign \$399  = \$398  ? { lE, 16'h7fff } : 48'h000000000000;
-  assign \$400  = \$397  | { \$399 [47], \$399  };
-  assign \$401  = gmul_use16 ? { o_exp[19:0], 15'h4000 } : 35'h000000000;
-  assign \$402  = \$400  | { \$401 [34], \$401 [34], \$401 [34], \$401 [34], \$401 [34], \$401 [34], \$401 [34], \$401 [34], \$401 [34], \$401 [34], \$401 [34], \$401 [34], \$401 [34], \$401 [34], \$401  };
-  assign \$403  = ! pcen_state;
-  assign \$404  = pcen_state == 1'h1;
-  assign \$405  = pcen_state == 2'h2;
-  assign \$406  = pcen_state == 2'h3;
-  assign \$407  = pcen_state == 3'h4;
-  assign \$408  = ! engine_state;
-  assign \$409  = engine_state == 1'h1;
-  assign \$410  = engine_state == 2'h2;
-  assign \$411  = engine_state == 2'h3;
-  assign \$412  = engine_state == 3'h4;
-  assign \$413  = engine_state == 3'h5;
-  assign \$414  = engine_state == 3'h6;
-  assign \$415  = engine_state == 3'h7;
-  assign \$416  = $signed(g_a_r) * $signed(g_b_r);
-  assign \$417  = $signed(\$416 ) + $signed(g_k_r);
-  assign \$418  = slot == 3'h7;
-  assign \$419  = slot + 1'h1;
-  assign \$420  = \$418  ? 4'h0 : \$419 ;
-  assign \$421  = jj + 1'h1;
-  assign \$422  = bins_mode == 2'h2;
-  assign \$423  = \$422  ? 9'h0ff : 9'h100;
-  assign \$424  = jj == \$423 ;
-  assign \$425  = ~ bins_run;
-  assign \$426  = bins_mode == 2'h2;
-  assign \$427  = \$426  ? 1'h1 : 1'h0;
-  assign \$428  = jj >= 1'h1;
-  assign \$429  = jj <= 8'hff;
-  assign \$430  = \$428  & \$429 ;
-  assign \$431  = issue & \$430 ;
-  assign \$432  = jj >= 1'h1;
-  assign \$433  = jj <= 8'hff;
-  assign \$434  = \$432  & \$433 ;
-  assign \$435  = issue & \$434 ;
-  assign \$436  = bins_mode == 2'h2;
-  assign \$437  = \$435  & \$436 ;
-  assign \$438  = store_ptr + 1'h1;
-  assign \$439  = ! bins_mode;
-  assign \$440  = v_d1 & \$439 ;
-  assign \$441  = store_ptr + 1'h1;
-  assign \$442  = ! o_stream;
-  assign \$443  = o_valid & \$442 ;
-  assign \$444  = mm + 1'h1;
-  assign \$446  = o_valid & \$445 ;
-  assign \$447  = | o_value[46:34];
-  assign \$448  = \$447  ? 16'hffff : o_value[33:18];
-  assign \$449  = sbase + ms;
-  assign \$450  = ms + 1'h1;
-  assign \$451  = ~ bins_run;
-  assign \$452  = ~ ifin;
-  assign \$453  = init_run & \$452 ;
-  assign \$454  = ~ iph;
-  assign \$455  = \$453  & \$454 ;
+  assign \$315  = gmul_use7 ? high : 34'h000000000;
+  assign \$316  = \$314  | { 1'h0, \$315  };
+  assign \$317  = num_zero ? 16'h0000 : o_exp[15:0];
+  assign \$318  = \$317  > 15'h4ccd;
+  assign \$319  = num_zero ? 16'h0000 : o_exp[15:0];
+  assign \$320  = \$319  - 15'h4ccd;
+  assign \$321  = \$318  ? \$320  : 17'h00000;
+  assign \$322  = gmul_use8 ? \$321  : 17'h00000;
+  assign \$323  = \$316  | { \$322 [16], \$322 [16], \$322 [16], \$322 [16], \$322 [16], \$322 [16], \$322 [16], \$322 [16], \$322 [16], \$322 [16], \$322 [16], \$322 [16], \$322 [16], \$322 [16], \$322 [16], \$322 [16], \$322 [16], \$322 [16], \$322  };
+  assign \$324  = gmul_use9 ? g_p[31:15] : 17'h00000;
+  assign \$325  = \$323  | { 18'h00000, \$324  };
+  assign \$326  = gmul_use10 | gmul_use13;
+  assign \$327  = { E_r, 4'h1 } - \$signature__data [31:0];
+  assign \$328  = \$326  ? \$327  : 33'h000000000;
+  assign \$329  = \$325  | { \$328 [32], \$328 [32], \$328  };
+  assign \$330  = gmul_use11 | gmul_use12;
+  assign \$331  = \$330  | gmul_use14;
+  assign \$332  = \$331  | gmul_use15;
+  assign \$333  = \$332  ? o_lp : 32'd0;
+  assign \$334  = \$329  | { \$333 [31], \$333 [31], \$333 [31], \$333  };
+  assign \$335  = $signed(stat_r) - $signed(o_exp[19:0]);
+  assign \$336  = gmul_use16 ? \$335  : 21'h000000;
+  assign \$signal$202  = \$334  | { \$336 [20], \$336 [20], \$336 [20], \$336 [20], \$336 [20], \$336 [20], \$336 [20], \$336 [20], \$336 [20], \$336 [20], \$336 [20], \$336 [20], \$336 [20], \$336 [20], \$336  };
+  assign \$337  = gmul_use0 ? 17'h10000 : 17'h00000;
+  assign \$339  = \$338  > \$signature__data$65 [27:0];
+  assign \$340  = \$339  ? 12'hb34 : 12'hc68;
+  assign \$341  = gmul_use1 ? \$340  : 12'h000;
+  assign \$342  = \$337  | { 5'h00, \$341  };
+  assign \$343  = gmul_use2 ? 13'h1b11 : 13'h0000;
+  assign \$344  = \$342  | { 4'h0, \$343  };
+  assign \$345  = gmul_use3 | gmul_use4;
+  assign \$346  = \$345  | gmul_use5;
+  assign \$347  = \$346  ? 17'h1999a : 17'h00000;
+  assign \$348  = \$344  | \$347 ;
+  assign \$349  = gmul_use6 ? 4'he : 4'h0;
+  assign \$350  = \$348  | { 13'h0000, \$349  };
+  assign \$351  = gmul_use7 ? 4'hd : 4'h0;
+  assign \$352  = \$350  | { 13'h0000, \$351  };
+  assign \$353  = 16'h8000 - sf_r;
+  assign \$354  = gmul_use8 ? \$353  : 17'h00000;
+  assign \$355  = { 1'h0, \$352  } | { \$354 [16], \$354  };
+  assign \$356  = gmul_use9 ? 13'h1045 : 13'h0000;
+  assign \$357  = \$355  | { 5'h00, \$356  };
+  assign \$358  = first_frame ? 17'h10000 : pw0[16:0];
+  assign \$359  = gmul_use10 ? \$358  : 17'h00000;
+  assign \$360  = \$357  | { 1'h0, \$359  };
+  assign \$361  = gmul_use11 ? pw1[17:0] : 18'h00000;
+  assign \$362  = \$360  | \$361 ;
+  assign \$363  = gmul_use12 ? pw0[33:17] : 17'h00000;
+  assign \$364  = \$362  | { 1'h0, \$363  };
+  assign \$365  = first_frame ? 17'h10000 : pw3[16:0];
+  assign \$366  = gmul_use13 ? \$365  : 17'h00000;
+  assign \$367  = \$364  | { 1'h0, \$366  };
+  assign \$368  = gmul_use14 ? pw4[17:0] : 18'h00000;
+  assign \$369  = \$367  | \$368 ;
+  assign \$370  = gmul_use15 ? pw3[33:17] : 17'h00000;
+  assign \$371  = \$369  | { 1'h0, \$370  };
+  assign \$372  = gmul_use16 ? g_r : 16'h0000;
+  assign \$signal$212  = \$371  | { 2'h0, \$372  };
+  assign \$373  = gmul_use0 | gmul_use1;
+  assign \$374  = ! bins_mode;
+  assign \$375  = \$374  & first_frame;
+  assign \$376  = \$375  ? 28'h0000000 : \$signature__data$65 [27:0];
+  assign \$377  = \$373  ? { \$376 , 16'h8000 } : 44'h00000000000;
+  assign \$378  = gmul_use2 ? 4'hb : 4'h0;
+  assign \$379  = \$377  | { 40'h0000000000, \$378  };
+  assign \$380  = gmul_use3 | gmul_use12;
+  assign \$381  = \$380  | gmul_use15;
+  assign \$382  = \$381  ? 16'h8000 : 16'h0000;
+  assign \$383  = \$379  | { 28'h0000000, \$382  };
+  assign \$384  = gmul_use4 ? 17'h18000 : 17'h00000;
+  assign \$385  = \$383  | { 27'h0000000, \$384  };
+  assign \$386  = gmul_use5 ? 41'h1549aa00000 : 41'h00000000000;
+  assign \$387  = \$385  | { 3'h0, \$386  };
+  assign \$390  = gmul_use7 ? num_r : 36'h000000000;
+  assign \$391  = \$389  | { 8'h00, \$390  };
+  assign \$392  = gmul_use8 ? { sf_r, 15'h4000 } : 31'h00000000;
+  assign \$393  = \$391  | { 13'h0000, \$392  };
+  assign \$394  = gmul_use9 ? 28'hbeee000 : 28'h0000000;
+  assign \$395  = { 1'h0, \$393  } | { \$394 [27], \$394 [27], \$394 [27], \$394 [27], \$394 [27], \$394 [27], \$394 [27], \$394 [27], \$394 [27], \$394 [27], \$394 [27], \$394 [27], \$394 [27], \$394 [27], \$394 [27], \$394 [27], \$394 [27], \$394  };
+  assign \$396  = gmul_use10 | gmul_use13;
+  assign \$397  = \$396  ? { \$signature__data [31:0], 16'h8000 } : 48'h000000000000;
+  assign \$398  = { \$395 [44], \$395 [44], \$395 [44], \$395 [44], \$395  } | { 1'h0, \$397  };
+  assign \$399  = gmul_use11 | gmul_use14;
+  assign \$400  = \$399  ? { lE, 16'h7fff } : 48'h000000000000;
+  assign \$401  = \$398  | { \$400 [47], \$400  };
+  assign \$402  = gmul_use16 ? { o_exp[19:0], 15'h4000 } : 35'h000000000;
+  assign \$403  = \$401  | { \$402 [34], \$402 [34], \$402 [34], \$402 [34], \$402 [34], \$402 [34], \$402 [34], \$402 [34], \$402 [34], \$402 [34], \$402 [34], \$402 [34], \$402 [34], \$402 [34], \$402  };
+  assign \$404  = ! pcen_state;
+  assign \$405  = pcen_state == 1'h1;
+  assign \$406  = pcen_state == 2'h2;
+  assign \$407  = pcen_state == 2'h3;
+  assign \$408  = pcen_state == 3'h4;
+  assign \$409  = ! engine_state;
+  assign \$410  = engine_state == 1'h1;
+  assign \$411  = engine_state == 2'h2;
+  assign \$412  = engine_state == 2'h3;
+  assign \$413  = engine_state == 3'h4;
+  assign \$414  = engine_state == 3'h5;
+  assign \$415  = engine_state == 3'h6;
+  assign \$416  = engine_state == 3'h7;
+  assign \$417  = $signed(g_a_r[34:17]) * $signed(g_b_r);
+  assign \$419  = $signed(\$417 ) + $signed(\$418 );
+  assign \$420  = slot == 3'h7;
+  assign \$421  = slot + 1'h1;
+  assign \$422  = \$420  ? 4'h0 : \$421 ;
+  assign \$423  = jj + 1'h1;
+  assign \$424  = bins_mode == 2'h2;
+  assign \$425  = \$424  ? 9'h0ff : 9'h100;
+  assign \$426  = jj == \$425 ;
+  assign \$427  = ~ bins_run;
+  assign \$428  = bins_mode == 2'h2;
+  assign \$429  = \$428  ? 1'h1 : 1'h0;
+  assign \$430  = jj >= 1'h1;
+  assign \$431  = jj <= 8'hff;
+  assign \$432  = \$430  & \$431 ;
+  assign \$433  = issue & \$432 ;
+  assign \$434  = jj >= 1'h1;
+  assign \$435  = jj <= 8'hff;
+  assign \$436  = \$434  & \$435 ;
+  assign \$437  = issue & \$436 ;
+  assign \$438  = bins_mode == 2'h2;
+  assign \$439  = \$437  & \$438 ;
+  assign \$440  = store_ptr + 1'h1;
+  assign \$441  = ! bins_mode;
+  assign \$442  = v_d1 & \$441 ;
+  assign \$443  = store_ptr + 1'h1;
+  assign \$444  = ! o_stream;
+  assign \$445  = o_valid & \$444 ;
+  assign \$446  = mm + 1'h1;
+  assign \$448  = o_valid & \$447 ;
+  assign \$449  = | o_value[46:34];
+  assign \$450  = \$449  ? 16'hffff : o_value[33:18];
+  assign \$451  = sbase + ms;
+  assign \$452  = ms + 1'h1;
+  assign \$453  = ~ bins_run;
+  assign \$454  = ~ ifin;
+  assign \$455  = init_run & \$454 ;
   assign \$456  = ~ iph;
-  assign \$457  = init_run & \$456 ;
-  assign \$458  = ~ ifin;
-  assign \$459  = \$457  & \$458 ;
+  assign \$457  = \$455  & \$456 ;
+  assign \$458  = ~ iph;
+  assign \$459  = init_run & \$458 ;
   assign \$460  = ~ ifin;
-  assign \$461  = init_run & \$460 ;
-  assign \$462  = ~ iph;
-  assign \$463  = \$461  & \$462 ;
-  assign \$464  = ib + 1'h1;
-  assign \$465  = ib == 8'hfe;
-  assign \$466  = ~ init_run;
-  assign \$467  = p1_ph == 2'h2;
-  assign \$468  = p1_ph + 1'h1;
-  assign \$469  = \$467  ? 3'h0 : \$468 ;
-  assign \$470  = p1_m + 1'h1;
-  assign \$471  = p1_m == 6'h28;
-  assign \$472  = | { p1v_d9, p1v_d8, p1v_d7, p1v_d6, p1v_d5, p1v_d4, p1v_d3, p1v_d2, p1v_d1 };
-  assign \$473  = ~ \$472 ;
-  assign \$474  = \$471  & \$473 ;
-  assign \$475  = g + 1'h1;
-  assign \$476  = ! g_p;
-  assign \$477  = k == 6'h21;
-  assign \$478  = k + 1'h1;
-  assign \$479  = \$477  ? 7'h00 : \$478 ;
-  assign \$480  = k == 6'h21;
-  assign \$481  = cm + 1'h1;
-  assign \$482  = cm == 6'h28;
-  assign \$483  = k == 4'hb;
-  assign \$484  = \$482  & \$483 ;
-  assign \$485  = ~ pcen_run;
-  assign \$486  = ~ pcen_run;
-  assign \$487  = ! p1m_d4;
-  assign \$488  = \$487  ? 34'h000000000 : sumE;
-  assign \$489  = \$488  + E;
-  assign \$490  = ! p1m_d4;
-  assign \$491  = \$490  ? 34'h000000000 : high;
-  assign \$492  = p1m_d4 >= 5'h1a;
-  assign \$493  = \$492  ? E : 28'h0000000;
-  assign \$494  = \$491  + \$493 ;
-  assign \$495  = p1m_d4 == 4'hd;
-  assign \$496  = ! p1m_d9;
-  assign \$497  = \$496  ? 35'h000000000 : slog;
-  assign \$498  = $signed(\$497 ) + $signed(o_lp);
-  assign \$499  = k == 1'h1;
-  assign \$500  = p2 & \$499 ;
-  assign \$501  = k == 2'h2;
+  assign \$461  = \$459  & \$460 ;
+  assign \$462  = ~ ifin;
+  assign \$463  = init_run & \$462 ;
+  assign \$464  = ~ iph;
+  assign \$465  = \$463  & \$464 ;
+  assign \$466  = ib + 1'h1;
+  assign \$467  = ib == 8'hfe;
+  assign \$468  = ~ init_run;
+  assign \$469  = p1_ph == 2'h2;
+  assign \$470  = p1_ph + 1'h1;
+  assign \$471  = \$469  ? 3'h0 : \$470 ;
+  assign \$472  = p1_m + 1'h1;
+  assign \$473  = p1_m == 6'h28;
+  assign \$474  = | { p1v_d9, p1v_d8, p1v_d7, p1v_d6, p1v_d5, p1v_d4, p1v_d3, p1v_d2, p1v_d1 };
+  assign \$475  = ~ \$474 ;
+  assign \$476  = \$473  & \$475 ;
+  assign \$477  = g + 1'h1;
+  assign \$478  = ! g_p;
+  assign \$479  = k == 6'h21;
+  assign \$480  = k + 1'h1;
+  assign \$481  = \$479  ? 7'h00 : \$480 ;
+  assign \$482  = k == 6'h21;
+  assign \$483  = cm + 1'h1;
+  assign \$484  = cm == 6'h28;
+  assign \$485  = k == 4'hb;
+  assign \$486  = \$484  & \$485 ;
+  assign \$487  = ~ pcen_run;
+  assign \$488  = ~ pcen_run;
+  assign \$489  = ! p1m_d4;
+  assign \$490  = \$489  ? 34'h000000000 : sumE;
+  assign \$491  = \$490  + E;
+  assign \$492  = ! p1m_d4;
+  assign \$493  = \$492  ? 34'h000000000 : high;
+  assign \$494  = p1m_d4 >= 5'h1a;
+  assign \$495  = \$494  ? E : 28'h0000000;
+  assign \$496  = \$493  + \$495 ;
+  assign \$497  = p1m_d4 == 4'hd;
+  assign \$498  = ! p1m_d9;
+  assign \$499  = \$498  ? 35'h000000000 : slog;
+  assign \$500  = $signed(\$499 ) + $signed(o_lp);
+  assign \$501  = k == 1'h1;
   assign \$502  = p2 & \$501 ;
-  assign \$503  = k == 2'h3;
+  assign \$503  = k == 2'h2;
   assign \$504  = p2 & \$503 ;
-  assign \$505  = k == 3'h4;
+  assign \$505  = k == 2'h3;
   assign \$506  = p2 & \$505 ;
-  assign \$507  = k == 3'h5;
+  assign \$507  = k == 3'h4;
   assign \$508  = p2 & \$507 ;
-  assign \$509  = k == 3'h6;
+  assign \$509  = k == 3'h5;
   assign \$510  = p2 & \$509 ;
-  assign \$511  = k == 3'h7;
+  assign \$511  = k == 3'h6;
   assign \$512  = p2 & \$511 ;
-  assign \$513  = k == 3'h6;
+  assign \$513  = k == 3'h7;
   assign \$514  = p2 & \$513 ;
   assign \$515  = k == 3'h6;
-  assign \$516  = tail & \$515 ;
-  assign \$517  = clr + 1'h1;
-  assign \$518  = clr == 3'h5;
-  assign \$519  = t == 3'h4;
-  assign \$520  = t == 7'h64;
-  assign \$521  = t + 1'h1;
-  assign \$522  = fbase + 6'h28;
-  assign \$523  = clr + 1'h1;
-  assign \$524  = clr == 3'h5;
-  assign \$525  = tr == 3'h4;
-  assign \$526  = t == 7'h64;
-  assign \$527  = t + 1'h1;
-  assign \$528  = fbase + 6'h28;
-  assign \$529  = tr + 1'h1;
-  assign \$530  = rbase + 6'h28;
+  assign \$516  = p2 & \$515 ;
+  assign \$517  = k == 3'h6;
+  assign \$518  = tail & \$517 ;
+  assign \$519  = clr + 1'h1;
+  assign \$520  = clr == 3'h5;
+  assign \$521  = t == 3'h4;
+  assign \$522  = t == 7'h64;
+  assign \$523  = t + 1'h1;
+  assign \$524  = fbase + 6'h28;
+  assign \$525  = clr + 1'h1;
+  assign \$526  = clr == 3'h5;
+  assign \$527  = tr == 3'h4;
+  assign \$528  = t == 7'h64;
+  assign \$529  = t + 1'h1;
+  assign \$530  = fbase + 6'h28;
+  assign \$531  = tr + 1'h1;
+  assign \$532  = rbase + 6'h28;
   always @(posedge clk)
-    g_a_r <= \$531 ;
+    g_a_r <= \$533 ;
   always @(posedge clk)
-    g_b_r <= \$532 ;
+    g_b_r <= \$534 ;
   always @(posedge clk)
-    g_k_r <= \$533 ;
+    g_k_r <= \$535 ;
   always @(posedge clk)
-    g_p <= \$534 ;
+    g_p <= \$536 ;
   always @(posedge clk)
-    slot <= \$535 ;
+    slot <= \$537 ;
   always @(posedge clk)
-    j <= \$536 ;
+    j <= \$538 ;
   always @(posedge clk)
-    finished <= \$537 ;
+    finished <= \$539 ;
   always @(posedge clk)
-    v_d1 <= \$538 ;
+    v_d1 <= \$540 ;
   always @(posedge clk)
-    v_d2 <= \$539 ;
+    v_d2 <= \$541 ;
   always @(posedge clk)
-    v_d3 <= \$540 ;
+    v_d3 <= \$542 ;
   always @(posedge clk)
-    v_d4 <= \$541 ;
+    v_d4 <= \$543 ;
   always @(posedge clk)
-    v_d5 <= \$542 ;
+    v_d5 <= \$544 ;
   always @(posedge clk)
-    v_d6 <= \$543 ;
+    v_d6 <= \$545 ;
   always @(posedge clk)
-    v_d7 <= \$544 ;
+    v_d7 <= \$546 ;
   always @(posedge clk)
-    v_d8 <= \$545 ;
+    v_d8 <= \$547 ;
   always @(posedge clk)
-    v_d9 <= \$546 ;
+    v_d9 <= \$548 ;
   always @(posedge clk)
-    v_d10 <= \$547 ;
+    v_d10 <= \$549 ;
   always @(posedge clk)
-    v_d11 <= \$548 ;
+    v_d11 <= \$550 ;
   always @(posedge clk)
-    v_d12 <= \$549 ;
+    v_d12 <= \$551 ;
   always @(posedge clk)
-    v_d13 <= \$550 ;
+    v_d13 <= \$552 ;
   always @(posedge clk)
-    v_d14 <= \$551 ;
+    v_d14 <= \$553 ;
   always @(posedge clk)
-    v_d15 <= \$552 ;
+    v_d15 <= \$554 ;
   always @(posedge clk)
-    v_d16 <= \$553 ;
+    v_d16 <= \$555 ;
   always @(posedge clk)
-    v_d17 <= \$554 ;
+    v_d17 <= \$556 ;
   always @(posedge clk)
-    v_d18 <= \$555 ;
+    v_d18 <= \$557 ;
   always @(posedge clk)
-    v_d19 <= \$556 ;
+    v_d19 <= \$558 ;
   always @(posedge clk)
-    v_d20 <= \$557 ;
+    v_d20 <= \$559 ;
   always @(posedge clk)
-    v_d21 <= \$558 ;
+    v_d21 <= \$560 ;
   always @(posedge clk)
-    v_d22 <= \$559 ;
+    v_d22 <= \$561 ;
   always @(posedge clk)
-    v_d23 <= \$560 ;
+    v_d23 <= \$562 ;
   always @(posedge clk)
-    v_d24 <= \$561 ;
+    v_d24 <= \$563 ;
   always @(posedge clk)
-    v_d25 <= \$562 ;
+    v_d25 <= \$564 ;
   always @(posedge clk)
-    v_d26 <= \$563 ;
+    v_d26 <= \$565 ;
   always @(posedge clk)
-    v_d27 <= \$564 ;
+    v_d27 <= \$566 ;
   always @(posedge clk)
-    v_d28 <= \$565 ;
+    v_d28 <= \$567 ;
   always @(posedge clk)
-    v_d29 <= \$566 ;
+    v_d29 <= \$568 ;
   always @(posedge clk)
-    v_d30 <= \$567 ;
+    v_d30 <= \$569 ;
   always @(posedge clk)
-    v_d31 <= \$568 ;
+    v_d31 <= \$570 ;
   always @(posedge clk)
-    jb_d1 <= \$569 ;
+    jb_d1 <= \$571 ;
   always @(posedge clk)
-    jb_d2 <= \$570 ;
+    jb_d2 <= \$572 ;
   always @(posedge clk)
-    jb_d3 <= \$571 ;
+    jb_d3 <= \$573 ;
   always @(posedge clk)
-    half_d1 <= \$572 ;
+    half_d1 <= \$574 ;
   always @(posedge clk)
-    store_ptr <= \$573 ;
+    store_ptr <= \$575 ;
   always @(posedge clk)
-    x_reg <= \$574 ;
+    x_reg <= \$576 ;
   always @(posedge clk)
-    x1r <= \$575 ;
+    x1r <= \$577 ;
   always @(posedge clk)
-    w_d1 <= \$576 ;
+    w_d1 <= \$578 ;
   always @(posedge clk)
-    w_d2 <= \$577 ;
+    w_d2 <= \$579 ;
   always @(posedge clk)
-    w_d3 <= \$578 ;
+    w_d3 <= \$580 ;
   always @(posedge clk)
-    w_d4 <= \$579 ;
+    w_d4 <= \$581 ;
   always @(posedge clk)
-    w_d5 <= \$580 ;
+    w_d5 <= \$582 ;
   always @(posedge clk)
-    w_d6 <= \$581 ;
+    w_d6 <= \$583 ;
   always @(posedge clk)
-    w_d7 <= \$582 ;
+    w_d7 <= \$584 ;
   always @(posedge clk)
-    w_d8 <= \$583 ;
+    w_d8 <= \$585 ;
   always @(posedge clk)
-    w_d9 <= \$584 ;
+    w_d9 <= \$586 ;
   always @(posedge clk)
-    w_d10 <= \$585 ;
+    w_d10 <= \$587 ;
   always @(posedge clk)
-    w_d11 <= \$586 ;
+    w_d11 <= \$588 ;
   always @(posedge clk)
-    w_d12 <= \$587 ;
+    w_d12 <= \$589 ;
   always @(posedge clk)
-    w_d13 <= \$588 ;
+    w_d13 <= \$590 ;
   always @(posedge clk)
-    w_d14 <= \$589 ;
+    w_d14 <= \$591 ;
   always @(posedge clk)
-    w_d15 <= \$590 ;
+    w_d15 <= \$592 ;
   always @(posedge clk)
-    w_d16 <= \$591 ;
+    w_d16 <= \$593 ;
   always @(posedge clk)
-    w_d17 <= \$592 ;
+    w_d17 <= \$594 ;
   always @(posedge clk)
-    w_d18 <= \$593 ;
+    w_d18 <= \$595 ;
   always @(posedge clk)
-    w_d19 <= \$594 ;
+    w_d19 <= \$596 ;
   always @(posedge clk)
-    w_d20 <= \$595 ;
+    w_d20 <= \$597 ;
   always @(posedge clk)
-    w_d21 <= \$596 ;
+    w_d21 <= \$598 ;
   always @(posedge clk)
-    close_d1 <= \$597 ;
+    close_d1 <= \$599 ;
   always @(posedge clk)
-    close_d2 <= \$598 ;
+    close_d2 <= \$600 ;
   always @(posedge clk)
-    close_d3 <= \$599 ;
+    close_d3 <= \$601 ;
   always @(posedge clk)
-    close_d4 <= \$600 ;
+    close_d4 <= \$602 ;
   always @(posedge clk)
-    close_d5 <= \$601 ;
+    close_d5 <= \$603 ;
   always @(posedge clk)
-    close_d6 <= \$602 ;
+    close_d6 <= \$604 ;
   always @(posedge clk)
-    close_d7 <= \$603 ;
+    close_d7 <= \$605 ;
   always @(posedge clk)
-    close_d8 <= \$604 ;
+    close_d8 <= \$606 ;
   always @(posedge clk)
-    close_d9 <= \$605 ;
+    close_d9 <= \$607 ;
   always @(posedge clk)
-    close_d10 <= \$606 ;
+    close_d10 <= \$608 ;
   always @(posedge clk)
-    close_d11 <= \$607 ;
+    close_d11 <= \$609 ;
   always @(posedge clk)
-    close_d12 <= \$608 ;
+    close_d12 <= \$610 ;
   always @(posedge clk)
-    close_d13 <= \$609 ;
+    close_d13 <= \$611 ;
   always @(posedge clk)
-    close_d14 <= \$610 ;
+    close_d14 <= \$612 ;
   always @(posedge clk)
-    close_d15 <= \$611 ;
+    close_d15 <= \$613 ;
   always @(posedge clk)
-    close_d16 <= \$612 ;
+    close_d16 <= \$614 ;
   always @(posedge clk)
-    close_d17 <= \$613 ;
+    close_d17 <= \$615 ;
   always @(posedge clk)
-    close_d18 <= \$614 ;
+    close_d18 <= \$616 ;
   always @(posedge clk)
-    close_d19 <= \$615 ;
+    close_d19 <= \$617 ;
   always @(posedge clk)
-    close_d20 <= \$616 ;
+    close_d20 <= \$618 ;
   always @(posedge clk)
-    close_d21 <= \$617 ;
+    close_d21 <= \$619 ;
   always @(posedge clk)
-    word0r <= \$618 ;
+    word0r <= \$620 ;
   always @(posedge clk)
-    word0h <= \$619 ;
+    word0h <= \$621 ;
   always @(posedge clk)
-    half_n0 <= \$620 ;
+    half_n0 <= \$622 ;
   always @(posedge clk)
-    noise_r <= \$621 ;
+    noise_r <= \$623 ;
   always @(posedge clk)
-    mm <= \$622 ;
+    mm <= \$624 ;
   always @(posedge clk)
-    \$signal$184  <= \$623 ;
+    \$signal$188  <= \$625 ;
   always @(posedge clk)
-    ld <= \$624 ;
+    ld <= \$626 ;
   always @(posedge clk)
-    r <= \$625 ;
+    r <= \$627 ;
   always @(posedge clk)
-    sclose <= \$626 ;
+    sclose <= \$628 ;
   always @(posedge clk)
-    snm <= \$627 ;
+    snm <= \$629 ;
   always @(posedge clk)
-    saddr <= \$628 ;
+    saddr <= \$630 ;
   always @(posedge clk)
-    ms <= \$629 ;
+    ms <= \$631 ;
   always @(posedge clk)
-    sclose_d1 <= \$630 ;
+    sclose_d1 <= \$632 ;
   always @(posedge clk)
-    sclose_d2 <= \$631 ;
+    sclose_d2 <= \$633 ;
   always @(posedge clk)
-    sclose_d3 <= \$632 ;
+    sclose_d3 <= \$634 ;
   always @(posedge clk)
-    sclose_d4 <= \$633 ;
+    sclose_d4 <= \$635 ;
   always @(posedge clk)
-    sclose_d5 <= \$634 ;
+    sclose_d5 <= \$636 ;
   always @(posedge clk)
-    sclose_d6 <= \$635 ;
+    sclose_d6 <= \$637 ;
   always @(posedge clk)
-    saddr_d1 <= \$636 ;
+    saddr_d1 <= \$638 ;
   always @(posedge clk)
-    saddr_d2 <= \$637 ;
+    saddr_d2 <= \$639 ;
   always @(posedge clk)
-    saddr_d3 <= \$638 ;
+    saddr_d3 <= \$640 ;
   always @(posedge clk)
-    saddr_d4 <= \$639 ;
+    saddr_d4 <= \$641 ;
   always @(posedge clk)
-    saddr_d5 <= \$640 ;
+    saddr_d5 <= \$642 ;
   always @(posedge clk)
-    saddr_d6 <= \$641 ;
+    saddr_d6 <= \$643 ;
   always @(posedge clk)
-    snr_val <= \$642 ;
+    snr_val <= \$644 ;
   always @(posedge clk)
-    iv_d1 <= \$643 ;
+    iv_d1 <= \$645 ;
   always @(posedge clk)
-    iv_d2 <= \$644 ;
+    iv_d2 <= \$646 ;
   always @(posedge clk)
-    iv_d3 <= \$645 ;
+    iv_d3 <= \$647 ;
   always @(posedge clk)
-    iv_d4 <= \$646 ;
+    iv_d4 <= \$648 ;
   always @(posedge clk)
-    iv_d5 <= \$647 ;
+    iv_d5 <= \$649 ;
   always @(posedge clk)
-    iph <= \$648 ;
+    iph <= \$650 ;
   always @(posedge clk)
-    ib <= \$649 ;
+    ib <= \$651 ;
   always @(posedge clk)
-    ifin <= \$650 ;
+    ifin <= \$652 ;
   always @(posedge clk)
-    ib_d1 <= \$651 ;
+    ib_d1 <= \$653 ;
   always @(posedge clk)
-    ib_d2 <= \$652 ;
+    ib_d2 <= \$654 ;
   always @(posedge clk)
-    ib_d3 <= \$653 ;
+    ib_d3 <= \$655 ;
   always @(posedge clk)
-    ib_d4 <= \$654 ;
+    ib_d4 <= \$656 ;
   always @(posedge clk)
-    ib_d5 <= \$655 ;
+    ib_d5 <= \$657 ;
   always @(posedge clk)
-    sum5_hold <= \$656 ;
+    sum5_hold <= \$658 ;
   always @(posedge clk)
-    p1v_d1 <= \$657 ;
+    p1v_d1 <= \$659 ;
   always @(posedge clk)
-    p1v_d2 <= \$658 ;
+    p1v_d2 <= \$660 ;
   always @(posedge clk)
-    p1v_d3 <= \$659 ;
+    p1v_d3 <= \$661 ;
   always @(posedge clk)
-    p1v_d4 <= \$660 ;
+    p1v_d4 <= \$662 ;
   always @(posedge clk)
-    p1v_d5 <= \$661 ;
+    p1v_d5 <= \$663 ;
   always @(posedge clk)
-    p1v_d6 <= \$662 ;
+    p1v_d6 <= \$664 ;
   always @(posedge clk)
-    p1v_d7 <= \$663 ;
+    p1v_d7 <= \$665 ;
   always @(posedge clk)
-    p1v_d8 <= \$664 ;
+    p1v_d8 <= \$666 ;
   always @(posedge clk)
-    p1v_d9 <= \$665 ;
+    p1v_d9 <= \$667 ;
   always @(posedge clk)
-    p1m_d1 <= \$666 ;
+    p1m_d1 <= \$668 ;
   always @(posedge clk)
-    p1m_d2 <= \$667 ;
+    p1m_d2 <= \$669 ;
   always @(posedge clk)
-    p1m_d3 <= \$668 ;
+    p1m_d3 <= \$670 ;
   always @(posedge clk)
-    p1m_d4 <= \$669 ;
+    p1m_d4 <= \$671 ;
   always @(posedge clk)
-    p1m_d5 <= \$670 ;
+    p1m_d5 <= \$672 ;
   always @(posedge clk)
-    p1m_d6 <= \$671 ;
+    p1m_d6 <= \$673 ;
   always @(posedge clk)
-    p1m_d7 <= \$672 ;
+    p1m_d7 <= \$674 ;
   always @(posedge clk)
-    p1m_d8 <= \$673 ;
+    p1m_d8 <= \$675 ;
   always @(posedge clk)
-    p1m_d9 <= \$674 ;
+    p1m_d9 <= \$676 ;
   always @(posedge clk)
-    pcen_state <= \$675 ;
+    pcen_state <= \$677 ;
   always @(posedge clk)
-    p1_ph <= \$676 ;
+    p1_ph <= \$678 ;
   always @(posedge clk)
-    p1_m <= \$677 ;
+    p1_m <= \$679 ;
   always @(posedge clk)
-    g <= \$678 ;
+    g <= \$680 ;
   always @(posedge clk)
-    meanr <= \$679 ;
+    meanr <= \$681 ;
   always @(posedge clk)
-    num_r <= \$680 ;
+    num_r <= \$682 ;
   always @(posedge clk)
-    num_zero <= \$681 ;
+    num_zero <= \$683 ;
   always @(posedge clk)
-    lnum <= \$682 ;
+    lnum <= \$684 ;
   always @(posedge clk)
-    sf_r <= \$683 ;
+    sf_r <= \$685 ;
   always @(posedge clk)
-    g_r <= \$684 ;
+    g_r <= \$686 ;
   always @(posedge clk)
-    k <= \$685 ;
+    k <= \$687 ;
   always @(posedge clk)
-    cm <= \$686 ;
+    cm <= \$688 ;
   always @(posedge clk)
-    mel_r <= \$687 ;
+    mel_r <= \$689 ;
   always @(posedge clk)
-    flo <= \$688 ;
+    flo <= \$690 ;
   always @(posedge clk)
-    fhi <= \$689 ;
+    fhi <= \$691 ;
   always @(posedge clk)
-    sumE <= \$690 ;
+    sumE <= \$692 ;
   always @(posedge clk)
-    high <= \$691 ;
+    high <= \$693 ;
   always @(posedge clk)
-    low <= \$692 ;
+    low <= \$694 ;
   always @(posedge clk)
-    slog <= \$693 ;
+    slog <= \$695 ;
   always @(posedge clk)
-    E_r <= \$694 ;
+    E_r <= \$696 ;
   always @(posedge clk)
-    pw0 <= \$695 ;
+    pw0 <= \$697 ;
   always @(posedge clk)
-    pw1 <= \$696 ;
+    pw1 <= \$698 ;
   always @(posedge clk)
-    pw2 <= \$697 ;
+    pw2 <= \$699 ;
   always @(posedge clk)
-    pw3 <= \$698 ;
+    pw3 <= \$700 ;
   always @(posedge clk)
-    pw4 <= \$699 ;
+    pw4 <= \$701 ;
   always @(posedge clk)
-    pw5 <= \$700 ;
+    pw5 <= \$702 ;
   always @(posedge clk)
-    lE <= \$701 ;
+    lE <= \$703 ;
   always @(posedge clk)
-    stat_r <= \$702 ;
+    stat_r <= \$704 ;
   always @(posedge clk)
-    t <= \$703 ;
+    t <= \$705 ;
   always @(posedge clk)
-    fbase <= \$704 ;
+    fbase <= \$706 ;
   always @(posedge clk)
-    engine_state <= \$705 ;
+    engine_state <= \$707 ;
   always @(posedge clk)
-    clr <= \$706 ;
+    clr <= \$708 ;
   always @(posedge clk)
-    tr <= \$707 ;
+    tr <= \$709 ;
   always @(posedge clk)
-    rbase <= \$708 ;
+    rbase <= \$710 ;
+  assign \$1  = $signed({ 1'h0, g_a_r[16:0] }) * $signed(g_b_r);
+  assign \$2  = $signed(\$1 ) + $signed(g_k_r);
   assign first_frame = ! t;
-  assign \$1  = ~ finished;
-  assign \$2  = bins_run & \$1 ;
-  assign \$3  = ! slot;
-  assign \$4  = \$2  & \$3 ;
-  assign \$5  = bins_mode == 2'h2;
-  assign \$6  = ~ \$5 ;
+  assign \$3  = ~ finished;
+  assign \$4  = bins_run & \$3 ;
+  assign \$5  = ! slot;
+  assign \$6  = \$4  & \$5 ;
   assign \$7  = bins_mode == 2'h2;
   assign \$8  = ~ \$7 ;
-  assign \$9  = \$8  & i__payload[24];
-  assign \$10  = | j;
-  assign \$11  = \$9  | \$10 ;
-  assign \$12  = i__valid & \$11 ;
-  assign \$13  = bins_mode == 2'h2;
-  assign \$14  = bins_mode == 2'h2;
-  assign \$15  = ~ \$14 ;
-  assign \$16  = \$15  & i__payload[24];
-  assign \$17  = \$16  ? 9'h000 : j;
-  assign jj = \$13  ? j : \$17 ;
-  assign \$18  = bins_run & finished;
-  assign \$19  = | { v_d31, v_d30, v_d29, v_d28, v_d27, v_d26, v_d25, v_d24, v_d23, v_d22, v_d21, v_d20, v_d19, v_d18, v_d17, v_d16, v_d15, v_d14, v_d13, v_d12, v_d11, v_d10, v_d9, v_d8, v_d7, v_d6, v_d5, v_d4, v_d3, v_d2, v_d1 };
-  assign \$20  = ~ \$19 ;
-  assign bins_done = \$18  & \$20 ;
-  assign \$21  = jj - 1'h1;
-  assign \$23  = 1'h0 + \$22 ;
-  assign \$24  = jj >= 1'h1;
-  assign \$25  = jj <= 8'hff;
-  assign \$26  = \$24  & \$25 ;
-  assign \$27  = issue & \$26 ;
-  assign \$28  = bins_mode == 2'h2;
-  assign \$29  = \$27  & \$28 ;
+  assign \$9  = bins_mode == 2'h2;
+  assign \$10  = ~ \$9 ;
+  assign \$11  = \$10  & i__payload[24];
+  assign \$12  = | j;
+  assign \$13  = \$11  | \$12 ;
+  assign \$14  = i__valid & \$13 ;
+  assign \$15  = bins_mode == 2'h2;
+  assign \$16  = bins_mode == 2'h2;
+  assign \$17  = ~ \$16 ;
+  assign \$18  = \$17  & i__payload[24];
+  assign \$19  = \$18  ? 9'h000 : j;
+  assign jj = \$15  ? j : \$19 ;
+  assign \$20  = bins_run & finished;
+  assign \$21  = | { v_d31, v_d30, v_d29, v_d28, v_d27, v_d26, v_d25, v_d24, v_d23, v_d22, v_d21, v_d20, v_d19, v_d18, v_d17, v_d16, v_d15, v_d14, v_d13, v_d12, v_d11, v_d10, v_d9, v_d8, v_d7, v_d6, v_d5, v_d4, v_d3, v_d2, v_d1 };
+  assign \$22  = ~ \$21 ;
+  assign bins_done = \$20  & \$22 ;
+  assign \$23  = jj - 1'h1;
+  assign \$25  = 1'h0 + \$24 ;
+  assign \$26  = jj >= 1'h1;
+  assign \$27  = jj <= 8'hff;
+  assign \$28  = \$26  & \$27 ;
+  assign \$29  = issue & \$28 ;
   assign \$30  = bins_mode == 2'h2;
-  assign x1 = \$30  ? \port$1462$0 [23:0] : x_reg;
-  assign \$31  = half_d1 ? \$signature__data [35:18] : \$signature__data [17:0];
-  assign \$32  = half_d1 ? \$signature__data [35:18] : \$signature__data [17:0];
-  assign \$33  = | bins_mode;
-  assign \$34  = v_d1 & \$33 ;
-  assign \$37  = \$36  - \$signature__data$61 [27:0];
-  assign \$38  = ! bins_mode;
-  assign \$39  = v_d1 & \$38 ;
-  assign \$40  = | bins_mode;
+  assign \$31  = \$29  & \$30 ;
+  assign \$32  = bins_mode == 2'h2;
+  assign x1 = \$32  ? \port$1465$0 [23:0] : x_reg;
+  assign \$33  = half_d1 ? \$signature__data [35:18] : \$signature__data [17:0];
+  assign \$34  = half_d1 ? \$signature__data [35:18] : \$signature__data [17:0];
+  assign \$35  = | bins_mode;
+  assign \$36  = v_d1 & \$35 ;
+  assign \$39  = \$38  - \$signature__data$65 [27:0];
+  assign \$40  = ! bins_mode;
   assign \$41  = v_d1 & \$40 ;
   assign \$42  = | bins_mode;
   assign \$43  = v_d1 & \$42 ;
-  assign \$44  = ! bins_mode;
+  assign \$44  = | bins_mode;
   assign \$45  = v_d1 & \$44 ;
-  assign \$46  = bins_mode != 2'h2;
+  assign \$46  = ! bins_mode;
   assign \$47  = v_d1 & \$46 ;
-  assign \$48  = ! bins_mode;
-  assign \$49  = | bins_mode;
-  assign \$51  = \$48  | \$50 ;
-  assign \$52  = v_d3 & \$51 ;
-  assign \$53  = g_p[43:16] > half_n0;
-  assign noise = \$53  ? g_p[43:16] : { 1'h0, half_n0 };
-  assign \$54  = bins_mode != 2'h2;
-  assign \$55  = v_d2 & \$54 ;
-  assign \$56  = ! o_stream;
-  assign \$57  = o_valid & \$56 ;
-  assign \$58  = 9'h1c1 + mm;
-  assign \$59  = | o_value[46:42];
-  assign \$60  = \$59  ? 28'hfffffff : o_value[41:14];
-  assign \$61  = | bins_mode;
-  assign \$62  = v_d4 & \$61 ;
+  assign \$48  = bins_mode != 2'h2;
+  assign \$49  = v_d1 & \$48 ;
+  assign \$50  = ! bins_mode;
+  assign \$51  = | bins_mode;
+  assign \$53  = \$50  | \$52 ;
+  assign \$54  = v_d3 & \$53 ;
+  assign \$55  = g_p[43:16] > half_n0;
+  assign noise = \$55  ? g_p[43:16] : { 1'h0, half_n0 };
+  assign \$56  = bins_mode != 2'h2;
+  assign \$57  = v_d2 & \$56 ;
+  assign \$58  = ! o_stream;
+  assign \$59  = o_valid & \$58 ;
+  assign \$60  = 9'h1c1 + mm;
+  assign \$61  = | o_value[46:42];
+  assign \$62  = \$61  ? 28'hfffffff : o_value[41:14];
   assign \$63  = | bins_mode;
-  assign \$64  = v_d6 & \$63 ;
+  assign \$64  = v_d4 & \$63 ;
   assign \$65  = | bins_mode;
-  assign \$66  = v_d12 & \$65 ;
+  assign \$66  = v_d6 & \$65 ;
   assign \$67  = | bins_mode;
-  assign \$68  = v_d21 & \$67 ;
+  assign \$68  = v_d12 & \$67 ;
   assign \$69  = | bins_mode;
-  assign \$70  = v_d22 & \$69 ;
-  assign \$71  = ~ ifin;
-  assign \$72  = init_run & \$71 ;
-  assign \$73  = ~ iph;
-  assign \$74  = \$72  & \$73 ;
-  assign \$75  = init_run & ifin;
-  assign \$76  = | { iv_d5, iv_d4, iv_d3, iv_d2, iv_d1 };
-  assign \$77  = ~ \$76 ;
-  assign init_done = \$75  & \$77 ;
-  assign \$78  = bins_mode == 2'h2;
-  assign sbase = \$78  ? rbase : fbase;
-  assign \$79  = ! p1_ph;
-  assign \$80  = p1_m < 6'h28;
-  assign \$81  = \$79  & \$80 ;
-  assign \$82  = 9'h1c1 + p1_m;
-  assign \$85  = \$83  + \$84 ;
-  assign \$86  = 8'h83 + \$85 ;
-  assign \$89  = \$87  + \$88 ;
-  assign \$90  = 8'h86 + \$89 ;
-  assign \$91  = mel_r > { fhi, flo };
-  assign E = \$91  ? mel_r : { fhi, flo };
-  assign \$92  = 9'h1c1 + p1m_d4;
-  assign \$93  = g == 5'h1d;
-  assign \$94  = pcen_run & \$93 ;
-  assign \$95  = cm < 6'h28;
-  assign p2 = \$94  & \$95 ;
-  assign \$96  = k <= 3'h6;
-  assign \$97  = p2 & \$96 ;
-  assign \$98  = ! k;
-  assign \$99  = 9'h1c1 + cm;
-  assign \$102  = \$100  + \$101 ;
-  assign \$103  = 8'h81 + \$102 ;
-  assign \$104  = \$103  + k;
-  assign \$105  = \$104  - 1'h1;
-  assign \$106  = \$98  ? { 3'h0, \$99  } : \$105 ;
-  assign \$107  = k == 3'h7;
-  assign \$108  = p2 & \$107 ;
-  assign \$109  = 9'h171 + { cm, 1'h0 };
-  assign \$110  = k == 4'h8;
-  assign \$111  = p2 & \$110 ;
-  assign \$112  = 9'h171 + { cm, 1'h1 };
-  assign \$113  = k == 1'h1;
-  assign \$114  = p2 & \$113 ;
-  assign \$115  = k == 4'h8;
+  assign \$70  = v_d21 & \$69 ;
+  assign \$71  = | bins_mode;
+  assign \$72  = v_d22 & \$71 ;
+  assign \$73  = ~ ifin;
+  assign \$74  = init_run & \$73 ;
+  assign \$75  = ~ iph;
+  assign \$76  = \$74  & \$75 ;
+  assign \$77  = init_run & ifin;
+  assign \$78  = | { iv_d5, iv_d4, iv_d3, iv_d2, iv_d1 };
+  assign \$79  = ~ \$78 ;
+  assign init_done = \$77  & \$79 ;
+  assign \$80  = bins_mode == 2'h2;
+  assign sbase = \$80  ? rbase : fbase;
+  assign \$81  = ! p1_ph;
+  assign \$82  = p1_m < 6'h28;
+  assign \$83  = \$81  & \$82 ;
+  assign \$84  = 9'h1c1 + p1_m;
+  assign \$87  = \$85  + \$86 ;
+  assign \$88  = 8'h83 + \$87 ;
+  assign \$91  = \$89  + \$90 ;
+  assign \$92  = 8'h86 + \$91 ;
+  assign \$93  = mel_r > { fhi, flo };
+  assign E = \$93  ? mel_r : { fhi, flo };
+  assign \$94  = 9'h1c1 + p1m_d4;
+  assign \$95  = g == 5'h1d;
+  assign \$96  = pcen_run & \$95 ;
+  assign \$97  = cm < 6'h28;
+  assign p2 = \$96  & \$97 ;
+  assign \$98  = k <= 3'h6;
+  assign \$99  = p2 & \$98 ;
+  assign \$100  = ! k;
+  assign \$101  = 9'h1c1 + cm;
+  assign \$104  = \$102  + \$103 ;
+  assign \$105  = 8'h81 + \$104 ;
+  assign \$106  = \$105  + k;
+  assign \$107  = \$106  - 1'h1;
+  assign \$108  = \$100  ? { 3'h0, \$101  } : \$107 ;
+  assign \$109  = k == 3'h7;
+  assign \$110  = p2 & \$109 ;
+  assign \$111  = 9'h171 + { cm, 1'h0 };
+  assign \$112  = k == 4'h8;
+  assign \$113  = p2 & \$112 ;
+  assign \$114  = 9'h171 + { cm, 1'h1 };
+  assign \$115  = k == 1'h1;
   assign \$116  = p2 & \$115 ;
-  assign \$117  = k == 4'ha;
+  assign \$117  = k == 4'h8;
   assign \$118  = p2 & \$117 ;
-  assign \$119  = 9'h171 + { cm, 1'h0 };
-  assign \$120  = k == 4'hf;
-  assign \$121  = p2 & \$120 ;
-  assign \$122  = k == 5'h11;
+  assign \$119  = k == 4'ha;
+  assign \$120  = p2 & \$119 ;
+  assign \$121  = 9'h171 + { cm, 1'h0 };
+  assign \$122  = k == 4'hf;
   assign \$123  = p2 & \$122 ;
-  assign \$124  = k == 5'h19;
+  assign \$124  = k == 5'h11;
   assign \$125  = p2 & \$124 ;
-  assign \$126  = k == 5'h1e;
+  assign \$126  = k == 5'h19;
   assign \$127  = p2 & \$126 ;
-  assign \$128  = k == 6'h20;
+  assign \$128  = k == 5'h1e;
   assign \$129  = p2 & \$128 ;
-  assign \$130  = k == 4'h9;
+  assign \$130  = k == 6'h20;
   assign \$131  = p2 & \$130 ;
-  assign \$132  = k == 4'hb;
+  assign \$132  = k == 4'h9;
   assign \$133  = p2 & \$132 ;
-  assign \$134  = 9'h171 + { cm, 1'h1 };
-  assign \$135  = k == 5'h10;
-  assign \$136  = p2 & \$135 ;
-  assign \$137  = k == 5'h12;
+  assign \$134  = k == 4'hb;
+  assign \$135  = p2 & \$134 ;
+  assign \$136  = 9'h171 + { cm, 1'h1 };
+  assign \$137  = k == 5'h10;
   assign \$138  = p2 & \$137 ;
-  assign \$139  = k == 5'h1a;
+  assign \$139  = k == 5'h12;
   assign \$140  = p2 & \$139 ;
-  assign \$141  = k == 5'h1f;
+  assign \$141  = k == 5'h1a;
   assign \$142  = p2 & \$141 ;
-  assign \$143  = k == 6'h21;
+  assign \$143  = k == 5'h1f;
   assign \$144  = p2 & \$143 ;
-  assign \$145  = g == 5'h1d;
-  assign \$146  = pcen_run & \$145 ;
-  assign \$147  = cm >= 1'h1;
-  assign \$148  = \$146  & \$147 ;
-  assign \$149  = cm <= 6'h28;
-  assign tail = \$148  & \$149 ;
-  assign \$150  = cm - 1'h1;
-  assign \$151  = k == 3'h6;
-  assign \$152  = tail & \$151 ;
-  assign \$153  = fbase + \$150 [5:0];
-  assign \$154  = k == 3'h7;
-  assign \$155  = tail & \$154 ;
-  assign \$156  = $signed(g_p[57:15]) + $signed(4'h4);
-  assign \$158  = | \$157 [21:15];
-  assign \$159  = ~ \$158 ;
-  assign \$160  = & \$157 [21:15];
-  assign \$161  = \$159  | \$160 ;
-  assign \$162  = \$157 [21] ? 16'h8000 : 16'h7fff;
-  assign feat = \$161  ? \$157 [15:0] : \$162 ;
-  assign \$163  = k == 4'h9;
-  assign \$164  = tail & \$163 ;
-  assign \$165  = fbase + \$150 [5:0];
-  assign \$166  = t < 3'h5;
-  assign \$167  = \$166  ? 1'h0 : 1'h1;
-  assign bins_mode = in_replay ? 2'h2 : { 1'h0, \$167  };
-  assign \$168  = ! clr;
-  assign \$169  = ! clr;
-  assign \$170  = fu_use0 | fu_use1;
-  assign \$171  = \$170  | fu_use2;
-  assign \$172  = \$171  | fu_use3;
-  assign \$173  = \$172  | fu_use4;
-  assign \$174  = \$173  | fu_use5;
-  assign \$175  = \$174  | fu_use6;
-  assign \$176  = \$175  | fu_use7;
-  assign \$177  = \$176  | fu_use8;
-  assign \$178  = \$177  | fu_use9;
-  assign \$179  = \$178  | fu_use10;
-  assign \$180  = \$179  | fu_use11;
-  assign \$181  = \$180  | fu_use12;
-  assign \$182  = \$181  | fu_use13;
-  assign \$183  = \$182  | fu_use14;
-  assign \$184  = \$183  | fu_use15;
-  assign \$185  = \$184  | fu_use16;
-  assign \$186  = \$185  | fu_use17;
-  assign \$187  = \$186  | fu_use18;
-  assign \$188  = \$187  | fu_use19;
-  assign i_valid = \$188  ? 1'h1 : 1'h0;
-  assign \$189  = fu_use0 | fu_use1;
-  assign \$190  = \$189  | fu_use5;
-  assign \$191  = \$190  | fu_use7;
-  assign \$193  = fu_use2 ? 1'h1 : 1'h0;
-  assign \$195  = fu_use3 ? 2'h2 : 2'h0;
-  assign \$196  = { 1'h0, \$194  } | \$195 ;
-  assign \$197  = fu_use4 | fu_use10;
-  assign \$198  = \$197  | fu_use11;
-  assign \$199  = \$198  | fu_use14;
-  assign \$200  = \$199  | fu_use18;
-  assign \$201  = \$200  ? 2'h3 : 2'h0;
-  assign \$202  = \$196  | \$201 ;
-  assign \$203  = fu_use6 | fu_use8;
-  assign \$204  = \$203  ? 3'h7 : 3'h0;
-  assign \$205  = { 1'h0, \$202  } | \$204 ;
-  assign \$206  = fu_use9 ? 4'h8 : 4'h0;
-  assign \$207  = { 1'h0, \$205  } | \$206 ;
-  assign \$208  = fu_use12 | fu_use16;
-  assign \$209  = \$208  ? 3'h4 : 3'h0;
-  assign \$210  = \$207  | { 1'h0, \$209  };
-  assign \$211  = fu_use13 | fu_use17;
-  assign \$212  = \$211  ? 3'h5 : 3'h0;
-  assign \$213  = \$210  | { 1'h0, \$212  };
-  assign \$214  = fu_use15 | fu_use19;
-  assign \$215  = \$214  ? 3'h6 : 3'h0;
-  assign i_op = \$213  | { 1'h0, \$215  };
-  assign \$216  = fu_use0 ? x1 : 24'h000000;
-  assign \$217  = fu_use1 ? g_p[43:0] : 44'h00000000000;
-  assign \$218  = { 20'h00000, \$216  } | \$217 ;
-  assign \$219  = fu_use2 ? \$signal$184  : 32'd0;
-  assign \$220  = { 1'h0, \$218  } | { \$219 [31], \$219 [31], \$219 [31], \$219 [31], \$219 [31], \$219 [31], \$219 [31], \$219 [31], \$219 [31], \$219 [31], \$219 [31], \$219 [31], \$219 [31], \$219  };
-  assign \$221  = fu_use3 ? snm : 16'h0000;
-  assign \$222  = \$220  | { 29'h00000000, \$221  };
-  assign \$223  = fu_use4 ? sumE : 34'h000000000;
-  assign \$224  = \$222  | { 11'h000, \$223  };
-  assign \$225  = fu_use5 | fu_use7;
-  assign \$226  = \$225  ? g_p[39:0] : 40'h0000000000;
-  assign \$227  = \$224  | { 5'h00, \$226  };
-  assign \$228  = fu_use6 ? meanr : 34'h000000000;
-  assign \$229  = \$227  | { \$228 [33], \$228 [33], \$228 [33], \$228 [33], \$228 [33], \$228 [33], \$228 [33], \$228 [33], \$228 [33], \$228 [33], \$228 [33], \$228  };
-  assign \$230  = fu_use8 ? lnum : 32'd0;
-  assign \$231  = \$229  | { \$230 [31], \$230 [31], \$230 [31], \$230 [31], \$230 [31], \$230 [31], \$230 [31], \$230 [31], \$230 [31], \$230 [31], \$230 [31], \$230 [31], \$230 [31], \$230  };
-  assign \$232  = | s[43:15];
-  assign \$233  = ~ \$232 ;
-  assign \$234  = & s[43:15];
-  assign \$235  = \$233  | \$234 ;
-  assign \$236  = s[43] ? 16'h8000 : 16'h7fff;
-  assign \$237  = \$235  ? s[15:0] : \$236 ;
-  assign \$238  = fu_use9 ? \$237  : 16'h0000;
-  assign \$239  = \$231  | { \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238 [15], \$238  };
-  assign \$240  = fu_use10 ? E : 28'h0000000;
-  assign \$241  = \$239  | { 17'h00000, \$240  };
-  assign \$242  = fu_use11 ? \$signature__data [27:0] : 28'h0000000;
+  assign \$145  = k == 6'h21;
+  assign \$146  = p2 & \$145 ;
+  assign \$147  = g == 5'h1d;
+  assign \$148  = pcen_run & \$147 ;
+  assign \$149  = cm >= 1'h1;
+  assign \$150  = \$148  & \$149 ;
+  assign \$151  = cm <= 6'h28;
+  assign tail = \$150  & \$151 ;
+  assign \$152  = cm - 1'h1;
+  assign \$153  = k == 3'h6;
+  assign \$154  = tail & \$153 ;
+  assign \$155  = fbase + \$152 [5:0];
+  assign \$156  = k == 3'h7;
+  assign \$157  = tail & \$156 ;
+  assign \$158  = $signed(g_p[53:15]) + $signed(4'h4);
+  assign \$160  = | \$159 [21:15];
+  assign \$161  = ~ \$160 ;
+  assign \$162  = & \$159 [21:15];
+  assign \$163  = \$161  | \$162 ;
+  assign \$164  = \$159 [21] ? 16'h8000 : 16'h7fff;
+  assign feat = \$163  ? \$159 [15:0] : \$164 ;
+  assign \$165  = k == 4'h9;
+  assign \$166  = tail & \$165 ;
+  assign \$167  = fbase + \$152 [5:0];
+  assign \$168  = t < 3'h5;
+  assign \$169  = \$168  ? 1'h0 : 1'h1;
+  assign bins_mode = in_replay ? 2'h2 : { 1'h0, \$169  };
+  assign \$170  = ! clr;
+  assign \$171  = ! clr;
+  assign \$172  = fu_use0 | fu_use1;
+  assign \$173  = \$172  | fu_use2;
+  assign \$174  = \$173  | fu_use3;
+  assign \$175  = \$174  | fu_use4;
+  assign \$176  = \$175  | fu_use5;
+  assign \$177  = \$176  | fu_use6;
+  assign \$178  = \$177  | fu_use7;
+  assign \$179  = \$178  | fu_use8;
+  assign \$180  = \$179  | fu_use9;
+  assign \$181  = \$180  | fu_use10;
+  assign \$182  = \$181  | fu_use11;
+  assign \$183  = \$182  | fu_use12;
+  assign \$184  = \$183  | fu_use13;
+  assign \$185  = \$184  | fu_use14;
+  assign \$186  = \$185  | fu_use15;
+  assign \$187  = \$186  | fu_use16;
+  assign \$188  = \$187  | fu_use17;
+  assign \$189  = \$188  | fu_use18;
+  assign \$190  = \$189  | fu_use19;
+  assign i_valid = \$190  ? 1'h1 : 1'h0;
+  assign \$191  = fu_use0 | fu_use1;
+  assign \$192  = \$191  | fu_use5;
+  assign \$193  = \$192  | fu_use7;
+  assign \$195  = fu_use2 ? 1'h1 : 1'h0;
+  assign \$197  = fu_use3 ? 2'h2 : 2'h0;
+  assign \$198  = { 1'h0, \$196  } | \$197 ;
+  assign \$199  = fu_use4 | fu_use10;
+  assign \$200  = \$199  | fu_use11;
+  assign \$201  = \$200  | fu_use14;
+  assign \$202  = \$201  | fu_use18;
+  assign \$203  = \$202  ? 2'h3 : 2'h0;
+  assign \$204  = \$198  | \$203 ;
+  assign \$205  = fu_use6 | fu_use8;
+  assign \$206  = \$205  ? 3'h7 : 3'h0;
+  assign \$207  = { 1'h0, \$204  } | \$206 ;
+  assign \$208  = fu_use9 ? 4'h8 : 4'h0;
+  assign \$209  = { 1'h0, \$207  } | \$208 ;
+  assign \$210  = fu_use12 | fu_use16;
+  assign \$211  = \$210  ? 3'h4 : 3'h0;
+  assign \$212  = \$209  | { 1'h0, \$211  };
+  assign \$213  = fu_use13 | fu_use17;
+  assign \$214  = \$213  ? 3'h5 : 3'h0;
+  assign \$215  = \$212  | { 1'h0, \$214  };
+  assign \$216  = fu_use15 | fu_use19;
+  assign \$217  = \$216  ? 3'h6 : 3'h0;
+  assign i_op = \$215  | { 1'h0, \$217  };
+  assign \$218  = fu_use0 ? x1 : 24'h000000;
+  assign \$219  = fu_use1 ? g_p[43:0] : 44'h00000000000;
+  assign \$220  = { 20'h00000, \$218  } | \$219 ;
+  assign \$221  = fu_use2 ? \$signal$188  : 32'd0;
+  assign \$222  = { 1'h0, \$220  } | { \$221 [31], \$221 [31], \$221 [31], \$221 [31], \$221 [31], \$221 [31], \$221 [31], \$221 [31], \$221 [31], \$221 [31], \$221 [31], \$221 [31], \$221 [31], \$221  };
+  assign \$223  = fu_use3 ? snm : 16'h0000;
+  assign \$224  = \$222  | { 29'h00000000, \$223  };
+  assign \$225  = fu_use4 ? sumE : 34'h000000000;
+  assign \$226  = \$224  | { 11'h000, \$225  };
+  assign \$227  = fu_use5 | fu_use7;
+  assign \$228  = \$227  ? g_p[39:0] : 40'h0000000000;
+  assign \$229  = \$226  | { 5'h00, \$228  };
+  assign \$230  = fu_use6 ? meanr : 34'h000000000;
+  assign \$231  = \$229  | { \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230  };
+  assign \$232  = fu_use8 ? lnum : 32'd0;
+  assign \$233  = \$231  | { \$232 [31], \$232 [31], \$232 [31], \$232 [31], \$232 [31], \$232 [31], \$232 [31], \$232 [31], \$232 [31], \$232 [31], \$232 [31], \$232 [31], \$232 [31], \$232  };
+  assign \$234  = | s[39:15];
+  assign \$235  = ~ \$234 ;
+  assign \$236  = & s[39:15];
+  assign \$237  = \$235  | \$236 ;
+  assign \$238  = s[39] ? 16'h8000 : 16'h7fff;
+  assign \$239  = \$237  ? s[15:0] : \$238 ;
+  assign \$240  = fu_use9 ? \$239  : 16'h0000;
+  assign \$241  = \$233  | { \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240  };
+  assign \$242  = fu_use10 ? E : 28'h0000000;
   assign \$243  = \$241  | { 17'h00000, \$242  };
-  assign \$244  = fu_use12 | fu_use16;
-  assign \$245  = \$244  ? g_p[47:16] : 32'd0;
-  assign \$246  = \$243  | { 13'h0000, \$245  };
-  assign \$247  = fu_use13 | fu_use15;
-  assign \$248  = \$247  | fu_use17;
-  assign \$249  = \$248  | fu_use19;
-  assign \$250  = \$249  ? g_p[49:16] : 34'h000000000;
-  assign \$251  = \$246  | { \$250 [33], \$250 [33], \$250 [33], \$250 [33], \$250 [33], \$250 [33], \$250 [33], \$250 [33], \$250 [33], \$250 [33], \$250 [33], \$250  };
-  assign \$252  = fu_use14 | fu_use18;
-  assign \$253  = \$252  ? o_exp : 43'h00000000000;
-  assign i_x = \$251  | { \$253 [42], \$253 [42], \$253  };
-  assign \$254  = fu_use0 | fu_use1;
-  assign \$255  = \$254  | fu_use3;
-  assign \$256  = \$255  | fu_use4;
-  assign \$257  = \$256  | fu_use5;
-  assign \$258  = \$257  | fu_use7;
-  assign \$259  = \$258  | fu_use9;
-  assign \$260  = \$259  | fu_use10;
-  assign \$261  = \$260  | fu_use11;
-  assign \$262  = \$261  | fu_use12;
-  assign \$263  = \$262  | fu_use13;
-  assign \$264  = \$263  | fu_use14;
-  assign \$265  = \$264  | fu_use15;
-  assign \$266  = \$265  | fu_use16;
-  assign \$267  = \$266  | fu_use17;
-  assign \$268  = \$267  | fu_use18;
-  assign \$269  = \$268  | fu_use19;
-  assign \$271  = fu_use2 ? ld : 32'd0;
-  assign \$273  = fu_use6 | fu_use8;
-  assign \$274  = \$273  ? o_lp : 32'd0;
-  assign \$275  = \$272  | \$274 ;
-  assign \$276  = fu_use0 | fu_use1;
+  assign \$244  = fu_use11 ? \$signature__data [27:0] : 28'h0000000;
+  assign \$245  = \$243  | { 17'h00000, \$244  };
+  assign \$246  = fu_use12 | fu_use16;
+  assign \$247  = \$246  ? g_p[47:16] : 32'd0;
+  assign \$248  = \$245  | { 13'h0000, \$247  };
+  assign \$249  = fu_use13 | fu_use15;
+  assign \$250  = \$249  | fu_use17;
+  assign \$251  = \$250  | fu_use19;
+  assign \$252  = \$251  ? g_p[49:16] : 34'h000000000;
+  assign \$253  = \$248  | { \$252 [33], \$252 [33], \$252 [33], \$252 [33], \$252 [33], \$252 [33], \$252 [33], \$252 [33], \$252 [33], \$252 [33], \$252 [33], \$252  };
+  assign \$254  = fu_use14 | fu_use18;
+  assign \$255  = \$254  ? o_exp[39:0] : 40'h0000000000;
+  assign i_x = \$253  | { 5'h00, \$255  };
+  assign \$256  = fu_use0 | fu_use1;
+  assign \$257  = \$256  | fu_use3;
+  assign \$258  = \$257  | fu_use4;
+  assign \$259  = \$258  | fu_use5;
+  assign \$260  = \$259  | fu_use7;
+  assign \$261  = \$260  | fu_use9;
+  assign \$262  = \$261  | fu_use10;
+  assign \$263  = \$262  | fu_use11;
+  assign \$264  = \$263  | fu_use12;
+  assign \$265  = \$264  | fu_use13;
+  assign \$266  = \$265  | fu_use14;
+  assign \$267  = \$266  | fu_use15;
+  assign \$268  = \$267  | fu_use16;
+  assign \$269  = \$268  | fu_use17;
+  assign \$270  = \$269  | fu_use18;
+  assign \$271  = \$270  | fu_use19;
+  assign \$273  = fu_use2 ? ld : 32'd0;
   \nanomamba_accel.spectral.engine.fu  fu (
     .clip_start(clip_start),
     .clk(clk),
@@ -35200,8 +35205,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
     .i_x(i_x),
     .o_exp(o_exp),
     .o_lp(o_lp),
-    .\port$864$0 (\$275 ),
-    .\port$888$0 (\$299 ),
+    .\port$866$0 (\$277 ),
+    .\port$890$0 (\$301 ),
     .rst(rst)
   );
   \nanomamba_accel.spectral.engine.mac  mac (
@@ -35222,8 +35227,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     i__ready = 1'h0;
-    if (\$4 ) begin
-      if (\$6 ) begin
+    if (\$6 ) begin
+      if (\$8 ) begin
         i__ready = 1'h1;
       end
     end
@@ -35231,10 +35236,10 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     issue = 1'h0;
-    if (\$4 ) begin
+    if (\$6 ) begin
       (* full_case = 32'd1 *)
-      if (\$6 ) begin
-        issue = \$12 ;
+      if (\$8 ) begin
+        issue = \$14 ;
       end else begin
         issue = 1'h1;
       end
@@ -35244,60 +35249,60 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$signature__addr  = 9'h000;
     if (issue) begin
-      \$signature__addr  = { \$21 [7:0], 1'h0 };
+      \$signature__addr  = { \$23 [7:0], 1'h0 };
     end
-    if (\$35 ) begin
+    if (\$37 ) begin
       \$signature__addr  = { jb_d1, 1'h1 };
     end
-    if (\$74 ) begin
+    if (\$76 ) begin
       \$signature__addr  = { ib[7:0], 1'h0 };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$signature__addr$48  = 9'h000;
+    \$signature__addr$52  = 9'h000;
     if (issue) begin
-      \$signature__addr$48  = \$23 [8:0];
+      \$signature__addr$52  = \$25 [8:0];
     end
     if (p1_issue) begin
-      \$signature__addr$48  = \$82 [8:0];
+      \$signature__addr$52  = \$84 [8:0];
     end
     if (p1v_d1) begin
-      \$signature__addr$48  = \$86 [8:0];
+      \$signature__addr$52  = \$88 [8:0];
     end
     if (p1v_d2) begin
-      \$signature__addr$48  = \$90 [8:0];
+      \$signature__addr$52  = \$92 [8:0];
     end
-    if (\$97 ) begin
-      \$signature__addr$48  = \$106 [8:0];
+    if (\$99 ) begin
+      \$signature__addr$52  = \$108 [8:0];
     end
-    if (\$108 ) begin
-      \$signature__addr$48  = \$109 [8:0];
+    if (\$110 ) begin
+      \$signature__addr$52  = \$111 [8:0];
     end
-    if (\$111 ) begin
-      \$signature__addr$48  = \$112 [8:0];
+    if (\$113 ) begin
+      \$signature__addr$52  = \$114 [8:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fb_re = 1'h0;
-    if (\$29 ) begin
+    if (\$31 ) begin
       fb_re = 1'h1;
     end
     if (sclose_d5) begin
       fb_re = 1'h1;
     end
-    if (\$152 ) begin
+    if (\$154 ) begin
       fb_re = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fb_addr = 12'h000;
-    if (\$29 ) begin
+    if (\$31 ) begin
       fb_addr = store_ptr;
     end
-    if (\$45 ) begin
+    if (\$47 ) begin
       fb_addr = store_ptr;
     end
     if (sclose_d5) begin
@@ -35306,261 +35311,261 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
     if (sclose_d6) begin
       fb_addr = saddr_d6;
     end
-    if (\$152 ) begin
-      fb_addr = \$153 [11:0];
+    if (\$154 ) begin
+      fb_addr = \$155 [11:0];
     end
-    if (\$164 ) begin
-      fb_addr = \$165 [11:0];
+    if (\$166 ) begin
+      fb_addr = \$167 [11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     gmul_use0 = 1'h0;
-    if (\$39 ) begin
+    if (\$41 ) begin
       gmul_use0 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     gmul_use1 = 1'h0;
-    if (\$41 ) begin
+    if (\$43 ) begin
       gmul_use1 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fu_use0 = 1'h0;
-    if (\$43 ) begin
+    if (\$45 ) begin
       fu_use0 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fb_we = 1'h0;
-    if (\$45 ) begin
+    if (\$47 ) begin
       fb_we = 1'h1;
     end
     if (sclose_d6) begin
       fb_we = 1'h1;
     end
-    if (\$164 ) begin
+    if (\$166 ) begin
       fb_we = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fb_wdata = 31'h00000000;
-    if (\$45 ) begin
+    if (\$47 ) begin
       fb_wdata = { 7'h00, x1 };
     end
     if (sclose_d6) begin
-      fb_wdata = { snr_val, \port$1462$0 [14:0] };
+      fb_wdata = { snr_val, \port$1465$0 [14:0] };
     end
-    if (\$164 ) begin
-      fb_wdata = { \port$1465$0 , \port$1462$0 [26:15], feat[14:0] };
+    if (\$166 ) begin
+      fb_wdata = { \port$1468$0 , \port$1465$0 [26:15], feat[14:0] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     valid = 1'h0;
-    if (\$47 ) begin
+    if (\$49 ) begin
       valid = 1'h1;
     end
-    if (\$55 ) begin
-      valid = 1'h1;
-    end
-    if (\$68 ) begin
+    if (\$57 ) begin
       valid = 1'h1;
     end
     if (\$70 ) begin
+      valid = 1'h1;
+    end
+    if (\$72 ) begin
       valid = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     stream = 1'h0;
-    if (\$47 ) begin
+    if (\$49 ) begin
       stream = 1'h0;
     end
-    if (\$55 ) begin
+    if (\$57 ) begin
       stream = 1'h0;
-    end
-    if (\$68 ) begin
-      stream = 1'h1;
     end
     if (\$70 ) begin
+      stream = 1'h1;
+    end
+    if (\$72 ) begin
       stream = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     hi = 1'h0;
-    if (\$47 ) begin
+    if (\$49 ) begin
       hi = 1'h0;
     end
-    if (\$55 ) begin
+    if (\$57 ) begin
       hi = 1'h1;
     end
-    if (\$68 ) begin
+    if (\$70 ) begin
       hi = 1'h0;
     end
-    if (\$70 ) begin
+    if (\$72 ) begin
       hi = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     close = 1'h0;
-    if (\$47 ) begin
-      close = \$32 [16];
+    if (\$49 ) begin
+      close = \$34 [16];
     end
-    if (\$55 ) begin
+    if (\$57 ) begin
       close = close_d1;
     end
-    if (\$68 ) begin
+    if (\$70 ) begin
       close = close_d20;
     end
-    if (\$70 ) begin
+    if (\$72 ) begin
       close = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     x = 24'h000000;
-    if (\$47 ) begin
+    if (\$49 ) begin
       x = x1;
     end
-    if (\$55 ) begin
+    if (\$57 ) begin
       x = x1r;
     end
-    if (\$68 ) begin
+    if (\$70 ) begin
       x = { 2'h0, r };
     end
-    if (\$70 ) begin
+    if (\$72 ) begin
       x = { 2'h0, r };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     w = 16'h0000;
-    if (\$47 ) begin
-      w = \$31 [15:0];
+    if (\$49 ) begin
+      w = \$33 [15:0];
     end
-    if (\$55 ) begin
+    if (\$57 ) begin
       w = w_d1;
     end
-    if (\$68 ) begin
+    if (\$70 ) begin
       w = w_d20;
     end
-    if (\$70 ) begin
+    if (\$72 ) begin
       w = w_d21;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$signature__en$73  = 1'h0;
-    if (\$52 ) begin
-      \$signature__en$73  = 1'h1;
+    \$signature__en$77  = 1'h0;
+    if (\$54 ) begin
+      \$signature__en$77  = 1'h1;
     end
     if (iv_d4) begin
-      \$signature__en$73  = 1'h1;
+      \$signature__en$77  = 1'h1;
     end
     if (iv_d5) begin
-      \$signature__en$73  = 1'h1;
+      \$signature__en$77  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$signature__addr$74  = 9'h000;
-    if (\$52 ) begin
-      \$signature__addr$74  = { jb_d3, 1'h0 };
+    \$signature__addr$78  = 9'h000;
+    if (\$54 ) begin
+      \$signature__addr$78  = { jb_d3, 1'h0 };
     end
     if (iv_d4) begin
-      \$signature__addr$74  = { ib_d4[7:0], 1'h0 };
+      \$signature__addr$78  = { ib_d4[7:0], 1'h0 };
     end
     if (iv_d5) begin
-      \$signature__addr$74  = { ib_d5[7:0], 1'h1 };
+      \$signature__addr$78  = { ib_d5[7:0], 1'h1 };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$signature__data$76  = 36'h000000000;
-    if (\$52 ) begin
-      \$signature__data$76  = { 8'h00, g_p[43:16] };
+    \$signature__data$80  = 36'h000000000;
+    if (\$54 ) begin
+      \$signature__data$80  = { 8'h00, g_p[43:16] };
     end
     if (iv_d4) begin
-      \$signature__data$76  = { 8'h00, g_p[43:16] };
+      \$signature__data$80  = { 8'h00, g_p[43:16] };
     end
     if (iv_d5) begin
-      \$signature__data$76  = { 8'h00, g_p[43:16] };
+      \$signature__data$80  = { 8'h00, g_p[43:16] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$signature__en$85  = 1'h0;
-    if (\$57 ) begin
-      \$signature__en$85  = 1'h1;
+    \$signature__en$89  = 1'h0;
+    if (\$59 ) begin
+      \$signature__en$89  = 1'h1;
     end
     if (p1v_d4) begin
-      \$signature__en$85  = 1'h1;
+      \$signature__en$89  = 1'h1;
     end
-    if (\$118 ) begin
-      \$signature__en$85  = 1'h1;
+    if (\$120 ) begin
+      \$signature__en$89  = 1'h1;
     end
-    if (\$133 ) begin
-      \$signature__en$85  = 1'h1;
+    if (\$135 ) begin
+      \$signature__en$89  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$signature__addr$86  = 9'h000;
-    if (\$57 ) begin
-      \$signature__addr$86  = \$58 [8:0];
+    \$signature__addr$90  = 9'h000;
+    if (\$59 ) begin
+      \$signature__addr$90  = \$60 [8:0];
     end
     if (p1v_d4) begin
-      \$signature__addr$86  = \$92 [8:0];
+      \$signature__addr$90  = \$94 [8:0];
     end
-    if (\$118 ) begin
-      \$signature__addr$86  = \$119 [8:0];
+    if (\$120 ) begin
+      \$signature__addr$90  = \$121 [8:0];
     end
-    if (\$133 ) begin
-      \$signature__addr$86  = \$134 [8:0];
+    if (\$135 ) begin
+      \$signature__addr$90  = \$136 [8:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$signature__data$88  = 36'h000000000;
-    if (\$57 ) begin
-      \$signature__data$88  = { 8'h00, \$60  };
+    \$signature__data$92  = 36'h000000000;
+    if (\$59 ) begin
+      \$signature__data$92  = { 8'h00, \$62  };
     end
     if (p1v_d4) begin
-      \$signature__data$88  = { 8'h00, E };
+      \$signature__data$92  = { 8'h00, E };
     end
-    if (\$118 ) begin
-      \$signature__data$88  = { 4'h0, g_p[47:16] };
+    if (\$120 ) begin
+      \$signature__data$92  = { 4'h0, g_p[47:16] };
     end
-    if (\$133 ) begin
-      \$signature__data$88  = { 4'h0, g_p[47:16] };
+    if (\$135 ) begin
+      \$signature__data$92  = { 4'h0, g_p[47:16] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     gmul_use2 = 1'h0;
-    if (\$62 ) begin
+    if (\$64 ) begin
       gmul_use2 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fu_use1 = 1'h0;
-    if (\$64 ) begin
+    if (\$66 ) begin
       fu_use1 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fu_use2 = 1'h0;
-    if (\$66 ) begin
+    if (\$68 ) begin
       fu_use2 = 1'h1;
     end
   end
@@ -35592,7 +35597,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
       3'h0:
           /* empty */;
       3'h1:
-          p1_issue = \$81 ;
+          p1_issue = \$83 ;
     endcase
   end
   always @* begin
@@ -35843,7 +35848,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    s = 44'h00000000000;
+    s = 40'h0000000000;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -35876,7 +35881,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
             5'h15:
                 /* empty */;
             5'h17:
-                s = g_p[57:14];
+                s = g_p[53:14];
           endcase
     endcase
   end
@@ -35945,112 +35950,112 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fu_use11 = 1'h0;
-    if (\$114 ) begin
+    if (\$116 ) begin
       fu_use11 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     gmul_use10 = 1'h0;
-    if (\$116 ) begin
+    if (\$118 ) begin
       gmul_use10 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fu_use12 = 1'h0;
-    if (\$118 ) begin
+    if (\$120 ) begin
       fu_use12 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     gmul_use11 = 1'h0;
-    if (\$121 ) begin
+    if (\$123 ) begin
       gmul_use11 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fu_use13 = 1'h0;
-    if (\$123 ) begin
+    if (\$125 ) begin
       fu_use13 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fu_use14 = 1'h0;
-    if (\$125 ) begin
+    if (\$127 ) begin
       fu_use14 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     gmul_use12 = 1'h0;
-    if (\$127 ) begin
+    if (\$129 ) begin
       gmul_use12 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fu_use15 = 1'h0;
-    if (\$129 ) begin
+    if (\$131 ) begin
       fu_use15 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     gmul_use13 = 1'h0;
-    if (\$131 ) begin
+    if (\$133 ) begin
       gmul_use13 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fu_use16 = 1'h0;
-    if (\$133 ) begin
+    if (\$135 ) begin
       fu_use16 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     gmul_use14 = 1'h0;
-    if (\$136 ) begin
+    if (\$138 ) begin
       gmul_use14 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fu_use17 = 1'h0;
-    if (\$138 ) begin
+    if (\$140 ) begin
       fu_use17 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fu_use18 = 1'h0;
-    if (\$140 ) begin
+    if (\$142 ) begin
       fu_use18 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     gmul_use15 = 1'h0;
-    if (\$142 ) begin
+    if (\$144 ) begin
       gmul_use15 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     fu_use19 = 1'h0;
-    if (\$144 ) begin
+    if (\$146 ) begin
       fu_use19 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     gmul_use16 = 1'h0;
-    if (\$155 ) begin
+    if (\$157 ) begin
       gmul_use16 = 1'h1;
     end
   end
@@ -36081,7 +36086,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
       3'h0:
           /* empty */;
       3'h1:
-          clear = \$168 ;
+          clear = \$170 ;
       3'h2:
           /* empty */;
       3'h3:
@@ -36089,7 +36094,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
       3'h4:
           /* empty */;
       3'h6:
-          clear = \$169 ;
+          clear = \$171 ;
     endcase
   end
   always @* begin
@@ -36187,101 +36192,81 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$531  = \$335 [37:0];
+    \$533  = \$signal$202 ;
     if (clip_start) begin
-      \$531  = 38'h0000000000;
+      \$533  = 35'h000000000;
     end
     if (rst) begin
-      \$531  = 38'h0000000000;
+      \$533  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$532  = \$signal$208 ;
+    \$534  = \$signal$212 ;
     if (clip_start) begin
-      \$532  = 18'h00000;
+      \$534  = 18'h00000;
     end
     if (rst) begin
-      \$532  = 18'h00000;
+      \$534  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$533  = { \$402 [48], \$402 [48], \$402 [48], \$402  };
+    \$535  = \$403 [47:0];
     if (clip_start) begin
-      \$533  = 52'h0000000000000;
+      \$535  = 48'h000000000000;
     end
     if (rst) begin
-      \$533  = 52'h0000000000000;
+      \$535  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$534  = { \$417 [56], \$417  };
+    \$536  = { \$419 [36:0], \$2 [16:0] };
     if (clip_start) begin
-      \$534  = 58'h000000000000000;
+      \$536  = 54'h00000000000000;
     end
     if (rst) begin
-      \$534  = 58'h000000000000000;
+      \$536  = 54'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$535  = \$420 [2:0];
+    \$537  = \$422 [2:0];
     if (clip_start) begin
-      \$535  = 3'h0;
+      \$537  = 3'h0;
     end
     if (rst) begin
-      \$535  = 3'h0;
+      \$537  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$536  = j;
+    \$538  = j;
     if (issue) begin
-      \$536  = \$421 [8:0];
+      \$538  = \$423 [8:0];
     end
-    if (\$425 ) begin
-      \$536  = { 8'h00, \$427  };
+    if (\$427 ) begin
+      \$538  = { 8'h00, \$429  };
     end
     if (clip_start) begin
-      \$536  = 9'h000;
+      \$538  = 9'h000;
     end
     if (rst) begin
-      \$536  = 9'h000;
+      \$538  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$537  = finished;
+    \$539  = finished;
     if (issue) begin
-      if (\$424 ) begin
-        \$537  = 1'h1;
+      if (\$426 ) begin
+        \$539  = 1'h1;
       end
     end
-    if (\$425 ) begin
-      \$537  = 1'h0;
+    if (\$427 ) begin
+      \$539  = 1'h0;
     end
-    if (clip_start) begin
-      \$537  = 1'h0;
-    end
-    if (rst) begin
-      \$537  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$538  = \$431 ;
-    if (clip_start) begin
-      \$538  = 1'h0;
-    end
-    if (rst) begin
-      \$538  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$539  = v_d1;
     if (clip_start) begin
       \$539  = 1'h0;
     end
@@ -36291,7 +36276,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$540  = v_d2;
+    \$540  = \$433 ;
     if (clip_start) begin
       \$540  = 1'h0;
     end
@@ -36301,7 +36286,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$541  = v_d3;
+    \$541  = v_d1;
     if (clip_start) begin
       \$541  = 1'h0;
     end
@@ -36311,7 +36296,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$542  = v_d4;
+    \$542  = v_d2;
     if (clip_start) begin
       \$542  = 1'h0;
     end
@@ -36321,7 +36306,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$543  = v_d5;
+    \$543  = v_d3;
     if (clip_start) begin
       \$543  = 1'h0;
     end
@@ -36331,7 +36316,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$544  = v_d6;
+    \$544  = v_d4;
     if (clip_start) begin
       \$544  = 1'h0;
     end
@@ -36341,7 +36326,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$545  = v_d7;
+    \$545  = v_d5;
     if (clip_start) begin
       \$545  = 1'h0;
     end
@@ -36351,7 +36336,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$546  = v_d8;
+    \$546  = v_d6;
     if (clip_start) begin
       \$546  = 1'h0;
     end
@@ -36361,7 +36346,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$547  = v_d9;
+    \$547  = v_d7;
     if (clip_start) begin
       \$547  = 1'h0;
     end
@@ -36371,7 +36356,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$548  = v_d10;
+    \$548  = v_d8;
     if (clip_start) begin
       \$548  = 1'h0;
     end
@@ -36381,7 +36366,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$549  = v_d11;
+    \$549  = v_d9;
     if (clip_start) begin
       \$549  = 1'h0;
     end
@@ -36391,7 +36376,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$550  = v_d12;
+    \$550  = v_d10;
     if (clip_start) begin
       \$550  = 1'h0;
     end
@@ -36401,7 +36386,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$551  = v_d13;
+    \$551  = v_d11;
     if (clip_start) begin
       \$551  = 1'h0;
     end
@@ -36411,7 +36396,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$552  = v_d14;
+    \$552  = v_d12;
     if (clip_start) begin
       \$552  = 1'h0;
     end
@@ -36421,7 +36406,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$553  = v_d15;
+    \$553  = v_d13;
     if (clip_start) begin
       \$553  = 1'h0;
     end
@@ -36431,7 +36416,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$554  = v_d16;
+    \$554  = v_d14;
     if (clip_start) begin
       \$554  = 1'h0;
     end
@@ -36441,7 +36426,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$555  = v_d17;
+    \$555  = v_d15;
     if (clip_start) begin
       \$555  = 1'h0;
     end
@@ -36451,7 +36436,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$556  = v_d18;
+    \$556  = v_d16;
     if (clip_start) begin
       \$556  = 1'h0;
     end
@@ -36461,7 +36446,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$557  = v_d19;
+    \$557  = v_d17;
     if (clip_start) begin
       \$557  = 1'h0;
     end
@@ -36471,7 +36456,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$558  = v_d20;
+    \$558  = v_d18;
     if (clip_start) begin
       \$558  = 1'h0;
     end
@@ -36481,7 +36466,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$559  = v_d21;
+    \$559  = v_d19;
     if (clip_start) begin
       \$559  = 1'h0;
     end
@@ -36491,7 +36476,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$560  = v_d22;
+    \$560  = v_d20;
     if (clip_start) begin
       \$560  = 1'h0;
     end
@@ -36501,7 +36486,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$561  = v_d23;
+    \$561  = v_d21;
     if (clip_start) begin
       \$561  = 1'h0;
     end
@@ -36511,7 +36496,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$562  = v_d24;
+    \$562  = v_d22;
     if (clip_start) begin
       \$562  = 1'h0;
     end
@@ -36521,7 +36506,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$563  = v_d25;
+    \$563  = v_d23;
     if (clip_start) begin
       \$563  = 1'h0;
     end
@@ -36531,7 +36516,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$564  = v_d26;
+    \$564  = v_d24;
     if (clip_start) begin
       \$564  = 1'h0;
     end
@@ -36541,7 +36526,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$565  = v_d27;
+    \$565  = v_d25;
     if (clip_start) begin
       \$565  = 1'h0;
     end
@@ -36551,7 +36536,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$566  = v_d28;
+    \$566  = v_d26;
     if (clip_start) begin
       \$566  = 1'h0;
     end
@@ -36561,7 +36546,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$567  = v_d29;
+    \$567  = v_d27;
     if (clip_start) begin
       \$567  = 1'h0;
     end
@@ -36571,7 +36556,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$568  = v_d30;
+    \$568  = v_d28;
     if (clip_start) begin
       \$568  = 1'h0;
     end
@@ -36581,27 +36566,27 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$569  = \$21 [7:0];
+    \$569  = v_d29;
     if (clip_start) begin
-      \$569  = 8'h00;
+      \$569  = 1'h0;
     end
     if (rst) begin
-      \$569  = 8'h00;
+      \$569  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$570  = jb_d1;
+    \$570  = v_d30;
     if (clip_start) begin
-      \$570  = 8'h00;
+      \$570  = 1'h0;
     end
     if (rst) begin
-      \$570  = 8'h00;
+      \$570  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$571  = jb_d2;
+    \$571  = \$23 [7:0];
     if (clip_start) begin
       \$571  = 8'h00;
     end
@@ -36611,76 +36596,76 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$572  = jj[0];
+    \$572  = jb_d1;
     if (clip_start) begin
-      \$572  = 1'h0;
+      \$572  = 8'h00;
     end
     if (rst) begin
-      \$572  = 1'h0;
+      \$572  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$573  = store_ptr;
+    \$573  = jb_d2;
+    if (clip_start) begin
+      \$573  = 8'h00;
+    end
+    if (rst) begin
+      \$573  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$574  = jj[0];
+    if (clip_start) begin
+      \$574  = 1'h0;
+    end
+    if (rst) begin
+      \$574  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$575  = store_ptr;
     if (store_rewind) begin
-      \$573  = 12'h0c8;
+      \$575  = 12'h0c8;
     end
-    if (\$437 ) begin
-      \$573  = \$438 [11:0];
+    if (\$439 ) begin
+      \$575  = \$440 [11:0];
     end
-    if (\$440 ) begin
-      \$573  = \$441 [11:0];
+    if (\$442 ) begin
+      \$575  = \$443 [11:0];
     end
     if (clip_start) begin
-      \$573  = 12'h000;
+      \$575  = 12'h000;
     end
     if (rst) begin
-      \$573  = 12'h000;
+      \$575  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$574  = i__payload[23:0];
+    \$576  = i__payload[23:0];
     if (clip_start) begin
-      \$574  = 24'h000000;
+      \$576  = 24'h000000;
     end
     if (rst) begin
-      \$574  = 24'h000000;
+      \$576  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$575  = x1;
+    \$577  = x1;
     if (clip_start) begin
-      \$575  = 24'h000000;
+      \$577  = 24'h000000;
     end
     if (rst) begin
-      \$575  = 24'h000000;
+      \$577  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$576  = \$31 [15:0];
-    if (clip_start) begin
-      \$576  = 16'h0000;
-    end
-    if (rst) begin
-      \$576  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$577  = w_d1;
-    if (clip_start) begin
-      \$577  = 16'h0000;
-    end
-    if (rst) begin
-      \$577  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$578  = w_d2;
+    \$578  = \$33 [15:0];
     if (clip_start) begin
       \$578  = 16'h0000;
     end
@@ -36690,7 +36675,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$579  = w_d3;
+    \$579  = w_d1;
     if (clip_start) begin
       \$579  = 16'h0000;
     end
@@ -36700,7 +36685,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$580  = w_d4;
+    \$580  = w_d2;
     if (clip_start) begin
       \$580  = 16'h0000;
     end
@@ -36710,7 +36695,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$581  = w_d5;
+    \$581  = w_d3;
     if (clip_start) begin
       \$581  = 16'h0000;
     end
@@ -36720,7 +36705,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$582  = w_d6;
+    \$582  = w_d4;
     if (clip_start) begin
       \$582  = 16'h0000;
     end
@@ -36730,7 +36715,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$583  = w_d7;
+    \$583  = w_d5;
     if (clip_start) begin
       \$583  = 16'h0000;
     end
@@ -36740,7 +36725,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$584  = w_d8;
+    \$584  = w_d6;
     if (clip_start) begin
       \$584  = 16'h0000;
     end
@@ -36750,7 +36735,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$585  = w_d9;
+    \$585  = w_d7;
     if (clip_start) begin
       \$585  = 16'h0000;
     end
@@ -36760,7 +36745,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$586  = w_d10;
+    \$586  = w_d8;
     if (clip_start) begin
       \$586  = 16'h0000;
     end
@@ -36770,7 +36755,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$587  = w_d11;
+    \$587  = w_d9;
     if (clip_start) begin
       \$587  = 16'h0000;
     end
@@ -36780,7 +36765,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$588  = w_d12;
+    \$588  = w_d10;
     if (clip_start) begin
       \$588  = 16'h0000;
     end
@@ -36790,7 +36775,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$589  = w_d13;
+    \$589  = w_d11;
     if (clip_start) begin
       \$589  = 16'h0000;
     end
@@ -36800,7 +36785,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$590  = w_d14;
+    \$590  = w_d12;
     if (clip_start) begin
       \$590  = 16'h0000;
     end
@@ -36810,7 +36795,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$591  = w_d15;
+    \$591  = w_d13;
     if (clip_start) begin
       \$591  = 16'h0000;
     end
@@ -36820,7 +36805,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$592  = w_d16;
+    \$592  = w_d14;
     if (clip_start) begin
       \$592  = 16'h0000;
     end
@@ -36830,7 +36815,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$593  = w_d17;
+    \$593  = w_d15;
     if (clip_start) begin
       \$593  = 16'h0000;
     end
@@ -36840,7 +36825,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$594  = w_d18;
+    \$594  = w_d16;
     if (clip_start) begin
       \$594  = 16'h0000;
     end
@@ -36850,7 +36835,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$595  = w_d19;
+    \$595  = w_d17;
     if (clip_start) begin
       \$595  = 16'h0000;
     end
@@ -36860,7 +36845,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$596  = w_d20;
+    \$596  = w_d18;
     if (clip_start) begin
       \$596  = 16'h0000;
     end
@@ -36870,27 +36855,27 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$597  = \$32 [16];
+    \$597  = w_d19;
     if (clip_start) begin
-      \$597  = 1'h0;
+      \$597  = 16'h0000;
     end
     if (rst) begin
-      \$597  = 1'h0;
+      \$597  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$598  = close_d1;
+    \$598  = w_d20;
     if (clip_start) begin
-      \$598  = 1'h0;
+      \$598  = 16'h0000;
     end
     if (rst) begin
-      \$598  = 1'h0;
+      \$598  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$599  = close_d2;
+    \$599  = \$34 [16];
     if (clip_start) begin
       \$599  = 1'h0;
     end
@@ -36900,7 +36885,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$600  = close_d3;
+    \$600  = close_d1;
     if (clip_start) begin
       \$600  = 1'h0;
     end
@@ -36910,7 +36895,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$601  = close_d4;
+    \$601  = close_d2;
     if (clip_start) begin
       \$601  = 1'h0;
     end
@@ -36920,7 +36905,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$602  = close_d5;
+    \$602  = close_d3;
     if (clip_start) begin
       \$602  = 1'h0;
     end
@@ -36930,7 +36915,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$603  = close_d6;
+    \$603  = close_d4;
     if (clip_start) begin
       \$603  = 1'h0;
     end
@@ -36940,7 +36925,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$604  = close_d7;
+    \$604  = close_d5;
     if (clip_start) begin
       \$604  = 1'h0;
     end
@@ -36950,7 +36935,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$605  = close_d8;
+    \$605  = close_d6;
     if (clip_start) begin
       \$605  = 1'h0;
     end
@@ -36960,7 +36945,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$606  = close_d9;
+    \$606  = close_d7;
     if (clip_start) begin
       \$606  = 1'h0;
     end
@@ -36970,7 +36955,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$607  = close_d10;
+    \$607  = close_d8;
     if (clip_start) begin
       \$607  = 1'h0;
     end
@@ -36980,7 +36965,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$608  = close_d11;
+    \$608  = close_d9;
     if (clip_start) begin
       \$608  = 1'h0;
     end
@@ -36990,7 +36975,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$609  = close_d12;
+    \$609  = close_d10;
     if (clip_start) begin
       \$609  = 1'h0;
     end
@@ -37000,7 +36985,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$610  = close_d13;
+    \$610  = close_d11;
     if (clip_start) begin
       \$610  = 1'h0;
     end
@@ -37010,7 +36995,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$611  = close_d14;
+    \$611  = close_d12;
     if (clip_start) begin
       \$611  = 1'h0;
     end
@@ -37020,7 +37005,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$612  = close_d15;
+    \$612  = close_d13;
     if (clip_start) begin
       \$612  = 1'h0;
     end
@@ -37030,7 +37015,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$613  = close_d16;
+    \$613  = close_d14;
     if (clip_start) begin
       \$613  = 1'h0;
     end
@@ -37040,7 +37025,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$614  = close_d17;
+    \$614  = close_d15;
     if (clip_start) begin
       \$614  = 1'h0;
     end
@@ -37050,7 +37035,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$615  = close_d18;
+    \$615  = close_d16;
     if (clip_start) begin
       \$615  = 1'h0;
     end
@@ -37060,7 +37045,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$616  = close_d19;
+    \$616  = close_d17;
     if (clip_start) begin
       \$616  = 1'h0;
     end
@@ -37070,7 +37055,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$617  = close_d20;
+    \$617  = close_d18;
     if (clip_start) begin
       \$617  = 1'h0;
     end
@@ -37080,183 +37065,183 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$618  = \$signature__data$61 [27:0];
+    \$618  = close_d19;
     if (clip_start) begin
-      \$618  = 28'h0000000;
+      \$618  = 1'h0;
     end
     if (rst) begin
-      \$618  = 28'h0000000;
+      \$618  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$619  = word0h;
+    \$619  = close_d20;
+    if (clip_start) begin
+      \$619  = 1'h0;
+    end
+    if (rst) begin
+      \$619  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$620  = \$signature__data$65 [27:0];
+    if (clip_start) begin
+      \$620  = 28'h0000000;
+    end
+    if (rst) begin
+      \$620  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$621  = word0h;
     if (v_d1) begin
-      \$619  = \$signature__data$61 [27:0];
+      \$621  = \$signature__data$65 [27:0];
     end
     if (clip_start) begin
-      \$619  = 28'h0000000;
+      \$621  = 28'h0000000;
     end
     if (rst) begin
-      \$619  = 28'h0000000;
+      \$621  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$620  = half_n0;
+    \$622  = half_n0;
     if (v_d2) begin
-      \$620  = \$signature__data$61 [27:1];
+      \$622  = \$signature__data$65 [27:1];
     end
     if (clip_start) begin
-      \$620  = 27'h0000000;
+      \$622  = 27'h0000000;
     end
     if (rst) begin
-      \$620  = 27'h0000000;
+      \$622  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$621  = noise;
+    \$623  = noise;
     if (clip_start) begin
-      \$621  = 28'h0000000;
+      \$623  = 28'h0000000;
     end
     if (rst) begin
-      \$621  = 28'h0000000;
+      \$623  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$622  = mm;
-    if (\$443 ) begin
-      \$622  = \$444 [5:0];
+    \$624  = mm;
+    if (\$445 ) begin
+      \$624  = \$446 [5:0];
     end
-    if (\$451 ) begin
-      \$622  = 6'h00;
+    if (\$453 ) begin
+      \$624  = 6'h00;
     end
     if (clip_start) begin
-      \$622  = 6'h00;
+      \$624  = 6'h00;
     end
     if (rst) begin
-      \$622  = 6'h00;
+      \$624  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$623  = \$signal$184 ;
+    \$625  = \$signal$188 ;
     if (v_d6) begin
-      \$623  = o_lp;
+      \$625  = o_lp;
     end
     if (clip_start) begin
-      \$623  = 32'd0;
+      \$625  = 32'd0;
     end
     if (rst) begin
-      \$623  = 32'd0;
+      \$625  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$624  = ld;
+    \$626  = ld;
     if (v_d11) begin
-      \$624  = o_lp;
+      \$626  = o_lp;
     end
     if (clip_start) begin
-      \$624  = 32'd0;
+      \$626  = 32'd0;
     end
     if (rst) begin
-      \$624  = 32'd0;
+      \$626  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$625  = r;
+    \$627  = r;
     if (v_d20) begin
-      \$625  = o_exp[21:0];
+      \$627  = o_exp[21:0];
     end
     if (clip_start) begin
-      \$625  = 22'h000000;
+      \$627  = 22'h000000;
     end
     if (rst) begin
-      \$625  = 22'h000000;
+      \$627  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$626  = 1'h0;
-    if (\$446 ) begin
-      \$626  = 1'h1;
+    \$628  = 1'h0;
+    if (\$448 ) begin
+      \$628  = 1'h1;
     end
     if (clip_start) begin
-      \$626  = 1'h0;
+      \$628  = 1'h0;
     end
     if (rst) begin
-      \$626  = 1'h0;
+      \$628  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$627  = snm;
-    if (\$446 ) begin
-      \$627  = \$448 ;
+    \$629  = snm;
+    if (\$448 ) begin
+      \$629  = \$450 ;
     end
     if (clip_start) begin
-      \$627  = 16'h0000;
+      \$629  = 16'h0000;
     end
     if (rst) begin
-      \$627  = 16'h0000;
+      \$629  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$628  = saddr;
-    if (\$446 ) begin
-      \$628  = \$449 [11:0];
+    \$630  = saddr;
+    if (\$448 ) begin
+      \$630  = \$451 [11:0];
     end
     if (clip_start) begin
-      \$628  = 12'h000;
+      \$630  = 12'h000;
     end
     if (rst) begin
-      \$628  = 12'h000;
+      \$630  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$629  = ms;
-    if (\$446 ) begin
-      \$629  = \$450 [5:0];
+    \$631  = ms;
+    if (\$448 ) begin
+      \$631  = \$452 [5:0];
     end
-    if (\$451 ) begin
-      \$629  = 6'h00;
+    if (\$453 ) begin
+      \$631  = 6'h00;
     end
     if (clip_start) begin
-      \$629  = 6'h00;
+      \$631  = 6'h00;
     end
     if (rst) begin
-      \$629  = 6'h00;
+      \$631  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$630  = sclose;
-    if (clip_start) begin
-      \$630  = 1'h0;
-    end
-    if (rst) begin
-      \$630  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$631  = sclose_d1;
-    if (clip_start) begin
-      \$631  = 1'h0;
-    end
-    if (rst) begin
-      \$631  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$632  = sclose_d2;
+    \$632  = sclose;
     if (clip_start) begin
       \$632  = 1'h0;
     end
@@ -37266,7 +37251,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$633  = sclose_d3;
+    \$633  = sclose_d1;
     if (clip_start) begin
       \$633  = 1'h0;
     end
@@ -37276,7 +37261,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$634  = sclose_d4;
+    \$634  = sclose_d2;
     if (clip_start) begin
       \$634  = 1'h0;
     end
@@ -37286,7 +37271,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$635  = sclose_d5;
+    \$635  = sclose_d3;
     if (clip_start) begin
       \$635  = 1'h0;
     end
@@ -37296,27 +37281,27 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$636  = saddr;
+    \$636  = sclose_d4;
     if (clip_start) begin
-      \$636  = 12'h000;
+      \$636  = 1'h0;
     end
     if (rst) begin
-      \$636  = 12'h000;
+      \$636  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$637  = saddr_d1;
+    \$637  = sclose_d5;
     if (clip_start) begin
-      \$637  = 12'h000;
+      \$637  = 1'h0;
     end
     if (rst) begin
-      \$637  = 12'h000;
+      \$637  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$638  = saddr_d2;
+    \$638  = saddr;
     if (clip_start) begin
       \$638  = 12'h000;
     end
@@ -37326,7 +37311,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$639  = saddr_d3;
+    \$639  = saddr_d1;
     if (clip_start) begin
       \$639  = 12'h000;
     end
@@ -37336,7 +37321,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$640  = saddr_d4;
+    \$640  = saddr_d2;
     if (clip_start) begin
       \$640  = 12'h000;
     end
@@ -37346,7 +37331,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$641  = saddr_d5;
+    \$641  = saddr_d3;
     if (clip_start) begin
       \$641  = 12'h000;
     end
@@ -37356,40 +37341,40 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$642  = snr_val;
+    \$642  = saddr_d4;
+    if (clip_start) begin
+      \$642  = 12'h000;
+    end
+    if (rst) begin
+      \$642  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$643  = saddr_d5;
+    if (clip_start) begin
+      \$643  = 12'h000;
+    end
+    if (rst) begin
+      \$643  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$644  = snr_val;
     if (sclose_d5) begin
-      \$642  = o_lp[15:0];
+      \$644  = o_lp[15:0];
     end
     if (clip_start) begin
-      \$642  = 16'h0000;
+      \$644  = 16'h0000;
     end
     if (rst) begin
-      \$642  = 16'h0000;
+      \$644  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$643  = \$455 ;
-    if (clip_start) begin
-      \$643  = 1'h0;
-    end
-    if (rst) begin
-      \$643  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$644  = iv_d1;
-    if (clip_start) begin
-      \$644  = 1'h0;
-    end
-    if (rst) begin
-      \$644  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$645  = iv_d2;
+    \$645  = \$457 ;
     if (clip_start) begin
       \$645  = 1'h0;
     end
@@ -37399,7 +37384,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$646  = iv_d3;
+    \$646  = iv_d1;
     if (clip_start) begin
       \$646  = 1'h0;
     end
@@ -37409,7 +37394,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$647  = iv_d4;
+    \$647  = iv_d2;
     if (clip_start) begin
       \$647  = 1'h0;
     end
@@ -37419,7 +37404,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$648  = \$459 ;
+    \$648  = iv_d3;
     if (clip_start) begin
       \$648  = 1'h0;
     end
@@ -37429,31 +37414,17 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$649  = ib;
-    if (\$463 ) begin
-      \$649  = \$464 [8:0];
-    end
-    if (\$466 ) begin
-      \$649  = 9'h000;
-    end
+    \$649  = iv_d4;
     if (clip_start) begin
-      \$649  = 9'h000;
+      \$649  = 1'h0;
     end
     if (rst) begin
-      \$649  = 9'h000;
+      \$649  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$650  = ifin;
-    if (\$463 ) begin
-      if (\$465 ) begin
-        \$650  = 1'h1;
-      end
-    end
-    if (\$466 ) begin
-      \$650  = 1'h0;
-    end
+    \$650  = \$461 ;
     if (clip_start) begin
       \$650  = 1'h0;
     end
@@ -37464,6 +37435,12 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$651  = ib;
+    if (\$465 ) begin
+      \$651  = \$466 [8:0];
+    end
+    if (\$468 ) begin
+      \$651  = 9'h000;
+    end
     if (clip_start) begin
       \$651  = 9'h000;
     end
@@ -37473,17 +37450,25 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$652  = ib_d1;
+    \$652  = ifin;
+    if (\$465 ) begin
+      if (\$467 ) begin
+        \$652  = 1'h1;
+      end
+    end
+    if (\$468 ) begin
+      \$652  = 1'h0;
+    end
     if (clip_start) begin
-      \$652  = 9'h000;
+      \$652  = 1'h0;
     end
     if (rst) begin
-      \$652  = 9'h000;
+      \$652  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$653  = ib_d2;
+    \$653  = ib;
     if (clip_start) begin
       \$653  = 9'h000;
     end
@@ -37493,7 +37478,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$654  = ib_d3;
+    \$654  = ib_d1;
     if (clip_start) begin
       \$654  = 9'h000;
     end
@@ -37503,7 +37488,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$655  = ib_d4;
+    \$655  = ib_d2;
     if (clip_start) begin
       \$655  = 9'h000;
     end
@@ -37513,37 +37498,37 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$656  = word0r;
+    \$656  = ib_d3;
     if (clip_start) begin
-      \$656  = 28'h0000000;
+      \$656  = 9'h000;
     end
     if (rst) begin
-      \$656  = 28'h0000000;
+      \$656  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$657  = p1_issue;
+    \$657  = ib_d4;
     if (clip_start) begin
-      \$657  = 1'h0;
+      \$657  = 9'h000;
     end
     if (rst) begin
-      \$657  = 1'h0;
+      \$657  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$658  = p1v_d1;
+    \$658  = word0r;
     if (clip_start) begin
-      \$658  = 1'h0;
+      \$658  = 28'h0000000;
     end
     if (rst) begin
-      \$658  = 1'h0;
+      \$658  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$659  = p1v_d2;
+    \$659  = p1_issue;
     if (clip_start) begin
       \$659  = 1'h0;
     end
@@ -37553,7 +37538,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$660  = p1v_d3;
+    \$660  = p1v_d1;
     if (clip_start) begin
       \$660  = 1'h0;
     end
@@ -37563,7 +37548,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$661  = p1v_d4;
+    \$661  = p1v_d2;
     if (clip_start) begin
       \$661  = 1'h0;
     end
@@ -37573,7 +37558,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$662  = p1v_d5;
+    \$662  = p1v_d3;
     if (clip_start) begin
       \$662  = 1'h0;
     end
@@ -37583,7 +37568,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$663  = p1v_d6;
+    \$663  = p1v_d4;
     if (clip_start) begin
       \$663  = 1'h0;
     end
@@ -37593,7 +37578,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$664  = p1v_d7;
+    \$664  = p1v_d5;
     if (clip_start) begin
       \$664  = 1'h0;
     end
@@ -37603,7 +37588,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$665  = p1v_d8;
+    \$665  = p1v_d6;
     if (clip_start) begin
       \$665  = 1'h0;
     end
@@ -37613,27 +37598,27 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$666  = p1_m;
+    \$666  = p1v_d7;
     if (clip_start) begin
-      \$666  = 6'h00;
+      \$666  = 1'h0;
     end
     if (rst) begin
-      \$666  = 6'h00;
+      \$666  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$667  = p1m_d1;
+    \$667  = p1v_d8;
     if (clip_start) begin
-      \$667  = 6'h00;
+      \$667  = 1'h0;
     end
     if (rst) begin
-      \$667  = 6'h00;
+      \$667  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$668  = p1m_d2;
+    \$668  = p1_m;
     if (clip_start) begin
       \$668  = 6'h00;
     end
@@ -37643,7 +37628,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$669  = p1m_d3;
+    \$669  = p1m_d1;
     if (clip_start) begin
       \$669  = 6'h00;
     end
@@ -37653,7 +37638,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$670  = p1m_d4;
+    \$670  = p1m_d2;
     if (clip_start) begin
       \$670  = 6'h00;
     end
@@ -37663,7 +37648,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$671  = p1m_d5;
+    \$671  = p1m_d3;
     if (clip_start) begin
       \$671  = 6'h00;
     end
@@ -37673,7 +37658,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$672  = p1m_d6;
+    \$672  = p1m_d4;
     if (clip_start) begin
       \$672  = 6'h00;
     end
@@ -37683,7 +37668,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$673  = p1m_d7;
+    \$673  = p1m_d5;
     if (clip_start) begin
       \$673  = 6'h00;
     end
@@ -37693,7 +37678,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$674  = p1m_d8;
+    \$674  = p1m_d6;
     if (clip_start) begin
       \$674  = 6'h00;
     end
@@ -37703,15 +37688,35 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$675  = pcen_state;
+    \$675  = p1m_d7;
+    if (clip_start) begin
+      \$675  = 6'h00;
+    end
+    if (rst) begin
+      \$675  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$676  = p1m_d8;
+    if (clip_start) begin
+      \$676  = 6'h00;
+    end
+    if (rst) begin
+      \$676  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$677  = pcen_state;
     casez (pcen_state)
       3'h0:
           if (pcen_run) begin
-            \$675  = 3'h1;
+            \$677  = 3'h1;
           end
       3'h1:
-          if (\$474 ) begin
-            \$675  = 3'h2;
+          if (\$476 ) begin
+            \$677  = 3'h2;
           end
       3'h2:
           casez (g)
@@ -37742,113 +37747,88 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
             5'h17:
                 /* empty */;
             5'h1c:
-                \$675  = 3'h3;
+                \$677  = 3'h3;
           endcase
       3'h3:
-          if (\$484 ) begin
-            \$675  = 3'h4;
+          if (\$486 ) begin
+            \$677  = 3'h4;
           end
       3'h4:
-          if (\$485 ) begin
-            \$675  = 3'h0;
+          if (\$487 ) begin
+            \$677  = 3'h0;
           end
     endcase
     if (clip_start) begin
-      \$675  = 3'h0;
+      \$677  = 3'h0;
     end
     if (rst) begin
-      \$675  = 3'h0;
+      \$677  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$676  = p1_ph;
+    \$678  = p1_ph;
     casez (pcen_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$676  = \$469 [1:0];
+          \$678  = \$471 [1:0];
     endcase
-    if (\$486 ) begin
-      \$676  = 2'h0;
+    if (\$488 ) begin
+      \$678  = 2'h0;
     end
     if (clip_start) begin
-      \$676  = 2'h0;
+      \$678  = 2'h0;
     end
     if (rst) begin
-      \$676  = 2'h0;
+      \$678  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$677  = p1_m;
+    \$679  = p1_m;
     casez (pcen_state)
       3'h0:
           /* empty */;
       3'h1:
           if (p1_issue) begin
-            \$677  = \$470 [5:0];
+            \$679  = \$472 [5:0];
           end
     endcase
-    if (\$486 ) begin
-      \$677  = 6'h00;
+    if (\$488 ) begin
+      \$679  = 6'h00;
     end
     if (clip_start) begin
-      \$677  = 6'h00;
+      \$679  = 6'h00;
     end
     if (rst) begin
-      \$677  = 6'h00;
+      \$679  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$678  = g;
+    \$680  = g;
     casez (pcen_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          \$678  = \$475 [4:0];
+          \$680  = \$477 [4:0];
     endcase
-    if (\$486 ) begin
-      \$678  = 5'h00;
+    if (\$488 ) begin
+      \$680  = 5'h00;
     end
     if (clip_start) begin
-      \$678  = 5'h00;
+      \$680  = 5'h00;
     end
     if (rst) begin
-      \$678  = 5'h00;
+      \$680  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$679  = meanr;
-    casez (pcen_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          casez (g)
-            5'h00:
-                /* empty */;
-            5'h01:
-                /* empty */;
-            5'h02:
-                \$679  = g_p[55:22];
-          endcase
-    endcase
-    if (clip_start) begin
-      \$679  = 34'h000000000;
-    end
-    if (rst) begin
-      \$679  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$680  = num_r;
+    \$681  = meanr;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -37861,21 +37841,19 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
             5'h01:
                 /* empty */;
             5'h02:
-                /* empty */;
-            5'h03:
-                \$680  = g_p[35:0];
+                \$681  = { g_p[53], g_p[53], g_p[53:22] };
           endcase
     endcase
     if (clip_start) begin
-      \$680  = 36'h000000000;
+      \$681  = 34'h000000000;
     end
     if (rst) begin
-      \$680  = 36'h000000000;
+      \$681  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$681  = num_zero;
+    \$682  = num_r;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -37890,19 +37868,46 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
             5'h02:
                 /* empty */;
             5'h03:
-                \$681  = \$476 ;
+                \$682  = g_p[35:0];
           endcase
     endcase
     if (clip_start) begin
-      \$681  = 1'h0;
+      \$682  = 36'h000000000;
     end
     if (rst) begin
-      \$681  = 1'h0;
+      \$682  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$682  = lnum;
+    \$683  = num_zero;
+    casez (pcen_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          casez (g)
+            5'h00:
+                /* empty */;
+            5'h01:
+                /* empty */;
+            5'h02:
+                /* empty */;
+            5'h03:
+                \$683  = \$478 ;
+          endcase
+    endcase
+    if (clip_start) begin
+      \$683  = 1'h0;
+    end
+    if (rst) begin
+      \$683  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$684  = lnum;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -37925,19 +37930,19 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
             5'h06:
                 /* empty */;
             5'h08:
-                \$682  = o_lp;
+                \$684  = o_lp;
           endcase
     endcase
     if (clip_start) begin
-      \$682  = 32'd0;
+      \$684  = 32'd0;
     end
     if (rst) begin
-      \$682  = 32'd0;
+      \$684  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$683  = sf_r;
+    \$685  = sf_r;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -37964,19 +37969,19 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
             5'h0b:
                 /* empty */;
             5'h0d:
-                \$683  = o_exp[15:0];
+                \$685  = o_exp[15:0];
           endcase
     endcase
     if (clip_start) begin
-      \$683  = 16'h0000;
+      \$685  = 16'h0000;
     end
     if (rst) begin
-      \$683  = 16'h0000;
+      \$685  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$684  = g_r;
+    \$686  = g_r;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -38011,19 +38016,19 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
             5'h17:
                 /* empty */;
             5'h1c:
-                \$684  = o_lp[15:0];
+                \$686  = o_lp[15:0];
           endcase
     endcase
     if (clip_start) begin
-      \$684  = 16'h0000;
+      \$686  = 16'h0000;
     end
     if (rst) begin
-      \$684  = 16'h0000;
+      \$686  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$685  = k;
+    \$687  = k;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -38032,21 +38037,21 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
       3'h2:
           /* empty */;
       3'h3:
-          \$685  = \$479 [5:0];
+          \$687  = \$481 [5:0];
     endcase
-    if (\$486 ) begin
-      \$685  = 6'h00;
+    if (\$488 ) begin
+      \$687  = 6'h00;
     end
     if (clip_start) begin
-      \$685  = 6'h00;
+      \$687  = 6'h00;
     end
     if (rst) begin
-      \$685  = 6'h00;
+      \$687  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$686  = cm;
+    \$688  = cm;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -38055,156 +38060,130 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
       3'h2:
           /* empty */;
       3'h3:
-          if (\$480 ) begin
-            \$686  = \$481 [5:0];
+          if (\$482 ) begin
+            \$688  = \$483 [5:0];
           end
     endcase
-    if (\$486 ) begin
-      \$686  = 6'h00;
+    if (\$488 ) begin
+      \$688  = 6'h00;
     end
     if (clip_start) begin
-      \$686  = 6'h00;
+      \$688  = 6'h00;
     end
     if (rst) begin
-      \$686  = 6'h00;
+      \$688  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$687  = mel_r;
+    \$689  = mel_r;
     if (p1v_d1) begin
-      \$687  = \$signature__data [27:0];
+      \$689  = \$signature__data [27:0];
     end
     if (clip_start) begin
-      \$687  = 28'h0000000;
+      \$689  = 28'h0000000;
     end
     if (rst) begin
-      \$687  = 28'h0000000;
+      \$689  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$688  = flo;
+    \$690  = flo;
     if (p1v_d2) begin
-      \$688  = \$signature__data [35:22];
+      \$690  = \$signature__data [35:22];
     end
     if (clip_start) begin
-      \$688  = 14'h0000;
+      \$690  = 14'h0000;
     end
     if (rst) begin
-      \$688  = 14'h0000;
+      \$690  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$689  = fhi;
+    \$691  = fhi;
     if (p1v_d3) begin
-      \$689  = \$signature__data [35:22];
+      \$691  = \$signature__data [35:22];
     end
     if (clip_start) begin
-      \$689  = 14'h0000;
+      \$691  = 14'h0000;
     end
     if (rst) begin
-      \$689  = 14'h0000;
+      \$691  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$690  = sumE;
+    \$692  = sumE;
     if (p1v_d4) begin
-      \$690  = \$489 [33:0];
+      \$692  = \$491 [33:0];
     end
     if (clip_start) begin
-      \$690  = 34'h000000000;
+      \$692  = 34'h000000000;
     end
     if (rst) begin
-      \$690  = 34'h000000000;
+      \$692  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$691  = high;
+    \$693  = high;
     if (p1v_d4) begin
-      \$691  = \$494 [33:0];
+      \$693  = \$496 [33:0];
     end
     if (clip_start) begin
-      \$691  = 34'h000000000;
+      \$693  = 34'h000000000;
     end
     if (rst) begin
-      \$691  = 34'h000000000;
+      \$693  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$692  = low;
+    \$694  = low;
     if (p1v_d4) begin
-      if (\$495 ) begin
-        \$692  = sumE;
+      if (\$497 ) begin
+        \$694  = sumE;
       end
     end
     if (clip_start) begin
-      \$692  = 34'h000000000;
+      \$694  = 34'h000000000;
     end
     if (rst) begin
-      \$692  = 34'h000000000;
+      \$694  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$693  = slog;
+    \$695  = slog;
     if (p1v_d9) begin
-      \$693  = \$498 [34:0];
+      \$695  = \$500 [34:0];
     end
     if (clip_start) begin
-      \$693  = 35'h000000000;
+      \$695  = 35'h000000000;
     end
     if (rst) begin
-      \$693  = 35'h000000000;
+      \$695  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$694  = E_r;
-    if (\$500 ) begin
-      \$694  = \$signature__data [27:0];
-    end
-    if (clip_start) begin
-      \$694  = 28'h0000000;
-    end
-    if (rst) begin
-      \$694  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$695  = pw0;
+    \$696  = E_r;
     if (\$502 ) begin
-      \$695  = \$signature__data ;
+      \$696  = \$signature__data [27:0];
     end
     if (clip_start) begin
-      \$695  = 36'h000000000;
+      \$696  = 28'h0000000;
     end
     if (rst) begin
-      \$695  = 36'h000000000;
+      \$696  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$696  = pw1;
+    \$697  = pw0;
     if (\$504 ) begin
-      \$696  = \$signature__data ;
-    end
-    if (clip_start) begin
-      \$696  = 36'h000000000;
-    end
-    if (rst) begin
-      \$696  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$697  = pw2;
-    if (\$506 ) begin
       \$697  = \$signature__data ;
     end
     if (clip_start) begin
@@ -38216,8 +38195,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$698  = pw3;
-    if (\$508 ) begin
+    \$698  = pw1;
+    if (\$506 ) begin
       \$698  = \$signature__data ;
     end
     if (clip_start) begin
@@ -38229,8 +38208,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$699  = pw4;
-    if (\$510 ) begin
+    \$699  = pw2;
+    if (\$508 ) begin
       \$699  = \$signature__data ;
     end
     if (clip_start) begin
@@ -38242,8 +38221,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$700  = pw5;
-    if (\$512 ) begin
+    \$700  = pw3;
+    if (\$510 ) begin
       \$700  = \$signature__data ;
     end
     if (clip_start) begin
@@ -38255,37 +38234,63 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$701  = lE;
+    \$701  = pw4;
+    if (\$512 ) begin
+      \$701  = \$signature__data ;
+    end
+    if (clip_start) begin
+      \$701  = 36'h000000000;
+    end
+    if (rst) begin
+      \$701  = 36'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$702  = pw5;
     if (\$514 ) begin
-      \$701  = o_lp;
+      \$702  = \$signature__data ;
     end
     if (clip_start) begin
-      \$701  = 32'd0;
+      \$702  = 36'h000000000;
     end
     if (rst) begin
-      \$701  = 32'd0;
+      \$702  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$702  = stat_r;
+    \$703  = lE;
     if (\$516 ) begin
-      \$702  = o_exp[19:0];
+      \$703  = o_lp;
     end
     if (clip_start) begin
-      \$702  = 20'h00000;
+      \$703  = 32'd0;
     end
     if (rst) begin
-      \$702  = 20'h00000;
+      \$703  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$703  = t;
+    \$704  = stat_r;
+    if (\$518 ) begin
+      \$704  = o_exp[19:0];
+    end
+    if (clip_start) begin
+      \$704  = 20'h00000;
+    end
+    if (rst) begin
+      \$704  = 20'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$705  = t;
     casez (engine_state)
       3'h0:
           if (fb_wr_ok) begin
-            \$703  = 7'h00;
+            \$705  = 7'h00;
           end
       3'h1:
           /* empty */;
@@ -38294,10 +38299,10 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
       3'h3:
           if (pcen_done) begin
             (* full_case = 32'd1 *)
-            if (\$519 ) begin
-            end else if (\$520 ) begin
+            if (\$521 ) begin
+            end else if (\$522 ) begin
             end else begin
-              \$703  = \$521 [6:0];
+              \$705  = \$523 [6:0];
             end
           end
       3'h4:
@@ -38306,29 +38311,29 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
           /* empty */;
       3'h7:
           if (bins_done) begin
-            if (\$525 ) begin
+            if (\$527 ) begin
               (* full_case = 32'd1 *)
-              if (\$526 ) begin
+              if (\$528 ) begin
               end else begin
-                \$703  = \$527 [6:0];
+                \$705  = \$529 [6:0];
               end
             end
           end
     endcase
     if (clip_start) begin
-      \$703  = 7'h00;
+      \$705  = 7'h00;
     end
     if (rst) begin
-      \$703  = 7'h00;
+      \$705  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$704  = fbase;
+    \$706  = fbase;
     casez (engine_state)
       3'h0:
           if (fb_wr_ok) begin
-            \$704  = 12'h000;
+            \$706  = 12'h000;
           end
       3'h1:
           /* empty */;
@@ -38337,10 +38342,10 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
       3'h3:
           if (pcen_done) begin
             (* full_case = 32'd1 *)
-            if (\$519 ) begin
-            end else if (\$520 ) begin
+            if (\$521 ) begin
+            end else if (\$522 ) begin
             end else begin
-              \$704  = \$522 [11:0];
+              \$706  = \$524 [11:0];
             end
           end
       3'h4:
@@ -38349,93 +38354,93 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
           /* empty */;
       3'h7:
           if (bins_done) begin
-            if (\$525 ) begin
+            if (\$527 ) begin
               (* full_case = 32'd1 *)
-              if (\$526 ) begin
+              if (\$528 ) begin
               end else begin
-                \$704  = \$528 [11:0];
+                \$706  = \$530 [11:0];
               end
             end
           end
     endcase
     if (clip_start) begin
-      \$704  = 12'h000;
+      \$706  = 12'h000;
     end
     if (rst) begin
-      \$704  = 12'h000;
+      \$706  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$705  = engine_state;
+    \$707  = engine_state;
     (* full_case = 32'd1 *)
     casez (engine_state)
       3'h0:
           if (fb_wr_ok) begin
-            \$705  = 3'h1;
+            \$707  = 3'h1;
           end
       3'h1:
-          if (\$518 ) begin
-            \$705  = 3'h2;
+          if (\$520 ) begin
+            \$707  = 3'h2;
           end
       3'h2:
           if (bins_done) begin
-            \$705  = 3'h3;
+            \$707  = 3'h3;
           end
       3'h3:
           if (pcen_done) begin
             (* full_case = 32'd1 *)
-            if (\$519 ) begin
-              \$705  = 3'h4;
-            end else if (\$520 ) begin
-              \$705  = 3'h5;
+            if (\$521 ) begin
+              \$707  = 3'h4;
+            end else if (\$522 ) begin
+              \$707  = 3'h5;
             end else begin
-              \$705  = 3'h1;
+              \$707  = 3'h1;
             end
           end
       3'h4:
           if (init_done) begin
-            \$705  = 3'h6;
+            \$707  = 3'h6;
           end
       3'h6:
-          if (\$524 ) begin
-            \$705  = 3'h7;
+          if (\$526 ) begin
+            \$707  = 3'h7;
           end
       3'h7:
           if (bins_done) begin
             (* full_case = 32'd1 *)
-            if (\$525 ) begin
+            if (\$527 ) begin
               (* full_case = 32'd1 *)
-              if (\$526 ) begin
-                \$705  = 3'h5;
+              if (\$528 ) begin
+                \$707  = 3'h5;
               end else begin
-                \$705  = 3'h1;
+                \$707  = 3'h1;
               end
             end else begin
-              \$705  = 3'h6;
+              \$707  = 3'h6;
             end
           end
       3'h5:
-          \$705  = 3'h0;
+          \$707  = 3'h0;
     endcase
     if (clip_start) begin
-      \$705  = 3'h0;
+      \$707  = 3'h0;
     end
     if (rst) begin
-      \$705  = 3'h0;
+      \$707  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$706  = clr;
+    \$708  = clr;
     casez (engine_state)
       3'h0:
           /* empty */;
       3'h1:
         begin
-          \$706  = \$517 [2:0];
-          if (\$518 ) begin
-            \$706  = 3'h0;
+          \$708  = \$519 [2:0];
+          if (\$520 ) begin
+            \$708  = 3'h0;
           end
         end
       3'h2:
@@ -38446,22 +38451,22 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
           /* empty */;
       3'h6:
         begin
-          \$706  = \$523 [2:0];
-          if (\$524 ) begin
-            \$706  = 3'h0;
+          \$708  = \$525 [2:0];
+          if (\$526 ) begin
+            \$708  = 3'h0;
           end
         end
     endcase
     if (clip_start) begin
-      \$706  = 3'h0;
+      \$708  = 3'h0;
     end
     if (rst) begin
-      \$706  = 3'h0;
+      \$708  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$707  = tr;
+    \$709  = tr;
     casez (engine_state)
       3'h0:
           /* empty */;
@@ -38473,29 +38478,29 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
           /* empty */;
       3'h4:
           if (init_done) begin
-            \$707  = 3'h0;
+            \$709  = 3'h0;
           end
       3'h6:
           /* empty */;
       3'h7:
           if (bins_done) begin
             (* full_case = 32'd1 *)
-            if (\$525 ) begin
+            if (\$527 ) begin
             end else begin
-              \$707  = \$529 [2:0];
+              \$709  = \$531 [2:0];
             end
           end
     endcase
     if (clip_start) begin
-      \$707  = 3'h0;
+      \$709  = 3'h0;
     end
     if (rst) begin
-      \$707  = 3'h0;
+      \$709  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$708  = rbase;
+    \$710  = rbase;
     casez (engine_state)
       3'h0:
           /* empty */;
@@ -38507,67 +38512,68 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
           /* empty */;
       3'h4:
           if (init_done) begin
-            \$708  = 12'h000;
+            \$710  = 12'h000;
           end
       3'h6:
           /* empty */;
       3'h7:
           if (bins_done) begin
             (* full_case = 32'd1 *)
-            if (\$525 ) begin
+            if (\$527 ) begin
             end else begin
-              \$708  = \$530 [11:0];
+              \$710  = \$532 [11:0];
             end
           end
     endcase
     if (clip_start) begin
-      \$708  = 12'h000;
+      \$710  = 12'h000;
     end
     if (rst) begin
-      \$708  = 12'h000;
+      \$710  = 12'h000;
     end
   end
   assign \$signature__en  = 1'h1;
   assign \$signature__en$1  = 1'h1;
-  assign jb = \$21 [7:0];
-  assign fb_rdata = { \port$1465$0 , \port$1462$0  };
-  assign \$signal  = \$31 [15:0];
-  assign close1 = \$32 [16];
-  assign diff = { \$37 [28], \$37  };
-  assign pmb = \$150 [5:0];
-  assign fr = \$157 [21:0];
-  assign i_sub = { \$275 [31], \$275 [31], \$275  };
-  assign i_add = { \$299 [20], \$299  };
-  assign \$signal$198  = \$335 [37:0];
-  assign \$signal$213  = { \$402 [48], \$402 [48], \$402 [48], \$402  };
+  assign g_p1 = \$2 [47:0];
+  assign jb = \$23 [7:0];
+  assign fb_rdata = { \port$1468$0 , \port$1465$0  };
+  assign \$signal  = \$33 [15:0];
+  assign close1 = \$34 [16];
+  assign diff = { \$39 [28], \$39  };
+  assign pmb = \$152 [5:0];
+  assign fr = \$159 [21:0];
+  assign i_sub = { \$277 [31], \$277 [31], \$277  };
+  assign i_add = { \$301 [20], \$301  };
+  assign \$signal$217  = \$403 [47:0];
   assign \i__payload.data  = i__payload[23:0];
   assign \i__payload.first  = i__payload[24];
   assign \i__payload.last  = i__payload[25];
-  assign \$22  = { 1'h0, jj[8:1] };
-  assign \$35  = \$34 ;
-  assign \$36  = { x1, 3'h0 };
-  assign \$50  = \$49 ;
-  assign \$83  = { p1m_d1, 1'h0 };
-  assign \$84  = { 1'h0, p1m_d1, 2'h0 };
-  assign \$87  = { p1m_d2, 1'h0 };
-  assign \$88  = { 1'h0, p1m_d2, 2'h0 };
-  assign \$100  = { cm, 1'h0 };
-  assign \$101  = { 1'h0, cm, 2'h0 };
-  assign \$157  = { \$156 [43], \$156 [43], \$156 [43], \$156 [43:3] };
-  assign \$192  = 1'h0;
-  assign \$194  = \$193 ;
-  assign \$270  = 1'h0;
-  assign \$272  = \$271 ;
-  assign \$291  = 1'h0;
-  assign \$293  = \$292 ;
-  assign \$337  = { x1, 3'h0 };
-  assign \$387  = 1'h0;
-  assign \$388  = \$386 ;
-  assign \$445  = o_stream;
+  assign \$24  = { 1'h0, jj[8:1] };
+  assign \$37  = \$36 ;
+  assign \$38  = { x1, 3'h0 };
+  assign \$52  = \$51 ;
+  assign \$85  = { p1m_d1, 1'h0 };
+  assign \$86  = { 1'h0, p1m_d1, 2'h0 };
+  assign \$89  = { p1m_d2, 1'h0 };
+  assign \$90  = { 1'h0, p1m_d2, 2'h0 };
+  assign \$102  = { cm, 1'h0 };
+  assign \$103  = { 1'h0, cm, 2'h0 };
+  assign \$159  = { \$158 [39], \$158 [39], \$158 [39], \$158 [39:3] };
+  assign \$194  = 1'h0;
+  assign \$196  = \$195 ;
+  assign \$272  = 1'h0;
+  assign \$274  = \$273 ;
+  assign \$293  = 1'h0;
+  assign \$295  = \$294 ;
+  assign \$338  = { x1, 3'h0 };
+  assign \$388  = 1'h0;
+  assign \$389  = \$387 ;
+  assign \$418  = { \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47:17] };
+  assign \$447  = o_stream;
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$864$0 , \port$888$0 , o_lp, o_exp, clip_start);
+module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$866$0 , \port$890$0 , o_lp, o_exp, clip_start);
   reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38824,10 +38830,10 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
   reg [3:0] op7 = 4'h0;
   reg over;
   wire [39:0] p;
-  input [31:0] \port$864$0 ;
-  wire [31:0] \port$864$0 ;
-  input [20:0] \port$888$0 ;
-  wire [20:0] \port$888$0 ;
+  input [31:0] \port$866$0 ;
+  wire [31:0] \port$866$0 ;
+  input [20:0] \port$890$0 ;
+  wire [20:0] \port$890$0 ;
   reg [39:0] prod = 40'h0000000000;
   wire [9:0] ra__addr;
   wire [17:0] ra__data;
@@ -40049,7 +40055,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$131  = { \port$888$0 [20], \port$888$0  };
+    \$131  = { \port$890$0 [20], \port$890$0  };
     if (clip_start) begin
       \$131  = 22'h000000;
     end
@@ -40059,7 +40065,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$132  = { \port$864$0 [31], \port$864$0 [31], \port$864$0  };
+    \$132  = { \port$866$0 [31], \port$866$0 [31], \port$866$0  };
     if (clip_start) begin
       \$132  = 34'h000000000;
     end
@@ -40722,8 +40728,8 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
       cap_v = 43'h0ffffffffff;
     end
   end
-  assign i_add = { \port$888$0 [20], \port$888$0  };
-  assign i_sub = { \port$864$0 [31], \port$864$0 [31], \port$864$0  };
+  assign i_add = { \port$890$0 [20], \port$890$0  };
+  assign i_sub = { \port$866$0 [31], \port$866$0 [31], \port$866$0  };
   assign xs = \$42 [31:0];
   assign y1 = \$43 [33:0];
   assign L = \$45 [20:0];
