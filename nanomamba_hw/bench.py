@@ -142,7 +142,8 @@ def markdown(res: dict) -> str:
              f"configuration, {res.get('jobs', 1)} configuration(s) at a time on this machine.",
              "",
              "## Hardware", "",
-             "LUT counts LUTs used as logic; LUT as memory, the LUT sites of the distributed RAMs "
+             "LUT counts LUTs used as logic (LUT1…LUT6 and INV cells: an INV is a LUT1); LUT as "
+             "memory, the LUT sites of the distributed RAMs "
              "(four per RAM32M or RAM64M cell); Vivado's \"Slice LUTs\" is their sum.", "",
              "| variant | weights | lanes | LUT | LUT as memory | FF | DSP48E1 | RAMB36E1 | RAMB18E1 "
              "| fmax est. MHz | cycles/clip | latency after last sample | min clock real time "

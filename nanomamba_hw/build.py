@@ -205,6 +205,7 @@ def report_markdown(rep: dict) -> str:
                   "|---|---|---|---|---|---|---|",
                   f"| {r['LUT']} | {lutram} | {r['FF']} | {r['DSP48E1']} | {r['RAMB36E1']} | "
                   f"{r['RAMB18E1']} | {r['CARRY4']} |", "",
+                  f"LUT (logic): LUT1…LUT6 and INV cells (an INV is a LUT1). "
                   f"LUT as memory: the LUT sites of the distributed RAMs (4 per RAM32M/RAM64M). "
                   f"LUTs in all (Vivado's \"Slice LUTs\"): {r['LUT'] + lutram}."]
     else:
