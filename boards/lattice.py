@@ -134,19 +134,31 @@ class LatticeBoardTop(BoardTop):
     DEFAULT_CLK_FREQ = None     # sync clock when clk_freq is not given (None: the oscillator)
 
     def __init__(self, accelerator, *, clk_freq: float | None = None, **kwargs):
-        requested = clk_freq if clk_freq is not None else (self.DEFAULT_CLK_FREQ or self.OSC_FREQ)
-        self.requested_clk_freq = requested
-        self.pll = None
-        if abs(requested - self.OSC_FREQ) > 1e-3:
-            try:
-                self.pll = (ecp5_pll_params if self.FAMILY == "ecp5" else ice40_pll_params)(
-                    self.OSC_FREQ, requested)
-            except ValueError:
-                if hasattr(accelerator, "signature"):
-                    accelerator._MustUse__silence = True
-                raise
-        super().__init__(accelerator, clk_freq=self.pll.f_out if self.pll else requested,
-                         **kwargs)
+        self.requested_clk_freq = self.requested(clk_freq)
+        try:
+            self.pll, f_sync = self.pll_for(clk_freq)
+        except ValueError:
+            if hasattr(accelerator, "signature"):
+                accelerator._MustUse__silence = True
+            raise
+        super().__init__(accelerator, clk_freq=f_sync, **kwargs)
+
+    @classmethod
+    def requested(cls, clk_freq: float | None) -> float:
+        """The sync frequency asked for: ``clk_freq``, or the board's default."""
+        return clk_freq if clk_freq is not None else (cls.DEFAULT_CLK_FREQ or cls.OSC_FREQ)
+
+    @classmethod
+    def pll_for(cls, clk_freq: float | None):
+        """``(pll, f_sync)``: the PLL settings for ``clk_freq`` (None: the oscillator itself is
+        the clock) and the frequency they make. ValueError if the PLL cannot make it — callers
+        can check a frequency before they build an accelerator for it."""
+        requested = cls.requested(clk_freq)
+        if abs(requested - cls.OSC_FREQ) <= 1e-3:
+            return None, requested
+        pll = (ecp5_pll_params if cls.FAMILY == "ecp5" else ice40_pll_params)(cls.OSC_FREQ,
+                                                                              requested)
+        return pll, pll.f_out
 
     def drive_leds(self, m, platform, values):
         """Drive ``platform``'s ``led`` 0…n−1 with ``values`` (the class index bits first)."""

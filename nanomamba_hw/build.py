@@ -464,15 +464,19 @@ def _main_lattice(args, board, cmd) -> int:
             raise BuildError("--lanes must be at least 1")
         if freq_mhz <= 0:
             raise BuildError("--freq must be positive (MHz)")
-        out = Path(args.out or Path("build") / args.board)
-        out.mkdir(parents=True, exist_ok=True)
-        ckpt, params, wb, accel, verilog_text = _prepare(args, steps, out)
-        steps(f"board top and {board.platform} build plan ({plan_name})")
         import importlib
 
         from . import pnr
         from .hw.accelerator import Accelerator
         board_mod = importlib.import_module(board.module)
+        try:        # the clock first: nothing is built for a frequency the board cannot make
+            getattr(board_mod, board.top).pll_for(freq_mhz * 1e6)
+        except ValueError as e:
+            raise BuildError(f"{args.board}: {e}") from None
+        out = Path(args.out or Path("build") / args.board)
+        out.mkdir(parents=True, exist_ok=True)
+        ckpt, params, wb, accel, verilog_text = _prepare(args, steps, out)
+        steps(f"board top and {board.platform} build plan ({plan_name})")
         platform = getattr(board_mod, board.platform)()
         try:
             top = getattr(board_mod, board.top)(
