@@ -285,13 +285,16 @@ class SpectralEngine(wiring.Component):
         self.fu_bus.drive(valid=1, op=self.op_index[op], x=x, sub=sub, add=add)
 
     def gmul(self, a, b, k, *, k_unsigned48: bool = False):
-        """Issue ``g_p = a·b + k`` (there ``GMUL_LATENCY`` cycles later). Each operand must fit
-        its port: signed ``GA_BITS``, ``GB_BITS``, ``GK_BITS`` (checked here).
+        """Issue ``g_p = a·b + k`` (there ``GMUL_LATENCY`` cycles later). Each operand's shape
+        must fit its port: signed ``GA_BITS``, ``GB_BITS``, ``GK_BITS`` (checked here).
+
+        ``g_p ≡ a·b + k`` modulo 2**48 always, and exactly when the first DSP's
+        ``a_lo·b + k`` fits 48 signed bits (``a_lo``: a's low 17 bits, ``|a_lo·b| < 2**34``).
+        Every site's ``k`` stays below 2**45 in magnitude except the smoothers':
 
         ``k_unsigned48``: ``k`` is unsigned 48 bits, wider than the signed port. Its bit pattern
         is taken as two's complement, so ``g_p`` is ``a·b + k − 2**48`` when ``k ≥ 2**47``: only
-        the result's bits below 48 are exact (``g_p ≡ a·b + k`` modulo 2**48), and the caller
-        reads no others."""
+        the result's bits below 48 are exact, and the caller reads no others."""
         for name, v, bits in (("a", a, GA_BITS), ("b", b, GB_BITS), ("k", k, GK_BITS)):
             if name == "k" and k_unsigned48:
                 ok = isinstance(v, Value) and v.shape() == unsigned(GK_BITS)
