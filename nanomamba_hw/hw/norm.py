@@ -122,8 +122,9 @@ class NormUnit(wiring.Component):
                 raise ValueError("LayerNorm output finer than its product")
         # operand widths (analytic)
         self.x_width = max(x_fmt.bits, feat_fmt.bits)
-        big_x = 1 << (x_fmt.bits - 1)
-        big_f = 1 << (feat_fmt.bits - 1)
+        # the largest |x| of the LayerNorm input and of a feature
+        big_x = self.big_x = 1 << (x_fmt.bits - 1)
+        big_f = self.big_f = 1 << (feat_fmt.bits - 1)
         self.s1_ln_w = signed_bits(-d * big_x, d * big_x)
         self.s1_in_w = signed_bits(n_frames * feat_fmt.min_int, n_frames * feat_fmt.max_int)
         self.s1_w = max(self.s1_ln_w, self.s1_in_w)
@@ -322,8 +323,7 @@ class NormUnit(wiring.Component):
         # ---- num = n·Σx² − (Σx)² + eps, column by column in base 2**17 on port 2 (each
         # column's terms accumulated in P2, started from the previous column's carry), with
         # Σx² = P0 + P1·2**17 held in ports 0 and 1
-        big_x = 1 << (self.x_fmt.bits - 1)
-        big_f = 1 << (self.feat_fmt.bits - 1)
+        big_x, big_f = self.big_x, self.big_f
         # n elements of magnitude ≤ big: |P0| ≤ n·big·(2**17 − 1), 0 ≤ P1 ≤ n·big·max(1, big ≫ 17)
         p0_hi = max(d * big_x * ((1 << D) - 1), T * big_f * ((1 << D) - 1))
         nd_a = max(1, -(-(p0_hi.bit_length() + 1) // D))

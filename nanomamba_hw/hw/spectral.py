@@ -63,6 +63,7 @@ from .common import OrMux, frame_stream, shape_of
 from .featbuf import FeatureBuffer, FeatureReadSignature
 from .frontend import feature_code, frontend_class
 from .funcs import FuncUnit
+from .mac import MUL_B_BITS, MUL_C_BITS
 from .mel import BandMAC, bin_weights
 from .snr import MEL_SHIFT, SNR_SHIFT, BinPipeline, snr_ops
 
@@ -71,9 +72,9 @@ __all__ = ["Spectral", "SpectralEngine"]
 RAM_WORDS = 512
 CLEAR_CYCLES = 6                            # BandMAC clear: strobe, 4 entries, margin
 # GMUL operand widths: A holds the widest operand (Σ log2 E, signed 35 bits), B a DSP48E1's
-# 18-bit port, K the first DSP's 48-bit C port
-GA_BITS, GB_BITS, GK_BITS = 35, 18, 48
-GA_LO_BITS = 17                             # A's low part: unsigned, fits the 18-bit port
+# 18-bit port, K the first DSP's 48-bit C port (the widths of hw.mac's DSP ports)
+GA_BITS, GB_BITS, GK_BITS = 35, MUL_B_BITS, MUL_C_BITS
+GA_LO_BITS = MUL_B_BITS - 1                 # A's low part: unsigned, fits the 18-bit port
 
 
 def _fits_signed(v, bits: int) -> bool:
