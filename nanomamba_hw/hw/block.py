@@ -311,8 +311,18 @@ class ScanUnit(wiring.Component):
         m.d.sync += h_new.eq(clamp(m, rp(1, DA_FMT.frac, h_w), f["h"].min_int, f["h"].max_int))
         v11, n11, kn11 = delay(m, v10, 1, "v11"), delay(m, n10, 1, "n11"), delay(m, kn10, 1, "kn11")
         m.d.comb += [h_wr.addr.eq(kn11), h_wr.data.eq(h_new), h_wr.en.eq(v11)]
+        # Σ_n h'·C[n] accumulates on port 2 itself: element n's C operand is P2, which holds
+        # element n − 1's result (issued 2 cycles before; the slot product between lands one
+        # cycle later), and n = 0 starts from the rounding constant of y's shift
+        s_y = hf + xf - yf
+        hc_w = pwidth(shape_of(f["h"]), shape_of(f["xproj"]))
+        acc_w = hc_w + max(1, (N - 1).bit_length()) + 1      # Σ of N products, signed
         with m.If(v11):
             ports[2].drive(a=h_new, b=Array(self.C)[n11])
+        with m.If(v11 & (n11 == 0)):
+            ports[2].drive(c=rc(s_y))
+        with m.If(v11 & (n11 != 0)):
+            ports[2].drive(c=P_[2][:acc_w].as_signed())
         # +12: the per-channel slot: D·xc (skip, rounded on the DSP) at n = 0, y·sz (yz) at n = 1
         s12 = delay(m, s1, 11, "s12")
         n12, k12 = delay(m, n1, 11, "n12"), delay(m, k1, 11, "k12")
@@ -323,18 +333,12 @@ class ScanUnit(wiring.Component):
             ports[2].drive(a=xc_c[11], b=D12, c=rc(s_skip))
         with m.If(s12 & (n12 == 1) & (k12 != 0)):
             ports[2].drive(a=y, b=sz12, c=rc(s_yz))
-        # +13: accumulate Σ_n h·C from the rounding constant; y at the last n
+        # +13: P2 = Σ_n h·C + 2**(s_y−1) at the last n: y
         v13, n13 = delay(m, v11, 2, "v13"), delay(m, n11, 2, "n13")
-        s_y = hf + xf - yf
-        hc_w = pwidth(shape_of(f["h"]), shape_of(f["xproj"]))
-        acc = Signal(signed(hc_w + max(1, (N - 1).bit_length()) + 1))
         skip = Signal(signed(pwidth(shape_of(f["xc"]), shape_of(D_FMT)) - s_skip + 1))
-        acc_now = Signal.like(acc)
-        m.d.comb += acc_now.eq(Mux(n13 == 0, (1 << s_y) >> 1, acc) + P_[2][:hc_w].as_signed())
-        with m.If(v13):
-            m.d.sync += acc.eq(acc_now)
-            with m.If(n13 == N - 1):
-                m.d.sync += y.eq(clamp(m, (acc_now >> s_y) + skip, f["y"].min_int, f["y"].max_int))
+        with m.If(v13 & (n13 == N - 1)):
+            m.d.sync += y.eq(clamp(m, rp(2, s_y, acc_w - s_y + 1) + skip,
+                                   f["y"].min_int, f["y"].max_int))
         # +14: slot products
         s14, n14, k14 = delay(m, s12, 2, "s14"), delay(m, n12, 2, "n14"), delay(m, k12, 2, "k14")
         with m.If(s14 & (n14 == 0)):

@@ -33,20 +33,23 @@ from .mac import clamp, rshift_round_v
 LOG_OUT_WIDTH = 32      # log2 results: |log2| < 2**15 with LOG_FRAC = 16 fraction bits
 
 
-def segment_rom(m: Module, name: str, table):
+def segment_rom(m: Module, name: str, table, *, negate_d: bool = False):
     """A combinational-read ROM of an increasing segment table's (entry, difference) pairs:
     word i holds ``a = table[i]`` and ``d = table[i + 1] − table[i]`` for the 2**SEG_BITS
     segments, so one read port (no second port at i + 1, no subtractor) feeds
     :func:`_interp_d`. Returns ``(port, word)``: the read port (the caller drives ``addr``)
-    and its data as a View with fields ``a`` and ``d``."""
+    and its data as a View with fields ``a`` and ``d``. With ``negate_d`` the field ``d``
+    holds −d (signed), for a caller that interpolates the negated table."""
     t = [int(v) for v in table]
     pairs = [(t[i], t[i + 1] - t[i]) for i in range(len(t) - 1)]
     if min(min(a, dd) for a, dd in pairs) < 0:
         raise ValueError(f"{name}: segment table must be non-negative and increasing")
+    d_bits = max(1, max(dd for _, dd in pairs).bit_length())
     layout = data.StructLayout({"a": unsigned(max(a for a, _ in pairs).bit_length()),
-                                "d": unsigned(max(1, max(dd for _, dd in pairs).bit_length()))})
+                                "d": signed(d_bits + 1) if negate_d else unsigned(d_bits)})
+    sign = -1 if negate_d else 1
     mem = Memory(shape=layout.as_shape(), depth=len(pairs),
-                 init=[layout.const({"a": a, "d": dd}).as_value().value for a, dd in pairs])
+                 init=[layout.const({"a": a, "d": sign * dd}).as_value().value for a, dd in pairs])
     m.submodules[name] = mem
     port = mem.read_port(domain="comb")
     return port, data.View(layout, port.data)

@@ -365,7 +365,8 @@ class NormUnit(wiring.Component):
         # ---- log2: normalise num in place, then the table
         lz = Signal(range(self.num_w + 1))               # shifts so far
         rem_bits = F.MANT_BITS - F.SEG_BITS
-        lr, lrv = segment_rom(m, "log_rom", F.LOG2.table)
+        # the table with −d: the DSP forms ~(log2 term) directly (see LOG2 below)
+        lr, lrv = segment_rom(m, "log_rom", F.LOG2.table, negate_d=True)
         if len(lrv.a) > F.LOG_FRAC:
             raise ValueError("log2 table entry too wide")
         top = num[self.num_w - 1]
@@ -389,9 +390,12 @@ class NormUnit(wiring.Component):
                     cv = eps_v if j == 0 else P[2][D:].as_signed()
                     ports[2].drive(a=a_, b=b_, c=cv if first else 0, acc=0 if first else 1)
         with m.If(lphase == 1):
-            # P0 = Δtable·rem + (ipart·2**16 + table)·2**rem_bits + 2**(rem_bits−1)
+            # the log2 term Y = Δtable·rem + (ipart·2**16 + table)·2**rem_bits + 2**(rem_bits−1)
+            # (l = Y ≫ rem_bits) is wanted negated: y_half = (1 − l) ≫ 1. P0 = (−Δtable)·rem + ~C
+            # = −Y − 1 = ~Y, and floor((1 − floor(Y/2**r))/2) = (~Y ≫ (r + 1)) + 1, so the
+            # negation costs no subtractor (the complement of C folds into the port's AND-OR)
             ports[0].drive(a=lrv.d, b=mant[:rem_bits],
-                           c=Cat(Const(1 << (rem_bits - 1), rem_bits), lrv.a, ipart).as_signed())
+                           c=~Cat(Const(1 << (rem_bits - 1), rem_bits), lrv.a, ipart).as_signed())
 
         # ---- control
         cnt = Signal(range(max(T, nb, d) + 4))
@@ -448,8 +452,8 @@ class NormUnit(wiring.Component):
                 # lphase 1 presents the interpolation; the product 2 cycles later
                 m.d.sync += lphase.eq(lphase + 1)
                 with m.If(lphase == 1 + MUL_LATENCY):
-                    l_ = P[0][rem_bits:rem_bits + LOG_OUT_WIDTH].as_signed()
-                    m.d.sync += [y_half.eq((-l_ + 1) >> 1), lphase.eq(0)]
+                    nl = P[0][rem_bits + 1:rem_bits + 1 + LOG_OUT_WIDTH].as_signed()
+                    m.d.sync += [y_half.eq(nl + 1), lphase.eq(0)]
                     m.next = "EXP2"
             with m.State("EXP2"):
                 m.d.comb += [self.exp2.i.valid.eq(1),

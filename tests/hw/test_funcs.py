@@ -270,15 +270,17 @@ def test_func_unit_latencies():
     sim.run()
 
 
+@pytest.mark.parametrize("negate_d", [False, True], ids=["d", "neg_d"])
 @pytest.mark.parametrize("table", [F.LOG2.table, F.EXP2.table], ids=["log2", "exp2"])
-def test_segment_rom_words(table):
+def test_segment_rom_words(table, negate_d):
     """Every word of a segment ROM read back in simulation is (table[i], table[i+1] − table[i])
-    of the fixed model's table; the units above interpolate from these."""
+    of the fixed model's table (the difference negated with ``negate_d``); the units above
+    interpolate from these."""
     from amaranth.hdl import Module
 
     from nanomamba_hw.hw.funcs import segment_rom
     m = Module()
-    port, seg = segment_rom(m, "rom", table)
+    port, seg = segment_rom(m, "rom", table, negate_d=negate_d)
     t = [int(v) for v in table]
     got = []
 
@@ -290,7 +292,8 @@ def test_segment_rom_words(table):
     sim = Simulator(m)
     sim.add_testbench(read_all)
     sim.run()
-    assert got == [(t[i], t[i + 1] - t[i]) for i in range(len(t) - 1)]
+    sign = -1 if negate_d else 1
+    assert got == [(t[i], sign * (t[i + 1] - t[i])) for i in range(len(t) - 1)]
 
 
 def test_segment_rom_rejects_decreasing_table():
