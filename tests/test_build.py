@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from nanomamba_hw.build import main as build_main
-from nanomamba_hw.synth import SynthesisError, summarize_cells, synth_xilinx
+from nanomamba_hw.synth import SynthesisError, abc9_setup, summarize_cells, synth_xilinx
 
 REPORT_KEYS = {"board", "part", "clock_hz", "variant", "lanes", "weights_bits", "checkpoint",
                "formats", "resources", "timing", "cycles", "cycles_per_clip",
@@ -34,6 +34,13 @@ def test_synthesis_failure_shows_yosys_message(tmp_path):
     with pytest.raises(SynthesisError) as e:
         synth_xilinx([bad], "bad", tmp_path / "w")
     assert "ERROR" in str(e.value) and "syntax error" in str(e.value)
+
+
+def test_abc9_delay_target_is_half_the_period():
+    assert "abc9.D 5000" in abc9_setup(100e6) and "abc9.D 10000" in abc9_setup(50e6)
+    assert "abc9.script.flow3" in abc9_setup(100e6)
+    with pytest.raises(ValueError):
+        abc9_setup(0)
 
 
 def test_distributed_ram_counts_its_lut_sites():
@@ -89,6 +96,9 @@ def test_full_build_with_synthesis(tmp_path):
     assert REPORT_KEYS <= set(rep)
     assert RESOURCE_KEYS <= set(rep["resources"])
     assert rep["resources"]["LUT"] > 1000 and rep["resources"]["DSP48E1"] >= 1
+    # the LUT mapping's delay target is half the 100 MHz period
+    assert "abc9.script.flow3" in rep["synth_script"] and "abc9.D 5000" in rep["synth_script"]
+    assert "Yosys script:" in (tmp_path / "report.md").read_text()
     t = rep["timing"]
     assert t["logic_delay_ns"] > 0 and t["fmax_estimate_mhz"] > 0
     assert "pre-placement" in t["method"] and "logic-only" in t["method"]
