@@ -368,7 +368,10 @@ class MACEngine(wiring.Component):
         dw = Signal()
         w_base = Signal(range(max(2, w_depth)))
         rq_base = Signal(range(max(2, len(rq_rd) and sum(p.n_groups for p in plans))))
-        pre = Signal(range(max(q.pre for q in self.layers) + 1))
+        # the layers' pre-shifts are a few distinct values: a select among those shifts is
+        # smaller than a barrel shifter over every amount up to the largest
+        pres = sorted({p.pre for p in plans})
+        pre_i = Signal(range(max(2, len(pres))))
         max_pre = max(q.pre for q in self.layers)
         half_pre = Signal(unsigned(max(1, max_pre)))   # 2**(pre−1): the accumulator's start
         n_out = Signal(range(self.max_out + 1))
@@ -392,7 +395,7 @@ class MACEngine(wiring.Component):
                 dw.eq(tab([int(p.depthwise) for p in plans], 1)[jp]),
                 waddr.eq(tab([p.w_base for p in plans], w_base.shape())[jp]),
                 rq_base.eq(tab([p.rq_base for p in plans], rq_base.shape())[jp]),
-                pre.eq(tab([p.pre for p in plans], pre.shape())[jp]),
+                pre_i.eq(tab([pres.index(p.pre) for p in plans], pre_i.shape())[jp]),
                 half_pre.eq(tab([(1 << p.pre) >> 1 for p in plans], half_pre.shape())[jp]),
                 n_out.eq(tab([p.n_out for p in plans], n_out.shape())[jp]),
                 sat.eq(tab([ranges.index((p.lo, p.hi)) for p in plans], sat.shape())[jp]),
@@ -440,7 +443,8 @@ class MACEngine(wiring.Component):
         accr = [Signal(signed(MUL_A_BITS), name=f"accr{j}") for j in range(L)]
         for j in range(L):
             with m.If(lP):
-                m.d.sync += accr[j].eq(self.mul.p[j][:self.acc_width].as_signed() >> pre)
+                acc_j = self.mul.p[j][:self.acc_width].as_signed()
+                m.d.sync += accr[j].eq(Array(acc_j >> v for v in pres)[pre_i])
             m.d.comb += [rq_rd[j].addr.eq(rq_base + gP), rq_rd[j].en.eq(lP)]
         rq = [data.View(rq_layout, rq_rd[j].data) for j in range(L)]
         for j in range(L):

@@ -305,10 +305,15 @@ class DualPCENPass:
         with m.If(pv[4]):
             m.d.comb += [rbw.en.eq(1), rbw.addr.eq(EB + pm[4]), rbw.data.eq(E)]
             eng.fu_issue("log2_16", E)
-            first = pm[4] == 0
-            m.d.sync += sumE.eq(Mux(first, 0, sumE) + E)
-            m.d.sync += high.eq(Mux(first, 0, high) + Mux(pm[4] >= high_start, E, 0))
-            with m.If(pm[4] == n_low):
+        # the sums take E from a register a cycle later: E's compare-and-select is then built
+        # once, not folded into each adder's LUTs
+        E5 = Signal(E_BITS)
+        m.d.sync += E5.eq(E)
+        with m.If(pv[5]):
+            first = pm[5] == 0
+            m.d.sync += sumE.eq(Mux(first, 0, sumE) + E5)
+            m.d.sync += high.eq(Mux(first, 0, high) + Mux(pm[5] >= high_start, E5, 0))
+            with m.If(pm[5] == n_low):
                 m.d.sync += low.eq(sumE)
         with m.If(pv[9]):
             m.d.sync += slog.eq(Mux(pm[9] == 0, 0, slog) + fu.o_lp)
