@@ -309,10 +309,12 @@ class DualPCENPass:
         # once, not folded into each adder's LUTs
         E5 = Signal(E_BITS)
         m.d.sync += E5.eq(E)
+        # each sum adds E5 itself (not a selection of it), so E5 drives the carry chain's
+        # DI inputs directly: one LUT per bit; Σ_high starts over at its first band
         with m.If(pv[5]):
-            first = pm[5] == 0
-            m.d.sync += sumE.eq(Mux(first, 0, sumE) + E5)
-            m.d.sync += high.eq(Mux(first, 0, high) + Mux(pm[5] >= high_start, E5, 0))
+            m.d.sync += sumE.eq(Mux(pm[5] == 0, 0, sumE) + E5)
+            with m.If(pm[5] >= high_start):
+                m.d.sync += high.eq(Mux(pm[5] == high_start, 0, high) + E5)
             with m.If(pm[5] == n_low):
                 m.d.sync += low.eq(sumE)
         with m.If(pv[9]):
