@@ -274,7 +274,10 @@ class ScanUnit(wiring.Component):
             r = Signal(shape_of(f["xc"]), name=f"xc_p{s_ + 2}")
             m.d.sync += r.eq(xc_c[-1])
             xc_c.append(r)                        # xc_c[j] valid at +1+j
-        h_c = delay(m, h_old, 7, "hold")          # at +8
+        # the first stage without a reset, so its flip-flops' reset input takes first_frame
+        # (the later stages keep theirs: a reset-less chain would become shift-register LUTs)
+        h_c = delay(m, delay(m, h_old, 1, "hold0", reset_less=True), 6, "hold",
+                    reset_less=False)                                           # at +8
         sz12 = delay(m, self.rd_sz.data, 11, "sz")
         D12 = delay(m, d_rd.data[:D_FMT.bits].as_signed(), 11, "D")
         # +3: dbx = sat(round(Δ·B̃) + ε), ya = −round(|A|·Δ / 2**s)

@@ -42,13 +42,22 @@ def rom_init(values, shape: Shape) -> list[int]:
     return vals
 
 
-def delay_taps(m: Module, value, n: int, name: str) -> list:
-    """``value`` and its copies delayed by 1…``n`` clock cycles (a shift register): taps 0…n."""
+def delay_taps(m: Module, value, n: int, name: str, *, reset_less: bool | None = None) -> list:
+    """``value`` and its copies delayed by 1…``n`` clock cycles (a shift register): taps 0…n.
+
+    ``reset_less`` (default: as ``value`` if it is a signal, else False): True makes the stages
+    ignore the domain's reset — for data whose valid flag travels in its own delay line. Their
+    flip-flops' reset input is then free for a constant select in ``value`` (``Mux(c, 0, x)``),
+    which would otherwise cost a LUT per bit; but a reset-less chain of several stages becomes
+    shift-register LUTs (LUT as memory), so such a stage is best followed by ones with reset."""
     taps = [value]
     for k in range(n):
         cur = taps[-1]
-        r = Signal.like(cur, name=f"{name}_d{k + 1}") if isinstance(cur, Signal) else \
-            Signal(cur.shape(), name=f"{name}_d{k + 1}")
+        if isinstance(cur, Signal):
+            rl = cur.reset_less if reset_less is None else reset_less
+            r = Signal.like(cur, name=f"{name}_d{k + 1}", reset_less=rl)
+        else:
+            r = Signal(cur.shape(), name=f"{name}_d{k + 1}", reset_less=bool(reset_less))
         m.d.sync += r.eq(cur)
         taps.append(r)
     return taps

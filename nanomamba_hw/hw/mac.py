@@ -200,9 +200,10 @@ def const_mul(x, k: int):
     return out
 
 
-def delay(m: Module, value, n: int, name: str):
-    """``value`` delayed by ``n`` clock cycles (a shift register); returns the last stage."""
-    return delay_taps(m, value, n, name)[-1]
+def delay(m: Module, value, n: int, name: str, *, reset_less: bool | None = None):
+    """``value`` delayed by ``n`` clock cycles (a shift register); returns the last stage
+    (``reset_less``: see :func:`~nanomamba_hw.hw.common.delay_taps`)."""
+    return delay_taps(m, value, n, name, reset_less=reset_less)[-1]
 
 
 # ----------------------------------------------------------------------------------------------

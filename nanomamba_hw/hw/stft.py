@@ -462,7 +462,9 @@ class STFT(wiring.Component):
         sat = Signal()
         cnt = Signal(range(self.sqrt_cycles))
         root_busy = Signal()
-        res = Signal(MAG_BITS)
+        # read only while res_pending (reset) is set: without a reset, its flip-flops' set
+        # input takes the saturation instead of a LUT per bit
+        res = Signal(MAG_BITS, reset_less=True)
         res_pending = Signal()
         out_free = ~self.o.valid | self.o.ready
         push = Signal()
