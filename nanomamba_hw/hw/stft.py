@@ -477,8 +477,11 @@ class STFT(wiring.Component):
             neg = r_c[-1]
             r4 = Cat(sh_c[RB - 2:], r_c)[:RW].as_signed()       # 4r + next two radicand bits
             r_n = Signal(signed(RW))
-            # r ≥ 0: 4r + d − (4q + 1); r < 0: 4r + d + (4q + 3)
-            m.d.comb += r_n.eq(Mux(neg, r4 + Cat(Const(3, 2), q_c), r4 - Cat(Const(1, 2), q_c)))
+            # r ≥ 0: 4r + d − (4q + 1); r < 0: 4r + d + (4q + 3). Both are one adder:
+            # −(4q + 1) = 4·(~q) + 3 in RW bits, so the addend is 3 + 4·(q, or ~q when r ≥ 0)
+            # and r4 (flip-flops or the stage before) drives the carry chain's DI inputs
+            qx = Cat(q_c, Const(0, RW - 2 - MAG_BITS))
+            m.d.comb += r_n.eq(r4 + Cat(Const(3, 2), qx ^ (~neg).replicate(RW - 2)).as_signed())
             r_c = r_n
             q_c = Cat(~r_n[-1], q_c)[:MAG_BITS]
             sh_c = Cat(Const(0, 2), sh_c)[:RB]
