@@ -262,8 +262,9 @@ class STFT(wiring.Component):
                         twaddr.eq(Cat(Const(0, LOG2 - 1 - sv), c2[1:sv + 1])),
                     ]
         mbin = Signal(range(NB + 1))
+        mbin_iss = Signal(LOG2)              # the bin issued last (a register, not mbin − 1)
         with m.If(mag):
-            m.d.comb += d_r.addr.eq((mbin - 1)[:LOG2])      # the bin issued last cycle
+            m.d.comb += d_r.addr.eq(mbin_iss)
         with m.Elif(load2):
             m.d.comb += d_r.addr.eq(_bitrev(Cat(j, Const(0, 1))))
         with m.Else():
@@ -449,7 +450,7 @@ class STFT(wiring.Component):
                 m.d.comb += [mag.eq(1),
                              issue.eq((mbin < NB) & ~iss[1:8].any() & ~rad_full)]
                 with m.If(issue):
-                    m.d.sync += mbin.eq(mbin + 1)
+                    m.d.sync += [mbin.eq(mbin + 1), mbin_iss.eq(mbin)]
                 with m.If((mbin == NB) & ~in_flight):
                     m.next = "LOAD1"     # last radicand formed: RAM and multipliers free
 
