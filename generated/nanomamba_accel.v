@@ -181,8 +181,8 @@ module nanomamba_accel(pcm__valid, result__ready, clip_start, reg_addr, reg_wdat
     registers <= \$25 ;
   \nanomamba_accel.backend  backend (
     .clk(clk),
-    .\port$1465$0 (\$26 ),
-    .\port$1468$0 (\$27 ),
+    .\port$1536$0 (\$26 ),
+    .\port$1539$0 (\$27 ),
     .\rd__en$79 (rd__en),
     .rd__full(rd__full),
     .rd__m(rd__m),
@@ -211,8 +211,8 @@ module nanomamba_accel(pcm__valid, result__ready, clip_start, reg_addr, reg_wdat
     .i__payload(\i__payload$23 ),
     .i__ready(\o__ready$25 ),
     .\i__valid$1 (\i__valid$27 ),
-    .\port$1465$0 (\$26 ),
-    .\port$1468$0 (\$27 ),
+    .\port$1536$0 (\$26 ),
+    .\port$1539$0 (\$27 ),
     .rd__en(rd__en),
     .rd__full(rd__full),
     .rd__m(rd__m),
@@ -424,14 +424,14 @@ module nanomamba_accel(pcm__valid, result__ready, clip_start, reg_addr, reg_wdat
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend (clk, rst, rd__full, \port$1465$0 , \port$1468$0 , registers, result__payload, result__valid, \rd__en$79 , rd__t, rd__m, rd__release, result__ready);
+module \nanomamba_accel.backend (clk, rst, rd__full, \port$1536$0 , \port$1539$0 , registers, result__payload, result__valid, \rd__en$79 , rd__t, rd__m, rd__release, result__ready);
   wire [7:0] \$1 ;
   wire [30:0] \$10 ;
   wire [23:0] \$11 ;
   wire [33:0] \$12 ;
   wire [23:0] \$13 ;
   wire [23:0] \$14 ;
-  wire [14:0] \$15 ;
+  wire [44:0] \$15 ;
   wire [22:0] \$16 ;
   wire [16:0] \$2 ;
   wire [38:0] \$3 ;
@@ -550,10 +550,10 @@ module \nanomamba_accel.backend (clk, rst, rd__full, \port$1465$0 , \port$1468$0
   wire \o__valid$99 ;
   wire [3:0] pool_rd__addr;
   wire [23:0] pool_rd__data;
-  input [26:0] \port$1465$0 ;
-  wire [26:0] \port$1465$0 ;
-  input [3:0] \port$1468$0 ;
-  wire [3:0] \port$1468$0 ;
+  input [26:0] \port$1536$0 ;
+  wire [26:0] \port$1536$0 ;
+  input [3:0] \port$1539$0 ;
+  wire [3:0] \port$1539$0 ;
   wire [6:0] rd__addr;
   wire [5:0] rd__band;
   wire [23:0] rd__data;
@@ -676,9 +676,9 @@ module \nanomamba_accel.backend (clk, rst, rd__full, \port$1465$0 , \port$1468$0
     .\o__payload$60 (\o__payload$98 ),
     .o__valid(\o__valid$90 ),
     .\o__valid$63 (\o__valid$99 ),
-    .\port$1465$0 (\port$1465$0 ),
-    .\port$1468$0 (\port$1468$0 ),
-    .\port$2778$0 (\$16 ),
+    .\port$1536$0 (\port$1536$0 ),
+    .\port$1539$0 (\port$1539$0 ),
+    .\port$2868$0 (\$16 ),
     .rd__addr(rd__addr),
     .rd__band(rd__band),
     .rd__data(rd__data),
@@ -730,9 +730,9 @@ module \nanomamba_accel.backend (clk, rst, rd__full, \port$1465$0 , \port$1468$0
     .mul__p__1(mul__p__1),
     .o__payload(\o__payload$92 ),
     .o__valid(\o__valid$90 ),
-    .\port$1478$0 (\$1 ),
-    .\port$1735$0 (\$2 ),
-    .\port$1735$22 (\$3 ),
+    .\port$1549$0 (\$1 ),
+    .\port$1819$0 (\$2 ),
+    .\port$1819$22 (\$3 ),
     .rd__data(rd__data),
     .rd__o(rd__o),
     .rst(rst)
@@ -745,11 +745,11 @@ module \nanomamba_accel.backend (clk, rst, rd__full, \port$1465$0 , \port$1468$0
     .mul__acc__0(mul__acc__0),
     .p0(mul__p__0),
     .p1(mul__p__1),
-    .\port$1478$0 (\$1 ),
-    .\port$1735$0 (\$2 ),
-    .\port$1735$22 (\$3 ),
-    .\port$4032$0 (\$4 ),
-    .\port$4850$0 (rd__data),
+    .\port$1549$0 (\$1 ),
+    .\port$1819$0 (\$2 ),
+    .\port$1819$22 (\$3 ),
+    .\port$4126$0 (\$4 ),
+    .\port$4944$0 (rd__data),
     .rst(rst)
   );
   \nanomamba_accel.backend.muls  muls (
@@ -769,17 +769,17 @@ module \nanomamba_accel.backend (clk, rst, rd__full, \port$1465$0 , \port$1468$0
     .p0(\mul__p__0$60 ),
     .p1(\mul__p__1$62 ),
     .p2(mul__p__2),
-    .\port$1827$0 (\$5 ),
-    .\port$1836$0 (\$6 ),
-    .\port$1846$0 (\$7 ),
-    .\port$1847$0 (\$8 ),
-    .\port$1873$0 (\$9 ),
-    .\port$1920$0 (\$10 ),
-    .\port$2276$0 (\$11 ),
-    .\port$2295$0 (\$12 ),
-    .\port$2302$0 (\$13 ),
-    .\port$2336$0 (\$14 ),
-    .\port$2360$0 (\$15 ),
+    .\port$1911$0 (\$5 ),
+    .\port$1921$0 (\$6 ),
+    .\port$1931$0 (\$7 ),
+    .\port$1932$0 (\$8 ),
+    .\port$1958$0 (\$9 ),
+    .\port$2005$0 (\$10 ),
+    .\port$2362$0 (\$11 ),
+    .\port$2381$0 (\$12 ),
+    .\port$2388$0 (\$13 ),
+    .\port$2422$0 (\$14 ),
+    .\port$2450$0 (\$15 ),
     .rst(rst)
   );
   \nanomamba_accel.backend.norm  norm (
@@ -804,12 +804,12 @@ module \nanomamba_accel.backend (clk, rst, rd__full, \port$1465$0 , \port$1468$0
     .mul__p__2(mul__p__2),
     .o__payload(\o__payload$98 ),
     .o__valid(\o__valid$99 ),
-    .\port$1827$0 (\$5 ),
-    .\port$1836$0 (\$6 ),
-    .\port$1846$0 (\$7 ),
-    .\port$1847$0 (\$8 ),
-    .\port$1873$0 (\$9 ),
-    .\port$1920$0 (\$10 ),
+    .\port$1911$0 (\$5 ),
+    .\port$1921$0 (\$6 ),
+    .\port$1931$0 (\$7 ),
+    .\port$1932$0 (\$8 ),
+    .\port$1958$0 (\$9 ),
+    .\port$2005$0 (\$10 ),
     .rd__addr(rd__addr),
     .rd__band(rd__band),
     .rd__data(\rd__data$96 ),
@@ -870,11 +870,11 @@ module \nanomamba_accel.backend (clk, rst, rd__full, \port$1465$0 , \port$1468$0
     .mul__p__0(\mul__p__0$60 ),
     .mul__p__1(\mul__p__1$62 ),
     .mul__p__2(mul__p__2),
-    .\port$2276$0 (\$11 ),
-    .\port$2295$0 (\$12 ),
-    .\port$2302$0 (\$13 ),
-    .\port$2336$0 (\$14 ),
-    .\port$2360$0 (\$15 ),
+    .\port$2362$0 (\$11 ),
+    .\port$2381$0 (\$12 ),
+    .\port$2388$0 (\$13 ),
+    .\port$2422$0 (\$14 ),
+    .\port$2450$0 (\$15 ),
     .regs(regs),
     .rst(rst),
     .slot(slot),
@@ -907,14 +907,14 @@ module \nanomamba_accel.backend (clk, rst, rd__full, \port$1465$0 , \port$1468$0
   assign mul__a__2 = { \$9 [23], \$9  };
   assign \mul__a__2$54  = { \$14 [23], \$14  };
   assign mul__c__2 = { \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10  };
-  assign \mul__c__2$58  = { 33'h000000000, \$15  };
+  assign \mul__c__2$58  = { \$15 [44], \$15 [44], \$15 [44], \$15  };
   assign \mul__p__0$61  = \mul__p__0$60 ;
   assign \mul__p__1$63  = \mul__p__1$62 ;
   assign \mul__p__2$65  = mul__p__2;
   assign pool_rd__addr = rd__i[3:0];
-  assign rd__snr = { \port$1468$0 , \port$1465$0 [26:15] };
+  assign rd__snr = { \port$1539$0 , \port$1536$0 [26:15] };
   assign pool_rd__data = { \$16 [22], \$16  };
-  assign rd__feat = { 1'h0, \port$1465$0 [14:0] };
+  assign rd__feat = { 1'h0, \port$1536$0 [14:0] };
   assign \kind$110  = kind;
   assign \layer$113  = layer;
   assign \regs$115  = regs;
@@ -1363,7 +1363,7 @@ module \nanomamba_accel.backend.exp2 (rst, i__valid, i__payload, en, busy, \busy
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.glue (rst, \port$1465$0 , \port$1468$0 , rd__en, rd__o, o__valid, \wb_done$55 , \port$2778$0 , frame_age, first, logit__valid, wb_done, fn__valid, o__payload, rd__i, \rd__en$27 , rd__addr, \o__payload$60 , rd__band, \o__valid$63 , busy
+module \nanomamba_accel.backend.glue (rst, \port$1536$0 , \port$1539$0 , rd__en, rd__o, o__valid, \wb_done$55 , \port$2868$0 , frame_age, first, logit__valid, wb_done, fn__valid, o__payload, rd__i, \rd__en$27 , rd__addr, \o__payload$60 , rd__band, \o__valid$63 , busy
 , mac_rd__data, mac_rd__o, mac_rd__i, \rd__en$24 , rd__t, rd__m, rd__data, mac_o__valid, mac_o__payload, logit__payload, \rd__data$57 , fn__payload, snr_sum, norm_setup, norm_dst, kind, src, wb, layer, regs, t
 , slot, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
@@ -1493,12 +1493,12 @@ module \nanomamba_accel.backend.glue (rst, \port$1465$0 , \port$1468$0 , rd__en,
   wire \o__valid$63 ;
   wire [3:0] pool_rd__addr;
   wire [23:0] pool_rd__data;
-  input [26:0] \port$1465$0 ;
-  wire [26:0] \port$1465$0 ;
-  input [3:0] \port$1468$0 ;
-  wire [3:0] \port$1468$0 ;
-  input [22:0] \port$2778$0 ;
-  wire [22:0] \port$2778$0 ;
+  input [26:0] \port$1536$0 ;
+  wire [26:0] \port$1536$0 ;
+  input [3:0] \port$1539$0 ;
+  wire [3:0] \port$1539$0 ;
+  input [22:0] \port$2868$0 ;
+  wire [22:0] \port$2868$0 ;
   input [6:0] rd__addr;
   wire [6:0] rd__addr;
   input [5:0] rd__band;
@@ -1721,7 +1721,7 @@ module \nanomamba_accel.backend.glue (rst, \port$1465$0 , \port$1468$0 , rd__en,
   assign wb_done = \$25  ? \wb_done$55  : \$28 ;
   assign \$29  = norm_dst == 1'h1;
   assign \$30  = norm_setup | \$29 ;
-  assign \$31  = \$30  ? { 9'h000, \port$1465$0 [14:0] } : x_r__data;
+  assign \$31  = \$30  ? { 9'h000, \port$1536$0 [14:0] } : x_r__data;
   assign \$32  = norm_dst == 1'h1;
   assign \$signature__en$62  = \o__valid$63  & \$32 ;
   assign \$33  = norm_dst == 2'h2;
@@ -1732,7 +1732,7 @@ module \nanomamba_accel.backend.glue (rst, \port$1465$0 , \port$1468$0 , rd__en,
   assign \$36  = \rd__en$27  & \$35 ;
   assign \$37  = ! rd__addr;
   assign \$38  = apply_first_d1 ? 22'h000000 : snr_sum;
-  assign \$39  = \$38  + { \port$1468$0 , \port$1465$0 [26:15] };
+  assign \$39  = \$38  + { \port$1539$0 , \port$1536$0 [26:15] };
   assign \$40  = wb == 2'h2;
   assign \$41  = o__valid & \$40 ;
   assign \$42  = o__valid & o__payload[30];
@@ -1799,11 +1799,11 @@ module \nanomamba_accel.backend.glue (rst, \port$1465$0 , \port$1468$0 , rd__en,
       3'h1:
           rd__data = { u_r__data[15], u_r__data[15], u_r__data[15], u_r__data[15], u_r__data[15], u_r__data[15], u_r__data[15], u_r__data[15], u_r__data };
       3'h2, 3'h5:
-          rd__data = { 8'h00, \port$1468$0 , \port$1465$0 [26:15] };
+          rd__data = { 8'h00, \port$1539$0 , \port$1536$0 [26:15] };
       3'h3:
           rd__data = mac_rd__data;
       3'h4:
-          rd__data = { \port$2778$0 [22], \port$2778$0  };
+          rd__data = { \port$2868$0 [22], \port$2868$0  };
     endcase
   end
   always @* begin
@@ -1921,10 +1921,10 @@ module \nanomamba_accel.backend.glue (rst, \port$1465$0 , \port$1468$0 , rd__en,
   assign nb_r__addr = rd__i;
   assign u_r__addr = rd__i[3:0];
   assign pool_rd__addr = rd__i[3:0];
-  assign rd__snr = { \port$1468$0 , \port$1465$0 [26:15] };
-  assign pool_rd__data = { \port$2778$0 [22], \port$2778$0  };
+  assign rd__snr = { \port$1539$0 , \port$1536$0 [26:15] };
+  assign pool_rd__data = { \port$2868$0 [22], \port$2868$0  };
   assign x_r__addr = \$24 [3:0];
-  assign rd__feat = { 1'h0, \port$1465$0 [14:0] };
+  assign rd__feat = { 1'h0, \port$1536$0 [14:0] };
   assign \$signature__addr$59  = \o__payload$60 [5:0];
   assign \$signature__data$61  = \o__payload$60 [22:7];
   assign \$signature__addr$64  = \o__payload$60 [3:0];
@@ -2304,16 +2304,22 @@ module \nanomamba_accel.backend.head (clk, rst, mac__data, first, logit__valid, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1478$0 , mul__acc__0, o__valid, \port$1735$0 , \port$1735$22 , o__payload, busy, c, half_pre, mul__a__1, mul__p__0, mul__p__1, rd__data, job__valid, job__payload, clk);
+module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1549$0 , mul__acc__0, o__valid, \port$1819$0 , \port$1819$22 , o__payload, busy, c, half_pre, mul__a__1, mul__p__0, mul__p__1, rd__data, job__valid, job__payload, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
   wire [6:0] \$10 ;
-  reg [23:0] \$100 ;
-  reg \$101 ;
+  reg \$100 ;
+  reg [5:0] \$101 ;
   reg [5:0] \$102 ;
-  reg \$103 ;
-  reg [5:0] \$104 ;
+  reg [30:0] \$103 ;
+  reg \$104 ;
+  reg [5:0] \$105 ;
+  reg [23:0] \$106 ;
+  reg \$107 ;
+  reg [5:0] \$108 ;
+  reg \$109 ;
   wire \$11 ;
+  reg [5:0] \$110 ;
   wire \$12 ;
   wire \$13 ;
   reg [5:0] \$14 ;
@@ -2324,7 +2330,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1478$
   reg [12:0] \$19 ;
   wire \$2 ;
   reg [8:0] \$20 ;
-  reg [3:0] \$21 ;
+  reg [2:0] \$21 ;
   reg [9:0] \$22 ;
   reg [5:0] \$23 ;
   reg [1:0] \$24 ;
@@ -2335,81 +2341,81 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1478$
   wire [6:0] \$29 ;
   wire [7:0] \$3 ;
   wire [35:0] \$30 ;
-  wire [43:0] \$31 ;
-  wire [43:0] \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [23:0] \$37 ;
-  wire [23:0] \$38 ;
+  wire [35:0] \$31 ;
+  wire [35:0] \$32 ;
+  wire [35:0] \$33 ;
+  wire [35:0] \$34 ;
+  wire [35:0] \$35 ;
+  reg [35:0] \$36 ;
+  wire [43:0] \$37 ;
+  wire [43:0] \$38 ;
   wire \$39 ;
   wire [9:0] \$4 ;
   wire \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [17:0] \$43 ;
-  wire [17:0] \$44 ;
+  wire [23:0] \$43 ;
+  wire [23:0] \$44 ;
   wire \$45 ;
   wire \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [15:0] \$49 ;
+  wire [17:0] \$49 ;
   wire [6:0] \$5 ;
-  wire [15:0] \$50 ;
-  reg [23:0] \$51 ;
+  wire [17:0] \$50 ;
+  wire \$51 ;
   wire \$52 ;
-  wire [1:0] \$53 ;
-  wire [6:0] \$54 ;
-  wire [1:0] \$55 ;
-  wire [6:0] \$56 ;
-  wire [6:0] \$57 ;
+  wire \$53 ;
+  wire \$54 ;
+  wire [15:0] \$55 ;
+  wire [15:0] \$56 ;
+  reg [23:0] \$57 ;
   wire \$58 ;
-  wire \$59 ;
+  wire [1:0] \$59 ;
   wire [6:0] \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  reg [3:0] \$64 ;
-  reg \$65 ;
-  reg \$66 ;
-  reg [5:0] \$67 ;
-  reg [5:0] \$68 ;
-  reg [5:0] \$69 ;
+  wire [6:0] \$60 ;
+  wire [1:0] \$61 ;
+  wire [6:0] \$62 ;
+  wire [6:0] \$63 ;
+  wire \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
   wire \$7 ;
-  reg [5:0] \$70 ;
-  reg [5:0] \$71 ;
+  reg [3:0] \$70 ;
+  reg \$71 ;
   reg \$72 ;
-  reg \$73 ;
-  reg [12:0] \$74 ;
-  reg [8:0] \$75 ;
-  reg [3:0] \$76 ;
-  reg [9:0] \$77 ;
-  reg [5:0] \$78 ;
-  reg [1:0] \$79 ;
+  reg [5:0] \$73 ;
+  reg [5:0] \$74 ;
+  reg [5:0] \$75 ;
+  reg [5:0] \$76 ;
+  reg [5:0] \$77 ;
+  reg \$78 ;
+  reg \$79 ;
   wire \$8 ;
-  reg \$80 ;
-  reg \$81 ;
-  reg \$82 ;
-  reg [5:0] \$83 ;
-  reg \$84 ;
-  reg \$85 ;
-  reg [5:0] \$86 ;
-  reg [5:0] \$87 ;
+  reg [12:0] \$80 ;
+  reg [8:0] \$81 ;
+  reg [2:0] \$82 ;
+  reg [9:0] \$83 ;
+  reg [5:0] \$84 ;
+  reg [1:0] \$85 ;
+  reg \$86 ;
+  reg \$87 ;
   reg \$88 ;
   reg [5:0] \$89 ;
   wire \$9 ;
-  reg [24:0] \$90 ;
-  reg [4:0] \$91 ;
-  reg [4:0] \$92 ;
-  reg \$93 ;
+  reg \$90 ;
+  reg \$91 ;
+  reg [5:0] \$92 ;
+  reg [5:0] \$93 ;
   reg \$94 ;
   reg [5:0] \$95 ;
-  reg [5:0] \$96 ;
-  reg [30:0] \$97 ;
-  reg \$98 ;
-  reg [5:0] \$99 ;
+  reg [24:0] \$96 ;
+  reg [4:0] \$97 ;
+  reg [4:0] \$98 ;
+  reg \$99 ;
   reg [12:0] \$signature__addr  = 13'h0000;
   wire [8:0] \$signature__addr$26 ;
   wire [7:0] \$signature__data ;
@@ -2479,13 +2485,13 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1478$
   reg o_valid;
   reg [23:0] o_value;
   reg pend = 1'h0;
-  output [7:0] \port$1478$0 ;
-  wire [7:0] \port$1478$0 ;
-  output [16:0] \port$1735$0 ;
-  wire [16:0] \port$1735$0 ;
-  output [38:0] \port$1735$22 ;
-  wire [38:0] \port$1735$22 ;
-  reg [3:0] pre = 4'h0;
+  output [7:0] \port$1549$0 ;
+  wire [7:0] \port$1549$0 ;
+  output [16:0] \port$1819$0 ;
+  wire [16:0] \port$1819$0 ;
+  output [38:0] \port$1819$22 ;
+  wire [38:0] \port$1819$22 ;
+  reg [2:0] pre_i = 3'h0;
   reg [5:0] r0g = 6'h00;
   reg r0v = 1'h0;
   input [23:0] rd__data;
@@ -2802,7 +2808,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1478$
   end
   reg [60:0] _0_;
   always @(posedge clk) begin
-    if (\$63 ) begin
+    if (\$69 ) begin
       _0_ <= rqrom0[\$4 [8:0]];
     end
   end
@@ -6974,7 +6980,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1478$
   end
   reg [7:0] _1_;
   always @(posedge clk) begin
-    if (\$61 ) begin
+    if (\$67 ) begin
       _1_ <= wrom0[\$signature__addr ];
     end
   end
@@ -7001,118 +7007,117 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1478$
   assign \$27  = g + 1'h1;
   assign \$28  = g == n_groups_m1;
   assign \$29  = c + 1'h1;
-  assign \$30  = $signed(mul__p__0[35:0]) >>> pre;
-  assign \$32  = $signed(\$31 ) >>> sh0_d2;
-  assign \$33  = | rsh0[30:23];
-  assign \$34  = ~ \$33 ;
-  assign \$35  = & rsh0[30:23];
-  assign \$36  = \$34  | \$35 ;
-  assign \$37  = rsh0[30] ? 24'h800000 : 24'h7fffff;
-  assign \$38  = \$36  ? rsh0[23:0] : \$37 ;
-  assign \$39  = | rsh0[30:17];
+  assign \$38  = $signed(\$37 ) >>> sh0_d2;
+  assign \$39  = | rsh0[30:23];
   assign \$40  = ~ \$39 ;
-  assign \$41  = & rsh0[30:17];
+  assign \$41  = & rsh0[30:23];
   assign \$42  = \$40  | \$41 ;
-  assign \$43  = rsh0[30] ? 18'h20000 : 18'h1ffff;
-  assign \$44  = \$42  ? rsh0[17:0] : \$43 ;
-  assign \$45  = | rsh0[30:15];
+  assign \$43  = rsh0[30] ? 24'h800000 : 24'h7fffff;
+  assign \$44  = \$42  ? rsh0[23:0] : \$43 ;
+  assign \$45  = | rsh0[30:17];
   assign \$46  = ~ \$45 ;
-  assign \$47  = & rsh0[30:15];
+  assign \$47  = & rsh0[30:17];
   assign \$48  = \$46  | \$47 ;
-  assign \$49  = rsh0[30] ? 16'h8000 : 16'h7fff;
-  assign \$50  = \$48  ? rsh0[15:0] : \$49 ;
-  assign \$53  = lanes_used - 1'h1;
-  assign \$54  = \$6 [5:0] + 1'h1;
-  assign \$55  = pend - 1'h1;
-  assign \$56  = idx + 1'h1;
-  assign \$57  = n_out - 1'h1;
-  assign \$58  = o_index == \$57 ;
-  assign \$59  = o__valid & \$58 ;
-  assign \$60  = busy | job__valid;
-  assign \$62  = busy | job__valid;
-  assign \$63  = \$signature__en$29  & \$62 ;
+  assign \$49  = rsh0[30] ? 18'h20000 : 18'h1ffff;
+  assign \$50  = \$48  ? rsh0[17:0] : \$49 ;
+  assign \$51  = | rsh0[30:15];
+  assign \$52  = ~ \$51 ;
+  assign \$53  = & rsh0[30:15];
+  assign \$54  = \$52  | \$53 ;
+  assign \$55  = rsh0[30] ? 16'h8000 : 16'h7fff;
+  assign \$56  = \$54  ? rsh0[15:0] : \$55 ;
+  assign \$59  = lanes_used - 1'h1;
+  assign \$60  = \$6 [5:0] + 1'h1;
+  assign \$61  = pend - 1'h1;
+  assign \$62  = idx + 1'h1;
+  assign \$63  = n_out - 1'h1;
+  assign \$64  = o_index == \$63 ;
+  assign \$65  = o__valid & \$64 ;
+  assign \$66  = busy | job__valid;
+  assign \$68  = busy | job__valid;
+  assign \$69  = \$signature__en$29  & \$68 ;
   always @(posedge clk)
-    job <= \$64 ;
+    job <= \$70 ;
   always @(posedge clk)
-    running <= \$65 ;
+    running <= \$71 ;
   always @(posedge clk)
-    busy <= \$66 ;
+    busy <= \$72 ;
   always @(posedge clk)
-    g <= \$67 ;
+    g <= \$73 ;
   always @(posedge clk)
-    c <= \$68 ;
+    c <= \$74 ;
   always @(posedge clk)
-    n_in_m1 <= \$69 ;
+    n_in_m1 <= \$75 ;
   always @(posedge clk)
-    n_groups_m1 <= \$70 ;
+    n_groups_m1 <= \$76 ;
   always @(posedge clk)
-    gcyc_m1 <= \$71 ;
+    gcyc_m1 <= \$77 ;
   always @(posedge clk)
-    lanes_used <= \$72 ;
+    lanes_used <= \$78 ;
   always @(posedge clk)
-    dw <= \$73 ;
+    dw <= \$79 ;
   always @(posedge clk)
-    \$signature__addr  <= \$74 ;
+    \$signature__addr  <= \$80 ;
   always @(posedge clk)
-    rq_base <= \$75 ;
+    rq_base <= \$81 ;
   always @(posedge clk)
-    pre <= \$76 ;
+    pre_i <= \$82 ;
   always @(posedge clk)
-    half_pre <= \$77 ;
+    half_pre <= \$83 ;
   always @(posedge clk)
-    n_out <= \$78 ;
+    n_out <= \$84 ;
   always @(posedge clk)
-    sat <= \$79 ;
+    sat <= \$85 ;
   always @(posedge clk)
-    act_d1 <= \$80 ;
+    act_d1 <= \$86 ;
   always @(posedge clk)
-    first_d1 <= \$81 ;
+    first_d1 <= \$87 ;
   always @(posedge clk)
-    last_d1 <= \$82 ;
+    last_d1 <= \$88 ;
   always @(posedge clk)
-    grp_d1 <= \$83 ;
+    grp_d1 <= \$89 ;
   always @(posedge clk)
-    lastp_d1 <= \$84 ;
+    lastp_d1 <= \$90 ;
   always @(posedge clk)
-    \$signature__en$29  <= \$85 ;
+    \$signature__en$29  <= \$91 ;
   always @(posedge clk)
-    grpp_d1 <= \$86 ;
+    grpp_d1 <= \$92 ;
   always @(posedge clk)
-    grpp_d2 <= \$87 ;
+    grpp_d2 <= \$93 ;
   always @(posedge clk)
-    r0v <= \$88 ;
+    r0v <= \$94 ;
   always @(posedge clk)
-    r0g <= \$89 ;
+    r0g <= \$95 ;
   always @(posedge clk)
-    mul__a__1 <= \$90 ;
+    mul__a__1 <= \$96 ;
   always @(posedge clk)
-    sh0_d1 <= \$91 ;
+    sh0_d1 <= \$97 ;
   always @(posedge clk)
-    sh0_d2 <= \$92 ;
+    sh0_d2 <= \$98 ;
   always @(posedge clk)
-    rpv_d1 <= \$93 ;
+    rpv_d1 <= \$99 ;
   always @(posedge clk)
-    rpv_d2 <= \$94 ;
+    rpv_d2 <= \$100 ;
   always @(posedge clk)
-    rpg_d1 <= \$95 ;
+    rpg_d1 <= \$101 ;
   always @(posedge clk)
-    rpg_d2 <= \$96 ;
+    rpg_d2 <= \$102 ;
   always @(posedge clk)
-    rsh0 <= \$97 ;
+    rsh0 <= \$103 ;
   always @(posedge clk)
-    rsv_d1 <= \$98 ;
+    rsv_d1 <= \$104 ;
   always @(posedge clk)
-    rsg_d1 <= \$99 ;
+    rsg_d1 <= \$105 ;
   always @(posedge clk)
-    rout0 <= \$100 ;
+    rout0 <= \$106 ;
   always @(posedge clk)
-    rov_d1 <= \$101 ;
+    rov_d1 <= \$107 ;
   always @(posedge clk)
-    rog_d1 <= \$102 ;
+    rog_d1 <= \$108 ;
   always @(posedge clk)
-    pend <= \$103 ;
+    pend <= \$109 ;
   always @(posedge clk)
-    idx <= \$104 ;
+    idx <= \$110 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$14  = 6'h00;
@@ -7353,36 +7358,36 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1478$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$21  = 4'h0;
+    \$21  = 3'h0;
     casez (job__payload)
       4'h0:
-          \$21  = 4'h3;
+          \$21  = 3'h2;
       4'h1:
-          \$21  = 4'h2;
+          \$21  = 3'h1;
       4'h2:
-          \$21  = 4'h0;
+          \$21  = 3'h0;
       4'h3:
-          \$21  = 4'h2;
+          \$21  = 3'h1;
       4'h4:
-          \$21  = 4'h4;
+          \$21  = 3'h3;
       4'h5:
-          \$21  = 4'h0;
+          \$21  = 3'h0;
       4'h6:
-          \$21  = 4'ha;
+          \$21  = 3'h5;
       4'h7:
-          \$21  = 4'h2;
+          \$21  = 3'h1;
       4'h8:
-          \$21  = 4'h0;
+          \$21  = 3'h0;
       4'h9:
-          \$21  = 4'h2;
+          \$21  = 3'h1;
       4'ha:
-          \$21  = 4'h3;
+          \$21  = 3'h2;
       4'hb:
-          \$21  = 4'h0;
+          \$21  = 3'h0;
       4'hc:
-          \$21  = 4'ha;
+          \$21  = 3'h5;
       4'hd:
-          \$21  = 4'h9;
+          \$21  = 3'h4;
     endcase
   end
   always @* begin
@@ -7489,14 +7494,32 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1478$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$51  = 24'h000000;
+    \$36  = 36'h000000000;
+    casez (pre_i)
+      3'h0:
+          \$36  = \$30 ;
+      3'h1:
+          \$36  = \$31 ;
+      3'h2:
+          \$36  = \$32 ;
+      3'h3:
+          \$36  = \$33 ;
+      3'h4:
+          \$36  = \$34 ;
+      3'h5:
+          \$36  = \$35 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$57  = 24'h000000;
     casez (sat)
       2'h0:
-          \$51  = \$38 ;
+          \$57  = \$44 ;
       2'h1:
-          \$51  = { \$44 [17], \$44 [17], \$44 [17], \$44 [17], \$44 [17], \$44 [17], \$44  };
+          \$57  = { \$50 [17], \$50 [17], \$50 [17], \$50 [17], \$50 [17], \$50 [17], \$50  };
       2'h2:
-          \$51  = { \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50  };
+          \$57  = { \$56 [15], \$56 [15], \$56 [15], \$56 [15], \$56 [15], \$56 [15], \$56 [15], \$56 [15], \$56  };
     endcase
   end
   always @* begin
@@ -7528,129 +7551,44 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1478$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$64  = job;
+    \$70  = job;
     if (\$12 ) begin
       if (\$13 ) begin
-        \$64  = job__payload;
+        \$70  = job__payload;
       end
     end
     if (rst) begin
-      \$64  = 4'h0;
+      \$70  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$65  = running;
+    \$71  = running;
     if (\$12 ) begin
       if (\$13 ) begin
-        \$65  = 1'h1;
+        \$71  = 1'h1;
       end
       if (running) begin
         if (\$26 ) begin
           if (\$28 ) begin
-            \$65  = 1'h0;
+            \$71  = 1'h0;
           end
         end
       end
     end
     if (rst) begin
-      \$65  = 1'h0;
+      \$71  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$66  = busy;
+    \$72  = busy;
     if (\$12 ) begin
       if (\$13 ) begin
-        \$66  = 1'h1;
+        \$72  = 1'h1;
       end
-      if (\$59 ) begin
-        \$66  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$66  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$67  = g;
-    if (\$12 ) begin
-      if (\$13 ) begin
-        \$67  = 6'h00;
-      end
-      if (running) begin
-        if (\$26 ) begin
-          \$67  = \$27 [5:0];
-        end
-      end
-    end
-    if (rst) begin
-      \$67  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$68  = c;
-    if (\$12 ) begin
-      if (\$13 ) begin
-        \$68  = 6'h00;
-      end
-      if (running) begin
-        (* full_case = 32'd1 *)
-        if (\$26 ) begin
-          \$68  = 6'h00;
-        end else begin
-          \$68  = \$29 [5:0];
-        end
-      end
-    end
-    if (rst) begin
-      \$68  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$69  = n_in_m1;
-    if (\$12 ) begin
-      if (\$13 ) begin
-        \$69  = \$14 ;
-      end
-    end
-    if (rst) begin
-      \$69  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$70  = n_groups_m1;
-    if (\$12 ) begin
-      if (\$13 ) begin
-        \$70  = \$15 ;
-      end
-    end
-    if (rst) begin
-      \$70  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$71  = gcyc_m1;
-    if (\$12 ) begin
-      if (\$13 ) begin
-        \$71  = \$16 ;
-      end
-    end
-    if (rst) begin
-      \$71  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$72  = lanes_used;
-    if (\$12 ) begin
-      if (\$13 ) begin
-        \$72  = \$17 ;
+      if (\$65 ) begin
+        \$72  = 1'h0;
       end
     end
     if (rst) begin
@@ -7659,178 +7597,203 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1478$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$73  = dw;
+    \$73  = g;
     if (\$12 ) begin
       if (\$13 ) begin
-        \$73  = \$18 ;
-      end
-    end
-    if (rst) begin
-      \$73  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$74  = \$signature__addr ;
-    if (\$12 ) begin
-      if (\$13 ) begin
-        \$74  = \$19 ;
+        \$73  = 6'h00;
       end
       if (running) begin
-        if (active) begin
-          \$74  = \$25 [12:0];
+        if (\$26 ) begin
+          \$73  = \$27 [5:0];
         end
       end
     end
     if (rst) begin
-      \$74  = 13'h0000;
+      \$73  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$75  = rq_base;
+    \$74  = c;
     if (\$12 ) begin
       if (\$13 ) begin
-        \$75  = \$20 ;
+        \$74  = 6'h00;
+      end
+      if (running) begin
+        (* full_case = 32'd1 *)
+        if (\$26 ) begin
+          \$74  = 6'h00;
+        end else begin
+          \$74  = \$29 [5:0];
+        end
       end
     end
     if (rst) begin
-      \$75  = 9'h000;
+      \$74  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$76  = pre;
+    \$75  = n_in_m1;
     if (\$12 ) begin
       if (\$13 ) begin
-        \$76  = \$21 ;
+        \$75  = \$14 ;
       end
     end
     if (rst) begin
-      \$76  = 4'h0;
+      \$75  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$77  = half_pre;
+    \$76  = n_groups_m1;
     if (\$12 ) begin
       if (\$13 ) begin
-        \$77  = \$22 ;
+        \$76  = \$15 ;
       end
     end
     if (rst) begin
-      \$77  = 10'h000;
+      \$76  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$78  = n_out;
+    \$77  = gcyc_m1;
     if (\$12 ) begin
       if (\$13 ) begin
-        \$78  = \$23 ;
+        \$77  = \$16 ;
       end
     end
     if (rst) begin
-      \$78  = 6'h00;
+      \$77  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$79  = sat;
+    \$78  = lanes_used;
     if (\$12 ) begin
       if (\$13 ) begin
-        \$79  = \$24 ;
+        \$78  = \$17 ;
       end
     end
     if (rst) begin
-      \$79  = 2'h0;
+      \$78  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$80  = act_d1;
+    \$79  = dw;
     if (\$12 ) begin
-      \$80  = active;
+      if (\$13 ) begin
+        \$79  = \$18 ;
+      end
     end
     if (rst) begin
-      \$80  = 1'h0;
+      \$79  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$81  = first_d1;
+    \$80  = \$signature__addr ;
     if (\$12 ) begin
-      \$81  = first;
+      if (\$13 ) begin
+        \$80  = \$19 ;
+      end
+      if (running) begin
+        if (active) begin
+          \$80  = \$25 [12:0];
+        end
+      end
     end
     if (rst) begin
-      \$81  = 1'h0;
+      \$80  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$82  = last_d1;
+    \$81  = rq_base;
     if (\$12 ) begin
-      \$82  = last;
+      if (\$13 ) begin
+        \$81  = \$20 ;
+      end
     end
     if (rst) begin
-      \$82  = 1'h0;
+      \$81  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$83  = grp_d1;
+    \$82  = pre_i;
     if (\$12 ) begin
-      \$83  = g;
+      if (\$13 ) begin
+        \$82  = \$21 ;
+      end
     end
     if (rst) begin
-      \$83  = 6'h00;
+      \$82  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$84  = lastp_d1;
+    \$83  = half_pre;
     if (\$12 ) begin
-      \$84  = last_d1;
+      if (\$13 ) begin
+        \$83  = \$22 ;
+      end
     end
     if (rst) begin
-      \$84  = 1'h0;
+      \$83  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$85  = \$signature__en$29 ;
+    \$84  = n_out;
     if (\$12 ) begin
-      \$85  = lastp_d1;
+      if (\$13 ) begin
+        \$84  = \$23 ;
+      end
     end
     if (rst) begin
-      \$85  = 1'h0;
+      \$84  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$86  = grpp_d1;
+    \$85  = sat;
     if (\$12 ) begin
-      \$86  = grp_d1;
+      if (\$13 ) begin
+        \$85  = \$24 ;
+      end
     end
     if (rst) begin
-      \$86  = 6'h00;
+      \$85  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$87  = grpp_d2;
+    \$86  = act_d1;
     if (\$12 ) begin
-      \$87  = grpp_d1;
+      \$86  = active;
     end
     if (rst) begin
-      \$87  = 6'h00;
+      \$86  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$88  = r0v;
+    \$87  = first_d1;
     if (\$12 ) begin
-      \$88  = \$signature__en$29 ;
+      \$87  = first;
+    end
+    if (rst) begin
+      \$87  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$88  = last_d1;
+    if (\$12 ) begin
+      \$88  = last;
     end
     if (rst) begin
       \$88  = 1'h0;
@@ -7838,9 +7801,9 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1478$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$89  = r0g;
+    \$89  = grp_d1;
     if (\$12 ) begin
-      \$89  = grpp_d2;
+      \$89  = g;
     end
     if (rst) begin
       \$89  = 6'h00;
@@ -7848,51 +7811,49 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1478$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$90  = mul__a__1;
+    \$90  = lastp_d1;
     if (\$12 ) begin
-      if (\$signature__en$29 ) begin
-        \$90  = \$30 [24:0];
-      end
+      \$90  = last_d1;
     end
     if (rst) begin
-      \$90  = 25'h0000000;
+      \$90  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$91  = sh0_d1;
+    \$91  = \$signature__en$29 ;
     if (\$12 ) begin
-      \$91  = \$signature__data$34 [21:17];
+      \$91  = lastp_d1;
     end
     if (rst) begin
-      \$91  = 5'h00;
+      \$91  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$92  = sh0_d2;
+    \$92  = grpp_d1;
     if (\$12 ) begin
-      \$92  = sh0_d1;
+      \$92  = grp_d1;
     end
     if (rst) begin
-      \$92  = 5'h00;
+      \$92  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$93  = rpv_d1;
+    \$93  = grpp_d2;
     if (\$12 ) begin
-      \$93  = r0v;
+      \$93  = grpp_d1;
     end
     if (rst) begin
-      \$93  = 1'h0;
+      \$93  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$94  = rpv_d2;
+    \$94  = r0v;
     if (\$12 ) begin
-      \$94  = rpv_d1;
+      \$94  = \$signature__en$29 ;
     end
     if (rst) begin
       \$94  = 1'h0;
@@ -7900,9 +7861,9 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1478$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$95  = rpg_d1;
+    \$95  = r0g;
     if (\$12 ) begin
-      \$95  = r0g;
+      \$95  = grpp_d2;
     end
     if (rst) begin
       \$95  = 6'h00;
@@ -7910,69 +7871,71 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1478$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$96  = rpg_d2;
+    \$96  = mul__a__1;
     if (\$12 ) begin
-      \$96  = rpg_d1;
+      if (\$signature__en$29 ) begin
+        \$96  = \$36 [24:0];
+      end
     end
     if (rst) begin
-      \$96  = 6'h00;
+      \$96  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$97  = rsh0;
+    \$97  = sh0_d1;
     if (\$12 ) begin
-      \$97  = \$32 [30:0];
+      \$97  = \$signature__data$34 [21:17];
     end
     if (rst) begin
-      \$97  = 31'h00000000;
+      \$97  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$98  = rsv_d1;
+    \$98  = sh0_d2;
     if (\$12 ) begin
-      \$98  = rpv_d2;
+      \$98  = sh0_d1;
     end
     if (rst) begin
-      \$98  = 1'h0;
+      \$98  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$99  = rsg_d1;
+    \$99  = rpv_d1;
     if (\$12 ) begin
-      \$99  = rpg_d2;
+      \$99  = r0v;
     end
     if (rst) begin
-      \$99  = 6'h00;
+      \$99  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$100  = rout0;
+    \$100  = rpv_d2;
     if (\$12 ) begin
-      \$100  = \$51 ;
+      \$100  = rpv_d1;
     end
     if (rst) begin
-      \$100  = 24'h000000;
+      \$100  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$101  = rov_d1;
+    \$101  = rpg_d1;
     if (\$12 ) begin
-      \$101  = rsv_d1;
+      \$101  = r0g;
     end
     if (rst) begin
-      \$101  = 1'h0;
+      \$101  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$102  = rog_d1;
+    \$102  = rpg_d2;
     if (\$12 ) begin
-      \$102  = rsg_d1;
+      \$102  = rpg_d1;
     end
     if (rst) begin
       \$102  = 6'h00;
@@ -7980,30 +7943,90 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1478$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$103  = pend;
+    \$103  = rsh0;
     if (\$12 ) begin
-      if (rov_d1) begin
-        \$103  = \$53 [0];
-      end else if (\$52 ) begin
-        \$103  = \$55 [0];
-      end
+      \$103  = \$38 [30:0];
     end
     if (rst) begin
-      \$103  = 1'h0;
+      \$103  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$104  = idx;
+    \$104  = rsv_d1;
+    if (\$12 ) begin
+      \$104  = rpv_d2;
+    end
+    if (rst) begin
+      \$104  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$105  = rsg_d1;
+    if (\$12 ) begin
+      \$105  = rpg_d2;
+    end
+    if (rst) begin
+      \$105  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$106  = rout0;
+    if (\$12 ) begin
+      \$106  = \$57 ;
+    end
+    if (rst) begin
+      \$106  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$107  = rov_d1;
+    if (\$12 ) begin
+      \$107  = rsv_d1;
+    end
+    if (rst) begin
+      \$107  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$108  = rog_d1;
+    if (\$12 ) begin
+      \$108  = rsg_d1;
+    end
+    if (rst) begin
+      \$108  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$109  = pend;
     if (\$12 ) begin
       if (rov_d1) begin
-        \$104  = \$54 [5:0];
-      end else if (\$52 ) begin
-        \$104  = \$56 [5:0];
+        \$109  = \$59 [0];
+      end else if (\$58 ) begin
+        \$109  = \$61 [0];
       end
     end
     if (rst) begin
-      \$104  = 6'h00;
+      \$109  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$110  = idx;
+    if (\$12 ) begin
+      if (rov_d1) begin
+        \$110  = \$60 [5:0];
+      end else if (\$58 ) begin
+        \$110  = \$62 [5:0];
+      end
+    end
+    if (rst) begin
+      \$110  = 6'h00;
     end
   end
   assign waddr = \$signature__addr ;
@@ -8020,9 +8043,9 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1478$
   assign mul__c__1 = { \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60], \$signature__data$34 [60:22] };
   assign base = \$6 [5:0];
   assign ser0 = 24'h000000;
-  assign \port$1478$0  = \$3 ;
-  assign \port$1735$0  = \$signature__data$34 [16:0];
-  assign \port$1735$22  = \$signature__data$34 [60:22];
+  assign \port$1549$0  = \$3 ;
+  assign \port$1819$0  = \$signature__data$34 [16:0];
+  assign \port$1819$22  = \$signature__data$34 [60:22];
   assign \o__payload.index  = o__payload[5:0];
   assign \o__payload.value  = o__payload[29:6];
   assign \o__payload.last  = o__payload[30];
@@ -8030,15 +8053,21 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1478$
   assign o__payload[29:6] = o_value;
   assign o__payload[5:0] = o_index;
   assign \$5  = { 1'h0, rog_d1 };
-  assign \$31  = { mul__p__1[43], mul__p__1[43], mul__p__1[43], mul__p__1[43], mul__p__1[43], mul__p__1[43], mul__p__1[43], mul__p__1[43], mul__p__1[43], mul__p__1[43], mul__p__1[43], mul__p__1[43], mul__p__1[43], mul__p__1[43:13] };
-  assign \$61  = \$60 ;
+  assign \$30  = mul__p__0[35:0];
+  assign \$31  = { mul__p__0[35], mul__p__0[35], mul__p__0[35:2] };
+  assign \$32  = { mul__p__0[35], mul__p__0[35], mul__p__0[35], mul__p__0[35:3] };
+  assign \$33  = { mul__p__0[35], mul__p__0[35], mul__p__0[35], mul__p__0[35], mul__p__0[35:4] };
+  assign \$34  = { mul__p__0[35], mul__p__0[35], mul__p__0[35], mul__p__0[35], mul__p__0[35], mul__p__0[35], mul__p__0[35], mul__p__0[35], mul__p__0[35], mul__p__0[35:9] };
+  assign \$35  = { mul__p__0[35], mul__p__0[35], mul__p__0[35], mul__p__0[35], mul__p__0[35], mul__p__0[35], mul__p__0[35], mul__p__0[35], mul__p__0[35], mul__p__0[35], mul__p__0[35:10] };
+  assign \$37  = { mul__p__1[43], mul__p__1[43], mul__p__1[43], mul__p__1[43], mul__p__1[43], mul__p__1[43], mul__p__1[43], mul__p__1[43], mul__p__1[43], mul__p__1[43], mul__p__1[43], mul__p__1[43], mul__p__1[43], mul__p__1[43:13] };
+  assign \$67  = \$66 ;
   assign \$6  = \$5 ;
   assign \$7  = pend;
-  assign \$52  = pend;
+  assign \$58  = pend;
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.mac_muls (rst, \port$1478$0 , mul__acc__0, \port$1735$0 , \port$1735$22 , busy, \port$4032$0 , mul__a__1, p0, p1, \port$4850$0 , job__valid, clk);
+module \nanomamba_accel.backend.mac_muls (rst, \port$1549$0 , mul__acc__0, \port$1819$0 , \port$1819$22 , busy, \port$4126$0 , mul__a__1, p0, p1, \port$4944$0 , job__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   reg [47:0] \$10 ;
@@ -8089,16 +8118,16 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1478$0 , mul__acc__0, \port
   reg [47:0] p0 = 48'h000000000000;
   output [47:0] p1;
   reg [47:0] p1 = 48'h000000000000;
-  input [7:0] \port$1478$0 ;
-  wire [7:0] \port$1478$0 ;
-  input [16:0] \port$1735$0 ;
-  wire [16:0] \port$1735$0 ;
-  input [38:0] \port$1735$22 ;
-  wire [38:0] \port$1735$22 ;
-  input [9:0] \port$4032$0 ;
-  wire [9:0] \port$4032$0 ;
-  input [23:0] \port$4850$0 ;
-  wire [23:0] \port$4850$0 ;
+  input [7:0] \port$1549$0 ;
+  wire [7:0] \port$1549$0 ;
+  input [16:0] \port$1819$0 ;
+  wire [16:0] \port$1819$0 ;
+  input [38:0] \port$1819$22 ;
+  wire [38:0] \port$1819$22 ;
+  input [9:0] \port$4126$0 ;
+  wire [9:0] \port$4126$0 ;
+  input [23:0] \port$4944$0 ;
+  wire [23:0] \port$4944$0 ;
   input rst;
   wire rst;
   assign \$1  = busy | job__valid;
@@ -8132,7 +8161,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1478$0 , mul__acc__0, \port
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$8  = a0;
     if (\$1 ) begin
-      \$8  = { \port$4850$0 [23], \port$4850$0  };
+      \$8  = { \port$4944$0 [23], \port$4944$0  };
     end
     if (rst) begin
       \$8  = 25'h0000000;
@@ -8142,7 +8171,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1478$0 , mul__acc__0, \port
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$9  = b0;
     if (\$1 ) begin
-      \$9  = { \port$1478$0 [7], \port$1478$0 [7], \port$1478$0 [7], \port$1478$0 [7], \port$1478$0 [7], \port$1478$0 [7], \port$1478$0 [7], \port$1478$0 [7], \port$1478$0 [7], \port$1478$0 [7], \port$1478$0  };
+      \$9  = { \port$1549$0 [7], \port$1549$0 [7], \port$1549$0 [7], \port$1549$0 [7], \port$1549$0 [7], \port$1549$0 [7], \port$1549$0 [7], \port$1549$0 [7], \port$1549$0 [7], \port$1549$0 [7], \port$1549$0  };
     end
     if (rst) begin
       \$9  = 18'h00000;
@@ -8152,7 +8181,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1478$0 , mul__acc__0, \port
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$10  = c0;
     if (\$1 ) begin
-      \$10  = { 38'h0000000000, \port$4032$0  };
+      \$10  = { 38'h0000000000, \port$4126$0  };
     end
     if (rst) begin
       \$10  = 48'h000000000000;
@@ -8192,7 +8221,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1478$0 , mul__acc__0, \port
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$14  = b1;
     if (\$1 ) begin
-      \$14  = { 1'h0, \port$1735$0  };
+      \$14  = { 1'h0, \port$1819$0  };
     end
     if (rst) begin
       \$14  = 18'h00000;
@@ -8202,7 +8231,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1478$0 , mul__acc__0, \port
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$15  = c1;
     if (\$1 ) begin
-      \$15  = { \port$1735$22 [38], \port$1735$22 [38], \port$1735$22 [38], \port$1735$22 [38], \port$1735$22 [38], \port$1735$22 [38], \port$1735$22 [38], \port$1735$22 [38], \port$1735$22 [38], \port$1735$22  };
+      \$15  = { \port$1819$22 [38], \port$1819$22 [38], \port$1819$22 [38], \port$1819$22 [38], \port$1819$22 [38], \port$1819$22 [38], \port$1819$22 [38], \port$1819$22 [38], \port$1819$22 [38], \port$1819$22  };
     end
     if (rst) begin
       \$15  = 48'h000000000000;
@@ -8228,19 +8257,19 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1478$0 , mul__acc__0, \port
       \$17  = 48'h000000000000;
     end
   end
-  assign mul__a__0 = { \port$4850$0 [23], \port$4850$0  };
-  assign mul__b__0 = { \port$1478$0 [7], \port$1478$0 [7], \port$1478$0 [7], \port$1478$0 [7], \port$1478$0 [7], \port$1478$0 [7], \port$1478$0 [7], \port$1478$0 [7], \port$1478$0 [7], \port$1478$0 [7], \port$1478$0  };
-  assign mul__c__0 = { 38'h0000000000, \port$4032$0  };
-  assign mul__b__1 = { 1'h0, \port$1735$0  };
-  assign mul__c__1 = { \port$1735$22 [38], \port$1735$22 [38], \port$1735$22 [38], \port$1735$22 [38], \port$1735$22 [38], \port$1735$22 [38], \port$1735$22 [38], \port$1735$22 [38], \port$1735$22 [38], \port$1735$22  };
+  assign mul__a__0 = { \port$4944$0 [23], \port$4944$0  };
+  assign mul__b__0 = { \port$1549$0 [7], \port$1549$0 [7], \port$1549$0 [7], \port$1549$0 [7], \port$1549$0 [7], \port$1549$0 [7], \port$1549$0 [7], \port$1549$0 [7], \port$1549$0 [7], \port$1549$0 [7], \port$1549$0  };
+  assign mul__c__0 = { 38'h0000000000, \port$4126$0  };
+  assign mul__b__1 = { 1'h0, \port$1819$0  };
+  assign mul__c__1 = { \port$1819$22 [38], \port$1819$22 [38], \port$1819$22 [38], \port$1819$22 [38], \port$1819$22 [38], \port$1819$22 [38], \port$1819$22 [38], \port$1819$22 [38], \port$1819$22 [38], \port$1819$22  };
   assign mul__acc__1 = 1'h0;
   assign mul__p__0 = p0;
   assign mul__p__1 = p1;
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1827$0 , \port$1836$0 , mul__acc__0, mul__a__1, \port$1846$0 , \port$1847$0 , mul__acc__1, \port$1873$0 , mul__b__2, \port$1920$0 , mul__acc__2, \port$2276$0 , \mul__b__0$9 , \port$2295$0 , \port$2302$0 , \mul__b__1$22 , \mul__c__1$25 , \port$2336$0 , \mul__b__2$35 
-, \port$2360$0 , busy, \busy$3 , p0, p1, p2, clk);
+module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1911$0 , \port$1921$0 , mul__acc__0, mul__a__1, \port$1931$0 , \port$1932$0 , mul__acc__1, \port$1958$0 , mul__b__2, \port$2005$0 , mul__acc__2, \port$2362$0 , \mul__b__0$9 , \port$2381$0 , \port$2388$0 , \mul__b__1$22 , \mul__c__1$25 , \port$2422$0 , \mul__b__2$35 
+, \port$2450$0 , busy, \busy$3 , p0, p1, p2, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
   wire [17:0] \$10 ;
@@ -8349,46 +8378,46 @@ module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1827$0 , \port$1836$
   reg [47:0] p1 = 48'h000000000000;
   output [47:0] p2;
   reg [47:0] p2 = 48'h000000000000;
-  input [16:0] \port$1827$0 ;
-  wire [16:0] \port$1827$0 ;
-  input [40:0] \port$1836$0 ;
-  wire [40:0] \port$1836$0 ;
-  input [12:0] \port$1846$0 ;
-  wire [12:0] \port$1846$0 ;
-  input [30:0] \port$1847$0 ;
-  wire [30:0] \port$1847$0 ;
-  input [23:0] \port$1873$0 ;
-  wire [23:0] \port$1873$0 ;
-  input [30:0] \port$1920$0 ;
-  wire [30:0] \port$1920$0 ;
-  input [23:0] \port$2276$0 ;
-  wire [23:0] \port$2276$0 ;
-  input [33:0] \port$2295$0 ;
-  wire [33:0] \port$2295$0 ;
-  input [23:0] \port$2302$0 ;
-  wire [23:0] \port$2302$0 ;
-  input [23:0] \port$2336$0 ;
-  wire [23:0] \port$2336$0 ;
-  input [14:0] \port$2360$0 ;
-  wire [14:0] \port$2360$0 ;
+  input [16:0] \port$1911$0 ;
+  wire [16:0] \port$1911$0 ;
+  input [40:0] \port$1921$0 ;
+  wire [40:0] \port$1921$0 ;
+  input [12:0] \port$1931$0 ;
+  wire [12:0] \port$1931$0 ;
+  input [30:0] \port$1932$0 ;
+  wire [30:0] \port$1932$0 ;
+  input [23:0] \port$1958$0 ;
+  wire [23:0] \port$1958$0 ;
+  input [30:0] \port$2005$0 ;
+  wire [30:0] \port$2005$0 ;
+  input [23:0] \port$2362$0 ;
+  wire [23:0] \port$2362$0 ;
+  input [33:0] \port$2381$0 ;
+  wire [33:0] \port$2381$0 ;
+  input [23:0] \port$2388$0 ;
+  wire [23:0] \port$2388$0 ;
+  input [23:0] \port$2422$0 ;
+  wire [23:0] \port$2422$0 ;
+  input [44:0] \port$2450$0 ;
+  wire [44:0] \port$2450$0 ;
   input rst;
   wire rst;
   assign \$1  = busy | \busy$3 ;
-  assign \$2  = mul__a__0 | { \port$2276$0 [23], \port$2276$0  };
-  assign \$3  = { 1'h0, \port$1827$0  } | \mul__b__0$9 ;
-  assign \$4  = { \port$1836$0 [40], \port$1836$0 [40], \port$1836$0 [40], \port$1836$0 [40], \port$1836$0 [40], \port$1836$0 [40], \port$1836$0 [40], \port$1836$0  } | { \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0  };
+  assign \$2  = mul__a__0 | { \port$2362$0 [23], \port$2362$0  };
+  assign \$3  = { 1'h0, \port$1911$0  } | \mul__b__0$9 ;
+  assign \$4  = { \port$1921$0 [40], \port$1921$0 [40], \port$1921$0 [40], \port$1921$0 [40], \port$1921$0 [40], \port$1921$0 [40], \port$1921$0 [40], \port$1921$0  } | { \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0  };
   assign \$6  = $signed(a0) * $signed(b0);
   assign \$7  = acc0 ? p0 : c0;
   assign \$8  = $signed(\$6 ) + $signed(\$7 );
-  assign \$9  = mul__a__1 | { \port$2302$0 [23], \port$2302$0  };
-  assign \$10  = { \port$1846$0 [12], \port$1846$0 [12], \port$1846$0 [12], \port$1846$0 [12], \port$1846$0 [12], \port$1846$0  } | \mul__b__1$22 ;
-  assign \$11  = { 17'h00000, \port$1847$0  } | \mul__c__1$25 ;
+  assign \$9  = mul__a__1 | { \port$2388$0 [23], \port$2388$0  };
+  assign \$10  = { \port$1931$0 [12], \port$1931$0 [12], \port$1931$0 [12], \port$1931$0 [12], \port$1931$0 [12], \port$1931$0  } | \mul__b__1$22 ;
+  assign \$11  = { 17'h00000, \port$1932$0  } | \mul__c__1$25 ;
   assign \$13  = $signed(a1) * $signed(b1);
   assign \$14  = acc1 ? p1 : c1;
   assign \$15  = $signed(\$13 ) + $signed(\$14 );
-  assign \$16  = { \port$1873$0 [23], \port$1873$0  } | { \port$2336$0 [23], \port$2336$0  };
+  assign \$16  = { \port$1958$0 [23], \port$1958$0  } | { \port$2422$0 [23], \port$2422$0  };
   assign \$17  = mul__b__2 | \mul__b__2$35 ;
-  assign \$18  = { \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0  } | { 33'h000000000, \port$2360$0  };
+  assign \$18  = { \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0  } | { \port$2450$0 [44], \port$2450$0 [44], \port$2450$0 [44], \port$2450$0  };
   assign \$20  = $signed(a2) * $signed(b2);
   assign \$21  = acc2 ? p2 : c2;
   assign \$22  = $signed(\$20 ) + $signed(\$21 );
@@ -8572,19 +8601,19 @@ module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1827$0 , \port$1836$
       \$37  = 48'h000000000000;
     end
   end
-  assign \mul__a__0$6  = { \port$2276$0 [23], \port$2276$0  };
-  assign mul__b__0 = { 1'h0, \port$1827$0  };
-  assign mul__c__0 = { \port$1836$0 [40], \port$1836$0 [40], \port$1836$0 [40], \port$1836$0 [40], \port$1836$0 [40], \port$1836$0 [40], \port$1836$0 [40], \port$1836$0  };
-  assign \mul__c__0$12  = { \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0 [33], \port$2295$0  };
+  assign \mul__a__0$6  = { \port$2362$0 [23], \port$2362$0  };
+  assign mul__b__0 = { 1'h0, \port$1911$0  };
+  assign mul__c__0 = { \port$1921$0 [40], \port$1921$0 [40], \port$1921$0 [40], \port$1921$0 [40], \port$1921$0 [40], \port$1921$0 [40], \port$1921$0 [40], \port$1921$0  };
+  assign \mul__c__0$12  = { \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0  };
   assign \mul__acc__0$15  = 1'h0;
-  assign \mul__a__1$19  = { \port$2302$0 [23], \port$2302$0  };
-  assign mul__b__1 = { \port$1846$0 [12], \port$1846$0 [12], \port$1846$0 [12], \port$1846$0 [12], \port$1846$0 [12], \port$1846$0  };
-  assign mul__c__1 = { 17'h00000, \port$1847$0  };
+  assign \mul__a__1$19  = { \port$2388$0 [23], \port$2388$0  };
+  assign mul__b__1 = { \port$1931$0 [12], \port$1931$0 [12], \port$1931$0 [12], \port$1931$0 [12], \port$1931$0 [12], \port$1931$0  };
+  assign mul__c__1 = { 17'h00000, \port$1932$0  };
   assign \mul__acc__1$28  = 1'h0;
-  assign mul__a__2 = { \port$1873$0 [23], \port$1873$0  };
-  assign \mul__a__2$32  = { \port$2336$0 [23], \port$2336$0  };
-  assign mul__c__2 = { \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0 [30], \port$1920$0  };
-  assign \mul__c__2$38  = { 33'h000000000, \port$2360$0  };
+  assign mul__a__2 = { \port$1958$0 [23], \port$1958$0  };
+  assign \mul__a__2$32  = { \port$2422$0 [23], \port$2422$0  };
+  assign mul__c__2 = { \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0  };
+  assign \mul__c__2$38  = { \port$2450$0 [44], \port$2450$0 [44], \port$2450$0 [44], \port$2450$0  };
   assign \mul__acc__2$41  = 1'h0;
   assign mul__p__0 = p0;
   assign \mul__p__0$44  = p0;
@@ -8598,25 +8627,25 @@ module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1827$0 , \port$1836$
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 , \port$1836$0 , mul__acc__0, mul__a__1, \port$1846$0 , \port$1847$0 , mul__acc__1, \port$1873$0 , mul__b__2, \port$1920$0 , mul__acc__2, exp2__i__ready, rd__en, rd__addr, o__payload, rd__band, exp2__i__valid, exp2__i__payload
+module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 , \port$1921$0 , mul__acc__0, mul__a__1, \port$1931$0 , \port$1932$0 , mul__acc__1, \port$1958$0 , mul__b__2, \port$2005$0 , mul__acc__2, exp2__i__ready, rd__en, rd__addr, o__payload, rd__band, exp2__i__valid, exp2__i__payload
 , o__valid, busy, mul__p__0, mul__p__1, mul__p__2, exp2__o__valid, exp2__o__payload, rd__data, cmd__payload, cmd__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire [5:0] \$1 ;
   wire [4:0] \$10 ;
   wire [18:0] \$100 ;
-  wire [29:0] \$101 ;
-  wire \$102 ;
+  wire [18:0] \$101 ;
+  wire [29:0] \$102 ;
   wire \$103 ;
   wire \$104 ;
   wire \$105 ;
   wire \$106 ;
   wire \$107 ;
-  wire [29:0] \$108 ;
-  wire \$109 ;
+  wire \$108 ;
+  wire [29:0] \$109 ;
   wire \$11 ;
-  wire [30:0] \$110 ;
+  wire \$110 ;
   wire [30:0] \$111 ;
-  wire \$112 ;
+  wire [30:0] \$112 ;
   wire \$113 ;
   wire \$114 ;
   wire \$115 ;
@@ -8641,54 +8670,54 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   wire \$132 ;
   wire \$133 ;
   wire \$134 ;
-  reg [17:0] \$135 ;
-  reg \$136 ;
-  wire \$137 ;
+  wire \$135 ;
+  reg [17:0] \$136 ;
+  reg \$137 ;
   wire \$138 ;
   wire \$139 ;
   reg [7:0] \$14 ;
   wire \$140 ;
-  wire [15:0] \$141 ;
+  wire \$141 ;
   wire [15:0] \$142 ;
-  wire \$143 ;
+  wire [15:0] \$143 ;
   wire \$144 ;
   wire \$145 ;
   wire \$146 ;
-  wire [15:0] \$147 ;
+  wire \$147 ;
   wire [15:0] \$148 ;
-  reg [15:0] \$149 ;
+  wire [15:0] \$149 ;
   wire [7:0] \$15 ;
-  wire [17:0] \$150 ;
-  wire \$151 ;
-  wire [7:0] \$152 ;
-  wire \$153 ;
-  wire [6:0] \$154 ;
-  wire [7:0] \$155 ;
-  wire \$156 ;
-  wire [7:0] \$157 ;
-  wire \$158 ;
-  wire [4:0] \$159 ;
+  reg [15:0] \$150 ;
+  wire [17:0] \$151 ;
+  wire \$152 ;
+  wire [7:0] \$153 ;
+  wire \$154 ;
+  wire [6:0] \$155 ;
+  wire [7:0] \$156 ;
+  wire \$157 ;
+  wire [7:0] \$158 ;
+  wire \$159 ;
   wire [8:0] \$16 ;
-  wire \$160 ;
+  wire [4:0] \$160 ;
   wire \$161 ;
-  wire [69:0] \$162 ;
-  wire [6:0] \$163 ;
-  wire [55:0] \$164 ;
-  wire [6:0] \$165 ;
-  wire [2:0] \$166 ;
-  wire \$167 ;
-  wire [32:0] \$168 ;
-  wire [33:0] \$169 ;
+  wire \$162 ;
+  wire [69:0] \$163 ;
+  wire [6:0] \$164 ;
+  wire [55:0] \$165 ;
+  wire [6:0] \$166 ;
+  wire [2:0] \$167 ;
+  wire \$168 ;
+  wire [32:0] \$169 ;
   wire [9:0] \$17 ;
-  wire [33:0] \$170 ;
-  wire [31:0] \$171 ;
-  wire \$172 ;
-  wire [6:0] \$173 ;
-  wire \$174 ;
-  wire [9:0] \$175 ;
-  wire \$176 ;
+  wire [31:0] \$170 ;
+  wire \$171 ;
+  wire [6:0] \$172 ;
+  wire \$173 ;
+  wire [9:0] \$174 ;
+  wire \$175 ;
+  wire [7:0] \$176 ;
   wire [7:0] \$177 ;
-  wire [7:0] \$178 ;
+  wire \$178 ;
   wire \$179 ;
   wire [9:0] \$18 ;
   wire \$180 ;
@@ -8708,42 +8737,42 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   wire \$193 ;
   wire \$194 ;
   wire \$195 ;
-  wire \$196 ;
-  reg \$197 ;
-  reg [6:0] \$198 ;
+  reg \$196 ;
+  reg [6:0] \$197 ;
+  reg [23:0] \$198 ;
   reg [23:0] \$199 ;
   wire [8:0] \$2 ;
   wire [11:0] \$20 ;
-  reg [23:0] \$200 ;
+  reg [1:0] \$200 ;
   reg [1:0] \$201 ;
-  reg [1:0] \$202 ;
+  reg \$202 ;
   reg \$203 ;
-  reg \$204 ;
+  reg [12:0] \$204 ;
   reg [12:0] \$205 ;
-  reg [12:0] \$206 ;
+  reg [23:0] \$206 ;
   reg [23:0] \$207 ;
-  reg [23:0] \$208 ;
+  reg [1:0] \$208 ;
   reg [1:0] \$209 ;
   wire [12:0] \$21 ;
-  reg [1:0] \$210 ;
+  reg \$210 ;
   reg \$211 ;
   reg \$212 ;
   reg \$213 ;
-  reg \$214 ;
+  reg [1:0] \$214 ;
   reg [1:0] \$215 ;
-  reg [1:0] \$216 ;
+  reg \$216 ;
   reg \$217 ;
-  reg \$218 ;
-  reg [17:0] \$219 ;
+  reg [17:0] \$218 ;
+  reg \$219 ;
   wire [23:0] \$22 ;
-  reg \$220 ;
+  reg [6:0] \$220 ;
   reg [6:0] \$221 ;
   reg [6:0] \$222 ;
   reg [6:0] \$223 ;
   reg [6:0] \$224 ;
   reg [6:0] \$225 ;
   reg [6:0] \$226 ;
-  reg [6:0] \$227 ;
+  reg [31:0] \$227 ;
   reg [31:0] \$228 ;
   reg [31:0] \$229 ;
   wire \$23 ;
@@ -8751,41 +8780,40 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   reg [31:0] \$231 ;
   reg [31:0] \$232 ;
   reg [31:0] \$233 ;
-  reg [31:0] \$234 ;
+  reg [17:0] \$234 ;
   reg [17:0] \$235 ;
-  reg [17:0] \$236 ;
+  reg \$236 ;
   reg \$237 ;
-  reg \$238 ;
+  reg [6:0] \$238 ;
   reg [6:0] \$239 ;
   wire [9:0] \$24 ;
-  reg [6:0] \$240 ;
-  reg [15:0] \$241 ;
-  reg \$242 ;
-  reg [6:0] \$243 ;
+  reg [15:0] \$240 ;
+  reg \$241 ;
+  reg [6:0] \$242 ;
+  reg \$243 ;
   reg \$244 ;
-  reg \$245 ;
+  reg [1:0] \$245 ;
   reg [1:0] \$246 ;
-  reg [1:0] \$247 ;
-  reg \$248 ;
-  reg [6:0] \$249 ;
+  reg \$247 ;
+  reg [6:0] \$248 ;
+  reg [5:0] \$249 ;
   wire \$25 ;
-  reg [5:0] \$250 ;
-  reg [6:0] \$251 ;
-  reg \$252 ;
-  reg [3:0] \$253 ;
-  reg [28:0] \$254 ;
-  reg [3:0] \$255 ;
-  reg [54:0] \$256 ;
-  reg [5:0] \$257 ;
-  reg [1:0] \$258 ;
-  reg [31:0] \$259 ;
+  reg [6:0] \$250 ;
+  reg \$251 ;
+  reg [3:0] \$252 ;
+  reg [28:0] \$253 ;
+  reg [3:0] \$254 ;
+  reg [54:0] \$255 ;
+  reg [5:0] \$256 ;
+  reg [1:0] \$257 ;
+  reg [31:0] \$258 ;
+  reg [6:0] \$259 ;
   wire [23:0] \$26 ;
-  reg [6:0] \$260 ;
-  reg [23:0] \$261 ;
-  reg [1:0] \$262 ;
+  reg [23:0] \$260 ;
+  reg [1:0] \$261 ;
   wire [23:0] \$27 ;
   wire [24:0] \$28 ;
-  wire [10:0] \$29 ;
+  wire [11:0] \$29 ;
   wire [6:0] \$3 ;
   wire [16:0] \$30 ;
   wire [16:0] \$31 ;
@@ -8795,74 +8823,74 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   reg [39:0] \$35 ;
   wire [39:0] \$36 ;
   wire [33:0] \$37 ;
-  wire [40:0] \$38 ;
-  wire \$39 ;
+  wire [33:0] \$38 ;
+  wire [40:0] \$39 ;
   wire [9:0] \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [23:0] \$42 ;
+  wire \$42 ;
   wire [23:0] \$43 ;
-  wire [12:0] \$44 ;
-  wire [6:0] \$45 ;
-  wire [12:0] \$46 ;
-  wire [30:0] \$47 ;
-  wire \$48 ;
+  wire [23:0] \$44 ;
+  wire [12:0] \$45 ;
+  wire [6:0] \$46 ;
+  wire [12:0] \$47 ;
+  wire [30:0] \$48 ;
   wire \$49 ;
   wire \$5 ;
   wire \$50 ;
-  wire [23:0] \$51 ;
+  wire \$51 ;
   wire [23:0] \$52 ;
-  wire [17:0] \$53 ;
-  wire [23:0] \$54 ;
+  wire [23:0] \$53 ;
+  wire [17:0] \$54 ;
   wire [23:0] \$55 ;
   wire [23:0] \$56 ;
-  wire [16:0] \$57 ;
-  wire [23:0] \$58 ;
-  wire \$59 ;
+  wire [23:0] \$57 ;
+  wire [16:0] \$58 ;
+  wire [23:0] \$59 ;
   wire [7:0] \$6 ;
-  wire [16:0] \$60 ;
-  wire [23:0] \$61 ;
-  wire [16:0] \$62 ;
-  wire [23:0] \$63 ;
-  wire [16:0] \$64 ;
-  wire [23:0] \$65 ;
-  wire \$66 ;
-  wire [11:0] \$67 ;
-  wire [23:0] \$68 ;
-  wire [13:0] \$69 ;
+  wire \$60 ;
+  wire [16:0] \$61 ;
+  wire [23:0] \$62 ;
+  wire [16:0] \$63 ;
+  wire [23:0] \$64 ;
+  wire [16:0] \$65 ;
+  wire [23:0] \$66 ;
+  wire \$67 ;
+  wire [11:0] \$68 ;
+  wire [23:0] \$69 ;
   wire \$7 ;
-  wire [23:0] \$70 ;
-  wire [16:0] \$71 ;
-  wire [23:0] \$72 ;
-  wire [6:0] \$73 ;
+  wire [13:0] \$70 ;
+  wire [23:0] \$71 ;
+  wire [16:0] \$72 ;
+  wire [23:0] \$73 ;
   wire [6:0] \$74 ;
-  wire [15:0] \$75 ;
+  wire [6:0] \$75 ;
   wire [15:0] \$76 ;
-  wire \$77 ;
-  wire [15:0] \$78 ;
-  wire \$79 ;
+  wire [15:0] \$77 ;
+  wire \$78 ;
+  wire [15:0] \$79 ;
   wire [6:0] \$8 ;
   wire \$80 ;
   wire \$81 ;
   wire \$82 ;
   wire \$83 ;
-  wire [6:0] \$84 ;
+  wire \$84 ;
   wire [6:0] \$85 ;
-  wire [15:0] \$86 ;
-  wire \$87 ;
-  wire [16:0] \$88 ;
-  wire [17:0] \$89 ;
+  wire [6:0] \$86 ;
+  wire [15:0] \$87 ;
+  wire \$88 ;
+  wire [16:0] \$89 ;
   wire \$9 ;
-  wire \$90 ;
-  wire [12:0] \$91 ;
-  wire [29:0] \$92 ;
+  wire [17:0] \$90 ;
+  wire \$91 ;
+  wire [12:0] \$92 ;
   wire [29:0] \$93 ;
-  reg \$94 ;
-  reg [28:0] \$95 ;
-  wire [28:0] \$96 ;
-  wire [29:0] \$97 ;
-  wire \$98 ;
-  wire [18:0] \$99 ;
+  wire [29:0] \$94 ;
+  reg \$95 ;
+  reg [28:0] \$96 ;
+  wire [28:0] \$97 ;
+  wire [29:0] \$98 ;
+  wire \$99 ;
   reg [5:0] \$signature__addr ;
   reg [5:0] \$signature__addr$10 ;
   reg [5:0] \$signature__addr$77 ;
@@ -8995,20 +9023,20 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   reg p1_first;
   reg p1_issue;
   reg ph = 1'h0;
-  output [16:0] \port$1827$0 ;
-  wire [16:0] \port$1827$0 ;
-  output [40:0] \port$1836$0 ;
-  wire [40:0] \port$1836$0 ;
-  output [12:0] \port$1846$0 ;
-  wire [12:0] \port$1846$0 ;
-  output [30:0] \port$1847$0 ;
-  wire [30:0] \port$1847$0 ;
-  output [23:0] \port$1873$0 ;
-  wire [23:0] \port$1873$0 ;
-  output [30:0] \port$1920$0 ;
-  wire [30:0] \port$1920$0 ;
+  output [16:0] \port$1911$0 ;
+  wire [16:0] \port$1911$0 ;
+  output [40:0] \port$1921$0 ;
+  wire [40:0] \port$1921$0 ;
+  output [12:0] \port$1931$0 ;
+  wire [12:0] \port$1931$0 ;
+  output [30:0] \port$1932$0 ;
+  wire [30:0] \port$1932$0 ;
+  output [23:0] \port$1958$0 ;
+  wire [23:0] \port$1958$0 ;
+  output [30:0] \port$2005$0 ;
+  wire [30:0] \port$2005$0 ;
   wire [5:0] port__addr;
-  wire [26:0] port__data;
+  wire [27:0] port__data;
   wire [1:0] q1;
   reg [1:0] q5_d1 = 2'h0;
   reg [1:0] q5_d2 = 2'h0;
@@ -9059,72 +9087,72 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   reg w_q__en;
   reg [15:0] y11 = 16'h0000;
   reg [31:0] y_half = 32'd0;
-  reg [26:0] log_rom [63:0];
+  reg [27:0] log_rom [63:0];
   initial begin
-    log_rom[0] = 27'h5ba0000;
-    log_rom[1] = 27'h5a305ba;
-    log_rom[2] = 27'h58e0b5d;
-    log_rom[3] = 27'h57910eb;
-    log_rom[4] = 27'h5641664;
-    log_rom[5] = 27'h5511bc8;
-    log_rom[6] = 27'h53d2119;
-    log_rom[7] = 27'h52a2656;
-    log_rom[8] = 27'h5182b80;
-    log_rom[9] = 27'h5073098;
-    log_rom[10] = 27'h4f5359f;
-    log_rom[11] = 27'h4e43a94;
-    log_rom[12] = 27'h4d43f78;
-    log_rom[13] = 27'h4c4444c;
-    log_rom[14] = 27'h4b54910;
-    log_rom[15] = 27'h4a54dc5;
-    log_rom[16] = 27'h496526a;
-    log_rom[17] = 27'h4895700;
-    log_rom[18] = 27'h47a5b89;
-    log_rom[19] = 27'h46c6003;
-    log_rom[20] = 27'h45f646f;
-    log_rom[21] = 27'h45268ce;
-    log_rom[22] = 27'h4456d20;
-    log_rom[23] = 27'h4387165;
-    log_rom[24] = 27'h42d759d;
-    log_rom[25] = 27'h42079ca;
-    log_rom[26] = 27'h4157dea;
-    log_rom[27] = 27'h40981ff;
-    log_rom[28] = 27'h3fe8608;
-    log_rom[29] = 27'h3f48a06;
-    log_rom[30] = 27'h3e88dfa;
-    log_rom[31] = 27'h3de91e2;
-    log_rom[32] = 27'h3d495c0;
-    log_rom[33] = 27'h3ca9994;
-    log_rom[34] = 27'h3c09d5e;
-    log_rom[35] = 27'h3b6a11e;
-    log_rom[36] = 27'h3ada4d4;
-    log_rom[37] = 27'h3a3a881;
-    log_rom[38] = 27'h39aac24;
-    log_rom[39] = 27'h392afbe;
-    log_rom[40] = 27'h389b350;
-    log_rom[41] = 27'h380b6d9;
-    log_rom[42] = 27'h378ba59;
-    log_rom[43] = 27'h36fbdd1;
-    log_rom[44] = 27'h368c140;
-    log_rom[45] = 27'h35fc4a8;
-    log_rom[46] = 27'h358c807;
-    log_rom[47] = 27'h350cb5f;
-    log_rom[48] = 27'h348ceaf;
-    log_rom[49] = 27'h341d1f7;
-    log_rom[50] = 27'h33ad538;
-    log_rom[51] = 27'h333d872;
-    log_rom[52] = 27'h32bdba5;
-    log_rom[53] = 27'h325ded0;
-    log_rom[54] = 27'h31ee1f5;
-    log_rom[55] = 27'h317e513;
-    log_rom[56] = 27'h311e82a;
-    log_rom[57] = 27'h30aeb3b;
-    log_rom[58] = 27'h304ee45;
-    log_rom[59] = 27'h2fdf149;
-    log_rom[60] = 27'h2f8f446;
-    log_rom[61] = 27'h2f1f73e;
-    log_rom[62] = 27'h2ebfa2f;
-    log_rom[63] = 27'h2e6fd1a;
+    log_rom[0] = 28'ha460000;
+    log_rom[1] = 28'ha5d05ba;
+    log_rom[2] = 28'ha720b5d;
+    log_rom[3] = 28'ha8710eb;
+    log_rom[4] = 28'ha9c1664;
+    log_rom[5] = 28'haaf1bc8;
+    log_rom[6] = 28'hac32119;
+    log_rom[7] = 28'had62656;
+    log_rom[8] = 28'hae82b80;
+    log_rom[9] = 28'haf93098;
+    log_rom[10] = 28'hb0b359f;
+    log_rom[11] = 28'hb1c3a94;
+    log_rom[12] = 28'hb2c3f78;
+    log_rom[13] = 28'hb3c444c;
+    log_rom[14] = 28'hb4b4910;
+    log_rom[15] = 28'hb5b4dc5;
+    log_rom[16] = 28'hb6a526a;
+    log_rom[17] = 28'hb775700;
+    log_rom[18] = 28'hb865b89;
+    log_rom[19] = 28'hb946003;
+    log_rom[20] = 28'hba1646f;
+    log_rom[21] = 28'hbae68ce;
+    log_rom[22] = 28'hbbb6d20;
+    log_rom[23] = 28'hbc87165;
+    log_rom[24] = 28'hbd3759d;
+    log_rom[25] = 28'hbe079ca;
+    log_rom[26] = 28'hbeb7dea;
+    log_rom[27] = 28'hbf781ff;
+    log_rom[28] = 28'hc028608;
+    log_rom[29] = 28'hc0c8a06;
+    log_rom[30] = 28'hc188dfa;
+    log_rom[31] = 28'hc2291e2;
+    log_rom[32] = 28'hc2c95c0;
+    log_rom[33] = 28'hc369994;
+    log_rom[34] = 28'hc409d5e;
+    log_rom[35] = 28'hc4aa11e;
+    log_rom[36] = 28'hc53a4d4;
+    log_rom[37] = 28'hc5da881;
+    log_rom[38] = 28'hc66ac24;
+    log_rom[39] = 28'hc6eafbe;
+    log_rom[40] = 28'hc77b350;
+    log_rom[41] = 28'hc80b6d9;
+    log_rom[42] = 28'hc88ba59;
+    log_rom[43] = 28'hc91bdd1;
+    log_rom[44] = 28'hc98c140;
+    log_rom[45] = 28'hca1c4a8;
+    log_rom[46] = 28'hca8c807;
+    log_rom[47] = 28'hcb0cb5f;
+    log_rom[48] = 28'hcb8ceaf;
+    log_rom[49] = 28'hcbfd1f7;
+    log_rom[50] = 28'hcc6d538;
+    log_rom[51] = 28'hccdd872;
+    log_rom[52] = 28'hcd5dba5;
+    log_rom[53] = 28'hcdbded0;
+    log_rom[54] = 28'hce2e1f5;
+    log_rom[55] = 28'hce9e513;
+    log_rom[56] = 28'hcefe82a;
+    log_rom[57] = 28'hcf6eb3b;
+    log_rom[58] = 28'hcfcee45;
+    log_rom[59] = 28'hd03f149;
+    log_rom[60] = 28'hd08f446;
+    log_rom[61] = 28'hd0ff73e;
+    log_rom[62] = 28'hd15fa2f;
+    log_rom[63] = 28'hd1afd1a;
   end
   assign port__data = log_rom[num[53:48]];
   (* ram_style = "block" *)
@@ -9181,7 +9209,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   end
   reg [31:0] _0_;
   always @(posedge clk) begin
-    if (\$196 ) begin
+    if (\$195 ) begin
       _0_ <= mem_gb[\$4 [5:0]];
     end
   end
@@ -9230,12 +9258,12 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
     mem_m[39] = 24'h000000;
   end
   always @(posedge clk) begin
-    if (\$188 )
+    if (\$187 )
       mem_m[\$signature__addr$77 ] <= \$signature__data$78 ;
   end
   reg [23:0] _1_;
   always @(posedge clk) begin
-    if (\$190 ) begin
+    if (\$189 ) begin
       _1_ <= mem_m[\$signature__addr$10 ];
     end
   end
@@ -9284,12 +9312,12 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
     mem_q[39] = 2'h0;
   end
   always @(posedge clk) begin
-    if (\$192 )
+    if (\$191 )
       mem_q[w_q__addr] <= w_q__data;
   end
   reg [1:0] _2_;
   always @(posedge clk) begin
-    if (\$194 ) begin
+    if (\$193 ) begin
       _2_ <= mem_q[r_q__addr];
     end
   end
@@ -9338,12 +9366,12 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
     mem_s1[39] = 24'h000000;
   end
   always @(posedge clk) begin
-    if (\$184 )
+    if (\$183 )
       mem_s1[\$signature__addr$83 ] <= \$signature__data$84 ;
   end
   reg [23:0] _3_;
   always @(posedge clk) begin
-    if (\$186 ) begin
+    if (\$185 ) begin
       _3_ <= mem_s1[\$signature__addr ];
     end
   end
@@ -9378,294 +9406,294 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   assign \$26  = mul0_use0 ? m_d2 : 24'h000000;
   assign \$27  = mul0_use1 ? rd__data : 24'h000000;
   assign \$28  = { 1'h0, \$26  } | { \$27 [23], \$27  };
-  assign \$29  = mul0_use2 ? port__data[26:16] : 11'h000;
-  assign mul__a__0 = \$28  | { 14'h0000, \$29  };
+  assign \$29  = mul0_use2 ? port__data[27:16] : 12'h000;
+  assign mul__a__0 = \$28  | { \$29 [11], \$29 [11], \$29 [11], \$29 [11], \$29 [11], \$29 [11], \$29 [11], \$29 [11], \$29 [11], \$29 [11], \$29 [11], \$29 [11], \$29 [11], \$29  };
   assign \$30  = mul0_use0 ? mul__p__2[16:0] : 17'h00000;
   assign \$31  = mul0_use1 ? rd__data[16:0] : 17'h00000;
   assign \$32  = \$30  | \$31 ;
   assign \$33  = mul0_use2 ? num[47:38] : 10'h000;
   assign \$34  = \$32  | { 7'h00, \$33  };
   assign \$36  = mul0_use0 ? \$35  : 40'h0000000000;
-  assign \$37  = mul0_use2 ? { ipart, port__data[15:0], 10'h200 } : 34'h000000000;
-  assign \$38  = { 1'h0, \$36  } | { \$37 [33], \$37 [33], \$37 [33], \$37 [33], \$37 [33], \$37 [33], \$37 [33], \$37  };
-  assign \$39  = ~ uf1_d1;
-  assign \$40  = mul0_use1 ? \$39  : 1'h0;
-  assign \$41  = mul0_use3 ? 1'h1 : 1'h0;
-  assign mul__acc__0 = \$40  | \$41 ;
-  assign \$42  = mul1_use0 ? m5_d2 : 24'h000000;
-  assign \$43  = mul1_use1 ? rd__data : 24'h000000;
-  assign mul__a__1 = { 1'h0, \$42  } | { \$43 [23], \$43  };
-  assign \$44  = mul1_use0 ? cen_hi_d2 : 13'h0000;
-  assign \$45  = mul1_use1 ? rd__data[23:17] : 7'h00;
-  assign \$46  = \$44  | { \$45 [6], \$45 [6], \$45 [6], \$45 [6], \$45 [6], \$45 [6], \$45  };
-  assign \$47  = mul1_use0 ? mul__p__0[47:17] : 31'h00000000;
-  assign \$48  = ~ uf1_d1;
-  assign \$49  = mul1_use1 ? \$48  : 1'h0;
-  assign \$50  = mul1_use2 ? 1'h1 : 1'h0;
-  assign mul__acc__1 = \$49  | \$50 ;
-  assign \$51  = is_ln ? rd__data : { rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15:0] };
-  assign \$52  = mul2_use0 ? \$51  : 24'h000000;
-  assign \$53  = mul2_use1 ? v8 : 18'h00000;
-  assign \$54  = \$52  | { \$53 [17], \$53 [17], \$53 [17], \$53 [17], \$53 [17], \$53 [17], \$53  };
-  assign \$55  = mul2_use2 ? rd__data : 24'h000000;
-  assign \$56  = \$54  | \$55 ;
-  assign \$57  = mul2_use3 ? mul__p__0[16:0] : 17'h00000;
-  assign \$58  = \$56  | { 7'h00, \$57  };
-  assign \$59  = mul2_use4 | mul2_use7;
-  assign \$60  = \$59  ? s1[16:0] : 17'h00000;
-  assign \$61  = \$58  | { 7'h00, \$60  };
-  assign \$62  = mul2_use5 ? mul__p__0[33:17] : 17'h00000;
-  assign \$63  = \$61  | { 7'h00, \$62  };
-  assign \$64  = mul2_use6 ? mul__p__1[16:0] : 17'h00000;
-  assign \$65  = \$63  | { 7'h00, \$64  };
-  assign \$66  = mul2_use8 | mul2_use11;
-  assign \$67  = \$66  ? s1[28:17] : 12'h000;
-  assign \$68  = \$65  | { \$67 [11], \$67 [11], \$67 [11], \$67 [11], \$67 [11], \$67 [11], \$67 [11], \$67 [11], \$67 [11], \$67 [11], \$67 [11], \$67 [11], \$67  };
-  assign \$69  = mul2_use9 ? mul__p__0[47:34] : 14'h0000;
-  assign \$70  = \$68  | { \$69 [13], \$69 [13], \$69 [13], \$69 [13], \$69 [13], \$69 [13], \$69 [13], \$69 [13], \$69 [13], \$69 [13], \$69  };
-  assign \$71  = mul2_use10 ? mul__p__1[33:17] : 17'h00000;
-  assign \$72  = \$70  | { 7'h00, \$71  };
-  assign \$73  = is_ln ? 7'h10 : 7'h65;
-  assign \$74  = mul2_use0 ? \$73  : 7'h00;
-  assign \$75  = mul2_use1 ? gb_d7[15:0] : 16'h0000;
-  assign \$76  = { 9'h000, \$74  } | \$75 ;
-  assign \$77  = mul2_use2 ? 1'h1 : 1'h0;
-  assign \$78  = \$76  | { 15'h0000, \$77  };
-  assign \$79  = mul2_use3 | mul2_use5;
-  assign \$80  = \$79  | mul2_use6;
-  assign \$81  = \$80  | mul2_use9;
-  assign \$82  = \$81  | mul2_use10;
-  assign \$83  = ! mode;
-  assign \$84  = \$83  ? 7'h65 : 7'h10;
-  assign \$85  = \$82  ? \$84  : 7'h00;
-  assign \$86  = \$78  | { 9'h000, \$85  };
-  assign \$87  = mul2_use4 | mul2_use8;
-  assign \$88  = \$87  ? s1n[16:0] : 17'h00000;
-  assign \$89  = { \$86 [15], \$86 [15], \$86  } | { 1'h0, \$88  };
-  assign \$90  = mul2_use7 | mul2_use11;
-  assign \$91  = \$90  ? s1n[29:17] : 13'h0000;
-  assign mul__b__2 = \$89  | { \$91 [12], \$91 [12], \$91 [12], \$91 [12], \$91 [12], \$91  };
-  assign \$92  = is_ln ? s1n : { \$signature__data$109 [23], \$signature__data$109 [23], \$signature__data$109 [23], \$signature__data$109 [23], \$signature__data$109 [23], \$signature__data$109 [23], \$signature__data$109  };
-  assign \$93  = mul2_use0 ? \$92  : 30'h00000000;
-  assign \$96  = mul2_use1 ? \$95  : 29'h00000000;
-  assign \$97  = \$93  | { \$96 [28], \$96  };
-  assign \$98  = ! mode;
-  assign \$99  = \$98  ? 19'h68755 : 19'h00a7c;
-  assign \$100  = mul2_use3 ? \$99  : 19'h00000;
-  assign \$101  = \$97  | { 11'h000, \$100  };
-  assign \$102  = mul2_use4 | mul2_use6;
-  assign \$103  = \$102  | mul2_use7;
-  assign \$104  = \$103  | mul2_use8;
-  assign \$105  = \$104  | mul2_use10;
-  assign \$106  = \$105  | mul2_use11;
-  assign \$109  = mul2_use5 | mul2_use9;
-  assign \$110  = \$109  ? mul__p__2[47:17] : 31'h00000000;
-  assign \$111  = { \$108 [29], \$108  } | \$110 ;
-  assign \$112  = ~ uf1_d1;
-  assign \$113  = mul2_use2 ? \$112  : 1'h0;
-  assign \$114  = mul2_use3 | mul2_use5;
-  assign \$115  = \$114  | mul2_use9;
-  assign \$118  = mul2_use4 | mul2_use6;
-  assign \$119  = \$118  | mul2_use7;
-  assign \$120  = \$119  | mul2_use8;
-  assign \$121  = \$120  | mul2_use10;
-  assign \$122  = \$121  | mul2_use11;
-  assign \$123  = \$122  ? 1'h1 : 1'h0;
-  assign mul__acc__2 = \$117  | \$123 ;
-  assign \$124  = ! fsm_state;
-  assign \$125  = fsm_state == 1'h1;
-  assign \$126  = fsm_state == 2'h2;
-  assign \$127  = fsm_state == 2'h3;
-  assign \$128  = fsm_state == 3'h4;
-  assign \$129  = fsm_state == 3'h5;
-  assign \$130  = fsm_state == 3'h6;
-  assign \$131  = fsm_state == 3'h7;
-  assign \$132  = fsm_state == 4'h8;
-  assign \$133  = fsm_state == 4'h9;
-  assign \$134  = busy | cmd__valid;
-  assign \$137  = | mul__p__2[35:27];
-  assign \$138  = ~ \$137 ;
-  assign \$139  = & mul__p__2[35:27];
-  assign \$140  = \$138  | \$139 ;
-  assign \$141  = mul__p__2[35] ? 16'h8000 : 16'h7fff;
-  assign \$142  = \$140  ? mul__p__2[27:12] : \$141 ;
-  assign \$143  = | mul__p__2[35:28];
-  assign \$144  = ~ \$143 ;
-  assign \$145  = & mul__p__2[35:28];
-  assign \$146  = \$144  | \$145 ;
-  assign \$147  = mul__p__2[35] ? 16'h8000 : 16'h7fff;
-  assign \$148  = \$146  ? mul__p__2[28:13] : \$147 ;
-  assign \$150  = is_ln ? { \$149 [15], \$149 [15], \$149  } : v10_d2;
-  assign \$151  = cmd__payload[1:0] == 1'h1;
-  assign \$152  = idx + 1'h1;
-  assign \$153  = ! mode;
-  assign \$154  = \$153  ? 7'h65 : 7'h10;
-  assign \$155  = \$154  - 1'h1;
-  assign \$156  = idx == \$155 ;
-  assign \$157  = cnt + 1'h1;
-  assign \$158  = cnt == 2'h2;
-  assign \$159  = col + 1'h1;
-  assign \$160  = col == 4'hd;
-  assign \$161  = ! num[54:47];
-  assign \$163  = lz + 4'h8;
-  assign \$165  = lz + 1'h1;
-  assign \$166  = lphase + 1'h1;
-  assign \$167  = lphase == 2'h3;
-  assign \$168  = - $signed(mul__p__0[41:10]);
-  assign \$169  = $signed(\$168 ) + $signed(2'h1);
-  assign \$172  = ! mode;
-  assign \$173  = band + 1'h1;
-  assign \$174  = band == 6'h27;
-  assign \$175  = $signed(qv) - $signed(3'h2);
-  assign \$176  = ~ ph;
-  assign \$177  = idx + 1'h1;
-  assign \$178  = \$1  - 1'h1;
-  assign \$179  = idx == \$178 ;
-  assign \$180  = ~ ph;
-  assign \$181  = is_ln & \$180 ;
-  assign \$182  = o__valid & o__payload[23];
-  assign \$183  = busy | cmd__valid;
-  assign \$184  = \$183  ? \$signature__en$85  : 1'h0;
-  assign \$185  = busy | cmd__valid;
-  assign \$187  = busy | cmd__valid;
-  assign \$188  = \$187  ? \$signature__en  : 1'h0;
-  assign \$189  = busy | cmd__valid;
-  assign \$191  = busy | cmd__valid;
-  assign \$192  = \$191  ? w_q__en : 1'h0;
-  assign \$193  = busy | cmd__valid;
-  assign \$195  = busy | cmd__valid;
+  assign \$37  = ~ { ipart, port__data[15:0], 10'h200 };
+  assign \$38  = mul0_use2 ? \$37  : 34'h000000000;
+  assign \$39  = { 1'h0, \$36  } | { \$38 [33], \$38 [33], \$38 [33], \$38 [33], \$38 [33], \$38 [33], \$38 [33], \$38  };
+  assign \$40  = ~ uf1_d1;
+  assign \$41  = mul0_use1 ? \$40  : 1'h0;
+  assign \$42  = mul0_use3 ? 1'h1 : 1'h0;
+  assign mul__acc__0 = \$41  | \$42 ;
+  assign \$43  = mul1_use0 ? m5_d2 : 24'h000000;
+  assign \$44  = mul1_use1 ? rd__data : 24'h000000;
+  assign mul__a__1 = { 1'h0, \$43  } | { \$44 [23], \$44  };
+  assign \$45  = mul1_use0 ? cen_hi_d2 : 13'h0000;
+  assign \$46  = mul1_use1 ? rd__data[23:17] : 7'h00;
+  assign \$47  = \$45  | { \$46 [6], \$46 [6], \$46 [6], \$46 [6], \$46 [6], \$46 [6], \$46  };
+  assign \$48  = mul1_use0 ? mul__p__0[47:17] : 31'h00000000;
+  assign \$49  = ~ uf1_d1;
+  assign \$50  = mul1_use1 ? \$49  : 1'h0;
+  assign \$51  = mul1_use2 ? 1'h1 : 1'h0;
+  assign mul__acc__1 = \$50  | \$51 ;
+  assign \$52  = is_ln ? rd__data : { rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15:0] };
+  assign \$53  = mul2_use0 ? \$52  : 24'h000000;
+  assign \$54  = mul2_use1 ? v8 : 18'h00000;
+  assign \$55  = \$53  | { \$54 [17], \$54 [17], \$54 [17], \$54 [17], \$54 [17], \$54 [17], \$54  };
+  assign \$56  = mul2_use2 ? rd__data : 24'h000000;
+  assign \$57  = \$55  | \$56 ;
+  assign \$58  = mul2_use3 ? mul__p__0[16:0] : 17'h00000;
+  assign \$59  = \$57  | { 7'h00, \$58  };
+  assign \$60  = mul2_use4 | mul2_use7;
+  assign \$61  = \$60  ? s1[16:0] : 17'h00000;
+  assign \$62  = \$59  | { 7'h00, \$61  };
+  assign \$63  = mul2_use5 ? mul__p__0[33:17] : 17'h00000;
+  assign \$64  = \$62  | { 7'h00, \$63  };
+  assign \$65  = mul2_use6 ? mul__p__1[16:0] : 17'h00000;
+  assign \$66  = \$64  | { 7'h00, \$65  };
+  assign \$67  = mul2_use8 | mul2_use11;
+  assign \$68  = \$67  ? s1[28:17] : 12'h000;
+  assign \$69  = \$66  | { \$68 [11], \$68 [11], \$68 [11], \$68 [11], \$68 [11], \$68 [11], \$68 [11], \$68 [11], \$68 [11], \$68 [11], \$68 [11], \$68 [11], \$68  };
+  assign \$70  = mul2_use9 ? mul__p__0[47:34] : 14'h0000;
+  assign \$71  = \$69  | { \$70 [13], \$70 [13], \$70 [13], \$70 [13], \$70 [13], \$70 [13], \$70 [13], \$70 [13], \$70 [13], \$70 [13], \$70  };
+  assign \$72  = mul2_use10 ? mul__p__1[33:17] : 17'h00000;
+  assign \$73  = \$71  | { 7'h00, \$72  };
+  assign \$74  = is_ln ? 7'h10 : 7'h65;
+  assign \$75  = mul2_use0 ? \$74  : 7'h00;
+  assign \$76  = mul2_use1 ? gb_d7[15:0] : 16'h0000;
+  assign \$77  = { 9'h000, \$75  } | \$76 ;
+  assign \$78  = mul2_use2 ? 1'h1 : 1'h0;
+  assign \$79  = \$77  | { 15'h0000, \$78  };
+  assign \$80  = mul2_use3 | mul2_use5;
+  assign \$81  = \$80  | mul2_use6;
+  assign \$82  = \$81  | mul2_use9;
+  assign \$83  = \$82  | mul2_use10;
+  assign \$84  = ! mode;
+  assign \$85  = \$84  ? 7'h65 : 7'h10;
+  assign \$86  = \$83  ? \$85  : 7'h00;
+  assign \$87  = \$79  | { 9'h000, \$86  };
+  assign \$88  = mul2_use4 | mul2_use8;
+  assign \$89  = \$88  ? s1n[16:0] : 17'h00000;
+  assign \$90  = { \$87 [15], \$87 [15], \$87  } | { 1'h0, \$89  };
+  assign \$91  = mul2_use7 | mul2_use11;
+  assign \$92  = \$91  ? s1n[29:17] : 13'h0000;
+  assign mul__b__2 = \$90  | { \$92 [12], \$92 [12], \$92 [12], \$92 [12], \$92 [12], \$92  };
+  assign \$93  = is_ln ? s1n : { \$signature__data$109 [23], \$signature__data$109 [23], \$signature__data$109 [23], \$signature__data$109 [23], \$signature__data$109 [23], \$signature__data$109 [23], \$signature__data$109  };
+  assign \$94  = mul2_use0 ? \$93  : 30'h00000000;
+  assign \$97  = mul2_use1 ? \$96  : 29'h00000000;
+  assign \$98  = \$94  | { \$97 [28], \$97  };
+  assign \$99  = ! mode;
+  assign \$100  = \$99  ? 19'h68755 : 19'h00a7c;
+  assign \$101  = mul2_use3 ? \$100  : 19'h00000;
+  assign \$102  = \$98  | { 11'h000, \$101  };
+  assign \$103  = mul2_use4 | mul2_use6;
+  assign \$104  = \$103  | mul2_use7;
+  assign \$105  = \$104  | mul2_use8;
+  assign \$106  = \$105  | mul2_use10;
+  assign \$107  = \$106  | mul2_use11;
+  assign \$110  = mul2_use5 | mul2_use9;
+  assign \$111  = \$110  ? mul__p__2[47:17] : 31'h00000000;
+  assign \$112  = { \$109 [29], \$109  } | \$111 ;
+  assign \$113  = ~ uf1_d1;
+  assign \$114  = mul2_use2 ? \$113  : 1'h0;
+  assign \$115  = mul2_use3 | mul2_use5;
+  assign \$116  = \$115  | mul2_use9;
+  assign \$119  = mul2_use4 | mul2_use6;
+  assign \$120  = \$119  | mul2_use7;
+  assign \$121  = \$120  | mul2_use8;
+  assign \$122  = \$121  | mul2_use10;
+  assign \$123  = \$122  | mul2_use11;
+  assign \$124  = \$123  ? 1'h1 : 1'h0;
+  assign mul__acc__2 = \$118  | \$124 ;
+  assign \$125  = ! fsm_state;
+  assign \$126  = fsm_state == 1'h1;
+  assign \$127  = fsm_state == 2'h2;
+  assign \$128  = fsm_state == 2'h3;
+  assign \$129  = fsm_state == 3'h4;
+  assign \$130  = fsm_state == 3'h5;
+  assign \$131  = fsm_state == 3'h6;
+  assign \$132  = fsm_state == 3'h7;
+  assign \$133  = fsm_state == 4'h8;
+  assign \$134  = fsm_state == 4'h9;
+  assign \$135  = busy | cmd__valid;
+  assign \$138  = | mul__p__2[35:27];
+  assign \$139  = ~ \$138 ;
+  assign \$140  = & mul__p__2[35:27];
+  assign \$141  = \$139  | \$140 ;
+  assign \$142  = mul__p__2[35] ? 16'h8000 : 16'h7fff;
+  assign \$143  = \$141  ? mul__p__2[27:12] : \$142 ;
+  assign \$144  = | mul__p__2[35:28];
+  assign \$145  = ~ \$144 ;
+  assign \$146  = & mul__p__2[35:28];
+  assign \$147  = \$145  | \$146 ;
+  assign \$148  = mul__p__2[35] ? 16'h8000 : 16'h7fff;
+  assign \$149  = \$147  ? mul__p__2[28:13] : \$148 ;
+  assign \$151  = is_ln ? { \$150 [15], \$150 [15], \$150  } : v10_d2;
+  assign \$152  = cmd__payload[1:0] == 1'h1;
+  assign \$153  = idx + 1'h1;
+  assign \$154  = ! mode;
+  assign \$155  = \$154  ? 7'h65 : 7'h10;
+  assign \$156  = \$155  - 1'h1;
+  assign \$157  = idx == \$156 ;
+  assign \$158  = cnt + 1'h1;
+  assign \$159  = cnt == 2'h2;
+  assign \$160  = col + 1'h1;
+  assign \$161  = col == 4'hd;
+  assign \$162  = ! num[54:47];
+  assign \$164  = lz + 4'h8;
+  assign \$166  = lz + 1'h1;
+  assign \$167  = lphase + 1'h1;
+  assign \$168  = lphase == 2'h3;
+  assign \$169  = $signed(mul__p__0[42:11]) + $signed(2'h1);
+  assign \$171  = ! mode;
+  assign \$172  = band + 1'h1;
+  assign \$173  = band == 6'h27;
+  assign \$174  = $signed(qv) - $signed(3'h2);
+  assign \$175  = ~ ph;
+  assign \$176  = idx + 1'h1;
+  assign \$177  = \$1  - 1'h1;
+  assign \$178  = idx == \$177 ;
+  assign \$179  = ~ ph;
+  assign \$180  = is_ln & \$179 ;
+  assign \$181  = o__valid & o__payload[23];
+  assign \$182  = busy | cmd__valid;
+  assign \$183  = \$182  ? \$signature__en$85  : 1'h0;
+  assign \$184  = busy | cmd__valid;
+  assign \$186  = busy | cmd__valid;
+  assign \$187  = \$186  ? \$signature__en  : 1'h0;
+  assign \$188  = busy | cmd__valid;
+  assign \$190  = busy | cmd__valid;
+  assign \$191  = \$190  ? w_q__en : 1'h0;
+  assign \$192  = busy | cmd__valid;
+  assign \$194  = busy | cmd__valid;
   always @(posedge clk)
-    t1_d1 <= \$197 ;
+    t1_d1 <= \$196 ;
   always @(posedge clk)
-    i1_d1 <= \$198 ;
+    i1_d1 <= \$197 ;
   always @(posedge clk)
-    m_d1 <= \$199 ;
+    m_d1 <= \$198 ;
   always @(posedge clk)
-    m_d2 <= \$200 ;
+    m_d2 <= \$199 ;
   always @(posedge clk)
-    q_d1 <= \$201 ;
+    q_d1 <= \$200 ;
   always @(posedge clk)
-    q_d2 <= \$202 ;
+    q_d2 <= \$201 ;
   always @(posedge clk)
-    t3_d1 <= \$203 ;
+    t3_d1 <= \$202 ;
   always @(posedge clk)
-    t3_d2 <= \$204 ;
+    t3_d2 <= \$203 ;
   always @(posedge clk)
-    cen_hi_d1 <= \$205 ;
+    cen_hi_d1 <= \$204 ;
   always @(posedge clk)
-    cen_hi_d2 <= \$206 ;
+    cen_hi_d2 <= \$205 ;
   always @(posedge clk)
-    m5_d1 <= \$207 ;
+    m5_d1 <= \$206 ;
   always @(posedge clk)
-    m5_d2 <= \$208 ;
+    m5_d2 <= \$207 ;
   always @(posedge clk)
-    q5_d1 <= \$209 ;
+    q5_d1 <= \$208 ;
   always @(posedge clk)
-    q5_d2 <= \$210 ;
+    q5_d2 <= \$209 ;
   always @(posedge clk)
-    t5_d1 <= \$211 ;
+    t5_d1 <= \$210 ;
   always @(posedge clk)
-    t5_d2 <= \$212 ;
+    t5_d2 <= \$211 ;
   always @(posedge clk)
-    p0low_d1 <= \$213 ;
+    p0low_d1 <= \$212 ;
   always @(posedge clk)
-    p0low_d2 <= \$214 ;
+    p0low_d2 <= \$213 ;
   always @(posedge clk)
-    q7_d1 <= \$215 ;
+    q7_d1 <= \$214 ;
   always @(posedge clk)
-    q7_d2 <= \$216 ;
+    q7_d2 <= \$215 ;
   always @(posedge clk)
-    t7_d1 <= \$217 ;
+    t7_d1 <= \$216 ;
   always @(posedge clk)
-    t7_d2 <= \$218 ;
+    t7_d2 <= \$217 ;
   always @(posedge clk)
-    v8 <= \$219 ;
+    v8 <= \$218 ;
   always @(posedge clk)
-    t8_d1 <= \$220 ;
+    t8_d1 <= \$219 ;
   always @(posedge clk)
-    i8_d1 <= \$221 ;
+    i8_d1 <= \$220 ;
   always @(posedge clk)
-    i8_d2 <= \$222 ;
+    i8_d2 <= \$221 ;
   always @(posedge clk)
-    i8_d3 <= \$223 ;
+    i8_d3 <= \$222 ;
   always @(posedge clk)
-    i8_d4 <= \$224 ;
+    i8_d4 <= \$223 ;
   always @(posedge clk)
-    i8_d5 <= \$225 ;
+    i8_d5 <= \$224 ;
   always @(posedge clk)
-    i8_d6 <= \$226 ;
+    i8_d6 <= \$225 ;
   always @(posedge clk)
-    i8_d7 <= \$227 ;
+    i8_d7 <= \$226 ;
   always @(posedge clk)
-    gb_d1 <= \$228 ;
+    gb_d1 <= \$227 ;
   always @(posedge clk)
-    gb_d2 <= \$229 ;
+    gb_d2 <= \$228 ;
   always @(posedge clk)
-    gb_d3 <= \$230 ;
+    gb_d3 <= \$229 ;
   always @(posedge clk)
-    gb_d4 <= \$231 ;
+    gb_d4 <= \$230 ;
   always @(posedge clk)
-    gb_d5 <= \$232 ;
+    gb_d5 <= \$231 ;
   always @(posedge clk)
-    gb_d6 <= \$233 ;
+    gb_d6 <= \$232 ;
   always @(posedge clk)
-    gb_d7 <= \$234 ;
+    gb_d7 <= \$233 ;
   always @(posedge clk)
-    v10_d1 <= \$235 ;
+    v10_d1 <= \$234 ;
   always @(posedge clk)
-    v10_d2 <= \$236 ;
+    v10_d2 <= \$235 ;
   always @(posedge clk)
-    t10_d1 <= \$237 ;
+    t10_d1 <= \$236 ;
   always @(posedge clk)
-    t10_d2 <= \$238 ;
+    t10_d2 <= \$237 ;
   always @(posedge clk)
-    i10_d1 <= \$239 ;
+    i10_d1 <= \$238 ;
   always @(posedge clk)
-    i10_d2 <= \$240 ;
+    i10_d2 <= \$239 ;
   always @(posedge clk)
-    y11 <= \$241 ;
+    y11 <= \$240 ;
   always @(posedge clk)
-    o__valid <= \$242 ;
+    o__valid <= \$241 ;
   always @(posedge clk)
-    i11_d1 <= \$243 ;
+    i11_d1 <= \$242 ;
   always @(posedge clk)
-    u1_d1 <= \$244 ;
+    u1_d1 <= \$243 ;
   always @(posedge clk)
-    uf1_d1 <= \$245 ;
+    uf1_d1 <= \$244 ;
   always @(posedge clk)
-    mode <= \$246 ;
+    mode <= \$245 ;
   always @(posedge clk)
-    lset <= \$247 ;
+    lset <= \$246 ;
   always @(posedge clk)
-    busy <= \$248 ;
+    busy <= \$247 ;
   always @(posedge clk)
-    idx <= \$249 ;
+    idx <= \$248 ;
   always @(posedge clk)
-    band <= \$250 ;
+    band <= \$249 ;
   always @(posedge clk)
-    cnt <= \$251 ;
+    cnt <= \$250 ;
   always @(posedge clk)
-    ph <= \$252 ;
+    ph <= \$251 ;
   always @(posedge clk)
-    fsm_state <= \$253 ;
+    fsm_state <= \$252 ;
   always @(posedge clk)
-    s1 <= \$254 ;
+    s1 <= \$253 ;
   always @(posedge clk)
-    col <= \$255 ;
+    col <= \$254 ;
   always @(posedge clk)
-    num <= \$256 ;
+    num <= \$255 ;
   always @(posedge clk)
-    lz <= \$257 ;
+    lz <= \$256 ;
   always @(posedge clk)
-    lphase <= \$258 ;
+    lphase <= \$257 ;
   always @(posedge clk)
-    y_half <= \$259 ;
+    y_half <= \$258 ;
   always @(posedge clk)
-    e_new <= \$260 ;
+    e_new <= \$259 ;
   always @(posedge clk)
-    mr <= \$261 ;
+    mr <= \$260 ;
   always @(posedge clk)
-    qr <= \$262 ;
+    qr <= \$261 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$14  = 8'h00;
@@ -9694,24 +9722,24 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$94  = 1'h0;
+    \$95  = 1'h0;
     casez (lset)
       2'h0:
-          \$94  = 1'h0;
+          \$95  = 1'h0;
       2'h1:
-          \$94  = 1'h0;
+          \$95  = 1'h0;
       2'h2:
-          \$94  = 1'h1;
+          \$95  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     (* full_case = 32'd1 *)
-    casez (\$94 )
+    casez (\$95 )
       1'h0:
-          \$95  = { gb_d7[31], gb_d7[31:16], 12'h800 };
+          \$96  = { gb_d7[31], gb_d7[31:16], 12'h800 };
       1'h1:
-          \$95  = { gb_d7[31:16], 13'h1000 };
+          \$96  = { gb_d7[31:16], 13'h1000 };
     endcase
   end
   always @* begin
@@ -9719,35 +9747,35 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
     (* full_case = 32'd1 *)
     casez (q7_d2)
       2'h0:
-          \$135  = { mul__p__1[16:0], p0low_d2 };
+          \$136  = { mul__p__1[16:0], p0low_d2 };
       2'h1:
-          \$135  = mul__p__1[24:7];
+          \$136  = mul__p__1[24:7];
       2'h2:
-          \$135  = mul__p__1[32:15];
+          \$136  = mul__p__1[32:15];
       2'h3:
-          \$135  = mul__p__1[40:23];
+          \$136  = mul__p__1[40:23];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$136  = 1'h0;
+    \$137  = 1'h0;
     casez (lset)
       2'h0:
-          \$136  = 1'h0;
+          \$137  = 1'h0;
       2'h1:
-          \$136  = 1'h0;
+          \$137  = 1'h0;
       2'h2:
-          \$136  = 1'h1;
+          \$137  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     (* full_case = 32'd1 *)
-    casez (\$136 )
+    casez (\$137 )
       1'h0:
-          \$149  = \$142 ;
+          \$150  = \$143 ;
       1'h1:
-          \$149  = \$148 ;
+          \$150  = \$149 ;
     endcase
   end
   always @* begin
@@ -10462,29 +10490,39 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$197  = t1_d1;
-    if (\$134 ) begin
-      \$197  = issue;
+    \$196  = t1_d1;
+    if (\$135 ) begin
+      \$196  = issue;
     end
     if (rst) begin
-      \$197  = 1'h0;
+      \$196  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$198  = i1_d1;
-    if (\$134 ) begin
-      \$198  = idx;
+    \$197  = i1_d1;
+    if (\$135 ) begin
+      \$197  = idx;
     end
     if (rst) begin
-      \$198  = 7'h00;
+      \$197  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$199  = m_d1;
-    if (\$134 ) begin
-      \$199  = m1;
+    \$198  = m_d1;
+    if (\$135 ) begin
+      \$198  = m1;
+    end
+    if (rst) begin
+      \$198  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$199  = m_d2;
+    if (\$135 ) begin
+      \$199  = m_d1;
     end
     if (rst) begin
       \$199  = 24'h000000;
@@ -10492,19 +10530,19 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$200  = m_d2;
-    if (\$134 ) begin
-      \$200  = m_d1;
+    \$200  = q_d1;
+    if (\$135 ) begin
+      \$200  = q1;
     end
     if (rst) begin
-      \$200  = 24'h000000;
+      \$200  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$201  = q_d1;
-    if (\$134 ) begin
-      \$201  = q1;
+    \$201  = q_d2;
+    if (\$135 ) begin
+      \$201  = q_d1;
     end
     if (rst) begin
       \$201  = 2'h0;
@@ -10512,19 +10550,19 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$202  = q_d2;
-    if (\$134 ) begin
-      \$202  = q_d1;
+    \$202  = t3_d1;
+    if (\$135 ) begin
+      \$202  = t1_d1;
     end
     if (rst) begin
-      \$202  = 2'h0;
+      \$202  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$203  = t3_d1;
-    if (\$134 ) begin
-      \$203  = t1_d1;
+    \$203  = t3_d2;
+    if (\$135 ) begin
+      \$203  = t3_d1;
     end
     if (rst) begin
       \$203  = 1'h0;
@@ -10532,19 +10570,19 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$204  = t3_d2;
-    if (\$134 ) begin
-      \$204  = t3_d1;
+    \$204  = cen_hi_d1;
+    if (\$135 ) begin
+      \$204  = mul__p__2[29:17];
     end
     if (rst) begin
-      \$204  = 1'h0;
+      \$204  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$205  = cen_hi_d1;
-    if (\$134 ) begin
-      \$205  = mul__p__2[29:17];
+    \$205  = cen_hi_d2;
+    if (\$135 ) begin
+      \$205  = cen_hi_d1;
     end
     if (rst) begin
       \$205  = 13'h0000;
@@ -10552,19 +10590,19 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$206  = cen_hi_d2;
-    if (\$134 ) begin
-      \$206  = cen_hi_d1;
+    \$206  = m5_d1;
+    if (\$135 ) begin
+      \$206  = m_d2;
     end
     if (rst) begin
-      \$206  = 13'h0000;
+      \$206  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$207  = m5_d1;
-    if (\$134 ) begin
-      \$207  = m_d2;
+    \$207  = m5_d2;
+    if (\$135 ) begin
+      \$207  = m5_d1;
     end
     if (rst) begin
       \$207  = 24'h000000;
@@ -10572,19 +10610,19 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$208  = m5_d2;
-    if (\$134 ) begin
-      \$208  = m5_d1;
+    \$208  = q5_d1;
+    if (\$135 ) begin
+      \$208  = q_d2;
     end
     if (rst) begin
-      \$208  = 24'h000000;
+      \$208  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$209  = q5_d1;
-    if (\$134 ) begin
-      \$209  = q_d2;
+    \$209  = q5_d2;
+    if (\$135 ) begin
+      \$209  = q5_d1;
     end
     if (rst) begin
       \$209  = 2'h0;
@@ -10592,19 +10630,19 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$210  = q5_d2;
-    if (\$134 ) begin
-      \$210  = q5_d1;
+    \$210  = t5_d1;
+    if (\$135 ) begin
+      \$210  = t3_d2;
     end
     if (rst) begin
-      \$210  = 2'h0;
+      \$210  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$211  = t5_d1;
-    if (\$134 ) begin
-      \$211  = t3_d2;
+    \$211  = t5_d2;
+    if (\$135 ) begin
+      \$211  = t5_d1;
     end
     if (rst) begin
       \$211  = 1'h0;
@@ -10612,9 +10650,9 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$212  = t5_d2;
-    if (\$134 ) begin
-      \$212  = t5_d1;
+    \$212  = p0low_d1;
+    if (\$135 ) begin
+      \$212  = mul__p__0[16];
     end
     if (rst) begin
       \$212  = 1'h0;
@@ -10622,9 +10660,9 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$213  = p0low_d1;
-    if (\$134 ) begin
-      \$213  = mul__p__0[16];
+    \$213  = p0low_d2;
+    if (\$135 ) begin
+      \$213  = p0low_d1;
     end
     if (rst) begin
       \$213  = 1'h0;
@@ -10632,19 +10670,19 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$214  = p0low_d2;
-    if (\$134 ) begin
-      \$214  = p0low_d1;
+    \$214  = q7_d1;
+    if (\$135 ) begin
+      \$214  = q5_d2;
     end
     if (rst) begin
-      \$214  = 1'h0;
+      \$214  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$215  = q7_d1;
-    if (\$134 ) begin
-      \$215  = q5_d2;
+    \$215  = q7_d2;
+    if (\$135 ) begin
+      \$215  = q7_d1;
     end
     if (rst) begin
       \$215  = 2'h0;
@@ -10652,19 +10690,19 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$216  = q7_d2;
-    if (\$134 ) begin
-      \$216  = q7_d1;
+    \$216  = t7_d1;
+    if (\$135 ) begin
+      \$216  = t5_d2;
     end
     if (rst) begin
-      \$216  = 2'h0;
+      \$216  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$217  = t7_d1;
-    if (\$134 ) begin
-      \$217  = t5_d2;
+    \$217  = t7_d2;
+    if (\$135 ) begin
+      \$217  = t7_d1;
     end
     if (rst) begin
       \$217  = 1'h0;
@@ -10672,39 +10710,39 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$218  = t7_d2;
-    if (\$134 ) begin
-      \$218  = t7_d1;
+    \$218  = v8;
+    if (\$135 ) begin
+      \$218  = \$136 ;
     end
     if (rst) begin
-      \$218  = 1'h0;
+      \$218  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$219  = v8;
-    if (\$134 ) begin
-      \$219  = \$135 ;
+    \$219  = t8_d1;
+    if (\$135 ) begin
+      \$219  = t7_d2;
     end
     if (rst) begin
-      \$219  = 18'h00000;
+      \$219  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$220  = t8_d1;
-    if (\$134 ) begin
-      \$220  = t7_d2;
+    \$220  = i8_d1;
+    if (\$135 ) begin
+      \$220  = i1_d1;
     end
     if (rst) begin
-      \$220  = 1'h0;
+      \$220  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$221  = i8_d1;
-    if (\$134 ) begin
-      \$221  = i1_d1;
+    \$221  = i8_d2;
+    if (\$135 ) begin
+      \$221  = i8_d1;
     end
     if (rst) begin
       \$221  = 7'h00;
@@ -10712,9 +10750,9 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$222  = i8_d2;
-    if (\$134 ) begin
-      \$222  = i8_d1;
+    \$222  = i8_d3;
+    if (\$135 ) begin
+      \$222  = i8_d2;
     end
     if (rst) begin
       \$222  = 7'h00;
@@ -10722,9 +10760,9 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$223  = i8_d3;
-    if (\$134 ) begin
-      \$223  = i8_d2;
+    \$223  = i8_d4;
+    if (\$135 ) begin
+      \$223  = i8_d3;
     end
     if (rst) begin
       \$223  = 7'h00;
@@ -10732,9 +10770,9 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$224  = i8_d4;
-    if (\$134 ) begin
-      \$224  = i8_d3;
+    \$224  = i8_d5;
+    if (\$135 ) begin
+      \$224  = i8_d4;
     end
     if (rst) begin
       \$224  = 7'h00;
@@ -10742,9 +10780,9 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$225  = i8_d5;
-    if (\$134 ) begin
-      \$225  = i8_d4;
+    \$225  = i8_d6;
+    if (\$135 ) begin
+      \$225  = i8_d5;
     end
     if (rst) begin
       \$225  = 7'h00;
@@ -10752,9 +10790,9 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$226  = i8_d6;
-    if (\$134 ) begin
-      \$226  = i8_d5;
+    \$226  = i8_d7;
+    if (\$135 ) begin
+      \$226  = i8_d6;
     end
     if (rst) begin
       \$226  = 7'h00;
@@ -10762,19 +10800,19 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$227  = i8_d7;
-    if (\$134 ) begin
-      \$227  = i8_d6;
+    \$227  = gb_d1;
+    if (\$135 ) begin
+      \$227  = r_gb__data;
     end
     if (rst) begin
-      \$227  = 7'h00;
+      \$227  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$228  = gb_d1;
-    if (\$134 ) begin
-      \$228  = r_gb__data;
+    \$228  = gb_d2;
+    if (\$135 ) begin
+      \$228  = gb_d1;
     end
     if (rst) begin
       \$228  = 32'd0;
@@ -10782,9 +10820,9 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$229  = gb_d2;
-    if (\$134 ) begin
-      \$229  = gb_d1;
+    \$229  = gb_d3;
+    if (\$135 ) begin
+      \$229  = gb_d2;
     end
     if (rst) begin
       \$229  = 32'd0;
@@ -10792,9 +10830,9 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$230  = gb_d3;
-    if (\$134 ) begin
-      \$230  = gb_d2;
+    \$230  = gb_d4;
+    if (\$135 ) begin
+      \$230  = gb_d3;
     end
     if (rst) begin
       \$230  = 32'd0;
@@ -10802,9 +10840,9 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$231  = gb_d4;
-    if (\$134 ) begin
-      \$231  = gb_d3;
+    \$231  = gb_d5;
+    if (\$135 ) begin
+      \$231  = gb_d4;
     end
     if (rst) begin
       \$231  = 32'd0;
@@ -10812,9 +10850,9 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$232  = gb_d5;
-    if (\$134 ) begin
-      \$232  = gb_d4;
+    \$232  = gb_d6;
+    if (\$135 ) begin
+      \$232  = gb_d5;
     end
     if (rst) begin
       \$232  = 32'd0;
@@ -10822,9 +10860,9 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$233  = gb_d6;
-    if (\$134 ) begin
-      \$233  = gb_d5;
+    \$233  = gb_d7;
+    if (\$135 ) begin
+      \$233  = gb_d6;
     end
     if (rst) begin
       \$233  = 32'd0;
@@ -10832,19 +10870,19 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$234  = gb_d7;
-    if (\$134 ) begin
-      \$234  = gb_d6;
+    \$234  = v10_d1;
+    if (\$135 ) begin
+      \$234  = v8;
     end
     if (rst) begin
-      \$234  = 32'd0;
+      \$234  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$235  = v10_d1;
-    if (\$134 ) begin
-      \$235  = v8;
+    \$235  = v10_d2;
+    if (\$135 ) begin
+      \$235  = v10_d1;
     end
     if (rst) begin
       \$235  = 18'h00000;
@@ -10852,19 +10890,19 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$236  = v10_d2;
-    if (\$134 ) begin
-      \$236  = v10_d1;
+    \$236  = t10_d1;
+    if (\$135 ) begin
+      \$236  = t8_d1;
     end
     if (rst) begin
-      \$236  = 18'h00000;
+      \$236  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$237  = t10_d1;
-    if (\$134 ) begin
-      \$237  = t8_d1;
+    \$237  = t10_d2;
+    if (\$135 ) begin
+      \$237  = t10_d1;
     end
     if (rst) begin
       \$237  = 1'h0;
@@ -10872,19 +10910,19 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$238  = t10_d2;
-    if (\$134 ) begin
-      \$238  = t10_d1;
+    \$238  = i10_d1;
+    if (\$135 ) begin
+      \$238  = i8_d7;
     end
     if (rst) begin
-      \$238  = 1'h0;
+      \$238  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$239  = i10_d1;
-    if (\$134 ) begin
-      \$239  = i8_d7;
+    \$239  = i10_d2;
+    if (\$135 ) begin
+      \$239  = i10_d1;
     end
     if (rst) begin
       \$239  = 7'h00;
@@ -10892,49 +10930,49 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$240  = i10_d2;
-    if (\$134 ) begin
-      \$240  = i10_d1;
+    \$240  = y11;
+    if (\$135 ) begin
+      \$240  = \$151 [15:0];
     end
     if (rst) begin
-      \$240  = 7'h00;
+      \$240  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$241  = y11;
-    if (\$134 ) begin
-      \$241  = \$150 [15:0];
+    \$241  = o__valid;
+    if (\$135 ) begin
+      \$241  = t10_d2;
     end
     if (rst) begin
-      \$241  = 16'h0000;
+      \$241  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$242  = o__valid;
-    if (\$134 ) begin
-      \$242  = t10_d2;
+    \$242  = i11_d1;
+    if (\$135 ) begin
+      \$242  = i10_d2;
     end
     if (rst) begin
-      \$242  = 1'h0;
+      \$242  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$243  = i11_d1;
-    if (\$134 ) begin
-      \$243  = i10_d2;
+    \$243  = u1_d1;
+    if (\$135 ) begin
+      \$243  = p1_issue;
     end
     if (rst) begin
-      \$243  = 7'h00;
+      \$243  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$244  = u1_d1;
-    if (\$134 ) begin
-      \$244  = p1_issue;
+    \$244  = uf1_d1;
+    if (\$135 ) begin
+      \$244  = p1_first;
     end
     if (rst) begin
       \$244  = 1'h0;
@@ -10942,22 +10980,27 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$245  = uf1_d1;
-    if (\$134 ) begin
-      \$245  = p1_first;
+    \$245  = mode;
+    if (\$135 ) begin
+      casez (fsm_state)
+        4'h0:
+            if (cmd__valid) begin
+              \$245  = cmd__payload[1:0];
+            end
+      endcase
     end
     if (rst) begin
-      \$245  = 1'h0;
+      \$245  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$246  = mode;
-    if (\$134 ) begin
+    \$246  = lset;
+    if (\$135 ) begin
       casez (fsm_state)
         4'h0:
             if (cmd__valid) begin
-              \$246  = cmd__payload[1:0];
+              \$246  = cmd__payload[3:2];
             end
       endcase
     end
@@ -10967,27 +11010,12 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$247  = lset;
-    if (\$134 ) begin
+    \$247  = busy;
+    if (\$135 ) begin
       casez (fsm_state)
         4'h0:
             if (cmd__valid) begin
-              \$247  = cmd__payload[3:2];
-            end
-      endcase
-    end
-    if (rst) begin
-      \$247  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$248  = busy;
-    if (\$134 ) begin
-      casez (fsm_state)
-        4'h0:
-            if (cmd__valid) begin
-              \$248  = 1'h1;
+              \$247  = 1'h1;
             end
         4'h2:
             /* empty */;
@@ -11003,38 +11031,38 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
             /* empty */;
         4'h8:
             if (exp2__o__valid) begin
-              if (\$172 ) begin
-                if (\$174 ) begin
-                  \$248  = 1'h0;
+              if (\$171 ) begin
+                if (\$173 ) begin
+                  \$247  = 1'h0;
                 end
               end
             end
         4'h1:
             /* empty */;
         4'h9:
-            if (\$182 ) begin
-              \$248  = 1'h0;
+            if (\$181 ) begin
+              \$247  = 1'h0;
             end
       endcase
     end
     if (rst) begin
-      \$248  = 1'h0;
+      \$247  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$249  = idx;
-    if (\$134 ) begin
+    \$248  = idx;
+    if (\$135 ) begin
       casez (fsm_state)
         4'h0:
             if (cmd__valid) begin
-              \$249  = 7'h00;
+              \$248  = 7'h00;
             end
         4'h2:
           begin
-            \$249  = \$152 [6:0];
-            if (\$156 ) begin
-              \$249  = 7'h00;
+            \$248  = \$153 [6:0];
+            if (\$157 ) begin
+              \$248  = 7'h00;
             end
           end
         4'h3:
@@ -11050,30 +11078,30 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
         4'h8:
             if (exp2__o__valid) begin
               (* full_case = 32'd1 *)
-              if (\$172 ) begin
-                \$249  = 7'h00;
+              if (\$171 ) begin
+                \$248  = 7'h00;
               end else begin
-                \$249  = 7'h00;
+                \$248  = 7'h00;
               end
             end
         4'h1:
-            if (\$176 ) begin
-              \$249  = \$177 [6:0];
+            if (\$175 ) begin
+              \$248  = \$176 [6:0];
             end
       endcase
     end
     if (rst) begin
-      \$249  = 7'h00;
+      \$248  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$250  = band;
-    if (\$134 ) begin
+    \$249  = band;
+    if (\$135 ) begin
       casez (fsm_state)
         4'h0:
             if (cmd__valid) begin
-              \$250  = 6'h00;
+              \$249  = 6'h00;
             end
         4'h2:
             /* empty */;
@@ -11089,45 +11117,45 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
             /* empty */;
         4'h8:
             if (exp2__o__valid) begin
-              if (\$172 ) begin
-                \$250  = \$173 [5:0];
+              if (\$171 ) begin
+                \$249  = \$172 [5:0];
               end
             end
       endcase
     end
     if (rst) begin
-      \$250  = 6'h00;
+      \$249  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$251  = cnt;
-    if (\$134 ) begin
+    \$250  = cnt;
+    if (\$135 ) begin
       casez (fsm_state)
         4'h0:
             if (cmd__valid) begin
-              \$251  = 7'h00;
+              \$250  = 7'h00;
             end
         4'h2:
-            if (\$156 ) begin
-              \$251  = 7'h00;
+            if (\$157 ) begin
+              \$250  = 7'h00;
             end
         4'h3:
-            \$251  = \$157 [6:0];
+            \$250  = \$158 [6:0];
       endcase
     end
     if (rst) begin
-      \$251  = 7'h00;
+      \$250  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$252  = ph;
-    if (\$134 ) begin
+    \$251  = ph;
+    if (\$135 ) begin
       casez (fsm_state)
         4'h0:
             if (cmd__valid) begin
-              \$252  = 1'h0;
+              \$251  = 1'h0;
             end
         4'h2:
             /* empty */;
@@ -11144,136 +11172,136 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
         4'h8:
             if (exp2__o__valid) begin
               (* full_case = 32'd1 *)
-              if (\$172 ) begin
+              if (\$171 ) begin
               end else begin
-                \$252  = 1'h0;
+                \$251  = 1'h0;
               end
             end
         4'h1:
-            \$252  = \$181 ;
+            \$251  = \$180 ;
       endcase
     end
     if (rst) begin
-      \$252  = 1'h0;
+      \$251  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$253  = fsm_state;
-    if (\$134 ) begin
+    \$252  = fsm_state;
+    if (\$135 ) begin
       casez (fsm_state)
         4'h0:
             if (cmd__valid) begin
               (* full_case = 32'd1 *)
-              if (\$151 ) begin
-                \$253  = 4'h1;
+              if (\$152 ) begin
+                \$252  = 4'h1;
               end else begin
-                \$253  = 4'h2;
+                \$252  = 4'h2;
               end
             end
         4'h2:
-            if (\$156 ) begin
-              \$253  = 4'h3;
+            if (\$157 ) begin
+              \$252  = 4'h3;
             end
         4'h3:
-            if (\$158 ) begin
-              \$253  = 4'h4;
+            if (\$159 ) begin
+              \$252  = 4'h4;
             end
         4'h4:
-            if (\$160 ) begin
-              \$253  = 4'h5;
+            if (\$161 ) begin
+              \$252  = 4'h5;
             end
         4'h5:
             if (num[54]) begin
-              \$253  = 4'h6;
+              \$252  = 4'h6;
             end
         4'h6:
-            if (\$167 ) begin
-              \$253  = 4'h7;
+            if (\$168 ) begin
+              \$252  = 4'h7;
             end
         4'h7:
             if (exp2__i__ready) begin
-              \$253  = 4'h8;
+              \$252  = 4'h8;
             end
         4'h8:
             if (exp2__o__valid) begin
               (* full_case = 32'd1 *)
-              if (\$172 ) begin
+              if (\$171 ) begin
                 (* full_case = 32'd1 *)
-                if (\$174 ) begin
-                  \$253  = 4'h0;
+                if (\$173 ) begin
+                  \$252  = 4'h0;
                 end else begin
-                  \$253  = 4'h2;
+                  \$252  = 4'h2;
                 end
               end else begin
-                \$253  = 4'h1;
+                \$252  = 4'h1;
               end
             end
         4'h1:
-            if (\$176 ) begin
-              if (\$179 ) begin
-                \$253  = 4'h9;
+            if (\$175 ) begin
+              if (\$178 ) begin
+                \$252  = 4'h9;
               end
             end
         4'h9:
-            if (\$182 ) begin
-              \$253  = 4'h0;
+            if (\$181 ) begin
+              \$252  = 4'h0;
             end
       endcase
     end
     if (rst) begin
-      \$253  = 4'h0;
+      \$252  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$254  = s1;
-    if (\$134 ) begin
+    \$253  = s1;
+    if (\$135 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
         4'h2:
             /* empty */;
         4'h3:
-            if (\$158 ) begin
-              \$254  = mul__p__2[28:0];
+            if (\$159 ) begin
+              \$253  = mul__p__2[28:0];
             end
       endcase
     end
     if (rst) begin
-      \$254  = 29'h00000000;
+      \$253  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$255  = col;
-    if (\$134 ) begin
+    \$254  = col;
+    if (\$135 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
         4'h2:
             /* empty */;
         4'h3:
-            if (\$158 ) begin
-              \$255  = 4'h1;
+            if (\$159 ) begin
+              \$254  = 4'h1;
             end
         4'h4:
           begin
-            \$255  = \$159 [3:0];
-            if (\$160 ) begin
-              \$255  = 4'h0;
+            \$254  = \$160 [3:0];
+            if (\$161 ) begin
+              \$254  = 4'h0;
             end
           end
       endcase
     end
     if (rst) begin
-      \$255  = 4'h0;
+      \$254  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$256  = num;
-    if (\$134 ) begin
+    \$255  = num;
+    if (\$135 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
@@ -11284,30 +11312,30 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
         4'h4:
             casez (col)
               4'h4:
-                  \$256 [16:0] = mul__p__2[16:0];
+                  \$255 [16:0] = mul__p__2[16:0];
               4'h9:
-                  \$256 [33:17] = mul__p__2[16:0];
+                  \$255 [33:17] = mul__p__2[16:0];
               4'hd:
-                  \$256 [54:34] = mul__p__2[20:0];
+                  \$255 [54:34] = mul__p__2[20:0];
             endcase
         4'h5:
             (* full_case = 32'd1 *)
             if (num[54]) begin
-            end else if (\$161 ) begin
-              \$256  = \$162 [54:0];
+            end else if (\$162 ) begin
+              \$255  = \$163 [54:0];
             end else begin
-              \$256  = \$164 [54:0];
+              \$255  = \$165 [54:0];
             end
       endcase
     end
     if (rst) begin
-      \$256  = 55'h00000000000000;
+      \$255  = 55'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$257  = lz;
-    if (\$134 ) begin
+    \$256  = lz;
+    if (\$135 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
@@ -11316,27 +11344,27 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
         4'h3:
             /* empty */;
         4'h4:
-            if (\$160 ) begin
-              \$257  = 6'h00;
+            if (\$161 ) begin
+              \$256  = 6'h00;
             end
         4'h5:
             (* full_case = 32'd1 *)
             if (num[54]) begin
-            end else if (\$161 ) begin
-              \$257  = \$163 [5:0];
+            end else if (\$162 ) begin
+              \$256  = \$164 [5:0];
             end else begin
-              \$257  = \$165 [5:0];
+              \$256  = \$166 [5:0];
             end
       endcase
     end
     if (rst) begin
-      \$257  = 6'h00;
+      \$256  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$258  = lphase;
-    if (\$134 ) begin
+    \$257  = lphase;
+    if (\$135 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
@@ -11348,25 +11376,25 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
             /* empty */;
         4'h5:
             if (num[54]) begin
-              \$258  = 2'h1;
+              \$257  = 2'h1;
             end
         4'h6:
           begin
-            \$258  = \$166 [1:0];
-            if (\$167 ) begin
-              \$258  = 2'h0;
+            \$257  = \$167 [1:0];
+            if (\$168 ) begin
+              \$257  = 2'h0;
             end
           end
       endcase
     end
     if (rst) begin
-      \$258  = 2'h0;
+      \$257  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$259  = y_half;
-    if (\$134 ) begin
+    \$258  = y_half;
+    if (\$135 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
@@ -11379,19 +11407,19 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
         4'h5:
             /* empty */;
         4'h6:
-            if (\$167 ) begin
-              \$259  = \$170 [31:0];
+            if (\$168 ) begin
+              \$258  = \$169 [31:0];
             end
       endcase
     end
     if (rst) begin
-      \$259  = 32'd0;
+      \$258  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$260  = e_new;
-    if (\$134 ) begin
+    \$259  = e_new;
+    if (\$135 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
@@ -11406,50 +11434,17 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
         4'h6:
             /* empty */;
         4'h7:
-            \$260  = \$171 [6:0];
+            \$259  = \$170 [6:0];
       endcase
     end
     if (rst) begin
-      \$260  = 7'h00;
+      \$259  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$261  = mr;
-    if (\$134 ) begin
-      casez (fsm_state)
-        4'h0:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            if (exp2__o__valid) begin
-              (* full_case = 32'd1 *)
-              if (\$172 ) begin
-              end else begin
-                \$261  = mp;
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$261  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$262  = qr;
-    if (\$134 ) begin
+    \$260  = mr;
+    if (\$135 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
@@ -11468,15 +11463,48 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
         4'h8:
             if (exp2__o__valid) begin
               (* full_case = 32'd1 *)
-              if (\$172 ) begin
+              if (\$171 ) begin
               end else begin
-                \$262  = \$175 [1:0];
+                \$260  = mp;
               end
             end
       endcase
     end
     if (rst) begin
-      \$262  = 2'h0;
+      \$260  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$261  = qr;
+    if (\$135 ) begin
+      casez (fsm_state)
+        4'h0:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            if (exp2__o__valid) begin
+              (* full_case = 32'd1 *)
+              if (\$171 ) begin
+              end else begin
+                \$261  = \$174 [1:0];
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$261  = 2'h0;
     end
   end
   assign n_now = { 1'h0, \$1  };
@@ -11487,17 +11515,17 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   assign port__addr = num[53:48];
   assign exp2__o__ready = 1'h1;
   assign mul__b__0 = { 1'h0, \$34  };
-  assign mul__c__0 = { \$38 [40], \$38 [40], \$38 [40], \$38 [40], \$38 [40], \$38 [40], \$38 [40], \$38  };
-  assign mul__b__1 = { \$46 [12], \$46 [12], \$46 [12], \$46 [12], \$46 [12], \$46  };
-  assign mul__c__1 = { 17'h00000, \$47  };
-  assign mul__a__2 = { \$72 [23], \$72  };
-  assign mul__c__2 = { \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111 [30], \$111  };
-  assign \port$1827$0  = \$34 ;
-  assign \port$1836$0  = \$38 ;
-  assign \port$1846$0  = \$46 ;
-  assign \port$1847$0  = \$47 ;
-  assign \port$1873$0  = \$72 ;
-  assign \port$1920$0  = \$111 ;
+  assign mul__c__0 = { \$39 [40], \$39 [40], \$39 [40], \$39 [40], \$39 [40], \$39 [40], \$39 [40], \$39  };
+  assign mul__b__1 = { \$47 [12], \$47 [12], \$47 [12], \$47 [12], \$47 [12], \$47  };
+  assign mul__c__1 = { 17'h00000, \$48  };
+  assign mul__a__2 = { \$73 [23], \$73  };
+  assign mul__c__2 = { \$112 [30], \$112 [30], \$112 [30], \$112 [30], \$112 [30], \$112 [30], \$112 [30], \$112 [30], \$112 [30], \$112 [30], \$112 [30], \$112 [30], \$112 [30], \$112 [30], \$112 [30], \$112 [30], \$112 [30], \$112  };
+  assign \port$1911$0  = \$34 ;
+  assign \port$1921$0  = \$39 ;
+  assign \port$1931$0  = \$47 ;
+  assign \port$1932$0  = \$48 ;
+  assign \port$1958$0  = \$73 ;
+  assign \port$2005$0  = \$112 ;
   assign \o__payload.index  = o__payload[6:0];
   assign \o__payload.value  = o__payload[22:7];
   assign \o__payload.last  = o__payload[23];
@@ -11509,18 +11537,17 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1827$0 ,
   assign \$2  = { 3'h0, lset, 4'h0 };
   assign \$19  = { \$18 [9], \$18 [9], \$18 [9], \$18 [9:3] };
   assign \$20  = { qv, 3'h0 };
-  assign \$107  = 1'h0;
-  assign \$108  = \$101 ;
-  assign \$116  = 1'h0;
-  assign \$117  = \$113 ;
-  assign \$162  = { 7'h00, num, 8'h00 };
-  assign \$164  = { num, 1'h0 };
-  assign \$170  = { \$169 [33], \$169 [33:1] };
-  assign \$171  = { y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31:16] };
-  assign \$186  = \$185 ;
-  assign \$190  = \$189 ;
-  assign \$194  = \$193 ;
-  assign \$196  = \$195 ;
+  assign \$108  = 1'h0;
+  assign \$109  = \$102 ;
+  assign \$117  = 1'h0;
+  assign \$118  = \$114 ;
+  assign \$163  = { 7'h00, num, 8'h00 };
+  assign \$165  = { num, 1'h0 };
+  assign \$170  = { y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31:16] };
+  assign \$185  = \$184 ;
+  assign \$189  = \$188 ;
+  assign \$193  = \$192 ;
+  assign \$195  = \$194 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -13849,7 +13876,7 @@ module \nanomamba_accel.backend.sequencer (rst, rd__full, job__ready, cmd__ready
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2276$0 , mul__b__0, \port$2295$0 , \port$2302$0 , mul__b__1, mul__c__1, \port$2336$0 , mul__b__2, \port$2360$0 , cmd__ready, frame_age, mac_rd__data, exp2__i__valid, exp2__i__payload, busy, mul__p__0, mul__p__1, mul__p__2, exp2__o__payload
+module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \port$2381$0 , \port$2388$0 , mul__b__1, mul__c__1, \port$2422$0 , mul__b__2, \port$2450$0 , cmd__ready, frame_age, mac_rd__data, exp2__i__valid, exp2__i__payload, busy, mul__p__0, mul__p__1, mul__p__2, exp2__o__payload
 , mac_rd__o, mac_rd__i, mac_o__valid, mac_o__payload, snr_sum, cmd__valid, cmd__payload, kind, layer, regs, slot, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire [17:0] \$1 ;
@@ -13894,7 +13921,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2276$0 , mul__b__0, \po
   wire [33:0] \$134 ;
   wire [23:0] \$135 ;
   wire [23:0] \$136 ;
-  wire [14:0] \$137 ;
+  wire [44:0] \$137 ;
   wire [6:0] \$14 ;
   wire \$15 ;
   wire \$16 ;
@@ -14114,16 +14141,16 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2276$0 , mul__b__0, \po
   wire o__ready;
   wire o__valid;
   wire \o__valid$55 ;
-  output [23:0] \port$2276$0 ;
-  wire [23:0] \port$2276$0 ;
-  output [33:0] \port$2295$0 ;
-  wire [33:0] \port$2295$0 ;
-  output [23:0] \port$2302$0 ;
-  wire [23:0] \port$2302$0 ;
-  output [23:0] \port$2336$0 ;
-  wire [23:0] \port$2336$0 ;
-  output [14:0] \port$2360$0 ;
-  wire [14:0] \port$2360$0 ;
+  output [23:0] \port$2362$0 ;
+  wire [23:0] \port$2362$0 ;
+  output [33:0] \port$2381$0 ;
+  wire [33:0] \port$2381$0 ;
+  output [23:0] \port$2388$0 ;
+  wire [23:0] \port$2388$0 ;
+  output [23:0] \port$2422$0 ;
+  wire [23:0] \port$2422$0 ;
+  output [44:0] \port$2450$0 ;
+  wire [44:0] \port$2450$0 ;
   wire pwl_any;
   reg [15:0] q0 = 16'h0000;
   wire [4:0] r__addr;
@@ -14681,11 +14708,11 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2276$0 , mul__b__0, \po
     .mul__p__2(mul__p__2),
     .o__payload(o__payload),
     .o__valid(\$signature__en ),
-    .\port$2276$0 (\$133 ),
-    .\port$2295$0 (\$134 ),
-    .\port$2302$0 (\$135 ),
-    .\port$2336$0 (\$136 ),
-    .\port$2360$0 (\$137 ),
+    .\port$2362$0 (\$133 ),
+    .\port$2381$0 (\$134 ),
+    .\port$2388$0 (\$135 ),
+    .\port$2422$0 (\$136 ),
+    .\port$2450$0 (\$137 ),
     .rd_delta__data(rd_delta__data),
     .rd_sz__addr(r__addr),
     .rd_sz__data(rd_sz__data),
@@ -15156,12 +15183,12 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2276$0 , mul__b__0, \po
   assign mul__c__0 = { \$134 [33], \$134 [33], \$134 [33], \$134 [33], \$134 [33], \$134 [33], \$134 [33], \$134 [33], \$134 [33], \$134 [33], \$134 [33], \$134 [33], \$134 [33], \$134 [33], \$134  };
   assign mul__a__1 = { \$135 [23], \$135  };
   assign mul__a__2 = { \$136 [23], \$136  };
-  assign mul__c__2 = { 33'h000000000, \$137  };
-  assign \port$2276$0  = \$133 ;
-  assign \port$2295$0  = \$134 ;
-  assign \port$2302$0  = \$135 ;
-  assign \port$2336$0  = \$136 ;
-  assign \port$2360$0  = \$137 ;
+  assign mul__c__2 = { \$137 [44], \$137 [44], \$137 [44], \$137  };
+  assign \port$2362$0  = \$133 ;
+  assign \port$2381$0  = \$134 ;
+  assign \port$2388$0  = \$135 ;
+  assign \port$2422$0  = \$136 ;
+  assign \port$2450$0  = \$137 ;
   assign \regs.delta_floor_min  = regs[15:0];
   assign \regs.delta_floor_max  = regs[31:16];
   assign \regs.eps_min  = regs[47:32];
@@ -18078,16 +18105,16 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \port$2276$0 , mul__b__0, \port$2295$0 , \port$2302$0 , mul__b__1, mul__c__1, \port$2336$0 , mul__b__2, \port$2360$0 , cmd__ready, rd_sz__data, rd_xc__data, rd_delta__data, B, C, G, exp2__i__valid, exp2__i__payload
+module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \port$2362$0 , mul__b__0, \port$2381$0 , \port$2388$0 , mul__b__1, mul__c__1, \port$2422$0 , mul__b__2, \port$2450$0 , cmd__ready, rd_sz__data, rd_xc__data, rd_delta__data, B, C, G, exp2__i__valid, exp2__i__payload
 , o__payload, floor_delta, o__valid, busy, k, mul__p__0, mul__p__1, mul__p__2, exp2__o__payload, snr_sum, cmd__valid, cmd__payload, kind, regs, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
   wire [8:0] \$10 ;
-  wire \$100 ;
-  wire \$101 ;
-  wire \$102 ;
-  wire \$103 ;
-  wire \$104 ;
+  wire [44:0] \$100 ;
+  wire [10:0] \$101 ;
+  wire [44:0] \$102 ;
+  wire [11:0] \$103 ;
+  wire [44:0] \$104 ;
   wire \$105 ;
   wire \$106 ;
   wire \$107 ;
@@ -18097,114 +18124,114 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   wire \$110 ;
   wire \$111 ;
   wire \$112 ;
-  wire [18:0] \$113 ;
-  wire [19:0] \$114 ;
-  wire [19:0] \$115 ;
-  wire [18:0] \$116 ;
-  wire [19:0] \$117 ;
-  wire [19:0] \$118 ;
-  wire \$119 ;
+  wire \$113 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire \$116 ;
+  wire \$117 ;
+  wire [18:0] \$118 ;
+  wire [19:0] \$119 ;
   wire [10:0] \$12 ;
-  wire \$120 ;
-  wire \$121 ;
-  wire \$122 ;
+  wire [19:0] \$120 ;
+  wire [18:0] \$121 ;
+  wire [19:0] \$122 ;
   wire [19:0] \$123 ;
-  wire [19:0] \$124 ;
+  wire \$124 ;
   wire \$125 ;
   wire \$126 ;
   wire \$127 ;
-  wire \$128 ;
-  wire [17:0] \$129 ;
+  wire [19:0] \$128 ;
+  wire [19:0] \$129 ;
   wire \$13 ;
-  wire [17:0] \$130 ;
+  wire \$130 ;
   wire \$131 ;
   wire \$132 ;
   wire \$133 ;
-  wire \$134 ;
+  wire [17:0] \$134 ;
   wire [17:0] \$135 ;
-  wire [17:0] \$136 ;
+  wire \$136 ;
   wire \$137 ;
   wire \$138 ;
   wire \$139 ;
   wire \$14 ;
-  wire \$140 ;
+  wire [17:0] \$140 ;
   wire [17:0] \$141 ;
-  wire [17:0] \$142 ;
+  wire \$142 ;
   wire \$143 ;
   wire \$144 ;
   wire \$145 ;
-  wire \$146 ;
+  wire [17:0] \$146 ;
   wire [17:0] \$147 ;
-  wire [17:0] \$148 ;
+  wire \$148 ;
   wire \$149 ;
   wire \$15 ;
-  wire [23:0] \$150 ;
+  wire \$150 ;
   wire \$151 ;
-  wire \$152 ;
-  wire \$153 ;
+  wire [17:0] \$152 ;
+  wire [17:0] \$153 ;
   wire \$154 ;
   wire [23:0] \$155 ;
-  wire [23:0] \$156 ;
+  wire \$156 ;
   wire \$157 ;
   wire \$158 ;
   wire \$159 ;
   wire \$16 ;
-  wire \$160 ;
+  wire [23:0] \$160 ;
   wire [23:0] \$161 ;
-  wire [23:0] \$162 ;
+  wire \$162 ;
   wire \$163 ;
   wire \$164 ;
   wire \$165 ;
-  wire \$166 ;
-  wire \$167 ;
-  wire [23:0] \$168 ;
-  wire [23:0] \$169 ;
+  wire [23:0] \$166 ;
+  wire [23:0] \$167 ;
+  wire \$168 ;
+  wire \$169 ;
   wire \$17 ;
   wire \$170 ;
   wire \$171 ;
   wire \$172 ;
   wire \$173 ;
-  wire \$174 ;
-  wire \$175 ;
-  wire [5:0] \$176 ;
+  wire [23:0] \$174 ;
+  wire [23:0] \$175 ;
+  wire \$176 ;
   wire \$177 ;
   wire \$178 ;
   wire \$179 ;
   wire \$18 ;
   wire \$180 ;
-  wire [23:0] \$181 ;
-  wire [23:0] \$182 ;
+  wire \$181 ;
+  wire [5:0] \$182 ;
   wire \$183 ;
   wire \$184 ;
   wire \$185 ;
-  wire [3:0] \$186 ;
-  wire \$187 ;
-  wire \$188 ;
-  wire [3:0] \$189 ;
+  wire \$186 ;
+  wire [23:0] \$187 ;
+  wire [23:0] \$188 ;
+  wire \$189 ;
   wire \$19 ;
-  wire [5:0] \$190 ;
+  wire \$190 ;
   wire \$191 ;
-  wire [7:0] \$192 ;
-  wire [7:0] \$193 ;
-  wire [8:0] \$194 ;
-  wire \$195 ;
-  wire [8:0] \$196 ;
+  wire [3:0] \$192 ;
+  wire \$193 ;
+  wire \$194 ;
+  wire [3:0] \$195 ;
+  wire [5:0] \$196 ;
   wire \$197 ;
-  wire [5:0] \$198 ;
-  wire [2:0] \$199 ;
+  wire [7:0] \$198 ;
+  wire [7:0] \$199 ;
   wire \$2 ;
-  wire [44:0] \$20 ;
-  wire \$200 ;
+  wire \$20 ;
+  wire [8:0] \$200 ;
   wire \$201 ;
-  wire \$202 ;
+  wire [8:0] \$202 ;
   wire \$203 ;
-  wire \$204 ;
-  wire \$205 ;
+  wire [5:0] \$204 ;
+  wire [2:0] \$205 ;
   wire \$206 ;
   wire \$207 ;
   wire \$208 ;
   wire \$209 ;
-  wire [45:0] \$21 ;
+  wire \$21 ;
   wire \$210 ;
   wire \$211 ;
   wire \$212 ;
@@ -18224,66 +18251,66 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   wire \$225 ;
   wire \$226 ;
   wire \$227 ;
-  reg [17:0] \$228 ;
-  reg [17:0] \$229 ;
-  wire [44:0] \$23 ;
-  reg [25:0] \$230 ;
-  reg \$231 ;
-  reg \$232 ;
-  reg [2:0] \$233 ;
-  reg [2:0] \$234 ;
-  reg \$235 ;
-  reg [2:0] \$236 ;
-  reg [17:0] \$237 ;
+  wire \$228 ;
+  wire \$229 ;
+  wire \$23 ;
+  wire \$230 ;
+  wire \$231 ;
+  wire \$232 ;
+  wire \$233 ;
+  reg [17:0] \$234 ;
+  reg [17:0] \$235 ;
+  reg [25:0] \$236 ;
+  reg \$237 ;
   reg \$238 ;
-  reg \$239 ;
-  wire [45:0] \$24 ;
+  reg [2:0] \$239 ;
+  wire \$24 ;
   reg [2:0] \$240 ;
-  reg [2:0] \$241 ;
-  reg [19:0] \$242 ;
-  reg \$243 ;
-  reg [2:0] \$244 ;
+  reg \$241 ;
+  reg [2:0] \$242 ;
+  reg [17:0] \$243 ;
+  reg \$244 ;
   reg \$245 ;
-  reg \$246 ;
+  reg [2:0] \$246 ;
   reg [2:0] \$247 ;
-  reg [2:0] \$248 ;
-  reg [17:0] \$249 ;
-  wire \$25 ;
-  reg [17:0] \$250 ;
-  reg [17:0] \$251 ;
-  reg [17:0] \$252 ;
-  reg \$253 ;
-  reg \$254 ;
-  reg [1:0] \$255 ;
-  reg [4:0] \$256 ;
-  reg [7:0] \$257 ;
-  reg [15:0] \$258 ;
-  reg [15:0] \$259 ;
-  wire [21:0] \$26 ;
-  reg [15:0] \$260 ;
-  reg [15:0] \$261 ;
-  reg [15:0] \$262 ;
-  reg [15:0] \$263 ;
+  reg [19:0] \$248 ;
+  reg \$249 ;
+  wire [33:0] \$25 ;
+  reg [2:0] \$250 ;
+  reg \$251 ;
+  reg \$252 ;
+  reg [2:0] \$253 ;
+  reg [2:0] \$254 ;
+  reg [17:0] \$255 ;
+  reg [17:0] \$256 ;
+  reg [17:0] \$257 ;
+  reg [17:0] \$258 ;
+  reg \$259 ;
+  wire \$26 ;
+  reg \$260 ;
+  reg [1:0] \$261 ;
+  reg [4:0] \$262 ;
+  reg [7:0] \$263 ;
   reg [15:0] \$264 ;
   reg [15:0] \$265 ;
   reg [15:0] \$266 ;
   reg [15:0] \$267 ;
   reg [15:0] \$268 ;
-  reg [23:0] \$269 ;
-  wire [16:0] \$27 ;
-  reg [23:0] \$270 ;
-  reg [23:0] \$271 ;
-  reg [23:0] \$272 ;
-  reg [23:0] \$273 ;
-  reg [23:0] \$274 ;
+  reg [15:0] \$269 ;
+  wire [21:0] \$27 ;
+  reg [15:0] \$270 ;
+  reg [15:0] \$271 ;
+  reg [15:0] \$272 ;
+  reg [15:0] \$273 ;
+  reg [15:0] \$274 ;
   reg [23:0] \$275 ;
-  reg [15:0] \$276 ;
-  reg [15:0] \$277 ;
-  reg [15:0] \$278 ;
-  reg [15:0] \$279 ;
-  wire [22:0] \$28 ;
-  reg [15:0] \$280 ;
-  reg [15:0] \$281 ;
+  reg [23:0] \$276 ;
+  reg [23:0] \$277 ;
+  reg [23:0] \$278 ;
+  reg [23:0] \$279 ;
+  wire [16:0] \$28 ;
+  reg [23:0] \$280 ;
+  reg [23:0] \$281 ;
   reg [15:0] \$282 ;
   reg [15:0] \$283 ;
   reg [15:0] \$284 ;
@@ -18292,7 +18319,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   reg [15:0] \$287 ;
   reg [15:0] \$288 ;
   reg [15:0] \$289 ;
-  reg [15:0] \$29 ;
+  wire [22:0] \$29 ;
   reg [15:0] \$290 ;
   reg [15:0] \$291 ;
   reg [15:0] \$292 ;
@@ -18301,105 +18328,105 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   reg [15:0] \$295 ;
   reg [15:0] \$296 ;
   reg [15:0] \$297 ;
-  reg \$298 ;
-  reg \$299 ;
+  reg [15:0] \$298 ;
+  reg [15:0] \$299 ;
   wire [15:0] \$3 ;
-  wire [15:0] \$30 ;
-  reg [1:0] \$300 ;
-  reg [1:0] \$301 ;
-  reg [7:0] \$302 ;
-  reg [7:0] \$303 ;
-  reg [23:0] \$304 ;
-  reg [31:0] \$305 ;
-  reg \$306 ;
+  reg [15:0] \$30 ;
+  reg [15:0] \$300 ;
+  reg [15:0] \$301 ;
+  reg [15:0] \$302 ;
+  reg [15:0] \$303 ;
+  reg \$304 ;
+  reg \$305 ;
+  reg [1:0] \$306 ;
   reg [1:0] \$307 ;
   reg [7:0] \$308 ;
-  reg [30:0] \$309 ;
-  wire [22:0] \$31 ;
-  reg [30:0] \$310 ;
-  reg \$311 ;
+  reg [7:0] \$309 ;
+  wire [15:0] \$31 ;
+  reg [23:0] \$310 ;
+  reg [31:0] \$311 ;
   reg \$312 ;
-  reg \$313 ;
-  reg \$314 ;
-  reg [1:0] \$315 ;
-  reg [1:0] \$316 ;
-  reg [1:0] \$317 ;
-  reg [1:0] \$318 ;
-  reg [7:0] \$319 ;
-  reg [17:0] \$32 ;
-  reg [7:0] \$320 ;
-  reg [7:0] \$321 ;
-  reg [7:0] \$322 ;
-  reg \$323 ;
-  reg \$324 ;
-  reg [1:0] \$325 ;
-  reg [1:0] \$326 ;
+  reg [1:0] \$313 ;
+  reg [7:0] \$314 ;
+  reg [30:0] \$315 ;
+  reg [30:0] \$316 ;
+  reg \$317 ;
+  reg \$318 ;
+  reg \$319 ;
+  wire [22:0] \$32 ;
+  reg \$320 ;
+  reg [1:0] \$321 ;
+  reg [1:0] \$322 ;
+  reg [1:0] \$323 ;
+  reg [1:0] \$324 ;
+  reg [7:0] \$325 ;
+  reg [7:0] \$326 ;
   reg [7:0] \$327 ;
   reg [7:0] \$328 ;
-  reg [23:0] \$329 ;
-  wire [17:0] \$33 ;
+  reg \$329 ;
+  reg [17:0] \$33 ;
   reg \$330 ;
   reg [1:0] \$331 ;
-  reg [7:0] \$332 ;
-  reg \$333 ;
-  reg \$334 ;
-  reg \$335 ;
+  reg [1:0] \$332 ;
+  reg [7:0] \$333 ;
+  reg [7:0] \$334 ;
+  reg [23:0] \$335 ;
   reg \$336 ;
-  reg \$337 ;
-  reg \$338 ;
+  reg [1:0] \$337 ;
+  reg [7:0] \$338 ;
   reg \$339 ;
-  wire [22:0] \$34 ;
+  wire [17:0] \$34 ;
   reg \$340 ;
   reg \$341 ;
   reg \$342 ;
   reg \$343 ;
-  reg [1:0] \$344 ;
-  reg [1:0] \$345 ;
-  reg [1:0] \$346 ;
-  reg [1:0] \$347 ;
-  reg [1:0] \$348 ;
-  reg [1:0] \$349 ;
-  wire [23:0] \$35 ;
+  reg \$344 ;
+  reg \$345 ;
+  reg \$346 ;
+  reg \$347 ;
+  reg \$348 ;
+  reg \$349 ;
+  wire [22:0] \$35 ;
   reg [1:0] \$350 ;
   reg [1:0] \$351 ;
   reg [1:0] \$352 ;
   reg [1:0] \$353 ;
   reg [1:0] \$354 ;
-  reg [4:0] \$355 ;
-  reg [4:0] \$356 ;
-  reg [4:0] \$357 ;
-  reg [4:0] \$358 ;
-  reg [4:0] \$359 ;
+  reg [1:0] \$355 ;
+  reg [1:0] \$356 ;
+  reg [1:0] \$357 ;
+  reg [1:0] \$358 ;
+  reg [1:0] \$359 ;
   wire [23:0] \$36 ;
-  reg [4:0] \$360 ;
+  reg [1:0] \$360 ;
   reg [4:0] \$361 ;
   reg [4:0] \$362 ;
   reg [4:0] \$363 ;
   reg [4:0] \$364 ;
   reg [4:0] \$365 ;
-  reg \$366 ;
-  reg \$367 ;
-  reg [1:0] \$368 ;
-  reg [1:0] \$369 ;
-  wire [16:0] \$37 ;
-  reg [44:0] \$370 ;
-  reg [23:0] \$371 ;
+  reg [4:0] \$366 ;
+  reg [4:0] \$367 ;
+  reg [4:0] \$368 ;
+  reg [4:0] \$369 ;
+  wire [23:0] \$37 ;
+  reg [4:0] \$370 ;
+  reg [4:0] \$371 ;
   reg \$372 ;
   reg \$373 ;
   reg [1:0] \$374 ;
   reg [1:0] \$375 ;
-  reg [4:0] \$376 ;
-  reg [4:0] \$377 ;
-  reg [22:0] \$378 ;
-  reg \$379 ;
-  wire [17:0] \$38 ;
-  reg [4:0] \$380 ;
-  reg [23:0] \$381 ;
+  reg [23:0] \$376 ;
+  reg \$377 ;
+  reg \$378 ;
+  reg [1:0] \$379 ;
+  wire [16:0] \$38 ;
+  reg [1:0] \$380 ;
+  reg [4:0] \$381 ;
   reg [4:0] \$382 ;
-  reg [4:0] \$383 ;
-  reg [4:0] \$384 ;
+  reg [22:0] \$383 ;
+  reg \$384 ;
   reg [4:0] \$385 ;
-  reg [4:0] \$386 ;
+  reg [23:0] \$386 ;
   reg [4:0] \$387 ;
   reg [4:0] \$388 ;
   reg [4:0] \$389 ;
@@ -18408,84 +18435,89 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   reg [4:0] \$391 ;
   reg [4:0] \$392 ;
   reg [4:0] \$393 ;
-  reg \$394 ;
+  reg [4:0] \$394 ;
   reg [4:0] \$395 ;
-  reg \$396 ;
-  reg \$397 ;
+  reg [4:0] \$396 ;
+  reg [4:0] \$397 ;
   reg [4:0] \$398 ;
-  reg [2:0] \$399 ;
+  reg \$399 ;
   wire [16:0] \$4 ;
   wire [17:0] \$40 ;
-  reg [2:0] \$400 ;
-  reg [2:0] \$401 ;
-  reg [4:0] \$402 ;
-  reg [1:0] \$403 ;
-  reg \$404 ;
-  reg [7:0] \$405 ;
+  reg [4:0] \$400 ;
+  reg \$401 ;
+  reg \$402 ;
+  reg [4:0] \$403 ;
+  reg [2:0] \$404 ;
+  reg [2:0] \$405 ;
+  reg [2:0] \$406 ;
+  reg [4:0] \$407 ;
+  reg [1:0] \$408 ;
+  reg \$409 ;
   wire [17:0] \$41 ;
-  wire [18:0] \$42 ;
-  wire [15:0] \$43 ;
-  wire [18:0] \$44 ;
-  wire [15:0] \$45 ;
-  wire [18:0] \$46 ;
-  wire [22:0] \$47 ;
-  wire [31:0] \$48 ;
+  reg [7:0] \$410 ;
+  wire [17:0] \$42 ;
+  wire [18:0] \$43 ;
+  wire [15:0] \$44 ;
+  wire [18:0] \$45 ;
+  wire [15:0] \$46 ;
+  wire [18:0] \$47 ;
+  wire [22:0] \$48 ;
   wire [31:0] \$49 ;
   wire \$5 ;
-  wire [32:0] \$50 ;
+  wire [31:0] \$50 ;
   wire [32:0] \$51 ;
-  wire [33:0] \$52 ;
+  wire [32:0] \$52 ;
   wire [33:0] \$53 ;
-  wire [10:0] \$54 ;
-  wire [33:0] \$55 ;
-  wire [16:0] \$56 ;
-  wire [17:0] \$57 ;
-  wire [18:0] \$58 ;
-  wire [16:0] \$59 ;
+  wire [33:0] \$54 ;
+  wire [10:0] \$55 ;
+  wire [33:0] \$56 ;
+  wire [16:0] \$57 ;
+  wire [17:0] \$58 ;
+  wire [18:0] \$59 ;
   wire [5:0] \$6 ;
-  wire [18:0] \$60 ;
-  wire [23:0] \$61 ;
+  wire [16:0] \$60 ;
+  wire [18:0] \$61 ;
   wire [23:0] \$62 ;
-  wire [17:0] \$63 ;
-  reg [17:0] \$64 ;
-  wire [17:0] \$65 ;
-  wire [18:0] \$66 ;
-  wire [15:0] \$67 ;
-  wire [18:0] \$68 ;
-  wire [16:0] \$69 ;
+  wire [23:0] \$63 ;
+  wire [17:0] \$64 ;
+  reg [17:0] \$65 ;
+  wire [17:0] \$66 ;
+  wire [18:0] \$67 ;
+  wire [15:0] \$68 ;
+  wire [18:0] \$69 ;
   wire [5:0] \$7 ;
-  wire [18:0] \$70 ;
-  wire [31:0] \$71 ;
-  reg [18:0] \$72 ;
+  wire [16:0] \$70 ;
+  wire [18:0] \$71 ;
+  wire [31:0] \$72 ;
   reg [18:0] \$73 ;
-  wire [34:0] \$74 ;
+  reg [18:0] \$74 ;
   wire [34:0] \$75 ;
-  reg [31:0] \$76 ;
-  wire [31:0] \$77 ;
-  wire [34:0] \$78 ;
-  wire [47:0] \$79 ;
+  wire [34:0] \$76 ;
+  reg [31:0] \$77 ;
+  wire [31:0] \$78 ;
+  wire [34:0] \$79 ;
   wire [3:0] \$8 ;
-  wire [19:0] \$80 ;
-  wire [23:0] \$81 ;
+  wire [47:0] \$80 ;
+  wire [19:0] \$81 ;
   wire [23:0] \$82 ;
-  wire [15:0] \$83 ;
-  wire [23:0] \$84 ;
+  wire [23:0] \$83 ;
+  wire [15:0] \$84 ;
   wire [23:0] \$85 ;
   wire [23:0] \$86 ;
-  reg [17:0] \$87 ;
-  wire [17:0] \$88 ;
-  reg [17:0] \$89 ;
+  wire [23:0] \$87 ;
+  reg [17:0] \$88 ;
+  wire [17:0] \$89 ;
   wire [7:0] \$9 ;
-  wire [17:0] \$90 ;
+  reg [17:0] \$90 ;
   wire [17:0] \$91 ;
-  wire [15:0] \$92 ;
-  wire [17:0] \$93 ;
-  wire [15:0] \$94 ;
-  wire [14:0] \$95 ;
-  wire [10:0] \$96 ;
-  wire [14:0] \$97 ;
-  wire [11:0] \$98 ;
-  wire [14:0] \$99 ;
+  wire [17:0] \$92 ;
+  wire [15:0] \$93 ;
+  wire [17:0] \$94 ;
+  wire [15:0] \$95 ;
+  wire [14:0] \$96 ;
+  wire [13:0] \$97 ;
+  wire [14:0] \$98 ;
+  wire [44:0] \$99 ;
   reg [7:0] \$signature__addr  = 8'h00;
   (* init = 8'h00 *)
   wire [7:0] \$signature__addr$29 ;
@@ -18494,7 +18526,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   reg [23:0] \$signature__data  = 24'h000000;
   wire [23:0] \$signature__data$142 ;
   wire [16:0] \$signature__data$160 ;
-  wire [16:0] \$signature__data$87 ;
+  wire [16:0] \$signature__data$88 ;
   reg \$signature__en  = 1'h0;
   input [71:0] B;
   wire [71:0] B;
@@ -18525,8 +18557,6 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   wire [15:0] \G[1] ;
   wire [15:0] \G[2] ;
   wire [15:0] \G[3] ;
-  reg [44:0] acc = 45'h000000000000;
-  wire [44:0] acc_now;
   reg [17:0] bg0 = 18'h00000;
   reg [17:0] bg1 = 18'h00000;
   reg [17:0] bg2 = 18'h00000;
@@ -18567,13 +18597,13 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   reg go;
   (* init = 24'h000000 *)
   wire [23:0] h_new;
+  reg [23:0] hold0_d1 = 24'h000000;
   reg [23:0] hold_d1 = 24'h000000;
   reg [23:0] hold_d2 = 24'h000000;
   reg [23:0] hold_d3 = 24'h000000;
   reg [23:0] hold_d4 = 24'h000000;
   reg [23:0] hold_d5 = 24'h000000;
   reg [23:0] hold_d6 = 24'h000000;
-  reg [23:0] hold_d7 = 24'h000000;
   reg [30:0] inc = 31'h00000000;
   reg [30:0] inc_d1 = 31'h00000000;
   output [4:0] k;
@@ -18634,6 +18664,8 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   reg mul2_use1;
   reg mul2_use2;
   reg mul2_use3;
+  reg mul2_use4;
+  reg mul2_use5;
   wire [24:0] mul__a__0;
   wire [24:0] mul__a__1;
   wire [24:0] mul__a__2;
@@ -18700,16 +18732,16 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   reg [2:0] pn8_d2 = 3'h0;
   reg [2:0] pn_d1 = 3'h0;
   reg [2:0] pn_d2 = 3'h0;
-  output [23:0] \port$2276$0 ;
-  wire [23:0] \port$2276$0 ;
-  output [33:0] \port$2295$0 ;
-  wire [33:0] \port$2295$0 ;
-  output [23:0] \port$2302$0 ;
-  wire [23:0] \port$2302$0 ;
-  output [23:0] \port$2336$0 ;
-  wire [23:0] \port$2336$0 ;
-  output [14:0] \port$2360$0 ;
-  wire [14:0] \port$2360$0 ;
+  output [23:0] \port$2362$0 ;
+  wire [23:0] \port$2362$0 ;
+  output [33:0] \port$2381$0 ;
+  wire [33:0] \port$2381$0 ;
+  output [23:0] \port$2388$0 ;
+  wire [23:0] \port$2388$0 ;
+  output [23:0] \port$2422$0 ;
+  wire [23:0] \port$2422$0 ;
+  output [44:0] \port$2450$0 ;
+  wire [44:0] \port$2450$0 ;
   wire pro_go;
   reg [2:0] pro_n = 3'h0;
   reg pv0;
@@ -18747,8 +18779,8 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   reg [33:0] \s$19 ;
   wire [27:0] \s$35 ;
   wire [31:0] \s$44 ;
-  reg [45:0] \s$61 ;
-  wire [29:0] \s$63 ;
+  reg [33:0] \s$62 ;
+  wire [29:0] \s$64 ;
   reg s12_d1 = 1'h0;
   reg s12_d10 = 1'h0;
   reg s12_d11 = 1'h0;
@@ -19054,15 +19086,15 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   reg [16:0] _0_;
   reg [16:0] _1_;
   always @(posedge clk) begin
-    if (\$215 ) begin
+    if (\$221 ) begin
       _0_ <= ad_rom[\$12 [7:0]];
     end
-    if (\$209 ) begin
+    if (\$215 ) begin
       _1_ <= ad_rom[\$signature__addr ];
     end
   end
   assign \$signature__data$160  = _0_;
-  assign \$signature__data$87  = _1_;
+  assign \$signature__data$88  = _1_;
   reg [23:0] h_ram [191:0];
   initial begin
     h_ram[0] = 24'h000000;
@@ -19259,38 +19291,50 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     h_ram[191] = 24'h000000;
   end
   always @(posedge clk) begin
-    if (\$221 )
+    if (\$227 )
       h_ram[\$signature__addr$45 ] <= \$signature__data ;
   end
   reg [23:0] _2_;
   always @(posedge clk) begin
-    if (\$227 ) begin
+    if (\$233 ) begin
       _2_ <= h_ram[\$signature__addr ];
     end
   end
   assign \$signature__data$142  = _2_;
   always @(posedge clk)
-    y_k_d1 <= \$395 ;
+    k13_d8 <= \$394 ;
   always @(posedge clk)
-    layer <= \$396 ;
+    k13_d9 <= \$395 ;
   always @(posedge clk)
-    busy <= \$397 ;
+    k13_d10 <= \$396 ;
   always @(posedge clk)
-    cnt <= \$398 ;
+    k13_d11 <= \$397 ;
   always @(posedge clk)
-    fphase <= \$399 ;
+    k13_d12 <= \$398 ;
   always @(posedge clk)
-    fsm_state <= \$400 ;
+    y_v_d1 <= \$399 ;
   always @(posedge clk)
-    pro_n <= \$401 ;
+    y_k_d1 <= \$400 ;
   always @(posedge clk)
-    k <= \$402 ;
+    layer <= \$401 ;
   always @(posedge clk)
-    n <= \$403 ;
+    busy <= \$402 ;
   always @(posedge clk)
-    phase <= \$404 ;
+    cnt <= \$403 ;
   always @(posedge clk)
-    \$signature__addr  <= \$405 ;
+    fphase <= \$404 ;
+  always @(posedge clk)
+    fsm_state <= \$405 ;
+  always @(posedge clk)
+    pro_n <= \$406 ;
+  always @(posedge clk)
+    k <= \$407 ;
+  always @(posedge clk)
+    n <= \$408 ;
+  always @(posedge clk)
+    phase <= \$409 ;
+  always @(posedge clk)
+    \$signature__addr  <= \$410 ;
   assign dfd = regs[31:16] - regs[15:0];
   assign edn = regs[47:32] - regs[63:48];
   assign \$1  = fphase == 1'h1;
@@ -19303,546 +19347,539 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   assign \$10  = \$8  + \$9 ;
   assign \$11  = 8'hc0 + \$10 ;
   assign \$12  = \$11  + k;
-  assign \$13  = ! n12_d11;
-  assign \$14  = s12_d11 & \$13 ;
-  assign \$15  = n12_d11 == 1'h1;
-  assign \$16  = s12_d11 & \$15 ;
-  assign \$17  = | k12_d11;
-  assign \$18  = \$16  & \$17 ;
-  assign \$19  = ! n13_d2;
-  assign \$20  = \$19  ? 45'h000000001000 : acc;
-  assign \$21  = $signed(\$20 ) + $signed(mul__p__2[41:0]);
-  assign \$22  = n13_d2 == 2'h3;
-  assign \$24  = $signed(\$23 ) + $signed(skip);
-  assign \$25  = o_i == 5'h17;
-  assign \$26  = mul0_use0 ? snr_sum : 22'h000000;
-  assign \$27  = mul0_use1 ? dfd : 17'h00000;
-  assign \$28  = { 1'h0, \$26  } | { \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27  };
-  assign \$30  = mul0_use2 ? \$29  : 16'h0000;
-  assign \$31  = \$28  | { 7'h00, \$30  };
-  assign \$33  = mul0_use3 ? \$32  : 18'h00000;
-  assign \$34  = \$31  | { \$33 [17], \$33 [17], \$33 [17], \$33 [17], \$33 [17], \$33  };
-  assign \$35  = mul0_use4 ? dbx : 24'h000000;
-  assign \$36  = { \$34 [22], \$34  } | \$35 ;
-  assign \$37  = mul0_use0 ? 17'h1999a : 17'h00000;
-  assign \$38  = mul0_use1 ? s_mean : 18'h00000;
-  assign \$39  = { 1'h0, \$37  } | \$38 ;
-  assign \$40  = 16'h8000 - bgf;
-  assign \$41  = mul0_use2 ? \$40  : 18'h00000;
-  assign \$42  = { 1'h0, \$39  } | { \$41 [17], \$41  };
-  assign \$43  = mul0_use3 ? rd_delta__data : 16'h0000;
-  assign \$44  = \$42  | { \$43 [15], \$43 [15], \$43 [15], \$43  };
-  assign \$45  = mul0_use4 ? xc_p4 : 16'h0000;
-  assign \$46  = \$44  | { \$45 [15], \$45 [15], \$45 [15], \$45  };
-  assign \$47  = mul0_use0 ? 23'h200000 : 23'h000000;
-  assign \$48  = mul0_use1 ? { 1'h0, regs[15:0], 15'h4000 } : 32'd0;
-  assign \$49  = { 9'h000, \$47  } | \$48 ;
-  assign \$50  = mul0_use2 ? { 1'h0, bgf, 15'h4000 } : 33'h000000000;
-  assign \$51  = { \$49 [31], \$49  } | \$50 ;
-  assign \$52  = mul0_use3 ? { eps_x[25], eps_x, 7'h40 } : 34'h000000000;
-  assign \$53  = { \$51 [32], \$51  } | \$52 ;
-  assign \$54  = mul0_use4 ? 11'h200 : 11'h000;
-  assign \$55  = \$53  | { 23'h000000, \$54  };
-  assign \$56  = mul1_use0 ? edn : 17'h00000;
-  assign \$57  = mul1_use1 ? g2 : 18'h00000;
-  assign \$58  = { \$56 [16], \$56 [16], \$56  } | { 1'h0, \$57  };
-  assign \$59  = mul1_use2 ? \$signature__data$87  : 17'h00000;
-  assign \$60  = \$58  | { \$59 [16], \$59 [16], \$59  };
-  assign \$61  = mul1_use3 ? hold_d7 : 24'h000000;
-  assign \$62  = { \$60 [18], \$60 [18], \$60 [18], \$60 [18], \$60 [18], \$60  } | \$61 ;
-  assign \$63  = mul1_use0 ? s_mean : 18'h00000;
-  assign \$65  = mul1_use1 ? \$64  : 18'h00000;
-  assign \$66  = { 1'h0, \$63  } | { \$65 [17], \$65  };
-  assign \$67  = mul1_use2 ? rd_delta__data : 16'h0000;
-  assign \$68  = \$66  | { \$67 [15], \$67 [15], \$67 [15], \$67  };
-  assign \$69  = mul1_use3 ? exp2__o__payload : 17'h00000;
-  assign \$70  = \$68  | { 2'h0, \$69  };
-  assign \$71  = mul1_use0 ? { 1'h0, regs[63:48], 15'h3fff } : 32'd0;
-  assign \$74  = mul1_use1 ? { \$73 [18], \$72 , 15'h4000 } : 35'h000000000;
-  assign \$75  = { \$71 [31], \$71 [31], \$71 [31], \$71  } | \$74 ;
-  assign \$77  = mul1_use2 ? \$76  : 32'd0;
-  assign \$78  = \$75  | { 3'h0, \$77  };
-  assign \$79  = mul1_use3 ? { inc_d1[30], inc_d1, 16'h8000 } : 48'h000000000000;
-  assign mul__c__1 = { \$78 [34], \$78 [34], \$78 [34], \$78 [34], \$78 [34], \$78 [34], \$78 [34], \$78 [34], \$78 [34], \$78 [34], \$78 [34], \$78 [34], \$78 [34], \$78  } | \$79 ;
-  assign \$80  = mul2_use0 ? gb : 20'h00000;
-  assign \$81  = mul2_use1 ? \$signature__data  : 24'h000000;
-  assign \$82  = { \$80 [19], \$80 [19], \$80 [19], \$80 [19], \$80  } | \$81 ;
-  assign \$83  = mul2_use2 ? xc_p12 : 16'h0000;
-  assign \$84  = \$82  | { \$83 [15], \$83 [15], \$83 [15], \$83 [15], \$83 [15], \$83 [15], \$83 [15], \$83 [15], \$83  };
-  assign \$85  = mul2_use3 ? y : 24'h000000;
-  assign \$86  = \$84  | \$85 ;
-  assign \$88  = mul2_use0 ? \$87  : 18'h00000;
-  assign \$90  = mul2_use1 ? \$89  : 18'h00000;
-  assign \$91  = \$88  | \$90 ;
-  assign \$92  = mul2_use2 ? D_d11 : 16'h0000;
-  assign \$93  = \$91  | { \$92 [15], \$92 [15], \$92  };
-  assign \$94  = mul2_use3 ? sz_d11 : 16'h0000;
-  assign mul__b__2 = \$93  | { \$94 [15], \$94 [15], \$94  };
-  assign \$95  = mul2_use0 ? 15'h2000 : 15'h0000;
-  assign \$96  = mul2_use2 ? 11'h200 : 11'h000;
-  assign \$97  = \$95  | { 4'h0, \$96  };
-  assign \$98  = mul2_use3 ? 12'h400 : 12'h000;
-  assign \$99  = \$97  | { 3'h0, \$98  };
+  assign \$13  = ! n11_d1;
+  assign \$14  = \$signature__en  & \$13 ;
+  assign \$15  = | n11_d1;
+  assign \$16  = \$signature__en  & \$15 ;
+  assign \$17  = ! n12_d11;
+  assign \$18  = s12_d11 & \$17 ;
+  assign \$19  = n12_d11 == 1'h1;
+  assign \$20  = s12_d11 & \$19 ;
+  assign \$21  = | k12_d11;
+  assign \$22  = \$20  & \$21 ;
+  assign \$23  = n13_d2 == 2'h3;
+  assign \$24  = v13_d2 & \$23 ;
+  assign \$25  = $signed(mul__p__2[45:13]) + $signed(skip);
+  assign \$26  = o_i == 5'h17;
+  assign \$27  = mul0_use0 ? snr_sum : 22'h000000;
+  assign \$28  = mul0_use1 ? dfd : 17'h00000;
+  assign \$29  = { 1'h0, \$27  } | { \$28 [16], \$28 [16], \$28 [16], \$28 [16], \$28 [16], \$28 [16], \$28  };
+  assign \$31  = mul0_use2 ? \$30  : 16'h0000;
+  assign \$32  = \$29  | { 7'h00, \$31  };
+  assign \$34  = mul0_use3 ? \$33  : 18'h00000;
+  assign \$35  = \$32  | { \$34 [17], \$34 [17], \$34 [17], \$34 [17], \$34 [17], \$34  };
+  assign \$36  = mul0_use4 ? dbx : 24'h000000;
+  assign \$37  = { \$35 [22], \$35  } | \$36 ;
+  assign \$38  = mul0_use0 ? 17'h1999a : 17'h00000;
+  assign \$39  = mul0_use1 ? s_mean : 18'h00000;
+  assign \$40  = { 1'h0, \$38  } | \$39 ;
+  assign \$41  = 16'h8000 - bgf;
+  assign \$42  = mul0_use2 ? \$41  : 18'h00000;
+  assign \$43  = { 1'h0, \$40  } | { \$42 [17], \$42  };
+  assign \$44  = mul0_use3 ? rd_delta__data : 16'h0000;
+  assign \$45  = \$43  | { \$44 [15], \$44 [15], \$44 [15], \$44  };
+  assign \$46  = mul0_use4 ? xc_p4 : 16'h0000;
+  assign \$47  = \$45  | { \$46 [15], \$46 [15], \$46 [15], \$46  };
+  assign \$48  = mul0_use0 ? 23'h200000 : 23'h000000;
+  assign \$49  = mul0_use1 ? { 1'h0, regs[15:0], 15'h4000 } : 32'd0;
+  assign \$50  = { 9'h000, \$48  } | \$49 ;
+  assign \$51  = mul0_use2 ? { 1'h0, bgf, 15'h4000 } : 33'h000000000;
+  assign \$52  = { \$50 [31], \$50  } | \$51 ;
+  assign \$53  = mul0_use3 ? { eps_x[25], eps_x, 7'h40 } : 34'h000000000;
+  assign \$54  = { \$52 [32], \$52  } | \$53 ;
+  assign \$55  = mul0_use4 ? 11'h200 : 11'h000;
+  assign \$56  = \$54  | { 23'h000000, \$55  };
+  assign \$57  = mul1_use0 ? edn : 17'h00000;
+  assign \$58  = mul1_use1 ? g2 : 18'h00000;
+  assign \$59  = { \$57 [16], \$57 [16], \$57  } | { 1'h0, \$58  };
+  assign \$60  = mul1_use2 ? \$signature__data$88  : 17'h00000;
+  assign \$61  = \$59  | { \$60 [16], \$60 [16], \$60  };
+  assign \$62  = mul1_use3 ? hold_d6 : 24'h000000;
+  assign \$63  = { \$61 [18], \$61 [18], \$61 [18], \$61 [18], \$61 [18], \$61  } | \$62 ;
+  assign \$64  = mul1_use0 ? s_mean : 18'h00000;
+  assign \$66  = mul1_use1 ? \$65  : 18'h00000;
+  assign \$67  = { 1'h0, \$64  } | { \$66 [17], \$66  };
+  assign \$68  = mul1_use2 ? rd_delta__data : 16'h0000;
+  assign \$69  = \$67  | { \$68 [15], \$68 [15], \$68 [15], \$68  };
+  assign \$70  = mul1_use3 ? exp2__o__payload : 17'h00000;
+  assign \$71  = \$69  | { 2'h0, \$70  };
+  assign \$72  = mul1_use0 ? { 1'h0, regs[63:48], 15'h3fff } : 32'd0;
+  assign \$75  = mul1_use1 ? { \$74 [18], \$73 , 15'h4000 } : 35'h000000000;
+  assign \$76  = { \$72 [31], \$72 [31], \$72 [31], \$72  } | \$75 ;
+  assign \$78  = mul1_use2 ? \$77  : 32'd0;
+  assign \$79  = \$76  | { 3'h0, \$78  };
+  assign \$80  = mul1_use3 ? { inc_d1[30], inc_d1, 16'h8000 } : 48'h000000000000;
+  assign mul__c__1 = { \$79 [34], \$79 [34], \$79 [34], \$79 [34], \$79 [34], \$79 [34], \$79 [34], \$79 [34], \$79 [34], \$79 [34], \$79 [34], \$79 [34], \$79 [34], \$79  } | \$80 ;
+  assign \$81  = mul2_use0 ? gb : 20'h00000;
+  assign \$82  = mul2_use1 ? \$signature__data  : 24'h000000;
+  assign \$83  = { \$81 [19], \$81 [19], \$81 [19], \$81 [19], \$81  } | \$82 ;
+  assign \$84  = mul2_use4 ? xc_p12 : 16'h0000;
+  assign \$85  = \$83  | { \$84 [15], \$84 [15], \$84 [15], \$84 [15], \$84 [15], \$84 [15], \$84 [15], \$84 [15], \$84  };
+  assign \$86  = mul2_use5 ? y : 24'h000000;
+  assign \$87  = \$85  | \$86 ;
+  assign \$89  = mul2_use0 ? \$88  : 18'h00000;
+  assign \$91  = mul2_use1 ? \$90  : 18'h00000;
+  assign \$92  = \$89  | \$91 ;
+  assign \$93  = mul2_use4 ? D_d11 : 16'h0000;
+  assign \$94  = \$92  | { \$93 [15], \$93 [15], \$93  };
+  assign \$95  = mul2_use5 ? sz_d11 : 16'h0000;
+  assign mul__b__2 = \$94  | { \$95 [15], \$95 [15], \$95  };
+  assign \$96  = mul2_use0 ? 15'h2000 : 15'h0000;
+  assign \$97  = mul2_use2 ? 14'h1000 : 14'h0000;
+  assign \$98  = \$96  | { 1'h0, \$97  };
+  assign \$99  = mul2_use3 ? mul__p__2[44:0] : 45'h000000000000;
+  assign \$100  = { 30'h00000000, \$98  } | \$99 ;
+  assign \$101  = mul2_use4 ? 11'h200 : 11'h000;
+  assign \$102  = \$100  | { 34'h000000000, \$101  };
+  assign \$103  = mul2_use5 ? 12'h400 : 12'h000;
+  assign \$104  = \$102  | { 33'h000000000, \$103  };
   assign cmd__ready = ~ busy;
-  assign \$100  = pro_n < 3'h4;
-  assign \$101  = ~ phase;
-  assign \$102  = ! fsm_state;
-  assign \$103  = fsm_state == 1'h1;
-  assign \$104  = fsm_state == 2'h2;
-  assign \$105  = fsm_state == 2'h3;
-  assign \$106  = fsm_state == 3'h4;
-  assign \$107  = | kind;
-  assign \$108  = \$107  | cmd__valid;
-  assign \$109  = \$108  | busy;
-  assign \$110  = busy | cmd__valid;
-  assign \$111  = fphase == 2'h3;
-  assign \$112  = fphase == 3'h6;
-  assign \$114  = $signed(\$113 ) + $signed(2'h1);
-  assign \$117  = $signed(\$116 ) + $signed(2'h1);
-  assign \$119  = | mul__p__1[47:34];
-  assign \$120  = ~ \$119 ;
-  assign \$121  = & mul__p__1[47:34];
-  assign \$122  = \$120  | \$121 ;
-  assign \$123  = mul__p__1[47] ? 20'h80000 : 20'h7ffff;
-  assign \$124  = \$122  ? mul__p__1[34:15] : \$123 ;
-  assign \$125  = | \s$19 [33:17];
-  assign \$126  = ~ \$125 ;
-  assign \$127  = & \s$19 [33:17];
-  assign \$128  = \$126  | \$127 ;
-  assign \$129  = \s$19 [33] ? 18'h20000 : 18'h1ffff;
-  assign \$130  = \$128  ? \s$19 [17:0] : \$129 ;
-  assign \$131  = | \s$19 [33:17];
-  assign \$132  = ~ \$131 ;
-  assign \$133  = & \s$19 [33:17];
-  assign \$134  = \$132  | \$133 ;
-  assign \$135  = \s$19 [33] ? 18'h20000 : 18'h1ffff;
-  assign \$136  = \$134  ? \s$19 [17:0] : \$135 ;
-  assign \$137  = | \s$19 [33:17];
-  assign \$138  = ~ \$137 ;
-  assign \$139  = & \s$19 [33:17];
-  assign \$140  = \$138  | \$139 ;
-  assign \$141  = \s$19 [33] ? 18'h20000 : 18'h1ffff;
-  assign \$142  = \$140  ? \s$19 [17:0] : \$141 ;
-  assign \$143  = | \s$19 [33:17];
-  assign \$144  = ~ \$143 ;
-  assign \$145  = & \s$19 [33:17];
-  assign \$146  = \$144  | \$145 ;
-  assign \$147  = \s$19 [33] ? 18'h20000 : 18'h1ffff;
-  assign \$148  = \$146  ? \s$19 [17:0] : \$147 ;
-  assign \$149  = go & \real ;
-  assign \$150  = first_frame ? 24'h000000 : \$signature__data$142 ;
-  assign \$151  = | mul__p__0[34:30];
-  assign \$152  = ~ \$151 ;
-  assign \$153  = & mul__p__0[34:30];
-  assign \$154  = \$152  | \$153 ;
-  assign \$155  = mul__p__0[34] ? 24'h800000 : 24'h7fffff;
-  assign \$156  = \$154  ? mul__p__0[30:7] : \$155 ;
-  assign \$157  = | mul__p__1[47:39];
-  assign \$158  = ~ \$157 ;
-  assign \$159  = & mul__p__1[47:39];
-  assign \$160  = \$158  | \$159 ;
-  assign \$161  = mul__p__1[47] ? 24'h800000 : 24'h7fffff;
-  assign \$162  = \$160  ? mul__p__1[39:16] : \$161 ;
-  assign \$163  = n13_d2 == 2'h3;
-  assign \$164  = | \s$61 [45:23];
-  assign \$165  = ~ \$164 ;
-  assign \$166  = & \s$61 [45:23];
-  assign \$167  = \$165  | \$166 ;
-  assign \$168  = \s$61 [45] ? 24'h800000 : 24'h7fffff;
-  assign \$169  = \$167  ? \s$61 [23:0] : \$168 ;
-  assign \$170  = ! n14_d2;
-  assign \$171  = s14_d2 & \$170 ;
-  assign \$172  = n14_d2 == 1'h1;
-  assign \$173  = s14_d2 & \$172 ;
-  assign \$174  = | k14_d2;
-  assign \$175  = \$173  & \$174 ;
-  assign \$176  = k14_d2 - 1'h1;
-  assign \$177  = | mul__p__2[40:34];
-  assign \$178  = ~ \$177 ;
-  assign \$179  = & mul__p__2[40:34];
-  assign \$180  = \$178  | \$179 ;
-  assign \$181  = mul__p__2[40] ? 24'h800000 : 24'h7fffff;
-  assign \$182  = \$180  ? mul__p__2[34:11] : \$181 ;
-  assign \$183  = n13_d2 == 2'h3;
-  assign \$184  = v13_d2 & \$183 ;
-  assign \$185  = ! cmd__payload[0];
-  assign \$186  = fphase + 1'h1;
-  assign \$187  = fphase == 3'h6;
-  assign \$188  = pro_n < 3'h4;
-  assign \$189  = pro_n + 1'h1;
-  assign \$190  = cnt + 1'h1;
-  assign \$191  = cnt == 4'h9;
-  assign \$194  = \$192  + \$193 ;
-  assign \$195  = ~ phase;
-  assign \$196  = \$signature__addr  + 1'h1;
-  assign \$197  = n == 2'h3;
-  assign \$198  = k + 1'h1;
-  assign \$199  = n + 1'h1;
-  assign \$200  = k == 5'h18;
-  assign \$201  = n == 1'h1;
-  assign \$202  = \$200  & \$201 ;
-  assign \$203  = o__valid & o__payload[29];
-  assign \$204  = busy | cmd__valid;
-  assign \$206  = | kind;
-  assign \$207  = \$206  | cmd__valid;
-  assign \$208  = \$207  | busy;
-  assign \$209  = \$205  & \$208 ;
+  assign \$105  = pro_n < 3'h4;
+  assign \$106  = ~ phase;
+  assign \$107  = ! fsm_state;
+  assign \$108  = fsm_state == 1'h1;
+  assign \$109  = fsm_state == 2'h2;
+  assign \$110  = fsm_state == 2'h3;
+  assign \$111  = fsm_state == 3'h4;
+  assign \$112  = | kind;
+  assign \$113  = \$112  | cmd__valid;
+  assign \$114  = \$113  | busy;
+  assign \$115  = busy | cmd__valid;
+  assign \$116  = fphase == 2'h3;
+  assign \$117  = fphase == 3'h6;
+  assign \$119  = $signed(\$118 ) + $signed(2'h1);
+  assign \$122  = $signed(\$121 ) + $signed(2'h1);
+  assign \$124  = | mul__p__1[47:34];
+  assign \$125  = ~ \$124 ;
+  assign \$126  = & mul__p__1[47:34];
+  assign \$127  = \$125  | \$126 ;
+  assign \$128  = mul__p__1[47] ? 20'h80000 : 20'h7ffff;
+  assign \$129  = \$127  ? mul__p__1[34:15] : \$128 ;
+  assign \$130  = | \s$19 [33:17];
+  assign \$131  = ~ \$130 ;
+  assign \$132  = & \s$19 [33:17];
+  assign \$133  = \$131  | \$132 ;
+  assign \$134  = \s$19 [33] ? 18'h20000 : 18'h1ffff;
+  assign \$135  = \$133  ? \s$19 [17:0] : \$134 ;
+  assign \$136  = | \s$19 [33:17];
+  assign \$137  = ~ \$136 ;
+  assign \$138  = & \s$19 [33:17];
+  assign \$139  = \$137  | \$138 ;
+  assign \$140  = \s$19 [33] ? 18'h20000 : 18'h1ffff;
+  assign \$141  = \$139  ? \s$19 [17:0] : \$140 ;
+  assign \$142  = | \s$19 [33:17];
+  assign \$143  = ~ \$142 ;
+  assign \$144  = & \s$19 [33:17];
+  assign \$145  = \$143  | \$144 ;
+  assign \$146  = \s$19 [33] ? 18'h20000 : 18'h1ffff;
+  assign \$147  = \$145  ? \s$19 [17:0] : \$146 ;
+  assign \$148  = | \s$19 [33:17];
+  assign \$149  = ~ \$148 ;
+  assign \$150  = & \s$19 [33:17];
+  assign \$151  = \$149  | \$150 ;
+  assign \$152  = \s$19 [33] ? 18'h20000 : 18'h1ffff;
+  assign \$153  = \$151  ? \s$19 [17:0] : \$152 ;
+  assign \$154  = go & \real ;
+  assign \$155  = first_frame ? 24'h000000 : \$signature__data$142 ;
+  assign \$156  = | mul__p__0[34:30];
+  assign \$157  = ~ \$156 ;
+  assign \$158  = & mul__p__0[34:30];
+  assign \$159  = \$157  | \$158 ;
+  assign \$160  = mul__p__0[34] ? 24'h800000 : 24'h7fffff;
+  assign \$161  = \$159  ? mul__p__0[30:7] : \$160 ;
+  assign \$162  = | mul__p__1[47:39];
+  assign \$163  = ~ \$162 ;
+  assign \$164  = & mul__p__1[47:39];
+  assign \$165  = \$163  | \$164 ;
+  assign \$166  = mul__p__1[47] ? 24'h800000 : 24'h7fffff;
+  assign \$167  = \$165  ? mul__p__1[39:16] : \$166 ;
+  assign \$168  = n13_d2 == 2'h3;
+  assign \$169  = v13_d2 & \$168 ;
+  assign \$170  = | \s$62 [33:23];
+  assign \$171  = ~ \$170 ;
+  assign \$172  = & \s$62 [33:23];
+  assign \$173  = \$171  | \$172 ;
+  assign \$174  = \s$62 [33] ? 24'h800000 : 24'h7fffff;
+  assign \$175  = \$173  ? \s$62 [23:0] : \$174 ;
+  assign \$176  = ! n14_d2;
+  assign \$177  = s14_d2 & \$176 ;
+  assign \$178  = n14_d2 == 1'h1;
+  assign \$179  = s14_d2 & \$178 ;
+  assign \$180  = | k14_d2;
+  assign \$181  = \$179  & \$180 ;
+  assign \$182  = k14_d2 - 1'h1;
+  assign \$183  = | mul__p__2[40:34];
+  assign \$184  = ~ \$183 ;
+  assign \$185  = & mul__p__2[40:34];
+  assign \$186  = \$184  | \$185 ;
+  assign \$187  = mul__p__2[40] ? 24'h800000 : 24'h7fffff;
+  assign \$188  = \$186  ? mul__p__2[34:11] : \$187 ;
+  assign \$189  = n13_d2 == 2'h3;
+  assign \$190  = v13_d2 & \$189 ;
+  assign \$191  = ! cmd__payload[0];
+  assign \$192  = fphase + 1'h1;
+  assign \$193  = fphase == 3'h6;
+  assign \$194  = pro_n < 3'h4;
+  assign \$195  = pro_n + 1'h1;
+  assign \$196  = cnt + 1'h1;
+  assign \$197  = cnt == 4'h9;
+  assign \$200  = \$198  + \$199 ;
+  assign \$201  = ~ phase;
+  assign \$202  = \$signature__addr  + 1'h1;
+  assign \$203  = n == 2'h3;
+  assign \$204  = k + 1'h1;
+  assign \$205  = n + 1'h1;
+  assign \$206  = k == 5'h18;
+  assign \$207  = n == 1'h1;
+  assign \$208  = \$206  & \$207 ;
+  assign \$209  = o__valid & o__payload[29];
   assign \$210  = busy | cmd__valid;
   assign \$212  = | kind;
   assign \$213  = \$212  | cmd__valid;
   assign \$214  = \$213  | busy;
   assign \$215  = \$211  & \$214 ;
-  assign \$216  = | kind;
-  assign \$217  = \$216  | cmd__valid;
-  assign \$218  = \$217  | busy;
-  assign \$219  = busy | cmd__valid;
-  assign \$220  = \$219  ? \$signature__en  : 1'h0;
-  assign \$221  = \$218  ? \$220  : 1'h0;
-  assign \$222  = busy | cmd__valid;
-  assign \$224  = | kind;
-  assign \$225  = \$224  | cmd__valid;
-  assign \$226  = \$225  | busy;
-  assign \$227  = \$223  & \$226 ;
+  assign \$216  = busy | cmd__valid;
+  assign \$218  = | kind;
+  assign \$219  = \$218  | cmd__valid;
+  assign \$220  = \$219  | busy;
+  assign \$221  = \$217  & \$220 ;
+  assign \$222  = | kind;
+  assign \$223  = \$222  | cmd__valid;
+  assign \$224  = \$223  | busy;
+  assign \$225  = busy | cmd__valid;
+  assign \$226  = \$225  ? \$signature__en  : 1'h0;
+  assign \$227  = \$224  ? \$226  : 1'h0;
+  assign \$228  = busy | cmd__valid;
+  assign \$230  = | kind;
+  assign \$231  = \$230  | cmd__valid;
+  assign \$232  = \$231  | busy;
+  assign \$233  = \$229  & \$232 ;
   always @(posedge clk)
-    s_mean <= \$228 ;
+    s_mean <= \$234 ;
   always @(posedge clk)
-    floor_delta <= \$229 ;
+    floor_delta <= \$235 ;
   always @(posedge clk)
-    eps_x <= \$230 ;
+    eps_x <= \$236 ;
   always @(posedge clk)
-    pv_d1 <= \$231 ;
+    pv_d1 <= \$237 ;
   always @(posedge clk)
-    pv_d2 <= \$232 ;
+    pv_d2 <= \$238 ;
   always @(posedge clk)
-    pn_d1 <= \$233 ;
+    pn_d1 <= \$239 ;
   always @(posedge clk)
-    pn_d2 <= \$234 ;
+    pn_d2 <= \$240 ;
   always @(posedge clk)
-    pv3_d1 <= \$235 ;
+    pv3_d1 <= \$241 ;
   always @(posedge clk)
-    pn3_d1 <= \$236 ;
+    pn3_d1 <= \$242 ;
   always @(posedge clk)
-    g2 <= \$237 ;
+    g2 <= \$243 ;
   always @(posedge clk)
-    pv5_d1 <= \$238 ;
+    pv5_d1 <= \$244 ;
   always @(posedge clk)
-    pv5_d2 <= \$239 ;
+    pv5_d2 <= \$245 ;
   always @(posedge clk)
-    pn5_d1 <= \$240 ;
+    pn5_d1 <= \$246 ;
   always @(posedge clk)
-    pn5_d2 <= \$241 ;
+    pn5_d2 <= \$247 ;
   always @(posedge clk)
-    gb <= \$242 ;
+    gb <= \$248 ;
   always @(posedge clk)
-    pv6_d1 <= \$243 ;
+    pv6_d1 <= \$249 ;
   always @(posedge clk)
-    pn6_d1 <= \$244 ;
+    pn6_d1 <= \$250 ;
   always @(posedge clk)
-    pv8_d1 <= \$245 ;
+    pv8_d1 <= \$251 ;
   always @(posedge clk)
-    pv8_d2 <= \$246 ;
+    pv8_d2 <= \$252 ;
   always @(posedge clk)
-    pn8_d1 <= \$247 ;
+    pn8_d1 <= \$253 ;
   always @(posedge clk)
-    pn8_d2 <= \$248 ;
+    pn8_d2 <= \$254 ;
   always @(posedge clk)
-    bg0 <= \$249 ;
+    bg0 <= \$255 ;
   always @(posedge clk)
-    bg1 <= \$250 ;
+    bg1 <= \$256 ;
   always @(posedge clk)
-    bg2 <= \$251 ;
+    bg2 <= \$257 ;
   always @(posedge clk)
-    bg3 <= \$252 ;
+    bg3 <= \$258 ;
   always @(posedge clk)
-    v1_d1 <= \$253 ;
+    v1_d1 <= \$259 ;
   always @(posedge clk)
-    s1_d1 <= \$254 ;
+    s1_d1 <= \$260 ;
   always @(posedge clk)
-    n1_d1 <= \$255 ;
+    n1_d1 <= \$261 ;
   always @(posedge clk)
-    k1_d1 <= \$256 ;
+    k1_d1 <= \$262 ;
   always @(posedge clk)
-    kn1_d1 <= \$257 ;
+    kn1_d1 <= \$263 ;
   always @(posedge clk)
-    xc_p2 <= \$258 ;
+    xc_p2 <= \$264 ;
   always @(posedge clk)
-    xc_p3 <= \$259 ;
+    xc_p3 <= \$265 ;
   always @(posedge clk)
-    xc_p4 <= \$260 ;
+    xc_p4 <= \$266 ;
   always @(posedge clk)
-    xc_p5 <= \$261 ;
+    xc_p5 <= \$267 ;
   always @(posedge clk)
-    xc_p6 <= \$262 ;
+    xc_p6 <= \$268 ;
   always @(posedge clk)
-    xc_p7 <= \$263 ;
+    xc_p7 <= \$269 ;
   always @(posedge clk)
-    xc_p8 <= \$264 ;
+    xc_p8 <= \$270 ;
   always @(posedge clk)
-    xc_p9 <= \$265 ;
+    xc_p9 <= \$271 ;
   always @(posedge clk)
-    xc_p10 <= \$266 ;
+    xc_p10 <= \$272 ;
   always @(posedge clk)
-    xc_p11 <= \$267 ;
+    xc_p11 <= \$273 ;
   always @(posedge clk)
-    xc_p12 <= \$268 ;
+    xc_p12 <= \$274 ;
   always @(posedge clk)
-    hold_d1 <= \$269 ;
+    hold0_d1 <= \$275 ;
   always @(posedge clk)
-    hold_d2 <= \$270 ;
+    hold_d1 <= \$276 ;
   always @(posedge clk)
-    hold_d3 <= \$271 ;
+    hold_d2 <= \$277 ;
   always @(posedge clk)
-    hold_d4 <= \$272 ;
+    hold_d3 <= \$278 ;
   always @(posedge clk)
-    hold_d5 <= \$273 ;
+    hold_d4 <= \$279 ;
   always @(posedge clk)
-    hold_d6 <= \$274 ;
+    hold_d5 <= \$280 ;
   always @(posedge clk)
-    hold_d7 <= \$275 ;
+    hold_d6 <= \$281 ;
   always @(posedge clk)
-    sz_d1 <= \$276 ;
+    sz_d1 <= \$282 ;
   always @(posedge clk)
-    sz_d2 <= \$277 ;
+    sz_d2 <= \$283 ;
   always @(posedge clk)
-    sz_d3 <= \$278 ;
+    sz_d3 <= \$284 ;
   always @(posedge clk)
-    sz_d4 <= \$279 ;
+    sz_d4 <= \$285 ;
   always @(posedge clk)
-    sz_d5 <= \$280 ;
+    sz_d5 <= \$286 ;
   always @(posedge clk)
-    sz_d6 <= \$281 ;
+    sz_d6 <= \$287 ;
   always @(posedge clk)
-    sz_d7 <= \$282 ;
+    sz_d7 <= \$288 ;
   always @(posedge clk)
-    sz_d8 <= \$283 ;
+    sz_d8 <= \$289 ;
   always @(posedge clk)
-    sz_d9 <= \$284 ;
+    sz_d9 <= \$290 ;
   always @(posedge clk)
-    sz_d10 <= \$285 ;
+    sz_d10 <= \$291 ;
   always @(posedge clk)
-    sz_d11 <= \$286 ;
+    sz_d11 <= \$292 ;
   always @(posedge clk)
-    D_d1 <= \$287 ;
+    D_d1 <= \$293 ;
   always @(posedge clk)
-    D_d2 <= \$288 ;
+    D_d2 <= \$294 ;
   always @(posedge clk)
-    D_d3 <= \$289 ;
+    D_d3 <= \$295 ;
   always @(posedge clk)
-    D_d4 <= \$290 ;
+    D_d4 <= \$296 ;
   always @(posedge clk)
-    D_d5 <= \$291 ;
+    D_d5 <= \$297 ;
   always @(posedge clk)
-    D_d6 <= \$292 ;
+    D_d6 <= \$298 ;
   always @(posedge clk)
-    D_d7 <= \$293 ;
+    D_d7 <= \$299 ;
   always @(posedge clk)
-    D_d8 <= \$294 ;
+    D_d8 <= \$300 ;
   always @(posedge clk)
-    D_d9 <= \$295 ;
+    D_d9 <= \$301 ;
   always @(posedge clk)
-    D_d10 <= \$296 ;
+    D_d10 <= \$302 ;
   always @(posedge clk)
-    D_d11 <= \$297 ;
+    D_d11 <= \$303 ;
   always @(posedge clk)
-    v3_d1 <= \$298 ;
+    v3_d1 <= \$304 ;
   always @(posedge clk)
-    v3_d2 <= \$299 ;
+    v3_d2 <= \$305 ;
   always @(posedge clk)
-    n3_d1 <= \$300 ;
+    n3_d1 <= \$306 ;
   always @(posedge clk)
-    n3_d2 <= \$301 ;
+    n3_d2 <= \$307 ;
   always @(posedge clk)
-    kn3_d1 <= \$302 ;
+    kn3_d1 <= \$308 ;
   always @(posedge clk)
-    kn3_d2 <= \$303 ;
+    kn3_d2 <= \$309 ;
   always @(posedge clk)
-    dbx <= \$304 ;
+    dbx <= \$310 ;
   always @(posedge clk)
-    ya <= \$305 ;
+    ya <= \$311 ;
   always @(posedge clk)
-    v4_d1 <= \$306 ;
+    v4_d1 <= \$312 ;
   always @(posedge clk)
-    n4_d1 <= \$307 ;
+    n4_d1 <= \$313 ;
   always @(posedge clk)
-    kn4_d1 <= \$308 ;
+    kn4_d1 <= \$314 ;
   always @(posedge clk)
-    inc <= \$309 ;
+    inc <= \$315 ;
   always @(posedge clk)
-    inc_d1 <= \$310 ;
+    inc_d1 <= \$316 ;
   always @(posedge clk)
-    v8_d1 <= \$311 ;
+    v8_d1 <= \$317 ;
   always @(posedge clk)
-    v8_d2 <= \$312 ;
+    v8_d2 <= \$318 ;
   always @(posedge clk)
-    v8_d3 <= \$313 ;
+    v8_d3 <= \$319 ;
   always @(posedge clk)
-    v8_d4 <= \$314 ;
+    v8_d4 <= \$320 ;
   always @(posedge clk)
-    n8_d1 <= \$315 ;
+    n8_d1 <= \$321 ;
   always @(posedge clk)
-    n8_d2 <= \$316 ;
+    n8_d2 <= \$322 ;
   always @(posedge clk)
-    n8_d3 <= \$317 ;
+    n8_d3 <= \$323 ;
   always @(posedge clk)
-    n8_d4 <= \$318 ;
+    n8_d4 <= \$324 ;
   always @(posedge clk)
-    kn8_d1 <= \$319 ;
+    kn8_d1 <= \$325 ;
   always @(posedge clk)
-    kn8_d2 <= \$320 ;
+    kn8_d2 <= \$326 ;
   always @(posedge clk)
-    kn8_d3 <= \$321 ;
+    kn8_d3 <= \$327 ;
   always @(posedge clk)
-    kn8_d4 <= \$322 ;
+    kn8_d4 <= \$328 ;
   always @(posedge clk)
-    v10_d1 <= \$323 ;
+    v10_d1 <= \$329 ;
   always @(posedge clk)
-    v10_d2 <= \$324 ;
+    v10_d2 <= \$330 ;
   always @(posedge clk)
-    n10_d1 <= \$325 ;
+    n10_d1 <= \$331 ;
   always @(posedge clk)
-    n10_d2 <= \$326 ;
+    n10_d2 <= \$332 ;
   always @(posedge clk)
-    kn10_d1 <= \$327 ;
+    kn10_d1 <= \$333 ;
   always @(posedge clk)
-    kn10_d2 <= \$328 ;
+    kn10_d2 <= \$334 ;
   always @(posedge clk)
-    \$signature__data  <= \$329 ;
+    \$signature__data  <= \$335 ;
   always @(posedge clk)
-    \$signature__en  <= \$330 ;
+    \$signature__en  <= \$336 ;
   always @(posedge clk)
-    n11_d1 <= \$331 ;
+    n11_d1 <= \$337 ;
   always @(posedge clk)
-    \$signature__addr$45  <= \$332 ;
+    \$signature__addr$45  <= \$338 ;
   always @(posedge clk)
-    s12_d1 <= \$333 ;
+    s12_d1 <= \$339 ;
   always @(posedge clk)
-    s12_d2 <= \$334 ;
+    s12_d2 <= \$340 ;
   always @(posedge clk)
-    s12_d3 <= \$335 ;
+    s12_d3 <= \$341 ;
   always @(posedge clk)
-    s12_d4 <= \$336 ;
+    s12_d4 <= \$342 ;
   always @(posedge clk)
-    s12_d5 <= \$337 ;
+    s12_d5 <= \$343 ;
   always @(posedge clk)
-    s12_d6 <= \$338 ;
+    s12_d6 <= \$344 ;
   always @(posedge clk)
-    s12_d7 <= \$339 ;
+    s12_d7 <= \$345 ;
   always @(posedge clk)
-    s12_d8 <= \$340 ;
+    s12_d8 <= \$346 ;
   always @(posedge clk)
-    s12_d9 <= \$341 ;
+    s12_d9 <= \$347 ;
   always @(posedge clk)
-    s12_d10 <= \$342 ;
+    s12_d10 <= \$348 ;
   always @(posedge clk)
-    s12_d11 <= \$343 ;
+    s12_d11 <= \$349 ;
   always @(posedge clk)
-    n12_d1 <= \$344 ;
+    n12_d1 <= \$350 ;
   always @(posedge clk)
-    n12_d2 <= \$345 ;
+    n12_d2 <= \$351 ;
   always @(posedge clk)
-    n12_d3 <= \$346 ;
+    n12_d3 <= \$352 ;
   always @(posedge clk)
-    n12_d4 <= \$347 ;
+    n12_d4 <= \$353 ;
   always @(posedge clk)
-    n12_d5 <= \$348 ;
+    n12_d5 <= \$354 ;
   always @(posedge clk)
-    n12_d6 <= \$349 ;
+    n12_d6 <= \$355 ;
   always @(posedge clk)
-    n12_d7 <= \$350 ;
+    n12_d7 <= \$356 ;
   always @(posedge clk)
-    n12_d8 <= \$351 ;
+    n12_d8 <= \$357 ;
   always @(posedge clk)
-    n12_d9 <= \$352 ;
+    n12_d9 <= \$358 ;
   always @(posedge clk)
-    n12_d10 <= \$353 ;
+    n12_d10 <= \$359 ;
   always @(posedge clk)
-    n12_d11 <= \$354 ;
+    n12_d11 <= \$360 ;
   always @(posedge clk)
-    k12_d1 <= \$355 ;
+    k12_d1 <= \$361 ;
   always @(posedge clk)
-    k12_d2 <= \$356 ;
+    k12_d2 <= \$362 ;
   always @(posedge clk)
-    k12_d3 <= \$357 ;
+    k12_d3 <= \$363 ;
   always @(posedge clk)
-    k12_d4 <= \$358 ;
+    k12_d4 <= \$364 ;
   always @(posedge clk)
-    k12_d5 <= \$359 ;
+    k12_d5 <= \$365 ;
   always @(posedge clk)
-    k12_d6 <= \$360 ;
+    k12_d6 <= \$366 ;
   always @(posedge clk)
-    k12_d7 <= \$361 ;
+    k12_d7 <= \$367 ;
   always @(posedge clk)
-    k12_d8 <= \$362 ;
+    k12_d8 <= \$368 ;
   always @(posedge clk)
-    k12_d9 <= \$363 ;
+    k12_d9 <= \$369 ;
   always @(posedge clk)
-    k12_d10 <= \$364 ;
+    k12_d10 <= \$370 ;
   always @(posedge clk)
-    k12_d11 <= \$365 ;
+    k12_d11 <= \$371 ;
   always @(posedge clk)
-    v13_d1 <= \$366 ;
+    v13_d1 <= \$372 ;
   always @(posedge clk)
-    v13_d2 <= \$367 ;
+    v13_d2 <= \$373 ;
   always @(posedge clk)
-    n13_d1 <= \$368 ;
+    n13_d1 <= \$374 ;
   always @(posedge clk)
-    n13_d2 <= \$369 ;
+    n13_d2 <= \$375 ;
   always @(posedge clk)
-    acc <= \$370 ;
+    y <= \$376 ;
   always @(posedge clk)
-    y <= \$371 ;
+    s14_d1 <= \$377 ;
   always @(posedge clk)
-    s14_d1 <= \$372 ;
+    s14_d2 <= \$378 ;
   always @(posedge clk)
-    s14_d2 <= \$373 ;
+    n14_d1 <= \$379 ;
   always @(posedge clk)
-    n14_d1 <= \$374 ;
+    n14_d2 <= \$380 ;
   always @(posedge clk)
-    n14_d2 <= \$375 ;
+    k14_d1 <= \$381 ;
   always @(posedge clk)
-    k14_d1 <= \$376 ;
+    k14_d2 <= \$382 ;
   always @(posedge clk)
-    k14_d2 <= \$377 ;
+    skip <= \$383 ;
   always @(posedge clk)
-    skip <= \$378 ;
+    o__valid <= \$384 ;
   always @(posedge clk)
-    o__valid <= \$379 ;
+    o_i <= \$385 ;
   always @(posedge clk)
-    o_i <= \$380 ;
+    o_val <= \$386 ;
   always @(posedge clk)
-    o_val <= \$381 ;
+    k13_d1 <= \$387 ;
   always @(posedge clk)
-    k13_d1 <= \$382 ;
+    k13_d2 <= \$388 ;
   always @(posedge clk)
-    k13_d2 <= \$383 ;
+    k13_d3 <= \$389 ;
   always @(posedge clk)
-    k13_d3 <= \$384 ;
+    k13_d4 <= \$390 ;
   always @(posedge clk)
-    k13_d4 <= \$385 ;
+    k13_d5 <= \$391 ;
   always @(posedge clk)
-    k13_d5 <= \$386 ;
+    k13_d6 <= \$392 ;
   always @(posedge clk)
-    k13_d6 <= \$387 ;
-  always @(posedge clk)
-    k13_d7 <= \$388 ;
-  always @(posedge clk)
-    k13_d8 <= \$389 ;
-  always @(posedge clk)
-    k13_d9 <= \$390 ;
-  always @(posedge clk)
-    k13_d10 <= \$391 ;
-  always @(posedge clk)
-    k13_d11 <= \$392 ;
-  always @(posedge clk)
-    k13_d12 <= \$393 ;
-  always @(posedge clk)
-    y_v_d1 <= \$394 ;
+    k13_d7 <= \$393 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$395  = y_k_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$395  = k13_d12;
+    \$395  = k13_d9;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$395  = k13_d8;
       end
     end
     if (rst) begin
@@ -19851,69 +19888,34 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$396  = layer;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        casez (fsm_state)
-          3'h0:
-              if (cmd__valid) begin
-                \$396  = cmd__payload[1];
-              end
-        endcase
+    \$396  = k13_d10;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$396  = k13_d9;
       end
     end
     if (rst) begin
-      \$396  = 1'h0;
+      \$396  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$397  = busy;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        casez (fsm_state)
-          3'h0:
-              if (cmd__valid) begin
-                \$397  = 1'h1;
-              end
-          3'h1:
-              if (\$187 ) begin
-                \$397  = 1'h0;
-              end
-          3'h2:
-              /* empty */;
-          3'h3:
-              /* empty */;
-          3'h4:
-              if (\$203 ) begin
-                \$397  = 1'h0;
-              end
-        endcase
+    \$397  = k13_d11;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$397  = k13_d10;
       end
     end
     if (rst) begin
-      \$397  = 1'h0;
+      \$397  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$398  = cnt;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        casez (fsm_state)
-          3'h0:
-              if (cmd__valid) begin
-                \$398  = 5'h00;
-              end
-          3'h1:
-              /* empty */;
-          3'h2:
-              (* full_case = 32'd1 *)
-              if (\$188 ) begin
-              end else begin
-                \$398  = \$190 [4:0];
-              end
-        endcase
+    \$398  = k13_d12;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$398  = k13_d11;
       end
     end
     if (rst) begin
@@ -19922,106 +19924,201 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$399  = fphase;
-    if (\$109 ) begin
-      if (\$110 ) begin
+    \$399  = y_v_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$399  = \$190 ;
+      end
+    end
+    if (rst) begin
+      \$399  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$400  = y_k_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$400  = k13_d12;
+      end
+    end
+    if (rst) begin
+      \$400  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$401  = layer;
+    if (\$114 ) begin
+      if (\$115 ) begin
         casez (fsm_state)
           3'h0:
               if (cmd__valid) begin
-                if (\$185 ) begin
-                  \$399  = 3'h1;
+                \$401  = cmd__payload[1];
+              end
+        endcase
+      end
+    end
+    if (rst) begin
+      \$401  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$402  = busy;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        casez (fsm_state)
+          3'h0:
+              if (cmd__valid) begin
+                \$402  = 1'h1;
+              end
+          3'h1:
+              if (\$193 ) begin
+                \$402  = 1'h0;
+              end
+          3'h2:
+              /* empty */;
+          3'h3:
+              /* empty */;
+          3'h4:
+              if (\$209 ) begin
+                \$402  = 1'h0;
+              end
+        endcase
+      end
+    end
+    if (rst) begin
+      \$402  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$403  = cnt;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        casez (fsm_state)
+          3'h0:
+              if (cmd__valid) begin
+                \$403  = 5'h00;
+              end
+          3'h1:
+              /* empty */;
+          3'h2:
+              (* full_case = 32'd1 *)
+              if (\$194 ) begin
+              end else begin
+                \$403  = \$196 [4:0];
+              end
+        endcase
+      end
+    end
+    if (rst) begin
+      \$403  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$404  = fphase;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        casez (fsm_state)
+          3'h0:
+              if (cmd__valid) begin
+                if (\$191 ) begin
+                  \$404  = 3'h1;
                 end
               end
           3'h1:
             begin
-              \$399  = \$186 [2:0];
-              if (\$187 ) begin
-                \$399  = 3'h0;
+              \$404  = \$192 [2:0];
+              if (\$193 ) begin
+                \$404  = 3'h0;
               end
             end
         endcase
       end
     end
     if (rst) begin
-      \$399  = 3'h0;
+      \$404  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$400  = fsm_state;
-    if (\$109 ) begin
-      if (\$110 ) begin
+    \$405  = fsm_state;
+    if (\$114 ) begin
+      if (\$115 ) begin
         casez (fsm_state)
           3'h0:
               if (cmd__valid) begin
                 (* full_case = 32'd1 *)
-                if (\$185 ) begin
-                  \$400  = 3'h1;
+                if (\$191 ) begin
+                  \$405  = 3'h1;
                 end else begin
-                  \$400  = 3'h2;
+                  \$405  = 3'h2;
                 end
               end
           3'h1:
-              if (\$187 ) begin
-                \$400  = 3'h0;
+              if (\$193 ) begin
+                \$405  = 3'h0;
               end
           3'h2:
               (* full_case = 32'd1 *)
-              if (\$188 ) begin
+              if (\$194 ) begin
               end else begin
-                if (\$191 ) begin
-                  \$400  = 3'h3;
+                if (\$197 ) begin
+                  \$405  = 3'h3;
                 end
               end
           3'h3:
               if (phase) begin
-                if (\$202 ) begin
-                  \$400  = 3'h4;
+                if (\$208 ) begin
+                  \$405  = 3'h4;
                 end
               end
           3'h4:
-              if (\$203 ) begin
-                \$400  = 3'h0;
+              if (\$209 ) begin
+                \$405  = 3'h0;
               end
         endcase
       end
     end
     if (rst) begin
-      \$400  = 3'h0;
+      \$405  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$401  = pro_n;
-    if (\$109 ) begin
-      if (\$110 ) begin
+    \$406  = pro_n;
+    if (\$114 ) begin
+      if (\$115 ) begin
         casez (fsm_state)
           3'h0:
               if (cmd__valid) begin
                 (* full_case = 32'd1 *)
-                if (\$185 ) begin
+                if (\$191 ) begin
                 end else begin
-                  \$401  = 3'h0;
+                  \$406  = 3'h0;
                 end
               end
           3'h1:
               /* empty */;
           3'h2:
-              if (\$188 ) begin
-                \$401  = \$189 [2:0];
+              if (\$194 ) begin
+                \$406  = \$195 [2:0];
               end
         endcase
       end
     end
     if (rst) begin
-      \$401  = 3'h0;
+      \$406  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$402  = k;
-    if (\$109 ) begin
-      if (\$110 ) begin
+    \$407  = k;
+    if (\$114 ) begin
+      if (\$115 ) begin
         casez (fsm_state)
           3'h0:
               /* empty */;
@@ -20029,30 +20126,30 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
               /* empty */;
           3'h2:
               (* full_case = 32'd1 *)
-              if (\$188 ) begin
+              if (\$194 ) begin
               end else begin
-                if (\$191 ) begin
-                  \$402  = 5'h00;
+                if (\$197 ) begin
+                  \$407  = 5'h00;
                 end
               end
           3'h3:
               if (phase) begin
-                if (\$197 ) begin
-                  \$402  = \$198 [4:0];
+                if (\$203 ) begin
+                  \$407  = \$204 [4:0];
                 end
               end
         endcase
       end
     end
     if (rst) begin
-      \$402  = 5'h00;
+      \$407  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$403  = n;
-    if (\$109 ) begin
-      if (\$110 ) begin
+    \$408  = n;
+    if (\$114 ) begin
+      if (\$115 ) begin
         casez (fsm_state)
           3'h0:
               /* empty */;
@@ -20060,33 +20157,33 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
               /* empty */;
           3'h2:
               (* full_case = 32'd1 *)
-              if (\$188 ) begin
+              if (\$194 ) begin
               end else begin
-                if (\$191 ) begin
-                  \$403  = 2'h0;
+                if (\$197 ) begin
+                  \$408  = 2'h0;
                 end
               end
           3'h3:
               if (phase) begin
                 (* full_case = 32'd1 *)
-                if (\$197 ) begin
-                  \$403  = 2'h0;
+                if (\$203 ) begin
+                  \$408  = 2'h0;
                 end else begin
-                  \$403  = \$199 [1:0];
+                  \$408  = \$205 [1:0];
                 end
               end
         endcase
       end
     end
     if (rst) begin
-      \$403  = 2'h0;
+      \$408  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$404  = phase;
-    if (\$109 ) begin
-      if (\$110 ) begin
+    \$409  = phase;
+    if (\$114 ) begin
+      if (\$115 ) begin
         casez (fsm_state)
           3'h0:
               /* empty */;
@@ -20094,26 +20191,26 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
               /* empty */;
           3'h2:
               (* full_case = 32'd1 *)
-              if (\$188 ) begin
+              if (\$194 ) begin
               end else begin
-                if (\$191 ) begin
-                  \$404  = 1'h0;
+                if (\$197 ) begin
+                  \$409  = 1'h0;
                 end
               end
           3'h3:
-              \$404  = \$195 ;
+              \$409  = \$201 ;
         endcase
       end
     end
     if (rst) begin
-      \$404  = 1'h0;
+      \$409  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$405  = \$signature__addr ;
-    if (\$109 ) begin
-      if (\$110 ) begin
+    \$410  = \$signature__addr ;
+    if (\$114 ) begin
+      if (\$115 ) begin
         casez (fsm_state)
           3'h0:
               /* empty */;
@@ -20121,35 +20218,35 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
               /* empty */;
           3'h2:
               (* full_case = 32'd1 *)
-              if (\$188 ) begin
+              if (\$194 ) begin
               end else begin
-                if (\$191 ) begin
-                  \$405  = \$194 [7:0];
+                if (\$197 ) begin
+                  \$410  = \$200 [7:0];
                 end
               end
           3'h3:
               if (phase) begin
-                \$405  = \$196 [7:0];
+                \$410  = \$202 [7:0];
               end
         endcase
       end
     end
     if (rst) begin
-      \$405  = 8'h00;
+      \$410  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$29  = 16'h0000;
+    \$30  = 16'h0000;
     casez (pro_n)
       3'h0:
-          \$29  = G[15:0];
+          \$30  = G[15:0];
       3'h1:
-          \$29  = G[31:16];
+          \$30  = G[31:16];
       3'h2:
-          \$29  = G[47:32];
+          \$30  = G[47:32];
       3'h3:
-          \$29  = G[63:48];
+          \$30  = G[63:48];
     endcase
   end
   always @* begin
@@ -20157,13 +20254,13 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     (* full_case = 32'd1 *)
     casez (n1_d1)
       2'h0:
-          \$32  = bg0;
+          \$33  = bg0;
       2'h1:
-          \$32  = bg1;
+          \$33  = bg1;
       2'h2:
-          \$32  = bg2;
+          \$33  = bg2;
       2'h3:
-          \$32  = bg3;
+          \$33  = bg3;
     endcase
   end
   always @* begin
@@ -20171,19 +20268,9 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     (* full_case = 32'd1 *)
     casez (layer)
       1'h0:
-          \$64  = 18'h010ac;
+          \$65  = 18'h010ac;
       1'h1:
-          \$64  = 18'h04bbb;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    (* full_case = 32'd1 *)
-    casez (layer)
-      1'h0:
-          \$72  = 19'h02f54;
-      1'h1:
-          \$72  = 19'h7f445;
+          \$65  = 18'h04bbb;
     endcase
   end
   always @* begin
@@ -20201,23 +20288,33 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     (* full_case = 32'd1 *)
     casez (layer)
       1'h0:
-          \$76  = 32'd7;
+          \$74  = 19'h02f54;
       1'h1:
-          \$76  = 32'd7;
+          \$74  = 19'h7f445;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$87  = 18'h00000;
+    (* full_case = 32'd1 *)
+    casez (layer)
+      1'h0:
+          \$77  = 32'd7;
+      1'h1:
+          \$77  = 32'd7;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$88  = 18'h00000;
     casez (pn6_d1)
       3'h0:
-          \$87  = B[17:0];
+          \$88  = B[17:0];
       3'h1:
-          \$87  = B[35:18];
+          \$88  = B[35:18];
       3'h2:
-          \$87  = B[53:36];
+          \$88  = B[53:36];
       3'h3:
-          \$87  = B[71:54];
+          \$88  = B[71:54];
     endcase
   end
   always @* begin
@@ -20225,13 +20322,13 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     (* full_case = 32'd1 *)
     casez (n11_d1)
       2'h0:
-          \$89  = C[17:0];
+          \$90  = C[17:0];
       2'h1:
-          \$89  = C[35:18];
+          \$90  = C[35:18];
       2'h2:
-          \$89  = C[53:36];
+          \$90  = C[53:36];
       2'h3:
-          \$89  = C[71:54];
+          \$90  = C[71:54];
     endcase
   end
   always @* begin
@@ -20342,17 +20439,29 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     mul2_use3 = 1'h0;
-    if (\$18 ) begin
+    if (\$16 ) begin
       mul2_use3 = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \s$61  = 46'h000000000000;
-    if (v13_d2) begin
-      if (\$22 ) begin
-        \s$61  = \$24 ;
-      end
+    mul2_use4 = 1'h0;
+    if (\$18 ) begin
+      mul2_use4 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    mul2_use5 = 1'h0;
+    if (\$22 ) begin
+      mul2_use5 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \s$62  = 34'h000000000;
+    if (\$24 ) begin
+      \s$62  = \$25 ;
     end
   end
   always @* begin
@@ -20364,7 +20473,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
       3'h1:
           /* empty */;
       3'h2:
-          if (\$100 ) begin
+          if (\$105 ) begin
             pv0 = 1'h1;
           end
     endcase
@@ -20380,141 +20489,69 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
       3'h2:
           /* empty */;
       3'h3:
-          go = \$101 ;
+          go = \$106 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$228  = s_mean;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        if (\$111 ) begin
-          \$228  = mul__p__0[39:22];
+    \$234  = s_mean;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        if (\$116 ) begin
+          \$234  = mul__p__0[39:22];
         end
       end
     end
     if (rst) begin
-      \$228  = 18'h00000;
+      \$234  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$229  = floor_delta;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        if (\$112 ) begin
-          \$229  = \$115 [17:0];
+    \$235  = floor_delta;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        if (\$117 ) begin
+          \$235  = \$120 [17:0];
         end
       end
     end
     if (rst) begin
-      \$229  = 18'h00000;
+      \$235  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$230  = eps_x;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        if (\$112 ) begin
-          \$230  = { \$118 [19], \$118 [19], \$118 [19], \$118 [19], \$118 [19], \$118 [19], \$118  };
+    \$236  = eps_x;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        if (\$117 ) begin
+          \$236  = { \$123 [19], \$123 [19], \$123 [19], \$123 [19], \$123 [19], \$123 [19], \$123  };
         end
       end
     end
     if (rst) begin
-      \$230  = 26'h0000000;
+      \$236  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$231  = pv_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$231  = pv0;
+    \$237  = pv_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$237  = pv0;
       end
     end
     if (rst) begin
-      \$231  = 1'h0;
+      \$237  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$232  = pv_d2;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$232  = pv_d1;
-      end
-    end
-    if (rst) begin
-      \$232  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$233  = pn_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$233  = pro_n;
-      end
-    end
-    if (rst) begin
-      \$233  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$234  = pn_d2;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$234  = pn_d1;
-      end
-    end
-    if (rst) begin
-      \$234  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$235  = pv3_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$235  = pv_d2;
-      end
-    end
-    if (rst) begin
-      \$235  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$236  = pn3_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$236  = pn_d2;
-      end
-    end
-    if (rst) begin
-      \$236  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$237  = g2;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$237  = mul__p__0[32:15];
-      end
-    end
-    if (rst) begin
-      \$237  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$238  = pv5_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$238  = pv3_d1;
+    \$238  = pv_d2;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$238  = pv_d1;
       end
     end
     if (rst) begin
@@ -20523,22 +20560,22 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$239  = pv5_d2;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$239  = pv5_d1;
+    \$239  = pn_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$239  = pro_n;
       end
     end
     if (rst) begin
-      \$239  = 1'h0;
+      \$239  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$240  = pn5_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$240  = pn3_d1;
+    \$240  = pn_d2;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$240  = pn_d1;
       end
     end
     if (rst) begin
@@ -20547,58 +20584,58 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$241  = pn5_d2;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$241  = pn5_d1;
+    \$241  = pv3_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$241  = pv_d2;
       end
     end
     if (rst) begin
-      \$241  = 3'h0;
+      \$241  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$242  = gb;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$242  = \$124 ;
+    \$242  = pn3_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$242  = pn_d2;
       end
     end
     if (rst) begin
-      \$242  = 20'h00000;
+      \$242  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$243  = pv6_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$243  = pv5_d2;
+    \$243  = g2;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$243  = mul__p__0[32:15];
       end
     end
     if (rst) begin
-      \$243  = 1'h0;
+      \$243  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$244  = pn6_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$244  = pn5_d2;
+    \$244  = pv5_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$244  = pv3_d1;
       end
     end
     if (rst) begin
-      \$244  = 3'h0;
+      \$244  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$245  = pv8_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$245  = pv6_d1;
+    \$245  = pv5_d2;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$245  = pv5_d1;
       end
     end
     if (rst) begin
@@ -20607,22 +20644,22 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$246  = pv8_d2;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$246  = pv8_d1;
+    \$246  = pn5_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$246  = pn3_d1;
       end
     end
     if (rst) begin
-      \$246  = 1'h0;
+      \$246  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$247  = pn8_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$247  = pn6_d1;
+    \$247  = pn5_d2;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$247  = pn5_d1;
       end
     end
     if (rst) begin
@@ -20631,57 +20668,129 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$248  = pn8_d2;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$248  = pn8_d1;
+    \$248  = gb;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$248  = \$129 ;
       end
     end
     if (rst) begin
-      \$248  = 3'h0;
+      \$248  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$249  = bg0;
-    if (\$109 ) begin
-      if (\$110 ) begin
+    \$249  = pv6_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$249  = pv5_d2;
+      end
+    end
+    if (rst) begin
+      \$249  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$250  = pn6_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$250  = pn5_d2;
+      end
+    end
+    if (rst) begin
+      \$250  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$251  = pv8_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$251  = pv6_d1;
+      end
+    end
+    if (rst) begin
+      \$251  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$252  = pv8_d2;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$252  = pv8_d1;
+      end
+    end
+    if (rst) begin
+      \$252  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$253  = pn8_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$253  = pn6_d1;
+      end
+    end
+    if (rst) begin
+      \$253  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$254  = pn8_d2;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$254  = pn8_d1;
+      end
+    end
+    if (rst) begin
+      \$254  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$255  = bg0;
+    if (\$114 ) begin
+      if (\$115 ) begin
         if (pv8_d2) begin
           casez (pn8_d2)
             3'h0:
-                \$249  = \$130 ;
+                \$255  = \$135 ;
           endcase
         end
       end
     end
     if (rst) begin
-      \$249  = 18'h00000;
+      \$255  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$250  = bg1;
-    if (\$109 ) begin
-      if (\$110 ) begin
+    \$256  = bg1;
+    if (\$114 ) begin
+      if (\$115 ) begin
         if (pv8_d2) begin
           casez (pn8_d2)
             3'h0:
                 /* empty */;
             3'h1:
-                \$250  = \$136 ;
+                \$256  = \$141 ;
           endcase
         end
       end
     end
     if (rst) begin
-      \$250  = 18'h00000;
+      \$256  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$251  = bg2;
-    if (\$109 ) begin
-      if (\$110 ) begin
+    \$257  = bg2;
+    if (\$114 ) begin
+      if (\$115 ) begin
         if (pv8_d2) begin
           casez (pn8_d2)
             3'h0:
@@ -20689,20 +20798,20 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
             3'h1:
                 /* empty */;
             3'h2:
-                \$251  = \$142 ;
+                \$257  = \$147 ;
           endcase
         end
       end
     end
     if (rst) begin
-      \$251  = 18'h00000;
+      \$257  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$252  = bg3;
-    if (\$109 ) begin
-      if (\$110 ) begin
+    \$258  = bg3;
+    if (\$114 ) begin
+      if (\$115 ) begin
         if (pv8_d2) begin
           casez (pn8_d2)
             3'h0:
@@ -20712,153 +20821,81 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
             3'h2:
                 /* empty */;
             3'h3:
-                \$252  = \$148 ;
+                \$258  = \$153 ;
           endcase
         end
       end
     end
     if (rst) begin
-      \$252  = 18'h00000;
+      \$258  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$253  = v1_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$253  = \$149 ;
+    \$259  = v1_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$259  = \$154 ;
       end
     end
     if (rst) begin
-      \$253  = 1'h0;
+      \$259  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$254  = s1_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$254  = go;
+    \$260  = s1_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$260  = go;
       end
     end
     if (rst) begin
-      \$254  = 1'h0;
+      \$260  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$255  = n1_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$255  = n;
+    \$261  = n1_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$261  = n;
       end
     end
     if (rst) begin
-      \$255  = 2'h0;
+      \$261  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$256  = k1_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$256  = k;
+    \$262  = k1_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$262  = k;
       end
     end
     if (rst) begin
-      \$256  = 5'h00;
+      \$262  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$257  = kn1_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$257  = \$signature__addr ;
+    \$263  = kn1_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$263  = \$signature__addr ;
       end
     end
     if (rst) begin
-      \$257  = 8'h00;
+      \$263  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$258  = xc_p2;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$258  = rd_xc__data;
-      end
-    end
-    if (rst) begin
-      \$258  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$259  = xc_p3;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$259  = xc_p2;
-      end
-    end
-    if (rst) begin
-      \$259  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$260  = xc_p4;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$260  = xc_p3;
-      end
-    end
-    if (rst) begin
-      \$260  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$261  = xc_p5;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$261  = xc_p4;
-      end
-    end
-    if (rst) begin
-      \$261  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$262  = xc_p6;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$262  = xc_p5;
-      end
-    end
-    if (rst) begin
-      \$262  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$263  = xc_p7;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$263  = xc_p6;
-      end
-    end
-    if (rst) begin
-      \$263  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$264  = xc_p8;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$264  = xc_p7;
+    \$264  = xc_p2;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$264  = rd_xc__data;
       end
     end
     if (rst) begin
@@ -20867,10 +20904,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$265  = xc_p9;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$265  = xc_p8;
+    \$265  = xc_p3;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$265  = xc_p2;
       end
     end
     if (rst) begin
@@ -20879,10 +20916,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$266  = xc_p10;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$266  = xc_p9;
+    \$266  = xc_p4;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$266  = xc_p3;
       end
     end
     if (rst) begin
@@ -20891,10 +20928,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$267  = xc_p11;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$267  = xc_p10;
+    \$267  = xc_p5;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$267  = xc_p4;
       end
     end
     if (rst) begin
@@ -20903,10 +20940,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$268  = xc_p12;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$268  = xc_p11;
+    \$268  = xc_p6;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$268  = xc_p5;
       end
     end
     if (rst) begin
@@ -20915,166 +20952,163 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$269  = hold_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$269  = \$150 ;
+    \$269  = xc_p7;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$269  = xc_p6;
       end
     end
     if (rst) begin
-      \$269  = 24'h000000;
+      \$269  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$270  = hold_d2;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$270  = hold_d1;
+    \$270  = xc_p8;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$270  = xc_p7;
       end
     end
     if (rst) begin
-      \$270  = 24'h000000;
+      \$270  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$271  = hold_d3;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$271  = hold_d2;
+    \$271  = xc_p9;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$271  = xc_p8;
       end
     end
     if (rst) begin
-      \$271  = 24'h000000;
+      \$271  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$272  = hold_d4;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$272  = hold_d3;
+    \$272  = xc_p10;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$272  = xc_p9;
       end
     end
     if (rst) begin
-      \$272  = 24'h000000;
+      \$272  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$273  = hold_d5;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$273  = hold_d4;
+    \$273  = xc_p11;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$273  = xc_p10;
       end
     end
     if (rst) begin
-      \$273  = 24'h000000;
+      \$273  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$274  = hold_d6;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$274  = hold_d5;
+    \$274  = xc_p12;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$274  = xc_p11;
       end
     end
     if (rst) begin
-      \$274  = 24'h000000;
+      \$274  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$275  = hold_d7;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$275  = hold_d6;
+    \$275  = hold0_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$275  = \$155 ;
       end
-    end
-    if (rst) begin
-      \$275  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$276  = sz_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$276  = rd_sz__data;
+    \$276  = hold_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$276  = hold0_d1;
       end
     end
     if (rst) begin
-      \$276  = 16'h0000;
+      \$276  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$277  = sz_d2;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$277  = sz_d1;
+    \$277  = hold_d2;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$277  = hold_d1;
       end
     end
     if (rst) begin
-      \$277  = 16'h0000;
+      \$277  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$278  = sz_d3;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$278  = sz_d2;
+    \$278  = hold_d3;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$278  = hold_d2;
       end
     end
     if (rst) begin
-      \$278  = 16'h0000;
+      \$278  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$279  = sz_d4;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$279  = sz_d3;
+    \$279  = hold_d4;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$279  = hold_d3;
       end
     end
     if (rst) begin
-      \$279  = 16'h0000;
+      \$279  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$280  = sz_d5;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$280  = sz_d4;
+    \$280  = hold_d5;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$280  = hold_d4;
       end
     end
     if (rst) begin
-      \$280  = 16'h0000;
+      \$280  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$281  = sz_d6;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$281  = sz_d5;
+    \$281  = hold_d6;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$281  = hold_d5;
       end
     end
     if (rst) begin
-      \$281  = 16'h0000;
+      \$281  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$282  = sz_d7;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$282  = sz_d6;
+    \$282  = sz_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$282  = rd_sz__data;
       end
     end
     if (rst) begin
@@ -21083,10 +21117,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$283  = sz_d8;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$283  = sz_d7;
+    \$283  = sz_d2;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$283  = sz_d1;
       end
     end
     if (rst) begin
@@ -21095,10 +21129,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$284  = sz_d9;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$284  = sz_d8;
+    \$284  = sz_d3;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$284  = sz_d2;
       end
     end
     if (rst) begin
@@ -21107,10 +21141,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$285  = sz_d10;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$285  = sz_d9;
+    \$285  = sz_d4;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$285  = sz_d3;
       end
     end
     if (rst) begin
@@ -21119,10 +21153,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$286  = sz_d11;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$286  = sz_d10;
+    \$286  = sz_d5;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$286  = sz_d4;
       end
     end
     if (rst) begin
@@ -21131,10 +21165,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$287  = D_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$287  = \$signature__data$160 [15:0];
+    \$287  = sz_d6;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$287  = sz_d5;
       end
     end
     if (rst) begin
@@ -21143,10 +21177,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$288  = D_d2;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$288  = D_d1;
+    \$288  = sz_d7;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$288  = sz_d6;
       end
     end
     if (rst) begin
@@ -21155,10 +21189,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$289  = D_d3;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$289  = D_d2;
+    \$289  = sz_d8;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$289  = sz_d7;
       end
     end
     if (rst) begin
@@ -21167,10 +21201,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$290  = D_d4;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$290  = D_d3;
+    \$290  = sz_d9;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$290  = sz_d8;
       end
     end
     if (rst) begin
@@ -21179,10 +21213,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$291  = D_d5;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$291  = D_d4;
+    \$291  = sz_d10;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$291  = sz_d9;
       end
     end
     if (rst) begin
@@ -21191,10 +21225,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$292  = D_d6;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$292  = D_d5;
+    \$292  = sz_d11;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$292  = sz_d10;
       end
     end
     if (rst) begin
@@ -21203,10 +21237,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$293  = D_d7;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$293  = D_d6;
+    \$293  = D_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$293  = \$signature__data$160 [15:0];
       end
     end
     if (rst) begin
@@ -21215,10 +21249,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$294  = D_d8;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$294  = D_d7;
+    \$294  = D_d2;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$294  = D_d1;
       end
     end
     if (rst) begin
@@ -21227,10 +21261,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$295  = D_d9;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$295  = D_d8;
+    \$295  = D_d3;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$295  = D_d2;
       end
     end
     if (rst) begin
@@ -21239,10 +21273,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$296  = D_d10;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$296  = D_d9;
+    \$296  = D_d4;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$296  = D_d3;
       end
     end
     if (rst) begin
@@ -21251,10 +21285,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$297  = D_d11;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$297  = D_d10;
+    \$297  = D_d5;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$297  = D_d4;
       end
     end
     if (rst) begin
@@ -21263,118 +21297,118 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$298  = v3_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$298  = v1_d1;
+    \$298  = D_d6;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$298  = D_d5;
       end
     end
     if (rst) begin
-      \$298  = 1'h0;
+      \$298  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$299  = v3_d2;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$299  = v3_d1;
+    \$299  = D_d7;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$299  = D_d6;
       end
     end
     if (rst) begin
-      \$299  = 1'h0;
+      \$299  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$300  = n3_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$300  = n1_d1;
+    \$300  = D_d8;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$300  = D_d7;
       end
     end
     if (rst) begin
-      \$300  = 2'h0;
+      \$300  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$301  = n3_d2;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$301  = n3_d1;
+    \$301  = D_d9;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$301  = D_d8;
       end
     end
     if (rst) begin
-      \$301  = 2'h0;
+      \$301  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$302  = kn3_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$302  = kn1_d1;
+    \$302  = D_d10;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$302  = D_d9;
       end
     end
     if (rst) begin
-      \$302  = 8'h00;
+      \$302  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$303  = kn3_d2;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$303  = kn3_d1;
+    \$303  = D_d11;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$303  = D_d10;
       end
     end
     if (rst) begin
-      \$303  = 8'h00;
+      \$303  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$304  = dbx;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$304  = \$156 ;
+    \$304  = v3_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$304  = v1_d1;
       end
     end
     if (rst) begin
-      \$304  = 24'h000000;
+      \$304  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$305  = ya;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$305  = mul__p__1[35:4];
+    \$305  = v3_d2;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$305  = v3_d1;
       end
     end
     if (rst) begin
-      \$305  = 32'd0;
+      \$305  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$306  = v4_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$306  = v3_d2;
+    \$306  = n3_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$306  = n1_d1;
       end
     end
     if (rst) begin
-      \$306  = 1'h0;
+      \$306  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$307  = n4_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$307  = n3_d2;
+    \$307  = n3_d2;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$307  = n3_d1;
       end
     end
     if (rst) begin
@@ -21383,10 +21417,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$308  = kn4_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$308  = kn3_d2;
+    \$308  = kn3_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$308  = kn1_d1;
       end
     end
     if (rst) begin
@@ -21395,46 +21429,46 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$309  = inc;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$309  = mul__p__0[40:10];
+    \$309  = kn3_d2;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$309  = kn3_d1;
       end
     end
     if (rst) begin
-      \$309  = 31'h00000000;
+      \$309  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$310  = inc_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$310  = inc;
+    \$310  = dbx;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$310  = \$161 ;
       end
     end
     if (rst) begin
-      \$310  = 31'h00000000;
+      \$310  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$311  = v8_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$311  = v4_d1;
+    \$311  = ya;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$311  = mul__p__1[35:4];
       end
     end
     if (rst) begin
-      \$311  = 1'h0;
+      \$311  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$312  = v8_d2;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$312  = v8_d1;
+    \$312  = v4_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$312  = v3_d2;
       end
     end
     if (rst) begin
@@ -21443,178 +21477,178 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$313  = v8_d3;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$313  = v8_d2;
+    \$313  = n4_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$313  = n3_d2;
       end
     end
     if (rst) begin
-      \$313  = 1'h0;
+      \$313  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$314  = v8_d4;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$314  = v8_d3;
+    \$314  = kn4_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$314  = kn3_d2;
       end
     end
     if (rst) begin
-      \$314  = 1'h0;
+      \$314  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$315  = n8_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$315  = n4_d1;
+    \$315  = inc;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$315  = mul__p__0[40:10];
       end
     end
     if (rst) begin
-      \$315  = 2'h0;
+      \$315  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$316  = n8_d2;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$316  = n8_d1;
+    \$316  = inc_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$316  = inc;
       end
     end
     if (rst) begin
-      \$316  = 2'h0;
+      \$316  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$317  = n8_d3;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$317  = n8_d2;
+    \$317  = v8_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$317  = v4_d1;
       end
     end
     if (rst) begin
-      \$317  = 2'h0;
+      \$317  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$318  = n8_d4;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$318  = n8_d3;
+    \$318  = v8_d2;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$318  = v8_d1;
       end
     end
     if (rst) begin
-      \$318  = 2'h0;
+      \$318  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$319  = kn8_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$319  = kn4_d1;
+    \$319  = v8_d3;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$319  = v8_d2;
       end
     end
     if (rst) begin
-      \$319  = 8'h00;
+      \$319  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$320  = kn8_d2;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$320  = kn8_d1;
+    \$320  = v8_d4;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$320  = v8_d3;
       end
     end
     if (rst) begin
-      \$320  = 8'h00;
+      \$320  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$321  = kn8_d3;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$321  = kn8_d2;
+    \$321  = n8_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$321  = n4_d1;
       end
     end
     if (rst) begin
-      \$321  = 8'h00;
+      \$321  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$322  = kn8_d4;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$322  = kn8_d3;
+    \$322  = n8_d2;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$322  = n8_d1;
       end
     end
     if (rst) begin
-      \$322  = 8'h00;
+      \$322  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$323  = v10_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$323  = v8_d4;
+    \$323  = n8_d3;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$323  = n8_d2;
       end
     end
     if (rst) begin
-      \$323  = 1'h0;
+      \$323  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$324  = v10_d2;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$324  = v10_d1;
+    \$324  = n8_d4;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$324  = n8_d3;
       end
     end
     if (rst) begin
-      \$324  = 1'h0;
+      \$324  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$325  = n10_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$325  = n8_d4;
+    \$325  = kn8_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$325  = kn4_d1;
       end
     end
     if (rst) begin
-      \$325  = 2'h0;
+      \$325  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$326  = n10_d2;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$326  = n10_d1;
+    \$326  = kn8_d2;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$326  = kn8_d1;
       end
     end
     if (rst) begin
-      \$326  = 2'h0;
+      \$326  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$327  = kn10_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$327  = kn8_d4;
+    \$327  = kn8_d3;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$327  = kn8_d2;
       end
     end
     if (rst) begin
@@ -21623,10 +21657,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$328  = kn10_d2;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$328  = kn10_d1;
+    \$328  = kn8_d4;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$328  = kn8_d3;
       end
     end
     if (rst) begin
@@ -21635,22 +21669,22 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$329  = \$signature__data ;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$329  = \$162 ;
+    \$329  = v10_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$329  = v8_d4;
       end
     end
     if (rst) begin
-      \$329  = 24'h000000;
+      \$329  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$330  = \$signature__en ;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$330  = v10_d2;
+    \$330  = v10_d2;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$330  = v10_d1;
       end
     end
     if (rst) begin
@@ -21659,10 +21693,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$331  = n11_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$331  = n10_d2;
+    \$331  = n10_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$331  = n8_d4;
       end
     end
     if (rst) begin
@@ -21671,58 +21705,58 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$332  = \$signature__addr$45 ;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$332  = kn10_d2;
+    \$332  = n10_d2;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$332  = n10_d1;
       end
     end
     if (rst) begin
-      \$332  = 8'h00;
+      \$332  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$333  = s12_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$333  = s1_d1;
+    \$333  = kn10_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$333  = kn8_d4;
       end
     end
     if (rst) begin
-      \$333  = 1'h0;
+      \$333  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$334  = s12_d2;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$334  = s12_d1;
+    \$334  = kn10_d2;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$334  = kn10_d1;
       end
     end
     if (rst) begin
-      \$334  = 1'h0;
+      \$334  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$335  = s12_d3;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$335  = s12_d2;
+    \$335  = \$signature__data ;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$335  = \$167 ;
       end
     end
     if (rst) begin
-      \$335  = 1'h0;
+      \$335  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$336  = s12_d4;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$336  = s12_d3;
+    \$336  = \$signature__en ;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$336  = v10_d2;
       end
     end
     if (rst) begin
@@ -21731,34 +21765,34 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$337  = s12_d5;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$337  = s12_d4;
+    \$337  = n11_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$337  = n10_d2;
       end
     end
     if (rst) begin
-      \$337  = 1'h0;
+      \$337  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$338  = s12_d6;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$338  = s12_d5;
+    \$338  = \$signature__addr$45 ;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$338  = kn10_d2;
       end
     end
     if (rst) begin
-      \$338  = 1'h0;
+      \$338  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$339  = s12_d7;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$339  = s12_d6;
+    \$339  = s12_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$339  = s1_d1;
       end
     end
     if (rst) begin
@@ -21767,10 +21801,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$340  = s12_d8;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$340  = s12_d7;
+    \$340  = s12_d2;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$340  = s12_d1;
       end
     end
     if (rst) begin
@@ -21779,10 +21813,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$341  = s12_d9;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$341  = s12_d8;
+    \$341  = s12_d3;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$341  = s12_d2;
       end
     end
     if (rst) begin
@@ -21791,10 +21825,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$342  = s12_d10;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$342  = s12_d9;
+    \$342  = s12_d4;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$342  = s12_d3;
       end
     end
     if (rst) begin
@@ -21803,10 +21837,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$343  = s12_d11;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$343  = s12_d10;
+    \$343  = s12_d5;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$343  = s12_d4;
       end
     end
     if (rst) begin
@@ -21815,82 +21849,82 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$344  = n12_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$344  = n1_d1;
+    \$344  = s12_d6;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$344  = s12_d5;
       end
     end
     if (rst) begin
-      \$344  = 2'h0;
+      \$344  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$345  = n12_d2;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$345  = n12_d1;
+    \$345  = s12_d7;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$345  = s12_d6;
       end
     end
     if (rst) begin
-      \$345  = 2'h0;
+      \$345  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$346  = n12_d3;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$346  = n12_d2;
+    \$346  = s12_d8;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$346  = s12_d7;
       end
     end
     if (rst) begin
-      \$346  = 2'h0;
+      \$346  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$347  = n12_d4;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$347  = n12_d3;
+    \$347  = s12_d9;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$347  = s12_d8;
       end
     end
     if (rst) begin
-      \$347  = 2'h0;
+      \$347  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$348  = n12_d5;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$348  = n12_d4;
+    \$348  = s12_d10;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$348  = s12_d9;
       end
     end
     if (rst) begin
-      \$348  = 2'h0;
+      \$348  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$349  = n12_d6;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$349  = n12_d5;
+    \$349  = s12_d11;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$349  = s12_d10;
       end
     end
     if (rst) begin
-      \$349  = 2'h0;
+      \$349  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$350  = n12_d7;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$350  = n12_d6;
+    \$350  = n12_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$350  = n1_d1;
       end
     end
     if (rst) begin
@@ -21899,10 +21933,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$351  = n12_d8;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$351  = n12_d7;
+    \$351  = n12_d2;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$351  = n12_d1;
       end
     end
     if (rst) begin
@@ -21911,10 +21945,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$352  = n12_d9;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$352  = n12_d8;
+    \$352  = n12_d3;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$352  = n12_d2;
       end
     end
     if (rst) begin
@@ -21923,10 +21957,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$353  = n12_d10;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$353  = n12_d9;
+    \$353  = n12_d4;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$353  = n12_d3;
       end
     end
     if (rst) begin
@@ -21935,10 +21969,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$354  = n12_d11;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$354  = n12_d10;
+    \$354  = n12_d5;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$354  = n12_d4;
       end
     end
     if (rst) begin
@@ -21947,82 +21981,82 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$355  = k12_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$355  = k1_d1;
+    \$355  = n12_d6;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$355  = n12_d5;
       end
     end
     if (rst) begin
-      \$355  = 5'h00;
+      \$355  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$356  = k12_d2;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$356  = k12_d1;
+    \$356  = n12_d7;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$356  = n12_d6;
       end
     end
     if (rst) begin
-      \$356  = 5'h00;
+      \$356  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$357  = k12_d3;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$357  = k12_d2;
+    \$357  = n12_d8;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$357  = n12_d7;
       end
     end
     if (rst) begin
-      \$357  = 5'h00;
+      \$357  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$358  = k12_d4;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$358  = k12_d3;
+    \$358  = n12_d9;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$358  = n12_d8;
       end
     end
     if (rst) begin
-      \$358  = 5'h00;
+      \$358  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$359  = k12_d5;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$359  = k12_d4;
+    \$359  = n12_d10;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$359  = n12_d9;
       end
     end
     if (rst) begin
-      \$359  = 5'h00;
+      \$359  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$360  = k12_d6;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$360  = k12_d5;
+    \$360  = n12_d11;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$360  = n12_d10;
       end
     end
     if (rst) begin
-      \$360  = 5'h00;
+      \$360  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$361  = k12_d7;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$361  = k12_d6;
+    \$361  = k12_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$361  = k1_d1;
       end
     end
     if (rst) begin
@@ -22031,10 +22065,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$362  = k12_d8;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$362  = k12_d7;
+    \$362  = k12_d2;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$362  = k12_d1;
       end
     end
     if (rst) begin
@@ -22043,10 +22077,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$363  = k12_d9;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$363  = k12_d8;
+    \$363  = k12_d3;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$363  = k12_d2;
       end
     end
     if (rst) begin
@@ -22055,10 +22089,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$364  = k12_d10;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$364  = k12_d9;
+    \$364  = k12_d4;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$364  = k12_d3;
       end
     end
     if (rst) begin
@@ -22067,10 +22101,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$365  = k12_d11;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$365  = k12_d10;
+    \$365  = k12_d5;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$365  = k12_d4;
       end
     end
     if (rst) begin
@@ -22079,88 +22113,82 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$366  = v13_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$366  = \$signature__en ;
+    \$366  = k12_d6;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$366  = k12_d5;
       end
     end
     if (rst) begin
-      \$366  = 1'h0;
+      \$366  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$367  = v13_d2;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$367  = v13_d1;
+    \$367  = k12_d7;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$367  = k12_d6;
       end
     end
     if (rst) begin
-      \$367  = 1'h0;
+      \$367  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$368  = n13_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$368  = n11_d1;
+    \$368  = k12_d8;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$368  = k12_d7;
       end
     end
     if (rst) begin
-      \$368  = 2'h0;
+      \$368  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$369  = n13_d2;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$369  = n13_d1;
+    \$369  = k12_d9;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$369  = k12_d8;
       end
     end
     if (rst) begin
-      \$369  = 2'h0;
+      \$369  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$370  = acc;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        if (v13_d2) begin
-          \$370  = \$21 [44:0];
-        end
+    \$370  = k12_d10;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$370  = k12_d9;
       end
     end
     if (rst) begin
-      \$370  = 45'h000000000000;
+      \$370  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$371  = y;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        if (v13_d2) begin
-          if (\$163 ) begin
-            \$371  = \$169 ;
-          end
-        end
+    \$371  = k12_d11;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$371  = k12_d10;
       end
     end
     if (rst) begin
-      \$371  = 24'h000000;
+      \$371  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$372  = s14_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$372  = s12_d11;
+    \$372  = v13_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$372  = \$signature__en ;
       end
     end
     if (rst) begin
@@ -22169,10 +22197,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$373  = s14_d2;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$373  = s14_d1;
+    \$373  = v13_d2;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$373  = v13_d1;
       end
     end
     if (rst) begin
@@ -22181,10 +22209,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$374  = n14_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$374  = n12_d11;
+    \$374  = n13_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$374  = n11_d1;
       end
     end
     if (rst) begin
@@ -22193,10 +22221,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$375  = n14_d2;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$375  = n14_d1;
+    \$375  = n13_d2;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$375  = n13_d1;
       end
     end
     if (rst) begin
@@ -22205,84 +22233,84 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$376  = k14_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$376  = k12_d11;
-      end
-    end
-    if (rst) begin
-      \$376  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$377  = k14_d2;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$377  = k14_d1;
-      end
-    end
-    if (rst) begin
-      \$377  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$378  = skip;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        if (\$171 ) begin
-          \$378  = mul__p__2[32:10];
+    \$376  = y;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        if (\$169 ) begin
+          \$376  = \$175 ;
         end
       end
     end
     if (rst) begin
-      \$378  = 23'h000000;
+      \$376  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$379  = o__valid;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$379  = \$175 ;
+    \$377  = s14_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$377  = s12_d11;
       end
     end
     if (rst) begin
-      \$379  = 1'h0;
+      \$377  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$380  = o_i;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$380  = \$176 [4:0];
+    \$378  = s14_d2;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$378  = s14_d1;
       end
     end
     if (rst) begin
-      \$380  = 5'h00;
+      \$378  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$381  = o_val;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$381  = \$182 ;
+    \$379  = n14_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$379  = n12_d11;
       end
     end
     if (rst) begin
-      \$381  = 24'h000000;
+      \$379  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$382  = k13_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$382  = k1_d1;
+    \$380  = n14_d2;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$380  = n14_d1;
+      end
+    end
+    if (rst) begin
+      \$380  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$381  = k14_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$381  = k12_d11;
+      end
+    end
+    if (rst) begin
+      \$381  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$382  = k14_d2;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$382  = k14_d1;
       end
     end
     if (rst) begin
@@ -22291,34 +22319,36 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$383  = k13_d2;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$383  = k13_d1;
+    \$383  = skip;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        if (\$177 ) begin
+          \$383  = mul__p__2[32:10];
+        end
       end
     end
     if (rst) begin
-      \$383  = 5'h00;
+      \$383  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$384  = k13_d3;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$384  = k13_d2;
+    \$384  = o__valid;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$384  = \$181 ;
       end
     end
     if (rst) begin
-      \$384  = 5'h00;
+      \$384  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$385  = k13_d4;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$385  = k13_d3;
+    \$385  = o_i;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$385  = \$182 [4:0];
       end
     end
     if (rst) begin
@@ -22327,22 +22357,22 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$386  = k13_d5;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$386  = k13_d4;
+    \$386  = o_val;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$386  = \$188 ;
       end
     end
     if (rst) begin
-      \$386  = 5'h00;
+      \$386  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$387  = k13_d6;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$387  = k13_d5;
+    \$387  = k13_d1;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$387  = k1_d1;
       end
     end
     if (rst) begin
@@ -22351,10 +22381,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$388  = k13_d7;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$388  = k13_d6;
+    \$388  = k13_d2;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$388  = k13_d1;
       end
     end
     if (rst) begin
@@ -22363,10 +22393,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$389  = k13_d8;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$389  = k13_d7;
+    \$389  = k13_d3;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$389  = k13_d2;
       end
     end
     if (rst) begin
@@ -22375,10 +22405,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$390  = k13_d9;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$390  = k13_d8;
+    \$390  = k13_d4;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$390  = k13_d3;
       end
     end
     if (rst) begin
@@ -22387,10 +22417,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$391  = k13_d10;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$391  = k13_d9;
+    \$391  = k13_d5;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$391  = k13_d4;
       end
     end
     if (rst) begin
@@ -22399,10 +22429,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$392  = k13_d11;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$392  = k13_d10;
+    \$392  = k13_d6;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$392  = k13_d5;
       end
     end
     if (rst) begin
@@ -22411,10 +22441,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$393  = k13_d12;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$393  = k13_d11;
+    \$393  = k13_d7;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$393  = k13_d6;
       end
     end
     if (rst) begin
@@ -22423,14 +22453,14 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$394  = y_v_d1;
-    if (\$109 ) begin
-      if (\$110 ) begin
-        \$394  = \$184 ;
+    \$394  = k13_d8;
+    if (\$114 ) begin
+      if (\$115 ) begin
+        \$394  = k13_d7;
       end
     end
     if (rst) begin
-      \$394  = 1'h0;
+      \$394  = 5'h00;
     end
   end
   assign exp2__o__ready = 1'h1;
@@ -22446,22 +22476,21 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   assign kn11_d1 = \$signature__addr$45 ;
   assign h_new = \$signature__data ;
   assign v11_d1 = \$signature__en ;
-  assign acc_now = \$21 [44:0];
-  assign \s$63  = mul__p__2[40:11];
+  assign \s$64  = mul__p__2[40:11];
   assign o_v = o__valid;
-  assign mul__a__0 = { \$36 [23], \$36  };
-  assign mul__c__0 = { \$55 [33], \$55 [33], \$55 [33], \$55 [33], \$55 [33], \$55 [33], \$55 [33], \$55 [33], \$55 [33], \$55 [33], \$55 [33], \$55 [33], \$55 [33], \$55 [33], \$55  };
-  assign mul__a__1 = { \$62 [23], \$62  };
-  assign mul__a__2 = { \$86 [23], \$86  };
-  assign mul__c__2 = { 33'h000000000, \$99  };
+  assign mul__a__0 = { \$37 [23], \$37  };
+  assign mul__c__0 = { \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56  };
+  assign mul__a__1 = { \$63 [23], \$63  };
+  assign mul__a__2 = { \$87 [23], \$87  };
+  assign mul__c__2 = { \$104 [44], \$104 [44], \$104 [44], \$104  };
   assign rd_sz__addr = \$7 [4:0];
-  assign \port$2276$0  = \$36 ;
-  assign mul__b__0 = \$46 [17:0];
-  assign \port$2295$0  = \$55 ;
-  assign \port$2302$0  = \$62 ;
-  assign mul__b__1 = \$70 [17:0];
-  assign \port$2336$0  = \$86 ;
-  assign \port$2360$0  = \$99 ;
+  assign \port$2362$0  = \$37 ;
+  assign mul__b__0 = \$47 [17:0];
+  assign \port$2381$0  = \$56 ;
+  assign \port$2388$0  = \$63 ;
+  assign mul__b__1 = \$71 [17:0];
+  assign \port$2422$0  = \$87 ;
+  assign \port$2450$0  = \$104 ;
   assign \regs.delta_floor_min  = regs[15:0];
   assign \regs.delta_floor_max  = regs[31:16];
   assign \regs.eps_min  = regs[47:32];
@@ -22484,23 +22513,22 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   assign \C[3]  = C[71:54];
   assign \cmd__payload.op  = cmd__payload[0];
   assign \cmd__payload.layer  = cmd__payload[1];
-  assign o__payload[29] = \$25 ;
+  assign o__payload[29] = \$26 ;
   assign o__payload[28:5] = o_val;
   assign o__payload[4:0] = o_i;
   assign \$3  = regs[79:64];
   assign bgf = { 1'h0, \$4 [16:1] };
   assign \$8  = { layer, 3'h0 };
   assign \$9  = { 3'h0, layer, 4'h0 };
-  assign \$23  = { \$21 [44], \$21 [44], \$21 [44], \$21 [44], \$21 [44], \$21 [44], \$21 [44], \$21 [44], \$21 [44], \$21 [44], \$21 [44], \$21 [44], \$21 [44], \$21 [44:13] };
-  assign \$113  = { mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33:21] };
-  assign \$115  = { \$114 [19], \$114 [19:1] };
-  assign \$116  = { mul__p__1[33], mul__p__1[33], mul__p__1[33:17] };
-  assign \$118  = { \$117 [19], \$117 [19:1] };
-  assign \$192  = { 2'h0, layer, 5'h00 };
-  assign \$193  = { 1'h0, layer, 6'h00 };
-  assign \$205  = \$204 ;
+  assign \$118  = { mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33:21] };
+  assign \$120  = { \$119 [19], \$119 [19:1] };
+  assign \$121  = { mul__p__1[33], mul__p__1[33], mul__p__1[33:17] };
+  assign \$123  = { \$122 [19], \$122 [19:1] };
+  assign \$198  = { 2'h0, layer, 5'h00 };
+  assign \$199  = { 1'h0, layer, 6'h00 };
   assign \$211  = \$210 ;
-  assign \$223  = \$222 ;
+  assign \$217  = \$216 ;
+  assign \$229  = \$228 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -23889,7 +23917,7 @@ module \nanomamba_accel.framer (i__valid, clip_start, clk, rst, i__ready, o__pay
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.spectral (clk, rst, i__ready, rd__full, \port$1465$0 , \port$1468$0 , i__payload, \i__valid$1 , rd__en, rd__t, rd__m, rd__release, clip_start);
+module \nanomamba_accel.spectral (clk, rst, i__ready, rd__full, \port$1536$0 , \port$1539$0 , i__payload, \i__valid$1 , rd__en, rd__t, rd__m, rd__release, clip_start);
   wire \$1 ;
   wire \$2 ;
   wire [26:0] \$3 ;
@@ -23922,10 +23950,10 @@ module \nanomamba_accel.spectral (clk, rst, i__ready, rd__full, \port$1465$0 , \
   wire i__valid;
   input \i__valid$1 ;
   wire \i__valid$1 ;
-  output [26:0] \port$1465$0 ;
-  wire [26:0] \port$1465$0 ;
-  output [3:0] \port$1468$0 ;
-  wire [3:0] \port$1468$0 ;
+  output [26:0] \port$1536$0 ;
+  wire [26:0] \port$1536$0 ;
+  output [3:0] \port$1539$0 ;
+  wire [3:0] \port$1539$0 ;
   input rd__en;
   wire rd__en;
   wire \rd__en$22 ;
@@ -23985,8 +24013,8 @@ module \nanomamba_accel.spectral (clk, rst, i__ready, rd__full, \port$1465$0 , \
     .i__payload(i__payload),
     .i__ready(\i__ready$6 ),
     .i__valid(i__valid),
-    .\port$1465$0 (\$3 ),
-    .\port$1468$0 (\$4 ),
+    .\port$1536$0 (\$3 ),
+    .\port$1539$0 (\$4 ),
     .rst(rst)
   );
   assign \i__payload$4  = i__payload;
@@ -24007,8 +24035,8 @@ module \nanomamba_accel.spectral (clk, rst, i__ready, rd__full, \port$1465$0 , \
   assign rd__snr = { \$4 , \$3 [26:15] };
   assign \rd__snr$32  = { \$4 , \$3 [26:15] };
   assign \rd__t$34  = rd__t;
-  assign \port$1465$0  = \$3 ;
-  assign \port$1468$0  = \$4 ;
+  assign \port$1536$0  = \$3 ;
+  assign \port$1539$0  = \$4 ;
   assign \i__payload.data  = i__payload[23:0];
   assign \i__payload.first  = i__payload[24];
   assign \i__payload.last  = i__payload[25];
@@ -32245,7 +32273,7 @@ module \nanomamba_accel.spectral.buffer (rst, wr_ok, rd__full, rp__data, \rp__da
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$1465$0 , \port$1468$0 , i__payload, i__ready, fb_re, fb_addr, fb_we, fb_wdata, fb_done, clip_start);
+module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$1536$0 , \port$1539$0 , i__payload, i__ready, fb_re, fb_addr, fb_we, fb_wdata, fb_done, clip_start);
   reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
   wire [34:0] \$1 ;
   wire \$10 ;
@@ -32684,16 +32712,16 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   wire [33:0] \$490 ;
   wire [34:0] \$491 ;
   wire \$492 ;
-  wire [33:0] \$493 ;
-  wire \$494 ;
-  wire [27:0] \$495 ;
-  wire [34:0] \$496 ;
+  wire \$493 ;
+  wire [33:0] \$494 ;
+  wire [34:0] \$495 ;
+  wire \$496 ;
   wire \$497 ;
-  wire \$498 ;
-  wire [34:0] \$499 ;
+  wire [34:0] \$498 ;
+  wire [35:0] \$499 ;
   wire \$5 ;
   wire \$50 ;
-  wire [35:0] \$500 ;
+  wire \$500 ;
   wire \$501 ;
   wire \$502 ;
   wire \$503 ;
@@ -32712,29 +32740,29 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   wire \$515 ;
   wire \$516 ;
   wire \$517 ;
-  wire \$518 ;
-  wire [3:0] \$519 ;
+  wire [3:0] \$518 ;
+  wire \$519 ;
   wire \$52 ;
   wire \$520 ;
   wire \$521 ;
-  wire \$522 ;
-  wire [7:0] \$523 ;
-  wire [12:0] \$524 ;
-  wire [3:0] \$525 ;
+  wire [7:0] \$522 ;
+  wire [12:0] \$523 ;
+  wire [3:0] \$524 ;
+  wire \$525 ;
   wire \$526 ;
   wire \$527 ;
-  wire \$528 ;
-  wire [7:0] \$529 ;
+  wire [7:0] \$528 ;
+  wire [12:0] \$529 ;
   wire \$53 ;
-  wire [12:0] \$530 ;
-  wire [3:0] \$531 ;
-  wire [12:0] \$532 ;
-  reg [34:0] \$533 ;
-  reg [17:0] \$534 ;
-  reg [47:0] \$535 ;
-  reg [53:0] \$536 ;
-  reg [2:0] \$537 ;
-  reg [8:0] \$538 ;
+  wire [3:0] \$530 ;
+  wire [12:0] \$531 ;
+  reg [34:0] \$532 ;
+  reg [17:0] \$533 ;
+  reg [47:0] \$534 ;
+  reg [53:0] \$535 ;
+  reg [2:0] \$536 ;
+  reg [8:0] \$537 ;
+  reg \$538 ;
   reg \$539 ;
   wire \$54 ;
   reg \$540 ;
@@ -32770,14 +32798,14 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   reg \$568 ;
   reg \$569 ;
   wire \$57 ;
-  reg \$570 ;
+  reg [7:0] \$570 ;
   reg [7:0] \$571 ;
   reg [7:0] \$572 ;
-  reg [7:0] \$573 ;
-  reg \$574 ;
-  reg [11:0] \$575 ;
+  reg \$573 ;
+  reg [11:0] \$574 ;
+  reg [23:0] \$575 ;
   reg [23:0] \$576 ;
-  reg [23:0] \$577 ;
+  reg [15:0] \$577 ;
   reg [15:0] \$578 ;
   reg [15:0] \$579 ;
   wire \$58 ;
@@ -32800,7 +32828,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   reg [15:0] \$595 ;
   reg [15:0] \$596 ;
   reg [15:0] \$597 ;
-  reg [15:0] \$598 ;
+  reg \$598 ;
   reg \$599 ;
   wire \$6 ;
   wire [9:0] \$60 ;
@@ -32824,50 +32852,50 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   reg \$616 ;
   reg \$617 ;
   reg \$618 ;
-  reg \$619 ;
+  reg [27:0] \$619 ;
   wire [27:0] \$62 ;
   reg [27:0] \$620 ;
-  reg [27:0] \$621 ;
-  reg [26:0] \$622 ;
-  reg [27:0] \$623 ;
-  reg [5:0] \$624 ;
+  reg [26:0] \$621 ;
+  reg [27:0] \$622 ;
+  reg [5:0] \$623 ;
+  reg [31:0] \$624 ;
   reg [31:0] \$625 ;
-  reg [31:0] \$626 ;
-  reg [21:0] \$627 ;
-  reg \$628 ;
-  reg [15:0] \$629 ;
+  reg [21:0] \$626 ;
+  reg \$627 ;
+  reg [15:0] \$628 ;
+  reg [11:0] \$629 ;
   wire \$63 ;
-  reg [11:0] \$630 ;
-  reg [5:0] \$631 ;
+  reg [5:0] \$630 ;
+  reg \$631 ;
   reg \$632 ;
   reg \$633 ;
   reg \$634 ;
   reg \$635 ;
   reg \$636 ;
-  reg \$637 ;
+  reg [11:0] \$637 ;
   reg [11:0] \$638 ;
   reg [11:0] \$639 ;
   wire \$64 ;
   reg [11:0] \$640 ;
   reg [11:0] \$641 ;
   reg [11:0] \$642 ;
-  reg [11:0] \$643 ;
-  reg [15:0] \$644 ;
+  reg [15:0] \$643 ;
+  reg \$644 ;
   reg \$645 ;
   reg \$646 ;
   reg \$647 ;
   reg \$648 ;
   reg \$649 ;
   wire \$65 ;
-  reg \$650 ;
-  reg [8:0] \$651 ;
-  reg \$652 ;
+  reg [8:0] \$650 ;
+  reg \$651 ;
+  reg [8:0] \$652 ;
   reg [8:0] \$653 ;
   reg [8:0] \$654 ;
   reg [8:0] \$655 ;
   reg [8:0] \$656 ;
-  reg [8:0] \$657 ;
-  reg [27:0] \$658 ;
+  reg [27:0] \$657 ;
+  reg \$658 ;
   reg \$659 ;
   wire \$66 ;
   reg \$660 ;
@@ -32877,7 +32905,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   reg \$664 ;
   reg \$665 ;
   reg \$666 ;
-  reg \$667 ;
+  reg [5:0] \$667 ;
   reg [5:0] \$668 ;
   reg [5:0] \$669 ;
   wire \$67 ;
@@ -32887,24 +32915,24 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   reg [5:0] \$673 ;
   reg [5:0] \$674 ;
   reg [5:0] \$675 ;
-  reg [5:0] \$676 ;
-  reg [2:0] \$677 ;
-  reg [1:0] \$678 ;
-  reg [5:0] \$679 ;
+  reg [2:0] \$676 ;
+  reg [1:0] \$677 ;
+  reg [5:0] \$678 ;
+  reg [4:0] \$679 ;
   wire \$68 ;
-  reg [4:0] \$680 ;
-  reg [33:0] \$681 ;
-  reg [35:0] \$682 ;
-  reg \$683 ;
-  reg [31:0] \$684 ;
+  reg [33:0] \$680 ;
+  reg [35:0] \$681 ;
+  reg \$682 ;
+  reg [31:0] \$683 ;
+  reg [15:0] \$684 ;
   reg [15:0] \$685 ;
-  reg [15:0] \$686 ;
+  reg [5:0] \$686 ;
   reg [5:0] \$687 ;
-  reg [5:0] \$688 ;
-  reg [27:0] \$689 ;
+  reg [27:0] \$688 ;
+  reg [13:0] \$689 ;
   wire \$69 ;
   reg [13:0] \$690 ;
-  reg [13:0] \$691 ;
+  reg [27:0] \$691 ;
   reg [33:0] \$692 ;
   reg [33:0] \$693 ;
   reg [33:0] \$694 ;
@@ -32975,6 +33003,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   reg \$signature__en$77 ;
   reg \$signature__en$89 ;
   wire [27:0] E;
+  reg [27:0] E5 = 28'h0000000;
   reg [27:0] E_r = 28'h0000000;
   wire bins_done;
   wire [1:0] bins_mode;
@@ -33160,10 +33189,10 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   reg pcen_run;
   reg [2:0] pcen_state = 3'h0;
   wire [5:0] pmb;
-  input [26:0] \port$1465$0 ;
-  wire [26:0] \port$1465$0 ;
-  input [3:0] \port$1468$0 ;
-  wire [3:0] \port$1468$0 ;
+  input [26:0] \port$1536$0 ;
+  wire [26:0] \port$1536$0 ;
+  input [3:0] \port$1539$0 ;
+  wire [3:0] \port$1539$0 ;
   reg [35:0] pw0 = 36'h000000000;
   reg [35:0] pw1 = 36'h000000000;
   reg [35:0] pw2 = 36'h000000000;
@@ -34523,368 +34552,369 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   assign \$486  = \$484  & \$485 ;
   assign \$487  = ~ pcen_run;
   assign \$488  = ~ pcen_run;
-  assign \$489  = ! p1m_d4;
+  assign \$489  = ! p1m_d5;
   assign \$490  = \$489  ? 34'h000000000 : sumE;
-  assign \$491  = \$490  + E;
-  assign \$492  = ! p1m_d4;
-  assign \$493  = \$492  ? 34'h000000000 : high;
-  assign \$494  = p1m_d4 >= 5'h1a;
-  assign \$495  = \$494  ? E : 28'h0000000;
-  assign \$496  = \$493  + \$495 ;
-  assign \$497  = p1m_d4 == 4'hd;
-  assign \$498  = ! p1m_d9;
-  assign \$499  = \$498  ? 35'h000000000 : slog;
-  assign \$500  = $signed(\$499 ) + $signed(o_lp);
-  assign \$501  = k == 1'h1;
-  assign \$502  = p2 & \$501 ;
-  assign \$503  = k == 2'h2;
-  assign \$504  = p2 & \$503 ;
-  assign \$505  = k == 2'h3;
-  assign \$506  = p2 & \$505 ;
-  assign \$507  = k == 3'h4;
-  assign \$508  = p2 & \$507 ;
-  assign \$509  = k == 3'h5;
-  assign \$510  = p2 & \$509 ;
-  assign \$511  = k == 3'h6;
-  assign \$512  = p2 & \$511 ;
-  assign \$513  = k == 3'h7;
-  assign \$514  = p2 & \$513 ;
-  assign \$515  = k == 3'h6;
-  assign \$516  = p2 & \$515 ;
-  assign \$517  = k == 3'h6;
-  assign \$518  = tail & \$517 ;
-  assign \$519  = clr + 1'h1;
-  assign \$520  = clr == 3'h5;
-  assign \$521  = t == 3'h4;
-  assign \$522  = t == 7'h64;
-  assign \$523  = t + 1'h1;
-  assign \$524  = fbase + 6'h28;
-  assign \$525  = clr + 1'h1;
-  assign \$526  = clr == 3'h5;
-  assign \$527  = tr == 3'h4;
-  assign \$528  = t == 7'h64;
-  assign \$529  = t + 1'h1;
-  assign \$530  = fbase + 6'h28;
-  assign \$531  = tr + 1'h1;
-  assign \$532  = rbase + 6'h28;
+  assign \$491  = \$490  + E5;
+  assign \$492  = p1m_d5 >= 5'h1a;
+  assign \$493  = p1m_d5 == 5'h1a;
+  assign \$494  = \$493  ? 34'h000000000 : high;
+  assign \$495  = \$494  + E5;
+  assign \$496  = p1m_d5 == 4'hd;
+  assign \$497  = ! p1m_d9;
+  assign \$498  = \$497  ? 35'h000000000 : slog;
+  assign \$499  = $signed(\$498 ) + $signed(o_lp);
+  assign \$500  = k == 1'h1;
+  assign \$501  = p2 & \$500 ;
+  assign \$502  = k == 2'h2;
+  assign \$503  = p2 & \$502 ;
+  assign \$504  = k == 2'h3;
+  assign \$505  = p2 & \$504 ;
+  assign \$506  = k == 3'h4;
+  assign \$507  = p2 & \$506 ;
+  assign \$508  = k == 3'h5;
+  assign \$509  = p2 & \$508 ;
+  assign \$510  = k == 3'h6;
+  assign \$511  = p2 & \$510 ;
+  assign \$512  = k == 3'h7;
+  assign \$513  = p2 & \$512 ;
+  assign \$514  = k == 3'h6;
+  assign \$515  = p2 & \$514 ;
+  assign \$516  = k == 3'h6;
+  assign \$517  = tail & \$516 ;
+  assign \$518  = clr + 1'h1;
+  assign \$519  = clr == 3'h5;
+  assign \$520  = t == 3'h4;
+  assign \$521  = t == 7'h64;
+  assign \$522  = t + 1'h1;
+  assign \$523  = fbase + 6'h28;
+  assign \$524  = clr + 1'h1;
+  assign \$525  = clr == 3'h5;
+  assign \$526  = tr == 3'h4;
+  assign \$527  = t == 7'h64;
+  assign \$528  = t + 1'h1;
+  assign \$529  = fbase + 6'h28;
+  assign \$530  = tr + 1'h1;
+  assign \$531  = rbase + 6'h28;
   always @(posedge clk)
-    g_a_r <= \$533 ;
+    g_a_r <= \$532 ;
   always @(posedge clk)
-    g_b_r <= \$534 ;
+    g_b_r <= \$533 ;
   always @(posedge clk)
-    g_k_r <= \$535 ;
+    g_k_r <= \$534 ;
   always @(posedge clk)
-    g_p <= \$536 ;
+    g_p <= \$535 ;
   always @(posedge clk)
-    slot <= \$537 ;
+    slot <= \$536 ;
   always @(posedge clk)
-    j <= \$538 ;
+    j <= \$537 ;
   always @(posedge clk)
-    finished <= \$539 ;
+    finished <= \$538 ;
   always @(posedge clk)
-    v_d1 <= \$540 ;
+    v_d1 <= \$539 ;
   always @(posedge clk)
-    v_d2 <= \$541 ;
+    v_d2 <= \$540 ;
   always @(posedge clk)
-    v_d3 <= \$542 ;
+    v_d3 <= \$541 ;
   always @(posedge clk)
-    v_d4 <= \$543 ;
+    v_d4 <= \$542 ;
   always @(posedge clk)
-    v_d5 <= \$544 ;
+    v_d5 <= \$543 ;
   always @(posedge clk)
-    v_d6 <= \$545 ;
+    v_d6 <= \$544 ;
   always @(posedge clk)
-    v_d7 <= \$546 ;
+    v_d7 <= \$545 ;
   always @(posedge clk)
-    v_d8 <= \$547 ;
+    v_d8 <= \$546 ;
   always @(posedge clk)
-    v_d9 <= \$548 ;
+    v_d9 <= \$547 ;
   always @(posedge clk)
-    v_d10 <= \$549 ;
+    v_d10 <= \$548 ;
   always @(posedge clk)
-    v_d11 <= \$550 ;
+    v_d11 <= \$549 ;
   always @(posedge clk)
-    v_d12 <= \$551 ;
+    v_d12 <= \$550 ;
   always @(posedge clk)
-    v_d13 <= \$552 ;
+    v_d13 <= \$551 ;
   always @(posedge clk)
-    v_d14 <= \$553 ;
+    v_d14 <= \$552 ;
   always @(posedge clk)
-    v_d15 <= \$554 ;
+    v_d15 <= \$553 ;
   always @(posedge clk)
-    v_d16 <= \$555 ;
+    v_d16 <= \$554 ;
   always @(posedge clk)
-    v_d17 <= \$556 ;
+    v_d17 <= \$555 ;
   always @(posedge clk)
-    v_d18 <= \$557 ;
+    v_d18 <= \$556 ;
   always @(posedge clk)
-    v_d19 <= \$558 ;
+    v_d19 <= \$557 ;
   always @(posedge clk)
-    v_d20 <= \$559 ;
+    v_d20 <= \$558 ;
   always @(posedge clk)
-    v_d21 <= \$560 ;
+    v_d21 <= \$559 ;
   always @(posedge clk)
-    v_d22 <= \$561 ;
+    v_d22 <= \$560 ;
   always @(posedge clk)
-    v_d23 <= \$562 ;
+    v_d23 <= \$561 ;
   always @(posedge clk)
-    v_d24 <= \$563 ;
+    v_d24 <= \$562 ;
   always @(posedge clk)
-    v_d25 <= \$564 ;
+    v_d25 <= \$563 ;
   always @(posedge clk)
-    v_d26 <= \$565 ;
+    v_d26 <= \$564 ;
   always @(posedge clk)
-    v_d27 <= \$566 ;
+    v_d27 <= \$565 ;
   always @(posedge clk)
-    v_d28 <= \$567 ;
+    v_d28 <= \$566 ;
   always @(posedge clk)
-    v_d29 <= \$568 ;
+    v_d29 <= \$567 ;
   always @(posedge clk)
-    v_d30 <= \$569 ;
+    v_d30 <= \$568 ;
   always @(posedge clk)
-    v_d31 <= \$570 ;
+    v_d31 <= \$569 ;
   always @(posedge clk)
-    jb_d1 <= \$571 ;
+    jb_d1 <= \$570 ;
   always @(posedge clk)
-    jb_d2 <= \$572 ;
+    jb_d2 <= \$571 ;
   always @(posedge clk)
-    jb_d3 <= \$573 ;
+    jb_d3 <= \$572 ;
   always @(posedge clk)
-    half_d1 <= \$574 ;
+    half_d1 <= \$573 ;
   always @(posedge clk)
-    store_ptr <= \$575 ;
+    store_ptr <= \$574 ;
   always @(posedge clk)
-    x_reg <= \$576 ;
+    x_reg <= \$575 ;
   always @(posedge clk)
-    x1r <= \$577 ;
+    x1r <= \$576 ;
   always @(posedge clk)
-    w_d1 <= \$578 ;
+    w_d1 <= \$577 ;
   always @(posedge clk)
-    w_d2 <= \$579 ;
+    w_d2 <= \$578 ;
   always @(posedge clk)
-    w_d3 <= \$580 ;
+    w_d3 <= \$579 ;
   always @(posedge clk)
-    w_d4 <= \$581 ;
+    w_d4 <= \$580 ;
   always @(posedge clk)
-    w_d5 <= \$582 ;
+    w_d5 <= \$581 ;
   always @(posedge clk)
-    w_d6 <= \$583 ;
+    w_d6 <= \$582 ;
   always @(posedge clk)
-    w_d7 <= \$584 ;
+    w_d7 <= \$583 ;
   always @(posedge clk)
-    w_d8 <= \$585 ;
+    w_d8 <= \$584 ;
   always @(posedge clk)
-    w_d9 <= \$586 ;
+    w_d9 <= \$585 ;
   always @(posedge clk)
-    w_d10 <= \$587 ;
+    w_d10 <= \$586 ;
   always @(posedge clk)
-    w_d11 <= \$588 ;
+    w_d11 <= \$587 ;
   always @(posedge clk)
-    w_d12 <= \$589 ;
+    w_d12 <= \$588 ;
   always @(posedge clk)
-    w_d13 <= \$590 ;
+    w_d13 <= \$589 ;
   always @(posedge clk)
-    w_d14 <= \$591 ;
+    w_d14 <= \$590 ;
   always @(posedge clk)
-    w_d15 <= \$592 ;
+    w_d15 <= \$591 ;
   always @(posedge clk)
-    w_d16 <= \$593 ;
+    w_d16 <= \$592 ;
   always @(posedge clk)
-    w_d17 <= \$594 ;
+    w_d17 <= \$593 ;
   always @(posedge clk)
-    w_d18 <= \$595 ;
+    w_d18 <= \$594 ;
   always @(posedge clk)
-    w_d19 <= \$596 ;
+    w_d19 <= \$595 ;
   always @(posedge clk)
-    w_d20 <= \$597 ;
+    w_d20 <= \$596 ;
   always @(posedge clk)
-    w_d21 <= \$598 ;
+    w_d21 <= \$597 ;
   always @(posedge clk)
-    close_d1 <= \$599 ;
+    close_d1 <= \$598 ;
   always @(posedge clk)
-    close_d2 <= \$600 ;
+    close_d2 <= \$599 ;
   always @(posedge clk)
-    close_d3 <= \$601 ;
+    close_d3 <= \$600 ;
   always @(posedge clk)
-    close_d4 <= \$602 ;
+    close_d4 <= \$601 ;
   always @(posedge clk)
-    close_d5 <= \$603 ;
+    close_d5 <= \$602 ;
   always @(posedge clk)
-    close_d6 <= \$604 ;
+    close_d6 <= \$603 ;
   always @(posedge clk)
-    close_d7 <= \$605 ;
+    close_d7 <= \$604 ;
   always @(posedge clk)
-    close_d8 <= \$606 ;
+    close_d8 <= \$605 ;
   always @(posedge clk)
-    close_d9 <= \$607 ;
+    close_d9 <= \$606 ;
   always @(posedge clk)
-    close_d10 <= \$608 ;
+    close_d10 <= \$607 ;
   always @(posedge clk)
-    close_d11 <= \$609 ;
+    close_d11 <= \$608 ;
   always @(posedge clk)
-    close_d12 <= \$610 ;
+    close_d12 <= \$609 ;
   always @(posedge clk)
-    close_d13 <= \$611 ;
+    close_d13 <= \$610 ;
   always @(posedge clk)
-    close_d14 <= \$612 ;
+    close_d14 <= \$611 ;
   always @(posedge clk)
-    close_d15 <= \$613 ;
+    close_d15 <= \$612 ;
   always @(posedge clk)
-    close_d16 <= \$614 ;
+    close_d16 <= \$613 ;
   always @(posedge clk)
-    close_d17 <= \$615 ;
+    close_d17 <= \$614 ;
   always @(posedge clk)
-    close_d18 <= \$616 ;
+    close_d18 <= \$615 ;
   always @(posedge clk)
-    close_d19 <= \$617 ;
+    close_d19 <= \$616 ;
   always @(posedge clk)
-    close_d20 <= \$618 ;
+    close_d20 <= \$617 ;
   always @(posedge clk)
-    close_d21 <= \$619 ;
+    close_d21 <= \$618 ;
   always @(posedge clk)
-    word0r <= \$620 ;
+    word0r <= \$619 ;
   always @(posedge clk)
-    word0h <= \$621 ;
+    word0h <= \$620 ;
   always @(posedge clk)
-    half_n0 <= \$622 ;
+    half_n0 <= \$621 ;
   always @(posedge clk)
-    noise_r <= \$623 ;
+    noise_r <= \$622 ;
   always @(posedge clk)
-    mm <= \$624 ;
+    mm <= \$623 ;
   always @(posedge clk)
-    \$signal$188  <= \$625 ;
+    \$signal$188  <= \$624 ;
   always @(posedge clk)
-    ld <= \$626 ;
+    ld <= \$625 ;
   always @(posedge clk)
-    r <= \$627 ;
+    r <= \$626 ;
   always @(posedge clk)
-    sclose <= \$628 ;
+    sclose <= \$627 ;
   always @(posedge clk)
-    snm <= \$629 ;
+    snm <= \$628 ;
   always @(posedge clk)
-    saddr <= \$630 ;
+    saddr <= \$629 ;
   always @(posedge clk)
-    ms <= \$631 ;
+    ms <= \$630 ;
   always @(posedge clk)
-    sclose_d1 <= \$632 ;
+    sclose_d1 <= \$631 ;
   always @(posedge clk)
-    sclose_d2 <= \$633 ;
+    sclose_d2 <= \$632 ;
   always @(posedge clk)
-    sclose_d3 <= \$634 ;
+    sclose_d3 <= \$633 ;
   always @(posedge clk)
-    sclose_d4 <= \$635 ;
+    sclose_d4 <= \$634 ;
   always @(posedge clk)
-    sclose_d5 <= \$636 ;
+    sclose_d5 <= \$635 ;
   always @(posedge clk)
-    sclose_d6 <= \$637 ;
+    sclose_d6 <= \$636 ;
   always @(posedge clk)
-    saddr_d1 <= \$638 ;
+    saddr_d1 <= \$637 ;
   always @(posedge clk)
-    saddr_d2 <= \$639 ;
+    saddr_d2 <= \$638 ;
   always @(posedge clk)
-    saddr_d3 <= \$640 ;
+    saddr_d3 <= \$639 ;
   always @(posedge clk)
-    saddr_d4 <= \$641 ;
+    saddr_d4 <= \$640 ;
   always @(posedge clk)
-    saddr_d5 <= \$642 ;
+    saddr_d5 <= \$641 ;
   always @(posedge clk)
-    saddr_d6 <= \$643 ;
+    saddr_d6 <= \$642 ;
   always @(posedge clk)
-    snr_val <= \$644 ;
+    snr_val <= \$643 ;
   always @(posedge clk)
-    iv_d1 <= \$645 ;
+    iv_d1 <= \$644 ;
   always @(posedge clk)
-    iv_d2 <= \$646 ;
+    iv_d2 <= \$645 ;
   always @(posedge clk)
-    iv_d3 <= \$647 ;
+    iv_d3 <= \$646 ;
   always @(posedge clk)
-    iv_d4 <= \$648 ;
+    iv_d4 <= \$647 ;
   always @(posedge clk)
-    iv_d5 <= \$649 ;
+    iv_d5 <= \$648 ;
   always @(posedge clk)
-    iph <= \$650 ;
+    iph <= \$649 ;
   always @(posedge clk)
-    ib <= \$651 ;
+    ib <= \$650 ;
   always @(posedge clk)
-    ifin <= \$652 ;
+    ifin <= \$651 ;
   always @(posedge clk)
-    ib_d1 <= \$653 ;
+    ib_d1 <= \$652 ;
   always @(posedge clk)
-    ib_d2 <= \$654 ;
+    ib_d2 <= \$653 ;
   always @(posedge clk)
-    ib_d3 <= \$655 ;
+    ib_d3 <= \$654 ;
   always @(posedge clk)
-    ib_d4 <= \$656 ;
+    ib_d4 <= \$655 ;
   always @(posedge clk)
-    ib_d5 <= \$657 ;
+    ib_d5 <= \$656 ;
   always @(posedge clk)
-    sum5_hold <= \$658 ;
+    sum5_hold <= \$657 ;
   always @(posedge clk)
-    p1v_d1 <= \$659 ;
+    p1v_d1 <= \$658 ;
   always @(posedge clk)
-    p1v_d2 <= \$660 ;
+    p1v_d2 <= \$659 ;
   always @(posedge clk)
-    p1v_d3 <= \$661 ;
+    p1v_d3 <= \$660 ;
   always @(posedge clk)
-    p1v_d4 <= \$662 ;
+    p1v_d4 <= \$661 ;
   always @(posedge clk)
-    p1v_d5 <= \$663 ;
+    p1v_d5 <= \$662 ;
   always @(posedge clk)
-    p1v_d6 <= \$664 ;
+    p1v_d6 <= \$663 ;
   always @(posedge clk)
-    p1v_d7 <= \$665 ;
+    p1v_d7 <= \$664 ;
   always @(posedge clk)
-    p1v_d8 <= \$666 ;
+    p1v_d8 <= \$665 ;
   always @(posedge clk)
-    p1v_d9 <= \$667 ;
+    p1v_d9 <= \$666 ;
   always @(posedge clk)
-    p1m_d1 <= \$668 ;
+    p1m_d1 <= \$667 ;
   always @(posedge clk)
-    p1m_d2 <= \$669 ;
+    p1m_d2 <= \$668 ;
   always @(posedge clk)
-    p1m_d3 <= \$670 ;
+    p1m_d3 <= \$669 ;
   always @(posedge clk)
-    p1m_d4 <= \$671 ;
+    p1m_d4 <= \$670 ;
   always @(posedge clk)
-    p1m_d5 <= \$672 ;
+    p1m_d5 <= \$671 ;
   always @(posedge clk)
-    p1m_d6 <= \$673 ;
+    p1m_d6 <= \$672 ;
   always @(posedge clk)
-    p1m_d7 <= \$674 ;
+    p1m_d7 <= \$673 ;
   always @(posedge clk)
-    p1m_d8 <= \$675 ;
+    p1m_d8 <= \$674 ;
   always @(posedge clk)
-    p1m_d9 <= \$676 ;
+    p1m_d9 <= \$675 ;
   always @(posedge clk)
-    pcen_state <= \$677 ;
+    pcen_state <= \$676 ;
   always @(posedge clk)
-    p1_ph <= \$678 ;
+    p1_ph <= \$677 ;
   always @(posedge clk)
-    p1_m <= \$679 ;
+    p1_m <= \$678 ;
   always @(posedge clk)
-    g <= \$680 ;
+    g <= \$679 ;
   always @(posedge clk)
-    meanr <= \$681 ;
+    meanr <= \$680 ;
   always @(posedge clk)
-    num_r <= \$682 ;
+    num_r <= \$681 ;
   always @(posedge clk)
-    num_zero <= \$683 ;
+    num_zero <= \$682 ;
   always @(posedge clk)
-    lnum <= \$684 ;
+    lnum <= \$683 ;
   always @(posedge clk)
-    sf_r <= \$685 ;
+    sf_r <= \$684 ;
   always @(posedge clk)
-    g_r <= \$686 ;
+    g_r <= \$685 ;
   always @(posedge clk)
-    k <= \$687 ;
+    k <= \$686 ;
   always @(posedge clk)
-    cm <= \$688 ;
+    cm <= \$687 ;
   always @(posedge clk)
-    mel_r <= \$689 ;
+    mel_r <= \$688 ;
   always @(posedge clk)
-    flo <= \$690 ;
+    flo <= \$689 ;
   always @(posedge clk)
-    fhi <= \$691 ;
+    fhi <= \$690 ;
+  always @(posedge clk)
+    E5 <= \$691 ;
   always @(posedge clk)
     sumE <= \$692 ;
   always @(posedge clk)
@@ -34957,7 +34987,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   assign \$30  = bins_mode == 2'h2;
   assign \$31  = \$29  & \$30 ;
   assign \$32  = bins_mode == 2'h2;
-  assign x1 = \$32  ? \port$1465$0 [23:0] : x_reg;
+  assign x1 = \$32  ? \port$1536$0 [23:0] : x_reg;
   assign \$33  = half_d1 ? \$signature__data [35:18] : \$signature__data [17:0];
   assign \$34  = half_d1 ? \$signature__data [35:18] : \$signature__data [17:0];
   assign \$35  = | bins_mode;
@@ -35205,8 +35235,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
     .i_x(i_x),
     .o_exp(o_exp),
     .o_lp(o_lp),
-    .\port$866$0 (\$277 ),
-    .\port$890$0 (\$301 ),
+    .\port$934$0 (\$277 ),
+    .\port$958$0 (\$301 ),
     .rst(rst)
   );
   \nanomamba_accel.spectral.engine.mac  mac (
@@ -35359,10 +35389,10 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
       fb_wdata = { 7'h00, x1 };
     end
     if (sclose_d6) begin
-      fb_wdata = { snr_val, \port$1465$0 [14:0] };
+      fb_wdata = { snr_val, \port$1536$0 [14:0] };
     end
     if (\$166 ) begin
-      fb_wdata = { \port$1468$0 , \port$1465$0 [26:15], feat[14:0] };
+      fb_wdata = { \port$1539$0 , \port$1536$0 [26:15], feat[14:0] };
     end
   end
   always @* begin
@@ -36192,81 +36222,91 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$533  = \$signal$202 ;
+    \$532  = \$signal$202 ;
     if (clip_start) begin
-      \$533  = 35'h000000000;
+      \$532  = 35'h000000000;
     end
     if (rst) begin
-      \$533  = 35'h000000000;
+      \$532  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$534  = \$signal$212 ;
+    \$533  = \$signal$212 ;
     if (clip_start) begin
-      \$534  = 18'h00000;
+      \$533  = 18'h00000;
     end
     if (rst) begin
-      \$534  = 18'h00000;
+      \$533  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$535  = \$403 [47:0];
+    \$534  = \$403 [47:0];
     if (clip_start) begin
-      \$535  = 48'h000000000000;
+      \$534  = 48'h000000000000;
     end
     if (rst) begin
-      \$535  = 48'h000000000000;
+      \$534  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$536  = { \$419 [36:0], \$2 [16:0] };
+    \$535  = { \$419 [36:0], \$2 [16:0] };
     if (clip_start) begin
-      \$536  = 54'h00000000000000;
+      \$535  = 54'h00000000000000;
     end
     if (rst) begin
-      \$536  = 54'h00000000000000;
+      \$535  = 54'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$537  = \$422 [2:0];
+    \$536  = \$422 [2:0];
     if (clip_start) begin
-      \$537  = 3'h0;
+      \$536  = 3'h0;
     end
     if (rst) begin
-      \$537  = 3'h0;
+      \$536  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$538  = j;
+    \$537  = j;
     if (issue) begin
-      \$538  = \$423 [8:0];
+      \$537  = \$423 [8:0];
     end
     if (\$427 ) begin
-      \$538  = { 8'h00, \$429  };
+      \$537  = { 8'h00, \$429  };
     end
     if (clip_start) begin
-      \$538  = 9'h000;
+      \$537  = 9'h000;
     end
     if (rst) begin
-      \$538  = 9'h000;
+      \$537  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$539  = finished;
+    \$538  = finished;
     if (issue) begin
       if (\$426 ) begin
-        \$539  = 1'h1;
+        \$538  = 1'h1;
       end
     end
     if (\$427 ) begin
-      \$539  = 1'h0;
+      \$538  = 1'h0;
     end
+    if (clip_start) begin
+      \$538  = 1'h0;
+    end
+    if (rst) begin
+      \$538  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$539  = \$433 ;
     if (clip_start) begin
       \$539  = 1'h0;
     end
@@ -36276,7 +36316,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$540  = \$433 ;
+    \$540  = v_d1;
     if (clip_start) begin
       \$540  = 1'h0;
     end
@@ -36286,7 +36326,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$541  = v_d1;
+    \$541  = v_d2;
     if (clip_start) begin
       \$541  = 1'h0;
     end
@@ -36296,7 +36336,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$542  = v_d2;
+    \$542  = v_d3;
     if (clip_start) begin
       \$542  = 1'h0;
     end
@@ -36306,7 +36346,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$543  = v_d3;
+    \$543  = v_d4;
     if (clip_start) begin
       \$543  = 1'h0;
     end
@@ -36316,7 +36356,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$544  = v_d4;
+    \$544  = v_d5;
     if (clip_start) begin
       \$544  = 1'h0;
     end
@@ -36326,7 +36366,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$545  = v_d5;
+    \$545  = v_d6;
     if (clip_start) begin
       \$545  = 1'h0;
     end
@@ -36336,7 +36376,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$546  = v_d6;
+    \$546  = v_d7;
     if (clip_start) begin
       \$546  = 1'h0;
     end
@@ -36346,7 +36386,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$547  = v_d7;
+    \$547  = v_d8;
     if (clip_start) begin
       \$547  = 1'h0;
     end
@@ -36356,7 +36396,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$548  = v_d8;
+    \$548  = v_d9;
     if (clip_start) begin
       \$548  = 1'h0;
     end
@@ -36366,7 +36406,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$549  = v_d9;
+    \$549  = v_d10;
     if (clip_start) begin
       \$549  = 1'h0;
     end
@@ -36376,7 +36416,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$550  = v_d10;
+    \$550  = v_d11;
     if (clip_start) begin
       \$550  = 1'h0;
     end
@@ -36386,7 +36426,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$551  = v_d11;
+    \$551  = v_d12;
     if (clip_start) begin
       \$551  = 1'h0;
     end
@@ -36396,7 +36436,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$552  = v_d12;
+    \$552  = v_d13;
     if (clip_start) begin
       \$552  = 1'h0;
     end
@@ -36406,7 +36446,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$553  = v_d13;
+    \$553  = v_d14;
     if (clip_start) begin
       \$553  = 1'h0;
     end
@@ -36416,7 +36456,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$554  = v_d14;
+    \$554  = v_d15;
     if (clip_start) begin
       \$554  = 1'h0;
     end
@@ -36426,7 +36466,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$555  = v_d15;
+    \$555  = v_d16;
     if (clip_start) begin
       \$555  = 1'h0;
     end
@@ -36436,7 +36476,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$556  = v_d16;
+    \$556  = v_d17;
     if (clip_start) begin
       \$556  = 1'h0;
     end
@@ -36446,7 +36486,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$557  = v_d17;
+    \$557  = v_d18;
     if (clip_start) begin
       \$557  = 1'h0;
     end
@@ -36456,7 +36496,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$558  = v_d18;
+    \$558  = v_d19;
     if (clip_start) begin
       \$558  = 1'h0;
     end
@@ -36466,7 +36506,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$559  = v_d19;
+    \$559  = v_d20;
     if (clip_start) begin
       \$559  = 1'h0;
     end
@@ -36476,7 +36516,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$560  = v_d20;
+    \$560  = v_d21;
     if (clip_start) begin
       \$560  = 1'h0;
     end
@@ -36486,7 +36526,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$561  = v_d21;
+    \$561  = v_d22;
     if (clip_start) begin
       \$561  = 1'h0;
     end
@@ -36496,7 +36536,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$562  = v_d22;
+    \$562  = v_d23;
     if (clip_start) begin
       \$562  = 1'h0;
     end
@@ -36506,7 +36546,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$563  = v_d23;
+    \$563  = v_d24;
     if (clip_start) begin
       \$563  = 1'h0;
     end
@@ -36516,7 +36556,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$564  = v_d24;
+    \$564  = v_d25;
     if (clip_start) begin
       \$564  = 1'h0;
     end
@@ -36526,7 +36566,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$565  = v_d25;
+    \$565  = v_d26;
     if (clip_start) begin
       \$565  = 1'h0;
     end
@@ -36536,7 +36576,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$566  = v_d26;
+    \$566  = v_d27;
     if (clip_start) begin
       \$566  = 1'h0;
     end
@@ -36546,7 +36586,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$567  = v_d27;
+    \$567  = v_d28;
     if (clip_start) begin
       \$567  = 1'h0;
     end
@@ -36556,7 +36596,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$568  = v_d28;
+    \$568  = v_d29;
     if (clip_start) begin
       \$568  = 1'h0;
     end
@@ -36566,7 +36606,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$569  = v_d29;
+    \$569  = v_d30;
     if (clip_start) begin
       \$569  = 1'h0;
     end
@@ -36576,17 +36616,17 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$570  = v_d30;
+    \$570  = \$23 [7:0];
     if (clip_start) begin
-      \$570  = 1'h0;
+      \$570  = 8'h00;
     end
     if (rst) begin
-      \$570  = 1'h0;
+      \$570  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$571  = \$23 [7:0];
+    \$571  = jb_d1;
     if (clip_start) begin
       \$571  = 8'h00;
     end
@@ -36596,7 +36636,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$572  = jb_d1;
+    \$572  = jb_d2;
     if (clip_start) begin
       \$572  = 8'h00;
     end
@@ -36606,46 +36646,46 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$573  = jb_d2;
+    \$573  = jj[0];
     if (clip_start) begin
-      \$573  = 8'h00;
+      \$573  = 1'h0;
     end
     if (rst) begin
-      \$573  = 8'h00;
+      \$573  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$574  = jj[0];
-    if (clip_start) begin
-      \$574  = 1'h0;
-    end
-    if (rst) begin
-      \$574  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$575  = store_ptr;
+    \$574  = store_ptr;
     if (store_rewind) begin
-      \$575  = 12'h0c8;
+      \$574  = 12'h0c8;
     end
     if (\$439 ) begin
-      \$575  = \$440 [11:0];
+      \$574  = \$440 [11:0];
     end
     if (\$442 ) begin
-      \$575  = \$443 [11:0];
+      \$574  = \$443 [11:0];
     end
     if (clip_start) begin
-      \$575  = 12'h000;
+      \$574  = 12'h000;
     end
     if (rst) begin
-      \$575  = 12'h000;
+      \$574  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$576  = i__payload[23:0];
+    \$575  = i__payload[23:0];
+    if (clip_start) begin
+      \$575  = 24'h000000;
+    end
+    if (rst) begin
+      \$575  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$576  = x1;
     if (clip_start) begin
       \$576  = 24'h000000;
     end
@@ -36655,17 +36695,17 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$577  = x1;
+    \$577  = \$33 [15:0];
     if (clip_start) begin
-      \$577  = 24'h000000;
+      \$577  = 16'h0000;
     end
     if (rst) begin
-      \$577  = 24'h000000;
+      \$577  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$578  = \$33 [15:0];
+    \$578  = w_d1;
     if (clip_start) begin
       \$578  = 16'h0000;
     end
@@ -36675,7 +36715,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$579  = w_d1;
+    \$579  = w_d2;
     if (clip_start) begin
       \$579  = 16'h0000;
     end
@@ -36685,7 +36725,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$580  = w_d2;
+    \$580  = w_d3;
     if (clip_start) begin
       \$580  = 16'h0000;
     end
@@ -36695,7 +36735,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$581  = w_d3;
+    \$581  = w_d4;
     if (clip_start) begin
       \$581  = 16'h0000;
     end
@@ -36705,7 +36745,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$582  = w_d4;
+    \$582  = w_d5;
     if (clip_start) begin
       \$582  = 16'h0000;
     end
@@ -36715,7 +36755,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$583  = w_d5;
+    \$583  = w_d6;
     if (clip_start) begin
       \$583  = 16'h0000;
     end
@@ -36725,7 +36765,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$584  = w_d6;
+    \$584  = w_d7;
     if (clip_start) begin
       \$584  = 16'h0000;
     end
@@ -36735,7 +36775,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$585  = w_d7;
+    \$585  = w_d8;
     if (clip_start) begin
       \$585  = 16'h0000;
     end
@@ -36745,7 +36785,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$586  = w_d8;
+    \$586  = w_d9;
     if (clip_start) begin
       \$586  = 16'h0000;
     end
@@ -36755,7 +36795,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$587  = w_d9;
+    \$587  = w_d10;
     if (clip_start) begin
       \$587  = 16'h0000;
     end
@@ -36765,7 +36805,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$588  = w_d10;
+    \$588  = w_d11;
     if (clip_start) begin
       \$588  = 16'h0000;
     end
@@ -36775,7 +36815,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$589  = w_d11;
+    \$589  = w_d12;
     if (clip_start) begin
       \$589  = 16'h0000;
     end
@@ -36785,7 +36825,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$590  = w_d12;
+    \$590  = w_d13;
     if (clip_start) begin
       \$590  = 16'h0000;
     end
@@ -36795,7 +36835,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$591  = w_d13;
+    \$591  = w_d14;
     if (clip_start) begin
       \$591  = 16'h0000;
     end
@@ -36805,7 +36845,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$592  = w_d14;
+    \$592  = w_d15;
     if (clip_start) begin
       \$592  = 16'h0000;
     end
@@ -36815,7 +36855,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$593  = w_d15;
+    \$593  = w_d16;
     if (clip_start) begin
       \$593  = 16'h0000;
     end
@@ -36825,7 +36865,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$594  = w_d16;
+    \$594  = w_d17;
     if (clip_start) begin
       \$594  = 16'h0000;
     end
@@ -36835,7 +36875,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$595  = w_d17;
+    \$595  = w_d18;
     if (clip_start) begin
       \$595  = 16'h0000;
     end
@@ -36845,7 +36885,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$596  = w_d18;
+    \$596  = w_d19;
     if (clip_start) begin
       \$596  = 16'h0000;
     end
@@ -36855,7 +36895,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$597  = w_d19;
+    \$597  = w_d20;
     if (clip_start) begin
       \$597  = 16'h0000;
     end
@@ -36865,17 +36905,17 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$598  = w_d20;
+    \$598  = \$34 [16];
     if (clip_start) begin
-      \$598  = 16'h0000;
+      \$598  = 1'h0;
     end
     if (rst) begin
-      \$598  = 16'h0000;
+      \$598  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$599  = \$34 [16];
+    \$599  = close_d1;
     if (clip_start) begin
       \$599  = 1'h0;
     end
@@ -36885,7 +36925,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$600  = close_d1;
+    \$600  = close_d2;
     if (clip_start) begin
       \$600  = 1'h0;
     end
@@ -36895,7 +36935,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$601  = close_d2;
+    \$601  = close_d3;
     if (clip_start) begin
       \$601  = 1'h0;
     end
@@ -36905,7 +36945,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$602  = close_d3;
+    \$602  = close_d4;
     if (clip_start) begin
       \$602  = 1'h0;
     end
@@ -36915,7 +36955,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$603  = close_d4;
+    \$603  = close_d5;
     if (clip_start) begin
       \$603  = 1'h0;
     end
@@ -36925,7 +36965,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$604  = close_d5;
+    \$604  = close_d6;
     if (clip_start) begin
       \$604  = 1'h0;
     end
@@ -36935,7 +36975,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$605  = close_d6;
+    \$605  = close_d7;
     if (clip_start) begin
       \$605  = 1'h0;
     end
@@ -36945,7 +36985,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$606  = close_d7;
+    \$606  = close_d8;
     if (clip_start) begin
       \$606  = 1'h0;
     end
@@ -36955,7 +36995,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$607  = close_d8;
+    \$607  = close_d9;
     if (clip_start) begin
       \$607  = 1'h0;
     end
@@ -36965,7 +37005,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$608  = close_d9;
+    \$608  = close_d10;
     if (clip_start) begin
       \$608  = 1'h0;
     end
@@ -36975,7 +37015,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$609  = close_d10;
+    \$609  = close_d11;
     if (clip_start) begin
       \$609  = 1'h0;
     end
@@ -36985,7 +37025,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$610  = close_d11;
+    \$610  = close_d12;
     if (clip_start) begin
       \$610  = 1'h0;
     end
@@ -36995,7 +37035,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$611  = close_d12;
+    \$611  = close_d13;
     if (clip_start) begin
       \$611  = 1'h0;
     end
@@ -37005,7 +37045,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$612  = close_d13;
+    \$612  = close_d14;
     if (clip_start) begin
       \$612  = 1'h0;
     end
@@ -37015,7 +37055,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$613  = close_d14;
+    \$613  = close_d15;
     if (clip_start) begin
       \$613  = 1'h0;
     end
@@ -37025,7 +37065,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$614  = close_d15;
+    \$614  = close_d16;
     if (clip_start) begin
       \$614  = 1'h0;
     end
@@ -37035,7 +37075,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$615  = close_d16;
+    \$615  = close_d17;
     if (clip_start) begin
       \$615  = 1'h0;
     end
@@ -37045,7 +37085,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$616  = close_d17;
+    \$616  = close_d18;
     if (clip_start) begin
       \$616  = 1'h0;
     end
@@ -37055,7 +37095,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$617  = close_d18;
+    \$617  = close_d19;
     if (clip_start) begin
       \$617  = 1'h0;
     end
@@ -37065,7 +37105,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$618  = close_d19;
+    \$618  = close_d20;
     if (clip_start) begin
       \$618  = 1'h0;
     end
@@ -37075,80 +37115,83 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$619  = close_d20;
+    \$619  = \$signature__data$65 [27:0];
     if (clip_start) begin
-      \$619  = 1'h0;
+      \$619  = 28'h0000000;
     end
     if (rst) begin
-      \$619  = 1'h0;
+      \$619  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$620  = \$signature__data$65 [27:0];
-    if (clip_start) begin
-      \$620  = 28'h0000000;
-    end
-    if (rst) begin
-      \$620  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$621  = word0h;
+    \$620  = word0h;
     if (v_d1) begin
-      \$621  = \$signature__data$65 [27:0];
+      \$620  = \$signature__data$65 [27:0];
     end
     if (clip_start) begin
-      \$621  = 28'h0000000;
+      \$620  = 28'h0000000;
     end
     if (rst) begin
-      \$621  = 28'h0000000;
+      \$620  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$622  = half_n0;
+    \$621  = half_n0;
     if (v_d2) begin
-      \$622  = \$signature__data$65 [27:1];
+      \$621  = \$signature__data$65 [27:1];
     end
     if (clip_start) begin
-      \$622  = 27'h0000000;
+      \$621  = 27'h0000000;
     end
     if (rst) begin
-      \$622  = 27'h0000000;
+      \$621  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$623  = noise;
+    \$622  = noise;
     if (clip_start) begin
-      \$623  = 28'h0000000;
+      \$622  = 28'h0000000;
     end
     if (rst) begin
-      \$623  = 28'h0000000;
+      \$622  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$624  = mm;
+    \$623  = mm;
     if (\$445 ) begin
-      \$624  = \$446 [5:0];
+      \$623  = \$446 [5:0];
     end
     if (\$453 ) begin
-      \$624  = 6'h00;
+      \$623  = 6'h00;
     end
     if (clip_start) begin
-      \$624  = 6'h00;
+      \$623  = 6'h00;
     end
     if (rst) begin
-      \$624  = 6'h00;
+      \$623  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$625  = \$signal$188 ;
+    \$624  = \$signal$188 ;
     if (v_d6) begin
+      \$624  = o_lp;
+    end
+    if (clip_start) begin
+      \$624  = 32'd0;
+    end
+    if (rst) begin
+      \$624  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$625  = ld;
+    if (v_d11) begin
       \$625  = o_lp;
     end
     if (clip_start) begin
@@ -37160,88 +37203,85 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$626  = ld;
-    if (v_d11) begin
-      \$626  = o_lp;
-    end
-    if (clip_start) begin
-      \$626  = 32'd0;
-    end
-    if (rst) begin
-      \$626  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$627  = r;
+    \$626  = r;
     if (v_d20) begin
-      \$627  = o_exp[21:0];
+      \$626  = o_exp[21:0];
     end
     if (clip_start) begin
-      \$627  = 22'h000000;
+      \$626  = 22'h000000;
     end
     if (rst) begin
-      \$627  = 22'h000000;
+      \$626  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$628  = 1'h0;
+    \$627  = 1'h0;
     if (\$448 ) begin
-      \$628  = 1'h1;
+      \$627  = 1'h1;
     end
     if (clip_start) begin
-      \$628  = 1'h0;
+      \$627  = 1'h0;
     end
     if (rst) begin
-      \$628  = 1'h0;
+      \$627  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$629  = snm;
+    \$628  = snm;
     if (\$448 ) begin
-      \$629  = \$450 ;
+      \$628  = \$450 ;
     end
     if (clip_start) begin
-      \$629  = 16'h0000;
+      \$628  = 16'h0000;
     end
     if (rst) begin
-      \$629  = 16'h0000;
+      \$628  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$630  = saddr;
+    \$629  = saddr;
     if (\$448 ) begin
-      \$630  = \$451 [11:0];
+      \$629  = \$451 [11:0];
     end
     if (clip_start) begin
-      \$630  = 12'h000;
+      \$629  = 12'h000;
     end
     if (rst) begin
-      \$630  = 12'h000;
+      \$629  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$631  = ms;
+    \$630  = ms;
     if (\$448 ) begin
-      \$631  = \$452 [5:0];
+      \$630  = \$452 [5:0];
     end
     if (\$453 ) begin
-      \$631  = 6'h00;
+      \$630  = 6'h00;
     end
     if (clip_start) begin
-      \$631  = 6'h00;
+      \$630  = 6'h00;
     end
     if (rst) begin
-      \$631  = 6'h00;
+      \$630  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$632  = sclose;
+    \$631  = sclose;
+    if (clip_start) begin
+      \$631  = 1'h0;
+    end
+    if (rst) begin
+      \$631  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$632  = sclose_d1;
     if (clip_start) begin
       \$632  = 1'h0;
     end
@@ -37251,7 +37291,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$633  = sclose_d1;
+    \$633  = sclose_d2;
     if (clip_start) begin
       \$633  = 1'h0;
     end
@@ -37261,7 +37301,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$634  = sclose_d2;
+    \$634  = sclose_d3;
     if (clip_start) begin
       \$634  = 1'h0;
     end
@@ -37271,7 +37311,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$635  = sclose_d3;
+    \$635  = sclose_d4;
     if (clip_start) begin
       \$635  = 1'h0;
     end
@@ -37281,7 +37321,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$636  = sclose_d4;
+    \$636  = sclose_d5;
     if (clip_start) begin
       \$636  = 1'h0;
     end
@@ -37291,17 +37331,17 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$637  = sclose_d5;
+    \$637  = saddr;
     if (clip_start) begin
-      \$637  = 1'h0;
+      \$637  = 12'h000;
     end
     if (rst) begin
-      \$637  = 1'h0;
+      \$637  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$638  = saddr;
+    \$638  = saddr_d1;
     if (clip_start) begin
       \$638  = 12'h000;
     end
@@ -37311,7 +37351,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$639  = saddr_d1;
+    \$639  = saddr_d2;
     if (clip_start) begin
       \$639  = 12'h000;
     end
@@ -37321,7 +37361,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$640  = saddr_d2;
+    \$640  = saddr_d3;
     if (clip_start) begin
       \$640  = 12'h000;
     end
@@ -37331,7 +37371,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$641  = saddr_d3;
+    \$641  = saddr_d4;
     if (clip_start) begin
       \$641  = 12'h000;
     end
@@ -37341,7 +37381,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$642  = saddr_d4;
+    \$642  = saddr_d5;
     if (clip_start) begin
       \$642  = 12'h000;
     end
@@ -37351,30 +37391,30 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$643  = saddr_d5;
-    if (clip_start) begin
-      \$643  = 12'h000;
-    end
-    if (rst) begin
-      \$643  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$644  = snr_val;
+    \$643  = snr_val;
     if (sclose_d5) begin
-      \$644  = o_lp[15:0];
+      \$643  = o_lp[15:0];
     end
     if (clip_start) begin
-      \$644  = 16'h0000;
+      \$643  = 16'h0000;
     end
     if (rst) begin
-      \$644  = 16'h0000;
+      \$643  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$645  = \$457 ;
+    \$644  = \$457 ;
+    if (clip_start) begin
+      \$644  = 1'h0;
+    end
+    if (rst) begin
+      \$644  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$645  = iv_d1;
     if (clip_start) begin
       \$645  = 1'h0;
     end
@@ -37384,7 +37424,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$646  = iv_d1;
+    \$646  = iv_d2;
     if (clip_start) begin
       \$646  = 1'h0;
     end
@@ -37394,7 +37434,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$647  = iv_d2;
+    \$647  = iv_d3;
     if (clip_start) begin
       \$647  = 1'h0;
     end
@@ -37404,7 +37444,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$648  = iv_d3;
+    \$648  = iv_d4;
     if (clip_start) begin
       \$648  = 1'h0;
     end
@@ -37414,7 +37454,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$649  = iv_d4;
+    \$649  = \$461 ;
     if (clip_start) begin
       \$649  = 1'h0;
     end
@@ -37424,51 +37464,51 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$650  = \$461 ;
-    if (clip_start) begin
-      \$650  = 1'h0;
-    end
-    if (rst) begin
-      \$650  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$651  = ib;
+    \$650  = ib;
     if (\$465 ) begin
-      \$651  = \$466 [8:0];
+      \$650  = \$466 [8:0];
     end
     if (\$468 ) begin
-      \$651  = 9'h000;
+      \$650  = 9'h000;
     end
     if (clip_start) begin
-      \$651  = 9'h000;
+      \$650  = 9'h000;
     end
     if (rst) begin
-      \$651  = 9'h000;
+      \$650  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$652  = ifin;
+    \$651  = ifin;
     if (\$465 ) begin
       if (\$467 ) begin
-        \$652  = 1'h1;
+        \$651  = 1'h1;
       end
     end
     if (\$468 ) begin
-      \$652  = 1'h0;
+      \$651  = 1'h0;
     end
     if (clip_start) begin
-      \$652  = 1'h0;
+      \$651  = 1'h0;
     end
     if (rst) begin
-      \$652  = 1'h0;
+      \$651  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$653  = ib;
+    \$652  = ib;
+    if (clip_start) begin
+      \$652  = 9'h000;
+    end
+    if (rst) begin
+      \$652  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$653  = ib_d1;
     if (clip_start) begin
       \$653  = 9'h000;
     end
@@ -37478,7 +37518,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$654  = ib_d1;
+    \$654  = ib_d2;
     if (clip_start) begin
       \$654  = 9'h000;
     end
@@ -37488,7 +37528,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$655  = ib_d2;
+    \$655  = ib_d3;
     if (clip_start) begin
       \$655  = 9'h000;
     end
@@ -37498,7 +37538,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$656  = ib_d3;
+    \$656  = ib_d4;
     if (clip_start) begin
       \$656  = 9'h000;
     end
@@ -37508,27 +37548,27 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$657  = ib_d4;
+    \$657  = word0r;
     if (clip_start) begin
-      \$657  = 9'h000;
+      \$657  = 28'h0000000;
     end
     if (rst) begin
-      \$657  = 9'h000;
+      \$657  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$658  = word0r;
+    \$658  = p1_issue;
     if (clip_start) begin
-      \$658  = 28'h0000000;
+      \$658  = 1'h0;
     end
     if (rst) begin
-      \$658  = 28'h0000000;
+      \$658  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$659  = p1_issue;
+    \$659  = p1v_d1;
     if (clip_start) begin
       \$659  = 1'h0;
     end
@@ -37538,7 +37578,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$660  = p1v_d1;
+    \$660  = p1v_d2;
     if (clip_start) begin
       \$660  = 1'h0;
     end
@@ -37548,7 +37588,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$661  = p1v_d2;
+    \$661  = p1v_d3;
     if (clip_start) begin
       \$661  = 1'h0;
     end
@@ -37558,7 +37598,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$662  = p1v_d3;
+    \$662  = p1v_d4;
     if (clip_start) begin
       \$662  = 1'h0;
     end
@@ -37568,7 +37608,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$663  = p1v_d4;
+    \$663  = p1v_d5;
     if (clip_start) begin
       \$663  = 1'h0;
     end
@@ -37578,7 +37618,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$664  = p1v_d5;
+    \$664  = p1v_d6;
     if (clip_start) begin
       \$664  = 1'h0;
     end
@@ -37588,7 +37628,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$665  = p1v_d6;
+    \$665  = p1v_d7;
     if (clip_start) begin
       \$665  = 1'h0;
     end
@@ -37598,7 +37638,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$666  = p1v_d7;
+    \$666  = p1v_d8;
     if (clip_start) begin
       \$666  = 1'h0;
     end
@@ -37608,17 +37648,17 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$667  = p1v_d8;
+    \$667  = p1_m;
     if (clip_start) begin
-      \$667  = 1'h0;
+      \$667  = 6'h00;
     end
     if (rst) begin
-      \$667  = 1'h0;
+      \$667  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$668  = p1_m;
+    \$668  = p1m_d1;
     if (clip_start) begin
       \$668  = 6'h00;
     end
@@ -37628,7 +37668,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$669  = p1m_d1;
+    \$669  = p1m_d2;
     if (clip_start) begin
       \$669  = 6'h00;
     end
@@ -37638,7 +37678,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$670  = p1m_d2;
+    \$670  = p1m_d3;
     if (clip_start) begin
       \$670  = 6'h00;
     end
@@ -37648,7 +37688,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$671  = p1m_d3;
+    \$671  = p1m_d4;
     if (clip_start) begin
       \$671  = 6'h00;
     end
@@ -37658,7 +37698,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$672  = p1m_d4;
+    \$672  = p1m_d5;
     if (clip_start) begin
       \$672  = 6'h00;
     end
@@ -37668,7 +37708,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$673  = p1m_d5;
+    \$673  = p1m_d6;
     if (clip_start) begin
       \$673  = 6'h00;
     end
@@ -37678,7 +37718,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$674  = p1m_d6;
+    \$674  = p1m_d7;
     if (clip_start) begin
       \$674  = 6'h00;
     end
@@ -37688,7 +37728,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$675  = p1m_d7;
+    \$675  = p1m_d8;
     if (clip_start) begin
       \$675  = 6'h00;
     end
@@ -37698,25 +37738,15 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$676  = p1m_d8;
-    if (clip_start) begin
-      \$676  = 6'h00;
-    end
-    if (rst) begin
-      \$676  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$677  = pcen_state;
+    \$676  = pcen_state;
     casez (pcen_state)
       3'h0:
           if (pcen_run) begin
-            \$677  = 3'h1;
+            \$676  = 3'h1;
           end
       3'h1:
           if (\$476 ) begin
-            \$677  = 3'h2;
+            \$676  = 3'h2;
           end
       3'h2:
           casez (g)
@@ -37747,88 +37777,88 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
             5'h17:
                 /* empty */;
             5'h1c:
-                \$677  = 3'h3;
+                \$676  = 3'h3;
           endcase
       3'h3:
           if (\$486 ) begin
-            \$677  = 3'h4;
+            \$676  = 3'h4;
           end
       3'h4:
           if (\$487 ) begin
-            \$677  = 3'h0;
+            \$676  = 3'h0;
           end
     endcase
     if (clip_start) begin
-      \$677  = 3'h0;
+      \$676  = 3'h0;
     end
     if (rst) begin
-      \$677  = 3'h0;
+      \$676  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$678  = p1_ph;
+    \$677  = p1_ph;
     casez (pcen_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$678  = \$471 [1:0];
+          \$677  = \$471 [1:0];
     endcase
     if (\$488 ) begin
-      \$678  = 2'h0;
+      \$677  = 2'h0;
     end
     if (clip_start) begin
-      \$678  = 2'h0;
+      \$677  = 2'h0;
     end
     if (rst) begin
-      \$678  = 2'h0;
+      \$677  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$679  = p1_m;
+    \$678  = p1_m;
     casez (pcen_state)
       3'h0:
           /* empty */;
       3'h1:
           if (p1_issue) begin
-            \$679  = \$472 [5:0];
+            \$678  = \$472 [5:0];
           end
     endcase
     if (\$488 ) begin
-      \$679  = 6'h00;
+      \$678  = 6'h00;
     end
     if (clip_start) begin
-      \$679  = 6'h00;
+      \$678  = 6'h00;
     end
     if (rst) begin
-      \$679  = 6'h00;
+      \$678  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$680  = g;
+    \$679  = g;
     casez (pcen_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          \$680  = \$477 [4:0];
+          \$679  = \$477 [4:0];
     endcase
     if (\$488 ) begin
-      \$680  = 5'h00;
+      \$679  = 5'h00;
     end
     if (clip_start) begin
-      \$680  = 5'h00;
+      \$679  = 5'h00;
     end
     if (rst) begin
-      \$680  = 5'h00;
+      \$679  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$681  = meanr;
+    \$680  = meanr;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -37841,46 +37871,19 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
             5'h01:
                 /* empty */;
             5'h02:
-                \$681  = { g_p[53], g_p[53], g_p[53:22] };
+                \$680  = { g_p[53], g_p[53], g_p[53:22] };
           endcase
     endcase
     if (clip_start) begin
-      \$681  = 34'h000000000;
+      \$680  = 34'h000000000;
     end
     if (rst) begin
-      \$681  = 34'h000000000;
+      \$680  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$682  = num_r;
-    casez (pcen_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          casez (g)
-            5'h00:
-                /* empty */;
-            5'h01:
-                /* empty */;
-            5'h02:
-                /* empty */;
-            5'h03:
-                \$682  = g_p[35:0];
-          endcase
-    endcase
-    if (clip_start) begin
-      \$682  = 36'h000000000;
-    end
-    if (rst) begin
-      \$682  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$683  = num_zero;
+    \$681  = num_r;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -37895,19 +37898,46 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
             5'h02:
                 /* empty */;
             5'h03:
-                \$683  = \$478 ;
+                \$681  = g_p[35:0];
           endcase
     endcase
     if (clip_start) begin
-      \$683  = 1'h0;
+      \$681  = 36'h000000000;
     end
     if (rst) begin
-      \$683  = 1'h0;
+      \$681  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$684  = lnum;
+    \$682  = num_zero;
+    casez (pcen_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          casez (g)
+            5'h00:
+                /* empty */;
+            5'h01:
+                /* empty */;
+            5'h02:
+                /* empty */;
+            5'h03:
+                \$682  = \$478 ;
+          endcase
+    endcase
+    if (clip_start) begin
+      \$682  = 1'h0;
+    end
+    if (rst) begin
+      \$682  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$683  = lnum;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -37930,19 +37960,19 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
             5'h06:
                 /* empty */;
             5'h08:
-                \$684  = o_lp;
+                \$683  = o_lp;
           endcase
     endcase
     if (clip_start) begin
-      \$684  = 32'd0;
+      \$683  = 32'd0;
     end
     if (rst) begin
-      \$684  = 32'd0;
+      \$683  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$685  = sf_r;
+    \$684  = sf_r;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -37969,19 +37999,19 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
             5'h0b:
                 /* empty */;
             5'h0d:
-                \$685  = o_exp[15:0];
+                \$684  = o_exp[15:0];
           endcase
     endcase
     if (clip_start) begin
-      \$685  = 16'h0000;
+      \$684  = 16'h0000;
     end
     if (rst) begin
-      \$685  = 16'h0000;
+      \$684  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$686  = g_r;
+    \$685  = g_r;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -38016,19 +38046,19 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
             5'h17:
                 /* empty */;
             5'h1c:
-                \$686  = o_lp[15:0];
+                \$685  = o_lp[15:0];
           endcase
     endcase
     if (clip_start) begin
-      \$686  = 16'h0000;
+      \$685  = 16'h0000;
     end
     if (rst) begin
-      \$686  = 16'h0000;
+      \$685  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$687  = k;
+    \$686  = k;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -38037,21 +38067,21 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
       3'h2:
           /* empty */;
       3'h3:
-          \$687  = \$481 [5:0];
+          \$686  = \$481 [5:0];
     endcase
     if (\$488 ) begin
-      \$687  = 6'h00;
+      \$686  = 6'h00;
     end
     if (clip_start) begin
-      \$687  = 6'h00;
+      \$686  = 6'h00;
     end
     if (rst) begin
-      \$687  = 6'h00;
+      \$686  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$688  = cm;
+    \$687  = cm;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -38061,36 +38091,49 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
           /* empty */;
       3'h3:
           if (\$482 ) begin
-            \$688  = \$483 [5:0];
+            \$687  = \$483 [5:0];
           end
     endcase
     if (\$488 ) begin
-      \$688  = 6'h00;
+      \$687  = 6'h00;
     end
     if (clip_start) begin
-      \$688  = 6'h00;
+      \$687  = 6'h00;
     end
     if (rst) begin
-      \$688  = 6'h00;
+      \$687  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$689  = mel_r;
+    \$688  = mel_r;
     if (p1v_d1) begin
-      \$689  = \$signature__data [27:0];
+      \$688  = \$signature__data [27:0];
     end
     if (clip_start) begin
-      \$689  = 28'h0000000;
+      \$688  = 28'h0000000;
     end
     if (rst) begin
-      \$689  = 28'h0000000;
+      \$688  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$690  = flo;
+    \$689  = flo;
     if (p1v_d2) begin
+      \$689  = \$signature__data [35:22];
+    end
+    if (clip_start) begin
+      \$689  = 14'h0000;
+    end
+    if (rst) begin
+      \$689  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$690  = fhi;
+    if (p1v_d3) begin
       \$690  = \$signature__data [35:22];
     end
     if (clip_start) begin
@@ -38102,21 +38145,18 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$691  = fhi;
-    if (p1v_d3) begin
-      \$691  = \$signature__data [35:22];
-    end
+    \$691  = E;
     if (clip_start) begin
-      \$691  = 14'h0000;
+      \$691  = 28'h0000000;
     end
     if (rst) begin
-      \$691  = 14'h0000;
+      \$691  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$692  = sumE;
-    if (p1v_d4) begin
+    if (p1v_d5) begin
       \$692  = \$491 [33:0];
     end
     if (clip_start) begin
@@ -38129,8 +38169,10 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$693  = high;
-    if (p1v_d4) begin
-      \$693  = \$496 [33:0];
+    if (p1v_d5) begin
+      if (\$492 ) begin
+        \$693  = \$495 [33:0];
+      end
     end
     if (clip_start) begin
       \$693  = 34'h000000000;
@@ -38142,8 +38184,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$694  = low;
-    if (p1v_d4) begin
-      if (\$497 ) begin
+    if (p1v_d5) begin
+      if (\$496 ) begin
         \$694  = sumE;
       end
     end
@@ -38158,7 +38200,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$695  = slog;
     if (p1v_d9) begin
-      \$695  = \$500 [34:0];
+      \$695  = \$499 [34:0];
     end
     if (clip_start) begin
       \$695  = 35'h000000000;
@@ -38170,7 +38212,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$696  = E_r;
-    if (\$502 ) begin
+    if (\$501 ) begin
       \$696  = \$signature__data [27:0];
     end
     if (clip_start) begin
@@ -38183,7 +38225,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$697  = pw0;
-    if (\$504 ) begin
+    if (\$503 ) begin
       \$697  = \$signature__data ;
     end
     if (clip_start) begin
@@ -38196,7 +38238,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$698  = pw1;
-    if (\$506 ) begin
+    if (\$505 ) begin
       \$698  = \$signature__data ;
     end
     if (clip_start) begin
@@ -38209,7 +38251,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$699  = pw2;
-    if (\$508 ) begin
+    if (\$507 ) begin
       \$699  = \$signature__data ;
     end
     if (clip_start) begin
@@ -38222,7 +38264,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$700  = pw3;
-    if (\$510 ) begin
+    if (\$509 ) begin
       \$700  = \$signature__data ;
     end
     if (clip_start) begin
@@ -38235,7 +38277,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$701  = pw4;
-    if (\$512 ) begin
+    if (\$511 ) begin
       \$701  = \$signature__data ;
     end
     if (clip_start) begin
@@ -38248,7 +38290,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$702  = pw5;
-    if (\$514 ) begin
+    if (\$513 ) begin
       \$702  = \$signature__data ;
     end
     if (clip_start) begin
@@ -38261,7 +38303,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$703  = lE;
-    if (\$516 ) begin
+    if (\$515 ) begin
       \$703  = o_lp;
     end
     if (clip_start) begin
@@ -38274,7 +38316,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$704  = stat_r;
-    if (\$518 ) begin
+    if (\$517 ) begin
       \$704  = o_exp[19:0];
     end
     if (clip_start) begin
@@ -38299,10 +38341,10 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
       3'h3:
           if (pcen_done) begin
             (* full_case = 32'd1 *)
-            if (\$521 ) begin
-            end else if (\$522 ) begin
+            if (\$520 ) begin
+            end else if (\$521 ) begin
             end else begin
-              \$705  = \$523 [6:0];
+              \$705  = \$522 [6:0];
             end
           end
       3'h4:
@@ -38311,11 +38353,11 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
           /* empty */;
       3'h7:
           if (bins_done) begin
-            if (\$527 ) begin
+            if (\$526 ) begin
               (* full_case = 32'd1 *)
-              if (\$528 ) begin
+              if (\$527 ) begin
               end else begin
-                \$705  = \$529 [6:0];
+                \$705  = \$528 [6:0];
               end
             end
           end
@@ -38342,10 +38384,10 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
       3'h3:
           if (pcen_done) begin
             (* full_case = 32'd1 *)
-            if (\$521 ) begin
-            end else if (\$522 ) begin
+            if (\$520 ) begin
+            end else if (\$521 ) begin
             end else begin
-              \$706  = \$524 [11:0];
+              \$706  = \$523 [11:0];
             end
           end
       3'h4:
@@ -38354,11 +38396,11 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
           /* empty */;
       3'h7:
           if (bins_done) begin
-            if (\$527 ) begin
+            if (\$526 ) begin
               (* full_case = 32'd1 *)
-              if (\$528 ) begin
+              if (\$527 ) begin
               end else begin
-                \$706  = \$530 [11:0];
+                \$706  = \$529 [11:0];
               end
             end
           end
@@ -38380,7 +38422,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
             \$707  = 3'h1;
           end
       3'h1:
-          if (\$520 ) begin
+          if (\$519 ) begin
             \$707  = 3'h2;
           end
       3'h2:
@@ -38390,9 +38432,9 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
       3'h3:
           if (pcen_done) begin
             (* full_case = 32'd1 *)
-            if (\$521 ) begin
+            if (\$520 ) begin
               \$707  = 3'h4;
-            end else if (\$522 ) begin
+            end else if (\$521 ) begin
               \$707  = 3'h5;
             end else begin
               \$707  = 3'h1;
@@ -38403,15 +38445,15 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
             \$707  = 3'h6;
           end
       3'h6:
-          if (\$526 ) begin
+          if (\$525 ) begin
             \$707  = 3'h7;
           end
       3'h7:
           if (bins_done) begin
             (* full_case = 32'd1 *)
-            if (\$527 ) begin
+            if (\$526 ) begin
               (* full_case = 32'd1 *)
-              if (\$528 ) begin
+              if (\$527 ) begin
                 \$707  = 3'h5;
               end else begin
                 \$707  = 3'h1;
@@ -38438,8 +38480,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
           /* empty */;
       3'h1:
         begin
-          \$708  = \$519 [2:0];
-          if (\$520 ) begin
+          \$708  = \$518 [2:0];
+          if (\$519 ) begin
             \$708  = 3'h0;
           end
         end
@@ -38451,8 +38493,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
           /* empty */;
       3'h6:
         begin
-          \$708  = \$525 [2:0];
-          if (\$526 ) begin
+          \$708  = \$524 [2:0];
+          if (\$525 ) begin
             \$708  = 3'h0;
           end
         end
@@ -38485,9 +38527,9 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
       3'h7:
           if (bins_done) begin
             (* full_case = 32'd1 *)
-            if (\$527 ) begin
+            if (\$526 ) begin
             end else begin
-              \$709  = \$531 [2:0];
+              \$709  = \$530 [2:0];
             end
           end
     endcase
@@ -38519,9 +38561,9 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
       3'h7:
           if (bins_done) begin
             (* full_case = 32'd1 *)
-            if (\$527 ) begin
+            if (\$526 ) begin
             end else begin
-              \$710  = \$532 [11:0];
+              \$710  = \$531 [11:0];
             end
           end
     endcase
@@ -38536,7 +38578,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
   assign \$signature__en$1  = 1'h1;
   assign g_p1 = \$2 [47:0];
   assign jb = \$23 [7:0];
-  assign fb_rdata = { \port$1468$0 , \port$1465$0  };
+  assign fb_rdata = { \port$1539$0 , \port$1536$0  };
   assign \$signal  = \$33 [15:0];
   assign close1 = \$34 [16];
   assign diff = { \$39 [28], \$39  };
@@ -38573,7 +38615,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$146
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$866$0 , \port$890$0 , o_lp, o_exp, clip_start);
+module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$934$0 , \port$958$0 , o_lp, o_exp, clip_start);
   reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38830,10 +38872,10 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
   reg [3:0] op7 = 4'h0;
   reg over;
   wire [39:0] p;
-  input [31:0] \port$866$0 ;
-  wire [31:0] \port$866$0 ;
-  input [20:0] \port$890$0 ;
-  wire [20:0] \port$890$0 ;
+  input [31:0] \port$934$0 ;
+  wire [31:0] \port$934$0 ;
+  input [20:0] \port$958$0 ;
+  wire [20:0] \port$958$0 ;
   reg [39:0] prod = 40'h0000000000;
   wire [9:0] ra__addr;
   wire [17:0] ra__data;
@@ -40055,7 +40097,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$131  = { \port$890$0 [20], \port$890$0  };
+    \$131  = { \port$958$0 [20], \port$958$0  };
     if (clip_start) begin
       \$131  = 22'h000000;
     end
@@ -40065,7 +40107,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$132  = { \port$866$0 [31], \port$866$0 [31], \port$866$0  };
+    \$132  = { \port$934$0 [31], \port$934$0 [31], \port$934$0  };
     if (clip_start) begin
       \$132  = 34'h000000000;
     end
@@ -40728,8 +40770,8 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
       cap_v = 43'h0ffffffffff;
     end
   end
-  assign i_add = { \port$890$0 [20], \port$890$0  };
-  assign i_sub = { \port$866$0 [31], \port$866$0 [31], \port$866$0  };
+  assign i_add = { \port$958$0 [20], \port$958$0  };
+  assign i_sub = { \port$934$0 [31], \port$934$0 [31], \port$934$0  };
   assign xs = \$42 [31:0];
   assign y1 = \$43 [33:0];
   assign L = \$45 [20:0];
@@ -40771,7 +40813,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
-  wire [16:0] \$14 ;
+  wire [14:0] \$14 ;
   wire [16:0] \$15 ;
   wire [46:0] \$16 ;
   reg \$17 ;
@@ -40876,8 +40918,8 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
   assign \$11  = ~ \$10 ;
   assign \$12  = par >> stream_in;
   assign \$13  = \$12  ^ hi_in;
-  assign \$14  = 16'h8000 - w_in;
-  assign \$15  = hi_in ? \$14  : { 1'h0, w_in };
+  assign \$14  = w_in[14:0] ^ { hi_in, hi_in, hi_in, hi_in, hi_in, hi_in, hi_in, hi_in, hi_in, hi_in, hi_in, hi_in, hi_in, hi_in, hi_in };
+  assign \$15  = { w_in[15], \$14  } + hi_in;
   assign \$16  = \$signal$23  ? kval : p;
   always @(posedge clk)
     valid_in <= \$17 ;
@@ -41328,51 +41370,51 @@ endmodule
 module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready, o__payload, o__valid, clip_start);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
-  wire \$10 ;
-  wire [27:0] \$100 ;
-  wire [27:0] \$101 ;
+  wire [24:0] \$10 ;
+  wire \$100 ;
+  wire \$101 ;
   wire \$102 ;
-  wire [27:0] \$103 ;
+  wire \$103 ;
   wire \$104 ;
-  wire [27:0] \$105 ;
-  wire [27:0] \$106 ;
+  wire \$105 ;
+  wire \$106 ;
   wire \$107 ;
   wire \$108 ;
-  wire [27:0] \$109 ;
+  wire \$109 ;
   wire [24:0] \$11 ;
   wire \$110 ;
   wire \$111 ;
-  wire [27:0] \$112 ;
-  wire [27:0] \$113 ;
+  wire \$112 ;
+  wire \$113 ;
   wire \$114 ;
   wire \$115 ;
   wire \$116 ;
   wire \$117 ;
   wire \$118 ;
   wire \$119 ;
-  wire [24:0] \$12 ;
+  wire [18:0] \$12 ;
   wire \$120 ;
   wire \$121 ;
   wire \$122 ;
-  wire \$123 ;
-  wire \$124 ;
+  wire [24:0] \$123 ;
+  wire [27:0] \$124 ;
   wire \$125 ;
   wire \$126 ;
   wire \$127 ;
   wire \$128 ;
   wire \$129 ;
   wire [18:0] \$13 ;
-  wire [18:0] \$130 ;
-  wire [42:0] \$131 ;
-  wire [16:0] \$132 ;
-  wire [43:0] \$133 ;
-  wire [42:0] \$134 ;
-  wire [48:0] \$135 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire \$132 ;
+  wire \$133 ;
+  wire \$134 ;
+  wire \$135 ;
   wire \$136 ;
   wire \$137 ;
   wire \$138 ;
   wire \$139 ;
-  wire [18:0] \$14 ;
+  wire [17:0] \$14 ;
   wire \$140 ;
   wire \$141 ;
   wire \$142 ;
@@ -41384,17 +41426,17 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
   wire \$148 ;
   wire \$149 ;
   wire [17:0] \$15 ;
-  wire [78:0] \$150 ;
-  wire [79:0] \$151 ;
-  wire \$152 ;
+  wire \$150 ;
+  wire [24:0] \$151 ;
+  wire [27:0] \$152 ;
   wire \$153 ;
-  wire [8:0] \$154 ;
+  wire \$154 ;
   wire \$155 ;
   wire \$156 ;
   wire \$157 ;
   wire \$158 ;
   wire \$159 ;
-  wire [17:0] \$16 ;
+  wire [22:0] \$16 ;
   wire \$160 ;
   wire \$161 ;
   wire \$162 ;
@@ -41402,165 +41444,234 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
   wire \$164 ;
   wire \$165 ;
   wire \$166 ;
-  wire [8:0] \$167 ;
+  wire \$167 ;
   wire \$168 ;
   wire \$169 ;
-  wire [22:0] \$17 ;
+  wire [17:0] \$17 ;
   wire \$170 ;
   wire \$171 ;
   wire \$172 ;
   wire \$173 ;
   wire \$174 ;
-  wire [10:0] \$175 ;
+  wire \$175 ;
   wire \$176 ;
-  wire [4:0] \$177 ;
+  wire \$177 ;
   wire \$178 ;
-  wire [9:0] \$179 ;
+  wire \$179 ;
   wire [17:0] \$18 ;
-  wire \$180 ;
-  wire \$181 ;
+  wire [24:0] \$180 ;
+  wire [27:0] \$181 ;
   wire \$182 ;
   wire \$183 ;
   wire \$184 ;
   wire \$185 ;
   wire \$186 ;
   wire \$187 ;
-  wire [3:0] \$188 ;
+  wire \$188 ;
   wire \$189 ;
-  wire [17:0] \$19 ;
+  wire \$19 ;
   wire \$190 ;
   wire \$191 ;
   wire \$192 ;
-  wire [23:0] \$193 ;
+  wire \$193 ;
   wire \$194 ;
   wire \$195 ;
   wire \$196 ;
   wire \$197 ;
-  wire \$198 ;
-  wire \$199 ;
+  wire [18:0] \$198 ;
+  wire [42:0] \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$200 ;
-  wire [9:0] \$201 ;
-  wire [9:0] \$202 ;
-  reg [9:0] \$203 ;
-  reg [9:0] \$204  = 10'h000;
-  reg [15:0] \$205 ;
-  reg [15:0] \$206 ;
-  reg [15:0] \$207 ;
-  reg [15:0] \$208 ;
-  reg [15:0] \$209 ;
-  wire \$21 ;
-  reg [7:0] \$210 ;
-  reg [7:0] \$211 ;
-  reg [7:0] \$212 ;
-  reg [7:0] \$213 ;
-  reg [7:0] \$214 ;
-  reg [7:0] \$215 ;
-  reg [7:0] \$216 ;
-  reg [7:0] \$217 ;
-  reg [7:0] \$218 ;
-  reg [25:0] \$219 ;
+  wire [16:0] \$200 ;
+  wire [43:0] \$201 ;
+  wire [42:0] \$202 ;
+  wire [48:0] \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire \$209 ;
+  wire [26:0] \$21 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire \$215 ;
+  wire \$216 ;
+  wire \$217 ;
+  wire [78:0] \$218 ;
+  wire [79:0] \$219 ;
   wire [26:0] \$22 ;
-  reg [25:0] \$220 ;
-  reg [25:0] \$221 ;
-  reg [25:0] \$222 ;
-  reg [25:0] \$223 ;
-  reg [25:0] \$224 ;
-  reg [25:0] \$225 ;
-  reg [25:0] \$226 ;
-  reg [25:0] \$227 ;
-  reg [25:0] \$228 ;
-  reg [25:0] \$229 ;
-  wire [26:0] \$23 ;
-  reg [25:0] \$230 ;
-  reg [25:0] \$231 ;
-  reg [25:0] \$232 ;
-  reg [49:0] \$233 ;
-  reg [49:0] \$234 ;
-  reg [24:0] \$235 ;
-  reg [17:0] \$236 ;
-  reg [17:0] \$237 ;
-  reg [17:0] \$238 ;
-  reg [17:0] \$239 ;
-  wire [27:0] \$24 ;
-  reg [47:0] \$240 ;
-  reg [47:0] \$241 ;
-  reg [26:0] \$242 ;
-  reg [26:0] \$243 ;
-  reg [24:0] \$244 ;
-  reg \$245 ;
-  reg \$246 ;
-  reg [43:0] \$247 ;
-  reg [49:0] \$248 ;
-  reg \$249 ;
+  wire \$220 ;
+  wire \$221 ;
+  wire [8:0] \$222 ;
+  wire \$223 ;
+  wire \$224 ;
+  wire \$225 ;
+  wire \$226 ;
+  wire \$227 ;
+  wire \$228 ;
+  wire \$229 ;
+  wire [27:0] \$23 ;
+  wire \$230 ;
+  wire \$231 ;
+  wire \$232 ;
+  wire \$233 ;
+  wire \$234 ;
+  wire [8:0] \$235 ;
+  wire \$236 ;
+  wire \$237 ;
+  wire \$238 ;
+  wire \$239 ;
+  wire \$24 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire [10:0] \$243 ;
+  wire \$244 ;
+  wire [4:0] \$245 ;
+  wire \$246 ;
+  wire [9:0] \$247 ;
+  wire \$248 ;
+  wire \$249 ;
   wire \$25 ;
-  reg [7:0] \$250 ;
-  reg [2:0] \$251 ;
-  reg \$252 ;
-  reg \$253 ;
-  reg [3:0] \$254 ;
-  reg [9:0] \$255 ;
-  reg [8:0] \$256 ;
-  reg [47:0] \$257 ;
-  reg [23:0] \$258 ;
-  reg [26:0] \$259 ;
-  wire \$26 ;
-  reg \$260 ;
-  reg [2:0] \$261 ;
-  reg \$262 ;
-  reg \$263 ;
-  reg [23:0] \$264 ;
-  reg \$265 ;
-  reg [23:0] \$266 ;
-  reg \$267 ;
-  reg \$268 ;
-  reg [8:0] \$269 ;
-  wire [28:0] \$27 ;
+  wire \$250 ;
+  wire \$251 ;
+  wire \$252 ;
+  wire \$253 ;
+  wire \$254 ;
+  wire \$255 ;
+  wire [3:0] \$256 ;
+  wire \$257 ;
+  wire \$258 ;
+  wire \$259 ;
+  wire [28:0] \$26 ;
+  wire \$260 ;
+  wire [23:0] \$261 ;
+  wire \$262 ;
+  wire \$263 ;
+  wire \$264 ;
+  wire \$265 ;
+  wire \$266 ;
+  wire \$267 ;
+  wire \$268 ;
+  wire [9:0] \$269 ;
+  wire [26:0] \$27 ;
+  wire [9:0] \$270 ;
+  reg [9:0] \$271 ;
+  reg [9:0] \$272  = 10'h000;
+  reg [15:0] \$273 ;
+  reg [15:0] \$274 ;
+  reg [15:0] \$275 ;
+  reg [15:0] \$276 ;
+  reg [15:0] \$277 ;
+  reg [7:0] \$278 ;
+  reg [7:0] \$279 ;
   wire [26:0] \$28 ;
-  wire [26:0] \$29 ;
+  reg [7:0] \$280 ;
+  reg [7:0] \$281 ;
+  reg [7:0] \$282 ;
+  reg [7:0] \$283 ;
+  reg [7:0] \$284 ;
+  reg [7:0] \$285 ;
+  reg [7:0] \$286 ;
+  reg [25:0] \$287 ;
+  reg [25:0] \$288 ;
+  reg [25:0] \$289 ;
+  wire [27:0] \$29 ;
+  reg [25:0] \$290 ;
+  reg [25:0] \$291 ;
+  reg [25:0] \$292 ;
+  reg [25:0] \$293 ;
+  reg [25:0] \$294 ;
+  reg [25:0] \$295 ;
+  reg [25:0] \$296 ;
+  reg [25:0] \$297 ;
+  reg [25:0] \$298 ;
+  reg [25:0] \$299 ;
   wire \$3 ;
-  wire [27:0] \$30 ;
-  wire [28:0] \$31 ;
+  wire [28:0] \$30 ;
+  reg [25:0] \$300 ;
+  reg [49:0] \$301 ;
+  reg [49:0] \$302 ;
+  reg [24:0] \$303 ;
+  reg [17:0] \$304 ;
+  reg [17:0] \$305 ;
+  reg [17:0] \$306 ;
+  reg [17:0] \$307 ;
+  reg [47:0] \$308 ;
+  reg [47:0] \$309 ;
+  wire [27:0] \$31 ;
+  reg [26:0] \$310 ;
+  reg [26:0] \$311 ;
+  reg [24:0] \$312 ;
+  reg \$313 ;
+  reg \$314 ;
+  reg [43:0] \$315 ;
+  reg [49:0] \$316 ;
+  reg \$317 ;
+  reg [7:0] \$318 ;
+  reg [2:0] \$319 ;
   wire [27:0] \$32 ;
-  wire [27:0] \$33 ;
+  reg \$320 ;
+  reg \$321 ;
+  reg [3:0] \$322 ;
+  reg [9:0] \$323 ;
+  reg [8:0] \$324 ;
+  reg [8:0] \$325 ;
+  reg [47:0] \$326 ;
+  reg [23:0] \$327 ;
+  reg [26:0] \$328 ;
+  reg \$329 ;
+  wire \$33 ;
+  reg [2:0] \$330 ;
+  reg \$331 ;
+  reg \$332 ;
+  reg [23:0] \$333 ;
+  reg \$334 ;
+  reg [23:0] \$335 ;
+  reg \$336 ;
+  reg \$337 ;
+  reg [8:0] \$338 ;
   wire \$34 ;
   wire \$35 ;
   wire \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire \$39 ;
+  wire [7:0] \$39 ;
   wire \$4 ;
-  wire [7:0] \$40 ;
+  wire \$40 ;
   wire \$41 ;
-  wire \$42 ;
-  wire [7:0] \$43 ;
+  wire [7:0] \$42 ;
+  wire \$43 ;
   wire \$44 ;
-  wire \$45 ;
-  wire [7:0] \$46 ;
+  wire [7:0] \$45 ;
+  wire \$46 ;
   wire \$47 ;
-  wire \$48 ;
-  wire [7:0] \$49 ;
+  wire [7:0] \$48 ;
+  wire \$49 ;
   wire \$5 ;
   wire \$50 ;
-  wire \$51 ;
-  wire [7:0] \$52 ;
+  wire [7:0] \$51 ;
+  wire \$52 ;
   wire \$53 ;
-  wire \$54 ;
-  wire [7:0] \$55 ;
+  wire [7:0] \$54 ;
+  wire \$55 ;
   wire \$56 ;
-  wire \$57 ;
-  wire [7:0] \$58 ;
+  wire [7:0] \$57 ;
+  wire \$58 ;
   wire \$59 ;
   wire [10:0] \$6 ;
-  wire \$60 ;
-  wire [7:0] \$61 ;
+  wire [7:0] \$60 ;
+  wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire [7:0] \$64 ;
+  wire [7:0] \$63 ;
+  wire \$64 ;
   wire \$65 ;
-  wire \$66 ;
-  wire [8:0] \$67 ;
+  wire [8:0] \$66 ;
+  wire \$67 ;
   wire \$68 ;
   wire \$69 ;
   wire [10:0] \$7 ;
@@ -41574,7 +41685,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
-  wire [9:0] \$8 ;
+  wire [7:0] \$8 ;
   wire \$80 ;
   wire \$81 ;
   wire \$82 ;
@@ -41585,7 +41696,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
   wire \$87 ;
   wire \$88 ;
   wire \$89 ;
-  wire [7:0] \$9 ;
+  wire \$9 ;
   wire \$90 ;
   wire \$91 ;
   wire \$92 ;
@@ -41595,7 +41706,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
   wire \$96 ;
   wire \$97 ;
   wire \$98 ;
-  wire [27:0] \$99 ;
+  wire \$99 ;
   reg \$signal ;
   reg \$signal$18 ;
   reg \$signal$19 ;
@@ -41667,6 +41778,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
   reg [1:0] k1;
   reg lph = 1'h0;
   reg [8:0] mbin = 9'h000;
+  reg [8:0] mbin_iss = 9'h000;
   reg [17:0] nwi_q = 18'h00000;
   output [25:0] o__payload;
   wire [25:0] o__payload;
@@ -41689,8 +41801,8 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
   reg [23:0] q = 24'h000000;
   reg [26:0] r = 27'h0000000;
   wire [26:0] r_n;
-  wire [26:0] \r_n$70 ;
   wire [26:0] \r_n$71 ;
+  wire [26:0] \r_n$72 ;
   reg [8:0] r_r__addr;
   wire [35:0] r_r__data;
   wire r_r__en;
@@ -42779,344 +42891,414 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
   assign take = i__valid & i__ready;
   assign \$6  = c - 2'h2;
   assign \$7  = c - 4'h8;
-  assign \$8  = mbin - 1'h1;
-  assign \$9  = \$signal  ? j_d3 : j_d2;
-  assign \$10  = ~ \$signal ;
-  assign \$11  = \$signal  ? 25'h0000000 : d_r__data[24:0];
-  assign a1_re = $signed(\$11 ) + $signed({ 1'h0, halve });
-  assign \$12  = \$signal$23  ? d_r__data[49:25] : 25'h0000000;
-  assign a1_im = $signed(\$12 ) + $signed({ 1'h0, halve });
-  assign \$13  = \$204 [3] ? { 2'h0, b_reg[41:25] } : { b_reg[49], b_reg[49], b_reg[49], b_reg[49], b_reg[49], b_reg[49], b_reg[49], b_reg[49], b_reg[49], b_reg[49], b_reg[49], b_reg[49:42] };
-  assign \$14  = \$204 [4] ? { 2'h0, b2_re[16:0] } : { b2_re[24], b2_re[24], b2_re[24], b2_re[24], b2_re[24], b2_re[24], b2_re[24], b2_re[24], b2_re[24], b2_re[24], b2_re[24], b2_re[24:17] };
-  assign \$15  = \$204 [3] ? nwi_q : rom_q0;
-  assign \$16  = \$204 [4] ? rom_q0 : wi2;
-  assign \$18  = \$signal  ? rom_q0 : rom_q1;
-  assign \$19  = \$204 [4] ? \$18  : 18'h00000;
-  assign \$20  = ~ \$signal ;
-  assign \$21  = \$204 [7] & \$20 ;
-  assign \$22  = ~ tr;
-  assign \$23  = \$21  ? \$22  : tr;
-  assign \$24  = $signed(a1x) + $signed(\$23 );
-  assign \$25  = ~ \$signal ;
-  assign \$26  = \$204 [7] & \$25 ;
-  assign \$27  = $signed(\$24 ) + $signed({ 1'h0, \$26  });
-  assign \$28  = ~ ti;
-  assign \$29  = \$204 [8] ? \$28  : ti;
-  assign \$30  = $signed(a1y) + $signed(\$29 );
-  assign \$31  = $signed(\$30 ) + $signed({ 1'h0, \$204 [8] });
-  assign hx = halve ? \$32  : \$27 [27:0];
-  assign hy = halve ? \$33  : \$31 [27:0];
-  assign \$34  = ~ \$signal ;
-  assign \$35  = \$204 [8] & \$34 ;
-  assign \$36  = \$204 [7] | \$35 ;
-  assign \$37  = ~ \$signal$18 ;
-  assign d_w__en = \$36  & \$37 ;
-  assign \$38  = ~ \$signal ;
-  assign \$39  = \$204 [8] & \$38 ;
-  assign \$40  = \$39  ? j_d9 : j_d8;
-  assign \$41  = ~ \$signal ;
-  assign \$42  = \$204 [8] & \$41 ;
-  assign \$43  = \$42  ? j_d9 : j_d8;
-  assign \$44  = ~ \$signal ;
-  assign \$45  = \$204 [8] & \$44 ;
-  assign \$46  = \$45  ? j_d9 : j_d8;
-  assign \$47  = ~ \$signal ;
-  assign \$48  = \$204 [8] & \$47 ;
-  assign \$49  = \$48  ? j_d9 : j_d8;
-  assign \$50  = ~ \$signal ;
-  assign \$51  = \$204 [8] & \$50 ;
-  assign \$52  = \$51  ? j_d9 : j_d8;
-  assign \$53  = ~ \$signal ;
-  assign \$54  = \$204 [8] & \$53 ;
-  assign \$55  = \$54  ? j_d9 : j_d8;
-  assign \$56  = ~ \$signal ;
-  assign \$57  = \$204 [8] & \$56 ;
-  assign \$58  = \$57  ? j_d9 : j_d8;
-  assign \$59  = ~ \$signal ;
-  assign \$60  = \$204 [8] & \$59 ;
-  assign \$61  = \$60  ? j_d9 : j_d8;
-  assign \$62  = ~ \$signal ;
-  assign \$63  = \$204 [8] & \$62 ;
-  assign \$64  = \$63  ? j_d9 : j_d8;
-  assign \$65  = ~ \$signal ;
-  assign \$66  = \$204 [8] & \$65 ;
-  assign \$67  = { \$64 [0], \$61 [1], \$58 [2], \$55 [3], \$52 [4], \$49 [5], \$46 [6], \$43 [7], 1'h0 } | { 8'h00, \$66  };
+  assign \$8  = \$signal  ? j_d3 : j_d2;
+  assign \$9  = ~ \$signal ;
+  assign \$10  = \$signal  ? 25'h0000000 : d_r__data[24:0];
+  assign a1_re = $signed(\$10 ) + $signed({ 1'h0, halve });
+  assign \$11  = \$signal$23  ? d_r__data[49:25] : 25'h0000000;
+  assign a1_im = $signed(\$11 ) + $signed({ 1'h0, halve });
+  assign \$12  = \$272 [3] ? { 2'h0, b_reg[41:25] } : { b_reg[49], b_reg[49], b_reg[49], b_reg[49], b_reg[49], b_reg[49], b_reg[49], b_reg[49], b_reg[49], b_reg[49], b_reg[49], b_reg[49:42] };
+  assign \$13  = \$272 [4] ? { 2'h0, b2_re[16:0] } : { b2_re[24], b2_re[24], b2_re[24], b2_re[24], b2_re[24], b2_re[24], b2_re[24], b2_re[24], b2_re[24], b2_re[24], b2_re[24], b2_re[24:17] };
+  assign \$14  = \$272 [3] ? nwi_q : rom_q0;
+  assign \$15  = \$272 [4] ? rom_q0 : wi2;
+  assign \$17  = \$signal  ? rom_q0 : rom_q1;
+  assign \$18  = \$272 [4] ? \$17  : 18'h00000;
+  assign \$19  = ~ \$signal ;
+  assign \$20  = \$272 [7] & \$19 ;
+  assign \$21  = ~ tr;
+  assign \$22  = \$20  ? \$21  : tr;
+  assign \$23  = $signed(a1x) + $signed(\$22 );
+  assign \$24  = ~ \$signal ;
+  assign \$25  = \$272 [7] & \$24 ;
+  assign \$26  = $signed(\$23 ) + $signed({ 1'h0, \$25  });
+  assign \$27  = ~ ti;
+  assign \$28  = \$272 [8] ? \$27  : ti;
+  assign \$29  = $signed(a1y) + $signed(\$28 );
+  assign \$30  = $signed(\$29 ) + $signed({ 1'h0, \$272 [8] });
+  assign hx = halve ? \$31  : \$26 [27:0];
+  assign hy = halve ? \$32  : \$30 [27:0];
+  assign \$33  = ~ \$signal ;
+  assign \$34  = \$272 [8] & \$33 ;
+  assign \$35  = \$272 [7] | \$34 ;
+  assign \$36  = ~ \$signal$18 ;
+  assign d_w__en = \$35  & \$36 ;
+  assign \$37  = ~ \$signal ;
+  assign \$38  = \$272 [8] & \$37 ;
+  assign \$39  = \$38  ? j_d9 : j_d8;
+  assign \$40  = ~ \$signal ;
+  assign \$41  = \$272 [8] & \$40 ;
+  assign \$42  = \$41  ? j_d9 : j_d8;
+  assign \$43  = ~ \$signal ;
+  assign \$44  = \$272 [8] & \$43 ;
+  assign \$45  = \$44  ? j_d9 : j_d8;
+  assign \$46  = ~ \$signal ;
+  assign \$47  = \$272 [8] & \$46 ;
+  assign \$48  = \$47  ? j_d9 : j_d8;
+  assign \$49  = ~ \$signal ;
+  assign \$50  = \$272 [8] & \$49 ;
+  assign \$51  = \$50  ? j_d9 : j_d8;
+  assign \$52  = ~ \$signal ;
+  assign \$53  = \$272 [8] & \$52 ;
+  assign \$54  = \$53  ? j_d9 : j_d8;
+  assign \$55  = ~ \$signal ;
+  assign \$56  = \$272 [8] & \$55 ;
+  assign \$57  = \$56  ? j_d9 : j_d8;
+  assign \$58  = ~ \$signal ;
+  assign \$59  = \$272 [8] & \$58 ;
+  assign \$60  = \$59  ? j_d9 : j_d8;
+  assign \$61  = ~ \$signal ;
+  assign \$62  = \$272 [8] & \$61 ;
+  assign \$63  = \$62  ? j_d9 : j_d8;
+  assign \$64  = ~ \$signal ;
+  assign \$65  = \$272 [8] & \$64 ;
+  assign \$66  = { \$63 [0], \$60 [1], \$57 [2], \$54 [3], \$51 [4], \$48 [5], \$45 [6], \$42 [7], 1'h0 } | { 8'h00, \$65  };
+  assign \$67  = ~ flush;
   assign \$68  = ~ flush;
-  assign \$69  = ~ flush;
-  assign \$70  = i__valid & \$69 ;
-  assign \$71  = i__valid & i__payload[16];
-  assign \$72  = | j;
-  assign \$73  = \$72  | \$signal$19 ;
-  assign \$74  = \$71  & \$73 ;
-  assign \$75  = ~ flush;
-  assign \$76  = \$74  & \$75 ;
-  assign \$77  = ~ lph;
-  assign \$78  = i__valid & i__payload[16];
-  assign \$79  = | j;
-  assign \$80  = \$79  | \$signal$19 ;
-  assign \$81  = \$78  & \$80 ;
-  assign \$82  = ~ \$81 ;
-  assign \$83  = \$77  & \$82 ;
-  assign \$84  = c < 10'h200;
-  assign \$85  = ~ c[0];
-  assign \$86  = \$84  & \$85 ;
-  assign \$87  = mbin < 9'h101;
-  assign \$88  = | \$204 [6:0];
-  assign \$89  = ~ \$88 ;
-  assign \$90  = \$87  & \$89 ;
-  assign \$91  = ~ rad_full;
-  assign \$92  = \$90  & \$91 ;
-  assign \$93  = ~ o__valid;
-  assign \$94  = \$93  | o__ready;
-  assign push = res_pending & \$94 ;
-  assign \$95  = ~ root_busy;
-  assign \$96  = rad_full & \$95 ;
-  assign \$97  = ~ res_pending;
-  assign \$98  = \$97  | push;
-  assign rad_take = \$96  & \$98 ;
-  assign \$99  = $signed({ r[24:0], sh[47:46] }) + $signed({ 1'h0, q, 2'h3 });
-  assign \$100  = $signed({ r[24:0], sh[47:46] }) - $signed({ 1'h0, q, 2'h1 });
-  assign \$101  = r[26] ? \$99  : \$100 ;
-  assign \$102  = ~ \$101 [26];
-  assign \$103  = $signed({ \$101 [24:0], sh[45:44] }) + $signed({ 1'h0, q[22:0], \$102 , 2'h3 });
-  assign \$104  = ~ \$101 [26];
-  assign \$105  = $signed({ \$101 [24:0], sh[45:44] }) - $signed({ 1'h0, q[22:0], \$104 , 2'h1 });
-  assign \$106  = \$101 [26] ? \$103  : \$105 ;
-  assign \$107  = ~ \$106 [26];
-  assign \$108  = ~ \$101 [26];
-  assign \$109  = $signed({ \$106 [24:0], sh[43:42] }) + $signed({ 1'h0, q[21:0], \$108 , \$107 , 2'h3 });
-  assign \$110  = ~ \$106 [26];
-  assign \$111  = ~ \$101 [26];
-  assign \$112  = $signed({ \$106 [24:0], sh[43:42] }) - $signed({ 1'h0, q[21:0], \$111 , \$110 , 2'h1 });
-  assign \$113  = \$106 [26] ? \$109  : \$112 ;
-  assign \$114  = ~ \$signal ;
-  assign \$115  = | j;
-  assign \$116  = \$114  | \$115 ;
-  assign \$117  = \$116  | flush;
-  assign \$118  = | \$204 ;
-  assign \$119  = \$117  | \$118 ;
-  assign \$120  = \$119  | rad_full;
-  assign \$121  = \$120  | root_busy;
-  assign \$122  = \$121  | res_pending;
-  assign busy = \$122  | o__valid;
-  assign \$123  = ! engine_state;
-  assign \$124  = engine_state == 1'h1;
-  assign \$125  = engine_state == 2'h2;
-  assign \$126  = engine_state == 2'h3;
-  assign \$127  = engine_state == 3'h4;
-  assign \$128  = engine_state == 3'h5;
-  assign \$129  = \$signal  ? \$204 [3] : \$204 [2];
-  assign \$130  = - $signed(r_r__data[35:18]);
-  assign \$131  = $signed(b_reg[49:25]) * $signed(b1_op);
-  assign \$133  = $signed(\$131 ) + $signed(\$132 );
-  assign \$134  = $signed(\$signal$33 ) * $signed(b0_op);
-  assign \$135  = $signed(\$134 ) + $signed(p1);
-  assign \$136  = \$204 [6] | \$204 [7];
-  assign \$137  = \$204 [6] | \$204 [7];
-  assign \$138  = $signed(hx) < $signed(25'h1000000);
-  assign \$139  = $signed(hx) > $signed(25'h0ffffff);
-  assign \$140  = \$138  | \$139 ;
-  assign \$141  = ~ \$signal ;
-  assign \$142  = $signed(hy) < $signed(25'h1000000);
-  assign \$143  = $signed(hy) > $signed(25'h0ffffff);
-  assign \$144  = \$142  | \$143 ;
-  assign \$145  = \$141  & \$144 ;
-  assign \$146  = ovf_x | \$145 ;
-  assign \$147  = d_w__en & \$146 ;
-  assign \$148  = \$signal$18  & \$204 [5];
-  assign \$149  = \$signal$18  & \$204 [6];
-  assign \$151  = $signed(s_lo) + $signed(\$150 );
-  assign \$152  = ~ flush;
-  assign \$153  = i__valid & \$152 ;
-  assign \$154  = j + 1'h1;
-  assign \$155  = j == 8'hff;
-  assign \$156  = i__valid & i__payload[16];
-  assign \$157  = | j;
-  assign \$158  = \$157  | \$signal$19 ;
-  assign \$159  = \$156  & \$158 ;
-  assign \$160  = ~ flush;
-  assign \$161  = \$159  & \$160 ;
-  assign \$162  = | \$204 ;
-  assign \$163  = ~ \$162 ;
-  assign \$164  = flush & \$163 ;
-  assign \$165  = | \$204 ;
-  assign \$166  = ~ \$165 ;
-  assign \$167  = j + 1'h1;
-  assign \$168  = j == 8'hff;
-  assign \$169  = i__valid & i__payload[16];
-  assign \$170  = | j;
-  assign \$171  = \$170  | \$signal$19 ;
-  assign \$172  = \$169  & \$171 ;
-  assign \$173  = | \$204 ;
-  assign \$174  = ~ \$173 ;
-  assign \$175  = c + 1'h1;
-  assign \$176  = c == 10'h207;
-  assign \$177  = s + 1'h1;
-  assign \$178  = s == 4'h8;
-  assign \$179  = mbin + 1'h1;
-  assign \$180  = mbin == 9'h101;
-  assign \$181  = | \$204 ;
-  assign \$182  = ~ \$181 ;
-  assign \$183  = \$180  & \$182 ;
-  assign \$184  = | rad[49:48];
-  assign \$185  = ~ \$113 [26];
-  assign \$186  = ~ \$106 [26];
-  assign \$187  = ~ \$101 [26];
-  assign \$188  = cnt + 1'h1;
-  assign \$189  = cnt == 3'h7;
-  assign \$190  = ~ \$113 [26];
-  assign \$191  = ~ \$106 [26];
-  assign \$192  = ~ \$101 [26];
-  assign \$193  = sat ? 24'hffffff : { q[20:0], \$192 , \$191 , \$190  };
-  assign \$194  = cnt == 3'h7;
-  assign \$195  = root_busy & \$194 ;
-  assign \$196  = ~ \$195 ;
-  assign \$197  = push & \$196 ;
-  assign \$198  = ! ob;
-  assign \$199  = ob == 9'h100;
-  assign \$200  = ob == 9'h100;
-  assign \$201  = ob + 1'h1;
-  assign \$202  = \$200  ? 10'h000 : \$201 ;
+  assign \$69  = i__valid & \$68 ;
+  assign \$70  = i__valid & i__payload[16];
+  assign \$71  = | j;
+  assign \$72  = \$71  | \$signal$19 ;
+  assign \$73  = \$70  & \$72 ;
+  assign \$74  = ~ flush;
+  assign \$75  = \$73  & \$74 ;
+  assign \$76  = ~ lph;
+  assign \$77  = i__valid & i__payload[16];
+  assign \$78  = | j;
+  assign \$79  = \$78  | \$signal$19 ;
+  assign \$80  = \$77  & \$79 ;
+  assign \$81  = ~ \$80 ;
+  assign \$82  = \$76  & \$81 ;
+  assign \$83  = c < 10'h200;
+  assign \$84  = ~ c[0];
+  assign \$85  = \$83  & \$84 ;
+  assign \$86  = mbin < 9'h101;
+  assign \$87  = | \$272 [6:0];
+  assign \$88  = ~ \$87 ;
+  assign \$89  = \$86  & \$88 ;
+  assign \$90  = ~ rad_full;
+  assign \$91  = \$89  & \$90 ;
+  assign \$92  = ~ o__valid;
+  assign \$93  = \$92  | o__ready;
+  assign push = res_pending & \$93 ;
+  assign \$94  = ~ root_busy;
+  assign \$95  = rad_full & \$94 ;
+  assign \$96  = ~ res_pending;
+  assign \$97  = \$96  | push;
+  assign rad_take = \$95  & \$97 ;
+  assign \$98  = ~ r[26];
+  assign \$99  = ~ r[26];
+  assign \$100  = ~ r[26];
+  assign \$101  = ~ r[26];
+  assign \$102  = ~ r[26];
+  assign \$103  = ~ r[26];
+  assign \$104  = ~ r[26];
+  assign \$105  = ~ r[26];
+  assign \$106  = ~ r[26];
+  assign \$107  = ~ r[26];
+  assign \$108  = ~ r[26];
+  assign \$109  = ~ r[26];
+  assign \$110  = ~ r[26];
+  assign \$111  = ~ r[26];
+  assign \$112  = ~ r[26];
+  assign \$113  = ~ r[26];
+  assign \$114  = ~ r[26];
+  assign \$115  = ~ r[26];
+  assign \$116  = ~ r[26];
+  assign \$117  = ~ r[26];
+  assign \$118  = ~ r[26];
+  assign \$119  = ~ r[26];
+  assign \$120  = ~ r[26];
+  assign \$121  = ~ r[26];
+  assign \$122  = ~ r[26];
+  assign \$123  = { 1'h0, q } ^ { \$122 , \$121 , \$120 , \$119 , \$118 , \$117 , \$116 , \$115 , \$114 , \$113 , \$112 , \$111 , \$110 , \$109 , \$108 , \$107 , \$106 , \$105 , \$104 , \$103 , \$102 , \$101 , \$100 , \$99 , \$98  };
+  assign \$124  = $signed({ r[24:0], sh[47:46] }) + $signed({ \$123 , 2'h3 });
+  assign \$125  = ~ \$124 [26];
+  assign \$126  = ~ \$124 [26];
+  assign \$127  = ~ \$124 [26];
+  assign \$128  = ~ \$124 [26];
+  assign \$129  = ~ \$124 [26];
+  assign \$130  = ~ \$124 [26];
+  assign \$131  = ~ \$124 [26];
+  assign \$132  = ~ \$124 [26];
+  assign \$133  = ~ \$124 [26];
+  assign \$134  = ~ \$124 [26];
+  assign \$135  = ~ \$124 [26];
+  assign \$136  = ~ \$124 [26];
+  assign \$137  = ~ \$124 [26];
+  assign \$138  = ~ \$124 [26];
+  assign \$139  = ~ \$124 [26];
+  assign \$140  = ~ \$124 [26];
+  assign \$141  = ~ \$124 [26];
+  assign \$142  = ~ \$124 [26];
+  assign \$143  = ~ \$124 [26];
+  assign \$144  = ~ \$124 [26];
+  assign \$145  = ~ \$124 [26];
+  assign \$146  = ~ \$124 [26];
+  assign \$147  = ~ \$124 [26];
+  assign \$148  = ~ \$124 [26];
+  assign \$149  = ~ \$124 [26];
+  assign \$150  = ~ \$124 [26];
+  assign \$151  = { 1'h0, q[22:0], \$125  } ^ { \$150 , \$149 , \$148 , \$147 , \$146 , \$145 , \$144 , \$143 , \$142 , \$141 , \$140 , \$139 , \$138 , \$137 , \$136 , \$135 , \$134 , \$133 , \$132 , \$131 , \$130 , \$129 , \$128 , \$127 , \$126  };
+  assign \$152  = $signed({ \$124 [24:0], sh[45:44] }) + $signed({ \$151 , 2'h3 });
+  assign \$153  = ~ \$152 [26];
+  assign \$154  = ~ \$124 [26];
+  assign \$155  = ~ \$152 [26];
+  assign \$156  = ~ \$152 [26];
+  assign \$157  = ~ \$152 [26];
+  assign \$158  = ~ \$152 [26];
+  assign \$159  = ~ \$152 [26];
+  assign \$160  = ~ \$152 [26];
+  assign \$161  = ~ \$152 [26];
+  assign \$162  = ~ \$152 [26];
+  assign \$163  = ~ \$152 [26];
+  assign \$164  = ~ \$152 [26];
+  assign \$165  = ~ \$152 [26];
+  assign \$166  = ~ \$152 [26];
+  assign \$167  = ~ \$152 [26];
+  assign \$168  = ~ \$152 [26];
+  assign \$169  = ~ \$152 [26];
+  assign \$170  = ~ \$152 [26];
+  assign \$171  = ~ \$152 [26];
+  assign \$172  = ~ \$152 [26];
+  assign \$173  = ~ \$152 [26];
+  assign \$174  = ~ \$152 [26];
+  assign \$175  = ~ \$152 [26];
+  assign \$176  = ~ \$152 [26];
+  assign \$177  = ~ \$152 [26];
+  assign \$178  = ~ \$152 [26];
+  assign \$179  = ~ \$152 [26];
+  assign \$180  = { 1'h0, q[21:0], \$154 , \$153  } ^ { \$179 , \$178 , \$177 , \$176 , \$175 , \$174 , \$173 , \$172 , \$171 , \$170 , \$169 , \$168 , \$167 , \$166 , \$165 , \$164 , \$163 , \$162 , \$161 , \$160 , \$159 , \$158 , \$157 , \$156 , \$155  };
+  assign \$181  = $signed({ \$152 [24:0], sh[43:42] }) + $signed({ \$180 , 2'h3 });
+  assign \$182  = ~ \$signal ;
+  assign \$183  = | j;
+  assign \$184  = \$182  | \$183 ;
+  assign \$185  = \$184  | flush;
+  assign \$186  = | \$272 ;
+  assign \$187  = \$185  | \$186 ;
+  assign \$188  = \$187  | rad_full;
+  assign \$189  = \$188  | root_busy;
+  assign \$190  = \$189  | res_pending;
+  assign busy = \$190  | o__valid;
+  assign \$191  = ! engine_state;
+  assign \$192  = engine_state == 1'h1;
+  assign \$193  = engine_state == 2'h2;
+  assign \$194  = engine_state == 2'h3;
+  assign \$195  = engine_state == 3'h4;
+  assign \$196  = engine_state == 3'h5;
+  assign \$197  = \$signal  ? \$272 [3] : \$272 [2];
+  assign \$198  = - $signed(r_r__data[35:18]);
+  assign \$199  = $signed(b_reg[49:25]) * $signed(b1_op);
+  assign \$201  = $signed(\$199 ) + $signed(\$200 );
+  assign \$202  = $signed(\$signal$33 ) * $signed(b0_op);
+  assign \$203  = $signed(\$202 ) + $signed(p1);
+  assign \$204  = \$272 [6] | \$272 [7];
+  assign \$205  = \$272 [6] | \$272 [7];
+  assign \$206  = $signed(hx) < $signed(25'h1000000);
+  assign \$207  = $signed(hx) > $signed(25'h0ffffff);
+  assign \$208  = \$206  | \$207 ;
+  assign \$209  = ~ \$signal ;
+  assign \$210  = $signed(hy) < $signed(25'h1000000);
+  assign \$211  = $signed(hy) > $signed(25'h0ffffff);
+  assign \$212  = \$210  | \$211 ;
+  assign \$213  = \$209  & \$212 ;
+  assign \$214  = ovf_x | \$213 ;
+  assign \$215  = d_w__en & \$214 ;
+  assign \$216  = \$signal$18  & \$272 [5];
+  assign \$217  = \$signal$18  & \$272 [6];
+  assign \$219  = $signed(s_lo) + $signed(\$218 );
+  assign \$220  = ~ flush;
+  assign \$221  = i__valid & \$220 ;
+  assign \$222  = j + 1'h1;
+  assign \$223  = j == 8'hff;
+  assign \$224  = i__valid & i__payload[16];
+  assign \$225  = | j;
+  assign \$226  = \$225  | \$signal$19 ;
+  assign \$227  = \$224  & \$226 ;
+  assign \$228  = ~ flush;
+  assign \$229  = \$227  & \$228 ;
+  assign \$230  = | \$272 ;
+  assign \$231  = ~ \$230 ;
+  assign \$232  = flush & \$231 ;
+  assign \$233  = | \$272 ;
+  assign \$234  = ~ \$233 ;
+  assign \$235  = j + 1'h1;
+  assign \$236  = j == 8'hff;
+  assign \$237  = i__valid & i__payload[16];
+  assign \$238  = | j;
+  assign \$239  = \$238  | \$signal$19 ;
+  assign \$240  = \$237  & \$239 ;
+  assign \$241  = | \$272 ;
+  assign \$242  = ~ \$241 ;
+  assign \$243  = c + 1'h1;
+  assign \$244  = c == 10'h207;
+  assign \$245  = s + 1'h1;
+  assign \$246  = s == 4'h8;
+  assign \$247  = mbin + 1'h1;
+  assign \$248  = mbin == 9'h101;
+  assign \$249  = | \$272 ;
+  assign \$250  = ~ \$249 ;
+  assign \$251  = \$248  & \$250 ;
+  assign \$252  = | rad[49:48];
+  assign \$253  = ~ \$181 [26];
+  assign \$254  = ~ \$152 [26];
+  assign \$255  = ~ \$124 [26];
+  assign \$256  = cnt + 1'h1;
+  assign \$257  = cnt == 3'h7;
+  assign \$258  = ~ \$181 [26];
+  assign \$259  = ~ \$152 [26];
+  assign \$260  = ~ \$124 [26];
+  assign \$261  = sat ? 24'hffffff : { q[20:0], \$260 , \$259 , \$258  };
+  assign \$262  = cnt == 3'h7;
+  assign \$263  = root_busy & \$262 ;
+  assign \$264  = ~ \$263 ;
+  assign \$265  = push & \$264 ;
+  assign \$266  = ! ob;
+  assign \$267  = ob == 9'h100;
+  assign \$268  = ob == 9'h100;
+  assign \$269  = ob + 1'h1;
+  assign \$270  = \$268  ? 10'h000 : \$269 ;
+  always @(posedge clk)
+    \$272  <= \$271 ;
+  always @(posedge clk)
+    x_d1 <= \$273 ;
   always @(posedge clk)
-    \$204  <= \$203 ;
+    x_d2 <= \$274 ;
   always @(posedge clk)
-    x_d1 <= \$205 ;
+    x_d3 <= \$275 ;
   always @(posedge clk)
-    x_d2 <= \$206 ;
+    x_d4 <= \$276 ;
   always @(posedge clk)
-    x_d3 <= \$207 ;
+    x_d5 <= \$277 ;
   always @(posedge clk)
-    x_d4 <= \$208 ;
+    j_d1 <= \$278 ;
   always @(posedge clk)
-    x_d5 <= \$209 ;
+    j_d2 <= \$279 ;
   always @(posedge clk)
-    j_d1 <= \$210 ;
+    j_d3 <= \$280 ;
   always @(posedge clk)
-    j_d2 <= \$211 ;
+    j_d4 <= \$281 ;
   always @(posedge clk)
-    j_d3 <= \$212 ;
+    j_d5 <= \$282 ;
   always @(posedge clk)
-    j_d4 <= \$213 ;
+    j_d6 <= \$283 ;
   always @(posedge clk)
-    j_d5 <= \$214 ;
+    j_d7 <= \$284 ;
   always @(posedge clk)
-    j_d6 <= \$215 ;
+    j_d8 <= \$285 ;
   always @(posedge clk)
-    j_d7 <= \$216 ;
+    j_d9 <= \$286 ;
   always @(posedge clk)
-    j_d8 <= \$217 ;
+    a1re_d1 <= \$287 ;
   always @(posedge clk)
-    j_d9 <= \$218 ;
+    a1im_d1 <= \$288 ;
   always @(posedge clk)
-    a1re_d1 <= \$219 ;
+    a1re_d2 <= \$289 ;
   always @(posedge clk)
-    a1im_d1 <= \$220 ;
+    a1im_d2 <= \$290 ;
   always @(posedge clk)
-    a1re_d2 <= \$221 ;
+    a1re_d3 <= \$291 ;
   always @(posedge clk)
-    a1im_d2 <= \$222 ;
+    a1im_d3 <= \$292 ;
   always @(posedge clk)
-    a1re_d3 <= \$223 ;
+    a1re_d4 <= \$293 ;
   always @(posedge clk)
-    a1im_d3 <= \$224 ;
+    a1im_d4 <= \$294 ;
   always @(posedge clk)
-    a1re_d4 <= \$225 ;
+    a1re_d5 <= \$295 ;
   always @(posedge clk)
-    a1im_d4 <= \$226 ;
+    a1im_d5 <= \$296 ;
   always @(posedge clk)
-    a1re_d5 <= \$227 ;
+    a1re_d6 <= \$297 ;
   always @(posedge clk)
-    a1im_d5 <= \$228 ;
+    a1im_d6 <= \$298 ;
   always @(posedge clk)
-    a1re_d6 <= \$229 ;
+    a1x <= \$299 ;
   always @(posedge clk)
-    a1im_d6 <= \$230 ;
+    a1y <= \$300 ;
   always @(posedge clk)
-    a1x <= \$231 ;
+    b_d <= \$301 ;
   always @(posedge clk)
-    a1y <= \$232 ;
+    b_reg <= \$302 ;
   always @(posedge clk)
-    b_d <= \$233 ;
+    b2_re <= \$303 ;
   always @(posedge clk)
-    b_reg <= \$234 ;
+    rom_q0 <= \$304 ;
   always @(posedge clk)
-    b2_re <= \$235 ;
+    rom_q1 <= \$305 ;
   always @(posedge clk)
-    rom_q0 <= \$236 ;
+    nwi_q <= \$306 ;
   always @(posedge clk)
-    rom_q1 <= \$237 ;
+    wi2 <= \$307 ;
   always @(posedge clk)
-    nwi_q <= \$238 ;
+    p1 <= \$308 ;
   always @(posedge clk)
-    wi2 <= \$239 ;
+    p0 <= \$309 ;
   always @(posedge clk)
-    p1 <= \$240 ;
+    tr <= \$310 ;
   always @(posedge clk)
-    p0 <= \$241 ;
+    ti <= \$311 ;
   always @(posedge clk)
-    tr <= \$242 ;
+    xo <= \$312 ;
   always @(posedge clk)
-    ti <= \$243 ;
+    ovf_x <= \$313 ;
   always @(posedge clk)
-    xo <= \$244 ;
+    overflow <= \$314 ;
   always @(posedge clk)
-    ovf_x <= \$245 ;
+    s_lo <= \$315 ;
   always @(posedge clk)
-    overflow <= \$246 ;
+    rad <= \$316 ;
   always @(posedge clk)
-    s_lo <= \$247 ;
+    rad_full <= \$317 ;
   always @(posedge clk)
-    rad <= \$248 ;
+    j <= \$318 ;
   always @(posedge clk)
-    rad_full <= \$249 ;
+    engine_state <= \$319 ;
   always @(posedge clk)
-    j <= \$250 ;
+    flush <= \$320 ;
   always @(posedge clk)
-    engine_state <= \$251 ;
+    lph <= \$321 ;
   always @(posedge clk)
-    flush <= \$252 ;
+    s <= \$322 ;
   always @(posedge clk)
-    lph <= \$253 ;
+    c <= \$323 ;
   always @(posedge clk)
-    s <= \$254 ;
+    mbin <= \$324 ;
   always @(posedge clk)
-    c <= \$255 ;
+    mbin_iss <= \$325 ;
   always @(posedge clk)
-    mbin <= \$256 ;
+    sh <= \$326 ;
   always @(posedge clk)
-    sh <= \$257 ;
+    q <= \$327 ;
   always @(posedge clk)
-    q <= \$258 ;
+    r <= \$328 ;
   always @(posedge clk)
-    r <= \$259 ;
+    sat <= \$329 ;
   always @(posedge clk)
-    sat <= \$260 ;
+    cnt <= \$330 ;
   always @(posedge clk)
-    cnt <= \$261 ;
+    root_busy <= \$331 ;
   always @(posedge clk)
-    root_busy <= \$262 ;
+    res_pending <= \$332 ;
   always @(posedge clk)
-    res_pending <= \$263 ;
+    res <= \$333 ;
   always @(posedge clk)
-    res <= \$264 ;
+    o__valid <= \$334 ;
   always @(posedge clk)
-    o__valid <= \$265 ;
+    o_data <= \$335 ;
   always @(posedge clk)
-    o_data <= \$266 ;
+    o_first <= \$336 ;
   always @(posedge clk)
-    o_first <= \$267 ;
+    o_last <= \$337 ;
   always @(posedge clk)
-    o_last <= \$268 ;
-  always @(posedge clk)
-    ob <= \$269 ;
+    ob <= \$338 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$203  = { \$204 [8:0], issue };
+    \$271  = { \$272 [8:0], issue };
     if (clip_start) begin
-      \$203  = 10'h000;
+      \$271  = 10'h000;
     end
     if (rst) begin
-      \$203  = 10'h000;
+      \$271  = 10'h000;
     end
   end
   always @* begin
@@ -43189,7 +43371,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     (* full_case = 32'd1 *)
     if (\$signal$18 ) begin
-      d_r__addr = \$8 [8:0];
+      d_r__addr = mbin_iss;
     end else if (\$signal$19 ) begin
       d_r__addr = { j[0], j[1], j[2], j[3], j[4], j[5], j[6], j[7], 1'h0 };
     end else begin
@@ -43202,16 +43384,16 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     if (\$signal$23 ) begin
       r_r__addr = { 1'h0, twaddr };
     end else begin
-      r_r__addr = { 1'h1, \$9  };
+      r_r__addr = { 1'h1, \$8  };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     b1_op = 18'h00000;
     if (\$signal$18 ) begin
-      b1_op = \$13 [17:0];
+      b1_op = \$12 [17:0];
     end else if (\$signal$23 ) begin
-      b1_op = \$15 ;
+      b1_op = \$14 ;
     end
   end
   always @* begin
@@ -43222,18 +43404,18 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end else if (\$signal$23 ) begin
       \$signal$33  = b2_re;
     end else begin
-      \$signal$33  = { \$17 [22], \$17 [22], \$17  };
+      \$signal$33  = { \$16 [22], \$16 [22], \$16  };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     (* full_case = 32'd1 *)
     if (\$signal$18 ) begin
-      b0_op = \$14 [17:0];
+      b0_op = \$13 [17:0];
     end else if (\$signal$23 ) begin
-      b0_op = \$16 ;
+      b0_op = \$15 ;
     end else begin
-      b0_op = \$19 ;
+      b0_op = \$18 ;
     end
   end
   always @* begin
@@ -43253,7 +43435,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     if (\$signal ) begin
       d_w__addr = { j_d8[0], j_d8[1], j_d8[2], j_d8[3], j_d8[4], j_d8[5], j_d8[6], j_d8[7], 1'h0 };
     end else if (\$signal$19 ) begin
-      d_w__addr = \$67 ;
+      d_w__addr = \$66 ;
     end else begin
       d_w__addr = waddr;
     end
@@ -43274,15 +43456,15 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     casez (engine_state)
       3'h0:
         begin
-          i__ready = \$68 ;
-          if (\$76 ) begin
+          i__ready = \$67 ;
+          if (\$75 ) begin
             i__ready = 1'h0;
           end
         end
       3'h1:
           /* empty */;
       3'h2:
-          i__ready = \$83 ;
+          i__ready = \$82 ;
     endcase
   end
   always @* begin
@@ -43291,10 +43473,10 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     casez (engine_state)
       3'h0:
         begin
-          if (\$70 ) begin
+          if (\$69 ) begin
             issue = 1'h1;
           end
-          if (\$76 ) begin
+          if (\$75 ) begin
             issue = 1'h0;
           end
         end
@@ -43307,9 +43489,9 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
       3'h3:
           /* empty */;
       3'h4:
-          issue = \$86 ;
+          issue = \$85 ;
       3'h5:
-          issue = \$92 ;
+          issue = \$91 ;
     endcase
   end
   always @* begin
@@ -43362,679 +43544,679 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$205  = i__payload[15:0];
+    \$273  = i__payload[15:0];
     if (clip_start) begin
-      \$205  = 16'h0000;
+      \$273  = 16'h0000;
     end
     if (rst) begin
-      \$205  = 16'h0000;
+      \$273  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$206  = x_d1;
+    \$274  = x_d1;
     if (clip_start) begin
-      \$206  = 16'h0000;
+      \$274  = 16'h0000;
     end
     if (rst) begin
-      \$206  = 16'h0000;
+      \$274  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$207  = x_d2;
+    \$275  = x_d2;
     if (clip_start) begin
-      \$207  = 16'h0000;
+      \$275  = 16'h0000;
     end
     if (rst) begin
-      \$207  = 16'h0000;
+      \$275  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$208  = x_d3;
+    \$276  = x_d3;
     if (clip_start) begin
-      \$208  = 16'h0000;
+      \$276  = 16'h0000;
     end
     if (rst) begin
-      \$208  = 16'h0000;
+      \$276  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$209  = x_d4;
+    \$277  = x_d4;
     if (clip_start) begin
-      \$209  = 16'h0000;
+      \$277  = 16'h0000;
     end
     if (rst) begin
-      \$209  = 16'h0000;
+      \$277  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$210  = j;
+    \$278  = j;
     if (clip_start) begin
-      \$210  = 8'h00;
+      \$278  = 8'h00;
     end
     if (rst) begin
-      \$210  = 8'h00;
+      \$278  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$211  = j_d1;
+    \$279  = j_d1;
     if (clip_start) begin
-      \$211  = 8'h00;
+      \$279  = 8'h00;
     end
     if (rst) begin
-      \$211  = 8'h00;
+      \$279  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$212  = j_d2;
+    \$280  = j_d2;
     if (clip_start) begin
-      \$212  = 8'h00;
+      \$280  = 8'h00;
     end
     if (rst) begin
-      \$212  = 8'h00;
+      \$280  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$213  = j_d3;
+    \$281  = j_d3;
     if (clip_start) begin
-      \$213  = 8'h00;
+      \$281  = 8'h00;
     end
     if (rst) begin
-      \$213  = 8'h00;
+      \$281  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$214  = j_d4;
+    \$282  = j_d4;
     if (clip_start) begin
-      \$214  = 8'h00;
+      \$282  = 8'h00;
     end
     if (rst) begin
-      \$214  = 8'h00;
+      \$282  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$215  = j_d5;
+    \$283  = j_d5;
     if (clip_start) begin
-      \$215  = 8'h00;
+      \$283  = 8'h00;
     end
     if (rst) begin
-      \$215  = 8'h00;
+      \$283  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$216  = j_d6;
+    \$284  = j_d6;
     if (clip_start) begin
-      \$216  = 8'h00;
+      \$284  = 8'h00;
     end
     if (rst) begin
-      \$216  = 8'h00;
+      \$284  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$217  = j_d7;
+    \$285  = j_d7;
     if (clip_start) begin
-      \$217  = 8'h00;
+      \$285  = 8'h00;
     end
     if (rst) begin
-      \$217  = 8'h00;
+      \$285  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$218  = j_d8;
+    \$286  = j_d8;
     if (clip_start) begin
-      \$218  = 8'h00;
+      \$286  = 8'h00;
     end
     if (rst) begin
-      \$218  = 8'h00;
+      \$286  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$219  = a1_re;
+    \$287  = a1_re;
     if (clip_start) begin
-      \$219  = 26'h0000000;
+      \$287  = 26'h0000000;
     end
     if (rst) begin
-      \$219  = 26'h0000000;
+      \$287  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$220  = a1_im;
+    \$288  = a1_im;
     if (clip_start) begin
-      \$220  = 26'h0000000;
+      \$288  = 26'h0000000;
     end
     if (rst) begin
-      \$220  = 26'h0000000;
+      \$288  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$221  = a1re_d1;
+    \$289  = a1re_d1;
     if (clip_start) begin
-      \$221  = 26'h0000000;
+      \$289  = 26'h0000000;
     end
     if (rst) begin
-      \$221  = 26'h0000000;
+      \$289  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$222  = a1im_d1;
+    \$290  = a1im_d1;
     if (clip_start) begin
-      \$222  = 26'h0000000;
+      \$290  = 26'h0000000;
     end
     if (rst) begin
-      \$222  = 26'h0000000;
+      \$290  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$223  = a1re_d2;
+    \$291  = a1re_d2;
     if (clip_start) begin
-      \$223  = 26'h0000000;
+      \$291  = 26'h0000000;
     end
     if (rst) begin
-      \$223  = 26'h0000000;
+      \$291  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$224  = a1im_d2;
+    \$292  = a1im_d2;
     if (clip_start) begin
-      \$224  = 26'h0000000;
+      \$292  = 26'h0000000;
     end
     if (rst) begin
-      \$224  = 26'h0000000;
+      \$292  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$225  = a1re_d3;
+    \$293  = a1re_d3;
     if (clip_start) begin
-      \$225  = 26'h0000000;
+      \$293  = 26'h0000000;
     end
     if (rst) begin
-      \$225  = 26'h0000000;
+      \$293  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$226  = a1im_d3;
+    \$294  = a1im_d3;
     if (clip_start) begin
-      \$226  = 26'h0000000;
+      \$294  = 26'h0000000;
     end
     if (rst) begin
-      \$226  = 26'h0000000;
+      \$294  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$227  = a1re_d4;
+    \$295  = a1re_d4;
     if (clip_start) begin
-      \$227  = 26'h0000000;
+      \$295  = 26'h0000000;
     end
     if (rst) begin
-      \$227  = 26'h0000000;
+      \$295  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$228  = a1im_d4;
+    \$296  = a1im_d4;
     if (clip_start) begin
-      \$228  = 26'h0000000;
+      \$296  = 26'h0000000;
     end
     if (rst) begin
-      \$228  = 26'h0000000;
+      \$296  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$229  = a1re_d5;
+    \$297  = a1re_d5;
     if (clip_start) begin
-      \$229  = 26'h0000000;
+      \$297  = 26'h0000000;
     end
     if (rst) begin
-      \$229  = 26'h0000000;
+      \$297  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$230  = a1im_d5;
+    \$298  = a1im_d5;
     if (clip_start) begin
-      \$230  = 26'h0000000;
+      \$298  = 26'h0000000;
     end
     if (rst) begin
-      \$230  = 26'h0000000;
+      \$298  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$231  = a1x;
-    if (\$204 [5]) begin
-      \$231  = a1re_d5;
+    \$299  = a1x;
+    if (\$272 [5]) begin
+      \$299  = a1re_d5;
     end
     if (clip_start) begin
-      \$231  = 26'h0000000;
+      \$299  = 26'h0000000;
     end
     if (rst) begin
-      \$231  = 26'h0000000;
+      \$299  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$232  = a1y;
-    if (\$204 [6]) begin
-      \$232  = a1im_d6;
+    \$300  = a1y;
+    if (\$272 [6]) begin
+      \$300  = a1im_d6;
     end
     if (clip_start) begin
-      \$232  = 26'h0000000;
+      \$300  = 26'h0000000;
     end
     if (rst) begin
-      \$232  = 26'h0000000;
+      \$300  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$233  = d_r__data;
+    \$301  = d_r__data;
     if (clip_start) begin
-      \$233  = 50'h0000000000000;
+      \$301  = 50'h0000000000000;
     end
     if (rst) begin
-      \$233  = 50'h0000000000000;
+      \$301  = 50'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$234  = b_reg;
-    if (\$204 [2]) begin
-      \$234  = b_d;
+    \$302  = b_reg;
+    if (\$272 [2]) begin
+      \$302  = b_d;
     end
     if (clip_start) begin
-      \$234  = 50'h0000000000000;
+      \$302  = 50'h0000000000000;
     end
     if (rst) begin
-      \$234  = 50'h0000000000000;
+      \$302  = 50'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$235  = b2_re;
-    if (\$204 [3]) begin
-      \$235  = b_reg[24:0];
+    \$303  = b2_re;
+    if (\$272 [3]) begin
+      \$303  = b_reg[24:0];
     end
     if (clip_start) begin
-      \$235  = 25'h0000000;
+      \$303  = 25'h0000000;
     end
     if (rst) begin
-      \$235  = 25'h0000000;
+      \$303  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$236  = rom_q0;
-    if (\$129 ) begin
-      \$236  = r_r__data[17:0];
+    \$304  = rom_q0;
+    if (\$197 ) begin
+      \$304  = r_r__data[17:0];
     end
     if (clip_start) begin
-      \$236  = 18'h00000;
+      \$304  = 18'h00000;
     end
     if (rst) begin
-      \$236  = 18'h00000;
+      \$304  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$237  = rom_q1;
-    if (\$129 ) begin
-      \$237  = r_r__data[35:18];
+    \$305  = rom_q1;
+    if (\$197 ) begin
+      \$305  = r_r__data[35:18];
     end
     if (clip_start) begin
-      \$237  = 18'h00000;
+      \$305  = 18'h00000;
     end
     if (rst) begin
-      \$237  = 18'h00000;
+      \$305  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$238  = nwi_q;
-    if (\$129 ) begin
-      \$238  = \$130 [17:0];
+    \$306  = nwi_q;
+    if (\$197 ) begin
+      \$306  = \$198 [17:0];
     end
     if (clip_start) begin
-      \$238  = 18'h00000;
+      \$306  = 18'h00000;
     end
     if (rst) begin
-      \$238  = 18'h00000;
+      \$306  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$239  = wi2;
-    if (\$204 [4]) begin
-      \$239  = rom_q1;
+    \$307  = wi2;
+    if (\$272 [4]) begin
+      \$307  = rom_q1;
     end
     if (clip_start) begin
-      \$239  = 18'h00000;
+      \$307  = 18'h00000;
     end
     if (rst) begin
-      \$239  = 18'h00000;
+      \$307  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$240  = { \$133 [43], \$133 [43], \$133 [43], \$133 [43], \$133  };
+    \$308  = { \$201 [43], \$201 [43], \$201 [43], \$201 [43], \$201  };
     if (clip_start) begin
-      \$240  = 48'h000000000000;
+      \$308  = 48'h000000000000;
     end
     if (rst) begin
-      \$240  = 48'h000000000000;
+      \$308  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$241  = \$135 [47:0];
+    \$309  = \$203 [47:0];
     if (clip_start) begin
-      \$241  = 48'h000000000000;
+      \$309  = 48'h000000000000;
     end
     if (rst) begin
-      \$241  = 48'h000000000000;
+      \$309  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$242  = tr;
-    if (\$204 [5]) begin
-      \$242  = p0[42:16];
+    \$310  = tr;
+    if (\$272 [5]) begin
+      \$310  = p0[42:16];
     end
     if (clip_start) begin
-      \$242  = 27'h0000000;
+      \$310  = 27'h0000000;
     end
     if (rst) begin
-      \$242  = 27'h0000000;
+      \$310  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$243  = ti;
-    if (\$204 [6]) begin
-      \$243  = p0[42:16];
+    \$311  = ti;
+    if (\$272 [6]) begin
+      \$311  = p0[42:16];
     end
     if (clip_start) begin
-      \$243  = 27'h0000000;
+      \$311  = 27'h0000000;
     end
     if (rst) begin
-      \$243  = 27'h0000000;
+      \$311  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$244  = xo;
-    if (\$136 ) begin
-      \$244  = hx[24:0];
+    \$312  = xo;
+    if (\$204 ) begin
+      \$312  = hx[24:0];
     end
     if (clip_start) begin
-      \$244  = 25'h0000000;
+      \$312  = 25'h0000000;
     end
     if (rst) begin
-      \$244  = 25'h0000000;
+      \$312  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$245  = ovf_x;
-    if (\$137 ) begin
-      \$245  = \$140 ;
+    \$313  = ovf_x;
+    if (\$205 ) begin
+      \$313  = \$208 ;
     end
     if (clip_start) begin
-      \$245  = 1'h0;
+      \$313  = 1'h0;
     end
     if (rst) begin
-      \$245  = 1'h0;
+      \$313  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$246  = overflow;
-    if (\$147 ) begin
-      \$246  = 1'h1;
+    \$314  = overflow;
+    if (\$215 ) begin
+      \$314  = 1'h1;
     end
     if (clip_start) begin
-      \$246  = 1'h0;
+      \$314  = 1'h0;
     end
     if (rst) begin
-      \$246  = 1'h0;
+      \$314  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$247  = s_lo;
-    if (\$148 ) begin
-      \$247  = p0[43:0];
+    \$315  = s_lo;
+    if (\$216 ) begin
+      \$315  = p0[43:0];
     end
     if (clip_start) begin
-      \$247  = 44'h00000000000;
+      \$315  = 44'h00000000000;
     end
     if (rst) begin
-      \$247  = 44'h00000000000;
+      \$315  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$248  = rad;
-    if (\$149 ) begin
-      \$248  = \$151 [49:0];
+    \$316  = rad;
+    if (\$217 ) begin
+      \$316  = \$219 [49:0];
     end
     if (clip_start) begin
-      \$248  = 50'h0000000000000;
+      \$316  = 50'h0000000000000;
     end
     if (rst) begin
-      \$248  = 50'h0000000000000;
+      \$316  = 50'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$249  = rad_full;
-    if (\$149 ) begin
-      \$249  = 1'h1;
+    \$317  = rad_full;
+    if (\$217 ) begin
+      \$317  = 1'h1;
     end else if (rad_take) begin
-      \$249  = 1'h0;
+      \$317  = 1'h0;
     end
     if (clip_start) begin
-      \$249  = 1'h0;
+      \$317  = 1'h0;
     end
     if (rst) begin
-      \$249  = 1'h0;
+      \$317  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$250  = j;
+    \$318  = j;
     casez (engine_state)
       3'h0:
         begin
-          if (\$153 ) begin
+          if (\$221 ) begin
             (* full_case = 32'd1 *)
             if (i__payload[16]) begin
-              \$250  = 8'h01;
+              \$318  = 8'h01;
             end else begin
-              \$250  = \$154 [7:0];
+              \$318  = \$222 [7:0];
             end
           end
-          if (\$164 ) begin
-            \$250  = 8'h00;
+          if (\$232 ) begin
+            \$318  = 8'h00;
           end
         end
       3'h1:
-          if (\$166 ) begin
-            \$250  = 8'h00;
+          if (\$234 ) begin
+            \$318  = 8'h00;
           end
       3'h2:
           if (take) begin
-            \$250  = \$167 [7:0];
+            \$318  = \$235 [7:0];
           end
       3'h3:
-          if (\$174 ) begin
-            \$250  = 8'h00;
+          if (\$242 ) begin
+            \$318  = 8'h00;
           end
     endcase
     if (clip_start) begin
-      \$250  = 8'h00;
+      \$318  = 8'h00;
     end
     if (rst) begin
-      \$250  = 8'h00;
+      \$318  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$251  = engine_state;
+    \$319  = engine_state;
     casez (engine_state)
       3'h0:
-          if (\$153 ) begin
+          if (\$221 ) begin
             (* full_case = 32'd1 *)
             if (i__payload[16]) begin
             end else begin
-              if (\$155 ) begin
-                \$251  = 3'h1;
+              if (\$223 ) begin
+                \$319  = 3'h1;
               end
             end
           end
       3'h1:
-          if (\$166 ) begin
-            \$251  = 3'h2;
+          if (\$234 ) begin
+            \$319  = 3'h2;
           end
       3'h2:
         begin
           if (take) begin
-            if (\$168 ) begin
-              \$251  = 3'h3;
+            if (\$236 ) begin
+              \$319  = 3'h3;
             end
           end
-          if (\$172 ) begin
-            \$251  = 3'h0;
+          if (\$240 ) begin
+            \$319  = 3'h0;
           end
         end
       3'h3:
-          if (\$174 ) begin
-            \$251  = 3'h4;
+          if (\$242 ) begin
+            \$319  = 3'h4;
           end
       3'h4:
-          if (\$176 ) begin
-            if (\$178 ) begin
-              \$251  = 3'h5;
+          if (\$244 ) begin
+            if (\$246 ) begin
+              \$319  = 3'h5;
             end
           end
       3'h5:
-          if (\$183 ) begin
-            \$251  = 3'h0;
+          if (\$251 ) begin
+            \$319  = 3'h0;
           end
     endcase
     if (clip_start) begin
-      \$251  = 3'h0;
+      \$319  = 3'h0;
     end
     if (rst) begin
-      \$251  = 3'h0;
+      \$319  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$252  = flush;
+    \$320  = flush;
     casez (engine_state)
       3'h0:
         begin
-          if (\$161 ) begin
-            \$252  = 1'h1;
+          if (\$229 ) begin
+            \$320  = 1'h1;
           end
-          if (\$164 ) begin
-            \$252  = 1'h0;
+          if (\$232 ) begin
+            \$320  = 1'h0;
           end
         end
       3'h1:
           /* empty */;
       3'h2:
-          if (\$172 ) begin
-            \$252  = 1'h1;
+          if (\$240 ) begin
+            \$320  = 1'h1;
           end
     endcase
     if (clip_start) begin
-      \$252  = 1'h0;
+      \$320  = 1'h0;
     end
     if (rst) begin
-      \$252  = 1'h0;
+      \$320  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$253  = lph;
+    \$321  = lph;
     casez (engine_state)
       3'h0:
           /* empty */;
       3'h1:
-          if (\$166 ) begin
-            \$253  = 1'h0;
+          if (\$234 ) begin
+            \$321  = 1'h0;
           end
       3'h2:
         begin
-          \$253  = take;
+          \$321  = take;
           if (take) begin
-            \$253  = 1'h1;
+            \$321  = 1'h1;
           end
         end
     endcase
     if (clip_start) begin
-      \$253  = 1'h0;
+      \$321  = 1'h0;
     end
     if (rst) begin
-      \$253  = 1'h0;
+      \$321  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$254  = s;
+    \$322  = s;
     casez (engine_state)
       3'h0:
           /* empty */;
       3'h1:
-          if (\$166 ) begin
-            \$254  = 4'h0;
+          if (\$234 ) begin
+            \$322  = 4'h0;
           end
       3'h2:
           /* empty */;
       3'h3:
-          if (\$174 ) begin
-            \$254  = 4'h1;
+          if (\$242 ) begin
+            \$322  = 4'h1;
           end
       3'h4:
-          if (\$176 ) begin
-            \$254  = \$177 [3:0];
-            if (\$178 ) begin
-              \$254  = 4'h0;
+          if (\$244 ) begin
+            \$322  = \$245 [3:0];
+            if (\$246 ) begin
+              \$322  = 4'h0;
             end
           end
     endcase
     if (clip_start) begin
-      \$254  = 4'h0;
+      \$322  = 4'h0;
     end
     if (rst) begin
-      \$254  = 4'h0;
+      \$322  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$255  = c;
+    \$323  = c;
     casez (engine_state)
       3'h0:
           /* empty */;
@@ -44043,27 +44225,27 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
       3'h2:
           /* empty */;
       3'h3:
-          if (\$174 ) begin
-            \$255  = 10'h000;
+          if (\$242 ) begin
+            \$323  = 10'h000;
           end
       3'h4:
         begin
-          \$255  = \$175 [9:0];
-          if (\$176 ) begin
-            \$255  = 10'h000;
+          \$323  = \$243 [9:0];
+          if (\$244 ) begin
+            \$323  = 10'h000;
           end
         end
     endcase
     if (clip_start) begin
-      \$255  = 10'h000;
+      \$323  = 10'h000;
     end
     if (rst) begin
-      \$255  = 10'h000;
+      \$323  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$256  = mbin;
+    \$324  = mbin;
     casez (engine_state)
       3'h0:
           /* empty */;
@@ -44074,228 +44256,248 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
       3'h3:
           /* empty */;
       3'h4:
-          if (\$176 ) begin
-            if (\$178 ) begin
-              \$256  = 9'h000;
+          if (\$244 ) begin
+            if (\$246 ) begin
+              \$324  = 9'h000;
             end
           end
       3'h5:
           if (issue) begin
-            \$256  = \$179 [8:0];
+            \$324  = \$247 [8:0];
           end
     endcase
     if (clip_start) begin
-      \$256  = 9'h000;
+      \$324  = 9'h000;
     end
     if (rst) begin
-      \$256  = 9'h000;
+      \$324  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$257  = sh;
+    \$325  = mbin_iss;
+    casez (engine_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h5:
+          if (issue) begin
+            \$325  = mbin;
+          end
+    endcase
+    if (clip_start) begin
+      \$325  = 9'h000;
+    end
+    if (rst) begin
+      \$325  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$326  = sh;
     if (rad_take) begin
-      \$257  = rad[47:0];
+      \$326  = rad[47:0];
     end else if (root_busy) begin
-      \$257  = { sh[41:0], 6'h00 };
+      \$326  = { sh[41:0], 6'h00 };
     end
     if (clip_start) begin
-      \$257  = 48'h000000000000;
+      \$326  = 48'h000000000000;
     end
     if (rst) begin
-      \$257  = 48'h000000000000;
+      \$326  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$258  = q;
+    \$327  = q;
     if (rad_take) begin
-      \$258  = 24'h000000;
+      \$327  = 24'h000000;
     end else if (root_busy) begin
-      \$258  = { q[20:0], \$187 , \$186 , \$185  };
+      \$327  = { q[20:0], \$255 , \$254 , \$253  };
     end
     if (clip_start) begin
-      \$258  = 24'h000000;
+      \$327  = 24'h000000;
     end
     if (rst) begin
-      \$258  = 24'h000000;
+      \$327  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$259  = r;
+    \$328  = r;
     if (rad_take) begin
-      \$259  = 27'h0000000;
+      \$328  = 27'h0000000;
     end else if (root_busy) begin
-      \$259  = \$113 [26:0];
+      \$328  = \$181 [26:0];
     end
     if (clip_start) begin
-      \$259  = 27'h0000000;
+      \$328  = 27'h0000000;
     end
     if (rst) begin
-      \$259  = 27'h0000000;
+      \$328  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$260  = sat;
+    \$329  = sat;
     if (rad_take) begin
-      \$260  = \$184 ;
+      \$329  = \$252 ;
     end
     if (clip_start) begin
-      \$260  = 1'h0;
+      \$329  = 1'h0;
     end
     if (rst) begin
-      \$260  = 1'h0;
+      \$329  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$261  = cnt;
+    \$330  = cnt;
     if (rad_take) begin
-      \$261  = 3'h0;
+      \$330  = 3'h0;
     end else if (root_busy) begin
-      \$261  = \$188 [2:0];
+      \$330  = \$256 [2:0];
     end
     if (clip_start) begin
-      \$261  = 3'h0;
+      \$330  = 3'h0;
     end
     if (rst) begin
-      \$261  = 3'h0;
+      \$330  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$262  = root_busy;
+    \$331  = root_busy;
     if (rad_take) begin
-      \$262  = 1'h1;
+      \$331  = 1'h1;
     end else if (root_busy) begin
-      if (\$189 ) begin
-        \$262  = 1'h0;
+      if (\$257 ) begin
+        \$331  = 1'h0;
       end
     end
     if (clip_start) begin
-      \$262  = 1'h0;
+      \$331  = 1'h0;
     end
     if (rst) begin
-      \$262  = 1'h0;
+      \$331  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$263  = res_pending;
+    \$332  = res_pending;
     if (rad_take) begin
     end else if (root_busy) begin
-      if (\$189 ) begin
-        \$263  = 1'h1;
+      if (\$257 ) begin
+        \$332  = 1'h1;
       end
     end
-    if (\$197 ) begin
-      \$263  = 1'h0;
+    if (\$265 ) begin
+      \$332  = 1'h0;
     end
     if (clip_start) begin
-      \$263  = 1'h0;
+      \$332  = 1'h0;
     end
     if (rst) begin
-      \$263  = 1'h0;
+      \$332  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$264  = res;
+    \$333  = res;
     if (rad_take) begin
     end else if (root_busy) begin
-      if (\$189 ) begin
-        \$264  = \$193 ;
+      if (\$257 ) begin
+        \$333  = \$261 ;
       end
-    end
-    if (clip_start) begin
-      \$264  = 24'h000000;
-    end
-    if (rst) begin
-      \$264  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$265  = o__valid;
+    \$334  = o__valid;
     if (push) begin
-      \$265  = 1'h1;
+      \$334  = 1'h1;
     end else if (o__ready) begin
-      \$265  = 1'h0;
+      \$334  = 1'h0;
     end
     if (clip_start) begin
-      \$265  = 1'h0;
+      \$334  = 1'h0;
     end
     if (rst) begin
-      \$265  = 1'h0;
+      \$334  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$266  = o_data;
+    \$335  = o_data;
     if (push) begin
-      \$266  = res;
+      \$335  = res;
     end
     if (clip_start) begin
-      \$266  = 24'h000000;
+      \$335  = 24'h000000;
     end
     if (rst) begin
-      \$266  = 24'h000000;
+      \$335  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$267  = o_first;
+    \$336  = o_first;
     if (push) begin
-      \$267  = \$198 ;
+      \$336  = \$266 ;
     end
     if (clip_start) begin
-      \$267  = 1'h0;
+      \$336  = 1'h0;
     end
     if (rst) begin
-      \$267  = 1'h0;
+      \$336  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$268  = o_last;
+    \$337  = o_last;
     if (push) begin
-      \$268  = \$199 ;
+      \$337  = \$267 ;
     end
     if (clip_start) begin
-      \$268  = 1'h0;
+      \$337  = 1'h0;
     end
     if (rst) begin
-      \$268  = 1'h0;
+      \$337  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$269  = ob;
+    \$338  = ob;
     if (push) begin
-      \$269  = \$202 [8:0];
+      \$338  = \$270 [8:0];
     end
     if (clip_start) begin
-      \$269  = 9'h000;
+      \$338  = 9'h000;
     end
     if (rst) begin
-      \$269  = 9'h000;
+      \$338  = 9'h000;
     end
   end
   assign d_r__en = 1'h1;
   assign r_r__en = 1'h1;
-  assign iss = { \$204 , issue };
+  assign iss = { \$272 , issue };
   assign x_in = i__payload[15:0];
   assign c2 = \$6 [9:0];
   assign cw = \$7 [9:0];
   assign \$signal$30  = b_reg[49:25];
-  assign sx = \$27 [27:0];
-  assign sy = \$31 [27:0];
+  assign sx = \$26 [27:0];
+  assign sy = \$30 [27:0];
   assign d_w__data = { hy[24:0], xo };
-  assign r_n = \$101 [26:0];
-  assign \r_n$70  = \$106 [26:0];
-  assign \r_n$71  = \$113 [26:0];
+  assign r_n = \$124 [26:0];
+  assign \r_n$71  = \$152 [26:0];
+  assign \r_n$72  = \$181 [26:0];
   assign \i__payload.data  = i__payload[15:0];
   assign \i__payload.first  = i__payload[16];
   assign \i__payload.last  = i__payload[17];
@@ -44305,9 +44507,9 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
   assign o__payload[25] = o_last;
   assign o__payload[24] = o_first;
   assign o__payload[23:0] = o_data;
-  assign \$17  = { x_d5[15], x_d5[15], x_d5[15], x_d5, 4'h0 };
-  assign \$32  = { \$27 [27], \$27 [27:1] };
-  assign \$33  = { \$31 [27], \$31 [27:1] };
-  assign \$132  = { k1, 15'h0000 };
-  assign \$150  = { p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0, 17'h00000 };
+  assign \$16  = { x_d5[15], x_d5[15], x_d5[15], x_d5, 4'h0 };
+  assign \$31  = { \$26 [27], \$26 [27:1] };
+  assign \$32  = { \$30 [27], \$30 [27:1] };
+  assign \$200  = { k1, 15'h0000 };
+  assign \$218  = { p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0[47], p0, 17'h00000 };
 endmodule
