@@ -92,7 +92,8 @@ class ScanUnit(wiring.Component):
         +1  P1 = Δ[k]·B̃[n]  (port 0)      P3 = |A|[k,n]·Δ[k]  (port 1)
         +4  P2 = dbx·xc[k]  (port 0)      exp2(−P3 ≫ s)       (shared Exp2Unit)
         +8  P4 = dA·h[k,n]  (port 1)
-        +11 P5 = h'·C[n]    (port 2, odd cycles)
+        +11 P5 = h'·C[n] + (P2 of n − 1, or y's rounding constant at n = 0)   (port 2, odd
+            cycles: Σ_n h'·C[n] accumulates on the port, no fabric adder)
         +12 per channel (port 2, even cycles): D[k]·xc[k] at n = 0, y[k−1]·sz[k−1] at n = 1
 
     h is read at +0 and written at +11 (the same (k, n) is touched once per frame). Two dummy
