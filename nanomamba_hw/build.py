@@ -237,7 +237,9 @@ def report_markdown_lattice(rep: dict) -> str:
               f"- weights: INT{rep['weights_bits']}, MAC lanes: {rep['lanes']}, "
               f"feature-buffer banks: {rep.get('banks', 1)}",
               f"- sync clock: {rep['clock_hz'] / 1e6:g} MHz ({pnr['clock_source']}); "
-              f"requested --freq {rep['freq_mhz']:g} MHz, nextpnr --seed {rep['seed']}",
+              f"requested --freq {rep['freq_mhz']:g} MHz, nextpnr --seed {rep['seed']}"
+              + (f" (stopped first: seed {', '.join(map(str, pnr['seeds_tried'][:-1]))}, "
+                 f"router2 did not converge)" if len(pnr.get("seeds_tried", [])) > 1 else ""),
               f"- command: `{rep['command']}`", "",
               f"## Resources (nextpnr-{pnr['family']}, whole board top: accelerator + UART "
               f"host link + LEDs)", ""]
@@ -509,6 +511,8 @@ def _main_lattice(args, board, cmd) -> int:
                                                       else "icepack")}
             pnr_result = pnr.run_plan(plan_dir, "nanomamba_top", family, board.part,
                                       progress=lambda step: steps(labels[step]))
+            if pnr_result.seed is not None:
+                seed = pnr_result.seed          # the placement that routed (see pnr.run_plan)
             if not pnr_result.fits:
                 steps.done()
                 print("      the design does not fit: no bitstream", file=sys.stderr)
@@ -556,6 +560,7 @@ def _main_lattice(args, board, cmd) -> int:
             "fit": fit,
             "seed": seed, "freq_mhz": freq_mhz,
             "pnr": {"family": family, "seed": seed, "freq_mhz_requested": freq_mhz,
+                    "seeds_tried": r.seeds_tried if r else [],
                     "clock_hz": clock_hz, "clock_source": clock_source,
                     "pll": ({**vars(top.pll), "f_out": top.pll.f_out, "f_vco": top.pll.f_vco}
                             if top.pll else None),

@@ -28,8 +28,9 @@ from pathlib import Path
 
 from .errors import NanoMambaError
 
-__all__ = ["FAMILIES", "PnrError", "PnrResult", "plan_overrides", "run_plan", "tool_env",
-           "tool_path", "timing_method"]
+__all__ = ["FAMILIES", "PnrError", "PnrResult", "RouterStalled", "plan_overrides",
+           "router2_progress", "router2_stalled", "run_plan", "tool_env", "tool_path",
+           "timing_method"]
 
 # Per family: the Amaranth toolchain, the tools (plan name → YoWASP console script), the
 # bitstream, and the resources that matter for fit (nextpnr cell type → what it is).
@@ -130,6 +131,8 @@ class PnrResult:
     log: Path | None = None
     failure: str | None = None                      # nextpnr's error when it did not finish
     clocks: dict = field(default_factory=dict)
+    seed: int | None = None                         # the seed of the placement that routed
+    seeds_tried: list[int] = field(default_factory=list)   # in order; all but the last stalled
 
     @property
     def timing_met(self) -> bool | None:
@@ -165,14 +168,67 @@ def parse_utilisation(log_text: str) -> dict[str, dict[str, int]]:
             for m in _UTIL_RE.finditer(blocks[-1].split("\nInfo: \n")[0])}
 
 
-def _run(argv: list[str], cwd: Path, log: Path, timeout: float) -> int:
+# nextpnr's router2 routes this design in ~60 iterations when it converges, its overuse
+# (wires claimed twice) falling all the way. Some placements leave a spot it never resolves
+# (ECP5 85F, some seeds: the overuse falls to a few wires, then grows again, and the iterations
+# get slower as it grows) and it would iterate for ever. It is stopped when the overuse has not
+# reached a new low for ROUTER2_PATIENCE iterations, or after ROUTER2_MAX_ITERS in all, and
+# run_plan places again with the next seed.
+ROUTER2_MAX_ITERS = 250
+ROUTER2_PATIENCE = 60
+PNR_SEED_TRIES = 3
+_ITER_RE = re.compile(r"^Info:\s+iter=(\d+)\s.*?\soveruse=(\d+)", re.M)
+
+
+class RouterStalled(PnrError):
+    """router2 stopped making progress (see ROUTER2_PATIENCE, ROUTER2_MAX_ITERS)."""
+
+
+def router2_progress(log: Path) -> list[tuple[int, int]]:
+    """``(iteration, overuse)`` of every router2 iteration so far in a nextpnr log."""
+    try:
+        text = Path(log).read_text(errors="replace")
+    except OSError:
+        return []
+    return [(int(i), int(o)) for i, o in _ITER_RE.findall(text)]
+
+
+def router2_stalled(progress: list[tuple[int, int]], *, patience: int = ROUTER2_PATIENCE,
+                    max_iters: int = ROUTER2_MAX_ITERS) -> str | None:
+    """Why router2 should be stopped, or None while it is still making progress."""
+    if not progress:
+        return None
+    last = progress[-1][0]
+    if last > max_iters:
+        return f"router2 did not converge within {max_iters} iterations"
+    best_iter = min(progress, key=lambda p: (p[1], p[0]))[0]
+    if last - best_iter > patience:
+        return (f"router2's overuse has not fallen below {min(o for _, o in progress)} wires "
+                f"(iteration {best_iter}) in {last - best_iter} iterations")
+    return None
+
+
+def _run(argv: list[str], cwd: Path, log: Path, timeout: float, *, watch: Path | None = None,
+         patience: int = ROUTER2_PATIENCE, max_iters: int = ROUTER2_MAX_ITERS) -> int:
+    """Run a tool with its output in ``log``; with ``watch`` (nextpnr's log), stop it and raise
+    :class:`RouterStalled` when :func:`router2_stalled` says so (checked every few seconds)."""
+    t0 = time.time()
     with open(log, "w") as f:
-        try:
-            return subprocess.run(argv, cwd=cwd, stdout=f, stderr=subprocess.STDOUT,
-                                  timeout=timeout).returncode
-        except subprocess.TimeoutExpired:
-            raise PnrError(f"{Path(argv[0]).name} did not finish within {timeout:.0f} s "
-                           f"(log: {log})") from None
+        proc = subprocess.Popen(argv, cwd=cwd, stdout=f, stderr=subprocess.STDOUT)
+        while True:
+            try:
+                return proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                pass
+            why = router2_stalled(router2_progress(watch), patience=patience,
+                                  max_iters=max_iters) if watch is not None else None
+            if why or time.time() - t0 > timeout:
+                proc.kill()
+                proc.wait()
+                if why:
+                    raise RouterStalled(f"{why} (log: {watch})")
+                raise PnrError(f"{Path(argv[0]).name} did not finish within {timeout:.0f} s "
+                               f"(log: {log})")
 
 
 def _tail_errors(*paths: Path, n: int = 6) -> str:
@@ -202,17 +258,19 @@ def run_plan(plan_dir: Path, name: str, family: str, device: str, *,
     seconds: dict[str, float] = {}
     result = PnrResult(family, device, True, seconds, {}, {})
 
-    def run(step):
+    def run(step, watch=None, announce=True):
         argv = list(steps[step])
         script = fam["tools"].get(argv[0])
         if script is None:
             raise PnrError(f"unexpected tool {argv[0]!r} in the {fam['toolchain']} plan")
         argv[0] = tool_path(script)
-        if progress:
+        if progress and announce:
             progress(step)
         t0 = time.time()
-        rc = _run(argv, plan_dir, plan_dir / f"{step}.stdout.log", timeout)
-        seconds[step] = round(time.time() - t0, 1)
+        try:
+            rc = _run(argv, plan_dir, plan_dir / f"{step}.stdout.log", timeout, watch=watch)
+        finally:
+            seconds[step] = round(seconds.get(step, 0) + time.time() - t0, 1)
         return rc
 
     # 1. synthesis
@@ -226,10 +284,28 @@ def run_plan(plan_dir: Path, name: str, family: str, device: str, *,
         result.synth_cells = {k: int(v) for k, v in design["num_cells_by_type"].items()
                               if not k.startswith("$scopeinfo")}
 
-    # 2. place and route
+    # 2. place and route; if router2 stalls, place again with the next seed
     tim = plan_dir / f"{name}.tim"
     result.log = tim
-    rc = run("pnr")
+    pnr_argv = steps["pnr"]
+    si = pnr_argv.index("--seed") + 1 if "--seed" in pnr_argv else None
+    first_seed = int(pnr_argv[si]) if si is not None else None
+    for attempt in range(PNR_SEED_TRIES if si is not None else 1):
+        if si is not None:
+            pnr_argv[si] = str(first_seed + attempt)
+            result.seeds_tried.append(first_seed + attempt)
+        try:
+            rc = run("pnr", watch=tim, announce=attempt == 0)
+            break
+        except RouterStalled as e:
+            last = e
+            if si is not None and attempt + 1 < PNR_SEED_TRIES:
+                print(f"      seed {pnr_argv[si]}: {e}; placing again with seed "
+                      f"{first_seed + attempt + 1}", file=sys.stderr)
+    else:
+        raise PnrError(f"nextpnr-{family}: {last}, with every seed tried "
+                       f"({', '.join(map(str, result.seeds_tried))})")
+    result.seed = int(pnr_argv[si]) if si is not None else None
     log_text = tim.read_text(errors="replace") if tim.exists() else ""
     result.utilisation = parse_utilisation(log_text)
     report = plan_dir / NEXTPNR_REPORT
