@@ -213,6 +213,9 @@ def _run(argv: list[str], cwd: Path, log: Path, timeout: float, *, watch: Path |
     """Run a tool with its output in ``log``; with ``watch`` (nextpnr's log), stop it and raise
     :class:`RouterStalled` when :func:`router2_stalled` says so (checked every few seconds)."""
     t0 = time.time()
+    if watch is not None:
+        # a log left by an earlier run would be read before the tool truncates it
+        Path(watch).unlink(missing_ok=True)
     with open(log, "w") as f:
         proc = subprocess.Popen(argv, cwd=cwd, stdout=f, stderr=subprocess.STDOUT)
         while True:
@@ -299,6 +302,8 @@ def run_plan(plan_dir: Path, name: str, family: str, device: str, *,
             break
         except RouterStalled as e:
             last = e
+            if si is not None and tim.exists():     # kept for inspection
+                tim.replace(plan_dir / f"{name}.seed{pnr_argv[si]}.tim")
             if si is not None and attempt + 1 < PNR_SEED_TRIES:
                 print(f"      seed {pnr_argv[si]}: {e}; placing again with seed "
                       f"{first_seed + attempt + 1}", file=sys.stderr)
