@@ -123,14 +123,14 @@ class BandMAC(wiring.Component):
         entry = Signal(range(n_entries))
         m.d.comb += [entry.eq(Cat(par.bit_select(i['stream'], 1) ^ i['hi'], i['stream'])),
                      rp.addr.eq(entry)]
-        # b = hi ? ONE − w : w (w ≤ ONE = 2**15, 16 bits). 2**15 − w ≡ Cat(~w[:15], w[15]) + 1
-        # (mod 2**16: ~w + 1 + 2**15, and adding 2**15 flips bit 15), so one adder over w's
-        # low bits XORed with hi, carry-in hi, replaces a subtractor's inverters and a mux
-        if ONE != 1 << 15:
-            raise ValueError("the weight complement below is written for ONE = 2**15")
+        # b = hi ? ONE − w : w (w ≤ ONE = 2**k, k + 1 bits; k from the weights' format).
+        # 2**k − w ≡ Cat(~w[:k], w[k]) + 1 (mod 2**(k+1): ~w + 1 + 2**k, and adding 2**k flips
+        # bit k), so one adder over w's low bits XORed with hi, carry-in hi, replaces a
+        # subtractor's inverters and a mux
+        k = fmel.MEL_W_FMT.frac
         w, hi = i['w'], i['hi']
-        b = Signal(unsigned(16))
-        m.d.comb += b.eq(Cat(w[:15] ^ hi.replicate(15), w[15]) + hi)
+        b = Signal(unsigned(k + 1))
+        m.d.comb += b.eq(Cat(w[:k] ^ hi.replicate(k), w[k]) + hi)
         p = Signal(signed(self.acc_width))
         m.d.sync += p.eq(i['x'] * b + rp.data)
         v1, e1, s1, c1, clr1 = Signal(), Signal.like(entry), Signal.like(i['stream']), \
