@@ -426,25 +426,14 @@ endmodule
 (* generator = "Amaranth" *)
 module \nanomamba_accel.backend (clk, rst, rd__full, \port$1536$0 , \port$1539$0 , registers, result__payload, result__valid, \rd__en$79 , rd__t, rd__m, rd__release, result__ready);
   wire [7:0] \$1 ;
-  wire [30:0] \$10 ;
-  wire [23:0] \$11 ;
-  wire [33:0] \$12 ;
-  wire [23:0] \$13 ;
-  wire [23:0] \$14 ;
-  wire [44:0] \$15 ;
-  wire [22:0] \$16 ;
   wire [16:0] \$2 ;
   wire [38:0] \$3 ;
   wire [9:0] \$4 ;
-  wire [16:0] \$5 ;
-  wire [40:0] \$6 ;
-  wire [12:0] \$7 ;
-  wire [30:0] \$8 ;
-  wire [23:0] \$9 ;
+  wire [22:0] \$5 ;
   wire busy;
   wire \busy$122 ;
-  wire \busy$37 ;
-  wire \busy$38 ;
+  wire \busy$64 ;
+  wire \busy$65 ;
   input clk;
   wire clk;
   wire [3:0] cmd__payload;
@@ -498,41 +487,41 @@ module \nanomamba_accel.backend (clk, rst, rd__full, \port$1536$0 , \port$1539$0
   wire [5:0] mac_rd__i;
   wire [5:0] mac_rd__o;
   wire [24:0] mul__a__0;
-  wire [24:0] \mul__a__0$39 ;
-  wire [24:0] \mul__a__0$40 ;
+  wire [24:0] \mul__a__0$37 ;
+  wire [24:0] \mul__a__0$38 ;
   wire [24:0] mul__a__1;
   wire [24:0] \mul__a__1$46 ;
   wire [24:0] \mul__a__1$47 ;
   wire [24:0] mul__a__2;
-  wire [24:0] \mul__a__2$54 ;
+  wire [24:0] \mul__a__2$56 ;
   wire mul__acc__0;
-  wire \mul__acc__0$45 ;
+  wire \mul__acc__0$43 ;
   wire mul__acc__1;
   wire mul__acc__2;
   wire [17:0] mul__b__0;
-  wire [17:0] \mul__b__0$41 ;
-  wire [17:0] \mul__b__0$42 ;
+  wire [17:0] \mul__b__0$39 ;
+  wire [17:0] \mul__b__0$40 ;
   wire [17:0] mul__b__1;
   wire [17:0] \mul__b__1$48 ;
   wire [17:0] \mul__b__1$49 ;
   wire [17:0] mul__b__2;
-  wire [17:0] \mul__b__2$56 ;
+  wire [17:0] \mul__b__2$58 ;
   wire [47:0] mul__c__0;
-  wire [47:0] \mul__c__0$43 ;
-  wire [47:0] \mul__c__0$44 ;
+  wire [47:0] \mul__c__0$41 ;
+  wire [47:0] \mul__c__0$42 ;
   wire [47:0] mul__c__1;
   wire [47:0] \mul__c__1$50 ;
   wire [47:0] \mul__c__1$51 ;
   wire [47:0] mul__c__2;
-  wire [47:0] \mul__c__2$58 ;
+  wire [47:0] \mul__c__2$60 ;
   wire [47:0] mul__p__0;
-  wire [47:0] \mul__p__0$60 ;
-  wire [47:0] \mul__p__0$61 ;
+  wire [47:0] \mul__p__0$44 ;
+  wire [47:0] \mul__p__0$45 ;
   wire [47:0] mul__p__1;
-  wire [47:0] \mul__p__1$62 ;
-  wire [47:0] \mul__p__1$63 ;
+  wire [47:0] \mul__p__1$53 ;
+  wire [47:0] \mul__p__1$54 ;
   wire [47:0] mul__p__2;
-  wire [47:0] \mul__p__2$65 ;
+  wire [47:0] \mul__p__2$63 ;
   wire [1:0] norm_dst;
   wire norm_setup;
   wire [16:0] o__payload;
@@ -644,8 +633,8 @@ module \nanomamba_accel.backend (clk, rst, rd__full, \port$1536$0 , \port$1539$0
   assign i__valid = exp2__i__valid | \exp2__i__valid$2 ;
   assign i__payload = exp2__i__payload | \exp2__i__payload$5 ;
   \nanomamba_accel.backend.exp2  exp2 (
-    .busy(\busy$37 ),
-    .\busy$17 (\busy$38 ),
+    .busy(\busy$64 ),
+    .\busy$17 (\busy$65 ),
     .clk(clk),
     .en(exp2__i__ready),
     .i__payload(i__payload),
@@ -655,7 +644,7 @@ module \nanomamba_accel.backend (clk, rst, rd__full, \port$1536$0 , \port$1539$0
     .rst(rst)
   );
   \nanomamba_accel.backend.glue  glue (
-    .busy(\busy$37 ),
+    .busy(\busy$64 ),
     .clk(clk),
     .first(first),
     .fn__payload(fn__payload),
@@ -678,7 +667,7 @@ module \nanomamba_accel.backend (clk, rst, rd__full, \port$1536$0 , \port$1539$0
     .\o__valid$63 (\o__valid$99 ),
     .\port$1536$0 (\port$1536$0 ),
     .\port$1539$0 (\port$1539$0 ),
-    .\port$2868$0 (\$16 ),
+    .\port$2851$0 (\$5 ),
     .rd__addr(rd__addr),
     .rd__band(rd__band),
     .rd__data(rd__data),
@@ -709,7 +698,7 @@ module \nanomamba_accel.backend (clk, rst, rd__full, \port$1536$0 , \port$1539$0
     .logit__payload(logit__payload),
     .logit__valid(logit__valid),
     .mac__addr(rd__i[3:0]),
-    .mac__data(\$16 ),
+    .mac__data(\$5 ),
     .result__payload(result__payload),
     .result__ready(result__ready),
     .result__valid(result__valid),
@@ -748,42 +737,42 @@ module \nanomamba_accel.backend (clk, rst, rd__full, \port$1536$0 , \port$1539$0
     .\port$1549$0 (\$1 ),
     .\port$1819$0 (\$2 ),
     .\port$1819$22 (\$3 ),
-    .\port$4126$0 (\$4 ),
-    .\port$4944$0 (rd__data),
+    .\port$4237$0 (\$4 ),
+    .\port$5197$0 (rd__data),
     .rst(rst)
   );
   \nanomamba_accel.backend.muls  muls (
-    .busy(\busy$37 ),
-    .\busy$3 (\busy$38 ),
+    .busy(\busy$64 ),
+    .\busy$48 (\busy$65 ),
     .clk(clk),
-    .mul__a__0(\mul__a__0$39 ),
+    .mul__a__0(\mul__a__0$37 ),
+    .\mul__a__0$2 (\mul__a__0$38 ),
     .mul__a__1(\mul__a__1$46 ),
-    .mul__acc__0(\mul__acc__0$45 ),
+    .\mul__a__1$17 (\mul__a__1$47 ),
+    .mul__a__2(mul__a__2),
+    .\mul__a__2$32 (\mul__a__2$56 ),
+    .mul__acc__0(\mul__acc__0$43 ),
     .mul__acc__1(mul__acc__1),
     .mul__acc__2(mul__acc__2),
-    .\mul__b__0$9 (\mul__b__0$42 ),
-    .\mul__b__1$22 (\mul__b__1$49 ),
+    .mul__b__0(\mul__b__0$39 ),
+    .\mul__b__0$5 (\mul__b__0$40 ),
+    .mul__b__1(\mul__b__1$48 ),
+    .\mul__b__1$20 (\mul__b__1$49 ),
     .mul__b__2(mul__b__2),
-    .\mul__b__2$35 (\mul__b__2$56 ),
-    .\mul__c__1$25 (\mul__c__1$51 ),
-    .p0(\mul__p__0$60 ),
-    .p1(\mul__p__1$62 ),
-    .p2(mul__p__2),
-    .\port$1911$0 (\$5 ),
-    .\port$1921$0 (\$6 ),
-    .\port$1931$0 (\$7 ),
-    .\port$1932$0 (\$8 ),
-    .\port$1958$0 (\$9 ),
-    .\port$2005$0 (\$10 ),
-    .\port$2362$0 (\$11 ),
-    .\port$2381$0 (\$12 ),
-    .\port$2388$0 (\$13 ),
-    .\port$2422$0 (\$14 ),
-    .\port$2450$0 (\$15 ),
+    .\mul__b__2$35 (\mul__b__2$58 ),
+    .mul__c__0(\mul__c__0$41 ),
+    .\mul__c__0$8 (\mul__c__0$42 ),
+    .mul__c__1(\mul__c__1$50 ),
+    .\mul__c__1$23 (\mul__c__1$51 ),
+    .mul__c__2(mul__c__2),
+    .\mul__c__2$38 (\mul__c__2$60 ),
+    .mul__p__0(\mul__p__0$44 ),
+    .mul__p__1(\mul__p__1$53 ),
+    .mul__p__2(mul__p__2),
     .rst(rst)
   );
   \nanomamba_accel.backend.norm  norm (
-    .busy(\busy$37 ),
+    .busy(\busy$64 ),
     .clk(clk),
     .cmd__payload(cmd__payload),
     .cmd__ready(cmd__ready),
@@ -793,23 +782,23 @@ module \nanomamba_accel.backend (clk, rst, rd__full, \port$1536$0 , \port$1539$0
     .exp2__i__valid(exp2__i__valid),
     .exp2__o__payload(exp2__o__payload),
     .exp2__o__valid(exp2__o__valid),
-    .mul__a__0(\mul__a__0$39 ),
+    .mul1_c_t0(\mul__c__1$50 ),
+    .mul__a__0(\mul__a__0$37 ),
     .mul__a__1(\mul__a__1$46 ),
-    .mul__acc__0(\mul__acc__0$45 ),
+    .mul__a__2(mul__a__2),
+    .mul__acc__0(\mul__acc__0$43 ),
     .mul__acc__1(mul__acc__1),
     .mul__acc__2(mul__acc__2),
+    .mul__b__0(\mul__b__0$39 ),
+    .mul__b__1(\mul__b__1$48 ),
     .mul__b__2(mul__b__2),
-    .mul__p__0(\mul__p__0$60 ),
-    .mul__p__1(\mul__p__1$62 ),
+    .mul__c__0(\mul__c__0$41 ),
+    .mul__c__2(mul__c__2),
+    .mul__p__0(\mul__p__0$44 ),
+    .mul__p__1(\mul__p__1$53 ),
     .mul__p__2(mul__p__2),
     .o__payload(\o__payload$98 ),
     .o__valid(\o__valid$99 ),
-    .\port$1911$0 (\$5 ),
-    .\port$1921$0 (\$6 ),
-    .\port$1931$0 (\$7 ),
-    .\port$1932$0 (\$8 ),
-    .\port$1958$0 (\$9 ),
-    .\port$2005$0 (\$10 ),
     .rd__addr(rd__addr),
     .rd__band(rd__band),
     .rd__data(\rd__data$96 ),
@@ -817,8 +806,8 @@ module \nanomamba_accel.backend (clk, rst, rd__full, \port$1536$0 , \port$1539$0
     .rst(rst)
   );
   \nanomamba_accel.backend.sequencer  sequencer (
-    .busy(\busy$37 ),
-    .\busy$28 (\busy$38 ),
+    .busy(\busy$64 ),
+    .\busy$28 (\busy$65 ),
     .\busy$32 (\busy$122 ),
     .clk(clk),
     .cmd__payload(cmd__payload),
@@ -847,7 +836,7 @@ module \nanomamba_accel.backend (clk, rst, rd__full, \port$1536$0 , \port$1539$0
     .\wb_done$31 (wb_done)
   );
   \nanomamba_accel.backend.ssm  ssm (
-    .busy(\busy$38 ),
+    .busy(\busy$65 ),
     .clk(clk),
     .cmd__payload(\cmd__payload$107 ),
     .cmd__ready(\cmd__ready$119 ),
@@ -863,18 +852,18 @@ module \nanomamba_accel.backend (clk, rst, rd__full, \port$1536$0 , \port$1539$0
     .mac_rd__data(mac_rd__data),
     .mac_rd__i(mac_rd__i),
     .mac_rd__o(mac_rd__o),
-    .mul__b__0(\mul__b__0$42 ),
+    .mul__a__0(\mul__a__0$38 ),
+    .mul__a__1(\mul__a__1$47 ),
+    .mul__a__2(\mul__a__2$56 ),
+    .mul__b__0(\mul__b__0$40 ),
     .mul__b__1(\mul__b__1$49 ),
-    .mul__b__2(\mul__b__2$56 ),
+    .mul__b__2(\mul__b__2$58 ),
+    .mul__c__0(\mul__c__0$42 ),
     .mul__c__1(\mul__c__1$51 ),
-    .mul__p__0(\mul__p__0$60 ),
-    .mul__p__1(\mul__p__1$62 ),
+    .mul__c__2(\mul__c__2$60 ),
+    .mul__p__0(\mul__p__0$44 ),
+    .mul__p__1(\mul__p__1$53 ),
     .mul__p__2(mul__p__2),
-    .\port$2362$0 (\$11 ),
-    .\port$2381$0 (\$12 ),
-    .\port$2388$0 (\$13 ),
-    .\port$2422$0 (\$14 ),
-    .\port$2450$0 (\$15 ),
     .regs(regs),
     .rst(rst),
     .slot(slot),
@@ -897,23 +886,12 @@ module \nanomamba_accel.backend (clk, rst, rd__full, \port$1536$0 , \port$1539$0
   assign mul__c__0 = { 38'h0000000000, \$4  };
   assign mul__b__1 = { 1'h0, \$2  };
   assign mul__c__1 = { \$3 [38], \$3 [38], \$3 [38], \$3 [38], \$3 [38], \$3 [38], \$3 [38], \$3 [38], \$3 [38], \$3  };
-  assign \mul__a__0$40  = { \$11 [23], \$11  };
-  assign \mul__b__0$41  = { 1'h0, \$5  };
-  assign \mul__c__0$43  = { \$6 [40], \$6 [40], \$6 [40], \$6 [40], \$6 [40], \$6 [40], \$6 [40], \$6  };
-  assign \mul__c__0$44  = { \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12 [33], \$12  };
-  assign \mul__a__1$47  = { \$13 [23], \$13  };
-  assign \mul__b__1$48  = { \$7 [12], \$7 [12], \$7 [12], \$7 [12], \$7 [12], \$7  };
-  assign \mul__c__1$50  = { 17'h00000, \$8  };
-  assign mul__a__2 = { \$9 [23], \$9  };
-  assign \mul__a__2$54  = { \$14 [23], \$14  };
-  assign mul__c__2 = { \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10 [30], \$10  };
-  assign \mul__c__2$58  = { \$15 [44], \$15 [44], \$15 [44], \$15  };
-  assign \mul__p__0$61  = \mul__p__0$60 ;
-  assign \mul__p__1$63  = \mul__p__1$62 ;
-  assign \mul__p__2$65  = mul__p__2;
+  assign \mul__p__0$45  = \mul__p__0$44 ;
+  assign \mul__p__1$54  = \mul__p__1$53 ;
+  assign \mul__p__2$63  = mul__p__2;
   assign pool_rd__addr = rd__i[3:0];
   assign rd__snr = { \port$1539$0 , \port$1536$0 [26:15] };
-  assign pool_rd__data = { \$16 [22], \$16  };
+  assign pool_rd__data = { \$5 [22], \$5  };
   assign rd__feat = { 1'h0, \port$1536$0 [14:0] };
   assign \kind$110  = kind;
   assign \layer$113  = layer;
@@ -1363,7 +1341,7 @@ module \nanomamba_accel.backend.exp2 (rst, i__valid, i__payload, en, busy, \busy
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.glue (rst, \port$1536$0 , \port$1539$0 , rd__en, rd__o, o__valid, \wb_done$55 , \port$2868$0 , frame_age, first, logit__valid, wb_done, fn__valid, o__payload, rd__i, \rd__en$27 , rd__addr, \o__payload$60 , rd__band, \o__valid$63 , busy
+module \nanomamba_accel.backend.glue (rst, \port$1536$0 , \port$1539$0 , rd__en, rd__o, o__valid, \wb_done$55 , \port$2851$0 , frame_age, first, logit__valid, wb_done, fn__valid, o__payload, rd__i, \rd__en$27 , rd__addr, \o__payload$60 , rd__band, \o__valid$63 , busy
 , mac_rd__data, mac_rd__o, mac_rd__i, \rd__en$24 , rd__t, rd__m, rd__data, mac_o__valid, mac_o__payload, logit__payload, \rd__data$57 , fn__payload, snr_sum, norm_setup, norm_dst, kind, src, wb, layer, regs, t
 , slot, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
@@ -1497,8 +1475,8 @@ module \nanomamba_accel.backend.glue (rst, \port$1536$0 , \port$1539$0 , rd__en,
   wire [26:0] \port$1536$0 ;
   input [3:0] \port$1539$0 ;
   wire [3:0] \port$1539$0 ;
-  input [22:0] \port$2868$0 ;
-  wire [22:0] \port$2868$0 ;
+  input [22:0] \port$2851$0 ;
+  wire [22:0] \port$2851$0 ;
   input [6:0] rd__addr;
   wire [6:0] rd__addr;
   input [5:0] rd__band;
@@ -1803,7 +1781,7 @@ module \nanomamba_accel.backend.glue (rst, \port$1536$0 , \port$1539$0 , rd__en,
       3'h3:
           rd__data = mac_rd__data;
       3'h4:
-          rd__data = { \port$2868$0 [22], \port$2868$0  };
+          rd__data = { \port$2851$0 [22], \port$2851$0  };
     endcase
   end
   always @* begin
@@ -1922,7 +1900,7 @@ module \nanomamba_accel.backend.glue (rst, \port$1536$0 , \port$1539$0 , rd__en,
   assign u_r__addr = rd__i[3:0];
   assign pool_rd__addr = rd__i[3:0];
   assign rd__snr = { \port$1539$0 , \port$1536$0 [26:15] };
-  assign pool_rd__data = { \port$2868$0 [22], \port$2868$0  };
+  assign pool_rd__data = { \port$2851$0 [22], \port$2851$0  };
   assign x_r__addr = \$24 [3:0];
   assign rd__feat = { 1'h0, \port$1536$0 [14:0] };
   assign \$signature__addr$59  = \o__payload$60 [5:0];
@@ -8067,7 +8045,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1549$
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.mac_muls (rst, \port$1549$0 , mul__acc__0, \port$1819$0 , \port$1819$22 , busy, \port$4126$0 , mul__a__1, p0, p1, \port$4944$0 , job__valid, clk);
+module \nanomamba_accel.backend.mac_muls (rst, \port$1549$0 , mul__acc__0, \port$1819$0 , \port$1819$22 , busy, \port$4237$0 , mul__a__1, p0, p1, \port$5197$0 , job__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   reg [47:0] \$10 ;
@@ -8124,10 +8102,10 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1549$0 , mul__acc__0, \port
   wire [16:0] \port$1819$0 ;
   input [38:0] \port$1819$22 ;
   wire [38:0] \port$1819$22 ;
-  input [9:0] \port$4126$0 ;
-  wire [9:0] \port$4126$0 ;
-  input [23:0] \port$4944$0 ;
-  wire [23:0] \port$4944$0 ;
+  input [9:0] \port$4237$0 ;
+  wire [9:0] \port$4237$0 ;
+  input [23:0] \port$5197$0 ;
+  wire [23:0] \port$5197$0 ;
   input rst;
   wire rst;
   assign \$1  = busy | job__valid;
@@ -8161,7 +8139,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1549$0 , mul__acc__0, \port
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$8  = a0;
     if (\$1 ) begin
-      \$8  = { \port$4944$0 [23], \port$4944$0  };
+      \$8  = { \port$5197$0 [23], \port$5197$0  };
     end
     if (rst) begin
       \$8  = 25'h0000000;
@@ -8181,7 +8159,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1549$0 , mul__acc__0, \port
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$10  = c0;
     if (\$1 ) begin
-      \$10  = { 38'h0000000000, \port$4126$0  };
+      \$10  = { 38'h0000000000, \port$4237$0  };
     end
     if (rst) begin
       \$10  = 48'h000000000000;
@@ -8257,9 +8235,9 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1549$0 , mul__acc__0, \port
       \$17  = 48'h000000000000;
     end
   end
-  assign mul__a__0 = { \port$4944$0 [23], \port$4944$0  };
+  assign mul__a__0 = { \port$5197$0 [23], \port$5197$0  };
   assign mul__b__0 = { \port$1549$0 [7], \port$1549$0 [7], \port$1549$0 [7], \port$1549$0 [7], \port$1549$0 [7], \port$1549$0 [7], \port$1549$0 [7], \port$1549$0 [7], \port$1549$0 [7], \port$1549$0 [7], \port$1549$0  };
-  assign mul__c__0 = { 38'h0000000000, \port$4126$0  };
+  assign mul__c__0 = { 38'h0000000000, \port$4237$0  };
   assign mul__b__1 = { 1'h0, \port$1819$0  };
   assign mul__c__1 = { \port$1819$22 [38], \port$1819$22 [38], \port$1819$22 [38], \port$1819$22 [38], \port$1819$22 [38], \port$1819$22 [38], \port$1819$22 [38], \port$1819$22 [38], \port$1819$22 [38], \port$1819$22  };
   assign mul__acc__1 = 1'h0;
@@ -8268,635 +8246,1229 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1549$0 , mul__acc__0, \port
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.muls (rst, mul__a__0, \port$1911$0 , \port$1921$0 , mul__acc__0, mul__a__1, \port$1931$0 , \port$1932$0 , mul__acc__1, \port$1958$0 , mul__b__2, \port$2005$0 , mul__acc__2, \port$2362$0 , \mul__b__0$9 , \port$2381$0 , \port$2388$0 , \mul__b__1$22 , \mul__c__1$25 , \port$2422$0 , \mul__b__2$35 
-, \port$2450$0 , busy, \busy$3 , p0, p1, p2, clk);
+module \nanomamba_accel.backend.muls (rst, mul__a__0, mul__b__0, mul__c__0, mul__acc__0, mul__a__1, mul__b__1, mul__acc__1, mul__a__2, mul__b__2, mul__c__2, mul__acc__2, \mul__a__0$2 , \mul__b__0$5 , \mul__c__0$8 , \mul__a__1$17 , \mul__b__1$20 , \mul__c__1$23 , \mul__a__2$32 , \mul__b__2$35 , \mul__c__2$38 
+, mul__c__1, busy, \busy$48 , mul__p__0, mul__p__1, mul__p__2, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
-  wire [17:0] \$10 ;
-  wire [47:0] \$11 ;
-  wire \$12 ;
-  wire [42:0] \$13 ;
-  wire [47:0] \$14 ;
-  wire [48:0] \$15 ;
-  wire [24:0] \$16 ;
-  wire [17:0] \$17 ;
-  wire [47:0] \$18 ;
-  wire \$19 ;
-  wire [24:0] \$2 ;
-  wire [42:0] \$20 ;
-  wire [47:0] \$21 ;
-  wire [48:0] \$22 ;
-  reg [24:0] \$23 ;
-  reg [17:0] \$24 ;
-  reg [47:0] \$25 ;
-  reg \$26 ;
-  reg [47:0] \$27 ;
-  reg [24:0] \$28 ;
-  reg [17:0] \$29 ;
-  wire [17:0] \$3 ;
-  reg [47:0] \$30 ;
-  reg \$31 ;
-  reg [47:0] \$32 ;
-  reg [24:0] \$33 ;
-  reg [17:0] \$34 ;
-  reg [47:0] \$35 ;
-  reg \$36 ;
-  reg [47:0] \$37 ;
-  wire [47:0] \$4 ;
-  wire \$5 ;
-  wire [42:0] \$6 ;
-  wire [47:0] \$7 ;
-  wire [48:0] \$8 ;
-  wire [24:0] \$9 ;
-  reg [24:0] a0 = 25'h0000000;
-  reg [24:0] a1 = 25'h0000000;
-  reg [24:0] a2 = 25'h0000000;
-  reg acc0 = 1'h0;
-  reg acc1 = 1'h0;
-  reg acc2 = 1'h0;
-  reg [17:0] b0 = 18'h00000;
-  reg [17:0] b1 = 18'h00000;
-  reg [17:0] b2 = 18'h00000;
+  wire [48:0] \$10 ;
+  reg [47:0] \$11 ;
+  reg [47:0] \$12 ;
+  reg [47:0] \$13 ;
+  wire [42:0] \$2 ;
+  wire [47:0] \$3 ;
+  wire [48:0] \$4 ;
+  wire [42:0] \$5 ;
+  wire [47:0] \$6 ;
+  wire [48:0] \$7 ;
+  wire [42:0] \$8 ;
+  wire [47:0] \$9 ;
+  wire [24:0] a0;
+  wire [24:0] a1;
+  wire [24:0] a2;
+  wire acc0;
+  wire acc1;
+  wire acc2;
+  wire [17:0] b0;
+  wire [17:0] b1;
+  wire [17:0] b2;
   input busy;
   wire busy;
-  input \busy$3 ;
-  wire \busy$3 ;
-  reg [47:0] c0 = 48'h000000000000;
-  reg [47:0] c1 = 48'h000000000000;
-  reg [47:0] c2 = 48'h000000000000;
+  input \busy$48 ;
+  wire \busy$48 ;
+  wire [47:0] c0;
+  wire [47:0] c1;
+  wire [47:0] c2;
   input clk;
   wire clk;
   input [24:0] mul__a__0;
   wire [24:0] mul__a__0;
-  wire [24:0] \mul__a__0$6 ;
+  input [24:0] \mul__a__0$2 ;
+  wire [24:0] \mul__a__0$2 ;
   input [24:0] mul__a__1;
   wire [24:0] mul__a__1;
-  wire [24:0] \mul__a__1$19 ;
+  input [24:0] \mul__a__1$17 ;
+  wire [24:0] \mul__a__1$17 ;
+  input [24:0] mul__a__2;
   wire [24:0] mul__a__2;
+  input [24:0] \mul__a__2$32 ;
   wire [24:0] \mul__a__2$32 ;
   input mul__acc__0;
   wire mul__acc__0;
-  wire \mul__acc__0$15 ;
+  wire \mul__acc__0$11 ;
   input mul__acc__1;
   wire mul__acc__1;
-  wire \mul__acc__1$28 ;
+  wire \mul__acc__1$26 ;
   input mul__acc__2;
   wire mul__acc__2;
   wire \mul__acc__2$41 ;
+  input [17:0] mul__b__0;
   wire [17:0] mul__b__0;
-  input [17:0] \mul__b__0$9 ;
-  wire [17:0] \mul__b__0$9 ;
+  input [17:0] \mul__b__0$5 ;
+  wire [17:0] \mul__b__0$5 ;
+  input [17:0] mul__b__1;
   wire [17:0] mul__b__1;
-  input [17:0] \mul__b__1$22 ;
-  wire [17:0] \mul__b__1$22 ;
+  input [17:0] \mul__b__1$20 ;
+  wire [17:0] \mul__b__1$20 ;
   input [17:0] mul__b__2;
   wire [17:0] mul__b__2;
   input [17:0] \mul__b__2$35 ;
   wire [17:0] \mul__b__2$35 ;
+  input [47:0] mul__c__0;
   wire [47:0] mul__c__0;
-  wire [47:0] \mul__c__0$12 ;
+  input [47:0] \mul__c__0$8 ;
+  wire [47:0] \mul__c__0$8 ;
+  input [47:0] mul__c__1;
   wire [47:0] mul__c__1;
-  input [47:0] \mul__c__1$25 ;
-  wire [47:0] \mul__c__1$25 ;
+  input [47:0] \mul__c__1$23 ;
+  wire [47:0] \mul__c__1$23 ;
+  input [47:0] mul__c__2;
   wire [47:0] mul__c__2;
+  input [47:0] \mul__c__2$38 ;
   wire [47:0] \mul__c__2$38 ;
+  output [47:0] mul__p__0;
+  reg [47:0] mul__p__0 = 48'h000000000000;
   (* init = 48'h000000000000 *)
-  wire [47:0] mul__p__0;
+  wire [47:0] \mul__p__0$14 ;
+  output [47:0] mul__p__1;
+  reg [47:0] mul__p__1 = 48'h000000000000;
   (* init = 48'h000000000000 *)
-  wire [47:0] \mul__p__0$44 ;
+  wire [47:0] \mul__p__1$29 ;
+  output [47:0] mul__p__2;
+  reg [47:0] mul__p__2 = 48'h000000000000;
   (* init = 48'h000000000000 *)
-  wire [47:0] mul__p__1;
+  wire [47:0] \mul__p__2$44 ;
   (* init = 48'h000000000000 *)
-  wire [47:0] \mul__p__1$46 ;
+  wire [47:0] p0;
   (* init = 48'h000000000000 *)
-  wire [47:0] mul__p__2;
+  wire [47:0] p1;
   (* init = 48'h000000000000 *)
-  wire [47:0] \mul__p__2$48 ;
-  output [47:0] p0;
-  reg [47:0] p0 = 48'h000000000000;
-  output [47:0] p1;
-  reg [47:0] p1 = 48'h000000000000;
-  output [47:0] p2;
-  reg [47:0] p2 = 48'h000000000000;
-  input [16:0] \port$1911$0 ;
-  wire [16:0] \port$1911$0 ;
-  input [40:0] \port$1921$0 ;
-  wire [40:0] \port$1921$0 ;
-  input [12:0] \port$1931$0 ;
-  wire [12:0] \port$1931$0 ;
-  input [30:0] \port$1932$0 ;
-  wire [30:0] \port$1932$0 ;
-  input [23:0] \port$1958$0 ;
-  wire [23:0] \port$1958$0 ;
-  input [30:0] \port$2005$0 ;
-  wire [30:0] \port$2005$0 ;
-  input [23:0] \port$2362$0 ;
-  wire [23:0] \port$2362$0 ;
-  input [33:0] \port$2381$0 ;
-  wire [33:0] \port$2381$0 ;
-  input [23:0] \port$2388$0 ;
-  wire [23:0] \port$2388$0 ;
-  input [23:0] \port$2422$0 ;
-  wire [23:0] \port$2422$0 ;
-  input [44:0] \port$2450$0 ;
-  wire [44:0] \port$2450$0 ;
+  wire [47:0] p2;
   input rst;
   wire rst;
-  assign \$1  = busy | \busy$3 ;
-  assign \$2  = mul__a__0 | { \port$2362$0 [23], \port$2362$0  };
-  assign \$3  = { 1'h0, \port$1911$0  } | \mul__b__0$9 ;
-  assign \$4  = { \port$1921$0 [40], \port$1921$0 [40], \port$1921$0 [40], \port$1921$0 [40], \port$1921$0 [40], \port$1921$0 [40], \port$1921$0 [40], \port$1921$0  } | { \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0  };
-  assign \$6  = $signed(a0) * $signed(b0);
-  assign \$7  = acc0 ? p0 : c0;
-  assign \$8  = $signed(\$6 ) + $signed(\$7 );
-  assign \$9  = mul__a__1 | { \port$2388$0 [23], \port$2388$0  };
-  assign \$10  = { \port$1931$0 [12], \port$1931$0 [12], \port$1931$0 [12], \port$1931$0 [12], \port$1931$0 [12], \port$1931$0  } | \mul__b__1$22 ;
-  assign \$11  = { 17'h00000, \port$1932$0  } | \mul__c__1$25 ;
-  assign \$13  = $signed(a1) * $signed(b1);
-  assign \$14  = acc1 ? p1 : c1;
-  assign \$15  = $signed(\$13 ) + $signed(\$14 );
-  assign \$16  = { \port$1958$0 [23], \port$1958$0  } | { \port$2422$0 [23], \port$2422$0  };
-  assign \$17  = mul__b__2 | \mul__b__2$35 ;
-  assign \$18  = { \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0  } | { \port$2450$0 [44], \port$2450$0 [44], \port$2450$0 [44], \port$2450$0  };
-  assign \$20  = $signed(a2) * $signed(b2);
-  assign \$21  = acc2 ? p2 : c2;
-  assign \$22  = $signed(\$20 ) + $signed(\$21 );
+  assign a0 = mul__a__0 | \mul__a__0$2 ;
+  assign b0 = mul__b__0 | \mul__b__0$5 ;
+  assign c0 = mul__c__0 | \mul__c__0$8 ;
+  assign a1 = mul__a__1 | \mul__a__1$17 ;
+  assign b1 = mul__b__1 | \mul__b__1$20 ;
+  assign c1 = mul__c__1 | \mul__c__1$23 ;
+  assign a2 = mul__a__2 | \mul__a__2$32 ;
+  assign b2 = mul__b__2 | \mul__b__2$35 ;
+  assign c2 = mul__c__2 | \mul__c__2$38 ;
+  assign \$1  = busy | \busy$48 ;
+  assign \$2  = $signed(a0) * $signed(b0);
+  assign \$3  = acc0 ? mul__p__0 : c0;
+  assign \$4  = $signed(\$2 ) + $signed(\$3 );
+  assign \$5  = $signed(a1) * $signed(b1);
+  assign \$6  = acc1 ? mul__p__1 : c1;
+  assign \$7  = $signed(\$5 ) + $signed(\$6 );
+  assign \$8  = $signed(a2) * $signed(b2);
+  assign \$9  = acc2 ? mul__p__2 : c2;
+  assign \$10  = $signed(\$8 ) + $signed(\$9 );
   always @(posedge clk)
-    a0 <= \$23 ;
+    mul__p__0 <= \$11 ;
   always @(posedge clk)
-    b0 <= \$24 ;
+    mul__p__1 <= \$12 ;
   always @(posedge clk)
-    c0 <= \$25 ;
-  always @(posedge clk)
-    acc0 <= \$26 ;
-  always @(posedge clk)
-    p0 <= \$27 ;
-  always @(posedge clk)
-    a1 <= \$28 ;
-  always @(posedge clk)
-    b1 <= \$29 ;
-  always @(posedge clk)
-    c1 <= \$30 ;
-  always @(posedge clk)
-    acc1 <= \$31 ;
-  always @(posedge clk)
-    p1 <= \$32 ;
-  always @(posedge clk)
-    a2 <= \$33 ;
-  always @(posedge clk)
-    b2 <= \$34 ;
-  always @(posedge clk)
-    c2 <= \$35 ;
-  always @(posedge clk)
-    acc2 <= \$36 ;
-  always @(posedge clk)
-    p2 <= \$37 ;
+    mul__p__2 <= \$13 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$23  = a0;
+    \$11  = mul__p__0;
     if (\$1 ) begin
-      \$23  = \$2 ;
+      \$11  = \$4 [47:0];
     end
     if (rst) begin
-      \$23  = 25'h0000000;
+      \$11  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$24  = b0;
+    \$12  = mul__p__1;
     if (\$1 ) begin
-      \$24  = \$3 ;
+      \$12  = \$7 [47:0];
     end
     if (rst) begin
-      \$24  = 18'h00000;
+      \$12  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$25  = c0;
+    \$13  = mul__p__2;
     if (\$1 ) begin
-      \$25  = \$4 ;
+      \$13  = \$10 [47:0];
     end
     if (rst) begin
-      \$25  = 48'h000000000000;
+      \$13  = 48'h000000000000;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$26  = acc0;
-    if (\$1 ) begin
-      \$26  = \$5 ;
-    end
-    if (rst) begin
-      \$26  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$27  = p0;
-    if (\$1 ) begin
-      \$27  = \$8 [47:0];
-    end
-    if (rst) begin
-      \$27  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$28  = a1;
-    if (\$1 ) begin
-      \$28  = \$9 ;
-    end
-    if (rst) begin
-      \$28  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$29  = b1;
-    if (\$1 ) begin
-      \$29  = \$10 ;
-    end
-    if (rst) begin
-      \$29  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$30  = c1;
-    if (\$1 ) begin
-      \$30  = \$11 ;
-    end
-    if (rst) begin
-      \$30  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$31  = acc1;
-    if (\$1 ) begin
-      \$31  = \$12 ;
-    end
-    if (rst) begin
-      \$31  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$32  = p1;
-    if (\$1 ) begin
-      \$32  = \$15 [47:0];
-    end
-    if (rst) begin
-      \$32  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$33  = a2;
-    if (\$1 ) begin
-      \$33  = \$16 ;
-    end
-    if (rst) begin
-      \$33  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$34  = b2;
-    if (\$1 ) begin
-      \$34  = \$17 ;
-    end
-    if (rst) begin
-      \$34  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$35  = c2;
-    if (\$1 ) begin
-      \$35  = \$18 ;
-    end
-    if (rst) begin
-      \$35  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$36  = acc2;
-    if (\$1 ) begin
-      \$36  = \$19 ;
-    end
-    if (rst) begin
-      \$36  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$37  = p2;
-    if (\$1 ) begin
-      \$37  = \$22 [47:0];
-    end
-    if (rst) begin
-      \$37  = 48'h000000000000;
-    end
-  end
-  assign \mul__a__0$6  = { \port$2362$0 [23], \port$2362$0  };
-  assign mul__b__0 = { 1'h0, \port$1911$0  };
-  assign mul__c__0 = { \port$1921$0 [40], \port$1921$0 [40], \port$1921$0 [40], \port$1921$0 [40], \port$1921$0 [40], \port$1921$0 [40], \port$1921$0 [40], \port$1921$0  };
-  assign \mul__c__0$12  = { \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0 [33], \port$2381$0  };
-  assign \mul__acc__0$15  = 1'h0;
-  assign \mul__a__1$19  = { \port$2388$0 [23], \port$2388$0  };
-  assign mul__b__1 = { \port$1931$0 [12], \port$1931$0 [12], \port$1931$0 [12], \port$1931$0 [12], \port$1931$0 [12], \port$1931$0  };
-  assign mul__c__1 = { 17'h00000, \port$1932$0  };
-  assign \mul__acc__1$28  = 1'h0;
-  assign mul__a__2 = { \port$1958$0 [23], \port$1958$0  };
-  assign \mul__a__2$32  = { \port$2422$0 [23], \port$2422$0  };
-  assign mul__c__2 = { \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0 [30], \port$2005$0  };
-  assign \mul__c__2$38  = { \port$2450$0 [44], \port$2450$0 [44], \port$2450$0 [44], \port$2450$0  };
+  assign \mul__acc__0$11  = 1'h0;
+  assign p0 = mul__p__0;
+  assign \mul__p__0$14  = mul__p__0;
+  assign \mul__acc__1$26  = 1'h0;
+  assign p1 = mul__p__1;
+  assign \mul__p__1$29  = mul__p__1;
   assign \mul__acc__2$41  = 1'h0;
-  assign mul__p__0 = p0;
-  assign \mul__p__0$44  = p0;
-  assign mul__p__1 = p1;
-  assign \mul__p__1$46  = p1;
-  assign mul__p__2 = p2;
-  assign \mul__p__2$48  = p2;
-  assign \$5  = mul__acc__0;
-  assign \$12  = mul__acc__1;
-  assign \$19  = mul__acc__2;
+  assign p2 = mul__p__2;
+  assign \mul__p__2$44  = mul__p__2;
+  assign acc0 = mul__acc__0;
+  assign acc1 = mul__acc__1;
+  assign acc2 = mul__acc__2;
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 , \port$1921$0 , mul__acc__0, mul__a__1, \port$1931$0 , \port$1932$0 , mul__acc__1, \port$1958$0 , mul__b__2, \port$2005$0 , mul__acc__2, exp2__i__ready, rd__en, rd__addr, o__payload, rd__band, exp2__i__valid, exp2__i__payload
+module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, mul__b__0, mul__c__0, mul__acc__0, mul__a__1, mul__b__1, mul__acc__1, mul__a__2, mul__b__2, mul__c__2, mul__acc__2, exp2__i__ready, mul1_c_t0, rd__en, rd__addr, o__payload, rd__band, exp2__i__valid, exp2__i__payload
 , o__valid, busy, mul__p__0, mul__p__1, mul__p__2, exp2__o__valid, exp2__o__payload, rd__data, cmd__payload, cmd__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
+  wire [23:0] \$1 ;
+  wire [33:0] \$10 ;
+  reg [24:0] \$100 ;
+  reg [24:0] \$101 ;
+  reg [24:0] \$102 ;
+  reg [24:0] \$103 ;
+  reg [17:0] \$104 ;
+  reg [17:0] \$105 ;
+  reg [17:0] \$106 ;
+  reg [17:0] \$107 ;
+  reg [17:0] \$108 ;
+  reg [17:0] \$109 ;
+  wire \$11 ;
+  reg [47:0] \$110 ;
+  reg [47:0] \$111 ;
+  reg [47:0] \$112 ;
+  reg [47:0] \$113 ;
+  reg [47:0] \$114 ;
+  reg \$115 ;
+  reg \$116 ;
+  reg \$117 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [23:0] \$14 ;
+  wire [23:0] \$15 ;
+  wire [12:0] \$16 ;
+  wire [6:0] \$17 ;
+  wire [30:0] \$18 ;
+  wire \$19 ;
+  wire [23:0] \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [23:0] \$22 ;
+  wire [23:0] \$23 ;
+  wire [17:0] \$24 ;
+  wire [23:0] \$25 ;
+  wire [16:0] \$26 ;
+  wire \$27 ;
+  wire [16:0] \$28 ;
+  wire [16:0] \$29 ;
+  wire [11:0] \$3 ;
+  wire [16:0] \$30 ;
+  wire \$31 ;
+  wire [11:0] \$32 ;
+  wire [13:0] \$33 ;
+  wire [16:0] \$34 ;
+  wire [6:0] \$35 ;
+  wire [6:0] \$36 ;
+  wire [15:0] \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire [16:0] \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire [6:0] \$44 ;
+  wire [6:0] \$45 ;
+  wire \$46 ;
+  wire [16:0] \$47 ;
+  wire \$48 ;
+  wire [12:0] \$49 ;
+  wire [16:0] \$5 ;
+  wire [29:0] \$50 ;
+  wire [29:0] \$51 ;
+  reg \$52 ;
+  reg [28:0] \$53 ;
+  wire [28:0] \$54 ;
+  wire \$55 ;
+  wire [18:0] \$56 ;
+  wire [18:0] \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [9:0] \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire \$64 ;
+  wire [30:0] \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  reg [39:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire \$74 ;
+  wire \$75 ;
+  wire \$76 ;
+  reg [24:0] \$77 ;
+  reg [24:0] \$78 ;
+  reg [24:0] \$79 ;
+  wire [39:0] \$8 ;
+  reg [17:0] \$80 ;
+  reg [17:0] \$81 ;
+  reg [17:0] \$82 ;
+  reg [47:0] \$83 ;
+  reg [47:0] \$84 ;
+  reg \$85 ;
+  reg \$86 ;
+  reg [24:0] \$87 ;
+  reg [24:0] \$88 ;
+  reg [17:0] \$89 ;
+  wire [33:0] \$9 ;
+  reg [17:0] \$90 ;
+  reg [47:0] \$91 ;
+  reg \$92 ;
+  reg \$93 ;
+  reg [24:0] \$94 ;
+  reg [24:0] \$95 ;
+  reg [24:0] \$96 ;
+  reg [24:0] \$97 ;
+  reg [24:0] \$98 ;
+  reg [24:0] \$99 ;
+  wire [23:0] \$signature__data ;
+  output busy;
+  wire busy;
+  wire [12:0] cen_hi_d2;
+  input clk;
+  wire clk;
+  input [3:0] cmd__payload;
+  wire [3:0] cmd__payload;
+  wire [1:0] \cmd__payload.mode ;
+  wire [1:0] \cmd__payload.set ;
+  output cmd__ready;
+  wire cmd__ready;
+  input cmd__valid;
+  wire cmd__valid;
+  output [31:0] exp2__i__payload;
+  wire [31:0] exp2__i__payload;
+  input exp2__i__ready;
+  wire exp2__i__ready;
+  output exp2__i__valid;
+  wire exp2__i__valid;
+  input [16:0] exp2__o__payload;
+  wire [16:0] exp2__o__payload;
+  input exp2__o__valid;
+  wire exp2__o__valid;
+  wire [31:0] gb_d7;
+  wire [7:0] ipart;
+  wire is_ln;
+  wire [1:0] lset;
+  wire [23:0] m5_d2;
+  wire [23:0] m_d2;
+  wire [1:0] mode;
+  reg [24:0] mul0_a_t0 = 25'h0000000;
+  reg [24:0] mul0_a_t1 = 25'h0000000;
+  reg [24:0] mul0_a_t2 = 25'h0000000;
+  reg mul0_acc_t0 = 1'h0;
+  reg mul0_acc_t1 = 1'h0;
+  reg [17:0] mul0_b_t0 = 18'h00000;
+  reg [17:0] mul0_b_t1 = 18'h00000;
+  reg [17:0] mul0_b_t2 = 18'h00000;
+  reg [47:0] mul0_c_t0 = 48'h000000000000;
+  reg [47:0] mul0_c_t1 = 48'h000000000000;
+  wire mul0_use0;
+  wire mul0_use1;
+  wire mul0_use2;
+  wire mul0_use3;
+  reg [24:0] mul1_a_t0 = 25'h0000000;
+  reg [24:0] mul1_a_t1 = 25'h0000000;
+  reg mul1_acc_t0 = 1'h0;
+  reg mul1_acc_t1 = 1'h0;
+  reg [17:0] mul1_b_t0 = 18'h00000;
+  reg [17:0] mul1_b_t1 = 18'h00000;
+  output [47:0] mul1_c_t0;
+  reg [47:0] mul1_c_t0 = 48'h000000000000;
+  wire mul1_use0;
+  wire mul1_use1;
+  wire mul1_use2;
+  reg [24:0] mul2_a_t0 = 25'h0000000;
+  reg [24:0] mul2_a_t1 = 25'h0000000;
+  reg [24:0] mul2_a_t2 = 25'h0000000;
+  reg [24:0] mul2_a_t3 = 25'h0000000;
+  reg [24:0] mul2_a_t4 = 25'h0000000;
+  reg [24:0] mul2_a_t5 = 25'h0000000;
+  reg [24:0] mul2_a_t6 = 25'h0000000;
+  reg [24:0] mul2_a_t7 = 25'h0000000;
+  reg [24:0] mul2_a_t8 = 25'h0000000;
+  reg [24:0] mul2_a_t9 = 25'h0000000;
+  reg mul2_acc_t0 = 1'h0;
+  reg mul2_acc_t1 = 1'h0;
+  reg mul2_acc_t2 = 1'h0;
+  reg [17:0] mul2_b_t0 = 18'h00000;
+  reg [17:0] mul2_b_t1 = 18'h00000;
+  reg [17:0] mul2_b_t2 = 18'h00000;
+  reg [17:0] mul2_b_t3 = 18'h00000;
+  reg [17:0] mul2_b_t4 = 18'h00000;
+  reg [17:0] mul2_b_t5 = 18'h00000;
+  reg [47:0] mul2_c_t0 = 48'h000000000000;
+  reg [47:0] mul2_c_t1 = 48'h000000000000;
+  reg [47:0] mul2_c_t2 = 48'h000000000000;
+  reg [47:0] mul2_c_t3 = 48'h000000000000;
+  reg [47:0] mul2_c_t4 = 48'h000000000000;
+  wire mul2_use0;
+  wire mul2_use1;
+  wire mul2_use10;
+  wire mul2_use11;
+  wire mul2_use2;
+  wire mul2_use3;
+  wire mul2_use4;
+  wire mul2_use5;
+  wire mul2_use6;
+  wire mul2_use7;
+  wire mul2_use8;
+  wire mul2_use9;
+  output [24:0] mul__a__0;
+  wire [24:0] mul__a__0;
+  output [24:0] mul__a__1;
+  wire [24:0] mul__a__1;
+  output [24:0] mul__a__2;
+  wire [24:0] mul__a__2;
+  output mul__acc__0;
+  wire mul__acc__0;
+  output mul__acc__1;
+  wire mul__acc__1;
+  output mul__acc__2;
+  wire mul__acc__2;
+  output [17:0] mul__b__0;
+  wire [17:0] mul__b__0;
+  output [17:0] mul__b__1;
+  wire [17:0] mul__b__1;
+  output [17:0] mul__b__2;
+  wire [17:0] mul__b__2;
+  output [47:0] mul__c__0;
+  wire [47:0] mul__c__0;
+  (* init = 48'h000000000000 *)
+  wire [47:0] mul__c__1;
+  output [47:0] mul__c__2;
+  wire [47:0] mul__c__2;
+  input [47:0] mul__p__0;
+  wire [47:0] mul__p__0;
+  input [47:0] mul__p__1;
+  wire [47:0] mul__p__1;
+  input [47:0] mul__p__2;
+  wire [47:0] mul__p__2;
+  wire [54:0] num;
+  output [23:0] o__payload;
+  wire [23:0] o__payload;
+  wire [6:0] \o__payload.index ;
+  wire \o__payload.last ;
+  wire [15:0] \o__payload.value ;
+  output o__valid;
+  wire o__valid;
+  wire [27:0] port__data;
+  wire [1:0] q_d2;
+  output [6:0] rd__addr;
+  wire [6:0] rd__addr;
+  output [5:0] rd__band;
+  wire [5:0] rd__band;
+  input [23:0] rd__data;
+  wire [23:0] rd__data;
+  output rd__en;
+  wire rd__en;
+  input rst;
+  wire rst;
+  wire [28:0] s1;
+  wire [29:0] s1n;
+  wire uf1_d1;
+  wire [17:0] v8;
+  assign \$1  = mul0_use0 ? m_d2 : 24'h000000;
+  assign \$2  = mul0_use1 ? rd__data : 24'h000000;
+  assign \$3  = mul0_use2 ? port__data[27:16] : 12'h000;
+  assign \$4  = mul0_use0 ? mul__p__2[16:0] : 17'h00000;
+  assign \$5  = mul0_use1 ? rd__data[16:0] : 17'h00000;
+  assign \$6  = mul0_use2 ? num[47:38] : 10'h000;
+  assign \$8  = mul0_use0 ? \$7  : 40'h0000000000;
+  assign \$9  = ~ { ipart, port__data[15:0], 10'h200 };
+  assign \$10  = mul0_use2 ? \$9  : 34'h000000000;
+  assign \$11  = ~ uf1_d1;
+  assign \$12  = mul0_use1 ? \$11  : 1'h0;
+  assign \$13  = mul0_use3 ? 1'h1 : 1'h0;
+  assign \$14  = mul1_use0 ? m5_d2 : 24'h000000;
+  assign \$15  = mul1_use1 ? rd__data : 24'h000000;
+  assign \$16  = mul1_use0 ? cen_hi_d2 : 13'h0000;
+  assign \$17  = mul1_use1 ? rd__data[23:17] : 7'h00;
+  assign \$18  = mul1_use0 ? mul__p__0[47:17] : 31'h00000000;
+  assign \$19  = ~ uf1_d1;
+  assign \$20  = mul1_use1 ? \$19  : 1'h0;
+  assign \$21  = mul1_use2 ? 1'h1 : 1'h0;
+  assign \$22  = is_ln ? rd__data : { rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15:0] };
+  assign \$23  = mul2_use0 ? \$22  : 24'h000000;
+  assign \$24  = mul2_use1 ? v8 : 18'h00000;
+  assign \$25  = mul2_use2 ? rd__data : 24'h000000;
+  assign \$26  = mul2_use3 ? mul__p__0[16:0] : 17'h00000;
+  assign \$27  = mul2_use4 | mul2_use7;
+  assign \$28  = \$27  ? s1[16:0] : 17'h00000;
+  assign \$29  = mul2_use5 ? mul__p__0[33:17] : 17'h00000;
+  assign \$30  = mul2_use6 ? mul__p__1[16:0] : 17'h00000;
+  assign \$31  = mul2_use8 | mul2_use11;
+  assign \$32  = \$31  ? s1[28:17] : 12'h000;
+  assign \$33  = mul2_use9 ? mul__p__0[47:34] : 14'h0000;
+  assign \$34  = mul2_use10 ? mul__p__1[33:17] : 17'h00000;
+  assign \$35  = is_ln ? 7'h10 : 7'h65;
+  assign \$36  = mul2_use0 ? \$35  : 7'h00;
+  assign \$37  = mul2_use1 ? gb_d7[15:0] : 16'h0000;
+  assign \$38  = mul2_use2 ? 1'h1 : 1'h0;
+  assign \$39  = mul2_use3 | mul2_use5;
+  assign \$40  = \$39  | mul2_use6;
+  assign \$41  = \$40  | mul2_use9;
+  assign \$42  = \$41  | mul2_use10;
+  assign \$43  = ! mode;
+  assign \$44  = \$43  ? 7'h65 : 7'h10;
+  assign \$45  = \$42  ? \$44  : 7'h00;
+  assign \$46  = mul2_use4 | mul2_use8;
+  assign \$47  = \$46  ? s1n[16:0] : 17'h00000;
+  assign \$48  = mul2_use7 | mul2_use11;
+  assign \$49  = \$48  ? s1n[29:17] : 13'h0000;
+  assign \$50  = is_ln ? s1n : { \$signature__data [23], \$signature__data [23], \$signature__data [23], \$signature__data [23], \$signature__data [23], \$signature__data [23], \$signature__data  };
+  assign \$51  = mul2_use0 ? \$50  : 30'h00000000;
+  assign \$54  = mul2_use1 ? \$53  : 29'h00000000;
+  assign \$55  = ! mode;
+  assign \$56  = \$55  ? 19'h68755 : 19'h00a7c;
+  assign \$57  = mul2_use3 ? \$56  : 19'h00000;
+  assign \$58  = mul2_use4 | mul2_use6;
+  assign \$59  = \$58  | mul2_use7;
+  assign \$60  = \$59  | mul2_use8;
+  assign \$61  = \$60  | mul2_use10;
+  assign \$62  = \$61  | mul2_use11;
+  assign \$64  = mul2_use5 | mul2_use9;
+  assign \$65  = \$64  ? mul__p__2[47:17] : 31'h00000000;
+  assign \$66  = ~ uf1_d1;
+  assign \$67  = mul2_use2 ? \$66  : 1'h0;
+  assign \$68  = mul2_use3 | mul2_use5;
+  assign \$69  = \$68  | mul2_use9;
+  assign \$71  = mul2_use4 | mul2_use6;
+  assign \$72  = \$71  | mul2_use7;
+  assign \$73  = \$72  | mul2_use8;
+  assign \$74  = \$73  | mul2_use10;
+  assign \$75  = \$74  | mul2_use11;
+  assign \$76  = \$75  ? 1'h1 : 1'h0;
+  always @(posedge clk)
+    mul0_a_t0 <= \$77 ;
+  always @(posedge clk)
+    mul0_a_t1 <= \$78 ;
+  always @(posedge clk)
+    mul0_a_t2 <= \$79 ;
+  always @(posedge clk)
+    mul0_b_t0 <= \$80 ;
+  always @(posedge clk)
+    mul0_b_t1 <= \$81 ;
+  always @(posedge clk)
+    mul0_b_t2 <= \$82 ;
+  always @(posedge clk)
+    mul0_c_t0 <= \$83 ;
+  always @(posedge clk)
+    mul0_c_t1 <= \$84 ;
+  always @(posedge clk)
+    mul0_acc_t0 <= \$85 ;
+  always @(posedge clk)
+    mul0_acc_t1 <= \$86 ;
+  always @(posedge clk)
+    mul1_a_t0 <= \$87 ;
+  always @(posedge clk)
+    mul1_a_t1 <= \$88 ;
+  always @(posedge clk)
+    mul1_b_t0 <= \$89 ;
+  always @(posedge clk)
+    mul1_b_t1 <= \$90 ;
+  always @(posedge clk)
+    mul1_c_t0 <= \$91 ;
+  always @(posedge clk)
+    mul1_acc_t0 <= \$92 ;
+  always @(posedge clk)
+    mul1_acc_t1 <= \$93 ;
+  always @(posedge clk)
+    mul2_a_t0 <= \$94 ;
+  always @(posedge clk)
+    mul2_a_t1 <= \$95 ;
+  always @(posedge clk)
+    mul2_a_t2 <= \$96 ;
+  always @(posedge clk)
+    mul2_a_t3 <= \$97 ;
+  always @(posedge clk)
+    mul2_a_t4 <= \$98 ;
+  always @(posedge clk)
+    mul2_a_t5 <= \$99 ;
+  always @(posedge clk)
+    mul2_a_t6 <= \$100 ;
+  always @(posedge clk)
+    mul2_a_t7 <= \$101 ;
+  always @(posedge clk)
+    mul2_a_t8 <= \$102 ;
+  always @(posedge clk)
+    mul2_a_t9 <= \$103 ;
+  always @(posedge clk)
+    mul2_b_t0 <= \$104 ;
+  always @(posedge clk)
+    mul2_b_t1 <= \$105 ;
+  always @(posedge clk)
+    mul2_b_t2 <= \$106 ;
+  always @(posedge clk)
+    mul2_b_t3 <= \$107 ;
+  always @(posedge clk)
+    mul2_b_t4 <= \$108 ;
+  always @(posedge clk)
+    mul2_b_t5 <= \$109 ;
+  always @(posedge clk)
+    mul2_c_t0 <= \$110 ;
+  always @(posedge clk)
+    mul2_c_t1 <= \$111 ;
+  always @(posedge clk)
+    mul2_c_t2 <= \$112 ;
+  always @(posedge clk)
+    mul2_c_t3 <= \$113 ;
+  always @(posedge clk)
+    mul2_c_t4 <= \$114 ;
+  always @(posedge clk)
+    mul2_acc_t0 <= \$115 ;
+  always @(posedge clk)
+    mul2_acc_t1 <= \$116 ;
+  always @(posedge clk)
+    mul2_acc_t2 <= \$117 ;
+  \nanomamba_accel.backend.norm.core  core (
+    .busy(busy),
+    .cen_hi_d2(cen_hi_d2),
+    .clk(clk),
+    .cmd__payload(cmd__payload),
+    .cmd__ready(cmd__ready),
+    .cmd__valid(cmd__valid),
+    .exp2__i__payload(exp2__i__payload),
+    .exp2__i__ready(exp2__i__ready),
+    .exp2__i__valid(exp2__i__valid),
+    .exp2__o__payload(exp2__o__payload),
+    .exp2__o__valid(exp2__o__valid),
+    .gb_d7(gb_d7),
+    .ipart(ipart),
+    .is_ln(is_ln),
+    .lset(lset),
+    .m5_d2(m5_d2),
+    .m_d2(m_d2),
+    .mode(mode),
+    .mul0_a_t0(mul0_a_t0),
+    .mul0_a_t1(mul0_a_t1),
+    .mul0_a_t2(mul0_a_t2),
+    .mul0_acc_t0(mul0_acc_t0),
+    .mul0_acc_t1(mul0_acc_t1),
+    .mul0_b_t0(mul0_b_t0),
+    .mul0_b_t1(mul0_b_t1),
+    .mul0_b_t2(mul0_b_t2),
+    .mul0_c_t0(mul0_c_t0),
+    .mul0_c_t1(mul0_c_t1),
+    .mul0_use0(mul0_use0),
+    .mul0_use1(mul0_use1),
+    .mul0_use2(mul0_use2),
+    .mul0_use3(mul0_use3),
+    .mul1_a_t0(mul1_a_t0),
+    .mul1_a_t1(mul1_a_t1),
+    .mul1_acc_t0(mul1_acc_t0),
+    .mul1_acc_t1(mul1_acc_t1),
+    .mul1_b_t0(mul1_b_t0),
+    .mul1_b_t1(mul1_b_t1),
+    .mul1_use0(mul1_use0),
+    .mul1_use1(mul1_use1),
+    .mul1_use2(mul1_use2),
+    .mul2_a_t0(mul2_a_t0),
+    .mul2_a_t1(mul2_a_t1),
+    .mul2_a_t2(mul2_a_t2),
+    .mul2_a_t3(mul2_a_t3),
+    .mul2_a_t4(mul2_a_t4),
+    .mul2_a_t5(mul2_a_t5),
+    .mul2_a_t6(mul2_a_t6),
+    .mul2_a_t7(mul2_a_t7),
+    .mul2_a_t8(mul2_a_t8),
+    .mul2_a_t9(mul2_a_t9),
+    .mul2_acc_t0(mul2_acc_t0),
+    .mul2_acc_t1(mul2_acc_t1),
+    .mul2_acc_t2(mul2_acc_t2),
+    .mul2_b_t0(mul2_b_t0),
+    .mul2_b_t1(mul2_b_t1),
+    .mul2_b_t2(mul2_b_t2),
+    .mul2_b_t3(mul2_b_t3),
+    .mul2_b_t4(mul2_b_t4),
+    .mul2_b_t5(mul2_b_t5),
+    .mul2_c_t0(mul2_c_t0),
+    .mul2_c_t1(mul2_c_t1),
+    .mul2_c_t2(mul2_c_t2),
+    .mul2_c_t3(mul2_c_t3),
+    .mul2_c_t4(mul2_c_t4),
+    .mul2_use0(mul2_use0),
+    .mul2_use1(mul2_use1),
+    .mul2_use10(mul2_use10),
+    .mul2_use11(mul2_use11),
+    .mul2_use2(mul2_use2),
+    .mul2_use3(mul2_use3),
+    .mul2_use4(mul2_use4),
+    .mul2_use5(mul2_use5),
+    .mul2_use6(mul2_use6),
+    .mul2_use7(mul2_use7),
+    .mul2_use8(mul2_use8),
+    .mul2_use9(mul2_use9),
+    .mul__a__0(mul__a__0),
+    .mul__a__1(mul__a__1),
+    .mul__a__2(mul__a__2),
+    .mul__acc__0(mul__acc__0),
+    .mul__acc__1(mul__acc__1),
+    .mul__acc__2(mul__acc__2),
+    .mul__b__0(mul__b__0),
+    .mul__b__1(mul__b__1),
+    .mul__b__2(mul__b__2),
+    .mul__c__0(mul__c__0),
+    .mul__c__1(mul1_c_t0),
+    .mul__c__2(mul__c__2),
+    .mul__p__0(mul__p__0),
+    .mul__p__1(mul__p__1),
+    .mul__p__2(mul__p__2),
+    .num(num),
+    .o__payload(o__payload),
+    .o__valid(o__valid),
+    .\port$2129$0 (\$signature__data ),
+    .port__data(port__data),
+    .q_d2(q_d2),
+    .rd__addr(rd__addr),
+    .rd__band(rd__band),
+    .rd__en(rd__en),
+    .rst(rst),
+    .s1(s1),
+    .s1n(s1n),
+    .uf1_d1(uf1_d1),
+    .v8(v8)
+  );
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    (* full_case = 32'd1 *)
+    casez (q_d2)
+      2'h0:
+          \$7  = 40'h0000008000;
+      2'h1:
+          \$7  = 40'h0000800000;
+      2'h2:
+          \$7  = 40'h0080000000;
+      2'h3:
+          \$7  = 40'h8000000000;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$52  = 1'h0;
+    casez (lset)
+      2'h0:
+          \$52  = 1'h0;
+      2'h1:
+          \$52  = 1'h0;
+      2'h2:
+          \$52  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    (* full_case = 32'd1 *)
+    casez (\$52 )
+      1'h0:
+          \$53  = { gb_d7[31], gb_d7[31:16], 12'h800 };
+      1'h1:
+          \$53  = { gb_d7[31:16], 13'h1000 };
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$77  = { 1'h0, \$1  };
+    if (rst) begin
+      \$77  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$78  = { \$2 [23], \$2  };
+    if (rst) begin
+      \$78  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$79  = { \$3 [11], \$3 [11], \$3 [11], \$3 [11], \$3 [11], \$3 [11], \$3 [11], \$3 [11], \$3 [11], \$3 [11], \$3 [11], \$3 [11], \$3 [11], \$3  };
+    if (rst) begin
+      \$79  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$80  = { 1'h0, \$4  };
+    if (rst) begin
+      \$80  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$81  = { 1'h0, \$5  };
+    if (rst) begin
+      \$81  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$82  = { 8'h00, \$6  };
+    if (rst) begin
+      \$82  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$83  = { 8'h00, \$8  };
+    if (rst) begin
+      \$83  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$84  = { \$10 [33], \$10 [33], \$10 [33], \$10 [33], \$10 [33], \$10 [33], \$10 [33], \$10 [33], \$10 [33], \$10 [33], \$10 [33], \$10 [33], \$10 [33], \$10 [33], \$10  };
+    if (rst) begin
+      \$84  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$85  = \$12 ;
+    if (rst) begin
+      \$85  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$86  = \$13 ;
+    if (rst) begin
+      \$86  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$87  = { 1'h0, \$14  };
+    if (rst) begin
+      \$87  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$88  = { \$15 [23], \$15  };
+    if (rst) begin
+      \$88  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$89  = { \$16 [12], \$16 [12], \$16 [12], \$16 [12], \$16 [12], \$16  };
+    if (rst) begin
+      \$89  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$90  = { \$17 [6], \$17 [6], \$17 [6], \$17 [6], \$17 [6], \$17 [6], \$17 [6], \$17 [6], \$17 [6], \$17 [6], \$17 [6], \$17  };
+    if (rst) begin
+      \$90  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$91  = { 17'h00000, \$18  };
+    if (rst) begin
+      \$91  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$92  = \$20 ;
+    if (rst) begin
+      \$92  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$93  = \$21 ;
+    if (rst) begin
+      \$93  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$94  = { \$23 [23], \$23  };
+    if (rst) begin
+      \$94  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$95  = { \$24 [17], \$24 [17], \$24 [17], \$24 [17], \$24 [17], \$24 [17], \$24 [17], \$24  };
+    if (rst) begin
+      \$95  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$96  = { \$25 [23], \$25  };
+    if (rst) begin
+      \$96  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$97  = { 8'h00, \$26  };
+    if (rst) begin
+      \$97  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$98  = { 8'h00, \$28  };
+    if (rst) begin
+      \$98  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$99  = { 8'h00, \$29  };
+    if (rst) begin
+      \$99  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$100  = { 8'h00, \$30  };
+    if (rst) begin
+      \$100  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$101  = { \$32 [11], \$32 [11], \$32 [11], \$32 [11], \$32 [11], \$32 [11], \$32 [11], \$32 [11], \$32 [11], \$32 [11], \$32 [11], \$32 [11], \$32 [11], \$32  };
+    if (rst) begin
+      \$101  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$102  = { \$33 [13], \$33 [13], \$33 [13], \$33 [13], \$33 [13], \$33 [13], \$33 [13], \$33 [13], \$33 [13], \$33 [13], \$33 [13], \$33  };
+    if (rst) begin
+      \$102  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$103  = { 8'h00, \$34  };
+    if (rst) begin
+      \$103  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$104  = { 11'h000, \$36  };
+    if (rst) begin
+      \$104  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$105  = { \$37 [15], \$37 [15], \$37  };
+    if (rst) begin
+      \$105  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$106  = { 17'h00000, \$38  };
+    if (rst) begin
+      \$106  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$107  = { 11'h000, \$45  };
+    if (rst) begin
+      \$107  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$108  = { 1'h0, \$47  };
+    if (rst) begin
+      \$108  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$109  = { \$49 [12], \$49 [12], \$49 [12], \$49 [12], \$49 [12], \$49  };
+    if (rst) begin
+      \$109  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$110  = { \$51 [29], \$51 [29], \$51 [29], \$51 [29], \$51 [29], \$51 [29], \$51 [29], \$51 [29], \$51 [29], \$51 [29], \$51 [29], \$51 [29], \$51 [29], \$51 [29], \$51 [29], \$51 [29], \$51 [29], \$51 [29], \$51  };
+    if (rst) begin
+      \$110  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$111  = { \$54 [28], \$54 [28], \$54 [28], \$54 [28], \$54 [28], \$54 [28], \$54 [28], \$54 [28], \$54 [28], \$54 [28], \$54 [28], \$54 [28], \$54 [28], \$54 [28], \$54 [28], \$54 [28], \$54 [28], \$54 [28], \$54 [28], \$54  };
+    if (rst) begin
+      \$111  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$112  = { 29'h00000000, \$57  };
+    if (rst) begin
+      \$112  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$113  = { 47'h000000000000, \$63  };
+    if (rst) begin
+      \$113  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$114  = { \$65 [30], \$65 [30], \$65 [30], \$65 [30], \$65 [30], \$65 [30], \$65 [30], \$65 [30], \$65 [30], \$65 [30], \$65 [30], \$65 [30], \$65 [30], \$65 [30], \$65 [30], \$65 [30], \$65 [30], \$65  };
+    if (rst) begin
+      \$114  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$115  = \$67 ;
+    if (rst) begin
+      \$115  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$116  = \$70 ;
+    if (rst) begin
+      \$116  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$117  = \$76 ;
+    if (rst) begin
+      \$117  = 1'h0;
+    end
+  end
+  assign mul__c__1 = mul1_c_t0;
+  assign \o__payload.index  = o__payload[6:0];
+  assign \o__payload.value  = o__payload[22:7];
+  assign \o__payload.last  = o__payload[23];
+  assign \cmd__payload.mode  = cmd__payload[1:0];
+  assign \cmd__payload.set  = cmd__payload[3:2];
+  assign \$63  = 1'h0;
+  assign \$70  = 1'h0;
+endmodule
+
+(* generator = "Amaranth" *)
+module \nanomamba_accel.backend.norm.core (rst, is_ln, s1n, ipart, cmd__ready, mul__a__0, mul__b__0, mul__c__0, mul__acc__0, mul__a__1, mul__b__1, mul__acc__1, mul__a__2, mul__b__2, mul__c__2, mul__acc__2, \port$2129$0 , port__data, exp2__i__ready, mul0_a_t0, mul0_a_t1
+, mul0_a_t2, mul0_b_t0, mul0_b_t1, mul0_b_t2, mul0_c_t0, mul0_c_t1, mul0_acc_t0, mul0_acc_t1, mul1_a_t0, mul1_a_t1, mul1_b_t0, mul1_b_t1, mul__c__1, mul1_acc_t0, mul1_acc_t1, mul2_a_t0, mul2_a_t1, mul2_a_t2, mul2_a_t3, mul2_a_t4, mul2_a_t5
+, mul2_a_t6, mul2_a_t7, mul2_a_t8, mul2_a_t9, mul2_b_t0, mul2_b_t1, mul2_b_t2, mul2_b_t3, mul2_b_t4, mul2_b_t5, mul2_c_t0, mul2_c_t1, mul2_c_t2, mul2_c_t3, mul2_c_t4, mul2_acc_t0, mul2_acc_t1, mul2_acc_t2, rd__en, rd__addr, mul2_use0
+, mul0_use0, mul1_use0, mul2_use1, o__payload, rd__band, mul0_use1, mul1_use1, mul2_use2, mul2_use3, mul2_use4, mul2_use5, mul2_use6, mul2_use7, mul2_use8, mul2_use9, mul2_use10, mul2_use11, mul0_use2, mul0_use3, mul1_use2, exp2__i__valid
+, exp2__i__payload, m_d2, q_d2, cen_hi_d2, m5_d2, v8, gb_d7, o__valid, uf1_d1, mode, lset, busy, s1, num, mul__p__0, mul__p__1, mul__p__2, exp2__o__valid, exp2__o__payload, cmd__payload, cmd__valid
+, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire [5:0] \$1 ;
   wire [4:0] \$10 ;
-  wire [18:0] \$100 ;
-  wire [18:0] \$101 ;
-  wire [29:0] \$102 ;
+  wire \$100 ;
+  wire \$101 ;
+  wire \$102 ;
   wire \$103 ;
   wire \$104 ;
   wire \$105 ;
   wire \$106 ;
   wire \$107 ;
   wire \$108 ;
-  wire [29:0] \$109 ;
+  wire \$109 ;
   wire \$11 ;
   wire \$110 ;
-  wire [30:0] \$111 ;
-  wire [30:0] \$112 ;
+  wire \$111 ;
+  wire \$112 ;
   wire \$113 ;
   wire \$114 ;
-  wire \$115 ;
-  wire \$116 ;
-  wire \$117 ;
-  wire \$118 ;
-  wire \$119 ;
+  reg \$115 ;
+  reg [6:0] \$116 ;
+  reg [23:0] \$117 ;
+  reg [23:0] \$118 ;
+  reg [1:0] \$119 ;
   wire \$12 ;
-  wire \$120 ;
-  wire \$121 ;
-  wire \$122 ;
-  wire \$123 ;
-  wire \$124 ;
-  wire \$125 ;
-  wire \$126 ;
-  wire \$127 ;
-  wire \$128 ;
-  wire \$129 ;
+  reg [1:0] \$120 ;
+  reg \$121 ;
+  reg \$122 ;
+  reg [12:0] \$123 ;
+  reg [12:0] \$124 ;
+  reg [23:0] \$125 ;
+  reg [23:0] \$126 ;
+  reg [1:0] \$127 ;
+  reg [1:0] \$128 ;
+  reg \$129 ;
   wire \$13 ;
-  wire \$130 ;
-  wire \$131 ;
-  wire \$132 ;
-  wire \$133 ;
-  wire \$134 ;
-  wire \$135 ;
-  reg [17:0] \$136 ;
-  reg \$137 ;
-  wire \$138 ;
-  wire \$139 ;
+  reg \$130 ;
+  reg \$131 ;
+  reg \$132 ;
+  reg [1:0] \$133 ;
+  reg [1:0] \$134 ;
+  reg \$135 ;
+  reg \$136 ;
+  reg [17:0] \$137 ;
+  reg \$138 ;
+  reg [6:0] \$139 ;
   reg [7:0] \$14 ;
-  wire \$140 ;
-  wire \$141 ;
-  wire [15:0] \$142 ;
-  wire [15:0] \$143 ;
-  wire \$144 ;
-  wire \$145 ;
-  wire \$146 ;
-  wire \$147 ;
-  wire [15:0] \$148 ;
-  wire [15:0] \$149 ;
+  reg [6:0] \$140 ;
+  reg [6:0] \$141 ;
+  reg [6:0] \$142 ;
+  reg [6:0] \$143 ;
+  reg [6:0] \$144 ;
+  reg [6:0] \$145 ;
+  reg [31:0] \$146 ;
+  reg [31:0] \$147 ;
+  reg [31:0] \$148 ;
+  reg [31:0] \$149 ;
   wire [7:0] \$15 ;
-  reg [15:0] \$150 ;
-  wire [17:0] \$151 ;
-  wire \$152 ;
-  wire [7:0] \$153 ;
-  wire \$154 ;
-  wire [6:0] \$155 ;
-  wire [7:0] \$156 ;
-  wire \$157 ;
-  wire [7:0] \$158 ;
-  wire \$159 ;
+  reg [31:0] \$150 ;
+  reg [31:0] \$151 ;
+  reg [31:0] \$152 ;
+  reg [17:0] \$153 ;
+  reg [17:0] \$154 ;
+  reg \$155 ;
+  reg \$156 ;
+  reg [6:0] \$157 ;
+  reg [6:0] \$158 ;
+  reg [15:0] \$159 ;
   wire [8:0] \$16 ;
-  wire [4:0] \$160 ;
-  wire \$161 ;
-  wire \$162 ;
-  wire [69:0] \$163 ;
-  wire [6:0] \$164 ;
-  wire [55:0] \$165 ;
-  wire [6:0] \$166 ;
-  wire [2:0] \$167 ;
-  wire \$168 ;
-  wire [32:0] \$169 ;
+  reg \$160 ;
+  reg [6:0] \$161 ;
+  reg \$162 ;
+  reg \$163 ;
+  reg [1:0] \$164 ;
+  reg [1:0] \$165 ;
+  reg \$166 ;
+  reg [6:0] \$167 ;
+  reg [5:0] \$168 ;
+  reg [6:0] \$169 ;
   wire [9:0] \$17 ;
-  wire [31:0] \$170 ;
-  wire \$171 ;
-  wire [6:0] \$172 ;
-  wire \$173 ;
-  wire [9:0] \$174 ;
-  wire \$175 ;
-  wire [7:0] \$176 ;
-  wire [7:0] \$177 ;
-  wire \$178 ;
-  wire \$179 ;
+  reg \$170 ;
+  reg [3:0] \$171 ;
+  reg [28:0] \$172 ;
+  reg [3:0] \$173 ;
+  reg [54:0] \$174 ;
+  reg [5:0] \$175 ;
+  reg [1:0] \$176 ;
+  reg [31:0] \$177 ;
+  reg [6:0] \$178 ;
+  reg [23:0] \$179 ;
   wire [9:0] \$18 ;
-  wire \$180 ;
-  wire \$181 ;
-  wire \$182 ;
-  wire \$183 ;
-  wire \$184 ;
-  wire \$185 ;
-  wire \$186 ;
-  wire \$187 ;
-  wire \$188 ;
-  wire \$189 ;
+  reg [1:0] \$180 ;
   wire [9:0] \$19 ;
-  wire \$190 ;
-  wire \$191 ;
-  wire \$192 ;
-  wire \$193 ;
-  wire \$194 ;
-  wire \$195 ;
-  reg \$196 ;
-  reg [6:0] \$197 ;
-  reg [23:0] \$198 ;
-  reg [23:0] \$199 ;
   wire [8:0] \$2 ;
   wire [11:0] \$20 ;
-  reg [1:0] \$200 ;
-  reg [1:0] \$201 ;
-  reg \$202 ;
-  reg \$203 ;
-  reg [12:0] \$204 ;
-  reg [12:0] \$205 ;
-  reg [23:0] \$206 ;
-  reg [23:0] \$207 ;
-  reg [1:0] \$208 ;
-  reg [1:0] \$209 ;
   wire [12:0] \$21 ;
-  reg \$210 ;
-  reg \$211 ;
-  reg \$212 ;
-  reg \$213 ;
-  reg [1:0] \$214 ;
-  reg [1:0] \$215 ;
-  reg \$216 ;
-  reg \$217 ;
-  reg [17:0] \$218 ;
-  reg \$219 ;
   wire [23:0] \$22 ;
-  reg [6:0] \$220 ;
-  reg [6:0] \$221 ;
-  reg [6:0] \$222 ;
-  reg [6:0] \$223 ;
-  reg [6:0] \$224 ;
-  reg [6:0] \$225 ;
-  reg [6:0] \$226 ;
-  reg [31:0] \$227 ;
-  reg [31:0] \$228 ;
-  reg [31:0] \$229 ;
   wire \$23 ;
-  reg [31:0] \$230 ;
-  reg [31:0] \$231 ;
-  reg [31:0] \$232 ;
-  reg [31:0] \$233 ;
-  reg [17:0] \$234 ;
-  reg [17:0] \$235 ;
-  reg \$236 ;
-  reg \$237 ;
-  reg [6:0] \$238 ;
-  reg [6:0] \$239 ;
   wire [9:0] \$24 ;
-  reg [15:0] \$240 ;
-  reg \$241 ;
-  reg [6:0] \$242 ;
-  reg \$243 ;
-  reg \$244 ;
-  reg [1:0] \$245 ;
-  reg [1:0] \$246 ;
-  reg \$247 ;
-  reg [6:0] \$248 ;
-  reg [5:0] \$249 ;
   wire \$25 ;
-  reg [6:0] \$250 ;
-  reg \$251 ;
-  reg [3:0] \$252 ;
-  reg [28:0] \$253 ;
-  reg [3:0] \$254 ;
-  reg [54:0] \$255 ;
-  reg [5:0] \$256 ;
-  reg [1:0] \$257 ;
-  reg [31:0] \$258 ;
-  reg [6:0] \$259 ;
-  wire [23:0] \$26 ;
-  reg [23:0] \$260 ;
-  reg [1:0] \$261 ;
-  wire [23:0] \$27 ;
+  wire [24:0] \$26 ;
+  wire [17:0] \$27 ;
   wire [24:0] \$28 ;
-  wire [11:0] \$29 ;
+  wire [24:0] \$29 ;
   wire [6:0] \$3 ;
-  wire [16:0] \$30 ;
-  wire [16:0] \$31 ;
-  wire [16:0] \$32 ;
-  wire [9:0] \$33 ;
-  wire [16:0] \$34 ;
-  reg [39:0] \$35 ;
-  wire [39:0] \$36 ;
-  wire [33:0] \$37 ;
-  wire [33:0] \$38 ;
-  wire [40:0] \$39 ;
+  wire [24:0] \$30 ;
+  wire [24:0] \$31 ;
+  wire [24:0] \$32 ;
+  wire [24:0] \$33 ;
+  wire [24:0] \$34 ;
+  wire [24:0] \$35 ;
+  wire [17:0] \$36 ;
+  wire [17:0] \$37 ;
+  wire [17:0] \$38 ;
+  wire [17:0] \$39 ;
   wire [9:0] \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [23:0] \$43 ;
-  wire [23:0] \$44 ;
-  wire [12:0] \$45 ;
-  wire [6:0] \$46 ;
-  wire [12:0] \$47 ;
-  wire [30:0] \$48 ;
+  wire [47:0] \$40 ;
+  wire [47:0] \$41 ;
+  wire [47:0] \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire \$48 ;
   wire \$49 ;
   wire \$5 ;
   wire \$50 ;
   wire \$51 ;
-  wire [23:0] \$52 ;
-  wire [23:0] \$53 ;
-  wire [17:0] \$54 ;
-  wire [23:0] \$55 ;
-  wire [23:0] \$56 ;
-  wire [23:0] \$57 ;
-  wire [16:0] \$58 ;
-  wire [23:0] \$59 ;
+  wire \$52 ;
+  wire \$53 ;
+  wire \$54 ;
+  reg [17:0] \$55 ;
+  reg \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
   wire [7:0] \$6 ;
   wire \$60 ;
-  wire [16:0] \$61 ;
-  wire [23:0] \$62 ;
-  wire [16:0] \$63 ;
-  wire [23:0] \$64 ;
-  wire [16:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire \$67 ;
-  wire [11:0] \$68 ;
-  wire [23:0] \$69 ;
+  wire [15:0] \$61 ;
+  wire [15:0] \$62 ;
+  wire \$63 ;
+  wire \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire [15:0] \$67 ;
+  wire [15:0] \$68 ;
+  reg [15:0] \$69 ;
   wire \$7 ;
-  wire [13:0] \$70 ;
-  wire [23:0] \$71 ;
-  wire [16:0] \$72 ;
-  wire [23:0] \$73 ;
+  wire [17:0] \$70 ;
+  wire \$71 ;
+  wire [7:0] \$72 ;
+  wire \$73 ;
   wire [6:0] \$74 ;
-  wire [6:0] \$75 ;
-  wire [15:0] \$76 ;
-  wire [15:0] \$77 ;
+  wire [7:0] \$75 ;
+  wire \$76 ;
+  wire [7:0] \$77 ;
   wire \$78 ;
-  wire [15:0] \$79 ;
+  wire [4:0] \$79 ;
   wire [6:0] \$8 ;
   wire \$80 ;
   wire \$81 ;
-  wire \$82 ;
-  wire \$83 ;
-  wire \$84 ;
+  wire [69:0] \$82 ;
+  wire [6:0] \$83 ;
+  wire [55:0] \$84 ;
   wire [6:0] \$85 ;
-  wire [6:0] \$86 ;
-  wire [15:0] \$87 ;
-  wire \$88 ;
-  wire [16:0] \$89 ;
+  wire [2:0] \$86 ;
+  wire \$87 ;
+  wire [32:0] \$88 ;
+  wire [31:0] \$89 ;
   wire \$9 ;
-  wire [17:0] \$90 ;
-  wire \$91 ;
-  wire [12:0] \$92 ;
-  wire [29:0] \$93 ;
-  wire [29:0] \$94 ;
-  reg \$95 ;
-  reg [28:0] \$96 ;
-  wire [28:0] \$97 ;
-  wire [29:0] \$98 ;
+  wire \$90 ;
+  wire [6:0] \$91 ;
+  wire \$92 ;
+  wire [9:0] \$93 ;
+  wire \$94 ;
+  wire [7:0] \$95 ;
+  wire [7:0] \$96 ;
+  wire \$97 ;
+  wire \$98 ;
   wire \$99 ;
   reg [5:0] \$signature__addr ;
   reg [5:0] \$signature__addr$10 ;
   reg [5:0] \$signature__addr$77 ;
   reg [5:0] \$signature__addr$83 ;
   wire [23:0] \$signature__data ;
-  wire [23:0] \$signature__data$109 ;
+  wire [23:0] \$signature__data$190 ;
   reg [23:0] \$signature__data$78 ;
   reg [23:0] \$signature__data$84 ;
   reg \$signature__en ;
@@ -8905,6 +9477,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
   output busy;
   reg busy = 1'h0;
   reg [12:0] cen_hi_d1 = 13'h0000;
+  output [12:0] cen_hi_d2;
   reg [12:0] cen_hi_d2 = 13'h0000;
   input clk;
   wire clk;
@@ -8937,6 +9510,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
   reg [31:0] gb_d4 = 32'd0;
   reg [31:0] gb_d5 = 32'd0;
   reg [31:0] gb_d6 = 32'd0;
+  output [31:0] gb_d7;
   reg [31:0] gb_d7 = 32'd0;
   reg hold;
   reg [6:0] i10_d1 = 7'h00;
@@ -8951,44 +9525,151 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
   reg [6:0] i8_d6 = 7'h00;
   reg [6:0] i8_d7 = 7'h00;
   reg [6:0] idx = 7'h00;
+  output [7:0] ipart;
   wire [7:0] ipart;
+  output is_ln;
   wire is_ln;
   reg issue;
   reg [2:0] j;
   reg [1:0] lphase = 2'h0;
+  output [1:0] lset;
   reg [1:0] lset = 2'h0;
   reg [5:0] lz = 6'h00;
   wire [23:0] m1;
   reg [23:0] m5_d1 = 24'h000000;
+  output [23:0] m5_d2;
   reg [23:0] m5_d2 = 24'h000000;
   reg [23:0] m_d1 = 24'h000000;
+  output [23:0] m_d2;
   reg [23:0] m_d2 = 24'h000000;
+  output [1:0] mode;
   reg [1:0] mode = 2'h0;
   reg [23:0] mp;
   reg [23:0] mr = 24'h000000;
+  input [24:0] mul0_a_t0;
+  wire [24:0] mul0_a_t0;
+  input [24:0] mul0_a_t1;
+  wire [24:0] mul0_a_t1;
+  input [24:0] mul0_a_t2;
+  wire [24:0] mul0_a_t2;
+  input mul0_acc_t0;
+  wire mul0_acc_t0;
+  input mul0_acc_t1;
+  wire mul0_acc_t1;
+  input [17:0] mul0_b_t0;
+  wire [17:0] mul0_b_t0;
+  input [17:0] mul0_b_t1;
+  wire [17:0] mul0_b_t1;
+  input [17:0] mul0_b_t2;
+  wire [17:0] mul0_b_t2;
+  input [47:0] mul0_c_t0;
+  wire [47:0] mul0_c_t0;
+  input [47:0] mul0_c_t1;
+  wire [47:0] mul0_c_t1;
+  output mul0_use0;
   reg mul0_use0;
+  output mul0_use1;
   reg mul0_use1;
+  output mul0_use2;
   reg mul0_use2;
+  output mul0_use3;
   reg mul0_use3;
+  input [24:0] mul1_a_t0;
+  wire [24:0] mul1_a_t0;
+  input [24:0] mul1_a_t1;
+  wire [24:0] mul1_a_t1;
+  input mul1_acc_t0;
+  wire mul1_acc_t0;
+  input mul1_acc_t1;
+  wire mul1_acc_t1;
+  input [17:0] mul1_b_t0;
+  wire [17:0] mul1_b_t0;
+  input [17:0] mul1_b_t1;
+  wire [17:0] mul1_b_t1;
+  wire [47:0] mul1_c_t0;
+  output mul1_use0;
   reg mul1_use0;
+  output mul1_use1;
   reg mul1_use1;
+  output mul1_use2;
   reg mul1_use2;
+  input [24:0] mul2_a_t0;
+  wire [24:0] mul2_a_t0;
+  input [24:0] mul2_a_t1;
+  wire [24:0] mul2_a_t1;
+  input [24:0] mul2_a_t2;
+  wire [24:0] mul2_a_t2;
+  input [24:0] mul2_a_t3;
+  wire [24:0] mul2_a_t3;
+  input [24:0] mul2_a_t4;
+  wire [24:0] mul2_a_t4;
+  input [24:0] mul2_a_t5;
+  wire [24:0] mul2_a_t5;
+  input [24:0] mul2_a_t6;
+  wire [24:0] mul2_a_t6;
+  input [24:0] mul2_a_t7;
+  wire [24:0] mul2_a_t7;
+  input [24:0] mul2_a_t8;
+  wire [24:0] mul2_a_t8;
+  input [24:0] mul2_a_t9;
+  wire [24:0] mul2_a_t9;
+  input mul2_acc_t0;
+  wire mul2_acc_t0;
+  input mul2_acc_t1;
+  wire mul2_acc_t1;
+  input mul2_acc_t2;
+  wire mul2_acc_t2;
+  input [17:0] mul2_b_t0;
+  wire [17:0] mul2_b_t0;
+  input [17:0] mul2_b_t1;
+  wire [17:0] mul2_b_t1;
+  input [17:0] mul2_b_t2;
+  wire [17:0] mul2_b_t2;
+  input [17:0] mul2_b_t3;
+  wire [17:0] mul2_b_t3;
+  input [17:0] mul2_b_t4;
+  wire [17:0] mul2_b_t4;
+  input [17:0] mul2_b_t5;
+  wire [17:0] mul2_b_t5;
+  input [47:0] mul2_c_t0;
+  wire [47:0] mul2_c_t0;
+  input [47:0] mul2_c_t1;
+  wire [47:0] mul2_c_t1;
+  input [47:0] mul2_c_t2;
+  wire [47:0] mul2_c_t2;
+  input [47:0] mul2_c_t3;
+  wire [47:0] mul2_c_t3;
+  input [47:0] mul2_c_t4;
+  wire [47:0] mul2_c_t4;
+  output mul2_use0;
   reg mul2_use0;
+  output mul2_use1;
   reg mul2_use1;
+  output mul2_use10;
   reg mul2_use10;
+  output mul2_use11;
   reg mul2_use11;
+  output mul2_use2;
   reg mul2_use2;
+  output mul2_use3;
   reg mul2_use3;
+  output mul2_use4;
   reg mul2_use4;
+  output mul2_use5;
   reg mul2_use5;
+  output mul2_use6;
   reg mul2_use6;
+  output mul2_use7;
   reg mul2_use7;
+  output mul2_use8;
   reg mul2_use8;
+  output mul2_use9;
   reg mul2_use9;
   output [24:0] mul__a__0;
   wire [24:0] mul__a__0;
   output [24:0] mul__a__1;
   wire [24:0] mul__a__1;
+  output [24:0] mul__a__2;
   wire [24:0] mul__a__2;
   output mul__acc__0;
   wire mul__acc__0;
@@ -8996,12 +9677,17 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
   wire mul__acc__1;
   output mul__acc__2;
   wire mul__acc__2;
+  output [17:0] mul__b__0;
   wire [17:0] mul__b__0;
+  output [17:0] mul__b__1;
   wire [17:0] mul__b__1;
   output [17:0] mul__b__2;
   wire [17:0] mul__b__2;
+  output [47:0] mul__c__0;
   wire [47:0] mul__c__0;
+  input [47:0] mul__c__1;
   wire [47:0] mul__c__1;
+  output [47:0] mul__c__2;
   wire [47:0] mul__c__2;
   input [47:0] mul__p__0;
   wire [47:0] mul__p__0;
@@ -9010,6 +9696,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
   input [47:0] mul__p__2;
   wire [47:0] mul__p__2;
   wire [6:0] n_now;
+  output [54:0] num;
   reg [54:0] num = 55'h00000000000000;
   output [23:0] o__payload;
   wire [23:0] o__payload;
@@ -9023,19 +9710,10 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
   reg p1_first;
   reg p1_issue;
   reg ph = 1'h0;
-  output [16:0] \port$1911$0 ;
-  wire [16:0] \port$1911$0 ;
-  output [40:0] \port$1921$0 ;
-  wire [40:0] \port$1921$0 ;
-  output [12:0] \port$1931$0 ;
-  wire [12:0] \port$1931$0 ;
-  output [30:0] \port$1932$0 ;
-  wire [30:0] \port$1932$0 ;
-  output [23:0] \port$1958$0 ;
-  wire [23:0] \port$1958$0 ;
-  output [30:0] \port$2005$0 ;
-  wire [30:0] \port$2005$0 ;
+  output [23:0] \port$2129$0 ;
+  wire [23:0] \port$2129$0 ;
   wire [5:0] port__addr;
+  output [27:0] port__data;
   wire [27:0] port__data;
   wire [1:0] q1;
   reg [1:0] q5_d1 = 2'h0;
@@ -9043,6 +9721,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
   reg [1:0] q7_d1 = 2'h0;
   reg [1:0] q7_d2 = 2'h0;
   reg [1:0] q_d1 = 2'h0;
+  output [1:0] q_d2;
   reg [1:0] q_d2 = 2'h0;
   reg [1:0] qr = 2'h0;
   reg [8:0] qv;
@@ -9055,15 +9734,15 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
   reg [6:0] rd__addr;
   output [5:0] rd__band;
   reg [5:0] rd__band;
-  input [23:0] rd__data;
-  wire [23:0] rd__data;
   output rd__en;
   reg rd__en;
   input rst;
   wire rst;
   wire [23:0] s;
   wire [22:0] \s$30 ;
+  output [28:0] s1;
   reg [28:0] s1 = 29'h00000000;
+  output [29:0] s1n;
   wire [29:0] s1n;
   reg t10_d1 = 1'h0;
   reg t10_d2 = 1'h0;
@@ -9078,9 +9757,11 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
   reg t7_d2 = 1'h0;
   reg t8_d1 = 1'h0;
   reg u1_d1 = 1'h0;
+  output uf1_d1;
   reg uf1_d1 = 1'h0;
   reg [17:0] v10_d1 = 18'h00000;
   reg [17:0] v10_d2 = 18'h00000;
+  output [17:0] v8;
   reg [17:0] v8 = 18'h00000;
   reg [5:0] w_q__addr;
   reg [1:0] w_q__data;
@@ -9209,7 +9890,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
   end
   reg [31:0] _0_;
   always @(posedge clk) begin
-    if (\$195 ) begin
+    if (\$114 ) begin
       _0_ <= mem_gb[\$4 [5:0]];
     end
   end
@@ -9258,12 +9939,12 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
     mem_m[39] = 24'h000000;
   end
   always @(posedge clk) begin
-    if (\$187 )
+    if (\$106 )
       mem_m[\$signature__addr$77 ] <= \$signature__data$78 ;
   end
   reg [23:0] _1_;
   always @(posedge clk) begin
-    if (\$189 ) begin
+    if (\$108 ) begin
       _1_ <= mem_m[\$signature__addr$10 ];
     end
   end
@@ -9312,12 +9993,12 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
     mem_q[39] = 2'h0;
   end
   always @(posedge clk) begin
-    if (\$191 )
+    if (\$110 )
       mem_q[w_q__addr] <= w_q__data;
   end
   reg [1:0] _2_;
   always @(posedge clk) begin
-    if (\$193 ) begin
+    if (\$112 ) begin
       _2_ <= mem_q[r_q__addr];
     end
   end
@@ -9366,16 +10047,16 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
     mem_s1[39] = 24'h000000;
   end
   always @(posedge clk) begin
-    if (\$183 )
+    if (\$102 )
       mem_s1[\$signature__addr$83 ] <= \$signature__data$84 ;
   end
   reg [23:0] _3_;
   always @(posedge clk) begin
-    if (\$185 ) begin
+    if (\$104 ) begin
       _3_ <= mem_s1[\$signature__addr ];
     end
   end
-  assign \$signature__data$109  = _3_;
+  assign \$signature__data$190  = _3_;
   assign is_ln = mode == 2'h2;
   assign s1n = - $signed(s1);
   assign \$1  = is_ln ? 6'h10 : 6'h28;
@@ -9403,299 +10084,230 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
   assign \$23  = ! mode;
   assign \$24  = $signed(qv) - $signed(3'h2);
   assign \$25  = ~ ph;
-  assign \$26  = mul0_use0 ? m_d2 : 24'h000000;
-  assign \$27  = mul0_use1 ? rd__data : 24'h000000;
-  assign \$28  = { 1'h0, \$26  } | { \$27 [23], \$27  };
-  assign \$29  = mul0_use2 ? port__data[27:16] : 12'h000;
-  assign mul__a__0 = \$28  | { \$29 [11], \$29 [11], \$29 [11], \$29 [11], \$29 [11], \$29 [11], \$29 [11], \$29 [11], \$29 [11], \$29 [11], \$29 [11], \$29 [11], \$29 [11], \$29  };
-  assign \$30  = mul0_use0 ? mul__p__2[16:0] : 17'h00000;
-  assign \$31  = mul0_use1 ? rd__data[16:0] : 17'h00000;
-  assign \$32  = \$30  | \$31 ;
-  assign \$33  = mul0_use2 ? num[47:38] : 10'h000;
-  assign \$34  = \$32  | { 7'h00, \$33  };
-  assign \$36  = mul0_use0 ? \$35  : 40'h0000000000;
-  assign \$37  = ~ { ipart, port__data[15:0], 10'h200 };
-  assign \$38  = mul0_use2 ? \$37  : 34'h000000000;
-  assign \$39  = { 1'h0, \$36  } | { \$38 [33], \$38 [33], \$38 [33], \$38 [33], \$38 [33], \$38 [33], \$38 [33], \$38  };
-  assign \$40  = ~ uf1_d1;
-  assign \$41  = mul0_use1 ? \$40  : 1'h0;
-  assign \$42  = mul0_use3 ? 1'h1 : 1'h0;
-  assign mul__acc__0 = \$41  | \$42 ;
-  assign \$43  = mul1_use0 ? m5_d2 : 24'h000000;
-  assign \$44  = mul1_use1 ? rd__data : 24'h000000;
-  assign mul__a__1 = { 1'h0, \$43  } | { \$44 [23], \$44  };
-  assign \$45  = mul1_use0 ? cen_hi_d2 : 13'h0000;
-  assign \$46  = mul1_use1 ? rd__data[23:17] : 7'h00;
-  assign \$47  = \$45  | { \$46 [6], \$46 [6], \$46 [6], \$46 [6], \$46 [6], \$46 [6], \$46  };
-  assign \$48  = mul1_use0 ? mul__p__0[47:17] : 31'h00000000;
-  assign \$49  = ~ uf1_d1;
-  assign \$50  = mul1_use1 ? \$49  : 1'h0;
-  assign \$51  = mul1_use2 ? 1'h1 : 1'h0;
-  assign mul__acc__1 = \$50  | \$51 ;
-  assign \$52  = is_ln ? rd__data : { rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15], rd__data[15:0] };
-  assign \$53  = mul2_use0 ? \$52  : 24'h000000;
-  assign \$54  = mul2_use1 ? v8 : 18'h00000;
-  assign \$55  = \$53  | { \$54 [17], \$54 [17], \$54 [17], \$54 [17], \$54 [17], \$54 [17], \$54  };
-  assign \$56  = mul2_use2 ? rd__data : 24'h000000;
-  assign \$57  = \$55  | \$56 ;
-  assign \$58  = mul2_use3 ? mul__p__0[16:0] : 17'h00000;
-  assign \$59  = \$57  | { 7'h00, \$58  };
-  assign \$60  = mul2_use4 | mul2_use7;
-  assign \$61  = \$60  ? s1[16:0] : 17'h00000;
-  assign \$62  = \$59  | { 7'h00, \$61  };
-  assign \$63  = mul2_use5 ? mul__p__0[33:17] : 17'h00000;
-  assign \$64  = \$62  | { 7'h00, \$63  };
-  assign \$65  = mul2_use6 ? mul__p__1[16:0] : 17'h00000;
-  assign \$66  = \$64  | { 7'h00, \$65  };
-  assign \$67  = mul2_use8 | mul2_use11;
-  assign \$68  = \$67  ? s1[28:17] : 12'h000;
-  assign \$69  = \$66  | { \$68 [11], \$68 [11], \$68 [11], \$68 [11], \$68 [11], \$68 [11], \$68 [11], \$68 [11], \$68 [11], \$68 [11], \$68 [11], \$68 [11], \$68  };
-  assign \$70  = mul2_use9 ? mul__p__0[47:34] : 14'h0000;
-  assign \$71  = \$69  | { \$70 [13], \$70 [13], \$70 [13], \$70 [13], \$70 [13], \$70 [13], \$70 [13], \$70 [13], \$70 [13], \$70 [13], \$70  };
-  assign \$72  = mul2_use10 ? mul__p__1[33:17] : 17'h00000;
-  assign \$73  = \$71  | { 7'h00, \$72  };
-  assign \$74  = is_ln ? 7'h10 : 7'h65;
-  assign \$75  = mul2_use0 ? \$74  : 7'h00;
-  assign \$76  = mul2_use1 ? gb_d7[15:0] : 16'h0000;
-  assign \$77  = { 9'h000, \$75  } | \$76 ;
-  assign \$78  = mul2_use2 ? 1'h1 : 1'h0;
-  assign \$79  = \$77  | { 15'h0000, \$78  };
-  assign \$80  = mul2_use3 | mul2_use5;
-  assign \$81  = \$80  | mul2_use6;
-  assign \$82  = \$81  | mul2_use9;
-  assign \$83  = \$82  | mul2_use10;
-  assign \$84  = ! mode;
-  assign \$85  = \$84  ? 7'h65 : 7'h10;
-  assign \$86  = \$83  ? \$85  : 7'h00;
-  assign \$87  = \$79  | { 9'h000, \$86  };
-  assign \$88  = mul2_use4 | mul2_use8;
-  assign \$89  = \$88  ? s1n[16:0] : 17'h00000;
-  assign \$90  = { \$87 [15], \$87 [15], \$87  } | { 1'h0, \$89  };
-  assign \$91  = mul2_use7 | mul2_use11;
-  assign \$92  = \$91  ? s1n[29:17] : 13'h0000;
-  assign mul__b__2 = \$90  | { \$92 [12], \$92 [12], \$92 [12], \$92 [12], \$92 [12], \$92  };
-  assign \$93  = is_ln ? s1n : { \$signature__data$109 [23], \$signature__data$109 [23], \$signature__data$109 [23], \$signature__data$109 [23], \$signature__data$109 [23], \$signature__data$109 [23], \$signature__data$109  };
-  assign \$94  = mul2_use0 ? \$93  : 30'h00000000;
-  assign \$97  = mul2_use1 ? \$96  : 29'h00000000;
-  assign \$98  = \$94  | { \$97 [28], \$97  };
-  assign \$99  = ! mode;
-  assign \$100  = \$99  ? 19'h68755 : 19'h00a7c;
-  assign \$101  = mul2_use3 ? \$100  : 19'h00000;
-  assign \$102  = \$98  | { 11'h000, \$101  };
-  assign \$103  = mul2_use4 | mul2_use6;
-  assign \$104  = \$103  | mul2_use7;
-  assign \$105  = \$104  | mul2_use8;
-  assign \$106  = \$105  | mul2_use10;
-  assign \$107  = \$106  | mul2_use11;
-  assign \$110  = mul2_use5 | mul2_use9;
-  assign \$111  = \$110  ? mul__p__2[47:17] : 31'h00000000;
-  assign \$112  = { \$109 [29], \$109  } | \$111 ;
-  assign \$113  = ~ uf1_d1;
-  assign \$114  = mul2_use2 ? \$113  : 1'h0;
-  assign \$115  = mul2_use3 | mul2_use5;
-  assign \$116  = \$115  | mul2_use9;
-  assign \$119  = mul2_use4 | mul2_use6;
-  assign \$120  = \$119  | mul2_use7;
-  assign \$121  = \$120  | mul2_use8;
-  assign \$122  = \$121  | mul2_use10;
-  assign \$123  = \$122  | mul2_use11;
-  assign \$124  = \$123  ? 1'h1 : 1'h0;
-  assign mul__acc__2 = \$118  | \$124 ;
-  assign \$125  = ! fsm_state;
-  assign \$126  = fsm_state == 1'h1;
-  assign \$127  = fsm_state == 2'h2;
-  assign \$128  = fsm_state == 2'h3;
-  assign \$129  = fsm_state == 3'h4;
-  assign \$130  = fsm_state == 3'h5;
-  assign \$131  = fsm_state == 3'h6;
-  assign \$132  = fsm_state == 3'h7;
-  assign \$133  = fsm_state == 4'h8;
-  assign \$134  = fsm_state == 4'h9;
-  assign \$135  = busy | cmd__valid;
-  assign \$138  = | mul__p__2[35:27];
-  assign \$139  = ~ \$138 ;
-  assign \$140  = & mul__p__2[35:27];
-  assign \$141  = \$139  | \$140 ;
-  assign \$142  = mul__p__2[35] ? 16'h8000 : 16'h7fff;
-  assign \$143  = \$141  ? mul__p__2[27:12] : \$142 ;
-  assign \$144  = | mul__p__2[35:28];
-  assign \$145  = ~ \$144 ;
-  assign \$146  = & mul__p__2[35:28];
-  assign \$147  = \$145  | \$146 ;
-  assign \$148  = mul__p__2[35] ? 16'h8000 : 16'h7fff;
-  assign \$149  = \$147  ? mul__p__2[28:13] : \$148 ;
-  assign \$151  = is_ln ? { \$150 [15], \$150 [15], \$150  } : v10_d2;
-  assign \$152  = cmd__payload[1:0] == 1'h1;
-  assign \$153  = idx + 1'h1;
-  assign \$154  = ! mode;
-  assign \$155  = \$154  ? 7'h65 : 7'h10;
-  assign \$156  = \$155  - 1'h1;
-  assign \$157  = idx == \$156 ;
-  assign \$158  = cnt + 1'h1;
-  assign \$159  = cnt == 2'h2;
-  assign \$160  = col + 1'h1;
-  assign \$161  = col == 4'hd;
-  assign \$162  = ! num[54:47];
-  assign \$164  = lz + 4'h8;
-  assign \$166  = lz + 1'h1;
-  assign \$167  = lphase + 1'h1;
-  assign \$168  = lphase == 2'h3;
-  assign \$169  = $signed(mul__p__0[42:11]) + $signed(2'h1);
-  assign \$171  = ! mode;
-  assign \$172  = band + 1'h1;
-  assign \$173  = band == 6'h27;
-  assign \$174  = $signed(qv) - $signed(3'h2);
-  assign \$175  = ~ ph;
-  assign \$176  = idx + 1'h1;
-  assign \$177  = \$1  - 1'h1;
-  assign \$178  = idx == \$177 ;
-  assign \$179  = ~ ph;
-  assign \$180  = is_ln & \$179 ;
-  assign \$181  = o__valid & o__payload[23];
-  assign \$182  = busy | cmd__valid;
-  assign \$183  = \$182  ? \$signature__en$85  : 1'h0;
-  assign \$184  = busy | cmd__valid;
-  assign \$186  = busy | cmd__valid;
-  assign \$187  = \$186  ? \$signature__en  : 1'h0;
-  assign \$188  = busy | cmd__valid;
-  assign \$190  = busy | cmd__valid;
-  assign \$191  = \$190  ? w_q__en : 1'h0;
-  assign \$192  = busy | cmd__valid;
-  assign \$194  = busy | cmd__valid;
+  assign \$26  = mul0_a_t0 | mul0_a_t1;
+  assign mul__a__0 = \$26  | mul0_a_t2;
+  assign \$27  = mul0_b_t0 | mul0_b_t1;
+  assign mul__b__0 = \$27  | mul0_b_t2;
+  assign mul__c__0 = mul0_c_t0 | mul0_c_t1;
+  assign mul__acc__0 = mul0_acc_t0 | mul0_acc_t1;
+  assign mul__a__1 = mul1_a_t0 | mul1_a_t1;
+  assign mul__b__1 = mul1_b_t0 | mul1_b_t1;
+  assign mul__acc__1 = mul1_acc_t0 | mul1_acc_t1;
+  assign \$28  = mul2_a_t0 | mul2_a_t1;
+  assign \$29  = \$28  | mul2_a_t2;
+  assign \$30  = \$29  | mul2_a_t3;
+  assign \$31  = \$30  | mul2_a_t4;
+  assign \$32  = \$31  | mul2_a_t5;
+  assign \$33  = \$32  | mul2_a_t6;
+  assign \$34  = \$33  | mul2_a_t7;
+  assign \$35  = \$34  | mul2_a_t8;
+  assign mul__a__2 = \$35  | mul2_a_t9;
+  assign \$36  = mul2_b_t0 | mul2_b_t1;
+  assign \$37  = \$36  | mul2_b_t2;
+  assign \$38  = \$37  | mul2_b_t3;
+  assign \$39  = \$38  | mul2_b_t4;
+  assign mul__b__2 = \$39  | mul2_b_t5;
+  assign \$40  = mul2_c_t0 | mul2_c_t1;
+  assign \$41  = \$40  | mul2_c_t2;
+  assign \$42  = \$41  | mul2_c_t3;
+  assign mul__c__2 = \$42  | mul2_c_t4;
+  assign \$43  = mul2_acc_t0 | mul2_acc_t1;
+  assign mul__acc__2 = \$43  | mul2_acc_t2;
+  assign \$44  = ! fsm_state;
+  assign \$45  = fsm_state == 1'h1;
+  assign \$46  = fsm_state == 2'h2;
+  assign \$47  = fsm_state == 2'h3;
+  assign \$48  = fsm_state == 3'h4;
+  assign \$49  = fsm_state == 3'h5;
+  assign \$50  = fsm_state == 3'h6;
+  assign \$51  = fsm_state == 3'h7;
+  assign \$52  = fsm_state == 4'h8;
+  assign \$53  = fsm_state == 4'h9;
+  assign \$54  = busy | cmd__valid;
+  assign \$57  = | mul__p__2[35:27];
+  assign \$58  = ~ \$57 ;
+  assign \$59  = & mul__p__2[35:27];
+  assign \$60  = \$58  | \$59 ;
+  assign \$61  = mul__p__2[35] ? 16'h8000 : 16'h7fff;
+  assign \$62  = \$60  ? mul__p__2[27:12] : \$61 ;
+  assign \$63  = | mul__p__2[35:28];
+  assign \$64  = ~ \$63 ;
+  assign \$65  = & mul__p__2[35:28];
+  assign \$66  = \$64  | \$65 ;
+  assign \$67  = mul__p__2[35] ? 16'h8000 : 16'h7fff;
+  assign \$68  = \$66  ? mul__p__2[28:13] : \$67 ;
+  assign \$70  = is_ln ? { \$69 [15], \$69 [15], \$69  } : v10_d2;
+  assign \$71  = cmd__payload[1:0] == 1'h1;
+  assign \$72  = idx + 1'h1;
+  assign \$73  = ! mode;
+  assign \$74  = \$73  ? 7'h65 : 7'h10;
+  assign \$75  = \$74  - 1'h1;
+  assign \$76  = idx == \$75 ;
+  assign \$77  = cnt + 1'h1;
+  assign \$78  = cnt == 2'h2;
+  assign \$79  = col + 1'h1;
+  assign \$80  = col == 4'hd;
+  assign \$81  = ! num[54:47];
+  assign \$83  = lz + 4'h8;
+  assign \$85  = lz + 1'h1;
+  assign \$86  = lphase + 1'h1;
+  assign \$87  = lphase == 2'h3;
+  assign \$88  = $signed(mul__p__0[42:11]) + $signed(2'h1);
+  assign \$90  = ! mode;
+  assign \$91  = band + 1'h1;
+  assign \$92  = band == 6'h27;
+  assign \$93  = $signed(qv) - $signed(3'h2);
+  assign \$94  = ~ ph;
+  assign \$95  = idx + 1'h1;
+  assign \$96  = \$1  - 1'h1;
+  assign \$97  = idx == \$96 ;
+  assign \$98  = ~ ph;
+  assign \$99  = is_ln & \$98 ;
+  assign \$100  = o__valid & o__payload[23];
+  assign \$101  = busy | cmd__valid;
+  assign \$102  = \$101  ? \$signature__en$85  : 1'h0;
+  assign \$103  = busy | cmd__valid;
+  assign \$105  = busy | cmd__valid;
+  assign \$106  = \$105  ? \$signature__en  : 1'h0;
+  assign \$107  = busy | cmd__valid;
+  assign \$109  = busy | cmd__valid;
+  assign \$110  = \$109  ? w_q__en : 1'h0;
+  assign \$111  = busy | cmd__valid;
+  assign \$113  = busy | cmd__valid;
   always @(posedge clk)
-    t1_d1 <= \$196 ;
+    t1_d1 <= \$115 ;
   always @(posedge clk)
-    i1_d1 <= \$197 ;
+    i1_d1 <= \$116 ;
   always @(posedge clk)
-    m_d1 <= \$198 ;
+    m_d1 <= \$117 ;
   always @(posedge clk)
-    m_d2 <= \$199 ;
+    m_d2 <= \$118 ;
   always @(posedge clk)
-    q_d1 <= \$200 ;
+    q_d1 <= \$119 ;
   always @(posedge clk)
-    q_d2 <= \$201 ;
+    q_d2 <= \$120 ;
   always @(posedge clk)
-    t3_d1 <= \$202 ;
+    t3_d1 <= \$121 ;
   always @(posedge clk)
-    t3_d2 <= \$203 ;
+    t3_d2 <= \$122 ;
   always @(posedge clk)
-    cen_hi_d1 <= \$204 ;
+    cen_hi_d1 <= \$123 ;
   always @(posedge clk)
-    cen_hi_d2 <= \$205 ;
+    cen_hi_d2 <= \$124 ;
   always @(posedge clk)
-    m5_d1 <= \$206 ;
+    m5_d1 <= \$125 ;
   always @(posedge clk)
-    m5_d2 <= \$207 ;
+    m5_d2 <= \$126 ;
   always @(posedge clk)
-    q5_d1 <= \$208 ;
+    q5_d1 <= \$127 ;
   always @(posedge clk)
-    q5_d2 <= \$209 ;
+    q5_d2 <= \$128 ;
   always @(posedge clk)
-    t5_d1 <= \$210 ;
+    t5_d1 <= \$129 ;
   always @(posedge clk)
-    t5_d2 <= \$211 ;
+    t5_d2 <= \$130 ;
   always @(posedge clk)
-    p0low_d1 <= \$212 ;
+    p0low_d1 <= \$131 ;
   always @(posedge clk)
-    p0low_d2 <= \$213 ;
+    p0low_d2 <= \$132 ;
   always @(posedge clk)
-    q7_d1 <= \$214 ;
+    q7_d1 <= \$133 ;
   always @(posedge clk)
-    q7_d2 <= \$215 ;
+    q7_d2 <= \$134 ;
   always @(posedge clk)
-    t7_d1 <= \$216 ;
+    t7_d1 <= \$135 ;
   always @(posedge clk)
-    t7_d2 <= \$217 ;
+    t7_d2 <= \$136 ;
   always @(posedge clk)
-    v8 <= \$218 ;
+    v8 <= \$137 ;
   always @(posedge clk)
-    t8_d1 <= \$219 ;
+    t8_d1 <= \$138 ;
   always @(posedge clk)
-    i8_d1 <= \$220 ;
+    i8_d1 <= \$139 ;
   always @(posedge clk)
-    i8_d2 <= \$221 ;
+    i8_d2 <= \$140 ;
   always @(posedge clk)
-    i8_d3 <= \$222 ;
+    i8_d3 <= \$141 ;
   always @(posedge clk)
-    i8_d4 <= \$223 ;
+    i8_d4 <= \$142 ;
   always @(posedge clk)
-    i8_d5 <= \$224 ;
+    i8_d5 <= \$143 ;
   always @(posedge clk)
-    i8_d6 <= \$225 ;
+    i8_d6 <= \$144 ;
   always @(posedge clk)
-    i8_d7 <= \$226 ;
+    i8_d7 <= \$145 ;
   always @(posedge clk)
-    gb_d1 <= \$227 ;
+    gb_d1 <= \$146 ;
   always @(posedge clk)
-    gb_d2 <= \$228 ;
+    gb_d2 <= \$147 ;
   always @(posedge clk)
-    gb_d3 <= \$229 ;
+    gb_d3 <= \$148 ;
   always @(posedge clk)
-    gb_d4 <= \$230 ;
+    gb_d4 <= \$149 ;
   always @(posedge clk)
-    gb_d5 <= \$231 ;
+    gb_d5 <= \$150 ;
   always @(posedge clk)
-    gb_d6 <= \$232 ;
+    gb_d6 <= \$151 ;
   always @(posedge clk)
-    gb_d7 <= \$233 ;
+    gb_d7 <= \$152 ;
   always @(posedge clk)
-    v10_d1 <= \$234 ;
+    v10_d1 <= \$153 ;
   always @(posedge clk)
-    v10_d2 <= \$235 ;
+    v10_d2 <= \$154 ;
   always @(posedge clk)
-    t10_d1 <= \$236 ;
+    t10_d1 <= \$155 ;
   always @(posedge clk)
-    t10_d2 <= \$237 ;
+    t10_d2 <= \$156 ;
   always @(posedge clk)
-    i10_d1 <= \$238 ;
+    i10_d1 <= \$157 ;
   always @(posedge clk)
-    i10_d2 <= \$239 ;
+    i10_d2 <= \$158 ;
   always @(posedge clk)
-    y11 <= \$240 ;
+    y11 <= \$159 ;
   always @(posedge clk)
-    o__valid <= \$241 ;
+    o__valid <= \$160 ;
   always @(posedge clk)
-    i11_d1 <= \$242 ;
+    i11_d1 <= \$161 ;
   always @(posedge clk)
-    u1_d1 <= \$243 ;
+    u1_d1 <= \$162 ;
   always @(posedge clk)
-    uf1_d1 <= \$244 ;
+    uf1_d1 <= \$163 ;
   always @(posedge clk)
-    mode <= \$245 ;
+    mode <= \$164 ;
   always @(posedge clk)
-    lset <= \$246 ;
+    lset <= \$165 ;
   always @(posedge clk)
-    busy <= \$247 ;
+    busy <= \$166 ;
   always @(posedge clk)
-    idx <= \$248 ;
+    idx <= \$167 ;
   always @(posedge clk)
-    band <= \$249 ;
+    band <= \$168 ;
   always @(posedge clk)
-    cnt <= \$250 ;
+    cnt <= \$169 ;
   always @(posedge clk)
-    ph <= \$251 ;
+    ph <= \$170 ;
   always @(posedge clk)
-    fsm_state <= \$252 ;
+    fsm_state <= \$171 ;
   always @(posedge clk)
-    s1 <= \$253 ;
+    s1 <= \$172 ;
   always @(posedge clk)
-    col <= \$254 ;
+    col <= \$173 ;
   always @(posedge clk)
-    num <= \$255 ;
+    num <= \$174 ;
   always @(posedge clk)
-    lz <= \$256 ;
+    lz <= \$175 ;
   always @(posedge clk)
-    lphase <= \$257 ;
+    lphase <= \$176 ;
   always @(posedge clk)
-    y_half <= \$258 ;
+    y_half <= \$177 ;
   always @(posedge clk)
-    e_new <= \$259 ;
+    e_new <= \$178 ;
   always @(posedge clk)
-    mr <= \$260 ;
+    mr <= \$179 ;
   always @(posedge clk)
-    qr <= \$261 ;
+    qr <= \$180 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$14  = 8'h00;
     casez (lset)
       2'h0:
@@ -9707,79 +10319,43 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    (* full_case = 32'd1 *)
-    casez (q_d2)
-      2'h0:
-          \$35  = 40'h0000008000;
-      2'h1:
-          \$35  = 40'h0000800000;
-      2'h2:
-          \$35  = 40'h0080000000;
-      2'h3:
-          \$35  = 40'h8000000000;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$95  = 1'h0;
-    casez (lset)
-      2'h0:
-          \$95  = 1'h0;
-      2'h1:
-          \$95  = 1'h0;
-      2'h2:
-          \$95  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\$95 )
-      1'h0:
-          \$96  = { gb_d7[31], gb_d7[31:16], 12'h800 };
-      1'h1:
-          \$96  = { gb_d7[31:16], 13'h1000 };
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     (* full_case = 32'd1 *)
     casez (q7_d2)
       2'h0:
-          \$136  = { mul__p__1[16:0], p0low_d2 };
+          \$55  = { mul__p__1[16:0], p0low_d2 };
       2'h1:
-          \$136  = mul__p__1[24:7];
+          \$55  = mul__p__1[24:7];
       2'h2:
-          \$136  = mul__p__1[32:15];
+          \$55  = mul__p__1[32:15];
       2'h3:
-          \$136  = mul__p__1[40:23];
+          \$55  = mul__p__1[40:23];
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$137  = 1'h0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$56  = 1'h0;
     casez (lset)
       2'h0:
-          \$137  = 1'h0;
+          \$56  = 1'h0;
       2'h1:
-          \$137  = 1'h0;
+          \$56  = 1'h0;
       2'h2:
-          \$137  = 1'h1;
+          \$56  = 1'h1;
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     (* full_case = 32'd1 *)
-    casez (\$137 )
+    casez (\$56 )
       1'h0:
-          \$150  = \$143 ;
+          \$69  = \$62 ;
       1'h1:
-          \$150  = \$149 ;
+          \$69  = \$68 ;
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     rd__en = 1'h0;
     if (issue) begin
       rd__en = 1'h1;
@@ -9789,7 +10365,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     rd__addr = 7'h00;
     if (issue) begin
       rd__addr = idx;
@@ -9799,84 +10375,84 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$signature__addr  = 6'h00;
     if (issue) begin
       \$signature__addr  = idx[5:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$signature__addr$10  = 6'h00;
     if (issue) begin
       \$signature__addr$10  = idx[5:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     r_q__addr = 6'h00;
     if (issue) begin
       r_q__addr = idx[5:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     mul2_use0 = 1'h0;
     if (t1_d1) begin
       mul2_use0 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     mul0_use0 = 1'h0;
     if (t3_d2) begin
       mul0_use0 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     mul1_use0 = 1'h0;
     if (t5_d2) begin
       mul1_use0 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     mul2_use1 = 1'h0;
     if (\$5 ) begin
       mul2_use1 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     rd__band = 6'h00;
     if (p1_issue) begin
       rd__band = band;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     mul0_use1 = 1'h0;
     if (u1_d1) begin
       mul0_use1 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     mul1_use1 = 1'h0;
     if (u1_d1) begin
       mul1_use1 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     mul2_use2 = 1'h0;
     if (u1_d1) begin
       mul2_use2 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     mul2_use3 = 1'h0;
     if (\$11 ) begin
       casez (col)
@@ -9886,7 +10462,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     mul2_use4 = 1'h0;
     if (\$11 ) begin
       casez (col)
@@ -9898,7 +10474,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     mul2_use5 = 1'h0;
     if (\$11 ) begin
       casez (col)
@@ -9912,7 +10488,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     mul2_use6 = 1'h0;
     if (\$11 ) begin
       casez (col)
@@ -9928,7 +10504,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     mul2_use7 = 1'h0;
     if (\$11 ) begin
       casez (col)
@@ -9946,7 +10522,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     mul2_use8 = 1'h0;
     if (\$11 ) begin
       casez (col)
@@ -9966,7 +10542,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     mul2_use9 = 1'h0;
     if (\$11 ) begin
       casez (col)
@@ -9988,7 +10564,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     mul2_use10 = 1'h0;
     if (\$11 ) begin
       casez (col)
@@ -10012,7 +10588,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     mul2_use11 = 1'h0;
     if (\$11 ) begin
       casez (col)
@@ -10038,28 +10614,28 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     mul0_use2 = 1'h0;
     if (\$12 ) begin
       mul0_use2 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     mul0_use3 = 1'h0;
     if (hold) begin
       mul0_use3 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     mul1_use2 = 1'h0;
     if (hold) begin
       mul1_use2 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     p1_issue = 1'h0;
     casez (fsm_state)
       4'h0:
@@ -10069,7 +10645,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     p1_first = 1'h0;
     casez (fsm_state)
       4'h0:
@@ -10079,7 +10655,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     hold = 1'h0;
     casez (fsm_state)
       4'h0:
@@ -10093,7 +10669,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     exp2__i__valid = 1'h0;
     casez (fsm_state)
       4'h0:
@@ -10113,7 +10689,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     exp2__i__payload = 32'd0;
     casez (fsm_state)
       4'h0:
@@ -10133,7 +10709,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     r = 9'h000;
     casez (fsm_state)
       4'h0:
@@ -10157,7 +10733,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     qv = 9'h000;
     casez (fsm_state)
       4'h0:
@@ -10181,7 +10757,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     j = 3'h0;
     casez (fsm_state)
       4'h0:
@@ -10205,7 +10781,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     mp = 24'h000000;
     casez (fsm_state)
       4'h0:
@@ -10229,7 +10805,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$signature__addr$77  = 6'h00;
     casez (fsm_state)
       4'h0:
@@ -10255,7 +10831,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$signature__data$78  = 24'h000000;
     casez (fsm_state)
       4'h0:
@@ -10281,7 +10857,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$signature__en  = 1'h0;
     casez (fsm_state)
       4'h0:
@@ -10307,7 +10883,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     w_q__addr = 6'h00;
     casez (fsm_state)
       4'h0:
@@ -10333,7 +10909,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     w_q__data = 2'h0;
     casez (fsm_state)
       4'h0:
@@ -10359,7 +10935,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     w_q__en = 1'h0;
     casez (fsm_state)
       4'h0:
@@ -10385,7 +10961,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$signature__addr$83  = 6'h00;
     casez (fsm_state)
       4'h0:
@@ -10411,7 +10987,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$signature__data$84  = 24'h000000;
     casez (fsm_state)
       4'h0:
@@ -10437,7 +11013,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$signature__en$85  = 1'h0;
     casez (fsm_state)
       4'h0:
@@ -10463,7 +11039,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     issue = 1'h0;
     casez (fsm_state)
       4'h0:
@@ -10489,533 +11065,533 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$196  = t1_d1;
-    if (\$135 ) begin
-      \$196  = issue;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$115  = t1_d1;
+    if (\$54 ) begin
+      \$115  = issue;
     end
     if (rst) begin
-      \$196  = 1'h0;
+      \$115  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$197  = i1_d1;
-    if (\$135 ) begin
-      \$197  = idx;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$116  = i1_d1;
+    if (\$54 ) begin
+      \$116  = idx;
     end
     if (rst) begin
-      \$197  = 7'h00;
+      \$116  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$198  = m_d1;
-    if (\$135 ) begin
-      \$198  = m1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$117  = m_d1;
+    if (\$54 ) begin
+      \$117  = m1;
     end
     if (rst) begin
-      \$198  = 24'h000000;
+      \$117  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$199  = m_d2;
-    if (\$135 ) begin
-      \$199  = m_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$118  = m_d2;
+    if (\$54 ) begin
+      \$118  = m_d1;
     end
     if (rst) begin
-      \$199  = 24'h000000;
+      \$118  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$200  = q_d1;
-    if (\$135 ) begin
-      \$200  = q1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$119  = q_d1;
+    if (\$54 ) begin
+      \$119  = q1;
     end
     if (rst) begin
-      \$200  = 2'h0;
+      \$119  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$201  = q_d2;
-    if (\$135 ) begin
-      \$201  = q_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$120  = q_d2;
+    if (\$54 ) begin
+      \$120  = q_d1;
     end
     if (rst) begin
-      \$201  = 2'h0;
+      \$120  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$202  = t3_d1;
-    if (\$135 ) begin
-      \$202  = t1_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$121  = t3_d1;
+    if (\$54 ) begin
+      \$121  = t1_d1;
     end
     if (rst) begin
-      \$202  = 1'h0;
+      \$121  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$203  = t3_d2;
-    if (\$135 ) begin
-      \$203  = t3_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$122  = t3_d2;
+    if (\$54 ) begin
+      \$122  = t3_d1;
     end
     if (rst) begin
-      \$203  = 1'h0;
+      \$122  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$204  = cen_hi_d1;
-    if (\$135 ) begin
-      \$204  = mul__p__2[29:17];
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$123  = cen_hi_d1;
+    if (\$54 ) begin
+      \$123  = mul__p__2[29:17];
     end
     if (rst) begin
-      \$204  = 13'h0000;
+      \$123  = 13'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$205  = cen_hi_d2;
-    if (\$135 ) begin
-      \$205  = cen_hi_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$124  = cen_hi_d2;
+    if (\$54 ) begin
+      \$124  = cen_hi_d1;
     end
     if (rst) begin
-      \$205  = 13'h0000;
+      \$124  = 13'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$206  = m5_d1;
-    if (\$135 ) begin
-      \$206  = m_d2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$125  = m5_d1;
+    if (\$54 ) begin
+      \$125  = m_d2;
     end
     if (rst) begin
-      \$206  = 24'h000000;
+      \$125  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$207  = m5_d2;
-    if (\$135 ) begin
-      \$207  = m5_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$126  = m5_d2;
+    if (\$54 ) begin
+      \$126  = m5_d1;
     end
     if (rst) begin
-      \$207  = 24'h000000;
+      \$126  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$208  = q5_d1;
-    if (\$135 ) begin
-      \$208  = q_d2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$127  = q5_d1;
+    if (\$54 ) begin
+      \$127  = q_d2;
     end
     if (rst) begin
-      \$208  = 2'h0;
+      \$127  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$209  = q5_d2;
-    if (\$135 ) begin
-      \$209  = q5_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$128  = q5_d2;
+    if (\$54 ) begin
+      \$128  = q5_d1;
     end
     if (rst) begin
-      \$209  = 2'h0;
+      \$128  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$210  = t5_d1;
-    if (\$135 ) begin
-      \$210  = t3_d2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$129  = t5_d1;
+    if (\$54 ) begin
+      \$129  = t3_d2;
     end
     if (rst) begin
-      \$210  = 1'h0;
+      \$129  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$211  = t5_d2;
-    if (\$135 ) begin
-      \$211  = t5_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$130  = t5_d2;
+    if (\$54 ) begin
+      \$130  = t5_d1;
     end
     if (rst) begin
-      \$211  = 1'h0;
+      \$130  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$212  = p0low_d1;
-    if (\$135 ) begin
-      \$212  = mul__p__0[16];
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$131  = p0low_d1;
+    if (\$54 ) begin
+      \$131  = mul__p__0[16];
     end
     if (rst) begin
-      \$212  = 1'h0;
+      \$131  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$213  = p0low_d2;
-    if (\$135 ) begin
-      \$213  = p0low_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$132  = p0low_d2;
+    if (\$54 ) begin
+      \$132  = p0low_d1;
     end
     if (rst) begin
-      \$213  = 1'h0;
+      \$132  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$214  = q7_d1;
-    if (\$135 ) begin
-      \$214  = q5_d2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$133  = q7_d1;
+    if (\$54 ) begin
+      \$133  = q5_d2;
     end
     if (rst) begin
-      \$214  = 2'h0;
+      \$133  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$215  = q7_d2;
-    if (\$135 ) begin
-      \$215  = q7_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$134  = q7_d2;
+    if (\$54 ) begin
+      \$134  = q7_d1;
     end
     if (rst) begin
-      \$215  = 2'h0;
+      \$134  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$216  = t7_d1;
-    if (\$135 ) begin
-      \$216  = t5_d2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$135  = t7_d1;
+    if (\$54 ) begin
+      \$135  = t5_d2;
     end
     if (rst) begin
-      \$216  = 1'h0;
+      \$135  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$217  = t7_d2;
-    if (\$135 ) begin
-      \$217  = t7_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$136  = t7_d2;
+    if (\$54 ) begin
+      \$136  = t7_d1;
     end
     if (rst) begin
-      \$217  = 1'h0;
+      \$136  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$218  = v8;
-    if (\$135 ) begin
-      \$218  = \$136 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$137  = v8;
+    if (\$54 ) begin
+      \$137  = \$55 ;
     end
     if (rst) begin
-      \$218  = 18'h00000;
+      \$137  = 18'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$219  = t8_d1;
-    if (\$135 ) begin
-      \$219  = t7_d2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$138  = t8_d1;
+    if (\$54 ) begin
+      \$138  = t7_d2;
     end
     if (rst) begin
-      \$219  = 1'h0;
+      \$138  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$220  = i8_d1;
-    if (\$135 ) begin
-      \$220  = i1_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$139  = i8_d1;
+    if (\$54 ) begin
+      \$139  = i1_d1;
     end
     if (rst) begin
-      \$220  = 7'h00;
+      \$139  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$221  = i8_d2;
-    if (\$135 ) begin
-      \$221  = i8_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$140  = i8_d2;
+    if (\$54 ) begin
+      \$140  = i8_d1;
     end
     if (rst) begin
-      \$221  = 7'h00;
+      \$140  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$222  = i8_d3;
-    if (\$135 ) begin
-      \$222  = i8_d2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$141  = i8_d3;
+    if (\$54 ) begin
+      \$141  = i8_d2;
     end
     if (rst) begin
-      \$222  = 7'h00;
+      \$141  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$223  = i8_d4;
-    if (\$135 ) begin
-      \$223  = i8_d3;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$142  = i8_d4;
+    if (\$54 ) begin
+      \$142  = i8_d3;
     end
     if (rst) begin
-      \$223  = 7'h00;
+      \$142  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$224  = i8_d5;
-    if (\$135 ) begin
-      \$224  = i8_d4;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$143  = i8_d5;
+    if (\$54 ) begin
+      \$143  = i8_d4;
     end
     if (rst) begin
-      \$224  = 7'h00;
+      \$143  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$225  = i8_d6;
-    if (\$135 ) begin
-      \$225  = i8_d5;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$144  = i8_d6;
+    if (\$54 ) begin
+      \$144  = i8_d5;
     end
     if (rst) begin
-      \$225  = 7'h00;
+      \$144  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$226  = i8_d7;
-    if (\$135 ) begin
-      \$226  = i8_d6;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$145  = i8_d7;
+    if (\$54 ) begin
+      \$145  = i8_d6;
     end
     if (rst) begin
-      \$226  = 7'h00;
+      \$145  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$227  = gb_d1;
-    if (\$135 ) begin
-      \$227  = r_gb__data;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$146  = gb_d1;
+    if (\$54 ) begin
+      \$146  = r_gb__data;
     end
     if (rst) begin
-      \$227  = 32'd0;
+      \$146  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$228  = gb_d2;
-    if (\$135 ) begin
-      \$228  = gb_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$147  = gb_d2;
+    if (\$54 ) begin
+      \$147  = gb_d1;
     end
     if (rst) begin
-      \$228  = 32'd0;
+      \$147  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$229  = gb_d3;
-    if (\$135 ) begin
-      \$229  = gb_d2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$148  = gb_d3;
+    if (\$54 ) begin
+      \$148  = gb_d2;
     end
     if (rst) begin
-      \$229  = 32'd0;
+      \$148  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$230  = gb_d4;
-    if (\$135 ) begin
-      \$230  = gb_d3;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$149  = gb_d4;
+    if (\$54 ) begin
+      \$149  = gb_d3;
     end
     if (rst) begin
-      \$230  = 32'd0;
+      \$149  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$231  = gb_d5;
-    if (\$135 ) begin
-      \$231  = gb_d4;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$150  = gb_d5;
+    if (\$54 ) begin
+      \$150  = gb_d4;
     end
     if (rst) begin
-      \$231  = 32'd0;
+      \$150  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$232  = gb_d6;
-    if (\$135 ) begin
-      \$232  = gb_d5;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$151  = gb_d6;
+    if (\$54 ) begin
+      \$151  = gb_d5;
     end
     if (rst) begin
-      \$232  = 32'd0;
+      \$151  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$233  = gb_d7;
-    if (\$135 ) begin
-      \$233  = gb_d6;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$152  = gb_d7;
+    if (\$54 ) begin
+      \$152  = gb_d6;
     end
     if (rst) begin
-      \$233  = 32'd0;
+      \$152  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$234  = v10_d1;
-    if (\$135 ) begin
-      \$234  = v8;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$153  = v10_d1;
+    if (\$54 ) begin
+      \$153  = v8;
     end
     if (rst) begin
-      \$234  = 18'h00000;
+      \$153  = 18'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$235  = v10_d2;
-    if (\$135 ) begin
-      \$235  = v10_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$154  = v10_d2;
+    if (\$54 ) begin
+      \$154  = v10_d1;
     end
     if (rst) begin
-      \$235  = 18'h00000;
+      \$154  = 18'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$236  = t10_d1;
-    if (\$135 ) begin
-      \$236  = t8_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$155  = t10_d1;
+    if (\$54 ) begin
+      \$155  = t8_d1;
     end
     if (rst) begin
-      \$236  = 1'h0;
+      \$155  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$237  = t10_d2;
-    if (\$135 ) begin
-      \$237  = t10_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$156  = t10_d2;
+    if (\$54 ) begin
+      \$156  = t10_d1;
     end
     if (rst) begin
-      \$237  = 1'h0;
+      \$156  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$238  = i10_d1;
-    if (\$135 ) begin
-      \$238  = i8_d7;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$157  = i10_d1;
+    if (\$54 ) begin
+      \$157  = i8_d7;
     end
     if (rst) begin
-      \$238  = 7'h00;
+      \$157  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$239  = i10_d2;
-    if (\$135 ) begin
-      \$239  = i10_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$158  = i10_d2;
+    if (\$54 ) begin
+      \$158  = i10_d1;
     end
     if (rst) begin
-      \$239  = 7'h00;
+      \$158  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$240  = y11;
-    if (\$135 ) begin
-      \$240  = \$151 [15:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$159  = y11;
+    if (\$54 ) begin
+      \$159  = \$70 [15:0];
     end
     if (rst) begin
-      \$240  = 16'h0000;
+      \$159  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$241  = o__valid;
-    if (\$135 ) begin
-      \$241  = t10_d2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$160  = o__valid;
+    if (\$54 ) begin
+      \$160  = t10_d2;
     end
     if (rst) begin
-      \$241  = 1'h0;
+      \$160  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$242  = i11_d1;
-    if (\$135 ) begin
-      \$242  = i10_d2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$161  = i11_d1;
+    if (\$54 ) begin
+      \$161  = i10_d2;
     end
     if (rst) begin
-      \$242  = 7'h00;
+      \$161  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$243  = u1_d1;
-    if (\$135 ) begin
-      \$243  = p1_issue;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$162  = u1_d1;
+    if (\$54 ) begin
+      \$162  = p1_issue;
     end
     if (rst) begin
-      \$243  = 1'h0;
+      \$162  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$244  = uf1_d1;
-    if (\$135 ) begin
-      \$244  = p1_first;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$163  = uf1_d1;
+    if (\$54 ) begin
+      \$163  = p1_first;
     end
     if (rst) begin
-      \$244  = 1'h0;
+      \$163  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$245  = mode;
-    if (\$135 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$164  = mode;
+    if (\$54 ) begin
       casez (fsm_state)
         4'h0:
             if (cmd__valid) begin
-              \$245  = cmd__payload[1:0];
+              \$164  = cmd__payload[1:0];
             end
       endcase
     end
     if (rst) begin
-      \$245  = 2'h0;
+      \$164  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$246  = lset;
-    if (\$135 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$165  = lset;
+    if (\$54 ) begin
       casez (fsm_state)
         4'h0:
             if (cmd__valid) begin
-              \$246  = cmd__payload[3:2];
+              \$165  = cmd__payload[3:2];
             end
       endcase
     end
     if (rst) begin
-      \$246  = 2'h0;
+      \$165  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$247  = busy;
-    if (\$135 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$166  = busy;
+    if (\$54 ) begin
       casez (fsm_state)
         4'h0:
             if (cmd__valid) begin
-              \$247  = 1'h1;
+              \$166  = 1'h1;
             end
         4'h2:
             /* empty */;
@@ -11031,38 +11607,38 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
             /* empty */;
         4'h8:
             if (exp2__o__valid) begin
-              if (\$171 ) begin
-                if (\$173 ) begin
-                  \$247  = 1'h0;
+              if (\$90 ) begin
+                if (\$92 ) begin
+                  \$166  = 1'h0;
                 end
               end
             end
         4'h1:
             /* empty */;
         4'h9:
-            if (\$181 ) begin
-              \$247  = 1'h0;
+            if (\$100 ) begin
+              \$166  = 1'h0;
             end
       endcase
     end
     if (rst) begin
-      \$247  = 1'h0;
+      \$166  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$248  = idx;
-    if (\$135 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$167  = idx;
+    if (\$54 ) begin
       casez (fsm_state)
         4'h0:
             if (cmd__valid) begin
-              \$248  = 7'h00;
+              \$167  = 7'h00;
             end
         4'h2:
           begin
-            \$248  = \$153 [6:0];
-            if (\$157 ) begin
-              \$248  = 7'h00;
+            \$167  = \$72 [6:0];
+            if (\$76 ) begin
+              \$167  = 7'h00;
             end
           end
         4'h3:
@@ -11078,30 +11654,30 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
         4'h8:
             if (exp2__o__valid) begin
               (* full_case = 32'd1 *)
-              if (\$171 ) begin
-                \$248  = 7'h00;
+              if (\$90 ) begin
+                \$167  = 7'h00;
               end else begin
-                \$248  = 7'h00;
+                \$167  = 7'h00;
               end
             end
         4'h1:
-            if (\$175 ) begin
-              \$248  = \$176 [6:0];
+            if (\$94 ) begin
+              \$167  = \$95 [6:0];
             end
       endcase
     end
     if (rst) begin
-      \$248  = 7'h00;
+      \$167  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$249  = band;
-    if (\$135 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$168  = band;
+    if (\$54 ) begin
       casez (fsm_state)
         4'h0:
             if (cmd__valid) begin
-              \$249  = 6'h00;
+              \$168  = 6'h00;
             end
         4'h2:
             /* empty */;
@@ -11117,45 +11693,45 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
             /* empty */;
         4'h8:
             if (exp2__o__valid) begin
-              if (\$171 ) begin
-                \$249  = \$172 [5:0];
+              if (\$90 ) begin
+                \$168  = \$91 [5:0];
               end
             end
       endcase
     end
     if (rst) begin
-      \$249  = 6'h00;
+      \$168  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$250  = cnt;
-    if (\$135 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$169  = cnt;
+    if (\$54 ) begin
       casez (fsm_state)
         4'h0:
             if (cmd__valid) begin
-              \$250  = 7'h00;
+              \$169  = 7'h00;
             end
         4'h2:
-            if (\$157 ) begin
-              \$250  = 7'h00;
+            if (\$76 ) begin
+              \$169  = 7'h00;
             end
         4'h3:
-            \$250  = \$158 [6:0];
+            \$169  = \$77 [6:0];
       endcase
     end
     if (rst) begin
-      \$250  = 7'h00;
+      \$169  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$251  = ph;
-    if (\$135 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$170  = ph;
+    if (\$54 ) begin
       casez (fsm_state)
         4'h0:
             if (cmd__valid) begin
-              \$251  = 1'h0;
+              \$170  = 1'h0;
             end
         4'h2:
             /* empty */;
@@ -11172,136 +11748,136 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
         4'h8:
             if (exp2__o__valid) begin
               (* full_case = 32'd1 *)
-              if (\$171 ) begin
+              if (\$90 ) begin
               end else begin
-                \$251  = 1'h0;
+                \$170  = 1'h0;
               end
             end
         4'h1:
-            \$251  = \$180 ;
+            \$170  = \$99 ;
       endcase
     end
     if (rst) begin
-      \$251  = 1'h0;
+      \$170  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$252  = fsm_state;
-    if (\$135 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$171  = fsm_state;
+    if (\$54 ) begin
       casez (fsm_state)
         4'h0:
             if (cmd__valid) begin
               (* full_case = 32'd1 *)
-              if (\$152 ) begin
-                \$252  = 4'h1;
+              if (\$71 ) begin
+                \$171  = 4'h1;
               end else begin
-                \$252  = 4'h2;
+                \$171  = 4'h2;
               end
             end
         4'h2:
-            if (\$157 ) begin
-              \$252  = 4'h3;
+            if (\$76 ) begin
+              \$171  = 4'h3;
             end
         4'h3:
-            if (\$159 ) begin
-              \$252  = 4'h4;
+            if (\$78 ) begin
+              \$171  = 4'h4;
             end
         4'h4:
-            if (\$161 ) begin
-              \$252  = 4'h5;
+            if (\$80 ) begin
+              \$171  = 4'h5;
             end
         4'h5:
             if (num[54]) begin
-              \$252  = 4'h6;
+              \$171  = 4'h6;
             end
         4'h6:
-            if (\$168 ) begin
-              \$252  = 4'h7;
+            if (\$87 ) begin
+              \$171  = 4'h7;
             end
         4'h7:
             if (exp2__i__ready) begin
-              \$252  = 4'h8;
+              \$171  = 4'h8;
             end
         4'h8:
             if (exp2__o__valid) begin
               (* full_case = 32'd1 *)
-              if (\$171 ) begin
+              if (\$90 ) begin
                 (* full_case = 32'd1 *)
-                if (\$173 ) begin
-                  \$252  = 4'h0;
+                if (\$92 ) begin
+                  \$171  = 4'h0;
                 end else begin
-                  \$252  = 4'h2;
+                  \$171  = 4'h2;
                 end
               end else begin
-                \$252  = 4'h1;
+                \$171  = 4'h1;
               end
             end
         4'h1:
-            if (\$175 ) begin
-              if (\$178 ) begin
-                \$252  = 4'h9;
+            if (\$94 ) begin
+              if (\$97 ) begin
+                \$171  = 4'h9;
               end
             end
         4'h9:
-            if (\$181 ) begin
-              \$252  = 4'h0;
+            if (\$100 ) begin
+              \$171  = 4'h0;
             end
       endcase
     end
     if (rst) begin
-      \$252  = 4'h0;
+      \$171  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$253  = s1;
-    if (\$135 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$172  = s1;
+    if (\$54 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
         4'h2:
             /* empty */;
         4'h3:
-            if (\$159 ) begin
-              \$253  = mul__p__2[28:0];
+            if (\$78 ) begin
+              \$172  = mul__p__2[28:0];
             end
       endcase
     end
     if (rst) begin
-      \$253  = 29'h00000000;
+      \$172  = 29'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$254  = col;
-    if (\$135 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$173  = col;
+    if (\$54 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
         4'h2:
             /* empty */;
         4'h3:
-            if (\$159 ) begin
-              \$254  = 4'h1;
+            if (\$78 ) begin
+              \$173  = 4'h1;
             end
         4'h4:
           begin
-            \$254  = \$160 [3:0];
-            if (\$161 ) begin
-              \$254  = 4'h0;
+            \$173  = \$79 [3:0];
+            if (\$80 ) begin
+              \$173  = 4'h0;
             end
           end
       endcase
     end
     if (rst) begin
-      \$254  = 4'h0;
+      \$173  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$255  = num;
-    if (\$135 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$174  = num;
+    if (\$54 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
@@ -11312,30 +11888,30 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
         4'h4:
             casez (col)
               4'h4:
-                  \$255 [16:0] = mul__p__2[16:0];
+                  \$174 [16:0] = mul__p__2[16:0];
               4'h9:
-                  \$255 [33:17] = mul__p__2[16:0];
+                  \$174 [33:17] = mul__p__2[16:0];
               4'hd:
-                  \$255 [54:34] = mul__p__2[20:0];
+                  \$174 [54:34] = mul__p__2[20:0];
             endcase
         4'h5:
             (* full_case = 32'd1 *)
             if (num[54]) begin
-            end else if (\$162 ) begin
-              \$255  = \$163 [54:0];
+            end else if (\$81 ) begin
+              \$174  = \$82 [54:0];
             end else begin
-              \$255  = \$165 [54:0];
+              \$174  = \$84 [54:0];
             end
       endcase
     end
     if (rst) begin
-      \$255  = 55'h00000000000000;
+      \$174  = 55'h00000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$256  = lz;
-    if (\$135 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$175  = lz;
+    if (\$54 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
@@ -11344,27 +11920,27 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
         4'h3:
             /* empty */;
         4'h4:
-            if (\$161 ) begin
-              \$256  = 6'h00;
+            if (\$80 ) begin
+              \$175  = 6'h00;
             end
         4'h5:
             (* full_case = 32'd1 *)
             if (num[54]) begin
-            end else if (\$162 ) begin
-              \$256  = \$164 [5:0];
+            end else if (\$81 ) begin
+              \$175  = \$83 [5:0];
             end else begin
-              \$256  = \$166 [5:0];
+              \$175  = \$85 [5:0];
             end
       endcase
     end
     if (rst) begin
-      \$256  = 6'h00;
+      \$175  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$257  = lphase;
-    if (\$135 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$176  = lphase;
+    if (\$54 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
@@ -11376,25 +11952,25 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
             /* empty */;
         4'h5:
             if (num[54]) begin
-              \$257  = 2'h1;
+              \$176  = 2'h1;
             end
         4'h6:
           begin
-            \$257  = \$167 [1:0];
-            if (\$168 ) begin
-              \$257  = 2'h0;
+            \$176  = \$86 [1:0];
+            if (\$87 ) begin
+              \$176  = 2'h0;
             end
           end
       endcase
     end
     if (rst) begin
-      \$257  = 2'h0;
+      \$176  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$258  = y_half;
-    if (\$135 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$177  = y_half;
+    if (\$54 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
@@ -11407,19 +11983,19 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
         4'h5:
             /* empty */;
         4'h6:
-            if (\$168 ) begin
-              \$258  = \$169 [31:0];
+            if (\$87 ) begin
+              \$177  = \$88 [31:0];
             end
       endcase
     end
     if (rst) begin
-      \$258  = 32'd0;
+      \$177  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$259  = e_new;
-    if (\$135 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$178  = e_new;
+    if (\$54 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
@@ -11434,50 +12010,17 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
         4'h6:
             /* empty */;
         4'h7:
-            \$259  = \$170 [6:0];
+            \$178  = \$89 [6:0];
       endcase
     end
     if (rst) begin
-      \$259  = 7'h00;
+      \$178  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$260  = mr;
-    if (\$135 ) begin
-      casez (fsm_state)
-        4'h0:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            if (exp2__o__valid) begin
-              (* full_case = 32'd1 *)
-              if (\$171 ) begin
-              end else begin
-                \$260  = mp;
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$260  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$261  = qr;
-    if (\$135 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$179  = mr;
+    if (\$54 ) begin
       casez (fsm_state)
         4'h0:
             /* empty */;
@@ -11496,15 +12039,48 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
         4'h8:
             if (exp2__o__valid) begin
               (* full_case = 32'd1 *)
-              if (\$171 ) begin
+              if (\$90 ) begin
               end else begin
-                \$261  = \$174 [1:0];
+                \$179  = mp;
               end
             end
       endcase
     end
     if (rst) begin
-      \$261  = 2'h0;
+      \$179  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$180  = qr;
+    if (\$54 ) begin
+      casez (fsm_state)
+        4'h0:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            if (exp2__o__valid) begin
+              (* full_case = 32'd1 *)
+              if (\$90 ) begin
+              end else begin
+                \$180  = \$93 [1:0];
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$180  = 2'h0;
     end
   end
   assign n_now = { 1'h0, \$1  };
@@ -11514,18 +12090,8 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
   assign t11_d1 = o__valid;
   assign port__addr = num[53:48];
   assign exp2__o__ready = 1'h1;
-  assign mul__b__0 = { 1'h0, \$34  };
-  assign mul__c__0 = { \$39 [40], \$39 [40], \$39 [40], \$39 [40], \$39 [40], \$39 [40], \$39 [40], \$39  };
-  assign mul__b__1 = { \$47 [12], \$47 [12], \$47 [12], \$47 [12], \$47 [12], \$47  };
-  assign mul__c__1 = { 17'h00000, \$48  };
-  assign mul__a__2 = { \$73 [23], \$73  };
-  assign mul__c__2 = { \$112 [30], \$112 [30], \$112 [30], \$112 [30], \$112 [30], \$112 [30], \$112 [30], \$112 [30], \$112 [30], \$112 [30], \$112 [30], \$112 [30], \$112 [30], \$112 [30], \$112 [30], \$112 [30], \$112 [30], \$112  };
-  assign \port$1911$0  = \$34 ;
-  assign \port$1921$0  = \$39 ;
-  assign \port$1931$0  = \$47 ;
-  assign \port$1932$0  = \$48 ;
-  assign \port$1958$0  = \$73 ;
-  assign \port$2005$0  = \$112 ;
+  assign mul1_c_t0 = mul__c__1;
+  assign \port$2129$0  = \$signature__data$190 ;
   assign \o__payload.index  = o__payload[6:0];
   assign \o__payload.value  = o__payload[22:7];
   assign \o__payload.last  = o__payload[23];
@@ -11537,23 +12103,19 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, \port$1911$0 ,
   assign \$2  = { 3'h0, lset, 4'h0 };
   assign \$19  = { \$18 [9], \$18 [9], \$18 [9], \$18 [9:3] };
   assign \$20  = { qv, 3'h0 };
-  assign \$108  = 1'h0;
-  assign \$109  = \$102 ;
-  assign \$117  = 1'h0;
-  assign \$118  = \$114 ;
-  assign \$163  = { 7'h00, num, 8'h00 };
-  assign \$165  = { num, 1'h0 };
-  assign \$170  = { y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31:16] };
-  assign \$185  = \$184 ;
-  assign \$189  = \$188 ;
-  assign \$193  = \$192 ;
-  assign \$195  = \$194 ;
+  assign \$82  = { 7'h00, num, 8'h00 };
+  assign \$84  = { num, 1'h0 };
+  assign \$89  = { y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31], y_half[31:16] };
+  assign \$104  = \$103 ;
+  assign \$108  = \$107 ;
+  assign \$112  = \$111 ;
+  assign \$114  = \$113 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.sequencer (rst, rd__full, job__ready, cmd__ready, \wb_done$31 , \cmd__ready$27 , wb_done, registers, busy, \busy$28 , \busy$32 , cmd__payload, cmd__valid, norm_setup, norm_dst, \cmd__valid$7 , \cmd__payload$8 , job__valid, job__payload, kind, src
+module \nanomamba_accel.backend.sequencer (rst, rd__full, job__ready, cmd__ready, \cmd__ready$27 , \wb_done$31 , wb_done, registers, busy, \busy$28 , \busy$32 , cmd__payload, cmd__valid, norm_setup, norm_dst, \cmd__valid$7 , \cmd__payload$8 , job__valid, job__payload, kind, src
 , wb, layer, \release , regs, t, slot, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -11824,7 +12386,7 @@ module \nanomamba_accel.backend.sequencer (rst, rd__full, job__ready, cmd__ready
   assign \$1  = | t;
   assign \$2  = ! sp_st;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     cmd__payload[1:0] = 2'h0;
     cmd__payload[3:2] = 2'h0;
     casez (seq_state)
@@ -11926,7 +12488,7 @@ module \nanomamba_accel.backend.sequencer (rst, rd__full, job__ready, cmd__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     step = 5'h00;
     casez (seq_state)
       6'h00:
@@ -12032,7 +12594,7 @@ module \nanomamba_accel.backend.sequencer (rst, rd__full, job__ready, cmd__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     sel = 1'h0;
     casez (seq_state)
       6'h00:
@@ -12126,7 +12688,7 @@ module \nanomamba_accel.backend.sequencer (rst, rd__full, job__ready, cmd__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     cmd__valid = 1'h0;
     casez (seq_state)
       6'h00:
@@ -12218,7 +12780,7 @@ module \nanomamba_accel.backend.sequencer (rst, rd__full, job__ready, cmd__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     norm_setup = 1'h0;
     casez (seq_state)
       6'h00:
@@ -12232,7 +12794,7 @@ module \nanomamba_accel.backend.sequencer (rst, rd__full, job__ready, cmd__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     norm_dst = 2'h0;
     casez (seq_state)
       6'h00:
@@ -12326,7 +12888,7 @@ module \nanomamba_accel.backend.sequencer (rst, rd__full, job__ready, cmd__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \cmd__valid$7  = 1'h0;
     casez (seq_state)
       6'h00:
@@ -12410,7 +12972,7 @@ module \nanomamba_accel.backend.sequencer (rst, rd__full, job__ready, cmd__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \cmd__payload$8  = 2'h0;
     casez (seq_state)
       6'h00:
@@ -12500,7 +13062,7 @@ module \nanomamba_accel.backend.sequencer (rst, rd__full, job__ready, cmd__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     job__valid = 1'h0;
     casez (seq_state)
       6'h00:
@@ -12608,7 +13170,7 @@ module \nanomamba_accel.backend.sequencer (rst, rd__full, job__ready, cmd__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     job__payload = 4'h0;
     casez (seq_state)
       6'h00:
@@ -12716,7 +13278,7 @@ module \nanomamba_accel.backend.sequencer (rst, rd__full, job__ready, cmd__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     kind = 3'h0;
     casez (seq_state)
       6'h00:
@@ -12822,7 +13384,7 @@ module \nanomamba_accel.backend.sequencer (rst, rd__full, job__ready, cmd__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     src = 3'h0;
     casez (seq_state)
       6'h00:
@@ -12928,7 +13490,7 @@ module \nanomamba_accel.backend.sequencer (rst, rd__full, job__ready, cmd__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     wb = 2'h0;
     casez (seq_state)
       6'h00:
@@ -13034,7 +13596,7 @@ module \nanomamba_accel.backend.sequencer (rst, rd__full, job__ready, cmd__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     layer = 1'h0;
     casez (seq_state)
       6'h00:
@@ -13128,7 +13690,7 @@ module \nanomamba_accel.backend.sequencer (rst, rd__full, job__ready, cmd__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \release  = 1'h0;
     casez (seq_state)
       6'h00:
@@ -13224,7 +13786,7 @@ module \nanomamba_accel.backend.sequencer (rst, rd__full, job__ready, cmd__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     frame_end = 1'h0;
     casez (seq_state)
       6'h00:
@@ -13320,7 +13882,7 @@ module \nanomamba_accel.backend.sequencer (rst, rd__full, job__ready, cmd__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$93  = regs;
     casez (seq_state)
       6'h00:
@@ -13333,7 +13895,7 @@ module \nanomamba_accel.backend.sequencer (rst, rd__full, job__ready, cmd__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$94  = t;
     casez (seq_state)
       6'h00:
@@ -13434,7 +13996,7 @@ module \nanomamba_accel.backend.sequencer (rst, rd__full, job__ready, cmd__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$95  = slot;
     casez (seq_state)
       6'h00:
@@ -13535,7 +14097,7 @@ module \nanomamba_accel.backend.sequencer (rst, rd__full, job__ready, cmd__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$96  = seq_state;
     casez (seq_state)
       6'h00:
@@ -13742,7 +14304,7 @@ module \nanomamba_accel.backend.sequencer (rst, rd__full, job__ready, cmd__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$97  = sp_st;
     casez (seq_state)
       6'h00:
@@ -13876,9 +14438,225 @@ module \nanomamba_accel.backend.sequencer (rst, rd__full, job__ready, cmd__ready
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \port$2381$0 , \port$2388$0 , mul__b__1, mul__c__1, \port$2422$0 , mul__b__2, \port$2450$0 , cmd__ready, frame_age, mac_rd__data, exp2__i__valid, exp2__i__payload, busy, mul__p__0, mul__p__1, mul__p__2, exp2__o__payload
+module \nanomamba_accel.backend.ssm (rst, mul__a__0, mul__b__0, mul__c__0, mul__a__1, mul__b__1, mul__c__1, mul__a__2, mul__b__2, mul__c__2, cmd__ready, wb_done, frame_age, exp2__i__valid, exp2__i__payload, busy, mac_rd__data, mul__p__0, mul__p__1, mul__p__2, exp2__o__payload
 , mac_rd__o, mac_rd__i, mac_o__valid, mac_o__payload, snr_sum, cmd__valid, cmd__payload, kind, layer, regs, slot, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
+  wire [71:0] B;
+  wire [17:0] \B[0] ;
+  wire [17:0] \B[1] ;
+  wire [17:0] \B[2] ;
+  wire [17:0] \B[3] ;
+  wire [71:0] C;
+  wire [17:0] \C[0] ;
+  wire [17:0] \C[1] ;
+  wire [17:0] \C[2] ;
+  wire [17:0] \C[3] ;
+  wire [63:0] G;
+  wire [15:0] \G[0] ;
+  wire [15:0] \G[1] ;
+  wire [15:0] \G[2] ;
+  wire [15:0] \G[3] ;
+  output busy;
+  wire busy;
+  input clk;
+  wire clk;
+  input [1:0] cmd__payload;
+  wire [1:0] cmd__payload;
+  wire \cmd__payload.layer ;
+  wire \cmd__payload.op ;
+  output cmd__ready;
+  wire cmd__ready;
+  input cmd__valid;
+  wire cmd__valid;
+  output [31:0] exp2__i__payload;
+  wire [31:0] exp2__i__payload;
+  output exp2__i__valid;
+  wire exp2__i__valid;
+  input [16:0] exp2__o__payload;
+  wire [16:0] exp2__o__payload;
+  wire first_frame;
+  wire [17:0] floor_delta;
+  input [1:0] frame_age;
+  wire [1:0] frame_age;
+  input [2:0] kind;
+  wire [2:0] kind;
+  input layer;
+  wire layer;
+  input [30:0] mac_o__payload;
+  wire [30:0] mac_o__payload;
+  wire [5:0] \mac_o__payload.index ;
+  wire \mac_o__payload.last ;
+  wire [23:0] \mac_o__payload.value ;
+  input mac_o__valid;
+  wire mac_o__valid;
+  output [23:0] mac_rd__data;
+  wire [23:0] mac_rd__data;
+  input [5:0] mac_rd__i;
+  wire [5:0] mac_rd__i;
+  input [5:0] mac_rd__o;
+  wire [5:0] mac_rd__o;
+  output [24:0] mul__a__0;
+  wire [24:0] mul__a__0;
+  output [24:0] mul__a__1;
+  wire [24:0] mul__a__1;
+  output [24:0] mul__a__2;
+  wire [24:0] mul__a__2;
+  output [17:0] mul__b__0;
+  wire [17:0] mul__b__0;
+  output [17:0] mul__b__1;
+  wire [17:0] mul__b__1;
+  output [17:0] mul__b__2;
+  wire [17:0] mul__b__2;
+  output [47:0] mul__c__0;
+  wire [47:0] mul__c__0;
+  output [47:0] mul__c__1;
+  wire [47:0] mul__c__1;
+  output [47:0] mul__c__2;
+  wire [47:0] mul__c__2;
+  input [47:0] mul__p__0;
+  wire [47:0] mul__p__0;
+  input [47:0] mul__p__1;
+  wire [47:0] mul__p__1;
+  input [47:0] mul__p__2;
+  wire [47:0] mul__p__2;
+  wire [29:0] o__payload;
+  wire [4:0] \o__payload.index ;
+  wire \o__payload.last ;
+  wire [23:0] \o__payload.value ;
+  wire o__valid;
+  wire [4:0] rd_delta__addr;
+  wire [15:0] rd_delta__data;
+  wire [4:0] rd_sz__addr;
+  wire [15:0] rd_sz__data;
+  wire [4:0] rd_xc__addr;
+  wire [15:0] rd_xc__data;
+  input [79:0] regs;
+  wire [79:0] regs;
+  wire [79:0] \regs$38 ;
+  wire [15:0] \regs$38.bgate_floor ;
+  wire [15:0] \regs$38.delta_floor_max ;
+  wire [15:0] \regs$38.delta_floor_min ;
+  wire [15:0] \regs$38.eps_max ;
+  wire [15:0] \regs$38.eps_min ;
+  wire [15:0] \regs.bgate_floor ;
+  wire [15:0] \regs.delta_floor_max ;
+  wire [15:0] \regs.delta_floor_min ;
+  wire [15:0] \regs.eps_max ;
+  wire [15:0] \regs.eps_min ;
+  input rst;
+  wire rst;
+  input [1:0] slot;
+  wire [1:0] slot;
+  input [21:0] snr_sum;
+  wire [21:0] snr_sum;
+  wire [21:0] \snr_sum$39 ;
+  output wb_done;
+  wire wb_done;
+  \nanomamba_accel.backend.ssm.core  core (
+    .B(B),
+    .C(C),
+    .G(G),
+    .busy(busy),
+    .clk(clk),
+    .cmd__valid(cmd__valid),
+    .first_frame(first_frame),
+    .floor_delta(floor_delta),
+    .frame_age(frame_age),
+    .kind(kind),
+    .layer(layer),
+    .mac_o__payload(mac_o__payload),
+    .mac_o__valid(mac_o__valid),
+    .mac_rd__data(mac_rd__data),
+    .mac_rd__i(mac_rd__i),
+    .mac_rd__o(mac_rd__o),
+    .o__payload(o__payload),
+    .o__valid(o__valid),
+    .r__addr(rd_sz__addr),
+    .\r__addr$11 (rd_xc__addr),
+    .rd_delta__data(rd_delta__data),
+    .rd_sz__data(rd_sz__data),
+    .rd_xc__data(rd_xc__data),
+    .regs(regs),
+    .rst(rst),
+    .slot(slot),
+    .snr_sum(snr_sum),
+    .wb_done(wb_done)
+  );
+  \nanomamba_accel.backend.ssm.scan_unit  scan_unit (
+    .B(B),
+    .C(C),
+    .G(G),
+    .busy(busy),
+    .clk(clk),
+    .cmd__payload(cmd__payload),
+    .cmd__ready(cmd__ready),
+    .cmd__valid(cmd__valid),
+    .exp2__i__payload(exp2__i__payload),
+    .exp2__i__valid(exp2__i__valid),
+    .exp2__o__payload(exp2__o__payload),
+    .first_frame(first_frame),
+    .floor_delta(floor_delta),
+    .mul__a__0(mul__a__0),
+    .mul__a__1(mul__a__1),
+    .mul__a__2(mul__a__2),
+    .mul__b__0(mul__b__0),
+    .mul__b__1(mul__b__1),
+    .mul__b__2(mul__b__2),
+    .mul__c__0(mul__c__0),
+    .mul__c__1(mul__c__1),
+    .mul__c__2(mul__c__2),
+    .mul__p__0(mul__p__0),
+    .mul__p__1(mul__p__1),
+    .mul__p__2(mul__p__2),
+    .o__payload(o__payload),
+    .o__valid(o__valid),
+    .rd_delta__data(rd_delta__data),
+    .rd_sz__addr(rd_sz__addr),
+    .rd_sz__data(rd_sz__data),
+    .rd_xc__addr(rd_xc__addr),
+    .rd_xc__data(rd_xc__data),
+    .regs(regs),
+    .rst(rst),
+    .snr_sum(snr_sum)
+  );
+  assign rd_delta__addr = rd_xc__addr;
+  assign \regs$38  = regs;
+  assign \snr_sum$39  = snr_sum;
+  assign \regs.delta_floor_min  = regs[15:0];
+  assign \regs.delta_floor_max  = regs[31:16];
+  assign \regs.eps_min  = regs[47:32];
+  assign \regs.eps_max  = regs[63:48];
+  assign \regs.bgate_floor  = regs[79:64];
+  assign \o__payload.index  = o__payload[4:0];
+  assign \o__payload.value  = o__payload[28:5];
+  assign \o__payload.last  = o__payload[29];
+  assign \B[0]  = B[17:0];
+  assign \B[1]  = B[35:18];
+  assign \B[2]  = B[53:36];
+  assign \B[3]  = B[71:54];
+  assign \C[0]  = C[17:0];
+  assign \C[1]  = C[35:18];
+  assign \C[2]  = C[53:36];
+  assign \C[3]  = C[71:54];
+  assign \G[0]  = G[15:0];
+  assign \G[1]  = G[31:16];
+  assign \G[2]  = G[47:32];
+  assign \G[3]  = G[63:48];
+  assign \regs$38.delta_floor_min  = regs[15:0];
+  assign \regs$38.delta_floor_max  = regs[31:16];
+  assign \regs$38.eps_min  = regs[47:32];
+  assign \regs$38.eps_max  = regs[63:48];
+  assign \regs$38.bgate_floor  = regs[79:64];
+  assign \mac_o__payload.index  = mac_o__payload[5:0];
+  assign \mac_o__payload.value  = mac_o__payload[29:6];
+  assign \mac_o__payload.last  = mac_o__payload[30];
+  assign \cmd__payload.op  = cmd__payload[0];
+  assign \cmd__payload.layer  = cmd__payload[1];
+endmodule
+
+(* generator = "Amaranth" *)
+module \nanomamba_accel.backend.ssm.core (rst, r__addr, first_frame, wb_done, rd_sz__data, rd_xc__data, rd_delta__data, frame_age, o__payload, floor_delta, o__valid, busy, \r__addr$11 , mac_rd__data, B, C, G, mac_rd__o, mac_rd__i, mac_o__valid, mac_o__payload
+, snr_sum, cmd__valid, kind, layer, regs, slot, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire [17:0] \$1 ;
   wire [9:0] \$10 ;
   wire \$100 ;
@@ -13917,11 +14695,6 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
   reg [63:0] \$130 ;
   reg \$131 ;
   reg [2:0] \$132 ;
-  wire [23:0] \$133 ;
-  wire [33:0] \$134 ;
-  wire [23:0] \$135 ;
-  wire [23:0] \$136 ;
-  wire [44:0] \$137 ;
   wire [6:0] \$14 ;
   wire \$15 ;
   wire \$16 ;
@@ -14035,6 +14808,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
   wire \$signature__en$54 ;
   wire \$signature__en$59 ;
   wire \$signature__en$64 ;
+  output [71:0] B;
   reg [71:0] B = 72'h000000000000000000;
   wire [17:0] \B[0] ;
   wire [17:0] \B[1] ;
@@ -14046,6 +14820,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
   wire [17:0] \Bv[1] ;
   wire [17:0] \Bv[2] ;
   wire [17:0] \Bv[3] ;
+  output [71:0] C;
   reg [71:0] C = 72'h000000000000000000;
   wire [17:0] \C[0] ;
   wire [17:0] \C[1] ;
@@ -14057,6 +14832,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
   wire [17:0] \Cv[1] ;
   wire [17:0] \Cv[2] ;
   wire [17:0] \Cv[3] ;
+  output [63:0] G;
   reg [63:0] G = 64'h0000000000000000;
   wire [15:0] \G[0] ;
   wire [15:0] \G[1] ;
@@ -14068,28 +14844,18 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
   wire [15:0] \Gv[1] ;
   wire [15:0] \Gv[2] ;
   wire [15:0] \Gv[3] ;
-  output busy;
+  input busy;
   wire busy;
   input clk;
   wire clk;
-  input [1:0] cmd__payload;
-  wire [1:0] cmd__payload;
-  wire \cmd__payload.layer ;
-  wire \cmd__payload.op ;
-  output cmd__ready;
-  wire cmd__ready;
   input cmd__valid;
   wire cmd__valid;
   reg direct_last;
   reg [17:0] dt_raw = 18'h00000;
   reg [15:0] dtin = 16'h0000;
-  output [31:0] exp2__i__payload;
-  wire [31:0] exp2__i__payload;
-  output exp2__i__valid;
-  wire exp2__i__valid;
-  input [16:0] exp2__o__payload;
-  wire [16:0] exp2__o__payload;
+  output first_frame;
   wire first_frame;
+  input [17:0] floor_delta;
   wire [17:0] floor_delta;
   input [1:0] frame_age;
   wire [1:0] frame_age;
@@ -14114,57 +14880,35 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
   wire [5:0] mac_rd__i;
   input [5:0] mac_rd__o;
   wire [5:0] mac_rd__o;
-  wire [24:0] mul__a__0;
-  wire [24:0] mul__a__1;
-  wire [24:0] mul__a__2;
-  output [17:0] mul__b__0;
-  wire [17:0] mul__b__0;
-  output [17:0] mul__b__1;
-  wire [17:0] mul__b__1;
-  output [17:0] mul__b__2;
-  wire [17:0] mul__b__2;
-  wire [47:0] mul__c__0;
-  output [47:0] mul__c__1;
-  wire [47:0] mul__c__1;
-  wire [47:0] mul__c__2;
-  input [47:0] mul__p__0;
-  wire [47:0] mul__p__0;
-  input [47:0] mul__p__1;
-  wire [47:0] mul__p__1;
-  input [47:0] mul__p__2;
-  wire [47:0] mul__p__2;
+  input [29:0] o__payload;
   wire [29:0] o__payload;
   wire [16:0] \o__payload$53 ;
   wire [4:0] \o__payload.index ;
   wire \o__payload.last ;
   wire [23:0] \o__payload.value ;
   wire o__ready;
+  input o__valid;
   wire o__valid;
   wire \o__valid$55 ;
-  output [23:0] \port$2362$0 ;
-  wire [23:0] \port$2362$0 ;
-  output [33:0] \port$2381$0 ;
-  wire [33:0] \port$2381$0 ;
-  output [23:0] \port$2388$0 ;
-  wire [23:0] \port$2388$0 ;
-  output [23:0] \port$2422$0 ;
-  wire [23:0] \port$2422$0 ;
-  output [44:0] \port$2450$0 ;
-  wire [44:0] \port$2450$0 ;
   wire pwl_any;
   reg [15:0] q0 = 16'h0000;
+  input [4:0] r__addr;
   wire [4:0] r__addr;
+  input [4:0] \r__addr$11 ;
   wire [4:0] \r__addr$11 ;
   wire [4:0] \r__addr$15 ;
   wire [15:0] r__data;
   wire [15:0] \r__data$14 ;
   wire [15:0] \r__data$18 ;
   wire [4:0] rd_delta__addr;
+  output [15:0] rd_delta__data;
   wire [15:0] rd_delta__data;
   reg [2:0] rd_kind_d1 = 3'h0;
   wire [4:0] rd_sz__addr;
+  output [15:0] rd_sz__data;
   wire [15:0] rd_sz__data;
   wire [4:0] rd_xc__addr;
+  output [15:0] rd_xc__data;
   wire [15:0] rd_xc__data;
   input [79:0] regs;
   wire [79:0] regs;
@@ -14628,7 +15372,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
   assign \$105  = | kind;
   assign \$106  = \$105  | cmd__valid;
   assign \$107  = \$106  | busy;
-  assign \$108  = \$107  ? \$signature__en  : 1'h0;
+  assign \$108  = \$107  ? o__valid : 1'h0;
   assign \$109  = | kind;
   assign \$110  = \$109  | cmd__valid;
   assign \$111  = \$110  | busy;
@@ -14672,7 +15416,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
     tap_ok <= \$131 ;
   always @(posedge clk)
     rd_kind_d1 <= \$132 ;
-  \nanomamba_accel.backend.ssm.pwl  pwl (
+  \nanomamba_accel.backend.ssm.core.pwl  pwl (
     .busy(busy),
     .clk(clk),
     .cmd__valid(cmd__valid),
@@ -14683,46 +15427,8 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
     .o__valid(\o__valid$55 ),
     .rst(rst)
   );
-  \nanomamba_accel.backend.ssm.scan_unit  scan_unit (
-    .B(B),
-    .C(C),
-    .G(G),
-    .busy(busy),
-    .clk(clk),
-    .cmd__payload(cmd__payload),
-    .cmd__ready(cmd__ready),
-    .cmd__valid(cmd__valid),
-    .exp2__i__payload(exp2__i__payload),
-    .exp2__i__valid(exp2__i__valid),
-    .exp2__o__payload(exp2__o__payload),
-    .first_frame(first_frame),
-    .floor_delta(floor_delta),
-    .k(\r__addr$11 ),
-    .kind(kind),
-    .mul__b__0(mul__b__0),
-    .mul__b__1(mul__b__1),
-    .mul__b__2(mul__b__2),
-    .mul__c__1(mul__c__1),
-    .mul__p__0(mul__p__0),
-    .mul__p__1(mul__p__1),
-    .mul__p__2(mul__p__2),
-    .o__payload(o__payload),
-    .o__valid(\$signature__en ),
-    .\port$2362$0 (\$133 ),
-    .\port$2381$0 (\$134 ),
-    .\port$2388$0 (\$135 ),
-    .\port$2422$0 (\$136 ),
-    .\port$2450$0 (\$137 ),
-    .rd_delta__data(rd_delta__data),
-    .rd_sz__addr(r__addr),
-    .rd_sz__data(rd_sz__data),
-    .rd_xc__data(rd_xc__data),
-    .regs(regs),
-    .rst(rst),
-    .snr_sum(snr_sum)
-  );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$signature__addr$36  = 8'h00;
     if (mac_o__valid) begin
       casez (kind)
@@ -14734,7 +15440,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$signature__data$39  = 16'h0000;
     if (mac_o__valid) begin
       casez (kind)
@@ -14746,7 +15452,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$signature__en$40  = 1'h0;
     if (mac_o__valid) begin
       casez (kind)
@@ -14758,7 +15464,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     direct_last = 1'h0;
     if (mac_o__valid) begin
       casez (kind)
@@ -14778,7 +15484,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     to_silu_z = 1'h0;
     if (mac_o__valid) begin
       casez (kind)
@@ -14792,7 +15498,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     to_silu_conv = 1'h0;
     if (mac_o__valid) begin
       casez (kind)
@@ -14804,7 +15510,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     to_sigmoid = 1'h0;
     if (mac_o__valid) begin
       casez (kind)
@@ -14824,7 +15530,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     to_softplus = 1'h0;
     if (mac_o__valid) begin
       casez (kind)
@@ -14842,7 +15548,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     sel = 2'h0;
     if (to_silu_conv) begin
       sel = 2'h0;
@@ -14858,7 +15564,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     mac_rd__data = 24'h000000;
     casez (rd_kind_d1)
       3'h2:
@@ -14872,7 +15578,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$113  = dtin;
     if (\$43 ) begin
       \$113  = \$49 ;
@@ -14882,7 +15588,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$114  = dt_raw;
     if (\$43 ) begin
       if (mac_o__valid) begin
@@ -14903,7 +15609,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$115  = B;
     if (\$43 ) begin
       if (mac_o__valid) begin
@@ -14935,7 +15641,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$116  = C;
     if (\$43 ) begin
       if (mac_o__valid) begin
@@ -14967,7 +15673,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$117  = q0;
     if (\$43 ) begin
       if (mac_o__valid) begin
@@ -14990,7 +15696,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$118  = wb_idx_d1;
     if (\$43 ) begin
       \$118  = mac_o__payload[5:0];
@@ -15000,7 +15706,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$119  = wb_idx_d2;
     if (\$43 ) begin
       \$119  = wb_idx_d1;
@@ -15010,7 +15716,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$120  = wb_idx_d3;
     if (\$43 ) begin
       \$120  = wb_idx_d2;
@@ -15020,7 +15726,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$121  = wb_idx_d4;
     if (\$43 ) begin
       \$121  = wb_idx_d3;
@@ -15030,7 +15736,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$122  = wb_sel_d1;
     if (\$43 ) begin
       \$122  = sel;
@@ -15040,7 +15746,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$123  = wb_sel_d2;
     if (\$43 ) begin
       \$123  = wb_sel_d1;
@@ -15050,7 +15756,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$124  = wb_sel_d3;
     if (\$43 ) begin
       \$124  = wb_sel_d2;
@@ -15060,7 +15766,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$125  = wb_sel_d4;
     if (\$43 ) begin
       \$125  = wb_sel_d3;
@@ -15070,7 +15776,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$126  = wb_last_d1;
     if (\$43 ) begin
       \$126  = \$60 ;
@@ -15080,7 +15786,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$127  = wb_last_d2;
     if (\$43 ) begin
       \$127  = wb_last_d1;
@@ -15090,7 +15796,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$128  = wb_last_d3;
     if (\$43 ) begin
       \$128  = wb_last_d2;
@@ -15100,7 +15806,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$129  = wb_last_d4;
     if (\$43 ) begin
       \$129  = wb_last_d3;
@@ -15110,7 +15816,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$130  = G;
     if (\$43 ) begin
       if (\$62 ) begin
@@ -15133,7 +15839,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$131  = tap_ok;
     if (\$43 ) begin
       \$131  = \$68 ;
@@ -15143,7 +15849,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$132  = rd_kind_d1;
     if (\$43 ) begin
       \$132  = kind;
@@ -15164,7 +15870,7 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
   assign \r__data$18  = rd_delta__data;
   assign \$signature__addr  = o__payload[4:0];
   assign \$signature__data  = o__payload[28:5];
-  assign o__valid = \$signature__en ;
+  assign \$signature__en  = o__valid;
   assign Bv = B;
   assign Cv = C;
   assign Gv = G;
@@ -15179,16 +15885,6 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
   assign \$signature__addr$70  = \$39 [7:0];
   assign \$signature__addr$72  = mac_rd__i[4:0];
   assign yz_r__addr = mac_rd__i[4:0];
-  assign mul__a__0 = { \$133 [23], \$133  };
-  assign mul__c__0 = { \$134 [33], \$134 [33], \$134 [33], \$134 [33], \$134 [33], \$134 [33], \$134 [33], \$134 [33], \$134 [33], \$134 [33], \$134 [33], \$134 [33], \$134 [33], \$134 [33], \$134  };
-  assign mul__a__1 = { \$135 [23], \$135  };
-  assign mul__a__2 = { \$136 [23], \$136  };
-  assign mul__c__2 = { \$137 [44], \$137 [44], \$137 [44], \$137  };
-  assign \port$2362$0  = \$133 ;
-  assign \port$2381$0  = \$134 ;
-  assign \port$2388$0  = \$135 ;
-  assign \port$2422$0  = \$136 ;
-  assign \port$2450$0  = \$137 ;
   assign \regs.delta_floor_min  = regs[15:0];
   assign \regs.delta_floor_max  = regs[31:16];
   assign \regs.eps_min  = regs[47:32];
@@ -15231,8 +15927,6 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
   assign \mac_o__payload.last  = mac_o__payload[30];
   assign \i__payload.x  = i__payload[15:0];
   assign \i__payload.sel  = i__payload[17:16];
-  assign \cmd__payload.op  = cmd__payload[0];
-  assign \cmd__payload.layer  = cmd__payload[1];
   assign i__payload[17:16] = sel;
   assign i__payload[15:0] = mac_o__payload[21:6];
   assign \$1  = { dt_raw[17], dt_raw[17:1] };
@@ -15254,8 +15948,8 @@ module \nanomamba_accel.backend.ssm (rst, wb_done, \port$2362$0 , mul__b__0, \po
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__valid, o__payload, cmd__valid, kind, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
+module \nanomamba_accel.backend.ssm.core.pwl (rst, i__valid, busy, i__payload, o__valid, o__payload, cmd__valid, kind, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
   reg [1:0] \$10 ;
   wire [18:0] \$11 ;
@@ -17552,7 +18246,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     o__payload <= \$97 ;
   assign \$1  = ~ o__valid;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
     casez (s1)
       2'h0:
@@ -17566,7 +18260,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
     casez (s1)
       2'h0:
@@ -17580,7 +18274,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
     casez (s1)
       2'h0:
@@ -17594,7 +18288,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
     casez (s1)
       2'h0:
@@ -17608,7 +18302,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
     casez (s1)
       2'h0:
@@ -17622,7 +18316,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$14  = 9'h000;
     casez (\$10 )
       2'h0:
@@ -17634,7 +18328,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
     casez (s3)
       2'h0:
@@ -17648,7 +18342,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
     casez (s3)
       2'h0:
@@ -17662,7 +18356,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
     casez (s1)
       2'h0:
@@ -17676,7 +18370,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$33  = 7'h00;
     casez (\$29 )
       2'h0:
@@ -17688,7 +18382,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
     casez (s1)
       2'h0:
@@ -17702,7 +18396,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
     casez (s1)
       2'h0:
@@ -17716,7 +18410,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
     casez (s1)
       2'h0:
@@ -17730,7 +18424,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$42  = 9'h000;
     casez (\$38 )
       2'h0:
@@ -17742,7 +18436,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
     casez (s1)
       2'h0:
@@ -17756,7 +18450,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
     casez (\$44 )
       1'h0:
@@ -17766,7 +18460,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
     casez (s2)
       2'h0:
@@ -17780,7 +18474,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
     casez (s2)
       2'h0:
@@ -17794,7 +18488,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
     casez (s2)
       2'h0:
@@ -17808,7 +18502,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
     casez (s2)
       2'h0:
@@ -17822,7 +18516,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     out = \$21 [16:0];
     if (\$22 ) begin
       out = ident3;
@@ -17832,7 +18526,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$78  = v1;
     if (\$28 ) begin
       if (en) begin
@@ -17844,7 +18538,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$79  = x1;
     if (\$28 ) begin
       if (en) begin
@@ -17856,7 +18550,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$80  = s1;
     if (\$28 ) begin
       if (en) begin
@@ -17868,7 +18562,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$81  = v2;
     if (\$28 ) begin
       if (en) begin
@@ -17880,7 +18574,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$82  = s2;
     if (\$28 ) begin
       if (en) begin
@@ -17892,7 +18586,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$83  = rem2;
     if (\$28 ) begin
       if (en) begin
@@ -17904,7 +18598,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$84  = below2;
     if (\$28 ) begin
       if (en) begin
@@ -17916,7 +18610,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$85  = above2;
     if (\$28 ) begin
       if (en) begin
@@ -17928,7 +18622,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$86  = b_last2;
     if (\$28 ) begin
       if (en) begin
@@ -17940,7 +18634,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$87  = ident2;
     if (\$28 ) begin
       if (en) begin
@@ -17952,7 +18646,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$88  = v3;
     if (\$28 ) begin
       if (en) begin
@@ -17964,7 +18658,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$89  = s3;
     if (\$28 ) begin
       if (en) begin
@@ -17976,7 +18670,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$90  = a3;
     if (\$28 ) begin
       if (en) begin
@@ -17988,7 +18682,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$91  = d3;
     if (\$28 ) begin
       if (en) begin
@@ -18000,7 +18694,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$92  = rem3;
     if (\$28 ) begin
       if (en) begin
@@ -18012,7 +18706,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$93  = below3;
     if (\$28 ) begin
       if (en) begin
@@ -18024,7 +18718,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$94  = above3;
     if (\$28 ) begin
       if (en) begin
@@ -18036,7 +18730,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$95  = ident3;
     if (\$28 ) begin
       if (en) begin
@@ -18048,7 +18742,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$96  = o__valid;
     if (\$28 ) begin
       if (en) begin
@@ -18060,7 +18754,7 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$97  = o__payload;
     if (\$28 ) begin
       if (en) begin
@@ -18105,429 +18799,99 @@ module \nanomamba_accel.backend.ssm.pwl (rst, i__valid, i__payload, busy, o__val
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \port$2362$0 , mul__b__0, \port$2381$0 , \port$2388$0 , mul__b__1, mul__c__1, \port$2422$0 , mul__b__2, \port$2450$0 , cmd__ready, rd_sz__data, rd_xc__data, rd_delta__data, B, C, G, exp2__i__valid, exp2__i__payload
-, o__payload, floor_delta, o__valid, busy, k, mul__p__0, mul__p__1, mul__p__2, exp2__o__payload, snr_sum, cmd__valid, cmd__payload, kind, regs, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
-  wire \$1 ;
-  wire [8:0] \$10 ;
-  wire [44:0] \$100 ;
-  wire [10:0] \$101 ;
-  wire [44:0] \$102 ;
-  wire [11:0] \$103 ;
-  wire [44:0] \$104 ;
-  wire \$105 ;
-  wire \$106 ;
-  wire \$107 ;
-  wire \$108 ;
-  wire \$109 ;
-  wire [9:0] \$11 ;
-  wire \$110 ;
-  wire \$111 ;
-  wire \$112 ;
-  wire \$113 ;
-  wire \$114 ;
-  wire \$115 ;
-  wire \$116 ;
-  wire \$117 ;
-  wire [18:0] \$118 ;
-  wire [19:0] \$119 ;
-  wire [10:0] \$12 ;
-  wire [19:0] \$120 ;
-  wire [18:0] \$121 ;
-  wire [19:0] \$122 ;
-  wire [19:0] \$123 ;
-  wire \$124 ;
-  wire \$125 ;
-  wire \$126 ;
-  wire \$127 ;
-  wire [19:0] \$128 ;
-  wire [19:0] \$129 ;
-  wire \$13 ;
-  wire \$130 ;
-  wire \$131 ;
-  wire \$132 ;
-  wire \$133 ;
-  wire [17:0] \$134 ;
-  wire [17:0] \$135 ;
-  wire \$136 ;
-  wire \$137 ;
-  wire \$138 ;
-  wire \$139 ;
-  wire \$14 ;
-  wire [17:0] \$140 ;
-  wire [17:0] \$141 ;
-  wire \$142 ;
-  wire \$143 ;
-  wire \$144 ;
-  wire \$145 ;
-  wire [17:0] \$146 ;
-  wire [17:0] \$147 ;
-  wire \$148 ;
-  wire \$149 ;
-  wire \$15 ;
-  wire \$150 ;
-  wire \$151 ;
-  wire [17:0] \$152 ;
-  wire [17:0] \$153 ;
-  wire \$154 ;
-  wire [23:0] \$155 ;
-  wire \$156 ;
-  wire \$157 ;
-  wire \$158 ;
-  wire \$159 ;
-  wire \$16 ;
-  wire [23:0] \$160 ;
-  wire [23:0] \$161 ;
-  wire \$162 ;
-  wire \$163 ;
-  wire \$164 ;
-  wire \$165 ;
-  wire [23:0] \$166 ;
-  wire [23:0] \$167 ;
-  wire \$168 ;
-  wire \$169 ;
-  wire \$17 ;
-  wire \$170 ;
-  wire \$171 ;
-  wire \$172 ;
-  wire \$173 ;
-  wire [23:0] \$174 ;
-  wire [23:0] \$175 ;
-  wire \$176 ;
-  wire \$177 ;
-  wire \$178 ;
-  wire \$179 ;
-  wire \$18 ;
-  wire \$180 ;
-  wire \$181 ;
-  wire [5:0] \$182 ;
-  wire \$183 ;
-  wire \$184 ;
-  wire \$185 ;
-  wire \$186 ;
-  wire [23:0] \$187 ;
-  wire [23:0] \$188 ;
-  wire \$189 ;
-  wire \$19 ;
-  wire \$190 ;
-  wire \$191 ;
-  wire [3:0] \$192 ;
-  wire \$193 ;
-  wire \$194 ;
-  wire [3:0] \$195 ;
-  wire [5:0] \$196 ;
-  wire \$197 ;
-  wire [7:0] \$198 ;
-  wire [7:0] \$199 ;
-  wire \$2 ;
-  wire \$20 ;
-  wire [8:0] \$200 ;
-  wire \$201 ;
-  wire [8:0] \$202 ;
-  wire \$203 ;
-  wire [5:0] \$204 ;
-  wire [2:0] \$205 ;
-  wire \$206 ;
-  wire \$207 ;
-  wire \$208 ;
-  wire \$209 ;
-  wire \$21 ;
-  wire \$210 ;
-  wire \$211 ;
-  wire \$212 ;
-  wire \$213 ;
-  wire \$214 ;
-  wire \$215 ;
-  wire \$216 ;
-  wire \$217 ;
-  wire \$218 ;
-  wire \$219 ;
-  wire \$22 ;
-  wire \$220 ;
-  wire \$221 ;
-  wire \$222 ;
-  wire \$223 ;
-  wire \$224 ;
-  wire \$225 ;
-  wire \$226 ;
-  wire \$227 ;
-  wire \$228 ;
-  wire \$229 ;
-  wire \$23 ;
-  wire \$230 ;
-  wire \$231 ;
-  wire \$232 ;
-  wire \$233 ;
-  reg [17:0] \$234 ;
-  reg [17:0] \$235 ;
-  reg [25:0] \$236 ;
-  reg \$237 ;
-  reg \$238 ;
-  reg [2:0] \$239 ;
-  wire \$24 ;
-  reg [2:0] \$240 ;
-  reg \$241 ;
-  reg [2:0] \$242 ;
-  reg [17:0] \$243 ;
-  reg \$244 ;
-  reg \$245 ;
-  reg [2:0] \$246 ;
-  reg [2:0] \$247 ;
-  reg [19:0] \$248 ;
-  reg \$249 ;
-  wire [33:0] \$25 ;
-  reg [2:0] \$250 ;
-  reg \$251 ;
-  reg \$252 ;
-  reg [2:0] \$253 ;
-  reg [2:0] \$254 ;
-  reg [17:0] \$255 ;
-  reg [17:0] \$256 ;
-  reg [17:0] \$257 ;
-  reg [17:0] \$258 ;
-  reg \$259 ;
-  wire \$26 ;
-  reg \$260 ;
-  reg [1:0] \$261 ;
-  reg [4:0] \$262 ;
-  reg [7:0] \$263 ;
-  reg [15:0] \$264 ;
-  reg [15:0] \$265 ;
-  reg [15:0] \$266 ;
-  reg [15:0] \$267 ;
-  reg [15:0] \$268 ;
-  reg [15:0] \$269 ;
-  wire [21:0] \$27 ;
-  reg [15:0] \$270 ;
-  reg [15:0] \$271 ;
-  reg [15:0] \$272 ;
-  reg [15:0] \$273 ;
-  reg [15:0] \$274 ;
-  reg [23:0] \$275 ;
-  reg [23:0] \$276 ;
-  reg [23:0] \$277 ;
-  reg [23:0] \$278 ;
-  reg [23:0] \$279 ;
-  wire [16:0] \$28 ;
-  reg [23:0] \$280 ;
-  reg [23:0] \$281 ;
-  reg [15:0] \$282 ;
-  reg [15:0] \$283 ;
-  reg [15:0] \$284 ;
-  reg [15:0] \$285 ;
-  reg [15:0] \$286 ;
-  reg [15:0] \$287 ;
-  reg [15:0] \$288 ;
-  reg [15:0] \$289 ;
-  wire [22:0] \$29 ;
-  reg [15:0] \$290 ;
-  reg [15:0] \$291 ;
-  reg [15:0] \$292 ;
-  reg [15:0] \$293 ;
-  reg [15:0] \$294 ;
-  reg [15:0] \$295 ;
-  reg [15:0] \$296 ;
-  reg [15:0] \$297 ;
-  reg [15:0] \$298 ;
-  reg [15:0] \$299 ;
-  wire [15:0] \$3 ;
-  reg [15:0] \$30 ;
-  reg [15:0] \$300 ;
-  reg [15:0] \$301 ;
-  reg [15:0] \$302 ;
-  reg [15:0] \$303 ;
-  reg \$304 ;
-  reg \$305 ;
-  reg [1:0] \$306 ;
-  reg [1:0] \$307 ;
-  reg [7:0] \$308 ;
-  reg [7:0] \$309 ;
-  wire [15:0] \$31 ;
-  reg [23:0] \$310 ;
-  reg [31:0] \$311 ;
-  reg \$312 ;
-  reg [1:0] \$313 ;
-  reg [7:0] \$314 ;
-  reg [30:0] \$315 ;
-  reg [30:0] \$316 ;
-  reg \$317 ;
-  reg \$318 ;
-  reg \$319 ;
-  wire [22:0] \$32 ;
-  reg \$320 ;
-  reg [1:0] \$321 ;
-  reg [1:0] \$322 ;
-  reg [1:0] \$323 ;
-  reg [1:0] \$324 ;
-  reg [7:0] \$325 ;
-  reg [7:0] \$326 ;
-  reg [7:0] \$327 ;
-  reg [7:0] \$328 ;
-  reg \$329 ;
-  reg [17:0] \$33 ;
-  reg \$330 ;
-  reg [1:0] \$331 ;
-  reg [1:0] \$332 ;
-  reg [7:0] \$333 ;
-  reg [7:0] \$334 ;
-  reg [23:0] \$335 ;
-  reg \$336 ;
-  reg [1:0] \$337 ;
-  reg [7:0] \$338 ;
-  reg \$339 ;
-  wire [17:0] \$34 ;
-  reg \$340 ;
-  reg \$341 ;
-  reg \$342 ;
-  reg \$343 ;
-  reg \$344 ;
-  reg \$345 ;
-  reg \$346 ;
-  reg \$347 ;
-  reg \$348 ;
-  reg \$349 ;
-  wire [22:0] \$35 ;
-  reg [1:0] \$350 ;
-  reg [1:0] \$351 ;
-  reg [1:0] \$352 ;
-  reg [1:0] \$353 ;
-  reg [1:0] \$354 ;
-  reg [1:0] \$355 ;
-  reg [1:0] \$356 ;
-  reg [1:0] \$357 ;
-  reg [1:0] \$358 ;
-  reg [1:0] \$359 ;
+module \nanomamba_accel.backend.ssm.scan_unit (rst, rd_sz__addr, mul__a__0, mul__b__0, mul__c__0, mul__a__1, mul__b__1, mul__c__1, mul__a__2, mul__b__2, mul__c__2, cmd__ready, first_frame, rd_sz__data, rd_xc__data, rd_delta__data, exp2__i__valid, exp2__i__payload, o__payload, floor_delta, o__valid
+, busy, rd_xc__addr, B, C, G, mul__p__0, mul__p__1, mul__p__2, exp2__o__payload, snr_sum, cmd__valid, cmd__payload, regs, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
+  wire [21:0] \$1 ;
+  wire [17:0] \$10 ;
+  wire [17:0] \$11 ;
+  wire [15:0] \$12 ;
+  wire [15:0] \$13 ;
+  wire [22:0] \$14 ;
+  wire [31:0] \$15 ;
+  wire [32:0] \$16 ;
+  wire [33:0] \$17 ;
+  wire [10:0] \$18 ;
+  wire [16:0] \$19 ;
+  wire [16:0] \$2 ;
+  wire [17:0] \$20 ;
+  wire [16:0] \$21 ;
+  wire [23:0] \$22 ;
+  wire [17:0] \$23 ;
+  reg [17:0] \$24 ;
+  wire [17:0] \$25 ;
+  wire [15:0] \$26 ;
+  wire [16:0] \$27 ;
+  wire [31:0] \$28 ;
+  reg [18:0] \$29 ;
+  reg [15:0] \$3 ;
+  reg [18:0] \$30 ;
+  wire [34:0] \$31 ;
+  reg [31:0] \$32 ;
+  wire [31:0] \$33 ;
+  wire [47:0] \$34 ;
+  wire [19:0] \$35 ;
   wire [23:0] \$36 ;
-  reg [1:0] \$360 ;
-  reg [4:0] \$361 ;
-  reg [4:0] \$362 ;
-  reg [4:0] \$363 ;
-  reg [4:0] \$364 ;
-  reg [4:0] \$365 ;
-  reg [4:0] \$366 ;
-  reg [4:0] \$367 ;
-  reg [4:0] \$368 ;
-  reg [4:0] \$369 ;
-  wire [23:0] \$37 ;
-  reg [4:0] \$370 ;
-  reg [4:0] \$371 ;
-  reg \$372 ;
-  reg \$373 ;
-  reg [1:0] \$374 ;
-  reg [1:0] \$375 ;
-  reg [23:0] \$376 ;
-  reg \$377 ;
-  reg \$378 ;
-  reg [1:0] \$379 ;
-  wire [16:0] \$38 ;
-  reg [1:0] \$380 ;
-  reg [4:0] \$381 ;
-  reg [4:0] \$382 ;
-  reg [22:0] \$383 ;
-  reg \$384 ;
-  reg [4:0] \$385 ;
-  reg [23:0] \$386 ;
-  reg [4:0] \$387 ;
-  reg [4:0] \$388 ;
-  reg [4:0] \$389 ;
-  wire [17:0] \$39 ;
-  reg [4:0] \$390 ;
-  reg [4:0] \$391 ;
-  reg [4:0] \$392 ;
-  reg [4:0] \$393 ;
-  reg [4:0] \$394 ;
-  reg [4:0] \$395 ;
-  reg [4:0] \$396 ;
-  reg [4:0] \$397 ;
-  reg [4:0] \$398 ;
-  reg \$399 ;
-  wire [16:0] \$4 ;
+  wire [15:0] \$37 ;
+  wire [23:0] \$38 ;
+  reg [17:0] \$39 ;
+  wire [15:0] \$4 ;
   wire [17:0] \$40 ;
-  reg [4:0] \$400 ;
-  reg \$401 ;
-  reg \$402 ;
-  reg [4:0] \$403 ;
-  reg [2:0] \$404 ;
-  reg [2:0] \$405 ;
-  reg [2:0] \$406 ;
-  reg [4:0] \$407 ;
-  reg [1:0] \$408 ;
-  reg \$409 ;
-  wire [17:0] \$41 ;
-  reg [7:0] \$410 ;
+  reg [17:0] \$41 ;
   wire [17:0] \$42 ;
-  wire [18:0] \$43 ;
+  wire [15:0] \$43 ;
   wire [15:0] \$44 ;
-  wire [18:0] \$45 ;
-  wire [15:0] \$46 ;
-  wire [18:0] \$47 ;
-  wire [22:0] \$48 ;
-  wire [31:0] \$49 ;
-  wire \$5 ;
-  wire [31:0] \$50 ;
-  wire [32:0] \$51 ;
-  wire [32:0] \$52 ;
-  wire [33:0] \$53 ;
-  wire [33:0] \$54 ;
-  wire [10:0] \$55 ;
-  wire [33:0] \$56 ;
-  wire [16:0] \$57 ;
-  wire [17:0] \$58 ;
-  wire [18:0] \$59 ;
-  wire [5:0] \$6 ;
-  wire [16:0] \$60 ;
-  wire [18:0] \$61 ;
-  wire [23:0] \$62 ;
-  wire [23:0] \$63 ;
-  wire [17:0] \$64 ;
-  reg [17:0] \$65 ;
-  wire [17:0] \$66 ;
-  wire [18:0] \$67 ;
-  wire [15:0] \$68 ;
-  wire [18:0] \$69 ;
-  wire [5:0] \$7 ;
-  wire [16:0] \$70 ;
-  wire [18:0] \$71 ;
-  wire [31:0] \$72 ;
-  reg [18:0] \$73 ;
-  reg [18:0] \$74 ;
-  wire [34:0] \$75 ;
-  wire [34:0] \$76 ;
-  reg [31:0] \$77 ;
-  wire [31:0] \$78 ;
-  wire [34:0] \$79 ;
-  wire [3:0] \$8 ;
-  wire [47:0] \$80 ;
-  wire [19:0] \$81 ;
-  wire [23:0] \$82 ;
-  wire [23:0] \$83 ;
-  wire [15:0] \$84 ;
-  wire [23:0] \$85 ;
-  wire [23:0] \$86 ;
-  wire [23:0] \$87 ;
-  reg [17:0] \$88 ;
-  wire [17:0] \$89 ;
-  wire [7:0] \$9 ;
-  reg [17:0] \$90 ;
-  wire [17:0] \$91 ;
-  wire [17:0] \$92 ;
-  wire [15:0] \$93 ;
-  wire [17:0] \$94 ;
-  wire [15:0] \$95 ;
-  wire [14:0] \$96 ;
-  wire [13:0] \$97 ;
-  wire [14:0] \$98 ;
-  wire [44:0] \$99 ;
-  reg [7:0] \$signature__addr  = 8'h00;
-  (* init = 8'h00 *)
-  wire [7:0] \$signature__addr$29 ;
-  wire [7:0] \$signature__addr$30 ;
-  reg [7:0] \$signature__addr$45  = 8'h00;
-  reg [23:0] \$signature__data  = 24'h000000;
-  wire [23:0] \$signature__data$142 ;
-  wire [16:0] \$signature__data$160 ;
-  wire [16:0] \$signature__data$88 ;
-  reg \$signature__en  = 1'h0;
+  wire [14:0] \$45 ;
+  wire [13:0] \$46 ;
+  wire [44:0] \$47 ;
+  wire [10:0] \$48 ;
+  wire [11:0] \$49 ;
+  reg [17:0] \$5 ;
+  reg [24:0] \$50 ;
+  reg [24:0] \$51 ;
+  reg [24:0] \$52 ;
+  reg [24:0] \$53 ;
+  reg [24:0] \$54 ;
+  reg [17:0] \$55 ;
+  reg [17:0] \$56 ;
+  reg [17:0] \$57 ;
+  reg [17:0] \$58 ;
+  reg [17:0] \$59 ;
+  wire [17:0] \$6 ;
+  reg [47:0] \$60 ;
+  reg [47:0] \$61 ;
+  reg [47:0] \$62 ;
+  reg [47:0] \$63 ;
+  reg [47:0] \$64 ;
+  reg [24:0] \$65 ;
+  reg [24:0] \$66 ;
+  reg [24:0] \$67 ;
+  reg [24:0] \$68 ;
+  reg [17:0] \$69 ;
+  wire [23:0] \$7 ;
+  reg [17:0] \$70 ;
+  reg [17:0] \$71 ;
+  reg [17:0] \$72 ;
+  reg [47:0] \$73 ;
+  reg [47:0] \$74 ;
+  reg [47:0] \$75 ;
+  reg [47:0] \$76 ;
+  reg [24:0] \$77 ;
+  reg [24:0] \$78 ;
+  reg [24:0] \$79 ;
+  wire [16:0] \$8 ;
+  reg [24:0] \$80 ;
+  reg [17:0] \$81 ;
+  reg [17:0] \$82 ;
+  reg [17:0] \$83 ;
+  reg [17:0] \$84 ;
+  reg [47:0] \$85 ;
+  reg [47:0] \$86 ;
+  reg [47:0] \$87 ;
+  reg [47:0] \$88 ;
+  reg [47:0] \$89 ;
+  wire [17:0] \$9 ;
+  wire [16:0] \$signature__data ;
   input [71:0] B;
   wire [71:0] B;
   wire [17:0] \B[0] ;
@@ -18540,8 +18904,1157 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   wire [17:0] \C[1] ;
   wire [17:0] \C[2] ;
   wire [17:0] \C[3] ;
+  wire [15:0] D_d11;
+  input [63:0] G;
+  wire [63:0] G;
+  wire [15:0] \G[0] ;
+  wire [15:0] \G[1] ;
+  wire [15:0] \G[2] ;
+  wire [15:0] \G[3] ;
+  wire [17:0] bg0;
+  wire [17:0] bg1;
+  wire [17:0] bg2;
+  wire [17:0] bg3;
+  wire [16:0] bgf;
+  output busy;
+  wire busy;
+  input clk;
+  wire clk;
+  input [1:0] cmd__payload;
+  wire [1:0] cmd__payload;
+  wire \cmd__payload.layer ;
+  wire \cmd__payload.op ;
+  output cmd__ready;
+  wire cmd__ready;
+  input cmd__valid;
+  wire cmd__valid;
+  wire [23:0] dbx;
+  wire [16:0] dfd;
+  wire [16:0] edn;
+  wire [25:0] eps_x;
+  output [31:0] exp2__i__payload;
+  wire [31:0] exp2__i__payload;
+  output exp2__i__valid;
+  wire exp2__i__valid;
+  input [16:0] exp2__o__payload;
+  wire [16:0] exp2__o__payload;
+  input first_frame;
+  wire first_frame;
+  output [17:0] floor_delta;
+  wire [17:0] floor_delta;
+  wire [17:0] g2;
+  wire [19:0] gb;
+  wire [23:0] h_new;
+  wire [23:0] hold_d6;
+  wire [30:0] inc_d1;
+  wire layer;
+  reg [24:0] mul0_a_t0 = 25'h0000000;
+  reg [24:0] mul0_a_t1 = 25'h0000000;
+  reg [24:0] mul0_a_t2 = 25'h0000000;
+  reg [24:0] mul0_a_t3 = 25'h0000000;
+  reg [24:0] mul0_a_t4 = 25'h0000000;
+  reg [17:0] mul0_b_t0 = 18'h00000;
+  reg [17:0] mul0_b_t1 = 18'h00000;
+  reg [17:0] mul0_b_t2 = 18'h00000;
+  reg [17:0] mul0_b_t3 = 18'h00000;
+  reg [17:0] mul0_b_t4 = 18'h00000;
+  reg [47:0] mul0_c_t0 = 48'h000000000000;
+  reg [47:0] mul0_c_t1 = 48'h000000000000;
+  reg [47:0] mul0_c_t2 = 48'h000000000000;
+  reg [47:0] mul0_c_t3 = 48'h000000000000;
+  reg [47:0] mul0_c_t4 = 48'h000000000000;
+  wire mul0_use0;
+  wire mul0_use1;
+  wire mul0_use2;
+  wire mul0_use3;
+  wire mul0_use4;
+  reg [24:0] mul1_a_t0 = 25'h0000000;
+  reg [24:0] mul1_a_t1 = 25'h0000000;
+  reg [24:0] mul1_a_t2 = 25'h0000000;
+  reg [24:0] mul1_a_t3 = 25'h0000000;
+  reg [17:0] mul1_b_t0 = 18'h00000;
+  reg [17:0] mul1_b_t1 = 18'h00000;
+  reg [17:0] mul1_b_t2 = 18'h00000;
+  reg [17:0] mul1_b_t3 = 18'h00000;
+  reg [47:0] mul1_c_t0 = 48'h000000000000;
+  reg [47:0] mul1_c_t1 = 48'h000000000000;
+  reg [47:0] mul1_c_t2 = 48'h000000000000;
+  reg [47:0] mul1_c_t3 = 48'h000000000000;
+  wire mul1_use0;
+  wire mul1_use1;
+  wire mul1_use2;
+  wire mul1_use3;
+  reg [24:0] mul2_a_t0 = 25'h0000000;
+  reg [24:0] mul2_a_t1 = 25'h0000000;
+  reg [24:0] mul2_a_t2 = 25'h0000000;
+  reg [24:0] mul2_a_t3 = 25'h0000000;
+  reg [17:0] mul2_b_t0 = 18'h00000;
+  reg [17:0] mul2_b_t1 = 18'h00000;
+  reg [17:0] mul2_b_t2 = 18'h00000;
+  reg [17:0] mul2_b_t3 = 18'h00000;
+  reg [47:0] mul2_c_t0 = 48'h000000000000;
+  reg [47:0] mul2_c_t1 = 48'h000000000000;
+  reg [47:0] mul2_c_t2 = 48'h000000000000;
+  reg [47:0] mul2_c_t3 = 48'h000000000000;
+  reg [47:0] mul2_c_t4 = 48'h000000000000;
+  wire mul2_use0;
+  wire mul2_use1;
+  wire mul2_use2;
+  wire mul2_use3;
+  wire mul2_use4;
+  wire mul2_use5;
+  output [24:0] mul__a__0;
+  wire [24:0] mul__a__0;
+  output [24:0] mul__a__1;
+  wire [24:0] mul__a__1;
+  output [24:0] mul__a__2;
+  wire [24:0] mul__a__2;
+  output [17:0] mul__b__0;
+  wire [17:0] mul__b__0;
+  output [17:0] mul__b__1;
+  wire [17:0] mul__b__1;
+  output [17:0] mul__b__2;
+  wire [17:0] mul__b__2;
+  output [47:0] mul__c__0;
+  wire [47:0] mul__c__0;
+  output [47:0] mul__c__1;
+  wire [47:0] mul__c__1;
+  output [47:0] mul__c__2;
+  wire [47:0] mul__c__2;
+  input [47:0] mul__p__0;
+  wire [47:0] mul__p__0;
+  input [47:0] mul__p__1;
+  wire [47:0] mul__p__1;
+  input [47:0] mul__p__2;
+  wire [47:0] mul__p__2;
+  wire [1:0] n11_d1;
+  wire [1:0] n1_d1;
+  output [29:0] o__payload;
+  wire [29:0] o__payload;
+  wire [4:0] \o__payload.index ;
+  wire \o__payload.last ;
+  wire [23:0] \o__payload.value ;
+  output o__valid;
+  wire o__valid;
+  wire [2:0] pn6_d1;
+  wire [2:0] pro_n;
+  wire [4:0] rd_delta__addr;
+  input [15:0] rd_delta__data;
+  wire [15:0] rd_delta__data;
+  output [4:0] rd_sz__addr;
+  wire [4:0] rd_sz__addr;
+  input [15:0] rd_sz__data;
+  wire [15:0] rd_sz__data;
+  output [4:0] rd_xc__addr;
+  wire [4:0] rd_xc__addr;
+  input [15:0] rd_xc__data;
+  wire [15:0] rd_xc__data;
+  input [79:0] regs;
+  wire [79:0] regs;
+  wire [15:0] \regs.bgate_floor ;
+  wire [15:0] \regs.delta_floor_max ;
+  wire [15:0] \regs.delta_floor_min ;
+  wire [15:0] \regs.eps_max ;
+  wire [15:0] \regs.eps_min ;
+  input rst;
+  wire rst;
+  wire [17:0] s_mean;
+  input [21:0] snr_sum;
+  wire [21:0] snr_sum;
+  wire [15:0] sz_d11;
+  wire [15:0] xc_p12;
+  wire [15:0] xc_p4;
+  wire [23:0] y;
+  assign \$11  = mul0_use2 ? \$10  : 18'h00000;
+  assign \$12  = mul0_use3 ? rd_delta__data : 16'h0000;
+  assign \$13  = mul0_use4 ? xc_p4 : 16'h0000;
+  assign \$14  = mul0_use0 ? 23'h200000 : 23'h000000;
+  assign \$15  = mul0_use1 ? { 1'h0, regs[15:0], 15'h4000 } : 32'd0;
+  assign \$16  = mul0_use2 ? { 1'h0, bgf, 15'h4000 } : 33'h000000000;
+  assign \$17  = mul0_use3 ? { eps_x[25], eps_x, 7'h40 } : 34'h000000000;
+  assign \$18  = mul0_use4 ? 11'h200 : 11'h000;
+  assign \$19  = mul1_use0 ? edn : 17'h00000;
+  assign \$20  = mul1_use1 ? g2 : 18'h00000;
+  assign \$21  = mul1_use2 ? \$signature__data  : 17'h00000;
+  assign \$22  = mul1_use3 ? hold_d6 : 24'h000000;
+  assign \$23  = mul1_use0 ? s_mean : 18'h00000;
+  assign \$25  = mul1_use1 ? \$24  : 18'h00000;
+  assign \$26  = mul1_use2 ? rd_delta__data : 16'h0000;
+  assign \$27  = mul1_use3 ? exp2__o__payload : 17'h00000;
+  assign \$28  = mul1_use0 ? { 1'h0, regs[63:48], 15'h3fff } : 32'd0;
+  assign \$31  = mul1_use1 ? { \$30 [18], \$29 , 15'h4000 } : 35'h000000000;
+  assign \$33  = mul1_use2 ? \$32  : 32'd0;
+  assign \$34  = mul1_use3 ? { inc_d1[30], inc_d1, 16'h8000 } : 48'h000000000000;
+  assign \$35  = mul2_use0 ? gb : 20'h00000;
+  assign \$36  = mul2_use1 ? h_new : 24'h000000;
+  assign \$37  = mul2_use4 ? xc_p12 : 16'h0000;
+  assign \$38  = mul2_use5 ? y : 24'h000000;
+  assign \$40  = mul2_use0 ? \$39  : 18'h00000;
+  assign \$42  = mul2_use1 ? \$41  : 18'h00000;
+  assign \$43  = mul2_use4 ? D_d11 : 16'h0000;
+  assign \$44  = mul2_use5 ? sz_d11 : 16'h0000;
+  assign \$45  = mul2_use0 ? 15'h2000 : 15'h0000;
+  assign \$46  = mul2_use2 ? 14'h1000 : 14'h0000;
+  assign \$47  = mul2_use3 ? mul__p__2[44:0] : 45'h000000000000;
+  assign \$48  = mul2_use4 ? 11'h200 : 11'h000;
+  assign \$49  = mul2_use5 ? 12'h400 : 12'h000;
+  always @(posedge clk)
+    mul0_a_t0 <= \$50 ;
+  always @(posedge clk)
+    mul0_a_t1 <= \$51 ;
+  always @(posedge clk)
+    mul0_a_t2 <= \$52 ;
+  always @(posedge clk)
+    mul0_a_t3 <= \$53 ;
+  always @(posedge clk)
+    mul0_a_t4 <= \$54 ;
+  always @(posedge clk)
+    mul0_b_t0 <= \$55 ;
+  always @(posedge clk)
+    mul0_b_t1 <= \$56 ;
+  always @(posedge clk)
+    mul0_b_t2 <= \$57 ;
+  always @(posedge clk)
+    mul0_b_t3 <= \$58 ;
+  always @(posedge clk)
+    mul0_b_t4 <= \$59 ;
+  always @(posedge clk)
+    mul0_c_t0 <= \$60 ;
+  always @(posedge clk)
+    mul0_c_t1 <= \$61 ;
+  always @(posedge clk)
+    mul0_c_t2 <= \$62 ;
+  always @(posedge clk)
+    mul0_c_t3 <= \$63 ;
+  always @(posedge clk)
+    mul0_c_t4 <= \$64 ;
+  always @(posedge clk)
+    mul1_a_t0 <= \$65 ;
+  always @(posedge clk)
+    mul1_a_t1 <= \$66 ;
+  always @(posedge clk)
+    mul1_a_t2 <= \$67 ;
+  always @(posedge clk)
+    mul1_a_t3 <= \$68 ;
+  always @(posedge clk)
+    mul1_b_t0 <= \$69 ;
+  always @(posedge clk)
+    mul1_b_t1 <= \$70 ;
+  always @(posedge clk)
+    mul1_b_t2 <= \$71 ;
+  always @(posedge clk)
+    mul1_b_t3 <= \$72 ;
+  always @(posedge clk)
+    mul1_c_t0 <= \$73 ;
+  always @(posedge clk)
+    mul1_c_t1 <= \$74 ;
+  always @(posedge clk)
+    mul1_c_t2 <= \$75 ;
+  always @(posedge clk)
+    mul1_c_t3 <= \$76 ;
+  always @(posedge clk)
+    mul2_a_t0 <= \$77 ;
+  always @(posedge clk)
+    mul2_a_t1 <= \$78 ;
+  always @(posedge clk)
+    mul2_a_t2 <= \$79 ;
+  always @(posedge clk)
+    mul2_a_t3 <= \$80 ;
+  always @(posedge clk)
+    mul2_b_t0 <= \$81 ;
+  always @(posedge clk)
+    mul2_b_t1 <= \$82 ;
+  always @(posedge clk)
+    mul2_b_t2 <= \$83 ;
+  always @(posedge clk)
+    mul2_b_t3 <= \$84 ;
+  always @(posedge clk)
+    mul2_c_t0 <= \$85 ;
+  always @(posedge clk)
+    mul2_c_t1 <= \$86 ;
+  always @(posedge clk)
+    mul2_c_t2 <= \$87 ;
+  always @(posedge clk)
+    mul2_c_t3 <= \$88 ;
+  always @(posedge clk)
+    mul2_c_t4 <= \$89 ;
+  assign \$1  = mul0_use0 ? snr_sum : 22'h000000;
+  assign \$2  = mul0_use1 ? dfd : 17'h00000;
+  assign \$4  = mul0_use2 ? \$3  : 16'h0000;
+  assign \$6  = mul0_use3 ? \$5  : 18'h00000;
+  assign \$7  = mul0_use4 ? dbx : 24'h000000;
+  assign \$8  = mul0_use0 ? 17'h1999a : 17'h00000;
+  assign \$9  = mul0_use1 ? s_mean : 18'h00000;
+  assign \$10  = 16'h8000 - bgf;
+  \nanomamba_accel.backend.ssm.scan_unit.core  core (
+    .D_d11(D_d11),
+    .bg0(bg0),
+    .bg1(bg1),
+    .bg2(bg2),
+    .bg3(bg3),
+    .bgf(bgf),
+    .busy(busy),
+    .clk(clk),
+    .cmd__payload(cmd__payload),
+    .cmd__ready(cmd__ready),
+    .cmd__valid(cmd__valid),
+    .dbx(dbx),
+    .dfd(dfd),
+    .edn(edn),
+    .eps_x(eps_x),
+    .exp2__i__payload(exp2__i__payload),
+    .exp2__i__valid(exp2__i__valid),
+    .first_frame(first_frame),
+    .floor_delta(floor_delta),
+    .g2(g2),
+    .gb(gb),
+    .h_new(h_new),
+    .hold_d6(hold_d6),
+    .inc_d1(inc_d1),
+    .k(rd_xc__addr),
+    .layer(layer),
+    .mul0_a_t0(mul0_a_t0),
+    .mul0_a_t1(mul0_a_t1),
+    .mul0_a_t2(mul0_a_t2),
+    .mul0_a_t3(mul0_a_t3),
+    .mul0_a_t4(mul0_a_t4),
+    .mul0_b_t0(mul0_b_t0),
+    .mul0_b_t1(mul0_b_t1),
+    .mul0_b_t2(mul0_b_t2),
+    .mul0_b_t3(mul0_b_t3),
+    .mul0_b_t4(mul0_b_t4),
+    .mul0_c_t0(mul0_c_t0),
+    .mul0_c_t1(mul0_c_t1),
+    .mul0_c_t2(mul0_c_t2),
+    .mul0_c_t3(mul0_c_t3),
+    .mul0_c_t4(mul0_c_t4),
+    .mul0_use0(mul0_use0),
+    .mul0_use1(mul0_use1),
+    .mul0_use2(mul0_use2),
+    .mul0_use3(mul0_use3),
+    .mul0_use4(mul0_use4),
+    .mul1_a_t0(mul1_a_t0),
+    .mul1_a_t1(mul1_a_t1),
+    .mul1_a_t2(mul1_a_t2),
+    .mul1_a_t3(mul1_a_t3),
+    .mul1_b_t0(mul1_b_t0),
+    .mul1_b_t1(mul1_b_t1),
+    .mul1_b_t2(mul1_b_t2),
+    .mul1_b_t3(mul1_b_t3),
+    .mul1_c_t0(mul1_c_t0),
+    .mul1_c_t1(mul1_c_t1),
+    .mul1_c_t2(mul1_c_t2),
+    .mul1_c_t3(mul1_c_t3),
+    .mul1_use0(mul1_use0),
+    .mul1_use1(mul1_use1),
+    .mul1_use2(mul1_use2),
+    .mul1_use3(mul1_use3),
+    .mul2_a_t0(mul2_a_t0),
+    .mul2_a_t1(mul2_a_t1),
+    .mul2_a_t2(mul2_a_t2),
+    .mul2_a_t3(mul2_a_t3),
+    .mul2_b_t0(mul2_b_t0),
+    .mul2_b_t1(mul2_b_t1),
+    .mul2_b_t2(mul2_b_t2),
+    .mul2_b_t3(mul2_b_t3),
+    .mul2_c_t0(mul2_c_t0),
+    .mul2_c_t1(mul2_c_t1),
+    .mul2_c_t2(mul2_c_t2),
+    .mul2_c_t3(mul2_c_t3),
+    .mul2_c_t4(mul2_c_t4),
+    .mul2_use0(mul2_use0),
+    .mul2_use1(mul2_use1),
+    .mul2_use2(mul2_use2),
+    .mul2_use3(mul2_use3),
+    .mul2_use4(mul2_use4),
+    .mul2_use5(mul2_use5),
+    .mul__a__0(mul__a__0),
+    .mul__a__1(mul__a__1),
+    .mul__a__2(mul__a__2),
+    .mul__b__0(mul__b__0),
+    .mul__b__1(mul__b__1),
+    .mul__b__2(mul__b__2),
+    .mul__c__0(mul__c__0),
+    .mul__c__1(mul__c__1),
+    .mul__c__2(mul__c__2),
+    .mul__p__0(mul__p__0),
+    .mul__p__1(mul__p__1),
+    .mul__p__2(mul__p__2),
+    .n11_d1(n11_d1),
+    .n1_d1(n1_d1),
+    .o__payload(o__payload),
+    .o__valid(o__valid),
+    .pn6_d1(pn6_d1),
+    .\port$2468$0 (\$signature__data ),
+    .pro_n(pro_n),
+    .rd_sz__addr(rd_sz__addr),
+    .rd_sz__data(rd_sz__data),
+    .rd_xc__data(rd_xc__data),
+    .regs(regs),
+    .rst(rst),
+    .s_mean(s_mean),
+    .sz_d11(sz_d11),
+    .xc_p12(xc_p12),
+    .xc_p4(xc_p4),
+    .y(y)
+  );
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    (* full_case = 32'd1 *)
+    casez (layer)
+      1'h0:
+          \$24  = 18'h010ac;
+      1'h1:
+          \$24  = 18'h04bbb;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    (* full_case = 32'd1 *)
+    casez (layer)
+      1'h0:
+          \$29  = 19'h02f54;
+      1'h1:
+          \$29  = 19'h7f445;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    (* full_case = 32'd1 *)
+    casez (layer)
+      1'h0:
+          \$30  = 19'h02f54;
+      1'h1:
+          \$30  = 19'h7f445;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    (* full_case = 32'd1 *)
+    casez (layer)
+      1'h0:
+          \$32  = 32'd7;
+      1'h1:
+          \$32  = 32'd7;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$39  = 18'h00000;
+    casez (pn6_d1)
+      3'h0:
+          \$39  = B[17:0];
+      3'h1:
+          \$39  = B[35:18];
+      3'h2:
+          \$39  = B[53:36];
+      3'h3:
+          \$39  = B[71:54];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    (* full_case = 32'd1 *)
+    casez (n11_d1)
+      2'h0:
+          \$41  = C[17:0];
+      2'h1:
+          \$41  = C[35:18];
+      2'h2:
+          \$41  = C[53:36];
+      2'h3:
+          \$41  = C[71:54];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$50  = { 3'h0, \$1  };
+    if (rst) begin
+      \$50  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$51  = { \$2 [16], \$2 [16], \$2 [16], \$2 [16], \$2 [16], \$2 [16], \$2 [16], \$2 [16], \$2  };
+    if (rst) begin
+      \$51  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$52  = { 9'h000, \$4  };
+    if (rst) begin
+      \$52  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$53  = { \$6 [17], \$6 [17], \$6 [17], \$6 [17], \$6 [17], \$6 [17], \$6 [17], \$6  };
+    if (rst) begin
+      \$53  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$54  = { \$7 [23], \$7  };
+    if (rst) begin
+      \$54  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$55  = { 1'h0, \$8  };
+    if (rst) begin
+      \$55  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$56  = \$9 ;
+    if (rst) begin
+      \$56  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$57  = \$11 ;
+    if (rst) begin
+      \$57  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$58  = { \$12 [15], \$12 [15], \$12  };
+    if (rst) begin
+      \$58  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$59  = { \$13 [15], \$13 [15], \$13  };
+    if (rst) begin
+      \$59  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$60  = { 25'h0000000, \$14  };
+    if (rst) begin
+      \$60  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$61  = { \$15 [31], \$15 [31], \$15 [31], \$15 [31], \$15 [31], \$15 [31], \$15 [31], \$15 [31], \$15 [31], \$15 [31], \$15 [31], \$15 [31], \$15 [31], \$15 [31], \$15 [31], \$15 [31], \$15  };
+    if (rst) begin
+      \$61  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$62  = { \$16 [32], \$16 [32], \$16 [32], \$16 [32], \$16 [32], \$16 [32], \$16 [32], \$16 [32], \$16 [32], \$16 [32], \$16 [32], \$16 [32], \$16 [32], \$16 [32], \$16 [32], \$16  };
+    if (rst) begin
+      \$62  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$63  = { \$17 [33], \$17 [33], \$17 [33], \$17 [33], \$17 [33], \$17 [33], \$17 [33], \$17 [33], \$17 [33], \$17 [33], \$17 [33], \$17 [33], \$17 [33], \$17 [33], \$17  };
+    if (rst) begin
+      \$63  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$64  = { 37'h0000000000, \$18  };
+    if (rst) begin
+      \$64  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$65  = { \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19  };
+    if (rst) begin
+      \$65  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$66  = { 7'h00, \$20  };
+    if (rst) begin
+      \$66  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$67  = { \$21 [16], \$21 [16], \$21 [16], \$21 [16], \$21 [16], \$21 [16], \$21 [16], \$21 [16], \$21  };
+    if (rst) begin
+      \$67  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$68  = { \$22 [23], \$22  };
+    if (rst) begin
+      \$68  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$69  = \$23 ;
+    if (rst) begin
+      \$69  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$70  = \$25 ;
+    if (rst) begin
+      \$70  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$71  = { \$26 [15], \$26 [15], \$26  };
+    if (rst) begin
+      \$71  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$72  = { 1'h0, \$27  };
+    if (rst) begin
+      \$72  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$73  = { \$28 [31], \$28 [31], \$28 [31], \$28 [31], \$28 [31], \$28 [31], \$28 [31], \$28 [31], \$28 [31], \$28 [31], \$28 [31], \$28 [31], \$28 [31], \$28 [31], \$28 [31], \$28 [31], \$28  };
+    if (rst) begin
+      \$73  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$74  = { \$31 [34], \$31 [34], \$31 [34], \$31 [34], \$31 [34], \$31 [34], \$31 [34], \$31 [34], \$31 [34], \$31 [34], \$31 [34], \$31 [34], \$31 [34], \$31  };
+    if (rst) begin
+      \$74  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$75  = { 16'h0000, \$33  };
+    if (rst) begin
+      \$75  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$76  = \$34 ;
+    if (rst) begin
+      \$76  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$77  = { \$35 [19], \$35 [19], \$35 [19], \$35 [19], \$35 [19], \$35  };
+    if (rst) begin
+      \$77  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$78  = { \$36 [23], \$36  };
+    if (rst) begin
+      \$78  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$79  = { \$37 [15], \$37 [15], \$37 [15], \$37 [15], \$37 [15], \$37 [15], \$37 [15], \$37 [15], \$37 [15], \$37  };
+    if (rst) begin
+      \$79  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$80  = { \$38 [23], \$38  };
+    if (rst) begin
+      \$80  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$81  = \$40 ;
+    if (rst) begin
+      \$81  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$82  = \$42 ;
+    if (rst) begin
+      \$82  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$83  = { \$43 [15], \$43 [15], \$43  };
+    if (rst) begin
+      \$83  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$84  = { \$44 [15], \$44 [15], \$44  };
+    if (rst) begin
+      \$84  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$85  = { 33'h000000000, \$45  };
+    if (rst) begin
+      \$85  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$86  = { 34'h000000000, \$46  };
+    if (rst) begin
+      \$86  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$87  = { \$47 [44], \$47 [44], \$47 [44], \$47  };
+    if (rst) begin
+      \$87  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$88  = { 37'h0000000000, \$48  };
+    if (rst) begin
+      \$88  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$89  = { 36'h000000000, \$49  };
+    if (rst) begin
+      \$89  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$3  = 16'h0000;
+    casez (pro_n)
+      3'h0:
+          \$3  = G[15:0];
+      3'h1:
+          \$3  = G[31:16];
+      3'h2:
+          \$3  = G[47:32];
+      3'h3:
+          \$3  = G[63:48];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    (* full_case = 32'd1 *)
+    casez (n1_d1)
+      2'h0:
+          \$5  = bg0;
+      2'h1:
+          \$5  = bg1;
+      2'h2:
+          \$5  = bg2;
+      2'h3:
+          \$5  = bg3;
+    endcase
+  end
+  assign rd_delta__addr = rd_xc__addr;
+  assign \G[0]  = G[15:0];
+  assign \G[1]  = G[31:16];
+  assign \G[2]  = G[47:32];
+  assign \G[3]  = G[63:48];
+  assign \regs.delta_floor_min  = regs[15:0];
+  assign \regs.delta_floor_max  = regs[31:16];
+  assign \regs.eps_min  = regs[47:32];
+  assign \regs.eps_max  = regs[63:48];
+  assign \regs.bgate_floor  = regs[79:64];
+  assign \B[0]  = B[17:0];
+  assign \B[1]  = B[35:18];
+  assign \B[2]  = B[53:36];
+  assign \B[3]  = B[71:54];
+  assign \C[0]  = C[17:0];
+  assign \C[1]  = C[35:18];
+  assign \C[2]  = C[53:36];
+  assign \C[3]  = C[71:54];
+  assign \o__payload.index  = o__payload[4:0];
+  assign \o__payload.value  = o__payload[28:5];
+  assign \o__payload.last  = o__payload[29];
+  assign \cmd__payload.op  = cmd__payload[0];
+  assign \cmd__payload.layer  = cmd__payload[1];
+endmodule
+
+(* generator = "Amaranth" *)
+module \nanomamba_accel.backend.ssm.scan_unit.core (rst, dfd, edn, bgf, rd_sz__addr, mul__a__0, mul__b__0, mul__c__0, mul__a__1, mul__b__1, mul__c__1, mul__a__2, mul__b__2, mul__c__2, cmd__ready, \port$2468$0 , first_frame, rd_sz__data, rd_xc__data, mul0_a_t0, mul0_a_t1
+, mul0_a_t2, mul0_a_t3, mul0_a_t4, mul0_b_t0, mul0_b_t1, mul0_b_t2, mul0_b_t3, mul0_b_t4, mul0_c_t0, mul0_c_t1, mul0_c_t2, mul0_c_t3, mul0_c_t4, mul1_a_t0, mul1_a_t1, mul1_a_t2, mul1_a_t3, mul1_b_t0, mul1_b_t1, mul1_b_t2, mul1_b_t3
+, mul1_c_t0, mul1_c_t1, mul1_c_t2, mul1_c_t3, mul2_a_t0, mul2_a_t1, mul2_a_t2, mul2_a_t3, mul2_b_t0, mul2_b_t1, mul2_b_t2, mul2_b_t3, mul2_c_t0, mul2_c_t1, mul2_c_t2, mul2_c_t3, mul2_c_t4, mul0_use0, mul0_use1, mul1_use0, mul0_use2
+, mul1_use1, mul2_use0, mul0_use3, mul1_use2, mul0_use4, exp2__i__valid, exp2__i__payload, mul1_use3, mul2_use1, mul2_use2, mul2_use3, mul2_use4, mul2_use5, o__payload, s_mean, floor_delta, eps_x, g2, gb, pn6_d1, bg0
+, bg1, bg2, bg3, n1_d1, xc_p4, xc_p12, hold_d6, sz_d11, D_d11, dbx, inc_d1, h_new, n11_d1, y, o__valid, layer, busy, pro_n, k, mul__p__0, mul__p__1
+, mul__p__2, cmd__valid, cmd__payload, regs, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
+  wire \$1 ;
+  wire [8:0] \$10 ;
+  wire \$100 ;
+  wire [23:0] \$101 ;
+  wire [23:0] \$102 ;
+  wire \$103 ;
+  wire \$104 ;
+  wire \$105 ;
+  wire \$106 ;
+  wire [23:0] \$107 ;
+  wire [23:0] \$108 ;
+  wire \$109 ;
+  wire [9:0] \$11 ;
+  wire \$110 ;
+  wire \$111 ;
+  wire \$112 ;
+  wire \$113 ;
+  wire \$114 ;
+  wire [23:0] \$115 ;
+  wire [23:0] \$116 ;
+  wire \$117 ;
+  wire \$118 ;
+  wire \$119 ;
+  wire [10:0] \$12 ;
+  wire \$120 ;
+  wire \$121 ;
+  wire \$122 ;
+  wire [5:0] \$123 ;
+  wire \$124 ;
+  wire \$125 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire [23:0] \$128 ;
+  wire [23:0] \$129 ;
+  wire \$13 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire \$132 ;
+  wire [3:0] \$133 ;
+  wire \$134 ;
+  wire \$135 ;
+  wire [3:0] \$136 ;
+  wire [5:0] \$137 ;
+  wire \$138 ;
+  wire [7:0] \$139 ;
+  wire \$14 ;
+  wire [7:0] \$140 ;
+  wire [8:0] \$141 ;
+  wire \$142 ;
+  wire [8:0] \$143 ;
+  wire \$144 ;
+  wire [5:0] \$145 ;
+  wire [2:0] \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire \$149 ;
+  wire \$15 ;
+  wire \$150 ;
+  wire \$151 ;
+  wire \$152 ;
+  wire \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire \$156 ;
+  wire \$157 ;
+  wire \$158 ;
+  reg [17:0] \$159 ;
+  wire \$16 ;
+  reg [17:0] \$160 ;
+  reg [25:0] \$161 ;
+  reg \$162 ;
+  reg \$163 ;
+  reg [2:0] \$164 ;
+  reg [2:0] \$165 ;
+  reg \$166 ;
+  reg [2:0] \$167 ;
+  reg [17:0] \$168 ;
+  reg \$169 ;
+  wire \$17 ;
+  reg \$170 ;
+  reg [2:0] \$171 ;
+  reg [2:0] \$172 ;
+  reg [19:0] \$173 ;
+  reg \$174 ;
+  reg [2:0] \$175 ;
+  reg \$176 ;
+  reg \$177 ;
+  reg [2:0] \$178 ;
+  reg [2:0] \$179 ;
+  wire \$18 ;
+  reg [17:0] \$180 ;
+  reg [17:0] \$181 ;
+  reg [17:0] \$182 ;
+  reg [17:0] \$183 ;
+  reg \$184 ;
+  reg \$185 ;
+  reg [1:0] \$186 ;
+  reg [4:0] \$187 ;
+  reg [7:0] \$188 ;
+  reg [15:0] \$189 ;
+  wire \$19 ;
+  reg [15:0] \$190 ;
+  reg [15:0] \$191 ;
+  reg [15:0] \$192 ;
+  reg [15:0] \$193 ;
+  reg [15:0] \$194 ;
+  reg [15:0] \$195 ;
+  reg [15:0] \$196 ;
+  reg [15:0] \$197 ;
+  reg [15:0] \$198 ;
+  reg [15:0] \$199 ;
+  wire \$2 ;
+  wire \$20 ;
+  reg [23:0] \$200 ;
+  reg [23:0] \$201 ;
+  reg [23:0] \$202 ;
+  reg [23:0] \$203 ;
+  reg [23:0] \$204 ;
+  reg [23:0] \$205 ;
+  reg [23:0] \$206 ;
+  reg [15:0] \$207 ;
+  reg [15:0] \$208 ;
+  reg [15:0] \$209 ;
+  wire \$21 ;
+  reg [15:0] \$210 ;
+  reg [15:0] \$211 ;
+  reg [15:0] \$212 ;
+  reg [15:0] \$213 ;
+  reg [15:0] \$214 ;
+  reg [15:0] \$215 ;
+  reg [15:0] \$216 ;
+  reg [15:0] \$217 ;
+  reg [15:0] \$218 ;
+  reg [15:0] \$219 ;
+  wire \$22 ;
+  reg [15:0] \$220 ;
+  reg [15:0] \$221 ;
+  reg [15:0] \$222 ;
+  reg [15:0] \$223 ;
+  reg [15:0] \$224 ;
+  reg [15:0] \$225 ;
+  reg [15:0] \$226 ;
+  reg [15:0] \$227 ;
+  reg [15:0] \$228 ;
+  reg \$229 ;
+  wire \$23 ;
+  reg \$230 ;
+  reg [1:0] \$231 ;
+  reg [1:0] \$232 ;
+  reg [7:0] \$233 ;
+  reg [7:0] \$234 ;
+  reg [23:0] \$235 ;
+  reg [31:0] \$236 ;
+  reg \$237 ;
+  reg [1:0] \$238 ;
+  reg [7:0] \$239 ;
+  wire \$24 ;
+  reg [30:0] \$240 ;
+  reg [30:0] \$241 ;
+  reg \$242 ;
+  reg \$243 ;
+  reg \$244 ;
+  reg \$245 ;
+  reg [1:0] \$246 ;
+  reg [1:0] \$247 ;
+  reg [1:0] \$248 ;
+  reg [1:0] \$249 ;
+  wire [33:0] \$25 ;
+  reg [7:0] \$250 ;
+  reg [7:0] \$251 ;
+  reg [7:0] \$252 ;
+  reg [7:0] \$253 ;
+  reg \$254 ;
+  reg \$255 ;
+  reg [1:0] \$256 ;
+  reg [1:0] \$257 ;
+  reg [7:0] \$258 ;
+  reg [7:0] \$259 ;
+  wire \$26 ;
+  reg [23:0] \$260 ;
+  reg \$261 ;
+  reg [1:0] \$262 ;
+  reg [7:0] \$263 ;
+  reg \$264 ;
+  reg \$265 ;
+  reg \$266 ;
+  reg \$267 ;
+  reg \$268 ;
+  reg \$269 ;
+  wire [24:0] \$27 ;
+  reg \$270 ;
+  reg \$271 ;
+  reg \$272 ;
+  reg \$273 ;
+  reg \$274 ;
+  reg [1:0] \$275 ;
+  reg [1:0] \$276 ;
+  reg [1:0] \$277 ;
+  reg [1:0] \$278 ;
+  reg [1:0] \$279 ;
+  wire [24:0] \$28 ;
+  reg [1:0] \$280 ;
+  reg [1:0] \$281 ;
+  reg [1:0] \$282 ;
+  reg [1:0] \$283 ;
+  reg [1:0] \$284 ;
+  reg [1:0] \$285 ;
+  reg [4:0] \$286 ;
+  reg [4:0] \$287 ;
+  reg [4:0] \$288 ;
+  reg [4:0] \$289 ;
+  wire [24:0] \$29 ;
+  reg [4:0] \$290 ;
+  reg [4:0] \$291 ;
+  reg [4:0] \$292 ;
+  reg [4:0] \$293 ;
+  reg [4:0] \$294 ;
+  reg [4:0] \$295 ;
+  reg [4:0] \$296 ;
+  reg \$297 ;
+  reg \$298 ;
+  reg [1:0] \$299 ;
+  wire [15:0] \$3 ;
+  wire [17:0] \$30 ;
+  reg [1:0] \$300 ;
+  reg [23:0] \$301 ;
+  reg \$302 ;
+  reg \$303 ;
+  reg [1:0] \$304 ;
+  reg [1:0] \$305 ;
+  reg [4:0] \$306 ;
+  reg [4:0] \$307 ;
+  reg [22:0] \$308 ;
+  reg \$309 ;
+  wire [17:0] \$31 ;
+  reg [4:0] \$310 ;
+  reg [23:0] \$311 ;
+  reg [4:0] \$312 ;
+  reg [4:0] \$313 ;
+  reg [4:0] \$314 ;
+  reg [4:0] \$315 ;
+  reg [4:0] \$316 ;
+  reg [4:0] \$317 ;
+  reg [4:0] \$318 ;
+  reg [4:0] \$319 ;
+  wire [17:0] \$32 ;
+  reg [4:0] \$320 ;
+  reg [4:0] \$321 ;
+  reg [4:0] \$322 ;
+  reg [4:0] \$323 ;
+  reg \$324 ;
+  reg [4:0] \$325 ;
+  reg \$326 ;
+  reg \$327 ;
+  reg [4:0] \$328 ;
+  reg [2:0] \$329 ;
+  wire [47:0] \$33 ;
+  reg [2:0] \$330 ;
+  reg [2:0] \$331 ;
+  reg [4:0] \$332 ;
+  reg [1:0] \$333 ;
+  reg \$334 ;
+  reg [7:0] \$335 ;
+  wire [47:0] \$34 ;
+  wire [47:0] \$35 ;
+  wire [24:0] \$36 ;
+  wire [24:0] \$37 ;
+  wire [17:0] \$38 ;
+  wire [17:0] \$39 ;
+  wire [16:0] \$4 ;
+  wire [47:0] \$40 ;
+  wire [47:0] \$41 ;
+  wire [24:0] \$42 ;
+  wire [24:0] \$43 ;
+  wire [17:0] \$44 ;
+  wire [17:0] \$45 ;
+  wire [47:0] \$46 ;
+  wire [47:0] \$47 ;
+  wire [47:0] \$48 ;
+  wire \$49 ;
+  wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire \$53 ;
+  wire \$54 ;
+  wire \$55 ;
+  wire \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire [18:0] \$59 ;
+  wire [5:0] \$6 ;
+  wire [19:0] \$60 ;
+  wire [19:0] \$61 ;
+  wire [18:0] \$62 ;
+  wire [19:0] \$63 ;
+  wire [19:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire [19:0] \$69 ;
+  wire [5:0] \$7 ;
+  wire [19:0] \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire \$74 ;
+  wire [17:0] \$75 ;
+  wire [17:0] \$76 ;
+  wire \$77 ;
+  wire \$78 ;
+  wire \$79 ;
+  wire [3:0] \$8 ;
+  wire \$80 ;
+  wire [17:0] \$81 ;
+  wire [17:0] \$82 ;
+  wire \$83 ;
+  wire \$84 ;
+  wire \$85 ;
+  wire \$86 ;
+  wire [17:0] \$87 ;
+  wire [17:0] \$88 ;
+  wire \$89 ;
+  wire [7:0] \$9 ;
+  wire \$90 ;
+  wire \$91 ;
+  wire \$92 ;
+  wire [17:0] \$93 ;
+  wire [17:0] \$94 ;
+  wire \$95 ;
+  wire [23:0] \$96 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire \$99 ;
+  reg [7:0] \$signature__addr  = 8'h00;
+  (* init = 8'h00 *)
+  wire [7:0] \$signature__addr$29 ;
+  wire [7:0] \$signature__addr$30 ;
+  reg [7:0] \$signature__addr$45  = 8'h00;
+  reg [23:0] \$signature__data  = 24'h000000;
+  wire [23:0] \$signature__data$168 ;
+  wire [16:0] \$signature__data$188 ;
+  wire [16:0] \$signature__data$282 ;
+  reg \$signature__en  = 1'h0;
   reg [15:0] D_d1 = 16'h0000;
   reg [15:0] D_d10 = 16'h0000;
+  output [15:0] D_d11;
   reg [15:0] D_d11 = 16'h0000;
   reg [15:0] D_d2 = 16'h0000;
   reg [15:0] D_d3 = 16'h0000;
@@ -18551,16 +20064,15 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   reg [15:0] D_d7 = 16'h0000;
   reg [15:0] D_d8 = 16'h0000;
   reg [15:0] D_d9 = 16'h0000;
-  input [63:0] G;
-  wire [63:0] G;
-  wire [15:0] \G[0] ;
-  wire [15:0] \G[1] ;
-  wire [15:0] \G[2] ;
-  wire [15:0] \G[3] ;
+  output [17:0] bg0;
   reg [17:0] bg0 = 18'h00000;
+  output [17:0] bg1;
   reg [17:0] bg1 = 18'h00000;
+  output [17:0] bg2;
   reg [17:0] bg2 = 18'h00000;
+  output [17:0] bg3;
   reg [17:0] bg3 = 18'h00000;
+  output [16:0] bgf;
   wire [16:0] bgf;
   output busy;
   reg busy = 1'h0;
@@ -18575,16 +20087,18 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   input cmd__valid;
   wire cmd__valid;
   reg [4:0] cnt = 5'h00;
+  output [23:0] dbx;
   reg [23:0] dbx = 24'h000000;
+  output [16:0] dfd;
   wire [16:0] dfd;
+  output [16:0] edn;
   wire [16:0] edn;
+  output [25:0] eps_x;
   reg [25:0] eps_x = 26'h0000000;
   output [31:0] exp2__i__payload;
   reg [31:0] exp2__i__payload;
   output exp2__i__valid;
   reg exp2__i__valid;
-  input [16:0] exp2__o__payload;
-  wire [16:0] exp2__o__payload;
   wire exp2__o__ready;
   input first_frame;
   wire first_frame;
@@ -18592,10 +20106,13 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   reg [17:0] floor_delta = 18'h00000;
   reg [2:0] fphase = 3'h0;
   reg [2:0] fsm_state = 3'h0;
+  output [17:0] g2;
   reg [17:0] g2 = 18'h00000;
+  output [19:0] gb;
   reg [19:0] gb = 20'h00000;
   reg go;
   (* init = 24'h000000 *)
+  output [23:0] h_new;
   wire [23:0] h_new;
   reg [23:0] hold0_d1 = 24'h000000;
   reg [23:0] hold_d1 = 24'h000000;
@@ -18603,8 +20120,10 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   reg [23:0] hold_d3 = 24'h000000;
   reg [23:0] hold_d4 = 24'h000000;
   reg [23:0] hold_d5 = 24'h000000;
+  output [23:0] hold_d6;
   reg [23:0] hold_d6 = 24'h000000;
   reg [30:0] inc = 31'h00000000;
+  output [30:0] inc_d1;
   reg [30:0] inc_d1 = 31'h00000000;
   output [4:0] k;
   reg [4:0] k = 5'h00;
@@ -18634,8 +20153,6 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   reg [4:0] k14_d1 = 5'h00;
   reg [4:0] k14_d2 = 5'h00;
   reg [4:0] k1_d1 = 5'h00;
-  input [2:0] kind;
-  wire [2:0] kind;
   (* init = 8'h00 *)
   wire [7:0] kn;
   reg [7:0] kn10_d1 = 8'h00;
@@ -18650,24 +20167,123 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   reg [7:0] kn8_d2 = 8'h00;
   reg [7:0] kn8_d3 = 8'h00;
   reg [7:0] kn8_d4 = 8'h00;
+  output layer;
   reg layer = 1'h0;
+  input [24:0] mul0_a_t0;
+  wire [24:0] mul0_a_t0;
+  input [24:0] mul0_a_t1;
+  wire [24:0] mul0_a_t1;
+  input [24:0] mul0_a_t2;
+  wire [24:0] mul0_a_t2;
+  input [24:0] mul0_a_t3;
+  wire [24:0] mul0_a_t3;
+  input [24:0] mul0_a_t4;
+  wire [24:0] mul0_a_t4;
+  input [17:0] mul0_b_t0;
+  wire [17:0] mul0_b_t0;
+  input [17:0] mul0_b_t1;
+  wire [17:0] mul0_b_t1;
+  input [17:0] mul0_b_t2;
+  wire [17:0] mul0_b_t2;
+  input [17:0] mul0_b_t3;
+  wire [17:0] mul0_b_t3;
+  input [17:0] mul0_b_t4;
+  wire [17:0] mul0_b_t4;
+  input [47:0] mul0_c_t0;
+  wire [47:0] mul0_c_t0;
+  input [47:0] mul0_c_t1;
+  wire [47:0] mul0_c_t1;
+  input [47:0] mul0_c_t2;
+  wire [47:0] mul0_c_t2;
+  input [47:0] mul0_c_t3;
+  wire [47:0] mul0_c_t3;
+  input [47:0] mul0_c_t4;
+  wire [47:0] mul0_c_t4;
+  output mul0_use0;
   reg mul0_use0;
+  output mul0_use1;
   reg mul0_use1;
+  output mul0_use2;
   reg mul0_use2;
+  output mul0_use3;
   reg mul0_use3;
+  output mul0_use4;
   reg mul0_use4;
+  input [24:0] mul1_a_t0;
+  wire [24:0] mul1_a_t0;
+  input [24:0] mul1_a_t1;
+  wire [24:0] mul1_a_t1;
+  input [24:0] mul1_a_t2;
+  wire [24:0] mul1_a_t2;
+  input [24:0] mul1_a_t3;
+  wire [24:0] mul1_a_t3;
+  input [17:0] mul1_b_t0;
+  wire [17:0] mul1_b_t0;
+  input [17:0] mul1_b_t1;
+  wire [17:0] mul1_b_t1;
+  input [17:0] mul1_b_t2;
+  wire [17:0] mul1_b_t2;
+  input [17:0] mul1_b_t3;
+  wire [17:0] mul1_b_t3;
+  input [47:0] mul1_c_t0;
+  wire [47:0] mul1_c_t0;
+  input [47:0] mul1_c_t1;
+  wire [47:0] mul1_c_t1;
+  input [47:0] mul1_c_t2;
+  wire [47:0] mul1_c_t2;
+  input [47:0] mul1_c_t3;
+  wire [47:0] mul1_c_t3;
+  output mul1_use0;
   reg mul1_use0;
+  output mul1_use1;
   reg mul1_use1;
+  output mul1_use2;
   reg mul1_use2;
+  output mul1_use3;
   reg mul1_use3;
+  input [24:0] mul2_a_t0;
+  wire [24:0] mul2_a_t0;
+  input [24:0] mul2_a_t1;
+  wire [24:0] mul2_a_t1;
+  input [24:0] mul2_a_t2;
+  wire [24:0] mul2_a_t2;
+  input [24:0] mul2_a_t3;
+  wire [24:0] mul2_a_t3;
+  input [17:0] mul2_b_t0;
+  wire [17:0] mul2_b_t0;
+  input [17:0] mul2_b_t1;
+  wire [17:0] mul2_b_t1;
+  input [17:0] mul2_b_t2;
+  wire [17:0] mul2_b_t2;
+  input [17:0] mul2_b_t3;
+  wire [17:0] mul2_b_t3;
+  input [47:0] mul2_c_t0;
+  wire [47:0] mul2_c_t0;
+  input [47:0] mul2_c_t1;
+  wire [47:0] mul2_c_t1;
+  input [47:0] mul2_c_t2;
+  wire [47:0] mul2_c_t2;
+  input [47:0] mul2_c_t3;
+  wire [47:0] mul2_c_t3;
+  input [47:0] mul2_c_t4;
+  wire [47:0] mul2_c_t4;
+  output mul2_use0;
   reg mul2_use0;
+  output mul2_use1;
   reg mul2_use1;
+  output mul2_use2;
   reg mul2_use2;
+  output mul2_use3;
   reg mul2_use3;
+  output mul2_use4;
   reg mul2_use4;
+  output mul2_use5;
   reg mul2_use5;
+  output [24:0] mul__a__0;
   wire [24:0] mul__a__0;
+  output [24:0] mul__a__1;
   wire [24:0] mul__a__1;
+  output [24:0] mul__a__2;
   wire [24:0] mul__a__2;
   output [17:0] mul__b__0;
   wire [17:0] mul__b__0;
@@ -18675,9 +20291,11 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   wire [17:0] mul__b__1;
   output [17:0] mul__b__2;
   wire [17:0] mul__b__2;
+  output [47:0] mul__c__0;
   wire [47:0] mul__c__0;
   output [47:0] mul__c__1;
   wire [47:0] mul__c__1;
+  output [47:0] mul__c__2;
   wire [47:0] mul__c__2;
   input [47:0] mul__p__0;
   wire [47:0] mul__p__0;
@@ -18688,6 +20306,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   reg [1:0] n = 2'h0;
   reg [1:0] n10_d1 = 2'h0;
   reg [1:0] n10_d2 = 2'h0;
+  output [1:0] n11_d1;
   reg [1:0] n11_d1 = 2'h0;
   reg [1:0] n12_d1 = 2'h0;
   reg [1:0] n12_d10 = 2'h0;
@@ -18704,6 +20323,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   reg [1:0] n13_d2 = 2'h0;
   reg [1:0] n14_d1 = 2'h0;
   reg [1:0] n14_d2 = 2'h0;
+  output [1:0] n1_d1;
   reg [1:0] n1_d1 = 2'h0;
   reg [1:0] n3_d1 = 2'h0;
   reg [1:0] n3_d2 = 2'h0;
@@ -18727,22 +20347,16 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   reg [2:0] pn3_d1 = 3'h0;
   reg [2:0] pn5_d1 = 3'h0;
   reg [2:0] pn5_d2 = 3'h0;
+  output [2:0] pn6_d1;
   reg [2:0] pn6_d1 = 3'h0;
   reg [2:0] pn8_d1 = 3'h0;
   reg [2:0] pn8_d2 = 3'h0;
   reg [2:0] pn_d1 = 3'h0;
   reg [2:0] pn_d2 = 3'h0;
-  output [23:0] \port$2362$0 ;
-  wire [23:0] \port$2362$0 ;
-  output [33:0] \port$2381$0 ;
-  wire [33:0] \port$2381$0 ;
-  output [23:0] \port$2388$0 ;
-  wire [23:0] \port$2388$0 ;
-  output [23:0] \port$2422$0 ;
-  wire [23:0] \port$2422$0 ;
-  output [44:0] \port$2450$0 ;
-  wire [44:0] \port$2450$0 ;
+  output [16:0] \port$2468$0 ;
+  wire [16:0] \port$2468$0 ;
   wire pro_go;
+  output [2:0] pro_n;
   reg [2:0] pro_n = 3'h0;
   reg pv0;
   reg pv3_d1 = 1'h0;
@@ -18755,8 +20369,6 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   reg pv_d2 = 1'h0;
   (* init = 5'h00 *)
   wire [4:0] rd_delta__addr;
-  input [15:0] rd_delta__data;
-  wire [15:0] rd_delta__data;
   output [4:0] rd_sz__addr;
   wire [4:0] rd_sz__addr;
   input [15:0] rd_sz__data;
@@ -18795,12 +20407,12 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   reg s14_d1 = 1'h0;
   reg s14_d2 = 1'h0;
   reg s1_d1 = 1'h0;
+  output [17:0] s_mean;
   reg [17:0] s_mean = 18'h00000;
   reg [22:0] skip = 23'h000000;
-  input [21:0] snr_sum;
-  wire [21:0] snr_sum;
   reg [15:0] sz_d1 = 16'h0000;
   reg [15:0] sz_d10 = 16'h0000;
+  output [15:0] sz_d11;
   reg [15:0] sz_d11 = 16'h0000;
   reg [15:0] sz_d2 = 16'h0000;
   reg [15:0] sz_d3 = 16'h0000;
@@ -18826,15 +20438,18 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   reg v8_d4 = 1'h0;
   reg [15:0] xc_p10 = 16'h0000;
   reg [15:0] xc_p11 = 16'h0000;
+  output [15:0] xc_p12;
   reg [15:0] xc_p12 = 16'h0000;
   reg [15:0] xc_p2 = 16'h0000;
   reg [15:0] xc_p3 = 16'h0000;
+  output [15:0] xc_p4;
   reg [15:0] xc_p4 = 16'h0000;
   reg [15:0] xc_p5 = 16'h0000;
   reg [15:0] xc_p6 = 16'h0000;
   reg [15:0] xc_p7 = 16'h0000;
   reg [15:0] xc_p8 = 16'h0000;
   reg [15:0] xc_p9 = 16'h0000;
+  output [23:0] y;
   reg [23:0] y = 24'h000000;
   reg [4:0] y_k_d1 = 5'h00;
   reg y_v_d1 = 1'h0;
@@ -19086,15 +20701,15 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   reg [16:0] _0_;
   reg [16:0] _1_;
   always @(posedge clk) begin
-    if (\$221 ) begin
+    if (\$154 ) begin
       _0_ <= ad_rom[\$12 [7:0]];
     end
-    if (\$215 ) begin
+    if (\$152 ) begin
       _1_ <= ad_rom[\$signature__addr ];
     end
   end
-  assign \$signature__data$160  = _0_;
-  assign \$signature__data$88  = _1_;
+  assign \$signature__data$188  = _0_;
+  assign \$signature__data$282  = _1_;
   reg [23:0] h_ram [191:0];
   initial begin
     h_ram[0] = 24'h000000;
@@ -19291,50 +20906,16 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
     h_ram[191] = 24'h000000;
   end
   always @(posedge clk) begin
-    if (\$227 )
+    if (\$156 )
       h_ram[\$signature__addr$45 ] <= \$signature__data ;
   end
   reg [23:0] _2_;
   always @(posedge clk) begin
-    if (\$233 ) begin
+    if (\$158 ) begin
       _2_ <= h_ram[\$signature__addr ];
     end
   end
-  assign \$signature__data$142  = _2_;
-  always @(posedge clk)
-    k13_d8 <= \$394 ;
-  always @(posedge clk)
-    k13_d9 <= \$395 ;
-  always @(posedge clk)
-    k13_d10 <= \$396 ;
-  always @(posedge clk)
-    k13_d11 <= \$397 ;
-  always @(posedge clk)
-    k13_d12 <= \$398 ;
-  always @(posedge clk)
-    y_v_d1 <= \$399 ;
-  always @(posedge clk)
-    y_k_d1 <= \$400 ;
-  always @(posedge clk)
-    layer <= \$401 ;
-  always @(posedge clk)
-    busy <= \$402 ;
-  always @(posedge clk)
-    cnt <= \$403 ;
-  always @(posedge clk)
-    fphase <= \$404 ;
-  always @(posedge clk)
-    fsm_state <= \$405 ;
-  always @(posedge clk)
-    pro_n <= \$406 ;
-  always @(posedge clk)
-    k <= \$407 ;
-  always @(posedge clk)
-    n <= \$408 ;
-  always @(posedge clk)
-    phase <= \$409 ;
-  always @(posedge clk)
-    \$signature__addr  <= \$410 ;
+  assign \$signature__data$168  = _2_;
   assign dfd = regs[31:16] - regs[15:0];
   assign edn = regs[47:32] - regs[63:48];
   assign \$1  = fphase == 1'h1;
@@ -19361,1111 +20942,628 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   assign \$24  = v13_d2 & \$23 ;
   assign \$25  = $signed(mul__p__2[45:13]) + $signed(skip);
   assign \$26  = o_i == 5'h17;
-  assign \$27  = mul0_use0 ? snr_sum : 22'h000000;
-  assign \$28  = mul0_use1 ? dfd : 17'h00000;
-  assign \$29  = { 1'h0, \$27  } | { \$28 [16], \$28 [16], \$28 [16], \$28 [16], \$28 [16], \$28 [16], \$28  };
-  assign \$31  = mul0_use2 ? \$30  : 16'h0000;
-  assign \$32  = \$29  | { 7'h00, \$31  };
-  assign \$34  = mul0_use3 ? \$33  : 18'h00000;
-  assign \$35  = \$32  | { \$34 [17], \$34 [17], \$34 [17], \$34 [17], \$34 [17], \$34  };
-  assign \$36  = mul0_use4 ? dbx : 24'h000000;
-  assign \$37  = { \$35 [22], \$35  } | \$36 ;
-  assign \$38  = mul0_use0 ? 17'h1999a : 17'h00000;
-  assign \$39  = mul0_use1 ? s_mean : 18'h00000;
-  assign \$40  = { 1'h0, \$38  } | \$39 ;
-  assign \$41  = 16'h8000 - bgf;
-  assign \$42  = mul0_use2 ? \$41  : 18'h00000;
-  assign \$43  = { 1'h0, \$40  } | { \$42 [17], \$42  };
-  assign \$44  = mul0_use3 ? rd_delta__data : 16'h0000;
-  assign \$45  = \$43  | { \$44 [15], \$44 [15], \$44 [15], \$44  };
-  assign \$46  = mul0_use4 ? xc_p4 : 16'h0000;
-  assign \$47  = \$45  | { \$46 [15], \$46 [15], \$46 [15], \$46  };
-  assign \$48  = mul0_use0 ? 23'h200000 : 23'h000000;
-  assign \$49  = mul0_use1 ? { 1'h0, regs[15:0], 15'h4000 } : 32'd0;
-  assign \$50  = { 9'h000, \$48  } | \$49 ;
-  assign \$51  = mul0_use2 ? { 1'h0, bgf, 15'h4000 } : 33'h000000000;
-  assign \$52  = { \$50 [31], \$50  } | \$51 ;
-  assign \$53  = mul0_use3 ? { eps_x[25], eps_x, 7'h40 } : 34'h000000000;
-  assign \$54  = { \$52 [32], \$52  } | \$53 ;
-  assign \$55  = mul0_use4 ? 11'h200 : 11'h000;
-  assign \$56  = \$54  | { 23'h000000, \$55  };
-  assign \$57  = mul1_use0 ? edn : 17'h00000;
-  assign \$58  = mul1_use1 ? g2 : 18'h00000;
-  assign \$59  = { \$57 [16], \$57 [16], \$57  } | { 1'h0, \$58  };
-  assign \$60  = mul1_use2 ? \$signature__data$88  : 17'h00000;
-  assign \$61  = \$59  | { \$60 [16], \$60 [16], \$60  };
-  assign \$62  = mul1_use3 ? hold_d6 : 24'h000000;
-  assign \$63  = { \$61 [18], \$61 [18], \$61 [18], \$61 [18], \$61 [18], \$61  } | \$62 ;
-  assign \$64  = mul1_use0 ? s_mean : 18'h00000;
-  assign \$66  = mul1_use1 ? \$65  : 18'h00000;
-  assign \$67  = { 1'h0, \$64  } | { \$66 [17], \$66  };
-  assign \$68  = mul1_use2 ? rd_delta__data : 16'h0000;
-  assign \$69  = \$67  | { \$68 [15], \$68 [15], \$68 [15], \$68  };
-  assign \$70  = mul1_use3 ? exp2__o__payload : 17'h00000;
-  assign \$71  = \$69  | { 2'h0, \$70  };
-  assign \$72  = mul1_use0 ? { 1'h0, regs[63:48], 15'h3fff } : 32'd0;
-  assign \$75  = mul1_use1 ? { \$74 [18], \$73 , 15'h4000 } : 35'h000000000;
-  assign \$76  = { \$72 [31], \$72 [31], \$72 [31], \$72  } | \$75 ;
-  assign \$78  = mul1_use2 ? \$77  : 32'd0;
-  assign \$79  = \$76  | { 3'h0, \$78  };
-  assign \$80  = mul1_use3 ? { inc_d1[30], inc_d1, 16'h8000 } : 48'h000000000000;
-  assign mul__c__1 = { \$79 [34], \$79 [34], \$79 [34], \$79 [34], \$79 [34], \$79 [34], \$79 [34], \$79 [34], \$79 [34], \$79 [34], \$79 [34], \$79 [34], \$79 [34], \$79  } | \$80 ;
-  assign \$81  = mul2_use0 ? gb : 20'h00000;
-  assign \$82  = mul2_use1 ? \$signature__data  : 24'h000000;
-  assign \$83  = { \$81 [19], \$81 [19], \$81 [19], \$81 [19], \$81  } | \$82 ;
-  assign \$84  = mul2_use4 ? xc_p12 : 16'h0000;
-  assign \$85  = \$83  | { \$84 [15], \$84 [15], \$84 [15], \$84 [15], \$84 [15], \$84 [15], \$84 [15], \$84 [15], \$84  };
-  assign \$86  = mul2_use5 ? y : 24'h000000;
-  assign \$87  = \$85  | \$86 ;
-  assign \$89  = mul2_use0 ? \$88  : 18'h00000;
-  assign \$91  = mul2_use1 ? \$90  : 18'h00000;
-  assign \$92  = \$89  | \$91 ;
-  assign \$93  = mul2_use4 ? D_d11 : 16'h0000;
-  assign \$94  = \$92  | { \$93 [15], \$93 [15], \$93  };
-  assign \$95  = mul2_use5 ? sz_d11 : 16'h0000;
-  assign mul__b__2 = \$94  | { \$95 [15], \$95 [15], \$95  };
-  assign \$96  = mul2_use0 ? 15'h2000 : 15'h0000;
-  assign \$97  = mul2_use2 ? 14'h1000 : 14'h0000;
-  assign \$98  = \$96  | { 1'h0, \$97  };
-  assign \$99  = mul2_use3 ? mul__p__2[44:0] : 45'h000000000000;
-  assign \$100  = { 30'h00000000, \$98  } | \$99 ;
-  assign \$101  = mul2_use4 ? 11'h200 : 11'h000;
-  assign \$102  = \$100  | { 34'h000000000, \$101  };
-  assign \$103  = mul2_use5 ? 12'h400 : 12'h000;
-  assign \$104  = \$102  | { 33'h000000000, \$103  };
+  assign \$27  = mul0_a_t0 | mul0_a_t1;
+  assign \$28  = \$27  | mul0_a_t2;
+  assign \$29  = \$28  | mul0_a_t3;
+  assign mul__a__0 = \$29  | mul0_a_t4;
+  assign \$30  = mul0_b_t0 | mul0_b_t1;
+  assign \$31  = \$30  | mul0_b_t2;
+  assign \$32  = \$31  | mul0_b_t3;
+  assign mul__b__0 = \$32  | mul0_b_t4;
+  assign \$33  = mul0_c_t0 | mul0_c_t1;
+  assign \$34  = \$33  | mul0_c_t2;
+  assign \$35  = \$34  | mul0_c_t3;
+  assign mul__c__0 = \$35  | mul0_c_t4;
+  assign \$36  = mul1_a_t0 | mul1_a_t1;
+  assign \$37  = \$36  | mul1_a_t2;
+  assign mul__a__1 = \$37  | mul1_a_t3;
+  assign \$38  = mul1_b_t0 | mul1_b_t1;
+  assign \$39  = \$38  | mul1_b_t2;
+  assign mul__b__1 = \$39  | mul1_b_t3;
+  assign \$40  = mul1_c_t0 | mul1_c_t1;
+  assign \$41  = \$40  | mul1_c_t2;
+  assign mul__c__1 = \$41  | mul1_c_t3;
+  assign \$42  = mul2_a_t0 | mul2_a_t1;
+  assign \$43  = \$42  | mul2_a_t2;
+  assign mul__a__2 = \$43  | mul2_a_t3;
+  assign \$44  = mul2_b_t0 | mul2_b_t1;
+  assign \$45  = \$44  | mul2_b_t2;
+  assign mul__b__2 = \$45  | mul2_b_t3;
+  assign \$46  = mul2_c_t0 | mul2_c_t1;
+  assign \$47  = \$46  | mul2_c_t2;
+  assign \$48  = \$47  | mul2_c_t3;
+  assign mul__c__2 = \$48  | mul2_c_t4;
   assign cmd__ready = ~ busy;
-  assign \$105  = pro_n < 3'h4;
-  assign \$106  = ~ phase;
-  assign \$107  = ! fsm_state;
-  assign \$108  = fsm_state == 1'h1;
-  assign \$109  = fsm_state == 2'h2;
-  assign \$110  = fsm_state == 2'h3;
-  assign \$111  = fsm_state == 3'h4;
-  assign \$112  = | kind;
-  assign \$113  = \$112  | cmd__valid;
-  assign \$114  = \$113  | busy;
-  assign \$115  = busy | cmd__valid;
-  assign \$116  = fphase == 2'h3;
-  assign \$117  = fphase == 3'h6;
-  assign \$119  = $signed(\$118 ) + $signed(2'h1);
-  assign \$122  = $signed(\$121 ) + $signed(2'h1);
-  assign \$124  = | mul__p__1[47:34];
+  assign \$49  = pro_n < 3'h4;
+  assign \$50  = ~ phase;
+  assign \$51  = ! fsm_state;
+  assign \$52  = fsm_state == 1'h1;
+  assign \$53  = fsm_state == 2'h2;
+  assign \$54  = fsm_state == 2'h3;
+  assign \$55  = fsm_state == 3'h4;
+  assign \$56  = busy | cmd__valid;
+  assign \$57  = fphase == 2'h3;
+  assign \$58  = fphase == 3'h6;
+  assign \$60  = $signed(\$59 ) + $signed(2'h1);
+  assign \$63  = $signed(\$62 ) + $signed(2'h1);
+  assign \$65  = | mul__p__1[47:34];
+  assign \$66  = ~ \$65 ;
+  assign \$67  = & mul__p__1[47:34];
+  assign \$68  = \$66  | \$67 ;
+  assign \$69  = mul__p__1[47] ? 20'h80000 : 20'h7ffff;
+  assign \$70  = \$68  ? mul__p__1[34:15] : \$69 ;
+  assign \$71  = | \s$19 [33:17];
+  assign \$72  = ~ \$71 ;
+  assign \$73  = & \s$19 [33:17];
+  assign \$74  = \$72  | \$73 ;
+  assign \$75  = \s$19 [33] ? 18'h20000 : 18'h1ffff;
+  assign \$76  = \$74  ? \s$19 [17:0] : \$75 ;
+  assign \$77  = | \s$19 [33:17];
+  assign \$78  = ~ \$77 ;
+  assign \$79  = & \s$19 [33:17];
+  assign \$80  = \$78  | \$79 ;
+  assign \$81  = \s$19 [33] ? 18'h20000 : 18'h1ffff;
+  assign \$82  = \$80  ? \s$19 [17:0] : \$81 ;
+  assign \$83  = | \s$19 [33:17];
+  assign \$84  = ~ \$83 ;
+  assign \$85  = & \s$19 [33:17];
+  assign \$86  = \$84  | \$85 ;
+  assign \$87  = \s$19 [33] ? 18'h20000 : 18'h1ffff;
+  assign \$88  = \$86  ? \s$19 [17:0] : \$87 ;
+  assign \$89  = | \s$19 [33:17];
+  assign \$90  = ~ \$89 ;
+  assign \$91  = & \s$19 [33:17];
+  assign \$92  = \$90  | \$91 ;
+  assign \$93  = \s$19 [33] ? 18'h20000 : 18'h1ffff;
+  assign \$94  = \$92  ? \s$19 [17:0] : \$93 ;
+  assign \$95  = go & \real ;
+  assign \$96  = first_frame ? 24'h000000 : \$signature__data$168 ;
+  assign \$97  = | mul__p__0[34:30];
+  assign \$98  = ~ \$97 ;
+  assign \$99  = & mul__p__0[34:30];
+  assign \$100  = \$98  | \$99 ;
+  assign \$101  = mul__p__0[34] ? 24'h800000 : 24'h7fffff;
+  assign \$102  = \$100  ? mul__p__0[30:7] : \$101 ;
+  assign \$103  = | mul__p__1[47:39];
+  assign \$104  = ~ \$103 ;
+  assign \$105  = & mul__p__1[47:39];
+  assign \$106  = \$104  | \$105 ;
+  assign \$107  = mul__p__1[47] ? 24'h800000 : 24'h7fffff;
+  assign \$108  = \$106  ? mul__p__1[39:16] : \$107 ;
+  assign \$109  = n13_d2 == 2'h3;
+  assign \$110  = v13_d2 & \$109 ;
+  assign \$111  = | \s$62 [33:23];
+  assign \$112  = ~ \$111 ;
+  assign \$113  = & \s$62 [33:23];
+  assign \$114  = \$112  | \$113 ;
+  assign \$115  = \s$62 [33] ? 24'h800000 : 24'h7fffff;
+  assign \$116  = \$114  ? \s$62 [23:0] : \$115 ;
+  assign \$117  = ! n14_d2;
+  assign \$118  = s14_d2 & \$117 ;
+  assign \$119  = n14_d2 == 1'h1;
+  assign \$120  = s14_d2 & \$119 ;
+  assign \$121  = | k14_d2;
+  assign \$122  = \$120  & \$121 ;
+  assign \$123  = k14_d2 - 1'h1;
+  assign \$124  = | mul__p__2[40:34];
   assign \$125  = ~ \$124 ;
-  assign \$126  = & mul__p__1[47:34];
+  assign \$126  = & mul__p__2[40:34];
   assign \$127  = \$125  | \$126 ;
-  assign \$128  = mul__p__1[47] ? 20'h80000 : 20'h7ffff;
-  assign \$129  = \$127  ? mul__p__1[34:15] : \$128 ;
-  assign \$130  = | \s$19 [33:17];
-  assign \$131  = ~ \$130 ;
-  assign \$132  = & \s$19 [33:17];
-  assign \$133  = \$131  | \$132 ;
-  assign \$134  = \s$19 [33] ? 18'h20000 : 18'h1ffff;
-  assign \$135  = \$133  ? \s$19 [17:0] : \$134 ;
-  assign \$136  = | \s$19 [33:17];
-  assign \$137  = ~ \$136 ;
-  assign \$138  = & \s$19 [33:17];
-  assign \$139  = \$137  | \$138 ;
-  assign \$140  = \s$19 [33] ? 18'h20000 : 18'h1ffff;
-  assign \$141  = \$139  ? \s$19 [17:0] : \$140 ;
-  assign \$142  = | \s$19 [33:17];
-  assign \$143  = ~ \$142 ;
-  assign \$144  = & \s$19 [33:17];
-  assign \$145  = \$143  | \$144 ;
-  assign \$146  = \s$19 [33] ? 18'h20000 : 18'h1ffff;
-  assign \$147  = \$145  ? \s$19 [17:0] : \$146 ;
-  assign \$148  = | \s$19 [33:17];
-  assign \$149  = ~ \$148 ;
-  assign \$150  = & \s$19 [33:17];
-  assign \$151  = \$149  | \$150 ;
-  assign \$152  = \s$19 [33] ? 18'h20000 : 18'h1ffff;
-  assign \$153  = \$151  ? \s$19 [17:0] : \$152 ;
-  assign \$154  = go & \real ;
-  assign \$155  = first_frame ? 24'h000000 : \$signature__data$142 ;
-  assign \$156  = | mul__p__0[34:30];
-  assign \$157  = ~ \$156 ;
-  assign \$158  = & mul__p__0[34:30];
-  assign \$159  = \$157  | \$158 ;
-  assign \$160  = mul__p__0[34] ? 24'h800000 : 24'h7fffff;
-  assign \$161  = \$159  ? mul__p__0[30:7] : \$160 ;
-  assign \$162  = | mul__p__1[47:39];
-  assign \$163  = ~ \$162 ;
-  assign \$164  = & mul__p__1[47:39];
-  assign \$165  = \$163  | \$164 ;
-  assign \$166  = mul__p__1[47] ? 24'h800000 : 24'h7fffff;
-  assign \$167  = \$165  ? mul__p__1[39:16] : \$166 ;
-  assign \$168  = n13_d2 == 2'h3;
-  assign \$169  = v13_d2 & \$168 ;
-  assign \$170  = | \s$62 [33:23];
-  assign \$171  = ~ \$170 ;
-  assign \$172  = & \s$62 [33:23];
-  assign \$173  = \$171  | \$172 ;
-  assign \$174  = \s$62 [33] ? 24'h800000 : 24'h7fffff;
-  assign \$175  = \$173  ? \s$62 [23:0] : \$174 ;
-  assign \$176  = ! n14_d2;
-  assign \$177  = s14_d2 & \$176 ;
-  assign \$178  = n14_d2 == 1'h1;
-  assign \$179  = s14_d2 & \$178 ;
-  assign \$180  = | k14_d2;
-  assign \$181  = \$179  & \$180 ;
-  assign \$182  = k14_d2 - 1'h1;
-  assign \$183  = | mul__p__2[40:34];
-  assign \$184  = ~ \$183 ;
-  assign \$185  = & mul__p__2[40:34];
-  assign \$186  = \$184  | \$185 ;
-  assign \$187  = mul__p__2[40] ? 24'h800000 : 24'h7fffff;
-  assign \$188  = \$186  ? mul__p__2[34:11] : \$187 ;
-  assign \$189  = n13_d2 == 2'h3;
-  assign \$190  = v13_d2 & \$189 ;
-  assign \$191  = ! cmd__payload[0];
-  assign \$192  = fphase + 1'h1;
-  assign \$193  = fphase == 3'h6;
-  assign \$194  = pro_n < 3'h4;
-  assign \$195  = pro_n + 1'h1;
-  assign \$196  = cnt + 1'h1;
-  assign \$197  = cnt == 4'h9;
-  assign \$200  = \$198  + \$199 ;
-  assign \$201  = ~ phase;
-  assign \$202  = \$signature__addr  + 1'h1;
-  assign \$203  = n == 2'h3;
-  assign \$204  = k + 1'h1;
-  assign \$205  = n + 1'h1;
-  assign \$206  = k == 5'h18;
-  assign \$207  = n == 1'h1;
-  assign \$208  = \$206  & \$207 ;
-  assign \$209  = o__valid & o__payload[29];
-  assign \$210  = busy | cmd__valid;
-  assign \$212  = | kind;
-  assign \$213  = \$212  | cmd__valid;
-  assign \$214  = \$213  | busy;
-  assign \$215  = \$211  & \$214 ;
-  assign \$216  = busy | cmd__valid;
-  assign \$218  = | kind;
-  assign \$219  = \$218  | cmd__valid;
-  assign \$220  = \$219  | busy;
-  assign \$221  = \$217  & \$220 ;
-  assign \$222  = | kind;
-  assign \$223  = \$222  | cmd__valid;
-  assign \$224  = \$223  | busy;
-  assign \$225  = busy | cmd__valid;
-  assign \$226  = \$225  ? \$signature__en  : 1'h0;
-  assign \$227  = \$224  ? \$226  : 1'h0;
-  assign \$228  = busy | cmd__valid;
-  assign \$230  = | kind;
-  assign \$231  = \$230  | cmd__valid;
-  assign \$232  = \$231  | busy;
-  assign \$233  = \$229  & \$232 ;
+  assign \$128  = mul__p__2[40] ? 24'h800000 : 24'h7fffff;
+  assign \$129  = \$127  ? mul__p__2[34:11] : \$128 ;
+  assign \$130  = n13_d2 == 2'h3;
+  assign \$131  = v13_d2 & \$130 ;
+  assign \$132  = ! cmd__payload[0];
+  assign \$133  = fphase + 1'h1;
+  assign \$134  = fphase == 3'h6;
+  assign \$135  = pro_n < 3'h4;
+  assign \$136  = pro_n + 1'h1;
+  assign \$137  = cnt + 1'h1;
+  assign \$138  = cnt == 4'h9;
+  assign \$141  = \$139  + \$140 ;
+  assign \$142  = ~ phase;
+  assign \$143  = \$signature__addr  + 1'h1;
+  assign \$144  = n == 2'h3;
+  assign \$145  = k + 1'h1;
+  assign \$146  = n + 1'h1;
+  assign \$147  = k == 5'h18;
+  assign \$148  = n == 1'h1;
+  assign \$149  = \$147  & \$148 ;
+  assign \$150  = o__valid & o__payload[29];
+  assign \$151  = busy | cmd__valid;
+  assign \$153  = busy | cmd__valid;
+  assign \$155  = busy | cmd__valid;
+  assign \$156  = \$155  ? \$signature__en  : 1'h0;
+  assign \$157  = busy | cmd__valid;
   always @(posedge clk)
-    s_mean <= \$234 ;
+    s_mean <= \$159 ;
   always @(posedge clk)
-    floor_delta <= \$235 ;
+    floor_delta <= \$160 ;
   always @(posedge clk)
-    eps_x <= \$236 ;
+    eps_x <= \$161 ;
   always @(posedge clk)
-    pv_d1 <= \$237 ;
+    pv_d1 <= \$162 ;
   always @(posedge clk)
-    pv_d2 <= \$238 ;
+    pv_d2 <= \$163 ;
   always @(posedge clk)
-    pn_d1 <= \$239 ;
+    pn_d1 <= \$164 ;
   always @(posedge clk)
-    pn_d2 <= \$240 ;
+    pn_d2 <= \$165 ;
   always @(posedge clk)
-    pv3_d1 <= \$241 ;
+    pv3_d1 <= \$166 ;
   always @(posedge clk)
-    pn3_d1 <= \$242 ;
+    pn3_d1 <= \$167 ;
   always @(posedge clk)
-    g2 <= \$243 ;
+    g2 <= \$168 ;
   always @(posedge clk)
-    pv5_d1 <= \$244 ;
+    pv5_d1 <= \$169 ;
   always @(posedge clk)
-    pv5_d2 <= \$245 ;
+    pv5_d2 <= \$170 ;
   always @(posedge clk)
-    pn5_d1 <= \$246 ;
+    pn5_d1 <= \$171 ;
   always @(posedge clk)
-    pn5_d2 <= \$247 ;
+    pn5_d2 <= \$172 ;
   always @(posedge clk)
-    gb <= \$248 ;
+    gb <= \$173 ;
   always @(posedge clk)
-    pv6_d1 <= \$249 ;
+    pv6_d1 <= \$174 ;
   always @(posedge clk)
-    pn6_d1 <= \$250 ;
+    pn6_d1 <= \$175 ;
   always @(posedge clk)
-    pv8_d1 <= \$251 ;
+    pv8_d1 <= \$176 ;
   always @(posedge clk)
-    pv8_d2 <= \$252 ;
+    pv8_d2 <= \$177 ;
   always @(posedge clk)
-    pn8_d1 <= \$253 ;
+    pn8_d1 <= \$178 ;
   always @(posedge clk)
-    pn8_d2 <= \$254 ;
+    pn8_d2 <= \$179 ;
   always @(posedge clk)
-    bg0 <= \$255 ;
+    bg0 <= \$180 ;
   always @(posedge clk)
-    bg1 <= \$256 ;
+    bg1 <= \$181 ;
   always @(posedge clk)
-    bg2 <= \$257 ;
+    bg2 <= \$182 ;
   always @(posedge clk)
-    bg3 <= \$258 ;
+    bg3 <= \$183 ;
   always @(posedge clk)
-    v1_d1 <= \$259 ;
+    v1_d1 <= \$184 ;
   always @(posedge clk)
-    s1_d1 <= \$260 ;
+    s1_d1 <= \$185 ;
   always @(posedge clk)
-    n1_d1 <= \$261 ;
+    n1_d1 <= \$186 ;
   always @(posedge clk)
-    k1_d1 <= \$262 ;
+    k1_d1 <= \$187 ;
   always @(posedge clk)
-    kn1_d1 <= \$263 ;
+    kn1_d1 <= \$188 ;
   always @(posedge clk)
-    xc_p2 <= \$264 ;
+    xc_p2 <= \$189 ;
   always @(posedge clk)
-    xc_p3 <= \$265 ;
+    xc_p3 <= \$190 ;
   always @(posedge clk)
-    xc_p4 <= \$266 ;
+    xc_p4 <= \$191 ;
   always @(posedge clk)
-    xc_p5 <= \$267 ;
+    xc_p5 <= \$192 ;
   always @(posedge clk)
-    xc_p6 <= \$268 ;
+    xc_p6 <= \$193 ;
   always @(posedge clk)
-    xc_p7 <= \$269 ;
+    xc_p7 <= \$194 ;
   always @(posedge clk)
-    xc_p8 <= \$270 ;
+    xc_p8 <= \$195 ;
   always @(posedge clk)
-    xc_p9 <= \$271 ;
+    xc_p9 <= \$196 ;
   always @(posedge clk)
-    xc_p10 <= \$272 ;
+    xc_p10 <= \$197 ;
   always @(posedge clk)
-    xc_p11 <= \$273 ;
+    xc_p11 <= \$198 ;
   always @(posedge clk)
-    xc_p12 <= \$274 ;
+    xc_p12 <= \$199 ;
   always @(posedge clk)
-    hold0_d1 <= \$275 ;
+    hold0_d1 <= \$200 ;
   always @(posedge clk)
-    hold_d1 <= \$276 ;
+    hold_d1 <= \$201 ;
   always @(posedge clk)
-    hold_d2 <= \$277 ;
+    hold_d2 <= \$202 ;
   always @(posedge clk)
-    hold_d3 <= \$278 ;
+    hold_d3 <= \$203 ;
   always @(posedge clk)
-    hold_d4 <= \$279 ;
+    hold_d4 <= \$204 ;
   always @(posedge clk)
-    hold_d5 <= \$280 ;
+    hold_d5 <= \$205 ;
   always @(posedge clk)
-    hold_d6 <= \$281 ;
+    hold_d6 <= \$206 ;
   always @(posedge clk)
-    sz_d1 <= \$282 ;
+    sz_d1 <= \$207 ;
   always @(posedge clk)
-    sz_d2 <= \$283 ;
+    sz_d2 <= \$208 ;
   always @(posedge clk)
-    sz_d3 <= \$284 ;
+    sz_d3 <= \$209 ;
   always @(posedge clk)
-    sz_d4 <= \$285 ;
+    sz_d4 <= \$210 ;
   always @(posedge clk)
-    sz_d5 <= \$286 ;
+    sz_d5 <= \$211 ;
   always @(posedge clk)
-    sz_d6 <= \$287 ;
+    sz_d6 <= \$212 ;
   always @(posedge clk)
-    sz_d7 <= \$288 ;
+    sz_d7 <= \$213 ;
   always @(posedge clk)
-    sz_d8 <= \$289 ;
+    sz_d8 <= \$214 ;
   always @(posedge clk)
-    sz_d9 <= \$290 ;
+    sz_d9 <= \$215 ;
   always @(posedge clk)
-    sz_d10 <= \$291 ;
+    sz_d10 <= \$216 ;
   always @(posedge clk)
-    sz_d11 <= \$292 ;
+    sz_d11 <= \$217 ;
   always @(posedge clk)
-    D_d1 <= \$293 ;
+    D_d1 <= \$218 ;
   always @(posedge clk)
-    D_d2 <= \$294 ;
+    D_d2 <= \$219 ;
   always @(posedge clk)
-    D_d3 <= \$295 ;
+    D_d3 <= \$220 ;
   always @(posedge clk)
-    D_d4 <= \$296 ;
+    D_d4 <= \$221 ;
   always @(posedge clk)
-    D_d5 <= \$297 ;
+    D_d5 <= \$222 ;
   always @(posedge clk)
-    D_d6 <= \$298 ;
+    D_d6 <= \$223 ;
   always @(posedge clk)
-    D_d7 <= \$299 ;
+    D_d7 <= \$224 ;
   always @(posedge clk)
-    D_d8 <= \$300 ;
+    D_d8 <= \$225 ;
   always @(posedge clk)
-    D_d9 <= \$301 ;
+    D_d9 <= \$226 ;
   always @(posedge clk)
-    D_d10 <= \$302 ;
+    D_d10 <= \$227 ;
   always @(posedge clk)
-    D_d11 <= \$303 ;
+    D_d11 <= \$228 ;
   always @(posedge clk)
-    v3_d1 <= \$304 ;
+    v3_d1 <= \$229 ;
   always @(posedge clk)
-    v3_d2 <= \$305 ;
+    v3_d2 <= \$230 ;
   always @(posedge clk)
-    n3_d1 <= \$306 ;
+    n3_d1 <= \$231 ;
   always @(posedge clk)
-    n3_d2 <= \$307 ;
+    n3_d2 <= \$232 ;
   always @(posedge clk)
-    kn3_d1 <= \$308 ;
+    kn3_d1 <= \$233 ;
   always @(posedge clk)
-    kn3_d2 <= \$309 ;
+    kn3_d2 <= \$234 ;
   always @(posedge clk)
-    dbx <= \$310 ;
+    dbx <= \$235 ;
   always @(posedge clk)
-    ya <= \$311 ;
+    ya <= \$236 ;
   always @(posedge clk)
-    v4_d1 <= \$312 ;
+    v4_d1 <= \$237 ;
   always @(posedge clk)
-    n4_d1 <= \$313 ;
+    n4_d1 <= \$238 ;
   always @(posedge clk)
-    kn4_d1 <= \$314 ;
+    kn4_d1 <= \$239 ;
   always @(posedge clk)
-    inc <= \$315 ;
+    inc <= \$240 ;
   always @(posedge clk)
-    inc_d1 <= \$316 ;
+    inc_d1 <= \$241 ;
   always @(posedge clk)
-    v8_d1 <= \$317 ;
+    v8_d1 <= \$242 ;
   always @(posedge clk)
-    v8_d2 <= \$318 ;
+    v8_d2 <= \$243 ;
   always @(posedge clk)
-    v8_d3 <= \$319 ;
+    v8_d3 <= \$244 ;
   always @(posedge clk)
-    v8_d4 <= \$320 ;
+    v8_d4 <= \$245 ;
   always @(posedge clk)
-    n8_d1 <= \$321 ;
+    n8_d1 <= \$246 ;
   always @(posedge clk)
-    n8_d2 <= \$322 ;
+    n8_d2 <= \$247 ;
   always @(posedge clk)
-    n8_d3 <= \$323 ;
+    n8_d3 <= \$248 ;
   always @(posedge clk)
-    n8_d4 <= \$324 ;
+    n8_d4 <= \$249 ;
   always @(posedge clk)
-    kn8_d1 <= \$325 ;
+    kn8_d1 <= \$250 ;
   always @(posedge clk)
-    kn8_d2 <= \$326 ;
+    kn8_d2 <= \$251 ;
   always @(posedge clk)
-    kn8_d3 <= \$327 ;
+    kn8_d3 <= \$252 ;
   always @(posedge clk)
-    kn8_d4 <= \$328 ;
+    kn8_d4 <= \$253 ;
   always @(posedge clk)
-    v10_d1 <= \$329 ;
+    v10_d1 <= \$254 ;
   always @(posedge clk)
-    v10_d2 <= \$330 ;
+    v10_d2 <= \$255 ;
   always @(posedge clk)
-    n10_d1 <= \$331 ;
+    n10_d1 <= \$256 ;
   always @(posedge clk)
-    n10_d2 <= \$332 ;
+    n10_d2 <= \$257 ;
   always @(posedge clk)
-    kn10_d1 <= \$333 ;
+    kn10_d1 <= \$258 ;
   always @(posedge clk)
-    kn10_d2 <= \$334 ;
+    kn10_d2 <= \$259 ;
   always @(posedge clk)
-    \$signature__data  <= \$335 ;
+    \$signature__data  <= \$260 ;
   always @(posedge clk)
-    \$signature__en  <= \$336 ;
+    \$signature__en  <= \$261 ;
   always @(posedge clk)
-    n11_d1 <= \$337 ;
+    n11_d1 <= \$262 ;
   always @(posedge clk)
-    \$signature__addr$45  <= \$338 ;
+    \$signature__addr$45  <= \$263 ;
   always @(posedge clk)
-    s12_d1 <= \$339 ;
+    s12_d1 <= \$264 ;
   always @(posedge clk)
-    s12_d2 <= \$340 ;
+    s12_d2 <= \$265 ;
   always @(posedge clk)
-    s12_d3 <= \$341 ;
+    s12_d3 <= \$266 ;
   always @(posedge clk)
-    s12_d4 <= \$342 ;
+    s12_d4 <= \$267 ;
   always @(posedge clk)
-    s12_d5 <= \$343 ;
+    s12_d5 <= \$268 ;
   always @(posedge clk)
-    s12_d6 <= \$344 ;
+    s12_d6 <= \$269 ;
   always @(posedge clk)
-    s12_d7 <= \$345 ;
+    s12_d7 <= \$270 ;
   always @(posedge clk)
-    s12_d8 <= \$346 ;
+    s12_d8 <= \$271 ;
   always @(posedge clk)
-    s12_d9 <= \$347 ;
+    s12_d9 <= \$272 ;
   always @(posedge clk)
-    s12_d10 <= \$348 ;
+    s12_d10 <= \$273 ;
   always @(posedge clk)
-    s12_d11 <= \$349 ;
+    s12_d11 <= \$274 ;
   always @(posedge clk)
-    n12_d1 <= \$350 ;
+    n12_d1 <= \$275 ;
   always @(posedge clk)
-    n12_d2 <= \$351 ;
+    n12_d2 <= \$276 ;
   always @(posedge clk)
-    n12_d3 <= \$352 ;
+    n12_d3 <= \$277 ;
   always @(posedge clk)
-    n12_d4 <= \$353 ;
+    n12_d4 <= \$278 ;
   always @(posedge clk)
-    n12_d5 <= \$354 ;
+    n12_d5 <= \$279 ;
   always @(posedge clk)
-    n12_d6 <= \$355 ;
+    n12_d6 <= \$280 ;
   always @(posedge clk)
-    n12_d7 <= \$356 ;
+    n12_d7 <= \$281 ;
   always @(posedge clk)
-    n12_d8 <= \$357 ;
+    n12_d8 <= \$282 ;
   always @(posedge clk)
-    n12_d9 <= \$358 ;
+    n12_d9 <= \$283 ;
   always @(posedge clk)
-    n12_d10 <= \$359 ;
+    n12_d10 <= \$284 ;
   always @(posedge clk)
-    n12_d11 <= \$360 ;
+    n12_d11 <= \$285 ;
   always @(posedge clk)
-    k12_d1 <= \$361 ;
+    k12_d1 <= \$286 ;
   always @(posedge clk)
-    k12_d2 <= \$362 ;
+    k12_d2 <= \$287 ;
   always @(posedge clk)
-    k12_d3 <= \$363 ;
+    k12_d3 <= \$288 ;
   always @(posedge clk)
-    k12_d4 <= \$364 ;
+    k12_d4 <= \$289 ;
   always @(posedge clk)
-    k12_d5 <= \$365 ;
+    k12_d5 <= \$290 ;
   always @(posedge clk)
-    k12_d6 <= \$366 ;
+    k12_d6 <= \$291 ;
   always @(posedge clk)
-    k12_d7 <= \$367 ;
+    k12_d7 <= \$292 ;
   always @(posedge clk)
-    k12_d8 <= \$368 ;
+    k12_d8 <= \$293 ;
   always @(posedge clk)
-    k12_d9 <= \$369 ;
+    k12_d9 <= \$294 ;
   always @(posedge clk)
-    k12_d10 <= \$370 ;
+    k12_d10 <= \$295 ;
   always @(posedge clk)
-    k12_d11 <= \$371 ;
+    k12_d11 <= \$296 ;
   always @(posedge clk)
-    v13_d1 <= \$372 ;
+    v13_d1 <= \$297 ;
   always @(posedge clk)
-    v13_d2 <= \$373 ;
+    v13_d2 <= \$298 ;
   always @(posedge clk)
-    n13_d1 <= \$374 ;
+    n13_d1 <= \$299 ;
   always @(posedge clk)
-    n13_d2 <= \$375 ;
+    n13_d2 <= \$300 ;
   always @(posedge clk)
-    y <= \$376 ;
+    y <= \$301 ;
   always @(posedge clk)
-    s14_d1 <= \$377 ;
+    s14_d1 <= \$302 ;
   always @(posedge clk)
-    s14_d2 <= \$378 ;
+    s14_d2 <= \$303 ;
   always @(posedge clk)
-    n14_d1 <= \$379 ;
+    n14_d1 <= \$304 ;
   always @(posedge clk)
-    n14_d2 <= \$380 ;
+    n14_d2 <= \$305 ;
   always @(posedge clk)
-    k14_d1 <= \$381 ;
+    k14_d1 <= \$306 ;
   always @(posedge clk)
-    k14_d2 <= \$382 ;
+    k14_d2 <= \$307 ;
   always @(posedge clk)
-    skip <= \$383 ;
+    skip <= \$308 ;
   always @(posedge clk)
-    o__valid <= \$384 ;
+    o__valid <= \$309 ;
   always @(posedge clk)
-    o_i <= \$385 ;
+    o_i <= \$310 ;
   always @(posedge clk)
-    o_val <= \$386 ;
+    o_val <= \$311 ;
   always @(posedge clk)
-    k13_d1 <= \$387 ;
+    k13_d1 <= \$312 ;
   always @(posedge clk)
-    k13_d2 <= \$388 ;
+    k13_d2 <= \$313 ;
   always @(posedge clk)
-    k13_d3 <= \$389 ;
+    k13_d3 <= \$314 ;
   always @(posedge clk)
-    k13_d4 <= \$390 ;
+    k13_d4 <= \$315 ;
   always @(posedge clk)
-    k13_d5 <= \$391 ;
+    k13_d5 <= \$316 ;
   always @(posedge clk)
-    k13_d6 <= \$392 ;
+    k13_d6 <= \$317 ;
   always @(posedge clk)
-    k13_d7 <= \$393 ;
+    k13_d7 <= \$318 ;
+  always @(posedge clk)
+    k13_d8 <= \$319 ;
+  always @(posedge clk)
+    k13_d9 <= \$320 ;
+  always @(posedge clk)
+    k13_d10 <= \$321 ;
+  always @(posedge clk)
+    k13_d11 <= \$322 ;
+  always @(posedge clk)
+    k13_d12 <= \$323 ;
+  always @(posedge clk)
+    y_v_d1 <= \$324 ;
+  always @(posedge clk)
+    y_k_d1 <= \$325 ;
+  always @(posedge clk)
+    layer <= \$326 ;
+  always @(posedge clk)
+    busy <= \$327 ;
+  always @(posedge clk)
+    cnt <= \$328 ;
+  always @(posedge clk)
+    fphase <= \$329 ;
+  always @(posedge clk)
+    fsm_state <= \$330 ;
+  always @(posedge clk)
+    pro_n <= \$331 ;
+  always @(posedge clk)
+    k <= \$332 ;
+  always @(posedge clk)
+    n <= \$333 ;
+  always @(posedge clk)
+    phase <= \$334 ;
+  always @(posedge clk)
+    \$signature__addr  <= \$335 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$395  = k13_d9;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$395  = k13_d8;
-      end
-    end
-    if (rst) begin
-      \$395  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$396  = k13_d10;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$396  = k13_d9;
-      end
-    end
-    if (rst) begin
-      \$396  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$397  = k13_d11;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$397  = k13_d10;
-      end
-    end
-    if (rst) begin
-      \$397  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$398  = k13_d12;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$398  = k13_d11;
-      end
-    end
-    if (rst) begin
-      \$398  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$399  = y_v_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$399  = \$190 ;
-      end
-    end
-    if (rst) begin
-      \$399  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$400  = y_k_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$400  = k13_d12;
-      end
-    end
-    if (rst) begin
-      \$400  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$401  = layer;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        casez (fsm_state)
-          3'h0:
-              if (cmd__valid) begin
-                \$401  = cmd__payload[1];
-              end
-        endcase
-      end
-    end
-    if (rst) begin
-      \$401  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$402  = busy;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        casez (fsm_state)
-          3'h0:
-              if (cmd__valid) begin
-                \$402  = 1'h1;
-              end
-          3'h1:
-              if (\$193 ) begin
-                \$402  = 1'h0;
-              end
-          3'h2:
-              /* empty */;
-          3'h3:
-              /* empty */;
-          3'h4:
-              if (\$209 ) begin
-                \$402  = 1'h0;
-              end
-        endcase
-      end
-    end
-    if (rst) begin
-      \$402  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$403  = cnt;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        casez (fsm_state)
-          3'h0:
-              if (cmd__valid) begin
-                \$403  = 5'h00;
-              end
-          3'h1:
-              /* empty */;
-          3'h2:
-              (* full_case = 32'd1 *)
-              if (\$194 ) begin
-              end else begin
-                \$403  = \$196 [4:0];
-              end
-        endcase
-      end
-    end
-    if (rst) begin
-      \$403  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$404  = fphase;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        casez (fsm_state)
-          3'h0:
-              if (cmd__valid) begin
-                if (\$191 ) begin
-                  \$404  = 3'h1;
-                end
-              end
-          3'h1:
-            begin
-              \$404  = \$192 [2:0];
-              if (\$193 ) begin
-                \$404  = 3'h0;
-              end
-            end
-        endcase
-      end
-    end
-    if (rst) begin
-      \$404  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$405  = fsm_state;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        casez (fsm_state)
-          3'h0:
-              if (cmd__valid) begin
-                (* full_case = 32'd1 *)
-                if (\$191 ) begin
-                  \$405  = 3'h1;
-                end else begin
-                  \$405  = 3'h2;
-                end
-              end
-          3'h1:
-              if (\$193 ) begin
-                \$405  = 3'h0;
-              end
-          3'h2:
-              (* full_case = 32'd1 *)
-              if (\$194 ) begin
-              end else begin
-                if (\$197 ) begin
-                  \$405  = 3'h3;
-                end
-              end
-          3'h3:
-              if (phase) begin
-                if (\$208 ) begin
-                  \$405  = 3'h4;
-                end
-              end
-          3'h4:
-              if (\$209 ) begin
-                \$405  = 3'h0;
-              end
-        endcase
-      end
-    end
-    if (rst) begin
-      \$405  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$406  = pro_n;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        casez (fsm_state)
-          3'h0:
-              if (cmd__valid) begin
-                (* full_case = 32'd1 *)
-                if (\$191 ) begin
-                end else begin
-                  \$406  = 3'h0;
-                end
-              end
-          3'h1:
-              /* empty */;
-          3'h2:
-              if (\$194 ) begin
-                \$406  = \$195 [2:0];
-              end
-        endcase
-      end
-    end
-    if (rst) begin
-      \$406  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$407  = k;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        casez (fsm_state)
-          3'h0:
-              /* empty */;
-          3'h1:
-              /* empty */;
-          3'h2:
-              (* full_case = 32'd1 *)
-              if (\$194 ) begin
-              end else begin
-                if (\$197 ) begin
-                  \$407  = 5'h00;
-                end
-              end
-          3'h3:
-              if (phase) begin
-                if (\$203 ) begin
-                  \$407  = \$204 [4:0];
-                end
-              end
-        endcase
-      end
-    end
-    if (rst) begin
-      \$407  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$408  = n;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        casez (fsm_state)
-          3'h0:
-              /* empty */;
-          3'h1:
-              /* empty */;
-          3'h2:
-              (* full_case = 32'd1 *)
-              if (\$194 ) begin
-              end else begin
-                if (\$197 ) begin
-                  \$408  = 2'h0;
-                end
-              end
-          3'h3:
-              if (phase) begin
-                (* full_case = 32'd1 *)
-                if (\$203 ) begin
-                  \$408  = 2'h0;
-                end else begin
-                  \$408  = \$205 [1:0];
-                end
-              end
-        endcase
-      end
-    end
-    if (rst) begin
-      \$408  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$409  = phase;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        casez (fsm_state)
-          3'h0:
-              /* empty */;
-          3'h1:
-              /* empty */;
-          3'h2:
-              (* full_case = 32'd1 *)
-              if (\$194 ) begin
-              end else begin
-                if (\$197 ) begin
-                  \$409  = 1'h0;
-                end
-              end
-          3'h3:
-              \$409  = \$201 ;
-        endcase
-      end
-    end
-    if (rst) begin
-      \$409  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$410  = \$signature__addr ;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        casez (fsm_state)
-          3'h0:
-              /* empty */;
-          3'h1:
-              /* empty */;
-          3'h2:
-              (* full_case = 32'd1 *)
-              if (\$194 ) begin
-              end else begin
-                if (\$197 ) begin
-                  \$410  = \$200 [7:0];
-                end
-              end
-          3'h3:
-              if (phase) begin
-                \$410  = \$202 [7:0];
-              end
-        endcase
-      end
-    end
-    if (rst) begin
-      \$410  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$30  = 16'h0000;
-    casez (pro_n)
-      3'h0:
-          \$30  = G[15:0];
-      3'h1:
-          \$30  = G[31:16];
-      3'h2:
-          \$30  = G[47:32];
-      3'h3:
-          \$30  = G[63:48];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    (* full_case = 32'd1 *)
-    casez (n1_d1)
-      2'h0:
-          \$33  = bg0;
-      2'h1:
-          \$33  = bg1;
-      2'h2:
-          \$33  = bg2;
-      2'h3:
-          \$33  = bg3;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    (* full_case = 32'd1 *)
-    casez (layer)
-      1'h0:
-          \$65  = 18'h010ac;
-      1'h1:
-          \$65  = 18'h04bbb;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    (* full_case = 32'd1 *)
-    casez (layer)
-      1'h0:
-          \$73  = 19'h02f54;
-      1'h1:
-          \$73  = 19'h7f445;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    (* full_case = 32'd1 *)
-    casez (layer)
-      1'h0:
-          \$74  = 19'h02f54;
-      1'h1:
-          \$74  = 19'h7f445;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    (* full_case = 32'd1 *)
-    casez (layer)
-      1'h0:
-          \$77  = 32'd7;
-      1'h1:
-          \$77  = 32'd7;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$88  = 18'h00000;
-    casez (pn6_d1)
-      3'h0:
-          \$88  = B[17:0];
-      3'h1:
-          \$88  = B[35:18];
-      3'h2:
-          \$88  = B[53:36];
-      3'h3:
-          \$88  = B[71:54];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    (* full_case = 32'd1 *)
-    casez (n11_d1)
-      2'h0:
-          \$90  = C[17:0];
-      2'h1:
-          \$90  = C[35:18];
-      2'h2:
-          \$90  = C[53:36];
-      2'h3:
-          \$90  = C[71:54];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     mul0_use0 = 1'h0;
     if (\$1 ) begin
       mul0_use0 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     mul0_use1 = 1'h0;
     if (\$2 ) begin
       mul0_use1 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     mul1_use0 = 1'h0;
     if (\$2 ) begin
       mul1_use0 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     mul0_use2 = 1'h0;
     if (pv0) begin
       mul0_use2 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     mul1_use1 = 1'h0;
     if (pv3_d1) begin
       mul1_use1 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     mul2_use0 = 1'h0;
     if (pv6_d1) begin
       mul2_use0 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \s$19  = 34'h000000000;
     if (pv8_d2) begin
       \s$19  = mul__p__2[47:14];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     mul0_use3 = 1'h0;
     if (v1_d1) begin
       mul0_use3 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     mul1_use2 = 1'h0;
     if (v1_d1) begin
       mul1_use2 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     mul0_use4 = 1'h0;
     if (v4_d1) begin
       mul0_use4 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     exp2__i__valid = 1'h0;
     if (v4_d1) begin
       exp2__i__valid = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     exp2__i__payload = 32'd0;
     if (v4_d1) begin
       exp2__i__payload = ya;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     mul1_use3 = 1'h0;
     if (v8_d4) begin
       mul1_use3 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     mul2_use1 = 1'h0;
     if (\$signature__en ) begin
       mul2_use1 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     mul2_use2 = 1'h0;
     if (\$14 ) begin
       mul2_use2 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     mul2_use3 = 1'h0;
     if (\$16 ) begin
       mul2_use3 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     mul2_use4 = 1'h0;
     if (\$18 ) begin
       mul2_use4 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     mul2_use5 = 1'h0;
     if (\$22 ) begin
       mul2_use5 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \s$62  = 34'h000000000;
     if (\$24 ) begin
       \s$62  = \$25 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     pv0 = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -20473,13 +21571,13 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
       3'h1:
           /* empty */;
       3'h2:
-          if (\$105 ) begin
+          if (\$49 ) begin
             pv0 = 1'h1;
           end
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     go = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -20489,1978 +21587,1985 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
       3'h2:
           /* empty */;
       3'h3:
-          go = \$106 ;
+          go = \$50 ;
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$234  = s_mean;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        if (\$116 ) begin
-          \$234  = mul__p__0[39:22];
-        end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$159  = s_mean;
+    if (\$56 ) begin
+      if (\$57 ) begin
+        \$159  = mul__p__0[39:22];
       end
     end
     if (rst) begin
-      \$234  = 18'h00000;
+      \$159  = 18'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$235  = floor_delta;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        if (\$117 ) begin
-          \$235  = \$120 [17:0];
-        end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$160  = floor_delta;
+    if (\$56 ) begin
+      if (\$58 ) begin
+        \$160  = \$61 [17:0];
       end
     end
     if (rst) begin
-      \$235  = 18'h00000;
+      \$160  = 18'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$236  = eps_x;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        if (\$117 ) begin
-          \$236  = { \$123 [19], \$123 [19], \$123 [19], \$123 [19], \$123 [19], \$123 [19], \$123  };
-        end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$161  = eps_x;
+    if (\$56 ) begin
+      if (\$58 ) begin
+        \$161  = { \$64 [19], \$64 [19], \$64 [19], \$64 [19], \$64 [19], \$64 [19], \$64  };
       end
     end
     if (rst) begin
-      \$236  = 26'h0000000;
+      \$161  = 26'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$237  = pv_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$237  = pv0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$162  = pv_d1;
+    if (\$56 ) begin
+      \$162  = pv0;
+    end
+    if (rst) begin
+      \$162  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$163  = pv_d2;
+    if (\$56 ) begin
+      \$163  = pv_d1;
+    end
+    if (rst) begin
+      \$163  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$164  = pn_d1;
+    if (\$56 ) begin
+      \$164  = pro_n;
+    end
+    if (rst) begin
+      \$164  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$165  = pn_d2;
+    if (\$56 ) begin
+      \$165  = pn_d1;
+    end
+    if (rst) begin
+      \$165  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$166  = pv3_d1;
+    if (\$56 ) begin
+      \$166  = pv_d2;
+    end
+    if (rst) begin
+      \$166  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$167  = pn3_d1;
+    if (\$56 ) begin
+      \$167  = pn_d2;
+    end
+    if (rst) begin
+      \$167  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$168  = g2;
+    if (\$56 ) begin
+      \$168  = mul__p__0[32:15];
+    end
+    if (rst) begin
+      \$168  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$169  = pv5_d1;
+    if (\$56 ) begin
+      \$169  = pv3_d1;
+    end
+    if (rst) begin
+      \$169  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$170  = pv5_d2;
+    if (\$56 ) begin
+      \$170  = pv5_d1;
+    end
+    if (rst) begin
+      \$170  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$171  = pn5_d1;
+    if (\$56 ) begin
+      \$171  = pn3_d1;
+    end
+    if (rst) begin
+      \$171  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$172  = pn5_d2;
+    if (\$56 ) begin
+      \$172  = pn5_d1;
+    end
+    if (rst) begin
+      \$172  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$173  = gb;
+    if (\$56 ) begin
+      \$173  = \$70 ;
+    end
+    if (rst) begin
+      \$173  = 20'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$174  = pv6_d1;
+    if (\$56 ) begin
+      \$174  = pv5_d2;
+    end
+    if (rst) begin
+      \$174  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$175  = pn6_d1;
+    if (\$56 ) begin
+      \$175  = pn5_d2;
+    end
+    if (rst) begin
+      \$175  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$176  = pv8_d1;
+    if (\$56 ) begin
+      \$176  = pv6_d1;
+    end
+    if (rst) begin
+      \$176  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$177  = pv8_d2;
+    if (\$56 ) begin
+      \$177  = pv8_d1;
+    end
+    if (rst) begin
+      \$177  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$178  = pn8_d1;
+    if (\$56 ) begin
+      \$178  = pn6_d1;
+    end
+    if (rst) begin
+      \$178  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$179  = pn8_d2;
+    if (\$56 ) begin
+      \$179  = pn8_d1;
+    end
+    if (rst) begin
+      \$179  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$180  = bg0;
+    if (\$56 ) begin
+      if (pv8_d2) begin
+        casez (pn8_d2)
+          3'h0:
+              \$180  = \$76 ;
+        endcase
       end
+    end
+    if (rst) begin
+      \$180  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$181  = bg1;
+    if (\$56 ) begin
+      if (pv8_d2) begin
+        casez (pn8_d2)
+          3'h0:
+              /* empty */;
+          3'h1:
+              \$181  = \$82 ;
+        endcase
+      end
+    end
+    if (rst) begin
+      \$181  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$182  = bg2;
+    if (\$56 ) begin
+      if (pv8_d2) begin
+        casez (pn8_d2)
+          3'h0:
+              /* empty */;
+          3'h1:
+              /* empty */;
+          3'h2:
+              \$182  = \$88 ;
+        endcase
+      end
+    end
+    if (rst) begin
+      \$182  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$183  = bg3;
+    if (\$56 ) begin
+      if (pv8_d2) begin
+        casez (pn8_d2)
+          3'h0:
+              /* empty */;
+          3'h1:
+              /* empty */;
+          3'h2:
+              /* empty */;
+          3'h3:
+              \$183  = \$94 ;
+        endcase
+      end
+    end
+    if (rst) begin
+      \$183  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$184  = v1_d1;
+    if (\$56 ) begin
+      \$184  = \$95 ;
+    end
+    if (rst) begin
+      \$184  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$185  = s1_d1;
+    if (\$56 ) begin
+      \$185  = go;
+    end
+    if (rst) begin
+      \$185  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$186  = n1_d1;
+    if (\$56 ) begin
+      \$186  = n;
+    end
+    if (rst) begin
+      \$186  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$187  = k1_d1;
+    if (\$56 ) begin
+      \$187  = k;
+    end
+    if (rst) begin
+      \$187  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$188  = kn1_d1;
+    if (\$56 ) begin
+      \$188  = \$signature__addr ;
+    end
+    if (rst) begin
+      \$188  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$189  = xc_p2;
+    if (\$56 ) begin
+      \$189  = rd_xc__data;
+    end
+    if (rst) begin
+      \$189  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$190  = xc_p3;
+    if (\$56 ) begin
+      \$190  = xc_p2;
+    end
+    if (rst) begin
+      \$190  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$191  = xc_p4;
+    if (\$56 ) begin
+      \$191  = xc_p3;
+    end
+    if (rst) begin
+      \$191  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$192  = xc_p5;
+    if (\$56 ) begin
+      \$192  = xc_p4;
+    end
+    if (rst) begin
+      \$192  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$193  = xc_p6;
+    if (\$56 ) begin
+      \$193  = xc_p5;
+    end
+    if (rst) begin
+      \$193  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$194  = xc_p7;
+    if (\$56 ) begin
+      \$194  = xc_p6;
+    end
+    if (rst) begin
+      \$194  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$195  = xc_p8;
+    if (\$56 ) begin
+      \$195  = xc_p7;
+    end
+    if (rst) begin
+      \$195  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$196  = xc_p9;
+    if (\$56 ) begin
+      \$196  = xc_p8;
+    end
+    if (rst) begin
+      \$196  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$197  = xc_p10;
+    if (\$56 ) begin
+      \$197  = xc_p9;
+    end
+    if (rst) begin
+      \$197  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$198  = xc_p11;
+    if (\$56 ) begin
+      \$198  = xc_p10;
+    end
+    if (rst) begin
+      \$198  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$199  = xc_p12;
+    if (\$56 ) begin
+      \$199  = xc_p11;
+    end
+    if (rst) begin
+      \$199  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$200  = hold0_d1;
+    if (\$56 ) begin
+      \$200  = \$96 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$201  = hold_d1;
+    if (\$56 ) begin
+      \$201  = hold0_d1;
+    end
+    if (rst) begin
+      \$201  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$202  = hold_d2;
+    if (\$56 ) begin
+      \$202  = hold_d1;
+    end
+    if (rst) begin
+      \$202  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$203  = hold_d3;
+    if (\$56 ) begin
+      \$203  = hold_d2;
+    end
+    if (rst) begin
+      \$203  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$204  = hold_d4;
+    if (\$56 ) begin
+      \$204  = hold_d3;
+    end
+    if (rst) begin
+      \$204  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$205  = hold_d5;
+    if (\$56 ) begin
+      \$205  = hold_d4;
+    end
+    if (rst) begin
+      \$205  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$206  = hold_d6;
+    if (\$56 ) begin
+      \$206  = hold_d5;
+    end
+    if (rst) begin
+      \$206  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$207  = sz_d1;
+    if (\$56 ) begin
+      \$207  = rd_sz__data;
+    end
+    if (rst) begin
+      \$207  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$208  = sz_d2;
+    if (\$56 ) begin
+      \$208  = sz_d1;
+    end
+    if (rst) begin
+      \$208  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$209  = sz_d3;
+    if (\$56 ) begin
+      \$209  = sz_d2;
+    end
+    if (rst) begin
+      \$209  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$210  = sz_d4;
+    if (\$56 ) begin
+      \$210  = sz_d3;
+    end
+    if (rst) begin
+      \$210  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$211  = sz_d5;
+    if (\$56 ) begin
+      \$211  = sz_d4;
+    end
+    if (rst) begin
+      \$211  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$212  = sz_d6;
+    if (\$56 ) begin
+      \$212  = sz_d5;
+    end
+    if (rst) begin
+      \$212  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$213  = sz_d7;
+    if (\$56 ) begin
+      \$213  = sz_d6;
+    end
+    if (rst) begin
+      \$213  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$214  = sz_d8;
+    if (\$56 ) begin
+      \$214  = sz_d7;
+    end
+    if (rst) begin
+      \$214  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$215  = sz_d9;
+    if (\$56 ) begin
+      \$215  = sz_d8;
+    end
+    if (rst) begin
+      \$215  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$216  = sz_d10;
+    if (\$56 ) begin
+      \$216  = sz_d9;
+    end
+    if (rst) begin
+      \$216  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$217  = sz_d11;
+    if (\$56 ) begin
+      \$217  = sz_d10;
+    end
+    if (rst) begin
+      \$217  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$218  = D_d1;
+    if (\$56 ) begin
+      \$218  = \$signature__data$188 [15:0];
+    end
+    if (rst) begin
+      \$218  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$219  = D_d2;
+    if (\$56 ) begin
+      \$219  = D_d1;
+    end
+    if (rst) begin
+      \$219  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$220  = D_d3;
+    if (\$56 ) begin
+      \$220  = D_d2;
+    end
+    if (rst) begin
+      \$220  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$221  = D_d4;
+    if (\$56 ) begin
+      \$221  = D_d3;
+    end
+    if (rst) begin
+      \$221  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$222  = D_d5;
+    if (\$56 ) begin
+      \$222  = D_d4;
+    end
+    if (rst) begin
+      \$222  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$223  = D_d6;
+    if (\$56 ) begin
+      \$223  = D_d5;
+    end
+    if (rst) begin
+      \$223  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$224  = D_d7;
+    if (\$56 ) begin
+      \$224  = D_d6;
+    end
+    if (rst) begin
+      \$224  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$225  = D_d8;
+    if (\$56 ) begin
+      \$225  = D_d7;
+    end
+    if (rst) begin
+      \$225  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$226  = D_d9;
+    if (\$56 ) begin
+      \$226  = D_d8;
+    end
+    if (rst) begin
+      \$226  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$227  = D_d10;
+    if (\$56 ) begin
+      \$227  = D_d9;
+    end
+    if (rst) begin
+      \$227  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$228  = D_d11;
+    if (\$56 ) begin
+      \$228  = D_d10;
+    end
+    if (rst) begin
+      \$228  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$229  = v3_d1;
+    if (\$56 ) begin
+      \$229  = v1_d1;
+    end
+    if (rst) begin
+      \$229  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$230  = v3_d2;
+    if (\$56 ) begin
+      \$230  = v3_d1;
+    end
+    if (rst) begin
+      \$230  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$231  = n3_d1;
+    if (\$56 ) begin
+      \$231  = n1_d1;
+    end
+    if (rst) begin
+      \$231  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$232  = n3_d2;
+    if (\$56 ) begin
+      \$232  = n3_d1;
+    end
+    if (rst) begin
+      \$232  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$233  = kn3_d1;
+    if (\$56 ) begin
+      \$233  = kn1_d1;
+    end
+    if (rst) begin
+      \$233  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$234  = kn3_d2;
+    if (\$56 ) begin
+      \$234  = kn3_d1;
+    end
+    if (rst) begin
+      \$234  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$235  = dbx;
+    if (\$56 ) begin
+      \$235  = \$102 ;
+    end
+    if (rst) begin
+      \$235  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$236  = ya;
+    if (\$56 ) begin
+      \$236  = mul__p__1[35:4];
+    end
+    if (rst) begin
+      \$236  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$237  = v4_d1;
+    if (\$56 ) begin
+      \$237  = v3_d2;
     end
     if (rst) begin
       \$237  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$238  = pv_d2;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$238  = pv_d1;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$238  = n4_d1;
+    if (\$56 ) begin
+      \$238  = n3_d2;
     end
     if (rst) begin
-      \$238  = 1'h0;
+      \$238  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$239  = pn_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$239  = pro_n;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$239  = kn4_d1;
+    if (\$56 ) begin
+      \$239  = kn3_d2;
     end
     if (rst) begin
-      \$239  = 3'h0;
+      \$239  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$240  = pn_d2;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$240  = pn_d1;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$240  = inc;
+    if (\$56 ) begin
+      \$240  = mul__p__0[40:10];
     end
     if (rst) begin
-      \$240  = 3'h0;
+      \$240  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$241  = pv3_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$241  = pv_d2;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$241  = inc_d1;
+    if (\$56 ) begin
+      \$241  = inc;
     end
     if (rst) begin
-      \$241  = 1'h0;
+      \$241  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$242  = pn3_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$242  = pn_d2;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$242  = v8_d1;
+    if (\$56 ) begin
+      \$242  = v4_d1;
     end
     if (rst) begin
-      \$242  = 3'h0;
+      \$242  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$243  = g2;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$243  = mul__p__0[32:15];
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$243  = v8_d2;
+    if (\$56 ) begin
+      \$243  = v8_d1;
     end
     if (rst) begin
-      \$243  = 18'h00000;
+      \$243  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$244  = pv5_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$244  = pv3_d1;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$244  = v8_d3;
+    if (\$56 ) begin
+      \$244  = v8_d2;
     end
     if (rst) begin
       \$244  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$245  = pv5_d2;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$245  = pv5_d1;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$245  = v8_d4;
+    if (\$56 ) begin
+      \$245  = v8_d3;
     end
     if (rst) begin
       \$245  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$246  = pn5_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$246  = pn3_d1;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$246  = n8_d1;
+    if (\$56 ) begin
+      \$246  = n4_d1;
     end
     if (rst) begin
-      \$246  = 3'h0;
+      \$246  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$247  = pn5_d2;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$247  = pn5_d1;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$247  = n8_d2;
+    if (\$56 ) begin
+      \$247  = n8_d1;
     end
     if (rst) begin
-      \$247  = 3'h0;
+      \$247  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$248  = gb;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$248  = \$129 ;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$248  = n8_d3;
+    if (\$56 ) begin
+      \$248  = n8_d2;
     end
     if (rst) begin
-      \$248  = 20'h00000;
+      \$248  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$249  = pv6_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$249  = pv5_d2;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$249  = n8_d4;
+    if (\$56 ) begin
+      \$249  = n8_d3;
     end
     if (rst) begin
-      \$249  = 1'h0;
+      \$249  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$250  = pn6_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$250  = pn5_d2;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$250  = kn8_d1;
+    if (\$56 ) begin
+      \$250  = kn4_d1;
     end
     if (rst) begin
-      \$250  = 3'h0;
+      \$250  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$251  = pv8_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$251  = pv6_d1;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$251  = kn8_d2;
+    if (\$56 ) begin
+      \$251  = kn8_d1;
     end
     if (rst) begin
-      \$251  = 1'h0;
+      \$251  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$252  = pv8_d2;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$252  = pv8_d1;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$252  = kn8_d3;
+    if (\$56 ) begin
+      \$252  = kn8_d2;
     end
     if (rst) begin
-      \$252  = 1'h0;
+      \$252  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$253  = pn8_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$253  = pn6_d1;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$253  = kn8_d4;
+    if (\$56 ) begin
+      \$253  = kn8_d3;
     end
     if (rst) begin
-      \$253  = 3'h0;
+      \$253  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$254  = pn8_d2;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$254  = pn8_d1;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$254  = v10_d1;
+    if (\$56 ) begin
+      \$254  = v8_d4;
     end
     if (rst) begin
-      \$254  = 3'h0;
+      \$254  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$255  = bg0;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        if (pv8_d2) begin
-          casez (pn8_d2)
-            3'h0:
-                \$255  = \$135 ;
-          endcase
-        end
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$255  = v10_d2;
+    if (\$56 ) begin
+      \$255  = v10_d1;
     end
     if (rst) begin
-      \$255  = 18'h00000;
+      \$255  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$256  = bg1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        if (pv8_d2) begin
-          casez (pn8_d2)
-            3'h0:
-                /* empty */;
-            3'h1:
-                \$256  = \$141 ;
-          endcase
-        end
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$256  = n10_d1;
+    if (\$56 ) begin
+      \$256  = n8_d4;
     end
     if (rst) begin
-      \$256  = 18'h00000;
+      \$256  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$257  = bg2;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        if (pv8_d2) begin
-          casez (pn8_d2)
-            3'h0:
-                /* empty */;
-            3'h1:
-                /* empty */;
-            3'h2:
-                \$257  = \$147 ;
-          endcase
-        end
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$257  = n10_d2;
+    if (\$56 ) begin
+      \$257  = n10_d1;
     end
     if (rst) begin
-      \$257  = 18'h00000;
+      \$257  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$258  = bg3;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        if (pv8_d2) begin
-          casez (pn8_d2)
-            3'h0:
-                /* empty */;
-            3'h1:
-                /* empty */;
-            3'h2:
-                /* empty */;
-            3'h3:
-                \$258  = \$153 ;
-          endcase
-        end
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$258  = kn10_d1;
+    if (\$56 ) begin
+      \$258  = kn8_d4;
     end
     if (rst) begin
-      \$258  = 18'h00000;
+      \$258  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$259  = v1_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$259  = \$154 ;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$259  = kn10_d2;
+    if (\$56 ) begin
+      \$259  = kn10_d1;
     end
     if (rst) begin
-      \$259  = 1'h0;
+      \$259  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$260  = s1_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$260  = go;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$260  = \$signature__data ;
+    if (\$56 ) begin
+      \$260  = \$108 ;
     end
     if (rst) begin
-      \$260  = 1'h0;
+      \$260  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$261  = n1_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$261  = n;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$261  = \$signature__en ;
+    if (\$56 ) begin
+      \$261  = v10_d2;
     end
     if (rst) begin
-      \$261  = 2'h0;
+      \$261  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$262  = k1_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$262  = k;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$262  = n11_d1;
+    if (\$56 ) begin
+      \$262  = n10_d2;
     end
     if (rst) begin
-      \$262  = 5'h00;
+      \$262  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$263  = kn1_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$263  = \$signature__addr ;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$263  = \$signature__addr$45 ;
+    if (\$56 ) begin
+      \$263  = kn10_d2;
     end
     if (rst) begin
       \$263  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$264  = xc_p2;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$264  = rd_xc__data;
-      end
-    end
-    if (rst) begin
-      \$264  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$265  = xc_p3;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$265  = xc_p2;
-      end
-    end
-    if (rst) begin
-      \$265  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$266  = xc_p4;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$266  = xc_p3;
-      end
-    end
-    if (rst) begin
-      \$266  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$267  = xc_p5;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$267  = xc_p4;
-      end
-    end
-    if (rst) begin
-      \$267  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$268  = xc_p6;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$268  = xc_p5;
-      end
-    end
-    if (rst) begin
-      \$268  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$269  = xc_p7;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$269  = xc_p6;
-      end
-    end
-    if (rst) begin
-      \$269  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$270  = xc_p8;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$270  = xc_p7;
-      end
-    end
-    if (rst) begin
-      \$270  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$271  = xc_p9;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$271  = xc_p8;
-      end
-    end
-    if (rst) begin
-      \$271  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$272  = xc_p10;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$272  = xc_p9;
-      end
-    end
-    if (rst) begin
-      \$272  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$273  = xc_p11;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$273  = xc_p10;
-      end
-    end
-    if (rst) begin
-      \$273  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$274  = xc_p12;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$274  = xc_p11;
-      end
-    end
-    if (rst) begin
-      \$274  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$275  = hold0_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$275  = \$155 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$276  = hold_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$276  = hold0_d1;
-      end
-    end
-    if (rst) begin
-      \$276  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$277  = hold_d2;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$277  = hold_d1;
-      end
-    end
-    if (rst) begin
-      \$277  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$278  = hold_d3;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$278  = hold_d2;
-      end
-    end
-    if (rst) begin
-      \$278  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$279  = hold_d4;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$279  = hold_d3;
-      end
-    end
-    if (rst) begin
-      \$279  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$280  = hold_d5;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$280  = hold_d4;
-      end
-    end
-    if (rst) begin
-      \$280  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$281  = hold_d6;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$281  = hold_d5;
-      end
-    end
-    if (rst) begin
-      \$281  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$282  = sz_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$282  = rd_sz__data;
-      end
-    end
-    if (rst) begin
-      \$282  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$283  = sz_d2;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$283  = sz_d1;
-      end
-    end
-    if (rst) begin
-      \$283  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$284  = sz_d3;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$284  = sz_d2;
-      end
-    end
-    if (rst) begin
-      \$284  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$285  = sz_d4;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$285  = sz_d3;
-      end
-    end
-    if (rst) begin
-      \$285  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$286  = sz_d5;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$286  = sz_d4;
-      end
-    end
-    if (rst) begin
-      \$286  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$287  = sz_d6;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$287  = sz_d5;
-      end
-    end
-    if (rst) begin
-      \$287  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$288  = sz_d7;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$288  = sz_d6;
-      end
-    end
-    if (rst) begin
-      \$288  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$289  = sz_d8;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$289  = sz_d7;
-      end
-    end
-    if (rst) begin
-      \$289  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$290  = sz_d9;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$290  = sz_d8;
-      end
-    end
-    if (rst) begin
-      \$290  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$291  = sz_d10;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$291  = sz_d9;
-      end
-    end
-    if (rst) begin
-      \$291  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$292  = sz_d11;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$292  = sz_d10;
-      end
-    end
-    if (rst) begin
-      \$292  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$293  = D_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$293  = \$signature__data$160 [15:0];
-      end
-    end
-    if (rst) begin
-      \$293  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$294  = D_d2;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$294  = D_d1;
-      end
-    end
-    if (rst) begin
-      \$294  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$295  = D_d3;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$295  = D_d2;
-      end
-    end
-    if (rst) begin
-      \$295  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$296  = D_d4;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$296  = D_d3;
-      end
-    end
-    if (rst) begin
-      \$296  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$297  = D_d5;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$297  = D_d4;
-      end
-    end
-    if (rst) begin
-      \$297  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$298  = D_d6;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$298  = D_d5;
-      end
-    end
-    if (rst) begin
-      \$298  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$299  = D_d7;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$299  = D_d6;
-      end
-    end
-    if (rst) begin
-      \$299  = 16'h0000;
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$264  = s12_d1;
+    if (\$56 ) begin
+      \$264  = s1_d1;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$300  = D_d8;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$300  = D_d7;
-      end
-    end
-    if (rst) begin
-      \$300  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$301  = D_d9;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$301  = D_d8;
-      end
-    end
-    if (rst) begin
-      \$301  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$302  = D_d10;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$302  = D_d9;
-      end
-    end
-    if (rst) begin
-      \$302  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$303  = D_d11;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$303  = D_d10;
-      end
-    end
-    if (rst) begin
-      \$303  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$304  = v3_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$304  = v1_d1;
-      end
-    end
-    if (rst) begin
-      \$304  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$305  = v3_d2;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$305  = v3_d1;
-      end
-    end
-    if (rst) begin
-      \$305  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$306  = n3_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$306  = n1_d1;
-      end
-    end
-    if (rst) begin
-      \$306  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$307  = n3_d2;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$307  = n3_d1;
-      end
-    end
-    if (rst) begin
-      \$307  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$308  = kn3_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$308  = kn1_d1;
-      end
-    end
-    if (rst) begin
-      \$308  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$309  = kn3_d2;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$309  = kn3_d1;
-      end
-    end
-    if (rst) begin
-      \$309  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$310  = dbx;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$310  = \$161 ;
-      end
-    end
-    if (rst) begin
-      \$310  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$311  = ya;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$311  = mul__p__1[35:4];
-      end
-    end
-    if (rst) begin
-      \$311  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$312  = v4_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$312  = v3_d2;
-      end
-    end
-    if (rst) begin
-      \$312  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$313  = n4_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$313  = n3_d2;
-      end
-    end
-    if (rst) begin
-      \$313  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$314  = kn4_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$314  = kn3_d2;
-      end
-    end
-    if (rst) begin
-      \$314  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$315  = inc;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$315  = mul__p__0[40:10];
-      end
-    end
-    if (rst) begin
-      \$315  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$316  = inc_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$316  = inc;
-      end
-    end
-    if (rst) begin
-      \$316  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$317  = v8_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$317  = v4_d1;
-      end
-    end
-    if (rst) begin
-      \$317  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$318  = v8_d2;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$318  = v8_d1;
-      end
-    end
-    if (rst) begin
-      \$318  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$319  = v8_d3;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$319  = v8_d2;
-      end
-    end
-    if (rst) begin
-      \$319  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$320  = v8_d4;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$320  = v8_d3;
-      end
-    end
-    if (rst) begin
-      \$320  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$321  = n8_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$321  = n4_d1;
-      end
-    end
-    if (rst) begin
-      \$321  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$322  = n8_d2;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$322  = n8_d1;
-      end
-    end
-    if (rst) begin
-      \$322  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$323  = n8_d3;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$323  = n8_d2;
-      end
-    end
     if (rst) begin
-      \$323  = 2'h0;
+      \$264  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$324  = n8_d4;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$324  = n8_d3;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$265  = s12_d2;
+    if (\$56 ) begin
+      \$265  = s12_d1;
     end
     if (rst) begin
-      \$324  = 2'h0;
+      \$265  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$325  = kn8_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$325  = kn4_d1;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$266  = s12_d3;
+    if (\$56 ) begin
+      \$266  = s12_d2;
     end
     if (rst) begin
-      \$325  = 8'h00;
+      \$266  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$326  = kn8_d2;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$326  = kn8_d1;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$267  = s12_d4;
+    if (\$56 ) begin
+      \$267  = s12_d3;
     end
     if (rst) begin
-      \$326  = 8'h00;
+      \$267  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$327  = kn8_d3;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$327  = kn8_d2;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$268  = s12_d5;
+    if (\$56 ) begin
+      \$268  = s12_d4;
     end
     if (rst) begin
-      \$327  = 8'h00;
+      \$268  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$328  = kn8_d4;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$328  = kn8_d3;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$269  = s12_d6;
+    if (\$56 ) begin
+      \$269  = s12_d5;
     end
     if (rst) begin
-      \$328  = 8'h00;
+      \$269  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$329  = v10_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$329  = v8_d4;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$270  = s12_d7;
+    if (\$56 ) begin
+      \$270  = s12_d6;
     end
     if (rst) begin
-      \$329  = 1'h0;
+      \$270  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$330  = v10_d2;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$330  = v10_d1;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$271  = s12_d8;
+    if (\$56 ) begin
+      \$271  = s12_d7;
     end
     if (rst) begin
-      \$330  = 1'h0;
+      \$271  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$331  = n10_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$331  = n8_d4;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$272  = s12_d9;
+    if (\$56 ) begin
+      \$272  = s12_d8;
     end
     if (rst) begin
-      \$331  = 2'h0;
+      \$272  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$332  = n10_d2;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$332  = n10_d1;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$273  = s12_d10;
+    if (\$56 ) begin
+      \$273  = s12_d9;
     end
     if (rst) begin
-      \$332  = 2'h0;
+      \$273  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$333  = kn10_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$333  = kn8_d4;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$274  = s12_d11;
+    if (\$56 ) begin
+      \$274  = s12_d10;
     end
     if (rst) begin
-      \$333  = 8'h00;
+      \$274  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$334  = kn10_d2;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$334  = kn10_d1;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$275  = n12_d1;
+    if (\$56 ) begin
+      \$275  = n1_d1;
     end
     if (rst) begin
-      \$334  = 8'h00;
+      \$275  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$335  = \$signature__data ;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$335  = \$167 ;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$276  = n12_d2;
+    if (\$56 ) begin
+      \$276  = n12_d1;
     end
     if (rst) begin
-      \$335  = 24'h000000;
+      \$276  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$336  = \$signature__en ;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$336  = v10_d2;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$277  = n12_d3;
+    if (\$56 ) begin
+      \$277  = n12_d2;
     end
     if (rst) begin
-      \$336  = 1'h0;
+      \$277  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$337  = n11_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$337  = n10_d2;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$278  = n12_d4;
+    if (\$56 ) begin
+      \$278  = n12_d3;
     end
     if (rst) begin
-      \$337  = 2'h0;
+      \$278  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$338  = \$signature__addr$45 ;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$338  = kn10_d2;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$279  = n12_d5;
+    if (\$56 ) begin
+      \$279  = n12_d4;
     end
     if (rst) begin
-      \$338  = 8'h00;
+      \$279  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$339  = s12_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$339  = s1_d1;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$280  = n12_d6;
+    if (\$56 ) begin
+      \$280  = n12_d5;
     end
     if (rst) begin
-      \$339  = 1'h0;
+      \$280  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$340  = s12_d2;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$340  = s12_d1;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$281  = n12_d7;
+    if (\$56 ) begin
+      \$281  = n12_d6;
     end
     if (rst) begin
-      \$340  = 1'h0;
+      \$281  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$341  = s12_d3;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$341  = s12_d2;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$282  = n12_d8;
+    if (\$56 ) begin
+      \$282  = n12_d7;
     end
     if (rst) begin
-      \$341  = 1'h0;
+      \$282  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$342  = s12_d4;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$342  = s12_d3;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$283  = n12_d9;
+    if (\$56 ) begin
+      \$283  = n12_d8;
     end
     if (rst) begin
-      \$342  = 1'h0;
+      \$283  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$343  = s12_d5;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$343  = s12_d4;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$284  = n12_d10;
+    if (\$56 ) begin
+      \$284  = n12_d9;
     end
     if (rst) begin
-      \$343  = 1'h0;
+      \$284  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$344  = s12_d6;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$344  = s12_d5;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$285  = n12_d11;
+    if (\$56 ) begin
+      \$285  = n12_d10;
     end
     if (rst) begin
-      \$344  = 1'h0;
+      \$285  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$345  = s12_d7;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$345  = s12_d6;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$286  = k12_d1;
+    if (\$56 ) begin
+      \$286  = k1_d1;
     end
     if (rst) begin
-      \$345  = 1'h0;
+      \$286  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$346  = s12_d8;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$346  = s12_d7;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$287  = k12_d2;
+    if (\$56 ) begin
+      \$287  = k12_d1;
     end
     if (rst) begin
-      \$346  = 1'h0;
+      \$287  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$347  = s12_d9;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$347  = s12_d8;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$288  = k12_d3;
+    if (\$56 ) begin
+      \$288  = k12_d2;
     end
     if (rst) begin
-      \$347  = 1'h0;
+      \$288  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$348  = s12_d10;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$348  = s12_d9;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$289  = k12_d4;
+    if (\$56 ) begin
+      \$289  = k12_d3;
     end
     if (rst) begin
-      \$348  = 1'h0;
+      \$289  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$349  = s12_d11;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$349  = s12_d10;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$290  = k12_d5;
+    if (\$56 ) begin
+      \$290  = k12_d4;
     end
     if (rst) begin
-      \$349  = 1'h0;
+      \$290  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$350  = n12_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$350  = n1_d1;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$291  = k12_d6;
+    if (\$56 ) begin
+      \$291  = k12_d5;
     end
     if (rst) begin
-      \$350  = 2'h0;
+      \$291  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$351  = n12_d2;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$351  = n12_d1;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$292  = k12_d7;
+    if (\$56 ) begin
+      \$292  = k12_d6;
     end
     if (rst) begin
-      \$351  = 2'h0;
+      \$292  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$352  = n12_d3;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$352  = n12_d2;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$293  = k12_d8;
+    if (\$56 ) begin
+      \$293  = k12_d7;
     end
     if (rst) begin
-      \$352  = 2'h0;
+      \$293  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$353  = n12_d4;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$353  = n12_d3;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$294  = k12_d9;
+    if (\$56 ) begin
+      \$294  = k12_d8;
     end
     if (rst) begin
-      \$353  = 2'h0;
+      \$294  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$354  = n12_d5;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$354  = n12_d4;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$295  = k12_d10;
+    if (\$56 ) begin
+      \$295  = k12_d9;
     end
     if (rst) begin
-      \$354  = 2'h0;
+      \$295  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$355  = n12_d6;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$355  = n12_d5;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$296  = k12_d11;
+    if (\$56 ) begin
+      \$296  = k12_d10;
     end
     if (rst) begin
-      \$355  = 2'h0;
+      \$296  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$356  = n12_d7;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$356  = n12_d6;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$297  = v13_d1;
+    if (\$56 ) begin
+      \$297  = \$signature__en ;
     end
     if (rst) begin
-      \$356  = 2'h0;
+      \$297  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$357  = n12_d8;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$357  = n12_d7;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$298  = v13_d2;
+    if (\$56 ) begin
+      \$298  = v13_d1;
     end
     if (rst) begin
-      \$357  = 2'h0;
+      \$298  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$358  = n12_d9;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$358  = n12_d8;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$299  = n13_d1;
+    if (\$56 ) begin
+      \$299  = n11_d1;
     end
     if (rst) begin
-      \$358  = 2'h0;
+      \$299  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$359  = n12_d10;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$359  = n12_d9;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$300  = n13_d2;
+    if (\$56 ) begin
+      \$300  = n13_d1;
     end
     if (rst) begin
-      \$359  = 2'h0;
+      \$300  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$360  = n12_d11;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$360  = n12_d10;
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$301  = y;
+    if (\$56 ) begin
+      if (\$110 ) begin
+        \$301  = \$116 ;
       end
     end
     if (rst) begin
-      \$360  = 2'h0;
+      \$301  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$361  = k12_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$361  = k1_d1;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$302  = s14_d1;
+    if (\$56 ) begin
+      \$302  = s12_d11;
     end
     if (rst) begin
-      \$361  = 5'h00;
+      \$302  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$362  = k12_d2;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$362  = k12_d1;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$303  = s14_d2;
+    if (\$56 ) begin
+      \$303  = s14_d1;
     end
     if (rst) begin
-      \$362  = 5'h00;
+      \$303  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$363  = k12_d3;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$363  = k12_d2;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$304  = n14_d1;
+    if (\$56 ) begin
+      \$304  = n12_d11;
     end
     if (rst) begin
-      \$363  = 5'h00;
+      \$304  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$364  = k12_d4;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$364  = k12_d3;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$305  = n14_d2;
+    if (\$56 ) begin
+      \$305  = n14_d1;
     end
     if (rst) begin
-      \$364  = 5'h00;
+      \$305  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$365  = k12_d5;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$365  = k12_d4;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$306  = k14_d1;
+    if (\$56 ) begin
+      \$306  = k12_d11;
     end
     if (rst) begin
-      \$365  = 5'h00;
+      \$306  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$366  = k12_d6;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$366  = k12_d5;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$307  = k14_d2;
+    if (\$56 ) begin
+      \$307  = k14_d1;
     end
     if (rst) begin
-      \$366  = 5'h00;
+      \$307  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$367  = k12_d7;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$367  = k12_d6;
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$308  = skip;
+    if (\$56 ) begin
+      if (\$118 ) begin
+        \$308  = mul__p__2[32:10];
       end
     end
     if (rst) begin
-      \$367  = 5'h00;
+      \$308  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$368  = k12_d8;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$368  = k12_d7;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$309  = o__valid;
+    if (\$56 ) begin
+      \$309  = \$122 ;
     end
     if (rst) begin
-      \$368  = 5'h00;
+      \$309  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$369  = k12_d9;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$369  = k12_d8;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$310  = o_i;
+    if (\$56 ) begin
+      \$310  = \$123 [4:0];
     end
     if (rst) begin
-      \$369  = 5'h00;
+      \$310  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$370  = k12_d10;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$370  = k12_d9;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$311  = o_val;
+    if (\$56 ) begin
+      \$311  = \$129 ;
     end
     if (rst) begin
-      \$370  = 5'h00;
+      \$311  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$371  = k12_d11;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$371  = k12_d10;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$312  = k13_d1;
+    if (\$56 ) begin
+      \$312  = k1_d1;
     end
     if (rst) begin
-      \$371  = 5'h00;
+      \$312  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$372  = v13_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$372  = \$signature__en ;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$313  = k13_d2;
+    if (\$56 ) begin
+      \$313  = k13_d1;
     end
     if (rst) begin
-      \$372  = 1'h0;
+      \$313  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$373  = v13_d2;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$373  = v13_d1;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$314  = k13_d3;
+    if (\$56 ) begin
+      \$314  = k13_d2;
     end
     if (rst) begin
-      \$373  = 1'h0;
+      \$314  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$374  = n13_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$374  = n11_d1;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$315  = k13_d4;
+    if (\$56 ) begin
+      \$315  = k13_d3;
     end
     if (rst) begin
-      \$374  = 2'h0;
+      \$315  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$375  = n13_d2;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$375  = n13_d1;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$316  = k13_d5;
+    if (\$56 ) begin
+      \$316  = k13_d4;
     end
     if (rst) begin
-      \$375  = 2'h0;
+      \$316  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$376  = y;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        if (\$169 ) begin
-          \$376  = \$175 ;
-        end
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$317  = k13_d6;
+    if (\$56 ) begin
+      \$317  = k13_d5;
     end
     if (rst) begin
-      \$376  = 24'h000000;
+      \$317  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$377  = s14_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$377  = s12_d11;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$318  = k13_d7;
+    if (\$56 ) begin
+      \$318  = k13_d6;
     end
     if (rst) begin
-      \$377  = 1'h0;
+      \$318  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$378  = s14_d2;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$378  = s14_d1;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$319  = k13_d8;
+    if (\$56 ) begin
+      \$319  = k13_d7;
     end
     if (rst) begin
-      \$378  = 1'h0;
+      \$319  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$379  = n14_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$379  = n12_d11;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$320  = k13_d9;
+    if (\$56 ) begin
+      \$320  = k13_d8;
     end
     if (rst) begin
-      \$379  = 2'h0;
+      \$320  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$380  = n14_d2;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$380  = n14_d1;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$321  = k13_d10;
+    if (\$56 ) begin
+      \$321  = k13_d9;
     end
     if (rst) begin
-      \$380  = 2'h0;
+      \$321  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$381  = k14_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$381  = k12_d11;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$322  = k13_d11;
+    if (\$56 ) begin
+      \$322  = k13_d10;
     end
     if (rst) begin
-      \$381  = 5'h00;
+      \$322  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$382  = k14_d2;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$382  = k14_d1;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$323  = k13_d12;
+    if (\$56 ) begin
+      \$323  = k13_d11;
     end
     if (rst) begin
-      \$382  = 5'h00;
+      \$323  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$383  = skip;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        if (\$177 ) begin
-          \$383  = mul__p__2[32:10];
-        end
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$324  = y_v_d1;
+    if (\$56 ) begin
+      \$324  = \$131 ;
     end
     if (rst) begin
-      \$383  = 23'h000000;
+      \$324  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$384  = o__valid;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$384  = \$181 ;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$325  = y_k_d1;
+    if (\$56 ) begin
+      \$325  = k13_d12;
     end
     if (rst) begin
-      \$384  = 1'h0;
+      \$325  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$385  = o_i;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$385  = \$182 [4:0];
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$326  = layer;
+    if (\$56 ) begin
+      casez (fsm_state)
+        3'h0:
+            if (cmd__valid) begin
+              \$326  = cmd__payload[1];
+            end
+      endcase
     end
     if (rst) begin
-      \$385  = 5'h00;
+      \$326  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$386  = o_val;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$386  = \$188 ;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$327  = busy;
+    if (\$56 ) begin
+      casez (fsm_state)
+        3'h0:
+            if (cmd__valid) begin
+              \$327  = 1'h1;
+            end
+        3'h1:
+            if (\$134 ) begin
+              \$327  = 1'h0;
+            end
+        3'h2:
+            /* empty */;
+        3'h3:
+            /* empty */;
+        3'h4:
+            if (\$150 ) begin
+              \$327  = 1'h0;
+            end
+      endcase
     end
     if (rst) begin
-      \$386  = 24'h000000;
+      \$327  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$387  = k13_d1;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$387  = k1_d1;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$328  = cnt;
+    if (\$56 ) begin
+      casez (fsm_state)
+        3'h0:
+            if (cmd__valid) begin
+              \$328  = 5'h00;
+            end
+        3'h1:
+            /* empty */;
+        3'h2:
+            (* full_case = 32'd1 *)
+            if (\$135 ) begin
+            end else begin
+              \$328  = \$137 [4:0];
+            end
+      endcase
     end
     if (rst) begin
-      \$387  = 5'h00;
+      \$328  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$388  = k13_d2;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$388  = k13_d1;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$329  = fphase;
+    if (\$56 ) begin
+      casez (fsm_state)
+        3'h0:
+            if (cmd__valid) begin
+              if (\$132 ) begin
+                \$329  = 3'h1;
+              end
+            end
+        3'h1:
+          begin
+            \$329  = \$133 [2:0];
+            if (\$134 ) begin
+              \$329  = 3'h0;
+            end
+          end
+      endcase
     end
     if (rst) begin
-      \$388  = 5'h00;
+      \$329  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$389  = k13_d3;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$389  = k13_d2;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$330  = fsm_state;
+    if (\$56 ) begin
+      casez (fsm_state)
+        3'h0:
+            if (cmd__valid) begin
+              (* full_case = 32'd1 *)
+              if (\$132 ) begin
+                \$330  = 3'h1;
+              end else begin
+                \$330  = 3'h2;
+              end
+            end
+        3'h1:
+            if (\$134 ) begin
+              \$330  = 3'h0;
+            end
+        3'h2:
+            (* full_case = 32'd1 *)
+            if (\$135 ) begin
+            end else begin
+              if (\$138 ) begin
+                \$330  = 3'h3;
+              end
+            end
+        3'h3:
+            if (phase) begin
+              if (\$149 ) begin
+                \$330  = 3'h4;
+              end
+            end
+        3'h4:
+            if (\$150 ) begin
+              \$330  = 3'h0;
+            end
+      endcase
     end
     if (rst) begin
-      \$389  = 5'h00;
+      \$330  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$390  = k13_d4;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$390  = k13_d3;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$331  = pro_n;
+    if (\$56 ) begin
+      casez (fsm_state)
+        3'h0:
+            if (cmd__valid) begin
+              (* full_case = 32'd1 *)
+              if (\$132 ) begin
+              end else begin
+                \$331  = 3'h0;
+              end
+            end
+        3'h1:
+            /* empty */;
+        3'h2:
+            if (\$135 ) begin
+              \$331  = \$136 [2:0];
+            end
+      endcase
     end
     if (rst) begin
-      \$390  = 5'h00;
+      \$331  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$391  = k13_d5;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$391  = k13_d4;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$332  = k;
+    if (\$56 ) begin
+      casez (fsm_state)
+        3'h0:
+            /* empty */;
+        3'h1:
+            /* empty */;
+        3'h2:
+            (* full_case = 32'd1 *)
+            if (\$135 ) begin
+            end else begin
+              if (\$138 ) begin
+                \$332  = 5'h00;
+              end
+            end
+        3'h3:
+            if (phase) begin
+              if (\$144 ) begin
+                \$332  = \$145 [4:0];
+              end
+            end
+      endcase
     end
     if (rst) begin
-      \$391  = 5'h00;
+      \$332  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$392  = k13_d6;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$392  = k13_d5;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$333  = n;
+    if (\$56 ) begin
+      casez (fsm_state)
+        3'h0:
+            /* empty */;
+        3'h1:
+            /* empty */;
+        3'h2:
+            (* full_case = 32'd1 *)
+            if (\$135 ) begin
+            end else begin
+              if (\$138 ) begin
+                \$333  = 2'h0;
+              end
+            end
+        3'h3:
+            if (phase) begin
+              (* full_case = 32'd1 *)
+              if (\$144 ) begin
+                \$333  = 2'h0;
+              end else begin
+                \$333  = \$146 [1:0];
+              end
+            end
+      endcase
     end
     if (rst) begin
-      \$392  = 5'h00;
+      \$333  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$393  = k13_d7;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$393  = k13_d6;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$334  = phase;
+    if (\$56 ) begin
+      casez (fsm_state)
+        3'h0:
+            /* empty */;
+        3'h1:
+            /* empty */;
+        3'h2:
+            (* full_case = 32'd1 *)
+            if (\$135 ) begin
+            end else begin
+              if (\$138 ) begin
+                \$334  = 1'h0;
+              end
+            end
+        3'h3:
+            \$334  = \$142 ;
+      endcase
     end
     if (rst) begin
-      \$393  = 5'h00;
+      \$334  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$394  = k13_d8;
-    if (\$114 ) begin
-      if (\$115 ) begin
-        \$394  = k13_d7;
-      end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$335  = \$signature__addr ;
+    if (\$56 ) begin
+      casez (fsm_state)
+        3'h0:
+            /* empty */;
+        3'h1:
+            /* empty */;
+        3'h2:
+            (* full_case = 32'd1 *)
+            if (\$135 ) begin
+            end else begin
+              if (\$138 ) begin
+                \$335  = \$141 [7:0];
+              end
+            end
+        3'h3:
+            if (phase) begin
+              \$335  = \$143 [7:0];
+            end
+      endcase
     end
     if (rst) begin
-      \$394  = 5'h00;
+      \$335  = 8'h00;
     end
   end
   assign exp2__o__ready = 1'h1;
@@ -22474,23 +23579,12 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   assign \s$35  = mul__p__0[34:7];
   assign \s$44  = mul__p__1[47:16];
   assign kn11_d1 = \$signature__addr$45 ;
-  assign h_new = \$signature__data ;
   assign v11_d1 = \$signature__en ;
   assign \s$64  = mul__p__2[40:11];
   assign o_v = o__valid;
-  assign mul__a__0 = { \$37 [23], \$37  };
-  assign mul__c__0 = { \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56  };
-  assign mul__a__1 = { \$63 [23], \$63  };
-  assign mul__a__2 = { \$87 [23], \$87  };
-  assign mul__c__2 = { \$104 [44], \$104 [44], \$104 [44], \$104  };
   assign rd_sz__addr = \$7 [4:0];
-  assign \port$2362$0  = \$37 ;
-  assign mul__b__0 = \$47 [17:0];
-  assign \port$2381$0  = \$56 ;
-  assign \port$2388$0  = \$63 ;
-  assign mul__b__1 = \$71 [17:0];
-  assign \port$2422$0  = \$87 ;
-  assign \port$2450$0  = \$104 ;
+  assign \port$2468$0  = \$signature__data$282 ;
+  assign h_new = \$signature__data ;
   assign \regs.delta_floor_min  = regs[15:0];
   assign \regs.delta_floor_max  = regs[31:16];
   assign \regs.eps_min  = regs[47:32];
@@ -22499,18 +23593,6 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   assign \o__payload.index  = o__payload[4:0];
   assign \o__payload.value  = o__payload[28:5];
   assign \o__payload.last  = o__payload[29];
-  assign \G[0]  = G[15:0];
-  assign \G[1]  = G[31:16];
-  assign \G[2]  = G[47:32];
-  assign \G[3]  = G[63:48];
-  assign \B[0]  = B[17:0];
-  assign \B[1]  = B[35:18];
-  assign \B[2]  = B[53:36];
-  assign \B[3]  = B[71:54];
-  assign \C[0]  = C[17:0];
-  assign \C[1]  = C[35:18];
-  assign \C[2]  = C[53:36];
-  assign \C[3]  = C[71:54];
   assign \cmd__payload.op  = cmd__payload[0];
   assign \cmd__payload.layer  = cmd__payload[1];
   assign o__payload[29] = \$26 ;
@@ -22520,20 +23602,20 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, first_frame, rd_sz__addr, \p
   assign bgf = { 1'h0, \$4 [16:1] };
   assign \$8  = { layer, 3'h0 };
   assign \$9  = { 3'h0, layer, 4'h0 };
-  assign \$118  = { mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33:21] };
-  assign \$120  = { \$119 [19], \$119 [19:1] };
-  assign \$121  = { mul__p__1[33], mul__p__1[33], mul__p__1[33:17] };
-  assign \$123  = { \$122 [19], \$122 [19:1] };
-  assign \$198  = { 2'h0, layer, 5'h00 };
-  assign \$199  = { 1'h0, layer, 6'h00 };
-  assign \$211  = \$210 ;
-  assign \$217  = \$216 ;
-  assign \$229  = \$228 ;
+  assign \$59  = { mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33], mul__p__0[33:21] };
+  assign \$61  = { \$60 [19], \$60 [19:1] };
+  assign \$62  = { mul__p__1[33], mul__p__1[33], mul__p__1[33:17] };
+  assign \$64  = { \$63 [19], \$63 [19:1] };
+  assign \$139  = { 2'h0, layer, 5'h00 };
+  assign \$140  = { 1'h0, layer, 6'h00 };
+  assign \$152  = \$151 ;
+  assign \$154  = \$153 ;
+  assign \$158  = \$157 ;
 endmodule
 
 (* generator = "Amaranth" *)
 module \nanomamba_accel.framer (i__valid, clip_start, clk, rst, i__ready, o__payload, o__valid, o__ready, wr__data);
-  reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -23732,7 +24814,7 @@ module \nanomamba_accel.framer (i__valid, clip_start, clk, rst, i__ready, o__pay
   assign \$39  = ! t;
   assign \$40  = $signed(\$38 ) - $signed({ 1'h0, \$39  });
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     (* full_case = 32'd1 *)
     if (\$12 ) begin
       refl = \$14 [15:0];
@@ -23743,7 +24825,7 @@ module \nanomamba_accel.framer (i__valid, clip_start, clk, rst, i__ready, o__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$41  = n_in;
     if (wr__en) begin
       \$41  = \$23 [13:0];
@@ -23763,7 +24845,7 @@ module \nanomamba_accel.framer (i__valid, clip_start, clk, rst, i__ready, o__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$42  = o__valid;
     if (\$25 ) begin
       \$42  = issue;
@@ -23776,7 +24858,7 @@ module \nanomamba_accel.framer (i__valid, clip_start, clk, rst, i__ready, o__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$43  = first;
     if (issue) begin
       \$43  = \$26 ;
@@ -23786,7 +24868,7 @@ module \nanomamba_accel.framer (i__valid, clip_start, clk, rst, i__ready, o__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$44  = last;
     if (issue) begin
       \$44  = \$27 ;
@@ -23796,7 +24878,7 @@ module \nanomamba_accel.framer (i__valid, clip_start, clk, rst, i__ready, o__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$45  = last_of_clip;
     if (issue) begin
       \$45  = \$30 ;
@@ -23809,7 +24891,7 @@ module \nanomamba_accel.framer (i__valid, clip_start, clk, rst, i__ready, o__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$46  = e;
     if (issue) begin
       \$46  = \$31 [8:0];
@@ -23825,7 +24907,7 @@ module \nanomamba_accel.framer (i__valid, clip_start, clk, rst, i__ready, o__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$47  = pos;
     if (issue) begin
       \$47  = \$32 [15:0];
@@ -23846,7 +24928,7 @@ module \nanomamba_accel.framer (i__valid, clip_start, clk, rst, i__ready, o__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$48  = t;
     if (issue) begin
       if (\$33 ) begin
@@ -23866,7 +24948,7 @@ module \nanomamba_accel.framer (i__valid, clip_start, clk, rst, i__ready, o__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$49  = fbase;
     if (issue) begin
       if (\$33 ) begin
@@ -23886,7 +24968,7 @@ module \nanomamba_accel.framer (i__valid, clip_start, clk, rst, i__ready, o__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$50  = need;
     if (issue) begin
       if (\$33 ) begin
@@ -24047,7 +25129,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \nanomamba_accel.spectral.buffer (rst, wr_ok, rd__full, rp__data, \rp__data$21 , re, wp__addr, wp__en, wdata, done, rd__en, rd__t, rd__m, rd__release, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire [9:0] \$1 ;
   wire \$10 ;
   reg [2:0] \$11 ;
@@ -32235,14 +33317,14 @@ module \nanomamba_accel.spectral.buffer (rst, wr_ok, rd__full, rp__data, \rp__da
   always @(posedge clk)
     full <= \$12 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$11  = { done_d[1:0], done };
     if (rst) begin
       \$11  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$12  = full;
     if (done_d[2]) begin
       \$12  = 1'h1;
@@ -32274,7 +33356,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$1536$0 , \port$1539$0 , i__payload, i__ready, fb_re, fb_addr, fb_we, fb_wdata, fb_done, clip_start);
-  reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire [34:0] \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -32356,99 +33438,99 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   wire \$17 ;
   wire \$170 ;
   wire \$171 ;
-  wire \$172 ;
-  wire \$173 ;
-  wire \$174 ;
-  wire \$175 ;
-  wire \$176 ;
-  wire \$177 ;
-  wire \$178 ;
-  wire \$179 ;
+  wire [3:0] \$172 ;
+  wire [3:0] \$173 ;
+  wire [3:0] \$174 ;
+  wire [3:0] \$175 ;
+  wire [3:0] \$176 ;
+  wire [3:0] \$177 ;
+  wire [3:0] \$178 ;
+  wire [44:0] \$179 ;
   wire \$18 ;
-  wire \$180 ;
-  wire \$181 ;
-  wire \$182 ;
-  wire \$183 ;
-  wire \$184 ;
-  wire \$185 ;
-  wire \$186 ;
-  wire \$187 ;
-  wire \$188 ;
-  wire \$189 ;
+  wire [44:0] \$180 ;
+  wire [44:0] \$181 ;
+  wire [44:0] \$182 ;
+  wire [44:0] \$183 ;
+  wire [44:0] \$184 ;
+  wire [44:0] \$185 ;
+  wire [44:0] \$186 ;
+  wire [44:0] \$187 ;
+  wire [44:0] \$188 ;
+  wire [44:0] \$189 ;
   wire [8:0] \$19 ;
-  wire \$190 ;
-  wire \$191 ;
-  wire \$192 ;
-  wire \$193 ;
-  wire \$194 ;
-  wire \$195 ;
-  wire \$196 ;
-  wire [1:0] \$197 ;
-  wire [1:0] \$198 ;
-  wire \$199 ;
+  wire [44:0] \$190 ;
+  wire [33:0] \$191 ;
+  wire [21:0] \$192 ;
+  wire [21:0] \$193 ;
+  wire [21:0] \$194 ;
+  wire [34:0] \$195 ;
+  wire [34:0] \$196 ;
+  wire [34:0] \$197 ;
+  wire [34:0] \$198 ;
+  wire [34:0] \$199 ;
   wire [48:0] \$2 ;
   wire \$20 ;
-  wire \$200 ;
-  wire \$201 ;
-  wire \$202 ;
-  wire [1:0] \$203 ;
-  wire [1:0] \$204 ;
-  wire \$205 ;
-  wire [2:0] \$206 ;
-  wire [2:0] \$207 ;
-  wire [3:0] \$208 ;
-  wire [3:0] \$209 ;
+  wire [34:0] \$200 ;
+  wire [34:0] \$201 ;
+  wire [34:0] \$202 ;
+  wire [34:0] \$203 ;
+  wire [34:0] \$204 ;
+  wire [34:0] \$205 ;
+  wire [17:0] \$206 ;
+  wire [17:0] \$207 ;
+  wire [17:0] \$208 ;
+  wire [17:0] \$209 ;
   wire \$21 ;
-  wire \$210 ;
-  wire [2:0] \$211 ;
-  wire [3:0] \$212 ;
-  wire \$213 ;
-  wire [2:0] \$214 ;
-  wire [3:0] \$215 ;
-  wire \$216 ;
-  wire [2:0] \$217 ;
-  wire [23:0] \$218 ;
-  wire [43:0] \$219 ;
+  wire [17:0] \$210 ;
+  wire [17:0] \$211 ;
+  wire [17:0] \$212 ;
+  wire [17:0] \$213 ;
+  wire [17:0] \$214 ;
+  wire [17:0] \$215 ;
+  wire [17:0] \$216 ;
+  wire [17:0] \$217 ;
+  wire [17:0] \$218 ;
+  wire [47:0] \$219 ;
   wire \$22 ;
-  wire [43:0] \$220 ;
-  wire [31:0] \$221 ;
-  wire [44:0] \$222 ;
-  wire [15:0] \$223 ;
-  wire [44:0] \$224 ;
-  wire [33:0] \$225 ;
-  wire [44:0] \$226 ;
-  wire \$227 ;
-  wire [39:0] \$228 ;
-  wire [44:0] \$229 ;
+  wire [47:0] \$220 ;
+  wire [47:0] \$221 ;
+  wire [47:0] \$222 ;
+  wire [47:0] \$223 ;
+  wire [47:0] \$224 ;
+  wire [47:0] \$225 ;
+  wire [47:0] \$226 ;
+  wire [47:0] \$227 ;
+  wire [47:0] \$228 ;
+  wire \$229 ;
   wire [9:0] \$23 ;
-  wire [33:0] \$230 ;
-  wire [44:0] \$231 ;
-  wire [31:0] \$232 ;
-  wire [44:0] \$233 ;
+  wire \$230 ;
+  wire \$231 ;
+  wire \$232 ;
+  wire \$233 ;
   wire \$234 ;
   wire \$235 ;
   wire \$236 ;
   wire \$237 ;
-  wire [15:0] \$238 ;
-  wire [15:0] \$239 ;
+  wire \$238 ;
+  wire \$239 ;
   wire [8:0] \$24 ;
-  wire [15:0] \$240 ;
-  wire [44:0] \$241 ;
-  wire [27:0] \$242 ;
-  wire [44:0] \$243 ;
-  wire [27:0] \$244 ;
-  wire [44:0] \$245 ;
-  wire \$246 ;
-  wire [31:0] \$247 ;
-  wire [44:0] \$248 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire [35:0] \$242 ;
+  wire [47:0] \$243 ;
+  wire [48:0] \$244 ;
+  wire \$245 ;
+  wire [3:0] \$246 ;
+  wire [3:0] \$247 ;
+  wire [9:0] \$248 ;
   wire \$249 ;
   wire [9:0] \$25 ;
-  wire \$250 ;
+  wire [8:0] \$250 ;
   wire \$251 ;
-  wire [33:0] \$252 ;
-  wire [44:0] \$253 ;
+  wire \$252 ;
+  wire \$253 ;
   wire \$254 ;
-  wire [39:0] \$255 ;
+  wire \$255 ;
   wire \$256 ;
   wire \$257 ;
   wire \$258 ;
@@ -32459,20 +33541,20 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   wire \$262 ;
   wire \$263 ;
   wire \$264 ;
-  wire \$265 ;
+  wire [12:0] \$265 ;
   wire \$266 ;
   wire \$267 ;
-  wire \$268 ;
+  wire [12:0] \$268 ;
   wire \$269 ;
   wire \$27 ;
   wire \$270 ;
-  wire \$271 ;
+  wire [6:0] \$271 ;
   wire \$272 ;
-  wire [31:0] \$273 ;
-  wire [31:0] \$274 ;
-  wire \$275 ;
-  wire [31:0] \$276 ;
-  wire [31:0] \$277 ;
+  wire \$273 ;
+  wire \$274 ;
+  wire [15:0] \$275 ;
+  wire [12:0] \$276 ;
+  wire [6:0] \$277 ;
   wire \$278 ;
   wire \$279 ;
   wire \$28 ;
@@ -32488,156 +33570,156 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   wire \$289 ;
   wire \$29 ;
   wire \$290 ;
-  wire \$291 ;
+  wire [9:0] \$291 ;
   wire \$292 ;
   wire \$293 ;
-  wire [19:0] \$294 ;
-  wire [19:0] \$295 ;
-  wire [19:0] \$296 ;
-  wire [20:0] \$297 ;
-  wire [19:0] \$298 ;
-  wire [20:0] \$299 ;
+  wire \$294 ;
+  wire [2:0] \$295 ;
+  wire [2:0] \$296 ;
+  wire [6:0] \$297 ;
+  wire \$298 ;
+  wire \$299 ;
   wire \$3 ;
   wire \$30 ;
-  wire [19:0] \$300 ;
-  wire [20:0] \$301 ;
-  wire [23:0] \$302 ;
-  wire [29:0] \$303 ;
-  wire [29:0] \$304 ;
-  wire [27:0] \$305 ;
-  wire [29:0] \$306 ;
-  wire [27:0] \$307 ;
-  wire [29:0] \$308 ;
-  wire [27:0] \$309 ;
+  wire \$300 ;
+  wire \$301 ;
+  wire [5:0] \$302 ;
+  wire \$303 ;
+  wire \$304 ;
+  wire [6:0] \$305 ;
+  wire [6:0] \$306 ;
+  wire \$307 ;
+  wire [6:0] \$308 ;
+  wire \$309 ;
   wire \$31 ;
-  wire [29:0] \$310 ;
-  wire [34:0] \$311 ;
-  wire [34:0] \$312 ;
-  wire [33:0] \$313 ;
-  wire [34:0] \$314 ;
+  wire \$310 ;
+  wire \$311 ;
+  wire \$312 ;
+  wire \$313 ;
+  wire \$314 ;
   wire [33:0] \$315 ;
   wire [34:0] \$316 ;
-  wire [15:0] \$317 ;
+  wire \$317 ;
   wire \$318 ;
-  wire [15:0] \$319 ;
+  wire [33:0] \$319 ;
   wire \$32 ;
-  wire [16:0] \$320 ;
-  wire [16:0] \$321 ;
-  wire [16:0] \$322 ;
+  wire [34:0] \$320 ;
+  wire \$321 ;
+  wire \$322 ;
   wire [34:0] \$323 ;
-  wire [16:0] \$324 ;
-  wire [34:0] \$325 ;
+  wire [35:0] \$324 ;
+  wire \$325 ;
   wire \$326 ;
-  wire [32:0] \$327 ;
-  wire [32:0] \$328 ;
-  wire [34:0] \$329 ;
+  wire \$327 ;
+  wire \$328 ;
+  wire \$329 ;
   wire [17:0] \$33 ;
   wire \$330 ;
   wire \$331 ;
   wire \$332 ;
-  wire [31:0] \$333 ;
-  wire [34:0] \$334 ;
-  wire [20:0] \$335 ;
-  wire [20:0] \$336 ;
-  wire [16:0] \$337 ;
-  wire [26:0] \$338 ;
+  wire \$333 ;
+  wire \$334 ;
+  wire \$335 ;
+  wire \$336 ;
+  wire \$337 ;
+  wire \$338 ;
   wire \$339 ;
   wire [17:0] \$34 ;
-  wire [11:0] \$340 ;
-  wire [11:0] \$341 ;
-  wire [16:0] \$342 ;
-  wire [12:0] \$343 ;
-  wire [16:0] \$344 ;
+  wire \$340 ;
+  wire \$341 ;
+  wire \$342 ;
+  wire [3:0] \$343 ;
+  wire \$344 ;
   wire \$345 ;
   wire \$346 ;
-  wire [16:0] \$347 ;
-  wire [16:0] \$348 ;
+  wire [7:0] \$347 ;
+  wire [12:0] \$348 ;
   wire [3:0] \$349 ;
   wire \$35 ;
-  wire [16:0] \$350 ;
-  wire [3:0] \$351 ;
-  wire [16:0] \$352 ;
-  wire [16:0] \$353 ;
-  wire [16:0] \$354 ;
-  wire [17:0] \$355 ;
+  wire \$350 ;
+  wire \$351 ;
+  wire \$352 ;
+  wire [7:0] \$353 ;
+  wire [12:0] \$354 ;
+  wire [3:0] \$355 ;
   wire [12:0] \$356 ;
-  wire [17:0] \$357 ;
-  wire [16:0] \$358 ;
-  wire [16:0] \$359 ;
+  wire \$357 ;
+  wire \$358 ;
+  wire \$359 ;
   wire \$36 ;
-  wire [17:0] \$360 ;
-  wire [17:0] \$361 ;
-  wire [17:0] \$362 ;
-  wire [16:0] \$363 ;
-  wire [17:0] \$364 ;
-  wire [16:0] \$365 ;
-  wire [16:0] \$366 ;
-  wire [17:0] \$367 ;
-  wire [17:0] \$368 ;
-  wire [17:0] \$369 ;
+  wire \$360 ;
+  wire \$361 ;
+  wire \$362 ;
+  wire \$363 ;
+  wire \$364 ;
+  wire \$365 ;
+  wire \$366 ;
+  wire \$367 ;
+  wire \$368 ;
+  wire \$369 ;
   wire \$37 ;
-  wire [16:0] \$370 ;
-  wire [17:0] \$371 ;
-  wire [15:0] \$372 ;
+  wire \$370 ;
+  wire \$371 ;
+  wire \$372 ;
   wire \$373 ;
   wire \$374 ;
   wire \$375 ;
-  wire [27:0] \$376 ;
-  wire [43:0] \$377 ;
-  wire [3:0] \$378 ;
-  wire [43:0] \$379 ;
+  wire \$376 ;
+  wire \$377 ;
+  wire \$378 ;
+  wire \$379 ;
   wire [26:0] \$38 ;
   wire \$380 ;
   wire \$381 ;
-  wire [15:0] \$382 ;
-  wire [43:0] \$383 ;
-  wire [16:0] \$384 ;
-  wire [43:0] \$385 ;
-  wire [40:0] \$386 ;
-  wire [43:0] \$387 ;
+  wire [1:0] \$382 ;
+  wire \$383 ;
+  wire \$384 ;
+  wire \$385 ;
+  wire \$386 ;
+  wire [1:0] \$387 ;
   wire \$388 ;
-  wire [43:0] \$389 ;
+  wire [2:0] \$389 ;
   wire [28:0] \$39 ;
-  wire [35:0] \$390 ;
-  wire [43:0] \$391 ;
-  wire [30:0] \$392 ;
-  wire [43:0] \$393 ;
-  wire [27:0] \$394 ;
-  wire [44:0] \$395 ;
-  wire \$396 ;
-  wire [47:0] \$397 ;
-  wire [48:0] \$398 ;
-  wire \$399 ;
+  wire [3:0] \$390 ;
+  wire \$391 ;
+  wire [2:0] \$392 ;
+  wire \$393 ;
+  wire [2:0] \$394 ;
+  wire \$395 ;
+  wire [2:0] \$396 ;
+  wire [23:0] \$397 ;
+  wire [43:0] \$398 ;
+  wire [31:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
-  wire [47:0] \$400 ;
-  wire [48:0] \$401 ;
-  wire [34:0] \$402 ;
-  wire [48:0] \$403 ;
-  wire \$404 ;
-  wire \$405 ;
+  wire [15:0] \$400 ;
+  wire [33:0] \$401 ;
+  wire \$402 ;
+  wire [39:0] \$403 ;
+  wire [33:0] \$404 ;
+  wire [31:0] \$405 ;
   wire \$406 ;
   wire \$407 ;
   wire \$408 ;
   wire \$409 ;
   wire \$41 ;
-  wire \$410 ;
-  wire \$411 ;
-  wire \$412 ;
-  wire \$413 ;
-  wire \$414 ;
+  wire [15:0] \$410 ;
+  wire [15:0] \$411 ;
+  wire [15:0] \$412 ;
+  wire [27:0] \$413 ;
+  wire [27:0] \$414 ;
   wire \$415 ;
-  wire \$416 ;
-  wire [35:0] \$417 ;
-  wire [47:0] \$418 ;
-  wire [48:0] \$419 ;
+  wire [31:0] \$416 ;
+  wire \$417 ;
+  wire \$418 ;
+  wire \$419 ;
   wire \$42 ;
-  wire \$420 ;
-  wire [3:0] \$421 ;
-  wire [3:0] \$422 ;
-  wire [9:0] \$423 ;
+  wire [33:0] \$420 ;
+  wire \$421 ;
+  wire [39:0] \$422 ;
+  wire \$423 ;
   wire \$424 ;
-  wire [8:0] \$425 ;
+  wire \$425 ;
   wire \$426 ;
   wire \$427 ;
   wire \$428 ;
@@ -32654,114 +33736,114 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   wire \$438 ;
   wire \$439 ;
   wire \$44 ;
-  wire [12:0] \$440 ;
+  wire [31:0] \$440 ;
   wire \$441 ;
-  wire \$442 ;
-  wire [12:0] \$443 ;
+  wire [31:0] \$442 ;
+  wire \$443 ;
   wire \$444 ;
   wire \$445 ;
-  wire [6:0] \$446 ;
+  wire \$446 ;
   wire \$447 ;
   wire \$448 ;
   wire \$449 ;
   wire \$45 ;
-  wire [15:0] \$450 ;
-  wire [12:0] \$451 ;
-  wire [6:0] \$452 ;
+  wire \$450 ;
+  wire \$451 ;
+  wire \$452 ;
   wire \$453 ;
   wire \$454 ;
   wire \$455 ;
   wire \$456 ;
   wire \$457 ;
   wire \$458 ;
-  wire \$459 ;
+  wire [19:0] \$459 ;
   wire \$46 ;
-  wire \$460 ;
-  wire \$461 ;
-  wire \$462 ;
-  wire \$463 ;
-  wire \$464 ;
-  wire \$465 ;
-  wire [9:0] \$466 ;
-  wire \$467 ;
-  wire \$468 ;
-  wire \$469 ;
+  wire [19:0] \$460 ;
+  wire [19:0] \$461 ;
+  wire [19:0] \$462 ;
+  wire [23:0] \$463 ;
+  wire [29:0] \$464 ;
+  wire [27:0] \$465 ;
+  wire [27:0] \$466 ;
+  wire [27:0] \$467 ;
+  wire [34:0] \$468 ;
+  wire [33:0] \$469 ;
   wire \$47 ;
-  wire [2:0] \$470 ;
-  wire [2:0] \$471 ;
-  wire [6:0] \$472 ;
-  wire \$473 ;
-  wire \$474 ;
-  wire \$475 ;
-  wire \$476 ;
-  wire [5:0] \$477 ;
+  wire [33:0] \$470 ;
+  wire [15:0] \$471 ;
+  wire \$472 ;
+  wire [15:0] \$473 ;
+  wire [16:0] \$474 ;
+  wire [16:0] \$475 ;
+  wire [16:0] \$476 ;
+  wire [16:0] \$477 ;
   wire \$478 ;
-  wire \$479 ;
+  wire [32:0] \$479 ;
   wire \$48 ;
-  wire [6:0] \$480 ;
-  wire [6:0] \$481 ;
+  wire [32:0] \$480 ;
+  wire \$481 ;
   wire \$482 ;
-  wire [6:0] \$483 ;
-  wire \$484 ;
-  wire \$485 ;
-  wire \$486 ;
-  wire \$487 ;
-  wire \$488 ;
+  wire \$483 ;
+  wire [31:0] \$484 ;
+  wire [20:0] \$485 ;
+  wire [20:0] \$486 ;
+  wire [16:0] \$487 ;
+  wire [26:0] \$488 ;
   wire \$489 ;
   wire \$49 ;
-  wire [33:0] \$490 ;
-  wire [34:0] \$491 ;
-  wire \$492 ;
+  wire [11:0] \$490 ;
+  wire [11:0] \$491 ;
+  wire [12:0] \$492 ;
   wire \$493 ;
-  wire [33:0] \$494 ;
-  wire [34:0] \$495 ;
-  wire \$496 ;
-  wire \$497 ;
-  wire [34:0] \$498 ;
-  wire [35:0] \$499 ;
+  wire \$494 ;
+  wire [16:0] \$495 ;
+  wire [3:0] \$496 ;
+  wire [3:0] \$497 ;
+  wire [16:0] \$498 ;
+  wire [16:0] \$499 ;
   wire \$5 ;
   wire \$50 ;
-  wire \$500 ;
-  wire \$501 ;
-  wire \$502 ;
-  wire \$503 ;
-  wire \$504 ;
-  wire \$505 ;
-  wire \$506 ;
-  wire \$507 ;
-  wire \$508 ;
-  wire \$509 ;
+  wire [12:0] \$500 ;
+  wire [16:0] \$501 ;
+  wire [16:0] \$502 ;
+  wire [17:0] \$503 ;
+  wire [16:0] \$504 ;
+  wire [16:0] \$505 ;
+  wire [16:0] \$506 ;
+  wire [17:0] \$507 ;
+  wire [16:0] \$508 ;
+  wire [15:0] \$509 ;
   wire \$51 ;
   wire \$510 ;
   wire \$511 ;
   wire \$512 ;
-  wire \$513 ;
-  wire \$514 ;
-  wire \$515 ;
+  wire [27:0] \$513 ;
+  wire [43:0] \$514 ;
+  wire [3:0] \$515 ;
   wire \$516 ;
   wire \$517 ;
-  wire [3:0] \$518 ;
-  wire \$519 ;
+  wire [15:0] \$518 ;
+  wire [16:0] \$519 ;
   wire \$52 ;
-  wire \$520 ;
+  wire [40:0] \$520 ;
   wire \$521 ;
-  wire [7:0] \$522 ;
-  wire [12:0] \$523 ;
-  wire [3:0] \$524 ;
+  wire [35:0] \$522 ;
+  wire [30:0] \$523 ;
+  wire [27:0] \$524 ;
   wire \$525 ;
-  wire \$526 ;
+  wire [47:0] \$526 ;
   wire \$527 ;
-  wire [7:0] \$528 ;
-  wire [12:0] \$529 ;
+  wire [47:0] \$528 ;
+  wire [34:0] \$529 ;
   wire \$53 ;
-  wire [3:0] \$530 ;
-  wire [12:0] \$531 ;
-  reg [34:0] \$532 ;
-  reg [17:0] \$533 ;
-  reg [47:0] \$534 ;
-  reg [53:0] \$535 ;
-  reg [2:0] \$536 ;
-  reg [8:0] \$537 ;
+  reg [53:0] \$530 ;
+  reg [2:0] \$531 ;
+  reg [8:0] \$532 ;
+  reg \$533 ;
+  reg \$534 ;
+  reg \$535 ;
+  reg \$536 ;
+  reg \$537 ;
   reg \$538 ;
   reg \$539 ;
   wire \$54 ;
@@ -32792,19 +33874,19 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   reg \$562 ;
   reg \$563 ;
   reg \$564 ;
-  reg \$565 ;
-  reg \$566 ;
-  reg \$567 ;
+  reg [7:0] \$565 ;
+  reg [7:0] \$566 ;
+  reg [7:0] \$567 ;
   reg \$568 ;
-  reg \$569 ;
+  reg [11:0] \$569 ;
   wire \$57 ;
-  reg [7:0] \$570 ;
-  reg [7:0] \$571 ;
-  reg [7:0] \$572 ;
-  reg \$573 ;
-  reg [11:0] \$574 ;
-  reg [23:0] \$575 ;
-  reg [23:0] \$576 ;
+  reg [23:0] \$570 ;
+  reg [23:0] \$571 ;
+  reg [15:0] \$572 ;
+  reg [15:0] \$573 ;
+  reg [15:0] \$574 ;
+  reg [15:0] \$575 ;
+  reg [15:0] \$576 ;
   reg [15:0] \$577 ;
   reg [15:0] \$578 ;
   reg [15:0] \$579 ;
@@ -32823,11 +33905,11 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   reg [15:0] \$590 ;
   reg [15:0] \$591 ;
   reg [15:0] \$592 ;
-  reg [15:0] \$593 ;
-  reg [15:0] \$594 ;
-  reg [15:0] \$595 ;
-  reg [15:0] \$596 ;
-  reg [15:0] \$597 ;
+  reg \$593 ;
+  reg \$594 ;
+  reg \$595 ;
+  reg \$596 ;
+  reg \$597 ;
   reg \$598 ;
   reg \$599 ;
   wire \$6 ;
@@ -32847,120 +33929,187 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   reg \$611 ;
   reg \$612 ;
   reg \$613 ;
-  reg \$614 ;
-  reg \$615 ;
-  reg \$616 ;
-  reg \$617 ;
-  reg \$618 ;
-  reg [27:0] \$619 ;
+  reg [27:0] \$614 ;
+  reg [27:0] \$615 ;
+  reg [26:0] \$616 ;
+  reg [27:0] \$617 ;
+  reg [5:0] \$618 ;
+  reg [31:0] \$619 ;
   wire [27:0] \$62 ;
-  reg [27:0] \$620 ;
-  reg [26:0] \$621 ;
-  reg [27:0] \$622 ;
-  reg [5:0] \$623 ;
-  reg [31:0] \$624 ;
-  reg [31:0] \$625 ;
-  reg [21:0] \$626 ;
+  reg [31:0] \$620 ;
+  reg [21:0] \$621 ;
+  reg \$622 ;
+  reg [15:0] \$623 ;
+  reg [11:0] \$624 ;
+  reg [5:0] \$625 ;
+  reg \$626 ;
   reg \$627 ;
-  reg [15:0] \$628 ;
-  reg [11:0] \$629 ;
+  reg \$628 ;
+  reg \$629 ;
   wire \$63 ;
-  reg [5:0] \$630 ;
+  reg \$630 ;
   reg \$631 ;
-  reg \$632 ;
-  reg \$633 ;
-  reg \$634 ;
-  reg \$635 ;
-  reg \$636 ;
+  reg [11:0] \$632 ;
+  reg [11:0] \$633 ;
+  reg [11:0] \$634 ;
+  reg [11:0] \$635 ;
+  reg [11:0] \$636 ;
   reg [11:0] \$637 ;
-  reg [11:0] \$638 ;
-  reg [11:0] \$639 ;
+  reg [15:0] \$638 ;
+  reg \$639 ;
   wire \$64 ;
-  reg [11:0] \$640 ;
-  reg [11:0] \$641 ;
-  reg [11:0] \$642 ;
-  reg [15:0] \$643 ;
+  reg \$640 ;
+  reg \$641 ;
+  reg \$642 ;
+  reg \$643 ;
   reg \$644 ;
-  reg \$645 ;
+  reg [8:0] \$645 ;
   reg \$646 ;
-  reg \$647 ;
-  reg \$648 ;
-  reg \$649 ;
+  reg [8:0] \$647 ;
+  reg [8:0] \$648 ;
+  reg [8:0] \$649 ;
   wire \$65 ;
   reg [8:0] \$650 ;
-  reg \$651 ;
-  reg [8:0] \$652 ;
-  reg [8:0] \$653 ;
-  reg [8:0] \$654 ;
-  reg [8:0] \$655 ;
-  reg [8:0] \$656 ;
-  reg [27:0] \$657 ;
+  reg [8:0] \$651 ;
+  reg [27:0] \$652 ;
+  reg \$653 ;
+  reg \$654 ;
+  reg \$655 ;
+  reg \$656 ;
+  reg \$657 ;
   reg \$658 ;
   reg \$659 ;
   wire \$66 ;
   reg \$660 ;
   reg \$661 ;
-  reg \$662 ;
-  reg \$663 ;
-  reg \$664 ;
-  reg \$665 ;
-  reg \$666 ;
+  reg [5:0] \$662 ;
+  reg [5:0] \$663 ;
+  reg [5:0] \$664 ;
+  reg [5:0] \$665 ;
+  reg [5:0] \$666 ;
   reg [5:0] \$667 ;
   reg [5:0] \$668 ;
   reg [5:0] \$669 ;
   wire \$67 ;
   reg [5:0] \$670 ;
-  reg [5:0] \$671 ;
-  reg [5:0] \$672 ;
+  reg [2:0] \$671 ;
+  reg [1:0] \$672 ;
   reg [5:0] \$673 ;
-  reg [5:0] \$674 ;
-  reg [5:0] \$675 ;
-  reg [2:0] \$676 ;
-  reg [1:0] \$677 ;
-  reg [5:0] \$678 ;
-  reg [4:0] \$679 ;
+  reg [4:0] \$674 ;
+  reg [33:0] \$675 ;
+  reg [35:0] \$676 ;
+  reg \$677 ;
+  reg [31:0] \$678 ;
+  reg [15:0] \$679 ;
   wire \$68 ;
-  reg [33:0] \$680 ;
-  reg [35:0] \$681 ;
-  reg \$682 ;
-  reg [31:0] \$683 ;
-  reg [15:0] \$684 ;
-  reg [15:0] \$685 ;
-  reg [5:0] \$686 ;
-  reg [5:0] \$687 ;
-  reg [27:0] \$688 ;
-  reg [13:0] \$689 ;
+  reg [15:0] \$680 ;
+  reg [5:0] \$681 ;
+  reg [5:0] \$682 ;
+  reg [27:0] \$683 ;
+  reg [13:0] \$684 ;
+  reg [13:0] \$685 ;
+  reg [27:0] \$686 ;
+  reg [33:0] \$687 ;
+  reg [33:0] \$688 ;
+  reg [33:0] \$689 ;
   wire \$69 ;
-  reg [13:0] \$690 ;
+  reg [34:0] \$690 ;
   reg [27:0] \$691 ;
-  reg [33:0] \$692 ;
-  reg [33:0] \$693 ;
-  reg [33:0] \$694 ;
-  reg [34:0] \$695 ;
-  reg [27:0] \$696 ;
+  reg [35:0] \$692 ;
+  reg [35:0] \$693 ;
+  reg [35:0] \$694 ;
+  reg [35:0] \$695 ;
+  reg [35:0] \$696 ;
   reg [35:0] \$697 ;
-  reg [35:0] \$698 ;
-  reg [35:0] \$699 ;
+  reg [31:0] \$698 ;
+  reg [19:0] \$699 ;
   wire \$7 ;
   wire \$70 ;
-  reg [35:0] \$700 ;
-  reg [35:0] \$701 ;
-  reg [35:0] \$702 ;
-  reg [31:0] \$703 ;
-  reg [19:0] \$704 ;
-  reg [6:0] \$705 ;
-  reg [11:0] \$706 ;
-  reg [2:0] \$707 ;
-  reg [2:0] \$708 ;
-  reg [2:0] \$709 ;
+  reg [6:0] \$700 ;
+  reg [11:0] \$701 ;
+  reg [2:0] \$702 ;
+  reg [2:0] \$703 ;
+  reg [2:0] \$704 ;
+  reg [11:0] \$705 ;
+  reg \$706 ;
+  reg [3:0] \$707 ;
+  reg [3:0] \$708 ;
+  reg [3:0] \$709 ;
   wire \$71 ;
-  reg [11:0] \$710 ;
+  reg [3:0] \$710 ;
+  reg [3:0] \$711 ;
+  reg [3:0] \$712 ;
+  reg [3:0] \$713 ;
+  reg [3:0] \$714 ;
+  reg [3:0] \$715 ;
+  reg [44:0] \$716 ;
+  reg [44:0] \$717 ;
+  reg [44:0] \$718 ;
+  reg [44:0] \$719 ;
   wire \$72 ;
+  reg [44:0] \$720 ;
+  reg [44:0] \$721 ;
+  reg [44:0] \$722 ;
+  reg [44:0] \$723 ;
+  reg [44:0] \$724 ;
+  reg [44:0] \$725 ;
+  reg [44:0] \$726 ;
+  reg [44:0] \$727 ;
+  reg [44:0] \$728 ;
+  reg [44:0] \$729 ;
   wire \$73 ;
+  reg [33:0] \$730 ;
+  reg [33:0] \$731 ;
+  reg [33:0] \$732 ;
+  reg [21:0] \$733 ;
+  reg [21:0] \$734 ;
+  reg [21:0] \$735 ;
+  reg [21:0] \$736 ;
+  reg [21:0] \$737 ;
+  reg [34:0] \$738 ;
+  reg [34:0] \$739 ;
   wire \$74 ;
+  reg [34:0] \$740 ;
+  reg [34:0] \$741 ;
+  reg [34:0] \$742 ;
+  reg [34:0] \$743 ;
+  reg [34:0] \$744 ;
+  reg [34:0] \$745 ;
+  reg [34:0] \$746 ;
+  reg [34:0] \$747 ;
+  reg [34:0] \$748 ;
+  reg [34:0] \$749 ;
   wire \$75 ;
+  reg [34:0] \$750 ;
+  reg [17:0] \$751 ;
+  reg [17:0] \$752 ;
+  reg [17:0] \$753 ;
+  reg [17:0] \$754 ;
+  reg [17:0] \$755 ;
+  reg [17:0] \$756 ;
+  reg [17:0] \$757 ;
+  reg [17:0] \$758 ;
+  reg [17:0] \$759 ;
   wire \$76 ;
+  reg [17:0] \$760 ;
+  reg [17:0] \$761 ;
+  reg [17:0] \$762 ;
+  reg [17:0] \$763 ;
+  reg [17:0] \$764 ;
+  reg [17:0] \$765 ;
+  reg [47:0] \$766 ;
+  reg [47:0] \$767 ;
+  reg [47:0] \$768 ;
+  reg [47:0] \$769 ;
   wire \$77 ;
+  reg [47:0] \$770 ;
+  reg [47:0] \$771 ;
+  reg [47:0] \$772 ;
+  reg [47:0] \$773 ;
+  reg [47:0] \$774 ;
+  reg [47:0] \$775 ;
+  reg [47:0] \$776 ;
+  reg [47:0] \$777 ;
   wire \$78 ;
   wire \$79 ;
   wire \$8 ;
@@ -32986,10 +34135,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   wire \$98 ;
   wire \$99 ;
   wire [15:0] \$signal ;
-  reg [31:0] \$signal$188  = 32'd0;
-  wire [34:0] \$signal$202 ;
-  wire [17:0] \$signal$212 ;
-  wire [47:0] \$signal$217 ;
+  reg [31:0] \$signal$305  = 32'd0;
   reg [8:0] \$signature__addr ;
   reg [8:0] \$signature__addr$52 ;
   reg [8:0] \$signature__addr$78 ;
@@ -33060,6 +34206,23 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   wire first_frame;
   reg [13:0] flo = 14'h0000;
   wire [21:0] fr;
+  reg [21:0] fu_add_t0 = 22'h000000;
+  reg [21:0] fu_add_t1 = 22'h000000;
+  reg [21:0] fu_add_t2 = 22'h000000;
+  reg [21:0] fu_add_t3 = 22'h000000;
+  reg [21:0] fu_add_t4 = 22'h000000;
+  reg [3:0] fu_op_t0 = 4'h0;
+  reg [3:0] fu_op_t1 = 4'h0;
+  reg [3:0] fu_op_t2 = 4'h0;
+  reg [3:0] fu_op_t3 = 4'h0;
+  reg [3:0] fu_op_t4 = 4'h0;
+  reg [3:0] fu_op_t5 = 4'h0;
+  reg [3:0] fu_op_t6 = 4'h0;
+  reg [3:0] fu_op_t7 = 4'h0;
+  reg [3:0] fu_op_t8 = 4'h0;
+  reg [33:0] fu_sub_t0 = 34'h000000000;
+  reg [33:0] fu_sub_t1 = 34'h000000000;
+  reg [33:0] fu_sub_t2 = 34'h000000000;
   reg fu_use0;
   reg fu_use1;
   reg fu_use10;
@@ -33080,13 +34243,69 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   reg fu_use7;
   reg fu_use8;
   reg fu_use9;
+  (* init = 1'h0 *)
+  wire fu_valid_t0;
+  reg [44:0] fu_x_t0 = 45'h000000000000;
+  reg [44:0] fu_x_t1 = 45'h000000000000;
+  reg [44:0] fu_x_t10 = 45'h000000000000;
+  reg [44:0] fu_x_t11 = 45'h000000000000;
+  reg [44:0] fu_x_t12 = 45'h000000000000;
+  reg [44:0] fu_x_t13 = 45'h000000000000;
+  reg [44:0] fu_x_t2 = 45'h000000000000;
+  reg [44:0] fu_x_t3 = 45'h000000000000;
+  reg [44:0] fu_x_t4 = 45'h000000000000;
+  reg [44:0] fu_x_t5 = 45'h000000000000;
+  reg [44:0] fu_x_t6 = 45'h000000000000;
+  reg [44:0] fu_x_t7 = 45'h000000000000;
+  reg [44:0] fu_x_t8 = 45'h000000000000;
+  reg [44:0] fu_x_t9 = 45'h000000000000;
   reg [4:0] g = 5'h00;
-  reg [34:0] g_a_r = 35'h000000000;
-  reg [17:0] g_b_r = 18'h00000;
-  reg [47:0] g_k_r = 48'h000000000000;
+  wire [34:0] g_a_r;
+  wire [17:0] g_b_r;
+  wire [47:0] g_k_r;
   reg [53:0] g_p = 54'h00000000000000;
   wire [47:0] g_p1;
   reg [15:0] g_r = 16'h0000;
+  reg [34:0] gmul_a_t0 = 35'h000000000;
+  reg [34:0] gmul_a_t1 = 35'h000000000;
+  reg [34:0] gmul_a_t10 = 35'h000000000;
+  reg [34:0] gmul_a_t11 = 35'h000000000;
+  reg [34:0] gmul_a_t12 = 35'h000000000;
+  reg [34:0] gmul_a_t2 = 35'h000000000;
+  reg [34:0] gmul_a_t3 = 35'h000000000;
+  reg [34:0] gmul_a_t4 = 35'h000000000;
+  reg [34:0] gmul_a_t5 = 35'h000000000;
+  reg [34:0] gmul_a_t6 = 35'h000000000;
+  reg [34:0] gmul_a_t7 = 35'h000000000;
+  reg [34:0] gmul_a_t8 = 35'h000000000;
+  reg [34:0] gmul_a_t9 = 35'h000000000;
+  reg [17:0] gmul_b_t0 = 18'h00000;
+  reg [17:0] gmul_b_t1 = 18'h00000;
+  reg [17:0] gmul_b_t10 = 18'h00000;
+  reg [17:0] gmul_b_t11 = 18'h00000;
+  reg [17:0] gmul_b_t12 = 18'h00000;
+  reg [17:0] gmul_b_t13 = 18'h00000;
+  reg [17:0] gmul_b_t14 = 18'h00000;
+  reg [17:0] gmul_b_t2 = 18'h00000;
+  reg [17:0] gmul_b_t3 = 18'h00000;
+  reg [17:0] gmul_b_t4 = 18'h00000;
+  reg [17:0] gmul_b_t5 = 18'h00000;
+  reg [17:0] gmul_b_t6 = 18'h00000;
+  reg [17:0] gmul_b_t7 = 18'h00000;
+  reg [17:0] gmul_b_t8 = 18'h00000;
+  reg [17:0] gmul_b_t9 = 18'h00000;
+  reg [47:0] gmul_k_t0 = 48'h000000000000;
+  reg [47:0] gmul_k_t1 = 48'h000000000000;
+  reg [47:0] gmul_k_t10 = 48'h000000000000;
+  reg [47:0] gmul_k_t11 = 48'h000000000000;
+  reg [47:0] gmul_k_t2 = 48'h000000000000;
+  reg [47:0] gmul_k_t3 = 48'h000000000000;
+  reg [47:0] gmul_k_t4 = 48'h000000000000;
+  reg [47:0] gmul_k_t5 = 48'h000000000000;
+  reg [47:0] gmul_k_t6 = 48'h000000000000;
+  reg [47:0] gmul_k_t7 = 48'h000000000000;
+  reg [47:0] gmul_k_t8 = 48'h000000000000;
+  reg [47:0] gmul_k_t9 = 48'h000000000000;
   reg gmul_use0;
   reg gmul_use1;
   reg gmul_use10;
@@ -33120,7 +34339,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   wire [21:0] i_add;
   wire [3:0] i_op;
   wire [33:0] i_sub;
-  wire i_valid;
+  reg i_valid = 1'h0;
   wire [44:0] i_x;
   reg [8:0] ib = 9'h000;
   reg [8:0] ib_d1 = 9'h000;
@@ -34343,616 +35562,821 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     _1_ <= ram_b[\$signature__addr$52 ];
   end
   assign \$signature__data  = _1_;
-  assign \$275  = fu_use6 | fu_use8;
-  assign \$276  = \$275  ? o_lp : 32'd0;
-  assign \$277  = \$274  | \$276 ;
-  assign \$278  = fu_use0 | fu_use1;
-  assign \$279  = \$278  | fu_use2;
-  assign \$280  = \$279  | fu_use3;
-  assign \$281  = \$280  | fu_use4;
-  assign \$282  = \$281  | fu_use5;
-  assign \$283  = \$282  | fu_use6;
-  assign \$284  = \$283  | fu_use7;
-  assign \$285  = \$284  | fu_use8;
-  assign \$286  = \$285  | fu_use9;
-  assign \$287  = \$286  | fu_use10;
-  assign \$288  = \$287  | fu_use11;
-  assign \$289  = \$288  | fu_use12;
-  assign \$290  = \$289  | fu_use14;
-  assign \$291  = \$290  | fu_use16;
-  assign \$292  = \$291  | fu_use18;
-  assign \$294  = fu_use13 ? { pw2[1:0], pw1[35:18] } : 20'h00000;
-  assign \$296  = fu_use15 ? pw2[21:2] : 20'h00000;
-  assign \$297  = { 1'h0, \$295  } | { \$296 [19], \$296  };
-  assign \$298  = fu_use17 ? { pw5[1:0], pw4[35:18] } : 20'h00000;
-  assign \$299  = \$297  | { 1'h0, \$298  };
-  assign \$300  = fu_use19 ? pw5[21:2] : 20'h00000;
-  assign \$301  = \$299  | { \$300 [19], \$300  };
-  assign \$302  = gmul_use0 ? x1 : 24'h000000;
-  assign \$303  = gmul_use1 ? { \$39 [28], \$39  } : 30'h00000000;
-  assign \$304  = { 6'h00, \$302  } | \$303 ;
-  assign \$305  = gmul_use2 ? noise_r : 28'h0000000;
-  assign \$306  = \$304  | { 2'h0, \$305  };
-  assign \$307  = gmul_use3 ? word0r : 28'h0000000;
-  assign \$308  = \$306  | { 2'h0, \$307  };
-  assign \$309  = gmul_use4 ? sum5_hold : 28'h0000000;
-  assign \$310  = \$308  | { 2'h0, \$309  };
-  assign \$311  = gmul_use5 ? slog : 35'h000000000;
-  assign \$312  = { \$310 [29], \$310 [29], \$310 [29], \$310 [29], \$310 [29], \$310  } | \$311 ;
-  assign \$313  = gmul_use6 ? low : 34'h000000000;
-  assign \$314  = \$312  | { 1'h0, \$313  };
-  assign \$315  = gmul_use7 ? high : 34'h000000000;
-  assign \$316  = \$314  | { 1'h0, \$315  };
-  assign \$317  = num_zero ? 16'h0000 : o_exp[15:0];
-  assign \$318  = \$317  > 15'h4ccd;
-  assign \$319  = num_zero ? 16'h0000 : o_exp[15:0];
-  assign \$320  = \$319  - 15'h4ccd;
-  assign \$321  = \$318  ? \$320  : 17'h00000;
-  assign \$322  = gmul_use8 ? \$321  : 17'h00000;
-  assign \$323  = \$316  | { \$322 [16], \$322 [16], \$322 [16], \$322 [16], \$322 [16], \$322 [16], \$322 [16], \$322 [16], \$322 [16], \$322 [16], \$322 [16], \$322 [16], \$322 [16], \$322 [16], \$322 [16], \$322 [16], \$322 [16], \$322 [16], \$322  };
-  assign \$324  = gmul_use9 ? g_p[31:15] : 17'h00000;
-  assign \$325  = \$323  | { 18'h00000, \$324  };
-  assign \$326  = gmul_use10 | gmul_use13;
-  assign \$327  = { E_r, 4'h1 } - \$signature__data [31:0];
-  assign \$328  = \$326  ? \$327  : 33'h000000000;
-  assign \$329  = \$325  | { \$328 [32], \$328 [32], \$328  };
-  assign \$330  = gmul_use11 | gmul_use12;
-  assign \$331  = \$330  | gmul_use14;
-  assign \$332  = \$331  | gmul_use15;
-  assign \$333  = \$332  ? o_lp : 32'd0;
-  assign \$334  = \$329  | { \$333 [31], \$333 [31], \$333 [31], \$333  };
-  assign \$335  = $signed(stat_r) - $signed(o_exp[19:0]);
-  assign \$336  = gmul_use16 ? \$335  : 21'h000000;
-  assign \$signal$202  = \$334  | { \$336 [20], \$336 [20], \$336 [20], \$336 [20], \$336 [20], \$336 [20], \$336 [20], \$336 [20], \$336 [20], \$336 [20], \$336 [20], \$336 [20], \$336 [20], \$336 [20], \$336  };
-  assign \$337  = gmul_use0 ? 17'h10000 : 17'h00000;
-  assign \$339  = \$338  > \$signature__data$65 [27:0];
-  assign \$340  = \$339  ? 12'hb34 : 12'hc68;
-  assign \$341  = gmul_use1 ? \$340  : 12'h000;
-  assign \$342  = \$337  | { 5'h00, \$341  };
-  assign \$343  = gmul_use2 ? 13'h1b11 : 13'h0000;
-  assign \$344  = \$342  | { 4'h0, \$343  };
-  assign \$345  = gmul_use3 | gmul_use4;
-  assign \$346  = \$345  | gmul_use5;
-  assign \$347  = \$346  ? 17'h1999a : 17'h00000;
-  assign \$348  = \$344  | \$347 ;
-  assign \$349  = gmul_use6 ? 4'he : 4'h0;
-  assign \$350  = \$348  | { 13'h0000, \$349  };
-  assign \$351  = gmul_use7 ? 4'hd : 4'h0;
-  assign \$352  = \$350  | { 13'h0000, \$351  };
-  assign \$353  = 16'h8000 - sf_r;
-  assign \$354  = gmul_use8 ? \$353  : 17'h00000;
-  assign \$355  = { 1'h0, \$352  } | { \$354 [16], \$354  };
-  assign \$356  = gmul_use9 ? 13'h1045 : 13'h0000;
-  assign \$357  = \$355  | { 5'h00, \$356  };
-  assign \$358  = first_frame ? 17'h10000 : pw0[16:0];
-  assign \$359  = gmul_use10 ? \$358  : 17'h00000;
-  assign \$360  = \$357  | { 1'h0, \$359  };
-  assign \$361  = gmul_use11 ? pw1[17:0] : 18'h00000;
-  assign \$362  = \$360  | \$361 ;
-  assign \$363  = gmul_use12 ? pw0[33:17] : 17'h00000;
-  assign \$364  = \$362  | { 1'h0, \$363  };
-  assign \$365  = first_frame ? 17'h10000 : pw3[16:0];
-  assign \$366  = gmul_use13 ? \$365  : 17'h00000;
-  assign \$367  = \$364  | { 1'h0, \$366  };
-  assign \$368  = gmul_use14 ? pw4[17:0] : 18'h00000;
-  assign \$369  = \$367  | \$368 ;
-  assign \$370  = gmul_use15 ? pw3[33:17] : 17'h00000;
-  assign \$371  = \$369  | { 1'h0, \$370  };
-  assign \$372  = gmul_use16 ? g_r : 16'h0000;
-  assign \$signal$212  = \$371  | { 2'h0, \$372  };
-  assign \$373  = gmul_use0 | gmul_use1;
-  assign \$374  = ! bins_mode;
-  assign \$375  = \$374  & first_frame;
-  assign \$376  = \$375  ? 28'h0000000 : \$signature__data$65 [27:0];
-  assign \$377  = \$373  ? { \$376 , 16'h8000 } : 44'h00000000000;
-  assign \$378  = gmul_use2 ? 4'hb : 4'h0;
-  assign \$379  = \$377  | { 40'h0000000000, \$378  };
-  assign \$380  = gmul_use3 | gmul_use12;
-  assign \$381  = \$380  | gmul_use15;
-  assign \$382  = \$381  ? 16'h8000 : 16'h0000;
-  assign \$383  = \$379  | { 28'h0000000, \$382  };
-  assign \$384  = gmul_use4 ? 17'h18000 : 17'h00000;
-  assign \$385  = \$383  | { 27'h0000000, \$384  };
-  assign \$386  = gmul_use5 ? 41'h1549aa00000 : 41'h00000000000;
-  assign \$387  = \$385  | { 3'h0, \$386  };
-  assign \$390  = gmul_use7 ? num_r : 36'h000000000;
-  assign \$391  = \$389  | { 8'h00, \$390  };
-  assign \$392  = gmul_use8 ? { sf_r, 15'h4000 } : 31'h00000000;
-  assign \$393  = \$391  | { 13'h0000, \$392  };
-  assign \$394  = gmul_use9 ? 28'hbeee000 : 28'h0000000;
-  assign \$395  = { 1'h0, \$393  } | { \$394 [27], \$394 [27], \$394 [27], \$394 [27], \$394 [27], \$394 [27], \$394 [27], \$394 [27], \$394 [27], \$394 [27], \$394 [27], \$394 [27], \$394 [27], \$394 [27], \$394 [27], \$394 [27], \$394 [27], \$394  };
-  assign \$396  = gmul_use10 | gmul_use13;
-  assign \$397  = \$396  ? { \$signature__data [31:0], 16'h8000 } : 48'h000000000000;
-  assign \$398  = { \$395 [44], \$395 [44], \$395 [44], \$395 [44], \$395  } | { 1'h0, \$397  };
-  assign \$399  = gmul_use11 | gmul_use14;
-  assign \$400  = \$399  ? { lE, 16'h7fff } : 48'h000000000000;
-  assign \$401  = \$398  | { \$400 [47], \$400  };
-  assign \$402  = gmul_use16 ? { o_exp[19:0], 15'h4000 } : 35'h000000000;
-  assign \$403  = \$401  | { \$402 [34], \$402 [34], \$402 [34], \$402 [34], \$402 [34], \$402 [34], \$402 [34], \$402 [34], \$402 [34], \$402 [34], \$402 [34], \$402 [34], \$402 [34], \$402 [34], \$402  };
-  assign \$404  = ! pcen_state;
-  assign \$405  = pcen_state == 1'h1;
-  assign \$406  = pcen_state == 2'h2;
-  assign \$407  = pcen_state == 2'h3;
-  assign \$408  = pcen_state == 3'h4;
-  assign \$409  = ! engine_state;
-  assign \$410  = engine_state == 1'h1;
-  assign \$411  = engine_state == 2'h2;
-  assign \$412  = engine_state == 2'h3;
-  assign \$413  = engine_state == 3'h4;
-  assign \$414  = engine_state == 3'h5;
-  assign \$415  = engine_state == 3'h6;
-  assign \$416  = engine_state == 3'h7;
-  assign \$417  = $signed(g_a_r[34:17]) * $signed(g_b_r);
-  assign \$419  = $signed(\$417 ) + $signed(\$418 );
-  assign \$420  = slot == 3'h7;
-  assign \$421  = slot + 1'h1;
-  assign \$422  = \$420  ? 4'h0 : \$421 ;
-  assign \$423  = jj + 1'h1;
-  assign \$424  = bins_mode == 2'h2;
-  assign \$425  = \$424  ? 9'h0ff : 9'h100;
-  assign \$426  = jj == \$425 ;
-  assign \$427  = ~ bins_run;
-  assign \$428  = bins_mode == 2'h2;
-  assign \$429  = \$428  ? 1'h1 : 1'h0;
-  assign \$430  = jj >= 1'h1;
-  assign \$431  = jj <= 8'hff;
-  assign \$432  = \$430  & \$431 ;
-  assign \$433  = issue & \$432 ;
-  assign \$434  = jj >= 1'h1;
-  assign \$435  = jj <= 8'hff;
-  assign \$436  = \$434  & \$435 ;
-  assign \$437  = issue & \$436 ;
-  assign \$438  = bins_mode == 2'h2;
-  assign \$439  = \$437  & \$438 ;
-  assign \$440  = store_ptr + 1'h1;
-  assign \$441  = ! bins_mode;
-  assign \$442  = v_d1 & \$441 ;
-  assign \$443  = store_ptr + 1'h1;
-  assign \$444  = ! o_stream;
-  assign \$445  = o_valid & \$444 ;
-  assign \$446  = mm + 1'h1;
-  assign \$448  = o_valid & \$447 ;
-  assign \$449  = | o_value[46:34];
-  assign \$450  = \$449  ? 16'hffff : o_value[33:18];
-  assign \$451  = sbase + ms;
-  assign \$452  = ms + 1'h1;
-  assign \$453  = ~ bins_run;
-  assign \$454  = ~ ifin;
-  assign \$455  = init_run & \$454 ;
-  assign \$456  = ~ iph;
-  assign \$457  = \$455  & \$456 ;
-  assign \$458  = ~ iph;
-  assign \$459  = init_run & \$458 ;
-  assign \$460  = ~ ifin;
-  assign \$461  = \$459  & \$460 ;
-  assign \$462  = ~ ifin;
-  assign \$463  = init_run & \$462 ;
-  assign \$464  = ~ iph;
-  assign \$465  = \$463  & \$464 ;
-  assign \$466  = ib + 1'h1;
-  assign \$467  = ib == 8'hfe;
-  assign \$468  = ~ init_run;
-  assign \$469  = p1_ph == 2'h2;
-  assign \$470  = p1_ph + 1'h1;
-  assign \$471  = \$469  ? 3'h0 : \$470 ;
-  assign \$472  = p1_m + 1'h1;
-  assign \$473  = p1_m == 6'h28;
-  assign \$474  = | { p1v_d9, p1v_d8, p1v_d7, p1v_d6, p1v_d5, p1v_d4, p1v_d3, p1v_d2, p1v_d1 };
-  assign \$475  = ~ \$474 ;
-  assign \$476  = \$473  & \$475 ;
-  assign \$477  = g + 1'h1;
-  assign \$478  = ! g_p;
-  assign \$479  = k == 6'h21;
-  assign \$480  = k + 1'h1;
-  assign \$481  = \$479  ? 7'h00 : \$480 ;
-  assign \$482  = k == 6'h21;
-  assign \$483  = cm + 1'h1;
-  assign \$484  = cm == 6'h28;
-  assign \$485  = k == 4'hb;
-  assign \$486  = \$484  & \$485 ;
-  assign \$487  = ~ pcen_run;
-  assign \$488  = ~ pcen_run;
-  assign \$489  = ! p1m_d5;
-  assign \$490  = \$489  ? 34'h000000000 : sumE;
-  assign \$491  = \$490  + E5;
-  assign \$492  = p1m_d5 >= 5'h1a;
-  assign \$493  = p1m_d5 == 5'h1a;
-  assign \$494  = \$493  ? 34'h000000000 : high;
-  assign \$495  = \$494  + E5;
-  assign \$496  = p1m_d5 == 4'hd;
-  assign \$497  = ! p1m_d9;
-  assign \$498  = \$497  ? 35'h000000000 : slog;
-  assign \$499  = $signed(\$498 ) + $signed(o_lp);
-  assign \$500  = k == 1'h1;
-  assign \$501  = p2 & \$500 ;
-  assign \$502  = k == 2'h2;
-  assign \$503  = p2 & \$502 ;
-  assign \$504  = k == 2'h3;
-  assign \$505  = p2 & \$504 ;
-  assign \$506  = k == 3'h4;
-  assign \$507  = p2 & \$506 ;
-  assign \$508  = k == 3'h5;
-  assign \$509  = p2 & \$508 ;
-  assign \$510  = k == 3'h6;
-  assign \$511  = p2 & \$510 ;
-  assign \$512  = k == 3'h7;
-  assign \$513  = p2 & \$512 ;
-  assign \$514  = k == 3'h6;
-  assign \$515  = p2 & \$514 ;
-  assign \$516  = k == 3'h6;
-  assign \$517  = tail & \$516 ;
-  assign \$518  = clr + 1'h1;
-  assign \$519  = clr == 3'h5;
-  assign \$520  = t == 3'h4;
-  assign \$521  = t == 7'h64;
-  assign \$522  = t + 1'h1;
-  assign \$523  = fbase + 6'h28;
-  assign \$524  = clr + 1'h1;
-  assign \$525  = clr == 3'h5;
-  assign \$526  = tr == 3'h4;
-  assign \$527  = t == 7'h64;
-  assign \$528  = t + 1'h1;
-  assign \$529  = fbase + 6'h28;
-  assign \$530  = tr + 1'h1;
-  assign \$531  = rbase + 6'h28;
-  always @(posedge clk)
-    g_a_r <= \$532 ;
-  always @(posedge clk)
-    g_b_r <= \$533 ;
-  always @(posedge clk)
-    g_k_r <= \$534 ;
-  always @(posedge clk)
-    g_p <= \$535 ;
-  always @(posedge clk)
-    slot <= \$536 ;
-  always @(posedge clk)
-    j <= \$537 ;
-  always @(posedge clk)
-    finished <= \$538 ;
-  always @(posedge clk)
-    v_d1 <= \$539 ;
-  always @(posedge clk)
-    v_d2 <= \$540 ;
-  always @(posedge clk)
-    v_d3 <= \$541 ;
-  always @(posedge clk)
-    v_d4 <= \$542 ;
-  always @(posedge clk)
-    v_d5 <= \$543 ;
-  always @(posedge clk)
-    v_d6 <= \$544 ;
-  always @(posedge clk)
-    v_d7 <= \$545 ;
-  always @(posedge clk)
-    v_d8 <= \$546 ;
-  always @(posedge clk)
-    v_d9 <= \$547 ;
-  always @(posedge clk)
-    v_d10 <= \$548 ;
-  always @(posedge clk)
-    v_d11 <= \$549 ;
-  always @(posedge clk)
-    v_d12 <= \$550 ;
-  always @(posedge clk)
-    v_d13 <= \$551 ;
-  always @(posedge clk)
-    v_d14 <= \$552 ;
-  always @(posedge clk)
-    v_d15 <= \$553 ;
-  always @(posedge clk)
-    v_d16 <= \$554 ;
-  always @(posedge clk)
-    v_d17 <= \$555 ;
-  always @(posedge clk)
-    v_d18 <= \$556 ;
-  always @(posedge clk)
-    v_d19 <= \$557 ;
+  assign \$206  = gmul_b_t0 | gmul_b_t1;
+  assign \$207  = \$206  | gmul_b_t2;
+  assign \$208  = \$207  | gmul_b_t3;
+  assign \$209  = \$208  | gmul_b_t4;
+  assign \$210  = \$209  | gmul_b_t5;
+  assign \$211  = \$210  | gmul_b_t6;
+  assign \$212  = \$211  | gmul_b_t7;
+  assign \$213  = \$212  | gmul_b_t8;
+  assign \$214  = \$213  | gmul_b_t9;
+  assign \$215  = \$214  | gmul_b_t10;
+  assign \$216  = \$215  | gmul_b_t11;
+  assign \$217  = \$216  | gmul_b_t12;
+  assign \$218  = \$217  | gmul_b_t13;
+  assign g_b_r = \$218  | gmul_b_t14;
+  assign \$219  = gmul_k_t0 | gmul_k_t1;
+  assign \$220  = \$219  | gmul_k_t2;
+  assign \$221  = \$220  | gmul_k_t3;
+  assign \$222  = \$221  | gmul_k_t4;
+  assign \$223  = \$222  | gmul_k_t5;
+  assign \$224  = \$223  | gmul_k_t6;
+  assign \$225  = \$224  | gmul_k_t7;
+  assign \$226  = \$225  | gmul_k_t8;
+  assign \$227  = \$226  | gmul_k_t9;
+  assign \$228  = \$227  | gmul_k_t10;
+  assign g_k_r = \$228  | gmul_k_t11;
+  assign \$229  = ! pcen_state;
+  assign \$230  = pcen_state == 1'h1;
+  assign \$231  = pcen_state == 2'h2;
+  assign \$232  = pcen_state == 2'h3;
+  assign \$233  = pcen_state == 3'h4;
+  assign \$234  = ! engine_state;
+  assign \$235  = engine_state == 1'h1;
+  assign \$236  = engine_state == 2'h2;
+  assign \$237  = engine_state == 2'h3;
+  assign \$238  = engine_state == 3'h4;
+  assign \$239  = engine_state == 3'h5;
+  assign \$240  = engine_state == 3'h6;
+  assign \$241  = engine_state == 3'h7;
+  assign \$242  = $signed(g_a_r[34:17]) * $signed(g_b_r);
+  assign \$244  = $signed(\$242 ) + $signed(\$243 );
+  assign \$245  = slot == 3'h7;
+  assign \$246  = slot + 1'h1;
+  assign \$247  = \$245  ? 4'h0 : \$246 ;
+  assign \$248  = jj + 1'h1;
+  assign \$249  = bins_mode == 2'h2;
+  assign \$250  = \$249  ? 9'h0ff : 9'h100;
+  assign \$251  = jj == \$250 ;
+  assign \$252  = ~ bins_run;
+  assign \$253  = bins_mode == 2'h2;
+  assign \$254  = \$253  ? 1'h1 : 1'h0;
+  assign \$255  = jj >= 1'h1;
+  assign \$256  = jj <= 8'hff;
+  assign \$257  = \$255  & \$256 ;
+  assign \$258  = issue & \$257 ;
+  assign \$259  = jj >= 1'h1;
+  assign \$260  = jj <= 8'hff;
+  assign \$261  = \$259  & \$260 ;
+  assign \$262  = issue & \$261 ;
+  assign \$263  = bins_mode == 2'h2;
+  assign \$264  = \$262  & \$263 ;
+  assign \$265  = store_ptr + 1'h1;
+  assign \$266  = ! bins_mode;
+  assign \$267  = v_d1 & \$266 ;
+  assign \$268  = store_ptr + 1'h1;
+  assign \$269  = ! o_stream;
+  assign \$270  = o_valid & \$269 ;
+  assign \$271  = mm + 1'h1;
+  assign \$273  = o_valid & \$272 ;
+  assign \$274  = | o_value[46:34];
+  assign \$275  = \$274  ? 16'hffff : o_value[33:18];
+  assign \$276  = sbase + ms;
+  assign \$277  = ms + 1'h1;
+  assign \$278  = ~ bins_run;
+  assign \$279  = ~ ifin;
+  assign \$280  = init_run & \$279 ;
+  assign \$281  = ~ iph;
+  assign \$282  = \$280  & \$281 ;
+  assign \$283  = ~ iph;
+  assign \$284  = init_run & \$283 ;
+  assign \$285  = ~ ifin;
+  assign \$286  = \$284  & \$285 ;
+  assign \$287  = ~ ifin;
+  assign \$288  = init_run & \$287 ;
+  assign \$289  = ~ iph;
+  assign \$290  = \$288  & \$289 ;
+  assign \$291  = ib + 1'h1;
+  assign \$292  = ib == 8'hfe;
+  assign \$293  = ~ init_run;
+  assign \$294  = p1_ph == 2'h2;
+  assign \$295  = p1_ph + 1'h1;
+  assign \$296  = \$294  ? 3'h0 : \$295 ;
+  assign \$297  = p1_m + 1'h1;
+  assign \$298  = p1_m == 6'h28;
+  assign \$299  = | { p1v_d9, p1v_d8, p1v_d7, p1v_d6, p1v_d5, p1v_d4, p1v_d3, p1v_d2, p1v_d1 };
+  assign \$300  = ~ \$299 ;
+  assign \$301  = \$298  & \$300 ;
+  assign \$302  = g + 1'h1;
+  assign \$303  = ! g_p;
+  assign \$304  = k == 6'h21;
+  assign \$305  = k + 1'h1;
+  assign \$306  = \$304  ? 7'h00 : \$305 ;
+  assign \$307  = k == 6'h21;
+  assign \$308  = cm + 1'h1;
+  assign \$309  = cm == 6'h28;
+  assign \$310  = k == 4'hb;
+  assign \$311  = \$309  & \$310 ;
+  assign \$312  = ~ pcen_run;
+  assign \$313  = ~ pcen_run;
+  assign \$314  = ! p1m_d5;
+  assign \$315  = \$314  ? 34'h000000000 : sumE;
+  assign \$316  = \$315  + E5;
+  assign \$317  = p1m_d5 >= 5'h1a;
+  assign \$318  = p1m_d5 == 5'h1a;
+  assign \$319  = \$318  ? 34'h000000000 : high;
+  assign \$320  = \$319  + E5;
+  assign \$321  = p1m_d5 == 4'hd;
+  assign \$322  = ! p1m_d9;
+  assign \$323  = \$322  ? 35'h000000000 : slog;
+  assign \$324  = $signed(\$323 ) + $signed(o_lp);
+  assign \$325  = k == 1'h1;
+  assign \$326  = p2 & \$325 ;
+  assign \$327  = k == 2'h2;
+  assign \$328  = p2 & \$327 ;
+  assign \$329  = k == 2'h3;
+  assign \$330  = p2 & \$329 ;
+  assign \$331  = k == 3'h4;
+  assign \$332  = p2 & \$331 ;
+  assign \$333  = k == 3'h5;
+  assign \$334  = p2 & \$333 ;
+  assign \$335  = k == 3'h6;
+  assign \$336  = p2 & \$335 ;
+  assign \$337  = k == 3'h7;
+  assign \$338  = p2 & \$337 ;
+  assign \$339  = k == 3'h6;
+  assign \$340  = p2 & \$339 ;
+  assign \$341  = k == 3'h6;
+  assign \$342  = tail & \$341 ;
+  assign \$343  = clr + 1'h1;
+  assign \$344  = clr == 3'h5;
+  assign \$345  = t == 3'h4;
+  assign \$346  = t == 7'h64;
+  assign \$347  = t + 1'h1;
+  assign \$348  = fbase + 6'h28;
+  assign \$349  = clr + 1'h1;
+  assign \$350  = clr == 3'h5;
+  assign \$351  = tr == 3'h4;
+  assign \$352  = t == 7'h64;
+  assign \$353  = t + 1'h1;
+  assign \$354  = fbase + 6'h28;
+  assign \$355  = tr + 1'h1;
+  assign \$356  = rbase + 6'h28;
+  assign \$357  = fu_use0 | fu_use1;
+  assign \$358  = \$357  | fu_use2;
+  assign \$359  = \$358  | fu_use3;
+  assign \$360  = \$359  | fu_use4;
+  assign \$361  = \$360  | fu_use5;
+  assign \$362  = \$361  | fu_use6;
+  assign \$363  = \$362  | fu_use7;
+  assign \$364  = \$363  | fu_use8;
+  assign \$365  = \$364  | fu_use9;
+  assign \$366  = \$365  | fu_use10;
+  assign \$367  = \$366  | fu_use11;
+  assign \$368  = \$367  | fu_use12;
+  assign \$369  = \$368  | fu_use13;
+  assign \$370  = \$369  | fu_use14;
+  assign \$371  = \$370  | fu_use15;
+  assign \$372  = \$371  | fu_use16;
+  assign \$373  = \$372  | fu_use17;
+  assign \$374  = \$373  | fu_use18;
+  assign \$375  = \$374  | fu_use19;
+  assign \$376  = \$375  ? 1'h1 : 1'h0;
+  assign \$377  = fu_use0 | fu_use1;
+  assign \$378  = \$377  | fu_use5;
+  assign \$379  = \$378  | fu_use7;
+  assign \$381  = fu_use2 ? 1'h1 : 1'h0;
+  assign \$382  = fu_use3 ? 2'h2 : 2'h0;
+  assign \$383  = fu_use4 | fu_use10;
+  assign \$384  = \$383  | fu_use11;
+  assign \$385  = \$384  | fu_use14;
+  assign \$386  = \$385  | fu_use18;
+  assign \$387  = \$386  ? 2'h3 : 2'h0;
+  assign \$388  = fu_use6 | fu_use8;
+  assign \$389  = \$388  ? 3'h7 : 3'h0;
+  assign \$390  = fu_use9 ? 4'h8 : 4'h0;
+  assign \$391  = fu_use12 | fu_use16;
+  assign \$392  = \$391  ? 3'h4 : 3'h0;
+  assign \$393  = fu_use13 | fu_use17;
+  assign \$394  = \$393  ? 3'h5 : 3'h0;
+  assign \$395  = fu_use15 | fu_use19;
+  assign \$396  = \$395  ? 3'h6 : 3'h0;
+  assign \$397  = fu_use0 ? x1 : 24'h000000;
+  assign \$398  = fu_use1 ? g_p[43:0] : 44'h00000000000;
+  assign \$399  = fu_use2 ? \$signal$305  : 32'd0;
+  assign \$400  = fu_use3 ? snm : 16'h0000;
+  assign \$401  = fu_use4 ? sumE : 34'h000000000;
+  assign \$402  = fu_use5 | fu_use7;
+  assign \$403  = \$402  ? g_p[39:0] : 40'h0000000000;
+  assign \$404  = fu_use6 ? meanr : 34'h000000000;
+  assign \$405  = fu_use8 ? lnum : 32'd0;
+  assign \$406  = | s[39:15];
+  assign \$407  = ~ \$406 ;
+  assign \$408  = & s[39:15];
+  assign \$409  = \$407  | \$408 ;
+  assign \$410  = s[39] ? 16'h8000 : 16'h7fff;
+  assign \$411  = \$409  ? s[15:0] : \$410 ;
+  assign \$412  = fu_use9 ? \$411  : 16'h0000;
+  assign \$413  = fu_use10 ? E : 28'h0000000;
+  assign \$414  = fu_use11 ? \$signature__data [27:0] : 28'h0000000;
+  assign \$415  = fu_use12 | fu_use16;
+  assign \$416  = \$415  ? g_p[47:16] : 32'd0;
+  assign \$417  = fu_use13 | fu_use15;
+  assign \$418  = \$417  | fu_use17;
+  assign \$419  = \$418  | fu_use19;
+  assign \$420  = \$419  ? g_p[49:16] : 34'h000000000;
+  assign \$421  = fu_use14 | fu_use18;
+  assign \$422  = \$421  ? o_exp[39:0] : 40'h0000000000;
+  assign \$423  = fu_use0 | fu_use1;
+  assign \$424  = \$423  | fu_use3;
+  assign \$425  = \$424  | fu_use4;
+  assign \$426  = \$425  | fu_use5;
+  assign \$427  = \$426  | fu_use7;
+  assign \$428  = \$427  | fu_use9;
+  assign \$429  = \$428  | fu_use10;
+  assign \$430  = \$429  | fu_use11;
+  assign \$431  = \$430  | fu_use12;
+  assign \$432  = \$431  | fu_use13;
+  assign \$433  = \$432  | fu_use14;
+  assign \$434  = \$433  | fu_use15;
+  assign \$435  = \$434  | fu_use16;
+  assign \$436  = \$435  | fu_use17;
+  assign \$437  = \$436  | fu_use18;
+  assign \$438  = \$437  | fu_use19;
+  assign \$440  = fu_use2 ? ld : 32'd0;
+  assign \$441  = fu_use6 | fu_use8;
+  assign \$442  = \$441  ? o_lp : 32'd0;
+  assign \$443  = fu_use0 | fu_use1;
+  assign \$444  = \$443  | fu_use2;
+  assign \$445  = \$444  | fu_use3;
+  assign \$446  = \$445  | fu_use4;
+  assign \$447  = \$446  | fu_use5;
+  assign \$448  = \$447  | fu_use6;
+  assign \$449  = \$448  | fu_use7;
+  assign \$450  = \$449  | fu_use8;
+  assign \$451  = \$450  | fu_use9;
+  assign \$452  = \$451  | fu_use10;
+  assign \$453  = \$452  | fu_use11;
+  assign \$454  = \$453  | fu_use12;
+  assign \$455  = \$454  | fu_use14;
+  assign \$456  = \$455  | fu_use16;
+  assign \$457  = \$456  | fu_use18;
+  assign \$459  = fu_use13 ? { pw2[1:0], pw1[35:18] } : 20'h00000;
+  assign \$460  = fu_use15 ? pw2[21:2] : 20'h00000;
+  assign \$461  = fu_use17 ? { pw5[1:0], pw4[35:18] } : 20'h00000;
+  assign \$462  = fu_use19 ? pw5[21:2] : 20'h00000;
+  assign \$463  = gmul_use0 ? x1 : 24'h000000;
+  assign \$464  = gmul_use1 ? { \$39 [28], \$39  } : 30'h00000000;
+  assign \$465  = gmul_use2 ? noise_r : 28'h0000000;
+  assign \$466  = gmul_use3 ? word0r : 28'h0000000;
+  assign \$467  = gmul_use4 ? sum5_hold : 28'h0000000;
+  assign \$468  = gmul_use5 ? slog : 35'h000000000;
+  assign \$469  = gmul_use6 ? low : 34'h000000000;
+  assign \$470  = gmul_use7 ? high : 34'h000000000;
+  assign \$471  = num_zero ? 16'h0000 : o_exp[15:0];
+  assign \$472  = \$471  > 15'h4ccd;
+  assign \$473  = num_zero ? 16'h0000 : o_exp[15:0];
+  assign \$474  = \$473  - 15'h4ccd;
+  assign \$475  = \$472  ? \$474  : 17'h00000;
+  assign \$476  = gmul_use8 ? \$475  : 17'h00000;
+  assign \$477  = gmul_use9 ? g_p[31:15] : 17'h00000;
+  assign \$478  = gmul_use10 | gmul_use13;
+  assign \$479  = { E_r, 4'h1 } - \$signature__data [31:0];
+  assign \$480  = \$478  ? \$479  : 33'h000000000;
+  assign \$481  = gmul_use11 | gmul_use12;
+  assign \$482  = \$481  | gmul_use14;
+  assign \$483  = \$482  | gmul_use15;
+  assign \$484  = \$483  ? o_lp : 32'd0;
+  assign \$485  = $signed(stat_r) - $signed(o_exp[19:0]);
+  assign \$486  = gmul_use16 ? \$485  : 21'h000000;
+  assign \$487  = gmul_use0 ? 17'h10000 : 17'h00000;
+  assign \$489  = \$488  > \$signature__data$65 [27:0];
+  assign \$490  = \$489  ? 12'hb34 : 12'hc68;
+  assign \$491  = gmul_use1 ? \$490  : 12'h000;
+  assign \$492  = gmul_use2 ? 13'h1b11 : 13'h0000;
+  assign \$493  = gmul_use3 | gmul_use4;
+  assign \$494  = \$493  | gmul_use5;
+  assign \$495  = \$494  ? 17'h1999a : 17'h00000;
+  assign \$496  = gmul_use6 ? 4'he : 4'h0;
+  assign \$497  = gmul_use7 ? 4'hd : 4'h0;
+  assign \$498  = 16'h8000 - sf_r;
+  assign \$499  = gmul_use8 ? \$498  : 17'h00000;
+  assign \$500  = gmul_use9 ? 13'h1045 : 13'h0000;
+  assign \$501  = first_frame ? 17'h10000 : pw0[16:0];
+  assign \$502  = gmul_use10 ? \$501  : 17'h00000;
+  assign \$503  = gmul_use11 ? pw1[17:0] : 18'h00000;
+  assign \$504  = gmul_use12 ? pw0[33:17] : 17'h00000;
+  assign \$505  = first_frame ? 17'h10000 : pw3[16:0];
+  assign \$506  = gmul_use13 ? \$505  : 17'h00000;
+  assign \$507  = gmul_use14 ? pw4[17:0] : 18'h00000;
+  assign \$508  = gmul_use15 ? pw3[33:17] : 17'h00000;
+  assign \$509  = gmul_use16 ? g_r : 16'h0000;
+  assign \$510  = gmul_use0 | gmul_use1;
+  assign \$511  = ! bins_mode;
+  assign \$512  = \$511  & first_frame;
+  assign \$513  = \$512  ? 28'h0000000 : \$signature__data$65 [27:0];
+  assign \$514  = \$510  ? { \$513 , 16'h8000 } : 44'h00000000000;
+  assign \$515  = gmul_use2 ? 4'hb : 4'h0;
+  assign \$516  = gmul_use3 | gmul_use12;
+  assign \$517  = \$516  | gmul_use15;
+  assign \$518  = \$517  ? 16'h8000 : 16'h0000;
+  assign \$519  = gmul_use4 ? 17'h18000 : 17'h00000;
+  assign \$520  = gmul_use5 ? 41'h1549aa00000 : 41'h00000000000;
+  assign \$522  = gmul_use7 ? num_r : 36'h000000000;
+  assign \$523  = gmul_use8 ? { sf_r, 15'h4000 } : 31'h00000000;
+  assign \$524  = gmul_use9 ? 28'hbeee000 : 28'h0000000;
+  assign \$525  = gmul_use10 | gmul_use13;
+  assign \$526  = \$525  ? { \$signature__data [31:0], 16'h8000 } : 48'h000000000000;
+  assign \$527  = gmul_use11 | gmul_use14;
+  assign \$528  = \$527  ? { lE, 16'h7fff } : 48'h000000000000;
+  assign \$529  = gmul_use16 ? { o_exp[19:0], 15'h4000 } : 35'h000000000;
+  always @(posedge clk)
+    g_p <= \$530 ;
+  always @(posedge clk)
+    slot <= \$531 ;
+  always @(posedge clk)
+    j <= \$532 ;
+  always @(posedge clk)
+    finished <= \$533 ;
+  always @(posedge clk)
+    v_d1 <= \$534 ;
+  always @(posedge clk)
+    v_d2 <= \$535 ;
+  always @(posedge clk)
+    v_d3 <= \$536 ;
+  always @(posedge clk)
+    v_d4 <= \$537 ;
+  always @(posedge clk)
+    v_d5 <= \$538 ;
+  always @(posedge clk)
+    v_d6 <= \$539 ;
+  always @(posedge clk)
+    v_d7 <= \$540 ;
+  always @(posedge clk)
+    v_d8 <= \$541 ;
+  always @(posedge clk)
+    v_d9 <= \$542 ;
+  always @(posedge clk)
+    v_d10 <= \$543 ;
+  always @(posedge clk)
+    v_d11 <= \$544 ;
+  always @(posedge clk)
+    v_d12 <= \$545 ;
+  always @(posedge clk)
+    v_d13 <= \$546 ;
+  always @(posedge clk)
+    v_d14 <= \$547 ;
+  always @(posedge clk)
+    v_d15 <= \$548 ;
+  always @(posedge clk)
+    v_d16 <= \$549 ;
+  always @(posedge clk)
+    v_d17 <= \$550 ;
+  always @(posedge clk)
+    v_d18 <= \$551 ;
+  always @(posedge clk)
+    v_d19 <= \$552 ;
+  always @(posedge clk)
+    v_d20 <= \$553 ;
+  always @(posedge clk)
+    v_d21 <= \$554 ;
+  always @(posedge clk)
+    v_d22 <= \$555 ;
+  always @(posedge clk)
+    v_d23 <= \$556 ;
+  always @(posedge clk)
+    v_d24 <= \$557 ;
+  always @(posedge clk)
+    v_d25 <= \$558 ;
+  always @(posedge clk)
+    v_d26 <= \$559 ;
+  always @(posedge clk)
+    v_d27 <= \$560 ;
+  always @(posedge clk)
+    v_d28 <= \$561 ;
+  always @(posedge clk)
+    v_d29 <= \$562 ;
+  always @(posedge clk)
+    v_d30 <= \$563 ;
+  always @(posedge clk)
+    v_d31 <= \$564 ;
+  always @(posedge clk)
+    jb_d1 <= \$565 ;
+  always @(posedge clk)
+    jb_d2 <= \$566 ;
+  always @(posedge clk)
+    jb_d3 <= \$567 ;
+  always @(posedge clk)
+    half_d1 <= \$568 ;
+  always @(posedge clk)
+    store_ptr <= \$569 ;
+  always @(posedge clk)
+    x_reg <= \$570 ;
+  always @(posedge clk)
+    x1r <= \$571 ;
+  always @(posedge clk)
+    w_d1 <= \$572 ;
+  always @(posedge clk)
+    w_d2 <= \$573 ;
+  always @(posedge clk)
+    w_d3 <= \$574 ;
+  always @(posedge clk)
+    w_d4 <= \$575 ;
+  always @(posedge clk)
+    w_d5 <= \$576 ;
+  always @(posedge clk)
+    w_d6 <= \$577 ;
+  always @(posedge clk)
+    w_d7 <= \$578 ;
+  always @(posedge clk)
+    w_d8 <= \$579 ;
+  always @(posedge clk)
+    w_d9 <= \$580 ;
+  always @(posedge clk)
+    w_d10 <= \$581 ;
+  always @(posedge clk)
+    w_d11 <= \$582 ;
+  always @(posedge clk)
+    w_d12 <= \$583 ;
+  always @(posedge clk)
+    w_d13 <= \$584 ;
+  always @(posedge clk)
+    w_d14 <= \$585 ;
+  always @(posedge clk)
+    w_d15 <= \$586 ;
+  always @(posedge clk)
+    w_d16 <= \$587 ;
+  always @(posedge clk)
+    w_d17 <= \$588 ;
+  always @(posedge clk)
+    w_d18 <= \$589 ;
   always @(posedge clk)
-    v_d20 <= \$558 ;
+    w_d19 <= \$590 ;
   always @(posedge clk)
-    v_d21 <= \$559 ;
+    w_d20 <= \$591 ;
   always @(posedge clk)
-    v_d22 <= \$560 ;
+    w_d21 <= \$592 ;
   always @(posedge clk)
-    v_d23 <= \$561 ;
+    close_d1 <= \$593 ;
   always @(posedge clk)
-    v_d24 <= \$562 ;
+    close_d2 <= \$594 ;
   always @(posedge clk)
-    v_d25 <= \$563 ;
+    close_d3 <= \$595 ;
   always @(posedge clk)
-    v_d26 <= \$564 ;
+    close_d4 <= \$596 ;
   always @(posedge clk)
-    v_d27 <= \$565 ;
+    close_d5 <= \$597 ;
   always @(posedge clk)
-    v_d28 <= \$566 ;
+    close_d6 <= \$598 ;
   always @(posedge clk)
-    v_d29 <= \$567 ;
+    close_d7 <= \$599 ;
   always @(posedge clk)
-    v_d30 <= \$568 ;
+    close_d8 <= \$600 ;
   always @(posedge clk)
-    v_d31 <= \$569 ;
+    close_d9 <= \$601 ;
   always @(posedge clk)
-    jb_d1 <= \$570 ;
+    close_d10 <= \$602 ;
   always @(posedge clk)
-    jb_d2 <= \$571 ;
+    close_d11 <= \$603 ;
   always @(posedge clk)
-    jb_d3 <= \$572 ;
+    close_d12 <= \$604 ;
   always @(posedge clk)
-    half_d1 <= \$573 ;
+    close_d13 <= \$605 ;
   always @(posedge clk)
-    store_ptr <= \$574 ;
+    close_d14 <= \$606 ;
   always @(posedge clk)
-    x_reg <= \$575 ;
+    close_d15 <= \$607 ;
   always @(posedge clk)
-    x1r <= \$576 ;
+    close_d16 <= \$608 ;
   always @(posedge clk)
-    w_d1 <= \$577 ;
+    close_d17 <= \$609 ;
   always @(posedge clk)
-    w_d2 <= \$578 ;
+    close_d18 <= \$610 ;
   always @(posedge clk)
-    w_d3 <= \$579 ;
+    close_d19 <= \$611 ;
   always @(posedge clk)
-    w_d4 <= \$580 ;
+    close_d20 <= \$612 ;
   always @(posedge clk)
-    w_d5 <= \$581 ;
+    close_d21 <= \$613 ;
   always @(posedge clk)
-    w_d6 <= \$582 ;
+    word0r <= \$614 ;
   always @(posedge clk)
-    w_d7 <= \$583 ;
+    word0h <= \$615 ;
   always @(posedge clk)
-    w_d8 <= \$584 ;
+    half_n0 <= \$616 ;
   always @(posedge clk)
-    w_d9 <= \$585 ;
+    noise_r <= \$617 ;
   always @(posedge clk)
-    w_d10 <= \$586 ;
+    mm <= \$618 ;
   always @(posedge clk)
-    w_d11 <= \$587 ;
+    \$signal$305  <= \$619 ;
   always @(posedge clk)
-    w_d12 <= \$588 ;
+    ld <= \$620 ;
   always @(posedge clk)
-    w_d13 <= \$589 ;
+    r <= \$621 ;
   always @(posedge clk)
-    w_d14 <= \$590 ;
+    sclose <= \$622 ;
   always @(posedge clk)
-    w_d15 <= \$591 ;
+    snm <= \$623 ;
   always @(posedge clk)
-    w_d16 <= \$592 ;
+    saddr <= \$624 ;
   always @(posedge clk)
-    w_d17 <= \$593 ;
+    ms <= \$625 ;
   always @(posedge clk)
-    w_d18 <= \$594 ;
+    sclose_d1 <= \$626 ;
   always @(posedge clk)
-    w_d19 <= \$595 ;
+    sclose_d2 <= \$627 ;
   always @(posedge clk)
-    w_d20 <= \$596 ;
+    sclose_d3 <= \$628 ;
   always @(posedge clk)
-    w_d21 <= \$597 ;
+    sclose_d4 <= \$629 ;
   always @(posedge clk)
-    close_d1 <= \$598 ;
+    sclose_d5 <= \$630 ;
   always @(posedge clk)
-    close_d2 <= \$599 ;
+    sclose_d6 <= \$631 ;
   always @(posedge clk)
-    close_d3 <= \$600 ;
+    saddr_d1 <= \$632 ;
   always @(posedge clk)
-    close_d4 <= \$601 ;
+    saddr_d2 <= \$633 ;
   always @(posedge clk)
-    close_d5 <= \$602 ;
+    saddr_d3 <= \$634 ;
   always @(posedge clk)
-    close_d6 <= \$603 ;
+    saddr_d4 <= \$635 ;
   always @(posedge clk)
-    close_d7 <= \$604 ;
+    saddr_d5 <= \$636 ;
   always @(posedge clk)
-    close_d8 <= \$605 ;
+    saddr_d6 <= \$637 ;
   always @(posedge clk)
-    close_d9 <= \$606 ;
+    snr_val <= \$638 ;
   always @(posedge clk)
-    close_d10 <= \$607 ;
+    iv_d1 <= \$639 ;
   always @(posedge clk)
-    close_d11 <= \$608 ;
+    iv_d2 <= \$640 ;
   always @(posedge clk)
-    close_d12 <= \$609 ;
+    iv_d3 <= \$641 ;
   always @(posedge clk)
-    close_d13 <= \$610 ;
+    iv_d4 <= \$642 ;
   always @(posedge clk)
-    close_d14 <= \$611 ;
+    iv_d5 <= \$643 ;
   always @(posedge clk)
-    close_d15 <= \$612 ;
+    iph <= \$644 ;
   always @(posedge clk)
-    close_d16 <= \$613 ;
+    ib <= \$645 ;
   always @(posedge clk)
-    close_d17 <= \$614 ;
+    ifin <= \$646 ;
   always @(posedge clk)
-    close_d18 <= \$615 ;
+    ib_d1 <= \$647 ;
   always @(posedge clk)
-    close_d19 <= \$616 ;
+    ib_d2 <= \$648 ;
   always @(posedge clk)
-    close_d20 <= \$617 ;
+    ib_d3 <= \$649 ;
   always @(posedge clk)
-    close_d21 <= \$618 ;
+    ib_d4 <= \$650 ;
   always @(posedge clk)
-    word0r <= \$619 ;
+    ib_d5 <= \$651 ;
   always @(posedge clk)
-    word0h <= \$620 ;
+    sum5_hold <= \$652 ;
   always @(posedge clk)
-    half_n0 <= \$621 ;
+    p1v_d1 <= \$653 ;
   always @(posedge clk)
-    noise_r <= \$622 ;
+    p1v_d2 <= \$654 ;
   always @(posedge clk)
-    mm <= \$623 ;
+    p1v_d3 <= \$655 ;
   always @(posedge clk)
-    \$signal$188  <= \$624 ;
+    p1v_d4 <= \$656 ;
   always @(posedge clk)
-    ld <= \$625 ;
+    p1v_d5 <= \$657 ;
   always @(posedge clk)
-    r <= \$626 ;
+    p1v_d6 <= \$658 ;
   always @(posedge clk)
-    sclose <= \$627 ;
+    p1v_d7 <= \$659 ;
   always @(posedge clk)
-    snm <= \$628 ;
+    p1v_d8 <= \$660 ;
   always @(posedge clk)
-    saddr <= \$629 ;
+    p1v_d9 <= \$661 ;
   always @(posedge clk)
-    ms <= \$630 ;
+    p1m_d1 <= \$662 ;
   always @(posedge clk)
-    sclose_d1 <= \$631 ;
+    p1m_d2 <= \$663 ;
   always @(posedge clk)
-    sclose_d2 <= \$632 ;
+    p1m_d3 <= \$664 ;
   always @(posedge clk)
-    sclose_d3 <= \$633 ;
+    p1m_d4 <= \$665 ;
   always @(posedge clk)
-    sclose_d4 <= \$634 ;
+    p1m_d5 <= \$666 ;
   always @(posedge clk)
-    sclose_d5 <= \$635 ;
+    p1m_d6 <= \$667 ;
   always @(posedge clk)
-    sclose_d6 <= \$636 ;
+    p1m_d7 <= \$668 ;
   always @(posedge clk)
-    saddr_d1 <= \$637 ;
+    p1m_d8 <= \$669 ;
   always @(posedge clk)
-    saddr_d2 <= \$638 ;
+    p1m_d9 <= \$670 ;
   always @(posedge clk)
-    saddr_d3 <= \$639 ;
+    pcen_state <= \$671 ;
   always @(posedge clk)
-    saddr_d4 <= \$640 ;
+    p1_ph <= \$672 ;
   always @(posedge clk)
-    saddr_d5 <= \$641 ;
+    p1_m <= \$673 ;
   always @(posedge clk)
-    saddr_d6 <= \$642 ;
+    g <= \$674 ;
   always @(posedge clk)
-    snr_val <= \$643 ;
+    meanr <= \$675 ;
   always @(posedge clk)
-    iv_d1 <= \$644 ;
+    num_r <= \$676 ;
   always @(posedge clk)
-    iv_d2 <= \$645 ;
+    num_zero <= \$677 ;
   always @(posedge clk)
-    iv_d3 <= \$646 ;
+    lnum <= \$678 ;
   always @(posedge clk)
-    iv_d4 <= \$647 ;
+    sf_r <= \$679 ;
   always @(posedge clk)
-    iv_d5 <= \$648 ;
+    g_r <= \$680 ;
   always @(posedge clk)
-    iph <= \$649 ;
+    k <= \$681 ;
   always @(posedge clk)
-    ib <= \$650 ;
+    cm <= \$682 ;
   always @(posedge clk)
-    ifin <= \$651 ;
+    mel_r <= \$683 ;
   always @(posedge clk)
-    ib_d1 <= \$652 ;
+    flo <= \$684 ;
   always @(posedge clk)
-    ib_d2 <= \$653 ;
+    fhi <= \$685 ;
   always @(posedge clk)
-    ib_d3 <= \$654 ;
+    E5 <= \$686 ;
   always @(posedge clk)
-    ib_d4 <= \$655 ;
+    sumE <= \$687 ;
   always @(posedge clk)
-    ib_d5 <= \$656 ;
+    high <= \$688 ;
   always @(posedge clk)
-    sum5_hold <= \$657 ;
+    low <= \$689 ;
   always @(posedge clk)
-    p1v_d1 <= \$658 ;
+    slog <= \$690 ;
   always @(posedge clk)
-    p1v_d2 <= \$659 ;
+    E_r <= \$691 ;
   always @(posedge clk)
-    p1v_d3 <= \$660 ;
+    pw0 <= \$692 ;
   always @(posedge clk)
-    p1v_d4 <= \$661 ;
+    pw1 <= \$693 ;
   always @(posedge clk)
-    p1v_d5 <= \$662 ;
+    pw2 <= \$694 ;
   always @(posedge clk)
-    p1v_d6 <= \$663 ;
+    pw3 <= \$695 ;
   always @(posedge clk)
-    p1v_d7 <= \$664 ;
+    pw4 <= \$696 ;
   always @(posedge clk)
-    p1v_d8 <= \$665 ;
+    pw5 <= \$697 ;
   always @(posedge clk)
-    p1v_d9 <= \$666 ;
+    lE <= \$698 ;
   always @(posedge clk)
-    p1m_d1 <= \$667 ;
+    stat_r <= \$699 ;
   always @(posedge clk)
-    p1m_d2 <= \$668 ;
+    t <= \$700 ;
   always @(posedge clk)
-    p1m_d3 <= \$669 ;
+    fbase <= \$701 ;
   always @(posedge clk)
-    p1m_d4 <= \$670 ;
+    engine_state <= \$702 ;
   always @(posedge clk)
-    p1m_d5 <= \$671 ;
+    clr <= \$703 ;
   always @(posedge clk)
-    p1m_d6 <= \$672 ;
+    tr <= \$704 ;
   always @(posedge clk)
-    p1m_d7 <= \$673 ;
+    rbase <= \$705 ;
   always @(posedge clk)
-    p1m_d8 <= \$674 ;
+    i_valid <= \$706 ;
   always @(posedge clk)
-    p1m_d9 <= \$675 ;
+    fu_op_t0 <= \$707 ;
   always @(posedge clk)
-    pcen_state <= \$676 ;
+    fu_op_t1 <= \$708 ;
   always @(posedge clk)
-    p1_ph <= \$677 ;
+    fu_op_t2 <= \$709 ;
   always @(posedge clk)
-    p1_m <= \$678 ;
+    fu_op_t3 <= \$710 ;
   always @(posedge clk)
-    g <= \$679 ;
+    fu_op_t4 <= \$711 ;
   always @(posedge clk)
-    meanr <= \$680 ;
+    fu_op_t5 <= \$712 ;
   always @(posedge clk)
-    num_r <= \$681 ;
+    fu_op_t6 <= \$713 ;
   always @(posedge clk)
-    num_zero <= \$682 ;
+    fu_op_t7 <= \$714 ;
   always @(posedge clk)
-    lnum <= \$683 ;
+    fu_op_t8 <= \$715 ;
   always @(posedge clk)
-    sf_r <= \$684 ;
+    fu_x_t0 <= \$716 ;
   always @(posedge clk)
-    g_r <= \$685 ;
+    fu_x_t1 <= \$717 ;
   always @(posedge clk)
-    k <= \$686 ;
+    fu_x_t2 <= \$718 ;
   always @(posedge clk)
-    cm <= \$687 ;
+    fu_x_t3 <= \$719 ;
   always @(posedge clk)
-    mel_r <= \$688 ;
+    fu_x_t4 <= \$720 ;
   always @(posedge clk)
-    flo <= \$689 ;
+    fu_x_t5 <= \$721 ;
   always @(posedge clk)
-    fhi <= \$690 ;
+    fu_x_t6 <= \$722 ;
   always @(posedge clk)
-    E5 <= \$691 ;
+    fu_x_t7 <= \$723 ;
   always @(posedge clk)
-    sumE <= \$692 ;
+    fu_x_t8 <= \$724 ;
   always @(posedge clk)
-    high <= \$693 ;
+    fu_x_t9 <= \$725 ;
   always @(posedge clk)
-    low <= \$694 ;
+    fu_x_t10 <= \$726 ;
   always @(posedge clk)
-    slog <= \$695 ;
+    fu_x_t11 <= \$727 ;
   always @(posedge clk)
-    E_r <= \$696 ;
+    fu_x_t12 <= \$728 ;
   always @(posedge clk)
-    pw0 <= \$697 ;
+    fu_x_t13 <= \$729 ;
   always @(posedge clk)
-    pw1 <= \$698 ;
+    fu_sub_t0 <= \$730 ;
   always @(posedge clk)
-    pw2 <= \$699 ;
+    fu_sub_t1 <= \$731 ;
   always @(posedge clk)
-    pw3 <= \$700 ;
+    fu_sub_t2 <= \$732 ;
   always @(posedge clk)
-    pw4 <= \$701 ;
+    fu_add_t0 <= \$733 ;
   always @(posedge clk)
-    pw5 <= \$702 ;
+    fu_add_t1 <= \$734 ;
   always @(posedge clk)
-    lE <= \$703 ;
+    fu_add_t2 <= \$735 ;
   always @(posedge clk)
-    stat_r <= \$704 ;
+    fu_add_t3 <= \$736 ;
   always @(posedge clk)
-    t <= \$705 ;
+    fu_add_t4 <= \$737 ;
   always @(posedge clk)
-    fbase <= \$706 ;
+    gmul_a_t0 <= \$738 ;
   always @(posedge clk)
-    engine_state <= \$707 ;
+    gmul_a_t1 <= \$739 ;
   always @(posedge clk)
-    clr <= \$708 ;
+    gmul_a_t2 <= \$740 ;
   always @(posedge clk)
-    tr <= \$709 ;
+    gmul_a_t3 <= \$741 ;
   always @(posedge clk)
-    rbase <= \$710 ;
+    gmul_a_t4 <= \$742 ;
+  always @(posedge clk)
+    gmul_a_t5 <= \$743 ;
+  always @(posedge clk)
+    gmul_a_t6 <= \$744 ;
+  always @(posedge clk)
+    gmul_a_t7 <= \$745 ;
+  always @(posedge clk)
+    gmul_a_t8 <= \$746 ;
+  always @(posedge clk)
+    gmul_a_t9 <= \$747 ;
+  always @(posedge clk)
+    gmul_a_t10 <= \$748 ;
+  always @(posedge clk)
+    gmul_a_t11 <= \$749 ;
+  always @(posedge clk)
+    gmul_a_t12 <= \$750 ;
+  always @(posedge clk)
+    gmul_b_t0 <= \$751 ;
+  always @(posedge clk)
+    gmul_b_t1 <= \$752 ;
+  always @(posedge clk)
+    gmul_b_t2 <= \$753 ;
+  always @(posedge clk)
+    gmul_b_t3 <= \$754 ;
+  always @(posedge clk)
+    gmul_b_t4 <= \$755 ;
+  always @(posedge clk)
+    gmul_b_t5 <= \$756 ;
+  always @(posedge clk)
+    gmul_b_t6 <= \$757 ;
+  always @(posedge clk)
+    gmul_b_t7 <= \$758 ;
+  always @(posedge clk)
+    gmul_b_t8 <= \$759 ;
+  always @(posedge clk)
+    gmul_b_t9 <= \$760 ;
+  always @(posedge clk)
+    gmul_b_t10 <= \$761 ;
+  always @(posedge clk)
+    gmul_b_t11 <= \$762 ;
+  always @(posedge clk)
+    gmul_b_t12 <= \$763 ;
+  always @(posedge clk)
+    gmul_b_t13 <= \$764 ;
+  always @(posedge clk)
+    gmul_b_t14 <= \$765 ;
+  always @(posedge clk)
+    gmul_k_t0 <= \$766 ;
+  always @(posedge clk)
+    gmul_k_t1 <= \$767 ;
+  always @(posedge clk)
+    gmul_k_t2 <= \$768 ;
+  always @(posedge clk)
+    gmul_k_t3 <= \$769 ;
+  always @(posedge clk)
+    gmul_k_t4 <= \$770 ;
+  always @(posedge clk)
+    gmul_k_t5 <= \$771 ;
+  always @(posedge clk)
+    gmul_k_t6 <= \$772 ;
+  always @(posedge clk)
+    gmul_k_t7 <= \$773 ;
+  always @(posedge clk)
+    gmul_k_t8 <= \$774 ;
+  always @(posedge clk)
+    gmul_k_t9 <= \$775 ;
+  always @(posedge clk)
+    gmul_k_t10 <= \$776 ;
+  always @(posedge clk)
+    gmul_k_t11 <= \$777 ;
   assign \$1  = $signed({ 1'h0, g_a_r[16:0] }) * $signed(g_b_r);
   assign \$2  = $signed(\$1 ) + $signed(g_k_r);
   assign first_frame = ! t;
@@ -35125,118 +36549,55 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   assign bins_mode = in_replay ? 2'h2 : { 1'h0, \$169  };
   assign \$170  = ! clr;
   assign \$171  = ! clr;
-  assign \$172  = fu_use0 | fu_use1;
-  assign \$173  = \$172  | fu_use2;
-  assign \$174  = \$173  | fu_use3;
-  assign \$175  = \$174  | fu_use4;
-  assign \$176  = \$175  | fu_use5;
-  assign \$177  = \$176  | fu_use6;
-  assign \$178  = \$177  | fu_use7;
-  assign \$179  = \$178  | fu_use8;
-  assign \$180  = \$179  | fu_use9;
-  assign \$181  = \$180  | fu_use10;
-  assign \$182  = \$181  | fu_use11;
-  assign \$183  = \$182  | fu_use12;
-  assign \$184  = \$183  | fu_use13;
-  assign \$185  = \$184  | fu_use14;
-  assign \$186  = \$185  | fu_use15;
-  assign \$187  = \$186  | fu_use16;
-  assign \$188  = \$187  | fu_use17;
-  assign \$189  = \$188  | fu_use18;
-  assign \$190  = \$189  | fu_use19;
-  assign i_valid = \$190  ? 1'h1 : 1'h0;
-  assign \$191  = fu_use0 | fu_use1;
-  assign \$192  = \$191  | fu_use5;
-  assign \$193  = \$192  | fu_use7;
-  assign \$195  = fu_use2 ? 1'h1 : 1'h0;
-  assign \$197  = fu_use3 ? 2'h2 : 2'h0;
-  assign \$198  = { 1'h0, \$196  } | \$197 ;
-  assign \$199  = fu_use4 | fu_use10;
-  assign \$200  = \$199  | fu_use11;
-  assign \$201  = \$200  | fu_use14;
-  assign \$202  = \$201  | fu_use18;
-  assign \$203  = \$202  ? 2'h3 : 2'h0;
-  assign \$204  = \$198  | \$203 ;
-  assign \$205  = fu_use6 | fu_use8;
-  assign \$206  = \$205  ? 3'h7 : 3'h0;
-  assign \$207  = { 1'h0, \$204  } | \$206 ;
-  assign \$208  = fu_use9 ? 4'h8 : 4'h0;
-  assign \$209  = { 1'h0, \$207  } | \$208 ;
-  assign \$210  = fu_use12 | fu_use16;
-  assign \$211  = \$210  ? 3'h4 : 3'h0;
-  assign \$212  = \$209  | { 1'h0, \$211  };
-  assign \$213  = fu_use13 | fu_use17;
-  assign \$214  = \$213  ? 3'h5 : 3'h0;
-  assign \$215  = \$212  | { 1'h0, \$214  };
-  assign \$216  = fu_use15 | fu_use19;
-  assign \$217  = \$216  ? 3'h6 : 3'h0;
-  assign i_op = \$215  | { 1'h0, \$217  };
-  assign \$218  = fu_use0 ? x1 : 24'h000000;
-  assign \$219  = fu_use1 ? g_p[43:0] : 44'h00000000000;
-  assign \$220  = { 20'h00000, \$218  } | \$219 ;
-  assign \$221  = fu_use2 ? \$signal$188  : 32'd0;
-  assign \$222  = { 1'h0, \$220  } | { \$221 [31], \$221 [31], \$221 [31], \$221 [31], \$221 [31], \$221 [31], \$221 [31], \$221 [31], \$221 [31], \$221 [31], \$221 [31], \$221 [31], \$221 [31], \$221  };
-  assign \$223  = fu_use3 ? snm : 16'h0000;
-  assign \$224  = \$222  | { 29'h00000000, \$223  };
-  assign \$225  = fu_use4 ? sumE : 34'h000000000;
-  assign \$226  = \$224  | { 11'h000, \$225  };
-  assign \$227  = fu_use5 | fu_use7;
-  assign \$228  = \$227  ? g_p[39:0] : 40'h0000000000;
-  assign \$229  = \$226  | { 5'h00, \$228  };
-  assign \$230  = fu_use6 ? meanr : 34'h000000000;
-  assign \$231  = \$229  | { \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230  };
-  assign \$232  = fu_use8 ? lnum : 32'd0;
-  assign \$233  = \$231  | { \$232 [31], \$232 [31], \$232 [31], \$232 [31], \$232 [31], \$232 [31], \$232 [31], \$232 [31], \$232 [31], \$232 [31], \$232 [31], \$232 [31], \$232 [31], \$232  };
-  assign \$234  = | s[39:15];
-  assign \$235  = ~ \$234 ;
-  assign \$236  = & s[39:15];
-  assign \$237  = \$235  | \$236 ;
-  assign \$238  = s[39] ? 16'h8000 : 16'h7fff;
-  assign \$239  = \$237  ? s[15:0] : \$238 ;
-  assign \$240  = fu_use9 ? \$239  : 16'h0000;
-  assign \$241  = \$233  | { \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240 [15], \$240  };
-  assign \$242  = fu_use10 ? E : 28'h0000000;
-  assign \$243  = \$241  | { 17'h00000, \$242  };
-  assign \$244  = fu_use11 ? \$signature__data [27:0] : 28'h0000000;
-  assign \$245  = \$243  | { 17'h00000, \$244  };
-  assign \$246  = fu_use12 | fu_use16;
-  assign \$247  = \$246  ? g_p[47:16] : 32'd0;
-  assign \$248  = \$245  | { 13'h0000, \$247  };
-  assign \$249  = fu_use13 | fu_use15;
-  assign \$250  = \$249  | fu_use17;
-  assign \$251  = \$250  | fu_use19;
-  assign \$252  = \$251  ? g_p[49:16] : 34'h000000000;
-  assign \$253  = \$248  | { \$252 [33], \$252 [33], \$252 [33], \$252 [33], \$252 [33], \$252 [33], \$252 [33], \$252 [33], \$252 [33], \$252 [33], \$252 [33], \$252  };
-  assign \$254  = fu_use14 | fu_use18;
-  assign \$255  = \$254  ? o_exp[39:0] : 40'h0000000000;
-  assign i_x = \$253  | { 5'h00, \$255  };
-  assign \$256  = fu_use0 | fu_use1;
-  assign \$257  = \$256  | fu_use3;
-  assign \$258  = \$257  | fu_use4;
-  assign \$259  = \$258  | fu_use5;
-  assign \$260  = \$259  | fu_use7;
-  assign \$261  = \$260  | fu_use9;
-  assign \$262  = \$261  | fu_use10;
-  assign \$263  = \$262  | fu_use11;
-  assign \$264  = \$263  | fu_use12;
-  assign \$265  = \$264  | fu_use13;
-  assign \$266  = \$265  | fu_use14;
-  assign \$267  = \$266  | fu_use15;
-  assign \$268  = \$267  | fu_use16;
-  assign \$269  = \$268  | fu_use17;
-  assign \$270  = \$269  | fu_use18;
-  assign \$271  = \$270  | fu_use19;
-  assign \$273  = fu_use2 ? ld : 32'd0;
+  assign \$172  = fu_op_t0 | fu_op_t1;
+  assign \$173  = \$172  | fu_op_t2;
+  assign \$174  = \$173  | fu_op_t3;
+  assign \$175  = \$174  | fu_op_t4;
+  assign \$176  = \$175  | fu_op_t5;
+  assign \$177  = \$176  | fu_op_t6;
+  assign \$178  = \$177  | fu_op_t7;
+  assign i_op = \$178  | fu_op_t8;
+  assign \$179  = fu_x_t0 | fu_x_t1;
+  assign \$180  = \$179  | fu_x_t2;
+  assign \$181  = \$180  | fu_x_t3;
+  assign \$182  = \$181  | fu_x_t4;
+  assign \$183  = \$182  | fu_x_t5;
+  assign \$184  = \$183  | fu_x_t6;
+  assign \$185  = \$184  | fu_x_t7;
+  assign \$186  = \$185  | fu_x_t8;
+  assign \$187  = \$186  | fu_x_t9;
+  assign \$188  = \$187  | fu_x_t10;
+  assign \$189  = \$188  | fu_x_t11;
+  assign \$190  = \$189  | fu_x_t12;
+  assign i_x = \$190  | fu_x_t13;
+  assign \$191  = fu_sub_t0 | fu_sub_t1;
+  assign i_sub = \$191  | fu_sub_t2;
+  assign \$192  = fu_add_t0 | fu_add_t1;
+  assign \$193  = \$192  | fu_add_t2;
+  assign \$194  = \$193  | fu_add_t3;
+  assign i_add = \$194  | fu_add_t4;
+  assign \$195  = gmul_a_t0 | gmul_a_t1;
+  assign \$196  = \$195  | gmul_a_t2;
+  assign \$197  = \$196  | gmul_a_t3;
+  assign \$198  = \$197  | gmul_a_t4;
+  assign \$199  = \$198  | gmul_a_t5;
+  assign \$200  = \$199  | gmul_a_t6;
+  assign \$201  = \$200  | gmul_a_t7;
+  assign \$202  = \$201  | gmul_a_t8;
+  assign \$203  = \$202  | gmul_a_t9;
+  assign \$204  = \$203  | gmul_a_t10;
+  assign \$205  = \$204  | gmul_a_t11;
+  assign g_a_r = \$205  | gmul_a_t12;
   \nanomamba_accel.spectral.engine.fu  fu (
     .clip_start(clip_start),
     .clk(clk),
+    .i_add(i_add),
     .i_op(i_op),
+    .i_sub(i_sub),
     .i_valid(i_valid),
     .i_x(i_x),
     .o_exp(o_exp),
     .o_lp(o_lp),
-    .\port$934$0 (\$277 ),
-    .\port$958$0 (\$301 ),
     .rst(rst)
   );
   \nanomamba_accel.spectral.engine.mac  mac (
@@ -35255,7 +36616,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     .x(x)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     i__ready = 1'h0;
     if (\$6 ) begin
       if (\$8 ) begin
@@ -35264,7 +36625,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     issue = 1'h0;
     if (\$6 ) begin
       (* full_case = 32'd1 *)
@@ -35276,7 +36637,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$signature__addr  = 9'h000;
     if (issue) begin
       \$signature__addr  = { \$23 [7:0], 1'h0 };
@@ -35289,7 +36650,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$signature__addr$52  = 9'h000;
     if (issue) begin
       \$signature__addr$52  = \$25 [8:0];
@@ -35314,7 +36675,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     fb_re = 1'h0;
     if (\$31 ) begin
       fb_re = 1'h1;
@@ -35327,7 +36688,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     fb_addr = 12'h000;
     if (\$31 ) begin
       fb_addr = store_ptr;
@@ -35349,28 +36710,28 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     gmul_use0 = 1'h0;
     if (\$41 ) begin
       gmul_use0 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     gmul_use1 = 1'h0;
     if (\$43 ) begin
       gmul_use1 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     fu_use0 = 1'h0;
     if (\$45 ) begin
       fu_use0 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     fb_we = 1'h0;
     if (\$47 ) begin
       fb_we = 1'h1;
@@ -35383,7 +36744,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     fb_wdata = 31'h00000000;
     if (\$47 ) begin
       fb_wdata = { 7'h00, x1 };
@@ -35396,7 +36757,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     valid = 1'h0;
     if (\$49 ) begin
       valid = 1'h1;
@@ -35412,7 +36773,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     stream = 1'h0;
     if (\$49 ) begin
       stream = 1'h0;
@@ -35428,7 +36789,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     hi = 1'h0;
     if (\$49 ) begin
       hi = 1'h0;
@@ -35444,7 +36805,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     close = 1'h0;
     if (\$49 ) begin
       close = \$34 [16];
@@ -35460,7 +36821,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     x = 24'h000000;
     if (\$49 ) begin
       x = x1;
@@ -35476,7 +36837,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     w = 16'h0000;
     if (\$49 ) begin
       w = \$33 [15:0];
@@ -35492,7 +36853,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$signature__en$77  = 1'h0;
     if (\$54 ) begin
       \$signature__en$77  = 1'h1;
@@ -35505,7 +36866,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$signature__addr$78  = 9'h000;
     if (\$54 ) begin
       \$signature__addr$78  = { jb_d3, 1'h0 };
@@ -35518,7 +36879,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$signature__data$80  = 36'h000000000;
     if (\$54 ) begin
       \$signature__data$80  = { 8'h00, g_p[43:16] };
@@ -35531,7 +36892,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$signature__en$89  = 1'h0;
     if (\$59 ) begin
       \$signature__en$89  = 1'h1;
@@ -35547,7 +36908,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$signature__addr$90  = 9'h000;
     if (\$59 ) begin
       \$signature__addr$90  = \$60 [8:0];
@@ -35563,7 +36924,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$signature__data$92  = 36'h000000000;
     if (\$59 ) begin
       \$signature__data$92  = { 8'h00, \$62  };
@@ -35579,49 +36940,49 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     gmul_use2 = 1'h0;
     if (\$64 ) begin
       gmul_use2 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     fu_use1 = 1'h0;
     if (\$66 ) begin
       fu_use1 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     fu_use2 = 1'h0;
     if (\$68 ) begin
       fu_use2 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     fu_use3 = 1'h0;
     if (sclose) begin
       fu_use3 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     gmul_use3 = 1'h0;
     if (iv_d2) begin
       gmul_use3 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     gmul_use4 = 1'h0;
     if (iv_d3) begin
       gmul_use4 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     p1_issue = 1'h0;
     casez (pcen_state)
       3'h0:
@@ -35631,7 +36992,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     gmul_use5 = 1'h0;
     casez (pcen_state)
       3'h0:
@@ -35646,7 +37007,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     fu_use4 = 1'h0;
     casez (pcen_state)
       3'h0:
@@ -35661,7 +37022,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     gmul_use6 = 1'h0;
     casez (pcen_state)
       3'h0:
@@ -35678,7 +37039,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     fu_use5 = 1'h0;
     casez (pcen_state)
       3'h0:
@@ -35699,7 +37060,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     gmul_use7 = 1'h0;
     casez (pcen_state)
       3'h0:
@@ -35722,7 +37083,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     fu_use6 = 1'h0;
     casez (pcen_state)
       3'h0:
@@ -35747,7 +37108,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     fu_use7 = 1'h0;
     casez (pcen_state)
       3'h0:
@@ -35774,7 +37135,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     fu_use8 = 1'h0;
     casez (pcen_state)
       3'h0:
@@ -35805,7 +37166,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     gmul_use8 = 1'h0;
     casez (pcen_state)
       3'h0:
@@ -35840,7 +37201,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     gmul_use9 = 1'h0;
     casez (pcen_state)
       3'h0:
@@ -35877,7 +37238,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     s = 40'h0000000000;
     casez (pcen_state)
       3'h0:
@@ -35916,7 +37277,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     fu_use9 = 1'h0;
     casez (pcen_state)
       3'h0:
@@ -35955,7 +37316,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     pcen_done = 1'h0;
     casez (pcen_state)
       3'h0:
@@ -35971,126 +37332,126 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     fu_use10 = 1'h0;
     if (p1v_d4) begin
       fu_use10 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     fu_use11 = 1'h0;
     if (\$116 ) begin
       fu_use11 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     gmul_use10 = 1'h0;
     if (\$118 ) begin
       gmul_use10 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     fu_use12 = 1'h0;
     if (\$120 ) begin
       fu_use12 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     gmul_use11 = 1'h0;
     if (\$123 ) begin
       gmul_use11 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     fu_use13 = 1'h0;
     if (\$125 ) begin
       fu_use13 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     fu_use14 = 1'h0;
     if (\$127 ) begin
       fu_use14 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     gmul_use12 = 1'h0;
     if (\$129 ) begin
       gmul_use12 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     fu_use15 = 1'h0;
     if (\$131 ) begin
       fu_use15 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     gmul_use13 = 1'h0;
     if (\$133 ) begin
       gmul_use13 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     fu_use16 = 1'h0;
     if (\$135 ) begin
       fu_use16 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     gmul_use14 = 1'h0;
     if (\$138 ) begin
       gmul_use14 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     fu_use17 = 1'h0;
     if (\$140 ) begin
       fu_use17 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     fu_use18 = 1'h0;
     if (\$142 ) begin
       fu_use18 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     gmul_use15 = 1'h0;
     if (\$144 ) begin
       gmul_use15 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     fu_use19 = 1'h0;
     if (\$146 ) begin
       fu_use19 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     gmul_use16 = 1'h0;
     if (\$157 ) begin
       gmul_use16 = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     store_rewind = 1'h0;
     casez (engine_state)
       3'h0:
@@ -36110,7 +37471,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     clear = 1'h0;
     casez (engine_state)
       3'h0:
@@ -36128,7 +37489,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     bins_run = 1'h0;
     casez (engine_state)
       3'h0:
@@ -36148,7 +37509,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     pcen_run = 1'h0;
     casez (engine_state)
       3'h0:
@@ -36162,7 +37523,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     init_run = 1'h0;
     casez (engine_state)
       3'h0:
@@ -36178,7 +37539,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     in_replay = 1'h0;
     casez (engine_state)
       3'h0:
@@ -36198,7 +37559,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     fb_done = 1'h0;
     (* full_case = 32'd1 *)
     casez (engine_state)
@@ -36221,82 +37582,102 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$532  = \$signal$202 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$530  = { \$244 [36:0], \$2 [16:0] };
     if (clip_start) begin
-      \$532  = 35'h000000000;
+      \$530  = 54'h00000000000000;
     end
     if (rst) begin
-      \$532  = 35'h000000000;
+      \$530  = 54'h00000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$533  = \$signal$212 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$531  = \$247 [2:0];
     if (clip_start) begin
-      \$533  = 18'h00000;
+      \$531  = 3'h0;
     end
     if (rst) begin
-      \$533  = 18'h00000;
+      \$531  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$534  = \$403 [47:0];
-    if (clip_start) begin
-      \$534  = 48'h000000000000;
-    end
-    if (rst) begin
-      \$534  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$535  = { \$419 [36:0], \$2 [16:0] };
-    if (clip_start) begin
-      \$535  = 54'h00000000000000;
-    end
-    if (rst) begin
-      \$535  = 54'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$536  = \$422 [2:0];
-    if (clip_start) begin
-      \$536  = 3'h0;
-    end
-    if (rst) begin
-      \$536  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$537  = j;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$532  = j;
     if (issue) begin
-      \$537  = \$423 [8:0];
+      \$532  = \$248 [8:0];
     end
-    if (\$427 ) begin
-      \$537  = { 8'h00, \$429  };
+    if (\$252 ) begin
+      \$532  = { 8'h00, \$254  };
     end
     if (clip_start) begin
-      \$537  = 9'h000;
+      \$532  = 9'h000;
     end
     if (rst) begin
-      \$537  = 9'h000;
+      \$532  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$538  = finished;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$533  = finished;
     if (issue) begin
-      if (\$426 ) begin
-        \$538  = 1'h1;
+      if (\$251 ) begin
+        \$533  = 1'h1;
       end
     end
-    if (\$427 ) begin
-      \$538  = 1'h0;
+    if (\$252 ) begin
+      \$533  = 1'h0;
     end
+    if (clip_start) begin
+      \$533  = 1'h0;
+    end
+    if (rst) begin
+      \$533  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$534  = \$258 ;
+    if (clip_start) begin
+      \$534  = 1'h0;
+    end
+    if (rst) begin
+      \$534  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$535  = v_d1;
+    if (clip_start) begin
+      \$535  = 1'h0;
+    end
+    if (rst) begin
+      \$535  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$536  = v_d2;
+    if (clip_start) begin
+      \$536  = 1'h0;
+    end
+    if (rst) begin
+      \$536  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$537  = v_d3;
+    if (clip_start) begin
+      \$537  = 1'h0;
+    end
+    if (rst) begin
+      \$537  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$538  = v_d4;
     if (clip_start) begin
       \$538  = 1'h0;
     end
@@ -36305,8 +37686,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$539  = \$433 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$539  = v_d5;
     if (clip_start) begin
       \$539  = 1'h0;
     end
@@ -36315,8 +37696,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$540  = v_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$540  = v_d6;
     if (clip_start) begin
       \$540  = 1'h0;
     end
@@ -36325,8 +37706,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$541  = v_d2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$541  = v_d7;
     if (clip_start) begin
       \$541  = 1'h0;
     end
@@ -36335,8 +37716,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$542  = v_d3;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$542  = v_d8;
     if (clip_start) begin
       \$542  = 1'h0;
     end
@@ -36345,8 +37726,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$543  = v_d4;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$543  = v_d9;
     if (clip_start) begin
       \$543  = 1'h0;
     end
@@ -36355,8 +37736,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$544  = v_d5;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$544  = v_d10;
     if (clip_start) begin
       \$544  = 1'h0;
     end
@@ -36365,8 +37746,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$545  = v_d6;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$545  = v_d11;
     if (clip_start) begin
       \$545  = 1'h0;
     end
@@ -36375,8 +37756,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$546  = v_d7;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$546  = v_d12;
     if (clip_start) begin
       \$546  = 1'h0;
     end
@@ -36385,8 +37766,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$547  = v_d8;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$547  = v_d13;
     if (clip_start) begin
       \$547  = 1'h0;
     end
@@ -36395,8 +37776,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$548  = v_d9;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$548  = v_d14;
     if (clip_start) begin
       \$548  = 1'h0;
     end
@@ -36405,8 +37786,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$549  = v_d10;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$549  = v_d15;
     if (clip_start) begin
       \$549  = 1'h0;
     end
@@ -36415,8 +37796,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$550  = v_d11;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$550  = v_d16;
     if (clip_start) begin
       \$550  = 1'h0;
     end
@@ -36425,8 +37806,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$551  = v_d12;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$551  = v_d17;
     if (clip_start) begin
       \$551  = 1'h0;
     end
@@ -36435,8 +37816,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$552  = v_d13;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$552  = v_d18;
     if (clip_start) begin
       \$552  = 1'h0;
     end
@@ -36445,8 +37826,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$553  = v_d14;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$553  = v_d19;
     if (clip_start) begin
       \$553  = 1'h0;
     end
@@ -36455,8 +37836,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$554  = v_d15;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$554  = v_d20;
     if (clip_start) begin
       \$554  = 1'h0;
     end
@@ -36465,8 +37846,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$555  = v_d16;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$555  = v_d21;
     if (clip_start) begin
       \$555  = 1'h0;
     end
@@ -36475,8 +37856,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$556  = v_d17;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$556  = v_d22;
     if (clip_start) begin
       \$556  = 1'h0;
     end
@@ -36485,8 +37866,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$557  = v_d18;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$557  = v_d23;
     if (clip_start) begin
       \$557  = 1'h0;
     end
@@ -36495,8 +37876,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$558  = v_d19;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$558  = v_d24;
     if (clip_start) begin
       \$558  = 1'h0;
     end
@@ -36505,8 +37886,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$559  = v_d20;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$559  = v_d25;
     if (clip_start) begin
       \$559  = 1'h0;
     end
@@ -36515,8 +37896,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$560  = v_d21;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$560  = v_d26;
     if (clip_start) begin
       \$560  = 1'h0;
     end
@@ -36525,8 +37906,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$561  = v_d22;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$561  = v_d27;
     if (clip_start) begin
       \$561  = 1'h0;
     end
@@ -36535,8 +37916,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$562  = v_d23;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$562  = v_d28;
     if (clip_start) begin
       \$562  = 1'h0;
     end
@@ -36545,8 +37926,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$563  = v_d24;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$563  = v_d29;
     if (clip_start) begin
       \$563  = 1'h0;
     end
@@ -36555,8 +37936,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$564  = v_d25;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$564  = v_d30;
     if (clip_start) begin
       \$564  = 1'h0;
     end
@@ -36565,38 +37946,38 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$565  = v_d26;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$565  = \$23 [7:0];
     if (clip_start) begin
-      \$565  = 1'h0;
+      \$565  = 8'h00;
     end
     if (rst) begin
-      \$565  = 1'h0;
+      \$565  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$566  = v_d27;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$566  = jb_d1;
     if (clip_start) begin
-      \$566  = 1'h0;
+      \$566  = 8'h00;
     end
     if (rst) begin
-      \$566  = 1'h0;
+      \$566  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$567  = v_d28;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$567  = jb_d2;
     if (clip_start) begin
-      \$567  = 1'h0;
+      \$567  = 8'h00;
     end
     if (rst) begin
-      \$567  = 1'h0;
+      \$567  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$568  = v_d29;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$568  = jj[0];
     if (clip_start) begin
       \$568  = 1'h0;
     end
@@ -36605,97 +37986,97 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$569  = v_d30;
-    if (clip_start) begin
-      \$569  = 1'h0;
-    end
-    if (rst) begin
-      \$569  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$570  = \$23 [7:0];
-    if (clip_start) begin
-      \$570  = 8'h00;
-    end
-    if (rst) begin
-      \$570  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$571  = jb_d1;
-    if (clip_start) begin
-      \$571  = 8'h00;
-    end
-    if (rst) begin
-      \$571  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$572  = jb_d2;
-    if (clip_start) begin
-      \$572  = 8'h00;
-    end
-    if (rst) begin
-      \$572  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$573  = jj[0];
-    if (clip_start) begin
-      \$573  = 1'h0;
-    end
-    if (rst) begin
-      \$573  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$574  = store_ptr;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$569  = store_ptr;
     if (store_rewind) begin
-      \$574  = 12'h0c8;
+      \$569  = 12'h0c8;
     end
-    if (\$439 ) begin
-      \$574  = \$440 [11:0];
+    if (\$264 ) begin
+      \$569  = \$265 [11:0];
     end
-    if (\$442 ) begin
-      \$574  = \$443 [11:0];
+    if (\$267 ) begin
+      \$569  = \$268 [11:0];
     end
     if (clip_start) begin
-      \$574  = 12'h000;
+      \$569  = 12'h000;
     end
     if (rst) begin
-      \$574  = 12'h000;
+      \$569  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$575  = i__payload[23:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$570  = i__payload[23:0];
     if (clip_start) begin
-      \$575  = 24'h000000;
+      \$570  = 24'h000000;
     end
     if (rst) begin
-      \$575  = 24'h000000;
+      \$570  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$576  = x1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$571  = x1;
     if (clip_start) begin
-      \$576  = 24'h000000;
+      \$571  = 24'h000000;
     end
     if (rst) begin
-      \$576  = 24'h000000;
+      \$571  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$577  = \$33 [15:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$572  = \$33 [15:0];
+    if (clip_start) begin
+      \$572  = 16'h0000;
+    end
+    if (rst) begin
+      \$572  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$573  = w_d1;
+    if (clip_start) begin
+      \$573  = 16'h0000;
+    end
+    if (rst) begin
+      \$573  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$574  = w_d2;
+    if (clip_start) begin
+      \$574  = 16'h0000;
+    end
+    if (rst) begin
+      \$574  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$575  = w_d3;
+    if (clip_start) begin
+      \$575  = 16'h0000;
+    end
+    if (rst) begin
+      \$575  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$576  = w_d4;
+    if (clip_start) begin
+      \$576  = 16'h0000;
+    end
+    if (rst) begin
+      \$576  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$577  = w_d5;
     if (clip_start) begin
       \$577  = 16'h0000;
     end
@@ -36704,8 +38085,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$578  = w_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$578  = w_d6;
     if (clip_start) begin
       \$578  = 16'h0000;
     end
@@ -36714,8 +38095,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$579  = w_d2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$579  = w_d7;
     if (clip_start) begin
       \$579  = 16'h0000;
     end
@@ -36724,8 +38105,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$580  = w_d3;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$580  = w_d8;
     if (clip_start) begin
       \$580  = 16'h0000;
     end
@@ -36734,8 +38115,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$581  = w_d4;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$581  = w_d9;
     if (clip_start) begin
       \$581  = 16'h0000;
     end
@@ -36744,8 +38125,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$582  = w_d5;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$582  = w_d10;
     if (clip_start) begin
       \$582  = 16'h0000;
     end
@@ -36754,8 +38135,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$583  = w_d6;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$583  = w_d11;
     if (clip_start) begin
       \$583  = 16'h0000;
     end
@@ -36764,8 +38145,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$584  = w_d7;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$584  = w_d12;
     if (clip_start) begin
       \$584  = 16'h0000;
     end
@@ -36774,8 +38155,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$585  = w_d8;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$585  = w_d13;
     if (clip_start) begin
       \$585  = 16'h0000;
     end
@@ -36784,8 +38165,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$586  = w_d9;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$586  = w_d14;
     if (clip_start) begin
       \$586  = 16'h0000;
     end
@@ -36794,8 +38175,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$587  = w_d10;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$587  = w_d15;
     if (clip_start) begin
       \$587  = 16'h0000;
     end
@@ -36804,8 +38185,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$588  = w_d11;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$588  = w_d16;
     if (clip_start) begin
       \$588  = 16'h0000;
     end
@@ -36814,8 +38195,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$589  = w_d12;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$589  = w_d17;
     if (clip_start) begin
       \$589  = 16'h0000;
     end
@@ -36824,8 +38205,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$590  = w_d13;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$590  = w_d18;
     if (clip_start) begin
       \$590  = 16'h0000;
     end
@@ -36834,8 +38215,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$591  = w_d14;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$591  = w_d19;
     if (clip_start) begin
       \$591  = 16'h0000;
     end
@@ -36844,8 +38225,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$592  = w_d15;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$592  = w_d20;
     if (clip_start) begin
       \$592  = 16'h0000;
     end
@@ -36854,58 +38235,58 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$593  = w_d16;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$593  = \$34 [16];
     if (clip_start) begin
-      \$593  = 16'h0000;
+      \$593  = 1'h0;
     end
     if (rst) begin
-      \$593  = 16'h0000;
+      \$593  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$594  = w_d17;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$594  = close_d1;
     if (clip_start) begin
-      \$594  = 16'h0000;
+      \$594  = 1'h0;
     end
     if (rst) begin
-      \$594  = 16'h0000;
+      \$594  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$595  = w_d18;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$595  = close_d2;
     if (clip_start) begin
-      \$595  = 16'h0000;
+      \$595  = 1'h0;
     end
     if (rst) begin
-      \$595  = 16'h0000;
+      \$595  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$596  = w_d19;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$596  = close_d3;
     if (clip_start) begin
-      \$596  = 16'h0000;
+      \$596  = 1'h0;
     end
     if (rst) begin
-      \$596  = 16'h0000;
+      \$596  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$597  = w_d20;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$597  = close_d4;
     if (clip_start) begin
-      \$597  = 16'h0000;
+      \$597  = 1'h0;
     end
     if (rst) begin
-      \$597  = 16'h0000;
+      \$597  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$598  = \$34 [16];
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$598  = close_d5;
     if (clip_start) begin
       \$598  = 1'h0;
     end
@@ -36914,8 +38295,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$599  = close_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$599  = close_d6;
     if (clip_start) begin
       \$599  = 1'h0;
     end
@@ -36924,8 +38305,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$600  = close_d2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$600  = close_d7;
     if (clip_start) begin
       \$600  = 1'h0;
     end
@@ -36934,8 +38315,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$601  = close_d3;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$601  = close_d8;
     if (clip_start) begin
       \$601  = 1'h0;
     end
@@ -36944,8 +38325,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$602  = close_d4;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$602  = close_d9;
     if (clip_start) begin
       \$602  = 1'h0;
     end
@@ -36954,8 +38335,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$603  = close_d5;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$603  = close_d10;
     if (clip_start) begin
       \$603  = 1'h0;
     end
@@ -36964,8 +38345,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$604  = close_d6;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$604  = close_d11;
     if (clip_start) begin
       \$604  = 1'h0;
     end
@@ -36974,8 +38355,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$605  = close_d7;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$605  = close_d12;
     if (clip_start) begin
       \$605  = 1'h0;
     end
@@ -36984,8 +38365,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$606  = close_d8;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$606  = close_d13;
     if (clip_start) begin
       \$606  = 1'h0;
     end
@@ -36994,8 +38375,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$607  = close_d9;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$607  = close_d14;
     if (clip_start) begin
       \$607  = 1'h0;
     end
@@ -37004,8 +38385,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$608  = close_d10;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$608  = close_d15;
     if (clip_start) begin
       \$608  = 1'h0;
     end
@@ -37014,8 +38395,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$609  = close_d11;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$609  = close_d16;
     if (clip_start) begin
       \$609  = 1'h0;
     end
@@ -37024,8 +38405,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$610  = close_d12;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$610  = close_d17;
     if (clip_start) begin
       \$610  = 1'h0;
     end
@@ -37034,8 +38415,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$611  = close_d13;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$611  = close_d18;
     if (clip_start) begin
       \$611  = 1'h0;
     end
@@ -37044,8 +38425,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$612  = close_d14;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$612  = close_d19;
     if (clip_start) begin
       \$612  = 1'h0;
     end
@@ -37054,8 +38435,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$613  = close_d15;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$613  = close_d20;
     if (clip_start) begin
       \$613  = 1'h0;
     end
@@ -37064,162 +38445,174 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$614  = close_d16;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$614  = \$signature__data$65 [27:0];
     if (clip_start) begin
-      \$614  = 1'h0;
+      \$614  = 28'h0000000;
     end
     if (rst) begin
-      \$614  = 1'h0;
+      \$614  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$615  = close_d17;
-    if (clip_start) begin
-      \$615  = 1'h0;
-    end
-    if (rst) begin
-      \$615  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$616  = close_d18;
-    if (clip_start) begin
-      \$616  = 1'h0;
-    end
-    if (rst) begin
-      \$616  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$617  = close_d19;
-    if (clip_start) begin
-      \$617  = 1'h0;
-    end
-    if (rst) begin
-      \$617  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$618  = close_d20;
-    if (clip_start) begin
-      \$618  = 1'h0;
-    end
-    if (rst) begin
-      \$618  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$619  = \$signature__data$65 [27:0];
-    if (clip_start) begin
-      \$619  = 28'h0000000;
-    end
-    if (rst) begin
-      \$619  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$620  = word0h;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$615  = word0h;
     if (v_d1) begin
-      \$620  = \$signature__data$65 [27:0];
+      \$615  = \$signature__data$65 [27:0];
     end
     if (clip_start) begin
-      \$620  = 28'h0000000;
+      \$615  = 28'h0000000;
     end
     if (rst) begin
-      \$620  = 28'h0000000;
+      \$615  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$621  = half_n0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$616  = half_n0;
     if (v_d2) begin
-      \$621  = \$signature__data$65 [27:1];
+      \$616  = \$signature__data$65 [27:1];
     end
     if (clip_start) begin
-      \$621  = 27'h0000000;
+      \$616  = 27'h0000000;
     end
     if (rst) begin
-      \$621  = 27'h0000000;
+      \$616  = 27'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$622  = noise;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$617  = noise;
     if (clip_start) begin
-      \$622  = 28'h0000000;
+      \$617  = 28'h0000000;
     end
     if (rst) begin
-      \$622  = 28'h0000000;
+      \$617  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$623  = mm;
-    if (\$445 ) begin
-      \$623  = \$446 [5:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$618  = mm;
+    if (\$270 ) begin
+      \$618  = \$271 [5:0];
     end
-    if (\$453 ) begin
-      \$623  = 6'h00;
+    if (\$278 ) begin
+      \$618  = 6'h00;
     end
     if (clip_start) begin
-      \$623  = 6'h00;
+      \$618  = 6'h00;
     end
     if (rst) begin
-      \$623  = 6'h00;
+      \$618  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$624  = \$signal$188 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$619  = \$signal$305 ;
     if (v_d6) begin
-      \$624  = o_lp;
+      \$619  = o_lp;
     end
     if (clip_start) begin
-      \$624  = 32'd0;
+      \$619  = 32'd0;
     end
     if (rst) begin
-      \$624  = 32'd0;
+      \$619  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$625  = ld;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$620  = ld;
     if (v_d11) begin
-      \$625  = o_lp;
+      \$620  = o_lp;
     end
     if (clip_start) begin
-      \$625  = 32'd0;
+      \$620  = 32'd0;
     end
     if (rst) begin
-      \$625  = 32'd0;
+      \$620  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$626  = r;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$621  = r;
     if (v_d20) begin
-      \$626  = o_exp[21:0];
+      \$621  = o_exp[21:0];
     end
     if (clip_start) begin
-      \$626  = 22'h000000;
+      \$621  = 22'h000000;
     end
     if (rst) begin
-      \$626  = 22'h000000;
+      \$621  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$627  = 1'h0;
-    if (\$448 ) begin
-      \$627  = 1'h1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$622  = 1'h0;
+    if (\$273 ) begin
+      \$622  = 1'h1;
     end
+    if (clip_start) begin
+      \$622  = 1'h0;
+    end
+    if (rst) begin
+      \$622  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$623  = snm;
+    if (\$273 ) begin
+      \$623  = \$275 ;
+    end
+    if (clip_start) begin
+      \$623  = 16'h0000;
+    end
+    if (rst) begin
+      \$623  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$624  = saddr;
+    if (\$273 ) begin
+      \$624  = \$276 [11:0];
+    end
+    if (clip_start) begin
+      \$624  = 12'h000;
+    end
+    if (rst) begin
+      \$624  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$625  = ms;
+    if (\$273 ) begin
+      \$625  = \$277 [5:0];
+    end
+    if (\$278 ) begin
+      \$625  = 6'h00;
+    end
+    if (clip_start) begin
+      \$625  = 6'h00;
+    end
+    if (rst) begin
+      \$625  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$626  = sclose;
+    if (clip_start) begin
+      \$626  = 1'h0;
+    end
+    if (rst) begin
+      \$626  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$627  = sclose_d1;
     if (clip_start) begin
       \$627  = 1'h0;
     end
@@ -37228,50 +38621,38 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$628  = snm;
-    if (\$448 ) begin
-      \$628  = \$450 ;
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$628  = sclose_d2;
     if (clip_start) begin
-      \$628  = 16'h0000;
+      \$628  = 1'h0;
     end
     if (rst) begin
-      \$628  = 16'h0000;
+      \$628  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$629  = saddr;
-    if (\$448 ) begin
-      \$629  = \$451 [11:0];
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$629  = sclose_d3;
     if (clip_start) begin
-      \$629  = 12'h000;
+      \$629  = 1'h0;
     end
     if (rst) begin
-      \$629  = 12'h000;
+      \$629  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$630  = ms;
-    if (\$448 ) begin
-      \$630  = \$452 [5:0];
-    end
-    if (\$453 ) begin
-      \$630  = 6'h00;
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$630  = sclose_d4;
     if (clip_start) begin
-      \$630  = 6'h00;
+      \$630  = 1'h0;
     end
     if (rst) begin
-      \$630  = 6'h00;
+      \$630  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$631  = sclose;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$631  = sclose_d5;
     if (clip_start) begin
       \$631  = 1'h0;
     end
@@ -37280,58 +38661,58 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$632  = sclose_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$632  = saddr;
     if (clip_start) begin
-      \$632  = 1'h0;
+      \$632  = 12'h000;
     end
     if (rst) begin
-      \$632  = 1'h0;
+      \$632  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$633  = sclose_d2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$633  = saddr_d1;
     if (clip_start) begin
-      \$633  = 1'h0;
+      \$633  = 12'h000;
     end
     if (rst) begin
-      \$633  = 1'h0;
+      \$633  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$634  = sclose_d3;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$634  = saddr_d2;
     if (clip_start) begin
-      \$634  = 1'h0;
+      \$634  = 12'h000;
     end
     if (rst) begin
-      \$634  = 1'h0;
+      \$634  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$635  = sclose_d4;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$635  = saddr_d3;
     if (clip_start) begin
-      \$635  = 1'h0;
+      \$635  = 12'h000;
     end
     if (rst) begin
-      \$635  = 1'h0;
+      \$635  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$636  = sclose_d5;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$636  = saddr_d4;
     if (clip_start) begin
-      \$636  = 1'h0;
+      \$636  = 12'h000;
     end
     if (rst) begin
-      \$636  = 1'h0;
+      \$636  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$637  = saddr;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$637  = saddr_d5;
     if (clip_start) begin
       \$637  = 12'h000;
     end
@@ -37340,71 +38721,71 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$638  = saddr_d1;
-    if (clip_start) begin
-      \$638  = 12'h000;
-    end
-    if (rst) begin
-      \$638  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$639  = saddr_d2;
-    if (clip_start) begin
-      \$639  = 12'h000;
-    end
-    if (rst) begin
-      \$639  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$640  = saddr_d3;
-    if (clip_start) begin
-      \$640  = 12'h000;
-    end
-    if (rst) begin
-      \$640  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$641  = saddr_d4;
-    if (clip_start) begin
-      \$641  = 12'h000;
-    end
-    if (rst) begin
-      \$641  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$642  = saddr_d5;
-    if (clip_start) begin
-      \$642  = 12'h000;
-    end
-    if (rst) begin
-      \$642  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$643  = snr_val;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$638  = snr_val;
     if (sclose_d5) begin
-      \$643  = o_lp[15:0];
+      \$638  = o_lp[15:0];
     end
     if (clip_start) begin
-      \$643  = 16'h0000;
+      \$638  = 16'h0000;
     end
     if (rst) begin
-      \$643  = 16'h0000;
+      \$638  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$644  = \$457 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$639  = \$282 ;
+    if (clip_start) begin
+      \$639  = 1'h0;
+    end
+    if (rst) begin
+      \$639  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$640  = iv_d1;
+    if (clip_start) begin
+      \$640  = 1'h0;
+    end
+    if (rst) begin
+      \$640  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$641  = iv_d2;
+    if (clip_start) begin
+      \$641  = 1'h0;
+    end
+    if (rst) begin
+      \$641  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$642  = iv_d3;
+    if (clip_start) begin
+      \$642  = 1'h0;
+    end
+    if (rst) begin
+      \$642  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$643  = iv_d4;
+    if (clip_start) begin
+      \$643  = 1'h0;
+    end
+    if (rst) begin
+      \$643  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$644  = \$286 ;
     if (clip_start) begin
       \$644  = 1'h0;
     end
@@ -37413,152 +38794,152 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$645  = iv_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$645  = ib;
+    if (\$290 ) begin
+      \$645  = \$291 [8:0];
+    end
+    if (\$293 ) begin
+      \$645  = 9'h000;
+    end
     if (clip_start) begin
-      \$645  = 1'h0;
+      \$645  = 9'h000;
     end
     if (rst) begin
-      \$645  = 1'h0;
+      \$645  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$646  = iv_d2;
-    if (clip_start) begin
-      \$646  = 1'h0;
-    end
-    if (rst) begin
-      \$646  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$647  = iv_d3;
-    if (clip_start) begin
-      \$647  = 1'h0;
-    end
-    if (rst) begin
-      \$647  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$648  = iv_d4;
-    if (clip_start) begin
-      \$648  = 1'h0;
-    end
-    if (rst) begin
-      \$648  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$649  = \$461 ;
-    if (clip_start) begin
-      \$649  = 1'h0;
-    end
-    if (rst) begin
-      \$649  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$650  = ib;
-    if (\$465 ) begin
-      \$650  = \$466 [8:0];
-    end
-    if (\$468 ) begin
-      \$650  = 9'h000;
-    end
-    if (clip_start) begin
-      \$650  = 9'h000;
-    end
-    if (rst) begin
-      \$650  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$651  = ifin;
-    if (\$465 ) begin
-      if (\$467 ) begin
-        \$651  = 1'h1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$646  = ifin;
+    if (\$290 ) begin
+      if (\$292 ) begin
+        \$646  = 1'h1;
       end
     end
-    if (\$468 ) begin
-      \$651  = 1'h0;
+    if (\$293 ) begin
+      \$646  = 1'h0;
     end
     if (clip_start) begin
-      \$651  = 1'h0;
+      \$646  = 1'h0;
     end
     if (rst) begin
-      \$651  = 1'h0;
+      \$646  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$652  = ib;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$647  = ib;
     if (clip_start) begin
-      \$652  = 9'h000;
+      \$647  = 9'h000;
     end
     if (rst) begin
-      \$652  = 9'h000;
+      \$647  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$653  = ib_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$648  = ib_d1;
     if (clip_start) begin
-      \$653  = 9'h000;
+      \$648  = 9'h000;
     end
     if (rst) begin
-      \$653  = 9'h000;
+      \$648  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$654  = ib_d2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$649  = ib_d2;
     if (clip_start) begin
-      \$654  = 9'h000;
+      \$649  = 9'h000;
     end
     if (rst) begin
-      \$654  = 9'h000;
+      \$649  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$655  = ib_d3;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$650  = ib_d3;
     if (clip_start) begin
-      \$655  = 9'h000;
+      \$650  = 9'h000;
     end
     if (rst) begin
-      \$655  = 9'h000;
+      \$650  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$656  = ib_d4;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$651  = ib_d4;
     if (clip_start) begin
-      \$656  = 9'h000;
+      \$651  = 9'h000;
     end
     if (rst) begin
-      \$656  = 9'h000;
+      \$651  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$657  = word0r;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$652  = word0r;
     if (clip_start) begin
-      \$657  = 28'h0000000;
+      \$652  = 28'h0000000;
     end
     if (rst) begin
-      \$657  = 28'h0000000;
+      \$652  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$658  = p1_issue;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$653  = p1_issue;
+    if (clip_start) begin
+      \$653  = 1'h0;
+    end
+    if (rst) begin
+      \$653  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$654  = p1v_d1;
+    if (clip_start) begin
+      \$654  = 1'h0;
+    end
+    if (rst) begin
+      \$654  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$655  = p1v_d2;
+    if (clip_start) begin
+      \$655  = 1'h0;
+    end
+    if (rst) begin
+      \$655  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$656  = p1v_d3;
+    if (clip_start) begin
+      \$656  = 1'h0;
+    end
+    if (rst) begin
+      \$656  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$657  = p1v_d4;
+    if (clip_start) begin
+      \$657  = 1'h0;
+    end
+    if (rst) begin
+      \$657  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$658  = p1v_d5;
     if (clip_start) begin
       \$658  = 1'h0;
     end
@@ -37567,8 +38948,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$659  = p1v_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$659  = p1v_d6;
     if (clip_start) begin
       \$659  = 1'h0;
     end
@@ -37577,8 +38958,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$660  = p1v_d2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$660  = p1v_d7;
     if (clip_start) begin
       \$660  = 1'h0;
     end
@@ -37587,8 +38968,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$661  = p1v_d3;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$661  = p1v_d8;
     if (clip_start) begin
       \$661  = 1'h0;
     end
@@ -37597,58 +38978,58 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$662  = p1v_d4;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$662  = p1_m;
     if (clip_start) begin
-      \$662  = 1'h0;
+      \$662  = 6'h00;
     end
     if (rst) begin
-      \$662  = 1'h0;
+      \$662  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$663  = p1v_d5;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$663  = p1m_d1;
     if (clip_start) begin
-      \$663  = 1'h0;
+      \$663  = 6'h00;
     end
     if (rst) begin
-      \$663  = 1'h0;
+      \$663  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$664  = p1v_d6;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$664  = p1m_d2;
     if (clip_start) begin
-      \$664  = 1'h0;
+      \$664  = 6'h00;
     end
     if (rst) begin
-      \$664  = 1'h0;
+      \$664  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$665  = p1v_d7;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$665  = p1m_d3;
     if (clip_start) begin
-      \$665  = 1'h0;
+      \$665  = 6'h00;
     end
     if (rst) begin
-      \$665  = 1'h0;
+      \$665  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$666  = p1v_d8;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$666  = p1m_d4;
     if (clip_start) begin
-      \$666  = 1'h0;
+      \$666  = 6'h00;
     end
     if (rst) begin
-      \$666  = 1'h0;
+      \$666  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$667  = p1_m;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$667  = p1m_d5;
     if (clip_start) begin
       \$667  = 6'h00;
     end
@@ -37657,8 +39038,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$668  = p1m_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$668  = p1m_d6;
     if (clip_start) begin
       \$668  = 6'h00;
     end
@@ -37667,8 +39048,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$669  = p1m_d2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$669  = p1m_d7;
     if (clip_start) begin
       \$669  = 6'h00;
     end
@@ -37677,8 +39058,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$670  = p1m_d3;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$670  = p1m_d8;
     if (clip_start) begin
       \$670  = 6'h00;
     end
@@ -37687,66 +39068,16 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$671  = p1m_d4;
-    if (clip_start) begin
-      \$671  = 6'h00;
-    end
-    if (rst) begin
-      \$671  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$672  = p1m_d5;
-    if (clip_start) begin
-      \$672  = 6'h00;
-    end
-    if (rst) begin
-      \$672  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$673  = p1m_d6;
-    if (clip_start) begin
-      \$673  = 6'h00;
-    end
-    if (rst) begin
-      \$673  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$674  = p1m_d7;
-    if (clip_start) begin
-      \$674  = 6'h00;
-    end
-    if (rst) begin
-      \$674  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$675  = p1m_d8;
-    if (clip_start) begin
-      \$675  = 6'h00;
-    end
-    if (rst) begin
-      \$675  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$676  = pcen_state;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$671  = pcen_state;
     casez (pcen_state)
       3'h0:
           if (pcen_run) begin
-            \$676  = 3'h1;
+            \$671  = 3'h1;
           end
       3'h1:
-          if (\$476 ) begin
-            \$676  = 3'h2;
+          if (\$301 ) begin
+            \$671  = 3'h2;
           end
       3'h2:
           casez (g)
@@ -37777,113 +39108,88 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
             5'h17:
                 /* empty */;
             5'h1c:
-                \$676  = 3'h3;
+                \$671  = 3'h3;
           endcase
       3'h3:
-          if (\$486 ) begin
-            \$676  = 3'h4;
+          if (\$311 ) begin
+            \$671  = 3'h4;
           end
       3'h4:
-          if (\$487 ) begin
-            \$676  = 3'h0;
+          if (\$312 ) begin
+            \$671  = 3'h0;
           end
     endcase
     if (clip_start) begin
-      \$676  = 3'h0;
+      \$671  = 3'h0;
     end
     if (rst) begin
-      \$676  = 3'h0;
+      \$671  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$677  = p1_ph;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$672  = p1_ph;
     casez (pcen_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$677  = \$471 [1:0];
+          \$672  = \$296 [1:0];
     endcase
-    if (\$488 ) begin
-      \$677  = 2'h0;
+    if (\$313 ) begin
+      \$672  = 2'h0;
     end
     if (clip_start) begin
-      \$677  = 2'h0;
+      \$672  = 2'h0;
     end
     if (rst) begin
-      \$677  = 2'h0;
+      \$672  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$678  = p1_m;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$673  = p1_m;
     casez (pcen_state)
       3'h0:
           /* empty */;
       3'h1:
           if (p1_issue) begin
-            \$678  = \$472 [5:0];
+            \$673  = \$297 [5:0];
           end
     endcase
-    if (\$488 ) begin
-      \$678  = 6'h00;
+    if (\$313 ) begin
+      \$673  = 6'h00;
     end
     if (clip_start) begin
-      \$678  = 6'h00;
+      \$673  = 6'h00;
     end
     if (rst) begin
-      \$678  = 6'h00;
+      \$673  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$679  = g;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$674  = g;
     casez (pcen_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          \$679  = \$477 [4:0];
+          \$674  = \$302 [4:0];
     endcase
-    if (\$488 ) begin
-      \$679  = 5'h00;
+    if (\$313 ) begin
+      \$674  = 5'h00;
     end
     if (clip_start) begin
-      \$679  = 5'h00;
+      \$674  = 5'h00;
     end
     if (rst) begin
-      \$679  = 5'h00;
+      \$674  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$680  = meanr;
-    casez (pcen_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          casez (g)
-            5'h00:
-                /* empty */;
-            5'h01:
-                /* empty */;
-            5'h02:
-                \$680  = { g_p[53], g_p[53], g_p[53:22] };
-          endcase
-    endcase
-    if (clip_start) begin
-      \$680  = 34'h000000000;
-    end
-    if (rst) begin
-      \$680  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$681  = num_r;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$675  = meanr;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -37896,21 +39202,19 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
             5'h01:
                 /* empty */;
             5'h02:
-                /* empty */;
-            5'h03:
-                \$681  = g_p[35:0];
+                \$675  = { g_p[53], g_p[53], g_p[53:22] };
           endcase
     endcase
     if (clip_start) begin
-      \$681  = 36'h000000000;
+      \$675  = 34'h000000000;
     end
     if (rst) begin
-      \$681  = 36'h000000000;
+      \$675  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$682  = num_zero;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$676  = num_r;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -37925,19 +39229,46 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
             5'h02:
                 /* empty */;
             5'h03:
-                \$682  = \$478 ;
+                \$676  = g_p[35:0];
           endcase
     endcase
     if (clip_start) begin
-      \$682  = 1'h0;
+      \$676  = 36'h000000000;
     end
     if (rst) begin
-      \$682  = 1'h0;
+      \$676  = 36'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$683  = lnum;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$677  = num_zero;
+    casez (pcen_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          casez (g)
+            5'h00:
+                /* empty */;
+            5'h01:
+                /* empty */;
+            5'h02:
+                /* empty */;
+            5'h03:
+                \$677  = \$303 ;
+          endcase
+    endcase
+    if (clip_start) begin
+      \$677  = 1'h0;
+    end
+    if (rst) begin
+      \$677  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$678  = lnum;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -37960,19 +39291,19 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
             5'h06:
                 /* empty */;
             5'h08:
-                \$683  = o_lp;
+                \$678  = o_lp;
           endcase
     endcase
     if (clip_start) begin
-      \$683  = 32'd0;
+      \$678  = 32'd0;
     end
     if (rst) begin
-      \$683  = 32'd0;
+      \$678  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$684  = sf_r;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$679  = sf_r;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -37999,19 +39330,19 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
             5'h0b:
                 /* empty */;
             5'h0d:
-                \$684  = o_exp[15:0];
+                \$679  = o_exp[15:0];
           endcase
     endcase
     if (clip_start) begin
-      \$684  = 16'h0000;
+      \$679  = 16'h0000;
     end
     if (rst) begin
-      \$684  = 16'h0000;
+      \$679  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$685  = g_r;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$680  = g_r;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -38046,19 +39377,19 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
             5'h17:
                 /* empty */;
             5'h1c:
-                \$685  = o_lp[15:0];
+                \$680  = o_lp[15:0];
           endcase
     endcase
     if (clip_start) begin
-      \$685  = 16'h0000;
+      \$680  = 16'h0000;
     end
     if (rst) begin
-      \$685  = 16'h0000;
+      \$680  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$686  = k;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$681  = k;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -38067,21 +39398,21 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
       3'h2:
           /* empty */;
       3'h3:
-          \$686  = \$481 [5:0];
+          \$681  = \$306 [5:0];
     endcase
-    if (\$488 ) begin
-      \$686  = 6'h00;
+    if (\$313 ) begin
+      \$681  = 6'h00;
     end
     if (clip_start) begin
-      \$686  = 6'h00;
+      \$681  = 6'h00;
     end
     if (rst) begin
-      \$686  = 6'h00;
+      \$681  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$687  = cm;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$682  = cm;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -38090,142 +39421,207 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
       3'h2:
           /* empty */;
       3'h3:
-          if (\$482 ) begin
-            \$687  = \$483 [5:0];
+          if (\$307 ) begin
+            \$682  = \$308 [5:0];
           end
     endcase
-    if (\$488 ) begin
-      \$687  = 6'h00;
+    if (\$313 ) begin
+      \$682  = 6'h00;
     end
     if (clip_start) begin
-      \$687  = 6'h00;
+      \$682  = 6'h00;
     end
     if (rst) begin
-      \$687  = 6'h00;
+      \$682  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$688  = mel_r;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$683  = mel_r;
     if (p1v_d1) begin
-      \$688  = \$signature__data [27:0];
+      \$683  = \$signature__data [27:0];
     end
     if (clip_start) begin
-      \$688  = 28'h0000000;
+      \$683  = 28'h0000000;
     end
     if (rst) begin
-      \$688  = 28'h0000000;
+      \$683  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$689  = flo;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$684  = flo;
     if (p1v_d2) begin
-      \$689  = \$signature__data [35:22];
+      \$684  = \$signature__data [35:22];
     end
     if (clip_start) begin
-      \$689  = 14'h0000;
+      \$684  = 14'h0000;
     end
     if (rst) begin
-      \$689  = 14'h0000;
+      \$684  = 14'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$690  = fhi;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$685  = fhi;
     if (p1v_d3) begin
-      \$690  = \$signature__data [35:22];
+      \$685  = \$signature__data [35:22];
     end
     if (clip_start) begin
-      \$690  = 14'h0000;
+      \$685  = 14'h0000;
     end
     if (rst) begin
-      \$690  = 14'h0000;
+      \$685  = 14'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$691  = E;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$686  = E;
     if (clip_start) begin
-      \$691  = 28'h0000000;
+      \$686  = 28'h0000000;
     end
     if (rst) begin
-      \$691  = 28'h0000000;
+      \$686  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$692  = sumE;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$687  = sumE;
     if (p1v_d5) begin
-      \$692  = \$491 [33:0];
+      \$687  = \$316 [33:0];
     end
     if (clip_start) begin
-      \$692  = 34'h000000000;
+      \$687  = 34'h000000000;
     end
     if (rst) begin
-      \$692  = 34'h000000000;
+      \$687  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$693  = high;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$688  = high;
     if (p1v_d5) begin
-      if (\$492 ) begin
-        \$693  = \$495 [33:0];
+      if (\$317 ) begin
+        \$688  = \$320 [33:0];
       end
     end
     if (clip_start) begin
-      \$693  = 34'h000000000;
+      \$688  = 34'h000000000;
     end
     if (rst) begin
-      \$693  = 34'h000000000;
+      \$688  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$694  = low;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$689  = low;
     if (p1v_d5) begin
-      if (\$496 ) begin
-        \$694  = sumE;
+      if (\$321 ) begin
+        \$689  = sumE;
       end
     end
     if (clip_start) begin
-      \$694  = 34'h000000000;
+      \$689  = 34'h000000000;
     end
     if (rst) begin
-      \$694  = 34'h000000000;
+      \$689  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$695  = slog;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$690  = slog;
     if (p1v_d9) begin
-      \$695  = \$499 [34:0];
+      \$690  = \$324 [34:0];
     end
     if (clip_start) begin
-      \$695  = 35'h000000000;
+      \$690  = 35'h000000000;
     end
     if (rst) begin
-      \$695  = 35'h000000000;
+      \$690  = 35'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$696  = E_r;
-    if (\$501 ) begin
-      \$696  = \$signature__data [27:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$691  = E_r;
+    if (\$326 ) begin
+      \$691  = \$signature__data [27:0];
     end
     if (clip_start) begin
-      \$696  = 28'h0000000;
+      \$691  = 28'h0000000;
     end
     if (rst) begin
-      \$696  = 28'h0000000;
+      \$691  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$697  = pw0;
-    if (\$503 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$692  = pw0;
+    if (\$328 ) begin
+      \$692  = \$signature__data ;
+    end
+    if (clip_start) begin
+      \$692  = 36'h000000000;
+    end
+    if (rst) begin
+      \$692  = 36'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$693  = pw1;
+    if (\$330 ) begin
+      \$693  = \$signature__data ;
+    end
+    if (clip_start) begin
+      \$693  = 36'h000000000;
+    end
+    if (rst) begin
+      \$693  = 36'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$694  = pw2;
+    if (\$332 ) begin
+      \$694  = \$signature__data ;
+    end
+    if (clip_start) begin
+      \$694  = 36'h000000000;
+    end
+    if (rst) begin
+      \$694  = 36'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$695  = pw3;
+    if (\$334 ) begin
+      \$695  = \$signature__data ;
+    end
+    if (clip_start) begin
+      \$695  = 36'h000000000;
+    end
+    if (rst) begin
+      \$695  = 36'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$696  = pw4;
+    if (\$336 ) begin
+      \$696  = \$signature__data ;
+    end
+    if (clip_start) begin
+      \$696  = 36'h000000000;
+    end
+    if (rst) begin
+      \$696  = 36'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$697  = pw5;
+    if (\$338 ) begin
       \$697  = \$signature__data ;
     end
     if (clip_start) begin
@@ -38236,103 +39632,38 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$698  = pw1;
-    if (\$505 ) begin
-      \$698  = \$signature__data ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$698  = lE;
+    if (\$340 ) begin
+      \$698  = o_lp;
     end
     if (clip_start) begin
-      \$698  = 36'h000000000;
+      \$698  = 32'd0;
     end
     if (rst) begin
-      \$698  = 36'h000000000;
+      \$698  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$699  = pw2;
-    if (\$507 ) begin
-      \$699  = \$signature__data ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$699  = stat_r;
+    if (\$342 ) begin
+      \$699  = o_exp[19:0];
     end
     if (clip_start) begin
-      \$699  = 36'h000000000;
+      \$699  = 20'h00000;
     end
     if (rst) begin
-      \$699  = 36'h000000000;
+      \$699  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$700  = pw3;
-    if (\$509 ) begin
-      \$700  = \$signature__data ;
-    end
-    if (clip_start) begin
-      \$700  = 36'h000000000;
-    end
-    if (rst) begin
-      \$700  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$701  = pw4;
-    if (\$511 ) begin
-      \$701  = \$signature__data ;
-    end
-    if (clip_start) begin
-      \$701  = 36'h000000000;
-    end
-    if (rst) begin
-      \$701  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$702  = pw5;
-    if (\$513 ) begin
-      \$702  = \$signature__data ;
-    end
-    if (clip_start) begin
-      \$702  = 36'h000000000;
-    end
-    if (rst) begin
-      \$702  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$703  = lE;
-    if (\$515 ) begin
-      \$703  = o_lp;
-    end
-    if (clip_start) begin
-      \$703  = 32'd0;
-    end
-    if (rst) begin
-      \$703  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$704  = stat_r;
-    if (\$517 ) begin
-      \$704  = o_exp[19:0];
-    end
-    if (clip_start) begin
-      \$704  = 20'h00000;
-    end
-    if (rst) begin
-      \$704  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$705  = t;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$700  = t;
     casez (engine_state)
       3'h0:
           if (fb_wr_ok) begin
-            \$705  = 7'h00;
+            \$700  = 7'h00;
           end
       3'h1:
           /* empty */;
@@ -38341,10 +39672,10 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
       3'h3:
           if (pcen_done) begin
             (* full_case = 32'd1 *)
-            if (\$520 ) begin
-            end else if (\$521 ) begin
+            if (\$345 ) begin
+            end else if (\$346 ) begin
             end else begin
-              \$705  = \$522 [6:0];
+              \$700  = \$347 [6:0];
             end
           end
       3'h4:
@@ -38353,29 +39684,29 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
           /* empty */;
       3'h7:
           if (bins_done) begin
-            if (\$526 ) begin
+            if (\$351 ) begin
               (* full_case = 32'd1 *)
-              if (\$527 ) begin
+              if (\$352 ) begin
               end else begin
-                \$705  = \$528 [6:0];
+                \$700  = \$353 [6:0];
               end
             end
           end
     endcase
     if (clip_start) begin
-      \$705  = 7'h00;
+      \$700  = 7'h00;
     end
     if (rst) begin
-      \$705  = 7'h00;
+      \$700  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$706  = fbase;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$701  = fbase;
     casez (engine_state)
       3'h0:
           if (fb_wr_ok) begin
-            \$706  = 12'h000;
+            \$701  = 12'h000;
           end
       3'h1:
           /* empty */;
@@ -38384,10 +39715,10 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
       3'h3:
           if (pcen_done) begin
             (* full_case = 32'd1 *)
-            if (\$520 ) begin
-            end else if (\$521 ) begin
+            if (\$345 ) begin
+            end else if (\$346 ) begin
             end else begin
-              \$706  = \$523 [11:0];
+              \$701  = \$348 [11:0];
             end
           end
       3'h4:
@@ -38396,93 +39727,93 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
           /* empty */;
       3'h7:
           if (bins_done) begin
-            if (\$526 ) begin
+            if (\$351 ) begin
               (* full_case = 32'd1 *)
-              if (\$527 ) begin
+              if (\$352 ) begin
               end else begin
-                \$706  = \$529 [11:0];
+                \$701  = \$354 [11:0];
               end
             end
           end
     endcase
     if (clip_start) begin
-      \$706  = 12'h000;
+      \$701  = 12'h000;
     end
     if (rst) begin
-      \$706  = 12'h000;
+      \$701  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$707  = engine_state;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$702  = engine_state;
     (* full_case = 32'd1 *)
     casez (engine_state)
       3'h0:
           if (fb_wr_ok) begin
-            \$707  = 3'h1;
+            \$702  = 3'h1;
           end
       3'h1:
-          if (\$519 ) begin
-            \$707  = 3'h2;
+          if (\$344 ) begin
+            \$702  = 3'h2;
           end
       3'h2:
           if (bins_done) begin
-            \$707  = 3'h3;
+            \$702  = 3'h3;
           end
       3'h3:
           if (pcen_done) begin
             (* full_case = 32'd1 *)
-            if (\$520 ) begin
-              \$707  = 3'h4;
-            end else if (\$521 ) begin
-              \$707  = 3'h5;
+            if (\$345 ) begin
+              \$702  = 3'h4;
+            end else if (\$346 ) begin
+              \$702  = 3'h5;
             end else begin
-              \$707  = 3'h1;
+              \$702  = 3'h1;
             end
           end
       3'h4:
           if (init_done) begin
-            \$707  = 3'h6;
+            \$702  = 3'h6;
           end
       3'h6:
-          if (\$525 ) begin
-            \$707  = 3'h7;
+          if (\$350 ) begin
+            \$702  = 3'h7;
           end
       3'h7:
           if (bins_done) begin
             (* full_case = 32'd1 *)
-            if (\$526 ) begin
+            if (\$351 ) begin
               (* full_case = 32'd1 *)
-              if (\$527 ) begin
-                \$707  = 3'h5;
+              if (\$352 ) begin
+                \$702  = 3'h5;
               end else begin
-                \$707  = 3'h1;
+                \$702  = 3'h1;
               end
             end else begin
-              \$707  = 3'h6;
+              \$702  = 3'h6;
             end
           end
       3'h5:
-          \$707  = 3'h0;
+          \$702  = 3'h0;
     endcase
     if (clip_start) begin
-      \$707  = 3'h0;
+      \$702  = 3'h0;
     end
     if (rst) begin
-      \$707  = 3'h0;
+      \$702  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$708  = clr;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$703  = clr;
     casez (engine_state)
       3'h0:
           /* empty */;
       3'h1:
         begin
-          \$708  = \$518 [2:0];
-          if (\$519 ) begin
-            \$708  = 3'h0;
+          \$703  = \$343 [2:0];
+          if (\$344 ) begin
+            \$703  = 3'h0;
           end
         end
       3'h2:
@@ -38493,22 +39824,22 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
           /* empty */;
       3'h6:
         begin
-          \$708  = \$524 [2:0];
-          if (\$525 ) begin
-            \$708  = 3'h0;
+          \$703  = \$349 [2:0];
+          if (\$350 ) begin
+            \$703  = 3'h0;
           end
         end
     endcase
     if (clip_start) begin
-      \$708  = 3'h0;
+      \$703  = 3'h0;
     end
     if (rst) begin
-      \$708  = 3'h0;
+      \$703  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$709  = tr;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$704  = tr;
     casez (engine_state)
       3'h0:
           /* empty */;
@@ -38520,29 +39851,29 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
           /* empty */;
       3'h4:
           if (init_done) begin
-            \$709  = 3'h0;
+            \$704  = 3'h0;
           end
       3'h6:
           /* empty */;
       3'h7:
           if (bins_done) begin
             (* full_case = 32'd1 *)
-            if (\$526 ) begin
+            if (\$351 ) begin
             end else begin
-              \$709  = \$530 [2:0];
+              \$704  = \$355 [2:0];
             end
           end
     endcase
     if (clip_start) begin
-      \$709  = 3'h0;
+      \$704  = 3'h0;
     end
     if (rst) begin
-      \$709  = 3'h0;
+      \$704  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$710  = rbase;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$705  = rbase;
     casez (engine_state)
       3'h0:
           /* empty */;
@@ -38554,24 +39885,744 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
           /* empty */;
       3'h4:
           if (init_done) begin
-            \$710  = 12'h000;
+            \$705  = 12'h000;
           end
       3'h6:
           /* empty */;
       3'h7:
           if (bins_done) begin
             (* full_case = 32'd1 *)
-            if (\$526 ) begin
+            if (\$351 ) begin
             end else begin
-              \$710  = \$531 [11:0];
+              \$705  = \$356 [11:0];
             end
           end
     endcase
     if (clip_start) begin
-      \$710  = 12'h000;
+      \$705  = 12'h000;
     end
     if (rst) begin
-      \$710  = 12'h000;
+      \$705  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$706  = \$376 ;
+    if (clip_start) begin
+      \$706  = 1'h0;
+    end
+    if (rst) begin
+      \$706  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$707  = { 3'h0, \$380  };
+    if (clip_start) begin
+      \$707  = 4'h0;
+    end
+    if (rst) begin
+      \$707  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$708  = { 3'h0, \$381  };
+    if (clip_start) begin
+      \$708  = 4'h0;
+    end
+    if (rst) begin
+      \$708  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$709  = { 2'h0, \$382  };
+    if (clip_start) begin
+      \$709  = 4'h0;
+    end
+    if (rst) begin
+      \$709  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$710  = { 2'h0, \$387  };
+    if (clip_start) begin
+      \$710  = 4'h0;
+    end
+    if (rst) begin
+      \$710  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$711  = { 1'h0, \$389  };
+    if (clip_start) begin
+      \$711  = 4'h0;
+    end
+    if (rst) begin
+      \$711  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$712  = \$390 ;
+    if (clip_start) begin
+      \$712  = 4'h0;
+    end
+    if (rst) begin
+      \$712  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$713  = { 1'h0, \$392  };
+    if (clip_start) begin
+      \$713  = 4'h0;
+    end
+    if (rst) begin
+      \$713  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$714  = { 1'h0, \$394  };
+    if (clip_start) begin
+      \$714  = 4'h0;
+    end
+    if (rst) begin
+      \$714  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$715  = { 1'h0, \$396  };
+    if (clip_start) begin
+      \$715  = 4'h0;
+    end
+    if (rst) begin
+      \$715  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$716  = { 21'h000000, \$397  };
+    if (clip_start) begin
+      \$716  = 45'h000000000000;
+    end
+    if (rst) begin
+      \$716  = 45'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$717  = { 1'h0, \$398  };
+    if (clip_start) begin
+      \$717  = 45'h000000000000;
+    end
+    if (rst) begin
+      \$717  = 45'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$718  = { \$399 [31], \$399 [31], \$399 [31], \$399 [31], \$399 [31], \$399 [31], \$399 [31], \$399 [31], \$399 [31], \$399 [31], \$399 [31], \$399 [31], \$399 [31], \$399  };
+    if (clip_start) begin
+      \$718  = 45'h000000000000;
+    end
+    if (rst) begin
+      \$718  = 45'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$719  = { 29'h00000000, \$400  };
+    if (clip_start) begin
+      \$719  = 45'h000000000000;
+    end
+    if (rst) begin
+      \$719  = 45'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$720  = { 11'h000, \$401  };
+    if (clip_start) begin
+      \$720  = 45'h000000000000;
+    end
+    if (rst) begin
+      \$720  = 45'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$721  = { 5'h00, \$403  };
+    if (clip_start) begin
+      \$721  = 45'h000000000000;
+    end
+    if (rst) begin
+      \$721  = 45'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$722  = { \$404 [33], \$404 [33], \$404 [33], \$404 [33], \$404 [33], \$404 [33], \$404 [33], \$404 [33], \$404 [33], \$404 [33], \$404 [33], \$404  };
+    if (clip_start) begin
+      \$722  = 45'h000000000000;
+    end
+    if (rst) begin
+      \$722  = 45'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$723  = { \$405 [31], \$405 [31], \$405 [31], \$405 [31], \$405 [31], \$405 [31], \$405 [31], \$405 [31], \$405 [31], \$405 [31], \$405 [31], \$405 [31], \$405 [31], \$405  };
+    if (clip_start) begin
+      \$723  = 45'h000000000000;
+    end
+    if (rst) begin
+      \$723  = 45'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$724  = { \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412  };
+    if (clip_start) begin
+      \$724  = 45'h000000000000;
+    end
+    if (rst) begin
+      \$724  = 45'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$725  = { 17'h00000, \$413  };
+    if (clip_start) begin
+      \$725  = 45'h000000000000;
+    end
+    if (rst) begin
+      \$725  = 45'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$726  = { 17'h00000, \$414  };
+    if (clip_start) begin
+      \$726  = 45'h000000000000;
+    end
+    if (rst) begin
+      \$726  = 45'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$727  = { 13'h0000, \$416  };
+    if (clip_start) begin
+      \$727  = 45'h000000000000;
+    end
+    if (rst) begin
+      \$727  = 45'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$728  = { \$420 [33], \$420 [33], \$420 [33], \$420 [33], \$420 [33], \$420 [33], \$420 [33], \$420 [33], \$420 [33], \$420 [33], \$420 [33], \$420  };
+    if (clip_start) begin
+      \$728  = 45'h000000000000;
+    end
+    if (rst) begin
+      \$728  = 45'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$729  = { 5'h00, \$422  };
+    if (clip_start) begin
+      \$729  = 45'h000000000000;
+    end
+    if (rst) begin
+      \$729  = 45'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$730  = { 33'h000000000, \$439  };
+    if (clip_start) begin
+      \$730  = 34'h000000000;
+    end
+    if (rst) begin
+      \$730  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$731  = { \$440 [31], \$440 [31], \$440  };
+    if (clip_start) begin
+      \$731  = 34'h000000000;
+    end
+    if (rst) begin
+      \$731  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$732  = { \$442 [31], \$442 [31], \$442  };
+    if (clip_start) begin
+      \$732  = 34'h000000000;
+    end
+    if (rst) begin
+      \$732  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$733  = { 21'h000000, \$458  };
+    if (clip_start) begin
+      \$733  = 22'h000000;
+    end
+    if (rst) begin
+      \$733  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$734  = { 2'h0, \$459  };
+    if (clip_start) begin
+      \$734  = 22'h000000;
+    end
+    if (rst) begin
+      \$734  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$735  = { \$460 [19], \$460 [19], \$460  };
+    if (clip_start) begin
+      \$735  = 22'h000000;
+    end
+    if (rst) begin
+      \$735  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$736  = { 2'h0, \$461  };
+    if (clip_start) begin
+      \$736  = 22'h000000;
+    end
+    if (rst) begin
+      \$736  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$737  = { \$462 [19], \$462 [19], \$462  };
+    if (clip_start) begin
+      \$737  = 22'h000000;
+    end
+    if (rst) begin
+      \$737  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$738  = { 11'h000, \$463  };
+    if (clip_start) begin
+      \$738  = 35'h000000000;
+    end
+    if (rst) begin
+      \$738  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$739  = { \$464 [29], \$464 [29], \$464 [29], \$464 [29], \$464 [29], \$464  };
+    if (clip_start) begin
+      \$739  = 35'h000000000;
+    end
+    if (rst) begin
+      \$739  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$740  = { 7'h00, \$465  };
+    if (clip_start) begin
+      \$740  = 35'h000000000;
+    end
+    if (rst) begin
+      \$740  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$741  = { 7'h00, \$466  };
+    if (clip_start) begin
+      \$741  = 35'h000000000;
+    end
+    if (rst) begin
+      \$741  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$742  = { 7'h00, \$467  };
+    if (clip_start) begin
+      \$742  = 35'h000000000;
+    end
+    if (rst) begin
+      \$742  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$743  = \$468 ;
+    if (clip_start) begin
+      \$743  = 35'h000000000;
+    end
+    if (rst) begin
+      \$743  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$744  = { 1'h0, \$469  };
+    if (clip_start) begin
+      \$744  = 35'h000000000;
+    end
+    if (rst) begin
+      \$744  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$745  = { 1'h0, \$470  };
+    if (clip_start) begin
+      \$745  = 35'h000000000;
+    end
+    if (rst) begin
+      \$745  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$746  = { \$476 [16], \$476 [16], \$476 [16], \$476 [16], \$476 [16], \$476 [16], \$476 [16], \$476 [16], \$476 [16], \$476 [16], \$476 [16], \$476 [16], \$476 [16], \$476 [16], \$476 [16], \$476 [16], \$476 [16], \$476 [16], \$476  };
+    if (clip_start) begin
+      \$746  = 35'h000000000;
+    end
+    if (rst) begin
+      \$746  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$747  = { 18'h00000, \$477  };
+    if (clip_start) begin
+      \$747  = 35'h000000000;
+    end
+    if (rst) begin
+      \$747  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$748  = { \$480 [32], \$480 [32], \$480  };
+    if (clip_start) begin
+      \$748  = 35'h000000000;
+    end
+    if (rst) begin
+      \$748  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$749  = { \$484 [31], \$484 [31], \$484 [31], \$484  };
+    if (clip_start) begin
+      \$749  = 35'h000000000;
+    end
+    if (rst) begin
+      \$749  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$750  = { \$486 [20], \$486 [20], \$486 [20], \$486 [20], \$486 [20], \$486 [20], \$486 [20], \$486 [20], \$486 [20], \$486 [20], \$486 [20], \$486 [20], \$486 [20], \$486 [20], \$486  };
+    if (clip_start) begin
+      \$750  = 35'h000000000;
+    end
+    if (rst) begin
+      \$750  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$751  = { 1'h0, \$487  };
+    if (clip_start) begin
+      \$751  = 18'h00000;
+    end
+    if (rst) begin
+      \$751  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$752  = { 6'h00, \$491  };
+    if (clip_start) begin
+      \$752  = 18'h00000;
+    end
+    if (rst) begin
+      \$752  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$753  = { 5'h00, \$492  };
+    if (clip_start) begin
+      \$753  = 18'h00000;
+    end
+    if (rst) begin
+      \$753  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$754  = { 1'h0, \$495  };
+    if (clip_start) begin
+      \$754  = 18'h00000;
+    end
+    if (rst) begin
+      \$754  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$755  = { 14'h0000, \$496  };
+    if (clip_start) begin
+      \$755  = 18'h00000;
+    end
+    if (rst) begin
+      \$755  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$756  = { 14'h0000, \$497  };
+    if (clip_start) begin
+      \$756  = 18'h00000;
+    end
+    if (rst) begin
+      \$756  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$757  = { \$499 [16], \$499  };
+    if (clip_start) begin
+      \$757  = 18'h00000;
+    end
+    if (rst) begin
+      \$757  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$758  = { 5'h00, \$500  };
+    if (clip_start) begin
+      \$758  = 18'h00000;
+    end
+    if (rst) begin
+      \$758  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$759  = { 1'h0, \$502  };
+    if (clip_start) begin
+      \$759  = 18'h00000;
+    end
+    if (rst) begin
+      \$759  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$760  = \$503 ;
+    if (clip_start) begin
+      \$760  = 18'h00000;
+    end
+    if (rst) begin
+      \$760  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$761  = { 1'h0, \$504  };
+    if (clip_start) begin
+      \$761  = 18'h00000;
+    end
+    if (rst) begin
+      \$761  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$762  = { 1'h0, \$506  };
+    if (clip_start) begin
+      \$762  = 18'h00000;
+    end
+    if (rst) begin
+      \$762  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$763  = \$507 ;
+    if (clip_start) begin
+      \$763  = 18'h00000;
+    end
+    if (rst) begin
+      \$763  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$764  = { 1'h0, \$508  };
+    if (clip_start) begin
+      \$764  = 18'h00000;
+    end
+    if (rst) begin
+      \$764  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$765  = { 2'h0, \$509  };
+    if (clip_start) begin
+      \$765  = 18'h00000;
+    end
+    if (rst) begin
+      \$765  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$766  = { 4'h0, \$514  };
+    if (clip_start) begin
+      \$766  = 48'h000000000000;
+    end
+    if (rst) begin
+      \$766  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$767  = { 44'h00000000000, \$515  };
+    if (clip_start) begin
+      \$767  = 48'h000000000000;
+    end
+    if (rst) begin
+      \$767  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$768  = { 32'h00000000, \$518  };
+    if (clip_start) begin
+      \$768  = 48'h000000000000;
+    end
+    if (rst) begin
+      \$768  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$769  = { 31'h00000000, \$519  };
+    if (clip_start) begin
+      \$769  = 48'h000000000000;
+    end
+    if (rst) begin
+      \$769  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$770  = { 7'h00, \$520  };
+    if (clip_start) begin
+      \$770  = 48'h000000000000;
+    end
+    if (rst) begin
+      \$770  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$771  = { 47'h000000000000, \$521  };
+    if (clip_start) begin
+      \$771  = 48'h000000000000;
+    end
+    if (rst) begin
+      \$771  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$772  = { 12'h000, \$522  };
+    if (clip_start) begin
+      \$772  = 48'h000000000000;
+    end
+    if (rst) begin
+      \$772  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$773  = { 17'h00000, \$523  };
+    if (clip_start) begin
+      \$773  = 48'h000000000000;
+    end
+    if (rst) begin
+      \$773  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$774  = { \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524  };
+    if (clip_start) begin
+      \$774  = 48'h000000000000;
+    end
+    if (rst) begin
+      \$774  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$775  = \$526 ;
+    if (clip_start) begin
+      \$775  = 48'h000000000000;
+    end
+    if (rst) begin
+      \$775  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$776  = \$528 ;
+    if (clip_start) begin
+      \$776  = 48'h000000000000;
+    end
+    if (rst) begin
+      \$776  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$777  = { \$529 [34], \$529 [34], \$529 [34], \$529 [34], \$529 [34], \$529 [34], \$529 [34], \$529 [34], \$529 [34], \$529 [34], \$529 [34], \$529 [34], \$529 [34], \$529  };
+    if (clip_start) begin
+      \$777  = 48'h000000000000;
+    end
+    if (rst) begin
+      \$777  = 48'h000000000000;
     end
   end
   assign \$signature__en  = 1'h1;
@@ -38584,9 +40635,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   assign diff = { \$39 [28], \$39  };
   assign pmb = \$152 [5:0];
   assign fr = \$159 [21:0];
-  assign i_sub = { \$277 [31], \$277 [31], \$277  };
-  assign i_add = { \$301 [20], \$301  };
-  assign \$signal$217  = \$403 [47:0];
+  assign fu_valid_t0 = i_valid;
   assign \i__payload.data  = i__payload[23:0];
   assign \i__payload.first  = i__payload[24];
   assign \i__payload.last  = i__payload[25];
@@ -38601,216 +40650,206 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   assign \$102  = { cm, 1'h0 };
   assign \$103  = { 1'h0, cm, 2'h0 };
   assign \$159  = { \$158 [39], \$158 [39], \$158 [39], \$158 [39:3] };
-  assign \$194  = 1'h0;
-  assign \$196  = \$195 ;
-  assign \$272  = 1'h0;
-  assign \$274  = \$273 ;
-  assign \$293  = 1'h0;
-  assign \$295  = \$294 ;
-  assign \$338  = { x1, 3'h0 };
-  assign \$388  = 1'h0;
-  assign \$389  = \$387 ;
-  assign \$418  = { \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47:17] };
-  assign \$447  = o_stream;
+  assign \$243  = { \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47:17] };
+  assign \$272  = o_stream;
+  assign \$380  = 1'h0;
+  assign \$439  = 1'h0;
+  assign \$458  = 1'h0;
+  assign \$488  = { x1, 3'h0 };
+  assign \$521  = 1'h0;
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$934$0 , \port$958$0 , o_lp, o_exp, clip_start);
-  reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
-  wire \$1 ;
-  wire \$10 ;
-  wire \$100 ;
+module \nanomamba_accel.spectral.engine.fu (clk, rst, i_op, i_x, i_sub, i_add, i_valid, o_lp, o_exp, clip_start);
+  reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
+  wire [50:0] \$1 ;
+  wire [45:0] \$10 ;
+  wire [8:0] \$100 ;
   wire \$101 ;
   wire \$102 ;
   wire \$103 ;
-  wire [9:0] \$104 ;
-  wire [30:0] \$105 ;
-  wire \$106 ;
+  wire \$104 ;
+  wire \$105 ;
+  wire [9:0] \$106 ;
   wire \$107 ;
   wire \$108 ;
   wire \$109 ;
-  wire \$11 ;
-  wire [95:0] \$110 ;
-  wire [44:0] \$111 ;
+  wire [33:0] \$11 ;
+  wire [29:0] \$110 ;
+  wire \$111 ;
   wire \$112 ;
   wire \$113 ;
   wire \$114 ;
   wire \$115 ;
   wire \$116 ;
   wire \$117 ;
-  wire \$118 ;
-  wire \$119 ;
-  wire [9:0] \$12 ;
+  wire [17:0] \$118 ;
+  wire [20:0] \$119 ;
+  wire [34:0] \$12 ;
   wire \$120 ;
   wire \$121 ;
   wire \$122 ;
   wire \$123 ;
   wire \$124 ;
   wire \$125 ;
-  wire \$126 ;
-  wire \$127 ;
+  wire [35:0] \$126 ;
+  wire [43:0] \$127 ;
   reg \$128 ;
   reg [3:0] \$129 ;
-  wire \$13 ;
-  reg [44:0] \$130 ;
-  reg [21:0] \$131 ;
-  reg [33:0] \$132 ;
-  reg \$133 ;
-  reg [3:0] \$134 ;
-  reg [21:0] \$135 ;
-  reg [31:0] \$136 ;
-  reg [1:0] \$137 ;
-  reg [8:0] \$138 ;
-  reg [9:0] \$139 ;
+  wire [16:0] \$13 ;
+  reg [21:0] \$130 ;
+  reg [31:0] \$131 ;
+  reg [1:0] \$132 ;
+  reg [8:0] \$133 ;
+  reg [9:0] \$134 ;
+  reg \$135 ;
+  reg \$136 ;
+  reg \$137 ;
+  reg [5:0] \$138 ;
+  reg \$139 ;
   wire \$14 ;
-  reg \$140 ;
-  reg \$141 ;
-  reg \$142 ;
-  reg [5:0] \$143 ;
+  reg [3:0] \$140 ;
+  reg [21:0] \$141 ;
+  reg [9:0] \$142 ;
+  reg [8:0] \$143 ;
   reg \$144 ;
-  reg [3:0] \$145 ;
-  reg [21:0] \$146 ;
-  reg [9:0] \$147 ;
-  reg [8:0] \$148 ;
-  reg \$149 ;
+  reg \$145 ;
+  reg \$146 ;
+  reg \$147 ;
+  reg [5:0] \$148 ;
+  reg [39:0] \$149 ;
   wire \$15 ;
-  reg \$150 ;
+  reg [17:0] \$150 ;
   reg \$151 ;
-  reg \$152 ;
-  reg [5:0] \$153 ;
-  reg [39:0] \$154 ;
-  reg [17:0] \$155 ;
+  reg [3:0] \$152 ;
+  reg [21:0] \$153 ;
+  reg [8:0] \$154 ;
+  reg \$155 ;
   reg \$156 ;
-  reg [3:0] \$157 ;
-  reg [21:0] \$158 ;
-  reg [8:0] \$159 ;
-  wire [29:0] \$16 ;
-  reg \$160 ;
+  reg \$157 ;
+  reg \$158 ;
+  reg [5:0] \$159 ;
+  wire \$16 ;
+  reg [31:0] \$160 ;
   reg \$161 ;
-  reg \$162 ;
+  reg [20:0] \$162 ;
   reg \$163 ;
-  reg [5:0] \$164 ;
-  reg [31:0] \$165 ;
+  reg [3:0] \$164 ;
+  reg [21:0] \$165 ;
   reg \$166 ;
-  reg [20:0] \$167 ;
-  reg \$168 ;
-  reg [3:0] \$169 ;
-  wire \$17 ;
-  reg [21:0] \$170 ;
-  reg \$171 ;
-  reg [3:0] \$172 ;
-  reg [32:0] \$173 ;
-  reg \$174 ;
-  reg [3:0] \$175 ;
-  reg [21:0] \$176 ;
-  reg \$177 ;
-  reg [1:0] \$178 ;
+  reg [3:0] \$167 ;
+  reg [32:0] \$168 ;
+  reg \$169 ;
+  wire [17:0] \$17 ;
+  reg [3:0] \$170 ;
+  reg [21:0] \$171 ;
+  reg \$172 ;
+  reg [1:0] \$173 ;
+  reg [42:0] \$174 ;
+  reg \$175 ;
+  reg [3:0] \$176 ;
+  reg [21:0] \$177 ;
+  reg \$178 ;
   reg [42:0] \$179 ;
-  wire \$18 ;
+  wire [17:0] \$18 ;
   reg \$180 ;
-  reg [3:0] \$181 ;
-  reg [21:0] \$182 ;
-  reg \$183 ;
-  reg [42:0] \$184 ;
-  reg \$185 ;
-  wire \$19 ;
+  wire [17:0] \$19 ;
   wire \$2 ;
   wire \$20 ;
   wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
+  wire [17:0] \$22 ;
+  wire [17:0] \$23 ;
   wire [17:0] \$24 ;
-  wire [20:0] \$25 ;
+  wire [24:0] \$25 ;
   wire \$26 ;
-  wire \$27 ;
+  wire [16:0] \$27 ;
   wire \$28 ;
   wire \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire \$31 ;
-  wire [35:0] \$32 ;
-  wire [43:0] \$33 ;
-  wire [50:0] \$34 ;
+  wire [17:0] \$31 ;
+  wire [17:0] \$32 ;
+  wire [17:0] \$33 ;
+  wire \$34 ;
   wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire [46:0] \$39 ;
+  wire [17:0] \$36 ;
+  wire [17:0] \$37 ;
+  wire [17:0] \$38 ;
+  wire [20:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
-  wire [31:0] \$41 ;
-  wire [46:0] \$42 ;
-  wire [45:0] \$43 ;
-  wire [33:0] \$44 ;
-  wire [34:0] \$45 ;
-  wire [16:0] \$46 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire [1:0] \$45 ;
+  wire \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire \$49 ;
+  wire [19:0] \$49 ;
   wire \$5 ;
-  wire [17:0] \$50 ;
-  wire [17:0] \$51 ;
-  wire [17:0] \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire [17:0] \$55 ;
-  wire [17:0] \$56 ;
-  wire [17:0] \$57 ;
-  wire [24:0] \$58 ;
+  wire [19:0] \$50 ;
+  wire [1:0] \$51 ;
+  wire [1:0] \$52 ;
+  wire [16:0] \$53 ;
+  wire [16:0] \$54 ;
+  wire \$55 ;
+  wire \$56 ;
+  wire \$57 ;
+  wire \$58 ;
   wire \$59 ;
-  wire [8:0] \$6 ;
-  wire [16:0] \$60 ;
+  wire [46:0] \$6 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire [17:0] \$64 ;
-  wire [17:0] \$65 ;
-  wire [17:0] \$66 ;
+  wire [10:0] \$63 ;
+  wire [10:0] \$64 ;
+  wire [18:0] \$65 ;
+  wire [40:0] \$66 ;
   wire \$67 ;
   wire \$68 ;
-  wire [17:0] \$69 ;
+  wire \$69 ;
   wire \$7 ;
-  wire [17:0] \$70 ;
-  wire [17:0] \$71 ;
-  wire [20:0] \$72 ;
+  wire \$70 ;
+  wire [9:0] \$71 ;
+  wire [30:0] \$72 ;
   wire \$73 ;
   wire \$74 ;
   wire \$75 ;
   wire \$76 ;
-  wire \$77 ;
-  wire [1:0] \$78 ;
+  wire [95:0] \$77 ;
+  wire [44:0] \$78 ;
   wire \$79 ;
-  wire \$8 ;
+  wire [31:0] \$8 ;
   wire \$80 ;
   wire \$81 ;
-  wire [19:0] \$82 ;
-  wire [19:0] \$83 ;
-  wire [1:0] \$84 ;
-  wire [1:0] \$85 ;
-  wire [16:0] \$86 ;
-  wire [16:0] \$87 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire \$84 ;
+  wire \$85 ;
+  wire \$86 ;
+  wire \$87 ;
   wire \$88 ;
   wire \$89 ;
-  wire \$9 ;
+  wire [46:0] \$9 ;
   wire \$90 ;
   wire \$91 ;
   wire \$92 ;
   wire \$93 ;
   wire \$94 ;
   wire \$95 ;
-  wire [10:0] \$96 ;
-  wire [10:0] \$97 ;
-  wire [18:0] \$98 ;
-  wire [40:0] \$99 ;
+  wire \$96 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire \$99 ;
   reg [8:0] \$signal ;
-  reg [9:0] \$signal$23 ;
+  reg [9:0] \$signal$11 ;
   wire [20:0] L;
   reg [17:0] a4 = 18'h00000;
   reg above2 = 1'h0;
   reg above3 = 1'h0;
   reg above4 = 1'h0;
   reg above_p;
-  reg [21:0] add1 = 22'h000000;
   reg [21:0] add2 = 22'h000000;
   reg [21:0] add3 = 22'h000000;
   reg [21:0] add4 = 22'h000000;
@@ -38831,9 +40870,11 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
   reg [8:0] e4 = 9'h000;
   wire [8:0] e_adj;
   reg [7:0] econst;
+  input [21:0] i_add;
   wire [21:0] i_add;
   input [3:0] i_op;
   wire [3:0] i_op;
+  input [33:0] i_sub;
   wire [33:0] i_sub;
   input i_valid;
   wire i_valid;
@@ -38863,7 +40904,6 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
   output [31:0] o_lp;
   reg [31:0] o_lp = 32'd0;
   reg o_lp_valid = 1'h0;
-  reg [3:0] op1 = 4'h0;
   reg [3:0] op2 = 4'h0;
   reg [3:0] op3 = 4'h0;
   reg [3:0] op4 = 4'h0;
@@ -38872,10 +40912,6 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
   reg [3:0] op7 = 4'h0;
   reg over;
   wire [39:0] p;
-  input [31:0] \port$934$0 ;
-  wire [31:0] \port$934$0 ;
-  input [20:0] \port$958$0 ;
-  wire [20:0] \port$958$0 ;
   reg [39:0] prod = 40'h0000000000;
   wire [9:0] ra__addr;
   wire [17:0] ra__data;
@@ -38893,15 +40929,12 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
   wire [1:0] sh2;
   wire [1:0] sh3;
   wire [44:0] ssum;
-  reg [33:0] sub1 = 34'h000000000;
-  reg v1 = 1'h0;
   reg v2 = 1'h0;
   reg v3 = 1'h0;
   reg v4 = 1'h0;
   reg v5 = 1'h0;
   reg v6 = 1'h0;
   reg v7 = 1'h0;
-  reg [44:0] x1 = 45'h000000000000;
   wire [19:0] x2;
   wire [16:0] x3;
   wire [43:0] xp;
@@ -39822,833 +41855,243 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
   reg [17:0] _0_;
   reg [17:0] _1_;
   always @(posedge clk) begin
-    _0_ <= \table [\$97 [9:0]];
-    _1_ <= \table [\$96 [9:0]];
+    _0_ <= \table [\$64 [9:0]];
+    _1_ <= \table [\$63 [9:0]];
   end
   assign rb__data = _0_;
   assign ra__data = _1_;
-  assign \$1  = op1 == 1'h1;
-  assign \$2  = op1 == 3'h5;
-  assign \$3  = op1 == 3'h6;
-  assign \$4  = op1 == 3'h7;
-  assign \$5  = | { \$4 , \$3 , \$2 , \$1  };
-  assign \$6  = \$5  ? { 3'h0, \$43 [15:10] } : \$signal ;
-  assign \$7  = op1 == 1'h1;
-  assign \$8  = op1 == 3'h5;
-  assign \$9  = op1 == 3'h6;
-  assign \$10  = op1 == 3'h7;
-  assign \$11  = | { \$10 , \$9 , \$8 , \$7  };
-  assign \$12  = \$11  ? \$43 [9:0] : \$signal$23 ;
-  assign \$13  = $signed(\$45 [20:0]) < $signed(1'h0);
-  assign \$14  = $signed(\$45 [20:0]) > $signed(7'h2a);
-  assign \$15  = ! xs2;
-  assign \$16  = $signed(\$98 ) * $signed({ 1'h0, rem3 });
-  assign \$17  = op4 == 1'h1;
-  assign \$18  = op4 == 3'h5;
-  assign \$19  = op4 == 3'h6;
-  assign \$20  = op4 == 3'h7;
-  assign \$21  = | { \$20 , \$19 , \$18 , \$17  };
-  assign \$22  = ~ \$21 ;
-  assign \$23  = v4 & \$22 ;
-  assign \$24  = lneg4 ? 18'h00000 : \$99 [27:10];
-  assign \$25  = \$24  << l4[1:0];
-  assign \$26  = op4 == 1'h1;
-  assign \$27  = op4 == 3'h5;
-  assign \$28  = op4 == 3'h6;
-  assign \$29  = op4 == 3'h7;
-  assign \$30  = | { \$29 , \$28 , \$27 , \$26  };
-  assign \$31  = v4 & \$30 ;
-  assign \$32  = za << { l5[1:0], 2'h0 };
-  assign \$33  = over ? { 1'h0, cap_v } : \$111 [43:0];
-  assign \$35  = ! \$34 [47:16];
-  assign \$36  = ! \$34 [47:32];
-  assign \$37  = \$36  ? 1'h1 : 1'h0;
-  assign sh1 = \$35  ? 2'h2 : { 1'h0, \$37  };
-  assign \$38  = ! \$34 [47:16];
-  assign \$40  = ! \$34 [47:32];
-  assign \$41  = \$40  ? \$34 [31:0] : \$34 [47:16];
-  assign \$42  = \$38  ? \$39  : { 15'h0000, \$41  };
-  assign \$43  = $signed(x1) - $signed(sub1);
-  assign \$45  = $signed(\$44 ) + $signed(lshift);
-  assign \$46  = x1[15:0] - 1'h0;
-  assign \$47  = op1 == 2'h2;
-  assign \$48  = $signed(\$46 ) < $signed(1'h0);
-  assign \$49  = $signed(\$46 ) >= $signed(16'h4000);
-  assign \$50  = \$49  ? 18'h03fff : { \$46 [16], \$46  };
-  assign \$51  = \$48  ? 18'h00000 : \$50 ;
-  assign \$53  = $signed(\$46 ) < $signed(1'h0);
-  assign \$54  = $signed(\$46 ) >= $signed(16'h4000);
-  assign \$55  = \$54  ? 18'h03fff : { \$46 [16], \$46  };
-  assign \$56  = \$53  ? 18'h00000 : \$55 ;
-  assign \$59  = $signed(\$46 ) >= $signed(16'h4000);
-  assign \$60  = $signed(x1[15:0]) - $signed(16'h8000);
-  assign \$61  = op1 == 4'h8;
-  assign \$62  = $signed(\$60 ) < $signed(1'h0);
-  assign \$63  = $signed(\$60 ) >= $signed(18'h10000);
-  assign \$64  = \$63  ? 18'h0ffff : { \$60 [16], \$60  };
-  assign \$65  = \$62  ? 18'h00000 : \$64 ;
-  assign \$67  = $signed(\$60 ) < $signed(1'h0);
-  assign \$68  = $signed(\$60 ) >= $signed(18'h10000);
-  assign \$69  = \$68  ? 18'h0ffff : { \$60 [16], \$60  };
-  assign \$70  = \$67  ? 18'h00000 : \$69 ;
-  assign \$73  = $signed(\$60 ) >= $signed(18'h10000);
-  assign \$74  = ! xs2[31:20];
-  assign \$75  = ! xs2[31:24];
-  assign \$76  = ! xs2[31:28];
-  assign \$77  = \$76  ? 1'h1 : 1'h0;
-  assign \$78  = \$75  ? 2'h2 : { 1'h0, \$77  };
-  assign sh2 = \$74  ? 2'h3 : \$78 ;
-  assign \$79  = ! xs2[31:20];
-  assign \$80  = ! xs2[31:24];
-  assign \$81  = ! xs2[31:28];
-  assign \$82  = \$81  ? xs2[27:8] : xs2[31:12];
-  assign \$83  = \$80  ? xs2[23:4] : \$82 ;
-  assign x2 = \$79  ? xs2[19:0] : \$83 ;
-  assign \$84  = x2[17] ? 2'h2 : 2'h3;
-  assign \$85  = x2[18] ? 2'h1 : \$84 ;
-  assign sh3 = x2[19] ? 2'h0 : \$85 ;
-  assign \$86  = x2[17] ? x2[17:1] : x2[16:0];
-  assign \$87  = x2[18] ? x2[18:2] : \$86 ;
-  assign x3 = x2[19] ? x2[19:3] : \$87 ;
+  assign \$2  = ! \$1 [47:16];
+  assign \$3  = ! \$1 [47:32];
+  assign \$4  = \$3  ? 1'h1 : 1'h0;
+  assign sh1 = \$2  ? 2'h2 : { 1'h0, \$4  };
+  assign \$5  = ! \$1 [47:16];
+  assign \$7  = ! \$1 [47:32];
+  assign \$8  = \$7  ? \$1 [31:0] : \$1 [47:16];
+  assign \$9  = \$5  ? \$6  : { 15'h0000, \$8  };
+  assign \$10  = $signed(i_x) - $signed(i_sub);
+  assign \$12  = $signed(\$11 ) + $signed(lshift);
+  assign \$13  = i_x[15:0] - 1'h0;
+  assign \$14  = i_op == 2'h2;
+  assign \$15  = $signed(\$13 ) < $signed(1'h0);
+  assign \$16  = $signed(\$13 ) >= $signed(16'h4000);
+  assign \$17  = \$16  ? 18'h03fff : { \$13 [16], \$13  };
+  assign \$18  = \$15  ? 18'h00000 : \$17 ;
+  assign \$20  = $signed(\$13 ) < $signed(1'h0);
+  assign \$21  = $signed(\$13 ) >= $signed(16'h4000);
+  assign \$22  = \$21  ? 18'h03fff : { \$13 [16], \$13  };
+  assign \$23  = \$20  ? 18'h00000 : \$22 ;
+  assign \$26  = $signed(\$13 ) >= $signed(16'h4000);
+  assign \$27  = $signed(i_x[15:0]) - $signed(16'h8000);
+  assign \$28  = i_op == 4'h8;
+  assign \$29  = $signed(\$27 ) < $signed(1'h0);
+  assign \$30  = $signed(\$27 ) >= $signed(18'h10000);
+  assign \$31  = \$30  ? 18'h0ffff : { \$27 [16], \$27  };
+  assign \$32  = \$29  ? 18'h00000 : \$31 ;
+  assign \$34  = $signed(\$27 ) < $signed(1'h0);
+  assign \$35  = $signed(\$27 ) >= $signed(18'h10000);
+  assign \$36  = \$35  ? 18'h0ffff : { \$27 [16], \$27  };
+  assign \$37  = \$34  ? 18'h00000 : \$36 ;
+  assign \$40  = $signed(\$27 ) >= $signed(18'h10000);
+  assign \$41  = ! xs2[31:20];
+  assign \$42  = ! xs2[31:24];
+  assign \$43  = ! xs2[31:28];
+  assign \$44  = \$43  ? 1'h1 : 1'h0;
+  assign \$45  = \$42  ? 2'h2 : { 1'h0, \$44  };
+  assign sh2 = \$41  ? 2'h3 : \$45 ;
+  assign \$46  = ! xs2[31:20];
+  assign \$47  = ! xs2[31:24];
+  assign \$48  = ! xs2[31:28];
+  assign \$49  = \$48  ? xs2[27:8] : xs2[31:12];
+  assign \$50  = \$47  ? xs2[23:4] : \$49 ;
+  assign x2 = \$46  ? xs2[19:0] : \$50 ;
+  assign \$51  = x2[17] ? 2'h2 : 2'h3;
+  assign \$52  = x2[18] ? 2'h1 : \$51 ;
+  assign sh3 = x2[19] ? 2'h0 : \$52 ;
+  assign \$53  = x2[17] ? x2[17:1] : x2[16:0];
+  assign \$54  = x2[18] ? x2[18:2] : \$53 ;
+  assign x3 = x2[19] ? x2[19:3] : \$54 ;
   assign e_adj = $signed(econst) - $signed({ 1'h0, sh1_2, sh2, sh3 });
-  assign \$88  = ! op2;
-  assign \$89  = op2 == 2'h3;
-  assign \$90  = op2 == 3'h4;
-  assign \$91  = | { \$90 , \$89 , \$88  };
-  assign idx = \$91  ? { 3'h0, x3[15:10] } : idx2;
-  assign \$92  = ! op2;
-  assign \$93  = op2 == 2'h3;
-  assign \$94  = op2 == 3'h4;
-  assign \$95  = | { \$94 , \$93 , \$92  };
-  assign rem = \$95  ? x3[9:0] : rem2;
-  assign \$96  = base + idx;
-  assign \$97  = \$96 [9:0] + 1'h1;
-  assign \$98  = rb__data - ra__data;
-  assign \$99  = $signed(prod) + $signed({ 1'h0, a4, 10'h200 });
-  assign \$100  = ! op4;
-  assign \$101  = op4 == 2'h3;
-  assign \$102  = op4 == 3'h4;
-  assign \$103  = | { \$102 , \$101 , \$100  };
-  assign \$104  = $signed(e4) + $signed({ 1'h0, \$99 [26] });
-  assign \$105  = zero4 ? 31'h40000000 : { \$104 [9], \$104 [9], \$104 [9], \$104 [9], \$104 [9], \$104 , \$99 [25:10] };
-  assign \$106  = op4 == 2'h2;
-  assign \$107  = \$106  & above4;
-  assign \$108  = op4 == 4'h8;
-  assign \$109  = \$108  & above4;
-  assign \$110  = zb << { l6, 4'h0 };
+  assign \$55  = ! op2;
+  assign \$56  = op2 == 2'h3;
+  assign \$57  = op2 == 3'h4;
+  assign \$58  = | { \$57 , \$56 , \$55  };
+  assign idx = \$58  ? { 3'h0, x3[15:10] } : idx2;
+  assign \$59  = ! op2;
+  assign \$60  = op2 == 2'h3;
+  assign \$61  = op2 == 3'h4;
+  assign \$62  = | { \$61 , \$60 , \$59  };
+  assign rem = \$62  ? x3[9:0] : rem2;
+  assign \$63  = base + idx;
+  assign \$64  = \$63 [9:0] + 1'h1;
+  assign \$65  = rb__data - ra__data;
+  assign \$66  = $signed(prod) + $signed({ 1'h0, a4, 10'h200 });
+  assign \$67  = ! op4;
+  assign \$68  = op4 == 2'h3;
+  assign \$69  = op4 == 3'h4;
+  assign \$70  = | { \$69 , \$68 , \$67  };
+  assign \$71  = $signed(e4) + $signed({ 1'h0, \$66 [26] });
+  assign \$72  = zero4 ? 31'h40000000 : { \$71 [9], \$71 [9], \$71 [9], \$71 [9], \$71 [9], \$71 , \$66 [25:10] };
+  assign \$73  = op4 == 2'h2;
+  assign \$74  = \$73  & above4;
+  assign \$75  = op4 == 4'h8;
+  assign \$76  = \$75  & above4;
+  assign \$77  = zb << { l6, 4'h0 };
   assign ssum = $signed({ 1'h0, zc }) + $signed({ add7, 1'h1 });
-  assign \$112  = op7 == 3'h7;
-  assign \$114  = $signed(\$111 [43:0]) > $signed(17'h08000);
-  assign \$115  = lbig7 | \$114 ;
-  assign \$116  = op7 == 3'h6;
-  assign \$118  = $signed(\$111 [43:0]) > $signed(20'h7ffff);
-  assign \$119  = lbig7 | \$118 ;
-  assign \$120  = op7 == 1'h1;
-  assign \$122  = $signed(\$111 [43:0]) > $signed(23'h3fffff);
-  assign \$123  = lbig7 | \$122 ;
-  assign \$124  = op7 == 3'h5;
-  assign \$126  = $signed(\$111 [43:0]) > $signed(41'h0ffffffffff);
-  assign \$127  = lbig7 | \$126 ;
+  assign \$79  = op7 == 3'h7;
+  assign \$81  = $signed(\$78 [43:0]) > $signed(17'h08000);
+  assign \$82  = lbig7 | \$81 ;
+  assign \$83  = op7 == 3'h6;
+  assign \$85  = $signed(\$78 [43:0]) > $signed(20'h7ffff);
+  assign \$86  = lbig7 | \$85 ;
+  assign \$87  = op7 == 1'h1;
+  assign \$89  = $signed(\$78 [43:0]) > $signed(23'h3fffff);
+  assign \$90  = lbig7 | \$89 ;
+  assign \$91  = op7 == 3'h5;
+  assign \$93  = $signed(\$78 [43:0]) > $signed(41'h0ffffffffff);
+  assign \$94  = lbig7 | \$93 ;
+  assign \$95  = i_op == 1'h1;
+  assign \$96  = i_op == 3'h5;
+  assign \$97  = i_op == 3'h6;
+  assign \$98  = i_op == 3'h7;
+  assign \$99  = | { \$98 , \$97 , \$96 , \$95  };
+  assign \$100  = \$99  ? { 3'h0, \$10 [15:10] } : \$signal ;
+  assign \$101  = i_op == 1'h1;
+  assign \$102  = i_op == 3'h5;
+  assign \$103  = i_op == 3'h6;
+  assign \$104  = i_op == 3'h7;
+  assign \$105  = | { \$104 , \$103 , \$102 , \$101  };
+  assign \$106  = \$105  ? \$10 [9:0] : \$signal$11 ;
+  assign \$107  = $signed(\$12 [20:0]) < $signed(1'h0);
+  assign \$108  = $signed(\$12 [20:0]) > $signed(7'h2a);
+  assign \$109  = ! xs2;
+  assign \$110  = $signed(\$65 ) * $signed({ 1'h0, rem3 });
+  assign \$111  = op4 == 1'h1;
+  assign \$112  = op4 == 3'h5;
+  assign \$113  = op4 == 3'h6;
+  assign \$114  = op4 == 3'h7;
+  assign \$115  = | { \$114 , \$113 , \$112 , \$111  };
+  assign \$116  = ~ \$115 ;
+  assign \$117  = v4 & \$116 ;
+  assign \$118  = lneg4 ? 18'h00000 : \$66 [27:10];
+  assign \$119  = \$118  << l4[1:0];
+  assign \$120  = op4 == 1'h1;
+  assign \$121  = op4 == 3'h5;
+  assign \$122  = op4 == 3'h6;
+  assign \$123  = op4 == 3'h7;
+  assign \$124  = | { \$123 , \$122 , \$121 , \$120  };
+  assign \$125  = v4 & \$124 ;
+  assign \$126  = za << { l5[1:0], 2'h0 };
+  assign \$127  = over ? { 1'h0, cap_v } : \$78 [43:0];
   always @(posedge clk)
-    v1 <= \$128 ;
+    v2 <= \$128 ;
   always @(posedge clk)
-    op1 <= \$129 ;
+    op2 <= \$129 ;
   always @(posedge clk)
-    x1 <= \$130 ;
+    add2 <= \$130 ;
   always @(posedge clk)
-    add1 <= \$131 ;
+    xs2 <= \$131 ;
   always @(posedge clk)
-    sub1 <= \$132 ;
+    sh1_2 <= \$132 ;
   always @(posedge clk)
-    v2 <= \$133 ;
+    idx2 <= \$133 ;
   always @(posedge clk)
-    op2 <= \$134 ;
+    rem2 <= \$134 ;
   always @(posedge clk)
-    add2 <= \$135 ;
+    above2 <= \$135 ;
   always @(posedge clk)
-    xs2 <= \$136 ;
+    lneg2 <= \$136 ;
   always @(posedge clk)
-    sh1_2 <= \$137 ;
+    lbig2 <= \$137 ;
   always @(posedge clk)
-    idx2 <= \$138 ;
+    l2 <= \$138 ;
   always @(posedge clk)
-    rem2 <= \$139 ;
+    v3 <= \$139 ;
   always @(posedge clk)
-    above2 <= \$140 ;
+    op3 <= \$140 ;
   always @(posedge clk)
-    lneg2 <= \$141 ;
+    add3 <= \$141 ;
   always @(posedge clk)
-    lbig2 <= \$142 ;
+    rem3 <= \$142 ;
   always @(posedge clk)
-    l2 <= \$143 ;
+    e3 <= \$143 ;
   always @(posedge clk)
-    v3 <= \$144 ;
+    zero3 <= \$144 ;
   always @(posedge clk)
-    op3 <= \$145 ;
+    above3 <= \$145 ;
   always @(posedge clk)
-    add3 <= \$146 ;
+    lneg3 <= \$146 ;
   always @(posedge clk)
-    rem3 <= \$147 ;
+    lbig3 <= \$147 ;
   always @(posedge clk)
-    e3 <= \$148 ;
+    l3 <= \$148 ;
   always @(posedge clk)
-    zero3 <= \$149 ;
+    prod <= \$149 ;
   always @(posedge clk)
-    above3 <= \$150 ;
+    a4 <= \$150 ;
   always @(posedge clk)
-    lneg3 <= \$151 ;
+    v4 <= \$151 ;
   always @(posedge clk)
-    lbig3 <= \$152 ;
+    op4 <= \$152 ;
   always @(posedge clk)
-    l3 <= \$153 ;
+    add4 <= \$153 ;
   always @(posedge clk)
-    prod <= \$154 ;
+    e4 <= \$154 ;
   always @(posedge clk)
-    a4 <= \$155 ;
+    zero4 <= \$155 ;
   always @(posedge clk)
-    v4 <= \$156 ;
+    above4 <= \$156 ;
   always @(posedge clk)
-    op4 <= \$157 ;
+    lneg4 <= \$157 ;
   always @(posedge clk)
-    add4 <= \$158 ;
+    lbig4 <= \$158 ;
   always @(posedge clk)
-    e4 <= \$159 ;
+    l4 <= \$159 ;
   always @(posedge clk)
-    zero4 <= \$160 ;
+    o_lp <= \$160 ;
   always @(posedge clk)
-    above4 <= \$161 ;
+    o_lp_valid <= \$161 ;
   always @(posedge clk)
-    lneg4 <= \$162 ;
+    za <= \$162 ;
   always @(posedge clk)
-    lbig4 <= \$163 ;
+    v5 <= \$163 ;
   always @(posedge clk)
-    l4 <= \$164 ;
+    op5 <= \$164 ;
   always @(posedge clk)
-    o_lp <= \$165 ;
+    add5 <= \$165 ;
   always @(posedge clk)
-    o_lp_valid <= \$166 ;
+    lbig5 <= \$166 ;
   always @(posedge clk)
-    za <= \$167 ;
+    l5 <= \$167 ;
   always @(posedge clk)
-    v5 <= \$168 ;
+    zb <= \$168 ;
   always @(posedge clk)
-    op5 <= \$169 ;
+    v6 <= \$169 ;
   always @(posedge clk)
-    add5 <= \$170 ;
+    op6 <= \$170 ;
   always @(posedge clk)
-    lbig5 <= \$171 ;
+    add6 <= \$171 ;
   always @(posedge clk)
-    l5 <= \$172 ;
+    lbig6 <= \$172 ;
   always @(posedge clk)
-    zb <= \$173 ;
+    l6 <= \$173 ;
   always @(posedge clk)
-    v6 <= \$174 ;
+    zc <= \$174 ;
   always @(posedge clk)
-    op6 <= \$175 ;
+    v7 <= \$175 ;
   always @(posedge clk)
-    add6 <= \$176 ;
+    op7 <= \$176 ;
   always @(posedge clk)
-    lbig6 <= \$177 ;
+    add7 <= \$177 ;
   always @(posedge clk)
-    l6 <= \$178 ;
+    lbig7 <= \$178 ;
   always @(posedge clk)
-    zc <= \$179 ;
+    o_exp <= \$179 ;
   always @(posedge clk)
-    v7 <= \$180 ;
-  always @(posedge clk)
-    op7 <= \$181 ;
-  always @(posedge clk)
-    add7 <= \$182 ;
-  always @(posedge clk)
-    lbig7 <= \$183 ;
-  always @(posedge clk)
-    o_exp <= \$184 ;
-  always @(posedge clk)
-    o_exp_valid <= \$185 ;
+    o_exp_valid <= \$180 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$128  = i_valid;
-    if (clip_start) begin
-      \$128  = 1'h0;
-    end
-    if (rst) begin
-      \$128  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$129  = i_op;
-    if (clip_start) begin
-      \$129  = 4'h0;
-    end
-    if (rst) begin
-      \$129  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$130  = i_x;
-    if (clip_start) begin
-      \$130  = 45'h000000000000;
-    end
-    if (rst) begin
-      \$130  = 45'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$131  = { \port$958$0 [20], \port$958$0  };
-    if (clip_start) begin
-      \$131  = 22'h000000;
-    end
-    if (rst) begin
-      \$131  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$132  = { \port$934$0 [31], \port$934$0 [31], \port$934$0  };
-    if (clip_start) begin
-      \$132  = 34'h000000000;
-    end
-    if (rst) begin
-      \$132  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$133  = v1;
-    if (clip_start) begin
-      \$133  = 1'h0;
-    end
-    if (rst) begin
-      \$133  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$134  = op1;
-    if (clip_start) begin
-      \$134  = 4'h0;
-    end
-    if (rst) begin
-      \$134  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$135  = add1;
-    if (clip_start) begin
-      \$135  = 22'h000000;
-    end
-    if (rst) begin
-      \$135  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$136  = \$42 [31:0];
-    if (clip_start) begin
-      \$136  = 32'd0;
-    end
-    if (rst) begin
-      \$136  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$137  = sh1;
-    if (clip_start) begin
-      \$137  = 2'h0;
-    end
-    if (rst) begin
-      \$137  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$138  = \$6 ;
-    if (clip_start) begin
-      \$138  = 9'h000;
-    end
-    if (rst) begin
-      \$138  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$139  = \$12 ;
-    if (clip_start) begin
-      \$139  = 10'h000;
-    end
-    if (rst) begin
-      \$139  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$140  = above_p;
-    if (clip_start) begin
-      \$140  = 1'h0;
-    end
-    if (rst) begin
-      \$140  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$141  = \$13 ;
-    if (clip_start) begin
-      \$141  = 1'h0;
-    end
-    if (rst) begin
-      \$141  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$142  = \$14 ;
-    if (clip_start) begin
-      \$142  = 1'h0;
-    end
-    if (rst) begin
-      \$142  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$143  = \$45 [5:0];
-    if (clip_start) begin
-      \$143  = 6'h00;
-    end
-    if (rst) begin
-      \$143  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$144  = v2;
-    if (clip_start) begin
-      \$144  = 1'h0;
-    end
-    if (rst) begin
-      \$144  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$145  = op2;
-    if (clip_start) begin
-      \$145  = 4'h0;
-    end
-    if (rst) begin
-      \$145  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$146  = add2;
-    if (clip_start) begin
-      \$146  = 22'h000000;
-    end
-    if (rst) begin
-      \$146  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$147  = rem;
-    if (clip_start) begin
-      \$147  = 10'h000;
-    end
-    if (rst) begin
-      \$147  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$148  = e_adj;
-    if (clip_start) begin
-      \$148  = 9'h000;
-    end
-    if (rst) begin
-      \$148  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$149  = \$15 ;
-    if (clip_start) begin
-      \$149  = 1'h0;
-    end
-    if (rst) begin
-      \$149  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$150  = above2;
-    if (clip_start) begin
-      \$150  = 1'h0;
-    end
-    if (rst) begin
-      \$150  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$151  = lneg2;
-    if (clip_start) begin
-      \$151  = 1'h0;
-    end
-    if (rst) begin
-      \$151  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$152  = lbig2;
-    if (clip_start) begin
-      \$152  = 1'h0;
-    end
-    if (rst) begin
-      \$152  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$153  = l2;
-    if (clip_start) begin
-      \$153  = 6'h00;
-    end
-    if (rst) begin
-      \$153  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$154  = { \$16 [29], \$16 [29], \$16 [29], \$16 [29], \$16 [29], \$16 [29], \$16 [29], \$16 [29], \$16 [29], \$16 [29], \$16  };
-    if (clip_start) begin
-      \$154  = 40'h0000000000;
-    end
-    if (rst) begin
-      \$154  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$155  = ra__data;
-    if (clip_start) begin
-      \$155  = 18'h00000;
-    end
-    if (rst) begin
-      \$155  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$156  = v3;
-    if (clip_start) begin
-      \$156  = 1'h0;
-    end
-    if (rst) begin
-      \$156  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$157  = op3;
-    if (clip_start) begin
-      \$157  = 4'h0;
-    end
-    if (rst) begin
-      \$157  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$158  = add3;
-    if (clip_start) begin
-      \$158  = 22'h000000;
-    end
-    if (rst) begin
-      \$158  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$159  = e3;
-    if (clip_start) begin
-      \$159  = 9'h000;
-    end
-    if (rst) begin
-      \$159  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$160  = zero3;
-    if (clip_start) begin
-      \$160  = 1'h0;
-    end
-    if (rst) begin
-      \$160  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$161  = above3;
-    if (clip_start) begin
-      \$161  = 1'h0;
-    end
-    if (rst) begin
-      \$161  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$162  = lneg3;
-    if (clip_start) begin
-      \$162  = 1'h0;
-    end
-    if (rst) begin
-      \$162  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$163  = lbig3;
-    if (clip_start) begin
-      \$163  = 1'h0;
-    end
-    if (rst) begin
-      \$163  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$164  = l3;
-    if (clip_start) begin
-      \$164  = 6'h00;
-    end
-    if (rst) begin
-      \$164  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$165  = lp;
-    if (clip_start) begin
-      \$165  = 32'd0;
-    end
-    if (rst) begin
-      \$165  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$166  = \$23 ;
-    if (clip_start) begin
-      \$166  = 1'h0;
-    end
-    if (rst) begin
-      \$166  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$167  = \$25 ;
-    if (clip_start) begin
-      \$167  = 21'h000000;
-    end
-    if (rst) begin
-      \$167  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$168  = \$31 ;
-    if (clip_start) begin
-      \$168  = 1'h0;
-    end
-    if (rst) begin
-      \$168  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$169  = op4;
-    if (clip_start) begin
-      \$169  = 4'h0;
-    end
-    if (rst) begin
-      \$169  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$170  = add4;
-    if (clip_start) begin
-      \$170  = 22'h000000;
-    end
-    if (rst) begin
-      \$170  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$171  = lbig4;
-    if (clip_start) begin
-      \$171  = 1'h0;
-    end
-    if (rst) begin
-      \$171  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$172  = l4[5:2];
-    if (clip_start) begin
-      \$172  = 4'h0;
-    end
-    if (rst) begin
-      \$172  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$173  = \$32 [32:0];
-    if (clip_start) begin
-      \$173  = 33'h000000000;
-    end
-    if (rst) begin
-      \$173  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$174  = v5;
-    if (clip_start) begin
-      \$174  = 1'h0;
-    end
-    if (rst) begin
-      \$174  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$175  = op5;
-    if (clip_start) begin
-      \$175  = 4'h0;
-    end
-    if (rst) begin
-      \$175  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$176  = add5;
-    if (clip_start) begin
-      \$176  = 22'h000000;
-    end
-    if (rst) begin
-      \$176  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$177  = lbig5;
-    if (clip_start) begin
-      \$177  = 1'h0;
-    end
-    if (rst) begin
-      \$177  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$178  = l5[3:2];
-    if (clip_start) begin
-      \$178  = 2'h0;
-    end
-    if (rst) begin
-      \$178  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$179  = \$110 [59:17];
-    if (clip_start) begin
-      \$179  = 43'h00000000000;
-    end
-    if (rst) begin
-      \$179  = 43'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$180  = v6;
-    if (clip_start) begin
-      \$180  = 1'h0;
-    end
-    if (rst) begin
-      \$180  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$181  = op6;
-    if (clip_start) begin
-      \$181  = 4'h0;
-    end
-    if (rst) begin
-      \$181  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$182  = add6;
-    if (clip_start) begin
-      \$182  = 22'h000000;
-    end
-    if (rst) begin
-      \$182  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$183  = lbig6;
-    if (clip_start) begin
-      \$183  = 1'h0;
-    end
-    if (rst) begin
-      \$183  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$184  = \$33 [42:0];
-    if (clip_start) begin
-      \$184  = 43'h00000000000;
-    end
-    if (rst) begin
-      \$184  = 43'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$185  = v7;
-    if (clip_start) begin
-      \$185  = 1'h0;
-    end
-    if (rst) begin
-      \$185  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     lshift = 8'h00;
-    casez (op1)
+    casez (i_op)
       4'h1:
           lshift = 8'h1c;
       4'h5:
@@ -40660,37 +42103,37 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$signal  = 9'h000;
-    if (\$47 ) begin
-      \$signal  = \$52 [8:0];
+    if (\$14 ) begin
+      \$signal  = \$19 [8:0];
     end
-    if (\$61 ) begin
-      \$signal  = \$66 [8:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$signal$23  = 10'h000;
-    if (\$47 ) begin
-      \$signal$23  = \$58 [9:0];
-    end
-    if (\$61 ) begin
-      \$signal$23  = \$72 [9:0];
+    if (\$28 ) begin
+      \$signal  = \$33 [8:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$signal$11  = 10'h000;
+    if (\$14 ) begin
+      \$signal$11  = \$25 [9:0];
+    end
+    if (\$28 ) begin
+      \$signal$11  = \$39 [9:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     above_p = 1'h0;
-    if (\$47 ) begin
-      above_p = \$59 ;
+    if (\$14 ) begin
+      above_p = \$26 ;
     end
-    if (\$61 ) begin
-      above_p = \$73 ;
+    if (\$28 ) begin
+      above_p = \$40 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     econst = 8'h00;
     casez (op2)
       4'h0:
@@ -40702,7 +42145,7 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     base = 10'h000;
     casez (op2)
       4'h0:
@@ -40726,88 +42169,616 @@ module \nanomamba_accel.spectral.engine.fu (clk, rst, i_valid, i_op, i_x, \port$
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    lp = { 14'h0000, \$99 [27:10] };
-    if (\$103 ) begin
-      lp = { \$105 [30], \$105  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    lp = { 14'h0000, \$66 [27:10] };
+    if (\$70 ) begin
+      lp = { \$72 [30], \$72  };
     end
-    if (\$107 ) begin
+    if (\$74 ) begin
       lp = 32'd32768;
     end
-    if (\$109 ) begin
+    if (\$76 ) begin
       lp = 32'd32768;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     over = 1'h0;
-    if (\$113 ) begin
-      over = \$115 ;
+    if (\$80 ) begin
+      over = \$82 ;
     end
-    if (\$117 ) begin
-      over = \$119 ;
+    if (\$84 ) begin
+      over = \$86 ;
     end
-    if (\$121 ) begin
-      over = \$123 ;
+    if (\$88 ) begin
+      over = \$90 ;
     end
-    if (\$125 ) begin
-      over = \$127 ;
+    if (\$92 ) begin
+      over = \$94 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     cap_v = 43'h00000000000;
-    if (\$113 ) begin
+    if (\$80 ) begin
       cap_v = 43'h00000008000;
     end
-    if (\$117 ) begin
+    if (\$84 ) begin
       cap_v = 43'h0000007ffff;
     end
-    if (\$121 ) begin
+    if (\$88 ) begin
       cap_v = 43'h000003fffff;
     end
-    if (\$125 ) begin
+    if (\$92 ) begin
       cap_v = 43'h0ffffffffff;
     end
   end
-  assign i_add = { \port$958$0 [20], \port$958$0  };
-  assign i_sub = { \port$934$0 [31], \port$934$0 [31], \port$934$0  };
-  assign xs = \$42 [31:0];
-  assign y1 = \$43 [33:0];
-  assign L = \$45 [20:0];
-  assign dif = { \$98 [18], \$98  };
-  assign p = \$99 [39:0];
-  assign zfull = \$110 [59:0];
-  assign xp = \$111 [43:0];
-  assign xx = \$34 [47:0];
-  assign d_snr_tanh = { \$46 [16], \$46  };
-  assign d_gate_sigmoid = { \$60 [16], \$60  };
-  assign addr = \$96 [9:0];
-  assign ra__addr = \$96 [9:0];
-  assign rb__addr = \$97 [9:0];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$128  = i_valid;
+    if (clip_start) begin
+      \$128  = 1'h0;
+    end
+    if (rst) begin
+      \$128  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$129  = i_op;
+    if (clip_start) begin
+      \$129  = 4'h0;
+    end
+    if (rst) begin
+      \$129  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$130  = i_add;
+    if (clip_start) begin
+      \$130  = 22'h000000;
+    end
+    if (rst) begin
+      \$130  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$131  = \$9 [31:0];
+    if (clip_start) begin
+      \$131  = 32'd0;
+    end
+    if (rst) begin
+      \$131  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$132  = sh1;
+    if (clip_start) begin
+      \$132  = 2'h0;
+    end
+    if (rst) begin
+      \$132  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$133  = \$100 ;
+    if (clip_start) begin
+      \$133  = 9'h000;
+    end
+    if (rst) begin
+      \$133  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$134  = \$106 ;
+    if (clip_start) begin
+      \$134  = 10'h000;
+    end
+    if (rst) begin
+      \$134  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$135  = above_p;
+    if (clip_start) begin
+      \$135  = 1'h0;
+    end
+    if (rst) begin
+      \$135  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$136  = \$107 ;
+    if (clip_start) begin
+      \$136  = 1'h0;
+    end
+    if (rst) begin
+      \$136  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$137  = \$108 ;
+    if (clip_start) begin
+      \$137  = 1'h0;
+    end
+    if (rst) begin
+      \$137  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$138  = \$12 [5:0];
+    if (clip_start) begin
+      \$138  = 6'h00;
+    end
+    if (rst) begin
+      \$138  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$139  = v2;
+    if (clip_start) begin
+      \$139  = 1'h0;
+    end
+    if (rst) begin
+      \$139  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$140  = op2;
+    if (clip_start) begin
+      \$140  = 4'h0;
+    end
+    if (rst) begin
+      \$140  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$141  = add2;
+    if (clip_start) begin
+      \$141  = 22'h000000;
+    end
+    if (rst) begin
+      \$141  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$142  = rem;
+    if (clip_start) begin
+      \$142  = 10'h000;
+    end
+    if (rst) begin
+      \$142  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$143  = e_adj;
+    if (clip_start) begin
+      \$143  = 9'h000;
+    end
+    if (rst) begin
+      \$143  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$144  = \$109 ;
+    if (clip_start) begin
+      \$144  = 1'h0;
+    end
+    if (rst) begin
+      \$144  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$145  = above2;
+    if (clip_start) begin
+      \$145  = 1'h0;
+    end
+    if (rst) begin
+      \$145  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$146  = lneg2;
+    if (clip_start) begin
+      \$146  = 1'h0;
+    end
+    if (rst) begin
+      \$146  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$147  = lbig2;
+    if (clip_start) begin
+      \$147  = 1'h0;
+    end
+    if (rst) begin
+      \$147  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$148  = l2;
+    if (clip_start) begin
+      \$148  = 6'h00;
+    end
+    if (rst) begin
+      \$148  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$149  = { \$110 [29], \$110 [29], \$110 [29], \$110 [29], \$110 [29], \$110 [29], \$110 [29], \$110 [29], \$110 [29], \$110 [29], \$110  };
+    if (clip_start) begin
+      \$149  = 40'h0000000000;
+    end
+    if (rst) begin
+      \$149  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$150  = ra__data;
+    if (clip_start) begin
+      \$150  = 18'h00000;
+    end
+    if (rst) begin
+      \$150  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$151  = v3;
+    if (clip_start) begin
+      \$151  = 1'h0;
+    end
+    if (rst) begin
+      \$151  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$152  = op3;
+    if (clip_start) begin
+      \$152  = 4'h0;
+    end
+    if (rst) begin
+      \$152  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$153  = add3;
+    if (clip_start) begin
+      \$153  = 22'h000000;
+    end
+    if (rst) begin
+      \$153  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$154  = e3;
+    if (clip_start) begin
+      \$154  = 9'h000;
+    end
+    if (rst) begin
+      \$154  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$155  = zero3;
+    if (clip_start) begin
+      \$155  = 1'h0;
+    end
+    if (rst) begin
+      \$155  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$156  = above3;
+    if (clip_start) begin
+      \$156  = 1'h0;
+    end
+    if (rst) begin
+      \$156  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$157  = lneg3;
+    if (clip_start) begin
+      \$157  = 1'h0;
+    end
+    if (rst) begin
+      \$157  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$158  = lbig3;
+    if (clip_start) begin
+      \$158  = 1'h0;
+    end
+    if (rst) begin
+      \$158  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$159  = l3;
+    if (clip_start) begin
+      \$159  = 6'h00;
+    end
+    if (rst) begin
+      \$159  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$160  = lp;
+    if (clip_start) begin
+      \$160  = 32'd0;
+    end
+    if (rst) begin
+      \$160  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$161  = \$117 ;
+    if (clip_start) begin
+      \$161  = 1'h0;
+    end
+    if (rst) begin
+      \$161  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$162  = \$119 ;
+    if (clip_start) begin
+      \$162  = 21'h000000;
+    end
+    if (rst) begin
+      \$162  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$163  = \$125 ;
+    if (clip_start) begin
+      \$163  = 1'h0;
+    end
+    if (rst) begin
+      \$163  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$164  = op4;
+    if (clip_start) begin
+      \$164  = 4'h0;
+    end
+    if (rst) begin
+      \$164  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$165  = add4;
+    if (clip_start) begin
+      \$165  = 22'h000000;
+    end
+    if (rst) begin
+      \$165  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$166  = lbig4;
+    if (clip_start) begin
+      \$166  = 1'h0;
+    end
+    if (rst) begin
+      \$166  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$167  = l4[5:2];
+    if (clip_start) begin
+      \$167  = 4'h0;
+    end
+    if (rst) begin
+      \$167  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$168  = \$126 [32:0];
+    if (clip_start) begin
+      \$168  = 33'h000000000;
+    end
+    if (rst) begin
+      \$168  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$169  = v5;
+    if (clip_start) begin
+      \$169  = 1'h0;
+    end
+    if (rst) begin
+      \$169  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$170  = op5;
+    if (clip_start) begin
+      \$170  = 4'h0;
+    end
+    if (rst) begin
+      \$170  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$171  = add5;
+    if (clip_start) begin
+      \$171  = 22'h000000;
+    end
+    if (rst) begin
+      \$171  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$172  = lbig5;
+    if (clip_start) begin
+      \$172  = 1'h0;
+    end
+    if (rst) begin
+      \$172  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$173  = l5[3:2];
+    if (clip_start) begin
+      \$173  = 2'h0;
+    end
+    if (rst) begin
+      \$173  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$174  = \$77 [59:17];
+    if (clip_start) begin
+      \$174  = 43'h00000000000;
+    end
+    if (rst) begin
+      \$174  = 43'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$175  = v6;
+    if (clip_start) begin
+      \$175  = 1'h0;
+    end
+    if (rst) begin
+      \$175  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$176  = op6;
+    if (clip_start) begin
+      \$176  = 4'h0;
+    end
+    if (rst) begin
+      \$176  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$177  = add6;
+    if (clip_start) begin
+      \$177  = 22'h000000;
+    end
+    if (rst) begin
+      \$177  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$178  = lbig6;
+    if (clip_start) begin
+      \$178  = 1'h0;
+    end
+    if (rst) begin
+      \$178  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$179  = \$127 [42:0];
+    if (clip_start) begin
+      \$179  = 43'h00000000000;
+    end
+    if (rst) begin
+      \$179  = 43'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$180  = v7;
+    if (clip_start) begin
+      \$180  = 1'h0;
+    end
+    if (rst) begin
+      \$180  = 1'h0;
+    end
+  end
+  assign xx = \$1 [47:0];
+  assign xs = \$9 [31:0];
+  assign y1 = \$10 [33:0];
+  assign L = \$12 [20:0];
+  assign d_snr_tanh = { \$13 [16], \$13  };
+  assign d_gate_sigmoid = { \$27 [16], \$27  };
+  assign addr = \$63 [9:0];
+  assign ra__addr = \$63 [9:0];
+  assign rb__addr = \$64 [9:0];
   assign ra__en = 1'h1;
   assign rb__en = 1'h1;
-  assign \$44  = { \$43 [33], \$43 [33], \$43 [33], \$43 [33], \$43 [33], \$43 [33], \$43 [33], \$43 [33], \$43 [33], \$43 [33], \$43 [33], \$43 [33], \$43 [33], \$43 [33], \$43 [33], \$43 [33], \$43 [33:16] };
-  assign \$111  = { ssum[44], ssum[44:1] };
-  assign \$34  = { 3'h0, x1[43:0], 4'h0 };
-  assign \$39  = { 15'h0000, \$34 [15:0], 16'h0000 };
-  assign \$52  = { \$51 [17], \$51 [17], \$51 [17], \$51 [17], \$51 [17], \$51 [17], \$51 [17:6] };
-  assign \$57 [17:6] = 12'h000;
-  assign \$57 [5:0] = \$56 [5:0];
-  assign \$58  = { 15'h0000, \$56 [5:0], 4'h0 };
-  assign \$66  = { \$65 [17], \$65 [17], \$65 [17], \$65 [17], \$65 [17], \$65 [17], \$65 [17], \$65 [17:7] };
-  assign \$71 [17:7] = 11'h000;
-  assign \$71 [6:0] = \$70 [6:0];
-  assign \$72  = { 11'h000, \$70 [6:0], 3'h0 };
-  assign \$113  = \$112 ;
-  assign \$117  = \$116 ;
-  assign \$121  = \$120 ;
-  assign \$125  = \$124 ;
+  assign dif = { \$65 [18], \$65  };
+  assign p = \$66 [39:0];
+  assign zfull = \$77 [59:0];
+  assign xp = \$78 [43:0];
+  assign \$1  = { 3'h0, i_x[43:0], 4'h0 };
+  assign \$6  = { 15'h0000, \$1 [15:0], 16'h0000 };
+  assign \$11  = { \$10 [33], \$10 [33], \$10 [33], \$10 [33], \$10 [33], \$10 [33], \$10 [33], \$10 [33], \$10 [33], \$10 [33], \$10 [33], \$10 [33], \$10 [33], \$10 [33], \$10 [33], \$10 [33], \$10 [33:16] };
+  assign \$19  = { \$18 [17], \$18 [17], \$18 [17], \$18 [17], \$18 [17], \$18 [17], \$18 [17:6] };
+  assign \$24 [17:6] = 12'h000;
+  assign \$24 [5:0] = \$23 [5:0];
+  assign \$25  = { 15'h0000, \$23 [5:0], 4'h0 };
+  assign \$33  = { \$32 [17], \$32 [17], \$32 [17], \$32 [17], \$32 [17], \$32 [17], \$32 [17], \$32 [17:7] };
+  assign \$38 [17:7] = 11'h000;
+  assign \$38 [6:0] = \$37 [6:0];
+  assign \$39  = { 11'h000, \$37 [6:0], 3'h0 };
+  assign \$78  = { ssum[44], ssum[44:1] };
+  assign \$80  = \$79 ;
+  assign \$84  = \$83 ;
+  assign \$88  = \$87 ;
+  assign \$92  = \$91 ;
 endmodule
 
 (* generator = "Amaranth" *)
 module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close, x, w, clear, p, o_stream, o_valid, clip_start);
-  reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire [39:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -40954,7 +42925,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
   always @(posedge clk)
     par <= \$32 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$17  = valid;
     if (clip_start) begin
       \$17  = 1'h0;
@@ -40964,7 +42935,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$18  = stream;
     if (clip_start) begin
       \$18  = 1'h0;
@@ -40974,7 +42945,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$19  = hi;
     if (clip_start) begin
       \$19  = 1'h0;
@@ -40984,7 +42955,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$20  = close;
     if (clip_start) begin
       \$20  = 1'h0;
@@ -40994,7 +42965,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$21  = x;
     if (clip_start) begin
       \$21  = 24'h000000;
@@ -41004,7 +42975,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$22  = w;
     if (clip_start) begin
       \$22  = 16'h0000;
@@ -41014,7 +42985,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$23  = clear;
     if (clip_start) begin
       \$23  = 1'h0;
@@ -41024,7 +42995,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$24  = \$2 [46:0];
     if (clip_start) begin
       \$24  = 47'h000000000000;
@@ -41034,7 +43005,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$25  = valid_in;
     if (clip_start) begin
       \$25  = 1'h0;
@@ -41044,7 +43015,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$26  = { stream_in, \$13  };
     if (clip_start) begin
       \$26  = 2'h0;
@@ -41054,7 +43025,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$27  = stream_in;
     if (clip_start) begin
       \$27  = 1'h0;
@@ -41064,7 +43035,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$28  = \$5 ;
     if (clip_start) begin
       \$28  = 1'h0;
@@ -41074,7 +43045,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$29  = clear_in;
     if (clip_start) begin
       \$29  = 1'h0;
@@ -41084,7 +43055,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$30  = clearing;
     if (\$7 ) begin
       \$30  = 1'h1;
@@ -41101,7 +43072,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$31  = cl_idx;
     if (\$7 ) begin
       \$31  = 2'h0;
@@ -41116,7 +43087,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$32  = par;
     if (\$7 ) begin
       \$32  = 2'h0;
@@ -41138,7 +43109,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     (* full_case = 32'd1 *)
     casez (\$like$22 )
       1'h0:
@@ -41148,7 +43119,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     (* full_case = 32'd1 *)
     if (clearing) begin
       \$signature__addr  = cl_idx;
@@ -41157,7 +43128,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     (* full_case = 32'd1 *)
     if (clearing) begin
       \$signature__en  = 1'h1;
@@ -41166,7 +43137,7 @@ module \nanomamba_accel.spectral.engine.mac (clk, rst, valid, stream, hi, close,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     (* full_case = 32'd1 *)
     if (clearing) begin
       (* full_case = 32'd1 *)
@@ -41190,7 +43161,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \nanomamba_accel.starts (rst, r_en, r_data, w_port__data, w_en, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [2:0] \$11 ;
@@ -41314,7 +43285,7 @@ module \nanomamba_accel.starts (rst, r_en, r_data, w_port__data, w_en, r_rdy, cl
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [1:0];
@@ -41324,7 +43295,7 @@ module \nanomamba_accel.starts (rst, r_en, r_data, w_port__data, w_en, r_rdy, cl
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [1:0];
@@ -41334,7 +43305,7 @@ module \nanomamba_accel.starts (rst, r_en, r_data, w_port__data, w_en, r_rdy, cl
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [1:0];
@@ -41347,7 +43318,7 @@ module \nanomamba_accel.starts (rst, r_en, r_data, w_port__data, w_en, r_rdy, cl
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -41368,7 +43339,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready, o__payload, o__valid, clip_start);
-  reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
   wire [24:0] \$10 ;
   wire \$100 ;
@@ -43292,7 +45263,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
   always @(posedge clk)
     ob <= \$338 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$271  = { \$272 [8:0], issue };
     if (clip_start) begin
       \$271  = 10'h000;
@@ -43302,7 +45273,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     raddr = 9'h000;
     casez (s)
       4'h1:
@@ -43324,7 +45295,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     waddr = 9'h000;
     casez (s)
       4'h1:
@@ -43346,7 +45317,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     twaddr = 8'h00;
     casez (s)
       4'h1:
@@ -43368,7 +45339,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
     if (\$signal$18 ) begin
       d_r__addr = mbin_iss;
@@ -43379,7 +45350,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
     if (\$signal$23 ) begin
       r_r__addr = { 1'h0, twaddr };
@@ -43388,7 +45359,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     b1_op = 18'h00000;
     if (\$signal$18 ) begin
       b1_op = \$12 [17:0];
@@ -43397,7 +45368,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
     if (\$signal$18 ) begin
       \$signal$33  = b2_re;
@@ -43408,7 +45379,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
     if (\$signal$18 ) begin
       b0_op = \$13 [17:0];
@@ -43419,7 +45390,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     k1 = 2'h0;
     (* full_case = 32'd1 *)
     if (\$signal$18 ) begin
@@ -43430,7 +45401,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
     if (\$signal ) begin
       d_w__addr = { j_d8[0], j_d8[1], j_d8[2], j_d8[3], j_d8[4], j_d8[5], j_d8[6], j_d8[7], 1'h0 };
@@ -43441,7 +45412,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$signal  = 1'h0;
     casez (engine_state)
       3'h0:
@@ -43451,7 +45422,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     i__ready = 1'h0;
     casez (engine_state)
       3'h0:
@@ -43468,7 +45439,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     issue = 1'h0;
     casez (engine_state)
       3'h0:
@@ -43495,7 +45466,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$signal$19  = 1'h0;
     casez (engine_state)
       3'h0:
@@ -43509,7 +45480,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$signal$23  = 1'h0;
     casez (engine_state)
       3'h0:
@@ -43525,7 +45496,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$signal$18  = 1'h0;
     casez (engine_state)
       3'h0:
@@ -43543,7 +45514,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$273  = i__payload[15:0];
     if (clip_start) begin
       \$273  = 16'h0000;
@@ -43553,7 +45524,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$274  = x_d1;
     if (clip_start) begin
       \$274  = 16'h0000;
@@ -43563,7 +45534,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$275  = x_d2;
     if (clip_start) begin
       \$275  = 16'h0000;
@@ -43573,7 +45544,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$276  = x_d3;
     if (clip_start) begin
       \$276  = 16'h0000;
@@ -43583,7 +45554,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$277  = x_d4;
     if (clip_start) begin
       \$277  = 16'h0000;
@@ -43593,7 +45564,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$278  = j;
     if (clip_start) begin
       \$278  = 8'h00;
@@ -43603,7 +45574,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$279  = j_d1;
     if (clip_start) begin
       \$279  = 8'h00;
@@ -43613,7 +45584,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$280  = j_d2;
     if (clip_start) begin
       \$280  = 8'h00;
@@ -43623,7 +45594,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$281  = j_d3;
     if (clip_start) begin
       \$281  = 8'h00;
@@ -43633,7 +45604,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$282  = j_d4;
     if (clip_start) begin
       \$282  = 8'h00;
@@ -43643,7 +45614,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$283  = j_d5;
     if (clip_start) begin
       \$283  = 8'h00;
@@ -43653,7 +45624,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$284  = j_d6;
     if (clip_start) begin
       \$284  = 8'h00;
@@ -43663,7 +45634,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$285  = j_d7;
     if (clip_start) begin
       \$285  = 8'h00;
@@ -43673,7 +45644,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$286  = j_d8;
     if (clip_start) begin
       \$286  = 8'h00;
@@ -43683,7 +45654,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$287  = a1_re;
     if (clip_start) begin
       \$287  = 26'h0000000;
@@ -43693,7 +45664,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$288  = a1_im;
     if (clip_start) begin
       \$288  = 26'h0000000;
@@ -43703,7 +45674,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$289  = a1re_d1;
     if (clip_start) begin
       \$289  = 26'h0000000;
@@ -43713,7 +45684,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$290  = a1im_d1;
     if (clip_start) begin
       \$290  = 26'h0000000;
@@ -43723,7 +45694,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$291  = a1re_d2;
     if (clip_start) begin
       \$291  = 26'h0000000;
@@ -43733,7 +45704,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$292  = a1im_d2;
     if (clip_start) begin
       \$292  = 26'h0000000;
@@ -43743,7 +45714,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$293  = a1re_d3;
     if (clip_start) begin
       \$293  = 26'h0000000;
@@ -43753,7 +45724,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$294  = a1im_d3;
     if (clip_start) begin
       \$294  = 26'h0000000;
@@ -43763,7 +45734,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$295  = a1re_d4;
     if (clip_start) begin
       \$295  = 26'h0000000;
@@ -43773,7 +45744,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$296  = a1im_d4;
     if (clip_start) begin
       \$296  = 26'h0000000;
@@ -43783,7 +45754,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$297  = a1re_d5;
     if (clip_start) begin
       \$297  = 26'h0000000;
@@ -43793,7 +45764,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$298  = a1im_d5;
     if (clip_start) begin
       \$298  = 26'h0000000;
@@ -43803,7 +45774,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$299  = a1x;
     if (\$272 [5]) begin
       \$299  = a1re_d5;
@@ -43816,7 +45787,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$300  = a1y;
     if (\$272 [6]) begin
       \$300  = a1im_d6;
@@ -43829,7 +45800,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$301  = d_r__data;
     if (clip_start) begin
       \$301  = 50'h0000000000000;
@@ -43839,7 +45810,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$302  = b_reg;
     if (\$272 [2]) begin
       \$302  = b_d;
@@ -43852,7 +45823,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$303  = b2_re;
     if (\$272 [3]) begin
       \$303  = b_reg[24:0];
@@ -43865,7 +45836,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$304  = rom_q0;
     if (\$197 ) begin
       \$304  = r_r__data[17:0];
@@ -43878,7 +45849,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$305  = rom_q1;
     if (\$197 ) begin
       \$305  = r_r__data[35:18];
@@ -43891,7 +45862,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$306  = nwi_q;
     if (\$197 ) begin
       \$306  = \$198 [17:0];
@@ -43904,7 +45875,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$307  = wi2;
     if (\$272 [4]) begin
       \$307  = rom_q1;
@@ -43917,7 +45888,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$308  = { \$201 [43], \$201 [43], \$201 [43], \$201 [43], \$201  };
     if (clip_start) begin
       \$308  = 48'h000000000000;
@@ -43927,7 +45898,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$309  = \$203 [47:0];
     if (clip_start) begin
       \$309  = 48'h000000000000;
@@ -43937,7 +45908,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$310  = tr;
     if (\$272 [5]) begin
       \$310  = p0[42:16];
@@ -43950,7 +45921,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$311  = ti;
     if (\$272 [6]) begin
       \$311  = p0[42:16];
@@ -43963,7 +45934,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$312  = xo;
     if (\$204 ) begin
       \$312  = hx[24:0];
@@ -43976,7 +45947,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$313  = ovf_x;
     if (\$205 ) begin
       \$313  = \$208 ;
@@ -43989,7 +45960,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$314  = overflow;
     if (\$215 ) begin
       \$314  = 1'h1;
@@ -44002,7 +45973,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$315  = s_lo;
     if (\$216 ) begin
       \$315  = p0[43:0];
@@ -44015,7 +45986,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$316  = rad;
     if (\$217 ) begin
       \$316  = \$219 [49:0];
@@ -44028,7 +45999,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$317  = rad_full;
     if (\$217 ) begin
       \$317  = 1'h1;
@@ -44043,7 +46014,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$318  = j;
     casez (engine_state)
       3'h0:
@@ -44081,7 +46052,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$319  = engine_state;
     casez (engine_state)
       3'h0:
@@ -44132,7 +46103,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$320  = flush;
     casez (engine_state)
       3'h0:
@@ -44159,7 +46130,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$321  = lph;
     casez (engine_state)
       3'h0:
@@ -44184,7 +46155,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$322  = s;
     casez (engine_state)
       3'h0:
@@ -44215,7 +46186,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$323  = c;
     casez (engine_state)
       3'h0:
@@ -44244,7 +46215,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$324  = mbin;
     casez (engine_state)
       3'h0:
@@ -44274,7 +46245,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$325  = mbin_iss;
     casez (engine_state)
       3'h0:
@@ -44300,7 +46271,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$326  = sh;
     if (rad_take) begin
       \$326  = rad[47:0];
@@ -44315,7 +46286,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$327  = q;
     if (rad_take) begin
       \$327  = 24'h000000;
@@ -44330,7 +46301,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$328  = r;
     if (rad_take) begin
       \$328  = 27'h0000000;
@@ -44345,7 +46316,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$329  = sat;
     if (rad_take) begin
       \$329  = \$252 ;
@@ -44358,7 +46329,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$330  = cnt;
     if (rad_take) begin
       \$330  = 3'h0;
@@ -44373,7 +46344,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$331  = root_busy;
     if (rad_take) begin
       \$331  = 1'h1;
@@ -44390,7 +46361,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$332  = res_pending;
     if (rad_take) begin
     end else if (root_busy) begin
@@ -44409,7 +46380,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$333  = res;
     if (rad_take) begin
     end else if (root_busy) begin
@@ -44419,7 +46390,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$334  = o__valid;
     if (push) begin
       \$334  = 1'h1;
@@ -44434,7 +46405,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$335  = o_data;
     if (push) begin
       \$335  = res;
@@ -44447,7 +46418,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$336  = o_first;
     if (push) begin
       \$336  = \$266 ;
@@ -44460,7 +46431,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$337  = o_last;
     if (push) begin
       \$337  = \$267 ;
@@ -44473,7 +46444,7 @@ module \nanomamba_accel.stft (clk, rst, o__ready, i__payload, i__valid, i__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$338  = ob;
     if (push) begin
       \$338  = \$270 [8:0];

@@ -160,7 +160,7 @@ class Backend(wiring.Component):
         # the MAC engine's own multipliers (2·lanes), so it can run snr_proj during a scan;
         # the NormUnit and the scan (never busy together) share three
         m.submodules.mac_muls = EnableInserter({"sync": mac.busy | mac.job.valid})(MulBank([mac.mul]))
-        bank = MulBank([norm.mul, su.mul])
+        bank = MulBank([norm.mul, su.mul], operands_registered=True)
         m.submodules.muls = EnableInserter({"sync": norm.busy | su.busy})(bank)
         ex = Exp2NarrowUnit(in_width=EXP2_IN_WIDTH, out_fmt=EXP2_OUT_FMT)
         m.submodules.exp2 = EnableInserter({"sync": norm.busy | su.busy})(ex)

@@ -99,6 +99,9 @@ class ScanUnit(wiring.Component):
     h is read at +0 and written at +11 (the same (k, n) is touched once per frame). Two dummy
     elements after the last channel flush the final y·sz product. yz[k] leaves on ``o``.
     ``2·(E·N + 2) + N + 30`` cycles per layer. Needs N ≥ 2.
+
+    The ``mul`` operands leave registered (as the NormUnit's): a ``MulBank`` with
+    ``operands_registered=True`` serves them.
     """
 
     FRAME, SCAN = 0, 1
@@ -160,8 +163,11 @@ class ScanUnit(wiring.Component):
             return P_[k][sh:min(sh + w, MUL_P_BITS)].as_signed()
 
         C_ = self.mul.c
-        # the three ports' operands from every step below: AND-OR (see OrMux)
-        ports = [OrMux(m, f"mul{k}", a=A_[k], b=B_[k], c=C_[k]) for k in range(self.N_MUL)]
+        # the three ports' operands from every step below: AND-OR of registered terms (see
+        # OrMux), the registers outside the unit's clock enable
+        outer = Module()
+        ports = [OrMux(m, f"mul{k}", registered=True, regs_in=outer, a=A_[k], b=B_[k], c=C_[k])
+                 for k in range(self.N_MUL)]
         df, xf, dbf, hf, yf = f["delta"].frac, f["xproj"].frac, f["dbx"].frac, f["h"].frac, f["y"].frac
         xcf, szf, yzf = f["xc"].frac, f["siluz"].frac, f["yz"].frac
         m.d.comb += self.exp2.o.ready.eq(1)
@@ -407,7 +413,8 @@ class ScanUnit(wiring.Component):
             with m.State("DRAIN"), m.If(self.o.valid & self.o.payload.last):
                 m.d.sync += self.busy.eq(0)
                 m.next = "IDLE"
-        return EnableInserter({"sync": self.busy | self.cmd.valid})(m)
+        outer.submodules.core = EnableInserter({"sync": self.busy | self.cmd.valid})(m)
+        return outer
 
 
 def block_steps(layer: int, job_of: dict[str, int]) -> list[tuple]:
@@ -469,7 +476,8 @@ class SSMBlock(wiring.Component):
         m = Module()
         f, E, N, L = self.f, self.E, self.N, self.L
         su = self.scan_unit
-        m.submodules.scan_unit = su
+        outer = Module()            # the scan unit, outside this block's clock enable (its own
+        outer.submodules.scan_unit = su     # enable implies this one's; see OrMux regs_in)
         m.d.comb += [su.regs.eq(self.regs), su.snr_sum.eq(self.snr_sum),
                      su.first_frame.eq(self.frame_age == 0)]
 
@@ -591,4 +599,6 @@ class SSMBlock(wiring.Component):
             with m.Case(K_OUT):
                 m.d.comb += rd.data.eq(yz_r.data)
         # frozen unless a block job, a scan or its command is under way
-        return EnableInserter({"sync": (kind != K_NONE) | su.cmd.valid | su.busy})(m)
+        outer.submodules.core = EnableInserter({"sync": (kind != K_NONE) | su.cmd.valid
+                                                | su.busy})(m)
+        return outer

@@ -98,10 +98,23 @@ class OrMux:
     with combinational defaults. Two sites active at once would OR their values: the
     schedules of the units using this guarantee they never are (the bit-exact tests check).
     Call :meth:`emit` once, after the last :meth:`drive`.
+
+    ``registered=True``: the targets are the *registered* operands (a site driving in cycle c
+    is seen in c + 1), and each group's term is a register of its own, ``use ? value : 0``
+    with ``use`` on the flip-flop's synchronous reset — so the AND costs nothing and only
+    the OR tree is left in LUTs (on a 6-input LUT, twice the terms per LUT). For a unit
+    that registers its operands anyway (a DSP's input registers, a pipeline's first stage):
+    the registers move in front of the OR. ``regs_in`` (default ``m``) is the module that holds
+    those registers: a unit whose domain is gated by an ``EnableInserter`` puts them in a module
+    outside it — under the enable, the domain's reset and ``use`` would be two resets, which a
+    flip-flop cannot merge (a LUT per bit again).
     """
 
-    def __init__(self, m: Module, name: str, **targets):
+    def __init__(self, m: Module, name: str, *, registered: bool = False,
+                 regs_in: Module | None = None, **targets):
         self.m, self.name, self.targets = m, name, targets
+        self.registered = registered
+        self.regs_in = m if regs_in is None else regs_in
         self.sites: list[tuple[Signal, dict]] = []
 
     def drive(self, **values) -> None:
@@ -128,6 +141,15 @@ class OrMux:
                     else:
                         groups[k] = (use, v)
             terms = [Mux(use, v, 0) for use, v in groups.values()]
+            if self.registered:
+                regs = []
+                for i, t in enumerate(terms):
+                    # the term in the target's shape (each extended by its own signedness,
+                    # as the OR below would): a register whose reset does the AND
+                    r = Signal(target.shape(), name=f"{self.name}_{key}_t{i}")
+                    self.regs_in.d.sync += r.eq(t)
+                    regs.append(r)
+                terms = regs
             if terms:
                 acc = terms[0]
                 for t in terms[1:]:

@@ -564,6 +564,11 @@ class FuncUnit(wiring.Component):
     No handshake and no stalls: operands are presented with ``i_valid`` and the result appears
     ``LAT_LP`` (log2, pwl) or ``LAT_EXP`` (exp2) cycles later on ``o_lp`` / ``o_exp`` with its
     valid flag.
+
+    ``inputs_registered``: the caller's ``i_*`` are already the operand registers (an
+    :class:`~nanomamba_hw.hw.common.OrMux` with ``registered=True``) and the unit's own operand
+    stage is left out; the latencies then count from the caller's issue, one cycle before the
+    operands reach the unit.
     """
 
     LAT_LP = 5
@@ -572,7 +577,7 @@ class FuncUnit(wiring.Component):
     _LMAX = 42                # placements beyond this are larger than any cap
 
     def __init__(self, ops: list[FuncOp], *, log_width: int = 44, exp_width: int = 34,
-                 add_width: int = 22):
+                 add_width: int = 22, inputs_registered: bool = False):
         if not 17 <= log_width <= 48:
             raise ValueError("log_width must be 17..48")
         for op in ops:
@@ -589,6 +594,7 @@ class FuncUnit(wiring.Component):
                 raise ValueError(f"unknown op kind {op.kind!r}")
         self.ops = list(ops)
         self.log_width, self.exp_width, self.add_width = log_width, exp_width, add_width
+        self.inputs_registered = inputs_registered
         pwl_bits = [op.table.in_fmt.bits for op in ops if op.kind == "pwl"]
         self.x_width = max([log_width + 1, exp_width] + pwl_bits)
         self.sub_width = exp_width
@@ -650,12 +656,12 @@ class FuncUnit(wiring.Component):
             m.d.sync += r.eq(value)
             return r
 
-        # ---- S1: operands
-        v1 = stage("v1", 1, self.i_valid)
-        op1 = stage("op1", self.i_op.shape(), self.i_op)
-        x1 = stage("x1", signed(self.x_width), self.i_x)
-        add1 = stage("add1", signed(self.add_width), self.i_add)
-        sub1 = stage("sub1", signed(self.sub_width), self.i_sub)
+        # ---- S1: operands (registered here, or by the caller: ``inputs_registered``)
+        def operand(name, port):
+            return port if self.inputs_registered else stage(name, port.shape(), port)
+        v1, op1, x1 = (operand("v1", self.i_valid), operand("op1", self.i_op),
+                       operand("x1", self.i_x))
+        add1, sub1 = operand("add1", self.i_add), operand("sub1", self.i_sub)
 
         # ---- cycle 1: log2 coarse shift; exp2 split; pwl offset/clamp
         xx = Signal(48)

@@ -69,7 +69,8 @@ def mul_signature(n: int) -> wiring.Signature:
     """``n`` multiplier ports seen from the unit that uses them.
 
     Port k computes ``p = a·b + (p if acc else c)`` (operands, ``c`` and ``acc`` registered
-    together, the sum registered: latency :data:`MUL_LATENCY`). ``c`` and ``acc`` default to 0:
+    together — by the bank, or by the unit: ``MulBank(operands_registered=True)`` — the sum
+    registered: latency :data:`MUL_LATENCY`). ``c`` and ``acc`` default to 0:
     a plain product. Yosys maps the whole port into one DSP48E1 (AREG/BREG/CREG, the post-adder
     with OPMODE choosing C or the P feedback, PREG), so an addend, a rounding constant or an
     accumulation costs no fabric adder."""
@@ -91,10 +92,15 @@ class MulBank(Elaboratable):
     never runs two clients of a bank at once — so sharing costs one OR per operand bit (which
     the synthesiser folds into the clients' own operand selection) instead of a multiplexer.
     Every client sees the one product register.
+
+    ``operands_registered``: the clients present their operands already registered (an
+    :class:`~nanomamba_hw.hw.common.OrMux` with ``registered=True``), so the bank ORs them
+    straight into the multipliers; the latency counted from the clients' issue is the same.
     """
 
-    def __init__(self, clients: Sequence):
+    def __init__(self, clients: Sequence, *, operands_registered: bool = False):
         self.clients = list(clients)
+        self.operands_registered = operands_registered
         self.n = max(len(c.a) for c in self.clients)
 
     def elaborate(self, platform):
@@ -112,7 +118,8 @@ class MulBank(Elaboratable):
                 for x in xs[1:]:
                     out = out | x
                 return out
-            m.d.sync += [a.eq(any_of([u.a[k] for u in users])),
+            operands = m.d.comb if self.operands_registered else m.d.sync
+            operands += [a.eq(any_of([u.a[k] for u in users])),
                          b.eq(any_of([u.b[k] for u in users])),
                          c.eq(any_of([u.c[k] for u in users])),
                          acc.eq(any_of([u.acc[k] for u in users]))]

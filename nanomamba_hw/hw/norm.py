@@ -108,7 +108,11 @@ def _e_range(num_lo: int, num_hi: int, x_frac: int) -> tuple[int, int]:
 
 
 class NormUnit(wiring.Component):
-    """Instance-norm setup/apply and LayerNorm (see the module docstring)."""
+    """Instance-norm setup/apply and LayerNorm (see the module docstring).
+
+    The ``mul`` operands leave registered (each step's term in its own register, see
+    :class:`~nanomamba_hw.hw.common.OrMux`): serve them with a
+    :class:`~nanomamba_hw.hw.mac.MulBank` built with ``operands_registered=True``."""
 
     IN_SETUP, IN_APPLY, LN = 0, 1, 2
     N_MUL = 3
@@ -184,8 +188,11 @@ class NormUnit(wiring.Component):
         T, d, nb = self.T, self.d, self.n_bands
         n_sets = max(1, len(self.ln))
         A, B, C, ACC, P = self.mul.a, self.mul.b, self.mul.c, self.mul.acc, self.mul.p
-        # the three ports' operands from every step below: AND-OR (see OrMux)
-        ports = [OrMux(m, f"mul{k}", a=A[k], b=B[k], c=C[k], acc=ACC[k]) for k in range(3)]
+        # the three ports' operands from every step below: AND-OR of registered terms (see
+        # OrMux), the registers outside the unit's clock enable
+        outer = Module()
+        ports = [OrMux(m, f"mul{k}", registered=True, regs_in=outer, a=A[k], b=B[k], c=C[k],
+                       acc=ACC[k]) for k in range(3)]
         q_w = max(1, (self.q_hi - self.q_lo).bit_length())
         mp_w = F.EXP_MANT + 1 + 7              # m' = m·2**j, j ≤ 7
         D = DIGIT
@@ -499,4 +506,5 @@ class NormUnit(wiring.Component):
                 m.next = "IDLE"
         for port in ports:
             port.emit()
-        return EnableInserter({"sync": self.busy | self.cmd.valid})(m)
+        outer.submodules.core = EnableInserter({"sync": self.busy | self.cmd.valid})(m)
+        return outer

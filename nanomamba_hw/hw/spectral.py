@@ -136,8 +136,8 @@ class SpectralEngine(wiring.Component):
     def shared_units(self, m: Module) -> None:
         """Build the shared units into ``m`` and make them attributes of the engine: the RAMs
         (``ra``/``ra_w``, ``rb``/``rb_w``), the feature-buffer port ``fb``, the function unit
-        ``fu`` (``op_index``: op name → code), the multiply-add (``g_a``, ``g_b``, ``g_k`` →
-        ``g_p`` ``GMUL_LATENCY`` cycles later), the band accumulators ``mac`` and the frame
+        ``fu`` (``op_index``: op name → code), the multiply-add (:meth:`gmul` issues, ``g_p`` is
+        there ``GMUL_LATENCY`` cycles later), the band accumulators ``mac`` and the frame
         state ``t``, ``first_frame``, ``fbase`` (= t · n_mels). The bin pipeline and the
         front-end pass are built on top of these (and so are the unit tests' harnesses)."""
         eng = self
@@ -167,18 +167,17 @@ class SpectralEngine(wiring.Component):
         eng.ops = ops
         eng.op_index = {k: i for i, k in enumerate(ops)}
         m.submodules.fu = fu = FuncUnit(list(ops.values()), log_width=44, exp_width=34,
-                                        add_width=22)
+                                        add_width=22, inputs_registered=True)
         eng.fu = fu
 
         # ---- wide multiply-add
-        eng.g_a, eng.g_b, eng.g_k = (Signal(signed(GA_BITS)), Signal(signed(GB_BITS)),
-                                     Signal(signed(GK_BITS)))
         eng.g_p = Signal(signed(GA_BITS + GB_BITS + 1))
-        # operands registered, then multiply-add: g_p is GMUL_LATENCY (2) cycles after issue
-        # (operand selection, multiply and the wide add in one cycle run at 30 MHz on an ECP5)
-        ga_r, gb_r, gk_r = (Signal.like(eng.g_a, name="g_a_r"), Signal.like(eng.g_b, name="g_b_r"),
-                            Signal.like(eng.g_k, name="g_k_r"))
-        m.d.sync += [ga_r.eq(eng.g_a), gb_r.eq(eng.g_b), gk_r.eq(eng.g_k)]
+        # the operands, registered (by the OrMux below), then multiply-add: g_p is GMUL_LATENCY
+        # (2) cycles after the issue (operand selection, multiply and the wide add in one cycle
+        # run at 30 MHz on an ECP5)
+        ga_r, gb_r, gk_r = (Signal(signed(GA_BITS), name="g_a_r"),
+                            Signal(signed(GB_BITS), name="g_b_r"),
+                            Signal(signed(GK_BITS), name="g_k_r"))
         # A·B + K as A_hi·B·2**17 + (A_lo·B + K): P1 is the first DSP's post-adder output, and
         # P1 >> 17 is the second one's addend (a 48-bit P fits A_lo·B + K); P1's low 17 bits are
         # the result's. Written as one product, it maps to two DSPs plus a fabric adder.
@@ -186,10 +185,12 @@ class SpectralEngine(wiring.Component):
         m.d.comb += p1.eq(ga_r[:GA_LO_BITS] * gb_r + gk_r)
         m.d.sync += eng.g_p.eq(Cat(p1[:GA_LO_BITS],
                                    ga_r[GA_LO_BITS:].as_signed() * gb_r + (p1 >> GA_LO_BITS)))
-        # operands of the FU and the GMUL from every step of every pass: AND-OR, not a mux chain
-        eng.fu_bus = OrMux(m, "fu", valid=fu.i_valid, op=fu.i_op, x=fu.i_x, sub=fu.i_sub,
-                           add=fu.i_add)
-        eng.g_bus = OrMux(m, "gmul", a=eng.g_a, b=eng.g_b, k=eng.g_k)
+        # operands of the FU and the GMUL from every step of every pass: AND-OR, not a mux
+        # chain; each term registered (the FU's operand stage, the GMUL's operand registers),
+        # so the AND is the flip-flops' reset and only the OR is left in LUTs
+        eng.fu_bus = OrMux(m, "fu", registered=True, valid=fu.i_valid, op=fu.i_op, x=fu.i_x,
+                           sub=fu.i_sub, add=fu.i_add)
+        eng.g_bus = OrMux(m, "gmul", registered=True, a=ga_r, b=gb_r, k=gk_r)
 
         # ---- band accumulators
         acc_w = max(MAG_FMT.bits, fsnr.RATIO_FMT.bits) + 17 + 6

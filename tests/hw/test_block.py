@@ -58,7 +58,7 @@ class ScanHarness(Elaboratable):
         m = Module()
         su = self.su
         m.submodules.su = su
-        m.submodules.muls = MulBank([su.mul])
+        m.submodules.muls = MulBank([su.mul], operands_registered=True)
         m.submodules.exp2 = ex = Exp2Unit(in_width=EXP2_IN_WIDTH, out_fmt=EXP2_OUT_FMT)
         wiring.connect(m, su.exp2, ex)
         for k, mem in self.mems.items():

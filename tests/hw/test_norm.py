@@ -40,7 +40,7 @@ class NormHarness(wiring.Component):
         m = Module()
         u = self.unit
         m.submodules.unit = u
-        m.submodules.muls = MulBank([u.mul])
+        m.submodules.muls = MulBank([u.mul], operands_registered=True)
         m.submodules.exp2 = ex = Exp2Unit(in_width=EXP2_IN_WIDTH, out_fmt=EXP2_OUT_FMT)
         wiring.connect(m, u.exp2, ex)
         m.submodules.xmem = self.xmem
