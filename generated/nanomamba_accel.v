@@ -737,8 +737,8 @@ module \nanomamba_accel.backend (clk, rst, rd__full, \port$1536$0 , \port$1539$0
     .\port$1549$0 (\$1 ),
     .\port$1819$0 (\$2 ),
     .\port$1819$22 (\$3 ),
-    .\port$4237$0 (\$4 ),
-    .\port$5197$0 (rd__data),
+    .\port$4202$0 (\$4 ),
+    .\port$5162$0 (rd__data),
     .rst(rst)
   );
   \nanomamba_accel.backend.muls  muls (
@@ -8045,7 +8045,7 @@ module \nanomamba_accel.backend.mac (rst, job__ready, active, rd__o, \port$1549$
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.mac_muls (rst, \port$1549$0 , mul__acc__0, \port$1819$0 , \port$1819$22 , busy, \port$4237$0 , mul__a__1, p0, p1, \port$5197$0 , job__valid, clk);
+module \nanomamba_accel.backend.mac_muls (rst, \port$1549$0 , mul__acc__0, \port$1819$0 , \port$1819$22 , busy, \port$4202$0 , mul__a__1, p0, p1, \port$5162$0 , job__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   reg [47:0] \$10 ;
@@ -8102,10 +8102,10 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1549$0 , mul__acc__0, \port
   wire [16:0] \port$1819$0 ;
   input [38:0] \port$1819$22 ;
   wire [38:0] \port$1819$22 ;
-  input [9:0] \port$4237$0 ;
-  wire [9:0] \port$4237$0 ;
-  input [23:0] \port$5197$0 ;
-  wire [23:0] \port$5197$0 ;
+  input [9:0] \port$4202$0 ;
+  wire [9:0] \port$4202$0 ;
+  input [23:0] \port$5162$0 ;
+  wire [23:0] \port$5162$0 ;
   input rst;
   wire rst;
   assign \$1  = busy | job__valid;
@@ -8139,7 +8139,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1549$0 , mul__acc__0, \port
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$8  = a0;
     if (\$1 ) begin
-      \$8  = { \port$5197$0 [23], \port$5197$0  };
+      \$8  = { \port$5162$0 [23], \port$5162$0  };
     end
     if (rst) begin
       \$8  = 25'h0000000;
@@ -8159,7 +8159,7 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1549$0 , mul__acc__0, \port
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$10  = c0;
     if (\$1 ) begin
-      \$10  = { 38'h0000000000, \port$4237$0  };
+      \$10  = { 38'h0000000000, \port$4202$0  };
     end
     if (rst) begin
       \$10  = 48'h000000000000;
@@ -8235,9 +8235,9 @@ module \nanomamba_accel.backend.mac_muls (rst, \port$1549$0 , mul__acc__0, \port
       \$17  = 48'h000000000000;
     end
   end
-  assign mul__a__0 = { \port$5197$0 [23], \port$5197$0  };
+  assign mul__a__0 = { \port$5162$0 [23], \port$5162$0  };
   assign mul__b__0 = { \port$1549$0 [7], \port$1549$0 [7], \port$1549$0 [7], \port$1549$0 [7], \port$1549$0 [7], \port$1549$0 [7], \port$1549$0 [7], \port$1549$0 [7], \port$1549$0 [7], \port$1549$0 [7], \port$1549$0  };
-  assign mul__c__0 = { 38'h0000000000, \port$4237$0  };
+  assign mul__c__0 = { 38'h0000000000, \port$4202$0  };
   assign mul__b__1 = { 1'h0, \port$1819$0  };
   assign mul__c__1 = { \port$1819$22 [38], \port$1819$22 [38], \port$1819$22 [38], \port$1819$22 [38], \port$1819$22 [38], \port$1819$22 [38], \port$1819$22 [38], \port$1819$22 [38], \port$1819$22 [38], \port$1819$22  };
   assign mul__acc__1 = 1'h0;
@@ -8834,7 +8834,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, mul__b__0, mul
     mul2_acc_t1 <= \$116 ;
   always @(posedge clk)
     mul2_acc_t2 <= \$117 ;
-  \nanomamba_accel.backend.norm.core  core (
+  \nanomamba_accel.backend.norm.gated  gated (
     .busy(busy),
     .cen_hi_d2(cen_hi_d2),
     .clk(clk),
@@ -9276,7 +9276,7 @@ module \nanomamba_accel.backend.norm (rst, cmd__ready, mul__a__0, mul__b__0, mul
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.norm.core (rst, is_ln, s1n, ipart, cmd__ready, mul__a__0, mul__b__0, mul__c__0, mul__acc__0, mul__a__1, mul__b__1, mul__acc__1, mul__a__2, mul__b__2, mul__c__2, mul__acc__2, \port$2129$0 , port__data, exp2__i__ready, mul0_a_t0, mul0_a_t1
+module \nanomamba_accel.backend.norm.gated (rst, is_ln, s1n, ipart, cmd__ready, mul__a__0, mul__b__0, mul__c__0, mul__acc__0, mul__a__1, mul__b__1, mul__acc__1, mul__a__2, mul__b__2, mul__c__2, mul__acc__2, \port$2129$0 , port__data, exp2__i__ready, mul0_a_t0, mul0_a_t1
 , mul0_a_t2, mul0_b_t0, mul0_b_t1, mul0_b_t2, mul0_c_t0, mul0_c_t1, mul0_acc_t0, mul0_acc_t1, mul1_a_t0, mul1_a_t1, mul1_b_t0, mul1_b_t1, mul__c__1, mul1_acc_t0, mul1_acc_t1, mul2_a_t0, mul2_a_t1, mul2_a_t2, mul2_a_t3, mul2_a_t4, mul2_a_t5
 , mul2_a_t6, mul2_a_t7, mul2_a_t8, mul2_a_t9, mul2_b_t0, mul2_b_t1, mul2_b_t2, mul2_b_t3, mul2_b_t4, mul2_b_t5, mul2_c_t0, mul2_c_t1, mul2_c_t2, mul2_c_t3, mul2_c_t4, mul2_acc_t0, mul2_acc_t1, mul2_acc_t2, rd__en, rd__addr, mul2_use0
 , mul0_use0, mul1_use0, mul2_use1, o__payload, rd__band, mul0_use1, mul1_use1, mul2_use2, mul2_use3, mul2_use4, mul2_use5, mul2_use6, mul2_use7, mul2_use8, mul2_use9, mul2_use10, mul2_use11, mul0_use2, mul0_use3, mul1_use2, exp2__i__valid
@@ -14551,7 +14551,7 @@ module \nanomamba_accel.backend.ssm (rst, mul__a__0, mul__b__0, mul__c__0, mul__
   wire [21:0] \snr_sum$39 ;
   output wb_done;
   wire wb_done;
-  \nanomamba_accel.backend.ssm.core  core (
+  \nanomamba_accel.backend.ssm.gated  gated (
     .B(B),
     .C(C),
     .G(G),
@@ -14654,7 +14654,7 @@ module \nanomamba_accel.backend.ssm (rst, mul__a__0, mul__b__0, mul__c__0, mul__
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.ssm.core (rst, r__addr, first_frame, wb_done, rd_sz__data, rd_xc__data, rd_delta__data, frame_age, o__payload, floor_delta, o__valid, busy, \r__addr$11 , mac_rd__data, B, C, G, mac_rd__o, mac_rd__i, mac_o__valid, mac_o__payload
+module \nanomamba_accel.backend.ssm.gated (rst, r__addr, first_frame, wb_done, rd_sz__data, rd_xc__data, rd_delta__data, frame_age, o__payload, floor_delta, o__valid, busy, \r__addr$11 , mac_rd__data, B, C, G, mac_rd__o, mac_rd__i, mac_o__valid, mac_o__payload
 , snr_sum, cmd__valid, kind, layer, regs, slot, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire [17:0] \$1 ;
@@ -15416,7 +15416,7 @@ module \nanomamba_accel.backend.ssm.core (rst, r__addr, first_frame, wb_done, rd
     tap_ok <= \$131 ;
   always @(posedge clk)
     rd_kind_d1 <= \$132 ;
-  \nanomamba_accel.backend.ssm.core.pwl  pwl (
+  \nanomamba_accel.backend.ssm.gated.pwl  pwl (
     .busy(busy),
     .clk(clk),
     .cmd__valid(cmd__valid),
@@ -15948,7 +15948,7 @@ module \nanomamba_accel.backend.ssm.core (rst, r__addr, first_frame, wb_done, rd
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.ssm.core.pwl (rst, i__valid, busy, i__payload, o__valid, o__payload, cmd__valid, kind, clk);
+module \nanomamba_accel.backend.ssm.gated.pwl (rst, i__valid, busy, i__payload, o__valid, o__payload, cmd__valid, kind, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
   reg [1:0] \$10 ;
@@ -19186,7 +19186,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, rd_sz__addr, mul__a__0, mul_
   assign \$8  = mul0_use0 ? 17'h1999a : 17'h00000;
   assign \$9  = mul0_use1 ? s_mean : 18'h00000;
   assign \$10  = 16'h8000 - bgf;
-  \nanomamba_accel.backend.ssm.scan_unit.core  core (
+  \nanomamba_accel.backend.ssm.scan_unit.gated  gated (
     .D_d11(D_d11),
     .bg0(bg0),
     .bg1(bg1),
@@ -19700,7 +19700,7 @@ module \nanomamba_accel.backend.ssm.scan_unit (rst, rd_sz__addr, mul__a__0, mul_
 endmodule
 
 (* generator = "Amaranth" *)
-module \nanomamba_accel.backend.ssm.scan_unit.core (rst, dfd, edn, bgf, rd_sz__addr, mul__a__0, mul__b__0, mul__c__0, mul__a__1, mul__b__1, mul__c__1, mul__a__2, mul__b__2, mul__c__2, cmd__ready, \port$2468$0 , first_frame, rd_sz__data, rd_xc__data, mul0_a_t0, mul0_a_t1
+module \nanomamba_accel.backend.ssm.scan_unit.gated (rst, dfd, edn, bgf, rd_sz__addr, mul__a__0, mul__b__0, mul__c__0, mul__a__1, mul__b__1, mul__c__1, mul__a__2, mul__b__2, mul__c__2, cmd__ready, \port$2468$0 , first_frame, rd_sz__data, rd_xc__data, mul0_a_t0, mul0_a_t1
 , mul0_a_t2, mul0_a_t3, mul0_a_t4, mul0_b_t0, mul0_b_t1, mul0_b_t2, mul0_b_t3, mul0_b_t4, mul0_c_t0, mul0_c_t1, mul0_c_t2, mul0_c_t3, mul0_c_t4, mul1_a_t0, mul1_a_t1, mul1_a_t2, mul1_a_t3, mul1_b_t0, mul1_b_t1, mul1_b_t2, mul1_b_t3
 , mul1_c_t0, mul1_c_t1, mul1_c_t2, mul1_c_t3, mul2_a_t0, mul2_a_t1, mul2_a_t2, mul2_a_t3, mul2_b_t0, mul2_b_t1, mul2_b_t2, mul2_b_t3, mul2_c_t0, mul2_c_t1, mul2_c_t2, mul2_c_t3, mul2_c_t4, mul0_use0, mul0_use1, mul1_use0, mul0_use2
 , mul1_use1, mul2_use0, mul0_use3, mul1_use2, mul0_use4, exp2__i__valid, exp2__i__payload, mul1_use3, mul2_use1, mul2_use2, mul2_use3, mul2_use4, mul2_use5, o__payload, s_mean, floor_delta, eps_x, g2, gb, pn6_d1, bg0
@@ -33463,98 +33463,98 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   wire [21:0] \$192 ;
   wire [21:0] \$193 ;
   wire [21:0] \$194 ;
-  wire [34:0] \$195 ;
-  wire [34:0] \$196 ;
-  wire [34:0] \$197 ;
-  wire [34:0] \$198 ;
-  wire [34:0] \$199 ;
+  wire [23:0] \$195 ;
+  wire [29:0] \$196 ;
+  wire [29:0] \$197 ;
+  wire [27:0] \$198 ;
+  wire [29:0] \$199 ;
   wire [48:0] \$2 ;
   wire \$20 ;
-  wire [34:0] \$200 ;
-  wire [34:0] \$201 ;
-  wire [34:0] \$202 ;
-  wire [34:0] \$203 ;
+  wire [27:0] \$200 ;
+  wire [29:0] \$201 ;
+  wire [27:0] \$202 ;
+  wire [29:0] \$203 ;
   wire [34:0] \$204 ;
   wire [34:0] \$205 ;
-  wire [17:0] \$206 ;
-  wire [17:0] \$207 ;
-  wire [17:0] \$208 ;
-  wire [17:0] \$209 ;
+  wire [33:0] \$206 ;
+  wire [34:0] \$207 ;
+  wire [33:0] \$208 ;
+  wire [34:0] \$209 ;
   wire \$21 ;
-  wire [17:0] \$210 ;
-  wire [17:0] \$211 ;
-  wire [17:0] \$212 ;
-  wire [17:0] \$213 ;
-  wire [17:0] \$214 ;
-  wire [17:0] \$215 ;
-  wire [17:0] \$216 ;
-  wire [17:0] \$217 ;
-  wire [17:0] \$218 ;
-  wire [47:0] \$219 ;
+  wire [15:0] \$210 ;
+  wire \$211 ;
+  wire [15:0] \$212 ;
+  wire [16:0] \$213 ;
+  wire [16:0] \$214 ;
+  wire [16:0] \$215 ;
+  wire [34:0] \$216 ;
+  wire [16:0] \$217 ;
+  wire [34:0] \$218 ;
+  wire \$219 ;
   wire \$22 ;
-  wire [47:0] \$220 ;
-  wire [47:0] \$221 ;
-  wire [47:0] \$222 ;
-  wire [47:0] \$223 ;
-  wire [47:0] \$224 ;
-  wire [47:0] \$225 ;
-  wire [47:0] \$226 ;
-  wire [47:0] \$227 ;
-  wire [47:0] \$228 ;
-  wire \$229 ;
+  wire [32:0] \$220 ;
+  wire [32:0] \$221 ;
+  wire [34:0] \$222 ;
+  wire \$223 ;
+  wire \$224 ;
+  wire \$225 ;
+  wire [31:0] \$226 ;
+  wire [34:0] \$227 ;
+  wire [20:0] \$228 ;
+  wire [20:0] \$229 ;
   wire [9:0] \$23 ;
-  wire \$230 ;
-  wire \$231 ;
+  wire [16:0] \$230 ;
+  wire [26:0] \$231 ;
   wire \$232 ;
-  wire \$233 ;
-  wire \$234 ;
-  wire \$235 ;
-  wire \$236 ;
-  wire \$237 ;
+  wire [11:0] \$233 ;
+  wire [11:0] \$234 ;
+  wire [16:0] \$235 ;
+  wire [12:0] \$236 ;
+  wire [16:0] \$237 ;
   wire \$238 ;
   wire \$239 ;
   wire [8:0] \$24 ;
-  wire \$240 ;
-  wire \$241 ;
-  wire [35:0] \$242 ;
-  wire [47:0] \$243 ;
-  wire [48:0] \$244 ;
-  wire \$245 ;
-  wire [3:0] \$246 ;
-  wire [3:0] \$247 ;
-  wire [9:0] \$248 ;
-  wire \$249 ;
+  wire [16:0] \$240 ;
+  wire [16:0] \$241 ;
+  wire [3:0] \$242 ;
+  wire [16:0] \$243 ;
+  wire [3:0] \$244 ;
+  wire [16:0] \$245 ;
+  wire [16:0] \$246 ;
+  wire [16:0] \$247 ;
+  wire [17:0] \$248 ;
+  wire [12:0] \$249 ;
   wire [9:0] \$25 ;
-  wire [8:0] \$250 ;
-  wire \$251 ;
-  wire \$252 ;
-  wire \$253 ;
-  wire \$254 ;
-  wire \$255 ;
-  wire \$256 ;
-  wire \$257 ;
-  wire \$258 ;
-  wire \$259 ;
+  wire [17:0] \$250 ;
+  wire [16:0] \$251 ;
+  wire [16:0] \$252 ;
+  wire [17:0] \$253 ;
+  wire [17:0] \$254 ;
+  wire [17:0] \$255 ;
+  wire [16:0] \$256 ;
+  wire [17:0] \$257 ;
+  wire [16:0] \$258 ;
+  wire [16:0] \$259 ;
   wire \$26 ;
-  wire \$260 ;
-  wire \$261 ;
-  wire \$262 ;
-  wire \$263 ;
-  wire \$264 ;
-  wire [12:0] \$265 ;
-  wire \$266 ;
-  wire \$267 ;
-  wire [12:0] \$268 ;
-  wire \$269 ;
+  wire [17:0] \$260 ;
+  wire [17:0] \$261 ;
+  wire [17:0] \$262 ;
+  wire [16:0] \$263 ;
+  wire [17:0] \$264 ;
+  wire [15:0] \$265 ;
+  wire [47:0] \$266 ;
+  wire [47:0] \$267 ;
+  wire [47:0] \$268 ;
+  wire [47:0] \$269 ;
   wire \$27 ;
-  wire \$270 ;
-  wire [6:0] \$271 ;
-  wire \$272 ;
-  wire \$273 ;
-  wire \$274 ;
-  wire [15:0] \$275 ;
-  wire [12:0] \$276 ;
-  wire [6:0] \$277 ;
+  wire [47:0] \$270 ;
+  wire [47:0] \$271 ;
+  wire [47:0] \$272 ;
+  wire [47:0] \$273 ;
+  wire [47:0] \$274 ;
+  wire [47:0] \$275 ;
+  wire \$276 ;
+  wire \$277 ;
   wire \$278 ;
   wire \$279 ;
   wire \$28 ;
@@ -33567,47 +33567,47 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   wire \$286 ;
   wire \$287 ;
   wire \$288 ;
-  wire \$289 ;
+  wire [35:0] \$289 ;
   wire \$29 ;
-  wire \$290 ;
-  wire [9:0] \$291 ;
+  wire [47:0] \$290 ;
+  wire [48:0] \$291 ;
   wire \$292 ;
-  wire \$293 ;
-  wire \$294 ;
-  wire [2:0] \$295 ;
-  wire [2:0] \$296 ;
-  wire [6:0] \$297 ;
+  wire [3:0] \$293 ;
+  wire [3:0] \$294 ;
+  wire [9:0] \$295 ;
+  wire \$296 ;
+  wire [8:0] \$297 ;
   wire \$298 ;
   wire \$299 ;
   wire \$3 ;
   wire \$30 ;
   wire \$300 ;
   wire \$301 ;
-  wire [5:0] \$302 ;
+  wire \$302 ;
   wire \$303 ;
   wire \$304 ;
-  wire [6:0] \$305 ;
-  wire [6:0] \$306 ;
+  wire \$305 ;
+  wire \$306 ;
   wire \$307 ;
-  wire [6:0] \$308 ;
+  wire \$308 ;
   wire \$309 ;
   wire \$31 ;
   wire \$310 ;
   wire \$311 ;
-  wire \$312 ;
+  wire [12:0] \$312 ;
   wire \$313 ;
   wire \$314 ;
-  wire [33:0] \$315 ;
-  wire [34:0] \$316 ;
+  wire [12:0] \$315 ;
+  wire \$316 ;
   wire \$317 ;
-  wire \$318 ;
-  wire [33:0] \$319 ;
+  wire [6:0] \$318 ;
+  wire \$319 ;
   wire \$32 ;
-  wire [34:0] \$320 ;
+  wire \$320 ;
   wire \$321 ;
-  wire \$322 ;
-  wire [34:0] \$323 ;
-  wire [35:0] \$324 ;
+  wire [15:0] \$322 ;
+  wire [12:0] \$323 ;
+  wire [6:0] \$324 ;
   wire \$325 ;
   wire \$326 ;
   wire \$327 ;
@@ -33622,44 +33622,44 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   wire \$335 ;
   wire \$336 ;
   wire \$337 ;
-  wire \$338 ;
+  wire [9:0] \$338 ;
   wire \$339 ;
   wire [17:0] \$34 ;
   wire \$340 ;
   wire \$341 ;
-  wire \$342 ;
-  wire [3:0] \$343 ;
-  wire \$344 ;
+  wire [2:0] \$342 ;
+  wire [2:0] \$343 ;
+  wire [6:0] \$344 ;
   wire \$345 ;
   wire \$346 ;
-  wire [7:0] \$347 ;
-  wire [12:0] \$348 ;
-  wire [3:0] \$349 ;
+  wire \$347 ;
+  wire \$348 ;
+  wire [5:0] \$349 ;
   wire \$35 ;
   wire \$350 ;
   wire \$351 ;
-  wire \$352 ;
-  wire [7:0] \$353 ;
-  wire [12:0] \$354 ;
-  wire [3:0] \$355 ;
-  wire [12:0] \$356 ;
+  wire [6:0] \$352 ;
+  wire [6:0] \$353 ;
+  wire \$354 ;
+  wire [6:0] \$355 ;
+  wire \$356 ;
   wire \$357 ;
   wire \$358 ;
   wire \$359 ;
   wire \$36 ;
   wire \$360 ;
   wire \$361 ;
-  wire \$362 ;
-  wire \$363 ;
+  wire [33:0] \$362 ;
+  wire [34:0] \$363 ;
   wire \$364 ;
   wire \$365 ;
-  wire \$366 ;
-  wire \$367 ;
+  wire [33:0] \$366 ;
+  wire [34:0] \$367 ;
   wire \$368 ;
   wire \$369 ;
   wire \$37 ;
-  wire \$370 ;
-  wire \$371 ;
+  wire [34:0] \$370 ;
+  wire [35:0] \$371 ;
   wire \$372 ;
   wire \$373 ;
   wire \$374 ;
@@ -33671,148 +33671,148 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   wire [26:0] \$38 ;
   wire \$380 ;
   wire \$381 ;
-  wire [1:0] \$382 ;
+  wire \$382 ;
   wire \$383 ;
   wire \$384 ;
   wire \$385 ;
   wire \$386 ;
-  wire [1:0] \$387 ;
+  wire \$387 ;
   wire \$388 ;
-  wire [2:0] \$389 ;
+  wire \$389 ;
   wire [28:0] \$39 ;
   wire [3:0] \$390 ;
   wire \$391 ;
-  wire [2:0] \$392 ;
+  wire \$392 ;
   wire \$393 ;
-  wire [2:0] \$394 ;
-  wire \$395 ;
-  wire [2:0] \$396 ;
-  wire [23:0] \$397 ;
-  wire [43:0] \$398 ;
-  wire [31:0] \$399 ;
+  wire [7:0] \$394 ;
+  wire [12:0] \$395 ;
+  wire [3:0] \$396 ;
+  wire \$397 ;
+  wire \$398 ;
+  wire \$399 ;
   wire \$4 ;
   wire \$40 ;
-  wire [15:0] \$400 ;
-  wire [33:0] \$401 ;
-  wire \$402 ;
-  wire [39:0] \$403 ;
-  wire [33:0] \$404 ;
-  wire [31:0] \$405 ;
+  wire [7:0] \$400 ;
+  wire [12:0] \$401 ;
+  wire [3:0] \$402 ;
+  wire [12:0] \$403 ;
+  wire \$404 ;
+  wire \$405 ;
   wire \$406 ;
   wire \$407 ;
   wire \$408 ;
   wire \$409 ;
   wire \$41 ;
-  wire [15:0] \$410 ;
-  wire [15:0] \$411 ;
-  wire [15:0] \$412 ;
-  wire [27:0] \$413 ;
-  wire [27:0] \$414 ;
+  wire \$410 ;
+  wire \$411 ;
+  wire \$412 ;
+  wire \$413 ;
+  wire \$414 ;
   wire \$415 ;
-  wire [31:0] \$416 ;
+  wire \$416 ;
   wire \$417 ;
   wire \$418 ;
   wire \$419 ;
   wire \$42 ;
-  wire [33:0] \$420 ;
+  wire \$420 ;
   wire \$421 ;
-  wire [39:0] \$422 ;
+  wire \$422 ;
   wire \$423 ;
   wire \$424 ;
   wire \$425 ;
   wire \$426 ;
   wire \$427 ;
   wire \$428 ;
-  wire \$429 ;
+  wire [1:0] \$429 ;
   wire \$43 ;
   wire \$430 ;
   wire \$431 ;
   wire \$432 ;
   wire \$433 ;
-  wire \$434 ;
+  wire [1:0] \$434 ;
   wire \$435 ;
-  wire \$436 ;
-  wire \$437 ;
+  wire [2:0] \$436 ;
+  wire [3:0] \$437 ;
   wire \$438 ;
-  wire \$439 ;
+  wire [2:0] \$439 ;
   wire \$44 ;
-  wire [31:0] \$440 ;
-  wire \$441 ;
-  wire [31:0] \$442 ;
-  wire \$443 ;
-  wire \$444 ;
-  wire \$445 ;
-  wire \$446 ;
-  wire \$447 ;
-  wire \$448 ;
+  wire \$440 ;
+  wire [2:0] \$441 ;
+  wire \$442 ;
+  wire [2:0] \$443 ;
+  wire [23:0] \$444 ;
+  wire [43:0] \$445 ;
+  wire [31:0] \$446 ;
+  wire [15:0] \$447 ;
+  wire [33:0] \$448 ;
   wire \$449 ;
   wire \$45 ;
-  wire \$450 ;
-  wire \$451 ;
-  wire \$452 ;
+  wire [39:0] \$450 ;
+  wire [33:0] \$451 ;
+  wire [31:0] \$452 ;
   wire \$453 ;
   wire \$454 ;
   wire \$455 ;
   wire \$456 ;
-  wire \$457 ;
-  wire \$458 ;
-  wire [19:0] \$459 ;
+  wire [15:0] \$457 ;
+  wire [15:0] \$458 ;
+  wire [15:0] \$459 ;
   wire \$46 ;
-  wire [19:0] \$460 ;
-  wire [19:0] \$461 ;
-  wire [19:0] \$462 ;
-  wire [23:0] \$463 ;
-  wire [29:0] \$464 ;
-  wire [27:0] \$465 ;
-  wire [27:0] \$466 ;
-  wire [27:0] \$467 ;
-  wire [34:0] \$468 ;
-  wire [33:0] \$469 ;
+  wire [27:0] \$460 ;
+  wire [27:0] \$461 ;
+  wire \$462 ;
+  wire [31:0] \$463 ;
+  wire \$464 ;
+  wire \$465 ;
+  wire \$466 ;
+  wire [33:0] \$467 ;
+  wire \$468 ;
+  wire [39:0] \$469 ;
   wire \$47 ;
-  wire [33:0] \$470 ;
-  wire [15:0] \$471 ;
+  wire \$470 ;
+  wire \$471 ;
   wire \$472 ;
-  wire [15:0] \$473 ;
-  wire [16:0] \$474 ;
-  wire [16:0] \$475 ;
-  wire [16:0] \$476 ;
-  wire [16:0] \$477 ;
+  wire \$473 ;
+  wire \$474 ;
+  wire \$475 ;
+  wire \$476 ;
+  wire \$477 ;
   wire \$478 ;
-  wire [32:0] \$479 ;
+  wire \$479 ;
   wire \$48 ;
-  wire [32:0] \$480 ;
+  wire \$480 ;
   wire \$481 ;
   wire \$482 ;
   wire \$483 ;
-  wire [31:0] \$484 ;
-  wire [20:0] \$485 ;
-  wire [20:0] \$486 ;
-  wire [16:0] \$487 ;
-  wire [26:0] \$488 ;
-  wire \$489 ;
+  wire \$484 ;
+  wire \$485 ;
+  wire \$486 ;
+  wire [31:0] \$487 ;
+  wire \$488 ;
+  wire [31:0] \$489 ;
   wire \$49 ;
-  wire [11:0] \$490 ;
-  wire [11:0] \$491 ;
-  wire [12:0] \$492 ;
+  wire \$490 ;
+  wire \$491 ;
+  wire \$492 ;
   wire \$493 ;
   wire \$494 ;
-  wire [16:0] \$495 ;
-  wire [3:0] \$496 ;
-  wire [3:0] \$497 ;
-  wire [16:0] \$498 ;
-  wire [16:0] \$499 ;
+  wire \$495 ;
+  wire \$496 ;
+  wire \$497 ;
+  wire \$498 ;
+  wire \$499 ;
   wire \$5 ;
   wire \$50 ;
-  wire [12:0] \$500 ;
-  wire [16:0] \$501 ;
-  wire [16:0] \$502 ;
-  wire [17:0] \$503 ;
-  wire [16:0] \$504 ;
-  wire [16:0] \$505 ;
-  wire [16:0] \$506 ;
-  wire [17:0] \$507 ;
-  wire [16:0] \$508 ;
-  wire [15:0] \$509 ;
+  wire \$500 ;
+  wire \$501 ;
+  wire \$502 ;
+  wire \$503 ;
+  wire \$504 ;
+  wire \$505 ;
+  wire [19:0] \$506 ;
+  wire [19:0] \$507 ;
+  wire [19:0] \$508 ;
+  wire [19:0] \$509 ;
   wire \$51 ;
   wire \$510 ;
   wire \$511 ;
@@ -33837,10 +33837,10 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   wire [34:0] \$529 ;
   wire \$53 ;
   reg [53:0] \$530 ;
-  reg [2:0] \$531 ;
-  reg [8:0] \$532 ;
-  reg \$533 ;
-  reg \$534 ;
+  reg [34:0] \$531 ;
+  reg [17:0] \$532 ;
+  reg [2:0] \$533 ;
+  reg [8:0] \$534 ;
   reg \$535 ;
   reg \$536 ;
   reg \$537 ;
@@ -33874,16 +33874,16 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   reg \$562 ;
   reg \$563 ;
   reg \$564 ;
-  reg [7:0] \$565 ;
-  reg [7:0] \$566 ;
+  reg \$565 ;
+  reg \$566 ;
   reg [7:0] \$567 ;
-  reg \$568 ;
-  reg [11:0] \$569 ;
+  reg [7:0] \$568 ;
+  reg [7:0] \$569 ;
   wire \$57 ;
-  reg [23:0] \$570 ;
-  reg [23:0] \$571 ;
-  reg [15:0] \$572 ;
-  reg [15:0] \$573 ;
+  reg \$570 ;
+  reg [11:0] \$571 ;
+  reg [23:0] \$572 ;
+  reg [23:0] \$573 ;
   reg [15:0] \$574 ;
   reg [15:0] \$575 ;
   reg [15:0] \$576 ;
@@ -33905,8 +33905,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   reg [15:0] \$590 ;
   reg [15:0] \$591 ;
   reg [15:0] \$592 ;
-  reg \$593 ;
-  reg \$594 ;
+  reg [15:0] \$593 ;
+  reg [15:0] \$594 ;
   reg \$595 ;
   reg \$596 ;
   reg \$597 ;
@@ -33929,51 +33929,51 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   reg \$611 ;
   reg \$612 ;
   reg \$613 ;
-  reg [27:0] \$614 ;
-  reg [27:0] \$615 ;
-  reg [26:0] \$616 ;
+  reg \$614 ;
+  reg \$615 ;
+  reg [27:0] \$616 ;
   reg [27:0] \$617 ;
-  reg [5:0] \$618 ;
-  reg [31:0] \$619 ;
+  reg [26:0] \$618 ;
+  reg [27:0] \$619 ;
   wire [27:0] \$62 ;
-  reg [31:0] \$620 ;
-  reg [21:0] \$621 ;
-  reg \$622 ;
-  reg [15:0] \$623 ;
-  reg [11:0] \$624 ;
-  reg [5:0] \$625 ;
-  reg \$626 ;
-  reg \$627 ;
+  reg [5:0] \$620 ;
+  reg [31:0] \$621 ;
+  reg [31:0] \$622 ;
+  reg [21:0] \$623 ;
+  reg \$624 ;
+  reg [15:0] \$625 ;
+  reg [11:0] \$626 ;
+  reg [5:0] \$627 ;
   reg \$628 ;
   reg \$629 ;
   wire \$63 ;
   reg \$630 ;
   reg \$631 ;
-  reg [11:0] \$632 ;
-  reg [11:0] \$633 ;
+  reg \$632 ;
+  reg \$633 ;
   reg [11:0] \$634 ;
   reg [11:0] \$635 ;
   reg [11:0] \$636 ;
   reg [11:0] \$637 ;
-  reg [15:0] \$638 ;
-  reg \$639 ;
+  reg [11:0] \$638 ;
+  reg [11:0] \$639 ;
   wire \$64 ;
-  reg \$640 ;
+  reg [15:0] \$640 ;
   reg \$641 ;
   reg \$642 ;
   reg \$643 ;
   reg \$644 ;
-  reg [8:0] \$645 ;
+  reg \$645 ;
   reg \$646 ;
   reg [8:0] \$647 ;
-  reg [8:0] \$648 ;
+  reg \$648 ;
   reg [8:0] \$649 ;
   wire \$65 ;
   reg [8:0] \$650 ;
   reg [8:0] \$651 ;
-  reg [27:0] \$652 ;
-  reg \$653 ;
-  reg \$654 ;
+  reg [8:0] \$652 ;
+  reg [8:0] \$653 ;
+  reg [27:0] \$654 ;
   reg \$655 ;
   reg \$656 ;
   reg \$657 ;
@@ -33982,8 +33982,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   wire \$66 ;
   reg \$660 ;
   reg \$661 ;
-  reg [5:0] \$662 ;
-  reg [5:0] \$663 ;
+  reg \$662 ;
+  reg \$663 ;
   reg [5:0] \$664 ;
   reg [5:0] \$665 ;
   reg [5:0] \$666 ;
@@ -33992,48 +33992,48 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   reg [5:0] \$669 ;
   wire \$67 ;
   reg [5:0] \$670 ;
-  reg [2:0] \$671 ;
-  reg [1:0] \$672 ;
-  reg [5:0] \$673 ;
-  reg [4:0] \$674 ;
-  reg [33:0] \$675 ;
-  reg [35:0] \$676 ;
-  reg \$677 ;
-  reg [31:0] \$678 ;
-  reg [15:0] \$679 ;
+  reg [5:0] \$671 ;
+  reg [5:0] \$672 ;
+  reg [2:0] \$673 ;
+  reg [1:0] \$674 ;
+  reg [5:0] \$675 ;
+  reg [4:0] \$676 ;
+  reg [33:0] \$677 ;
+  reg [35:0] \$678 ;
+  reg \$679 ;
   wire \$68 ;
-  reg [15:0] \$680 ;
-  reg [5:0] \$681 ;
-  reg [5:0] \$682 ;
-  reg [27:0] \$683 ;
-  reg [13:0] \$684 ;
-  reg [13:0] \$685 ;
-  reg [27:0] \$686 ;
-  reg [33:0] \$687 ;
-  reg [33:0] \$688 ;
+  reg [31:0] \$680 ;
+  reg [15:0] \$681 ;
+  reg [15:0] \$682 ;
+  reg [5:0] \$683 ;
+  reg [5:0] \$684 ;
+  reg [27:0] \$685 ;
+  reg [13:0] \$686 ;
+  reg [13:0] \$687 ;
+  reg [27:0] \$688 ;
   reg [33:0] \$689 ;
   wire \$69 ;
-  reg [34:0] \$690 ;
-  reg [27:0] \$691 ;
-  reg [35:0] \$692 ;
-  reg [35:0] \$693 ;
+  reg [33:0] \$690 ;
+  reg [33:0] \$691 ;
+  reg [34:0] \$692 ;
+  reg [27:0] \$693 ;
   reg [35:0] \$694 ;
   reg [35:0] \$695 ;
   reg [35:0] \$696 ;
   reg [35:0] \$697 ;
-  reg [31:0] \$698 ;
-  reg [19:0] \$699 ;
+  reg [35:0] \$698 ;
+  reg [35:0] \$699 ;
   wire \$7 ;
   wire \$70 ;
-  reg [6:0] \$700 ;
-  reg [11:0] \$701 ;
-  reg [2:0] \$702 ;
-  reg [2:0] \$703 ;
+  reg [31:0] \$700 ;
+  reg [19:0] \$701 ;
+  reg [6:0] \$702 ;
+  reg [11:0] \$703 ;
   reg [2:0] \$704 ;
-  reg [11:0] \$705 ;
-  reg \$706 ;
-  reg [3:0] \$707 ;
-  reg [3:0] \$708 ;
+  reg [2:0] \$705 ;
+  reg [2:0] \$706 ;
+  reg [11:0] \$707 ;
+  reg \$708 ;
   reg [3:0] \$709 ;
   wire \$71 ;
   reg [3:0] \$710 ;
@@ -34042,8 +34042,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   reg [3:0] \$713 ;
   reg [3:0] \$714 ;
   reg [3:0] \$715 ;
-  reg [44:0] \$716 ;
-  reg [44:0] \$717 ;
+  reg [3:0] \$716 ;
+  reg [3:0] \$717 ;
   reg [44:0] \$718 ;
   reg [44:0] \$719 ;
   wire \$72 ;
@@ -34058,58 +34058,32 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   reg [44:0] \$728 ;
   reg [44:0] \$729 ;
   wire \$73 ;
-  reg [33:0] \$730 ;
-  reg [33:0] \$731 ;
+  reg [44:0] \$730 ;
+  reg [44:0] \$731 ;
   reg [33:0] \$732 ;
-  reg [21:0] \$733 ;
-  reg [21:0] \$734 ;
+  reg [33:0] \$733 ;
+  reg [33:0] \$734 ;
   reg [21:0] \$735 ;
   reg [21:0] \$736 ;
   reg [21:0] \$737 ;
-  reg [34:0] \$738 ;
-  reg [34:0] \$739 ;
+  reg [21:0] \$738 ;
+  reg [21:0] \$739 ;
   wire \$74 ;
-  reg [34:0] \$740 ;
-  reg [34:0] \$741 ;
-  reg [34:0] \$742 ;
-  reg [34:0] \$743 ;
-  reg [34:0] \$744 ;
-  reg [34:0] \$745 ;
-  reg [34:0] \$746 ;
-  reg [34:0] \$747 ;
-  reg [34:0] \$748 ;
-  reg [34:0] \$749 ;
+  reg [47:0] \$740 ;
+  reg [47:0] \$741 ;
+  reg [47:0] \$742 ;
+  reg [47:0] \$743 ;
+  reg [47:0] \$744 ;
+  reg [47:0] \$745 ;
+  reg [47:0] \$746 ;
+  reg [47:0] \$747 ;
+  reg [47:0] \$748 ;
+  reg [47:0] \$749 ;
   wire \$75 ;
-  reg [34:0] \$750 ;
-  reg [17:0] \$751 ;
-  reg [17:0] \$752 ;
-  reg [17:0] \$753 ;
-  reg [17:0] \$754 ;
-  reg [17:0] \$755 ;
-  reg [17:0] \$756 ;
-  reg [17:0] \$757 ;
-  reg [17:0] \$758 ;
-  reg [17:0] \$759 ;
+  reg [47:0] \$750 ;
+  reg [47:0] \$751 ;
   wire \$76 ;
-  reg [17:0] \$760 ;
-  reg [17:0] \$761 ;
-  reg [17:0] \$762 ;
-  reg [17:0] \$763 ;
-  reg [17:0] \$764 ;
-  reg [17:0] \$765 ;
-  reg [47:0] \$766 ;
-  reg [47:0] \$767 ;
-  reg [47:0] \$768 ;
-  reg [47:0] \$769 ;
   wire \$77 ;
-  reg [47:0] \$770 ;
-  reg [47:0] \$771 ;
-  reg [47:0] \$772 ;
-  reg [47:0] \$773 ;
-  reg [47:0] \$774 ;
-  reg [47:0] \$775 ;
-  reg [47:0] \$776 ;
-  reg [47:0] \$777 ;
   wire \$78 ;
   wire \$79 ;
   wire \$8 ;
@@ -34135,19 +34109,19 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   wire \$98 ;
   wire \$99 ;
   wire [15:0] \$signal ;
-  reg [31:0] \$signal$305  = 32'd0;
+  reg [31:0] \$signal$311  = 32'd0;
   reg [8:0] \$signature__addr ;
   reg [8:0] \$signature__addr$52 ;
-  reg [8:0] \$signature__addr$78 ;
-  reg [8:0] \$signature__addr$90 ;
+  reg [8:0] \$signature__addr$80 ;
+  reg [8:0] \$signature__addr$92 ;
   wire [35:0] \$signature__data ;
   wire [35:0] \$signature__data$65 ;
-  reg [35:0] \$signature__data$80 ;
-  reg [35:0] \$signature__data$92 ;
+  reg [35:0] \$signature__data$82 ;
+  reg [35:0] \$signature__data$94 ;
   wire \$signature__en ;
   wire \$signature__en$1 ;
-  reg \$signature__en$77 ;
-  reg \$signature__en$89 ;
+  reg \$signature__en$79 ;
+  reg \$signature__en$91 ;
   wire [27:0] E;
   reg [27:0] E5 = 28'h0000000;
   reg [27:0] E_r = 28'h0000000;
@@ -34260,52 +34234,43 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   reg [44:0] fu_x_t8 = 45'h000000000000;
   reg [44:0] fu_x_t9 = 45'h000000000000;
   reg [4:0] g = 5'h00;
-  wire [34:0] g_a_r;
-  wire [17:0] g_b_r;
+  wire [34:0] g_a;
+  reg [34:0] g_a_r = 35'h000000000;
+  wire [17:0] g_b;
+  reg [17:0] g_b_r = 18'h00000;
   wire [47:0] g_k_r;
   reg [53:0] g_p = 54'h00000000000000;
   wire [47:0] g_p1;
   reg [15:0] g_r = 16'h0000;
-  reg [34:0] gmul_a_t0 = 35'h000000000;
-  reg [34:0] gmul_a_t1 = 35'h000000000;
-  reg [34:0] gmul_a_t10 = 35'h000000000;
-  reg [34:0] gmul_a_t11 = 35'h000000000;
-  reg [34:0] gmul_a_t12 = 35'h000000000;
-  reg [34:0] gmul_a_t2 = 35'h000000000;
-  reg [34:0] gmul_a_t3 = 35'h000000000;
-  reg [34:0] gmul_a_t4 = 35'h000000000;
-  reg [34:0] gmul_a_t5 = 35'h000000000;
-  reg [34:0] gmul_a_t6 = 35'h000000000;
-  reg [34:0] gmul_a_t7 = 35'h000000000;
-  reg [34:0] gmul_a_t8 = 35'h000000000;
-  reg [34:0] gmul_a_t9 = 35'h000000000;
-  reg [17:0] gmul_b_t0 = 18'h00000;
-  reg [17:0] gmul_b_t1 = 18'h00000;
-  reg [17:0] gmul_b_t10 = 18'h00000;
-  reg [17:0] gmul_b_t11 = 18'h00000;
-  reg [17:0] gmul_b_t12 = 18'h00000;
-  reg [17:0] gmul_b_t13 = 18'h00000;
-  reg [17:0] gmul_b_t14 = 18'h00000;
-  reg [17:0] gmul_b_t2 = 18'h00000;
-  reg [17:0] gmul_b_t3 = 18'h00000;
-  reg [17:0] gmul_b_t4 = 18'h00000;
-  reg [17:0] gmul_b_t5 = 18'h00000;
-  reg [17:0] gmul_b_t6 = 18'h00000;
-  reg [17:0] gmul_b_t7 = 18'h00000;
-  reg [17:0] gmul_b_t8 = 18'h00000;
-  reg [17:0] gmul_b_t9 = 18'h00000;
-  reg [47:0] gmul_k_t0 = 48'h000000000000;
-  reg [47:0] gmul_k_t1 = 48'h000000000000;
-  reg [47:0] gmul_k_t10 = 48'h000000000000;
-  reg [47:0] gmul_k_t11 = 48'h000000000000;
-  reg [47:0] gmul_k_t2 = 48'h000000000000;
-  reg [47:0] gmul_k_t3 = 48'h000000000000;
-  reg [47:0] gmul_k_t4 = 48'h000000000000;
-  reg [47:0] gmul_k_t5 = 48'h000000000000;
-  reg [47:0] gmul_k_t6 = 48'h000000000000;
-  reg [47:0] gmul_k_t7 = 48'h000000000000;
-  reg [47:0] gmul_k_t8 = 48'h000000000000;
-  reg [47:0] gmul_k_t9 = 48'h000000000000;
+  reg [47:0] gmul_k_k_t0 = 48'h000000000000;
+  reg [47:0] gmul_k_k_t1 = 48'h000000000000;
+  reg [47:0] gmul_k_k_t10 = 48'h000000000000;
+  reg [47:0] gmul_k_k_t11 = 48'h000000000000;
+  reg [47:0] gmul_k_k_t2 = 48'h000000000000;
+  reg [47:0] gmul_k_k_t3 = 48'h000000000000;
+  reg [47:0] gmul_k_k_t4 = 48'h000000000000;
+  reg [47:0] gmul_k_k_t5 = 48'h000000000000;
+  reg [47:0] gmul_k_k_t6 = 48'h000000000000;
+  reg [47:0] gmul_k_k_t7 = 48'h000000000000;
+  reg [47:0] gmul_k_k_t8 = 48'h000000000000;
+  reg [47:0] gmul_k_k_t9 = 48'h000000000000;
+  reg gmul_k_use0;
+  reg gmul_k_use1;
+  reg gmul_k_use10;
+  reg gmul_k_use11;
+  reg gmul_k_use12;
+  reg gmul_k_use13;
+  reg gmul_k_use14;
+  reg gmul_k_use15;
+  reg gmul_k_use16;
+  reg gmul_k_use2;
+  reg gmul_k_use3;
+  reg gmul_k_use4;
+  reg gmul_k_use5;
+  reg gmul_k_use6;
+  reg gmul_k_use7;
+  reg gmul_k_use8;
+  reg gmul_k_use9;
   reg gmul_use0;
   reg gmul_use1;
   reg gmul_use10;
@@ -35029,8 +34994,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     ram_a[511] = 36'h000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$77 )
-      ram_a[\$signature__addr$78 ] <= \$signature__data$80 ;
+    if (\$signature__en$79 )
+      ram_a[\$signature__addr$80 ] <= \$signature__data$82 ;
   end
   reg [35:0] _0_;
   always @(posedge clk) begin
@@ -35554,829 +35519,752 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     ram_b[511] = 36'h000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$89 )
-      ram_b[\$signature__addr$90 ] <= \$signature__data$92 ;
+    if (\$signature__en$91 )
+      ram_b[\$signature__addr$92 ] <= \$signature__data$94 ;
   end
   reg [35:0] _1_;
   always @(posedge clk) begin
     _1_ <= ram_b[\$signature__addr$52 ];
   end
   assign \$signature__data  = _1_;
-  assign \$206  = gmul_b_t0 | gmul_b_t1;
-  assign \$207  = \$206  | gmul_b_t2;
-  assign \$208  = \$207  | gmul_b_t3;
-  assign \$209  = \$208  | gmul_b_t4;
-  assign \$210  = \$209  | gmul_b_t5;
-  assign \$211  = \$210  | gmul_b_t6;
-  assign \$212  = \$211  | gmul_b_t7;
-  assign \$213  = \$212  | gmul_b_t8;
-  assign \$214  = \$213  | gmul_b_t9;
-  assign \$215  = \$214  | gmul_b_t10;
-  assign \$216  = \$215  | gmul_b_t11;
-  assign \$217  = \$216  | gmul_b_t12;
-  assign \$218  = \$217  | gmul_b_t13;
-  assign g_b_r = \$218  | gmul_b_t14;
-  assign \$219  = gmul_k_t0 | gmul_k_t1;
-  assign \$220  = \$219  | gmul_k_t2;
-  assign \$221  = \$220  | gmul_k_t3;
-  assign \$222  = \$221  | gmul_k_t4;
-  assign \$223  = \$222  | gmul_k_t5;
-  assign \$224  = \$223  | gmul_k_t6;
-  assign \$225  = \$224  | gmul_k_t7;
-  assign \$226  = \$225  | gmul_k_t8;
-  assign \$227  = \$226  | gmul_k_t9;
-  assign \$228  = \$227  | gmul_k_t10;
-  assign g_k_r = \$228  | gmul_k_t11;
-  assign \$229  = ! pcen_state;
-  assign \$230  = pcen_state == 1'h1;
-  assign \$231  = pcen_state == 2'h2;
-  assign \$232  = pcen_state == 2'h3;
-  assign \$233  = pcen_state == 3'h4;
-  assign \$234  = ! engine_state;
-  assign \$235  = engine_state == 1'h1;
-  assign \$236  = engine_state == 2'h2;
-  assign \$237  = engine_state == 2'h3;
-  assign \$238  = engine_state == 3'h4;
-  assign \$239  = engine_state == 3'h5;
-  assign \$240  = engine_state == 3'h6;
-  assign \$241  = engine_state == 3'h7;
-  assign \$242  = $signed(g_a_r[34:17]) * $signed(g_b_r);
-  assign \$244  = $signed(\$242 ) + $signed(\$243 );
-  assign \$245  = slot == 3'h7;
-  assign \$246  = slot + 1'h1;
-  assign \$247  = \$245  ? 4'h0 : \$246 ;
-  assign \$248  = jj + 1'h1;
-  assign \$249  = bins_mode == 2'h2;
-  assign \$250  = \$249  ? 9'h0ff : 9'h100;
-  assign \$251  = jj == \$250 ;
-  assign \$252  = ~ bins_run;
-  assign \$253  = bins_mode == 2'h2;
-  assign \$254  = \$253  ? 1'h1 : 1'h0;
-  assign \$255  = jj >= 1'h1;
-  assign \$256  = jj <= 8'hff;
-  assign \$257  = \$255  & \$256 ;
-  assign \$258  = issue & \$257 ;
-  assign \$259  = jj >= 1'h1;
-  assign \$260  = jj <= 8'hff;
-  assign \$261  = \$259  & \$260 ;
-  assign \$262  = issue & \$261 ;
-  assign \$263  = bins_mode == 2'h2;
-  assign \$264  = \$262  & \$263 ;
-  assign \$265  = store_ptr + 1'h1;
-  assign \$266  = ! bins_mode;
-  assign \$267  = v_d1 & \$266 ;
-  assign \$268  = store_ptr + 1'h1;
-  assign \$269  = ! o_stream;
-  assign \$270  = o_valid & \$269 ;
-  assign \$271  = mm + 1'h1;
-  assign \$273  = o_valid & \$272 ;
-  assign \$274  = | o_value[46:34];
-  assign \$275  = \$274  ? 16'hffff : o_value[33:18];
-  assign \$276  = sbase + ms;
-  assign \$277  = ms + 1'h1;
-  assign \$278  = ~ bins_run;
-  assign \$279  = ~ ifin;
-  assign \$280  = init_run & \$279 ;
-  assign \$281  = ~ iph;
-  assign \$282  = \$280  & \$281 ;
-  assign \$283  = ~ iph;
-  assign \$284  = init_run & \$283 ;
-  assign \$285  = ~ ifin;
-  assign \$286  = \$284  & \$285 ;
-  assign \$287  = ~ ifin;
-  assign \$288  = init_run & \$287 ;
-  assign \$289  = ~ iph;
-  assign \$290  = \$288  & \$289 ;
-  assign \$291  = ib + 1'h1;
-  assign \$292  = ib == 8'hfe;
-  assign \$293  = ~ init_run;
-  assign \$294  = p1_ph == 2'h2;
-  assign \$295  = p1_ph + 1'h1;
-  assign \$296  = \$294  ? 3'h0 : \$295 ;
-  assign \$297  = p1_m + 1'h1;
-  assign \$298  = p1_m == 6'h28;
-  assign \$299  = | { p1v_d9, p1v_d8, p1v_d7, p1v_d6, p1v_d5, p1v_d4, p1v_d3, p1v_d2, p1v_d1 };
-  assign \$300  = ~ \$299 ;
-  assign \$301  = \$298  & \$300 ;
-  assign \$302  = g + 1'h1;
-  assign \$303  = ! g_p;
-  assign \$304  = k == 6'h21;
-  assign \$305  = k + 1'h1;
-  assign \$306  = \$304  ? 7'h00 : \$305 ;
-  assign \$307  = k == 6'h21;
-  assign \$308  = cm + 1'h1;
-  assign \$309  = cm == 6'h28;
-  assign \$310  = k == 4'hb;
+  assign \$232  = \$231  > \$signature__data$65 [27:0];
+  assign \$233  = \$232  ? 12'hb34 : 12'hc68;
+  assign \$234  = gmul_use1 ? \$233  : 12'h000;
+  assign \$235  = \$230  | { 5'h00, \$234  };
+  assign \$236  = gmul_use2 ? 13'h1b11 : 13'h0000;
+  assign \$237  = \$235  | { 4'h0, \$236  };
+  assign \$238  = gmul_use3 | gmul_use4;
+  assign \$239  = \$238  | gmul_use5;
+  assign \$240  = \$239  ? 17'h1999a : 17'h00000;
+  assign \$241  = \$237  | \$240 ;
+  assign \$242  = gmul_use6 ? 4'he : 4'h0;
+  assign \$243  = \$241  | { 13'h0000, \$242  };
+  assign \$244  = gmul_use7 ? 4'hd : 4'h0;
+  assign \$245  = \$243  | { 13'h0000, \$244  };
+  assign \$246  = 16'h8000 - sf_r;
+  assign \$247  = gmul_use8 ? \$246  : 17'h00000;
+  assign \$248  = { 1'h0, \$245  } | { \$247 [16], \$247  };
+  assign \$249  = gmul_use9 ? 13'h1045 : 13'h0000;
+  assign \$250  = \$248  | { 5'h00, \$249  };
+  assign \$251  = first_frame ? 17'h10000 : pw0[16:0];
+  assign \$252  = gmul_use10 ? \$251  : 17'h00000;
+  assign \$253  = \$250  | { 1'h0, \$252  };
+  assign \$254  = gmul_use11 ? pw1[17:0] : 18'h00000;
+  assign \$255  = \$253  | \$254 ;
+  assign \$256  = gmul_use12 ? pw0[33:17] : 17'h00000;
+  assign \$257  = \$255  | { 1'h0, \$256  };
+  assign \$258  = first_frame ? 17'h10000 : pw3[16:0];
+  assign \$259  = gmul_use13 ? \$258  : 17'h00000;
+  assign \$260  = \$257  | { 1'h0, \$259  };
+  assign \$261  = gmul_use14 ? pw4[17:0] : 18'h00000;
+  assign \$262  = \$260  | \$261 ;
+  assign \$263  = gmul_use15 ? pw3[33:17] : 17'h00000;
+  assign \$264  = \$262  | { 1'h0, \$263  };
+  assign \$265  = gmul_use16 ? g_r : 16'h0000;
+  assign g_b = \$264  | { 2'h0, \$265  };
+  assign \$266  = gmul_k_k_t0 | gmul_k_k_t1;
+  assign \$267  = \$266  | gmul_k_k_t2;
+  assign \$268  = \$267  | gmul_k_k_t3;
+  assign \$269  = \$268  | gmul_k_k_t4;
+  assign \$270  = \$269  | gmul_k_k_t5;
+  assign \$271  = \$270  | gmul_k_k_t6;
+  assign \$272  = \$271  | gmul_k_k_t7;
+  assign \$273  = \$272  | gmul_k_k_t8;
+  assign \$274  = \$273  | gmul_k_k_t9;
+  assign \$275  = \$274  | gmul_k_k_t10;
+  assign g_k_r = \$275  | gmul_k_k_t11;
+  assign \$276  = ! pcen_state;
+  assign \$277  = pcen_state == 1'h1;
+  assign \$278  = pcen_state == 2'h2;
+  assign \$279  = pcen_state == 2'h3;
+  assign \$280  = pcen_state == 3'h4;
+  assign \$281  = ! engine_state;
+  assign \$282  = engine_state == 1'h1;
+  assign \$283  = engine_state == 2'h2;
+  assign \$284  = engine_state == 2'h3;
+  assign \$285  = engine_state == 3'h4;
+  assign \$286  = engine_state == 3'h5;
+  assign \$287  = engine_state == 3'h6;
+  assign \$288  = engine_state == 3'h7;
+  assign \$289  = $signed(g_a_r[34:17]) * $signed(g_b_r);
+  assign \$291  = $signed(\$289 ) + $signed(\$290 );
+  assign \$292  = slot == 3'h7;
+  assign \$293  = slot + 1'h1;
+  assign \$294  = \$292  ? 4'h0 : \$293 ;
+  assign \$295  = jj + 1'h1;
+  assign \$296  = bins_mode == 2'h2;
+  assign \$297  = \$296  ? 9'h0ff : 9'h100;
+  assign \$298  = jj == \$297 ;
+  assign \$299  = ~ bins_run;
+  assign \$300  = bins_mode == 2'h2;
+  assign \$301  = \$300  ? 1'h1 : 1'h0;
+  assign \$302  = jj >= 1'h1;
+  assign \$303  = jj <= 8'hff;
+  assign \$304  = \$302  & \$303 ;
+  assign \$305  = issue & \$304 ;
+  assign \$306  = jj >= 1'h1;
+  assign \$307  = jj <= 8'hff;
+  assign \$308  = \$306  & \$307 ;
+  assign \$309  = issue & \$308 ;
+  assign \$310  = bins_mode == 2'h2;
   assign \$311  = \$309  & \$310 ;
-  assign \$312  = ~ pcen_run;
-  assign \$313  = ~ pcen_run;
-  assign \$314  = ! p1m_d5;
-  assign \$315  = \$314  ? 34'h000000000 : sumE;
-  assign \$316  = \$315  + E5;
-  assign \$317  = p1m_d5 >= 5'h1a;
-  assign \$318  = p1m_d5 == 5'h1a;
-  assign \$319  = \$318  ? 34'h000000000 : high;
-  assign \$320  = \$319  + E5;
-  assign \$321  = p1m_d5 == 4'hd;
-  assign \$322  = ! p1m_d9;
-  assign \$323  = \$322  ? 35'h000000000 : slog;
-  assign \$324  = $signed(\$323 ) + $signed(o_lp);
-  assign \$325  = k == 1'h1;
-  assign \$326  = p2 & \$325 ;
-  assign \$327  = k == 2'h2;
-  assign \$328  = p2 & \$327 ;
-  assign \$329  = k == 2'h3;
-  assign \$330  = p2 & \$329 ;
-  assign \$331  = k == 3'h4;
-  assign \$332  = p2 & \$331 ;
-  assign \$333  = k == 3'h5;
-  assign \$334  = p2 & \$333 ;
-  assign \$335  = k == 3'h6;
-  assign \$336  = p2 & \$335 ;
-  assign \$337  = k == 3'h7;
-  assign \$338  = p2 & \$337 ;
-  assign \$339  = k == 3'h6;
-  assign \$340  = p2 & \$339 ;
-  assign \$341  = k == 3'h6;
-  assign \$342  = tail & \$341 ;
-  assign \$343  = clr + 1'h1;
-  assign \$344  = clr == 3'h5;
-  assign \$345  = t == 3'h4;
-  assign \$346  = t == 7'h64;
-  assign \$347  = t + 1'h1;
-  assign \$348  = fbase + 6'h28;
-  assign \$349  = clr + 1'h1;
-  assign \$350  = clr == 3'h5;
-  assign \$351  = tr == 3'h4;
-  assign \$352  = t == 7'h64;
-  assign \$353  = t + 1'h1;
-  assign \$354  = fbase + 6'h28;
-  assign \$355  = tr + 1'h1;
-  assign \$356  = rbase + 6'h28;
-  assign \$357  = fu_use0 | fu_use1;
-  assign \$358  = \$357  | fu_use2;
-  assign \$359  = \$358  | fu_use3;
-  assign \$360  = \$359  | fu_use4;
-  assign \$361  = \$360  | fu_use5;
-  assign \$362  = \$361  | fu_use6;
-  assign \$363  = \$362  | fu_use7;
-  assign \$364  = \$363  | fu_use8;
-  assign \$365  = \$364  | fu_use9;
-  assign \$366  = \$365  | fu_use10;
-  assign \$367  = \$366  | fu_use11;
-  assign \$368  = \$367  | fu_use12;
-  assign \$369  = \$368  | fu_use13;
-  assign \$370  = \$369  | fu_use14;
-  assign \$371  = \$370  | fu_use15;
-  assign \$372  = \$371  | fu_use16;
-  assign \$373  = \$372  | fu_use17;
-  assign \$374  = \$373  | fu_use18;
-  assign \$375  = \$374  | fu_use19;
-  assign \$376  = \$375  ? 1'h1 : 1'h0;
-  assign \$377  = fu_use0 | fu_use1;
-  assign \$378  = \$377  | fu_use5;
-  assign \$379  = \$378  | fu_use7;
-  assign \$381  = fu_use2 ? 1'h1 : 1'h0;
-  assign \$382  = fu_use3 ? 2'h2 : 2'h0;
-  assign \$383  = fu_use4 | fu_use10;
-  assign \$384  = \$383  | fu_use11;
-  assign \$385  = \$384  | fu_use14;
-  assign \$386  = \$385  | fu_use18;
-  assign \$387  = \$386  ? 2'h3 : 2'h0;
-  assign \$388  = fu_use6 | fu_use8;
-  assign \$389  = \$388  ? 3'h7 : 3'h0;
-  assign \$390  = fu_use9 ? 4'h8 : 4'h0;
-  assign \$391  = fu_use12 | fu_use16;
-  assign \$392  = \$391  ? 3'h4 : 3'h0;
-  assign \$393  = fu_use13 | fu_use17;
-  assign \$394  = \$393  ? 3'h5 : 3'h0;
-  assign \$395  = fu_use15 | fu_use19;
-  assign \$396  = \$395  ? 3'h6 : 3'h0;
-  assign \$397  = fu_use0 ? x1 : 24'h000000;
-  assign \$398  = fu_use1 ? g_p[43:0] : 44'h00000000000;
-  assign \$399  = fu_use2 ? \$signal$305  : 32'd0;
-  assign \$400  = fu_use3 ? snm : 16'h0000;
-  assign \$401  = fu_use4 ? sumE : 34'h000000000;
-  assign \$402  = fu_use5 | fu_use7;
-  assign \$403  = \$402  ? g_p[39:0] : 40'h0000000000;
-  assign \$404  = fu_use6 ? meanr : 34'h000000000;
-  assign \$405  = fu_use8 ? lnum : 32'd0;
-  assign \$406  = | s[39:15];
-  assign \$407  = ~ \$406 ;
-  assign \$408  = & s[39:15];
-  assign \$409  = \$407  | \$408 ;
-  assign \$410  = s[39] ? 16'h8000 : 16'h7fff;
-  assign \$411  = \$409  ? s[15:0] : \$410 ;
-  assign \$412  = fu_use9 ? \$411  : 16'h0000;
-  assign \$413  = fu_use10 ? E : 28'h0000000;
-  assign \$414  = fu_use11 ? \$signature__data [27:0] : 28'h0000000;
-  assign \$415  = fu_use12 | fu_use16;
-  assign \$416  = \$415  ? g_p[47:16] : 32'd0;
-  assign \$417  = fu_use13 | fu_use15;
-  assign \$418  = \$417  | fu_use17;
-  assign \$419  = \$418  | fu_use19;
-  assign \$420  = \$419  ? g_p[49:16] : 34'h000000000;
-  assign \$421  = fu_use14 | fu_use18;
-  assign \$422  = \$421  ? o_exp[39:0] : 40'h0000000000;
-  assign \$423  = fu_use0 | fu_use1;
-  assign \$424  = \$423  | fu_use3;
-  assign \$425  = \$424  | fu_use4;
-  assign \$426  = \$425  | fu_use5;
-  assign \$427  = \$426  | fu_use7;
-  assign \$428  = \$427  | fu_use9;
-  assign \$429  = \$428  | fu_use10;
-  assign \$430  = \$429  | fu_use11;
-  assign \$431  = \$430  | fu_use12;
-  assign \$432  = \$431  | fu_use13;
-  assign \$433  = \$432  | fu_use14;
-  assign \$434  = \$433  | fu_use15;
-  assign \$435  = \$434  | fu_use16;
-  assign \$436  = \$435  | fu_use17;
-  assign \$437  = \$436  | fu_use18;
-  assign \$438  = \$437  | fu_use19;
-  assign \$440  = fu_use2 ? ld : 32'd0;
-  assign \$441  = fu_use6 | fu_use8;
-  assign \$442  = \$441  ? o_lp : 32'd0;
-  assign \$443  = fu_use0 | fu_use1;
-  assign \$444  = \$443  | fu_use2;
-  assign \$445  = \$444  | fu_use3;
-  assign \$446  = \$445  | fu_use4;
-  assign \$447  = \$446  | fu_use5;
-  assign \$448  = \$447  | fu_use6;
-  assign \$449  = \$448  | fu_use7;
-  assign \$450  = \$449  | fu_use8;
-  assign \$451  = \$450  | fu_use9;
-  assign \$452  = \$451  | fu_use10;
-  assign \$453  = \$452  | fu_use11;
-  assign \$454  = \$453  | fu_use12;
-  assign \$455  = \$454  | fu_use14;
-  assign \$456  = \$455  | fu_use16;
-  assign \$457  = \$456  | fu_use18;
-  assign \$459  = fu_use13 ? { pw2[1:0], pw1[35:18] } : 20'h00000;
-  assign \$460  = fu_use15 ? pw2[21:2] : 20'h00000;
-  assign \$461  = fu_use17 ? { pw5[1:0], pw4[35:18] } : 20'h00000;
-  assign \$462  = fu_use19 ? pw5[21:2] : 20'h00000;
-  assign \$463  = gmul_use0 ? x1 : 24'h000000;
-  assign \$464  = gmul_use1 ? { \$39 [28], \$39  } : 30'h00000000;
-  assign \$465  = gmul_use2 ? noise_r : 28'h0000000;
-  assign \$466  = gmul_use3 ? word0r : 28'h0000000;
-  assign \$467  = gmul_use4 ? sum5_hold : 28'h0000000;
-  assign \$468  = gmul_use5 ? slog : 35'h000000000;
-  assign \$469  = gmul_use6 ? low : 34'h000000000;
-  assign \$470  = gmul_use7 ? high : 34'h000000000;
-  assign \$471  = num_zero ? 16'h0000 : o_exp[15:0];
-  assign \$472  = \$471  > 15'h4ccd;
-  assign \$473  = num_zero ? 16'h0000 : o_exp[15:0];
-  assign \$474  = \$473  - 15'h4ccd;
-  assign \$475  = \$472  ? \$474  : 17'h00000;
-  assign \$476  = gmul_use8 ? \$475  : 17'h00000;
-  assign \$477  = gmul_use9 ? g_p[31:15] : 17'h00000;
-  assign \$478  = gmul_use10 | gmul_use13;
-  assign \$479  = { E_r, 4'h1 } - \$signature__data [31:0];
-  assign \$480  = \$478  ? \$479  : 33'h000000000;
-  assign \$481  = gmul_use11 | gmul_use12;
-  assign \$482  = \$481  | gmul_use14;
-  assign \$483  = \$482  | gmul_use15;
-  assign \$484  = \$483  ? o_lp : 32'd0;
-  assign \$485  = $signed(stat_r) - $signed(o_exp[19:0]);
-  assign \$486  = gmul_use16 ? \$485  : 21'h000000;
-  assign \$487  = gmul_use0 ? 17'h10000 : 17'h00000;
-  assign \$489  = \$488  > \$signature__data$65 [27:0];
-  assign \$490  = \$489  ? 12'hb34 : 12'hc68;
-  assign \$491  = gmul_use1 ? \$490  : 12'h000;
-  assign \$492  = gmul_use2 ? 13'h1b11 : 13'h0000;
-  assign \$493  = gmul_use3 | gmul_use4;
-  assign \$494  = \$493  | gmul_use5;
-  assign \$495  = \$494  ? 17'h1999a : 17'h00000;
-  assign \$496  = gmul_use6 ? 4'he : 4'h0;
-  assign \$497  = gmul_use7 ? 4'hd : 4'h0;
-  assign \$498  = 16'h8000 - sf_r;
-  assign \$499  = gmul_use8 ? \$498  : 17'h00000;
-  assign \$500  = gmul_use9 ? 13'h1045 : 13'h0000;
-  assign \$501  = first_frame ? 17'h10000 : pw0[16:0];
-  assign \$502  = gmul_use10 ? \$501  : 17'h00000;
-  assign \$503  = gmul_use11 ? pw1[17:0] : 18'h00000;
-  assign \$504  = gmul_use12 ? pw0[33:17] : 17'h00000;
-  assign \$505  = first_frame ? 17'h10000 : pw3[16:0];
-  assign \$506  = gmul_use13 ? \$505  : 17'h00000;
-  assign \$507  = gmul_use14 ? pw4[17:0] : 18'h00000;
-  assign \$508  = gmul_use15 ? pw3[33:17] : 17'h00000;
-  assign \$509  = gmul_use16 ? g_r : 16'h0000;
-  assign \$510  = gmul_use0 | gmul_use1;
+  assign \$312  = store_ptr + 1'h1;
+  assign \$313  = ! bins_mode;
+  assign \$314  = v_d1 & \$313 ;
+  assign \$315  = store_ptr + 1'h1;
+  assign \$316  = ! o_stream;
+  assign \$317  = o_valid & \$316 ;
+  assign \$318  = mm + 1'h1;
+  assign \$320  = o_valid & \$319 ;
+  assign \$321  = | o_value[46:34];
+  assign \$322  = \$321  ? 16'hffff : o_value[33:18];
+  assign \$323  = sbase + ms;
+  assign \$324  = ms + 1'h1;
+  assign \$325  = ~ bins_run;
+  assign \$326  = ~ ifin;
+  assign \$327  = init_run & \$326 ;
+  assign \$328  = ~ iph;
+  assign \$329  = \$327  & \$328 ;
+  assign \$330  = ~ iph;
+  assign \$331  = init_run & \$330 ;
+  assign \$332  = ~ ifin;
+  assign \$333  = \$331  & \$332 ;
+  assign \$334  = ~ ifin;
+  assign \$335  = init_run & \$334 ;
+  assign \$336  = ~ iph;
+  assign \$337  = \$335  & \$336 ;
+  assign \$338  = ib + 1'h1;
+  assign \$339  = ib == 8'hfe;
+  assign \$340  = ~ init_run;
+  assign \$341  = p1_ph == 2'h2;
+  assign \$342  = p1_ph + 1'h1;
+  assign \$343  = \$341  ? 3'h0 : \$342 ;
+  assign \$344  = p1_m + 1'h1;
+  assign \$345  = p1_m == 6'h28;
+  assign \$346  = | { p1v_d9, p1v_d8, p1v_d7, p1v_d6, p1v_d5, p1v_d4, p1v_d3, p1v_d2, p1v_d1 };
+  assign \$347  = ~ \$346 ;
+  assign \$348  = \$345  & \$347 ;
+  assign \$349  = g + 1'h1;
+  assign \$350  = ! g_p;
+  assign \$351  = k == 6'h21;
+  assign \$352  = k + 1'h1;
+  assign \$353  = \$351  ? 7'h00 : \$352 ;
+  assign \$354  = k == 6'h21;
+  assign \$355  = cm + 1'h1;
+  assign \$356  = cm == 6'h28;
+  assign \$357  = k == 4'hb;
+  assign \$358  = \$356  & \$357 ;
+  assign \$359  = ~ pcen_run;
+  assign \$360  = ~ pcen_run;
+  assign \$361  = ! p1m_d5;
+  assign \$362  = \$361  ? 34'h000000000 : sumE;
+  assign \$363  = \$362  + E5;
+  assign \$364  = p1m_d5 >= 5'h1a;
+  assign \$365  = p1m_d5 == 5'h1a;
+  assign \$366  = \$365  ? 34'h000000000 : high;
+  assign \$367  = \$366  + E5;
+  assign \$368  = p1m_d5 == 4'hd;
+  assign \$369  = ! p1m_d9;
+  assign \$370  = \$369  ? 35'h000000000 : slog;
+  assign \$371  = $signed(\$370 ) + $signed(o_lp);
+  assign \$372  = k == 1'h1;
+  assign \$373  = p2 & \$372 ;
+  assign \$374  = k == 2'h2;
+  assign \$375  = p2 & \$374 ;
+  assign \$376  = k == 2'h3;
+  assign \$377  = p2 & \$376 ;
+  assign \$378  = k == 3'h4;
+  assign \$379  = p2 & \$378 ;
+  assign \$380  = k == 3'h5;
+  assign \$381  = p2 & \$380 ;
+  assign \$382  = k == 3'h6;
+  assign \$383  = p2 & \$382 ;
+  assign \$384  = k == 3'h7;
+  assign \$385  = p2 & \$384 ;
+  assign \$386  = k == 3'h6;
+  assign \$387  = p2 & \$386 ;
+  assign \$388  = k == 3'h6;
+  assign \$389  = tail & \$388 ;
+  assign \$390  = clr + 1'h1;
+  assign \$391  = clr == 3'h5;
+  assign \$392  = t == 3'h4;
+  assign \$393  = t == 7'h64;
+  assign \$394  = t + 1'h1;
+  assign \$395  = fbase + 6'h28;
+  assign \$396  = clr + 1'h1;
+  assign \$397  = clr == 3'h5;
+  assign \$398  = tr == 3'h4;
+  assign \$399  = t == 7'h64;
+  assign \$400  = t + 1'h1;
+  assign \$401  = fbase + 6'h28;
+  assign \$402  = tr + 1'h1;
+  assign \$403  = rbase + 6'h28;
+  assign \$404  = fu_use0 | fu_use1;
+  assign \$405  = \$404  | fu_use2;
+  assign \$406  = \$405  | fu_use3;
+  assign \$407  = \$406  | fu_use4;
+  assign \$408  = \$407  | fu_use5;
+  assign \$409  = \$408  | fu_use6;
+  assign \$410  = \$409  | fu_use7;
+  assign \$411  = \$410  | fu_use8;
+  assign \$412  = \$411  | fu_use9;
+  assign \$413  = \$412  | fu_use10;
+  assign \$414  = \$413  | fu_use11;
+  assign \$415  = \$414  | fu_use12;
+  assign \$416  = \$415  | fu_use13;
+  assign \$417  = \$416  | fu_use14;
+  assign \$418  = \$417  | fu_use15;
+  assign \$419  = \$418  | fu_use16;
+  assign \$420  = \$419  | fu_use17;
+  assign \$421  = \$420  | fu_use18;
+  assign \$422  = \$421  | fu_use19;
+  assign \$423  = \$422  ? 1'h1 : 1'h0;
+  assign \$424  = fu_use0 | fu_use1;
+  assign \$425  = \$424  | fu_use5;
+  assign \$426  = \$425  | fu_use7;
+  assign \$428  = fu_use2 ? 1'h1 : 1'h0;
+  assign \$429  = fu_use3 ? 2'h2 : 2'h0;
+  assign \$430  = fu_use4 | fu_use10;
+  assign \$431  = \$430  | fu_use11;
+  assign \$432  = \$431  | fu_use14;
+  assign \$433  = \$432  | fu_use18;
+  assign \$434  = \$433  ? 2'h3 : 2'h0;
+  assign \$435  = fu_use6 | fu_use8;
+  assign \$436  = \$435  ? 3'h7 : 3'h0;
+  assign \$437  = fu_use9 ? 4'h8 : 4'h0;
+  assign \$438  = fu_use12 | fu_use16;
+  assign \$439  = \$438  ? 3'h4 : 3'h0;
+  assign \$440  = fu_use13 | fu_use17;
+  assign \$441  = \$440  ? 3'h5 : 3'h0;
+  assign \$442  = fu_use15 | fu_use19;
+  assign \$443  = \$442  ? 3'h6 : 3'h0;
+  assign \$444  = fu_use0 ? x1 : 24'h000000;
+  assign \$445  = fu_use1 ? g_p[43:0] : 44'h00000000000;
+  assign \$446  = fu_use2 ? \$signal$311  : 32'd0;
+  assign \$447  = fu_use3 ? snm : 16'h0000;
+  assign \$448  = fu_use4 ? sumE : 34'h000000000;
+  assign \$449  = fu_use5 | fu_use7;
+  assign \$450  = \$449  ? g_p[39:0] : 40'h0000000000;
+  assign \$451  = fu_use6 ? meanr : 34'h000000000;
+  assign \$452  = fu_use8 ? lnum : 32'd0;
+  assign \$453  = | s[39:15];
+  assign \$454  = ~ \$453 ;
+  assign \$455  = & s[39:15];
+  assign \$456  = \$454  | \$455 ;
+  assign \$457  = s[39] ? 16'h8000 : 16'h7fff;
+  assign \$458  = \$456  ? s[15:0] : \$457 ;
+  assign \$459  = fu_use9 ? \$458  : 16'h0000;
+  assign \$460  = fu_use10 ? E : 28'h0000000;
+  assign \$461  = fu_use11 ? \$signature__data [27:0] : 28'h0000000;
+  assign \$462  = fu_use12 | fu_use16;
+  assign \$463  = \$462  ? g_p[47:16] : 32'd0;
+  assign \$464  = fu_use13 | fu_use15;
+  assign \$465  = \$464  | fu_use17;
+  assign \$466  = \$465  | fu_use19;
+  assign \$467  = \$466  ? g_p[49:16] : 34'h000000000;
+  assign \$468  = fu_use14 | fu_use18;
+  assign \$469  = \$468  ? o_exp[39:0] : 40'h0000000000;
+  assign \$470  = fu_use0 | fu_use1;
+  assign \$471  = \$470  | fu_use3;
+  assign \$472  = \$471  | fu_use4;
+  assign \$473  = \$472  | fu_use5;
+  assign \$474  = \$473  | fu_use7;
+  assign \$475  = \$474  | fu_use9;
+  assign \$476  = \$475  | fu_use10;
+  assign \$477  = \$476  | fu_use11;
+  assign \$478  = \$477  | fu_use12;
+  assign \$479  = \$478  | fu_use13;
+  assign \$480  = \$479  | fu_use14;
+  assign \$481  = \$480  | fu_use15;
+  assign \$482  = \$481  | fu_use16;
+  assign \$483  = \$482  | fu_use17;
+  assign \$484  = \$483  | fu_use18;
+  assign \$485  = \$484  | fu_use19;
+  assign \$487  = fu_use2 ? ld : 32'd0;
+  assign \$488  = fu_use6 | fu_use8;
+  assign \$489  = \$488  ? o_lp : 32'd0;
+  assign \$490  = fu_use0 | fu_use1;
+  assign \$491  = \$490  | fu_use2;
+  assign \$492  = \$491  | fu_use3;
+  assign \$493  = \$492  | fu_use4;
+  assign \$494  = \$493  | fu_use5;
+  assign \$495  = \$494  | fu_use6;
+  assign \$496  = \$495  | fu_use7;
+  assign \$497  = \$496  | fu_use8;
+  assign \$498  = \$497  | fu_use9;
+  assign \$499  = \$498  | fu_use10;
+  assign \$500  = \$499  | fu_use11;
+  assign \$501  = \$500  | fu_use12;
+  assign \$502  = \$501  | fu_use14;
+  assign \$503  = \$502  | fu_use16;
+  assign \$504  = \$503  | fu_use18;
+  assign \$506  = fu_use13 ? { pw2[1:0], pw1[35:18] } : 20'h00000;
+  assign \$507  = fu_use15 ? pw2[21:2] : 20'h00000;
+  assign \$508  = fu_use17 ? { pw5[1:0], pw4[35:18] } : 20'h00000;
+  assign \$509  = fu_use19 ? pw5[21:2] : 20'h00000;
+  assign \$510  = gmul_k_use0 | gmul_k_use1;
   assign \$511  = ! bins_mode;
   assign \$512  = \$511  & first_frame;
   assign \$513  = \$512  ? 28'h0000000 : \$signature__data$65 [27:0];
   assign \$514  = \$510  ? { \$513 , 16'h8000 } : 44'h00000000000;
-  assign \$515  = gmul_use2 ? 4'hb : 4'h0;
-  assign \$516  = gmul_use3 | gmul_use12;
-  assign \$517  = \$516  | gmul_use15;
+  assign \$515  = gmul_k_use2 ? 4'hb : 4'h0;
+  assign \$516  = gmul_k_use3 | gmul_k_use12;
+  assign \$517  = \$516  | gmul_k_use15;
   assign \$518  = \$517  ? 16'h8000 : 16'h0000;
-  assign \$519  = gmul_use4 ? 17'h18000 : 17'h00000;
-  assign \$520  = gmul_use5 ? 41'h1549aa00000 : 41'h00000000000;
-  assign \$522  = gmul_use7 ? num_r : 36'h000000000;
-  assign \$523  = gmul_use8 ? { sf_r, 15'h4000 } : 31'h00000000;
-  assign \$524  = gmul_use9 ? 28'hbeee000 : 28'h0000000;
-  assign \$525  = gmul_use10 | gmul_use13;
+  assign \$519  = gmul_k_use4 ? 17'h18000 : 17'h00000;
+  assign \$520  = gmul_k_use5 ? 41'h1549aa00000 : 41'h00000000000;
+  assign \$522  = gmul_k_use7 ? num_r : 36'h000000000;
+  assign \$523  = gmul_k_use8 ? { sf_r, 15'h4000 } : 31'h00000000;
+  assign \$524  = gmul_k_use9 ? 28'hbeee000 : 28'h0000000;
+  assign \$525  = gmul_k_use10 | gmul_k_use13;
   assign \$526  = \$525  ? { \$signature__data [31:0], 16'h8000 } : 48'h000000000000;
-  assign \$527  = gmul_use11 | gmul_use14;
+  assign \$527  = gmul_k_use11 | gmul_k_use14;
   assign \$528  = \$527  ? { lE, 16'h7fff } : 48'h000000000000;
-  assign \$529  = gmul_use16 ? { o_exp[19:0], 15'h4000 } : 35'h000000000;
+  assign \$529  = gmul_k_use16 ? { o_exp[19:0], 15'h4000 } : 35'h000000000;
   always @(posedge clk)
     g_p <= \$530 ;
   always @(posedge clk)
-    slot <= \$531 ;
+    g_a_r <= \$531 ;
   always @(posedge clk)
-    j <= \$532 ;
+    g_b_r <= \$532 ;
   always @(posedge clk)
-    finished <= \$533 ;
+    slot <= \$533 ;
   always @(posedge clk)
-    v_d1 <= \$534 ;
+    j <= \$534 ;
   always @(posedge clk)
-    v_d2 <= \$535 ;
+    finished <= \$535 ;
   always @(posedge clk)
-    v_d3 <= \$536 ;
+    v_d1 <= \$536 ;
   always @(posedge clk)
-    v_d4 <= \$537 ;
+    v_d2 <= \$537 ;
   always @(posedge clk)
-    v_d5 <= \$538 ;
+    v_d3 <= \$538 ;
   always @(posedge clk)
-    v_d6 <= \$539 ;
+    v_d4 <= \$539 ;
   always @(posedge clk)
-    v_d7 <= \$540 ;
+    v_d5 <= \$540 ;
   always @(posedge clk)
-    v_d8 <= \$541 ;
+    v_d6 <= \$541 ;
   always @(posedge clk)
-    v_d9 <= \$542 ;
+    v_d7 <= \$542 ;
   always @(posedge clk)
-    v_d10 <= \$543 ;
+    v_d8 <= \$543 ;
   always @(posedge clk)
-    v_d11 <= \$544 ;
+    v_d9 <= \$544 ;
   always @(posedge clk)
-    v_d12 <= \$545 ;
+    v_d10 <= \$545 ;
   always @(posedge clk)
-    v_d13 <= \$546 ;
+    v_d11 <= \$546 ;
   always @(posedge clk)
-    v_d14 <= \$547 ;
+    v_d12 <= \$547 ;
   always @(posedge clk)
-    v_d15 <= \$548 ;
+    v_d13 <= \$548 ;
   always @(posedge clk)
-    v_d16 <= \$549 ;
+    v_d14 <= \$549 ;
   always @(posedge clk)
-    v_d17 <= \$550 ;
+    v_d15 <= \$550 ;
   always @(posedge clk)
-    v_d18 <= \$551 ;
+    v_d16 <= \$551 ;
   always @(posedge clk)
-    v_d19 <= \$552 ;
+    v_d17 <= \$552 ;
   always @(posedge clk)
-    v_d20 <= \$553 ;
+    v_d18 <= \$553 ;
   always @(posedge clk)
-    v_d21 <= \$554 ;
+    v_d19 <= \$554 ;
   always @(posedge clk)
-    v_d22 <= \$555 ;
+    v_d20 <= \$555 ;
   always @(posedge clk)
-    v_d23 <= \$556 ;
+    v_d21 <= \$556 ;
   always @(posedge clk)
-    v_d24 <= \$557 ;
+    v_d22 <= \$557 ;
   always @(posedge clk)
-    v_d25 <= \$558 ;
+    v_d23 <= \$558 ;
   always @(posedge clk)
-    v_d26 <= \$559 ;
+    v_d24 <= \$559 ;
   always @(posedge clk)
-    v_d27 <= \$560 ;
+    v_d25 <= \$560 ;
   always @(posedge clk)
-    v_d28 <= \$561 ;
+    v_d26 <= \$561 ;
   always @(posedge clk)
-    v_d29 <= \$562 ;
+    v_d27 <= \$562 ;
   always @(posedge clk)
-    v_d30 <= \$563 ;
+    v_d28 <= \$563 ;
   always @(posedge clk)
-    v_d31 <= \$564 ;
+    v_d29 <= \$564 ;
   always @(posedge clk)
-    jb_d1 <= \$565 ;
+    v_d30 <= \$565 ;
   always @(posedge clk)
-    jb_d2 <= \$566 ;
+    v_d31 <= \$566 ;
   always @(posedge clk)
-    jb_d3 <= \$567 ;
+    jb_d1 <= \$567 ;
   always @(posedge clk)
-    half_d1 <= \$568 ;
+    jb_d2 <= \$568 ;
   always @(posedge clk)
-    store_ptr <= \$569 ;
+    jb_d3 <= \$569 ;
   always @(posedge clk)
-    x_reg <= \$570 ;
+    half_d1 <= \$570 ;
   always @(posedge clk)
-    x1r <= \$571 ;
+    store_ptr <= \$571 ;
   always @(posedge clk)
-    w_d1 <= \$572 ;
+    x_reg <= \$572 ;
   always @(posedge clk)
-    w_d2 <= \$573 ;
+    x1r <= \$573 ;
   always @(posedge clk)
-    w_d3 <= \$574 ;
+    w_d1 <= \$574 ;
   always @(posedge clk)
-    w_d4 <= \$575 ;
+    w_d2 <= \$575 ;
   always @(posedge clk)
-    w_d5 <= \$576 ;
+    w_d3 <= \$576 ;
   always @(posedge clk)
-    w_d6 <= \$577 ;
+    w_d4 <= \$577 ;
   always @(posedge clk)
-    w_d7 <= \$578 ;
+    w_d5 <= \$578 ;
   always @(posedge clk)
-    w_d8 <= \$579 ;
+    w_d6 <= \$579 ;
   always @(posedge clk)
-    w_d9 <= \$580 ;
+    w_d7 <= \$580 ;
   always @(posedge clk)
-    w_d10 <= \$581 ;
+    w_d8 <= \$581 ;
   always @(posedge clk)
-    w_d11 <= \$582 ;
+    w_d9 <= \$582 ;
   always @(posedge clk)
-    w_d12 <= \$583 ;
+    w_d10 <= \$583 ;
   always @(posedge clk)
-    w_d13 <= \$584 ;
+    w_d11 <= \$584 ;
   always @(posedge clk)
-    w_d14 <= \$585 ;
+    w_d12 <= \$585 ;
   always @(posedge clk)
-    w_d15 <= \$586 ;
+    w_d13 <= \$586 ;
   always @(posedge clk)
-    w_d16 <= \$587 ;
+    w_d14 <= \$587 ;
   always @(posedge clk)
-    w_d17 <= \$588 ;
+    w_d15 <= \$588 ;
   always @(posedge clk)
-    w_d18 <= \$589 ;
+    w_d16 <= \$589 ;
   always @(posedge clk)
-    w_d19 <= \$590 ;
+    w_d17 <= \$590 ;
   always @(posedge clk)
-    w_d20 <= \$591 ;
+    w_d18 <= \$591 ;
   always @(posedge clk)
-    w_d21 <= \$592 ;
+    w_d19 <= \$592 ;
   always @(posedge clk)
-    close_d1 <= \$593 ;
+    w_d20 <= \$593 ;
   always @(posedge clk)
-    close_d2 <= \$594 ;
+    w_d21 <= \$594 ;
   always @(posedge clk)
-    close_d3 <= \$595 ;
+    close_d1 <= \$595 ;
   always @(posedge clk)
-    close_d4 <= \$596 ;
+    close_d2 <= \$596 ;
   always @(posedge clk)
-    close_d5 <= \$597 ;
+    close_d3 <= \$597 ;
   always @(posedge clk)
-    close_d6 <= \$598 ;
+    close_d4 <= \$598 ;
   always @(posedge clk)
-    close_d7 <= \$599 ;
+    close_d5 <= \$599 ;
   always @(posedge clk)
-    close_d8 <= \$600 ;
+    close_d6 <= \$600 ;
   always @(posedge clk)
-    close_d9 <= \$601 ;
+    close_d7 <= \$601 ;
   always @(posedge clk)
-    close_d10 <= \$602 ;
+    close_d8 <= \$602 ;
   always @(posedge clk)
-    close_d11 <= \$603 ;
+    close_d9 <= \$603 ;
   always @(posedge clk)
-    close_d12 <= \$604 ;
+    close_d10 <= \$604 ;
   always @(posedge clk)
-    close_d13 <= \$605 ;
+    close_d11 <= \$605 ;
   always @(posedge clk)
-    close_d14 <= \$606 ;
+    close_d12 <= \$606 ;
   always @(posedge clk)
-    close_d15 <= \$607 ;
+    close_d13 <= \$607 ;
   always @(posedge clk)
-    close_d16 <= \$608 ;
+    close_d14 <= \$608 ;
   always @(posedge clk)
-    close_d17 <= \$609 ;
+    close_d15 <= \$609 ;
   always @(posedge clk)
-    close_d18 <= \$610 ;
+    close_d16 <= \$610 ;
   always @(posedge clk)
-    close_d19 <= \$611 ;
+    close_d17 <= \$611 ;
   always @(posedge clk)
-    close_d20 <= \$612 ;
+    close_d18 <= \$612 ;
   always @(posedge clk)
-    close_d21 <= \$613 ;
+    close_d19 <= \$613 ;
   always @(posedge clk)
-    word0r <= \$614 ;
+    close_d20 <= \$614 ;
   always @(posedge clk)
-    word0h <= \$615 ;
+    close_d21 <= \$615 ;
   always @(posedge clk)
-    half_n0 <= \$616 ;
+    word0r <= \$616 ;
   always @(posedge clk)
-    noise_r <= \$617 ;
+    word0h <= \$617 ;
   always @(posedge clk)
-    mm <= \$618 ;
+    half_n0 <= \$618 ;
   always @(posedge clk)
-    \$signal$305  <= \$619 ;
+    noise_r <= \$619 ;
   always @(posedge clk)
-    ld <= \$620 ;
+    mm <= \$620 ;
   always @(posedge clk)
-    r <= \$621 ;
+    \$signal$311  <= \$621 ;
   always @(posedge clk)
-    sclose <= \$622 ;
+    ld <= \$622 ;
   always @(posedge clk)
-    snm <= \$623 ;
+    r <= \$623 ;
   always @(posedge clk)
-    saddr <= \$624 ;
+    sclose <= \$624 ;
   always @(posedge clk)
-    ms <= \$625 ;
+    snm <= \$625 ;
   always @(posedge clk)
-    sclose_d1 <= \$626 ;
+    saddr <= \$626 ;
   always @(posedge clk)
-    sclose_d2 <= \$627 ;
+    ms <= \$627 ;
   always @(posedge clk)
-    sclose_d3 <= \$628 ;
+    sclose_d1 <= \$628 ;
   always @(posedge clk)
-    sclose_d4 <= \$629 ;
+    sclose_d2 <= \$629 ;
   always @(posedge clk)
-    sclose_d5 <= \$630 ;
+    sclose_d3 <= \$630 ;
   always @(posedge clk)
-    sclose_d6 <= \$631 ;
+    sclose_d4 <= \$631 ;
   always @(posedge clk)
-    saddr_d1 <= \$632 ;
+    sclose_d5 <= \$632 ;
   always @(posedge clk)
-    saddr_d2 <= \$633 ;
+    sclose_d6 <= \$633 ;
   always @(posedge clk)
-    saddr_d3 <= \$634 ;
+    saddr_d1 <= \$634 ;
   always @(posedge clk)
-    saddr_d4 <= \$635 ;
+    saddr_d2 <= \$635 ;
   always @(posedge clk)
-    saddr_d5 <= \$636 ;
+    saddr_d3 <= \$636 ;
   always @(posedge clk)
-    saddr_d6 <= \$637 ;
+    saddr_d4 <= \$637 ;
   always @(posedge clk)
-    snr_val <= \$638 ;
+    saddr_d5 <= \$638 ;
   always @(posedge clk)
-    iv_d1 <= \$639 ;
+    saddr_d6 <= \$639 ;
   always @(posedge clk)
-    iv_d2 <= \$640 ;
+    snr_val <= \$640 ;
   always @(posedge clk)
-    iv_d3 <= \$641 ;
+    iv_d1 <= \$641 ;
   always @(posedge clk)
-    iv_d4 <= \$642 ;
+    iv_d2 <= \$642 ;
   always @(posedge clk)
-    iv_d5 <= \$643 ;
+    iv_d3 <= \$643 ;
   always @(posedge clk)
-    iph <= \$644 ;
+    iv_d4 <= \$644 ;
   always @(posedge clk)
-    ib <= \$645 ;
+    iv_d5 <= \$645 ;
   always @(posedge clk)
-    ifin <= \$646 ;
+    iph <= \$646 ;
   always @(posedge clk)
-    ib_d1 <= \$647 ;
+    ib <= \$647 ;
   always @(posedge clk)
-    ib_d2 <= \$648 ;
+    ifin <= \$648 ;
   always @(posedge clk)
-    ib_d3 <= \$649 ;
+    ib_d1 <= \$649 ;
   always @(posedge clk)
-    ib_d4 <= \$650 ;
+    ib_d2 <= \$650 ;
   always @(posedge clk)
-    ib_d5 <= \$651 ;
+    ib_d3 <= \$651 ;
   always @(posedge clk)
-    sum5_hold <= \$652 ;
+    ib_d4 <= \$652 ;
   always @(posedge clk)
-    p1v_d1 <= \$653 ;
+    ib_d5 <= \$653 ;
   always @(posedge clk)
-    p1v_d2 <= \$654 ;
+    sum5_hold <= \$654 ;
   always @(posedge clk)
-    p1v_d3 <= \$655 ;
+    p1v_d1 <= \$655 ;
   always @(posedge clk)
-    p1v_d4 <= \$656 ;
+    p1v_d2 <= \$656 ;
   always @(posedge clk)
-    p1v_d5 <= \$657 ;
+    p1v_d3 <= \$657 ;
   always @(posedge clk)
-    p1v_d6 <= \$658 ;
+    p1v_d4 <= \$658 ;
   always @(posedge clk)
-    p1v_d7 <= \$659 ;
+    p1v_d5 <= \$659 ;
   always @(posedge clk)
-    p1v_d8 <= \$660 ;
+    p1v_d6 <= \$660 ;
   always @(posedge clk)
-    p1v_d9 <= \$661 ;
+    p1v_d7 <= \$661 ;
   always @(posedge clk)
-    p1m_d1 <= \$662 ;
+    p1v_d8 <= \$662 ;
   always @(posedge clk)
-    p1m_d2 <= \$663 ;
+    p1v_d9 <= \$663 ;
   always @(posedge clk)
-    p1m_d3 <= \$664 ;
+    p1m_d1 <= \$664 ;
   always @(posedge clk)
-    p1m_d4 <= \$665 ;
+    p1m_d2 <= \$665 ;
   always @(posedge clk)
-    p1m_d5 <= \$666 ;
+    p1m_d3 <= \$666 ;
   always @(posedge clk)
-    p1m_d6 <= \$667 ;
+    p1m_d4 <= \$667 ;
   always @(posedge clk)
-    p1m_d7 <= \$668 ;
+    p1m_d5 <= \$668 ;
   always @(posedge clk)
-    p1m_d8 <= \$669 ;
+    p1m_d6 <= \$669 ;
   always @(posedge clk)
-    p1m_d9 <= \$670 ;
+    p1m_d7 <= \$670 ;
   always @(posedge clk)
-    pcen_state <= \$671 ;
+    p1m_d8 <= \$671 ;
   always @(posedge clk)
-    p1_ph <= \$672 ;
+    p1m_d9 <= \$672 ;
   always @(posedge clk)
-    p1_m <= \$673 ;
+    pcen_state <= \$673 ;
   always @(posedge clk)
-    g <= \$674 ;
+    p1_ph <= \$674 ;
   always @(posedge clk)
-    meanr <= \$675 ;
+    p1_m <= \$675 ;
   always @(posedge clk)
-    num_r <= \$676 ;
+    g <= \$676 ;
   always @(posedge clk)
-    num_zero <= \$677 ;
+    meanr <= \$677 ;
   always @(posedge clk)
-    lnum <= \$678 ;
+    num_r <= \$678 ;
   always @(posedge clk)
-    sf_r <= \$679 ;
+    num_zero <= \$679 ;
   always @(posedge clk)
-    g_r <= \$680 ;
+    lnum <= \$680 ;
   always @(posedge clk)
-    k <= \$681 ;
+    sf_r <= \$681 ;
   always @(posedge clk)
-    cm <= \$682 ;
+    g_r <= \$682 ;
   always @(posedge clk)
-    mel_r <= \$683 ;
+    k <= \$683 ;
   always @(posedge clk)
-    flo <= \$684 ;
+    cm <= \$684 ;
   always @(posedge clk)
-    fhi <= \$685 ;
+    mel_r <= \$685 ;
   always @(posedge clk)
-    E5 <= \$686 ;
+    flo <= \$686 ;
   always @(posedge clk)
-    sumE <= \$687 ;
+    fhi <= \$687 ;
   always @(posedge clk)
-    high <= \$688 ;
+    E5 <= \$688 ;
   always @(posedge clk)
-    low <= \$689 ;
+    sumE <= \$689 ;
   always @(posedge clk)
-    slog <= \$690 ;
+    high <= \$690 ;
   always @(posedge clk)
-    E_r <= \$691 ;
+    low <= \$691 ;
   always @(posedge clk)
-    pw0 <= \$692 ;
+    slog <= \$692 ;
   always @(posedge clk)
-    pw1 <= \$693 ;
+    E_r <= \$693 ;
   always @(posedge clk)
-    pw2 <= \$694 ;
+    pw0 <= \$694 ;
   always @(posedge clk)
-    pw3 <= \$695 ;
+    pw1 <= \$695 ;
   always @(posedge clk)
-    pw4 <= \$696 ;
+    pw2 <= \$696 ;
   always @(posedge clk)
-    pw5 <= \$697 ;
+    pw3 <= \$697 ;
   always @(posedge clk)
-    lE <= \$698 ;
+    pw4 <= \$698 ;
   always @(posedge clk)
-    stat_r <= \$699 ;
+    pw5 <= \$699 ;
   always @(posedge clk)
-    t <= \$700 ;
+    lE <= \$700 ;
   always @(posedge clk)
-    fbase <= \$701 ;
+    stat_r <= \$701 ;
   always @(posedge clk)
-    engine_state <= \$702 ;
+    t <= \$702 ;
   always @(posedge clk)
-    clr <= \$703 ;
+    fbase <= \$703 ;
   always @(posedge clk)
-    tr <= \$704 ;
+    engine_state <= \$704 ;
   always @(posedge clk)
-    rbase <= \$705 ;
+    clr <= \$705 ;
   always @(posedge clk)
-    i_valid <= \$706 ;
+    tr <= \$706 ;
   always @(posedge clk)
-    fu_op_t0 <= \$707 ;
+    rbase <= \$707 ;
   always @(posedge clk)
-    fu_op_t1 <= \$708 ;
+    i_valid <= \$708 ;
   always @(posedge clk)
-    fu_op_t2 <= \$709 ;
+    fu_op_t0 <= \$709 ;
   always @(posedge clk)
-    fu_op_t3 <= \$710 ;
+    fu_op_t1 <= \$710 ;
   always @(posedge clk)
-    fu_op_t4 <= \$711 ;
+    fu_op_t2 <= \$711 ;
   always @(posedge clk)
-    fu_op_t5 <= \$712 ;
+    fu_op_t3 <= \$712 ;
   always @(posedge clk)
-    fu_op_t6 <= \$713 ;
+    fu_op_t4 <= \$713 ;
   always @(posedge clk)
-    fu_op_t7 <= \$714 ;
+    fu_op_t5 <= \$714 ;
   always @(posedge clk)
-    fu_op_t8 <= \$715 ;
+    fu_op_t6 <= \$715 ;
   always @(posedge clk)
-    fu_x_t0 <= \$716 ;
+    fu_op_t7 <= \$716 ;
   always @(posedge clk)
-    fu_x_t1 <= \$717 ;
+    fu_op_t8 <= \$717 ;
   always @(posedge clk)
-    fu_x_t2 <= \$718 ;
+    fu_x_t0 <= \$718 ;
   always @(posedge clk)
-    fu_x_t3 <= \$719 ;
+    fu_x_t1 <= \$719 ;
   always @(posedge clk)
-    fu_x_t4 <= \$720 ;
+    fu_x_t2 <= \$720 ;
   always @(posedge clk)
-    fu_x_t5 <= \$721 ;
+    fu_x_t3 <= \$721 ;
   always @(posedge clk)
-    fu_x_t6 <= \$722 ;
+    fu_x_t4 <= \$722 ;
   always @(posedge clk)
-    fu_x_t7 <= \$723 ;
+    fu_x_t5 <= \$723 ;
   always @(posedge clk)
-    fu_x_t8 <= \$724 ;
+    fu_x_t6 <= \$724 ;
   always @(posedge clk)
-    fu_x_t9 <= \$725 ;
+    fu_x_t7 <= \$725 ;
   always @(posedge clk)
-    fu_x_t10 <= \$726 ;
+    fu_x_t8 <= \$726 ;
   always @(posedge clk)
-    fu_x_t11 <= \$727 ;
+    fu_x_t9 <= \$727 ;
   always @(posedge clk)
-    fu_x_t12 <= \$728 ;
+    fu_x_t10 <= \$728 ;
   always @(posedge clk)
-    fu_x_t13 <= \$729 ;
+    fu_x_t11 <= \$729 ;
   always @(posedge clk)
-    fu_sub_t0 <= \$730 ;
+    fu_x_t12 <= \$730 ;
   always @(posedge clk)
-    fu_sub_t1 <= \$731 ;
+    fu_x_t13 <= \$731 ;
   always @(posedge clk)
-    fu_sub_t2 <= \$732 ;
+    fu_sub_t0 <= \$732 ;
   always @(posedge clk)
-    fu_add_t0 <= \$733 ;
+    fu_sub_t1 <= \$733 ;
   always @(posedge clk)
-    fu_add_t1 <= \$734 ;
+    fu_sub_t2 <= \$734 ;
   always @(posedge clk)
-    fu_add_t2 <= \$735 ;
+    fu_add_t0 <= \$735 ;
   always @(posedge clk)
-    fu_add_t3 <= \$736 ;
+    fu_add_t1 <= \$736 ;
   always @(posedge clk)
-    fu_add_t4 <= \$737 ;
+    fu_add_t2 <= \$737 ;
   always @(posedge clk)
-    gmul_a_t0 <= \$738 ;
+    fu_add_t3 <= \$738 ;
   always @(posedge clk)
-    gmul_a_t1 <= \$739 ;
+    fu_add_t4 <= \$739 ;
   always @(posedge clk)
-    gmul_a_t2 <= \$740 ;
+    gmul_k_k_t0 <= \$740 ;
   always @(posedge clk)
-    gmul_a_t3 <= \$741 ;
+    gmul_k_k_t1 <= \$741 ;
   always @(posedge clk)
-    gmul_a_t4 <= \$742 ;
+    gmul_k_k_t2 <= \$742 ;
   always @(posedge clk)
-    gmul_a_t5 <= \$743 ;
+    gmul_k_k_t3 <= \$743 ;
   always @(posedge clk)
-    gmul_a_t6 <= \$744 ;
+    gmul_k_k_t4 <= \$744 ;
   always @(posedge clk)
-    gmul_a_t7 <= \$745 ;
+    gmul_k_k_t5 <= \$745 ;
   always @(posedge clk)
-    gmul_a_t8 <= \$746 ;
+    gmul_k_k_t6 <= \$746 ;
   always @(posedge clk)
-    gmul_a_t9 <= \$747 ;
+    gmul_k_k_t7 <= \$747 ;
   always @(posedge clk)
-    gmul_a_t10 <= \$748 ;
+    gmul_k_k_t8 <= \$748 ;
   always @(posedge clk)
-    gmul_a_t11 <= \$749 ;
+    gmul_k_k_t9 <= \$749 ;
   always @(posedge clk)
-    gmul_a_t12 <= \$750 ;
+    gmul_k_k_t10 <= \$750 ;
   always @(posedge clk)
-    gmul_b_t0 <= \$751 ;
-  always @(posedge clk)
-    gmul_b_t1 <= \$752 ;
-  always @(posedge clk)
-    gmul_b_t2 <= \$753 ;
-  always @(posedge clk)
-    gmul_b_t3 <= \$754 ;
-  always @(posedge clk)
-    gmul_b_t4 <= \$755 ;
-  always @(posedge clk)
-    gmul_b_t5 <= \$756 ;
-  always @(posedge clk)
-    gmul_b_t6 <= \$757 ;
-  always @(posedge clk)
-    gmul_b_t7 <= \$758 ;
-  always @(posedge clk)
-    gmul_b_t8 <= \$759 ;
-  always @(posedge clk)
-    gmul_b_t9 <= \$760 ;
-  always @(posedge clk)
-    gmul_b_t10 <= \$761 ;
-  always @(posedge clk)
-    gmul_b_t11 <= \$762 ;
-  always @(posedge clk)
-    gmul_b_t12 <= \$763 ;
-  always @(posedge clk)
-    gmul_b_t13 <= \$764 ;
-  always @(posedge clk)
-    gmul_b_t14 <= \$765 ;
-  always @(posedge clk)
-    gmul_k_t0 <= \$766 ;
-  always @(posedge clk)
-    gmul_k_t1 <= \$767 ;
-  always @(posedge clk)
-    gmul_k_t2 <= \$768 ;
-  always @(posedge clk)
-    gmul_k_t3 <= \$769 ;
-  always @(posedge clk)
-    gmul_k_t4 <= \$770 ;
-  always @(posedge clk)
-    gmul_k_t5 <= \$771 ;
-  always @(posedge clk)
-    gmul_k_t6 <= \$772 ;
-  always @(posedge clk)
-    gmul_k_t7 <= \$773 ;
-  always @(posedge clk)
-    gmul_k_t8 <= \$774 ;
-  always @(posedge clk)
-    gmul_k_t9 <= \$775 ;
-  always @(posedge clk)
-    gmul_k_t10 <= \$776 ;
-  always @(posedge clk)
-    gmul_k_t11 <= \$777 ;
+    gmul_k_k_t11 <= \$751 ;
   assign \$1  = $signed({ 1'h0, g_a_r[16:0] }) * $signed(g_b_r);
   assign \$2  = $signed(\$1 ) + $signed(g_k_r);
   assign first_frame = ! t;
@@ -36576,18 +36464,43 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   assign \$193  = \$192  | fu_add_t2;
   assign \$194  = \$193  | fu_add_t3;
   assign i_add = \$194  | fu_add_t4;
-  assign \$195  = gmul_a_t0 | gmul_a_t1;
-  assign \$196  = \$195  | gmul_a_t2;
-  assign \$197  = \$196  | gmul_a_t3;
-  assign \$198  = \$197  | gmul_a_t4;
-  assign \$199  = \$198  | gmul_a_t5;
-  assign \$200  = \$199  | gmul_a_t6;
-  assign \$201  = \$200  | gmul_a_t7;
-  assign \$202  = \$201  | gmul_a_t8;
-  assign \$203  = \$202  | gmul_a_t9;
-  assign \$204  = \$203  | gmul_a_t10;
-  assign \$205  = \$204  | gmul_a_t11;
-  assign g_a_r = \$205  | gmul_a_t12;
+  assign \$195  = gmul_use0 ? x1 : 24'h000000;
+  assign \$196  = gmul_use1 ? { \$39 [28], \$39  } : 30'h00000000;
+  assign \$197  = { 6'h00, \$195  } | \$196 ;
+  assign \$198  = gmul_use2 ? noise_r : 28'h0000000;
+  assign \$199  = \$197  | { 2'h0, \$198  };
+  assign \$200  = gmul_use3 ? word0r : 28'h0000000;
+  assign \$201  = \$199  | { 2'h0, \$200  };
+  assign \$202  = gmul_use4 ? sum5_hold : 28'h0000000;
+  assign \$203  = \$201  | { 2'h0, \$202  };
+  assign \$204  = gmul_use5 ? slog : 35'h000000000;
+  assign \$205  = { \$203 [29], \$203 [29], \$203 [29], \$203 [29], \$203 [29], \$203  } | \$204 ;
+  assign \$206  = gmul_use6 ? low : 34'h000000000;
+  assign \$207  = \$205  | { 1'h0, \$206  };
+  assign \$208  = gmul_use7 ? high : 34'h000000000;
+  assign \$209  = \$207  | { 1'h0, \$208  };
+  assign \$210  = num_zero ? 16'h0000 : o_exp[15:0];
+  assign \$211  = \$210  > 15'h4ccd;
+  assign \$212  = num_zero ? 16'h0000 : o_exp[15:0];
+  assign \$213  = \$212  - 15'h4ccd;
+  assign \$214  = \$211  ? \$213  : 17'h00000;
+  assign \$215  = gmul_use8 ? \$214  : 17'h00000;
+  assign \$216  = \$209  | { \$215 [16], \$215 [16], \$215 [16], \$215 [16], \$215 [16], \$215 [16], \$215 [16], \$215 [16], \$215 [16], \$215 [16], \$215 [16], \$215 [16], \$215 [16], \$215 [16], \$215 [16], \$215 [16], \$215 [16], \$215 [16], \$215  };
+  assign \$217  = gmul_use9 ? g_p[31:15] : 17'h00000;
+  assign \$218  = \$216  | { 18'h00000, \$217  };
+  assign \$219  = gmul_use10 | gmul_use13;
+  assign \$220  = { E_r, 4'h1 } - \$signature__data [31:0];
+  assign \$221  = \$219  ? \$220  : 33'h000000000;
+  assign \$222  = \$218  | { \$221 [32], \$221 [32], \$221  };
+  assign \$223  = gmul_use11 | gmul_use12;
+  assign \$224  = \$223  | gmul_use14;
+  assign \$225  = \$224  | gmul_use15;
+  assign \$226  = \$225  ? o_lp : 32'd0;
+  assign \$227  = \$222  | { \$226 [31], \$226 [31], \$226 [31], \$226  };
+  assign \$228  = $signed(stat_r) - $signed(o_exp[19:0]);
+  assign \$229  = gmul_use16 ? \$228  : 21'h000000;
+  assign g_a = \$227  | { \$229 [20], \$229 [20], \$229 [20], \$229 [20], \$229 [20], \$229 [20], \$229 [20], \$229 [20], \$229 [20], \$229 [20], \$229 [20], \$229 [20], \$229 [20], \$229 [20], \$229  };
+  assign \$230  = gmul_use0 ? 17'h10000 : 17'h00000;
   \nanomamba_accel.spectral.engine.fu  fu (
     .clip_start(clip_start),
     .clk(clk),
@@ -36718,9 +36631,23 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    gmul_k_use0 = 1'h0;
+    if (\$41 ) begin
+      gmul_k_use0 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     gmul_use1 = 1'h0;
     if (\$43 ) begin
       gmul_use1 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    gmul_k_use1 = 1'h0;
+    if (\$43 ) begin
+      gmul_k_use1 = 1'h1;
     end
   end
   always @* begin
@@ -36854,89 +36781,89 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$signature__en$77  = 1'h0;
+    \$signature__en$79  = 1'h0;
     if (\$54 ) begin
-      \$signature__en$77  = 1'h1;
+      \$signature__en$79  = 1'h1;
     end
     if (iv_d4) begin
-      \$signature__en$77  = 1'h1;
+      \$signature__en$79  = 1'h1;
     end
     if (iv_d5) begin
-      \$signature__en$77  = 1'h1;
+      \$signature__en$79  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$signature__addr$78  = 9'h000;
+    \$signature__addr$80  = 9'h000;
     if (\$54 ) begin
-      \$signature__addr$78  = { jb_d3, 1'h0 };
+      \$signature__addr$80  = { jb_d3, 1'h0 };
     end
     if (iv_d4) begin
-      \$signature__addr$78  = { ib_d4[7:0], 1'h0 };
+      \$signature__addr$80  = { ib_d4[7:0], 1'h0 };
     end
     if (iv_d5) begin
-      \$signature__addr$78  = { ib_d5[7:0], 1'h1 };
+      \$signature__addr$80  = { ib_d5[7:0], 1'h1 };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$signature__data$80  = 36'h000000000;
+    \$signature__data$82  = 36'h000000000;
     if (\$54 ) begin
-      \$signature__data$80  = { 8'h00, g_p[43:16] };
+      \$signature__data$82  = { 8'h00, g_p[43:16] };
     end
     if (iv_d4) begin
-      \$signature__data$80  = { 8'h00, g_p[43:16] };
+      \$signature__data$82  = { 8'h00, g_p[43:16] };
     end
     if (iv_d5) begin
-      \$signature__data$80  = { 8'h00, g_p[43:16] };
+      \$signature__data$82  = { 8'h00, g_p[43:16] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$signature__en$89  = 1'h0;
+    \$signature__en$91  = 1'h0;
     if (\$59 ) begin
-      \$signature__en$89  = 1'h1;
+      \$signature__en$91  = 1'h1;
     end
     if (p1v_d4) begin
-      \$signature__en$89  = 1'h1;
+      \$signature__en$91  = 1'h1;
     end
     if (\$120 ) begin
-      \$signature__en$89  = 1'h1;
+      \$signature__en$91  = 1'h1;
     end
     if (\$135 ) begin
-      \$signature__en$89  = 1'h1;
+      \$signature__en$91  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$signature__addr$90  = 9'h000;
+    \$signature__addr$92  = 9'h000;
     if (\$59 ) begin
-      \$signature__addr$90  = \$60 [8:0];
+      \$signature__addr$92  = \$60 [8:0];
     end
     if (p1v_d4) begin
-      \$signature__addr$90  = \$94 [8:0];
+      \$signature__addr$92  = \$94 [8:0];
     end
     if (\$120 ) begin
-      \$signature__addr$90  = \$121 [8:0];
+      \$signature__addr$92  = \$121 [8:0];
     end
     if (\$135 ) begin
-      \$signature__addr$90  = \$136 [8:0];
+      \$signature__addr$92  = \$136 [8:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$signature__data$92  = 36'h000000000;
+    \$signature__data$94  = 36'h000000000;
     if (\$59 ) begin
-      \$signature__data$92  = { 8'h00, \$62  };
+      \$signature__data$94  = { 8'h00, \$62  };
     end
     if (p1v_d4) begin
-      \$signature__data$92  = { 8'h00, E };
+      \$signature__data$94  = { 8'h00, E };
     end
     if (\$120 ) begin
-      \$signature__data$92  = { 4'h0, g_p[47:16] };
+      \$signature__data$94  = { 4'h0, g_p[47:16] };
     end
     if (\$135 ) begin
-      \$signature__data$92  = { 4'h0, g_p[47:16] };
+      \$signature__data$94  = { 4'h0, g_p[47:16] };
     end
   end
   always @* begin
@@ -36944,6 +36871,13 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     gmul_use2 = 1'h0;
     if (\$64 ) begin
       gmul_use2 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    gmul_k_use2 = 1'h0;
+    if (\$64 ) begin
+      gmul_k_use2 = 1'h1;
     end
   end
   always @* begin
@@ -36976,9 +36910,23 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    gmul_k_use3 = 1'h0;
+    if (iv_d2) begin
+      gmul_k_use3 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     gmul_use4 = 1'h0;
     if (iv_d3) begin
       gmul_use4 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    gmul_k_use4 = 1'h0;
+    if (iv_d3) begin
+      gmul_k_use4 = 1'h1;
     end
   end
   always @* begin
@@ -37003,6 +36951,21 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
           casez (g)
             5'h00:
                 gmul_use5 = 1'h1;
+          endcase
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    gmul_k_use5 = 1'h0;
+    casez (pcen_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          casez (g)
+            5'h00:
+                gmul_k_use5 = 1'h1;
           endcase
     endcase
   end
@@ -37035,6 +36998,23 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
                 /* empty */;
             5'h01:
                 gmul_use6 = 1'h1;
+          endcase
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    gmul_k_use6 = 1'h0;
+    casez (pcen_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          casez (g)
+            5'h00:
+                /* empty */;
+            5'h01:
+                gmul_k_use6 = 1'h1;
           endcase
     endcase
   end
@@ -37079,6 +37059,29 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
                 /* empty */;
             5'h04:
                 gmul_use7 = 1'h1;
+          endcase
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    gmul_k_use7 = 1'h0;
+    casez (pcen_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          casez (g)
+            5'h00:
+                /* empty */;
+            5'h01:
+                /* empty */;
+            5'h02:
+                /* empty */;
+            5'h03:
+                /* empty */;
+            5'h04:
+                gmul_k_use7 = 1'h1;
           endcase
     endcase
   end
@@ -37202,6 +37205,41 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    gmul_k_use8 = 1'h0;
+    casez (pcen_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          casez (g)
+            5'h00:
+                /* empty */;
+            5'h01:
+                /* empty */;
+            5'h02:
+                /* empty */;
+            5'h03:
+                /* empty */;
+            5'h04:
+                /* empty */;
+            5'h05:
+                /* empty */;
+            5'h06:
+                /* empty */;
+            5'h08:
+                /* empty */;
+            5'h0b:
+                /* empty */;
+            5'h0d:
+                /* empty */;
+            5'h13:
+                gmul_k_use8 = 1'h1;
+          endcase
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     gmul_use9 = 1'h0;
     casez (pcen_state)
       3'h0:
@@ -37234,6 +37272,43 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
                 /* empty */;
             5'h15:
                 gmul_use9 = 1'h1;
+          endcase
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    gmul_k_use9 = 1'h0;
+    casez (pcen_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          casez (g)
+            5'h00:
+                /* empty */;
+            5'h01:
+                /* empty */;
+            5'h02:
+                /* empty */;
+            5'h03:
+                /* empty */;
+            5'h04:
+                /* empty */;
+            5'h05:
+                /* empty */;
+            5'h06:
+                /* empty */;
+            5'h08:
+                /* empty */;
+            5'h0b:
+                /* empty */;
+            5'h0d:
+                /* empty */;
+            5'h13:
+                /* empty */;
+            5'h15:
+                gmul_k_use9 = 1'h1;
           endcase
     endcase
   end
@@ -37354,6 +37429,13 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    gmul_k_use10 = 1'h0;
+    if (\$118 ) begin
+      gmul_k_use10 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     fu_use12 = 1'h0;
     if (\$120 ) begin
       fu_use12 = 1'h1;
@@ -37364,6 +37446,13 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     gmul_use11 = 1'h0;
     if (\$123 ) begin
       gmul_use11 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    gmul_k_use11 = 1'h0;
+    if (\$123 ) begin
+      gmul_k_use11 = 1'h1;
     end
   end
   always @* begin
@@ -37389,6 +37478,13 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    gmul_k_use12 = 1'h0;
+    if (\$129 ) begin
+      gmul_k_use12 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     fu_use15 = 1'h0;
     if (\$131 ) begin
       fu_use15 = 1'h1;
@@ -37403,6 +37499,13 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    gmul_k_use13 = 1'h0;
+    if (\$133 ) begin
+      gmul_k_use13 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     fu_use16 = 1'h0;
     if (\$135 ) begin
       fu_use16 = 1'h1;
@@ -37413,6 +37516,13 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     gmul_use14 = 1'h0;
     if (\$138 ) begin
       gmul_use14 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    gmul_k_use14 = 1'h0;
+    if (\$138 ) begin
+      gmul_k_use14 = 1'h1;
     end
   end
   always @* begin
@@ -37438,6 +37548,13 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    gmul_k_use15 = 1'h0;
+    if (\$144 ) begin
+      gmul_k_use15 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     fu_use19 = 1'h0;
     if (\$146 ) begin
       fu_use19 = 1'h1;
@@ -37448,6 +37565,13 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
     gmul_use16 = 1'h0;
     if (\$157 ) begin
       gmul_use16 = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    gmul_k_use16 = 1'h0;
+    if (\$157 ) begin
+      gmul_k_use16 = 1'h1;
     end
   end
   always @* begin
@@ -37583,7 +37707,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$530  = { \$244 [36:0], \$2 [16:0] };
+    \$530  = { \$291 [36:0], \$2 [16:0] };
     if (clip_start) begin
       \$530  = 54'h00000000000000;
     end
@@ -37593,61 +37717,61 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$531  = \$247 [2:0];
+    \$531  = g_a;
     if (clip_start) begin
-      \$531  = 3'h0;
+      \$531  = 35'h000000000;
     end
     if (rst) begin
-      \$531  = 3'h0;
+      \$531  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$532  = j;
-    if (issue) begin
-      \$532  = \$248 [8:0];
-    end
-    if (\$252 ) begin
-      \$532  = { 8'h00, \$254  };
-    end
+    \$532  = g_b;
     if (clip_start) begin
-      \$532  = 9'h000;
+      \$532  = 18'h00000;
     end
     if (rst) begin
-      \$532  = 9'h000;
+      \$532  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$533  = finished;
+    \$533  = \$294 [2:0];
+    if (clip_start) begin
+      \$533  = 3'h0;
+    end
+    if (rst) begin
+      \$533  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$534  = j;
     if (issue) begin
-      if (\$251 ) begin
-        \$533  = 1'h1;
+      \$534  = \$295 [8:0];
+    end
+    if (\$299 ) begin
+      \$534  = { 8'h00, \$301  };
+    end
+    if (clip_start) begin
+      \$534  = 9'h000;
+    end
+    if (rst) begin
+      \$534  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$535  = finished;
+    if (issue) begin
+      if (\$298 ) begin
+        \$535  = 1'h1;
       end
     end
-    if (\$252 ) begin
-      \$533  = 1'h0;
+    if (\$299 ) begin
+      \$535  = 1'h0;
     end
-    if (clip_start) begin
-      \$533  = 1'h0;
-    end
-    if (rst) begin
-      \$533  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$534  = \$258 ;
-    if (clip_start) begin
-      \$534  = 1'h0;
-    end
-    if (rst) begin
-      \$534  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$535  = v_d1;
     if (clip_start) begin
       \$535  = 1'h0;
     end
@@ -37657,7 +37781,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$536  = v_d2;
+    \$536  = \$305 ;
     if (clip_start) begin
       \$536  = 1'h0;
     end
@@ -37667,7 +37791,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$537  = v_d3;
+    \$537  = v_d1;
     if (clip_start) begin
       \$537  = 1'h0;
     end
@@ -37677,7 +37801,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$538  = v_d4;
+    \$538  = v_d2;
     if (clip_start) begin
       \$538  = 1'h0;
     end
@@ -37687,7 +37811,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$539  = v_d5;
+    \$539  = v_d3;
     if (clip_start) begin
       \$539  = 1'h0;
     end
@@ -37697,7 +37821,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$540  = v_d6;
+    \$540  = v_d4;
     if (clip_start) begin
       \$540  = 1'h0;
     end
@@ -37707,7 +37831,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$541  = v_d7;
+    \$541  = v_d5;
     if (clip_start) begin
       \$541  = 1'h0;
     end
@@ -37717,7 +37841,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$542  = v_d8;
+    \$542  = v_d6;
     if (clip_start) begin
       \$542  = 1'h0;
     end
@@ -37727,7 +37851,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$543  = v_d9;
+    \$543  = v_d7;
     if (clip_start) begin
       \$543  = 1'h0;
     end
@@ -37737,7 +37861,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$544  = v_d10;
+    \$544  = v_d8;
     if (clip_start) begin
       \$544  = 1'h0;
     end
@@ -37747,7 +37871,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$545  = v_d11;
+    \$545  = v_d9;
     if (clip_start) begin
       \$545  = 1'h0;
     end
@@ -37757,7 +37881,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$546  = v_d12;
+    \$546  = v_d10;
     if (clip_start) begin
       \$546  = 1'h0;
     end
@@ -37767,7 +37891,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$547  = v_d13;
+    \$547  = v_d11;
     if (clip_start) begin
       \$547  = 1'h0;
     end
@@ -37777,7 +37901,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$548  = v_d14;
+    \$548  = v_d12;
     if (clip_start) begin
       \$548  = 1'h0;
     end
@@ -37787,7 +37911,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$549  = v_d15;
+    \$549  = v_d13;
     if (clip_start) begin
       \$549  = 1'h0;
     end
@@ -37797,7 +37921,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$550  = v_d16;
+    \$550  = v_d14;
     if (clip_start) begin
       \$550  = 1'h0;
     end
@@ -37807,7 +37931,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$551  = v_d17;
+    \$551  = v_d15;
     if (clip_start) begin
       \$551  = 1'h0;
     end
@@ -37817,7 +37941,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$552  = v_d18;
+    \$552  = v_d16;
     if (clip_start) begin
       \$552  = 1'h0;
     end
@@ -37827,7 +37951,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$553  = v_d19;
+    \$553  = v_d17;
     if (clip_start) begin
       \$553  = 1'h0;
     end
@@ -37837,7 +37961,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$554  = v_d20;
+    \$554  = v_d18;
     if (clip_start) begin
       \$554  = 1'h0;
     end
@@ -37847,7 +37971,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$555  = v_d21;
+    \$555  = v_d19;
     if (clip_start) begin
       \$555  = 1'h0;
     end
@@ -37857,7 +37981,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$556  = v_d22;
+    \$556  = v_d20;
     if (clip_start) begin
       \$556  = 1'h0;
     end
@@ -37867,7 +37991,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$557  = v_d23;
+    \$557  = v_d21;
     if (clip_start) begin
       \$557  = 1'h0;
     end
@@ -37877,7 +38001,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$558  = v_d24;
+    \$558  = v_d22;
     if (clip_start) begin
       \$558  = 1'h0;
     end
@@ -37887,7 +38011,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$559  = v_d25;
+    \$559  = v_d23;
     if (clip_start) begin
       \$559  = 1'h0;
     end
@@ -37897,7 +38021,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$560  = v_d26;
+    \$560  = v_d24;
     if (clip_start) begin
       \$560  = 1'h0;
     end
@@ -37907,7 +38031,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$561  = v_d27;
+    \$561  = v_d25;
     if (clip_start) begin
       \$561  = 1'h0;
     end
@@ -37917,7 +38041,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$562  = v_d28;
+    \$562  = v_d26;
     if (clip_start) begin
       \$562  = 1'h0;
     end
@@ -37927,7 +38051,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$563  = v_d29;
+    \$563  = v_d27;
     if (clip_start) begin
       \$563  = 1'h0;
     end
@@ -37937,7 +38061,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$564  = v_d30;
+    \$564  = v_d28;
     if (clip_start) begin
       \$564  = 1'h0;
     end
@@ -37947,27 +38071,27 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$565  = \$23 [7:0];
+    \$565  = v_d29;
     if (clip_start) begin
-      \$565  = 8'h00;
+      \$565  = 1'h0;
     end
     if (rst) begin
-      \$565  = 8'h00;
+      \$565  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$566  = jb_d1;
+    \$566  = v_d30;
     if (clip_start) begin
-      \$566  = 8'h00;
+      \$566  = 1'h0;
     end
     if (rst) begin
-      \$566  = 8'h00;
+      \$566  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$567  = jb_d2;
+    \$567  = \$23 [7:0];
     if (clip_start) begin
       \$567  = 8'h00;
     end
@@ -37977,76 +38101,76 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$568  = jj[0];
+    \$568  = jb_d1;
     if (clip_start) begin
-      \$568  = 1'h0;
+      \$568  = 8'h00;
     end
     if (rst) begin
-      \$568  = 1'h0;
+      \$568  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$569  = store_ptr;
+    \$569  = jb_d2;
+    if (clip_start) begin
+      \$569  = 8'h00;
+    end
+    if (rst) begin
+      \$569  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$570  = jj[0];
+    if (clip_start) begin
+      \$570  = 1'h0;
+    end
+    if (rst) begin
+      \$570  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$571  = store_ptr;
     if (store_rewind) begin
-      \$569  = 12'h0c8;
+      \$571  = 12'h0c8;
     end
-    if (\$264 ) begin
-      \$569  = \$265 [11:0];
+    if (\$311 ) begin
+      \$571  = \$312 [11:0];
     end
-    if (\$267 ) begin
-      \$569  = \$268 [11:0];
+    if (\$314 ) begin
+      \$571  = \$315 [11:0];
     end
     if (clip_start) begin
-      \$569  = 12'h000;
+      \$571  = 12'h000;
     end
     if (rst) begin
-      \$569  = 12'h000;
+      \$571  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$570  = i__payload[23:0];
+    \$572  = i__payload[23:0];
     if (clip_start) begin
-      \$570  = 24'h000000;
+      \$572  = 24'h000000;
     end
     if (rst) begin
-      \$570  = 24'h000000;
+      \$572  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$571  = x1;
+    \$573  = x1;
     if (clip_start) begin
-      \$571  = 24'h000000;
+      \$573  = 24'h000000;
     end
     if (rst) begin
-      \$571  = 24'h000000;
+      \$573  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$572  = \$33 [15:0];
-    if (clip_start) begin
-      \$572  = 16'h0000;
-    end
-    if (rst) begin
-      \$572  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$573  = w_d1;
-    if (clip_start) begin
-      \$573  = 16'h0000;
-    end
-    if (rst) begin
-      \$573  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$574  = w_d2;
+    \$574  = \$33 [15:0];
     if (clip_start) begin
       \$574  = 16'h0000;
     end
@@ -38056,7 +38180,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$575  = w_d3;
+    \$575  = w_d1;
     if (clip_start) begin
       \$575  = 16'h0000;
     end
@@ -38066,7 +38190,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$576  = w_d4;
+    \$576  = w_d2;
     if (clip_start) begin
       \$576  = 16'h0000;
     end
@@ -38076,7 +38200,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$577  = w_d5;
+    \$577  = w_d3;
     if (clip_start) begin
       \$577  = 16'h0000;
     end
@@ -38086,7 +38210,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$578  = w_d6;
+    \$578  = w_d4;
     if (clip_start) begin
       \$578  = 16'h0000;
     end
@@ -38096,7 +38220,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$579  = w_d7;
+    \$579  = w_d5;
     if (clip_start) begin
       \$579  = 16'h0000;
     end
@@ -38106,7 +38230,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$580  = w_d8;
+    \$580  = w_d6;
     if (clip_start) begin
       \$580  = 16'h0000;
     end
@@ -38116,7 +38240,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$581  = w_d9;
+    \$581  = w_d7;
     if (clip_start) begin
       \$581  = 16'h0000;
     end
@@ -38126,7 +38250,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$582  = w_d10;
+    \$582  = w_d8;
     if (clip_start) begin
       \$582  = 16'h0000;
     end
@@ -38136,7 +38260,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$583  = w_d11;
+    \$583  = w_d9;
     if (clip_start) begin
       \$583  = 16'h0000;
     end
@@ -38146,7 +38270,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$584  = w_d12;
+    \$584  = w_d10;
     if (clip_start) begin
       \$584  = 16'h0000;
     end
@@ -38156,7 +38280,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$585  = w_d13;
+    \$585  = w_d11;
     if (clip_start) begin
       \$585  = 16'h0000;
     end
@@ -38166,7 +38290,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$586  = w_d14;
+    \$586  = w_d12;
     if (clip_start) begin
       \$586  = 16'h0000;
     end
@@ -38176,7 +38300,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$587  = w_d15;
+    \$587  = w_d13;
     if (clip_start) begin
       \$587  = 16'h0000;
     end
@@ -38186,7 +38310,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$588  = w_d16;
+    \$588  = w_d14;
     if (clip_start) begin
       \$588  = 16'h0000;
     end
@@ -38196,7 +38320,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$589  = w_d17;
+    \$589  = w_d15;
     if (clip_start) begin
       \$589  = 16'h0000;
     end
@@ -38206,7 +38330,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$590  = w_d18;
+    \$590  = w_d16;
     if (clip_start) begin
       \$590  = 16'h0000;
     end
@@ -38216,7 +38340,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$591  = w_d19;
+    \$591  = w_d17;
     if (clip_start) begin
       \$591  = 16'h0000;
     end
@@ -38226,7 +38350,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$592  = w_d20;
+    \$592  = w_d18;
     if (clip_start) begin
       \$592  = 16'h0000;
     end
@@ -38236,27 +38360,27 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$593  = \$34 [16];
+    \$593  = w_d19;
     if (clip_start) begin
-      \$593  = 1'h0;
+      \$593  = 16'h0000;
     end
     if (rst) begin
-      \$593  = 1'h0;
+      \$593  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$594  = close_d1;
+    \$594  = w_d20;
     if (clip_start) begin
-      \$594  = 1'h0;
+      \$594  = 16'h0000;
     end
     if (rst) begin
-      \$594  = 1'h0;
+      \$594  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$595  = close_d2;
+    \$595  = \$34 [16];
     if (clip_start) begin
       \$595  = 1'h0;
     end
@@ -38266,7 +38390,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$596  = close_d3;
+    \$596  = close_d1;
     if (clip_start) begin
       \$596  = 1'h0;
     end
@@ -38276,7 +38400,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$597  = close_d4;
+    \$597  = close_d2;
     if (clip_start) begin
       \$597  = 1'h0;
     end
@@ -38286,7 +38410,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$598  = close_d5;
+    \$598  = close_d3;
     if (clip_start) begin
       \$598  = 1'h0;
     end
@@ -38296,7 +38420,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$599  = close_d6;
+    \$599  = close_d4;
     if (clip_start) begin
       \$599  = 1'h0;
     end
@@ -38306,7 +38430,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$600  = close_d7;
+    \$600  = close_d5;
     if (clip_start) begin
       \$600  = 1'h0;
     end
@@ -38316,7 +38440,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$601  = close_d8;
+    \$601  = close_d6;
     if (clip_start) begin
       \$601  = 1'h0;
     end
@@ -38326,7 +38450,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$602  = close_d9;
+    \$602  = close_d7;
     if (clip_start) begin
       \$602  = 1'h0;
     end
@@ -38336,7 +38460,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$603  = close_d10;
+    \$603  = close_d8;
     if (clip_start) begin
       \$603  = 1'h0;
     end
@@ -38346,7 +38470,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$604  = close_d11;
+    \$604  = close_d9;
     if (clip_start) begin
       \$604  = 1'h0;
     end
@@ -38356,7 +38480,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$605  = close_d12;
+    \$605  = close_d10;
     if (clip_start) begin
       \$605  = 1'h0;
     end
@@ -38366,7 +38490,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$606  = close_d13;
+    \$606  = close_d11;
     if (clip_start) begin
       \$606  = 1'h0;
     end
@@ -38376,7 +38500,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$607  = close_d14;
+    \$607  = close_d12;
     if (clip_start) begin
       \$607  = 1'h0;
     end
@@ -38386,7 +38510,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$608  = close_d15;
+    \$608  = close_d13;
     if (clip_start) begin
       \$608  = 1'h0;
     end
@@ -38396,7 +38520,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$609  = close_d16;
+    \$609  = close_d14;
     if (clip_start) begin
       \$609  = 1'h0;
     end
@@ -38406,7 +38530,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$610  = close_d17;
+    \$610  = close_d15;
     if (clip_start) begin
       \$610  = 1'h0;
     end
@@ -38416,7 +38540,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$611  = close_d18;
+    \$611  = close_d16;
     if (clip_start) begin
       \$611  = 1'h0;
     end
@@ -38426,7 +38550,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$612  = close_d19;
+    \$612  = close_d17;
     if (clip_start) begin
       \$612  = 1'h0;
     end
@@ -38436,7 +38560,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$613  = close_d20;
+    \$613  = close_d18;
     if (clip_start) begin
       \$613  = 1'h0;
     end
@@ -38446,183 +38570,183 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$614  = \$signature__data$65 [27:0];
+    \$614  = close_d19;
     if (clip_start) begin
-      \$614  = 28'h0000000;
+      \$614  = 1'h0;
     end
     if (rst) begin
-      \$614  = 28'h0000000;
+      \$614  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$615  = word0h;
+    \$615  = close_d20;
+    if (clip_start) begin
+      \$615  = 1'h0;
+    end
+    if (rst) begin
+      \$615  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$616  = \$signature__data$65 [27:0];
+    if (clip_start) begin
+      \$616  = 28'h0000000;
+    end
+    if (rst) begin
+      \$616  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$617  = word0h;
     if (v_d1) begin
-      \$615  = \$signature__data$65 [27:0];
+      \$617  = \$signature__data$65 [27:0];
     end
     if (clip_start) begin
-      \$615  = 28'h0000000;
+      \$617  = 28'h0000000;
     end
     if (rst) begin
-      \$615  = 28'h0000000;
+      \$617  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$616  = half_n0;
+    \$618  = half_n0;
     if (v_d2) begin
-      \$616  = \$signature__data$65 [27:1];
+      \$618  = \$signature__data$65 [27:1];
     end
     if (clip_start) begin
-      \$616  = 27'h0000000;
+      \$618  = 27'h0000000;
     end
     if (rst) begin
-      \$616  = 27'h0000000;
+      \$618  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$617  = noise;
+    \$619  = noise;
     if (clip_start) begin
-      \$617  = 28'h0000000;
+      \$619  = 28'h0000000;
     end
     if (rst) begin
-      \$617  = 28'h0000000;
+      \$619  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$618  = mm;
-    if (\$270 ) begin
-      \$618  = \$271 [5:0];
+    \$620  = mm;
+    if (\$317 ) begin
+      \$620  = \$318 [5:0];
     end
-    if (\$278 ) begin
-      \$618  = 6'h00;
+    if (\$325 ) begin
+      \$620  = 6'h00;
     end
     if (clip_start) begin
-      \$618  = 6'h00;
+      \$620  = 6'h00;
     end
     if (rst) begin
-      \$618  = 6'h00;
+      \$620  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$619  = \$signal$305 ;
+    \$621  = \$signal$311 ;
     if (v_d6) begin
-      \$619  = o_lp;
+      \$621  = o_lp;
     end
     if (clip_start) begin
-      \$619  = 32'd0;
+      \$621  = 32'd0;
     end
     if (rst) begin
-      \$619  = 32'd0;
+      \$621  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$620  = ld;
+    \$622  = ld;
     if (v_d11) begin
-      \$620  = o_lp;
+      \$622  = o_lp;
     end
     if (clip_start) begin
-      \$620  = 32'd0;
+      \$622  = 32'd0;
     end
     if (rst) begin
-      \$620  = 32'd0;
+      \$622  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$621  = r;
+    \$623  = r;
     if (v_d20) begin
-      \$621  = o_exp[21:0];
+      \$623  = o_exp[21:0];
     end
     if (clip_start) begin
-      \$621  = 22'h000000;
+      \$623  = 22'h000000;
     end
     if (rst) begin
-      \$621  = 22'h000000;
+      \$623  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$622  = 1'h0;
-    if (\$273 ) begin
-      \$622  = 1'h1;
+    \$624  = 1'h0;
+    if (\$320 ) begin
+      \$624  = 1'h1;
     end
     if (clip_start) begin
-      \$622  = 1'h0;
+      \$624  = 1'h0;
     end
     if (rst) begin
-      \$622  = 1'h0;
+      \$624  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$623  = snm;
-    if (\$273 ) begin
-      \$623  = \$275 ;
+    \$625  = snm;
+    if (\$320 ) begin
+      \$625  = \$322 ;
     end
     if (clip_start) begin
-      \$623  = 16'h0000;
+      \$625  = 16'h0000;
     end
     if (rst) begin
-      \$623  = 16'h0000;
+      \$625  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$624  = saddr;
-    if (\$273 ) begin
-      \$624  = \$276 [11:0];
+    \$626  = saddr;
+    if (\$320 ) begin
+      \$626  = \$323 [11:0];
     end
     if (clip_start) begin
-      \$624  = 12'h000;
+      \$626  = 12'h000;
     end
     if (rst) begin
-      \$624  = 12'h000;
+      \$626  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$625  = ms;
-    if (\$273 ) begin
-      \$625  = \$277 [5:0];
+    \$627  = ms;
+    if (\$320 ) begin
+      \$627  = \$324 [5:0];
     end
-    if (\$278 ) begin
-      \$625  = 6'h00;
+    if (\$325 ) begin
+      \$627  = 6'h00;
     end
     if (clip_start) begin
-      \$625  = 6'h00;
+      \$627  = 6'h00;
     end
     if (rst) begin
-      \$625  = 6'h00;
+      \$627  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$626  = sclose;
-    if (clip_start) begin
-      \$626  = 1'h0;
-    end
-    if (rst) begin
-      \$626  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$627  = sclose_d1;
-    if (clip_start) begin
-      \$627  = 1'h0;
-    end
-    if (rst) begin
-      \$627  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$628  = sclose_d2;
+    \$628  = sclose;
     if (clip_start) begin
       \$628  = 1'h0;
     end
@@ -38632,7 +38756,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$629  = sclose_d3;
+    \$629  = sclose_d1;
     if (clip_start) begin
       \$629  = 1'h0;
     end
@@ -38642,7 +38766,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$630  = sclose_d4;
+    \$630  = sclose_d2;
     if (clip_start) begin
       \$630  = 1'h0;
     end
@@ -38652,7 +38776,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$631  = sclose_d5;
+    \$631  = sclose_d3;
     if (clip_start) begin
       \$631  = 1'h0;
     end
@@ -38662,27 +38786,27 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$632  = saddr;
+    \$632  = sclose_d4;
     if (clip_start) begin
-      \$632  = 12'h000;
+      \$632  = 1'h0;
     end
     if (rst) begin
-      \$632  = 12'h000;
+      \$632  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$633  = saddr_d1;
+    \$633  = sclose_d5;
     if (clip_start) begin
-      \$633  = 12'h000;
+      \$633  = 1'h0;
     end
     if (rst) begin
-      \$633  = 12'h000;
+      \$633  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$634  = saddr_d2;
+    \$634  = saddr;
     if (clip_start) begin
       \$634  = 12'h000;
     end
@@ -38692,7 +38816,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$635  = saddr_d3;
+    \$635  = saddr_d1;
     if (clip_start) begin
       \$635  = 12'h000;
     end
@@ -38702,7 +38826,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$636  = saddr_d4;
+    \$636  = saddr_d2;
     if (clip_start) begin
       \$636  = 12'h000;
     end
@@ -38712,7 +38836,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$637  = saddr_d5;
+    \$637  = saddr_d3;
     if (clip_start) begin
       \$637  = 12'h000;
     end
@@ -38722,40 +38846,40 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$638  = snr_val;
+    \$638  = saddr_d4;
+    if (clip_start) begin
+      \$638  = 12'h000;
+    end
+    if (rst) begin
+      \$638  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$639  = saddr_d5;
+    if (clip_start) begin
+      \$639  = 12'h000;
+    end
+    if (rst) begin
+      \$639  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$640  = snr_val;
     if (sclose_d5) begin
-      \$638  = o_lp[15:0];
+      \$640  = o_lp[15:0];
     end
     if (clip_start) begin
-      \$638  = 16'h0000;
+      \$640  = 16'h0000;
     end
     if (rst) begin
-      \$638  = 16'h0000;
+      \$640  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$639  = \$282 ;
-    if (clip_start) begin
-      \$639  = 1'h0;
-    end
-    if (rst) begin
-      \$639  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$640  = iv_d1;
-    if (clip_start) begin
-      \$640  = 1'h0;
-    end
-    if (rst) begin
-      \$640  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$641  = iv_d2;
+    \$641  = \$329 ;
     if (clip_start) begin
       \$641  = 1'h0;
     end
@@ -38765,7 +38889,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$642  = iv_d3;
+    \$642  = iv_d1;
     if (clip_start) begin
       \$642  = 1'h0;
     end
@@ -38775,7 +38899,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$643  = iv_d4;
+    \$643  = iv_d2;
     if (clip_start) begin
       \$643  = 1'h0;
     end
@@ -38785,7 +38909,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$644  = \$286 ;
+    \$644  = iv_d3;
     if (clip_start) begin
       \$644  = 1'h0;
     end
@@ -38795,31 +38919,17 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$645  = ib;
-    if (\$290 ) begin
-      \$645  = \$291 [8:0];
-    end
-    if (\$293 ) begin
-      \$645  = 9'h000;
-    end
+    \$645  = iv_d4;
     if (clip_start) begin
-      \$645  = 9'h000;
+      \$645  = 1'h0;
     end
     if (rst) begin
-      \$645  = 9'h000;
+      \$645  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$646  = ifin;
-    if (\$290 ) begin
-      if (\$292 ) begin
-        \$646  = 1'h1;
-      end
-    end
-    if (\$293 ) begin
-      \$646  = 1'h0;
-    end
+    \$646  = \$333 ;
     if (clip_start) begin
       \$646  = 1'h0;
     end
@@ -38830,6 +38940,12 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$647  = ib;
+    if (\$337 ) begin
+      \$647  = \$338 [8:0];
+    end
+    if (\$340 ) begin
+      \$647  = 9'h000;
+    end
     if (clip_start) begin
       \$647  = 9'h000;
     end
@@ -38839,17 +38955,25 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$648  = ib_d1;
+    \$648  = ifin;
+    if (\$337 ) begin
+      if (\$339 ) begin
+        \$648  = 1'h1;
+      end
+    end
+    if (\$340 ) begin
+      \$648  = 1'h0;
+    end
     if (clip_start) begin
-      \$648  = 9'h000;
+      \$648  = 1'h0;
     end
     if (rst) begin
-      \$648  = 9'h000;
+      \$648  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$649  = ib_d2;
+    \$649  = ib;
     if (clip_start) begin
       \$649  = 9'h000;
     end
@@ -38859,7 +38983,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$650  = ib_d3;
+    \$650  = ib_d1;
     if (clip_start) begin
       \$650  = 9'h000;
     end
@@ -38869,7 +38993,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$651  = ib_d4;
+    \$651  = ib_d2;
     if (clip_start) begin
       \$651  = 9'h000;
     end
@@ -38879,37 +39003,37 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$652  = word0r;
+    \$652  = ib_d3;
     if (clip_start) begin
-      \$652  = 28'h0000000;
+      \$652  = 9'h000;
     end
     if (rst) begin
-      \$652  = 28'h0000000;
+      \$652  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$653  = p1_issue;
+    \$653  = ib_d4;
     if (clip_start) begin
-      \$653  = 1'h0;
+      \$653  = 9'h000;
     end
     if (rst) begin
-      \$653  = 1'h0;
+      \$653  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$654  = p1v_d1;
+    \$654  = word0r;
     if (clip_start) begin
-      \$654  = 1'h0;
+      \$654  = 28'h0000000;
     end
     if (rst) begin
-      \$654  = 1'h0;
+      \$654  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$655  = p1v_d2;
+    \$655  = p1_issue;
     if (clip_start) begin
       \$655  = 1'h0;
     end
@@ -38919,7 +39043,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$656  = p1v_d3;
+    \$656  = p1v_d1;
     if (clip_start) begin
       \$656  = 1'h0;
     end
@@ -38929,7 +39053,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$657  = p1v_d4;
+    \$657  = p1v_d2;
     if (clip_start) begin
       \$657  = 1'h0;
     end
@@ -38939,7 +39063,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$658  = p1v_d5;
+    \$658  = p1v_d3;
     if (clip_start) begin
       \$658  = 1'h0;
     end
@@ -38949,7 +39073,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$659  = p1v_d6;
+    \$659  = p1v_d4;
     if (clip_start) begin
       \$659  = 1'h0;
     end
@@ -38959,7 +39083,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$660  = p1v_d7;
+    \$660  = p1v_d5;
     if (clip_start) begin
       \$660  = 1'h0;
     end
@@ -38969,7 +39093,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$661  = p1v_d8;
+    \$661  = p1v_d6;
     if (clip_start) begin
       \$661  = 1'h0;
     end
@@ -38979,27 +39103,27 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$662  = p1_m;
+    \$662  = p1v_d7;
     if (clip_start) begin
-      \$662  = 6'h00;
+      \$662  = 1'h0;
     end
     if (rst) begin
-      \$662  = 6'h00;
+      \$662  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$663  = p1m_d1;
+    \$663  = p1v_d8;
     if (clip_start) begin
-      \$663  = 6'h00;
+      \$663  = 1'h0;
     end
     if (rst) begin
-      \$663  = 6'h00;
+      \$663  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$664  = p1m_d2;
+    \$664  = p1_m;
     if (clip_start) begin
       \$664  = 6'h00;
     end
@@ -39009,7 +39133,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$665  = p1m_d3;
+    \$665  = p1m_d1;
     if (clip_start) begin
       \$665  = 6'h00;
     end
@@ -39019,7 +39143,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$666  = p1m_d4;
+    \$666  = p1m_d2;
     if (clip_start) begin
       \$666  = 6'h00;
     end
@@ -39029,7 +39153,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$667  = p1m_d5;
+    \$667  = p1m_d3;
     if (clip_start) begin
       \$667  = 6'h00;
     end
@@ -39039,7 +39163,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$668  = p1m_d6;
+    \$668  = p1m_d4;
     if (clip_start) begin
       \$668  = 6'h00;
     end
@@ -39049,7 +39173,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$669  = p1m_d7;
+    \$669  = p1m_d5;
     if (clip_start) begin
       \$669  = 6'h00;
     end
@@ -39059,7 +39183,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$670  = p1m_d8;
+    \$670  = p1m_d6;
     if (clip_start) begin
       \$670  = 6'h00;
     end
@@ -39069,15 +39193,35 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$671  = pcen_state;
+    \$671  = p1m_d7;
+    if (clip_start) begin
+      \$671  = 6'h00;
+    end
+    if (rst) begin
+      \$671  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$672  = p1m_d8;
+    if (clip_start) begin
+      \$672  = 6'h00;
+    end
+    if (rst) begin
+      \$672  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$673  = pcen_state;
     casez (pcen_state)
       3'h0:
           if (pcen_run) begin
-            \$671  = 3'h1;
+            \$673  = 3'h1;
           end
       3'h1:
-          if (\$301 ) begin
-            \$671  = 3'h2;
+          if (\$348 ) begin
+            \$673  = 3'h2;
           end
       3'h2:
           casez (g)
@@ -39108,113 +39252,88 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
             5'h17:
                 /* empty */;
             5'h1c:
-                \$671  = 3'h3;
+                \$673  = 3'h3;
           endcase
       3'h3:
-          if (\$311 ) begin
-            \$671  = 3'h4;
+          if (\$358 ) begin
+            \$673  = 3'h4;
           end
       3'h4:
-          if (\$312 ) begin
-            \$671  = 3'h0;
+          if (\$359 ) begin
+            \$673  = 3'h0;
           end
     endcase
     if (clip_start) begin
-      \$671  = 3'h0;
+      \$673  = 3'h0;
     end
     if (rst) begin
-      \$671  = 3'h0;
+      \$673  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$672  = p1_ph;
+    \$674  = p1_ph;
     casez (pcen_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$672  = \$296 [1:0];
+          \$674  = \$343 [1:0];
     endcase
-    if (\$313 ) begin
-      \$672  = 2'h0;
+    if (\$360 ) begin
+      \$674  = 2'h0;
     end
     if (clip_start) begin
-      \$672  = 2'h0;
+      \$674  = 2'h0;
     end
     if (rst) begin
-      \$672  = 2'h0;
+      \$674  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$673  = p1_m;
+    \$675  = p1_m;
     casez (pcen_state)
       3'h0:
           /* empty */;
       3'h1:
           if (p1_issue) begin
-            \$673  = \$297 [5:0];
+            \$675  = \$344 [5:0];
           end
     endcase
-    if (\$313 ) begin
-      \$673  = 6'h00;
+    if (\$360 ) begin
+      \$675  = 6'h00;
     end
     if (clip_start) begin
-      \$673  = 6'h00;
+      \$675  = 6'h00;
     end
     if (rst) begin
-      \$673  = 6'h00;
+      \$675  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$674  = g;
+    \$676  = g;
     casez (pcen_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          \$674  = \$302 [4:0];
+          \$676  = \$349 [4:0];
     endcase
-    if (\$313 ) begin
-      \$674  = 5'h00;
+    if (\$360 ) begin
+      \$676  = 5'h00;
     end
     if (clip_start) begin
-      \$674  = 5'h00;
+      \$676  = 5'h00;
     end
     if (rst) begin
-      \$674  = 5'h00;
+      \$676  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$675  = meanr;
-    casez (pcen_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          casez (g)
-            5'h00:
-                /* empty */;
-            5'h01:
-                /* empty */;
-            5'h02:
-                \$675  = { g_p[53], g_p[53], g_p[53:22] };
-          endcase
-    endcase
-    if (clip_start) begin
-      \$675  = 34'h000000000;
-    end
-    if (rst) begin
-      \$675  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$676  = num_r;
+    \$677  = meanr;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -39227,21 +39346,19 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
             5'h01:
                 /* empty */;
             5'h02:
-                /* empty */;
-            5'h03:
-                \$676  = g_p[35:0];
+                \$677  = { g_p[53], g_p[53], g_p[53:22] };
           endcase
     endcase
     if (clip_start) begin
-      \$676  = 36'h000000000;
+      \$677  = 34'h000000000;
     end
     if (rst) begin
-      \$676  = 36'h000000000;
+      \$677  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$677  = num_zero;
+    \$678  = num_r;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -39256,19 +39373,46 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
             5'h02:
                 /* empty */;
             5'h03:
-                \$677  = \$303 ;
+                \$678  = g_p[35:0];
           endcase
     endcase
     if (clip_start) begin
-      \$677  = 1'h0;
+      \$678  = 36'h000000000;
     end
     if (rst) begin
-      \$677  = 1'h0;
+      \$678  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$678  = lnum;
+    \$679  = num_zero;
+    casez (pcen_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          casez (g)
+            5'h00:
+                /* empty */;
+            5'h01:
+                /* empty */;
+            5'h02:
+                /* empty */;
+            5'h03:
+                \$679  = \$350 ;
+          endcase
+    endcase
+    if (clip_start) begin
+      \$679  = 1'h0;
+    end
+    if (rst) begin
+      \$679  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$680  = lnum;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -39291,19 +39435,19 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
             5'h06:
                 /* empty */;
             5'h08:
-                \$678  = o_lp;
+                \$680  = o_lp;
           endcase
     endcase
     if (clip_start) begin
-      \$678  = 32'd0;
+      \$680  = 32'd0;
     end
     if (rst) begin
-      \$678  = 32'd0;
+      \$680  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$679  = sf_r;
+    \$681  = sf_r;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -39330,19 +39474,19 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
             5'h0b:
                 /* empty */;
             5'h0d:
-                \$679  = o_exp[15:0];
+                \$681  = o_exp[15:0];
           endcase
     endcase
     if (clip_start) begin
-      \$679  = 16'h0000;
+      \$681  = 16'h0000;
     end
     if (rst) begin
-      \$679  = 16'h0000;
+      \$681  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$680  = g_r;
+    \$682  = g_r;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -39377,19 +39521,19 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
             5'h17:
                 /* empty */;
             5'h1c:
-                \$680  = o_lp[15:0];
+                \$682  = o_lp[15:0];
           endcase
     endcase
     if (clip_start) begin
-      \$680  = 16'h0000;
+      \$682  = 16'h0000;
     end
     if (rst) begin
-      \$680  = 16'h0000;
+      \$682  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$681  = k;
+    \$683  = k;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -39398,21 +39542,21 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
       3'h2:
           /* empty */;
       3'h3:
-          \$681  = \$306 [5:0];
+          \$683  = \$353 [5:0];
     endcase
-    if (\$313 ) begin
-      \$681  = 6'h00;
+    if (\$360 ) begin
+      \$683  = 6'h00;
     end
     if (clip_start) begin
-      \$681  = 6'h00;
+      \$683  = 6'h00;
     end
     if (rst) begin
-      \$681  = 6'h00;
+      \$683  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$682  = cm;
+    \$684  = cm;
     casez (pcen_state)
       3'h0:
           /* empty */;
@@ -39421,104 +39565,74 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
       3'h2:
           /* empty */;
       3'h3:
-          if (\$307 ) begin
-            \$682  = \$308 [5:0];
+          if (\$354 ) begin
+            \$684  = \$355 [5:0];
           end
     endcase
-    if (\$313 ) begin
-      \$682  = 6'h00;
+    if (\$360 ) begin
+      \$684  = 6'h00;
     end
     if (clip_start) begin
-      \$682  = 6'h00;
+      \$684  = 6'h00;
     end
     if (rst) begin
-      \$682  = 6'h00;
+      \$684  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$683  = mel_r;
+    \$685  = mel_r;
     if (p1v_d1) begin
-      \$683  = \$signature__data [27:0];
+      \$685  = \$signature__data [27:0];
     end
     if (clip_start) begin
-      \$683  = 28'h0000000;
+      \$685  = 28'h0000000;
     end
     if (rst) begin
-      \$683  = 28'h0000000;
+      \$685  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$684  = flo;
+    \$686  = flo;
     if (p1v_d2) begin
-      \$684  = \$signature__data [35:22];
+      \$686  = \$signature__data [35:22];
     end
     if (clip_start) begin
-      \$684  = 14'h0000;
+      \$686  = 14'h0000;
     end
     if (rst) begin
-      \$684  = 14'h0000;
+      \$686  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$685  = fhi;
+    \$687  = fhi;
     if (p1v_d3) begin
-      \$685  = \$signature__data [35:22];
+      \$687  = \$signature__data [35:22];
     end
     if (clip_start) begin
-      \$685  = 14'h0000;
+      \$687  = 14'h0000;
     end
     if (rst) begin
-      \$685  = 14'h0000;
+      \$687  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$686  = E;
+    \$688  = E;
     if (clip_start) begin
-      \$686  = 28'h0000000;
+      \$688  = 28'h0000000;
     end
     if (rst) begin
-      \$686  = 28'h0000000;
+      \$688  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$687  = sumE;
+    \$689  = sumE;
     if (p1v_d5) begin
-      \$687  = \$316 [33:0];
-    end
-    if (clip_start) begin
-      \$687  = 34'h000000000;
-    end
-    if (rst) begin
-      \$687  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$688  = high;
-    if (p1v_d5) begin
-      if (\$317 ) begin
-        \$688  = \$320 [33:0];
-      end
-    end
-    if (clip_start) begin
-      \$688  = 34'h000000000;
-    end
-    if (rst) begin
-      \$688  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$689  = low;
-    if (p1v_d5) begin
-      if (\$321 ) begin
-        \$689  = sumE;
-      end
+      \$689  = \$363 [33:0];
     end
     if (clip_start) begin
       \$689  = 34'h000000000;
@@ -39529,60 +39643,64 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$690  = slog;
+    \$690  = high;
+    if (p1v_d5) begin
+      if (\$364 ) begin
+        \$690  = \$367 [33:0];
+      end
+    end
+    if (clip_start) begin
+      \$690  = 34'h000000000;
+    end
+    if (rst) begin
+      \$690  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$691  = low;
+    if (p1v_d5) begin
+      if (\$368 ) begin
+        \$691  = sumE;
+      end
+    end
+    if (clip_start) begin
+      \$691  = 34'h000000000;
+    end
+    if (rst) begin
+      \$691  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$692  = slog;
     if (p1v_d9) begin
-      \$690  = \$324 [34:0];
+      \$692  = \$371 [34:0];
     end
     if (clip_start) begin
-      \$690  = 35'h000000000;
+      \$692  = 35'h000000000;
     end
     if (rst) begin
-      \$690  = 35'h000000000;
+      \$692  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$691  = E_r;
-    if (\$326 ) begin
-      \$691  = \$signature__data [27:0];
+    \$693  = E_r;
+    if (\$373 ) begin
+      \$693  = \$signature__data [27:0];
     end
     if (clip_start) begin
-      \$691  = 28'h0000000;
+      \$693  = 28'h0000000;
     end
     if (rst) begin
-      \$691  = 28'h0000000;
+      \$693  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$692  = pw0;
-    if (\$328 ) begin
-      \$692  = \$signature__data ;
-    end
-    if (clip_start) begin
-      \$692  = 36'h000000000;
-    end
-    if (rst) begin
-      \$692  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$693  = pw1;
-    if (\$330 ) begin
-      \$693  = \$signature__data ;
-    end
-    if (clip_start) begin
-      \$693  = 36'h000000000;
-    end
-    if (rst) begin
-      \$693  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$694  = pw2;
-    if (\$332 ) begin
+    \$694  = pw0;
+    if (\$375 ) begin
       \$694  = \$signature__data ;
     end
     if (clip_start) begin
@@ -39594,8 +39712,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$695  = pw3;
-    if (\$334 ) begin
+    \$695  = pw1;
+    if (\$377 ) begin
       \$695  = \$signature__data ;
     end
     if (clip_start) begin
@@ -39607,8 +39725,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$696  = pw4;
-    if (\$336 ) begin
+    \$696  = pw2;
+    if (\$379 ) begin
       \$696  = \$signature__data ;
     end
     if (clip_start) begin
@@ -39620,8 +39738,8 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$697  = pw5;
-    if (\$338 ) begin
+    \$697  = pw3;
+    if (\$381 ) begin
       \$697  = \$signature__data ;
     end
     if (clip_start) begin
@@ -39633,37 +39751,63 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$698  = lE;
-    if (\$340 ) begin
-      \$698  = o_lp;
+    \$698  = pw4;
+    if (\$383 ) begin
+      \$698  = \$signature__data ;
     end
     if (clip_start) begin
-      \$698  = 32'd0;
+      \$698  = 36'h000000000;
     end
     if (rst) begin
-      \$698  = 32'd0;
+      \$698  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$699  = stat_r;
-    if (\$342 ) begin
-      \$699  = o_exp[19:0];
+    \$699  = pw5;
+    if (\$385 ) begin
+      \$699  = \$signature__data ;
     end
     if (clip_start) begin
-      \$699  = 20'h00000;
+      \$699  = 36'h000000000;
     end
     if (rst) begin
-      \$699  = 20'h00000;
+      \$699  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$700  = t;
+    \$700  = lE;
+    if (\$387 ) begin
+      \$700  = o_lp;
+    end
+    if (clip_start) begin
+      \$700  = 32'd0;
+    end
+    if (rst) begin
+      \$700  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$701  = stat_r;
+    if (\$389 ) begin
+      \$701  = o_exp[19:0];
+    end
+    if (clip_start) begin
+      \$701  = 20'h00000;
+    end
+    if (rst) begin
+      \$701  = 20'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$702  = t;
     casez (engine_state)
       3'h0:
           if (fb_wr_ok) begin
-            \$700  = 7'h00;
+            \$702  = 7'h00;
           end
       3'h1:
           /* empty */;
@@ -39672,10 +39816,10 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
       3'h3:
           if (pcen_done) begin
             (* full_case = 32'd1 *)
-            if (\$345 ) begin
-            end else if (\$346 ) begin
+            if (\$392 ) begin
+            end else if (\$393 ) begin
             end else begin
-              \$700  = \$347 [6:0];
+              \$702  = \$394 [6:0];
             end
           end
       3'h4:
@@ -39684,29 +39828,29 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
           /* empty */;
       3'h7:
           if (bins_done) begin
-            if (\$351 ) begin
+            if (\$398 ) begin
               (* full_case = 32'd1 *)
-              if (\$352 ) begin
+              if (\$399 ) begin
               end else begin
-                \$700  = \$353 [6:0];
+                \$702  = \$400 [6:0];
               end
             end
           end
     endcase
     if (clip_start) begin
-      \$700  = 7'h00;
+      \$702  = 7'h00;
     end
     if (rst) begin
-      \$700  = 7'h00;
+      \$702  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$701  = fbase;
+    \$703  = fbase;
     casez (engine_state)
       3'h0:
           if (fb_wr_ok) begin
-            \$701  = 12'h000;
+            \$703  = 12'h000;
           end
       3'h1:
           /* empty */;
@@ -39715,10 +39859,10 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
       3'h3:
           if (pcen_done) begin
             (* full_case = 32'd1 *)
-            if (\$345 ) begin
-            end else if (\$346 ) begin
+            if (\$392 ) begin
+            end else if (\$393 ) begin
             end else begin
-              \$701  = \$348 [11:0];
+              \$703  = \$395 [11:0];
             end
           end
       3'h4:
@@ -39727,93 +39871,93 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
           /* empty */;
       3'h7:
           if (bins_done) begin
-            if (\$351 ) begin
+            if (\$398 ) begin
               (* full_case = 32'd1 *)
-              if (\$352 ) begin
+              if (\$399 ) begin
               end else begin
-                \$701  = \$354 [11:0];
+                \$703  = \$401 [11:0];
               end
             end
           end
     endcase
     if (clip_start) begin
-      \$701  = 12'h000;
+      \$703  = 12'h000;
     end
     if (rst) begin
-      \$701  = 12'h000;
+      \$703  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$702  = engine_state;
+    \$704  = engine_state;
     (* full_case = 32'd1 *)
     casez (engine_state)
       3'h0:
           if (fb_wr_ok) begin
-            \$702  = 3'h1;
+            \$704  = 3'h1;
           end
       3'h1:
-          if (\$344 ) begin
-            \$702  = 3'h2;
+          if (\$391 ) begin
+            \$704  = 3'h2;
           end
       3'h2:
           if (bins_done) begin
-            \$702  = 3'h3;
+            \$704  = 3'h3;
           end
       3'h3:
           if (pcen_done) begin
             (* full_case = 32'd1 *)
-            if (\$345 ) begin
-              \$702  = 3'h4;
-            end else if (\$346 ) begin
-              \$702  = 3'h5;
+            if (\$392 ) begin
+              \$704  = 3'h4;
+            end else if (\$393 ) begin
+              \$704  = 3'h5;
             end else begin
-              \$702  = 3'h1;
+              \$704  = 3'h1;
             end
           end
       3'h4:
           if (init_done) begin
-            \$702  = 3'h6;
+            \$704  = 3'h6;
           end
       3'h6:
-          if (\$350 ) begin
-            \$702  = 3'h7;
+          if (\$397 ) begin
+            \$704  = 3'h7;
           end
       3'h7:
           if (bins_done) begin
             (* full_case = 32'd1 *)
-            if (\$351 ) begin
+            if (\$398 ) begin
               (* full_case = 32'd1 *)
-              if (\$352 ) begin
-                \$702  = 3'h5;
+              if (\$399 ) begin
+                \$704  = 3'h5;
               end else begin
-                \$702  = 3'h1;
+                \$704  = 3'h1;
               end
             end else begin
-              \$702  = 3'h6;
+              \$704  = 3'h6;
             end
           end
       3'h5:
-          \$702  = 3'h0;
+          \$704  = 3'h0;
     endcase
     if (clip_start) begin
-      \$702  = 3'h0;
+      \$704  = 3'h0;
     end
     if (rst) begin
-      \$702  = 3'h0;
+      \$704  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$703  = clr;
+    \$705  = clr;
     casez (engine_state)
       3'h0:
           /* empty */;
       3'h1:
         begin
-          \$703  = \$343 [2:0];
-          if (\$344 ) begin
-            \$703  = 3'h0;
+          \$705  = \$390 [2:0];
+          if (\$391 ) begin
+            \$705  = 3'h0;
           end
         end
       3'h2:
@@ -39824,22 +39968,22 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
           /* empty */;
       3'h6:
         begin
-          \$703  = \$349 [2:0];
-          if (\$350 ) begin
-            \$703  = 3'h0;
+          \$705  = \$396 [2:0];
+          if (\$397 ) begin
+            \$705  = 3'h0;
           end
         end
     endcase
     if (clip_start) begin
-      \$703  = 3'h0;
+      \$705  = 3'h0;
     end
     if (rst) begin
-      \$703  = 3'h0;
+      \$705  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$704  = tr;
+    \$706  = tr;
     casez (engine_state)
       3'h0:
           /* empty */;
@@ -39851,29 +39995,29 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
           /* empty */;
       3'h4:
           if (init_done) begin
-            \$704  = 3'h0;
+            \$706  = 3'h0;
           end
       3'h6:
           /* empty */;
       3'h7:
           if (bins_done) begin
             (* full_case = 32'd1 *)
-            if (\$351 ) begin
+            if (\$398 ) begin
             end else begin
-              \$704  = \$355 [2:0];
+              \$706  = \$402 [2:0];
             end
           end
     endcase
     if (clip_start) begin
-      \$704  = 3'h0;
+      \$706  = 3'h0;
     end
     if (rst) begin
-      \$704  = 3'h0;
+      \$706  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$705  = rbase;
+    \$707  = rbase;
     casez (engine_state)
       3'h0:
           /* empty */;
@@ -39885,59 +40029,39 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
           /* empty */;
       3'h4:
           if (init_done) begin
-            \$705  = 12'h000;
+            \$707  = 12'h000;
           end
       3'h6:
           /* empty */;
       3'h7:
           if (bins_done) begin
             (* full_case = 32'd1 *)
-            if (\$351 ) begin
+            if (\$398 ) begin
             end else begin
-              \$705  = \$356 [11:0];
+              \$707  = \$403 [11:0];
             end
           end
     endcase
     if (clip_start) begin
-      \$705  = 12'h000;
+      \$707  = 12'h000;
     end
     if (rst) begin
-      \$705  = 12'h000;
+      \$707  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$706  = \$376 ;
+    \$708  = \$423 ;
     if (clip_start) begin
-      \$706  = 1'h0;
+      \$708  = 1'h0;
     end
     if (rst) begin
-      \$706  = 1'h0;
+      \$708  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$707  = { 3'h0, \$380  };
-    if (clip_start) begin
-      \$707  = 4'h0;
-    end
-    if (rst) begin
-      \$707  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$708  = { 3'h0, \$381  };
-    if (clip_start) begin
-      \$708  = 4'h0;
-    end
-    if (rst) begin
-      \$708  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$709  = { 2'h0, \$382  };
+    \$709  = { 3'h0, \$427  };
     if (clip_start) begin
       \$709  = 4'h0;
     end
@@ -39947,7 +40071,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$710  = { 2'h0, \$387  };
+    \$710  = { 3'h0, \$428  };
     if (clip_start) begin
       \$710  = 4'h0;
     end
@@ -39957,7 +40081,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$711  = { 1'h0, \$389  };
+    \$711  = { 2'h0, \$429  };
     if (clip_start) begin
       \$711  = 4'h0;
     end
@@ -39967,7 +40091,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$712  = \$390 ;
+    \$712  = { 2'h0, \$434  };
     if (clip_start) begin
       \$712  = 4'h0;
     end
@@ -39977,7 +40101,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$713  = { 1'h0, \$392  };
+    \$713  = { 1'h0, \$436  };
     if (clip_start) begin
       \$713  = 4'h0;
     end
@@ -39987,7 +40111,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$714  = { 1'h0, \$394  };
+    \$714  = \$437 ;
     if (clip_start) begin
       \$714  = 4'h0;
     end
@@ -39997,7 +40121,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$715  = { 1'h0, \$396  };
+    \$715  = { 1'h0, \$439  };
     if (clip_start) begin
       \$715  = 4'h0;
     end
@@ -40007,27 +40131,27 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$716  = { 21'h000000, \$397  };
+    \$716  = { 1'h0, \$441  };
     if (clip_start) begin
-      \$716  = 45'h000000000000;
+      \$716  = 4'h0;
     end
     if (rst) begin
-      \$716  = 45'h000000000000;
+      \$716  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$717  = { 1'h0, \$398  };
+    \$717  = { 1'h0, \$443  };
     if (clip_start) begin
-      \$717  = 45'h000000000000;
+      \$717  = 4'h0;
     end
     if (rst) begin
-      \$717  = 45'h000000000000;
+      \$717  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$718  = { \$399 [31], \$399 [31], \$399 [31], \$399 [31], \$399 [31], \$399 [31], \$399 [31], \$399 [31], \$399 [31], \$399 [31], \$399 [31], \$399 [31], \$399 [31], \$399  };
+    \$718  = { 21'h000000, \$444  };
     if (clip_start) begin
       \$718  = 45'h000000000000;
     end
@@ -40037,7 +40161,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$719  = { 29'h00000000, \$400  };
+    \$719  = { 1'h0, \$445  };
     if (clip_start) begin
       \$719  = 45'h000000000000;
     end
@@ -40047,7 +40171,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$720  = { 11'h000, \$401  };
+    \$720  = { \$446 [31], \$446 [31], \$446 [31], \$446 [31], \$446 [31], \$446 [31], \$446 [31], \$446 [31], \$446 [31], \$446 [31], \$446 [31], \$446 [31], \$446 [31], \$446  };
     if (clip_start) begin
       \$720  = 45'h000000000000;
     end
@@ -40057,7 +40181,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$721  = { 5'h00, \$403  };
+    \$721  = { 29'h00000000, \$447  };
     if (clip_start) begin
       \$721  = 45'h000000000000;
     end
@@ -40067,7 +40191,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$722  = { \$404 [33], \$404 [33], \$404 [33], \$404 [33], \$404 [33], \$404 [33], \$404 [33], \$404 [33], \$404 [33], \$404 [33], \$404 [33], \$404  };
+    \$722  = { 11'h000, \$448  };
     if (clip_start) begin
       \$722  = 45'h000000000000;
     end
@@ -40077,7 +40201,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$723  = { \$405 [31], \$405 [31], \$405 [31], \$405 [31], \$405 [31], \$405 [31], \$405 [31], \$405 [31], \$405 [31], \$405 [31], \$405 [31], \$405 [31], \$405 [31], \$405  };
+    \$723  = { 5'h00, \$450  };
     if (clip_start) begin
       \$723  = 45'h000000000000;
     end
@@ -40087,7 +40211,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$724  = { \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412 [15], \$412  };
+    \$724  = { \$451 [33], \$451 [33], \$451 [33], \$451 [33], \$451 [33], \$451 [33], \$451 [33], \$451 [33], \$451 [33], \$451 [33], \$451 [33], \$451  };
     if (clip_start) begin
       \$724  = 45'h000000000000;
     end
@@ -40097,7 +40221,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$725  = { 17'h00000, \$413  };
+    \$725  = { \$452 [31], \$452 [31], \$452 [31], \$452 [31], \$452 [31], \$452 [31], \$452 [31], \$452 [31], \$452 [31], \$452 [31], \$452 [31], \$452 [31], \$452 [31], \$452  };
     if (clip_start) begin
       \$725  = 45'h000000000000;
     end
@@ -40107,7 +40231,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$726  = { 17'h00000, \$414  };
+    \$726  = { \$459 [15], \$459 [15], \$459 [15], \$459 [15], \$459 [15], \$459 [15], \$459 [15], \$459 [15], \$459 [15], \$459 [15], \$459 [15], \$459 [15], \$459 [15], \$459 [15], \$459 [15], \$459 [15], \$459 [15], \$459 [15], \$459 [15], \$459 [15], \$459 [15], \$459 [15], \$459 [15], \$459 [15], \$459 [15], \$459 [15], \$459 [15], \$459 [15], \$459 [15], \$459  };
     if (clip_start) begin
       \$726  = 45'h000000000000;
     end
@@ -40117,7 +40241,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$727  = { 13'h0000, \$416  };
+    \$727  = { 17'h00000, \$460  };
     if (clip_start) begin
       \$727  = 45'h000000000000;
     end
@@ -40127,7 +40251,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$728  = { \$420 [33], \$420 [33], \$420 [33], \$420 [33], \$420 [33], \$420 [33], \$420 [33], \$420 [33], \$420 [33], \$420 [33], \$420 [33], \$420  };
+    \$728  = { 17'h00000, \$461  };
     if (clip_start) begin
       \$728  = 45'h000000000000;
     end
@@ -40137,7 +40261,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$729  = { 5'h00, \$422  };
+    \$729  = { 13'h0000, \$463  };
     if (clip_start) begin
       \$729  = 45'h000000000000;
     end
@@ -40147,27 +40271,27 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$730  = { 33'h000000000, \$439  };
+    \$730  = { \$467 [33], \$467 [33], \$467 [33], \$467 [33], \$467 [33], \$467 [33], \$467 [33], \$467 [33], \$467 [33], \$467 [33], \$467 [33], \$467  };
     if (clip_start) begin
-      \$730  = 34'h000000000;
+      \$730  = 45'h000000000000;
     end
     if (rst) begin
-      \$730  = 34'h000000000;
+      \$730  = 45'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$731  = { \$440 [31], \$440 [31], \$440  };
+    \$731  = { 5'h00, \$469  };
     if (clip_start) begin
-      \$731  = 34'h000000000;
+      \$731  = 45'h000000000000;
     end
     if (rst) begin
-      \$731  = 34'h000000000;
+      \$731  = 45'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$732  = { \$442 [31], \$442 [31], \$442  };
+    \$732  = { 33'h000000000, \$486  };
     if (clip_start) begin
       \$732  = 34'h000000000;
     end
@@ -40177,27 +40301,27 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$733  = { 21'h000000, \$458  };
+    \$733  = { \$487 [31], \$487 [31], \$487  };
     if (clip_start) begin
-      \$733  = 22'h000000;
+      \$733  = 34'h000000000;
     end
     if (rst) begin
-      \$733  = 22'h000000;
+      \$733  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$734  = { 2'h0, \$459  };
+    \$734  = { \$489 [31], \$489 [31], \$489  };
     if (clip_start) begin
-      \$734  = 22'h000000;
+      \$734  = 34'h000000000;
     end
     if (rst) begin
-      \$734  = 22'h000000;
+      \$734  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$735  = { \$460 [19], \$460 [19], \$460  };
+    \$735  = { 21'h000000, \$505  };
     if (clip_start) begin
       \$735  = 22'h000000;
     end
@@ -40207,7 +40331,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$736  = { 2'h0, \$461  };
+    \$736  = { 2'h0, \$506  };
     if (clip_start) begin
       \$736  = 22'h000000;
     end
@@ -40217,7 +40341,7 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$737  = { \$462 [19], \$462 [19], \$462  };
+    \$737  = { \$507 [19], \$507 [19], \$507  };
     if (clip_start) begin
       \$737  = 22'h000000;
     end
@@ -40227,402 +40351,142 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$738  = { 11'h000, \$463  };
+    \$738  = { 2'h0, \$508  };
     if (clip_start) begin
-      \$738  = 35'h000000000;
+      \$738  = 22'h000000;
     end
     if (rst) begin
-      \$738  = 35'h000000000;
+      \$738  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$739  = { \$464 [29], \$464 [29], \$464 [29], \$464 [29], \$464 [29], \$464  };
+    \$739  = { \$509 [19], \$509 [19], \$509  };
     if (clip_start) begin
-      \$739  = 35'h000000000;
+      \$739  = 22'h000000;
     end
     if (rst) begin
-      \$739  = 35'h000000000;
+      \$739  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$740  = { 7'h00, \$465  };
+    \$740  = { 4'h0, \$514  };
     if (clip_start) begin
-      \$740  = 35'h000000000;
+      \$740  = 48'h000000000000;
     end
     if (rst) begin
-      \$740  = 35'h000000000;
+      \$740  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$741  = { 7'h00, \$466  };
+    \$741  = { 44'h00000000000, \$515  };
     if (clip_start) begin
-      \$741  = 35'h000000000;
+      \$741  = 48'h000000000000;
     end
     if (rst) begin
-      \$741  = 35'h000000000;
+      \$741  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$742  = { 7'h00, \$467  };
+    \$742  = { 32'h00000000, \$518  };
     if (clip_start) begin
-      \$742  = 35'h000000000;
+      \$742  = 48'h000000000000;
     end
     if (rst) begin
-      \$742  = 35'h000000000;
+      \$742  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$743  = \$468 ;
+    \$743  = { 31'h00000000, \$519  };
     if (clip_start) begin
-      \$743  = 35'h000000000;
+      \$743  = 48'h000000000000;
     end
     if (rst) begin
-      \$743  = 35'h000000000;
+      \$743  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$744  = { 1'h0, \$469  };
+    \$744  = { 7'h00, \$520  };
     if (clip_start) begin
-      \$744  = 35'h000000000;
+      \$744  = 48'h000000000000;
     end
     if (rst) begin
-      \$744  = 35'h000000000;
+      \$744  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$745  = { 1'h0, \$470  };
+    \$745  = { 47'h000000000000, \$521  };
     if (clip_start) begin
-      \$745  = 35'h000000000;
+      \$745  = 48'h000000000000;
     end
     if (rst) begin
-      \$745  = 35'h000000000;
+      \$745  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$746  = { \$476 [16], \$476 [16], \$476 [16], \$476 [16], \$476 [16], \$476 [16], \$476 [16], \$476 [16], \$476 [16], \$476 [16], \$476 [16], \$476 [16], \$476 [16], \$476 [16], \$476 [16], \$476 [16], \$476 [16], \$476 [16], \$476  };
+    \$746  = { 12'h000, \$522  };
     if (clip_start) begin
-      \$746  = 35'h000000000;
+      \$746  = 48'h000000000000;
     end
     if (rst) begin
-      \$746  = 35'h000000000;
+      \$746  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$747  = { 18'h00000, \$477  };
+    \$747  = { 17'h00000, \$523  };
     if (clip_start) begin
-      \$747  = 35'h000000000;
+      \$747  = 48'h000000000000;
     end
     if (rst) begin
-      \$747  = 35'h000000000;
+      \$747  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$748  = { \$480 [32], \$480 [32], \$480  };
+    \$748  = { \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524  };
     if (clip_start) begin
-      \$748  = 35'h000000000;
+      \$748  = 48'h000000000000;
     end
     if (rst) begin
-      \$748  = 35'h000000000;
+      \$748  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$749  = { \$484 [31], \$484 [31], \$484 [31], \$484  };
+    \$749  = \$526 ;
     if (clip_start) begin
-      \$749  = 35'h000000000;
+      \$749  = 48'h000000000000;
     end
     if (rst) begin
-      \$749  = 35'h000000000;
+      \$749  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$750  = { \$486 [20], \$486 [20], \$486 [20], \$486 [20], \$486 [20], \$486 [20], \$486 [20], \$486 [20], \$486 [20], \$486 [20], \$486 [20], \$486 [20], \$486 [20], \$486 [20], \$486  };
+    \$750  = \$528 ;
     if (clip_start) begin
-      \$750  = 35'h000000000;
+      \$750  = 48'h000000000000;
     end
     if (rst) begin
-      \$750  = 35'h000000000;
+      \$750  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$751  = { 1'h0, \$487  };
+    \$751  = { \$529 [34], \$529 [34], \$529 [34], \$529 [34], \$529 [34], \$529 [34], \$529 [34], \$529 [34], \$529 [34], \$529 [34], \$529 [34], \$529 [34], \$529 [34], \$529  };
     if (clip_start) begin
-      \$751  = 18'h00000;
+      \$751  = 48'h000000000000;
     end
     if (rst) begin
-      \$751  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$752  = { 6'h00, \$491  };
-    if (clip_start) begin
-      \$752  = 18'h00000;
-    end
-    if (rst) begin
-      \$752  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$753  = { 5'h00, \$492  };
-    if (clip_start) begin
-      \$753  = 18'h00000;
-    end
-    if (rst) begin
-      \$753  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$754  = { 1'h0, \$495  };
-    if (clip_start) begin
-      \$754  = 18'h00000;
-    end
-    if (rst) begin
-      \$754  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$755  = { 14'h0000, \$496  };
-    if (clip_start) begin
-      \$755  = 18'h00000;
-    end
-    if (rst) begin
-      \$755  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$756  = { 14'h0000, \$497  };
-    if (clip_start) begin
-      \$756  = 18'h00000;
-    end
-    if (rst) begin
-      \$756  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$757  = { \$499 [16], \$499  };
-    if (clip_start) begin
-      \$757  = 18'h00000;
-    end
-    if (rst) begin
-      \$757  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$758  = { 5'h00, \$500  };
-    if (clip_start) begin
-      \$758  = 18'h00000;
-    end
-    if (rst) begin
-      \$758  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$759  = { 1'h0, \$502  };
-    if (clip_start) begin
-      \$759  = 18'h00000;
-    end
-    if (rst) begin
-      \$759  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$760  = \$503 ;
-    if (clip_start) begin
-      \$760  = 18'h00000;
-    end
-    if (rst) begin
-      \$760  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$761  = { 1'h0, \$504  };
-    if (clip_start) begin
-      \$761  = 18'h00000;
-    end
-    if (rst) begin
-      \$761  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$762  = { 1'h0, \$506  };
-    if (clip_start) begin
-      \$762  = 18'h00000;
-    end
-    if (rst) begin
-      \$762  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$763  = \$507 ;
-    if (clip_start) begin
-      \$763  = 18'h00000;
-    end
-    if (rst) begin
-      \$763  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$764  = { 1'h0, \$508  };
-    if (clip_start) begin
-      \$764  = 18'h00000;
-    end
-    if (rst) begin
-      \$764  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$765  = { 2'h0, \$509  };
-    if (clip_start) begin
-      \$765  = 18'h00000;
-    end
-    if (rst) begin
-      \$765  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$766  = { 4'h0, \$514  };
-    if (clip_start) begin
-      \$766  = 48'h000000000000;
-    end
-    if (rst) begin
-      \$766  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$767  = { 44'h00000000000, \$515  };
-    if (clip_start) begin
-      \$767  = 48'h000000000000;
-    end
-    if (rst) begin
-      \$767  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$768  = { 32'h00000000, \$518  };
-    if (clip_start) begin
-      \$768  = 48'h000000000000;
-    end
-    if (rst) begin
-      \$768  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$769  = { 31'h00000000, \$519  };
-    if (clip_start) begin
-      \$769  = 48'h000000000000;
-    end
-    if (rst) begin
-      \$769  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$770  = { 7'h00, \$520  };
-    if (clip_start) begin
-      \$770  = 48'h000000000000;
-    end
-    if (rst) begin
-      \$770  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$771  = { 47'h000000000000, \$521  };
-    if (clip_start) begin
-      \$771  = 48'h000000000000;
-    end
-    if (rst) begin
-      \$771  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$772  = { 12'h000, \$522  };
-    if (clip_start) begin
-      \$772  = 48'h000000000000;
-    end
-    if (rst) begin
-      \$772  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$773  = { 17'h00000, \$523  };
-    if (clip_start) begin
-      \$773  = 48'h000000000000;
-    end
-    if (rst) begin
-      \$773  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$774  = { \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524 [27], \$524  };
-    if (clip_start) begin
-      \$774  = 48'h000000000000;
-    end
-    if (rst) begin
-      \$774  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$775  = \$526 ;
-    if (clip_start) begin
-      \$775  = 48'h000000000000;
-    end
-    if (rst) begin
-      \$775  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$776  = \$528 ;
-    if (clip_start) begin
-      \$776  = 48'h000000000000;
-    end
-    if (rst) begin
-      \$776  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$777  = { \$529 [34], \$529 [34], \$529 [34], \$529 [34], \$529 [34], \$529 [34], \$529 [34], \$529 [34], \$529 [34], \$529 [34], \$529 [34], \$529 [34], \$529 [34], \$529  };
-    if (clip_start) begin
-      \$777  = 48'h000000000000;
-    end
-    if (rst) begin
-      \$777  = 48'h000000000000;
+      \$751  = 48'h000000000000;
     end
   end
   assign \$signature__en  = 1'h1;
@@ -40650,12 +40514,12 @@ module \nanomamba_accel.spectral.engine (clk, rst, i__valid, fb_wr_ok, \port$153
   assign \$102  = { cm, 1'h0 };
   assign \$103  = { 1'h0, cm, 2'h0 };
   assign \$159  = { \$158 [39], \$158 [39], \$158 [39], \$158 [39:3] };
-  assign \$243  = { \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47:17] };
-  assign \$272  = o_stream;
-  assign \$380  = 1'h0;
-  assign \$439  = 1'h0;
-  assign \$458  = 1'h0;
-  assign \$488  = { x1, 3'h0 };
+  assign \$231  = { x1, 3'h0 };
+  assign \$290  = { \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47:17] };
+  assign \$319  = o_stream;
+  assign \$427  = 1'h0;
+  assign \$486  = 1'h0;
+  assign \$505  = 1'h0;
   assign \$521  = 1'h0;
 endmodule
 

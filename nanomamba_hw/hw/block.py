@@ -413,7 +413,7 @@ class ScanUnit(wiring.Component):
             with m.State("DRAIN"), m.If(self.o.valid & self.o.payload.last):
                 m.d.sync += self.busy.eq(0)
                 m.next = "IDLE"
-        outer.submodules.core = EnableInserter({"sync": self.busy | self.cmd.valid})(m)
+        outer.submodules.gated = EnableInserter({"sync": self.busy | self.cmd.valid})(m)
         return outer
 
 
@@ -599,6 +599,6 @@ class SSMBlock(wiring.Component):
             with m.Case(K_OUT):
                 m.d.comb += rd.data.eq(yz_r.data)
         # frozen unless a block job, a scan or its command is under way
-        outer.submodules.core = EnableInserter({"sync": (kind != K_NONE) | su.cmd.valid
+        outer.submodules.gated = EnableInserter({"sync": (kind != K_NONE) | su.cmd.valid
                                                 | su.busy})(m)
         return outer

@@ -506,5 +506,5 @@ class NormUnit(wiring.Component):
                 m.next = "IDLE"
         for port in ports:
             port.emit()
-        outer.submodules.core = EnableInserter({"sync": self.busy | self.cmd.valid})(m)
+        outer.submodules.gated = EnableInserter({"sync": self.busy | self.cmd.valid})(m)
         return outer

@@ -172,9 +172,9 @@ class SpectralEngine(wiring.Component):
 
         # ---- wide multiply-add
         eng.g_p = Signal(signed(GA_BITS + GB_BITS + 1))
-        # the operands, registered (by the OrMux below), then multiply-add: g_p is GMUL_LATENCY
-        # (2) cycles after the issue (operand selection, multiply and the wide add in one cycle
-        # run at 30 MHz on an ECP5)
+        # the operands registered, then multiply-add: g_p is GMUL_LATENCY (2) cycles after the
+        # issue (operand selection, multiply and the wide add in one cycle run at 30 MHz on an
+        # ECP5)
         ga_r, gb_r, gk_r = (Signal(signed(GA_BITS), name="g_a_r"),
                             Signal(signed(GB_BITS), name="g_b_r"),
                             Signal(signed(GK_BITS), name="g_k_r"))
@@ -186,11 +186,17 @@ class SpectralEngine(wiring.Component):
         m.d.sync += eng.g_p.eq(Cat(p1[:GA_LO_BITS],
                                    ga_r[GA_LO_BITS:].as_signed() * gb_r + (p1 >> GA_LO_BITS)))
         # operands of the FU and the GMUL from every step of every pass: AND-OR, not a mux
-        # chain; each term registered (the FU's operand stage, the GMUL's operand registers),
-        # so the AND is the flip-flops' reset and only the OR is left in LUTs
+        # chain. The FU's operands and K are ORed from registered terms (the AND is the
+        # flip-flops' reset, only the OR is left in LUTs); A and B are ORed first and then
+        # registered, so the registers stay at the multipliers' inputs: an OR tree between
+        # them and the multiply-add's two multipliers and two adders would be the ECP5's
+        # critical path (49.7 MHz placed and routed, against its 50 MHz clock).
         eng.fu_bus = OrMux(m, "fu", registered=True, valid=fu.i_valid, op=fu.i_op, x=fu.i_x,
                            sub=fu.i_sub, add=fu.i_add)
-        eng.g_bus = OrMux(m, "gmul", registered=True, a=ga_r, b=gb_r, k=gk_r)
+        g_a, g_b = Signal(signed(GA_BITS), name="g_a"), Signal(signed(GB_BITS), name="g_b")
+        m.d.sync += [ga_r.eq(g_a), gb_r.eq(g_b)]
+        eng.g_ab_bus = OrMux(m, "gmul", a=g_a, b=g_b)
+        eng.g_k_bus = OrMux(m, "gmul_k", registered=True, k=gk_r)
 
         # ---- band accumulators
         acc_w = max(MAG_FMT.bits, fsnr.RATIO_FMT.bits) + 17 + 6
@@ -281,7 +287,8 @@ class SpectralEngine(wiring.Component):
     def finish_shared(self) -> None:
         """Drive the shared units' operands from every step issued (after the last one)."""
         self.fu_bus.emit()
-        self.g_bus.emit()
+        self.g_ab_bus.emit()
+        self.g_k_bus.emit()
 
     def fu_issue(self, op: str, x, *, sub=0, add=0):
         self.fu_bus.drive(valid=1, op=self.op_index[op], x=x, sub=sub, add=add)
@@ -304,7 +311,8 @@ class SpectralEngine(wiring.Component):
                 ok = _fits_signed(v, bits)
             if not ok:
                 raise ValueError(f"GMUL operand {name} ({v!r}) does not fit {bits} signed bits")
-        self.g_bus.drive(a=a, b=b, k=k)
+        self.g_ab_bus.drive(a=a, b=b)
+        self.g_k_bus.drive(k=k)
 
     def write_feature(self, addr, value):
         """Write a final feature (the word read at ``addr`` the cycle before keeps its SNR)."""
