@@ -1,13 +1,13 @@
 """OrMux (hw/common.py): the shared-operand AND-OR, combinational and registered.
 
 Seven sites drive a signed 20-bit target with operands of mixed widths and signedness (two
-sites share one expression: six terms). Each cycle the testbench picks at most one site and random source
-values; the expected target is computed here from the pick alone (the chosen operand extended
-by its own signedness and cut to 20 bits, or 0), so the OrMux's grouping, extension and OR are
-checked against plain integer arithmetic. The registered form must show the same value one
-cycle later, also when the unit's domain is gated by an ``EnableInserter`` and the registers
-sit outside it (``regs_in``), and it must leave the AND to the flip-flops: a synthesis check
-counts its LUTs.
+sites share one expression: six terms). Each cycle the testbench picks at most one site and
+random source values; the expected target is computed here from the pick alone (the chosen
+operand extended by its own signedness and cut to 20 bits, or 0), so the OrMux's grouping,
+extension and OR are checked against plain integer arithmetic. The registered form must show
+the same value one cycle later, also when the unit's domain is gated by an ``EnableInserter``
+and the registers sit outside it (``regs_in``), and it must leave the AND to the flip-flops: a
+synthesis check counts its LUTs.
 """
 
 from __future__ import annotations
@@ -38,14 +38,13 @@ class _Unit(Elaboratable):
                     for i, (w, s) in enumerate(SOURCES)]
         self.en = Signal(init=1)
         self.t = Signal(signed(TARGET_BITS))
-        self.ticks = Signal(8)          # a register, so that even the combinational form has a clock
+        self.ticks = Signal(8)      # a register: even the combinational form has a clock
 
     def elaborate(self, platform):
         m = Module()
         m.d.sync += self.ticks.eq(self.ticks + 1)
         outer = Module() if self.gated else None
-        bus = OrMux(m, "bus", registered=self.registered,
-                    regs_in=outer, t=self.t)
+        bus = OrMux(m, "bus", registered=self.registered, regs_in=outer, t=self.t)
         with m.Switch(self.pick):
             for k, s in enumerate(SITE_SOURCE):
                 with m.Case(k):
