@@ -55,45 +55,48 @@ class NanoMamba(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def stages(self, audio: torch.Tensor, probe: bool = False) -> dict[str, torch.Tensor]:
+    def stages(self, audio: torch.Tensor, probe: bool = False,
+               feed: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """Run the model on (B, samples) float audio, returning every intermediate.
 
         With ``probe=True`` the blocks' internals are added as ``block{i}.{name}`` (LayerNorm
         output, conv, Δ, gates, scan output …) for the quantizer's range analysis.
+
+        ``feed``: stage outputs (same keys, same shapes) that replace the model's own as the
+        next stage's input — each stage then runs on exactly the given input, so its own
+        arithmetic can be compared with a reference that stored every stage, free of the
+        rounding carried in from the stages before it. The returned values are the model's.
         """
         c = self.config
         out: dict[str, torch.Tensor] = {}
-        mag = stft_magnitude(audio, c.n_fft, c.hop)                   # (B, 257, T)
-        out["stft_mag"] = mag
-        out["snr_mel"] = snr = self.snr_estimator(mag, self.mel_fb)    # (B, 40, T)
-        mel = torch.matmul(self.mel_fb, mag)                           # (B, 40, T)
-        out["mel"] = mel
+
+        def put(key: str, value: torch.Tensor) -> torch.Tensor:
+            out[key] = value
+            return feed[key] if feed is not None and key in feed else value
+
+        mag = put("stft_mag", stft_magnitude(audio, c.n_fft, c.hop))  # (B, 257, T)
+        snr = put("snr_mel", self.snr_estimator(mag, self.mel_fb))     # (B, 40, T)
+        mel = put("mel", torch.matmul(self.mel_fb, mag))               # (B, 40, T)
         if c.frontend == "logmel":
             feat = torch.log(mel + LOG_EPS)
         else:
-            floored = torch.maximum(mel, self.freq_floor[:, None])
-            out["mel_floored"] = floored
+            floored = put("mel_floored", torch.maximum(mel, self.freq_floor[:, None]))
             dp = self.dual_pcen(floored)
             out.update(dp)
-            feat = dp["frontend_out"]
-        out["instnorm_in"] = feat
+            feat = put("frontend_out", dp["frontend_out"])
+        feat = put("instnorm_in", feat)
         # InstanceNorm1d defaults: per clip and band over all T frames (non-causal), biased
         # variance, no affine. The torch kernel is used so rounding matches the original.
-        normed = F.instance_norm(feat, eps=IN_EPS)
-        out["instnorm_out"] = normed
-        x = self.patch_proj(normed.transpose(1, 2))                   # (B, T, d)
-        out["patch_proj"] = x
+        normed = put("instnorm_out", F.instance_norm(feat, eps=IN_EPS))
+        x = put("patch_proj", self.patch_proj(normed.transpose(1, 2)))  # (B, T, d)
         snr_t = snr.transpose(1, 2)                                    # (B, T, 40)
         for i, blk in enumerate(self.blocks):
             inner: dict | None = {} if probe else None
-            x = blk(x, snr_t, inner)
-            out[f"block{i}_out"] = x
+            x = put(f"block{i}_out", blk(x, snr_t, inner))
             if inner is not None:
                 out.update({f"block{i}.{k}": v for k, v in inner.items()})
-        x = self.final_norm(x)
-        out["final_norm"] = x
-        pooled = x.mean(dim=1)
-        out["pooled"] = pooled
+        x = put("final_norm", self.final_norm(x))
+        pooled = put("pooled", x.mean(dim=1))
         out["logits"] = self.classifier(pooled)
         return out
 

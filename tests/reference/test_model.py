@@ -48,25 +48,53 @@ def test_stored_mel_fb_matches_formula(published_ckpt):
 
 @pytest.mark.parametrize("name", PUBLISHED)
 def test_reproduces_published_reference_every_stage(name, published_ckpt, seed_dir):
-    """Every array the original code stored, for all six clips: logits within 1e-4 absolute,
-    every other stage within 2e-5 of its own scale (the seed README expects ~1e-5 relative)."""
+    """Every array the original code stored, for all six clips, each stage run on the
+    reference's own input for it (``stages(feed=…)``): within 2e-5 of its own scale (the seed
+    README expects ~1e-5 relative); logits within 1e-4 absolute.
+
+    Stage by stage, because float32 rounding carried in from earlier stages is not the stage's
+    arithmetic: the STFT's magnitudes differ from the stored ones by float32 rounding that
+    depends on the machine (MKL's FFT kernels; up to 3.8e-6 of 27 on an AVX-512 machine, ~1 ulp),
+    and the SNR ratio divides by a noise floor that can be small, which turned that into
+    3.6e-4 in snr_mel and carried it through the SSM blocks. The whole chain from audio is
+    checked by :func:`test_reproduces_published_reference_end_to_end`."""
+    ck = load_checkpoint(published_ckpt(name))
+    for word in CLIPS:
+        ref = np.load(seed_dir / "reference" / name / f"{word}.npz")
+        assert "logits" in ref.files and len(ref.files) >= 9
+        audio = load_clip(seed_dir / "audio" / f"{word}.wav").samples[None]
+        feed = {k: torch.from_numpy(ref[k])[None] for k in ref.files}
+        with torch.no_grad():
+            stages = ck.model.stages(torch.from_numpy(audio), feed=feed)
+        for key in ref.files:
+            got, want = stages[key][0].numpy(), ref[key]
+            assert got.shape == want.shape, f"{name}/{word}/{key}: shape {got.shape} vs {want.shape}"
+            err = float(np.abs(got - want).max())
+            if key == "logits":
+                assert err <= 1e-4, f"{name}/{word}: logits differ by {err:.2e}"
+            else:
+                scale = max(float(np.abs(want).max()), 1e-3)
+                assert err <= 2e-5 * scale, f"{name}/{word}/{key}: error {err:.2e} at scale {scale:.2e}"
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_reproduces_published_reference_end_to_end(name, published_ckpt, seed_dir):
+    """From the audio alone, all six clips in one batch: the STFT magnitudes within 2e-5 of
+    their scale, the logits within 1e-4 absolute and the same class (the intermediate stages
+    are checked one by one above; on an AVX-512 machine the largest logit difference here was
+    1.3e-5)."""
     ck = load_checkpoint(published_ckpt(name))
     batch = np.stack([load_clip(seed_dir / "audio" / f"{w}.wav").samples for w in CLIPS])
     with torch.no_grad():
         stages = ck.model.stages(torch.from_numpy(batch))
     for b, word in enumerate(CLIPS):
         ref = np.load(seed_dir / "reference" / name / f"{word}.npz")
-        assert "logits" in ref.files and len(ref.files) >= 9
-        for key in ref.files:
-            got, want = stages[key][b].numpy(), ref[key]
-            assert got.shape == want.shape, f"{name}/{word}/{key}: shape {got.shape} vs {want.shape}"
-            err = float(np.abs(got - want).max())
-            if key == "logits":
-                assert err <= 1e-4, f"{name}/{word}: logits differ by {err:.2e}"
-                assert got.argmax() == want.argmax()
-            else:
-                scale = max(float(np.abs(want).max()), 1e-3)
-                assert err <= 2e-5 * scale, f"{name}/{word}/{key}: error {err:.2e} at scale {scale:.2e}"
+        mag, want_mag = stages["stft_mag"][b].numpy(), ref["stft_mag"]
+        assert float(np.abs(mag - want_mag).max()) <= 2e-5 * float(np.abs(want_mag).max())
+        got, want = stages["logits"][b].numpy(), ref["logits"]
+        err = float(np.abs(got - want).max())
+        assert err <= 1e-4, f"{name}/{word}: logits differ by {err:.2e}"
+        assert got.argmax() == want.argmax()
 
 
 def test_batched_equals_single(published_ckpt, seed_dir):
